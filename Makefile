@@ -1,0 +1,36 @@
+# Every target creates and uses .venv itself: a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+PROTOS := $(wildcard proto/agentrun/v1/*.proto)
+
+.PHONY: serve test proto bench lint services clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/agentrun serve
+
+services:
+	bash scripts/ensure-services.sh
+
+test: $(STAMP) services
+	bash scripts/ensure-test-tools.sh
+	$(PY) -m pytest -q -p no:cacheprovider
+
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/engine.py
+
+lint: $(STAMP)
+	npx --yes @bufbuild/buf@1.75.0 lint
+
+clean:
+	rm -rf $(VENV) .agentrun

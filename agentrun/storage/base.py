@@ -1,0 +1,112 @@
+"""The store interface: what the engine needs from persistence, and nothing more."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from agentrun.storage.records import (
+    Batch,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    SignalRecord,
+    WorkflowRecord,
+)
+
+
+class StoreError(Exception):
+    """A store backend failed (connection lost, disk full); the operation may be retried."""
+
+
+class Store(abc.ABC):
+    """Durable state of workflows and executions.
+
+    Contract every backend keeps (tests/storage/test_store_contract.py checks it):
+    - `commit` is atomic: all of a batch or none of it is visible after a crash.
+    - once `commit` returns, the batch survives a process kill.
+    - events are append-only; (execution_id, sequence) is unique.
+    - records returned are copies: mutating them changes nothing stored.
+    """
+
+    async def open(self) -> None:
+        """Connects and migrates the schema; idempotent."""
+
+    async def close(self) -> None:
+        """Releases connections; committed data stays."""
+
+    # Workflows -------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_workflow(self, record: WorkflowRecord) -> WorkflowRecord:
+        """Stores a new version: `record.version` is ignored and set to latest + 1."""
+
+    @abc.abstractmethod
+    async def get_workflow(
+        self, tenant: str, name: str, version: int | None = None
+    ) -> WorkflowRecord | None:
+        """The given version, or the latest when `version` is None; None if absent or deleted."""
+
+    @abc.abstractmethod
+    async def list_workflows(
+        self, tenant: str, *, limit: int, after_name: str | None = None
+    ) -> list[WorkflowRecord]:
+        """Latest version of each workflow, ordered by name, names after `after_name`."""
+
+    @abc.abstractmethod
+    async def delete_workflow(self, tenant: str, name: str) -> bool:
+        """Deletes every version; executions keep their copy. False if it did not exist."""
+
+    # Executions ------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_execution(
+        self,
+        record: ExecutionRecord,
+        nodes: Sequence[NodeRecord] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> tuple[ExecutionRecord, bool]:
+        """Inserts an execution; with a `request_id` already used by the tenant, returns
+        (the existing execution, False) and writes nothing."""
+
+    @abc.abstractmethod
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_executions(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after_id: str | None = None,
+        workflow: str | None = None,
+        states: Sequence[ExecutionState] = (),
+    ) -> list[ExecutionRecord]:
+        """Ordered by id (ids sort by creation time)."""
+
+    @abc.abstractmethod
+    async def list_unfinished_executions(self) -> list[ExecutionRecord]:
+        """Every execution not in a terminal state, for recovery at start."""
+
+    @abc.abstractmethod
+    async def get_nodes(self, execution_id: str) -> list[NodeRecord]: ...
+
+    @abc.abstractmethod
+    async def commit(self, batch: Batch) -> None:
+        """Upserts the execution and nodes, appends events, marks signals consumed."""
+
+    # Events ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def list_events(
+        self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        """Events with sequence > after_sequence, ascending."""
+
+    # Signals ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
+        """Buffers a signal and assigns `seq`; a known (execution_id, signal_id) returns
+        (the stored one, False)."""
+
+    @abc.abstractmethod
+    async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
+        """Signals not yet consumed, in arrival order."""

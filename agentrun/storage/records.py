@@ -1,0 +1,177 @@
+"""The rows the engine keeps in a store, as plain dataclasses.
+
+The engine works on these and never on ORM objects or protobuf messages, so a store
+backend is free in how it maps them, and the hot path pays for no conversions.
+Times are seconds since the epoch (float); payloads are JSON values.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ExecutionState(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    WAITING = "WAITING"
+    ESCALATED = "ESCALATED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL_EXECUTION
+
+
+_TERMINAL_EXECUTION = frozenset(
+    {
+        ExecutionState.SUCCEEDED,
+        ExecutionState.FAILED,
+        ExecutionState.CANCELLED,
+        ExecutionState.COMPENSATED,
+        ExecutionState.COMPENSATION_FAILED,
+        ExecutionState.TIMED_OUT,
+    }
+)
+
+
+class NodeState(enum.StrEnum):
+    PENDING = "PENDING"
+    READY = "READY"
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
+    WAITING = "WAITING"
+    ESCALATED = "ESCALATED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+    @property
+    def done(self) -> bool:
+        """True once the node's outcome is decided (its edges can be evaluated)."""
+        return self in _DONE_NODE
+
+
+_DONE_NODE = frozenset(
+    {
+        NodeState.SUCCEEDED,
+        NodeState.FAILED,
+        NodeState.SKIPPED,
+        NodeState.CANCELLED,
+        NodeState.COMPENSATING,
+        NodeState.COMPENSATED,
+        NodeState.COMPENSATION_FAILED,
+    }
+)
+
+
+@dataclass(slots=True)
+class WorkflowRecord:
+    tenant: str
+    name: str
+    version: int
+    # The WorkflowSpec in its protobuf JSON form (snake_case names).
+    spec: dict[str, Any]
+    created_at: float
+    description: str = ""
+
+
+@dataclass(slots=True)
+class ExecutionRecord:
+    id: str
+    tenant: str
+    workflow: str
+    version: int
+    state: ExecutionState
+    input: Any
+    created_at: float
+    output: Any = None
+    # {"type", "message", "node", "details"} when the execution did not succeed.
+    error: dict[str, Any] | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    request_id: str | None = None
+    # Fingerprint of the start request, so a reused request_id with another payload is refused.
+    request_hash: str | None = None
+    parent_id: str | None = None
+    parent_node: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    # Absolute deadline from the workflow's `timeout`.
+    deadline: float | None = None
+    # The last event sequence number written for this execution.
+    last_sequence: int = 0
+    # Free-form annotations (e.g. rerun_of).
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class NodeRecord:
+    execution_id: str
+    # The node id, or `ID[INDEX]` for one item of a map node.
+    node_id: str
+    state: NodeState
+    attempt: int = 0
+    input: Any = None
+    output: Any = None
+    # {"type", "message", "details"} of the last failed attempt.
+    error: dict[str, Any] | None = None
+    skip_reason: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    # A durable timer: when a retry delay or a wait ends (seconds since the epoch).
+    wake_at: float | None = None
+    # Order of completion within the execution (for compensation order); 0 if not done.
+    completed_order: int = 0
+
+
+@dataclass(slots=True)
+class EventRecord:
+    execution_id: str
+    sequence: int
+    # `execution.<state>`, `node.<state>` (lower case) or `signal.received`.
+    type: str
+    time: float
+    node_id: str | None = None
+    data: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class SignalRecord:
+    execution_id: str
+    name: str
+    data: Any
+    # Caller-chosen id; the same id is applied once.
+    signal_id: str
+    created_at: float
+    # Store-assigned arrival order; 0 until stored.
+    seq: int = 0
+    # The wait node that consumed it; None while buffered.
+    consumed_by: str | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one engine step changes, committed atomically.
+
+    A node's completion and the events that report it are one batch, so a restart
+    finds either both or neither.
+    """
+
+    execution: ExecutionRecord | None = None
+    nodes: list[NodeRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    # (execution_id, signal seq, consuming node id)
+    consumed_signals: list[tuple[str, int, str]] = field(default_factory=list)

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Installs the non-Python tools tests use (Node.js gRPC client), when missing.
+set -eu
+if [ -f tests/polyglot/package.json ] && [ ! -d tests/polyglot/node_modules ]; then
+  (cd tests/polyglot && npm ci --no-audit --no-fund --loglevel=error)
+fi
