@@ -1,0 +1,105 @@
+"""What the engine calls out to: tools and agent providers.
+
+The engine depends on these small interfaces only; `agentrun.integrations` implements them
+(built-in tools, the tool registry, mock and OpenAI-compatible providers) and whoever builds the
+engine (server, CLI, tests) passes them in.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ToolFailure(Exception):
+    """Raised by a tool or provider to fail the call with an error `type` from the taxonomy
+    (`tool_error`, `invalid_args`, `rate_limited`, ...) or a code of its own (`payments.declined`)."""
+
+    def __init__(
+        self,
+        type: str,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.type = type
+        self.message = message
+        self.details = dict(details or {})
+        self.retry_after = retry_after
+
+
+class Effect(enum.StrEnum):
+    """What a repeated call does; an `irreversible` tool is never retried automatically."""
+
+    PURE = "pure"
+    IDEMPOTENT = "idempotent"
+    COMPENSABLE = "compensable"
+    IRREVERSIBLE = "irreversible"
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Facts about the call a tool may use: the idempotency key stays the same across retries
+    of one call (`execution/node`, plus `/index` inside a map); `attempt` counts from 1."""
+
+    execution_id: str
+    node_id: str
+    attempt: int
+    idempotency_key: str
+    tenant: str = "default"
+    secrets: Mapping[str, str] = field(default_factory=dict)
+
+
+class Tool(abc.ABC):
+    name: str
+    description: str = ""
+    # JSON Schema of the args; None accepts anything.
+    args_schema: Mapping[str, Any] | None = None
+    result_schema: Mapping[str, Any] | None = None
+    effect: Effect = Effect.IDEMPOTENT
+
+    @abc.abstractmethod
+    async def call(self, args: Any, ctx: CallContext) -> Any:
+        """Performs the call; raise ToolFailure for a typed failure. Must honour cancellation."""
+
+
+class ToolRegistry(abc.ABC):
+    @abc.abstractmethod
+    def get(self, name: str) -> Tool | None: ...
+
+    @abc.abstractmethod
+    def names(self) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRequest:
+    model: str  # the part after `provider/`
+    prompt: str
+    system: str = ""
+    output_schema: Mapping[str, Any] | None = None
+    tools: tuple[str, ...] = ()
+    max_turns: int = 0
+    temperature: float | None = None
+    max_tokens: int = 0
+
+
+class AgentProvider(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def knows_model(self, model: str) -> bool:
+        """Whether `model` can be served (checked when a workflow is validated)."""
+
+    @abc.abstractmethod
+    async def complete(self, request: AgentRequest, ctx: CallContext) -> Any:
+        """The answer as a JSON value: `{text: ...}` or the structured object."""
+
+
+class AgentProviders(abc.ABC):
+    @abc.abstractmethod
+    def get(self, provider: str) -> AgentProvider | None: ...
