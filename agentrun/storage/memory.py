@@ -1,0 +1,159 @@
+"""An in-process store: nothing survives the process.
+
+For tests, benchmarks and `agentrun run --memory`. It keeps the Store contract except
+durability; records are copied in and out so callers cannot alias stored state.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+from collections.abc import Sequence
+from dataclasses import replace
+
+from agentrun.storage.base import Store
+from agentrun.storage.records import (
+    Batch,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    SignalRecord,
+    WorkflowRecord,
+)
+
+
+def _copy(record):
+    # Shallow: records are copied so callers cannot change stored fields; payloads (JSON
+    # values) are shared, as the engine never mutates a payload it has handed over.
+    return copy.copy(record)
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self._workflows: dict[tuple[str, str], list[WorkflowRecord]] = {}
+        self._executions: dict[str, ExecutionRecord] = {}
+        self._requests: dict[tuple[str, str], str] = {}
+        self._nodes: dict[str, dict[str, NodeRecord]] = {}
+        self._events: dict[str, list[EventRecord]] = {}
+        self._signals: dict[str, list[SignalRecord]] = {}
+
+    async def create_workflow(self, record: WorkflowRecord) -> WorkflowRecord:
+        versions = self._workflows.setdefault((record.tenant, record.name), [])
+        stored = replace(_copy(record), version=(versions[-1].version + 1) if versions else 1)
+        versions.append(stored)
+        return _copy(stored)
+
+    async def get_workflow(
+        self, tenant: str, name: str, version: int | None = None
+    ) -> WorkflowRecord | None:
+        versions = self._workflows.get((tenant, name))
+        if not versions:
+            return None
+        if version is None:
+            return _copy(versions[-1])
+        for record in versions:
+            if record.version == version:
+                return _copy(record)
+        return None
+
+    async def list_workflows(
+        self, tenant: str, *, limit: int, after_name: str | None = None
+    ) -> list[WorkflowRecord]:
+        names = sorted(n for (t, n), v in self._workflows.items() if t == tenant and v)
+        if after_name is not None:
+            names = [n for n in names if n > after_name]
+        return [_copy(self._workflows[(tenant, n)][-1]) for n in names[:limit]]
+
+    async def delete_workflow(self, tenant: str, name: str) -> bool:
+        return bool(self._workflows.pop((tenant, name), None))
+
+    async def create_execution(
+        self,
+        record: ExecutionRecord,
+        nodes: Sequence[NodeRecord] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> tuple[ExecutionRecord, bool]:
+        if record.request_id is not None:
+            existing = self._requests.get((record.tenant, record.request_id))
+            if existing is not None:
+                return _copy(self._executions[existing]), False
+            self._requests[(record.tenant, record.request_id)] = record.id
+        self._executions[record.id] = _copy(record)
+        self._nodes[record.id] = {n.node_id: _copy(n) for n in nodes}
+        self._events[record.id] = [_copy(e) for e in events]
+        return _copy(record), True
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        record = self._executions.get(execution_id)
+        return _copy(record) if record is not None else None
+
+    async def list_executions(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after_id: str | None = None,
+        workflow: str | None = None,
+        states: Sequence[ExecutionState] = (),
+    ) -> list[ExecutionRecord]:
+        wanted = set(states)
+        out = []
+        for key in sorted(self._executions):
+            record = self._executions[key]
+            if record.tenant != tenant or (after_id is not None and key <= after_id):
+                continue
+            if workflow is not None and record.workflow != workflow:
+                continue
+            if wanted and record.state not in wanted:
+                continue
+            out.append(_copy(record))
+            if len(out) >= limit:
+                break
+        return out
+
+    async def list_unfinished_executions(self) -> list[ExecutionRecord]:
+        return [_copy(r) for r in self._executions.values() if not r.state.terminal]
+
+    async def get_nodes(self, execution_id: str) -> list[NodeRecord]:
+        return [_copy(n) for n in self._nodes.get(execution_id, {}).values()]
+
+    async def commit(self, batch: Batch) -> None:
+        # Validate first so that a failing batch changes nothing (atomicity).
+        for event in batch.events:
+            log = self._events.get(event.execution_id)
+            if log is None and event.execution_id not in self._executions:
+                raise KeyError(f"unknown execution {event.execution_id}")
+            if log and log[-1].sequence >= event.sequence:
+                raise ValueError(
+                    f"event sequence {event.sequence} of {event.execution_id} already exists"
+                )
+        if batch.execution is not None:
+            self._executions[batch.execution.id] = _copy(batch.execution)
+        for node in batch.nodes:
+            self._nodes.setdefault(node.execution_id, {})[node.node_id] = _copy(node)
+        for event in batch.events:
+            self._events.setdefault(event.execution_id, []).append(_copy(event))
+        for execution_id, seq, node_id in batch.consumed_signals:
+            for signal in self._signals.get(execution_id, ()):
+                if signal.seq == seq:
+                    signal.consumed_by = node_id
+
+    async def list_events(
+        self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        log = self._events.get(execution_id, [])
+        start = bisect.bisect_right(log, after_sequence, key=lambda e: e.sequence)
+        return [_copy(e) for e in log[start : start + limit]]
+
+    async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
+        signals = self._signals.setdefault(signal.execution_id, [])
+        for existing in signals:
+            if existing.signal_id == signal.signal_id:
+                return _copy(existing), False
+        stored = replace(_copy(signal), seq=len(signals) + 1)
+        signals.append(stored)
+        return _copy(stored), True
+
+    async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
+        return [_copy(s) for s in self._signals.get(execution_id, []) if s.consumed_by is None]
