@@ -1,0 +1,105 @@
+"""The `agentrun` command line.
+
+Local commands (`validate`, `graph`, `run`) live in `agentrun.cli.local` and need no server;
+the commands that talk to a server over gRPC (`serve`, `workflows`, `start`, `watch`, `signal`,
+`cancel`) live in `agentrun.cli.remote`. Each module registers its subcommands on the parser;
+a subcommand's handler takes the parsed arguments and returns the exit code.
+
+Exit codes: 0 success, 1 the command ran but did not succeed (an execution that did not end
+SUCCEEDED, a server error), 2 the user's input was refused (usage, invalid workflow or input),
+130 interrupted. No command prints a traceback unless AGENTRUN_DEBUG is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agentrun.cli import local
+
+    parser = argparse.ArgumentParser(
+        prog="agentrun",
+        description="A durable runtime for agent workflows.",
+        epilog="Run `agentrun COMMAND --help` for a command's options. Docs: docs/cli.md",
+    )
+    parser.add_argument("--version", action="version", version=f"agentrun {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    local.register(subparsers)
+    _register_remote(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command and returns its exit code (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(handler(args))
+    except KeyboardInterrupt:
+        print("agentrun: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `agentrun graph x.yaml | head`: the reader left; nothing more to say.
+        _silence_stdout()
+        return EXIT_FAILED
+    except Exception as exc:  # the last line of defence: a message, never a traceback
+        if os.environ.get("AGENTRUN_DEBUG"):
+            raise
+        print(f"agentrun: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("agentrun: set AGENTRUN_DEBUG=1 to see the traceback", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _register_remote(subparsers: argparse._SubParsersAction) -> None:
+    try:
+        from agentrun.cli import remote
+    except ModuleNotFoundError as exc:
+        if exc.name == "agentrun.cli.remote":
+            return  # an install without the gRPC commands
+        _warn_remote(exc)
+        return
+    except Exception as exc:
+        _warn_remote(exc)
+        return
+    remote.register(subparsers)
+
+
+def _warn_remote(exc: BaseException) -> None:
+    if os.environ.get("AGENTRUN_DEBUG"):
+        raise exc
+    print(f"agentrun: server commands unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("agentrun")
+    except Exception:
+        return "unknown"
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

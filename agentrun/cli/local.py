@@ -1,0 +1,592 @@
+"""Commands that need no server: `validate`, `graph`, `run`.
+
+`run` builds the engine in this process on the embedded store (SQLite in ./.agentrun/ unless
+`--db` or `--memory` says otherwise), starts one execution, delivers `--signal`s, shows live
+progress on a terminal and prints the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+DEFAULT_DB_DIR = ".agentrun"
+DEFAULT_DB_URL = "sqlite+aiosqlite:///./.agentrun/agentrun.db"
+
+
+class UserError(Exception):
+    """A problem with what the user gave us; printed as `agentrun: MESSAGE`, exit 2.
+    `lines` are extra lines (diagnostics) printed under it."""
+
+    def __init__(self, message: str, lines: list[str] | None = None, *, kind: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.lines = list(lines or [])
+        self.kind = kind
+        self.diagnostics: list[dict[str, str]] = []
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "validate",
+        help="check a workflow file and print its parallel stages",
+        description="Loads and compiles a workflow file. Prints every problem as "
+        "`path: message` (exit 2), or the plan's parallel stages and warnings (exit 0).",
+    )
+    p.add_argument("file", metavar="FILE", help="workflow file (.yaml, .yml or .json); - for stdin")
+    p.add_argument("--config", metavar="FILE", help="config file (YAML) that registers tools/mocks")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_validate)
+
+    p = subparsers.add_parser(
+        "graph",
+        help="print the workflow as a Mermaid flowchart",
+        description="Prints a Mermaid `flowchart TD` of the workflow: nodes with their kind, "
+        "dependencies as arrows, conditions and switch cases as arrow labels.",
+    )
+    p.add_argument("file", metavar="FILE", help="workflow file (.yaml, .yml or .json); - for stdin")
+    p.set_defaults(handler=cmd_graph)
+
+    p = subparsers.add_parser(
+        "run",
+        help="run a workflow in this process and print its result",
+        description="Runs a workflow in this process on the embedded store and prints the "
+        "result. Exit 0 when the execution SUCCEEDED, 1 for any other end, 2 when the "
+        "workflow, input, config or a signal is invalid.",
+    )
+    p.add_argument("file", metavar="FILE", help="workflow file (.yaml, .yml or .json); - for stdin")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--input", metavar="JSON", help="the execution input as JSON (default {})")
+    source.add_argument("--input-file", metavar="FILE", help="read the input from a JSON/YAML file")
+    p.add_argument("--config", metavar="FILE", help="config file (YAML): mock responses, tools, limits")
+    p.add_argument(
+        "--signal",
+        metavar="NAME=JSON",
+        action="append",
+        default=[],
+        help="deliver a signal right after the start (repeatable); buffered until a wait takes it",
+    )
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    store = p.add_mutually_exclusive_group()
+    store.add_argument(
+        "--db",
+        metavar="URL",
+        help="store URL (default: $AGENTRUN_DATABASE_URL, else SQLite in ./.agentrun/)",
+    )
+    store.add_argument("--memory", action="store_true", help="keep nothing: an in-memory store")
+    p.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        help="stop watching after this long (30s, 5m); the execution stays in the store",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="live node progress on stderr (auto: only when stderr is a terminal)",
+    )
+    p.set_defaults(handler=cmd_run)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _read_text(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _load_spec(path: str) -> Any:
+    from agentrun.engine import load_workflow
+    from agentrun.engine.errors import InvalidWorkflow
+
+    text = _read_text(path)
+    try:
+        return load_workflow(text, filename="<stdin>" if path == "-" else path)
+    except InvalidWorkflow as exc:
+        raise _invalid(exc, f"{path}: invalid workflow") from None
+
+
+def _invalid(exc: Any, message: str, *, kind: str = "invalid_workflow") -> UserError:
+    diagnostics = list(getattr(exc, "diagnostics", []) or [])
+    lines = [str(d) for d in diagnostics] or [str(getattr(exc, "message", exc))]
+    error = UserError(message, lines, kind=kind)
+    error.diagnostics = [
+        {"path": getattr(d, "path", ""), "message": getattr(d, "message", str(d))}
+        for d in diagnostics
+    ]
+    return error
+
+
+def _load_config(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    import yaml
+
+    text = _read_text(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {_one_line(str(exc))}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config file must be a mapping, not {type(data).__name__}")
+    return data
+
+
+def _integrations(config: dict[str, Any], config_path: str | None) -> tuple[Any, Any]:
+    from agentrun import integrations
+
+    try:
+        tools = integrations.default_tools(config)
+        agents = integrations.default_agents(config)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{config_path or 'config'}: {exc}") from None
+    return tools, agents
+
+
+def _compile(spec: Any, tools: Any, agents: Any, path: str) -> Any:
+    from agentrun.engine import compile_workflow
+    from agentrun.engine.errors import InvalidWorkflow
+
+    try:
+        return compile_workflow(spec, tools=tools, agents=agents)
+    except InvalidWorkflow as exc:
+        raise _invalid(exc, f"{path}: invalid workflow") from None
+
+
+def _print_user_error(exc: UserError) -> None:
+    print(f"agentrun: {exc.message}", file=sys.stderr)
+    for line in exc.lines:
+        print(f"  {line}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        spec = _load_spec(args.file)
+        config = _load_config(args.config)
+        tools, agents = _integrations(config, args.config)
+        plan = _compile(spec, tools, agents, args.file)
+    except UserError as exc:
+        if args.json:
+            print(_dump({"valid": False, "file": args.file, "error": exc.message,
+                         "diagnostics": exc.diagnostics or
+                         [{"path": "", "message": line} for line in exc.lines]}))
+        elif exc.diagnostics:
+            # The diagnostics are what validate produces: on stdout, one per line.
+            for line in exc.lines:
+                print(line)
+        else:
+            _print_user_error(exc)
+        return EXIT_INVALID
+    warnings = [
+        {"path": getattr(w, "path", ""), "message": getattr(w, "message", str(w))}
+        for w in getattr(plan, "warnings", [])
+    ]
+    stages = [list(stage) for stage in plan.stages]
+    if args.json:
+        print(_dump({"valid": True, "file": args.file, "name": plan.name, "stages": stages,
+                     "warnings": warnings, "diagnostics": []}))
+        return EXIT_OK
+    for number, stage in enumerate(stages, 1):
+        print(f"stage {number}: {', '.join(stage)}")
+    for warning in warnings:
+        where = f"{warning['path']}: " if warning["path"] else ""
+        print(f"warning: {where}{warning['message']}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- graph
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from agentrun.cli.graph import to_mermaid
+
+    try:
+        spec = _load_spec(args.file)
+    except UserError as exc:
+        _print_user_error(exc)
+        return EXIT_INVALID
+    sys.stdout.write(to_mermaid(spec))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class RunRequest:
+    spec: Any
+    input: Any
+    signals: list[tuple[str, Any]]
+    config: dict[str, Any]
+    config_path: str | None
+    db_url: str
+    timeout: float | None
+    progress: Any  # ProgressPrinter | None
+    file: str
+
+
+@dataclass
+class RunResult:
+    execution_id: str | None
+    state: str | None
+    output: Any
+    nodes: dict[str, dict[str, Any]]
+    error: Any
+    elapsed: float
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "execution_id": self.execution_id,
+            "state": self.state,
+            "output": self.output,
+            "nodes": self.nodes,
+            "error": self.error,
+        }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        request = _prepare_run(args)
+    except UserError as exc:
+        _print_user_error(exc)
+        if args.json:
+            error = {"type": exc.kind or "invalid_argument", "message": exc.message}
+            if exc.diagnostics:
+                error["diagnostics"] = exc.diagnostics
+            print(_dump(RunResult(None, None, None, {}, error, 0.0).as_json()))
+        return EXIT_INVALID
+    try:
+        result = asyncio.run(_run(request))
+    except UserError as exc:  # invalid input, found when the execution starts
+        _print_user_error(exc)
+        if args.json:
+            error = {"type": exc.kind or "invalid_input", "message": exc.message}
+            if exc.diagnostics:
+                error["diagnostics"] = exc.diagnostics
+            print(_dump(RunResult(None, None, None, {}, error, 0.0).as_json()))
+        return EXIT_INVALID
+    if args.json:
+        print(_dump(result.as_json()))
+    else:
+        _print_result(result)
+    return EXIT_OK if result.state == "SUCCEEDED" else EXIT_FAILED
+
+
+def _prepare_run(args: argparse.Namespace) -> RunRequest:
+    # Everything the user gave is checked before anything is stored.
+    spec = _load_spec(args.file)
+    run_input = _parse_input(args)
+    signals = [_parse_signal(text) for text in args.signal]
+    config = _load_config(args.config)
+    timeout = _parse_timeout(args.timeout) if args.timeout else None
+    if args.memory:
+        db_url = "memory"
+    else:
+        db_url = args.db or os.environ.get("AGENTRUN_DATABASE_URL") or DEFAULT_DB_URL
+    progress = None
+    show = args.progress == "always" or (args.progress == "auto" and _isatty(sys.stderr))
+    if show:
+        from agentrun.cli.progress import ProgressPrinter
+
+        width = max([len(n.id) for n in spec.nodes] + [9]) + 1
+        progress = ProgressPrinter(
+            sys.stderr, color=_isatty(sys.stderr) and not os.environ.get("NO_COLOR"), width=width
+        )
+    return RunRequest(spec, run_input, signals, config, args.config, db_url, timeout, progress,
+                      args.file)
+
+
+def _parse_input(args: argparse.Namespace) -> Any:
+    if args.input_file:
+        text = _read_text(args.input_file)
+        if args.input_file.endswith((".yaml", ".yml")):
+            import yaml
+
+            try:
+                return yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise UserError(f"{args.input_file}: not valid YAML: {_one_line(str(exc))}") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{args.input_file}: not valid JSON: {exc}") from None
+    if args.input is None:
+        return {}
+    try:
+        return json.loads(args.input)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--input: not valid JSON: {exc}") from None
+
+
+def _parse_signal(text: str) -> tuple[str, Any]:
+    name, sep, payload = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise UserError(f"--signal {text!r}: expected NAME=JSON, e.g. approval='{{\"ok\": true}}'")
+    if payload.strip() == "":
+        return name, None
+    try:
+        return name, json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--signal {name}: not valid JSON: {exc}") from None
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _parse_timeout(text: str) -> float:
+    value = text.strip()
+    for unit in ("ms", "s", "m", "h", "d"):
+        if value.endswith(unit):
+            number, scale = value[: -len(unit)], _UNITS[unit]
+            break
+    else:
+        number, scale = value, 1.0
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise UserError(f"--timeout {text!r}: expected a duration such as 30s or 5m") from None
+    if seconds <= 0:
+        raise UserError(f"--timeout {text!r}: must be positive")
+    return seconds
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _open_store(url: str) -> Any:
+    from agentrun.storage.factory import open_store
+
+    if url.startswith(("sqlite", "./", "/")) and DEFAULT_DB_DIR in url:
+        Path(DEFAULT_DB_DIR).mkdir(exist_ok=True)
+    try:
+        store = await _maybe_await(open_store(url))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"--db {url}: {exc}") from None
+    opener = getattr(store, "open", None)
+    if opener is not None:
+        await _maybe_await(opener())
+    return store
+
+
+async def _run(request: RunRequest) -> RunResult:
+    from agentrun.engine import Engine, EngineConfig
+    from agentrun.engine.errors import InvalidInput, InvalidWorkflow
+
+    tools, agents = _integrations(request.config, request.config_path)
+    # Compile first so that an unknown tool is reported before anything is stored.
+    _compile(request.spec, tools, agents, request.file)
+    store = await _open_store(request.db_url)
+    engine = Engine(store, tools=tools, agents=agents, config=_engine_config(EngineConfig,
+                                                                             request.config))
+    t0 = time.monotonic()
+    try:
+        await engine.start()
+        try:
+            workflow = await engine.create_workflow(request.spec)
+            execution = await engine.start_execution(workflow.name, request.input,
+                                                     version=workflow.version)
+        except InvalidWorkflow as exc:
+            raise _invalid(exc, f"{request.file}: invalid workflow") from None
+        except InvalidInput as exc:
+            raise _invalid(exc, "invalid input", kind="invalid_input") from None
+        for name, data in request.signals:
+            await engine.signal(execution.id, name, data)
+        note = await _follow(engine, execution.id, request)
+        execution = await engine.get_execution(execution.id)
+        nodes = await engine.get_nodes(execution.id)
+    finally:
+        try:
+            await engine.stop(grace=1.0)
+        finally:
+            closer = getattr(store, "close", None)
+            if closer is not None:
+                await _maybe_await(closer())
+    state = str(getattr(execution.state, "value", execution.state))
+    error = execution.error
+    if note and error is None and state != "SUCCEEDED":
+        error = {"type": "not_finished", "message": note}
+    return RunResult(
+        execution_id=execution.id,
+        state=state,
+        output=execution.output,
+        nodes=_node_summary(nodes),
+        error=error,
+        elapsed=time.monotonic() - t0,
+        note=note,
+    )
+
+
+def _engine_config(config_cls: Any, config: dict[str, Any]) -> Any:
+    """EngineConfig from the `engine:` section of the config file, when the engine reads one."""
+    from_dict = getattr(config_cls, "from_dict", None) or getattr(config_cls, "from_config", None)
+    if from_dict is not None:
+        try:
+            return from_dict(config)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UserError(f"config: {exc}") from None
+    return config_cls()
+
+
+async def _follow(engine: Any, execution_id: str, request: RunRequest) -> str:
+    """Follows the execution's events until it ends; returns a note when it stopped early:
+    at `--timeout`, or when it waits for a signal nothing in this process can send."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for event in engine.watch(execution_id):
+                queue.put_nowait(event)
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.create_task(pump())
+    deadline = None if request.timeout is None else time.monotonic() + request.timeout
+    waiting = False  # the last execution event said WAITING
+    try:
+        while True:
+            wait = _QUIET if waiting else None
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            try:
+                event = await asyncio.wait_for(queue.get(), wait)
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return f"still not finished after --timeout {request.timeout:g}s"
+                if waiting and await _stuck(engine, execution_id):
+                    return _stuck_note(await engine.get_nodes(execution_id))
+                waiting = False
+                continue
+            if event is None:
+                await task  # re-raises what ended the watch, if it failed
+                return ""
+            if request.progress is not None:
+                request.progress.on_event(event)
+            if event.type.startswith("execution."):
+                waiting = event.type == "execution.waiting"
+    finally:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
+# How long an execution must sit in WAITING, with no event, before `run` checks whether
+# anything can still wake it.
+_QUIET = 0.3
+
+
+async def _stuck(engine: Any, execution_id: str) -> bool:
+    """True when the execution waits for a signal that nothing in this process can send: every
+    waiting node waits without a timer, and the execution has no deadline."""
+    execution = await engine.get_execution(execution_id)
+    if str(getattr(execution.state, "value", execution.state)) != "WAITING":
+        return False
+    if getattr(execution, "deadline", None):
+        return False
+    nodes = await engine.get_nodes(execution_id)
+    waiting = [n for n in nodes if str(getattr(n.state, "value", n.state)) == "WAITING"]
+    return bool(waiting) and all(n.wake_at is None for n in waiting)
+
+
+def _stuck_note(nodes: list[Any]) -> str:
+    waiting = [n.node_id for n in nodes if str(getattr(n.state, "value", n.state)) == "WAITING"]
+    return (
+        f"waiting for a signal at {', '.join(waiting)}; give it with --signal NAME=JSON "
+        "(or run it on a server and send it with `agentrun signal`)"
+    )
+
+
+def _node_summary(nodes: list[Any]) -> dict[str, dict[str, Any]]:
+    summary: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        if "[" in node.node_id:  # an item of a map node; the map's output lists them
+            continue
+        entry: dict[str, Any] = {
+            "state": str(getattr(node.state, "value", node.state)),
+            "attempts": node.attempt,
+            "output": node.output,
+        }
+        if node.error:
+            entry["error"] = node.error
+        if node.skip_reason:
+            entry["skip_reason"] = node.skip_reason
+        summary[node.node_id] = entry
+    return summary
+
+
+def _print_result(result: RunResult) -> None:
+    print(f"{result.state}  execution {result.execution_id}  ({result.elapsed:.2f}s)")
+    if result.note:
+        print(f"note: {result.note}", file=sys.stderr)
+    if result.error:
+        error = result.error
+        if isinstance(error, dict):
+            where = f" at node {error['node']}" if error.get("node") else ""
+            print(f"error{where}: {error.get('type', 'error')}: {error.get('message', '')}")
+        else:
+            print(f"error: {error}")
+    if result.state == "SUCCEEDED" or result.output is not None:
+        print(_dump(result.output))

@@ -1,0 +1,158 @@
+"""`agentrun run`: the --json result, exit codes, signals, progress."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+HELLO = """
+name: hello
+input_schema: {type: object, required: [who], properties: {who: {type: string}}}
+nodes:
+  - {id: greet, pass: {value: "Hello, ${{ input.who }}!"}}
+  - {id: shout, needs: [greet], tool: {name: core.echo, args: {text: "${{ nodes.greet.output }}"}}}
+output: "${{ nodes.shout.output.text }}"
+"""
+
+FAILING = """
+name: failing
+nodes:
+  - {id: ok, pass: {value: 1}}
+  - id: boom
+    needs: [ok]
+    tool: {name: core.fail, args: {type: tool_error, message: kaboom}}
+"""
+
+WAITING = """
+name: waiting
+nodes:
+  - {id: approve, wait: {signal: approval}}
+  - {id: after, needs: [approve], pass: {value: "${{ nodes.approve.output.ok }}"}}
+output: "${{ nodes.after.output }}"
+"""
+
+
+def test_json_shape_on_success(cli, write) -> None:
+    result = cli("run", write("hello.yaml", HELLO), "--memory", "--json", "--input", '{"who": "Ada"}')
+    assert result.code == 0, result.err
+    body = result.json()
+    assert set(body) == {"execution_id", "state", "output", "nodes", "error"}
+    assert body["state"] == "SUCCEEDED"
+    assert body["output"] == "Hello, Ada!"
+    assert body["error"] is None
+    assert isinstance(body["execution_id"], str) and body["execution_id"]
+    assert body["nodes"]["greet"] == {"state": "SUCCEEDED", "attempts": 1, "output": "Hello, Ada!"}
+    assert body["nodes"]["shout"]["output"] == {"text": "Hello, Ada!"}
+
+
+def test_failed_execution_exits_1(cli, write) -> None:
+    result = cli("run", write("failing.yaml", FAILING), "--memory", "--json")
+    assert result.code == 1
+    body = result.json()
+    assert body["state"] == "FAILED"
+    assert body["nodes"]["boom"]["state"] == "FAILED"
+    assert body["nodes"]["ok"]["state"] == "SUCCEEDED"
+    assert body["error"]["type"] == "tool_error"
+    assert "Traceback" not in result.err
+
+
+def test_invalid_input_exits_2(cli, write) -> None:
+    result = cli("run", write("hello.yaml", HELLO), "--memory", "--json", "--input", '{"who": 3}')
+    assert result.code == 2
+    body = result.json()  # still exactly one JSON object on stdout
+    assert body["state"] is None
+    assert body["error"]["type"] == "invalid_input"
+    assert "invalid input" in result.err
+
+
+def test_invalid_workflow_exits_2_with_diagnostics_on_stderr(cli, write) -> None:
+    path = write("bad.yaml", "name: bad\nnodes:\n  - {id: a, tool: {name: no.such.tool}}\n")
+    result = cli("run", path, "--memory", "--json")
+    assert result.code == 2
+    assert "nodes[0].tool" in result.err
+    assert result.json()["error"]["type"] == "invalid_workflow"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--input", "{not json"],
+        ["--signal", "no-equals-sign"],
+        ["--signal", "approval={bad"],
+        ["--config", "missing-config.yaml"],
+        ["--timeout", "soon"],
+    ],
+)
+def test_bad_arguments_exit_2(cli, write, extra) -> None:
+    result = cli("run", write("hello.yaml", HELLO), "--memory", "--input", '{"who": "x"}', *extra)
+    assert result.code == 2
+    assert result.err.startswith("agentrun: ")
+    assert "Traceback" not in result.err
+
+
+def test_signal_is_delivered(cli, write) -> None:
+    result = cli("run", write("w.yaml", WAITING), "--memory", "--json",
+                 "--signal", 'approval={"ok": true}')
+    assert result.code == 0, result.out + result.err
+    body = result.json()
+    assert body["output"] is True
+    assert body["nodes"]["approve"]["output"] == {"ok": True}
+
+
+def test_signals_for_other_names_do_not_satisfy_a_wait(cli, write) -> None:
+    # Nothing in this process can send `approval` later: run reports the wait, exit 1.
+    result = cli("run", write("w.yaml", WAITING), "--memory", "--json",
+                 "--signal", 'other={"ok": true}')
+    assert result.code == 1
+    body = result.json()
+    assert body["state"] == "WAITING"
+    assert body["nodes"]["approve"]["state"] == "WAITING"
+    assert "approve" in body["error"]["message"]
+
+
+def test_human_output(cli, write) -> None:
+    result = cli("run", write("hello.yaml", HELLO), "--memory", "--input", '{"who": "Ada"}')
+    assert result.code == 0
+    first, *rest = result.out.splitlines()
+    assert first.startswith("SUCCEEDED  execution ")
+    assert rest == ['"Hello, Ada!"']
+
+
+def test_progress_when_asked(cli, write) -> None:
+    result = cli("run", write("hello.yaml", HELLO), "--memory", "--progress", "always",
+                 "--input", '{"who": "Ada"}')
+    assert result.code == 0
+    lines = result.err.splitlines()
+    assert any(" greet " in line and "succeeded" in line for line in lines), lines
+    assert any(" shout " in line and "running" in line for line in lines), lines
+    assert "\033[" not in result.err  # no colour when stderr is not a terminal
+
+
+def test_default_store_is_sqlite_in_dot_agentrun(cli, write, tmp_path) -> None:
+    result = cli("run", write("hello.yaml", HELLO), "--json", "--input", '{"who": "Ada"}')
+    assert result.code == 0, result.err
+    assert (tmp_path / ".agentrun").is_dir()
+    assert any((tmp_path / ".agentrun").iterdir())
+
+
+def test_subprocess_exit_codes_and_single_json_object(tmp_path) -> None:
+    """The real entry point, in a fresh interpreter: stdout holds exactly one JSON object."""
+    import json
+
+    (tmp_path / "failing.yaml").write_text(FAILING)
+    env = {k: v for k, v in os.environ.items() if k not in ("AGENTRUN_DEBUG", "AGENTRUN_DATABASE_URL")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from agentrun.cli import main; sys.exit(main())",
+         "run", "failing.yaml", "--memory", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["state"] == "FAILED"
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,85 @@
+"""`agentrun validate`: stages of a good workflow, every problem of a bad one."""
+
+from __future__ import annotations
+
+GOOD = """
+name: good
+nodes:
+  - {id: a, pass: {value: 1}}
+  - {id: b, needs: [a], tool: {name: core.echo, args: {x: "${{ nodes.a.output }}"}}}
+  - {id: c, needs: [a], agent: {model: mock/echo, prompt: hi}}
+  - {id: d, needs: [b, c], aggregate: {strategy: first}}
+"""
+
+# Three problems the compiler must all report, each with its field path.
+BAD = """
+name: bad
+nodes:
+  - {id: a, pass: {value: 1}}
+  - {id: b, needs: [a, ghost], pass: {value: 2}}
+  - {id: c, needs: [a], tool: {name: no.such.tool}}
+  - {id: d, needs: [a], when: "${{ nodes.a.output + }}", pass: {value: 3}}
+"""
+
+
+def test_good_file_prints_stages(cli, write) -> None:
+    result = cli("validate", write("good.yaml", GOOD))
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == ["stage 1: a", "stage 2: b, c", "stage 3: d"]
+    assert result.err == ""
+
+
+def test_good_file_json(cli, write) -> None:
+    path = write("good.yaml", GOOD)
+    result = cli("validate", path, "--json")
+    assert result.code == 0
+    body = result.json()
+    assert body["valid"] is True
+    assert body["name"] == "good"
+    assert body["stages"] == [["a"], ["b", "c"], ["d"]]
+    assert body["diagnostics"] == []
+
+
+def test_bad_file_prints_every_problem_with_its_path(cli, write) -> None:
+    result = cli("validate", write("bad.yaml", BAD))
+    assert result.code == 2
+    lines = result.out.splitlines()
+    assert len(lines) >= 3, result.out
+    assert any(line.startswith("nodes[1].needs") and "ghost" in line for line in lines), lines
+    assert any(line.startswith("nodes[2].tool") and "no.such.tool" in line for line in lines), lines
+    assert any(line.startswith("nodes[3].when") for line in lines), lines
+    assert "Traceback" not in result.out + result.err
+
+
+def test_bad_file_json(cli, write) -> None:
+    result = cli("validate", write("bad.yaml", BAD), "--json")
+    assert result.code == 2
+    body = result.json()
+    assert body["valid"] is False
+    paths = [d["path"] for d in body["diagnostics"]]
+    assert any(p.startswith("nodes[1].needs") for p in paths), paths
+    assert any(p.startswith("nodes[2].tool") for p in paths), paths
+    assert any(p.startswith("nodes[3].when") for p in paths), paths
+
+
+def test_loader_errors_have_paths(cli, write) -> None:
+    result = cli("validate", write("typo.yaml", "name: typo\nnodes:\n  - {id: a, pas: {value: 1}}\n"))
+    assert result.code == 2
+    assert result.out.startswith("nodes[0]"), result.out
+
+
+def test_unreadable_file(cli) -> None:
+    result = cli("validate", "missing.yaml")
+    assert result.code == 2
+    assert result.err == "agentrun: missing.yaml: no such file\n"
+
+
+def test_no_command_prints_usage(cli) -> None:
+    result = cli()
+    assert result.code == 2
+    assert "usage: agentrun" in result.err
+
+
+def test_unknown_option_is_a_usage_error(cli) -> None:
+    result = cli("validate", "--bogus", "x.yaml")
+    assert result.code == 2
