@@ -1,0 +1,697 @@
+"""The SQL store: SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg) through SQLAlchemy Core.
+
+`commit` is on the engine's hot path (one per node completion), so it is a group commit: the
+callers enqueue their batches and one writer task writes everything pending in one transaction,
+paying for one fsync (SQLite) or one WAL flush (PostgreSQL) per group instead of per batch.
+If that combined transaction fails on a constraint, each batch is retried alone so that one
+bad batch does not fail its innocent neighbours; a connection failure fails them all.
+
+SQLite allows one writer at a time, so every write goes through one long-lived connection
+that starts its transactions with `BEGIN IMMEDIATE` (no lock upgrades, no SQLITE_BUSY half way
+through); reads use a small pool of separate connections, which WAL lets run alongside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from agentrun.storage.base import Store, StoreError
+from agentrun.storage.records import (
+    Batch,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    NodeState,
+    SignalRecord,
+    WorkflowRecord,
+)
+from agentrun.storage import schema as db
+
+__all__ = ["SqlStore"]
+
+T = TypeVar("T")
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# Bounds one group's transaction so a burst cannot make a single commit arbitrarily slow.
+_MAX_GROUP = 512
+# Concurrent writers on PostgreSQL may race for the same new version / signal seq.
+_UNIQUE_RETRIES = 20
+_UNFINISHED = [s.value for s in ExecutionState if not s.terminal]
+
+
+class SqlStore(Store):
+    """A `Store` on SQLite or PostgreSQL.
+
+    `synchronous` is SQLite's PRAGMA: FULL (the default) makes every returned `commit` survive
+    power loss; NORMAL is faster in WAL mode but may lose the last commits on power loss (never
+    on a process crash) — choose it only when a re-run of the last steps is acceptable.
+    A `commit` whose caller is cancelled may still be written: its batch is already queued.
+    """
+
+    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+        self._url = sa.make_url(url)
+        backend = self._url.get_backend_name()
+        if self._url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError(
+                f"unsupported database URL {self._url.drivername!r}: "
+                "use sqlite+aiosqlite:///path or postgresql+asyncpg://..."
+            )
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
+        self._synchronous = synchronous.upper()
+        self._sqlite = backend == "sqlite"
+        if self._sqlite and self._url.database in (None, "", ":memory:"):
+            raise ValueError("SqlStore needs a SQLite file; use the 'memory' store for RAM")
+        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        self._engine: AsyncEngine | None = None
+        self._reader: AsyncEngine | None = None
+        self._writer: AsyncConnection | None = None  # SQLite only
+        self._write_lock = asyncio.Lock()
+        self._pending: list[tuple[Batch, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closing = False
+        # Number of group transactions written; tests use it to see that grouping happens.
+        self._groups = 0
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self._sqlite else "postgresql"
+
+    # Lifecycle -------------------------------------------------------------
+    async def open(self) -> None:
+        if self._engine is not None:
+            return
+        self._closing = False
+        # Fresh per open: asyncio primitives belong to the loop that first uses them.
+        self._write_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        if self._sqlite:
+            Path(self._url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self._engine = self._sqlite_engine(writer=True)
+            self._reader = self._sqlite_engine(writer=False)
+        else:
+            self._engine = create_async_engine(
+                self._url,
+                pool_size=10,
+                max_overflow=20,
+                # asyncpg waits 60 s for a connection by default; fail over sooner.
+                connect_args={"timeout": 10},
+            )
+            # Single-statement reads need no BEGIN/ROLLBACK round trips.
+            self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            await self._transaction(lambda conn: conn.run_sync(_migrate))
+        except BaseException:
+            await self._dispose()
+            raise
+        self._writer_task = asyncio.create_task(self._run_writer(), name="agentrun-sql-writer")
+
+    async def close(self) -> None:
+        if self._engine is None:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._writer_task is not None:
+            await self._writer_task
+            self._writer_task = None
+        await self._dispose()
+
+    async def _dispose(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer.close()
+            self._writer = None
+        # On PostgreSQL the reader is a view of the same engine and pool.
+        for engine in (self._engine, self._reader if self._sqlite else None):
+            if engine is not None:
+                await engine.dispose()
+        self._engine = self._reader = None
+
+    def _sqlite_engine(self, *, writer: bool) -> AsyncEngine:
+        engine = create_async_engine(
+            self._url, pool_size=1 if writer else 4, max_overflow=0 if writer else 4
+        )
+        synchronous = self._synchronous
+
+        @sa_event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not the sqlite3 module, decide where transactions start.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            for pragma in (
+                "journal_mode=WAL",
+                f"synchronous={synchronous}",
+                "foreign_keys=ON",
+                "busy_timeout=10000",
+                *(() if writer else ("query_only=ON",)),
+            ):
+                cursor.execute(f"PRAGMA {pragma}")
+            cursor.close()
+
+        if writer:
+
+            @sa_event.listens_for(engine.sync_engine, "begin")
+            def _on_begin(conn: sa.Connection) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    # Plumbing --------------------------------------------------------------
+    def _require_open(self) -> AsyncEngine:
+        if self._engine is None or self._closing:
+            raise StoreError("the store is not open")
+        return self._engine
+
+    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Runs `work` in one write transaction; constraint violations pass through raw."""
+        engine = self._engine
+        if engine is None:
+            raise StoreError("the store is not open")
+        with _store_errors():
+            if not self._sqlite:
+                async with engine.begin() as conn:
+                    return await work(conn)
+            async with self._write_lock:
+                if self._writer is None or self._writer.closed or self._writer.invalidated:
+                    self._writer = await engine.connect()
+                try:
+                    async with self._writer.begin():
+                        return await work(self._writer)
+                except sa.exc.DBAPIError as exc:
+                    if exc.connection_invalidated:
+                        with contextlib.suppress(Exception):
+                            await self._writer.close()
+                        self._writer = None
+                    raise
+
+    async def _read(self, statement: sa.Executable) -> list[sa.Row[Any]]:
+        reader = self._reader
+        if reader is None or self._closing:
+            raise StoreError("the store is not open")
+        with _store_errors():
+            async with reader.connect() as conn:
+                return list((await conn.execute(statement)).all())
+
+    # Workflows -------------------------------------------------------------
+    async def create_workflow(self, record: WorkflowRecord) -> WorkflowRecord:
+        self._require_open()
+
+        async def insert(conn: AsyncConnection) -> int:
+            latest = await conn.scalar(
+                sa.select(sa.func.coalesce(sa.func.max(db.workflows.c.version), 0)).where(
+                    db.workflows.c.tenant == record.tenant, db.workflows.c.name == record.name
+                )
+            )
+            version = int(latest) + 1
+            await conn.execute(
+                db.workflows.insert().values(
+                    tenant=record.tenant,
+                    name=record.name,
+                    version=version,
+                    spec=record.spec,
+                    description=record.description or "",
+                    created_at=record.created_at,
+                )
+            )
+            return version
+
+        version = await self._retry_unique(insert)
+        return replace(record, version=version)
+
+    async def get_workflow(
+        self, tenant: str, name: str, version: int | None = None
+    ) -> WorkflowRecord | None:
+        query = sa.select(db.workflows).where(db.workflows.c.tenant == tenant, db.workflows.c.name == name)
+        if version is None:
+            query = query.order_by(db.workflows.c.version.desc()).limit(1)
+        else:
+            query = query.where(db.workflows.c.version == version)
+        rows = await self._read(query)
+        return _workflow(rows[0]) if rows else None
+
+    async def list_workflows(
+        self, tenant: str, *, limit: int, after_name: str | None = None
+    ) -> list[WorkflowRecord]:
+        latest = sa.select(
+            db.workflows.c.name, sa.func.max(db.workflows.c.version).label("version")
+        ).where(db.workflows.c.tenant == tenant)
+        if after_name is not None:
+            latest = latest.where(db.workflows.c.name > after_name)
+        latest = latest.group_by(db.workflows.c.name).order_by(db.workflows.c.name).limit(limit)
+        sub = latest.subquery()
+        query = (
+            sa.select(db.workflows)
+            .join(
+                sub,
+                sa.and_(
+                    db.workflows.c.tenant == tenant,
+                    db.workflows.c.name == sub.c.name,
+                    db.workflows.c.version == sub.c.version,
+                ),
+            )
+            .order_by(db.workflows.c.name)
+        )
+        return [_workflow(row) for row in await self._read(query)]
+
+    async def delete_workflow(self, tenant: str, name: str) -> bool:
+        self._require_open()
+
+        async def delete(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                db.workflows.delete().where(db.workflows.c.tenant == tenant, db.workflows.c.name == name)
+            )
+            return result.rowcount > 0
+
+        return await self._transaction(delete)
+
+    # Executions ------------------------------------------------------------
+    async def create_execution(
+        self,
+        record: ExecutionRecord,
+        nodes: Sequence[NodeRecord] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> tuple[ExecutionRecord, bool]:
+        self._require_open()
+        row = _execution_row(record)
+        node_rows = [_node_row(n) for n in nodes]
+        event_rows = [_event_row(e) for e in events]
+
+        async def insert(conn: AsyncConnection) -> tuple[ExecutionRecord, bool]:
+            if record.request_id is None:
+                await conn.execute(db.executions.insert(), row)
+            else:
+                statement = self._insert(db.executions).on_conflict_do_nothing(
+                    index_elements=[db.executions.c.tenant, db.executions.c.request_id]
+                )
+                if (await conn.execute(statement, row)).rowcount == 0:
+                    existing = await conn.execute(
+                        sa.select(db.executions).where(
+                            db.executions.c.tenant == record.tenant,
+                            db.executions.c.request_id == record.request_id,
+                        )
+                    )
+                    return _execution(existing.one()), False
+            if node_rows:
+                await conn.execute(db.nodes.insert(), node_rows)
+            if event_rows:
+                await conn.execute(db.events.insert(), event_rows)
+            return copy.copy(record), True
+
+        try:
+            return await self._transaction(insert)
+        except sa.exc.IntegrityError as exc:
+            raise ValueError(
+                f"execution {record.id} conflicts with a stored one: {exc.orig}"
+            ) from exc
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        rows = await self._read(sa.select(db.executions).where(db.executions.c.id == execution_id))
+        return _execution(rows[0]) if rows else None
+
+    async def list_executions(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after_id: str | None = None,
+        workflow: str | None = None,
+        states: Sequence[ExecutionState] = (),
+    ) -> list[ExecutionRecord]:
+        query = sa.select(db.executions).where(db.executions.c.tenant == tenant)
+        if after_id is not None:
+            query = query.where(db.executions.c.id > after_id)
+        if workflow is not None:
+            query = query.where(db.executions.c.workflow == workflow)
+        if states:
+            query = query.where(db.executions.c.state.in_([str(s) for s in states]))
+        query = query.order_by(db.executions.c.id).limit(limit)
+        return [_execution(row) for row in await self._read(query)]
+
+    async def list_unfinished_executions(self) -> list[ExecutionRecord]:
+        query = (
+            sa.select(db.executions)
+            .where(db.executions.c.state.in_(_UNFINISHED))
+            .order_by(db.executions.c.id)
+        )
+        return [_execution(row) for row in await self._read(query)]
+
+    async def get_nodes(self, execution_id: str) -> list[NodeRecord]:
+        """Ordered by node id (SQL has no insertion order to offer)."""
+        query = (
+            sa.select(db.nodes)
+            .where(db.nodes.c.execution_id == execution_id)
+            .order_by(db.nodes.c.node_id)
+        )
+        return [_node(row) for row in await self._read(query)]
+
+    async def commit(self, batch: Batch) -> None:
+        self._require_open()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((batch, future))
+        self._wake.set()
+        await future
+
+    # Group commit ----------------------------------------------------------
+    async def _run_writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                group = self._pending[:_MAX_GROUP]
+                del self._pending[:_MAX_GROUP]
+                await self._write_group(group)
+            if self._closing:
+                return
+
+    async def _write_group(self, group: list[tuple[Batch, asyncio.Future[None]]]) -> None:
+        try:
+            await self._transaction(lambda conn: self._apply(conn, [b for b, _ in group]))
+        except sa.exc.IntegrityError as exc:
+            if len(group) > 1:
+                # Find the offender(s): every batch gets its own verdict.
+                for item in group:
+                    await self._write_group([item])
+                return
+            error: BaseException = await self._explain(group[0][0], exc)
+        except asyncio.CancelledError:
+            _settle(group, StoreError("the store was closed during commit"))
+            raise
+        except Exception as exc:  # every waiter must hear of it, whatever it is
+            error = exc
+        else:
+            self._groups += 1
+            _settle(group, None)
+            return
+        _settle(group, error)
+
+    async def _apply(self, conn: AsyncConnection, batches: Sequence[Batch]) -> None:
+        # Later batches win, exactly as if the upserts had run one after another; dedup also
+        # keeps PostgreSQL from seeing one key twice in a statement.
+        execution_rows: dict[str, dict[str, Any]] = {}
+        node_rows: dict[tuple[str, str], dict[str, Any]] = {}
+        event_rows: list[dict[str, Any]] = []
+        consumed: list[dict[str, Any]] = []
+        for batch in batches:
+            if batch.execution is not None:
+                execution_rows[batch.execution.id] = _execution_row(batch.execution)
+            for node in batch.nodes:
+                node_rows[(node.execution_id, node.node_id)] = _node_row(node)
+            event_rows.extend(_event_row(e) for e in batch.events)
+            consumed.extend(
+                {"b_execution": e, "b_seq": s, "b_node": n} for e, s, n in batch.consumed_signals
+            )
+        if execution_rows:
+            await conn.execute(self._upsert(db.executions), list(execution_rows.values()))
+        if node_rows:
+            await conn.execute(self._upsert(db.nodes), list(node_rows.values()))
+        if event_rows:
+            await conn.execute(db.events.insert(), event_rows)
+        if consumed:
+            await conn.execute(_CONSUME, consumed)
+
+    def _upsert(self, table: sa.Table) -> sa.Executable:
+        statement = self._insert(table)
+        return statement.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={c.name: statement.excluded[c.name] for c in table.c if not c.primary_key},
+        )
+
+    async def _explain(self, batch: Batch, exc: sa.exc.IntegrityError) -> Exception:
+        """Turns a failed batch into the error the memory store raises for the same mistake."""
+        referenced = {n.execution_id for n in batch.nodes} | {
+            e.execution_id for e in batch.events
+        }
+        if batch.execution is not None:
+            referenced.discard(batch.execution.id)
+        for execution_id in sorted(referenced):
+            try:
+                known = await self.get_execution(execution_id)
+            except StoreError as error:
+                return error
+            if known is None:
+                return KeyError(f"unknown execution {execution_id}")
+        return ValueError(f"batch conflicts with stored state (duplicate event?): {exc.orig}")
+
+    # Events ----------------------------------------------------------------
+    async def list_events(
+        self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        table = db.events
+        query = (
+            sa.select(table)
+            .where(table.c.execution_id == execution_id, table.c.sequence > after_sequence)
+            .order_by(table.c.sequence)
+            .limit(limit)
+        )
+        return [_event(row) for row in await self._read(query)]
+
+    # Signals ---------------------------------------------------------------
+    async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
+        self._require_open()
+        next_seq = (
+            sa.select(sa.func.coalesce(sa.func.max(db.signals.c.seq), 0) + 1)
+            .where(db.signals.c.execution_id == signal.execution_id)
+            .scalar_subquery()
+        )
+        statement = (
+            self._insert(db.signals)
+            .values(
+                execution_id=signal.execution_id,
+                seq=next_seq,
+                name=signal.name,
+                data=signal.data,
+                signal_id=signal.signal_id,
+                created_at=signal.created_at,
+                consumed_by=signal.consumed_by,
+            )
+            .on_conflict_do_nothing(index_elements=[db.signals.c.execution_id, db.signals.c.signal_id])
+            .returning(db.signals.c.seq)
+        )
+
+        async def insert(conn: AsyncConnection) -> tuple[SignalRecord, bool]:
+            seq = (await conn.execute(statement)).scalar()
+            if seq is not None:
+                return replace(signal, seq=int(seq)), True
+            existing = await conn.execute(
+                sa.select(db.signals).where(
+                    db.signals.c.execution_id == signal.execution_id,
+                    db.signals.c.signal_id == signal.signal_id,
+                )
+            )
+            return _signal(existing.one()), False
+
+        try:
+            return await self._retry_unique(insert)
+        except sa.exc.IntegrityError:
+            if await self.get_execution(signal.execution_id) is None:
+                raise KeyError(f"unknown execution {signal.execution_id}") from None
+            raise
+
+    async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
+        query = (
+            sa.select(db.signals)
+            .where(db.signals.c.execution_id == execution_id, db.signals.c.consumed_by.is_(None))
+            .order_by(db.signals.c.seq)
+        )
+        return [_signal(row) for row in await self._read(query)]
+
+    async def _retry_unique(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Retries a read-then-insert that lost a race to a concurrent writer (PostgreSQL)."""
+        for attempt in range(_UNIQUE_RETRIES):
+            try:
+                return await self._transaction(work)
+            except sa.exc.IntegrityError:
+                if self._sqlite or attempt == _UNIQUE_RETRIES - 1:
+                    raise  # SQLite writes are serialised: a violation is not a race.
+                await asyncio.sleep(0.001 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+
+_CONSUME = (
+    db.signals.update()
+    .where(
+        db.signals.c.execution_id == sa.bindparam("b_execution"),
+        db.signals.c.seq == sa.bindparam("b_seq"),
+    )
+    .values(consumed_by=sa.bindparam("b_node"))
+)
+
+
+def _migrate(conn: sa.Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    config.attributes["connection"] = conn
+    command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Driver and connection failures become StoreError, so callers can answer UNAVAILABLE.
+
+    Constraint violations stay IntegrityError for the store's own handling; programming errors
+    (bad SQL) stay what they are, since retrying them cannot help.
+    """
+    try:
+        yield
+    except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+        raise
+    except sa.exc.DBAPIError as exc:
+        raise StoreError(f"database error: {exc.orig}") from exc
+    except (sa.exc.DisconnectionError, sa.exc.TimeoutError, OSError, TimeoutError) as exc:
+        raise StoreError(f"database unavailable: {exc}") from exc
+
+
+def _settle(group: list[tuple[Batch, asyncio.Future[None]]], error: BaseException | None) -> None:
+    for _, future in group:
+        if future.done():  # the caller was cancelled; its batch was still written (or not)
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+# Row mapping -------------------------------------------------------------------
+def _workflow(row: sa.Row[Any]) -> WorkflowRecord:
+    return WorkflowRecord(
+        tenant=row.tenant,
+        name=row.name,
+        version=row.version,
+        spec=row.spec,
+        created_at=row.created_at,
+        description=row.description,
+    )
+
+
+def _execution_row(r: ExecutionRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "tenant": r.tenant,
+        "workflow": r.workflow,
+        "version": r.version,
+        "state": str(r.state),
+        "input": r.input,
+        "output": r.output,
+        "error": r.error,
+        "vars": r.vars,
+        "priority": r.priority,
+        "request_id": r.request_id,
+        "request_hash": r.request_hash,
+        "parent_id": r.parent_id,
+        "parent_node": r.parent_node,
+        "created_at": r.created_at,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "deadline": r.deadline,
+        "last_sequence": r.last_sequence,
+        "labels": r.labels,
+    }
+
+
+def _execution(row: sa.Row[Any]) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=row.id,
+        tenant=row.tenant,
+        workflow=row.workflow,
+        version=row.version,
+        state=ExecutionState(row.state),
+        input=row.input,
+        created_at=row.created_at,
+        output=row.output,
+        error=row.error,
+        vars=row.vars if row.vars is not None else {},
+        priority=row.priority,
+        request_id=row.request_id,
+        request_hash=row.request_hash,
+        parent_id=row.parent_id,
+        parent_node=row.parent_node,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        deadline=row.deadline,
+        last_sequence=row.last_sequence,
+        labels=row.labels if row.labels is not None else {},
+    )
+
+
+def _node_row(n: NodeRecord) -> dict[str, Any]:
+    return {
+        "execution_id": n.execution_id,
+        "node_id": n.node_id,
+        "state": str(n.state),
+        "attempt": n.attempt,
+        "input": n.input,
+        "output": n.output,
+        "error": n.error,
+        "skip_reason": n.skip_reason,
+        "started_at": n.started_at,
+        "ended_at": n.ended_at,
+        "wake_at": n.wake_at,
+        "completed_order": n.completed_order,
+    }
+
+
+def _node(row: sa.Row[Any]) -> NodeRecord:
+    return NodeRecord(
+        execution_id=row.execution_id,
+        node_id=row.node_id,
+        state=NodeState(row.state),
+        attempt=row.attempt,
+        input=row.input,
+        output=row.output,
+        error=row.error,
+        skip_reason=row.skip_reason,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        wake_at=row.wake_at,
+        completed_order=row.completed_order,
+    )
+
+
+def _event_row(e: EventRecord) -> dict[str, Any]:
+    return {
+        "execution_id": e.execution_id,
+        "sequence": e.sequence,
+        "type": e.type,
+        "node_id": e.node_id,
+        "data": e.data,
+        "time": e.time,
+    }
+
+
+def _event(row: sa.Row[Any]) -> EventRecord:
+    return EventRecord(
+        execution_id=row.execution_id,
+        sequence=row.sequence,
+        type=row.type,
+        time=row.time,
+        node_id=row.node_id,
+        data=row.data,
+    )
+
+
+def _signal(row: sa.Row[Any]) -> SignalRecord:
+    return SignalRecord(
+        execution_id=row.execution_id,
+        name=row.name,
+        data=row.data,
+        signal_id=row.signal_id,
+        created_at=row.created_at,
+        seq=row.seq,
+        consumed_by=row.consumed_by,
+    )
