@@ -1,0 +1,680 @@
+"""Validation and compilation: WorkflowSpec -> Plan, or every problem at once.
+
+Each problem is a Diagnostic with the field path a user can find in their file
+(`nodes[2].when`). The compiler never stops at the first problem: a workflow author
+fixes a file in one round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict, deque
+from typing import Any
+
+import jsonschema
+
+from agentrun.engine.errors import Diagnostic, InvalidWorkflow
+from agentrun.engine.expressions import (
+    Expression,
+    ExpressionError,
+    Template,
+    compile_bool,
+    compile_template_collect,
+    normalize_numbers,
+)
+from agentrun.engine.plan import EdgePlan, NodePlan, Plan, StepPlan, SwitchCase
+from agentrun.engine.ports import AgentProviders, Effect, ToolRegistry
+from agentrun.engine.retry import Backoff, Jitter, RetrySpec
+from agentrun.v1 import workflow_pb2 as pb
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+NODE_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# CEL reserved words and literals: an id spelled like one could not be referenced.
+RESERVED_IDS = frozenset(
+    "as break const continue else false for function if import in let loop package "
+    "namespace null return true var void while".split()
+)
+
+BASE_NAMES = frozenset({"input", "nodes", "vars", "execution", "secrets"})
+WITH_OUTPUT = BASE_NAMES | {"output"}
+IN_MAP = BASE_NAMES | {"item", "index"}
+WORKFLOW_OUTPUT = frozenset({"input", "nodes", "vars", "execution"})
+
+_BACKOFF = {
+    pb.RetryPolicy.BACKOFF_UNSPECIFIED: Backoff.EXPONENTIAL,
+    pb.RetryPolicy.BACKOFF_FIXED: Backoff.FIXED,
+    pb.RetryPolicy.BACKOFF_LINEAR: Backoff.LINEAR,
+    pb.RetryPolicy.BACKOFF_EXPONENTIAL: Backoff.EXPONENTIAL,
+}
+_JITTER = {
+    pb.RetryPolicy.JITTER_UNSPECIFIED: Jitter.NONE,
+    pb.RetryPolicy.JITTER_NONE: Jitter.NONE,
+    pb.RetryPolicy.JITTER_FULL: Jitter.FULL,
+    pb.RetryPolicy.JITTER_EQUAL: Jitter.EQUAL,
+}
+_STRATEGY = {
+    pb.AggregateNode.STRATEGY_UNSPECIFIED: "merge",
+    pb.AggregateNode.STRATEGY_MERGE: "merge",
+    pb.AggregateNode.STRATEGY_CONCAT: "concat",
+    pb.AggregateNode.STRATEGY_FIRST: "first",
+    pb.AggregateNode.STRATEGY_VOTE: "vote",
+    pb.AggregateNode.STRATEGY_EXPR: "expr",
+}
+
+
+def value_to_py(value: Any) -> Any:
+    """A protobuf Value as a JSON value, integral numbers as int (FORMAT.md, Expressions)."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        n = value.number_value
+        return int(n) if n.is_integer() and abs(n) < 2**53 else n
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_py(value.struct_value)
+    if kind == "list_value":
+        return [value_to_py(v) for v in value.list_value.values]
+    return None
+
+
+def struct_to_py(struct: Any) -> dict[str, Any]:
+    return {k: value_to_py(v) for k, v in struct.fields.items()}
+
+
+def _seconds(duration: Any) -> float:
+    return duration.seconds + duration.nanos / 1e9
+
+
+class _Compiler:
+    def __init__(self, spec: pb.WorkflowSpec, tools: ToolRegistry, agents: AgentProviders) -> None:
+        self.spec = spec
+        self.tools = tools
+        self.agents = agents
+        self.diags: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.diags.append(Diagnostic(path, message))
+
+    # -- expressions ------------------------------------------------------
+    def template(self, value: Any, path: str, allowed: frozenset[str]) -> Template:
+        errors: list[ExpressionError] = []
+        t = compile_template_collect(value, path, allowed, errors)
+        for e in errors:
+            self.error(e.path, e.message)
+        return t
+
+    def boolean(self, source: str, path: str, allowed: frozenset[str]) -> Expression | None:
+        try:
+            return compile_bool(source, path, allowed)
+        except ExpressionError as e:
+            self.error(e.path, e.message)
+            return None
+
+    def duration(self, msg: Any, name: str, path: str, *, allow_zero: bool = False) -> float | None:
+        if not msg.HasField(name):
+            return None
+        seconds = _seconds(getattr(msg, name))
+        if seconds < 0 or (seconds == 0 and not allow_zero):
+            self.error(f"{path}.{name}", "must be a positive duration")
+            return None
+        return seconds
+
+    def schema(self, struct: Any, path: str) -> dict[str, Any] | None:
+        schema = struct_to_py(struct)
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in exc.path)
+            self.error(path + where, f"not a valid JSON Schema: {exc.message}")
+            return None
+        return schema
+
+    def retry(self, policy: Any, path: str, base: RetrySpec | None = None) -> RetrySpec:
+        base = base or RetrySpec()
+        if policy.max_attempts < 0:
+            self.error(f"{path}.max_attempts", "must be at least 1")
+        if policy.multiplier and policy.multiplier < 1:
+            self.error(f"{path}.multiplier", "must be at least 1")
+        for name in ("initial_interval", "max_interval"):
+            if policy.HasField(name) and _seconds(getattr(policy, name)) < 0:
+                self.error(f"{path}.{name}", "must not be negative")
+        return RetrySpec(
+            max_attempts=policy.max_attempts or base.max_attempts,
+            backoff=_BACKOFF[policy.backoff] if policy.backoff else base.backoff,
+            initial_interval=_seconds(policy.initial_interval)
+            if policy.HasField("initial_interval")
+            else base.initial_interval,
+            max_interval=_seconds(policy.max_interval)
+            if policy.HasField("max_interval")
+            else base.max_interval,
+            multiplier=policy.multiplier or base.multiplier,
+            jitter=_JITTER[policy.jitter] if policy.jitter else base.jitter,
+            non_retryable=frozenset(policy.non_retryable) or base.non_retryable,
+        )
+
+    # -- steps (tool, agent, pass, workflow) ----------------------------------
+    def step(self, msg: Any, kind: str, path: str, allowed: frozenset[str]) -> StepPlan:
+        body = getattr(msg, kind)
+        step = StepPlan(kind=kind, path=f"{path}.{kind}")
+        p = step.path
+        if kind == "pass":
+            step.value = self.template(
+                value_to_py(body.value) if body.HasField("value") else None, f"{p}.value", allowed
+            )
+        elif kind == "tool":
+            if not body.name:
+                self.error(f"{p}.name", "is required")
+            else:
+                step.tool = self.tools.get(body.name)
+                if step.tool is None:
+                    self.error(f"{p}.name", f"unknown tool {body.name!r}{_known(self.tools.names())}")
+            args = value_to_py(body.args) if body.HasField("args") else {}
+            step.args = self.template(args, f"{p}.args", allowed)
+            if step.tool is not None and step.tool.args_schema and step.args.is_constant:
+                try:
+                    jsonschema.validate(step.args.constant, step.tool.args_schema)
+                except jsonschema.ValidationError as exc:
+                    where = "".join(f".{x}" if isinstance(x, str) else f"[{x}]" for x in exc.path)
+                    self.error(f"{p}.args{where}", exc.message)
+        elif kind == "agent":
+            provider_name, _, model = body.model.partition("/")
+            if not body.model or not model:
+                self.error(f"{p}.model", "must be provider/model, such as mock/echo")
+            else:
+                step.provider = self.agents.get(provider_name)
+                if step.provider is None:
+                    self.error(f"{p}.model", f"unknown agent provider {provider_name!r}")
+                elif not step.provider.knows_model(model):
+                    self.error(f"{p}.model", f"provider {provider_name!r} has no model {model!r}")
+            step.model = model
+            step.prompt = self.template(body.prompt, f"{p}.prompt", allowed)
+            step.system = self.template(body.system, f"{p}.system", allowed)
+            if body.HasField("output_schema"):
+                step.output_schema = self.schema(body.output_schema, f"{p}.output_schema")
+            step.agent_tools = tuple(body.tools)
+            for i, name in enumerate(body.tools):
+                if self.tools.get(name) is None:
+                    self.error(f"{p}.tools[{i}]", f"unknown tool {name!r}")
+            if body.max_turns < 0:
+                self.error(f"{p}.max_turns", "must not be negative")
+            step.max_turns = body.max_turns
+            step.temperature = body.temperature if body.temperature else None
+            step.max_tokens = body.max_tokens
+        elif kind == "workflow":
+            if not body.name:
+                self.error(f"{p}.name", "is required")
+            step.workflow = body.name
+            step.workflow_version = body.version
+            step.workflow_input = self.template(
+                value_to_py(body.input) if body.HasField("input") else {}, f"{p}.input", allowed
+            )
+        return step
+
+    def standalone_step(self, msg: Any, path: str, allowed: frozenset[str]) -> StepPlan | None:
+        kind = msg.WhichOneof("kind")
+        if kind is None:
+            self.error(path, "needs exactly one kind: agent, tool, pass or workflow")
+            return None
+        step = self.step(msg, kind, path, allowed)
+        if msg.HasField("retry"):
+            step.retry = self.retry(msg.retry, f"{path}.retry")
+        step.timeout = self.duration(msg, "timeout", path)
+        return step
+
+    # -- the graph ----------------------------------------------------------------
+    def compile(self) -> Plan:
+        spec = self.spec
+        if not spec.name:
+            self.error("name", "is required")
+        elif not NAME_RE.match(spec.name):
+            self.error("name", "must be lower-case letters, digits and '-' (at most 63)")
+        if spec.mode == pb.WorkflowSpec.MODE_STATE_MACHINE:
+            self.error("mode", "state machine workflows are not supported by this version yet")
+            raise InvalidWorkflow(self.diags)
+        if not spec.nodes:
+            self.error("nodes", "a workflow needs at least one node")
+
+        input_schema = (
+            self.schema(spec.input_schema, "input_schema") if spec.HasField("input_schema") else None
+        )
+        default_retry = (
+            self.retry(spec.defaults.retry, "defaults.retry") if spec.defaults.HasField("retry") else RetrySpec()
+        )
+        default_timeout = self.duration(spec.defaults, "timeout", "defaults")
+
+        nodes: dict[str, NodePlan] = {}
+        specs: dict[str, Any] = {}
+        for i, n in enumerate(spec.nodes):
+            path = f"nodes[{i}]"
+            if not n.id:
+                self.error(f"{path}.id", "is required")
+                continue
+            if not NODE_ID_RE.match(n.id):
+                self.error(f"{path}.id", f"{n.id!r} must match [a-z][a-z0-9_]* (at most 63)")
+                continue
+            if n.id in RESERVED_IDS:
+                self.error(f"{path}.id", f"{n.id!r} is a reserved word in expressions")
+                continue
+            if n.id in nodes:
+                self.error(f"{path}.id", f"duplicate id {n.id!r} (first at {nodes[n.id].path})")
+                continue
+            kind = n.WhichOneof("kind")
+            if kind is None:
+                self.error(
+                    path,
+                    "needs exactly one kind: agent, tool, map, switch, wait, aggregate, workflow or pass",
+                )
+            nodes[n.id] = NodePlan(id=n.id, index=i, kind=kind or "pass", path=path)
+            specs[n.id] = n
+
+        # Edges: needs, explicit edges, switch targets.
+        for node_id, n in specs.items():
+            plan = nodes[node_id]
+            seen: set[str] = set()
+            for j, src in enumerate(n.needs):
+                if src not in nodes:
+                    self.error(f"{plan.path}.needs[{j}]", f"unknown node {src!r}{_close(src, nodes)}")
+                elif src == node_id:
+                    self.error(f"{plan.path}.needs[{j}]", "a node cannot need itself")
+                elif src in seen:
+                    self.error(f"{plan.path}.needs[{j}]", f"{src!r} is listed twice")
+                else:
+                    seen.add(src)
+                    self._link(nodes, EdgePlan(source=src, target=node_id))
+        for j, e in enumerate(spec.edges):
+            src, dst = getattr(e, "from"), e.to
+            path = f"edges[{j}]"
+            ok = True
+            for field_name, ref in (("from", src), ("to", dst)):
+                if not ref:
+                    self.error(f"{path}.{field_name}", "is required")
+                    ok = False
+                elif ref not in nodes:
+                    self.error(f"{path}.{field_name}", f"unknown node {ref!r}{_close(ref, nodes)}")
+                    ok = False
+            if ok and src == dst:
+                self.error(path, "an edge cannot connect a node to itself")
+                ok = False
+            if not ok:
+                continue
+            edge = EdgePlan(source=src, target=dst)
+            if e.when:
+                edge.when = self.boolean(e.when, f"{path}.when", WITH_OUTPUT)
+            if e.HasField("input"):
+                edge.input = self.template(value_to_py(e.input), f"{path}.input", WITH_OUTPUT)
+            self._link(nodes, edge)
+        for node_id, n in specs.items():
+            if n.WhichOneof("kind") != "switch":
+                continue
+            sw = getattr(n, "switch")
+            plan = nodes[node_id]
+            path = f"{plan.path}.switch"
+            if not sw.cases and not sw.default:
+                self.error(path, "needs at least one case or a default")
+            targets: list[tuple[str, str]] = [
+                (c.goto, f"{path}.cases[{k}].goto") for k, c in enumerate(sw.cases)
+            ]
+            if sw.default:
+                targets.append((sw.default, f"{path}.default"))
+            linked: set[str] = set()
+            for target, tpath in targets:
+                if not target:
+                    self.error(tpath, "is required")
+                elif target not in nodes:
+                    self.error(tpath, f"unknown node {target!r}{_close(target, nodes)}")
+                elif target == node_id:
+                    self.error(tpath, "a switch cannot go to itself")
+                elif target not in linked:
+                    linked.add(target)
+                    self._link(nodes, EdgePlan(source=node_id, target=target, from_switch=True))
+
+        order, stages = self._order(nodes)
+        anc = _Ancestry(nodes, order) if order is not None else None
+
+        for node_id, n in specs.items():
+            self._node(nodes[node_id], n, default_retry, default_timeout, anc)
+        for node_id, plan in nodes.items():
+            for edge in plan.outgoing:
+                refs: set[str] = set()
+                for t in (edge.when, edge.input):
+                    if t is not None:
+                        refs |= t.node_refs
+                if anc is not None and refs:
+                    self._check_refs(refs, edge.source, anc, _edge_path(spec, edge), self_ok=True)
+
+        output = None
+        if spec.HasField("output"):
+            output = self.template(value_to_py(spec.output), "output", WORKFLOW_OUTPUT)
+            for ref in sorted(output.node_refs - set(nodes)):
+                self.error("output", f"unknown node {ref!r}")
+
+        concurrency_key = None
+        if spec.HasField("concurrency"):
+            if not spec.concurrency.key:
+                self.error("concurrency.key", "is required")
+            else:
+                concurrency_key = self.template(spec.concurrency.key, "concurrency.key", frozenset({"input"}))
+            if spec.concurrency.limit < 1:
+                self.error("concurrency.limit", "must be at least 1")
+
+        for j, h in enumerate(spec.error_handlers):
+            if h.match.nodes:
+                try:
+                    re.compile(h.match.nodes)
+                except re.error as exc:
+                    self.error(f"error_handlers[{j}].match.nodes", f"bad regex: {exc}")
+            if not h.action:
+                self.error(f"error_handlers[{j}].action", "is required")
+
+        self._vars_warnings(nodes, anc)
+
+        if self.diags:
+            raise InvalidWorkflow(self.diags)
+        for plan in nodes.values():
+            plan.sink = not plan.outgoing
+        return Plan(
+            name=spec.name,
+            spec=spec,
+            nodes=nodes,
+            order=order or [],
+            roots=[nid for nid in (order or []) if not nodes[nid].incoming],
+            stages=stages or [],
+            output=output,
+            timeout=self.duration(spec, "timeout", ""),
+            input_schema=input_schema,
+            warnings=self.warnings,
+            concurrency_key=concurrency_key,
+            concurrency_limit=spec.concurrency.limit if spec.HasField("concurrency") else 0,
+        )
+
+    @staticmethod
+    def _link(nodes: dict[str, NodePlan], edge: EdgePlan) -> None:
+        nodes[edge.source].outgoing.append(edge)
+        nodes[edge.target].incoming.append(edge)
+
+    def _order(self, nodes: dict[str, NodePlan]) -> tuple[list[str] | None, list[list[str]] | None]:
+        """Kahn's algorithm; on a cycle, reports the nodes on it and what they block."""
+        indegree = {nid: len(p.incoming) for nid, p in nodes.items()}
+        level = dict.fromkeys(nodes, 0)
+        queue = deque(nid for nid, d in indegree.items() if d == 0)
+        order: list[str] = []
+        while queue:
+            nid = queue.popleft()
+            order.append(nid)
+            for edge in nodes[nid].outgoing:
+                t = edge.target
+                if level[t] < level[nid] + 1:
+                    level[t] = level[nid] + 1
+                indegree[t] -= 1
+                if indegree[t] == 0:
+                    queue.append(t)
+        if len(order) == len(nodes):
+            stages: list[list[str]] = []
+            for nid in order:
+                lv = level[nid]
+                while len(stages) <= lv:
+                    stages.append([])
+                stages[lv].append(nid)
+            return order, stages
+        remaining = {nid for nid, d in indegree.items() if d > 0}
+        for cycle in _cycles(nodes, remaining):
+            first = nodes[cycle[0]]
+            self.error(f"{first.path}", "cycle: " + " -> ".join(cycle + [cycle[0]]))
+        on_cycles = {nid for c in _cycles(nodes, remaining) for nid in c}
+        for nid in sorted(remaining - on_cycles, key=lambda x: nodes[x].index):
+            self.error(nodes[nid].path, f"node {nid!r} is unreachable from any root (it follows a cycle)")
+        return None, None
+
+    def _node(
+        self,
+        plan: NodePlan,
+        n: Any,
+        default_retry: RetrySpec,
+        default_timeout: float | None,
+        anc: _Ancestry | None,
+    ) -> None:
+        path = plan.path
+        kind = n.WhichOneof("kind")
+        names: set[str] = set()
+        refs: set[str] = set()
+        if n.when:
+            plan.when = self.boolean(n.when, f"{path}.when", BASE_NAMES)
+            if plan.when is not None:
+                names |= plan.when.names
+                refs |= plan.when.node_refs
+        plan.join_all = n.join == pb.Node.JOIN_ALL
+        takes_timeout = kind in ("agent", "tool", "pass", "map")
+        plan.timeout = self.duration(n, "timeout", path) if n.HasField("timeout") else (
+            default_timeout if takes_timeout else None
+        )
+        if n.HasField("timeout") and not takes_timeout:
+            self.error(f"{path}.timeout", f"a {kind} node takes no timeout" + (
+                " (use wait.timeout)" if kind == "wait" else ""))
+        plan.total_timeout = self.duration(n, "total_timeout", path)
+        plan.retry = self.retry(n.retry, f"{path}.retry") if n.HasField("retry") else default_retry
+        if n.HasField("output"):
+            plan.output = self.template(value_to_py(n.output), f"{path}.output", WITH_OUTPUT)
+        for key, value in n.export.fields.items():
+            plan.export[key] = self.template(value_to_py(value), f"{path}.export.{key}", WITH_OUTPUT)
+        if n.HasField("compensate"):
+            plan.compensate = self.standalone_step(n.compensate, f"{path}.compensate", WITH_OUTPUT)
+        plan.rate_limit = n.rate_limit
+        plan.priority = n.priority
+
+        if kind in ("agent", "tool", "pass", "workflow"):
+            plan.step = self.step(n, kind, path, BASE_NAMES)
+            plan.inline = kind == "pass"
+            if kind == "tool" and plan.step.tool is not None and plan.step.tool.effect is Effect.IRREVERSIBLE:
+                plan.retry = RetrySpec(
+                    max_attempts=1,
+                    backoff=plan.retry.backoff,
+                    non_retryable=plan.retry.non_retryable,
+                )
+        elif kind == "map":
+            m = n.map
+            mpath = f"{path}.map"
+            if not m.items:
+                self.error(f"{mpath}.items", "is required")
+            else:
+                try:
+                    plan.items = Expression(_unwrap(m.items), f"{mpath}.items", BASE_NAMES)
+                except ExpressionError as e:
+                    self.error(e.path, e.message)
+            if m.max_concurrency < 0:
+                self.error(f"{mpath}.max_concurrency", "must not be negative")
+            plan.max_concurrency = m.max_concurrency
+            has_node, has_wf = m.HasField("node"), m.HasField("workflow")
+            if has_node == has_wf:
+                self.error(mpath, "needs exactly one of node or workflow")
+            elif has_node:
+                plan.body = self.standalone_step(m.node, f"{mpath}.node", IN_MAP)
+            else:
+                holder = pb.Step(workflow=m.workflow)
+                plan.body = self.step(holder, "workflow", mpath, IN_MAP)
+        elif kind == "switch":
+            sw = getattr(n, "switch")
+            for k, c in enumerate(sw.cases):
+                if not c.when:
+                    self.error(f"{path}.switch.cases[{k}].when", "is required")
+                    continue
+                expr = self.boolean(c.when, f"{path}.switch.cases[{k}].when", BASE_NAMES)
+                if expr is not None:
+                    plan.cases.append(SwitchCase(expr, c.goto))
+            plan.default = sw.default
+            plan.inline = True
+        elif kind == "wait":
+            w = n.wait
+            wpath = f"{path}.wait"
+            given = [x for x in ("signal", "duration", "until") if (
+                w.HasField(x) if x == "duration" else bool(getattr(w, x)))]
+            if len(given) != 1:
+                self.error(wpath, "needs exactly one of signal, duration or until")
+            plan.signal = w.signal
+            plan.duration = self.duration(w, "duration", wpath, allow_zero=True)
+            if w.until:
+                plan.until = self.template(w.until, f"{wpath}.until", BASE_NAMES)
+            plan.wait_timeout = self.duration(w, "timeout", wpath)
+        elif kind == "aggregate":
+            a = n.aggregate
+            plan.strategy = _STRATEGY[a.strategy]
+            if plan.strategy == "expr":
+                if not a.expr:
+                    self.error(f"{path}.aggregate.expr", "is required for strategy expr")
+                else:
+                    try:
+                        plan.expr = Expression(
+                            _unwrap(a.expr), f"{path}.aggregate.expr", BASE_NAMES | {"outputs"}
+                        )
+                    except ExpressionError as e:
+                        self.error(e.path, e.message)
+            elif a.expr:
+                self.error(f"{path}.aggregate.expr", "is only used with strategy expr")
+            if not plan.incoming and not n.needs:
+                self.error(f"{path}.aggregate", "needs at least one incoming edge")
+            plan.inline = True
+
+        for part in (plan.step, plan.body):
+            if part is not None:
+                names |= part.names
+                refs |= part.node_refs
+        for t in [plan.output, plan.until, *plan.export.values()]:
+            if t is not None:
+                names |= t.names
+                refs |= t.node_refs
+        for expr in [plan.items, plan.expr, *(c.when for c in plan.cases)]:
+            if expr is not None:
+                names |= expr.names
+                refs |= expr.node_refs
+        if plan.compensate is not None:
+            names |= plan.compensate.names
+            refs |= plan.compensate.node_refs
+        plan.names = frozenset(names)
+        plan.node_refs = frozenset(refs)
+        if anc is not None:
+            self._check_refs(refs, plan.id, anc, path, self_ok=True)
+
+    def _check_refs(self, refs: set[str], node_id: str, anc: _Ancestry, path: str, self_ok: bool) -> None:
+        for ref in sorted(refs):
+            if ref == node_id and self_ok:
+                continue
+            if ref not in anc.nodes:
+                self.error(path, f"unknown node {ref!r} in an expression")
+            elif not anc.is_ancestor(ref, node_id):
+                self.error(path, f"node {ref!r} is not an ancestor of {node_id!r}, so its output may not exist yet")
+
+    def _vars_warnings(self, nodes: dict[str, NodePlan], anc: _Ancestry | None) -> None:
+        writers: dict[str, list[str]] = defaultdict(list)
+        for plan in nodes.values():
+            for key in plan.export:
+                writers[key].append(plan.id)
+        if anc is None:
+            return
+        for key, ids in writers.items():
+            for i, a in enumerate(ids):
+                for b in ids[i + 1 :]:
+                    if not anc.is_ancestor(a, b) and not anc.is_ancestor(b, a):
+                        self.warnings.append(
+                            Diagnostic(
+                                f"{nodes[b].path}.export.{key}",
+                                f"{a!r} and {b!r} both set vars.{key} with no order between them: the last to finish wins",
+                            )
+                        )
+
+
+class _Ancestry:
+    """Ancestor sets as bitmasks, built on first use (most workflows never need them)."""
+
+    def __init__(self, nodes: dict[str, NodePlan], order: list[str]) -> None:
+        self.nodes = nodes
+        self._order = order
+        self._masks: dict[str, int] | None = None
+        self._bit: dict[str, int] = {nid: i for i, nid in enumerate(order)}
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        if self._masks is None:
+            masks: dict[str, int] = {}
+            for nid in self._order:
+                m = 0
+                for edge in self.nodes[nid].incoming:
+                    m |= masks[edge.source] | (1 << self._bit[edge.source])
+                masks[nid] = m
+            self._masks = masks
+        return bool(self._masks[b] >> self._bit[a] & 1)
+
+
+def _cycles(nodes: dict[str, NodePlan], remaining: set[str]) -> list[list[str]]:
+    """Strongly connected components (Tarjan, iterative) of the nodes left by Kahn."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    for start in sorted(remaining, key=lambda x: nodes[x].index):
+        if start in index:
+            continue
+        work = [(start, 0)]
+        while work:
+            v, i = work.pop()
+            if i == 0:
+                index[v] = low[v] = counter
+                counter += 1
+                stack.append(v)
+                on_stack.add(v)
+            succ = [e.target for e in nodes[v].outgoing if e.target in remaining]
+            if i < len(succ):
+                work.append((v, i + 1))
+                w = succ[i]
+                if w not in index:
+                    work.append((w, 0))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp, key=lambda x: nodes[x].index))
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[v])
+    return out
+
+
+def _unwrap(text: str) -> str:
+    m = re.fullmatch(r"\s*\$\{\{(.*)\}\}\s*", text, re.S)
+    return m.group(1).strip() if m else text
+
+
+def _edge_path(spec: pb.WorkflowSpec, edge: EdgePlan) -> str:
+    for j, e in enumerate(spec.edges):
+        if getattr(e, "from") == edge.source and e.to == edge.target:
+            return f"edges[{j}]"
+    return f"edge {edge.source} -> {edge.target}"
+
+
+def _close(name: str, nodes: dict[str, NodePlan]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(name, list(nodes), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _known(names: list[str]) -> str:
+    return f"; known tools: {', '.join(sorted(names))}" if len(names) <= 20 else ""
+
+
+def compile_workflow(spec: pb.WorkflowSpec, *, tools: ToolRegistry, agents: AgentProviders) -> Plan:
+    """Validates `spec` and compiles it; raises InvalidWorkflow with every problem found."""
+    return _Compiler(spec, tools, agents).compile()
+
+
+__all__ = ["compile_workflow", "value_to_py", "struct_to_py", "normalize_numbers"]

@@ -1,0 +1,326 @@
+"""CEL expressions and `${{ }}` templates, compiled once per workflow.
+
+An expression is compiled when the workflow is validated and knows the top-level names
+it references, so the engine builds each activation from that list only: a node's cost
+does not grow with the size of the execution.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import cel
+
+MAX_SOURCE_BYTES = 4096
+MAX_COLLECTION = 10_000
+
+_TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.S)
+_COMPREHENSION = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
+_BOUND_VAR = re.compile(r"\.\s*(?:all|exists_one|exists|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+_NODE_REF = re.compile(r"\bnodes\s*\.\s*([A-Za-z_]\w*)")
+_NODES_WORD = re.compile(r"\bnodes\b")
+_STRING = re.compile(
+    r"""[rR]?(?:'''(?:\\.|[^\\])*?'''|\"\"\"(?:\\.|[^\\])*?\"\"\"|'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*")""",
+    re.S,
+)
+
+
+class ExpressionError(Exception):
+    """An expression failed at compile or run time; `path` locates it in the workflow."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+def _strip_strings(source: str) -> str:
+    return _STRING.sub('""', source)
+
+
+def _has_nested_comprehension(code: str) -> bool:
+    """True when a comprehension macro appears inside another one's arguments."""
+    depth = 0
+    open_comprehensions: list[int] = []  # paren depth at which each comprehension opened
+    i = 0
+    starts = {m.end() - 1 for m in _COMPREHENSION.finditer(code)}
+    while i < len(code):
+        ch = code[i]
+        if ch == "(":
+            depth += 1
+            if i in starts:
+                if open_comprehensions:
+                    return True
+                open_comprehensions.append(depth)
+        elif ch == ")":
+            if open_comprehensions and open_comprehensions[-1] == depth:
+                open_comprehensions.pop()
+            depth -= 1
+        i += 1
+    return False
+
+
+class Expression:
+    """One compiled CEL expression."""
+
+    __slots__ = ("source", "path", "names", "node_refs", "_program", "_bounded")
+
+    def __init__(self, source: str, path: str, allowed: frozenset[str] | None = None) -> None:
+        self.source = source
+        self.path = path
+        if len(source.encode()) > MAX_SOURCE_BYTES:
+            raise ExpressionError(path, f"expression is longer than {MAX_SOURCE_BYTES} bytes")
+        if not source.strip():
+            raise ExpressionError(path, "empty expression")
+        code = _strip_strings(source)
+        if _has_nested_comprehension(code):
+            raise ExpressionError(
+                path, "a comprehension (map, filter, all, exists) may not be nested in another"
+            )
+        try:
+            self._program = cel.compile(source)
+        except ValueError as exc:
+            raise ExpressionError(path, f"syntax error: {_first_line(exc)}") from None
+        try:
+            variables = set(self._program.variables())
+        except Exception:  # pragma: no cover - static analysis never fails on a parsed program
+            variables = set()
+        bound = set(_BOUND_VAR.findall(code))
+        self.names = frozenset(variables - bound)
+        self._bounded = bool(_COMPREHENSION.search(code))
+        if allowed is not None:
+            unknown = sorted(self.names - allowed)
+            if unknown:
+                raise ExpressionError(
+                    path,
+                    f"unknown name {unknown[0]!r}; names in scope here: {', '.join(sorted(allowed))}",
+                )
+        refs = set(_NODE_REF.findall(code))
+        if "nodes" in self.names and len(_NODES_WORD.findall(code)) != len(_NODE_REF.findall(code)):
+            raise ExpressionError(path, "refer to a node by its id: nodes.ID.output")
+        self.node_refs = frozenset(refs)
+
+    def evaluate(self, activation: Mapping[str, Any]) -> Any:
+        if self._bounded:
+            for name in self.names:
+                _check_size(activation.get(name), self.path)
+        try:
+            result = self._program.execute(activation)
+        except KeyError as exc:
+            raise ExpressionError(self.path, f"no such key: {exc.args[0]!r}") from None
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+            raise ExpressionError(self.path, _first_line(exc)) from None
+        return to_json(result)
+
+    def __repr__(self) -> str:
+        return f"Expression({self.source!r})"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_size(value: Any, path: str) -> None:
+    """Refuses collections over MAX_COLLECTION before a comprehension walks them."""
+    stack = [value]
+    seen = 0
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            if len(item) > MAX_COLLECTION:
+                raise ExpressionError(
+                    path, f"a collection has {len(item)} elements; the limit is {MAX_COLLECTION}"
+                )
+            seen += len(item)
+            if seen > 10 * MAX_COLLECTION:
+                return
+            stack.extend(item.values() if isinstance(item, dict) else item)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def to_json(value: Any) -> Any:
+    """CEL results as JSON values: timestamps as RFC 3339 text, durations as seconds."""
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, cel.OptionalValue):
+        return to_json(value.value()) if value.has_value() else None
+    return str(value)
+
+
+def to_text(value: Any) -> str:
+    """How a value reads when interpolated into a string: JSON text, null as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Template:
+    """A JSON value whose strings may hold `${{ }}`, compiled to an evaluator.
+
+    `evaluate` returns the constant itself when there is no expression, so callers must
+    not mutate what they get.
+    """
+
+    __slots__ = ("names", "node_refs", "constant", "_fn", "expressions")
+
+    def __init__(
+        self,
+        names: frozenset[str],
+        node_refs: frozenset[str],
+        fn: Callable[[Mapping[str, Any]], Any] | None,
+        constant: Any,
+        expressions: list[Expression],
+    ) -> None:
+        self.names = names
+        self.node_refs = node_refs
+        self._fn = fn
+        self.constant = constant
+        self.expressions = expressions
+
+    @property
+    def is_constant(self) -> bool:
+        return self._fn is None
+
+    def evaluate(self, activation: Mapping[str, Any]) -> Any:
+        fn = self._fn
+        return self.constant if fn is None else fn(activation)
+
+
+def compile_template(
+    value: Any, path: str, allowed: frozenset[str] | None = None
+) -> Template:
+    """Compiles a JSON value; raises ExpressionError listing the first bad expression.
+
+    Use `compile_template_collect` to gather every error of a value."""
+    errors: list[ExpressionError] = []
+    template = compile_template_collect(value, path, allowed, errors)
+    if errors:
+        raise errors[0]
+    return template
+
+
+def compile_template_collect(
+    value: Any, path: str, allowed: frozenset[str] | None, errors: list[ExpressionError]
+) -> Template:
+    expressions: list[Expression] = []
+    fn = _build(value, path, allowed, errors, expressions)
+    names = frozenset().union(*(e.names for e in expressions)) if expressions else frozenset()
+    refs = frozenset().union(*(e.node_refs for e in expressions)) if expressions else frozenset()
+    return Template(names, refs, fn, None if fn is not None else value, expressions)
+
+
+def _build(
+    value: Any,
+    path: str,
+    allowed: frozenset[str] | None,
+    errors: list[ExpressionError],
+    out: list[Expression],
+) -> Callable[[Mapping[str, Any]], Any] | None:
+    """Returns an evaluator, or None when `value` holds no expression (a constant)."""
+    if isinstance(value, str):
+        return _build_string(value, path, allowed, errors, out)
+    if isinstance(value, dict):
+        parts = []
+        for key, item in value.items():
+            parts.append((key, item, _build(item, f"{path}.{key}", allowed, errors, out)))
+        if all(fn is None for _, _, fn in parts):
+            return None
+        def eval_dict(act: Mapping[str, Any]) -> Any:
+            return {k: (v if fn is None else fn(act)) for k, v, fn in parts}
+
+        return eval_dict
+    if isinstance(value, list):
+        fns = [_build(item, f"{path}[{i}]", allowed, errors, out) for i, item in enumerate(value)]
+        if all(fn is None for fn in fns):
+            return None
+        items = list(value)
+
+        def eval_list(act: Mapping[str, Any]) -> Any:
+            return [fn(act) if fn is not None else items[i] for i, fn in enumerate(fns)]
+
+        return eval_list
+    return None
+
+
+def _build_string(
+    text: str,
+    path: str,
+    allowed: frozenset[str] | None,
+    errors: list[ExpressionError],
+    out: list[Expression],
+) -> Callable[[Mapping[str, Any]], Any] | None:
+    if "${{" not in text:
+        return None
+    matches = list(_TEMPLATE.finditer(text))
+    if not matches:
+        errors.append(ExpressionError(path, "unclosed ${{ (expected }})"))
+        return None
+    compiled: list[Expression] = []
+    for m in matches:
+        try:
+            compiled.append(Expression(m.group(1).strip(), path, allowed))
+        except ExpressionError as exc:
+            errors.append(exc)
+    if len(compiled) != len(matches):
+        return None
+    out.extend(compiled)
+    if len(matches) == 1 and matches[0].start() == 0 and matches[0].end() == len(text):
+        return compiled[0].evaluate
+    pieces: list[str | Expression] = []
+    last = 0
+    for m, expr in zip(matches, compiled):
+        if m.start() > last:
+            pieces.append(text[last : m.start()])
+        pieces.append(expr)
+        last = m.end()
+    if last < len(text):
+        pieces.append(text[last:])
+
+    def interpolate(act: Mapping[str, Any]) -> str:
+        return "".join(p if isinstance(p, str) else to_text(p.evaluate(act)) for p in pieces)
+
+    return interpolate
+
+
+def compile_bool(source: str, path: str, allowed: frozenset[str] | None = None) -> Expression:
+    """A `when`/`guard` field: either `${{ EXPR }}` or a bare CEL expression."""
+    text = source.strip()
+    m = _TEMPLATE.fullmatch(text)
+    if m:
+        text = m.group(1).strip()
+    elif "${{" in text:
+        raise ExpressionError(path, "must be a single ${{ }} expression, not text around it")
+    return Expression(text, path, allowed)
+
+
+def normalize_numbers(value: Any) -> Any:
+    """Integral floats become ints, as FORMAT.md asks for data from protobuf Struct."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    if isinstance(value, dict):
+        return {k: normalize_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalize_numbers(v) for v in value]
+    return value

@@ -1,0 +1,143 @@
+"""The immutable execution plan a WorkflowSpec compiles to.
+
+The runtime reads only these objects: plain slotted classes with pre-compiled
+expressions, so running a node touches no protobuf message and parses nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentrun.engine.errors import Diagnostic
+from agentrun.engine.expressions import Expression, Template
+from agentrun.engine.ports import AgentProvider, Tool
+from agentrun.engine.retry import RetrySpec
+from agentrun.v1 import workflow_pb2
+
+
+@dataclass(slots=True, eq=False)
+class EdgePlan:
+    source: str
+    target: str
+    when: Expression | None = None
+    input: Template | None = None
+    # Implied by a switch: taken only when the switch chose `target`.
+    from_switch: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class StepPlan:
+    """A single call: a node's body, a map item's body, a compensation or a fallback."""
+
+    kind: str  # agent | tool | pass | workflow
+    path: str
+    retry: RetrySpec | None = None
+    timeout: float | None = None
+    # pass
+    value: Template | None = None
+    # tool
+    tool: Tool | None = None
+    args: Template | None = None
+    # agent
+    provider: AgentProvider | None = None
+    model: str = ""
+    prompt: Template | None = None
+    system: Template | None = None
+    output_schema: dict[str, Any] | None = None
+    agent_tools: tuple[str, ...] = ()
+    max_turns: int = 0
+    temperature: float | None = None
+    max_tokens: int = 0
+    # workflow
+    workflow: str = ""
+    workflow_version: int = 0
+    workflow_input: Template | None = None
+
+    @property
+    def names(self) -> frozenset[str]:
+        out: set[str] = set()
+        for t in (self.value, self.args, self.prompt, self.system, self.workflow_input):
+            if t is not None:
+                out |= t.names
+        return frozenset(out)
+
+    @property
+    def node_refs(self) -> frozenset[str]:
+        out: set[str] = set()
+        for t in (self.value, self.args, self.prompt, self.system, self.workflow_input):
+            if t is not None:
+                out |= t.node_refs
+        return frozenset(out)
+
+
+@dataclass(slots=True, eq=False)
+class SwitchCase:
+    when: Expression
+    target: str
+
+
+@dataclass(slots=True, eq=False)
+class NodePlan:
+    id: str
+    index: int
+    kind: str  # agent | tool | pass | workflow | map | switch | wait | aggregate
+    path: str
+    incoming: list[EdgePlan] = field(default_factory=list)
+    outgoing: list[EdgePlan] = field(default_factory=list)
+    when: Expression | None = None
+    join_all: bool = False
+    timeout: float | None = None
+    total_timeout: float | None = None
+    retry: RetrySpec = field(default_factory=RetrySpec)
+    output: Template | None = None
+    export: dict[str, Template] = field(default_factory=dict)
+    compensate: StepPlan | None = None
+    rate_limit: str = ""
+    priority: int = 0
+    # agent | tool | pass | workflow: the call itself
+    step: StepPlan | None = None
+    # map
+    items: Expression | None = None
+    max_concurrency: int = 0
+    body: StepPlan | None = None
+    # switch
+    cases: list[SwitchCase] = field(default_factory=list)
+    default: str = ""
+    # wait
+    signal: str = ""
+    duration: float | None = None
+    until: Template | None = None
+    wait_timeout: float | None = None
+    # aggregate
+    strategy: str = "merge"
+    expr: Expression | None = None
+    # Names the node's expressions reference, for building activations.
+    names: frozenset[str] = frozenset()
+    node_refs: frozenset[str] = frozenset()
+    # Whether the node can run inline in the executor loop (no I/O, no waiting).
+    inline: bool = False
+    # Position in the `needs`-then-`edges` order, per incoming edge source (aggregate order).
+    sink: bool = False
+
+    @property
+    def spec_kind(self) -> str:
+        return self.kind
+
+
+@dataclass(slots=True, eq=False)
+class Plan:
+    name: str
+    spec: workflow_pb2.WorkflowSpec
+    nodes: dict[str, NodePlan]
+    # Topological order (a valid run order).
+    order: list[str]
+    roots: list[str]
+    # Parallel stages: nodes that can run at once, in order.
+    stages: list[list[str]]
+    output: Template | None
+    timeout: float | None
+    input_schema: dict[str, Any] | None
+    warnings: list[Diagnostic] = field(default_factory=list)
+    concurrency_key: Template | None = None
+    concurrency_limit: int = 0
