@@ -1,0 +1,141 @@
+"""Builds the grpc.aio server around an engine, and runs it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from agentrun.server.auth import AuthInterceptor
+from agentrun.server.config import ServerConfig
+from agentrun.server.execution_service import ExecutionService
+from agentrun.server.interceptors import DrainInterceptor, ErrorInterceptor, Lifecycle
+from agentrun.server.ratelimit import RateLimitInterceptor
+from agentrun.server.workflow_service import WorkflowService
+from agentrun.v1 import execution_service_pb2, workflow_service_pb2
+from agentrun.v1 import execution_service_pb2_grpc as execution_grpc
+from agentrun.v1 import workflow_service_pb2_grpc as workflow_grpc
+
+if TYPE_CHECKING:
+    from agentrun.engine import Engine
+
+log = logging.getLogger("agentrun.server")
+
+SERVICE_NAMES = (
+    workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
+    execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name,
+)
+
+
+class AgentrunServer:
+    """The gRPC server: agentrun services, health, reflection, interceptors and limits.
+
+    It does not own the engine: `serve()` builds both and stops them in order.
+    """
+
+    def __init__(self, engine: Engine, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.engine = engine
+        self.lifecycle = Lifecycle()
+        self.health = health_aio.HealthServicer()
+        interceptors: list[grpc.aio.ServerInterceptor] = [DrainInterceptor(self.lifecycle)]
+        if self.config.auth_enabled:
+            interceptors.append(AuthInterceptor(self.config.api_keys))
+            if self.config.rate_limit > 0 or any(k.rate for k in self.config.api_keys):
+                interceptors.append(
+                    RateLimitInterceptor(rate=self.config.rate_limit, burst=self.config.rate_burst)
+                )
+        interceptors.append(ErrorInterceptor())
+        self.server = grpc.aio.server(
+            interceptors=interceptors,
+            options=self.config.grpc_options(),
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+        )
+        workflow_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine), self.server)
+        execution_grpc.add_ExecutionServiceServicer_to_server(
+            ExecutionService(engine, self.lifecycle), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if self.config.reflection:
+            reflection.enable_server_reflection(
+                (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME),
+                self.server,
+            )
+        self.port = 0
+
+    async def start(self, listen: str | None = None) -> int:
+        """Binds and starts serving; returns the port (useful with `127.0.0.1:0`)."""
+        address = listen or self.config.listen
+        self.port = self.server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot listen on {address}")
+        await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if not self.config.auth_enabled:
+            log.warning("auth is off: no API keys configured; every caller is tenant 'default'")
+        log.info("agentrun serving on %s (port %d)", address, self.port)
+        return self.port
+
+    async def drain(self) -> None:
+        """Health NOT_SERVING; new calls get UNAVAILABLE; watch streams end resumably."""
+        await self.health.enter_graceful_shutdown()
+        self.lifecycle.draining.set()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains, then waits up to `grace` seconds for calls in flight."""
+        if not self.lifecycle.is_draining:
+            await self.drain()
+        await self.server.stop(self.config.shutdown_grace if grace is None else grace)
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> None:
+    """Opens the store, starts the engine (recovering unfinished executions) and the server,
+    and runs until SIGTERM or SIGINT, then shuts down within `config.shutdown_grace`."""
+    from agentrun.engine import Engine
+    from agentrun.integrations import default_agents, default_tools
+    from agentrun.storage.factory import open_store
+
+    store = await open_store(config.database_url)
+    engine: Any = None
+    server: AgentrunServer | None = None
+    try:
+        engine = Engine(
+            store, tools=default_tools(config.tools), agents=default_agents(config.agents)
+        )
+        await engine.start()
+        server = AgentrunServer(engine, config)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down (grace %.1fs)", config.shutdown_grace)
+        await server.drain()
+        deadline = loop.time() + config.shutdown_grace
+        await engine.stop(grace=config.shutdown_grace)
+        await server.stop(max(0.5, deadline - loop.time()))
+    finally:
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.server.stop(0)
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                await engine.stop(grace=0)
+        await store.close()
+        log.info("stopped")

@@ -1,0 +1,176 @@
+"""Server configuration from defaults, an optional YAML file, `AGENTRUN_*` environment
+variables and flags, each overriding the one before.
+
+```yaml
+listen: 0.0.0.0:50051
+database_url: postgresql://postgres@127.0.0.1:5432/agentrun
+api_keys:                       # auth is on when any key is configured
+  - {key: s3cret, tenant: acme, rate: 100, burst: 200}
+rate_limit: 1000                # default requests/s per key (0: unlimited)
+rate_burst: 2000
+max_message_bytes: 4194304
+max_concurrent_streams: 256
+max_concurrent_rpcs: 10000
+keepalive_time: 60              # seconds between server pings on idle connections
+keepalive_timeout: 20
+min_ping_interval: 10           # clients pinging more often are disconnected
+shutdown_grace: 10
+agents: {mock: {responses: {}}}
+```
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentrun.server.auth import DEFAULT_TENANT, ApiKey, parse_env_keys
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+class ConfigError(ValueError):
+    """The configuration file or an AGENTRUN_* variable is invalid."""
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    listen: str = DEFAULT_LISTEN
+    # None: $AGENTRUN_DATABASE_URL or the embedded SQLite file in ./.agentrun/.
+    database_url: str | None = None
+    api_keys: list[ApiKey] = field(default_factory=list)
+    # None: on when any key is configured.
+    auth: bool | None = None
+    rate_limit: float = 1000.0
+    rate_burst: float | None = None
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_streams: int = 256
+    max_concurrent_rpcs: int | None = 10_000
+    keepalive_time: float = 60.0
+    keepalive_timeout: float = 20.0
+    min_ping_interval: float = 10.0
+    shutdown_grace: float = 10.0
+    reflection: bool = True
+    agents: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys) if self.auth is None else self.auth
+
+    def grpc_options(self) -> list[tuple[str, Any]]:
+        return [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.keepalive_time_ms", int(self.keepalive_time * 1000)),
+            ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", int(self.min_ping_interval * 1000)),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.so_reuseport", 0),
+        ]
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ServerConfig:
+        """Defaults < YAML file (`path` or $AGENTRUN_CONFIG) < environment < `overrides`
+        (flags; None values are ignored)."""
+        env = os.environ if env is None else env
+        config = cls()
+        path = path or env.get("AGENTRUN_CONFIG") or None
+        if path:
+            config = _apply_file(config, Path(path))
+        config = _apply_env(config, env)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(given) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return replace(config, **given)
+
+
+_NUMBERS = {
+    "rate_limit": float,
+    "rate_burst": float,
+    "max_message_bytes": int,
+    "max_concurrent_streams": int,
+    "max_concurrent_rpcs": int,
+    "keepalive_time": float,
+    "keepalive_timeout": float,
+    "min_ping_interval": float,
+    "shutdown_grace": float,
+}
+
+
+def _apply_file(config: ServerConfig, path: Path) -> ServerConfig:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top")
+    known = {f.name for f in fields(ServerConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "api_keys":
+            values[key] = _keys_from_file(path, value)
+        elif key in _NUMBERS and value is not None:
+            try:
+                values[key] = _NUMBERS[key](value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: {key}: not a number: {value!r}") from None
+        else:
+            values[key] = value
+    return replace(config, **values)
+
+
+def _keys_from_file(path: Path, value: Any) -> list[ApiKey]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: api_keys: expected a list")
+    keys = []
+    for n, item in enumerate(value):
+        if not isinstance(item, dict) or not item.get("key"):
+            raise ConfigError(f"{path}: api_keys[{n}]: expected {{key, tenant}}")
+        keys.append(
+            ApiKey(
+                key=str(item["key"]),
+                tenant=str(item.get("tenant") or DEFAULT_TENANT),
+                rate=float(item["rate"]) if item.get("rate") is not None else None,
+                burst=float(item["burst"]) if item.get("burst") is not None else None,
+                name=str(item.get("name") or f"{path.name}#{n}"),
+            )
+        )
+    return keys
+
+
+def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
+    values: dict[str, Any] = {}
+    if env.get("AGENTRUN_LISTEN"):
+        values["listen"] = env["AGENTRUN_LISTEN"]
+    if env.get("AGENTRUN_DATABASE_URL"):
+        values["database_url"] = env["AGENTRUN_DATABASE_URL"]
+    if env.get("AGENTRUN_API_KEYS"):
+        values["api_keys"] = [*config.api_keys, *parse_env_keys(env["AGENTRUN_API_KEYS"])]
+    if env.get("AGENTRUN_AUTH"):
+        values["auth"] = env["AGENTRUN_AUTH"].lower() in ("1", "true", "on", "yes")
+    for key, kind in _NUMBERS.items():
+        name = "AGENTRUN_" + key.upper()
+        if env.get(name):
+            try:
+                values[key] = kind(env[name])
+            except ValueError:
+                raise ConfigError(f"{name}: not a number: {env[name]!r}") from None
+    return replace(config, **values)

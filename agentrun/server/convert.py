@@ -1,0 +1,309 @@
+"""Converters between the store's records and the protobuf messages of agentrun.v1.
+
+Numbers in `google.protobuf.Value`/`Struct` are doubles on the wire; the workflow format says
+a number with no fractional part is an int, so integral floats become ints at this boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from agentrun.storage.records import (
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    NodeState,
+    WorkflowRecord,
+)
+from agentrun.v1 import execution_pb2 as ex_pb
+from agentrun.v1 import workflow_pb2 as wf_pb
+from agentrun.v1 import workflow_service_pb2 as wfs_pb
+
+WORKFLOWS = "workflows/"
+EXECUTIONS = "executions/"
+_MAX_EXACT = 2**53
+
+
+# JSON values -----------------------------------------------------------------
+def set_value(target: struct_pb2.Value, obj: Any) -> None:
+    """Writes a JSON value into a `Value` message in place."""
+    if obj is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif obj is True or obj is False:
+        target.bool_value = obj
+    elif isinstance(obj, (int, float)):
+        target.number_value = obj
+    elif isinstance(obj, str):
+        target.string_value = obj
+    elif isinstance(obj, dict):
+        struct = target.struct_value
+        struct.SetInParent()
+        fields = struct.fields
+        for key, item in obj.items():
+            set_value(fields[str(key)], item)
+    elif isinstance(obj, (list, tuple)):
+        values = target.list_value
+        values.SetInParent()
+        for item in obj:
+            set_value(values.values.add(), item)
+    else:  # datetimes, decimals, ...: their JSON text
+        target.string_value = str(obj)
+
+
+def to_value(obj: Any) -> struct_pb2.Value:
+    value = struct_pb2.Value()
+    set_value(value, obj)
+    return value
+
+
+def set_struct(target: struct_pb2.Struct, obj: dict[str, Any] | None) -> None:
+    if obj is None:
+        return
+    target.SetInParent()
+    fields = target.fields
+    for key, item in obj.items():
+        set_value(fields[str(key)], item)
+
+
+def _number(f: float) -> int | float:
+    if f.is_integer() and abs(f) <= _MAX_EXACT:
+        return int(f)
+    return f
+
+
+def from_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return _number(value.number_value)
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return from_struct(value.struct_value)
+    if kind == "list_value":
+        return [from_value(v) for v in value.list_value.values]
+    return None
+
+
+def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {key: from_value(v) for key, v in struct.fields.items()}
+
+
+def ints_for_integral_floats(obj: Any) -> Any:
+    """Recursively turns 2.0 into 2 (for dicts made by json_format from Struct fields)."""
+    if isinstance(obj, float):
+        return _number(obj) if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: ints_for_integral_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [ints_for_integral_floats(v) for v in obj]
+    return obj
+
+
+# Times -------------------------------------------------------------------------
+def set_time(target: timestamp_pb2.Timestamp, seconds: float | None) -> None:
+    if seconds is not None:
+        target.FromNanoseconds(int(round(seconds * 1e9)))
+
+
+# Names -------------------------------------------------------------------------
+def workflow_name(name: str) -> str:
+    return WORKFLOWS + name
+
+
+def execution_name(execution_id: str) -> str:
+    return EXECUTIONS + execution_id
+
+
+# Workflows ---------------------------------------------------------------------
+def spec_dict_from_proto(spec: wf_pb.WorkflowSpec) -> dict[str, Any]:
+    """The spec in its protobuf JSON form with snake_case names, as the loader reads it."""
+    data = json_format.MessageToDict(spec, preserving_proto_field_name=True)
+    return ints_for_integral_floats(data)
+
+
+def spec_to_proto(spec: dict[str, Any]) -> wf_pb.WorkflowSpec:
+    message = wf_pb.WorkflowSpec()
+    try:
+        json_format.ParseDict(spec, message, ignore_unknown_fields=True)
+    except json_format.ParseError:
+        # A stored spec in a form the proto JSON parser does not take (short enum names,
+        # human durations): keep what can be kept rather than failing the read.
+        message = wf_pb.WorkflowSpec(
+            name=str(spec.get("name", "")), description=str(spec.get("description", ""))
+        )
+    return message
+
+
+def workflow_to_proto(record: WorkflowRecord, *, with_spec: bool = True) -> wfs_pb.Workflow:
+    message = wfs_pb.Workflow(
+        name=WORKFLOWS + record.name,
+        version=record.version,
+        description=record.description or str(record.spec.get("description", "") or ""),
+    )
+    if with_spec:
+        message.spec.CopyFrom(spec_to_proto(record.spec))
+    set_time(message.create_time, record.created_at)
+    return message
+
+
+def diagnostic_to_proto(diagnostic: Any) -> wfs_pb.Diagnostic:
+    return wfs_pb.Diagnostic(field=diagnostic.path, description=diagnostic.message)
+
+
+# Executions --------------------------------------------------------------------
+_EXECUTION_STATE = {s: ex_pb.Execution.State.Value("STATE_" + s.value) for s in ExecutionState}
+_EXECUTION_STATE_BACK = {v: k for k, v in _EXECUTION_STATE.items()}
+_NODE_STATE = {s: ex_pb.NodeExecution.State.Value("STATE_" + s.value) for s in NodeState}
+
+
+def execution_state_to_proto(state: ExecutionState | str) -> int:
+    return _EXECUTION_STATE.get(ExecutionState(state), ex_pb.Execution.STATE_UNSPECIFIED)
+
+
+def execution_state_from_proto(value: int) -> ExecutionState:
+    return _EXECUTION_STATE_BACK[value]
+
+
+def node_state_to_proto(state: NodeState | str) -> int:
+    try:
+        return _NODE_STATE[NodeState(state)]
+    except ValueError:
+        return ex_pb.NodeExecution.STATE_UNSPECIFIED
+
+
+def set_error(target: ex_pb.ExecutionError, error: dict[str, Any] | None) -> None:
+    if not error:
+        return
+    target.type = str(error.get("type") or "")
+    target.message = str(error.get("message") or "")
+    node = error.get("node")
+    if node:
+        target.node_id = str(node)
+    details = error.get("details")
+    if isinstance(details, dict):
+        set_struct(target.details, details)
+    elif details is not None:
+        set_struct(target.details, {"value": details})
+
+
+def execution_to_proto(record: ExecutionRecord) -> ex_pb.Execution:
+    message = ex_pb.Execution(
+        name=EXECUTIONS + record.id,
+        workflow=WORKFLOWS + record.workflow,
+        workflow_version=record.version,
+        state=execution_state_to_proto(record.state),
+        priority=record.priority,
+        request_id=record.request_id or "",
+        parent=EXECUTIONS + record.parent_id if record.parent_id else "",
+        parent_node_id=record.parent_node or "",
+        last_sequence=record.last_sequence,
+        labels=record.labels,
+    )
+    set_value(message.input, record.input)
+    if record.output is not None:
+        set_value(message.output, record.output)
+    set_error(message.error, record.error)
+    if record.vars:
+        set_struct(message.vars, record.vars)
+    set_time(message.create_time, record.created_at)
+    set_time(message.start_time, record.started_at)
+    set_time(message.end_time, record.ended_at)
+    set_time(message.expire_time, record.deadline)
+    return message
+
+
+def node_to_proto(record: NodeRecord) -> ex_pb.NodeExecution:
+    message = ex_pb.NodeExecution(
+        node_id=record.node_id,
+        state=node_state_to_proto(record.state),
+        attempt=record.attempt,
+        skip_reason=record.skip_reason or "",
+    )
+    if record.input is not None:
+        set_value(message.input, record.input)
+    if record.output is not None:
+        set_value(message.output, record.output)
+    set_error(message.error, record.error)
+    set_time(message.start_time, record.started_at)
+    set_time(message.end_time, record.ended_at)
+    set_time(message.wake_time, record.wake_at)
+    return message
+
+
+# Events ------------------------------------------------------------------------
+def event_to_proto(record: EventRecord) -> ex_pb.ExecutionEvent:
+    message = ex_pb.ExecutionEvent(
+        execution=EXECUTIONS + record.execution_id,
+        sequence=record.sequence,
+        type=record.type,
+        node_id=record.node_id or "",
+    )
+    set_time(message.time, record.time)
+    data = record.data or {}
+    if data:
+        set_struct(message.data, data)
+    kind, _, what = record.type.partition(".")
+    payload: Any = None
+    attempt = data.get("attempt")
+    attempt = int(attempt) if isinstance(attempt, (int, float)) else 0
+    if kind == "execution":
+        payload = message.execution_state_changed
+        try:
+            payload.state = execution_state_to_proto(what.upper())
+        except ValueError:
+            payload.state = ex_pb.Execution.STATE_UNSPECIFIED
+        if "output" in data:
+            set_value(payload.output, data["output"])
+        set_error(payload.error, data.get("error"))
+    elif kind == "node":
+        if what == "running":
+            payload = message.node_started
+            payload.attempt = attempt
+            if "input" in data:
+                set_value(payload.input, data["input"])
+        elif what == "succeeded":
+            payload = message.node_succeeded
+            payload.attempt = attempt
+            set_value(payload.output, data.get("output"))
+        elif what == "failed":
+            payload = message.node_failed
+            payload.attempt = attempt
+            set_error(payload.error, data.get("error"))
+        elif what == "retrying":
+            payload = message.node_retrying
+            payload.attempt = attempt
+            set_error(payload.error, data.get("error"))
+            delay = data.get("delay")
+            if isinstance(delay, (int, float)):
+                payload.delay.FromNanoseconds(int(delay * 1e9))
+            else:
+                payload.delay.SetInParent()
+        elif what == "skipped":
+            payload = message.node_skipped
+            payload.skip_reason = str(data.get("skip_reason") or "")
+            if "output" in data:
+                set_value(payload.output, data["output"])
+        else:
+            payload = message.node_state_changed
+            payload.state = node_state_to_proto(what.upper())
+            payload.attempt = attempt
+    elif record.type == "signal.received":
+        payload = message.signal_received
+        payload.signal = str(data.get("signal") or "")
+        if "data" in data:
+            set_value(payload.data, data["data"])
+        payload.signal_id = str(data.get("signal_id") or "")
+    if payload is not None:
+        payload.SetInParent()
+    return message
+
+
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -1,0 +1,195 @@
+"""ExecutionService: thin adapters from requests to the engine and back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from agentrun.server import convert, requests
+from agentrun.server.auth import current_tenant
+from agentrun.server.errors import ApiError, invalid_argument
+from agentrun.server.interceptors import Lifecycle
+from agentrun.v1 import execution_service_pb2 as pb
+from agentrun.v1 import execution_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from agentrun.engine import Engine
+
+
+class ExecutionService(pb_grpc.ExecutionServiceServicer):
+    def __init__(self, engine: Engine, lifecycle: Lifecycle | None = None) -> None:
+        self._engine = engine
+        self._lifecycle = lifecycle or Lifecycle()
+
+    async def StartExecution(
+        self, request: pb.StartExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartExecutionResponse:
+        name = requests.workflow_name(request.workflow, "workflow")
+        if request.version < 0:
+            raise invalid_argument("version", "must not be negative")
+        record = await self._engine.start_execution(
+            name,
+            convert.from_value(request.input) if request.HasField("input") else {},
+            tenant=current_tenant(),
+            version=request.version or None,
+            request_id=request.request_id or None,
+            priority=request.priority,
+        )
+        return pb.StartExecutionResponse(execution=convert.execution_to_proto(record))
+
+    async def GetExecution(
+        self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetExecutionResponse:
+        ident = requests.execution_id(request.name)
+        tenant = current_tenant()
+        record = await self._engine.get_execution(ident, tenant=tenant)
+        response = pb.GetExecutionResponse(execution=convert.execution_to_proto(record))
+        if request.include_nodes:
+            nodes = await self._engine.get_nodes(ident, tenant=tenant)
+            response.nodes.extend(convert.node_to_proto(n) for n in nodes)
+        return response
+
+    async def ListExecutions(
+        self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListExecutionsResponse:
+        workflow, states = requests.execution_filter(request.filter)
+        size = requests.page_size(request.page_size)
+        after = requests.decode_token(request.page_token, "executions", request.filter)
+        records = await self._engine.list_executions(
+            tenant=current_tenant(), limit=size + 1, after_id=after, workflow=workflow, states=states
+        )
+        response = pb.ListExecutionsResponse(
+            executions=[convert.execution_to_proto(r) for r in records[:size]]
+        )
+        if len(records) > size:
+            response.next_page_token = requests.encode_token(
+                "executions", records[size - 1].id, request.filter
+            )
+        return response
+
+    async def CancelExecution(
+        self, request: pb.CancelExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelExecutionResponse:
+        record = await self._engine.cancel(
+            requests.execution_id(request.name),
+            tenant=current_tenant(),
+            compensate=request.compensate,
+        )
+        return pb.CancelExecutionResponse(execution=convert.execution_to_proto(record))
+
+    async def PauseExecution(
+        self, request: pb.PauseExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PauseExecutionResponse:
+        record = await self._engine.pause(
+            requests.execution_id(request.name), tenant=current_tenant()
+        )
+        return pb.PauseExecutionResponse(execution=convert.execution_to_proto(record))
+
+    async def ResumeExecution(
+        self, request: pb.ResumeExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResumeExecutionResponse:
+        record = await self._engine.resume(
+            requests.execution_id(request.name), tenant=current_tenant()
+        )
+        return pb.ResumeExecutionResponse(execution=convert.execution_to_proto(record))
+
+    async def SignalExecution(
+        self, request: pb.SignalExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SignalExecutionResponse:
+        if not request.signal:
+            raise invalid_argument("signal", "required")
+        record = await self._engine.signal(
+            requests.execution_id(request.name),
+            request.signal,
+            convert.from_value(request.data) if request.HasField("data") else None,
+            tenant=current_tenant(),
+            signal_id=request.signal_id or None,
+        )
+        return pb.SignalExecutionResponse(execution=convert.execution_to_proto(record))
+
+    async def RerunExecution(
+        self, request: pb.RerunExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RerunExecutionResponse:
+        rerun = getattr(self._engine, "rerun", None)
+        if rerun is None:
+            raise ApiError("UNIMPLEMENTED", "this server cannot rerun executions yet")
+        record = await rerun(
+            requests.execution_id(request.name),
+            tenant=current_tenant(),
+            from_node=request.from_node_id or None,
+            request_id=request.request_id or None,
+        )
+        return pb.RerunExecutionResponse(execution=convert.execution_to_proto(record))
+
+    async def ListExecutionEvents(
+        self, request: pb.ListExecutionEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListExecutionEventsResponse:
+        ident = requests.execution_id(request.parent, "parent")
+        size = requests.page_size(request.page_size, default=requests.MAX_PAGE_SIZE)
+        after = requests.decode_token(request.page_token, "events", ident)
+        if after is None:
+            after = request.after_sequence
+        records = await self._engine.list_events(
+            ident, tenant=current_tenant(), after_sequence=after, limit=size + 1
+        )
+        response = pb.ListExecutionEventsResponse(
+            events=[convert.event_to_proto(r) for r in records[:size]]
+        )
+        if len(records) > size:
+            response.next_page_token = requests.encode_token(
+                "events", records[size - 1].sequence, ident
+            )
+        return response
+
+    async def WatchExecution(
+        self, request: pb.WatchExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchExecutionResponse]:
+        ident = requests.execution_id(request.name)
+        if request.after_sequence < 0:
+            raise invalid_argument("after_sequence", "must not be negative")
+        events = self._engine.watch(
+            ident, tenant=current_tenant(), after_sequence=request.after_sequence
+        )
+        last = request.after_sequence
+        async for record in _until(events, self._lifecycle.draining):
+            last = record.sequence
+            yield pb.WatchExecutionResponse(event=convert.event_to_proto(record))
+        if self._lifecycle.is_draining:
+            # The client resumes after `last_sequence` on another replica or after a restart.
+            raise ApiError(
+                "SHUTTING_DOWN",
+                "the server is shutting down; resume with after_sequence",
+                last_sequence=last,
+            )
+
+
+async def _until(events: AsyncIterator[Any], stop: asyncio.Event) -> AsyncIterator[Any]:
+    """Yields from `events` until they end or `stop` is set."""
+    if stop.is_set():
+        return
+    stopper = asyncio.ensure_future(stop.wait())
+    iterator = aiter(events)
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(iterator))
+            await asyncio.wait((step, stopper), return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await step
+                return
+            try:
+                item = step.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        stopper.cancel()
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()

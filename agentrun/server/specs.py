@@ -1,0 +1,48 @@
+"""Workflow specs from requests: a typed `WorkflowSpec`, or YAML/JSON source text read by the
+engine's loader (which reports every problem with its field path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentrun.engine.loader import load_workflow
+from agentrun.server.errors import invalid_argument
+from agentrun.v1 import workflow_pb2 as wf_pb
+
+
+def load_source(text: str) -> wf_pb.WorkflowSpec:
+    return load_workflow(text)
+
+
+def from_proto(spec: wf_pb.WorkflowSpec) -> wf_pb.WorkflowSpec:
+    # The engine takes the message itself; the compiler checks what the type system cannot.
+    return spec
+
+
+def from_request(request: Any, *, name: str | None = None) -> tuple[Any, str]:
+    """(engine spec, a fingerprint of the definition) from a request's `definition` oneof."""
+    which = request.WhichOneof("definition")
+    if which == "spec":
+        spec = request.spec
+        if name is not None:
+            if spec.name and spec.name != name:
+                raise invalid_argument("spec.name", f"must be empty or {name!r}")
+            if not spec.name:
+                spec = wf_pb.WorkflowSpec()
+                spec.CopyFrom(request.spec)
+                spec.name = name
+        return from_proto(spec), "spec:" + spec.SerializeToString(deterministic=True).hex()
+    if which == "source":
+        loaded = load_source(request.source)
+        if name is not None:
+            loaded_name = spec_name(loaded)
+            if loaded_name and loaded_name != name:
+                raise invalid_argument("source", f"the workflow's name must be {name!r}")
+        return loaded, "source:" + request.source
+    raise invalid_argument("spec", "a workflow is required: set `spec` or `source`")
+
+
+def spec_name(spec: Any) -> str:
+    if isinstance(spec, dict):
+        return str(spec.get("name") or "")
+    return str(getattr(spec, "name", "") or "")

@@ -1,0 +1,116 @@
+"""WorkflowService: thin adapters from requests to the engine and back."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import grpc
+
+from agentrun.engine.errors import AlreadyExists, InvalidWorkflow
+from agentrun.server import convert, requests, specs
+from agentrun.server.auth import current_tenant
+from agentrun.server.errors import invalid_argument
+from agentrun.v1 import workflow_service_pb2 as pb
+from agentrun.v1 import workflow_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from agentrun.engine import Engine
+
+# Remembered CreateWorkflow request ids (per process; a restart forgets them).
+_REQUEST_IDS = 10_000
+
+
+class WorkflowService(pb_grpc.WorkflowServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._created: OrderedDict[tuple[str, str], tuple[str, str, int]] = OrderedDict()
+
+    async def CreateWorkflow(
+        self, request: pb.CreateWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateWorkflowResponse:
+        tenant = current_tenant()
+        spec, fingerprint = specs.from_request(request)
+        digest = hashlib.sha256(fingerprint.encode()).hexdigest()
+        key = (tenant, request.request_id)
+        if request.request_id:
+            seen = self._created.get(key)
+            if seen is not None:
+                if seen[0] != digest:
+                    raise AlreadyExists(
+                        "request_id was used with another workflow", request_id=request.request_id
+                    )
+                record = await self._engine.get_workflow(seen[1], tenant=tenant, version=seen[2])
+                return pb.CreateWorkflowResponse(workflow=convert.workflow_to_proto(record))
+        record = await self._engine.create_workflow(spec, tenant=tenant)
+        if request.request_id:
+            self._created[key] = (digest, record.name, record.version)
+            while len(self._created) > _REQUEST_IDS:
+                self._created.popitem(last=False)
+        return pb.CreateWorkflowResponse(workflow=convert.workflow_to_proto(record))
+
+    async def GetWorkflow(
+        self, request: pb.GetWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetWorkflowResponse:
+        name = requests.workflow_name(request.name)
+        if request.version < 0:
+            raise invalid_argument("version", "must not be negative")
+        record = await self._engine.get_workflow(
+            name, tenant=current_tenant(), version=request.version or None
+        )
+        return pb.GetWorkflowResponse(workflow=convert.workflow_to_proto(record))
+
+    async def ListWorkflows(
+        self, request: pb.ListWorkflowsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListWorkflowsResponse:
+        if request.filter.strip():
+            raise invalid_argument("filter", "filters on workflows are not supported yet")
+        size = requests.page_size(request.page_size)
+        after = requests.decode_token(request.page_token, "workflows")
+        records = await self._engine.list_workflows(
+            tenant=current_tenant(), limit=size + 1, after_name=after
+        )
+        response = pb.ListWorkflowsResponse(
+            workflows=[convert.workflow_to_proto(r) for r in records[:size]]
+        )
+        if len(records) > size:
+            response.next_page_token = requests.encode_token("workflows", records[size - 1].name)
+        return response
+
+    async def UpdateWorkflow(
+        self, request: pb.UpdateWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateWorkflowResponse:
+        tenant = current_tenant()
+        name = requests.workflow_name(request.name)
+        spec, _ = specs.from_request(request, name=name)
+        if not request.allow_missing:
+            await self._engine.get_workflow(name, tenant=tenant)  # WorkflowNotFound
+        record = await self._engine.create_workflow(spec, tenant=tenant)
+        return pb.UpdateWorkflowResponse(workflow=convert.workflow_to_proto(record))
+
+    async def DeleteWorkflow(
+        self, request: pb.DeleteWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteWorkflowResponse:
+        name = requests.workflow_name(request.name)
+        await self._engine.delete_workflow(name, tenant=current_tenant())
+        return pb.DeleteWorkflowResponse()
+
+    async def ValidateWorkflow(
+        self, request: pb.ValidateWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ValidateWorkflowResponse:
+        try:
+            spec, _ = specs.from_request(request)
+            plan = self._engine.validate(spec)
+        except InvalidWorkflow as exc:
+            return pb.ValidateWorkflowResponse(
+                valid=False, errors=[convert.diagnostic_to_proto(d) for d in exc.diagnostics]
+            )
+        return pb.ValidateWorkflowResponse(
+            valid=True,
+            warnings=[convert.diagnostic_to_proto(d) for d in getattr(plan, "warnings", ())],
+            stages=[pb.Stage(node_ids=list(stage)) for stage in getattr(plan, "stages", ())],
+        )
+
+
+__all__ = ["WorkflowService"]
