@@ -1,0 +1,152 @@
+"""Every example runs, and every YAML block of docs/workflow-format.md loads.
+
+Examples go through the loader and the compiler, then run for real through
+`agentrun run --json --memory` with the command line written at the top of each file.
+Reference blocks: a block whose first line is `# fragment` is part of a workflow and is
+skipped; `# illustrative` marks a complete workflow that names services which do not exist
+here (payments.charge), so it is loaded but not compiled; every other block is loaded and
+compiled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentrun.cli import main
+from agentrun.engine import compile_workflow, load_workflow
+from agentrun.integrations import default_agents, default_tools
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+WORKFLOWS = [p for p in EXAMPLES if p.name.endswith("_workflow.yaml")]
+REFERENCE = ROOT / "docs" / "workflow-format.md"
+
+# The mock agents the reference's examples name, so that they compile and run offline.
+DOC_CONFIG: dict[str, Any] = {
+    "mock": {
+        "responses": {
+            name: [{"text": "ok", "category": "order"}]
+            for name in ("classifier", "writer", "small", "triage", "summarizer", "judge")
+        }
+    }
+}
+
+
+def _command(path: Path) -> list[str]:
+    """The `agentrun run ...` command from the comment block at the top of an example."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(lines).replace("\\ ", " ")
+    match = re.search(r"agentrun (run .*)$", text)
+    assert match, f"{path.name}: no `agentrun run ...` command in the leading comment"
+    argv = shlex.split(match.group(1))
+    assert argv[1] == f"examples/{path.name}", argv
+    return argv
+
+
+def _config_for(argv: list[str]) -> dict[str, Any]:
+    import yaml
+
+    if "--config" not in argv:
+        return {}
+    return yaml.safe_load((ROOT / argv[argv.index("--config") + 1]).read_text())
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_example_compiles(path: Path) -> None:
+    config = _config_for(_command(path))
+    spec = load_workflow(path.read_text(), filename=str(path))
+    plan = compile_workflow(spec, tools=default_tools(config), agents=default_agents(config))
+    assert plan.stages
+
+
+def _run(path: Path, monkeypatch, capsys) -> dict[str, Any]:
+    monkeypatch.chdir(ROOT)
+    argv = _command(path)
+    capsys.readouterr()
+    code = main([*argv, "--json", "--memory"])
+    out, err = capsys.readouterr()
+    body = json.loads(out)
+    assert code == 0, (body, err)
+    assert body["state"] == "SUCCEEDED"
+    return body
+
+
+def test_customer_support(monkeypatch, capsys) -> None:
+    body = _run(ROOT / "examples" / "customer_support_workflow.yaml", monkeypatch, capsys)
+    nodes = body["nodes"]
+    assert body["output"]["category"] == "order"
+    assert body["output"]["answer"].startswith("Your order A-1001")
+    assert body["output"]["approval"] == {"approved": True, "by": "alice"}
+    assert nodes["lookup_order"]["output"]["body"]["order_id"] == "A-1001"
+    assert [item["sku"] for item in nodes["per_item"]["output"]] == ["KB-101", "MS-202"]
+    assert all(n["state"] == "SUCCEEDED" for n in nodes.values()), nodes
+
+
+def test_fan_out(monkeypatch, capsys) -> None:
+    body = _run(ROOT / "examples" / "fan_out_workflow.yaml", monkeypatch, capsys)
+    output = body["output"]
+    assert output["count"] == 4
+    assert output["summaries"][1] == "Summarise: beta gamma"
+    assert output["sizes"] == [
+        {"index": 0, "chars": 5},
+        {"index": 1, "chars": 10},
+        {"index": 2, "chars": 18},
+        {"index": 3, "chars": 3},
+    ]
+    assert output["combined"] == 8
+
+
+def test_retries(monkeypatch, capsys) -> None:
+    body = _run(ROOT / "examples" / "retry_workflow.yaml", monkeypatch, capsys)
+    nodes = body["nodes"]
+    assert nodes["flaky"]["state"] == "SUCCEEDED"
+    assert nodes["flaky"]["attempts"] == 3
+    assert nodes["declined"]["state"] == "SKIPPED"
+    assert nodes["declined"]["attempts"] == 1  # non_retryable: tried once
+    assert body["output"]["flaky_attempts"] == 3
+    assert body["output"]["declined"] == {"declined": True, "charged": False}
+
+
+def test_every_example_has_a_test() -> None:
+    tested = {"customer_support_workflow.yaml", "fan_out_workflow.yaml", "retry_workflow.yaml"}
+    assert {p.name for p in WORKFLOWS} == tested
+
+
+# --------------------------------------------------------------------------- the reference
+
+
+def _blocks() -> list[tuple[int, str]]:
+    text = REFERENCE.read_text()
+    blocks = []
+    for match in re.finditer(r"^```ya?ml\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+        line = text.count("\n", 0, match.start()) + 1
+        blocks.append((line, match.group(1)))
+    return blocks
+
+
+BLOCKS = _blocks()
+
+
+def test_reference_has_blocks() -> None:
+    assert len(BLOCKS) >= 10
+
+
+@pytest.mark.parametrize("line,block", BLOCKS, ids=[f"line{n}" for n, _ in BLOCKS])
+def test_reference_block(line: int, block: str) -> None:
+    first = block.splitlines()[0].strip() if block.strip() else ""
+    if first.startswith("# fragment"):
+        pytest.skip("a fragment of a workflow")
+    spec = load_workflow(block, filename=f"workflow-format.md:{line}")
+    if first.startswith("# illustrative"):
+        return
+    compile_workflow(spec, tools=default_tools(DOC_CONFIG), agents=default_agents(DOC_CONFIG))
