@@ -1,0 +1,62 @@
+"""Opens the store a URL names, so that server, CLI and tests agree on what a URL means.
+
+Users write the URLs they know (`postgresql://...`, `sqlite:///path`); the async drivers the
+store needs are an implementation detail, filled in here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import sqlalchemy as sa
+
+from agentrun.storage.base import Store
+
+ENV_VAR = "AGENTRUN_DATABASE_URL"
+DEFAULT_URL = "sqlite+aiosqlite:///./.agentrun/agentrun.db"
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+}
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The async-driver URL for `url`, `$AGENTRUN_DATABASE_URL`, or the default SQLite file.
+
+    "memory" is returned as is. A `?synchronous=NORMAL` query on a SQLite URL is kept for
+    `open_store`, which passes it to SqlStore.
+    """
+    if url is None:
+        url = os.environ.get(ENV_VAR)
+    if not url:
+        return DEFAULT_URL
+    if url == "memory":
+        return url
+    parsed = sa.make_url(url)
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is not None:
+        parsed = parsed.set(drivername=driver)
+    return parsed.render_as_string(hide_password=False)
+
+
+async def open_store(url: str | None = None) -> Store:
+    """Builds and opens the store; raises StoreError if the database cannot be reached."""
+    resolved = resolve_url(url)
+    store: Store
+    if resolved == "memory":
+        from agentrun.storage.memory import MemoryStore
+
+        store = MemoryStore()
+    else:
+        from agentrun.storage.sql import SqlStore
+
+        parsed = sa.make_url(resolved)
+        synchronous = parsed.query.get("synchronous", "FULL")
+        if isinstance(synchronous, tuple):
+            synchronous = synchronous[-1]
+        parsed = parsed.difference_update_query(["synchronous"])
+        store = SqlStore(parsed.render_as_string(hide_password=False), synchronous=synchronous)
+    await store.open()
+    return store

@@ -1,0 +1,548 @@
+"""The Store contract (agentrun/storage/base.py), checked on every backend.
+
+Each test runs against memory, SQLite and PostgreSQL (see conftest.py); a behaviour that only
+one backend shows is a bug in that backend or in the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from agentrun.storage.base import Store
+from agentrun.storage.records import (
+    Batch,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    NodeState,
+    SignalRecord,
+    WorkflowRecord,
+)
+
+from .conftest import Backend
+
+T0 = 1_790_000_000.123456
+_ids = itertools.count(1)
+
+
+def workflow(name: str = "wf", tenant: str = "acme", **spec: object) -> WorkflowRecord:
+    return WorkflowRecord(
+        tenant=tenant,
+        name=name,
+        version=99,  # ignored by create_workflow
+        spec={"name": name, "nodes": [{"id": "a"}], **spec},
+        created_at=T0,
+        description=f"{name} workflow",
+    )
+
+
+def execution(
+    id: str | None = None,
+    *,
+    tenant: str = "acme",
+    workflow: str = "wf",
+    state: ExecutionState = ExecutionState.RUNNING,
+    request_id: str | None = None,
+) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=id or f"ex-{next(_ids):06d}",
+        tenant=tenant,
+        workflow=workflow,
+        version=1,
+        state=state,
+        input={"q": "hello"},
+        created_at=T0,
+        request_id=request_id,
+    )
+
+
+def full_execution(id: str = "ex-full") -> ExecutionRecord:
+    """Every field set to a non-default value, to catch a column that is dropped or mangled."""
+    return ExecutionRecord(
+        id=id,
+        tenant="acme",
+        workflow="wf",
+        version=3,
+        state=ExecutionState.WAITING,
+        input={"nested": {"list": [1, 2.5, "three", None, True]}, "unicode": "héllo ✓"},
+        created_at=T0,
+        output=[1, {"a": None}],
+        error={"type": "tool_error", "message": "boom", "node": "a", "details": {"code": 7}},
+        vars={"counter": 3, "name": "x"},
+        priority=-5,
+        request_id="req-full",
+        request_hash="sha256:abc",
+        parent_id="ex-parent",
+        parent_node="sub",
+        started_at=T0 + 1.5,
+        ended_at=T0 + 2.25,
+        deadline=T0 + 3600.0,
+        last_sequence=42,
+        labels={"rerun_of": "ex-0"},
+    )
+
+
+def node(execution_id: str, node_id: str, state: NodeState = NodeState.RUNNING, **kw) -> NodeRecord:
+    return NodeRecord(execution_id=execution_id, node_id=node_id, state=state, **kw)
+
+
+def ev(execution_id: str, sequence: int, type: str = "node.running", **kw) -> EventRecord:
+    return EventRecord(
+        execution_id=execution_id, sequence=sequence, type=type, time=T0 + sequence, **kw
+    )
+
+
+def signal(execution_id: str, signal_id: str, name: str = "approve", data=None) -> SignalRecord:
+    return SignalRecord(
+        execution_id=execution_id,
+        name=name,
+        data=data if data is not None else {"by": signal_id},
+        signal_id=signal_id,
+        created_at=T0,
+    )
+
+
+async def started(store: Store, record: ExecutionRecord | None = None) -> ExecutionRecord:
+    record = record or execution()
+    stored, created = await store.create_execution(record)
+    assert created
+    return stored
+
+
+# Workflows --------------------------------------------------------------------------------
+
+
+async def test_create_workflow_assigns_increasing_versions(store: Store) -> None:
+    first = await store.create_workflow(workflow(step=1))
+    second = await store.create_workflow(workflow(step=2))
+    other = await store.create_workflow(workflow("other"))
+    assert (first.version, second.version, other.version) == (1, 2, 1)
+    assert second.spec["step"] == 2 and second.description == "wf workflow"
+
+
+async def test_get_workflow_latest_specific_and_missing(store: Store) -> None:
+    await store.create_workflow(workflow(step=1))
+    await store.create_workflow(workflow(step=2))
+    latest = await store.get_workflow("acme", "wf")
+    assert latest is not None and latest.version == 2 and latest.spec["step"] == 2
+    v1 = await store.get_workflow("acme", "wf", 1)
+    assert v1 == WorkflowRecord("acme", "wf", 1, v1.spec, T0, "wf workflow")
+    assert v1.spec == {"name": "wf", "nodes": [{"id": "a"}], "step": 1}
+    assert await store.get_workflow("acme", "wf", 3) is None
+    assert await store.get_workflow("acme", "nope") is None
+    assert await store.get_workflow("other-tenant", "wf") is None
+
+
+async def test_workflow_versions_are_per_tenant(store: Store) -> None:
+    await store.create_workflow(workflow(tenant="a"))
+    await store.create_workflow(workflow(tenant="a"))
+    b = await store.create_workflow(workflow(tenant="b"))
+    assert b.version == 1
+    assert (await store.get_workflow("b", "wf")).version == 1
+
+
+async def test_list_workflows_latest_by_name_with_paging(store: Store) -> None:
+    for name in ["delta", "alpha", "charlie", "bravo", "echo"]:
+        await store.create_workflow(workflow(name))
+    await store.create_workflow(workflow("bravo", step=2))
+    await store.create_workflow(workflow("zulu", tenant="other"))
+
+    page1 = await store.list_workflows("acme", limit=2)
+    assert [(w.name, w.version) for w in page1] == [("alpha", 1), ("bravo", 2)]
+    assert page1[1].spec["step"] == 2
+    page2 = await store.list_workflows("acme", limit=2, after_name=page1[-1].name)
+    assert [w.name for w in page2] == ["charlie", "delta"]
+    page3 = await store.list_workflows("acme", limit=2, after_name="delta")
+    assert [w.name for w in page3] == ["echo"]
+    assert await store.list_workflows("acme", limit=2, after_name="echo") == []
+    assert [w.name for w in await store.list_workflows("other", limit=10)] == ["zulu"]
+
+
+async def test_delete_workflow_removes_every_version(store: Store) -> None:
+    await store.create_workflow(workflow())
+    await store.create_workflow(workflow())
+    await store.create_workflow(workflow("keep"))
+    ex = await started(store, execution(workflow="wf"))
+
+    assert await store.delete_workflow("acme", "wf") is True
+    assert await store.delete_workflow("acme", "wf") is False
+    assert await store.delete_workflow("acme", "never") is False
+    assert await store.get_workflow("acme", "wf") is None
+    assert await store.get_workflow("acme", "wf", 1) is None
+    assert [w.name for w in await store.list_workflows("acme", limit=10)] == ["keep"]
+    # Executions keep their own copy of what they run.
+    assert (await store.get_execution(ex.id)).workflow == "wf"
+
+
+# Executions -------------------------------------------------------------------------------
+
+
+async def test_create_execution_round_trips_every_field(store: Store) -> None:
+    record = full_execution()
+    stored, created = await store.create_execution(record)
+    assert created and stored == record
+    assert await store.get_execution(record.id) == record
+    assert await store.get_execution("missing") is None
+
+
+async def test_create_execution_writes_nodes_and_events(store: Store) -> None:
+    record = execution()
+    await store.create_execution(
+        record,
+        [node(record.id, "a", NodeState.READY), node(record.id, "b", NodeState.PENDING)],
+        [ev(record.id, 1, "execution.running")],
+    )
+    nodes = {n.node_id: n for n in await store.get_nodes(record.id)}
+    assert {k: v.state for k, v in nodes.items()} == {"a": NodeState.READY, "b": NodeState.PENDING}
+    assert [e.type for e in await store.list_events(record.id)] == ["execution.running"]
+
+
+async def test_request_id_is_idempotent_per_tenant(store: Store) -> None:
+    first, created = await store.create_execution(
+        execution("ex-1", request_id="req"), [node("ex-1", "a")], [ev("ex-1", 1)]
+    )
+    assert created
+    again = execution("ex-2", request_id="req")
+    again.input = {"q": "different"}
+    existing, created = await store.create_execution(again, [node("ex-2", "a")], [ev("ex-2", 1)])
+    assert created is False
+    assert existing == first and existing.id == "ex-1"
+    # The second call wrote nothing at all.
+    assert await store.get_execution("ex-2") is None
+    assert await store.get_nodes("ex-2") == []
+    assert await store.list_events("ex-2") == []
+    assert [e.id for e in await store.list_executions("acme", limit=10)] == ["ex-1"]
+
+    # Another tenant's request ids are its own; no request id never collides.
+    _, created = await store.create_execution(execution("ex-3", tenant="b", request_id="req"))
+    assert created
+    for i in (4, 5):
+        _, created = await store.create_execution(execution(f"ex-{i}"))
+        assert created
+
+
+async def test_concurrent_starts_with_one_request_id_create_one_execution(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.create_execution(execution(f"ex-{i}", request_id="same")) for i in range(10))
+    )
+    assert sum(created for _, created in results) == 1
+    winner = next(r for r, created in results if created)
+    assert {r.id for r, _ in results} == {winner.id}
+    assert len(await store.list_executions("acme", limit=100)) == 1
+
+
+async def test_list_executions_orders_filters_and_pages(store: Store) -> None:
+    plan = [
+        ("ex-05", "wf", ExecutionState.RUNNING, "acme"),
+        ("ex-01", "wf", ExecutionState.SUCCEEDED, "acme"),
+        ("ex-03", "other", ExecutionState.RUNNING, "acme"),
+        ("ex-02", "wf", ExecutionState.FAILED, "acme"),
+        ("ex-04", "wf", ExecutionState.RUNNING, "beta"),
+    ]
+    for id, wf, state, tenant in plan:
+        await started(store, execution(id, workflow=wf, state=state, tenant=tenant))
+
+    all_acme = await store.list_executions("acme", limit=10)
+    assert [e.id for e in all_acme] == ["ex-01", "ex-02", "ex-03", "ex-05"]
+    page = await store.list_executions("acme", limit=2)
+    assert [e.id for e in page] == ["ex-01", "ex-02"]
+    page = await store.list_executions("acme", limit=2, after_id="ex-02")
+    assert [e.id for e in page] == ["ex-03", "ex-05"]
+    assert await store.list_executions("acme", limit=2, after_id="ex-05") == []
+    by_wf = await store.list_executions("acme", limit=10, workflow="wf")
+    assert [e.id for e in by_wf] == ["ex-01", "ex-02", "ex-05"]
+    by_state = await store.list_executions(
+        "acme", limit=10, states=[ExecutionState.RUNNING, ExecutionState.FAILED]
+    )
+    assert [e.id for e in by_state] == ["ex-02", "ex-03", "ex-05"]
+    both = await store.list_executions(
+        "acme", limit=10, workflow="wf", states=[ExecutionState.RUNNING]
+    )
+    assert [e.id for e in both] == ["ex-05"]
+
+
+async def test_list_unfinished_executions_spans_tenants(store: Store) -> None:
+    states = list(ExecutionState)
+    for i, state in enumerate(states):
+        await started(store, execution(f"ex-{i:02d}", state=state, tenant=f"t{i % 3}"))
+    unfinished = await store.list_unfinished_executions()
+    assert sorted(e.state for e in unfinished) == sorted(s for s in states if not s.terminal)
+    assert all(isinstance(e, ExecutionRecord) for e in unfinished)
+
+
+# Commit -----------------------------------------------------------------------------------
+
+
+async def test_commit_upserts_execution_and_nodes_and_appends_events(store: Store) -> None:
+    ex = await started(store)
+    await store.commit(Batch(nodes=[node(ex.id, "a", attempt=1)], events=[ev(ex.id, 1)]))
+
+    ex.state = ExecutionState.SUCCEEDED
+    ex.output = {"answer": 42}
+    ex.last_sequence = 3
+    done = node(
+        ex.id,
+        "a",
+        NodeState.SUCCEEDED,
+        attempt=1,
+        input={"in": 1},
+        output={"out": [1, 2]},
+        started_at=T0,
+        ended_at=T0 + 1,
+        completed_order=1,
+    )
+    await store.commit(
+        Batch(
+            execution=ex,
+            nodes=[done, node(ex.id, "b", NodeState.SKIPPED, skip_reason="when false")],
+            events=[ev(ex.id, 2, "node.succeeded", node_id="a", data={"output": {"out": 1}}),
+                    ev(ex.id, 3, "execution.succeeded")],
+        )
+    )
+    assert await store.get_execution(ex.id) == ex
+    nodes = {n.node_id: n for n in await store.get_nodes(ex.id)}
+    assert nodes["a"] == done
+    assert nodes["b"].skip_reason == "when false"
+    events = await store.list_events(ex.id)
+    assert [(e.sequence, e.type) for e in events] == [
+        (1, "node.running"),
+        (2, "node.succeeded"),
+        (3, "execution.succeeded"),
+    ]
+    assert events[1] == ev(ex.id, 2, "node.succeeded", node_id="a", data={"output": {"out": 1}})
+    assert await store.list_unfinished_executions() == []
+
+
+async def test_node_upsert_replaces_every_field(store: Store) -> None:
+    ex = await started(store)
+    await store.commit(
+        Batch(nodes=[node(ex.id, "a", NodeState.RETRYING, error={"type": "x"}, wake_at=T0 + 5)])
+    )
+    await store.commit(Batch(nodes=[node(ex.id, "a", NodeState.RUNNING, attempt=2)]))
+    (stored,) = await store.get_nodes(ex.id)
+    assert stored == node(ex.id, "a", NodeState.RUNNING, attempt=2)  # error/wake_at cleared
+
+
+async def test_commit_is_atomic_when_an_event_is_a_duplicate(store: Store) -> None:
+    ex = await started(store)
+    await store.add_signal(signal(ex.id, "s1"))
+    await store.commit(Batch(nodes=[node(ex.id, "a")], events=[ev(ex.id, 1), ev(ex.id, 2)]))
+
+    changed = execution(ex.id, state=ExecutionState.FAILED)
+    bad = Batch(
+        execution=changed,
+        nodes=[node(ex.id, "a", NodeState.FAILED), node(ex.id, "new")],
+        events=[ev(ex.id, 3, "fresh"), ev(ex.id, 2, "duplicate")],
+        consumed_signals=[(ex.id, 1, "a")],
+    )
+    with pytest.raises(ValueError):
+        await store.commit(bad)
+
+    assert (await store.get_execution(ex.id)).state == ExecutionState.RUNNING
+    assert [(n.node_id, n.state) for n in await store.get_nodes(ex.id)] == [
+        ("a", NodeState.RUNNING)
+    ]
+    assert [(e.sequence, e.type) for e in await store.list_events(ex.id)] == [
+        (1, "node.running"),
+        (2, "node.running"),
+    ]
+    assert [s.signal_id for s in await store.pending_signals(ex.id)] == ["s1"]
+
+
+async def test_commit_for_an_unknown_execution_fails(store: Store) -> None:
+    with pytest.raises(KeyError):
+        await store.commit(Batch(events=[ev("ghost", 1)]))
+    assert await store.list_events("ghost") == []
+
+
+async def test_group_commit_of_200_concurrent_batches(store: Store, backend: Backend) -> None:
+    ex = await started(store)
+    batches = [
+        Batch(
+            nodes=[node(ex.id, f"n{i:03d}", NodeState.SUCCEEDED, output=i)],
+            events=[ev(ex.id, i + 1, "node.succeeded", node_id=f"n{i:03d}")],
+        )
+        for i in range(200)
+    ]
+    await asyncio.gather(*(store.commit(b) for b in batches))
+
+    nodes = await store.get_nodes(ex.id)
+    assert sorted((n.node_id, n.output) for n in nodes) == [(f"n{i:03d}", i) for i in range(200)]
+    events = await store.list_events(ex.id, limit=1000)
+    assert [e.sequence for e in events] == list(range(1, 201))
+    if backend.durable:
+        assert store._groups < 200, "concurrent commits were not grouped"  # noqa: SLF001
+
+
+async def test_a_bad_batch_fails_alone_among_concurrent_commits(store: Store) -> None:
+    ex = await started(store)
+    await store.commit(Batch(events=[ev(ex.id, 1)]))
+    good = [Batch(nodes=[node(ex.id, f"g{i}")], events=[ev(ex.id, i + 2)]) for i in range(20)]
+    bad = Batch(nodes=[node(ex.id, "bad")], events=[ev(ex.id, 1, "duplicate")])
+    results = await asyncio.gather(
+        *(store.commit(b) for b in good[:10] + [bad] + good[10:]), return_exceptions=True
+    )
+    assert [type(r).__name__ for r in results].count("ValueError") == 1
+    assert isinstance(results[10], ValueError)
+    assert len(await store.list_events(ex.id)) == 21
+    assert "bad" not in {n.node_id for n in await store.get_nodes(ex.id)}
+
+
+async def test_later_batches_win_within_a_group(store: Store) -> None:
+    ex = await started(store)
+    states = [NodeState.READY, NodeState.RUNNING, NodeState.SUCCEEDED]
+    updates = []
+    for i, state in enumerate(states):
+        record = execution(ex.id)
+        record.last_sequence = i + 1
+        updates.append(Batch(execution=record, nodes=[node(ex.id, "a", state)]))
+    await asyncio.gather(*(store.commit(b) for b in updates))
+    assert (await store.get_execution(ex.id)).last_sequence == 3
+    assert (await store.get_nodes(ex.id))[0].state == NodeState.SUCCEEDED
+
+
+# Events -----------------------------------------------------------------------------------
+
+
+async def test_list_events_after_sequence_with_limit(store: Store) -> None:
+    ex = await started(store)
+    other = await started(store)
+    for seq in range(1, 11):
+        await store.commit(Batch(events=[ev(ex.id, seq, data={"i": seq})]))
+    await store.commit(Batch(events=[ev(other.id, 1)]))
+
+    assert [e.sequence for e in await store.list_events(ex.id)] == list(range(1, 11))
+    assert [e.sequence for e in await store.list_events(ex.id, after_sequence=7)] == [8, 9, 10]
+    page = await store.list_events(ex.id, after_sequence=2, limit=3)
+    assert [e.sequence for e in page] == [3, 4, 5]
+    assert page[0].data == {"i": 3}
+    assert await store.list_events(ex.id, after_sequence=10) == []
+    assert await store.list_events("missing") == []
+
+    seen, cursor = [], 0
+    while batch := await store.list_events(ex.id, after_sequence=cursor, limit=4):
+        seen += [e.sequence for e in batch]
+        cursor = batch[-1].sequence
+    assert seen == list(range(1, 11))
+
+
+# Signals ----------------------------------------------------------------------------------
+
+
+async def test_signals_get_monotonic_seq_per_execution(store: Store) -> None:
+    ex, other = await started(store), await started(store)
+    a, created = await store.add_signal(signal(ex.id, "s-a"))
+    assert created and a.seq == 1 and a.consumed_by is None
+    b, _ = await store.add_signal(signal(ex.id, "s-b", data=[1, "two"]))
+    x, _ = await store.add_signal(signal(other.id, "s-a"))
+    c, _ = await store.add_signal(signal(ex.id, "s-c", name="reject"))
+    assert (a.seq, b.seq, c.seq, x.seq) == (1, 2, 3, 1)
+    pending = await store.pending_signals(ex.id)
+    assert [(s.signal_id, s.seq, s.name) for s in pending] == [
+        ("s-a", 1, "approve"),
+        ("s-b", 2, "approve"),
+        ("s-c", 3, "reject"),
+    ]
+    assert pending[1] == b and pending[1].data == [1, "two"]
+
+
+async def test_duplicate_signal_id_returns_the_stored_signal(store: Store) -> None:
+    ex = await started(store)
+    first, _ = await store.add_signal(signal(ex.id, "dup", data={"v": 1}))
+    again, created = await store.add_signal(signal(ex.id, "dup", data={"v": 2}))
+    assert created is False
+    assert again == first and again.data == {"v": 1}
+    assert len(await store.pending_signals(ex.id)) == 1
+
+
+async def test_consumed_signals_leave_the_buffer(store: Store) -> None:
+    ex = await started(store)
+    for sid in ("s1", "s2", "s3"):
+        await store.add_signal(signal(ex.id, sid))
+    await store.commit(Batch(consumed_signals=[(ex.id, 2, "wait-node")], events=[ev(ex.id, 1)]))
+    assert [s.signal_id for s in await store.pending_signals(ex.id)] == ["s1", "s3"]
+    # A retried delivery of a consumed signal is still recognised, and says who took it.
+    stored, created = await store.add_signal(signal(ex.id, "s2"))
+    assert created is False and stored.consumed_by == "wait-node"
+    # New signals keep counting after the consumed ones.
+    late, _ = await store.add_signal(signal(ex.id, "s4"))
+    assert late.seq == 4
+
+
+async def test_concurrent_signals_get_distinct_seqs(store: Store) -> None:
+    ex = await started(store)
+    results = await asyncio.gather(
+        *(store.add_signal(signal(ex.id, f"s{i}")) for i in range(20))
+    )
+    assert sorted(s.seq for s, _ in results) == list(range(1, 21))
+    assert len(await store.pending_signals(ex.id)) == 20
+
+
+async def test_concurrent_workflow_versions_are_distinct(store: Store) -> None:
+    results = await asyncio.gather(*(store.create_workflow(workflow(i=i)) for i in range(15)))
+    assert sorted(w.version for w in results) == list(range(1, 16))
+
+
+# Copies, durability -----------------------------------------------------------------------
+
+
+async def test_returned_records_are_copies(store: Store) -> None:
+    wf = workflow()
+    created_wf = await store.create_workflow(wf)
+    wf.name = "mutated-input"
+    created_wf.description = "mutated-output"
+    got = await store.get_workflow("acme", "wf")
+    assert got.name == "wf" and got.description == "wf workflow"
+    got.version = 77
+    assert (await store.get_workflow("acme", "wf")).version == 1
+
+    record = execution()
+    stored, _ = await store.create_execution(record, [node(record.id, "a")], [ev(record.id, 1)])
+    assert stored is not record
+    record.state = ExecutionState.FAILED
+    stored.state = ExecutionState.CANCELLED
+    fetched = await store.get_execution(record.id)
+    assert fetched.state == ExecutionState.RUNNING
+    fetched.last_sequence = 1000
+    (await store.list_executions("acme", limit=1))[0].priority = 9
+    again = await store.get_execution(record.id)
+    assert again.last_sequence == 0 and again.priority == 0
+
+    batch_node = node(record.id, "a", NodeState.SUCCEEDED)
+    await store.commit(Batch(nodes=[batch_node]))
+    batch_node.state = NodeState.FAILED
+    (await store.get_nodes(record.id))[0].attempt = 5
+    assert (await store.get_nodes(record.id))[0] == node(record.id, "a", NodeState.SUCCEEDED)
+
+    (await store.list_events(record.id))[0].type = "changed"
+    assert (await store.list_events(record.id))[0].type == "node.running"
+
+    sig = signal(record.id, "s1")
+    added, _ = await store.add_signal(sig)
+    assert added is not sig and sig.seq == 0
+    added.consumed_by = "someone"
+    (await store.pending_signals(record.id))[0].name = "changed"
+    pending = await store.pending_signals(record.id)
+    assert pending[0].consumed_by is None and pending[0].name == "approve"
+
+
+async def test_committed_data_survives_reopening(backend: Backend) -> None:
+    if not backend.durable:
+        pytest.skip("the memory store keeps nothing across processes")
+    store = await backend.open()
+    ex = await started(store, full_execution())
+    await store.create_workflow(workflow())
+    await store.commit(Batch(nodes=[node(ex.id, "a")], events=[ev(ex.id, 1)]))
+    await store.add_signal(signal(ex.id, "s1"))
+    await store.close()
+
+    reopened = await backend.open()
+    assert await reopened.get_execution(ex.id) == ex
+    assert (await reopened.get_workflow("acme", "wf")).version == 1
+    assert [n.node_id for n in await reopened.get_nodes(ex.id)] == ["a"]
+    assert [e.sequence for e in await reopened.list_events(ex.id)] == [1]
+    assert [s.seq for s in await reopened.pending_signals(ex.id)] == [1]
