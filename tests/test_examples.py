@@ -1,4 +1,4 @@
-"""Every example runs, and every YAML block of docs/workflow-format.md loads.
+"""Every example runs, and every YAML (and JSON) block of docs/workflow-format.md loads.
 
 Examples go through the loader and the compiler, then run for real through
 `agentrun run --json --memory` with the command line written at the top of each file.
@@ -128,7 +128,7 @@ def test_every_example_has_a_test() -> None:
 def _blocks() -> list[tuple[int, str]]:
     text = REFERENCE.read_text()
     blocks = []
-    for match in re.finditer(r"^```ya?ml\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+    for match in re.finditer(r"^```(?:ya?ml|json)\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
         line = text.count("\n", 0, match.start()) + 1
         blocks.append((line, match.group(1)))
     return blocks

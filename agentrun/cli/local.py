@@ -24,8 +24,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 
-DEFAULT_DB_DIR = ".agentrun"
-DEFAULT_DB_URL = "sqlite+aiosqlite:///./.agentrun/agentrun.db"
 
 
 class UserError(Exception):
@@ -270,7 +268,7 @@ class RunRequest:
     signals: list[tuple[str, Any]]
     config: dict[str, Any]
     config_path: str | None
-    db_url: str
+    db_url: str | None
     timeout: float | None
     progress: Any  # ProgressPrinter | None
     file: str
@@ -309,6 +307,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     try:
         result = asyncio.run(_run(request))
+    except StoreUnavailable as exc:
+        print(f"agentrun: {exc}", file=sys.stderr)
+        if args.json:
+            error = {"type": "unavailable", "message": str(exc)}
+            print(_dump(RunResult(None, None, None, {}, error, 0.0).as_json()))
+        return EXIT_FAILED
     except UserError as exc:  # invalid input, found when the execution starts
         _print_user_error(exc)
         if args.json:
@@ -331,10 +335,8 @@ def _prepare_run(args: argparse.Namespace) -> RunRequest:
     signals = [_parse_signal(text) for text in args.signal]
     config = _load_config(args.config)
     timeout = _parse_timeout(args.timeout) if args.timeout else None
-    if args.memory:
-        db_url = "memory"
-    else:
-        db_url = args.db or os.environ.get("AGENTRUN_DATABASE_URL") or DEFAULT_DB_URL
+    # None lets the store factory choose: $AGENTRUN_DATABASE_URL, else SQLite in ./.agentrun/.
+    db_url = "memory" if args.memory else args.db
     progress = None
     show = args.progress == "always" or (args.progress == "auto" and _isatty(sys.stderr))
     if show:
@@ -414,19 +416,31 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-async def _open_store(url: str) -> Any:
-    from agentrun.storage.factory import open_store
+async def _open_store(url: str | None) -> Any:
+    from agentrun.storage.base import StoreError
+    from agentrun.storage.factory import open_store, resolve_url
 
-    if url.startswith(("sqlite", "./", "/")) and DEFAULT_DB_DIR in url:
-        Path(DEFAULT_DB_DIR).mkdir(exist_ok=True)
     try:
-        store = await _maybe_await(open_store(url))
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"--db {url}: {exc}") from None
-    opener = getattr(store, "open", None)
-    if opener is not None:
-        await _maybe_await(opener())
-    return store
+        resolved = resolve_url(url)
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError: not a URL
+        raise UserError(f"--db {url}: not a database URL ({exc})") from None
+    try:
+        return await open_store(resolved)
+    except StoreError as exc:
+        raise StoreUnavailable(f"cannot open the store {_redact(resolved)}: {exc}") from None
+
+
+def _redact(url: str) -> str:
+    try:
+        import sqlalchemy as sa
+
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(url)"
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached: exit 1 with a message, not a traceback."""
 
 
 async def _run(request: RunRequest) -> RunResult:
