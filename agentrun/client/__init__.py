@@ -1,0 +1,69 @@
+"""The agentrun Python SDK: `Client` (blocking) and `AsyncClient` (asyncio), same methods.
+
+```python
+from agentrun.client import AsyncClient
+
+async with AsyncClient("127.0.0.1:50051", api_key="...") as client:
+    execution = await client.start_execution("triage", {"ticket": 42})
+    async for event in client.watch(execution):
+        print(event.sequence, event.type, event.node_id)
+```
+"""
+
+from agentrun.client._async import AsyncClient
+from agentrun.client._sync import Client
+from agentrun.client.errors import (
+    AgentrunError,
+    AlreadyExists,
+    ExecutionNotFound,
+    IllegalTransition,
+    InvalidArgument,
+    InvalidInput,
+    InvalidWorkflow,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ShuttingDown,
+    Unauthenticated,
+    Unavailable,
+    WorkflowNotFound,
+)
+from agentrun.client.types import (
+    Diagnostic,
+    Execution,
+    ExecutionError,
+    ExecutionEvent,
+    ExecutionState,
+    NodeExecution,
+    NodeState,
+    ValidationResult,
+    Workflow,
+)
+
+__all__ = [
+    "AgentrunError",
+    "AlreadyExists",
+    "AsyncClient",
+    "Client",
+    "Diagnostic",
+    "Execution",
+    "ExecutionError",
+    "ExecutionEvent",
+    "ExecutionNotFound",
+    "ExecutionState",
+    "IllegalTransition",
+    "InvalidArgument",
+    "InvalidInput",
+    "InvalidWorkflow",
+    "NodeExecution",
+    "NodeState",
+    "NotFound",
+    "PermissionDenied",
+    "RateLimited",
+    "ShuttingDown",
+    "Unauthenticated",
+    "Unavailable",
+    "ValidationResult",
+    "Workflow",
+    "WorkflowNotFound",
+]

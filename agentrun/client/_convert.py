@@ -1,0 +1,242 @@
+"""Requests from SDK arguments and SDK objects from responses, shared by both clients."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from agentrun.client.types import (
+    Diagnostic,
+    Execution,
+    ExecutionError,
+    ExecutionEvent,
+    ExecutionState,
+    NodeExecution,
+    NodeState,
+    ValidationResult,
+    Workflow,
+)
+from agentrun.v1 import execution_pb2 as ex_pb
+from agentrun.v1 import execution_service_pb2 as es_pb
+from agentrun.v1 import workflow_pb2 as wf_pb
+from agentrun.v1 import workflow_service_pb2 as ws_pb
+
+_MAX_EXACT = 2**53
+
+
+# Names -------------------------------------------------------------------------
+def workflow_name(name: str) -> str:
+    return name if name.startswith("workflows/") else "workflows/" + name
+
+
+def execution_name(execution: str | Execution) -> str:
+    if isinstance(execution, Execution):
+        return execution.name
+    return execution if execution.startswith("executions/") else "executions/" + execution
+
+
+def _strip(name: str, prefix: str) -> str:
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+# Values ------------------------------------------------------------------------
+def to_value(obj: Any) -> struct_pb2.Value:
+    value = struct_pb2.Value()
+    json_format.ParseDict(obj, value)
+    return value
+
+
+def _number(f: float) -> int | float:
+    return int(f) if f.is_integer() and abs(f) <= _MAX_EXACT else f
+
+
+def from_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return _number(value.number_value)
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return from_struct(value.struct_value)
+    if kind == "list_value":
+        return [from_value(v) for v in value.list_value.values]
+    return None
+
+
+def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {k: from_value(v) for k, v in struct.fields.items()}
+
+
+def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    if not present:
+        return None
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+
+
+# Workflows ---------------------------------------------------------------------
+def definition(
+    spec: wf_pb.WorkflowSpec | Mapping[str, Any] | None, source: str | None
+) -> dict[str, Any]:
+    """The `definition` oneof: a WorkflowSpec message as is; a dict or text as source (the
+    server's loader takes the workflow format's short enum names and human durations)."""
+    if (spec is None) == (source is None):
+        raise TypeError("pass exactly one of spec= or source=")
+    if isinstance(spec, wf_pb.WorkflowSpec):
+        return {"spec": spec}
+    if spec is not None:
+        return {"source": json.dumps(dict(spec))}
+    return {"source": source}
+
+
+def workflow(message: ws_pb.Workflow) -> Workflow:
+    return Workflow(
+        name=_strip(message.name, "workflows/"),
+        version=message.version,
+        description=message.description,
+        spec=_ints(json_format.MessageToDict(message.spec, preserving_proto_field_name=True)),
+        create_time=_time(message.create_time, message.HasField("create_time")),
+    )
+
+
+def _ints(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return _number(obj)
+    if isinstance(obj, dict):
+        return {k: _ints(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_ints(v) for v in obj]
+    return obj
+
+
+def validation(message: ws_pb.ValidateWorkflowResponse) -> ValidationResult:
+    return ValidationResult(
+        valid=message.valid,
+        errors=[Diagnostic(d.field, d.description) for d in message.errors],
+        warnings=[Diagnostic(d.field, d.description) for d in message.warnings],
+        stages=[list(s.node_ids) for s in message.stages],
+    )
+
+
+# Executions --------------------------------------------------------------------
+def start_request(
+    workflow: str,
+    input: Any,
+    *,
+    version: int | None,
+    request_id: str | None,
+    priority: int,
+) -> es_pb.StartExecutionRequest:
+    request = es_pb.StartExecutionRequest(
+        workflow=workflow_name(workflow),
+        version=version or 0,
+        # A retried start (the channel retries UNAVAILABLE) must apply once.
+        request_id=request_id or uuid.uuid4().hex,
+        priority=priority,
+    )
+    if input is not None:
+        request.input.CopyFrom(to_value(input))
+    return request
+
+
+def signal_request(
+    execution: str, signal: str, data: Any, signal_id: str | None
+) -> es_pb.SignalExecutionRequest:
+    request = es_pb.SignalExecutionRequest(
+        name=execution_name(execution), signal=signal, signal_id=signal_id or uuid.uuid4().hex
+    )
+    if data is not None:
+        request.data.CopyFrom(to_value(data))
+    return request
+
+
+def execution_filter(
+    workflow: str | None, states: Iterable[ExecutionState | str], filter: str | None
+) -> str:
+    clauses = [filter] if filter else []
+    if workflow:
+        clauses.append(f'workflow = "{_strip(workflow, "workflows/")}"')
+    names = [ExecutionState(s).value for s in states]
+    if names:
+        clauses.append(f"state IN ({', '.join(names)})")
+    return " AND ".join(clauses)
+
+
+def _error(message: ex_pb.ExecutionError, present: bool) -> ExecutionError | None:
+    if not present:
+        return None
+    return ExecutionError(
+        type=message.type,
+        message=message.message,
+        node_id=message.node_id,
+        details=from_struct(message.details),
+    )
+
+
+_EXECUTION_STATES = {
+    v.number: ExecutionState(v.name.removeprefix("STATE_"))
+    for v in ex_pb.Execution.State.DESCRIPTOR.values
+}
+_NODE_STATES = {
+    v.number: NodeState(v.name.removeprefix("STATE_"))
+    for v in ex_pb.NodeExecution.State.DESCRIPTOR.values
+}
+
+
+def execution(
+    message: ex_pb.Execution, nodes: Iterable[ex_pb.NodeExecution] = ()
+) -> Execution:
+    has = message.HasField
+    return Execution(
+        id=_strip(message.name, "executions/"),
+        workflow=_strip(message.workflow, "workflows/"),
+        workflow_version=message.workflow_version,
+        state=_EXECUTION_STATES.get(message.state, ExecutionState.UNSPECIFIED),
+        input=from_value(message.input) if has("input") else None,
+        output=from_value(message.output) if has("output") else None,
+        error=_error(message.error, has("error")),
+        vars=from_struct(message.vars),
+        priority=message.priority,
+        request_id=message.request_id,
+        parent_id=_strip(message.parent, "executions/"),
+        parent_node_id=message.parent_node_id,
+        create_time=_time(message.create_time, has("create_time")),
+        start_time=_time(message.start_time, has("start_time")),
+        end_time=_time(message.end_time, has("end_time")),
+        expire_time=_time(message.expire_time, has("expire_time")),
+        last_sequence=message.last_sequence,
+        labels=dict(message.labels),
+        nodes=[node(n) for n in nodes],
+    )
+
+
+def node(message: ex_pb.NodeExecution) -> NodeExecution:
+    has = message.HasField
+    return NodeExecution(
+        node_id=message.node_id,
+        state=_NODE_STATES.get(message.state, NodeState.UNSPECIFIED),
+        attempt=message.attempt,
+        input=from_value(message.input) if has("input") else None,
+        output=from_value(message.output) if has("output") else None,
+        error=_error(message.error, has("error")),
+        skip_reason=message.skip_reason,
+        start_time=_time(message.start_time, has("start_time")),
+        end_time=_time(message.end_time, has("end_time")),
+    )
+
+
+def event(message: ex_pb.ExecutionEvent) -> ExecutionEvent:
+    return ExecutionEvent(
+        execution_id=_strip(message.execution, "executions/"),
+        sequence=message.sequence,
+        type=message.type,
+        time=_time(message.time, message.HasField("time")),
+        node_id=message.node_id,
+        data=from_struct(message.data),
+    )

@@ -1,0 +1,269 @@
+"""Client: the SDK over a blocking grpc channel, with the same methods as AsyncClient."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import grpc
+
+from agentrun.client import _convert as c
+from agentrun.client import _options
+from agentrun.client.errors import AgentrunError, from_rpc_error
+from agentrun.client.types import (
+    Execution,
+    ExecutionEvent,
+    ExecutionState,
+    ValidationResult,
+    Workflow,
+)
+from agentrun.v1 import execution_service_pb2 as es_pb
+from agentrun.v1 import execution_service_pb2_grpc as es_grpc
+from agentrun.v1 import workflow_pb2 as wf_pb
+from agentrun.v1 import workflow_service_pb2 as ws_pb
+from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc
+
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+class Client:
+    """Talks to an agentrun server. Use as `with Client(...) as client:`.
+
+    `target` defaults to $AGENTRUN_ADDRESS or 127.0.0.1:50051 and `api_key` to
+    $AGENTRUN_API_KEY. The raw stubs are `workflow_service` and `execution_service`.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = 30.0,
+        channel: grpc.Channel | None = None,
+        max_message_bytes: int = 16 * 1024 * 1024,
+        watch_reconnects: int = 20,
+    ) -> None:
+        self.target = _options.target(target)
+        self._own_channel = channel is None
+        self.channel = channel or grpc.insecure_channel(
+            self.target, options=_options.channel_options(max_message_bytes)
+        )
+        self.metadata = _options.metadata(api_key)
+        self.timeout = timeout
+        self.watch_reconnects = watch_reconnects
+        self.workflow_service = ws_grpc.WorkflowServiceStub(self.channel)
+        self.execution_service = es_grpc.ExecutionServiceStub(self.channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._own_channel:
+            self.channel.close()
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, metadata=self.metadata, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    # Workflows -------------------------------------------------------------------
+    def create_workflow(
+        self,
+        spec: wf_pb.WorkflowSpec | Mapping[str, Any] | None = None,
+        *,
+        source: str | None = None,
+        request_id: str | None = None,
+    ) -> Workflow:
+        request = ws_pb.CreateWorkflowRequest(
+            **c.definition(spec, source), request_id=request_id or ""
+        )
+        return c.workflow(self._call(self.workflow_service.CreateWorkflow, request).workflow)
+
+    def get_workflow(self, name: str, *, version: int | None = None) -> Workflow:
+        request = ws_pb.GetWorkflowRequest(name=c.workflow_name(name), version=version or 0)
+        return c.workflow(self._call(self.workflow_service.GetWorkflow, request).workflow)
+
+    def list_workflows(self, *, page_size: int = 100) -> Iterator[Workflow]:
+        token = ""
+        while True:
+            request = ws_pb.ListWorkflowsRequest(page_size=page_size, page_token=token)
+            response = self._call(self.workflow_service.ListWorkflows, request)
+            for item in response.workflows:
+                yield c.workflow(item)
+            token = response.next_page_token
+            if not token:
+                return
+
+    def update_workflow(
+        self,
+        name: str,
+        spec: wf_pb.WorkflowSpec | Mapping[str, Any] | None = None,
+        *,
+        source: str | None = None,
+        allow_missing: bool = False,
+    ) -> Workflow:
+        request = ws_pb.UpdateWorkflowRequest(
+            name=c.workflow_name(name), **c.definition(spec, source), allow_missing=allow_missing
+        )
+        return c.workflow(self._call(self.workflow_service.UpdateWorkflow, request).workflow)
+
+    def delete_workflow(self, name: str) -> None:
+        self._call(
+            self.workflow_service.DeleteWorkflow,
+            ws_pb.DeleteWorkflowRequest(name=c.workflow_name(name)),
+        )
+
+    def validate_workflow(
+        self,
+        spec: wf_pb.WorkflowSpec | Mapping[str, Any] | None = None,
+        *,
+        source: str | None = None,
+    ) -> ValidationResult:
+        request = ws_pb.ValidateWorkflowRequest(**c.definition(spec, source))
+        return c.validation(self._call(self.workflow_service.ValidateWorkflow, request))
+
+    # Executions ------------------------------------------------------------------
+    def start_execution(
+        self,
+        workflow: str,
+        input: Any = None,
+        *,
+        version: int | None = None,
+        request_id: str | None = None,
+        priority: int = 0,
+    ) -> Execution:
+        request = c.start_request(
+            workflow, input, version=version, request_id=request_id, priority=priority
+        )
+        return c.execution(self._call(self.execution_service.StartExecution, request).execution)
+
+    def get_execution(self, execution: str | Execution, *, include_nodes: bool = False) -> Execution:
+        request = es_pb.GetExecutionRequest(
+            name=c.execution_name(execution), include_nodes=include_nodes
+        )
+        response = self._call(self.execution_service.GetExecution, request)
+        return c.execution(response.execution, response.nodes)
+
+    def list_executions(
+        self,
+        *,
+        workflow: str | None = None,
+        states: Iterable[ExecutionState | str] = (),
+        filter: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Execution]:
+        text = c.execution_filter(workflow, states, filter)
+        token = ""
+        while True:
+            request = es_pb.ListExecutionsRequest(page_size=page_size, page_token=token, filter=text)
+            response = self._call(self.execution_service.ListExecutions, request)
+            for item in response.executions:
+                yield c.execution(item)
+            token = response.next_page_token
+            if not token:
+                return
+
+    def cancel_execution(self, execution: str | Execution, *, compensate: bool = False) -> Execution:
+        request = es_pb.CancelExecutionRequest(
+            name=c.execution_name(execution), compensate=compensate
+        )
+        return c.execution(self._call(self.execution_service.CancelExecution, request).execution)
+
+    def pause_execution(self, execution: str | Execution) -> Execution:
+        request = es_pb.PauseExecutionRequest(name=c.execution_name(execution))
+        return c.execution(self._call(self.execution_service.PauseExecution, request).execution)
+
+    def resume_execution(self, execution: str | Execution) -> Execution:
+        request = es_pb.ResumeExecutionRequest(name=c.execution_name(execution))
+        return c.execution(self._call(self.execution_service.ResumeExecution, request).execution)
+
+    def signal_execution(
+        self,
+        execution: str | Execution,
+        signal: str,
+        data: Any = None,
+        *,
+        signal_id: str | None = None,
+    ) -> Execution:
+        request = c.signal_request(c.execution_name(execution), signal, data, signal_id)
+        return c.execution(self._call(self.execution_service.SignalExecution, request).execution)
+
+    def rerun_execution(
+        self,
+        execution: str | Execution,
+        *,
+        from_node: str | None = None,
+        request_id: str | None = None,
+    ) -> Execution:
+        request = es_pb.RerunExecutionRequest(
+            name=c.execution_name(execution),
+            from_node_id=from_node or "",
+            request_id=request_id or "",
+        )
+        return c.execution(self._call(self.execution_service.RerunExecution, request).execution)
+
+    def list_execution_events(
+        self, execution: str | Execution, *, after_sequence: int = 0, page_size: int = 1000
+    ) -> Iterator[ExecutionEvent]:
+        token = ""
+        while True:
+            request = es_pb.ListExecutionEventsRequest(
+                parent=c.execution_name(execution),
+                after_sequence=after_sequence,
+                page_size=page_size,
+                page_token=token,
+            )
+            response = self._call(self.execution_service.ListExecutionEvents, request)
+            for item in response.events:
+                yield c.event(item)
+            token = response.next_page_token
+            if not token:
+                return
+
+    def watch(
+        self, execution: str | Execution, *, after_sequence: int = 0
+    ) -> Iterator[ExecutionEvent]:
+        """Events after `after_sequence` until the execution ends, reconnecting after the last
+        event seen when the stream breaks with UNAVAILABLE."""
+        name = c.execution_name(execution)
+        last = after_sequence
+        failures = 0
+        while True:
+            call = self.execution_service.WatchExecution(
+                es_pb.WatchExecutionRequest(name=name, after_sequence=last),
+                metadata=self.metadata,
+            )
+            try:
+                for response in call:
+                    if response.event.sequence <= last:
+                        continue
+                    event = c.event(response.event)
+                    last = event.sequence
+                    failures = 0
+                    yield event
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != _UNAVAILABLE or failures >= self.watch_reconnects:  # type: ignore[attr-defined]
+                    raise from_rpc_error(exc) from None
+                failures += 1
+                time.sleep(min(2.0, 0.05 * 2**failures))
+            finally:
+                call.cancel()
+
+    def wait(self, execution: str | Execution, *, timeout: float | None = None) -> Execution:
+        """Watches until the execution ends, then returns it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for _ in self.watch(execution):
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        else:
+            return self.get_execution(execution)
+        raise AgentrunError(
+            f"{c.execution_name(execution)} did not end within {timeout}s",
+            code=grpc.StatusCode.DEADLINE_EXCEEDED,
+        )

@@ -1,0 +1,163 @@
+"""What the SDK returns: plain dataclasses and enums, never protobuf messages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class ExecutionState(enum.StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    WAITING = "WAITING"
+    ESCALATED = "ESCALATED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {
+        ExecutionState.SUCCEEDED,
+        ExecutionState.FAILED,
+        ExecutionState.CANCELLED,
+        ExecutionState.COMPENSATED,
+        ExecutionState.COMPENSATION_FAILED,
+        ExecutionState.TIMED_OUT,
+    }
+)
+
+
+class NodeState(enum.StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    PENDING = "PENDING"
+    READY = "READY"
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
+    WAITING = "WAITING"
+    ESCALATED = "ESCALATED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One problem, located by a field path such as `nodes[2].when`."""
+
+    field: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.description}" if self.field else self.description
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    name: str
+    version: int
+    description: str
+    # The WorkflowSpec in its protobuf JSON form (snake_case names).
+    spec: dict[str, Any]
+    create_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    valid: bool
+    errors: list[Diagnostic]
+    warnings: list[Diagnostic]
+    # Node ids by parallel stage, in order.
+    stages: list[list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionError:
+    type: str
+    message: str
+    node_id: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeExecution:
+    node_id: str
+    state: NodeState
+    attempt: int
+    input: Any
+    output: Any
+    error: ExecutionError | None
+    skip_reason: str
+    start_time: datetime | None
+    end_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    id: str
+    workflow: str
+    workflow_version: int
+    state: ExecutionState
+    input: Any
+    output: Any
+    error: ExecutionError | None
+    vars: dict[str, Any]
+    priority: int
+    request_id: str
+    parent_id: str
+    parent_node_id: str
+    create_time: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    expire_time: datetime | None
+    last_sequence: int
+    labels: dict[str, str]
+    # With `get_execution(..., include_nodes=True)`.
+    nodes: list[NodeExecution] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "executions/" + self.id
+
+    @property
+    def done(self) -> bool:
+        return self.state.terminal
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionEvent:
+    execution_id: str
+    # Per execution: starts at 1, only grows; resume a watch after the last one seen.
+    sequence: int
+    # `execution.<state>`, `node.<state>` or `signal.received`.
+    type: str
+    time: datetime | None
+    node_id: str
+    data: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        """True for the event that ends the execution (the last one of a watch)."""
+        kind, _, what = self.type.partition(".")
+        if kind != "execution":
+            return False
+        try:
+            return ExecutionState(what.upper()).terminal
+        except ValueError:
+            return False
