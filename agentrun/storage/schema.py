@@ -31,7 +31,7 @@ workflows = sa.Table(
     sa.Column("name", sa.String(), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("spec", Json, nullable=False),
-    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("description", sa.Text, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
 )
 

@@ -1,0 +1,115 @@
+"""Database failures reach callers as StoreError (so the server can answer UNAVAILABLE)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from agentrun.storage.base import StoreError
+from agentrun.storage.records import Batch, EventRecord, ExecutionRecord, ExecutionState
+from agentrun.storage.sql import SqlStore
+
+from .conftest import PgServer, _pg_admin
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _execution(id: str) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=id,
+        tenant="acme",
+        workflow="wf",
+        version=1,
+        state=ExecutionState.RUNNING,
+        input=None,
+        created_at=time.time(),
+    )
+
+
+async def test_unreachable_postgres_raises_store_error() -> None:
+    store = SqlStore(f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/nothing")
+    started = time.monotonic()
+    with pytest.raises(StoreError):
+        await store.open()
+    assert time.monotonic() - started < 5
+    with pytest.raises(StoreError):
+        await store.get_execution("x")
+
+
+async def test_lost_postgres_connections_raise_store_error_then_recover(
+    pg_server: PgServer,
+) -> None:
+    url = pg_server.create_database()
+    store = SqlStore(url)
+    await store.open()
+    try:
+        await store.create_execution(_execution("ex-1"))
+        database = url.rsplit("/", 1)[1]
+        _pg_admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        )
+        with pytest.raises(StoreError):
+            await store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
+        # The pool drops its dead connections: the next calls work again.
+        await store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
+        assert [e.sequence for e in await store.list_events("ex-1")] == [1]
+    finally:
+        await store.close()
+
+
+async def test_closed_store_refuses_calls(tmp_path) -> None:
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/x.db")
+    with pytest.raises(StoreError):
+        await store.commit(Batch())
+    await store.open()
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(StoreError):
+        await store.commit(Batch())
+    with pytest.raises(StoreError):
+        await store.get_execution("x")
+
+
+async def test_close_waits_for_queued_commits(tmp_path) -> None:
+    import asyncio
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/x.db"
+    store = SqlStore(url)
+    await store.open()
+    await store.create_execution(_execution("ex-1"))
+    commits = [
+        asyncio.create_task(
+            store.commit(Batch(events=[EventRecord("ex-1", i, "x", time.time())]))
+        )
+        for i in range(1, 51)
+    ]
+    await asyncio.sleep(0)  # let them enqueue
+    await store.close()
+    await asyncio.gather(*commits)
+    reopened = SqlStore(url)
+    await reopened.open()
+    try:
+        assert len(await reopened.list_events("ex-1")) == 50
+    finally:
+        await reopened.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://localhost/x", "sqlite:///x.db", "mysql+aiomysql://h/x", "sqlite+aiosqlite://"],
+)
+def test_unsupported_urls_are_refused_early(url: str) -> None:
+    with pytest.raises(ValueError):
+        SqlStore(url)
+
+
+def test_synchronous_is_validated() -> None:
+    with pytest.raises(ValueError):
+        SqlStore("sqlite+aiosqlite:///x.db", synchronous="SOMETIMES")
