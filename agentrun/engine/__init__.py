@@ -1,0 +1,39 @@
+"""The engine: compile workflow specs into plans and run them durably. Knows no gRPC."""
+
+from agentrun.engine.compiler import compile_workflow
+from agentrun.engine.engine import DEFAULT_TENANT, Engine, EngineConfig
+from agentrun.engine.errors import (
+    AgentrunError,
+    AlreadyExists,
+    Diagnostic,
+    ExecutionNotFound,
+    IllegalTransition,
+    InvalidInput,
+    InvalidWorkflow,
+    ShuttingDown,
+    Unavailable,
+    WorkflowNotFound,
+)
+from agentrun.engine.loader import load_workflow, spec_from_dict, spec_to_dict
+from agentrun.engine.plan import Plan
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "AgentrunError",
+    "AlreadyExists",
+    "Diagnostic",
+    "Engine",
+    "EngineConfig",
+    "ExecutionNotFound",
+    "IllegalTransition",
+    "InvalidInput",
+    "InvalidWorkflow",
+    "Plan",
+    "ShuttingDown",
+    "Unavailable",
+    "WorkflowNotFound",
+    "compile_workflow",
+    "load_workflow",
+    "spec_from_dict",
+    "spec_to_dict",
+]

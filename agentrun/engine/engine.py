@@ -1,0 +1,516 @@
+"""The engine façade: workflows, executions, signals, control and watching.
+
+Plain asyncio; knows nothing of gRPC. The server and the CLI build one Engine over a
+Store and call these methods; engine errors carry stable reasons the server maps to
+status codes in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import logging
+import os
+import random
+import secrets as _secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from google.protobuf import json_format
+
+from agentrun.engine.compiler import compile_workflow
+from agentrun.engine.errors import (
+    AlreadyExists,
+    Diagnostic,
+    ExecutionNotFound,
+    IllegalTransition,
+    InvalidInput,
+    InvalidWorkflow,
+    ShuttingDown,
+    WorkflowNotFound,
+)
+from agentrun.engine.executor import Run
+from agentrun.engine.hub import Hub
+from agentrun.engine.plan import Plan, StepPlan
+from agentrun.engine.ports import AgentProviders, ToolFailure, ToolRegistry
+from agentrun.storage.base import Store
+from agentrun.storage.records import (
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    SignalRecord,
+    WorkflowRecord,
+)
+from agentrun.v1 import workflow_pb2
+
+log = logging.getLogger("agentrun.engine")
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    # Secrets visible to expressions as `secrets.NAME`.
+    secrets: Mapping[str, str] | None = None
+    # Seed for retry jitter (tests); None draws from the OS.
+    seed: int | None = None
+
+
+def new_execution_id(clock: Callable[[], float] = time.time) -> str:
+    """Ids sort by creation time (millisecond prefix), then by chance."""
+    return f"{int(clock() * 1000):012x}{_secrets.token_hex(6)}"
+
+
+def spec_to_dict(spec: workflow_pb2.WorkflowSpec) -> dict[str, Any]:
+    return json_format.MessageToDict(spec, preserving_proto_field_name=True)
+
+
+def spec_from_stored(data: Mapping[str, Any]) -> workflow_pb2.WorkflowSpec:
+    return json_format.ParseDict(data, workflow_pb2.WorkflowSpec())
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        tools: ToolRegistry,
+        agents: AgentProviders,
+        config: EngineConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.tools = tools
+        self.agents = agents
+        self.config = config or EngineConfig()
+        self.clock = clock
+        self.rng = random.Random(self.config.seed if self.config.seed is not None else os.urandom(16))
+        self.secrets: Mapping[str, str] = dict(self.config.secrets or {})
+        self.hub = Hub()
+        self.draining = False
+        self._runs: dict[str, Run] = {}
+        self._plans: dict[tuple[str, str, int], Plan] = {}
+        self._waiters: dict[str, list[asyncio.Future[ExecutionRecord]]] = {}
+        self._started = False
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Resumes every unfinished execution found in the store."""
+        if self._started:
+            return
+        self._started = True
+        unfinished = await self.store.list_unfinished_executions()
+        unfinished.sort(key=lambda r: r.id)
+        for record in unfinished:
+            try:
+                await self._resume_from_store(record)
+            except Exception:
+                log.exception("could not resume execution %s", record.id)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stops starting nodes, lets running ones finish within `grace`, then detaches.
+
+        Detached nodes stay RUNNING in the store; the next start treats their attempt as
+        interrupted and retries it by its policy."""
+        self.draining = True
+        deadline = self.clock() + grace
+        while self.clock() < deadline and any(run.tasks for run in self._runs.values()):
+            await asyncio.sleep(0.02)
+        runs = [run.task for run in self._runs.values() if run.task is not None]
+        for task in runs:
+            task.cancel()
+        if runs:
+            await asyncio.gather(*runs, return_exceptions=True)
+
+    # ------------------------------------------------------------ workflows
+    def validate(self, spec: workflow_pb2.WorkflowSpec) -> Plan:
+        return compile_workflow(spec, tools=self.tools, agents=self.agents)
+
+    async def create_workflow(
+        self, spec: workflow_pb2.WorkflowSpec, *, tenant: str = DEFAULT_TENANT
+    ) -> WorkflowRecord:
+        self._check_open()
+        plan = self.validate(spec)
+        record = await self.store.create_workflow(
+            WorkflowRecord(
+                tenant=tenant,
+                name=spec.name,
+                version=0,
+                spec=spec_to_dict(spec),
+                created_at=self.clock(),
+                description=spec.description,
+            )
+        )
+        self._plans[(tenant, record.name, record.version)] = plan
+        return record
+
+    async def get_workflow(
+        self, name: str, *, tenant: str = DEFAULT_TENANT, version: int | None = None
+    ) -> WorkflowRecord:
+        record = await self.store.get_workflow(tenant, name, version or None)
+        if record is None:
+            suffix = f" version {version}" if version else ""
+            raise WorkflowNotFound(f"workflow {name!r}{suffix} not found", name=name)
+        return record
+
+    async def list_workflows(
+        self, *, tenant: str = DEFAULT_TENANT, limit: int = 100, after_name: str | None = None
+    ) -> list[WorkflowRecord]:
+        return await self.store.list_workflows(tenant, limit=limit, after_name=after_name)
+
+    async def delete_workflow(self, name: str, *, tenant: str = DEFAULT_TENANT) -> None:
+        if not await self.store.delete_workflow(tenant, name):
+            raise WorkflowNotFound(f"workflow {name!r} not found", name=name)
+        for key in [k for k in self._plans if k[0] == tenant and k[1] == name]:
+            del self._plans[key]
+
+    async def _plan(self, record: WorkflowRecord) -> Plan:
+        key = (record.tenant, record.name, record.version)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self.validate(spec_from_stored(record.spec))
+            self._plans[key] = plan
+        return plan
+
+    # ------------------------------------------------------------ executions
+    async def start_execution(
+        self,
+        workflow: str,
+        input: Any = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        version: int | None = None,
+        request_id: str | None = None,
+        priority: int = 0,
+        execution_id: str | None = None,
+        parent: tuple[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> ExecutionRecord:
+        """Starts an execution; a repeated `request_id` with the same payload returns the first."""
+        self._check_open()
+        wf = await self.get_workflow(workflow, tenant=tenant, version=version)
+        plan = await self._plan(wf)
+        input = {} if input is None else input
+        if plan.input_schema is not None:
+            _validate_input(input, plan.input_schema)
+        request_hash = None
+        if request_id:
+            payload = json.dumps(
+                {"workflow": workflow, "version": version or 0, "input": input, "priority": priority},
+                sort_keys=True,
+                default=str,
+            )
+            request_hash = hashlib.sha256(payload.encode()).hexdigest()
+        now = self.clock()
+        record = ExecutionRecord(
+            id=execution_id or new_execution_id(self.clock),
+            tenant=tenant,
+            workflow=wf.name,
+            version=wf.version,
+            state=ExecutionState.PENDING,
+            input=input,
+            created_at=now,
+            priority=priority,
+            request_id=request_id or None,
+            request_hash=request_hash,
+            parent_id=parent[0] if parent else None,
+            parent_node=parent[1] if parent else None,
+            last_sequence=1,
+            labels=dict(labels or {}),
+        )
+        event = EventRecord(record.id, 1, "execution.pending", now, None, {"workflow": wf.name, "version": wf.version})
+        stored, created = await self.store.create_execution(record, events=[event])
+        if not created:
+            if stored.request_hash != request_hash:
+                raise AlreadyExists(
+                    f"request_id {request_id!r} was used for a different request", request_id=request_id
+                )
+            return stored
+        run = Run(self, plan, copy.copy(record))
+        run.start_fresh()
+        self._launch(run)
+        return stored
+
+    def _launch(self, run: Run) -> None:
+        self._runs[run.id] = run
+        run.task = asyncio.get_running_loop().create_task(run.loop(), name=f"execution {run.id}")
+        run.task.add_done_callback(lambda _t, r=run: self._run_ended(r))
+
+    def _run_ended(self, run: Run) -> None:
+        if self._runs.get(run.id) is run:
+            del self._runs[run.id]
+        task = run.task
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("execution %s stopped: %r", run.id, task.exception())
+            if not self.draining:
+                # The store holds the truth: rebuild from it after a pause (e.g. the database
+                # was briefly unavailable).
+                asyncio.get_running_loop().call_later(1.0, self._schedule_resume, run.id)
+            return
+        if run.finished:
+            record = copy.copy(run.record)
+            for fut in self._waiters.pop(run.id, []):
+                if not fut.done():
+                    fut.set_result(record)
+
+    def _schedule_resume(self, execution_id: str) -> None:
+        async def resume() -> None:
+            record = await self.store.get_execution(execution_id)
+            if record is not None and not record.state.terminal and execution_id not in self._runs:
+                await self._resume_from_store(record)
+
+        asyncio.get_running_loop().create_task(resume())
+
+    async def _resume_from_store(self, record: ExecutionRecord) -> None:
+        wf = await self.store.get_workflow(record.tenant, record.workflow, record.version)
+        if wf is None:
+            log.error("execution %s: workflow %s v%s is gone", record.id, record.workflow, record.version)
+            return
+        plan = await self._plan(wf)
+        run = Run(self, plan, record)
+        if record.state is ExecutionState.PENDING:
+            run.start_fresh()
+        else:
+            nodes = await self.store.get_nodes(record.id)
+            signals = await self.store.pending_signals(record.id)
+            run.restore(nodes, signals)
+        self._launch(run)
+
+    async def _run_child(
+        self, parent: Run, key: str, attempt: int, step: StepPlan, child_input: Any
+    ) -> Any:
+        """Runs a `workflow` node's child execution; its id is derived from the parent's,
+        so an attempt resumed after a restart attaches to the same child."""
+        child_id = f"{parent.id}.{key.replace('[', '-').replace(']', '')}.{attempt}"
+        existing = await self.store.get_execution(child_id)
+        if existing is None:
+            try:
+                await self.start_execution(
+                    step.workflow,
+                    child_input,
+                    tenant=parent.record.tenant,
+                    version=step.workflow_version or None,
+                    execution_id=child_id,
+                    parent=(parent.id, key),
+                )
+            except WorkflowNotFound as exc:
+                raise ToolFailure("tool_error", exc.message) from None
+            except InvalidInput as exc:
+                raise ToolFailure("invalid_args", exc.message) from None
+        try:
+            final = await self.wait(child_id)
+        except asyncio.CancelledError:
+            child = self._runs.get(child_id)
+            if child is not None and not child.finished:
+                child._post(("cancel", asyncio.get_running_loop().create_future()))
+            raise
+        if final.state is ExecutionState.SUCCEEDED:
+            return final.output
+        err = final.error or {}
+        raise ToolFailure(
+            err.get("type") or "tool_error",
+            f"child execution {child_id} ended {final.state.value}: {err.get('message', '')}".strip(),
+            details={"child_execution_id": child_id},
+        )
+
+    async def get_execution(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
+        record = await self.store.get_execution(execution_id)
+        if record is None or record.tenant != tenant:
+            raise ExecutionNotFound(f"execution {execution_id!r} not found", execution=execution_id)
+        return record
+
+    async def get_nodes(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> list[NodeRecord]:
+        await self.get_execution(execution_id, tenant=tenant)
+        return await self.store.get_nodes(execution_id)
+
+    async def list_executions(
+        self,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        limit: int = 100,
+        after_id: str | None = None,
+        workflow: str | None = None,
+        states: Sequence[ExecutionState] = (),
+    ) -> list[ExecutionRecord]:
+        return await self.store.list_executions(
+            tenant, limit=limit, after_id=after_id, workflow=workflow, states=states
+        )
+
+    async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
+        """Returns the execution once it is in a final state."""
+        run = self._runs.get(execution_id)
+        if run is None or run.finished:
+            record = await self.store.get_execution(execution_id)
+            if record is None:
+                raise ExecutionNotFound(f"execution {execution_id!r} not found", execution=execution_id)
+            if record.state.terminal or run is None:
+                if not record.state.terminal:
+                    # Not running here (e.g. owned by another process): poll the store.
+                    return await self._poll_terminal(execution_id, timeout)
+                return record
+        fut: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(execution_id, []).append(fut)
+        return await asyncio.wait_for(fut, timeout)
+
+    async def _poll_terminal(self, execution_id: str, timeout: float | None) -> ExecutionRecord:
+        async with asyncio.timeout(timeout):
+            while True:
+                record = await self.store.get_execution(execution_id)
+                if record is not None and record.state.terminal:
+                    return record
+                run = self._runs.get(execution_id)
+                if run is not None and not run.finished:
+                    return await self.wait(execution_id)
+                await asyncio.sleep(0.05)
+
+    # -------------------------------------------------------------- control
+    async def signal(
+        self,
+        execution_id: str,
+        name: str,
+        data: Any = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        signal_id: str | None = None,
+    ) -> ExecutionRecord:
+        record = await self.get_execution(execution_id, tenant=tenant)
+        if not name:
+            raise InvalidInput([Diagnostic("name", "is required")])
+        if record.state.terminal:
+            raise IllegalTransition(
+                f"execution {execution_id} is {record.state.value}; it takes no signals",
+                current_state=record.state.value,
+            )
+        stored, created = await self.store.add_signal(
+            SignalRecord(
+                execution_id=execution_id,
+                name=name,
+                data=data,
+                signal_id=signal_id or _secrets.token_hex(8),
+                created_at=self.clock(),
+            )
+        )
+        if not created and (stored.name != name or stored.data != data):
+            raise AlreadyExists(f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id)
+        run = self._runs.get(execution_id)
+        if created and run is not None:
+            run._post(("signal", stored))
+        return await self.get_execution(execution_id, tenant=tenant)
+
+    async def pause(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
+        return await self._control(execution_id, tenant, "pause", allowed={
+            ExecutionState.PENDING, ExecutionState.RUNNING, ExecutionState.WAITING})
+
+    async def resume(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
+        return await self._control(execution_id, tenant, "resume", allowed={ExecutionState.PAUSED})
+
+    async def cancel(
+        self, execution_id: str, *, tenant: str = DEFAULT_TENANT, compensate: bool = False
+    ) -> ExecutionRecord:
+        return await self._control(execution_id, tenant, "cancel", allowed=None)
+
+    async def _control(
+        self, execution_id: str, tenant: str, action: str, allowed: set[ExecutionState] | None
+    ) -> ExecutionRecord:
+        record = await self.get_execution(execution_id, tenant=tenant)
+        run = self._runs.get(execution_id)
+        state = run.record.state if run is not None and not run.finished else record.state
+        if state.terminal or (allowed is not None and state not in allowed):
+            raise IllegalTransition(
+                f"cannot {action} execution {execution_id}: it is {state.value}",
+                current_state=state.value,
+            )
+        if run is None or run.finished:
+            raise IllegalTransition(
+                f"cannot {action} execution {execution_id}: it is not running in this server",
+                current_state=state.value,
+            )
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        run._post((action, fut))
+        await fut
+        return await self.get_execution(execution_id, tenant=tenant)
+
+    # --------------------------------------------------------------- events
+    async def list_events(
+        self,
+        execution_id: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        after_sequence: int = 0,
+        limit: int = 1000,
+    ) -> list[EventRecord]:
+        await self.get_execution(execution_id, tenant=tenant)
+        return await self.store.list_events(execution_id, after_sequence=after_sequence, limit=limit)
+
+    async def watch(
+        self, execution_id: str, *, tenant: str = DEFAULT_TENANT, after_sequence: int = 0
+    ) -> AsyncIterator[EventRecord]:
+        """The stored backlog, then live events; each once, in order; ends after the final one."""
+        await self.get_execution(execution_id, tenant=tenant)
+        sub = self.hub.subscribe(execution_id)
+        last = after_sequence
+        try:
+            while True:
+                # Backlog (and catch-up after an overflow or a gap) from the store.
+                while True:
+                    page = await self.store.list_events(execution_id, after_sequence=last, limit=500)
+                    for event in page:
+                        last = event.sequence
+                        yield event
+                        if _is_final(event):
+                            return
+                    if len(page) < 500:
+                        break
+                record = await self.store.get_execution(execution_id)
+                if record is not None and record.state.terminal and record.last_sequence <= last:
+                    return
+                sub.overflowed = False
+                # Live: events newer than `last` straight from the hub.
+                while True:
+                    await sub.wait()
+                    if sub.overflowed:
+                        break
+                    gap = False
+                    while sub.buffer:
+                        event = sub.buffer.popleft()
+                        if event.sequence <= last:
+                            continue
+                        if event.sequence != last + 1:
+                            gap = True
+                            break
+                        last = event.sequence
+                        yield event
+                        if _is_final(event):
+                            return
+                    if gap:
+                        sub.buffer.clear()
+                        break
+        finally:
+            sub.close()
+
+    def _check_open(self) -> None:
+        if self.draining:
+            raise ShuttingDown("the server is shutting down and takes no new work")
+
+
+_FINAL_EVENTS = frozenset(f"execution.{s.value.lower()}" for s in ExecutionState if s.terminal)
+
+
+def _is_final(event: EventRecord) -> bool:
+    return event.type in _FINAL_EVENTS
+
+
+def _validate_input(value: Any, schema: Mapping[str, Any]) -> None:
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    problems = []
+    for err in sorted(validator.iter_errors(value), key=lambda e: list(e.path)):
+        where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in err.path)
+        problems.append(Diagnostic(f"input{where}", err.message))
+    if problems:
+        raise InvalidInput(problems)

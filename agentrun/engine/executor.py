@@ -1,0 +1,1029 @@
+"""One execution of a DAG plan: an event-driven loop over node completions.
+
+Each turn of the loop drains every completion that arrived, folds them into one Batch,
+commits it, and only then starts what became ready and publishes the events. So a node's
+completion is durable before any successor starts, and many completions share one commit.
+Nodes without I/O (`pass`, `switch`, `aggregate`) run inline within the turn.
+
+Recovery builds the same object from the stored node records (`Run.restore`): decided
+nodes are replayed in completion order to re-derive edge decisions; nothing that
+completed runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+
+from agentrun.engine.expressions import ExpressionError
+from agentrun.engine.plan import EdgePlan, NodePlan, Plan, StepPlan
+from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
+from agentrun.engine.retry import RetrySpec
+from agentrun.storage.records import (
+    Batch,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    NodeState,
+    SignalRecord,
+)
+
+if TYPE_CHECKING:
+    from agentrun.engine.engine import Engine
+
+log = logging.getLogger("agentrun.engine")
+
+_DONE = frozenset({NodeState.SUCCEEDED, NodeState.FAILED, NodeState.SKIPPED, NodeState.CANCELLED})
+_EXEC_EVENT = {s: f"execution.{s.value.lower()}" for s in ExecutionState}
+_NODE_EVENT = {s: f"node.{s.value.lower()}" for s in NodeState}
+
+
+def error_dict(type_: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": type_, "message": message, "details": details or {}}
+
+
+@dataclass(slots=True)
+class _MapState:
+    items: list[Any]
+    results: list[Any]
+    # Indices not yet launched, in order.
+    queue: deque[int]
+    running: int = 0
+    remaining: int = 0
+    # Indices waiting for their retry delay.
+    retrying: set[int] = field(default_factory=set)
+
+
+class Run:
+    """The live state of one execution in this process."""
+
+    def __init__(self, engine: Engine, plan: Plan, record: ExecutionRecord) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.record = record
+        self.id = record.id
+        self.records: dict[str, NodeRecord] = {}
+        self.pending = {nid: len(p.incoming) for nid, p in plan.nodes.items()}
+        self.taken: dict[str, list[EdgePlan]] = {}
+        self.edge_inputs: dict[str, dict[str, Any]] = {}
+        self.edge_errors: dict[str, ExpressionError] = {}
+        self.choice: dict[str, str] = {}
+        self.undecided = len(plan.nodes)
+        self.ready: list[tuple[int, int, str]] = []
+        self._ready_seq = 0
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.waiting_signal: dict[str, list[str]] = {}
+        self.buffered: list[SignalRecord] = []
+        self.maps: dict[str, _MapState] = {}
+        self.inbox: deque[tuple[Any, ...]] = deque()
+        self.wakeup = asyncio.Event()
+        self.batch = Batch()
+        self.to_launch: list[tuple[str, Callable[[], Any]]] = []
+        self.completed = 0
+        self.finished = False
+        self.paused = record.state is ExecutionState.PAUSED
+        self.skip_handled: set[str] = set()
+        self._timeout_handle: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._replaying = False
+        self._dirty: dict[str, NodeRecord] = {}
+        # Records of map items, keyed `ID[INDEX]`.
+        self._items: dict[str, NodeRecord] = {}
+        self._items_restored: dict[str, dict[int, NodeRecord]] = {}
+        # Nodes waiting for a retry delay.
+        self.retrying: set[str] = set()
+        # Signal seqs already handled, so a signal seen at restore and posted live counts once.
+        self.seen_signals: set[int] = set()
+        # Futures of control requests, resolved once their effect is committed.
+        self.acks: list[asyncio.Future[None]] = []
+
+    # ------------------------------------------------------------------ events
+    def _event(self, type_: str, node_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+        rec = self.record
+        rec.last_sequence += 1
+        self.batch.events.append(
+            EventRecord(rec.id, rec.last_sequence, type_, self.engine.clock(), node_id, data)
+        )
+
+    def _set_exec_state(self, state: ExecutionState, data: dict[str, Any] | None = None) -> None:
+        if self.record.state is state:
+            return
+        self.record.state = state
+        self.batch.execution = self.record
+        self._event(_EXEC_EVENT[state], None, data)
+
+    def _node(self, node_id: str) -> NodeRecord:
+        rec = self.records.get(node_id)
+        if rec is None:
+            rec = self.records[node_id] = NodeRecord(self.id, node_id, NodeState.PENDING)
+        return rec
+
+    def _set_node(self, rec: NodeRecord, state: NodeState, data: dict[str, Any] | None = None) -> None:
+        rec.state = state
+        self._dirty[rec.node_id] = rec
+        self._event(_NODE_EVENT[state], rec.node_id, data)
+
+    # --------------------------------------------------------------- lifecycle
+    def start_fresh(self) -> None:
+        now = self.engine.clock()
+        self.record.started_at = now
+        if self.plan.timeout and self.record.deadline is None:
+            self.record.deadline = now + self.plan.timeout
+        if not self.paused:
+            self._set_exec_state(ExecutionState.RUNNING)
+        self.batch.execution = self.record
+        for nid in self.plan.roots:
+            self._resolve(nid)
+
+    def restore(self, nodes: list[NodeRecord], signals: list[SignalRecord]) -> None:
+        """Rebuilds the run from stored records, after a restart."""
+        self.buffered = list(signals)
+        self.seen_signals.update(s.seq for s in signals)
+        base = {}
+        items: dict[str, list[NodeRecord]] = {}
+        for rec in nodes:
+            if "[" in rec.node_id:
+                items.setdefault(rec.node_id.split("[", 1)[0], []).append(rec)
+            else:
+                base[rec.node_id] = rec
+        self.records = base
+        self._items_restored = {k: {int(r.node_id.split("[", 1)[1][:-1]): r for r in v} for k, v in items.items()}
+        self.completed = max((r.completed_order for r in base.values()), default=0)
+        self._replaying = True
+        decided = sorted(
+            (r for r in base.values() if r.state in _DONE and r.node_id in self.plan.nodes),
+            key=lambda r: r.completed_order,
+        )
+        for rec in decided:
+            self.undecided -= 1
+            if rec.state is NodeState.SUCCEEDED or (
+                rec.state is NodeState.SKIPPED and rec.skip_reason == "handler"
+            ):
+                if self.plan.nodes[rec.node_id].kind == "switch":
+                    self.choice[rec.node_id] = rec.output
+                self._decide_edges(rec.node_id, True)
+            else:
+                self._decide_edges(rec.node_id, False)
+        for nid in self.plan.roots:
+            if nid not in base:
+                self._resolve(nid)
+        self._replaying = False
+        # Nodes caught mid-flight.
+        now = self.engine.clock()
+        for rec in list(base.values()):
+            if rec.node_id not in self.plan.nodes or rec.state in _DONE:
+                continue
+            node = self.plan.nodes[rec.node_id]
+            if rec.state is NodeState.READY or rec.state is NodeState.PENDING:
+                if self.pending[rec.node_id] == 0:
+                    self._push_ready(node)
+            elif rec.state is NodeState.RUNNING:
+                if node.kind == "map":
+                    self._restore_map(node, rec)
+                elif node.kind == "workflow":
+                    # The child execution has a deterministic id: attach to it again.
+                    attempt = rec.attempt
+                    self.to_launch.append(
+                        (node.id, lambda n=node, a=attempt: self._call(n.id, n, n.step, a, None, None))
+                    )
+                else:
+                    self._attempt_failed(
+                        node, rec, error_dict("internal", "the attempt was interrupted by a restart")
+                    )
+            elif rec.state is NodeState.RETRYING:
+                self.retrying.add(rec.node_id)
+                self._arm_timer(rec.node_id, max(0.0, (rec.wake_at or now) - now), self._retry_due)
+            elif rec.state is NodeState.WAITING:
+                self._restore_wait(node, rec)
+        self.record.state = ExecutionState.PAUSED if self.paused else ExecutionState.RUNNING
+
+    def arm_deadline(self) -> None:
+        if self.record.deadline is not None:
+            delay = max(0.0, self.record.deadline - self.engine.clock())
+            self._timeout_handle = asyncio.get_running_loop().call_later(delay, self._post, ("timeout",))
+
+    # -------------------------------------------------------------- the loop
+    async def loop(self) -> None:
+        try:
+            self.arm_deadline()
+            while True:
+                self._turn()
+                await self._flush()
+                if self.finished:
+                    return
+                if not self.inbox:
+                    await self.wakeup.wait()
+                self.wakeup.clear()
+                while self.inbox:
+                    self._handle(self.inbox.popleft())
+        except asyncio.CancelledError:
+            self._cancel_all(detach=True)
+            raise
+        finally:
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()
+            for handle in self.timers.values():
+                handle.cancel()
+
+    def _post(self, message: tuple[Any, ...]) -> None:
+        self.inbox.append(message)
+        self.wakeup.set()
+
+    def _turn(self) -> None:
+        """Starts ready nodes (inline ones run to completion here) and settles the state."""
+        if self.finished:
+            return
+        while self.ready and not self.paused and not self.finished and not self.engine.draining:
+            _, _, node_id = heapq.heappop(self.ready)
+            self._start(self.plan.nodes[node_id])
+        if self.finished:
+            return
+        if self.undecided == 0:
+            self._succeed()
+            return
+        if self.paused:
+            self._set_exec_state(ExecutionState.PAUSED)
+        elif self.tasks or self.to_launch or self.ready or self.retrying or any(
+            m.running or m.retrying for m in self.maps.values()
+        ):
+            self._set_exec_state(ExecutionState.RUNNING)
+        elif self.waiting_signal or self.timers:
+            self._set_exec_state(ExecutionState.WAITING)
+
+    async def _flush(self) -> None:
+        batch = self.batch
+        if self._dirty:
+            batch.nodes = list(self._dirty.values())
+        if batch.execution is None and batch.events:
+            batch.execution = self.record
+        if batch.events or batch.nodes or batch.execution is not None or batch.consumed_signals:
+            self.batch = Batch()
+            self._dirty = {}
+            await self.engine.store.commit(batch)
+            self.engine.hub.publish(self.id, batch.events)
+        acks, self.acks = self.acks, []
+        for fut in acks:
+            if not fut.done():
+                fut.set_result(None)
+        launch, self.to_launch = self.to_launch, []
+        for key, factory in launch:
+            self.tasks[key] = asyncio.get_running_loop().create_task(factory())
+
+    # ------------------------------------------------------------ messages
+    def _handle(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if self.finished:
+            return
+        if kind == "done":
+            _, key, attempt, ok, value = msg
+            self.tasks.pop(key, None)
+            if "[" in key:
+                self._item_done(key, attempt, ok, value)
+            else:
+                node = self.plan.nodes[key]
+                rec = self.records[key]
+                if rec.attempt != attempt or rec.state is not NodeState.RUNNING:
+                    return  # a late answer from a cancelled attempt
+                if ok:
+                    self._succeeded(node, rec, value)
+                else:
+                    self._attempt_failed(node, rec, value)
+        elif kind == "retry":
+            self._retry_now(msg[1])
+        elif kind == "wait_over":
+            _, node_id, timed_out = msg
+            rec = self.records.get(node_id)
+            if rec is None or rec.state is not NodeState.WAITING:
+                return
+            self.timers.pop(node_id, None)
+            node = self.plan.nodes[node_id]
+            if node.signal:
+                self._unregister_wait(node)
+            if timed_out:
+                self._node_failed(node, rec, error_dict("timeout", f"wait timed out after {node.wait_timeout}s"))
+            else:
+                self._succeeded(node, rec, None)
+        elif kind == "signal":
+            self._signal(msg[1])
+        elif kind == "timeout":
+            self._finish(
+                ExecutionState.TIMED_OUT,
+                error={"type": "timeout", "message": f"execution exceeded its timeout of {self.plan.timeout}s"},
+            )
+        elif kind == "pause":
+            if not self.paused:
+                self.paused = True
+                self._set_exec_state(ExecutionState.PAUSED)
+            self.acks.append(msg[1])
+        elif kind == "resume":
+            if self.paused:
+                self.paused = False
+                self._set_exec_state(ExecutionState.RUNNING)
+            self.acks.append(msg[1])
+        elif kind == "cancel":
+            self._finish(ExecutionState.CANCELLED, error={"type": "cancelled", "message": "cancelled by request"})
+            self.acks.append(msg[1])
+
+    # ------------------------------------------------------------- resolving
+    def _push_ready(self, node: NodePlan) -> None:
+        self._ready_seq += 1
+        heapq.heappush(self.ready, (-node.priority, self._ready_seq, node.id))
+
+    def _resolve(self, node_id: str) -> None:
+        """All incoming edges of `node_id` are decided: it becomes READY or SKIPPED."""
+        node = self.plan.nodes[node_id]
+        existing = self.records.get(node_id)
+        if existing is not None and existing.state is not NodeState.PENDING:
+            return  # restored: it already moved on
+        if self._replaying and existing is None and node.incoming:
+            # Decided during replay but never recorded: settle it now, like a live run.
+            pass
+        taken = self.taken.get(node_id, ())
+        if node.incoming and (not taken or (node.join_all and len(taken) < len(node.incoming))):
+            self._skip(node, "dead_path" if not taken else "join")
+            return
+        err = self.edge_errors.get(node_id)
+        rec = self._node(node_id)
+        if node_id in self.edge_inputs:
+            rec.input = self.edge_inputs.pop(node_id)
+        if err is not None:
+            self._set_node(rec, NodeState.READY)
+            self._node_failed(node, rec, error_dict("expression_error", err.message, {"path": err.path}))
+            return
+        self._set_node(rec, NodeState.READY)
+        self._push_ready(node)
+
+    def _skip(self, node: NodePlan, reason: str, output: Any = None) -> None:
+        rec = self._node(node.id)
+        rec.output = output
+        rec.skip_reason = reason
+        rec.ended_at = self.engine.clock()
+        self._decided(rec)
+        self._set_node(rec, NodeState.SKIPPED, {"skip_reason": reason})
+        self._decide_edges(node.id, reason == "handler")
+
+    def _decided(self, rec: NodeRecord) -> None:
+        self.completed += 1
+        rec.completed_order = self.completed
+        self.undecided -= 1
+
+    def _decide_edges(self, node_id: str, success: bool) -> None:
+        node = self.plan.nodes[node_id]
+        act: dict[str, Any] | None = None
+        for edge in node.outgoing:
+            target = edge.target
+            taken = success
+            if success:
+                if edge.from_switch:
+                    taken = self.choice.get(node_id) == target
+                if taken and (edge.when is not None or edge.input is not None):
+                    if act is None:
+                        act = self._activation(
+                            (edge.when.names if edge.when else frozenset())
+                            | (edge.input.names if edge.input else frozenset()),
+                            (edge.when.node_refs if edge.when else frozenset())
+                            | (edge.input.node_refs if edge.input else frozenset()),
+                            {"output": self.records[node_id].output},
+                        )
+                    try:
+                        if edge.when is not None:
+                            value = edge.when.evaluate(act)
+                            if not isinstance(value, bool):
+                                raise ExpressionError(edge.when.path, f"must yield a bool, got {_typename(value)}")
+                            taken = value
+                        if taken and edge.input is not None:
+                            mapped = edge.input.evaluate(act)
+                            into = self.edge_inputs.setdefault(target, {})
+                            if isinstance(mapped, dict):
+                                into.update(mapped)
+                            else:
+                                into[node_id] = mapped
+                    except ExpressionError as exc:
+                        self.edge_errors[target] = exc
+                        taken = True
+            if taken:
+                self.taken.setdefault(target, []).append(edge)
+            self.pending[target] -= 1
+            if self.pending[target] == 0:
+                self._resolve(target)
+
+    # ---------------------------------------------------------------- running
+    def _activation(
+        self, names: frozenset[str], node_refs: frozenset[str], extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        act: dict[str, Any] = {}
+        if "input" in names:
+            act["input"] = self.record.input
+        if "vars" in names:
+            act["vars"] = self.record.vars
+        if "nodes" in names:
+            views = {}
+            for ref in node_refs:
+                rec = self.records.get(ref)
+                if rec is None:
+                    views[ref] = {"output": None, "state": "PENDING", "error": None, "input": None}
+                else:
+                    views[ref] = {
+                        "output": rec.output if rec.state is not NodeState.SKIPPED or rec.skip_reason == "handler" else None,
+                        "state": rec.state.value,
+                        "error": rec.error,
+                        "input": rec.input,
+                    }
+            act["nodes"] = views
+        if "execution" in names:
+            act["execution"] = {
+                "id": self.id,
+                "workflow": self.record.workflow,
+                "version": self.record.version,
+                "attempt": 1,
+                "started_at": _iso(self.record.started_at),
+            }
+        if "secrets" in names:
+            act["secrets"] = self.engine.secrets
+        if extra:
+            act.update(extra)
+        return act
+
+    def _start(self, node: NodePlan) -> None:
+        rec = self.records[node.id]
+        if rec.state is not NodeState.READY:
+            return
+        if node.when is not None:
+            try:
+                ok = node.when.evaluate(self._activation(node.when.names, node.when.node_refs))
+                if not isinstance(ok, bool):
+                    raise ExpressionError(node.when.path, f"must yield a bool, got {_typename(ok)}")
+            except ExpressionError as exc:
+                self._node_failed(node, rec, error_dict("expression_error", exc.message, {"path": exc.path}))
+                return
+            if not ok:
+                self._skip(node, "when")
+                return
+        kind = node.kind
+        if kind == "wait":
+            self._start_wait(node, rec)
+        elif kind == "map":
+            self._start_map(node, rec)
+        elif node.inline:
+            self._begin_attempt(rec)
+            try:
+                value = self._inline_value(node, rec)
+            except ExpressionError as exc:
+                self._attempt_failed(node, rec, error_dict("expression_error", exc.message, {"path": exc.path}))
+                return
+            except ToolFailure as exc:
+                self._attempt_failed(node, rec, error_dict(exc.type, exc.message, exc.details))
+                return
+            self._succeeded(node, rec, value)
+        else:
+            self._begin_attempt(rec)
+            attempt = rec.attempt
+            self.to_launch.append((node.id, lambda: self._call(node.id, node, node.step, attempt, None, None)))
+
+    def _begin_attempt(self, rec: NodeRecord) -> None:
+        rec.attempt += 1
+        rec.wake_at = None
+        if rec.started_at is None:
+            rec.started_at = self.engine.clock()
+        self._set_node(rec, NodeState.RUNNING, {"attempt": rec.attempt})
+
+    def _inline_value(self, node: NodePlan, rec: NodeRecord) -> Any:
+        if node.kind == "pass":
+            t = node.step.value
+            if t.is_constant:
+                return t.constant
+            return t.evaluate(self._activation(node.names, node.node_refs))
+        if node.kind == "switch":
+            act = self._activation(node.names, node.node_refs)
+            for case in node.cases:
+                value = case.when.evaluate(act)
+                if not isinstance(value, bool):
+                    raise ExpressionError(case.when.path, f"must yield a bool, got {_typename(value)}")
+                if value:
+                    self.choice[node.id] = case.target
+                    return case.target
+            if node.default:
+                self.choice[node.id] = node.default
+                return node.default
+            raise ToolFailure("no_choice_matched", f"no case of switch {node.id!r} matched and it has no default")
+        if node.kind == "aggregate":
+            return self._aggregate(node)
+        raise AssertionError(node.kind)
+
+    def _aggregate(self, node: NodePlan) -> Any:
+        order = {nid: i for i, nid in enumerate(e.source for e in node.incoming)}
+        sources = sorted({e.source for e in self.taken.get(node.id, ())}, key=order.__getitem__)
+        outputs = [self.records[s].output for s in sources]
+        strategy = node.strategy
+        if strategy == "merge":
+            merged: dict[str, Any] = {}
+            for out in outputs:
+                if out is None:
+                    continue
+                if not isinstance(out, dict):
+                    raise ToolFailure("tool_error", f"merge needs objects, got {_typename(out)}")
+                _deep_merge(merged, out)
+            return merged
+        if strategy == "concat":
+            result: list[Any] = []
+            for out in outputs:
+                if out is None:
+                    continue
+                if not isinstance(out, list):
+                    raise ToolFailure("tool_error", f"concat needs lists, got {_typename(out)}")
+                result.extend(out)
+            return result
+        if strategy == "first":
+            return outputs[0] if outputs else None
+        if strategy == "vote":
+            best, count = None, 0
+            tallies: list[tuple[Any, int]] = []
+            for out in outputs:
+                for i, (value, n) in enumerate(tallies):
+                    if value == out:
+                        tallies[i] = (value, n + 1)
+                        break
+                else:
+                    tallies.append((out, 1))
+            for value, n in tallies:
+                if n > count:
+                    best, count = value, n
+            return best
+        act = self._activation(node.names, node.node_refs, {"outputs": outputs})
+        return node.expr.evaluate(act)
+
+    async def _call(
+        self, key: str, node: NodePlan, step: StepPlan, attempt: int, item: Any, index: int | None
+    ) -> None:
+        """One attempt of a tool, agent or workflow call; posts its outcome to the loop."""
+        try:
+            extra = {"item": item, "index": index} if index is not None else None
+            act = self._activation(node.names, node.node_refs, extra)
+            timeout = node.timeout if step.timeout is None else step.timeout
+            ctx = CallContext(
+                execution_id=self.id,
+                node_id=node.id,
+                attempt=attempt,
+                idempotency_key=f"{self.id}/{node.id}" + (f"/{index}" if index is not None else ""),
+                tenant=self.record.tenant,
+                secrets=self.engine.secrets,
+            )
+            if timeout:
+                async with asyncio.timeout(timeout):
+                    value = await self._invoke(step, act, ctx, key, attempt)
+            else:
+                value = await self._invoke(step, act, ctx, key, attempt)
+            self._post(("done", key, attempt, True, value))
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self._post(("done", key, attempt, False, error_dict("timeout", f"attempt {attempt} timed out after {timeout}s")))
+        except ToolFailure as exc:
+            err = error_dict(exc.type, exc.message, exc.details)
+            if exc.retry_after is not None:
+                err["retry_after"] = exc.retry_after
+            self._post(("done", key, attempt, False, err))
+        except ExpressionError as exc:
+            self._post(("done", key, attempt, False, error_dict("expression_error", exc.message, {"path": exc.path})))
+        except Exception as exc:  # a bug in a tool must not take the engine down
+            log.exception("node %s of %s failed unexpectedly", key, self.id)
+            self._post(("done", key, attempt, False, error_dict("internal", f"{type(exc).__name__}: {exc}")))
+
+    async def _invoke(self, step: StepPlan, act: dict[str, Any], ctx: CallContext, key: str, attempt: int) -> Any:
+        if step.kind == "tool":
+            args = step.args.evaluate(act)
+            schema = step.tool.args_schema
+            if schema:
+                errors = sorted(
+                    jsonschema.Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.path)
+                )
+                if errors:
+                    e = errors[0]
+                    where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.path)
+                    raise ToolFailure("invalid_args", f"args{where}: {e.message}", details={"field": f"args{where}"})
+            return await step.tool.call(args, ctx)
+        if step.kind == "agent":
+            request = AgentRequest(
+                model=step.model,
+                prompt=step.prompt.evaluate(act) if step.prompt else "",
+                system=step.system.evaluate(act) if step.system else "",
+                output_schema=step.output_schema,
+                tools=step.agent_tools,
+                max_turns=step.max_turns,
+                temperature=step.temperature,
+                max_tokens=step.max_tokens,
+            )
+            answer = await step.provider.complete(request, ctx)
+            if step.output_schema is not None:
+                try:
+                    jsonschema.validate(answer, step.output_schema)
+                except jsonschema.ValidationError as exc:
+                    raise ToolFailure("invalid_output", f"answer does not match output_schema: {exc.message}") from None
+            return answer
+        if step.kind == "pass":
+            return step.value.evaluate(act)
+        if step.kind == "workflow":
+            child_input = step.workflow_input.evaluate(act) if step.workflow_input else {}
+            return await self.engine._run_child(self, key, attempt, step, child_input)
+        raise AssertionError(step.kind)
+
+    # ----------------------------------------------------------- outcomes
+    def _succeeded(self, node: NodePlan, rec: NodeRecord, raw: Any) -> None:
+        output = raw
+        try:
+            if node.output is not None:
+                output = node.output.evaluate(self._activation(node.output.names, node.output.node_refs, {"output": raw}))
+            if node.export:
+                act = None
+                for key, t in node.export.items():
+                    if act is None:
+                        names = frozenset().union(*(x.names for x in node.export.values()))
+                        refs = frozenset().union(*(x.node_refs for x in node.export.values()))
+                        act = self._activation(names, refs, {"output": output})
+                    # Copy on write: a committed record may share the old dict.
+                    self.record.vars = {**self.record.vars, key: t.evaluate(act)}
+                self.batch.execution = self.record
+        except ExpressionError as exc:
+            self._node_failed(node, rec, error_dict("expression_error", exc.message, {"path": exc.path}))
+            return
+        rec.output = output
+        rec.error = None
+        rec.ended_at = self.engine.clock()
+        self._decided(rec)
+        self._set_node(rec, NodeState.SUCCEEDED, {"attempt": rec.attempt, "output": output})
+        self._decide_edges(node.id, True)
+
+    def _attempt_failed(self, node: NodePlan, rec: NodeRecord, err: dict[str, Any]) -> None:
+        rec.error = err
+        policy: RetrySpec = node.retry
+        if policy.allows_retry(rec.attempt, err["type"]):
+            delay = policy.delay(rec.attempt, self.engine.rng)
+            if "retry_after" in err:
+                delay = max(delay, float(err["retry_after"]))
+            if node.total_timeout is None or (
+                self.engine.clock() + delay - (rec.started_at or 0) < node.total_timeout
+            ):
+                rec.wake_at = self.engine.clock() + delay
+                self._set_node(rec, NodeState.RETRYING, {"attempt": rec.attempt, "error": err, "delay": delay})
+                self.retrying.add(node.id)
+                self._arm_timer(node.id, delay, self._retry_due)
+                return
+        self._node_failed(node, rec, err)
+
+    def _retry_due(self, node_id: str) -> None:
+        self._post(("retry", node_id))
+
+    def _retry_now(self, key: str) -> None:
+        self.timers.pop(key, None)
+        if "[" in key:
+            self._item_retry(key)
+            return
+        self.retrying.discard(key)
+        rec = self.records.get(key)
+        if rec is None or rec.state is not NodeState.RETRYING:
+            return
+        self._set_node(rec, NodeState.READY, {"attempt": rec.attempt + 1})
+        self._push_ready(self.plan.nodes[key])
+
+    def _node_failed(self, node: NodePlan, rec: NodeRecord, err: dict[str, Any]) -> None:
+        rec.error = err
+        rec.ended_at = self.engine.clock()
+        self._decided(rec)
+        self._set_node(rec, NodeState.FAILED, {"attempt": rec.attempt, "error": err})
+        error = dict(err)
+        error["node"] = node.id
+        self._finish(ExecutionState.FAILED, error=error)
+
+    def _arm_timer(self, key: str, delay: float, callback: Callable[[str], None]) -> None:
+        old = self.timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self.timers[key] = asyncio.get_running_loop().call_later(max(0.0, delay), callback, key)
+
+    # -------------------------------------------------------------- waits
+    def _start_wait(self, node: NodePlan, rec: NodeRecord) -> None:
+        now = self.engine.clock()
+        if rec.started_at is None:
+            rec.started_at = now
+        rec.attempt += 1
+        if node.signal:
+            for sig in self.buffered:
+                if sig.name == node.signal:
+                    self.buffered.remove(sig)
+                    self.batch.consumed_signals.append((self.id, sig.seq, node.id))
+                    self._set_node(rec, NodeState.RUNNING, {"attempt": rec.attempt})
+                    self._succeeded(node, rec, sig.data)
+                    return
+            self.waiting_signal.setdefault(node.signal, []).append(node.id)
+            if node.wait_timeout:
+                rec.wake_at = now + node.wait_timeout
+                self._arm_timer(node.id, node.wait_timeout, self._wait_timed_out)
+        else:
+            if node.duration is not None:
+                wake = now + node.duration
+            else:
+                try:
+                    wake = _parse_time(node.until.evaluate(self._activation(node.names, node.node_refs)))
+                except (ExpressionError, ValueError) as exc:
+                    path = getattr(exc, "path", node.path + ".wait.until")
+                    self._node_failed(node, rec, error_dict("expression_error", str(exc), {"path": path}))
+                    return
+            rec.wake_at = wake
+            if node.wait_timeout and node.wait_timeout < wake - now:
+                rec.wake_at = now + node.wait_timeout
+                self._arm_timer(node.id, node.wait_timeout, self._wait_timed_out)
+            else:
+                self._arm_timer(node.id, wake - now, self._wait_elapsed)
+        self._set_node(rec, NodeState.WAITING, {"signal": node.signal} if node.signal else {"wake_at": _iso(rec.wake_at)})
+
+    def _restore_wait(self, node: NodePlan, rec: NodeRecord) -> None:
+        now = self.engine.clock()
+        if node.signal:
+            for sig in self.buffered:
+                if sig.name == node.signal:
+                    self.buffered.remove(sig)
+                    self.batch.consumed_signals.append((self.id, sig.seq, node.id))
+                    self._succeeded(node, rec, sig.data)
+                    return
+            self.waiting_signal.setdefault(node.signal, []).append(node.id)
+            if rec.wake_at is not None:
+                self._arm_timer(node.id, rec.wake_at - now, self._wait_timed_out)
+        elif rec.wake_at is not None:
+            timed_out = bool(node.wait_timeout) and (
+                node.duration is None or node.wait_timeout < node.duration
+            ) and node.until is None
+            self._arm_timer(node.id, rec.wake_at - now, self._wait_timed_out if timed_out else self._wait_elapsed)
+
+    def _wait_elapsed(self, node_id: str) -> None:
+        self._post(("wait_over", node_id, False))
+
+    def _wait_timed_out(self, node_id: str) -> None:
+        self._post(("wait_over", node_id, True))
+
+    def _unregister_wait(self, node: NodePlan) -> None:
+        waiting = self.waiting_signal.get(node.signal)
+        if waiting and node.id in waiting:
+            waiting.remove(node.id)
+            if not waiting:
+                del self.waiting_signal[node.signal]
+
+    def _signal(self, sig: SignalRecord) -> None:
+        if sig.seq in self.seen_signals:
+            return
+        self.seen_signals.add(sig.seq)
+        self._event("signal.received", None, {"signal": sig.name, "signal_id": sig.signal_id, "data": sig.data})
+        waiting = self.waiting_signal.get(sig.name)
+        if not waiting:
+            self.buffered.append(sig)
+            return
+        node_id = waiting.pop(0)
+        if not waiting:
+            del self.waiting_signal[sig.name]
+        handle = self.timers.pop(node_id, None)
+        if handle is not None:
+            handle.cancel()
+        self.batch.consumed_signals.append((self.id, sig.seq, node_id))
+        self._succeeded(self.plan.nodes[node_id], self.records[node_id], sig.data)
+
+    # --------------------------------------------------------------- maps
+    def _start_map(self, node: NodePlan, rec: NodeRecord) -> None:
+        self._begin_attempt(rec)
+        try:
+            items = node.items.evaluate(self._activation(node.names, node.node_refs))
+        except ExpressionError as exc:
+            self._node_failed(node, rec, error_dict("expression_error", exc.message, {"path": exc.path}))
+            return
+        if not isinstance(items, list):
+            self._node_failed(
+                node, rec, error_dict("expression_error", f"items must be a list, got {_typename(items)}", {"path": node.items.path})
+            )
+            return
+        if not items:
+            self._succeeded(node, rec, [])
+            return
+        self.maps[node.id] = _MapState(
+            items=items, results=[None] * len(items), queue=deque(range(len(items))), remaining=len(items)
+        )
+        self._fill_map(node)
+
+    def _restore_map(self, node: NodePlan, rec: NodeRecord) -> None:
+        try:
+            items = node.items.evaluate(self._activation(node.names, node.node_refs))
+        except ExpressionError as exc:
+            self._node_failed(node, rec, error_dict("expression_error", exc.message, {"path": exc.path}))
+            return
+        state = _MapState(items=items, results=[None] * len(items), queue=deque(), remaining=len(items))
+        restored = self._items_restored.get(node.id, {})
+        for i in range(len(items)):
+            irec = restored.get(i)
+            if irec is not None and irec.state is NodeState.SUCCEEDED:
+                state.results[i] = irec.output
+                state.remaining -= 1
+                continue
+            state.queue.append(i)
+            if irec is not None:
+                if irec.state is NodeState.RUNNING:
+                    # An attempt cut short by the restart counts; the item is retried.
+                    policy = node.body.retry or node.retry
+                    if not policy.allows_retry(irec.attempt, "internal"):
+                        self._node_failed(node, rec, error_dict(
+                            "internal", "the attempt was interrupted by a restart", {"index": i}))
+                        return
+                self._items[f"{node.id}[{i}]"] = irec
+        self.maps[node.id] = state
+        if state.remaining == 0:
+            self._map_finished(node)
+            return
+        self._fill_map(node)
+
+    def _fill_map(self, node: NodePlan) -> None:
+        state = self.maps[node.id]
+        limit = node.max_concurrency or len(state.items)
+        while state.running < limit and state.queue:
+            self._launch_item(node, state.queue.popleft())
+
+    def _launch_item(self, node: NodePlan, index: int) -> None:
+        state = self.maps[node.id]
+        key = f"{node.id}[{index}]"
+        items = self._items
+        irec = items.get(key)
+        if irec is None:
+            irec = items[key] = NodeRecord(self.id, key, NodeState.PENDING)
+        irec.attempt += 1
+        if irec.started_at is None:
+            irec.started_at = self.engine.clock()
+        irec.wake_at = None
+        self._set_node(irec, NodeState.RUNNING, {"attempt": irec.attempt, "index": index})
+        state.running += 1
+        attempt = irec.attempt
+        item = state.items[index]
+        self.to_launch.append((key, lambda: self._call(key, node, node.body, attempt, item, index)))
+
+    def _item_done(self, key: str, attempt: int, ok: bool, value: Any) -> None:
+        node_id, index = key.split("[", 1)
+        index_n = int(index[:-1])
+        irec = self._items.get(key)
+        state = self.maps.get(node_id)
+        if irec is None or state is None or irec.attempt != attempt or irec.state is not NodeState.RUNNING:
+            return
+        node = self.plan.nodes[node_id]
+        state.running -= 1
+        if ok:
+            irec.output = value
+            irec.ended_at = self.engine.clock()
+            self._set_node(irec, NodeState.SUCCEEDED, {"attempt": attempt, "index": index_n})
+            state.results[index_n] = value
+            state.remaining -= 1
+            if state.remaining == 0:
+                self._map_finished(node)
+            else:
+                self._fill_map(node)
+            return
+        irec.error = value
+        policy = node.body.retry or node.retry
+        if policy.allows_retry(attempt, value["type"]):
+            delay = policy.delay(attempt, self.engine.rng)
+            if "retry_after" in value:
+                delay = max(delay, float(value["retry_after"]))
+            irec.wake_at = self.engine.clock() + delay
+            self._set_node(irec, NodeState.RETRYING, {"attempt": attempt, "error": value, "delay": delay, "index": index_n})
+            state.retrying.add(index_n)
+            self._arm_timer(key, delay, self._retry_due)
+            return
+        irec.ended_at = self.engine.clock()
+        self._set_node(irec, NodeState.FAILED, {"attempt": attempt, "error": value, "index": index_n})
+        rec = self.records[node_id]
+        self._cancel_items(node_id)
+        err = dict(value)
+        err["details"] = dict(err.get("details") or {}, index=index_n)
+        self._node_failed(node, rec, err)
+
+    def _item_retry(self, key: str) -> None:
+        node_id, index = key.split("[", 1)
+        index_n = int(index[:-1])
+        state = self.maps.get(node_id)
+        if state is None or index_n not in state.retrying:
+            return
+        state.retrying.discard(index_n)
+        self._launch_item(self.plan.nodes[node_id], index_n)
+
+    def _map_finished(self, node: NodePlan) -> None:
+        state = self.maps.pop(node.id)
+        self._succeeded(node, self.records[node.id], state.results)
+
+    def _cancel_items(self, node_id: str) -> None:
+        prefix = f"{node_id}["
+        for key in [k for k in self.tasks if k.startswith(prefix)]:
+            self.tasks.pop(key).cancel()
+            irec = self._items[key]
+            if irec.state is NodeState.RUNNING:
+                irec.ended_at = self.engine.clock()
+                self._set_node(irec, NodeState.CANCELLED, {"attempt": irec.attempt})
+        for key in [k for k in self.timers if k.startswith(prefix)]:
+            self.timers.pop(key).cancel()
+        self.maps.pop(node_id, None)
+
+    # ------------------------------------------------------------ endings
+    def _succeed(self) -> None:
+        plan = self.plan
+        try:
+            if plan.output is not None:
+                output = plan.output.evaluate(
+                    self._activation(plan.output.names, plan.output.node_refs)
+                )
+            else:
+                output = {
+                    nid: self.records[nid].output
+                    for nid, node in plan.nodes.items()
+                    if node.sink and self.records.get(nid) is not None
+                    and self.records[nid].state is NodeState.SUCCEEDED
+                }
+        except ExpressionError as exc:
+            self._finish(
+                ExecutionState.FAILED,
+                error={"type": "expression_error", "message": exc.message, "details": {"path": exc.path}},
+            )
+            return
+        self.record.output = output
+        self._finish(ExecutionState.SUCCEEDED)
+
+    def _finish(self, state: ExecutionState, error: dict[str, Any] | None = None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._cancel_all(detach=False)
+        self.record.error = error
+        self.record.ended_at = self.engine.clock()
+        self._set_exec_state(state, {"error": error} if error else {"output": self.record.output})
+
+    def _cancel_all(self, *, detach: bool) -> None:
+        """Cancels running calls and timers; unless detaching (shutdown), records it."""
+        for key, task in list(self.tasks.items()):
+            task.cancel()
+            if detach:
+                continue
+            rec = self.records.get(key) or self._items.get(key)
+            if rec is not None and rec.state is NodeState.RUNNING:
+                rec.ended_at = self.engine.clock()
+                self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
+        self.tasks.clear()
+        for key, handle in list(self.timers.items()):
+            handle.cancel()
+            if detach:
+                continue
+            rec = self.records.get(key)
+            if rec is not None and rec.state in (NodeState.RETRYING, NodeState.WAITING):
+                rec.ended_at = self.engine.clock()
+                self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
+        self.timers.clear()
+        self.retrying.clear()
+        if not detach:
+            for names in self.waiting_signal.values():
+                for nid in names:
+                    rec = self.records[nid]
+                    if rec.state is NodeState.WAITING:
+                        self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
+            self.waiting_signal.clear()
+
+
+def _deep_merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for k, v in other.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _deep_merge(into[k], v)
+        else:
+            into[k] = v if not isinstance(v, dict) else dict(v)
+
+
+def _typename(value: Any) -> str:
+    return {bool: "bool", int: "int", float: "double", str: "string", list: "list", dict: "map"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+
+
+def _parse_time(value: Any) -> float:
+    import datetime as dt
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"until must be an RFC 3339 timestamp, got {_typename(value)}")
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.timestamp()

@@ -1,0 +1,67 @@
+"""Live delivery of committed events to watchers in this process.
+
+A watcher's buffer is bounded: a reader that falls behind is marked as overflowed and
+its buffer dropped; it then reads the missed events from the store, which holds them
+all. So a slow reader costs the server a fixed amount of memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+
+from agentrun.storage.records import EventRecord
+
+BUFFER = 1024
+
+
+class Subscription:
+    __slots__ = ("buffer", "overflowed", "_event", "_hub", "_key")
+
+    def __init__(self, hub: Hub, key: str) -> None:
+        self.buffer: deque[EventRecord] = deque()
+        self.overflowed = False
+        self._event = asyncio.Event()
+        self._hub = hub
+        self._key = key
+
+    def push(self, events: Iterable[EventRecord]) -> None:
+        if self.overflowed:
+            return
+        self.buffer.extend(events)
+        if len(self.buffer) > BUFFER:
+            self.buffer.clear()
+            self.overflowed = True
+        self._event.set()
+
+    async def wait(self) -> None:
+        if not self.buffer and not self.overflowed:
+            self._event.clear()
+            await self._event.wait()
+
+    def close(self) -> None:
+        self._hub._remove(self._key, self)
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subs: dict[str, list[Subscription]] = {}
+
+    def subscribe(self, execution_id: str) -> Subscription:
+        sub = Subscription(self, execution_id)
+        self._subs.setdefault(execution_id, []).append(sub)
+        return sub
+
+    def publish(self, execution_id: str, events: list[EventRecord]) -> None:
+        subs = self._subs.get(execution_id)
+        if subs and events:
+            for sub in subs:
+                sub.push(events)
+
+    def _remove(self, key: str, sub: Subscription) -> None:
+        subs = self._subs.get(key)
+        if subs and sub in subs:
+            subs.remove(sub)
+            if not subs:
+                del self._subs[key]
