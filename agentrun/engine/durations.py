@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
-__all__ = ["MAX_SECONDS", "format_duration", "parse_duration", "to_proto_json"]
+__all__ = ["MAX_SECONDS", "format_duration", "parse_duration", "to_proto_json", "to_seconds_nanos"]
 
 # google.protobuf.Duration's range: +-10,000 years.
 MAX_SECONDS = 315_576_000_000
@@ -93,11 +93,16 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
-def to_proto_json(seconds: float) -> str:
-    """Protobuf JSON duration text (`"0.500s"`), rounded to nanoseconds as protobuf stores it."""
+def to_seconds_nanos(seconds: float) -> tuple[int, int]:
+    """The (seconds, nanos) of a google.protobuf.Duration, rounded to nanoseconds exactly."""
     exact = _exact(seconds).quantize(_NANO, rounding=ROUND_HALF_EVEN)
     whole = int(exact)
-    nanos = int((exact - whole) * 1_000_000_000)
+    return whole, int((exact - whole) * 1_000_000_000)
+
+
+def to_proto_json(seconds: float) -> str:
+    """Protobuf JSON duration text (`"0.500s"`), rounded to nanoseconds as protobuf stores it."""
+    whole, nanos = to_seconds_nanos(seconds)
     if nanos == 0:
         return f"{whole}s"
     if nanos % 1_000_000 == 0:

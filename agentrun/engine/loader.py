@@ -14,21 +14,21 @@ anchor), where depth is bounded without recursion, and where YAML 1.2 core scala
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from itertools import accumulate
 from typing import Any
 
 import yaml
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from agentrun.engine.durations import parse_duration, to_proto_json
+from agentrun.engine.durations import parse_duration, to_seconds_nanos
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
-from agentrun.v1.workflow_pb2 import WorkflowSpec
+from agentrun.v1.workflow_pb2 import Transitions, WorkflowSpec
 
 try:  # libyaml when present: same events, several times faster
     from yaml.cyaml import CParser as _EventParser
@@ -69,24 +69,25 @@ class _Refused(Exception):
 
 def load_workflow(text: str | bytes, *, filename: str = "") -> WorkflowSpec:
     """Reads a workflow file; raises InvalidWorkflow listing every problem found."""
-    return _to_spec(load_document(text, filename=filename))
-
-
-def load_document(text: str | bytes, *, filename: str = "") -> dict[str, Any]:
-    """The normalised protobuf-JSON dict of a workflow file, before protobuf sees it."""
     try:
         decoded = _decode(text)
         is_json = filename.lower().endswith(".json") or decoded.lstrip().startswith("{")
         document = _parse_json(decoded) if is_json else _parse_yaml(decoded)
     except _Refused as refused:
         raise InvalidWorkflow([Diagnostic("", _where(filename) + refused.message)]) from None
-    return _normalise(document)
+    return _build(document)
+
+
+def load_document(text: str | bytes, *, filename: str = "") -> dict[str, Any]:
+    """A workflow file as its normalised protobuf JSON dict: full enum names, `"1800s"`
+    durations, shorthands expanded; what `agentrun` prints and stores."""
+    return spec_to_dict(load_workflow(text, filename=filename))
 
 
 def spec_from_dict(document: Mapping[str, Any]) -> WorkflowSpec:
     """A spec from its protobuf JSON dict (a stored spec or a hand-built one), with the same
     conveniences and checks as files, so that what loads from a file also loads from storage."""
-    return _to_spec(_normalise(document))
+    return _build(document)
 
 
 def spec_to_dict(spec: WorkflowSpec) -> dict[str, Any]:
@@ -98,7 +99,13 @@ def _where(filename: str) -> str:
     return f"{filename}: " if filename else ""
 
 
-def _normalise(document: Any) -> dict[str, Any]:
+def _build(document: Any) -> WorkflowSpec:
+    """Pass 1 checks and normalises into constructor arguments; only a clean document is built.
+
+    The message is built by its constructor rather than json_format.ParseDict: pass 1 has done
+    every check ParseDict would, and ParseDict's per-field Python costs ~20 us a node (200 ms
+    for 10,000 nodes) where the constructor runs in C.
+    """
     if document is None:
         raise InvalidWorkflow([Diagnostic("", "the document is empty; a workflow is a mapping")])
     if not isinstance(document, Mapping):
@@ -106,17 +113,13 @@ def _normalise(document: Any) -> dict[str, Any]:
             [Diagnostic("", f"a workflow is a mapping at the top level, got {_describe(document)}")]
         )
     errors: list[Diagnostic] = []
-    normalised = _walk_message(_info(WorkflowSpec.DESCRIPTOR), document, "", errors, 1)
+    arguments = _walk_message(_info(WorkflowSpec.DESCRIPTOR), document, "", errors, 1)
     if errors:
         raise InvalidWorkflow(errors)
-    return normalised
-
-
-def _to_spec(document: dict[str, Any]) -> WorkflowSpec:
     try:
-        return json_format.ParseDict(document, WorkflowSpec())
-    except json_format.ParseError as exc:  # pass 1 should have caught it; say so plainly anyway
-        raise InvalidWorkflow([Diagnostic("", str(exc))]) from None
+        return WorkflowSpec(**arguments)
+    except (TypeError, ValueError) as exc:  # pass 1 should have caught it; say so plainly anyway
+        raise InvalidWorkflow([Diagnostic("", f"not a valid WorkflowSpec: {exc}")]) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,30 +167,15 @@ def _noted(mapping: dict[Any, Any], notes: list[tuple[Any, str]]) -> _Noted:
 
 # JSON ---------------------------------------------------------------------------------------
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-
-
 def _parse_json(text: str) -> Any:
-    _check_json_depth(text)
+    """Depth is bounded by the walk (MAX_DEPTH); deeper than json's own recursion bound, which
+    it enforces without touching the C stack, is a RecursionError here, reported the same way."""
     try:
         return json.loads(text, object_pairs_hook=_json_object, parse_constant=_json_constant)
     except json.JSONDecodeError as exc:
         raise _Refused(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except RecursionError:  # pragma: no cover - _check_json_depth stops this first
+    except RecursionError:
         raise _Refused(_too_deep("")) from None
-
-
-def _check_json_depth(text: str) -> None:
-    """Depth from the brackets outside strings, counted in C-speed passes: json.loads itself
-    would recurse, and a 100k-deep `[[[[` must fail before it."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    deepest = max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
-    if deepest > MAX_DEPTH:
-        raise _Refused(_too_deep(""))
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -216,11 +204,14 @@ def _too_deep(where: str) -> str:
 _YAML_NULL = frozenset({"", "~", "null", "Null", "NULL"})
 _YAML_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _YAML_INT = re.compile(r"[-+]?[0-9]+")
-_YAML_OCT = re.compile(r"0o[0-7]+")
-_YAML_HEX = re.compile(r"0x[0-9a-fA-F]+")
-_YAML_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
-_YAML_INF = re.compile(r"[-+]?\.(?:inf|Inf|INF)")
-_YAML_NAN = re.compile(r"\.(?:nan|NaN|NAN)")
+_YAML_NUMBER = re.compile(
+    r"(?P<int>[-+]?[0-9]+)"
+    r"|0o(?P<oct>[0-7]+)"
+    r"|0x(?P<hex>[0-9a-fA-F]+)"
+    r"|(?P<float>[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?)"
+    r"|(?P<inf>[-+]?\.(?:inf|Inf|INF))"
+    r"|(?P<nan>\.(?:nan|NaN|NAN))"
+)
 _TAG = "tag:yaml.org,2002:"
 _NUMERIC_START = frozenset("-+.0123456789")
 
@@ -233,28 +224,28 @@ def _resolve_plain(value: str) -> Any:
         return _YAML_BOOL[value]
     if value[0] not in _NUMERIC_START:
         return value
+    match = _YAML_NUMBER.fullmatch(value)
+    if match is None:
+        return value
+    kind = match.lastgroup
     try:
-        if _YAML_INT.fullmatch(value):
+        if kind == "int":
             return int(value)
-        if _YAML_OCT.fullmatch(value):
-            return int(value[2:], 8)
-        if _YAML_HEX.fullmatch(value):
-            return int(value[2:], 16)
-        if _YAML_FLOAT.fullmatch(value):
-            return float(value)
+        if kind == "oct":
+            return int(match["oct"], 8)
+        if kind == "hex":
+            return int(match["hex"], 16)
     except ValueError:  # an integer too long for Python's int() limit: keep the text
         return value
-    if _YAML_INF.fullmatch(value):
+    if kind == "inf":
         return -math.inf if value[0] == "-" else math.inf
-    if _YAML_NAN.fullmatch(value):
-        return math.nan
-    return value
+    return math.nan if kind == "nan" else float(value)
 
 
 def _resolve_scalar(event: yaml.ScalarEvent) -> Any:
     tag = event.tag
-    if tag is None or tag == "!":
-        return _resolve_plain(event.value) if event.implicit[0] else event.value
+    if tag == "!":
+        return event.value
     if tag == _TAG + "str":
         return event.value
     if tag in (_TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"):
@@ -296,7 +287,7 @@ def _yaml_syntax_message(exc: yaml.MarkedYAMLError, text: str) -> str:
     return message
 
 
-# Frame slots: container, is_mapping, pending key (or _NO_KEY), key event, notes.
+# Frame slots: container, is_mapping, pending key (or _NO_KEY), key event, notes, start event.
 _NO_KEY: Any = object()
 
 
@@ -317,7 +308,12 @@ def _build_from_events(parser: Any, text: str) -> Any:
         if kind is scalar_event:
             if event.anchor is not None:
                 raise _Refused(_anchor_message(event))
-            value: Any = _resolve_scalar(event)
+            if event.tag is not None:
+                value: Any = _resolve_scalar(event)
+            elif event.implicit[0]:
+                value = _resolve_plain(event.value)
+            else:
+                value = event.value
         elif kind is mapping_start or kind is sequence_start:
             if event.anchor is not None:
                 raise _Refused(_anchor_message(event))
@@ -326,11 +322,12 @@ def _build_from_events(parser: Any, text: str) -> Any:
             if len(stack) >= MAX_DEPTH:
                 raise _Refused(_too_deep(f" at line {event.start_mark.line + 1}"))
             is_mapping = kind is mapping_start
-            stack.append([{} if is_mapping else [], is_mapping, _NO_KEY, None, None])
+            stack.append([{} if is_mapping else [], is_mapping, _NO_KEY, None, None, event])
             continue
         elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             frame = stack.pop()
             value = _noted(frame[0], frame[4]) if frame[4] else frame[0]
+            event = frame[5]  # where the container started: what a key error should name
         elif kind is yaml.AliasEvent:
             raise _Refused(
                 f"{_mark(event)}: YAML aliases (*{event.anchor}) are not allowed; "
@@ -357,12 +354,17 @@ def _build_from_events(parser: Any, text: str) -> Any:
             frame[2] = value
             frame[3] = event
         else:
-            _store(frame, value)
+            key = frame[2]
+            frame[2] = _NO_KEY
+            if type(key) is str and key not in frame[0]:
+                frame[0][key] = value
+            else:
+                _store(frame, key, value)
 
 
-def _store(frame: list[Any], value: Any) -> None:
-    mapping, key, key_event = frame[0], frame[2], frame[3]
-    frame[2] = _NO_KEY
+def _store(frame: list[Any], key: Any, value: Any) -> None:
+    """The slow path of a mapping entry: keys that are not strings, or are repeated."""
+    mapping, key_event = frame[0], frame[3]
     if isinstance(key, (dict, list)):
         shape = "a mapping" if isinstance(key, dict) else "a list"
         _note(frame, None, f"{shape} is used as a key at {_mark(key_event)}; {_QUOTE_HINT}")
@@ -383,7 +385,12 @@ def _anchor_message(event: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Pass 1: the walk against descriptors
+# Pass 1: the walk against descriptors. It returns constructor arguments: nested dicts for
+# messages, full names for enums, {seconds, nanos} for durations, built Struct/Value messages.
+
+_Walk = Callable[[Any, str, list[Diagnostic], int], Any]
+_Shorthand = Callable[["_Field", Any, str, list[Diagnostic], int], Any]
+_NONE: Any = object()  # "no shorthand applies": the field takes the generic walk
 
 
 @dataclass(slots=True)
@@ -397,15 +404,9 @@ class _Enum:
 @dataclass(slots=True)
 class _Field:
     name: str
-    kind: str  # message|enum|string|bytes|int|float|bool|duration|struct|value|list_value|map
-    repeated: bool = False
+    walk: _Walk
+    keeps_null: bool = False  # google.protobuf.Value: null is a value, not an absence
     message: _Message | None = None
-    enum: _Enum | None = None
-    bits: int = 32
-    signed: bool = True
-    oneof: str | None = None
-    map_key: _Field | None = None
-    map_value: _Field | None = None
 
 
 @dataclass(slots=True)
@@ -415,10 +416,10 @@ class _Message:
     fields: dict[str, _Field] = field(default_factory=dict)
     camel: dict[str, str] = field(default_factory=dict)  # lower-cased camelCase -> snake_case
     oneofs: dict[str, list[str]] = field(default_factory=dict)
+    shorthand: _Shorthand | None = None
 
 
-_CACHE: dict[str, _Message] = {}
-_ENUMS: dict[str, _Enum] = {}
+_MESSAGES: dict[str, _Message] = {}
 _INT_TYPES = {
     FieldDescriptor.TYPE_INT32: (32, True),
     FieldDescriptor.TYPE_SINT32: (32, True),
@@ -431,21 +432,16 @@ _INT_TYPES = {
     FieldDescriptor.TYPE_UINT64: (64, False),
     FieldDescriptor.TYPE_FIXED64: (64, False),
 }
-_WELL_KNOWN = {
-    "google.protobuf.Duration": "duration",
-    "google.protobuf.Struct": "struct",
-    "google.protobuf.Value": "value",
-    "google.protobuf.ListValue": "list_value",
-}
 
 
 def _info(descriptor: Descriptor) -> _Message:
     """Per-message field table, built once: the walk then costs a dict lookup per key."""
-    cached = _CACHE.get(descriptor.full_name)
+    cached = _MESSAGES.get(descriptor.full_name)
     if cached is not None:
         return cached
     info = _Message(descriptor.full_name, descriptor.name)
-    _CACHE[descriptor.full_name] = info  # before the fields: messages may refer to themselves
+    _MESSAGES[descriptor.full_name] = info  # before the fields: messages may refer to themselves
+    info.shorthand = _MESSAGE_SHORTHANDS.get(descriptor.full_name)
     for fd in descriptor.fields:
         info.fields[fd.name] = _field_info(fd)
         if fd.json_name != fd.name:
@@ -457,60 +453,368 @@ def _info(descriptor: Descriptor) -> _Message:
 
 
 def _field_info(fd: FieldDescriptor) -> _Field:
-    oneof = fd.containing_oneof.name if fd.containing_oneof is not None else None
-    if fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
-        entry = fd.message_type
-        return _Field(
-            fd.name,
-            "map",
-            map_key=_field_info(entry.fields_by_name["key"]),
-            map_value=_field_info(entry.fields_by_name["value"]),
-        )
-    result = _Field(fd.name, "", repeated=fd.is_repeated, oneof=oneof)
-    if fd.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
-        result.kind = _WELL_KNOWN.get(fd.message_type.full_name, "message")
-        if result.kind == "message":
-            result.message = _info(fd.message_type)
-    elif fd.type == FieldDescriptor.TYPE_ENUM:
-        result.kind = "enum"
-        result.enum = _enum_info(fd.enum_type, fd.name)
-    elif fd.type in _INT_TYPES:
-        result.kind = "int"
-        result.bits, result.signed = _INT_TYPES[fd.type]
-    elif fd.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-        result.kind = "float"
-    elif fd.type == FieldDescriptor.TYPE_BOOL:
-        result.kind = "bool"
-    elif fd.type == FieldDescriptor.TYPE_BYTES:
-        result.kind = "bytes"
-    else:
-        result.kind = "string"
-    return result
+    message_type = fd.message_type
+    if message_type is not None and message_type.GetOptions().map_entry:
+        return _Field(fd.name, _map_walker(_single_walker(message_type.fields_by_name["value"])))
+    walk = _single_walker(fd)
+    if fd.is_repeated:
+        walk = _list_walker(walk, strings=fd.type == FieldDescriptor.TYPE_STRING)
+    info = _info(message_type) if _is_plain_message(fd) else None
+    keeps_null = message_type is not None and message_type.full_name == "google.protobuf.Value"
+    return _Field(fd.name, walk, keeps_null=keeps_null and not fd.is_repeated, message=info)
+
+
+def _is_plain_message(fd: FieldDescriptor) -> bool:
+    return fd.message_type is not None and fd.message_type.full_name not in _WELL_KNOWN
+
+
+def _single_walker(fd: FieldDescriptor) -> _Walk:
+    if fd.message_type is not None:
+        well_known = _WELL_KNOWN.get(fd.message_type.full_name)
+        if well_known is not None:
+            return well_known
+        info = _info(fd.message_type)
+        return lambda value, path, errors, depth: _walk_message(info, value, path, errors, depth)
+    if fd.enum_type is not None:
+        return _enum_walker(_enum_info(fd.enum_type, fd.name))
+    if fd.type in _INT_TYPES:
+        return _int_walker(*_INT_TYPES[fd.type])
+    if fd.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return _walk_float
+    if fd.type == FieldDescriptor.TYPE_BOOL:
+        return _walk_bool
+    return _walk_string
 
 
 def _enum_info(descriptor: EnumDescriptor, label: str) -> _Enum:
     """Short names drop the prefix that the zero value (`BACKOFF_UNSPECIFIED`) declares."""
-    key = f"{descriptor.full_name}:{label}"
-    if key in _ENUMS:
-        return _ENUMS[key]
     names = [value.name for value in descriptor.values]
     zero = names[0]
     prefix = zero[: -len("UNSPECIFIED")] if zero.endswith("UNSPECIFIED") else ""
-    short = {
-        name.removeprefix(prefix).lower(): name for name in names if name.startswith(prefix)
-    }
+    short = {name.removeprefix(prefix).lower(): name for name in names if name.startswith(prefix)}
     short.pop("unspecified", None)
-    _ENUMS[key] = _Enum(label, frozenset(names), short, ", ".join(short))
-    return _ENUMS[key]
+    return _Enum(label, frozenset(names), short, ", ".join(short))
 
+
+# Messages, lists, maps ----------------------------------------------------------------------
+
+
+def _walk_message(
+    info: _Message, value: Any, path: str, errors: list[Diagnostic], depth: int
+) -> dict[str, Any]:
+    if type(value) is not dict:
+        if not isinstance(value, Mapping):
+            errors.append(_expected(path, f"a mapping of {info.label} fields", value))
+            return {}
+        if type(value) is _Noted:
+            _report_notes(value, path, errors)
+    if depth > MAX_DEPTH:
+        errors.append(Diagnostic(path, _too_deep("")))
+        return {}
+    fields = info.fields
+    shorthand = info.shorthand
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        spec = fields.get(key)
+        if spec is None:
+            errors.append(_key_problem(info, key, path))
+            continue
+        if item is None and not spec.keeps_null:
+            continue  # protobuf JSON: null means absent
+        sub = f"{path}.{key}" if path else key
+        if shorthand is not None:
+            fixed = shorthand(spec, item, sub, errors, depth + 1)
+            if fixed is not _NONE:
+                out[key] = fixed
+                continue
+        out[key] = spec.walk(item, sub, errors, depth + 1)
+    if info.oneofs:
+        _check_oneofs(info, out, path, errors)
+    return out
+
+
+def _list_walker(walk_item: _Walk, *, strings: bool) -> _Walk:
+    def walk(value: Any, path: str, errors: list[Diagnostic], depth: int) -> list[Any]:
+        if type(value) is not list and not isinstance(value, (list, tuple)):
+            hint = f"; write [{value}]" if isinstance(value, (str, int, float)) else ""
+            errors.append(_expected(path, "a list", value, hint))
+            return []
+        if strings and all(type(item) is str for item in value):
+            return list(value)
+        if depth > MAX_DEPTH:
+            errors.append(Diagnostic(path, _too_deep("")))
+            return []
+        out = []
+        for index, item in enumerate(value):
+            sub = f"{path}[{index}]"
+            if item is None:
+                errors.append(Diagnostic(sub, "null is not allowed in a list"))
+                continue
+            out.append(walk_item(item, sub, errors, depth + 1))
+        return out
+
+    return walk
+
+
+def _map_walker(walk_value: _Walk) -> _Walk:
+    def walk(value: Any, path: str, errors: list[Diagnostic], depth: int) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            errors.append(_expected(path, "a mapping", value))
+            return {}
+        if type(value) is _Noted:
+            _report_notes(value, path, errors)
+        if depth > MAX_DEPTH:
+            errors.append(Diagnostic(path, _too_deep("")))
+            return {}
+        out = {}
+        for key, item in value.items():
+            text = _map_key(key)
+            if text is None:
+                errors.append(Diagnostic(path, _bad_key(key)))
+                continue
+            sub = _join(path, text)
+            if item is None:
+                errors.append(Diagnostic(sub, "null is not allowed as a map value"))
+                continue
+            out[text] = walk_value(item, sub, errors, depth + 1)
+        return out
+
+    return walk
+
+
+def _check_oneofs(info: _Message, out: dict[str, Any], path: str, errors: list[Diagnostic]) -> None:
+    """Zero kinds is the validator's to report; two or more is unreadable, so it is ours."""
+    for name, members in info.oneofs.items():
+        present = [member for member in members if member in out]
+        if len(present) < 2:
+            continue
+        listed = " and ".join(f"`{member}`" for member in present)
+        if name == "kind":
+            text = f"has {len(present)} kinds, {listed}; a {info.label.lower()} has exactly one kind"
+        else:
+            text = f"{listed} are alternatives (one of `{name}`); set only one"
+        errors.append(Diagnostic(path, text))
+
+
+# Scalars ------------------------------------------------------------------------------------
+
+
+def _walk_string(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
+    if type(value) is str:
+        return value
+    errors.append(_expected(path, "a string", value))
+    return ""
+
+
+def _enum_walker(enum: _Enum) -> _Walk:
+    def walk(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
+        if isinstance(value, str):
+            if value in enum.full:
+                return value
+            full = enum.short.get(value.lower())
+            if full is not None:
+                return full
+            message = f"unknown {enum.label} {value!r}; expected one of: {enum.allowed}"
+        else:
+            message = f"expected one of: {enum.allowed}; got {_describe(value)}"
+        errors.append(Diagnostic(path, message))
+        return 0
+
+    return walk
+
+
+def _int_walker(bits: int, signed: bool) -> _Walk:
+    low = -(1 << (bits - 1)) if signed else 0
+    high = (1 << (bits - 1 if signed else bits)) - 1
+
+    def walk(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
+        number: int | None = None
+        if type(value) is int:
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str) and bits == 64 and _YAML_INT.fullmatch(value):
+            number = int(value)  # protobuf JSON writes 64-bit integers as strings
+        if number is None:
+            errors.append(_expected(path, "an integer", value))
+            return 0
+        if not low <= number <= high:
+            errors.append(Diagnostic(path, f"{number} is out of range ({low} to {high})"))
+            return 0
+        return number
+
+    return walk
+
+
+_FLOAT_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _walk_float(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
+    if type(value) is float or type(value) is int:
+        return value
+    if isinstance(value, str) and value in _FLOAT_WORDS:
+        return _FLOAT_WORDS[value]  # protobuf JSON's spelling of the non-finite doubles
+    errors.append(_expected(path, "a number", value))
+    return 0.0
+
+
+def _walk_bool(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
+    if type(value) is bool:
+        return value
+    errors.append(_expected(path, "true or false", value))
+    return False
+
+
+# Well-known types ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def _duration(text: str) -> dict[str, int]:
+    seconds, nanos = to_seconds_nanos(parse_duration(text))
+    return {"seconds": seconds, "nanos": nanos}
+
+
+def _walk_duration(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
+    if isinstance(value, str):
+        try:
+            return _duration(value)
+        except ValueError as exc:
+            errors.append(Diagnostic(path, str(exc)))
+            return {}
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    hint = f"; write {value}s" if number else ""
+    errors.append(_expected(path, "a duration such as 30s", value, hint))
+    return {}
+
+
+def _walk_struct(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
+    if not isinstance(value, Mapping):
+        errors.append(_expected(path, "a mapping", value))
+        return struct_pb2.Struct()
+    struct = struct_pb2.Struct()
+    struct.update(_json_value(value, path, errors, depth))
+    return struct
+
+
+def _walk_value(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
+    plain = _json_value(value, path, errors, depth)
+    message = struct_pb2.Value()
+    if plain is None:
+        message.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(plain, bool):
+        message.bool_value = plain
+    elif isinstance(plain, (int, float)):
+        message.number_value = plain
+    elif isinstance(plain, str):
+        message.string_value = plain
+    elif isinstance(plain, dict):
+        message.struct_value.update(plain)
+    else:
+        message.list_value.extend(plain)
+    return message
+
+
+def _walk_list_value(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
+    message = struct_pb2.ListValue()
+    if not isinstance(value, (list, tuple)):
+        errors.append(_expected(path, "a list", value))
+        return message
+    message.extend(_json_value(value, path, errors, depth))
+    return message
+
+
+_WELL_KNOWN: dict[str, _Walk] = {
+    "google.protobuf.Duration": _walk_duration,
+    "google.protobuf.Struct": _walk_struct,
+    "google.protobuf.Value": _walk_value,
+    "google.protobuf.ListValue": _walk_list_value,
+}
+
+
+def _json_value(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
+    """Free-form data for Struct/Value fields: any JSON value, with string keys."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            errors.append(Diagnostic(path, f"{value!r} is not a JSON number"))
+        return value
+    if depth > MAX_DEPTH:
+        errors.append(Diagnostic(path, _too_deep("")))
+        return None
+    if isinstance(value, Mapping):
+        if type(value) is _Noted:
+            _report_notes(value, path, errors)
+        out = {}
+        for key, item in value.items():
+            text = _map_key(key)
+            if text is None:
+                errors.append(Diagnostic(path, _bad_key(key)))
+                continue
+            out[text] = _json_value(item, _join(path, text), errors, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item, f"{path}[{i}]", errors, depth + 1) for i, item in enumerate(value)]
+    errors.append(_expected(path, "a JSON value", value))
+    return None
+
+
+# Keys, paths and messages -------------------------------------------------------------------
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _join(path: str, key: str) -> str:
+    """`a.b` for plain keys, `a["http.request"]` where a dot would mislead."""
     if not _SIMPLE_KEY.fullmatch(key):
         return f"{path}[{json.dumps(key)}]"
     return f"{path}.{key}" if path else key
+
+
+def _map_key(key: Any) -> str | None:
+    """Scalar YAML keys (`200:`) become the strings protobuf JSON map keys are."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool) or key is None:
+        return None
+    if isinstance(key, int) or (isinstance(key, float) and math.isfinite(key)):
+        return str(key)
+    return None
+
+
+def _bad_key(key: Any) -> str:
+    if isinstance(key, (dict, list, tuple)):
+        return f"{_describe(key)} is used as a key; {_QUOTE_HINT}"
+    return f"keys are strings, got {_describe(key)}"
+
+
+def _key_problem(info: _Message, key: Any, path: str) -> Diagnostic:
+    if not isinstance(key, str):
+        if isinstance(key, (dict, list, tuple)):
+            return Diagnostic(path, _bad_key(key))
+        text = f"field names are strings; {_describe(key)} is not a field of {info.label}"
+        return Diagnostic(_join(path, str(key)), text)
+    return Diagnostic(_join(path, key), _unknown_field(info, key))
+
+
+def _unknown_field(info: _Message, key: str) -> str:
+    snake = info.camel.get(key.lower())
+    if snake is not None and key != snake:
+        return f"camelCase field names are not accepted; use snake_case `{snake}`"
+    message = f"unknown field `{key}` in {info.label}"
+    close = difflib.get_close_matches(key, list(info.fields), n=1, cutoff=0.6)
+    if close:
+        message += f"; did you mean `{close[0]}`?"
+    return message
+
+
+def _report_notes(mapping: Any, path: str, errors: list[Diagnostic]) -> None:
+    for key, message in mapping.notes:
+        errors.append(Diagnostic(_join(path, str(key)) if key is not None else path, message))
+
+
+def _expected(path: str, what: str, value: Any, hint: str = "") -> Diagnostic:
+    return Diagnostic(path, f"expected {what}, got {_describe(value)}{hint}")
 
 
 def _describe(value: Any) -> str:
@@ -532,278 +836,6 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _report_notes(mapping: Mapping[Any, Any], path: str, errors: list[Diagnostic]) -> None:
-    for key, message in mapping.notes:  # type: ignore[attr-defined]
-        errors.append(Diagnostic(_join(path, str(key)) if key is not None else path, message))
-
-
-def _walk_message(
-    info: _Message, value: Any, path: str, errors: list[Diagnostic], depth: int
-) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        errors.append(Diagnostic(path, f"expected a mapping of {info.label} fields, got {_describe(value)}"))
-        return {}
-    if depth > MAX_DEPTH:
-        errors.append(Diagnostic(path, _too_deep("")))
-        return {}
-    if type(value) is _Noted:
-        _report_notes(value, path, errors)
-    shorthand = _MESSAGE_SHORTHANDS.get(info.full_name)
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        if not isinstance(key, str):
-            errors.append(Diagnostic(_join(path, str(key)), _non_string_key(key, info)))
-            continue
-        spec = info.fields.get(key)
-        if spec is None:
-            errors.append(Diagnostic(_join(path, key), _unknown_field(info, key)))
-            continue
-        if item is None and spec.kind != "value":
-            continue  # protobuf JSON: null means absent
-        sub = _join(path, key)
-        if shorthand is not None and (fixed := shorthand(spec, item, sub, errors, depth)) is not _NONE:
-            out[key] = fixed
-        else:
-            out[key] = _walk_field(spec, item, sub, errors, depth + 1)
-    if info.oneofs:
-        _check_oneofs(info, out, path, errors)
-    return out
-
-
-_NONE: Any = object()
-
-
-def _non_string_key(key: Any, info: _Message) -> str:
-    if isinstance(key, (dict, list)):
-        return f"{_describe(key)} is used as a key; {_QUOTE_HINT}"
-    return f"field names are strings; {_describe(key)} is not a field of {info.label}"
-
-
-def _unknown_field(info: _Message, key: str) -> str:
-    snake = info.camel.get(key.lower())
-    if snake is not None and key != snake:
-        return f"camelCase field names are not accepted; use snake_case `{snake}`"
-    message = f"unknown field `{key}` in {info.label}"
-    close = difflib.get_close_matches(key, list(info.fields), n=1, cutoff=0.6)
-    if close:
-        message += f"; did you mean `{close[0]}`?"
-    return message
-
-
-def _check_oneofs(info: _Message, out: dict[str, Any], path: str, errors: list[Diagnostic]) -> None:
-    for name, members in info.oneofs.items():
-        present = [member for member in members if member in out]
-        if len(present) < 2:
-            continue
-        listed = " and ".join(f"`{member}`" for member in present)
-        if name == "kind":
-            thing = "node" if info.label == "Node" else info.label.lower()
-            text = f"has {len(present)} kinds, {listed}; a {thing} has exactly one kind"
-        else:
-            text = f"{listed} are alternatives (one of `{name}`); set only one"
-        errors.append(Diagnostic(path, text))
-
-
-def _walk_field(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    if spec.kind == "map":
-        return _walk_map(spec, value, path, errors, depth)
-    if spec.repeated:
-        if not isinstance(value, (list, tuple)):
-            hint = f"; write [{value}]" if isinstance(value, (str, int, float)) else ""
-            errors.append(Diagnostic(path, f"expected a list, got {_describe(value)}{hint}"))
-            return []
-        items = []
-        for index, item in enumerate(value):
-            sub = f"{path}[{index}]"
-            if item is None:
-                errors.append(Diagnostic(sub, "null is not allowed in a list"))
-                continue
-            items.append(_walk_single(spec, item, sub, errors, depth))
-        return items
-    return _walk_single(spec, value, path, errors, depth)
-
-
-def _walk_map(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    if not isinstance(value, Mapping):
-        errors.append(Diagnostic(path, f"expected a mapping, got {_describe(value)}"))
-        return {}
-    if type(value) is _Noted:
-        _report_notes(value, path, errors)
-    value_spec = spec.map_value
-    assert value_spec is not None
-    out = {}
-    for key, item in value.items():
-        text = _map_key(key)
-        if text is None:
-            errors.append(Diagnostic(path, _bad_map_key(key)))
-            continue
-        sub = _join(path, text)
-        if item is None:
-            errors.append(Diagnostic(sub, "null is not allowed as a map value"))
-            continue
-        out[text] = _walk_single(value_spec, item, sub, errors, depth)
-    return out
-
-
-def _bad_map_key(key: Any) -> str:
-    if isinstance(key, (dict, list)):
-        return f"{_describe(key)} is used as a key; {_QUOTE_HINT}"
-    return f"keys are strings, got {_describe(key)}"
-
-
-def _map_key(key: Any) -> str | None:
-    """Scalar YAML keys (`200:`) become the strings protobuf JSON map keys are."""
-    if isinstance(key, str):
-        return key
-    if isinstance(key, bool) or key is None:
-        return None
-    if isinstance(key, int) or (isinstance(key, float) and math.isfinite(key)):
-        return str(key)
-    return None
-
-
-def _walk_single(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    kind = spec.kind
-    if kind == "message":
-        assert spec.message is not None
-        return _walk_message(spec.message, value, path, errors, depth)
-    if kind == "string" or kind == "bytes":
-        if isinstance(value, str):
-            return value
-        errors.append(Diagnostic(path, f"expected a string, got {_describe(value)}"))
-        return ""
-    handler = _SCALARS[kind]
-    return handler(spec, value, path, errors, depth)
-
-
-def _walk_enum(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    enum = spec.enum
-    assert enum is not None
-    if isinstance(value, str):
-        if value in enum.full:
-            return value
-        full = enum.short.get(value.lower())
-        if full is not None:
-            return full
-        errors.append(Diagnostic(path, f"unknown {enum.label} {value!r}; expected one of: {enum.allowed}"))
-    else:
-        errors.append(
-            Diagnostic(path, f"expected one of: {enum.allowed}; got {_describe(value)}")
-        )
-    return None
-
-
-def _walk_int(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    number: int | None = None
-    if isinstance(value, bool):
-        pass
-    elif isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and spec.bits == 64 and _YAML_INT.fullmatch(value):
-        number = int(value)  # protobuf JSON writes 64-bit integers as strings
-    if number is None:
-        errors.append(Diagnostic(path, f"expected an integer, got {_describe(value)}"))
-        return 0
-    low = -(1 << (spec.bits - 1)) if spec.signed else 0
-    high = (1 << (spec.bits - 1 if spec.signed else spec.bits)) - 1
-    if not low <= number <= high:
-        errors.append(Diagnostic(path, f"{number} is out of range ({low} to {high})"))
-    return number
-
-
-_FLOAT_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def _walk_float(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value in _FLOAT_WORDS:
-        return value  # protobuf JSON's spelling of the non-finite doubles
-    errors.append(Diagnostic(path, f"expected a number, got {_describe(value)}"))
-    return 0
-
-
-def _walk_bool(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    if isinstance(value, bool):
-        return value
-    errors.append(Diagnostic(path, f"expected true or false, got {_describe(value)}"))
-    return False
-
-
-def _walk_duration(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    if isinstance(value, str):
-        try:
-            return to_proto_json(parse_duration(value))
-        except ValueError as exc:
-            errors.append(Diagnostic(path, str(exc)))
-            return "0s"
-    hint = f"; write {value}s" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-    errors.append(
-        Diagnostic(path, f"expected a duration such as 30s, got {_describe(value)}{hint}")
-    )
-    return "0s"
-
-
-def _walk_struct(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    if not isinstance(value, Mapping):
-        errors.append(Diagnostic(path, f"expected a mapping, got {_describe(value)}"))
-        return {}
-    return _json_value(value, path, errors, depth)
-
-
-def _walk_value(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    return _json_value(value, path, errors, depth)
-
-
-def _walk_list_value(spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    if not isinstance(value, (list, tuple)):
-        errors.append(Diagnostic(path, f"expected a list, got {_describe(value)}"))
-        return []
-    return _json_value(value, path, errors, depth)
-
-
-def _json_value(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
-    """Free-form data for Struct/Value fields: any JSON value, with string keys."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            errors.append(Diagnostic(path, f"{value!r} is not a JSON number"))
-        return value
-    if depth > MAX_DEPTH:
-        errors.append(Diagnostic(path, _too_deep("")))
-        return None
-    if isinstance(value, Mapping):
-        if type(value) is _Noted:
-            _report_notes(value, path, errors)
-        out = {}
-        for key, item in value.items():
-            text = _map_key(key)
-            if text is None:
-                errors.append(Diagnostic(path, _bad_map_key(key)))
-                continue
-            out[text] = _json_value(item, _join(path, text), errors, depth + 1)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_json_value(item, f"{path}[{i}]", errors, depth + 1) for i, item in enumerate(value)]
-    errors.append(Diagnostic(path, f"expected a JSON value, got {_describe(value)}"))
-    return None
-
-
-_SCALARS: dict[str, Callable[[_Field, Any, str, list[Diagnostic], int], Any]] = {
-    "enum": _walk_enum,
-    "int": _walk_int,
-    "float": _walk_float,
-    "bool": _walk_bool,
-    "duration": _walk_duration,
-    "struct": _walk_struct,
-    "value": _walk_value,
-    "list_value": _walk_list_value,
-}
-
-
 # Shorthands ---------------------------------------------------------------------------------
 
 
@@ -822,42 +854,29 @@ def _machine_state_shorthands(
     return _NONE
 
 
-def _invoke_shorthand(
-    spec: _Field, value: Mapping[Any, Any], path: str, errors: list[Diagnostic], depth: int
-) -> dict[str, Any]:
-    """FORMAT.md's state machine writes `invoke: {workflow: fulfil}`: "invoke workflow fulfil"
-    reads better than `name:` there, so `workflow` is accepted as the child workflow's name."""
-    assert spec.message is not None
-    if "name" in value:
-        errors.append(Diagnostic(_join(path, "workflow"), "give the workflow as `name` or `workflow`, not both"))
-        return {}
-    body = {("name" if key == "workflow" else key): item for key, item in value.items()}
-    return _walk_message(spec.message, body, path, errors, depth + 1)
-
-
 def _after_shorthand(
     spec: _Field, value: Mapping[Any, Any], path: str, errors: list[Diagnostic], depth: int
 ) -> list[dict[str, Any]]:
     """`after: {30m: {target: x}}` (or `{30m: x}`) is `after: [{delay: 1800s, target: x}]`."""
+    assert spec.message is not None
     if type(value) is _Noted:
         _report_notes(value, path, errors)
-    assert spec.message is not None
     timers = []
     for key, item in value.items():
         delay = _map_key(key)
         if delay is None:
-            errors.append(Diagnostic(path, f"`after` keys are durations such as 30m, got {_describe(key)}"))
+            errors.append(
+                Diagnostic(path, f"`after` keys are durations such as 30m, got {_describe(key)}")
+            )
             continue
         sub = _join(path, delay)
         body = {"target": item} if isinstance(item, str) else item
         if isinstance(body, Mapping) and "delay" in body:
-            errors.append(Diagnostic(_join(sub, "delay"), "the key gives the delay already; remove `delay`"))
+            message = "the key gives the delay already; remove `delay`"
+            errors.append(Diagnostic(_join(sub, "delay"), message))
             continue
         timer = _walk_message(spec.message, body, sub, errors, depth + 1)
-        try:
-            timer["delay"] = to_proto_json(parse_duration(delay))
-        except ValueError as exc:
-            errors.append(Diagnostic(sub, str(exc)))
+        timer["delay"] = _walk_duration(delay, sub, errors, depth + 1)
         timers.append(timer)
     return timers
 
@@ -884,18 +903,33 @@ def _on_shorthand(
 def _walk_transitions(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
     """`on: {E: target}`, `on: {E: {target: x}}` and `on: {E: [{guard, target}, ...]}` are all
     `on: {E: {transitions: [...]}}`, the full form, which is accepted too."""
-    info = _info(WorkflowSpec.DESCRIPTOR.file.message_types_by_name["Transitions"])
+    info = _info(Transitions.DESCRIPTOR)
     transitions = info.fields["transitions"]
     if isinstance(value, str):
         value = [{"target": value}]
     if isinstance(value, Mapping) and "transitions" not in value:
         assert transitions.message is not None
-        return {"transitions": [_walk_message(transitions.message, value, path, errors, depth + 1)]}
+        transition = _walk_message(transitions.message, value, path, errors, depth)
+        return {"transitions": [transition]}
     if isinstance(value, (list, tuple)):
-        return {"transitions": _walk_field(transitions, value, path, errors, depth + 1)}
+        return {"transitions": transitions.walk(value, path, errors, depth)}
     return _walk_message(info, value, path, errors, depth)
 
 
-_MESSAGE_SHORTHANDS: dict[str, Callable[[_Field, Any, str, list[Diagnostic], int], Any]] = {
+def _invoke_shorthand(
+    spec: _Field, value: Mapping[Any, Any], path: str, errors: list[Diagnostic], depth: int
+) -> dict[str, Any]:
+    """FORMAT.md's state machine writes `invoke: {workflow: fulfil}`: "invoke workflow fulfil"
+    reads better than `name:` there, so `workflow` is accepted as the child workflow's name."""
+    assert spec.message is not None
+    if "name" in value:
+        message = "give the workflow as `name` or `workflow`, not both"
+        errors.append(Diagnostic(_join(path, "workflow"), message))
+        return {}
+    body = {("name" if key == "workflow" else key): item for key, item in value.items()}
+    return _walk_message(spec.message, body, path, errors, depth)
+
+
+_MESSAGE_SHORTHANDS: dict[str, _Shorthand] = {
     "agentrun.v1.MachineState": _machine_state_shorthands,
 }
