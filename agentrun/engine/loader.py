@@ -814,6 +814,8 @@ def _report_notes(mapping: Any, path: str, errors: list[Diagnostic]) -> None:
 
 
 def _expected(path: str, what: str, value: Any, hint: str = "") -> Diagnostic:
+    if type(value) is _Noted:  # `when: {{ x }}`: say why a mapping appeared where text was meant
+        hint += "".join(f"; {message}" for _, message in value.notes)
     return Diagnostic(path, f"expected {what}, got {_describe(value)}{hint}")
 
 
