@@ -75,6 +75,8 @@ class SqlStore(Store):
         if self._sqlite and self._url.database in (None, "", ":memory:"):
             raise ValueError("SqlStore needs a SQLite file; use the 'memory' store for RAM")
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        # Built once: constructing an upsert costs more than executing it on the hot path.
+        self._upserts = {t.name: self._upsert(t) for t in (db.executions, db.nodes)}
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._writer: AsyncConnection | None = None  # SQLite only
@@ -377,20 +379,20 @@ class SqlStore(Store):
                 return
 
     async def _write_group(self, group: list[tuple[Batch, asyncio.Future[None]]]) -> None:
+        error: BaseException
         try:
             await self._transaction(lambda conn: self._apply(conn, [b for b, _ in group]))
-        except sa.exc.IntegrityError as exc:
-            if len(group) > 1:
-                # Find the offender(s): every batch gets its own verdict.
-                for item in group:
-                    await self._write_group([item])
-                return
-            error: BaseException = await self._explain(group[0][0], exc)
+        except StoreError as exc:  # the database is unavailable: no batch can succeed
+            error = exc
         except asyncio.CancelledError:
             _settle(group, StoreError("the store was closed during commit"))
             raise
-        except Exception as exc:  # every waiter must hear of it, whatever it is
-            error = exc
+        except Exception as exc:  # a batch the database refuses: find it, spare the others
+            if len(group) > 1:
+                for item in group:
+                    await self._write_group([item])
+                return
+            error = await self._explain(group[0][0], exc)
         else:
             self._groups += 1
             _settle(group, None)
@@ -414,9 +416,9 @@ class SqlStore(Store):
                 {"b_execution": e, "b_seq": s, "b_node": n} for e, s, n in batch.consumed_signals
             )
         if execution_rows:
-            await conn.execute(self._upsert(db.executions), list(execution_rows.values()))
+            await conn.execute(self._upserts["executions"], list(execution_rows.values()))
         if node_rows:
-            await conn.execute(self._upsert(db.nodes), list(node_rows.values()))
+            await conn.execute(self._upserts["nodes"], list(node_rows.values()))
         if event_rows:
             await conn.execute(db.events.insert(), event_rows)
         if consumed:
@@ -429,21 +431,27 @@ class SqlStore(Store):
             set_={c.name: statement.excluded[c.name] for c in table.c if not c.primary_key},
         )
 
-    async def _explain(self, batch: Batch, exc: sa.exc.IntegrityError) -> Exception:
-        """Turns a failed batch into the error the memory store raises for the same mistake."""
-        referenced = {n.execution_id for n in batch.nodes} | {
-            e.execution_id for e in batch.events
-        }
-        if batch.execution is not None:
-            referenced.discard(batch.execution.id)
-        for execution_id in sorted(referenced):
-            try:
-                known = await self.get_execution(execution_id)
-            except StoreError as error:
-                return error
-            if known is None:
-                return KeyError(f"unknown execution {execution_id}")
-        return ValueError(f"batch conflicts with stored state (duplicate event?): {exc.orig}")
+    async def _explain(self, batch: Batch, exc: Exception) -> Exception:
+        """Turns a refused batch into the error the memory store raises for the same mistake:
+        KeyError for an unknown execution, ValueError for anything else (a duplicate event,
+        a payload the database cannot hold such as NaN or \\u0000 in PostgreSQL's JSONB)."""
+        if isinstance(exc, sa.exc.IntegrityError):
+            referenced = {n.execution_id for n in batch.nodes} | {
+                e.execution_id for e in batch.events
+            }
+            if batch.execution is not None:
+                referenced.discard(batch.execution.id)
+            for execution_id in sorted(referenced):
+                try:
+                    known = await self.get_execution(execution_id)
+                except StoreError as error:
+                    return error
+                if known is None:
+                    return KeyError(f"unknown execution {execution_id}")
+        detail = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+        error = ValueError(f"batch refused by the database (duplicate event?): {detail}")
+        error.__cause__ = exc
+        return error
 
     # Events ----------------------------------------------------------------
     async def list_events(
@@ -540,18 +548,35 @@ def _migrate(conn: sa.Connection) -> None:
     command.upgrade(config, "head")
 
 
+_REFUSED = (
+    sa.exc.IntegrityError,
+    sa.exc.DataError,
+    sa.exc.ProgrammingError,
+    sa.exc.NotSupportedError,
+)
+
+
+def _refused_sqlstate(exc: sa.exc.DBAPIError) -> bool:
+    """PostgreSQL errors the asyncpg adapter leaves unclassified (e.g. 22P05, U+0000 in JSONB):
+    SQLSTATE classes 22 (data), 23 (integrity), 42 (syntax, access) and 44 (check option)."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(code, str) and code[:2] in ("22", "23", "42", "44")
+
+
 @contextlib.contextmanager
 def _store_errors() -> Iterator[None]:
     """Driver and connection failures become StoreError, so callers can answer UNAVAILABLE.
 
-    Constraint violations stay IntegrityError for the store's own handling; programming errors
-    (bad SQL) stay what they are, since retrying them cannot help.
+    Errors about the statement or its data (constraint violations, values the database
+    refuses, bad SQL) pass through for the store's own handling: retrying them cannot help.
     """
     try:
         yield
-    except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+    except _REFUSED:
         raise
     except sa.exc.DBAPIError as exc:
+        if _refused_sqlstate(exc):
+            raise
         raise StoreError(f"database error: {exc.orig}") from exc
     except (sa.exc.DisconnectionError, sa.exc.TimeoutError, OSError, TimeoutError) as exc:
         raise StoreError(f"database unavailable: {exc}") from exc

@@ -113,3 +113,42 @@ def test_unsupported_urls_are_refused_early(url: str) -> None:
 def test_synchronous_is_validated() -> None:
     with pytest.raises(ValueError):
         SqlStore("sqlite+aiosqlite:///x.db", synchronous="SOMETIMES")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def sql_store(request: pytest.FixtureRequest, tmp_path) -> SqlStore:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/x.db"
+    else:
+        url = request.getfixturevalue("pg_server").create_database()
+    store = SqlStore(url)
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_unstorable_payload_fails_its_batch_only(sql_store: SqlStore) -> None:
+    import asyncio
+
+    from agentrun.storage.records import NodeRecord, NodeState
+
+    await sql_store.create_execution(_execution("ex-1"))
+    unstorable = [object()]
+    if sql_store.dialect == "postgresql":
+        unstorable.append("nul \u0000 inside")  # JSONB has no representation for U+0000
+    bad = [
+        Batch(nodes=[NodeRecord("ex-1", f"bad{i}", NodeState.SUCCEEDED, output=value)])
+        for i, value in enumerate(unstorable)
+    ]
+    good = [
+        Batch(events=[EventRecord("ex-1", i, "x", time.time())]) for i in range(1, 11)
+    ]
+    results = await asyncio.gather(
+        *(sql_store.commit(b) for b in good[:5] + bad + good[5:]), return_exceptions=True
+    )
+    errors = [r for r in results if r is not None]
+    assert len(errors) == len(bad)
+    # ValueError, not StoreError: retrying the same batch cannot succeed.
+    assert all(isinstance(e, ValueError) and not isinstance(e, StoreError) for e in errors)
+    assert len(await sql_store.list_events("ex-1")) == 10
+    assert await sql_store.get_nodes("ex-1") == []
