@@ -268,6 +268,13 @@ def _parse_yaml(text: str) -> Any:
         return _build_from_events(_EventParser(text), text)
     except yaml.MarkedYAMLError as exc:
         raise _Refused(_yaml_syntax_message(exc, text)) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        character = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        raise _Refused(
+            f"YAML syntax error at line {line}, column {column}: {exc.reason} (#x{character:04x})"
+        ) from None
     except yaml.YAMLError as exc:
         raise _Refused(f"invalid YAML: {exc}") from None
 
@@ -708,8 +715,10 @@ def _walk_value(value: Any, path: str, errors: list[Diagnostic], depth: int) -> 
     elif isinstance(plain, str):
         message.string_value = plain
     elif isinstance(plain, dict):
+        message.struct_value.SetInParent()  # so that `{}` is an empty object, not unset
         message.struct_value.update(plain)
     else:
+        message.list_value.SetInParent()
         message.list_value.extend(plain)
     return message
 
