@@ -438,31 +438,41 @@ class _Compiler:
     ) -> None:
         path = plan.path
         kind = n.WhichOneof("kind")
+        # One C call tells which fields are set; most nodes set few of them.
+        present = {fd.name for fd, _ in n.ListFields()}
         names: set[str] = set()
         refs: set[str] = set()
-        if n.when:
+        if "when" in present:
             plan.when = self.boolean(n.when, f"{path}.when", BASE_NAMES)
             if plan.when is not None:
                 names |= plan.when.names
                 refs |= plan.when.node_refs
-        plan.join_all = n.join == pb.Node.JOIN_ALL
+        if "join" in present:
+            plan.join_all = n.join == pb.Node.JOIN_ALL
         takes_timeout = kind in ("agent", "tool", "pass", "map")
-        plan.timeout = self.duration(n, "timeout", path) if n.HasField("timeout") else (
-            default_timeout if takes_timeout else None
-        )
-        if n.HasField("timeout") and not takes_timeout:
-            self.error(f"{path}.timeout", f"a {kind} node takes no timeout" + (
-                " (use wait.timeout)" if kind == "wait" else ""))
-        plan.total_timeout = self.duration(n, "total_timeout", path)
-        plan.retry = self.retry(n.retry, f"{path}.retry") if n.HasField("retry") else default_retry
-        if n.HasField("output"):
+        if "timeout" in present:
+            plan.timeout = self.duration(n, "timeout", path)
+            if not takes_timeout:
+                self.error(f"{path}.timeout", f"a {kind} node takes no timeout" + (
+                    " (use wait.timeout)" if kind == "wait" else ""))
+        elif takes_timeout:
+            plan.timeout = default_timeout
+        if "total_timeout" in present:
+            plan.total_timeout = self.duration(n, "total_timeout", path)
+        plan.retry = self.retry(n.retry, f"{path}.retry") if "retry" in present else default_retry
+        if "output" in present:
             plan.output = self.template(value_to_py(n.output), f"{path}.output", WITH_OUTPUT)
-        for key, value in n.export.fields.items():
-            plan.export[key] = self.template(value_to_py(value), f"{path}.export.{key}", WITH_OUTPUT)
-        if n.HasField("compensate"):
+        if "export" in present:
+            plan.export = {
+                key: self.template(value_to_py(value), f"{path}.export.{key}", WITH_OUTPUT)
+                for key, value in n.export.fields.items()
+            }
+        if "compensate" in present:
             plan.compensate = self.standalone_step(n.compensate, f"{path}.compensate", WITH_OUTPUT)
-        plan.rate_limit = n.rate_limit
-        plan.priority = n.priority
+        if "rate_limit" in present:
+            plan.rate_limit = n.rate_limit
+        if "priority" in present:
+            plan.priority = n.priority
 
         if kind in ("agent", "tool", "pass", "workflow"):
             plan.step = self.step(n, kind, path, BASE_NAMES)
@@ -496,13 +506,15 @@ class _Compiler:
                 plan.body = self.step(holder, "workflow", mpath, IN_MAP)
         elif kind == "switch":
             sw = getattr(n, "switch")
+            cases = []
             for k, c in enumerate(sw.cases):
                 if not c.when:
                     self.error(f"{path}.switch.cases[{k}].when", "is required")
                     continue
                 expr = self.boolean(c.when, f"{path}.switch.cases[{k}].when", BASE_NAMES)
                 if expr is not None:
-                    plan.cases.append(SwitchCase(expr, c.goto))
+                    cases.append(SwitchCase(expr, c.goto))
+            plan.cases = tuple(cases)
             plan.default = sw.default
             plan.inline = True
         elif kind == "wait":
@@ -532,29 +544,28 @@ class _Compiler:
                         self.error(e.path, e.message)
             elif a.expr:
                 self.error(f"{path}.aggregate.expr", "is only used with strategy expr")
-            if not plan.incoming and not n.needs:
+            if not plan.incoming:
                 self.error(f"{path}.aggregate", "needs at least one incoming edge")
             plan.inline = True
 
-        for part in (plan.step, plan.body):
+        for part in (plan.step, plan.body, plan.compensate):
             if part is not None:
                 names |= part.names
                 refs |= part.node_refs
-        for t in [plan.output, plan.until, *plan.export.values()]:
+        for t in (plan.output, plan.until, *(plan.export or {}).values()):
             if t is not None:
                 names |= t.names
                 refs |= t.node_refs
-        for expr in [plan.items, plan.expr, *(c.when for c in plan.cases)]:
+        for expr in (plan.items, plan.expr, *(c.when for c in plan.cases)):
             if expr is not None:
                 names |= expr.names
                 refs |= expr.node_refs
-        if plan.compensate is not None:
-            names |= plan.compensate.names
-            refs |= plan.compensate.node_refs
-        plan.names = frozenset(names)
-        plan.node_refs = frozenset(refs)
-        if anc is not None:
-            self._check_refs(refs, plan.id, anc, path, self_ok=True)
+        if names:
+            plan.names = frozenset(names)
+        if refs:
+            plan.node_refs = frozenset(refs)
+            if anc is not None:
+                self._check_refs(refs, plan.id, anc, path, self_ok=True)
 
     def _check_refs(self, refs: set[str], node_id: str, anc: _Ancestry, path: str, self_ok: bool) -> None:
         for ref in sorted(refs):
@@ -568,7 +579,7 @@ class _Compiler:
     def _vars_warnings(self, nodes: dict[str, NodePlan], anc: _Ancestry | None) -> None:
         writers: dict[str, list[str]] = defaultdict(list)
         for plan in nodes.values():
-            for key in plan.export:
+            for key in plan.export or ():
                 writers[key].append(plan.id)
         if anc is None:
             return

@@ -12,7 +12,7 @@ from typing import Any
 from agentrun.engine.errors import Diagnostic
 from agentrun.engine.expressions import Expression, Template
 from agentrun.engine.ports import AgentProvider, Tool
-from agentrun.engine.retry import RetrySpec
+from agentrun.engine.retry import NO_RETRY, RetrySpec
 from agentrun.v1 import workflow_pb2
 
 
@@ -56,19 +56,19 @@ class StepPlan:
 
     @property
     def names(self) -> frozenset[str]:
-        out: set[str] = set()
+        out: frozenset[str] = frozenset()
         for t in (self.value, self.args, self.prompt, self.system, self.workflow_input):
-            if t is not None:
-                out |= t.names
-        return frozenset(out)
+            if t is not None and t.names:
+                out = out | t.names
+        return out
 
     @property
     def node_refs(self) -> frozenset[str]:
-        out: set[str] = set()
+        out: frozenset[str] = frozenset()
         for t in (self.value, self.args, self.prompt, self.system, self.workflow_input):
-            if t is not None:
-                out |= t.node_refs
-        return frozenset(out)
+            if t is not None and t.node_refs:
+                out = out | t.node_refs
+        return out
 
 
 @dataclass(slots=True, eq=False)
@@ -89,9 +89,9 @@ class NodePlan:
     join_all: bool = False
     timeout: float | None = None
     total_timeout: float | None = None
-    retry: RetrySpec = field(default_factory=RetrySpec)
+    retry: RetrySpec = NO_RETRY
     output: Template | None = None
-    export: dict[str, Template] = field(default_factory=dict)
+    export: dict[str, Template] | None = None
     compensate: StepPlan | None = None
     rate_limit: str = ""
     priority: int = 0
@@ -102,7 +102,7 @@ class NodePlan:
     max_concurrency: int = 0
     body: StepPlan | None = None
     # switch
-    cases: list[SwitchCase] = field(default_factory=list)
+    cases: tuple[SwitchCase, ...] = ()
     default: str = ""
     # wait
     signal: str = ""

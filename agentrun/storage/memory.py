@@ -7,7 +7,8 @@ durability; records are copied in and out so callers cannot alias stored state.
 from __future__ import annotations
 
 import bisect
-import copy
+import dataclasses
+import operator
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -23,10 +24,21 @@ from agentrun.storage.records import (
 )
 
 
+def _copier(cls):
+    getter = operator.attrgetter(*(f.name for f in dataclasses.fields(cls)))
+    return lambda record: cls(*getter(record))
+
+
+_COPIERS = {
+    cls: _copier(cls)
+    for cls in (WorkflowRecord, ExecutionRecord, NodeRecord, EventRecord, SignalRecord)
+}
+
+
 def _copy(record):
     # Shallow: records are copied so callers cannot change stored fields; payloads (JSON
     # values) are shared, as the engine never mutates a payload it has handed over.
-    return copy.copy(record)
+    return _COPIERS[type(record)](record)
 
 
 class MemoryStore(Store):
