@@ -26,6 +26,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from agentrun.storage import schema as db
 from agentrun.storage.base import Store, StoreError
 from agentrun.storage.records import (
     Batch,
@@ -37,7 +38,6 @@ from agentrun.storage.records import (
     SignalRecord,
     WorkflowRecord,
 )
-from agentrun.storage import schema as db
 
 __all__ = ["SqlStore"]
 
@@ -236,7 +236,9 @@ class SqlStore(Store):
     async def get_workflow(
         self, tenant: str, name: str, version: int | None = None
     ) -> WorkflowRecord | None:
-        query = sa.select(db.workflows).where(db.workflows.c.tenant == tenant, db.workflows.c.name == name)
+        query = sa.select(db.workflows).where(
+            db.workflows.c.tenant == tenant, db.workflows.c.name == name
+        )
         if version is None:
             query = query.order_by(db.workflows.c.version.desc()).limit(1)
         else:
@@ -273,7 +275,9 @@ class SqlStore(Store):
 
         async def delete(conn: AsyncConnection) -> bool:
             result = await conn.execute(
-                db.workflows.delete().where(db.workflows.c.tenant == tenant, db.workflows.c.name == name)
+                db.workflows.delete().where(
+                    db.workflows.c.tenant == tenant, db.workflows.c.name == name
+                )
             )
             return result.rowcount > 0
 
@@ -387,7 +391,7 @@ class SqlStore(Store):
         except asyncio.CancelledError:
             _settle(group, StoreError("the store was closed during commit"))
             raise
-        except Exception as exc:  # a batch the database refuses: find it, spare the others
+        except Exception as exc:  # noqa: BLE001 - a refused batch: find it, spare the others
             if len(group) > 1:
                 for item in group:
                     await self._write_group([item])
@@ -485,7 +489,9 @@ class SqlStore(Store):
                 created_at=signal.created_at,
                 consumed_by=signal.consumed_by,
             )
-            .on_conflict_do_nothing(index_elements=[db.signals.c.execution_id, db.signals.c.signal_id])
+            .on_conflict_do_nothing(
+                index_elements=[db.signals.c.execution_id, db.signals.c.signal_id]
+            )
             .returning(db.signals.c.seq)
         )
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,7 @@ class PgServer:
         self.error: str | None = None
         try:
             _pg_admin("SELECT 1")
-        except Exception as exc:  # unreachable server: the PostgreSQL variants skip
+        except Exception as exc:  # noqa: BLE001 - unreachable: the PostgreSQL variants skip
             self.error = f"PostgreSQL at {PG_ADMIN_URL} is unreachable ({exc}); run `make services`"
 
     def create_database(self) -> str:
@@ -92,9 +92,7 @@ class Backend:
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
-async def backend(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Backend]:
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     opened: list[Store] = []
 
     if request.param == "memory":
@@ -116,7 +114,7 @@ async def backend(
         url = request.getfixturevalue("pg_url")
         cleaner = SqlStore(url)
         await cleaner.open()
-        async with cleaner._engine.begin() as conn:  # noqa: SLF001 - test setup
+        async with cleaner._engine.begin() as conn:
             await conn.exec_driver_sql(f"TRUNCATE {_TABLES}")
         await cleaner.close()
 

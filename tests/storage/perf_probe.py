@@ -30,15 +30,23 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 def _execution(id: str, seq: int) -> ExecutionRecord:
     return ExecutionRecord(
-        id=id, tenant="bench", workflow="wf", version=1, state=ExecutionState.RUNNING,
-        input={"q": "x"}, created_at=time.time(), last_sequence=seq,
+        id=id,
+        tenant="bench",
+        workflow="wf",
+        version=1,
+        state=ExecutionState.RUNNING,
+        input={"q": "x"},
+        created_at=time.time(),
+        last_sequence=seq,
     )
 
 
 def _batch(id: str, seq: int) -> Batch:
     return Batch(
         execution=_execution(id, seq),
-        nodes=[NodeRecord(id, f"n{seq}", NodeState.SUCCEEDED, attempt=1, output={"text": "ok" * 20})],
+        nodes=[
+            NodeRecord(id, f"n{seq}", NodeState.SUCCEEDED, attempt=1, output={"text": "ok" * 20})
+        ],
         events=[EventRecord(id, seq, "node.succeeded", time.time(), f"n{seq}", {"attempt": 1})],
     )
 
@@ -56,12 +64,12 @@ async def probe(url: str, synchronous: str = "FULL") -> dict[str, float]:
     try:
         results = {}
         for label, tasks, per_task in (("sequential", 1, 500), ("100 concurrent", 100, 50)):
-            groups = store._groups  # noqa: SLF001
+            groups = store._groups
             started = time.perf_counter()
             await asyncio.gather(*(_committer(store, per_task) for _ in range(tasks)))
             elapsed = time.perf_counter() - started
             results[label] = tasks * per_task / elapsed
-            results[f"{label} batches/txn"] = tasks * per_task / (store._groups - groups)  # noqa: SLF001
+            results[f"{label} batches/txn"] = tasks * per_task / (store._groups - groups)
         return results
     finally:
         await store.close()

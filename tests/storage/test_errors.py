@@ -85,9 +85,7 @@ async def test_close_waits_for_queued_commits(tmp_path) -> None:
     await store.open()
     await store.create_execution(_execution("ex-1"))
     commits = [
-        asyncio.create_task(
-            store.commit(Batch(events=[EventRecord("ex-1", i, "x", time.time())]))
-        )
+        asyncio.create_task(store.commit(Batch(events=[EventRecord("ex-1", i, "x", time.time())])))
         for i in range(1, 51)
     ]
     await asyncio.sleep(0)  # let them enqueue
@@ -140,9 +138,7 @@ async def test_unstorable_payload_fails_its_batch_only(sql_store: SqlStore) -> N
         Batch(nodes=[NodeRecord("ex-1", f"bad{i}", NodeState.SUCCEEDED, output=value)])
         for i, value in enumerate(unstorable)
     ]
-    good = [
-        Batch(events=[EventRecord("ex-1", i, "x", time.time())]) for i in range(1, 11)
-    ]
+    good = [Batch(events=[EventRecord("ex-1", i, "x", time.time())]) for i in range(1, 11)]
     results = await asyncio.gather(
         *(sql_store.commit(b) for b in good[:5] + bad + good[5:]), return_exceptions=True
     )

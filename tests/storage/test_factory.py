@@ -17,7 +17,10 @@ from agentrun.storage.sql import SqlStore
         ("postgres://u@db/app", "postgresql+asyncpg://u@db/app"),
         ("postgresql+asyncpg://u@db/app", "postgresql+asyncpg://u@db/app"),
         ("sqlite:///data/a.db", "sqlite+aiosqlite:///data/a.db"),
-        ("sqlite:////abs/a.db?synchronous=NORMAL", "sqlite+aiosqlite:////abs/a.db?synchronous=NORMAL"),
+        (
+            "sqlite:////abs/a.db?synchronous=NORMAL",
+            "sqlite+aiosqlite:////abs/a.db?synchronous=NORMAL",
+        ),
         ("memory", "memory"),
         ("", DEFAULT_URL),
     ],
@@ -52,7 +55,7 @@ async def test_plain_sqlite_url_with_synchronous_option(tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path}/db/a.db?synchronous=normal")
     try:
         assert isinstance(store, SqlStore)
-        async with store._reader.connect() as conn:  # noqa: SLF001 - checking the PRAGMA
+        async with store._reader.connect() as conn:
             level = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
             mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
         assert (level, mode) == (1, "wal")  # 1 = NORMAL

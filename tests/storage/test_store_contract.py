@@ -299,8 +299,10 @@ async def test_commit_upserts_execution_and_nodes_and_appends_events(store: Stor
         Batch(
             execution=ex,
             nodes=[done, node(ex.id, "b", NodeState.SKIPPED, skip_reason="when false")],
-            events=[ev(ex.id, 2, "node.succeeded", node_id="a", data={"output": {"out": 1}}),
-                    ev(ex.id, 3, "execution.succeeded")],
+            events=[
+                ev(ex.id, 2, "node.succeeded", node_id="a", data={"output": {"out": 1}}),
+                ev(ex.id, 3, "execution.succeeded"),
+            ],
         )
     )
     assert await store.get_execution(ex.id) == ex
@@ -375,7 +377,7 @@ async def test_group_commit_of_200_concurrent_batches(store: Store, backend: Bac
     events = await store.list_events(ex.id, limit=1000)
     assert [e.sequence for e in events] == list(range(1, 201))
     if backend.durable:
-        assert store._groups < 200, "concurrent commits were not grouped"  # noqa: SLF001
+        assert store._groups < 200, "concurrent commits were not grouped"
 
 
 async def test_a_bad_batch_fails_alone_among_concurrent_commits(store: Store) -> None:
@@ -384,7 +386,7 @@ async def test_a_bad_batch_fails_alone_among_concurrent_commits(store: Store) ->
     good = [Batch(nodes=[node(ex.id, f"g{i}")], events=[ev(ex.id, i + 2)]) for i in range(20)]
     bad = Batch(nodes=[node(ex.id, "bad")], events=[ev(ex.id, 1, "duplicate")])
     results = await asyncio.gather(
-        *(store.commit(b) for b in good[:10] + [bad] + good[10:]), return_exceptions=True
+        *(store.commit(b) for b in [*good[:10], bad, *good[10:]]), return_exceptions=True
     )
     assert [type(r).__name__ for r in results].count("ValueError") == 1
     assert isinstance(results[10], ValueError)
@@ -475,9 +477,7 @@ async def test_consumed_signals_leave_the_buffer(store: Store) -> None:
 
 async def test_concurrent_signals_get_distinct_seqs(store: Store) -> None:
     ex = await started(store)
-    results = await asyncio.gather(
-        *(store.add_signal(signal(ex.id, f"s{i}")) for i in range(20))
-    )
+    results = await asyncio.gather(*(store.add_signal(signal(ex.id, f"s{i}")) for i in range(20)))
     assert sorted(s.seq for s, _ in results) == list(range(1, 21))
     assert len(await store.pending_signals(ex.id)) == 20
 

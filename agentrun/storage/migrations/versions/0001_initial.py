@@ -56,9 +56,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant", "request_id", name="uq_executions_tenant_request_id"),
     )
     op.create_index("ix_executions_tenant_id", "executions", ["tenant", "id"])
-    op.create_index(
-        "ix_executions_tenant_workflow_id", "executions", ["tenant", "workflow", "id"]
-    )
+    op.create_index("ix_executions_tenant_workflow_id", "executions", ["tenant", "workflow", "id"])
     op.create_index("ix_executions_state", "executions", ["state"])
     op.create_table(
         "nodes",
@@ -108,9 +106,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.Column("consumed_by", sa.String()),
         sa.PrimaryKeyConstraint("execution_id", "seq", name="pk_signals"),
-        sa.UniqueConstraint(
-            "execution_id", "signal_id", name="uq_signals_execution_id_signal_id"
-        ),
+        sa.UniqueConstraint("execution_id", "signal_id", name="uq_signals_execution_id_signal_id"),
         sa.ForeignKeyConstraint(
             ["execution_id"],
             ["executions.id"],
