@@ -263,7 +263,7 @@ class AsyncClient:
                 if exc.code() != _UNAVAILABLE or failures >= self.watch_reconnects:
                     raise from_rpc_error(exc) from None
                 failures += 1
-                await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+                await asyncio.sleep(min(2.0, 0.025 * 2 ** (failures - 1)))
             finally:
                 call.cancel()
 

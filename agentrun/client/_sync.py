@@ -251,7 +251,7 @@ class Client:
                 if exc.code() != _UNAVAILABLE or failures >= self.watch_reconnects:  # type: ignore[attr-defined]
                     raise from_rpc_error(exc) from None
                 failures += 1
-                time.sleep(min(2.0, 0.05 * 2**failures))
+                time.sleep(min(2.0, 0.025 * 2 ** (failures - 1)))
             finally:
                 call.cancel()
 
