@@ -2,8 +2,10 @@
 
 Two passes, as FORMAT.md fixes: the first reads the text into plain values and walks them against
 the message descriptors, normalising the conveniences (short enums, human durations, map
-shorthands) and collecting every problem with its field path; only a clean document reaches
-protobuf's JSON parser, whose first error would otherwise hide the rest.
+shorthands) and collecting every problem with its field path; only a clean document is turned
+into the message, so that no first error hides the rest. The walk does every check protobuf's
+JSON parser would and yields constructor arguments, and the C constructor builds the message:
+json_format.ParseDict would cost ~20 us a node in Python (200 ms for 10,000 nodes).
 
 YAML is read from parser events rather than through PyYAML's constructor: that is where anchors
 and aliases can be refused before anything is built (a billion-laughs document fails at its first
@@ -34,7 +36,9 @@ try:  # libyaml when present: same events, several times faster
     from yaml.cyaml import CParser as _EventParser
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
 
-    class _EventParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):  # type: ignore[no-redef]
+    class _EventParser(  # type: ignore[no-redef]
+        yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser
+    ):
         def __init__(self, stream: str) -> None:
             yaml.reader.Reader.__init__(self, stream)
             yaml.scanner.Scanner.__init__(self)
@@ -100,12 +104,7 @@ def _where(filename: str) -> str:
 
 
 def _build(document: Any) -> WorkflowSpec:
-    """Pass 1 checks and normalises into constructor arguments; only a clean document is built.
-
-    The message is built by its constructor rather than json_format.ParseDict: pass 1 has done
-    every check ParseDict would, and ParseDict's per-field Python costs ~20 us a node (200 ms
-    for 10,000 nodes) where the constructor runs in C.
-    """
+    """Pass 1 checks and normalises into constructor arguments; only a clean document is built."""
     if document is None:
         raise InvalidWorkflow([Diagnostic("", "the document is empty; a workflow is a mapping")])
     if not isinstance(document, Mapping):
@@ -113,13 +112,15 @@ def _build(document: Any) -> WorkflowSpec:
             [Diagnostic("", f"a workflow is a mapping at the top level, got {_describe(document)}")]
         )
     errors: list[Diagnostic] = []
-    arguments = _walk_message(_info(WorkflowSpec.DESCRIPTOR), document, "", errors, 1)
-    if errors:
-        raise InvalidWorkflow(errors)
     try:
-        return WorkflowSpec(**arguments)
+        arguments = _walk_message(_ROOT, document, "", errors, 1)
+        if not errors:
+            return WorkflowSpec(**arguments)
+    except UnicodeEncodeError as exc:  # a lone surrogate in a hand-built dict
+        errors.append(Diagnostic("", f"a string is not valid Unicode: {exc.reason}"))
     except (TypeError, ValueError) as exc:  # pass 1 should have caught it; say so plainly anyway
-        raise InvalidWorkflow([Diagnostic("", f"not a valid WorkflowSpec: {exc}")]) from None
+        errors.append(Diagnostic("", f"not a valid WorkflowSpec: {exc}"))
+    raise InvalidWorkflow(errors)
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,15 +168,32 @@ def _noted(mapping: dict[Any, Any], notes: list[tuple[Any, str]]) -> _Noted:
 
 # JSON ---------------------------------------------------------------------------------------
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
 def _parse_json(text: str) -> Any:
     """Depth is bounded by the walk (MAX_DEPTH); deeper than json's own recursion bound, which
     it enforces without touching the C stack, is a RecursionError here, reported the same way."""
     try:
-        return json.loads(text, object_pairs_hook=_json_object, parse_constant=_json_constant)
+        document = json.loads(text, object_pairs_hook=_json_object, parse_constant=_json_constant)
     except json.JSONDecodeError as exc:
-        raise _Refused(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise _Refused(f"invalid JSON at {where}: {exc.msg}") from None
     except RecursionError:
         raise _Refused(_too_deep("")) from None
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(document)
+    return document
+
+
+def _refuse_lone_surrogates(document: Any) -> None:
+    """`"\\ud800"` is valid JSON but not Unicode; protobuf strings must be UTF-8."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = f"\\u{ord(exc.object[exc.start]):04x}"
+        message = f"invalid JSON: the escape {code} is half a surrogate pair, not a character"
+        raise _Refused(message) from None
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -202,7 +220,14 @@ def _too_deep(where: str) -> str:
 # YAML ---------------------------------------------------------------------------------------
 
 _YAML_NULL = frozenset({"", "~", "null", "Null", "NULL"})
-_YAML_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_YAML_BOOL = {
+    "true": True,
+    "True": True,
+    "TRUE": True,
+    "false": False,
+    "False": False,
+    "FALSE": False,
+}
 _YAML_INT = re.compile(r"[-+]?[0-9]+")
 _YAML_NUMBER = re.compile(
     r"(?P<int>[-+]?[0-9]+)"
@@ -265,7 +290,7 @@ def _mark(event: Any) -> str:
 
 def _parse_yaml(text: str) -> Any:
     try:
-        return _build_from_events(_EventParser(text), text)
+        return _build_from_events(_EventParser(text))
     except yaml.MarkedYAMLError as exc:
         raise _Refused(_yaml_syntax_message(exc, text)) from None
     except yaml.reader.ReaderError as exc:
@@ -298,7 +323,7 @@ def _yaml_syntax_message(exc: yaml.MarkedYAMLError, text: str) -> str:
 _NO_KEY: Any = object()
 
 
-def _build_from_events(parser: Any, text: str) -> Any:
+def _build_from_events(parser: Any) -> Any:
     """Plain values from parser events, refusing anchors, aliases, excess depth and a second
     document as soon as they appear."""
     stack: list[list[Any]] = []
@@ -597,7 +622,8 @@ def _check_oneofs(info: _Message, out: dict[str, Any], path: str, errors: list[D
             continue
         listed = " and ".join(f"`{member}`" for member in present)
         if name == "kind":
-            text = f"has {len(present)} kinds, {listed}; a {info.label.lower()} has exactly one kind"
+            thing = info.label.lower()
+            text = f"has {len(present)} kinds, {listed}; a {thing} has exactly one kind"
         else:
             text = f"{listed} are alternatives (one of `{name}`); set only one"
         errors.append(Diagnostic(path, text))
@@ -763,7 +789,10 @@ def _json_value(value: Any, path: str, errors: list[Diagnostic], depth: int) -> 
             out[text] = _json_value(item, _join(path, text), errors, depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [_json_value(item, f"{path}[{i}]", errors, depth + 1) for i, item in enumerate(value)]
+        return [
+            _json_value(item, f"{path}[{index}]", errors, depth + 1)
+            for index, item in enumerate(value)
+        ]
     errors.append(_expected(path, "a JSON value", value))
     return None
 
@@ -808,7 +837,7 @@ def _key_problem(info: _Message, key: Any, path: str) -> Diagnostic:
 
 def _unknown_field(info: _Message, key: str) -> str:
     snake = info.camel.get(key.lower())
-    if snake is not None and key != snake:
+    if snake is not None and key != key.lower():
         return f"camelCase field names are not accepted; use snake_case `{snake}`"
     message = f"unknown field `{key}` in {info.label}"
     close = difflib.get_close_matches(key, list(info.fields), n=1, cutoff=0.6)
@@ -914,11 +943,11 @@ def _on_shorthand(
 def _walk_transitions(value: Any, path: str, errors: list[Diagnostic], depth: int) -> Any:
     """`on: {E: target}`, `on: {E: {target: x}}` and `on: {E: [{guard, target}, ...]}` are all
     `on: {E: {transitions: [...]}}`, the full form, which is accepted too."""
-    info = _info(Transitions.DESCRIPTOR)
+    info = _MESSAGES[Transitions.DESCRIPTOR.full_name]
     transitions = info.fields["transitions"]
     if isinstance(value, str):
         value = [{"target": value}]
-    if isinstance(value, Mapping) and "transitions" not in value:
+    if isinstance(value, Mapping) and value and "transitions" not in value:  # `{}` is the full form
         assert transitions.message is not None
         transition = _walk_message(transitions.message, value, path, errors, depth)
         return {"transitions": [transition]}
@@ -944,3 +973,7 @@ def _invoke_shorthand(
 _MESSAGE_SHORTHANDS: dict[str, _Shorthand] = {
     "agentrun.v1.MachineState": _machine_state_shorthands,
 }
+
+# Built at import, under the import lock: a table half-built by one thread is never seen by another.
+_ROOT = _info(WorkflowSpec.DESCRIPTOR)
+_info(Transitions.DESCRIPTOR)

@@ -3,6 +3,8 @@ import textwrap
 
 import pytest
 from google.protobuf import json_format
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
 from agentrun.engine.loader import (
@@ -617,3 +619,37 @@ def test_large_documents_load() -> None:
     spec = load_workflow(text)
     assert len(spec.nodes) == benchmark_nodes
     assert spec.nodes[-1].needs == [f"n{benchmark_nodes - 2}"]
+
+
+def test_presence_matches_protobufs_json_parser() -> None:
+    document = {
+        "timeout": "0s",
+        "input_schema": {},
+        "defaults": {},
+        "output": {},
+        "nodes": [{"id": "a", "pass": {}, "output": [], "export": {}, "retry": {}}],
+        "states": {"s": {"on": {"E": {}}, "invoke": {}}},
+    }
+    spec = spec_from_dict(document)
+    assert spec == json_format.ParseDict(document, WorkflowSpec())
+    assert spec.HasField("timeout") and spec.HasField("input_schema")
+    assert spec.output.HasField("struct_value")
+    assert spec.nodes[0].WhichOneof("kind") == "pass"
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(data=st.dictionaries(st.text(max_size=8), json_values, max_size=4), output=json_values)
+def test_free_form_values_match_protobufs_json_parser(data: dict, output: object) -> None:
+    document = {"data": data, "output": output}
+    assert spec_from_dict(document) == json_format.ParseDict(document, WorkflowSpec())
