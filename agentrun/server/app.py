@@ -112,7 +112,9 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     server: AgentrunServer | None = None
     try:
         engine = Engine(
-            store, tools=default_tools(config.tools), agents=default_agents(config.agents)
+            store,
+            tools=default_tools(config.integrations),
+            agents=default_agents(config.integrations),
         )
         await engine.start()
         server = AgentrunServer(engine, config)

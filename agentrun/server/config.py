@@ -15,7 +15,7 @@ keepalive_time: 60              # seconds between server pings on idle connectio
 keepalive_timeout: 20
 min_ping_interval: 10           # clients pinging more often are disconnected
 shutdown_grace: 10
-agents: {mock: {responses: {}}}
+mock: {responses: {}}           # anything else is for the integrations (tools, agents)
 ```
 """
 
@@ -56,8 +56,9 @@ class ServerConfig:
     min_ping_interval: float = 10.0
     shutdown_grace: float = 10.0
     reflection: bool = True
-    agents: dict[str, Any] = field(default_factory=dict)
-    tools: dict[str, Any] = field(default_factory=dict)
+    # The whole config file: tool and agent settings (`mock: {responses: ...}`) are read by
+    # agentrun.integrations, as `agentrun run --config` reads the same file.
+    integrations: dict[str, Any] = field(default_factory=dict)
 
     @property
     def auth_enabled(self) -> bool:
@@ -119,12 +120,11 @@ def _apply_file(config: ServerConfig, path: Path) -> ServerConfig:
         raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top")
-    known = {f.name for f in fields(ServerConfig)}
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"{path}: unknown settings: {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = {}
+    known = {f.name for f in fields(ServerConfig)} - {"integrations"}
+    values: dict[str, Any] = {"integrations": data}
     for key, value in data.items():
+        if key not in known:
+            continue
         if key == "api_keys":
             values[key] = _keys_from_file(path, value)
         elif key in _NUMBERS and value is not None:

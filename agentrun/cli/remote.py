@@ -1,0 +1,308 @@
+"""The commands that run or talk to a server: `serve`, `workflows`, `start`, `watch`,
+`signal`, `cancel`. Client commands take `--server` ($AGENTRUN_ADDRESS, default
+127.0.0.1:50051) and `--api-key` ($AGENTRUN_API_KEY)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import enum
+import json
+import logging
+import sys
+from datetime import datetime
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the gRPC server",
+        description="Serves WorkflowService and ExecutionService (plus health and reflection) "
+        "over the store, recovering unfinished executions at start. SIGTERM drains: health "
+        "NOT_SERVING, new calls UNAVAILABLE, running nodes finish, streams end resumably.",
+    )
+    p.add_argument("--listen", metavar="HOST:PORT", help="default $AGENTRUN_LISTEN or 127.0.0.1:50051")
+    p.add_argument("--config", metavar="FILE", help="YAML config: api_keys, limits, mock responses")
+    p.add_argument("--db", metavar="URL", help="store URL (default $AGENTRUN_DATABASE_URL, else SQLite in ./.agentrun/)")
+    p.add_argument("--grace", type=float, metavar="SECONDS", help="shutdown grace (default 10)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    p.set_defaults(handler=cmd_serve)
+
+    p = subparsers.add_parser("workflows", help="create, get, list and delete workflows on a server")
+    sub = p.add_subparsers(dest="workflows_command", metavar="ACTION", required=True)
+    c = sub.add_parser("create", help="store a workflow file (a new version if the name exists)")
+    c.add_argument("file", metavar="FILE", help="workflow file (.yaml or .json); - for stdin")
+    _client_args(c)
+    c.set_defaults(handler=cmd_workflows_create)
+    c = sub.add_parser("get", help="print a workflow")
+    c.add_argument("name", metavar="NAME")
+    c.add_argument("--version", type=int, help="a version (default: the latest)")
+    _client_args(c)
+    c.set_defaults(handler=cmd_workflows_get)
+    c = sub.add_parser("list", help="list workflows (latest versions)")
+    _client_args(c)
+    c.set_defaults(handler=cmd_workflows_list)
+    c = sub.add_parser("delete", help="delete every version of a workflow")
+    c.add_argument("name", metavar="NAME")
+    _client_args(c)
+    c.set_defaults(handler=cmd_workflows_delete)
+
+    p = subparsers.add_parser("start", help="start an execution on a server")
+    p.add_argument("workflow", metavar="NAME")
+    p.add_argument("--input", metavar="JSON", default="{}", help="the input as JSON (default {})")
+    p.add_argument("--version", type=int, help="workflow version (default: the latest)")
+    p.add_argument("--request-id", help="idempotency key: the same id starts once")
+    p.add_argument("--watch", action="store_true", help="then follow its events to the end")
+    _client_args(p)
+    p.set_defaults(handler=cmd_start)
+
+    p = subparsers.add_parser("watch", help="stream an execution's events until it ends")
+    p.add_argument("execution", metavar="ID")
+    p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after SEQ")
+    _client_args(p)
+    p.set_defaults(handler=cmd_watch)
+
+    p = subparsers.add_parser("signal", help="send a signal to an execution")
+    p.add_argument("execution", metavar="ID")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--data", metavar="JSON", default="null", help="the signal's data (default null)")
+    p.add_argument("--id", dest="signal_id", help="signal id: the same id is applied once")
+    _client_args(p)
+    p.set_defaults(handler=cmd_signal)
+
+    p = subparsers.add_parser("cancel", help="cancel an execution")
+    p.add_argument("execution", metavar="ID")
+    p.add_argument("--compensate", action="store_true", help="run compensations (saga)")
+    _client_args(p)
+    p.set_defaults(handler=cmd_cancel)
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", metavar="HOST:PORT", help="default $AGENTRUN_ADDRESS or 127.0.0.1:50051")
+    p.add_argument("--api-key", metavar="KEY", help="default $AGENTRUN_API_KEY")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+# --------------------------------------------------------------------------- serve
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from agentrun.server import ConfigError, ServerConfig, serve
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter() if args.log_format == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
+    try:
+        config = ServerConfig.load(
+            args.config, listen=args.listen, database_url=args.db, shutdown_grace=args.grace
+        )
+    except ConfigError as exc:
+        print(f"agentrun: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"agentrun: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- client commands
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from agentrun.client import Client
+
+    return Client(args.server, api_key=args.api_key)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(_plain(value), indent=2, sort_keys=False))
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Usage(f"{what} is not valid JSON: {exc}") from None
+
+
+class _Usage(Exception):
+    pass
+
+
+def _run(args: argparse.Namespace, body: Any) -> int:
+    from agentrun.client import AgentrunError, InvalidArgument
+
+    try:
+        with _client(args) as client:
+            return int(body(client) or 0)
+    except _Usage as exc:
+        print(f"agentrun: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AgentrunError as exc:
+        print(f"agentrun: {exc.code.name.lower()}: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, InvalidArgument) else EXIT_FAILED
+
+
+def cmd_workflows_create(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        try:
+            text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+        except OSError as exc:
+            raise _Usage(f"{args.file}: {exc.strerror}") from None
+        workflow = client.create_workflow(source=text)
+        if args.json:
+            _print_json(workflow)
+        else:
+            print(f"workflows/{workflow.name} version {workflow.version}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_workflows_get(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        workflow = client.get_workflow(args.name, version=args.version)
+        if args.json:
+            _print_json(workflow)
+        else:
+            import yaml
+
+            print(f"# workflows/{workflow.name} version {workflow.version}")
+            print(yaml.safe_dump(workflow.spec, sort_keys=False).rstrip())
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_workflows_list(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        workflows = list(client.list_workflows())
+        if args.json:
+            _print_json([{k: v for k, v in _plain(w).items() if k != "spec"} for w in workflows])
+        else:
+            for w in workflows:
+                print(f"{w.name}\tv{w.version}\t{w.description}".rstrip())
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_workflows_delete(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        client.delete_workflow(args.name)
+        if not args.json:
+            print(f"deleted workflows/{args.name}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def _print_event(event: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_plain(event)), flush=True)
+        return
+    stamp = event.time.astimezone().strftime("%H:%M:%S.%f")[:-3] if event.time else ""
+    where = f" {event.node_id}" if event.node_id else ""
+    extra = ""
+    if "error" in event.data and isinstance(event.data["error"], dict):
+        extra = f" {event.data['error'].get('type')}: {event.data['error'].get('message')}"
+    elif "output" in event.data and event.type != "execution.succeeded":
+        extra = " " + json.dumps(event.data["output"])[:120]
+    print(f"{stamp} #{event.sequence} {event.type}{where}{extra}", flush=True)
+
+
+def _follow(client: Any, execution_id: str, after: int, as_json: bool) -> int:
+    from agentrun.client import ExecutionState
+
+    for event in client.watch(execution_id, after_sequence=after):
+        _print_event(event, as_json)
+    execution = client.get_execution(execution_id)
+    if not as_json:
+        print(f"{execution.state.value}" + (f" {json.dumps(execution.output)}" if execution.output is not None else ""))
+        if execution.error:
+            print(f"error: {execution.error.type}: {execution.error.message}", file=sys.stderr)
+    return EXIT_OK if execution.state is ExecutionState.SUCCEEDED else EXIT_FAILED
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        data = _json_arg(args.input, "--input")
+        execution = client.start_execution(
+            args.workflow, data, version=args.version, request_id=args.request_id
+        )
+        if args.json and not args.watch:
+            _print_json(execution)
+        else:
+            print(execution.id, flush=True)
+        if args.watch:
+            return _follow(client, execution.id, 0, args.json)
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    return _run(args, lambda client: _follow(client, args.execution, args.after, args.json))
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        data = _json_arg(args.data, "--data")
+        execution = client.signal_execution(args.execution, args.name, data, signal_id=args.signal_id)
+        if args.json:
+            _print_json(execution)
+        else:
+            print(f"{execution.id} {execution.state.value}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        execution = client.cancel_execution(args.execution, compensate=args.compensate)
+        if args.json:
+            _print_json(execution)
+        else:
+            print(f"{execution.id} {execution.state.value}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+

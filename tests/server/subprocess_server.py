@@ -1,0 +1,78 @@
+"""`agentrun serve` in a child process on a free port, over a SQLite file in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, workdir: Path, *, env: dict[str, str] | None = None, args: list[str] = ()) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.args = list(args)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "server.log"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRUN_")}
+        env.update(PYTHONPATH=str(ROOT), **self.extra_env)
+        command = [
+            sys.executable, "-c", "import sys; from agentrun.cli import main; sys.exit(main())",
+            "serve", "--listen", self.address,
+            "--db", f"sqlite:///{self.workdir / 'agentrun.db'}", "--grace", "5", *self.args,
+        ]
+        self.proc = subprocess.Popen(
+            command, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "ab"),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read_text()}")
+            if self.health() == health_pb2.HealthCheckResponse.SERVING:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not get ready: {self.log.read_text()}")
+
+    def health(self, service: str = "") -> int | None:
+        with grpc.insecure_channel(self.address) as channel:
+            try:
+                return health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=1
+                ).status
+            except grpc.RpcError:
+                return None
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
