@@ -16,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import decimal
+import json
+import json.encoder
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -111,6 +114,7 @@ class SqlStore(Store):
                 max_overflow=20,
                 # asyncpg waits 60 s for a connection by default; fail over sooner.
                 connect_args={"timeout": 10},
+                json_serializer=_jsonb_dumps,
             )
             # Single-statement reads need no BEGIN/ROLLBACK round trips.
             self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -559,6 +563,47 @@ _REFUSED = (
     sa.exc.DataError,
     sa.exc.ProgrammingError,
     sa.exc.NotSupportedError,
+)
+
+
+def _jsonb_dumps(value: Any) -> str:
+    """json.dumps, except that floats written with a positive exponent keep a decimal point.
+
+    JSONB keeps numbers as `numeric`, which prints 1.5e+16 back as 15000000000000000: an int
+    to json.loads. A float turning into an int on a round trip would change how expressions
+    (CEL keeps int and double apart) see a node's output after a restart.
+    """
+    text = json.dumps(value)
+    if "e+" not in text:  # the common case: no such float (or only a string containing e+)
+        return text
+    return "".join(_exact_float_encoder(value, 0))
+
+
+def _float_with_point(value: float) -> str:
+    text = float.__repr__(value)
+    if "e+" in text:
+        return format(decimal.Decimal(text), "f") + ".0"
+    if text in ("nan", "inf", "-inf"):  # as json.dumps writes them; PostgreSQL refuses them
+        return {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}[text]
+    return text
+
+
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The pure-Python json encoder, the only one that takes a float formatter.
+_exact_float_encoder = json.encoder._make_iterencode(  # type: ignore[attr-defined]
+    {},
+    _not_serializable,
+    json.encoder.encode_basestring_ascii,
+    None,
+    _float_with_point,
+    ": ",
+    ", ",
+    False,
+    False,
+    False,
 )
 
 

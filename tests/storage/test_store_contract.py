@@ -10,6 +10,8 @@ import asyncio
 import itertools
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agentrun.storage.base import Store
 from agentrun.storage.records import (
@@ -546,3 +548,61 @@ async def test_committed_data_survives_reopening(backend: Backend) -> None:
     assert [n.node_id for n in await reopened.get_nodes(ex.id)] == ["a"]
     assert [e.sequence for e in await reopened.list_events(ex.id)] == [1]
     assert [s.seq for s in await reopened.pending_signals(ex.id)] == [1]
+
+
+# Payloads ---------------------------------------------------------------------------------
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)  # NaN is not JSON
+    # U+0000 has no place in PostgreSQL's JSONB (see test_errors.py).
+    | st.text(st.characters(blacklist_characters="\x00"), max_size=12)
+)
+json_values = st.recursive(
+    _json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(st.characters(blacklist_characters="\x00"), max_size=6), inner)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(value=json_values)
+async def test_json_payloads_round_trip(store: Store, value: object) -> None:
+    record = execution()
+    record.input = value
+    record.vars = {"v": value}
+    await store.create_execution(record)
+    await store.commit(
+        Batch(
+            nodes=[node(record.id, "a", input=value, output=value)],
+            events=[ev(record.id, 1, data={"v": value})],
+        )
+    )
+    await store.add_signal(SignalRecord(record.id, "go", value, "s", T0))
+
+    stored = await store.get_execution(record.id)
+    assert (stored.input, stored.vars) == (value, {"v": value})
+    (stored_node,) = await store.get_nodes(record.id)
+    assert (stored_node.input, stored_node.output) == (value, value)
+    assert (await store.list_events(record.id))[0].data == {"v": value}
+    assert (await store.pending_signals(record.id))[0].data == value
+
+
+async def test_floats_stay_floats(store: Store) -> None:
+    """JSONB prints 1.5e+16 as 15000000000000000; expressions must not see an int instead."""
+    value = {"big": 1.5e16, "odd": 5.608469866965534e16, "tiny": 1e-7, "huge": -2.5e300, "i": 3}
+    record = execution()
+    record.output = value
+    await store.create_execution(record)
+    output = (await store.get_execution(record.id)).output
+    assert output == value
+    assert {k: type(v) for k, v in output.items()} == {k: type(v) for k, v in value.items()}
