@@ -852,8 +852,11 @@ def _report_notes(mapping: Any, path: str, errors: list[Diagnostic]) -> None:
 
 
 def _expected(path: str, what: str, value: Any, hint: str = "") -> Diagnostic:
-    if type(value) is _Noted:  # `when: {{ x }}`: say why a mapping appeared where text was meant
+    """Where a mapping stands for text, it is most likely an unquoted `{{ x }}` or `{ x }`."""
+    if type(value) is _Noted:
         hint += "".join(f"; {message}" for _, message in value.notes)
+    elif isinstance(value, Mapping) and len(value) == 1 and None in value.values():
+        hint += f" (braces make a mapping in YAML: {_QUOTE_HINT})"
     return Diagnostic(path, f"expected {what}, got {_describe(value)}{hint}")
 
 

@@ -470,6 +470,7 @@ def test_integral_floats_are_integers() -> None:
         ("circuit_breakers: {true: {}}", "circuit_breakers", "keys are strings, got a boolean"),
         ("name: a\nname: b\n", "name", "duplicate key `name` at line 2"),
         ("nodes:\n  - id: a\n    when: {{ x }}\n", "nodes[0].when", "quote strings that hold ${{ }}"),
+        ("nodes: [{id: a, when: { input.ok }}]", "nodes[0].when", "braces make a mapping in YAML"),
         ("nodes: [{id: a, tool: {name: t, args: {k: {{ x }}}}}]", "nodes[0].tool.args.k",
          "quote strings that hold ${{ }}"),
     ],
