@@ -32,17 +32,19 @@ from agentrun.engine.durations import parse_duration, to_seconds_nanos
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
 from agentrun.v1.workflow_pb2 import Transitions, WorkflowSpec
 
-try:  # libyaml when present: same events, several times faster
+class _PyEventParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
+    """PyYAML's pure-Python event parser, for builds without libyaml."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+
+
+try:  # libyaml when present: the same events, several times faster
     from yaml.cyaml import CParser as _EventParser
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-
-    class _EventParser(  # type: ignore[no-redef]
-        yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser
-    ):
-        def __init__(self, stream: str) -> None:
-            yaml.reader.Reader.__init__(self, stream)
-            yaml.scanner.Scanner.__init__(self)
-            yaml.parser.Parser.__init__(self)
+    _EventParser = _PyEventParser  # type: ignore[assignment,misc]
 
 
 __all__ = [

@@ -654,3 +654,27 @@ json_values = st.recursive(
 def test_free_form_values_match_protobufs_json_parser(data: dict, output: object) -> None:
     document = {"data": data, "output": output}
     assert spec_from_dict(document) == json_format.ParseDict(document, WorkflowSpec())
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        ("a: &x 1\n", "YAML anchors (&x) are not allowed"),
+        ("nodes: [*x]\n", "YAML aliases (*x) are not allowed"),
+        ("[" * 100_000, "nesting deeper than 64 levels"),
+        ("name: a\nname: b\n", "duplicate key `name` at line 2"),
+        ("name: [a\nb: c\n", "YAML syntax error at line 2"),
+        ("name: a\n---\nname: b\n", "a second YAML document"),
+        ("x: \x07\n", "YAML syntax error at line 1, column 4"),
+    ],
+)
+def test_pure_python_yaml_parser_reads_the_same(
+    monkeypatch: pytest.MonkeyPatch, text: str, phrase: str
+) -> None:
+    """Builds of PyYAML without libyaml read through the pure-Python parser."""
+    from agentrun.engine import loader
+
+    with_libyaml = load_workflow(ORDER_MACHINE)
+    monkeypatch.setattr(loader, "_EventParser", loader._PyEventParser)
+    assert load_workflow(ORDER_MACHINE) == with_libyaml
+    assert phrase in only_diagnostic(text).message
