@@ -457,7 +457,11 @@ class Engine:
         last = after_sequence
         try:
             while True:
-                # Backlog (and catch-up after an overflow or a gap) from the store.
+                # Backlog (and catch-up after an overflow or a gap) from the store. The
+                # overflow mark is cleared first, so events committed while the backlog is
+                # read land in the live buffer (and duplicates are dropped by sequence).
+                sub.overflowed = False
+                sub.buffer.clear()
                 while True:
                     page = await self.store.list_events(execution_id, after_sequence=last, limit=500)
                     for event in page:
@@ -470,7 +474,6 @@ class Engine:
                 record = await self.store.get_execution(execution_id)
                 if record is not None and record.state.terminal and record.last_sequence <= last:
                     return
-                sub.overflowed = False
                 # Live: events newer than `last` straight from the hub.
                 while True:
                     await sub.wait()

@@ -988,6 +988,11 @@ class Run:
         self.timers.clear()
         self.retrying.clear()
         if not detach:
+            for _, _, nid in self.ready:
+                rec = self.records[nid]
+                if rec.state is NodeState.READY:
+                    self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
+            self.ready.clear()
             for names in self.waiting_signal.values():
                 for nid in names:
                     rec = self.records[nid]
