@@ -39,16 +39,23 @@ DOC_CONFIG: dict[str, Any] = {
 
 
 def _command(path: Path) -> list[str]:
-    """The `agentrun run ...` command from the comment block at the top of an example."""
-    lines = []
+    """The first `agentrun run ...` command in the comment block at the top of an example
+    (continued over lines that end in a backslash)."""
+    header = []
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
             break
-        lines.append(line.lstrip("#").strip())
-    text = " ".join(lines).replace("\\ ", " ")
-    match = re.search(r"agentrun (run .*)$", text)
-    assert match, f"{path.name}: no `agentrun run ...` command in the leading comment"
-    argv = shlex.split(match.group(1))
+        header.append(line.lstrip("#").strip())
+    parts: list[str] = []
+    for line in header:
+        if not parts and "agentrun run " not in line:
+            continue
+        parts.append(line.removesuffix("\\").strip())
+        if not line.endswith("\\"):
+            break
+    assert parts, f"{path.name}: no `agentrun run ...` command in the leading comment"
+    argv = shlex.split(" ".join(parts))
+    argv = argv[argv.index("run"):]
     assert argv[1] == f"examples/{path.name}", argv
     return argv
 
@@ -111,10 +118,22 @@ def test_retries(monkeypatch, capsys) -> None:
     nodes = body["nodes"]
     assert nodes["flaky"]["state"] == "SUCCEEDED"
     assert nodes["flaky"]["attempts"] == 3
-    assert nodes["declined"]["state"] == "SKIPPED"
-    assert nodes["declined"]["attempts"] == 1  # non_retryable: tried once
-    assert body["output"]["flaky_attempts"] == 3
-    assert body["output"]["declined"] == {"declined": True, "charged": False}
+    assert nodes["flaky"]["output"] == {"attempt": 3}
+    assert nodes["charge"]["state"] == "SKIPPED"
+    assert body["output"] == {"flaky_attempts": 3, "charged": False}
+
+
+def test_retries_non_retryable(monkeypatch, capsys) -> None:
+    """The second command in the example's header: a non-retryable error, tried once."""
+    monkeypatch.chdir(ROOT)
+    code = main(["run", "examples/retry_workflow.yaml", "--json", "--memory",
+                 "--input", '{"simulate_decline": true}'])
+    body = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert body["state"] == "FAILED"
+    assert body["nodes"]["charge"]["state"] == "FAILED"
+    assert body["nodes"]["charge"]["attempts"] == 1
+    assert body["error"]["type"] == "payments.declined"
 
 
 def test_every_example_has_a_test() -> None:
