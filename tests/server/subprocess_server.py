@@ -23,8 +23,16 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, workdir: Path, *, env: dict[str, str] | None = None, args: list[str] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        args: list[str] = (),  # type: ignore[assignment]
+        db: str | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.db = db or f"sqlite:///{workdir / 'agentrun.db'}"
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.extra_env = env or {}
@@ -38,7 +46,7 @@ class ServerProcess:
         command = [
             sys.executable, "-c", "import sys; from agentrun.cli import main; sys.exit(main())",
             "serve", "--listen", self.address,
-            "--db", f"sqlite:///{self.workdir / 'agentrun.db'}", "--grace", "5", *self.args,
+            "--db", self.db, "--grace", "5", *self.args,
         ]
         self.proc = subprocess.Popen(
             command, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL,
