@@ -113,7 +113,7 @@ class Expression:
             result = self._program.execute(activation)
         except KeyError as exc:
             raise ExpressionError(self.path, f"no such key: {exc.args[0]!r}") from None
-        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        except (TypeError, ValueError, RuntimeError, ArithmeticError, LookupError) as exc:
             raise ExpressionError(self.path, _first_line(exc)) from None
         return to_json(result)
 
@@ -173,7 +173,8 @@ def to_text(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # Keys sorted: maps that went through CEL have no order of their own.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
 class Template:
