@@ -484,6 +484,10 @@ class Run:
             except ToolFailure as exc:
                 self._attempt_failed(node, rec, error_dict(exc.type, exc.message, exc.details))
                 return
+            except Exception as exc:  # a bug here must fail the node, not stop the loop
+                log.exception("inline node %s of %s failed unexpectedly", node.id, self.id)
+                self._attempt_failed(node, rec, error_dict("internal", f"{type(exc).__name__}: {exc}"))
+                return
             self._succeeded(node, rec, value)
         else:
             self._begin_attempt(rec)
