@@ -25,17 +25,17 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 ROOT = _HERE.parent
 sys.path.insert(0, str(ROOT))
 
-import grpc  # noqa: E402
+import grpc
 
-from agentrun.v1 import execution_service_pb2 as es  # noqa: E402
-from agentrun.v1 import execution_service_pb2_grpc as es_grpc  # noqa: E402
-from agentrun.v1 import workflow_service_pb2 as ws  # noqa: E402
-from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc  # noqa: E402
+from agentrun.v1 import execution_service_pb2 as es
+from agentrun.v1 import execution_service_pb2_grpc as es_grpc
+from agentrun.v1 import workflow_service_pb2 as ws
+from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc
 
 ONE_NODE = "name: one\nnodes:\n  - id: only\n    pass: {value: 1}\n"
 # Live events: a chain of short sleeps, so each event is committed while the client watches.
 CHAIN = "name: chain\nnodes:\n" + "".join(
-    f"  - id: n{i}\n    {'needs: [n%d]' % (i - 1) if i else ''}\n"
+    f"  - id: n{i}\n    {f'needs: [n{i - 1}]' if i else ''}\n"
     f"    tool: {{name: core.sleep, args: {{seconds: 0.005}}}}\n"
     for i in range(100)
 )
@@ -46,7 +46,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def starts(stub: es_grpc.ExecutionServiceStub, concurrency: int, seconds: float) -> tuple[int, list[float]]:
+async def starts(
+    stub: es_grpc.ExecutionServiceStub, concurrency: int, seconds: float
+) -> tuple[int, list[float]]:
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
     count = 0
@@ -58,7 +60,9 @@ async def starts(stub: es_grpc.ExecutionServiceStub, concurrency: int, seconds: 
             n += 1
             t0 = time.perf_counter()
             await stub.StartExecution(
-                es.StartExecutionRequest(workflow="workflows/one", request_id=f"c{concurrency}-{w}-{n}")
+                es.StartExecutionRequest(
+                    workflow="workflows/one", request_id=f"c{concurrency}-{w}-{n}"
+                )
             )
             latencies.append(time.perf_counter() - t0)
             count += 1
@@ -90,17 +94,23 @@ async def run(target: str, seconds: float) -> None:
         await workflows.CreateWorkflow(ws.CreateWorkflowRequest(source=ONE_NODE))
         await workflows.CreateWorkflow(ws.CreateWorkflowRequest(source=CHAIN))
         await starts(executions, 10, 1.0)  # warm-up
-        print(f"StartExecution, 1-node workflow, {seconds:.0f} s per level "
-              f"(load generator on the same {os.cpu_count()} cores as the server):")
+        print(
+            f"StartExecution, 1-node workflow, {seconds:.0f} s per level "
+            f"(load generator on the same {os.cpu_count()} cores as the server):"
+        )
         print(f"{'concurrency':>12} {'starts/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
         for concurrency in (1, 10, 50):
             rate, lat = await starts(executions, concurrency, seconds)
-            print(f"{concurrency:>12} {rate:>10.0f} {statistics.median(lat) * 1e3:>8.2f} "
-                  f"{pct(lat, 0.99) * 1e3:>8.2f}")
+            print(
+                f"{concurrency:>12} {rate:>10.0f} {statistics.median(lat) * 1e3:>8.2f} "
+                f"{pct(lat, 0.99) * 1e3:>8.2f}"
+            )
             await asyncio.sleep(1.0)  # let the started executions finish
         lat = await event_latency(executions, 5)
-        print(f"event latency, engine event time -> WatchExecution client ({len(lat)} live events): "
-              f"p50 {statistics.median(lat) * 1e3:.2f} ms, p99 {pct(lat, 0.99) * 1e3:.2f} ms")
+        print(
+            f"event latency, engine event time -> WatchExecution client ({len(lat)} live events): "
+            f"p50 {statistics.median(lat) * 1e3:.2f} ms, p99 {pct(lat, 0.99) * 1e3:.2f} ms"
+        )
 
 
 async def in_process(db: str, seconds: float) -> None:

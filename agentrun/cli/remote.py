@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -25,15 +26,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "over the store, recovering unfinished executions at start. SIGTERM drains: health "
         "NOT_SERVING, new calls UNAVAILABLE, running nodes finish, streams end resumably.",
     )
-    p.add_argument("--listen", metavar="HOST:PORT", help="default $AGENTRUN_LISTEN or 127.0.0.1:50051")
+    p.add_argument(
+        "--listen", metavar="HOST:PORT", help="default $AGENTRUN_LISTEN or 127.0.0.1:50051"
+    )
     p.add_argument("--config", metavar="FILE", help="YAML config: api_keys, limits, mock responses")
-    p.add_argument("--db", metavar="URL", help="store URL (default $AGENTRUN_DATABASE_URL, else SQLite in ./.agentrun/)")
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="store URL (default $AGENTRUN_DATABASE_URL, else SQLite in ./.agentrun/)",
+    )
     p.add_argument("--grace", type=float, metavar="SECONDS", help="shutdown grace (default 10)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.set_defaults(handler=cmd_serve)
 
-    p = subparsers.add_parser("workflows", help="create, get, list and delete workflows on a server")
+    p = subparsers.add_parser(
+        "workflows", help="create, get, list and delete workflows on a server"
+    )
     sub = p.add_subparsers(dest="workflows_command", metavar="ACTION", required=True)
     c = sub.add_parser("create", help="store a workflow file (a new version if the name exists)")
     c.add_argument("file", metavar="FILE", help="workflow file (.yaml or .json); - for stdin")
@@ -70,7 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("signal", help="send a signal to an execution")
     p.add_argument("execution", metavar="ID")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--data", metavar="JSON", default="null", help="the signal's data (default null)")
+    p.add_argument(
+        "--data", metavar="JSON", default="null", help="the signal's data (default null)"
+    )
     p.add_argument("--id", dest="signal_id", help="signal id: the same id is applied once")
     _client_args(p)
     p.set_defaults(handler=cmd_signal)
@@ -83,7 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", metavar="HOST:PORT", help="default $AGENTRUN_ADDRESS or 127.0.0.1:50051")
+    p.add_argument(
+        "--server", metavar="HOST:PORT", help="default $AGENTRUN_ADDRESS or 127.0.0.1:50051"
+    )
     p.add_argument("--api-key", metavar="KEY", help="default $AGENTRUN_API_KEY")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -94,7 +107,9 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created)
+            .astimezone()
+            .isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -109,7 +124,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        _JsonFormatter() if args.log_format == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _JsonFormatter()
+        if args.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
     try:
@@ -182,7 +199,7 @@ def _run(args: argparse.Namespace, body: Any) -> int:
 def cmd_workflows_create(args: argparse.Namespace) -> int:
     def body(client: Any) -> int:
         try:
-            text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
         except OSError as exc:
             raise _Usage(f"{args.file}: {exc.strerror}") from None
         workflow = client.create_workflow(source=text)
@@ -254,7 +271,10 @@ def _follow(client: Any, execution_id: str, after: int, as_json: bool) -> int:
         _print_event(event, as_json)
     execution = client.get_execution(execution_id)
     if not as_json:
-        print(f"{execution.state.value}" + (f" {json.dumps(execution.output)}" if execution.output is not None else ""))
+        print(
+            f"{execution.state.value}"
+            + (f" {json.dumps(execution.output)}" if execution.output is not None else "")
+        )
         if execution.error:
             print(f"error: {execution.error.type}: {execution.error.message}", file=sys.stderr)
     return EXIT_OK if execution.state is ExecutionState.SUCCEEDED else EXIT_FAILED
@@ -284,7 +304,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_signal(args: argparse.Namespace) -> int:
     def body(client: Any) -> int:
         data = _json_arg(args.data, "--data")
-        execution = client.signal_execution(args.execution, args.name, data, signal_id=args.signal_id)
+        execution = client.signal_execution(
+            args.execution, args.name, data, signal_id=args.signal_id
+        )
         if args.json:
             _print_json(execution)
         else:
@@ -304,5 +326,3 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run(args, body)
-
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -55,7 +55,7 @@ class AsyncClient:
         self.workflow_service = ws_grpc.WorkflowServiceStub(self.channel)
         self.execution_service = es_grpc.ExecutionServiceStub(self.channel)
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -164,7 +164,9 @@ class AsyncClient:
         text = c.execution_filter(workflow, states, filter)
         token = ""
         while True:
-            request = es_pb.ListExecutionsRequest(page_size=page_size, page_token=token, filter=text)
+            request = es_pb.ListExecutionsRequest(
+                page_size=page_size, page_token=token, filter=text
+            )
             response = await self._call(self.execution_service.ListExecutions, request)
             for item in response.executions:
                 yield c.execution(item)

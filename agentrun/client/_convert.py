@@ -41,7 +41,7 @@ def execution_name(execution: str | Execution) -> str:
 
 
 def _strip(name: str, prefix: str) -> str:
-    return name[len(prefix) :] if name.startswith(prefix) else name
+    return name.removeprefix(prefix)
 
 
 # Values ------------------------------------------------------------------------
@@ -189,9 +189,7 @@ _NODE_STATES = {
 }
 
 
-def execution(
-    message: ex_pb.Execution, nodes: Iterable[ex_pb.NodeExecution] = ()
-) -> Execution:
+def execution(message: ex_pb.Execution, nodes: Iterable[ex_pb.NodeExecution] = ()) -> Execution:
     has = message.HasField
     return Execution(
         id=_strip(message.name, "executions/"),

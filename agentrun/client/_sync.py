@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -55,7 +55,7 @@ class Client:
         self.workflow_service = ws_grpc.WorkflowServiceStub(self.channel)
         self.execution_service = es_grpc.ExecutionServiceStub(self.channel)
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -142,7 +142,9 @@ class Client:
         )
         return c.execution(self._call(self.execution_service.StartExecution, request).execution)
 
-    def get_execution(self, execution: str | Execution, *, include_nodes: bool = False) -> Execution:
+    def get_execution(
+        self, execution: str | Execution, *, include_nodes: bool = False
+    ) -> Execution:
         request = es_pb.GetExecutionRequest(
             name=c.execution_name(execution), include_nodes=include_nodes
         )
@@ -160,7 +162,9 @@ class Client:
         text = c.execution_filter(workflow, states, filter)
         token = ""
         while True:
-            request = es_pb.ListExecutionsRequest(page_size=page_size, page_token=token, filter=text)
+            request = es_pb.ListExecutionsRequest(
+                page_size=page_size, page_token=token, filter=text
+            )
             response = self._call(self.execution_service.ListExecutions, request)
             for item in response.executions:
                 yield c.execution(item)
@@ -168,7 +172,9 @@ class Client:
             if not token:
                 return
 
-    def cancel_execution(self, execution: str | Execution, *, compensate: bool = False) -> Execution:
+    def cancel_execution(
+        self, execution: str | Execution, *, compensate: bool = False
+    ) -> Execution:
         request = es_pb.CancelExecutionRequest(
             name=c.execution_name(execution), compensate=compensate
         )

@@ -65,8 +65,11 @@ class AgentrunServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if self.config.reflection:
             reflection.enable_server_reflection(
-                (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                 reflection.SERVICE_NAME),
+                (
+                    *SERVICE_NAMES,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
                 self.server,
             )
         self.port = 0

@@ -49,7 +49,9 @@ def parse_env_keys(text: str) -> list[ApiKey]:
         if not item:
             continue
         key, _, tenant = item.partition(":")
-        keys.append(ApiKey(key=key.strip(), tenant=tenant.strip() or DEFAULT_TENANT, name=f"env#{n}"))
+        keys.append(
+            ApiKey(key=key.strip(), tenant=tenant.strip() or DEFAULT_TENANT, name=f"env#{n}")
+        )
     return keys
 
 

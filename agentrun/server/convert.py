@@ -109,7 +109,7 @@ def ints_for_integral_floats(obj: Any) -> Any:
 # Times -------------------------------------------------------------------------
 def set_time(target: timestamp_pb2.Timestamp, seconds: float | None) -> None:
     if seconds is not None:
-        target.FromNanoseconds(int(round(seconds * 1e9)))
+        target.FromNanoseconds(round(seconds * 1e9))
 
 
 # Names -------------------------------------------------------------------------

@@ -92,9 +92,7 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         log.exception("internal error", exc_info=exc)
         reason, text, metadata = "INTERNAL", "internal error", {}
     code = CODES.get(reason, grpc.StatusCode.INTERNAL)
-    details = [
-        _pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
-    ]
+    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))]
     diagnostics = getattr(exc, "diagnostics", None) or getattr(exc, "violations", None)
     if diagnostics:
         details.append(_pack(_violations(diagnostics)))

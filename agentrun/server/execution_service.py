@@ -60,7 +60,11 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         size = requests.page_size(request.page_size)
         after = requests.decode_token(request.page_token, "executions", request.filter)
         records = await self._engine.list_executions(
-            tenant=current_tenant(), limit=size + 1, after_id=after, workflow=workflow, states=states
+            tenant=current_tenant(),
+            limit=size + 1,
+            after_id=after,
+            workflow=workflow,
+            states=states,
         )
         response = pb.ListExecutionsResponse(
             executions=[convert.execution_to_proto(r) for r in records[:size]]

@@ -13,7 +13,7 @@ from agentrun.server.errors import ApiError, abort
 
 
 class TokenBucket:
-    __slots__ = ("rate", "burst", "tokens", "stamp")
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate

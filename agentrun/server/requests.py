@@ -17,7 +17,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 def workflow_name(value: str, field: str = "name") -> str:
     """`workflows/{name}` or a bare name -> the name."""
-    name = value[len("workflows/") :] if value.startswith("workflows/") else value
+    name = value.removeprefix("workflows/")
     if not name:
         raise invalid_argument(field, "required: `workflows/{name}`")
     if not _NAME.fullmatch(name):
@@ -27,7 +27,7 @@ def workflow_name(value: str, field: str = "name") -> str:
 
 def execution_id(value: str, field: str = "name") -> str:
     """`executions/{id}` or a bare id -> the id."""
-    ident = value[len("executions/") :] if value.startswith("executions/") else value
+    ident = value.removeprefix("executions/")
     if not ident:
         raise invalid_argument(field, "required: `executions/{id}`")
     if not _NAME.fullmatch(ident):
@@ -68,7 +68,7 @@ _CLAUSE = re.compile(
     r"""\s*(?P<field>workflow|state)\s*
         (?:(?P<eq>=)\s*(?P<value>"[^"]*"|[A-Za-z0-9_.\-/]+)
           |(?P<in>IN)\s*\((?P<values>[^)]*)\))\s*""",
-    re.X | re.I,
+    re.VERBOSE | re.IGNORECASE,
 )
 
 
@@ -78,7 +78,7 @@ def execution_filter(text: str) -> tuple[str | None, tuple[ExecutionState, ...]]
     states: list[ExecutionState] = []
     if not text.strip():
         return None, ()
-    for clause in re.split(r"\s+AND\s+", text.strip(), flags=re.I):
+    for clause in re.split(r"\s+AND\s+", text.strip(), flags=re.IGNORECASE):
         match = _CLAUSE.fullmatch(clause)
         if not match:
             raise invalid_argument("filter", f"cannot parse {clause!r}")

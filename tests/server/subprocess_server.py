@@ -44,14 +44,22 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRUN_")}
         env.update(PYTHONPATH=str(ROOT), **self.extra_env)
         command = [
-            sys.executable, "-c", "import sys; from agentrun.cli import main; sys.exit(main())",
-            "serve", "--listen", self.address,
-            "--db", self.db, "--grace", "5", *self.args,
+            sys.executable,
+            "-c",
+            "import sys; from agentrun.cli import main; sys.exit(main())",
+            "serve",
+            "--listen",
+            self.address,
+            "--db",
+            self.db,
+            "--grace",
+            "5",
+            *self.args,
         ]
-        self.proc = subprocess.Popen(
-            command, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL,
-            stderr=open(self.log, "ab"),
-        )
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                command, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -65,9 +73,11 @@ class ServerProcess:
     def health(self, service: str = "") -> int | None:
         with grpc.insecure_channel(self.address) as channel:
             try:
-                return health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=service), timeout=1
-                ).status
+                return (
+                    health_pb2_grpc.HealthStub(channel)
+                    .Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                    .status
+                )
             except grpc.RpcError:
                 return None
 

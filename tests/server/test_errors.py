@@ -49,7 +49,8 @@ class Stubs:
 async def _waiting_execution(s: Stubs) -> str:
     await s.workflows.CreateWorkflow(ws.CreateWorkflowRequest(source=WAITER), metadata=s.md())
     started = await s.executions.StartExecution(
-        es.StartExecutionRequest(workflow="workflows/waiter", input=_value({"n": 1})), metadata=s.md()
+        es.StartExecutionRequest(workflow="workflows/waiter", input=_value({"n": 1})),
+        metadata=s.md(),
     )
     return started.execution.name
 
@@ -173,30 +174,122 @@ class Case:
 
 
 CASES = [
-    Case(invalid_workflow_source, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_WORKFLOW", sdk_errors.InvalidWorkflow, detail="violations"),
-    Case(invalid_workflow_typed, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_WORKFLOW", sdk_errors.InvalidWorkflow, detail="violations"),
-    Case(invalid_input, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT", sdk_errors.InvalidInput, detail="violations"),
-    Case(malformed_name, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", sdk_errors.InvalidArgument, detail="violations"),
-    Case(bad_page_token, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", sdk_errors.InvalidArgument, detail="violations"),
-    Case(unknown_workflow, grpc.StatusCode.NOT_FOUND, "WORKFLOW_NOT_FOUND", sdk_errors.WorkflowNotFound),
-    Case(start_unknown_workflow, grpc.StatusCode.NOT_FOUND, "WORKFLOW_NOT_FOUND", sdk_errors.WorkflowNotFound),
-    Case(unknown_execution, grpc.StatusCode.NOT_FOUND, "EXECUTION_NOT_FOUND", sdk_errors.ExecutionNotFound),
-    Case(illegal_transition, grpc.StatusCode.FAILED_PRECONDITION, "ILLEGAL_TRANSITION", sdk_errors.IllegalTransition, detail="precondition"),
-    Case(duplicate_request_id, grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", sdk_errors.AlreadyExists),
-    Case(duplicate_workflow_request_id, grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", sdk_errors.AlreadyExists),
-    Case(no_key, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", sdk_errors.Unauthenticated, auth=True),
-    Case(unknown_key, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", sdk_errors.Unauthenticated, auth=True),
-    Case(other_tenant, grpc.StatusCode.NOT_FOUND, "EXECUTION_NOT_FOUND", sdk_errors.ExecutionNotFound, auth=True),
-    Case(other_tenant_workflow, grpc.StatusCode.NOT_FOUND, "WORKFLOW_NOT_FOUND", sdk_errors.WorkflowNotFound, auth=True),
-    Case(rate_limited, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", sdk_errors.RateLimited, auth=True, detail="retry"),
-    Case(oversize, grpc.StatusCode.RESOURCE_EXHAUSTED, None, sdk_errors.ResourceExhausted, auth=True),
+    Case(
+        invalid_workflow_source,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_WORKFLOW",
+        sdk_errors.InvalidWorkflow,
+        detail="violations",
+    ),
+    Case(
+        invalid_workflow_typed,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_WORKFLOW",
+        sdk_errors.InvalidWorkflow,
+        detail="violations",
+    ),
+    Case(
+        invalid_input,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_INPUT",
+        sdk_errors.InvalidInput,
+        detail="violations",
+    ),
+    Case(
+        malformed_name,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+        sdk_errors.InvalidArgument,
+        detail="violations",
+    ),
+    Case(
+        bad_page_token,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+        sdk_errors.InvalidArgument,
+        detail="violations",
+    ),
+    Case(
+        unknown_workflow,
+        grpc.StatusCode.NOT_FOUND,
+        "WORKFLOW_NOT_FOUND",
+        sdk_errors.WorkflowNotFound,
+    ),
+    Case(
+        start_unknown_workflow,
+        grpc.StatusCode.NOT_FOUND,
+        "WORKFLOW_NOT_FOUND",
+        sdk_errors.WorkflowNotFound,
+    ),
+    Case(
+        unknown_execution,
+        grpc.StatusCode.NOT_FOUND,
+        "EXECUTION_NOT_FOUND",
+        sdk_errors.ExecutionNotFound,
+    ),
+    Case(
+        illegal_transition,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ILLEGAL_TRANSITION",
+        sdk_errors.IllegalTransition,
+        detail="precondition",
+    ),
+    Case(
+        duplicate_request_id,
+        grpc.StatusCode.ALREADY_EXISTS,
+        "ALREADY_EXISTS",
+        sdk_errors.AlreadyExists,
+    ),
+    Case(
+        duplicate_workflow_request_id,
+        grpc.StatusCode.ALREADY_EXISTS,
+        "ALREADY_EXISTS",
+        sdk_errors.AlreadyExists,
+    ),
+    Case(
+        no_key,
+        grpc.StatusCode.UNAUTHENTICATED,
+        "UNAUTHENTICATED",
+        sdk_errors.Unauthenticated,
+        auth=True,
+    ),
+    Case(
+        unknown_key,
+        grpc.StatusCode.UNAUTHENTICATED,
+        "UNAUTHENTICATED",
+        sdk_errors.Unauthenticated,
+        auth=True,
+    ),
+    Case(
+        other_tenant,
+        grpc.StatusCode.NOT_FOUND,
+        "EXECUTION_NOT_FOUND",
+        sdk_errors.ExecutionNotFound,
+        auth=True,
+    ),
+    Case(
+        other_tenant_workflow,
+        grpc.StatusCode.NOT_FOUND,
+        "WORKFLOW_NOT_FOUND",
+        sdk_errors.WorkflowNotFound,
+        auth=True,
+    ),
+    Case(
+        rate_limited,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "RATE_LIMITED",
+        sdk_errors.RateLimited,
+        auth=True,
+        detail="retry",
+    ),
+    Case(
+        oversize, grpc.StatusCode.RESOURCE_EXHAUSTED, None, sdk_errors.ResourceExhausted, auth=True
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.call.__name__)
-async def test_error_paths(
-    case: Case, server: AgentrunServer, auth_server: AgentrunServer
-) -> None:
+async def test_error_paths(case: Case, server: AgentrunServer, auth_server: AgentrunServer) -> None:
     target = auth_server if case.auth else server
     async with grpc.aio.insecure_channel(f"127.0.0.1:{target.port}") as channel:
         stubs = Stubs(
@@ -267,9 +360,10 @@ async def test_tenants_are_isolated(auth_server: AgentrunServer) -> None:
     from agentrun.client import AsyncClient
 
     target = f"127.0.0.1:{auth_server.port}"
-    async with AsyncClient(target, api_key="key-acme") as acme, AsyncClient(
-        target, api_key="key-globex"
-    ) as globex:
+    async with (
+        AsyncClient(target, api_key="key-acme") as acme,
+        AsyncClient(target, api_key="key-globex") as globex,
+    ):
         await acme.create_workflow(source=ECHO_CHAIN.format(name="secret"))
         await globex.create_workflow(source=ECHO_CHAIN.format(name="public"))
         assert [w.name async for w in acme.list_workflows()] == ["secret"]

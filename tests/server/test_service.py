@@ -45,7 +45,9 @@ async def test_typed_spec(client: AsyncClient) -> None:
 async def test_validate(client: AsyncClient) -> None:
     ok = await client.validate_workflow(source=ECHO_CHAIN.format(name="v"))
     assert ok.valid and ok.stages == [["a"], ["b"]]
-    bad = await client.validate_workflow({"name": "v", "nodes": [{"id": "a", "needs": ["zz"], "pass": {}}]})
+    bad = await client.validate_workflow(
+        {"name": "v", "nodes": [{"id": "a", "needs": ["zz"], "pass": {}}]}
+    )
     assert not bad.valid
     assert any(d.field.startswith("nodes[0]") for d in bad.errors)
 
@@ -65,5 +67,7 @@ async def test_start_watch_and_events(client: AsyncClient) -> None:
     assert [ev.sequence for ev in tail] == [events[-1].sequence]
     done = await client.get_execution(execution.id, include_nodes=True)
     assert done.state is ExecutionState.SUCCEEDED
-    listed_executions = [x async for x in client.list_executions(workflow="chain", states=["SUCCEEDED"])]
+    listed_executions = [
+        x async for x in client.list_executions(workflow="chain", states=["SUCCEEDED"])
+    ]
     assert [x.id for x in listed_executions] == [execution.id]

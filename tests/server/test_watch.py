@@ -132,7 +132,9 @@ async def test_client_side_cancels_resume_exactly_once(server: AgentrunServer) -
         while not seen or seen[-1] < EVENTS:
             take = rng.randint(1, 25) if cuts < 50 else EVENTS
             call = stub.WatchExecution(
-                es.WatchExecutionRequest(name=execution.name, after_sequence=seen[-1] if seen else 0)
+                es.WatchExecutionRequest(
+                    name=execution.name, after_sequence=seen[-1] if seen else 0
+                )
             )
             n = 0
             async for response in call:
@@ -149,7 +151,9 @@ async def test_client_side_cancels_resume_exactly_once(server: AgentrunServer) -
 async def test_drain_ends_streams_resumably(engine, server: AgentrunServer) -> None:
     """On drain, a watch ends UNAVAILABLE (SHUTTING_DOWN) with the last sequence sent."""
     async with AsyncClient(f"127.0.0.1:{server.port}", watch_reconnects=0) as client:
-        await client.create_workflow(source="name: hold\nnodes:\n  - id: w\n    wait: {signal: go}\n")
+        await client.create_workflow(
+            source="name: hold\nnodes:\n  - id: w\n    wait: {signal: go}\n"
+        )
         execution = await client.start_execution("hold", {})
         seen = []
         from agentrun.client import errors
