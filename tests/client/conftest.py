@@ -1,0 +1,1 @@
+from tests.server.conftest import auth_server, client, engine, server  # noqa: F401
