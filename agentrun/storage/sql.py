@@ -20,7 +20,7 @@ import decimal
 import json
 import json.encoder
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,7 +84,7 @@ class SqlStore(Store):
         self._reader: AsyncEngine | None = None
         self._writer: AsyncConnection | None = None  # SQLite only
         self._write_lock = asyncio.Lock()
-        self._pending: list[tuple[Batch, asyncio.Future[None]]] = []
+        self._pending: list[tuple[_Rows, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -234,7 +234,10 @@ class SqlStore(Store):
             )
             return version
 
-        version = await self._retry_unique(insert)
+        try:
+            version = await self._retry_unique(insert)
+        except sa.exc.IntegrityError:
+            raise StoreError("could not assign a version: too much contention") from None
         return replace(record, version=version)
 
     async def get_workflow(
@@ -370,7 +373,8 @@ class SqlStore(Store):
     async def commit(self, batch: Batch) -> None:
         self._require_open()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((batch, future))
+        # Snapshot now: the caller may change its records (not payloads) once we return.
+        self._pending.append((_Rows.of(batch), future))
         self._wake.set()
         await future
 
@@ -386,7 +390,7 @@ class SqlStore(Store):
             if self._closing:
                 return
 
-    async def _write_group(self, group: list[tuple[Batch, asyncio.Future[None]]]) -> None:
+    async def _write_group(self, group: list[tuple[_Rows, asyncio.Future[None]]]) -> None:
         error: BaseException
         try:
             await self._transaction(lambda conn: self._apply(conn, [b for b, _ in group]))
@@ -407,7 +411,7 @@ class SqlStore(Store):
             return
         _settle(group, error)
 
-    async def _apply(self, conn: AsyncConnection, batches: Sequence[Batch]) -> None:
+    async def _apply(self, conn: AsyncConnection, batches: Sequence[_Rows]) -> None:
         # Later batches win, exactly as if the upserts had run one after another; dedup also
         # keeps PostgreSQL from seeing one key twice in a statement.
         execution_rows: dict[str, dict[str, Any]] = {}
@@ -416,13 +420,11 @@ class SqlStore(Store):
         consumed: list[dict[str, Any]] = []
         for batch in batches:
             if batch.execution is not None:
-                execution_rows[batch.execution.id] = _execution_row(batch.execution)
-            for node in batch.nodes:
-                node_rows[(node.execution_id, node.node_id)] = _node_row(node)
-            event_rows.extend(_event_row(e) for e in batch.events)
-            consumed.extend(
-                {"b_execution": e, "b_seq": s, "b_node": n} for e, s, n in batch.consumed_signals
-            )
+                execution_rows[batch.execution["id"]] = batch.execution
+            for row in batch.nodes:
+                node_rows[(row["execution_id"], row["node_id"])] = row
+            event_rows += batch.events
+            consumed += batch.consumed
         if execution_rows:
             await conn.execute(self._upserts["executions"], list(execution_rows.values()))
         if node_rows:
@@ -439,16 +441,14 @@ class SqlStore(Store):
             set_={c.name: statement.excluded[c.name] for c in table.c if not c.primary_key},
         )
 
-    async def _explain(self, batch: Batch, exc: Exception) -> Exception:
+    async def _explain(self, batch: _Rows, exc: Exception) -> Exception:
         """Turns a refused batch into the error the memory store raises for the same mistake:
         KeyError for an unknown execution, ValueError for anything else (a duplicate event,
         a payload the database cannot hold such as NaN or \\u0000 in PostgreSQL's JSONB)."""
         if isinstance(exc, sa.exc.IntegrityError):
-            referenced = {n.execution_id for n in batch.nodes} | {
-                e.execution_id for e in batch.events
-            }
+            referenced = {r["execution_id"] for r in batch.nodes + batch.events}
             if batch.execution is not None:
-                referenced.discard(batch.execution.id)
+                referenced.discard(batch.execution["id"])
             for execution_id in sorted(referenced):
                 try:
                     known = await self.get_execution(execution_id)
@@ -456,8 +456,12 @@ class SqlStore(Store):
                     return error
                 if known is None:
                     return KeyError(f"unknown execution {execution_id}")
-        detail = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-        error = ValueError(f"batch refused by the database (duplicate event?): {detail}")
+        if isinstance(exc, ValueError):
+            return exc
+        if isinstance(exc, sa.exc.IntegrityError):
+            error = ValueError(f"batch conflicts with stored rows (duplicate event?): {exc.orig}")
+        else:
+            error = ValueError(f"batch cannot be stored: {exc!r}")
         error.__cause__ = exc
         return error
 
@@ -516,7 +520,7 @@ class SqlStore(Store):
         except sa.exc.IntegrityError:
             if await self.get_execution(signal.execution_id) is None:
                 raise KeyError(f"unknown execution {signal.execution_id}") from None
-            raise
+            raise StoreError("could not assign a signal seq: too much contention") from None
 
     async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
         query = (
@@ -538,6 +542,27 @@ class SqlStore(Store):
         raise AssertionError("unreachable")
 
 
+@dataclass(slots=True)
+class _Rows:
+    """A batch turned into the rows it writes."""
+
+    execution: dict[str, Any] | None
+    nodes: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    consumed: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, batch: Batch) -> _Rows:
+        return cls(
+            execution=_execution_row(batch.execution) if batch.execution is not None else None,
+            nodes=[_node_row(n) for n in batch.nodes],
+            events=[_event_row(e) for e in batch.events],
+            consumed=[
+                {"b_execution": e, "b_seq": s, "b_node": n} for e, s, n in batch.consumed_signals
+            ],
+        )
+
+
 _CONSUME = (
     db.signals.update()
     .where(
@@ -556,14 +581,6 @@ def _migrate(conn: sa.Connection) -> None:
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     config.attributes["connection"] = conn
     command.upgrade(config, "head")
-
-
-_REFUSED = (
-    sa.exc.IntegrityError,
-    sa.exc.DataError,
-    sa.exc.ProgrammingError,
-    sa.exc.NotSupportedError,
-)
 
 
 def _jsonb_dumps(value: Any) -> str:
@@ -616,24 +633,30 @@ def _refused_sqlstate(exc: sa.exc.DBAPIError) -> bool:
 
 @contextlib.contextmanager
 def _store_errors() -> Iterator[None]:
-    """Driver and connection failures become StoreError, so callers can answer UNAVAILABLE.
+    """Sorts database failures into the two kinds callers handle differently.
 
-    Errors about the statement or its data (constraint violations, values the database
-    refuses, bad SQL) pass through for the store's own handling: retrying them cannot help.
+    Unavailable (connection lost, disk full, timeouts): StoreError, so callers can answer
+    UNAVAILABLE and retry. Refused (a value or statement the database will never accept):
+    ValueError, since a retry cannot help. Constraint violations stay IntegrityError for the
+    store's own handling (idempotency, races, blame within a group).
     """
     try:
         yield
-    except _REFUSED:
+    except sa.exc.IntegrityError:
         raise
+    except (sa.exc.DataError, sa.exc.ProgrammingError, sa.exc.NotSupportedError) as exc:
+        raise ValueError(f"refused by the database: {exc.orig}") from exc
     except sa.exc.DBAPIError as exc:
         if _refused_sqlstate(exc):
-            raise
+            raise ValueError(f"refused by the database: {exc.orig}") from exc
         raise StoreError(f"database error: {exc.orig}") from exc
+    except sa.exc.StatementError as exc:  # a bind value failed to convert, e.g. not JSON
+        raise ValueError(f"cannot store value: {exc.orig}") from exc
     except (sa.exc.DisconnectionError, sa.exc.TimeoutError, OSError, TimeoutError) as exc:
         raise StoreError(f"database unavailable: {exc}") from exc
 
 
-def _settle(group: list[tuple[Batch, asyncio.Future[None]]], error: BaseException | None) -> None:
+def _settle(group: list[tuple[_Rows, asyncio.Future[None]]], error: BaseException | None) -> None:
     for _, future in group:
         if future.done():  # the caller was cancelled; its batch was still written (or not)
             continue

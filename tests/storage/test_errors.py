@@ -133,7 +133,8 @@ async def test_unstorable_payload_fails_its_batch_only(sql_store: SqlStore) -> N
     await sql_store.create_execution(_execution("ex-1"))
     unstorable = [object()]
     if sql_store.dialect == "postgresql":
-        unstorable.append("nul \u0000 inside")  # JSONB has no representation for U+0000
+        # JSONB has no representation for U+0000 or a lone surrogate.
+        unstorable += ["nul \u0000 inside", {"\ud800": 1}]
     bad = [
         Batch(nodes=[NodeRecord("ex-1", f"bad{i}", NodeState.SUCCEEDED, output=value)])
         for i, value in enumerate(unstorable)
@@ -148,3 +149,20 @@ async def test_unstorable_payload_fails_its_batch_only(sql_store: SqlStore) -> N
     assert all(isinstance(e, ValueError) and not isinstance(e, StoreError) for e in errors)
     assert len(await sql_store.list_events("ex-1")) == 10
     assert await sql_store.get_nodes("ex-1") == []
+
+
+async def test_unstorable_values_outside_commit_raise_value_error(sql_store: SqlStore) -> None:
+    from agentrun.storage.records import SignalRecord, WorkflowRecord
+
+    record = _execution("ex-bad")
+    record.input = {"x": object()}
+    with pytest.raises(ValueError):
+        await sql_store.create_execution(record)
+    assert await sql_store.get_execution("ex-bad") is None
+    with pytest.raises(ValueError):
+        await sql_store.create_workflow(WorkflowRecord("t", "wf", 0, {"x": {1, 2}}, 0.0))
+    await sql_store.create_execution(_execution("ex-1"))
+    with pytest.raises(ValueError):
+        await sql_store.add_signal(SignalRecord("ex-1", "go", object(), "s1", 0.0))
+    with pytest.raises(KeyError):
+        await sql_store.add_signal(SignalRecord("ghost", "go", None, "s1", 0.0))
