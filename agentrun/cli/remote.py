@@ -41,6 +41,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_serve)
 
     p = subparsers.add_parser(
+        "health",
+        help="check a server's gRPC health (exit 0 when SERVING)",
+        description="Calls grpc.health.v1.Health/Check; exit 0 when SERVING, 1 otherwise "
+        "(NOT_SERVING while draining, or unreachable). Used by the Docker HEALTHCHECK.",
+    )
+    p.add_argument(
+        "--server", metavar="HOST:PORT", help="default $AGENTRUN_ADDRESS or 127.0.0.1:50051"
+    )
+    p.add_argument("--service", default="", help="a service name (default: the whole server)")
+    p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS")
+    p.set_defaults(handler=cmd_health)
+
+    p = subparsers.add_parser(
         "workflows", help="create, get, list and delete workflows on a server"
     )
     sub = p.add_subparsers(dest="workflows_command", metavar="ACTION", required=True)
@@ -142,6 +155,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"agentrun: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from agentrun.client._options import target
+
+    address = target(args.server)
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"{address}: {exc.code().name}", file=sys.stderr)  # type: ignore[attr-defined]
+            return EXIT_FAILED
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(status)
+    return EXIT_OK if response.status == health_pb2.HealthCheckResponse.SERVING else EXIT_FAILED
 
 
 # --------------------------------------------------------------------------- client commands

@@ -135,6 +135,8 @@ def test_sdk_and_cli_against_subprocess(served: ServerProcess, tmp_path: Path) -
     assert "execution.succeeded" in started.stdout and "SUCCEEDED" in started.stdout
     missing = run("watch", "nope")
     assert missing.returncode == 1 and "not_found" in missing.stderr
+    health = run("health")
+    assert health.returncode == 0 and health.stdout.strip() == "SERVING"
     bad = run("workflows", "create", "-")
     assert bad.returncode == 2
 
