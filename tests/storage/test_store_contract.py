@@ -605,3 +605,23 @@ async def test_floats_stay_floats(store: Store) -> None:
     output = (await store.get_execution(record.id)).output
     assert output == value
     assert {k: type(v) for k, v in output.items()} == {k: type(v) for k, v in value.items()}
+
+
+async def test_a_batch_repeating_a_sequence_fails_whole(
+    store: Store, backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    if backend.name == "memory":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="MemoryStore.commit checks each event against the stored log only, "
+                "not against the batch's own earlier events (reported to the lead)",
+            )
+        )
+    ex = await started(store)
+    with pytest.raises(ValueError):
+        await store.commit(
+            Batch(nodes=[node(ex.id, "a")], events=[ev(ex.id, 1, "first"), ev(ex.id, 1, "again")])
+        )
+    assert await store.list_events(ex.id) == []
+    assert await store.get_nodes(ex.id) == []

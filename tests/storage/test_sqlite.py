@@ -1,0 +1,72 @@
+"""SQLite specifics: the PRAGMAs durability depends on, and several stores on one file."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from agentrun.storage.records import Batch, EventRecord, ExecutionRecord, ExecutionState
+from agentrun.storage.sql import SqlStore
+
+
+def _execution(id: str) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=id,
+        tenant="acme",
+        workflow="wf",
+        version=1,
+        state=ExecutionState.RUNNING,
+        input=None,
+        created_at=time.time(),
+    )
+
+
+async def _pragmas(store: SqlStore) -> dict[str, object]:
+    async def read(conn: sa.ext.asyncio.AsyncConnection) -> dict[str, object]:
+        names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+        return {n: (await conn.exec_driver_sql(f"PRAGMA {n}")).scalar() for n in names}
+
+    return await store._transaction(read)  # noqa: SLF001 - the writer connection's settings
+
+
+async def test_writer_pragmas(tmp_path: Path) -> None:
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/a/b/c.db")  # parent dirs are created
+    await store.open()
+    try:
+        assert await _pragmas(store) == {
+            "journal_mode": "wal",
+            "synchronous": 2,  # FULL
+            "foreign_keys": 1,
+            "busy_timeout": 10000,
+        }
+    finally:
+        await store.close()
+
+
+async def test_two_stores_on_one_file_both_write(tmp_path: Path) -> None:
+    """Server and CLI may open the same file: each has its own writer, SQLite's lock and
+    busy_timeout serialise them."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
+    first, second = SqlStore(url), SqlStore(url)
+    await first.open()
+    await second.open()
+    try:
+        await first.create_execution(_execution("ex-a"))
+        await second.create_execution(_execution("ex-b"))
+
+        def batches(id: str) -> list[Batch]:
+            return [Batch(events=[EventRecord(id, i, "x", time.time())]) for i in range(1, 101)]
+
+        await asyncio.gather(
+            *(first.commit(b) for b in batches("ex-a")),
+            *(second.commit(b) for b in batches("ex-b")),
+        )
+        for store in (first, second):
+            for id in ("ex-a", "ex-b"):
+                assert len(await store.list_events(id)) == 100
+    finally:
+        await first.close()
+        await second.close()
