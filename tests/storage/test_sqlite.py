@@ -29,7 +29,7 @@ async def _pragmas(store: SqlStore) -> dict[str, object]:
         names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
         return {n: (await conn.exec_driver_sql(f"PRAGMA {n}")).scalar() for n in names}
 
-    return await store._transaction(read)  # noqa: SLF001 - the writer connection's settings
+    return await store._transaction(read)  # the writer connection
 
 
 async def test_writer_pragmas(tmp_path: Path) -> None:
