@@ -29,9 +29,7 @@ def compile_text(
     spec = load_workflow(textwrap.dedent(text))
     if mutate is not None:
         mutate(spec)
-    return compile_workflow(
-        spec, tools=tools or default_tools(), agents=default_agents(AGENTS)
-    )
+    return compile_workflow(spec, tools=tools or default_tools(), agents=default_agents(AGENTS))
 
 
 def diagnostics(text: str, **kwargs: Any) -> list[Diagnostic]:
@@ -259,10 +257,13 @@ SINGLE_PROBLEM = [
         id="expr-non-ancestor-cousin",
     ),
     pytest.param(
-        wf("""
+        wf(
+            """
         - {id: a, pass: {value: 1}}
         - {id: b, needs: [a], pass: {value: 2}}
-        """, "edges: [{from: a, to: b, when: '${{ nodes.b.output == 2 }}'}]"),
+        """,
+            "edges: [{from: a, to: b, when: '${{ nodes.b.output == 2 }}'}]",
+        ),
         "edges[0]",
         "node 'b' is not an ancestor of 'a'",
         id="expr-edge-refers-to-target",
@@ -280,7 +281,7 @@ SINGLE_PROBLEM = [
         id="workflow-output-unknown-node",
     ),
     pytest.param(
-        wf("- {id: a, pass: {value: \"${{ [1, 2].map(x, [3].filter(y, y > x)) }}\"}}"),
+        wf('- {id: a, pass: {value: "${{ [1, 2].map(x, [3].filter(y, y > x)) }}"}}'),
         "nodes[0].pass.value",
         "may not be nested",
         id="expr-nested-comprehension",
@@ -358,7 +359,9 @@ SINGLE_PROBLEM = [
         id="bad-input-schema",
     ),
     pytest.param(
-        wf("- {id: a, agent: {model: mock/echo, prompt: hi, output_schema: {type: object, required: 5}}}"),
+        wf(
+            "- {id: a, agent: {model: mock/echo, prompt: hi, output_schema: {type: object, required: 5}}}"
+        ),
         "nodes[0].agent.output_schema.required",
         "not a valid JSON Schema",
         id="bad-output-schema",
@@ -412,7 +415,9 @@ SINGLE_PROBLEM = [
         id="aggregate-expr-missing",
     ),
     pytest.param(
-        wf("- {id: a, pass: {value: 1}}\n- {id: g, needs: [a], aggregate: {strategy: merge, expr: 'outputs'}}"),
+        wf(
+            "- {id: a, pass: {value: 1}}\n- {id: g, needs: [a], aggregate: {strategy: merge, expr: 'outputs'}}"
+        ),
         "nodes[1].aggregate.expr",
         "only used with strategy expr",
         id="aggregate-expr-without-strategy-expr",
@@ -448,7 +453,9 @@ SINGLE_PROBLEM = [
         id="constant-args-missing-required",
     ),
     pytest.param(
-        wf("- {id: a, pass: {value: 1}}", "error_handlers: [{match: {nodes: 'a(('}, action: skip}]"),
+        wf(
+            "- {id: a, pass: {value: 1}}", "error_handlers: [{match: {nodes: 'a(('}, action: skip}]"
+        ),
         "error_handlers[0].match.nodes",
         "bad regex",
         id="handler-bad-regex",
@@ -482,7 +489,9 @@ def test_each_rule_is_reported_at_its_path(text: str, path: str, phrase: str) ->
 
 
 def test_dynamic_args_are_not_checked_against_the_tool_schema_at_compile_time() -> None:
-    plan = compile_text(wf("- {id: a, tool: {name: core.sleep, args: {seconds: '${{ input.s }}'}}}"))
+    plan = compile_text(
+        wf("- {id: a, tool: {name: core.sleep, args: {seconds: '${{ input.s }}'}}}")
+    )
     assert plan.nodes["a"].step.args.is_constant is False
 
 
@@ -613,7 +622,9 @@ def test_cycle_through_explicit_edges_and_a_switch() -> None:
 
 
 def test_a_graph_of_only_a_cycle_has_no_root() -> None:
-    diags = diagnostics(wf("- {id: a, needs: [b], pass: {value: 1}}\n- {id: b, needs: [a], pass: {value: 1}}"))
+    diags = diagnostics(
+        wf("- {id: a, needs: [b], pass: {value: 1}}\n- {id: b, needs: [a], pass: {value: 1}}")
+    )
     assert len(diags) == 1
     assert diags[0].path == "nodes[0]"
     assert "cycle" in diags[0].message and "a" in diags[0].message and "b" in diags[0].message

@@ -97,7 +97,13 @@ def test_dicts_and_lists_keep_key_order_and_constants() -> None:
     t = compile_template(template, "p")
     assert not t.is_constant
     value = t.evaluate({"input": INPUT})
-    assert value == {"z": 3, "a": 1, "m": ["k", 4, {"deep": "text", "c": None}], "b": {"const": [1, 2]}, "y": "lit"}
+    assert value == {
+        "z": 3,
+        "a": 1,
+        "m": ["k", 4, {"deep": "text", "c": None}],
+        "b": {"const": [1, 2]},
+        "y": "lit",
+    }
     assert list(value) == ["z", "a", "m", "b", "y"]
     assert list(value["m"][2]) == ["deep", "c"]
     # Each evaluation builds fresh containers around the shared constants.
@@ -136,7 +142,7 @@ def test_non_string_scalars_are_constants() -> None:
         ("input.xs.exists_one(q, q == 1)", {"input"}, set()),
         ("nodes.a.output.map(x, x + nodes.b.output)", {"nodes"}, {"a", "b"}),
         ("'nodes.x.output'", set(), set()),
-        ("\"nodes.y\" + string(nodes.z.output)", {"nodes"}, {"z"}),
+        ('"nodes.y" + string(nodes.z.output)', {"nodes"}, {"z"}),
         ("'''nodes.q''' == input.s", {"input"}, set()),
         ("1 + 2", set(), set()),
     ],
@@ -149,7 +155,11 @@ def test_names_and_node_refs(source: str, names: set[str], refs: set[str]) -> No
 
 def test_template_names_and_refs_are_the_union_over_its_expressions() -> None:
     t = compile_template(
-        {"a": "${{ input.n }}", "b": ["x ${{ nodes.one.output }} y", "nodes.two.output"], "c": "${{ vars.k }}"},
+        {
+            "a": "${{ input.n }}",
+            "b": ["x ${{ nodes.one.output }} y", "nodes.two.output"],
+            "c": "${{ vars.k }}",
+        },
         "p",
     )
     assert t.names == frozenset({"input", "nodes", "vars"})
@@ -241,7 +251,10 @@ def test_syntax_errors_and_empty_expressions(source: str) -> None:
 def test_template_collects_every_bad_expression_with_its_path() -> None:
     errors: list[ExpressionError] = []
     t = compile_template_collect(
-        {"a": {"b": ["${{ 1 + }}", "${{ zz }}"]}, "c": "ok ${{ input.n }}"}, "root", frozenset({"input"}), errors
+        {"a": {"b": ["${{ 1 + }}", "${{ zz }}"]}, "c": "ok ${{ input.n }}"},
+        "root",
+        frozenset({"input"}),
+        errors,
     )
     assert [(e.path, e.message.split(":")[0]) for e in errors] == [
         ("root.a.b[0]", "syntax error"),
@@ -277,7 +290,9 @@ def test_compile_bool_accepts_bare_or_wrapped_expressions() -> None:
         ("input.s.matches('(')", {"s": "a"}, ""),
     ],
 )
-def test_runtime_errors_raise_expression_error_with_the_path(source: str, input: Any, phrase: str) -> None:
+def test_runtime_errors_raise_expression_error_with_the_path(
+    source: str, input: Any, phrase: str
+) -> None:
     e = Expression(source, "nodes[4].tool.args.url")
     with pytest.raises(ExpressionError) as info:
         e.evaluate({"input": input})
@@ -286,17 +301,18 @@ def test_runtime_errors_raise_expression_error_with_the_path(source: str, input:
     assert str(info.value).startswith("nodes[4].tool.args.url: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: Expression.evaluate converts KeyError/TypeError/ValueError/RuntimeError/"
-    "OverflowError only; the cel library raises IndexError (index out of range) and "
-    "ZeroDivisionError (division or modulo by zero), which escape as non-ExpressionError",
-)
 @pytest.mark.parametrize(
     ("source", "input"),
-    [("input.xs[5]", {"xs": [1]}), ("1 / input.n", {"n": 0}), ("input.n % 0", {"n": 1})],
+    [
+        ("input.xs[5]", {"xs": [1]}),
+        ("input.xs[-1]", {"xs": [1]}),
+        ("1 / input.n", {"n": 0}),
+        ("input.n % 0", {"n": 1}),
+    ],
 )
 def test_index_and_division_errors_are_expression_errors(source: str, input: Any) -> None:
+    # The cel library raises IndexError / ZeroDivisionError for these; they must not escape as
+    # anything but an ExpressionError (an inline node would otherwise stop the execution loop).
     e = Expression(source, "nodes[0].pass.value")
     with pytest.raises(ExpressionError) as info:
         e.evaluate({"input": input})
@@ -354,9 +370,25 @@ def test_large_collection_without_a_comprehension_is_fine() -> None:
 
 
 def test_normalize_numbers() -> None:
-    value = {"a": 1.0, "b": [2.5, 3.0, {"c": -4.0}], "d": True, "e": "5.0", "f": None, "g": 7, "h": 0.0}
+    value = {
+        "a": 1.0,
+        "b": [2.5, 3.0, {"c": -4.0}],
+        "d": True,
+        "e": "5.0",
+        "f": None,
+        "g": 7,
+        "h": 0.0,
+    }
     out = normalize_numbers(value)
-    assert out == {"a": 1, "b": [2.5, 3, {"c": -4}], "d": True, "e": "5.0", "f": None, "g": 7, "h": 0}
+    assert out == {
+        "a": 1,
+        "b": [2.5, 3, {"c": -4}],
+        "d": True,
+        "e": "5.0",
+        "f": None,
+        "g": 7,
+        "h": 0,
+    }
     assert type(out["a"]) is int and type(out["b"][1]) is int and type(out["b"][2]["c"]) is int
     assert type(out["b"][0]) is float
     assert out["d"] is True
@@ -431,7 +463,7 @@ async def test_interpolation_and_typed_values_end_to_end(harness: Any) -> None:
 
 
 async def test_when_must_yield_a_bool(harness: Any) -> None:
-    final, nodes = await harness.run(
+    final, _ = await harness.run(
         """
         name: when-bool
         nodes:
@@ -445,12 +477,6 @@ async def test_when_must_yield_a_bool(harness: Any) -> None:
     assert "bool" in final.error["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: ZeroDivisionError from CEL escapes Expression.evaluate; in an inline "
-    "(pass) node it crashes Run.loop, the engine resumes the run every second and it crashes "
-    "again: the execution stays PENDING forever instead of FAILED/expression_error",
-)
 async def test_division_by_zero_fails_the_execution(harness: Any) -> None:
     final, _ = await harness.run(
         """
@@ -459,7 +485,7 @@ async def test_division_by_zero_fails_the_execution(harness: Any) -> None:
           - {id: a, pass: {value: "${{ 1 / input.n }}"}}
         """,
         {"n": 0},
-        timeout=1.5,
+        timeout=5,
     )
     assert final.state.value == "FAILED"
     assert final.error["type"] == "expression_error"

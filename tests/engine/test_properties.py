@@ -1,8 +1,9 @@
 """Property tests: random DAGs through the real engine, checked against FORMAT.md's rules.
 
-Each example builds a random acyclic graph of `pass` nodes (edges only from a lower to a higher
-index), with `needs`, full-form edges whose `when` is a constant, node `when`s, `join: all` and at
-times a `switch`, runs it on a fresh Engine over a MemoryStore, and checks:
+Each example builds a random acyclic graph of `pass` nodes (and some `core.echo` tool nodes, which
+run as real async tasks) with edges only from a lower to a higher index: `needs`, full-form edges
+whose `when` is a constant, node `when`s, `join: all` and at times a `switch`. It runs the graph on
+a fresh Engine over a MemoryStore and checks:
 
 (a) ordering: a node starts only after every incoming edge is decided (each predecessor's
     succeeded/skipped event comes before the node's running or skipped event), and each node runs
@@ -50,6 +51,8 @@ class Graph:
     switch: int | None = None
     cases: list[tuple[bool, int]] = field(default_factory=list)
     default: int | None = None
+    # Nodes that call the `core.echo` tool (a real async task) instead of computing `pass` inline.
+    echo: set[int] = field(default_factory=set)
 
     def switch_targets(self) -> list[int]:
         targets = [t for _, t in self.cases]
@@ -89,6 +92,8 @@ def to_document(g: Graph) -> dict[str, Any]:
             if g.default is not None:
                 sw["default"] = nid(g.default)
             node["switch"] = sw
+        elif i in g.echo:
+            node["tool"] = {"name": "core.echo", "args": {"v": i}}
         else:
             node["pass"] = {"value": i}
         nodes.append(node)
@@ -187,7 +192,8 @@ def graphs(draw: st.DrawFn) -> Graph:
             node_when[i] = w
         if draw(st.integers(0, 3)) == 0:
             join_all.add(i)
-    g = Graph(n, edges, node_when, join_all)
+    echo = draw(st.sets(st.integers(0, n - 1), max_size=n // 3))
+    g = Graph(n, edges, node_when, join_all, echo=echo)
     if n >= 2 and draw(st.booleans()):
         s = draw(st.integers(0, n - 2))
         later = st.integers(s + 1, n - 1)
@@ -252,6 +258,7 @@ JOIN_ALL_PARTIAL = Graph(
     [Edge(0, 1, "needs"), Edge(0, 2, "needs"), Edge(1, 3, "needs"), Edge(2, 3, "needs")],
     node_when={2: False},
     join_all={3},
+    echo={1},
 )
 SWITCH_DEFAULT = Graph(
     5,
@@ -259,11 +266,17 @@ SWITCH_DEFAULT = Graph(
     switch=1,
     cases=[(False, 2)],
     default=3,
+    echo={0, 3},
 )
 SKIP_FLOWS_ON = Graph(3, [Edge(0, 1, "needs"), Edge(1, 2, "edge", None)], node_when={0: False})
 PARALLEL_EDGES_JOIN_ALL = Graph(
     3,
-    [Edge(0, 1, "needs"), Edge(0, 1, "edge", False), Edge(0, 2, "edge", True), Edge(0, 2, "edge", None)],
+    [
+        Edge(0, 1, "needs"),
+        Edge(0, 1, "edge", False),
+        Edge(0, 2, "edge", True),
+        Edge(0, 2, "edge", None),
+    ],
     join_all={1, 2},
 )
 
@@ -328,22 +341,38 @@ def test_random_dags_follow_format_semantics(g: Graph) -> None:
 
     # (d) without `output`, the result is {ID: output} of the sinks that succeeded.
     sinks = set(range(g.n)) - {p for ps in preds.values() for p in ps}
-    want = {
-        nid(i): (nid(next((t for w, t in g.cases if w), g.default)) if i == g.switch else i)
-        for i in sorted(sinks)
-        if expected[i][0] == "SUCCEEDED"
-    }
+    want = {nid(i): output_of(g, i) for i in sorted(sinks) if expected[i][0] == "SUCCEEDED"}
     assert out.output == want
+
+
+def output_of(g: Graph, i: int) -> Any:
+    if i == g.switch:
+        return nid(next((t for w, t in g.cases if w), g.default))
+    return {"v": i} if i in g.echo else i
 
 
 def test_reference_on_hand_picked_shapes() -> None:
     """The reference itself, on shapes worked out by hand from FORMAT.md (so a property failure
     points at the engine, not at a reference that agrees with anything)."""
     S, K = "SUCCEEDED", "SKIPPED"
-    assert reference(DIAMOND_HALF_DEAD) == {0: (S, None), 1: (S, None), 2: (K, "dead_path"), 3: (S, None)}
-    assert reference(JOIN_ALL_PARTIAL) == {0: (S, None), 1: (S, None), 2: (K, "when"), 3: (K, "join")}
+    assert reference(DIAMOND_HALF_DEAD) == {
+        0: (S, None),
+        1: (S, None),
+        2: (K, "dead_path"),
+        3: (S, None),
+    }
+    assert reference(JOIN_ALL_PARTIAL) == {
+        0: (S, None),
+        1: (S, None),
+        2: (K, "when"),
+        3: (K, "join"),
+    }
     assert reference(SWITCH_DEFAULT) == {
-        0: (S, None), 1: (S, None), 2: (K, "dead_path"), 3: (S, None), 4: (S, None),
+        0: (S, None),
+        1: (S, None),
+        2: (K, "dead_path"),
+        3: (S, None),
+        4: (S, None),
     }
     assert reference(SKIP_FLOWS_ON) == {0: (K, "when"), 1: (K, "dead_path"), 2: (K, "dead_path")}
     assert reference(PARALLEL_EDGES_JOIN_ALL) == {0: (S, None), 1: (K, "join"), 2: (S, None)}
