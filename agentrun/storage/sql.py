@@ -130,9 +130,12 @@ class SqlStore(Store):
             return
         self._closing = True
         self._wake.set()
-        if self._writer_task is not None:
-            await self._writer_task
-            self._writer_task = None
+        task, self._writer_task = self._writer_task, None
+        if task is not None:
+            # Drains the queue; a writer that already died (cancelled, failed) raises nothing.
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()
         await self._dispose()
 
     async def _dispose(self) -> None:
@@ -372,6 +375,8 @@ class SqlStore(Store):
 
     async def commit(self, batch: Batch) -> None:
         self._require_open()
+        if self._writer_task is None or self._writer_task.done():
+            raise StoreError("the store's writer has stopped")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Snapshot now: the caller may change its records (not payloads) once we return.
         self._pending.append((_Rows.of(batch), future))
@@ -380,15 +385,21 @@ class SqlStore(Store):
 
     # Group commit ----------------------------------------------------------
     async def _run_writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                group = self._pending[:_MAX_GROUP]
-                del self._pending[:_MAX_GROUP]
-                await self._write_group(group)
-            if self._closing:
-                return
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._pending:
+                    group = self._pending[:_MAX_GROUP]
+                    del self._pending[:_MAX_GROUP]
+                    await self._write_group(group)
+                if self._closing:
+                    return
+        finally:
+            # Whatever stopped the writer (cancellation at loop shutdown, a bug), nobody may
+            # be left waiting on a commit that will never be written.
+            pending, self._pending = self._pending, []
+            _settle(pending, StoreError("the store's writer stopped before this commit"))
 
     async def _write_group(self, group: list[tuple[_Rows, asyncio.Future[None]]]) -> None:
         error: BaseException

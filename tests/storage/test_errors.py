@@ -166,3 +166,22 @@ async def test_unstorable_values_outside_commit_raise_value_error(sql_store: Sql
         await sql_store.add_signal(SignalRecord("ex-1", "go", object(), "s1", 0.0))
     with pytest.raises(KeyError):
         await sql_store.add_signal(SignalRecord("ghost", "go", None, "s1", 0.0))
+
+
+async def test_commits_fail_instead_of_hanging_when_the_writer_dies(tmp_path) -> None:
+    import asyncio
+
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/x.db")
+    await store.open()
+    try:
+        await store.create_execution(_execution("ex-1"))
+        waiting = asyncio.create_task(
+            store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
+        )
+        store._writer_task.cancel()  # as at event-loop shutdown
+        with pytest.raises(StoreError):
+            await asyncio.wait_for(waiting, 5)
+        with pytest.raises(StoreError):
+            await store.commit(Batch())
+    finally:
+        await store.close()
