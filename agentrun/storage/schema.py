@@ -8,8 +8,23 @@ Strings carry no length: ids and names are bounded by the API layer, not by the 
 
 from __future__ import annotations
 
+import decimal
+import json
+import json.encoder
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
+
+from agentrun.storage.records import (
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    NodeState,
+    SignalRecord,
+    WorkflowRecord,
+)
 
 # Python None is stored as SQL NULL, so "no output" and "absent" are one thing in queries.
 Json = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -120,3 +135,175 @@ signals = sa.Table(
     sa.Column("consumed_by", sa.String()),
     sa.UniqueConstraint("execution_id", "signal_id"),
 )
+
+
+# Payload encoding -----------------------------------------------------------------
+def jsonb_dumps(value: Any) -> str:
+    """json.dumps, except that floats written with a positive exponent keep a decimal point.
+
+    JSONB keeps numbers as `numeric`, which prints 1.5e+16 back as 15000000000000000: an int
+    to json.loads. A float turning into an int on a round trip would change how expressions
+    (CEL keeps int and double apart) see a node's output after a restart.
+    """
+    text = json.dumps(value)
+    if "e+" not in text:  # the common case: no such float (or only a string containing e+)
+        return text
+    return "".join(_exact_float_encoder(value, 0))
+
+
+def _float_with_point(value: float) -> str:
+    text = float.__repr__(value)
+    if "e+" in text:
+        return format(decimal.Decimal(text), "f") + ".0"
+    if text in ("nan", "inf", "-inf"):  # as json.dumps writes them; PostgreSQL refuses them
+        return {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}[text]
+    return text
+
+
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The pure-Python json encoder, the only one that takes a float formatter.
+_exact_float_encoder = json.encoder._make_iterencode(  # type: ignore[attr-defined]
+    {},
+    _not_serializable,
+    json.encoder.encode_basestring_ascii,
+    None,
+    _float_with_point,
+    ": ",
+    ", ",
+    False,
+    False,
+    False,
+)
+
+
+# Records <-> rows: plain functions, as the hot path cannot afford an ORM's bookkeeping.
+def workflow_record(row: sa.Row[Any]) -> WorkflowRecord:
+    return WorkflowRecord(
+        tenant=row.tenant,
+        name=row.name,
+        version=row.version,
+        spec=row.spec,
+        created_at=row.created_at,
+        description=row.description,
+    )
+
+
+def execution_row(r: ExecutionRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "tenant": r.tenant,
+        "workflow": r.workflow,
+        "version": r.version,
+        "state": str(r.state),
+        "input": r.input,
+        "output": r.output,
+        "error": r.error,
+        "vars": r.vars,
+        "priority": r.priority,
+        "request_id": r.request_id,
+        "request_hash": r.request_hash,
+        "parent_id": r.parent_id,
+        "parent_node": r.parent_node,
+        "created_at": r.created_at,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "deadline": r.deadline,
+        "last_sequence": r.last_sequence,
+        "labels": r.labels,
+    }
+
+
+def execution_record(row: sa.Row[Any]) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=row.id,
+        tenant=row.tenant,
+        workflow=row.workflow,
+        version=row.version,
+        state=ExecutionState(row.state),
+        input=row.input,
+        created_at=row.created_at,
+        output=row.output,
+        error=row.error,
+        vars=row.vars if row.vars is not None else {},
+        priority=row.priority,
+        request_id=row.request_id,
+        request_hash=row.request_hash,
+        parent_id=row.parent_id,
+        parent_node=row.parent_node,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        deadline=row.deadline,
+        last_sequence=row.last_sequence,
+        labels=row.labels if row.labels is not None else {},
+    )
+
+
+def node_row(n: NodeRecord) -> dict[str, Any]:
+    return {
+        "execution_id": n.execution_id,
+        "node_id": n.node_id,
+        "state": str(n.state),
+        "attempt": n.attempt,
+        "input": n.input,
+        "output": n.output,
+        "error": n.error,
+        "skip_reason": n.skip_reason,
+        "started_at": n.started_at,
+        "ended_at": n.ended_at,
+        "wake_at": n.wake_at,
+        "completed_order": n.completed_order,
+    }
+
+
+def node_record(row: sa.Row[Any]) -> NodeRecord:
+    return NodeRecord(
+        execution_id=row.execution_id,
+        node_id=row.node_id,
+        state=NodeState(row.state),
+        attempt=row.attempt,
+        input=row.input,
+        output=row.output,
+        error=row.error,
+        skip_reason=row.skip_reason,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        wake_at=row.wake_at,
+        completed_order=row.completed_order,
+    )
+
+
+def event_row(e: EventRecord) -> dict[str, Any]:
+    return {
+        "execution_id": e.execution_id,
+        "sequence": e.sequence,
+        "type": e.type,
+        "node_id": e.node_id,
+        "data": e.data,
+        "time": e.time,
+    }
+
+
+def event_record(row: sa.Row[Any]) -> EventRecord:
+    return EventRecord(
+        execution_id=row.execution_id,
+        sequence=row.sequence,
+        type=row.type,
+        time=row.time,
+        node_id=row.node_id,
+        data=row.data,
+    )
+
+
+def signal_record(row: sa.Row[Any]) -> SignalRecord:
+    return SignalRecord(
+        execution_id=row.execution_id,
+        name=row.name,
+        data=row.data,
+        signal_id=row.signal_id,
+        created_at=row.created_at,
+        seq=row.seq,
+        consumed_by=row.consumed_by,
+    )

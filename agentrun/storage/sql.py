@@ -16,9 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import decimal
-import json
-import json.encoder
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +34,6 @@ from agentrun.storage.records import (
     ExecutionRecord,
     ExecutionState,
     NodeRecord,
-    NodeState,
     SignalRecord,
     WorkflowRecord,
 )
@@ -114,7 +110,7 @@ class SqlStore(Store):
                 max_overflow=20,
                 # asyncpg waits 60 s for a connection by default; fail over sooner.
                 connect_args={"timeout": 10},
-                json_serializer=_jsonb_dumps,
+                json_serializer=db.jsonb_dumps,
             )
             # Single-statement reads need no BEGIN/ROLLBACK round trips.
             self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -254,7 +250,7 @@ class SqlStore(Store):
         else:
             query = query.where(db.workflows.c.version == version)
         rows = await self._read(query)
-        return _workflow(rows[0]) if rows else None
+        return db.workflow_record(rows[0]) if rows else None
 
     async def list_workflows(
         self, tenant: str, *, limit: int, after_name: str | None = None
@@ -278,7 +274,7 @@ class SqlStore(Store):
             )
             .order_by(db.workflows.c.name)
         )
-        return [_workflow(row) for row in await self._read(query)]
+        return [db.workflow_record(row) for row in await self._read(query)]
 
     async def delete_workflow(self, tenant: str, name: str) -> bool:
         self._require_open()
@@ -301,9 +297,9 @@ class SqlStore(Store):
         events: Sequence[EventRecord] = (),
     ) -> tuple[ExecutionRecord, bool]:
         self._require_open()
-        row = _execution_row(record)
-        node_rows = [_node_row(n) for n in nodes]
-        event_rows = [_event_row(e) for e in events]
+        row = db.execution_row(record)
+        node_rows = [db.node_row(n) for n in nodes]
+        event_rows = [db.event_row(e) for e in events]
 
         async def insert(conn: AsyncConnection) -> tuple[ExecutionRecord, bool]:
             if record.request_id is None:
@@ -319,7 +315,7 @@ class SqlStore(Store):
                             db.executions.c.request_id == record.request_id,
                         )
                     )
-                    return _execution(existing.one()), False
+                    return db.execution_record(existing.one()), False
             if node_rows:
                 await conn.execute(db.nodes.insert(), node_rows)
             if event_rows:
@@ -335,7 +331,7 @@ class SqlStore(Store):
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         rows = await self._read(sa.select(db.executions).where(db.executions.c.id == execution_id))
-        return _execution(rows[0]) if rows else None
+        return db.execution_record(rows[0]) if rows else None
 
     async def list_executions(
         self,
@@ -354,7 +350,7 @@ class SqlStore(Store):
         if states:
             query = query.where(db.executions.c.state.in_([str(s) for s in states]))
         query = query.order_by(db.executions.c.id).limit(limit)
-        return [_execution(row) for row in await self._read(query)]
+        return [db.execution_record(row) for row in await self._read(query)]
 
     async def list_unfinished_executions(self) -> list[ExecutionRecord]:
         query = (
@@ -362,7 +358,7 @@ class SqlStore(Store):
             .where(db.executions.c.state.in_(_UNFINISHED))
             .order_by(db.executions.c.id)
         )
-        return [_execution(row) for row in await self._read(query)]
+        return [db.execution_record(row) for row in await self._read(query)]
 
     async def get_nodes(self, execution_id: str) -> list[NodeRecord]:
         """Ordered by node id (SQL has no insertion order to offer)."""
@@ -371,7 +367,7 @@ class SqlStore(Store):
             .where(db.nodes.c.execution_id == execution_id)
             .order_by(db.nodes.c.node_id)
         )
-        return [_node(row) for row in await self._read(query)]
+        return [db.node_record(row) for row in await self._read(query)]
 
     async def commit(self, batch: Batch) -> None:
         self._require_open()
@@ -487,7 +483,7 @@ class SqlStore(Store):
             .order_by(table.c.sequence)
             .limit(limit)
         )
-        return [_event(row) for row in await self._read(query)]
+        return [db.event_record(row) for row in await self._read(query)]
 
     # Signals ---------------------------------------------------------------
     async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
@@ -524,7 +520,7 @@ class SqlStore(Store):
                     db.signals.c.signal_id == signal.signal_id,
                 )
             )
-            return _signal(existing.one()), False
+            return db.signal_record(existing.one()), False
 
         try:
             return await self._retry_unique(insert)
@@ -539,7 +535,7 @@ class SqlStore(Store):
             .where(db.signals.c.execution_id == execution_id, db.signals.c.consumed_by.is_(None))
             .order_by(db.signals.c.seq)
         )
-        return [_signal(row) for row in await self._read(query)]
+        return [db.signal_record(row) for row in await self._read(query)]
 
     async def _retry_unique(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Retries a read-then-insert that lost a race to a concurrent writer (PostgreSQL)."""
@@ -565,9 +561,9 @@ class _Rows:
     @classmethod
     def of(cls, batch: Batch) -> _Rows:
         return cls(
-            execution=_execution_row(batch.execution) if batch.execution is not None else None,
-            nodes=[_node_row(n) for n in batch.nodes],
-            events=[_event_row(e) for e in batch.events],
+            execution=db.execution_row(batch.execution) if batch.execution is not None else None,
+            nodes=[db.node_row(n) for n in batch.nodes],
+            events=[db.event_row(e) for e in batch.events],
             consumed=[
                 {"b_execution": e, "b_seq": s, "b_node": n} for e, s, n in batch.consumed_signals
             ],
@@ -592,47 +588,6 @@ def _migrate(conn: sa.Connection) -> None:
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     config.attributes["connection"] = conn
     command.upgrade(config, "head")
-
-
-def _jsonb_dumps(value: Any) -> str:
-    """json.dumps, except that floats written with a positive exponent keep a decimal point.
-
-    JSONB keeps numbers as `numeric`, which prints 1.5e+16 back as 15000000000000000: an int
-    to json.loads. A float turning into an int on a round trip would change how expressions
-    (CEL keeps int and double apart) see a node's output after a restart.
-    """
-    text = json.dumps(value)
-    if "e+" not in text:  # the common case: no such float (or only a string containing e+)
-        return text
-    return "".join(_exact_float_encoder(value, 0))
-
-
-def _float_with_point(value: float) -> str:
-    text = float.__repr__(value)
-    if "e+" in text:
-        return format(decimal.Decimal(text), "f") + ".0"
-    if text in ("nan", "inf", "-inf"):  # as json.dumps writes them; PostgreSQL refuses them
-        return {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}[text]
-    return text
-
-
-def _not_serializable(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-# The pure-Python json encoder, the only one that takes a float formatter.
-_exact_float_encoder = json.encoder._make_iterencode(  # type: ignore[attr-defined]
-    {},
-    _not_serializable,
-    json.encoder.encode_basestring_ascii,
-    None,
-    _float_with_point,
-    ": ",
-    ", ",
-    False,
-    False,
-    False,
-)
 
 
 def _refused_sqlstate(exc: sa.exc.DBAPIError) -> bool:
@@ -675,133 +630,3 @@ def _settle(group: list[tuple[_Rows, asyncio.Future[None]]], error: BaseExceptio
             future.set_result(None)
         else:
             future.set_exception(error)
-
-
-# Row mapping -------------------------------------------------------------------
-def _workflow(row: sa.Row[Any]) -> WorkflowRecord:
-    return WorkflowRecord(
-        tenant=row.tenant,
-        name=row.name,
-        version=row.version,
-        spec=row.spec,
-        created_at=row.created_at,
-        description=row.description,
-    )
-
-
-def _execution_row(r: ExecutionRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "tenant": r.tenant,
-        "workflow": r.workflow,
-        "version": r.version,
-        "state": str(r.state),
-        "input": r.input,
-        "output": r.output,
-        "error": r.error,
-        "vars": r.vars,
-        "priority": r.priority,
-        "request_id": r.request_id,
-        "request_hash": r.request_hash,
-        "parent_id": r.parent_id,
-        "parent_node": r.parent_node,
-        "created_at": r.created_at,
-        "started_at": r.started_at,
-        "ended_at": r.ended_at,
-        "deadline": r.deadline,
-        "last_sequence": r.last_sequence,
-        "labels": r.labels,
-    }
-
-
-def _execution(row: sa.Row[Any]) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=row.id,
-        tenant=row.tenant,
-        workflow=row.workflow,
-        version=row.version,
-        state=ExecutionState(row.state),
-        input=row.input,
-        created_at=row.created_at,
-        output=row.output,
-        error=row.error,
-        vars=row.vars if row.vars is not None else {},
-        priority=row.priority,
-        request_id=row.request_id,
-        request_hash=row.request_hash,
-        parent_id=row.parent_id,
-        parent_node=row.parent_node,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        deadline=row.deadline,
-        last_sequence=row.last_sequence,
-        labels=row.labels if row.labels is not None else {},
-    )
-
-
-def _node_row(n: NodeRecord) -> dict[str, Any]:
-    return {
-        "execution_id": n.execution_id,
-        "node_id": n.node_id,
-        "state": str(n.state),
-        "attempt": n.attempt,
-        "input": n.input,
-        "output": n.output,
-        "error": n.error,
-        "skip_reason": n.skip_reason,
-        "started_at": n.started_at,
-        "ended_at": n.ended_at,
-        "wake_at": n.wake_at,
-        "completed_order": n.completed_order,
-    }
-
-
-def _node(row: sa.Row[Any]) -> NodeRecord:
-    return NodeRecord(
-        execution_id=row.execution_id,
-        node_id=row.node_id,
-        state=NodeState(row.state),
-        attempt=row.attempt,
-        input=row.input,
-        output=row.output,
-        error=row.error,
-        skip_reason=row.skip_reason,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        wake_at=row.wake_at,
-        completed_order=row.completed_order,
-    )
-
-
-def _event_row(e: EventRecord) -> dict[str, Any]:
-    return {
-        "execution_id": e.execution_id,
-        "sequence": e.sequence,
-        "type": e.type,
-        "node_id": e.node_id,
-        "data": e.data,
-        "time": e.time,
-    }
-
-
-def _event(row: sa.Row[Any]) -> EventRecord:
-    return EventRecord(
-        execution_id=row.execution_id,
-        sequence=row.sequence,
-        type=row.type,
-        time=row.time,
-        node_id=row.node_id,
-        data=row.data,
-    )
-
-
-def _signal(row: sa.Row[Any]) -> SignalRecord:
-    return SignalRecord(
-        execution_id=row.execution_id,
-        name=row.name,
-        data=row.data,
-        signal_id=row.signal_id,
-        created_at=row.created_at,
-        seq=row.seq,
-        consumed_by=row.consumed_by,
-    )
