@@ -4,6 +4,7 @@ This is the target the Alembic migrations must reach: a test migrates an empty d
 compares it with this metadata, so the two cannot drift apart silently. Times are epoch seconds
 in double precision (a float4 would lose seconds); payloads are JSON, JSONB on PostgreSQL.
 Strings carry no length: ids and names are bounded by the API layer, not by the schema.
+The mapping between records and rows lives here too, next to the columns it must match.
 """
 
 from __future__ import annotations

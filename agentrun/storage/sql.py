@@ -59,6 +59,9 @@ class SqlStore(Store):
     A `commit` whose caller is cancelled may still be written: its batch is already queued.
     """
 
+    # How long a SQLite write waits for another process's write lock before StoreError.
+    busy_timeout_ms = 10_000
+
     def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
         self._url = sa.make_url(url)
         backend = self._url.get_backend_name()
@@ -149,7 +152,7 @@ class SqlStore(Store):
         engine = create_async_engine(
             self._url, pool_size=1 if writer else 4, max_overflow=0 if writer else 4
         )
-        synchronous = self._synchronous
+        synchronous, busy_ms = self._synchronous, self.busy_timeout_ms
 
         @sa_event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -160,7 +163,7 @@ class SqlStore(Store):
                 "journal_mode=WAL",
                 f"synchronous={synchronous}",
                 "foreign_keys=ON",
-                "busy_timeout=10000",
+                f"busy_timeout={busy_ms}",
                 *(() if writer else ("query_only=ON",)),
             ):
                 cursor.execute(f"PRAGMA {pragma}")

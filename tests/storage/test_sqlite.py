@@ -70,3 +70,32 @@ async def test_two_stores_on_one_file_both_write(tmp_path: Path) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_write_lock_held_elsewhere_is_store_error_then_recovers(tmp_path: Path) -> None:
+    import sqlite3
+
+    import pytest
+
+    from agentrun.storage.base import StoreError
+
+    path = tmp_path / "locked.db"
+    store = SqlStore(f"sqlite+aiosqlite:///{path}")
+    store.busy_timeout_ms = 200
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await store.create_execution(_execution("ex-1"))
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreError):
+            await store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
+        with pytest.raises(StoreError):
+            await store.create_execution(_execution("ex-2"))
+        assert await store.get_execution("ex-1") is not None  # reads still work (WAL)
+        other.execute("ROLLBACK")
+        await store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
+        await store.create_execution(_execution("ex-2"))
+        assert len(await store.list_events("ex-1")) == 1
+    finally:
+        other.close()
+        await store.close()
