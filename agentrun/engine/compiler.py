@@ -22,7 +22,15 @@ from agentrun.engine.expressions import (
     compile_template_collect,
     normalize_numbers,
 )
-from agentrun.engine.plan import EdgePlan, NodePlan, Plan, StepPlan, SwitchCase
+from agentrun.engine.plan import (
+    BreakerSpec,
+    EdgePlan,
+    HandlerPlan,
+    NodePlan,
+    Plan,
+    StepPlan,
+    SwitchCase,
+)
 from agentrun.engine.ports import AgentProviders, Effect, ToolRegistry
 from agentrun.engine.retry import Backoff, Jitter, RetrySpec
 from agentrun.v1 import workflow_pb2 as pb
@@ -51,6 +59,25 @@ _JITTER = {
     pb.RetryPolicy.JITTER_NONE: Jitter.NONE,
     pb.RetryPolicy.JITTER_FULL: Jitter.FULL,
     pb.RetryPolicy.JITTER_EQUAL: Jitter.EQUAL,
+}
+_ACTIONS = {
+    pb.ErrorHandler.ACTION_RETRY: "retry",
+    pb.ErrorHandler.ACTION_SKIP: "skip",
+    pb.ErrorHandler.ACTION_FALLBACK: "fallback",
+    pb.ErrorHandler.ACTION_COMPENSATE: "compensate",
+    pb.ErrorHandler.ACTION_ESCALATE: "escalate",
+}
+_ON_TIMEOUT = {
+    pb.ErrorHandler.ON_TIMEOUT_UNSPECIFIED: "fail",
+    pb.ErrorHandler.ON_TIMEOUT_FAIL: "fail",
+    pb.ErrorHandler.ON_TIMEOUT_SKIP: "skip",
+    pb.ErrorHandler.ON_TIMEOUT_RETRY: "retry",
+}
+_COMPENSATION = {
+    pb.Compensation.STRATEGY_UNSPECIFIED: "reverse",
+    pb.Compensation.STRATEGY_REVERSE: "reverse",
+    pb.Compensation.STRATEGY_SEQUENTIAL: "sequential",
+    pb.Compensation.STRATEGY_PARALLEL: "parallel",
 }
 _STRATEGY = {
     pb.AggregateNode.STRATEGY_UNSPECIFIED: "merge",
@@ -360,14 +387,11 @@ class _Compiler:
             if spec.concurrency.limit < 1:
                 self.error("concurrency.limit", "must be at least 1")
 
-        for j, h in enumerate(spec.error_handlers):
-            if h.match.nodes:
-                try:
-                    re.compile(h.match.nodes)
-                except re.error as exc:
-                    self.error(f"error_handlers[{j}].match.nodes", f"bad regex: {exc}")
-            if not h.action:
-                self.error(f"error_handlers[{j}].action", "is required")
+        handlers = [self._handler(j, h) for j, h in enumerate(spec.error_handlers)]
+        breakers = {
+            name: self._breaker(name, b, f"circuit_breakers.{name}")
+            for name, b in spec.circuit_breakers.items()
+        }
 
         self._vars_warnings(nodes, anc)
 
@@ -388,6 +412,68 @@ class _Compiler:
             warnings=self.warnings,
             concurrency_key=concurrency_key,
             concurrency_limit=spec.concurrency.limit if spec.HasField("concurrency") else 0,
+            handlers=[h for h in handlers if h is not None],
+            compensation=_COMPENSATION[spec.compensation.strategy],
+            breakers=breakers,
+        )
+
+    def _handler(self, j: int, h: Any) -> HandlerPlan | None:
+        path = f"error_handlers[{j}]"
+        pattern = None
+        if h.match.nodes:
+            try:
+                pattern = re.compile(h.match.nodes)
+            except re.error as exc:
+                self.error(f"{path}.match.nodes", f"bad regex: {exc}")
+        action = _ACTIONS.get(h.action)
+        if action is None:
+            self.error(f"{path}.action", "is required: retry, skip, fallback, compensate or escalate")
+            return None
+        handler = HandlerPlan(
+            index=j,
+            path=path,
+            node_pattern=pattern,
+            errors=tuple(h.match.errors),
+            action=action,
+            on_timeout=_ON_TIMEOUT[h.on_timeout],
+        )
+        if action == "retry":
+            if not h.HasField("retry"):
+                self.error(f"{path}.retry", "is required for action retry")
+            else:
+                handler.retry = self.retry(h.retry, f"{path}.retry")
+        elif h.HasField("retry"):
+            self.error(f"{path}.retry", "is only used with action retry")
+        if h.HasField("output"):
+            if action != "skip":
+                self.error(f"{path}.output", "is only used with action skip")
+            handler.output = self.template(value_to_py(h.output), f"{path}.output", BASE_NAMES)
+        if action == "fallback":
+            if not h.HasField("fallback"):
+                self.error(f"{path}.fallback", "is required for action fallback")
+            else:
+                handler.fallback = self.standalone_step(h.fallback, f"{path}.fallback", BASE_NAMES)
+        elif h.HasField("fallback"):
+            self.error(f"{path}.fallback", "is only used with action fallback")
+        if h.HasField("timeout"):
+            if action != "escalate":
+                self.error(f"{path}.timeout", "is only used with action escalate")
+            handler.timeout = self.duration(h, "timeout", path)
+        if h.on_timeout and action != "escalate":
+            self.error(f"{path}.on_timeout", "is only used with action escalate")
+        return handler
+
+    def _breaker(self, name: str, b: Any, path: str) -> BreakerSpec:
+        if self.tools.get(name) is None and self.agents.get(name) is None:
+            self.error(path, f"{name!r} is neither a registered tool nor an agent provider")
+        if b.failure_threshold < 0 or b.half_open_calls < 0:
+            self.error(path, "failure_threshold and half_open_calls must not be negative")
+        default = BreakerSpec()
+        return BreakerSpec(
+            failure_threshold=b.failure_threshold or default.failure_threshold,
+            window=self.duration(b, "window", path) or default.window,
+            reset_timeout=self.duration(b, "reset_timeout", path) or default.reset_timeout,
+            half_open_calls=b.half_open_calls or default.half_open_calls,
         )
 
     @staticmethod
@@ -478,6 +564,7 @@ class _Compiler:
             plan.step = self.step(n, kind, path, BASE_NAMES)
             plan.inline = kind == "pass"
             if kind == "tool" and plan.step.tool is not None and plan.step.tool.effect is Effect.IRREVERSIBLE:
+                plan.irreversible = True
                 plan.retry = RetrySpec(
                     max_attempts=1,
                     backoff=plan.retry.backoff,

@@ -34,9 +34,10 @@ from agentrun.engine.errors import (
     ShuttingDown,
     WorkflowNotFound,
 )
+from agentrun.engine.breakers import Breakers
 from agentrun.engine.executor import Run
 from agentrun.engine.hub import Hub
-from agentrun.engine.plan import Plan, StepPlan
+from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
 from agentrun.engine.ports import AgentProviders, ToolFailure, ToolRegistry
 from agentrun.storage.base import Store
 from agentrun.storage.records import (
@@ -60,6 +61,9 @@ class EngineConfig:
     secrets: Mapping[str, str] | None = None
     # Seed for retry jitter (tests); None draws from the OS.
     seed: int | None = None
+    # Circuit breakers from server config, by tool or provider name; they win over a
+    # workflow's `circuit_breakers` for the same name.
+    circuit_breakers: dict[str, BreakerSpec] | None = None
 
 
 def new_execution_id(clock: Callable[[], float] = time.time) -> str:
@@ -93,6 +97,7 @@ class Engine:
         self.rng = random.Random(self.config.seed if self.config.seed is not None else os.urandom(16))
         self.secrets: Mapping[str, str] = dict(self.config.secrets or {})
         self.hub = Hub()
+        self.breakers = Breakers(self.config.circuit_breakers)
         self.draining = False
         self._runs: dict[str, Run] = {}
         self._plans: dict[tuple[str, str, int], Plan] = {}
@@ -308,7 +313,7 @@ class Engine:
         except asyncio.CancelledError:
             child = self._runs.get(child_id)
             if child is not None and not child.finished:
-                child._post(("cancel", asyncio.get_running_loop().create_future()))
+                child._post(("cancel", asyncio.get_running_loop().create_future(), False))
             raise
         if final.state is ExecutionState.SUCCEEDED:
             return final.output
@@ -413,10 +418,15 @@ class Engine:
     async def cancel(
         self, execution_id: str, *, tenant: str = DEFAULT_TENANT, compensate: bool = False
     ) -> ExecutionRecord:
-        return await self._control(execution_id, tenant, "cancel", allowed=None)
+        return await self._control(execution_id, tenant, "cancel", allowed=None, compensate=compensate)
 
     async def _control(
-        self, execution_id: str, tenant: str, action: str, allowed: set[ExecutionState] | None
+        self,
+        execution_id: str,
+        tenant: str,
+        action: str,
+        allowed: set[ExecutionState] | None,
+        compensate: bool = False,
     ) -> ExecutionRecord:
         record = await self.get_execution(execution_id, tenant=tenant)
         run = self._runs.get(execution_id)
@@ -432,7 +442,7 @@ class Engine:
                 current_state=state.value,
             )
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        run._post((action, fut))
+        run._post((action, fut, compensate))
         await fut
         return await self.get_execution(execution_id, tenant=tenant)
 

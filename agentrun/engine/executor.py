@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from agentrun.engine.expressions import ExpressionError
-from agentrun.engine.plan import EdgePlan, NodePlan, Plan, StepPlan
+from agentrun.engine.breakers import BreakerState
+from agentrun.engine.plan import EdgePlan, HandlerPlan, NodePlan, Plan, StepPlan
 from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
-from agentrun.engine.retry import RetrySpec
+from agentrun.engine.retry import NO_RETRY, RetrySpec
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -41,6 +42,12 @@ if TYPE_CHECKING:
     from agentrun.engine.engine import Engine
 
 log = logging.getLogger("agentrun.engine")
+
+# Keys of the auxiliary records kept beside a node's own: its compensation and its fallback.
+_COMPENSATE = ".compensate"
+_FALLBACK = ".fallback"
+# The signal that answers an escalation: data {action: retry|skip|fail, node?, output?}.
+ESCALATION_SIGNAL = "escalation"
 
 _DONE = frozenset({NodeState.SUCCEEDED, NodeState.FAILED, NodeState.SKIPPED, NodeState.CANCELLED})
 _EXEC_EVENT = {s: f"execution.{s.value.lower()}" for s in ExecutionState}
@@ -106,6 +113,13 @@ class Run:
         self.seen_signals: set[int] = set()
         # Futures of control requests, resolved once their effect is committed.
         self.acks: list[asyncio.Future[None]] = []
+        # Nodes waiting in ESCALATED for an `escalation` signal, with the handler that sent them.
+        self.escalated: dict[str, HandlerPlan] = {}
+        # The saga, once compensation started: node ids still to undo, and the outcome so far.
+        self.saga: deque[str] | None = None
+        self.saga_running: set[str] = set()
+        self.saga_done: list[str] = []
+        self.saga_failed: list[str] = []
 
     # ------------------------------------------------------------------ events
     def _event(self, type_: str, node_id: str | None = None, data: dict[str, Any] | None = None) -> None:
@@ -154,11 +168,16 @@ class Run:
         for rec in nodes:
             if "[" in rec.node_id:
                 items.setdefault(rec.node_id.split("[", 1)[0], []).append(rec)
+            elif rec.node_id.endswith((_COMPENSATE, _FALLBACK)):
+                self._items[rec.node_id] = rec
             else:
                 base[rec.node_id] = rec
         self.records = base
         self._items_restored = {k: {int(r.node_id.split("[", 1)[1][:-1]): r for r in v} for k, v in items.items()}
         self.completed = max((r.completed_order for r in base.values()), default=0)
+        if self.record.state is ExecutionState.COMPENSATING:
+            self._restore_saga()
+            return
         self._replaying = True
         decided = sorted(
             (r for r in base.values() if r.state in _DONE and r.node_id in self.plan.nodes),
@@ -187,7 +206,21 @@ class Run:
             if rec.state is NodeState.READY or rec.state is NodeState.PENDING:
                 if self.pending[rec.node_id] == 0:
                     self._push_ready(node)
+            elif rec.state is NodeState.ESCALATED:
+                handler = self.plan.handler_for(node.id, (rec.error or {}).get("type", "internal"))
+                if handler is None or handler.action != "escalate":
+                    self._node_failed(node, rec, rec.error or error_dict("internal", "escalation lost"))
+                    continue
+                self.escalated[node.id] = handler
+                if rec.wake_at is not None:
+                    self._arm_timer(node.id, rec.wake_at - now, self._escalation_timed_out)
             elif rec.state is NodeState.RUNNING:
+                fallback = self._items.get(node.id + _FALLBACK)
+                if fallback is not None and fallback.state is NodeState.RUNNING:
+                    handler = self.plan.handler_for(node.id, (rec.error or {}).get("type", "internal"))
+                    if handler is not None and handler.action == "fallback":
+                        self._start_fallback(node, rec, handler, rec.error)
+                        continue
                 if node.kind == "map":
                     self._restore_map(node, rec)
                 elif node.kind == "workflow":
@@ -241,7 +274,7 @@ class Run:
 
     def _turn(self) -> None:
         """Starts ready nodes (inline ones run to completion here) and settles the state."""
-        if self.finished:
+        if self.finished or self.saga is not None:
             return
         while self.ready and not self.paused and not self.finished and not self.engine.draining:
             _, _, node_id = heapq.heappop(self.ready)
@@ -253,6 +286,8 @@ class Run:
             return
         if self.paused:
             self._set_exec_state(ExecutionState.PAUSED)
+        elif self.escalated:
+            self._set_exec_state(ExecutionState.ESCALATED)
         elif self.tasks or self.to_launch or self.ready or self.retrying or any(
             m.running or m.retrying for m in self.maps.values()
         ):
@@ -283,12 +318,18 @@ class Run:
     def _handle(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if self.finished:
+            if kind in ("pause", "resume", "cancel"):
+                self.acks.append(msg[1])
             return
         if kind == "done":
             _, key, attempt, ok, value = msg
             self.tasks.pop(key, None)
             if "[" in key:
                 self._item_done(key, attempt, ok, value)
+            elif key.endswith(_COMPENSATE):
+                self._compensation_done(key, attempt, ok, value)
+            elif key.endswith(_FALLBACK):
+                self._fallback_done(key, attempt, ok, value)
             else:
                 node = self.plan.nodes[key]
                 rec = self.records[key]
@@ -310,7 +351,7 @@ class Run:
             if node.signal:
                 self._unregister_wait(node)
             if timed_out:
-                self._node_failed(node, rec, error_dict("timeout", f"wait timed out after {node.wait_timeout}s"))
+                self._fail(node, rec, error_dict("timeout", f"wait timed out after {node.wait_timeout}s"))
             else:
                 self._succeeded(node, rec, None)
         elif kind == "signal":
@@ -331,8 +372,17 @@ class Run:
                 self._set_exec_state(ExecutionState.RUNNING)
             self.acks.append(msg[1])
         elif kind == "cancel":
-            self._finish(ExecutionState.CANCELLED, error={"type": "cancelled", "message": "cancelled by request"})
+            error = {"type": "cancelled", "message": "cancelled by request"}
+            if msg[2] and self.saga is None:
+                self._compensate(error)
+            elif self.saga is None:
+                self._finish(ExecutionState.CANCELLED, error=error)
             self.acks.append(msg[1])
+        elif kind == "breaker":
+            _, name, state = msg
+            self._event(f"breaker.{state}", None, {"name": name, "state": state})
+        elif kind == "escalation_timeout":
+            self._escalation_answer(msg[1], None, timed_out=True)
 
     # ------------------------------------------------------------- resolving
     def _push_ready(self, node: NodePlan) -> None:
@@ -567,32 +617,56 @@ class Run:
         return node.expr.evaluate(act)
 
     async def _call(
-        self, key: str, node: NodePlan, step: StepPlan, attempt: int, item: Any, index: int | None
+        self,
+        key: str,
+        node: NodePlan,
+        step: StepPlan,
+        attempt: int,
+        item: Any,
+        index: int | None,
+        extra: dict[str, Any] | None = None,
+        suffix: str = "",
     ) -> None:
         """One attempt of a tool, agent or workflow call; posts its outcome to the loop."""
+        timeout = node.timeout if step.timeout is None else step.timeout
+        breaker = None
         try:
-            extra = {"item": item, "index": index} if index is not None else None
+            if index is not None:
+                extra = {"item": item, "index": index}
             act = self._activation(node.names, node.node_refs, extra)
-            timeout = node.timeout if step.timeout is None else step.timeout
             ctx = CallContext(
                 execution_id=self.id,
                 node_id=node.id,
                 attempt=attempt,
-                idempotency_key=f"{self.id}/{node.id}" + (f"/{index}" if index is not None else ""),
+                idempotency_key=f"{self.id}/{node.id}" + (f"/{index}" if index is not None else "") + suffix,
                 tenant=self.record.tenant,
                 secrets=self.engine.secrets,
             )
+            breaker = self._breaker(step)
+            if breaker is not None:
+                allowed, changed = breaker.allow(self.engine.clock())
+                if changed is not None:
+                    self._post(("breaker", breaker.name, changed.value))
+                if not allowed:
+                    breaker = None
+                    raise ToolFailure("circuit_open", f"circuit breaker {step.tool.name if step.tool else step.model!r} is open")
             if timeout:
                 async with asyncio.timeout(timeout):
                     value = await self._invoke(step, act, ctx, key, attempt)
             else:
                 value = await self._invoke(step, act, ctx, key, attempt)
+            if breaker is not None:
+                self._breaker_result(breaker, True, None)
             self._post(("done", key, attempt, True, value))
         except asyncio.CancelledError:
             raise
         except TimeoutError:
+            if breaker is not None:
+                self._breaker_result(breaker, False, "timeout")
             self._post(("done", key, attempt, False, error_dict("timeout", f"attempt {attempt} timed out after {timeout}s")))
         except ToolFailure as exc:
+            if breaker is not None:
+                self._breaker_result(breaker, False, exc.type)
             err = error_dict(exc.type, exc.message, exc.details)
             if exc.retry_after is not None:
                 err["retry_after"] = exc.retry_after
@@ -602,6 +676,18 @@ class Run:
         except Exception as exc:  # a bug in a tool must not take the engine down
             log.exception("node %s of %s failed unexpectedly", key, self.id)
             self._post(("done", key, attempt, False, error_dict("internal", f"{type(exc).__name__}: {exc}")))
+
+    def _breaker(self, step: StepPlan) -> Any:
+        if step.kind == "tool" and step.tool is not None:
+            return self.engine.breakers.get(step.tool.name, self.plan.breakers)
+        if step.kind == "agent" and step.provider is not None:
+            return self.engine.breakers.get(step.provider.name, self.plan.breakers)
+        return None
+
+    def _breaker_result(self, breaker: Any, ok: bool, error_type: str | None) -> None:
+        changed = breaker.record(ok, error_type, self.engine.clock())
+        if changed is not None:
+            self._post(("breaker", breaker.name, changed.value))
 
     async def _invoke(self, step: StepPlan, act: dict[str, Any], ctx: CallContext, key: str, attempt: int) -> Any:
         if step.kind == "tool":
@@ -669,7 +755,7 @@ class Run:
 
     def _attempt_failed(self, node: NodePlan, rec: NodeRecord, err: dict[str, Any]) -> None:
         rec.error = err
-        policy: RetrySpec = node.retry
+        policy = self._policy(node, err["type"])
         if policy.allows_retry(rec.attempt, err["type"]):
             delay = policy.delay(rec.attempt, self.engine.rng)
             if "retry_after" in err:
@@ -682,7 +768,109 @@ class Run:
                 self.retrying.add(node.id)
                 self._arm_timer(node.id, delay, self._retry_due)
                 return
-        self._node_failed(node, rec, err)
+        self._fail(node, rec, err)
+
+    def _policy(self, node: NodePlan, error_type: str) -> RetrySpec:
+        """A matching `retry` handler replaces the node's policy for the errors it matches;
+        an irreversible tool is never retried automatically."""
+        if self.plan.handlers:
+            handler = self.plan.handler_for(node.id, error_type)
+            if handler is not None and handler.action == "retry" and not node.irreversible:
+                return handler.retry
+        return node.retry
+
+    def _fail(self, node: NodePlan, rec: NodeRecord, err: dict[str, Any]) -> None:
+        """The node's retries are spent: the first matching handler decides, else the
+        execution fails."""
+        handler = self.plan.handler_for(node.id, err["type"]) if self.plan.handlers else None
+        if handler is None or handler.action == "retry":
+            self._node_failed(node, rec, err)
+        elif handler.action == "skip":
+            rec.error = err
+            try:
+                output = handler.output.evaluate(
+                    self._activation(handler.output.names, handler.output.node_refs)
+                ) if handler.output is not None else None
+            except ExpressionError as exc:
+                self._node_failed(node, rec, error_dict("expression_error", exc.message, {"path": exc.path}))
+                return
+            self._skip(node, "handler", output)
+        elif handler.action == "fallback":
+            self._start_fallback(node, rec, handler, err)
+        elif handler.action == "compensate":
+            rec.error = err
+            rec.ended_at = self.engine.clock()
+            self._decided(rec)
+            self._set_node(rec, NodeState.FAILED, {"attempt": rec.attempt, "error": err})
+            self._compensate(dict(err, node=node.id))
+        else:
+            self._escalate(node, rec, handler, err)
+
+    # ------------------------------------------------------------ fallback
+    def _start_fallback(self, node: NodePlan, rec: NodeRecord, handler: HandlerPlan, err: dict[str, Any]) -> None:
+        key = node.id + _FALLBACK
+        frec = self._items.get(key)
+        if frec is None:
+            frec = self._items[key] = NodeRecord(self.id, key, NodeState.PENDING)
+        frec.attempt += 1
+        frec.started_at = self.engine.clock()
+        rec.error = err
+        self._set_node(frec, NodeState.RUNNING, {"attempt": frec.attempt, "replaces_error": err})
+        attempt = frec.attempt
+        step = handler.fallback
+        self.to_launch.append((key, lambda: self._call(key, node, step, attempt, None, None)))
+
+    def _fallback_done(self, key: str, attempt: int, ok: bool, value: Any) -> None:
+        frec = self._items.get(key)
+        node = self.plan.nodes[key[: -len(_FALLBACK)]]
+        rec = self.records[node.id]
+        if frec is None or frec.attempt != attempt or frec.state is not NodeState.RUNNING:
+            return
+        frec.ended_at = self.engine.clock()
+        if ok:
+            frec.output = value
+            self._set_node(frec, NodeState.SUCCEEDED, {"attempt": attempt})
+            self._succeeded(node, rec, value)
+        else:
+            frec.error = value
+            self._set_node(frec, NodeState.FAILED, {"attempt": attempt, "error": value})
+            # A failing fallback fails the node; handlers are not consulted again.
+            self._node_failed(node, rec, value)
+
+    # ---------------------------------------------------------- escalation
+    def _escalate(self, node: NodePlan, rec: NodeRecord, handler: HandlerPlan, err: dict[str, Any]) -> None:
+        rec.error = err
+        self.escalated[node.id] = handler
+        rec.wake_at = self.engine.clock() + handler.timeout if handler.timeout else None
+        self._set_node(rec, NodeState.ESCALATED, {"attempt": rec.attempt, "error": err})
+        if handler.timeout:
+            self._arm_timer(node.id, handler.timeout, self._escalation_timed_out)
+
+    def _escalation_timed_out(self, node_id: str) -> None:
+        self._post(("escalation_timeout", node_id))
+
+    def _escalation_answer(self, node_id: str, data: Any, *, timed_out: bool = False) -> bool:
+        handler = self.escalated.pop(node_id, None)
+        if handler is None:
+            return False
+        handle = self.timers.pop(node_id, None)
+        if handle is not None:
+            handle.cancel()
+        node, rec = self.plan.nodes[node_id], self.records[node_id]
+        action = handler.on_timeout if timed_out else data.get("action")
+        if action == "retry":
+            rec.wake_at = None
+            self._set_node(rec, NodeState.READY, {"attempt": rec.attempt + 1, "escalation": "retry"})
+            self._push_ready(node)
+        elif action == "skip":
+            output = None if timed_out else data.get("output")
+            self._skip(node, "handler", output)
+        else:
+            err = dict(rec.error or {}) if not timed_out else error_dict(
+                "timeout", f"escalation of {node_id!r} got no answer in {handler.timeout}s"
+            )
+            self._node_failed(node, rec, err)
+        return True
 
     def _retry_due(self, node_id: str) -> None:
         self._post(("retry", node_id))
@@ -691,6 +879,11 @@ class Run:
         self.timers.pop(key, None)
         if "[" in key:
             self._item_retry(key)
+            return
+        if key.endswith(_COMPENSATE):
+            node_id = key[: -len(_COMPENSATE)]
+            if self.saga is not None and node_id in self.saga_running:
+                self._launch_compensation(node_id)
             return
         self.retrying.discard(key)
         rec = self.records.get(key)
@@ -786,6 +979,13 @@ class Run:
             return
         self.seen_signals.add(sig.seq)
         self._event("signal.received", None, {"signal": sig.name, "signal_id": sig.signal_id, "data": sig.data})
+        if sig.name == ESCALATION_SIGNAL and self.escalated:
+            data = sig.data if isinstance(sig.data, dict) else {"action": sig.data}
+            target = data.get("node") or next(iter(self.escalated))
+            if data.get("action") in ("retry", "skip", "fail") and target in self.escalated:
+                self.batch.consumed_signals.append((self.id, sig.seq, target))
+                self._escalation_answer(target, data)
+                return
         waiting = self.waiting_signal.get(sig.name)
         if not waiting:
             self.buffered.append(sig)
@@ -894,7 +1094,7 @@ class Run:
                 self._fill_map(node)
             return
         irec.error = value
-        policy = node.body.retry or node.retry
+        policy = node.body.retry or self._policy(node, value["type"])
         if policy.allows_retry(attempt, value["type"]):
             delay = policy.delay(attempt, self.engine.rng)
             if "retry_after" in value:
@@ -910,7 +1110,7 @@ class Run:
         self._cancel_items(node_id)
         err = dict(value)
         err["details"] = dict(err.get("details") or {}, index=index_n)
-        self._node_failed(node, rec, err)
+        self._fail(node, rec, err)
 
     def _item_retry(self, key: str) -> None:
         node_id, index = key.split("[", 1)
@@ -936,6 +1136,114 @@ class Run:
         for key in [k for k in self.timers if k.startswith(prefix)]:
             self.timers.pop(key).cancel()
         self.maps.pop(node_id, None)
+
+    # ---------------------------------------------------------------- saga
+    def _compensate(self, error: dict[str, Any]) -> None:
+        """Stops the forward run and undoes every succeeded node that has `compensate`."""
+        self.record.error = error
+        self._cancel_all(detach=False)
+        self.escalated.clear()
+        self._set_exec_state(ExecutionState.COMPENSATING, {"error": error})
+        done = sorted(
+            (r for r in self.records.values()
+             if r.state is NodeState.SUCCEEDED and self.plan.nodes[r.node_id].compensate is not None),
+            key=lambda r: r.completed_order,
+        )
+        if self.plan.compensation == "reverse":
+            done.reverse()
+        self.saga = deque(r.node_id for r in done)
+        self._saga_next()
+
+    def _saga_next(self) -> None:
+        parallel = self.plan.compensation == "parallel"
+        while self.saga and (parallel or not self.saga_running):
+            self._launch_compensation(self.saga.popleft())
+        if self.saga or self.saga_running or self.finished:
+            return
+        error = dict(self.record.error or {})
+        error["details"] = dict(
+            error.get("details") or {}, compensated=list(self.saga_done), not_compensated=list(self.saga_failed)
+        )
+        self._finish(
+            ExecutionState.COMPENSATION_FAILED if self.saga_failed else ExecutionState.COMPENSATED, error=error
+        )
+
+    def _launch_compensation(self, node_id: str) -> None:
+        node, rec = self.plan.nodes[node_id], self.records[node_id]
+        key = node_id + _COMPENSATE
+        crec = self._items.get(key)
+        if crec is None:
+            crec = self._items[key] = NodeRecord(self.id, key, NodeState.PENDING)
+        crec.attempt += 1
+        crec.wake_at = None
+        if crec.started_at is None:
+            crec.started_at = self.engine.clock()
+        self.saga_running.add(node_id)
+        if rec.state is not NodeState.COMPENSATING:
+            self._set_node(rec, NodeState.COMPENSATING, {"attempt": rec.attempt})
+        self._set_node(crec, NodeState.RUNNING, {"attempt": crec.attempt})
+        attempt, step, output = crec.attempt, node.compensate, rec.output
+        self.to_launch.append(
+            (key, lambda: self._call(key, node, step, attempt, None, None, {"output": output}, "/compensate"))
+        )
+
+    def _compensation_done(self, key: str, attempt: int, ok: bool, value: Any) -> None:
+        node_id = key[: -len(_COMPENSATE)]
+        crec = self._items.get(key)
+        if crec is None or crec.attempt != attempt or crec.state is not NodeState.RUNNING:
+            return
+        node, rec = self.plan.nodes[node_id], self.records[node_id]
+        if ok:
+            crec.output = value
+            crec.ended_at = rec.ended_at = self.engine.clock()
+            self._set_node(crec, NodeState.SUCCEEDED, {"attempt": attempt, "output": value})
+            self._set_node(rec, NodeState.COMPENSATED, {"attempt": rec.attempt})
+            self.saga_done.append(node_id)
+        else:
+            crec.error = value
+            policy = node.compensate.retry or NO_RETRY
+            if policy.allows_retry(attempt, value["type"]):
+                delay = policy.delay(attempt, self.engine.rng)
+                crec.wake_at = self.engine.clock() + delay
+                self._set_node(crec, NodeState.RETRYING, {"attempt": attempt, "error": value, "delay": delay})
+                self._arm_timer(key, delay, self._retry_due)
+                return
+            crec.ended_at = self.engine.clock()
+            self._set_node(crec, NodeState.FAILED, {"attempt": attempt, "error": value})
+            self._set_node(rec, NodeState.COMPENSATION_FAILED, {"attempt": rec.attempt, "error": value})
+            self.saga_failed.append(node_id)
+        self.saga_running.discard(node_id)
+        self._saga_next()
+
+    def _restore_saga(self) -> None:
+        """Continues a compensation cut short by a restart; a compensation whose completion
+        was committed does not run again, one in flight runs again with the same key."""
+        self.saga = deque()
+        ordered = sorted(
+            (r for r in self.records.values() if r.node_id in self.plan.nodes
+             and self.plan.nodes[r.node_id].compensate is not None),
+            key=lambda r: r.completed_order,
+        )
+        if self.plan.compensation == "reverse":
+            ordered.reverse()
+        now = self.engine.clock()
+        for rec in ordered:
+            key = rec.node_id + _COMPENSATE
+            crec = self._items.get(key)
+            if rec.state is NodeState.COMPENSATED:
+                self.saga_done.append(rec.node_id)
+            elif rec.state is NodeState.COMPENSATION_FAILED:
+                self.saga_failed.append(rec.node_id)
+            elif rec.state is NodeState.COMPENSATING and crec is not None and crec.state is NodeState.RETRYING:
+                self.saga_running.add(rec.node_id)
+                self._arm_timer(key, max(0.0, (crec.wake_at or now) - now), self._retry_due)
+            elif rec.state is NodeState.COMPENSATING:
+                if crec is not None:
+                    crec.attempt -= 1  # the interrupted attempt is run again, not counted
+                self._launch_compensation(rec.node_id)
+            elif rec.state is NodeState.SUCCEEDED:
+                self.saga.append(rec.node_id)
+        self._saga_next()
 
     # ------------------------------------------------------------ endings
     def _succeed(self) -> None:

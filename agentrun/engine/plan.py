@@ -6,6 +6,8 @@ expressions, so running a node touches no protobuf message and parses nothing.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,12 +119,52 @@ class NodePlan:
     node_refs: frozenset[str] = frozenset()
     # Whether the node can run inline in the executor loop (no I/O, no waiting).
     inline: bool = False
+    # An irreversible tool is never retried automatically, whatever a policy says.
+    irreversible: bool = False
     # Position in the `needs`-then-`edges` order, per incoming edge source (aggregate order).
     sink: bool = False
 
     @property
     def spec_kind(self) -> str:
         return self.kind
+
+
+@dataclass(slots=True, eq=False)
+class HandlerPlan:
+    """One workflow error handler; `matches` is precomputed per node id by the compiler."""
+
+    index: int
+    path: str
+    node_pattern: re.Pattern[str] | None
+    # Error types or globs; empty: every type but `cancelled`.
+    errors: tuple[str, ...]
+    action: str  # retry | skip | fallback | compensate | escalate
+    retry: RetrySpec | None = None
+    output: Template | None = None
+    fallback: StepPlan | None = None
+    timeout: float | None = None
+    on_timeout: str = "fail"  # fail | skip | retry
+
+    def matches(self, node_id: str, error_type: str) -> bool:
+        if self.node_pattern is not None and not self.node_pattern.fullmatch(node_id):
+            return False
+        if not self.errors:
+            return error_type != "cancelled"
+        for pattern in self.errors:
+            if pattern == "*":
+                if error_type != "cancelled":
+                    return True
+            elif fnmatch.fnmatchcase(error_type, pattern):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSpec:
+    failure_threshold: int = 5
+    window: float = 60.0
+    reset_timeout: float = 30.0
+    half_open_calls: int = 1
 
 
 @dataclass(slots=True, eq=False)
@@ -141,3 +183,14 @@ class Plan:
     warnings: list[Diagnostic] = field(default_factory=list)
     concurrency_key: Template | None = None
     concurrency_limit: int = 0
+    handlers: list[HandlerPlan] = field(default_factory=list)
+    # reverse | sequential | parallel
+    compensation: str = "reverse"
+    breakers: dict[str, BreakerSpec] = field(default_factory=dict)
+
+    def handler_for(self, node_id: str, error_type: str) -> HandlerPlan | None:
+        """The first handler that matches: FORMAT.md's "first match wins"."""
+        for handler in self.handlers:
+            if handler.matches(node_id, error_type):
+                return handler
+        return None
