@@ -45,6 +45,7 @@ from agentrun.storage.records import (
     ExecutionRecord,
     ExecutionState,
     NodeRecord,
+    NodeState,
     SignalRecord,
     WorkflowRecord,
 )
@@ -324,6 +325,81 @@ class Engine:
             details={"child_execution_id": child_id},
         )
 
+    async def rerun(
+        self,
+        execution_id: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        from_node: str | None = None,
+        input: Any = None,
+        version: int | None = None,
+        request_id: str | None = None,
+    ) -> ExecutionRecord:
+        """Starts a new execution linked to a finished one (label `rerun_of`).
+
+        Runs again from `from_node` (default: the node the old execution failed at; none: from
+        the start). Nodes that succeeded and are neither that node nor its descendants keep
+        their outputs and do not run again. `input` replaces the old input; `version` picks
+        another version of the workflow (default: the old one)."""
+        self._check_open()
+        old = await self.get_execution(execution_id, tenant=tenant)
+        if not old.state.terminal:
+            raise IllegalTransition(
+                f"execution {execution_id} is {old.state.value}; only a finished execution can be rerun",
+                current_state=old.state.value,
+            )
+        wf = await self.get_workflow(old.workflow, tenant=tenant, version=version or old.version)
+        plan = await self._plan(wf)
+        start = from_node or (old.error or {}).get("node") or None
+        if start is not None and start not in plan.nodes:
+            raise InvalidInput([Diagnostic("from_node", f"workflow {wf.name!r} v{wf.version} has no node {start!r}")])
+        new_input = old.input if input is None else input
+        if plan.input_schema is not None:
+            _validate_input(new_input, plan.input_schema)
+        again = _descendants(plan, start) if start is not None else set(plan.nodes)
+        new_id = new_execution_id(self.clock)
+        reused = [
+            NodeRecord(
+                execution_id=new_id,
+                node_id=rec.node_id,
+                state=rec.state,
+                attempt=rec.attempt,
+                input=rec.input,
+                output=rec.output,
+                started_at=rec.started_at,
+                ended_at=rec.ended_at,
+                completed_order=rec.completed_order,
+            )
+            for rec in sorted(await self.store.get_nodes(old.id), key=lambda r: r.completed_order)
+            if rec.node_id in plan.nodes and rec.node_id not in again and rec.state is NodeState.SUCCEEDED
+        ]
+        now = self.clock()
+        record = ExecutionRecord(
+            id=new_id,
+            tenant=tenant,
+            workflow=wf.name,
+            version=wf.version,
+            state=ExecutionState.PENDING,
+            input=new_input,
+            created_at=now,
+            priority=old.priority,
+            request_id=request_id or None,
+            vars=_replay_exports(plan, reused, new_input),
+            last_sequence=1,
+            labels={"rerun_of": old.id, **({"rerun_from": start} if start else {})},
+        )
+        event = EventRecord(
+            new_id, 1, "execution.pending", now, None,
+            {"workflow": wf.name, "version": wf.version, "rerun_of": old.id, "reused": [r.node_id for r in reused]},
+        )
+        stored, created = await self.store.create_execution(record, nodes=reused, events=[event])
+        if not created:
+            return stored
+        run = Run(self, plan, copy.copy(record))
+        run.restore(reused, [], fresh=True)
+        self._launch(run)
+        return stored
+
     async def get_execution(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
         record = await self.store.get_execution(execution_id)
         if record is None or record.tenant != tenant:
@@ -517,6 +593,30 @@ _FINAL_EVENTS = frozenset(f"execution.{s.value.lower()}" for s in ExecutionState
 
 def _is_final(event: EventRecord) -> bool:
     return event.type in _FINAL_EVENTS
+
+
+def _descendants(plan: Plan, start: str) -> set[str]:
+    seen = {start}
+    stack = [start]
+    while stack:
+        for edge in plan.nodes[stack.pop()].outgoing:
+            if edge.target not in seen:
+                seen.add(edge.target)
+                stack.append(edge.target)
+    return seen
+
+
+def _replay_exports(plan: Plan, reused: list[NodeRecord], input: Any) -> dict[str, Any]:
+    """The vars that the reused nodes' exports set, in their completion order."""
+    vars: dict[str, Any] = {}
+    for rec in reused:
+        exports = plan.nodes[rec.node_id].export
+        for key, template in (exports or {}).items():
+            try:
+                vars[key] = template.evaluate({"output": rec.output, "input": input, "vars": vars})
+            except Exception:  # an export over names not replayed here is left unset
+                continue
+    return vars
 
 
 def _validate_input(value: Any, schema: Mapping[str, Any]) -> None:

@@ -159,8 +159,13 @@ class Run:
         for nid in self.plan.roots:
             self._resolve(nid)
 
-    def restore(self, nodes: list[NodeRecord], signals: list[SignalRecord]) -> None:
-        """Rebuilds the run from stored records, after a restart."""
+    def restore(self, nodes: list[NodeRecord], signals: list[SignalRecord], *, fresh: bool = False) -> None:
+        """Rebuilds the run from stored records, after a restart; `fresh` starts a rerun
+        whose reused nodes are already SUCCEEDED."""
+        if fresh:
+            self.record.started_at = self.engine.clock()
+            if self.plan.timeout:
+                self.record.deadline = self.record.started_at + self.plan.timeout
         self.buffered = list(signals)
         self.seen_signals.update(s.seq for s in signals)
         base = {}
@@ -238,7 +243,10 @@ class Run:
                 self._arm_timer(rec.node_id, max(0.0, (rec.wake_at or now) - now), self._retry_due)
             elif rec.state is NodeState.WAITING:
                 self._restore_wait(node, rec)
-        self.record.state = ExecutionState.PAUSED if self.paused else ExecutionState.RUNNING
+        if fresh:
+            self._set_exec_state(ExecutionState.RUNNING)
+        else:
+            self.record.state = ExecutionState.PAUSED if self.paused else ExecutionState.RUNNING
 
     def arm_deadline(self) -> None:
         if self.record.deadline is not None:

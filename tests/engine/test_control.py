@@ -231,3 +231,41 @@ async def test_restart_keeps_waits_and_buffered_signals() -> None:
     final = await second.wait(ex.id, timeout=5)
     assert final.state is ExecutionState.SUCCEEDED
     assert final.output == {"nap": None}
+
+
+async def test_rerun_from_the_failed_node_reuses_earlier_outputs(harness, ledger) -> None:
+    text = """
+name: rr
+nodes:
+  - {id: s1, tool: {name: test.ledger, args: {}}, export: {first: "${{ output.node }}"}}
+  - {id: side, tool: {name: test.ledger, args: {}}}
+  - id: flaky
+    needs: [s1]
+    tool: {name: core.fail, args: {succeed_on_attempt: "${{ input.ok_on }}"}}
+  - {id: s3, needs: [flaky, side], tool: {name: test.ledger, args: {}}}
+"""
+    first, _ = await harness.run(text, {"ok_on": 99})
+    assert first.state is ExecutionState.FAILED and first.error["node"] == "flaky"
+    before = len(ledger.calls)
+    again = await harness.engine.rerun(first.id, input={"ok_on": 1})
+    final = await harness.engine.wait(again.id, timeout=5)
+    assert final.state is ExecutionState.SUCCEEDED
+    assert final.labels["rerun_of"] == first.id
+    assert final.vars == {"first": "s1"}
+    new_calls = [n for e, n, _ in ledger.calls[before:] if e == again.id]
+    assert new_calls == ["s3"]  # s1 and side kept their outputs
+    nodes = {n.node_id: n for n in await harness.engine.get_nodes(again.id)}
+    assert nodes["s1"].output == {"node": "s1"} and nodes["flaky"].output == {"attempt": 1}
+
+
+async def test_rerun_from_a_chosen_node_and_illegal_rerun(harness, ledger) -> None:
+    ex = await harness.start(CHAIN)
+    with pytest.raises(IllegalTransition):
+        await harness.engine.rerun(ex.id)
+    await harness.engine.wait(ex.id, timeout=5)
+    before = len(ledger.calls)
+    again = await harness.engine.rerun(ex.id, from_node="s3")
+    await harness.engine.wait(again.id, timeout=5)
+    assert [n for _, n, _ in ledger.calls[before:]] == ["s3", "s4"]
+    with pytest.raises(InvalidInput):
+        await harness.engine.rerun(ex.id, from_node="nope")
