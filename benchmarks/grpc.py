@@ -72,22 +72,32 @@ async def starts(
     return count / (time.perf_counter() - began), latencies
 
 
-async def event_latency(stub: es_grpc.ExecutionServiceStub, runs: int) -> list[float]:
-    latencies: list[float] = []
+async def event_latency(
+    stub: es_grpc.ExecutionServiceStub, runs: int, committed: dict[tuple[str, int], float] | None
+) -> tuple[list[float], list[float]]:
+    """(event time -> client, commit returned -> client) for live events, in seconds."""
+    from_event: list[float] = []
+    from_commit: list[float] = []
     for _ in range(runs):
         started = await stub.StartExecution(es.StartExecutionRequest(workflow="workflows/chain"))
         call = stub.WatchExecution(es.WatchExecutionRequest(name=started.execution.name))
         async for response in call:
             received = time.time()
             event = response.event
-            sent = event.time.seconds + event.time.nanos / 1e9
             # Live events only (the backlog read at connect time is not a latency).
-            if event.sequence > 3:
-                latencies.append(received - sent)
-    return latencies
+            if event.sequence <= 3:
+                continue
+            from_event.append(received - (event.time.seconds + event.time.nanos / 1e9))
+            if committed is not None:
+                key = (event.execution.removeprefix("executions/"), event.sequence)
+                if key in committed:
+                    from_commit.append(received - committed[key])
+    return from_event, from_commit
 
 
-async def run(target: str, seconds: float) -> None:
+async def run(
+    target: str, seconds: float, committed: dict[tuple[str, int], float] | None = None
+) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
         workflows = ws_grpc.WorkflowServiceStub(channel)
         executions = es_grpc.ExecutionServiceStub(channel)
@@ -106,11 +116,18 @@ async def run(target: str, seconds: float) -> None:
                 f"{pct(lat, 0.99) * 1e3:>8.2f}"
             )
             await asyncio.sleep(1.0)  # let the started executions finish
-        lat = await event_latency(executions, 5)
+        from_event, from_commit = await event_latency(executions, 5, committed)
         print(
-            f"event latency, engine event time -> WatchExecution client ({len(lat)} live events): "
-            f"p50 {statistics.median(lat) * 1e3:.2f} ms, p99 {pct(lat, 0.99) * 1e3:.2f} ms"
+            f"event latency, event created (before its commit) -> WatchExecution client "
+            f"({len(from_event)} live events): p50 {statistics.median(from_event) * 1e3:.2f} ms, "
+            f"p99 {pct(from_event, 0.99) * 1e3:.2f} ms"
         )
+        if from_commit:
+            print(
+                f"event latency, store commit returned -> WatchExecution client "
+                f"({len(from_commit)} live events): p50 {statistics.median(from_commit) * 1e3:.2f} ms, "
+                f"p99 {pct(from_commit, 0.99) * 1e3:.2f} ms"
+            )
 
 
 async def in_process(db: str, seconds: float) -> None:
@@ -120,12 +137,22 @@ async def in_process(db: str, seconds: float) -> None:
     from agentrun.storage.factory import open_store
 
     store = await open_store(db)
+    committed: dict[tuple[str, int], float] = {}
+    commit = store.commit
+
+    async def timed_commit(batch):  # type: ignore[no-untyped-def]
+        await commit(batch)
+        now = time.time()
+        for event in batch.events:
+            committed[(event.execution_id, event.sequence)] = now
+
+    store.commit = timed_commit  # type: ignore[method-assign]
     engine = Engine(store, tools=default_tools(), agents=default_agents())
     await engine.start()
     server = AgentrunServer(engine, ServerConfig.load(env={}))
     port = await server.start("127.0.0.1:0")
     try:
-        await run(f"127.0.0.1:{port}", seconds)
+        await run(f"127.0.0.1:{port}", seconds, committed)
     finally:
         await server.stop(0)
         await engine.stop(grace=1)
