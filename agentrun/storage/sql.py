@@ -103,7 +103,11 @@ class SqlStore(Store):
         self._write_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         if self._sqlite:
-            Path(self._url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(self._url.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the database folder {folder}: {exc}") from exc
             self._engine = self._sqlite_engine(writer=True)
             self._reader = self._sqlite_engine(writer=False)
         else:

@@ -99,3 +99,16 @@ async def test_a_write_lock_held_elsewhere_is_store_error_then_recovers(tmp_path
     finally:
         other.close()
         await store.close()
+
+
+async def test_an_unwritable_location_is_store_error(tmp_path: Path) -> None:
+    import pytest
+
+    from agentrun.storage.base import StoreError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError):
+        await SqlStore(f"sqlite+aiosqlite:///{blocker}/sub/x.db").open()
+    with pytest.raises(StoreError):
+        await SqlStore(f"sqlite+aiosqlite:///{blocker}").open()  # not a database
