@@ -16,6 +16,7 @@ import jsonschema
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
 from agentrun.engine.expressions import (
     Expression,
+    _strip_strings,
     ExpressionError,
     Template,
     compile_bool,
@@ -145,7 +146,7 @@ class _Compiler:
             return None
         seconds = _seconds(getattr(msg, name))
         if seconds < 0 or (seconds == 0 and not allow_zero):
-            self.error(f"{path}.{name}", "must be a positive duration")
+            self.error(f"{path}.{name}" if path else name, "must be a positive duration")
             return None
         return seconds
 
@@ -358,6 +359,7 @@ class _Compiler:
                     linked.add(target)
                     self._link(nodes, EdgePlan(source=node_id, target=target, from_switch=True))
 
+        self._node_ids = set(nodes)
         order, stages = self._order(nodes)
         anc = _Ancestry(nodes, order) if order is not None else None
 
@@ -369,7 +371,7 @@ class _Compiler:
                 for t in (edge.when, edge.input):
                     if t is not None:
                         refs |= t.node_refs
-                if anc is not None and refs:
+                if refs:
                     self._check_refs(refs, edge.source, anc, _edge_path(spec, edge), self_ok=True)
 
         output = None
@@ -394,6 +396,7 @@ class _Compiler:
         }
 
         self._vars_warnings(nodes, anc)
+        timeout = self.duration(spec, "timeout", "") if spec.HasField("timeout") else None
 
         if self.diags:
             raise InvalidWorkflow(self.diags)
@@ -407,7 +410,7 @@ class _Compiler:
             roots=[nid for nid in (order or []) if not nodes[nid].incoming],
             stages=stages or [],
             output=output,
-            timeout=self.duration(spec, "timeout", ""),
+            timeout=timeout,
             input_schema=input_schema,
             warnings=self.warnings,
             concurrency_key=concurrency_key,
@@ -651,17 +654,33 @@ class _Compiler:
             plan.names = frozenset(names)
         if refs:
             plan.node_refs = frozenset(refs)
-            if anc is not None:
-                self._check_refs(refs, plan.id, anc, path, self_ok=True)
+            self._check_refs(refs, plan.id, anc, path, self_ok=False)
+            if plan.id in refs:
+                self._check_self_refs(plan, path)
 
-    def _check_refs(self, refs: set[str], node_id: str, anc: _Ancestry, path: str, self_ok: bool) -> None:
+    def _check_refs(
+        self, refs: set[str], node_id: str, anc: _Ancestry | None, path: str, self_ok: bool
+    ) -> None:
+        """Expressions may read ancestors only (their output exists by then); the node itself
+        is checked by `_check_self_refs`. Without an order (a cycle) only unknown ids are
+        reported, so a cycle hides no other problem."""
         for ref in sorted(refs):
-            if ref == node_id and self_ok:
+            if ref == node_id:
                 continue
-            if ref not in anc.nodes:
+            if ref not in self._node_ids:
                 self.error(path, f"unknown node {ref!r} in an expression")
-            elif not anc.is_ancestor(ref, node_id):
+            elif anc is not None and not anc.is_ancestor(ref, node_id):
                 self.error(path, f"node {ref!r} is not an ancestor of {node_id!r}, so its output may not exist yet")
+
+    def _check_self_refs(self, plan: NodePlan, path: str) -> None:
+        """A node may read its own `input` (what its edges mapped), nothing else of itself."""
+        own = re.compile(r"\bnodes\s*\.\s*" + re.escape(plan.id) + r"\b(?:\s*\.\s*([A-Za-z_]\w*))?")
+        sources = [e.source for e in _node_expressions(plan)]
+        for source in sources:
+            for m in own.finditer(_strip_strings(source)):
+                if m.group(1) != "input":
+                    self.error(path, f"a node may read only its own input: nodes.{plan.id}.{m.group(1) or ''} is not allowed")
+                    return
 
     def _vars_warnings(self, nodes: dict[str, NodePlan], anc: _Ancestry | None) -> None:
         writers: dict[str, list[str]] = defaultdict(list)
@@ -744,6 +763,21 @@ def _cycles(nodes: dict[str, NodePlan], remaining: set[str]) -> list[list[str]]:
             if work:
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[v])
+    return out
+
+
+def _node_expressions(plan: NodePlan) -> list[Expression]:
+    out: list[Expression] = []
+    for expr in (plan.when, plan.items, plan.expr, *(c.when for c in plan.cases)):
+        if expr is not None:
+            out.append(expr)
+    templates = [plan.output, plan.until, *(plan.export or {}).values()]
+    for part in (plan.step, plan.body, plan.compensate):
+        if part is not None:
+            templates += [part.value, part.args, part.prompt, part.system, part.workflow_input]
+    for t in templates:
+        if t is not None:
+            out.extend(t.expressions)
     return out
 
 

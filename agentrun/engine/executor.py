@@ -1297,6 +1297,13 @@ class Run:
                 rec.ended_at = self.engine.clock()
                 self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
         self.tasks.clear()
+        # Calls begun in this turn but not launched yet (the loop launches after its commit).
+        for key, _ in self.to_launch:
+            rec = self.records.get(key) or self._items.get(key)
+            if not detach and rec is not None and rec.state is NodeState.RUNNING:
+                rec.ended_at = self.engine.clock()
+                self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
+        self.to_launch.clear()
         for key, handle in list(self.timers.items()):
             handle.cancel()
             if detach:

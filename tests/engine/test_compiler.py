@@ -535,13 +535,6 @@ def test_positive_execution_timeout_is_compiled() -> None:
     assert compile_text(wf("- {id: a, pass: {value: 1}}", "timeout: 90s")).timeout == 90
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compiler bug: the workflow-wide `timeout` is checked only after the compiler decided "
-    "the spec is valid (compile() calls self.duration(spec, 'timeout', '') after `if self.diags: "
-    "raise`), so `timeout: 0s` (or a negative one from code) is accepted and silently dropped, "
-    "and its diagnostic would carry the path '.timeout'",
-)
 @pytest.mark.parametrize("seconds", [0, -5])
 def test_zero_or_negative_execution_timeout_is_refused(seconds: int) -> None:
     text = wf("- {id: a, pass: {value: 1}}", "timeout: 10s")
@@ -853,22 +846,11 @@ def test_ancestors_and_own_input_may_be_referenced() -> None:
     assert plan.nodes["c"].names == frozenset({"nodes"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compiler bug: a node may reference its own output/state (FORMAT.md: only ancestors, "
-    "and the node itself for `input`); _check_refs passes self_ok=True for every field",
-)
 def test_a_node_may_not_reference_its_own_output() -> None:
     diags = diagnostics(wf("- {id: a, when: '${{ nodes.a.output == 1 }}', pass: {value: 1}}"))
     assert diags[0].path == "nodes[0]"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compiler bug: expression node references are checked only when the graph has a "
-    "topological order (_check_refs needs _Ancestry), so a cycle hides an unknown node in an "
-    "expression elsewhere: not every problem is reported at once",
-)
 def test_a_cycle_does_not_hide_an_unknown_node_reference() -> None:
     diags = diagnostics(
         wf("""

@@ -507,12 +507,6 @@ def extra_tools() -> list[Any]:
     return [RECORDER]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: Run._turn starts `t` (RUNNING, queued in to_launch), then the inline `p` "
-    "fails and _finish -> _cancel_all cancels only self.tasks; _flush then launches `t` anyway. "
-    "The tool is called after the execution ended FAILED and `t` stays RUNNING forever",
-)
 @pytest.mark.parametrize(
     "failing",
     [
