@@ -210,13 +210,20 @@ class AsyncClient:
         execution: str | Execution,
         *,
         from_node: str | None = None,
+        input: Any = None,
+        version: int | None = None,
         request_id: str | None = None,
     ) -> Execution:
+        """A new execution of a finished one, running again from `from_node` (default: where it
+        failed) with the outputs of the other succeeded nodes reused."""
         request = es_pb.RerunExecutionRequest(
             name=c.execution_name(execution),
             from_node_id=from_node or "",
             request_id=request_id or "",
+            version=version or 0,
         )
+        if input is not None:
+            request.input.CopyFrom(c.to_value(input))
         response = await self._call(self.execution_service.RerunExecution, request)
         return c.execution(response.execution)
 

@@ -204,14 +204,22 @@ class Client:
         execution: str | Execution,
         *,
         from_node: str | None = None,
+        input: Any = None,
+        version: int | None = None,
         request_id: str | None = None,
     ) -> Execution:
+        """A new execution of a finished one, running again from `from_node` (default: where it
+        failed) with the outputs of the other succeeded nodes reused."""
         request = es_pb.RerunExecutionRequest(
             name=c.execution_name(execution),
             from_node_id=from_node or "",
             request_id=request_id or "",
+            version=version or 0,
         )
-        return c.execution(self._call(self.execution_service.RerunExecution, request).execution)
+        if input is not None:
+            request.input.CopyFrom(c.to_value(input))
+        response = self._call(self.execution_service.RerunExecution, request)
+        return c.execution(response.execution)
 
     def list_execution_events(
         self, execution: str | Execution, *, after_sequence: int = 0, page_size: int = 1000

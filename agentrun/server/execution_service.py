@@ -118,13 +118,14 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
     async def RerunExecution(
         self, request: pb.RerunExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.RerunExecutionResponse:
-        rerun = getattr(self._engine, "rerun", None)
-        if rerun is None:
-            raise ApiError("UNIMPLEMENTED", "this server cannot rerun executions yet")
-        record = await rerun(
+        if request.version < 0:
+            raise invalid_argument("version", "must not be negative")
+        record = await self._engine.rerun(
             requests.execution_id(request.name),
             tenant=current_tenant(),
             from_node=request.from_node_id or None,
+            input=convert.from_value(request.input) if request.HasField("input") else None,
+            version=request.version or None,
             request_id=request.request_id or None,
         )
         return pb.RerunExecutionResponse(execution=convert.execution_to_proto(record))

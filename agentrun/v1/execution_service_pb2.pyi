@@ -119,14 +119,18 @@ class SignalExecutionResponse(_message.Message):
     def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ...) -> None: ...
 
 class RerunExecutionRequest(_message.Message):
-    __slots__ = ("name", "from_node_id", "request_id")
+    __slots__ = ("name", "from_node_id", "request_id", "input", "version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FROM_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     from_node_id: str
     request_id: str
-    def __init__(self, name: _Optional[str] = ..., from_node_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    input: _struct_pb2.Value
+    version: int
+    def __init__(self, name: _Optional[str] = ..., from_node_id: _Optional[str] = ..., request_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class RerunExecutionResponse(_message.Message):
     __slots__ = ("execution",)

@@ -139,7 +139,8 @@ class ExecutionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RerunExecution(self, request, context):
-        """Starts a new execution that reuses the outputs of the nodes before `from_node_id`.
+        """Starts a new execution of a finished one (label `rerun_of`), reusing the outputs of the
+        nodes that succeeded outside `from_node_id` and its descendants.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

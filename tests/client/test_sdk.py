@@ -157,3 +157,15 @@ def test_sync_client_against_a_server_in_a_thread() -> None:
     finally:
         box["loop"].call_soon_threadsafe(box["stop"].set)
         thread.join(10)
+
+
+async def test_rerun(client: AsyncClient) -> None:
+    await client.create_workflow(source=ECHO_CHAIN.format(name="again"))
+    first = await client.start_execution("again", {"v": 1})
+    await client.wait(first, timeout=10)
+    second = await client.rerun_execution(first, from_node="b", input={"v": 2})
+    assert second.id != first.id and second.labels.get("rerun_of") == first.id
+    done = await client.wait(second, timeout=10)
+    assert done.state is ExecutionState.SUCCEEDED
+    with pytest.raises(errors.ExecutionNotFound):
+        await client.rerun_execution("nope")
