@@ -149,7 +149,21 @@ def jsonb_dumps(value: Any) -> str:
     text = json.dumps(value)
     if "e+" not in text:  # the common case: no such float (or only a string containing e+)
         return text
-    return "".join(_exact_float_encoder(value, 0))
+    # json's pure-Python encoder takes a float formatter (the C one does not); a fresh one
+    # per call, so that its cycle-detection memo never outlives the call.
+    encode = json.encoder._make_iterencode(  # type: ignore[attr-defined]
+        {},
+        _not_serializable,
+        json.encoder.encode_basestring_ascii,
+        None,
+        _float_with_point,
+        ": ",
+        ", ",
+        False,
+        False,
+        False,
+    )
+    return "".join(encode(value, 0))
 
 
 def _float_with_point(value: float) -> str:
@@ -163,21 +177,6 @@ def _float_with_point(value: float) -> str:
 
 def _not_serializable(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-# The pure-Python json encoder, the only one that takes a float formatter.
-_exact_float_encoder = json.encoder._make_iterencode(  # type: ignore[attr-defined]
-    {},
-    _not_serializable,
-    json.encoder.encode_basestring_ascii,
-    None,
-    _float_with_point,
-    ": ",
-    ", ",
-    False,
-    False,
-    False,
-)
 
 
 # Records <-> rows: plain functions, as the hot path cannot afford an ORM's bookkeeping.
