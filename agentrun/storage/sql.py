@@ -79,6 +79,10 @@ class SqlStore(Store):
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
         # Built once: constructing an upsert costs more than executing it on the hot path.
         self._upserts = {t.name: self._upsert(t) for t in (db.executions, db.nodes)}
+        # An idempotent start: a used (tenant, request_id) inserts nothing.
+        self._insert_once = self._insert(db.executions).on_conflict_do_nothing(
+            index_elements=[db.executions.c.tenant, db.executions.c.request_id]
+        )
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._writer: AsyncConnection | None = None  # SQLite only
@@ -312,10 +316,7 @@ class SqlStore(Store):
             if record.request_id is None:
                 await conn.execute(db.executions.insert(), row)
             else:
-                statement = self._insert(db.executions).on_conflict_do_nothing(
-                    index_elements=[db.executions.c.tenant, db.executions.c.request_id]
-                )
-                if (await conn.execute(statement, row)).rowcount == 0:
+                if (await conn.execute(self._insert_once, row)).rowcount == 0:
                     existing = await conn.execute(
                         sa.select(db.executions).where(
                             db.executions.c.tenant == record.tenant,
