@@ -57,6 +57,11 @@ class SqlStore(Store):
     power loss; NORMAL is faster in WAL mode but may lose the last commits on power loss (never
     on a process crash) — choose it only when a re-run of the last steps is acceptable.
     A `commit` whose caller is cancelled may still be written: its batch is already queued.
+
+    Errors, as the memory store raises them: StoreError when the database is unavailable
+    (retry later), KeyError for a batch or signal naming an unknown execution, ValueError for
+    anything the database refuses (a duplicate event sequence or execution id, a value JSON
+    cannot hold, U+0000 or NaN in PostgreSQL's JSONB).
     """
 
     # How long a SQLite write waits for another process's write lock before StoreError.
