@@ -37,6 +37,7 @@ from agentrun.engine.errors import (
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.executor import Run
 from agentrun.engine.hub import Hub
+from agentrun.engine.instrument import Instrumentation
 from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
 from agentrun.engine.ports import AgentProviders, ToolFailure, ToolRegistry
 from agentrun.storage.base import Store
@@ -65,6 +66,8 @@ class EngineConfig:
     # Circuit breakers from server config, by tool or provider name; they win over a
     # workflow's `circuit_breakers` for the same name.
     circuit_breakers: dict[str, BreakerSpec] | None = None
+    # Traces and metrics hooks (agentrun.engine.instrument); None: no instrumentation.
+    instrumentation: Instrumentation | None = None
 
 
 def new_execution_id(clock: Callable[[], float] = time.time) -> str:
@@ -99,6 +102,7 @@ class Engine:
         self.secrets: Mapping[str, str] = dict(self.config.secrets or {})
         self.hub = Hub()
         self.breakers = Breakers(self.config.circuit_breakers)
+        self.instrumentation = self.config.instrumentation
         self.draining = False
         self._runs: dict[str, Run] = {}
         self._plans: dict[tuple[str, str, int], Plan] = {}
@@ -245,6 +249,8 @@ class Engine:
 
     def _launch(self, run: Run) -> None:
         self._runs[run.id] = run
+        if self.instrumentation is not None:
+            self.instrumentation.execution_started(run.record)
         run.task = asyncio.get_running_loop().create_task(run.loop(), name=f"execution {run.id}")
         run.task.add_done_callback(lambda _t, r=run: self._run_ended(r))
 
@@ -261,6 +267,8 @@ class Engine:
             return
         if run.finished:
             record = copy.copy(run.record)
+            if self.instrumentation is not None:
+                self.instrumentation.execution_ended(record)
             for fut in self._waiters.pop(run.id, []):
                 if not fut.done():
                     fut.set_result(record)

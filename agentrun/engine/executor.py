@@ -312,7 +312,11 @@ class Run:
         if batch.events or batch.nodes or batch.execution is not None or batch.consumed_signals:
             self.batch = Batch()
             self._dirty = {}
+            started = time.perf_counter()
             await self.engine.store.commit(batch)
+            instr = self.engine.instrumentation
+            if instr is not None:
+                instr.events_committed(self.record, batch.events, time.perf_counter() - started)
             self.engine.hub.publish(self.id, batch.events)
         acks, self.acks = self.acks, []
         for fut in acks:
@@ -386,6 +390,9 @@ class Run:
             elif self.saga is None:
                 self._finish(ExecutionState.CANCELLED, error=error)
             self.acks.append(msg[1])
+        elif kind == "emit":
+            _, key, type_, data = msg
+            self._event(type_, key, data)
         elif kind == "breaker":
             _, name, state = msg
             self._event(f"breaker.{state}", None, {"name": name, "state": state})
@@ -649,6 +656,7 @@ class Run:
                 idempotency_key=f"{self.id}/{node.id}" + (f"/{index}" if index is not None else "") + suffix,
                 tenant=self.record.tenant,
                 secrets=self.engine.secrets,
+                emit=lambda type_, data, k=key: self._post(("emit", k, type_, data)),
             )
             breaker = self._breaker(step)
             if breaker is not None:
@@ -658,11 +666,14 @@ class Run:
                 if not allowed:
                     breaker = None
                     raise ToolFailure("circuit_open", f"circuit breaker {step.tool.name if step.tool else step.model!r} is open")
-            if timeout:
-                async with asyncio.timeout(timeout):
-                    value = await self._invoke(step, act, ctx, key, attempt)
+            instr = self.engine.instrumentation
+            if instr is not None:
+                target = step.tool.name if step.tool is not None else (
+                    f"{step.provider.name}/{step.model}" if step.provider is not None else step.workflow)
+                with instr.attempt(self.record, key, step.kind, attempt, target):
+                    value = await self._invoke_bounded(step, act, ctx, key, attempt, timeout)
             else:
-                value = await self._invoke(step, act, ctx, key, attempt)
+                value = await self._invoke_bounded(step, act, ctx, key, attempt, timeout)
             if breaker is not None:
                 self._breaker_result(breaker, True, None)
             self._post(("done", key, attempt, True, value))
@@ -684,6 +695,14 @@ class Run:
         except Exception as exc:  # a bug in a tool must not take the engine down
             log.exception("node %s of %s failed unexpectedly", key, self.id)
             self._post(("done", key, attempt, False, error_dict("internal", f"{type(exc).__name__}: {exc}")))
+
+    async def _invoke_bounded(
+        self, step: StepPlan, act: dict[str, Any], ctx: CallContext, key: str, attempt: int, timeout: float | None
+    ) -> Any:
+        if timeout:
+            async with asyncio.timeout(timeout):
+                return await self._invoke(step, act, ctx, key, attempt)
+        return await self._invoke(step, act, ctx, key, attempt)
 
     def _breaker(self, step: StepPlan) -> Any:
         if step.kind == "tool" and step.tool is not None:

@@ -8,12 +8,14 @@ all. So a slow reader costs the server a fixed amount of memory.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from agentrun.storage.records import EventRecord
 
 BUFFER = 1024
+log = logging.getLogger("agentrun.engine")
 
 
 class Subscription:
@@ -47,6 +49,12 @@ class Subscription:
 class Hub:
     def __init__(self) -> None:
         self._subs: dict[str, list[Subscription]] = {}
+        self._listeners: list[Callable[[str, list[EventRecord]], None]] = []
+
+    def listen(self, listener: Callable[[str, list[EventRecord]], None]) -> None:
+        """Calls `listener(execution_id, events)` after every commit, for every execution
+        (event buses, metrics). It runs on the engine's loop and must not block."""
+        self._listeners.append(listener)
 
     def subscribe(self, execution_id: str) -> Subscription:
         sub = Subscription(self, execution_id)
@@ -54,6 +62,11 @@ class Hub:
         return sub
 
     def publish(self, execution_id: str, events: list[EventRecord]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(execution_id, events)
+            except Exception:  # a broken listener must not stop executions
+                log.exception("event listener failed")
         subs = self._subs.get(execution_id)
         if subs and events:
             for sub in subs:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,9 @@ class CallContext:
     idempotency_key: str
     tenant: str = "default"
     secrets: Mapping[str, str] = field(default_factory=dict)
+    # Appends an execution event for this node (e.g. `agent.delta` while an answer streams,
+    # `agent.usage` with token counts); events are committed with the node's next step.
+    emit: Callable[[str, dict[str, Any]], None] | None = None
 
 
 class Tool(abc.ABC):

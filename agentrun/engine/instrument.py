@@ -1,0 +1,38 @@
+"""Hooks through which observability (traces, metrics) watches the engine.
+
+The engine calls these at a few points; the default does nothing and costs one attribute
+check per call. `agentrun.server.observability` implements them with OpenTelemetry and
+Prometheus. Hooks must not raise and must not block: they run on the engine's loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from agentrun.storage.records import EventRecord, ExecutionRecord
+
+
+class Instrumentation:
+    def execution_started(self, record: ExecutionRecord) -> None:
+        """An execution began running in this process (fresh, resumed or rerun)."""
+
+    def execution_ended(self, record: ExecutionRecord) -> None:
+        """An execution reached a final state."""
+
+    @contextlib.contextmanager
+    def attempt(
+        self, record: ExecutionRecord, node_id: str, kind: str, attempt: int, target: str
+    ) -> Iterator[Any]:
+        """Wraps one call (tool, agent, workflow) inside its own task, so that a span made
+        current here is the parent of what the call does (HTTP requests, LLM calls).
+        `target` is the tool name or provider/model; the hook may read the outcome from the
+        exception that leaves the block."""
+        yield None
+
+    def events_committed(self, record: ExecutionRecord, events: list[EventRecord], seconds: float) -> None:
+        """A batch of events was committed (`seconds`: the store's commit time)."""
+
+
+NO_INSTRUMENTATION = Instrumentation()
