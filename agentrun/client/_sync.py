@@ -41,7 +41,7 @@ class Client:
         api_key: str | None = None,
         timeout: float | None = 30.0,
         channel: grpc.Channel | None = None,
-        max_message_bytes: int = 16 * 1024 * 1024,
+        max_message_bytes: int = 64 * 1024 * 1024,
         watch_reconnects: int = 20,
     ) -> None:
         self.target = _options.target(target)

@@ -60,7 +60,10 @@ class AgentrunServer:
         )
         workflow_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine), self.server)
         execution_grpc.add_ExecutionServiceServicer_to_server(
-            ExecutionService(engine, self.lifecycle), self.server
+            ExecutionService(
+                engine, self.lifecycle, max_response_bytes=self.config.max_send_message_bytes
+            ),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if self.config.reflection:

@@ -8,7 +8,8 @@ api_keys:                       # auth is on when any key is configured
   - {key: s3cret, tenant: acme, rate: 100, burst: 200}
 rate_limit: 1000                # default requests/s per key (0: unlimited)
 rate_burst: 2000
-max_message_bytes: 4194304
+max_message_bytes: 4194304      # largest request
+max_send_message_bytes: 67108864  # largest response
 max_concurrent_streams: 256
 max_concurrent_rpcs: 10000
 keepalive_time: 60              # seconds between server pings on idle connections
@@ -48,7 +49,10 @@ class ServerConfig:
     auth: bool | None = None
     rate_limit: float = 1000.0
     rate_burst: float | None = None
+    # Largest request accepted (larger ones fail RESOURCE_EXHAUSTED before any handler).
     max_message_bytes: int = 4 * 1024 * 1024
+    # Largest response sent: outputs can outgrow requests (a map's output, a node list).
+    max_send_message_bytes: int = 64 * 1024 * 1024
     max_concurrent_streams: int = 256
     max_concurrent_rpcs: int | None = 10_000
     keepalive_time: float = 60.0
@@ -67,7 +71,7 @@ class ServerConfig:
     def grpc_options(self) -> list[tuple[str, Any]]:
         return [
             ("grpc.max_receive_message_length", self.max_message_bytes),
-            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_send_message_bytes),
             ("grpc.max_concurrent_streams", self.max_concurrent_streams),
             ("grpc.keepalive_time_ms", int(self.keepalive_time * 1000)),
             ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout * 1000)),
@@ -104,6 +108,7 @@ _NUMBERS = {
     "rate_limit": float,
     "rate_burst": float,
     "max_message_bytes": int,
+    "max_send_message_bytes": int,
     "max_concurrent_streams": int,
     "max_concurrent_rpcs": int,
     "keepalive_time": float,

@@ -238,7 +238,29 @@ def node_to_proto(record: NodeRecord) -> ex_pb.NodeExecution:
 
 
 # Events ------------------------------------------------------------------------
-def event_to_proto(record: EventRecord) -> ex_pb.ExecutionEvent:
+# Events whose `data` is larger than this carry no typed copies of their values.
+INLINE_VALUES_BYTES = 64 * 1024
+MAX_EVENT_BYTES = 60 * 1024 * 1024
+
+
+def _shrink(data: dict[str, Any], budget: int) -> dict[str, Any]:
+    """`data` with its largest values replaced by {truncated, bytes} until it fits."""
+    sizes = sorted(((to_value(v).ByteSize(), k) for k, v in data.items()), reverse=True)
+    total = sum(size for size, _ in sizes)
+    out = dict(data)
+    for size, key in sizes:
+        if total <= budget:
+            break
+        out[key] = {"truncated": True, "bytes": size}
+        total -= size
+    return out
+
+
+def event_to_proto(
+    record: EventRecord, *, max_bytes: int = MAX_EVENT_BYTES
+) -> ex_pb.ExecutionEvent:
+    """The event; values too large for one message are replaced by `{truncated, bytes}`
+    (GetExecution returns them whole)."""
     message = ex_pb.ExecutionEvent(
         execution=EXECUTIONS + record.execution_id,
         sequence=record.sequence,
@@ -247,8 +269,18 @@ def event_to_proto(record: EventRecord) -> ex_pb.ExecutionEvent:
     )
     set_time(message.time, record.time)
     data = record.data or {}
+    inline = True
     if data:
         set_struct(message.data, data)
+        size = message.data.ByteSize()
+        if size > max_bytes:
+            data = _shrink(data, max_bytes)
+            message.ClearField("data")
+            set_struct(message.data, data)
+            size = message.data.ByteSize()
+        inline = size <= INLINE_VALUES_BYTES
+    if not inline:
+        data = {k: v for k, v in data.items() if k not in ("output", "input", "data")}
     kind, _, what = record.type.partition(".")
     payload: Any = None
     attempt = data.get("attempt")
@@ -271,7 +303,8 @@ def event_to_proto(record: EventRecord) -> ex_pb.ExecutionEvent:
         elif what == "succeeded":
             payload = message.node_succeeded
             payload.attempt = attempt
-            set_value(payload.output, data.get("output"))
+            if "output" in data:
+                set_value(payload.output, data["output"])
         elif what == "failed":
             payload = message.node_failed
             payload.attempt = attempt

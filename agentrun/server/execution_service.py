@@ -21,9 +21,18 @@ if TYPE_CHECKING:
 
 
 class ExecutionService(pb_grpc.ExecutionServiceServicer):
-    def __init__(self, engine: Engine, lifecycle: Lifecycle | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        lifecycle: Lifecycle | None = None,
+        *,
+        max_response_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self._engine = engine
         self._lifecycle = lifecycle or Lifecycle()
+        # One event must fit in a message with room to spare; a page of events too.
+        self._max_event_bytes = max(1024, max_response_bytes - 1024 * 1024)
+        self._max_page_bytes = max(1024, max_response_bytes // 2)
 
     async def StartExecution(
         self, request: pb.StartExecutionRequest, context: grpc.aio.ServicerContext
@@ -141,12 +150,17 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         records = await self._engine.list_events(
             ident, tenant=current_tenant(), after_sequence=after, limit=size + 1
         )
-        response = pb.ListExecutionEventsResponse(
-            events=[convert.event_to_proto(r) for r in records[:size]]
-        )
-        if len(records) > size:
+        response = pb.ListExecutionEventsResponse()
+        budget = self._max_page_bytes
+        for record in records[:size]:
+            event = convert.event_to_proto(record, max_bytes=self._max_event_bytes)
+            budget -= event.ByteSize()
+            if budget < 0 and response.events:
+                break  # the page is full: the token resumes after the last event sent
+            response.events.append(event)
+        if len(records) > len(response.events):
             response.next_page_token = requests.encode_token(
-                "events", records[size - 1].sequence, ident
+                "events", response.events[-1].sequence, ident
             )
         return response
 
@@ -162,7 +176,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         last = request.after_sequence
         async for record in _until(events, self._lifecycle.draining):
             last = record.sequence
-            yield pb.WatchExecutionResponse(event=convert.event_to_proto(record))
+            yield pb.WatchExecutionResponse(
+                event=convert.event_to_proto(record, max_bytes=self._max_event_bytes)
+            )
         if self._lifecycle.is_draining:
             # The client resumes after `last_sequence` on another replica or after a restart.
             raise ApiError(

@@ -164,3 +164,59 @@ async def test_drain_ends_streams_resumably(engine, server: AgentrunServer) -> N
                 if event.type == "node.waiting":
                     await server.drain()
         assert int(caught.value.metadata["last_sequence"]) == seen[-1]
+
+
+BIG = """
+name: big
+nodes:
+  - id: gate
+    wait: {signal: go}
+  - id: fan
+    needs: [gate]
+    map:
+      items: ${{ input.items }}
+      node:
+        pass: {value: "${{ input.pad }}"}
+"""
+
+
+async def test_slow_reader_costs_bounded_memory(engine, server: AgentrunServer) -> None:
+    """A reader that stops reading while events pour out: the server's stream waits on flow
+    control, the engine's live buffer for it stays bounded (it overflows and then re-reads
+    from the store), and the reader still gets every event once, in order."""
+    from agentrun.engine.hub import BUFFER
+
+    items = 1500
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.port}",
+        options=[("grpc.http2.bdp_probe", 0), ("grpc.max_receive_message_length", 64 << 20)],
+    )
+    async with AsyncClient(channel=channel) as client:
+        await client.create_workflow(source=BIG)
+        execution = await client.start_execution(
+            "big", {"items": list(range(items)), "pad": "x" * 8192}
+        )
+        stub = es_grpc.ExecutionServiceStub(channel)
+        call = stub.WatchExecution(es.WatchExecutionRequest(name=execution.name))
+        seen: list[int] = []
+        while True:
+            response = await call.read()
+            seen.append(response.event.sequence)
+            if response.event.type == "node.waiting":
+                break
+        await client.signal_execution(execution, "go")  # the map runs; nobody reads
+        most = 0
+        overflowed = False
+        while True:
+            subs = engine.hub._subs.get(execution.id, [])
+            most = max([most, *(len(s.buffer) for s in subs)])
+            overflowed = overflowed or any(s.overflowed for s in subs)
+            if (await client.get_execution(execution)).state.terminal:
+                break
+            await asyncio.sleep(0.005)
+        assert most <= BUFFER
+        assert overflowed, "the reader never fell behind: the test proves nothing"
+        while (response := await call.read()) is not grpc.aio.EOF:
+            seen.append(response.event.sequence)
+        assert seen == list(range(1, len(seen) + 1))
+        assert len(seen) >= 2 * items
