@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Self
 
@@ -10,7 +11,7 @@ import grpc
 
 from agentrun.client import _convert as c
 from agentrun.client import _options
-from agentrun.client.errors import AgentrunError, from_rpc_error
+from agentrun.client.errors import from_rpc_error
 from agentrun.client.types import (
     Execution,
     ExecutionEvent,
@@ -246,18 +247,25 @@ class AsyncClient:
                 return
 
     async def watch(
-        self, execution: str | Execution, *, after_sequence: int = 0
+        self,
+        execution: str | Execution,
+        *,
+        after_sequence: int = 0,
+        timeout: float | None = None,
     ) -> AsyncIterator[ExecutionEvent]:
-        """Events after `after_sequence` until the execution ends. When the stream breaks
-        (UNAVAILABLE: a restart, a drained server, a lost connection) it reconnects after the
-        last event seen, so no event is missed or repeated."""
+        """Events after `after_sequence` until the execution ends (or DeadlineExceeded after
+        `timeout` seconds). When the stream breaks (UNAVAILABLE: a restart, a drained server, a
+        lost connection) it reconnects after the last event seen: no event is missed or repeated."""
         name = c.execution_name(execution)
+        deadline = None if timeout is None else time.monotonic() + timeout
         last = after_sequence
         failures = 0
         while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             call = self.execution_service.WatchExecution(
                 es_pb.WatchExecutionRequest(name=name, after_sequence=last),
                 metadata=self.metadata,
+                timeout=remaining,
             )
             try:
                 async for response in call:
@@ -269,7 +277,7 @@ class AsyncClient:
                     yield event
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != _UNAVAILABLE or failures >= self.watch_reconnects:
+                if exc.code() != _UNAVAILABLE or failures >= self.watch_reconnects:  # type: ignore[attr-defined]
                     raise from_rpc_error(exc) from None
                 failures += 1
                 await asyncio.sleep(min(2.0, 0.025 * 2 ** (failures - 1)))
@@ -277,17 +285,8 @@ class AsyncClient:
                 call.cancel()
 
     async def wait(self, execution: str | Execution, *, timeout: float | None = None) -> Execution:
-        """Watches until the execution ends, then returns it."""
-
-        async def follow() -> Execution:
-            async for _ in self.watch(execution):
-                pass
-            return await self.get_execution(execution)
-
-        try:
-            return await asyncio.wait_for(follow(), timeout)
-        except TimeoutError:
-            raise AgentrunError(
-                f"{c.execution_name(execution)} did not end within {timeout}s",
-                code=grpc.StatusCode.DEADLINE_EXCEEDED,
-            ) from None
+        """Watches until the execution ends (DeadlineExceeded after `timeout` seconds), then
+        returns it."""
+        async for _ in self.watch(execution, timeout=timeout):
+            pass
+        return await self.get_execution(execution)

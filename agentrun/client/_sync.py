@@ -10,7 +10,7 @@ import grpc
 
 from agentrun.client import _convert as c
 from agentrun.client import _options
-from agentrun.client.errors import AgentrunError, from_rpc_error
+from agentrun.client.errors import from_rpc_error
 from agentrun.client.types import (
     Execution,
     ExecutionEvent,
@@ -240,17 +240,25 @@ class Client:
                 return
 
     def watch(
-        self, execution: str | Execution, *, after_sequence: int = 0
+        self,
+        execution: str | Execution,
+        *,
+        after_sequence: int = 0,
+        timeout: float | None = None,
     ) -> Iterator[ExecutionEvent]:
-        """Events after `after_sequence` until the execution ends, reconnecting after the last
-        event seen when the stream breaks with UNAVAILABLE."""
+        """Events after `after_sequence` until the execution ends (or DeadlineExceeded after
+        `timeout` seconds). When the stream breaks (UNAVAILABLE: a restart, a drained server, a
+        lost connection) it reconnects after the last event seen: no event is missed or repeated."""
         name = c.execution_name(execution)
+        deadline = None if timeout is None else time.monotonic() + timeout
         last = after_sequence
         failures = 0
         while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             call = self.execution_service.WatchExecution(
                 es_pb.WatchExecutionRequest(name=name, after_sequence=last),
                 metadata=self.metadata,
+                timeout=remaining,
             )
             try:
                 for response in call:
@@ -270,14 +278,8 @@ class Client:
                 call.cancel()
 
     def wait(self, execution: str | Execution, *, timeout: float | None = None) -> Execution:
-        """Watches until the execution ends, then returns it."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for _ in self.watch(execution):
-            if deadline is not None and time.monotonic() > deadline:
-                break
-        else:
-            return self.get_execution(execution)
-        raise AgentrunError(
-            f"{c.execution_name(execution)} did not end within {timeout}s",
-            code=grpc.StatusCode.DEADLINE_EXCEEDED,
-        )
+        """Watches until the execution ends (DeadlineExceeded after `timeout` seconds), then
+        returns it."""
+        for _ in self.watch(execution, timeout=timeout):
+            pass
+        return self.get_execution(execution)

@@ -35,7 +35,7 @@ def wrap_before(handler: grpc.RpcMethodHandler, method: str, before: Before) -> 
 
         return call
 
-    return _replace(handler, unary_in)
+    return replace_behavior(handler, unary_in)
 
 
 def wrap_errors(
@@ -68,10 +68,10 @@ def wrap_errors(
 
         return call
 
-    return _replace(handler, wrap)
+    return replace_behavior(handler, wrap)
 
 
-def _replace(handler: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
+def replace_behavior(handler: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
     for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
         behavior = getattr(handler, kind)
         if behavior is not None:

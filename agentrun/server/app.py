@@ -16,7 +16,12 @@ from grpc_reflection.v1alpha import reflection
 from agentrun.server.auth import AuthInterceptor
 from agentrun.server.config import ServerConfig
 from agentrun.server.execution_service import ExecutionService
-from agentrun.server.interceptors import DrainInterceptor, ErrorInterceptor, Lifecycle
+from agentrun.server.interceptors import (
+    DrainInterceptor,
+    ErrorInterceptor,
+    Lifecycle,
+    LoggingInterceptor,
+)
 from agentrun.server.ratelimit import RateLimitInterceptor
 from agentrun.server.workflow_service import WorkflowService
 from agentrun.v1 import execution_service_pb2, workflow_service_pb2
@@ -45,7 +50,10 @@ class AgentrunServer:
         self.engine = engine
         self.lifecycle = Lifecycle()
         self.health = health_aio.HealthServicer()
-        interceptors: list[grpc.aio.ServerInterceptor] = [DrainInterceptor(self.lifecycle)]
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.config.access_log:
+            interceptors.append(LoggingInterceptor())
+        interceptors.append(DrainInterceptor(self.lifecycle))
         if self.config.auth_enabled:
             interceptors.append(AuthInterceptor(self.config.api_keys))
             if self.config.rate_limit > 0 or any(k.rate for k in self.config.api_keys):

@@ -16,6 +16,7 @@ keepalive_time: 60              # seconds between server pings on idle connectio
 keepalive_timeout: 20
 min_ping_interval: 10           # clients pinging more often are disconnected
 shutdown_grace: 10
+access_log: false               # one log line per call
 mock: {responses: {}}           # anything else is for the integrations (tools, agents)
 ```
 """
@@ -60,6 +61,8 @@ class ServerConfig:
     min_ping_interval: float = 10.0
     shutdown_grace: float = 10.0
     reflection: bool = True
+    # One log line per call (agentrun.server.access logger).
+    access_log: bool = False
     # The whole config file: tool and agent settings (`mock: {responses: ...}`) are read by
     # agentrun.integrations, as `agentrun run --config` reads the same file.
     integrations: dict[str, Any] = field(default_factory=dict)
@@ -169,6 +172,8 @@ def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
         values["database_url"] = env["AGENTRUN_DATABASE_URL"]
     if env.get("AGENTRUN_API_KEYS"):
         values["api_keys"] = [*config.api_keys, *parse_env_keys(env["AGENTRUN_API_KEYS"])]
+    if env.get("AGENTRUN_ACCESS_LOG"):
+        values["access_log"] = env["AGENTRUN_ACCESS_LOG"].lower() in ("1", "true", "on", "yes")
     if env.get("AGENTRUN_AUTH"):
         values["auth"] = env["AGENTRUN_AUTH"].lower() in ("1", "true", "on", "yes")
     for key, kind in _NUMBERS.items():

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
-from agentrun.server._wrap import CachingInterceptor, wrap_before, wrap_errors
-from agentrun.server.auth import PUBLIC_PREFIXES
+from agentrun.server._wrap import CachingInterceptor, replace_behavior, wrap_before, wrap_errors
+from agentrun.server.auth import PUBLIC_PREFIXES, current_tenant
 from agentrun.server.errors import ApiError, abort
+
+access_log = logging.getLogger("agentrun.server.access")
 
 AGENTRUN_PREFIX = "/agentrun."
 
@@ -48,3 +55,47 @@ class DrainInterceptor(CachingInterceptor):
     async def _check(self, context: grpc.aio.ServicerContext, method: str) -> None:
         if self._lifecycle.draining.is_set():
             await abort(context, ApiError("SHUTTING_DOWN", "the server is shutting down"))
+
+
+class LoggingInterceptor(CachingInterceptor):
+    """One access-log line per call: method, status code, duration, tenant, peer."""
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
+        def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            if inspect.isasyncgenfunction(behavior):
+
+                async def gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                    started = time.perf_counter()
+                    try:
+                        async for response in behavior(request, context):
+                            yield response
+                    finally:
+                        _log(method, context, started)
+
+                return gen
+
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await behavior(request, context)
+                finally:
+                    _log(method, context, started)
+
+            return call
+
+        return replace_behavior(handler, wrap)
+
+
+def _log(method: str, context: grpc.aio.ServicerContext, started: float) -> None:
+    code = context.code()
+    name = (
+        code.name if isinstance(code, grpc.StatusCode) else "OK" if code in (None, 0) else str(code)
+    )
+    access_log.info(
+        "%s %s %.1fms tenant=%s peer=%s",
+        method,
+        name,
+        (time.perf_counter() - started) * 1e3,
+        current_tenant(),
+        context.peer(),
+    )

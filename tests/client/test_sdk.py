@@ -169,3 +169,10 @@ async def test_rerun(client: AsyncClient) -> None:
     assert done.state is ExecutionState.SUCCEEDED
     with pytest.raises(errors.ExecutionNotFound):
         await client.rerun_execution("nope")
+
+
+async def test_wait_times_out(client: AsyncClient) -> None:
+    await client.create_workflow(source=HOLD)
+    execution = await client.start_execution("hold", {})
+    with pytest.raises(errors.DeadlineExceeded):
+        await client.wait(execution, timeout=0.3)

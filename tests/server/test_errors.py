@@ -19,7 +19,7 @@ from agentrun.v1 import execution_service_pb2 as es
 from agentrun.v1 import execution_service_pb2_grpc as es_grpc
 from agentrun.v1 import workflow_service_pb2 as ws
 from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc
-from tests.server.conftest import ECHO_CHAIN
+from tests.server.conftest import ECHO_CHAIN, KEYS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -348,8 +348,17 @@ async def test_invalid_workflow_paths_match_validator(server: AgentrunServer) ->
 
 
 async def test_draining_refuses_new_work(server: AgentrunServer) -> None:
-    await server.drain()
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "agentrun.v1.ExecutionService"):
+            response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+        await server.drain()
+        for service in ("", "agentrun.v1.ExecutionService"):
+            response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await ws_grpc.WorkflowServiceStub(channel).ListWorkflows(ws.ListWorkflowsRequest())
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -376,3 +385,47 @@ async def test_tenants_are_isolated(auth_server: AgentrunServer) -> None:
             async for _ in globex.watch(execution):
                 pass
         await asyncio.wait_for(acme.wait(execution), 10)
+
+
+async def test_health_needs_no_key_but_reflection_does(auth_server: AgentrunServer) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{auth_server.port}") as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+
+        async def ask(metadata: tuple) -> list[str]:
+            call = stub.ServerReflectionInfo(iter([request]), metadata=metadata)
+            names = []
+            async for response in call:
+                names += [s.name for s in response.list_services_response.service]
+            return names
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ask(())
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "agentrun.v1.ExecutionService" in await ask((("authorization", "Bearer key-acme"),))
+
+
+async def test_access_log(engine, caplog: pytest.LogCaptureFixture) -> None:
+    from agentrun.server import ServerConfig
+
+    server = AgentrunServer(engine, ServerConfig.load(env={}, access_log=True, api_keys=KEYS))
+    await server.start("127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = ws_grpc.WorkflowServiceStub(channel)
+            with caplog.at_level("INFO", logger="agentrun.server.access"):
+                await stub.ListWorkflows(
+                    ws.ListWorkflowsRequest(), metadata=(("authorization", "Bearer key-acme"),)
+                )
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await stub.GetWorkflow(ws.GetWorkflowRequest(name="nope"))
+    finally:
+        await server.stop(0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "agentrun.server.access"]
+    assert any("ListWorkflows OK" in line and "tenant=acme" in line for line in lines), lines
+    assert any("GetWorkflow UNAUTHENTICATED" in line for line in lines), lines
