@@ -142,6 +142,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter
     try:
         config = ServerConfig.load(
             args.config, listen=args.listen, database_url=args.db, shutdown_grace=args.grace
