@@ -74,6 +74,12 @@ _ON_TIMEOUT = {
     pb.ErrorHandler.ON_TIMEOUT_SKIP: "skip",
     pb.ErrorHandler.ON_TIMEOUT_RETRY: "retry",
 }
+_ON_LIMIT = {
+    pb.Concurrency.ON_LIMIT_UNSPECIFIED: "queue",
+    pb.Concurrency.ON_LIMIT_QUEUE: "queue",
+    pb.Concurrency.ON_LIMIT_CANCEL_NEWEST: "cancel_newest",
+    pb.Concurrency.ON_LIMIT_CANCEL_OLDEST: "cancel_oldest",
+}
 _COMPENSATION = {
     pb.Compensation.STRATEGY_UNSPECIFIED: "reverse",
     pb.Compensation.STRATEGY_REVERSE: "reverse",
@@ -415,6 +421,7 @@ class _Compiler:
             warnings=self.warnings,
             concurrency_key=concurrency_key,
             concurrency_limit=spec.concurrency.limit if spec.HasField("concurrency") else 0,
+            concurrency_on_limit=_ON_LIMIT[spec.concurrency.on_limit],
             handlers=[h for h in handlers if h is not None],
             compensation=_COMPENSATION[spec.compensation.strategy],
             breakers=breakers,

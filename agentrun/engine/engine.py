@@ -31,6 +31,7 @@ from agentrun.engine.errors import (
     IllegalTransition,
     InvalidInput,
     InvalidWorkflow,
+    ResourceExhausted,
     ShuttingDown,
     WorkflowNotFound,
 )
@@ -38,10 +39,13 @@ from agentrun.engine.breakers import Breakers
 from agentrun.engine.executor import Run
 from agentrun.engine.hub import Hub
 from agentrun.engine.instrument import Instrumentation
+from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
 from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
 from agentrun.engine.ports import AgentProviders, ToolFailure, ToolRegistry
 from agentrun.storage.base import Store
+from agentrun.engine.expressions import ExpressionError
 from agentrun.storage.records import (
+    Batch,
     EventRecord,
     ExecutionRecord,
     ExecutionState,
@@ -68,6 +72,8 @@ class EngineConfig:
     circuit_breakers: dict[str, BreakerSpec] | None = None
     # Traces and metrics hooks (agentrun.engine.instrument); None: no instrumentation.
     instrumentation: Instrumentation | None = None
+    # Limits, quotas and rate-limit buckets (agentrun.engine.scheduler).
+    scheduler: SchedulerConfig | None = None
 
 
 def new_execution_id(clock: Callable[[], float] = time.time) -> str:
@@ -103,6 +109,9 @@ class Engine:
         self.hub = Hub()
         self.breakers = Breakers(self.config.circuit_breakers)
         self.instrumentation = self.config.instrumentation
+        sched_config = self.config.scheduler or SchedulerConfig()
+        self.scheduler = Scheduler(sched_config)
+        self.admission = Admission(sched_config)
         self.draining = False
         self._runs: dict[str, Run] = {}
         self._plans: dict[tuple[str, str, int], Plan] = {}
@@ -209,6 +218,16 @@ class Engine:
         input = {} if input is None else input
         if plan.input_schema is not None:
             _validate_input(input, plan.input_schema)
+        key = self._concurrency_key(plan, tenant, input)
+        max_pending = self.admission.config.max_pending_executions_per_tenant
+        if parent is None and (
+            self.admission.pending_count(tenant) >= max_pending or self.scheduler.would_overflow()
+        ):
+            raise ResourceExhausted(
+                f"tenant {tenant!r} has {self.admission.pending_count(tenant)} executions waiting to start",
+                retry_after=1.0,
+                tenant=tenant,
+            )
         request_hash = None
         if request_id:
             payload = json.dumps(
@@ -242,10 +261,68 @@ class Engine:
                     f"request_id {request_id!r} was used for a different request", request_id=request_id
                 )
             return stored
-        run = Run(self, plan, copy.copy(record))
+        if parent is not None or self.admission.has_room(tenant, key, plan.concurrency_limit):
+            # Children run under their parent's admission.
+            if parent is None:
+                self.admission.admit(record.id, tenant, key)
+            run = Run(self, plan, copy.copy(record))
+            run.start_fresh()
+            self._launch(run)
+            return stored
+        if plan.concurrency_on_limit == "cancel_newest" and key is not None and not self._quota_full(tenant):
+            return await self._cancel_pending(
+                stored, f"concurrency limit {plan.concurrency_limit} reached for key {key[2]!r}"
+            )
+        if plan.concurrency_on_limit == "cancel_oldest" and key is not None and not self._quota_full(tenant):
+            oldest = self.admission.running_with_key(key)[: 1]
+            self.admission.enqueue(record.id, tenant, key, plan.concurrency_limit, front=True)
+            for old_id in oldest:
+                run = self._runs.get(old_id)
+                if run is not None and not run.finished:
+                    run._post(("cancel", asyncio.get_running_loop().create_future(), False))
+            return stored
+        self.admission.enqueue(record.id, tenant, key, plan.concurrency_limit)
+        return stored
+
+    def _quota_full(self, tenant: str) -> bool:
+        quota = self.admission.config.max_running_executions_per_tenant
+        return bool(quota) and self.admission._running_tenant.get(tenant, 0) >= quota
+
+    def _concurrency_key(self, plan: Plan, tenant: str, input: Any) -> tuple[str, str, str] | None:
+        if plan.concurrency_key is None:
+            return None
+        try:
+            value = plan.concurrency_key.evaluate({"input": input})
+        except ExpressionError as exc:
+            raise InvalidInput([Diagnostic("concurrency.key", exc.message)]) from None
+        return (tenant, plan.name, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
+
+    async def _cancel_pending(self, record: ExecutionRecord, message: str) -> ExecutionRecord:
+        """Ends an execution that never started (queued, or refused by `cancel_newest`)."""
+        self.admission.forget_pending(record.id)
+        now = self.clock()
+        record.state = ExecutionState.CANCELLED
+        record.error = {"type": "cancelled", "message": message}
+        record.ended_at = now
+        record.last_sequence += 1
+        event = EventRecord(record.id, record.last_sequence, "execution.cancelled", now, None, {"error": record.error})
+        await self.store.commit(Batch(execution=record, events=[event]))
+        self.hub.publish(record.id, [event])
+        for fut in self._waiters.pop(record.id, []):
+            if not fut.done():
+                fut.set_result(copy.copy(record))
+        return copy.copy(record)
+
+    async def _start_admitted(self, execution_id: str) -> None:
+        record = await self.store.get_execution(execution_id)
+        if record is None or record.state is not ExecutionState.PENDING or execution_id in self._runs:
+            return
+        wf = await self.store.get_workflow(record.tenant, record.workflow, record.version)
+        if wf is None:
+            return
+        run = Run(self, await self._plan(wf), record)
         run.start_fresh()
         self._launch(run)
-        return stored
 
     def _launch(self, run: Run) -> None:
         self._runs[run.id] = run
@@ -257,6 +334,10 @@ class Engine:
     def _run_ended(self, run: Run) -> None:
         if self._runs.get(run.id) is run:
             del self._runs[run.id]
+        if run.finished or (run.task is not None and run.task.cancelled() and not self.draining):
+            loop = asyncio.get_running_loop()
+            for execution_id in self.admission.finished(run.id):
+                loop.create_task(self._start_admitted(execution_id))
         task = run.task
         if task is not None and not task.cancelled() and task.exception() is not None:
             log.error("execution %s stopped: %r", run.id, task.exception())
@@ -287,6 +368,13 @@ class Engine:
             log.error("execution %s: workflow %s v%s is gone", record.id, record.workflow, record.version)
             return
         plan = await self._plan(wf)
+        key = self._concurrency_key(plan, record.tenant, record.input) if record.parent_id is None else None
+        if record.state is ExecutionState.PENDING and record.parent_id is None:
+            if not self.admission.has_room(record.tenant, key, plan.concurrency_limit):
+                self.admission.enqueue(record.id, record.tenant, key, plan.concurrency_limit)
+                return
+        if record.parent_id is None and record.id not in self.admission._owned:
+            self.admission.admit(record.id, record.tenant, key)
         run = Run(self, plan, record)
         if record.state is ExecutionState.PENDING:
             run.start_fresh()
@@ -520,6 +608,8 @@ class Engine:
                 f"cannot {action} execution {execution_id}: it is {state.value}",
                 current_state=state.value,
             )
+        if run is None and action == "cancel" and record.state is ExecutionState.PENDING:
+            return await self._cancel_pending(record, "cancelled by request before it started")
         if run is None or run.finished:
             raise IllegalTransition(
                 f"cannot {action} execution {execution_id}: it is not running in this server",

@@ -73,6 +73,16 @@ class IllegalTransition(AgentrunError):
         self.current_state = current_state
 
 
+class ResourceExhausted(AgentrunError):
+    """A limit refuses the request for now (a tenant's queue of pending starts is full)."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **metadata: Any) -> None:
+        super().__init__(message, **metadata)
+        self.retry_after = retry_after
+
+
 class ShuttingDown(AgentrunError):
     """The engine is draining and takes no new work."""
 

@@ -120,6 +120,9 @@ class Run:
         self.saga_running: set[str] = set()
         self.saga_done: list[str] = []
         self.saga_failed: list[str] = []
+        # Calls waiting for a scheduler slot (key -> what to do on grant), and calls holding one.
+        self.gated: dict[str, Callable[[Any], None]] = {}
+        self.slots: set[str] = set()
 
     # ------------------------------------------------------------------ events
     def _event(self, type_: str, node_id: str | None = None, data: dict[str, Any] | None = None) -> None:
@@ -296,7 +299,7 @@ class Run:
             self._set_exec_state(ExecutionState.PAUSED)
         elif self.escalated:
             self._set_exec_state(ExecutionState.ESCALATED)
-        elif self.tasks or self.to_launch or self.ready or self.retrying or any(
+        elif self.tasks or self.to_launch or self.ready or self.retrying or self.gated or any(
             m.running or m.retrying for m in self.maps.values()
         ):
             self._set_exec_state(ExecutionState.RUNNING)
@@ -332,10 +335,14 @@ class Run:
         if self.finished:
             if kind in ("pause", "resume", "cancel"):
                 self.acks.append(msg[1])
+            elif kind == "grant":
+                self.engine.scheduler.release((self.id, msg[1]))
             return
         if kind == "done":
             _, key, attempt, ok, value = msg
             self.tasks.pop(key, None)
+            if self.slots:
+                self._free_slot(key)
             if "[" in key:
                 self._item_done(key, attempt, ok, value)
             elif key.endswith(_COMPENSATE):
@@ -390,6 +397,8 @@ class Run:
             elif self.saga is None:
                 self._finish(ExecutionState.CANCELLED, error=error)
             self.acks.append(msg[1])
+        elif kind == "grant":
+            self._granted(msg[1], msg[2])
         elif kind == "emit":
             _, key, type_, data = msg
             self._event(type_, key, data)
@@ -555,16 +564,70 @@ class Run:
                 return
             self._succeeded(node, rec, value)
         else:
-            self._begin_attempt(rec)
-            attempt = rec.attempt
-            self.to_launch.append((node.id, lambda: self._call(node.id, node, node.step, attempt, None, None)))
+            self._gate(node.id, node, node.step, lambda ticket: self._go(node, rec, ticket))
 
-    def _begin_attempt(self, rec: NodeRecord) -> None:
+    def _go(self, node: NodePlan, rec: NodeRecord, ticket: Any) -> None:
+        self._begin_attempt(rec, ticket)
+        attempt = rec.attempt
+        self.to_launch.append((node.id, lambda: self._call(node.id, node, node.step, attempt, None, None)))
+
+    def _gate(self, key: str, node: NodePlan, step: StepPlan | None, go: Callable[[Any], None]) -> None:
+        """Starts a call now, or asks the scheduler for a slot when limits or a rate-limit
+        bucket apply (the node waits in READY meanwhile)."""
+        sched = self.engine.scheduler
+        bucket = node.rate_limit or None
+        if bucket is None and sched.config.bindings and step is not None:
+            target = step.tool.name if step.tool is not None else (step.provider.name if step.provider else "")
+            bucket = sched.config.bindings.get(target)
+        if not sched.active and bucket is None:
+            go(None)
+            return
+        self.gated[key] = go
+        sched.request(
+            (self.id, key),
+            tenant=self.record.tenant,
+            workflow=self.record.workflow,
+            execution_priority=self.record.priority,
+            node_priority=node.priority,
+            bucket=bucket,
+            grant=lambda ticket, k=key: self._post(("grant", k, ticket)),
+        )
+
+    def _granted(self, key: str, ticket: Any) -> None:
+        go = self.gated.pop(key, None)
+        sched = self.engine.scheduler
+        if go is None:
+            sched.release((self.id, key))
+            return
+        if "[" not in key:
+            rec = self.records.get(key)
+            if rec is None or rec.state is not NodeState.READY:
+                sched.release((self.id, key))
+                return
+            if self.paused or self.engine.draining:
+                # Hand the slot back; the node starts again from the ready queue on resume.
+                sched.release((self.id, key))
+                self._push_ready(self.plan.nodes[key])
+                return
+        self.slots.add(key)
+        go(ticket)
+
+    def _free_slot(self, key: str) -> None:
+        if key in self.slots:
+            self.slots.discard(key)
+            self.engine.scheduler.release((self.id, key))
+
+    def _begin_attempt(self, rec: NodeRecord, ticket: Any = None) -> None:
         rec.attempt += 1
         rec.wake_at = None
         if rec.started_at is None:
             rec.started_at = self.engine.clock()
-        self._set_node(rec, NodeState.RUNNING, {"attempt": rec.attempt})
+        data: dict[str, Any] = {"attempt": rec.attempt}
+        if ticket is not None:
+            data["queued_seconds"] = round(self.engine.scheduler._clock() - ticket.enqueued_at, 6)
+            if ticket.throttled:
+                data["rate_limited"] = True
+        self._set_node(rec, NodeState.RUNNING, data)
 
     def _inline_value(self, node: NodePlan, rec: NodeRecord) -> Any:
         if node.kind == "pass":
@@ -1085,7 +1148,15 @@ class Run:
 
     def _launch_item(self, node: NodePlan, index: int) -> None:
         state = self.maps[node.id]
+        state.running += 1
+        self._gate(f"{node.id}[{index}]", node, node.body, lambda ticket: self._item_go(node, index, ticket))
+
+    def _item_go(self, node: NodePlan, index: int, ticket: Any) -> None:
+        state = self.maps.get(node.id)
         key = f"{node.id}[{index}]"
+        if state is None:
+            self._free_slot(key)
+            return
         items = self._items
         irec = items.get(key)
         if irec is None:
@@ -1094,8 +1165,10 @@ class Run:
         if irec.started_at is None:
             irec.started_at = self.engine.clock()
         irec.wake_at = None
-        self._set_node(irec, NodeState.RUNNING, {"attempt": irec.attempt, "index": index})
-        state.running += 1
+        data: dict[str, Any] = {"attempt": irec.attempt, "index": index}
+        if ticket is not None and ticket.throttled:
+            data["rate_limited"] = True
+        self._set_node(irec, NodeState.RUNNING, data)
         attempt = irec.attempt
         item = state.items[index]
         self.to_launch.append((key, lambda: self._call(key, node, node.body, attempt, item, index)))
@@ -1162,6 +1235,11 @@ class Run:
                 self._set_node(irec, NodeState.CANCELLED, {"attempt": irec.attempt})
         for key in [k for k in self.timers if k.startswith(prefix)]:
             self.timers.pop(key).cancel()
+        for key in [k for k in self.gated if k.startswith(prefix)]:
+            del self.gated[key]
+            self.engine.scheduler.release((self.id, key))
+        for key in [k for k in self.slots if k.startswith(prefix)]:
+            self._free_slot(key)
         self.maps.pop(node_id, None)
 
     # ---------------------------------------------------------------- saga
@@ -1323,6 +1401,11 @@ class Run:
                 rec.ended_at = self.engine.clock()
                 self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
         self.to_launch.clear()
+        sched = self.engine.scheduler
+        for key in list(self.gated) + list(self.slots):
+            sched.release((self.id, key))
+        self.gated.clear()
+        self.slots.clear()
         for key, handle in list(self.timers.items()):
             handle.cancel()
             if detach:

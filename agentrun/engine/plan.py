@@ -183,6 +183,8 @@ class Plan:
     warnings: list[Diagnostic] = field(default_factory=list)
     concurrency_key: Template | None = None
     concurrency_limit: int = 0
+    # queue | cancel_newest | cancel_oldest
+    concurrency_on_limit: str = "queue"
     handlers: list[HandlerPlan] = field(default_factory=list)
     # reverse | sequential | parallel
     compensation: str = "reverse"
