@@ -27,7 +27,7 @@ proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 
 bench: $(STAMP)
-	$(PY) benchmarks/engine.py
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: $(STAMP)
 	npx --yes @bufbuild/buf@1.75.0 lint
