@@ -514,6 +514,11 @@ async def _follow(engine: Any, execution_id: str, request: RunRequest) -> str:
         finally:
             queue.put_nowait(None)
 
+    signal_waits = frozenset(
+        node.id
+        for node in request.spec.nodes
+        if node.WhichOneof("kind") == "wait" and node.wait.signal
+    )
     task = asyncio.create_task(pump())
     deadline = None if request.timeout is None else time.monotonic() + request.timeout
     waiting = False  # the last execution event said WAITING
@@ -528,7 +533,7 @@ async def _follow(engine: Any, execution_id: str, request: RunRequest) -> str:
             except TimeoutError:
                 if deadline is not None and time.monotonic() >= deadline:
                     return f"still not finished after --timeout {request.timeout:g}s"
-                if waiting and await _stuck(engine, execution_id):
+                if waiting and await _stuck(engine, execution_id, signal_waits):
                     return _stuck_note(await engine.get_nodes(execution_id))
                 waiting = False
                 continue
@@ -552,17 +557,35 @@ async def _follow(engine: Any, execution_id: str, request: RunRequest) -> str:
 _QUIET = 0.3
 
 
-async def _stuck(engine: Any, execution_id: str) -> bool:
-    """True when the execution waits for a signal that nothing in this process can send: every
-    waiting node waits without a timer, and the execution has no deadline."""
+async def _stuck(engine: Any, execution_id: str, signal_waits: frozenset[str]) -> bool:
+    """True when the execution can only go on with a signal that nothing in this process will
+    send: every waiting node waits for a signal (the only signals this process sends are the
+    `--signal`s, already delivered), and none of their timeouts ends within _HORIZON seconds.
+    Timers (`wait: {duration}`), retry delays and short signal timeouts are waited out."""
     execution = await engine.get_execution(execution_id)
     if str(getattr(execution.state, "value", execution.state)) != "WAITING":
         return False
-    if getattr(execution, "deadline", None):
-        return False
     nodes = await engine.get_nodes(execution_id)
-    waiting = [n for n in nodes if str(getattr(n.state, "value", n.state)) == "WAITING"]
-    return bool(waiting) and all(n.wake_at is None for n in waiting)
+    active = [n for n in nodes if str(getattr(n.state, "value", n.state)) in _ACTIVE_NODE_STATES]
+    if not active:
+        return False
+    horizon = time.time() + _HORIZON
+    if execution.deadline is not None and execution.deadline <= horizon:
+        return False
+    for node in active:
+        if str(getattr(node.state, "value", node.state)) != "WAITING":
+            return False
+        if node.node_id not in signal_waits:
+            return False
+        if node.wake_at is not None and node.wake_at <= horizon:
+            return False
+    return True
+
+
+# Node states in which something may still happen to a node.
+_ACTIVE_NODE_STATES = frozenset({"READY", "RUNNING", "RETRYING", "WAITING", "ESCALATED"})
+# A timer due within this many seconds is waited for rather than reported.
+_HORIZON = 60.0
 
 
 def _stuck_note(nodes: list[Any]) -> str:

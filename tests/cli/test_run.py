@@ -116,6 +116,24 @@ def test_signals_for_other_names_do_not_satisfy_a_wait(cli, write) -> None:
     assert "approve" in body["error"]["message"]
 
 
+def test_a_wait_with_a_long_timeout_is_reported_not_waited_out(cli, write) -> None:
+    text = WAITING.replace("wait: {signal: approval}", "wait: {signal: approval, timeout: 24h}")
+    result = cli("run", write("w.yaml", "timeout: 1h\n" + text), "--memory", "--json")
+    assert result.code == 1
+    body = result.json()
+    assert body["state"] == "WAITING"
+    assert "--signal" in body["error"]["message"]
+
+
+def test_short_timers_are_waited_out(cli, write) -> None:
+    text = WAITING.replace("wait: {signal: approval}", "wait: {signal: approval, timeout: 200ms}")
+    result = cli("run", write("w.yaml", text), "--memory", "--json")
+    assert result.code == 1
+    body = result.json()
+    assert body["state"] == "FAILED"
+    assert body["nodes"]["approve"]["error"]["type"] == "timeout"
+
+
 def test_human_output(cli, write) -> None:
     result = cli("run", write("hello.yaml", HELLO), "--memory", "--input", '{"who": "Ada"}')
     assert result.code == 0
