@@ -71,8 +71,8 @@ def _state_machine(spec: pb.WorkflowSpec) -> str:
                 target = transition.target or name
                 lines.append(_state_arrow(name, target, label))
         for timer in state.after:
-            delay = timer.delay.ToTimedelta().total_seconds()
-            lines.append(_state_arrow(name, timer.target or name, f"after {delay:g}s"))
+            delay = _human(timer.delay.ToTimedelta().total_seconds())
+            lines.append(_state_arrow(name, timer.target or name, f"after {delay}"))
         if state.HasField("on_done"):
             lines.append(_state_arrow(name, state.on_done.target or name, "done"))
         if state.HasField("on_error"):
@@ -121,7 +121,7 @@ def _describe(node: pb.Node, kind: str) -> str:
         if wait.signal:
             return f"wait signal {wait.signal}"
         if wait.HasField("duration"):
-            return f"wait {wait.duration.ToTimedelta().total_seconds():g}s"
+            return f"wait {_human(wait.duration.ToTimedelta().total_seconds())}"
         if wait.until:
             return "wait until"
         return "wait"
@@ -140,6 +140,22 @@ def _arrow(source: str, target: str, label: str, *, expression: bool = True) -> 
         return f"    {_id(source)} --> {_id(target)}"
     text = _strip(label) if expression else label
     return f'    {_id(source)} -->|"{_escape(_shorten(text))}"| {_id(target)}'
+
+
+def _human(seconds: float) -> str:
+    """1800 -> 30m, 5400 -> 1h30m, 0.5 -> 500ms: durations as workflow files write them."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    parts = []
+    rest = seconds
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if rest >= size:
+            count = int(rest // size)
+            parts.append(f"{count}{unit}")
+            rest -= count * size
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return "".join(parts)
 
 
 def _strip(expression: str) -> str:

@@ -36,6 +36,8 @@ _COLOURS = {
     "waiting": "\033[35m",  # magenta
     "paused": "\033[35m",
     "skipped": "\033[2m",  # dim
+    "ready": "\033[2m",
+    "pending": "\033[2m",
     "received": "\033[34m",  # blue
 }
 _ITEM_STATES_SHOWN = frozenset({"retrying", "failed", "timed_out"})

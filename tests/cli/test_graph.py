@@ -97,3 +97,41 @@ def test_graph_command_missing_file(cli) -> None:
     result = cli("graph", "nope.yaml")
     assert result.code == 2
     assert result.err == "agentrun: nope.yaml: no such file\n"
+
+
+MACHINE = """
+name: door
+mode: state_machine
+initial: closed
+states:
+  closed:
+    on:
+      OPEN: {target: open}
+    after: {90m: {target: locked}}
+  open:
+    on:
+      CLOSE:
+        - {guard: "${{ event.data.force }}", target: closed}
+        - {target: open}
+  locked: {final: true}
+"""
+
+
+def test_state_machine() -> None:
+    assert to_mermaid(load_workflow(MACHINE)) == (
+        "flowchart TD\n"
+        "    start__((start))\n"
+        '    s_closed(["closed"])\n'
+        '    s_locked(("locked"))\n'
+        '    s_open(["open"])\n'
+        "    start__ --> s_closed\n"
+        '    s_closed -->|"OPEN"| s_open\n'
+        '    s_closed -->|"after 1h30m"| s_locked\n'
+        '    s_open -->|"CLOSE [event.data.force]"| s_closed\n'
+        '    s_open -->|"CLOSE"| s_open\n'
+    )
+
+
+def test_wait_durations_read_as_written() -> None:
+    spec = load_workflow("name: w\nnodes:\n  - {id: pause, wait: {duration: 1500ms}}\n")
+    assert '    pause(["pause: wait 1.5s"])' in to_mermaid(spec).splitlines()
