@@ -135,6 +135,20 @@ def test_sdk_and_cli_against_subprocess(served: ServerProcess, tmp_path: Path) -
     assert "execution.succeeded" in started.stdout and "SUCCEEDED" in started.stdout
     missing = run("watch", "nope")
     assert missing.returncode == 1 and "not_found" in missing.stderr
+    hold = tmp_path / "hold.yaml"
+    hold.write_text("name: hold\nnodes:\n  - id: w\n    wait: {signal: go}\n")
+    assert run("workflows", "create", str(hold)).returncode == 0
+    waiting = run("start", "hold").stdout.strip()
+    signalled = run("signal", waiting, "go", "--data", '{"ok": true}')
+    assert signalled.returncode == 0, signalled.stderr
+    watched = run("watch", waiting, "--json")
+    assert watched.returncode == 0, watched.stderr
+    assert json.loads(watched.stdout.splitlines()[-1])["type"] == "execution.succeeded"
+    doomed = run("start", "hold").stdout.strip()
+    cancelled = run("cancel", doomed)
+    assert cancelled.returncode == 0 and "CANCELLED" in cancelled.stdout
+    assert run("watch", doomed).returncode == 1
+    assert run("start", "hold", "--input", "{nope").returncode == 2
     health = run("health")
     assert health.returncode == 0 and health.stdout.strip() == "SERVING"
     bad = run("workflows", "create", "-")
