@@ -18,6 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from agentrun.engine.errors import AgentrunError, Diagnostic
+from agentrun.storage.base import StoreError
 
 DOMAIN = "agentrun"
 log = logging.getLogger("agentrun.server")
@@ -88,6 +89,9 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         reason = exc.reason
         text = exc.message
         metadata = dict(exc.metadata)
+    elif isinstance(exc, StoreError):
+        log.warning("store unavailable: %s", exc)
+        reason, text, metadata = "UNAVAILABLE", "the store is unavailable; retry", {}
     else:
         log.exception("internal error", exc_info=exc)
         reason, text, metadata = "INTERNAL", "internal error", {}

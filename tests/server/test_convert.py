@@ -59,3 +59,12 @@ def test_oversize_values_are_truncated() -> None:
     # Over the inline limit the typed payload carries no copy of the value.
     assert not big.execution_state_changed.HasField("output")
     assert convert.from_struct(big.data)["output"] == "x" * 100_000
+
+
+def test_store_errors_are_unavailable_and_bugs_internal() -> None:
+    from agentrun.server.errors import to_status
+    from agentrun.storage.base import StoreError
+
+    assert to_status(StoreError("disk full")).code == 14  # UNAVAILABLE
+    internal = to_status(KeyError("secret detail"))
+    assert internal.code == 13 and "secret" not in internal.message
