@@ -492,14 +492,40 @@ async def _run(request: RunRequest) -> RunResult:
 
 
 def _engine_config(config_cls: Any, config: dict[str, Any]) -> Any:
-    """EngineConfig from the `engine:` section of the config file, when the engine reads one."""
-    from_dict = getattr(config_cls, "from_dict", None) or getattr(config_cls, "from_config", None)
-    if from_dict is not None:
-        try:
-            return from_dict(config)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise UserError(f"config: {exc}") from None
-    return config_cls()
+    """EngineConfig from the config file's engine sections, read as the server reads them:
+    `limits:` (running-node limits, quotas, `rate_limits` buckets) and `circuit_breakers:`
+    (by tool or provider name). The rest of the file is for the integrations (`mock:`)."""
+    options: dict[str, Any] = {}
+    fields = getattr(config_cls, "__dataclass_fields__", {})
+    try:
+        if config.get("limits") is not None and "scheduler" in fields:
+            from agentrun.engine.scheduler import SchedulerConfig
+
+            options["scheduler"] = SchedulerConfig.from_mapping(config["limits"])
+        if config.get("circuit_breakers") is not None and "circuit_breakers" in fields:
+            options["circuit_breakers"] = _breakers(config["circuit_breakers"])
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise UserError(f"config: {exc}") from None
+    return config_cls(**options)
+
+
+def _breakers(data: Any) -> dict[str, Any]:
+    from agentrun.engine.durations import parse_duration
+    from agentrun.engine.plan import BreakerSpec
+
+    if not isinstance(data, dict):
+        raise ValueError("circuit_breakers: expected a mapping of tool or provider names")
+    breakers = {}
+    for name, spec in data.items():
+        spec = dict(spec or {})
+        for key in ("window", "reset_timeout"):
+            if isinstance(spec.get(key), str):
+                spec[key] = parse_duration(spec[key])
+        unknown = set(spec) - set(BreakerSpec.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"circuit_breakers.{name}: unknown fields {', '.join(sorted(unknown))}")
+        breakers[str(name)] = BreakerSpec(**spec)
+    return breakers
 
 
 async def _follow(engine: Any, execution_id: str, request: RunRequest) -> str:

@@ -96,6 +96,32 @@ def test_bad_arguments_exit_2(cli, write, extra) -> None:
     assert "Traceback" not in result.err
 
 
+def test_config_with_bad_limits_exits_2(cli, write) -> None:
+    config = write("config.yaml", "limits: {max_running_nodez: 1}\n")
+    result = cli("run", write("hello.yaml", HELLO), "--memory", "--config", config,
+                 "--input", '{"who": "x"}')
+    assert result.code == 2
+    assert "max_running_nodez" in result.err
+
+
+def test_config_limits_and_mock_responses(cli, write) -> None:
+    config = write(
+        "config.yaml",
+        "mock: {responses: {oracle: [{text: sure}, {text: never}]}}\n"
+        "limits: {max_running_nodes: 1, rate_limits: {slow: {rate: 100, per: 1s, burst: 1}}}\n",
+    )
+    flow = write(
+        "oracle.yaml",
+        "name: oracle\nnodes:\n"
+        "  - {id: a, agent: {model: mock/oracle, prompt: q}, rate_limit: slow}\n"
+        "  - {id: b, agent: {model: mock/oracle, prompt: q}, rate_limit: slow}\n"
+        "output: \"${{ [nodes.a.output.text, nodes.b.output.text] }}\"\n",
+    )
+    result = cli("run", flow, "--memory", "--json", "--config", config)
+    assert result.code == 0, result.out + result.err
+    assert sorted(result.json()["output"]) == ["never", "sure"]
+
+
 def test_signal_is_delivered(cli, write) -> None:
     result = cli("run", write("w.yaml", WAITING), "--memory", "--json",
                  "--signal", 'approval={"ok": true}')
