@@ -569,7 +569,7 @@ async def _follow(engine: Any, execution_id: str, request: RunRequest) -> str:
             if request.progress is not None:
                 request.progress.on_event(event)
             if event.type.startswith("execution."):
-                waiting = event.type == "execution.waiting"
+                waiting = event.type in ("execution.waiting", "execution.escalated")
     finally:
         task.cancel()
         try:
@@ -589,7 +589,7 @@ async def _stuck(engine: Any, execution_id: str, signal_waits: frozenset[str]) -
     `--signal`s, already delivered), and none of their timeouts ends within _HORIZON seconds.
     Timers (`wait: {duration}`), retry delays and short signal timeouts are waited out."""
     execution = await engine.get_execution(execution_id)
-    if str(getattr(execution.state, "value", execution.state)) != "WAITING":
+    if str(getattr(execution.state, "value", execution.state)) not in ("WAITING", "ESCALATED"):
         return False
     nodes = await engine.get_nodes(execution_id)
     active = [n for n in nodes if str(getattr(n.state, "value", n.state)) in _ACTIVE_NODE_STATES]
@@ -599,9 +599,10 @@ async def _stuck(engine: Any, execution_id: str, signal_waits: frozenset[str]) -
     if execution.deadline is not None and execution.deadline <= horizon:
         return False
     for node in active:
-        if str(getattr(node.state, "value", node.state)) != "WAITING":
-            return False
-        if node.node_id not in signal_waits:
+        state = str(getattr(node.state, "value", node.state))
+        if state == "WAITING" and node.node_id in signal_waits:
+            pass  # waits for a signal
+        elif state != "ESCALATED":  # an escalation waits for an answer (a signal)
             return False
         if node.wake_at is not None and node.wake_at <= horizon:
             return False
@@ -615,10 +616,18 @@ _HORIZON = 60.0
 
 
 def _stuck_note(nodes: list[Any]) -> str:
-    waiting = [n.node_id for n in nodes if str(getattr(n.state, "value", n.state)) == "WAITING"]
+    def ids(state: str) -> str:
+        return ", ".join(n.node_id for n in nodes if str(getattr(n.state, "value", n.state)) == state)
+
+    waiting, escalated = ids("WAITING"), ids("ESCALATED")
+    parts = []
+    if waiting:
+        parts.append(f"waiting for a signal at {waiting}")
+    if escalated:
+        parts.append(f"escalated at {escalated}")
     return (
-        f"waiting for a signal at {', '.join(waiting)}; give it with --signal NAME=JSON "
-        "(or run it on a server and send it with `agentrun signal`)"
+        "; ".join(parts) + ": nothing in this process will answer; give signals with "
+        "--signal NAME=JSON (or run it on a server and send them with `agentrun signal`)"
     )
 
 
