@@ -297,35 +297,37 @@ class RunResult:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         request = _prepare_run(args)
-    except UserError as exc:
+        result = asyncio.run(_run(request))
+    except UserError as exc:  # refused before or at the start: nothing ran
         _print_user_error(exc)
         if args.json:
-            error = {"type": exc.kind or "invalid_argument", "message": exc.message}
-            if exc.diagnostics:
-                error["diagnostics"] = exc.diagnostics
-            print(_dump(RunResult(None, None, None, {}, error, 0.0).as_json()))
+            _print_error_json(exc.kind or "invalid_argument", exc.message, exc.diagnostics)
         return EXIT_INVALID
-    try:
-        result = asyncio.run(_run(request))
     except StoreUnavailable as exc:
         print(f"agentrun: {exc}", file=sys.stderr)
         if args.json:
-            error = {"type": "unavailable", "message": str(exc)}
-            print(_dump(RunResult(None, None, None, {}, error, 0.0).as_json()))
+            _print_error_json("unavailable", str(exc))
         return EXIT_FAILED
-    except UserError as exc:  # invalid input, found when the execution starts
-        _print_user_error(exc)
-        if args.json:
-            error = {"type": exc.kind or "invalid_input", "message": exc.message}
-            if exc.diagnostics:
-                error["diagnostics"] = exc.diagnostics
-            print(_dump(RunResult(None, None, None, {}, error, 0.0).as_json()))
-        return EXIT_INVALID
+    except Exception as exc:
+        if not args.json or os.environ.get("AGENTRUN_DEBUG"):
+            raise  # main() prints it without a traceback
+        # --json promises one object on stdout, whatever happens.
+        message = f"{type(exc).__name__}: {exc}"
+        print(f"agentrun: internal error: {message}", file=sys.stderr)
+        _print_error_json("internal", message)
+        return EXIT_FAILED
     if args.json:
         print(_dump(result.as_json()))
     else:
         _print_result(result)
     return EXIT_OK if result.state == "SUCCEEDED" else EXIT_FAILED
+
+
+def _print_error_json(kind: str, message: str, diagnostics: list[dict[str, str]] | None = None) -> None:
+    error: dict[str, Any] = {"type": kind, "message": message}
+    if diagnostics:
+        error["diagnostics"] = diagnostics
+    print(_dump(RunResult(None, None, None, {}, error, 0.0).as_json()))
 
 
 def _prepare_run(args: argparse.Namespace) -> RunRequest:

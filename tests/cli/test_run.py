@@ -200,3 +200,22 @@ def test_subprocess_exit_codes_and_single_json_object(tmp_path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["state"] == "FAILED"
     assert "Traceback" not in proc.stderr
+
+
+def test_unexpected_errors_keep_the_json_promise(cli, write, monkeypatch) -> None:
+    from agentrun.cli import local
+
+    async def broken(request):
+        raise RuntimeError("engine exploded")
+
+    monkeypatch.setattr(local, "_run", broken)
+    path = write("hello.yaml", HELLO)
+    result = cli("run", path, "--memory", "--json", "--input", '{"who": "x"}')
+    assert result.code == 1
+    assert result.json()["error"] == {"type": "internal", "message": "RuntimeError: engine exploded"}
+    assert "Traceback" not in result.err
+
+    result = cli("run", path, "--memory", "--input", '{"who": "x"}')
+    assert result.code == 1
+    assert result.out == ""
+    assert result.err.startswith("agentrun: internal error: RuntimeError: engine exploded\n")
