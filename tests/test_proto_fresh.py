@@ -62,3 +62,39 @@ def test_buf_lint() -> None:
     if result.returncode != 0 and "ENOTFOUND" in result.stderr + result.stdout:
         pytest.skip("the npm registry is not reachable")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_breaking_against_previous_commit() -> None:
+    """FILE-level breaking-change check of the protos against the previous commit's."""
+    npx, git = shutil.which("npx"), shutil.which("git")
+    if npx is None or git is None:
+        pytest.skip("npx or git is not installed")
+    previous = subprocess.run(
+        [git, "rev-parse", "--verify", "--quiet", "HEAD~1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if previous.returncode != 0:
+        pytest.skip("no previous commit (a shallow clone?)")
+    has_protos = subprocess.run(
+        [git, "ls-tree", "-r", "--name-only", "HEAD~1", "proto/"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if not has_protos.stdout.strip():
+        pytest.skip("the previous commit has no protos")
+    result = subprocess.run(
+        [npx, "--yes", "@bufbuild/buf@1.75.0", "breaking", "--against", ".git#ref=HEAD~1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0 and "ENOTFOUND" in result.stderr + result.stdout:
+        pytest.skip("the npm registry is not reachable")
+    assert result.returncode == 0, result.stdout + result.stderr
