@@ -120,20 +120,10 @@ def test_retries(monkeypatch, capsys) -> None:
     assert nodes["flaky"]["attempts"] == 3
     assert nodes["flaky"]["output"] == {"attempt": 3}
     assert nodes["charge"]["state"] == "SKIPPED"
-    assert body["output"] == {"flaky_attempts": 3, "charged": False}
-
-
-def test_retries_non_retryable(monkeypatch, capsys) -> None:
-    """The second command in the example's header: a non-retryable error, tried once."""
-    monkeypatch.chdir(ROOT)
-    code = main(["run", "examples/retry_workflow.yaml", "--json", "--memory",
-                 "--input", '{"simulate_decline": true}'])
-    body = json.loads(capsys.readouterr().out)
-    assert code == 1
-    assert body["state"] == "FAILED"
-    assert body["nodes"]["charge"]["state"] == "FAILED"
-    assert body["nodes"]["charge"]["attempts"] == 1
-    assert body["error"]["type"] == "payments.declined"
+    assert nodes["charge"]["attempts"] == 1  # non_retryable: tried once
+    assert nodes["charge"]["error"]["type"] == "payments.declined"
+    assert nodes["charge"]["skip_reason"] == "handler"
+    assert body["output"] == {"flaky_attempts": 3, "charge": {"charged": False, "reason": "declined"}}
 
 
 def test_every_example_has_a_test() -> None:
