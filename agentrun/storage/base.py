@@ -24,6 +24,9 @@ class Store(abc.ABC):
     """Durable state of workflows and executions.
 
     Contract every backend keeps (tests/storage/test_store_contract.py checks it):
+    - errors: StoreError when the backend is unavailable (retry later); KeyError for a batch
+      or signal naming an unknown execution; ValueError for what the backend refuses (an
+      event sequence that exists, a value it cannot hold).
     - `commit` is atomic: all of a batch or none of it is visible after a crash.
     - once `commit` returns, the batch survives a process kill.
     - events are append-only; (execution_id, sequence) is unique.
@@ -92,7 +95,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def commit(self, batch: Batch) -> None:
-        """Upserts the execution and nodes, appends events, marks signals consumed."""
+        """Updates the execution's run state (state, output, error, vars, times,
+        last_sequence, labels: the execution must exist), upserts nodes, appends events and
+        marks signals consumed."""
 
     # Events ----------------------------------------------------------------
     @abc.abstractmethod

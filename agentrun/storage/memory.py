@@ -132,14 +132,22 @@ class MemoryStore(Store):
 
     async def commit(self, batch: Batch) -> None:
         # Validate first so that a failing batch changes nothing (atomicity).
+        if batch.execution is not None and batch.execution.id not in self._executions:
+            raise KeyError(f"unknown execution {batch.execution.id}")
+        last: dict[str, int] = {}
         for event in batch.events:
             log = self._events.get(event.execution_id)
             if log is None and event.execution_id not in self._executions:
                 raise KeyError(f"unknown execution {event.execution_id}")
-            if log and log[-1].sequence >= event.sequence:
+            previous = last.get(event.execution_id, log[-1].sequence if log else 0)
+            if event.sequence <= previous:
                 raise ValueError(
                     f"event sequence {event.sequence} of {event.execution_id} already exists"
                 )
+            last[event.execution_id] = event.sequence
+        for node in batch.nodes:
+            if node.execution_id not in self._executions:
+                raise KeyError(f"unknown execution {node.execution_id}")
         if batch.execution is not None:
             self._executions[batch.execution.id] = _copy(batch.execution)
         for node in batch.nodes:
@@ -159,6 +167,8 @@ class MemoryStore(Store):
         return [_copy(e) for e in log[start : start + limit]]
 
     async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
+        if signal.execution_id not in self._executions:
+            raise KeyError(f"unknown execution {signal.execution_id}")
         signals = self._signals.setdefault(signal.execution_id, [])
         for existing in signals:
             if existing.signal_id == signal.signal_id:

@@ -14,9 +14,10 @@ through); reads use a small pool of separate connections, which WAL lets run alo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import copy
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agentrun.storage import schema as db
 from agentrun.storage.base import Store, StoreError
@@ -90,8 +91,10 @@ class SqlStore(Store):
         )
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
-        self._writer: AsyncConnection | None = None  # SQLite only
-        self._write_lock = asyncio.Lock()
+        # SQLite: every write runs on one thread with a plain sqlite3 connection, so a group
+        # commit costs one hand-off between threads instead of one per statement.
+        self._sync_writer: sa.Engine | None = None
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[tuple[_Rows, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
@@ -109,7 +112,6 @@ class SqlStore(Store):
             return
         self._closing = False
         # Fresh per open: asyncio primitives belong to the loop that first uses them.
-        self._write_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         if self._sqlite:
             folder = Path(self._url.database).expanduser().parent
@@ -117,8 +119,9 @@ class SqlStore(Store):
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the database folder {folder}: {exc}") from exc
-            self._engine = self._sqlite_engine(writer=True)
-            self._reader = self._sqlite_engine(writer=False)
+            self._engine = self._reader = self._sqlite_engine()
+            self._sync_writer = self._sqlite_writer()
+            self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentrun-sqlite-writer")
         else:
             self._engine = create_async_engine(
                 self._url,
@@ -131,7 +134,7 @@ class SqlStore(Store):
             # Single-statement reads need no BEGIN/ROLLBACK round trips.
             self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
-            await self._transaction(lambda conn: conn.run_sync(_migrate))
+            await self._transaction(_migrate)
         except BaseException:
             await self._dispose()
             raise
@@ -151,23 +154,23 @@ class SqlStore(Store):
         await self._dispose()
 
     async def _dispose(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._writer.close()
-            self._writer = None
+        if self._thread is not None:
+            writer, thread = self._sync_writer, self._thread
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.get_running_loop().run_in_executor(thread, writer.dispose)
+            thread.shutdown(wait=False)
+            self._thread = self._sync_writer = None
         # On PostgreSQL the reader is a view of the same engine and pool.
-        for engine in (self._engine, self._reader if self._sqlite else None):
-            if engine is not None:
-                await engine.dispose()
+        if self._engine is not None:
+            await self._engine.dispose()
         self._engine = self._reader = None
 
-    def _sqlite_engine(self, *, writer: bool) -> AsyncEngine:
-        engine = create_async_engine(
-            self._url, pool_size=1 if writer else 4, max_overflow=0 if writer else 4
-        )
-        synchronous, busy_ms = self._synchronous, self.busy_timeout_ms
+    def _sqlite_pragmas(self, engine: Any, *, writer: bool) -> None:
+        synchronous = self._synchronous
+        busy_ms = self.busy_timeout_ms
 
-        @sa_event.listens_for(engine.sync_engine, "connect")
+        @sa_event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             # Let SQLAlchemy, not the sqlite3 module, decide where transactions start.
             dbapi_conn.isolation_level = None
@@ -184,10 +187,21 @@ class SqlStore(Store):
 
         if writer:
 
-            @sa_event.listens_for(engine.sync_engine, "begin")
+            @sa_event.listens_for(engine, "begin")
             def _on_begin(conn: sa.Connection) -> None:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+    def _sqlite_engine(self) -> AsyncEngine:
+        """Read connections (aiosqlite); WAL lets them run beside the writer."""
+        engine = create_async_engine(self._url, pool_size=4, max_overflow=4)
+        self._sqlite_pragmas(engine.sync_engine, writer=False)
+        return engine
+
+    def _sqlite_writer(self) -> sa.Engine:
+        """The one write connection (sqlite3), used only from the writer thread."""
+        url = self._url.set(drivername="sqlite")
+        engine = sa.create_engine(url, poolclass=sa.pool.SingletonThreadPool)
+        self._sqlite_pragmas(engine, writer=True)
         return engine
 
     # Plumbing --------------------------------------------------------------
@@ -196,27 +210,25 @@ class SqlStore(Store):
             raise StoreError("the store is not open")
         return self._engine
 
-    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Runs `work` in one write transaction; constraint violations pass through raw."""
+    async def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        """Runs `work` (plain, synchronous SQLAlchemy Core) in one write transaction: on
+        SQLite in the writer thread, on PostgreSQL through asyncpg; constraint violations
+        pass through raw."""
         engine = self._engine
         if engine is None:
             raise StoreError("the store is not open")
         with _store_errors():
             if not self._sqlite:
                 async with engine.begin() as conn:
-                    return await work(conn)
-            async with self._write_lock:
-                if self._writer is None or self._writer.closed or self._writer.invalidated:
-                    self._writer = await engine.connect()
-                try:
-                    async with self._writer.begin():
-                        return await work(self._writer)
-                except sa.exc.DBAPIError as exc:
-                    if exc.connection_invalidated:
-                        with contextlib.suppress(Exception):
-                            await self._writer.close()
-                        self._writer = None
-                    raise
+                    return await conn.run_sync(work)
+            writer, thread = self._sync_writer, self._thread
+            assert writer is not None and thread is not None
+
+            def in_thread() -> T:
+                with writer.begin() as conn:
+                    return work(conn)
+
+            return await asyncio.get_running_loop().run_in_executor(thread, in_thread)
 
     async def _read(self, statement: sa.Executable) -> list[sa.Row[Any]]:
         reader = self._reader
@@ -230,14 +242,14 @@ class SqlStore(Store):
     async def create_workflow(self, record: WorkflowRecord) -> WorkflowRecord:
         self._require_open()
 
-        async def insert(conn: AsyncConnection) -> int:
-            latest = await conn.scalar(
+        def insert(conn: sa.Connection) -> int:
+            latest = conn.scalar(
                 sa.select(sa.func.coalesce(sa.func.max(db.workflows.c.version), 0)).where(
                     db.workflows.c.tenant == record.tenant, db.workflows.c.name == record.name
                 )
             )
             version = int(latest) + 1
-            await conn.execute(
+            conn.execute(
                 db.workflows.insert().values(
                     tenant=record.tenant,
                     name=record.name,
@@ -295,8 +307,8 @@ class SqlStore(Store):
     async def delete_workflow(self, tenant: str, name: str) -> bool:
         self._require_open()
 
-        async def delete(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
+        def delete(conn: sa.Connection) -> bool:
+            result = conn.execute(
                 db.workflows.delete().where(
                     db.workflows.c.tenant == tenant, db.workflows.c.name == name
                 )
@@ -317,12 +329,12 @@ class SqlStore(Store):
         node_rows = [db.node_row(n) for n in nodes]
         event_rows = [db.event_row(e) for e in events]
 
-        async def insert(conn: AsyncConnection) -> tuple[ExecutionRecord, bool]:
+        def insert(conn: sa.Connection) -> tuple[ExecutionRecord, bool]:
             if record.request_id is None:
-                await conn.execute(db.executions.insert(), row)
+                conn.execute(db.executions.insert(), row)
             else:
-                if (await conn.execute(self._insert_once, row)).rowcount == 0:
-                    existing = await conn.execute(
+                if (conn.execute(self._insert_once, row)).rowcount == 0:
+                    existing = conn.execute(
                         sa.select(db.executions).where(
                             db.executions.c.tenant == record.tenant,
                             db.executions.c.request_id == record.request_id,
@@ -330,9 +342,9 @@ class SqlStore(Store):
                     )
                     return db.execution_record(existing.one()), False
             if node_rows:
-                await conn.execute(db.nodes.insert(), node_rows)
+                conn.execute(db.nodes.insert(), node_rows)
             if event_rows:
-                await conn.execute(db.events.insert(), event_rows)
+                conn.execute(db.events.insert(), event_rows)
             return copy.copy(record), True
 
         try:
@@ -431,7 +443,7 @@ class SqlStore(Store):
             return
         _settle(group, error)
 
-    async def _apply(self, conn: AsyncConnection, batches: Sequence[_Rows]) -> None:
+    def _apply(self, conn: sa.Connection, batches: Sequence[_Rows]) -> None:
         # Later batches win, exactly as if the upserts had run one after another; dedup also
         # keeps PostgreSQL from seeing one key twice in a statement.
         execution_rows: dict[str, dict[str, Any]] = {}
@@ -440,19 +452,23 @@ class SqlStore(Store):
         consumed: list[dict[str, Any]] = []
         for batch in batches:
             if batch.execution is not None:
-                execution_rows[batch.execution["id"]] = batch.execution
+                execution_rows[batch.execution["b_id"]] = batch.execution
             for row in batch.nodes:
                 node_rows[(row["execution_id"], row["node_id"])] = row
             event_rows += batch.events
             consumed += batch.consumed
         if execution_rows:
-            await conn.execute(self._upserts["executions"], list(execution_rows.values()))
+            # The row exists (create_execution made it); only what a run changes is written,
+            # so a large input is not rewritten at every step.
+            result = conn.execute(_UPDATE_EXECUTION, list(execution_rows.values()))
+            if 0 <= result.rowcount < len(execution_rows):
+                raise KeyError("a batch updates an execution that does not exist")
         if node_rows:
-            await conn.execute(self._upserts["nodes"], list(node_rows.values()))
+            conn.execute(self._upserts["nodes"], list(node_rows.values()))
         if event_rows:
-            await conn.execute(db.events.insert(), event_rows)
+            conn.execute(db.events.insert(), event_rows)
         if consumed:
-            await conn.execute(_CONSUME, consumed)
+            conn.execute(_CONSUME, consumed)
 
     def _upsert(self, table: sa.Table) -> sa.Executable:
         statement = self._insert(table)
@@ -468,7 +484,7 @@ class SqlStore(Store):
         if isinstance(exc, sa.exc.IntegrityError):
             referenced = {r["execution_id"] for r in batch.nodes + batch.events}
             if batch.execution is not None:
-                referenced.discard(batch.execution["id"])
+                referenced.add(batch.execution["b_id"])
             for execution_id in sorted(referenced):
                 try:
                     known = await self.get_execution(execution_id)
@@ -476,7 +492,7 @@ class SqlStore(Store):
                     return error
                 if known is None:
                     return KeyError(f"unknown execution {execution_id}")
-        if isinstance(exc, ValueError):
+        if isinstance(exc, (ValueError, KeyError)):
             return exc
         if isinstance(exc, sa.exc.IntegrityError):
             error = ValueError(f"batch conflicts with stored rows (duplicate event?): {exc.orig}")
@@ -523,11 +539,11 @@ class SqlStore(Store):
             .returning(db.signals.c.seq)
         )
 
-        async def insert(conn: AsyncConnection) -> tuple[SignalRecord, bool]:
-            seq = (await conn.execute(statement)).scalar()
+        def insert(conn: sa.Connection) -> tuple[SignalRecord, bool]:
+            seq = (conn.execute(statement)).scalar()
             if seq is not None:
                 return replace(signal, seq=int(seq)), True
-            existing = await conn.execute(
+            existing = conn.execute(
                 sa.select(db.signals).where(
                     db.signals.c.execution_id == signal.execution_id,
                     db.signals.c.signal_id == signal.signal_id,
@@ -550,7 +566,7 @@ class SqlStore(Store):
         )
         return [db.signal_record(row) for row in await self._read(query)]
 
-    async def _retry_unique(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _retry_unique(self, work: Callable[[sa.Connection], T]) -> T:
         """Retries a read-then-insert that lost a race to a concurrent writer (PostgreSQL)."""
         for attempt in range(_UNIQUE_RETRIES):
             try:
@@ -560,6 +576,13 @@ class SqlStore(Store):
                     raise  # SQLite writes are serialised: a violation is not a race.
                 await asyncio.sleep(0.001 * (attempt + 1))
         raise AssertionError("unreachable")
+
+
+def _execution_changes(record: ExecutionRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in _MUTABLE}
+    row["state"] = str(record.state)
+    row["b_id"] = record.id
+    return row
 
 
 @dataclass(slots=True)
@@ -574,7 +597,7 @@ class _Rows:
     @classmethod
     def of(cls, batch: Batch) -> _Rows:
         return cls(
-            execution=db.execution_row(batch.execution) if batch.execution is not None else None,
+            execution=_execution_changes(batch.execution) if batch.execution is not None else None,
             nodes=[db.node_row(n) for n in batch.nodes],
             events=[db.event_row(e) for e in batch.events],
             consumed=[
@@ -582,6 +605,13 @@ class _Rows:
             ],
         )
 
+
+_MUTABLE = ("state", "output", "error", "vars", "started_at", "ended_at", "deadline", "last_sequence", "labels")
+_UPDATE_EXECUTION = (
+    db.executions.update()
+    .where(db.executions.c.id == sa.bindparam("b_id"))
+    .values({name: sa.bindparam(name) for name in _MUTABLE})
+)
 
 _CONSUME = (
     db.signals.update()

@@ -25,9 +25,9 @@ def _execution(id: str) -> ExecutionRecord:
 
 
 async def _pragmas(store: SqlStore) -> dict[str, object]:
-    async def read(conn: sa.ext.asyncio.AsyncConnection) -> dict[str, object]:
+    def read(conn: sa.Connection) -> dict[str, object]:
         names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
-        return {n: (await conn.exec_driver_sql(f"PRAGMA {n}")).scalar() for n in names}
+        return {n: conn.exec_driver_sql(f"PRAGMA {n}").scalar() for n in names}
 
     return await store._transaction(read)  # the writer connection
 

@@ -610,14 +610,6 @@ async def test_floats_stay_floats(store: Store) -> None:
 async def test_a_batch_repeating_a_sequence_fails_whole(
     store: Store, backend: Backend, request: pytest.FixtureRequest
 ) -> None:
-    if backend.name == "memory":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="MemoryStore.commit checks each event against the stored log only, "
-                "not against the batch's own earlier events (reported to the lead)",
-            )
-        )
     ex = await started(store)
     with pytest.raises(ValueError):
         await store.commit(
@@ -625,3 +617,15 @@ async def test_a_batch_repeating_a_sequence_fails_whole(
         )
     assert await store.list_events(ex.id) == []
     assert await store.get_nodes(ex.id) == []
+
+
+async def test_unknown_execution_is_a_key_error(store: Store) -> None:
+    ghost = ExecutionRecord(
+        id="ghost", tenant="t", workflow="w", version=1, state=ExecutionState.RUNNING,
+        input=None, created_at=T0,
+    )
+    with pytest.raises(KeyError):
+        await store.commit(Batch(execution=ghost))
+    with pytest.raises(KeyError):
+        await store.add_signal(SignalRecord("ghost", "go", None, "s1", T0))
+    assert await store.get_execution("ghost") is None
