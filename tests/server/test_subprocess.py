@@ -183,3 +183,26 @@ def test_sigterm_drains_and_restart_recovers(tmp_path: Path) -> None:
             assert events[-1].type == "execution.succeeded"
     finally:
         server.stop()
+
+
+def test_grpcurl_with_api_keys(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, env={"AGENTRUN_API_KEYS": "k1:acme"}).start()
+    try:
+        command = [grpcurl_binary(), "-plaintext"]
+        denied = subprocess.run(
+            [*command, server.address, "list"], capture_output=True, text=True, check=False
+        )
+        assert denied.returncode != 0 and "Unauthenticated" in denied.stderr
+        allowed = grpcurl(server, "-H", "authorization: Bearer k1", server.address, "list")
+        assert "agentrun.v1.WorkflowService" in allowed
+        # Reflection needs the key; the health call itself does not.
+        health = grpcurl(
+            server,
+            "-reflect-header",
+            "authorization: Bearer k1",
+            server.address,
+            "grpc.health.v1.Health/Check",
+        )
+        assert "SERVING" in health
+    finally:
+        server.stop()
