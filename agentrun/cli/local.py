@@ -486,7 +486,7 @@ async def _run(request: RunRequest) -> RunResult:
         execution_id=execution.id,
         state=state,
         output=execution.output,
-        nodes=_node_summary(nodes),
+        nodes=_node_summary(nodes, [node.id for node in request.spec.nodes]),
         error=error,
         elapsed=time.monotonic() - t0,
         note=note,
@@ -633,7 +633,10 @@ def _stuck_note(nodes: list[Any]) -> str:
     )
 
 
-def _node_summary(nodes: list[Any]) -> dict[str, dict[str, Any]]:
+def _node_summary(nodes: list[Any], order: list[str]) -> dict[str, dict[str, Any]]:
+    """One entry per node, in the workflow's order."""
+    position = {node_id: n for n, node_id in enumerate(order)}
+    nodes = sorted(nodes, key=lambda n: (position.get(n.node_id, len(position)), n.node_id))
     summary: dict[str, dict[str, Any]] = {}
     for node in nodes:
         if "[" in node.node_id:  # an item of a map node; the map's output lists them
@@ -663,4 +666,6 @@ def _print_result(result: RunResult) -> None:
         else:
             print(f"error: {error}")
     if result.state == "SUCCEEDED" or result.output is not None:
-        print(_dump(result.output))
+        # Sorted keys: CEL maps have no order, and a stable output is easier to read and diff.
+        print(json.dumps(result.output, indent=2, ensure_ascii=False, sort_keys=True,
+                         default=_json_default))

@@ -219,3 +219,11 @@ def test_unexpected_errors_keep_the_json_promise(cli, write, monkeypatch) -> Non
     assert result.code == 1
     assert result.out == ""
     assert result.err.startswith("agentrun: internal error: RuntimeError: engine exploded\n")
+
+
+def test_nodes_in_workflow_order(cli, write) -> None:
+    flow = "name: order\nnodes:\n" + "".join(
+        f"  - {{id: {name}, pass: {{value: 1}}}}\n" for name in ("zeta", "alpha", "mid", "beta")
+    )
+    result = cli("run", write("order.yaml", flow), "--memory", "--json")
+    assert list(result.json()["nodes"]) == ["zeta", "alpha", "mid", "beta"]
