@@ -227,3 +227,18 @@ def test_nodes_in_workflow_order(cli, write) -> None:
     )
     result = cli("run", write("order.yaml", flow), "--memory", "--json")
     assert list(result.json()["nodes"]) == ["zeta", "alpha", "mid", "beta"]
+
+
+@pytest.mark.parametrize(
+    "name,text", [("in.json", '{"who": "File"}'), ("in.yaml", "who: File\n")]
+)
+def test_input_file(cli, write, name, text) -> None:
+    result = cli("run", write("hello.yaml", HELLO), "--memory", "--json",
+                 "--input-file", write(name, text))
+    assert result.code == 0, result.err
+    assert result.json()["output"] == "Hello, File!"
+
+
+def test_input_and_input_file_are_exclusive(cli, write) -> None:
+    result = cli("run", write("hello.yaml", HELLO), "--input", "{}", "--input-file", "x.json")
+    assert result.code == 2

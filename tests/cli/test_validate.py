@@ -83,3 +83,34 @@ def test_no_command_prints_usage(cli) -> None:
 def test_unknown_option_is_a_usage_error(cli) -> None:
     result = cli("validate", "--bogus", "x.yaml")
     assert result.code == 2
+
+
+def test_stdin(cli, monkeypatch) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(GOOD))
+    result = cli("validate", "-")
+    assert result.code == 0
+    assert result.out.startswith("stage 1: a\n")
+
+
+def test_mock_models_need_the_config(cli, write) -> None:
+    flow = write("m.yaml", "name: m\nnodes:\n  - {id: a, agent: {model: mock/oracle, prompt: q}}\n")
+    result = cli("validate", flow)
+    assert result.code == 2
+    assert result.out.startswith("nodes[0].agent.model: ")
+    config = write("c.yaml", "mock: {responses: {oracle: {text: hi}}}\n")
+    assert cli("validate", flow, "--config", config).code == 0
+
+
+def test_warnings_are_printed(cli, write) -> None:
+    flow = write(
+        "w.yaml",
+        "name: w\nnodes:\n"
+        "  - {id: a, pass: {value: 1}, export: {k: '${{ output }}'}}\n"
+        "  - {id: b, pass: {value: 2}, export: {k: '${{ output }}'}}\n",
+    )
+    result = cli("validate", flow)
+    assert result.code == 0
+    assert result.out.splitlines()[0] == "stage 1: a, b"
+    assert result.out.splitlines()[1].startswith("warning: nodes[1].export.k: ")
