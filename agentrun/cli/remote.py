@@ -148,6 +148,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = ServerConfig.load(
             args.config, listen=args.listen, database_url=args.db, shutdown_grace=args.grace
         )
+        config.engine_config()
     except ConfigError as exc:
         print(f"agentrun: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -121,6 +121,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     from agentrun.integrations import default_agents, default_tools
     from agentrun.storage.factory import open_store
 
+    engine_config = config.engine_config()  # ConfigError before anything is opened
     store = await open_store(config.database_url)
     engine: Any = None
     server: AgentrunServer | None = None
@@ -129,6 +130,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
             store,
             tools=default_tools(config.integrations),
             agents=default_agents(config.integrations),
+            config=engine_config,
         )
         await engine.start()
         server = AgentrunServer(engine, config)

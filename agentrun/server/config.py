@@ -17,6 +17,8 @@ keepalive_timeout: 20
 min_ping_interval: 10           # clients pinging more often are disconnected
 shutdown_grace: 10
 access_log: false               # one log line per call
+limits: {max_running_nodes: 100, rate_limits: {openai: {rate: 10, per: 1s}}}  # the engine's
+circuit_breakers: {http.get: {failure_threshold: 5, window: 1m}}
 mock: {responses: {}}           # anything else is for the integrations (tools, agents)
 ```
 """
@@ -83,6 +85,28 @@ class ServerConfig:
             ("grpc.http2.max_ping_strikes", 2),
             ("grpc.so_reuseport", 0),
         ]
+
+    def engine_config(self) -> Any:
+        """EngineConfig from the file's engine sections, as `agentrun run --config` reads
+        them: `limits:` (running-node limits, quotas, `rate_limits` buckets) and
+        `circuit_breakers:` (by tool or provider name)."""
+        from agentrun.engine import EngineConfig
+
+        data = self.integrations
+        from_mapping = getattr(EngineConfig, "from_mapping", None)
+        try:
+            if from_mapping is not None:
+                return from_mapping(data)
+            options: dict[str, Any] = {}
+            if data.get("limits") is not None:
+                from agentrun.engine.scheduler import SchedulerConfig
+
+                options["scheduler"] = SchedulerConfig.from_mapping(data["limits"])
+            if data.get("circuit_breakers") is not None:
+                options["circuit_breakers"] = _breakers(data["circuit_breakers"])
+            return EngineConfig(**options)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ConfigError(f"config: {exc}") from None
 
     @classmethod
     def load(
@@ -184,3 +208,24 @@ def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
             except ValueError:
                 raise ConfigError(f"{name}: not a number: {env[name]!r}") from None
     return replace(config, **values)
+
+
+def _breakers(data: Any) -> dict[str, Any]:
+    from agentrun.engine.durations import parse_duration
+    from agentrun.engine.plan import BreakerSpec
+
+    if not isinstance(data, dict):
+        raise TypeError("circuit_breakers: expected a mapping of tool or provider names")
+    breakers = {}
+    for name, spec in data.items():
+        values = dict(spec or {})
+        for key in ("window", "reset_timeout"):
+            if isinstance(values.get(key), str):
+                values[key] = parse_duration(values[key])
+        unknown = set(values) - set(BreakerSpec.__dataclass_fields__)
+        if unknown:
+            raise ValueError(
+                f"circuit_breakers.{name}: unknown fields {', '.join(sorted(unknown))}"
+            )
+        breakers[str(name)] = BreakerSpec(**values)
+    return breakers

@@ -48,3 +48,17 @@ def test_bad_files_are_refused(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError):
         ServerConfig.load(path, env={})
+
+
+def test_engine_sections(tmp_path: Path) -> None:
+    path = tmp_path / "server.yaml"
+    path.write_text(
+        "limits: {rate_limits: {openai: {rate: 10, per: 1s}}}\n"
+        "circuit_breakers: {core.fail: {failure_threshold: 2, window: 1m}}\n"
+    )
+    engine_config = ServerConfig.load(path, env={}).engine_config()
+    assert engine_config.circuit_breakers["core.fail"].window == 60.0
+    assert engine_config.scheduler is not None
+    path.write_text("circuit_breakers: {x: {colour: red}}\n")
+    with pytest.raises(ConfigError):
+        ServerConfig.load(path, env={}).engine_config()
