@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import os
 import sys
@@ -414,10 +413,6 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
 async def _open_store(url: str | None) -> Any:
     from agentrun.storage.base import StoreError
     from agentrun.storage.factory import open_store, resolve_url
@@ -452,9 +447,9 @@ async def _run(request: RunRequest) -> RunResult:
     tools, agents = _integrations(request.config, request.config_path)
     # Compile first so that an unknown tool is reported before anything is stored.
     _compile(request.spec, tools, agents, request.file)
+    engine_config = _engine_config(EngineConfig, request.config)
     store = await _open_store(request.db_url)
-    engine = Engine(store, tools=tools, agents=agents, config=_engine_config(EngineConfig,
-                                                                             request.config))
+    engine = Engine(store, tools=tools, agents=agents, config=engine_config)
     t0 = time.monotonic()
     try:
         await engine.start()
@@ -475,9 +470,7 @@ async def _run(request: RunRequest) -> RunResult:
         try:
             await engine.stop(grace=1.0)
         finally:
-            closer = getattr(store, "close", None)
-            if closer is not None:
-                await _maybe_await(closer())
+            await store.close()
     state = str(getattr(execution.state, "value", execution.state))
     error = execution.error
     if note and error is None and state != "SUCCEEDED":
