@@ -224,3 +224,26 @@ async def test_slow_reader_costs_bounded_memory(engine, server: AgentrunServer) 
             seen.append(response.event.sequence)
         assert seen == list(range(1, len(seen) + 1))
         assert len(seen) >= 2 * items
+
+
+async def test_a_client_that_goes_away_releases_its_subscription(
+    engine, server: AgentrunServer
+) -> None:
+    async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+        await client.create_workflow(
+            source="name: hold\nnodes:\n  - id: w\n    wait: {signal: go}\n"
+        )
+        execution = await client.start_execution("hold", {})
+        for _ in range(3):
+            stub = es_grpc.ExecutionServiceStub(client.channel)
+            call = stub.WatchExecution(es.WatchExecutionRequest(name=execution.name))
+            async for response in call:
+                if response.event.type == "execution.waiting":
+                    break
+            assert engine.hub._subs.get(execution.id)
+            call.cancel()
+        for _ in range(100):
+            if not engine.hub._subs.get(execution.id):
+                break
+            await asyncio.sleep(0.02)
+        assert not engine.hub._subs.get(execution.id)
