@@ -176,3 +176,29 @@ async def test_wait_times_out(client: AsyncClient) -> None:
     execution = await client.start_execution("hold", {})
     with pytest.raises(errors.DeadlineExceeded):
         await client.wait(execution, timeout=0.3)
+
+
+async def test_watch_resumes_across_a_server_restart(engine) -> None:
+    """The server drains (the stream ends UNAVAILABLE); a new one comes up on the same port;
+    the SDK's watch carries on after the last event it saw."""
+    first = AgentrunServer(engine)
+    port = await first.start("127.0.0.1:0")
+    second: AgentrunServer | None = None
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}") as client:
+            await client.create_workflow(source=HOLD)
+            execution = await client.start_execution("hold", {})
+            seen = []
+            async for event in client.watch(execution):
+                seen.append(event.sequence)
+                if event.type == "node.waiting" and second is None:
+                    await first.stop(0)
+                    second = AgentrunServer(engine)
+                    await second.start(f"127.0.0.1:{port}")
+                    await engine.signal(execution.id, "go", {"x": 1})
+            assert seen == list(range(1, len(seen) + 1))
+            assert (await client.get_execution(execution)).state is ExecutionState.SUCCEEDED
+    finally:
+        await first.stop(0)
+        if second is not None:
+            await second.stop(0)
