@@ -38,6 +38,7 @@ from agentrun.engine.errors import (
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.executor import Run
 from agentrun.engine.hub import Hub
+from agentrun.engine.redact import Redactor
 from agentrun.engine.instrument import Instrumentation
 from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
 from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
@@ -106,6 +107,7 @@ class Engine:
         self.clock = clock
         self.rng = random.Random(self.config.seed if self.config.seed is not None else os.urandom(16))
         self.secrets: Mapping[str, str] = dict(self.config.secrets or {})
+        self.redactor = Redactor(self.secrets.values())
         self.hub = Hub()
         self.breakers = Breakers(self.config.circuit_breakers)
         self.instrumentation = self.config.instrumentation
@@ -317,7 +319,7 @@ class Engine:
         record = await self.store.get_execution(execution_id)
         if record is None or record.state is not ExecutionState.PENDING or execution_id in self._runs:
             return
-        wf = await self.store.get_workflow(record.tenant, record.workflow, record.version)
+        wf = await self.store.get_workflow(record.tenant, record.workflow, record.version, include_deleted=True)
         if wf is None:
             return
         run = Run(self, await self._plan(wf), record)
@@ -348,6 +350,10 @@ class Engine:
             return
         if run.finished:
             record = copy.copy(run.record)
+            if self.redactor:
+                record.output = self.redactor.value(record.output)
+                record.error = self.redactor.value(record.error)
+                record.vars = self.redactor.value(record.vars)
             if self.instrumentation is not None:
                 self.instrumentation.execution_ended(record)
             for fut in self._waiters.pop(run.id, []):
@@ -363,7 +369,7 @@ class Engine:
         asyncio.get_running_loop().create_task(resume())
 
     async def _resume_from_store(self, record: ExecutionRecord) -> None:
-        wf = await self.store.get_workflow(record.tenant, record.workflow, record.version)
+        wf = await self.store.get_workflow(record.tenant, record.workflow, record.version, include_deleted=True)
         if wf is None:
             log.error("execution %s: workflow %s v%s is gone", record.id, record.workflow, record.version)
             return

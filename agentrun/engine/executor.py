@@ -306,12 +306,29 @@ class Run:
         elif self.waiting_signal or self.timers:
             self._set_exec_state(ExecutionState.WAITING)
 
+    def _add_usage(self, key: str, usage: dict[str, Any]) -> None:
+        """Sums token counts and cost on the node (and the map node of an item) and on the
+        execution."""
+        numbers = {k: v for k, v in usage.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        owners = [self.records.get(key) or self._items.get(key)]
+        if "[" in key or key.endswith((_COMPENSATE, _FALLBACK)):
+            owners.append(self.records.get(key.split("[", 1)[0].split(".", 1)[0]))
+        for rec in owners:
+            if rec is not None:
+                rec.usage = _summed(rec.usage, numbers)
+                self._dirty[rec.node_id] = rec
+        self.record.usage = _summed(self.record.usage, numbers)
+        self.batch.execution = self.record
+
     async def _flush(self) -> None:
         batch = self.batch
         if self._dirty:
             batch.nodes = list(self._dirty.values())
         if batch.execution is None and batch.events:
             batch.execution = self.record
+        redactor = self.engine.redactor
+        if redactor:
+            batch = _redacted(batch, redactor)
         if batch.events or batch.nodes or batch.execution is not None or batch.consumed_signals:
             self.batch = Batch()
             self._dirty = {}
@@ -401,6 +418,8 @@ class Run:
             self._granted(msg[1], msg[2])
         elif kind == "emit":
             _, key, type_, data = msg
+            if type_ == "agent.usage" and isinstance(data, dict):
+                self._add_usage(key, data)
             self._event(type_, key, data)
         elif kind == "breaker":
             _, name, state = msg
@@ -1428,6 +1447,31 @@ class Run:
                     if rec.state is NodeState.WAITING:
                         self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
             self.waiting_signal.clear()
+
+
+def _summed(total: dict[str, float] | None, more: dict[str, float]) -> dict[str, float]:
+    out = dict(total or {})
+    for k, v in more.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def _redacted(batch: Batch, redactor: Any) -> Batch:
+    """A copy of `batch` with secret values masked; the live records keep theirs."""
+    from dataclasses import replace
+
+    value = redactor.value
+    execution = batch.execution
+    if execution is not None:
+        execution = replace(
+            execution, output=value(execution.output), error=value(execution.error), vars=value(execution.vars)
+        )
+    return Batch(
+        execution=execution,
+        nodes=[replace(n, output=value(n.output), error=value(n.error), input=value(n.input)) for n in batch.nodes],
+        events=[replace(e, data=value(e.data)) for e in batch.events],
+        consumed_signals=batch.consumed_signals,
+    )
 
 
 def _deep_merge(into: dict[str, Any], other: dict[str, Any]) -> None:

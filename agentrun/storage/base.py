@@ -46,9 +46,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_workflow(
-        self, tenant: str, name: str, version: int | None = None
+        self, tenant: str, name: str, version: int | None = None, *, include_deleted: bool = False
     ) -> WorkflowRecord | None:
-        """The given version, or the latest when `version` is None; None if absent or deleted."""
+        """The given version, or the latest when `version` is None; None if absent or deleted
+        (unless `include_deleted`: executions of a deleted workflow keep running)."""
 
     @abc.abstractmethod
     async def list_workflows(
@@ -58,7 +59,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete_workflow(self, tenant: str, name: str) -> bool:
-        """Deletes every version; executions keep their copy. False if it did not exist."""
+        """Deletes every version from view; executions of it still find theirs (see
+        get_workflow), and a new workflow of the same name continues the version numbers.
+        False if it did not exist."""
 
     # Executions ------------------------------------------------------------
     @abc.abstractmethod

@@ -44,6 +44,7 @@ def _copy(record):
 class MemoryStore(Store):
     def __init__(self) -> None:
         self._workflows: dict[tuple[str, str], list[WorkflowRecord]] = {}
+        self._deleted: set[tuple[str, str, int]] = set()
         self._executions: dict[str, ExecutionRecord] = {}
         self._requests: dict[tuple[str, str], str] = {}
         self._nodes: dict[str, dict[str, NodeRecord]] = {}
@@ -57,9 +58,12 @@ class MemoryStore(Store):
         return _copy(stored)
 
     async def get_workflow(
-        self, tenant: str, name: str, version: int | None = None
+        self, tenant: str, name: str, version: int | None = None, *, include_deleted: bool = False
     ) -> WorkflowRecord | None:
-        versions = self._workflows.get((tenant, name))
+        versions = [
+            r for r in self._workflows.get((tenant, name), ())
+            if include_deleted or (tenant, name, r.version) not in self._deleted
+        ]
         if not versions:
             return None
         if version is None:
@@ -72,13 +76,21 @@ class MemoryStore(Store):
     async def list_workflows(
         self, tenant: str, *, limit: int, after_name: str | None = None
     ) -> list[WorkflowRecord]:
-        names = sorted(n for (t, n), v in self._workflows.items() if t == tenant and v)
+        names = sorted(
+            n for (t, n), v in self._workflows.items()
+            if t == tenant and v and (t, n, v[-1].version) not in self._deleted
+        )
         if after_name is not None:
             names = [n for n in names if n > after_name]
         return [_copy(self._workflows[(tenant, n)][-1]) for n in names[:limit]]
 
     async def delete_workflow(self, tenant: str, name: str) -> bool:
-        return bool(self._workflows.pop((tenant, name), None))
+        live = [
+            r.version for r in self._workflows.get((tenant, name), ())
+            if (tenant, name, r.version) not in self._deleted
+        ]
+        self._deleted.update((tenant, name, v) for v in live)
+        return bool(live)
 
     async def create_execution(
         self,

@@ -115,6 +115,8 @@ class ExecutionRecord:
     last_sequence: int = 0
     # Free-form annotations (e.g. rerun_of).
     labels: dict[str, str] = field(default_factory=dict)
+    # Summed resource use of the execution's calls: {prompt_tokens, completion_tokens, cost, ...}.
+    usage: dict[str, float] | None = None
 
 
 @dataclass(slots=True)
@@ -135,6 +137,8 @@ class NodeRecord:
     wake_at: float | None = None
     # Order of completion within the execution (for compensation order); 0 if not done.
     completed_order: int = 0
+    # Resource use of the node's calls (LLM tokens and cost), summed over attempts.
+    usage: dict[str, float] | None = None
 
 
 @dataclass(slots=True)

@@ -49,6 +49,8 @@ workflows = sa.Table(
     sa.Column("spec", Json, nullable=False),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
+    # Deleted workflows stay for the executions that run them; lookups skip them.
+    sa.Column("deleted_at", sa.Double),
 )
 
 executions = sa.Table(
@@ -74,6 +76,7 @@ executions = sa.Table(
     sa.Column("deadline", sa.Double),
     sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
     sa.Column("labels", Json),
+    sa.Column("usage", Json),
     # NULL request ids never collide, so only idempotent starts are constrained.
     sa.UniqueConstraint("tenant", "request_id"),
     sa.Index(None, "tenant", "id"),
@@ -101,6 +104,7 @@ nodes = sa.Table(
     sa.Column("ended_at", sa.Double),
     sa.Column("wake_at", sa.Double),
     sa.Column("completed_order", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("usage", Json),
 )
 
 events = sa.Table(
@@ -213,6 +217,7 @@ def execution_row(r: ExecutionRecord) -> dict[str, Any]:
         "deadline": r.deadline,
         "last_sequence": r.last_sequence,
         "labels": r.labels,
+        "usage": r.usage,
     }
 
 
@@ -238,6 +243,7 @@ def execution_record(row: sa.Row[Any]) -> ExecutionRecord:
         deadline=row.deadline,
         last_sequence=row.last_sequence,
         labels=row.labels if row.labels is not None else {},
+        usage=row.usage,
     )
 
 
@@ -255,6 +261,7 @@ def node_row(n: NodeRecord) -> dict[str, Any]:
         "ended_at": n.ended_at,
         "wake_at": n.wake_at,
         "completed_order": n.completed_order,
+        "usage": n.usage,
     }
 
 
@@ -272,6 +279,7 @@ def node_record(row: sa.Row[Any]) -> NodeRecord:
         ended_at=row.ended_at,
         wake_at=row.wake_at,
         completed_order=row.completed_order,
+        usage=row.usage,
     )
 
 

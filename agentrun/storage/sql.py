@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import time
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -268,11 +269,13 @@ class SqlStore(Store):
         return replace(record, version=version)
 
     async def get_workflow(
-        self, tenant: str, name: str, version: int | None = None
+        self, tenant: str, name: str, version: int | None = None, *, include_deleted: bool = False
     ) -> WorkflowRecord | None:
         query = sa.select(db.workflows).where(
             db.workflows.c.tenant == tenant, db.workflows.c.name == name
         )
+        if not include_deleted:
+            query = query.where(db.workflows.c.deleted_at.is_(None))
         if version is None:
             query = query.order_by(db.workflows.c.version.desc()).limit(1)
         else:
@@ -285,7 +288,7 @@ class SqlStore(Store):
     ) -> list[WorkflowRecord]:
         latest = sa.select(
             db.workflows.c.name, sa.func.max(db.workflows.c.version).label("version")
-        ).where(db.workflows.c.tenant == tenant)
+        ).where(db.workflows.c.tenant == tenant, db.workflows.c.deleted_at.is_(None))
         if after_name is not None:
             latest = latest.where(db.workflows.c.name > after_name)
         latest = latest.group_by(db.workflows.c.name).order_by(db.workflows.c.name).limit(limit)
@@ -308,10 +311,16 @@ class SqlStore(Store):
         self._require_open()
 
         def delete(conn: sa.Connection) -> bool:
+            # Soft: executions running a deleted workflow still find their version, and
+            # version numbers keep growing if the name is used again.
             result = conn.execute(
-                db.workflows.delete().where(
-                    db.workflows.c.tenant == tenant, db.workflows.c.name == name
+                db.workflows.update()
+                .where(
+                    db.workflows.c.tenant == tenant,
+                    db.workflows.c.name == name,
+                    db.workflows.c.deleted_at.is_(None),
                 )
+                .values(deleted_at=time.time())
             )
             return result.rowcount > 0
 
@@ -606,7 +615,9 @@ class _Rows:
         )
 
 
-_MUTABLE = ("state", "output", "error", "vars", "started_at", "ended_at", "deadline", "last_sequence", "labels")
+_MUTABLE = (
+    "state", "output", "error", "vars", "started_at", "ended_at", "deadline", "last_sequence", "labels", "usage",
+)
 _UPDATE_EXECUTION = (
     db.executions.update()
     .where(db.executions.c.id == sa.bindparam("b_id"))
