@@ -620,10 +620,7 @@ def _stuck_note(nodes: list[Any]) -> str:
         parts.append(f"waiting for a signal at {waiting}")
     if escalated:
         parts.append(f"escalated at {escalated}")
-    return (
-        "; ".join(parts) + ": nothing in this process will answer; give signals with "
-        "--signal NAME=JSON (or run it on a server and send them with `agentrun signal`)"
-    )
+    return "; ".join(parts) + ", and nothing in this process will answer: pass --signal NAME=JSON"
 
 
 def _node_summary(nodes: list[Any], order: list[str]) -> dict[str, dict[str, Any]]:
@@ -649,7 +646,8 @@ def _node_summary(nodes: list[Any], order: list[str]) -> dict[str, dict[str, Any
 
 def _print_result(result: RunResult) -> None:
     print(f"{result.state}  execution {result.execution_id}  ({result.elapsed:.2f}s)")
-    if result.note:
+    error_message = result.error.get("message") if isinstance(result.error, dict) else None
+    if result.note and result.note != error_message:
         print(f"note: {result.note}", file=sys.stderr)
     if result.error:
         error = result.error
