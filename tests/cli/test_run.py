@@ -242,3 +242,18 @@ def test_input_file(cli, write, name, text) -> None:
 def test_input_and_input_file_are_exclusive(cli, write) -> None:
     result = cli("run", write("hello.yaml", HELLO), "--input", "{}", "--input-file", "x.json")
     assert result.code == 2
+
+
+def test_db_url(cli, write, tmp_path) -> None:
+    db = tmp_path / "elsewhere" / "runs.db"
+    result = cli("run", write("hello.yaml", HELLO), "--json", "--db", f"sqlite:///{db}",
+                 "--input", '{"who": "db"}')
+    assert result.code == 0, result.err
+    assert db.exists()
+    assert not (tmp_path / ".agentrun").exists()
+
+
+def test_bad_db_url_exits_2(cli, write) -> None:
+    result = cli("run", write("hello.yaml", HELLO), "--db", "not a url", "--input", '{"who": "x"}')
+    assert result.code == 2
+    assert result.err.startswith("agentrun: --db not a url: ")
