@@ -487,9 +487,10 @@ async def _run(request: RunRequest) -> RunResult:
 
 
 def _engine_config(config_cls: Any, config: dict[str, Any]) -> Any:
-    """EngineConfig from the config file's engine sections, read as the server reads them:
-    `limits:` (running-node limits, quotas, `rate_limits` buckets) and `circuit_breakers:`
-    (by tool or provider name). The rest of the file is for the integrations (`mock:`)."""
+    """EngineConfig from the config file's engine sections: `limits:` (running-node limits,
+    quotas, `rate_limits` buckets), `circuit_breakers:` (by tool or provider name) and
+    `secrets:` (what expressions see as `secrets.NAME`). The rest of the file is for the
+    integrations (`mock:`)."""
     options: dict[str, Any] = {}
     fields = getattr(config_cls, "__dataclass_fields__", {})
     try:
@@ -499,9 +500,32 @@ def _engine_config(config_cls: Any, config: dict[str, Any]) -> Any:
             options["scheduler"] = SchedulerConfig.from_mapping(config["limits"])
         if config.get("circuit_breakers") is not None and "circuit_breakers" in fields:
             options["circuit_breakers"] = _breakers(config["circuit_breakers"])
+        if config.get("secrets") is not None and "secrets" in fields:
+            options["secrets"] = _secrets(config["secrets"])
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise UserError(f"config: {exc}") from None
     return config_cls(**options)
+
+
+def _secrets(data: Any) -> dict[str, str]:
+    """`secrets: {NAME: VALUE}` or `{NAME: {env: VARIABLE}}` (read from the environment, so
+    that the file itself need not hold the value)."""
+    if not isinstance(data, dict):
+        raise ValueError("secrets: expected a mapping of names to values or {env: VARIABLE}")
+    secrets = {}
+    for name, value in data.items():
+        if isinstance(value, dict):
+            if set(value) != {"env"}:
+                raise ValueError(f"secrets.{name}: expected a string or {{env: VARIABLE}}")
+            variable = str(value["env"])
+            if variable not in os.environ:
+                raise ValueError(f"secrets.{name}: environment variable {variable} is not set")
+            secrets[str(name)] = os.environ[variable]
+        elif isinstance(value, str | int | float):
+            secrets[str(name)] = str(value)
+        else:
+            raise ValueError(f"secrets.{name}: expected a string or {{env: VARIABLE}}")
+    return secrets
 
 
 def _breakers(data: Any) -> dict[str, Any]:

@@ -257,3 +257,24 @@ def test_bad_db_url_exits_2(cli, write) -> None:
     result = cli("run", write("hello.yaml", HELLO), "--db", "not a url", "--input", '{"who": "x"}')
     assert result.code == 2
     assert result.err.startswith("agentrun: --db not a url: ")
+
+
+def test_secrets_from_config_and_environment(cli, write, monkeypatch) -> None:
+    monkeypatch.setenv("TEST_AGENTRUN_TOKEN", "t0ken")
+    config = write("c.yaml", "secrets: {plain: abc, token: {env: TEST_AGENTRUN_TOKEN}}\n")
+    flow = write(
+        "s.yaml",
+        "name: s\nnodes:\n"
+        "  - {id: a, pass: {value: \"${{ size(secrets.plain) + size(secrets.token) }}\"}}\n",
+    )
+    result = cli("run", flow, "--memory", "--json", "--config", config)
+    assert result.code == 0, result.out + result.err
+    assert result.json()["output"] == {"a": 8}
+
+
+def test_missing_secret_variable_exits_2(cli, write) -> None:
+    config = write("c.yaml", "secrets: {token: {env: TEST_AGENTRUN_UNSET_VARIABLE}}\n")
+    result = cli("run", write("hello.yaml", HELLO), "--memory", "--config", config,
+                 "--input", '{"who": "x"}')
+    assert result.code == 2
+    assert "TEST_AGENTRUN_UNSET_VARIABLE" in result.err
