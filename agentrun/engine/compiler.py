@@ -266,8 +266,7 @@ class _Compiler:
         elif not NAME_RE.match(spec.name):
             self.error("name", "must be lower-case letters, digits and '-' (at most 63)")
         if spec.mode == pb.WorkflowSpec.MODE_STATE_MACHINE:
-            self.error("mode", "state machine workflows are not supported by this version yet")
-            raise InvalidWorkflow(self.diags)
+            raise AssertionError("compile_workflow sends state machines to compile_machine")
         if not spec.nodes:
             self.error("nodes", "a workflow needs at least one node")
 
@@ -811,8 +810,18 @@ def _known(names: list[str]) -> str:
     return f"; known tools: {', '.join(sorted(names))}" if len(names) <= 20 else ""
 
 
-def compile_workflow(spec: pb.WorkflowSpec, *, tools: ToolRegistry, agents: AgentProviders) -> Plan:
-    """Validates `spec` and compiles it; raises InvalidWorkflow with every problem found."""
+def compile_workflow(spec: pb.WorkflowSpec, *, tools: ToolRegistry, agents: AgentProviders) -> Any:
+    """Validates `spec` and compiles it; raises InvalidWorkflow with every problem found.
+
+    A DAG gives a Plan; `mode: state_machine` gives the state machine compiler's plan."""
+    if spec.mode == pb.WorkflowSpec.MODE_STATE_MACHINE:
+        try:
+            from agentrun.engine.machine.compiler import compile_machine
+        except ImportError:
+            raise InvalidWorkflow(
+                [Diagnostic("mode", "state machine workflows are not supported by this build")]
+            ) from None
+        return compile_machine(spec, tools=tools, agents=agents)
     return _Compiler(spec, tools, agents).compile()
 
 
