@@ -20,6 +20,10 @@ class StoreError(Exception):
     """A store backend failed (connection lost, disk full); the operation may be retried."""
 
 
+class LeaseLost(Exception):
+    """A fenced commit was refused: the execution is leased to another replica (or epoch)."""
+
+
 class Store(abc.ABC):
     """Durable state of workflows and executions.
 
@@ -101,6 +105,24 @@ class Store(abc.ABC):
         """Updates the execution's run state (state, output, error, vars, times,
         last_sequence, labels: the execution must exist), upserts nodes, appends events and
         marks signals consumed."""
+
+    # Leases ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def claim_executions(
+        self, owner: str, *, lease_seconds: float, now: float, limit: int = 100, include_own: bool = False
+    ) -> list[ExecutionRecord]:
+        """Leases unfinished executions to `owner`: those with no owner or an expired lease,
+        and with `include_own` those `owner` holds already (a restarted replica takes its own
+        back at once). Each claim increments `lease_epoch`; concurrent claimers never get
+        the same execution."""
+
+    @abc.abstractmethod
+    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
+        """Extends every unfinished lease `owner` holds; returns their execution ids."""
+
+    @abc.abstractmethod
+    async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
+        """Hands leases back (expires them now) so another replica may claim at once."""
 
     # Events ----------------------------------------------------------------
     @abc.abstractmethod

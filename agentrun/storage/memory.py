@@ -12,7 +12,7 @@ import operator
 from collections.abc import Sequence
 from dataclasses import replace
 
-from agentrun.storage.base import Store
+from agentrun.storage.base import LeaseLost, Store
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -146,6 +146,13 @@ class MemoryStore(Store):
         # Validate first so that a failing batch changes nothing (atomicity).
         if batch.execution is not None and batch.execution.id not in self._executions:
             raise KeyError(f"unknown execution {batch.execution.id}")
+        if batch.fence is not None:
+            ids = {batch.execution.id} if batch.execution is not None else set()
+            ids |= {e.execution_id for e in batch.events} | {n.execution_id for n in batch.nodes}
+            for execution_id in ids:
+                stored = self._executions.get(execution_id)
+                if stored is not None and (stored.owner, stored.lease_epoch) != batch.fence:
+                    raise LeaseLost(f"execution {execution_id} is leased to {stored.owner} epoch {stored.lease_epoch}")
         last: dict[str, int] = {}
         for event in batch.events:
             log = self._events.get(event.execution_id)
@@ -161,7 +168,12 @@ class MemoryStore(Store):
             if node.execution_id not in self._executions:
                 raise KeyError(f"unknown execution {node.execution_id}")
         if batch.execution is not None:
-            self._executions[batch.execution.id] = _copy(batch.execution)
+            stored = self._executions[batch.execution.id]
+            record = _copy(batch.execution)
+            # A commit changes the run state only, never the lease.
+            record.owner, record.lease_epoch, record.lease_expires_at = (
+                stored.owner, stored.lease_epoch, stored.lease_expires_at)
+            self._executions[batch.execution.id] = record
         for node in batch.nodes:
             self._nodes.setdefault(node.execution_id, {})[node.node_id] = _copy(node)
         for event in batch.events:
@@ -170,6 +182,39 @@ class MemoryStore(Store):
             for signal in self._signals.get(execution_id, ()):
                 if signal.seq == seq:
                     signal.consumed_by = node_id
+
+    async def claim_executions(
+        self, owner: str, *, lease_seconds: float, now: float, limit: int = 100, include_own: bool = False
+    ) -> list[ExecutionRecord]:
+        claimed = []
+        for key in sorted(self._executions):
+            record = self._executions[key]
+            if record.state.terminal:
+                continue
+            free = record.owner is None or (record.lease_expires_at or 0) < now
+            if not free and not (include_own and record.owner == owner):
+                continue
+            record.owner = owner
+            record.lease_epoch += 1
+            record.lease_expires_at = now + lease_seconds
+            claimed.append(_copy(record))
+            if len(claimed) >= limit:
+                break
+        return claimed
+
+    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
+        owned = set()
+        for record in self._executions.values():
+            if record.owner == owner and not record.state.terminal:
+                record.lease_expires_at = now + lease_seconds
+                owned.add(record.id)
+        return owned
+
+    async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
+        wanted = None if execution_ids is None else set(execution_ids)
+        for record in self._executions.values():
+            if record.owner == owner and (wanted is None or record.id in wanted):
+                record.lease_expires_at = 0.0
 
     async def list_events(
         self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000

@@ -117,6 +117,10 @@ class ExecutionRecord:
     labels: dict[str, str] = field(default_factory=dict)
     # Summed resource use of the execution's calls: {prompt_tokens, completion_tokens, cost, ...}.
     usage: dict[str, float] | None = None
+    # The replica running it, the fencing epoch of that lease, and when the lease ends.
+    owner: str | None = None
+    lease_epoch: int = 0
+    lease_expires_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -179,3 +183,7 @@ class Batch:
     events: list[EventRecord] = field(default_factory=list)
     # (execution_id, signal seq, consuming node id)
     consumed_signals: list[tuple[str, int, str]] = field(default_factory=list)
+    # (owner, lease epoch): the batch is refused with LeaseLost unless the execution is
+    # still leased to this owner at this epoch, so a replica that lost its lease (paused
+    # past it, partitioned away) cannot commit stale work.
+    fence: tuple[str, int] | None = None

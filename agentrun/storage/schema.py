@@ -77,6 +77,10 @@ executions = sa.Table(
     sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
     sa.Column("labels", Json),
     sa.Column("usage", Json),
+    # The replica that runs the execution, until when, and the fencing epoch its commits carry.
+    sa.Column("owner", sa.String()),
+    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_expires_at", sa.Double),
     # NULL request ids never collide, so only idempotent starts are constrained.
     sa.UniqueConstraint("tenant", "request_id"),
     sa.Index(None, "tenant", "id"),
@@ -218,6 +222,9 @@ def execution_row(r: ExecutionRecord) -> dict[str, Any]:
         "last_sequence": r.last_sequence,
         "labels": r.labels,
         "usage": r.usage,
+        "owner": r.owner,
+        "lease_epoch": r.lease_epoch,
+        "lease_expires_at": r.lease_expires_at,
     }
 
 
@@ -244,6 +251,9 @@ def execution_record(row: sa.Row[Any]) -> ExecutionRecord:
         last_sequence=row.last_sequence,
         labels=row.labels if row.labels is not None else {},
         usage=row.usage,
+        owner=row.owner,
+        lease_epoch=row.lease_epoch,
+        lease_expires_at=row.lease_expires_at,
     )
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agentrun.storage import schema as db
-from agentrun.storage.base import Store, StoreError
+from agentrun.storage.base import LeaseLost, Store, StoreError
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -459,13 +459,23 @@ class SqlStore(Store):
         node_rows: dict[tuple[str, str], dict[str, Any]] = {}
         event_rows: list[dict[str, Any]] = []
         consumed: list[dict[str, Any]] = []
+        fenced: dict[str, dict[str, Any]] = {}
         for batch in batches:
             if batch.execution is not None:
                 execution_rows[batch.execution["b_id"]] = batch.execution
+                if batch.fence is not None:
+                    fenced[batch.execution["b_id"]] = {
+                        "b_id": batch.execution["b_id"], "b_owner": batch.fence[0], "b_epoch": batch.fence[1],
+                    }
             for row in batch.nodes:
                 node_rows[(row["execution_id"], row["node_id"])] = row
             event_rows += batch.events
             consumed += batch.consumed
+        if fenced:
+            # Fencing first: a replica that lost the lease must not write anything.
+            owned = conn.execute(_CHECK_FENCE, list(fenced.values())).rowcount
+            if 0 <= owned < len(fenced):
+                raise LeaseLost("a batch's execution is leased to another replica or epoch")
         if execution_rows:
             # The row exists (create_execution made it); only what a run changes is written,
             # so a large input is not rewritten at every step.
@@ -501,7 +511,7 @@ class SqlStore(Store):
                     return error
                 if known is None:
                     return KeyError(f"unknown execution {execution_id}")
-        if isinstance(exc, (ValueError, KeyError)):
+        if isinstance(exc, (ValueError, KeyError, LeaseLost)):
             return exc
         if isinstance(exc, sa.exc.IntegrityError):
             error = ValueError(f"batch conflicts with stored rows (duplicate event?): {exc.orig}")
@@ -509,6 +519,60 @@ class SqlStore(Store):
             error = ValueError(f"batch cannot be stored: {exc!r}")
         error.__cause__ = exc
         return error
+
+    # Leases ----------------------------------------------------------------
+    async def claim_executions(
+        self, owner: str, *, lease_seconds: float, now: float, limit: int = 100, include_own: bool = False
+    ) -> list[ExecutionRecord]:
+        self._require_open()
+        t = db.executions
+        free = sa.or_(t.c.owner.is_(None), t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now)
+        if include_own:
+            free = sa.or_(free, t.c.owner == owner)
+        candidates = (
+            sa.select(t.c.id)
+            .where(t.c.state.in_(_UNFINISHED), free)
+            .order_by(t.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
+        def claim(conn: sa.Connection) -> list[ExecutionRecord]:
+            ids = [row.id for row in conn.execute(candidates)]
+            if not ids:
+                return []
+            conn.execute(
+                t.update()
+                .where(t.c.id.in_(ids))
+                .values(owner=owner, lease_epoch=t.c.lease_epoch + 1, lease_expires_at=now + lease_seconds)
+            )
+            rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(t.c.id))
+            return [db.execution_record(row) for row in rows]
+
+        return await self._transaction(claim)
+
+    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
+        self._require_open()
+        t = db.executions
+
+        def renew(conn: sa.Connection) -> set[str]:
+            result = conn.execute(
+                t.update()
+                .where(t.c.owner == owner, t.c.state.in_(_UNFINISHED))
+                .values(lease_expires_at=now + lease_seconds)
+                .returning(t.c.id)
+            )
+            return {row.id for row in result}
+
+        return await self._transaction(renew)
+
+    async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
+        self._require_open()
+        t = db.executions
+        statement = t.update().where(t.c.owner == owner).values(lease_expires_at=0.0)
+        if execution_ids is not None:
+            statement = statement.where(t.c.id.in_(list(execution_ids)))
+        await self._transaction(lambda conn: conn.execute(statement))
 
     # Events ----------------------------------------------------------------
     async def list_events(
@@ -602,6 +666,7 @@ class _Rows:
     nodes: list[dict[str, Any]]
     events: list[dict[str, Any]]
     consumed: list[dict[str, Any]]
+    fence: tuple[str, int] | None = None
 
     @classmethod
     def of(cls, batch: Batch) -> _Rows:
@@ -612,6 +677,7 @@ class _Rows:
             consumed=[
                 {"b_execution": e, "b_seq": s, "b_node": n} for e, s, n in batch.consumed_signals
             ],
+            fence=batch.fence,
         )
 
 
@@ -622,6 +688,18 @@ _UPDATE_EXECUTION = (
     db.executions.update()
     .where(db.executions.c.id == sa.bindparam("b_id"))
     .values({name: sa.bindparam(name) for name in _MUTABLE})
+)
+
+# Touches the row only where the fence holds; on PostgreSQL it also locks it until commit,
+# so a claim by another replica waits for (or precedes) this batch, never interleaves.
+_CHECK_FENCE = (
+    db.executions.update()
+    .where(
+        db.executions.c.id == sa.bindparam("b_id"),
+        db.executions.c.owner == sa.bindparam("b_owner"),
+        db.executions.c.lease_epoch == sa.bindparam("b_epoch"),
+    )
+    .values(lease_epoch=db.executions.c.lease_epoch)
 )
 
 _CONSUME = (

@@ -629,3 +629,48 @@ async def test_unknown_execution_is_a_key_error(store: Store) -> None:
     with pytest.raises(KeyError):
         await store.add_signal(SignalRecord("ghost", "go", None, "s1", T0))
     assert await store.get_execution("ghost") is None
+
+
+# Leases -----------------------------------------------------------------------------------
+
+
+async def test_claims_take_free_or_expired_leases_and_bump_the_epoch(store: Store) -> None:
+    a = await started(store)
+    b = await started(store)
+    done = await started(store, execution(state=ExecutionState.SUCCEEDED))
+    claimed = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    assert [c.id for c in claimed] == [a.id, b.id]
+    assert {(c.owner, c.lease_epoch, c.lease_expires_at) for c in claimed} == {("r1", 1, T0 + 10)}
+    # Held leases are not claimed by another replica, nor again by the holder by default.
+    assert await store.claim_executions("r2", lease_seconds=10, now=T0 + 5) == []
+    assert await store.claim_executions("r1", lease_seconds=10, now=T0 + 5) == []
+    # A restarted holder takes its own back at once.
+    again = await store.claim_executions("r1", lease_seconds=10, now=T0 + 5, include_own=True)
+    assert [c.lease_epoch for c in again] == [2, 2]
+    # Renewal keeps them; expiry lets another replica in with a new epoch.
+    assert await store.renew_leases("r1", lease_seconds=10, now=T0 + 9) == {a.id, b.id}
+    assert await store.claim_executions("r2", lease_seconds=10, now=T0 + 18) == []
+    taken = await store.claim_executions("r2", lease_seconds=10, now=T0 + 20, limit=1)
+    assert [(c.id, c.owner, c.lease_epoch) for c in taken] == [(a.id, "r2", 3)]
+    assert await store.renew_leases("r1", lease_seconds=10, now=T0 + 20) == {b.id}
+    assert done.id not in {c.id for c in await store.claim_executions("r3", lease_seconds=1, now=T0 + 99)}
+
+
+async def test_fenced_commit_is_refused_after_the_lease_moved(store: Store) -> None:
+    from agentrun.storage.base import LeaseLost
+
+    ex = await started(store)
+    (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    await store.commit(Batch(execution=mine, events=[ev(ex.id, 1)], fence=("r1", 1)))
+    await store.release_leases("r1")
+    (theirs,) = await store.claim_executions("r2", lease_seconds=10, now=T0 + 1)
+    assert theirs.lease_epoch == 2
+    with pytest.raises(LeaseLost):
+        await store.commit(
+            Batch(execution=mine, nodes=[node(ex.id, "stale")], events=[ev(ex.id, 2)], fence=("r1", 1))
+        )
+    assert await store.get_nodes(ex.id) == []
+    assert [e.sequence for e in await store.list_events(ex.id)] == [1]
+    await store.commit(Batch(execution=theirs, events=[ev(ex.id, 2)], fence=("r2", 2)))
+    stored = await store.get_execution(ex.id)
+    assert (stored.owner, stored.lease_epoch) == ("r2", 2)
