@@ -8,6 +8,7 @@ status codes in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import json
@@ -43,7 +44,7 @@ from agentrun.engine.instrument import Instrumentation
 from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
 from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
 from agentrun.engine.ports import AgentProviders, ToolFailure, ToolRegistry
-from agentrun.storage.base import Store
+from agentrun.storage.base import LeaseLost, Store
 from agentrun.engine.expressions import ExpressionError
 from agentrun.storage.records import (
     Batch,
@@ -75,6 +76,11 @@ class EngineConfig:
     instrumentation: Instrumentation | None = None
     # Limits, quotas and rate-limit buckets (agentrun.engine.scheduler).
     scheduler: SchedulerConfig | None = None
+    # This process among the replicas sharing a store. A replica restarted under the same id
+    # takes its executions back at once; others wait for their leases to expire.
+    replica_id: str = "local"
+    # How long a replica's hold on an execution lasts without renewal (renewed every third).
+    lease_seconds: float = 15.0
 
 
 def new_execution_id(clock: Callable[[], float] = time.time) -> str:
@@ -111,6 +117,8 @@ class Engine:
         self.hub = Hub()
         self.breakers = Breakers(self.config.circuit_breakers)
         self.instrumentation = self.config.instrumentation
+        self.replica_id = self.config.replica_id
+        self.lease_seconds = self.config.lease_seconds
         sched_config = self.config.scheduler or SchedulerConfig()
         self.scheduler = Scheduler(sched_config)
         self.admission = Admission(sched_config)
@@ -122,17 +130,60 @@ class Engine:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Resumes every unfinished execution found in the store."""
+        """Claims and resumes unfinished executions (this replica's own at once, others'
+        once their leases expired), then keeps leases renewed and orphans adopted."""
         if self._started:
             return
         self._started = True
-        unfinished = await self.store.list_unfinished_executions()
-        unfinished.sort(key=lambda r: r.id)
-        for record in unfinished:
+        self.store.listen(self._on_notification)
+        claimed = await self.store.claim_executions(
+            self.replica_id, lease_seconds=self.lease_seconds, now=self.clock(), limit=1_000_000, include_own=True
+        )
+        await self._resume_all(claimed)
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="agentrun-leases")
+
+    async def _resume_all(self, records: list[ExecutionRecord]) -> None:
+        for record in sorted(records, key=lambda r: r.id):
+            if record.id in self._runs:
+                continue
             try:
                 await self._resume_from_store(record)
             except Exception:
                 log.exception("could not resume execution %s", record.id)
+
+    async def _maintain(self) -> None:
+        """Renews this replica's leases; a run whose lease was taken stops at once (its
+        commits would be refused anyway); executions whose holder vanished are adopted."""
+        while not self.draining:
+            await asyncio.sleep(self.lease_seconds / 3)
+            if self.draining:
+                return
+            try:
+                now = self.clock()
+                owned = await self.store.renew_leases(self.replica_id, lease_seconds=self.lease_seconds, now=now)
+                for run in list(self._runs.values()):
+                    if run.id not in owned and not run.finished and run.task is not None:
+                        log.warning("lease on execution %s was lost; stopping it here", run.id)
+                        run.lease_lost = True
+                        run.task.cancel()
+                orphans = await self.store.claim_executions(
+                    self.replica_id, lease_seconds=self.lease_seconds, now=now, limit=100
+                )
+                await self._resume_all(orphans)
+            except Exception:  # noqa: BLE001 - the store is away; try again next round
+                log.warning("lease maintenance failed", exc_info=True)
+
+    def _on_notification(self, kind: str, execution_id: str) -> None:
+        if kind == "events":
+            self.hub.poke(execution_id)
+        elif kind == "signal":
+            run = self._runs.get(execution_id)
+            if run is not None and not run.finished:
+                asyncio.get_running_loop().create_task(self._deliver_signals(run))
+
+    async def _deliver_signals(self, run: Run) -> None:
+        for signal in await self.store.pending_signals(run.id):
+            run._post(("signal", signal))
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stops starting nodes, lets running ones finish within `grace`, then detaches.
@@ -140,14 +191,22 @@ class Engine:
         Detached nodes stay RUNNING in the store; the next start treats their attempt as
         interrupted and retries it by its policy."""
         self.draining = True
+        maintenance = getattr(self, "_maintenance", None)
+        if maintenance is not None:
+            maintenance.cancel()
         deadline = self.clock() + grace
         while self.clock() < deadline and any(run.tasks for run in self._runs.values()):
             await asyncio.sleep(0.02)
+        detached = [run.id for run in self._runs.values() if not run.finished]
         runs = [run.task for run in self._runs.values() if run.task is not None]
         for task in runs:
             task.cancel()
         if runs:
             await asyncio.gather(*runs, return_exceptions=True)
+        if detached:
+            # Handed back: another replica may take them over at once.
+            with contextlib.suppress(Exception):
+                await self.store.release_leases(self.replica_id, detached)
 
     # ------------------------------------------------------------ workflows
     def validate(self, spec: workflow_pb2.WorkflowSpec) -> Plan:
@@ -254,6 +313,9 @@ class Engine:
             parent_node=parent[1] if parent else None,
             last_sequence=1,
             labels=dict(labels or {}),
+            owner=self.replica_id,
+            lease_epoch=1,
+            lease_expires_at=now + self.lease_seconds,
         )
         event = EventRecord(record.id, 1, "execution.pending", now, None, {"workflow": wf.name, "version": wf.version})
         stored, created = await self.store.create_execution(record, events=[event])
@@ -308,7 +370,9 @@ class Engine:
         record.ended_at = now
         record.last_sequence += 1
         event = EventRecord(record.id, record.last_sequence, "execution.cancelled", now, None, {"error": record.error})
-        await self.store.commit(Batch(execution=record, events=[event]))
+        await self.store.commit(
+            Batch(execution=record, events=[event], fence=(record.owner, record.lease_epoch) if record.owner else None)
+        )
         self.hub.publish(record.id, [event])
         for fut in self._waiters.pop(record.id, []):
             if not fut.done():
@@ -342,6 +406,9 @@ class Engine:
                 loop.create_task(self._start_admitted(execution_id))
         task = run.task
         if task is not None and not task.cancelled() and task.exception() is not None:
+            if isinstance(task.exception(), LeaseLost):
+                log.warning("execution %s: lease lost to another replica; stopped here", run.id)
+                return
             log.error("execution %s stopped: %r", run.id, task.exception())
             if not self.draining:
                 # The store holds the truth: rebuild from it after a pause (e.g. the database
@@ -489,6 +556,9 @@ class Engine:
             vars=_replay_exports(plan, reused, new_input),
             last_sequence=1,
             labels={"rerun_of": old.id, **({"rerun_from": start} if start else {})},
+            owner=self.replica_id,
+            lease_epoch=1,
+            lease_expires_at=now + self.lease_seconds,
         )
         event = EventRecord(
             new_id, 1, "execution.pending", now, None,

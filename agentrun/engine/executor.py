@@ -102,6 +102,7 @@ class Run:
         self.skip_handled: set[str] = set()
         self._timeout_handle: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
+        self.lease_lost = False
         self._replaying = False
         self._dirty: dict[str, NodeRecord] = {}
         # Records of map items, keyed `ID[INDEX]`.
@@ -270,7 +271,8 @@ class Run:
                 self.wakeup.clear()
                 while self.inbox:
                     self._handle(self.inbox.popleft())
-        except asyncio.CancelledError:
+        except BaseException:
+            # Stopped (shutdown, lease lost, store failure): hand everything back as it is.
             self._cancel_all(detach=True)
             raise
         finally:
@@ -324,8 +326,10 @@ class Run:
         batch = self.batch
         if self._dirty:
             batch.nodes = list(self._dirty.values())
-        if batch.execution is None and batch.events:
+        if batch.execution is None and (batch.events or batch.nodes):
             batch.execution = self.record
+        if self.record.owner is not None:
+            batch.fence = (self.record.owner, self.record.lease_epoch)
         redactor = self.engine.redactor
         if redactor:
             batch = _redacted(batch, redactor)

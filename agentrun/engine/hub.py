@@ -72,6 +72,12 @@ class Hub:
             for sub in subs:
                 sub.push(events)
 
+    def poke(self, execution_id: str) -> None:
+        """Events were committed elsewhere (another replica): watchers re-read the store."""
+        for sub in self._subs.get(execution_id, ()):
+            sub.overflowed = True
+            sub._event.set()
+
     def _remove(self, key: str, sub: Subscription) -> None:
         subs = self._subs.get(key)
         if subs and sub in subs:

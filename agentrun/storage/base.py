@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agentrun.storage.records import (
     Batch,
@@ -123,6 +123,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
         """Hands leases back (expires them now) so another replica may claim at once."""
+
+    # Cross-replica wake-ups ------------------------------------------------
+    async def notify(self, kind: str, execution_id: str) -> None:
+        """Tells every replica sharing the store that something happened to an execution
+        (`signal`: a signal or control request was stored). A single-process store has
+        nobody to tell."""
+
+    def listen(self, callback: Callable[[str, str], None]) -> None:
+        """Calls `callback(kind, execution_id)` for notifications from other replicas:
+        `signal`, and `events` after each commit elsewhere (for Watch streams)."""
 
     # Events ----------------------------------------------------------------
     @abc.abstractmethod

@@ -102,6 +102,9 @@ class SqlStore(Store):
         self._closing = False
         # Number of group transactions written; tests use it to see that grouping happens.
         self._groups = 0
+        # PostgreSQL LISTEN/NOTIFY: replicas wake each other (signals, Watch streams).
+        self._listeners: list[Callable[[str, str], None]] = []
+        self._listen_task: asyncio.Task[None] | None = None
 
     @property
     def dialect(self) -> str:
@@ -140,12 +143,19 @@ class SqlStore(Store):
             await self._dispose()
             raise
         self._writer_task = asyncio.create_task(self._run_writer(), name="agentrun-sql-writer")
+        if not self._sqlite and self._listeners:
+            self._start_listener()
 
     async def close(self) -> None:
         if self._engine is None:
             return
         self._closing = True
         self._wake.set()
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listen_task
+            self._listen_task = None
         task, self._writer_task = self._writer_task, None
         if task is not None:
             # Drains the queue; a writer that already died (cancelled, failed) raises nothing.
@@ -488,6 +498,11 @@ class SqlStore(Store):
             conn.execute(db.events.insert(), event_rows)
         if consumed:
             conn.execute(_CONSUME, consumed)
+        if not self._sqlite and event_rows:
+            # Delivered at commit: Watch streams on other replicas read the new events.
+            ids = sorted({row["execution_id"] for row in event_rows})
+            for chunk in _chunks(ids, 7000):
+                conn.execute(sa.select(sa.func.pg_notify(_CHANNEL, "events:" + chunk)))
 
     def _upsert(self, table: sa.Table) -> sa.Executable:
         statement = self._insert(table)
@@ -519,6 +534,55 @@ class SqlStore(Store):
             error = ValueError(f"batch cannot be stored: {exc!r}")
         error.__cause__ = exc
         return error
+
+    # Cross-replica wake-ups ------------------------------------------------
+    async def notify(self, kind: str, execution_id: str) -> None:
+        if self._sqlite:
+            return
+        payload = f"{kind}:{execution_id}"
+        await self._transaction(lambda conn: conn.execute(sa.select(sa.func.pg_notify(_CHANNEL, payload))))
+
+    def listen(self, callback: Callable[[str, str], None]) -> None:
+        self._listeners.append(callback)
+        if not self._sqlite and self._engine is not None and self._listen_task is None:
+            self._start_listener()
+
+    def _start_listener(self) -> None:
+        self._listen_task = asyncio.get_running_loop().create_task(self._listen_loop(), name="agentrun-pg-listen")
+
+    async def _listen_loop(self) -> None:
+        """One dedicated asyncpg connection LISTENs; it reconnects after the database comes
+        back (meanwhile Watch streams and signals fall back on their periodic checks)."""
+        import asyncpg
+
+        dsn = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+        delay = 0.2
+        while not self._closing:
+            conn = None
+            try:
+                conn = await asyncpg.connect(dsn, timeout=5)
+                await conn.add_listener(_CHANNEL, self._dispatch_notification)
+                delay = 0.2
+                while not self._closing and not conn.is_closed():
+                    await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the database is away; try again
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=1)
+
+    def _dispatch_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        kind, _, ids = payload.partition(":")
+        for execution_id in ids.split(","):
+            for callback in self._listeners:
+                try:
+                    callback(kind, execution_id)
+                except Exception:  # noqa: BLE001 - a listener's bug must not stop the others
+                    continue
 
     # Leases ----------------------------------------------------------------
     async def claim_executions(
@@ -679,6 +743,23 @@ class _Rows:
             ],
             fence=batch.fence,
         )
+
+
+_CHANNEL = "agentrun"
+
+
+def _chunks(ids: list[str], size: int) -> Iterator[str]:
+    """Comma-joined ids in payloads under PostgreSQL's 8000-byte NOTIFY limit."""
+    current: list[str] = []
+    length = 0
+    for execution_id in ids:
+        if current and length + len(execution_id) + 1 > size:
+            yield ",".join(current)
+            current, length = [], 0
+        current.append(execution_id)
+        length += len(execution_id) + 1
+    if current:
+        yield ",".join(current)
 
 
 _MUTABLE = (
