@@ -34,10 +34,11 @@ from agentrun.engine.errors import (
     InvalidWorkflow,
     ResourceExhausted,
     ShuttingDown,
+    Unavailable,
     WorkflowNotFound,
 )
 from agentrun.engine.breakers import Breakers
-from agentrun.engine.executor import Run
+from agentrun.engine.executor import CONTROL_SIGNAL, Run
 from agentrun.engine.hub import Hub
 from agentrun.engine.redact import Redactor
 from agentrun.engine.instrument import Instrumentation
@@ -654,6 +655,8 @@ class Engine:
         run = self._runs.get(execution_id)
         if created and run is not None:
             run._post(("signal", stored))
+        elif created:
+            await self.store.notify("signal", execution_id)  # its owner runs elsewhere
         return await self.get_execution(execution_id, tenant=tenant)
 
     async def pause(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
@@ -686,6 +689,19 @@ class Engine:
             )
         if run is None and action == "cancel" and record.state is ExecutionState.PENDING:
             return await self._cancel_pending(record, "cancelled by request before it started")
+        if run is None and not record.state.terminal:
+            # Another replica runs it: ask through the store, then watch the state change.
+            await self.store.add_signal(
+                SignalRecord(
+                    execution_id=execution_id,
+                    name=CONTROL_SIGNAL,
+                    data={"action": action, "compensate": compensate},
+                    signal_id=_secrets.token_hex(8),
+                    created_at=self.clock(),
+                )
+            )
+            await self.store.notify("signal", execution_id)
+            return await self._await_control(execution_id, tenant, action)
         if run is None or run.finished:
             raise IllegalTransition(
                 f"cannot {action} execution {execution_id}: it is not running in this server",
@@ -695,6 +711,21 @@ class Engine:
         run._post((action, fut, compensate))
         await fut
         return await self.get_execution(execution_id, tenant=tenant)
+
+    async def _await_control(self, execution_id: str, tenant: str, action: str) -> ExecutionRecord:
+        deadline = self.clock() + 10.0
+        while True:
+            record = await self.get_execution(execution_id, tenant=tenant)
+            state = record.state
+            if (
+                (action == "pause" and state is ExecutionState.PAUSED)
+                or (action == "resume" and state is not ExecutionState.PAUSED)
+                or (action == "cancel" and (state.terminal or state is ExecutionState.COMPENSATING))
+            ):
+                return record
+            if self.clock() > deadline:
+                raise Unavailable(f"the replica running {execution_id} did not apply {action} in time")
+            await asyncio.sleep(0.05)
 
     # --------------------------------------------------------------- events
     async def list_events(

@@ -48,6 +48,9 @@ _COMPENSATE = ".compensate"
 _FALLBACK = ".fallback"
 # The signal that answers an escalation: data {action: retry|skip|fail, node?, output?}.
 ESCALATION_SIGNAL = "escalation"
+# Pause, resume and cancel sent through the store by a replica that does not run the
+# execution: data {action, compensate}.
+CONTROL_SIGNAL = "agentrun.control"
 
 _DONE = frozenset({NodeState.SUCCEEDED, NodeState.FAILED, NodeState.SKIPPED, NodeState.CANCELLED})
 _EXEC_EVENT = {s: f"execution.{s.value.lower()}" for s in ExecutionState}
@@ -1091,6 +1094,12 @@ class Run:
         if sig.seq in self.seen_signals:
             return
         self.seen_signals.add(sig.seq)
+        if sig.name == CONTROL_SIGNAL:
+            self.batch.consumed_signals.append((self.id, sig.seq, "agentrun.control"))
+            data = sig.data if isinstance(sig.data, dict) else {}
+            fut = asyncio.get_running_loop().create_future()
+            self._handle((data.get("action", ""), fut, bool(data.get("compensate"))))
+            return
         self._event("signal.received", None, {"signal": sig.name, "signal_id": sig.signal_id, "data": sig.data})
         if sig.name == ESCALATION_SIGNAL and self.escalated:
             data = sig.data if isinstance(sig.data, dict) else {"action": sig.data}
