@@ -83,6 +83,46 @@ class EngineConfig:
     # How long a replica's hold on an execution lasts without renewal (renewed every third).
     lease_seconds: float = 15.0
 
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, **overrides: Any) -> EngineConfig:
+        """From a config file's engine sections, as `agentrun serve` and `agentrun run
+        --config` read them: `limits:` (running-node limits, quotas, `rate_limits` buckets),
+        `circuit_breakers:` (by tool or provider name), `replica_id:`, `lease:` (a duration).
+        Other sections (tools, agents, auth, ...) belong to others and are ignored here."""
+        from agentrun.engine.durations import parse_duration
+
+        data = dict(data or {})
+        options: dict[str, Any] = {}
+        if data.get("limits") is not None:
+            options["scheduler"] = SchedulerConfig.from_mapping(data["limits"])
+        if data.get("circuit_breakers") is not None:
+            options["circuit_breakers"] = _breaker_specs(data["circuit_breakers"])
+        if data.get("replica_id"):
+            options["replica_id"] = str(data["replica_id"])
+        if data.get("lease") is not None:
+            lease = data["lease"]
+            options["lease_seconds"] = parse_duration(lease) if isinstance(lease, str) else float(lease)
+        options.update(overrides)
+        return cls(**options)
+
+
+def _breaker_specs(data: Any) -> dict[str, BreakerSpec]:
+    from agentrun.engine.durations import parse_duration
+
+    if not isinstance(data, Mapping):
+        raise ValueError("circuit_breakers: expected a mapping of tool or provider names")
+    breakers = {}
+    for name, spec in data.items():
+        spec = dict(spec or {})
+        for key in ("window", "reset_timeout"):
+            if isinstance(spec.get(key), str):
+                spec[key] = parse_duration(spec[key])
+        unknown = set(spec) - set(BreakerSpec.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"circuit_breakers.{name}: unknown fields {', '.join(sorted(unknown))}")
+        breakers[str(name)] = BreakerSpec(**spec)
+    return breakers
+
 
 def new_execution_id(clock: Callable[[], float] = time.time) -> str:
     """Ids sort by creation time (millisecond prefix), then by chance."""
