@@ -62,6 +62,7 @@ from agentrun.v1 import workflow_pb2
 log = logging.getLogger("agentrun.engine")
 
 DEFAULT_TENANT = "default"
+WORKFLOW_CACHE_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -166,6 +167,7 @@ class Engine:
         self.draining = False
         self._runs: dict[str, Run] = {}
         self._plans: dict[tuple[str, str, int], Plan] = {}
+        self._workflow_cache: dict[tuple[str, str, int], tuple[WorkflowRecord, float]] = {}
         self._waiters: dict[str, list[asyncio.Future[ExecutionRecord]]] = {}
         self._started = False
 
@@ -269,6 +271,7 @@ class Engine:
             )
         )
         self._plans[(tenant, record.name, record.version)] = plan
+        self._forget_workflow(tenant, record.name)
         return record
 
     async def get_workflow(
@@ -286,10 +289,27 @@ class Engine:
         return await self.store.list_workflows(tenant, limit=limit, after_name=after_name)
 
     async def delete_workflow(self, name: str, *, tenant: str = DEFAULT_TENANT) -> None:
+        self._forget_workflow(tenant, name)
         if not await self.store.delete_workflow(tenant, name):
             raise WorkflowNotFound(f"workflow {name!r} not found", name=name)
         for key in [k for k in self._plans if k[0] == tenant and k[1] == name]:
             del self._plans[key]
+
+    async def _cached_workflow(self, name: str, tenant: str, version: int | None) -> WorkflowRecord:
+        """Starts read the workflow from a short-lived cache: a start costs no store read,
+        and an update made on another replica is seen within WORKFLOW_CACHE_SECONDS."""
+        key = (tenant, name, version or 0)
+        now = self.clock()
+        hit = self._workflow_cache.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        record = await self.get_workflow(name, tenant=tenant, version=version)
+        self._workflow_cache[key] = (record, now + WORKFLOW_CACHE_SECONDS)
+        return record
+
+    def _forget_workflow(self, tenant: str, name: str) -> None:
+        for key in [k for k in self._workflow_cache if k[0] == tenant and k[1] == name]:
+            del self._workflow_cache[key]
 
     async def _plan(self, record: WorkflowRecord) -> Plan:
         key = (record.tenant, record.name, record.version)
@@ -315,7 +335,7 @@ class Engine:
     ) -> ExecutionRecord:
         """Starts an execution; a repeated `request_id` with the same payload returns the first."""
         self._check_open()
-        wf = await self.get_workflow(workflow, tenant=tenant, version=version)
+        wf = await self._cached_workflow(workflow, tenant, version)
         plan = await self._plan(wf)
         input = {} if input is None else input
         if plan.input_schema is not None:
@@ -468,11 +488,23 @@ class Engine:
                 if not fut.done():
                     fut.set_result(record)
 
-    def _schedule_resume(self, execution_id: str) -> None:
+    def _schedule_resume(self, execution_id: str, delay: float = 1.0) -> None:
+        """Rebuilds a run that stopped on a store failure, retrying (with backoff) until the
+        store answers again; a lease taken meanwhile by another replica ends the attempts."""
+
         async def resume() -> None:
-            record = await self.store.get_execution(execution_id)
-            if record is not None and not record.state.terminal and execution_id not in self._runs:
+            if self.draining or execution_id in self._runs:
+                return
+            try:
+                record = await self.store.get_execution(execution_id)
+                if record is None or record.state.terminal or record.owner != self.replica_id:
+                    return
                 await self._resume_from_store(record)
+            except Exception:  # noqa: BLE001 - still unavailable: try again later
+                log.warning("resuming %s failed; retrying in %.1fs", execution_id, delay, exc_info=True)
+                asyncio.get_running_loop().call_later(
+                    delay, self._schedule_resume, execution_id, min(delay * 2, 10.0)
+                )
 
         asyncio.get_running_loop().create_task(resume())
 
