@@ -4,34 +4,67 @@
 configured for NAME (`mock: {responses: {NAME: VALUE or [VALUES]}}` in server config); a
 list is answered in turn, cycling. A string answer becomes {text: ...}, or is parsed as
 JSON when the call has an output_schema.
+
+A response `{tool_calls: [{name: TOOL, args: {...}}, ...]}` makes the model call those tools
+(they must be among the node's `agent.tools`) through the same tool loop as a real provider,
+then go on to the next response; so a tool-calling agent runs offline too.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from agentrun.engine.ports import AgentProvider, AgentRequest, CallContext, ToolFailure
+from agentrun.engine.ports import AgentProvider, AgentRequest, CallContext, ToolFailure, ToolRegistry
+from agentrun.integrations.agents.tooling import AgentTools
+
+DEFAULT_MAX_TURNS = 8
 
 
 class MockProvider(AgentProvider):
     name = "mock"
 
-    def __init__(self, responses: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        responses: Mapping[str, Any] | None = None,
+        *,
+        tools: ToolRegistry | Callable[[], ToolRegistry | None] | None = None,
+        name: str = "mock",
+    ) -> None:
+        self.name = name
         self._responses = dict(responses or {})
         self._cursors: dict[str, itertools.cycle[Any]] = {}
+        self._tools = tools
 
     def knows_model(self, model: str) -> bool:
         return model == "echo" or model in self._responses
+
+    def _registry(self) -> ToolRegistry | None:
+        tools = self._tools
+        return tools() if callable(tools) and not isinstance(tools, ToolRegistry) else tools
 
     async def complete(self, request: AgentRequest, ctx: CallContext) -> Any:
         if request.model == "echo":
             return {"text": request.prompt}
         if request.model not in self._responses:
             raise ToolFailure("agent_error", f"mock model {request.model!r} has no responses configured")
-        answer = self._next(request.model)
+        max_turns = request.max_turns or DEFAULT_MAX_TURNS
+        tools: AgentTools | None = None
+        for turn in range(1, max_turns + 1):
+            answer = self._next(request.model)
+            calls = answer.get("tool_calls") if isinstance(answer, dict) and set(answer) == {"tool_calls"} else None
+            if calls is None:
+                return self._final(answer, request, ctx, turn)
+            if tools is None:
+                tools = AgentTools(self._registry(), request.tools, ctx)
+            for index, call in enumerate(calls):
+                await tools.call(tools.wire_name(call["name"]) if call.get("name") in request.tools else str(call.get("name")),
+                                 call.get("args") or {}, turn=turn, index=index, call_id=f"mock-{turn}-{index}")
+        raise ToolFailure("agent_error", f"the model still called tools after max_turns={max_turns}")
+
+    def _final(self, answer: Any, request: AgentRequest, ctx: CallContext, turn: int) -> Any:
         if isinstance(answer, str):
             if request.output_schema is not None:
                 try:
