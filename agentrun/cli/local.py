@@ -160,11 +160,17 @@ def _load_config(path: str | None) -> dict[str, Any]:
 
 
 def _integrations(config: dict[str, Any], config_path: str | None) -> tuple[Any, Any]:
+    """Tools and agent providers from the config file, built as the server builds them."""
+    import inspect
+
     from agentrun import integrations
 
     try:
         tools = integrations.default_tools(config)
-        agents = integrations.default_agents(config)
+        if "tools" in inspect.signature(integrations.default_agents).parameters:
+            agents = integrations.default_agents(config, tools=tools)
+        else:
+            agents = integrations.default_agents(config)
     except (ValueError, TypeError, KeyError) as exc:
         raise UserError(f"{config_path or 'config'}: {exc}") from None
     return tools, agents
@@ -451,8 +457,10 @@ async def _run(request: RunRequest) -> RunResult:
     store = await _open_store(request.db_url)
     engine = Engine(store, tools=tools, agents=agents, config=engine_config)
     t0 = time.monotonic()
+    publisher = None
     try:
         await engine.start()
+        publisher = await _attach(engine, request.config)
         try:
             workflow = await engine.create_workflow(request.spec)
             execution = await engine.start_execution(workflow.name, request.input,
@@ -469,6 +477,8 @@ async def _run(request: RunRequest) -> RunResult:
     finally:
         try:
             await engine.stop(grace=1.0)
+            if publisher is not None:
+                await publisher.stop()
         finally:
             await store.close()
     state = str(getattr(execution.state, "value", execution.state))
@@ -486,65 +496,54 @@ async def _run(request: RunRequest) -> RunResult:
     )
 
 
-def _engine_config(config_cls: Any, config: dict[str, Any]) -> Any:
-    """EngineConfig from the config file's engine sections: `limits:` (running-node limits,
-    quotas, `rate_limits` buckets), `circuit_breakers:` (by tool or provider name) and
-    `secrets:` (what expressions see as `secrets.NAME`). The rest of the file is for the
-    integrations (`mock:`)."""
-    options: dict[str, Any] = {}
-    fields = getattr(config_cls, "__dataclass_fields__", {})
-    try:
-        if config.get("limits") is not None and "scheduler" in fields:
-            from agentrun.engine.scheduler import SchedulerConfig
+async def _attach(engine: Any, config: dict[str, Any]) -> Any:
+    """Log redaction of secrets and the event bus the config selects, as the server does."""
+    from agentrun import integrations
 
-            options["scheduler"] = SchedulerConfig.from_mapping(config["limits"])
-        if config.get("circuit_breakers") is not None and "circuit_breakers" in fields:
-            options["circuit_breakers"] = _breakers(config["circuit_breakers"])
-        if config.get("secrets") is not None and "secrets" in fields:
-            options["secrets"] = _secrets(config["secrets"])
+    attach = getattr(integrations, "attach", None)
+    if attach is None:
+        return None
+    try:
+        return await attach(engine, config)
+    except ValueError as exc:
+        raise UserError(f"config: {exc}") from None
+
+
+def _engine_config(config_cls: Any, config: dict[str, Any]) -> Any:
+    """EngineConfig from the config file, read by the same code as the server's: the engine's
+    sections (`limits:`, `circuit_breakers:`, ...) and `secrets:` (what expressions see as
+    `secrets.NAME`). The rest of the file is for the integrations (`mock:`, `tools:`)."""
+    try:
+        from agentrun import integrations
+
+        load_secrets = getattr(integrations, "load_secrets", None)
+        secrets = load_secrets(config) if load_secrets is not None else _secrets(config)
+        options = {"secrets": secrets} if secrets else {}
+        from_mapping = getattr(config_cls, "from_mapping", None)
+        if from_mapping is not None:
+            return from_mapping(config, **options)
+        return config_cls(**options)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise UserError(f"config: {exc}") from None
-    return config_cls(**options)
 
 
-def _secrets(data: Any) -> dict[str, str]:
-    """`secrets: {NAME: VALUE}` or `{NAME: {env: VARIABLE}}` (read from the environment, so
-    that the file itself need not hold the value)."""
+def _secrets(config: dict[str, Any]) -> dict[str, str]:
+    """`secrets: {NAME: VALUE | {env: VARIABLE}}`, for builds without the secret store."""
+    data = config.get("secrets") or {}
     if not isinstance(data, dict):
         raise ValueError("secrets: expected a mapping of names to values or {env: VARIABLE}")
     secrets = {}
     for name, value in data.items():
-        if isinstance(value, dict):
-            if set(value) != {"env"}:
-                raise ValueError(f"secrets.{name}: expected a string or {{env: VARIABLE}}")
+        if isinstance(value, dict) and set(value) == {"env"}:
             variable = str(value["env"])
             if variable not in os.environ:
                 raise ValueError(f"secrets.{name}: environment variable {variable} is not set")
             secrets[str(name)] = os.environ[variable]
-        elif isinstance(value, str | int | float):
+        elif isinstance(value, str | int | float) and not isinstance(value, bool):
             secrets[str(name)] = str(value)
         else:
             raise ValueError(f"secrets.{name}: expected a string or {{env: VARIABLE}}")
     return secrets
-
-
-def _breakers(data: Any) -> dict[str, Any]:
-    from agentrun.engine.durations import parse_duration
-    from agentrun.engine.plan import BreakerSpec
-
-    if not isinstance(data, dict):
-        raise ValueError("circuit_breakers: expected a mapping of tool or provider names")
-    breakers = {}
-    for name, spec in data.items():
-        spec = dict(spec or {})
-        for key in ("window", "reset_timeout"):
-            if isinstance(spec.get(key), str):
-                spec[key] = parse_duration(spec[key])
-        unknown = set(spec) - set(BreakerSpec.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"circuit_breakers.{name}: unknown fields {', '.join(sorted(unknown))}")
-        breakers[str(name)] = BreakerSpec(**spec)
-    return breakers
 
 
 async def _follow(engine: Any, execution_id: str, request: RunRequest) -> str:
