@@ -236,10 +236,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for w in getattr(plan, "warnings", [])
     ]
     stages = [list(stage) for stage in plan.stages]
+    machine = bool(getattr(plan, "is_machine", False))
     if args.json:
-        print(_dump({"valid": True, "file": args.file, "name": plan.name, "stages": stages,
-                     "warnings": warnings, "diagnostics": []}))
+        body = {"valid": True, "file": args.file, "name": plan.name,
+                "mode": "state_machine" if machine else "dag", "stages": stages,
+                "warnings": warnings, "diagnostics": []}
+        print(_dump(body))
         return EXIT_OK
+    if machine:  # stages are the states by distance from the initial one
+        print(f"state machine, initial state {plan.initial}")
     for number, stage in enumerate(stages, 1):
         print(f"stage {number}: {', '.join(stage)}")
     for warning in warnings:
@@ -452,7 +457,13 @@ async def _run(request: RunRequest) -> RunResult:
 
     tools, agents = _integrations(request.config, request.config_path)
     # Compile first so that an unknown tool is reported before anything is stored.
-    _compile(request.spec, tools, agents, request.file)
+    plan = _compile(request.spec, tools, agents, request.file)
+    if getattr(plan, "is_machine", False):
+        raise UserError(
+            f"{request.file}: a state machine runs as instances that receive events, on a "
+            "server; `agentrun run` runs DAG workflows",
+            kind="invalid_workflow",
+        )
     engine_config = _engine_config(EngineConfig, request.config)
     store = await _open_store(request.db_url)
     engine = Engine(store, tools=tools, agents=agents, config=engine_config)
