@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from agentrun.server.auth import AuthInterceptor
 from agentrun.server.config import ServerConfig
 from agentrun.server.execution_service import ExecutionService
+from agentrun.server.observability import Observability
 from agentrun.server.interceptors import (
     DrainInterceptor,
     ErrorInterceptor,
@@ -45,12 +46,23 @@ class AgentrunServer:
     It does not own the engine: `serve()` builds both and stops them in order.
     """
 
-    def __init__(self, engine: Engine, config: ServerConfig | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: ServerConfig | None = None,
+        *,
+        observability: Observability | None = None,
+    ) -> None:
         self.config = config or ServerConfig()
         self.engine = engine
+        self.observability = observability
         self.lifecycle = Lifecycle()
         self.health = health_aio.HealthServicer()
         interceptors: list[grpc.aio.ServerInterceptor] = []
+        # Outermost: RPC spans and metrics see every call, refused ones too.
+        telemetry = observability.interceptor() if observability is not None else None
+        if telemetry is not None:
+            interceptors.append(telemetry)
         if self.config.access_log:
             interceptors.append(LoggingInterceptor())
         interceptors.append(DrainInterceptor(self.lifecycle))
@@ -122,6 +134,8 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     from agentrun.storage.factory import open_store
 
     engine_config = config.engine_config()  # ConfigError before anything is opened
+    observability = Observability.from_config(config)
+    engine_config.instrumentation = observability.instrumentation()
     store = await open_store(config.database_url)
     engine: Any = None
     server: AgentrunServer | None = None
@@ -132,8 +146,12 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
             agents=default_agents(config.integrations),
             config=engine_config,
         )
+        observability.attach(engine)
+        port = observability.start()
+        if port is not None:
+            log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
         await engine.start()
-        server = AgentrunServer(engine, config)
+        server = AgentrunServer(engine, config, observability=observability)
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -156,4 +174,5 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
             with contextlib.suppress(Exception):
                 await engine.stop(grace=0)
         await store.close()
+        observability.close()
         log.info("stopped")

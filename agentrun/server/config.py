@@ -17,6 +17,12 @@ keepalive_timeout: 20
 min_ping_interval: 10           # clients pinging more often are disconnected
 shutdown_grace: 10
 access_log: false               # one log line per call
+log_level: INFO                 # DEBUG, INFO, WARNING, ERROR
+log_format: auto                # json, text, or auto (text on a terminal, JSON otherwise)
+tracing: none                   # OpenTelemetry exporter: none, console, otlp
+otlp_endpoint: http://collector:4317  # default $OTEL_EXPORTER_OTLP_ENDPOINT or localhost:4317
+trace_sample_ratio: 1.0         # share of new traces sampled (a caller's sampled flag wins)
+metrics_port: 9464              # Prometheus /metrics (unset: no metrics)
 limits: {max_running_nodes: 100, rate_limits: {openai: {rate: 10, per: 1s}}}  # the engine's
 circuit_breakers: {http.get: {failure_threshold: 5, window: 1m}}
 mock: {responses: {}}           # anything else is for the integrations (tools, agents)
@@ -65,6 +71,17 @@ class ServerConfig:
     reflection: bool = True
     # One log line per call (agentrun.server.access logger).
     access_log: bool = False
+    # Logs (agentrun.server.observability.logging): level and json | text | auto.
+    log_level: str = "INFO"
+    log_format: str = "auto"
+    # Traces: exporter none | console | otlp, its endpoint, and the sampling ratio.
+    tracing: str = "none"
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = 1.0
+    service_name: str = "agentrun"
+    # Prometheus metrics on http://HOST:PORT/metrics; None: no metrics.
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
     # The whole config file: tool and agent settings (`mock: {responses: ...}`) are read by
     # agentrun.integrations, as `agentrun run --config` reads the same file.
     integrations: dict[str, Any] = field(default_factory=dict)
@@ -128,7 +145,7 @@ class ServerConfig:
         unknown = set(given) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        return replace(config, **given)
+        return _check_observability(replace(config, **given))
 
 
 _NUMBERS = {
@@ -142,7 +159,11 @@ _NUMBERS = {
     "keepalive_timeout": float,
     "min_ping_interval": float,
     "shutdown_grace": float,
+    "trace_sample_ratio": float,
+    "metrics_port": int,
 }
+# Observability settings read from AGENTRUN_<NAME> as strings.
+_STRINGS = ("log_level", "log_format", "tracing", "otlp_endpoint", "service_name", "metrics_host")
 
 
 def _apply_file(config: ServerConfig, path: Path) -> ServerConfig:
@@ -200,6 +221,9 @@ def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
         values["access_log"] = env["AGENTRUN_ACCESS_LOG"].lower() in ("1", "true", "on", "yes")
     if env.get("AGENTRUN_AUTH"):
         values["auth"] = env["AGENTRUN_AUTH"].lower() in ("1", "true", "on", "yes")
+    for key in _STRINGS:
+        if env.get("AGENTRUN_" + key.upper()):
+            values[key] = env["AGENTRUN_" + key.upper()]
     for key, kind in _NUMBERS.items():
         name = "AGENTRUN_" + key.upper()
         if env.get(name):
@@ -229,3 +253,19 @@ def _breakers(data: Any) -> dict[str, Any]:
             )
         breakers[str(name)] = BreakerSpec(**values)
     return breakers
+
+
+def _check_observability(config: ServerConfig) -> ServerConfig:
+    import logging
+
+    if config.tracing not in ("none", "console", "otlp"):
+        raise ConfigError(f"tracing: {config.tracing!r} is not one of none, console, otlp")
+    if not 0.0 <= config.trace_sample_ratio <= 1.0:
+        raise ConfigError(f"trace_sample_ratio: {config.trace_sample_ratio} is not between 0 and 1")
+    if config.log_format not in ("auto", "json", "text"):
+        raise ConfigError(f"log_format: {config.log_format!r} is not one of auto, json, text")
+    if not isinstance(logging.getLevelName(str(config.log_level).upper()), int):
+        raise ConfigError(f"log_level: {config.log_level!r} is not a level (DEBUG, INFO, WARNING, ERROR)")
+    if config.metrics_port is not None and not 0 <= config.metrics_port <= 65535:
+        raise ConfigError(f"metrics_port: {config.metrics_port} is not a port")
+    return config

@@ -237,6 +237,41 @@ def node_to_proto(record: NodeRecord) -> ex_pb.NodeExecution:
     return message
 
 
+# Execution traces ----------------------------------------------------------------
+def _set_duration(target: Any, seconds: float | None) -> None:
+    if seconds is not None:
+        target.FromNanoseconds(int(round(seconds * 1e9)))
+
+
+def trace_to_proto(view: Any) -> ex_pb.ExecutionTrace:
+    """An `agentrun.server.observability.trace_view.TraceView` as an ExecutionTrace."""
+    message = ex_pb.ExecutionTrace(
+        execution=execution_to_proto(view.execution), trace_id=view.trace_id, usage=view.usage
+    )
+    for node in view.nodes:
+        out = message.nodes.add(
+            node_id=node.node_id,
+            state=node_state_to_proto(node.state),
+            usage=node.usage,
+            skip_reason=node.skip_reason,
+        )
+        set_time(out.ready_time, node.ready)
+        set_time(out.end_time, node.end)
+        _set_duration(out.queue_duration, node.queued_seconds)
+        for attempt in node.attempts:
+            a = out.attempts.add(
+                attempt=attempt.attempt,
+                outcome=node_state_to_proto(attempt.outcome) if attempt.outcome else 0,
+                rate_limited=attempt.rate_limited,
+            )
+            set_time(a.start_time, attempt.start)
+            set_time(a.end_time, attempt.end)
+            set_error(a.error, attempt.error)
+            _set_duration(a.queue_duration, attempt.queued_seconds)
+            _set_duration(a.retry_delay, attempt.retry_delay)
+    return message
+
+
 # Events ------------------------------------------------------------------------
 # Events whose `data` is larger than this carry no typed copies of their values.
 INLINE_VALUES_BYTES = 64 * 1024

@@ -13,6 +13,7 @@ from agentrun.server import convert, requests
 from agentrun.server.auth import current_tenant
 from agentrun.server.errors import ApiError, invalid_argument
 from agentrun.server.interceptors import Lifecycle
+from agentrun.server.observability import trace_view, tracing
 from agentrun.v1 import execution_service_pb2 as pb
 from agentrun.v1 import execution_service_pb2_grpc as pb_grpc
 
@@ -47,6 +48,7 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             version=request.version or None,
             request_id=request.request_id or None,
             priority=request.priority,
+            labels=_trace_labels(context),
         )
         return pb.StartExecutionResponse(execution=convert.execution_to_proto(record))
 
@@ -164,6 +166,24 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             )
         return response
 
+    async def GetExecutionTrace(
+        self, request: pb.GetExecutionTraceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetExecutionTraceResponse:
+        ident = requests.execution_id(request.name)
+        tenant = current_tenant()
+        record = await self._engine.get_execution(ident, tenant=tenant)
+        nodes = await self._engine.get_nodes(ident, tenant=tenant)
+        events = []
+        after = 0
+        while True:
+            page = await self._engine.list_events(ident, tenant=tenant, after_sequence=after, limit=1000)
+            events.extend(page)
+            if len(page) < 1000:
+                break
+            after = page[-1].sequence
+        view = trace_view.build_trace(record, nodes, events)
+        return pb.GetExecutionTraceResponse(trace=convert.trace_to_proto(view))
+
     async def WatchExecution(
         self, request: pb.WatchExecutionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchExecutionResponse]:
@@ -186,6 +206,17 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
                 "the server is shutting down; resume with after_sequence",
                 last_sequence=last,
             )
+
+
+def _trace_labels(context: grpc.aio.ServicerContext) -> dict[str, str] | None:
+    """`traceparent` for the new execution: the RPC's span when the server traces (so the
+    execution's span is its child), else the caller's own, so the trace id is kept."""
+    value = tracing.current_traceparent()
+    if value is None:
+        value = tracing.metadata_traceparent(context.invocation_metadata())
+        if value is not None and tracing.parse_traceparent(value) is None:
+            value = None
+    return {"traceparent": value} if value else None
 
 
 async def _until(events: AsyncIterator[Any], stop: asyncio.Event) -> AsyncIterator[Any]:

@@ -7,7 +7,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -254,3 +254,69 @@ class SignalReceived(_message.Message):
     data: _struct_pb2.Value
     signal_id: str
     def __init__(self, signal: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., signal_id: _Optional[str] = ...) -> None: ...
+
+class ExecutionTrace(_message.Message):
+    __slots__ = ("execution", "trace_id", "nodes", "usage")
+    class UsageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    execution: Execution
+    trace_id: str
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeTrace]
+    usage: _containers.ScalarMap[str, float]
+    def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ..., trace_id: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeTrace, _Mapping]]] = ..., usage: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class NodeTrace(_message.Message):
+    __slots__ = ("node_id", "state", "ready_time", "end_time", "attempts", "queue_duration", "usage", "skip_reason")
+    class UsageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    READY_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DURATION_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    state: NodeExecution.State
+    ready_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    attempts: _containers.RepeatedCompositeFieldContainer[AttemptTrace]
+    queue_duration: _duration_pb2.Duration
+    usage: _containers.ScalarMap[str, float]
+    skip_reason: str
+    def __init__(self, node_id: _Optional[str] = ..., state: _Optional[_Union[NodeExecution.State, str]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptTrace, _Mapping]]] = ..., queue_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., usage: _Optional[_Mapping[str, float]] = ..., skip_reason: _Optional[str] = ...) -> None: ...
+
+class AttemptTrace(_message.Message):
+    __slots__ = ("attempt", "start_time", "end_time", "outcome", "error", "queue_duration", "rate_limited", "retry_delay")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DURATION_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DELAY_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    outcome: NodeExecution.State
+    error: ExecutionError
+    queue_duration: _duration_pb2.Duration
+    rate_limited: bool
+    retry_delay: _duration_pb2.Duration
+    def __init__(self, attempt: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[NodeExecution.State, str]] = ..., error: _Optional[_Union[ExecutionError, _Mapping]] = ..., queue_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rate_limited: _Optional[bool] = ..., retry_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

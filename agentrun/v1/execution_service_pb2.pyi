@@ -171,3 +171,15 @@ class WatchExecutionResponse(_message.Message):
     EVENT_FIELD_NUMBER: _ClassVar[int]
     event: _execution_pb2.ExecutionEvent
     def __init__(self, event: _Optional[_Union[_execution_pb2.ExecutionEvent, _Mapping]] = ...) -> None: ...
+
+class GetExecutionTraceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetExecutionTraceResponse(_message.Message):
+    __slots__ = ("trace",)
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    trace: _execution_pb2.ExecutionTrace
+    def __init__(self, trace: _Optional[_Union[_execution_pb2.ExecutionTrace, _Mapping]] = ...) -> None: ...

@@ -85,6 +85,11 @@ class ExecutionServiceStub:
                 request_serializer=agentrun_dot_v1_dot_execution__service__pb2.WatchExecutionRequest.SerializeToString,
                 response_deserializer=agentrun_dot_v1_dot_execution__service__pb2.WatchExecutionResponse.FromString,
                 _registered_method=True)
+        self.GetExecutionTrace = channel.unary_unary(
+                '/agentrun.v1.ExecutionService/GetExecutionTrace',
+                request_serializer=agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceRequest.SerializeToString,
+                response_deserializer=agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -161,6 +166,14 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExecutionTrace(self, request, context):
+        """The execution's timeline: per node, its attempts with start, end and error, the time it
+        waited for a scheduler slot, and its tokens (`agentrun trace ID` prints it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +226,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.WatchExecution,
                     request_deserializer=agentrun_dot_v1_dot_execution__service__pb2.WatchExecutionRequest.FromString,
                     response_serializer=agentrun_dot_v1_dot_execution__service__pb2.WatchExecutionResponse.SerializeToString,
+            ),
+            'GetExecutionTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExecutionTrace,
+                    request_deserializer=agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceRequest.FromString,
+                    response_serializer=agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +504,33 @@ class ExecutionService:
             '/agentrun.v1.ExecutionService/WatchExecution',
             agentrun_dot_v1_dot_execution__service__pb2.WatchExecutionRequest.SerializeToString,
             agentrun_dot_v1_dot_execution__service__pb2.WatchExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExecutionTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentrun.v1.ExecutionService/GetExecutionTrace',
+            agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceRequest.SerializeToString,
+            agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceResponse.FromString,
             options,
             channel_credentials,
             insecure,

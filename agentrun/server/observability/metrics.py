@@ -1,0 +1,215 @@
+"""Prometheus metrics: what the server exports on `--metrics-port` (`GET /metrics`).
+
+Names follow Prometheus conventions (`agentrun_` prefix, `_total` counters, `_seconds` in
+base units) and every label has a bounded set of values: method and status code, workflow
+name, node kind, provider and model, breaker name. Execution ids never become labels (the
+trace view and traces have them).
+
+Each `Metrics` has its own registry, so several servers (tests) can live in one process.
+Hot-path children (`.labels(...)`) are cached in dicts: a cached child costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Buckets for calls that take from a millisecond to minutes (RPCs, node attempts, executions).
+SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+# Store commits and bus lag: sub-millisecond to a few seconds.
+FAST_SECONDS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class Metrics:
+    """Every metric agentrun exports, in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry = registry or CollectorRegistry(auto_describe=True)
+        self._lock = threading.Lock()
+        # gRPC
+        self.rpc_requests = Counter(
+            "agentrun_rpc_requests", "RPCs handled, by service, method and status code.",
+            ("service", "method", "code"), registry=registry,
+        )
+        self.rpc_duration = Histogram(
+            "agentrun_rpc_duration_seconds", "Time to handle an RPC (a stream: its whole life).",
+            ("service", "method", "code"), buckets=SECONDS, registry=registry,
+        )
+        self.rpc_in_flight = Gauge(
+            "agentrun_rpc_in_flight", "RPCs being handled now (streams included).",
+            ("service", "method"), registry=registry,
+        )
+        # Executions
+        self.executions_started = Counter(
+            "agentrun_executions_started", "Executions that began running in this process "
+            "(fresh, resumed after a restart, or rerun).", ("workflow",), registry=registry,
+        )
+        self.executions_finished = Counter(
+            "agentrun_executions_finished", "Executions that reached a final state.",
+            ("workflow", "status"), registry=registry,
+        )
+        self.execution_duration = Histogram(
+            "agentrun_execution_duration_seconds", "From the start of an execution to its final state.",
+            ("workflow", "status"), buckets=SECONDS, registry=registry,
+        )
+        self.executions_running = Gauge(
+            "agentrun_executions_running", "Executions running in this process.",
+            ("workflow",), registry=registry,
+        )
+        # Nodes
+        self.node_duration = Histogram(
+            "agentrun_node_duration_seconds", "One attempt of a tool, agent or workflow node (or "
+            "map item, compensation, fallback), by kind and outcome.",
+            ("kind", "outcome"), buckets=SECONDS, registry=registry,
+        )
+        self.nodes_running = Gauge(
+            "agentrun_nodes_running", "Tool, agent and workflow calls running now.",
+            ("kind",), registry=registry,
+        )
+        self.nodes_finished = Counter(
+            "agentrun_nodes_finished", "Nodes that reached a final state, by status.",
+            ("status",), registry=registry,
+        )
+        self.node_retries = Counter(
+            "agentrun_node_retries", "Attempts that failed and are retried after a delay.",
+            ("workflow",), registry=registry,
+        )
+        self.compensations = Counter(
+            "agentrun_compensations", "Compensations run (saga), by outcome.",
+            ("workflow", "outcome"), registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "agentrun_node_queue_wait_seconds", "Time a ready call waited for a scheduler slot "
+            "(limits, rate-limit buckets).", buckets=SECONDS, registry=registry,
+        )
+        self.rate_limit_waits = Counter(
+            "agentrun_rate_limit_waits", "Calls that waited for a rate-limit bucket token.",
+            registry=registry,
+        )
+        # Breakers
+        self.breaker_state = Gauge(
+            "agentrun_circuit_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ("name",), registry=registry,
+        )
+        self.breaker_transitions = Counter(
+            "agentrun_circuit_breaker_transitions", "Circuit breaker state changes, by new state.",
+            ("name", "state"), registry=registry,
+        )
+        # Store and events
+        self.store_commit = Histogram(
+            "agentrun_store_commit_duration_seconds", "Time to commit one batch of an execution's "
+            "changes to the store.", buckets=FAST_SECONDS, registry=registry,
+        )
+        self.events = Counter(
+            "agentrun_events", "Execution events committed.", registry=registry,
+        )
+        self.bus_lag = Histogram(
+            "agentrun_event_bus_lag_seconds", "From an event's commit to its publication on the "
+            "configured event bus (NATS, Kafka); empty without a bus.",
+            buckets=FAST_SECONDS, registry=registry,
+        )
+        # LLM use
+        self.llm_tokens = Counter(
+            "agentrun_llm_tokens", "LLM tokens used, by provider, model and type (prompt, completion).",
+            ("provider", "model", "type"), registry=registry,
+        )
+        self.llm_cost = Counter(
+            "agentrun_llm_cost_usd", "LLM cost reported by providers, in US dollars.",
+            ("provider", "model"), registry=registry,
+        )
+        self._sources = _EngineCollector()
+        registry.register(self._sources)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        # Cached children, by label values.
+        self._rpc: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    # ----------------------------------------------------------------- engine gauges
+    def watch_engine(self, engine: Any) -> None:
+        """Exports the engine's scheduler queue and running-slot counts at scrape time."""
+        self._sources.engines.append(engine)
+
+    # ----------------------------------------------------------------- RPCs
+    def rpc_children(self, service: str, method: str, code: str) -> tuple[Any, Any]:
+        key = (service, method, code)
+        children = self._rpc.get(key)
+        if children is None:
+            children = self._rpc[key] = (
+                self.rpc_requests.labels(service, method, code),
+                self.rpc_duration.labels(service, method, code),
+            )
+        return children
+
+    def observe_bus_lag(self, seconds: float) -> None:
+        """For event-bus adapters: time from an event's commit (`event.time`) to its publication."""
+        self.bus_lag.observe(max(0.0, seconds))
+
+    # ----------------------------------------------------------------- HTTP endpoint
+    def serve(self, port: int, host: str = "0.0.0.0") -> int:
+        """Serves `/metrics` on a thread; returns the bound port (useful with 0)."""
+        self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def names(self) -> set[str]:
+        """The metric family names exported (`_total`, `_bucket`, ... sample names included)."""
+        suffixes = {
+            "counter": ("_total",),
+            "histogram": ("_bucket", "_count", "_sum"),
+            "summary": ("_count", "_sum"),
+        }
+        out: set[str] = set()
+        for family in self.registry.collect():
+            names = [family.name + s for s in suffixes.get(family.type, ("",))]
+            out.update(names)
+            out.update(sample.name for sample in family.samples)
+        return out
+
+
+class _EngineCollector(Collector):
+    """Gauges read from the engine when scraped (never on the engine's hot path)."""
+
+    def __init__(self) -> None:
+        self.engines: list[Any] = []
+
+    def describe(self) -> list[Any]:
+        return [
+            GaugeMetricFamily("agentrun_scheduler_queue_depth", ""),
+            GaugeMetricFamily("agentrun_scheduler_running_slots", ""),
+        ]
+
+    def collect(self) -> Iterator[Any]:
+        queued = GaugeMetricFamily(
+            "agentrun_scheduler_queue_depth",
+            "Ready calls waiting for a scheduler slot (limits, rate-limit buckets).",
+        )
+        running = GaugeMetricFamily(
+            "agentrun_scheduler_running_slots", "Calls holding a scheduler slot (when limits apply)."
+        )
+        q = r = 0
+        for engine in self.engines:
+            stats = getattr(getattr(engine, "scheduler", None), "stats", None)
+            if stats is not None:
+                q += int(stats.queued)
+                r += int(stats.running)
+        queued.add_metric([], q)
+        running.add_metric([], r)
+        yield queued
+        yield running
+
+
+def exported_names(factory: Callable[[], Metrics] = Metrics) -> set[str]:
+    """Every name a fresh Metrics exports (for checking dashboards against)."""
+    return factory().names()
