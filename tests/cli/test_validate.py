@@ -114,3 +114,33 @@ def test_warnings_are_printed(cli, write) -> None:
     assert result.code == 0
     assert result.out.splitlines()[0] == "stage 1: a, b"
     assert result.out.splitlines()[1].startswith("warning: nodes[1].export.k: ")
+
+
+MACHINE = """
+name: door
+mode: state_machine
+initial: closed
+states:
+  closed: {on: {OPEN: {target: open}}}
+  open: {on: {CLOSE: {target: done}}}
+  done: {final: true}
+"""
+
+
+def test_state_machine(cli, write) -> None:
+    path = write("door.yaml", MACHINE)
+    result = cli("validate", path)
+    if result.code == 2:  # a build without the state-machine runtime says so
+        assert result.out == "mode: state machine workflows are not supported by this build\n"
+    else:
+        assert result.code == 0
+        assert result.out.splitlines() == [
+            "state machine, initial state closed",
+            "stage 1: closed",
+            "stage 2: open",
+            "stage 3: done",
+        ]
+    # `run` is for DAGs either way.
+    result = cli("run", path, "--memory", "--json")
+    assert result.code == 2
+    assert result.json()["error"]["type"] == "invalid_workflow"
