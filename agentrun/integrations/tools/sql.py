@@ -167,14 +167,14 @@ class SqlQuery(Tool):
             else:
                 await conn.exec_driver_sql(f"PRAGMA query_only = {'ON' if db.read_only else 'OFF'}")
                 raw = await conn.get_raw_connection()
-                aio = raw.driver_connection
+                # sqlite3's interrupt() is thread-safe: it stops the statement on the driver's thread.
+                sqlite_conn = raw.driver_connection._conn
+                timer = asyncio.get_running_loop().call_later(db.statement_timeout, sqlite_conn.interrupt)
                 try:
-                    async with asyncio.timeout(db.statement_timeout):
-                        result = await conn.execute(stmt, params)
-                        out = _collect(result, db.max_rows)
-                except TimeoutError:
-                    await aio.interrupt()
-                    raise ToolFailure("timeout", f"statement exceeded {db.statement_timeout:g}s") from None
+                    result = await conn.execute(stmt, params)
+                    out = _collect(result, db.max_rows)
+                finally:
+                    timer.cancel()
             if db.read_only:
                 await conn.rollback()
             else:
