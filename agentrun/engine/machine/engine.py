@@ -1,0 +1,795 @@
+"""MachineEngine: the façade over state machine instances (create, events, history, watch).
+
+One event at a time per instance, in arrival order: the first sender of an idle instance
+handles its event in its own coroutine (no task, no hand-off: the in-memory path costs a few
+microseconds); senders that find the instance busy queue behind it, and a drain task handles
+the queue in order. A commit is awaited before the next event of the same instance starts, so
+the store never holds an event whose predecessor is missing; commits of different instances
+are grouped by the store.
+
+Timers and invokes are rows and ids in the store: `start()` re-arms every stored timer (one
+overdue fires at once) and waits again for every invoked execution, so both survive a restart.
+
+Wiring (see docs/REQUESTS-machines.md): `machines = MachineEngine(engine)` after the Engine is
+built, `await machines.start()` after `engine.start()`; it sets `engine.machines` so that a DAG
+`workflow` node can run a state machine instance as its child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from agentrun.engine.errors import (
+    AlreadyExists,
+    Diagnostic,
+    ExecutionNotFound,
+    IllegalTransition,
+    InvalidInput,
+    ShuttingDown,
+    WorkflowNotFound,
+)
+from agentrun.engine.hub import Hub
+from agentrun.engine.machine.compiler import compile_machine
+from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
+from agentrun.engine.machine.plan import INVOKE_DONE, INVOKE_ERROR, MachinePlan
+from agentrun.engine.machine.runtime import Event, Stepper, Work, error_dict
+from agentrun.engine.ports import ToolFailure
+from agentrun.storage.machines import (
+    EntryKind,
+    HistoryRecord,
+    InstanceRecord,
+    InstanceState,
+    MachineBatch,
+    MachineStore,
+    TimerRecord,
+    copy_instance,
+    machine_store_for,
+)
+from agentrun.storage.records import ExecutionState
+
+if TYPE_CHECKING:
+    from agentrun.engine.engine import Engine
+
+log = logging.getLogger("agentrun.engine.machine")
+
+DEFAULT_TENANT = "default"
+_ACTIVE = InstanceState.ACTIVE
+
+
+class Instance:
+    """The live state of one instance in this process."""
+
+    __slots__ = ("id", "plan", "record", "busy", "queue", "event_ids", "draining")
+
+    def __init__(self, plan: MachinePlan, record: InstanceRecord, event_ids: dict[str, Any]) -> None:
+        self.id = record.id
+        self.plan = plan
+        # Never mutated: each event replaces it (the store and callers may hold the old one).
+        self.record = record
+        self.busy = False
+        self.queue: deque[tuple[Event, asyncio.Future[Any]]] = deque()
+        # event id -> (entry, instance after it), or a future while the event is queued/handled.
+        self.event_ids = event_ids
+        self.draining = False
+
+
+class MachineEngine:
+    def __init__(
+        self,
+        engine: Engine,
+        store: MachineStore | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store if store is not None else machine_store_for(engine.store)
+        self.clock = clock or engine.clock
+        self.secrets = engine.secrets
+        self.rng = random.Random()
+        self.hub = Hub()
+        self.stepper = Stepper(self)
+        self._instances: dict[str, Instance] = {}
+        self._loading: dict[str, asyncio.Future[Instance]] = {}
+        self._plans: dict[tuple[str, str, int], MachinePlan] = {}
+        self._timers: dict[str, dict[str, asyncio.TimerHandle]] = {}
+        self._children: dict[str, asyncio.Task[None]] = {}
+        self._final: dict[str, list[asyncio.Future[InstanceRecord]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._submit = getattr(self.store, "submit", None)
+        self._started = False
+        self._stopping = False
+        # The DAG runtime reaches state machines through the engine (a `workflow` node).
+        engine.machines = self  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Re-arms every stored timer and waits again for every invoked execution."""
+        if self._started:
+            return
+        self._started = True
+        await self.store.open()
+        for timer in await self.store.list_timers():
+            self._arm(timer)
+        for record in await self.store.list_invoking():
+            if record.invoke_execution:
+                self._watch_child(record.id, record.invoke_execution, record.tenant)
+
+    async def stop(self) -> None:
+        """Stops timers and waits on children (their rows stay: the next start re-arms them)
+        and flushes pending commits."""
+        self._stopping = True
+        for handles in self._timers.values():
+            for handle in handles.values():
+                handle.cancel()
+        self._timers.clear()
+        tasks = [*self._children.values(), *self._tasks]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._children.clear()
+        await self.store.close()
+
+    # ------------------------------------------------------------------ plans
+    async def _plan(self, tenant: str, workflow: str, version: int | None) -> tuple[Any, MachinePlan]:
+        wf = await self.engine.get_workflow(workflow, tenant=tenant, version=version)
+        return wf, self._plan_of(wf)
+
+    def _plan_of(self, wf: Any) -> MachinePlan:
+        key = (wf.tenant, wf.name, wf.version)
+        plan = self._plans.get(key)
+        if plan is None:
+            cached = getattr(self.engine, "_plans", {}).get(key)
+            if getattr(cached, "is_machine", False):
+                plan = cached
+            else:
+                from agentrun.engine.engine import spec_from_stored
+
+                spec = spec_from_stored(wf.spec)
+                if spec.mode != spec.MODE_STATE_MACHINE:
+                    raise InvalidInput(
+                        [Diagnostic("workflow", f"workflow {wf.name!r} is a DAG; start it with StartExecution")]
+                    )
+                plan = compile_machine(spec, tools=self.engine.tools, agents=self.engine.agents)
+            self._plans[key] = plan
+        return plan
+
+    async def is_machine(self, workflow: str, *, tenant: str = DEFAULT_TENANT, version: int | None = None) -> bool:
+        """Whether `workflow` names a state machine (for the DAG `workflow` node)."""
+        try:
+            wf = await self.engine.get_workflow(workflow, tenant=tenant, version=version)
+        except WorkflowNotFound:
+            return False
+        return (wf.spec or {}).get("mode") in ("MODE_STATE_MACHINE", 2)
+
+    # ------------------------------------------------------------------ instances
+    async def create_instance(
+        self,
+        workflow: str,
+        input: Any = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        version: int | None = None,
+        request_id: str | None = None,
+        data: dict[str, Any] | None = None,
+        instance_id: str | None = None,
+        parent: tuple[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> InstanceRecord:
+        """Creates an instance in the machine's initial state (its entry actions run, its timers
+        are armed, its invoke starts). A repeated `request_id` with the same payload returns
+        the first instance; with another payload, AlreadyExists."""
+        from agentrun.engine.engine import _validate_input, new_execution_id
+
+        self._check_open()
+        wf, plan = await self._plan(tenant, workflow, version)
+        input = {} if input is None else input
+        if plan.input_schema is not None:
+            _validate_input(input, plan.input_schema)
+        if data is not None and not isinstance(data, dict):
+            raise InvalidInput([Diagnostic("data", "must be an object")])
+        request_hash = None
+        if request_id:
+            payload = json.dumps(
+                {"workflow": workflow, "version": version or 0, "input": input, "data": data},
+                sort_keys=True, default=str,
+            )
+            request_hash = hashlib.sha256(payload.encode()).hexdigest()
+        now = self.clock()
+        record = InstanceRecord(
+            id=instance_id or new_execution_id(self.clock),
+            tenant=tenant,
+            workflow=wf.name,
+            version=wf.version,
+            state=_ACTIVE,
+            current=plan.initial,
+            data={**plan.data, **(data or {})},
+            input=input,
+            created_at=now,
+            updated_at=now,
+            request_id=request_id or None,
+            request_hash=request_hash,
+            parent_id=parent[0] if parent else None,
+            parent_node=parent[1] if parent else None,
+            labels=dict(labels or {}),
+        )
+        work = Work(record, now)
+        work.seq = 1
+        entry = work.add(
+            HistoryRecord(record.id, 1, EntryKind.CREATED, now, "create", None, data, "", plan.initial, None,
+                          None, None, _ACTIVE)
+        )
+        await self.stepper.enter_initial(plan, work, entry)
+        first = work.snapshot()
+        stored, created = await self.store.create_instance(first, work.entries, work.timers or ())
+        if not created:
+            if stored.request_hash != request_hash:
+                raise AlreadyExists(f"request_id {request_id!r} was used for a different request", request_id=request_id)
+            for child in work.stop_invoke + ([work.start_invoke] if work.start_invoke else []):
+                self._cancel_child(child, tenant)
+            return stored
+        inst = Instance(plan, first, {})
+        self._instances[first.id] = inst
+        self._after_commit(inst, work)
+        return copy_instance(first)
+
+    async def get_instance(self, instance_id: str, *, tenant: str = DEFAULT_TENANT) -> InstanceRecord:
+        record = await self.store.get_instance(instance_id)
+        if record is None or record.tenant != tenant:
+            raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
+        return record
+
+    async def list_instances(
+        self,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        limit: int = 100,
+        after_id: str | None = None,
+        workflow: str | None = None,
+        states: Sequence[InstanceState] = (),
+        current: str | None = None,
+    ) -> list[InstanceRecord]:
+        return await self.store.list_instances(
+            tenant, limit=limit, after_id=after_id, workflow=workflow, states=states, current=current
+        )
+
+    async def list_history(
+        self, instance_id: str, *, tenant: str = DEFAULT_TENANT, after_sequence: int = 0, limit: int = 1000
+    ) -> list[HistoryRecord]:
+        await self.get_instance(instance_id, tenant=tenant)
+        return await self.store.list_history(instance_id, after_sequence=after_sequence, limit=limit)
+
+    async def available_events(
+        self, instance_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> tuple[InstanceRecord, list[str]]:
+        """The instance and the events its current state accepts (none once it ended)."""
+        record = await self.get_instance(instance_id, tenant=tenant)
+        if record.state is not _ACTIVE:
+            return record, []
+        wf = await self.engine.store.get_workflow(record.tenant, record.workflow, record.version, include_deleted=True)
+        if wf is None:
+            return record, []
+        plan = self._plan_of(wf)
+        state = plan.states.get(record.current)
+        return record, list(state.events) if state is not None else []
+
+    # ------------------------------------------------------------------ events
+    async def send_event(
+        self,
+        instance_id: str,
+        event: str,
+        data: Any = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        event_id: str | None = None,
+    ) -> tuple[InstanceRecord, HistoryRecord]:
+        """Handles one event; returns the instance after it and the history entry recording it.
+
+        EventNotAccepted when the current state does not handle it (recorded all the same);
+        IllegalTransition once the instance ended; the same `event_id` is applied once (a
+        repeat returns the first result, or AlreadyExists when its name or data differ)."""
+        inst = self._instances.get(instance_id)
+        if inst is None or inst.record.tenant != tenant:
+            inst = await self._load(instance_id, tenant)
+        if event_id:
+            known = inst.event_ids.get(event_id)
+            if known is not None:
+                return await self._repeat(inst, known, event, data, event_id)
+        if inst.record.state is not _ACTIVE:
+            raise IllegalTransition(
+                f"instance {instance_id} is {inst.record.state.value}; it takes no events",
+                current_state=inst.record.state.value,
+                name=f"instances/{instance_id}",
+            )
+        ev = Event(event, event_id, data)
+        if event_id:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_consume)
+            inst.event_ids[event_id] = (event, data, future)
+        result = await self._dispatch(inst, ev)
+        return self._answer(inst, ev, result)
+
+    async def _repeat(
+        self, inst: Instance, known: Any, event: str, data: Any, event_id: str
+    ) -> tuple[InstanceRecord, HistoryRecord]:
+        if isinstance(known, int):  # loaded from the store: only the sequence is at hand
+            entries = await self.store.list_history(inst.id, after_sequence=known - 1, limit=1)
+            entry = entries[0]
+            known = (entry.event, entry.event_data, (entry, inst.record))
+            inst.event_ids[event_id] = known
+        name, first_data, outcome = known
+        if name != event or first_data != data:
+            raise AlreadyExists(f"event id {event_id!r} was used for a different event", event_id=event_id)
+        if isinstance(outcome, asyncio.Future):
+            outcome = await asyncio.shield(outcome)
+        entry, record = outcome
+        return self._answer(inst, Event(event, event_id, data), (entry, record))
+
+    def _answer(self, inst: Instance, ev: Event, result: Any) -> tuple[InstanceRecord, HistoryRecord]:
+        entry, record = result
+        if entry.kind is EntryKind.REJECTED:
+            accepted = inst.plan.states[entry.from_state].events
+            raise EventNotAccepted(
+                f"state {entry.from_state!r} does not accept event {ev.name!r}; it accepts: "
+                + (", ".join(accepted) or "nothing"),
+                instance=inst.id,
+                event=ev.name,
+                current=entry.from_state,
+                accepted=accepted,
+                sequence=entry.sequence,
+            )
+        return record, entry
+
+    async def cancel_instance(
+        self, instance_id: str, *, tenant: str = DEFAULT_TENANT, reason: str = "cancelled by request"
+    ) -> InstanceRecord:
+        inst = self._instances.get(instance_id)
+        if inst is None or inst.record.tenant != tenant:
+            inst = await self._load(instance_id, tenant)
+        if inst.record.state is not _ACTIVE:
+            raise IllegalTransition(
+                f"instance {instance_id} is {inst.record.state.value}",
+                current_state=inst.record.state.value,
+                name=f"instances/{instance_id}",
+            )
+        result = await self._dispatch(inst, Event("cancel", None, reason, source="cancel"))
+        return result[1] if result is not None else inst.record
+
+    # ------------------------------------------------------------------ the loop per instance
+    async def _dispatch(self, inst: Instance, ev: Event) -> Any:
+        if inst.busy:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            inst.queue.append((ev, future))
+            return await future
+        inst.busy = True
+        try:
+            return await self._handle(inst, ev)
+        finally:
+            if inst.queue:
+                self._spawn(self._drain(inst))
+            else:
+                inst.busy = False
+
+    async def _drain(self, inst: Instance) -> None:
+        try:
+            while inst.queue:
+                ev, future = inst.queue.popleft()
+                try:
+                    result = await self._handle(inst, ev)
+                except asyncio.CancelledError:
+                    if not future.done():
+                        future.cancel()
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - handed to the sender
+                    if not future.done():
+                        future.set_exception(exc)
+                else:
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            for ev, future in inst.queue:
+                if not future.done():
+                    future.set_exception(ShuttingDown("the instance stopped taking events"))
+            inst.queue.clear()
+            inst.busy = False
+
+    async def _handle(self, inst: Instance, ev: Event) -> Any:
+        """Handles one event to the end: process, apply, commit, then what follows a commit."""
+        record = inst.record
+        if self._instances.get(inst.id) is not inst:
+            # Evicted after a failed commit: the store holds the truth; reload and go on.
+            fresh = await self._load(inst.id, record.tenant)
+            return await self._handle_on(fresh, ev)
+        return await self._handle_on(inst, ev)
+
+    async def _handle_on(self, inst: Instance, ev: Event) -> Any:
+        record = inst.record
+        if record.state is not _ACTIVE:
+            if ev.source == "external" or ev.source == "cancel":
+                self._forget_id(inst, ev)
+                raise IllegalTransition(
+                    f"instance {inst.id} is {record.state.value}; it takes no events",
+                    current_state=record.state.value,
+                    name=f"instances/{inst.id}",
+                )
+            return None
+        work = Work(record, self.clock())
+        try:
+            entry = await self.stepper.process(inst.plan, work, ev)
+        except BaseException:
+            self._forget_id(inst, ev)
+            raise
+        if entry is None:
+            return None
+        snapshot = work.snapshot()
+        inst.record = snapshot
+        batch = MachineBatch(snapshot, work.entries, work.timers, work.fired)
+        outcome = (entry, snapshot)
+        submit = self._submit
+        try:
+            if submit is None:
+                await self.store.commit(batch)
+            else:
+                future = submit(batch)
+                try:
+                    await asyncio.shield(future)
+                except asyncio.CancelledError:
+                    # The batch is queued and will be written (or fail): finish the event then.
+                    future.add_done_callback(lambda f, i=inst, w=work, e=ev, o=outcome: self._late(f, i, w, e, o))
+                    raise
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._evict(inst, exc)
+            self._forget_id(inst, ev)
+            raise
+        self._settle(inst, work, ev, outcome)
+        return outcome
+
+    def _late(self, future: asyncio.Future[None], inst: Instance, work: Work, ev: Event, outcome: Any) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self._evict(inst, future.exception() if not future.cancelled() else None)
+            self._forget_id(inst, ev)
+            return
+        self._settle(inst, work, ev, outcome)
+
+    def _settle(self, inst: Instance, work: Work, ev: Event, outcome: Any) -> None:
+        if ev.id and ev.source == "external":
+            known = inst.event_ids.get(ev.id)
+            if known is not None and isinstance(known[2], asyncio.Future):
+                if not known[2].done():
+                    known[2].set_result(outcome)
+                inst.event_ids[ev.id] = (known[0], known[1], outcome)
+        self._after_commit(inst, work)
+
+    def _forget_id(self, inst: Instance, ev: Event) -> None:
+        if ev.id and ev.source == "external":
+            known = inst.event_ids.get(ev.id)
+            if known is not None and isinstance(known[2], asyncio.Future):
+                del inst.event_ids[ev.id]
+                if not known[2].done():
+                    known[2].cancel()
+
+    def _evict(self, inst: Instance, exc: BaseException | None) -> None:
+        log.warning("instance %s: commit failed (%r); reloading it from the store", inst.id, exc)
+        if self._instances.get(inst.id) is inst:
+            del self._instances[inst.id]
+        self._drop_timers(inst.id)
+
+    def _after_commit(self, inst: Instance, work: Work) -> None:
+        """Durable now: publish, move timers, start or stop children, wake waiters."""
+        self.hub.publish(inst.id, work.entries)
+        if work.timers is not None:
+            self._drop_timers(inst.id)
+            for timer in work.timers:
+                self._arm(timer)
+        elif work.fired is not None:
+            handles = self._timers.get(inst.id)
+            if handles is not None:
+                handles.pop(work.fired, None)
+        record = inst.record
+        for child in work.stop_invoke:
+            self._cancel_child(child, record.tenant)
+        if work.start_invoke is not None:
+            self._watch_child(inst.id, work.start_invoke, record.tenant)
+        if work.invoke_failed is not None and record.invoke_execution:
+            ev = Event(INVOKE_ERROR, None, work.invoke_failed, source="invoke", ref=record.invoke_execution, failed=True)
+            self._spawn(self._internal(inst.id, record.tenant, ev))
+        if record.state is not _ACTIVE:
+            for future in self._final.pop(inst.id, []):
+                if not future.done():
+                    future.set_result(record)
+
+    # ------------------------------------------------------------------ loading
+    async def _load(self, instance_id: str, tenant: str | None) -> Instance:
+        """The live instance, loaded from the store if needed; `tenant` None: any tenant's."""
+        inst = self._instances.get(instance_id)
+        if inst is not None:
+            if tenant is not None and inst.record.tenant != tenant:
+                raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
+            return inst
+        pending = self._loading.get(instance_id)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[instance_id] = pending
+            try:
+                record = await self.store.get_instance(instance_id)
+                if record is None:
+                    raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
+                wf = await self.engine.store.get_workflow(
+                    record.tenant, record.workflow, record.version, include_deleted=True
+                )
+                if wf is None:
+                    raise InstanceNotFound(f"instance {instance_id!r}: its workflow is gone", instance=instance_id)
+                plan = self._plan_of(wf)
+                ids: dict[str, Any] = dict(await self.store.event_ids(instance_id))
+                inst = Instance(plan, record, ids)
+                self._instances[instance_id] = inst
+                if record.state is _ACTIVE and instance_id not in self._timers:
+                    for timer in await self.store.list_timers():
+                        if timer.instance_id == instance_id:
+                            self._arm(timer)
+                pending.set_result(inst)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: nobody else may be waiting
+            finally:
+                del self._loading[instance_id]
+        inst = await asyncio.shield(pending)
+        if tenant is not None and inst.record.tenant != tenant:
+            raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
+        return inst
+
+    # ------------------------------------------------------------------ timers
+    def _arm(self, timer: TimerRecord) -> None:
+        if self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, timer.fire_at - self.clock())
+        handle = loop.call_later(delay, self._fire, timer)
+        self._timers.setdefault(timer.instance_id, {})[timer.key] = handle
+
+    def _drop_timers(self, instance_id: str) -> None:
+        for handle in self._timers.pop(instance_id, {}).values():
+            handle.cancel()
+
+    def _fire(self, timer: TimerRecord) -> None:
+        handles = self._timers.get(timer.instance_id)
+        if handles is not None:
+            handles.pop(timer.key, None)
+        self._spawn(self._fire_timer(timer))
+
+    async def _fire_timer(self, timer: TimerRecord) -> None:
+        try:
+            inst = await self._load(timer.instance_id, None)
+        except InstanceNotFound:
+            return
+        tenant = inst.record.tenant
+        state = inst.plan.states.get(timer.state)
+        name = state.after[timer.index].event if state is not None and timer.index < len(state.after) else "after"
+        ev = Event(name, None, None, source="timer", ref=timer.key, index=timer.index)
+        await self._internal(timer.instance_id, tenant, ev)
+
+    async def _internal(self, instance_id: str, tenant: str, ev: Event) -> None:
+        """An engine event (timer, invoke result): retried while the store is unavailable."""
+        delay = 0.2
+        while not self._stopping:
+            try:
+                inst = await self._load(instance_id, tenant)
+                await self._dispatch(inst, ev)
+                return
+            except (IllegalTransition, InstanceNotFound):
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the store holds the event's cause; retry
+                log.warning("instance %s: %s failed (%r); retrying", instance_id, ev.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+    # ------------------------------------------------------------------ invoked workflows
+    async def start_child(
+        self, record: InstanceRecord, child_id: str, workflow: str, version: int, child_input: Any, state: str
+    ) -> None:
+        """Starts the DAG a state's `invoke` runs; its id is derived from the entry that entered
+        the state, so an event handled again (after a crash) finds the same child."""
+        if await self.engine.store.get_execution(child_id) is not None:
+            return
+        try:
+            await self.engine.start_execution(
+                workflow,
+                child_input,
+                tenant=record.tenant,
+                version=version or None,
+                execution_id=child_id,
+                parent=(record.id, f"invoke:{state}"),
+            )
+        except WorkflowNotFound as exc:
+            raise ToolFailure("tool_error", exc.message) from None
+        except InvalidInput as exc:
+            raise ToolFailure("invalid_args", exc.message) from None
+        except ValueError:  # started concurrently by a replay of the same event
+            if await self.engine.store.get_execution(child_id) is None:
+                raise
+
+    def _watch_child(self, instance_id: str, child_id: str, tenant: str) -> None:
+        if self._stopping:
+            return
+        old = self._children.pop(instance_id, None)
+        if old is not None:
+            old.cancel()
+        task = asyncio.get_running_loop().create_task(self._await_child(instance_id, child_id, tenant))
+        self._children[instance_id] = task
+        task.add_done_callback(lambda t, i=instance_id: self._children.pop(i, None) if self._children.get(i) is t else None)
+
+    async def _await_child(self, instance_id: str, child_id: str, tenant: str) -> None:
+        try:
+            final = await self.engine.wait(child_id)
+        except ExecutionNotFound:
+            ev = Event(INVOKE_ERROR, None, error_dict("internal", f"invoked execution {child_id} is gone"),
+                       source="invoke", ref=child_id, failed=True)
+        else:
+            if final.state is ExecutionState.SUCCEEDED:
+                ev = Event(INVOKE_DONE, None, final.output, source="invoke", ref=child_id)
+            else:
+                err = dict(final.error or {})
+                err.setdefault("type", "tool_error")
+                err.setdefault("message", f"execution {child_id} ended {final.state.value}")
+                err.setdefault("details", {})
+                err["execution"] = child_id
+                err["execution_state"] = final.state.value
+                ev = Event(INVOKE_ERROR, None, err, source="invoke", ref=child_id, failed=True)
+        # Handled outside this task: leaving the state cancels the task, not the event.
+        self._spawn(self._internal(instance_id, tenant, ev))
+
+    def _cancel_child(self, child_id: str, tenant: str) -> None:
+        for instance_id, task in list(self._children.items()):
+            if child_id.startswith(instance_id + "."):
+                task.cancel()
+
+        async def cancel() -> None:
+            with contextlib.suppress(IllegalTransition, ExecutionNotFound, ShuttingDown):
+                await self.engine.cancel(child_id, tenant=tenant)
+
+        if not self._stopping:
+            self._spawn(cancel())
+
+    async def run_action_workflow(
+        self, record: InstanceRecord, child_id: str, workflow: str, version: int, child_input: Any
+    ) -> Any:
+        """An action `{workflow: ...}`: runs a DAG to its end and returns its output."""
+        if await self.engine.store.get_execution(child_id) is None:
+            try:
+                await self.engine.start_execution(
+                    workflow, child_input, tenant=record.tenant, version=version or None,
+                    execution_id=child_id, parent=(record.id, "action"),
+                )
+            except WorkflowNotFound as exc:
+                raise ToolFailure("tool_error", exc.message) from None
+            except InvalidInput as exc:
+                raise ToolFailure("invalid_args", exc.message) from None
+        final = await self.engine.wait(child_id)
+        if final.state is ExecutionState.SUCCEEDED:
+            return final.output
+        err = final.error or {}
+        raise ToolFailure(err.get("type") or "tool_error",
+                          f"execution {child_id} ended {final.state.value}: {err.get('message', '')}".strip(),
+                          details={"execution": child_id})
+
+    # ------------------------------------------------------------------ DAG hook
+    async def run_child(
+        self, *, parent_id: str, key: str, attempt: int, workflow: str, version: int | None, input: Any, tenant: str
+    ) -> Any:
+        """A DAG `workflow` node naming a state machine: creates the instance (its id derived
+        from the node's, so a resumed attempt attaches to the same one), waits for a final
+        state and returns `{state, data}`; an instance that FAILED or was CANCELLED fails the node."""
+        instance_id = f"{parent_id}.{key.replace('[', '-').replace(']', '')}.{attempt}"
+        if await self.store.get_instance(instance_id) is None:
+            try:
+                await self.create_instance(
+                    workflow, input, tenant=tenant, version=version or None, instance_id=instance_id,
+                    parent=(parent_id, key),
+                )
+            except WorkflowNotFound as exc:
+                raise ToolFailure("tool_error", exc.message) from None
+            except InvalidInput as exc:
+                raise ToolFailure("invalid_args", exc.message) from None
+            except ValueError:
+                if await self.store.get_instance(instance_id) is None:
+                    raise
+        try:
+            final = await self.wait_final(instance_id)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self.cancel_instance(instance_id, tenant=tenant, reason="its parent node was cancelled")
+            raise
+        if final.state is InstanceState.COMPLETED:
+            return {"state": final.current, "data": final.data}
+        err = final.error or {}
+        raise ToolFailure(
+            err.get("type") or "tool_error",
+            f"state machine instance {instance_id} ended {final.state.value}: {err.get('message', '')}".strip(),
+            details={"instance": instance_id, "state": final.current},
+        )
+
+    async def wait_final(self, instance_id: str, timeout: float | None = None) -> InstanceRecord:
+        """Returns the instance once it is COMPLETED, FAILED or CANCELLED."""
+        inst = self._instances.get(instance_id)
+        record = inst.record if inst is not None else await self.store.get_instance(instance_id)
+        if record is None:
+            raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
+        if record.state is not _ACTIVE:
+            return copy_instance(record)
+        future: asyncio.Future[InstanceRecord] = asyncio.get_running_loop().create_future()
+        self._final.setdefault(instance_id, []).append(future)
+        return copy_instance(await asyncio.wait_for(future, timeout))
+
+    # ------------------------------------------------------------------ watching
+    async def watch(
+        self, instance_id: str, *, tenant: str = DEFAULT_TENANT, after_sequence: int = 0
+    ) -> AsyncIterator[HistoryRecord]:
+        """The stored history after `after_sequence`, then live entries; each once, in order;
+        ends after the entry that ends the instance."""
+        await self.get_instance(instance_id, tenant=tenant)
+        sub = self.hub.subscribe(instance_id)
+        last = after_sequence
+        try:
+            while True:
+                sub.overflowed = False
+                sub.buffer.clear()
+                while True:
+                    page = await self.store.list_history(instance_id, after_sequence=last, limit=500)
+                    for entry in page:
+                        last = entry.sequence
+                        yield entry
+                        if entry.instance_state is not _ACTIVE:
+                            return
+                    if len(page) < 500:
+                        break
+                record = await self.store.get_instance(instance_id)
+                if record is not None and record.state is not _ACTIVE and record.last_sequence <= last:
+                    return
+                while True:
+                    await sub.wait()
+                    if sub.overflowed:
+                        break
+                    gap = False
+                    while sub.buffer:
+                        entry = sub.buffer.popleft()
+                        if entry.sequence <= last:
+                            continue
+                        if entry.sequence != last + 1:
+                            gap = True
+                            break
+                        last = entry.sequence
+                        yield entry
+                        if entry.instance_state is not _ACTIVE:
+                            return
+                    if gap:
+                        sub.buffer.clear()
+                        break
+        finally:
+            sub.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _check_open(self) -> None:
+        if self._stopping or getattr(self.engine, "draining", False):
+            raise ShuttingDown("the server is shutting down and takes no new work")
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

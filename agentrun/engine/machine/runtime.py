@@ -1,0 +1,467 @@
+"""How one event changes one instance: guards, exit actions, transition actions, assign, entry
+actions, timers and invokes, as FORMAT.md's "State machines" section defines them.
+
+`Stepper.process` works on a `Work`: a scratch copy of the instance's state. Nothing of the
+instance changes until the whole event was handled; then the façade (`engine.py`) applies the
+work, commits one batch and publishes the history entries. So an event is applied entirely or
+not at all: a crash (or a cancelled caller) while an action runs leaves the instance as it was,
+and the event is handled again when it comes again (a client retries with the same event id;
+timers and invoke completions come again by themselves after a restart).
+
+Order within an event (the transition from S to T):
+  1. guards of the event's transitions, in order; the first that holds wins (none: NO_TRANSITION)
+  2. S's exit actions (only when leaving: T != S, or `reenter`)
+  3. the transition's actions
+  4. `assign` (every value sees the data as it was before the assign)
+  5. T's entry actions (only when entering), then T's timers are armed and its invoke started
+An action failure (after its retries) stops there: the state's `on_error` transition is taken
+(event `action:error`, `event.data` the error), from S if the failure came before the move and
+from T if it came in T's entry actions; without `on_error`, or when the `on_error` transition
+fails too, the instance ends FAILED. A guard or assign that fails to evaluate is such a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+
+from agentrun.engine.expressions import ExpressionError
+from agentrun.engine.machine.plan import (
+    ACTION_ERROR,
+    INVOKE_ERROR,
+    ActionPlan,
+    MachinePlan,
+    StatePlan,
+    TransitionPlan,
+)
+from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
+from agentrun.storage.machines import EntryKind, HistoryRecord, InstanceRecord, InstanceState, TimerRecord
+
+if TYPE_CHECKING:
+    from agentrun.engine.machine.engine import MachineEngine
+
+ACTIVE = InstanceState.ACTIVE
+_TRANSITION = EntryKind.TRANSITION
+
+
+def error_dict(type_: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": type_, "message": message, "details": details or {}}
+
+
+class ActionFailed(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message", ""))
+        self.error = error
+
+
+@dataclass(slots=True)
+class Event:
+    name: str
+    id: str | None
+    data: Any
+    # external | timer | invoke | cancel
+    source: str = "external"
+    # timer: its key; invoke: the child execution it reports on
+    ref: str | None = None
+    # timer: its index in the state's `after`
+    index: int = 0
+    # invoke: whether the child failed
+    failed: bool = False
+
+
+class Work:
+    """The instance's state while an event is handled; applied only once the event is done."""
+
+    __slots__ = (
+        "record", "current", "data", "state", "entry_sequence", "seq", "entries", "timers", "fired",
+        "invoke", "error", "start_invoke", "stop_invoke", "invoke_failed", "now",
+    )
+
+    def __init__(self, record: InstanceRecord, now: float) -> None:
+        self.record = record
+        self.current = record.current
+        self.data = record.data
+        self.state = record.state
+        self.entry_sequence = record.entry_sequence
+        self.seq = record.last_sequence
+        self.entries: list[HistoryRecord] = []
+        # None: unchanged; a list: the instance's timers from now on.
+        self.timers: list[TimerRecord] | None = None
+        self.fired: str | None = None
+        self.invoke = record.invoke_execution
+        self.error: dict[str, Any] | None = None
+        # Child executions to wait for / to cancel once the batch is committed.
+        self.start_invoke: str | None = None
+        self.stop_invoke: list[str] = []
+        # The invoke could not start: its error, reported as an `invoke:error` event.
+        self.invoke_failed: dict[str, Any] | None = None
+        self.now = now
+
+    def add(self, entry: HistoryRecord) -> HistoryRecord:
+        self.entries.append(entry)
+        return entry
+
+    def snapshot(self) -> InstanceRecord:
+        r = self.record
+        return InstanceRecord(
+            r.id, r.tenant, r.workflow, r.version, self.state, self.current, self.data, r.input, r.created_at,
+            self.now, self.now if self.state is not ACTIVE else None, self.error, r.request_id, r.request_hash,
+            r.parent_id, r.parent_node, self.seq, self.entry_sequence, self.invoke, r.labels,
+        )
+
+
+class Stepper:
+    """Handles events for one MachineEngine; stateless beyond the engine it serves."""
+
+    def __init__(self, machines: MachineEngine) -> None:
+        self.m = machines
+        self.clock = machines.clock
+
+    # -- activations ----------------------------------------------------------------------
+    def activation(self, plan: MachinePlan, work: Work, event: dict[str, Any]) -> dict[str, Any]:
+        act = {"event": event, "data": work.data, "state": work.current, "input": work.record.input}
+        if plan.uses_secrets:
+            act["secrets"] = self.m.secrets
+        return act
+
+    # -- one event --------------------------------------------------------------------------
+    async def process(self, plan: MachinePlan, work: Work, ev: Event) -> HistoryRecord | None:
+        """Handles `ev`; returns the entry that answers its sender (None: a stale timer or
+        invoke completion, ignored)."""
+        state = plan.states[work.current]
+        view = {"name": ev.name, "id": ev.id, "data": ev.data}
+        source = ev.source
+        if source == "external":
+            transitions = state.on.get(ev.name)
+            if transitions is None:
+                return work.add(self._entry(work, EntryKind.REJECTED, ev, work.current, None))
+        elif source == "timer":
+            if work.entry_sequence != int((ev.ref or "0:0").split(":", 1)[0]) or ev.index >= len(state.after):
+                return None
+            work.fired = ev.ref
+            transitions = (state.after[ev.index].transition,)
+        elif source == "invoke":
+            if ev.ref != work.invoke:
+                return None
+            work.invoke = None
+            if ev.failed:
+                if not state.on_error:
+                    entry = work.add(self._entry(work, EntryKind.ABORTED, ev, work.current, None))
+                    self._fail(work, ev.data if isinstance(ev.data, dict) else error_dict("tool_error", str(ev.data)))
+                    return entry
+                transitions = state.on_error
+            else:
+                transitions = state.on_done
+                if not transitions:
+                    return work.add(self._entry(work, EntryKind.NO_TRANSITION, ev, work.current, None))
+        elif source == "cancel":
+            entry = work.add(self._entry(work, EntryKind.CANCELLED, ev, work.current, None))
+            self._end(work, InstanceState.CANCELLED)
+            work.error = error_dict("cancelled", ev.data or "cancelled by request")
+            entry.instance_state = work.state
+            return entry
+        else:  # pragma: no cover
+            raise AssertionError(source)
+        act = self.activation(plan, work, view)
+        try:
+            chosen = _choose(transitions, act)
+        except ExpressionError as exc:
+            entry = work.add(self._entry(work, EntryKind.ABORTED, ev, work.current, None))
+            err = error_dict("expression_error", exc.message, {"path": exc.path})
+            entry.error = err
+            await self._failure(plan, work, ev, err, exited=False, handling_error=False)
+            return entry
+        if chosen is None:
+            return work.add(self._entry(work, EntryKind.NO_TRANSITION, ev, work.current, None))
+        return await self._take(plan, work, ev, view, act, chosen, handling_error=False, skip_exit=False)
+
+    async def _take(
+        self,
+        plan: MachinePlan,
+        work: Work,
+        ev: Event,
+        view: dict[str, Any],
+        act: dict[str, Any],
+        t: TransitionPlan,
+        *,
+        handling_error: bool,
+        skip_exit: bool,
+    ) -> HistoryRecord:
+        source = work.current
+        target = t.target or source
+        leaving = target != source or t.reenter
+        results: list[dict[str, Any]] = []
+        exited = False
+        try:
+            if leaving and not skip_exit:
+                exited = True
+                for action in plan.states[source].exit:
+                    await self._action(work, action, act, results, source)
+            for action in t.actions:
+                await self._action(work, action, act, results, source)
+            assigned = None
+            if t.assign:
+                assigned = {key: value.evaluate(act) for key, value in t.assign}
+        except (ActionFailed, ExpressionError) as exc:
+            err = exc.error if isinstance(exc, ActionFailed) else error_dict(
+                "expression_error", exc.message, {"path": exc.path})
+            entry = work.add(self._entry(work, EntryKind.ABORTED, ev, source, t.index, results))
+            entry.error = err
+            await self._failure(plan, work, ev, err, exited=exited or skip_exit, handling_error=handling_error)
+            return entry
+        if assigned is not None:
+            work.data = {**work.data, **assigned}
+        entry = work.add(self._entry(work, _TRANSITION, ev, target, t.index, results or None))
+        entry.assigned = assigned
+        if not leaving:
+            return entry
+        entry.reentered = target == source
+        if work.invoke is not None:
+            work.stop_invoke.append(work.invoke)
+            work.invoke = None
+        await self._enter(plan, work, plan.states[target], entry, view, results, handling_error)
+        return entry
+
+    async def enter_initial(self, plan: MachinePlan, work: Work, entry: HistoryRecord) -> None:
+        """Creation: the instance enters its initial state (entry actions, timers, invoke)."""
+        view = {"name": entry.event, "id": None, "data": entry.event_data}
+        results: list[dict[str, Any]] = []
+        await self._enter(plan, work, plan.states[plan.initial], entry, view, results, False)
+
+    async def _enter(
+        self,
+        plan: MachinePlan,
+        work: Work,
+        state: StatePlan,
+        entry: HistoryRecord,
+        view: dict[str, Any],
+        results: list[dict[str, Any]],
+        handling_error: bool,
+    ) -> None:
+        work.current = state.name
+        work.entry_sequence = entry.sequence
+        now = work.now
+        work.timers = [
+            TimerRecord(work.record.id, f"{entry.sequence}:{timer.index}", state.name, timer.index, now + timer.delay)
+            for timer in state.after
+        ]
+        act = self.activation(plan, work, view)
+        if state.entry:
+            try:
+                for action in state.entry:
+                    await self._action(work, action, act, results, state.name)
+            except ActionFailed as exc:
+                entry.actions = results
+                entry.error = exc.error
+                await self._failure(plan, work, Event(entry.event, entry.event_id, entry.event_data), exc.error,
+                                    exited=False, handling_error=handling_error)
+                return
+            entry.actions = results
+        if state.final:
+            self._end(work, InstanceState.COMPLETED)
+            entry.instance_state = work.state
+            return
+        if state.invoke is not None:
+            await self._start_invoke(work, state, act, entry.sequence)
+
+    async def _start_invoke(self, work: Work, state: StatePlan, act: dict[str, Any], sequence: int) -> None:
+        invoke = state.invoke
+        assert invoke is not None
+        child_id = f"{work.record.id}.invoke.{sequence}"
+        work.invoke = child_id
+        try:
+            child_input = invoke.input.evaluate(act) if invoke.input is not None else {}
+            await self.m.start_child(work.record, child_id, invoke.workflow, invoke.version, child_input, state.name)
+        except ExpressionError as exc:
+            work.invoke_failed = error_dict("expression_error", exc.message, {"path": exc.path})
+        except ToolFailure as exc:
+            work.invoke_failed = error_dict(exc.type, exc.message, exc.details)
+        else:
+            work.start_invoke = child_id
+
+    async def _failure(
+        self, plan: MachinePlan, work: Work, ev: Event, err: dict[str, Any], *, exited: bool, handling_error: bool
+    ) -> None:
+        """An action (or guard, or assign) failed: the current state's `on_error`, or FAILED."""
+        where = plan.states[work.current]
+        if handling_error or not where.on_error:
+            self._fail(work, err)
+            return
+        name = INVOKE_ERROR if ev.source == "invoke" else ACTION_ERROR
+        error_event = Event(name, None, err, source="error")
+        view = {"name": name, "id": None, "data": err}
+        act = self.activation(plan, work, view)
+        try:
+            chosen = _choose(where.on_error, act)
+        except ExpressionError as exc:
+            self._fail(work, error_dict("expression_error", exc.message, {"path": exc.path}))
+            return
+        if chosen is None:
+            self._fail(work, err)
+            return
+        await self._take(plan, work, error_event, view, act, chosen, handling_error=True, skip_exit=exited)
+
+    def _fail(self, work: Work, err: dict[str, Any]) -> None:
+        work.error = {**err, "state": work.current}
+        self._end(work, InstanceState.FAILED)
+        if work.entries:
+            work.entries[-1].instance_state = InstanceState.FAILED
+            if work.entries[-1].error is None:
+                work.entries[-1].error = work.error
+
+    def _end(self, work: Work, state: InstanceState) -> None:
+        work.state = state
+        work.timers = []
+        if work.invoke is not None:
+            work.stop_invoke.append(work.invoke)
+            work.invoke = None
+
+    def _entry(
+        self,
+        work: Work,
+        kind: EntryKind,
+        ev: Event,
+        to_state: str,
+        index: int | None,
+        actions: list[dict[str, Any]] | None = None,
+    ) -> HistoryRecord:
+        work.seq += 1
+        return HistoryRecord(
+            work.record.id, work.seq, kind, work.now, ev.name, ev.id if ev.source == "external" else None,
+            ev.data, work.current, to_state, index, actions, None, work.state,
+        )
+
+    # -- actions ------------------------------------------------------------------------------
+    async def _action(
+        self, work: Work, action: ActionPlan, act: dict[str, Any], results: list[dict[str, Any]], state: str
+    ) -> None:
+        attempt = 0
+        started = self.clock()
+        retry = action.retry
+        while True:
+            attempt += 1
+            try:
+                value = await self._call(work, action, act, attempt, state)
+            except (ToolFailure, TimeoutError, ExpressionError, Exception) as exc:  # noqa: BLE001
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                err = _error_of(exc, action, attempt)
+                if retry.allows_retry(attempt, err["type"]):
+                    delay = retry.delay(attempt, self.m.rng)
+                    if err.get("retry_after"):
+                        delay = max(delay, float(err["retry_after"]))
+                    await asyncio.sleep(delay)
+                    continue
+                results.append(_result(action, state, attempt, started, self.clock(), False, err))
+                raise ActionFailed({**err, "details": {**err.get("details", {}), "action": action.path}}) from None
+            results.append(_result(action, state, attempt, started, self.clock(), True, value))
+            return
+
+    async def _call(self, work: Work, action: ActionPlan, act: dict[str, Any], attempt: int, state: str) -> Any:
+        step = action.step
+        record = work.record
+        ctx = CallContext(
+            execution_id=record.id,
+            node_id=f"{state}.{action.phase}[{action.index}]",
+            attempt=attempt,
+            idempotency_key=f"{record.id}/{work.seq + 1}/{action.path}",
+            tenant=record.tenant,
+            secrets=self.m.secrets,
+        )
+        call = self._invoke(step, act, ctx, record, work.seq + 1, action, attempt)
+        if action.timeout:
+            async with asyncio.timeout(action.timeout):
+                return await call
+        return await call
+
+    async def _invoke(
+        self, step: Any, act: dict[str, Any], ctx: CallContext, record: InstanceRecord, seq: int,
+        action: ActionPlan, attempt: int,
+    ) -> Any:
+        if step.kind == "tool":
+            args = step.args.evaluate(_only(act, step.args.names))
+            schema = step.tool.args_schema
+            if schema:
+                errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.path))
+                if errors:
+                    e = errors[0]
+                    where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.path)
+                    raise ToolFailure("invalid_args", f"args{where}: {e.message}", details={"field": f"args{where}"})
+            return await step.tool.call(args, ctx)
+        if step.kind == "agent":
+            request = AgentRequest(
+                model=step.model,
+                prompt=step.prompt.evaluate(_only(act, step.prompt.names)) if step.prompt else "",
+                system=step.system.evaluate(_only(act, step.system.names)) if step.system else "",
+                output_schema=step.output_schema,
+                tools=step.agent_tools,
+                max_turns=step.max_turns,
+                temperature=step.temperature,
+                max_tokens=step.max_tokens,
+            )
+            answer = await step.provider.complete(request, ctx)
+            if step.output_schema is not None:
+                try:
+                    jsonschema.validate(answer, step.output_schema)
+                except jsonschema.ValidationError as exc:
+                    raise ToolFailure("invalid_output", f"answer does not match output_schema: {exc.message}") from None
+            return answer
+        if step.kind == "pass":
+            return step.value.evaluate(_only(act, step.value.names))
+        if step.kind == "workflow":
+            child_input = step.workflow_input.evaluate(_only(act, step.workflow_input.names)) if step.workflow_input else {}
+            child_id = f"{record.id}.{seq}.{action.phase}{action.index}.{attempt}"
+            return await self.m.run_action_workflow(record, child_id, step.workflow, step.workflow_version, child_input)
+        raise AssertionError(step.kind)
+
+
+def _choose(transitions: tuple[TransitionPlan, ...], act: dict[str, Any]) -> TransitionPlan | None:
+    for t in transitions:
+        guard = t.guard
+        if guard is None:
+            return t
+        held = guard.evaluate(act)
+        if held is True:
+            return t
+        if held is not False:
+            raise ExpressionError(guard.path, f"a guard must yield a bool, not {type(held).__name__}")
+    return None
+
+
+def _only(act: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    return {n: act[n] for n in names if n in act}
+
+
+def _error_of(exc: BaseException, action: ActionPlan, attempt: int) -> dict[str, Any]:
+    if isinstance(exc, ToolFailure):
+        err = error_dict(exc.type, exc.message, exc.details)
+        if exc.retry_after is not None:
+            err["retry_after"] = exc.retry_after
+        return err
+    if isinstance(exc, TimeoutError):
+        return error_dict("timeout", f"attempt {attempt} timed out after {action.timeout}s")
+    if isinstance(exc, ExpressionError):
+        return error_dict("expression_error", exc.message, {"path": exc.path})
+    return error_dict("internal", f"{type(exc).__name__}: {exc}")
+
+
+def _result(
+    action: ActionPlan, state: str, attempts: int, started: float, ended: float, ok: bool, value: Any
+) -> dict[str, Any]:
+    out = {
+        "phase": action.phase,
+        "state": state,
+        "index": action.index,
+        "path": action.path,
+        "kind": action.step.kind,
+        "target": action.target,
+        "ok": ok,
+        "attempts": attempts,
+        "duration": round(ended - started, 6),
+    }
+    out["output" if ok else "error"] = value
+    return out
+

@@ -1,0 +1,145 @@
+"""State machine throughput: events/s for a 3-state cycle with a guard.
+
+    python benchmarks/state_machine.py [--events N] [--instances N] [--only memory|durable|grpc]
+
+- memory:  MachineEngine over the memory store, events sent by one driver coroutine per instance.
+- durable: SQLite with synchronous=FULL (every commit fsync'd), 100 instances receiving events
+           at once, so the store groups their commits.
+- grpc:    SendEvent calls from concurrent clients to a real server on 127.0.0.1 (durable store).
+Targets (issue 4): >= 200,000 events/s in memory, >= 8,000 durable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from agentrun.engine import Engine, load_workflow  # noqa: E402
+from agentrun.engine.machine import MachineEngine  # noqa: E402
+from agentrun.integrations import default_agents, default_tools  # noqa: E402
+
+CYCLE = """
+name: cycle
+mode: state_machine
+initial: a
+data: {limit: 1000000000}
+states:
+  a:
+    on:
+      NEXT:
+        - guard: "${{ event.data.n < data.limit }}"
+          target: b
+        - target: a
+  b: {on: {NEXT: c}}
+  c: {on: {NEXT: a}}
+"""
+
+
+async def _engine(store):
+    engine = Engine(store, tools=default_tools(), agents=default_agents())
+    await engine.start()
+    machines = MachineEngine(engine)
+    await machines.start()
+    await engine.create_workflow(load_workflow(CYCLE))
+    return engine, machines
+
+
+async def _drive(machines, instances: int, per_instance: int) -> float:
+    ids = [(await machines.create_instance("cycle")).id for _ in range(instances)]
+    payloads = [{"n": i} for i in range(per_instance)]
+
+    async def driver(instance_id: str) -> None:
+        send = machines.send_event
+        for data in payloads:
+            await send(instance_id, "NEXT", data)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(driver(i) for i in ids))
+    return instances * per_instance / (time.perf_counter() - started)
+
+
+async def memory(events: int) -> float:
+    from agentrun.storage.memory import MemoryStore
+
+    engine, machines = await _engine(MemoryStore())
+    await _drive(machines, 10, 2000)  # warm-up
+    rate = await _drive(machines, 100, max(1, events // 100))
+    await machines.stop()
+    await engine.stop(grace=0)
+    return rate
+
+
+async def durable(events: int, instances: int) -> float:
+    from agentrun.storage.sql import SqlStore
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = SqlStore(f"sqlite+aiosqlite:///{folder}/bench.db", synchronous="FULL")
+        await store.open()
+        engine, machines = await _engine(store)
+        await _drive(machines, instances, 20)  # warm-up
+        rate = await _drive(machines, instances, max(1, events // instances))
+        await machines.stop()
+        await engine.stop(grace=0)
+        await store.close()
+    return rate
+
+
+async def grpc_rate(events: int, instances: int) -> float:
+    from agentrun.client import AsyncClient
+    from agentrun.client.machines import AsyncMachinesClient
+    from agentrun.server import AgentrunServer, ServerConfig
+    from agentrun.server.state_machine_service import add_to_server
+    from agentrun.storage.sql import SqlStore
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = SqlStore(f"sqlite+aiosqlite:///{folder}/bench.db", synchronous="FULL")
+        await store.open()
+        engine, machines = await _engine(store)
+        server = AgentrunServer(engine, ServerConfig.load(env={}))
+        add_to_server(server, machines)
+        port = await server.start("127.0.0.1:0")
+        async with AsyncClient(f"127.0.0.1:{port}", api_key="") as client:
+            sm = AsyncMachinesClient(client)
+            ids = [(await sm.create_instance("cycle")).id for _ in range(instances)]
+            per = max(1, events // instances)
+
+            async def driver(instance_id: str) -> None:
+                for n in range(per):
+                    await sm.send_event(instance_id, "NEXT", {"n": n})
+
+            started = time.perf_counter()
+            await asyncio.gather(*(driver(i) for i in ids))
+            rate = instances * per / (time.perf_counter() - started)
+        await server.stop(0)
+        await machines.stop()
+        await engine.stop(grace=0)
+        await store.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=400_000, help="events in memory (default 400,000)")
+    parser.add_argument("--durable-events", type=int, default=40_000)
+    parser.add_argument("--grpc-events", type=int, default=10_000)
+    parser.add_argument("--instances", type=int, default=100)
+    parser.add_argument("--only", choices=("memory", "durable", "grpc"))
+    args = parser.parse_args()
+    if args.only in (None, "memory"):
+        print(f"memory:   {asyncio.run(memory(args.events)):>10,.0f} events/s  (target 200,000)", flush=True)
+    if args.only in (None, "durable"):
+        rate = asyncio.run(durable(args.durable_events, args.instances))
+        print(f"durable:  {rate:>10,.0f} events/s  (SQLite synchronous=FULL, {args.instances} instances; target 8,000)", flush=True)
+    if args.only in (None, "grpc"):
+        rate = asyncio.run(grpc_rate(args.grpc_events, args.instances))
+        print(f"grpc:     {rate:>10,.0f} events/s  (SendEvent, {args.instances} concurrent callers, SQLite FULL)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
