@@ -1,5 +1,5 @@
 """The commands that run or talk to a server: `serve`, `workflows`, `start`, `watch`,
-`signal`, `cancel`. Client commands take `--server` ($AGENTRUN_ADDRESS, default
+`signal`, `cancel`, `trace`. Client commands take `--server` ($AGENTRUN_ADDRESS, default
 127.0.0.1:50051) and `--api-key` ($AGENTRUN_API_KEY)."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import enum
 import json
-import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -36,8 +35,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="store URL (default $AGENTRUN_DATABASE_URL, else SQLite in ./.agentrun/)",
     )
     p.add_argument("--grace", type=float, metavar="SECONDS", help="shutdown grace (default 10)")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
-    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default $AGENTRUN_LOG_LEVEL or INFO)")
+    p.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        help="JSON lines, text, or auto: text on a terminal, JSON otherwise (default auto)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics (default $AGENTRUN_METRICS_PORT; off)",
+    )
+    p.add_argument(
+        "--tracing",
+        choices=("none", "console", "otlp"),
+        help="OpenTelemetry span exporter (default $AGENTRUN_TRACING or none); otlp sends to "
+        "$OTEL_EXPORTER_OTLP_ENDPOINT or --otlp-endpoint",
+    )
+    p.add_argument("--otlp-endpoint", metavar="URL", help="OTLP/gRPC collector (default localhost:4317)")
+    p.add_argument(
+        "--trace-sample-ratio",
+        type=float,
+        metavar="RATIO",
+        help="share of new traces recorded, 0..1 (default 1); a caller's sampled flag wins",
+    )
     p.set_defaults(handler=cmd_serve)
 
     p = subparsers.add_parser(
@@ -99,6 +121,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _client_args(p)
     p.set_defaults(handler=cmd_signal)
 
+    p = subparsers.add_parser(
+        "trace",
+        help="print an execution's timeline (nodes, attempts, queue waits, tokens)",
+        description="A Gantt-like timeline of an execution from GetExecutionTrace: one row per "
+        "node (map items, compensations and fallbacks under their node), with its attempts. "
+        "Bar: '.' waiting for a scheduler slot, '#' an attempt that succeeded, 'x' one that "
+        "failed, '-' a retry delay.",
+    )
+    p.add_argument("execution", metavar="ID")
+    p.add_argument("--width", type=int, default=50, metavar="COLUMNS", help="bar width (default 50)")
+    _client_args(p)
+    p.set_defaults(handler=cmd_trace)
+
     p = subparsers.add_parser("cancel", help="cancel an execution")
     p.add_argument("execution", metavar="ID")
     p.add_argument("--compensate", action="store_true", help="run compensations (saga)")
@@ -117,41 +152,28 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- serve
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created)
-            .astimezone()
-            .isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from agentrun.server import ConfigError, ServerConfig, serve
+    from agentrun.server.observability import configure_logging
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _JsonFormatter()
-        if args.log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
-    if logging.getLogger().level > logging.DEBUG:
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter
     try:
         config = ServerConfig.load(
-            args.config, listen=args.listen, database_url=args.db, shutdown_grace=args.grace
+            args.config,
+            listen=args.listen,
+            database_url=args.db,
+            shutdown_grace=args.grace,
+            log_level=args.log_level,
+            log_format=args.log_format,
+            metrics_port=args.metrics_port,
+            tracing=args.tracing,
+            otlp_endpoint=args.otlp_endpoint,
+            trace_sample_ratio=args.trace_sample_ratio,
         )
         config.engine_config()
     except ConfigError as exc:
         print(f"agentrun: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    configure_logging(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config))
     except OSError as exc:
@@ -359,6 +381,131 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             _print_json(execution)
         else:
             print(f"{execution.id} {execution.state.value}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+# --------------------------------------------------------------------------- trace
+
+_BAR = {"queue": ".", "ok": "#", "failed": "x", "delay": "-"}
+
+
+def _seconds(ts: Any) -> float | None:
+    return ts.seconds + ts.nanos / 1e9 if ts.seconds or ts.nanos else None
+
+
+def _duration(d: Any) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def _fmt_seconds(value: float) -> str:
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 120:
+        return f"{value:.2f}s"
+    return f"{value / 60:.1f}m"
+
+
+def render_trace(trace: Any, width: int = 50, now: float | None = None) -> str:
+    """An ExecutionTrace as a text timeline: one row per node and a bar per row."""
+    from agentrun.v1 import execution_pb2 as ex_pb
+
+    import time as _time
+
+    execution = trace.execution
+    node_state = ex_pb.NodeExecution.State
+    exec_state = ex_pb.Execution.State.Name(execution.state).removeprefix("STATE_")
+    now = _time.time() if now is None else now
+    t0 = _seconds(execution.start_time) or _seconds(execution.create_time) or now
+    t1 = _seconds(execution.end_time) or now
+    for node in trace.nodes:
+        for attempt in node.attempts:
+            t1 = max(t1, _seconds(attempt.end_time) or t1)
+    span = max(t1 - t0, 1e-6)
+    scale = width / span
+
+    def col(t: float) -> int:
+        return min(width - 1, max(0, int((t - t0) * scale)))
+
+    lines = [
+        f"{execution.name}  {execution.workflow} v{execution.workflow_version}  {exec_state}  "
+        f"{_fmt_seconds(t1 - t0)}" + (f"  trace {trace.trace_id}" if trace.trace_id else "")
+    ]
+    if trace.usage:
+        lines.append("usage: " + ", ".join(f"{k} {v:g}" for k, v in sorted(trace.usage.items())))
+    name_w = max([len(n.node_id) for n in trace.nodes] + [4]) + 2
+    lines.append(
+        f"{'node':{name_w}} {'state':20} {'start':>8} {'took':>8} {'queue':>7}  |{'':{width}}|"
+    )
+    for node in trace.nodes:
+        bar = [" "] * width
+        for attempt in node.attempts:
+            start = _seconds(attempt.start_time)
+            if start is None:
+                continue
+            end = _seconds(attempt.end_time) or t1
+            queued = _duration(attempt.queue_duration)
+            for c in range(col(start - queued), col(start)):
+                bar[c] = _BAR["queue"]
+            mark = _BAR["failed"] if attempt.HasField("error") and attempt.outcome != node_state.STATE_SUCCEEDED else _BAR["ok"]
+            for c in range(col(start), max(col(end), col(start) + 1)):
+                bar[c] = mark
+            if attempt.HasField("retry_delay"):
+                for c in range(col(end) + 1, col(end + _duration(attempt.retry_delay)) + 1):
+                    if c < width and bar[c] == " ":
+                        bar[c] = _BAR["delay"]
+        first = _seconds(node.attempts[0].start_time) if node.attempts else _seconds(node.ready_time)
+        end = _seconds(node.end_time)
+        start_txt = f"+{_fmt_seconds(first - t0)}" if first is not None else ""
+        took = _fmt_seconds(end - first) if first is not None and end is not None else ""
+        queue = _duration(node.queue_duration)
+        state = node_state.Name(node.state).removeprefix("STATE_")
+        indent = "  " if ("[" in node.node_id or node.node_id.endswith((".compensate", ".fallback"))) else ""
+        extra = []
+        if len(node.attempts) > 1:
+            extra.append(f"{len(node.attempts)} attempts")
+        if node.usage:
+            extra.append(" ".join(f"{k}={v:g}" for k, v in sorted(node.usage.items())))
+        if node.skip_reason:
+            extra.append(f"skipped: {node.skip_reason}")
+        lines.append(
+            f"{indent + node.node_id:{name_w}} {state:20} {start_txt:>8} {took:>8} "
+            f"{_fmt_seconds(queue) if queue >= 0.0005 else '':>7}  |{''.join(bar)}|"
+            + (f"  {'; '.join(extra)}" if extra else "")
+        )
+        for attempt in node.attempts:
+            if not attempt.HasField("error"):
+                continue
+            start = _seconds(attempt.start_time) or t0
+            outcome = node_state.Name(attempt.outcome).removeprefix("STATE_") if attempt.outcome else "RUNNING"
+            delay = f", retry in {_fmt_seconds(_duration(attempt.retry_delay))}" if attempt.HasField("retry_delay") else ""
+            lines.append(
+                f"{'':{name_w}}   attempt {attempt.attempt} at +{_fmt_seconds(start - t0)}: {outcome} "
+                f"{attempt.error.type}: {attempt.error.message[:100]}{delay}"
+            )
+    return "\n".join(lines)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        import grpc
+        from google.protobuf import json_format
+
+        from agentrun.client.errors import from_rpc_error
+        from agentrun.v1 import execution_service_pb2 as pb
+
+        name = args.execution if args.execution.startswith("executions/") else f"executions/{args.execution}"
+        try:
+            response = client.execution_service.GetExecutionTrace(
+                pb.GetExecutionTraceRequest(name=name), metadata=client.metadata, timeout=client.timeout
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        if args.json:
+            print(json.dumps(json_format.MessageToDict(response.trace, preserving_proto_field_name=True), indent=2))
+        else:
+            print(render_trace(response.trace, width=max(10, args.width)))
         return EXIT_OK
 
     return _run(args, body)

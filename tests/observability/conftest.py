@@ -97,7 +97,9 @@ class Stack:
         return await self.client.get_execution(execution.id)
 
 
-async def make_stack(*, sample_ratio: float = 1.0, tracing: bool = True, metrics: bool = True) -> Stack:
+async def make_stack(
+    *, sample_ratio: float = 1.0, tracing: bool = True, metrics: bool = True, scheduler: Any = None
+) -> Stack:
     exporter = InMemorySpanExporter()
     provider = make_provider(sample_ratio=sample_ratio, processors=[SimpleSpanProcessor(exporter)]) if tracing else None
     observability = Observability(
@@ -110,7 +112,9 @@ async def make_stack(*, sample_ratio: float = 1.0, tracing: bool = True, metrics
         MemoryStore(),
         tools=Registry([*core_tools(), Secretive()]),
         agents=Providers([MockProvider(), UsageProvider()]),
-        config=EngineConfig(instrumentation=observability.instrumentation(), secrets={"token": SECRET}),
+        config=EngineConfig(
+            instrumentation=observability.instrumentation(), secrets={"token": SECRET}, scheduler=scheduler
+        ),
     )
     observability.attach(engine)
     observability.start()

@@ -92,7 +92,7 @@ def build_trace(
             continue
         v = view(key, event.sequence)
         v.state = what.upper()
-        ready_at.pop(key, None)
+        ready = ready_at.pop(key, None)
         if what == "ready":
             ready_at[key] = event.time
             if v.ready is None:
@@ -101,7 +101,7 @@ def build_trace(
             queued = _number(data.get("queued_seconds"))
             if queued is None:
                 # No scheduler ticket: the wait is the gap since the node became ready.
-                queued = max(0.0, event.time - ready_at[key]) if key in ready_at else 0.0
+                queued = max(0.0, event.time - ready) if ready is not None else 0.0
             attempt = int(_number(data.get("attempt")) or len(v.attempts) + 1)
             v.attempts.append(
                 AttemptView(attempt, event.time, queued_seconds=queued, rate_limited=bool(data.get("rate_limited")))

@@ -1,0 +1,166 @@
+"""Scrape /metrics over HTTP after a known workload: names, types and values."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentrun.engine import load_workflow
+
+from .conftest import Stack
+
+BREAKER = """
+name: breaking
+circuit_breakers:
+  core.fail: {failure_threshold: 1, window: 1m, reset_timeout: 1m}
+nodes:
+  - id: boom
+    tool: {name: core.fail, args: {type: tool_error}}
+"""
+
+SAGA = """
+name: saga
+nodes:
+  - id: book
+    tool: {name: core.echo, args: {x: 1}}
+    compensate: {tool: {name: core.echo, args: {undo: 1}}}
+  - id: pay
+    needs: [book]
+    tool: {name: core.fail, args: {type: payments.declined}}
+error_handlers:
+  - {match: {errors: [payments.declined]}, action: compensate}
+"""
+
+
+async def scrape(stack: Stack) -> dict[str, Any]:
+    def get() -> str:
+        with urllib.request.urlopen(stack.metrics_url, timeout=5) as response:
+            assert response.headers["Content-Type"].startswith("text/plain")
+            return response.read().decode()
+
+    text = await asyncio.to_thread(get)
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def value(families: dict[str, Any], family_name: str, sample: str | None = None, **labels: str) -> float:
+    name = family_name
+    family = families[name]
+    total = 0.0
+    found = False
+    for s in family.samples:
+        if s.name == (sample or name) and all(s.labels.get(k) == v for k, v in labels.items()):
+            total += s.value
+            found = True
+    assert found, f"no sample {sample or name} {labels} in {family.samples}"
+    return total
+
+
+async def test_metrics_after_a_known_workload(stack: Stack) -> None:
+    execution = await stack.run()
+    assert execution.state.value == "SUCCEEDED"
+    with pytest.raises(Exception):
+        await stack.client.get_execution("nope")
+    families = await scrape(stack)
+
+    # Types (the parser strips _total from counter family names).
+    assert families["agentrun_rpc_requests"].type == "counter"
+    assert families["agentrun_rpc_duration_seconds"].type == "histogram"
+    assert families["agentrun_executions_running"].type == "gauge"
+    assert families["agentrun_scheduler_queue_depth"].type == "gauge"
+
+    assert value(families, "agentrun_rpc_requests", "agentrun_rpc_requests_total",
+                 service="agentrun.v1.ExecutionService", method="StartExecution", code="OK") == 1
+    assert value(families, "agentrun_rpc_requests", "agentrun_rpc_requests_total",
+                 method="GetExecution", code="NOT_FOUND") == 1
+    assert value(families, "agentrun_rpc_duration_seconds", "agentrun_rpc_duration_seconds_count",
+                 method="StartExecution", code="OK") == 1
+    assert value(families, "agentrun_executions_started", "agentrun_executions_started_total", workflow="traced") == 1
+    assert value(families, "agentrun_executions_finished", "agentrun_executions_finished_total",
+                 workflow="traced", status="SUCCEEDED") == 1
+    assert value(families, "agentrun_executions_running", workflow="traced") == 0
+    assert value(families, "agentrun_execution_duration_seconds", "agentrun_execution_duration_seconds_count",
+                 workflow="traced", status="SUCCEEDED") == 1
+    # flaky: 2 attempts (1 error), slow: 1, ask (agent): 1.
+    assert value(families, "agentrun_node_duration_seconds", "agentrun_node_duration_seconds_count",
+                 kind="tool", outcome="error") == 1
+    assert value(families, "agentrun_node_duration_seconds", "agentrun_node_duration_seconds_count",
+                 kind="tool", outcome="success") == 2
+    assert value(families, "agentrun_node_duration_seconds", "agentrun_node_duration_seconds_count",
+                 kind="agent", outcome="success") == 1
+    assert value(families, "agentrun_node_duration_seconds", "agentrun_node_duration_seconds_sum",
+                 kind="tool", outcome="success") >= 0.05  # core.sleep 0.05
+    assert value(families, "agentrun_nodes_running", kind="tool") == 0
+    assert value(families, "agentrun_node_retries", "agentrun_node_retries_total", workflow="traced") == 1
+    assert value(families, "agentrun_nodes_finished", "agentrun_nodes_finished_total", status="succeeded") == 4
+    assert value(families, "agentrun_llm_tokens", "agentrun_llm_tokens_total",
+                 provider="llm", model="small", type="prompt") == 10
+    assert value(families, "agentrun_llm_tokens", "agentrun_llm_tokens_total",
+                 provider="llm", model="small", type="completion") == 5
+    assert value(families, "agentrun_llm_cost_usd", "agentrun_llm_cost_usd_total",
+                 provider="llm", model="small") == pytest.approx(0.01)
+    assert value(families, "agentrun_store_commit_duration_seconds",
+                 "agentrun_store_commit_duration_seconds_count") >= 4
+    assert value(families, "agentrun_events", "agentrun_events_total") == execution.last_sequence - 1
+    assert value(families, "agentrun_scheduler_queue_depth") == 0
+
+    # No execution ids anywhere in the labels.
+    for family in families.values():
+        for sample in family.samples:
+            assert execution.id not in sample.labels.values()
+
+
+async def test_breakers_and_compensations(stack: Stack) -> None:
+    await stack.run(SAGA)  # first: the breaker opens for every later core.fail call
+    await stack.run(BREAKER)
+    families = await scrape(stack)
+    assert value(families, "agentrun_circuit_breaker_state", name="core.fail") == 2
+    assert value(families, "agentrun_circuit_breaker_transitions", "agentrun_circuit_breaker_transitions_total",
+                 name="core.fail", state="open") == 1
+    assert value(families, "agentrun_compensations", "agentrun_compensations_total",
+                 workflow="saga", outcome="compensated") == 1
+    assert value(families, "agentrun_executions_finished", "agentrun_executions_finished_total",
+                 workflow="saga", status="COMPENSATED") == 1
+
+
+RATE = """
+name: limited
+nodes:
+  - {id: a, rate_limit: slowly, tool: {name: core.echo, args: {}}}
+  - {id: b, rate_limit: slowly, tool: {name: core.echo, args: {}}}
+  - {id: c, rate_limit: slowly, tool: {name: core.echo, args: {}}}
+"""
+
+
+async def test_rate_limit_waits_and_queue_wait() -> None:
+    from agentrun.engine.scheduler import SchedulerConfig
+
+    from .conftest import make_stack
+
+    limits = {"rate_limits": {"slowly": {"rate": 20, "per": "1s", "burst": 1}}}
+    stack = await make_stack(scheduler=SchedulerConfig.from_mapping(limits))
+    try:
+        execution = await stack.run(RATE)
+        assert execution.state.value == "SUCCEEDED"
+        families = await scrape(stack)
+        assert value(families, "agentrun_rate_limit_waits", "agentrun_rate_limit_waits_total") >= 1
+        assert value(families, "agentrun_node_queue_wait_seconds", "agentrun_node_queue_wait_seconds_count") == 3
+        assert value(families, "agentrun_node_queue_wait_seconds", "agentrun_node_queue_wait_seconds_sum") > 0.04
+    finally:
+        await stack.client.close()
+        await stack.server.stop(0)
+        await stack.engine.stop(grace=0)
+        stack.observability.close()
+
+
+async def test_refused_calls_are_counted_with_their_code(stack: Stack) -> None:
+    await stack.server.drain()
+    with pytest.raises(Exception):
+        await stack.client.get_execution("any")
+    families = await scrape(stack)
+    assert value(families, "agentrun_rpc_requests", "agentrun_rpc_requests_total",
+                 method="GetExecution", code=grpc.StatusCode.UNAVAILABLE.name) >= 1  # the SDK retries
