@@ -466,10 +466,14 @@ class Engine:
             for execution_id in self.admission.finished(run.id):
                 loop.create_task(self._start_admitted(execution_id))
         task = run.task
+        if run.lease_lost or (
+            task is not None and not task.cancelled() and isinstance(task.exception(), LeaseLost)
+        ):
+            log.warning("execution %s: lease lost to another replica; stopped here", run.id)
+            if self._waiters.get(run.id):
+                asyncio.get_running_loop().create_task(self._hand_over_waiters(run.id))
+            return
         if task is not None and not task.cancelled() and task.exception() is not None:
-            if isinstance(task.exception(), LeaseLost):
-                log.warning("execution %s: lease lost to another replica; stopped here", run.id)
-                return
             log.error("execution %s stopped: %r", run.id, task.exception())
             if not self.draining:
                 # The store holds the truth: rebuild from it after a pause (e.g. the database
@@ -487,6 +491,13 @@ class Engine:
             for fut in self._waiters.pop(run.id, []):
                 if not fut.done():
                     fut.set_result(record)
+
+    async def _hand_over_waiters(self, execution_id: str) -> None:
+        """Waiters of a run that moved to another replica learn its end from the store."""
+        record = await self._poll_terminal(execution_id, None)
+        for fut in self._waiters.pop(execution_id, []):
+            if not fut.done():
+                fut.set_result(record)
 
     def _schedule_resume(self, execution_id: str, delay: float = 1.0) -> None:
         """Rebuilds a run that stopped on a store failure, retrying (with backoff) until the
@@ -670,19 +681,19 @@ class Engine:
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
         """Returns the execution once it is in a final state."""
-        run = self._runs.get(execution_id)
-        if run is None or run.finished:
-            record = await self.store.get_execution(execution_id)
-            if record is None:
-                raise ExecutionNotFound(f"execution {execution_id!r} not found", execution=execution_id)
-            if record.state.terminal or run is None:
-                if not record.state.terminal:
-                    # Not running here (e.g. owned by another process): poll the store.
-                    return await self._poll_terminal(execution_id, timeout)
-                return record
-        fut: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(execution_id, []).append(fut)
-        return await asyncio.wait_for(fut, timeout)
+        if execution_id in self._runs:
+            # Registered before any await: the run's end (even one already under way)
+            # resolves it.
+            fut: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(execution_id, []).append(fut)
+            return await asyncio.wait_for(fut, timeout)
+        record = await self.store.get_execution(execution_id)
+        if record is None:
+            raise ExecutionNotFound(f"execution {execution_id!r} not found", execution=execution_id)
+        if record.state.terminal:
+            return record
+        # Queued, starting, or owned by another replica: poll (hands over to a local run).
+        return await self._poll_terminal(execution_id, timeout)
 
     async def _poll_terminal(self, execution_id: str, timeout: float | None) -> ExecutionRecord:
         async with asyncio.timeout(timeout):
