@@ -330,6 +330,10 @@ class MemoryMachineStore(MachineStore):
         ]
 
     async def commit(self, batch: MachineBatch) -> None:
+        self.commit_now(batch)
+
+    def commit_now(self, batch: MachineBatch) -> None:
+        """`commit` without a coroutine: nothing here waits."""
         instance = batch.instance
         if instance.id not in self._instances:
             raise KeyError(f"unknown instance {instance.id}")

@@ -86,6 +86,8 @@ class _MachineCompiler(_Compiler):
             name: self._state(name, spec.states[name], names, default_retry, default_timeout) for name in names
         }
         stages = self._reachability(spec.initial, states)
+        if not self.diags:
+            _mark_quick(states)
         if self.diags:
             raise InvalidWorkflow(self.diags)
         return MachinePlan(
@@ -251,6 +253,18 @@ class _MachineCompiler(_Compiler):
                 stages.append([])
             stages[lv].append(name)
         return stages
+
+
+def _mark_quick(states: dict[str, StatePlan]) -> None:
+    for source in states.values():
+        groups = [*source.on.values(), source.on_done, source.on_error, tuple(t.transition for t in source.after)]
+        for group in groups:
+            for t in group:
+                target = states[t.target or source.name]
+                leaving = target is not source or t.reenter
+                t.quick = not t.actions and (
+                    not leaving or (not source.exit and not target.entry and target.invoke is None)
+                )
 
 
 def _targets(state: StatePlan) -> set[str]:

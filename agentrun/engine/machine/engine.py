@@ -104,6 +104,7 @@ class MachineEngine:
         self._final: dict[str, list[asyncio.Future[InstanceRecord]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._submit = getattr(self.store, "submit", None)
+        self._commit_now = getattr(self.store, "commit_now", None)
         self._started = False
         self._stopping = False
         # The DAG runtime reaches state machines through the engine (a `workflow` node).
@@ -310,6 +311,19 @@ class MachineEngine:
                 name=f"instances/{instance_id}",
             )
         ev = Event(event, event_id, data)
+        if not inst.busy and self._commit_now is not None and self._instances.get(inst.id) is inst:
+            # The memory store commits synchronously: an event that calls nothing is handled
+            # here and now, without a single suspension.
+            work = self.stepper.quick(inst.plan, inst.record, ev, self.clock())
+            if work is not None:
+                snapshot = work.snapshot()
+                inst.record = snapshot
+                self._commit_now(MachineBatch(snapshot, work.entries, work.timers, work.fired))
+                entry = work.entries[0]
+                if event_id:
+                    inst.event_ids[event_id] = (event, data, (entry, snapshot))
+                self._after_commit(inst, work)
+                return snapshot, entry
         if event_id:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             future.add_done_callback(_consume)
@@ -421,14 +435,19 @@ class MachineEngine:
                     name=f"instances/{inst.id}",
                 )
             return None
-        work = Work(record, self.clock())
-        try:
-            entry = await self.stepper.process(inst.plan, work, ev)
-        except BaseException:
-            self._forget_id(inst, ev)
-            raise
-        if entry is None:
-            return None
+        now = self.clock()
+        work = self.stepper.quick(inst.plan, record, ev, now) if ev.source == "external" else None
+        if work is not None:
+            entry = work.entries[0]
+        else:
+            work = Work(record, now)
+            try:
+                entry = await self.stepper.process(inst.plan, work, ev)
+            except BaseException:
+                self._forget_id(inst, ev)
+                raise
+            if entry is None:
+                return None
         snapshot = work.snapshot()
         inst.record = snapshot
         batch = MachineBatch(snapshot, work.entries, work.timers, work.fired)
@@ -486,9 +505,11 @@ class MachineEngine:
 
     def _after_commit(self, inst: Instance, work: Work) -> None:
         """Durable now: publish, move timers, start or stop children, wake waiters."""
-        self.hub.publish(inst.id, work.entries)
+        if inst.id in self.hub._subs:  # noqa: SLF001 - skip the call when nobody watches
+            self.hub.publish(inst.id, work.entries)
         if work.timers is not None:
-            self._drop_timers(inst.id)
+            if inst.id in self._timers:
+                self._drop_timers(inst.id)
             for timer in work.timers:
                 self._arm(timer)
         elif work.fired is not None:
@@ -496,8 +517,9 @@ class MachineEngine:
             if handles is not None:
                 handles.pop(work.fired, None)
         record = inst.record
-        for child in work.stop_invoke:
-            self._cancel_child(child, record.tenant)
+        if work.stop_invoke:
+            for child in work.stop_invoke:
+                self._cancel_child(child, record.tenant)
         if work.start_invoke is not None:
             self._watch_child(inst.id, work.start_invoke, record.tenant)
         if work.invoke_failed is not None and record.invoke_execution:

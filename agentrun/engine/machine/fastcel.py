@@ -293,18 +293,33 @@ def _compare(op: str, left: Fn, right: Fn) -> Fn:
             if t is type(b) and (t in _ORDERED or a is None):
                 return a != b
             raise Fallback
-    else:
-        import operator
-
-        pyop = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[op]
-
+    elif op == "<":
         def fn(act: Mapping[str, Any]) -> Any:
             a, b = left(act), right(act)
             t = type(a)
-            if t is type(b) and t in _ORDERED:
-                if t is float and (a != a or b != b):  # NaN: leave it to CEL
-                    raise Fallback
-                return pyop(a, b)
+            if t is type(b) and (t is int or t is str or t is bool or (t is float and a == a and b == b)):
+                return a < b
+            raise Fallback
+    elif op == "<=":
+        def fn(act: Mapping[str, Any]) -> Any:
+            a, b = left(act), right(act)
+            t = type(a)
+            if t is type(b) and (t is int or t is str or t is bool or (t is float and a == a and b == b)):
+                return a <= b
+            raise Fallback
+    elif op == ">":
+        def fn(act: Mapping[str, Any]) -> Any:
+            a, b = left(act), right(act)
+            t = type(a)
+            if t is type(b) and (t is int or t is str or t is bool or (t is float and a == a and b == b)):
+                return a > b
+            raise Fallback
+    else:
+        def fn(act: Mapping[str, Any]) -> Any:
+            a, b = left(act), right(act)
+            t = type(a)
+            if t is type(b) and (t is int or t is str or t is bool or (t is float and a == a and b == b)):
+                return a >= b
             raise Fallback
 
     return fn

@@ -102,6 +102,9 @@ class TransitionPlan:
     assign: tuple[tuple[str, Compiled], ...] = ()
     actions: tuple[ActionPlan, ...] = ()
     reenter: bool = False
+    # Set by the compiler: taking it calls nothing (no actions, no exit or entry actions, no
+    # invoke), so the runtime handles it synchronously, without a coroutine per step.
+    quick: bool = False
 
 
 @dataclass(slots=True, eq=False)

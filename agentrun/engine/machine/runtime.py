@@ -128,6 +128,54 @@ class Stepper:
         return act
 
     # -- one event --------------------------------------------------------------------------
+    def quick(self, plan: MachinePlan, record: InstanceRecord, ev: Event, now: float) -> Work | None:
+        """The synchronous path for an external event whose transition calls nothing; None
+        when the event needs `process` (a rejection, actions, an invoke, an error)."""
+        state = plan.states[record.current]
+        transitions = state.on.get(ev.name)
+        if transitions is None:
+            return None
+        view = {"name": ev.name, "id": ev.id, "data": ev.data}
+        act = {"event": view, "data": record.data, "state": record.current, "input": record.input}
+        if plan.uses_secrets:
+            act["secrets"] = self.m.secrets
+        try:
+            chosen = _choose(transitions, act)
+            if chosen is not None and not chosen.quick:
+                return None
+            assigned = {key: value.evaluate(act) for key, value in chosen.assign} if chosen and chosen.assign else None
+        except ExpressionError:
+            return None  # `process` evaluates again and takes the failure path
+        work = Work(record, now)
+        seq = work.seq = record.last_sequence + 1
+        source = record.current
+        if chosen is None:
+            work.entries.append(HistoryRecord(
+                record.id, seq, EntryKind.NO_TRANSITION, now, ev.name, ev.id, ev.data, source, source, None))
+            return work
+        target = chosen.target or source
+        if assigned is not None:
+            work.data = {**record.data, **assigned}
+        entry = HistoryRecord(
+            record.id, seq, _TRANSITION, now, ev.name, ev.id, ev.data, source, target, chosen.index, None, assigned)
+        work.entries.append(entry)
+        if target != source or chosen.reenter:
+            entry.reentered = target == source
+            into = plan.states[target]
+            work.current = target
+            work.entry_sequence = seq
+            if work.invoke is not None:
+                work.stop_invoke.append(work.invoke)
+                work.invoke = None
+            work.timers = [
+                TimerRecord(record.id, f"{seq}:{timer.index}", target, timer.index, now + timer.delay)
+                for timer in into.after
+            ] if into.after else []
+            if into.final:
+                work.state = InstanceState.COMPLETED
+                entry.instance_state = InstanceState.COMPLETED
+        return work
+
     async def process(self, plan: MachinePlan, work: Work, ev: Event) -> HistoryRecord | None:
         """Handles `ev`; returns the entry that answers its sender (None: a stale timer or
         invoke completion, ignored)."""
