@@ -19,7 +19,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -168,6 +168,3 @@ class DeltaStream:
                     break
         return best
 
-
-def redacted_mapping(value: Mapping[str, Any], secrets: Iterable[str]) -> Any:
-    return Redactor(secrets).value(dict(value))

@@ -49,6 +49,8 @@ class NatsBus(EventBus):
         import nats
         from nats.errors import Error as NatsError
 
+        if self._nc is not None and not self._nc.is_closed and not self._nc.is_connected:
+            raise BusUnavailable(f"NATS at {self.url} is unreachable (reconnecting)")
         if self._nc is None or self._nc.is_closed:
             try:
                 self._nc = await nats.connect(
@@ -94,7 +96,7 @@ class NatsBus(EventBus):
     async def publish(self, event: BusEvent) -> None:
         from nats.errors import Error as NatsError
 
-        if self._js is None or not self._stream_ready:
+        if self._js is None or not self._stream_ready or not self._nc.is_connected:
             await self.connect()
         try:
             await self._js.publish(
@@ -112,7 +114,7 @@ class NatsBus(EventBus):
         from nats.errors import Error as NatsError
         from nats.js.errors import NotFoundError
 
-        if self._js is None or not self._stream_ready:
+        if self._js is None or not self._stream_ready or not self._nc.is_connected:
             await self.connect()
         try:
             msg = await self._js.get_last_msg(self.stream, self.subject(tenant, workflow, execution_id))
