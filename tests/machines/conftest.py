@@ -1,0 +1,99 @@
+"""State machine fixtures: the real engine and MachineEngine over a memory store, SQLite or
+PostgreSQL; a real grpc.aio server with StateMachineService on port 0; a recording tool."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from agentrun.engine import Engine, load_workflow
+from agentrun.engine.machine import MachineEngine
+from agentrun.engine.ports import CallContext, Tool, ToolFailure
+from agentrun.integrations import Registry, default_agents
+from agentrun.integrations.core_tools import core_tools
+
+PG_URL = os.environ.get("AGENTRUN_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+class Recorder(Tool):
+    """`test.record`: appends `args.label` to `calls`; fails while `args.fail_until` > attempt."""
+
+    name = "test.record"
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    async def call(self, args: Any, ctx: CallContext) -> Any:
+        self.calls.append(args.get("label"))
+        if args.get("fail_until", 0) > ctx.attempt or args.get("fail"):
+            raise ToolFailure(args.get("type", "tool_error"), f"{args.get('label')} failed on attempt {ctx.attempt}")
+        return {"label": args.get("label"), "attempt": ctx.attempt}
+
+
+class Harness:
+    def __init__(self, engine: Engine, machines: MachineEngine, recorder: Recorder) -> None:
+        self.engine = engine
+        self.machines = machines
+        self.recorder = recorder
+
+    async def define(self, *texts: str) -> None:
+        for text in texts:
+            await self.engine.create_workflow(load_workflow(text))
+
+
+async def make(store: Any) -> Harness:
+    recorder = Recorder()
+    engine = Engine(store, tools=Registry([*core_tools(), recorder]), agents=default_agents())
+    await engine.start()
+    machines = MachineEngine(engine)
+    await machines.start()
+    return Harness(engine, machines, recorder)
+
+
+async def close(h: Harness) -> None:
+    await h.machines.stop()
+    await h.engine.stop(grace=0)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def h(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Harness]:
+    store = await open_backend(request.param, tmp_path)
+    harness = await make(store)
+    yield harness
+    await close(harness)
+    await store.close()
+
+
+@pytest.fixture
+async def mem() -> AsyncIterator[Harness]:
+    from agentrun.storage.memory import MemoryStore
+
+    harness = await make(MemoryStore())
+    yield harness
+    await close(harness)
+
+
+async def open_backend(kind: str, tmp_path: Any) -> Any:
+    if kind == "memory":
+        from agentrun.storage.memory import MemoryStore
+
+        return MemoryStore()
+    from agentrun.storage.sql import SqlStore
+
+    if kind == "sqlite":
+        store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/machines.db")
+    else:
+        store = SqlStore(PG_URL)
+    try:
+        await store.open()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"{kind} unavailable: {exc}")
+    return store
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
