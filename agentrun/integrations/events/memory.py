@@ -18,6 +18,10 @@ class MemoryBus(EventBus):
         self.available = True
         self.changed = asyncio.Event()
 
+    async def connect(self) -> None:
+        if not self.available:
+            raise BusUnavailable("memory bus marked unavailable")
+
     async def publish(self, event: BusEvent) -> None:
         if not self.available:
             raise BusUnavailable("memory bus marked unavailable")

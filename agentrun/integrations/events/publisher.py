@@ -60,6 +60,7 @@ class BusPublisher:
         # Executions to catch up from the store, in order; True: news arrived during a catch-up.
         self._behind: dict[str, bool] = {}
         self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._down = True
         self._stopping = False
@@ -95,6 +96,7 @@ class BusPublisher:
     async def stop(self, timeout: float = 5.0) -> None:
         """Publishes what it can within `timeout`, then stops and closes the bus."""
         self._stopping = True
+        self._stop_event.set()
         self._wake.set()
         task, self._task = self._task, None
         if task is not None:
@@ -123,17 +125,20 @@ class BusPublisher:
     # ------------------------------------------------------------ the task
     async def _run(self) -> None:
         delay = self.retry_interval
+        first = True
         while True:
             if self._down:
-                if await self._reconnect():
-                    delay = self.retry_interval
-                else:
+                if not first:
+                    # Wait before probing again, longer each time the bus is still down.
                     if self._stopping:
                         return
                     self._park_queue()
                     await self._sleep(delay)
                     delay = min(delay * 2, self.max_retry_interval)
+                first = False
+                if not await self._reconnect():
                     continue
+            published = self.published
             while self._queue and not self._down:
                 execution_id, events = self._queue.popleft()
                 self._queued -= len(events)
@@ -142,6 +147,8 @@ class BusPublisher:
                 if self._down:
                     break
                 await self._catch_up(execution_id)
+            if self.published > published:
+                delay = self.retry_interval
             if self._down:
                 continue
             if self._stopping and self.idle:
@@ -151,9 +158,9 @@ class BusPublisher:
                 await self._wake.wait()
 
     async def _sleep(self, delay: float) -> None:
-        self._wake.clear()
+        # Only stop() cuts the wait short: new events while the bus is down wait their turn.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+            await asyncio.wait_for(self._stop_event.wait(), delay)
 
     async def _reconnect(self) -> bool:
         try:
