@@ -95,6 +95,15 @@ class Telemetry(Instrumentation):
             self._events = metrics.events
             self._node_running: dict[str, Any] = {}
             self._node_duration: dict[tuple[str, str], Any] = {}
+            # Label children by value: `.labels()` takes a lock and builds a tuple each call.
+            self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def _failed(self, where: str) -> None:
         if not self._complained:
@@ -108,8 +117,8 @@ class Telemetry(Instrumentation):
             if run is None:
                 run = self._runs[record.id] = _Execution(record.workflow)
             if self.metrics is not None:
-                self._started.labels(record.workflow).inc()
-                self._running.labels(record.workflow).inc()
+                self._child(self._started, record.workflow).inc()
+                self._child(self._running, record.workflow).inc()
             if self.tracer is not None and run.span is None:
                 labels = record.labels or {}
                 parent = context_from_traceparent(labels.get("traceparent"))
@@ -185,7 +194,9 @@ class Telemetry(Instrumentation):
                 if type_[0] == "e":  # execution.<state>: the hooks cover those
                     continue
                 if type_ == "node.running":
-                    data = event.data or {}
+                    data = event.data
+                    if data is None or len(data) == 1:  # {attempt} only: no scheduler wait
+                        continue
                     queued = data.get("queued_seconds")
                     limited = bool(data.get("rate_limited"))
                     if metrics is not None:
@@ -210,11 +221,11 @@ class Telemetry(Instrumentation):
                 if metrics is None:
                     continue
                 if type_ == "node.retrying":
-                    metrics.node_retries.labels(record.workflow).inc()
+                    self._child(metrics.node_retries, record.workflow).inc()
                 elif type_ in _TERMINAL_NODE:
                     key = event.node_id or ""
                     if "[" not in key and not key.endswith((".compensate", ".fallback")):
-                        metrics.nodes_finished.labels(type_[5:]).inc()
+                        self._child(metrics.nodes_finished, type_[5:]).inc()
                 elif type_ == "node.compensated":
                     metrics.compensations.labels(record.workflow, "compensated").inc()
                 elif type_ == "node.compensation_failed":
@@ -251,6 +262,15 @@ class Telemetry(Instrumentation):
                     else f"agentrun.usage.{name}"
                 )
                 pending.usage[attr] = pending.usage.get(attr, 0) + value
+
+    def events_published(self, execution_id: str, events: list[EventRecord]) -> None:
+        """For event-bus adapters (NATS, Kafka): `events` reached the bus now; observes the
+        lag from each batch's last commit (`event.time`) to its publication."""
+        try:
+            if self.metrics is not None and events:
+                self.metrics.observe_bus_lag(time.time() - events[-1].time)
+        except Exception:  # noqa: BLE001
+            self._failed("events_published")
 
     # ------------------------------------------------------------------- shutdown
     def close(self) -> None:
@@ -308,12 +328,17 @@ class _Attempt:
                 if gauge is None:
                     gauge = t._node_running[kind] = t.metrics.nodes_running.labels(kind)
                 gauge.inc()
-            if t.tracer is not None:
+            if t.tracer is not None and run is not None and run.span is not None and not run.span.is_recording():
+                # The execution is not sampled, so no attempt of it is: skip making spans,
+                # but keep its context current (a tool still propagates the trace id).
+                self._token = otel_context.attach(run.context)
+                if _TRACEPARENT_VAR is not None and run.span.get_span_context().is_valid:
+                    self._tp_token = _TRACEPARENT_VAR.set(format_traceparent(run.span.get_span_context()))
+            elif t.tracer is not None:
                 parent = run.context if run is not None else None
+                # Execution id and version are on the parent span.
                 attributes: dict[str, Any] = {
-                    "agentrun.execution.id": record.id,
                     "agentrun.workflow": record.workflow,
-                    "agentrun.workflow.version": record.version,
                     "agentrun.node.id": key,
                     "agentrun.node.kind": kind,
                     "agentrun.node.attempt": self._attempt,
@@ -360,13 +385,13 @@ class _Attempt:
                     hist = t._node_duration[key] = t.metrics.node_duration.labels(*key)
                 hist.observe(seconds)
                 t._node_running[self._kind].dec()
-            span = self._span
-            if span is None:
-                return
             if self._tp_token is not None:
                 _TRACEPARENT_VAR.reset(self._tp_token)  # type: ignore[union-attr]
             if self._token is not None:
                 otel_context.detach(self._token)
+            span = self._span
+            if span is None:
+                return
             if error_type:
                 span.set_attribute("error.type", error_type)
                 if outcome != "cancelled":
