@@ -513,3 +513,52 @@ def _result(
     out["output" if ok else "error"] = value
     return out
 
+
+
+def replay(plan: MachinePlan, input: Any, entries: list[HistoryRecord], secrets: Any = None) -> tuple[str, dict[str, Any]]:
+    """Replays a history from the initial state through the plan, re-evaluating every guard
+    and assign (actions are not called again: their results are in the entries), and returns
+    the state and data it reaches. Raises ValueError where the history and the plan disagree.
+
+    For machines whose guards and assigns read only `event`, `data`, `state` and `input` (and
+    secrets when given), this is the audit that the history explains the instance."""
+    state, data = plan.initial, dict(plan.data)
+    for entry in entries:
+        if entry.kind is EntryKind.CREATED:
+            if isinstance(entry.event_data, dict):
+                data = {**data, **entry.event_data}
+            state = entry.to_state
+            continue
+        if entry.from_state != state:
+            raise ValueError(f"entry {entry.sequence}: from {entry.from_state!r}, replay is in {state!r}")
+        here = plan.states[state]
+        if entry.kind is EntryKind.REJECTED:
+            if entry.event in here.on:
+                raise ValueError(f"entry {entry.sequence}: {entry.event!r} is handled in {state!r}")
+            continue
+        if entry.kind not in (EntryKind.TRANSITION, EntryKind.NO_TRANSITION):
+            raise ValueError(f"entry {entry.sequence}: {entry.kind.value} entries are not replayed")
+        if entry.event.startswith("after:"):
+            transitions = tuple(t.transition for t in here.after if t.event == entry.event)
+        elif entry.event == "invoke:done":
+            transitions = here.on_done
+        elif entry.event in ("invoke:error", "action:error"):
+            transitions = here.on_error
+        else:
+            transitions = here.on.get(entry.event, ())
+        act = {"event": {"name": entry.event, "id": entry.event_id, "data": entry.event_data},
+               "data": data, "state": state, "input": input}
+        if secrets is not None:
+            act["secrets"] = secrets
+        chosen = _choose(transitions, act)
+        index = chosen.index if chosen is not None else None
+        if index != entry.transition_index:
+            raise ValueError(f"entry {entry.sequence}: replay takes transition {index}, history {entry.transition_index}")
+        if chosen is None:
+            continue
+        if chosen.assign:
+            data = {**data, **{key: value.evaluate(act) for key, value in chosen.assign}}
+        state = chosen.target or state
+        if state != entry.to_state:
+            raise ValueError(f"entry {entry.sequence}: replay reaches {state!r}, history {entry.to_state!r}")
+    return state, data

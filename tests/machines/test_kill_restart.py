@@ -1,0 +1,69 @@
+"""kill -9 the server while a state's timer is pending; after a restart the timer fires (late,
+at once) and the instance moves on. Timers are store rows, not sleeping coroutines."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agentrun.client import Client
+from agentrun.client.machines import InstanceState, MachinesClient
+
+DRIVER = Path(__file__).with_name("server_driver.py")
+
+MACHINE = """
+name: expiring
+mode: state_machine
+initial: pending
+states:
+  pending:
+    on: {PAY: paid}
+    after: {2s: {target: expired, assign: {expired: true}}}
+  paid: {on: {SHIP: shipped}}
+  shipped: {final: true}
+  expired: {final: true}
+"""
+
+
+def _start(db: Path) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, str(DRIVER), str(db)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line.startswith("port "), line
+    return proc, int(line.split()[1])
+
+
+def test_timer_fires_after_kill_9_and_restart(tmp_path: Path) -> None:
+    db = tmp_path / "agentrun.db"
+    proc, port = _start(db)
+    try:
+        with Client(f"127.0.0.1:{port}", api_key="") as client:
+            client.create_workflow(source=MACHINE)
+            sm = MachinesClient(client)
+            doomed = sm.create_instance("expiring", request_id="a")
+            paid = sm.create_instance("expiring", request_id="b")
+            sm.send_event(paid, "PAY")  # left `pending`: its timer is cancelled
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(2.5)  # the timer is due while no server runs
+
+    proc, port = _start(db)
+    try:
+        with Client(f"127.0.0.1:{port}", api_key="") as client:
+            sm = MachinesClient(client)
+            final = sm.wait(doomed.id, timeout=20)
+            assert (final.state, final.current_state, final.data) == (
+                InstanceState.COMPLETED, "expired", {"expired": True})
+            last = list(sm.history(doomed.id))[-1]
+            assert (last.event, last.from_state, last.to_state) == ("after:2s", "pending", "expired")
+            other = sm.get_instance(paid.id)
+            assert (other.state, other.current_state) == (InstanceState.ACTIVE, "paid")
+    finally:
+        proc.kill()
+        proc.wait(10)
