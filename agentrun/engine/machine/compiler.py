@@ -14,6 +14,7 @@ from typing import Any
 
 from agentrun.engine.compiler import NAME_RE, _Compiler, struct_to_py, value_to_py
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
+from agentrun.engine.loader import _join
 from agentrun.engine.machine.plan import (
     AFTER_PREFIX,
     MACHINE_NAMES,
@@ -115,7 +116,7 @@ class _MachineCompiler(_Compiler):
         plan = StatePlan(name=name, path=path, final=s.final)
         on: dict[str, tuple[TransitionPlan, ...]] = {}
         for event in sorted(s.on):
-            epath = f"{path}.on.{event}"
+            epath = _join(f"{path}.on", event)
             if ":" in event:
                 self.error(epath, "':' is reserved for the engine's own events (after:, invoke:, action:)")
             elif not EVENT_NAME_RE.match(event):
