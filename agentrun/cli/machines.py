@@ -1,0 +1,187 @@
+"""`agentrun sm create|send|get|history|events|watch`: state machine instances on a server.
+
+Client commands take `--server` ($AGENTRUN_ADDRESS, default 127.0.0.1:50051), `--api-key`
+($AGENTRUN_API_KEY) and `--json`. Exit codes as elsewhere: 0 ok, 1 the server refused or the
+instance did not complete (`watch`), 2 a usage error or an event the state does not accept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from agentrun.cli.remote import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _client_args, _json_arg, _print_json, _run, _Usage
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sm",
+        help="state machine instances: create, send events, inspect, watch",
+        description="Creates state machine instances on a server, sends them events and reads "
+        "their history (StateMachineService).",
+    )
+    sub = p.add_subparsers(dest="sm_command", metavar="ACTION", required=True)
+
+    c = sub.add_parser("create", help="create an instance of a state machine workflow")
+    c.add_argument("workflow", metavar="NAME")
+    c.add_argument("--input", metavar="JSON", default="{}", help="the input as JSON (default {})")
+    c.add_argument("--data", metavar="JSON", help="overrides of the initial data, as a JSON object")
+    c.add_argument("--version", type=int, help="workflow version (default: the latest)")
+    c.add_argument("--request-id", help="idempotency key: the same id creates once")
+    _client_args(c)
+    c.set_defaults(handler=cmd_create)
+
+    c = sub.add_parser("send", help="send an event to an instance")
+    c.add_argument("instance", metavar="ID")
+    c.add_argument("event", metavar="EVENT")
+    c.add_argument("--data", metavar="JSON", default="null", help="the event's data (default null)")
+    c.add_argument("--id", dest="event_id", help="event id: the same id is applied once")
+    _client_args(c)
+    c.set_defaults(handler=cmd_send)
+
+    c = sub.add_parser("get", help="print an instance")
+    c.add_argument("instance", metavar="ID")
+    _client_args(c)
+    c.set_defaults(handler=cmd_get)
+
+    c = sub.add_parser("history", help="print an instance's history (every event and transition)")
+    c.add_argument("instance", metavar="ID")
+    c.add_argument("--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ")
+    _client_args(c)
+    c.set_defaults(handler=cmd_history)
+
+    c = sub.add_parser("events", help="list the events the instance's current state accepts")
+    c.add_argument("instance", metavar="ID")
+    _client_args(c)
+    c.set_defaults(handler=cmd_events)
+
+    c = sub.add_parser("watch", help="stream an instance's history until it ends")
+    c.add_argument("instance", metavar="ID")
+    c.add_argument("--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ")
+    _client_args(c)
+    c.set_defaults(handler=cmd_watch)
+
+
+def _machines(client: Any) -> Any:
+    from agentrun.client.machines import MachinesClient
+
+    return MachinesClient(client)
+
+
+def _line(entry: Any) -> str:
+    move = f"{entry.from_state or '-'} -> {entry.to_state}"
+    text = f"{entry.sequence:>4}  {entry.kind.value:<13} {entry.event:<16} {move}"
+    if entry.transition_index is not None:
+        text += f"  [transition {entry.transition_index}]"
+    if entry.error is not None:
+        text += f"  error {entry.error.type}: {entry.error.message}"
+    if entry.instance_state.value != "ACTIVE":
+        text += f"  ({entry.instance_state.value})"
+    return text
+
+
+def _show(instance: Any) -> None:
+    print(f"{instance.id}  {instance.workflow} v{instance.workflow_version}  {instance.state.value}  "
+          f"state={instance.current_state}")
+    print(f"  data: {instance.data}")
+    if instance.error is not None:
+        print(f"  error: {instance.error.type}: {instance.error.message}")
+    if instance.invoked_execution:
+        print(f"  invoked execution: {instance.invoked_execution}")
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        data = _json_arg(args.data, "--data") if args.data else None
+        if data is not None and not isinstance(data, dict):
+            raise _Usage("--data must be a JSON object")
+        instance = _machines(client).create_instance(
+            args.workflow, _json_arg(args.input, "--input"), version=args.version,
+            request_id=args.request_id, data=data,
+        )
+        if args.json:
+            _print_json(instance)
+        else:
+            print(instance.id)
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from agentrun.client.machines import EventNotAccepted
+
+    def body(client: Any) -> int:
+        try:
+            instance, entry = _machines(client).send_event(
+                args.instance, args.event, _json_arg(args.data, "--data"), event_id=args.event_id
+            )
+        except EventNotAccepted as exc:
+            if args.json:
+                _print_json({"error": {"type": "event_not_accepted", "message": exc.message,
+                                       "accepted_events": exc.accepted_events}})
+            else:
+                print(f"agentrun: {exc.message}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.json:
+            _print_json({"instance": instance, "transition": entry})
+        else:
+            print(_line(entry))
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        instance = _machines(client).get_instance(args.instance)
+        if args.json:
+            _print_json(instance)
+        else:
+            _show(instance)
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        entries = list(_machines(client).history(args.instance, after_sequence=args.after))
+        if args.json:
+            _print_json(entries)
+        else:
+            for entry in entries:
+                print(_line(entry))
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        events = _machines(client).available_events(args.instance)
+        if args.json:
+            _print_json(events)
+        else:
+            for event in events:
+                print(event)
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        machines = _machines(client)
+        for entry in machines.watch(args.instance, after_sequence=args.after):
+            if args.json:
+                _print_json(entry)
+            else:
+                print(_line(entry), flush=True)
+        instance = machines.get_instance(args.instance)
+        return EXIT_OK if instance.state.value == "COMPLETED" else EXIT_FAILED
+
+    return _run(args, body)
