@@ -5,18 +5,24 @@ base units) and every label has a bounded set of values: method and status code,
 name, node kind, provider and model, breaker name. Execution ids never become labels (the
 trace view and traces have them).
 
-Each `Metrics` has its own registry, so several servers (tests) can live in one process.
-Hot-path children (`.labels(...)`) are cached in dicts: a cached child costs one dict lookup.
+The metric objects are small lock-free ones of our own, read by one collector at scrape time
+(prometheus_client renders and serves them): the engine updates them on its loop, where a
+lock per update would cost more than the update. An update is a dict lookup (`.labels(...)`,
+cached by the caller) and a float addition; histograms find their bucket by bisection. The
+scrape thread copies each family's values in one C-level step, so it never sees a dict
+changing size. Each `Metrics` has its own registry, so several servers (tests) can live in
+one process.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+import bisect
+import math
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 # Buckets for calls that take from a millisecond to minutes (RPCs, node attempts, executions).
@@ -27,12 +33,142 @@ FAST_SECONDS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
+class _Value:
+    """A counter's or gauge's value for one set of label values."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+
+class _Buckets:
+    """A histogram's counts for one set of label values: counts[i] are observations in
+    (bounds[i-1], bounds[i]]; the last one is above every bound (+Inf)."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class _Family:
+    kind = ""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
+                 registry: _Families) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], Any] = {}
+        if not self.labelnames:
+            self._children[()] = self._new()
+        registry.families.append(self)
+
+    def _new(self) -> Any:
+        return _Value()
+
+    def labels(self, *values: str) -> Any:
+        """The child for these label values (keep it: the lookup is the cost)."""
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            if len(key) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {key}")
+            child = self._children[key] = self._new()
+        return child
+
+    def _snapshot(self) -> list[tuple[tuple[str, ...], Any]]:
+        return list(self._children.items())  # one C-level copy: safe against the loop thread
+
+    # Unlabelled families act as their only child.
+    def inc(self, amount: float = 1.0) -> None:
+        self._children[()].inc(amount)
+
+    def dec(self, amount: float = 1.0) -> None:
+        self._children[()].dec(amount)
+
+    def set(self, value: float) -> None:
+        self._children[()].set(value)
+
+    def observe(self, value: float) -> None:
+        self._children[()].observe(value)
+
+
+class Counter(_Family):
+    kind = "counter"
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in self._snapshot():
+            family.add_metric(key, child.value)
+        return family
+
+
+class Gauge(_Family):
+    kind = "gauge"
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in self._snapshot():
+            family.add_metric(key, child.value)
+        return family
+
+
+class Histogram(_Family):
+    kind = "histogram"
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
+                 buckets: Sequence[float] = SECONDS, registry: _Families) -> None:
+        self.bounds = tuple(float(b) for b in buckets if not math.isinf(b))
+        super().__init__(name, documentation, labelnames, registry=registry)
+
+    def _new(self) -> Any:
+        return _Buckets(self.bounds)
+
+    def collect(self) -> Any:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        edges = [*(repr(b) for b in self.bounds), "+Inf"]
+        for key, child in self._snapshot():
+            counts, total = list(child.counts), child.sum
+            cumulative, running = [], 0
+            for edge, count in zip(edges, counts):
+                running += count
+                cumulative.append((edge, running))
+            family.add_metric(key, cumulative, total)
+        return family
+
+
+class _Families(Collector):
+    def __init__(self) -> None:
+        self.families: list[_Family] = []
+
+    def collect(self) -> Iterator[Any]:
+        for family in self.families:
+            yield family.collect()
+
+
 class Metrics:
     """Every metric agentrun exports, in one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry = registry or CollectorRegistry(auto_describe=True)
-        self._lock = threading.Lock()
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        registry = self._families = _Families()  # type: ignore[assignment]
         # gRPC
         self.rpc_requests = Counter(
             "agentrun_rpc_requests", "RPCs handled, by service, method and status code.",
@@ -124,10 +260,11 @@ class Metrics:
             "agentrun_llm_cost_usd", "LLM cost reported by providers, in US dollars.",
             ("provider", "model"), registry=registry,
         )
+        self.registry.register(self._families)
         self._sources = _EngineCollector()
-        registry.register(self._sources)
+        self.registry.register(self._sources)
         self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._thread: Any = None
         # Cached children, by label values.
         self._rpc: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
