@@ -51,8 +51,9 @@ _REASONS = {200: "OK", 301: "Moved", 302: "Found", 303: "See Other", 307: "Tempo
 
 
 class HttpServer:
-    def __init__(self, handler: Handler, host: str = "127.0.0.1") -> None:
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", ssl: Any = None) -> None:
         self.handler = handler
+        self.ssl = ssl
         self.host = host
         self.requests: list[Request] = []
         self._server: asyncio.base_events.Server | None = None
@@ -61,10 +62,10 @@ class HttpServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://{host}:{self.port}"
 
     async def __aenter__(self) -> HttpServer:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self._server = await asyncio.start_server(self._serve, self.host, 0, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -100,7 +101,7 @@ class HttpServer:
                     writer.write(chunk)
                     await writer.drain()
             await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
             writer.close()

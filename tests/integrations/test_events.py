@@ -289,3 +289,18 @@ async def test_kafka_publishes_every_event(runner_factory) -> None:
         check_complete(events, lasts)
     finally:
         await consumer.stop()
+
+
+async def test_kafka_unreachable_never_blocks_executions(runner_factory) -> None:
+    """With no broker (none runs here), the Kafka bus is down from the start: executions
+    run as usual and the publisher keeps their events to catch up."""
+    runner = await runner_factory()
+    config = {"events": {"bus": "kafka", "retry_interval": 5,
+                         "kafka": {"bootstrap": f"127.0.0.1:{free_port()}", "publish_timeout": 0.5}}}
+    publisher = publisher_from_config(runner.engine, config)
+    await publisher.start()
+    ids = await start_all(runner, FLOW, 2)
+    await finish_all(runner, ids, timeout=5)
+    assert publisher._down and publisher.published == 0
+    assert set(publisher._behind) | {eid for eid, _ in publisher._queue} == set(ids)
+    await publisher.stop(timeout=1)

@@ -217,3 +217,40 @@ def test_public_addresses_are_public(address: str) -> None:
 )
 def test_non_public_addresses(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))
+
+
+def make_cert(tmp_path, name: str) -> tuple[str, str]:
+    import subprocess
+
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+async def test_https_is_pinned_to_the_checked_address_and_verifies_the_host_name(tmp_path) -> None:
+    """The request goes to the resolved address, while TLS still checks the certificate
+    against the URL's host name (SNI)."""
+    import shutil
+    import ssl
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    good_cert, good_key = make_cert(tmp_path, "localhost")
+    other_cert, _ = make_cert(tmp_path, "elsewhere.test")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(good_cert, good_key)
+    async with HttpServer(app, ssl=context) as srv:
+        url = f"https://localhost:{srv.port}/json"
+        ok = await HttpRequest({"allow": [f"localhost:{srv.port}"], "ca_bundle": good_cert}).call({"url": url}, ctx())
+        assert ok["body"]["hello"] == "world"
+        assert srv.requests[0].headers["host"] == f"localhost:{srv.port}"
+        with pytest.raises(ToolFailure) as err:  # a CA that did not sign this certificate
+            await HttpRequest({"allow": [f"localhost:{srv.port}"], "ca_bundle": other_cert}).call({"url": url}, ctx())
+        assert err.value.type == "tool_error" and "CERTIFICATE" in err.value.message.upper()
+        with pytest.raises(ToolFailure) as err:  # not allow-listed: localhost is loopback
+            await HttpRequest({"ca_bundle": good_cert}).call({"url": url}, ctx())
+        assert err.value.type == "http.blocked"

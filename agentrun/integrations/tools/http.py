@@ -7,11 +7,13 @@ Config (`tools: {http.request: {...}}`):
   max_response_bytes: 1048576            # a larger body fails the call
   max_redirects: 5
   user_agent: agentrun
+  ca_bundle: /etc/ssl/internal-ca.pem    # trust these CAs (PEM) instead of the system's
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,7 +58,8 @@ class HttpRequest(Tool):
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})
-        unknown = set(config) - {"allow", "timeout", "max_timeout", "max_response_bytes", "max_redirects", "user_agent"}
+        unknown = set(config) - {"allow", "timeout", "max_timeout", "max_response_bytes", "max_redirects",
+                                 "user_agent", "ca_bundle"}
         if unknown:
             raise ValueError(f"tools.http.request: unknown keys {', '.join(sorted(unknown))}")
         self.guard = Guard(config.get("allow") or [])
@@ -65,6 +68,9 @@ class HttpRequest(Tool):
         self.max_bytes = int(config.get("max_response_bytes", 1024 * 1024))
         self.max_redirects = int(config.get("max_redirects", 5))
         self.user_agent = str(config.get("user_agent", "agentrun"))
+        self.verify: ssl.SSLContext | bool = True
+        if config.get("ca_bundle"):
+            self.verify = ssl.create_default_context(cafile=str(config["ca_bundle"]))
 
     async def call(self, args: Any, ctx: CallContext) -> Any:
         method = str(args.get("method") or "GET").upper()
@@ -88,7 +94,7 @@ class HttpRequest(Tool):
             content = str(args["body"]).encode()
         try:
             async with httpx.AsyncClient(
-                follow_redirects=False, trust_env=False, timeout=httpx.Timeout(timeout)
+                follow_redirects=False, trust_env=False, timeout=httpx.Timeout(timeout), verify=self.verify
             ) as client:
                 return await self._send(client, method, url, headers, content, args)
         except Blocked as exc:
