@@ -41,7 +41,7 @@ from agentrun.engine.breakers import Breakers
 from agentrun.engine.executor import CONTROL_SIGNAL, Run
 from agentrun.engine.hub import Hub
 from agentrun.engine.redact import Redactor
-from agentrun.engine.instrument import Instrumentation
+from agentrun.engine.instrument import Instrumentation, current_traceparent
 from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
 from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
 from agentrun.engine.ports import AgentProviders, ToolFailure, ToolRegistry
@@ -550,6 +550,7 @@ class Engine:
         existing = await self.store.get_execution(child_id)
         if existing is None:
             try:
+                traceparent = current_traceparent.get()
                 await self.start_execution(
                     step.workflow,
                     child_input,
@@ -557,6 +558,8 @@ class Engine:
                     version=step.workflow_version or None,
                     execution_id=child_id,
                     parent=(parent.id, key),
+                    # A child resumed after a restart continues the caller's trace.
+                    labels={"traceparent": traceparent} if traceparent else None,
                 )
             except WorkflowNotFound as exc:
                 raise ToolFailure("tool_error", exc.message) from None
@@ -587,6 +590,7 @@ class Engine:
         input: Any = None,
         version: int | None = None,
         request_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> ExecutionRecord:
         """Starts a new execution linked to a finished one (label `rerun_of`).
 
@@ -639,7 +643,7 @@ class Engine:
             request_id=request_id or None,
             vars=_replay_exports(plan, reused, new_input),
             last_sequence=1,
-            labels={"rerun_of": old.id, **({"rerun_from": start} if start else {})},
+            labels={**(labels or {}), "rerun_of": old.id, **({"rerun_from": start} if start else {})},
             owner=self.replica_id,
             lease_epoch=1,
             lease_expires_at=now + self.lease_seconds,

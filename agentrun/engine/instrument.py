@@ -8,10 +8,18 @@ Prometheus. Hooks must not raise and must not block: they run on the engine's lo
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
 from typing import Any
 
 from agentrun.storage.records import EventRecord, ExecutionRecord
+
+
+current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "agentrun_traceparent", default=None
+)
+"""The W3C `traceparent` of the node attempt running in this task (set by the instrumentation
+when tracing); HTTP tools send it as the `traceparent` header."""
 
 
 class Instrumentation:
@@ -33,6 +41,9 @@ class Instrumentation:
 
     def events_committed(self, record: ExecutionRecord, events: list[EventRecord], seconds: float) -> None:
         """A batch of events was committed (`seconds`: the store's commit time)."""
+
+    def events_published(self, execution_id: str, events: list[EventRecord]) -> None:
+        """An event bus delivered these events (for the bus-lag metric)."""
 
 
 NO_INSTRUMENTATION = Instrumentation()
