@@ -18,7 +18,10 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# benchmarks/grpc.py would shadow the grpc package: take this folder off the path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
 from agentrun.engine import Engine, load_workflow  # noqa: E402
 from agentrun.engine.machine import MachineEngine  # noqa: E402
