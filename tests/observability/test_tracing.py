@@ -163,13 +163,31 @@ def test_traceparent_round_trip() -> None:
         assert parse_traceparent(bad) is None
 
 
-@pytest.mark.parametrize("exporter", ["console", "none"])
+@pytest.mark.parametrize("exporter", ["console", "otlp", "none"])
 def test_exporters_by_config(exporter: str) -> None:
     from agentrun.server import ServerConfig
     from agentrun.server.observability import Observability
 
-    config = ServerConfig.load(env={"AGENTRUN_TRACING": exporter, "AGENTRUN_TRACE_SAMPLE_RATIO": "0.5"})
+    config = ServerConfig.load(env={"AGENTRUN_TRACING": exporter, "AGENTRUN_TRACE_SAMPLE_RATIO": "0.5",
+                                    "AGENTRUN_OTLP_ENDPOINT": "http://127.0.0.1:1"})
     obs = Observability.from_config(config)
     assert obs.tracing is (exporter != "none")
+    # Off is absent: no engine hooks, no interceptor.
     assert (obs.instrumentation() is None) is (exporter == "none")
+    assert (obs.interceptor() is None) is (exporter == "none")
     obs.close()
+
+
+def test_bus_lag_is_observed() -> None:
+    import time
+
+    from agentrun.server.observability import Metrics, Telemetry
+    from agentrun.storage.records import EventRecord
+
+    metrics = Metrics()
+    telemetry = Telemetry(metrics=metrics)
+    telemetry.events_published("e", [EventRecord("e", 1, "node.ready", time.time() - 0.2, "a")])
+    [family] = [f for f in metrics.registry.collect() if f.name == "agentrun_event_bus_lag_seconds"]
+    samples = {s.name: s.value for s in family.samples if not s.labels.get("le")}
+    assert samples["agentrun_event_bus_lag_seconds_count"] == 1
+    assert 0.2 <= samples["agentrun_event_bus_lag_seconds_sum"] < 5

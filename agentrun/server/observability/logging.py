@@ -77,11 +77,15 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _tenant() -> str | None:
+    """The caller's tenant inside an RPC (set by the auth interceptor); None elsewhere."""
     try:
-        from agentrun.server.auth import current_tenant
+        from agentrun.server import auth
     except ImportError:  # pragma: no cover
         return None
-    return current_tenant()
+    var = getattr(auth, "_tenant", None)
+    if var is None:
+        return auth.current_tenant()
+    return var.get(None)  # None when no call set it (startup, background work)
 
 
 def _span_context() -> Any:
