@@ -32,12 +32,21 @@ def bus_from_config(section: Mapping[str, Any]) -> EventBus | None:
     if kind == "nats":
         from agentrun.integrations.events.nats import NatsBus
 
+        _require("nats", "nats-py", kind)
         return NatsBus(section.get("nats"))
     if kind == "kafka":
         from agentrun.integrations.events.kafka import KafkaBus
 
+        _require("aiokafka", "aiokafka", kind)
         return KafkaBus(section.get("kafka"))
     raise ValueError(f"events.bus: must be none, memory, nats or kafka, not {kind!r}")
+
+
+def _require(module: str, package: str, kind: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"events.bus: {kind} needs the {package} package (pip install {package})")
 
 
 def publisher_from_config(engine: Any, config: Mapping[str, Any]) -> BusPublisher | None:
