@@ -2,7 +2,8 @@
 
 Local commands (`validate`, `graph`, `run`) live in `agentrun.cli.local` and need no server;
 the commands that talk to a server over gRPC (`serve`, `workflows`, `start`, `watch`, `signal`,
-`cancel`) live in `agentrun.cli.remote`. Each module registers its subcommands on the parser;
+`cancel`) live in `agentrun.cli.remote`, and `agentrun sm` (state machine instances) in
+`agentrun.cli.machines`. Each module registers its subcommands on the parser;
 a subcommand's handler takes the parsed arguments and returns the exit code.
 
 Exit codes: 0 success, 1 the command ran but did not succeed (an execution that did not end
@@ -69,17 +70,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _register_remote(subparsers: argparse._SubParsersAction) -> None:
-    try:
-        from agentrun.cli import remote
-    except ModuleNotFoundError as exc:
-        if exc.name == "agentrun.cli.remote":
-            return  # an install without the gRPC commands
-        _warn_remote(exc)
-        return
-    except Exception as exc:
-        _warn_remote(exc)
-        return
-    remote.register(subparsers)
+    """The server commands: `agentrun.cli.remote` (serve, workflows, start, watch, signal,
+    cancel) and `agentrun.cli.machines` (`agentrun sm`: state machine instances)."""
+    import importlib
+
+    for name in ("remote", "machines"):
+        module_name = f"agentrun.cli.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # an install without these commands
+            _warn_remote(exc)
+            continue
+        except Exception as exc:
+            _warn_remote(exc)
+            continue
+        module.register(subparsers)
 
 
 def _warn_remote(exc: BaseException) -> None:
