@@ -104,7 +104,9 @@ class MachineEngine:
         self._final: dict[str, list[asyncio.Future[InstanceRecord]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._submit = getattr(self.store, "submit", None)
-        self._commit_now = getattr(self.store, "commit_now", None)
+        self._redactor = engine.redactor
+        # The synchronous path commits what it computed as is: only without secrets to scrub.
+        self._commit_now = getattr(self.store, "commit_now", None) if not self._redactor else None
         self._started = False
         self._stopping = False
         # The DAG runtime reaches state machines through the engine (a `workflow` node).
@@ -230,7 +232,12 @@ class MachineEngine:
         )
         await self.stepper.enter_initial(plan, work, entry)
         first = work.snapshot()
-        stored, created = await self.store.create_instance(first, work.entries, work.timers or ())
+        stored_batch = MachineBatch(first, work.entries)
+        if self._redactor:
+            stored_batch = _redacted(stored_batch, self._redactor)
+        stored, created = await self.store.create_instance(
+            stored_batch.instance, stored_batch.history, work.timers or ()
+        )
         if not created:
             if stored.request_hash != request_hash:
                 raise AlreadyExists(f"request_id {request_id!r} was used for a different request", request_id=request_id)
@@ -451,6 +458,8 @@ class MachineEngine:
         snapshot = work.snapshot()
         inst.record = snapshot
         batch = MachineBatch(snapshot, work.entries, work.timers, work.fired)
+        if self._redactor:
+            batch = _redacted(batch, self._redactor)
         outcome = (entry, snapshot)
         submit = self._submit
         try:
@@ -810,6 +819,21 @@ class MachineEngine:
     def _check_open(self) -> None:
         if self._stopping or getattr(self.engine, "draining", False):
             raise ShuttingDown("the server is shutting down and takes no new work")
+
+
+def _redacted(batch: MachineBatch, redactor: Any) -> MachineBatch:
+    """What is stored and published holds no secret value (as the DAG runtime's batches)."""
+    import dataclasses
+
+    value = redactor.value
+    instance = dataclasses.replace(batch.instance, data=value(batch.instance.data), error=value(batch.instance.error))
+    history = [
+        dataclasses.replace(
+            e, event_data=value(e.event_data), actions=value(e.actions), assigned=value(e.assigned), error=value(e.error)
+        )
+        for e in batch.history
+    ]
+    return MachineBatch(instance, history, batch.timers, batch.fired)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
