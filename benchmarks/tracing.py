@@ -33,7 +33,9 @@ def _engine_benchmark() -> Any:
     """benchmarks/engine.py as a module (benchmarks/ is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_bench_engine", os.path.join(ROOT, "benchmarks", "engine.py"))
+    spec = importlib.util.spec_from_file_location(
+        "_bench_engine", os.path.join(ROOT, "benchmarks", "engine.py")
+    )
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
@@ -77,7 +79,9 @@ async def _run_once(doc: dict[str, Any], column: str) -> tuple[float, int]:
     store = MemoryStore()
     await store.open()
     engine = Engine(
-        store, tools=default_tools(), agents=default_agents(),
+        store,
+        tools=default_tools(),
+        agents=default_agents(),
         config=EngineConfig(instrumentation=instrumentation),
     )
     spec = json_format.ParseDict(doc, workflow_pb2.WorkflowSpec())
@@ -115,7 +119,13 @@ def span_microbench(n: int = 20_000) -> float:
 
 
 SCENARIOS = [
-    ("chain-tool", "100-node chain of core.echo tool nodes", "us/node", lambda: chain(100, "tool"), 100),
+    (
+        "chain-tool",
+        "100-node chain of core.echo tool nodes",
+        "us/node",
+        lambda: chain(100, "tool"),
+        100,
+    ),
     ("fan-out", "1,000-way fan-out of core.echo + join", "us/node", lambda: fan_out(1000), 1002),
 ]
 
@@ -128,7 +138,9 @@ def main() -> None:
     from agentrun.engine.tuning import tune_gc
 
     tune_gc()
-    print(f"{'scenario':40} {'unit':8} " + " ".join(f"{c:>9}" for c in COLUMNS) + f" {'us/span':>8}")
+    print(
+        f"{'scenario':40} {'unit':8} " + " ".join(f"{c:>9}" for c in COLUMNS) + f" {'us/span':>8}"
+    )
     for _key, label, unit, make, nodes in SCENARIOS:
         doc = make()
         best = {c: float("inf") for c in COLUMNS}
@@ -140,7 +152,11 @@ def main() -> None:
                 spans[column] = n
         per_node = {c: best[c] * 1e6 / nodes for c in COLUMNS}
         per_span = (best["100%"] - best["metrics"]) * 1e6 / max(1, spans["100%"])
-        print(f"{label:40} {unit:8} " + " ".join(f"{per_node[c]:9.1f}" for c in COLUMNS) + f" {per_span:8.1f}")
+        print(
+            f"{label:40} {unit:8} "
+            + " ".join(f"{per_node[c]:9.1f}" for c in COLUMNS)
+            + f" {per_span:8.1f}"
+        )
         print(f"{'':40} {'spans':8} " + " ".join(f"{spans[c]:9d}" for c in COLUMNS))
     print(f"one span, start+end, in-memory exporter: {span_microbench():.1f} us")
     print("off = none by construction: with tracing none and no metrics port the engine gets no")

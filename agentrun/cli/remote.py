@@ -409,9 +409,9 @@ def _fmt_seconds(value: float) -> str:
 
 def render_trace(trace: Any, width: int = 50, now: float | None = None) -> str:
     """An ExecutionTrace as a text timeline: one row per node and a bar per row."""
-    from agentrun.v1 import execution_pb2 as ex_pb
-
     import time as _time
+
+    from agentrun.v1 import execution_pb2 as ex_pb
 
     execution = trace.execution
     node_state = ex_pb.NodeExecution.State

@@ -16,13 +16,13 @@ from grpc_reflection.v1alpha import reflection
 from agentrun.server.auth import AuthInterceptor
 from agentrun.server.config import ServerConfig
 from agentrun.server.execution_service import ExecutionService
-from agentrun.server.observability import Observability
 from agentrun.server.interceptors import (
     DrainInterceptor,
     ErrorInterceptor,
     Lifecycle,
     LoggingInterceptor,
 )
+from agentrun.server.observability import Observability
 from agentrun.server.ratelimit import RateLimitInterceptor
 from agentrun.server.workflow_service import WorkflowService
 from agentrun.v1 import execution_service_pb2, workflow_service_pb2

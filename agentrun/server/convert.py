@@ -240,7 +240,7 @@ def node_to_proto(record: NodeRecord) -> ex_pb.NodeExecution:
 # Execution traces ----------------------------------------------------------------
 def _set_duration(target: Any, seconds: float | None) -> None:
     if seconds is not None:
-        target.FromNanoseconds(int(round(seconds * 1e9)))
+        target.FromNanoseconds(round(seconds * 1e9))
 
 
 def trace_to_proto(view: Any) -> ex_pb.ExecutionTrace:

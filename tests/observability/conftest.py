@@ -80,7 +80,9 @@ class Stack:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.observability.metrics_port}/metrics"
 
-    async def run(self, yaml_text: str = WORKFLOW, *, metadata: Any = None, input: Any = None) -> Any:
+    async def run(
+        self, yaml_text: str = WORKFLOW, *, metadata: Any = None, input: Any = None
+    ) -> Any:
         spec = load_workflow(yaml_text)
         await self.client.create_workflow(spec)
         if metadata is None:
@@ -101,7 +103,11 @@ async def make_stack(
     *, sample_ratio: float = 1.0, tracing: bool = True, metrics: bool = True, scheduler: Any = None
 ) -> Stack:
     exporter = InMemorySpanExporter()
-    provider = make_provider(sample_ratio=sample_ratio, processors=[SimpleSpanProcessor(exporter)]) if tracing else None
+    provider = (
+        make_provider(sample_ratio=sample_ratio, processors=[SimpleSpanProcessor(exporter)])
+        if tracing
+        else None
+    )
     observability = Observability(
         tracer_provider=provider,
         metrics=Metrics() if metrics else None,
@@ -113,7 +119,9 @@ async def make_stack(
         tools=Registry([*core_tools(), Secretive()]),
         agents=Providers([MockProvider(), UsageProvider()]),
         config=EngineConfig(
-            instrumentation=observability.instrumentation(), secrets={"token": SECRET}, scheduler=scheduler
+            instrumentation=observability.instrumentation(),
+            secrets={"token": SECRET},
+            scheduler=scheduler,
         ),
     )
     observability.attach(engine)

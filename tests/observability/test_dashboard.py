@@ -47,7 +47,11 @@ def test_every_query_names_an_exported_metric() -> None:
             assert not unknown, f"{panel['title']}: {sorted(unknown)} are not exported"
             used |= names
     # The dashboard covers executions, errors, latencies, queue and tokens.
-    for needed in ("agentrun_executions_finished_total", "agentrun_rpc_duration_seconds_bucket",
-                   "agentrun_scheduler_queue_depth", "agentrun_llm_tokens_total",
-                   "agentrun_node_duration_seconds_bucket"):
+    for needed in (
+        "agentrun_executions_finished_total",
+        "agentrun_rpc_duration_seconds_bucket",
+        "agentrun_scheduler_queue_depth",
+        "agentrun_llm_tokens_total",
+        "agentrun_node_duration_seconds_bucket",
+    ):
         assert needed in used

@@ -92,10 +92,25 @@ def test_levels_by_config_and_text_on_a_terminal() -> None:
 def test_config_validates_observability_settings() -> None:
     from agentrun.server import ConfigError, ServerConfig
 
-    config = ServerConfig.load(env={"AGENTRUN_METRICS_PORT": "9464", "AGENTRUN_LOG_LEVEL": "debug",
-                                    "AGENTRUN_LOG_FORMAT": "json", "AGENTRUN_TRACING": "otlp"})
-    assert (config.metrics_port, config.log_level, config.log_format, config.tracing) == (9464, "debug", "json", "otlp")
-    for bad in ({"AGENTRUN_TRACING": "jaeger"}, {"AGENTRUN_TRACE_SAMPLE_RATIO": "2"},
-                {"AGENTRUN_LOG_FORMAT": "xml"}, {"AGENTRUN_LOG_LEVEL": "LOUD"}):
+    config = ServerConfig.load(
+        env={
+            "AGENTRUN_METRICS_PORT": "9464",
+            "AGENTRUN_LOG_LEVEL": "debug",
+            "AGENTRUN_LOG_FORMAT": "json",
+            "AGENTRUN_TRACING": "otlp",
+        }
+    )
+    assert (config.metrics_port, config.log_level, config.log_format, config.tracing) == (
+        9464,
+        "debug",
+        "json",
+        "otlp",
+    )
+    for bad in (
+        {"AGENTRUN_TRACING": "jaeger"},
+        {"AGENTRUN_TRACE_SAMPLE_RATIO": "2"},
+        {"AGENTRUN_LOG_FORMAT": "xml"},
+        {"AGENTRUN_LOG_LEVEL": "LOUD"},
+    ):
         with pytest.raises(ConfigError):
             ServerConfig.load(env=bad)

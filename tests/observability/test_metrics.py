@@ -10,7 +10,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentrun.engine import load_workflow
+from agentrun.client import AgentrunError, NotFound
 
 from .conftest import Stack
 
@@ -47,7 +47,9 @@ async def scrape(stack: Stack) -> dict[str, Any]:
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 
-def value(families: dict[str, Any], family_name: str, sample: str | None = None, **labels: str) -> float:
+def value(
+    families: dict[str, Any], family_name: str, sample: str | None = None, **labels: str
+) -> float:
     name = family_name
     family = families[name]
     total = 0.0
@@ -63,7 +65,7 @@ def value(families: dict[str, Any], family_name: str, sample: str | None = None,
 async def test_metrics_after_a_known_workload(stack: Stack) -> None:
     execution = await stack.run()
     assert execution.state.value == "SUCCEEDED"
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         await stack.client.get_execution("nope")
     families = await scrape(stack)
 
@@ -73,39 +75,159 @@ async def test_metrics_after_a_known_workload(stack: Stack) -> None:
     assert families["agentrun_executions_running"].type == "gauge"
     assert families["agentrun_scheduler_queue_depth"].type == "gauge"
 
-    assert value(families, "agentrun_rpc_requests", "agentrun_rpc_requests_total",
-                 service="agentrun.v1.ExecutionService", method="StartExecution", code="OK") == 1
-    assert value(families, "agentrun_rpc_requests", "agentrun_rpc_requests_total",
-                 method="GetExecution", code="NOT_FOUND") == 1
-    assert value(families, "agentrun_rpc_duration_seconds", "agentrun_rpc_duration_seconds_count",
-                 method="StartExecution", code="OK") == 1
-    assert value(families, "agentrun_executions_started", "agentrun_executions_started_total", workflow="traced") == 1
-    assert value(families, "agentrun_executions_finished", "agentrun_executions_finished_total",
-                 workflow="traced", status="SUCCEEDED") == 1
+    assert (
+        value(
+            families,
+            "agentrun_rpc_requests",
+            "agentrun_rpc_requests_total",
+            service="agentrun.v1.ExecutionService",
+            method="StartExecution",
+            code="OK",
+        )
+        == 1
+    )
+    assert (
+        value(
+            families,
+            "agentrun_rpc_requests",
+            "agentrun_rpc_requests_total",
+            method="GetExecution",
+            code="NOT_FOUND",
+        )
+        == 1
+    )
+    assert (
+        value(
+            families,
+            "agentrun_rpc_duration_seconds",
+            "agentrun_rpc_duration_seconds_count",
+            method="StartExecution",
+            code="OK",
+        )
+        == 1
+    )
+    assert (
+        value(
+            families,
+            "agentrun_executions_started",
+            "agentrun_executions_started_total",
+            workflow="traced",
+        )
+        == 1
+    )
+    assert (
+        value(
+            families,
+            "agentrun_executions_finished",
+            "agentrun_executions_finished_total",
+            workflow="traced",
+            status="SUCCEEDED",
+        )
+        == 1
+    )
     assert value(families, "agentrun_executions_running", workflow="traced") == 0
-    assert value(families, "agentrun_execution_duration_seconds", "agentrun_execution_duration_seconds_count",
-                 workflow="traced", status="SUCCEEDED") == 1
+    assert (
+        value(
+            families,
+            "agentrun_execution_duration_seconds",
+            "agentrun_execution_duration_seconds_count",
+            workflow="traced",
+            status="SUCCEEDED",
+        )
+        == 1
+    )
     # flaky: 2 attempts (1 error), slow: 1, ask (agent): 1.
-    assert value(families, "agentrun_node_duration_seconds", "agentrun_node_duration_seconds_count",
-                 kind="tool", outcome="error") == 1
-    assert value(families, "agentrun_node_duration_seconds", "agentrun_node_duration_seconds_count",
-                 kind="tool", outcome="success") == 2
-    assert value(families, "agentrun_node_duration_seconds", "agentrun_node_duration_seconds_count",
-                 kind="agent", outcome="success") == 1
-    assert value(families, "agentrun_node_duration_seconds", "agentrun_node_duration_seconds_sum",
-                 kind="tool", outcome="success") >= 0.05  # core.sleep 0.05
+    assert (
+        value(
+            families,
+            "agentrun_node_duration_seconds",
+            "agentrun_node_duration_seconds_count",
+            kind="tool",
+            outcome="error",
+        )
+        == 1
+    )
+    assert (
+        value(
+            families,
+            "agentrun_node_duration_seconds",
+            "agentrun_node_duration_seconds_count",
+            kind="tool",
+            outcome="success",
+        )
+        == 2
+    )
+    assert (
+        value(
+            families,
+            "agentrun_node_duration_seconds",
+            "agentrun_node_duration_seconds_count",
+            kind="agent",
+            outcome="success",
+        )
+        == 1
+    )
+    assert (
+        value(
+            families,
+            "agentrun_node_duration_seconds",
+            "agentrun_node_duration_seconds_sum",
+            kind="tool",
+            outcome="success",
+        )
+        >= 0.05
+    )  # core.sleep 0.05
     assert value(families, "agentrun_nodes_running", kind="tool") == 0
-    assert value(families, "agentrun_node_retries", "agentrun_node_retries_total", workflow="traced") == 1
-    assert value(families, "agentrun_nodes_finished", "agentrun_nodes_finished_total", status="succeeded") == 4
-    assert value(families, "agentrun_llm_tokens", "agentrun_llm_tokens_total",
-                 provider="llm", model="small", type="prompt") == 10
-    assert value(families, "agentrun_llm_tokens", "agentrun_llm_tokens_total",
-                 provider="llm", model="small", type="completion") == 5
-    assert value(families, "agentrun_llm_cost_usd", "agentrun_llm_cost_usd_total",
-                 provider="llm", model="small") == pytest.approx(0.01)
-    assert value(families, "agentrun_store_commit_duration_seconds",
-                 "agentrun_store_commit_duration_seconds_count") >= 4
-    assert value(families, "agentrun_events", "agentrun_events_total") == execution.last_sequence - 1
+    assert (
+        value(families, "agentrun_node_retries", "agentrun_node_retries_total", workflow="traced")
+        == 1
+    )
+    assert (
+        value(
+            families, "agentrun_nodes_finished", "agentrun_nodes_finished_total", status="succeeded"
+        )
+        == 4
+    )
+    assert (
+        value(
+            families,
+            "agentrun_llm_tokens",
+            "agentrun_llm_tokens_total",
+            provider="llm",
+            model="small",
+            type="prompt",
+        )
+        == 10
+    )
+    assert (
+        value(
+            families,
+            "agentrun_llm_tokens",
+            "agentrun_llm_tokens_total",
+            provider="llm",
+            model="small",
+            type="completion",
+        )
+        == 5
+    )
+    assert value(
+        families,
+        "agentrun_llm_cost_usd",
+        "agentrun_llm_cost_usd_total",
+        provider="llm",
+        model="small",
+    ) == pytest.approx(0.01)
+    assert (
+        value(
+            families,
+            "agentrun_store_commit_duration_seconds",
+            "agentrun_store_commit_duration_seconds_count",
+        )
+        >= 4
+    )
+    assert (
+        value(families, "agentrun_events", "agentrun_events_total") == execution.last_sequence - 1
+    )
     assert value(families, "agentrun_scheduler_queue_depth") == 0
 
     # No execution ids anywhere in the labels.
@@ -119,12 +241,36 @@ async def test_breakers_and_compensations(stack: Stack) -> None:
     await stack.run(BREAKER)
     families = await scrape(stack)
     assert value(families, "agentrun_circuit_breaker_state", name="core.fail") == 2
-    assert value(families, "agentrun_circuit_breaker_transitions", "agentrun_circuit_breaker_transitions_total",
-                 name="core.fail", state="open") == 1
-    assert value(families, "agentrun_compensations", "agentrun_compensations_total",
-                 workflow="saga", outcome="compensated") == 1
-    assert value(families, "agentrun_executions_finished", "agentrun_executions_finished_total",
-                 workflow="saga", status="COMPENSATED") == 1
+    assert (
+        value(
+            families,
+            "agentrun_circuit_breaker_transitions",
+            "agentrun_circuit_breaker_transitions_total",
+            name="core.fail",
+            state="open",
+        )
+        == 1
+    )
+    assert (
+        value(
+            families,
+            "agentrun_compensations",
+            "agentrun_compensations_total",
+            workflow="saga",
+            outcome="compensated",
+        )
+        == 1
+    )
+    assert (
+        value(
+            families,
+            "agentrun_executions_finished",
+            "agentrun_executions_finished_total",
+            workflow="saga",
+            status="COMPENSATED",
+        )
+        == 1
+    )
 
 
 RATE = """
@@ -148,8 +294,20 @@ async def test_rate_limit_waits_and_queue_wait() -> None:
         assert execution.state.value == "SUCCEEDED"
         families = await scrape(stack)
         assert value(families, "agentrun_rate_limit_waits", "agentrun_rate_limit_waits_total") >= 1
-        assert value(families, "agentrun_node_queue_wait_seconds", "agentrun_node_queue_wait_seconds_count") == 3
-        assert value(families, "agentrun_node_queue_wait_seconds", "agentrun_node_queue_wait_seconds_sum") > 0.04
+        assert (
+            value(
+                families,
+                "agentrun_node_queue_wait_seconds",
+                "agentrun_node_queue_wait_seconds_count",
+            )
+            == 3
+        )
+        assert (
+            value(
+                families, "agentrun_node_queue_wait_seconds", "agentrun_node_queue_wait_seconds_sum"
+            )
+            > 0.04
+        )
     finally:
         await stack.client.close()
         await stack.server.stop(0)
@@ -159,8 +317,16 @@ async def test_rate_limit_waits_and_queue_wait() -> None:
 
 async def test_refused_calls_are_counted_with_their_code(stack: Stack) -> None:
     await stack.server.drain()
-    with pytest.raises(Exception):
+    with pytest.raises(AgentrunError):
         await stack.client.get_execution("any")
     families = await scrape(stack)
-    assert value(families, "agentrun_rpc_requests", "agentrun_rpc_requests_total",
-                 method="GetExecution", code=grpc.StatusCode.UNAVAILABLE.name) >= 1  # the SDK retries
+    assert (
+        value(
+            families,
+            "agentrun_rpc_requests",
+            "agentrun_rpc_requests_total",
+            method="GetExecution",
+            code=grpc.StatusCode.UNAVAILABLE.name,
+        )
+        >= 1
+    )  # the SDK retries

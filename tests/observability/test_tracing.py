@@ -70,8 +70,12 @@ async def test_execution_spans_nest_under_the_rpc(stack: Stack) -> None:
     assert ask.start_time >= max(slow.end_time, flaky[1].end_time)
     assert ex.attributes["agentrun.usage.prompt_tokens"] == 10
     # Everything is one trace; the execution span ends last.
-    assert {s.context.trace_id for s in spans if s.name != "agentrun.v1.WorkflowService/CreateWorkflow"
-            and not s.name.endswith(("GetExecution",))} == {rpc.context.trace_id}
+    assert {
+        s.context.trace_id
+        for s in spans
+        if s.name != "agentrun.v1.WorkflowService/CreateWorkflow"
+        and not s.name.endswith(("GetExecution",))
+    } == {rpc.context.trace_id}
     assert ex.end_time >= ask.end_time
 
 
@@ -158,8 +162,13 @@ def test_traceparent_round_trip() -> None:
     ctx = parse_traceparent(CALLER_TRACEPARENT)
     assert ctx is not None and ctx.is_remote and ctx.trace_flags.sampled
     assert format_traceparent(ctx) == CALLER_TRACEPARENT
-    for bad in ("", "00-0000-00f067aa0ba902b7-01", f"ff-{CALLER_TRACE}-00f067aa0ba902b7-01",
-                f"00-{'0' * 32}-00f067aa0ba902b7-01", f"00-{CALLER_TRACE}-{'0' * 16}-01"):
+    for bad in (
+        "",
+        "00-0000-00f067aa0ba902b7-01",
+        f"ff-{CALLER_TRACE}-00f067aa0ba902b7-01",
+        f"00-{'0' * 32}-00f067aa0ba902b7-01",
+        f"00-{CALLER_TRACE}-{'0' * 16}-01",
+    ):
         assert parse_traceparent(bad) is None
 
 
@@ -168,8 +177,13 @@ def test_exporters_by_config(exporter: str) -> None:
     from agentrun.server import ServerConfig
     from agentrun.server.observability import Observability
 
-    config = ServerConfig.load(env={"AGENTRUN_TRACING": exporter, "AGENTRUN_TRACE_SAMPLE_RATIO": "0.5",
-                                    "AGENTRUN_OTLP_ENDPOINT": "http://127.0.0.1:1"})
+    config = ServerConfig.load(
+        env={
+            "AGENTRUN_TRACING": exporter,
+            "AGENTRUN_TRACE_SAMPLE_RATIO": "0.5",
+            "AGENTRUN_OTLP_ENDPOINT": "http://127.0.0.1:1",
+        }
+    )
     obs = Observability.from_config(config)
     assert obs.tracing is (exporter != "none")
     # Off is absent: no engine hooks, no interceptor.

@@ -13,7 +13,12 @@ from typing import Any
 
 from agentrun.server.observability.instrumentation import Telemetry
 from agentrun.server.observability.interceptor import TelemetryInterceptor
-from agentrun.server.observability.logging import JsonFormatter, TextFormatter, add_secrets, configure_logging
+from agentrun.server.observability.logging import (
+    JsonFormatter,
+    TextFormatter,
+    add_secrets,
+    configure_logging,
+)
 from agentrun.server.observability.metrics import Metrics
 from agentrun.server.observability.trace_view import TraceView, build_trace
 from agentrun.server.observability.tracing import (
@@ -28,8 +33,14 @@ from agentrun.server.observability.tracing import (
 class Observability:
     """The tracer provider (None: tracing off), the metrics (None: off) and the hooks over both."""
 
-    def __init__(self, *, tracer_provider: Any = None, metrics: Metrics | None = None, metrics_port: int | None = None,
-                 metrics_host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        *,
+        tracer_provider: Any = None,
+        metrics: Metrics | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
+    ) -> None:
         self.tracer_provider = tracer_provider
         self.metrics = metrics
         self.metrics_port = metrics_port
@@ -51,8 +62,12 @@ class Observability:
         )
         metrics = Metrics() if config.metrics_port is not None else None
         add_secrets(k.key for k in config.api_keys)
-        return cls(tracer_provider=provider, metrics=metrics, metrics_port=config.metrics_port,
-                   metrics_host=config.metrics_host)
+        return cls(
+            tracer_provider=provider,
+            metrics=metrics,
+            metrics_port=config.metrics_port,
+            metrics_host=config.metrics_host,
+        )
 
     @property
     def tracing(self) -> bool:

@@ -34,11 +34,16 @@ log = logging.getLogger("agentrun.server.observability")
 # only carrier (`opentelemetry.propagate.inject(headers)` in a tool).
 _TRACEPARENT_VAR = getattr(_instrument, "current_traceparent", None)
 
-_TERMINAL_NODE = frozenset(
-    {"node.succeeded", "node.failed", "node.skipped", "node.cancelled"}
-)
+_TERMINAL_NODE = frozenset({"node.succeeded", "node.failed", "node.skipped", "node.cancelled"})
 _ENDS_ATTEMPT = frozenset(
-    {"node.succeeded", "node.failed", "node.retrying", "node.cancelled", "node.skipped", "node.escalated"}
+    {
+        "node.succeeded",
+        "node.failed",
+        "node.retrying",
+        "node.cancelled",
+        "node.skipped",
+        "node.escalated",
+    }
 )
 _SPAN_KIND = {"tool": SpanKind.CLIENT, "agent": SpanKind.CLIENT}
 _USAGE_KEYS = {
@@ -52,7 +57,7 @@ _USAGE_KEYS = {
 class _Execution:
     """What the hooks keep about one running execution."""
 
-    __slots__ = ("span", "context", "t0", "workflow", "targets", "queued", "agent_spans")
+    __slots__ = ("agent_spans", "context", "queued", "span", "t0", "targets", "workflow")
 
     def __init__(self, workflow: str) -> None:
         self.span: Any = None
@@ -68,7 +73,7 @@ class _Execution:
 
 
 class _AgentSpan:
-    __slots__ = ("span", "end_ns", "closed", "usage")
+    __slots__ = ("closed", "end_ns", "span", "usage")
 
     def __init__(self, span: Any) -> None:
         self.span = span
@@ -84,7 +89,11 @@ class _AgentSpan:
 
 class Telemetry(Instrumentation):
     def __init__(self, *, tracer_provider: Any = None, metrics: Metrics | None = None) -> None:
-        self.tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME) if tracer_provider is not None else None
+        self.tracer = (
+            tracer_provider.get_tracer(INSTRUMENTATION_NAME)
+            if tracer_provider is not None
+            else None
+        )
         self.metrics = metrics
         self._runs: dict[str, _Execution] = {}
         self._complained = False
@@ -169,7 +178,9 @@ class Telemetry(Instrumentation):
                         span.set_attribute("error.type", str(error["type"]))
                     if error.get("node"):
                         span.set_attribute("agentrun.error.node", str(error["node"]))
-                    span.set_status(Status(StatusCode.ERROR, str(error.get("message") or status)[:256]))
+                    span.set_status(
+                        Status(StatusCode.ERROR, str(error.get("message") or status)[:256])
+                    )
                 for name, value in (record.usage or {}).items():
                     span.set_attribute(f"agentrun.usage.{name}", value)
             if span is not None:
@@ -178,11 +189,15 @@ class Telemetry(Instrumentation):
             self._failed("execution_ended")
 
     # ------------------------------------------------------------------- attempts
-    def attempt(self, record: ExecutionRecord, node_id: str, kind: str, attempt: int, target: str) -> Any:
+    def attempt(
+        self, record: ExecutionRecord, node_id: str, kind: str, attempt: int, target: str
+    ) -> Any:
         return _Attempt(self, record, node_id, kind, attempt, target)
 
     # ------------------------------------------------------------------- commits
-    def events_committed(self, record: ExecutionRecord, events: list[EventRecord], seconds: float) -> None:
+    def events_committed(
+        self, record: ExecutionRecord, events: list[EventRecord], seconds: float
+    ) -> None:
         try:
             metrics = self.metrics
             if metrics is not None:
@@ -204,7 +219,11 @@ class Telemetry(Instrumentation):
                             metrics.queue_wait.observe(queued)
                         if limited:
                             metrics.rate_limit_waits.inc()
-                    if run is not None and self.tracer is not None and (queued is not None or limited):
+                    if (
+                        run is not None
+                        and self.tracer is not None
+                        and (queued is not None or limited)
+                    ):
                         run.queued[event.node_id or ""] = (float(queued or 0.0), limited)
                     continue
                 if type_ == "agent.usage":
@@ -257,8 +276,10 @@ class Telemetry(Instrumentation):
                     self.metrics.llm_cost.labels(provider, model).inc(value)
             if pending is not None:
                 attr = (
-                    "gen_ai.usage.input_tokens" if kind == "prompt"
-                    else "gen_ai.usage.output_tokens" if kind == "completion"
+                    "gen_ai.usage.input_tokens"
+                    if kind == "prompt"
+                    else "gen_ai.usage.output_tokens"
+                    if kind == "completion"
                     else f"agentrun.usage.{name}"
                 )
                 pending.usage[attr] = pending.usage.get(attr, 0) + value
@@ -301,9 +322,22 @@ def _outcome(exc: BaseException | None) -> tuple[str, str]:
 class _Attempt:
     """The context manager around one call, entered inside the call's own task."""
 
-    __slots__ = ("_t", "_record", "_key", "_kind", "_attempt", "_target", "_t0", "_span", "_token", "_tp_token")
+    __slots__ = (
+        "_attempt",
+        "_key",
+        "_kind",
+        "_record",
+        "_span",
+        "_t",
+        "_t0",
+        "_target",
+        "_token",
+        "_tp_token",
+    )
 
-    def __init__(self, t: Telemetry, record: ExecutionRecord, key: str, kind: str, attempt: int, target: str) -> None:
+    def __init__(
+        self, t: Telemetry, record: ExecutionRecord, key: str, kind: str, attempt: int, target: str
+    ) -> None:
         self._t = t
         self._record = record
         self._key = key
@@ -328,12 +362,19 @@ class _Attempt:
                 if gauge is None:
                     gauge = t._node_running[kind] = t.metrics.nodes_running.labels(kind)
                 gauge.inc()
-            if t.tracer is not None and run is not None and run.span is not None and not run.span.is_recording():
+            if (
+                t.tracer is not None
+                and run is not None
+                and run.span is not None
+                and not run.span.is_recording()
+            ):
                 # The execution is not sampled, so no attempt of it is: skip making spans,
                 # but keep its context current (a tool still propagates the trace id).
                 self._token = otel_context.attach(run.context)
                 if _TRACEPARENT_VAR is not None and run.span.get_span_context().is_valid:
-                    self._tp_token = _TRACEPARENT_VAR.set(format_traceparent(run.span.get_span_context()))
+                    self._tp_token = _TRACEPARENT_VAR.set(
+                        format_traceparent(run.span.get_span_context())
+                    )
             elif t.tracer is not None:
                 parent = run.context if run is not None else None
                 # Execution id and version are on the parent span.
@@ -358,8 +399,10 @@ class _Attempt:
                         if waited[1]:
                             attributes["agentrun.queue.rate_limited"] = True
                 span = t.tracer.start_span(
-                    f"{kind} {self._target}", context=parent,
-                    kind=_SPAN_KIND.get(kind, SpanKind.INTERNAL), attributes=attributes,
+                    f"{kind} {self._target}",
+                    context=parent,
+                    kind=_SPAN_KIND.get(kind, SpanKind.INTERNAL),
+                    attributes=attributes,
                 )
                 self._span = span
                 if kind == "agent" and run is not None and span.is_recording():
@@ -373,7 +416,7 @@ class _Attempt:
             t._failed("attempt enter")
         return self._span
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         t = self._t
         try:
             outcome, error_type = _outcome(exc)

@@ -30,7 +30,9 @@ from agentrun.server.observability.tracing import (
 
 UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # Codes that are the server's fault (OpenTelemetry's gRPC conventions): the span is an error.
-_SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
+_SERVER_ERRORS = frozenset(
+    {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+)
 
 
 def _code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
@@ -52,7 +54,11 @@ def _code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
 class TelemetryInterceptor(CachingInterceptor):
     def __init__(self, *, tracer_provider: Any = None, metrics: Metrics | None = None) -> None:
         super().__init__()
-        self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME) if tracer_provider is not None else None
+        self._tracer = (
+            tracer_provider.get_tracer(INSTRUMENTATION_NAME)
+            if tracer_provider is not None
+            else None
+        )
         self._metrics = metrics
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
@@ -69,10 +75,18 @@ class TelemetryInterceptor(CachingInterceptor):
             if tracer is None:
                 return None, None
             parent = context_from_traceparent(metadata_traceparent(context.invocation_metadata()))
-            span = tracer.start_span(span_name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+            span = tracer.start_span(
+                span_name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+            )
             return span, otel_context.attach(trace.set_span_in_context(span))
 
-        def end(context: grpc.aio.ServicerContext, started: float, span: Any, token: Any, exc: BaseException | None) -> None:
+        def end(
+            context: grpc.aio.ServicerContext,
+            started: float,
+            span: Any,
+            token: Any,
+            exc: BaseException | None,
+        ) -> None:
             code = _code(context, exc)
             if metrics is not None:
                 in_flight.inc(-1)  # type: ignore[union-attr]
@@ -81,7 +95,10 @@ class TelemetryInterceptor(CachingInterceptor):
                 latency.observe(time.perf_counter() - started)
             if span is not None:
                 otel_context.detach(token)
-                span.set_attribute("rpc.grpc.status_code", getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN).value[0])
+                span.set_attribute(
+                    "rpc.grpc.status_code",
+                    getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN).value[0],
+                )
                 if code in _SERVER_ERRORS:
                     span.set_status(Status(StatusCode.ERROR, code))
                 span.end()

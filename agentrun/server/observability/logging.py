@@ -15,7 +15,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 # (tenant, workflow, execution id, node key, attempt) of the node attempt running in this task.
@@ -100,7 +100,7 @@ def _span_context() -> Any:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": SCRUB(record.getMessage()),
@@ -117,11 +117,15 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = SCRUB(super().format(record))
-        extra = " ".join(f"{k}={v}" for k, v in _fields(record).items() if k != "span_id" and v not in ("", None))
+        extra = " ".join(
+            f"{k}={v}" for k, v in _fields(record).items() if k != "span_id" and v not in ("", None)
+        )
         return f"{line} [{extra}]" if extra else line
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> logging.Handler:
+def configure_logging(
+    level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None
+) -> logging.Handler:
     """Sends every log record to `stream` (stderr): JSON lines, or text when `fmt` is
     `text` or `auto` on a terminal. Replaces the root logger's handlers."""
     if fmt not in FORMATS:

@@ -70,8 +70,9 @@ class _Buckets:
 class _Family:
     kind = ""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
-                 registry: _Families) -> None:
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str] = (), *, registry: _Families
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
@@ -133,8 +134,15 @@ class Gauge(_Family):
 class Histogram(_Family):
     kind = "histogram"
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
-                 buckets: Sequence[float] = SECONDS, registry: _Families) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float] = SECONDS,
+        registry: _Families,
+    ) -> None:
         self.bounds = tuple(float(b) for b in buckets if not math.isinf(b))
         super().__init__(name, documentation, labelnames, registry=registry)
 
@@ -171,94 +179,139 @@ class Metrics:
         registry = self._families = _Families()  # type: ignore[assignment]
         # gRPC
         self.rpc_requests = Counter(
-            "agentrun_rpc_requests", "RPCs handled, by service, method and status code.",
-            ("service", "method", "code"), registry=registry,
+            "agentrun_rpc_requests",
+            "RPCs handled, by service, method and status code.",
+            ("service", "method", "code"),
+            registry=registry,
         )
         self.rpc_duration = Histogram(
-            "agentrun_rpc_duration_seconds", "Time to handle an RPC (a stream: its whole life).",
-            ("service", "method", "code"), buckets=SECONDS, registry=registry,
+            "agentrun_rpc_duration_seconds",
+            "Time to handle an RPC (a stream: its whole life).",
+            ("service", "method", "code"),
+            buckets=SECONDS,
+            registry=registry,
         )
         self.rpc_in_flight = Gauge(
-            "agentrun_rpc_in_flight", "RPCs being handled now (streams included).",
-            ("service", "method"), registry=registry,
+            "agentrun_rpc_in_flight",
+            "RPCs being handled now (streams included).",
+            ("service", "method"),
+            registry=registry,
         )
         # Executions
         self.executions_started = Counter(
-            "agentrun_executions_started", "Executions that began running in this process "
-            "(fresh, resumed after a restart, or rerun).", ("workflow",), registry=registry,
+            "agentrun_executions_started",
+            "Executions that began running in this process "
+            "(fresh, resumed after a restart, or rerun).",
+            ("workflow",),
+            registry=registry,
         )
         self.executions_finished = Counter(
-            "agentrun_executions_finished", "Executions that reached a final state.",
-            ("workflow", "status"), registry=registry,
+            "agentrun_executions_finished",
+            "Executions that reached a final state.",
+            ("workflow", "status"),
+            registry=registry,
         )
         self.execution_duration = Histogram(
-            "agentrun_execution_duration_seconds", "From the start of an execution to its final state.",
-            ("workflow", "status"), buckets=SECONDS, registry=registry,
+            "agentrun_execution_duration_seconds",
+            "From the start of an execution to its final state.",
+            ("workflow", "status"),
+            buckets=SECONDS,
+            registry=registry,
         )
         self.executions_running = Gauge(
-            "agentrun_executions_running", "Executions running in this process.",
-            ("workflow",), registry=registry,
+            "agentrun_executions_running",
+            "Executions running in this process.",
+            ("workflow",),
+            registry=registry,
         )
         # Nodes
         self.node_duration = Histogram(
-            "agentrun_node_duration_seconds", "One attempt of a tool, agent or workflow node (or "
+            "agentrun_node_duration_seconds",
+            "One attempt of a tool, agent or workflow node (or "
             "map item, compensation, fallback), by kind and outcome.",
-            ("kind", "outcome"), buckets=SECONDS, registry=registry,
+            ("kind", "outcome"),
+            buckets=SECONDS,
+            registry=registry,
         )
         self.nodes_running = Gauge(
-            "agentrun_nodes_running", "Tool, agent and workflow calls running now.",
-            ("kind",), registry=registry,
+            "agentrun_nodes_running",
+            "Tool, agent and workflow calls running now.",
+            ("kind",),
+            registry=registry,
         )
         self.nodes_finished = Counter(
-            "agentrun_nodes_finished", "Nodes that reached a final state, by status.",
-            ("status",), registry=registry,
+            "agentrun_nodes_finished",
+            "Nodes that reached a final state, by status.",
+            ("status",),
+            registry=registry,
         )
         self.node_retries = Counter(
-            "agentrun_node_retries", "Attempts that failed and are retried after a delay.",
-            ("workflow",), registry=registry,
+            "agentrun_node_retries",
+            "Attempts that failed and are retried after a delay.",
+            ("workflow",),
+            registry=registry,
         )
         self.compensations = Counter(
-            "agentrun_compensations", "Compensations run (saga), by outcome.",
-            ("workflow", "outcome"), registry=registry,
+            "agentrun_compensations",
+            "Compensations run (saga), by outcome.",
+            ("workflow", "outcome"),
+            registry=registry,
         )
         self.queue_wait = Histogram(
-            "agentrun_node_queue_wait_seconds", "Time a ready call waited for a scheduler slot "
-            "(limits, rate-limit buckets).", buckets=SECONDS, registry=registry,
+            "agentrun_node_queue_wait_seconds",
+            "Time a ready call waited for a scheduler slot (limits, rate-limit buckets).",
+            buckets=SECONDS,
+            registry=registry,
         )
         self.rate_limit_waits = Counter(
-            "agentrun_rate_limit_waits", "Calls that waited for a rate-limit bucket token.",
+            "agentrun_rate_limit_waits",
+            "Calls that waited for a rate-limit bucket token.",
             registry=registry,
         )
         # Breakers
         self.breaker_state = Gauge(
-            "agentrun_circuit_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
-            ("name",), registry=registry,
+            "agentrun_circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ("name",),
+            registry=registry,
         )
         self.breaker_transitions = Counter(
-            "agentrun_circuit_breaker_transitions", "Circuit breaker state changes, by new state.",
-            ("name", "state"), registry=registry,
+            "agentrun_circuit_breaker_transitions",
+            "Circuit breaker state changes, by new state.",
+            ("name", "state"),
+            registry=registry,
         )
         # Store and events
         self.store_commit = Histogram(
-            "agentrun_store_commit_duration_seconds", "Time to commit one batch of an execution's "
-            "changes to the store.", buckets=FAST_SECONDS, registry=registry,
+            "agentrun_store_commit_duration_seconds",
+            "Time to commit one batch of an execution's changes to the store.",
+            buckets=FAST_SECONDS,
+            registry=registry,
         )
         self.events = Counter(
-            "agentrun_events", "Execution events committed.", registry=registry,
+            "agentrun_events",
+            "Execution events committed.",
+            registry=registry,
         )
         self.bus_lag = Histogram(
-            "agentrun_event_bus_lag_seconds", "From an event's commit to its publication on the "
+            "agentrun_event_bus_lag_seconds",
+            "From an event's commit to its publication on the "
             "configured event bus (NATS, Kafka); empty without a bus.",
-            buckets=FAST_SECONDS, registry=registry,
+            buckets=FAST_SECONDS,
+            registry=registry,
         )
         # LLM use
         self.llm_tokens = Counter(
-            "agentrun_llm_tokens", "LLM tokens used, by provider, model and type (prompt, completion).",
-            ("provider", "model", "type"), registry=registry,
+            "agentrun_llm_tokens",
+            "LLM tokens used, by provider, model and type (prompt, completion).",
+            ("provider", "model", "type"),
+            registry=registry,
         )
         self.llm_cost = Counter(
-            "agentrun_llm_cost_usd", "LLM cost reported by providers, in US dollars.",
-            ("provider", "model"), registry=registry,
+            "agentrun_llm_cost_usd",
+            "LLM cost reported by providers, in US dollars.",
+            ("provider", "model"),
+            registry=registry,
         )
         self.registry.register(self._families)
         self._sources = _EngineCollector()
@@ -333,7 +386,8 @@ class _EngineCollector(Collector):
             "Ready calls waiting for a scheduler slot (limits, rate-limit buckets).",
         )
         running = GaugeMetricFamily(
-            "agentrun_scheduler_running_slots", "Calls holding a scheduler slot (when limits apply)."
+            "agentrun_scheduler_running_slots",
+            "Calls holding a scheduler slot (when limits apply).",
         )
         q = r = 0
         for engine in self.engines:

@@ -104,7 +104,12 @@ def build_trace(
                 queued = max(0.0, event.time - ready) if ready is not None else 0.0
             attempt = int(_number(data.get("attempt")) or len(v.attempts) + 1)
             v.attempts.append(
-                AttemptView(attempt, event.time, queued_seconds=queued, rate_limited=bool(data.get("rate_limited")))
+                AttemptView(
+                    attempt,
+                    event.time,
+                    queued_seconds=queued,
+                    rate_limited=bool(data.get("rate_limited")),
+                )
             )
             v.queued_seconds += queued
         elif what in _OUTCOMES:
