@@ -81,15 +81,15 @@ async def attach(engine: Any, config: Mapping[str, Any] | None = None) -> Any:
 
 
 __all__ = [
-    "Registry",
     "FunctionTool",
-    "ToolDefinitionError",
-    "Providers",
     "MockProvider",
     "OpenAIProvider",
-    "default_tools",
+    "Providers",
+    "Registry",
+    "ToolDefinitionError",
+    "attach",
     "default_agents",
+    "default_tools",
     "load_secrets",
     "redact_logging",
-    "attach",
 ]

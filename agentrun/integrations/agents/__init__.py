@@ -92,4 +92,4 @@ def build_providers(
     return Providers(list(providers.values()))
 
 
-__all__ = ["Providers", "MockProvider", "OpenAIProvider", "OpenAIConfig", "build_providers"]
+__all__ = ["MockProvider", "OpenAIConfig", "OpenAIProvider", "Providers", "build_providers"]

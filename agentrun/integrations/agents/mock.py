@@ -17,7 +17,13 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agentrun.engine.ports import AgentProvider, AgentRequest, CallContext, ToolFailure, ToolRegistry
+from agentrun.engine.ports import (
+    AgentProvider,
+    AgentRequest,
+    CallContext,
+    ToolFailure,
+    ToolRegistry,
+)
 from agentrun.integrations.agents.tooling import AgentTools
 
 DEFAULT_MAX_TURNS = 8

@@ -34,7 +34,13 @@ from typing import Any
 import httpx
 import jsonschema
 
-from agentrun.engine.ports import AgentProvider, AgentRequest, CallContext, ToolFailure, ToolRegistry
+from agentrun.engine.ports import (
+    AgentProvider,
+    AgentRequest,
+    CallContext,
+    ToolFailure,
+    ToolRegistry,
+)
 from agentrun.integrations.agents.tooling import AgentTools, DeltaStream, emit, result_text
 from agentrun.integrations.util import parse_seconds, retry_after_seconds
 

@@ -69,6 +69,12 @@ def publisher_from_config(engine: Any, config: Mapping[str, Any]) -> BusPublishe
 
 
 __all__ = [
-    "BusEvent", "BusUnavailable", "EventBus", "MemoryBus", "BusPublisher",
-    "bus_from_config", "publisher_from_config", "subject_token",
+    "BusEvent",
+    "BusPublisher",
+    "BusUnavailable",
+    "EventBus",
+    "MemoryBus",
+    "bus_from_config",
+    "publisher_from_config",
+    "subject_token",
 ]

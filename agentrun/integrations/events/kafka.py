@@ -46,7 +46,7 @@ class KafkaBus(EventBus):
         )
         try:
             await asyncio.wait_for(producer.start(), self.publish_timeout * 2)
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             await _stop_quietly(producer)
             raise BusUnavailable(f"cannot connect to Kafka at {self.bootstrap}: {exc!r}") from None
         self._producer = producer
@@ -63,7 +63,7 @@ class KafkaBus(EventBus):
                 ),
                 self.publish_timeout,
             )
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             raise BusUnavailable(f"Kafka publish failed: {exc!r}") from None
 
     async def close(self) -> None:

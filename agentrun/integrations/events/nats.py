@@ -65,7 +65,7 @@ class NatsBus(EventBus):
                     reconnected_cb=_quiet_cb,
                     closed_cb=_quiet_cb,
                 )
-            except (OSError, NatsError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, NatsError) as exc:
                 self._nc = None
                 raise BusUnavailable(f"cannot connect to NATS at {self.url}: {exc!r}") from None
             self._js = self._nc.jetstream(timeout=self.publish_timeout)
@@ -89,7 +89,7 @@ class NatsBus(EventBus):
                     max_age=self.max_age or None,
                     num_replicas=self.replicas,
                 ))
-        except (NatsError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, NatsError, OSError) as exc:
             raise BusUnavailable(f"JetStream stream {self.stream}: {exc!r}") from None
         self._stream_ready = True
 
@@ -107,7 +107,7 @@ class NatsBus(EventBus):
                 headers={"Nats-Msg-Id": event.id, "Agentrun-Sequence": str(event.sequence),
                          "Agentrun-Type": event.type},
             )
-        except (NatsError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, NatsError, OSError) as exc:
             raise BusUnavailable(f"NATS publish failed: {exc!r}") from None
 
     async def last_sequence(self, tenant: str, workflow: str, execution_id: str) -> int | None:
@@ -120,7 +120,7 @@ class NatsBus(EventBus):
             msg = await self._js.get_last_msg(self.stream, self.subject(tenant, workflow, execution_id))
         except NotFoundError:
             return 0
-        except (NatsError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, NatsError, OSError) as exc:
             raise BusUnavailable(f"NATS lookup failed: {exc!r}") from None
         headers = msg.headers or {}
         if "Agentrun-Sequence" in headers:

@@ -102,7 +102,7 @@ class BusPublisher:
         if task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task

@@ -7,4 +7,4 @@ from agentrun.integrations.tools.http import HttpRequest
 from agentrun.integrations.tools.sql import SqlQuery
 from agentrun.integrations.tools.ssrf import Blocked, Guard
 
-__all__ = ["EmailSend", "HttpRequest", "SqlQuery", "Guard", "Blocked"]
+__all__ = ["Blocked", "EmailSend", "Guard", "HttpRequest", "SqlQuery"]
