@@ -102,6 +102,33 @@ async def snapshot(url: str, *, events: bool = False) -> Snapshot:
     return Snapshot(executions, nodes, found)
 
 
+async def _activity(url: str) -> list[dict[str, Any]]:
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text(
+                    "SELECT pid, state, wait_event_type, now() - xact_start AS xact_age, left(query, 120) AS query"
+                    " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            return [dict(r._mapping) for r in rows]
+    finally:
+        await engine.dispose()
+
+
+def pg_activity(url: str) -> str:
+    """The database's sessions, for failure messages (who holds a transaction open)."""
+    try:
+        rows = run_sync(_activity(url))
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        return f"(pg_stat_activity unavailable: {exc})"
+    return "\n".join(f"  {r['pid']} {r['state']} {r['wait_event_type']} xact {r['xact_age']} {r['query']!r}" for r in rows)
+
+
 def read_snapshot(url: str, *, events: bool = False) -> Snapshot:
     return run_sync(snapshot(url, events=events))
 
