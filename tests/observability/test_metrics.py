@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentrun.client import AgentrunError, NotFound
+from agentrun.server.observability import Metrics
 
 from .conftest import Stack
 
@@ -330,3 +331,36 @@ async def test_refused_calls_are_counted_with_their_code(stack: Stack) -> None:
         )
         >= 1
     )  # the SDK retries
+
+
+def test_usage_labels_from_the_event_or_the_node() -> None:
+    from agentrun.server.observability import Telemetry
+    from agentrun.storage.records import EventRecord, ExecutionRecord, ExecutionState
+
+    metrics = Metrics()
+    telemetry = Telemetry(metrics=metrics)
+    record = ExecutionRecord("e", "t", "w", 1, ExecutionState.RUNNING, {}, 0.0)
+    telemetry.execution_started(record)
+    with telemetry.attempt(record, "ask", "agent", 1, "openai/gpt-small"):
+        pass
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    telemetry.events_committed(
+        record,
+        [
+            EventRecord("e", 3, "agent.usage", 1.0, "ask", {**usage, "model": "gpt-small-2025"}),
+            EventRecord("e", 4, "agent.usage", 1.0, "ask", usage),
+        ],
+        0.001,
+    )
+    tokens = {
+        (s.labels["provider"], s.labels["model"], s.labels["type"]): s.value
+        for f in metrics.registry.collect()
+        if f.name == "agentrun_llm_tokens"
+        for s in f.samples
+    }
+    assert tokens == {
+        ("openai", "gpt-small-2025", "prompt"): 3,
+        ("openai", "gpt-small-2025", "completion"): 2,
+        ("openai", "gpt-small", "prompt"): 3,
+        ("openai", "gpt-small", "completion"): 2,
+    }

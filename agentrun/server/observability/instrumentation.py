@@ -261,8 +261,10 @@ class Telemetry(Instrumentation):
         data = event.data or {}
         key = event.node_id or ""
         provider, model = data.get("provider"), data.get("model")
-        if not provider and run is not None:
-            provider, _, model = run.targets.get(key, "").partition("/")
+        if (not provider or not model) and run is not None:
+            # The node's `provider/model`; a model the provider reports wins (the API's name).
+            target_provider, _, target_model = run.targets.get(key, "").partition("/")
+            provider, model = provider or target_provider, model or target_model
         provider, model = str(provider or "unknown"), str(model or "unknown")
         pending = run.agent_spans.get(key) if run is not None else None
         for name, value in data.items():
