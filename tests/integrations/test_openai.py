@@ -235,3 +235,19 @@ def test_model_aliases_and_listed_models() -> None:
     assert default_agents({}).get("openai").knows_model("anything")
     with pytest.raises(ValueError, match="unknown keys"):
         default_agents({"openai": {"base_uri": "x"}})
+
+
+async def test_missing_key_for_the_default_endpoint_and_a_key_quoted_back(runner_factory, monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    runner = await runner_factory({})
+    final, nodes = await runner.run(PLAIN, {"who": "Ann"})
+    assert nodes["ask"].error["type"] == "agent_error" and "no API key" in nodes["ask"].error["message"]
+    # A key that is not in the secret store (read from the environment) is still not echoed.
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    step = {"status": 401, "json": {"error": {"message": f"Incorrect API key provided: {KEY}"}}}
+    async with ChatServer([step]) as server:
+        runner = await runner_factory(config(server))
+        final, nodes = await runner.run(PLAIN, {"who": "Ann"})
+    assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
+    assert KEY not in repr(nodes["ask"].error) and "[REDACTED]" in nodes["ask"].error["message"]

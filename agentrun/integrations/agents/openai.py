@@ -156,6 +156,12 @@ class OpenAIProvider(AgentProvider):
         key = self._api_key(ctx)
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        elif c.base_url == DEFAULT_BASE_URL:
+            raise ToolFailure(
+                "agent_error",
+                f"no API key for {c.base_url}: set the secret {c.api_key_secret!r}"
+                + (f" or ${c.api_key_env}" if c.api_key_env else ""),
+            )
         async with httpx.AsyncClient(
             base_url=c.base_url, headers=headers, timeout=httpx.Timeout(c.timeout),
             transport=self._transport, trust_env=True,
@@ -177,7 +183,12 @@ class OpenAIProvider(AgentProvider):
                         "type": "json_schema",
                         "json_schema": {"name": "output", "schema": dict(request.output_schema), "strict": False},
                     }
-                result = await self._post(client, body, ctx, turn)
+                try:
+                    result = await self._post(client, body, ctx, turn)
+                except ToolFailure as exc:
+                    if key and len(key) >= 4 and key in exc.message:  # an endpoint quoting the key back
+                        exc.message = exc.message.replace(key, "[REDACTED]")
+                    raise
                 self._usage(model, result.usage, ctx)
                 if not result.tool_calls:
                     return self._answer(result.content, request)
