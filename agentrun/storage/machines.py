@@ -337,7 +337,15 @@ class MemoryMachineStore(MachineStore):
         instance = batch.instance
         if instance.id not in self._instances:
             raise KeyError(f"unknown instance {instance.id}")
-        self._append(instance.id, batch.history)
+        history = batch.history
+        if len(history) == 1 and history[0].event_id is None:  # the common case, inline
+            entries = self._history[instance.id]
+            entry = history[0]
+            if entries and entry.sequence <= entries[-1].sequence:
+                raise ValueError(f"history entry {instance.id}/{entry.sequence} exists")
+            entries.append(entry)
+        else:
+            self._append(instance.id, history)
         # The engine hands over a snapshot it never changes again: no copy needed.
         self._instances[instance.id] = instance
         if batch.timers is not None:

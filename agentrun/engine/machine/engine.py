@@ -317,20 +317,21 @@ class MachineEngine:
                 current_state=inst.record.state.value,
                 name=f"instances/{instance_id}",
             )
-        ev = Event(event, event_id, data)
-        if not inst.busy and self._commit_now is not None and self._instances.get(inst.id) is inst:
+        commit_now = self._commit_now
+        if commit_now is not None and not inst.busy:
             # The memory store commits synchronously: an event that calls nothing is handled
             # here and now, without a single suspension.
-            work = self.stepper.quick(inst.plan, inst.record, ev, self.clock())
+            work = self.stepper.quick(inst.plan, inst.record, event, event_id, data, self.clock())
             if work is not None:
                 snapshot = work.snapshot()
                 inst.record = snapshot
-                self._commit_now(MachineBatch(snapshot, work.entries, work.timers, work.fired))
+                commit_now(MachineBatch(snapshot, work.entries, work.timers, work.fired))
                 entry = work.entries[0]
                 if event_id:
                     inst.event_ids[event_id] = (event, data, (entry, snapshot))
                 self._after_commit(inst, work)
                 return snapshot, entry
+        ev = Event(event, event_id, data)
         if event_id:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             future.add_done_callback(_consume)
@@ -443,7 +444,7 @@ class MachineEngine:
                 )
             return None
         now = self.clock()
-        work = self.stepper.quick(inst.plan, record, ev, now) if ev.source == "external" else None
+        work = self.stepper.quick(inst.plan, record, ev.name, ev.id, ev.data, now) if ev.source == "external" else None
         if work is not None:
             entry = work.entries[0]
         else:

@@ -128,14 +128,16 @@ class Stepper:
         return act
 
     # -- one event --------------------------------------------------------------------------
-    def quick(self, plan: MachinePlan, record: InstanceRecord, ev: Event, now: float) -> Work | None:
+    def quick(
+        self, plan: MachinePlan, record: InstanceRecord, name: str, event_id: str | None, data: Any, now: float
+    ) -> Work | None:
         """The synchronous path for an external event whose transition calls nothing; None
         when the event needs `process` (a rejection, actions, an invoke, an error)."""
         state = plan.states[record.current]
-        transitions = state.on.get(ev.name)
+        transitions = state.on.get(name)
         if transitions is None:
             return None
-        view = {"name": ev.name, "id": ev.id, "data": ev.data}
+        view = {"name": name, "id": event_id, "data": data}
         act = {"event": view, "data": record.data, "state": record.current, "input": record.input}
         if plan.uses_secrets:
             act["secrets"] = self.m.secrets
@@ -151,13 +153,13 @@ class Stepper:
         source = record.current
         if chosen is None:
             work.entries.append(HistoryRecord(
-                record.id, seq, EntryKind.NO_TRANSITION, now, ev.name, ev.id, ev.data, source, source, None))
+                record.id, seq, EntryKind.NO_TRANSITION, now, name, event_id, data, source, source, None))
             return work
         target = chosen.target or source
         if assigned is not None:
             work.data = {**record.data, **assigned}
         entry = HistoryRecord(
-            record.id, seq, _TRANSITION, now, ev.name, ev.id, ev.data, source, target, chosen.index, None, assigned)
+            record.id, seq, _TRANSITION, now, name, event_id, data, source, target, chosen.index, None, assigned)
         work.entries.append(entry)
         if target != source or chosen.reenter:
             entry.reentered = target == source
