@@ -3,6 +3,7 @@ metrics on an HTTP port, and an agent provider that reports token usage."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class UsageProvider(AgentProvider):
     async def complete(self, request: AgentRequest, ctx: CallContext) -> Any:
         assert ctx.emit is not None
         ctx.emit("agent.usage", {"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.01})
+        if request.model == "slow":
+            await asyncio.sleep(30)
         logging.getLogger("test.provider").info("answering %s", request.prompt)
         return {"text": "hi"}
 

@@ -205,3 +205,39 @@ def test_bus_lag_is_observed() -> None:
     samples = {s.name: s.value for s in family.samples if not s.labels.get("le")}
     assert samples["agentrun_event_bus_lag_seconds_count"] == 1
     assert 0.2 <= samples["agentrun_event_bus_lag_seconds_sum"] < 5
+
+
+SLOW_AGENT = """
+name: slow-agent
+nodes:
+  - {id: think, agent: {model: llm/slow, prompt: "hm"}}
+"""
+
+
+async def test_a_call_cancelled_mid_flight_ends_its_span_once(stack: Stack, caplog: Any) -> None:
+    import asyncio
+
+    from agentrun.engine import load_workflow
+
+    await stack.client.create_workflow(load_workflow(SLOW_AGENT))
+    execution = await stack.client.start_execution("slow-agent", {})
+    for _ in range(100):
+        if any(
+            s.name == "agentrun.v1.ExecutionService/StartExecution"
+            for s in stack.exporter.get_finished_spans()
+        ):
+            nodes = await stack.engine.get_nodes(execution.id)
+            if nodes and nodes[0].state.value == "RUNNING":
+                break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)  # the usage event is committed
+    await stack.client.cancel_execution(execution.id)
+    await stack.engine.wait(execution.id, timeout=5)
+    await asyncio.sleep(0.05)
+    spans = _by_name(stack.exporter.get_finished_spans())
+    [think] = spans["agent llm/slow"]
+    [ex] = spans["execution slow-agent"]
+    assert ex.attributes["agentrun.execution.state"] == "CANCELLED"
+    assert think.attributes["gen_ai.usage.input_tokens"] == 10
+    assert think.end_time <= ex.end_time
+    assert "ended span" not in caplog.text and "hook" not in caplog.text

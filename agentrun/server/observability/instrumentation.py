@@ -435,8 +435,8 @@ class _Attempt:
             if self._token is not None:
                 otel_context.detach(self._token)
             span = self._span
-            if span is None:
-                return
+            if span is None or getattr(span, "end_time", None) is not None:
+                return  # not tracing, or ended with its execution (cancelled mid-call)
             if error_type:
                 span.set_attribute("error.type", error_type)
                 if outcome != "cancelled":
