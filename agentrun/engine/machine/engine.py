@@ -463,32 +463,37 @@ class MachineEngine:
             batch = _redacted(batch, self._redactor)
         outcome = (entry, snapshot)
         submit = self._submit
+        cancelled = False
         try:
             if submit is None:
                 await self.store.commit(batch)
             else:
                 future = submit(batch)
-                try:
-                    await asyncio.shield(future)
-                except asyncio.CancelledError:
-                    # The batch is queued and will be written (or fail): finish the event then.
-                    future.add_done_callback(lambda f, i=inst, w=work, e=ev, o=outcome: self._late(f, i, w, e, o))
-                    raise
+                # The batch is queued and will be written (or fail) whatever happens to this
+                # caller: the instance takes no other event until it is settled.
+                while True:
+                    try:
+                        await asyncio.shield(future)
+                        break
+                    except asyncio.CancelledError:
+                        if future.done():
+                            if future.cancelled():
+                                raise
+                            future.result()
+                            break
+                        cancelled = True
         except asyncio.CancelledError:
+            self._evict(inst, None)
+            self._forget_id(inst, ev)
             raise
         except BaseException as exc:
             self._evict(inst, exc)
             self._forget_id(inst, ev)
             raise
         self._settle(inst, work, ev, outcome)
+        if cancelled:
+            raise asyncio.CancelledError
         return outcome
-
-    def _late(self, future: asyncio.Future[None], inst: Instance, work: Work, ev: Event, outcome: Any) -> None:
-        if future.cancelled() or future.exception() is not None:
-            self._evict(inst, future.exception() if not future.cancelled() else None)
-            self._forget_id(inst, ev)
-            return
-        self._settle(inst, work, ev, outcome)
 
     def _settle(self, inst: Instance, work: Work, ev: Event, outcome: Any) -> None:
         if ev.id and ev.source == "external":
