@@ -102,6 +102,8 @@ class SqlQuery(Tool):
         self._engines: dict[str, AsyncEngine] = {}
 
     def _pick(self, name: str | None) -> Database:
+        if not self.databases:
+            raise ToolFailure("tool_error", "sql.query: no databases configured (tools.sql.query.databases)")
         if name is None:
             if len(self.databases) == 1:
                 return next(iter(self.databases.values()))
