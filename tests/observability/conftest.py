@@ -103,7 +103,13 @@ class Stack:
 
 
 async def make_stack(
-    *, sample_ratio: float = 1.0, tracing: bool = True, metrics: bool = True, scheduler: Any = None
+    *,
+    sample_ratio: float = 1.0,
+    tracing: bool = True,
+    metrics: bool = True,
+    scheduler: Any = None,
+    api_key: str = "",
+    **config: Any,
 ) -> Stack:
     exporter = InMemorySpanExporter()
     provider = (
@@ -130,9 +136,11 @@ async def make_stack(
     observability.attach(engine)
     observability.start()
     await engine.start()
-    server = AgentrunServer(engine, ServerConfig.load(env={}), observability=observability)
+    server = AgentrunServer(
+        engine, ServerConfig.load(env={}, **config), observability=observability
+    )
     await server.start("127.0.0.1:0")
-    client = AsyncClient(f"127.0.0.1:{server.port}", api_key="")
+    client = AsyncClient(f"127.0.0.1:{server.port}", api_key=api_key)
     return Stack(engine, server, observability, exporter, client)
 
 

@@ -364,3 +364,39 @@ def test_usage_labels_from_the_event_or_the_node() -> None:
         ("openai", "gpt-small", "prompt"): 3,
         ("openai", "gpt-small", "completion"): 2,
     }
+
+
+async def test_with_auth_and_access_log() -> None:
+    from agentrun.server.auth import ApiKey
+
+    from .conftest import make_stack
+
+    stack = await make_stack(
+        api_key="k1", api_keys=[ApiKey("k1", "acme", name="acme")], access_log=True
+    )
+    try:
+        execution = await stack.run()
+        assert execution.state.value == "SUCCEEDED"
+        from agentrun.client import AsyncClient
+
+        async with AsyncClient(f"127.0.0.1:{stack.server.port}", api_key="wrong") as intruder:
+            with pytest.raises(AgentrunError):
+                await intruder.get_execution(execution.id)
+        families = await scrape(stack)
+        assert (
+            value(
+                families,
+                "agentrun_rpc_requests",
+                "agentrun_rpc_requests_total",
+                method="GetExecution",
+                code="UNAUTHENTICATED",
+            )
+            == 1
+        )
+        spans = {s.name: s for s in stack.exporter.get_finished_spans()}
+        assert spans["execution traced"].attributes["agentrun.tenant"] == "acme"
+    finally:
+        await stack.client.close()
+        await stack.server.stop(0)
+        await stack.engine.stop(grace=0)
+        stack.observability.close()
