@@ -260,3 +260,11 @@ async def test_https_is_pinned_to_the_checked_address_and_verifies_the_host_name
         with pytest.raises(ToolFailure) as err:  # not allow-listed: localhost is loopback
             await HttpRequest({"ca_bundle": good_cert}).call({"url": url}, ctx())
         assert err.value.type == "http.blocked"
+
+
+@pytest.mark.parametrize("headers", [{"X-A": "v\r\nX-Injected: 1"}, {"X-A": "v\nX"}, {"X-A\r\nX-B": "v"}, {"X A": "v"}])
+async def test_header_injection_is_refused(server, headers) -> None:
+    with pytest.raises(ToolFailure) as err:
+        await tool_for(server).call({"url": f"{server.url}/json", "headers": headers}, ctx())
+    assert err.value.type == "invalid_args" and err.value.details["field"].startswith("args.headers.")
+    assert server.requests == []

@@ -13,6 +13,7 @@ Config (`tools: {http.request: {...}}`):
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from agentrun.integrations.tools.ssrf import Blocked, Guard
 from agentrun.integrations.util import parse_seconds, retry_after_seconds
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _REDIRECTS = {301, 302, 303, 307, 308}
 _DROP_ON_NEW_ORIGIN = {"authorization", "cookie", "proxy-authorization"}
 
@@ -82,6 +84,10 @@ class HttpRequest(Tool):
             raise ToolFailure("invalid_args", f"args.url: not a valid URL: {exc}", details={"field": "args.url"}) from None
         timeout = min(float(args.get("timeout") or self.timeout), self.max_timeout)
         headers = {str(k): str(v) for k, v in (args.get("headers") or {}).items() if str(k).lower() != "host"}
+        for k, v in headers.items():
+            if not _TOKEN.match(k) or any(c in v for c in "\r\n\x00"):
+                raise ToolFailure("invalid_args", f"args.headers.{k}: line breaks are not allowed in headers",
+                                  details={"field": f"args.headers.{k}"})
         headers.setdefault("User-Agent", self.user_agent)
         if method not in ("GET", "HEAD", "OPTIONS") and not any(k.lower() == "idempotency-key" for k in headers):
             headers["Idempotency-Key"] = ctx.idempotency_key
