@@ -1,4 +1,4 @@
-"""`agentrun sm create|send|get|history|events|watch`: state machine instances on a server.
+"""`agentrun sm create|send|get|history|events|watch|cancel`: state machine instances on a server.
 
 Client commands take `--server` ($AGENTRUN_ADDRESS, default 127.0.0.1:50051), `--api-key`
 ($AGENTRUN_API_KEY) and `--json`. Exit codes as elsewhere: 0 ok, 1 the server refused or the
@@ -57,6 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("instance", metavar="ID")
     _client_args(c)
     c.set_defaults(handler=cmd_events)
+
+    c = sub.add_parser("cancel", help="cancel an instance (its timers and invoked execution too)")
+    c.add_argument("instance", metavar="ID")
+    c.add_argument("--reason", default="", help="recorded as the instance's error message")
+    _client_args(c)
+    c.set_defaults(handler=cmd_cancel)
 
     c = sub.add_parser("watch", help="stream an instance's history until it ends")
     c.add_argument("instance", metavar="ID")
@@ -168,6 +174,18 @@ def cmd_events(args: argparse.Namespace) -> int:
         else:
             for event in events:
                 print(event)
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        instance = _machines(client).cancel_instance(args.instance, reason=args.reason)
+        if args.json:
+            _print_json(instance)
+        else:
+            _show(instance)
         return EXIT_OK
 
     return _run(args, body)

@@ -331,6 +331,10 @@ class AsyncMachinesClient:
         response = await self._call(self.state_machine_service.SendEvent, _event_request(instance, event, data, event_id))
         return to_instance(response.instance), to_transition(response.transition)
 
+    async def cancel_instance(self, instance: str | Instance, *, reason: str = "") -> Instance:
+        request = pb.CancelInstanceRequest(name=instance_name(instance), reason=reason)
+        return to_instance((await self._call(self.state_machine_service.CancelInstance, request)).instance)
+
     async def available_events(self, instance: str | Instance) -> list[str]:
         request = pb.GetAvailableEventsRequest(name=instance_name(instance))
         return list((await self._call(self.state_machine_service.GetAvailableEvents, request)).events)
@@ -443,6 +447,10 @@ class MachinesClient:
     ) -> tuple[Instance, Transition]:
         response = self._call(self.state_machine_service.SendEvent, _event_request(instance, event, data, event_id))
         return to_instance(response.instance), to_transition(response.transition)
+
+    def cancel_instance(self, instance: str | Instance, *, reason: str = "") -> Instance:
+        request = pb.CancelInstanceRequest(name=instance_name(instance), reason=reason)
+        return to_instance(self._call(self.state_machine_service.CancelInstance, request).instance)
 
     def available_events(self, instance: str | Instance) -> list[str]:
         request = pb.GetAvailableEventsRequest(name=instance_name(instance))

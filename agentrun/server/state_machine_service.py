@@ -304,6 +304,15 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
             current_state=record.current, events=events, state=_STATES[record.state]
         )
 
+    @_mapped
+    async def CancelInstance(
+        self, request: pb.CancelInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelInstanceResponse:
+        record = await self._machines.cancel_instance(
+            instance_id(request.name), tenant=current_tenant(), reason=request.reason or "cancelled by request"
+        )
+        return pb.CancelInstanceResponse(instance=instance_to_proto(record))
+
     async def WatchInstance(
         self, request: pb.WatchInstanceRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchInstanceResponse]:

@@ -127,3 +127,17 @@ class WatchInstanceResponse(_message.Message):
     TRANSITION_FIELD_NUMBER: _ClassVar[int]
     transition: _state_machine_pb2.InstanceTransition
     def __init__(self, transition: _Optional[_Union[_state_machine_pb2.InstanceTransition, _Mapping]] = ...) -> None: ...
+
+class CancelInstanceRequest(_message.Message):
+    __slots__ = ("name", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _state_machine_pb2.StateMachineInstance
+    def __init__(self, instance: _Optional[_Union[_state_machine_pb2.StateMachineInstance, _Mapping]] = ...) -> None: ...

@@ -73,6 +73,11 @@ class StateMachineServiceStub:
                 request_serializer=agentrun_dot_v1_dot_state__machine__service__pb2.WatchInstanceRequest.SerializeToString,
                 response_deserializer=agentrun_dot_v1_dot_state__machine__service__pb2.WatchInstanceResponse.FromString,
                 _registered_method=True)
+        self.CancelInstance = channel.unary_unary(
+                '/agentrun.v1.StateMachineService/CancelInstance',
+                request_serializer=agentrun_dot_v1_dot_state__machine__service__pb2.CancelInstanceRequest.SerializeToString,
+                response_deserializer=agentrun_dot_v1_dot_state__machine__service__pb2.CancelInstanceResponse.FromString,
+                _registered_method=True)
 
 
 class StateMachineServiceServicer:
@@ -130,6 +135,14 @@ class StateMachineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelInstance(self, request, context):
+        """Ends an ACTIVE instance as CANCELLED: its timers are dropped and the execution its state
+        invokes is cancelled; FAILED_PRECONDITION once it ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateMachineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +180,11 @@ def add_StateMachineServiceServicer_to_server(servicer, server):
                     servicer.WatchInstance,
                     request_deserializer=agentrun_dot_v1_dot_state__machine__service__pb2.WatchInstanceRequest.FromString,
                     response_serializer=agentrun_dot_v1_dot_state__machine__service__pb2.WatchInstanceResponse.SerializeToString,
+            ),
+            'CancelInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelInstance,
+                    request_deserializer=agentrun_dot_v1_dot_state__machine__service__pb2.CancelInstanceRequest.FromString,
+                    response_serializer=agentrun_dot_v1_dot_state__machine__service__pb2.CancelInstanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +380,33 @@ class StateMachineService:
             '/agentrun.v1.StateMachineService/WatchInstance',
             agentrun_dot_v1_dot_state__machine__service__pb2.WatchInstanceRequest.SerializeToString,
             agentrun_dot_v1_dot_state__machine__service__pb2.WatchInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentrun.v1.StateMachineService/CancelInstance',
+            agentrun_dot_v1_dot_state__machine__service__pb2.CancelInstanceRequest.SerializeToString,
+            agentrun_dot_v1_dot_state__machine__service__pb2.CancelInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -234,3 +234,18 @@ async def test_blocking_client_sync(env: Env) -> None:
 
     current, kind, accepted, events = await asyncio.to_thread(run)
     assert (current, kind, accepted, events) == ("paid", TransitionKind.TRANSITION, ["SHIP"], ["create", "PAY", "NOPE"])
+
+
+async def test_cancel_instance(env: Env) -> None:
+    name = _name("order")
+    await _define(env, ORDER, name)
+    inst = await env.sm.create_instance(name, {"total": 5})
+    cancelled = await env.sm.cancel_instance(inst, reason="customer asked")
+    assert cancelled.state is InstanceState.CANCELLED and cancelled.error.message == "customer asked"
+    assert await env.sm.available_events(inst) == []
+    from agentrun.client.errors import IllegalTransition
+
+    with pytest.raises(IllegalTransition):
+        await env.sm.cancel_instance(inst)
+    last = [e async for e in env.sm.history(inst)][-1]
+    assert last.kind is TransitionKind.CANCELLED and last.instance_state is InstanceState.CANCELLED
