@@ -64,6 +64,7 @@ class BusPublisher:
         self._task: asyncio.Task[None] | None = None
         self._down = True
         self._stopping = False
+        self._delivering = False
         self.published = 0
         self.dropped = 0
 
@@ -111,7 +112,7 @@ class BusPublisher:
     @property
     def idle(self) -> bool:
         """Nothing queued and nothing behind."""
-        return not self._queue and not self._behind
+        return not self._queue and not self._behind and not self._delivering
 
     async def drained(self, timeout: float = 10.0) -> None:
         """Waits until everything offered so far is on the bus (tests, shutdown)."""
@@ -142,7 +143,11 @@ class BusPublisher:
             while self._queue and not self._down:
                 execution_id, events = self._queue.popleft()
                 self._queued -= len(events)
-                await self._deliver(execution_id, events)
+                self._delivering = True
+                try:
+                    await self._deliver(execution_id, events)
+                finally:
+                    self._delivering = False
             for execution_id in list(self._behind):
                 if self._down:
                     break
