@@ -199,3 +199,20 @@ async def test_sql_injection_corpus_has_no_successes(db, runner_factory) -> None
     print(f"SQL injection corpus ({dialect}): {len(successes)} successes of "
           f"{len(INJECTION_VALUES) + len(WRITE_QUERIES)}")
     assert successes == []
+
+
+async def test_password_from_the_secret_store() -> None:
+    tool = make(PG_URL, password_secret="pg_password")
+    try:
+        with pytest.raises(ToolFailure, match="pg_password"):
+            await tool.call({"query": "SELECT 1 AS one"}, CTX)
+        ctx = CallContext(execution_id="ex", node_id="q", attempt=1, idempotency_key="ex/q",
+                          secrets={"pg_password": "s3cret-pw"})
+        try:
+            result = await tool.call({"query": "SELECT current_user AS u"}, ctx)
+        except ToolFailure as exc:  # PostgreSQL down: the secret was still used
+            pytest.skip(f"PostgreSQL not reachable: {exc.message}")
+        assert result["rows"] == [{"u": "postgres"}]
+        assert tool._engines["main"].url.password == "s3cret-pw"
+    finally:
+        await tool.aclose()
