@@ -8,6 +8,8 @@ INSTANCE_NOT_FOUND is NOT_FOUND; an event the state does not accept is FAILED_PR
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +24,6 @@ from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
 from agentrun.server import convert, requests
 from agentrun.server.auth import current_tenant
 from agentrun.server.errors import ApiError, invalid_argument, to_status
-from agentrun.server.execution_service import _until
 from agentrun.server.interceptors import Lifecycle
 from agentrun.storage.machines import HistoryRecord, InstanceRecord, InstanceState
 from agentrun.v1 import state_machine_pb2 as sm_pb
@@ -332,3 +333,35 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
                 "SHUTTING_DOWN", "the server is shutting down; resume with after_sequence", last_sequence=last
             )
 
+
+
+async def _until(entries: AsyncIterator[Any], stop: asyncio.Event) -> AsyncIterator[Any]:
+    """Yields from `entries` until they end or `stop` is set (the server drains); a cancelled
+    caller (the client went away) cancels the pending read, releasing the subscription."""
+    if stop.is_set():
+        return
+    stopper = asyncio.ensure_future(stop.wait())
+    iterator = aiter(entries)
+    step: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(iterator))
+            await asyncio.wait((step, stopper), return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                return
+            try:
+                item = step.result()
+            except StopAsyncIteration:
+                return
+            step = None
+            yield item
+    finally:
+        stopper.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            with contextlib.suppress(BaseException):
+                await step
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
