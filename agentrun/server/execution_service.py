@@ -14,7 +14,8 @@ from agentrun.server import convert, requests
 from agentrun.server.auth import current_tenant
 from agentrun.server.errors import ApiError, invalid_argument
 from agentrun.server.interceptors import Lifecycle
-from agentrun.server.observability import trace_view, tracing
+from agentrun.server.observability import context as trace_context
+from agentrun.server.observability import trace_view
 from agentrun.v1 import execution_service_pb2 as pb
 from agentrun.v1 import execution_service_pb2_grpc as pb_grpc
 
@@ -219,10 +220,10 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
 def _trace_labels(context: grpc.aio.ServicerContext) -> dict[str, str] | None:
     """`traceparent` for the new execution: the RPC's span when the server traces (so the
     execution's span is its child), else the caller's own, so the trace id is kept."""
-    value = tracing.current_traceparent()
+    value = trace_context.current_traceparent()
     if value is None:
-        value = tracing.metadata_traceparent(context.invocation_metadata())
-        if value is not None and tracing.parse_traceparent(value) is None:
+        value = trace_context.metadata_traceparent(context.invocation_metadata())
+        if not trace_context.valid_traceparent(value):
             value = None
     return {"traceparent": value} if value else None
 

@@ -8,26 +8,45 @@ pays nothing) and for its interceptor.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentrun.server.observability.instrumentation import Telemetry
-from agentrun.server.observability.interceptor import TelemetryInterceptor
+from agentrun.server.observability.context import (
+    current_traceparent,
+    metadata_traceparent,
+    trace_id_of,
+    valid_traceparent,
+)
 from agentrun.server.observability.logging import (
     JsonFormatter,
     TextFormatter,
     add_secrets,
     configure_logging,
 )
-from agentrun.server.observability.metrics import Metrics
 from agentrun.server.observability.trace_view import TraceView, build_trace
-from agentrun.server.observability.tracing import (
-    current_traceparent,
-    make_provider,
-    metadata_traceparent,
-    parse_traceparent,
-    trace_id_of,
-)
+
+if TYPE_CHECKING:
+    from agentrun.server.observability.instrumentation import Telemetry
+    from agentrun.server.observability.interceptor import TelemetryInterceptor
+    from agentrun.server.observability.metrics import Metrics
+
+# Loaded on first use: with tracing and metrics off the server imports neither OpenTelemetry
+# nor prometheus_client (and runs without them installed).
+_LAZY = {
+    "Metrics": "metrics",
+    "Telemetry": "instrumentation",
+    "TelemetryInterceptor": "interceptor",
+    "make_provider": "tracing",
+    "parse_traceparent": "tracing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 class Observability:
@@ -45,22 +64,30 @@ class Observability:
         self.metrics = metrics
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
-        self.telemetry = (
-            Telemetry(tracer_provider=tracer_provider, metrics=metrics)
-            if tracer_provider is not None or metrics is not None
-            else None
-        )
+        self.telemetry: Telemetry | None = None
+        if tracer_provider is not None or metrics is not None:
+            from agentrun.server.observability.instrumentation import Telemetry
+
+            self.telemetry = Telemetry(tracer_provider=tracer_provider, metrics=metrics)
 
     @classmethod
     def from_config(cls, config: Any, *, span_processors: Iterable[Any] = ()) -> Observability:
-        provider = make_provider(
-            exporter=config.tracing,
-            endpoint=config.otlp_endpoint,
-            sample_ratio=config.trace_sample_ratio,
-            service_name=config.service_name,
-            processors=span_processors,
-        )
-        metrics = Metrics() if config.metrics_port is not None else None
+        provider = None
+        if config.tracing != "none" or span_processors:
+            from agentrun.server.observability.tracing import make_provider
+
+            provider = make_provider(
+                exporter=config.tracing,
+                endpoint=config.otlp_endpoint,
+                sample_ratio=config.trace_sample_ratio,
+                service_name=config.service_name,
+                processors=span_processors,
+            )
+        metrics = None
+        if config.metrics_port is not None:
+            from agentrun.server.observability.metrics import Metrics
+
+            metrics = Metrics()
         add_secrets(k.key for k in config.api_keys)
         return cls(
             tracer_provider=provider,
@@ -80,6 +107,8 @@ class Observability:
     def interceptor(self) -> TelemetryInterceptor | None:
         if self.tracer_provider is None and self.metrics is None:
             return None
+        from agentrun.server.observability.interceptor import TelemetryInterceptor
+
         return TelemetryInterceptor(tracer_provider=self.tracer_provider, metrics=self.metrics)
 
     def attach(self, engine: Any) -> None:
@@ -120,4 +149,5 @@ __all__ = [
     "metadata_traceparent",
     "parse_traceparent",
     "trace_id_of",
+    "valid_traceparent",
 ]

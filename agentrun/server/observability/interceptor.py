@@ -21,12 +21,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentrun.server._wrap import CachingInterceptor, replace_behavior
+from agentrun.server.observability.context import metadata_traceparent
 from agentrun.server.observability.metrics import Metrics
-from agentrun.server.observability.tracing import (
-    INSTRUMENTATION_NAME,
-    context_from_traceparent,
-    metadata_traceparent,
-)
+from agentrun.server.observability.tracing import INSTRUMENTATION_NAME, context_from_traceparent
 
 UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # Codes that are the server's fault (OpenTelemetry's gRPC conventions): the span is an error.

@@ -88,12 +88,21 @@ def _tenant() -> str | None:
     return var.get(None)  # None when no call set it (startup, background work)
 
 
+_get_current_span: Any = None
+
+
 def _span_context() -> Any:
-    try:
-        from opentelemetry import trace
-    except ImportError:  # pragma: no cover
+    global _get_current_span
+    if _get_current_span is None:
+        try:
+            from opentelemetry.trace import get_current_span
+        except ImportError:  # tracing needs it; logs do without
+            get_current_span = lambda: None
+        _get_current_span = get_current_span
+    span = _get_current_span()
+    if span is None:
         return None
-    ctx = trace.get_current_span().get_span_context()
+    ctx = span.get_span_context()
     return ctx if ctx.is_valid else None
 
 

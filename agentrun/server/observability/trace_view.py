@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentrun.server.observability.tracing import trace_id_of
+from agentrun.server.observability.context import trace_id_of
 from agentrun.storage.records import EventRecord, ExecutionRecord, NodeRecord
 
 _OUTCOMES = frozenset(

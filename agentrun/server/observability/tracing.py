@@ -18,7 +18,6 @@ Sampling is `ParentBased(TraceIdRatioBased(ratio))`: a caller's sampled flag win
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,13 +32,17 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from agentrun.server.observability.context import (  # noqa: F401 - re-exported
+    current_traceparent,
+    metadata_traceparent,
+    trace_id_of,
+    traceparent_parts,
+)
+
 log = logging.getLogger("agentrun.server.observability")
 
 EXPORTERS = ("none", "console", "otlp")
 INSTRUMENTATION_NAME = "agentrun"
-
-# version-traceid-parentid-flags (W3C Trace Context, version 00).
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
 def make_provider(
@@ -80,30 +83,17 @@ def make_provider(
 # W3C trace context ------------------------------------------------------------------
 def parse_traceparent(value: str | None) -> SpanContext | None:
     """The remote span context of a `traceparent` header value; None when it is invalid."""
-    if not value:
+    parts = traceparent_parts(value)
+    if parts is None:
         return None
-    match = _TRACEPARENT.match(value.strip().lower())
-    if match is None or match.group(1) == "ff":
-        return None
-    trace_id, span_id = int(match.group(2), 16), int(match.group(3), 16)
-    if not trace_id or not span_id:
-        return None
+    trace_id, span_id, flags = parts
     return SpanContext(
-        trace_id=trace_id,
-        span_id=span_id,
-        is_remote=True,
-        trace_flags=TraceFlags(int(match.group(4), 16) & 0x01),
+        trace_id=trace_id, span_id=span_id, is_remote=True, trace_flags=TraceFlags(flags & 0x01)
     )
 
 
 def format_traceparent(ctx: SpanContext) -> str:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 0xFF:02x}"
-
-
-def trace_id_of(traceparent: str | None) -> str:
-    """The 32-hex trace id in a traceparent value, or ''."""
-    ctx = parse_traceparent(traceparent)
-    return f"{ctx.trace_id:032x}" if ctx is not None else ""
 
 
 def context_from_traceparent(value: str | None) -> Any:
@@ -112,20 +102,6 @@ def context_from_traceparent(value: str | None) -> Any:
     if ctx is None:
         return None
     return trace.set_span_in_context(NonRecordingSpan(ctx))
-
-
-def metadata_traceparent(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
-    """The `traceparent` entry of gRPC invocation metadata (keys are lower case)."""
-    for key, value in metadata or ():
-        if key == "traceparent":
-            return value.decode() if isinstance(value, bytes) else value
-    return None
-
-
-def current_traceparent() -> str | None:
-    """The traceparent of the span current in this context (valid spans only)."""
-    ctx = trace.get_current_span().get_span_context()
-    return format_traceparent(ctx) if ctx.is_valid else None
 
 
 def current_trace_id() -> str:
