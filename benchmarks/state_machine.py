@@ -24,9 +24,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
-from agentrun.engine import Engine, load_workflow  # noqa: E402
-from agentrun.engine.machine import MachineEngine  # noqa: E402
-from agentrun.integrations import default_agents, default_tools  # noqa: E402
+from agentrun.engine import Engine, load_workflow
+from agentrun.engine.machine import MachineEngine
+from agentrun.integrations import default_agents, default_tools
 
 CYCLE = """
 name: cycle
@@ -100,25 +100,33 @@ async def grpc_rate(events: int, instances: int) -> float:
     import subprocess
 
     import grpc
+    from google.protobuf import struct_pb2
 
     from agentrun.v1 import state_machine_service_pb2 as sm
     from agentrun.v1 import state_machine_service_pb2_grpc as sm_grpc
     from agentrun.v1 import workflow_service_pb2 as ws
     from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc
-    from google.protobuf import struct_pb2
 
     driver = os.path.join(os.path.dirname(_HERE), "tests", "machines", "server_driver.py")
     with tempfile.TemporaryDirectory() as folder:
-        proc = subprocess.Popen([sys.executable, driver, f"{folder}/bench.db"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(  # noqa: ASYNC220 - once, before the measurement
+            [sys.executable, driver, f"{folder}/bench.db"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             assert proc.stdout is not None
             port = int(proc.stdout.readline().split()[1])
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                await ws_grpc.WorkflowServiceStub(channel).CreateWorkflow(ws.CreateWorkflowRequest(source=CYCLE))
+                await ws_grpc.WorkflowServiceStub(channel).CreateWorkflow(
+                    ws.CreateWorkflowRequest(source=CYCLE)
+                )
                 stub = sm_grpc.StateMachineServiceStub(channel)
                 names = [
-                    (await stub.CreateInstance(sm.CreateInstanceRequest(workflow="cycle"))).instance.name
+                    (
+                        await stub.CreateInstance(sm.CreateInstanceRequest(workflow="cycle"))
+                    ).instance.name
                     for _ in range(instances)
                 ]
                 per = max(1, events // instances)
@@ -127,7 +135,9 @@ async def grpc_rate(events: int, instances: int) -> float:
                     for n in range(per):
                         data = struct_pb2.Value()
                         data.struct_value.fields["n"].number_value = n
-                        await stub.SendEvent(sm.SendEventRequest(name=name, event="NEXT", data=data))
+                        await stub.SendEvent(
+                            sm.SendEventRequest(name=name, event="NEXT", data=data)
+                        )
 
                 started = time.perf_counter()
                 await asyncio.gather(*(driver_task(n) for n in names))
@@ -139,21 +149,32 @@ async def grpc_rate(events: int, instances: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=400_000, help="events in memory (default 400,000)")
+    parser.add_argument(
+        "--events", type=int, default=400_000, help="events in memory (default 400,000)"
+    )
     parser.add_argument("--durable-events", type=int, default=40_000)
     parser.add_argument("--grpc-events", type=int, default=10_000)
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--only", choices=("memory", "durable", "grpc"))
     args = parser.parse_args()
     if args.only in (None, "memory"):
-        print(f"memory:   {asyncio.run(memory(args.events)):>10,.0f} events/s  (target 200,000)", flush=True)
+        print(
+            f"memory:   {asyncio.run(memory(args.events)):>10,.0f} events/s  (target 200,000)",
+            flush=True,
+        )
     if args.only in (None, "durable"):
         rate = asyncio.run(durable(args.durable_events, args.instances))
-        print(f"durable:  {rate:>10,.0f} events/s  (SQLite synchronous=FULL, {args.instances} instances; target 8,000)", flush=True)
+        print(
+            f"durable:  {rate:>10,.0f} events/s  (SQLite synchronous=FULL, {args.instances} instances; target 8,000)",
+            flush=True,
+        )
     if args.only in (None, "grpc"):
         rate = asyncio.run(grpc_rate(args.grpc_events, args.instances))
-        print(f"grpc:     {rate:>10,.0f} events/s  (SendEvent from {args.instances} concurrent callers in another "
-              "process; server on SQLite FULL; both on this machine)", flush=True)
+        print(
+            f"grpc:     {rate:>10,.0f} events/s  (SendEvent from {args.instances} concurrent callers in another "
+            "process; server on SQLite FULL; both on this machine)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

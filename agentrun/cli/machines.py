@@ -11,7 +11,16 @@ import argparse
 import sys
 from typing import Any
 
-from agentrun.cli.remote import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _client_args, _json_arg, _print_json, _run, _Usage
+from agentrun.cli.remote import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    _client_args,
+    _json_arg,
+    _print_json,
+    _run,
+    _Usage,
+)
 
 __all__ = ["register"]
 
@@ -90,8 +99,10 @@ def _line(entry: Any) -> str:
 
 
 def _show(instance: Any) -> None:
-    print(f"{instance.id}  {instance.workflow} v{instance.workflow_version}  {instance.state.value}  "
-          f"state={instance.current_state}")
+    print(
+        f"{instance.id}  {instance.workflow} v{instance.workflow_version}  {instance.state.value}  "
+        f"state={instance.current_state}"
+    )
     print(f"  data: {instance.data}")
     if instance.error is not None:
         print(f"  error: {instance.error.type}: {instance.error.message}")
@@ -105,8 +116,11 @@ def cmd_create(args: argparse.Namespace) -> int:
         if data is not None and not isinstance(data, dict):
             raise _Usage("--data must be a JSON object")
         instance = _machines(client).create_instance(
-            args.workflow, _json_arg(args.input, "--input"), version=args.version,
-            request_id=args.request_id, data=data,
+            args.workflow,
+            _json_arg(args.input, "--input"),
+            version=args.version,
+            request_id=args.request_id,
+            data=data,
         )
         if args.json:
             _print_json(instance)
@@ -127,8 +141,15 @@ def cmd_send(args: argparse.Namespace) -> int:
             )
         except EventNotAccepted as exc:
             if args.json:
-                _print_json({"error": {"type": "event_not_accepted", "message": exc.message,
-                                       "accepted_events": exc.accepted_events}})
+                _print_json(
+                    {
+                        "error": {
+                            "type": "event_not_accepted",
+                            "message": exc.message,
+                            "accepted_events": exc.accepted_events,
+                        }
+                    }
+                )
             else:
                 print(f"agentrun: {exc.message}", file=sys.stderr)
             return EXIT_USAGE

@@ -164,13 +164,18 @@ def instance_name(instance: str | Instance) -> str:
 
 
 def _time(ts: Any, present: bool) -> datetime | None:
-    return c._time(ts, present)  # noqa: SLF001 - the SDK's one conversion of timestamps
+    return c._time(ts, present)
 
 
 def _error(msg: sm_pb.StateMachineError, present: bool) -> InstanceError | None:
     if not present:
         return None
-    return InstanceError(msg.type, msg.message, msg.state, c.from_value(struct_pb2.Value(struct_value=msg.details)) or {})
+    return InstanceError(
+        msg.type,
+        msg.message,
+        msg.state,
+        c.from_value(struct_pb2.Value(struct_value=msg.details)) or {},
+    )
 
 
 def _state(value: int) -> InstanceState:
@@ -204,7 +209,9 @@ def to_transition(msg: sm_pb.InstanceTransition) -> Transition:
     return Transition(
         instance_id=msg.instance.removeprefix("instances/"),
         sequence=msg.sequence,
-        kind=TransitionKind(kind) if kind in TransitionKind.__members__ else TransitionKind.UNSPECIFIED,
+        kind=TransitionKind(kind)
+        if kind in TransitionKind.__members__
+        else TransitionKind.UNSPECIFIED,
         time=_time(msg.time, msg.HasField("time")),
         event=msg.event,
         event_id=msg.event_id,
@@ -214,13 +221,23 @@ def to_transition(msg: sm_pb.InstanceTransition) -> Transition:
         transition_index=msg.transition_index if msg.HasField("transition_index") else None,
         actions=[
             ActionResult(
-                a.phase, a.state, a.index, a.path, a.kind, a.target, a.succeeded, a.attempts,
+                a.phase,
+                a.state,
+                a.index,
+                a.path,
+                a.kind,
+                a.target,
+                a.succeeded,
+                a.attempts,
                 c.from_value(a.output) if a.HasField("output") else None,
-                _error(a.error, a.HasField("error")), a.duration_seconds,
+                _error(a.error, a.HasField("error")),
+                a.duration_seconds,
             )
             for a in msg.actions
         ],
-        assigned=c.from_value(struct_pb2.Value(struct_value=msg.assigned)) if msg.HasField("assigned") else None,
+        assigned=c.from_value(struct_pb2.Value(struct_value=msg.assigned))
+        if msg.HasField("assigned")
+        else None,
         instance_state=_state(msg.instance_state),
         error=_error(msg.error, msg.HasField("error")),
         reentered=msg.reentered,
@@ -231,14 +248,22 @@ def _raise(exc: grpc.RpcError) -> AgentrunError:
     error = from_rpc_error(exc)
     if isinstance(error, IllegalTransition) and "accepted_events" in error.metadata:
         return EventNotAccepted(
-            error.message, reason=error.reason, code=error.code, metadata=error.metadata,
-            violations=error.violations, retry_after=error.retry_after,
+            error.message,
+            reason=error.reason,
+            code=error.code,
+            metadata=error.metadata,
+            violations=error.violations,
+            retry_after=error.retry_after,
         )
     return error
 
 
 def _create_request(
-    workflow: str, input: Any, version: int | None, request_id: str | None, data: Mapping[str, Any] | None
+    workflow: str,
+    input: Any,
+    version: int | None,
+    request_id: str | None,
+    data: Mapping[str, Any] | None,
 ) -> pb.CreateInstanceRequest:
     request = pb.CreateInstanceRequest(
         workflow=c.workflow_name(workflow), version=version or 0, request_id=request_id or ""
@@ -249,14 +274,20 @@ def _create_request(
     return request
 
 
-def _event_request(instance: str | Instance, event: str, data: Any, event_id: str | None) -> pb.SendEventRequest:
-    request = pb.SendEventRequest(name=instance_name(instance), event=event, event_id=event_id or "")
+def _event_request(
+    instance: str | Instance, event: str, data: Any, event_id: str | None
+) -> pb.SendEventRequest:
+    request = pb.SendEventRequest(
+        name=instance_name(instance), event=event, event_id=event_id or ""
+    )
     if data is not None:
         request.data.CopyFrom(c.to_value(data))
     return request
 
 
-def _filter(workflow: str | None, states: Iterable[InstanceState | str], current_state: str | None) -> str:
+def _filter(
+    workflow: str | None, states: Iterable[InstanceState | str], current_state: str | None
+) -> str:
     parts = []
     if workflow:
         parts.append(f'workflow = "{workflow.removeprefix("workflows/")}"')
@@ -270,8 +301,11 @@ def _filter(workflow: str | None, states: Iterable[InstanceState | str], current
 
 def _parts(client: Any) -> tuple[Any, tuple[tuple[str, str], ...], float | None, int]:
     channel = getattr(client, "channel", client)
-    return channel, getattr(client, "metadata", ()), getattr(client, "timeout", 30.0), getattr(
-        client, "watch_reconnects", 20
+    return (
+        channel,
+        getattr(client, "metadata", ()),
+        getattr(client, "timeout", 30.0),
+        getattr(client, "watch_reconnects", 20),
     )
 
 
@@ -299,11 +333,15 @@ class AsyncMachinesClient:
         data: Mapping[str, Any] | None = None,
     ) -> Instance:
         request = _create_request(workflow, input, version, request_id, data)
-        return to_instance((await self._call(self.state_machine_service.CreateInstance, request)).instance)
+        return to_instance(
+            (await self._call(self.state_machine_service.CreateInstance, request)).instance
+        )
 
     async def get_instance(self, instance: str | Instance) -> Instance:
         request = pb.GetInstanceRequest(name=instance_name(instance))
-        return to_instance((await self._call(self.state_machine_service.GetInstance, request)).instance)
+        return to_instance(
+            (await self._call(self.state_machine_service.GetInstance, request)).instance
+        )
 
     async def list_instances(
         self,
@@ -328,16 +366,22 @@ class AsyncMachinesClient:
         self, instance: str | Instance, event: str, data: Any = None, *, event_id: str | None = None
     ) -> tuple[Instance, Transition]:
         """The instance after the event, and the history entry recording it."""
-        response = await self._call(self.state_machine_service.SendEvent, _event_request(instance, event, data, event_id))
+        response = await self._call(
+            self.state_machine_service.SendEvent, _event_request(instance, event, data, event_id)
+        )
         return to_instance(response.instance), to_transition(response.transition)
 
     async def cancel_instance(self, instance: str | Instance, *, reason: str = "") -> Instance:
         request = pb.CancelInstanceRequest(name=instance_name(instance), reason=reason)
-        return to_instance((await self._call(self.state_machine_service.CancelInstance, request)).instance)
+        return to_instance(
+            (await self._call(self.state_machine_service.CancelInstance, request)).instance
+        )
 
     async def available_events(self, instance: str | Instance) -> list[str]:
         request = pb.GetAvailableEventsRequest(name=instance_name(instance))
-        return list((await self._call(self.state_machine_service.GetAvailableEvents, request)).events)
+        return list(
+            (await self._call(self.state_machine_service.GetAvailableEvents, request)).events
+        )
 
     async def history(
         self, instance: str | Instance, *, after_sequence: int = 0, page_size: int = 1000
@@ -345,7 +389,10 @@ class AsyncMachinesClient:
         token = ""
         while True:
             request = pb.ListInstanceHistoryRequest(
-                parent=instance_name(instance), after_sequence=after_sequence, page_size=page_size, page_token=token
+                parent=instance_name(instance),
+                after_sequence=after_sequence,
+                page_size=page_size,
+                page_token=token,
             )
             response = await self._call(self.state_machine_service.ListInstanceHistory, request)
             for item in response.transitions:
@@ -366,7 +413,9 @@ class AsyncMachinesClient:
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             call = self.state_machine_service.WatchInstance(
-                pb.WatchInstanceRequest(name=name, after_sequence=last), metadata=self.metadata, timeout=remaining
+                pb.WatchInstanceRequest(name=name, after_sequence=last),
+                metadata=self.metadata,
+                timeout=remaining,
             )
             try:
                 async for response in call:
@@ -420,7 +469,10 @@ class MachinesClient:
 
     def get_instance(self, instance: str | Instance) -> Instance:
         return to_instance(
-            self._call(self.state_machine_service.GetInstance, pb.GetInstanceRequest(name=instance_name(instance))).instance
+            self._call(
+                self.state_machine_service.GetInstance,
+                pb.GetInstanceRequest(name=instance_name(instance)),
+            ).instance
         )
 
     def list_instances(
@@ -445,7 +497,9 @@ class MachinesClient:
     def send_event(
         self, instance: str | Instance, event: str, data: Any = None, *, event_id: str | None = None
     ) -> tuple[Instance, Transition]:
-        response = self._call(self.state_machine_service.SendEvent, _event_request(instance, event, data, event_id))
+        response = self._call(
+            self.state_machine_service.SendEvent, _event_request(instance, event, data, event_id)
+        )
         return to_instance(response.instance), to_transition(response.transition)
 
     def cancel_instance(self, instance: str | Instance, *, reason: str = "") -> Instance:
@@ -456,11 +510,16 @@ class MachinesClient:
         request = pb.GetAvailableEventsRequest(name=instance_name(instance))
         return list(self._call(self.state_machine_service.GetAvailableEvents, request).events)
 
-    def history(self, instance: str | Instance, *, after_sequence: int = 0, page_size: int = 1000) -> Iterator[Transition]:
+    def history(
+        self, instance: str | Instance, *, after_sequence: int = 0, page_size: int = 1000
+    ) -> Iterator[Transition]:
         token = ""
         while True:
             request = pb.ListInstanceHistoryRequest(
-                parent=instance_name(instance), after_sequence=after_sequence, page_size=page_size, page_token=token
+                parent=instance_name(instance),
+                after_sequence=after_sequence,
+                page_size=page_size,
+                page_token=token,
             )
             response = self._call(self.state_machine_service.ListInstanceHistory, request)
             for item in response.transitions:
@@ -479,7 +538,9 @@ class MachinesClient:
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             call = self.state_machine_service.WatchInstance(
-                pb.WatchInstanceRequest(name=name, after_sequence=last), metadata=self.metadata, timeout=remaining
+                pb.WatchInstanceRequest(name=name, after_sequence=last),
+                metadata=self.metadata,
+                timeout=remaining,
             )
             try:
                 for response in call:

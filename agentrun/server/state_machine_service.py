@@ -34,7 +34,13 @@ if TYPE_CHECKING:
     from agentrun.engine.machine.engine import MachineEngine
     from agentrun.server.app import AgentrunServer
 
-__all__ = ["SERVICE_NAME", "StateMachineService", "add_to_server", "instance_to_proto", "transition_to_proto"]
+__all__ = [
+    "SERVICE_NAME",
+    "StateMachineService",
+    "add_to_server",
+    "instance_to_proto",
+    "transition_to_proto",
+]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StateMachineService"].full_name
 INSTANCES = "instances/"
@@ -43,7 +49,9 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 R = TypeVar("R")
 
 
-def add_to_server(server: AgentrunServer, machines: MachineEngine, lifecycle: Lifecycle | None = None) -> None:
+def add_to_server(
+    server: AgentrunServer, machines: MachineEngine, lifecycle: Lifecycle | None = None
+) -> None:
     """Registers the service on `server` (call before `server.start()`)."""
     pb_grpc.add_StateMachineServiceServicer_to_server(
         StateMachineService(machines, lifecycle or server.lifecycle), server.server
@@ -79,7 +87,11 @@ def instance_filter(text: str) -> tuple[str | None, tuple[InstanceState, ...], s
         match = _CLAUSE.fullmatch(clause)
         if not match:
             raise invalid_argument("filter", f"cannot parse {clause!r}")
-        values = [match["value"]] if match["eq"] else [v for v in re.split(r"[\s,]+", match["values"]) if v]
+        values = (
+            [match["value"]]
+            if match["eq"]
+            else [v for v in re.split(r"[\s,]+", match["values"]) if v]
+        )
         values = [v.strip('"') for v in values]
         field = match["field"].lower()
         if field in ("workflow", "current_state") and len(values) != 1:
@@ -128,7 +140,9 @@ def instance_to_proto(record: InstanceRecord) -> sm_pb.StateMachineInstance:
         parent=convert.execution_name(record.parent_id) if record.parent_id else "",
         parent_node_id=record.parent_node or "",
         last_sequence=record.last_sequence,
-        invoked_execution=convert.execution_name(record.invoke_execution) if record.invoke_execution else "",
+        invoked_execution=convert.execution_name(record.invoke_execution)
+        if record.invoke_execution
+        else "",
         labels=record.labels,
     )
     convert.set_struct(msg.data, record.data or {})
@@ -243,7 +257,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
     async def GetInstance(
         self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetInstanceResponse:
-        record = await self._machines.get_instance(instance_id(request.name), tenant=current_tenant())
+        record = await self._machines.get_instance(
+            instance_id(request.name), tenant=current_tenant()
+        )
         return pb.GetInstanceResponse(instance=instance_to_proto(record))
 
     @_mapped
@@ -254,15 +270,26 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         size = requests.page_size(request.page_size)
         after = requests.decode_token(request.page_token, "instances", request.filter)
         records = await self._machines.list_instances(
-            tenant=current_tenant(), limit=size + 1, after_id=after, workflow=workflow, states=states, current=current
+            tenant=current_tenant(),
+            limit=size + 1,
+            after_id=after,
+            workflow=workflow,
+            states=states,
+            current=current,
         )
-        response = pb.ListInstancesResponse(instances=[instance_to_proto(r) for r in records[:size]])
+        response = pb.ListInstancesResponse(
+            instances=[instance_to_proto(r) for r in records[:size]]
+        )
         if len(records) > size:
-            response.next_page_token = requests.encode_token("instances", records[size - 1].id, request.filter)
+            response.next_page_token = requests.encode_token(
+                "instances", records[size - 1].id, request.filter
+            )
         return response
 
     @_mapped
-    async def SendEvent(self, request: pb.SendEventRequest, context: grpc.aio.ServicerContext) -> pb.SendEventResponse:
+    async def SendEvent(
+        self, request: pb.SendEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendEventResponse:
         ident = instance_id(request.name)
         if not request.event:
             raise invalid_argument("event", "required")
@@ -275,7 +302,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
             tenant=current_tenant(),
             event_id=request.event_id or None,
         )
-        return pb.SendEventResponse(instance=instance_to_proto(record), transition=transition_to_proto(entry))
+        return pb.SendEventResponse(
+            instance=instance_to_proto(record), transition=transition_to_proto(entry)
+        )
 
     @_mapped
     async def ListInstanceHistory(
@@ -291,16 +320,22 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         entries = await self._machines.list_history(
             ident, tenant=current_tenant(), after_sequence=after, limit=size + 1
         )
-        response = pb.ListInstanceHistoryResponse(transitions=[transition_to_proto(e) for e in entries[:size]])
+        response = pb.ListInstanceHistoryResponse(
+            transitions=[transition_to_proto(e) for e in entries[:size]]
+        )
         if len(entries) > size:
-            response.next_page_token = requests.encode_token("history", entries[size - 1].sequence, ident)
+            response.next_page_token = requests.encode_token(
+                "history", entries[size - 1].sequence, ident
+            )
         return response
 
     @_mapped
     async def GetAvailableEvents(
         self, request: pb.GetAvailableEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetAvailableEventsResponse:
-        record, events = await self._machines.available_events(instance_id(request.name), tenant=current_tenant())
+        record, events = await self._machines.available_events(
+            instance_id(request.name), tenant=current_tenant()
+        )
         return pb.GetAvailableEventsResponse(
             current_state=record.current, events=events, state=_STATES[record.state]
         )
@@ -310,7 +345,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         self, request: pb.CancelInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelInstanceResponse:
         record = await self._machines.cancel_instance(
-            instance_id(request.name), tenant=current_tenant(), reason=request.reason or "cancelled by request"
+            instance_id(request.name),
+            tenant=current_tenant(),
+            reason=request.reason or "cancelled by request",
         )
         return pb.CancelInstanceResponse(instance=instance_to_proto(record))
 
@@ -322,7 +359,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
             raise invalid_argument("after_sequence", "must not be negative")
         last = request.after_sequence
         try:
-            entries = self._machines.watch(ident, tenant=current_tenant(), after_sequence=request.after_sequence)
+            entries = self._machines.watch(
+                ident, tenant=current_tenant(), after_sequence=request.after_sequence
+            )
             async for entry in _until(entries, self._lifecycle.draining):
                 last = entry.sequence
                 yield pb.WatchInstanceResponse(transition=transition_to_proto(entry))
@@ -330,9 +369,10 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
             await _abort(context, exc)
         if self._lifecycle.is_draining:
             raise ApiError(
-                "SHUTTING_DOWN", "the server is shutting down; resume with after_sequence", last_sequence=last
+                "SHUTTING_DOWN",
+                "the server is shutting down; resume with after_sequence",
+                last_sequence=last,
             )
-
 
 
 async def _until(entries: AsyncIterator[Any], stop: asyncio.Event) -> AsyncIterator[Any]:

@@ -180,7 +180,10 @@ class MachineStore(abc.ABC):
 
     @abc.abstractmethod
     async def create_instance(
-        self, record: InstanceRecord, history: Sequence[HistoryRecord] = (), timers: Sequence[TimerRecord] = ()
+        self,
+        record: InstanceRecord,
+        history: Sequence[HistoryRecord] = (),
+        timers: Sequence[TimerRecord] = (),
     ) -> tuple[InstanceRecord, bool]:
         """Inserts an instance; with a `request_id` the tenant used already, returns
         (the existing instance, False) and writes nothing."""
@@ -248,7 +251,10 @@ class MemoryMachineStore(MachineStore):
         self._timers: dict[str, dict[str, TimerRecord]] = {}
 
     async def create_instance(
-        self, record: InstanceRecord, history: Sequence[HistoryRecord] = (), timers: Sequence[TimerRecord] = ()
+        self,
+        record: InstanceRecord,
+        history: Sequence[HistoryRecord] = (),
+        timers: Sequence[TimerRecord] = (),
     ) -> tuple[InstanceRecord, bool]:
         if record.request_id is not None:
             known = self._requests.get((record.tenant, record.request_id))
@@ -388,9 +394,12 @@ class SqlMachineStore(MachineStore):
             .where(t.c.id == sa.bindparam("b_id"))
             .values({name: sa.bindparam(name) for name in _MUTABLE})
         )
-        self._drop_timers = db.sm_timers.delete().where(db.sm_timers.c.instance_id == sa.bindparam("b_id"))
+        self._drop_timers = db.sm_timers.delete().where(
+            db.sm_timers.c.instance_id == sa.bindparam("b_id")
+        )
         self._drop_timer = db.sm_timers.delete().where(
-            db.sm_timers.c.instance_id == sa.bindparam("b_id"), db.sm_timers.c.key == sa.bindparam("b_key")
+            db.sm_timers.c.instance_id == sa.bindparam("b_id"),
+            db.sm_timers.c.key == sa.bindparam("b_key"),
         )
 
     async def close(self) -> None:
@@ -402,7 +411,10 @@ class SqlMachineStore(MachineStore):
             await asyncio.wait([task])
 
     async def create_instance(
-        self, record: InstanceRecord, history: Sequence[HistoryRecord] = (), timers: Sequence[TimerRecord] = ()
+        self,
+        record: InstanceRecord,
+        history: Sequence[HistoryRecord] = (),
+        timers: Sequence[TimerRecord] = (),
     ) -> tuple[InstanceRecord, bool]:
         db = self._db
         row = _instance_row(record)
@@ -429,7 +441,9 @@ class SqlMachineStore(MachineStore):
         try:
             return await self._sql._transaction(insert)
         except sa.exc.IntegrityError as exc:
-            raise ValueError(f"instance {record.id} conflicts with a stored one: {exc.orig}") from exc
+            raise ValueError(
+                f"instance {record.id} conflicts with a stored one: {exc.orig}"
+            ) from exc
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         t = self._db.sm_instances
@@ -499,7 +513,9 @@ class SqlMachineStore(MachineStore):
             raise StoreError("the store is not open")
         if self._writer is None or self._writer.done():
             self._wake = asyncio.Event()
-            self._writer = asyncio.get_running_loop().create_task(self._run(), name="agentrun-machine-writer")
+            self._writer = asyncio.get_running_loop().create_task(
+                self._run(), name="agentrun-machine-writer"
+            )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((batch, future))
         assert self._wake is not None
@@ -586,8 +602,16 @@ class SqlMachineStore(MachineStore):
 
 
 _MUTABLE = (
-    "state", "current", "data", "error", "updated_at", "ended_at", "last_sequence", "entry_sequence",
-    "invoke_execution", "labels",
+    "state",
+    "current",
+    "data",
+    "error",
+    "updated_at",
+    "ended_at",
+    "last_sequence",
+    "entry_sequence",
+    "invoke_execution",
+    "labels",
 )
 
 
@@ -705,4 +729,3 @@ def _timer_row(t: TimerRecord) -> dict[str, Any]:
         "timer_index": t.index,
         "fire_at": t.fire_at,
     }
-

@@ -30,7 +30,10 @@ class Recorder(Tool):
     async def call(self, args: Any, ctx: CallContext) -> Any:
         self.calls.append(args.get("label"))
         if args.get("fail_until", 0) > ctx.attempt or args.get("fail"):
-            raise ToolFailure(args.get("type", "tool_error"), f"{args.get('label')} failed on attempt {ctx.attempt}")
+            raise ToolFailure(
+                args.get("type", "tool_error"),
+                f"{args.get('label')} failed on attempt {ctx.attempt}",
+            )
         return {"label": args.get("label"), "attempt": ctx.attempt}
 
 

@@ -1,6 +1,6 @@
 """A real agentrun server with StateMachineService over SQLite, for the kill -9 tests.
 
-    python server_driver.py DB      # prints `port N` once serving; runs until killed
+python server_driver.py DB      # prints `port N` once serving; runs until killed
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from agentrun.engine import Engine  # noqa: E402
-from agentrun.engine.machine import MachineEngine  # noqa: E402
-from agentrun.integrations import default_agents, default_tools  # noqa: E402
-from agentrun.server import AgentrunServer, ServerConfig  # noqa: E402
-from agentrun.server.state_machine_service import add_to_server  # noqa: E402
-from agentrun.storage.sql import SqlStore  # noqa: E402
+from agentrun.engine import Engine
+from agentrun.engine.machine import MachineEngine
+from agentrun.integrations import default_agents, default_tools
+from agentrun.server import AgentrunServer, ServerConfig
+from agentrun.server.state_machine_service import add_to_server
+from agentrun.storage.sql import SqlStore
 
 
 async def main(db: str) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import io
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -78,7 +77,11 @@ async def test_sm_commands(server: str) -> None:
         assert code == 2 and json.loads(out)["error"]["accepted_events"] == ["BREAK", "CLOSE"]
         code, out, _ = cli("sm", "get", ident, "--json")
         got = json.loads(out)
-        assert (got["current_state"], got["data"], got["state"]) == ("open", {"opened": 1}, "ACTIVE")
+        assert (got["current_state"], got["data"], got["state"]) == (
+            "open",
+            {"opened": 1},
+            "ACTIVE",
+        )
         code, out, _ = cli("sm", "send", ident, "BREAK")
         assert code == 0
         code, out, _ = cli("sm", "history", ident)
@@ -92,10 +95,7 @@ async def test_sm_commands(server: str) -> None:
 
 
 def test_help_lists_the_actions() -> None:
-    with pytest.raises(SystemExit):
-        with contextlib.redirect_stdout(io.StringIO()) as out:
-            _parser().parse_args(["sm", "--help"])
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:
+        _parser().parse_args(["sm", "--help"])
     for action in ("create", "send", "get", "history", "events", "watch"):
         assert action in out.getvalue()
-
-

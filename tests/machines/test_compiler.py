@@ -72,10 +72,18 @@ def test_every_problem_at_once_with_paths() -> None:
     [
         ("name: m\nmode: state_machine\nstates: {a: {final: true}}\n", "initial"),
         ("name: m\nmode: state_machine\ninitial: b\nstates: {a: {final: true}}\n", "initial"),
-        ("name: m\nmode: state_machine\ninitial: a\nstates: {a: {on_done: {target: a}, on: {X: a}}}\n", "states.a.on_done"),
-        ("name: m\nmode: state_machine\ninitial: a\nstates: {a: {on: {X: {reenter: true}}}}\n", "states.a.on.X[0].reenter"),
-        ("name: m\nmode: state_machine\ninitial: a\nstates: {a: {on: {X: {target: a, assign: {k: '${{ nodes.x }}'}}}}}\n",
-         "states.a.on.X[0].assign.k"),
+        (
+            "name: m\nmode: state_machine\ninitial: a\nstates: {a: {on_done: {target: a}, on: {X: a}}}\n",
+            "states.a.on_done",
+        ),
+        (
+            "name: m\nmode: state_machine\ninitial: a\nstates: {a: {on: {X: {reenter: true}}}}\n",
+            "states.a.on.X[0].reenter",
+        ),
+        (
+            "name: m\nmode: state_machine\ninitial: a\nstates: {a: {on: {X: {target: a, assign: {k: '${{ nodes.x }}'}}}}}\n",
+            "states.a.on.X[0].assign.k",
+        ),
     ],
 )
 def test_single_problems(text: str, path: str) -> None:
@@ -102,9 +110,13 @@ states:
     assert plan.states["open"].after[0].event == "after:90s"
     assert plan.states["open"].events == ("CLOSE", "LOCK")
     assert not plan.states["closed"].on["OPEN"][0].quick  # enters `open`, which has entry actions
-    assert plan.states["open"].on["LOCK"][0].quick and plan.states["open"].on["LOCK"][0].guard.is_fast
+    assert (
+        plan.states["open"].on["LOCK"][0].quick and plan.states["open"].on["LOCK"][0].guard.is_fast
+    )
 
 
-@pytest.mark.parametrize("seconds, text", [(1800, "30m"), (90, "90s"), (0.5, "500ms"), (86400, "1d"), (7200, "2h")])
+@pytest.mark.parametrize(
+    "seconds, text", [(1800, "30m"), (90, "90s"), (0.5, "500ms"), (86400, "1d"), (7200, "2h")]
+)
 def test_delays_read_as_written(seconds: float, text: str) -> None:
     assert format_delay(seconds) == text

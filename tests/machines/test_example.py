@@ -13,14 +13,16 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order_state_machin
 def _fulfil() -> str:
     header = [line[1:] for line in EXAMPLE.read_text().splitlines() if line.startswith("#")]
     text = "\n".join(header)
-    block = re.search(r"^ {3}name: fulfil\n(?:^ {3}.*\n?)+", text, re.M)
+    block = re.search(r"^ {3}name: fulfil\n(?:^ {3}.*\n?)+", text, re.MULTILINE)
     assert block is not None
     return "\n".join(line[3:] for line in block.group(0).splitlines()) + "\n"
 
 
 async def test_order_example_from_payment_to_shipping(h) -> None:
     await h.define(_fulfil(), EXAMPLE.read_text())
-    order = await h.machines.create_instance("order", {"id": "o-17", "total": 30, "email": "ann@example.com"})
+    order = await h.machines.create_instance(
+        "order", {"id": "o-17", "total": 30, "email": "ann@example.com"}
+    )
     timers = await h.machines.store.list_timers()
     assert [round(t.fire_at - order.created_at) for t in timers] == [1800]
     rec, entry = await h.machines.send_event(order.id, "PAY", {"amount": 10}, event_id="pay-1")
@@ -29,7 +31,11 @@ async def test_order_example_from_payment_to_shipping(h) -> None:
     assert rec.current == "paid" and [a["phase"] for a in entry.actions] == ["transition", "entry"]
     assert await h.machines.store.list_timers() == []
     final = await h.machines.wait_final(order.id, timeout=10)
-    assert (final.state, final.current, final.data["tracking"]) == (InstanceState.COMPLETED, "shipped", "TRK-o-17")
+    assert (final.state, final.current, final.data["tracking"]) == (
+        InstanceState.COMPLETED,
+        "shipped",
+        "TRK-o-17",
+    )
 
 
 async def test_order_example_cancelled(h) -> None:

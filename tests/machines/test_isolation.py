@@ -30,7 +30,12 @@ states:
 
 
 async def _engine(**config: Any) -> tuple[Engine, MachineEngine]:
-    engine = Engine(MemoryStore(), tools=Registry(core_tools()), agents=default_agents(), config=EngineConfig(**config))
+    engine = Engine(
+        MemoryStore(),
+        tools=Registry(core_tools()),
+        agents=default_agents(),
+        config=EngineConfig(**config),
+    )
     await engine.start()
     machines = MachineEngine(engine)
     await machines.start()
@@ -83,14 +88,21 @@ async def test_a_dag_workflow_node_runs_a_state_machine(monkeypatch: pytest.Monk
     """The `_run_child` hook of docs/REQUESTS-machines.md, applied here by a patch."""
     original = Engine._run_child
 
-    async def _run_child(self: Engine, parent: Any, key: str, attempt: int, step: Any, child_input: Any) -> Any:
+    async def _run_child(
+        self: Engine, parent: Any, key: str, attempt: int, step: Any, child_input: Any
+    ) -> Any:
         machines = getattr(self, "machines", None)
         if machines is not None and await machines.is_machine(
             step.workflow, tenant=parent.record.tenant, version=step.workflow_version or None
         ):
             return await machines.run_child(
-                parent_id=parent.id, key=key, attempt=attempt, workflow=step.workflow,
-                version=step.workflow_version or None, input=child_input, tenant=parent.record.tenant,
+                parent_id=parent.id,
+                key=key,
+                attempt=attempt,
+                workflow=step.workflow,
+                version=step.workflow_version or None,
+                input=child_input,
+                tenant=parent.record.tenant,
             )
         return await original(self, parent, key, attempt, step, child_input)
 

@@ -29,7 +29,9 @@ states:
 
 
 def _start(db: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(db)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), str(db)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     assert line.startswith("port "), line
@@ -59,9 +61,16 @@ def test_timer_fires_after_kill_9_and_restart(tmp_path: Path) -> None:
             sm = MachinesClient(client)
             final = sm.wait(doomed.id, timeout=20)
             assert (final.state, final.current_state, final.data) == (
-                InstanceState.COMPLETED, "expired", {"expired": True})
+                InstanceState.COMPLETED,
+                "expired",
+                {"expired": True},
+            )
             last = list(sm.history(doomed.id))[-1]
-            assert (last.event, last.from_state, last.to_state) == ("after:2s", "pending", "expired")
+            assert (last.event, last.from_state, last.to_state) == (
+                "after:2s",
+                "pending",
+                "expired",
+            )
             other = sm.get_instance(paid.id)
             assert (other.state, other.current_state) == (InstanceState.ACTIVE, "paid")
     finally:

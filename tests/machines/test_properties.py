@@ -5,6 +5,7 @@ current state and data. Also: the fast path of guards decides exactly as CEL doe
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -60,12 +61,16 @@ def machines(draw: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-sequences = st.lists(st.tuples(st.sampled_from(EVENTS), st.integers(-2, 5)), min_size=1, max_size=25)
+sequences = st.lists(
+    st.tuples(st.sampled_from(EVENTS), st.integers(-2, 5)), min_size=1, max_size=25
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=machines(), events=sequences)
-def test_replaying_the_history_reproduces_state_and_data(text: str, events: list[tuple[str, int]]) -> None:
+def test_replaying_the_history_reproduces_state_and_data(
+    text: str, events: list[tuple[str, int]]
+) -> None:
     try:
         spec = load_workflow(text)
         from agentrun.engine import compile_workflow
@@ -98,21 +103,42 @@ def test_replaying_the_history_reproduces_state_and_data(text: str, events: list
 
 NAMES = frozenset({"data", "event", "state", "input"})
 scalars = st.one_of(
-    st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=True), st.booleans(), st.none(),
-    st.text(max_size=3), st.lists(st.integers(), max_size=2),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+    st.lists(st.integers(), max_size=2),
 )
 FAST_EXPRESSIONS = [
-    "data.a < data.b", "data.a == data.b", "data.a != data.b", "data.a >= 3", "!(data.a > data.b)",
-    "data.a + data.b > 0", "data.a * 2 == data.b", "data.a - data.b <= -1", "data.a && data.b",
-    "data.a || data.b", "data.missing == 1 || data.a == data.a", "event.data.v == 'x'", "-data.a < 0",
-    "data.a == null", "data['a'] == data.b", "state == 's0' && data.a > 1.5",
+    "data.a < data.b",
+    "data.a == data.b",
+    "data.a != data.b",
+    "data.a >= 3",
+    "!(data.a > data.b)",
+    "data.a + data.b > 0",
+    "data.a * 2 == data.b",
+    "data.a - data.b <= -1",
+    "data.a && data.b",
+    "data.a || data.b",
+    "data.missing == 1 || data.a == data.a",
+    "event.data.v == 'x'",
+    "-data.a < 0",
+    "data.a == null",
+    "data['a'] == data.b",
+    "state == 's0' && data.a > 1.5",
 ]
 
 
 @settings(max_examples=300, deadline=None)
 @given(source=st.sampled_from(FAST_EXPRESSIONS), a=scalars, b=scalars)
 def test_the_fast_path_decides_exactly_as_cel(source: str, a: Any, b: Any) -> None:
-    act = {"data": {"a": a, "b": b}, "event": {"name": "E", "id": None, "data": {"v": a}}, "state": "s0", "input": {}}
+    act = {
+        "data": {"a": a, "b": b},
+        "event": {"name": "E", "id": None, "data": {"v": a}},
+        "state": "s0",
+        "input": {},
+    }
     fast = compile_fast(source, NAMES)
     assert fast is not None, source
     slow = compile_bool(source, "guard", NAMES)
@@ -124,5 +150,11 @@ def test_the_fast_path_decides_exactly_as_cel(source: str, a: Any, b: Any) -> No
         got: Any = fast(act)
     except Fallback:
         return  # decided by CEL itself
-    assert got == expected or (got != got and expected != expected), (source, a, b, got, expected)
+    nan = (
+        isinstance(got, float)
+        and math.isnan(got)
+        and isinstance(expected, float)
+        and math.isnan(expected)
+    )
+    assert got == expected or nan, (source, a, b, got, expected)
     assert type(got) is type(expected)

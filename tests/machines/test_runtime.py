@@ -38,7 +38,11 @@ async def test_guards_in_order_first_that_holds_wins(h) -> None:
     await h.define(ORDER)
     i = await h.machines.create_instance("order", {"total": 10})
     rec, entry = await h.machines.send_event(i.id, "PAY", {"amount": 3})
-    assert (rec.current, entry.transition_index, rec.data) == ("pending", 1, {"paid": 0, "tries": 1})
+    assert (rec.current, entry.transition_index, rec.data) == (
+        "pending",
+        1,
+        {"paid": 0, "tries": 1},
+    )
     rec, entry = await h.machines.send_event(i.id, "PAY", {"amount": 0})
     assert entry.kind is EntryKind.NO_TRANSITION and entry.transition_index is None
     assert rec.current == "pending" and rec.data["tries"] == 1
@@ -49,7 +53,11 @@ async def test_guards_in_order_first_that_holds_wins(h) -> None:
     with pytest.raises(IllegalTransition):
         await h.machines.send_event(i.id, "SHIP")
     stored = await h.machines.get_instance(i.id)
-    assert (stored.state, stored.current, stored.data) == (InstanceState.COMPLETED, "shipped", {"paid": 12, "tries": 1})
+    assert (stored.state, stored.current, stored.data) == (
+        InstanceState.COMPLETED,
+        "shipped",
+        {"paid": 12, "tries": 1},
+    )
 
 
 async def test_unhandled_event_is_rejected_with_the_accepted_ones_and_recorded(h) -> None:
@@ -75,7 +83,10 @@ async def test_same_event_id_applies_once_and_other_payload_is_refused(h) -> Non
     await h.define(ORDER)
     i = await h.machines.create_instance("order", {"total": 10})
     results = await asyncio.gather(
-        *(h.machines.send_event(i.id, "PAY", {"amount": 1}, event_id=f"e{n % 3}") for n in range(30))
+        *(
+            h.machines.send_event(i.id, "PAY", {"amount": 1}, event_id=f"e{n % 3}")
+            for n in range(30)
+        )
     )
     assert {entry.sequence for _, entry in results} == {2, 3, 4}
     assert (await h.machines.get_instance(i.id)).data["tries"] == 3
@@ -108,7 +119,11 @@ async def test_exit_then_transition_actions_then_assign_then_entry(h) -> None:
     i = await h.machines.create_instance("steps")
     rec, entry = await h.machines.send_event(i.id, "GO")
     assert h.recorder.calls == ["exit a n=0", "go n=0", "entry b n=1"]
-    assert [(a["phase"], a["ok"]) for a in entry.actions] == [("exit", True), ("transition", True), ("entry", True)]
+    assert [(a["phase"], a["ok"]) for a in entry.actions] == [
+        ("exit", True),
+        ("transition", True),
+        ("entry", True),
+    ]
     assert entry.actions[2]["output"] == {"label": "entry b n=1", "attempt": 1}
     assert rec.data == {"n": 1}
 
@@ -154,8 +169,11 @@ async def test_action_failure_after_retries_takes_on_error(h) -> None:
 
 
 async def test_action_failure_without_on_error_fails_the_instance(h) -> None:
-    await h.define(FAILING.replace("    on_error: {target: broken, assign: {why: \"${{ event.data.type }}\"}}\n", "")
-                   .replace("  broken: {final: true}\n", ""))
+    await h.define(
+        FAILING.replace(
+            '    on_error: {target: broken, assign: {why: "${{ event.data.type }}"}}\n', ""
+        ).replace("  broken: {final: true}\n", "")
+    )
     i = await h.machines.create_instance("fragile")
     rec, entry = await h.machines.send_event(i.id, "CHARGE", {"ok_on": 9})
     assert rec.state is InstanceState.FAILED and rec.current == "idle"
@@ -196,7 +214,11 @@ async def test_timer_fires_and_is_recorded(h) -> None:
     final = await h.machines.wait_final(i.id, timeout=5)
     assert final.current == "expired"
     last = (await h.machines.list_history(i.id))[-1]
-    assert (last.event, last.kind, last.from_state) == ("after:300ms", EntryKind.TRANSITION, "waiting")
+    assert (last.event, last.kind, last.from_state) == (
+        "after:300ms",
+        EntryKind.TRANSITION,
+        "waiting",
+    )
 
 
 async def test_leaving_a_state_cancels_its_timers(h) -> None:
@@ -310,8 +332,15 @@ async def test_request_id_creates_once(h) -> None:
 async def test_a_dag_node_can_run_a_state_machine_to_its_final_state(h) -> None:
     await h.define(ORDER)
     task = asyncio.create_task(
-        h.machines.run_child(parent_id="exec1", key="child", attempt=1, workflow="order", version=None,
-                             input={"total": 5}, tenant="default")
+        h.machines.run_child(
+            parent_id="exec1",
+            key="child",
+            attempt=1,
+            workflow="order",
+            version=None,
+            input={"total": 5},
+            tenant="default",
+        )
     )
     instance_id = "exec1.child.1"
     for _ in range(100):

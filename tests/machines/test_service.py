@@ -87,18 +87,33 @@ async def test_create_get_send_history(env: Env) -> None:
     await _define(env, ORDER, name)
     first = await env.sm.create_instance(name, {"total": 10}, request_id=f"{name}-r")
     again = await env.sm.create_instance(name, {"total": 10}, request_id=f"{name}-r")
-    assert first.id == again.id and first.state is InstanceState.ACTIVE and first.current_state == "pending"
+    assert (
+        first.id == again.id
+        and first.state is InstanceState.ACTIVE
+        and first.current_state == "pending"
+    )
     inst, step = await env.sm.send_event(first, "PAY", {"amount": 3})
     assert (inst.current_state, step.kind, step.transition_index, inst.data) == (
-        "pending", TransitionKind.TRANSITION, 1, {"paid": 0, "count": 1})
+        "pending",
+        TransitionKind.TRANSITION,
+        1,
+        {"paid": 0, "count": 1},
+    )
     inst, step = await env.sm.send_event(first, "PAY", {"amount": 10}, event_id="pay-1")
-    assert inst.current_state == "paid" and step.assigned == {"paid": 10} and step.transition_index == 0
+    assert (
+        inst.current_state == "paid"
+        and step.assigned == {"paid": 10}
+        and step.transition_index == 0
+    )
     assert await env.sm.available_events(first) == ["SHIP"]
     got = await env.sm.get_instance(first.id)
     assert got.current_state == "paid" and got.last_sequence == 3
     history = [e async for e in env.sm.history(first, page_size=1)]
     assert [(e.sequence, e.event, e.from_state, e.to_state) for e in history] == [
-        (1, "create", "", "pending"), (2, "PAY", "pending", "pending"), (3, "PAY", "pending", "paid")]
+        (1, "create", "", "pending"),
+        (2, "PAY", "pending", "pending"),
+        (3, "PAY", "pending", "paid"),
+    ]
     assert history[2].event_id == "pay-1" and history[2].event_data == {"amount": 10}
 
 
@@ -139,7 +154,10 @@ async def test_100_concurrent_sends_with_10_ids_make_exactly_10_transitions(env:
     await _define(env, ORDER, name)
     inst = await env.sm.create_instance(name, {"total": 1000})
     results = await asyncio.gather(
-        *(env.sm.send_event(inst, "PAY", {"amount": 1}, event_id=f"id-{n % 10}") for n in range(100))
+        *(
+            env.sm.send_event(inst, "PAY", {"amount": 1}, event_id=f"id-{n % 10}")
+            for n in range(100)
+        )
     )
     sequences = {step.sequence for _, step in results}
     assert len(sequences) == 10
@@ -159,9 +177,16 @@ async def test_list_filters_and_pages(env: Env) -> None:
     assert everything == ids
     paid = [i.id async for i in env.sm.list_instances(workflow=name, current_state="paid")]
     assert paid == [ids[0]]
-    done = [i.id async for i in env.sm.list_instances(workflow=name, states=[InstanceState.COMPLETED])]
+    done = [
+        i.id async for i in env.sm.list_instances(workflow=name, states=[InstanceState.COMPLETED])
+    ]
     assert done == [ids[1]]
-    active = [i.id async for i in env.sm.list_instances(workflow=name, states=["ACTIVE"], current_state="pending")]
+    active = [
+        i.id
+        async for i in env.sm.list_instances(
+            workflow=name, states=["ACTIVE"], current_state="pending"
+        )
+    ]
     assert active == ids[2:]
 
 
@@ -172,7 +197,10 @@ async def test_watch_resumes_after_a_cursor_and_ends_with_the_instance(env: Env)
     seen: list[int] = []
 
     async def watch(after: int) -> list[tuple[int, str]]:
-        return [(e.sequence, e.event) async for e in env.sm.watch(inst, after_sequence=after, timeout=10)]
+        return [
+            (e.sequence, e.event)
+            async for e in env.sm.watch(inst, after_sequence=after, timeout=10)
+        ]
 
     task = asyncio.create_task(watch(0))
     await asyncio.sleep(0.1)
@@ -209,7 +237,11 @@ async def test_hybrid_invoked_dag_fails_and_on_error_is_taken(env: Env) -> None:
     await env.client.create_workflow(source=HYBRID.format(name=name, child=child))
     inst = await env.sm.create_instance(name, {"id": "o-9"})
     final = await env.sm.wait(inst, timeout=20)
-    assert (final.state, final.current_state, final.data) == (InstanceState.COMPLETED, "failed", {"reason": "out_of_stock"})
+    assert (final.state, final.current_state, final.data) == (
+        InstanceState.COMPLETED,
+        "failed",
+        {"reason": "out_of_stock"},
+    )
     execution = await env.client.get_execution(inst.invoked_execution)
     assert execution.state.value == "FAILED"
     last = [e async for e in env.sm.history(inst)][-1]
@@ -233,7 +265,12 @@ async def test_blocking_client_sync(env: Env) -> None:
             return after.current_state, step.kind, accepted, [e.event for e in sm.history(inst)]
 
     current, kind, accepted, events = await asyncio.to_thread(run)
-    assert (current, kind, accepted, events) == ("paid", TransitionKind.TRANSITION, ["SHIP"], ["create", "PAY", "NOPE"])
+    assert (current, kind, accepted, events) == (
+        "paid",
+        TransitionKind.TRANSITION,
+        ["SHIP"],
+        ["create", "PAY", "NOPE"],
+    )
 
 
 async def test_cancel_instance(env: Env) -> None:
@@ -241,7 +278,9 @@ async def test_cancel_instance(env: Env) -> None:
     await _define(env, ORDER, name)
     inst = await env.sm.create_instance(name, {"total": 5})
     cancelled = await env.sm.cancel_instance(inst, reason="customer asked")
-    assert cancelled.state is InstanceState.CANCELLED and cancelled.error.message == "customer asked"
+    assert (
+        cancelled.state is InstanceState.CANCELLED and cancelled.error.message == "customer asked"
+    )
     assert await env.sm.available_events(inst) == []
     from agentrun.client.errors import IllegalTransition
 

@@ -34,21 +34,48 @@ async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[
 
 
 def _instance(tenant: str = "t", **kw: Any) -> InstanceRecord:
-    base = dict(id=uuid.uuid4().hex, tenant=tenant, workflow="wf", version=1, state=InstanceState.ACTIVE,
-                current="a", data={"n": 1}, input={"i": 2}, created_at=1.0, updated_at=1.0, last_sequence=1,
-                entry_sequence=1)
+    base: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "tenant": tenant,
+        "workflow": "wf",
+        "version": 1,
+        "state": InstanceState.ACTIVE,
+        "current": "a",
+        "data": {"n": 1},
+        "input": {"i": 2},
+        "created_at": 1.0,
+        "updated_at": 1.0,
+        "last_sequence": 1,
+        "entry_sequence": 1,
+    }
     base.update(kw)
     return InstanceRecord(**base)
 
 
-def _entry(rec: InstanceRecord, seq: int, event_id: str | None = None, to: str = "a") -> HistoryRecord:
-    return HistoryRecord(rec.id, seq, EntryKind.TRANSITION, float(seq), "E", event_id, {"v": seq}, "a", to, 0,
-                         [{"ok": True}], {"n": seq})
+def _entry(
+    rec: InstanceRecord, seq: int, event_id: str | None = None, to: str = "a"
+) -> HistoryRecord:
+    return HistoryRecord(
+        rec.id,
+        seq,
+        EntryKind.TRANSITION,
+        float(seq),
+        "E",
+        event_id,
+        {"v": seq},
+        "a",
+        to,
+        0,
+        [{"ok": True}],
+        {"n": seq},
+    )
 
 
 async def test_create_is_idempotent_per_request_id(store: MachineStore) -> None:
     tenant = uuid.uuid4().hex
-    first, created = await store.create_instance(_instance(tenant, request_id="r"), [_entry(_instance(), 1)][:0])
+    first, created = await store.create_instance(
+        _instance(tenant, request_id="r"), [_entry(_instance(), 1)][:0]
+    )
     again, created_again = await store.create_instance(_instance(tenant, request_id="r"))
     assert created and not created_again and again.id == first.id
 
@@ -57,20 +84,41 @@ async def test_commit_history_timers_and_reads(store: MachineStore) -> None:
     tenant = uuid.uuid4().hex
     rec = _instance(tenant)
     timer = TimerRecord(rec.id, "1:0", "a", 0, 100.0)
-    await store.create_instance(rec, [HistoryRecord(rec.id, 1, EntryKind.CREATED, 1.0, "create", None, None, "", "a")],
-                                [timer])
+    await store.create_instance(
+        rec,
+        [HistoryRecord(rec.id, 1, EntryKind.CREATED, 1.0, "create", None, None, "", "a")],
+        [timer],
+    )
     assert [t.key for t in await store.list_timers() if t.instance_id == rec.id] == ["1:0"]
-    moved = _instance(tenant, id=rec.id, current="b", data={"n": 2}, last_sequence=3, entry_sequence=3,
-                      invoke_execution=f"{rec.id}.invoke.3")
-    await store.commit(MachineBatch(moved, [_entry(rec, 2, "x"), _entry(rec, 3, "y", to="b")],
-                                    timers=[TimerRecord(rec.id, "3:0", "b", 0, 50.0)]))
+    moved = _instance(
+        tenant,
+        id=rec.id,
+        current="b",
+        data={"n": 2},
+        last_sequence=3,
+        entry_sequence=3,
+        invoke_execution=f"{rec.id}.invoke.3",
+    )
+    await store.commit(
+        MachineBatch(
+            moved,
+            [_entry(rec, 2, "x"), _entry(rec, 3, "y", to="b")],
+            timers=[TimerRecord(rec.id, "3:0", "b", 0, 50.0)],
+        )
+    )
     got = await store.get_instance(rec.id)
-    assert (got.current, got.data, got.last_sequence, got.invoke_execution) == ("b", {"n": 2}, 3, moved.invoke_execution)
+    assert (got.current, got.data, got.last_sequence, got.invoke_execution) == (
+        "b",
+        {"n": 2},
+        3,
+        moved.invoke_execution,
+    )
     assert [t.key for t in await store.list_timers() if t.instance_id == rec.id] == ["3:0"]
     assert await store.event_ids(rec.id) == {"x": 2, "y": 3}
     page = await store.list_history(rec.id, after_sequence=1, limit=1)
     assert [(e.sequence, e.event_id, e.event_data, e.actions, e.assigned) for e in page] == [
-        (2, "x", {"v": 2}, [{"ok": True}], {"n": 2})]
+        (2, "x", {"v": 2}, [{"ok": True}], {"n": 2})
+    ]
     assert rec.id in [r.id for r in await store.list_invoking()]
     await store.commit(MachineBatch(moved, [_entry(rec, 4)], fired="3:0"))
     assert [t for t in await store.list_timers() if t.instance_id == rec.id] == []
@@ -87,8 +135,12 @@ async def test_concurrent_commits_are_grouped(store: MachineStore) -> None:
     for rec in records:
         await store.create_instance(rec)
     groups_before = getattr(store, "groups", 0)
-    await asyncio.gather(*(store.commit(MachineBatch(_instance(tenant, id=r.id, last_sequence=2), [_entry(r, 2)]))
-                           for r in records))
+    await asyncio.gather(
+        *(
+            store.commit(MachineBatch(_instance(tenant, id=r.id, last_sequence=2), [_entry(r, 2)]))
+            for r in records
+        )
+    )
     for rec in records:
         assert (await store.get_instance(rec.id)).last_sequence == 2
     if isinstance(store, SqlMachineStore):

@@ -9,10 +9,18 @@ from agentrun.engine.machine.compiler import compile_machine
 from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
 from agentrun.engine.machine.plan import MachinePlan
 
-__all__ = ["EventNotAccepted", "InstanceNotFound", "MachineEngine", "MachinePlan", "compile_machine"]
+__all__ = [
+    "EventNotAccepted",
+    "InstanceNotFound",
+    "MachineEngine",
+    "MachinePlan",
+    "compile_machine",
+]
 
 
-def __getattr__(name: str):  # MachineEngine imports the runtime, which plain validation does not need
+def __getattr__(
+    name: str,
+):  # MachineEngine imports the runtime, which plain validation does not need
     if name == "MachineEngine":
         from agentrun.engine.machine.engine import MachineEngine
 

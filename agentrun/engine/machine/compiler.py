@@ -64,9 +64,13 @@ class _MachineCompiler(_Compiler):
         for name in _DAG_ONLY:
             if name in present:
                 self.error(name, "is for DAG workflows; a state machine has `states`")
-        input_schema = self.schema(spec.input_schema, "input_schema") if "input_schema" in present else None
+        input_schema = (
+            self.schema(spec.input_schema, "input_schema") if "input_schema" in present else None
+        )
         default_retry = (
-            self.retry(spec.defaults.retry, "defaults.retry") if spec.defaults.HasField("retry") else RetrySpec()
+            self.retry(spec.defaults.retry, "defaults.retry")
+            if spec.defaults.HasField("retry")
+            else RetrySpec()
         )
         default_timeout = self.duration(spec.defaults, "timeout", "defaults")
         data = struct_to_py(spec.data) if "data" in present else {}
@@ -76,7 +80,10 @@ class _MachineCompiler(_Compiler):
             self.error("states", "a state machine needs at least one state")
         for name in names:
             if not STATE_NAME_RE.match(name):
-                self.error(f"states.{name}", "a state name is letters, digits, '_', '.' or '-', starting with a letter")
+                self.error(
+                    f"states.{name}",
+                    "a state name is letters, digits, '_', '.' or '-', starting with a letter",
+                )
         if not spec.initial:
             self.error("initial", "is required: the state an instance starts in")
         elif spec.initial not in spec.states:
@@ -84,7 +91,8 @@ class _MachineCompiler(_Compiler):
 
         self._uses_secrets = False
         states = {
-            name: self._state(name, spec.states[name], names, default_retry, default_timeout) for name in names
+            name: self._state(name, spec.states[name], names, default_retry, default_timeout)
+            for name in names
         }
         stages = self._reachability(spec.initial, states)
         if not self.diags:
@@ -118,16 +126,25 @@ class _MachineCompiler(_Compiler):
         for event in sorted(s.on):
             epath = _join(f"{path}.on", event)
             if ":" in event:
-                self.error(epath, "':' is reserved for the engine's own events (after:, invoke:, action:)")
+                self.error(
+                    epath, "':' is reserved for the engine's own events (after:, invoke:, action:)"
+                )
             elif not EVENT_NAME_RE.match(event):
-                self.error(epath, "an event name is letters, digits, '_', '.', '-' or '/', starting with a letter")
+                self.error(
+                    epath,
+                    "an event name is letters, digits, '_', '.', '-' or '/', starting with a letter",
+                )
             transitions = s.on[event].transitions
             if not transitions:
                 self.error(epath, "needs at least one transition")
-            on[event] = self._transitions(transitions, epath, names, default_retry, default_timeout, indexed=True)
+            on[event] = self._transitions(
+                transitions, epath, names, default_retry, default_timeout, indexed=True
+            )
         plan.on = on
         plan.events = tuple(on)
-        plan.entry = self._actions(s.entry, f"{path}.entry", "entry", default_retry, default_timeout)
+        plan.entry = self._actions(
+            s.entry, f"{path}.entry", "entry", default_retry, default_timeout
+        )
         plan.exit = self._actions(s.exit, f"{path}.exit", "exit", default_retry, default_timeout)
         timers = []
         for i, t in enumerate(s.after):
@@ -137,47 +154,93 @@ class _MachineCompiler(_Compiler):
                 self.error(f"{tpath}.delay", "is required")
             else:
                 delay = self.duration(t, "delay", tpath)
-            holder = pb.Transition(guard=t.guard, target=t.target, assign=t.assign, actions=t.actions, reenter=t.reenter)
+            holder = pb.Transition(
+                guard=t.guard,
+                target=t.target,
+                assign=t.assign,
+                actions=t.actions,
+                reenter=t.reenter,
+            )
             if not t.HasField("assign"):
                 holder.ClearField("assign")
             transition = self._transition(holder, i, tpath, names, default_retry, default_timeout)
             if delay is not None:
-                timers.append(TimerPlan(i, tpath, delay, AFTER_PREFIX + format_delay(delay), transition))
+                timers.append(
+                    TimerPlan(i, tpath, delay, AFTER_PREFIX + format_delay(delay), transition)
+                )
         plan.after = tuple(timers)
         if s.HasField("invoke"):
             plan.invoke = self._invoke(s.invoke, f"{path}.invoke")
         if s.HasField("on_done"):
             if plan.invoke is None:
-                self.error(f"{path}.on_done", "is taken when the state's `invoke` finishes; this state invokes nothing")
-            plan.on_done = (self._transition(s.on_done, 0, f"{path}.on_done", names, default_retry, default_timeout),)
+                self.error(
+                    f"{path}.on_done",
+                    "is taken when the state's `invoke` finishes; this state invokes nothing",
+                )
+            plan.on_done = (
+                self._transition(
+                    s.on_done, 0, f"{path}.on_done", names, default_retry, default_timeout
+                ),
+            )
         if s.HasField("on_error"):
-            plan.on_error = (self._transition(s.on_error, 0, f"{path}.on_error", names, default_retry, default_timeout),)
+            plan.on_error = (
+                self._transition(
+                    s.on_error, 0, f"{path}.on_error", names, default_retry, default_timeout
+                ),
+            )
         if plan.invoke is not None and not plan.on_done and not plan.final:
-            self.warnings.append(Diagnostic(f"{path}.invoke", "no on_done: the state ignores the workflow's result"))
+            self.warnings.append(
+                Diagnostic(f"{path}.invoke", "no on_done: the state ignores the workflow's result")
+            )
         if s.final:
             for field_name, has in (
-                ("on", bool(s.on)), ("after", bool(s.after)), ("invoke", s.HasField("invoke")),
-                ("on_done", s.HasField("on_done")), ("on_error", s.HasField("on_error")), ("exit", bool(s.exit)),
+                ("on", bool(s.on)),
+                ("after", bool(s.after)),
+                ("invoke", s.HasField("invoke")),
+                ("on_done", s.HasField("on_done")),
+                ("on_error", s.HasField("on_error")),
+                ("exit", bool(s.exit)),
             ):
                 if has:
-                    self.error(f"{path}.{field_name}", "a final state is never left: it takes no " + field_name)
+                    self.error(
+                        f"{path}.{field_name}",
+                        "a final state is never left: it takes no " + field_name,
+                    )
         elif not (on or s.after or plan.invoke is not None):
-            self.error(path, "a state that is not final needs a way out: on, after or invoke (or final: true)")
+            self.error(
+                path,
+                "a state that is not final needs a way out: on, after or invoke (or final: true)",
+            )
         return plan
 
     def _transitions(
-        self, items: Any, path: str, names: list[str], retry: RetrySpec, timeout: float | None, *, indexed: bool
+        self,
+        items: Any,
+        path: str,
+        names: list[str],
+        retry: RetrySpec,
+        timeout: float | None,
+        *,
+        indexed: bool,
     ) -> tuple[TransitionPlan, ...]:
         out = []
         for i, t in enumerate(items):
             tpath = f"{path}[{i}]"
             out.append(self._transition(t, i, tpath, names, retry, timeout))
             if i < len(items) - 1 and not t.guard:
-                self.error(f"{path}[{i + 1}]", f"never tried: {tpath} has no guard, so it always wins")
+                self.error(
+                    f"{path}[{i + 1}]", f"never tried: {tpath} has no guard, so it always wins"
+                )
         return tuple(out)
 
     def _transition(
-        self, t: Any, index: int, path: str, names: list[str], retry: RetrySpec, timeout: float | None
+        self,
+        t: Any,
+        index: int,
+        path: str,
+        names: list[str],
+        retry: RetrySpec,
+        timeout: float | None,
     ) -> TransitionPlan:
         plan = TransitionPlan(index=index, path=path, target=t.target, reenter=t.reenter)
         if t.target and t.target not in names:
@@ -187,7 +250,9 @@ class _MachineCompiler(_Compiler):
             if expr is not None:
                 plan.guard = self._compiled(expr)
                 if _constant_not_bool(expr.source):
-                    self.error(f"{path}.guard", f"must yield a bool, not the constant {expr.source}")
+                    self.error(
+                        f"{path}.guard", f"must yield a bool, not the constant {expr.source}"
+                    )
         if t.HasField("assign"):
             assign = []
             for key, value in t.assign.fields.items():
@@ -196,7 +261,9 @@ class _MachineCompiler(_Compiler):
             plan.assign = tuple(assign)
         plan.actions = self._actions(t.actions, f"{path}.actions", "transition", retry, timeout)
         if t.reenter and not t.target:
-            self.error(f"{path}.reenter", "needs a target: reenter exits and enters that state again")
+            self.error(
+                f"{path}.reenter", "needs a target: reenter exits and enters that state again"
+            )
         return plan
 
     def _compiled(self, slow: Any) -> Compiled:
@@ -205,7 +272,12 @@ class _MachineCompiler(_Compiler):
         return Compiled(slow, names=frozenset(slow.names))
 
     def _actions(
-        self, steps: Any, path: str, phase: str, default_retry: RetrySpec, default_timeout: float | None
+        self,
+        steps: Any,
+        path: str,
+        phase: str,
+        default_retry: RetrySpec,
+        default_timeout: float | None,
     ) -> tuple[ActionPlan, ...]:
         out = []
         for i, step_msg in enumerate(steps):
@@ -216,9 +288,19 @@ class _MachineCompiler(_Compiler):
             if "secrets" in step.names:
                 self._uses_secrets = True
             retry = step.retry or default_retry
-            if step.kind == "tool" and step.tool is not None and step.tool.effect is Effect.IRREVERSIBLE:
-                retry = RetrySpec(max_attempts=1, backoff=retry.backoff, non_retryable=retry.non_retryable)
-            timeout = step.timeout if step.timeout is not None else (default_timeout if step.kind != "workflow" else None)
+            if (
+                step.kind == "tool"
+                and step.tool is not None
+                and step.tool.effect is Effect.IRREVERSIBLE
+            ):
+                retry = RetrySpec(
+                    max_attempts=1, backoff=retry.backoff, non_retryable=retry.non_retryable
+                )
+            timeout = (
+                step.timeout
+                if step.timeout is not None
+                else (default_timeout if step.kind != "workflow" else None)
+            )
             out.append(ActionPlan(step, spath, phase, i, retry, timeout, _target(step)))
         return tuple(out)
 
@@ -231,7 +313,9 @@ class _MachineCompiler(_Compiler):
             self.error(f"{path}.version", "must not be negative")
         template = None
         if call.HasField("input"):
-            template = self._compiled(self.template(value_to_py(call.input), f"{path}.input", MACHINE_NAMES))
+            template = self._compiled(
+                self.template(value_to_py(call.input), f"{path}.input", MACHINE_NAMES)
+            )
         return InvokePlan(path=path, workflow=call.name, version=call.version, input=template)
 
     # -- the graph --------------------------------------------------------------------
@@ -247,7 +331,10 @@ class _MachineCompiler(_Compiler):
                     level[target] = level[name] + 1
                     queue.append(target)
         for name in sorted(set(states) - set(level)):
-            self.error(f"states.{name}", f"unreachable: no transition from the initial state {initial!r} leads here")
+            self.error(
+                f"states.{name}",
+                f"unreachable: no transition from the initial state {initial!r} leads here",
+            )
         stages: list[list[str]] = []
         for name, lv in sorted(level.items(), key=lambda kv: (kv[1], kv[0])):
             while len(stages) <= lv:
@@ -258,7 +345,12 @@ class _MachineCompiler(_Compiler):
 
 def _mark_quick(states: dict[str, StatePlan]) -> None:
     for source in states.values():
-        groups = [*source.on.values(), source.on_done, source.on_error, tuple(t.transition for t in source.after)]
+        groups = [
+            *source.on.values(),
+            source.on_done,
+            source.on_error,
+            tuple(t.transition for t in source.after),
+        ]
         for group in groups:
             for t in group:
                 target = states[t.target or source.name]
@@ -270,7 +362,12 @@ def _mark_quick(states: dict[str, StatePlan]) -> None:
 
 def _targets(state: StatePlan) -> set[str]:
     out: set[str] = set()
-    groups = [*state.on.values(), state.on_done, state.on_error, tuple(t.transition for t in state.after)]
+    groups = [
+        *state.on.values(),
+        state.on_done,
+        state.on_error,
+        tuple(t.transition for t in state.after),
+    ]
     for group in groups:
         for t in group:
             if t.target:
@@ -288,7 +385,7 @@ def _target(step: StepPlan) -> str:
     return "pass"
 
 
-_NOT_BOOL = re.compile(r"""\s*(-?\d[\d.eE+-]*|"[^"]*"|'[^']*'|null|\[.*\]|\{.*\})\s*""", re.S)
+_NOT_BOOL = re.compile(r"""\s*(-?\d[\d.eE+-]*|"[^"]*"|'[^']*'|null|\[.*\]|\{.*\})\s*""", re.DOTALL)
 
 
 def _constant_not_bool(source: str) -> bool:
@@ -303,6 +400,8 @@ def _close(name: str, names: list[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def compile_machine(spec: pb.WorkflowSpec, *, tools: ToolRegistry, agents: AgentProviders) -> MachinePlan:
+def compile_machine(
+    spec: pb.WorkflowSpec, *, tools: ToolRegistry, agents: AgentProviders
+) -> MachinePlan:
     """Validates a state machine spec and compiles it; raises InvalidWorkflow with every problem."""
     return _MachineCompiler(spec, tools, agents).compile_machine()

@@ -67,9 +67,11 @@ _ACTIVE = InstanceState.ACTIVE
 class Instance:
     """The live state of one instance in this process."""
 
-    __slots__ = ("id", "plan", "record", "busy", "queue", "event_ids", "draining")
+    __slots__ = ("busy", "draining", "event_ids", "id", "plan", "queue", "record")
 
-    def __init__(self, plan: MachinePlan, record: InstanceRecord, event_ids: dict[str, Any]) -> None:
+    def __init__(
+        self, plan: MachinePlan, record: InstanceRecord, event_ids: dict[str, Any]
+    ) -> None:
         self.id = record.id
         self.plan = plan
         # Never mutated: each event replaces it (the store and callers may hold the old one).
@@ -142,7 +144,9 @@ class MachineEngine:
         await self.store.close()
 
     # ------------------------------------------------------------------ plans
-    async def _plan(self, tenant: str, workflow: str, version: int | None) -> tuple[Any, MachinePlan]:
+    async def _plan(
+        self, tenant: str, workflow: str, version: int | None
+    ) -> tuple[Any, MachinePlan]:
         wf = await self.engine.get_workflow(workflow, tenant=tenant, version=version)
         return wf, self._plan_of(wf)
 
@@ -159,13 +163,20 @@ class MachineEngine:
                 spec = spec_from_stored(wf.spec)
                 if spec.mode != spec.MODE_STATE_MACHINE:
                     raise InvalidInput(
-                        [Diagnostic("workflow", f"workflow {wf.name!r} is a DAG; start it with StartExecution")]
+                        [
+                            Diagnostic(
+                                "workflow",
+                                f"workflow {wf.name!r} is a DAG; start it with StartExecution",
+                            )
+                        ]
                     )
                 plan = compile_machine(spec, tools=self.engine.tools, agents=self.engine.agents)
             self._plans[key] = plan
         return plan
 
-    async def is_machine(self, workflow: str, *, tenant: str = DEFAULT_TENANT, version: int | None = None) -> bool:
+    async def is_machine(
+        self, workflow: str, *, tenant: str = DEFAULT_TENANT, version: int | None = None
+    ) -> bool:
         """Whether `workflow` names a state machine (for the DAG `workflow` node)."""
         try:
             wf = await self.engine.get_workflow(workflow, tenant=tenant, version=version)
@@ -203,7 +214,8 @@ class MachineEngine:
         if request_id:
             payload = json.dumps(
                 {"workflow": workflow, "version": version or 0, "input": input, "data": data},
-                sort_keys=True, default=str,
+                sort_keys=True,
+                default=str,
             )
             request_hash = hashlib.sha256(payload.encode()).hexdigest()
         now = self.clock()
@@ -227,8 +239,21 @@ class MachineEngine:
         work = Work(record, now)
         work.seq = 1
         entry = work.add(
-            HistoryRecord(record.id, 1, EntryKind.CREATED, now, "create", None, data, "", plan.initial, None,
-                          None, None, _ACTIVE)
+            HistoryRecord(
+                record.id,
+                1,
+                EntryKind.CREATED,
+                now,
+                "create",
+                None,
+                data,
+                "",
+                plan.initial,
+                None,
+                None,
+                None,
+                _ACTIVE,
+            )
         )
         await self.stepper.enter_initial(plan, work, entry)
         first = work.snapshot()
@@ -240,7 +265,10 @@ class MachineEngine:
         )
         if not created:
             if stored.request_hash != request_hash:
-                raise AlreadyExists(f"request_id {request_id!r} was used for a different request", request_id=request_id)
+                raise AlreadyExists(
+                    f"request_id {request_id!r} was used for a different request",
+                    request_id=request_id,
+                )
             for child in work.stop_invoke + ([work.start_invoke] if work.start_invoke else []):
                 self._cancel_child(child, tenant)
             return stored
@@ -249,7 +277,9 @@ class MachineEngine:
         self._after_commit(inst, work)
         return copy_instance(first)
 
-    async def get_instance(self, instance_id: str, *, tenant: str = DEFAULT_TENANT) -> InstanceRecord:
+    async def get_instance(
+        self, instance_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> InstanceRecord:
         record = await self.store.get_instance(instance_id)
         if record is None or record.tenant != tenant:
             raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
@@ -266,14 +296,26 @@ class MachineEngine:
         current: str | None = None,
     ) -> list[InstanceRecord]:
         return await self.store.list_instances(
-            tenant, limit=limit, after_id=after_id, workflow=workflow, states=states, current=current
+            tenant,
+            limit=limit,
+            after_id=after_id,
+            workflow=workflow,
+            states=states,
+            current=current,
         )
 
     async def list_history(
-        self, instance_id: str, *, tenant: str = DEFAULT_TENANT, after_sequence: int = 0, limit: int = 1000
+        self,
+        instance_id: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        after_sequence: int = 0,
+        limit: int = 1000,
     ) -> list[HistoryRecord]:
         await self.get_instance(instance_id, tenant=tenant)
-        return await self.store.list_history(instance_id, after_sequence=after_sequence, limit=limit)
+        return await self.store.list_history(
+            instance_id, after_sequence=after_sequence, limit=limit
+        )
 
     async def available_events(
         self, instance_id: str, *, tenant: str = DEFAULT_TENANT
@@ -282,7 +324,9 @@ class MachineEngine:
         record = await self.get_instance(instance_id, tenant=tenant)
         if record.state is not _ACTIVE:
             return record, []
-        wf = await self.engine.store.get_workflow(record.tenant, record.workflow, record.version, include_deleted=True)
+        wf = await self.engine.store.get_workflow(
+            record.tenant, record.workflow, record.version, include_deleted=True
+        )
         if wf is None:
             return record, []
         plan = self._plan_of(wf)
@@ -349,13 +393,17 @@ class MachineEngine:
             inst.event_ids[event_id] = known
         name, first_data, outcome = known
         if name != event or first_data != data:
-            raise AlreadyExists(f"event id {event_id!r} was used for a different event", event_id=event_id)
+            raise AlreadyExists(
+                f"event id {event_id!r} was used for a different event", event_id=event_id
+            )
         if isinstance(outcome, asyncio.Future):
             outcome = await asyncio.shield(outcome)
         entry, record = outcome
         return self._answer(inst, Event(event, event_id, data), (entry, record))
 
-    def _answer(self, inst: Instance, ev: Event, result: Any) -> tuple[InstanceRecord, HistoryRecord]:
+    def _answer(
+        self, inst: Instance, ev: Event, result: Any
+    ) -> tuple[InstanceRecord, HistoryRecord]:
         entry, record = result
         if entry.kind is EntryKind.REJECTED:
             accepted = inst.plan.states[entry.from_state].events
@@ -371,7 +419,11 @@ class MachineEngine:
         return record, entry
 
     async def cancel_instance(
-        self, instance_id: str, *, tenant: str = DEFAULT_TENANT, reason: str = "cancelled by request"
+        self,
+        instance_id: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        reason: str = "cancelled by request",
     ) -> InstanceRecord:
         inst = self._instances.get(instance_id)
         if inst is None or inst.record.tenant != tenant:
@@ -444,7 +496,11 @@ class MachineEngine:
                 )
             return None
         now = self.clock()
-        work = self.stepper.quick(inst.plan, record, ev.name, ev.id, ev.data, now) if ev.source == "external" else None
+        work = (
+            self.stepper.quick(inst.plan, record, ev.name, ev.id, ev.data, now)
+            if ev.source == "external"
+            else None
+        )
         if work is not None:
             entry = work.entries[0]
         else:
@@ -520,7 +576,7 @@ class MachineEngine:
 
     def _after_commit(self, inst: Instance, work: Work) -> None:
         """Durable now: publish, move timers, start or stop children, wake waiters."""
-        if inst.id in self.hub._subs:  # noqa: SLF001 - skip the call when nobody watches
+        if inst.id in self.hub._subs:
             self.hub.publish(inst.id, work.entries)
         if work.timers is not None:
             if inst.id in self._timers:
@@ -538,7 +594,14 @@ class MachineEngine:
         if work.start_invoke is not None:
             self._watch_child(inst.id, work.start_invoke, record.tenant)
         if work.invoke_failed is not None and record.invoke_execution:
-            ev = Event(INVOKE_ERROR, None, work.invoke_failed, source="invoke", ref=record.invoke_execution, failed=True)
+            ev = Event(
+                INVOKE_ERROR,
+                None,
+                work.invoke_failed,
+                source="invoke",
+                ref=record.invoke_execution,
+                failed=True,
+            )
             self._spawn(self._internal(inst.id, record.tenant, ev))
         if record.state is not _ACTIVE:
             for future in self._final.pop(inst.id, []):
@@ -560,12 +623,16 @@ class MachineEngine:
             try:
                 record = await self.store.get_instance(instance_id)
                 if record is None:
-                    raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
+                    raise InstanceNotFound(
+                        f"instance {instance_id!r} not found", instance=instance_id
+                    )
                 wf = await self.engine.store.get_workflow(
                     record.tenant, record.workflow, record.version, include_deleted=True
                 )
                 if wf is None:
-                    raise InstanceNotFound(f"instance {instance_id!r}: its workflow is gone", instance=instance_id)
+                    raise InstanceNotFound(
+                        f"instance {instance_id!r}: its workflow is gone", instance=instance_id
+                    )
                 plan = self._plan_of(wf)
                 ids: dict[str, Any] = dict(await self.store.event_ids(instance_id))
                 inst = Instance(plan, record, ids)
@@ -575,7 +642,7 @@ class MachineEngine:
                         if timer.instance_id == instance_id:
                             self._arm(timer)
                 pending.set_result(inst)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the load
                 pending.set_exception(exc)
                 pending.exception()  # retrieved: nobody else may be waiting
             finally:
@@ -611,7 +678,11 @@ class MachineEngine:
             return
         tenant = inst.record.tenant
         state = inst.plan.states.get(timer.state)
-        name = state.after[timer.index].event if state is not None and timer.index < len(state.after) else "after"
+        name = (
+            state.after[timer.index].event
+            if state is not None and timer.index < len(state.after)
+            else "after"
+        )
         ev = Event(name, None, None, source="timer", ref=timer.key, index=timer.index)
         await self._internal(timer.instance_id, tenant, ev)
 
@@ -634,7 +705,13 @@ class MachineEngine:
 
     # ------------------------------------------------------------------ invoked workflows
     async def start_child(
-        self, record: InstanceRecord, child_id: str, workflow: str, version: int, child_input: Any, state: str
+        self,
+        record: InstanceRecord,
+        child_id: str,
+        workflow: str,
+        version: int,
+        child_input: Any,
+        state: str,
     ) -> None:
         """Starts the DAG a state's `invoke` runs; its id is derived from the entry that entered
         the state, so an event handled again (after a crash) finds the same child."""
@@ -663,16 +740,28 @@ class MachineEngine:
         old = self._children.pop(instance_id, None)
         if old is not None:
             old.cancel()
-        task = asyncio.get_running_loop().create_task(self._await_child(instance_id, child_id, tenant))
+        task = asyncio.get_running_loop().create_task(
+            self._await_child(instance_id, child_id, tenant)
+        )
         self._children[instance_id] = task
-        task.add_done_callback(lambda t, i=instance_id: self._children.pop(i, None) if self._children.get(i) is t else None)
+        task.add_done_callback(
+            lambda t, i=instance_id: (
+                self._children.pop(i, None) if self._children.get(i) is t else None
+            )
+        )
 
     async def _await_child(self, instance_id: str, child_id: str, tenant: str) -> None:
         try:
             final = await self.engine.wait(child_id)
         except ExecutionNotFound:
-            ev = Event(INVOKE_ERROR, None, error_dict("internal", f"invoked execution {child_id} is gone"),
-                       source="invoke", ref=child_id, failed=True)
+            ev = Event(
+                INVOKE_ERROR,
+                None,
+                error_dict("internal", f"invoked execution {child_id} is gone"),
+                source="invoke",
+                ref=child_id,
+                failed=True,
+            )
         else:
             if final.state is ExecutionState.SUCCEEDED:
                 ev = Event(INVOKE_DONE, None, final.output, source="invoke", ref=child_id)
@@ -706,8 +795,12 @@ class MachineEngine:
         if await self.engine.store.get_execution(child_id) is None:
             try:
                 await self.engine.start_execution(
-                    workflow, child_input, tenant=record.tenant, version=version or None,
-                    execution_id=child_id, parent=(record.id, "action"),
+                    workflow,
+                    child_input,
+                    tenant=record.tenant,
+                    version=version or None,
+                    execution_id=child_id,
+                    parent=(record.id, "action"),
                 )
             except WorkflowNotFound as exc:
                 raise ToolFailure("tool_error", exc.message) from None
@@ -717,13 +810,23 @@ class MachineEngine:
         if final.state is ExecutionState.SUCCEEDED:
             return final.output
         err = final.error or {}
-        raise ToolFailure(err.get("type") or "tool_error",
-                          f"execution {child_id} ended {final.state.value}: {err.get('message', '')}".strip(),
-                          details={"execution": child_id})
+        raise ToolFailure(
+            err.get("type") or "tool_error",
+            f"execution {child_id} ended {final.state.value}: {err.get('message', '')}".strip(),
+            details={"execution": child_id},
+        )
 
     # ------------------------------------------------------------------ DAG hook
     async def run_child(
-        self, *, parent_id: str, key: str, attempt: int, workflow: str, version: int | None, input: Any, tenant: str
+        self,
+        *,
+        parent_id: str,
+        key: str,
+        attempt: int,
+        workflow: str,
+        version: int | None,
+        input: Any,
+        tenant: str,
     ) -> Any:
         """A DAG `workflow` node naming a state machine: creates the instance (its id derived
         from the node's, so a resumed attempt attaches to the same one), waits for a final
@@ -732,7 +835,11 @@ class MachineEngine:
         if await self.store.get_instance(instance_id) is None:
             try:
                 await self.create_instance(
-                    workflow, input, tenant=tenant, version=version or None, instance_id=instance_id,
+                    workflow,
+                    input,
+                    tenant=tenant,
+                    version=version or None,
+                    instance_id=instance_id,
                     parent=(parent_id, key),
                 )
             except WorkflowNotFound as exc:
@@ -746,7 +853,9 @@ class MachineEngine:
             final = await self.wait_final(instance_id)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await self.cancel_instance(instance_id, tenant=tenant, reason="its parent node was cancelled")
+                await self.cancel_instance(
+                    instance_id, tenant=tenant, reason="its parent node was cancelled"
+                )
             raise
         if final.state is InstanceState.COMPLETED:
             return {"state": final.current, "data": final.data}
@@ -783,7 +892,9 @@ class MachineEngine:
                 sub.overflowed = False
                 sub.buffer.clear()
                 while True:
-                    page = await self.store.list_history(instance_id, after_sequence=last, limit=500)
+                    page = await self.store.list_history(
+                        instance_id, after_sequence=last, limit=500
+                    )
                     for entry in page:
                         last = entry.sequence
                         yield entry
@@ -792,7 +903,11 @@ class MachineEngine:
                     if len(page) < 500:
                         break
                 record = await self.store.get_instance(instance_id)
-                if record is not None and record.state is not _ACTIVE and record.last_sequence <= last:
+                if (
+                    record is not None
+                    and record.state is not _ACTIVE
+                    and record.last_sequence <= last
+                ):
                     return
                 while True:
                     await sub.wait()
@@ -832,10 +947,16 @@ def _redacted(batch: MachineBatch, redactor: Any) -> MachineBatch:
     import dataclasses
 
     value = redactor.value
-    instance = dataclasses.replace(batch.instance, data=value(batch.instance.data), error=value(batch.instance.error))
+    instance = dataclasses.replace(
+        batch.instance, data=value(batch.instance.data), error=value(batch.instance.error)
+    )
     history = [
         dataclasses.replace(
-            e, event_data=value(e.event_data), actions=value(e.actions), assigned=value(e.assigned), error=value(e.error)
+            e,
+            event_data=value(e.event_data),
+            actions=value(e.actions),
+            assigned=value(e.assigned),
+            error=value(e.error),
         )
         for e in batch.history
     ]

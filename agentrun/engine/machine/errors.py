@@ -18,7 +18,14 @@ class EventNotAccepted(IllegalTransition):
     accepted events travel in `accepted` and in the metadata (`accepted_events`, comma-separated)."""
 
     def __init__(
-        self, message: str, *, instance: str, event: str, current: str, accepted: Sequence[str], sequence: int = 0
+        self,
+        message: str,
+        *,
+        instance: str,
+        event: str,
+        current: str,
+        accepted: Sequence[str],
+        sequence: int = 0,
     ) -> None:
         super().__init__(
             message,

@@ -280,6 +280,7 @@ _COMPARE = frozenset({"==", "!=", "<", "<=", ">", ">="})
 
 def _compare(op: str, left: Fn, right: Fn) -> Fn:
     if op == "==":
+
         def fn(act: Mapping[str, Any]) -> Any:
             a, b = left(act), right(act)
             t = type(a)
@@ -287,6 +288,7 @@ def _compare(op: str, left: Fn, right: Fn) -> Fn:
                 return a == b
             raise Fallback
     elif op == "!=":
+
         def fn(act: Mapping[str, Any]) -> Any:
             a, b = left(act), right(act)
             t = type(a)
@@ -294,31 +296,43 @@ def _compare(op: str, left: Fn, right: Fn) -> Fn:
                 return a != b
             raise Fallback
     elif op == "<":
+
         def fn(act: Mapping[str, Any]) -> Any:
             a, b = left(act), right(act)
             t = type(a)
-            if t is type(b) and (t is int or t is str or t is bool or (t is float and a == a and b == b)):
+            if t is type(b) and (
+                t is int or t is str or t is bool or (t is float and a == a and b == b)  # noqa: PLR0124 - NaN
+            ):
                 return a < b
             raise Fallback
     elif op == "<=":
+
         def fn(act: Mapping[str, Any]) -> Any:
             a, b = left(act), right(act)
             t = type(a)
-            if t is type(b) and (t is int or t is str or t is bool or (t is float and a == a and b == b)):
+            if t is type(b) and (
+                t is int or t is str or t is bool or (t is float and a == a and b == b)  # noqa: PLR0124 - NaN
+            ):
                 return a <= b
             raise Fallback
     elif op == ">":
+
         def fn(act: Mapping[str, Any]) -> Any:
             a, b = left(act), right(act)
             t = type(a)
-            if t is type(b) and (t is int or t is str or t is bool or (t is float and a == a and b == b)):
+            if t is type(b) and (
+                t is int or t is str or t is bool or (t is float and a == a and b == b)  # noqa: PLR0124 - NaN
+            ):
                 return a > b
             raise Fallback
     else:
+
         def fn(act: Mapping[str, Any]) -> Any:
             a, b = left(act), right(act)
             t = type(a)
-            if t is type(b) and (t is int or t is str or t is bool or (t is float and a == a and b == b)):
+            if t is type(b) and (
+                t is int or t is str or t is bool or (t is float and a == a and b == b)  # noqa: PLR0124 - NaN
+            ):
                 return a >= b
             raise Fallback
 

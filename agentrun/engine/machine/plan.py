@@ -31,7 +31,7 @@ ACTION_ERROR = "action:error"
 class Compiled:
     """A compiled expression or whole-value template, with the fast path when it has one."""
 
-    __slots__ = ("source", "path", "names", "_slow", "_fast", "_constant", "_is_constant")
+    __slots__ = ("_constant", "_fast", "_is_constant", "_slow", "names", "path", "source")
 
     def __init__(self, slow: Expression | Template, *, names: frozenset[str]) -> None:
         self._slow = slow
@@ -72,7 +72,7 @@ class Compiled:
 
 def _whole(template: Template) -> bool:
     """Whether the template is one string that is exactly one `${{ }}` (its value is typed)."""
-    fn = template._fn  # noqa: SLF001 - same package family; the evaluator is the expression's
+    fn = template._fn
     return getattr(fn, "__self__", None) is template.expressions[0]
 
 

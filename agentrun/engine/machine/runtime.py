@@ -38,7 +38,13 @@ from agentrun.engine.machine.plan import (
     TransitionPlan,
 )
 from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
-from agentrun.storage.machines import EntryKind, HistoryRecord, InstanceRecord, InstanceState, TimerRecord
+from agentrun.storage.machines import (
+    EntryKind,
+    HistoryRecord,
+    InstanceRecord,
+    InstanceState,
+    TimerRecord,
+)
 
 if TYPE_CHECKING:
     from agentrun.engine.machine.engine import MachineEngine
@@ -76,8 +82,21 @@ class Work:
     """The instance's state while an event is handled; applied only once the event is done."""
 
     __slots__ = (
-        "record", "current", "data", "state", "entry_sequence", "seq", "entries", "timers", "fired",
-        "invoke", "error", "start_invoke", "stop_invoke", "invoke_failed", "now",
+        "current",
+        "data",
+        "entries",
+        "entry_sequence",
+        "error",
+        "fired",
+        "invoke",
+        "invoke_failed",
+        "now",
+        "record",
+        "seq",
+        "start_invoke",
+        "state",
+        "stop_invoke",
+        "timers",
     )
 
     def __init__(self, record: InstanceRecord, now: float) -> None:
@@ -107,9 +126,26 @@ class Work:
     def snapshot(self) -> InstanceRecord:
         r = self.record
         return InstanceRecord(
-            r.id, r.tenant, r.workflow, r.version, self.state, self.current, self.data, r.input, r.created_at,
-            self.now, self.now if self.state is not ACTIVE else None, self.error, r.request_id, r.request_hash,
-            r.parent_id, r.parent_node, self.seq, self.entry_sequence, self.invoke, r.labels,
+            r.id,
+            r.tenant,
+            r.workflow,
+            r.version,
+            self.state,
+            self.current,
+            self.data,
+            r.input,
+            r.created_at,
+            self.now,
+            self.now if self.state is not ACTIVE else None,
+            self.error,
+            r.request_id,
+            r.request_hash,
+            r.parent_id,
+            r.parent_node,
+            self.seq,
+            self.entry_sequence,
+            self.invoke,
+            r.labels,
         )
 
 
@@ -129,7 +165,13 @@ class Stepper:
 
     # -- one event --------------------------------------------------------------------------
     def quick(
-        self, plan: MachinePlan, record: InstanceRecord, name: str, event_id: str | None, data: Any, now: float
+        self,
+        plan: MachinePlan,
+        record: InstanceRecord,
+        name: str,
+        event_id: str | None,
+        data: Any,
+        now: float,
     ) -> Work | None:
         """The synchronous path for an external event whose transition calls nothing; None
         when the event needs `process` (a rejection, actions, an invoke, an error)."""
@@ -145,21 +187,49 @@ class Stepper:
             chosen = _choose(transitions, act)
             if chosen is not None and not chosen.quick:
                 return None
-            assigned = {key: value.evaluate(act) for key, value in chosen.assign} if chosen and chosen.assign else None
+            assigned = (
+                {key: value.evaluate(act) for key, value in chosen.assign}
+                if chosen and chosen.assign
+                else None
+            )
         except ExpressionError:
             return None  # `process` evaluates again and takes the failure path
         work = Work(record, now)
         seq = work.seq = record.last_sequence + 1
         source = record.current
         if chosen is None:
-            work.entries.append(HistoryRecord(
-                record.id, seq, EntryKind.NO_TRANSITION, now, name, event_id, data, source, source, None))
+            work.entries.append(
+                HistoryRecord(
+                    record.id,
+                    seq,
+                    EntryKind.NO_TRANSITION,
+                    now,
+                    name,
+                    event_id,
+                    data,
+                    source,
+                    source,
+                    None,
+                )
+            )
             return work
         target = chosen.target or source
         if assigned is not None:
             work.data = {**record.data, **assigned}
         entry = HistoryRecord(
-            record.id, seq, _TRANSITION, now, name, event_id, data, source, target, chosen.index, None, assigned)
+            record.id,
+            seq,
+            _TRANSITION,
+            now,
+            name,
+            event_id,
+            data,
+            source,
+            target,
+            chosen.index,
+            None,
+            assigned,
+        )
         work.entries.append(entry)
         if target != source or chosen.reenter:
             entry.reentered = target == source
@@ -169,10 +239,16 @@ class Stepper:
             if work.invoke is not None:
                 work.stop_invoke.append(work.invoke)
                 work.invoke = None
-            work.timers = [
-                TimerRecord(record.id, f"{seq}:{timer.index}", target, timer.index, now + timer.delay)
-                for timer in into.after
-            ] if into.after else []
+            work.timers = (
+                [
+                    TimerRecord(
+                        record.id, f"{seq}:{timer.index}", target, timer.index, now + timer.delay
+                    )
+                    for timer in into.after
+                ]
+                if into.after
+                else []
+            )
             if into.final:
                 work.state = InstanceState.COMPLETED
                 entry.instance_state = InstanceState.COMPLETED
@@ -189,7 +265,9 @@ class Stepper:
             if transitions is None:
                 return work.add(self._entry(work, EntryKind.REJECTED, ev, work.current, None))
         elif source == "timer":
-            if work.entry_sequence != int((ev.ref or "0:0").split(":", 1)[0]) or ev.index >= len(state.after):
+            if work.entry_sequence != int((ev.ref or "0:0").split(":", 1)[0]) or ev.index >= len(
+                state.after
+            ):
                 return None
             work.fired = ev.ref
             transitions = (state.after[ev.index].transition,)
@@ -200,13 +278,20 @@ class Stepper:
             if ev.failed:
                 if not state.on_error:
                     entry = work.add(self._entry(work, EntryKind.ABORTED, ev, work.current, None))
-                    self._fail(work, ev.data if isinstance(ev.data, dict) else error_dict("tool_error", str(ev.data)))
+                    self._fail(
+                        work,
+                        ev.data
+                        if isinstance(ev.data, dict)
+                        else error_dict("tool_error", str(ev.data)),
+                    )
                     return entry
                 transitions = state.on_error
             else:
                 transitions = state.on_done
                 if not transitions:
-                    return work.add(self._entry(work, EntryKind.NO_TRANSITION, ev, work.current, None))
+                    return work.add(
+                        self._entry(work, EntryKind.NO_TRANSITION, ev, work.current, None)
+                    )
         elif source == "cancel":
             entry = work.add(self._entry(work, EntryKind.CANCELLED, ev, work.current, None))
             self._end(work, InstanceState.CANCELLED)
@@ -226,7 +311,9 @@ class Stepper:
             return entry
         if chosen is None:
             return work.add(self._entry(work, EntryKind.NO_TRANSITION, ev, work.current, None))
-        return await self._take(plan, work, ev, view, act, chosen, handling_error=False, skip_exit=False)
+        return await self._take(
+            plan, work, ev, view, act, chosen, handling_error=False, skip_exit=False
+        )
 
     async def _take(
         self,
@@ -256,11 +343,16 @@ class Stepper:
             if t.assign:
                 assigned = {key: value.evaluate(act) for key, value in t.assign}
         except (ActionFailed, ExpressionError) as exc:
-            err = exc.error if isinstance(exc, ActionFailed) else error_dict(
-                "expression_error", exc.message, {"path": exc.path})
+            err = (
+                exc.error
+                if isinstance(exc, ActionFailed)
+                else error_dict("expression_error", exc.message, {"path": exc.path})
+            )
             entry = work.add(self._entry(work, EntryKind.ABORTED, ev, source, t.index, results))
             entry.error = err
-            await self._failure(plan, work, ev, err, exited=exited or skip_exit, handling_error=handling_error)
+            await self._failure(
+                plan, work, ev, err, exited=exited or skip_exit, handling_error=handling_error
+            )
             return entry
         if assigned is not None:
             work.data = {**work.data, **assigned}
@@ -295,7 +387,13 @@ class Stepper:
         work.entry_sequence = entry.sequence
         now = work.now
         work.timers = [
-            TimerRecord(work.record.id, f"{entry.sequence}:{timer.index}", state.name, timer.index, now + timer.delay)
+            TimerRecord(
+                work.record.id,
+                f"{entry.sequence}:{timer.index}",
+                state.name,
+                timer.index,
+                now + timer.delay,
+            )
             for timer in state.after
         ]
         act = self.activation(plan, work, view)
@@ -306,8 +404,14 @@ class Stepper:
             except ActionFailed as exc:
                 entry.actions = results
                 entry.error = exc.error
-                await self._failure(plan, work, Event(entry.event, entry.event_id, entry.event_data), exc.error,
-                                    exited=False, handling_error=handling_error)
+                await self._failure(
+                    plan,
+                    work,
+                    Event(entry.event, entry.event_id, entry.event_data),
+                    exc.error,
+                    exited=False,
+                    handling_error=handling_error,
+                )
                 return
             entry.actions = results
         if state.final:
@@ -317,14 +421,18 @@ class Stepper:
         if state.invoke is not None:
             await self._start_invoke(work, state, act, entry.sequence)
 
-    async def _start_invoke(self, work: Work, state: StatePlan, act: dict[str, Any], sequence: int) -> None:
+    async def _start_invoke(
+        self, work: Work, state: StatePlan, act: dict[str, Any], sequence: int
+    ) -> None:
         invoke = state.invoke
         assert invoke is not None
         child_id = f"{work.record.id}.invoke.{sequence}"
         work.invoke = child_id
         try:
             child_input = invoke.input.evaluate(act) if invoke.input is not None else {}
-            await self.m.start_child(work.record, child_id, invoke.workflow, invoke.version, child_input, state.name)
+            await self.m.start_child(
+                work.record, child_id, invoke.workflow, invoke.version, child_input, state.name
+            )
         except ExpressionError as exc:
             work.invoke_failed = error_dict("expression_error", exc.message, {"path": exc.path})
         except ToolFailure as exc:
@@ -333,7 +441,14 @@ class Stepper:
             work.start_invoke = child_id
 
     async def _failure(
-        self, plan: MachinePlan, work: Work, ev: Event, err: dict[str, Any], *, exited: bool, handling_error: bool
+        self,
+        plan: MachinePlan,
+        work: Work,
+        ev: Event,
+        err: dict[str, Any],
+        *,
+        exited: bool,
+        handling_error: bool,
     ) -> None:
         """An action (or guard, or assign) failed: the current state's `on_error`, or FAILED."""
         where = plan.states[work.current]
@@ -352,7 +467,9 @@ class Stepper:
         if chosen is None:
             self._fail(work, err)
             return
-        await self._take(plan, work, error_event, view, act, chosen, handling_error=True, skip_exit=exited)
+        await self._take(
+            plan, work, error_event, view, act, chosen, handling_error=True, skip_exit=exited
+        )
 
     def _fail(self, work: Work, err: dict[str, Any]) -> None:
         work.error = {**err, "state": work.current}
@@ -380,13 +497,29 @@ class Stepper:
     ) -> HistoryRecord:
         work.seq += 1
         return HistoryRecord(
-            work.record.id, work.seq, kind, work.now, ev.name, ev.id if ev.source == "external" else None,
-            ev.data, work.current, to_state, index, actions, None, work.state,
+            work.record.id,
+            work.seq,
+            kind,
+            work.now,
+            ev.name,
+            ev.id if ev.source == "external" else None,
+            ev.data,
+            work.current,
+            to_state,
+            index,
+            actions,
+            None,
+            work.state,
         )
 
     # -- actions ------------------------------------------------------------------------------
     async def _action(
-        self, work: Work, action: ActionPlan, act: dict[str, Any], results: list[dict[str, Any]], state: str
+        self,
+        work: Work,
+        action: ActionPlan,
+        act: dict[str, Any],
+        results: list[dict[str, Any]],
+        state: str,
     ) -> None:
         attempt = 0
         started = self.clock()
@@ -395,7 +528,7 @@ class Stepper:
             attempt += 1
             try:
                 value = await self._call(work, action, act, attempt, state)
-            except (ToolFailure, TimeoutError, ExpressionError, Exception) as exc:  # noqa: BLE001
+            except (ToolFailure, TimeoutError, ExpressionError, Exception) as exc:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 err = _error_of(exc, action, attempt)
@@ -406,11 +539,15 @@ class Stepper:
                     await asyncio.sleep(delay)
                     continue
                 results.append(_result(action, state, attempt, started, self.clock(), False, err))
-                raise ActionFailed({**err, "details": {**err.get("details", {}), "action": action.path}}) from None
+                raise ActionFailed(
+                    {**err, "details": {**err.get("details", {}), "action": action.path}}
+                ) from None
             results.append(_result(action, state, attempt, started, self.clock(), True, value))
             return
 
-    async def _call(self, work: Work, action: ActionPlan, act: dict[str, Any], attempt: int, state: str) -> Any:
+    async def _call(
+        self, work: Work, action: ActionPlan, act: dict[str, Any], attempt: int, state: str
+    ) -> Any:
         step = action.step
         record = work.record
         ctx = CallContext(
@@ -428,18 +565,31 @@ class Stepper:
         return await call
 
     async def _invoke(
-        self, step: Any, act: dict[str, Any], ctx: CallContext, record: InstanceRecord, seq: int,
-        action: ActionPlan, attempt: int,
+        self,
+        step: Any,
+        act: dict[str, Any],
+        ctx: CallContext,
+        record: InstanceRecord,
+        seq: int,
+        action: ActionPlan,
+        attempt: int,
     ) -> Any:
         if step.kind == "tool":
             args = step.args.evaluate(_only(act, step.args.names))
             schema = step.tool.args_schema
             if schema:
-                errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.path))
+                errors = sorted(
+                    jsonschema.Draft202012Validator(schema).iter_errors(args),
+                    key=lambda e: list(e.path),
+                )
                 if errors:
                     e = errors[0]
                     where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.path)
-                    raise ToolFailure("invalid_args", f"args{where}: {e.message}", details={"field": f"args{where}"})
+                    raise ToolFailure(
+                        "invalid_args",
+                        f"args{where}: {e.message}",
+                        details={"field": f"args{where}"},
+                    )
             return await step.tool.call(args, ctx)
         if step.kind == "agent":
             request = AgentRequest(
@@ -457,14 +607,22 @@ class Stepper:
                 try:
                     jsonschema.validate(answer, step.output_schema)
                 except jsonschema.ValidationError as exc:
-                    raise ToolFailure("invalid_output", f"answer does not match output_schema: {exc.message}") from None
+                    raise ToolFailure(
+                        "invalid_output", f"answer does not match output_schema: {exc.message}"
+                    ) from None
             return answer
         if step.kind == "pass":
             return step.value.evaluate(_only(act, step.value.names))
         if step.kind == "workflow":
-            child_input = step.workflow_input.evaluate(_only(act, step.workflow_input.names)) if step.workflow_input else {}
+            child_input = (
+                step.workflow_input.evaluate(_only(act, step.workflow_input.names))
+                if step.workflow_input
+                else {}
+            )
             child_id = f"{record.id}.{seq}.{action.phase}{action.index}.{attempt}"
-            return await self.m.run_action_workflow(record, child_id, step.workflow, step.workflow_version, child_input)
+            return await self.m.run_action_workflow(
+                record, child_id, step.workflow, step.workflow_version, child_input
+            )
         raise AssertionError(step.kind)
 
 
@@ -477,7 +635,9 @@ def _choose(transitions: tuple[TransitionPlan, ...], act: dict[str, Any]) -> Tra
         if held is True:
             return t
         if held is not False:
-            raise ExpressionError(guard.path, f"a guard must yield a bool, not {type(held).__name__}")
+            raise ExpressionError(
+                guard.path, f"a guard must yield a bool, not {type(held).__name__}"
+            )
     return None
 
 
@@ -499,7 +659,13 @@ def _error_of(exc: BaseException, action: ActionPlan, attempt: int) -> dict[str,
 
 
 def _result(
-    action: ActionPlan, state: str, attempts: int, started: float, ended: float, ok: bool, value: Any
+    action: ActionPlan,
+    state: str,
+    attempts: int,
+    started: float,
+    ended: float,
+    ok: bool,
+    value: Any,
 ) -> dict[str, Any]:
     out = {
         "phase": action.phase,
@@ -516,8 +682,9 @@ def _result(
     return out
 
 
-
-def replay(plan: MachinePlan, input: Any, entries: list[HistoryRecord], secrets: Any = None) -> tuple[str, dict[str, Any]]:
+def replay(
+    plan: MachinePlan, input: Any, entries: list[HistoryRecord], secrets: Any = None
+) -> tuple[str, dict[str, Any]]:
     """Replays a history from the initial state through the plan, re-evaluating every guard
     and assign (actions are not called again: their results are in the entries), and returns
     the state and data it reaches. Raises ValueError where the history and the plan disagree.
@@ -532,7 +699,9 @@ def replay(plan: MachinePlan, input: Any, entries: list[HistoryRecord], secrets:
             state = entry.to_state
             continue
         if entry.from_state != state:
-            raise ValueError(f"entry {entry.sequence}: from {entry.from_state!r}, replay is in {state!r}")
+            raise ValueError(
+                f"entry {entry.sequence}: from {entry.from_state!r}, replay is in {state!r}"
+            )
         here = plan.states[state]
         if entry.kind is EntryKind.REJECTED:
             if entry.event in here.on:
@@ -548,19 +717,27 @@ def replay(plan: MachinePlan, input: Any, entries: list[HistoryRecord], secrets:
             transitions = here.on_error
         else:
             transitions = here.on.get(entry.event, ())
-        act = {"event": {"name": entry.event, "id": entry.event_id, "data": entry.event_data},
-               "data": data, "state": state, "input": input}
+        act = {
+            "event": {"name": entry.event, "id": entry.event_id, "data": entry.event_data},
+            "data": data,
+            "state": state,
+            "input": input,
+        }
         if secrets is not None:
             act["secrets"] = secrets
         chosen = _choose(transitions, act)
         index = chosen.index if chosen is not None else None
         if index != entry.transition_index:
-            raise ValueError(f"entry {entry.sequence}: replay takes transition {index}, history {entry.transition_index}")
+            raise ValueError(
+                f"entry {entry.sequence}: replay takes transition {index}, history {entry.transition_index}"
+            )
         if chosen is None:
             continue
         if chosen.assign:
             data = {**data, **{key: value.evaluate(act) for key, value in chosen.assign}}
         state = chosen.target or state
         if state != entry.to_state:
-            raise ValueError(f"entry {entry.sequence}: replay reaches {state!r}, history {entry.to_state!r}")
+            raise ValueError(
+                f"entry {entry.sequence}: replay reaches {state!r}, history {entry.to_state!r}"
+            )
     return state, data

@@ -46,7 +46,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant", "request_id", name="uq_sm_instances_tenant_request_id"),
     )
     op.create_index("ix_sm_instances_tenant_id", "sm_instances", ["tenant", "id"])
-    op.create_index("ix_sm_instances_tenant_workflow_id", "sm_instances", ["tenant", "workflow", "id"])
+    op.create_index(
+        "ix_sm_instances_tenant_workflow_id", "sm_instances", ["tenant", "workflow", "id"]
+    )
     op.create_index("ix_sm_instances_state", "sm_instances", ["state"])
     op.create_table(
         "sm_history",
