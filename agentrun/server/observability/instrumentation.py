@@ -104,7 +104,7 @@ class Telemetry(Instrumentation):
             self._events = metrics.events
             self._node_running: dict[str, Any] = {}
             self._node_duration: dict[tuple[str, str], Any] = {}
-            # Label children by value: `.labels()` takes a lock and builds a tuple each call.
+            # Label children by value, so a hot path does one dict lookup.
             self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *values: str) -> Any:
@@ -125,9 +125,11 @@ class Telemetry(Instrumentation):
             run = self._runs.get(record.id)
             if run is None:
                 run = self._runs[record.id] = _Execution(record.workflow)
-            if self.metrics is not None:
-                self._child(self._started, record.workflow).inc()
-                self._child(self._running, record.workflow).inc()
+                # Once per execution and process, even if its run is rebuilt after a store
+                # failure: started - finished stays the number running.
+                if self.metrics is not None:
+                    self._child(self._started, record.workflow).inc()
+                    self._child(self._running, record.workflow).inc()
             if self.tracer is not None and run.span is None:
                 labels = record.labels or {}
                 parent = context_from_traceparent(labels.get("traceparent"))
