@@ -28,6 +28,15 @@ from agentrun.client.errors import (
     Unavailable,
     WorkflowNotFound,
 )
+from agentrun.client.machines import (
+    AsyncMachinesClient,
+    EventNotAccepted,
+    Instance,
+    InstanceState,
+    MachinesClient,
+    Transition,
+    TransitionKind,
+)
 from agentrun.client.types import (
     Diagnostic,
     Execution,
@@ -44,6 +53,7 @@ __all__ = [
     "AgentrunError",
     "AlreadyExists",
     "AsyncClient",
+    "AsyncMachinesClient",
     "Client",
     "Diagnostic",
     "Execution",
@@ -51,6 +61,10 @@ __all__ = [
     "ExecutionEvent",
     "ExecutionNotFound",
     "ExecutionState",
+    "EventNotAccepted",
+    "Instance",
+    "InstanceState",
+    "MachinesClient",
     "IllegalTransition",
     "InvalidArgument",
     "InvalidInput",
@@ -61,6 +75,8 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "ShuttingDown",
+    "Transition",
+    "TransitionKind",
     "Unauthenticated",
     "Unavailable",
     "ValidationResult",

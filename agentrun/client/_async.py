@@ -55,6 +55,10 @@ class AsyncClient:
         self.watch_reconnects = watch_reconnects
         self.workflow_service = ws_grpc.WorkflowServiceStub(self.channel)
         self.execution_service = es_grpc.ExecutionServiceStub(self.channel)
+        from agentrun.client.machines import AsyncMachinesClient
+
+        # State machine instances (StateMachineService), on the same channel.
+        self.machines = AsyncMachinesClient(self)
 
     async def __aenter__(self) -> Self:
         return self

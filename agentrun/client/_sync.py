@@ -54,6 +54,10 @@ class Client:
         self.watch_reconnects = watch_reconnects
         self.workflow_service = ws_grpc.WorkflowServiceStub(self.channel)
         self.execution_service = es_grpc.ExecutionServiceStub(self.channel)
+        from agentrun.client.machines import MachinesClient
+
+        # State machine instances (StateMachineService), on the same channel.
+        self.machines = MachinesClient(self)
 
     def __enter__(self) -> Self:
         return self

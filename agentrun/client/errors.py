@@ -126,6 +126,7 @@ BY_REASON: dict[str, type[AgentrunError]] = {
     "INVALID_INPUT": InvalidInput,
     "INVALID_ARGUMENT": InvalidArgument,
     "WORKFLOW_NOT_FOUND": WorkflowNotFound,
+    "INSTANCE_NOT_FOUND": NotFound,
     "EXECUTION_NOT_FOUND": ExecutionNotFound,
     "ALREADY_EXISTS": AlreadyExists,
     "ILLEGAL_TRANSITION": IllegalTransition,

@@ -168,6 +168,8 @@ class Engine:
         self._runs: dict[str, Run] = {}
         self._plans: dict[tuple[str, str, int], Plan] = {}
         self._workflow_cache: dict[tuple[str, str, int], tuple[WorkflowRecord, float]] = {}
+        # Set by agentrun.engine.machine.MachineEngine: state machine instances.
+        self.machines: Any = None
         self._waiters: dict[str, list[asyncio.Future[ExecutionRecord]]] = {}
         self._started = False
 
@@ -337,6 +339,10 @@ class Engine:
         self._check_open()
         wf = await self._cached_workflow(workflow, tenant, version)
         plan = await self._plan(wf)
+        if getattr(plan, "is_machine", False):
+            raise InvalidInput(
+                [Diagnostic("workflow", f"{wf.name!r} is a state machine: create an instance with CreateInstance")]
+            )
         input = {} if input is None else input
         if plan.input_schema is not None:
             _validate_input(input, plan.input_schema)
@@ -545,7 +551,21 @@ class Engine:
         self, parent: Run, key: str, attempt: int, step: StepPlan, child_input: Any
     ) -> Any:
         """Runs a `workflow` node's child execution; its id is derived from the parent's,
-        so an attempt resumed after a restart attaches to the same child."""
+        so an attempt resumed after a restart attaches to the same child. A state machine
+        runs as an instance instead; the node gets its final `{state, data}`."""
+        machines = self.machines
+        if machines is not None and await machines.is_machine(
+            step.workflow, tenant=parent.record.tenant, version=step.workflow_version or None
+        ):
+            return await machines.run_child(
+                parent_id=parent.id,
+                key=key,
+                attempt=attempt,
+                workflow=step.workflow,
+                version=step.workflow_version or None,
+                input=child_input,
+                tenant=parent.record.tenant,
+            )
         child_id = f"{parent.id}.{key.replace('[', '-').replace(']', '')}.{attempt}"
         existing = await self.store.get_execution(child_id)
         if existing is None:

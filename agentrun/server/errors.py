@@ -29,6 +29,7 @@ CODES: dict[str, grpc.StatusCode] = {
     "INVALID_INPUT": grpc.StatusCode.INVALID_ARGUMENT,
     "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
     "WORKFLOW_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "INSTANCE_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "EXECUTION_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
     "ILLEGAL_TRANSITION": grpc.StatusCode.FAILED_PRECONDITION,
