@@ -59,3 +59,127 @@ async def test_an_execution_started_during_a_lease_renewal_keeps_running() -> No
     finally:
         store.release.set()
         await engine.stop(grace=0)
+
+
+class CreateThenFail(ProxyStore):
+    """The first create_execution is written, then the caller sees the connection drop."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.failed = False
+
+    async def create_execution(self, record: Any, nodes: Any = (), events: Any = ()) -> Any:
+        result = await self.inner.create_execution(record, nodes, events)
+        if not self.failed:
+            self.failed = True
+            from agentrun.storage.base import StoreError
+
+            raise StoreError("connection lost after COMMIT")
+        return result
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Engine.start_execution: when create_execution raised StoreError after the row was "
+    "written, the client's retry with the same request_id returns the stored PENDING execution "
+    "without launching it; it stays leased to this replica (renewed forever) and never runs",
+)
+async def test_a_start_retried_after_an_ambiguous_store_error_runs() -> None:
+    from agentrun.storage.base import StoreError
+
+    store = CreateThenFail(MemoryStore())
+    engine = Engine(
+        store, tools=Registry(core_tools()), agents=default_agents(),
+        config=EngineConfig(replica_id="a", lease_seconds=0.3),
+    )
+    await engine.start()
+    try:
+        await engine.create_workflow(load_workflow(ONE_STEP))
+        with pytest.raises(StoreError):
+            await engine.start_execution("one", {}, request_id="r1")
+        retried = await engine.start_execution("one", {}, request_id="r1")  # what a client does
+        final = await engine.wait(retried.id, timeout=3)
+        assert final.state is ExecutionState.SUCCEEDED
+    finally:
+        await engine.stop(grace=0)
+
+
+async def crashed_mid_step(store: Any, *, retries: int) -> Any:
+    """Starts a one-step execution on replica "a" and leaves it as a kill -9 would: the run
+    gone, the step RUNNING in the store, the execution RUNNING and leased to "a"."""
+    sleepy = (
+        "name: nap\nnodes:\n  - {id: a, retry: {max_attempts: %d, initial_interval: 1ms},"
+        " tool: {name: core.sleep, args: {seconds: 0.5}}}\n" % retries
+    )
+    first = Engine(store, tools=Registry(core_tools()), agents=default_agents(),
+                   config=EngineConfig(replica_id="a", lease_seconds=0.3))
+    await first.start()
+    await first.create_workflow(load_workflow(sleepy))
+    started = await first.start_execution("nap", {})
+    await asyncio.sleep(0.1)
+    first.draining = True
+    first._maintenance.cancel()
+    for run in list(first._runs.values()):
+        run.task.cancel()
+    await asyncio.sleep(0.05)
+    return started
+
+
+class FailOnce(ProxyStore):
+    """`method` fails once with StoreError (before doing anything)."""
+
+    def __init__(self, inner: Any, method: str) -> None:
+        super().__init__(inner)
+        self.method = method
+        self.failed = False
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == self.method and not self.failed:
+            self.failed = True
+            from agentrun.storage.base import StoreError
+
+            raise StoreError(f"connection lost before {name}")
+        return await super()._call(name, *args, **kwargs)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Engine._resume_all: a store failure while resuming a claimed execution (here "
+    "get_nodes at start) is logged ('could not resume') and never retried; the execution stays "
+    "leased to this replica, renewed forever, and never runs",
+)
+async def test_a_claimed_execution_whose_resume_failed_is_resumed_later() -> None:
+    shared = MemoryStore()
+    started = await crashed_mid_step(shared, retries=3)
+
+    second = Engine(FailOnce(shared, "get_nodes"), tools=Registry(core_tools()), agents=default_agents(),
+                    config=EngineConfig(replica_id="a", lease_seconds=0.3))
+    await second.start()  # claims its own execution back; reading its nodes fails once
+    try:
+        final = await second.wait(started.id, timeout=3)
+        assert final.state is ExecutionState.SUCCEEDED
+    finally:
+        await second.stop(grace=0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Run.restore: when a step caught mid-flight has no attempts left, _attempt_failed fails "
+    "the execution (execution.failed is committed), but the end of restore() then sets "
+    "record.state back to RUNNING; the store keeps the execution RUNNING forever and "
+    "Engine.wait returns a non-terminal record",
+)
+async def test_an_interrupted_step_without_retries_fails_the_execution_for_good() -> None:
+    shared = MemoryStore()
+    started = await crashed_mid_step(shared, retries=1)
+    second = Engine(shared, tools=Registry(core_tools()), agents=default_agents(),
+                    config=EngineConfig(replica_id="a", lease_seconds=0.3))
+    await second.start()
+    try:
+        final = await second.wait(started.id, timeout=3)
+        events = [e.type for e in await shared.list_events(started.id)]
+        assert events[-1] == "execution.failed"
+        assert final.state is ExecutionState.FAILED
+        assert (await shared.get_execution(started.id)).state is ExecutionState.FAILED
+    finally:
+        await second.stop(grace=0)
