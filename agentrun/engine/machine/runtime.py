@@ -239,16 +239,16 @@ class Stepper:
             if work.invoke is not None:
                 work.stop_invoke.append(work.invoke)
                 work.invoke = None
-            work.timers = (
-                [
+            if into.after:
+                work.timers = [
                     TimerRecord(
                         record.id, f"{seq}:{timer.index}", target, timer.index, now + timer.delay
                     )
                     for timer in into.after
                 ]
-                if into.after
-                else []
-            )
+            elif state.after:
+                work.timers = []  # drop the source state's timers
+            # else: neither state has timers, so there are no rows to replace.
             if into.final:
                 work.state = InstanceState.COMPLETED
                 entry.instance_state = InstanceState.COMPLETED
