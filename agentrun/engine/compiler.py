@@ -235,7 +235,7 @@ class _Compiler:
             if body.max_turns < 0:
                 self.error(f"{p}.max_turns", "must not be negative")
             step.max_turns = body.max_turns
-            step.temperature = body.temperature if body.temperature else None
+            step.temperature = body.temperature if body.HasField("temperature") else None
             step.max_tokens = body.max_tokens
         elif kind == "workflow":
             if not body.name:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -78,6 +78,20 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             response.next_page_token = requests.encode_token("workflows", records[size - 1].name)
         return response
 
+    async def ListTools(
+        self, request: pb.ListToolsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListToolsResponse:
+        size = requests.page_size(request.page_size)
+        prefix = request.filter.strip()
+        after = requests.decode_token(request.page_token, "tools", prefix)
+        names = [n for n in self._engine.tools.names() if n.startswith(prefix) and (after is None or n > after)]
+        response = pb.ListToolsResponse(
+            tools=[_tool_to_proto(self._engine.tools.get(n)) for n in names[:size]]
+        )
+        if len(names) > size:
+            response.next_page_token = requests.encode_token("tools", names[size - 1], prefix)
+        return response
+
     async def UpdateWorkflow(
         self, request: pb.UpdateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateWorkflowResponse:
@@ -114,3 +128,16 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
 
 
 __all__ = ["WorkflowService"]
+
+
+def _tool_to_proto(tool: Any) -> pb.Tool:
+    message = pb.Tool(
+        name=tool.name,
+        description=tool.description or "",
+        effect=pb.Tool.Effect.Value(f"EFFECT_{str(tool.effect).upper()}"),
+    )
+    if tool.args_schema is not None:
+        message.args_schema.update(dict(tool.args_schema))
+    if tool.result_schema is not None:
+        message.result_schema.update(dict(tool.result_schema))
+    return message

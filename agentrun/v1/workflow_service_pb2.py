@@ -23,46 +23,55 @@ _sym_db = _symbol_database.Default()
 
 
 from agentrun.v1 import workflow_pb2 as agentrun_dot_v1_dot_workflow__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agentrun/v1/workflow_service.proto\x12\x0b\x61gentrun.v1\x1a\x1a\x61gentrun/v1/workflow.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\'\n\x04spec\x18\x04 \x01(\x0b\x32\x19.agentrun.v1.WorkflowSpec\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\nDiagnostic\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x19\n\x05Stage\x12\x10\n\x08node_ids\x18\x01 \x03(\t\"v\n\x15\x43reateWorkflowRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x19.agentrun.v1.WorkflowSpecH\x00\x12\x10\n\x06source\x18\x02 \x01(\tH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\x0c\n\ndefinition\"A\n\x16\x43reateWorkflowResponse\x12\'\n\x08workflow\x18\x01 \x01(\x0b\x32\x15.agentrun.v1.Workflow\"3\n\x12GetWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\">\n\x13GetWorkflowResponse\x12\'\n\x08workflow\x18\x01 \x01(\x0b\x32\x15.agentrun.v1.Workflow\"M\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"Z\n\x15ListWorkflowsResponse\x12(\n\tworkflows\x18\x01 \x03(\x0b\x32\x15.agentrun.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x87\x01\n\x15UpdateWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x19.agentrun.v1.WorkflowSpecH\x00\x12\x10\n\x06source\x18\x03 \x01(\tH\x00\x12\x15\n\rallow_missing\x18\x04 \x01(\x08\x42\x0c\n\ndefinition\"A\n\x16UpdateWorkflowResponse\x12\'\n\x08workflow\x18\x01 \x01(\x0b\x32\x15.agentrun.v1.Workflow\"%\n\x15\x44\x65leteWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteWorkflowResponse\"d\n\x17ValidateWorkflowRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x19.agentrun.v1.WorkflowSpecH\x00\x12\x10\n\x06source\x18\x02 \x01(\tH\x00\x42\x0c\n\ndefinition\"\xa1\x01\n\x18ValidateWorkflowResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\'\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x17.agentrun.v1.Diagnostic\x12)\n\x08warnings\x18\x03 \x03(\x0b\x32\x17.agentrun.v1.Diagnostic\x12\"\n\x06stages\x18\x04 \x03(\x0b\x32\x12.agentrun.v1.Stage2\xad\x04\n\x0fWorkflowService\x12Y\n\x0e\x43reateWorkflow\x12\".agentrun.v1.CreateWorkflowRequest\x1a#.agentrun.v1.CreateWorkflowResponse\x12P\n\x0bGetWorkflow\x12\x1f.agentrun.v1.GetWorkflowRequest\x1a .agentrun.v1.GetWorkflowResponse\x12V\n\rListWorkflows\x12!.agentrun.v1.ListWorkflowsRequest\x1a\".agentrun.v1.ListWorkflowsResponse\x12Y\n\x0eUpdateWorkflow\x12\".agentrun.v1.UpdateWorkflowRequest\x1a#.agentrun.v1.UpdateWorkflowResponse\x12Y\n\x0e\x44\x65leteWorkflow\x12\".agentrun.v1.DeleteWorkflowRequest\x1a#.agentrun.v1.DeleteWorkflowResponse\x12_\n\x10ValidateWorkflow\x12$.agentrun.v1.ValidateWorkflowRequest\x1a%.agentrun.v1.ValidateWorkflowResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agentrun/v1/workflow_service.proto\x12\x0b\x61gentrun.v1\x1a\x1a\x61gentrun/v1/workflow.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\'\n\x04spec\x18\x04 \x01(\x0b\x32\x19.agentrun.v1.WorkflowSpec\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\nDiagnostic\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x19\n\x05Stage\x12\x10\n\x08node_ids\x18\x01 \x03(\t\"v\n\x15\x43reateWorkflowRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x19.agentrun.v1.WorkflowSpecH\x00\x12\x10\n\x06source\x18\x02 \x01(\tH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\x0c\n\ndefinition\"A\n\x16\x43reateWorkflowResponse\x12\'\n\x08workflow\x18\x01 \x01(\x0b\x32\x15.agentrun.v1.Workflow\"3\n\x12GetWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\">\n\x13GetWorkflowResponse\x12\'\n\x08workflow\x18\x01 \x01(\x0b\x32\x15.agentrun.v1.Workflow\"M\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"Z\n\x15ListWorkflowsResponse\x12(\n\tworkflows\x18\x01 \x03(\x0b\x32\x15.agentrun.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x87\x01\n\x15UpdateWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x19.agentrun.v1.WorkflowSpecH\x00\x12\x10\n\x06source\x18\x03 \x01(\tH\x00\x12\x15\n\rallow_missing\x18\x04 \x01(\x08\x42\x0c\n\ndefinition\"A\n\x16UpdateWorkflowResponse\x12\'\n\x08workflow\x18\x01 \x01(\x0b\x32\x15.agentrun.v1.Workflow\"%\n\x15\x44\x65leteWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteWorkflowResponse\"d\n\x17ValidateWorkflowRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x19.agentrun.v1.WorkflowSpecH\x00\x12\x10\n\x06source\x18\x02 \x01(\tH\x00\x42\x0c\n\ndefinition\"\xa1\x01\n\x18ValidateWorkflowResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\'\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x17.agentrun.v1.Diagnostic\x12)\n\x08warnings\x18\x03 \x03(\x0b\x32\x17.agentrun.v1.Diagnostic\x12\"\n\x06stages\x18\x04 \x03(\x0b\x32\x12.agentrun.v1.Stage\"\xac\x02\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12,\n\x0b\x61rgs_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\rresult_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x06\x65\x66\x66\x65\x63t\x18\x05 \x01(\x0e\x32\x18.agentrun.v1.Tool.Effect\"y\n\x06\x45\x66\x66\x65\x63t\x12\x16\n\x12\x45\x46\x46\x45\x43T_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x45\x46\x46\x45\x43T_PURE\x10\x01\x12\x15\n\x11\x45\x46\x46\x45\x43T_IDEMPOTENT\x10\x02\x12\x16\n\x12\x45\x46\x46\x45\x43T_COMPENSABLE\x10\x03\x12\x17\n\x13\x45\x46\x46\x45\x43T_IRREVERSIBLE\x10\x04\"I\n\x10ListToolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"N\n\x11ListToolsResponse\x12 \n\x05tools\x18\x01 \x03(\x0b\x32\x11.agentrun.v1.Tool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xf9\x04\n\x0fWorkflowService\x12Y\n\x0e\x43reateWorkflow\x12\".agentrun.v1.CreateWorkflowRequest\x1a#.agentrun.v1.CreateWorkflowResponse\x12P\n\x0bGetWorkflow\x12\x1f.agentrun.v1.GetWorkflowRequest\x1a .agentrun.v1.GetWorkflowResponse\x12V\n\rListWorkflows\x12!.agentrun.v1.ListWorkflowsRequest\x1a\".agentrun.v1.ListWorkflowsResponse\x12Y\n\x0eUpdateWorkflow\x12\".agentrun.v1.UpdateWorkflowRequest\x1a#.agentrun.v1.UpdateWorkflowResponse\x12Y\n\x0e\x44\x65leteWorkflow\x12\".agentrun.v1.DeleteWorkflowRequest\x1a#.agentrun.v1.DeleteWorkflowResponse\x12_\n\x10ValidateWorkflow\x12$.agentrun.v1.ValidateWorkflowRequest\x1a%.agentrun.v1.ValidateWorkflowResponse\x12J\n\tListTools\x12\x1d.agentrun.v1.ListToolsRequest\x1a\x1e.agentrun.v1.ListToolsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentrun.v1.workflow_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKFLOW']._serialized_start=113
-  _globals['_WORKFLOW']._serialized_end=265
-  _globals['_DIAGNOSTIC']._serialized_start=267
-  _globals['_DIAGNOSTIC']._serialized_end=315
-  _globals['_STAGE']._serialized_start=317
-  _globals['_STAGE']._serialized_end=342
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=344
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=462
-  _globals['_CREATEWORKFLOWRESPONSE']._serialized_start=464
-  _globals['_CREATEWORKFLOWRESPONSE']._serialized_end=529
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=531
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=582
-  _globals['_GETWORKFLOWRESPONSE']._serialized_start=584
-  _globals['_GETWORKFLOWRESPONSE']._serialized_end=646
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=648
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=725
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=727
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=817
-  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=820
-  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=955
-  _globals['_UPDATEWORKFLOWRESPONSE']._serialized_start=957
-  _globals['_UPDATEWORKFLOWRESPONSE']._serialized_end=1022
-  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=1024
-  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=1061
-  _globals['_DELETEWORKFLOWRESPONSE']._serialized_start=1063
-  _globals['_DELETEWORKFLOWRESPONSE']._serialized_end=1087
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=1089
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=1189
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=1192
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=1353
-  _globals['_WORKFLOWSERVICE']._serialized_start=1356
-  _globals['_WORKFLOWSERVICE']._serialized_end=1913
+  _globals['_WORKFLOW']._serialized_start=143
+  _globals['_WORKFLOW']._serialized_end=295
+  _globals['_DIAGNOSTIC']._serialized_start=297
+  _globals['_DIAGNOSTIC']._serialized_end=345
+  _globals['_STAGE']._serialized_start=347
+  _globals['_STAGE']._serialized_end=372
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=374
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=492
+  _globals['_CREATEWORKFLOWRESPONSE']._serialized_start=494
+  _globals['_CREATEWORKFLOWRESPONSE']._serialized_end=559
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=561
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=612
+  _globals['_GETWORKFLOWRESPONSE']._serialized_start=614
+  _globals['_GETWORKFLOWRESPONSE']._serialized_end=676
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=678
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=755
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=757
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=847
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=850
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=985
+  _globals['_UPDATEWORKFLOWRESPONSE']._serialized_start=987
+  _globals['_UPDATEWORKFLOWRESPONSE']._serialized_end=1052
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=1054
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=1091
+  _globals['_DELETEWORKFLOWRESPONSE']._serialized_start=1093
+  _globals['_DELETEWORKFLOWRESPONSE']._serialized_end=1117
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=1119
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=1219
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=1222
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=1383
+  _globals['_TOOL']._serialized_start=1386
+  _globals['_TOOL']._serialized_end=1686
+  _globals['_TOOL_EFFECT']._serialized_start=1565
+  _globals['_TOOL_EFFECT']._serialized_end=1686
+  _globals['_LISTTOOLSREQUEST']._serialized_start=1688
+  _globals['_LISTTOOLSREQUEST']._serialized_end=1761
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=1763
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=1841
+  _globals['_WORKFLOWSERVICE']._serialized_start=1844
+  _globals['_WORKFLOWSERVICE']._serialized_end=2477
 # @@protoc_insertion_point(module_scope)

@@ -1,8 +1,10 @@
 import datetime
 
 from agentrun.v1 import workflow_pb2 as _workflow_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -133,3 +135,47 @@ class ValidateWorkflowResponse(_message.Message):
     warnings: _containers.RepeatedCompositeFieldContainer[Diagnostic]
     stages: _containers.RepeatedCompositeFieldContainer[Stage]
     def __init__(self, valid: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ...) -> None: ...
+
+class Tool(_message.Message):
+    __slots__ = ("name", "description", "args_schema", "result_schema", "effect")
+    class Effect(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        EFFECT_UNSPECIFIED: _ClassVar[Tool.Effect]
+        EFFECT_PURE: _ClassVar[Tool.Effect]
+        EFFECT_IDEMPOTENT: _ClassVar[Tool.Effect]
+        EFFECT_COMPENSABLE: _ClassVar[Tool.Effect]
+        EFFECT_IRREVERSIBLE: _ClassVar[Tool.Effect]
+    EFFECT_UNSPECIFIED: Tool.Effect
+    EFFECT_PURE: Tool.Effect
+    EFFECT_IDEMPOTENT: Tool.Effect
+    EFFECT_COMPENSABLE: Tool.Effect
+    EFFECT_IRREVERSIBLE: Tool.Effect
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ARGS_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    RESULT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    args_schema: _struct_pb2.Struct
+    result_schema: _struct_pb2.Struct
+    effect: Tool.Effect
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., args_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., effect: _Optional[_Union[Tool.Effect, str]] = ...) -> None: ...
+
+class ListToolsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "filter")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    filter: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+
+class ListToolsResponse(_message.Message):
+    __slots__ = ("tools", "next_page_token")
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tools: _containers.RepeatedCompositeFieldContainer[Tool]
+    next_page_token: str
+    def __init__(self, tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

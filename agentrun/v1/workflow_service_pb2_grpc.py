@@ -66,6 +66,11 @@ class WorkflowServiceStub:
                 request_serializer=agentrun_dot_v1_dot_workflow__service__pb2.ValidateWorkflowRequest.SerializeToString,
                 response_deserializer=agentrun_dot_v1_dot_workflow__service__pb2.ValidateWorkflowResponse.FromString,
                 _registered_method=True)
+        self.ListTools = channel.unary_unary(
+                '/agentrun.v1.WorkflowService/ListTools',
+                request_serializer=agentrun_dot_v1_dot_workflow__service__pb2.ListToolsRequest.SerializeToString,
+                response_deserializer=agentrun_dot_v1_dot_workflow__service__pb2.ListToolsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -115,6 +120,13 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTools(self, request, context):
+        """The tools workflows may call on this server, with their argument schemas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +159,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.ValidateWorkflow,
                     request_deserializer=agentrun_dot_v1_dot_workflow__service__pb2.ValidateWorkflowRequest.FromString,
                     response_serializer=agentrun_dot_v1_dot_workflow__service__pb2.ValidateWorkflowResponse.SerializeToString,
+            ),
+            'ListTools': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTools,
+                    request_deserializer=agentrun_dot_v1_dot_workflow__service__pb2.ListToolsRequest.FromString,
+                    response_serializer=agentrun_dot_v1_dot_workflow__service__pb2.ListToolsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +330,33 @@ class WorkflowService:
             '/agentrun.v1.WorkflowService/ValidateWorkflow',
             agentrun_dot_v1_dot_workflow__service__pb2.ValidateWorkflowRequest.SerializeToString,
             agentrun_dot_v1_dot_workflow__service__pb2.ValidateWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentrun.v1.WorkflowService/ListTools',
+            agentrun_dot_v1_dot_workflow__service__pb2.ListToolsRequest.SerializeToString,
+            agentrun_dot_v1_dot_workflow__service__pb2.ListToolsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,3 +71,20 @@ async def test_start_watch_and_events(client: AsyncClient) -> None:
         x async for x in client.list_executions(workflow="chain", states=["SUCCEEDED"])
     ]
     assert [x.id for x in listed_executions] == [execution.id]
+
+
+async def test_list_tools_pages_and_filters(client: AsyncClient) -> None:
+    """ListTools: schemas as Structs, effects, prefix filter, paging (raw stub)."""
+    from agentrun.v1 import workflow_service_pb2 as pb
+
+    stub = client.workflow_service
+    everything = await stub.ListTools(pb.ListToolsRequest(page_size=1000))
+    names = [t.name for t in everything.tools]
+    assert names == sorted(names) and {"core.echo", "core.sleep", "core.fail"} <= set(names)
+    sleep = next(t for t in everything.tools if t.name == "core.sleep")
+    assert sleep.args_schema["required"] == ["seconds"]
+    assert sleep.effect == pb.Tool.EFFECT_IDEMPOTENT
+    core = await stub.ListTools(pb.ListToolsRequest(filter="core.", page_size=2))
+    assert [t.name for t in core.tools] == ["core.echo", "core.fail"] and core.next_page_token
+    rest = await stub.ListTools(pb.ListToolsRequest(filter="core.", page_size=2, page_token=core.next_page_token))
+    assert [t.name for t in rest.tools] == ["core.sleep"] and not rest.next_page_token
