@@ -583,22 +583,33 @@ class SqlMachineStore(MachineStore):
             await self._sql._transaction(work)
             self.groups += 1
         except asyncio.CancelledError:
-            error = StoreError("the store was closed during commit")
+            _settle(group, StoreError("the store was closed during commit"))
             raise
-        except sa.exc.IntegrityError as exc:
-            error = ValueError(f"a batch conflicts with stored rows: {exc.orig}")
-        except (StoreError, ValueError, KeyError) as exc:
+        except (sa.exc.IntegrityError, KeyError) as exc:
+            if len(group) > 1:
+                # One batch is refused (a stale writer's sequence, an unknown instance): find
+                # it, spare the others. Batches of one group are of distinct instances.
+                for item in group:
+                    await self._write([item])
+                return
+            error = ValueError(f"a batch conflicts with stored rows: {getattr(exc, 'orig', exc)}")
+        except (StoreError, ValueError) as exc:
             error = exc
         except Exception as exc:  # noqa: BLE001 - reported to every caller of the group
             error = StoreError(f"commit failed: {exc!r}")
-        finally:
-            for _, future in group:
-                if future.done():
-                    continue
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+        _settle(group, error)
+
+
+def _settle(
+    group: list[tuple[MachineBatch, asyncio.Future[None]]], error: BaseException | None
+) -> None:
+    for _, future in group:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 _MUTABLE = (

@@ -145,3 +145,20 @@ async def test_concurrent_commits_are_grouped(store: MachineStore) -> None:
         assert (await store.get_instance(rec.id)).last_sequence == 2
     if isinstance(store, SqlMachineStore):
         assert store.groups - groups_before < 10
+
+
+async def test_a_refused_batch_spares_the_rest_of_its_group(store: MachineStore) -> None:
+    tenant = uuid.uuid4().hex
+    records = [_instance(tenant) for _ in range(5)]
+    for rec in records:
+        await store.create_instance(
+            rec, [HistoryRecord(rec.id, 1, EntryKind.CREATED, 1.0, "create", None, None, "", "a")]
+        )
+    # A stale writer re-uses sequence 1 of records[2].
+    batches = [
+        MachineBatch(_instance(tenant, id=r.id, last_sequence=2), [_entry(r, 1 if k == 2 else 2)])
+        for k, r in enumerate(records)
+    ]
+    results = await asyncio.gather(*(store.commit(b) for b in batches), return_exceptions=True)
+    assert [isinstance(r, ValueError) for r in results] == [False, False, True, False, False]
+    assert [len(await store.list_history(r.id)) for r in records] == [2, 2, 1, 2, 2]
