@@ -80,11 +80,15 @@ async def memory(events: int, rounds: int = 3) -> tuple[float, float]:
     return rates[-1], rates[len(rates) // 2]
 
 
-async def durable(events: int, instances: int) -> float:
+async def durable(events: int, instances: int, url: str | None = None) -> float:
+    from agentrun.storage.factory import resolve_url
     from agentrun.storage.sql import SqlStore
 
     with tempfile.TemporaryDirectory() as folder:
-        store = SqlStore(f"sqlite+aiosqlite:///{folder}/bench.db", synchronous="FULL")
+        if url:
+            store = SqlStore(resolve_url(url))
+        else:
+            store = SqlStore(f"sqlite+aiosqlite:///{folder}/bench.db", synchronous="FULL")
         await store.open()
         engine, machines = await _engine(store)
         await _drive(machines, instances, 20)  # warm-up
@@ -156,6 +160,9 @@ def main() -> None:
     parser.add_argument("--durable-events", type=int, default=40_000)
     parser.add_argument("--grpc-events", type=int, default=10_000)
     parser.add_argument("--instances", type=int, default=100)
+    parser.add_argument(
+        "--durable-url", help="measure `durable` on this database instead (e.g. postgresql://...)"
+    )
     parser.add_argument("--only", choices=("memory", "durable", "grpc"))
     args = parser.parse_args()
     if args.only in (None, "memory"):
@@ -165,9 +172,10 @@ def main() -> None:
             flush=True,
         )
     if args.only in (None, "durable"):
-        rate = asyncio.run(durable(args.durable_events, args.instances))
+        rate = asyncio.run(durable(args.durable_events, args.instances, args.durable_url))
         print(
-            f"durable:  {rate:>10,.0f} events/s  (SQLite synchronous=FULL, {args.instances} instances; target 8,000)",
+            f"durable:  {rate:>10,.0f} events/s  ({'SQLite synchronous=FULL' if not args.durable_url else args.durable_url}, "
+            f"{args.instances} instances; target 8,000)",
             flush=True,
         )
     if args.only in (None, "grpc"):
