@@ -390,3 +390,81 @@ async def test_a_sender_cancelled_during_its_commit_leaves_a_consistent_instance
     assert [e.sequence for e in history] == [1, 2, 3] and entry.sequence == 3
     assert [e.event_id for e in history[1:]] == ["c1", "c2"]
     assert (await h.machines.get_instance(i.id)).data["tries"] == 2
+
+
+ENTRY_FAILS = """
+name: entryfail
+mode: state_machine
+initial: a
+states:
+  a: {on: {GO: b}}
+  b:
+    entry: [{tool: {name: test.record, args: {label: "enter b", fail: true}}}]
+    exit: [{tool: {name: test.record, args: {label: "exit b"}}}]
+    on: {X: a}
+    on_error: {target: c, actions: [{tool: {name: test.record, args: {label: "recover ${{ event.data.type }}"}}}]}
+  c: {final: true}
+"""
+
+
+async def test_an_entry_action_failure_takes_the_entered_states_on_error(h) -> None:
+    await h.define(ENTRY_FAILS)
+    i = await h.machines.create_instance("entryfail")
+    rec, entry = await h.machines.send_event(i.id, "GO")
+    assert (
+        entry.kind is EntryKind.TRANSITION
+        and entry.to_state == "b"
+        and entry.error["type"] == "tool_error"
+    )
+    assert (rec.current, rec.state) == ("c", InstanceState.COMPLETED)
+    assert h.recorder.calls == ["enter b", "exit b", "recover tool_error"]
+    history = await h.machines.list_history(i.id)
+    assert [(e.event, e.from_state, e.to_state) for e in history[1:]] == [
+        ("GO", "a", "b"),
+        ("action:error", "b", "c"),
+    ]
+
+
+async def test_a_failing_on_error_transition_fails_the_instance(h) -> None:
+    await h.define(
+        ENTRY_FAILS.replace('label: "recover ${{ event.data.type }}"', "label: recover, fail: true")
+    )
+    i = await h.machines.create_instance("entryfail")
+    rec, _ = await h.machines.send_event(i.id, "GO")
+    assert rec.state is InstanceState.FAILED and rec.current == "b"
+    last = (await h.machines.list_history(i.id))[-1]
+    assert last.kind is EntryKind.ABORTED and last.instance_state is InstanceState.FAILED
+
+
+async def test_a_failed_invoke_without_on_error_fails_the_instance(h) -> None:
+    shop = HYBRID.replace(
+        '    on_error: {target: failed, assign: {error: "${{ event.data.type }}"}}\n', ""
+    ).replace("  failed: {final: true}\n", "")
+    await h.define(FULFIL_FAILING, shop)
+    i = await h.machines.create_instance("shop", {"id": "o-4"})
+    final = await h.machines.wait_final(i.id, timeout=10)
+    assert (final.state, final.current, final.error["type"]) == (
+        InstanceState.FAILED,
+        "paid",
+        "out_of_stock",
+    )
+
+
+async def test_a_timer_whose_guard_fails_is_consumed_without_a_transition(h) -> None:
+    await h.define("""
+name: guarded
+mode: state_machine
+initial: w
+data: {armed: false}
+states:
+  w:
+    on: {ARM: {target: w, assign: {armed: true}}}
+    after: {100ms: {target: done, guard: "${{ data.armed }}"}}
+  done: {final: true}
+""")
+    i = await h.machines.create_instance("guarded")
+    await asyncio.sleep(0.4)
+    history = await h.machines.list_history(i.id)
+    assert [(e.event, e.kind) for e in history[1:]] == [("after:100ms", EntryKind.NO_TRANSITION)]
+    assert await h.machines.store.list_timers() == []
+    assert (await h.machines.get_instance(i.id)).current == "w"
