@@ -14,7 +14,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from agentrun.server.auth import AuthInterceptor
-from agentrun.server.config import ServerConfig
+from agentrun.server.config import ConfigError, ServerConfig
 from agentrun.server.execution_service import ExecutionService
 from agentrun.server.interceptors import (
     DrainInterceptor,
@@ -85,11 +85,23 @@ class AgentrunServer:
             ),
             self.server,
         )
+        self.service_names = list(SERVICE_NAMES)
+        if getattr(engine, "machines", None) is not None:
+            from agentrun.server.state_machine_service import StateMachineService
+            from agentrun.v1 import state_machine_service_pb2
+            from agentrun.v1 import state_machine_service_pb2_grpc as machine_grpc
+
+            machine_grpc.add_StateMachineServiceServicer_to_server(
+                StateMachineService(engine.machines, self.lifecycle), self.server
+            )
+            self.service_names.append(
+                state_machine_service_pb2.DESCRIPTOR.services_by_name["StateMachineService"].full_name
+            )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if self.config.reflection:
             reflection.enable_server_reflection(
                 (
-                    *SERVICE_NAMES,
+                    *self.service_names,
                     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                     reflection.SERVICE_NAME,
                 ),
@@ -104,7 +116,7 @@ class AgentrunServer:
         if not self.port:
             raise OSError(f"cannot listen on {address}")
         await self.server.start()
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if not self.config.auth_enabled:
             log.warning("auth is off: no API keys configured; every caller is tenant 'default'")
@@ -130,27 +142,35 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     """Opens the store, starts the engine (recovering unfinished executions) and the server,
     and runs until SIGTERM or SIGINT, then shuts down within `config.shutdown_grace`."""
     from agentrun.engine import Engine
-    from agentrun.integrations import default_agents, default_tools
+    from agentrun.engine.machine import MachineEngine
+    from agentrun.engine.tuning import tune_gc
+    from agentrun.integrations import attach, default_agents, default_tools
     from agentrun.storage.factory import open_store
 
     engine_config = config.engine_config()  # ConfigError before anything is opened
+    try:
+        tools = default_tools(config.integrations)
+        agents = default_agents(config.integrations, tools=tools)
+    except ValueError as exc:
+        raise ConfigError(f"config: {exc}") from None
     observability = Observability.from_config(config)
     engine_config.instrumentation = observability.instrumentation()
     store = await open_store(config.database_url)
     engine: Any = None
     server: AgentrunServer | None = None
+    publisher: Any = None
     try:
-        engine = Engine(
-            store,
-            tools=default_tools(config.integrations),
-            agents=default_agents(config.integrations),
-            config=engine_config,
-        )
+        engine = Engine(store, tools=tools, agents=agents, config=engine_config)
         observability.attach(engine)
         port = observability.start()
         if port is not None:
             log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
+        # Event bus and log redaction first, so recovered executions' events are published.
+        publisher = await attach(engine, config.integrations)
+        machines = MachineEngine(engine)  # state machine instances, in the same store
+        tune_gc()
         await engine.start()
+        await machines.start()
         server = AgentrunServer(engine, config, observability=observability)
         await server.start()
         stop = asyncio.Event()
@@ -165,6 +185,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         await server.drain()
         deadline = loop.time() + config.shutdown_grace
         await engine.stop(grace=config.shutdown_grace)
+        await machines.stop()
         await server.stop(max(0.5, deadline - loop.time()))
     finally:
         if server is not None:
@@ -173,6 +194,12 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         if engine is not None:
             with contextlib.suppress(Exception):
                 await engine.stop(grace=0)
+            if engine.machines is not None:
+                with contextlib.suppress(Exception):
+                    await engine.machines.stop()
+        if publisher is not None:
+            with contextlib.suppress(Exception):
+                await publisher.stop()
         await store.close()
         observability.close()
         log.info("stopped")

@@ -104,24 +104,17 @@ class ServerConfig:
         ]
 
     def engine_config(self) -> Any:
-        """EngineConfig from the file's engine sections, as `agentrun run --config` reads
-        them: `limits:` (running-node limits, quotas, `rate_limits` buckets) and
-        `circuit_breakers:` (by tool or provider name)."""
+        """EngineConfig from the file's engine sections (`limits:`, `circuit_breakers:`,
+        `replica_id:`, `lease:`), as `agentrun run --config` reads them, with secrets from
+        the secret store; $AGENTRUN_REPLICA_ID names this replica when the file does not."""
         from agentrun.engine import EngineConfig
+        from agentrun.integrations import load_secrets
 
-        data = self.integrations
-        from_mapping = getattr(EngineConfig, "from_mapping", None)
+        data = dict(self.integrations)
+        if not data.get("replica_id") and os.environ.get("AGENTRUN_REPLICA_ID"):
+            data["replica_id"] = os.environ["AGENTRUN_REPLICA_ID"]
         try:
-            if from_mapping is not None:
-                return from_mapping(data)
-            options: dict[str, Any] = {}
-            if data.get("limits") is not None:
-                from agentrun.engine.scheduler import SchedulerConfig
-
-                options["scheduler"] = SchedulerConfig.from_mapping(data["limits"])
-            if data.get("circuit_breakers") is not None:
-                options["circuit_breakers"] = _breakers(data["circuit_breakers"])
-            return EngineConfig(**options)
+            return EngineConfig.from_mapping(data, secrets=load_secrets(self.integrations))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ConfigError(f"config: {exc}") from None
 
@@ -232,27 +225,6 @@ def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
             except ValueError:
                 raise ConfigError(f"{name}: not a number: {env[name]!r}") from None
     return replace(config, **values)
-
-
-def _breakers(data: Any) -> dict[str, Any]:
-    from agentrun.engine.durations import parse_duration
-    from agentrun.engine.plan import BreakerSpec
-
-    if not isinstance(data, dict):
-        raise TypeError("circuit_breakers: expected a mapping of tool or provider names")
-    breakers = {}
-    for name, spec in data.items():
-        values = dict(spec or {})
-        for key in ("window", "reset_timeout"):
-            if isinstance(values.get(key), str):
-                values[key] = parse_duration(values[key])
-        unknown = set(values) - set(BreakerSpec.__dataclass_fields__)
-        if unknown:
-            raise ValueError(
-                f"circuit_breakers.{name}: unknown fields {', '.join(sorted(unknown))}"
-            )
-        breakers[str(name)] = BreakerSpec(**values)
-    return breakers
 
 
 def _check_observability(config: ServerConfig) -> ServerConfig:
