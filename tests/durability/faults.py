@@ -114,6 +114,8 @@ class FaultyStore(ProxyStore):
         self.enabled = True
         self.calls: Counter[str] = Counter()
         self.injected: Counter[tuple[str, str]] = Counter()
+        # Executions whose create_execution was written but reported failed.
+        self.ambiguous_starts: set[str] = set()
 
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         self.calls[name] += 1
@@ -123,6 +125,8 @@ class FaultyStore(ProxyStore):
         if name in WRITES and self.rng.random() < self.after_share:
             result = await super()._call(name, *args, **kwargs)
             self.injected[(name, "after")] += 1
+            if name == "create_execution":
+                self.ambiguous_starts.add(args[0].id)
             del result
             raise StoreError(f"injected: connection lost after {name}")
         self.injected[(name, "before")] += 1

@@ -6,6 +6,7 @@ mark should go.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -183,3 +184,46 @@ async def test_an_interrupted_step_without_retries_fails_the_execution_for_good(
         assert (await shared.get_execution(started.id)).state is ExecutionState.FAILED
     finally:
         await second.stop(grace=0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SqlStore (PostgreSQL) sets no idle_in_transaction_session_timeout: a replica frozen "
+    "(SIGSTOP, GC or VM pause) inside one of its transactions keeps the row locks of its "
+    "executions (renew_leases locks every row it holds), and claim_executions' FOR UPDATE SKIP "
+    "LOCKED skips those rows for as long as the process is frozen: its work is never taken over",
+)
+@pytest.mark.timeout(60)
+async def test_a_replica_frozen_inside_a_transaction_does_not_block_take_over(pg_url: str) -> None:
+    import time
+
+    import sqlalchemy as sa
+
+    from agentrun.storage.records import ExecutionRecord
+    from agentrun.storage.sql import SqlStore
+
+    frozen, other = SqlStore(pg_url), SqlStore(pg_url)
+    await frozen.open()
+    await other.open()
+    try:
+        now = time.time()
+        record = ExecutionRecord(id="x1", tenant="default", workflow="w", version=1,
+                                 state=ExecutionState.RUNNING, input={}, created_at=now)
+        await frozen.create_execution(record)
+        assert await frozen.claim_executions("frozen", lease_seconds=0.5, now=now)
+        # The frozen replica is inside renew_leases' transaction when it stops: the UPDATE ran,
+        # the COMMIT never comes.
+        conn = await frozen._engine.connect()
+        await conn.begin()
+        await conn.execute(sa.text("UPDATE executions SET lease_expires_at = lease_expires_at WHERE owner = 'frozen'"))
+        deadline = time.time() + 8  # lease 0.5 s: a few seconds more is plenty
+        claimed: list[Any] = []
+        while not claimed and time.time() < deadline:
+            await asyncio.sleep(0.25)
+            claimed = await other.claim_executions("other", lease_seconds=5, now=time.time())
+        with contextlib.suppress(Exception):
+            await conn.close()
+        assert [r.id for r in claimed] == ["x1"], "the frozen replica's execution was never taken over"
+    finally:
+        await frozen.close()
+        await other.close()
