@@ -46,9 +46,12 @@ class BusPublisher:
         retry_interval: float = 0.5,
         max_retry_interval: float = 5.0,
         max_cursors: int = 100_000,
+        instrumentation: Any = None,
     ) -> None:
         self.store = store
         self.bus = bus
+        # Told of each delivered batch (the bus-lag metric); None: nobody listens.
+        self.instrumentation = instrumentation
         self.queue_size = queue_size
         self.retry_interval = retry_interval
         self.max_retry_interval = max_retry_interval
@@ -248,6 +251,8 @@ class BusPublisher:
                 last = event.sequence
                 self._remember(execution_id, last)
                 self.published += 1
+            if self.instrumentation is not None:
+                self.instrumentation.events_published(execution_id, events)
         except BusUnavailable as exc:
             self._went_down(execution_id, exc)
         except Exception:  # the store failed: try again from the store later
