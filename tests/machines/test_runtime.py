@@ -468,3 +468,15 @@ states:
     assert [(e.event, e.kind) for e in history[1:]] == [("after:100ms", EntryKind.NO_TRANSITION)]
     assert await h.machines.store.list_timers() == []
     assert (await h.machines.get_instance(i.id)).current == "w"
+
+
+async def test_an_ended_instance_leaves_memory_and_still_answers_duplicates(h) -> None:
+    await h.define(ORDER)
+    i = await h.machines.create_instance("order", {"total": 1})
+    await h.machines.send_event(i.id, "PAY", {"amount": 1}, event_id="p")
+    _, shipped = await h.machines.send_event(i.id, "SHIP", event_id="s")
+    assert i.id not in h.machines._instances
+    rec, again = await h.machines.send_event(i.id, "SHIP", event_id="s")
+    assert again.sequence == shipped.sequence and rec.state is InstanceState.COMPLETED
+    with pytest.raises(IllegalTransition):
+        await h.machines.send_event(i.id, "SHIP", event_id="other")

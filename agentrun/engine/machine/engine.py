@@ -607,6 +607,10 @@ class MachineEngine:
             for future in self._final.pop(inst.id, []):
                 if not future.done():
                     future.set_result(record)
+            # An ended instance takes no more events: free its memory; a late duplicate or
+            # a read loads it again from the store.
+            if not inst.queue and self._instances.get(inst.id) is inst:
+                del self._instances[inst.id]
 
     # ------------------------------------------------------------------ loading
     async def _load(self, instance_id: str, tenant: str | None) -> Instance:
