@@ -47,7 +47,9 @@ def test_timer_fires_after_kill_9_and_restart(tmp_path: Path) -> None:
             sm = MachinesClient(client)
             doomed = sm.create_instance("expiring", request_id="a")
             paid = sm.create_instance("expiring", request_id="b")
-            sm.send_event(paid, "PAY")  # left `pending`: its timer is cancelled
+            _, first = sm.send_event(
+                paid, "PAY", event_id="pay-b"
+            )  # left `pending`: its timer is cancelled
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -73,6 +75,10 @@ def test_timer_fires_after_kill_9_and_restart(tmp_path: Path) -> None:
             )
             other = sm.get_instance(paid.id)
             assert (other.state, other.current_state) == (InstanceState.ACTIVE, "paid")
+            # An event id applied before the kill is still applied once.
+            _, again = sm.send_event(paid.id, "PAY", event_id="pay-b")
+            assert again.sequence == first.sequence
+            assert len(list(sm.history(paid.id))) == 2
     finally:
         proc.kill()
         proc.wait(10)
