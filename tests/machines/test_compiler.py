@@ -120,3 +120,14 @@ states:
 )
 def test_delays_read_as_written(seconds: float, text: str) -> None:
     assert format_delay(seconds) == text
+
+
+def test_the_state_machine_engine_knows_no_grpc() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agentrun.engine.machine.engine, agentrun.storage.machines; "
+        "assert 'grpc' not in sys.modules, sorted(m for m in sys.modules if 'grpc' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
