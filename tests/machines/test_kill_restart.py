@@ -82,3 +82,29 @@ def test_timer_fires_after_kill_9_and_restart(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_timer_fires_after_kill_9_of_agentrun_serve(tmp_path: Path) -> None:
+    """The same, with the real `agentrun serve` (StateMachineService wired in by serve)."""
+    from tests.server.subprocess_server import ServerProcess
+
+    first = ServerProcess(tmp_path).start()
+    try:
+        with Client(first.address, api_key="") as client:
+            client.create_workflow(source=MACHINE)
+            sm = MachinesClient(client)
+            doomed = sm.create_instance("expiring", request_id="a")
+            assert sm.available_events(doomed) == ["PAY"]
+        assert first.proc is not None
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+    finally:
+        first.stop()
+    time.sleep(2.5)
+    second = ServerProcess(tmp_path).start()
+    try:
+        with Client(second.address, api_key="") as client:
+            final = MachinesClient(client).wait(doomed.id, timeout=20)
+            assert (final.state, final.current_state) == (InstanceState.COMPLETED, "expired")
+    finally:
+        second.stop()
