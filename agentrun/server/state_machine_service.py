@@ -52,7 +52,10 @@ R = TypeVar("R")
 def add_to_server(
     server: AgentrunServer, machines: MachineEngine, lifecycle: Lifecycle | None = None
 ) -> None:
-    """Registers the service on `server` (call before `server.start()`)."""
+    """Registers the service on `server` (call before `server.start()`); a no-op when the
+    server registered it already (it does when its engine has a MachineEngine)."""
+    if SERVICE_NAME in getattr(server, "service_names", ()):
+        return
     pb_grpc.add_StateMachineServiceServicer_to_server(
         StateMachineService(machines, lifecycle or server.lifecycle), server.server
     )

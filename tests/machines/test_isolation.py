@@ -84,29 +84,8 @@ output: "${{ {'final': nodes.after.output, 'data': nodes.door.output.data} }}"
 """
 
 
-async def test_a_dag_workflow_node_runs_a_state_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The `_run_child` hook of docs/REQUESTS-machines.md, applied here by a patch."""
-    original = Engine._run_child
-
-    async def _run_child(
-        self: Engine, parent: Any, key: str, attempt: int, step: Any, child_input: Any
-    ) -> Any:
-        machines = getattr(self, "machines", None)
-        if machines is not None and await machines.is_machine(
-            step.workflow, tenant=parent.record.tenant, version=step.workflow_version or None
-        ):
-            return await machines.run_child(
-                parent_id=parent.id,
-                key=key,
-                attempt=attempt,
-                workflow=step.workflow,
-                version=step.workflow_version or None,
-                input=child_input,
-                tenant=parent.record.tenant,
-            )
-        return await original(self, parent, key, attempt, step, child_input)
-
-    monkeypatch.setattr(Engine, "_run_child", _run_child)
+async def test_a_dag_workflow_node_runs_a_state_machine() -> None:
+    """Engine._run_child hands a `workflow` node naming a state machine to the MachineEngine."""
     engine, machines = await _engine(secrets={"door_key": "k" * 8})
     await engine.create_workflow(load_workflow(DOOR))
     await engine.create_workflow(load_workflow(PARENT))

@@ -55,7 +55,8 @@ class Env:
         self.h = h
         self.server = server
         self.client = client
-        self.sm = AsyncMachinesClient(client)
+        self.sm = client.machines
+        assert isinstance(self.sm, AsyncMachinesClient)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
