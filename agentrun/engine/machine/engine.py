@@ -479,9 +479,10 @@ class MachineEngine:
         """Handles one event to the end: process, apply, commit, then what follows a commit."""
         record = inst.record
         if self._instances.get(inst.id) is not inst:
-            # Evicted after a failed commit: the store holds the truth; reload and go on.
+            # Evicted (a failed commit, or the instance ended): the store holds the truth;
+            # reload it and queue behind whatever the fresh copy is handling.
             fresh = await self._load(inst.id, record.tenant)
-            return await self._handle_on(fresh, ev)
+            return await self._dispatch(fresh, ev)
         return await self._handle_on(inst, ev)
 
     async def _handle_on(self, inst: Instance, ev: Event) -> Any:
