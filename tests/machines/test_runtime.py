@@ -480,3 +480,47 @@ async def test_an_ended_instance_leaves_memory_and_still_answers_duplicates(h) -
     assert again.sequence == shipped.sequence and rec.state is InstanceState.COMPLETED
     with pytest.raises(IllegalTransition):
         await h.machines.send_event(i.id, "SHIP", event_id="other")
+
+
+async def test_a_failed_commit_leaves_the_stored_truth() -> None:
+    """A commit that fails is reported to the sender; the instance is reloaded from the store
+    and the next event follows what is stored."""
+    from agentrun.storage.base import StoreError
+    from agentrun.storage.machines import MemoryMachineStore
+    from agentrun.storage.memory import MemoryStore
+    from tests.machines.conftest import Harness, Recorder
+
+    class Flaky(MemoryMachineStore):
+        fail = 0
+
+        async def commit(self, batch):  # type: ignore[no-untyped-def]
+            if self.fail:
+                self.fail -= 1
+                raise StoreError("disk on fire")
+            MemoryMachineStore.commit_now(self, batch)
+
+    from agentrun.engine import Engine
+    from agentrun.engine.machine import MachineEngine
+    from agentrun.integrations import Registry, default_agents
+    from agentrun.integrations.core_tools import core_tools
+
+    recorder = Recorder()
+    engine = Engine(
+        MemoryStore(), tools=Registry([*core_tools(), recorder]), agents=default_agents()
+    )
+    await engine.start()
+    store = Flaky()
+    store.commit_now = None  # type: ignore[assignment,method-assign]  # force the awaited path
+    machines = MachineEngine(engine, store)
+    await machines.start()
+    h = Harness(engine, machines, recorder)
+    await h.define(ORDER)
+    i = await machines.create_instance("order", {"total": 10})
+    store.fail = 1
+    with pytest.raises(StoreError):
+        await machines.send_event(i.id, "PAY", {"amount": 1}, event_id="x")
+    assert (await machines.get_instance(i.id)).data["tries"] == 0
+    rec, entry = await machines.send_event(i.id, "PAY", {"amount": 1}, event_id="x")
+    assert entry.sequence == 2 and rec.data["tries"] == 1
+    await machines.stop()
+    await engine.stop(grace=0)

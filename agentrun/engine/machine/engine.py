@@ -368,8 +368,8 @@ class MachineEngine:
             work = self.stepper.quick(inst.plan, inst.record, event, event_id, data, self.clock())
             if work is not None:
                 snapshot = work.snapshot()
-                inst.record = snapshot
                 commit_now(MachineBatch(snapshot, work.entries, work.timers, work.fired))
+                inst.record = snapshot
                 entry = work.entries[0]
                 if event_id:
                     inst.event_ids[event_id] = (event, data, (entry, snapshot))
