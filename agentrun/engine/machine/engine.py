@@ -10,7 +10,7 @@ are grouped by the store.
 Timers and invokes are rows and ids in the store: `start()` re-arms every stored timer (one
 overdue fires at once) and waits again for every invoked execution, so both survive a restart.
 
-Wiring (see docs/REQUESTS-machines.md): `machines = MachineEngine(engine)` after the Engine is
+Wiring (as `agentrun serve` does): `machines = MachineEngine(engine)` after the Engine is
 built, `await machines.start()` after `engine.start()`; it sets `engine.machines` so that a DAG
 `workflow` node can run a state machine instance as its child.
 """
