@@ -24,7 +24,6 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 
 
-
 class UserError(Exception):
     """A problem with what the user gave us; printed as `agentrun: MESSAGE`, exit 2.
     `lines` are extra lines (diagnostics) printed under it."""
