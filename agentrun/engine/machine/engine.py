@@ -34,6 +34,7 @@ from agentrun.engine.errors import (
     IllegalTransition,
     InvalidInput,
     ShuttingDown,
+    Unavailable,
     WorkflowNotFound,
 )
 from agentrun.engine.hub import Hub
@@ -62,6 +63,11 @@ log = logging.getLogger("agentrun.engine.machine")
 
 DEFAULT_TENANT = "default"
 _ACTIVE = InstanceState.ACTIVE
+_CONFLICT_RETRIES = 8
+
+
+class Conflict(ValueError):
+    """The store refused an event's commit: another writer changed the instance first."""
 
 
 class Instance:
@@ -347,41 +353,54 @@ class MachineEngine:
 
         EventNotAccepted when the current state does not handle it (recorded all the same);
         IllegalTransition once the instance ended; the same `event_id` is applied once (a
-        repeat returns the first result, or AlreadyExists when its name or data differ)."""
-        inst = self._instances.get(instance_id)
-        if inst is None or inst.record.tenant != tenant:
-            inst = await self._load(instance_id, tenant)
-        if event_id:
-            known = inst.event_ids.get(event_id)
-            if known is not None:
-                return await self._repeat(inst, known, event, data, event_id)
-        if inst.record.state is not _ACTIVE:
-            raise IllegalTransition(
-                f"instance {instance_id} is {inst.record.state.value}; it takes no events",
-                current_state=inst.record.state.value,
-                name=f"instances/{instance_id}",
-            )
-        commit_now = self._commit_now
-        if commit_now is not None and not inst.busy:
-            # The memory store commits synchronously: an event that calls nothing is handled
-            # here and now, without a single suspension.
-            work = self.stepper.quick(inst.plan, inst.record, event, event_id, data, self.clock())
-            if work is not None:
-                snapshot = work.snapshot()
-                commit_now(MachineBatch(snapshot, work.entries, work.timers, work.fired))
-                inst.record = snapshot
-                entry = work.entries[0]
-                if event_id:
-                    inst.event_ids[event_id] = (event, data, (entry, snapshot))
-                self._after_commit(inst, work)
-                return snapshot, entry
-        ev = Event(event, event_id, data)
-        if event_id:
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            future.add_done_callback(_consume)
-            inst.event_ids[event_id] = (event, data, future)
-        result = await self._dispatch(inst, ev)
-        return self._answer(inst, ev, result)
+        repeat returns the first result, or AlreadyExists when its name or data differ).
+
+        A commit the store refuses because another writer got there first (another replica
+        on the same database: the history's sequence and event-id keys fence stale writers)
+        reloads the instance and handles the event again on what is stored."""
+        for _ in range(_CONFLICT_RETRIES):
+            inst = self._instances.get(instance_id)
+            if inst is None or inst.record.tenant != tenant:
+                inst = await self._load(instance_id, tenant)
+            if event_id:
+                known = inst.event_ids.get(event_id)
+                if known is not None:
+                    return await self._repeat(inst, known, event, data, event_id)
+            if inst.record.state is not _ACTIVE:
+                raise IllegalTransition(
+                    f"instance {instance_id} is {inst.record.state.value}; it takes no events",
+                    current_state=inst.record.state.value,
+                    name=f"instances/{instance_id}",
+                )
+            commit_now = self._commit_now
+            if commit_now is not None and not inst.busy:
+                # The memory store commits synchronously: an event that calls nothing is
+                # handled here and now, without a single suspension.
+                work = self.stepper.quick(
+                    inst.plan, inst.record, event, event_id, data, self.clock()
+                )
+                if work is not None:
+                    snapshot = work.snapshot()
+                    commit_now(MachineBatch(snapshot, work.entries, work.timers, work.fired))
+                    inst.record = snapshot
+                    entry = work.entries[0]
+                    if event_id:
+                        inst.event_ids[event_id] = (event, data, (entry, snapshot))
+                    self._after_commit(inst, work)
+                    return snapshot, entry
+            ev = Event(event, event_id, data)
+            if event_id:
+                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                future.add_done_callback(_consume)
+                inst.event_ids[event_id] = (event, data, future)
+            try:
+                result = await self._dispatch(inst, ev)
+            except Conflict:
+                continue
+            return self._answer(inst, ev, result)
+        raise Unavailable(
+            f"instance {instance_id}: too many concurrent writers; retry", instance=instance_id
+        )
 
     async def _repeat(
         self, inst: Instance, known: Any, event: str, data: Any, event_id: str
@@ -546,6 +565,8 @@ class MachineEngine:
         except BaseException as exc:
             self._evict(inst, exc)
             self._forget_id(inst, ev)
+            if isinstance(exc, ValueError):  # refused: a stale write (see send_event)
+                raise Conflict(str(exc)) from exc
             raise
         self._settle(inst, work, ev, outcome)
         if cancelled:
