@@ -289,3 +289,27 @@ async def test_cancel_instance(env: Env) -> None:
         await env.sm.cancel_instance(inst)
     last = [e async for e in env.sm.history(inst)][-1]
     assert last.kind is TransitionKind.CANCELLED and last.instance_state is InstanceState.CANCELLED
+
+
+async def test_watch_ends_resumably_when_the_server_drains(env: Env) -> None:
+    name = _name("order")
+    await _define(env, ORDER, name)
+    inst = await env.sm.create_instance(name, {"total": 5})
+    stub = pb_grpc.StateMachineServiceStub(env.client.channel)
+    call = stub.WatchInstance(pb.WatchInstanceRequest(name=inst.name))
+    first = await call.read()
+    assert first.transition.sequence == 1
+    await env.server.drain()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        while True:
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                break
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    metadata = {}
+    for detail in rpc_status.from_call(caught.value).details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            metadata = dict(info.metadata)
+    assert metadata["last_sequence"] == "1"
