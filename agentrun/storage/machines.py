@@ -215,8 +215,15 @@ class MachineStore(abc.ABC):
         """Every event id the instance's history holds, with its entry's sequence."""
 
     @abc.abstractmethod
-    async def list_timers(self) -> list[TimerRecord]:
-        """Every armed timer, soonest first (recovery re-arms them)."""
+    async def list_timers(
+        self,
+        *,
+        instance_id: str | None = None,
+        due_before: float | None = None,
+        limit: int | None = None,
+    ) -> list[TimerRecord]:
+        """Armed timers, soonest first: every one (recovery re-arms them), one instance's, or
+        those due before a time (the sweep fires timers their replica missed)."""
 
     @abc.abstractmethod
     async def list_invoking(self) -> list[InstanceRecord]:
@@ -324,9 +331,28 @@ class MemoryMachineStore(MachineStore):
     async def event_ids(self, instance_id: str) -> dict[str, int]:
         return dict(self._event_ids.get(instance_id, {}))
 
-    async def list_timers(self) -> list[TimerRecord]:
-        timers = [_copy_timer(t) for by_key in self._timers.values() for t in by_key.values()]
-        return sorted(timers, key=lambda t: t.fire_at)
+    async def list_timers(
+        self,
+        *,
+        instance_id: str | None = None,
+        due_before: float | None = None,
+        limit: int | None = None,
+    ) -> list[TimerRecord]:
+        groups = (
+            [self._timers.get(instance_id, {})]
+            if instance_id is not None
+            else self._timers.values()
+        )
+        timers = sorted(
+            (
+                _copy_timer(t)
+                for by_key in groups
+                for t in by_key.values()
+                if due_before is None or t.fire_at <= due_before
+            ),
+            key=lambda t: t.fire_at,
+        )
+        return timers[:limit] if limit is not None else timers
 
     async def list_invoking(self) -> list[InstanceRecord]:
         return [
@@ -492,9 +518,23 @@ class SqlMachineStore(MachineStore):
         )
         return {row.event_id: row.sequence for row in await self._sql._read(query)}
 
-    async def list_timers(self) -> list[TimerRecord]:
+    async def list_timers(
+        self,
+        *,
+        instance_id: str | None = None,
+        due_before: float | None = None,
+        limit: int | None = None,
+    ) -> list[TimerRecord]:
         t = self._db.sm_timers
-        rows = await self._sql._read(sa.select(t).order_by(t.c.fire_at))
+        query = sa.select(t)
+        if instance_id is not None:
+            query = query.where(t.c.instance_id == instance_id)
+        if due_before is not None:
+            query = query.where(t.c.fire_at <= due_before)
+        query = query.order_by(t.c.fire_at)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await self._sql._read(query)
         return [TimerRecord(r.instance_id, r.key, r.state, r.timer_index, r.fire_at) for r in rows]
 
     async def list_invoking(self) -> list[InstanceRecord]:

@@ -47,7 +47,9 @@ async def test_stale_replicas_reload_and_apply_each_event_once(backend: str, tmp
         # Interleaved senders on both replicas: every event applied once, in some order.
         await asyncio.gather(
             *(
-                (a if n % 2 else b).machines.send_event(inst.id, "ADD", {"k": 1000}, event_id=f"x{n}")
+                (a if n % 2 else b).machines.send_event(
+                    inst.id, "ADD", {"k": 1000}, event_id=f"x{n}"
+                )
                 for n in range(20)
             )
         )
@@ -61,3 +63,67 @@ async def test_stale_replicas_reload_and_apply_each_event_once(backend: str, tmp
         await close(b)
         await store_a.close()
         await store_b.close()
+
+
+EXPIRING = """
+name: {name}
+mode: state_machine
+initial: waiting
+states:
+  waiting:
+    on: {{PING: waiting, STOP: expired}}
+    after: {{300ms: {{target: expired, guard: "${{{{ state == 'waiting' }}}}"}}}}
+  expired: {{final: true}}
+"""
+
+
+async def test_a_timer_whose_replica_died_is_fired_by_another(tmp_path: Any) -> None:
+    from agentrun.engine import Engine
+    from agentrun.engine.machine import MachineEngine
+    from agentrun.storage.machines import EntryKind
+
+    store_a = await open_backend("sqlite", tmp_path)
+    store_b = await open_backend("sqlite", tmp_path)
+    a = await make(store_a)
+    b = await make(store_b)
+    # `b` sweeps often; it started before the instance existed, so it armed nothing.
+    await b.machines.stop()
+    b.machines = MachineEngine(b.engine, sweep_interval=0.1)
+    await b.machines.start()
+    assert isinstance(b.engine, Engine)
+    try:
+        name = f"exp-{uuid.uuid4().hex[:8]}"
+        await a.define(EXPIRING.format(name=name))
+        inst = await a.machines.create_instance(name)
+        await a.machines.stop()  # "dies": its timer handle is gone, the row stays
+        final = await b.machines.wait_final(inst.id, timeout=5)
+        assert final.current == "expired"
+        history = await b.machines.list_history(inst.id)
+        assert [e.kind for e in history] == [EntryKind.CREATED, EntryKind.TRANSITION]
+        assert await b.machines.store.list_timers() == []
+    finally:
+        await close(a)
+        await close(b)
+        await store_a.close()
+        await store_b.close()
+
+
+async def test_a_timer_fired_twice_is_applied_once(tmp_path: Any) -> None:
+    store = await open_backend("sqlite", tmp_path)
+    h = await make(store)
+    try:
+        name = f"exp-{uuid.uuid4().hex[:8]}"
+        await h.define(
+            EXPIRING.format(name=name).replace("target: expired, guard", "target: waiting, guard")
+        )
+        inst = await h.machines.create_instance(name)
+        (timer,) = await h.machines.store.list_timers(instance_id=inst.id)
+        # The handle fires, and a sweep arms the same row again before the first commit.
+        h.machines._fire(timer)
+        h.machines._fire(timer)
+        await asyncio.sleep(0.5)
+        history = await h.machines.list_history(inst.id)
+        assert [e.event for e in history] == ["create", "after:300ms"]
+    finally:
+        await close(h)
+        await store.close()

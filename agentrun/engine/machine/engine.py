@@ -73,7 +73,7 @@ class Conflict(ValueError):
 class Instance:
     """The live state of one instance in this process."""
 
-    __slots__ = ("busy", "draining", "event_ids", "id", "plan", "queue", "record")
+    __slots__ = ("busy", "draining", "event_ids", "id", "plan", "queue", "record", "timer_keys")
 
     def __init__(
         self, plan: MachinePlan, record: InstanceRecord, event_ids: dict[str, Any]
@@ -87,6 +87,9 @@ class Instance:
         # event id -> (entry, instance after it), or a future while the event is queued/handled.
         self.event_ids = event_ids
         self.draining = False
+        # Keys of the timers the store holds for the instance: a timer event whose key is not
+        # here was consumed (or its state left) already, and is ignored.
+        self.timer_keys: set[str] = set()
 
 
 class MachineEngine:
@@ -96,8 +99,13 @@ class MachineEngine:
         store: MachineStore | None = None,
         *,
         clock: Callable[[], float] | None = None,
+        sweep_interval: float = 5.0,
     ) -> None:
         self.engine = engine
+        # How often the store is asked for timers overdue by more than this long (a replica
+        # that armed them died, say); 0: never.
+        self.sweep_interval = sweep_interval
+        self._sweeper: asyncio.Task[None] | None = None
         self.store = store if store is not None else machine_store_for(engine.store)
         self.clock = clock or engine.clock
         self.secrets = engine.secrets
@@ -132,11 +140,35 @@ class MachineEngine:
         for record in await self.store.list_invoking():
             if record.invoke_execution:
                 self._watch_child(record.id, record.invoke_execution, record.tenant)
+        if self.sweep_interval > 0:
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep(), name="agentrun-machine-timers"
+            )
+
+    async def _sweep(self) -> None:
+        """Fires timers that are overdue in the store and not armed here: their replica died
+        before firing them. A timer fired twice is applied once (`Instance.timer_keys`, and
+        the history's keys between replicas)."""
+        interval = self.sweep_interval
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                due = await self.store.list_timers(due_before=self.clock() - interval, limit=500)
+            except Exception as exc:  # noqa: BLE001 - the store may be briefly unavailable
+                log.warning("timer sweep failed: %r", exc)
+                continue
+            for timer in due:
+                if timer.key not in self._timers.get(timer.instance_id, {}):
+                    self._arm(timer)
 
     async def stop(self) -> None:
         """Stops timers and waits on children (their rows stay: the next start re-arms them)
         and flushes pending commits."""
         self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         for handles in self._timers.values():
             for handle in handles.values():
                 handle.cancel()
@@ -279,6 +311,7 @@ class MachineEngine:
                 self._cancel_child(child, tenant)
             return stored
         inst = Instance(plan, first, {})
+        inst.timer_keys = {t.key for t in work.timers or ()}
         self._instances[first.id] = inst
         self._after_commit(inst, work)
         return copy_instance(first)
@@ -515,6 +548,8 @@ class MachineEngine:
                     name=f"instances/{inst.id}",
                 )
             return None
+        if ev.source == "timer" and ev.ref not in inst.timer_keys:
+            return None  # consumed already (fired, or its state was left)
         now = self.clock()
         work = (
             self.stepper.quick(inst.plan, record, ev.name, ev.id, ev.data, now)
@@ -603,9 +638,11 @@ class MachineEngine:
         if work.timers is not None:
             if inst.id in self._timers:
                 self._drop_timers(inst.id)
+            inst.timer_keys = {t.key for t in work.timers}
             for timer in work.timers:
                 self._arm(timer)
         elif work.fired is not None:
+            inst.timer_keys.discard(work.fired)
             handles = self._timers.get(inst.id)
             if handles is not None:
                 handles.pop(work.fired, None)
@@ -661,12 +698,18 @@ class MachineEngine:
                     )
                 plan = self._plan_of(wf)
                 ids: dict[str, Any] = dict(await self.store.event_ids(instance_id))
+                timers = (
+                    await self.store.list_timers(instance_id=instance_id)
+                    if record.state is _ACTIVE
+                    else []
+                )
                 inst = Instance(plan, record, ids)
+                inst.timer_keys = {t.key for t in timers}
                 self._instances[instance_id] = inst
-                if record.state is _ACTIVE and instance_id not in self._timers:
-                    for timer in await self.store.list_timers():
-                        if timer.instance_id == instance_id:
-                            self._arm(timer)
+                armed = self._timers.get(instance_id, {})
+                for timer in timers:
+                    if timer.key not in armed:
+                        self._arm(timer)
                 pending.set_result(inst)
             except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the load
                 pending.set_exception(exc)
