@@ -79,6 +79,9 @@ async def snapshot(url: str, *, events: bool = False) -> Snapshot:
     engine = create_async_engine(url, poolclass=sa.pool.NullPool)
     try:
         async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+            if not {"executions", "nodes", "events"} <= set(tables):
+                return Snapshot({}, {}, [])  # killed before its first migration finished
             rows = await conn.execute(
                 sa.text(
                     "SELECT id, state, owner, lease_epoch, lease_expires_at, request_id, last_sequence"

@@ -27,6 +27,7 @@ from tests.durability.common import (
     xfail_known,
 )
 from tests.durability.grpc_util import create_workflow, start_executions
+from tests.durability.pg import PrivatePostgres
 from tests.durability.ledger import Ledger, check, mark, steps_workflow
 
 STEPS = 20
@@ -95,10 +96,10 @@ def _seed() -> int:
 
 
 @pytest.mark.timeout(150)
-def test_three_replicas_one_killed_every_few_seconds(tmp_path: Path, pg_url: str) -> None:
+def test_three_replicas_one_killed_every_few_seconds(tmp_path: Path, private_pg: PrivatePostgres) -> None:
     seed = _seed()
     print(f"seed {seed}")
-    result = replicas_under_fire(tmp_path, pg_url, executions=30, kills=3, sleep=0.3, seed=seed)
+    result = replicas_under_fire(tmp_path, private_pg.url, executions=30, kills=3, sleep=0.3, seed=seed)
     takeovers = result["takeovers"]
     print(result["report"].summary())
     print(f"take-over after kill: max {max(takeovers, default=0):.2f}s over {len(takeovers)} orphans"
@@ -110,10 +111,10 @@ def test_three_replicas_one_killed_every_few_seconds(tmp_path: Path, pg_url: str
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_three_replicas_many_kills_200_executions(tmp_path: Path, pg_url: str) -> None:
+def test_three_replicas_many_kills_200_executions(tmp_path: Path, private_pg: PrivatePostgres) -> None:
     seed = _seed()
     print(f"seed {seed}")
-    result = replicas_under_fire(tmp_path, pg_url, executions=200, kills=12, sleep=0.4, seed=seed)
+    result = replicas_under_fire(tmp_path, private_pg.url, executions=200, kills=12, sleep=0.4, seed=seed)
     takeovers = result["takeovers"]
     print(result["report"].summary())
     print(f"take-over after kill: max {max(takeovers, default=0):.2f}s over {len(takeovers)} orphans")

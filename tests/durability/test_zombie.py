@@ -26,6 +26,7 @@ from tests.durability.common import (
     xfail_known,
 )
 from tests.durability.grpc_util import create_workflow, start_executions
+from tests.durability.pg import PrivatePostgres
 from tests.durability.ledger import Ledger, check, mark, steps_workflow
 
 LEASE = 1.5
@@ -134,8 +135,8 @@ def zombie_rounds(workdir: Path, url: str, *, rounds: int, per_round: int, seed:
     }
 
 
-def test_zombie_replica_writes_nothing_after_take_over(tmp_path: Path, pg_url: str) -> None:
-    result = zombie_rounds(tmp_path, pg_url, rounds=1, per_round=12, seed=random.randrange(1 << 30))
+def test_zombie_replica_writes_nothing_after_take_over(tmp_path: Path, private_pg: PrivatePostgres) -> None:
+    result = zombie_rounds(tmp_path, private_pg.url, rounds=1, per_round=12, seed=random.randrange(1 << 30))
     print(result["report"].summary())
     print(f"take-over of the stopped replica: max {max(result['takeovers']):.2f}s;"
           f" stale calls that finished after SIGCONT: {result['stale_calls']};"
@@ -147,8 +148,8 @@ def test_zombie_replica_writes_nothing_after_take_over(tmp_path: Path, pg_url: s
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_zombie_replicas_three_rounds(tmp_path: Path, pg_url: str) -> None:
-    result = zombie_rounds(tmp_path, pg_url, rounds=3, per_round=30, seed=random.randrange(1 << 30))
+def test_zombie_replicas_three_rounds(tmp_path: Path, private_pg: PrivatePostgres) -> None:
+    result = zombie_rounds(tmp_path, private_pg.url, rounds=3, per_round=30, seed=random.randrange(1 << 30))
     print(result["report"].summary(), result["stale_calls"], result["zombie_lease_warnings"])
     xfail_known(result["known_bugs"])
     assert result["zombie_lease_warnings"] > 0
