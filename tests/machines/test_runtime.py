@@ -524,3 +524,15 @@ async def test_a_failed_commit_leaves_the_stored_truth() -> None:
     assert entry.sequence == 2 and rec.data["tries"] == 1
     await machines.stop()
     await engine.stop(grace=0)
+
+
+async def test_idle_instances_leave_memory_beyond_the_bound(h) -> None:
+    await h.define(TIMERS)
+    h.machines.max_instances = 5
+    ids = [(await h.machines.create_instance("timers")).id for _ in range(12)]
+    assert len(h.machines._instances) <= 5
+    # An evicted instance still takes events, and its timer still fires.
+    rec, _ = await h.machines.send_event(ids[0], "PING")
+    assert rec.data == {"pings": 1}
+    final = await h.machines.wait_final(ids[1], timeout=5)
+    assert final.current == "expired"

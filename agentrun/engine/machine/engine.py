@@ -100,8 +100,12 @@ class MachineEngine:
         *,
         clock: Callable[[], float] | None = None,
         sweep_interval: float = 5.0,
+        max_instances: int = 100_000,
     ) -> None:
         self.engine = engine
+        # Instances kept in memory; beyond, the oldest idle ones are dropped (and reloaded
+        # from the store when an event, a timer or an invoke result comes for them).
+        self.max_instances = max_instances
         # How often the store is asked for timers overdue by more than this long (a replica
         # that armed them died, say); 0: never.
         self.sweep_interval = sweep_interval
@@ -313,6 +317,8 @@ class MachineEngine:
         inst = Instance(plan, first, {})
         inst.timer_keys = {t.key for t in work.timers or ()}
         self._instances[first.id] = inst
+        if len(self._instances) > self.max_instances:
+            self._shrink()
         self._after_commit(inst, work)
         return copy_instance(first)
 
@@ -625,6 +631,22 @@ class MachineEngine:
                 if not known[2].done():
                     known[2].cancel()
 
+    def _shrink(self) -> None:
+        """Drops the oldest idle tenth of the cached instances (insertion order)."""
+        excess = len(self._instances) - self.max_instances + max(1, self.max_instances // 10)
+        for instance_id in list(self._instances):
+            if excess <= 0:
+                return
+            inst = self._instances[instance_id]
+            if (
+                inst.busy
+                or inst.queue
+                or any(isinstance(v[2], asyncio.Future) for v in _pending(inst))
+            ):
+                continue
+            del self._instances[instance_id]
+            excess -= 1
+
     def _evict(self, inst: Instance, exc: BaseException | None) -> None:
         log.warning("instance %s: commit failed (%r); reloading it from the store", inst.id, exc)
         if self._instances.get(inst.id) is inst:
@@ -706,6 +728,8 @@ class MachineEngine:
                 inst = Instance(plan, record, ids)
                 inst.timer_keys = {t.key for t in timers}
                 self._instances[instance_id] = inst
+                if len(self._instances) > self.max_instances:
+                    self._shrink()
                 armed = self._timers.get(instance_id, {})
                 for timer in timers:
                     if timer.key not in armed:
@@ -1030,6 +1054,15 @@ def _redacted(batch: MachineBatch, redactor: Any) -> MachineBatch:
         for e in batch.history
     ]
     return MachineBatch(instance, history, batch.timers, batch.fired)
+
+
+def _pending(inst: Instance) -> list[Any]:
+    """Event ids of the instance still being handled (their futures must stay reachable)."""
+    return [
+        v
+        for v in inst.event_ids.values()
+        if isinstance(v, tuple) and isinstance(v[2], asyncio.Future)
+    ]
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
