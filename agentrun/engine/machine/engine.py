@@ -638,11 +638,7 @@ class MachineEngine:
             if excess <= 0:
                 return
             inst = self._instances[instance_id]
-            if (
-                inst.busy
-                or inst.queue
-                or any(isinstance(v[2], asyncio.Future) for v in _pending(inst))
-            ):
+            if inst.busy or inst.queue or _pending(inst):
                 continue
             del self._instances[instance_id]
             excess -= 1
