@@ -73,7 +73,7 @@ class Conflict(ValueError):
 class Instance:
     """The live state of one instance in this process."""
 
-    __slots__ = ("busy", "draining", "event_ids", "id", "plan", "queue", "record", "timer_keys")
+    __slots__ = ("busy", "event_ids", "id", "plan", "queue", "record", "timer_keys")
 
     def __init__(
         self, plan: MachinePlan, record: InstanceRecord, event_ids: dict[str, Any]
@@ -86,7 +86,6 @@ class Instance:
         self.queue: deque[tuple[Event, asyncio.Future[Any]]] = deque()
         # event id -> (entry, instance after it), or a future while the event is queued/handled.
         self.event_ids = event_ids
-        self.draining = False
         # Keys of the timers the store holds for the instance: a timer event whose key is not
         # here was consumed (or its state left) already, and is ignored.
         self.timer_keys: set[str] = set()
