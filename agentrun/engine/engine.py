@@ -193,8 +193,9 @@ class Engine:
                 continue
             try:
                 await self._resume_from_store(record)
-            except Exception:
-                log.exception("could not resume execution %s", record.id)
+            except Exception:  # noqa: BLE001 - the store failed: keep trying until it answers
+                log.warning("could not resume execution %s; retrying", record.id, exc_info=True)
+                self._schedule_resume(record.id)
 
     async def _maintain(self) -> None:
         """Renews this replica's leases; a run whose lease was taken stops at once (its
@@ -205,9 +206,11 @@ class Engine:
                 return
             try:
                 now = self.clock()
+                # Only runs that existed before the renewal was read can be judged by its answer.
+                before = set(self._runs)
                 owned = await self.store.renew_leases(self.replica_id, lease_seconds=self.lease_seconds, now=now)
                 for run in list(self._runs.values()):
-                    if run.id not in owned and not run.finished and run.task is not None:
+                    if run.id in before and run.id not in owned and not run.finished and run.task is not None:
                         log.warning("lease on execution %s was lost; stopping it here", run.id)
                         run.lease_lost = True
                         run.task.cancel()
@@ -391,6 +394,7 @@ class Engine:
                 raise AlreadyExists(
                     f"request_id {request_id!r} was used for a different request", request_id=request_id
                 )
+            await self._adopt_if_idle(stored)
             return stored
         if parent is not None or self.admission.has_room(tenant, key, plan.concurrency_limit):
             # Children run under their parent's admission.
@@ -414,6 +418,18 @@ class Engine:
             return stored
         self.admission.enqueue(record.id, tenant, key, plan.concurrency_limit)
         return stored
+
+    async def _adopt_if_idle(self, record: ExecutionRecord) -> None:
+        """A start repeated after an ambiguous failure (the row was written, the caller saw an
+        error) finds an execution nobody runs yet: this replica runs it."""
+        if (
+            record.state.terminal
+            or record.id in self._runs
+            or record.id in self.admission._waiting
+            or record.owner != self.replica_id
+        ):
+            return
+        await self._resume_from_store(record)
 
     def _quota_full(self, tenant: str) -> bool:
         quota = self.admission.config.max_running_executions_per_tenant

@@ -250,6 +250,8 @@ class Run:
                 self._arm_timer(rec.node_id, max(0.0, (rec.wake_at or now) - now), self._retry_due)
             elif rec.state is NodeState.WAITING:
                 self._restore_wait(node, rec)
+        if self.finished:
+            return  # a node caught mid-flight had no attempts left: the execution ended
         if fresh:
             self._set_exec_state(ExecutionState.RUNNING)
         else:

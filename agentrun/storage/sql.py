@@ -131,8 +131,13 @@ class SqlStore(Store):
                 self._url,
                 pool_size=10,
                 max_overflow=20,
-                # asyncpg waits 60 s for a connection by default; fail over sooner.
-                connect_args={"timeout": 10},
+                # asyncpg waits 60 s for a connection by default; fail over sooner. A replica
+                # frozen inside a transaction (SIGSTOP, a VM pause) must not keep its row locks,
+                # which would hide its executions from the other replicas' claims.
+                connect_args={
+                    "timeout": 10,
+                    "server_settings": {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
+                },
                 json_serializer=db.jsonb_dumps,
             )
             # Single-statement reads need no BEGIN/ROLLBACK round trips.
@@ -746,6 +751,8 @@ class _Rows:
 
 
 _CHANNEL = "agentrun"
+# Our transactions are short; one idle this long belongs to a frozen or lost process.
+IDLE_IN_TRANSACTION_MS = 5_000
 
 
 def _chunks(ids: list[str], size: int) -> Iterator[str]:
