@@ -887,7 +887,10 @@ def _describe(value: Any) -> str:
 def _machine_state_shorthands(
     spec: _Field, value: Any, path: str, errors: list[Diagnostic], depth: int
 ) -> Any:
-    """The mapping forms of `after` and `on`; _NONE leaves the field to the generic walk."""
+    """The mapping forms of `after` and `on`, and a bare target name for `on_done` and
+    `on_error` (as `on: {E: target}` allows); _NONE leaves the field to the generic walk."""
+    if spec.name in ("on_done", "on_error") and isinstance(value, str):
+        return spec.walk({"target": value}, path, errors, depth)
     if not isinstance(value, Mapping):
         return _NONE
     if spec.name == "after":

@@ -678,3 +678,12 @@ def test_pure_python_yaml_parser_reads_the_same(
     monkeypatch.setattr(loader, "_EventParser", loader._PyEventParser)
     assert load_workflow(ORDER_MACHINE) == with_libyaml
     assert phrase in only_diagnostic(text).message
+
+
+def test_on_done_and_on_error_take_a_bare_target() -> None:
+    spec = load_workflow(
+        "name: m\nmode: state_machine\ninitial: a\nstates:\n"
+        "  a: {invoke: {workflow: f}, on_done: b, on_error: c}\n  b: {final: true}\n  c: {final: true}\n"
+    )
+    assert spec.states["a"].on_done.target == "b"
+    assert spec.states["a"].on_error.target == "c"
