@@ -39,7 +39,7 @@ from agentrun.engine.errors import (
 )
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.executor import CONTROL_SIGNAL, Run
-from agentrun.engine.hub import Hub
+from agentrun.engine.hub import Hub, follow
 from agentrun.engine.redact import Redactor
 from agentrun.engine.instrument import Instrumentation, current_traceparent
 from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
@@ -868,46 +868,19 @@ class Engine:
         """The stored backlog, then live events; each once, in order; ends after the final one."""
         await self.get_execution(execution_id, tenant=tenant)
         sub = self.hub.subscribe(execution_id)
-        last = after_sequence
+
+        async def read_page(after: int, limit: int) -> list[EventRecord]:
+            return await self.store.list_events(execution_id, after_sequence=after, limit=limit)
+
+        async def finished(last: int) -> bool:
+            record = await self.store.get_execution(execution_id)
+            return record is not None and record.state.terminal and record.last_sequence <= last
+
         try:
-            while True:
-                # Backlog (and catch-up after an overflow or a gap) from the store. The
-                # overflow mark is cleared first, so events committed while the backlog is
-                # read land in the live buffer (and duplicates are dropped by sequence).
-                sub.overflowed = False
-                sub.buffer.clear()
-                while True:
-                    page = await self.store.list_events(execution_id, after_sequence=last, limit=500)
-                    for event in page:
-                        last = event.sequence
-                        yield event
-                        if _is_final(event):
-                            return
-                    if len(page) < 500:
-                        break
-                record = await self.store.get_execution(execution_id)
-                if record is not None and record.state.terminal and record.last_sequence <= last:
-                    return
-                # Live: events newer than `last` straight from the hub.
-                while True:
-                    await sub.wait()
-                    if sub.overflowed:
-                        break
-                    gap = False
-                    while sub.buffer:
-                        event = sub.buffer.popleft()
-                        if event.sequence <= last:
-                            continue
-                        if event.sequence != last + 1:
-                            gap = True
-                            break
-                        last = event.sequence
-                        yield event
-                        if _is_final(event):
-                            return
-                    if gap:
-                        sub.buffer.clear()
-                        break
+            async for event in follow(
+                sub, after=after_sequence, read_page=read_page, is_final=_is_final, finished=finished
+            ):
+                yield event
         finally:
             sub.close()
 

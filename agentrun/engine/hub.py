@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 from agentrun.storage.records import EventRecord
 
@@ -84,3 +85,62 @@ class Hub:
             subs.remove(sub)
             if not subs:
                 del self._subs[key]
+
+
+class _Sequenced(Protocol):
+    sequence: int
+
+
+PAGE = 500
+
+
+async def follow(
+    sub: Subscription,
+    *,
+    after: int,
+    read_page: Callable[[int, int], Awaitable[list[Any]]],
+    is_final: Callable[[Any], bool],
+    finished: Callable[[int], Awaitable[bool]],
+) -> AsyncIterator[Any]:
+    """A numbered log, stored backlog first and then live, each entry once and in order,
+    ending after the final one. Shared by execution and state machine streams.
+
+    `read_page(after, limit)` reads the store; `finished(last)` says whether the log ended
+    at `last` (checked between the backlog and live phases). A live buffer that overflowed
+    or skipped a number sends the reader back to the store, which has every entry.
+    """
+    last = after
+    while True:
+        # Cleared first, so entries committed while the backlog is read land in the live
+        # buffer (duplicates are dropped by sequence).
+        sub.overflowed = False
+        sub.buffer.clear()
+        while True:
+            page = await read_page(last, PAGE)
+            for entry in page:
+                last = entry.sequence
+                yield entry
+                if is_final(entry):
+                    return
+            if len(page) < PAGE:
+                break
+        if await finished(last):
+            return
+        while True:
+            await sub.wait()
+            if sub.overflowed:
+                break
+            gap = False
+            while sub.buffer:
+                entry = sub.buffer.popleft()
+                if entry.sequence <= last:
+                    continue
+                if entry.sequence != last + 1:
+                    gap = True
+                    break
+                last = entry.sequence
+                yield entry
+                if is_final(entry):
+                    return
+            if gap:
+                break

@@ -37,7 +37,7 @@ from agentrun.engine.errors import (
     Unavailable,
     WorkflowNotFound,
 )
-from agentrun.engine.hub import Hub
+from agentrun.engine.hub import Hub, follow
 from agentrun.engine.machine.compiler import compile_machine
 from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
 from agentrun.engine.machine.plan import INVOKE_DONE, INVOKE_ERROR, MachinePlan
@@ -974,48 +974,23 @@ class MachineEngine:
         ends after the entry that ends the instance."""
         await self.get_instance(instance_id, tenant=tenant)
         sub = self.hub.subscribe(instance_id)
-        last = after_sequence
+
+        async def read_page(after: int, limit: int) -> list[HistoryRecord]:
+            return await self.store.list_history(instance_id, after_sequence=after, limit=limit)
+
+        async def finished(last: int) -> bool:
+            record = await self.store.get_instance(instance_id)
+            return record is not None and record.state is not _ACTIVE and record.last_sequence <= last
+
         try:
-            while True:
-                sub.overflowed = False
-                sub.buffer.clear()
-                while True:
-                    page = await self.store.list_history(
-                        instance_id, after_sequence=last, limit=500
-                    )
-                    for entry in page:
-                        last = entry.sequence
-                        yield entry
-                        if entry.instance_state is not _ACTIVE:
-                            return
-                    if len(page) < 500:
-                        break
-                record = await self.store.get_instance(instance_id)
-                if (
-                    record is not None
-                    and record.state is not _ACTIVE
-                    and record.last_sequence <= last
-                ):
-                    return
-                while True:
-                    await sub.wait()
-                    if sub.overflowed:
-                        break
-                    gap = False
-                    while sub.buffer:
-                        entry = sub.buffer.popleft()
-                        if entry.sequence <= last:
-                            continue
-                        if entry.sequence != last + 1:
-                            gap = True
-                            break
-                        last = entry.sequence
-                        yield entry
-                        if entry.instance_state is not _ACTIVE:
-                            return
-                    if gap:
-                        sub.buffer.clear()
-                        break
+            async for entry in follow(
+                sub,
+                after=after_sequence,
+                read_page=read_page,
+                is_final=lambda e: e.instance_state is not _ACTIVE,
+                finished=finished,
+            ):
+                yield entry
         finally:
             sub.close()
 
