@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -16,6 +14,7 @@ from agentrun.server.errors import ApiError, invalid_argument
 from agentrun.server.interceptors import Lifecycle
 from agentrun.server.observability import context as trace_context
 from agentrun.server.observability import trace_view
+from agentrun.server.streams import until_stopped
 from agentrun.v1 import execution_service_pb2 as pb
 from agentrun.v1 import execution_service_pb2_grpc as pb_grpc
 
@@ -203,7 +202,7 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             ident, tenant=current_tenant(), after_sequence=request.after_sequence
         )
         last = request.after_sequence
-        async for record in _until(events, self._lifecycle.draining):
+        async for record in until_stopped(events, self._lifecycle.draining):
             last = record.sequence
             yield pb.WatchExecutionResponse(
                 event=convert.event_to_proto(record, max_bytes=self._max_event_bytes)
@@ -228,33 +227,3 @@ def _trace_labels(context: grpc.aio.ServicerContext) -> dict[str, str] | None:
     return {"traceparent": value} if value else None
 
 
-async def _until(events: AsyncIterator[Any], stop: asyncio.Event) -> AsyncIterator[Any]:
-    """Yields from `events` until they end or `stop` is set; a cancelled caller (the client
-    went away) cancels the pending read, so the engine's subscription is released."""
-    if stop.is_set():
-        return
-    stopper = asyncio.ensure_future(stop.wait())
-    iterator = aiter(events)
-    step: asyncio.Future[Any] | None = None
-    try:
-        while True:
-            step = asyncio.ensure_future(anext(iterator))
-            await asyncio.wait((step, stopper), return_when=asyncio.FIRST_COMPLETED)
-            if not step.done():
-                return
-            try:
-                item = step.result()
-            except StopAsyncIteration:
-                return
-            step = None
-            yield item
-    finally:
-        stopper.cancel()
-        if step is not None and not step.done():
-            step.cancel()
-            with contextlib.suppress(BaseException):
-                await step
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()

@@ -8,8 +8,6 @@ INSTANCE_NOT_FOUND is NOT_FOUND; an event the state does not accept is FAILED_PR
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +23,7 @@ from agentrun.server import convert, requests
 from agentrun.server.auth import current_tenant
 from agentrun.server.errors import ApiError, invalid_argument, to_status
 from agentrun.server.interceptors import Lifecycle
+from agentrun.server.streams import until_stopped
 from agentrun.storage.machines import HistoryRecord, InstanceRecord, InstanceState
 from agentrun.v1 import state_machine_pb2 as sm_pb
 from agentrun.v1 import state_machine_service_pb2 as pb
@@ -365,7 +364,7 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
             entries = self._machines.watch(
                 ident, tenant=current_tenant(), after_sequence=request.after_sequence
             )
-            async for entry in _until(entries, self._lifecycle.draining):
+            async for entry in until_stopped(entries, self._lifecycle.draining):
                 last = entry.sequence
                 yield pb.WatchInstanceResponse(transition=transition_to_proto(entry))
         except InstanceNotFound as exc:
@@ -378,33 +377,3 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
             )
 
 
-async def _until(entries: AsyncIterator[Any], stop: asyncio.Event) -> AsyncIterator[Any]:
-    """Yields from `entries` until they end or `stop` is set (the server drains); a cancelled
-    caller (the client went away) cancels the pending read, releasing the subscription."""
-    if stop.is_set():
-        return
-    stopper = asyncio.ensure_future(stop.wait())
-    iterator = aiter(entries)
-    step: asyncio.Future[Any] | None = None
-    try:
-        while True:
-            step = asyncio.ensure_future(anext(iterator))
-            await asyncio.wait((step, stopper), return_when=asyncio.FIRST_COMPLETED)
-            if not step.done():
-                return
-            try:
-                item = step.result()
-            except StopAsyncIteration:
-                return
-            step = None
-            yield item
-    finally:
-        stopper.cancel()
-        if step is not None and not step.done():
-            step.cancel()
-            with contextlib.suppress(BaseException):
-                await step
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
