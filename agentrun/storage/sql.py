@@ -353,30 +353,37 @@ class SqlStore(Store):
         node_rows = [db.node_row(n) for n in nodes]
         event_rows = [db.event_row(e) for e in events]
 
-        def insert(conn: sa.Connection) -> tuple[ExecutionRecord, bool]:
-            if record.request_id is None:
-                conn.execute(db.executions.insert(), row)
-            else:
-                if (conn.execute(self._insert_once, row)).rowcount == 0:
-                    existing = conn.execute(
-                        sa.select(db.executions).where(
-                            db.executions.c.tenant == record.tenant,
-                            db.executions.c.request_id == record.request_id,
-                        )
-                    )
-                    return db.execution_record(existing.one()), False
-            if node_rows:
-                conn.execute(db.nodes.insert(), node_rows)
-            if event_rows:
-                conn.execute(db.events.insert(), event_rows)
-            return copy.copy(record), True
-
+        # Through the group commit: concurrent starts share one transaction (one fsync).
+        rows = _Rows(
+            execution=None, nodes=node_rows, events=event_rows, consumed=[], create=record, create_row=row
+        )
+        if self._writer_task is None or self._writer_task.done():
+            raise StoreError("the store's writer has stopped")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((rows, future))
+        self._wake.set()
         try:
-            return await self._transaction(insert)
+            return await future
         except sa.exc.IntegrityError as exc:
-            raise ValueError(
-                f"execution {record.id} conflicts with a stored one: {exc.orig}"
-            ) from exc
+            raise ValueError(f"execution {record.id} conflicts with a stored one: {exc.orig}") from exc
+
+    def _insert_execution(self, conn: sa.Connection, rows: _Rows) -> tuple[ExecutionRecord, bool]:
+        """Inserts a new execution; with a request_id already used by the tenant, returns the
+        stored one and writes nothing else of this batch (the unique constraint decides)."""
+        record, row = rows.create, rows.create_row
+        assert record is not None and row is not None
+        if record.request_id is None:
+            conn.execute(db.executions.insert(), row)
+        elif conn.execute(self._insert_once, row).rowcount == 0:
+            existing = conn.execute(
+                sa.select(db.executions).where(
+                    db.executions.c.tenant == record.tenant,
+                    db.executions.c.request_id == record.request_id,
+                )
+            )
+            rows.nodes, rows.events = [], []
+            return db.execution_record(existing.one()), False
+        return copy.copy(record), True
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         rows = await self._read(sa.select(db.executions).where(db.executions.c.id == execution_id))
@@ -474,6 +481,10 @@ class SqlStore(Store):
         node_rows: dict[tuple[str, str], dict[str, Any]] = {}
         event_rows: list[dict[str, Any]] = []
         consumed: list[dict[str, Any]] = []
+        # New executions first: later batches of the same group may write to them.
+        for batch in batches:
+            if batch.create is not None:
+                batch.result = self._insert_execution(conn, batch)
         fenced: dict[str, dict[str, Any]] = {}
         for batch in batches:
             if batch.execution is not None:
@@ -520,6 +531,10 @@ class SqlStore(Store):
         """Turns a refused batch into the error the memory store raises for the same mistake:
         KeyError for an unknown execution, ValueError for anything else (a duplicate event,
         a payload the database cannot hold such as NaN or \\u0000 in PostgreSQL's JSONB)."""
+        if batch.create is not None and isinstance(exc, sa.exc.IntegrityError):
+            error = ValueError(f"execution {batch.create.id} conflicts with a stored one: {exc.orig}")
+            error.__cause__ = exc
+            return error
         if isinstance(exc, sa.exc.IntegrityError):
             referenced = {r["execution_id"] for r in batch.nodes + batch.events}
             if batch.execution is not None:
@@ -736,6 +751,11 @@ class _Rows:
     events: list[dict[str, Any]]
     consumed: list[dict[str, Any]]
     fence: tuple[str, int] | None = None
+    # A new execution to insert first (create_execution rides the group commit too).
+    create: ExecutionRecord | None = None
+    create_row: dict[str, Any] | None = None
+    # What the caller's future gets: (record, created) for a create.
+    result: Any = None
 
     @classmethod
     def of(cls, batch: Batch) -> _Rows:
@@ -843,10 +863,10 @@ def _store_errors() -> Iterator[None]:
 
 
 def _settle(group: list[tuple[_Rows, asyncio.Future[None]]], error: BaseException | None) -> None:
-    for _, future in group:
+    for rows, future in group:
         if future.done():  # the caller was cancelled; its batch was still written (or not)
             continue
         if error is None:
-            future.set_result(None)
+            future.set_result(rows.result)
         else:
             future.set_exception(error)
