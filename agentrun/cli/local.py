@@ -79,6 +79,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         help="deliver a signal right after the start (repeatable); buffered until a wait takes it",
     )
+    p.add_argument(
+        "--with",
+        dest="with_files",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="also create this workflow in the store first, for `workflow` nodes that call it "
+        "(repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     store = p.add_mutually_exclusive_group()
     store.add_argument(
@@ -275,6 +284,7 @@ class RunRequest:
     spec: Any
     input: Any
     signals: list[tuple[str, Any]]
+    children: list[tuple[str, Any]]
     config: dict[str, Any]
     config_path: str | None
     db_url: str | None
@@ -342,6 +352,7 @@ def _print_error_json(kind: str, message: str, diagnostics: list[dict[str, str]]
 def _prepare_run(args: argparse.Namespace) -> RunRequest:
     # Everything the user gave is checked before anything is stored.
     spec = _load_spec(args.file)
+    children = [(path, _load_spec(path)) for path in args.with_files]
     run_input = _parse_input(args)
     signals = [_parse_signal(text) for text in args.signal]
     config = _load_config(args.config)
@@ -357,8 +368,8 @@ def _prepare_run(args: argparse.Namespace) -> RunRequest:
         progress = ProgressPrinter(
             sys.stderr, color=_isatty(sys.stderr) and not os.environ.get("NO_COLOR"), width=width
         )
-    return RunRequest(spec, run_input, signals, config, args.config, db_url, timeout, progress,
-                      args.file)
+    return RunRequest(spec, run_input, signals, children, config, args.config, db_url, timeout,
+                      progress, args.file)
 
 
 def _parse_input(args: argparse.Namespace) -> Any:
@@ -472,6 +483,11 @@ async def _run(request: RunRequest) -> RunResult:
         await engine.start()
         publisher = await _attach(engine, request.config)
         try:
+            for path, child in request.children:
+                try:
+                    await engine.create_workflow(child)
+                except InvalidWorkflow as exc:
+                    raise _invalid(exc, f"{path}: invalid workflow") from None
             workflow = await engine.create_workflow(request.spec)
             execution = await engine.start_execution(workflow.name, request.input,
                                                      version=workflow.version)

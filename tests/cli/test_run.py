@@ -278,3 +278,36 @@ def test_missing_secret_variable_exits_2(cli, write) -> None:
                  "--input", '{"who": "x"}')
     assert result.code == 2
     assert "TEST_AGENTRUN_UNSET_VARIABLE" in result.err
+
+
+CHILD = """
+name: child
+nodes:
+  - {id: double, pass: {value: "${{ input.n * 2 }}"}}
+output: "${{ nodes.double.output }}"
+"""
+
+PARENT = """
+name: parent
+nodes:
+  - {id: call, workflow: {name: child, input: {n: 21}}}
+output: "${{ nodes.call.output }}"
+"""
+
+
+def test_with_creates_child_workflows(cli, write) -> None:
+    parent, child = write("parent.yaml", PARENT), write("child.yaml", CHILD)
+    result = cli("run", parent, "--memory", "--json", "--with", child)
+    assert result.code == 0, result.out + result.err
+    assert result.json()["output"] == 42
+    # Without it, the child is missing: the workflow node fails.
+    result = cli("run", parent, "--memory", "--json")
+    assert result.code == 1
+    assert result.json()["state"] == "FAILED"
+
+
+def test_with_an_invalid_child_exits_2(cli, write) -> None:
+    bad = write("bad.yaml", "name: child\nnodes: [{id: x, tool: {name: nope}}]\n")
+    result = cli("run", write("parent.yaml", PARENT), "--memory", "--json", "--with", bad)
+    assert result.code == 2
+    assert result.json()["error"]["type"] == "invalid_workflow"
