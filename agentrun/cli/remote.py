@@ -1,5 +1,5 @@
 """The commands that run or talk to a server: `serve`, `workflows`, `start`, `watch`,
-`signal`, `cancel`, `trace`. Client commands take `--server` ($AGENTRUN_ADDRESS, default
+`signal`, `cancel`, `pause`, `resume`, `rerun`, `trace`. Client commands take `--server` ($AGENTRUN_ADDRESS, default
 127.0.0.1:50051) and `--api-key` ($AGENTRUN_API_KEY)."""
 
 from __future__ import annotations
@@ -139,6 +139,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compensate", action="store_true", help="run compensations (saga)")
     _client_args(p)
     p.set_defaults(handler=cmd_cancel)
+
+    p = subparsers.add_parser(
+        "pause", help="pause an execution: no node starts; running ones finish"
+    )
+    p.add_argument("execution", metavar="ID")
+    _client_args(p)
+    p.set_defaults(handler=cmd_pause)
+
+    p = subparsers.add_parser("resume", help="resume a paused execution")
+    p.add_argument("execution", metavar="ID")
+    _client_args(p)
+    p.set_defaults(handler=cmd_resume)
+
+    p = subparsers.add_parser(
+        "rerun",
+        help="start a finished execution again from a node, reusing earlier outputs",
+        description="Starts a new execution linked to a finished one (label rerun_of). It runs "
+        "again from --from (default: the node the old execution failed at); nodes that "
+        "succeeded and are not descendants of that node keep their outputs. Prints the new id.",
+    )
+    p.add_argument("execution", metavar="ID")
+    p.add_argument("--from", dest="from_node", metavar="NODE", help="node to run again from")
+    p.add_argument("--input", metavar="JSON", help="a new input as JSON (default: the old one)")
+    p.add_argument("--version", type=int, help="workflow version (default: the old one)")
+    p.add_argument("--request-id", help="idempotency key: the same id reruns once")
+    p.add_argument("--watch", action="store_true", help="then follow its events to the end")
+    _client_args(p)
+    p.set_defaults(handler=cmd_rerun)
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -381,6 +409,51 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             _print_json(execution)
         else:
             print(f"{execution.id} {execution.state.value}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        execution = client.pause_execution(args.execution)
+        if args.json:
+            _print_json(execution)
+        else:
+            print(f"{execution.id} {execution.state.value}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        execution = client.resume_execution(args.execution)
+        if args.json:
+            _print_json(execution)
+        else:
+            print(f"{execution.id} {execution.state.value}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        data = None if args.input is None else _json_arg(args.input, "--input")
+        execution = client.rerun_execution(
+            args.execution,
+            from_node=args.from_node,
+            input=data,
+            version=args.version,
+            request_id=args.request_id,
+        )
+        if args.json and not args.watch:
+            _print_json(execution)
+        else:
+            print(execution.id, flush=True)
+        if args.watch:
+            return _follow(client, execution.id, 0, args.json)
         return EXIT_OK
 
     return _run(args, body)
