@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
+import sqlite3
 import time
 import copy
 from collections.abc import Callable, Iterator, Sequence
@@ -95,6 +97,7 @@ class SqlStore(Store):
         # SQLite: every write runs on one thread with a plain sqlite3 connection, so a group
         # commit costs one hand-off between threads instead of one per statement.
         self._sync_writer: sa.Engine | None = None
+        self._sync_conn: sa.Connection | None = None
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[tuple[_Rows, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
@@ -172,9 +175,17 @@ class SqlStore(Store):
     async def _dispose(self) -> None:
         if self._thread is not None:
             writer, thread = self._sync_writer, self._thread
-            if writer is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.get_running_loop().run_in_executor(thread, writer.dispose)
+            conn, self._sync_conn = self._sync_conn, None
+
+            def dispose() -> None:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                if writer is not None:
+                    writer.dispose()
+
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(thread, dispose)
             thread.shutdown(wait=False)
             self._thread = self._sync_writer = None
         # On PostgreSQL the reader is a view of the same engine and pool.
@@ -235,14 +246,32 @@ class SqlStore(Store):
             raise StoreError("the store is not open")
         with _store_errors():
             if not self._sqlite:
-                async with engine.begin() as conn:
-                    return await conn.run_sync(work)
+                for attempt in range(3):
+                    try:
+                        async with engine.begin() as conn:
+                            return await conn.run_sync(work)
+                    except sa.exc.DBAPIError as exc:
+                        # A deadlock or serialization failure rolled everything back: again.
+                        code = getattr(exc.orig, "sqlstate", None)
+                        if code not in ("40P01", "40001") or attempt == 2:
+                            raise
             writer, thread = self._sync_writer, self._thread
             assert writer is not None and thread is not None
 
             def in_thread() -> T:
-                with writer.begin() as conn:
-                    return work(conn)
+                # One connection, kept for the store's life: no pool checkout or reset per
+                # transaction. Dropped after a failure, so the next one starts clean.
+                conn = self._sync_conn
+                if conn is None or conn.closed or conn.invalidated:
+                    conn = self._sync_conn = writer.connect()
+                try:
+                    with conn.begin():
+                        return work(conn)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    self._sync_conn = None
+                    raise
 
             return await asyncio.get_running_loop().run_in_executor(thread, in_thread)
 
@@ -481,10 +510,14 @@ class SqlStore(Store):
         node_rows: dict[tuple[str, str], dict[str, Any]] = {}
         event_rows: list[dict[str, Any]] = []
         consumed: list[dict[str, Any]] = []
-        # New executions first: later batches of the same group may write to them.
-        for batch in batches:
-            if batch.create is not None:
-                batch.result = self._insert_execution(conn, batch)
+        # New executions first: later batches of the same group may write to them. In key
+        # order, so that two replicas' groups never wait on each other's unique keys in a cycle.
+        creates = sorted(
+            (b for b in batches if b.create is not None),
+            key=lambda b: (b.create.tenant, b.create.request_id or "", b.create.id),
+        )
+        for batch in creates:
+            batch.result = self._insert_execution(conn, batch)
         fenced: dict[str, dict[str, Any]] = {}
         for batch in batches:
             if batch.execution is not None:
@@ -498,20 +531,26 @@ class SqlStore(Store):
             event_rows += batch.events
             consumed += batch.consumed
         if fenced:
-            # Fencing first: a replica that lost the lease must not write anything.
-            owned = conn.execute(_CHECK_FENCE, list(fenced.values())).rowcount
+            # Fencing first: a replica that lost the lease must not write anything. Rows are
+            # locked in id order, as renew_leases locks them: no deadlock between the two.
+            owned = conn.execute(_CHECK_FENCE, [fenced[k] for k in sorted(fenced)]).rowcount
             if 0 <= owned < len(fenced):
                 raise LeaseLost("a batch's execution is leased to another replica or epoch")
-        if execution_rows:
-            # The row exists (create_execution made it); only what a run changes is written,
-            # so a large input is not rewritten at every step.
-            result = conn.execute(_UPDATE_EXECUTION, list(execution_rows.values()))
-            if 0 <= result.rowcount < len(execution_rows):
-                raise KeyError("a batch updates an execution that does not exist")
-        if node_rows:
-            conn.execute(self._upserts["nodes"], list(node_rows.values()))
-        if event_rows:
-            conn.execute(db.events.insert(), event_rows)
+        if self._sqlite:
+            # The hot statements go straight to sqlite3's executemany: SQLAlchemy's per-row
+            # parameter processing cost more than the disk on a busy group commit.
+            _FAST.write(conn, list(execution_rows.values()), list(node_rows.values()), event_rows)
+        else:
+            if execution_rows:
+                # The row exists (create_execution made it); only what a run changes is
+                # written, so a large input is not rewritten at every step.
+                result = conn.execute(_UPDATE_EXECUTION, list(execution_rows.values()))
+                if 0 <= result.rowcount < len(execution_rows):
+                    raise KeyError("a batch updates an execution that does not exist")
+            if node_rows:
+                conn.execute(self._upserts["nodes"], list(node_rows.values()))
+            if event_rows:
+                conn.execute(db.events.insert(), event_rows)
         if consumed:
             conn.execute(_CONSUME, consumed)
         if not self._sqlite and event_rows:
@@ -639,14 +678,20 @@ class SqlStore(Store):
         self._require_open()
         t = db.executions
 
+        mine = (
+            sa.select(t.c.id)
+            .where(t.c.owner == owner, t.c.state.in_(_UNFINISHED))
+            .order_by(t.c.id)
+            .with_for_update()
+        )
+
         def renew(conn: sa.Connection) -> set[str]:
-            result = conn.execute(
-                t.update()
-                .where(t.c.owner == owner, t.c.state.in_(_UNFINISHED))
-                .values(lease_expires_at=now + lease_seconds)
-                .returning(t.c.id)
-            )
-            return {row.id for row in result}
+            # Locked in id order first (as fenced commits lock them), then extended.
+            ids = [row.id for row in conn.execute(mine)]
+            if not ids:
+                return set()
+            conn.execute(t.update().where(t.c.id.in_(ids)).values(lease_expires_at=now + lease_seconds))
+            return set(ids)
 
         return await self._transaction(renew)
 
@@ -798,6 +843,69 @@ _UPDATE_EXECUTION = (
     .values({name: sa.bindparam(name) for name in _MUTABLE})
 )
 
+class _SqliteWriter:
+    """The group commit's three statements as plain sqlite3 executemany calls, parameters
+    encoded here (JSON columns as json.dumps text, NULL for None, as SQLAlchemy's JSON type
+    stores them), so reads through SQLAlchemy see exactly the same rows."""
+
+    def __init__(self) -> None:
+        def names(table: sa.Table) -> list[str]:
+            return [c.name for c in table.c]
+
+        def is_json(column: sa.Column[Any]) -> bool:
+            return isinstance(column.type, sa.JSON) or isinstance(
+                getattr(column.type, "impl", None), sa.JSON
+            )
+
+        self.node_cols = names(db.nodes)
+        self.node_json = {c.name for c in db.nodes.c if is_json(c)}
+        self.event_cols = names(db.events)
+        self.event_json = {c.name for c in db.events.c if is_json(c)}
+        self.exec_json = {c.name for c in db.executions.c if is_json(c) and c.name in _MUTABLE}
+        keys = [c.name for c in db.nodes.primary_key.columns]
+        self.node_sql = (
+            f"INSERT INTO nodes ({', '.join(self.node_cols)}) VALUES ({', '.join('?' * len(self.node_cols))}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in self.node_cols if c not in keys)
+        )
+        self.event_sql = (
+            f"INSERT INTO events ({', '.join(self.event_cols)}) VALUES ({', '.join('?' * len(self.event_cols))})"
+        )
+        self.exec_sql = f"UPDATE executions SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE id = ?"
+
+    @staticmethod
+    def _params(row: dict[str, Any], cols: Sequence[str], json_cols: set[str]) -> tuple[Any, ...]:
+        dumps = json.dumps
+        return tuple(
+            (None if row[c] is None else dumps(row[c])) if c in json_cols else row[c] for c in cols
+        )
+
+    def write(
+        self,
+        conn: sa.Connection,
+        executions: list[dict[str, Any]],
+        nodes: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+    ) -> None:
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            if executions:
+                params = [self._params(r, _MUTABLE, self.exec_json) + (r["b_id"],) for r in executions]
+                cursor.executemany(self.exec_sql, params)
+                if cursor.rowcount < len(executions):
+                    raise KeyError("a batch updates an execution that does not exist")
+            if nodes:
+                cursor.executemany(self.node_sql, [self._params(r, self.node_cols, self.node_json) for r in nodes])
+            if events:
+                cursor.executemany(
+                    self.event_sql, [self._params(r, self.event_cols, self.event_json) for r in events]
+                )
+        except sqlite3.IntegrityError as exc:
+            raise sa.exc.IntegrityError(self.event_sql, None, exc) from exc
+        finally:
+            cursor.close()
+
+
 # Touches the row only where the fence holds; on PostgreSQL it also locks it until commit,
 # so a claim by another replica waits for (or precedes) this batch, never interleaves.
 _CHECK_FENCE = (
@@ -809,6 +917,8 @@ _CHECK_FENCE = (
     )
     .values(lease_epoch=db.executions.c.lease_epoch)
 )
+
+_FAST = _SqliteWriter()
 
 _CONSUME = (
     db.signals.update()
