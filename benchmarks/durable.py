@@ -211,7 +211,7 @@ def recovery(url: str, executions: int) -> dict[str, Any]:
     spawned = time.time()
     resume = subprocess.run(_python_worker("--worker", "recovery", "--mode", "resume", "--url", url,
                                            "--executions", str(executions), "--spawned", str(spawned)),
-                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+                            capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
     if resume.returncode != 0:
         raise RuntimeError(f"resume worker failed:\n{resume.stderr[-3000:]}")
     r = json.loads(resume.stdout.strip().splitlines()[-1])

@@ -180,7 +180,8 @@ class Child:
         self.started_at = 0.0
 
     def start(self) -> Child:
-        self._out = open(self.log, "ab")
+        _STARTED.append(self)
+        self._out = open(self.log, "ab")  # noqa: SIM115 - the child writes it until killed
         self.started_at = time.time()
         self.proc = subprocess.Popen(
             self.argv, cwd=ROOT, env=self.env, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -252,16 +253,22 @@ class Child:
             out.close()
 
 
+_STARTED: list[Child] = []
+
+
 @contextlib.contextmanager
 def children() -> Iterator[list[Child]]:
-    """Every Child appended to the list is killed when the block ends, whatever happens."""
+    """Every Child started inside the block (or appended to the list) is killed when the block
+    ends, whatever happens."""
+    mark = len(_STARTED)
     started: list[Child] = []
     try:
         yield started
     finally:
-        for child in started:
+        for child in [*started, *_STARTED[mark:]]:
             with contextlib.suppress(Exception):
                 child.kill()
+        del _STARTED[mark:]
 
 
 def driver(url: str, ledger: Path, log: Path, *, generation: int, **options: Any) -> Child:
@@ -296,6 +303,7 @@ class Replica:
         self.lease = lease
         self.port = free_port()
         self.generation = 0
+        self._log_offset = 0
         self.child: Child | None = None
         self.config = workdir / f"{name}.yaml"
         self.config.write_text(
@@ -329,16 +337,31 @@ class Replica:
             "DURABILITY_REPLICA": self.name,
         }
         argv = [*agentrun_command(), "serve", "--listen", self.address]
-        self.child = Child(argv, self.workdir / f"{self.name}.log", env=env, name=f"replica {self.name}").start()
+        log = self.workdir / f"{self.name}.log"
+        # wait_ready looks only at what this process writes.
+        self._log_offset = len(log.read_text(errors="replace")) if log.exists() else 0
+        self.child = Child(argv, log, env=env, name=f"replica {self.name}").start()
         return self.child
 
     def wait_ready(self, timeout: float = 30) -> None:
         assert self.child is not None
         start = time.monotonic()
+        seen = self._log_offset
+        retries = 3
         while True:
-            if "agentrun serving on" in self.child.log.read_text(errors="replace")[-20000:]:
+            text = self.child.log.read_text(errors="replace")[seen:]
+            if "agentrun serving on" in text:
                 return
             if not self.child.alive:
+                if "cannot listen on" in text and retries:
+                    # The free port was taken by someone else meanwhile: another one.
+                    from tests.durability.pg import free_port
+
+                    retries -= 1
+                    self.port = free_port()
+                    self.start()
+                    seen = self._log_offset
+                    continue
                 raise AssertionError(f"replica {self.name} exited:\n{self.child.tail()}")
             if time.monotonic() - start > timeout:
                 raise AssertionError(f"replica {self.name} not serving after {timeout}s:\n{self.child.tail()}")
@@ -353,74 +376,36 @@ class Replica:
             self.child.terminate()
 
 
-# Engine bugs these tests found, each reproduced in test_engine_bugs.py. When an acceptance
-# test's only failures carry one of these signatures it reports XFAIL naming the bug (after
-# checking every invariant on the rest), instead of failing at random until the fix lands.
-KNOWN_BUGS = {
-    "renew-race": "test_engine_bugs.py::test_an_execution_started_during_a_lease_renewal_keeps_running",
-    "ambiguous-start": "test_engine_bugs.py::test_a_start_retried_after_an_ambiguous_store_error_runs",
-    "resume-failure": "test_engine_bugs.py::test_a_claimed_execution_whose_resume_failed_is_resumed_later",
-    "frozen-transaction": "test_engine_bugs.py::test_a_replica_frozen_inside_a_transaction_does_not_block_take_over",
-}
-
-
-def explain_stuck(snap: Snapshot, logs: dict[str, str], ambiguous_starts: set[str] = frozenset()) -> dict[str, str]:
-    """Known-bug signature of each unfinished execution (missing: unexplained)."""
+def diagnose(snap: Snapshot, logs: dict[str, str], ambiguous_starts: Iterable[str] = ()) -> dict[str, str]:
+    """What an unfinished execution looks like, for failure messages. The signatures are those of
+    bugs these tests found (tests/durability/test_engine_bugs.py reproduces each)."""
     found: dict[str, str] = {}
+    ambiguous = set(ambiguous_starts)
     for execution_id in snap.unfinished():
         row = snap.executions[execution_id]
         log = logs.get(row["owner"] or "", "")
-        if execution_id in ambiguous_starts and row["state"] == "PENDING":
-            found[execution_id] = "ambiguous-start"
+        if execution_id in ambiguous and row["state"] == "PENDING":
+            found[execution_id] = "start answered with a store error, never launched"
         elif f"lease on execution {execution_id} was lost" in log:
-            found[execution_id] = "renew-race"
+            found[execution_id] = "its owner stopped it as 'lease lost' yet still holds the lease"
         elif f"could not resume execution {execution_id}" in log:
-            found[execution_id] = "resume-failure"
+            found[execution_id] = "its owner failed to resume it"
+        else:
+            found[execution_id] = "no known signature"
     return found
 
 
-def wait_finished(
-    url: str,
-    timeout: float,
-    *,
-    logs: Callable[[], dict[str, str]] = dict,
-    ambiguous_starts: Callable[[], set[str]] = set,
-    settle: float = 8.0,
-) -> dict[str, str]:
-    """Waits until every execution is finished, and returns {}; or until the unfinished ones
-    have all shown a known bug's signature for `settle` seconds, and returns them with it.
-    Anything else unfinished at `timeout` fails with the details."""
+def wait_finished(url: str, timeout: float, *, logs: Callable[[], dict[str, str]] = dict) -> None:
+    """Waits until every execution is finished; fails with what the unfinished ones look like."""
     deadline = time.monotonic() + timeout
-    explained_since: float | None = None
     while True:
         snap = read_snapshot(url)
         unfinished = snap.unfinished()
         if not unfinished:
-            return {}
-        known = explain_stuck(snap, logs(), ambiguous_starts())
-        if len(known) == len(unfinished):
-            explained_since = explained_since or time.monotonic()
-            if time.monotonic() - explained_since > settle:
-                return known
-        else:
-            explained_since = None
+            return
         if time.monotonic() > deadline:
+            why = diagnose(snap, logs())
             detail = [(i, snap.executions[i]["state"], snap.executions[i]["owner"], snap.executions[i]["lease_epoch"],
-                       known.get(i, "unexplained")) for i in unfinished[:10]]
-            raise AssertionError(
-                f"{len(unfinished)} executions unfinished after {timeout:.0f}s "
-                f"(id, state, owner, epoch, known bug): {detail}"
-            )
+                       why[i]) for i in unfinished[:10]]
+            raise AssertionError(f"{len(unfinished)} executions unfinished after {timeout:.0f}s: {detail}")
         time.sleep(0.25)
-
-
-def xfail_known(stuck: dict[str, str]) -> None:
-    """Called after every invariant held for the finished executions."""
-    if stuck:
-        import pytest
-
-        bugs = sorted(set(stuck.values()))
-        pytest.xfail(
-            f"{len(stuck)} executions stuck by known engine bugs {bugs} "
-            f"({'; '.join(KNOWN_BUGS[b] for b in bugs)}): {sorted(stuck)[:5]}"
-        )

@@ -28,12 +28,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from agentrun.engine import Engine, EngineConfig, load_workflow  # noqa: E402
-from agentrun.engine.errors import WorkflowNotFound  # noqa: E402
-from agentrun.integrations import Registry, default_agents  # noqa: E402
-from agentrun.integrations.core_tools import core_tools  # noqa: E402
-from agentrun.storage.factory import open_store  # noqa: E402
-from tests.durability.ledger import LedgerStep, steps_workflow  # noqa: E402
+from agentrun.engine import Engine, EngineConfig, load_workflow
+from agentrun.engine.errors import WorkflowNotFound
+from agentrun.integrations import Registry, default_agents
+from agentrun.integrations.core_tools import core_tools
+from agentrun.storage.factory import open_store
+from tests.durability.ledger import LedgerStep, steps_workflow
 
 
 def say(*words: object) -> None:

@@ -16,7 +16,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentrun.storage.base import Store, StoreError
-from agentrun.storage.records import Batch, EventRecord, ExecutionRecord, NodeRecord, SignalRecord, WorkflowRecord
+from agentrun.storage.records import (
+    Batch,
+    EventRecord,
+    ExecutionRecord,
+    NodeRecord,
+    SignalRecord,
+    WorkflowRecord,
+)
 
 WRITES = frozenset(
     {"create_workflow", "delete_workflow", "create_execution", "commit", "claim_executions", "renew_leases",

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
 
@@ -157,7 +158,7 @@ class PrivatePostgres:
                     time.sleep(0.2)
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> PrivatePostgres:
+    def __enter__(self) -> Self:
         try:
             self.init()
         except BaseException:

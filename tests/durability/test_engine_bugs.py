@@ -1,6 +1,6 @@
-"""Minimal reproductions of engine bugs that the durability tests found. Each is marked
-xfail(strict=True): when the engine is fixed, the test passes, the mark fails the run, and the
-mark should go.
+"""Minimal reproductions of the engine and store bugs that the durability tests found, kept as
+regression tests (all five were fixed in 53fb04a). Each builds the exact interleaving
+deterministically, where the acceptance tests met it only by chance.
 """
 
 from __future__ import annotations
@@ -37,12 +37,9 @@ class SlowRenew(ProxyStore):
         return owned
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Engine._maintain stops runs missing from a renew_leases answer that was read before "
-    "they started: an execution started while a renewal is in flight is cancelled as 'lease lost' "
-    "although this replica holds its lease, and then nobody runs it (its lease is renewed forever)",
-)
+# The bug: Engine._maintain stops runs missing from a renew_leases answer that was read before
+# they started: an execution started while a renewal is in flight is cancelled as 'lease lost'
+# although this replica holds its lease, and then nobody runs it (its lease is renewed forever)
 async def test_an_execution_started_during_a_lease_renewal_keeps_running() -> None:
     store = SlowRenew(MemoryStore())
     engine = Engine(
@@ -79,12 +76,9 @@ class CreateThenFail(ProxyStore):
         return result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Engine.start_execution: when create_execution raised StoreError after the row was "
-    "written, the client's retry with the same request_id returns the stored PENDING execution "
-    "without launching it; it stays leased to this replica (renewed forever) and never runs",
-)
+# The bug: Engine.start_execution: when create_execution raised StoreError after the row was
+# written, the client's retry with the same request_id returns the stored PENDING execution
+# without launching it; it stays leased to this replica (renewed forever) and never runs
 async def test_a_start_retried_after_an_ambiguous_store_error_runs() -> None:
     from agentrun.storage.base import StoreError
 
@@ -109,8 +103,8 @@ async def crashed_mid_step(store: Any, *, retries: int) -> Any:
     """Starts a one-step execution on replica "a" and leaves it as a kill -9 would: the run
     gone, the step RUNNING in the store, the execution RUNNING and leased to "a"."""
     sleepy = (
-        "name: nap\nnodes:\n  - {id: a, retry: {max_attempts: %d, initial_interval: 1ms},"
-        " tool: {name: core.sleep, args: {seconds: 0.5}}}\n" % retries
+        "name: nap\nnodes:\n  - {id: a, retry: {max_attempts: " + str(retries) + ", initial_interval: 1ms},"
+        " tool: {name: core.sleep, args: {seconds: 0.5}}}\n"
     )
     first = Engine(store, tools=Registry(core_tools()), agents=default_agents(),
                    config=EngineConfig(replica_id="a", lease_seconds=0.3))
@@ -143,12 +137,9 @@ class FailOnce(ProxyStore):
         return await super()._call(name, *args, **kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Engine._resume_all: a store failure while resuming a claimed execution (here "
-    "get_nodes at start) is logged ('could not resume') and never retried; the execution stays "
-    "leased to this replica, renewed forever, and never runs",
-)
+# The bug: Engine._resume_all: a store failure while resuming a claimed execution (here get_nodes
+# at start) is logged ('could not resume') and never retried; the execution stays leased to this
+# replica, renewed forever, and never runs
 async def test_a_claimed_execution_whose_resume_failed_is_resumed_later() -> None:
     shared = MemoryStore()
     started = await crashed_mid_step(shared, retries=3)
@@ -163,13 +154,10 @@ async def test_a_claimed_execution_whose_resume_failed_is_resumed_later() -> Non
         await second.stop(grace=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Run.restore: when a step caught mid-flight has no attempts left, _attempt_failed fails "
-    "the execution (execution.failed is committed), but the end of restore() then sets "
-    "record.state back to RUNNING; the store keeps the execution RUNNING forever and "
-    "Engine.wait returns a non-terminal record",
-)
+# The bug: Run.restore: when a step caught mid-flight has no attempts left, _attempt_failed fails
+# the execution (execution.failed is committed), but the end of restore() then sets record.state
+# back to RUNNING; the store keeps the execution RUNNING forever and Engine.wait returns a non-
+# terminal record
 async def test_an_interrupted_step_without_retries_fails_the_execution_for_good() -> None:
     shared = MemoryStore()
     started = await crashed_mid_step(shared, retries=1)
@@ -186,13 +174,10 @@ async def test_an_interrupted_step_without_retries_fails_the_execution_for_good(
         await second.stop(grace=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqlStore (PostgreSQL) sets no idle_in_transaction_session_timeout: a replica frozen "
-    "(SIGSTOP, GC or VM pause) inside one of its transactions keeps the row locks of its "
-    "executions (renew_leases locks every row it holds), and claim_executions' FOR UPDATE SKIP "
-    "LOCKED skips those rows for as long as the process is frozen: its work is never taken over",
-)
+# The bug: SqlStore (PostgreSQL) sets no idle_in_transaction_session_timeout: a replica frozen
+# (SIGSTOP, GC or VM pause) inside one of its transactions keeps the row locks of its executions
+# (renew_leases locks every row it holds), and claim_executions' FOR UPDATE SKIP LOCKED skips
+# those rows for as long as the process is frozen: its work is never taken over
 @pytest.mark.timeout(60)
 async def test_a_replica_frozen_inside_a_transaction_does_not_block_take_over(pg_url: str) -> None:
     import time

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.durability.common import children, driver, read_snapshot, check_event_logs
+from tests.durability.common import check_event_logs, children, driver, read_snapshot
 from tests.durability.ledger import Ledger, check, mark
 
 STEPS = 20
