@@ -108,3 +108,40 @@ async def test_control_racing_the_end_names_the_final_state(action: str) -> None
     assert final.state is ExecutionState.SUCCEEDED
     assert isinstance(result, IllegalTransition), f"{action} answered {result!r}"
     assert result.current_state == "SUCCEEDED"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="agentrun/engine/executor.py Run._item_done -> _fill_map (and _item_retry -> "
+    "_launch_item) start the next queued map items without looking at self.paused, so a "
+    "paused execution keeps starting items (`node.running m[i]` after `execution.paused`) and "
+    "a bounded map (max_concurrency) runs to the end while PAUSED. Expected: queued items "
+    "wait for resume (resume then refills the maps)",
+)
+async def test_pause_stops_map_items_from_starting() -> None:
+    engine = Engine(MemoryStore(), tools=default_tools(), agents=default_agents())
+    await engine.start()
+    try:
+        await engine.create_workflow(load_workflow(
+            """
+name: fan
+nodes:
+  - id: m
+    map:
+      items: "${{ input.xs }}"
+      max_concurrency: 1
+      node: {tool: {name: core.sleep, args: {seconds: 0.05}}}
+"""
+        ))
+        ex = await engine.start_execution("fan", {"xs": [1, 2, 3, 4, 5, 6]})
+        await asyncio.sleep(0.02)  # m[0] is running
+        assert (await engine.pause(ex.id)).state is ExecutionState.PAUSED
+        await asyncio.sleep(0.3)
+        events = await engine.list_events(ex.id)
+        state = (await engine.get_execution(ex.id)).state
+    finally:
+        await engine.stop(grace=0)
+    paused_at = next(e.sequence for e in events if e.type == "execution.paused")
+    started = [e.node_id for e in events if e.type == "node.running" and e.sequence > paused_at]
+    assert started == [], f"started while paused: {started}"
+    assert state is ExecutionState.PAUSED
