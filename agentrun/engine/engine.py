@@ -803,8 +803,13 @@ class Engine:
         compensate: bool = False,
     ) -> ExecutionRecord:
         record = await self.get_execution(execution_id, tenant=tenant)
+        # Looked up after the read: the run (live, or just finished) knows better than a
+        # store answer that may have been read before the execution ended.
         run = self._runs.get(execution_id)
-        state = run.record.state if run is not None and not run.finished else record.state
+        if run is None and not record.state.terminal and record.owner == self.replica_id:
+            record = await self.get_execution(execution_id, tenant=tenant)
+            run = self._runs.get(execution_id)
+        state = run.record.state if run is not None else record.state
         if state.terminal or (allowed is not None and state not in allowed):
             raise IllegalTransition(
                 f"cannot {action} execution {execution_id}: it is {state.value}",
@@ -812,7 +817,7 @@ class Engine:
             )
         if run is None and action == "cancel" and record.state is ExecutionState.PENDING:
             return await self._cancel_pending(record, "cancelled by request before it started")
-        if run is None and not record.state.terminal:
+        if run is None and not record.state.terminal and record.owner != self.replica_id:
             # Another replica runs it: ask through the store, then watch the state change.
             await self.store.add_signal(
                 SignalRecord(

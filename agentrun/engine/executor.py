@@ -415,6 +415,8 @@ class Run:
             if self.paused:
                 self.paused = False
                 self._set_exec_state(ExecutionState.RUNNING)
+                for node_id in list(self.maps):
+                    self._fill_map(self.plan.nodes[node_id])
             self.acks.append(msg[1])
         elif kind == "cancel":
             error = {"type": "cancelled", "message": "cancelled by request"}
@@ -1175,6 +1177,8 @@ class Run:
         self._fill_map(node)
 
     def _fill_map(self, node: NodePlan) -> None:
+        if self.paused or self.engine.draining:
+            return  # queued items wait for resume, which refills every map
         state = self.maps[node.id]
         limit = node.max_concurrency or len(state.items)
         while state.running < limit and state.queue:
@@ -1253,6 +1257,9 @@ class Run:
         if state is None or index_n not in state.retrying:
             return
         state.retrying.discard(index_n)
+        if self.paused or self.engine.draining:
+            state.queue.appendleft(index_n)  # retried on resume
+            return
         self._launch_item(self.plan.nodes[node_id], index_n)
 
     def _map_finished(self, node: NodePlan) -> None:

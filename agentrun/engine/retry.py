@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import fnmatch
 import random
 from dataclasses import dataclass
 
@@ -52,6 +53,8 @@ class RetrySpec:
         # cured by trying again.
         if error_type in _NEVER_RETRIED or error_type in self.non_retryable:
             return False
+        if self.non_retryable and any(fnmatch.fnmatchcase(error_type, p) for p in self.non_retryable):
+            return False  # globs: `payments.*`
         return attempt < self.max_attempts
 
 
