@@ -63,6 +63,7 @@ log = logging.getLogger("agentrun.engine")
 
 DEFAULT_TENANT = "default"
 WORKFLOW_CACHE_SECONDS = 1.0
+EVENT_UPKEEP_SECONDS = 3600.0
 
 
 @dataclass(slots=True)
@@ -83,6 +84,9 @@ class EngineConfig:
     replica_id: str = "local"
     # How long a replica's hold on an execution lasts without renewal (renewed every third).
     lease_seconds: float = 15.0
+    # Events of executions that ended longer ago than this are dropped (None: kept forever);
+    # executions and their node records stay.
+    event_retention_seconds: float | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, **overrides: Any) -> EngineConfig:
@@ -103,6 +107,9 @@ class EngineConfig:
         if data.get("lease") is not None:
             lease = data["lease"]
             options["lease_seconds"] = parse_duration(lease) if isinstance(lease, str) else float(lease)
+        if data.get("event_retention") is not None:
+            keep = data["event_retention"]
+            options["event_retention_seconds"] = parse_duration(keep) if isinstance(keep, str) else float(keep)
         options.update(overrides)
         return cls(**options)
 
@@ -185,7 +192,18 @@ class Engine:
             self.replica_id, lease_seconds=self.lease_seconds, now=self.clock(), limit=1_000_000, include_own=True
         )
         await self._resume_all(claimed)
+        await self._upkeep_events()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="agentrun-leases")
+
+    async def _upkeep_events(self) -> None:
+        """Event storage for the next days, and retention (at start, then hourly)."""
+        self._events_upkept = self.clock()
+        try:
+            await self.store.maintain_events(
+                now=self.clock(), retention_seconds=self.config.event_retention_seconds
+            )
+        except Exception:  # noqa: BLE001 - next time; nothing depends on it now
+            log.warning("event log upkeep failed", exc_info=True)
 
     async def _resume_all(self, records: list[ExecutionRecord]) -> None:
         for record in sorted(records, key=lambda r: r.id):
@@ -218,6 +236,8 @@ class Engine:
                     self.replica_id, lease_seconds=self.lease_seconds, now=now, limit=100
                 )
                 await self._resume_all(orphans)
+                if now - self._events_upkept > EVENT_UPKEEP_SECONDS:
+                    await self._upkeep_events()
             except Exception:  # noqa: BLE001 - the store is away; try again next round
                 log.warning("lease maintenance failed", exc_info=True)
 

@@ -124,6 +124,14 @@ class Store(abc.ABC):
     async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
         """Hands leases back (expires them now) so another replica may claim at once."""
 
+    # Event log upkeep ------------------------------------------------------
+    async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
+        """Prepares the next days' event storage and drops the events of executions that
+        ended more than `retention_seconds` ago (None: keep everything). Executions and
+        their node records stay. Returns how many units (partitions or executions) were
+        dropped. Safe to call from several replicas at once."""
+        return 0
+
     # Cross-replica wake-ups ------------------------------------------------
     async def notify(self, kind: str, execution_id: str) -> None:
         """Tells every replica sharing the store that something happened to an execution

@@ -216,6 +216,18 @@ class MemoryStore(Store):
             if record.owner == owner and (wanted is None or record.id in wanted):
                 record.lease_expires_at = 0.0
 
+    async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
+        if retention_seconds is None:
+            return 0
+        dropped = 0
+        for execution_id, record in self._executions.items():
+            ended = record.ended_at
+            if record.state.terminal and ended is not None and ended < now - retention_seconds:
+                if self._events.get(execution_id):
+                    self._events[execution_id] = []
+                    dropped += 1
+        return dropped
+
     async def list_events(
         self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000
     ) -> list[EventRecord]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime
+import re
 import json
 import sqlite3
 import time
@@ -594,6 +596,22 @@ class SqlStore(Store):
         error.__cause__ = exc
         return error
 
+    # Event log upkeep ------------------------------------------------------
+    async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
+        self._require_open()
+        if self._sqlite:
+            if retention_seconds is None:
+                return 0
+            t, e = db.executions, db.events
+            old = sa.select(t.c.id).where(
+                t.c.state.in_([s.value for s in ExecutionState if s.terminal]),
+                t.c.ended_at < now - retention_seconds,
+            )
+            return await self._transaction(
+                lambda conn: conn.execute(e.delete().where(e.c.execution_id.in_(old))).rowcount
+            )
+        return await self._transaction(lambda conn: _maintain_partitions(conn, now, retention_seconds))
+
     # Cross-replica wake-ups ------------------------------------------------
     async def notify(self, kind: str, execution_id: str) -> None:
         if self._sqlite:
@@ -938,6 +956,81 @@ def _migrate(conn: sa.Connection) -> None:
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     config.attributes["connection"] = conn
     command.upgrade(config, "head")
+
+
+_DAY = 86_400
+_PARTITION = re.compile(r"^events_d(\d{8})$")
+
+
+def _day_bounds(day: datetime.date) -> tuple[str, str]:
+    """The execution-id range of executions created that day (UTC): ids start with the
+    creation time in milliseconds as 12 hex digits."""
+    start = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp()
+    return f"{int(start * 1000):012x}", f"{int((start + _DAY) * 1000):012x}"
+
+
+def _maintain_partitions(conn: sa.Connection, now: float, retention_seconds: float | None) -> int:
+    """Creates the daily partitions of `events` for yesterday to two days ahead, and drops
+    those older than the retention whose executions have all ended."""
+    # One maintainer at a time across replicas; the others skip this round.
+    if not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(7415001)")).scalar():
+        return 0
+    today = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
+    existing = {
+        row[0]
+        for row in conn.execute(
+            sa.text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'events'"
+            )
+        )
+    }
+    for offset in (-1, 0, 1, 2):
+        day = today + datetime.timedelta(days=offset)
+        name = f"events_d{day:%Y%m%d}"
+        if name in existing:
+            continue
+        low, high = _day_bounds(day)
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    sa.text(f"CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ('{low}') TO ('{high}')")
+                )
+        except sa.exc.DBAPIError:
+            # Rows of that day already sit in the default partition (the table was just
+            # partitioned): they stay there, the day goes without a partition of its own.
+            continue
+    if retention_seconds is None:
+        return 0
+    dropped = 0
+    unfinished = [s.value for s in ExecutionState if not s.terminal]
+    for name in sorted(existing):
+        match = _PARTITION.match(name)
+        if match is None:
+            continue
+        day = datetime.datetime.strptime(match.group(1), "%Y%m%d").date()
+        low, high = _day_bounds(day)
+        end = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp() + _DAY
+        if end > now - retention_seconds:
+            continue
+        running = conn.execute(
+            sa.select(db.executions.c.id)
+            .where(db.executions.c.id >= low, db.executions.c.id < high, db.executions.c.state.in_(unfinished))
+            .limit(1)
+        ).first()
+        recent = conn.execute(
+            sa.select(db.executions.c.id)
+            .where(
+                db.executions.c.id >= low,
+                db.executions.c.id < high,
+                db.executions.c.ended_at > now - retention_seconds,
+            )
+            .limit(1)
+        ).first()
+        if running is None and recent is None:
+            conn.execute(sa.text(f"DROP TABLE {name}"))
+            dropped += 1
+    return dropped
 
 
 def _refused_sqlstate(exc: sa.exc.DBAPIError) -> bool:
