@@ -61,9 +61,9 @@ async def throughput_worker(url: str, replica: str, executions: int, go_file: st
     from agentrun.storage.factory import open_store
 
     store = await open_store(url)
-    # A 60 s lease: renewed every 20 s, so no renewal falls inside the measured run. (A renewal
-    # racing with a burst of starts can strand executions: the renew-race bug in
-    # tests/durability/test_engine_bugs.py; the benchmark measures throughput, not that.)
+    # A 60 s lease: renewed every 20 s, so no renewal falls inside the measured run. (Before
+    # 53fb04a a renewal racing with a burst of starts stranded executions: the renew-race
+    # regression test in tests/durability/test_engine_bugs.py.)
     engine = Engine(store, tools=Registry(core_tools()), agents=default_agents(),
                     config=EngineConfig(replica_id=replica, lease_seconds=60))
     await engine.start()
