@@ -35,12 +35,12 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from agentrun.engine import Engine, EngineConfig, load_workflow  # noqa: E402
-from agentrun.engine.errors import WorkflowNotFound  # noqa: E402
-from agentrun.engine.ports import CallContext, Effect, Tool, ToolFailure  # noqa: E402
-from agentrun.integrations import Registry, default_agents  # noqa: E402
-from agentrun.integrations.core_tools import core_tools  # noqa: E402
-from agentrun.storage.sql import SqlStore  # noqa: E402
+from agentrun.engine import Engine, EngineConfig, load_workflow
+from agentrun.engine.errors import WorkflowNotFound
+from agentrun.engine.ports import CallContext, Effect, Tool, ToolFailure
+from agentrun.integrations import Registry, default_agents
+from agentrun.integrations.core_tools import core_tools
+from agentrun.storage.sql import SqlStore
 
 STRATEGIES = ("reverse", "sequential", "parallel")
 COMPENSABLE = ("flight", "hotel", "car", "insurance")

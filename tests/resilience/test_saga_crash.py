@@ -137,7 +137,7 @@ def crash_loop(tmp_path: Path, *, executions: int, kills: int, seed: int, stagge
     # The last restart, left alone to the end.
     final = subprocess.run(
         [sys.executable, str(DRIVER), str(run.db), str(run.ledger), str(executions), str(seed), str(stagger)],
-        capture_output=True, text=True, timeout=180,
+        check=False, capture_output=True, text=True, timeout=180,
     )
     assert final.returncode == 0 and "finished" in final.stdout, final.stderr[-3000:]
     return run
