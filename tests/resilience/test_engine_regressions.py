@@ -191,7 +191,7 @@ async def test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alon
         events = await store.list_events(ex.id, limit=1000)
         restarted = make()
         await restarted.start()
-        final = await restarted.wait(ex.id, timeout=5)
+        final = await restarted.wait(ex.id, timeout=2)
     finally:
         await engine.stop(grace=0)
         if restarted is not None:
