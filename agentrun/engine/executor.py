@@ -406,6 +406,9 @@ class Run:
                 ExecutionState.TIMED_OUT,
                 error={"type": "timeout", "message": f"execution exceeded its timeout of {self.plan.timeout}s"},
             )
+        elif kind in ("pause", "resume") and self.saga is not None:
+            # Compensating: the saga runs to its end; pause and resume have nothing to act on.
+            self.acks.append(msg[1])
         elif kind == "pause":
             if not self.paused:
                 self.paused = True
@@ -1458,6 +1461,7 @@ class Run:
         self.timers.clear()
         self.retrying.clear()
         if not detach:
+            self.maps.clear()  # no queued item may start once the forward run stopped
             for _, _, nid in self.ready:
                 rec = self.records[nid]
                 if rec.state is NodeState.READY:

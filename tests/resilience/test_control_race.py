@@ -68,11 +68,10 @@ nodes:
 """
 TOOL_NODES = {"s1", "s2", "p1", "p2", "p3", "s5", "s6", "s7"}
 COMPENSABLE = {"s1", "p1", "s5"}
-# A pause or resume handled in the same turn as a cancel(compensate) flips the state of a
-# compensating execution (the xfail in test_engine_regressions.py,
-# test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alone). Until the engine
-# is fixed this is counted, not failed; then set True.
-STRICT_SAGA_CONTROL = False
+# A pause or resume handled in the same turn as a cancel(compensate) must leave a compensating
+# execution alone (regression: test_engine_regressions.py,
+# test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alone).
+STRICT_SAGA_CONTROL = True
 FINAL_EVENTS = {f"execution.{s.value.lower()}" for s in ExecutionState if s.terminal}
 
 

@@ -148,18 +148,6 @@ nodes:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agentrun/engine/executor.py Run._handle: a `resume` (or `pause`) handled after a "
-    "cancel(compensate=True) in the same inbox batch (both were legal when _control checked "
-    "the state) flips self.paused and sets the execution RUNNING (or PAUSED) while the saga "
-    "runs: `execution.running` follows `execution.compensating` in the log and the stored "
-    "state is RUNNING/PAUSED mid-saga; after a restart then (restore() goes to _restore_saga "
-    "only for COMPENSATING) the execution stays RUNNING/PAUSED forever, `a` never undone, "
-    "`b.compensate` left RUNNING. Expected: once self.saga is set, pause/resume only ack (or "
-    "are refused). When fixed, drop this marker and set STRICT_SAGA_CONTROL = True in "
-    "tests/resilience/test_control_race.py",
-)
 @pytest.mark.parametrize("second", ["resume", "pause"])
 async def test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alone(second: str) -> None:
     store = MemoryStore()
@@ -203,14 +191,6 @@ async def test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alon
     assert final.state is ExecutionState.COMPENSATED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agentrun/engine/executor.py Run._handle 'resume': handled in the same turn after a "
-    "cancel(compensate=True) of a paused execution, it refills every map in self.maps "
-    "(_cancel_all does not clear them) and, self.paused now False, _fill_map starts the "
-    "queued items: forward work (`node.running m[i]`) runs during the saga after the cancel "
-    "was acknowledged. Same root cause as the test above",
-)
 async def test_resume_racing_a_compensating_cancel_starts_no_map_items() -> None:
     engine = Engine(MemoryStore(), tools=default_tools(), agents=default_agents())
     await engine.start()
