@@ -2,7 +2,7 @@
 
 Local commands (`validate`, `graph`, `run`) live in `agentrun.cli.local` and need no server;
 the commands that talk to a server over gRPC (`serve`, `workflows`, `start`, `watch`, `signal`,
-`cancel`) live in `agentrun.cli.remote`, and `agentrun sm` (state machine instances) in
+`cancel`, `pause`, `resume`, `rerun`, `trace`, `health`) live in `agentrun.cli.remote`, and `agentrun sm` (state machine instances) in
 `agentrun.cli.machines`. Each module registers its subcommands on the parser;
 a subcommand's handler takes the parsed arguments and returns the exit code.
 
