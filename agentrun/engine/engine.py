@@ -137,6 +137,12 @@ def new_execution_id(clock: Callable[[], float] = time.time) -> str:
     return f"{int(clock() * 1000):012x}{_secrets.token_hex(6)}"
 
 
+def request_fingerprint(**payload: Any) -> str:
+    """What a `request_id` stands for: a repeat with another payload is refused."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def spec_to_dict(spec: workflow_pb2.WorkflowSpec) -> dict[str, Any]:
     return json_format.MessageToDict(spec, preserving_proto_field_name=True)
 
@@ -379,14 +385,11 @@ class Engine:
                 retry_after=1.0,
                 tenant=tenant,
             )
-        request_hash = None
-        if request_id:
-            payload = json.dumps(
-                {"workflow": workflow, "version": version or 0, "input": input, "priority": priority},
-                sort_keys=True,
-                default=str,
-            )
-            request_hash = hashlib.sha256(payload.encode()).hexdigest()
+        request_hash = (
+            request_fingerprint(workflow=workflow, version=version or 0, input=input, priority=priority)
+            if request_id
+            else None
+        )
         now = self.clock()
         record = ExecutionRecord(
             id=execution_id or new_execution_id(self.clock),

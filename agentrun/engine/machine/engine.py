@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import random
 from collections import deque
@@ -242,7 +240,7 @@ class MachineEngine:
         """Creates an instance in the machine's initial state (its entry actions run, its timers
         are armed, its invoke starts). A repeated `request_id` with the same payload returns
         the first instance; with another payload, AlreadyExists."""
-        from agentrun.engine.engine import _validate_input, new_execution_id
+        from agentrun.engine.engine import _validate_input, new_execution_id, request_fingerprint
 
         self._check_open()
         wf, plan = await self._plan(tenant, workflow, version)
@@ -251,14 +249,11 @@ class MachineEngine:
             _validate_input(input, plan.input_schema)
         if data is not None and not isinstance(data, dict):
             raise InvalidInput([Diagnostic("data", "must be an object")])
-        request_hash = None
-        if request_id:
-            payload = json.dumps(
-                {"workflow": workflow, "version": version or 0, "input": input, "data": data},
-                sort_keys=True,
-                default=str,
-            )
-            request_hash = hashlib.sha256(payload.encode()).hexdigest()
+        request_hash = (
+            request_fingerprint(workflow=workflow, version=version or 0, input=input, data=data)
+            if request_id
+            else None
+        )
         now = self.clock()
         record = InstanceRecord(
             id=instance_id or new_execution_id(self.clock),
