@@ -20,10 +20,11 @@ import decimal
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+if TYPE_CHECKING:  # SQLAlchemy loads on first use: a process that never queries pays nothing
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentrun.engine.ports import CallContext, Effect, Tool, ToolFailure
 from agentrun.integrations.util import parse_seconds
@@ -44,6 +45,7 @@ class Database:
 
 
 def _database(name: str, raw: Mapping[str, Any]) -> Database:
+    import sqlalchemy as sa
     unknown = set(raw) - {"url", "read_only", "statement_timeout", "max_rows", "password_secret"}
     if unknown:
         raise ValueError(f"tools.sql.query.databases.{name}: unknown keys {', '.join(sorted(unknown))}")
@@ -117,6 +119,7 @@ class SqlQuery(Tool):
         return db
 
     def _engine(self, db: Database, ctx: CallContext) -> AsyncEngine:
+        from sqlalchemy.ext.asyncio import create_async_engine
         engine = self._engines.get(db.name)
         if engine is None:
             url = db.url
@@ -130,6 +133,8 @@ class SqlQuery(Tool):
         return engine
 
     async def call(self, args: Any, ctx: CallContext) -> Any:
+        import sqlalchemy as sa
+
         db = self._pick(args.get("database"))
         query = args["query"]
         params = dict(args.get("params") or {})
