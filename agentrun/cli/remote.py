@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -402,9 +403,11 @@ def cmd_signal(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
+def _control(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
+    """cancel, pause, resume: one call, then the execution's new state."""
+
     def body(client: Any) -> int:
-        execution = client.cancel_execution(args.execution, compensate=args.compensate)
+        execution = call(client)
         if args.json:
             _print_json(execution)
         else:
@@ -412,30 +415,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run(args, body)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _control(args, lambda c: c.cancel_execution(args.execution, compensate=args.compensate))
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
-        execution = client.pause_execution(args.execution)
-        if args.json:
-            _print_json(execution)
-        else:
-            print(f"{execution.id} {execution.state.value}")
-        return EXIT_OK
-
-    return _run(args, body)
+    return _control(args, lambda c: c.pause_execution(args.execution))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
-        execution = client.resume_execution(args.execution)
-        if args.json:
-            _print_json(execution)
-        else:
-            print(f"{execution.id} {execution.state.value}")
-        return EXIT_OK
-
-    return _run(args, body)
+    return _control(args, lambda c: c.resume_execution(args.execution))
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
