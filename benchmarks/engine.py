@@ -144,7 +144,7 @@ def main() -> None:
             r = json.loads(out.strip().splitlines()[-1])
             shown_target = target if backend == "memory" else ("150" if key in ("chain-tool", "concurrent") else "-")
             print(
-                f"{label:44} {backend:8} {convert(r['seconds']):10.1f} {unit:8} {shown_target:>7} "
+                f"{label:44} {backend:8} {convert(r['seconds']):10.{2 if unit == 's' else 1}f} {unit:8} {shown_target:>7} "
                 f"{r['rss_mb']:7.0f}MB" + ("" if r["state"] == "SUCCEEDED" else f"  ({r['state']})")
             )
     print("SQLite: WAL, synchronous=FULL, one fsync per commit; a commit carries every completion")
