@@ -9,10 +9,13 @@ The mapping between records and rows lives here too, next to the columns it must
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
+import enum
 import json
 import json.encoder
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -187,144 +190,46 @@ def _not_serializable(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-# Records <-> rows: plain functions, as the hot path cannot afford an ORM's bookkeeping.
-def workflow_record(row: sa.Row[Any]) -> WorkflowRecord:
-    return WorkflowRecord(
-        tenant=row.tenant,
-        name=row.name,
-        version=row.version,
-        spec=row.spec,
-        created_at=row.created_at,
-        description=row.description,
-    )
+T = TypeVar("T")
 
 
-def execution_row(r: ExecutionRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "tenant": r.tenant,
-        "workflow": r.workflow,
-        "version": r.version,
-        "state": str(r.state),
-        "input": r.input,
-        "output": r.output,
-        "error": r.error,
-        "vars": r.vars,
-        "priority": r.priority,
-        "request_id": r.request_id,
-        "request_hash": r.request_hash,
-        "parent_id": r.parent_id,
-        "parent_node": r.parent_node,
-        "created_at": r.created_at,
-        "started_at": r.started_at,
-        "ended_at": r.ended_at,
-        "deadline": r.deadline,
-        "last_sequence": r.last_sequence,
-        "labels": r.labels,
-        "usage": r.usage,
-        "owner": r.owner,
-        "lease_epoch": r.lease_epoch,
-        "lease_expires_at": r.lease_expires_at,
-    }
+# Records <-> rows. Every record field is a column of the same name (tests/storage checks the
+# round trip on every backend), so one mapper per record serves, with the few conversions
+# named here: enums are stored as their names, and empty mappings may come back as NULL.
+def _mapper(
+    cls: type[T],
+    enums: dict[str, type[enum.Enum]] | None = None,
+    empty: tuple[str, ...] = (),
+) -> tuple[Callable[[T], dict[str, Any]], Callable[[sa.Row[Any]], T]]:
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    enums = enums or {}
+
+    def to_row(record: T) -> dict[str, Any]:
+        row = {name: getattr(record, name) for name in names}
+        for name in enums:
+            row[name] = str(row[name])
+        return row
+
+    def to_record(row: sa.Row[Any]) -> T:
+        values = row._mapping
+        kwargs = {name: values[name] for name in names}
+        for name, kind in enums.items():
+            kwargs[name] = kind(kwargs[name])
+        for name in empty:
+            if kwargs[name] is None:
+                kwargs[name] = {}
+        return cls(**kwargs)
+
+    return to_row, to_record
 
 
-def execution_record(row: sa.Row[Any]) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=row.id,
-        tenant=row.tenant,
-        workflow=row.workflow,
-        version=row.version,
-        state=ExecutionState(row.state),
-        input=row.input,
-        created_at=row.created_at,
-        output=row.output,
-        error=row.error,
-        vars=row.vars if row.vars is not None else {},
-        priority=row.priority,
-        request_id=row.request_id,
-        request_hash=row.request_hash,
-        parent_id=row.parent_id,
-        parent_node=row.parent_node,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        deadline=row.deadline,
-        last_sequence=row.last_sequence,
-        labels=row.labels if row.labels is not None else {},
-        usage=row.usage,
-        owner=row.owner,
-        lease_epoch=row.lease_epoch,
-        lease_expires_at=row.lease_expires_at,
-    )
-
-
-def node_row(n: NodeRecord) -> dict[str, Any]:
-    return {
-        "execution_id": n.execution_id,
-        "node_id": n.node_id,
-        "state": str(n.state),
-        "attempt": n.attempt,
-        "input": n.input,
-        "output": n.output,
-        "error": n.error,
-        "skip_reason": n.skip_reason,
-        "started_at": n.started_at,
-        "ended_at": n.ended_at,
-        "wake_at": n.wake_at,
-        "completed_order": n.completed_order,
-        "usage": n.usage,
-    }
-
-
-def node_record(row: sa.Row[Any]) -> NodeRecord:
-    return NodeRecord(
-        execution_id=row.execution_id,
-        node_id=row.node_id,
-        state=NodeState(row.state),
-        attempt=row.attempt,
-        input=row.input,
-        output=row.output,
-        error=row.error,
-        skip_reason=row.skip_reason,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        wake_at=row.wake_at,
-        completed_order=row.completed_order,
-        usage=row.usage,
-    )
-
-
-def event_row(e: EventRecord) -> dict[str, Any]:
-    return {
-        "execution_id": e.execution_id,
-        "sequence": e.sequence,
-        "type": e.type,
-        "node_id": e.node_id,
-        "data": e.data,
-        "time": e.time,
-    }
-
-
-def event_record(row: sa.Row[Any]) -> EventRecord:
-    return EventRecord(
-        execution_id=row.execution_id,
-        sequence=row.sequence,
-        type=row.type,
-        time=row.time,
-        node_id=row.node_id,
-        data=row.data,
-    )
-
-
-def signal_record(row: sa.Row[Any]) -> SignalRecord:
-    return SignalRecord(
-        execution_id=row.execution_id,
-        name=row.name,
-        data=row.data,
-        signal_id=row.signal_id,
-        created_at=row.created_at,
-        seq=row.seq,
-        consumed_by=row.consumed_by,
-    )
+_, workflow_record = _mapper(WorkflowRecord)
+execution_row, execution_record = _mapper(
+    ExecutionRecord, {"state": ExecutionState}, empty=("vars", "labels")
+)
+node_row, node_record = _mapper(NodeRecord, {"state": NodeState})
+event_row, event_record = _mapper(EventRecord)
+_, signal_record = _mapper(SignalRecord)
 
 
 # State machines (migration 0005) ------------------------------------------------------------
