@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
+from agentrun.engine.expr_checks import sql_query_warnings
 from agentrun.engine.expressions import (
     Expression,
     _strip_strings,
@@ -207,6 +208,7 @@ class _Compiler:
                     self.error(f"{p}.name", f"unknown tool {body.name!r}{_known(self.tools.names())}")
             args = value_to_py(body.args) if body.HasField("args") else {}
             step.args = self.template(args, f"{p}.args", allowed)
+            self.warnings.extend(sql_query_warnings(body.name, args, f"{p}.args"))
             if step.tool is not None and step.tool.args_schema and step.args.is_constant:
                 try:
                     jsonschema.validate(step.args.constant, step.tool.args_schema)

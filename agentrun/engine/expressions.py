@@ -19,6 +19,20 @@ import cel
 MAX_SOURCE_BYTES = 4096
 MAX_COLLECTION = 10_000
 
+# What the CEL library (the Rust core, without the opt-in Python stdlib) provides, and the
+# operator and macro names `Program.functions()` reports. Anything else would fail only at run
+# time ("Undefined variable or function"), so validation refuses it.
+FUNCTIONS = frozenset({
+    "size", "contains", "startsWith", "endsWith", "matches",
+    "int", "uint", "double", "string", "bytes", "timestamp", "duration", "dyn", "type",
+    "getFullYear", "getMonth", "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear",
+    "getHours", "getMinutes", "getSeconds", "getMilliseconds",
+})
+_OPERATORS = frozenset({
+    "_+_", "_-_", "_*_", "_/_", "_%_", "-_", "!_", "_==_", "_!=_", "_<_", "_<=_", "_>_", "_>=_",
+    "_&&_", "_||_", "_?_:_", "_[_]", "@in", "@not_strictly_false",
+})
+
 _TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 _COMPREHENSION = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
 _BOUND_VAR = re.compile(r"\.\s*(?:all|exists_one|exists|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
@@ -86,6 +100,15 @@ class Expression:
             self._program = cel.compile(source)
         except ValueError as exc:
             raise ExpressionError(path, f"syntax error: {_first_line(exc)}") from None
+        try:
+            unknown_fns = sorted(set(self._program.functions()) - FUNCTIONS - _OPERATORS)
+        except Exception:  # pragma: no cover - static analysis never fails on a parsed program
+            unknown_fns = []
+        if unknown_fns:
+            raise ExpressionError(
+                path,
+                f"unknown function {unknown_fns[0]!r}; the functions are: {', '.join(sorted(FUNCTIONS))}",
+            )
         try:
             variables = set(self._program.variables())
         except Exception:  # pragma: no cover - static analysis never fails on a parsed program
