@@ -16,6 +16,9 @@ from typing import Any
 
 import cel
 
+from agentrun.engine import limits
+from agentrun.engine.expr_cost import Unparsed, crude, estimate, is_flat, parse
+
 MAX_SOURCE_BYTES = 4096
 MAX_COLLECTION = 10_000
 
@@ -82,7 +85,7 @@ def _has_nested_comprehension(code: str) -> bool:
 class Expression:
     """One compiled CEL expression."""
 
-    __slots__ = ("source", "path", "names", "node_refs", "_program", "_bounded")
+    __slots__ = ("source", "path", "names", "node_refs", "_program", "_bounded", "_ast", "_flat")
 
     def __init__(self, source: str, path: str, allowed: frozenset[str] | None = None) -> None:
         self.source = source
@@ -113,6 +116,12 @@ class Expression:
             variables = set(self._program.variables())
         except Exception:  # pragma: no cover - static analysis never fails on a parsed program
             variables = set()
+        self._ast: tuple | None
+        try:
+            self._ast = parse(source)
+            self._flat = is_flat(self._ast)
+        except Unparsed:
+            self._ast, self._flat = None, False
         bound = set(_BOUND_VAR.findall(code))
         self.names = frozenset(variables - bound)
         self._bounded = bool(_COMPREHENSION.search(code))
@@ -132,6 +141,8 @@ class Expression:
         if self._bounded:
             for name in self.names:
                 _check_size(activation.get(name), self.path)
+        if not self._flat:
+            self.check_cost(activation)
         try:
             result = self._program.execute(activation)
         except KeyError as exc:
@@ -139,6 +150,22 @@ class Expression:
         except (TypeError, ValueError, RuntimeError, ArithmeticError, LookupError) as exc:
             raise ExpressionError(self.path, _first_line(exc)) from None
         return to_json(result)
+
+    def check_cost(self, activation: Mapping[str, Any]) -> None:
+        """Refuses an evaluation whose estimated cost is over the limit, before it runs: the
+        library holds the event loop (and the GIL) for as long as it evaluates."""
+        limit = limits.current().expression_cost
+        if self._ast is not None:
+            cost = estimate(self._ast, activation, limit)
+        else:
+            cost = crude(self.source, activation, limit)
+        if not cost <= limit:  # NaN counts as over
+            shown = "more than 10^9" if not cost < 1e9 else f"{cost:.0f}"
+            raise ExpressionError(
+                self.path,
+                f"cost limit exceeded: this evaluation would cost {shown} units over these values, "
+                f"the limit is {limit} (a comprehension over n elements costs about n*n/2)",
+            )
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"

@@ -142,12 +142,14 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     """Opens the store, starts the engine (recovering unfinished executions) and the server,
     and runs until SIGTERM or SIGINT, then shuts down within `config.shutdown_grace`."""
     from agentrun.engine import Engine
+    from agentrun.engine import limits as data_limits
     from agentrun.engine.machine import MachineEngine
     from agentrun.engine.tuning import tune_gc
     from agentrun.integrations import attach, default_agents, default_tools
     from agentrun.storage.factory import open_store
 
     engine_config = config.engine_config()  # ConfigError before anything is opened
+    data_limits.configure(config.data_limits)
     try:
         tools = default_tools(config.integrations)
         agents = default_agents(config.integrations, tools=tools)

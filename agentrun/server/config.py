@@ -24,6 +24,7 @@ otlp_endpoint: http://collector:4317  # default $OTEL_EXPORTER_OTLP_ENDPOINT or 
 trace_sample_ratio: 1.0         # share of new traces sampled (a caller's sampled flag wins)
 metrics_port: 9464              # Prometheus /metrics (unset: no metrics)
 limits: {max_running_nodes: 100, rate_limits: {openai: {rate: 10, per: 1s}}}  # the engine's
+data_limits: {expression_cost: 100000}  # docs/runtime.md, "Limits on expressions and data"
 circuit_breakers: {http.get: {failure_threshold: 5, window: 1m}}
 mock: {responses: {}}           # anything else is for the integrations (tools, agents)
 ```
@@ -39,6 +40,8 @@ from typing import Any
 
 import yaml
 
+from agentrun.engine.limits import DataLimits
+from agentrun.engine.limits import from_mapping as data_limits_from_mapping
 from agentrun.server.auth import DEFAULT_TENANT, ApiKey, parse_env_keys
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -82,6 +85,8 @@ class ServerConfig:
     # Prometheus metrics on http://HOST:PORT/metrics; None: no metrics.
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
+    # Expression cost and data sizes (`data_limits:`, agentrun.engine.limits; docs/runtime.md).
+    data_limits: DataLimits = field(default_factory=DataLimits)
     # The whole config file: tool and agent settings (`mock: {responses: ...}`) are read by
     # agentrun.integrations, as `agentrun run --config` reads the same file.
     integrations: dict[str, Any] = field(default_factory=dict)
@@ -173,6 +178,13 @@ def _apply_file(config: ServerConfig, path: Path) -> ServerConfig:
             continue
         if key == "api_keys":
             values[key] = _keys_from_file(path, value)
+        elif key == "data_limits":
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{path}: data_limits: expected a mapping")
+            try:
+                values[key] = data_limits_from_mapping(value)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
         elif key in _NUMBERS and value is not None:
             try:
                 values[key] = _NUMBERS[key](value)

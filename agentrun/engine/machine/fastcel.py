@@ -24,6 +24,7 @@ __all__ = ["Fallback", "compile_fast"]
 Fn = Callable[[Mapping[str, Any]], Any]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_MAX_TEXT = 4096
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -353,6 +354,9 @@ def _arith(op: str, left: Fn, right: Fn) -> Fn:
         if t is float:
             return a + b if op == "+" else a - b if op == "-" else a * b
         if t is str and op == "+":
+            # Long text goes to CEL, whose cost check bounds a chain of concatenations.
+            if len(a) + len(b) > _MAX_TEXT:
+                raise Fallback
             return a + b
         raise Fallback
 

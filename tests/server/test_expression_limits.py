@@ -1,0 +1,87 @@
+"""Hostile expressions against a real `agentrun serve` (issue 13, items 1 and 2): an expression
+too costly to evaluate fails its node with `expression_error: cost limit exceeded` while a health
+probe keeps being answered, and the server stays usable afterwards."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentrun.client import Client, ExecutionState
+from tests.server.subprocess_server import ServerProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class HealthProbe:
+    """Asks the server's health service in a loop from a thread; records the longest wait."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.worst = 0.0
+        self.answers = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            if self.server.health() is not None:
+                self.answers += 1
+            self.worst = max(self.worst, time.monotonic() - start)
+            time.sleep(0.01)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_quadratic_filter_over_10000_ints_fails_its_node_and_health_keeps_answering(
+    served: ServerProcess,
+) -> None:
+    with Client(served.address) as client, HealthProbe(served) as probe:
+        client.create_workflow(
+            source="name: quadratic\nnodes:\n"
+            "  - id: a\n    pass: {value: \"${{ size(input.l.filter(x, x in input.l)) }}\"}\n"
+        )
+        execution = client.start_execution("quadratic", {"l": list(range(10_000))})
+        done = client.wait(execution, timeout=60)
+        answered_before = probe.answers
+        deadline = time.monotonic() + 30
+        while probe.answers < answered_before + 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert done.state is ExecutionState.FAILED
+    assert done.error is not None
+    assert done.error.type == "expression_error"
+    assert done.error.message.startswith("cost limit exceeded"), done.error.message
+    assert probe.answers > answered_before
+    # Generous (a loaded machine): evaluating the expression used to hold the server 12.7 s.
+    assert probe.worst < 5, f"health waited {probe.worst:.2f}s"
+
+
+def test_data_limits_come_from_the_config_file(tmp_path: Path) -> None:
+    from agentrun.server.config import ConfigError, ServerConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data_limits: {expression_cost: 5000}\n")
+    assert ServerConfig.load(path, env={}).data_limits.expression_cost == 5000
+    path.write_text("data_limits: {expression_cost: -1}\n")
+    with pytest.raises(ConfigError, match="data_limits.expression_cost"):
+        ServerConfig.load(path, env={})
