@@ -65,8 +65,9 @@ async def harness(extra_tools: list[Any], mock_responses: dict[str, Any]) -> Asy
     await engine.stop(grace=0)
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    """Polls an async or sync predicate until it holds."""
+async def eventually(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
+    """Polls an async or sync predicate until it holds; the bound is generous (a loaded
+    machine is slow), it only decides how long a failing test takes to say so."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = predicate()

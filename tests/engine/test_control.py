@@ -135,7 +135,12 @@ async def test_signal_id_applies_once(harness) -> None:
     )
     await harness.engine.signal(ex.id, "go", 1, signal_id="sig-1")
     await harness.engine.signal(ex.id, "go", 1, signal_id="sig-1")
-    await asyncio.sleep(0.05)
+
+    async def b_waits() -> bool:
+        nodes = {n.node_id: n.state for n in await harness.engine.get_nodes(ex.id)}
+        return nodes.get("a") is NodeState.SUCCEEDED and nodes.get("b") is NodeState.WAITING
+
+    await eventually(b_waits)  # the repeat was not taken for b's signal (the output says so too)
     assert (await harness.engine.get_execution(ex.id)).state is ExecutionState.WAITING
     await harness.engine.signal(ex.id, "go", 2, signal_id="sig-2")
     final = await harness.engine.wait(ex.id, timeout=5)

@@ -144,7 +144,11 @@ nodes:
 """
     )
     await eventually(lambda: ("book", "a", f"{ex.id}/a") in ledger)
-    await asyncio.sleep(0.02)
+
+    async def a_committed() -> bool:
+        return any(n.node_id == "a" and n.state.value == "SUCCEEDED" for n in await harness.engine.get_nodes(ex.id))
+
+    await eventually(a_committed)  # `slow` runs: cancelling now must undo a
     await harness.engine.cancel(ex.id, compensate=True)
     final = await harness.engine.wait(ex.id, timeout=5)
     assert final.state is ExecutionState.COMPENSATED

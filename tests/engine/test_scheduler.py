@@ -18,6 +18,7 @@ from agentrun.integrations import Registry, default_agents
 from agentrun.integrations.core_tools import core_tools
 from agentrun.storage.memory import MemoryStore
 from agentrun.storage.records import ExecutionState
+from tests.engine.conftest import eventually
 
 
 class Probe(Tool):
@@ -30,6 +31,11 @@ class Probe(Tool):
         self.running: dict[str, int] = {}
         self.peak: dict[str, int] = {}
         self.order: list[str] = []
+        # A call with `gate: NAME` holds its slot until the test opens that gate.
+        self.gates: dict[str, asyncio.Event] = {}
+
+    def gate(self, name: str) -> asyncio.Event:
+        return self.gates.setdefault(name, asyncio.Event())
 
     def _add(self, scope: str, delta: int) -> None:
         self.running[scope] = self.running.get(scope, 0) + delta
@@ -41,6 +47,8 @@ class Probe(Tool):
             self._add(scope, 1)
         self.order.append(args.get("tag", ctx.node_id))
         try:
+            if args.get("gate"):
+                await self.gate(args["gate"]).wait()
             await asyncio.sleep(args.get("sleep", 0.005))
         finally:
             for scope in scopes:
@@ -60,10 +68,12 @@ async def make_engine(probe: Probe, **limits: Any) -> Engine:
     return engine
 
 
-def fan(name: str, width: int, *, sleep: float = 0.005, priority: int | None = None, extra: str = "") -> str:
+def fan(
+    name: str, width: int, *, sleep: float = 0.005, priority: int | None = None, extra: str = "", gate: str = ""
+) -> str:
     nodes = "".join(
         f"  - {{id: n{i}, {'priority: ' + str(priority) + ', ' if priority is not None else ''}"
-        f"tool: {{name: test.probe, args: {{wf: {name}, tag: '{name}.n{i}', sleep: {sleep}}}}}}}\n"
+        f"tool: {{name: test.probe, args: {{wf: {name}, tag: '{name}.n{i}', sleep: {sleep}, gate: '{gate}'}}}}}}\n"
         for i in range(width)
     )
     return f"name: {name}\n{extra}nodes:\n{nodes}"
@@ -92,14 +102,16 @@ async def test_global_tenant_and_workflow_limits_hold_and_all_finish() -> None:
 async def test_priority_order_then_fifo() -> None:
     probe = Probe()
     engine = await make_engine(probe, max_running_nodes=1)
-    await engine.create_workflow(load_workflow(fan("blocker", 1, sleep=0.05)))
+    await engine.create_workflow(load_workflow(fan("blocker", 1, gate="blocker")))
     await engine.create_workflow(load_workflow(fan("low", 2, priority=1)))
     await engine.create_workflow(load_workflow(fan("high", 2, priority=5)))
     blocker = await engine.start_execution("blocker", {})
-    await asyncio.sleep(0.01)  # the blocker holds the only slot
+    await eventually(lambda: probe.order == ["blocker.n0"])  # the blocker holds the only slot
     low = await engine.start_execution("low", {}, priority=0)
     high = await engine.start_execution("high", {}, priority=0)
     urgent = await engine.start_execution("low", {}, priority=9)
+    await eventually(lambda: engine.scheduler.queue_depth == 6)  # every other node waits for the slot
+    probe.gate("blocker").set()
     for e in (blocker, low, high, urgent):
         await engine.wait(e.id, timeout=10)
     # Execution priority first (urgent), then node priority (high), then FIFO (low, n0 before n1).
@@ -110,12 +122,15 @@ async def test_priority_order_then_fifo() -> None:
 async def test_tenant_fairness_a_starved_tenant_gets_a_slot_soon() -> None:
     probe = Probe()
     engine = await make_engine(probe, max_running_nodes=1)
-    await engine.create_workflow(load_workflow(fan("bulk", 60, sleep=0.001)), tenant="big")
+    await engine.create_workflow(load_workflow(fan("bulk", 60, sleep=0.001, gate="bulk")), tenant="big")
     await engine.create_workflow(load_workflow(fan("one", 1, sleep=0.001)), tenant="small")
     bulk = await engine.start_execution("bulk", {}, tenant="big")
-    await asyncio.sleep(0.02)
+    # The first bulk node holds the only slot, the other 59 wait for it.
+    await eventually(lambda: len(probe.order) == 1 and engine.scheduler.queue_depth == 59)
     position_when_ready = len(probe.order)
     one = await engine.start_execution("one", {}, tenant="small")
+    await eventually(lambda: engine.scheduler.queue_depth == 60)
+    probe.gate("bulk").set()
     await engine.wait(one.id, timeout=10)
     await engine.wait(bulk.id, timeout=10)
     started_after = probe.order.index("one.n0") - position_when_ready

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -38,14 +40,37 @@ error_handlers:
 """
 
 
-async def scrape(stack: Stack) -> dict[str, Any]:
+async def scrape(
+    stack: Stack, until: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 30.0
+) -> dict[str, Any]:
+    """The families on /metrics. With `until`, scrapes again (for up to `timeout`) until it
+    holds: a refused call's status reaches the client (grpc aio's abort sends it at once)
+    before the interceptor has counted the call, a moment later."""
+
     def get() -> str:
         with urllib.request.urlopen(stack.metrics_url, timeout=5) as response:
             assert response.headers["Content-Type"].startswith("text/plain")
             return response.read().decode()
 
-    text = await asyncio.to_thread(get)
-    return {family.name: family for family in text_string_to_metric_families(text)}
+    deadline = time.monotonic() + timeout
+    while True:
+        text = await asyncio.to_thread(get)
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        if until is None or until(families) or time.monotonic() > deadline:
+            return families
+        await asyncio.sleep(0.05)
+
+
+def counted(method: str, code: str) -> Callable[[dict[str, Any]], bool]:
+    """`until` for scrape: an RPC with that method and status code has been counted."""
+
+    def check(families: dict[str, Any]) -> bool:
+        family = families.get("agentrun_rpc_requests")
+        return family is not None and any(
+            s.labels.get("method") == method and s.labels.get("code") == code for s in family.samples
+        )
+
+    return check
 
 
 def value(
@@ -68,7 +93,7 @@ async def test_metrics_after_a_known_workload(stack: Stack) -> None:
     assert execution.state.value == "SUCCEEDED"
     with pytest.raises(NotFound):
         await stack.client.get_execution("nope")
-    families = await scrape(stack)
+    families = await scrape(stack, until=counted("GetExecution", "NOT_FOUND"))
 
     # Types (the parser strips _total from counter family names).
     assert families["agentrun_rpc_requests"].type == "counter"
@@ -320,7 +345,7 @@ async def test_refused_calls_are_counted_with_their_code(stack: Stack) -> None:
     await stack.server.drain()
     with pytest.raises(AgentrunError):
         await stack.client.get_execution("any")
-    families = await scrape(stack)
+    families = await scrape(stack, until=counted("GetExecution", grpc.StatusCode.UNAVAILABLE.name))
     assert (
         value(
             families,
@@ -382,7 +407,7 @@ async def test_with_auth_and_access_log() -> None:
         async with AsyncClient(f"127.0.0.1:{stack.server.port}", api_key="wrong") as intruder:
             with pytest.raises(AgentrunError):
                 await intruder.get_execution(execution.id)
-        families = await scrape(stack)
+        families = await scrape(stack, until=counted("GetExecution", "UNAUTHENTICATED"))
         assert (
             value(
                 families,

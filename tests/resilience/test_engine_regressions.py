@@ -4,10 +4,12 @@ was a strict xfail until then)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from agentrun.engine import Engine, IllegalTransition, load_workflow
+from agentrun.engine.ports import CallContext, Effect, Tool
 from agentrun.integrations import default_agents, default_tools
 from agentrun.storage.memory import MemoryStore
 from agentrun.storage.records import ExecutionState
@@ -39,18 +41,45 @@ nodes:
 
 
 class _StaleReads(MemoryStore):
-    """A store whose execution reads take a while to come back (as aiosqlite's do: the
-    answer is read in a thread and handed back later), so the answer can be stale."""
+    """A store whose execution reads can come back late (as aiosqlite's do: the answer is
+    read in a thread and handed back later), so the answer can be stale. After
+    `stale_next()`, the next execution read answers only once the execution has ended, with
+    the record it read before: the execution ends while that read is in flight, however fast
+    or slow the machine is."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.read_delay = 0.0
+        self._stale_next = False
+
+    def stale_next(self) -> None:
+        self._stale_next = True
 
     async def get_execution(self, execution_id: str):  # type: ignore[override]
         record = await super().get_execution(execution_id)
-        if self.read_delay:
-            await asyncio.sleep(self.read_delay)
+        if self._stale_next:
+            self._stale_next = False
+            await _until(lambda: _ended(super(_StaleReads, self), execution_id))
         return record
+
+
+async def _ended(store: MemoryStore, execution_id: str) -> bool:
+    record = await store.get_execution(execution_id)
+    return record is not None and record.state.terminal
+
+
+async def _until(predicate, timeout: float = 30.0) -> None:
+    """Polls an async predicate until it holds (a generous bound: the machine may be slow)."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.01)
+
+
+async def _node_is(engine: Engine, execution_id: str, node_id: str, state: str) -> bool:
+    return any(n.node_id == node_id and n.state.value == state for n in await engine.get_nodes(execution_id))
+
+
+async def _has_event(engine: Engine, execution_id: str, type_: str, node_id: str) -> bool:
+    return any(e.type == type_ and e.node_id == node_id for e in await engine.list_events(execution_id))
 
 
 async def _finishing_during_the_read(action: str):
@@ -61,13 +90,14 @@ async def _finishing_during_the_read(action: str):
     await engine.start()
     try:
         await engine.create_workflow(load_workflow(
-            "name: short\nnodes:\n  - {id: a, tool: {name: core.sleep, args: {seconds: 0.05}}}\n"
+            "name: short\nnodes:\n  - {id: a, tool: {name: core.sleep, args: {seconds: 0.3}}}\n"
         ))
         ex = await engine.start_execution("short", {})
-        await asyncio.sleep(0.01)  # RUNNING
-        store.read_delay = 0.3  # the execution ends while the call's read is in flight
+        await _until(lambda: _has_event(engine, ex.id, "node.running", "a"))  # RUNNING
+        store.stale_next()  # the execution ends while the call's read is in flight
         try:
-            async with asyncio.timeout(3):
+            # Bounded below the 10 s a call spent polling 'another replica' before the fix.
+            async with asyncio.timeout(8):
                 if action == "pause":
                     result = await engine.pause(ex.id)
                 elif action == "resume":
@@ -76,7 +106,6 @@ async def _finishing_during_the_read(action: str):
                     result = await engine.cancel(ex.id)
         except IllegalTransition as exc:
             result = exc
-        store.read_delay = 0.0
         final = await engine.get_execution(ex.id)
     finally:
         await engine.stop(grace=0)
@@ -117,13 +146,14 @@ nodes:
 """
         ))
         ex = await engine.start_execution("fan", {"xs": [1, 2, 3, 4, 5, 6]})
-        await asyncio.sleep(0.02)  # m[0] is running
+        await _until(lambda: _has_event(engine, ex.id, "node.running", "m[0]"))
         assert (await engine.pause(ex.id)).state is ExecutionState.PAUSED
-        await asyncio.sleep(0.3)
+        await _until(lambda: _has_event(engine, ex.id, "node.succeeded", "m[0]"))
+        await asyncio.sleep(0.3)  # a wrongly refilled item would start now
         events = await engine.list_events(ex.id)
         state = (await engine.get_execution(ex.id)).state
         await engine.resume(ex.id)
-        final = await engine.wait(ex.id, timeout=5)
+        final = await engine.wait(ex.id, timeout=30)
     finally:
         await engine.stop(grace=0)
     paused_at = next(e.sequence for e in events if e.type == "execution.paused")
@@ -139,21 +169,39 @@ name: undo-slowly
 nodes:
   - id: a
     tool: {name: core.echo, args: {x: 1}}
-    compensate: {tool: {name: core.sleep, args: {seconds: 0.3}}}
+    compensate: {tool: {name: test.gate}}
   - id: b
     needs: [a]
     tool: {name: core.echo, args: {x: 2}}
-    compensate: {tool: {name: core.sleep, args: {seconds: 0.3}}}
+    compensate: {tool: {name: test.gate}}
   - {id: slow, needs: [b], tool: {name: core.sleep, args: {seconds: 30}}}
 """
+
+
+class _Gate(Tool):
+    """An undo that runs until the test opens the gate: the saga is still compensating
+    when the test looks, however slow the machine is."""
+
+    name = "test.gate"
+    effect = Effect.IDEMPOTENT
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+
+    async def call(self, args: Any, ctx: CallContext) -> Any:
+        await self.opened.wait()
+        return {}
 
 
 @pytest.mark.parametrize("second", ["resume", "pause"])
 async def test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alone(second: str) -> None:
     store = MemoryStore()
+    gate = _Gate()
 
     def make() -> Engine:
-        return Engine(store, tools=default_tools(), agents=default_agents())
+        tools = default_tools()
+        tools.register(gate)
+        return Engine(store, tools=tools, agents=default_agents())
 
     engine = make()
     await engine.start()
@@ -161,11 +209,7 @@ async def test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alon
     try:
         await engine.create_workflow(load_workflow(SAGA_WITH_SLOW_UNDO))
         ex = await engine.start_execution("undo-slowly", {})
-        for _ in range(200):
-            nodes = {n.node_id: n.state for n in await engine.get_nodes(ex.id)}
-            if nodes.get("slow") is not None and nodes["slow"].value == "RUNNING":
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: _node_is(engine, ex.id, "slow", "RUNNING"))
         if second == "resume":
             await engine.pause(ex.id)
         # Both legal when checked; the run handles them in one turn.
@@ -174,12 +218,13 @@ async def test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alon
             engine.resume(ex.id) if second == "resume" else engine.pause(ex.id),
             return_exceptions=True,
         )
-        mid = await engine.get_execution(ex.id)  # the first undo is sleeping
+        mid = await engine.get_execution(ex.id)  # the first undo waits at the gate
         await engine.stop(grace=0)  # a restart in the middle of the saga
         events = await store.list_events(ex.id, limit=1000)
+        gate.opened.set()
         restarted = make()
         await restarted.start()
-        final = await restarted.wait(ex.id, timeout=2)
+        final = await restarted.wait(ex.id, timeout=30)
     finally:
         await engine.stop(grace=0)
         if restarted is not None:
@@ -211,11 +256,11 @@ nodes:
 """
         ))
         ex = await engine.start_execution("fan-saga", {"xs": list(range(6))})
-        await asyncio.sleep(0.03)  # m[0] running
+        await _until(lambda: _has_event(engine, ex.id, "node.running", "m[0]"))
         await engine.pause(ex.id)
-        await asyncio.sleep(0.06)  # m[0] done; the rest queued
+        await _until(lambda: _has_event(engine, ex.id, "node.succeeded", "m[0]"))  # the rest queued
         await asyncio.gather(engine.cancel(ex.id, compensate=True), engine.resume(ex.id))
-        final = await engine.wait(ex.id, timeout=5)
+        final = await engine.wait(ex.id, timeout=30)
         events = await engine.list_events(ex.id)
     finally:
         await engine.stop(grace=0)
