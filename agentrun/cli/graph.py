@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from agentrun import spec_words
 from agentrun.v1 import workflow_pb2 as pb
 
 __all__ = ["to_mermaid"]
@@ -42,14 +43,15 @@ def to_mermaid(spec: pb.WorkflowSpec) -> str:
         for source in node.needs:
             lines.append(f"    {_id(source)} --> {_id(node.id)}")
     for edge in spec.edges:
-        lines.append(_arrow(getattr(edge, "from"), edge.to, edge.when))
+        lines.append(_arrow(edge.from_node, edge.to, edge.when))
     for node in spec.nodes:
-        if node.WhichOneof("kind") != "switch":
+        if node.WhichOneof("kind") != "switch_node":
             continue
-        for case in node.switch.cases:
-            lines.append(_arrow(node.id, case.goto, case.when))
-        if node.switch.default:
-            lines.append(_arrow(node.id, node.switch.default, "default", expression=False))
+        for case in node.switch_node.cases:
+            lines.append(_arrow(node.id, case.target, case.when))
+        if node.switch_node.default_target:
+            target = node.switch_node.default_target
+            lines.append(_arrow(node.id, target, "default", expression=False))
     return "\n".join(lines) + "\n"
 
 
@@ -59,7 +61,7 @@ def _state_machine(spec: pb.WorkflowSpec) -> str:
         lines.append("    start__((start))")
     for name in sorted(spec.states):
         state = spec.states[name]
-        open_, close = ("((", "))") if state.final else ("([", "])")
+        open_, close = ("((", "))") if state.is_final else ("([", "])")
         lines.append(f"    {_state_id(name)}{open_}\"{_escape(name)}\"{close}")
     if spec.initial:
         lines.append(f"    start__ --> {_state_id(spec.initial)}")
@@ -93,7 +95,7 @@ def _id(node_id: str) -> str:
 
 
 def _shape(node: pb.Node) -> str:
-    kind = node.WhichOneof("kind") or "none"
+    kind = spec_words.which(node) or "none"
     open_, close = _SHAPES.get(kind, ("[", "]"))
     return f'{open_}"{_escape(f"{node.id}: {_describe(node, kind)}")}"{close}'
 
@@ -104,7 +106,7 @@ def _describe(node: pb.Node, kind: str) -> str:
     if kind == "tool":
         return f"tool {node.tool.name}".rstrip()
     if kind == "map":
-        body = node.map.node.WhichOneof("kind")
+        body = spec_words.which(node.map.node)
         if node.map.HasField("workflow"):
             inner = f"workflow {node.map.workflow.name}"
         elif body == "tool":

@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from agentrun import spec_words
 from agentrun.client.types import (
     Diagnostic,
     Execution,
@@ -100,7 +101,7 @@ def workflow(message: ws_pb.Workflow) -> Workflow:
         name=_strip(message.name, "workflows/"),
         version=message.version,
         description=message.description,
-        spec=_ints(json_format.MessageToDict(message.spec, preserving_proto_field_name=True)),
+        spec=_ints(spec_words.to_dict(message.spec)),
         create_time=_time(message.create_time, message.HasField("create_time")),
     )
 

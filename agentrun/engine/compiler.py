@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 
+from agentrun import spec_words
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
 from agentrun.engine.expr_checks import sql_query_warnings
 from agentrun.engine.expressions import (
@@ -192,7 +193,8 @@ class _Compiler:
 
     # -- steps (tool, agent, pass, workflow) ----------------------------------
     def step(self, msg: Any, kind: str, path: str, allowed: frozenset[str]) -> StepPlan:
-        body = getattr(msg, kind)
+        """`kind` is the file word of the set member of `msg.kind` (`pass`, not `pass_node`)."""
+        body = spec_words.member(msg)
         step = StepPlan(kind=kind, path=f"{path}.{kind}")
         p = step.path
         if kind == "pass":
@@ -250,7 +252,7 @@ class _Compiler:
         return step
 
     def standalone_step(self, msg: Any, path: str, allowed: frozenset[str]) -> StepPlan | None:
-        kind = msg.WhichOneof("kind")
+        kind = spec_words.which(msg)
         if kind is None:
             self.error(path, "needs exactly one kind: agent, tool, pass or workflow")
             return None
@@ -296,7 +298,7 @@ class _Compiler:
             if n.id in nodes:
                 self.error(f"{path}.id", f"duplicate id {n.id!r} (first at {nodes[n.id].path})")
                 continue
-            kind = n.WhichOneof("kind")
+            kind = spec_words.which(n)
             if kind is None:
                 self.error(
                     path,
@@ -320,7 +322,7 @@ class _Compiler:
                     seen.add(src)
                     self._link(nodes, EdgePlan(source=src, target=node_id))
         for j, e in enumerate(spec.edges):
-            src, dst = getattr(e, "from"), e.to
+            src, dst = e.from_node, e.to
             path = f"edges[{j}]"
             ok = True
             for field_name, ref in (("from", src), ("to", dst)):
@@ -342,18 +344,18 @@ class _Compiler:
                 edge.input = self.template(value_to_py(e.input), f"{path}.input", WITH_OUTPUT)
             self._link(nodes, edge)
         for node_id, n in specs.items():
-            if n.WhichOneof("kind") != "switch":
+            if n.WhichOneof("kind") != "switch_node":
                 continue
-            sw = getattr(n, "switch")
+            sw = n.switch_node
             plan = nodes[node_id]
             path = f"{plan.path}.switch"
-            if not sw.cases and not sw.default:
+            if not sw.cases and not sw.default_target:
                 self.error(path, "needs at least one case or a default")
             targets: list[tuple[str, str]] = [
-                (c.goto, f"{path}.cases[{k}].goto") for k, c in enumerate(sw.cases)
+                (c.target, f"{path}.cases[{k}].goto") for k, c in enumerate(sw.cases)
             ]
-            if sw.default:
-                targets.append((sw.default, f"{path}.default"))
+            if sw.default_target:
+                targets.append((sw.default_target, f"{path}.default"))
             linked: set[str] = set()
             for target, tpath in targets:
                 if not target:
@@ -534,7 +536,7 @@ class _Compiler:
         anc: _Ancestry | None,
     ) -> None:
         path = plan.path
-        kind = n.WhichOneof("kind")
+        kind = spec_words.which(n)
         # One C call tells which fields are set; most nodes set few of them.
         present = {fd.name for fd, _ in n.ListFields()}
         names: set[str] = set()
@@ -559,10 +561,10 @@ class _Compiler:
         plan.retry = self.retry(n.retry, f"{path}.retry") if "retry" in present else default_retry
         if "output" in present:
             plan.output = self.template(value_to_py(n.output), f"{path}.output", WITH_OUTPUT)
-        if "export" in present:
+        if "export_vars" in present:
             plan.export = {
                 key: self.template(value_to_py(value), f"{path}.export.{key}", WITH_OUTPUT)
-                for key, value in n.export.fields.items()
+                for key, value in n.export_vars.fields.items()
             }
         if "compensate" in present:
             plan.compensate = self.standalone_step(n.compensate, f"{path}.compensate", WITH_OUTPUT)
@@ -603,7 +605,7 @@ class _Compiler:
                 holder = pb.Step(workflow=m.workflow)
                 plan.body = self.step(holder, "workflow", mpath, IN_MAP)
         elif kind == "switch":
-            sw = getattr(n, "switch")
+            sw = n.switch_node
             cases = []
             for k, c in enumerate(sw.cases):
                 if not c.when:
@@ -611,9 +613,9 @@ class _Compiler:
                     continue
                 expr = self.boolean(c.when, f"{path}.switch.cases[{k}].when", BASE_NAMES)
                 if expr is not None:
-                    cases.append(SwitchCase(expr, c.goto))
+                    cases.append(SwitchCase(expr, c.target))
             plan.cases = tuple(cases)
-            plan.default = sw.default
+            plan.default = sw.default_target
             plan.inline = True
         elif kind == "wait":
             w = n.wait
@@ -796,7 +798,7 @@ def _unwrap(text: str) -> str:
 
 def _edge_path(spec: pb.WorkflowSpec, edge: EdgePlan) -> str:
     for j, e in enumerate(spec.edges):
-        if getattr(e, "from") == edge.source and e.to == edge.target:
+        if e.from_node == edge.source and e.to == edge.target:
             return f"edges[{j}]"
     return f"edge {edge.source} -> {edge.target}"
 

@@ -25,6 +25,7 @@ import jsonschema
 from google.protobuf import json_format
 
 from agentrun.engine.compiler import compile_workflow
+from agentrun.engine.loader import spec_to_dict
 from agentrun.engine.errors import (
     AlreadyExists,
     Diagnostic,
@@ -141,10 +142,6 @@ def request_fingerprint(**payload: Any) -> str:
     """What a `request_id` stands for: a repeat with another payload is refused."""
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def spec_to_dict(spec: workflow_pb2.WorkflowSpec) -> dict[str, Any]:
-    return json_format.MessageToDict(spec, preserving_proto_field_name=True)
 
 
 def spec_from_stored(data: Mapping[str, Any]) -> workflow_pb2.WorkflowSpec:

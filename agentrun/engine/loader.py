@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from agentrun import spec_words
 from agentrun.engine.durations import parse_duration, to_seconds_nanos
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
 from agentrun.v1.workflow_pb2 import Transitions, WorkflowSpec
@@ -97,8 +98,9 @@ def spec_from_dict(document: Mapping[str, Any]) -> WorkflowSpec:
 
 
 def spec_to_dict(spec: WorkflowSpec) -> dict[str, Any]:
-    """The protobuf JSON mapping with snake_case names: what files and stored specs look like."""
-    return json_format.MessageToDict(spec, preserving_proto_field_name=True)
+    """The protobuf JSON mapping with snake_case names and the file words of renamed fields
+    (`pass`, `from`): what files and stored specs look like."""
+    return spec_words.to_dict(spec)
 
 
 def _where(filename: str) -> str:
@@ -437,7 +439,7 @@ class _Enum:
 
 @dataclass(slots=True)
 class _Field:
-    name: str
+    name: str  # the proto name, what the message's constructor takes
     walk: _Walk
     keeps_null: bool = False  # google.protobuf.Value: null is a value, not an absence
     message: _Message | None = None
@@ -447,9 +449,10 @@ class _Field:
 class _Message:
     full_name: str
     label: str
-    fields: dict[str, _Field] = field(default_factory=dict)
+    fields: dict[str, _Field] = field(default_factory=dict)  # by file word (spec_words)
     camel: dict[str, str] = field(default_factory=dict)  # lower-cased camelCase -> snake_case
-    oneofs: dict[str, list[str]] = field(default_factory=dict)
+    proto_names: dict[str, str] = field(default_factory=dict)  # renamed field -> its file word
+    oneofs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # (name, word)
     shorthand: _Shorthand | None = None
 
 
@@ -477,12 +480,15 @@ def _info(descriptor: Descriptor) -> _Message:
     _MESSAGES[descriptor.full_name] = info  # before the fields: messages may refer to themselves
     info.shorthand = _MESSAGE_SHORTHANDS.get(descriptor.full_name)
     for fd in descriptor.fields:
-        info.fields[fd.name] = _field_info(fd)
-        if fd.json_name != fd.name:
+        file_word = spec_words.word(fd)
+        info.fields[file_word] = _field_info(fd)
+        if file_word != fd.name:
+            info.proto_names[fd.name] = file_word
+        elif fd.json_name != fd.name:
             info.camel[fd.json_name.lower()] = fd.name
     for oneof in descriptor.oneofs:
         if len(oneof.fields) > 1:
-            info.oneofs[oneof.name] = [fd.name for fd in oneof.fields]
+            info.oneofs[oneof.name] = [(fd.name, spec_words.word(fd)) for fd in oneof.fields]
     return info
 
 
@@ -559,9 +565,9 @@ def _walk_message(
         if shorthand is not None:
             fixed = shorthand(spec, item, sub, errors, depth + 1)
             if fixed is not _NONE:
-                out[key] = fixed
+                out[spec.name] = fixed
                 continue
-        out[key] = spec.walk(item, sub, errors, depth + 1)
+        out[spec.name] = spec.walk(item, sub, errors, depth + 1)
     if info.oneofs:
         _check_oneofs(info, out, path, errors)
     return out
@@ -619,7 +625,7 @@ def _map_walker(walk_value: _Walk) -> _Walk:
 def _check_oneofs(info: _Message, out: dict[str, Any], path: str, errors: list[Diagnostic]) -> None:
     """Zero kinds is the validator's to report; two or more is unreadable, so it is ours."""
     for name, members in info.oneofs.items():
-        present = [member for member in members if member in out]
+        present = [file_word for name, file_word in members if name in out]
         if len(present) < 2:
             continue
         listed = " and ".join(f"`{member}`" for member in present)
@@ -841,6 +847,9 @@ def _unknown_field(info: _Message, key: str) -> str:
     snake = info.camel.get(key.lower())
     if snake is not None and key != key.lower():
         return f"camelCase field names are not accepted; use snake_case `{snake}`"
+    file_word = info.proto_names.get(key)
+    if file_word is not None:
+        return f"`{key}` is the field's name in generated code; workflow files write `{file_word}`"
     message = f"unknown field `{key}` in {info.label}"
     close = difflib.get_close_matches(key, list(info.fields), n=1, cutoff=0.6)
     if close:

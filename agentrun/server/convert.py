@@ -12,6 +12,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from agentrun import spec_words
 from agentrun.storage.records import (
     EventRecord,
     ExecutionRecord,
@@ -124,7 +125,7 @@ def execution_name(execution_id: str) -> str:
 # Workflows ---------------------------------------------------------------------
 def spec_dict_from_proto(spec: wf_pb.WorkflowSpec) -> dict[str, Any]:
     """The spec in its protobuf JSON form with snake_case names, as the loader reads it."""
-    data = json_format.MessageToDict(spec, preserving_proto_field_name=True)
+    data = spec_words.to_dict(spec)
     return ints_for_integral_floats(data)
 
 

@@ -136,7 +136,7 @@ class Concurrency(_message.Message):
     def __init__(self, key: _Optional[str] = ..., limit: _Optional[int] = ..., on_limit: _Optional[_Union[Concurrency.OnLimit, str]] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "needs", "when", "join", "timeout", "total_timeout", "retry", "output", "export", "compensate", "rate_limit", "priority", "agent", "tool", "map", "switch", "wait", "aggregate", "workflow")
+    __slots__ = ("id", "needs", "when", "join", "timeout", "total_timeout", "retry", "output", "export_vars", "compensate", "rate_limit", "priority", "agent", "tool", "map", "switch_node", "wait", "aggregate", "workflow", "pass_node")
     class Join(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         JOIN_UNSPECIFIED: _ClassVar[Node.Join]
@@ -153,18 +153,18 @@ class Node(_message.Message):
     TOTAL_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
-    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_VARS_FIELD_NUMBER: _ClassVar[int]
     COMPENSATE_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
-    SWITCH_FIELD_NUMBER: _ClassVar[int]
+    SWITCH_NODE_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
-    PASS_FIELD_NUMBER: _ClassVar[int]
+    PASS_NODE_FIELD_NUMBER: _ClassVar[int]
     id: str
     needs: _containers.RepeatedScalarFieldContainer[str]
     when: str
@@ -173,33 +173,35 @@ class Node(_message.Message):
     total_timeout: _duration_pb2.Duration
     retry: RetryPolicy
     output: _struct_pb2.Value
-    export: _struct_pb2.Struct
+    export_vars: _struct_pb2.Struct
     compensate: Step
     rate_limit: str
     priority: int
     agent: AgentCall
     tool: ToolCall
     map: MapNode
-    switch: SwitchNode
+    switch_node: SwitchNode
     wait: WaitNode
     aggregate: AggregateNode
     workflow: WorkflowCall
-    def __init__(self, id: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., when: _Optional[str] = ..., join: _Optional[_Union[Node.Join, str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., export: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., compensate: _Optional[_Union[Step, _Mapping]] = ..., rate_limit: _Optional[str] = ..., priority: _Optional[int] = ..., agent: _Optional[_Union[AgentCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., map: _Optional[_Union[MapNode, _Mapping]] = ..., switch: _Optional[_Union[SwitchNode, _Mapping]] = ..., wait: _Optional[_Union[WaitNode, _Mapping]] = ..., aggregate: _Optional[_Union[AggregateNode, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ..., **kwargs) -> None: ...
+    pass_node: PassNode
+    def __init__(self, id: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., when: _Optional[str] = ..., join: _Optional[_Union[Node.Join, str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., export_vars: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., compensate: _Optional[_Union[Step, _Mapping]] = ..., rate_limit: _Optional[str] = ..., priority: _Optional[int] = ..., agent: _Optional[_Union[AgentCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., map: _Optional[_Union[MapNode, _Mapping]] = ..., switch_node: _Optional[_Union[SwitchNode, _Mapping]] = ..., wait: _Optional[_Union[WaitNode, _Mapping]] = ..., aggregate: _Optional[_Union[AggregateNode, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ..., pass_node: _Optional[_Union[PassNode, _Mapping]] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("retry", "timeout", "agent", "tool", "workflow")
+    __slots__ = ("retry", "timeout", "agent", "tool", "pass_node", "workflow")
     RETRY_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
-    PASS_FIELD_NUMBER: _ClassVar[int]
+    PASS_NODE_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     retry: RetryPolicy
     timeout: _duration_pb2.Duration
     agent: AgentCall
     tool: ToolCall
+    pass_node: PassNode
     workflow: WorkflowCall
-    def __init__(self, retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., agent: _Optional[_Union[AgentCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ..., **kwargs) -> None: ...
+    def __init__(self, retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., agent: _Optional[_Union[AgentCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., pass_node: _Optional[_Union[PassNode, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ...) -> None: ...
 
 class AgentCall(_message.Message):
     __slots__ = ("model", "system", "prompt", "output_schema", "tools", "max_turns", "temperature", "max_tokens")
@@ -242,20 +244,20 @@ class MapNode(_message.Message):
     def __init__(self, items: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., node: _Optional[_Union[Step, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ...) -> None: ...
 
 class SwitchNode(_message.Message):
-    __slots__ = ("cases", "default")
+    __slots__ = ("cases", "default_target")
     CASES_FIELD_NUMBER: _ClassVar[int]
-    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TARGET_FIELD_NUMBER: _ClassVar[int]
     cases: _containers.RepeatedCompositeFieldContainer[SwitchCase]
-    default: str
-    def __init__(self, cases: _Optional[_Iterable[_Union[SwitchCase, _Mapping]]] = ..., default: _Optional[str] = ...) -> None: ...
+    default_target: str
+    def __init__(self, cases: _Optional[_Iterable[_Union[SwitchCase, _Mapping]]] = ..., default_target: _Optional[str] = ...) -> None: ...
 
 class SwitchCase(_message.Message):
-    __slots__ = ("when", "goto")
+    __slots__ = ("when", "target")
     WHEN_FIELD_NUMBER: _ClassVar[int]
-    GOTO_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     when: str
-    goto: str
-    def __init__(self, when: _Optional[str] = ..., goto: _Optional[str] = ...) -> None: ...
+    target: str
+    def __init__(self, when: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
 
 class WaitNode(_message.Message):
     __slots__ = ("signal", "duration", "until", "timeout")
@@ -308,15 +310,16 @@ class PassNode(_message.Message):
     def __init__(self, value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class Edge(_message.Message):
-    __slots__ = ("to", "when", "input")
-    FROM_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("from_node", "to", "when", "input")
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     WHEN_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
+    from_node: str
     to: str
     when: str
     input: _struct_pb2.Value
-    def __init__(self, to: _Optional[str] = ..., when: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., **kwargs) -> None: ...
+    def __init__(self, from_node: _Optional[str] = ..., to: _Optional[str] = ..., when: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class ErrorHandler(_message.Message):
     __slots__ = ("match", "action", "retry", "output", "fallback", "timeout", "on_timeout")
@@ -397,7 +400,7 @@ class CircuitBreaker(_message.Message):
     def __init__(self, failure_threshold: _Optional[int] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reset_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_calls: _Optional[int] = ...) -> None: ...
 
 class MachineState(_message.Message):
-    __slots__ = ("on", "entry", "exit", "after", "invoke", "on_done", "on_error", "final")
+    __slots__ = ("on", "entry", "exit", "after", "invoke", "on_done", "on_error", "is_final")
     class OnEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -412,7 +415,7 @@ class MachineState(_message.Message):
     INVOKE_FIELD_NUMBER: _ClassVar[int]
     ON_DONE_FIELD_NUMBER: _ClassVar[int]
     ON_ERROR_FIELD_NUMBER: _ClassVar[int]
-    FINAL_FIELD_NUMBER: _ClassVar[int]
+    IS_FINAL_FIELD_NUMBER: _ClassVar[int]
     on: _containers.MessageMap[str, Transitions]
     entry: _containers.RepeatedCompositeFieldContainer[Step]
     exit: _containers.RepeatedCompositeFieldContainer[Step]
@@ -420,8 +423,8 @@ class MachineState(_message.Message):
     invoke: WorkflowCall
     on_done: Transition
     on_error: Transition
-    final: bool
-    def __init__(self, on: _Optional[_Mapping[str, Transitions]] = ..., entry: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., exit: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., after: _Optional[_Iterable[_Union[DelayedTransition, _Mapping]]] = ..., invoke: _Optional[_Union[WorkflowCall, _Mapping]] = ..., on_done: _Optional[_Union[Transition, _Mapping]] = ..., on_error: _Optional[_Union[Transition, _Mapping]] = ..., final: _Optional[bool] = ...) -> None: ...
+    is_final: bool
+    def __init__(self, on: _Optional[_Mapping[str, Transitions]] = ..., entry: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., exit: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., after: _Optional[_Iterable[_Union[DelayedTransition, _Mapping]]] = ..., invoke: _Optional[_Union[WorkflowCall, _Mapping]] = ..., on_done: _Optional[_Union[Transition, _Mapping]] = ..., on_error: _Optional[_Union[Transition, _Mapping]] = ..., is_final: _Optional[bool] = ...) -> None: ...
 
 class Transitions(_message.Message):
     __slots__ = ("transitions",)

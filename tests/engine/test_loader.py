@@ -165,7 +165,7 @@ def test_customer_support_example_loads() -> None:
     assert per_item.map.max_concurrency == 8
     assert per_item.map.node.tool.name == "inventory.check"
     assert approve.wait.timeout.seconds == 86400
-    assert reply.export["answer"] == "${{ output.text }}"
+    assert reply.export_vars["answer"] == "${{ output.text }}"
     assert spec.output.string_value.startswith("${{ {'answer'")
     assert spec.input_schema["properties"]["message"]["type"] == "string"
 
@@ -188,7 +188,7 @@ def test_state_machine_example_loads() -> None:
     paid = spec.states["paid"]
     assert paid.invoke.name == "fulfil"
     assert paid.on_done.target == "shipped" and paid.on_error.target == "failed"
-    assert all(spec.states[name].final for name in ("shipped", "cancelled", "expired", "failed"))
+    assert all(spec.states[name].is_final for name in ("shipped", "cancelled", "expired", "failed"))
 
 
 def test_error_handler_and_saga_example_loads() -> None:
@@ -384,8 +384,8 @@ def test_value_fields_take_any_json_value() -> None:
         "  - {id: c, tool: {name: t, args: 5}, output: true}\n"
     )
     # `pass` is a Python keyword: the generated attribute is reached with getattr
-    assert getattr(spec.nodes[0], "pass").value.HasField("null_value")
-    listed = json_format.MessageToDict(getattr(spec.nodes[1], "pass").value)
+    assert spec.nodes[0].pass_node.value.HasField("null_value")
+    listed = json_format.MessageToDict(spec.nodes[1].pass_node.value)
     assert listed == [1, "two", {"three": 3}]
     assert spec.nodes[2].tool.args.number_value == 5
     assert spec.nodes[2].output.bool_value is True
@@ -635,7 +635,7 @@ def test_presence_matches_protobufs_json_parser() -> None:
     assert spec == json_format.ParseDict(document, WorkflowSpec())
     assert spec.HasField("timeout") and spec.HasField("input_schema")
     assert spec.output.HasField("struct_value")
-    assert spec.nodes[0].WhichOneof("kind") == "pass"
+    assert spec.nodes[0].WhichOneof("kind") == "pass_node"
 
 
 json_values = st.recursive(

@@ -70,9 +70,9 @@ async def invalid_workflow_typed(s: Stubs) -> None:
     request = ws.CreateWorkflowRequest()
     request.spec.name = "cyclic"
     a = request.spec.nodes.add(id="a", needs=["b"])
-    getattr(a, "pass").SetInParent()
+    a.pass_node.SetInParent()
     b = request.spec.nodes.add(id="b", needs=["a"])
-    getattr(b, "pass").SetInParent()
+    b.pass_node.SetInParent()
     await s.workflows.CreateWorkflow(request, metadata=s.md())
 
 

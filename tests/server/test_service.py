@@ -34,7 +34,7 @@ async def test_workflow_crud(client: AsyncClient) -> None:
 async def test_typed_spec(client: AsyncClient) -> None:
     spec = workflow_pb2.WorkflowSpec(name="typed")
     node = spec.nodes.add(id="only")
-    getattr(node, "pass").value.number_value = 3
+    node.pass_node.value.number_value = 3
     created = await client.create_workflow(spec)
     assert created.spec["nodes"][0]["pass"]["value"] == 3  # an int again, not 3.0
     execution = await client.start_execution("typed", {"n": 1})

@@ -121,7 +121,7 @@ class _MachineCompiler(_Compiler):
         default_timeout: float | None,
     ) -> StatePlan:
         path = f"states.{name}"
-        plan = StatePlan(name=name, path=path, final=s.final)
+        plan = StatePlan(name=name, path=path, final=s.is_final)
         on: dict[str, tuple[TransitionPlan, ...]] = {}
         for event in sorted(s.on):
             epath = _join(f"{path}.on", event)
@@ -192,7 +192,7 @@ class _MachineCompiler(_Compiler):
             self.warnings.append(
                 Diagnostic(f"{path}.invoke", "no on_done: the state ignores the workflow's result")
             )
-        if s.final:
+        if s.is_final:
             for field_name, has in (
                 ("on", bool(s.on)),
                 ("after", bool(s.after)),
