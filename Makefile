@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(VENV)/bin/agentrun serve
+	$(VENV)/bin/agentrun serve --http-listen 127.0.0.1:8080
 
 services:
 	bash scripts/ensure-services.sh

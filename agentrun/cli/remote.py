@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--listen", metavar="HOST:PORT", help="default $AGENTRUN_LISTEN or 127.0.0.1:50051"
     )
+    p.add_argument(
+        "--http-listen",
+        metavar="HOST:PORT",
+        help="also serve the API over HTTP (Connect, gRPC-Web) and the web console "
+        "(default $AGENTRUN_HTTP_LISTEN; off)",
+    )
     p.add_argument("--config", metavar="FILE", help="YAML config: api_keys, limits, mock responses")
     p.add_argument(
         "--db",
@@ -189,6 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = ServerConfig.load(
             args.config,
             listen=args.listen,
+            http_listen=args.http_listen,
             database_url=args.db,
             shutdown_grace=args.grace,
             log_level=args.log_level,

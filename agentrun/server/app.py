@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from agentrun.server.auth import AuthInterceptor
 from agentrun.server.config import ConfigError, ServerConfig
 from agentrun.server.execution_service import ExecutionService
+from agentrun.server.http.registry import HandlerRegistry
 from agentrun.server.interceptors import (
     DrainInterceptor,
     ErrorInterceptor,
@@ -73,17 +74,20 @@ class AgentrunServer:
                     RateLimitInterceptor(rate=self.config.rate_limit, burst=self.config.rate_burst)
                 )
         interceptors.append(ErrorInterceptor())
+        self.interceptors = tuple(interceptors)  # the HTTP port runs its calls through them too
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=self.config.grpc_options(),
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
-        workflow_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine), self.server)
+        # Registers on the gRPC server and keeps the handlers for the HTTP port.
+        self.registry = HandlerRegistry(self.server)
+        workflow_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine), self.registry)
         execution_grpc.add_ExecutionServiceServicer_to_server(
             ExecutionService(
                 engine, self.lifecycle, max_response_bytes=self.config.max_send_message_bytes
             ),
-            self.server,
+            self.registry,
         )
         self.service_names = list(SERVICE_NAMES)
         if getattr(engine, "machines", None) is not None:
@@ -92,12 +96,12 @@ class AgentrunServer:
             from agentrun.v1 import state_machine_service_pb2_grpc as machine_grpc
 
             machine_grpc.add_StateMachineServiceServicer_to_server(
-                StateMachineService(engine.machines, self.lifecycle), self.server
+                StateMachineService(engine.machines, self.lifecycle), self.registry
             )
             self.service_names.append(
                 state_machine_service_pb2.DESCRIPTOR.services_by_name["StateMachineService"].full_name
             )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.registry)
         if self.config.reflection:
             reflection.enable_server_reflection(
                 (
@@ -160,6 +164,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     store = await open_store(config.database_url)
     engine: Any = None
     server: AgentrunServer | None = None
+    http: Any = None
     publisher: Any = None
     try:
         engine = Engine(store, tools=tools, agents=agents, config=engine_config)
@@ -175,6 +180,11 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         await machines.start()
         server = AgentrunServer(engine, config, observability=observability)
         await server.start()
+        if config.http_listen:
+            from agentrun.server.http.server import HttpServer
+
+            http = HttpServer(server)
+            await http.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,8 +198,13 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         deadline = loop.time() + config.shutdown_grace
         await engine.stop(grace=config.shutdown_grace)
         await machines.stop()
+        if http is not None:
+            await http.stop(max(0.5, deadline - loop.time()))
         await server.stop(max(0.5, deadline - loop.time()))
     finally:
+        if http is not None:
+            with contextlib.suppress(Exception):
+                await http.stop(0)
         if server is not None:
             with contextlib.suppress(Exception):
                 await server.server.stop(0)

@@ -3,6 +3,7 @@ variables and flags, each overriding the one before.
 
 ```yaml
 listen: 0.0.0.0:50051
+http_listen: 127.0.0.1:8080     # Connect/gRPC-Web API and the web console (unset: off)
 database_url: postgresql://postgres@127.0.0.1:5432/agentrun
 api_keys:                       # auth is on when any key is configured
   - {key: s3cret, tenant: acme, rate: 100, burst: 200}
@@ -54,6 +55,8 @@ class ConfigError(ValueError):
 @dataclass(slots=True)
 class ServerConfig:
     listen: str = DEFAULT_LISTEN
+    # The HTTP port (Connect, gRPC-Web, web console); None: off.
+    http_listen: str | None = None
     # None: $AGENTRUN_DATABASE_URL or the embedded SQLite file in ./.agentrun/.
     database_url: str | None = None
     api_keys: list[ApiKey] = field(default_factory=list)
@@ -218,6 +221,8 @@ def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
     values: dict[str, Any] = {}
     if env.get("AGENTRUN_LISTEN"):
         values["listen"] = env["AGENTRUN_LISTEN"]
+    if env.get("AGENTRUN_HTTP_LISTEN"):
+        values["http_listen"] = env["AGENTRUN_HTTP_LISTEN"]
     if env.get("AGENTRUN_DATABASE_URL"):
         values["database_url"] = env["AGENTRUN_DATABASE_URL"]
     if env.get("AGENTRUN_API_KEYS"):

@@ -56,7 +56,7 @@ def add_to_server(
     if SERVICE_NAME in getattr(server, "service_names", ()):
         return
     pb_grpc.add_StateMachineServiceServicer_to_server(
-        StateMachineService(machines, lifecycle or server.lifecycle), server.server
+        StateMachineService(machines, lifecycle or server.lifecycle), server.registry
     )
 
 

@@ -1,0 +1,144 @@
+"""One implementation, two transports: the gRPC method handlers, served over HTTP.
+
+`registry.HandlerRegistry` stands in for the grpc.aio server while the generated
+`add_*Servicer_to_server` functions register the servicers: it passes every handler on to the
+real server and keeps a copy. `connect_endpoints` turns those same handlers into connectrpc
+endpoints. Each HTTP call goes through the gRPC server's own interceptor chain (telemetry,
+access log, draining, auth, rate limits, error mapping) and then the servicer method, with an
+`HttpServicerContext`; the status it aborts with becomes the Connect error. Nothing about a
+method is written twice, so an RPC added to a .proto and a servicer is served over HTTP too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import grpc
+from connectrpc.errors import ConnectError
+from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
+from connectrpc.request import RequestContext
+from connectrpc.server import Endpoint
+from google.protobuf import descriptor_pool, message_factory
+
+from agentrun.server.errors import to_status
+from agentrun.server.http.context import CONNECT_CODES, HttpServicerContext
+from agentrun.server.http.details import connect_details
+
+Resolve = Callable[["CallDetails"], Awaitable[grpc.RpcMethodHandler | None]]
+
+
+class CallDetails(NamedTuple):
+    """grpc.HandlerCallDetails for an HTTP call."""
+
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...]
+
+
+def interceptor_chain(
+    handlers: Mapping[str, grpc.RpcMethodHandler],
+    interceptors: Sequence[grpc.aio.ServerInterceptor],
+) -> Resolve:
+    """The handler a call runs, wrapped by `interceptors` as grpc.aio wraps it (the first
+    interceptor is the outermost)."""
+
+    async def lookup(details: CallDetails) -> grpc.RpcMethodHandler | None:
+        return handlers.get(details.method)
+
+    resolve: Any = lookup
+    for interceptor in reversed(interceptors):
+        resolve = functools.partial(interceptor.intercept_service, resolve)
+    return resolve  # type: ignore[no-any-return]
+
+
+def connect_endpoints(
+    handlers: Mapping[str, grpc.RpcMethodHandler],
+    interceptors: Sequence[grpc.aio.ServerInterceptor],
+) -> dict[str, Endpoint[Any, Any]]:
+    """A connectrpc endpoint for every unary and server-streaming method handler."""
+    resolve = interceptor_chain(handlers, interceptors)
+    pool = descriptor_pool.Default()
+    endpoints: dict[str, Endpoint[Any, Any]] = {}
+    for path, handler in handlers.items():
+        if handler.request_streaming:
+            continue  # no agentrun method streams requests; Connect over HTTP/1.1 cannot
+        service_name, _, name = path.lstrip("/").rpartition("/")
+        method = pool.FindServiceByName(service_name).methods_by_name[name]
+        info = MethodInfo(
+            name=name,
+            service_name=service_name,
+            input=message_factory.GetMessageClass(method.input_type),
+            output=message_factory.GetMessageClass(method.output_type),
+            idempotency_level=IdempotencyLevel.UNKNOWN,
+            stream_type=StreamType.SERVER_STREAM
+            if handler.response_streaming
+            else StreamType.UNARY,
+        )
+        if handler.response_streaming:
+            endpoints[path] = Endpoint.server_stream(
+                method=info, function=_server_stream(path, resolve)
+            )
+        else:
+            endpoints[path] = Endpoint.unary(method=info, function=_unary(path, resolve))
+    return endpoints
+
+
+def _unary(path: str, resolve: Resolve) -> Callable[..., Awaitable[Any]]:
+    async def call(request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        context = HttpServicerContext(ctx)
+        try:
+            handler = await _handler(path, resolve, context)
+            response = await handler.unary_unary(request, context)
+        except grpc.aio.AbortError:
+            raise context.to_connect_error() from None
+        except (ConnectError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - what the gRPC server would send
+            raise _error(exc) from None
+        _check_code(context)
+        return response
+
+    return call
+
+
+def _server_stream(path: str, resolve: Resolve) -> Callable[..., AsyncIterator[Any]]:
+    async def stream(request: Any, ctx: RequestContext[Any, Any]) -> AsyncIterator[Any]:
+        context = HttpServicerContext(ctx)
+        try:
+            handler = await _handler(path, resolve, context)
+            async for response in handler.unary_stream(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise context.to_connect_error() from None
+        except (ConnectError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _error(exc) from None
+        _check_code(context)
+
+    return stream
+
+
+async def _handler(
+    path: str, resolve: Resolve, context: HttpServicerContext
+) -> grpc.RpcMethodHandler:
+    handler = await resolve(CallDetails(path, context.invocation_metadata()))
+    if handler is None:  # an interceptor refused it without aborting
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not served")
+    return handler  # type: ignore[return-value]
+
+
+def _check_code(context: HttpServicerContext) -> None:
+    """A servicer that set a non-OK code without aborting ends the call with it, as in gRPC."""
+    code = context.code()
+    if code is not None and code is not grpc.StatusCode.OK:
+        raise context.to_connect_error()
+
+
+def _error(exc: BaseException) -> ConnectError:
+    """An exception no interceptor mapped (methods outside agentrun.v1): the same status."""
+    status = to_status(exc)
+    code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+    return ConnectError(CONNECT_CODES[code], status.message, connect_details(status.details))

@@ -1,0 +1,162 @@
+"""The HTTP port: the agentrun services over Connect (JSON and binary, unary and server
+streams) and gRPC-Web, and the web console's files at `/`.
+
+It runs in the gRPC server's asyncio loop (uvicorn, embedded), over the same engine and the
+same servicers and interceptors (see `bridge`). Paths `/<package>.<Service>/<Method>` are RPCs;
+every other path is the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from connectrpc.compat import google_protobuf_binary_codec
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from connectrpc.server import ConnectASGIApplication, Endpoint
+
+from agentrun.server.http.bridge import connect_endpoints
+from agentrun.server.http.static import StaticFiles
+
+if TYPE_CHECKING:
+    from agentrun.server.app import AgentrunServer
+
+log = logging.getLogger("agentrun.server.http")
+
+
+class ConnectApp(ConnectASGIApplication[Any]):
+    """connectrpc's ASGI app over a fixed set of endpoints (all services at once)."""
+
+    def __init__(self, endpoints: dict[str, Endpoint[Any, Any]], *, read_max_bytes: int) -> None:
+        super().__init__(
+            service=endpoints,
+            endpoints=lambda served: served,
+            read_max_bytes=read_max_bytes,
+            codecs=[google_protobuf_binary_codec(), StrictJsonCodec()],
+        )
+
+    @property
+    def path(self) -> str:
+        return "/"
+
+
+class StrictJsonCodec:
+    """Connect's JSON codec (proto3 JSON mapping), compact, and strict about field names: a
+    misspelt field is INVALID_ARGUMENT naming it, not silently dropped."""
+
+    def name(self) -> str:
+        return "json"
+
+    def encode(self, message: Message) -> bytes:
+        return json_format.MessageToJson(message, indent=None).encode()
+
+    def decode(self, data: bytes | bytearray, message_class: type[Message]) -> Message:
+        message = message_class()
+        json_format.Parse(bytes(data), message, ignore_unknown_fields=False)
+        return message
+
+
+class HttpApp:
+    """The ASGI app of the HTTP port: RPC paths to Connect, the rest to the console."""
+
+    def __init__(self, server: AgentrunServer, *, console: StaticFiles | None = None) -> None:
+        endpoints = connect_endpoints(server.registry.handlers, server.interceptors)
+        self.rpc_paths = frozenset(endpoints)
+        self.connect = ConnectApp(endpoints, read_max_bytes=server.config.max_message_bytes)
+        self.console = console or StaticFiles()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan, no websockets
+        path = scope["path"]
+        if path in self.rpc_paths or _looks_like_rpc(path):
+            await self.connect(scope, receive, send)  # unknown methods: Connect's 404
+        else:
+            await self.console(scope, receive, send)
+
+
+def _looks_like_rpc(path: str) -> bool:
+    service, _, method = path.lstrip("/").partition("/")
+    return "." in service and bool(method) and "/" not in method
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside agentrun's loop: `agentrun serve` owns SIGTERM/SIGINT, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpServer:
+    """Starts and stops the HTTP port next to an `AgentrunServer`."""
+
+    def __init__(self, server: AgentrunServer, *, console: StaticFiles | None = None) -> None:
+        self.app = HttpApp(server, console=console)
+        self._config = server.config
+        self._uvicorn: _EmbeddedUvicorn | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self, listen: str | None = None) -> int:
+        """Binds and serves; returns the port (useful with `127.0.0.1:0`)."""
+        address = listen or self._config.http_listen or "127.0.0.1:8080"
+        sock = _bind(address)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            ws="none",
+            log_config=None,
+            access_log=False,  # the access log is the interceptor's, as for gRPC
+            server_header=False,
+            proxy_headers=False,
+            limit_concurrency=self._config.max_concurrent_rpcs,
+            timeout_graceful_shutdown=max(1, round(self._config.shutdown_grace)),
+        )
+        # uvicorn's own start/stop lines ("Started server process") would describe a process
+        # that is not its own; its warnings and errors still show.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+        self._uvicorn = _EmbeddedUvicorn(config)
+        self._task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]), name="http")
+        host = address.rpartition(":")[0] or "127.0.0.1"
+        log.info("agentrun HTTP (Connect, gRPC-Web, console) on http://%s:%d/", host, self.port)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stops accepting, ends idle connections, and waits up to `grace` for calls in flight
+        (the gRPC server's drain has already ended the watch streams)."""
+        if self._uvicorn is None or self._task is None:
+            return
+        if grace is not None:
+            self._uvicorn.config.timeout_graceful_shutdown = max(0, round(grace))
+        self._uvicorn.should_exit = True
+        if grace == 0:
+            self._uvicorn.force_exit = True
+        try:
+            await self._task
+        finally:
+            self._uvicorn = None
+            self._task = None
+
+
+def _bind(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        raise OSError(f"cannot listen on {address}: not HOST:PORT") from None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, number), family=family, backlog=1024)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
