@@ -43,6 +43,7 @@ from agentrun.engine.executor import CONTROL_SIGNAL, Run
 from agentrun.engine.hub import Hub, follow
 from agentrun.engine.redact import Redactor
 from agentrun.engine.instrument import Instrumentation, current_traceparent
+from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
 from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
 from agentrun.engine.ports import AgentProviders, ToolFailure, ToolRegistry
@@ -371,7 +372,7 @@ class Engine:
             )
         input = {} if input is None else input
         if plan.input_schema is not None:
-            _validate_input(input, plan.input_schema)
+            input = _validate_input(input, plan.input_schema)
         key = self._concurrency_key(plan, tenant, input)
         max_pending = self.admission.config.max_pending_executions_per_tenant
         if parent is None and (
@@ -668,7 +669,7 @@ class Engine:
             raise InvalidInput([Diagnostic("from_node", f"workflow {wf.name!r} v{wf.version} has no node {start!r}")])
         new_input = old.input if input is None else input
         if plan.input_schema is not None:
-            _validate_input(new_input, plan.input_schema)
+            new_input = _validate_input(new_input, plan.input_schema)
         again = _descendants(plan, start) if start is not None else set(plan.nodes)
         new_id = new_execution_id(self.clock)
         reused = [
@@ -945,7 +946,9 @@ def _replay_exports(plan: Plan, reused: list[NodeRecord], input: Any) -> dict[st
     return vars
 
 
-def _validate_input(value: Any, schema: Mapping[str, Any]) -> None:
+def _validate_input(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Raises InvalidInput listing every problem; returns the value with its numbers typed as
+    the schema declares them (`number`: double, `integer`: int; agentrun.engine.schema_numbers)."""
     validator = jsonschema.validators.validator_for(schema)(schema)
     problems = []
     for err in sorted(validator.iter_errors(value), key=lambda e: list(e.path)):
@@ -953,3 +956,4 @@ def _validate_input(value: Any, schema: Mapping[str, Any]) -> None:
         problems.append(Diagnostic(f"input{where}", err.message))
     if problems:
         raise InvalidInput(problems)
+    return coerce_numbers(value, schema)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from agentrun.engine.expressions import ExpressionError
+from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.engine.breakers import BreakerState
 from agentrun.engine.plan import EdgePlan, HandlerPlan, NodePlan, Plan, StepPlan
 from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
@@ -526,8 +527,14 @@ class Run:
 
     # ---------------------------------------------------------------- running
     def _activation(
-        self, names: frozenset[str], node_refs: frozenset[str], extra: dict[str, Any] | None = None
+        self,
+        names: frozenset[str],
+        node_refs: frozenset[str],
+        extra: dict[str, Any] | None = None,
+        attempt: int = 1,
     ) -> dict[str, Any]:
+        """What an expression sees; `attempt` is the current node's (from 1) for
+        `execution.attempt` in its arguments and output transforms."""
         act: dict[str, Any] = {}
         if "input" in names:
             act["input"] = self.record.input
@@ -552,7 +559,7 @@ class Run:
                 "id": self.id,
                 "workflow": self.record.workflow,
                 "version": self.record.version,
-                "attempt": 1,
+                "attempt": max(attempt, 1),
                 "started_at": _iso(self.record.started_at),
             }
         if "secrets" in names:
@@ -667,7 +674,7 @@ class Run:
             t = node.step.value
             if t.is_constant:
                 return t.constant
-            return t.evaluate(self._activation(node.names, node.node_refs))
+            return t.evaluate(self._activation(node.names, node.node_refs, attempt=rec.attempt))
         if node.kind == "switch":
             act = self._activation(node.names, node.node_refs)
             for case in node.cases:
@@ -744,7 +751,7 @@ class Run:
         try:
             if index is not None:
                 extra = {"item": item, "index": index}
-            act = self._activation(node.names, node.node_refs, extra)
+            act = self._activation(node.names, node.node_refs, extra, attempt)
             ctx = CallContext(
                 execution_id=self.id,
                 node_id=node.id,
@@ -842,6 +849,7 @@ class Run:
                     jsonschema.validate(answer, step.output_schema)
                 except jsonschema.ValidationError as exc:
                     raise ToolFailure("invalid_output", f"answer does not match output_schema: {exc.message}") from None
+                return coerce_numbers(answer, step.output_schema)
             return answer
         if step.kind == "pass":
             return step.value.evaluate(act)
@@ -855,14 +863,16 @@ class Run:
         output = raw
         try:
             if node.output is not None:
-                output = node.output.evaluate(self._activation(node.output.names, node.output.node_refs, {"output": raw}))
+                output = node.output.evaluate(
+                    self._activation(node.output.names, node.output.node_refs, {"output": raw}, rec.attempt)
+                )
             if node.export:
                 act = None
                 for key, t in node.export.items():
                     if act is None:
                         names = frozenset().union(*(x.names for x in node.export.values()))
                         refs = frozenset().union(*(x.node_refs for x in node.export.values()))
-                        act = self._activation(names, refs, {"output": output})
+                        act = self._activation(names, refs, {"output": output}, rec.attempt)
                     # Copy on write: a committed record may share the old dict.
                     self.record.vars = {**self.record.vars, key: t.evaluate(act)}
                 self.batch.execution = self.record

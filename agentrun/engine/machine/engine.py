@@ -246,7 +246,7 @@ class MachineEngine:
         wf, plan = await self._plan(tenant, workflow, version)
         input = {} if input is None else input
         if plan.input_schema is not None:
-            _validate_input(input, plan.input_schema)
+            input = _validate_input(input, plan.input_schema)
         if data is not None and not isinstance(data, dict):
             raise InvalidInput([Diagnostic("data", "must be an object")])
         request_hash = (
