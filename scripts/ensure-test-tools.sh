@@ -7,3 +7,19 @@ fi
 if ! command -v curl >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq curl >/dev/null
 fi
+
+# --- protoc and the Go plugins, for tests/test_proto_codegen.py (helper "protos") ---
+# Debian packages: protoc itself, the well-known .proto files it imports, and the Go plugins.
+if ! command -v protoc >/dev/null || ! command -v protoc-gen-go >/dev/null \
+   || ! command -v protoc-gen-go-grpc >/dev/null || [ ! -f /usr/include/google/protobuf/struct.proto ]; then
+  if command -v apt-get >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      protobuf-compiler libprotobuf-dev protoc-gen-go protoc-gen-go-grpc
+  else
+    echo "ensure-test-tools: no apt-get; install protoc, protoc-gen-go and protoc-gen-go-grpc" \
+         "or tests/test_proto_codegen.py skips" >&2
+  fi
+fi
+# --- end protoc ---

@@ -24,14 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentrun/v1/error_reason.proto\x12\x0b\x61gentrun.v1*\xa5\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x45RROR_REASON_INVALID_WORKFLOW\x10\x01\x12\x1e\n\x1a\x45RROR_REASON_INVALID_INPUT\x10\x02\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x03\x12#\n\x1f\x45RROR_REASON_WORKFLOW_NOT_FOUND\x10\x04\x12$\n ERROR_REASON_EXECUTION_NOT_FOUND\x10\x05\x12\x1f\n\x1b\x45RROR_REASON_ALREADY_EXISTS\x10\x06\x12#\n\x1f\x45RROR_REASON_ILLEGAL_TRANSITION\x10\x07\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x08\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\t\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\n\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\x0b\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\x0c\x12\x1e\n\x1a\x45RROR_REASON_UNIMPLEMENTED\x10\r\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0e\x12#\n\x1f\x45RROR_REASON_INSTANCE_NOT_FOUND\x10\x0f\x42\x80\x01\n\x0f\x64\x65v.agentrun.v1P\x01Z:github.com/agentrun/agentrun/gen/go/agentrun/v1;agentrunv1\xa2\x02\x03\x41XX\xaa\x02\x0b\x41gentrun.V1\xca\x02\x0b\x41gentrun\\V1\xea\x02\x0c\x41gentrun::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentrun/v1/error_reason.proto\x12\x0b\x61gentrun.v1*\xa5\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x45RROR_REASON_INVALID_WORKFLOW\x10\x01\x12\x1e\n\x1a\x45RROR_REASON_INVALID_INPUT\x10\x02\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x03\x12#\n\x1f\x45RROR_REASON_WORKFLOW_NOT_FOUND\x10\x04\x12$\n ERROR_REASON_EXECUTION_NOT_FOUND\x10\x05\x12\x1f\n\x1b\x45RROR_REASON_ALREADY_EXISTS\x10\x06\x12#\n\x1f\x45RROR_REASON_ILLEGAL_TRANSITION\x10\x07\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x08\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\t\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\n\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\x0b\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\x0c\x12\x1e\n\x1a\x45RROR_REASON_UNIMPLEMENTED\x10\r\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0e\x12#\n\x1f\x45RROR_REASON_INSTANCE_NOT_FOUND\x10\x0f\x42\x92\x01\n\x0f\x64\x65v.agentrun.v1B\x10\x45rrorReasonProtoP\x01Z:github.com/agentrun/agentrun/gen/go/agentrun/v1;agentrunv1\xa2\x02\x03\x41XX\xaa\x02\x0b\x41gentrun.V1\xca\x02\x0b\x41gentrun\\V1\xea\x02\x0c\x41gentrun::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentrun.v1.error_reason_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.agentrun.v1P\001Z:github.com/agentrun/agentrun/gen/go/agentrun/v1;agentrunv1\242\002\003AXX\252\002\013Agentrun.V1\312\002\013Agentrun\\V1\352\002\014Agentrun::V1'
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.agentrun.v1B\020ErrorReasonProtoP\001Z:github.com/agentrun/agentrun/gen/go/agentrun/v1;agentrunv1\242\002\003AXX\252\002\013Agentrun.V1\312\002\013Agentrun\\V1\352\002\014Agentrun::V1'
   _globals['_ERRORREASON']._serialized_start=48
   _globals['_ERRORREASON']._serialized_end=597
 # @@protoc_insertion_point(module_scope)
