@@ -112,24 +112,24 @@ def _run(path: Path, monkeypatch, capsys) -> dict[str, Any]:
     out, err = capsys.readouterr()
     body = json.loads(out)
     assert code == 0, (body, err)
-    assert body["state"] == "SUCCEEDED"
+    assert body["execution"]["state"] == "STATE_SUCCEEDED"
     return body
 
 
 def test_customer_support(monkeypatch, capsys) -> None:
     body = _run(ROOT / "examples" / "customer_support_workflow.yaml", monkeypatch, capsys)
-    nodes = body["nodes"]
-    assert body["output"]["category"] == "order"
-    assert body["output"]["answer"].startswith("Your order A-1001")
-    assert body["output"]["approval"] == {"approved": True, "by": "alice"}
+    nodes = _nodes(body)
+    assert body["execution"]["output"]["category"] == "order"
+    assert body["execution"]["output"]["answer"].startswith("Your order A-1001")
+    assert body["execution"]["output"]["approval"] == {"approved": True, "by": "alice"}
     assert nodes["lookup_order"]["output"]["body"]["order_id"] == "A-1001"
     assert [item["sku"] for item in nodes["per_item"]["output"]] == ["KB-101", "MS-202"]
-    assert all(n["state"] == "SUCCEEDED" for n in nodes.values()), nodes
+    assert all(n["state"] == "STATE_SUCCEEDED" for n in nodes.values()), nodes
 
 
 def test_fan_out(monkeypatch, capsys) -> None:
     body = _run(ROOT / "examples" / "fan_out_workflow.yaml", monkeypatch, capsys)
-    output = body["output"]
+    output = body["execution"]["output"]
     assert output["count"] == 4
     assert output["summaries"][1] == "Summarise: beta gamma"
     assert output["sizes"] == [
@@ -143,15 +143,15 @@ def test_fan_out(monkeypatch, capsys) -> None:
 
 def test_retries(monkeypatch, capsys) -> None:
     body = _run(ROOT / "examples" / "retry_workflow.yaml", monkeypatch, capsys)
-    nodes = body["nodes"]
-    assert nodes["flaky"]["state"] == "SUCCEEDED"
-    assert nodes["flaky"]["attempts"] == 3
+    nodes = _nodes(body)
+    assert nodes["flaky"]["state"] == "STATE_SUCCEEDED"
+    assert nodes["flaky"]["attempt"] == 3
     assert nodes["flaky"]["output"] == {"attempt": 3}
-    assert nodes["charge"]["state"] == "SKIPPED"
-    assert nodes["charge"]["attempts"] == 1  # non_retryable: tried once
+    assert nodes["charge"]["state"] == "STATE_SKIPPED"
+    assert nodes["charge"]["attempt"] == 1  # non_retryable: tried once
     assert nodes["charge"]["error"]["type"] == "payments.declined"
     assert nodes["charge"]["skip_reason"] == "handler"
-    assert body["output"] == {"flaky_attempts": 3, "charge": {"charged": False, "reason": "declined"}}
+    assert body["execution"]["output"] == {"flaky_attempts": 3, "charge": {"charged": False, "reason": "declined"}}
 
 
 # --------------------------------------------------------------------------- the reference
@@ -182,3 +182,8 @@ def test_reference_block(line: int, block: str) -> None:
     if first.startswith("# illustrative"):
         return
     compile_workflow(spec, tools=default_tools(DOC_CONFIG), agents=default_agents(DOC_CONFIG))
+
+
+def _nodes(body: dict) -> dict[str, dict]:
+    """`run --json` lists the nodes in the workflow's order; by node id here."""
+    return {node["node_id"]: node for node in body["nodes"]}

@@ -2,8 +2,10 @@
 
 Local commands (`validate`, `graph`, `run`) live in `agentrun.cli.local` and need no server;
 the commands that talk to a server over gRPC (`serve`, `workflows`, `start`, `watch`, `signal`,
-`cancel`, `pause`, `resume`, `rerun`, `trace`, `health`) live in `agentrun.cli.remote`, and `agentrun sm` (state machine instances) in
-`agentrun.cli.machines`. Each module registers its subcommands on the parser;
+`cancel`, `pause`, `resume`, `rerun`, `trace`, `health`) live in `agentrun.cli.remote`,
+`agentrun executions` in `agentrun.cli.executions`, and `agentrun sm` (state machine
+instances) in `agentrun.cli.machines`. Every `--json` prints the protobuf JSON mapping
+(`agentrun.cli.output`). Each module registers its subcommands on the parser;
 a subcommand's handler takes the parsed arguments and returns the exit code.
 
 Exit codes: 0 success, 1 the command ran but did not succeed (an execution that did not end
@@ -71,10 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _register_remote(subparsers: argparse._SubParsersAction) -> None:
     """The server commands: `agentrun.cli.remote` (serve, workflows, start, watch, signal,
-    cancel) and `agentrun.cli.machines` (`agentrun sm`: state machine instances)."""
+    cancel, ...), `agentrun.cli.executions` and `agentrun.cli.machines` (`agentrun sm`)."""
     import importlib
 
-    for name in ("remote", "machines"):
+    for name in ("remote", "executions", "machines"):
         module_name = f"agentrun.cli.{name}"
         try:
             module = importlib.import_module(module_name)

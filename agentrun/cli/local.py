@@ -228,16 +228,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         tools, agents = _integrations(config, args.config)
         plan = _compile(spec, tools, agents, args.file)
     except UserError as exc:
+        hint = "" if args.config else _config_hint(exc.diagnostics)
         if args.json:
-            print(_dump({"valid": False, "file": args.file, "error": exc.message,
-                         "diagnostics": exc.diagnostics or
-                         [{"path": "", "message": line} for line in exc.lines]}))
+            body = {"valid": False, "file": args.file, "error": exc.message,
+                    "diagnostics": exc.diagnostics or
+                    [{"path": "", "message": line} for line in exc.lines]}
+            print(_dump({**body, "hint": hint} if hint else body))
         elif exc.diagnostics:
             # The diagnostics are what validate produces: on stdout, one per line.
             for line in exc.lines:
                 print(line)
         else:
             _print_user_error(exc)
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
         return EXIT_INVALID
     warnings = [
         {"path": getattr(w, "path", ""), "message": getattr(w, "message", str(w))}
@@ -259,6 +263,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         where = f"{warning['path']}: " if warning["path"] else ""
         print(f"warning: {where}{warning['message']}")
     return EXIT_OK
+
+
+def _config_hint(diagnostics: list[dict[str, str]]) -> str:
+    """What to do when a workflow names agents or tools that only a config file defines (the
+    mock provider's models, configured tools): validate was run without `--config`."""
+    if any("provider" in d["message"] or "unknown tool" in d["message"] for d in diagnostics):
+        return ("agent models and tools can come from a config file (mock responses, tools): "
+                "pass it with --config FILE, as for `agentrun run`")
+    return ""
 
 
 # --------------------------------------------------------------------------- graph
@@ -295,22 +308,32 @@ class RunRequest:
 
 @dataclass
 class RunResult:
-    execution_id: str | None
-    state: str | None
-    output: Any
-    nodes: dict[str, dict[str, Any]]
-    error: Any
+    execution: Any  # ExecutionRecord
+    nodes: list[Any]  # NodeRecord: every node of the workflow (Engine.list_nodes)
     elapsed: float
     note: str = ""
 
+    @property
+    def state(self) -> str:
+        return str(getattr(self.execution.state, "value", self.execution.state))
+
+    @property
+    def error(self) -> Any:
+        if self.note and self.execution.error is None and self.state != "SUCCEEDED":
+            return {"type": "not_finished", "message": self.note}
+        return self.execution.error
+
     def as_json(self) -> dict[str, Any]:
-        return {
-            "execution_id": self.execution_id,
-            "state": self.state,
-            "output": self.output,
-            "nodes": self.nodes,
-            "error": self.error,
+        """GetExecution's answer with `include_nodes`, in the protobuf JSON mapping (as every
+        `--json`), and the note when `run` stopped following before the end."""
+        from agentrun.cli.output import to_json
+        from agentrun.server.convert import execution_to_proto, node_to_proto
+
+        body = {
+            "execution": to_json(execution_to_proto(self.execution)),
+            "nodes": [to_json(node_to_proto(node)) for node in self.nodes],
         }
+        return {**body, "note": self.note} if self.note else body
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -343,10 +366,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_error_json(kind: str, message: str, diagnostics: list[dict[str, str]] | None = None) -> None:
+    """Nothing ran: the one object `--json` promises is `{"error": ...}`."""
     error: dict[str, Any] = {"type": kind, "message": message}
     if diagnostics:
         error["diagnostics"] = diagnostics
-    print(_dump(RunResult(None, None, None, {}, error, 0.0).as_json()))
+    print(_dump({"error": error}))
 
 
 def _prepare_run(args: argparse.Namespace) -> RunRequest:
@@ -485,10 +509,10 @@ async def _run(request: RunRequest) -> RunResult:
         try:
             for path, child in request.children:
                 try:
-                    await engine.create_workflow(child)
+                    await _workflow(engine, child)
                 except InvalidWorkflow as exc:
                     raise _invalid(exc, f"{path}: invalid workflow") from None
-            workflow = await engine.create_workflow(request.spec)
+            workflow = await _workflow(engine, request.spec)
             execution = await engine.start_execution(workflow.name, request.input,
                                                      version=workflow.version)
         except InvalidWorkflow as exc:
@@ -499,7 +523,7 @@ async def _run(request: RunRequest) -> RunResult:
             await engine.signal(execution.id, name, data)
         note = await _follow(engine, execution.id, request)
         execution = await engine.get_execution(execution.id)
-        nodes = await engine.get_nodes(execution.id)
+        nodes = await engine.list_nodes(execution.id)
     finally:
         try:
             await engine.stop(grace=1.0)
@@ -507,19 +531,22 @@ async def _run(request: RunRequest) -> RunResult:
                 await publisher.stop()
         finally:
             await store.close()
-    state = str(getattr(execution.state, "value", execution.state))
-    error = execution.error
-    if note and error is None and state != "SUCCEEDED":
-        error = {"type": "not_finished", "message": note}
-    return RunResult(
-        execution_id=execution.id,
-        state=state,
-        output=execution.output,
-        nodes=_node_summary(nodes, [node.id for node in request.spec.nodes]),
-        error=error,
-        elapsed=time.monotonic() - t0,
-        note=note,
-    )
+    return RunResult(execution, nodes, elapsed=time.monotonic() - t0, note=note)
+
+
+async def _workflow(engine: Any, spec: Any) -> Any:
+    """The stored workflow for `spec`: its latest version when that is the same spec (running
+    an unchanged file again adds no version), else a new version."""
+    from agentrun.engine.engine import spec_to_dict
+    from agentrun.engine.errors import WorkflowNotFound
+
+    try:
+        latest = await engine.get_workflow(spec.name)
+    except WorkflowNotFound:
+        latest = None
+    if latest is not None and latest.spec == spec_to_dict(spec):
+        return latest
+    return await engine.create_workflow(spec)
 
 
 async def _attach(engine: Any, config: dict[str, Any]) -> Any:
@@ -672,29 +699,9 @@ def _stuck_note(nodes: list[Any]) -> str:
     return "; ".join(parts) + ", and nothing in this process will answer: pass --signal NAME=JSON"
 
 
-def _node_summary(nodes: list[Any], order: list[str]) -> dict[str, dict[str, Any]]:
-    """One entry per node, in the workflow's order."""
-    position = {node_id: n for n, node_id in enumerate(order)}
-    nodes = sorted(nodes, key=lambda n: (position.get(n.node_id, len(position)), n.node_id))
-    summary: dict[str, dict[str, Any]] = {}
-    for node in nodes:
-        if "[" in node.node_id:  # an item of a map node; the map's output lists them
-            continue
-        entry: dict[str, Any] = {
-            "state": str(getattr(node.state, "value", node.state)),
-            "attempts": node.attempt,
-            "output": node.output,
-        }
-        if node.error:
-            entry["error"] = node.error
-        if node.skip_reason:
-            entry["skip_reason"] = node.skip_reason
-        summary[node.node_id] = entry
-    return summary
-
-
 def _print_result(result: RunResult) -> None:
-    print(f"{result.state}  execution {result.execution_id}  ({result.elapsed:.2f}s)")
+    output = result.execution.output
+    print(f"{result.state}  execution {result.execution.id}  ({result.elapsed:.2f}s)")
     error_message = result.error.get("message") if isinstance(result.error, dict) else None
     if result.note and result.note != error_message:
         print(f"note: {result.note}", file=sys.stderr)
@@ -705,7 +712,7 @@ def _print_result(result: RunResult) -> None:
             print(f"error{where}: {error.get('type', 'error')}: {error.get('message', '')}")
         else:
             print(f"error: {error}")
-    if result.state == "SUCCEEDED" or result.output is not None:
+    if result.state == "SUCCEEDED" or output is not None:
         # Sorted keys: CEL maps have no order, and a stable output is easier to read and diff.
-        print(json.dumps(result.output, indent=2, ensure_ascii=False, sort_keys=True,
+        print(json.dumps(output, indent=2, ensure_ascii=False, sort_keys=True,
                          default=_json_default))

@@ -1,4 +1,4 @@
-"""`agentrun sm create|send|get|history|events|watch|cancel`: state machine instances on a server.
+"""`agentrun sm create|list|send|get|history|events|watch|cancel`: state machine instances on a server.
 
 Client commands take `--server` ($AGENTRUN_ADDRESS, default 127.0.0.1:50051), `--api-key`
 ($AGENTRUN_API_KEY) and `--json`. Exit codes as elsewhere: 0 ok, 1 the server refused or the
@@ -8,9 +8,11 @@ instance did not complete (`watch`), 2 a usage error or an event the state does 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
+from agentrun.cli.output import print_json
 from agentrun.cli.remote import (
     EXIT_FAILED,
     EXIT_OK,
@@ -42,6 +44,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--request-id", help="idempotency key: the same id creates once")
     _client_args(c)
     c.set_defaults(handler=cmd_create)
+
+    c = sub.add_parser("list", help="list instances, oldest first")
+    c.add_argument("--workflow", metavar="NAME", help="only instances of this workflow")
+    c.add_argument(
+        "--state",
+        metavar="STATE",
+        action="append",
+        default=[],
+        help="only instances in this state (ACTIVE, COMPLETED, FAILED, CANCELLED; repeatable)",
+    )
+    c.add_argument("--current-state", metavar="NAME", help="only instances in this machine state")
+    _client_args(c)
+    c.set_defaults(handler=cmd_list)
 
     c = sub.add_parser("send", help="send an event to an instance")
     c.add_argument("instance", metavar="ID")
@@ -103,7 +118,7 @@ def _show(instance: Any) -> None:
         f"{instance.id}  {instance.workflow} v{instance.workflow_version}  {instance.state.value}  "
         f"state={instance.current_state}"
     )
-    print(f"  data: {instance.data}")
+    print(f"  data: {json.dumps(instance.data, ensure_ascii=False, sort_keys=True)}")
     if instance.error is not None:
         print(f"  error: {instance.error.type}: {instance.error.message}")
     if instance.invoked_execution:
@@ -126,6 +141,29 @@ def cmd_create(args: argparse.Namespace) -> int:
             _print_json(instance)
         else:
             print(instance.id)
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        from agentrun.client.machines import InstanceState
+
+        states = [s.upper() for s in args.state]
+        unknown = [s for s in states if s not in InstanceState.__members__ or s == "UNSPECIFIED"]
+        if unknown:
+            raise _Usage(f"--state {unknown[0]}: expected ACTIVE, COMPLETED, FAILED or CANCELLED")
+        instances = list(
+            _machines(client).list_instances(
+                workflow=args.workflow, states=states, current_state=args.current_state
+            )
+        )
+        if args.json:
+            _print_json({"instances": instances})
+        else:
+            for i in instances:
+                print(f"{i.id}  {i.state.value:<9} {i.workflow} v{i.workflow_version}  state={i.current_state}")
         return EXIT_OK
 
     return _run(args, body)
@@ -178,7 +216,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     def body(client: Any) -> int:
         entries = list(_machines(client).history(args.instance, after_sequence=args.after))
         if args.json:
-            _print_json(entries)
+            _print_json({"transitions": entries})
         else:
             for entry in entries:
                 print(_line(entry))
@@ -191,7 +229,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     def body(client: Any) -> int:
         events = _machines(client).available_events(args.instance)
         if args.json:
-            _print_json(events)
+            _print_json({"events": events})
         else:
             for event in events:
                 print(event)
@@ -217,7 +255,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         machines = _machines(client)
         for entry in machines.watch(args.instance, after_sequence=args.after):
             if args.json:
-                _print_json(entry)
+                print_json(entry, lines=True)
             else:
                 print(_line(entry), flush=True)
         instance = machines.get_instance(args.instance)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
+from agentrun.cli.output import short_json
 from agentrun.storage.records import EventRecord
 
 __all__ = ["ProgressPrinter"]
@@ -80,7 +81,7 @@ class ProgressPrinter:
         elif kind == "signal":
             subject = "signal"
             name = data.get("signal") or data.get("name") or ""
-            detail = f"{name}" + (f" {_short_json(data['data'])}" if "data" in data else "")
+            detail = f"{name}" + (f" {short_json(data['data'], 60)}" if "data" in data else "")
         else:
             return None
         label = state.replace("_", " ") if state else event.type
@@ -118,8 +119,3 @@ def _error_text(error: Any) -> str:
         message = error.get("message") or ""
         return f"{kind}: {message}" if message else str(kind)
     return str(error)
-
-
-def _short_json(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, separators=(",", ":"), default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"

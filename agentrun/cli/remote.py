@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import enum
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from agentrun.cli.output import print_json, short_json, to_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -22,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
         help="run the gRPC server",
-        description="Serves WorkflowService and ExecutionService (plus health and reflection) "
-        "over the store, recovering unfinished executions at start. SIGTERM drains: health "
+        description="Serves WorkflowService, ExecutionService and StateMachineService (plus "
+        "health and reflection) over the store, recovering unfinished executions and state "
+        "machine instances at start. SIGTERM drains: health "
         "NOT_SERVING, new calls UNAVAILABLE, running nodes finish, streams end resumably.",
     )
     p.add_argument(
@@ -133,8 +133,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print an execution's timeline (nodes, attempts, queue waits, tokens)",
         description="A Gantt-like timeline of an execution from GetExecutionTrace: one row per "
         "node (map items, compensations and fallbacks under their node), with its attempts. "
-        "Bar: '.' waiting for a scheduler slot, '#' an attempt that succeeded, 'x' one that "
-        "failed, '-' a retry delay.",
+        "Bar: '.' waiting for a scheduler slot, '#' an attempt that succeeded (or runs), 'x' "
+        "one that failed, '~' one that was cancelled, '-' a retry delay.",
     )
     p.add_argument("execution", metavar="ID")
     p.add_argument("--width", type=int, default=50, metavar="COLUMNS", help="bar width (default 50)")
@@ -247,22 +247,8 @@ def _client(args: argparse.Namespace) -> Any:
     return Client(args.server, api_key=args.api_key)
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _print_json(value: Any) -> None:
-    print(json.dumps(_plain(value), indent=2, sort_keys=False))
+    print_json(value)
 
 
 def _json_arg(text: str, what: str) -> Any:
@@ -286,8 +272,26 @@ def _run(args: argparse.Namespace, body: Any) -> int:
         print(f"agentrun: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AgentrunError as exc:
-        print(f"agentrun: {exc.code.name.lower()}: {exc}", file=sys.stderr)
+        print(f"agentrun: {_error_line(exc, args)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, InvalidArgument) else EXIT_FAILED
+
+
+def _error_line(exc: Any, args: argparse.Namespace) -> str:
+    """One line for a refused or failed call, with what to do when it is a setup problem: no
+    server at the address, or a missing or wrong API key."""
+    from agentrun.client import PermissionDenied, Unauthenticated, Unavailable
+    from agentrun.client._options import target
+
+    if isinstance(exc, Unavailable) and not exc.reason:  # no server answered at all
+        cause = str(exc).rsplit(": ", 1)[-1].strip() or "unavailable"
+        return (
+            f"cannot reach an agentrun server at {target(args.server)} ({cause}); start one "
+            "with `agentrun serve`, or give its address with --server or $AGENTRUN_ADDRESS"
+        )
+    line = f"{exc.code.name.lower()}: {exc}"
+    if isinstance(exc, Unauthenticated | PermissionDenied):
+        line += "; pass an API key with --api-key KEY or $AGENTRUN_API_KEY"
+    return line
 
 
 def cmd_workflows_create(args: argparse.Namespace) -> int:
@@ -325,7 +329,8 @@ def cmd_workflows_list(args: argparse.Namespace) -> int:
     def body(client: Any) -> int:
         workflows = list(client.list_workflows())
         if args.json:
-            _print_json([{k: v for k, v in _plain(w).items() if k != "spec"} for w in workflows])
+            # The list leaves out each spec: `workflows get NAME` prints one.
+            _print_json([{k: v for k, v in to_json(w).items() if k != "spec"} for w in workflows])
         else:
             for w in workflows:
                 print(f"{w.name}\tv{w.version}\t{w.description}".rstrip())
@@ -346,16 +351,31 @@ def cmd_workflows_delete(args: argparse.Namespace) -> int:
 
 def _print_event(event: Any, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(_plain(event)), flush=True)
+        print_json(event, lines=True)
         return
+    print(event_line(event), flush=True)
+
+
+def event_line(event: Any) -> str:
+    """One line of `agentrun watch`: time, sequence, type, node, and what happened (an error,
+    a node's output, a signal's name and data), long values cut with `…`."""
     stamp = event.time.astimezone().strftime("%H:%M:%S.%f")[:-3] if event.time else ""
     where = f" {event.node_id}" if event.node_id else ""
+    data = event.data
     extra = ""
-    if "error" in event.data and isinstance(event.data["error"], dict):
-        extra = f" {event.data['error'].get('type')}: {event.data['error'].get('message')}"
-    elif "output" in event.data and event.type != "execution.succeeded":
-        extra = " " + json.dumps(event.data["output"])[:120]
-    print(f"{stamp} #{event.sequence} {event.type}{where}{extra}", flush=True)
+    if isinstance(data.get("error"), dict):
+        extra = f" {data['error'].get('type')}: {data['error'].get('message')}"
+    elif event.type == "signal.received":
+        extra = f" {data.get('signal', '')}"
+        if data.get("data") is not None:
+            extra += " " + short_json(data["data"], _WATCH_WIDTH)
+    elif "output" in data and event.type != "execution.succeeded":
+        extra = " " + short_json(data["output"], _WATCH_WIDTH)
+    return f"{stamp} #{event.sequence} {event.type}{where}{extra}"
+
+
+# Longest JSON value on a watch line.
+_WATCH_WIDTH = 120
 
 
 def _follow(client: Any, execution_id: str, after: int, as_json: bool) -> int:
@@ -376,10 +396,20 @@ def _follow(client: Any, execution_id: str, after: int, as_json: bool) -> int:
 
 def cmd_start(args: argparse.Namespace) -> int:
     def body(client: Any) -> int:
+        from agentrun.client import InvalidArgument
+
         data = _json_arg(args.input, "--input")
-        execution = client.start_execution(
-            args.workflow, data, version=args.version, request_id=args.request_id
-        )
+        try:
+            execution = client.start_execution(
+                args.workflow, data, version=args.version, request_id=args.request_id
+            )
+        except InvalidArgument:
+            if _is_state_machine(client, args.workflow, args.version):
+                raise _Usage(
+                    f"{args.workflow} is a state machine: it runs as instances that receive "
+                    f"events; create one with `agentrun sm create {args.workflow}`"
+                ) from None
+            raise
         if args.json and not args.watch:
             _print_json(execution)
         else:
@@ -389,6 +419,16 @@ def cmd_start(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run(args, body)
+
+
+def _is_state_machine(client: Any, name: str, version: int | None) -> bool:
+    from agentrun.client import AgentrunError
+
+    try:
+        workflow = client.get_workflow(name, version=version)
+    except AgentrunError:
+        return False
+    return workflow.spec.get("mode") == "MODE_STATE_MACHINE"
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -459,123 +499,19 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- trace
 
-_BAR = {"queue": ".", "ok": "#", "failed": "x", "delay": "-"}
-
-
-def _seconds(ts: Any) -> float | None:
-    return ts.seconds + ts.nanos / 1e9 if ts.seconds or ts.nanos else None
-
-
-def _duration(d: Any) -> float:
-    return d.seconds + d.nanos / 1e9
-
-
-def _fmt_seconds(value: float) -> str:
-    if value < 1:
-        return f"{value * 1000:.0f}ms"
-    if value < 120:
-        return f"{value:.2f}s"
-    return f"{value / 60:.1f}m"
-
-
-def render_trace(trace: Any, width: int = 50, now: float | None = None) -> str:
-    """An ExecutionTrace as a text timeline: one row per node and a bar per row."""
-    import time as _time
-
-    from agentrun.v1 import execution_pb2 as ex_pb
-
-    execution = trace.execution
-    node_state = ex_pb.NodeExecution.State
-    exec_state = ex_pb.Execution.State.Name(execution.state).removeprefix("STATE_")
-    now = _time.time() if now is None else now
-    t0 = _seconds(execution.start_time) or _seconds(execution.create_time) or now
-    t1 = _seconds(execution.end_time) or now
-    for node in trace.nodes:
-        for attempt in node.attempts:
-            t1 = max(t1, _seconds(attempt.end_time) or t1)
-    span = max(t1 - t0, 1e-6)
-    scale = width / span
-
-    def col(t: float) -> int:
-        return min(width - 1, max(0, int((t - t0) * scale)))
-
-    lines = [
-        f"{execution.name}  {execution.workflow} v{execution.workflow_version}  {exec_state}  "
-        f"{_fmt_seconds(t1 - t0)}" + (f"  trace {trace.trace_id}" if trace.trace_id else "")
-    ]
-    if trace.usage:
-        lines.append("usage: " + ", ".join(f"{k} {v:g}" for k, v in sorted(trace.usage.items())))
-    name_w = max([len(n.node_id) for n in trace.nodes] + [4]) + 2
-    lines.append(
-        f"{'node':{name_w}} {'state':20} {'start':>8} {'took':>8} {'queue':>7}  |{'':{width}}|"
-    )
-    for node in trace.nodes:
-        bar = [" "] * width
-        for attempt in node.attempts:
-            start = _seconds(attempt.start_time)
-            if start is None:
-                continue
-            end = _seconds(attempt.end_time) or t1
-            queued = _duration(attempt.queue_duration)
-            for c in range(col(start - queued), col(start)):
-                bar[c] = _BAR["queue"]
-            mark = _BAR["failed"] if attempt.HasField("error") and attempt.outcome != node_state.STATE_SUCCEEDED else _BAR["ok"]
-            for c in range(col(start), max(col(end), col(start) + 1)):
-                bar[c] = mark
-            if attempt.HasField("retry_delay"):
-                for c in range(col(end) + 1, col(end + _duration(attempt.retry_delay)) + 1):
-                    if c < width and bar[c] == " ":
-                        bar[c] = _BAR["delay"]
-        first = _seconds(node.attempts[0].start_time) if node.attempts else _seconds(node.ready_time)
-        end = _seconds(node.end_time)
-        start_txt = f"+{_fmt_seconds(first - t0)}" if first is not None else ""
-        took = _fmt_seconds(end - first) if first is not None and end is not None else ""
-        queue = _duration(node.queue_duration)
-        state = node_state.Name(node.state).removeprefix("STATE_")
-        indent = "  " if ("[" in node.node_id or node.node_id.endswith((".compensate", ".fallback"))) else ""
-        extra = []
-        if len(node.attempts) > 1:
-            extra.append(f"{len(node.attempts)} attempts")
-        if node.usage:
-            extra.append(" ".join(f"{k}={v:g}" for k, v in sorted(node.usage.items())))
-        if node.skip_reason:
-            extra.append(f"skipped: {node.skip_reason}")
-        lines.append(
-            f"{indent + node.node_id:{name_w}} {state:20} {start_txt:>8} {took:>8} "
-            f"{_fmt_seconds(queue) if queue >= 0.0005 else '':>7}  |{''.join(bar)}|"
-            + (f"  {'; '.join(extra)}" if extra else "")
-        )
-        for attempt in node.attempts:
-            if not attempt.HasField("error"):
-                continue
-            start = _seconds(attempt.start_time) or t0
-            outcome = node_state.Name(attempt.outcome).removeprefix("STATE_") if attempt.outcome else "RUNNING"
-            delay = f", retry in {_fmt_seconds(_duration(attempt.retry_delay))}" if attempt.HasField("retry_delay") else ""
-            lines.append(
-                f"{'':{name_w}}   attempt {attempt.attempt} at +{_fmt_seconds(start - t0)}: {outcome} "
-                f"{attempt.error.type}: {attempt.error.message[:100]}{delay}"
-            )
-    return "\n".join(lines)
-
 
 def cmd_trace(args: argparse.Namespace) -> int:
     def body(client: Any) -> int:
-        import grpc
-        from google.protobuf import json_format
-
-        from agentrun.client.errors import from_rpc_error
+        from agentrun.client import _convert as c
         from agentrun.v1 import execution_service_pb2 as pb
 
-        name = args.execution if args.execution.startswith("executions/") else f"executions/{args.execution}"
-        try:
-            response = client.execution_service.GetExecutionTrace(
-                pb.GetExecutionTraceRequest(name=name), metadata=client.metadata, timeout=client.timeout
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        request = pb.GetExecutionTraceRequest(name=c.execution_name(args.execution))
+        response = client.call(client.execution_service.GetExecutionTrace, request)
         if args.json:
-            print(json.dumps(json_format.MessageToDict(response.trace, preserving_proto_field_name=True), indent=2))
+            _print_json(response.trace)
         else:
+            from agentrun.cli.trace import render_trace
+
             print(render_trace(response.trace, width=max(10, args.width)))
         return EXIT_OK
 

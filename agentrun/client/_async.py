@@ -70,7 +70,10 @@ class AsyncClient:
         if self._own_channel:
             await self.channel.close()
 
-    async def _call(self, method: Any, request: Any) -> Any:
+    async def call(self, method: Any, request: Any) -> Any:
+        """One RPC on a raw stub (`self.execution_service.ListExecutions`, ...) with this
+        client's API key, timeout and error classes: for what the methods below do not wrap,
+        such as one page of a list with its `next_page_token`."""
         try:
             return await method(request, metadata=self.metadata, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
@@ -87,19 +90,19 @@ class AsyncClient:
         request = ws_pb.CreateWorkflowRequest(
             **c.definition(spec, source), request_id=request_id or ""
         )
-        response = await self._call(self.workflow_service.CreateWorkflow, request)
+        response = await self.call(self.workflow_service.CreateWorkflow, request)
         return c.workflow(response.workflow)
 
     async def get_workflow(self, name: str, *, version: int | None = None) -> Workflow:
         request = ws_pb.GetWorkflowRequest(name=c.workflow_name(name), version=version or 0)
-        response = await self._call(self.workflow_service.GetWorkflow, request)
+        response = await self.call(self.workflow_service.GetWorkflow, request)
         return c.workflow(response.workflow)
 
     async def list_workflows(self, *, page_size: int = 100) -> AsyncIterator[Workflow]:
         token = ""
         while True:
             request = ws_pb.ListWorkflowsRequest(page_size=page_size, page_token=token)
-            response = await self._call(self.workflow_service.ListWorkflows, request)
+            response = await self.call(self.workflow_service.ListWorkflows, request)
             for item in response.workflows:
                 yield c.workflow(item)
             token = response.next_page_token
@@ -117,12 +120,12 @@ class AsyncClient:
         request = ws_pb.UpdateWorkflowRequest(
             name=c.workflow_name(name), **c.definition(spec, source), allow_missing=allow_missing
         )
-        response = await self._call(self.workflow_service.UpdateWorkflow, request)
+        response = await self.call(self.workflow_service.UpdateWorkflow, request)
         return c.workflow(response.workflow)
 
     async def delete_workflow(self, name: str) -> None:
         request = ws_pb.DeleteWorkflowRequest(name=c.workflow_name(name))
-        await self._call(self.workflow_service.DeleteWorkflow, request)
+        await self.call(self.workflow_service.DeleteWorkflow, request)
 
     async def validate_workflow(
         self,
@@ -131,7 +134,7 @@ class AsyncClient:
         source: str | None = None,
     ) -> ValidationResult:
         request = ws_pb.ValidateWorkflowRequest(**c.definition(spec, source))
-        return c.validation(await self._call(self.workflow_service.ValidateWorkflow, request))
+        return c.validation(await self.call(self.workflow_service.ValidateWorkflow, request))
 
     # Executions ------------------------------------------------------------------
     async def start_execution(
@@ -146,7 +149,7 @@ class AsyncClient:
         request = c.start_request(
             workflow, input, version=version, request_id=request_id, priority=priority
         )
-        response = await self._call(self.execution_service.StartExecution, request)
+        response = await self.call(self.execution_service.StartExecution, request)
         return c.execution(response.execution)
 
     async def get_execution(
@@ -155,7 +158,7 @@ class AsyncClient:
         request = es_pb.GetExecutionRequest(
             name=c.execution_name(execution), include_nodes=include_nodes
         )
-        response = await self._call(self.execution_service.GetExecution, request)
+        response = await self.call(self.execution_service.GetExecution, request)
         return c.execution(response.execution, response.nodes)
 
     async def list_executions(
@@ -172,7 +175,7 @@ class AsyncClient:
             request = es_pb.ListExecutionsRequest(
                 page_size=page_size, page_token=token, filter=text
             )
-            response = await self._call(self.execution_service.ListExecutions, request)
+            response = await self.call(self.execution_service.ListExecutions, request)
             for item in response.executions:
                 yield c.execution(item)
             token = response.next_page_token
@@ -185,17 +188,17 @@ class AsyncClient:
         request = es_pb.CancelExecutionRequest(
             name=c.execution_name(execution), compensate=compensate
         )
-        response = await self._call(self.execution_service.CancelExecution, request)
+        response = await self.call(self.execution_service.CancelExecution, request)
         return c.execution(response.execution)
 
     async def pause_execution(self, execution: str | Execution) -> Execution:
         request = es_pb.PauseExecutionRequest(name=c.execution_name(execution))
-        response = await self._call(self.execution_service.PauseExecution, request)
+        response = await self.call(self.execution_service.PauseExecution, request)
         return c.execution(response.execution)
 
     async def resume_execution(self, execution: str | Execution) -> Execution:
         request = es_pb.ResumeExecutionRequest(name=c.execution_name(execution))
-        response = await self._call(self.execution_service.ResumeExecution, request)
+        response = await self.call(self.execution_service.ResumeExecution, request)
         return c.execution(response.execution)
 
     async def signal_execution(
@@ -207,7 +210,7 @@ class AsyncClient:
         signal_id: str | None = None,
     ) -> Execution:
         request = c.signal_request(c.execution_name(execution), signal, data, signal_id)
-        response = await self._call(self.execution_service.SignalExecution, request)
+        response = await self.call(self.execution_service.SignalExecution, request)
         return c.execution(response.execution)
 
     async def rerun_execution(
@@ -229,7 +232,7 @@ class AsyncClient:
         )
         if input is not None:
             request.input.CopyFrom(c.to_value(input))
-        response = await self._call(self.execution_service.RerunExecution, request)
+        response = await self.call(self.execution_service.RerunExecution, request)
         return c.execution(response.execution)
 
     async def list_execution_events(
@@ -243,7 +246,7 @@ class AsyncClient:
                 page_size=page_size,
                 page_token=token,
             )
-            response = await self._call(self.execution_service.ListExecutionEvents, request)
+            response = await self.call(self.execution_service.ListExecutionEvents, request)
             for item in response.events:
                 yield c.event(item)
             token = response.next_page_token

@@ -103,6 +103,7 @@ def workflow(message: ws_pb.Workflow) -> Workflow:
         description=message.description,
         spec=_ints(spec_words.to_dict(message.spec)),
         create_time=_time(message.create_time, message.HasField("create_time")),
+        message=message,
     )
 
 
@@ -212,6 +213,7 @@ def execution(message: ex_pb.Execution, nodes: Iterable[ex_pb.NodeExecution] = (
         last_sequence=message.last_sequence,
         labels=dict(message.labels),
         nodes=[node(n) for n in nodes],
+        message=message,
     )
 
 
@@ -227,6 +229,7 @@ def node(message: ex_pb.NodeExecution) -> NodeExecution:
         skip_reason=message.skip_reason,
         start_time=_time(message.start_time, has("start_time")),
         end_time=_time(message.end_time, has("end_time")),
+        message=message,
     )
 
 
@@ -238,4 +241,5 @@ def event(message: ex_pb.ExecutionEvent) -> ExecutionEvent:
         time=_time(message.time, message.HasField("time")),
         node_id=message.node_id,
         data=from_struct(message.data),
+        message=message,
     )

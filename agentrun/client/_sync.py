@@ -69,7 +69,10 @@ class Client:
         if self._own_channel:
             self.channel.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
+    def call(self, method: Any, request: Any) -> Any:
+        """One RPC on a raw stub (`self.execution_service.ListExecutions`, ...) with this
+        client's API key, timeout and error classes: for what the methods below do not wrap,
+        such as one page of a list with its `next_page_token`."""
         try:
             return method(request, metadata=self.metadata, timeout=self.timeout)
         except grpc.RpcError as exc:
@@ -86,17 +89,17 @@ class Client:
         request = ws_pb.CreateWorkflowRequest(
             **c.definition(spec, source), request_id=request_id or ""
         )
-        return c.workflow(self._call(self.workflow_service.CreateWorkflow, request).workflow)
+        return c.workflow(self.call(self.workflow_service.CreateWorkflow, request).workflow)
 
     def get_workflow(self, name: str, *, version: int | None = None) -> Workflow:
         request = ws_pb.GetWorkflowRequest(name=c.workflow_name(name), version=version or 0)
-        return c.workflow(self._call(self.workflow_service.GetWorkflow, request).workflow)
+        return c.workflow(self.call(self.workflow_service.GetWorkflow, request).workflow)
 
     def list_workflows(self, *, page_size: int = 100) -> Iterator[Workflow]:
         token = ""
         while True:
             request = ws_pb.ListWorkflowsRequest(page_size=page_size, page_token=token)
-            response = self._call(self.workflow_service.ListWorkflows, request)
+            response = self.call(self.workflow_service.ListWorkflows, request)
             for item in response.workflows:
                 yield c.workflow(item)
             token = response.next_page_token
@@ -114,10 +117,10 @@ class Client:
         request = ws_pb.UpdateWorkflowRequest(
             name=c.workflow_name(name), **c.definition(spec, source), allow_missing=allow_missing
         )
-        return c.workflow(self._call(self.workflow_service.UpdateWorkflow, request).workflow)
+        return c.workflow(self.call(self.workflow_service.UpdateWorkflow, request).workflow)
 
     def delete_workflow(self, name: str) -> None:
-        self._call(
+        self.call(
             self.workflow_service.DeleteWorkflow,
             ws_pb.DeleteWorkflowRequest(name=c.workflow_name(name)),
         )
@@ -129,7 +132,7 @@ class Client:
         source: str | None = None,
     ) -> ValidationResult:
         request = ws_pb.ValidateWorkflowRequest(**c.definition(spec, source))
-        return c.validation(self._call(self.workflow_service.ValidateWorkflow, request))
+        return c.validation(self.call(self.workflow_service.ValidateWorkflow, request))
 
     # Executions ------------------------------------------------------------------
     def start_execution(
@@ -144,7 +147,7 @@ class Client:
         request = c.start_request(
             workflow, input, version=version, request_id=request_id, priority=priority
         )
-        return c.execution(self._call(self.execution_service.StartExecution, request).execution)
+        return c.execution(self.call(self.execution_service.StartExecution, request).execution)
 
     def get_execution(
         self, execution: str | Execution, *, include_nodes: bool = False
@@ -152,7 +155,7 @@ class Client:
         request = es_pb.GetExecutionRequest(
             name=c.execution_name(execution), include_nodes=include_nodes
         )
-        response = self._call(self.execution_service.GetExecution, request)
+        response = self.call(self.execution_service.GetExecution, request)
         return c.execution(response.execution, response.nodes)
 
     def list_executions(
@@ -169,7 +172,7 @@ class Client:
             request = es_pb.ListExecutionsRequest(
                 page_size=page_size, page_token=token, filter=text
             )
-            response = self._call(self.execution_service.ListExecutions, request)
+            response = self.call(self.execution_service.ListExecutions, request)
             for item in response.executions:
                 yield c.execution(item)
             token = response.next_page_token
@@ -182,15 +185,15 @@ class Client:
         request = es_pb.CancelExecutionRequest(
             name=c.execution_name(execution), compensate=compensate
         )
-        return c.execution(self._call(self.execution_service.CancelExecution, request).execution)
+        return c.execution(self.call(self.execution_service.CancelExecution, request).execution)
 
     def pause_execution(self, execution: str | Execution) -> Execution:
         request = es_pb.PauseExecutionRequest(name=c.execution_name(execution))
-        return c.execution(self._call(self.execution_service.PauseExecution, request).execution)
+        return c.execution(self.call(self.execution_service.PauseExecution, request).execution)
 
     def resume_execution(self, execution: str | Execution) -> Execution:
         request = es_pb.ResumeExecutionRequest(name=c.execution_name(execution))
-        return c.execution(self._call(self.execution_service.ResumeExecution, request).execution)
+        return c.execution(self.call(self.execution_service.ResumeExecution, request).execution)
 
     def signal_execution(
         self,
@@ -201,7 +204,7 @@ class Client:
         signal_id: str | None = None,
     ) -> Execution:
         request = c.signal_request(c.execution_name(execution), signal, data, signal_id)
-        return c.execution(self._call(self.execution_service.SignalExecution, request).execution)
+        return c.execution(self.call(self.execution_service.SignalExecution, request).execution)
 
     def rerun_execution(
         self,
@@ -222,7 +225,7 @@ class Client:
         )
         if input is not None:
             request.input.CopyFrom(c.to_value(input))
-        response = self._call(self.execution_service.RerunExecution, request)
+        response = self.call(self.execution_service.RerunExecution, request)
         return c.execution(response.execution)
 
     def list_execution_events(
@@ -236,7 +239,7 @@ class Client:
                 page_size=page_size,
                 page_token=token,
             )
-            response = self._call(self.execution_service.ListExecutionEvents, request)
+            response = self.call(self.execution_service.ListExecutionEvents, request)
             for item in response.events:
                 yield c.event(item)
             token = response.next_page_token

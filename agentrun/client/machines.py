@@ -101,6 +101,7 @@ class Instance:
     last_sequence: int
     invoked_execution: str
     labels: dict[str, str]
+    message: Any = field(default=None, repr=False, compare=False)  # the protobuf read
 
     @property
     def name(self) -> str:
@@ -145,6 +146,7 @@ class Transition:
     instance_state: InstanceState
     error: InstanceError | None
     reentered: bool
+    message: Any = field(default=None, repr=False, compare=False)  # the protobuf read
 
 
 class EventNotAccepted(IllegalTransition):
@@ -201,6 +203,7 @@ def to_instance(msg: sm_pb.StateMachineInstance) -> Instance:
         last_sequence=msg.last_sequence,
         invoked_execution=msg.invoked_execution.removeprefix("executions/"),
         labels=dict(msg.labels),
+        message=msg,
     )
 
 
@@ -241,6 +244,7 @@ def to_transition(msg: sm_pb.InstanceTransition) -> Transition:
         instance_state=_state(msg.instance_state),
         error=_error(msg.error, msg.HasField("error")),
         reentered=msg.reentered,
+        message=msg,
     )
 
 

@@ -1,4 +1,8 @@
-"""What the SDK returns: plain dataclasses and enums, never protobuf messages."""
+"""What the SDK returns: plain dataclasses and enums, never protobuf messages.
+
+Each resource dataclass keeps the protobuf message it was read from as `.message` (ignored by
+repr and ==), for callers that want the protobuf JSON mapping: `json_format.MessageToDict(
+execution.message)` is what `agentrun ... --json` prints."""
 
 from __future__ import annotations
 
@@ -76,6 +80,7 @@ class Workflow:
     # The WorkflowSpec in its protobuf JSON form (snake_case names).
     spec: dict[str, Any]
     create_time: datetime | None
+    message: Any = field(default=None, repr=False, compare=False)  # the protobuf read
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,7 @@ class NodeExecution:
     skip_reason: str
     start_time: datetime | None
     end_time: datetime | None
+    message: Any = field(default=None, repr=False, compare=False)  # the protobuf read
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,7 @@ class Execution:
     labels: dict[str, str]
     # With `get_execution(..., include_nodes=True)`.
     nodes: list[NodeExecution] = field(default_factory=list)
+    message: Any = field(default=None, repr=False, compare=False)  # the protobuf read
 
     @property
     def name(self) -> str:
@@ -150,6 +157,7 @@ class ExecutionEvent:
     time: datetime | None
     node_id: str
     data: dict[str, Any]
+    message: Any = field(default=None, repr=False, compare=False)  # the protobuf read
 
     @property
     def terminal(self) -> bool:

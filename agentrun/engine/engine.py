@@ -43,6 +43,7 @@ from agentrun.engine.executor import CONTROL_SIGNAL, Run
 from agentrun.engine.hub import Hub, follow
 from agentrun.engine.redact import Redactor
 from agentrun.engine.instrument import Instrumentation, current_traceparent
+from agentrun.engine.node_view import every_node, spec_node_ids
 from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
 from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
@@ -726,6 +727,17 @@ class Engine:
     async def get_nodes(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> list[NodeRecord]:
         await self.get_execution(execution_id, tenant=tenant)
         return await self.store.get_nodes(execution_id)
+
+    async def list_nodes(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> list[NodeRecord]:
+        """Every node of the execution's workflow in its order, a node never reached as
+        PENDING (get_nodes: only the stored ones). See node_view."""
+        record = await self.get_execution(execution_id, tenant=tenant)
+        stored = await self.store.get_nodes(execution_id)
+        workflow = await self.store.get_workflow(
+            record.tenant, record.workflow, record.version, include_deleted=True
+        )
+        ids = spec_node_ids(workflow.spec) if workflow is not None else []
+        return every_node(execution_id, ids, stored)
 
     async def list_executions(
         self,

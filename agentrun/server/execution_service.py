@@ -63,7 +63,7 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         record = await self._engine.get_execution(ident, tenant=tenant)
         response = pb.GetExecutionResponse(execution=convert.execution_to_proto(record))
         if request.include_nodes:
-            nodes = await self._engine.get_nodes(ident, tenant=tenant)
+            nodes = await self._engine.list_nodes(ident, tenant=tenant)
             response.nodes.extend(convert.node_to_proto(n) for n in nodes)
         return response
 

@@ -109,7 +109,7 @@ async def test_pause_then_resume(server) -> None:
     code, out, err = await _cli(address, "resume", execution.id, "--json")
     assert code == 0, err
     resumed = json.loads(out)
-    assert resumed["id"] == execution.id and resumed["state"] != "PAUSED"
+    assert resumed["name"] == execution.name and resumed["state"] != "STATE_PAUSED"
     final = await _wait(client, execution.id)
     assert final.state is ExecutionState.SUCCEEDED
 
@@ -138,9 +138,9 @@ async def test_rerun_from_node_with_new_input(server) -> None:
     started = json.loads(out)
     assert started["labels"]["rerun_of"] == execution.id
     assert started["labels"]["rerun_from"] == "check"
-    final = await _wait(client, started["id"])
+    final = await _wait(client, started["name"])
     assert final.state is ExecutionState.SUCCEEDED
-    events = [e async for e in client.list_execution_events(started["id"])]
+    events = [e async for e in client.list_execution_events(started["name"])]
     ran = {e.node_id for e in events if e.type == "node.running"}
     assert ran == {"check", "last"}
 
@@ -199,6 +199,6 @@ async def test_plain_cancel_does_not_compensate(server) -> None:
             await asyncio.sleep(0.02)
     code, out, err = await _cli(address, "cancel", execution.id, "--json")
     assert code == 0, err
-    assert json.loads(out)["state"] == "CANCELLED"
+    assert json.loads(out)["state"] == "STATE_CANCELLED"
     events = [e async for e in client.list_execution_events(execution.id)]
     assert not any(e.node_id == "reserve.compensate" for e in events)

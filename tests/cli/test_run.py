@@ -38,27 +38,37 @@ output: "${{ nodes.after.output }}"
 """
 
 
+def nodes(body: dict) -> dict[str, dict]:
+    """run --json's nodes (a list, in the workflow's order) by node id."""
+    return {node["node_id"]: node for node in body["nodes"]}
+
+
 def test_json_shape_on_success(cli, write) -> None:
     result = cli("run", write("hello.yaml", HELLO), "--memory", "--json", "--input", '{"who": "Ada"}')
     assert result.code == 0, result.err
     body = result.json()
-    assert set(body) == {"execution_id", "state", "output", "nodes", "error"}
-    assert body["state"] == "SUCCEEDED"
-    assert body["output"] == "Hello, Ada!"
-    assert body["error"] is None
-    assert isinstance(body["execution_id"], str) and body["execution_id"]
-    assert body["nodes"]["greet"] == {"state": "SUCCEEDED", "attempts": 1, "output": "Hello, Ada!"}
-    assert body["nodes"]["shout"]["output"] == {"text": "Hello, Ada!"}
+    # GetExecution's answer with include_nodes, in the protobuf JSON mapping.
+    assert set(body) == {"execution", "nodes"}
+    execution = body["execution"]
+    assert execution["state"] == "STATE_SUCCEEDED"
+    assert execution["output"] == "Hello, Ada!"
+    assert "error" not in execution
+    assert execution["name"].startswith("executions/") and len(execution["name"]) > 11
+    assert execution["end_time"].endswith("Z") and execution["workflow"] == "workflows/hello"
+    greet = nodes(body)["greet"]
+    assert {k: greet[k] for k in ("state", "attempt", "output")} == {
+        "state": "STATE_SUCCEEDED", "attempt": 1, "output": "Hello, Ada!"}
+    assert nodes(body)["shout"]["output"] == {"text": "Hello, Ada!"}
 
 
 def test_failed_execution_exits_1(cli, write) -> None:
     result = cli("run", write("failing.yaml", FAILING), "--memory", "--json")
     assert result.code == 1
     body = result.json()
-    assert body["state"] == "FAILED"
-    assert body["nodes"]["boom"]["state"] == "FAILED"
-    assert body["nodes"]["ok"]["state"] == "SUCCEEDED"
-    assert body["error"]["type"] == "tool_error"
+    assert body["execution"]["state"] == "STATE_FAILED"
+    assert nodes(body)["boom"]["state"] == "STATE_FAILED"
+    assert nodes(body)["ok"]["state"] == "STATE_SUCCEEDED"
+    assert body["execution"]["error"]["type"] == "tool_error"
     assert "Traceback" not in result.err
 
 
@@ -66,7 +76,7 @@ def test_invalid_input_exits_2(cli, write) -> None:
     result = cli("run", write("hello.yaml", HELLO), "--memory", "--json", "--input", '{"who": 3}')
     assert result.code == 2
     body = result.json()  # still exactly one JSON object on stdout
-    assert body["state"] is None
+    assert set(body) == {"error"}
     assert body["error"]["type"] == "invalid_input"
     assert "invalid input" in result.err
 
@@ -119,7 +129,7 @@ def test_config_limits_and_mock_responses(cli, write) -> None:
     )
     result = cli("run", flow, "--memory", "--json", "--config", config)
     assert result.code == 0, result.out + result.err
-    assert sorted(result.json()["output"]) == ["never", "sure"]
+    assert sorted(result.json()["execution"]["output"]) == ["never", "sure"]
 
 
 def test_signal_is_delivered(cli, write) -> None:
@@ -127,8 +137,8 @@ def test_signal_is_delivered(cli, write) -> None:
                  "--signal", 'approval={"ok": true}')
     assert result.code == 0, result.out + result.err
     body = result.json()
-    assert body["output"] is True
-    assert body["nodes"]["approve"]["output"] == {"ok": True}
+    assert body["execution"]["output"] is True
+    assert nodes(body)["approve"]["output"] == {"ok": True}
 
 
 def test_signals_for_other_names_do_not_satisfy_a_wait(cli, write) -> None:
@@ -137,9 +147,9 @@ def test_signals_for_other_names_do_not_satisfy_a_wait(cli, write) -> None:
                  "--signal", 'other={"ok": true}')
     assert result.code == 1
     body = result.json()
-    assert body["state"] == "WAITING"
-    assert body["nodes"]["approve"]["state"] == "WAITING"
-    assert "approve" in body["error"]["message"]
+    assert body["execution"]["state"] == "STATE_WAITING"
+    assert nodes(body)["approve"]["state"] == "STATE_WAITING"
+    assert "approve" in body["note"]
 
 
 def test_a_wait_with_a_long_timeout_is_reported_not_waited_out(cli, write) -> None:
@@ -147,8 +157,8 @@ def test_a_wait_with_a_long_timeout_is_reported_not_waited_out(cli, write) -> No
     result = cli("run", write("w.yaml", "timeout: 1h\n" + text), "--memory", "--json")
     assert result.code == 1
     body = result.json()
-    assert body["state"] == "WAITING"
-    assert "--signal" in body["error"]["message"]
+    assert body["execution"]["state"] == "STATE_WAITING"
+    assert "--signal" in body["note"]
 
 
 def test_short_timers_are_waited_out(cli, write) -> None:
@@ -156,8 +166,8 @@ def test_short_timers_are_waited_out(cli, write) -> None:
     result = cli("run", write("w.yaml", text), "--memory", "--json")
     assert result.code == 1
     body = result.json()
-    assert body["state"] == "FAILED"
-    assert body["nodes"]["approve"]["error"]["type"] == "timeout"
+    assert body["execution"]["state"] == "STATE_FAILED"
+    assert nodes(body)["approve"]["error"]["type"] == "timeout"
 
 
 def test_human_output(cli, write) -> None:
@@ -198,7 +208,7 @@ def test_subprocess_exit_codes_and_single_json_object(tmp_path) -> None:
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 1, proc.stderr
-    assert json.loads(proc.stdout)["state"] == "FAILED"
+    assert json.loads(proc.stdout)["execution"]["state"] == "STATE_FAILED"
     assert "Traceback" not in proc.stderr
 
 
@@ -226,7 +236,7 @@ def test_nodes_in_workflow_order(cli, write) -> None:
         f"  - {{id: {name}, pass: {{value: 1}}}}\n" for name in ("zeta", "alpha", "mid", "beta")
     )
     result = cli("run", write("order.yaml", flow), "--memory", "--json")
-    assert list(result.json()["nodes"]) == ["zeta", "alpha", "mid", "beta"]
+    assert list(nodes(result.json())) == ["zeta", "alpha", "mid", "beta"]
 
 
 @pytest.mark.parametrize(
@@ -236,7 +246,7 @@ def test_input_file(cli, write, name, text) -> None:
     result = cli("run", write("hello.yaml", HELLO), "--memory", "--json",
                  "--input-file", write(name, text))
     assert result.code == 0, result.err
-    assert result.json()["output"] == "Hello, File!"
+    assert result.json()["execution"]["output"] == "Hello, File!"
 
 
 def test_input_and_input_file_are_exclusive(cli, write) -> None:
@@ -269,7 +279,7 @@ def test_secrets_from_config_and_environment(cli, write, monkeypatch) -> None:
     )
     result = cli("run", flow, "--memory", "--json", "--config", config)
     assert result.code == 0, result.out + result.err
-    assert result.json()["output"] == {"a": 8}
+    assert result.json()["execution"]["output"] == {"a": 8}
 
 
 def test_missing_secret_variable_exits_2(cli, write) -> None:
@@ -299,11 +309,11 @@ def test_with_creates_child_workflows(cli, write) -> None:
     parent, child = write("parent.yaml", PARENT), write("child.yaml", CHILD)
     result = cli("run", parent, "--memory", "--json", "--with", child)
     assert result.code == 0, result.out + result.err
-    assert result.json()["output"] == 42
+    assert result.json()["execution"]["output"] == 42
     # Without it, the child is missing: the workflow node fails.
     result = cli("run", parent, "--memory", "--json")
     assert result.code == 1
-    assert result.json()["state"] == "FAILED"
+    assert result.json()["execution"]["state"] == "STATE_FAILED"
 
 
 def test_with_an_invalid_child_exits_2(cli, write) -> None:
@@ -311,3 +321,30 @@ def test_with_an_invalid_child_exits_2(cli, write) -> None:
     result = cli("run", write("parent.yaml", PARENT), "--memory", "--json", "--with", bad)
     assert result.code == 2
     assert result.json()["error"]["type"] == "invalid_workflow"
+
+
+def test_json_lists_every_node_a_node_never_reached_is_pending(cli, write) -> None:
+    # `after` is never reached: the run stops at the wait nobody answers.
+    result = cli("run", write("w.yaml", WAITING), "--memory", "--json")
+    assert result.code == 1
+    body = result.json()
+    assert [n["node_id"] for n in body["nodes"]] == ["approve", "after"]
+    assert nodes(body)["after"]["state"] == "STATE_PENDING"
+    assert nodes(body)["approve"]["state"] == "STATE_WAITING"
+
+
+def test_running_an_unchanged_file_adds_no_version(cli, write, tmp_path) -> None:
+    import sqlite3
+
+    path = write("hello.yaml", HELLO)
+    for _ in range(2):
+        result = cli("run", path, "--json", "--input", '{"who": "Ada"}')
+        assert result.code == 0, result.err
+        assert result.json()["execution"]["workflow_version"] == 1
+    write("hello.yaml", HELLO.replace("Hello", "Hi"))
+    result = cli("run", path, "--json", "--input", '{"who": "Ada"}')
+    assert result.json()["execution"]["workflow_version"] == 2
+    assert result.json()["execution"]["output"] == "Hi, Ada!"
+    with sqlite3.connect(tmp_path / ".agentrun" / "agentrun.db") as db:
+        versions = db.execute("select version from workflows where name = 'hello'").fetchall()
+    assert sorted(v for (v,) in versions) == [1, 2]

@@ -99,8 +99,14 @@ def test_mock_models_need_the_config(cli, write) -> None:
     result = cli("validate", flow)
     assert result.code == 2
     assert result.out.startswith("nodes[0].agent.model: ")
+    assert result.err.startswith("hint: ") and "--config" in result.err  # what to do about it
+    assert "--config" in cli("validate", flow, "--json").json()["hint"]
     config = write("c.yaml", "mock: {responses: {oracle: {text: hi}}}\n")
     assert cli("validate", flow, "--config", config).code == 0
+    # With a config given, the problem is the config's, not a missing flag: no hint.
+    bare = write("bare.yaml", "limits: {}\n")
+    result = cli("validate", flow, "--config", bare)
+    assert result.code == 2 and "hint" not in result.err
 
 
 def test_warnings_are_printed(cli, write) -> None:

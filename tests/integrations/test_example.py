@@ -50,9 +50,10 @@ async def test_offline_with_the_mock_provider(monkeypatch, capsys) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     body = await run_cli(documented_command(), capsys, monkeypatch)
-    assert body["state"] == "SUCCEEDED"
-    assert body["output"]["order_status"] == "shipped" and body["output"]["escalated"] is False
-    assert body["nodes"]["open_ticket"]["state"] == "SKIPPED"
+    assert body["execution"]["state"] == "STATE_SUCCEEDED"
+    output = body["execution"]["output"]
+    assert output["order_status"] == "shipped" and output["escalated"] is False
+    assert _nodes(body)["open_ticket"]["state"] == "STATE_SKIPPED"
     # The mock's tool call really ran sql.query.
     config = yaml.safe_load(CONFIG.read_text())
     engine = await make_engine(config)
@@ -91,10 +92,10 @@ async def test_unchanged_against_an_openai_compatible_endpoint(monkeypatch, caps
         argv = documented_command()
         argv[argv.index("--input") + 1] = json.dumps({"message": "Where is my monitor?!", "order_id": "A-1002"})
         body = await run_cli(argv, capsys, monkeypatch)
-    assert body["state"] == "SUCCEEDED", body
-    assert body["output"] == {"reply": "Sorry, order A-1002 is delayed; a colleague will follow up.",
+    assert body["execution"]["state"] == "STATE_SUCCEEDED", body
+    assert body["execution"]["output"] == {"reply": "Sorry, order A-1002 is delayed; a colleague will follow up.",
                               "order_status": "delayed", "escalated": True}
-    assert body["nodes"]["open_ticket"]["state"] == "SUCCEEDED"
+    assert _nodes(body)["open_ticket"]["state"] == "STATE_SUCCEEDED"
     first, second = server.bodies
     assert first["model"] == "gpt-local" and first["temperature"] == 0
     assert [t["function"]["name"] for t in first["tools"]] == ["sql_query"]
@@ -104,3 +105,8 @@ async def test_unchanged_against_an_openai_compatible_endpoint(monkeypatch, caps
     assert tool_message["role"] == "tool"
     assert json.loads(tool_message["content"]) == {
         "rows": [{"id": "A-1002", "status": "delayed", "items": "1 monitor", "eta": None}], "rowcount": 1}
+
+
+def _nodes(body: dict) -> dict[str, dict]:
+    """`run --json` lists the nodes in the workflow's order; by node id here."""
+    return {node["node_id"]: node for node in body["nodes"]}

@@ -80,7 +80,7 @@ async def test_sm_commands(server: str) -> None:
         assert (got["current_state"], got["data"], got["state"]) == (
             "open",
             {"opened": 1},
-            "ACTIVE",
+            "STATE_ACTIVE",
         )
         code, out, _ = cli("sm", "send", ident, "BREAK")
         assert code == 0

@@ -28,18 +28,18 @@ def test_booking_saga_via_cli(monkeypatch, capsys) -> None:
     out, err = capsys.readouterr()
     body = json.loads(out)
     assert code == 1, (body, err)  # it did not succeed: it was undone
-    assert body["state"] == "COMPENSATED"
-    nodes = body["nodes"]
-    assert nodes["reserve_flight"]["state"] == "COMPENSATED"
-    assert nodes["reserve_hotel"]["state"] == "COMPENSATED"
-    assert nodes["charge_card"]["state"] == "FAILED"
-    assert nodes["charge_card"]["attempts"] == 1  # payments.declined is non-retryable
-    assert "confirm" not in nodes or nodes["confirm"]["state"] in ("PENDING", "CANCELLED", "SKIPPED")
+    assert body["execution"]["state"] == "STATE_COMPENSATED"
+    nodes = _nodes(body)
+    assert nodes["reserve_flight"]["state"] == "STATE_COMPENSATED"
+    assert nodes["reserve_hotel"]["state"] == "STATE_COMPENSATED"
+    assert nodes["charge_card"]["state"] == "STATE_FAILED"
+    assert nodes["charge_card"]["attempt"] == 1  # payments.declined is non-retryable
+    assert "confirm" not in nodes or nodes["confirm"]["state"] in ("STATE_PENDING", "STATE_CANCELLED", "STATE_SKIPPED")
     assert "charge_card.compensate" not in nodes  # never charged, never refunded
     assert nodes["reserve_hotel.compensate"]["output"] == {"cancelled_hotel": "HT-T-42"}
     assert nodes["reserve_flight.compensate"]["output"] == {"cancelled_flight": "FL-T-42"}
-    error = body["error"]
-    assert error["type"] == "payments.declined" and error["node"] == "charge_card"
+    error = body["execution"]["error"]
+    assert error["type"] == "payments.declined" and error["node_id"] == "charge_card"
     assert error["details"]["compensated"] == ["reserve_hotel", "reserve_flight"]
     assert error["details"]["not_compensated"] == []
 
@@ -87,3 +87,8 @@ async def test_booking_saga_event_log() -> None:
     # Reverse of completion order.
     done = [n for t, n in seq if t == "node.succeeded" and n in ("reserve_flight", "reserve_hotel")]
     assert done == ["reserve_flight", "reserve_hotel"]
+
+
+def _nodes(body: dict) -> dict[str, dict]:
+    """`run --json` lists the nodes in the workflow's order; by node id here."""
+    return {node["node_id"]: node for node in body["nodes"]}

@@ -1,0 +1,117 @@
+"""`agentrun executions list|get`: the executions on a server (ListExecutions, GetExecution).
+
+`list` prints one page (ListExecutions' paging: `--page-size`, `--page-token`, the next token
+on stderr) or, with `--all`, every page; filters as ListExecutions takes them. `get` prints an
+execution with every node of its workflow (a node never reached is PENDING).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from agentrun.cli.remote import EXIT_OK, _client_args, _print_json, _run, _Usage
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("executions", help="list and inspect executions on a server")
+    sub = p.add_subparsers(dest="executions_command", metavar="ACTION", required=True)
+
+    c = sub.add_parser(
+        "list",
+        help="list executions, oldest first",
+        description="Lists executions in creation order, one page at a time (the next page's "
+        "token goes to stderr), or every page with --all.",
+    )
+    c.add_argument("--workflow", metavar="NAME", help="only executions of this workflow")
+    c.add_argument(
+        "--state",
+        metavar="STATE",
+        action="append",
+        default=[],
+        help="only executions in this state (RUNNING, WAITING, FAILED, ...; repeatable)",
+    )
+    c.add_argument(
+        "--filter",
+        metavar="TEXT",
+        help="a ListExecutions filter, e.g. 'state IN (RUNNING, WAITING)'; ANDed with the above",
+    )
+    c.add_argument("--page-size", type=int, default=100, metavar="N", help="default 100, at most 1000")
+    c.add_argument("--page-token", default="", metavar="TOKEN", help="the page after a previous one")
+    c.add_argument("--all", action="store_true", help="follow the pages to the end")
+    _client_args(c)
+    c.set_defaults(handler=cmd_list)
+
+    c = sub.add_parser("get", help="print an execution and every node of its workflow")
+    c.add_argument("execution", metavar="ID")
+    _client_args(c)
+    c.set_defaults(handler=cmd_get)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        from agentrun.client import _convert as c
+        from agentrun.v1 import execution_service_pb2 as pb
+
+        try:
+            text = c.execution_filter(args.workflow, [s.upper() for s in args.state], args.filter)
+        except ValueError as exc:
+            raise _Usage(f"--state: {exc}") from None
+        token = args.page_token
+        executions: list[Any] = []
+        while True:
+            request = pb.ListExecutionsRequest(
+                page_size=args.page_size, page_token=token, filter=text
+            )
+            response = client.call(client.execution_service.ListExecutions, request)
+            executions.extend(response.executions)
+            token = response.next_page_token
+            if not args.all or not token:
+                break
+        if args.json:
+            # ListExecutions' answer (with --all, every page's executions in one).
+            _print_json(pb.ListExecutionsResponse(executions=executions, next_page_token=token))
+        else:
+            for message in executions:
+                print(_row(c.execution(message)))
+        if token:
+            print(f"more: --page-token {token}", file=sys.stderr)
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def _row(execution: Any) -> str:
+    created = execution.create_time.astimezone().strftime("%Y-%m-%d %H:%M:%S") if execution.create_time else ""
+    return (
+        f"{execution.id}  {execution.state.value:<19} {execution.workflow} "
+        f"v{execution.workflow_version}  {created}"
+    )
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    def body(client: Any) -> int:
+        execution = client.get_execution(args.execution, include_nodes=True)
+        if args.json:
+            _print_json({"execution": execution, "nodes": execution.nodes})
+            return EXIT_OK
+        print(_row(execution))
+        if execution.output is not None:
+            print(f"output: {json.dumps(execution.output, ensure_ascii=False)}")
+        if execution.error is not None:
+            at = f" at {execution.error.node_id}" if execution.error.node_id else ""
+            print(f"error{at}: {execution.error.type}: {execution.error.message}")
+        width = max([len(n.node_id) for n in execution.nodes] + [4])
+        for node in execution.nodes:
+            extra = f"  {node.error.type}: {node.error.message}" if node.error else ""
+            if node.skip_reason:
+                extra += f"  skipped: {node.skip_reason}"
+            attempts = f"attempt {node.attempt}" if node.attempt else ""
+            print(f"  {node.node_id:<{width}}  {node.state.value:<19} {attempts}{extra}".rstrip())
+        return EXIT_OK
+
+    return _run(args, body)
