@@ -1,8 +1,10 @@
 """An agent using the Python SDK: define a workflow, start an execution, stream its events,
-answer a wait with a signal, and read the result.
+answer a wait with a signal, and read the result. Run it from the repository's root, against a
+server (`make serve` or `.venv/bin/agentrun serve` in another terminal), as often as you like:
 
-    agentrun serve &                      # or: python examples/usage_example.py --embedded
-    python examples/usage_example.py [--server HOST:PORT] [--api-key KEY]
+    .venv/bin/python examples/usage_example.py [--server HOST:PORT] [--api-key KEY]
+
+or alone, with a server in the same process: `.venv/bin/python examples/usage_example.py --embedded`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 
 from agentrun.client import AsyncClient, ExecutionState, InvalidWorkflow
@@ -47,16 +50,21 @@ async def run(client: AsyncClient) -> ExecutionState:
         raise
     print(f"workflow {workflow.name} v{workflow.version}")
 
-    execution = await client.start_execution(
-        "triage", {"ticket": "T-1042"}, request_id="triage-T-1042"
-    )
+    # A request id makes the start idempotent: a retry with the same id (after a timeout, say)
+    # returns this execution instead of starting another. One id per ticket run here; a fixed
+    # id would return the finished execution of an earlier run of this script.
+    request_id = f"triage-T-1042-{uuid.uuid4().hex[:12]}"
+    execution = await client.start_execution("triage", {"ticket": "T-1042"}, request_id=request_id)
     print(f"started {execution.id}")
 
     # watch() resumes by itself after a dropped connection or a server restart.
     async for event in client.watch(execution):
         print(f"  #{event.sequence:<3} {event.type:<20} {event.node_id}")
         if event.type == "node.waiting" and event.node_id == "approval":
-            await client.signal_execution(execution, "approve", {"by": "alice"})
+            # The signal id makes it apply once, even if this event is seen twice.
+            await client.signal_execution(
+                execution, "approve", {"by": "alice"}, signal_id=f"{execution.id}-approve"
+            )
 
     done = await client.get_execution(execution)
     print(f"{done.state.value}: {done.output}")
