@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-dev
+# Two installs: the package alone (what `make serve` needs), and with the test extras.
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 PROTOS := $(wildcard proto/agentrun/v1/*.proto)
 
 .PHONY: serve test proto bench lint services clean
@@ -10,8 +12,12 @@ PROTOS := $(wildcard proto/agentrun/v1/*.proto)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(DEV_STAMP)
 
 serve: $(STAMP)
 	$(VENV)/bin/agentrun serve --http-listen 127.0.0.1:8080
@@ -19,14 +25,14 @@ serve: $(STAMP)
 services:
 	bash scripts/ensure-services.sh
 
-test: $(STAMP) services
+test: $(DEV_STAMP) services
 	bash scripts/ensure-test-tools.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
-proto: $(STAMP)
+proto: $(DEV_STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: $(STAMP)
