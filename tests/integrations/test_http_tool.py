@@ -98,7 +98,7 @@ async def test_timeout(server) -> None:
     with pytest.raises(ToolFailure) as err:
         await tool_for(server).call({"url": f"{server.url}/slow", "timeout": 0.3}, ctx())
     assert err.value.type == "timeout"
-    assert loop.time() - t0 < 1.5
+    assert loop.time() - t0 < 2.0  # answered before the server did
 
 
 async def test_status_errors(server) -> None:

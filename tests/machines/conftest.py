@@ -3,6 +3,7 @@ PostgreSQL; a real grpc.aio server with StateMachineService on port 0; a recordi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -100,3 +101,24 @@ async def open_backend(kind: str, tmp_path: Any) -> Any:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def until(predicate: Any, timeout: float = 30.0) -> None:
+    """Polls a sync or async predicate until it holds; the bound is generous (a loaded
+    machine is slow) and only decides how long a failing test takes to say so."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = predicate()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def history_longer_than(h: Harness, instance_id: str, n: int) -> bool:
+    return len(await h.machines.list_history(instance_id)) > n
+
+
+async def instance_exists(machines: MachineEngine, instance_id: str) -> bool:
+    return await machines.store.get_instance(instance_id) is not None

@@ -12,6 +12,7 @@ from agentrun.engine.machine import InstanceNotFound, MachineEngine
 from agentrun.integrations import Registry, default_agents
 from agentrun.integrations.core_tools import core_tools
 from agentrun.storage.memory import MemoryStore
+from tests.machines.conftest import instance_exists, until
 
 DOOR = """
 name: door
@@ -91,10 +92,7 @@ async def test_a_dag_workflow_node_runs_a_state_machine() -> None:
     await engine.create_workflow(load_workflow(PARENT))
     execution = await engine.start_execution("parent", {})
     instance_id = f"{execution.id}.door.1"
-    for _ in range(200):
-        if await machines.store.get_instance(instance_id) is not None:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: instance_exists(machines, instance_id))
     await machines.send_event(instance_id, "OPEN", {"who": "ann"})
     await machines.send_event(instance_id, "CLOSE")
     final = await engine.wait(execution.id, timeout=10)

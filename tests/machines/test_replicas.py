@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.machines.conftest import close, make, open_backend
+from tests.machines.conftest import close, history_longer_than, make, open_backend, until
 
 COUNTER = """
 name: counter
@@ -96,7 +96,7 @@ async def test_a_timer_whose_replica_died_is_fired_by_another(tmp_path: Any) -> 
         await a.define(EXPIRING.format(name=name))
         inst = await a.machines.create_instance(name)
         await a.machines.stop()  # "dies": its timer handle is gone, the row stays
-        final = await b.machines.wait_final(inst.id, timeout=5)
+        final = await b.machines.wait_final(inst.id, timeout=30)
         assert final.current == "expired"
         history = await b.machines.list_history(inst.id)
         assert [e.kind for e in history] == [EntryKind.CREATED, EntryKind.TRANSITION]
@@ -121,7 +121,8 @@ async def test_a_timer_fired_twice_is_applied_once(tmp_path: Any) -> None:
         # The handle fires, and a sweep arms the same row again before the first commit.
         h.machines._fire(timer)
         h.machines._fire(timer)
-        await asyncio.sleep(0.5)
+        await until(lambda: history_longer_than(h, inst.id, 1))  # one firing is applied
+        await asyncio.sleep(0.3)  # a second application would be committed by now
         history = await h.machines.list_history(inst.id)
         assert [e.event for e in history] == ["create", "after:300ms"]
     finally:

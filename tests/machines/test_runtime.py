@@ -11,6 +11,7 @@ import pytest
 from agentrun.engine.errors import AlreadyExists, IllegalTransition
 from agentrun.engine.machine import EventNotAccepted
 from agentrun.storage.machines import EntryKind, InstanceState
+from tests.machines.conftest import history_longer_than, instance_exists, until
 
 ORDER = """
 name: order
@@ -231,21 +232,26 @@ async def test_leaving_a_state_cancels_its_timers(h) -> None:
 
 
 async def test_self_transition_keeps_timers_and_reenter_restarts_them(h) -> None:
+    async def timers_of(instance_id: str) -> list:
+        return [t for t in await h.machines.store.list_timers() if t.instance_id == instance_id]
+
     await h.define(TIMERS)
     i = await h.machines.create_instance("timers")
-    await asyncio.sleep(0.15)
+    [armed] = await timers_of(i.id)
     rec, entry = await h.machines.send_event(i.id, "PING")  # not reentered: the timer keeps running
     assert not entry.reentered and rec.entry_sequence == 1
-    await asyncio.sleep(0.25)
-    assert (await h.machines.get_instance(i.id)).current == "expired"
+    assert await timers_of(i.id) == [armed]  # the same timer, due when it was
+    final = await h.machines.wait_final(i.id, timeout=30)
+    assert final.current == "expired" and final.data == {"pings": 1}
 
     j = await h.machines.create_instance("timers")
-    await asyncio.sleep(0.15)
+    [first] = await timers_of(j.id)
     rec, entry = await h.machines.send_event(j.id, "POKE")  # reentered: a new timer from now
     assert entry.reentered and rec.entry_sequence == entry.sequence
-    await asyncio.sleep(0.25)
-    assert (await h.machines.get_instance(j.id)).current == "waiting"
-    final = await h.machines.wait_final(j.id, timeout=5)
+    [again] = await timers_of(j.id)
+    assert again.key != first.key and again.key.startswith(f"{entry.sequence}:")
+    assert again.fire_at > first.fire_at
+    final = await h.machines.wait_final(j.id, timeout=30)
     assert final.current == "expired"
 
 
@@ -302,11 +308,8 @@ async def test_leaving_an_invoking_state_cancels_the_child(h) -> None:
     i = await h.machines.create_instance("shop", {"id": "o-3"})
     rec, _ = await h.machines.send_event(i.id, "CANCEL")
     assert rec.current == "cancelled" and rec.invoke_execution is None
-    for _ in range(100):
-        child = await h.engine.get_execution(i.invoke_execution)
-        if child.state.terminal:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: _terminal(h, i.invoke_execution))
+    child = await h.engine.get_execution(i.invoke_execution)
     assert child.state.value == "CANCELLED"
 
 
@@ -343,13 +346,10 @@ async def test_a_dag_node_can_run_a_state_machine_to_its_final_state(h) -> None:
         )
     )
     instance_id = "exec1.child.1"
-    for _ in range(100):
-        if await h.machines.store.get_instance(instance_id) is not None:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: instance_exists(h.machines, instance_id))
     await h.machines.send_event(instance_id, "PAY", {"amount": 5})
     await h.machines.send_event(instance_id, "SHIP")
-    assert await asyncio.wait_for(task, 5) == {"state": "shipped", "data": {"paid": 5, "tries": 0}}
+    assert await asyncio.wait_for(task, 30) == {"state": "shipped", "data": {"paid": 5, "tries": 0}}
 
 
 async def test_events_of_one_instance_are_handled_one_at_a_time_in_arrival_order(h) -> None:
@@ -463,7 +463,7 @@ states:
   done: {final: true}
 """)
     i = await h.machines.create_instance("guarded")
-    await asyncio.sleep(0.4)
+    await until(lambda: history_longer_than(h, i.id, 1))  # the timer fired
     history = await h.machines.list_history(i.id)
     assert [(e.event, e.kind) for e in history[1:]] == [("after:100ms", EntryKind.NO_TRANSITION)]
     assert await h.machines.store.list_timers() == []
@@ -536,3 +536,7 @@ async def test_idle_instances_leave_memory_beyond_the_bound(h) -> None:
     assert rec.data == {"pings": 1}
     final = await h.machines.wait_final(ids[1], timeout=5)
     assert final.current == "expired"
+
+
+async def _terminal(h, execution_id: str) -> bool:
+    return (await h.engine.get_execution(execution_id)).state.terminal

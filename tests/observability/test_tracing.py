@@ -221,19 +221,25 @@ async def test_a_call_cancelled_mid_flight_ends_its_span_once(stack: Stack, capl
 
     await stack.client.create_workflow(load_workflow(SLOW_AGENT))
     execution = await stack.client.start_execution("slow-agent", {})
-    for _ in range(100):
-        if any(
+
+    async def mid_flight() -> bool:
+        """The StartExecution span ended and the agent's usage event is committed: the call
+        now sleeps (30 s)."""
+        started = any(
             s.name == "agentrun.v1.ExecutionService/StartExecution"
             for s in stack.exporter.get_finished_spans()
-        ):
-            nodes = await stack.engine.get_nodes(execution.id)
-            if nodes and nodes[0].state.value == "RUNNING":
-                break
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.05)  # the usage event is committed
+        )
+        events = await stack.engine.list_events(execution.id)
+        return started and any(e.type == "agent.usage" for e in events)
+
+    async with asyncio.timeout(30):
+        while not await mid_flight():
+            await asyncio.sleep(0.02)
     await stack.client.cancel_execution(execution.id)
-    await stack.engine.wait(execution.id, timeout=5)
-    await asyncio.sleep(0.05)
+    await stack.engine.wait(execution.id, timeout=30)
+    async with asyncio.timeout(30):  # the execution's span ends as the execution does
+        while "execution slow-agent" not in _by_name(stack.exporter.get_finished_spans()):
+            await asyncio.sleep(0.02)
     spans = _by_name(stack.exporter.get_finished_spans())
     [think] = spans["agent llm/slow"]
     [ex] = spans["execution slow-agent"]
