@@ -154,6 +154,47 @@ def test_retries(monkeypatch, capsys) -> None:
     assert body["execution"]["output"] == {"flaky_attempts": 3, "charge": {"charged": False, "reason": "declined"}}
 
 
+# --------------------------------------------------------------------------- named paths
+
+# A path in the project, as docs and example headers name them (not part of a URL).
+_PROJECT_PATH = re.compile(
+    r"(?<![\w/.:-])((?:examples|docs|tests|proto|scripts|benchmarks|agentrun)/[\w./-]*[\w/])"
+)
+# Any file name in an example's leading comment: it must be in the project too.
+_FILE_NAME = re.compile(r"(?<![\w/.:-])([\w./-]+\.(?:ya?ml|json|md|py|proto))\b")
+
+
+def _header(path: Path) -> str:
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#") and not line.startswith('"""') and lines:
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _named_paths() -> list[tuple[str, str]]:
+    named = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        named += [(doc.name, m) for m in _PROJECT_PATH.findall(doc.read_text())]
+    for example in sorted((ROOT / "examples").iterdir()):
+        header = _header(example)
+        named += [(example.name, m) for m in _PROJECT_PATH.findall(header)]
+        named += [(example.name, m) for m in _FILE_NAME.findall(header) if "/" not in m]
+    return named
+
+
+def test_every_path_named_in_docs_and_example_headers_exists() -> None:
+    named = _named_paths()
+    assert len(named) > 20
+    missing = [
+        f"{where}: {path}"
+        for where, path in named
+        if not any((base / path.rstrip("/.")).exists() for base in (ROOT, ROOT / "examples"))
+    ]
+    assert missing == []
+
+
 # --------------------------------------------------------------------------- the reference
 
 

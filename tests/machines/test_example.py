@@ -11,11 +11,12 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order_state_machin
 
 
 def _fulfil() -> str:
-    header = [line[1:] for line in EXAMPLE.read_text().splitlines() if line.startswith("#")]
-    text = "\n".join(header)
-    block = re.search(r"^ {3}name: fulfil\n(?:^ {3}.*\n?)+", text, re.MULTILINE)
-    assert block is not None
-    return "\n".join(line[3:] for line in block.group(0).splitlines()) + "\n"
+    """The workflow the header creates first: examples/fulfil_workflow.yaml."""
+    header = [line for line in EXAMPLE.read_text().splitlines() if line.startswith("#")]
+    created = [re.search(r"workflows create (\S+)", line) for line in header]
+    paths = [m.group(1) for m in created if m]
+    assert paths[:2] == ["examples/fulfil_workflow.yaml", "examples/order_state_machine.yaml"]
+    return (EXAMPLE.parents[1] / paths[0]).read_text()
 
 
 async def test_order_example_from_payment_to_shipping(h) -> None:
