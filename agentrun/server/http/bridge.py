@@ -12,7 +12,9 @@ method is written twice, so an RPC added to a .proto and a servicer is served ov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -108,7 +110,12 @@ def _server_stream(path: str, resolve: Resolve) -> Callable[..., AsyncIterator[A
         context = HttpServicerContext(ctx)
         try:
             handler = await _handler(path, resolve, context)
-            async for response in handler.unary_stream(request, context):
+            behavior = handler.unary_stream
+            if inspect.isasyncgenfunction(behavior):
+                responses = behavior(request, context)
+            else:  # a coroutine that sends with `await context.write(...)`
+                responses = _written(behavior, request, context)
+            async for response in responses:
                 yield response
         except grpc.aio.AbortError:
             raise context.to_connect_error() from None
@@ -119,6 +126,33 @@ def _server_stream(path: str, resolve: Resolve) -> Callable[..., AsyncIterator[A
         _check_code(context)
 
     return stream
+
+
+async def _written(
+    behavior: Callable[..., Awaitable[None]], request: Any, context: HttpServicerContext
+) -> AsyncIterator[Any]:
+    """The messages a write-style streaming servicer sends, one at a time (it waits in
+    `write` until the previous one is taken: the client's pace, as over HTTP/2)."""
+    writes: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+    context.writes = writes
+    task = asyncio.ensure_future(behavior(request, context))
+    try:
+        while True:
+            taken = asyncio.ensure_future(writes.get())
+            await asyncio.wait((taken, task), return_when=asyncio.FIRST_COMPLETED)
+            if taken.done():
+                yield taken.result()
+                continue
+            taken.cancel()
+            while not writes.empty():
+                yield writes.get_nowait()
+            task.result()  # its abort or error, if any
+            return
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
 
 async def _handler(
@@ -138,7 +172,13 @@ def _check_code(context: HttpServicerContext) -> None:
 
 
 def _error(exc: BaseException) -> ConnectError:
-    """An exception no interceptor mapped (methods outside agentrun.v1): the same status."""
+    """An exception no interceptor mapped (methods outside agentrun.v1, such as Health):
+    UNIMPLEMENTED for NotImplementedError, as grpc.aio sends; else INTERNAL, logged."""
+    if isinstance(exc, NotImplementedError):
+        return ConnectError(
+            CONNECT_CODES[grpc.StatusCode.UNIMPLEMENTED],
+            f"Unexpected {type(exc)}: {exc}",
+        )
     status = to_status(exc)
     code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
     return ConnectError(CONNECT_CODES[code], status.message, connect_details(status.details))

@@ -10,6 +10,7 @@ through), and the status it carried becomes the Connect error (`to_connect_error
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -36,7 +37,7 @@ Metadata = tuple[tuple[str, str], ...]
 class HttpServicerContext:
     """The servicer context of one HTTP call (the subset of grpc.aio's that agentrun uses)."""
 
-    __slots__ = ("_code", "_ctx", "_details", "_metadata", "_peer", "_trailing")
+    __slots__ = ("_code", "_ctx", "_details", "_metadata", "_peer", "_trailing", "writes")
 
     def __init__(self, ctx: RequestContext[Any, Any]) -> None:
         self._ctx = ctx
@@ -49,6 +50,8 @@ class HttpServicerContext:
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._trailing: Sequence[tuple[str, str | bytes]] = ()
+        # Where `write` puts a write-style streaming servicer's messages (set by the bridge).
+        self.writes: asyncio.Queue[Any] | None = None
 
     # -- what the call carries ---------------------------------------------------------------
 
@@ -95,6 +98,11 @@ class HttpServicerContext:
     async def send_initial_metadata(self, initial_metadata: Sequence[tuple[str, str]]) -> None:
         for key, value in initial_metadata:
             self._ctx.response_headers.add(key, value)
+
+    async def write(self, message: Any) -> None:
+        if self.writes is None:
+            raise RuntimeError("write() is only for server-streaming methods")
+        await self.writes.put(message)
 
     async def abort(
         self,
