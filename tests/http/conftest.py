@@ -18,6 +18,34 @@ from agentrun.server.http.server import HttpServer
 from tests.server.conftest import KEYS
 
 
+# Workflows the HTTP tests share: a human step, and a state machine.
+APPROVAL = """
+name: approval
+input_schema: {type: object, required: [n], properties: {n: {type: integer}}}
+nodes:
+  - id: ask
+    wait: {signal: approve}
+  - id: done
+    needs: [ask]
+    pass: {value: "${{ nodes.ask.output }}"}
+"""
+
+ORDER = """
+name: order
+mode: state_machine
+initial: pending
+data: {paid: 0}
+states:
+  pending:
+    on:
+      PAY: {target: paid, assign: {paid: "${{ event.data.amount }}"}}
+      CANCEL: cancelled
+  paid: {on: {SHIP: shipped}}
+  shipped: {final: true}
+  cancelled: {final: true}
+"""
+
+
 @dataclass
 class Served:
     grpc: AgentrunServer

@@ -13,31 +13,19 @@ import httpx
 import pytest
 
 from agentrun.v1 import workflow_service_pb2 as wpb
-from tests.http.conftest import ConnectError, Served, envelope, read_envelopes, stream, unary
+from tests.http.conftest import (
+    APPROVAL,
+    ORDER,
+    ConnectError,
+    Served,
+    envelope,
+    read_envelopes,
+    stream,
+    unary,
+)
 from tests.server.conftest import ECHO_CHAIN
 
 pytestmark = pytest.mark.timeout(60)
-
-ORDER = """
-name: order
-mode: state_machine
-initial: pending
-states:
-  pending: {on: {PAY: paid, CANCEL: cancelled}}
-  paid: {on: {SHIP: shipped}}
-  shipped: {final: true}
-  cancelled: {final: true}
-"""
-
-APPROVAL = """
-name: approval
-nodes:
-  - id: ask
-    wait: {signal: approve}
-  - id: done
-    needs: [ask]
-    pass: {value: "${{ nodes.ask.output }}"}
-"""
 
 
 async def test_workflow_service(http: httpx.AsyncClient) -> None:
@@ -66,7 +54,7 @@ async def test_workflow_service(http: httpx.AsyncClient) -> None:
 async def test_execution_service_and_watch_stream(http: httpx.AsyncClient) -> None:
     await unary(http, "WorkflowService/CreateWorkflow", {"source": APPROVAL})
     started = await unary(
-        http, "ExecutionService/StartExecution", {"workflow": "approval", "input": {"x": 1}}
+        http, "ExecutionService/StartExecution", {"workflow": "approval", "input": {"n": 1}}
     )
     name = started["execution"]["name"]
     assert name.startswith("executions/")
@@ -107,7 +95,8 @@ async def test_state_machine_service_and_watch_stream(http: httpx.AsyncClient) -
     name = created["instance"]["name"]
     available = await unary(http, "StateMachineService/GetAvailableEvents", {"name": name})
     assert (available["currentState"], available["events"]) == ("pending", ["CANCEL", "PAY"])
-    await unary(http, "StateMachineService/SendEvent", {"name": name, "event": "PAY"})
+    pay = {"name": name, "event": "PAY", "data": {"amount": 3}}
+    await unary(http, "StateMachineService/SendEvent", pay)
     await unary(http, "StateMachineService/SendEvent", {"name": name, "event": "SHIP"})
     got = await unary(http, "StateMachineService/GetInstance", {"name": name})
     assert got["instance"]["currentState"] == "shipped"

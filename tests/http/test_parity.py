@@ -19,7 +19,7 @@ import grpc
 import httpx
 import pytest
 
-from tests.http.conftest import Served, _serve
+from tests.http.conftest import APPROVAL, ORDER, Served, _serve
 from tests.http.transports import ConnectTransport, Failure, GrpcTransport, Result
 from tests.server.conftest import ECHO_CHAIN
 
@@ -29,31 +29,6 @@ WS = "/agentrun.v1.WorkflowService/"
 ES = "/agentrun.v1.ExecutionService/"
 SM = "/agentrun.v1.StateMachineService/"
 
-APPROVAL = """
-name: approval
-input_schema: {type: object, required: [n], properties: {n: {type: integer}}}
-nodes:
-  - id: ask
-    wait: {signal: approve}
-  - id: done
-    needs: [ask]
-    pass: {value: "${{ nodes.ask.output }}"}
-"""
-
-ORDER = """
-name: order
-mode: state_machine
-initial: pending
-data: {paid: 0}
-states:
-  pending:
-    on:
-      PAY: {target: paid, assign: {paid: "${{ event.data.amount }}"}}
-      CANCEL: cancelled
-  paid: {on: {SHIP: shipped}}
-  shipped: {final: true}
-  cancelled: {final: true}
-"""
 
 
 class Recorder:
