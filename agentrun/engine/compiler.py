@@ -16,6 +16,7 @@ import jsonschema
 from agentrun import spec_words
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
 from agentrun.engine.expr_checks import sql_query_warnings
+from agentrun.engine.message_checks import check_message
 from agentrun.engine.expressions import (
     Expression,
     _strip_strings,
@@ -817,7 +818,12 @@ def _known(names: list[str]) -> str:
 def compile_workflow(spec: pb.WorkflowSpec, *, tools: ToolRegistry, agents: AgentProviders) -> Any:
     """Validates `spec` and compiles it; raises InvalidWorkflow with every problem found.
 
-    A DAG gives a Plan; `mode: state_machine` gives the state machine compiler's plan."""
+    A DAG gives a Plan; `mode: state_machine` gives the state machine compiler's plan.
+    Values no field may hold (unknown enum numbers, NaN, mixed-sign durations, NUL characters)
+    are refused first: the compilers below may then trust every enum and number."""
+    problems = check_message(spec)
+    if problems:
+        raise InvalidWorkflow(problems)
     if spec.mode == pb.WorkflowSpec.MODE_STATE_MACHINE:
         try:
             from agentrun.engine.machine.compiler import compile_machine

@@ -31,6 +31,7 @@ from agentrun.engine.errors import (
     Diagnostic,
     ExecutionNotFound,
     IllegalTransition,
+    InvalidArgument,
     InvalidInput,
     InvalidWorkflow,
     ResourceExhausted,
@@ -382,6 +383,8 @@ class Engine:
             raise ResourceExhausted(
                 f"tenant {tenant!r} has {self.admission.pending_count(tenant)} executions waiting to start",
                 retry_after=1.0,
+                subject=f"tenant:{tenant}",
+                quota=f"max_pending_executions_per_tenant ({max_pending})",
                 tenant=tenant,
             )
         request_hash = (
@@ -667,7 +670,9 @@ class Engine:
         plan = await self._plan(wf)
         start = from_node or (old.error or {}).get("node") or None
         if start is not None and start not in plan.nodes:
-            raise InvalidInput([Diagnostic("from_node", f"workflow {wf.name!r} v{wf.version} has no node {start!r}")])
+            raise InvalidArgument(
+                [Diagnostic("from_node_id", f"workflow {wf.name!r} v{wf.version} has no node {start!r}")]
+            )
         new_input = old.input if input is None else input
         if plan.input_schema is not None:
             new_input = _validate_input(new_input, plan.input_schema)

@@ -1,5 +1,7 @@
-"""Engine errors: each has a stable `reason` (UPPER_SNAKE) that maps to one gRPC status code
-in the server and to one SDK exception class in the client."""
+"""Engine errors: each class carries a stable `reason`, the name of a value of
+`agentrun.v1.ErrorReason` without its prefix (UPPER_SNAKE). The server maps each class to one
+gRPC status code (agentrun/server/errors.py, the one place); the client maps the reason to one
+SDK exception class. The engine itself knows nothing of gRPC."""
 
 from __future__ import annotations
 
@@ -18,7 +20,39 @@ class Diagnostic:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+# Error texts list at most this many problems, and stop earlier past MAX_SUMMARY_CHARS, then
+# say how many more there are: an answer must fit in gRPC's metadata limits (a few KB).
+MAX_DIAGNOSTICS = 100
+MAX_SUMMARY_CHARS = 1000
+MAX_DIAGNOSTIC_CHARS = 300
+
+
+def clip(text: str, limit: int = MAX_DIAGNOSTIC_CHARS) -> str:
+    """`text` cut to `limit` characters, marked with `…` when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summary(diagnostics: list[Diagnostic], head: str = "") -> str:
+    """`head` and one line per problem, capped (MAX_DIAGNOSTICS, MAX_SUMMARY_CHARS), then the
+    count of the problems left out."""
+    lines = [head] if head else []
+    size = len(head)
+    shown = 0
+    for d in diagnostics[:MAX_DIAGNOSTICS]:
+        line = clip(str(d))
+        if shown and size + len(line) > MAX_SUMMARY_CHARS - 40:  # room for the count
+            break
+        lines.append(f"  {line}" if head else line)
+        size += len(line) + 3
+        shown += 1
+    if len(diagnostics) > shown:
+        lines.append(f"  … and {len(diagnostics) - shown} more" if head else f"… and {len(diagnostics) - shown} more")
+    return "\n".join(lines) if head else "; ".join(lines)
+
+
 class AgentrunError(Exception):
+    """Base of engine errors; subclasses set `reason`. The base's INTERNAL is for bugs only."""
+
     reason = "INTERNAL"
 
     def __init__(self, message: str, **metadata: Any) -> None:
@@ -34,8 +68,7 @@ class InvalidWorkflow(AgentrunError):
 
     def __init__(self, diagnostics: list[Diagnostic], message: str | None = None) -> None:
         self.diagnostics = list(diagnostics)
-        text = message or "invalid workflow:\n" + "\n".join(f"  {d}" for d in self.diagnostics)
-        super().__init__(text)
+        super().__init__(message or summary(self.diagnostics, "invalid workflow:"))
 
 
 class InvalidInput(AgentrunError):
@@ -45,8 +78,17 @@ class InvalidInput(AgentrunError):
 
     def __init__(self, diagnostics: list[Diagnostic], message: str | None = None) -> None:
         self.diagnostics = list(diagnostics)
-        text = message or "invalid input:\n" + "\n".join(f"  {d}" for d in self.diagnostics)
-        super().__init__(text)
+        super().__init__(message or summary(self.diagnostics, "invalid input:"))
+
+
+class InvalidArgument(AgentrunError):
+    """A request argument other than the input is invalid (an unknown `from_node_id`)."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, diagnostics: list[Diagnostic], message: str | None = None) -> None:
+        self.diagnostics = list(diagnostics)
+        super().__init__(message or summary(self.diagnostics))
 
 
 class WorkflowNotFound(AgentrunError):
@@ -74,13 +116,26 @@ class IllegalTransition(AgentrunError):
 
 
 class ResourceExhausted(AgentrunError):
-    """A limit refuses the request for now (a tenant's queue of pending starts is full)."""
+    """A quota refuses the request for now (a tenant's queue of pending starts is full).
 
-    reason = "RESOURCE_EXHAUSTED"
+    `subject` and `quota` say which quota (they become a google.rpc.QuotaFailure); the reason
+    is RATE_LIMITED, the ErrorReason for "too much at once, retry after the delay"."""
 
-    def __init__(self, message: str, *, retry_after: float = 1.0, **metadata: Any) -> None:
+    reason = "RATE_LIMITED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float = 1.0,
+        subject: str = "",
+        quota: str = "",
+        **metadata: Any,
+    ) -> None:
         super().__init__(message, **metadata)
         self.retry_after = retry_after
+        self.subject = subject
+        self.quota = quota
 
 
 class ShuttingDown(AgentrunError):

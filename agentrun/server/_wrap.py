@@ -71,6 +71,74 @@ def wrap_errors(
     return replace_behavior(handler, wrap)
 
 
+class Malformed:
+    """What a request deserializer returns for bytes that are not a valid message (instead of
+    raising, which grpc would answer UNKNOWN naming the Python exception class)."""
+
+    __slots__ = ("message_type",)
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+
+Check = Callable[[Any], "BaseException | None"]
+OnRefused = Callable[[grpc.aio.ServicerContext, BaseException], Awaitable[None]]
+
+
+def check_requests(handler: Any, check: Check, on_refused: OnRefused) -> Any:
+    """A handler whose deserializer never raises (a request that does not parse - bad bytes,
+    invalid UTF-8 in a string - becomes a `Malformed`), and which runs `check` on every request
+    before the behaviour sees it: an exception it returns ends the call through `on_refused`."""
+    parse = handler.request_deserializer
+    owner = getattr(parse, "__self__", None)
+    message_type = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "") or "message"
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # noqa: BLE001 - DecodeError and friends; `check` reports it
+            return Malformed(message_type)
+
+    async def checked(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        async for request in requests:
+            refused = check(request)
+            if refused is not None:
+                await on_refused(context, refused)
+            yield request
+
+    def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        streaming_in = handler.request_streaming
+        if inspect.isasyncgenfunction(behavior):
+
+            async def gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if streaming_in:
+                    request = checked(request, context)
+                else:
+                    refused = check(request)
+                    if refused is not None:
+                        await on_refused(context, refused)
+                async for response in behavior(request, context):
+                    yield response
+
+            return gen
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if streaming_in:
+                request = checked(request, context)
+            else:
+                refused = check(request)
+                if refused is not None:
+                    await on_refused(context, refused)
+            return await behavior(request, context)
+
+        return call
+
+    wrapped = replace_behavior(handler, wrap)
+    if parse is None:
+        return wrapped
+    return wrapped._replace(request_deserializer=deserialize)
+
+
 def replace_behavior(handler: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
     for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
         behavior = getattr(handler, kind)

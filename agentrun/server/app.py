@@ -21,7 +21,7 @@ from agentrun.server.interceptors import (
     DrainInterceptor,
     ErrorInterceptor,
     Lifecycle,
-    LoggingInterceptor,
+    CallEndInterceptor,
 )
 from agentrun.server.observability import Observability
 from agentrun.server.ratelimit import RateLimitInterceptor
@@ -64,8 +64,7 @@ class AgentrunServer:
         telemetry = observability.interceptor() if observability is not None else None
         if telemetry is not None:
             interceptors.append(telemetry)
-        if self.config.access_log:
-            interceptors.append(LoggingInterceptor())
+        interceptors.append(CallEndInterceptor(access_log=self.config.access_log))
         interceptors.append(DrainInterceptor(self.lifecycle))
         if self.config.auth_enabled:
             interceptors.append(AuthInterceptor(self.config.api_keys))

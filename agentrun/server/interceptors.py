@@ -1,4 +1,5 @@
-"""Interceptors for errors and draining (auth and rate limits have their own modules)."""
+"""Interceptors for errors, draining and the end of each call (auth and rate limits have their
+own modules)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ from typing import Any
 
 import grpc
 
-from agentrun.server._wrap import CachingInterceptor, replace_behavior, wrap_before, wrap_errors
+from agentrun.server._wrap import (
+    CachingInterceptor,
+    check_requests,
+    replace_behavior,
+    wrap_before,
+    wrap_errors,
+)
 from agentrun.server.auth import PUBLIC_PREFIXES, current_tenant
-from agentrun.server.errors import ApiError, abort
+from agentrun.server.errors import ApiError, abort, request_problem
 
 access_log = logging.getLogger("agentrun.server.access")
 
@@ -21,12 +28,14 @@ AGENTRUN_PREFIX = "/agentrun."
 
 
 class ErrorInterceptor(CachingInterceptor):
-    """Maps exceptions escaping agentrun servicers to statuses (agentrun.server.errors)."""
+    """Maps exceptions escaping agentrun servicers to statuses (agentrun.server.errors), and
+    answers requests that do not parse INVALID_ARGUMENT on every method (health and reflection
+    too)."""
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
-        if not method.startswith(AGENTRUN_PREFIX):
-            return None
-        return wrap_errors(handler, abort)
+        if method.startswith(AGENTRUN_PREFIX):
+            handler = wrap_errors(handler, abort)
+        return check_requests(handler, request_problem, abort)
 
 
 class Lifecycle:
@@ -57,45 +66,92 @@ class DrainInterceptor(CachingInterceptor):
             await abort(context, ApiError("SHUTTING_DOWN", "the server is shutting down"))
 
 
-class LoggingInterceptor(CachingInterceptor):
-    """One access-log line per call: method, status code, duration, tenant, peer."""
+# Observers of every finished agentrun call: (method, status code). The test suite registers one
+# to fail any test in which a call answered INTERNAL or UNKNOWN; anything else may count codes.
+CallObserver = Callable[[str, grpc.StatusCode], None]
+CALL_OBSERVERS: list[CallObserver] = []
+
+_CODES_BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def status_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status a call's context holds now (OK when none was set)."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return _CODES_BY_NUMBER.get(code or 0, grpc.StatusCode.UNKNOWN)
+
+
+def _ended_with(context: grpc.aio.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+    """The status gRPC sends for a call that ended with `exc` (None: returned normally)."""
+    if exc is None or isinstance(exc, (grpc.aio.AbortError, GeneratorExit)):
+        return status_code(context)
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    # grpc answers UNKNOWN for an exception escaping the handler, or the code set before it.
+    code = status_code(context)
+    return grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code
+
+
+class CallEndInterceptor(CachingInterceptor):
+    """Outermost: sees each call's final status. Writes the access log line (when enabled) and
+    tells `CALL_OBSERVERS`."""
+
+    def __init__(self, *, access_log: bool) -> None:
+        super().__init__()
+        self._access_log = access_log
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
+        ended = self._ended
+
         def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
             if inspect.isasyncgenfunction(behavior):
 
                 async def gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
                     started = time.perf_counter()
+                    error: BaseException | None = None
                     try:
                         async for response in behavior(request, context):
                             yield response
+                    except BaseException as exc:
+                        error = exc
+                        raise
                     finally:
-                        _log(method, context, started)
+                        ended(method, context, started, error)
 
                 return gen
 
             async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
+                error: BaseException | None = None
                 try:
                     return await behavior(request, context)
+                except BaseException as exc:
+                    error = exc
+                    raise
                 finally:
-                    _log(method, context, started)
+                    ended(method, context, started, error)
 
             return call
 
         return replace_behavior(handler, wrap)
 
-
-def _log(method: str, context: grpc.aio.ServicerContext, started: float) -> None:
-    code = context.code()
-    name = (
-        code.name if isinstance(code, grpc.StatusCode) else "OK" if code in (None, 0) else str(code)
-    )
-    access_log.info(
-        "%s %s %.1fms tenant=%s peer=%s",
-        method,
-        name,
-        (time.perf_counter() - started) * 1e3,
-        current_tenant(),
-        context.peer(),
-    )
+    def _ended(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        started: float,
+        error: BaseException | None,
+    ) -> None:
+        code = _ended_with(context, error)
+        if self._access_log:
+            access_log.info(
+                "%s %s %.1fms tenant=%s peer=%s",
+                method,
+                code.name,
+                (time.perf_counter() - started) * 1e3,
+                current_tenant(),
+                context.peer(),
+            )
+        for observe in list(CALL_OBSERVERS):
+            observe(method, code)

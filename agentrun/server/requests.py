@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from typing import Any
 
+from agentrun.engine.errors import clip
 from agentrun.server.errors import invalid_argument
 from agentrun.storage.records import ExecutionState
 
@@ -21,7 +23,7 @@ def workflow_name(value: str, field: str = "name") -> str:
     if not name:
         raise invalid_argument(field, "required: `workflows/{name}`")
     if not _NAME.fullmatch(name):
-        raise invalid_argument(field, f"not a workflow name: {value!r}")
+        raise invalid_argument(field, f"not a workflow name: {clip(value, 80)!r}")
     return name
 
 
@@ -31,7 +33,7 @@ def execution_id(value: str, field: str = "name") -> str:
     if not ident:
         raise invalid_argument(field, "required: `executions/{id}`")
     if not _NAME.fullmatch(ident):
-        raise invalid_argument(field, f"not an execution name: {value!r}")
+        raise invalid_argument(field, f"not an execution name: {clip(value, 80)!r}")
     return ident
 
 
@@ -64,12 +66,47 @@ def decode_token(token: str, kind: str, query: str = "") -> Any:
     return data["a"]
 
 
-_CLAUSE = re.compile(
-    r"""\s*(?P<field>workflow|state)\s*
-        (?:(?P<eq>=)\s*(?P<value>"[^"]*"|[A-Za-z0-9_.\-/]+)
-          |(?P<in>IN)\s*\((?P<values>[^)]*)\))\s*""",
-    re.VERBOSE | re.IGNORECASE,
-)
+# A filter is a flat AND of clauses (no parentheses to nest): bounded so that no filter can
+# make the parser slow or an error message too big to deliver.
+MAX_FILTER_LENGTH = 1000
+MAX_FILTER_CLAUSES = 20
+
+
+@functools.lru_cache(maxsize=8)
+def _clause(fields: tuple[str, ...]) -> re.Pattern[str]:
+    names = "|".join(re.escape(f) for f in fields)
+    return re.compile(
+        rf"""\s*(?P<field>{names})\s*
+            (?:(?P<eq>=)\s*(?P<value>"[^"]*"|[A-Za-z0-9_.\-/]+)
+              |(?P<in>IN)\s*\((?P<values>[^()]*)\))\s*""",
+        re.VERBOSE | re.IGNORECASE,
+    )
+
+
+def filter_clauses(text: str, fields: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+    """`a = "x" AND b IN (P, Q)` -> [("a", ["x"]), ("b", ["P", "Q"])], field names lower-case."""
+    if len(text) > MAX_FILTER_LENGTH:
+        raise invalid_argument("filter", f"at most {MAX_FILTER_LENGTH} characters, got {len(text)}")
+    clauses = re.split(r"\s+AND\s+", text.strip(), flags=re.IGNORECASE)
+    if len(clauses) > MAX_FILTER_CLAUSES:
+        raise invalid_argument("filter", f"at most {MAX_FILTER_CLAUSES} clauses joined by AND")
+    parsed: list[tuple[str, list[str]]] = []
+    pattern = _clause(fields)
+    for clause in clauses:
+        match = pattern.fullmatch(clause)
+        if not match:
+            raise invalid_argument(
+                "filter",
+                f"cannot parse {clip(clause, 60)!r}; write `field = value` or"
+                f" `field IN (a, b)` joined by AND, fields: {', '.join(fields)}",
+            )
+        values = (
+            [match["value"]]
+            if match["eq"]
+            else [v for v in re.split(r"[\s,]+", match["values"]) if v]
+        )
+        parsed.append((match["field"].lower(), [v.strip('"') for v in values]))
+    return parsed
 
 
 def execution_filter(text: str) -> tuple[str | None, tuple[ExecutionState, ...]]:
@@ -78,17 +115,8 @@ def execution_filter(text: str) -> tuple[str | None, tuple[ExecutionState, ...]]
     states: list[ExecutionState] = []
     if not text.strip():
         return None, ()
-    for clause in re.split(r"\s+AND\s+", text.strip(), flags=re.IGNORECASE):
-        match = _CLAUSE.fullmatch(clause)
-        if not match:
-            raise invalid_argument("filter", f"cannot parse {clause!r}")
-        values = (
-            [match["value"]]
-            if match["eq"]
-            else [v for v in re.split(r"[\s,]+", match["values"]) if v]
-        )
-        values = [v.strip('"') for v in values]
-        if match["field"].lower() == "workflow":
+    for field, values in filter_clauses(text, ("workflow", "state")):
+        if field == "workflow":
             if len(values) != 1:
                 raise invalid_argument("filter", "workflow takes one name")
             workflow = workflow_name(values[0], "filter")
@@ -98,5 +126,5 @@ def execution_filter(text: str) -> tuple[str | None, tuple[ExecutionState, ...]]
                 try:
                     states.append(ExecutionState(name))
                 except ValueError:
-                    raise invalid_argument("filter", f"unknown state {value!r}") from None
+                    raise invalid_argument("filter", f"unknown state {clip(value, 60)!r}") from None
     return workflow, tuple(states)

@@ -66,16 +66,8 @@ def instance_id(value: str, field: str = "name") -> str:
     if not ident:
         raise invalid_argument(field, "required: `instances/{id}`")
     if not _NAME.fullmatch(ident):
-        raise invalid_argument(field, f"not an instance name: {value!r}")
+        raise invalid_argument(field, f"not an instance name: {value[:80]!r}")
     return ident
-
-
-_CLAUSE = re.compile(
-    r"""\s*(?P<field>workflow|state|current_state)\s*
-        (?:(?P<eq>=)\s*(?P<value>"[^"]*"|[A-Za-z0-9_.\-/]+)
-          |(?P<in>IN)\s*\((?P<values>[^)]*)\))\s*""",
-    re.VERBOSE | re.IGNORECASE,
-)
 
 
 def instance_filter(text: str) -> tuple[str | None, tuple[InstanceState, ...], str | None]:
@@ -85,17 +77,7 @@ def instance_filter(text: str) -> tuple[str | None, tuple[InstanceState, ...], s
     states: list[InstanceState] = []
     if not text.strip():
         return None, (), None
-    for clause in re.split(r"\s+AND\s+", text.strip(), flags=re.IGNORECASE):
-        match = _CLAUSE.fullmatch(clause)
-        if not match:
-            raise invalid_argument("filter", f"cannot parse {clause!r}")
-        values = (
-            [match["value"]]
-            if match["eq"]
-            else [v for v in re.split(r"[\s,]+", match["values"]) if v]
-        )
-        values = [v.strip('"') for v in values]
-        field = match["field"].lower()
+    for field, values in requests.filter_clauses(text, ("workflow", "state", "current_state")):
         if field in ("workflow", "current_state") and len(values) != 1:
             raise invalid_argument("filter", f"{field} takes one value")
         if field == "workflow":
@@ -108,7 +90,9 @@ def instance_filter(text: str) -> tuple[str | None, tuple[InstanceState, ...], s
                 try:
                     states.append(InstanceState(name))
                 except ValueError:
-                    raise invalid_argument("filter", f"unknown instance state {value!r}") from None
+                    raise invalid_argument(
+                        "filter", f"unknown instance state {value[:60]!r}"
+                    ) from None
     return workflow, tuple(states), current
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agentrun.engine import Engine, EngineConfig, IllegalTransition, load_workflow
-from agentrun.engine.errors import AlreadyExists, ExecutionNotFound, InvalidInput
+from agentrun.engine.errors import AlreadyExists, ExecutionNotFound, InvalidArgument, InvalidInput
 from agentrun.engine.ports import CallContext, Effect, Tool
 from agentrun.integrations import Registry, default_agents
 from agentrun.integrations.core_tools import core_tools
@@ -272,5 +272,6 @@ async def test_rerun_from_a_chosen_node_and_illegal_rerun(harness, ledger) -> No
     again = await harness.engine.rerun(ex.id, from_node="s3")
     await harness.engine.wait(again.id, timeout=5)
     assert [n for _, n, _ in ledger.calls[before:]] == ["s3", "s4"]
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidArgument) as refused:
         await harness.engine.rerun(ex.id, from_node="nope")
+    assert refused.value.diagnostics[0].path == "from_node_id"

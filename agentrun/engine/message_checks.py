@@ -1,0 +1,241 @@
+"""Checks on protobuf messages that the type system cannot make, found by walking descriptors.
+
+A proto3 enum field accepts any number, a double accepts NaN and the infinities, a Duration
+accepts `seconds: 1, nanos: -500`, and a string accepts NUL characters and any length. None of
+these means anything in a workflow or a request, and each breaks something later (a KeyError in
+the compiler, a JSON encoder refusing NaN, PostgreSQL refusing NUL in text, an error message too
+big to deliver): so they are refused up front, every one with its field path, the same for
+every backend. (Nesting is bounded by protobuf's parser: 100 levels of messages.)
+
+The walk is iterative and stops after `MAX_PROBLEMS`, so no message can make it slow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from agentrun.engine.errors import Diagnostic
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_STRING_LENGTH",
+    "check_message",
+]
+
+# google.protobuf.Duration and Timestamp ranges (their .proto files).
+MAX_DURATION_SECONDS = 315_576_000_000
+MIN_TIMESTAMP_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+# Names and ids (`name`, `workflow`, `parent`, `*_id`, ...) and any other string field.
+MAX_ID_LENGTH = 256
+MAX_STRING_LENGTH = 65_536
+# Free text whose size only the message size limit bounds (workflow source, expressions).
+UNBOUNDED_STRINGS = frozenset({"source"})
+_ID_FIELDS = frozenset({"name", "workflow", "parent", "page_token", "signal", "event"})
+MAX_PROBLEMS = 1000
+
+_VALUE = "google.protobuf.Value"
+_STRUCT = "google.protobuf.Struct"
+_LIST = "google.protobuf.ListValue"
+_DURATION = "google.protobuf.Duration"
+_TIMESTAMP = "google.protobuf.Timestamp"
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_message(
+    message: Message, path: str = "", *, skip: frozenset[str] = frozenset()
+) -> list[Diagnostic]:
+    """Every problem in `message` (at most MAX_PROBLEMS), located from `path`.
+
+    Submessages whose full type name is in `skip` are not walked (their owner checks them).
+    """
+    problems: list[Diagnostic] = []
+    stack: list[tuple[Any, str]] = [(message, path)]
+    while stack and len(problems) < MAX_PROBLEMS:
+        item, where = stack.pop()
+        if isinstance(item, Message):
+            _message(item, where, problems, stack, skip)
+        else:  # a JSON value from a Struct / Value / ListValue, already converted
+            _json(item, where, problems, stack)
+    return problems[:MAX_PROBLEMS]
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _key(path: str, key: str) -> str:
+    if _IDENT.fullmatch(key):
+        return _join(path, key)
+    return f"{path}[{json.dumps(key[:40] + ('…' if len(key) > 40 else ''))}]"
+
+
+def _message(
+    msg: Message,
+    path: str,
+    problems: list[Diagnostic],
+    stack: list[tuple[Any, str]],
+    skip: frozenset[str],
+) -> None:
+    name = msg.DESCRIPTOR.full_name
+    if name in skip:
+        return
+    if name == _DURATION:
+        _duration(msg, path, problems)
+        return
+    if name == _TIMESTAMP:
+        _timestamp(msg, path, problems)
+        return
+    if name in (_VALUE, _STRUCT, _LIST):
+        stack.append((_JsonNode(msg), path))
+        return
+    for field, value in msg.ListFields():
+        where = _join(path, field.name)
+        if _is_map(field):
+            _map(field, value, where, problems, stack)
+        elif _repeated(field):
+            for i, item in enumerate(value):
+                _field(field, item, f"{where}[{i}]", problems, stack)
+        else:
+            _field(field, value, where, problems, stack)
+
+
+def _repeated(field: FieldDescriptor) -> bool:
+    flag = getattr(field, "is_repeated", None)  # protobuf >= 6.31; `label` before
+    if flag is not None:
+        return bool(flag)
+    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    entry: Descriptor | None = field.message_type
+    return bool(entry is not None and entry.GetOptions().map_entry)
+
+
+def _map(
+    field: FieldDescriptor,
+    value: Any,
+    path: str,
+    problems: list[Diagnostic],
+    stack: list[tuple[Any, str]],
+) -> None:
+    entry = field.message_type
+    key_field, value_field = entry.fields_by_name["key"], entry.fields_by_name["value"]
+    for key in value:
+        if isinstance(key, str):
+            _string(key_field, key, f"{path} key {json.dumps(key[:40])}", problems)
+        where = _key(path, key) if isinstance(key, str) else f"{path}[{key}]"
+        _field(value_field, value[key], where, problems, stack)
+
+
+def _field(
+    field: FieldDescriptor,
+    value: Any,
+    path: str,
+    problems: list[Diagnostic],
+    stack: list[tuple[Any, str]],
+) -> None:
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_MESSAGE or kind == FieldDescriptor.TYPE_GROUP:
+        stack.append((value, path))
+    elif kind == FieldDescriptor.TYPE_ENUM:
+        enum = field.enum_type
+        if value not in enum.values_by_number:
+            known = ", ".join(v.name for v in enum.values if v.number != 0)
+            problems.append(
+                Diagnostic(path, f"unknown value {value} of {enum.name}; expected one of {known}")
+            )
+    elif kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        if not math.isfinite(value):
+            problems.append(Diagnostic(path, f"must be a finite number, not {value}"))
+    elif kind == FieldDescriptor.TYPE_STRING:
+        _string(field, value, path, problems)
+
+
+def _string(field: FieldDescriptor, value: str, path: str, problems: list[Diagnostic]) -> None:
+    if "\x00" in value:
+        problems.append(Diagnostic(path, "must not contain NUL characters (\\u0000)"))
+    if field.name in UNBOUNDED_STRINGS:
+        return
+    limit = (
+        MAX_ID_LENGTH
+        if field.name in _ID_FIELDS or field.name.endswith("_id")
+        else MAX_STRING_LENGTH
+    )
+    if len(value) > limit:
+        problems.append(Diagnostic(path, f"at most {limit} characters, got {len(value)}"))
+
+
+def _duration(msg: Any, path: str, problems: list[Diagnostic]) -> None:
+    seconds, nanos = msg.seconds, msg.nanos
+    if not -999_999_999 <= nanos <= 999_999_999:
+        problems.append(Diagnostic(path, f"nanos must be within ±999,999,999, got {nanos}"))
+    elif (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0):
+        problems.append(
+            Diagnostic(path, f"seconds ({seconds}) and nanos ({nanos}) must have the same sign")
+        )
+    if abs(seconds) > MAX_DURATION_SECONDS:
+        problems.append(Diagnostic(path, "out of range: at most ±10,000 years"))
+
+
+def _timestamp(msg: Any, path: str, problems: list[Diagnostic]) -> None:
+    if not 0 <= msg.nanos <= 999_999_999:
+        problems.append(Diagnostic(path, f"nanos must be within 0..999,999,999, got {msg.nanos}"))
+    if not MIN_TIMESTAMP_SECONDS <= msg.seconds <= MAX_TIMESTAMP_SECONDS:
+        problems.append(Diagnostic(path, "out of range: years 0001 to 9999"))
+
+
+class _JsonNode:
+    """A Value, Struct or ListValue still to walk (kept distinct from other messages)."""
+
+    __slots__ = ("msg",)
+
+    def __init__(self, msg: Message) -> None:
+        self.msg = msg
+
+
+def _json(
+    node: _JsonNode,
+    path: str,
+    problems: list[Diagnostic],
+    stack: list[tuple[Any, str]],
+) -> None:
+    msg = node.msg
+    name = msg.DESCRIPTOR.full_name
+    if name == _VALUE:
+        kind = msg.WhichOneof("kind")
+        if kind == "number_value":
+            if not math.isfinite(msg.number_value):
+                problems.append(
+                    Diagnostic(path or "value", f"must be a finite number, not {msg.number_value}")
+                )
+            return
+        if kind == "string_value":
+            if "\x00" in msg.string_value:
+                problems.append(
+                    Diagnostic(path or "value", "must not contain NUL characters (\\u0000)")
+                )
+            return
+        if kind == "struct_value":
+            msg, name = msg.struct_value, _STRUCT
+        elif kind == "list_value":
+            msg, name = msg.list_value, _LIST
+        else:
+            return
+    if name == _STRUCT:
+        for key, item in msg.fields.items():
+            if "\x00" in key:
+                problems.append(
+                    Diagnostic(f"{path} key {json.dumps(key[:40])}", "must not contain NUL characters")
+                )
+            stack.append((_JsonNode(item), _key(path, key)))
+    else:
+        for i, item in enumerate(msg.values):
+            stack.append((_JsonNode(item), f"{path}[{i}]"))
+
