@@ -191,6 +191,16 @@ async def test_grpc_web(http: httpx.AsyncClient) -> None:
     assert b"grpc-status:0" in frames[-1][1].replace(b" ", b"")
 
 
+async def test_plain_grpc_is_pointed_to_the_grpc_port(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/agentrun.v1.WorkflowService/ListTools",
+        content=envelope(b""),
+        headers={"content-type": "application/grpc"},
+    )
+    assert response.status_code == 415
+    assert b"gRPC port" in response.content
+
+
 async def test_unknown_method_and_health(http: httpx.AsyncClient) -> None:
     response = await http.post(
         "/agentrun.v1.WorkflowService/Nope", json={}, headers={"content-type": "application/json"}

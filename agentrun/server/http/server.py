@@ -76,7 +76,10 @@ class HttpApp:
             return  # no lifespan, no websockets
         path = scope["path"]
         if path in self.rpc_paths or _looks_like_rpc(path):
-            await self.connect(scope, receive, send)  # unknown methods: Connect's 404
+            if _is_plain_grpc(scope):
+                await _refuse_grpc(send)
+            else:
+                await self.connect(scope, receive, send)  # unknown methods: Connect's 404
         else:
             await self.console(scope, receive, send)
 
@@ -84,6 +87,32 @@ class HttpApp:
 def _looks_like_rpc(path: str) -> bool:
     service, _, method = path.lstrip("/").partition("/")
     return "." in service and bool(method) and "/" not in method
+
+
+def _is_plain_grpc(scope: dict[str, Any]) -> bool:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-type":
+            return value.startswith(b"application/grpc") and not value.startswith(
+                b"application/grpc-web"
+            )
+    return False
+
+
+async def _refuse_grpc(send: Any) -> None:
+    """gRPC needs HTTP/2 trailers, which this HTTP/1.1 port has not: point to the gRPC port."""
+    body = b"gRPC is served on the gRPC port (--listen); this port speaks Connect and gRPC-Web\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 415,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"accept-post", b"application/json, application/proto, application/grpc-web"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
