@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PROTOS := $(wildcard proto/agentrun/v1/*.proto)
 
-.PHONY: serve test proto bench lint services clean
+.PHONY: serve test proto console bench lint services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(DEV_STAMP) services
 
 proto: $(DEV_STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+# The web console (docs/console.md): TypeScript clients from the protos, then the build into
+# agentrun/server/console/static/, which is checked in so `make serve` needs no Node.js.
+console:
+	cd console && npm ci --no-audit --no-fund --loglevel=error && npm run generate && npm run build
 
 bench: $(DEV_STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

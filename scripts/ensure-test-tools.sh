@@ -23,3 +23,14 @@ if ! command -v protoc >/dev/null || ! command -v protoc-gen-go >/dev/null \
   fi
 fi
 # --- end protoc ---
+
+# The web console's tests: its npm packages, and Debian's Chromium + ChromeDriver for the
+# browser tests (tests/console/).
+if [ -f console/package.json ] && [ ! -f console/node_modules/.package-lock.json ]; then
+  (cd console && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
