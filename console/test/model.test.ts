@@ -9,12 +9,12 @@ const dag = create(WorkflowSpecSchema, {
   name: "demo",
   nodes: [
     { id: "fetch", kind: { case: "tool", value: { name: "http.get" } } },
-    { id: "route", needs: ["fetch"], kind: { case: "switch", value: { cases: [{ when: "${{ output.ok }}", goto: "approve" }], default: "reject" } } },
+    { id: "route", needs: ["fetch"], kind: { case: "switchNode", value: { cases: [{ when: "${{ output.ok }}", target: "approve" }], defaultTarget: "reject" } } },
     { id: "approve", kind: { case: "wait", value: { signal: "approval" } } },
-    { id: "reject", kind: { case: "pass", value: {} } },
-    { id: "done", needs: ["approve", "ghost"], kind: { case: "pass", value: {} } },
+    { id: "reject", kind: { case: "passNode", value: {} } },
+    { id: "done", needs: ["approve", "ghost"], kind: { case: "passNode", value: {} } },
   ],
-  edges: [{ from: "reject", to: "done", when: "${{ true }}" }],
+  edges: [{ fromNode: "reject", to: "done", when: "${{ true }}" }],
 });
 
 describe("dagGraph", () => {
@@ -45,7 +45,7 @@ describe("machineGraph", () => {
       states: {
         open: { on: { pay: { transitions: [{ target: "paid", guard: "${{ event.data.ok }}" }, { target: "open" }] } }, after: [{ delay: { seconds: 30n }, target: "closed" }] },
         paid: { invoke: { name: "ship" }, onDone: { target: "closed" }, onError: { target: "open" } },
-        closed: { final: true },
+        closed: { isFinal: true },
       },
     });
     const g = specGraph(spec);

@@ -23,6 +23,11 @@ export interface Graph {
   edges: GraphEdge[];
 }
 
+/** The node's kind as the workflow format spells it (`switch`, not the proto's `switchNode`). */
+export function kindName(node: Node): string {
+  return (node.kind.case ?? "node").replace(/Node$/, "");
+}
+
 function nodeDetail(node: Node): string {
   const k = node.kind;
   switch (k.case) {
@@ -46,8 +51,13 @@ function nodeDetail(node: Node): string {
   }
 }
 
+/** `${{ output.ok }}` -> `output.ok`: an edge label. */
+function expression(text: string): string {
+  return text.replace(/^\$\{\{\s*|\s*\}\}$/g, "");
+}
+
 export function dagGraph(spec: WorkflowSpec): Graph {
-  const nodes = spec.nodes.map((n) => ({ id: n.id, kind: n.kind.case ?? "node", detail: nodeDetail(n) }));
+  const nodes = spec.nodes.map((n) => ({ id: n.id, kind: kindName(n), detail: nodeDetail(n) }));
   const known = new Set(nodes.map((n) => n.id));
   const edges: GraphEdge[] = [];
   const seen = new Set<string>();
@@ -59,12 +69,12 @@ export function dagGraph(spec: WorkflowSpec): Graph {
   };
   for (const n of spec.nodes) {
     for (const need of n.needs) add(need, n.id, "");
-    if (n.kind.case === "switch") {
-      for (const c of n.kind.value.cases) add(n.id, c.goto, c.when.replace(/^\$\{\{\s*|\s*\}\}$/g, ""));
-      if (n.kind.value.default) add(n.id, n.kind.value.default, "default");
+    if (n.kind.case === "switchNode") {
+      for (const c of n.kind.value.cases) add(n.id, c.target, expression(c.when));
+      if (n.kind.value.defaultTarget) add(n.id, n.kind.value.defaultTarget, "default");
     }
   }
-  for (const e of spec.edges) add(e.from, e.to, e.when.replace(/^\$\{\{\s*|\s*\}\}$/g, ""));
+  for (const e of spec.edges) add(e.fromNode, e.to, expression(e.when));
   return { nodes, edges };
 }
 
@@ -75,7 +85,7 @@ export function machineGraph(spec: WorkflowSpec): Graph {
     const detail = [name === spec.initial ? "initial" : "", s.invoke ? `invokes ${s.invoke.name}` : ""]
       .filter(Boolean)
       .join(" · ");
-    return { id: name, kind: s.final ? "final" : "state", detail };
+    return { id: name, kind: s.isFinal ? "final" : "state", detail };
   });
   const edges: GraphEdge[] = [];
   for (const name of names) {

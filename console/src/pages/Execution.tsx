@@ -99,7 +99,9 @@ export function ExecutionPage({ route }: { route: Route }) {
         const ex = got.execution!;
         setExecution(ex);
         setLive(fromNodes(got.nodes, ex.lastSequence));
-        void watch(
+        // An execution that already ended has no events to come.
+        if (ENDED_EXECUTION.has(executionState(ex.state))) setWatchStatus("ended");
+        else void watch(
           name,
           ex.lastSequence,
           ac.signal,
