@@ -1,0 +1,235 @@
+"""The console in a real browser (headless Chromium) against a real `agentrun serve`.
+
+A person opens an execution that waits for approval, sees the graph with the waiting node,
+approves through the form and watches the graph turn green without reloading; a failing
+node shows its error; a running execution is cancelled from its page; with API keys on, the
+console asks for a key and keeps it for the session. Screenshots go to artifacts/console/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.console.browser import ConsoleServer, chromium_paths, start_chromium, wait_for
+from tests.console.conftest import ROOT
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(
+        chromium_paths() is None, reason="chromium/chromedriver missing: scripts/ensure-test-tools.sh"
+    ),
+]
+
+ARTIFACTS = ROOT / "artifacts" / "console"
+
+APPROVAL = """
+name: approval-demo
+description: Prepares an order, waits for a person's approval, then ships it
+nodes:
+  - id: prepare
+    pass: {value: {order: "${{ input.order }}"}}
+  - id: items
+    needs: [prepare]
+    map:
+      items: "${{ [1, 2, 3] }}"
+      node: {pass: {value: "${{ item * 2 }}"}}
+  - id: approval
+    needs: [items]
+    wait: {signal: approval, timeout: 1h}
+  - id: ship
+    needs: [approval]
+    when: "${{ nodes.approval.output.approved }}"
+    pass: {value: {shipped: true, by: "${{ nodes.approval.output.by }}"}}
+  - id: notify
+    needs: [ship]
+    pass: {value: done}
+"""
+
+FAILING = """
+name: failing-demo
+nodes:
+  - id: fetch
+    pass: {value: 1}
+  - id: charge
+    needs: [fetch]
+    tool: {name: core.fail, args: {type: payments.declined, message: card declined}}
+    retry: {max_attempts: 2, backoff: fixed, initial_interval: 100ms}
+  - id: after
+    needs: [charge]
+    pass: {value: 2}
+"""
+
+SLOW = """
+name: slow-demo
+nodes:
+  - id: start
+    pass: {value: 1}
+  - id: work
+    needs: [start]
+    tool: {name: core.sleep, args: {seconds: 600}}
+  - id: finish
+    needs: [work]
+    pass: {value: 2}
+"""
+
+
+def shot(browser: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    browser.save_screenshot(str(path))
+    return path
+
+
+def node_state(browser: Any, node: str) -> str | None:
+    found = browser.find_elements("css selector", f'g[data-node-id="{node}"]')
+    return found[0].get_attribute("data-state") if found else None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    driver = start_chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    served = ConsoleServer(tmp_path_factory.mktemp("console-server")).start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def open_execution(browser: Any, server: ConsoleServer, ident: str) -> None:
+    browser.get(f"{server.url}/#/executions/{ident}")
+    wait_for(
+        lambda: browser.find_elements("css selector", "svg.graph-svg[data-rendered]"),
+        60,
+        "the execution graph",
+    )
+
+
+def test_approve_through_the_form_turns_the_graph_green_live(browser: Any, server: ConsoleServer) -> None:
+    server.create_workflow(APPROVAL)
+    ident = server.start_execution("approval-demo", {"order": 42})
+    open_execution(browser, server, ident)
+    wait_for(lambda: node_state(browser, "approval") == "waiting", 60, "approval to wait")
+    assert {n: node_state(browser, n) for n in ("prepare", "items")} == {
+        "prepare": "succeeded",
+        "items": "succeeded",
+    }
+    # The map node shows its items.
+    assert "items 3/3" in browser.find_element("css selector", 'g[data-node-id="items"]').text
+    assert node_state(browser, "ship") in ("none", "pending")
+    shot(browser, "execution-waiting")
+
+    browser.find_element("css selector", 'g[data-node-id="approval"] rect').click()
+    form = wait_for(
+        lambda: browser.find_element("css selector", 'form.signal-form[data-signal="approval"]'),
+        30,
+        "the signal form",
+    )
+    # The form asks for the fields the workflow reads from the wait's output.
+    form.find_element("name", "signal-approved").send_keys("true")
+    form.find_element("name", "signal-by").send_keys("alice")
+    browser.execute_script("window.__sameDocument = true")
+    form.find_element("css selector", "button[name=send-signal]").click()
+
+    for node in ("approval", "ship", "notify"):
+        wait_for(lambda: node_state(browser, node) == "succeeded", 60, f"{node} to turn green")
+    wait_for(
+        lambda: browser.find_elements("css selector", 'section[data-execution-state="succeeded"]'),
+        60,
+        "the execution to show SUCCEEDED",
+    )
+    # Live: the page was never reloaded.
+    assert browser.execute_script("return window.__sameDocument") is True
+    shot(browser, "execution-approved")
+
+    # The API agrees with what the page shows.
+    got = server.call(
+        "ExecutionService", "GetExecution", {"name": f"executions/{ident}", "includeNodes": True}
+    )
+    assert got["execution"]["state"] == "STATE_SUCCEEDED"
+    ship = next(n for n in got["nodes"] if n["nodeId"] == "ship")
+    assert ship["output"] == {"shipped": True, "by": "alice"}
+
+
+def test_a_failing_node_shows_its_error(browser: Any, server: ConsoleServer) -> None:
+    server.create_workflow(FAILING)
+    ident = server.start_execution("failing-demo")
+    open_execution(browser, server, ident)
+    wait_for(lambda: node_state(browser, "charge") == "failed", 60, "charge to fail")
+    header = wait_for(
+        lambda: browser.find_element("css selector", ".exec-error").text, 60, "the execution's error"
+    )
+    assert "payments.declined" in header and "card declined" in header and "charge" in header
+    browser.find_element("css selector", 'g[data-node-id="charge"] rect').click()
+    panel = wait_for(
+        lambda: browser.find_element("css selector", '[data-panel-node="charge"] .node-error'),
+        30,
+        "the node's error",
+    )
+    assert "payments.declined" in panel.text and "card declined" in panel.text
+    # Both attempts, from the trace.
+    wait_for(
+        lambda: len(browser.find_elements("css selector", '[data-panel-node="charge"] table.attempts tbody tr')) == 2,
+        30,
+        "two attempts in the node panel",
+    )
+    assert "attempt 2" in browser.find_element("css selector", 'g[data-node-id="charge"]').text
+    assert node_state(browser, "after") in ("none", "pending")
+    shot(browser, "execution-failed")
+
+
+def test_a_running_execution_is_cancelled_from_its_page(browser: Any, server: ConsoleServer) -> None:
+    server.create_workflow(SLOW)
+    ident = server.start_execution("slow-demo")
+    open_execution(browser, server, ident)
+    wait_for(lambda: node_state(browser, "work") == "running", 60, "work to run")
+    shot(browser, "execution-running")
+    browser.find_element("css selector", "button[name=cancel]").click()
+    wait_for(lambda: browser.switch_to.alert, 10, "the confirmation").accept()
+    wait_for(
+        lambda: browser.find_elements("css selector", 'section[data-execution-state="cancelled"]'),
+        60,
+        "the execution to show CANCELLED",
+    )
+    wait_for(lambda: node_state(browser, "work") == "cancelled", 60, "work to show cancelled")
+    assert server.execution(ident)["state"] == "STATE_CANCELLED"
+
+
+def test_with_api_keys_the_console_asks_for_one_and_keeps_it_for_the_session(
+    browser: Any, tmp_path: Path
+) -> None:
+    served = ConsoleServer(tmp_path, env={"AGENTRUN_API_KEYS": "console-key:acme"}).start()
+    try:
+        served.key = "console-key"
+        served.create_workflow(FAILING)
+        ident = served.start_execution("failing-demo")
+        browser.get(f"{served.url}/#/executions")
+        error = wait_for(lambda: browser.find_element("css selector", ".error-box"), 30, "an error")
+        assert "UNAUTHENTICATED" in error.text
+        browser.find_element("css selector", "button[name=api-key]").click()
+        browser.find_element("name", "tenant").send_keys("acme")
+        browser.find_element("name", "key").send_keys("console-key")
+        browser.find_element("css selector", ".keyform button[type=submit]").click()
+        wait_for(
+            lambda: browser.find_elements("css selector", f'[data-execution="{ident}"]'),
+            30,
+            "the tenant's execution in the list",
+        )
+        assert not browser.find_elements("css selector", ".error-box")
+        stored = browser.execute_script("return sessionStorage.getItem('agentrun.console.keys')")
+        assert "console-key" in stored
+        assert browser.execute_script("return localStorage.length") == 0
+    finally:
+        browser.execute_script("sessionStorage.clear()")
+        served.stop()
