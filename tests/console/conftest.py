@@ -13,6 +13,21 @@ CONSOLE = ROOT / "console"
 STATIC = ROOT / "agentrun" / "server" / "console" / "static"
 
 
+def npm_exec(npm: str, *args: str, env: dict[str, str] | None = None, timeout: float = 540) -> str:
+    """Runs a tool of console/node_modules (`npm exec -- ARGS`); fails the test with its output."""
+    result = subprocess.run(
+        [npm, "exec", "--", *args],
+        cwd=CONSOLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return result.stdout
+
+
 @pytest.fixture(scope="session")
 def npm() -> str:
     """npm, with console/node_modules installed from the lock file (`make console` does the same)."""

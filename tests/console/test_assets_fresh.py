@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import filecmp
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.console.conftest import CONSOLE, STATIC
+from tests.console.conftest import CONSOLE, STATIC, npm_exec
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -38,16 +37,7 @@ def _differences(built: Path, checked_in: Path) -> list[str]:
 
 def test_built_assets_are_fresh(npm: str, tmp_path: Path) -> None:
     out = tmp_path / "static"
-    result = subprocess.run(
-        [npm, "exec", "--", "vite", "build", "--logLevel", "error"],
-        cwd=CONSOLE,
-        env={**os.environ, "CONSOLE_OUT_DIR": str(out)},
-        capture_output=True,
-        text=True,
-        timeout=540,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    npm_exec(npm, "vite", "build", "--logLevel", "error", env={**os.environ, "CONSOLE_OUT_DIR": str(out)})
     stale = _differences(out, STATIC)
     assert not stale, f"the console's assets are stale, run `make console`: {stale}"
 
@@ -55,15 +45,7 @@ def test_built_assets_are_fresh(npm: str, tmp_path: Path) -> None:
 def test_generated_clients_are_fresh(npm: str, tmp_path: Path) -> None:
     template = (CONSOLE / "buf.gen.yaml").read_text().replace("out: src/gen", f"out: {tmp_path}")
     (tmp_path / "buf.gen.yaml").write_text(template)
-    result = subprocess.run(
-        [npm, "exec", "--", "buf", "generate", "..", "--template", str(tmp_path / "buf.gen.yaml")],
-        cwd=CONSOLE,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    npm_exec(npm, "buf", "generate", "..", "--template", str(tmp_path / "buf.gen.yaml"), timeout=300)
     (tmp_path / "buf.gen.yaml").unlink()
     stale = _differences(tmp_path, CONSOLE / "src" / "gen")
     assert not stale, f"console/src/gen is stale, run `make console`: {stale}"

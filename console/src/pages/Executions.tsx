@@ -8,6 +8,7 @@ import { EXECUTION_STATES, executionState, id, ms, time } from "../format";
 import { activeKey, keys, chooseKey } from "../keys";
 import { href, setQuery, type Route } from "../router";
 import { ErrorBox } from "../ui/ErrorBox";
+import { Pager } from "../ui/Pager";
 import { Badge, useLoad } from "../ui/misc";
 import { VirtualList } from "../ui/VirtualList";
 
@@ -100,22 +101,12 @@ export function Executions({ route }: { route: Route }) {
         </div>
       </form>
       <ErrorBox error={page.error} />
-      <div class="pager">
-        <button type="button" disabled={!tokens.length} onClick={() => setTokens(tokens.slice(0, -1))}>
-          ← previous
-        </button>
+      <Pager tokens={tokens} next={page.data?.nextPageToken} onChange={setTokens}>
         <span class="muted">
           page {tokens.length + 1} · {rows.length} shown{from || to ? " (time filter applies to this page)" : ""}
           {page.loading ? " · loading…" : ""}
         </span>
-        <button
-          type="button"
-          disabled={!page.data?.nextPageToken}
-          onClick={() => setTokens([...tokens, page.data!.nextPageToken])}
-        >
-          next →
-        </button>
-      </div>
+      </Pager>
       <div class="table-head exec-row">
         <span>execution</span>
         <span>workflow</span>

@@ -17,6 +17,7 @@ import { layoutInto, type Layout } from "../graph/layout";
 import { machineGraph } from "../graph/model";
 import { href, setQuery, type Route } from "../router";
 import { ErrorBox } from "../ui/ErrorBox";
+import { Pager } from "../ui/Pager";
 import { Badge, Json, JsonField, parseJson, useLoad } from "../ui/misc";
 import { VirtualList } from "../ui/VirtualList";
 
@@ -68,10 +69,7 @@ export function InstanceList({ route }: { route: Route }) {
           </a>
         )}
       />
-      <div class="pager">
-        <button type="button" disabled={!tokens.length} onClick={() => setTokens(tokens.slice(0, -1))}>← previous</button>
-        <button type="button" disabled={!page.data?.nextPageToken} onClick={() => setTokens([...tokens, page.data!.nextPageToken])}>next →</button>
-      </div>
+      <Pager tokens={tokens} next={page.data?.nextPageToken} onChange={setTokens} />
     </section>
   );
 }

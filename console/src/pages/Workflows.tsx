@@ -12,6 +12,7 @@ import { layoutInto, type Layout } from "../graph/layout";
 import { specGraph } from "../graph/model";
 import { go, href, setQuery, type Route } from "../router";
 import { ErrorBox } from "../ui/ErrorBox";
+import { Pager } from "../ui/Pager";
 import { JsonField, parseJson, useLoad } from "../ui/misc";
 
 export function WorkflowList() {
@@ -49,10 +50,7 @@ export function WorkflowList() {
           ))}
         </tbody>
       </table>
-      <div class="pager">
-        <button type="button" disabled={!tokens.length} onClick={() => setTokens(tokens.slice(0, -1))}>← previous</button>
-        <button type="button" disabled={!page.data?.nextPageToken} onClick={() => setTokens([...tokens, page.data!.nextPageToken])}>next →</button>
-      </div>
+      <Pager tokens={tokens} next={page.data?.nextPageToken} onChange={setTokens} />
     </section>
   );
 }
