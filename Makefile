@@ -30,7 +30,8 @@ test: $(DEV_STAMP) services
 	$(PY) -m pytest -q -p no:cacheprovider
 
 proto: $(DEV_STAMP)
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. \
+		--include_source_info --descriptor_set_out=agentrun/v1/descriptor_set.binpb $(PROTOS)
 
 # The web console (docs/console.md): TypeScript clients from the protos, then the build into
 # agentrun/server/console/static/, which is checked in so `make serve` needs no Node.js.

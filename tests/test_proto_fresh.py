@@ -17,6 +17,7 @@ PROTO = ROOT / "proto"
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
     protos = sorted(str(p.relative_to(ROOT)) for p in (PROTO / "agentrun" / "v1").glob("*.proto"))
+    (tmp_path / "agentrun" / "v1").mkdir(parents=True)
     result = subprocess.run(
         [
             sys.executable,
@@ -26,6 +27,9 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
             f"--python_out={tmp_path}",
             f"--pyi_out={tmp_path}",
             f"--grpc_python_out={tmp_path}",
+            # What reflection serves: the same files with their comments (`make proto`).
+            "--include_source_info",
+            f"--descriptor_set_out={tmp_path / 'agentrun' / 'v1' / 'descriptor_set.binpb'}",
             *protos,
         ],
         cwd=ROOT,

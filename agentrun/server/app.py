@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from agentrun.server.auth import AuthInterceptor
 from agentrun.server.config import ConfigError, ServerConfig
@@ -25,6 +24,7 @@ from agentrun.server.interceptors import (
 )
 from agentrun.server.observability import Observability
 from agentrun.server.ratelimit import RateLimitInterceptor
+from agentrun.server.reflection import enable_reflection
 from agentrun.server.workflow_service import WorkflowService
 from agentrun.v1 import execution_service_pb2, workflow_service_pb2
 from agentrun.v1 import execution_service_pb2_grpc as execution_grpc
@@ -102,14 +102,8 @@ class AgentrunServer:
             )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.registry)
         if self.config.reflection:
-            reflection.enable_server_reflection(
-                (
-                    *self.service_names,
-                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    reflection.SERVICE_NAME,
-                ),
-                self.server,
-            )
+            health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+            enable_reflection(self.server, (*self.service_names, health_name))
         self.port = 0
 
     async def start(self, listen: str | None = None) -> int:
