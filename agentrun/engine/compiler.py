@@ -15,7 +15,7 @@ import jsonschema
 
 from agentrun import spec_words
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
-from agentrun.engine.expr_checks import sql_query_warnings
+from agentrun.engine.expr_checks import secret_diagnostics, sql_query_warnings
 from agentrun.engine.message_checks import check_message
 from agentrun.engine.expressions import (
     Expression,
@@ -136,19 +136,28 @@ class _Compiler:
         self.diags.append(Diagnostic(path, message))
 
     # -- expressions ------------------------------------------------------
-    def template(self, value: Any, path: str, allowed: frozenset[str]) -> Template:
+    def template(
+        self, value: Any, path: str, allowed: frozenset[str], *, secrets_ok: bool = False
+    ) -> Template:
+        """`secrets_ok`: a field whose value is sent, never stored (tool args, agent prompt)."""
         errors: list[ExpressionError] = []
         t = compile_template_collect(value, path, allowed, errors)
         for e in errors:
             self.error(e.path, e.message)
+        self.diags.extend(secret_diagnostics(t.expressions, secrets_ok))
         return t
 
     def boolean(self, source: str, path: str, allowed: frozenset[str]) -> Expression | None:
         try:
-            return compile_bool(source, path, allowed)
+            return self.expression(compile_bool(source, path, allowed))
         except ExpressionError as e:
             self.error(e.path, e.message)
             return None
+
+    def expression(self, expr: Expression) -> Expression:
+        """A bare expression field (`when`, `items`, `expr`): never one that may read secrets."""
+        self.diags.extend(secret_diagnostics([expr], False))
+        return expr
 
     def duration(self, msg: Any, name: str, path: str, *, allow_zero: bool = False) -> float | None:
         if not msg.HasField(name):
@@ -210,7 +219,7 @@ class _Compiler:
                 if step.tool is None:
                     self.error(f"{p}.name", f"unknown tool {body.name!r}{_known(self.tools.names())}")
             args = value_to_py(body.args) if body.HasField("args") else {}
-            step.args = self.template(args, f"{p}.args", allowed)
+            step.args = self.template(args, f"{p}.args", allowed, secrets_ok=True)
             self.warnings.extend(sql_query_warnings(body.name, args, f"{p}.args"))
             if step.tool is not None and step.tool.args_schema and step.args.is_constant:
                 try:
@@ -229,8 +238,8 @@ class _Compiler:
                 elif not step.provider.knows_model(model):
                     self.error(f"{p}.model", f"provider {provider_name!r} has no model {model!r}")
             step.model = model
-            step.prompt = self.template(body.prompt, f"{p}.prompt", allowed)
-            step.system = self.template(body.system, f"{p}.system", allowed)
+            step.prompt = self.template(body.prompt, f"{p}.prompt", allowed, secrets_ok=True)
+            step.system = self.template(body.system, f"{p}.system", allowed, secrets_ok=True)
             if body.HasField("output_schema"):
                 step.output_schema = self.schema(body.output_schema, f"{p}.output_schema")
             step.agent_tools = tuple(body.tools)
@@ -591,7 +600,7 @@ class _Compiler:
                 self.error(f"{mpath}.items", "is required")
             else:
                 try:
-                    plan.items = Expression(_unwrap(m.items), f"{mpath}.items", BASE_NAMES)
+                    plan.items = self.expression(Expression(_unwrap(m.items), f"{mpath}.items", BASE_NAMES))
                 except ExpressionError as e:
                     self.error(e.path, e.message)
             if m.max_concurrency < 0:
@@ -638,8 +647,8 @@ class _Compiler:
                     self.error(f"{path}.aggregate.expr", "is required for strategy expr")
                 else:
                     try:
-                        plan.expr = Expression(
-                            _unwrap(a.expr), f"{path}.aggregate.expr", BASE_NAMES | {"outputs"}
+                        plan.expr = self.expression(
+                            Expression(_unwrap(a.expr), f"{path}.aggregate.expr", BASE_NAMES | {"outputs"})
                         )
                     except ExpressionError as e:
                         self.error(e.path, e.message)

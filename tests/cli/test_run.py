@@ -271,15 +271,16 @@ def test_bad_db_url_exits_2(cli, write) -> None:
 
 def test_secrets_from_config_and_environment(cli, write, monkeypatch) -> None:
     monkeypatch.setenv("TEST_AGENTRUN_TOKEN", "t0ken")
-    config = write("c.yaml", "secrets: {plain: abc, token: {env: TEST_AGENTRUN_TOKEN}}\n")
+    config = write("c.yaml", "secrets: {plain: abcd, token: {env: TEST_AGENTRUN_TOKEN}}\n")
     flow = write(
         "s.yaml",
         "name: s\nnodes:\n"
-        "  - {id: a, pass: {value: \"${{ size(secrets.plain) + size(secrets.token) }}\"}}\n",
+        "  - {id: a, tool: {name: core.echo, args: {p: \"${{ secrets.plain }}\", t: \"${{ secrets.token }}\"}}}\n",
     )
     result = cli("run", flow, "--memory", "--json", "--config", config)
     assert result.code == 0, result.out + result.err
-    assert result.json()["execution"]["output"] == {"a": 8}
+    # Both resolved (only a secret's value is masked), and neither is stored.
+    assert result.json()["execution"]["output"] == {"a": {"p": "[REDACTED]", "t": "[REDACTED]"}}
 
 
 def test_missing_secret_variable_exits_2(cli, write) -> None:

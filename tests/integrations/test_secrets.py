@@ -79,8 +79,7 @@ nodes:
     tool: {name: sql.query, args: {query: "SELECT :s AS s", params: {s: "${{ secrets.canary }}"}}}
   - id: model
     agent: {model: openai/gpt-test, prompt: "Repeat ${{ secrets.canary }}"}
-  - {id: pass, pass: {value: "${{ {'v': secrets.canary, 'n': size(secrets.canary)} }}"}, export: {leaked: "${{ output.v }}"}}
-  - {id: fail, needs: [out, emit, http, sql, model, pass], retry: {max_attempts: 2, initial_interval: 1ms},
+  - {id: fail, needs: [out, emit, http, sql, model], retry: {max_attempts: 2, initial_interval: 1ms},
      tool: {name: test.leak, args: {secret: "${{ secrets.canary }}", mode: fail}}}
   - {id: crash, needs: [fail], tool: {name: test.leak, args: {secret: "${{ secrets.canary }}", mode: crash}}}
 """
@@ -105,9 +104,9 @@ async def test_secret_canary_has_zero_hits(runner_factory, caplog, tmp_path) -> 
         # The calls really carried the secret where it was meant to go...
         assert http.requests[0].headers["authorization"] == f"Bearer {CANARY}"
         assert CANARY in chat.bodies[0]["messages"][0]["content"]
-        # ...and the live run saw real values (the size), the stored one only masks.
+        # ...and the stored run only masks.
         assert final.state is ExecutionState.FAILED
-        for node in ("out", "http", "sql", "model", "pass"):
+        for node in ("out", "http", "sql", "model"):
             assert nodes[node].state.value == "SUCCEEDED", (node, nodes[node].error)
         events = await runner.events(final.id)
         bus_events = [e.to_json().decode() for e in publisher.bus.events]
