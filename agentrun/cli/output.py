@@ -1,7 +1,8 @@
 """What every `--json` prints: the protobuf JSON mapping (google.protobuf.json_format) of the
 messages the server answered, or that `run` built from its records.
 
-One shape everywhere, the one grpcurl prints: proto field names (`node_id`), states as the
+One shape everywhere: proto field names (`node_id`; the fields renamed for generated code
+under their file words, `pass` rather than `pass_node`: agentrun.spec_words), states as the
 enum's names (`STATE_SUCCEEDED`), times as RFC 3339 in UTC (`2026-01-02T03:04:05.678Z`),
 64-bit integers as strings, fields at their default value left out. JSON values (`input`,
 `output`, `data`) are doubles on the wire: a whole number prints as an integer (`3`, not
@@ -13,9 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from agentrun import spec_words
 from agentrun.client._convert import _ints
 
 __all__ = ["to_json", "print_json", "short_json"]
@@ -25,7 +26,7 @@ def to_json(value: Any) -> Any:
     """`value` with every protobuf message (or SDK object that keeps one as `.message`) in its
     JSON mapping; dicts and lists are walked, anything else is kept as is."""
     if isinstance(value, Message):
-        return _ints(json_format.MessageToDict(value, preserving_proto_field_name=True))
+        return _ints(spec_words.to_dict(value))
     message = getattr(value, "message", None)
     if isinstance(message, Message):
         return to_json(message)

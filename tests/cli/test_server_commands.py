@@ -191,6 +191,9 @@ async def test_json_outputs_share_the_protobuf_mapping(server) -> None:
              trace["nodes"][0]["end_time"]]
     rfc3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
     assert all(rfc3339.match(t) for t in times), times
+    # A workflow's spec keeps the file's words (`pass`, not the proto field `pass_node`).
+    code, out, _ = await cli(address, "workflows", "get", "quick", "--json")
+    assert json.loads(out)["spec"]["nodes"] == [{"id": "one", "pass": {"value": 1}}]
 
 
 # ------------------------------------------------------------ watch lines
