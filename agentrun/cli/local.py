@@ -499,6 +499,11 @@ async def _run(request: RunRequest) -> RunResult:
             kind="invalid_workflow",
         )
     engine_config = _engine_config(EngineConfig, request.config)
+    # The store may be shared with a running `agentrun serve` (the default ./.agentrun/ is):
+    # this process takes a replica id of its own and adopts nothing, so it never takes the
+    # server's executions, and the server takes over this one if `run` dies before its end.
+    engine_config.replica_id = _run_replica_id()
+    engine_config.adopt = False
     store = await _open_store(request.db_url)
     engine = Engine(store, tools=tools, agents=agents, config=engine_config)
     t0 = time.monotonic()
@@ -547,6 +552,14 @@ async def _workflow(engine: Any, spec: Any) -> Any:
     if latest is not None and latest.spec == spec_to_dict(spec):
         return latest
     return await engine.create_workflow(spec)
+
+
+def _run_replica_id() -> str:
+    """Unique among live processes: a replica id names one process's leases."""
+    import secrets
+    import socket
+
+    return f"run-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 async def _attach(engine: Any, config: dict[str, Any]) -> Any:

@@ -88,6 +88,10 @@ class EngineConfig:
     replica_id: str = "local"
     # How long a replica's hold on an execution lasts without renewal (renewed every third).
     lease_seconds: float = 15.0
+    # Whether this process takes over executions others left (at start: its own id's at once;
+    # then, every lease/3, any whose lease expired). `agentrun run` sets False: it runs only
+    # the execution it started and leaves the rest to the servers sharing its store.
+    adopt: bool = True
     # Events of executions that ended longer ago than this are dropped (None: kept forever);
     # executions and their node records stay.
     event_retention_seconds: float | None = None
@@ -194,10 +198,12 @@ class Engine:
             return
         self._started = True
         self.store.listen(self._on_notification)
-        claimed = await self.store.claim_executions(
-            self.replica_id, lease_seconds=self.lease_seconds, now=self.clock(), limit=1_000_000, include_own=True
-        )
-        await self._resume_all(claimed)
+        if self.config.adopt:
+            claimed = await self.store.claim_executions(
+                self.replica_id, lease_seconds=self.lease_seconds, now=self.clock(), limit=1_000_000,
+                include_own=True,
+            )
+            await self._resume_all(claimed)
         await self._upkeep_events()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="agentrun-leases")
 
@@ -222,30 +228,54 @@ class Engine:
                 self._schedule_resume(record.id)
 
     async def _maintain(self) -> None:
-        """Renews this replica's leases; a run whose lease was taken stops at once (its
-        commits would be refused anyway); executions whose holder vanished are adopted."""
+        """Lease upkeep, in two loops that never wait for each other: renewing this replica's
+        leases must not be delayed by the resumption of a large batch of adopted orphans."""
+        loops = [self._renew_loop()]
+        if self.config.adopt:
+            loops.append(self._claim_loop())
+        await asyncio.gather(*loops)
+
+    async def _renew_loop(self) -> None:
+        """Renews this replica's leases every lease/3; a run whose lease was taken stops at
+        once (its commits would be refused anyway)."""
         while not self.draining:
             await asyncio.sleep(self.lease_seconds / 3)
             if self.draining:
                 return
             try:
-                now = self.clock()
                 # Only runs that existed before the renewal was read can be judged by its answer.
                 before = set(self._runs)
-                owned = await self.store.renew_leases(self.replica_id, lease_seconds=self.lease_seconds, now=now)
+                owned = await self.store.renew_leases(
+                    self.replica_id, lease_seconds=self.lease_seconds, now=self.clock()
+                )
                 for run in list(self._runs.values()):
                     if run.id in before and run.id not in owned and not run.finished and run.task is not None:
                         log.warning("lease on execution %s was lost; stopping it here", run.id)
                         run.lease_lost = True
                         run.task.cancel()
-                orphans = await self.store.claim_executions(
-                    self.replica_id, lease_seconds=self.lease_seconds, now=now, limit=100
-                )
-                await self._resume_all(orphans)
-                if now - self._events_upkept > EVENT_UPKEEP_SECONDS:
+            except Exception:  # noqa: BLE001 - the store is away; try again next round
+                log.warning("lease renewal failed", exc_info=True)
+
+    async def _claim_loop(self) -> None:
+        """Every lease/3, adopts executions whose holder stopped renewing (killed, frozen,
+        cut off, or an `agentrun run` interrupted): so a lease that expires is taken over
+        within one period, whether this replica just started or has run for days."""
+        while not self.draining:
+            await asyncio.sleep(self.lease_seconds / 3)
+            if self.draining:
+                return
+            try:
+                while True:
+                    orphans = await self.store.claim_executions(
+                        self.replica_id, lease_seconds=self.lease_seconds, now=self.clock(), limit=100
+                    )
+                    await self._resume_all(orphans)
+                    if len(orphans) < 100 or self.draining:
+                        break
+                if self.clock() - self._events_upkept > EVENT_UPKEEP_SECONDS:
                     await self._upkeep_events()
             except Exception:  # noqa: BLE001 - the store is away; try again next round
-                log.warning("lease maintenance failed", exc_info=True)
+                log.warning("claiming orphaned executions failed", exc_info=True)
 
     def _on_notification(self, kind: str, execution_id: str) -> None:
         if kind == "events":

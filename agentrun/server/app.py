@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
+import errno
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -106,12 +108,30 @@ class AgentrunServer:
             enable_reflection(self.server, (*self.service_names, health_name))
         self.port = 0
 
-    async def start(self, listen: str | None = None) -> int:
-        """Binds and starts serving; returns the port (useful with `127.0.0.1:0`)."""
+    def bind(self, listen: str | None = None) -> int:
+        """Takes the port (before `serve` opens the store, so that a second server on a
+        busy port stops before it recovers anything); returns it. OSError if it cannot."""
         address = listen or self.config.listen
-        self.port = self.server.add_insecure_port(address)
+        busy = f"{address} is already in use (another agentrun serve?)"
+        # Asked first with a plain socket, so a busy port gets this one line and not also
+        # gRPC's own log of the failed bind.
+        if port_in_use(address):
+            raise OSError(busy)
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpcio >= 1.5x raises where older ones returned 0
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen on {address}")
+            raise OSError(busy if port_in_use(address) else f"cannot listen on {address}")
+        self._address = address
+        return self.port
+
+    async def start(self, listen: str | None = None) -> int:
+        """Binds (unless `bind` did) and starts serving; returns the port (useful with
+        `127.0.0.1:0`)."""
+        if not self.port:
+            self.bind(listen)
+        address = getattr(self, "_address", listen or self.config.listen)
         await self.server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -135,6 +155,28 @@ class AgentrunServer:
         await self.server.wait_for_termination()
 
 
+def port_in_use(address: str) -> bool:
+    """Whether a listening socket already holds `address` (HOST:PORT; port 0 never is)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or int(port) == 0:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return False
+    for family, kind, proto, _name, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: a port left in TIME_WAIT by a stopped server is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
 async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> None:
     """Opens the store, starts the engine (recovering unfinished executions) and the server,
     and runs until SIGTERM or SIGINT, then shuts down within `config.shutdown_grace`."""
@@ -143,7 +185,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     from agentrun.engine.machine import MachineEngine
     from agentrun.engine.tuning import tune_gc
     from agentrun.integrations import attach, default_agents, default_tools
-    from agentrun.storage.factory import open_store
+    from agentrun.storage.factory import make_store
 
     engine_config = config.engine_config()  # ConfigError before anything is opened
     data_limits.configure(config.data_limits)
@@ -154,24 +196,30 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         raise ConfigError(f"config: {exc}") from None
     observability = Observability.from_config(config)
     engine_config.instrumentation = observability.instrumentation()
-    store = await open_store(config.database_url)
+    store = make_store(config.database_url)
     engine: Any = None
     server: AgentrunServer | None = None
     http: Any = None
     publisher: Any = None
+    opened = False
     try:
         engine = Engine(store, tools=tools, agents=agents, config=engine_config)
+        machines = MachineEngine(engine)  # state machine instances, in the same store
+        server = AgentrunServer(engine, config, observability=observability)
+        # The port first: a second server on a busy port must fail before it opens the
+        # store, let alone claims and resumes executions.
+        server.bind()
+        await store.open()
+        opened = True
         observability.attach(engine)
         port = observability.start()
         if port is not None:
             log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
         # Event bus and log redaction first, so recovered executions' events are published.
         publisher = await attach(engine, config.integrations)
-        machines = MachineEngine(engine)  # state machine instances, in the same store
         tune_gc()
         await engine.start()
         await machines.start()
-        server = AgentrunServer(engine, config, observability=observability)
         await server.start()
         if config.http_listen:
             from agentrun.server.http.server import HttpServer
@@ -201,7 +249,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         if server is not None:
             with contextlib.suppress(Exception):
                 await server.server.stop(0)
-        if engine is not None:
+        if engine is not None and opened:
             with contextlib.suppress(Exception):
                 await engine.stop(grace=0)
             if engine.machines is not None:
@@ -210,6 +258,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         if publisher is not None:
             with contextlib.suppress(Exception):
                 await publisher.stop()
-        await store.close()
         observability.close()
-        log.info("stopped")
+        if opened:
+            await store.close()
+            log.info("stopped")

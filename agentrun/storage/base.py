@@ -111,8 +111,8 @@ class Store(abc.ABC):
     async def claim_executions(
         self, owner: str, *, lease_seconds: float, now: float, limit: int = 100, include_own: bool = False
     ) -> list[ExecutionRecord]:
-        """Leases unfinished executions to `owner`: those with no owner or an expired lease,
-        and with `include_own` those `owner` holds already (a restarted replica takes its own
+        """Leases unfinished executions to `owner`: those with no owner or another's expired
+        lease (never `owner`'s own by expiry), and with `include_own` those `owner` holds already (a restarted replica takes its own
         back at once). Each claim increments `lease_epoch`; concurrent claimers never get
         the same execution."""
 

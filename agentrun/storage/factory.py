@@ -43,6 +43,13 @@ def resolve_url(url: str | None = None) -> str:
 
 async def open_store(url: str | None = None) -> Store:
     """Builds and opens the store; raises StoreError if the database cannot be reached."""
+    store = make_store(url)
+    await store.open()
+    return store
+
+
+def make_store(url: str | None = None) -> Store:
+    """The store `url` names, not yet opened (`serve` binds its port before it opens one)."""
     resolved = resolve_url(url)
     store: Store
     if resolved == "memory":
@@ -58,5 +65,4 @@ async def open_store(url: str | None = None) -> Store:
             synchronous = synchronous[-1]
         parsed = parsed.difference_update_query(["synchronous"])
         store = SqlStore(parsed.render_as_string(hide_password=False), synchronous=synchronous)
-    await store.open()
     return store

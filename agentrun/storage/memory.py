@@ -191,7 +191,8 @@ class MemoryStore(Store):
             record = self._executions[key]
             if record.state.terminal:
                 continue
-            free = record.owner is None or (record.lease_expires_at or 0) < now
+            # Never this replica's own by expiry: it runs those (see SqlStore.claim_executions).
+            free = record.owner is None or (record.owner != owner and (record.lease_expires_at or 0) < now)
             if not free and not (include_own and record.owner == owner):
                 continue
             record.owner = owner

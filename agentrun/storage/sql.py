@@ -153,7 +153,7 @@ class SqlStore(Store):
             await self._dispose()
             raise
         self._writer_task = asyncio.create_task(self._run_writer(), name="agentrun-sql-writer")
-        if not self._sqlite and self._listeners:
+        if self._listeners:
             self._start_listener()
 
     async def close(self) -> None:
@@ -621,11 +621,47 @@ class SqlStore(Store):
 
     def listen(self, callback: Callable[[str, str], None]) -> None:
         self._listeners.append(callback)
-        if not self._sqlite and self._engine is not None and self._listen_task is None:
+        if self._engine is not None and self._listen_task is None:
             self._start_listener()
 
     def _start_listener(self) -> None:
-        self._listen_task = asyncio.get_running_loop().create_task(self._listen_loop(), name="agentrun-pg-listen")
+        loop = asyncio.get_running_loop()
+        if self._sqlite:
+            self._listen_task = loop.create_task(self._poll_loop(), name="agentrun-sqlite-poll")
+        else:
+            self._listen_task = loop.create_task(self._listen_loop(), name="agentrun-pg-listen")
+
+    async def _poll_loop(self) -> None:
+        """SQLite has no NOTIFY, yet several processes may share one file (`agentrun run`
+        beside `agentrun serve`). New rows are found by rowid every SQLITE_POLL_SECONDS and
+        announced as PostgreSQL's notifications would be: `signal` (a signal or control
+        request for an execution, which its owner applies) and `events` (Watch streams re-read
+        the store). This process's own writes are announced too; listeners ignore repeats."""
+        rowid = sa.literal_column("rowid")
+        marks = {"events": 0, "signal": 0}
+        tables = {"events": db.events, "signal": db.signals}
+        started = False
+        while not self._closing:
+            try:
+                if not started:
+                    for kind, table in tables.items():
+                        rows = await self._read(sa.select(sa.func.coalesce(sa.func.max(rowid), 0)).select_from(table))
+                        marks[kind] = int(rows[0][0])
+                    started = True
+                await asyncio.sleep(SQLITE_POLL_SECONDS)
+                for kind, table in tables.items():
+                    rows = await self._read(
+                        sa.select(table.c.execution_id, sa.func.max(rowid))
+                        .where(rowid > marks[kind])
+                        .group_by(table.c.execution_id)
+                    )
+                    for execution_id, mark in rows:
+                        marks[kind] = max(marks[kind], int(mark))
+                        self._dispatch_notification(None, 0, _CHANNEL, f"{kind}:{execution_id}")
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the file is busy or away; look again later
+                await asyncio.sleep(SQLITE_POLL_SECONDS)
 
     async def _listen_loop(self) -> None:
         """One dedicated asyncpg connection LISTENs; it reconnects after the database comes
@@ -667,7 +703,10 @@ class SqlStore(Store):
     ) -> list[ExecutionRecord]:
         self._require_open()
         t = db.executions
-        free = sa.or_(t.c.owner.is_(None), t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now)
+        expired = sa.or_(t.c.owner.is_(None), t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now)
+        # Never this replica's own by expiry: those it runs, and a late renewal must not bump
+        # their epoch under its running runs (which would then stop as "lease lost").
+        free = sa.and_(expired, sa.or_(t.c.owner.is_(None), t.c.owner != owner))
         if include_own:
             free = sa.or_(free, t.c.owner == owner)
         candidates = (
@@ -834,6 +873,8 @@ class _Rows:
 
 
 _CHANNEL = "agentrun"
+# How often a SQLite store looks for rows other processes wrote (signals, events).
+SQLITE_POLL_SECONDS = 0.2
 # Our transactions are short; one idle this long belongs to a frozen or lost process.
 IDLE_IN_TRANSACTION_MS = 5_000
 

@@ -353,7 +353,7 @@ class Replica:
             if "agentrun serving on" in text:
                 return
             if not self.child.alive:
-                if "cannot listen on" in text and retries:
+                if ("cannot listen on" in text or "is already in use" in text) and retries:
                     # The free port was taken by someone else meanwhile: another one.
                     from tests.durability.pg import free_port
 
