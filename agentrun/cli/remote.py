@@ -381,6 +381,9 @@ _WATCH_WIDTH = 120
 def _follow(client: Any, execution_id: str, after: int, as_json: bool) -> int:
     from agentrun.client import ExecutionState
 
+    # One plain call first: no server, or no such execution, is said at once (the watch
+    # itself reconnects through a server's restarts, for up to half a minute).
+    client.get_execution(execution_id)
     for event in client.watch(execution_id, after_sequence=after):
         _print_event(event, as_json)
     execution = client.get_execution(execution_id)

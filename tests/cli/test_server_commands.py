@@ -267,9 +267,17 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize(
     "argv",
-    [("workflows", "list"), ("executions", "list"), ("sm", "list"), ("trace", "x"), ("start", "x")],
+    [("workflows", "list"), ("executions", "list"), ("sm", "list"), ("trace", "x"), ("start", "x"),
+     ("watch", "x")],
 )
-def test_an_unreachable_server_is_one_line_with_its_address(argv) -> None:
+def test_an_unreachable_server_is_one_line_with_its_address(argv, monkeypatch) -> None:
+    from agentrun.client import Client
+
+    def no_watch(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the stream was opened: it reconnects for half a minute first")
+
+    # `watch` says it at once, from a plain call, not after the stream's reconnects.
+    monkeypatch.setattr(Client, "watch", no_watch)
     address = f"127.0.0.1:{_free_port()}"
     code, out, err = run(*argv, "--server", address)
     assert code == 1 and out == ""
