@@ -242,3 +242,18 @@ async def test_real_curl(served: Served) -> None:
 def test_envelope_helper() -> None:
     assert read_envelopes(envelope(b"ab") + envelope(b"{}", 2)) == [(0, b"ab"), (2, b"{}")]
     assert struct.unpack(">BI", envelope(b"x")[:5]) == (0, 1)
+
+
+async def test_connections_send_without_delay(served: Served, http: httpx.AsyncClient) -> None:
+    """Nagle is off on the port's connections (else each keep-alive call waits for the
+    client's delayed ACK, ~40 ms)."""
+    import socket
+
+    await unary(http, "WorkflowService/ListTools", {})
+    uvicorn_server = served.http._uvicorn
+    assert uvicorn_server is not None
+    connections = list(uvicorn_server.server_state.connections)
+    assert connections
+    for protocol in connections:
+        sock = protocol.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
