@@ -57,10 +57,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         from agentrun.client import _convert as c
         from agentrun.v1 import execution_service_pb2 as pb
 
-        try:
-            text = c.execution_filter(args.workflow, [s.upper() for s in args.state], args.filter)
-        except ValueError as exc:
-            raise _Usage(f"--state: {exc}") from None
+        from agentrun.client import ExecutionState
+
+        states = [s.upper().removeprefix("STATE_") for s in args.state]
+        known = [s.value for s in ExecutionState if s is not ExecutionState.UNSPECIFIED]
+        for state in states:
+            if state not in known:
+                raise _Usage(f"--state {state}: expected one of {', '.join(known)}")
+        text = c.execution_filter(args.workflow, states, args.filter)
         token = args.page_token
         executions: list[Any] = []
         while True:

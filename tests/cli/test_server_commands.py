@@ -164,8 +164,10 @@ async def test_executions_list_filters_and_pages(server) -> None:
     code, out, _ = await cli(address, "executions", "list", "--workflow", "quick", "--page-size", "1", "--all")
     assert [line.split()[0] for line in out.splitlines()] == [e.id for e in done]
 
+    code, out, _ = await cli(address, "executions", "list", "--state", "STATE_WAITING", "--json")
+    assert [e["name"] for e in json.loads(out)["executions"]] == [waiting.name]
     code, _, err = await cli(address, "executions", "list", "--state", "sleepy")
-    assert code == 2 and "--state" in err
+    assert code == 2 and "--state SLEEPY: expected one of" in err and "RUNNING" in err
 
 
 # ------------------------------------------------------------ --json: one shape
