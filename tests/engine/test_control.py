@@ -69,7 +69,7 @@ async def test_pause_stops_new_nodes_and_resume_continues(harness, ledger) -> No
     assert info.value.current_state == "PAUSED"
     resumed = await harness.engine.resume(ex.id)
     assert resumed.state is ExecutionState.RUNNING
-    final = await harness.engine.wait(ex.id, timeout=5)
+    final = await harness.engine.wait(ex.id, timeout=30)
     assert final.state is ExecutionState.SUCCEEDED
     assert sorted(n for _, n, _ in ledger.calls) == ["s1", "s2", "s3", "s4"]
 
@@ -79,7 +79,7 @@ async def test_resume_of_a_running_execution_is_illegal(harness) -> None:
     with pytest.raises(IllegalTransition) as info:
         await harness.engine.resume(ex.id)
     assert info.value.current_state in ("PENDING", "RUNNING")
-    await harness.engine.wait(ex.id, timeout=5)
+    await harness.engine.wait(ex.id, timeout=30)
 
 
 async def test_cancel_cancels_running_calls(harness, ledger) -> None:
@@ -143,7 +143,7 @@ async def test_signal_id_applies_once(harness) -> None:
     await eventually(b_waits)  # the repeat was not taken for b's signal (the output says so too)
     assert (await harness.engine.get_execution(ex.id)).state is ExecutionState.WAITING
     await harness.engine.signal(ex.id, "go", 2, signal_id="sig-2")
-    final = await harness.engine.wait(ex.id, timeout=5)
+    final = await harness.engine.wait(ex.id, timeout=30)
     assert final.output == {"b": 2}
 
 
@@ -200,7 +200,7 @@ async def test_restart_resumes_from_the_store_without_rerunning(ledger) -> None:
 
     second = make()
     await second.start()
-    final = await second.wait(ex.id, timeout=5)
+    final = await second.wait(ex.id, timeout=30)
     assert final.state is ExecutionState.SUCCEEDED
     runs = [n for e, n, _ in ledger.calls if e == ex.id]
     for node in done_before:
@@ -233,7 +233,7 @@ async def test_restart_keeps_waits_and_buffered_signals() -> None:
     )
     second = make()
     await second.start()
-    final = await second.wait(ex.id, timeout=5)
+    final = await second.wait(ex.id, timeout=30)
     assert final.state is ExecutionState.SUCCEEDED
     assert final.output == {"nap": None}
 
@@ -253,7 +253,7 @@ nodes:
     assert first.state is ExecutionState.FAILED and first.error["node"] == "flaky"
     before = len(ledger.calls)
     again = await harness.engine.rerun(first.id, input={"ok_on": 1})
-    final = await harness.engine.wait(again.id, timeout=5)
+    final = await harness.engine.wait(again.id, timeout=30)
     assert final.state is ExecutionState.SUCCEEDED
     assert final.labels["rerun_of"] == first.id
     assert final.vars == {"first": "s1"}
@@ -267,10 +267,10 @@ async def test_rerun_from_a_chosen_node_and_illegal_rerun(harness, ledger) -> No
     ex = await harness.start(CHAIN)
     with pytest.raises(IllegalTransition):
         await harness.engine.rerun(ex.id)
-    await harness.engine.wait(ex.id, timeout=5)
+    await harness.engine.wait(ex.id, timeout=30)
     before = len(ledger.calls)
     again = await harness.engine.rerun(ex.id, from_node="s3")
-    await harness.engine.wait(again.id, timeout=5)
+    await harness.engine.wait(again.id, timeout=30)
     assert [n for _, n, _ in ledger.calls[before:]] == ["s3", "s4"]
     with pytest.raises(InvalidArgument) as refused:
         await harness.engine.rerun(ex.id, from_node="nope")

@@ -201,7 +201,7 @@ async def test_escalation_waits_for_an_answer(harness, answer, state, after) -> 
     nodes = {n.node_id: n for n in await harness.engine.get_nodes(ex.id)}
     assert nodes["risky"].state is NodeState.ESCALATED
     await harness.engine.signal(ex.id, "escalation", answer)
-    final = await harness.engine.wait(ex.id, timeout=5)
+    final = await harness.engine.wait(ex.id, timeout=30)
     assert final.state is state
     nodes = {n.node_id: n for n in await harness.engine.get_nodes(ex.id)}
     if after is not None:

@@ -308,7 +308,7 @@ nodes:
 
     await eventually(waiting)
     await harness.engine.signal(ex.id, "approval", {"by": "ann"})
-    final = await harness.engine.wait(ex.id, timeout=5)
+    final = await harness.engine.wait(ex.id, timeout=30)
     assert final.state is ExecutionState.SUCCEEDED
     assert final.output == {"approve": {"by": "ann"}}
     types = [e.type for e in await harness.events(ex.id)]

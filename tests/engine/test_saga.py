@@ -150,7 +150,7 @@ nodes:
 
     await eventually(a_committed)  # `slow` runs: cancelling now must undo a
     await harness.engine.cancel(ex.id, compensate=True)
-    final = await harness.engine.wait(ex.id, timeout=5)
+    final = await harness.engine.wait(ex.id, timeout=30)
     assert final.state is ExecutionState.COMPENSATED
     assert final.error["type"] == "cancelled"
     assert ("undo", "a-1", f"{ex.id}/a/compensate") in ledger
@@ -173,7 +173,7 @@ async def test_restart_during_compensation_finishes_without_repeating(ledger) ->
     await first.start()
     await first.create_workflow(load_workflow(text))
     ex = await first.start_execution("trip", {})
-    await eventually(lambda: any(t == "undo" for t, _, _ in ledger), timeout=5)
+    await eventually(lambda: any(t == "undo" for t, _, _ in ledger))
     await first.stop(grace=0)
     committed = {
         n.node_id for n in await store.get_nodes(ex.id) if n.state is NodeState.COMPENSATED
@@ -182,7 +182,7 @@ async def test_restart_during_compensation_finishes_without_repeating(ledger) ->
 
     second = make()
     await second.start()
-    final = await second.wait(ex.id, timeout=5)
+    final = await second.wait(ex.id, timeout=30)
     assert final.state is ExecutionState.COMPENSATED
     undone = [w for t, w, _ in ledger if t == "undo"]
     for node in committed:

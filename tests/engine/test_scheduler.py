@@ -141,12 +141,15 @@ async def test_tenant_fairness_a_starved_tenant_gets_a_slot_soon() -> None:
 async def test_execution_quota_queues_starts_as_pending() -> None:
     probe = Probe()
     engine = await make_engine(probe, max_running_executions_per_tenant=2, max_pending_executions_per_tenant=3)
-    await engine.create_workflow(load_workflow(fan("q", 1, sleep=0.05)))
+    # The first two hold their slots until the gate opens: three starts are left pending.
+    await engine.create_workflow(load_workflow(fan("q", 1, sleep=0.05, gate="q")))
     started = [await engine.start_execution("q", {}) for _ in range(5)]
+    await eventually(lambda: probe.running.get("all") == 2)
     states = [(await engine.get_execution(e.id)).state for e in started]
-    assert states.count(ExecutionState.PENDING) >= 3
+    assert states.count(ExecutionState.PENDING) == 3, states
     with pytest.raises(ResourceExhausted):
         await engine.start_execution("q", {})
+    probe.gate("q").set()
     finals = [await engine.wait(e.id, timeout=10) for e in started]
     assert all(f.state is ExecutionState.SUCCEEDED for f in finals)
     assert probe.peak["all"] <= 2
@@ -189,14 +192,14 @@ async def test_concurrency_key_cancel_newest_and_oldest() -> None:
     first = await engine.start_execution("per-customer", {"customer": "a", "tag": "x1"})
     second = await engine.start_execution("per-customer", {"customer": "a", "tag": "x2"})
     assert second.state is ExecutionState.CANCELLED
-    assert (await engine.wait(first.id, timeout=5)).state is ExecutionState.SUCCEEDED
+    assert (await engine.wait(first.id, timeout=30)).state is ExecutionState.SUCCEEDED
 
     await engine.create_workflow(load_workflow(CONCURRENCY.format(on_limit="cancel_oldest")))
     old = await engine.start_execution("per-customer", {"customer": "a", "tag": "y1"})
     await asyncio.sleep(0.01)
     new = await engine.start_execution("per-customer", {"customer": "a", "tag": "y2"})
-    assert (await engine.wait(old.id, timeout=5)).state is ExecutionState.CANCELLED
-    assert (await engine.wait(new.id, timeout=5)).state is ExecutionState.SUCCEEDED
+    assert (await engine.wait(old.id, timeout=30)).state is ExecutionState.CANCELLED
+    assert (await engine.wait(new.id, timeout=30)).state is ExecutionState.SUCCEEDED
     await engine.stop(grace=0)
 
 

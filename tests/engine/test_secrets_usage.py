@@ -54,7 +54,7 @@ nodes:
         )
     )
     ex = await engine.start_execution("s", {})
-    final = await engine.wait(ex.id, timeout=5)
+    final = await engine.wait(ex.id, timeout=30)
     assert final.state is ExecutionState.FAILED
     nodes = {n.node_id: n for n in await engine.get_nodes(ex.id)}
     # The live run saw the real value (its length), the store never did.
@@ -77,7 +77,7 @@ nodes:
         )
     )
     ex = await engine.start_execution("u", {})
-    final = await engine.wait(ex.id, timeout=5)
+    final = await engine.wait(ex.id, timeout=30)
     nodes = {n.node_id: n for n in await engine.get_nodes(ex.id)}
     assert nodes["a"].usage == {"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.01}
     assert nodes["m"].usage["prompt_tokens"] == 30

@@ -180,7 +180,7 @@ async def test_action_failure_without_on_error_fails_the_instance(h) -> None:
     assert rec.state is InstanceState.FAILED and rec.current == "idle"
     assert rec.error["type"] == "tool_error" and rec.error["state"] == "idle"
     assert entry.instance_state is InstanceState.FAILED
-    final = await h.machines.wait_final(i.id, timeout=5)
+    final = await h.machines.wait_final(i.id, timeout=30)
     assert final.state is InstanceState.FAILED
 
 
@@ -212,7 +212,7 @@ states:
 async def test_timer_fires_and_is_recorded(h) -> None:
     await h.define(TIMERS)
     i = await h.machines.create_instance("timers")
-    final = await h.machines.wait_final(i.id, timeout=5)
+    final = await h.machines.wait_final(i.id, timeout=30)
     assert final.current == "expired"
     last = (await h.machines.list_history(i.id))[-1]
     assert (last.event, last.kind, last.from_state) == (
@@ -527,14 +527,15 @@ async def test_a_failed_commit_leaves_the_stored_truth() -> None:
 
 
 async def test_idle_instances_leave_memory_beyond_the_bound(h) -> None:
-    await h.define(TIMERS)
+    # 2 s timers: ids[0] still waits when it gets its PING, however slowly 12 are created.
+    await h.define(TIMERS.replace("300ms", "2s"))
     h.machines.max_instances = 5
     ids = [(await h.machines.create_instance("timers")).id for _ in range(12)]
     assert len(h.machines._instances) <= 5
     # An evicted instance still takes events, and its timer still fires.
     rec, _ = await h.machines.send_event(ids[0], "PING")
     assert rec.data == {"pings": 1}
-    final = await h.machines.wait_final(ids[1], timeout=5)
+    final = await h.machines.wait_final(ids[1], timeout=30)
     assert final.current == "expired"
 
 

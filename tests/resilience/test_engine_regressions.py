@@ -32,7 +32,7 @@ nodes:
         )
         await engine.create_workflow(spec)
         ex = await engine.start_execution("glob", {})
-        final = await engine.wait(ex.id, timeout=5)
+        final = await engine.wait(ex.id, timeout=30)
         nodes = {n.node_id: n for n in await engine.get_nodes(ex.id)}
     finally:
         await engine.stop(grace=0)
