@@ -828,10 +828,17 @@ class Engine:
         if not name:
             raise InvalidInput([Diagnostic("name", "is required")])
         if record.state.terminal:
-            raise IllegalTransition(
-                f"execution {execution_id} is {record.state.value}; it takes no signals",
-                current_state=record.state.value,
-            )
+            # A retry of a signal that was stored before the end (perhaps the one that ended
+            # it) answers as its first call did: the id, not the state, decides.
+            known = await self.store.get_signal(execution_id, signal_id) if signal_id else None
+            if known is None:
+                raise IllegalTransition(
+                    f"execution {execution_id} is {record.state.value}; it takes no signals",
+                    current_state=record.state.value,
+                )
+            if known.name != name or known.data != data:
+                raise AlreadyExists(f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id)
+            return record
         stored, created = await self.store.add_signal(
             SignalRecord(
                 execution_id=execution_id,

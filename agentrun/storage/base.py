@@ -158,3 +158,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
         """Signals not yet consumed, in arrival order."""
+
+    @abc.abstractmethod
+    async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
+        """The signal stored under `signal_id`, consumed or not (a retry after the end
+        must find the signal its first call stored)."""

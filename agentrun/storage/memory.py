@@ -247,5 +247,11 @@ class MemoryStore(Store):
         signals.append(stored)
         return _copy(stored), True
 
+    async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
+        for existing in self._signals.get(execution_id, []):
+            if existing.signal_id == signal_id:
+                return _copy(existing)
+        return None
+
     async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
         return [_copy(s) for s in self._signals.get(execution_id, []) if s.consumed_by is None]

@@ -825,6 +825,13 @@ class SqlStore(Store):
         )
         return [db.signal_record(row) for row in await self._read(query)]
 
+    async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
+        query = sa.select(db.signals).where(
+            db.signals.c.execution_id == execution_id, db.signals.c.signal_id == signal_id
+        )
+        rows = await self._read(query)
+        return db.signal_record(rows[0]) if rows else None
+
     async def _retry_unique(self, work: Callable[[sa.Connection], T]) -> T:
         """Retries a read-then-insert that lost a race to a concurrent writer (PostgreSQL)."""
         for attempt in range(_UNIQUE_RETRIES):

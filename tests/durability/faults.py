@@ -106,6 +106,9 @@ class ProxyStore(Store):
     async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
         return await self._call("pending_signals", execution_id)
 
+    async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
+        return await self._call("get_signal", execution_id, signal_id)
+
 
 class FaultyStore(ProxyStore):
     """Fails `rate` of the calls with StoreError; `after_share` of the failed writes fail
