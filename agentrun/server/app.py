@@ -209,6 +209,11 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         # The port first: a second server on a busy port must fail before it opens the
         # store, let alone claims and resumes executions.
         server.bind()
+        if config.http_listen:
+            from agentrun.server.http.server import HttpServer
+
+            http = HttpServer(server)
+            http.bind()
         await store.open()
         opened = True
         observability.attach(engine)
@@ -221,10 +226,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         await engine.start()
         await machines.start()
         await server.start()
-        if config.http_listen:
-            from agentrun.server.http.server import HttpServer
-
-            http = HttpServer(server)
+        if http is not None:
             await http.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

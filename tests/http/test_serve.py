@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -38,12 +37,7 @@ def test_serve_with_http(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     server = ServerProcess(tmp_path, args=["--http-listen", f"127.0.0.1:{port}"]).start()
     try:
-        for _ in range(200):  # the HTTP port binds right after gRPC reports SERVING
-            try:
-                httpx.post(f"{url}/grpc.health.v1.Health/Check", json={}, timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        # Bound before the store opens: ready when gRPC reports SERVING.
         curl = subprocess.run(
             ["curl", "-sS", "-H", "Content-Type: application/json", "-d", "{}",
              f"{url}/grpc.health.v1.Health/Check"],
@@ -97,3 +91,26 @@ def test_http_port_is_off_unless_asked(tmp_path: Path) -> None:
     assert ServerConfig.load(config, env={}, http_listen="127.0.0.1:8").http_listen == (
         "127.0.0.1:8"
     )
+
+
+def test_busy_http_port_fails_before_the_store_opens(tmp_path: Path) -> None:
+    import socket
+    import sys
+
+    from tests.server.subprocess_server import ROOT
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        db = tmp_path / "agentrun.db"
+        proc = subprocess.run(
+            [
+                sys.executable, "-c", "import sys; from agentrun.cli import main; sys.exit(main())",
+                "serve", "--listen", f"127.0.0.1:{free_port()}",
+                "--http-listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{db}",
+            ],
+            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=60,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert f"127.0.0.1:{port} is already in use" in proc.stderr
+    assert not db.exists()  # nothing was opened, let alone recovered

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Iterator
@@ -131,13 +132,24 @@ class HttpServer:
         self._config = server.config
         self._uvicorn: _EmbeddedUvicorn | None = None
         self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+        self._address = ""
         self.port = 0
 
+    def bind(self, listen: str | None = None) -> int:
+        """Takes the port (before `serve` opens the store, as the gRPC port does; calls that
+        arrive before `start` wait in the backlog); returns it. OSError if it cannot."""
+        self._address = listen or self._config.http_listen or "127.0.0.1:8080"
+        self._socket = _bind(self._address)
+        self.port = self._socket.getsockname()[1]
+        return self.port
+
     async def start(self, listen: str | None = None) -> int:
-        """Binds and serves; returns the port (useful with `127.0.0.1:0`)."""
-        address = listen or self._config.http_listen or "127.0.0.1:8080"
-        sock = _bind(address)
-        self.port = sock.getsockname()[1]
+        """Binds (unless `bind` did) and serves; returns the port (useful with `127.0.0.1:0`)."""
+        if self._socket is None:
+            self.bind(listen)
+        sock = self._socket
+        assert sock is not None
         config = uvicorn.Config(
             self.app,
             lifespan="off",
@@ -154,7 +166,7 @@ class HttpServer:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         self._uvicorn = _EmbeddedUvicorn(config)
         self._task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]), name="http")
-        host = address.rpartition(":")[0] or "127.0.0.1"
+        host = self._address.rpartition(":")[0] or "127.0.0.1"
         log.info("agentrun HTTP (Connect, gRPC-Web, console) on http://%s:%d/", host, self.port)
         return self.port
 
@@ -162,6 +174,9 @@ class HttpServer:
         """Stops accepting, ends idle connections, and waits up to `grace` for calls in flight
         (the gRPC server's drain has already ended the watch streams)."""
         if self._uvicorn is None or self._task is None:
+            if self._socket is not None:  # bound, never started
+                self._socket.close()
+                self._socket = None
             return
         if grace is not None:
             self._uvicorn.config.timeout_graceful_shutdown = max(0, round(grace))
@@ -173,6 +188,7 @@ class HttpServer:
         finally:
             self._uvicorn = None
             self._task = None
+            self._socket = None
 
 
 def _bind(address: str) -> socket.socket:
@@ -194,6 +210,8 @@ def _bind(address: str) -> socket.socket:
         sock.listen(1024)
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(f"{address} is already in use (another agentrun serve?)") from None
         raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock
