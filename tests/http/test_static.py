@@ -67,6 +67,24 @@ async def test_assets(console: httpx.AsyncClient) -> None:
     assert head.headers["content-length"] == str(len(js.content))
 
 
+async def test_text_goes_gzipped(console: httpx.AsyncClient, site: Path) -> None:
+    script = "console.log('agentrun');\n" * 400
+    (site / "assets" / "big-1a2b.js").write_text(script)
+    plain = await console.get("/assets/big-1a2b.js", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.text == script
+    packed = await console.get("/assets/big-1a2b.js", headers={"accept-encoding": "gzip, br"})
+    assert packed.headers["content-encoding"] == "gzip"
+    assert int(packed.headers["content-length"]) < len(script) // 10
+    assert packed.text == script  # httpx decodes it
+    assert packed.headers["vary"] == "accept-encoding"
+    assert packed.headers["etag"] != plain.headers["etag"]
+    again = await console.get(
+        "/assets/big-1a2b.js",
+        headers={"accept-encoding": "gzip", "if-none-match": packed.headers["etag"]},
+    )
+    assert again.status_code == 304
+
+
 async def test_etag_revalidation(console: httpx.AsyncClient, site: Path) -> None:
     first = await console.get("/")
     etag = first.headers["etag"]

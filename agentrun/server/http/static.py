@@ -5,11 +5,14 @@ The console is a single-page app whose built assets are checked in under
 and has no extension (the app's own routes, e.g. `/executions/123`) get `index.html`; other
 files are served with their content type. Files under `assets/` carry a content hash in their
 names, so they are cached for a year; everything else is revalidated by ETag on each load.
+Text files (scripts, styles, HTML, JSON, SVG) go gzip-compressed to clients that accept it,
+compressed once and kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import mimetypes
 from pathlib import Path
@@ -34,6 +37,9 @@ _TYPES = {
     ".txt": "text/plain; charset=utf-8",
 }
 
+_COMPRESSIBLE = (b"text/", b"application/json", b"image/svg+xml", b"application/wasm")
+_MIN_COMPRESSED = 1024
+
 NOT_BUILT = (
     b"The agentrun console is not built into this installation "
     b"(agentrun/server/console/static/index.html is missing).\n"
@@ -51,6 +57,8 @@ class StaticFiles:
         self.directory = directory.resolve()
         # path -> (mtime_ns, size, body, etag): files are small and few; read each once.
         self._cache: dict[Path, tuple[int, int, bytes, str]] = {}
+        # etag -> gzip of that body
+        self._gzipped: dict[str, bytes] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
@@ -65,12 +73,20 @@ class StaticFiles:
             return
         body, etag = await self._read(path)
         cache = IMMUTABLE if path.parent.name == "assets" else REVALIDATE
+        content_type = _content_type(path).encode()
+        compressible = content_type.startswith(_COMPRESSIBLE) and len(body) >= _MIN_COMPRESSED
         headers = [
-            (b"content-type", _content_type(path).encode()),
+            (b"content-type", content_type),
             (b"cache-control", cache.encode()),
-            (b"etag", etag.encode()),
             (b"x-content-type-options", b"nosniff"),
         ]
+        if compressible:
+            headers.append((b"vary", b"accept-encoding"))
+            if "gzip" in _header(scope, b"accept-encoding"):
+                body = await self._gzip(body, etag)
+                etag = etag[:-1] + '-gzip"'  # another representation, another tag
+                headers.append((b"content-encoding", b"gzip"))
+        headers.append((b"etag", etag.encode()))
         if etag in _header(scope, b"if-none-match"):
             await _respond(send, 304, b"", headers)
             return
@@ -96,6 +112,14 @@ class StaticFiles:
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         self._cache[path] = (stat.st_mtime_ns, stat.st_size, body, etag)
         return body, etag
+
+
+    async def _gzip(self, body: bytes, etag: str) -> bytes:
+        packed = self._gzipped.get(etag)
+        if packed is None:
+            packed = await asyncio.to_thread(gzip.compress, body, 6, mtime=0)
+            self._gzipped[etag] = packed
+        return packed
 
 
 def _content_type(path: Path) -> str:
