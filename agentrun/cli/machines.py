@@ -1,8 +1,10 @@
 """`agentrun sm create|list|send|get|history|events|watch|cancel`: state machine instances on a server.
 
 Client commands take `--server` ($AGENTRUN_ADDRESS, default 127.0.0.1:50051), `--api-key`
-($AGENTRUN_API_KEY) and `--json`. Exit codes as elsewhere: 0 ok, 1 the server refused or the
-instance did not complete (`watch`), 2 a usage error or an event the state does not accept.
+($AGENTRUN_API_KEY) and `--json`. Exit codes as elsewhere: 0 ok, 1 the server refused the
+call (a guard that cannot read the event's data, an instance that has ended, ...), the event
+changed nothing (no guard held, or an action failed) or the instance did not complete (`watch`),
+2 a usage error or an event the state does not accept.
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             _print_json({"instance": instance, "transition": entry})
         else:
             print(_line(entry))
-        return EXIT_OK
+        return EXIT_OK if entry.kind.value == "TRANSITION" else EXIT_FAILED
 
     return _run(args, body)
 

@@ -6,11 +6,12 @@ between states as events arrive (FORMAT.md, State machines).
 """
 
 from agentrun.engine.machine.compiler import compile_machine
-from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
+from agentrun.engine.machine.errors import EventNotAccepted, GuardFailed, InstanceNotFound
 from agentrun.engine.machine.plan import MachinePlan
 
 __all__ = [
     "EventNotAccepted",
+    "GuardFailed",
     "InstanceNotFound",
     "MachineEngine",
     "MachinePlan",

@@ -17,7 +17,8 @@ Order within an event (the transition from S to T):
 An action failure (after its retries) stops there: the state's `on_error` transition is taken
 (event `action:error`, `event.data` the error), from S if the failure came before the move and
 from T if it came in T's entry actions; without `on_error`, or when the `on_error` transition
-fails too, the instance ends FAILED. A guard or assign that fails to evaluate is such a failure.
+fails too, the instance ends FAILED. A guard or assign that fails to evaluate is such a failure,
+except a guard of an event a client sent: that event is refused and nothing changes (guards.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from agentrun.engine.expressions import ExpressionError
+from agentrun.engine.machine.guards import refusal
 from agentrun.engine.machine.plan import (
     ACTION_ERROR,
     INVOKE_ERROR,
@@ -304,6 +306,11 @@ class Stepper:
         try:
             chosen = _choose(transitions, act)
         except ExpressionError as exc:
+            if source == "external":  # the sender's data did not fit: refuse, change nothing
+                raise refusal(
+                    exc, transitions, act, instance=work.record.id, event=ev.name,
+                    current=work.current,
+                ) from None
             entry = work.add(self._entry(work, EntryKind.ABORTED, ev, work.current, None))
             err = error_dict("expression_error", exc.message, {"path": exc.path})
             entry.error = err
