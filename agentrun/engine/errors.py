@@ -46,7 +46,11 @@ def summary(diagnostics: list[Diagnostic], head: str = "") -> str:
         size += len(line) + 3
         shown += 1
     if len(diagnostics) > shown:
-        lines.append(f"  … and {len(diagnostics) - shown} more" if head else f"… and {len(diagnostics) - shown} more")
+        lines.append(
+            f"  … and {len(diagnostics) - shown} more"
+            if head
+            else f"… and {len(diagnostics) - shown} more"
+        )
     return "\n".join(lines) if head else "; ".join(lines)
 
 

@@ -21,6 +21,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from agentrun.engine.errors import Diagnostic
+from agentrun.spec_words import word
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -96,7 +97,7 @@ def _message(
         stack.append((_JsonNode(msg), path))
         return
     for field, value in msg.ListFields():
-        where = _join(path, field.name)
+        where = _join(path, word(field))  # the file's word: `pass`, not `pass_node`
         if _is_map(field):
             _map(field, value, where, problems, stack)
         elif _repeated(field):
@@ -232,10 +233,11 @@ def _json(
         for key, item in msg.fields.items():
             if "\x00" in key:
                 problems.append(
-                    Diagnostic(f"{path} key {json.dumps(key[:40])}", "must not contain NUL characters")
+                    Diagnostic(
+                        f"{path} key {json.dumps(key[:40])}", "must not contain NUL characters"
+                    )
                 )
             stack.append((_JsonNode(item), _key(path, key)))
     else:
         for i, item in enumerate(msg.values):
             stack.append((_JsonNode(item), f"{path}[{i}]"))
-

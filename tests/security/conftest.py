@@ -1,6 +1,7 @@
 """The bad-input harness: a real agentrun server (engine, state machines, gRPC on port 0) per
-backend (SQLite, PostgreSQL), running on a thread of its own so that the tests are plain
-synchronous gRPC clients and a health probe can watch the server's event loop from outside.
+backend (memory, SQLite, PostgreSQL: the API decides what is valid, the same for every one),
+running on a thread of its own so that the tests are plain synchronous gRPC clients and a
+health probe can watch the server's event loop from outside.
 
 What the fixtures give a case (`harness`):
 - `harness.call(method, request)` / `harness.stream(...)`: one RPC with a proto message or raw
@@ -153,7 +154,12 @@ class _ServerThread(threading.Thread):
 
         self.loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self.store = SqlStore(self.url)
+        if self.url == "memory":
+            from agentrun.storage.memory import MemoryStore
+
+            self.store = MemoryStore()
+        else:
+            self.store = SqlStore(self.url)
         await self.store.open()
         self.engine = Engine(self.store, tools=default_tools(), agents=default_agents())
         machines = MachineEngine(self.engine)
@@ -219,7 +225,9 @@ class _Probe(threading.Thread):
 class Harness:
     """One backend's server, a client channel, the probe and what every case saw."""
 
-    def __init__(self, backend: str, server: _ServerThread, probe: _Probe, logs: _LogBuffer) -> None:
+    def __init__(
+        self, backend: str, server: _ServerThread, probe: _Probe, logs: _LogBuffer
+    ) -> None:
         self.backend = backend
         self.server = server
         self.probe = probe
@@ -323,6 +331,8 @@ class Harness:
     async def _scan_database(self, raw: bytes) -> list[str]:
         store = self.server.store
         found: list[str] = []
+        if self.backend == "memory":
+            return found  # nothing outlives the process
         if self.backend == "sqlite":
             path = Path(self.server.url.split("///", 1)[1])
             for part in (path, path.with_name(path.name + "-wal")):
@@ -360,6 +370,8 @@ _PG: list[PgServer] = []
 
 
 def _database_url(backend: str, tmp: Path) -> str:
+    if backend == "memory":
+        return "memory"
     if backend == "sqlite":
         return f"sqlite+aiosqlite:///{tmp}/security.db"
     if not _PG:
@@ -371,7 +383,7 @@ _LOGS = _LogBuffer()
 _HARNESSES: list[Harness] = []
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session", params=["memory", "sqlite", "postgresql"])
 def harness(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Harness]:

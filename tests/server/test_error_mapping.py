@@ -115,7 +115,9 @@ def test_quota_answers_resource_exhausted_with_retry_and_quota_failure() -> None
 
 @pytest.mark.parametrize("count", [1, 100, 101, 10_000])
 def test_diagnostics_are_capped_to_fit_in_metadata(count: int) -> None:
-    diags = [Diagnostic(f"nodes[0].needs[{i}]", f"unknown node 'n{i:05d}' " * 3) for i in range(count)]
+    diags = [
+        Diagnostic(f"nodes[0].needs[{i}]", f"unknown node 'n{i:05d}' " * 3) for i in range(count)
+    ]
     status = to_status(engine_errors.InvalidWorkflow(diags))
     bad = error_details_pb2.BadRequest()
     next(d for d in status.details if d.Is(bad.DESCRIPTOR)).Unpack(bad)
@@ -132,6 +134,12 @@ def test_diagnostics_are_capped_to_fit_in_metadata(count: int) -> None:
 
 
 def test_huge_values_in_messages_are_clipped() -> None:
-    status = to_status(ApiError("INVALID_ARGUMENT", "name: " + "x" * 20_000, violations=[Diagnostic("name", "y" * 20_000)]))
+    status = to_status(
+        ApiError(
+            "INVALID_ARGUMENT",
+            "name: " + "x" * 20_000,
+            violations=[Diagnostic("name", "y" * 20_000)],
+        )
+    )
     assert len(status.message) <= 1000
     assert status.ByteSize() * 4 / 3 + len(status.message.encode()) * 3 < 8000

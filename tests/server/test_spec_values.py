@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from agentrun.server import AgentrunServer
+from agentrun.spec_words import word
 from agentrun.v1 import workflow_pb2 as wf
 from agentrun.v1 import workflow_service_pb2 as ws
 from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc
@@ -41,9 +42,9 @@ def _enum_fields(desc: Descriptor, prefix: str, seen: frozenset[str]) -> list[st
 ENUM_FIELDS = _enum_fields(wf.WorkflowSpec.DESCRIPTOR, "", frozenset({"agentrun.v1.WorkflowSpec"}))
 
 
-def _spec_with(path: str, value: Any) -> tuple[wf.WorkflowSpec, str]:
-    """A small valid spec with the field at `path` set to `value`; and the path the server
-    should report (with indexes and map keys)."""
+def _spec_with(path: str, value: Any, **siblings: Any) -> tuple[wf.WorkflowSpec, str]:
+    """A small valid spec with the field at `path` set to `value` (and `siblings` set on the
+    same message); and the path the server should report (with indexes and map keys)."""
     spec = wf.WorkflowSpec(name="bad-enum")
     spec.nodes.add(id="a")  # the walk refuses before the compiler looks at kinds
     msg: Any = spec
@@ -52,17 +53,20 @@ def _spec_with(path: str, value: Any) -> tuple[wf.WorkflowSpec, str]:
     for name in names[:-1]:
         field = msg.DESCRIPTOR.fields_by_name[name]
         container = getattr(msg, name)
+        said = word(field)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             msg = container["k"]
-            where.append(f"{name}.k")
+            where.append(f"{said}.k")
         elif _repeated(field):
             msg = container[0] if len(container) else container.add()
-            where.append(f"{name}[0]")
+            where.append(f"{said}[0]")
         else:
             msg = container
-            where.append(name)
+            where.append(said)
     setattr(msg, names[-1], value)
-    where.append(names[-1])
+    for name, sibling in siblings.items():
+        setattr(msg, name, sibling)
+    where.append(word(msg.DESCRIPTOR.fields_by_name[names[-1]]))
     return spec, ".".join(where)
 
 
