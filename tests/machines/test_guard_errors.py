@@ -220,3 +220,25 @@ async def test_cli_sm_send_exits_non_zero_on_a_refused_event(served) -> None:
 
     await asyncio.to_thread(flow)
     await asyncio.to_thread(no_transition)
+
+
+async def test_cli_signal_exits_non_zero_when_the_signal_is_refused(served) -> None:
+    """`signal` follows the same rule as `sm send`: a refused call is never exit 0."""
+    client, address = served
+    await client.create_workflow(source="name: hold\nnodes:\n  - id: w\n    wait: {signal: go}\n")
+    doomed = await client.start_execution("hold", {})
+    await client.cancel_execution(doomed)
+    await client.wait(doomed, timeout=60)  # ended: it takes no signal
+
+    def cli(*argv: str) -> tuple[int, str, str]:
+        return run_cli(*argv, "--server", address, "--api-key", "")
+
+    def flow() -> None:
+        code, _, err = cli("signal", doomed.id, "go", "--data", "{}", "--id", "late-1")
+        assert code == 1 and "failed_precondition" in err
+        code, _, err = cli("signal", "nope", "go")
+        assert code == 1 and "not_found" in err
+        code, _, _ = cli("signal", doomed.id, "go", "--data", "{nope")
+        assert code == 2
+
+    await asyncio.to_thread(flow)
