@@ -122,3 +122,15 @@ def test_the_commented_descriptors_match_the_generated_code() -> None:
         running = descriptor_pb2.FileDescriptorProto()
         file.CopyToProto(running)
         assert served == running, file.name
+
+
+def test_grpcurl_reads_and_prints_renamed_fields_by_their_file_words(served: ServerProcess) -> None:
+    spec = {
+        "name": "words",
+        "nodes": [{"id": "a", "pass": {"value": 1}}, {"id": "b", "pass_node": {"value": 2}}],
+        "edges": [{"from": "a", "to": "b"}],
+    }
+    created = json.loads(grpcurl(served, "agentrun.v1.WorkflowService/CreateWorkflow", data={"spec": spec}))
+    printed = created["workflow"]["spec"]
+    assert [n["pass"] for n in printed["nodes"]] == [{"value": 1}, {"value": 2}]
+    assert printed["edges"] == [{"from": "a", "to": "b"}]
