@@ -179,3 +179,22 @@ async def _released(served: Served, ident: str) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the watch's subscription was not released")
+
+
+async def test_access_log(caplog: pytest.LogCaptureFixture) -> None:
+    from tests.server.conftest import KEYS
+
+    async for served in _serve(access_log=True, api_keys=KEYS):
+        async with httpx.AsyncClient(base_url=served.url) as http:
+            with caplog.at_level("INFO", logger="agentrun.server.access"):
+                await unary(http, "WorkflowService/ListWorkflows", {}, headers=bearer("key-acme"))
+                with pytest.raises(ConnectError):
+                    await unary(http, "WorkflowService/GetWorkflow", {"name": "x"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "agentrun.server.access"]
+    assert any(
+        "/agentrun.v1.WorkflowService/ListWorkflows OK" in line
+        and "tenant=acme" in line
+        and "peer=ipv4:127.0.0.1:" in line
+        for line in lines
+    ), lines
+    assert any("GetWorkflow UNAUTHENTICATED" in line for line in lines), lines

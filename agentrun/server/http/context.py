@@ -45,8 +45,7 @@ class HttpServicerContext:
         self._metadata: Metadata = tuple(
             (key.lower(), value) for key, value in ctx.request_headers.allitems()
         )
-        address = ctx.client_address
-        self._peer = f"ipv4:{address}" if address else "unknown"
+        self._peer = _peer(ctx.client_address)
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._trailing: Sequence[tuple[str, str | bytes]] = ()
@@ -133,3 +132,11 @@ class HttpServicerContext:
             status.message or self._details,
             connect_details(status.details),
         )
+
+
+def _peer(address: str | None) -> str:
+    """grpc's form of the client's address: `ipv4:1.2.3.4:5678` or `ipv6:[::1]:5678`."""
+    if not address:
+        return "unknown"
+    host, _, port = address.rpartition(":")
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
