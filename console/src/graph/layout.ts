@@ -82,6 +82,11 @@ export async function layoutWith(elk: ELK, graph: Graph): Promise<Layout> {
   return { nodes, edges, width: out.width ?? 0, height: out.height ?? 0 };
 }
 
+/** Resolves once the next frame has been painted. */
+export function afterPaint(): Promise<void> {
+  return new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve)));
+}
+
 let shared: ELK | undefined;
 
 /** One ELK per page; its worker starts on the first call, which pages make early (warm-up). */
@@ -132,7 +137,11 @@ function remember(key: string, laid: Layout): void {
 export async function layoutInto(key: string, graph: Graph, show: (l: Layout) => void): Promise<void> {
   const hit = cached(key, graph);
   if (hit) return show(hit);
-  if (graph.nodes.length >= LARGE_GRAPH) show(previewLayout(graph, NODE_WIDTH, NODE_HEIGHT));
+  if (graph.nodes.length >= LARGE_GRAPH) {
+    show(previewLayout(graph, NODE_WIDTH, NODE_HEIGHT));
+    // Let the preview paint before ELK's worker competes for the CPU.
+    await afterPaint();
+  }
   const laid = await layout(graph);
   remember(key, laid);
   show(laid);

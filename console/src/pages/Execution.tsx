@@ -6,7 +6,7 @@ import type { Execution, ExecutionEvent, ExecutionTrace } from "../gen/agentrun/
 import type { WorkflowSpec } from "../gen/agentrun/v1/workflow_pb";
 import { ENDED_EXECUTION, executionState, id, json, time } from "../format";
 import { GraphView, type NodeStatus } from "../graph/GraphView";
-import { elk, layoutInto, type Layout } from "../graph/layout";
+import { afterPaint, elk, layoutInto, type Layout } from "../graph/layout";
 import { specGraph } from "../graph/model";
 import { applyEvent, fromNodes, statuses, type LiveState } from "../live";
 import { href, setQuery, type Route } from "../router";
@@ -97,6 +97,7 @@ export function ExecutionPage({ route }: { route: Route }) {
       try {
         const got = await executions.getExecution({ name, includeNodes: true });
         const ex = got.execution!;
+        performance.mark("agentrun:execution-loaded");
         setExecution(ex);
         setLive(fromNodes(got.nodes, ex.lastSequence));
         // An execution that already ended has no events to come.
@@ -117,6 +118,7 @@ export function ExecutionPage({ route }: { route: Route }) {
         );
         const wf = await workflows.getWorkflow({ name: ex.workflow, version: ex.workflowVersion });
         const s = wf.workflow!.spec!;
+        performance.mark("agentrun:workflow-loaded");
         setSpec(s);
         await layoutInto(`${ex.workflow}@${ex.workflowVersion}`, specGraph(s), (l) => !ac.signal.aborted && setGraph(l));
       } catch (e) {
@@ -128,13 +130,22 @@ export function ExecutionPage({ route }: { route: Route }) {
 
   // The trace is recomputed by the server: fetched on load and at most every 1.5 s while
   // events arrive.
+  // The first fetch waits for the graph to be on screen: the timeline is below it.
   useEffect(() => {
-    if (!execution) return;
-    const timer = setTimeout(() => {
-      executions.getExecutionTrace({ name }).then((r) => setTrace(r.trace), setError);
-    }, traceTick ? 1500 : 0);
-    return () => clearTimeout(timer);
-  }, [execution?.name, traceTick]);
+    if (!execution || !graph) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let on = true;
+    void (traceTick ? Promise.resolve() : afterPaint()).then(() => {
+      if (!on) return;
+      timer = setTimeout(() => {
+        executions.getExecutionTrace({ name }).then((r) => setTrace(r.trace), setError);
+      }, traceTick ? 1500 : 0);
+    });
+    return () => {
+      on = false;
+      clearTimeout(timer);
+    };
+  }, [execution?.name, Boolean(graph), traceTick]);
 
   const status = useMemo(() => {
     if (!live) return undefined;
