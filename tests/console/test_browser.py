@@ -128,7 +128,6 @@ def test_approve_through_the_form_turns_the_graph_green_live(browser: Any, serve
     # The map node shows its items.
     assert "items 3/3" in browser.find_element("css selector", 'g[data-node-id="items"]').text
     assert node_state(browser, "ship") in ("none", "pending")
-    shot(browser, "execution-waiting")
 
     browser.find_element("css selector", 'g[data-node-id="approval"] rect').click()
     form = wait_for(
@@ -136,6 +135,7 @@ def test_approve_through_the_form_turns_the_graph_green_live(browser: Any, serve
         30,
         "the signal form",
     )
+    shot(browser, "execution-waiting")
     # The form asks for the fields the workflow reads from the wait's output.
     form.find_element("name", "signal-approved").send_keys("true")
     form.find_element("name", "signal-by").send_keys("alice")

@@ -189,7 +189,11 @@ export function ExecutionPage({ route }: { route: Route }) {
               · rerun of <a href={href(`executions/${id(execution.labels.rerun_of)}`)}>{id(execution.labels.rerun_of)}</a>
             </>
           ) : null}{" "}
-          · <span class={`watch watch-${watchStatus}`}>{watchStatus === "live" ? "● live" : watchStatus}</span>
+          {watchStatus === "ended" ? null : (
+            <>
+              · <span class={`watch watch-${watchStatus}`}>{watchStatus === "live" ? "● live" : watchStatus}</span>
+            </>
+          )}
         </div>
         <Controls
           execution={execution}

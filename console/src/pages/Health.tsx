@@ -12,7 +12,24 @@ interface Probe {
   error?: string;
 }
 
+/**
+ * grpc.health.v1.Health/Check over Connect JSON. The health protos are not agentrun's, so
+ * this one call is made with fetch rather than a generated client; NOT_SERVING (draining)
+ * counts as a failure.
+ */
+async function healthCheck(service: string): Promise<void> {
+  const res = await fetch(`${location.origin}/grpc.health.v1.Health/Check`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ service }),
+  });
+  const body = (await res.json()) as { status?: string; code?: string; message?: string };
+  if (!res.ok) throw new Error(`${body.code ?? res.status}: ${body.message ?? ""}`);
+  if (body.status !== "SERVING") throw new Error(body.status ?? "no status");
+}
+
 const PROBES: [string, () => Promise<unknown>][] = [
+  ["health (grpc.health.v1)", () => healthCheck("")],
   ["WorkflowService", () => workflows.listWorkflows({ pageSize: 1 })],
   ["ExecutionService", () => executions.listExecutions({ pageSize: 1 })],
   ["StateMachineService", () => machines.listInstances({ pageSize: 1 })],
