@@ -156,7 +156,7 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         size = requests.page_size(request.page_size, default=requests.MAX_PAGE_SIZE)
         after = requests.decode_token(request.page_token, "events", ident)
         if after is None:
-            after = request.after_sequence
+            after = requests.sequence(request.after_sequence)
         records = await self._engine.list_events(
             ident, tenant=current_tenant(), after_sequence=after, limit=size + 1
         )
@@ -196,12 +196,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         self, request: pb.WatchExecutionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchExecutionResponse]:
         ident = requests.execution_id(request.name)
-        if request.after_sequence < 0:
-            raise invalid_argument("after_sequence", "must not be negative")
-        events = self._engine.watch(
-            ident, tenant=current_tenant(), after_sequence=request.after_sequence
-        )
-        last = request.after_sequence
+        after = requests.sequence(request.after_sequence)
+        events = self._engine.watch(ident, tenant=current_tenant(), after_sequence=after)
+        last = after
         async for record in until_stopped(events, self._lifecycle.draining):
             last = record.sequence
             yield pb.WatchExecutionResponse(

@@ -50,8 +50,18 @@ def encode_token(kind: str, after: Any, query: str = "") -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+# What each list's tokens hold: the id or name a page ends at, or an event sequence.
+_POSITION_KINDS = {"events": int, "history": int}
+# Event sequences are int64 on the wire and 32-bit integers in the stores: an `after_sequence`
+# past the largest one a store can hold means "after every event" and is read as that.
+MAX_SEQUENCE = 2**31 - 1
+
+
 def decode_token(token: str, kind: str, query: str = "") -> Any:
-    """The position a page token resumes after; None for an empty token."""
+    """The position a page token resumes after; None for an empty token.
+
+    Tokens are not signed: a forged one is checked like any request field (the position's type
+    and range), so it can only select a page, never reach the store as a wrong-typed value."""
     if not token:
         return None
     try:
@@ -59,11 +69,25 @@ def decode_token(token: str, kind: str, query: str = "") -> Any:
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         if data["k"] != kind:
             raise ValueError("token of another list")
+        after = data["a"]
+        if _POSITION_KINDS.get(kind, str) is int:
+            if type(after) is not int or not 0 <= after <= 2**63 - 1:
+                raise ValueError("not a sequence")
+            after = min(after, MAX_SEQUENCE)
+        elif not isinstance(after, str) or len(after) > 256 or not _NAME.fullmatch(after):
+            raise ValueError("not a name")
     except (ValueError, KeyError, TypeError):
         raise invalid_argument("page_token", "not a token from this list") from None
     if data.get("q", "") != query:
         raise invalid_argument("page_token", "the request changed since the token was issued")
-    return data["a"]
+    return after
+
+
+def sequence(value: int, field: str = "after_sequence") -> int:
+    """An `after_sequence` from a request: not negative; past MAX_SEQUENCE read as MAX_SEQUENCE."""
+    if value < 0:
+        raise invalid_argument(field, "must not be negative")
+    return min(value, MAX_SEQUENCE)
 
 
 # A filter is a flat AND of clauses (no parentheses to nest): bounded so that no filter can

@@ -297,12 +297,11 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         self, request: pb.ListInstanceHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListInstanceHistoryResponse:
         ident = instance_id(request.parent, "parent")
-        if request.after_sequence < 0:
-            raise invalid_argument("after_sequence", "must not be negative")
+        first = requests.sequence(request.after_sequence)
         size = requests.page_size(request.page_size)
         after = requests.decode_token(request.page_token, "history", ident)
         if after is None:
-            after = request.after_sequence
+            after = first
         entries = await self._machines.list_history(
             ident, tenant=current_tenant(), after_sequence=after, limit=size + 1
         )
@@ -341,13 +340,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         self, request: pb.WatchInstanceRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchInstanceResponse]:
         ident = instance_id(request.name)
-        if request.after_sequence < 0:
-            raise invalid_argument("after_sequence", "must not be negative")
-        last = request.after_sequence
+        last = requests.sequence(request.after_sequence)
         try:
-            entries = self._machines.watch(
-                ident, tenant=current_tenant(), after_sequence=request.after_sequence
-            )
+            entries = self._machines.watch(ident, tenant=current_tenant(), after_sequence=last)
             async for entry in until_stopped(entries, self._lifecycle.draining):
                 last = entry.sequence
                 yield pb.WatchInstanceResponse(transition=transition_to_proto(entry))

@@ -591,3 +591,183 @@ def test_refused_values_leave_no_trace(ctx: Ctx) -> None:
     assert [hit for hit in h.scan(canary) if hit.startswith("database")] == []
     for name in [*h.stored, ctx.waiting]:
         assert canary.encode() not in b"".join(h.events(name).responses)
+
+
+# -- Forged page tokens and boundary numbers -----------------------------------------------------
+def _token(kind: str, after: Any, query: str = "") -> str:
+    import base64
+    import json
+
+    raw = json.dumps({"k": kind, "a": after, "q": query}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+FORGED_AFTER: dict[str, Any] = {
+    "object": {"x": 1},
+    "list": [1, 2],
+    "string": "zzz",
+    "negative": -5,
+    "huge": 2**70,
+    "float": 1.5,
+    "null-byte": "a\x00b",
+    "bool": True,
+}
+
+
+def _forged(kind: str, after: Any) -> list[Case]:
+    return [
+        Case(
+            f"executions-{kind}",
+            EX + "ListExecutions",
+            lambda c: es.ListExecutionsRequest(page_token=_token("executions", after)),
+            field="page_token",
+        ),
+        Case(
+            f"events-{kind}",
+            EX + "ListExecutionEvents",
+            lambda c: es.ListExecutionEventsRequest(
+                parent=c.finished, page_token=_token("events", after, c.finished.split("/")[-1])
+            ),
+            field="page_token",
+        ),
+        Case(
+            f"workflows-{kind}",
+            WF + "ListWorkflows",
+            lambda c: ws.ListWorkflowsRequest(page_token=_token("workflows", after)),
+            field="page_token",
+        ),
+        Case(
+            f"instances-{kind}",
+            SM + "ListInstances",
+            lambda c: sms.ListInstancesRequest(page_token=_token("instances", after)),
+            field="page_token",
+        ),
+        Case(
+            f"history-{kind}",
+            SM + "ListInstanceHistory",
+            lambda c: sms.ListInstanceHistoryRequest(
+                parent=c.instance, page_token=_token("history", after, c.instance.split("/")[-1])
+            ),
+            field="page_token",
+        ),
+    ]
+
+
+FORGED_CASES = [case for kind, after in FORGED_AFTER.items() for case in _forged(kind, after)]
+
+
+@pytest.mark.parametrize("case", FORGED_CASES, ids=lambda c: c.id)
+def test_forged_page_tokens(ctx: Ctx, case: Case) -> None:
+    """A token the server did not issue, holding a position of the wrong type or range: refused
+    (or, where the position is merely past the end, an empty page), never a crash."""
+    outcome = _send(ctx, case)
+    assert outcome.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK), str(outcome)
+    if outcome.code == grpc.StatusCode.INVALID_ARGUMENT:
+        assert outcome.fields == ["page_token"], str(outcome)
+
+
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+BOUNDARY_CASES = [
+    Case(
+        "events-after-max",
+        EX + "ListExecutionEvents",
+        lambda c: es.ListExecutionEventsRequest(parent=c.finished, after_sequence=INT64_MAX),
+        grpc.StatusCode.OK,
+    ),
+    Case(
+        "events-after-negative",
+        EX + "ListExecutionEvents",
+        lambda c: es.ListExecutionEventsRequest(parent=c.finished, after_sequence=-(2**63)),
+        field="after_sequence",
+    ),
+    Case(
+        "watch-after-max",
+        EX + "WatchExecution",
+        lambda c: es.WatchExecutionRequest(name=c.finished, after_sequence=INT64_MAX),
+        grpc.StatusCode.OK,
+        streaming=True,
+    ),
+    Case(
+        "watch-after-negative",
+        EX + "WatchExecution",
+        lambda c: es.WatchExecutionRequest(name=c.finished, after_sequence=-1),
+        field="after_sequence",
+        streaming=True,
+    ),
+    Case(
+        "history-after-max",
+        SM + "ListInstanceHistory",
+        lambda c: sms.ListInstanceHistoryRequest(parent=c.instance, after_sequence=INT64_MAX),
+        grpc.StatusCode.OK,
+    ),
+    Case(
+        "page-size-max",
+        EX + "ListExecutions",
+        lambda c: es.ListExecutionsRequest(page_size=INT32_MAX),
+        grpc.StatusCode.OK,
+    ),
+    Case(
+        "workflow-version-max",
+        WF + "GetWorkflow",
+        lambda c: ws.GetWorkflowRequest(name="workflows/seed", version=INT32_MAX),
+        NOT_FOUND,
+    ),
+    Case(
+        "workflow-version-negative",
+        WF + "GetWorkflow",
+        lambda c: ws.GetWorkflowRequest(name="workflows/seed", version=-(2**31)),
+        field="version",
+    ),
+    Case(
+        "start-version-negative",
+        EX + "StartExecution",
+        lambda c: es.StartExecutionRequest(workflow="workflows/seed", version=-1),
+        field="version",
+    ),
+    Case(
+        "start-version-max",
+        EX + "StartExecution",
+        lambda c: es.StartExecutionRequest(workflow="workflows/seed", version=INT32_MAX),
+        NOT_FOUND,
+    ),
+    Case(
+        "start-priority-extremes",
+        EX + "StartExecution",
+        lambda c: es.StartExecutionRequest(
+            workflow="workflows/seed", priority=-(2**31), input=to_value({"n": 1})
+        ),
+        grpc.StatusCode.OK,
+    ),
+    Case(
+        "input-number-1e308",
+        EX + "StartExecution",
+        _start({"n": 1, "big": 1e308, "tiny": 5e-324, "neg0": -0.0}),
+        grpc.StatusCode.OK,
+    ),
+    Case(
+        "input-integer-past-2-53",
+        EX + "StartExecution",
+        _start({"n": 2**60}),  # a double on the wire: stays one
+        grpc.StatusCode.OK,
+    ),
+    Case(
+        "instance-watch-after-max",
+        SM + "WatchInstance",
+        lambda c: sms.WatchInstanceRequest(name=c.instance, after_sequence=INT64_MAX),
+        grpc.StatusCode.OK,
+        streaming=True,
+    ),
+    Case(
+        "instance-watch-after-negative",
+        SM + "WatchInstance",
+        lambda c: sms.WatchInstanceRequest(name=c.instance, after_sequence=-1),
+        field="after_sequence",
+        streaming=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", BOUNDARY_CASES, ids=lambda c: c.id)
+def test_boundary_numbers(ctx: Ctx, case: Case) -> None:
+    _check(ctx, case)
