@@ -32,6 +32,23 @@ CHROMIUM_FLAGS = (
 
 T = TypeVar("T")
 
+ROOT = Path(__file__).resolve().parents[2]
+# Screenshots of the browser tests (git-ignored; CI may keep them).
+ARTIFACTS = ROOT / "artifacts" / "console"
+
+
+def shot(browser: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    browser.save_screenshot(str(path))
+    return path
+
+
+def node_state(browser: Any, node: str) -> str | None:
+    """The state a graph node shows (`data-state`), None when it is not drawn."""
+    found = browser.find_elements("css selector", f'g[data-node-id="{node}"]')
+    return found[0].get_attribute("data-state") if found else None
+
 
 def chromium_paths() -> tuple[str, str] | None:
     """(chromium, chromedriver), or None when either is not installed."""

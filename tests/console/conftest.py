@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.console.browser import ConsoleServer, chromium_paths, start_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE = ROOT / "console"
@@ -42,3 +46,25 @@ def npm() -> str:
             timeout=600,
         )
     return npm
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the console's browser tests."""
+    if chromium_paths() is None:
+        pytest.skip("chromium/chromedriver missing: scripts/ensure-test-tools.sh installs them")
+    driver = start_chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    """`agentrun serve --http-listen` without API keys, shared by the browser tests."""
+    served = ConsoleServer(tmp_path_factory.mktemp("console-server")).start()
+    try:
+        yield served
+    finally:
+        served.stop()

@@ -8,23 +8,14 @@ console asks for a key and keeps it for the session. Screenshots go to artifacts
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.console.browser import ConsoleServer, chromium_paths, start_chromium, wait_for
-from tests.console.conftest import ROOT
+from tests.console.browser import ConsoleServer, node_state, shot, wait_for
 
-pytestmark = [
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(
-        chromium_paths() is None, reason="chromium/chromedriver missing: scripts/ensure-test-tools.sh"
-    ),
-]
-
-ARTIFACTS = ROOT / "artifacts" / "console"
+pytestmark = pytest.mark.timeout(300)
 
 APPROVAL = """
 name: approval-demo
@@ -75,36 +66,6 @@ nodes:
     needs: [work]
     pass: {value: 2}
 """
-
-
-def shot(browser: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    browser.save_screenshot(str(path))
-    return path
-
-
-def node_state(browser: Any, node: str) -> str | None:
-    found = browser.find_elements("css selector", f'g[data-node-id="{node}"]')
-    return found[0].get_attribute("data-state") if found else None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    driver = start_chromium()
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
-    served = ConsoleServer(tmp_path_factory.mktemp("console-server")).start()
-    try:
-        yield served
-    finally:
-        served.stop()
 
 
 def open_execution(browser: Any, server: ConsoleServer, ident: str) -> None:
