@@ -166,7 +166,7 @@ CONCURRENCY = """
 name: per-customer
 concurrency: {{key: "${{{{ input.customer }}}}", limit: 1, on_limit: {on_limit}}}
 nodes:
-  - {{id: work, tool: {{name: test.probe, args: {{wf: per-customer, tag: "${{{{ input.tag }}}}", sleep: 0.05}}}}}}
+  - {{id: work, tool: {{name: test.probe, args: {{wf: per-customer, tag: "${{{{ input.tag }}}}", sleep: 0.05, gate: "${{{{ input.gate }}}}"}}}}}}
 """
 
 
@@ -174,10 +174,13 @@ async def test_concurrency_key_queue() -> None:
     probe = Probe()
     engine = await make_engine(probe)
     await engine.create_workflow(load_workflow(CONCURRENCY.format(on_limit="queue")))
-    a1 = await engine.start_execution("per-customer", {"customer": "a", "tag": "a1"})
-    a2 = await engine.start_execution("per-customer", {"customer": "a", "tag": "a2"})
-    b1 = await engine.start_execution("per-customer", {"customer": "b", "tag": "b1"})
+    # a1 holds key a until its gate opens: a2 waits for it, b1 does not.
+    a1 = await engine.start_execution("per-customer", {"customer": "a", "tag": "a1", "gate": "a"})
+    a2 = await engine.start_execution("per-customer", {"customer": "a", "tag": "a2", "gate": ""})
+    b1 = await engine.start_execution("per-customer", {"customer": "b", "tag": "b1", "gate": ""})
     assert (await engine.get_execution(a2.id)).state is ExecutionState.PENDING
+    await eventually(lambda: "b1" in probe.order)
+    probe.gate("a").set()
     finals = [await engine.wait(e.id, timeout=10) for e in (a1, a2, b1)]
     assert all(f.state is ExecutionState.SUCCEEDED for f in finals)
     assert probe.order.index("a2") > probe.order.index("a1")
@@ -189,15 +192,16 @@ async def test_concurrency_key_cancel_newest_and_oldest() -> None:
     probe = Probe()
     engine = await make_engine(probe)
     await engine.create_workflow(load_workflow(CONCURRENCY.format(on_limit="cancel_newest")))
-    first = await engine.start_execution("per-customer", {"customer": "a", "tag": "x1"})
-    second = await engine.start_execution("per-customer", {"customer": "a", "tag": "x2"})
+    first = await engine.start_execution("per-customer", {"customer": "a", "tag": "x1", "gate": "x"})
+    second = await engine.start_execution("per-customer", {"customer": "a", "tag": "x2", "gate": ""})
     assert second.state is ExecutionState.CANCELLED
+    probe.gate("x").set()
     assert (await engine.wait(first.id, timeout=30)).state is ExecutionState.SUCCEEDED
 
     await engine.create_workflow(load_workflow(CONCURRENCY.format(on_limit="cancel_oldest")))
-    old = await engine.start_execution("per-customer", {"customer": "a", "tag": "y1"})
-    await asyncio.sleep(0.01)
-    new = await engine.start_execution("per-customer", {"customer": "a", "tag": "y2"})
+    old = await engine.start_execution("per-customer", {"customer": "a", "tag": "y1", "gate": "y"})
+    await eventually(lambda: "y1" in probe.order)  # it runs, and holds the key until cancelled
+    new = await engine.start_execution("per-customer", {"customer": "a", "tag": "y2", "gate": ""})
     assert (await engine.wait(old.id, timeout=30)).state is ExecutionState.CANCELLED
     assert (await engine.wait(new.id, timeout=30)).state is ExecutionState.SUCCEEDED
     await engine.stop(grace=0)
