@@ -242,7 +242,7 @@ async def test_a_client_that_goes_away_releases_its_subscription(
                     break
             assert engine.hub._subs.get(execution.id)
             call.cancel()
-        for _ in range(100):
+        for _ in range(1500):  # up to 30 s: a loaded machine is slow to notice the cancel
             if not engine.hub._subs.get(execution.id):
                 break
             await asyncio.sleep(0.02)
