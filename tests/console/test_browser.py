@@ -149,13 +149,32 @@ def test_a_failing_node_shows_its_error(browser: Any, server: ConsoleServer) -> 
     assert node_state(browser, "after") in ("none", "pending")
     shot(browser, "execution-failed")
 
+    # Rerun from the failed node: the console opens the new execution, which names the old one.
+    browser.find_element("css selector", "button[name=rerun]").click()
+    wait_for(lambda: ident not in browser.current_url, 30, "the rerun's page")
+    rerun = browser.current_url.rsplit("/", 1)[-1].split("?")[0]
+    wait_for(lambda: node_state(browser, "charge") == "failed", 60, "the rerun to fail again")
+    assert browser.find_element("css selector", f'a[href="#/executions/{ident}"]').text == ident
+    assert server.execution(rerun)["labels"]["rerun_of"].removeprefix("executions/") == ident
 
-def test_a_running_execution_is_cancelled_from_its_page(browser: Any, server: ConsoleServer) -> None:
+
+def execution_state(browser: Any, state: str) -> Any:
+    return browser.find_elements("css selector", f'section[data-execution-state="{state}"]')
+
+
+def test_a_running_execution_is_paused_resumed_and_cancelled_from_its_page(
+    browser: Any, server: ConsoleServer
+) -> None:
     server.create_workflow(SLOW)
     ident = server.start_execution("slow-demo")
     open_execution(browser, server, ident)
     wait_for(lambda: node_state(browser, "work") == "running", 60, "work to run")
     shot(browser, "execution-running")
+    browser.find_element("css selector", "button[name=pause]").click()
+    wait_for(lambda: execution_state(browser, "paused"), 60, "PAUSED")
+    assert server.execution(ident)["state"] == "STATE_PAUSED"
+    browser.find_element("css selector", "button[name=resume]").click()
+    wait_for(lambda: execution_state(browser, "running"), 60, "RUNNING again")
     browser.find_element("css selector", "button[name=cancel]").click()
     wait_for(lambda: browser.switch_to.alert, 10, "the confirmation").accept()
     wait_for(

@@ -133,3 +133,32 @@ def test_a_state_machine_instance_takes_events_from_its_form(browser: Any, serve
     shot(browser, "instance-cancelled")
     got = server.call("StateMachineService", "GetInstance", {"name": f"instances/{ident}"})["instance"]
     assert got["currentState"] == "cancelled" and got["state"] == "STATE_COMPLETED"
+
+
+TYPED_INPUT = """
+name: typed-input
+input_schema:
+  type: object
+  required: [order]
+  properties:
+    order: {type: integer}
+nodes:
+  - id: only
+    pass: {value: "${{ input.order }}"}
+"""
+
+
+def test_an_api_error_shows_its_code_reason_and_field(browser: Any, server: ConsoleServer) -> None:
+    server.create_workflow(TYPED_INPUT)
+    browser.get(f"{server.url}/#/workflows/typed-input")
+    field = wait_for(lambda: browser.find_element("name", "start-input"), 30, "the start form")
+    replace_text(field, '{"order": "not a number"}')
+    browser.find_element("css selector", "button[name=start]").click()
+    error = wait_for(lambda: browser.find_element("css selector", ".start-form .error-box"), 30, "the error")
+    text = error.text
+    assert "INVALID_ARGUMENT" in text and "INVALID_INPUT" in text, text
+    violations = [li.text for li in error.find_elements("css selector", ".violations li")]
+    assert violations and any("order" in v for v in violations), violations
+    replace_text(field, '{"order": 7}')
+    browser.find_element("css selector", "button[name=start]").click()
+    wait_for(lambda: "#/executions/" in browser.current_url, 30, "the new execution's page")
