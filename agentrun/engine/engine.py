@@ -45,6 +45,7 @@ from agentrun.engine.hub import Hub, follow
 from agentrun.engine.redact import Redactor
 from agentrun.engine.instrument import Instrumentation, current_traceparent
 from agentrun.engine.node_view import every_node, spec_node_ids
+from agentrun.engine import sizes
 from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
 from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
@@ -403,6 +404,7 @@ class Engine:
                 [Diagnostic("workflow", f"{wf.name!r} is a state machine: create an instance with CreateInstance")]
             )
         input = {} if input is None else input
+        sizes.check_request("input", input, "input_bytes")
         if plan.input_schema is not None:
             input = _validate_input(input, plan.input_schema)
         key = self._concurrency_key(plan, tenant, input)
@@ -704,6 +706,7 @@ class Engine:
                 [Diagnostic("from_node_id", f"workflow {wf.name!r} v{wf.version} has no node {start!r}")]
             )
         new_input = old.input if input is None else input
+        sizes.check_request("input", new_input, "input_bytes")
         if plan.input_schema is not None:
             new_input = _validate_input(new_input, plan.input_schema)
         again = _descendants(plan, start) if start is not None else set(plan.nodes)
@@ -827,6 +830,7 @@ class Engine:
         record = await self.get_execution(execution_id, tenant=tenant)
         if not name:
             raise InvalidInput([Diagnostic("name", "is required")])
+        sizes.check_request("data", data, "signal_bytes")
         if record.state.terminal:
             # A retry of a signal that was stored before the end (perhaps the one that ended
             # it) answers as its first call did: the id, not the state, decides.

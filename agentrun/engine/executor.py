@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from agentrun.engine.expressions import ExpressionError
+from agentrun.engine import sizes
 from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.engine.breakers import BreakerState
 from agentrun.engine.plan import EdgePlan, HandlerPlan, NodePlan, Plan, StepPlan
@@ -370,6 +371,12 @@ class Run:
             self.tasks.pop(key, None)
             if self.slots:
                 self._free_slot(key)
+            if not ok:
+                value = sizes.bound_error(value)
+            elif key not in self.plan.nodes:  # a map item, an undo, a fallback; nodes: _succeeded
+                too_large = sizes.output_error("the output", value)
+                if too_large is not None:
+                    ok, value = False, too_large
             if "[" in key:
                 self._item_done(key, attempt, ok, value)
             elif key.endswith(_COMPENSATE):
@@ -435,7 +442,7 @@ class Run:
             _, key, type_, data = msg
             if type_ == "agent.usage" and isinstance(data, dict):
                 self._add_usage(key, data)
-            self._event(type_, key, data)
+            self._event(type_, key, sizes.bound_event(type_, data))
         elif kind == "breaker":
             _, name, state = msg
             self._event(f"breaker.{state}", None, {"name": name, "state": state})
@@ -463,7 +470,13 @@ class Run:
         err = self.edge_errors.get(node_id)
         rec = self._node(node_id)
         if node_id in self.edge_inputs:
-            rec.input = self.edge_inputs.pop(node_id)
+            mapped = self.edge_inputs.pop(node_id)
+            too_large = sizes.node_input_error(mapped)
+            if too_large is not None:
+                self._set_node(rec, NodeState.READY)
+                self._node_failed(node, rec, too_large)
+                return
+            rec.input = mapped
         if err is not None:
             self._set_node(rec, NodeState.READY)
             self._node_failed(node, rec, error_dict("expression_error", err.message, {"path": err.path}))
@@ -866,15 +879,25 @@ class Run:
                 output = node.output.evaluate(
                     self._activation(node.output.names, node.output.node_refs, {"output": raw}, rec.attempt)
                 )
+            too_large = sizes.output_error("the output", output)
+            if too_large is not None:
+                self._node_failed(node, rec, too_large)
+                return
             if node.export:
                 act = None
+                new_vars = self.record.vars
                 for key, t in node.export.items():
                     if act is None:
                         names = frozenset().union(*(x.names for x in node.export.values()))
                         refs = frozenset().union(*(x.node_refs for x in node.export.values()))
                         act = self._activation(names, refs, {"output": output}, rec.attempt)
                     # Copy on write: a committed record may share the old dict.
-                    self.record.vars = {**self.record.vars, key: t.evaluate(act)}
+                    new_vars = {**new_vars, key: t.evaluate(act)}
+                too_large = sizes.output_error("the variables (vars) with this node's export", new_vars)
+                if too_large is not None:
+                    self._node_failed(node, rec, too_large)
+                    return
+                self.record.vars = new_vars
                 self.batch.execution = self.record
         except ExpressionError as exc:
             self._node_failed(node, rec, error_dict("expression_error", exc.message, {"path": exc.path}))
@@ -1424,6 +1447,10 @@ class Run:
                 ExecutionState.FAILED,
                 error={"type": "expression_error", "message": exc.message, "details": {"path": exc.path}},
             )
+            return
+        too_large = sizes.output_error("the execution's output", output)
+        if too_large is not None:
+            self._finish(ExecutionState.FAILED, error=too_large)
             return
         self.record.output = output
         self._finish(ExecutionState.SUCCEEDED)

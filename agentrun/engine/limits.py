@@ -1,5 +1,8 @@
 """Bounds on what one expression may cost and how large the data of a step may be.
 
+With the defaults one execution's stored data stays within a few MiB (input, output and
+variables of 1 MiB each), well inside a gRPC answer.
+
 Process-wide, like the expression compiler they apply to: a server sets them once from its
 config (`data_limits:` section, see docs/runtime.md) before it starts the engine; everything else
 uses the defaults.
@@ -18,6 +21,15 @@ from agentrun.engine.expr_cost import DEFAULT_COST_LIMIT
 class DataLimits:
     # Upper bound on the estimated cost of one expression evaluation (agentrun.engine.expr_cost).
     expression_cost: int = DEFAULT_COST_LIMIT
+    # Bytes of compact JSON (agentrun.engine.sizes): an execution's or instance's input, and
+    # what a node's incoming edges map into it;
+    input_bytes: int = 1024 * 1024
+    # a node's output (after its `output` transform), the variables, the execution's output;
+    output_bytes: int = 1024 * 1024
+    # a signal's data, a state machine event's data;
+    signal_bytes: int = 1024 * 1024
+    # an event a tool or agent emits while it runs (agent.delta, tool notes).
+    event_bytes: int = 256 * 1024
 
 
 _current = DataLimits()

@@ -58,6 +58,8 @@ class RetrySpec:
         return attempt < self.max_attempts
 
 
-_NEVER_RETRIED = frozenset({"cancelled", "expression_error", "no_choice_matched"})
+_NEVER_RETRIED = frozenset(
+    {"cancelled", "expression_error", "no_choice_matched", "output_too_large", "input_too_large"}
+)
 
 NO_RETRY = RetrySpec()

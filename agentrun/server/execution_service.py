@@ -64,7 +64,19 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         response = pb.GetExecutionResponse(execution=convert.execution_to_proto(record))
         if request.include_nodes:
             nodes = await self._engine.list_nodes(ident, tenant=tenant)
-            response.nodes.extend(convert.node_to_proto(n) for n in nodes)
+            budget = self._max_page_bytes - response.ByteSize()
+            for n in nodes:
+                node = convert.node_to_proto(n)
+                budget -= node.ByteSize()
+                if budget < 0:
+                    # Past the answer's budget a node comes without its data (input, output),
+                    # which its events (ListExecutionEvents) still carry: the answer stays
+                    # deliverable however many large nodes an execution has.
+                    budget += node.ByteSize()
+                    node.ClearField("input")
+                    node.ClearField("output")
+                    budget -= node.ByteSize()
+                response.nodes.append(node)
         return response
 
     async def ListExecutions(
@@ -80,12 +92,19 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             workflow=workflow,
             states=states,
         )
-        response = pb.ListExecutionsResponse(
-            executions=[convert.execution_to_proto(r) for r in records[:size]]
-        )
-        if len(records) > size:
+        response = pb.ListExecutionsResponse()
+        budget = self._max_page_bytes
+        sent = 0
+        for record in records[:size]:
+            execution = convert.execution_to_proto(record)
+            budget -= execution.ByteSize()
+            if budget < 0 and sent:
+                break  # the page is full: the token resumes after the last execution sent
+            response.executions.append(execution)
+            sent += 1
+        if len(records) > sent:
             response.next_page_token = requests.encode_token(
-                "executions", records[size - 1].id, request.filter
+                "executions", records[sent - 1].id, request.filter
             )
         return response
 

@@ -85,3 +85,42 @@ def test_data_limits_come_from_the_config_file(tmp_path: Path) -> None:
     path.write_text("data_limits: {expression_cost: -1}\n")
     with pytest.raises(ConfigError, match="data_limits.expression_cost"):
         ServerConfig.load(path, env={})
+
+
+async def test_list_and_get_stay_within_the_answer_limit() -> None:
+    """With a 4 MiB answer limit (pages of 2 MiB), ten executions of ~0.6 MiB each (input and
+    output) are listed over several pages, and a node list larger than the page comes back
+    without node data past the budget instead of RESOURCE_EXHAUSTED."""
+    from agentrun.client import AsyncClient
+    from agentrun.server import AgentrunServer, ServerConfig
+    from tests.server.conftest import make_engine
+
+    engine = await make_engine()
+    server = AgentrunServer(engine, ServerConfig.load(env={}, max_send_message_bytes=4 * 1024 * 1024))
+    await server.start("127.0.0.1:0")
+    try:
+        async with AsyncClient(f"127.0.0.1:{server.port}", api_key="") as client:
+            await client.create_workflow(
+                source="name: fat\nnodes:\n"
+                "  - {id: a, pass: {value: '${{ input.s }}'}}\n"
+                "  - {id: b, pass: {value: '${{ input.s }}'}}\n"
+                "  - {id: c, pass: {value: '${{ input.s }}'}}\n"
+                "  - {id: d, pass: {value: '${{ input.s }}'}}\n"
+                "  - {id: e, pass: {value: '${{ input.s }}'}}\n"
+                "output: '${{ nodes.a.output }}'\n"
+            )
+            names = []
+            for n in range(10):
+                started = await client.start_execution("fat", {"s": str(n) * 300_000})
+                names.append(started.name)
+            for name in names:
+                assert (await client.wait(name, timeout=30)).state is ExecutionState.SUCCEEDED
+            listed = [e.name async for e in client.list_executions(page_size=100)]
+            assert sorted(listed) == sorted(names)
+            got = await client.get_execution(names[0], include_nodes=True)
+            assert [n.node_id for n in got.nodes] == ["a", "b", "c", "d", "e"]
+            assert got.nodes[0].output == "0" * 300_000
+            assert got.nodes[-1].output is None  # past the budget: read it from the events
+    finally:
+        await server.stop(0)
+        await engine.stop(grace=0)

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agentrun.engine import sizes
 from agentrun.engine.errors import (
     AlreadyExists,
     Diagnostic,
@@ -245,6 +246,8 @@ class MachineEngine:
         self._check_open()
         wf, plan = await self._plan(tenant, workflow, version)
         input = {} if input is None else input
+        sizes.check_request("input", input, "input_bytes")
+        sizes.check_request("data", data, "input_bytes")
         if plan.input_schema is not None:
             input = _validate_input(input, plan.input_schema)
         if data is not None and not isinstance(data, dict):
@@ -391,6 +394,7 @@ class MachineEngine:
         A commit the store refuses because another writer got there first (another replica
         on the same database: the history's sequence and event-id keys fence stale writers)
         reloads the instance and handles the event again on what is stored."""
+        sizes.check_request("data", data, "signal_bytes")
         for _ in range(_CONFLICT_RETRIES):
             inst = self._instances.get(instance_id)
             if inst is None or inst.record.tenant != tenant:

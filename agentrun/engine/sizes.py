@@ -1,0 +1,122 @@
+"""How large the data of an execution may grow (issue 13, item 2).
+
+Without bounds, one pass node (`${{ input.l.map(x, input.s) }}`) stored a 100 MB output, and
+from then on GetExecution answered RESOURCE_EXHAUSTED for that execution forever. Every value a
+step produces is measured before it is stored: an input, a signal's or an event's data, a node's
+output (after its `output` transform), the variables its `export` sets, the execution's output.
+Over the limit (`data_limits`, agentrun.engine.limits) the value is never stored: a node fails
+with `output_too_large` or `input_too_large`, a request is refused, naming the size and the limit.
+
+Sizes are the bytes of the value's compact JSON, measured by a walk that stops as soon as the
+limit is passed, so measuring a huge value costs no more than measuring one at the limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentrun.engine import limits
+from agentrun.engine.errors import Diagnostic, InvalidInput
+
+# An error (message and details) a tool or agent returned is cut to this many bytes of JSON:
+# errors are stored and returned with every execution read.
+MAX_ERROR_BYTES = 16 * 1024
+MAX_ERROR_MESSAGE = 4096
+
+
+def json_size(value: Any, limit: int) -> int:
+    """Bytes of `value` as compact JSON (UTF-8), exact up to `limit`; past it, some number
+    above `limit` (the walk stops there)."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        t = type(item)
+        if t is str:
+            total += (len(item) if item.isascii() else len(item.encode("utf-8", "surrogatepass"))) + 2
+        elif t is dict:
+            total += 2 + max(len(item) * 2 - 1, 0)  # braces, colons and commas
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif t is list or t is tuple:
+            total += 2 + max(len(item) - 1, 0)
+            stack.extend(item)
+        elif item is None or t is bool:
+            total += 4 if item is None or item is True else 5
+        elif t is int or t is float:
+            total += len(repr(item))
+        else:
+            total += len(str(item)) + 2
+        if total > limit:
+            return total
+    return total
+
+
+def _describe(size: int, limit: int) -> str:
+    shown = f"{size} bytes" if size <= limit * 2 else f"more than {limit * 2} bytes"
+    return f"{shown}; the limit is {limit} bytes"
+
+
+def oversize(value: Any, limit: int) -> int | None:
+    """The size of `value` when it is over `limit`, else None."""
+    size = json_size(value, limit)
+    return size if size > limit else None
+
+
+def _node_error(type_: str, what: str, value: Any, setting: str) -> dict[str, Any] | None:
+    limit = getattr(limits.current(), setting)
+    size = oversize(value, limit)
+    if size is None:
+        return None
+    return {
+        "type": type_,
+        "message": f"{what} is {_describe(size, limit)} (data_limits.{setting}); it was not stored",
+        "details": {"size": size, "limit": limit},
+    }
+
+
+def output_error(what: str, value: Any) -> dict[str, Any] | None:
+    """A node error when `value` (what a node produced) is over `data_limits.output_bytes`."""
+    return _node_error("output_too_large", what, value, "output_bytes")
+
+
+def node_input_error(value: Any) -> dict[str, Any] | None:
+    """A node error when what its incoming edges mapped is over `data_limits.input_bytes`."""
+    return _node_error("input_too_large", "the node's input", value, "input_bytes")
+
+
+def check_request(field: str, value: Any, setting: str) -> None:
+    """Refuses a request whose `field` (input, data) is over `data_limits.<setting>`."""
+    limit = getattr(limits.current(), setting)
+    size = oversize(value, limit)
+    if size is not None:
+        raise InvalidInput([Diagnostic(field, f"is {_describe(size, limit)} (data_limits.{setting})")])
+
+
+def bound_event(type_: str, data: Any) -> Any:
+    """An emitted event's data, or a note in its place when it is over `data_limits.event_bytes`."""
+    limit = limits.current().event_bytes
+    size = oversize(data, limit)
+    if size is None:
+        return data
+    return {
+        "error": "event_too_large",
+        "message": f"the {type_} event's data was {_describe(size, limit)} (data_limits.event_bytes); it was not stored",
+        "size": size,
+        "limit": limit,
+    }
+
+
+def bound_error(err: Any) -> Any:
+    """A failure's error, cut to MAX_ERROR_BYTES: its message shortened, its details dropped."""
+    if not isinstance(err, dict) or oversize(err, MAX_ERROR_BYTES) is None:
+        return err
+    message = str(err.get("message", ""))
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[:MAX_ERROR_MESSAGE] + "…"
+    out = {k: v for k, v in err.items() if k not in ("message", "details")}
+    out["message"] = message
+    out["details"] = {"truncated": True}
+    if oversize(out, MAX_ERROR_BYTES) is not None:  # the other keys were large too
+        out = {"type": str(err.get("type", "internal"))[:200], "message": message, "details": {"truncated": True}}
+    return out
