@@ -104,6 +104,11 @@ const Edges = memo(function Edges(props: { edges: PlacedEdge[]; labels: boolean 
   );
 });
 
+/** A small graph's box fits it; a large one gets a fixed viewport to pan in. */
+function graphHeight(layout: Layout): number {
+  return layout.nodes.length > LARGE_VIEW ? 560 : Math.max(260, Math.min(560, layout.height + 70));
+}
+
 interface Box {
   x0: number;
   y0: number;
@@ -211,7 +216,7 @@ export function GraphView({ layout, status, selected, onSelect, focus }: Props) 
   const labels = view.scale >= LABEL_SCALE;
 
   return (
-    <div class="graph" ref={box}>
+    <div class="graph" ref={box} style={{ height: `${graphHeight(layout)}px` }}>
       <div class="graph-tools">
         <button type="button" onClick={fit} title="Fit the graph in view">fit</button>
         <button type="button" onClick={() => setView((v) => ({ ...v, scale: 1 }))}>1:1</button>

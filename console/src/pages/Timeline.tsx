@@ -51,8 +51,14 @@ export function Timeline({ trace, width, onSelect }: { trace: ExecutionTrace; wi
   );
   return (
     <div class="timeline">
-      <div class="tl-axis muted" style={{ marginLeft: `${LABEL}px` }}>
-        0 … {span(t1 - t0)}
+      <div class="tl-axis muted" style={{ marginLeft: `${LABEL}px`, width: `${plot}px` }}>
+        {[0, 0.25, 0.5, 0.75, 1].map((f) => (
+          <span class="tl-tick" style={{ left: `${f * plot}px` }}>
+            {f ? `+${span((t1 - t0) * f)}` : new Date(t0).toISOString().slice(11, 19)}
+          </span>
+        ))}
+      </div>
+      <div class="muted tl-usage">
         {Object.keys(trace.usage).length
           ? ` · usage: ${Object.entries(trace.usage)
               .map(([k, v]) => `${k} ${Math.round(v * 1000) / 1000}`)
