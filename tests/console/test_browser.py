@@ -213,3 +213,38 @@ def test_with_api_keys_the_console_asks_for_one_and_keeps_it_for_the_session(
     finally:
         browser.execute_script("sessionStorage.clear()")
         served.stop()
+
+
+SAGA = """
+name: saga-demo
+nodes:
+  - id: book
+    tool: {name: core.echo, args: {booked: true}}
+    compensate: {tool: {name: core.echo, args: {cancelled: true}}}
+  - id: pay
+    needs: [book]
+    tool: {name: core.sleep, args: {seconds: 600}}
+"""
+
+
+def test_cancel_with_compensation_undoes_the_completed_node(browser: Any, server: ConsoleServer) -> None:
+    server.create_workflow(SAGA)
+    ident = server.start_execution("saga-demo")
+    open_execution(browser, server, ident)
+    wait_for(lambda: node_state(browser, "pay") == "running", 60, "pay to run")
+    browser.find_element("css selector", "input[name=compensate]").click()
+    browser.find_element("css selector", "button[name=cancel]").click()
+    alert = wait_for(lambda: browser.switch_to.alert, 10, "the confirmation")
+    assert "compensations" in alert.text
+    alert.accept()
+    wait_for(lambda: execution_state(browser, "compensated"), 60, "COMPENSATED")
+    wait_for(lambda: node_state(browser, "book") == "compensated", 60, "book to be undone")
+    assert node_state(browser, "pay") == "cancelled"
+    browser.find_element("css selector", 'g[data-node-id="book"] rect').click()
+    wait_for(
+        lambda: "book.compensate (succeeded)"
+        in browser.find_element("css selector", '[data-panel-node="book"]').text,
+        30,
+        "the compensation step in the node panel",
+    )
+    assert server.execution(ident)["state"] == "STATE_COMPENSATED"
