@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
+from agentrun.engine import sizes
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.machine.guards import refusal
 from agentrun.engine.machine.plan import (
@@ -196,6 +197,8 @@ class Stepper:
             )
         except ExpressionError:
             return None  # `process` evaluates again and takes the failure path
+        if assigned and sizes.output_error("", {**record.data, **assigned}) is not None:
+            return None  # the same: `process` fails it with output_too_large
         work = Work(record, now)
         seq = work.seq = record.last_sequence + 1
         source = record.current
@@ -349,6 +352,11 @@ class Stepper:
             assigned = None
             if t.assign:
                 assigned = {key: value.evaluate(act) for key, value in t.assign}
+                too_large = sizes.output_error(
+                    "the instance's data after this assign", {**work.data, **assigned}
+                )
+                if too_large is not None:
+                    raise ActionFailed(too_large)
         except (ActionFailed, ExpressionError) as exc:
             err = (
                 exc.error
@@ -535,10 +543,13 @@ class Stepper:
             attempt += 1
             try:
                 value = await self._call(work, action, act, attempt, state)
+                too_large = sizes.output_error("the action's output", value)
+                if too_large is not None:
+                    raise ToolFailure(too_large["type"], too_large["message"], details=too_large["details"])
             except (ToolFailure, TimeoutError, ExpressionError, Exception) as exc:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
-                err = _error_of(exc, action, attempt)
+                err = sizes.bound_error(_error_of(exc, action, attempt))
                 if retry.allows_retry(attempt, err["type"]):
                     delay = retry.delay(attempt, self.m.rng)
                     if err.get("retry_after"):
