@@ -44,6 +44,15 @@ def shot(browser: Any, name: str) -> Path:
     return path
 
 
+def replace_text(element: Any, text: str) -> None:
+    """Types over a field's whole content, as a person would (select all, type)."""
+    from selenium.webdriver.common.keys import Keys
+
+    element.send_keys(Keys.CONTROL, "a")
+    element.send_keys(Keys.DELETE)
+    element.send_keys(text)
+
+
 def node_state(browser: Any, node: str) -> str | None:
     """The state a graph node shows (`data-state`), None when it is not drawn."""
     found = browser.find_elements("css selector", f'g[data-node-id="{node}"]')

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.console.browser import ConsoleServer, node_state, shot, wait_for
+from tests.console.browser import ConsoleServer, node_state, replace_text, shot, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -248,3 +248,50 @@ def test_cancel_with_compensation_undoes_the_completed_node(browser: Any, server
         "the compensation step in the node panel",
     )
     assert server.execution(ident)["state"] == "STATE_COMPENSATED"
+
+
+ESCALATING = """
+name: escalating-demo
+nodes:
+  - id: charge
+    tool: {name: core.fail, args: {type: payments.declined, message: card declined}}
+  - id: receipt
+    needs: [charge]
+    pass: {value: "${{ nodes.charge.output }}"}
+error_handlers:
+  - match: {nodes: charge}
+    action: escalate
+    timeout: 1h
+    on_timeout: fail
+"""
+
+
+def test_an_escalated_node_is_answered_through_its_form(browser: Any, server: ConsoleServer) -> None:
+    server.create_workflow(ESCALATING)
+    ident = server.start_execution("escalating-demo")
+    open_execution(browser, server, ident)
+    wait_for(lambda: node_state(browser, "charge") == "escalated", 60, "charge to escalate")
+    browser.find_element("css selector", 'g[data-node-id="charge"] rect').click()
+    form = wait_for(
+        lambda: browser.find_element("css selector", 'form.signal-form[data-signal="escalation"]'),
+        30,
+        "the escalation form",
+    )
+    replace_text(
+        form.find_element("name", "signal-data"),
+        '{"action": "skip", "node": "charge", "output": {"charged": false}}',
+    )
+    form.find_element("css selector", "button[name=send-signal]").click()
+    wait_for(lambda: node_state(browser, "charge") == "skipped", 60, "charge to be skipped")
+    wait_for(lambda: node_state(browser, "receipt") == "succeeded", 60, "receipt to run")
+    wait_for(lambda: execution_state(browser, "succeeded"), 60, "SUCCEEDED")
+
+    # The event log lists the escalation's signal.
+    browser.find_element("link text", "events").click()
+    row = wait_for(
+        lambda: browser.find_element("css selector", '[data-event-type="signal.received"]'),
+        30,
+        "the signal in the event log",
+    )
+    row.click()
+    assert '"escalation"' in browser.find_element("css selector", ".events pre.json").text

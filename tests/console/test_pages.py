@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from selenium.webdriver.common.keys import Keys
 
-from tests.console.browser import ROOT, ConsoleServer, shot, wait_for
+from tests.console.browser import ROOT, ConsoleServer, replace_text, shot, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,13 +25,6 @@ nodes:
   - id: work
     tool: {name: core.sleep, args: {seconds: 600}}
 """
-
-
-def replace_text(element: Any, text: str) -> None:
-    """Types over a field's whole content, as a person would (select all, type)."""
-    element.send_keys(Keys.CONTROL, "a")
-    element.send_keys(Keys.DELETE)
-    element.send_keys(text)
 
 
 def listed(browser: Any) -> list[str]:

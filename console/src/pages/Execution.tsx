@@ -270,7 +270,8 @@ export function ExecutionPage({ route }: { route: Route }) {
 
 /** The stored log (all pages), followed by the live events the watch delivered since. */
 function StoredEvents({ name, live, onSelect }: { name: string; live: ExecutionEvent[]; onSelect: (id: string) => void }) {
-  const [stored, setStored] = useState<ExecutionEvent[]>([]);
+  // Undefined until the first page arrives, so live rows never show before older ones.
+  const [stored, setStored] = useState<ExecutionEvent[]>();
   const [error, setError] = useState<unknown>();
   useEffect(() => {
     let on = true;
@@ -292,12 +293,15 @@ function StoredEvents({ name, live, onSelect }: { name: string; live: ExecutionE
       on = false;
     };
   }, [name]);
-  const last = stored.length ? stored[stored.length - 1].sequence : 0n;
-  const merged = useMemo(() => [...stored, ...live.filter((e) => e.sequence > last)], [stored, live]);
+  const merged = useMemo(() => {
+    if (!stored) return undefined;
+    const last = stored.length ? stored[stored.length - 1].sequence : 0n;
+    return [...stored, ...live.filter((e) => e.sequence > last)];
+  }, [stored, live]);
   return (
     <>
       <ErrorBox error={error} />
-      <EventLog events={merged} onSelect={onSelect} />
+      {merged ? <EventLog events={merged} onSelect={onSelect} /> : <p class="muted">loading the event log…</p>}
     </>
   );
 }
