@@ -25,6 +25,7 @@ import jsonschema
 
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine import sizes
+from agentrun.engine.json_values import unstorable
 from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.engine.breakers import BreakerState
 from agentrun.engine.plan import EdgePlan, HandlerPlan, NodePlan, Plan, StepPlan
@@ -790,6 +791,9 @@ class Run:
                     value = await self._invoke_bounded(step, act, ctx, key, attempt, timeout)
             else:
                 value = await self._invoke_bounded(step, act, ctx, key, attempt, timeout)
+            problem = unstorable(value, "output")
+            if problem is not None:  # what one backend could store and another not
+                raise ToolFailure("invalid_output", f"the result cannot be stored: {problem}")
             if breaker is not None:
                 self._breaker_result(breaker, True, None)
             self._post(("done", key, attempt, True, value))

@@ -17,6 +17,7 @@ from typing import Any
 import cel
 
 from agentrun.engine import limits
+from agentrun.engine.json_values import unstorable
 from agentrun.engine.expr_cost import Unparsed, crude, estimate, is_flat, parse
 
 MAX_SOURCE_BYTES = 4096
@@ -149,7 +150,11 @@ class Expression:
             raise ExpressionError(self.path, f"no such key: {exc.args[0]!r}") from None
         except (TypeError, ValueError, RuntimeError, ArithmeticError, LookupError) as exc:
             raise ExpressionError(self.path, _first_line(exc)) from None
-        return to_json(result)
+        value = to_json(result)
+        problem = unstorable(value)
+        if problem is not None:  # stored alike by every backend, or refused (json_values)
+            raise ExpressionError(self.path, f"the result cannot be stored: {problem}")
+        return value
 
     def check_cost(self, activation: Mapping[str, Any]) -> None:
         """Refuses an evaluation whose estimated cost is over the limit, before it runs: the

@@ -39,7 +39,8 @@ async def test_ok_and_mapped_errors_are_observed(
             await stub.GetExecution(es.GetExecutionRequest(name="executions/nope"))
         with pytest.raises(grpc.aio.AioRpcError):
             await channel.unary_unary("/agentrun.v1.ExecutionService/GetExecution")(b"\x0a\x05ab")
-    assert observed == [
+    # (other servers of the session, such as tests/security's, may be probed meanwhile)
+    assert [call for call in observed if call[0].startswith("/agentrun.")] == [
         ("/agentrun.v1.ExecutionService/ListExecutions", grpc.StatusCode.OK),
         ("/agentrun.v1.ExecutionService/GetExecution", grpc.StatusCode.NOT_FOUND),
         ("/agentrun.v1.ExecutionService/GetExecution", grpc.StatusCode.INVALID_ARGUMENT),
@@ -68,4 +69,5 @@ async def test_internal_and_unknown_are_observed(
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert internal.value.code() == grpc.StatusCode.INTERNAL
     assert unknown.value.code() == grpc.StatusCode.UNKNOWN
-    assert [code for _, code in observed] == [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN]
+    failed = [code for _, code in observed if code is not grpc.StatusCode.OK]
+    assert failed == [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN]

@@ -1,0 +1,42 @@
+"""Which JSON values every store can hold the same way.
+
+JSON has no NaN or infinities, and PostgreSQL cannot hold a NUL character (U+0000) in text or
+JSONB, while SQLite and memory take both: a value with either, produced at run time by an
+expression or returned by a tool, would be stored on one backend and make the commit fail on
+another (leaving the execution stuck). The API refuses such values in requests
+(agentrun.engine.message_checks); this refuses them where a step produces them, so the step
+fails with a clear error instead, the same on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["unstorable"]
+
+
+def unstorable(value: Any, path: str = "") -> str | None:
+    """Why `value` cannot be stored on every backend (the first problem, with its place under
+    `path`), or None. Iterative: no value is too deep for it."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{_at(where)}{item} is not a JSON number (no NaN or infinities)"
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return f"{_at(where)}a string holds a NUL character (\\u0000)"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return f"{_at(where)}a key holds a NUL character (\\u0000)"
+                stack.append((child, f"{where}.{key}" if where else str(key)))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def _at(where: str) -> str:
+    return f"at {where[:200]}: " if where else ""
