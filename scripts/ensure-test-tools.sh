@@ -34,3 +34,9 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
+
+# --- tests/mcp: a third-party MCP server from npm (@modelcontextprotocol/server-filesystem) ---
+if [ -f tests/mcp/package.json ] && [ ! -f tests/mcp/node_modules/.package-lock.json ]; then
+  (cd tests/mcp && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# --- end tests/mcp ---

@@ -536,6 +536,8 @@ async def _run(request: RunRequest) -> RunResult:
                 await publisher.stop()
         finally:
             await store.close()
+            if hasattr(tools, "aclose"):
+                await tools.aclose()  # MCP sessions
     return RunResult(execution, nodes, elapsed=time.monotonic() - t0, note=note)
 
 

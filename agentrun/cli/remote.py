@@ -212,6 +212,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config))
+    except ConfigError as exc:  # what the config asks for cannot be built (tools, MCP servers)
+        print(f"agentrun: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"agentrun: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -30,8 +30,9 @@ _BUILTIN = {"http.request": HttpRequest, "sql.query": SqlQuery, "email.send": Em
 def default_tools(config: Mapping[str, Any] | None = None) -> Registry:
     """The built-in tools (`core.*`, `http.request`, `sql.query`, `email.send`, configured by
     `tools.<name>`), tools from entry points (group `agentrun.tools`, unless
-    `tools.entry_points: false`; options under `tools.<entry point name>`) and tools named in
-    `tools.register`."""
+    `tools.entry_points: false`; options under `tools.<entry point name>`), tools named in
+    `tools.register`, and the tools of the MCP servers under `mcp_servers:` (connected now;
+    `await registry.aclose()` closes them)."""
     section = expand_env(dict((config or {}).get("tools") or {}))
     registry = Registry(core_tools())
     for name, cls in _BUILTIN.items():
@@ -46,7 +47,24 @@ def default_tools(config: Mapping[str, Any] | None = None) -> Registry:
     unknown = set(section) - set(_BUILTIN) - {"entry_points", "register"} - set(from_eps)
     if unknown:
         raise ValueError(f"tools: unknown keys {', '.join(sorted(unknown))}")
+    if (config or {}).get("mcp_servers"):
+        _add_mcp_tools(registry, config or {})
     return registry
+
+
+def _add_mcp_tools(registry: Registry, config: Mapping[str, Any]) -> None:
+    """The tools of the servers under `mcp_servers:` (agentrun.integrations.mcp), whose
+    sessions `registry.aclose()` closes."""
+    from agentrun.integrations.mcp import load_mcp_tools
+
+    source, tools = load_mcp_tools(config, secrets=load_secrets(config))
+    registry.on_close(source.aclose)
+    try:
+        for tool in tools:
+            registry.register(tool)
+    except ToolDefinitionError:
+        source.close()
+        raise
 
 
 def default_agents(

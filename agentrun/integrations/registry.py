@@ -86,8 +86,23 @@ def check_tool(tool: Any) -> Tool:
 class Registry(ToolRegistry):
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         for tool in tools:
             self.register(tool)
+
+    def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Runs `close` at `aclose()`: tool sources that hold connections (MCP sessions)
+        release them when whoever built the registry shuts down."""
+        self._closers.append(close)
+
+    async def aclose(self) -> None:
+        """Releases what the registered sources hold; the tools fail after this."""
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            try:
+                await close()
+            except Exception:  # one source must not keep the others open
+                log.exception("closing a tool source failed")
 
     def register(self, tool: Tool, *, replace: bool = False) -> Tool:
         check_tool(tool)

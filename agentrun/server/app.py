@@ -260,6 +260,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         if publisher is not None:
             with contextlib.suppress(Exception):
                 await publisher.stop()
+        await tools.aclose()  # MCP sessions (stdio servers stop)
         observability.close()
         if opened:
             await store.close()

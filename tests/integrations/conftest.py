@@ -62,3 +62,4 @@ async def runner_factory() -> AsyncIterator[Any]:
     yield make
     for engine in engines:
         await engine.stop(grace=0)
+        await engine.tools.aclose()  # MCP sessions, when the config named MCP servers
