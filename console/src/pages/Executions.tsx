@@ -9,10 +9,10 @@ import { activeKey, keys, chooseKey } from "../keys";
 import { href, setQuery, type Route } from "../router";
 import { ErrorBox } from "../ui/ErrorBox";
 import { Pager } from "../ui/Pager";
-import { Badge, useLoad } from "../ui/misc";
+import { Badge, useLoad, usePolling } from "../ui/misc";
 import { VirtualList } from "../ui/VirtualList";
 
-const REFRESH_MS = 3000;
+export const REFRESH_MS = 3000;
 
 /** The API filter for a workflow and a set of states (docs/grpc-api.md, ListExecutions). */
 export function executionFilter(workflow: string, states: string[]): string {
@@ -51,10 +51,7 @@ export function Executions({ route }: { route: Route }) {
     [filter, token, size, activeKey()?.key],
   );
   useEffect(() => setTokens([]), [filter, size, activeKey()?.key]);
-  useEffect(() => {
-    const timer = setInterval(() => document.visibilityState === "visible" && page.reload(), REFRESH_MS);
-    return () => clearInterval(timer);
-  }, [filter, token, size]);
+  usePolling(page.reload, REFRESH_MS, [filter, token, size]);
   const rows = useMemo(() => withinTime(page.data?.executions ?? [], from, to), [page.data, from, to]);
   const toggle = (s: string): void =>
     setQuery(route, { state: (states.includes(s) ? states.filter((x) => x !== s) : [...states, s]).join(",") });

@@ -18,8 +18,9 @@ import { machineGraph } from "../graph/model";
 import { href, setQuery, type Route } from "../router";
 import { ErrorBox } from "../ui/ErrorBox";
 import { Pager } from "../ui/Pager";
-import { Badge, Json, JsonField, parseJson, useLoad } from "../ui/misc";
+import { Badge, Json, JsonField, parseJson, useLoad, usePolling } from "../ui/misc";
 import { VirtualList } from "../ui/VirtualList";
+import { REFRESH_MS } from "./Executions";
 
 const INSTANCE_STATES = ["active", "completed", "failed", "cancelled"];
 
@@ -37,6 +38,7 @@ export function InstanceList({ route }: { route: Route }) {
   const [tokens, setTokens] = useState<string[]>([]);
   const page = useLoad(() => machines.listInstances({ filter, pageSize: 200, pageToken: tokens[tokens.length - 1] ?? "" }), [filter, tokens]);
   useEffect(() => setTokens([]), [filter]);
+  usePolling(page.reload, REFRESH_MS, [filter, tokens]);
   const field = (key: string) => (e: Event) => setQuery(route, { [key]: (e.target as HTMLInputElement).value });
   const rows = page.data?.instances ?? [];
   return (

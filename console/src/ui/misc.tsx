@@ -63,3 +63,11 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
   }, [...deps, tick]);
   return { ...state, reload: () => setTick((t) => t + 1) };
 }
+
+/** Calls `reload` every `ms` while the tab is visible: lists without a watch RPC stay current. */
+export function usePolling(reload: () => void, ms: number, deps: unknown[]): void {
+  useEffect(() => {
+    const timer = setInterval(() => document.visibilityState === "visible" && reload(), ms);
+    return () => clearInterval(timer);
+  }, deps);
+}
