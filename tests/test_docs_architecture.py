@@ -70,7 +70,7 @@ FORBIDDEN = {
         "grpc", "agentrun.engine", "agentrun.server", "agentrun.client", "agentrun.cli",
         "agentrun.integrations",
     ),
-    "agentrun/integrations/": ("grpc", "agentrun.server", "agentrun.client", "agentrun.cli"),
+    "agentrun/integrations/": ("agentrun.server", "agentrun.cli"),
     "agentrun/client/": (
         "agentrun.engine", "agentrun.storage", "agentrun.server", "agentrun.integrations",
         "agentrun.cli",
