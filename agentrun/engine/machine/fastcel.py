@@ -25,6 +25,8 @@ Fn = Callable[[Mapping[str, Any]], Any]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _MAX_TEXT = 4096
+_MAX_OPS = 16
+_WORK_OPS = frozenset({"==", "!=", "<", "<=", ">", ">=", "+", "-", "*"})
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -368,6 +370,11 @@ def compile_fast(source: str, names: frozenset[str]) -> Fn | None:
 
     `names` are the top-level names the closure may read from the activation."""
     try:
-        return _Parser(_tokens(source), names).parse()
+        tokens = _tokens(source)
+        # Each operator may read a whole value (a long string compared): a long chain of them
+        # goes to CEL, whose cost check bounds it (agentrun.engine.expr_cost).
+        if sum(1 for kind, text in tokens if kind == "op" and text in _WORK_OPS) > _MAX_OPS:
+            return None
+        return _Parser(tokens, names).parse()
     except (_Unsupported, RecursionError):
         return None
