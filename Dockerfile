@@ -6,12 +6,15 @@
 #   docker run -p 50051:50051 -p 8080:8080 -v agentrun-data:/data agentrun
 # The wheel carries the console's built assets (agentrun/server/console/static, package-data)
 # and the migrations; only the runtime dependencies are installed, never the test extras.
+# Optional runtime extras (the Kafka event bus, MCP tool servers) are left out unless asked for:
+#   docker build --build-arg EXTRAS=kafka,mcp -t agentrun .
 
 FROM python:3.11-slim AS build
+ARG EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY agentrun ./agentrun
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".${EXTRAS:+[$EXTRAS]}"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -38,7 +38,14 @@ def test_both_ports_listen_on_every_interface_and_are_exposed() -> None:
 def test_no_test_extras_are_installed() -> None:
     pip_lines = [line for line in DOCKERFILE.splitlines() if "pip " in line]
     assert pip_lines
-    assert [line for line in pip_lines if "[" in line] == []
+    # The only extras are the build argument's (runtime ones: kafka, mcp), empty by default.
+    assert [line for line in pip_lines if "[" in line.replace("${EXTRAS:+[$EXTRAS]}", "")] == []
+    (default,) = re.findall(r"^ARG EXTRAS=(.*)$", DOCKERFILE, re.M)
+    assert default.strip('"') == ""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    # What the image comment offers exists, and is not the test extras.
+    (offered,) = re.findall(r"--build-arg EXTRAS=(\S+)", DOCKERFILE)
+    assert set(offered.split(",")) <= set(extras) - {"dev"}
 
 
 def test_console_assets_are_package_data() -> None:
