@@ -91,7 +91,3 @@ export function describe(err: unknown): ApiErrorView {
   }
   return view;
 }
-
-export function isCode(err: unknown, code: Code): boolean {
-  return ConnectError.from(err).code === code;
-}

@@ -66,7 +66,7 @@ const NodeBox = memo(function NodeBox(props: {
 });
 
 /** All edges as one path of lines and one of arrowheads: two elements for any graph. */
-export function edgePaths(edges: PlacedEdge[]): { lines: string; heads: string } {
+function edgePaths(edges: PlacedEdge[]): { lines: string; heads: string } {
   const lines: string[] = [];
   const heads: string[] = [];
   for (const e of edges) {

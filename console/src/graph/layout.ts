@@ -59,7 +59,7 @@ export function layoutOptions(nodeCount: number): Record<string, string> {
   };
 }
 
-export function elkGraph(graph: Graph): ElkNode {
+function elkGraph(graph: Graph): ElkNode {
   return {
     id: "root",
     layoutOptions: layoutOptions(graph.nodes.length),

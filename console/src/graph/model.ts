@@ -24,7 +24,7 @@ export interface Graph {
 }
 
 /** The node's kind as the workflow format spells it (`switch`, not the proto's `switchNode`). */
-export function kindName(node: Node): string {
+function kindName(node: Node): string {
   return (node.kind.case ?? "node").replace(/Node$/, "");
 }
 

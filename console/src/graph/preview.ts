@@ -5,8 +5,8 @@
 import type { Graph } from "./model";
 import type { Layout } from "./layout";
 
-export const LAYER_GAP = 44;
-export const NODE_GAP = 24;
+const LAYER_GAP = 44;
+const NODE_GAP = 24;
 
 export function previewLayout(graph: Graph, width: number, height: number): Layout {
   const index = new Map(graph.nodes.map((n, i) => [n.id, i]));
