@@ -3,8 +3,9 @@
 Local commands (`validate`, `graph`, `run`) live in `agentrun.cli.local` and need no server;
 the commands that talk to a server over gRPC (`serve`, `workflows`, `start`, `watch`, `signal`,
 `cancel`, `pause`, `resume`, `rerun`, `trace`, `health`) live in `agentrun.cli.remote`,
-`agentrun executions` in `agentrun.cli.executions`, and `agentrun sm` (state machine
-instances) in `agentrun.cli.machines`. Every `--json` prints the protobuf JSON mapping
+`agentrun executions` in `agentrun.cli.executions`, `agentrun sm` (state machine
+instances) in `agentrun.cli.machines`, and `agentrun mcp` (workflows as MCP tools) in
+`agentrun.cli.mcp`. Every `--json` prints the protobuf JSON mapping
 (`agentrun.cli.output`). Each module registers its subcommands on the parser;
 a subcommand's handler takes the parsed arguments and returns the exit code.
 
@@ -73,10 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _register_remote(subparsers: argparse._SubParsersAction) -> None:
     """The server commands: `agentrun.cli.remote` (serve, workflows, start, watch, signal,
-    cancel, ...), `agentrun.cli.executions` and `agentrun.cli.machines` (`agentrun sm`)."""
+    cancel, ...), `agentrun.cli.executions`, `agentrun.cli.machines` (`agentrun sm`) and
+    `agentrun.cli.mcp`."""
     import importlib
 
-    for name in ("remote", "executions", "machines"):
+    for name in ("remote", "executions", "machines", "mcp"):
         module_name = f"agentrun.cli.{name}"
         try:
             module = importlib.import_module(module_name)
