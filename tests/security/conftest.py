@@ -240,6 +240,7 @@ class Harness:
         self.outcomes: list[Outcome] = []
         self.stored: list[str] = []  # executions that finished before the first case
         self.case_stall = 0.0  # the health probe's slowest answer during a case
+        self.stalls: dict[str, float] = {}  # per case, for the summary's slowest
 
     # -- calls -----------------------------------------------------------------------------
     def call(
@@ -433,6 +434,7 @@ def _server_survives(request: pytest.FixtureRequest) -> Iterator[None]:
     assert not h.probe.failures, f"health probe failed: {h.probe.failures[:3]}"
     stall = h.probe.take_window()
     h.case_stall = max(h.case_stall, stall)
+    h.stalls[request.node.name] = stall
     assert stall < MAX_STALL, f"the server's loop stalled {stall:.3f}s during this case"
     for name in h.stored:
         got = h.call(EX + "GetExecution", es.GetExecutionRequest(name=name))
@@ -448,4 +450,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"{dict(sorted(h.statuses.items()))}, health probe: {h.probe.checks} checks, "
             f"max wait during cases {h.case_stall * 1000:.0f} ms"
             f" (whole session {h.probe.max_wait * 1000:.0f} ms)"
+        )
+        slowest = sorted(h.stalls.items(), key=lambda kv: -kv[1])[:5]
+        terminalreporter.write_line(
+            "  slowest: " + ", ".join(f"{name} {stall * 1000:.0f} ms" for name, stall in slowest)
         )
