@@ -321,7 +321,8 @@ class Engine:
         self, spec: workflow_pb2.WorkflowSpec, *, tenant: str = DEFAULT_TENANT
     ) -> WorkflowRecord:
         self._check_open()
-        plan = self.validate(spec)
+        # Compiling a large workflow takes a few hundred ms: off the loop, which keeps serving.
+        plan = await asyncio.to_thread(self.validate, spec)
         record = await self.store.create_workflow(
             WorkflowRecord(
                 tenant=tenant,

@@ -3,6 +3,7 @@ engine's loader (which reports every problem with its field path)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from agentrun.engine.loader import load_workflow
@@ -19,8 +20,11 @@ def from_proto(spec: wf_pb.WorkflowSpec) -> wf_pb.WorkflowSpec:
     return spec
 
 
-def from_request(request: Any, *, name: str | None = None) -> tuple[Any, str]:
-    """(engine spec, a fingerprint of the definition) from a request's `definition` oneof."""
+async def from_request(request: Any, *, name: str | None = None) -> tuple[Any, str]:
+    """(engine spec, a fingerprint of the definition) from a request's `definition` oneof.
+
+    Source text is parsed on a worker thread: a large file takes a few hundred milliseconds,
+    which on the event loop would hold every other call (health included) as long."""
     which = request.WhichOneof("definition")
     if which == "spec":
         spec = request.spec
@@ -33,7 +37,7 @@ def from_request(request: Any, *, name: str | None = None) -> tuple[Any, str]:
                 spec.name = name
         return from_proto(spec), "spec:" + spec.SerializeToString(deterministic=True).hex()
     if which == "source":
-        loaded = load_source(request.source)
+        loaded = await asyncio.to_thread(load_source, request.source)
         if name is not None:
             loaded_name = spec_name(loaded)
             if loaded_name and loaded_name != name:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import hashlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -31,7 +33,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         self, request: pb.CreateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateWorkflowResponse:
         tenant = current_tenant()
-        spec, fingerprint = specs.from_request(request)
+        spec, fingerprint = await specs.from_request(request)
         digest = hashlib.sha256(fingerprint.encode()).hexdigest()
         key = (tenant, request.request_id)
         if request.request_id:
@@ -97,7 +99,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     ) -> pb.UpdateWorkflowResponse:
         tenant = current_tenant()
         name = requests.workflow_name(request.name)
-        spec, _ = specs.from_request(request, name=name)
+        spec, _ = await specs.from_request(request, name=name)
         if not request.allow_missing:
             await self._engine.get_workflow(name, tenant=tenant)  # WorkflowNotFound
         record = await self._engine.create_workflow(spec, tenant=tenant)
@@ -114,8 +116,8 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         self, request: pb.ValidateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> pb.ValidateWorkflowResponse:
         try:
-            spec, _ = specs.from_request(request)
-            plan = self._engine.validate(spec)
+            spec, _ = await specs.from_request(request)
+            plan = await asyncio.to_thread(self._engine.validate, spec)  # off the loop
         except InvalidWorkflow as exc:
             return pb.ValidateWorkflowResponse(
                 valid=False, errors=[convert.diagnostic_to_proto(d) for d in exc.diagnostics]
