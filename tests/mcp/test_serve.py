@@ -3,6 +3,7 @@ them, and the stdio server process ends with the agentrun server."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,20 @@ def test_serve_refuses_to_start_when_an_mcp_server_cannot_start(tmp_path: Path) 
     log = server.log.read_text()
     assert "agentrun: config: mcp_servers.gone: cannot connect to MCP server 'gone'" in log
     assert "no-such-program" in log and "internal error" not in log
+
+
+def test_run_with_a_config_naming_an_mcp_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agentrun.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"mcp_servers": {"t": stdio_server()}}))
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(yaml.safe_dump({"name": "local-add", "nodes": [
+        {"id": "sum", "tool": {"name": "mcp.t.add", "args": {"a": "${{ input.a }}", "b": 2}}}]}))
+    capsys.readouterr()
+    assert main(["validate", str(flow), "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["run", str(flow), "--config", str(config), "--memory", "--input", '{"a": 5}', "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["execution"]["state"] == "STATE_SUCCEEDED"
+    assert printed["execution"]["output"] == {"sum": {"sum": 7}}

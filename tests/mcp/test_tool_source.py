@@ -15,7 +15,7 @@ from agentrun.engine.ports import Effect
 from agentrun.integrations import default_tools
 from agentrun.storage.records import ExecutionState, NodeState
 
-from .conftest import kill_first_call, pid_alive, stdio_server
+from .conftest import eventually, kill_first_call, pid_alive, stdio_server
 
 
 def workflow(name: str, tool: str, args: dict[str, Any], **node: Any) -> str:
@@ -29,7 +29,7 @@ async def test_tools_are_registered_with_schemas_and_effects_from_annotations() 
         described = {d["name"]: d for d in registry.describe() if d["name"].startswith("mcp.")}
         assert set(described) == {f"mcp.t.{n}" for n in (
             "add", "put", "drop", "shout", "refuse", "count", "hang_once", "consume_once", "whoami",
-            "call_meta", "get")}
+            "call_meta", "get", "nap")}
         add = described["mcp.t.add"]
         assert add["description"] == "Adds two integers."
         assert add["args_schema"]["required"] == ["a", "b"]
@@ -72,6 +72,32 @@ async def test_one_session_is_shared_by_calls(runner_factory) -> None:
     final, nodes = await runner.run(spec)
     assert final.state is ExecutionState.SUCCEEDED, final.error
     assert nodes["a"].output["pid"] == nodes["b"].output["pid"]
+
+
+async def test_parallel_calls_share_the_session(runner_factory) -> None:
+    runner = await runner_factory({"mcp_servers": {"t": stdio_server()}})
+    spec = json.dumps({"name": "fan-out", "nodes": [{"id": "sums", "map": {
+        "items": "${{ input.numbers }}", "max_concurrency": 8,
+        "node": {"tool": {"name": "mcp.t.add", "args": {"a": "${{ item }}", "b": 1000}}}}}]})
+    final, nodes = await runner.run(spec, {"numbers": list(range(24))})
+    assert final.state is ExecutionState.SUCCEEDED, final.error
+    assert nodes["sums"].output == [{"sum": n + 1000} for n in range(24)]
+    assert runner.engine.tools.get("mcp.t.add")._connection.opened == 1
+
+
+async def test_a_node_timeout_cancels_the_request_and_keeps_the_session(runner_factory, tmp_path: Path) -> None:
+    runner = await runner_factory({"mcp_servers": {"t": stdio_server()}})
+    final, _ = await runner.run(workflow("me", "mcp.t.whoami", {}))
+    pid = final.output["call"]["pid"] if final.output else None
+    marker = tmp_path / "cancelled"
+    final, nodes = await runner.run(workflow("naps", "mcp.t.nap", {"seconds": 120, "marker": str(marker)},
+                                             timeout="1s"))
+    assert final.state is ExecutionState.FAILED
+    assert nodes["call"].error["type"] == "timeout"
+    # The MCP request was cancelled on the server, not left running there.
+    await eventually(lambda: marker.exists() and marker.read_text() == "cancelled", what="the cancellation")
+    final, nodes = await runner.run(workflow("me-again", "mcp.t.whoami", {}))
+    assert nodes["call"].output["pid"] == pid
 
 
 async def test_is_error_becomes_a_tool_error(runner_factory) -> None:

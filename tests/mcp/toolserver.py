@@ -94,6 +94,17 @@ async def consume_once(marker: str) -> dict[str, Any]:
 
 
 @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+async def nap(seconds: float, marker: str) -> dict[str, Any]:
+    """Sleeps; writes "cancelled" to `marker` when the client cancels the request."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        Path(marker).write_text("cancelled")
+        raise
+    return {"slept": seconds}
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
 def whoami() -> dict[str, int]:
     """This server process's pid."""
     return {"pid": os.getpid()}

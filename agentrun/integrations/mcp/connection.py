@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -174,7 +176,7 @@ async def _transport(spec: ServerSpec) -> AsyncIterator[Any]:
         params = StdioServerParameters(
             command=spec.command, args=list(spec.args), env=dict(spec.env) or None, cwd=spec.cwd
         )
-        yield stdio_client(params)
+        yield stdio_client(params, errlog=_errlog())
         return
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
@@ -183,6 +185,19 @@ async def _transport(spec: ServerSpec) -> AsyncIterator[Any]:
     timeout = httpx2.Timeout(spec.connect_timeout, read=300.0)
     async with httpx2.AsyncClient(headers=dict(spec.headers), timeout=timeout) as http:
         yield streamable_http_client(spec.url, http_client=http)
+
+
+def _errlog() -> Any:
+    """Where a stdio server's stderr goes: ours, when it is a real file (the child needs a
+    descriptor; a captured or replaced sys.stderr has none), else the process's original."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
 
 
 def _describe(exc: BaseException) -> str:
