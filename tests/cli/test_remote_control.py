@@ -21,11 +21,12 @@ from agentrun.integrations import default_agents, default_tools
 from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.storage.memory import MemoryStore
 
+# Long enough that a command sent right after the start finds it running on a loaded machine.
 SLOW = """
 name: slow
 nodes:
-  - {id: a, tool: {name: core.sleep, args: {seconds: 0.2}}}
-  - {id: b, needs: [a], tool: {name: core.sleep, args: {seconds: 0.2}}}
+  - {id: a, tool: {name: core.sleep, args: {seconds: 1}}}
+  - {id: b, needs: [a], tool: {name: core.sleep, args: {seconds: 1}}}
   - {id: c, needs: [b], tool: {name: core.echo, args: {done: true}}}
 """
 
