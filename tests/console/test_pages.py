@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.console.browser import ROOT, ConsoleServer, replace_text, shot, wait_for
+from tests.console.browser import ROOT, ConsoleServer, node_state, replace_text, shot, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -154,3 +154,50 @@ def test_an_api_error_shows_its_code_reason_and_field(browser: Any, server: Cons
     replace_text(field, '{"order": 7}')
     browser.find_element("css selector", "button[name=start]").click()
     wait_for(lambda: "#/executions/" in browser.current_url, 30, "the new execution's page")
+
+
+GATES = """
+name: gates-demo
+nodes:
+  - id: go
+    wait: {signal: go}
+  - id: approval
+    needs: [go]
+    wait: {signal: approval}
+  - id: done
+    needs: [approval]
+    pass: {value: "${{ nodes.approval.output }}"}
+"""
+
+
+def test_a_signal_sent_before_its_wait_is_buffered(browser: Any, server: ConsoleServer) -> None:
+    server.create_workflow(GATES)
+    ident = server.start_execution("gates-demo")
+    browser.get(f"{server.url}/#/executions/{ident}")
+    wait_for(lambda: node_state(browser, "go") == "waiting", 60, "go to wait")
+
+    def send(name: str, data: str) -> None:
+        browser.find_element("css selector", "button[name=signal]").click()
+        form = wait_for(lambda: browser.find_element("css selector", ".controls .signal-form"), 30, "the form")
+        form.find_element("name", "signal-name").send_keys(name)
+        replace_text(form.find_element("name", "signal-data"), data)
+        form.find_element("css selector", "button[name=send-signal]").click()
+
+    send("approval", '{"approved": true}')
+    wait_for(
+        lambda: "sent approval" in browser.find_element("css selector", ".controls .signal-form").text,
+        30,
+        "approval sent",
+    )
+    browser.find_element("css selector", "button[name=signal]").click()  # closes the form
+    events = server.call("ExecutionService", "ListExecutionEvents", {"parent": f"executions/{ident}"})
+    assert any(e["type"] == "signal.received" for e in events["events"])
+    assert node_state(browser, "go") == "waiting"
+    assert node_state(browser, "approval") in ("none", "pending")
+    send("go", "{}")
+    for node in ("go", "approval", "done"):
+        wait_for(lambda: node_state(browser, node) == "succeeded", 60, f"{node} to succeed")
+    got = server.call(
+        "ExecutionService", "GetExecution", {"name": f"executions/{ident}", "includeNodes": True}
+    )
+    assert next(n for n in got["nodes"] if n["nodeId"] == "done")["output"] == {"approved": True}

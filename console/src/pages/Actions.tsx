@@ -39,6 +39,7 @@ export function Controls({ execution, nodeIds, selected, onChanged }: {
   const [error, busy, run] = useAction();
   const [compensate, setCompensate] = useState(false);
   const [from, setFrom] = useState("");
+  const [signalling, setSignalling] = useState(false);
   const state = executionState(execution.state);
   const ended = ENDED_EXECUTION.has(state);
   const name = execution.name;
@@ -88,21 +89,30 @@ export function Controls({ execution, nodeIds, selected, onChanged }: {
           ))}
         </select>
       </span>
+      <button type="button" name="signal" disabled={ended} onClick={() => setSignalling(!signalling)}>
+        signal…
+      </button>
       <ErrorBox error={error} />
+      {signalling && !ended ? <SignalForm execution={execution} onChanged={onChanged} /> : null}
     </div>
   );
 }
 
-/** The signal form: fields the workflow reads from the wait's output, or raw JSON. */
-export function SignalForm({ execution, spec, nodeId, signal, onChanged }: {
+/**
+ * The signal form: fields the workflow reads from the wait's output, or raw JSON. Without a
+ * node it sends any signal by name (buffered until a wait for it is reached).
+ */
+export function SignalForm({ execution, spec, nodeId, signal: waited, onChanged }: {
   execution: Execution;
   spec?: WorkflowSpec;
-  nodeId: string;
-  signal: string;
+  nodeId?: string;
+  signal?: string;
   onChanged: (e: Execution) => void;
 }) {
+  const [named, setNamed] = useState("");
+  const signal = waited ?? named;
   const escalation = signal === "escalation";
-  const inferred = spec && !escalation ? signalFields(spec, nodeId) : [];
+  const inferred = spec && nodeId && !escalation ? signalFields(spec, nodeId) : [];
   const [values, setValues] = useState<Record<string, string>>({});
   const [raw, setRaw] = useState(inferred.length === 0);
   const [text, setText] = useState(escalation ? JSON.stringify({ action: "retry", node: nodeId }, null, 1) : "{}");
@@ -125,11 +135,18 @@ export function SignalForm({ execution, spec, nodeId, signal, onChanged }: {
     });
   };
   return (
-    <form class="signal-form" onSubmit={submit} data-signal={signal}>
-      <h3>
-        {escalation ? "Answer the escalation" : `Signal `}
-        {escalation ? null : <code>{signal}</code>}
-      </h3>
+    <form class="signal-form" onSubmit={submit} data-signal={waited ?? ""}>
+      {waited ? (
+        <h3>
+          {escalation ? "Answer the escalation" : `Signal `}
+          {escalation ? null : <code>{signal}</code>}
+        </h3>
+      ) : (
+        <label class="field">
+          <span>signal name</span>
+          <input name="signal-name" value={named} onInput={(e) => setNamed((e.target as HTMLInputElement).value)} />
+        </label>
+      )}
       {escalation ? (
         <p class="muted">
           <code>action</code>: retry, skip or fail; <code>output</code>: the output of a skip.
@@ -158,7 +175,7 @@ export function SignalForm({ execution, spec, nodeId, signal, onChanged }: {
         <span>signal id (optional: applied once)</span>
         <input name="signal-id" value={signalId} onInput={(e) => setSignalId((e.target as HTMLInputElement).value)} />
       </label>
-      <button type="submit" name="send-signal" disabled={busy || Boolean(data.error)}>
+      <button type="submit" name="send-signal" disabled={busy || Boolean(data.error) || !signal}>
         {escalation ? "answer" : signal.startsWith("approv") ? "approve" : "send"}
       </button>{" "}
       <span class="muted">{sent}</span>
