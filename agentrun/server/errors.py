@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 
 from agentrun.engine import errors as engine_errors
 from agentrun.engine.errors import MAX_DIAGNOSTICS, AgentrunError, Diagnostic, clip, summary
-from agentrun.engine.machine.errors import InstanceNotFound
+from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
 from agentrun.engine.message_checks import check_message
 from agentrun.server._wrap import Malformed
 from agentrun.storage.base import LeaseLost, StoreError
@@ -191,6 +191,21 @@ def to_status(exc: BaseException) -> status_pb2.Status:
                             subject=metadata.get("execution", "") or metadata.get("name", ""),
                             description=f"not allowed in state {state}" if state else text,
                         )
+                    ]
+                )
+            )
+        )
+    if isinstance(exc, EventNotAccepted):  # and which events the state does accept
+        details.append(
+            _pack(
+                error_details_pb2.PreconditionFailure(
+                    violations=[
+                        error_details_pb2.PreconditionFailure.Violation(
+                            type="EVENT",
+                            subject=event,
+                            description=f"accepted in state {exc.current_state}",
+                        )
+                        for event in exc.accepted[:MAX_DIAGNOSTICS]
                     ]
                 )
             )

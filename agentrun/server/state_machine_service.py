@@ -1,27 +1,22 @@
 """StateMachineService: thin adapters from requests to the MachineEngine and back.
 
 Registered on an AgentrunServer with `add_to_server(server, machines)` (before `start()`).
-Errors the shared mapping (`agentrun.server.errors`) does not know are mapped here:
-INSTANCE_NOT_FOUND is NOT_FOUND; an event the state does not accept is FAILED_PRECONDITION
-(ILLEGAL_TRANSITION) whose details list the accepted events.
+Errors map in the one shared place (`agentrun.server.errors`): INSTANCE_NOT_FOUND is
+NOT_FOUND; an event the state does not accept is FAILED_PRECONDITION (ILLEGAL_TRANSITION) whose
+details list the accepted events.
 """
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2
-from grpc_status import rpc_status
 
-from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
 from agentrun.server import convert, requests
 from agentrun.server.auth import current_tenant
-from agentrun.server.errors import ApiError, invalid_argument, to_status
+from agentrun.server.errors import ApiError, invalid_argument
 from agentrun.server.interceptors import Lifecycle
 from agentrun.server.streams import until_stopped
 from agentrun.storage.machines import HistoryRecord, InstanceRecord, InstanceState
@@ -44,8 +39,6 @@ __all__ = [
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StateMachineService"].full_name
 INSTANCES = "instances/"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
-
-R = TypeVar("R")
 
 
 def add_to_server(
@@ -179,50 +172,11 @@ def transition_to_proto(entry: HistoryRecord) -> sm_pb.InstanceTransition:
     return msg
 
 
-# Errors this service adds to the shared mapping ------------------------------------
-def _status_of(exc: BaseException) -> Any:
-    status = to_status(exc)
-    if isinstance(exc, InstanceNotFound):
-        status.code = code_pb2.NOT_FOUND
-    elif isinstance(exc, EventNotAccepted):
-        failure = error_details_pb2.PreconditionFailure(
-            violations=[
-                error_details_pb2.PreconditionFailure.Violation(
-                    type="EVENT",
-                    subject=event,
-                    description=f"accepted in state {exc.current_state}",
-                )
-                for event in exc.accepted
-            ]
-        )
-        packed = any_pb2.Any()
-        packed.Pack(failure)
-        status.details.append(packed)
-    return status
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-    await context.abort_with_status(rpc_status.to_status(_status_of(exc)))
-
-
-def _mapped(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    @functools.wraps(method)
-    async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
-        try:
-            return await method(self, request, context)
-        except (InstanceNotFound, EventNotAccepted) as exc:
-            await _abort(context, exc)
-            raise AssertionError("unreachable") from None
-
-    return call
-
-
 class StateMachineService(pb_grpc.StateMachineServiceServicer):
     def __init__(self, machines: MachineEngine, lifecycle: Lifecycle | None = None) -> None:
         self._machines = machines
         self._lifecycle = lifecycle or Lifecycle()
 
-    @_mapped
     async def CreateInstance(
         self, request: pb.CreateInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateInstanceResponse:
@@ -239,7 +193,6 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         )
         return pb.CreateInstanceResponse(instance=instance_to_proto(record))
 
-    @_mapped
     async def GetInstance(
         self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetInstanceResponse:
@@ -248,7 +201,6 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         )
         return pb.GetInstanceResponse(instance=instance_to_proto(record))
 
-    @_mapped
     async def ListInstances(
         self, request: pb.ListInstancesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListInstancesResponse:
@@ -272,7 +224,6 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
             )
         return response
 
-    @_mapped
     async def SendEvent(
         self, request: pb.SendEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendEventResponse:
@@ -292,7 +243,6 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
             instance=instance_to_proto(record), transition=transition_to_proto(entry)
         )
 
-    @_mapped
     async def ListInstanceHistory(
         self, request: pb.ListInstanceHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListInstanceHistoryResponse:
@@ -314,7 +264,6 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
             )
         return response
 
-    @_mapped
     async def GetAvailableEvents(
         self, request: pb.GetAvailableEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetAvailableEventsResponse:
@@ -325,7 +274,6 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
             current_state=record.current, events=events, state=_STATES[record.state]
         )
 
-    @_mapped
     async def CancelInstance(
         self, request: pb.CancelInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelInstanceResponse:
@@ -341,13 +289,10 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
     ) -> AsyncIterator[pb.WatchInstanceResponse]:
         ident = instance_id(request.name)
         last = requests.sequence(request.after_sequence)
-        try:
-            entries = self._machines.watch(ident, tenant=current_tenant(), after_sequence=last)
-            async for entry in until_stopped(entries, self._lifecycle.draining):
-                last = entry.sequence
-                yield pb.WatchInstanceResponse(transition=transition_to_proto(entry))
-        except InstanceNotFound as exc:
-            await _abort(context, exc)
+        entries = self._machines.watch(ident, tenant=current_tenant(), after_sequence=last)
+        async for entry in until_stopped(entries, self._lifecycle.draining):
+            last = entry.sequence
+            yield pb.WatchInstanceResponse(transition=transition_to_proto(entry))
         if self._lifecycle.is_draining:
             raise ApiError(
                 "SHUTTING_DOWN",
