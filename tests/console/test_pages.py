@@ -195,6 +195,9 @@ def test_a_signal_sent_before_its_wait_is_buffered(browser: Any, server: Console
     assert node_state(browser, "go") == "waiting"
     assert node_state(browser, "approval") in ("none", "pending")
     send("go", "{}")
+    # A path route names the same page as the hash route.
+    browser.get(f"{server.url}/executions/{ident}")
+    wait_for(lambda: f"#/executions/{ident}" in browser.current_url, 30, "the hash route")
     for node in ("go", "approval", "done"):
         wait_for(lambda: node_state(browser, node) == "succeeded", 60, f"{node} to succeed")
     got = server.call(
