@@ -181,3 +181,22 @@ def test_bad_options_are_usage_errors() -> None:
     assert main(["mcp", "--http", "nowhere"]) == 2
 
 
+
+
+async def test_api_key_and_tenant(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, env={"AGENTRUN_API_KEYS": "acme-key:acme,zeta-key:zeta"}).start()
+    try:
+        async with AsyncClient(server.address, api_key="acme-key") as client:
+            await client.create_workflow(GREET)
+        async with AsyncClient(server.address, api_key="zeta-key") as client:
+            await client.create_workflow({**SHOUT, "name": "zeta-only"})
+        async with Client(gateway(server, "--api-key", "acme-key")) as mcp:
+            assert {t.name for t in (await mcp.list_tools()).tools} == {"greet", "get_execution"}
+            result = await mcp.call_tool("greet", {"name": "Acme"})
+            assert result.structured_content["output"] == {"greeting": "Hello, Acme"}
+        done = subprocess.run([*AGENTRUN, "mcp", "--server", server.address], env={"PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert done.returncode == 1 and done.stdout == ""
+        assert "unauthenticated" in done.stderr and "--api-key" in done.stderr
+    finally:
+        server.stop()
