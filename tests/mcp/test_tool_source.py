@@ -163,6 +163,25 @@ async def test_server_killed_mid_call_reconnects_on_retry(runner_factory, tmp_pa
     assert retried and retried[0].data["error"]["type"] == "mcp.unavailable"
 
 
+async def test_a_server_that_died_while_idle_is_replaced_before_the_next_call(
+        runner_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentrun.integrations.mcp import connection
+
+    monkeypatch.setattr(connection, "IDLE_CHECK_SECONDS", 0.0)  # every call counts as after idle
+    runner = await runner_factory({"mcp_servers": {"t": stdio_server()}})
+    final, nodes = await runner.run(workflow("me", "mcp.t.whoami", {}))
+    first = nodes["call"].output["pid"]
+    final, nodes = await runner.run(workflow("me-too", "mcp.t.whoami", {}))
+    assert nodes["call"].output["pid"] == first  # a live session passes the check
+    assert runner.engine.tools.get("mcp.t.whoami")._connection.opened == 1
+    os.kill(first, signal.SIGKILL)
+    await eventually(lambda: not pid_alive(first), what="the server process to die")
+    # No retry policy: the call must not fail because the old session is gone.
+    final, nodes = await runner.run(workflow("me-again", "mcp.t.whoami", {}))
+    assert final.state is ExecutionState.SUCCEEDED, final.error
+    assert nodes["call"].attempt == 1 and nodes["call"].output["pid"] != first
+
+
 async def test_a_destructive_tool_is_not_called_again_after_a_lost_call(runner_factory, tmp_path: Path) -> None:
     runner = await runner_factory({"mcp_servers": {"t": stdio_server()}})
     marker = tmp_path / "marker"

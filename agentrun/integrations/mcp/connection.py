@@ -4,7 +4,9 @@ Runs on the MCP loop (`loop.LoopThread`). A session is opened by an owner task t
 SDK's `Client` and holds it until told to close: anyio requires the task that entered a
 transport to be the one that leaves it. When the server process dies or the HTTP session is
 lost, the calls in flight fail with `ConnectionLost`; the session is dropped and the next call
-opens a new one (a new process for a stdio server).
+opens a new one (a new process for a stdio server). A session that sat idle is pinged before
+its next call, so a server that died meanwhile is replaced before the call is sent instead of
+failing it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from typing import Any
 from agentrun.integrations.mcp.config import ServerSpec
 
 log = logging.getLogger("agentrun.integrations.mcp")
+
+# A session unused for this long is pinged before the next call.
+IDLE_CHECK_SECONDS = 5.0
 
 # Progress of one call: (progress, total, message).
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -48,6 +53,7 @@ class Connection:
         self._lock: asyncio.Lock | None = None
         # How many sessions were opened: 1 after the first, +1 per reconnect.
         self.opened = 0
+        self._last_used = 0.0
 
     async def list_tools(self) -> list[Any]:
         client = await self._session()
@@ -87,9 +93,27 @@ class Connection:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._client is not None and self._owner is not None and not self._owner.done():
-                return self._client
+                if await self._alive(self._client):
+                    return self._client
             await self._drop()
             return await self._open()
+
+    async def _alive(self, client: Any) -> bool:
+        """False when an idle session no longer answers (its server died meanwhile). The probe
+        is a tools/list: MCP 2026-07-28 removed ping, and every server answers this one."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_used < IDLE_CHECK_SECONDS:
+            return True
+        try:
+            async with asyncio.timeout(self.spec.connect_timeout):
+                await client.list_tools(cache_mode="refresh")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure: open a new session
+            log.info("%s: idle session is gone (%s); reconnecting", self.spec.where, _describe(exc))
+            return False
+        self._last_used = loop.time()
+        return True
 
     async def _open(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -110,6 +134,7 @@ class Connection:
         except Exception as exc:
             raise ConnectionLost(f"cannot connect to {self.spec.where}: {_describe(exc)}") from None
         self._client, self._owner, self._stop = client, owner, stop
+        self._last_used = loop.time()
         self.opened += 1
         if self.opened > 1:
             log.info("%s: reconnected (session %d)", self.spec.where, self.opened)
@@ -153,7 +178,9 @@ class Connection:
         from mcp_types import CONNECTION_CLOSED
 
         try:
-            return await call
+            result = await call
+            self._last_used = asyncio.get_running_loop().time()
+            return result
         except asyncio.CancelledError:
             raise
         except MCPError as exc:
