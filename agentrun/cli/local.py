@@ -458,7 +458,7 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-async def _open_store(url: str | None) -> Any:
+async def _open_store(url: str | None, lease_seconds: float | None = None) -> Any:
     from agentrun.storage.base import StoreError
     from agentrun.storage.factory import open_store, resolve_url
 
@@ -467,7 +467,7 @@ async def _open_store(url: str | None) -> Any:
     except Exception as exc:  # sqlalchemy.exc.ArgumentError: not a URL
         raise UserError(f"--db {url}: not a database URL ({exc})") from None
     try:
-        return await open_store(resolved)
+        return await open_store(resolved, lease_seconds=lease_seconds)
     except StoreError as exc:
         raise StoreUnavailable(f"cannot open the store {_redact(resolved)}: {exc}") from None
 
@@ -504,7 +504,7 @@ async def _run(request: RunRequest) -> RunResult:
     # server's executions, and the server takes over this one if `run` dies before its end.
     engine_config.replica_id = _run_replica_id()
     engine_config.adopt = False
-    store = await _open_store(request.db_url)
+    store = await _open_store(request.db_url, engine_config.lease_seconds)
     engine = Engine(store, tools=tools, agents=agents, config=engine_config)
     t0 = time.monotonic()
     publisher = None

@@ -69,6 +69,9 @@ log = logging.getLogger("agentrun.engine")
 DEFAULT_TENANT = "default"
 WORKFLOW_CACHE_SECONDS = 1.0
 EVENT_UPKEEP_SECONDS = 3600.0
+# The claim loop's shortest sleep: after a lease expired, and between claims of leases that
+# are expired yet locked (a peer is claiming them at that moment).
+CLAIM_MIN_DELAY = 0.05
 
 
 @dataclass(slots=True)
@@ -204,6 +207,8 @@ class Engine:
                 self.replica_id, lease_seconds=self.lease_seconds, now=self.clock(), limit=1_000_000,
                 include_own=True,
             )
+            if claimed:
+                log.info("claimed %d unfinished executions at start; resuming them", len(claimed))
             await self._resume_all(claimed)
         await self._upkeep_events()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="agentrun-leases")
@@ -262,7 +267,7 @@ class Engine:
         cut off, or an `agentrun run` interrupted): so a lease that expires is taken over
         within one period, whether this replica just started or has run for days."""
         while not self.draining:
-            await asyncio.sleep(self.lease_seconds / 3)
+            await asyncio.sleep(await self._until_claimable())
             if self.draining:
                 return
             try:
@@ -277,6 +282,22 @@ class Engine:
                     await self._upkeep_events()
             except Exception:  # noqa: BLE001 - the store is away; try again next round
                 log.warning("claiming orphaned executions failed", exc_info=True)
+
+    async def _until_claimable(self) -> float:
+        """How long the claim loop sleeps: until lease/12 after the first lease held elsewhere
+        expires, at most lease/3. Waking at the expiry, not at a fixed poll, bounds a dead
+        replica's take-over by its lease, the grace and the time of one claim."""
+        period = self.lease_seconds / 3
+        try:
+            expiry = await self.store.next_lease_expiry(self.replica_id)
+        except Exception:  # noqa: BLE001 - the store is away: poll as usual
+            return period
+        if expiry is None:
+            return period
+        # A grace of lease/12 past the expiry spares a live replica whose renewal is a little
+        # late (a busy loop), and keeps the take-over well within lease + lease/3.
+        grace = self.lease_seconds / 12
+        return min(period, max(CLAIM_MIN_DELAY, expiry - self.clock() + grace))
 
     def _on_notification(self, kind: str, execution_id: str) -> None:
         if kind == "events":

@@ -196,7 +196,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         raise ConfigError(f"config: {exc}") from None
     observability = Observability.from_config(config)
     engine_config.instrumentation = observability.instrumentation()
-    store = make_store(config.database_url)
+    store = make_store(config.database_url, lease_seconds=engine_config.lease_seconds)
     engine: Any = None
     server: AgentrunServer | None = None
     http: Any = None

@@ -120,6 +120,12 @@ class Store(abc.ABC):
     async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
         """Extends every unfinished lease `owner` holds; returns their execution ids."""
 
+    async def next_lease_expiry(self, owner: str) -> float | None:
+        """When the first lease of an unfinished execution held by anyone but `owner` expires
+        (0 when one has no holder), so a replica can claim it the moment it is free instead of
+        at its next poll; None when there is nothing to take over."""
+        return None
+
     @abc.abstractmethod
     async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
         """Hands leases back (expires them now) so another replica may claim at once."""

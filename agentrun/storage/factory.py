@@ -41,15 +41,16 @@ def resolve_url(url: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-async def open_store(url: str | None = None) -> Store:
+async def open_store(url: str | None = None, *, lease_seconds: float | None = None) -> Store:
     """Builds and opens the store; raises StoreError if the database cannot be reached."""
-    store = make_store(url)
+    store = make_store(url, lease_seconds=lease_seconds)
     await store.open()
     return store
 
 
-def make_store(url: str | None = None) -> Store:
-    """The store `url` names, not yet opened (`serve` binds its port before it opens one)."""
+def make_store(url: str | None = None, *, lease_seconds: float | None = None) -> Store:
+    """The store `url` names, not yet opened (`serve` binds its port before it opens one).
+    `lease_seconds`: the lease its replicas keep (SqlStore bounds idle transactions by it)."""
     resolved = resolve_url(url)
     store: Store
     if resolved == "memory":
@@ -64,5 +65,7 @@ def make_store(url: str | None = None) -> Store:
         if isinstance(synchronous, tuple):
             synchronous = synchronous[-1]
         parsed = parsed.difference_update_query(["synchronous"])
-        store = SqlStore(parsed.render_as_string(hide_password=False), synchronous=synchronous)
+        store = SqlStore(
+            parsed.render_as_string(hide_password=False), synchronous=synchronous, lease_seconds=lease_seconds
+        )
     return store

@@ -211,6 +211,14 @@ class MemoryStore(Store):
                 owned.add(record.id)
         return owned
 
+    async def next_lease_expiry(self, owner: str) -> float | None:
+        times = [
+            (r.lease_expires_at or 0.0) if r.owner is not None else 0.0
+            for r in self._executions.values()
+            if not r.state.terminal and r.owner != owner
+        ]
+        return min(times, default=None)
+
     async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
         wanted = None if execution_ids is None else set(execution_ids)
         for record in self._executions.values():

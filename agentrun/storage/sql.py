@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import functools
 import re
 import json
 import sqlite3
@@ -73,7 +74,7 @@ class SqlStore(Store):
     # How long a SQLite write waits for another process's write lock before StoreError.
     busy_timeout_ms = 10_000
 
-    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, url: str, *, synchronous: str = "FULL", lease_seconds: float | None = None) -> None:
         self._url = sa.make_url(url)
         backend = self._url.get_backend_name()
         if self._url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
@@ -84,6 +85,11 @@ class SqlStore(Store):
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
         self._synchronous = synchronous.upper()
+        # PostgreSQL ends a session idle inside a transaction this long: a frozen replica must
+        # not keep row locks that hide its executions from claims. Up to the lease, that still
+        # frees them within lease + lease/3 of the freeze; shorter, it would also end the
+        # sessions of a live replica whose loop stalled for a few seconds on a busy machine.
+        self._idle_in_transaction_ms = max(IDLE_IN_TRANSACTION_MS, int((lease_seconds or 0) * 1000))
         self._sqlite = backend == "sqlite"
         if self._sqlite and self._url.database in (None, "", ":memory:"):
             raise ValueError("SqlStore needs a SQLite file; use the 'memory' store for RAM")
@@ -95,6 +101,7 @@ class SqlStore(Store):
             index_elements=[db.executions.c.tenant, db.executions.c.request_id]
         )
         self._engine: AsyncEngine | None = None
+        self._lease_engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         # SQLite: every write runs on one thread with a plain sqlite3 connection, so a group
         # commit costs one hand-off between threads instead of one per statement.
@@ -132,29 +139,43 @@ class SqlStore(Store):
             self._sync_writer = self._sqlite_writer()
             self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentrun-sqlite-writer")
         else:
-            self._engine = create_async_engine(
-                self._url,
-                pool_size=10,
-                max_overflow=20,
+            options: dict[str, Any] = dict(
                 # asyncpg waits 60 s for a connection by default; fail over sooner. A replica
                 # frozen inside a transaction (SIGSTOP, a VM pause) must not keep its row locks,
                 # which would hide its executions from the other replicas' claims.
                 connect_args={
                     "timeout": 10,
-                    "server_settings": {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
+                    "server_settings": {"idle_in_transaction_session_timeout": str(self._idle_in_transaction_ms)},
                 },
                 json_serializer=db.jsonb_dumps,
             )
+            # 28 + 2 for leases + 1 LISTEN: 31 connections at most per replica, as documented.
+            self._engine = create_async_engine(self._url, pool_size=10, max_overflow=18, **options)
+            # Lease renewals and claims on connections of their own: a burst of reads and
+            # commits that holds every pooled connection must not make a live replica's
+            # renewal wait until its leases expired.
+            self._lease_engine = create_async_engine(self._url, pool_size=1, max_overflow=1, **options)
             # Single-statement reads need no BEGIN/ROLLBACK round trips.
             self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
-            await self._transaction(_migrate)
+            if not await self._schema_current():
+                await self._transaction(_migrate)
         except BaseException:
             await self._dispose()
             raise
         self._writer_task = asyncio.create_task(self._run_writer(), name="agentrun-sql-writer")
         if self._listeners:
             self._start_listener()
+
+    async def _schema_current(self) -> bool:
+        """Whether the database is at the migrations' head, read outside any transaction:
+        a replica restarting on a busy machine then never sits inside a transaction while
+        alembic loads its scripts (PostgreSQL ended such sessions as idle in transaction)."""
+        try:
+            rows = await self._read(sa.text("SELECT version_num FROM alembic_version"))
+        except Exception:  # noqa: BLE001 - a new database, or one away: the migration says which
+            return False
+        return {row[0] for row in rows} == {_migration_head()}
 
     async def close(self) -> None:
         if self._engine is None:
@@ -193,7 +214,9 @@ class SqlStore(Store):
         # On PostgreSQL the reader is a view of the same engine and pool.
         if self._engine is not None:
             await self._engine.dispose()
-        self._engine = self._reader = None
+        if self._lease_engine is not None:
+            await self._lease_engine.dispose()
+        self._engine = self._reader = self._lease_engine = None
 
     def _sqlite_pragmas(self, engine: Any, *, writer: bool) -> None:
         synchronous = self._synchronous
@@ -239,11 +262,13 @@ class SqlStore(Store):
             raise StoreError("the store is not open")
         return self._engine
 
-    async def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
+    async def _transaction(self, work: Callable[[sa.Connection], T], *, leases: bool = False) -> T:
         """Runs `work` (plain, synchronous SQLAlchemy Core) in one write transaction: on
-        SQLite in the writer thread, on PostgreSQL through asyncpg; constraint violations
-        pass through raw."""
+        SQLite in the writer thread, on PostgreSQL through asyncpg (`leases`: on the lease
+        pool); constraint violations pass through raw."""
         engine = self._engine
+        if leases and self._lease_engine is not None and engine is not None:
+            engine = self._lease_engine
         if engine is None:
             raise StoreError("the store is not open")
         with _store_errors():
@@ -729,7 +754,7 @@ class SqlStore(Store):
             rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(t.c.id))
             return [db.execution_record(row) for row in rows]
 
-        return await self._transaction(claim)
+        return await self._transaction(claim, leases=True)
 
     async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
         self._require_open()
@@ -750,7 +775,16 @@ class SqlStore(Store):
             conn.execute(t.update().where(t.c.id.in_(ids)).values(lease_expires_at=now + lease_seconds))
             return set(ids)
 
-        return await self._transaction(renew)
+        return await self._transaction(renew, leases=True)
+
+    async def next_lease_expiry(self, owner: str) -> float | None:
+        t = db.executions
+        held = sa.case((t.c.owner.is_(None), 0.0), else_=sa.func.coalesce(t.c.lease_expires_at, 0.0))
+        query = sa.select(sa.func.min(held)).where(
+            t.c.state.in_(_UNFINISHED), sa.or_(t.c.owner.is_(None), t.c.owner != owner)
+        )
+        rows = await self._read(query)
+        return None if rows[0][0] is None else float(rows[0][0])
 
     async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
         self._require_open()
@@ -758,7 +792,7 @@ class SqlStore(Store):
         statement = t.update().where(t.c.owner == owner).values(lease_expires_at=0.0)
         if execution_ids is not None:
             statement = statement.where(t.c.id.in_(list(execution_ids)))
-        await self._transaction(lambda conn: conn.execute(statement))
+        await self._transaction(lambda conn: conn.execute(statement), leases=True)
 
     # Events ----------------------------------------------------------------
     async def list_events(
@@ -882,7 +916,8 @@ class _Rows:
 _CHANNEL = "agentrun"
 # How often a SQLite store looks for rows other processes wrote (signals, events).
 SQLITE_POLL_SECONDS = 0.2
-# Our transactions are short; one idle this long belongs to a frozen or lost process.
+# Our transactions are short; one idle this long belongs to a frozen or lost process (the
+# floor: a store that knows its lease waits that long).
 IDLE_IN_TRANSACTION_MS = 5_000
 
 
@@ -994,6 +1029,16 @@ _CONSUME = (
     )
     .values(consumed_by=sa.bindparam("b_node"))
 )
+
+
+@functools.cache
+def _migration_head() -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def _migrate(conn: sa.Connection) -> None:

@@ -133,6 +133,24 @@ def pg_activity(url: str) -> str:
     return "\n".join(f"  {r['pid']} {r['state']} {r['wait_event_type']} xact {r['xact_age']} {r['query']!r}" for r in rows)
 
 
+async def _leases(url: str) -> dict[str, tuple[str | None, int, str]]:
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.text("SELECT id, owner, lease_epoch, state FROM executions"))
+            return {r.id: (r.owner, r.lease_epoch, r.state) for r in rows}
+    finally:
+        await engine.dispose()
+
+
+def read_leases(url: str) -> dict[str, tuple[str | None, int, str]]:
+    """execution id -> (owner, lease epoch, state): a light read, for timing take-overs."""
+    return run_sync(_leases(url))
+
+
 def read_snapshot(url: str, *, events: bool = False) -> Snapshot:
     return run_sync(snapshot(url, events=events))
 

@@ -212,3 +212,100 @@ async def test_a_replica_frozen_inside_a_transaction_does_not_block_take_over(pg
     finally:
         await frozen.close()
         await other.close()
+
+
+# The bug (issue 13, item 9): a replica restarted on a busy machine opened its store inside a
+# transaction that stayed open while alembic loaded its scripts, even when the schema was
+# current, and PostgreSQL ended its sessions as idle in transaction (5 s, whatever the lease):
+# the store now reads the schema version first, and bounds idle transactions by the lease
+@pytest.mark.timeout(60)
+async def test_a_restart_on_a_current_schema_runs_no_migration(pg_url: str, monkeypatch) -> None:
+    import sqlalchemy as sa
+
+    from agentrun.storage import sql
+
+    def refuse(_conn: Any) -> None:
+        raise AssertionError("a migration transaction was opened on a current schema")
+
+    monkeypatch.setattr(sql, "_migrate", refuse)
+    store = sql.SqlStore(pg_url, lease_seconds=15)  # pg_url is migrated already
+    await store.open()
+    try:
+        rows = await store._read(sa.text("SHOW idle_in_transaction_session_timeout"))
+        assert rows[0][0] == "15s"
+    finally:
+        await store.close()
+
+
+# The bug (issue 13, item 9): renewals and claims ran in one loop, one after the other, every
+# lease/3: a replica busy resuming a batch of adopted executions renewed late and lost its own
+# leases, and claims happened only at that fixed beat (take-over up to lease + lease/3 + the
+# time of the loop). The claim loop now wakes when the first lease held elsewhere expires
+async def test_the_next_expiry_of_a_lease_held_elsewhere(pg_url: str) -> None:
+    import time
+
+    from agentrun.storage.records import ExecutionRecord
+    from agentrun.storage.sql import SqlStore
+
+    for store in (MemoryStore(), SqlStore(pg_url)):
+        await store.open()
+        try:
+            now = time.time()
+            assert await store.next_lease_expiry("a") is None
+            for i, owner in enumerate(["a", "b", "b"]):
+                record = ExecutionRecord(id=f"x{i}", tenant="default", workflow="w", version=1,
+                                         state=ExecutionState.RUNNING, input={}, created_at=now)
+                await store.create_execution(record)
+                await store.claim_executions(owner, lease_seconds=10 + i, now=now, limit=1)
+            assert await store.next_lease_expiry("a") == pytest.approx(now + 11)
+            assert await store.next_lease_expiry("b") == pytest.approx(now + 10)
+            assert await store.next_lease_expiry("c") == pytest.approx(now + 10)
+            # Not by expiry, its own: a late renewal must not bump the epoch under its runs.
+            claimed = await store.claim_executions("a", lease_seconds=1, now=now + 100)
+            assert [r.id for r in claimed] == ["x1", "x2"]
+            assert (await store.get_execution("x0")).lease_epoch == 1
+        finally:
+            await store.close()
+
+
+class SlowResume(ProxyStore):
+    """Counts renewals; reading an execution's nodes (which resuming an adopted execution
+    does) hangs until the test lets it through, as a slow batch of resumptions would."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.renewals = 0
+        self.resuming = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
+        self.renewals += 1
+        return await self.inner.renew_leases(owner, lease_seconds=lease_seconds, now=now)
+
+    async def get_nodes(self, execution_id: str) -> Any:
+        self.resuming.set()
+        await self.release.wait()
+        return await self.inner.get_nodes(execution_id)
+
+
+# The bug (issue 13, item 9): Engine._maintain renewed this replica's leases and then resumed
+# the orphans it had claimed, in one loop: while a long batch of resumptions ran, nothing was
+# renewed, the replica's own leases expired and a peer took them ("lease lost" for all at once)
+async def test_renewals_go_on_while_adopted_executions_are_resumed() -> None:
+    inner = MemoryStore()
+    await crashed_mid_step(inner, retries=3)  # leased to "a", which is gone
+    store = SlowResume(inner)
+    b = Engine(store, tools=Registry(core_tools()), agents=default_agents(),
+               config=EngineConfig(replica_id="b", lease_seconds=0.3))
+    await b.start()
+    try:
+        await asyncio.wait_for(store.resuming.wait(), 10)  # b adopted a's execution
+        before = store.renewals
+        deadline = asyncio.get_running_loop().time() + 10
+        while store.renewals < before + 3:  # three more renewal periods, resumption still hung
+            assert asyncio.get_running_loop().time() < deadline, "no renewal while resuming"
+            await asyncio.sleep(0.02)
+        assert not store.release.is_set()
+    finally:
+        store.release.set()
+        await b.stop(grace=0)

@@ -1,16 +1,18 @@
 """Three `agentrun serve` replicas on one PostgreSQL; one is killed with SIGKILL every few
 seconds and started again. Every execution succeeds, no committed step runs again, none is
-lost, and a dead replica's executions are taken over within lease + heartbeat.
+lost, no live replica loses a lease, and every kill's orphans are taken over within
+lease + one renewal period (lease/3) of the kill, as docs/runtime.md promises.
 
-Half of the restarts wait until the others adopted the orphans (take-over is measured);
-the others are immediate (a replica restarted under its id takes its own executions back at
-once, without waiting for the leases to expire).
+Half of the restarts wait until the others adopted the orphans; the others are immediate (a
+replica restarted under its id takes its own executions back at once, without waiting for the
+leases to expire): the bound holds for both, whoever takes the orphans.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from tests.durability.common import (
     Replica,
     check_event_logs,
     children,
+    read_leases,
     read_snapshot,
     run_sync,
     wait_finished,
@@ -30,10 +33,14 @@ from tests.durability.ledger import Ledger, check, mark, steps_workflow
 from tests.durability.pg import PrivatePostgres
 
 STEPS = 20
-LEASE = 1.5
-HEARTBEAT = LEASE / 3
-# Slack over lease + heartbeat for two busy cores (claim query, resume, polling here).
-SLACK = 2.5
+# Short, so the test is quick; the bound is measured relative to it.
+LEASE = 3.0
+RENEWAL = LEASE / 3
+BOUND = LEASE + RENEWAL
+# What a live replica must never log, and what PostgreSQL says when it ends a session that
+# sat idle inside a transaction.
+LEASE_LOST = re.compile(r"lease on execution \S+ was lost|lease lost to another replica")
+IDLE_KILLED = re.compile(r"idle-in-transaction|idle_in_transaction")
 
 
 def replicas_under_fire(
@@ -42,14 +49,15 @@ def replicas_under_fire(
     rng = random.Random(seed)
     ledger = workdir / "ledger.txt"
     replicas = [Replica(workdir, url, name, ledger, lease=LEASE) for name in ("a", "b", "c")]
-    takeovers: list[float] = []
+    takeovers: list[float] = []  # seconds from a kill to each orphan's take-over
+    reclaims: list[float] = []  # seconds from an immediate restart to its own orphans' reclaim
     with children() as procs:
         for r in replicas:
             procs.append(r.start())
         for r in replicas:
             r.wait_ready()
         addresses = [r.address for r in replicas]
-        run_sync(create_workflow(addresses, steps_workflow("steps", STEPS, sleep)))
+        run_sync(create_workflow(addresses, steps_workflow("steps", STEPS, sleep, max_attempts=10)))
         ids = run_sync(start_executions(addresses, "steps", executions))
         assert len(set(ids)) == executions
         for k in range(kills):
@@ -58,63 +66,81 @@ def replicas_under_fire(
             victim.kill()
             killed_at = time.time()
             mark(ledger, f"killed {victim.name} generation {victim.generation}")
-            snap = read_snapshot(url)
-            orphans = {
-                i for i, row in snap.executions.items() if row["owner"] == victim.name and row["state"] not in TERMINAL
+            rows = read_leases(url)
+            # An orphan is taken over when its lease epoch moves on (a peer's claim, or the
+            # restarted replica's own) or it ends (it cannot end before a claim: its owner is dead).
+            pending = {
+                i: epoch for i, (owner, epoch, state) in rows.items() if owner == victim.name and state not in TERMINAL
             }
-            if k % 2 == 0 and orphans:
-                # Measure take-over: each orphan leased to another replica (or finished).
-                pending = set(orphans)
-                while pending:
-                    now = read_snapshot(url)
-                    for i in list(pending):
-                        row = now.executions[i]
-                        if row["owner"] != victim.name or row["state"] in TERMINAL:
-                            pending.discard(i)
-                            takeovers.append(time.time() - killed_at)
-                    assert time.time() - killed_at < LEASE + HEARTBEAT + 15, (
-                        f"orphans of {victim.name} not taken over: {sorted(pending)[:5]}"
-                    )
-                    time.sleep(0.05)
-            procs.append(victim.start())
+            restarted_at = None
+            if k % 2:
+                procs.append(victim.start())
+                restarted_at = time.time()
+            while pending:
+                rows = read_leases(url)
+                now = time.time()  # after the read: a take-over is never counted early
+                for i, (owner, epoch, state) in rows.items():
+                    if i in pending and (epoch > pending[i] or state in TERMINAL):
+                        del pending[i]
+                        takeovers.append(now - killed_at)
+                        if restarted_at is not None and owner == victim.name:
+                            reclaims.append(now - restarted_at)
+                assert now - killed_at < BOUND + 30, f"orphans of {victim.name} not taken over: {sorted(pending)[:5]}"
+                time.sleep(0.02)
+            if restarted_at is None:
+                procs.append(victim.start())
             victim.wait_ready()
 
         wait_finished(url, 60 + executions * 0.3, logs=lambda: {r.name: r.child.log.read_text() for r in replicas})
         for r in replicas:
             r.stop()
+    logs = {r.name: r.child.log.read_text(errors="replace") for r in replicas if r.child is not None}
+    for name, text in logs.items():
+        lost = LEASE_LOST.findall(text)
+        assert not lost, f"replica {name}, alive, lost {len(lost)} leases: {lost[:3]}"
+        assert not IDLE_KILLED.search(text), f"replica {name}: PostgreSQL ended an idle transaction"
     final = read_snapshot(url, events=True)
     assert all(row["state"] == "SUCCEEDED" for i, row in final.executions.items()), final.states()
     report = check(Ledger.read(ledger), final.outputs(), final.expected_keys(STEPS))
     report.assert_ok()
     check_event_logs(final)
-    return {"report": report, "takeovers": takeovers}
+    return {"report": report, "takeovers": takeovers, "reclaims": reclaims}
 
 
 def _seed() -> int:
     return int(os.environ.get("DURABILITY_SEED", random.randrange(1 << 30)))
 
 
-@pytest.mark.timeout(150)
+def _report(result: dict[str, object]) -> list[float]:
+    takeovers: list[float] = result["takeovers"]  # type: ignore[assignment]
+    reclaims: list[float] = result["reclaims"]  # type: ignore[assignment]
+    print(result["report"].summary())  # type: ignore[attr-defined]
+    print(
+        f"take-over after kill: worst {max(takeovers, default=0):.2f}s over {len(takeovers)} orphans"
+        f" (lease {LEASE}s, renewal every {RENEWAL:.2f}s, bound {BOUND:.2f}s);"
+        f" reclaimed by the restarted replica: {len(reclaims)}, worst {max(reclaims, default=0):.2f}s after its start"
+    )
+    return takeovers
+
+
+@pytest.mark.timeout(240)
 def test_three_replicas_one_killed_every_few_seconds(tmp_path: Path, private_pg: PrivatePostgres) -> None:
     seed = _seed()
     print(f"seed {seed}")
-    result = replicas_under_fire(tmp_path, private_pg.url, executions=30, kills=3, sleep=0.3, seed=seed)
-    takeovers = result["takeovers"]
-    print(result["report"].summary())
-    print(f"take-over after kill: max {max(takeovers, default=0):.2f}s over {len(takeovers)} orphans"
-          f" (lease {LEASE}s, heartbeat {HEARTBEAT:.2f}s)")
+    result = replicas_under_fire(tmp_path, private_pg.url, executions=30, kills=4, sleep=1.0, seed=seed)
+    takeovers = _report(result)
     assert takeovers, "some kill left orphans to take over"
-    assert max(takeovers) < LEASE + HEARTBEAT + SLACK
+    assert max(takeovers) < BOUND
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_three_replicas_many_kills_200_executions(tmp_path: Path, private_pg: PrivatePostgres) -> None:
+@pytest.mark.timeout(1200)
+def test_three_replicas_ten_kills_200_executions(tmp_path: Path, private_pg: PrivatePostgres) -> None:
+    """The issue's acceptance: 10 random kills under 200 executions x 20 steps."""
     seed = _seed()
     print(f"seed {seed}")
-    result = replicas_under_fire(tmp_path, private_pg.url, executions=200, kills=12, sleep=0.4, seed=seed)
-    takeovers = result["takeovers"]
-    print(result["report"].summary())
-    print(f"take-over after kill: max {max(takeovers, default=0):.2f}s over {len(takeovers)} orphans")
+    # Steps of 3 s keep executions running through all ten kills.
+    result = replicas_under_fire(tmp_path, private_pg.url, executions=200, kills=10, sleep=3.0, seed=seed)
+    takeovers = _report(result)
     assert takeovers
-    assert max(takeovers) < LEASE + HEARTBEAT + SLACK
+    assert max(takeovers) < BOUND
