@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
 
 from agentrun.client import AsyncClient
 from tests.durability.common import wait_until
@@ -92,6 +92,8 @@ async def test_lists_workflows_as_tools_and_runs_one(agentrun_server: ServerProc
 
         result = await mcp.call_tool("shout", {"input": "hey"})
         assert result.structured_content["output"] == {"loud": "hey!"}
+        with pytest.raises(MCPError, match="no tool named 'door'"):  # a state machine
+            await mcp.call_tool("door", {})
 
 
 async def test_refused_input_and_failed_runs_are_tool_errors(agentrun_server: ServerProcess) -> None:
@@ -140,10 +142,10 @@ async def test_workflow_selects_the_tools(agentrun_server: ServerProcess) -> Non
             await client.create_workflow({**GREET, "name": "later"})
         # The list is read from the server each time: a workflow created later appears.
         assert {t.name for t in (await mcp.list_tools()).tools} == {"greet", "later", "get_execution"}
-        from mcp import MCPError
-
         with pytest.raises(MCPError, match="no tool named 'shout'"):
             await mcp.call_tool("shout", {"input": "x"})
+        with pytest.raises(MCPError, match="no tool named 'Not A Name'"):
+            await mcp.call_tool("Not A Name", {})
 
 
 async def test_streamable_http(agentrun_server: ServerProcess, tmp_path: Path) -> None:

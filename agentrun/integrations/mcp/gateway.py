@@ -32,7 +32,13 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
 from agentrun.client import AsyncClient
-from agentrun.client.errors import AgentrunError, DeadlineExceeded, InvalidInput, NotFound
+from agentrun.client.errors import (
+    AgentrunError,
+    DeadlineExceeded,
+    InvalidArgument,
+    InvalidInput,
+    NotFound,
+)
 from agentrun.client.types import Execution, Workflow
 
 log = logging.getLogger("agentrun.mcp")
@@ -147,15 +153,24 @@ class Gateway:
         )
 
     async def tools(self) -> list[types.Tool]:
-        selected = set(self.options.workflows)
-        found: list[types.Tool] = []
-        async for workflow in self.client.list_workflows():
-            if selected and workflow.name not in selected:
-                continue
-            if workflow.spec.get("mode") == "MODE_STATE_MACHINE":
-                continue  # instances receive events; they do not run to an output
-            found.append(workflow_tool(workflow))
+        found = [workflow_tool(w) async for w in self.client.list_workflows() if self._offers(w)]
         return [*found, GET_EXECUTION_TOOL]
+
+    def _offers(self, workflow: Workflow) -> bool:
+        if self.options.workflows and workflow.name not in self.options.workflows:
+            return False
+        # A state machine's instances receive events; they do not run to an output.
+        return workflow.spec.get("mode") != "MODE_STATE_MACHINE"
+
+    async def _tool(self, name: str) -> types.Tool:
+        """The offered workflow `name` as a tool (one GetWorkflow, not the whole list)."""
+        try:
+            workflow = await self.client.get_workflow(name)
+        except (NotFound, InvalidArgument):  # InvalidArgument: not even a workflow name
+            workflow = None
+        if workflow is None or not self._offers(workflow):
+            raise MCPError(INVALID_PARAMS, f"no tool named {name!r}: it is not an offered workflow")
+        return workflow_tool(workflow)
 
     async def _list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
         try:
@@ -177,9 +192,7 @@ class Gateway:
             return error_result(f"agentrun server: {exc}")
 
     async def _run_workflow(self, ctx: Any, name: str, args: dict[str, Any]) -> types.CallToolResult:
-        tool = next((t for t in await self.tools() if t.name == name and t.name != GET_EXECUTION), None)
-        if tool is None:
-            raise MCPError(INVALID_PARAMS, f"no tool named {name!r}: it is not an offered workflow")
+        tool = await self._tool(name)
         run_input = args.get(WRAPPED) if is_wrapped(tool) else args
         execution = await self.client.start_execution(name, run_input)
         return await self._wait(ctx, execution.id, self.options.wait)
