@@ -94,6 +94,13 @@ def replicas_under_fire(
         wait_finished(url, 60 + executions * 0.3, logs=lambda: {r.name: r.child.log.read_text() for r in replicas})
         for r in replicas:
             r.stop()
+    report = final_checks(url, ledger, replicas)
+    return {"report": report, "takeovers": takeovers, "reclaims": reclaims}
+
+
+def final_checks(url: str, ledger: Path, replicas: list[Replica]) -> object:
+    """No live replica lost a lease or had a session ended; every execution succeeded; no
+    step lost or run again after its commit; event logs whole."""
     logs = {r.name: r.child.log.read_text(errors="replace") for r in replicas if r.child is not None}
     for name, text in logs.items():
         lost = LEASE_LOST.findall(text)
@@ -104,7 +111,7 @@ def replicas_under_fire(
     report = check(Ledger.read(ledger), final.outputs(), final.expected_keys(STEPS))
     report.assert_ok()
     check_event_logs(final)
-    return {"report": report, "takeovers": takeovers, "reclaims": reclaims}
+    return report
 
 
 def _seed() -> int:
@@ -144,3 +151,46 @@ def test_three_replicas_ten_kills_200_executions(tmp_path: Path, private_pg: Pri
     takeovers = _report(result)
     assert takeovers
     assert max(takeovers) < BOUND
+
+
+@pytest.mark.timeout(180)
+def test_a_replica_restarted_under_its_id_takes_its_work_back_at_once(
+    tmp_path: Path, private_pg: PrivatePostgres
+) -> None:
+    """With the default 15 s lease no peer may claim before 15 s: whatever the restart costs on
+    this machine (seconds), the restarted replica itself must take its executions back."""
+    url, ledger = private_pg.url, tmp_path / "ledger.txt"
+    replicas = [Replica(tmp_path, url, name, ledger, lease=15.0) for name in ("a", "b")]
+    with children() as procs:
+        for r in replicas:
+            procs.append(r.start())
+        for r in replicas:
+            r.wait_ready()
+        addresses = [r.address for r in replicas]
+        run_sync(create_workflow(addresses, steps_workflow("steps", STEPS, 0.5, max_attempts=10)))
+        run_sync(start_executions(addresses, "steps", 10))
+        victim = replicas[0]
+        wait_until = time.time() + 30
+        while not any(o == "a" and s not in TERMINAL for o, _, s in read_leases(url).values()):
+            assert time.time() < wait_until, "replica a runs nothing"
+            time.sleep(0.05)
+        victim.kill()
+        rows = read_leases(url)
+        orphans = {i: epoch for i, (owner, epoch, state) in rows.items() if owner == "a" and state not in TERMINAL}
+        restarted_at = time.time()
+        procs.append(victim.start())
+        while True:
+            now = read_leases(url)
+            taken = {i: now[i] for i in orphans if now[i][1] > orphans[i] or now[i][2] in TERMINAL}
+            if len(taken) == len(orphans):
+                break
+            assert time.time() - restarted_at < 60, f"not taken back: {sorted(set(orphans) - set(taken))}"
+            time.sleep(0.05)
+        reclaimed = time.time() - restarted_at
+        assert {owner for owner, _, _ in taken.values()} == {"a"}, taken
+        print(f"{len(orphans)} executions taken back by the restarted replica {reclaimed:.2f}s after its start")
+        victim.wait_ready()
+        wait_finished(url, 90, logs=lambda: {r.name: r.child.log.read_text() for r in replicas})
+        for r in replicas:
+            r.stop()
+    final_checks(url, ledger, replicas)
