@@ -40,6 +40,7 @@ export function Controls({ execution, nodeIds, selected, onChanged }: {
   const [compensate, setCompensate] = useState(false);
   const [from, setFrom] = useState("");
   const [signalling, setSignalling] = useState(false);
+  const [suggest, setSuggest] = useState(false);
   const state = executionState(execution.state);
   const ended = ENDED_EXECUTION.has(state);
   const name = execution.name;
@@ -82,12 +83,23 @@ export function Controls({ execution, nodeIds, selected, onChanged }: {
         >
           rerun from
         </button>
-        <select name="rerun-from" value={from} onChange={(e) => setFrom((e.target as HTMLSelectElement).value)}>
-          <option value="">{selected ? `selected (${selected.replace(/\[.*$/, "")})` : "where it failed"}</option>
-          {nodeIds.map((n) => (
-            <option value={n}>{n}</option>
-          ))}
-        </select>
+        {/* A field with suggestions rather than a select: a 1,000-node workflow's ids become
+            options only once the field is used. */}
+        <input
+          name="rerun-from"
+          list="rerun-nodes"
+          value={from}
+          placeholder={selected ? `selected (${selected.replace(/\[.*$/, "")})` : "where it failed"}
+          onFocus={() => setSuggest(true)}
+          onInput={(e) => setFrom((e.target as HTMLInputElement).value)}
+        />
+        {suggest ? (
+          <datalist id="rerun-nodes">
+            {nodeIds.map((n) => (
+              <option value={n} />
+            ))}
+          </datalist>
+        ) : null}
       </span>
       <button type="button" name="signal" disabled={ended} onClick={() => setSignalling(!signalling)}>
         signal…
