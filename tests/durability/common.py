@@ -394,6 +394,20 @@ class Replica:
             self.child.terminate()
 
 
+def serve_all(procs: list[Child], replicas: list[Replica], source: str) -> list[str]:
+    """Starts every replica, waits until each serves, creates the workflow `source`; returns
+    their addresses."""
+    from tests.durability.grpc_util import create_workflow
+
+    for r in replicas:
+        procs.append(r.start())
+    for r in replicas:
+        r.wait_ready()
+    addresses = [r.address for r in replicas]
+    run_sync(create_workflow(addresses, source))
+    return addresses
+
+
 def diagnose(snap: Snapshot, logs: dict[str, str], ambiguous_starts: Iterable[str] = ()) -> dict[str, str]:
     """What an unfinished execution looks like, for failure messages. The signatures are those of
     bugs these tests found (tests/durability/test_engine_bugs.py reproduces each)."""

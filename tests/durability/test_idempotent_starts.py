@@ -22,9 +22,9 @@ from tests.durability.common import (
     children,
     read_snapshot,
     run_sync,
+    serve_all,
     wait_finished,
 )
-from tests.durability.grpc_util import create_workflow
 from tests.durability.ledger import Ledger, check, steps_workflow
 from tests.durability.pg import PrivatePostgres
 
@@ -86,12 +86,7 @@ def test_1000_concurrent_starts_100_request_ids_3_replicas(tmp_path: Path, priva
     ledger = tmp_path / "ledger.txt"
     replicas = [Replica(tmp_path, pg_url, name, ledger, lease=5.0) for name in ("a", "b", "c")]
     with children() as procs:
-        for r in replicas:
-            procs.append(r.start())
-        for r in replicas:
-            r.wait_ready()
-        addresses = [r.address for r in replicas]
-        run_sync(create_workflow(addresses, steps_workflow("once", STEPS, 0.0)))
+        addresses = serve_all(procs, replicas, steps_workflow("once", STEPS, 0.0))
         got, codes = run_sync(storm(addresses, 1000, 100))
         wait_finished(pg_url, 60, logs=lambda: {r.name: r.child.log.read_text() for r in replicas})
         for r in replicas:

@@ -26,9 +26,10 @@ from tests.durability.common import (
     read_leases,
     read_snapshot,
     run_sync,
+    serve_all,
     wait_finished,
 )
-from tests.durability.grpc_util import create_workflow, start_executions
+from tests.durability.grpc_util import start_executions
 from tests.durability.ledger import Ledger, check, mark, steps_workflow
 from tests.durability.pg import PrivatePostgres
 
@@ -52,12 +53,7 @@ def replicas_under_fire(
     takeovers: list[float] = []  # seconds from a kill to each orphan's take-over
     reclaims: list[float] = []  # seconds from an immediate restart to its own orphans' reclaim
     with children() as procs:
-        for r in replicas:
-            procs.append(r.start())
-        for r in replicas:
-            r.wait_ready()
-        addresses = [r.address for r in replicas]
-        run_sync(create_workflow(addresses, steps_workflow("steps", STEPS, sleep, max_attempts=10)))
+        addresses = serve_all(procs, replicas, steps_workflow("steps", STEPS, sleep, max_attempts=10))
         ids = run_sync(start_executions(addresses, "steps", executions))
         assert len(set(ids)) == executions
         for k in range(kills):
@@ -162,12 +158,7 @@ def test_a_replica_restarted_under_its_id_takes_its_work_back_at_once(
     url, ledger = private_pg.url, tmp_path / "ledger.txt"
     replicas = [Replica(tmp_path, url, name, ledger, lease=15.0) for name in ("a", "b")]
     with children() as procs:
-        for r in replicas:
-            procs.append(r.start())
-        for r in replicas:
-            r.wait_ready()
-        addresses = [r.address for r in replicas]
-        run_sync(create_workflow(addresses, steps_workflow("steps", STEPS, 0.5, max_attempts=10)))
+        addresses = serve_all(procs, replicas, steps_workflow("steps", STEPS, 0.5, max_attempts=10))
         run_sync(start_executions(addresses, "steps", 10))
         victim = replicas[0]
         wait_until = time.time() + 30
