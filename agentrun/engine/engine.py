@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import secrets as _secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -144,9 +145,25 @@ def _breaker_specs(data: Any) -> dict[str, BreakerSpec]:
     return breakers
 
 
+_last_id = [0, 0]  # (millisecond, random part) of this process's newest id
+_id_lock = threading.Lock()
+
+
 def new_execution_id(clock: Callable[[], float] = time.time) -> str:
-    """Ids sort by creation time (millisecond prefix), then by chance."""
-    return f"{int(clock() * 1000):012x}{_secrets.token_hex(6)}"
+    """Ids sort by creation time (millisecond prefix), then by chance.
+
+    Within one process they also sort in creation order: an id made in the same millisecond
+    as the one before (or with a clock that stepped back) takes the previous random part plus
+    one, as monotonic ULIDs do, so ListExecutions pages in start order."""
+    millis = int(clock() * 1000)
+    with _id_lock:
+        last_ms, last_rand = _last_id
+        if millis <= last_ms and last_rand < 0xFFFF_FFFF_FFFF:
+            millis, rand = last_ms, last_rand + 1
+        else:
+            rand = _secrets.randbits(47)  # room to count up within a millisecond
+        _last_id[:] = [millis, rand]
+    return f"{millis:012x}{rand:012x}"
 
 
 def request_fingerprint(**payload: Any) -> str:
