@@ -168,3 +168,22 @@ def test_json_size_is_the_compact_json_size(value: Any) -> None:
 
     exact = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     assert json_size(value, 10**9) == exact
+
+
+@pytest.mark.parametrize(
+    "value",
+    [list(range(1000)), {str(i): [i, "é"] for i in range(500)}, [{"k": "v" * i} for i in range(200)]],
+)
+def test_json_size_is_exact_for_large_collections_too(value: Any) -> None:
+    import json
+
+    exact = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    assert json_size(value, 10**9) == exact
+
+
+def test_json_size_stops_past_the_limit_and_survives_deep_nesting() -> None:
+    assert json_size(["s" * 50_000] * 2_000, MB) > MB
+    deep: Any = []
+    for _ in range(5_000):
+        deep = [deep]
+    assert json_size(deep, 10**9) == 10_002
