@@ -1,7 +1,9 @@
 """Suite-wide checks.
 
 Every in-process agentrun server (whichever fixture or test built it) reports each finished
-call's status to `CALL_OBSERVERS`; a test in which any call answered INTERNAL or UNKNOWN fails,
+call's status to `CALL_OBSERVERS`, and every `agentrun serve` child that
+tests/server/subprocess_server.py starts writes it to its access log; a test in which any call
+answered INTERNAL or UNKNOWN fails,
 because nothing a test sends may crash the server or leak an unmapped error. A test that means to
 provoke one says so with `@pytest.mark.allow_rpc_status("INTERNAL", reason=...)`.
 """
@@ -14,6 +16,7 @@ import grpc
 import pytest
 
 from agentrun.server.interceptors import CALL_OBSERVERS
+from tests.server import subprocess_server
 
 FORBIDDEN = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 
@@ -35,6 +38,15 @@ def _no_internal_or_unknown_status(request: pytest.FixtureRequest) -> Iterator[l
         yield seen
     finally:
         CALL_OBSERVERS.remove(observe)
+    # `agentrun serve` children (tests/server/subprocess_server.py): their access logs.
+    for child in list(subprocess_server.WATCHED):
+        seen += [
+            f"{method} -> {code} (agentrun serve)"
+            for method, code in child.bad_statuses()
+            if code not in allowed
+        ]
+        if child.proc is not None and child.proc.poll() is not None:
+            subprocess_server.WATCHED.remove(child)
     if seen:
         pytest.fail(
             f"{len(seen)} call(s) answered INTERNAL or UNKNOWN: {seen[:10]}"

@@ -1,8 +1,14 @@
-"""`agentrun serve` in a child process on a free port, over a SQLite file in a temp dir."""
+"""`agentrun serve` in a child process on a free port, over a SQLite file in a temp dir.
+
+The child writes its access log (one line per call, with the status) to `server.log`; the
+suite-wide check (tests/conftest.py) reads the new lines of every child after each test and
+fails the test if a call answered INTERNAL or UNKNOWN, as it does for in-process servers.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +20,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
+# Children started and not yet read to the end of their logs (see `bad_statuses`).
+WATCHED: list[ServerProcess] = []
+# An access-log line (agentrun.server.interceptors): method, status code, duration, tenant.
+ACCESS_LINE = re.compile(r"(/\S+) ([A-Z_]+) \d+(?:\.\d+)?ms tenant=")
+BAD = ("INTERNAL", "UNKNOWN")
 
 
 def free_port() -> int:
@@ -39,10 +50,12 @@ class ServerProcess:
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "server.log"
+        self._read = 0  # bytes of the log `bad_statuses` has read
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRUN_")}
-        env.update(PYTHONPATH=str(ROOT), **self.extra_env)
+        env.update(PYTHONPATH=str(ROOT), AGENTRUN_ACCESS_LOG="1")
+        env.update(self.extra_env)
         command = [
             sys.executable,
             "-c",
@@ -60,6 +73,8 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 command, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL, stderr=log
             )
+        if self not in WATCHED:
+            WATCHED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -94,3 +109,21 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def bad_statuses(self) -> list[tuple[str, str]]:
+        """(method, code) of the calls logged since the last look that answered INTERNAL or
+        UNKNOWN."""
+        return [(method, code) for method, code in self.new_calls() if code in BAD]
+
+    def new_calls(self) -> list[tuple[str, str]]:
+        """(method, code) of every call logged since the last look."""
+        try:
+            with open(self.log, "rb") as log:
+                log.seek(self._read)
+                text = log.read()
+        except FileNotFoundError:
+            return []
+        end = text.rfind(b"\n") + 1  # a line still being written is read next time
+        self._read += end
+        lines = text[:end].decode(errors="replace").splitlines()
+        return [(m[1], m[2]) for m in map(ACCESS_LINE.search, lines) if m]

@@ -5,6 +5,7 @@ escapes outside the error mapping included, so the check cannot pass by not look
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +16,7 @@ from agentrun.server import AgentrunServer
 from agentrun.server.interceptors import CALL_OBSERVERS
 from agentrun.v1 import execution_service_pb2 as es
 from agentrun.v1 import execution_service_pb2_grpc as es_grpc
+from tests.server.subprocess_server import ServerProcess
 
 
 @pytest.fixture
@@ -71,3 +73,19 @@ async def test_internal_and_unknown_are_observed(
     assert unknown.value.code() == grpc.StatusCode.UNKNOWN
     failed = [code for _, code in observed if code is not grpc.StatusCode.OK]
     assert failed == [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN]
+
+
+def test_serve_children_log_every_status_the_check_reads(tmp_path: Path) -> None:
+    """The check reads `agentrun serve` children from their access logs: the lines parse."""
+    server = ServerProcess(tmp_path).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = es_grpc.ExecutionServiceStub(channel)
+            stub.ListExecutions(es.ListExecutionsRequest())
+            with pytest.raises(grpc.RpcError):
+                stub.GetExecution(es.GetExecutionRequest(name="executions/nope"))
+    finally:
+        server.stop()
+    calls = server.new_calls()
+    assert ("/agentrun.v1.ExecutionService/ListExecutions", "OK") in calls, calls
+    assert ("/agentrun.v1.ExecutionService/GetExecution", "NOT_FOUND") in calls, calls
