@@ -98,3 +98,24 @@ def test_coercion_follows_the_schema_only() -> None:
     assert [type(got[k]) for k in ("n", "i", "x")] == [float, int, float]
     assert type(coerce_numbers(2.5, {"type": "integer"})) is float  # not whole: left to validation
     assert coerce_numbers([1, 2], {"prefixItems": [{"type": "number"}]}) == [1.0, 2]
+
+
+@pytest.fixture
+def mock_responses() -> dict[str, Any]:
+    return {"scorer": {"score": 2}}
+
+
+async def test_an_agents_output_schema_types_its_numbers(harness: Harness) -> None:
+    spec = """
+name: scored
+nodes:
+  - id: a
+    agent:
+      model: mock/scorer
+      prompt: score it
+      output_schema: {type: object, properties: {score: {type: number}}}
+  - {id: b, needs: [a], pass: {value: "${{ nodes.a.output.score + 0.5 }}"}}
+"""
+    final, nodes = await harness.run(spec)
+    assert final.state.name == "SUCCEEDED", final.error
+    assert nodes["b"].output == 2.5
