@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from google.protobuf import json_format
@@ -42,6 +42,7 @@ from agentrun.engine.errors import (
 )
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.executor import CONTROL_SIGNAL, Run
+from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.hub import Hub, follow
 from agentrun.engine.redact import Redactor
 from agentrun.engine.instrument import Instrumentation, current_traceparent
@@ -65,9 +66,12 @@ from agentrun.storage.records import (
 )
 from agentrun.v1 import workflow_pb2
 
+if TYPE_CHECKING:
+    from agentrun.engine.machine.engine import MachineEngine
+    from agentrun.engine.machine.plan import MachinePlan
+
 log = logging.getLogger("agentrun.engine")
 
-DEFAULT_TENANT = "default"
 WORKFLOW_CACHE_SECONDS = 1.0
 EVENT_UPKEEP_SECONDS = 3600.0
 # The claim loop's shortest sleep: after a lease expired, and between claims of leases that
@@ -206,8 +210,9 @@ class Engine:
         self._runs: dict[str, Run] = {}
         self._plans: dict[tuple[str, str, int], Plan] = {}
         self._workflow_cache: dict[tuple[str, str, int], tuple[WorkflowRecord, float]] = {}
-        # Set by agentrun.engine.machine.MachineEngine: state machine instances.
-        self.machines: Any = None
+        # Set by MachineEngine (state machine instances on this engine): a DAG `workflow`
+        # node runs an instance as its child, and the server registers their service.
+        self.machines: MachineEngine | None = None
         self._waiters: dict[str, list[asyncio.Future[ExecutionRecord]]] = {}
         self._started = False
 
@@ -411,6 +416,11 @@ class Engine:
     def _forget_workflow(self, tenant: str, name: str) -> None:
         for key in [k for k in self._workflow_cache if k[0] == tenant and k[1] == name]:
             del self._workflow_cache[key]
+
+    def cached_plan(self, tenant: str, name: str, version: int) -> Plan | MachinePlan | None:
+        """The plan compiled when this version was created or first run here, if any (either
+        kind: `create_workflow` compiles state machines too)."""
+        return self._plans.get((tenant, name, version))
 
     async def _plan(self, record: WorkflowRecord) -> Plan:
         key = (record.tenant, record.name, record.version)

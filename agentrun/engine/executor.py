@@ -31,6 +31,9 @@ from agentrun.engine.breakers import BreakerState
 from agentrun.engine.plan import EdgePlan, HandlerPlan, NodePlan, Plan, StepPlan
 from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
 from agentrun.engine.retry import NO_RETRY, RetrySpec
+from agentrun.engine.runtime.common import error_dict
+from agentrun.engine.runtime.redaction import redacted_batch
+from agentrun.engine.runtime.retries import next_retry
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -58,10 +61,6 @@ CONTROL_SIGNAL = "agentrun.control"
 _DONE = frozenset({NodeState.SUCCEEDED, NodeState.FAILED, NodeState.SKIPPED, NodeState.CANCELLED})
 _EXEC_EVENT = {s: f"execution.{s.value.lower()}" for s in ExecutionState}
 _NODE_EVENT = {s: f"node.{s.value.lower()}" for s in NodeState}
-
-
-def error_dict(type_: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"type": type_, "message": message, "details": details or {}}
 
 
 @dataclass(slots=True)
@@ -340,7 +339,7 @@ class Run:
             batch.fence = (self.record.owner, self.record.lease_epoch)
         redactor = self.engine.redactor
         if redactor:
-            batch = _redacted(batch, redactor)
+            batch = redacted_batch(batch, redactor)
         if batch.events or batch.nodes or batch.execution is not None or batch.consumed_signals:
             self.batch = Batch()
             self._dirty = {}
@@ -915,11 +914,8 @@ class Run:
 
     def _attempt_failed(self, node: NodePlan, rec: NodeRecord, err: dict[str, Any]) -> None:
         rec.error = err
-        policy = self._policy(node, err["type"])
-        if policy.allows_retry(rec.attempt, err["type"]):
-            delay = policy.delay(rec.attempt, self.engine.rng)
-            if "retry_after" in err:
-                delay = max(delay, float(err["retry_after"]))
+        delay = next_retry(self._policy(node, err["type"]), node.step, rec.attempt, err, self.engine.rng)
+        if delay is not None:
             if node.total_timeout is None or (
                 self.engine.clock() + delay - (rec.started_at or 0) < node.total_timeout
             ):
@@ -1273,10 +1269,8 @@ class Run:
             return
         irec.error = value
         policy = node.body.retry or self._policy(node, value["type"])
-        if policy.allows_retry(attempt, value["type"]):
-            delay = policy.delay(attempt, self.engine.rng)
-            if "retry_after" in value:
-                delay = max(delay, float(value["retry_after"]))
+        delay = next_retry(policy, node.body, attempt, value, self.engine.rng)
+        if delay is not None:
             irec.wake_at = self.engine.clock() + delay
             self._set_node(irec, NodeState.RETRYING, {"attempt": attempt, "error": value, "delay": delay, "index": index_n})
             state.retrying.add(index_n)
@@ -1388,8 +1382,8 @@ class Run:
         else:
             crec.error = value
             policy = node.compensate.retry or NO_RETRY
-            if policy.allows_retry(attempt, value["type"]):
-                delay = policy.delay(attempt, self.engine.rng)
+            delay = next_retry(policy, node.compensate, attempt, value, self.engine.rng)
+            if delay is not None:
                 crec.wake_at = self.engine.clock() + delay
                 self._set_node(crec, NodeState.RETRYING, {"attempt": attempt, "error": value, "delay": delay})
                 self._arm_timer(key, delay, self._retry_due)
@@ -1521,24 +1515,6 @@ def _summed(total: dict[str, float] | None, more: dict[str, float]) -> dict[str,
     for k, v in more.items():
         out[k] = out.get(k, 0) + v
     return out
-
-
-def _redacted(batch: Batch, redactor: Any) -> Batch:
-    """A copy of `batch` with secret values masked; the live records keep theirs."""
-    from dataclasses import replace
-
-    value = redactor.value
-    execution = batch.execution
-    if execution is not None:
-        execution = replace(
-            execution, output=value(execution.output), error=value(execution.error), vars=value(execution.vars)
-        )
-    return Batch(
-        execution=execution,
-        nodes=[replace(n, output=value(n.output), error=value(n.error), input=value(n.input)) for n in batch.nodes],
-        events=[replace(e, data=value(e.data)) for e in batch.events],
-        consumed_signals=batch.consumed_signals,
-    )
 
 
 def _deep_merge(into: dict[str, Any], other: dict[str, Any]) -> None:

@@ -68,10 +68,15 @@ class Hub:
                 listener(execution_id, events)
             except Exception:  # a broken listener must not stop executions
                 log.exception("event listener failed")
-        subs = self._subs.get(execution_id)
-        if subs and events:
+        self.deliver(execution_id, events)
+
+    def deliver(self, key: str, entries: list[Any]) -> None:
+        """Feeds `key`'s subscriptions only: a state machine instance's history entries,
+        which the listeners (event buses, metrics of executions) do not take."""
+        subs = self._subs.get(key)
+        if subs and entries:
             for sub in subs:
-                sub.push(events)
+                sub.push(entries)
 
     def poke(self, execution_id: str) -> None:
         """Events were committed elsewhere (another replica): watchers re-read the store."""

@@ -91,7 +91,7 @@ class AgentrunServer:
             self.registry,
         )
         self.service_names = list(SERVICE_NAMES)
-        if getattr(engine, "machines", None) is not None:
+        if engine.machines is not None:
             from agentrun.server.state_machine_service import StateMachineService
             from agentrun.v1 import state_machine_service_pb2
             from agentrun.v1 import state_machine_service_pb2_grpc as machine_grpc

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import grpc
 
+from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.server._wrap import CachingInterceptor, wrap_before
 from agentrun.server.errors import ApiError, abort
 
-DEFAULT_TENANT = "default"
 # Methods callable without a key: probes must work before a client has credentials.
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/",)
 

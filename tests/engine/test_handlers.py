@@ -168,6 +168,28 @@ nodes:
     assert final.state is ExecutionState.FAILED
 
 
+
+@pytest.mark.parametrize("where", ["body", "node"])
+async def test_irreversible_map_body_is_called_once_per_item(harness, irreversible, where) -> None:
+    """Issue 14: an irreversible tool as a map body kept its `retry` (3 calls), whereas the
+    same tool as a node of its own is called once; one retry decision guards both."""
+    retry = "retry: {max_attempts: 3, initial_interval: 1ms}"
+    final, nodes = await harness.run(
+        f"""
+name: h
+nodes:
+  - id: launch
+    {retry if where == "node" else ""}
+    map:
+      items: "${{{{ [1] }}}}"
+      node: {{tool: {{name: test.launch}}{", " + retry if where == "body" else ""}}}
+"""
+    )
+    assert irreversible.calls == 1
+    assert nodes["launch"].state is NodeState.FAILED
+    assert final.state is ExecutionState.FAILED
+
+
 ESCALATE = """
 name: esc
 error_handlers:

@@ -128,3 +128,34 @@ async def test_a_timer_fired_twice_is_applied_once(tmp_path: Any) -> None:
     finally:
         await close(h)
         await store.close()
+
+
+async def test_watch_through_another_replica_gets_every_entry_and_ends(tmp_path: Any) -> None:
+    """Issue 14: WatchInstance on a replica that does not drive the instance got the stored
+    backlog and then waited for ever (the machine engine had a hub of its own that no
+    notification reached). Now instances share the engine's hub and its NOTIFY path."""
+    store_a = await open_backend("postgresql", tmp_path)
+    store_b = await open_backend("postgresql", tmp_path)
+    a, b = await make(store_a), await make(store_b)
+    try:
+        name = f"counter-{uuid.uuid4().hex[:8]}"
+        await a.define(COUNTER.replace("name: counter", f"name: {name}"))
+        inst = await a.machines.create_instance(name)
+        seen: list[int] = []
+
+        async def watch() -> None:
+            async for entry in b.machines.watch(inst.id):
+                seen.append(entry.sequence)
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        await until(lambda: seen == [1])
+        await a.machines.send_event(inst.id, "ADD", {"k": 1})
+        await a.machines.send_event(inst.id, "STOP")
+        async with asyncio.timeout(30):
+            await watcher
+        assert seen == [1, 2, 3]
+    finally:
+        await close(a)
+        await close(b)
+        await store_a.close()
+        await store_b.close()

@@ -5,11 +5,13 @@ invoke, cancel and the DAG hook."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from agentrun.engine.errors import AlreadyExists, IllegalTransition
 from agentrun.engine.machine import EventNotAccepted, GuardFailed
+from agentrun.engine.ports import CallContext, Effect, Tool, ToolFailure
 from agentrun.storage.machines import EntryKind, InstanceState
 from tests.machines.conftest import history_longer_than, instance_exists, until
 
@@ -153,6 +155,32 @@ async def test_action_retries_then_succeeds(h) -> None:
     rec, entry = await h.machines.send_event(i.id, "CHARGE", {"ok_on": 3})
     assert rec.current == "charged" and entry.actions[0]["attempts"] == 3
     assert h.recorder.calls == ["charge"] * 3
+
+
+async def test_an_irreversible_action_is_called_once_whatever_its_retry(h) -> None:
+    """Issue 14: one retry decision, with the irreversible guard, wherever a tool is called."""
+    calls: list[int] = []
+
+    class Launch(Tool):
+        name = "test.launch"
+        effect = Effect.IRREVERSIBLE
+
+        async def call(self, args: Any, ctx: CallContext) -> Any:
+            calls.append(ctx.attempt)
+            raise ToolFailure("tool_error", "launch failed")
+
+    h.engine.tools.register(Launch())
+    await h.define(
+        FAILING.replace("name: fragile", "name: launcher").replace(
+            "tool: {name: test.record, args: {label: charge, fail_until: \"${{ event.data.ok_on }}\"}}",
+            "tool: {name: test.launch}",
+        )
+    )
+    i = await h.machines.create_instance("launcher")
+    rec, entry = await h.machines.send_event(i.id, "CHARGE", {"ok_on": 2})
+    assert calls == [1]
+    assert entry.kind is EntryKind.ABORTED and entry.actions[0]["attempts"] == 1
+    assert rec.current == "broken"
 
 
 async def test_action_failure_after_retries_takes_on_error(h) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,12 +35,15 @@ from agentrun.engine.errors import (
     Unavailable,
     WorkflowNotFound,
 )
-from agentrun.engine.hub import Hub, follow
+from agentrun.engine.hub import follow
 from agentrun.engine.machine.compiler import compile_machine
 from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
 from agentrun.engine.machine.plan import INVOKE_DONE, INVOKE_ERROR, MachinePlan
-from agentrun.engine.machine.runtime import Event, Stepper, Work, error_dict
+from agentrun.engine.machine.runtime import Event, Stepper, Work
 from agentrun.engine.ports import ToolFailure
+from agentrun.engine.runtime.common import DEFAULT_TENANT, error_dict
+from agentrun.engine.runtime.notify import Notifier
+from agentrun.engine.runtime.redaction import redacted_machine_batch
 from agentrun.storage.machines import (
     EntryKind,
     HistoryRecord,
@@ -60,7 +62,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agentrun.engine.machine")
 
-DEFAULT_TENANT = "default"
 _ACTIVE = InstanceState.ACTIVE
 _CONFLICT_RETRIES = 8
 
@@ -111,8 +112,11 @@ class MachineEngine:
         self.store = store if store is not None else machine_store_for(engine.store)
         self.clock = clock or engine.clock
         self.secrets = engine.secrets
-        self.rng = random.Random()
-        self.hub = Hub()
+        # One rng (seeded by EngineConfig.seed) and one hub for both interpreters: an instance's
+        # entries reach Watch streams on every replica by the executions' path.
+        self.rng = engine.rng
+        self.hub = engine.hub
+        self._notifier = Notifier(engine.store)
         self.stepper = Stepper(self)
         self._instances: dict[str, Instance] = {}
         self._loading: dict[str, asyncio.Future[Instance]] = {}
@@ -128,7 +132,7 @@ class MachineEngine:
         self._started = False
         self._stopping = False
         # The DAG runtime reaches state machines through the engine (a `workflow` node).
-        engine.machines = self  # type: ignore[attr-defined]
+        engine.machines = self
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -181,6 +185,7 @@ class MachineEngine:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._children.clear()
+        await self._notifier.close()
         await self.store.close()
 
     # ------------------------------------------------------------------ plans
@@ -194,8 +199,8 @@ class MachineEngine:
         key = (wf.tenant, wf.name, wf.version)
         plan = self._plans.get(key)
         if plan is None:
-            cached = getattr(self.engine, "_plans", {}).get(key)
-            if getattr(cached, "is_machine", False):
+            cached = self.engine.cached_plan(*key)
+            if isinstance(cached, MachinePlan):
                 plan = cached
             else:
                 from agentrun.engine.engine import spec_from_stored
@@ -298,7 +303,7 @@ class MachineEngine:
         first = work.snapshot()
         stored_batch = MachineBatch(first, work.entries)
         if self._redactor:
-            stored_batch = _redacted(stored_batch, self._redactor)
+            stored_batch = redacted_machine_batch(stored_batch, self._redactor)
         stored, created = await self.store.create_instance(
             stored_batch.instance, stored_batch.history, work.timers or ()
         )
@@ -575,7 +580,7 @@ class MachineEngine:
         inst.record = snapshot
         batch = MachineBatch(snapshot, work.entries, work.timers, work.fired)
         if self._redactor:
-            batch = _redacted(batch, self._redactor)
+            batch = redacted_machine_batch(batch, self._redactor)
         outcome = (entry, snapshot)
         submit = self._submit
         cancelled = False
@@ -649,8 +654,8 @@ class MachineEngine:
 
     def _after_commit(self, inst: Instance, work: Work) -> None:
         """Durable now: publish, move timers, start or stop children, wake waiters."""
-        if inst.id in self.hub._subs:
-            self.hub.publish(inst.id, work.entries)
+        self.hub.deliver(inst.id, work.entries)
+        self._notifier.announce(inst.id)
         if work.timers is not None:
             if inst.id in self._timers:
                 self._drop_timers(inst.id)
@@ -1002,27 +1007,6 @@ class MachineEngine:
     def _check_open(self) -> None:
         if self._stopping or getattr(self.engine, "draining", False):
             raise ShuttingDown("the server is shutting down and takes no new work")
-
-
-def _redacted(batch: MachineBatch, redactor: Any) -> MachineBatch:
-    """What is stored and published holds no secret value (as the DAG runtime's batches)."""
-    import dataclasses
-
-    value = redactor.value
-    instance = dataclasses.replace(
-        batch.instance, data=value(batch.instance.data), error=value(batch.instance.error)
-    )
-    history = [
-        dataclasses.replace(
-            e,
-            event_data=value(e.event_data),
-            actions=value(e.actions),
-            assigned=value(e.assigned),
-            error=value(e.error),
-        )
-        for e in batch.history
-    ]
-    return MachineBatch(instance, history, batch.timers, batch.fired)
 
 
 def _pending(inst: Instance) -> list[Any]:

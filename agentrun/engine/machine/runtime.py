@@ -41,6 +41,8 @@ from agentrun.engine.machine.plan import (
     TransitionPlan,
 )
 from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
+from agentrun.engine.runtime.common import error_dict
+from agentrun.engine.runtime.retries import next_retry
 from agentrun.storage.machines import (
     EntryKind,
     HistoryRecord,
@@ -54,10 +56,6 @@ if TYPE_CHECKING:
 
 ACTIVE = InstanceState.ACTIVE
 _TRANSITION = EntryKind.TRANSITION
-
-
-def error_dict(type_: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"type": type_, "message": message, "details": details or {}}
 
 
 class ActionFailed(Exception):
@@ -550,10 +548,8 @@ class Stepper:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 err = sizes.bound_error(_error_of(exc, action, attempt))
-                if retry.allows_retry(attempt, err["type"]):
-                    delay = retry.delay(attempt, self.m.rng)
-                    if err.get("retry_after"):
-                        delay = max(delay, float(err["retry_after"]))
+                delay = next_retry(retry, action.step, attempt, err, self.m.rng)
+                if delay is not None:
                     await asyncio.sleep(delay)
                     continue
                 results.append(_result(action, state, attempt, started, self.clock(), False, err))
