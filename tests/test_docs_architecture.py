@@ -1,6 +1,6 @@
 """docs/architecture.md stays the map of the code: it names every module under agentrun/ (but
-the generated agentrun/v1 and the Alembic migrations), every path it names exists, and the
-import rules it states hold."""
+the generated agentrun/v1 and the Alembic migrations), every path and code name it mentions
+exists, and the import rules it states hold."""
 
 from __future__ import annotations
 
@@ -41,6 +41,58 @@ def test_every_path_on_the_map_exists() -> None:
     assert len(named) > 50  # the pattern still finds the map
     gone = sorted(p for p in named if not (ROOT / p).exists())
     assert gone == [], f"docs/architecture.md names paths that do not exist: {gone}"
+
+
+def _code_names() -> tuple[set[str], dict[str, set[str]]]:
+    """Names defined or imported anywhere in agentrun/ (the generated stubs included), and the
+    members of each class (methods, nested classes, class fields, `self.` attributes)."""
+    names: set[str] = set()
+    members: dict[str, set[str]] = {}
+    for path in [*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.pyi")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.ImportFrom):
+                names.update(alias.asname or alias.name for alias in node.names)
+            if isinstance(node, ast.ClassDef):
+                inside = members.setdefault(node.name, set())
+                for child in ast.walk(node):
+                    if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        inside.add(child.name)
+                    elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+                        inside.add(child.id)
+                    elif isinstance(child, ast.Attribute) and isinstance(child.ctx, ast.Store):
+                        inside.add(child.attr)
+    return names, members
+
+
+def test_every_name_on_the_map_exists() -> None:
+    """`Class.member`, `_private`, `function()` and CamelCase names in backticks are code the
+    doc points at: each must still be defined (or imported) under agentrun/."""
+    names, members = _code_names()
+    gone = []
+    checked = 0
+    for token in sorted(set(re.findall(r"`([^`\n]+)`", DOC.read_text()))):
+        member = re.fullmatch(r"([A-Z]\w*)\.(\w+)(?:\(\))?", token)
+        if member:
+            cls, attr = member.groups()
+            checked += 1
+            if attr not in members.get(cls, ()):
+                gone.append(token)
+            continue
+        name = re.fullmatch(r"(\w+)(?:\(\))?", token)
+        if name and (
+            token.startswith("_") or token.endswith("()") or re.fullmatch(r"[A-Z][a-z]+[A-Z]\w*", token)
+        ):
+            checked += 1
+            if name.group(1) not in names:
+                gone.append(token)
+    assert checked > 40  # the patterns still find the doc's references
+    assert gone == [], f"docs/architecture.md names code that no longer exists: {gone}"
 
 
 def test_the_map_is_linked() -> None:
