@@ -135,9 +135,9 @@ async def test_idempotency_key_and_attempt_reach_the_server_in_meta(runner_facto
     final, nodes = await runner.run(spec)
     assert final.state is ExecutionState.SUCCEEDED, final.error
     assert nodes["call"].output == {
-        "agentrun/idempotencyKey": f"{final.id}/call",
-        "agentrun/attempt": 1,
-        "agentrun/executionId": final.id,
+        "io.agentrun/idempotencyKey": f"{final.id}/call",
+        "io.agentrun/attempt": 1,
+        "io.agentrun/executionId": final.id,
     }
 
 

@@ -82,9 +82,9 @@ async def hang_once(marker: str) -> dict[str, Any]:
 
 @server.tool(annotations=ToolAnnotations(read_only_hint=True))
 def call_meta(ctx: Context) -> dict[str, Any]:
-    """The `agentrun/...` entries of this request's `_meta`."""
+    """The `io.agentrun/...` entries of this request's `_meta`."""
     meta = dict(ctx.request_context.meta or {})
-    return {k: v for k, v in meta.items() if k.startswith("agentrun/")}
+    return {k: v for k, v in meta.items() if k.startswith("io.agentrun/")}
 
 
 @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True))

@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 PREFIX = "mcp"
 INVALID_PARAMS = -32602
 # Keys agentrun puts in each call's `_meta`, for servers that deduplicate repeated calls.
-META_IDEMPOTENCY_KEY = "agentrun/idempotencyKey"
-META_ATTEMPT = "agentrun/attempt"
-META_EXECUTION = "agentrun/executionId"
+META_IDEMPOTENCY_KEY = "io.agentrun/idempotencyKey"
+META_ATTEMPT = "io.agentrun/attempt"
+META_EXECUTION = "io.agentrun/executionId"
 
 
 def effect_of(annotations: Any) -> Effect:
