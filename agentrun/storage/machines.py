@@ -1,9 +1,10 @@
 """Durable state of state machine instances: the instance rows, their history and their timers.
 
 `MachineStore` is the small interface the state machine runtime needs; `MemoryMachineStore`
-keeps everything in the process, `SqlMachineStore` composes an open `SqlStore` (same database,
-same migrations, same writer thread on SQLite) and adds its own group commit: the batches of
-many instances committed at once share one transaction and one fsync.
+keeps everything in the process, `SqlMachineStore` works on the SQL core of a `SqlStore`
+(`SqlStore.database`: same database, same migrations, same writer thread on SQLite) through
+the shared group commit: the batches of many instances committed at once share one
+transaction and one fsync.
 
 One batch is everything one event changed: the instance's new state and data, the history
 entries that record it, and its timers. It is atomic: after a crash the store holds the event's
@@ -19,14 +20,14 @@ import enum
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
+from agentrun.storage import schema as db
 from agentrun.storage.base import Store, StoreError
-
-if TYPE_CHECKING:
-    from agentrun.storage.sql import SqlStore
+from agentrun.storage.group_commit import GroupCommit
+from agentrun.storage.sqldb import SqlDatabase
 
 __all__ = [
     "EntryKind",
@@ -240,7 +241,7 @@ def machine_store_for(store: Store) -> MachineStore:
     from agentrun.storage.sql import SqlStore
 
     if isinstance(store, SqlStore):
-        return SqlMachineStore(store)
+        return SqlMachineStore(store.database)
     return MemoryMachineStore()
 
 
@@ -388,53 +389,33 @@ class MemoryMachineStore(MachineStore):
 
 # SQL ---------------------------------------------------------------------------------------
 
-_MAX_GROUP = 512
-
 
 class SqlMachineStore(MachineStore):
     """The machine tables in the database of an open SqlStore (SQLite or PostgreSQL).
 
-    Commits are grouped: callers enqueue their batches, one writer task writes every pending
-    batch in one transaction through the SqlStore's `_transaction` (on SQLite, its single
-    writer thread). A group that fails fails every batch in it: the engine then reloads the
-    instances concerned from the store, which holds the truth.
+    Commits go through the same group commit as executions (group_commit.py) on the shared
+    SQL core (`SqlStore.database`: on SQLite, its single writer thread), with a writer of their
+    own: the batches of many instances share one transaction and one fsync. A refused group
+    is written batch by batch, so one bad batch (a stale writer's sequence, an unknown
+    instance) fails alone; the engine then reloads that instance from the store.
     """
 
-    def __init__(self, store: SqlStore) -> None:
-        from agentrun.storage import schema as db
-
-        self._sql = store
-        self._db = db
-        self._pending: list[tuple[MachineBatch, asyncio.Future[None]]] = []
-        self._wake: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
-        self.groups = 0
-        insert = store._insert
-        self._insert_once = insert(db.sm_instances).on_conflict_do_nothing(
+    def __init__(self, database: SqlDatabase) -> None:
+        self._database = database
+        self._insert_once = database.insert(db.sm_instances).on_conflict_do_nothing(
             index_elements=[db.sm_instances.c.tenant, db.sm_instances.c.request_id]
         )
-        t = db.sm_instances
-        self._update = (
-            t.update()
-            .where(t.c.id == sa.bindparam("b_id"))
-            .values({name: sa.bindparam(name) for name in _MUTABLE})
-        )
-        self._drop_timers = db.sm_timers.delete().where(
-            db.sm_timers.c.instance_id == sa.bindparam("b_id")
-        )
-        self._drop_timer = db.sm_timers.delete().where(
-            db.sm_timers.c.instance_id == sa.bindparam("b_id"),
-            db.sm_timers.c.key == sa.bindparam("b_key"),
+        self.writer: GroupCommit[MachineBatch] = GroupCommit(
+            database, _write_group, _explain, name="agentrun-machine-writer"
         )
 
+    @property
+    def groups(self) -> int:
+        """Group transactions written (tests see that grouping happens)."""
+        return self.writer.groups
+
     async def close(self) -> None:
-        self._closing = True
-        if self._wake is not None:
-            self._wake.set()
-        task, self._writer = self._writer, None
-        if task is not None:
-            await asyncio.wait([task])
+        await self.writer.close()
 
     async def create_instance(
         self,
@@ -442,7 +423,6 @@ class SqlMachineStore(MachineStore):
         history: Sequence[HistoryRecord] = (),
         timers: Sequence[TimerRecord] = (),
     ) -> tuple[InstanceRecord, bool]:
-        db = self._db
         row = _instance_row(record)
         history_rows = [_history_row(e) for e in history]
         timer_rows = [_timer_row(t) for t in timers]
@@ -465,15 +445,15 @@ class SqlMachineStore(MachineStore):
             return copy_instance(record), True
 
         try:
-            return await self._sql._transaction(insert)
+            return await self._database.transaction(insert)
         except sa.exc.IntegrityError as exc:
             raise ValueError(
                 f"instance {record.id} conflicts with a stored one: {exc.orig}"
             ) from exc
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
-        t = self._db.sm_instances
-        rows = await self._sql._read(sa.select(t).where(t.c.id == instance_id))
+        t = db.sm_instances
+        rows = await self._database.read(sa.select(t).where(t.c.id == instance_id))
         return _instance_record(rows[0]) if rows else None
 
     async def list_instances(
@@ -486,7 +466,7 @@ class SqlMachineStore(MachineStore):
         states: Sequence[InstanceState] = (),
         current: str | None = None,
     ) -> list[InstanceRecord]:
-        t = self._db.sm_instances
+        t = db.sm_instances
         query = sa.select(t).where(t.c.tenant == tenant)
         if after_id is not None:
             query = query.where(t.c.id > after_id)
@@ -497,26 +477,26 @@ class SqlMachineStore(MachineStore):
         if current is not None:
             query = query.where(t.c.current == current)
         query = query.order_by(t.c.id).limit(limit)
-        return [_instance_record(row) for row in await self._sql._read(query)]
+        return [_instance_record(row) for row in await self._database.read(query)]
 
     async def list_history(
         self, instance_id: str, *, after_sequence: int = 0, limit: int = 1000
     ) -> list[HistoryRecord]:
-        t = self._db.sm_history
+        t = db.sm_history
         query = (
             sa.select(t)
             .where(t.c.instance_id == instance_id, t.c.sequence > after_sequence)
             .order_by(t.c.sequence)
             .limit(limit)
         )
-        return [_history_record(row) for row in await self._sql._read(query)]
+        return [_history_record(row) for row in await self._database.read(query)]
 
     async def event_ids(self, instance_id: str) -> dict[str, int]:
-        t = self._db.sm_history
+        t = db.sm_history
         query = sa.select(t.c.event_id, t.c.sequence).where(
             t.c.instance_id == instance_id, t.c.event_id.is_not(None)
         )
-        return {row.event_id: row.sequence for row in await self._sql._read(query)}
+        return {row.event_id: row.sequence for row in await self._database.read(query)}
 
     async def list_timers(
         self,
@@ -525,7 +505,7 @@ class SqlMachineStore(MachineStore):
         due_before: float | None = None,
         limit: int | None = None,
     ) -> list[TimerRecord]:
-        t = self._db.sm_timers
+        t = db.sm_timers
         query = sa.select(t)
         if instance_id is not None:
             query = query.where(t.c.instance_id == instance_id)
@@ -534,122 +514,63 @@ class SqlMachineStore(MachineStore):
         query = query.order_by(t.c.fire_at)
         if limit is not None:
             query = query.limit(limit)
-        rows = await self._sql._read(query)
+        rows = await self._database.read(query)
         return [TimerRecord(r.instance_id, r.key, r.state, r.timer_index, r.fire_at) for r in rows]
 
     async def list_invoking(self) -> list[InstanceRecord]:
-        t = self._db.sm_instances
+        t = db.sm_instances
         query = (
             sa.select(t)
             .where(t.c.state == InstanceState.ACTIVE.value, t.c.invoke_execution.is_not(None))
             .order_by(t.c.id)
         )
-        return [_instance_record(row) for row in await self._sql._read(query)]
+        return [_instance_record(row) for row in await self._database.read(query)]
 
     # Group commit ------------------------------------------------------------------------
     def submit(self, batch: MachineBatch) -> asyncio.Future[None]:
         """Queues `batch` for the next group; the future resolves once it is durable."""
-        if self._closing or self._sql._engine is None:
-            raise StoreError("the store is not open")
-        if self._writer is None or self._writer.done():
-            self._wake = asyncio.Event()
-            self._writer = asyncio.get_running_loop().create_task(
-                self._run(), name="agentrun-machine-writer"
-            )
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((batch, future))
-        assert self._wake is not None
-        self._wake.set()
-        return future
+        return self.writer.submit(batch)
 
     async def commit(self, batch: MachineBatch) -> None:
-        await self.submit(batch)
-
-    async def _run(self) -> None:
-        wake = self._wake
-        assert wake is not None
-        try:
-            while True:
-                if not self._pending:
-                    if self._closing:
-                        return
-                    await wake.wait()
-                    wake.clear()
-                # Let every caller that is ready enqueue before the group is cut.
-                await asyncio.sleep(0)
-                while self._pending:
-                    group = self._pending[:_MAX_GROUP]
-                    del self._pending[:_MAX_GROUP]
-                    await self._write(group)
-        finally:
-            pending, self._pending = self._pending, []
-            for _, future in pending:
-                if not future.done():
-                    future.set_exception(StoreError("the machine store's writer stopped"))
-
-    async def _write(self, group: list[tuple[MachineBatch, asyncio.Future[None]]]) -> None:
-        instances: dict[str, dict[str, Any]] = {}
-        history: list[dict[str, Any]] = []
-        drop_all: list[dict[str, Any]] = []
-        drop_one: list[dict[str, Any]] = []
-        timers: list[dict[str, Any]] = []
-        for batch, _ in group:
-            rec = batch.instance
-            instances[rec.id] = _changes(rec)
-            history.extend(_history_row(e) for e in batch.history)
-            if batch.timers is not None:
-                drop_all.append({"b_id": rec.id})
-                timers.extend(_timer_row(t) for t in batch.timers)
-            elif batch.fired is not None:
-                drop_one.append({"b_id": rec.id, "b_key": batch.fired})
-        db = self._db
-        update, drop_timers, drop_timer = self._update, self._drop_timers, self._drop_timer
-
-        def work(conn: sa.Connection) -> None:
-            result = conn.execute(update, list(instances.values()))
-            if 0 <= result.rowcount < len(instances):
-                raise KeyError("a batch updates an instance that does not exist")
-            if history:
-                conn.execute(db.sm_history.insert(), history)
-            if drop_one:
-                conn.execute(drop_timer, drop_one)
-            if drop_all:
-                conn.execute(drop_timers, drop_all)
-            if timers:
-                conn.execute(db.sm_timers.insert(), timers)
-
-        error: BaseException | None = None
-        try:
-            await self._sql._transaction(work)
-            self.groups += 1
-        except asyncio.CancelledError:
-            _settle(group, StoreError("the store was closed during commit"))
-            raise
-        except (sa.exc.IntegrityError, KeyError) as exc:
-            if len(group) > 1:
-                # One batch is refused (a stale writer's sequence, an unknown instance): find
-                # it, spare the others. Batches of one group are of distinct instances.
-                for item in group:
-                    await self._write([item])
-                return
-            error = ValueError(f"a batch conflicts with stored rows: {getattr(exc, 'orig', exc)}")
-        except (StoreError, ValueError) as exc:
-            error = exc
-        except Exception as exc:  # noqa: BLE001 - reported to every caller of the group
-            error = StoreError(f"commit failed: {exc!r}")
-        _settle(group, error)
+        await self.writer.submit(batch)
 
 
-def _settle(
-    group: list[tuple[MachineBatch, asyncio.Future[None]]], error: BaseException | None
-) -> None:
-    for _, future in group:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
+def _write_group(conn: sa.Connection, group: Sequence[MachineBatch]) -> None:
+    """Writes a group of batches (of distinct instances) in the writer's transaction."""
+    instances: dict[str, dict[str, Any]] = {}
+    history: list[dict[str, Any]] = []
+    drop_all: list[dict[str, Any]] = []
+    drop_one: list[dict[str, Any]] = []
+    timers: list[dict[str, Any]] = []
+    for batch in group:
+        rec = batch.instance
+        instances[rec.id] = _changes(rec)
+        history.extend(_history_row(e) for e in batch.history)
+        if batch.timers is not None:
+            drop_all.append({"b_id": rec.id})
+            timers.extend(_timer_row(t) for t in batch.timers)
+        elif batch.fired is not None:
+            drop_one.append({"b_id": rec.id, "b_key": batch.fired})
+    result = conn.execute(_UPDATE, list(instances.values()))
+    if 0 <= result.rowcount < len(instances):
+        raise KeyError("a batch updates an instance that does not exist")
+    if history:
+        conn.execute(db.sm_history.insert(), history)
+    if drop_one:
+        conn.execute(_DROP_TIMER, drop_one)
+    if drop_all:
+        conn.execute(_DROP_TIMERS, drop_all)
+    if timers:
+        conn.execute(db.sm_timers.insert(), timers)
+
+
+async def _explain(_batch: MachineBatch, exc: Exception) -> BaseException:
+    """The error the caller of a batch refused alone gets."""
+    if isinstance(exc, (sa.exc.IntegrityError, KeyError)):
+        return ValueError(f"a batch conflicts with stored rows: {getattr(exc, 'orig', exc)}")
+    if isinstance(exc, ValueError):
+        return exc
+    return StoreError(f"commit failed: {exc!r}")
 
 
 _MUTABLE = (
@@ -663,6 +584,17 @@ _MUTABLE = (
     "entry_sequence",
     "invoke_execution",
     "labels",
+)
+
+_UPDATE = (
+    db.sm_instances.update()
+    .where(db.sm_instances.c.id == sa.bindparam("b_id"))
+    .values({name: sa.bindparam(name) for name in _MUTABLE})
+)
+_DROP_TIMERS = db.sm_timers.delete().where(db.sm_timers.c.instance_id == sa.bindparam("b_id"))
+_DROP_TIMER = db.sm_timers.delete().where(
+    db.sm_timers.c.instance_id == sa.bindparam("b_id"),
+    db.sm_timers.c.key == sa.bindparam("b_key"),
 )
 
 

@@ -1,40 +1,30 @@
-"""The SQL store: SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg) through SQLAlchemy Core.
+"""The SQL store of workflows and executions, on the SQL core (sqldb.py) and its group commit.
 
-`commit` is on the engine's hot path (one per node completion), so it is a group commit: the
-callers enqueue their batches and one writer task writes everything pending in one transaction,
-paying for one fsync (SQLite) or one WAL flush (PostgreSQL) per group instead of per batch.
-If that combined transaction fails on a constraint, each batch is retried alone so that one
-bad batch does not fail its innocent neighbours; a connection failure fails them all.
-
-SQLite allows one writer at a time, so every write goes through one long-lived connection
-that starts its transactions with `BEGIN IMMEDIATE` (no lock upgrades, no SQLITE_BUSY half way
-through); reads use a small pool of separate connections, which WAL lets run alongside.
+`commit` is on the engine's hot path (one per node completion), so it goes through the group
+commit (group_commit.py): concurrent batches share one transaction and one fsync, and on
+SQLite the hot statements go straight to sqlite3's executemany. Fencing (a replica that lost
+an execution's lease writes nothing) happens in the same transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import copy
 import datetime
-import functools
-import re
 import json
+import re
 import sqlite3
 import time
-import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agentrun.storage import schema as db
 from agentrun.storage.base import LeaseLost, Store, StoreError
+from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -44,16 +34,10 @@ from agentrun.storage.records import (
     SignalRecord,
     WorkflowRecord,
 )
+from agentrun.storage.sqldb import IDLE_IN_TRANSACTION_MS, SqlDatabase
 
-__all__ = ["SqlStore"]
+__all__ = ["IDLE_IN_TRANSACTION_MS", "SqlStore"]
 
-T = TypeVar("T")
-
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-# Bounds one group's transaction so a burst cannot make a single commit arbitrarily slow.
-_MAX_GROUP = 512
-# Concurrent writers on PostgreSQL may race for the same new version / signal seq.
-_UNIQUE_RETRIES = 20
 _UNFINISHED = [s.value for s in ExecutionState if not s.terminal]
 
 
@@ -69,250 +53,68 @@ class SqlStore(Store):
     (retry later), KeyError for a batch or signal naming an unknown execution, ValueError for
     anything the database refuses (a duplicate event sequence or execution id, a value JSON
     cannot hold, U+0000 or NaN in PostgreSQL's JSONB).
+
+    `database` is the SQL core (connections, `transaction()`, `read()`) that other
+    repositories of the same database (state machine instances) share.
     """
 
-    # How long a SQLite write waits for another process's write lock before StoreError.
-    busy_timeout_ms = 10_000
-
     def __init__(self, url: str, *, synchronous: str = "FULL", lease_seconds: float | None = None) -> None:
-        self._url = sa.make_url(url)
-        backend = self._url.get_backend_name()
-        if self._url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
-            raise ValueError(
-                f"unsupported database URL {self._url.drivername!r}: "
-                "use sqlite+aiosqlite:///path or postgresql+asyncpg://..."
-            )
-        if synchronous.upper() not in _SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
-        self._synchronous = synchronous.upper()
-        # PostgreSQL ends a session idle inside a transaction this long: a frozen replica must
-        # not keep row locks that hide its executions from claims. Up to the lease, that still
-        # frees them within lease + lease/3 of the freeze; shorter, it would also end the
-        # sessions of a live replica whose loop stalled for a few seconds on a busy machine.
-        self._idle_in_transaction_ms = max(IDLE_IN_TRANSACTION_MS, int((lease_seconds or 0) * 1000))
-        self._sqlite = backend == "sqlite"
-        if self._sqlite and self._url.database in (None, "", ":memory:"):
-            raise ValueError("SqlStore needs a SQLite file; use the 'memory' store for RAM")
-        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        self.database = SqlDatabase(url, synchronous=synchronous, lease_seconds=lease_seconds)
+        self._sqlite = self.database.sqlite
+        insert = self.database.insert
         # Built once: constructing an upsert costs more than executing it on the hot path.
-        self._upserts = {t.name: self._upsert(t) for t in (db.executions, db.nodes)}
+        upsert = insert(db.nodes)
+        self._upsert_nodes = upsert.on_conflict_do_update(
+            index_elements=list(db.nodes.primary_key.columns),
+            set_={c.name: upsert.excluded[c.name] for c in db.nodes.c if not c.primary_key},
+        )
         # An idempotent start: a used (tenant, request_id) inserts nothing.
-        self._insert_once = self._insert(db.executions).on_conflict_do_nothing(
+        self._insert_once = insert(db.executions).on_conflict_do_nothing(
             index_elements=[db.executions.c.tenant, db.executions.c.request_id]
         )
-        self._engine: AsyncEngine | None = None
-        self._lease_engine: AsyncEngine | None = None
-        self._reader: AsyncEngine | None = None
-        # SQLite: every write runs on one thread with a plain sqlite3 connection, so a group
-        # commit costs one hand-off between threads instead of one per statement.
-        self._sync_writer: sa.Engine | None = None
-        self._sync_conn: sa.Connection | None = None
-        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pending: list[tuple[_Rows, asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._writer_task: asyncio.Task[None] | None = None
-        self._closing = False
-        # Number of group transactions written; tests use it to see that grouping happens.
-        self._groups = 0
+        self.writer: GroupCommit[_Rows] = GroupCommit(
+            self.database, self._apply, self._explain, name="agentrun-sql-writer"
+        )
         # PostgreSQL LISTEN/NOTIFY: replicas wake each other (signals, Watch streams).
         self._listeners: list[Callable[[str, str], None]] = []
         self._listen_task: asyncio.Task[None] | None = None
 
     @property
     def dialect(self) -> str:
-        return "sqlite" if self._sqlite else "postgresql"
+        return self.database.dialect
+
+    @property
+    def busy_timeout_ms(self) -> int:
+        """How long a SQLite write waits for another process's write lock before StoreError."""
+        return self.database.busy_timeout_ms
+
+    @busy_timeout_ms.setter
+    def busy_timeout_ms(self, value: int) -> None:
+        self.database.busy_timeout_ms = value
 
     # Lifecycle -------------------------------------------------------------
     async def open(self) -> None:
-        if self._engine is not None:
+        if not await self.database.open():
             return
-        self._closing = False
-        # Fresh per open: asyncio primitives belong to the loop that first uses them.
-        self._wake = asyncio.Event()
-        if self._sqlite:
-            folder = Path(self._url.database).expanduser().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the database folder {folder}: {exc}") from exc
-            self._engine = self._reader = self._sqlite_engine()
-            self._sync_writer = self._sqlite_writer()
-            self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentrun-sqlite-writer")
-        else:
-            options: dict[str, Any] = dict(
-                # asyncpg waits 60 s for a connection by default; fail over sooner. A replica
-                # frozen inside a transaction (SIGSTOP, a VM pause) must not keep its row locks,
-                # which would hide its executions from the other replicas' claims.
-                connect_args={
-                    "timeout": 10,
-                    "server_settings": {"idle_in_transaction_session_timeout": str(self._idle_in_transaction_ms)},
-                },
-                json_serializer=db.jsonb_dumps,
-            )
-            # 28 + 2 for leases + 1 LISTEN: 31 connections at most per replica, as documented.
-            self._engine = create_async_engine(self._url, pool_size=10, max_overflow=18, **options)
-            # Lease renewals and claims on connections of their own: a burst of reads and
-            # commits that holds every pooled connection must not make a live replica's
-            # renewal wait until its leases expired.
-            self._lease_engine = create_async_engine(self._url, pool_size=1, max_overflow=1, **options)
-            # Single-statement reads need no BEGIN/ROLLBACK round trips.
-            self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            if not await self._schema_current():
-                await self._transaction(_migrate)
-        except BaseException:
-            await self._dispose()
-            raise
-        self._writer_task = asyncio.create_task(self._run_writer(), name="agentrun-sql-writer")
+        self.writer.start()
         if self._listeners:
             self._start_listener()
 
-    async def _schema_current(self) -> bool:
-        """Whether the database is at the migrations' head, read outside any transaction:
-        a replica restarting on a busy machine then never sits inside a transaction while
-        alembic loads its scripts (PostgreSQL ended such sessions as idle in transaction)."""
-        try:
-            rows = await self._read(sa.text("SELECT version_num FROM alembic_version"))
-        except Exception:  # noqa: BLE001 - a new database, or one away: the migration says which
-            return False
-        return {row[0] for row in rows} == {_migration_head()}
-
     async def close(self) -> None:
-        if self._engine is None:
+        if self.database.closing or not self.database.is_open:
             return
-        self._closing = True
-        self._wake.set()
+        self.database.closing = True
         if self._listen_task is not None:
             self._listen_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._listen_task
             self._listen_task = None
-        task, self._writer_task = self._writer_task, None
-        if task is not None:
-            # Drains the queue; a writer that already died (cancelled, failed) raises nothing.
-            await asyncio.wait([task])
-            if not task.cancelled():
-                task.exception()
-        await self._dispose()
-
-    async def _dispose(self) -> None:
-        if self._thread is not None:
-            writer, thread = self._sync_writer, self._thread
-            conn, self._sync_conn = self._sync_conn, None
-
-            def dispose() -> None:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                if writer is not None:
-                    writer.dispose()
-
-            with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(thread, dispose)
-            thread.shutdown(wait=False)
-            self._thread = self._sync_writer = None
-        # On PostgreSQL the reader is a view of the same engine and pool.
-        if self._engine is not None:
-            await self._engine.dispose()
-        if self._lease_engine is not None:
-            await self._lease_engine.dispose()
-        self._engine = self._reader = self._lease_engine = None
-
-    def _sqlite_pragmas(self, engine: Any, *, writer: bool) -> None:
-        synchronous = self._synchronous
-        busy_ms = self.busy_timeout_ms
-
-        @sa_event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy, not the sqlite3 module, decide where transactions start.
-            dbapi_conn.isolation_level = None
-            cursor = dbapi_conn.cursor()
-            for pragma in (
-                "journal_mode=WAL",
-                f"synchronous={synchronous}",
-                "foreign_keys=ON",
-                f"busy_timeout={busy_ms}",
-                *(() if writer else ("query_only=ON",)),
-            ):
-                cursor.execute(f"PRAGMA {pragma}")
-            cursor.close()
-
-        if writer:
-
-            @sa_event.listens_for(engine, "begin")
-            def _on_begin(conn: sa.Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    def _sqlite_engine(self) -> AsyncEngine:
-        """Read connections (aiosqlite); WAL lets them run beside the writer."""
-        engine = create_async_engine(self._url, pool_size=4, max_overflow=4)
-        self._sqlite_pragmas(engine.sync_engine, writer=False)
-        return engine
-
-    def _sqlite_writer(self) -> sa.Engine:
-        """The one write connection (sqlite3), used only from the writer thread."""
-        url = self._url.set(drivername="sqlite")
-        engine = sa.create_engine(url, poolclass=sa.pool.SingletonThreadPool)
-        self._sqlite_pragmas(engine, writer=True)
-        return engine
-
-    # Plumbing --------------------------------------------------------------
-    def _require_open(self) -> AsyncEngine:
-        if self._engine is None or self._closing:
-            raise StoreError("the store is not open")
-        return self._engine
-
-    async def _transaction(self, work: Callable[[sa.Connection], T], *, leases: bool = False) -> T:
-        """Runs `work` (plain, synchronous SQLAlchemy Core) in one write transaction: on
-        SQLite in the writer thread, on PostgreSQL through asyncpg (`leases`: on the lease
-        pool); constraint violations pass through raw."""
-        engine = self._engine
-        if leases and self._lease_engine is not None and engine is not None:
-            engine = self._lease_engine
-        if engine is None:
-            raise StoreError("the store is not open")
-        with _store_errors():
-            if not self._sqlite:
-                for attempt in range(3):
-                    try:
-                        async with engine.begin() as conn:
-                            return await conn.run_sync(work)
-                    except sa.exc.DBAPIError as exc:
-                        # A deadlock or serialization failure rolled everything back: again.
-                        code = getattr(exc.orig, "sqlstate", None)
-                        if code not in ("40P01", "40001") or attempt == 2:
-                            raise
-            writer, thread = self._sync_writer, self._thread
-            assert writer is not None and thread is not None
-
-            def in_thread() -> T:
-                # One connection, kept for the store's life: no pool checkout or reset per
-                # transaction. Dropped after a failure, so the next one starts clean.
-                conn = self._sync_conn
-                if conn is None or conn.closed or conn.invalidated:
-                    conn = self._sync_conn = writer.connect()
-                try:
-                    with conn.begin():
-                        return work(conn)
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                    self._sync_conn = None
-                    raise
-
-            return await asyncio.get_running_loop().run_in_executor(thread, in_thread)
-
-    async def _read(self, statement: sa.Executable) -> list[sa.Row[Any]]:
-        reader = self._reader
-        if reader is None or self._closing:
-            raise StoreError("the store is not open")
-        with _store_errors():
-            async with reader.connect() as conn:
-                return list((await conn.execute(statement)).all())
+        await self.writer.close()
+        await self.database.dispose()
 
     # Workflows -------------------------------------------------------------
     async def create_workflow(self, record: WorkflowRecord) -> WorkflowRecord:
-        self._require_open()
+        self.database.require_open()
 
         def insert(conn: sa.Connection) -> int:
             latest = conn.scalar(
@@ -334,7 +136,7 @@ class SqlStore(Store):
             return version
 
         try:
-            version = await self._retry_unique(insert)
+            version = await self.database.retry_unique(insert)
         except sa.exc.IntegrityError:
             raise StoreError("could not assign a version: too much contention") from None
         return replace(record, version=version)
@@ -351,7 +153,7 @@ class SqlStore(Store):
             query = query.order_by(db.workflows.c.version.desc()).limit(1)
         else:
             query = query.where(db.workflows.c.version == version)
-        rows = await self._read(query)
+        rows = await self.database.read(query)
         return db.workflow_record(rows[0]) if rows else None
 
     async def list_workflows(
@@ -376,10 +178,10 @@ class SqlStore(Store):
             )
             .order_by(db.workflows.c.name)
         )
-        return [db.workflow_record(row) for row in await self._read(query)]
+        return [db.workflow_record(row) for row in await self.database.read(query)]
 
     async def delete_workflow(self, tenant: str, name: str) -> bool:
-        self._require_open()
+        self.database.require_open()
 
         def delete(conn: sa.Connection) -> bool:
             # Soft: executions running a deleted workflow still find their version, and
@@ -395,7 +197,7 @@ class SqlStore(Store):
             )
             return result.rowcount > 0
 
-        return await self._transaction(delete)
+        return await self.database.transaction(delete)
 
     # Executions ------------------------------------------------------------
     async def create_execution(
@@ -404,7 +206,7 @@ class SqlStore(Store):
         nodes: Sequence[NodeRecord] = (),
         events: Sequence[EventRecord] = (),
     ) -> tuple[ExecutionRecord, bool]:
-        self._require_open()
+        self.database.require_open()
         row = db.execution_row(record)
         node_rows = [db.node_row(n) for n in nodes]
         event_rows = [db.event_row(e) for e in events]
@@ -413,13 +215,8 @@ class SqlStore(Store):
         rows = _Rows(
             execution=None, nodes=node_rows, events=event_rows, consumed=[], create=record, create_row=row
         )
-        if self._writer_task is None or self._writer_task.done():
-            raise StoreError("the store's writer has stopped")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((rows, future))
-        self._wake.set()
         try:
-            return await future
+            return await self.writer.submit(rows)
         except sa.exc.IntegrityError as exc:
             raise ValueError(f"execution {record.id} conflicts with a stored one: {exc.orig}") from exc
 
@@ -442,7 +239,7 @@ class SqlStore(Store):
         return copy.copy(record), True
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        rows = await self._read(sa.select(db.executions).where(db.executions.c.id == execution_id))
+        rows = await self.database.read(sa.select(db.executions).where(db.executions.c.id == execution_id))
         return db.execution_record(rows[0]) if rows else None
 
     async def list_executions(
@@ -462,7 +259,7 @@ class SqlStore(Store):
         if states:
             query = query.where(db.executions.c.state.in_([str(s) for s in states]))
         query = query.order_by(db.executions.c.id).limit(limit)
-        return [db.execution_record(row) for row in await self._read(query)]
+        return [db.execution_record(row) for row in await self.database.read(query)]
 
     async def list_unfinished_executions(self) -> list[ExecutionRecord]:
         query = (
@@ -470,7 +267,7 @@ class SqlStore(Store):
             .where(db.executions.c.state.in_(_UNFINISHED))
             .order_by(db.executions.c.id)
         )
-        return [db.execution_record(row) for row in await self._read(query)]
+        return [db.execution_record(row) for row in await self.database.read(query)]
 
     async def get_nodes(self, execution_id: str) -> list[NodeRecord]:
         """Ordered by node id (SQL has no insertion order to offer)."""
@@ -479,58 +276,17 @@ class SqlStore(Store):
             .where(db.nodes.c.execution_id == execution_id)
             .order_by(db.nodes.c.node_id)
         )
-        return [db.node_record(row) for row in await self._read(query)]
+        return [db.node_record(row) for row in await self.database.read(query)]
 
     async def commit(self, batch: Batch) -> None:
-        self._require_open()
-        if self._writer_task is None or self._writer_task.done():
-            raise StoreError("the store's writer has stopped")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.database.require_open()
         # Snapshot now: the caller may change its records (not payloads) once we return.
-        self._pending.append((_Rows.of(batch), future))
-        self._wake.set()
-        await future
+        await self.writer.submit(_Rows.of(batch))
 
     # Group commit ----------------------------------------------------------
-    async def _run_writer(self) -> None:
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._pending:
-                    group = self._pending[:_MAX_GROUP]
-                    del self._pending[:_MAX_GROUP]
-                    await self._write_group(group)
-                if self._closing:
-                    return
-        finally:
-            # Whatever stopped the writer (cancellation at loop shutdown, a bug), nobody may
-            # be left waiting on a commit that will never be written.
-            pending, self._pending = self._pending, []
-            _settle(pending, StoreError("the store's writer stopped before this commit"))
-
-    async def _write_group(self, group: list[tuple[_Rows, asyncio.Future[None]]]) -> None:
-        error: BaseException
-        try:
-            await self._transaction(lambda conn: self._apply(conn, [b for b, _ in group]))
-        except StoreError as exc:  # the database is unavailable: no batch can succeed
-            error = exc
-        except asyncio.CancelledError:
-            _settle(group, StoreError("the store was closed during commit"))
-            raise
-        except Exception as exc:  # noqa: BLE001 - a refused batch: find it, spare the others
-            if len(group) > 1:
-                for item in group:
-                    await self._write_group([item])
-                return
-            error = await self._explain(group[0][0], exc)
-        else:
-            self._groups += 1
-            _settle(group, None)
-            return
-        _settle(group, error)
-
-    def _apply(self, conn: sa.Connection, batches: Sequence[_Rows]) -> None:
+    def _apply(self, conn: sa.Connection, batches: Sequence[_Rows]) -> list[Any]:
+        """Writes a group of batches in the writer's transaction; returns what each caller
+        gets ((record, created) for a create, None for a commit)."""
         # Later batches win, exactly as if the upserts had run one after another; dedup also
         # keeps PostgreSQL from seeing one key twice in a statement.
         execution_rows: dict[str, dict[str, Any]] = {}
@@ -575,7 +331,7 @@ class SqlStore(Store):
                 if 0 <= result.rowcount < len(execution_rows):
                     raise KeyError("a batch updates an execution that does not exist")
             if node_rows:
-                conn.execute(self._upserts["nodes"], list(node_rows.values()))
+                conn.execute(self._upsert_nodes, list(node_rows.values()))
             if event_rows:
                 conn.execute(db.events.insert(), event_rows)
         if consumed:
@@ -585,13 +341,7 @@ class SqlStore(Store):
             ids = sorted({row["execution_id"] for row in event_rows})
             for chunk in _chunks(ids, 7000):
                 conn.execute(sa.select(sa.func.pg_notify(_CHANNEL, "events:" + chunk)))
-
-    def _upsert(self, table: sa.Table) -> sa.Executable:
-        statement = self._insert(table)
-        return statement.on_conflict_do_update(
-            index_elements=list(table.primary_key.columns),
-            set_={c.name: statement.excluded[c.name] for c in table.c if not c.primary_key},
-        )
+        return [batch.result for batch in batches]
 
     async def _explain(self, batch: _Rows, exc: Exception) -> Exception:
         """Turns a refused batch into the error the memory store raises for the same mistake:
@@ -623,7 +373,7 @@ class SqlStore(Store):
 
     # Event log upkeep ------------------------------------------------------
     async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
-        self._require_open()
+        self.database.require_open()
         if self._sqlite:
             if retention_seconds is None:
                 return 0
@@ -632,21 +382,21 @@ class SqlStore(Store):
                 t.c.state.in_([s.value for s in ExecutionState if s.terminal]),
                 t.c.ended_at < now - retention_seconds,
             )
-            return await self._transaction(
+            return await self.database.transaction(
                 lambda conn: conn.execute(e.delete().where(e.c.execution_id.in_(old))).rowcount
             )
-        return await self._transaction(lambda conn: _maintain_partitions(conn, now, retention_seconds))
+        return await self.database.transaction(lambda conn: _maintain_partitions(conn, now, retention_seconds))
 
     # Cross-replica wake-ups ------------------------------------------------
     async def notify(self, kind: str, execution_id: str) -> None:
         if self._sqlite:
             return
         payload = f"{kind}:{execution_id}"
-        await self._transaction(lambda conn: conn.execute(sa.select(sa.func.pg_notify(_CHANNEL, payload))))
+        await self.database.transaction(lambda conn: conn.execute(sa.select(sa.func.pg_notify(_CHANNEL, payload))))
 
     def listen(self, callback: Callable[[str, str], None]) -> None:
         self._listeners.append(callback)
-        if self._engine is not None and self._listen_task is None:
+        if self.database.is_open and self._listen_task is None:
             self._start_listener()
 
     def _start_listener(self) -> None:
@@ -666,16 +416,16 @@ class SqlStore(Store):
         marks = {"events": 0, "signal": 0}
         tables = {"events": db.events, "signal": db.signals}
         started = False
-        while not self._closing:
+        while not self.database.closing:
             try:
                 if not started:
                     for kind, table in tables.items():
-                        rows = await self._read(sa.select(sa.func.coalesce(sa.func.max(rowid), 0)).select_from(table))
+                        rows = await self.database.read(sa.select(sa.func.coalesce(sa.func.max(rowid), 0)).select_from(table))
                         marks[kind] = int(rows[0][0])
                     started = True
                 await asyncio.sleep(SQLITE_POLL_SECONDS)
                 for kind, table in tables.items():
-                    rows = await self._read(
+                    rows = await self.database.read(
                         sa.select(table.c.execution_id, sa.func.max(rowid))
                         .where(rowid > marks[kind])
                         .group_by(table.c.execution_id)
@@ -693,15 +443,15 @@ class SqlStore(Store):
         back (meanwhile Watch streams and signals fall back on their periodic checks)."""
         import asyncpg
 
-        dsn = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = self.database.url.set(drivername="postgresql").render_as_string(hide_password=False)
         delay = 0.2
-        while not self._closing:
+        while not self.database.closing:
             conn = None
             try:
                 conn = await asyncpg.connect(dsn, timeout=5)
                 await conn.add_listener(_CHANNEL, self._dispatch_notification)
                 delay = 0.2
-                while not self._closing and not conn.is_closed():
+                while not self.database.closing and not conn.is_closed():
                     await asyncio.sleep(1.0)
             except asyncio.CancelledError:
                 raise
@@ -726,7 +476,7 @@ class SqlStore(Store):
     async def claim_executions(
         self, owner: str, *, lease_seconds: float, now: float, limit: int = 100, include_own: bool = False
     ) -> list[ExecutionRecord]:
-        self._require_open()
+        self.database.require_open()
         t = db.executions
         expired = sa.or_(t.c.owner.is_(None), t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now)
         # Never this replica's own by expiry: those it runs, and a late renewal must not bump
@@ -754,10 +504,10 @@ class SqlStore(Store):
             rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(t.c.id))
             return [db.execution_record(row) for row in rows]
 
-        return await self._transaction(claim, leases=True)
+        return await self.database.transaction(claim, leases=True)
 
     async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
-        self._require_open()
+        self.database.require_open()
         t = db.executions
 
         mine = (
@@ -775,7 +525,7 @@ class SqlStore(Store):
             conn.execute(t.update().where(t.c.id.in_(ids)).values(lease_expires_at=now + lease_seconds))
             return set(ids)
 
-        return await self._transaction(renew, leases=True)
+        return await self.database.transaction(renew, leases=True)
 
     async def next_lease_expiry(self, owner: str) -> float | None:
         t = db.executions
@@ -783,16 +533,16 @@ class SqlStore(Store):
         query = sa.select(sa.func.min(held)).where(
             t.c.state.in_(_UNFINISHED), sa.or_(t.c.owner.is_(None), t.c.owner != owner)
         )
-        rows = await self._read(query)
+        rows = await self.database.read(query)
         return None if rows[0][0] is None else float(rows[0][0])
 
     async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
-        self._require_open()
+        self.database.require_open()
         t = db.executions
         statement = t.update().where(t.c.owner == owner).values(lease_expires_at=0.0)
         if execution_ids is not None:
             statement = statement.where(t.c.id.in_(list(execution_ids)))
-        await self._transaction(lambda conn: conn.execute(statement), leases=True)
+        await self.database.transaction(lambda conn: conn.execute(statement), leases=True)
 
     # Events ----------------------------------------------------------------
     async def list_events(
@@ -805,18 +555,18 @@ class SqlStore(Store):
             .order_by(table.c.sequence)
             .limit(limit)
         )
-        return [db.event_record(row) for row in await self._read(query)]
+        return [db.event_record(row) for row in await self.database.read(query)]
 
     # Signals ---------------------------------------------------------------
     async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
-        self._require_open()
+        self.database.require_open()
         next_seq = (
             sa.select(sa.func.coalesce(sa.func.max(db.signals.c.seq), 0) + 1)
             .where(db.signals.c.execution_id == signal.execution_id)
             .scalar_subquery()
         )
         statement = (
-            self._insert(db.signals)
+            self.database.insert(db.signals)
             .values(
                 execution_id=signal.execution_id,
                 seq=next_seq,
@@ -845,7 +595,7 @@ class SqlStore(Store):
             return db.signal_record(existing.one()), False
 
         try:
-            return await self._retry_unique(insert)
+            return await self.database.retry_unique(insert)
         except sa.exc.IntegrityError:
             if await self.get_execution(signal.execution_id) is None:
                 raise KeyError(f"unknown execution {signal.execution_id}") from None
@@ -857,25 +607,14 @@ class SqlStore(Store):
             .where(db.signals.c.execution_id == execution_id, db.signals.c.consumed_by.is_(None))
             .order_by(db.signals.c.seq)
         )
-        return [db.signal_record(row) for row in await self._read(query)]
+        return [db.signal_record(row) for row in await self.database.read(query)]
 
     async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
         query = sa.select(db.signals).where(
             db.signals.c.execution_id == execution_id, db.signals.c.signal_id == signal_id
         )
-        rows = await self._read(query)
+        rows = await self.database.read(query)
         return db.signal_record(rows[0]) if rows else None
-
-    async def _retry_unique(self, work: Callable[[sa.Connection], T]) -> T:
-        """Retries a read-then-insert that lost a race to a concurrent writer (PostgreSQL)."""
-        for attempt in range(_UNIQUE_RETRIES):
-            try:
-                return await self._transaction(work)
-            except sa.exc.IntegrityError:
-                if self._sqlite or attempt == _UNIQUE_RETRIES - 1:
-                    raise  # SQLite writes are serialised: a violation is not a race.
-                await asyncio.sleep(0.001 * (attempt + 1))
-        raise AssertionError("unreachable")
 
 
 def _execution_changes(record: ExecutionRecord) -> dict[str, Any]:
@@ -916,9 +655,6 @@ class _Rows:
 _CHANNEL = "agentrun"
 # How often a SQLite store looks for rows other processes wrote (signals, events).
 SQLITE_POLL_SECONDS = 0.2
-# Our transactions are short; one idle this long belongs to a frozen or lost process (the
-# floor: a store that knows its lease waits that long).
-IDLE_IN_TRANSACTION_MS = 5_000
 
 
 def _chunks(ids: list[str], size: int) -> Iterator[str]:
@@ -1031,26 +767,6 @@ _CONSUME = (
 )
 
 
-@functools.cache
-def _migration_head() -> str | None:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
-    return ScriptDirectory.from_config(config).get_current_head()
-
-
-def _migrate(conn: sa.Connection) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
-    config.attributes["connection"] = conn
-    command.upgrade(config, "head")
-
-
 _DAY = 86_400
 _PARTITION = re.compile(r"^events_d(\d{8})$")
 
@@ -1124,45 +840,3 @@ def _maintain_partitions(conn: sa.Connection, now: float, retention_seconds: flo
             conn.execute(sa.text(f"DROP TABLE {name}"))
             dropped += 1
     return dropped
-
-
-def _refused_sqlstate(exc: sa.exc.DBAPIError) -> bool:
-    """PostgreSQL errors the asyncpg adapter leaves unclassified (e.g. 22P05, U+0000 in JSONB):
-    SQLSTATE classes 22 (data), 23 (integrity), 42 (syntax, access) and 44 (check option)."""
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return isinstance(code, str) and code[:2] in ("22", "23", "42", "44")
-
-
-@contextlib.contextmanager
-def _store_errors() -> Iterator[None]:
-    """Sorts database failures into the two kinds callers handle differently.
-
-    Unavailable (connection lost, disk full, timeouts): StoreError, so callers can answer
-    UNAVAILABLE and retry. Refused (a value or statement the database will never accept):
-    ValueError, since a retry cannot help. Constraint violations stay IntegrityError for the
-    store's own handling (idempotency, races, blame within a group).
-    """
-    try:
-        yield
-    except sa.exc.IntegrityError:
-        raise
-    except (sa.exc.DataError, sa.exc.ProgrammingError, sa.exc.NotSupportedError) as exc:
-        raise ValueError(f"refused by the database: {exc.orig}") from exc
-    except sa.exc.DBAPIError as exc:
-        if _refused_sqlstate(exc):
-            raise ValueError(f"refused by the database: {exc.orig}") from exc
-        raise StoreError(f"database error: {exc.orig}") from exc
-    except sa.exc.StatementError as exc:  # a bind value failed to convert, e.g. not JSON
-        raise ValueError(f"cannot store value: {exc.orig}") from exc
-    except (sa.exc.DisconnectionError, sa.exc.TimeoutError, OSError, TimeoutError) as exc:
-        raise StoreError(f"database unavailable: {exc}") from exc
-
-
-def _settle(group: list[tuple[_Rows, asyncio.Future[None]]], error: BaseException | None) -> None:
-    for rows, future in group:
-        if future.done():  # the caller was cancelled; its batch was still written (or not)
-            continue
-        if error is None:
-            future.set_result(rows.result)
-        else:
-            future.set_exception(error)

@@ -198,7 +198,8 @@ async def test_a_replica_frozen_inside_a_transaction_does_not_block_take_over(pg
         assert await frozen.claim_executions("frozen", lease_seconds=0.5, now=now)
         # The frozen replica is inside renew_leases' transaction when it stops: the UPDATE ran,
         # the COMMIT never comes.
-        conn = await frozen._engine.connect()
+        held = contextlib.AsyncExitStack()
+        conn = await held.enter_async_context(frozen.database.connect())
         await conn.begin()
         await conn.execute(sa.text("UPDATE executions SET lease_expires_at = lease_expires_at WHERE owner = 'frozen'"))
         deadline = time.time() + 8  # lease 0.5 s: a few seconds more is plenty
@@ -207,7 +208,7 @@ async def test_a_replica_frozen_inside_a_transaction_does_not_block_take_over(pg
             await asyncio.sleep(0.25)
             claimed = await other.claim_executions("other", lease_seconds=5, now=time.time())
         with contextlib.suppress(Exception):
-            await conn.close()
+            await held.aclose()
         assert [r.id for r in claimed] == ["x1"], "the frozen replica's execution was never taken over"
     finally:
         await frozen.close()
@@ -222,16 +223,16 @@ async def test_a_replica_frozen_inside_a_transaction_does_not_block_take_over(pg
 async def test_a_restart_on_a_current_schema_runs_no_migration(pg_url: str, monkeypatch) -> None:
     import sqlalchemy as sa
 
-    from agentrun.storage import sql
+    from agentrun.storage import sql, sqldb
 
     def refuse(_conn: Any) -> None:
         raise AssertionError("a migration transaction was opened on a current schema")
 
-    monkeypatch.setattr(sql, "_migrate", refuse)
+    monkeypatch.setattr(sqldb, "_migrate", refuse)
     store = sql.SqlStore(pg_url, lease_seconds=15)  # pg_url is migrated already
     await store.open()
     try:
-        rows = await store._read(sa.text("SHOW idle_in_transaction_session_timeout"))
+        rows = await store.database.read(sa.text("SHOW idle_in_transaction_session_timeout"))
         assert rows[0][0] == "15s"
     finally:
         await store.close()

@@ -341,7 +341,7 @@ class Harness:
                 if part.exists() and raw in part.read_bytes():
                     found.append(part.name)
             return found
-        async with store._engine.connect() as conn:
+        async with store.database.connect() as conn:
             tables = await conn.exec_driver_sql(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             )

@@ -114,8 +114,9 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         url = request.getfixturevalue("pg_url")
         cleaner = SqlStore(url)
         await cleaner.open()
-        async with cleaner._engine.begin() as conn:
+        async with cleaner.database.connect() as conn:
             await conn.exec_driver_sql(f"TRUNCATE {_TABLES}")
+            await conn.commit()
         await cleaner.close()
 
     async def open_sql() -> Store:

@@ -64,12 +64,12 @@ async def probe(url: str, synchronous: str = "FULL") -> dict[str, float]:
     try:
         results = {}
         for label, tasks, per_task in (("sequential", 1, 500), ("100 concurrent", 100, 50)):
-            groups = store._groups
+            groups = store.writer.groups
             started = time.perf_counter()
             await asyncio.gather(*(_committer(store, per_task) for _ in range(tasks)))
             elapsed = time.perf_counter() - started
             results[label] = tasks * per_task / elapsed
-            results[f"{label} batches/txn"] = tasks * per_task / (store._groups - groups)
+            results[f"{label} batches/txn"] = tasks * per_task / (store.writer.groups - groups)
         return results
     finally:
         await store.close()

@@ -178,7 +178,7 @@ async def test_commits_fail_instead_of_hanging_when_the_writer_dies(tmp_path) ->
         waiting = asyncio.create_task(
             store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
         )
-        store._writer_task.cancel()  # as at event-loop shutdown
+        store.writer.task.cancel()  # as at event-loop shutdown
         with pytest.raises(StoreError):
             await asyncio.wait_for(waiting, 5)
         with pytest.raises(StoreError):

@@ -55,7 +55,7 @@ async def test_plain_sqlite_url_with_synchronous_option(tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path}/db/a.db?synchronous=normal")
     try:
         assert isinstance(store, SqlStore)
-        async with store._reader.connect() as conn:
+        async with store.database.connect() as conn:
             level = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
             mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
         assert (level, mode) == (1, "wal")  # 1 = NORMAL

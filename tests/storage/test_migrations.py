@@ -60,7 +60,7 @@ async def test_migrated_schema_matches_metadata(fresh_url: str) -> None:
     store = SqlStore(fresh_url)
     await store.open()
     try:
-        async with store._reader.connect() as conn:
+        async with store.database.connect() as conn:
             diffs, drift, revision = await conn.run_sync(_inspect)
     finally:
         await store.close()

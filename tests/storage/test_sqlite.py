@@ -29,7 +29,7 @@ async def _pragmas(store: SqlStore) -> dict[str, object]:
         names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
         return {n: conn.exec_driver_sql(f"PRAGMA {n}").scalar() for n in names}
 
-    return await store._transaction(read)  # the writer connection
+    return await store.database.transaction(read)  # the writer connection
 
 
 async def test_writer_pragmas(tmp_path: Path) -> None:

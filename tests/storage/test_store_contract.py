@@ -379,7 +379,7 @@ async def test_group_commit_of_200_concurrent_batches(store: Store, backend: Bac
     events = await store.list_events(ex.id, limit=1000)
     assert [e.sequence for e in events] == list(range(1, 201))
     if backend.durable:
-        assert store._groups < 200, "concurrent commits were not grouped"
+        assert store.writer.groups < 200, "concurrent commits were not grouped"
 
 
 async def test_a_bad_batch_fails_alone_among_concurrent_commits(store: Store) -> None:
