@@ -21,19 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
 
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine import sizes
-from agentrun.engine.json_values import unstorable
-from agentrun.engine.schema_numbers import coerce_numbers
-from agentrun.engine.breakers import BreakerState
 from agentrun.engine.plan import EdgePlan, HandlerPlan, NodePlan, Plan, StepPlan
-from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
+from agentrun.engine.ports import CallContext, ToolFailure
 from agentrun.engine.retry import NO_RETRY, RetrySpec
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.redaction import redacted_batch
 from agentrun.engine.runtime.retries import next_retry
+from agentrun.engine.runtime.steps import breaker_for, call_agent, call_tool, invoke_step, target_of
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -758,115 +755,48 @@ class Run:
         extra: dict[str, Any] | None = None,
         suffix: str = "",
     ) -> None:
-        """One attempt of a tool, agent or workflow call; posts its outcome to the loop."""
+        """One attempt of a tool, agent or workflow call (`invoke_step`); posts its outcome
+        to the loop."""
         timeout = node.timeout if step.timeout is None else step.timeout
-        breaker = None
+        if index is not None:
+            extra = {"item": item, "index": index}
+        ctx = CallContext(
+            execution_id=self.id,
+            node_id=node.id,
+            attempt=attempt,
+            idempotency_key=f"{self.id}/{node.id}" + (f"/{index}" if index is not None else "") + suffix,
+            tenant=self.record.tenant,
+            secrets=self.engine.secrets,
+            emit=lambda type_, data, k=key: self._post(("emit", k, type_, data)),
+        )
+
         try:
-            if index is not None:
-                extra = {"item": item, "index": index}
             act = self._activation(node.names, node.node_refs, extra, attempt)
-            ctx = CallContext(
-                execution_id=self.id,
-                node_id=node.id,
-                attempt=attempt,
-                idempotency_key=f"{self.id}/{node.id}" + (f"/{index}" if index is not None else "") + suffix,
-                tenant=self.record.tenant,
-                secrets=self.engine.secrets,
-                emit=lambda type_, data, k=key: self._post(("emit", k, type_, data)),
-            )
-            breaker = self._breaker(step)
-            if breaker is not None:
-                allowed, changed = breaker.allow(self.engine.clock())
-                if changed is not None:
-                    self._post(("breaker", breaker.name, changed.value))
-                if not allowed:
-                    breaker = None
-                    raise ToolFailure("circuit_open", f"circuit breaker {step.tool.name if step.tool else step.model!r} is open")
-            instr = self.engine.instrumentation
-            if instr is not None:
-                target = step.tool.name if step.tool is not None else (
-                    f"{step.provider.name}/{step.model}" if step.provider is not None else step.workflow)
-                with instr.attempt(self.record, key, step.kind, attempt, target):
-                    value = await self._invoke_bounded(step, act, ctx, key, attempt, timeout)
-            else:
-                value = await self._invoke_bounded(step, act, ctx, key, attempt, timeout)
-            problem = unstorable(value, "output")
-            if problem is not None:  # what one backend could store and another not
-                raise ToolFailure("invalid_output", f"the result cannot be stored: {problem}")
-            if breaker is not None:
-                self._breaker_result(breaker, True, None)
-            self._post(("done", key, attempt, True, value))
-        except asyncio.CancelledError:
-            raise
-        except TimeoutError:
-            if breaker is not None:
-                self._breaker_result(breaker, False, "timeout")
-            self._post(("done", key, attempt, False, error_dict("timeout", f"attempt {attempt} timed out after {timeout}s")))
-        except ToolFailure as exc:
-            if breaker is not None:
-                self._breaker_result(breaker, False, exc.type)
-            err = error_dict(exc.type, exc.message, exc.details)
-            if exc.retry_after is not None:
-                err["retry_after"] = exc.retry_after
-            self._post(("done", key, attempt, False, err))
         except ExpressionError as exc:
             self._post(("done", key, attempt, False, error_dict("expression_error", exc.message, {"path": exc.path})))
-        except Exception as exc:  # a bug in a tool must not take the engine down
-            log.exception("node %s of %s failed unexpectedly", key, self.id)
-            self._post(("done", key, attempt, False, error_dict("internal", f"{type(exc).__name__}: {exc}")))
+            return
 
-    async def _invoke_bounded(
-        self, step: StepPlan, act: dict[str, Any], ctx: CallContext, key: str, attempt: int, timeout: float | None
-    ) -> Any:
-        if timeout:
-            async with asyncio.timeout(timeout):
-                return await self._invoke(step, act, ctx, key, attempt)
-        return await self._invoke(step, act, ctx, key, attempt)
-
-    def _breaker(self, step: StepPlan) -> Any:
-        if step.kind == "tool" and step.tool is not None:
-            return self.engine.breakers.get(step.tool.name, self.plan.breakers)
-        if step.kind == "agent" and step.provider is not None:
-            return self.engine.breakers.get(step.provider.name, self.plan.breakers)
-        return None
-
-    def _breaker_result(self, breaker: Any, ok: bool, error_type: str | None) -> None:
-        changed = breaker.record(ok, error_type, self.engine.clock())
-        if changed is not None:
-            self._post(("breaker", breaker.name, changed.value))
+        instr = self.engine.instrumentation
+        ok, value = await invoke_step(
+            step,
+            lambda: self._invoke(step, act, ctx, key, attempt),
+            attempt=attempt,
+            timeout=timeout,
+            breaker=breaker_for(step, self.engine.breakers, self.plan.breakers),
+            clock=self.engine.clock,
+            on_breaker=lambda name, state: self._post(("breaker", name, state)),
+            span=(lambda: instr.attempt(self.record, key, step.kind, attempt, target_of(step)))
+            if instr is not None
+            else None,
+            where=f"node {key} of {self.id}",
+        )
+        self._post(("done", key, attempt, ok, value))
 
     async def _invoke(self, step: StepPlan, act: dict[str, Any], ctx: CallContext, key: str, attempt: int) -> Any:
         if step.kind == "tool":
-            args = step.args.evaluate(act)
-            schema = step.tool.args_schema
-            if schema:
-                errors = sorted(
-                    jsonschema.Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.path)
-                )
-                if errors:
-                    e = errors[0]
-                    where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.path)
-                    raise ToolFailure("invalid_args", f"args{where}: {e.message}", details={"field": f"args{where}"})
-            return await step.tool.call(args, ctx)
+            return await call_tool(step, step.args.evaluate(act), ctx)
         if step.kind == "agent":
-            request = AgentRequest(
-                model=step.model,
-                prompt=step.prompt.evaluate(act) if step.prompt else "",
-                system=step.system.evaluate(act) if step.system else "",
-                output_schema=step.output_schema,
-                tools=step.agent_tools,
-                max_turns=step.max_turns,
-                temperature=step.temperature,
-                max_tokens=step.max_tokens,
-            )
-            answer = await step.provider.complete(request, ctx)
-            if step.output_schema is not None:
-                try:
-                    jsonschema.validate(answer, step.output_schema)
-                except jsonschema.ValidationError as exc:
-                    raise ToolFailure("invalid_output", f"answer does not match output_schema: {exc.message}") from None
-                return coerce_numbers(answer, step.output_schema)
-            return answer
+            return await call_agent(step, lambda t: t.evaluate(act), ctx)
         if step.kind == "pass":
             return step.value.evaluate(act)
         if step.kind == "workflow":

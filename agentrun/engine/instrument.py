@@ -12,6 +12,7 @@ import contextvars
 from collections.abc import Iterator
 from typing import Any
 
+from agentrun.storage.machines import InstanceRecord
 from agentrun.storage.records import EventRecord, ExecutionRecord
 
 
@@ -31,9 +32,16 @@ class Instrumentation:
 
     @contextlib.contextmanager
     def attempt(
-        self, record: ExecutionRecord, node_id: str, kind: str, attempt: int, target: str
+        self,
+        record: ExecutionRecord | InstanceRecord,
+        node_id: str,
+        kind: str,
+        attempt: int,
+        target: str,
     ) -> Iterator[Any]:
-        """Wraps one call (tool, agent, workflow) inside its own task, so that a span made
+        """Wraps one call (tool, agent, workflow) inside its own task (a node's of an
+        execution, or an action's of a state machine instance, `node_id` then
+        `STATE.PHASE[INDEX]`), so that a span made
         current here is the parent of what the call does (HTTP requests, LLM calls).
         `target` is the tool name or provider/model; the hook may read the outcome from the
         exception that leaves the block."""

@@ -24,10 +24,10 @@ except a guard of an event a client sent: that event is refused and nothing chan
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
 
 from agentrun.engine import sizes
 from agentrun.engine.expressions import ExpressionError
@@ -40,9 +40,10 @@ from agentrun.engine.machine.plan import (
     StatePlan,
     TransitionPlan,
 )
-from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
+from agentrun.engine.ports import CallContext, ToolFailure
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.retries import next_retry
+from agentrun.engine.runtime.steps import breaker_for, call_agent, call_tool, invoke_step, target_of
 from agentrun.storage.machines import (
     EntryKind,
     HistoryRecord,
@@ -54,6 +55,7 @@ from agentrun.storage.machines import (
 if TYPE_CHECKING:
     from agentrun.engine.machine.engine import MachineEngine
 
+log = logging.getLogger("agentrun.engine.machine")
 ACTIVE = InstanceState.ACTIVE
 _TRANSITION = EntryKind.TRANSITION
 
@@ -534,49 +536,52 @@ class Stepper:
         results: list[dict[str, Any]],
         state: str,
     ) -> None:
-        attempt = 0
+        """Calls the action (`invoke_step`: timeout, breaker, instrumentation) until it
+        succeeds or `next_retry` says its failure is final (then ActionFailed)."""
+        engine = self.m.engine
+        step = action.step
+        breaker = breaker_for(step, engine.breakers, {})
+        instr = engine.instrumentation
+        record = work.record
+        node_id = f"{state}.{action.phase}[{action.index}]"
         started = self.clock()
-        retry = action.retry
+        attempt = 0
         while True:
             attempt += 1
-            try:
-                value = await self._call(work, action, act, attempt, state)
+            ctx = CallContext(
+                execution_id=record.id,
+                node_id=node_id,
+                attempt=attempt,
+                idempotency_key=f"{record.id}/{work.seq + 1}/{action.path}",
+                tenant=record.tenant,
+                secrets=self.m.secrets,
+            )
+            ok, value = await invoke_step(
+                step,
+                lambda ctx=ctx, attempt=attempt: self._invoke(step, act, ctx, record, work.seq + 1, action, attempt),
+                attempt=attempt,
+                timeout=action.timeout,
+                breaker=breaker,
+                clock=self.clock,
+                on_breaker=_breaker_changed,
+                span=(lambda a=attempt: instr.attempt(record, node_id, step.kind, a, target_of(step)))
+                if instr is not None
+                else None,
+                where=f"action {action.path} of instance {record.id}",
+            )
+            if ok:
                 too_large = sizes.output_error("the action's output", value)
-                if too_large is not None:
-                    raise ToolFailure(too_large["type"], too_large["message"], details=too_large["details"])
-            except (ToolFailure, TimeoutError, ExpressionError, Exception) as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                err = sizes.bound_error(_error_of(exc, action, attempt))
-                delay = next_retry(retry, action.step, attempt, err, self.m.rng)
-                if delay is not None:
-                    await asyncio.sleep(delay)
-                    continue
-                results.append(_result(action, state, attempt, started, self.clock(), False, err))
-                raise ActionFailed(
-                    {**err, "details": {**err.get("details", {}), "action": action.path}}
-                ) from None
-            results.append(_result(action, state, attempt, started, self.clock(), True, value))
-            return
-
-    async def _call(
-        self, work: Work, action: ActionPlan, act: dict[str, Any], attempt: int, state: str
-    ) -> Any:
-        step = action.step
-        record = work.record
-        ctx = CallContext(
-            execution_id=record.id,
-            node_id=f"{state}.{action.phase}[{action.index}]",
-            attempt=attempt,
-            idempotency_key=f"{record.id}/{work.seq + 1}/{action.path}",
-            tenant=record.tenant,
-            secrets=self.m.secrets,
-        )
-        call = self._invoke(step, act, ctx, record, work.seq + 1, action, attempt)
-        if action.timeout:
-            async with asyncio.timeout(action.timeout):
-                return await call
-        return await call
+                if too_large is None:
+                    results.append(_result(action, state, attempt, started, self.clock(), True, value))
+                    return
+                value = too_large
+            err = sizes.bound_error(value)
+            delay = next_retry(action.retry, step, attempt, err, self.m.rng)
+            if delay is not None:
+                await asyncio.sleep(delay)
+                continue
+            results.append(_result(action, state, attempt, started, self.clock(), False, err))
+            raise ActionFailed({**err, "details": {**err.get("details", {}), "action": action.path}}) from None
 
     async def _invoke(
         self,
@@ -589,42 +594,9 @@ class Stepper:
         attempt: int,
     ) -> Any:
         if step.kind == "tool":
-            args = step.args.evaluate(_only(act, step.args.names))
-            schema = step.tool.args_schema
-            if schema:
-                errors = sorted(
-                    jsonschema.Draft202012Validator(schema).iter_errors(args),
-                    key=lambda e: list(e.path),
-                )
-                if errors:
-                    e = errors[0]
-                    where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.path)
-                    raise ToolFailure(
-                        "invalid_args",
-                        f"args{where}: {e.message}",
-                        details={"field": f"args{where}"},
-                    )
-            return await step.tool.call(args, ctx)
+            return await call_tool(step, step.args.evaluate(_only(act, step.args.names)), ctx)
         if step.kind == "agent":
-            request = AgentRequest(
-                model=step.model,
-                prompt=step.prompt.evaluate(_only(act, step.prompt.names)) if step.prompt else "",
-                system=step.system.evaluate(_only(act, step.system.names)) if step.system else "",
-                output_schema=step.output_schema,
-                tools=step.agent_tools,
-                max_turns=step.max_turns,
-                temperature=step.temperature,
-                max_tokens=step.max_tokens,
-            )
-            answer = await step.provider.complete(request, ctx)
-            if step.output_schema is not None:
-                try:
-                    jsonschema.validate(answer, step.output_schema)
-                except jsonschema.ValidationError as exc:
-                    raise ToolFailure(
-                        "invalid_output", f"answer does not match output_schema: {exc.message}"
-                    ) from None
-            return answer
+            return await call_agent(step, lambda t: t.evaluate(_only(act, t.names)), ctx)
         if step.kind == "pass":
             return step.value.evaluate(_only(act, step.value.names))
         if step.kind == "workflow":
@@ -638,6 +610,11 @@ class Stepper:
                 record, child_id, step.workflow, step.workflow_version, child_input
             )
         raise AssertionError(step.kind)
+
+
+def _breaker_changed(name: str, state: str) -> None:
+    """An instance has no event stream for breakers (a DAG run records `breaker.*` events)."""
+    log.info("circuit breaker %s is %s", name, state)
 
 
 def _choose(transitions: tuple[TransitionPlan, ...], act: dict[str, Any]) -> TransitionPlan | None:
@@ -657,19 +634,6 @@ def _choose(transitions: tuple[TransitionPlan, ...], act: dict[str, Any]) -> Tra
 
 def _only(act: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
     return {n: act[n] for n in names if n in act}
-
-
-def _error_of(exc: BaseException, action: ActionPlan, attempt: int) -> dict[str, Any]:
-    if isinstance(exc, ToolFailure):
-        err = error_dict(exc.type, exc.message, exc.details)
-        if exc.retry_after is not None:
-            err["retry_after"] = exc.retry_after
-        return err
-    if isinstance(exc, TimeoutError):
-        return error_dict("timeout", f"attempt {attempt} timed out after {action.timeout}s")
-    if isinstance(exc, ExpressionError):
-        return error_dict("expression_error", exc.message, {"path": exc.path})
-    return error_dict("internal", f"{type(exc).__name__}: {exc}")
 
 
 def _result(

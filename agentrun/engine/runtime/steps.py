@@ -1,0 +1,156 @@
+"""The one step invoker: a tool or agent call with its timeout, circuit breaker and
+instrumentation, its failure as an error dict. A DAG node, map item, compensation or
+fallback (`Run._call`) and a state machine action (`Stepper._action`) call steps through it;
+each interpreter keeps only how it reads a step's inputs (its activation) and what it does
+with the outcome (`next_retry` decides whether another attempt follows)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import jsonschema
+
+from agentrun.engine.breakers import Breakers, CircuitBreaker
+from agentrun.engine.expressions import ExpressionError, Template
+from agentrun.engine.json_values import unstorable
+from agentrun.engine.plan import BreakerSpec, StepPlan
+from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
+from agentrun.engine.runtime.common import error_dict
+from agentrun.engine.schema_numbers import coerce_numbers
+
+log = logging.getLogger("agentrun.engine")
+
+# A step's outcome: (True, output) or (False, error dict).
+Outcome = tuple[bool, Any]
+
+
+def breaker_for(step: StepPlan, breakers: Breakers, specs: dict[str, BreakerSpec]) -> CircuitBreaker | None:
+    """The breaker guarding `step`'s tool or provider, if one is configured (server config,
+    else the workflow's `circuit_breakers`)."""
+    if step.kind == "tool" and step.tool is not None:
+        return breakers.get(step.tool.name, specs)
+    if step.kind == "agent" and step.provider is not None:
+        return breakers.get(step.provider.name, specs)
+    return None
+
+
+def target_of(step: StepPlan) -> str:
+    """What the step calls, for traces and metrics: a tool name, provider/model, a workflow."""
+    if step.tool is not None:
+        return step.tool.name
+    if step.provider is not None:
+        return f"{step.provider.name}/{step.model}"
+    return step.workflow
+
+
+async def call_tool(step: StepPlan, args: Any, ctx: CallContext) -> Any:
+    """Calls `step`'s tool once its args hold to the tool's `args_schema` (the first problem,
+    by path, fails the attempt with `invalid_args`)."""
+    assert step.tool is not None
+    schema = step.tool.args_schema
+    if schema:
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.path))
+        if errors:
+            e = errors[0]
+            where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.path)
+            raise ToolFailure("invalid_args", f"args{where}: {e.message}", details={"field": f"args{where}"})
+    return await step.tool.call(args, ctx)
+
+
+async def call_agent(step: StepPlan, render: Callable[[Template], Any], ctx: CallContext) -> Any:
+    """Asks `step`'s provider; `render` evaluates the prompt and system templates in the
+    interpreter's activation. An answer that does not match `output_schema` fails the
+    attempt with `invalid_output`; one that does has its numbers typed as the schema says."""
+    assert step.provider is not None
+    request = AgentRequest(
+        model=step.model,
+        prompt=render(step.prompt) if step.prompt else "",
+        system=render(step.system) if step.system else "",
+        output_schema=step.output_schema,
+        tools=step.agent_tools,
+        max_turns=step.max_turns,
+        temperature=step.temperature,
+        max_tokens=step.max_tokens,
+    )
+    answer = await step.provider.complete(request, ctx)
+    if step.output_schema is not None:
+        try:
+            jsonschema.validate(answer, step.output_schema)
+        except jsonschema.ValidationError as exc:
+            raise ToolFailure("invalid_output", f"answer does not match output_schema: {exc.message}") from None
+        return coerce_numbers(answer, step.output_schema)
+    return answer
+
+
+async def invoke_step(
+    step: StepPlan,
+    call: Callable[[], Awaitable[Any]],
+    *,
+    attempt: int,
+    timeout: float | None,
+    breaker: CircuitBreaker | None,
+    clock: Callable[[], float],
+    on_breaker: Callable[[str, str], None],
+    span: Callable[[], AbstractContextManager[Any]] | None = None,
+    where: str = "",
+) -> Outcome:
+    """One attempt of `step`: `call()` bounded by `timeout`, refused while `breaker` is open
+    (`circuit_open`), inside `span()` (the instrumentation's attempt hook). Never raises but
+    for cancellation: a failure, a timeout, a result no store can hold (`invalid_output`) or a
+    bug in a tool comes back as `(False, error dict)`. `on_breaker(name, state)` hears of
+    each change of the breaker's state."""
+    try:
+        if breaker is not None:
+            allowed, changed = breaker.allow(clock())
+            if changed is not None:
+                on_breaker(breaker.name, changed.value)
+            if not allowed:
+                breaker = None
+                name = step.tool.name if step.tool is not None else step.model
+                raise ToolFailure("circuit_open", f"circuit breaker {name!r} is open")
+        with span() if span is not None else contextlib.nullcontext():
+            if timeout:
+                async with asyncio.timeout(timeout):
+                    value = await call()
+            else:
+                value = await call()
+        problem = unstorable(value, "output")
+        if problem is not None:  # what one backend could store and another not
+            raise ToolFailure("invalid_output", f"the result cannot be stored: {problem}")
+        _record(breaker, True, None, clock, on_breaker)
+        return True, value
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError:
+        _record(breaker, False, "timeout", clock, on_breaker)
+        return False, error_dict("timeout", f"attempt {attempt} timed out after {timeout}s")
+    except ToolFailure as exc:
+        _record(breaker, False, exc.type, clock, on_breaker)
+        err = error_dict(exc.type, exc.message, exc.details)
+        if exc.retry_after is not None:
+            err["retry_after"] = exc.retry_after
+        return False, err
+    except ExpressionError as exc:
+        return False, error_dict("expression_error", exc.message, {"path": exc.path})
+    except Exception as exc:  # a bug in a tool must not take the engine down
+        log.exception("%s failed unexpectedly", where or "a step")
+        return False, error_dict("internal", f"{type(exc).__name__}: {exc}")
+
+
+def _record(
+    breaker: CircuitBreaker | None,
+    ok: bool,
+    error_type: str | None,
+    clock: Callable[[], float],
+    on_breaker: Callable[[str, str], None],
+) -> None:
+    if breaker is None:
+        return
+    changed = breaker.record(ok, error_type, clock())
+    if changed is not None:
+        on_breaker(breaker.name, changed.value)
