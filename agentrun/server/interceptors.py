@@ -93,6 +93,14 @@ def _ended_with(context: grpc.aio.ServicerContext, exc: BaseException | None) ->
     return grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code
 
 
+def _peer(context: grpc.aio.ServicerContext) -> str:
+    return str(context.peer())
+
+
+def _no_peer(context: grpc.aio.ServicerContext) -> str:
+    return ""
+
+
 class CallEndInterceptor(CachingInterceptor):
     """Outermost: sees each call's final status. Writes the access log line (when enabled) and
     tells `CALL_OBSERVERS`."""
@@ -103,12 +111,16 @@ class CallEndInterceptor(CachingInterceptor):
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
         ended = self._ended
+        # The peer is read when the call starts: a stream cancelled by the server's shutdown
+        # ends after grpc freed its call, and `context.peer()` then crashes the process.
+        peer_of = _peer if self._access_log else _no_peer
 
         def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
             if inspect.isasyncgenfunction(behavior):
 
                 async def gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
                     started = time.perf_counter()
+                    peer = peer_of(context)
                     error: BaseException | None = None
                     try:
                         async for response in behavior(request, context):
@@ -117,12 +129,13 @@ class CallEndInterceptor(CachingInterceptor):
                         error = exc
                         raise
                     finally:
-                        ended(method, context, started, error)
+                        ended(method, context, started, peer, error)
 
                 return gen
 
             async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
+                peer = peer_of(context)
                 error: BaseException | None = None
                 try:
                     return await behavior(request, context)
@@ -130,7 +143,7 @@ class CallEndInterceptor(CachingInterceptor):
                     error = exc
                     raise
                 finally:
-                    ended(method, context, started, error)
+                    ended(method, context, started, peer, error)
 
             return call
 
@@ -141,6 +154,7 @@ class CallEndInterceptor(CachingInterceptor):
         method: str,
         context: grpc.aio.ServicerContext,
         started: float,
+        peer: str,
         error: BaseException | None,
     ) -> None:
         code = _ended_with(context, error)
@@ -151,7 +165,7 @@ class CallEndInterceptor(CachingInterceptor):
                 code.name,
                 (time.perf_counter() - started) * 1e3,
                 current_tenant(),
-                context.peer(),
+                peer,
             )
         for observe in list(CALL_OBSERVERS):
             observe(method, code)
