@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from agentrun.engine.errors import Unavailable
 from tests.machines.conftest import close, history_longer_than, make, open_backend, until
 
 COUNTER = """
@@ -44,15 +45,19 @@ async def test_stale_replicas_reload_and_apply_each_event_once(backend: str, tmp
         # An id applied by `b` is answered, not applied again, by `a`.
         _, again = await a.machines.send_event(inst.id, "ADD", {"k": 10}, event_id="b1")
         assert again.sequence == 3
-        # Interleaved senders on both replicas: every event applied once, in some order.
-        await asyncio.gather(
-            *(
-                (a if n % 2 else b).machines.send_event(
-                    inst.id, "ADD", {"k": 1000}, event_id=f"x{n}"
-                )
-                for n in range(20)
-            )
-        )
+        # Interleaved senders on both replicas: every event applied once, in some order. A
+        # sender told UNAVAILABLE ("too many concurrent writers; retry") retries with the same
+        # id, as the API asks; however often that happens, each event counts once.
+        async def send(engine: Any, n: int) -> None:
+            for _ in range(50):
+                try:
+                    await engine.machines.send_event(inst.id, "ADD", {"k": 1000}, event_id=f"x{n}")
+                    return
+                except Unavailable:
+                    await asyncio.sleep(0.01)
+            raise AssertionError(f"x{n} was never applied")
+
+        await asyncio.gather(*(send(a if n % 2 else b, n) for n in range(20)))
         final = await b.machines.get_instance(inst.id)
         history = await b.machines.list_history(inst.id)
         assert final.data["n"] == 111 + 20 * 1000

@@ -400,7 +400,11 @@ class MachineEngine:
         on the same database: the history's sequence and event-id keys fence stale writers)
         reloads the instance and handles the event again on what is stored."""
         sizes.check_request("data", data, "signal_bytes")
-        for _ in range(_CONFLICT_RETRIES):
+        for attempt in range(_CONFLICT_RETRIES):
+            if attempt:
+                # Writers that lost a race on both replicas would otherwise all reload and
+                # collide again at once: each waits a jittered, growing pause first.
+                await asyncio.sleep(self.rng.uniform(0, 0.005 * 2**attempt))
             inst = self._instances.get(instance_id)
             if inst is None or inst.record.tenant != tenant:
                 inst = await self._load(instance_id, tenant)
