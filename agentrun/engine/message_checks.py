@@ -35,7 +35,7 @@ MIN_TIMESTAMP_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
 MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 # Names and ids (`name`, `workflow`, `parent`, `*_id`, ...) and any other string field.
 MAX_ID_LENGTH = 256
-MAX_STRING_LENGTH = 65_536
+MAX_STRING_LENGTH = 1_000_000  # prompts may be long; this only bounds what an error may echo
 # Free text whose size only the message size limit bounds (workflow source, expressions).
 UNBOUNDED_STRINGS = frozenset({"source"})
 _ID_FIELDS = frozenset({"name", "workflow", "parent", "page_token", "signal", "event"})

@@ -87,7 +87,10 @@ def _ended_with(context: grpc.aio.ServicerContext, exc: BaseException | None) ->
     if exc is None or isinstance(exc, (grpc.aio.AbortError, GeneratorExit)):
         return status_code(context)
     if isinstance(exc, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED
+        # Cancelled while sending a status it had set (an abort racing a server stop): the
+        # caller got that status.
+        code = status_code(context)
+        return grpc.StatusCode.CANCELLED if code is grpc.StatusCode.OK else code
     # grpc answers UNKNOWN for an exception escaping the handler, or the code set before it.
     code = status_code(context)
     return grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code

@@ -352,6 +352,11 @@ NUL_CASES = [
 ]
 
 
+def _described(spec: wf.WorkflowSpec, text: str) -> wf.WorkflowSpec:
+    spec.description = text
+    return spec
+
+
 def _nul_node_id() -> ws.CreateWorkflowRequest:
     spec = _pass_spec("nul-id", 1)
     spec.nodes[0].id = NUL
@@ -447,10 +452,18 @@ HUGE_CASES = [
     ),
     Case("bad-ids-3000", WF + "CreateWorkflow", _source(_bad_ids(3000)), field="nodes["),
     Case(
-        "description-100000",
+        "description-200000-is-fine",  # long text (prompts, descriptions) is no mistake
         WF + "CreateWorkflow",
         lambda c: ws.CreateWorkflowRequest(
-            spec=wf.WorkflowSpec(name="long-description", description="d" * 100_000)
+            spec=_described(_pass_spec("long-text", 1), "d" * 200_000)
+        ),
+        grpc.StatusCode.OK,
+    ),
+    Case(
+        "description-1100000",
+        WF + "CreateWorkflow",
+        lambda c: ws.CreateWorkflowRequest(
+            spec=wf.WorkflowSpec(name="long-description", description="d" * 1_100_000)
         ),
         field="description",
     ),
