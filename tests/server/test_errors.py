@@ -415,17 +415,27 @@ async def test_access_log(engine, caplog: pytest.LogCaptureFixture) -> None:
 
     server = AgentrunServer(engine, ServerConfig.load(env={}, access_log=True, api_keys=KEYS))
     await server.start("127.0.0.1:0")
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = ws_grpc.WorkflowServiceStub(channel)
-            with caplog.at_level("INFO", logger="agentrun.server.access"):
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "agentrun.server.access"]
+
+    # The server writes a call's line after its answer is sent: the client may see the answer
+    # first, so the test waits for the lines (and keeps the level) until both are there.
+    with caplog.at_level("INFO", logger="agentrun.server.access"):
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                stub = ws_grpc.WorkflowServiceStub(channel)
                 await stub.ListWorkflows(
                     ws.ListWorkflowsRequest(), metadata=(("authorization", "Bearer key-acme"),)
                 )
                 with pytest.raises(grpc.aio.AioRpcError):
                     await stub.GetWorkflow(ws.GetWorkflowRequest(name="nope"))
-    finally:
-        await server.stop(0)
-    lines = [r.getMessage() for r in caplog.records if r.name == "agentrun.server.access"]
-    assert any("ListWorkflows OK" in line and "tenant=acme" in line for line in lines), lines
-    assert any("GetWorkflow UNAUTHENTICATED" in line for line in lines), lines
+            for _ in range(300):
+                if any("GetWorkflow" in line for line in lines()):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await server.stop(0)
+    logged = lines()
+    assert any("ListWorkflows OK" in line and "tenant=acme" in line for line in logged), logged
+    assert any("GetWorkflow UNAUTHENTICATED" in line for line in logged), logged
