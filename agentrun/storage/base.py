@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from agentrun.storage.records import (
     Batch,
@@ -14,6 +15,9 @@ from agentrun.storage.records import (
     SignalRecord,
     WorkflowRecord,
 )
+
+if TYPE_CHECKING:
+    from agentrun.storage.machines import MachineStore
 
 
 class StoreError(Exception):
@@ -42,6 +46,13 @@ class Store(abc.ABC):
 
     async def close(self) -> None:
         """Releases connections; committed data stays."""
+
+    # Instances -------------------------------------------------------------
+    @property
+    def instances(self) -> MachineStore:
+        """The repository of state machine instances beside this store (same database, or
+        the same process): one object per store, opened by its user (`MachineEngine.start`)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no state machine instances")
 
     # Workflows -------------------------------------------------------------
     @abc.abstractmethod

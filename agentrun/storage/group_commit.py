@@ -69,6 +69,12 @@ class GroupCommit(Generic[Item]):
         self._wake = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
+    def reopen(self) -> None:
+        """Lets a closed writer start again at the next `submit` (a repository opened anew
+        on a database that stayed open)."""
+        if self.task is None:
+            self._closing = False
+
     def submit(self, item: Item) -> asyncio.Future[Any]:
         """Queues `item` for the next group; the future resolves once it is durable."""
         if self._closing or not self._database.is_open:

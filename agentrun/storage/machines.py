@@ -18,14 +18,14 @@ import asyncio
 import dataclasses
 import enum
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from agentrun.storage import schema as db
-from agentrun.storage.base import Store, StoreError
+from agentrun.storage.base import StoreError
 from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.sqldb import SqlDatabase
 
@@ -39,7 +39,6 @@ __all__ = [
     "MemoryMachineStore",
     "SqlMachineStore",
     "TimerRecord",
-    "machine_store_for",
 ]
 
 
@@ -171,10 +170,18 @@ class MachineStore(abc.ABC):
     - `commit` is atomic and, once it returns, survives a process kill (SQL backends).
     - history is append-only; (instance_id, sequence) and (instance_id, event_id) are unique.
     - records returned are copies.
+
+    Beyond `commit`, a backend may offer (None where it does not; typed here, so that the
+    engine needs no getattr): `submit`, which queues a batch on a group commit and returns
+    the future of its durability, and `commit_now`, a commit without a coroutine (a store
+    where nothing waits).
     """
 
+    submit: Callable[[MachineBatch], asyncio.Future[None]] | None = None
+    commit_now: Callable[[MachineBatch], None] | None = None
+
     async def open(self) -> None:
-        """Nothing to do for most backends: the SQL one shares an open SqlStore."""
+        """Nothing to connect: the store it belongs to (`Store.instances`) is open already."""
 
     async def close(self) -> None:
         """Flushes pending commits."""
@@ -234,15 +241,6 @@ class MachineStore(abc.ABC):
     @abc.abstractmethod
     async def commit(self, batch: MachineBatch) -> None:
         """Updates the instance (it must exist), appends history, replaces or drops timers."""
-
-
-def machine_store_for(store: Store) -> MachineStore:
-    """The machine store that lives beside `store`: in its database, or in memory."""
-    from agentrun.storage.sql import SqlStore
-
-    if isinstance(store, SqlStore):
-        return SqlMachineStore(store.database)
-    return MemoryMachineStore()
 
 
 # Memory ------------------------------------------------------------------------------------
@@ -413,6 +411,9 @@ class SqlMachineStore(MachineStore):
     def groups(self) -> int:
         """Group transactions written (tests see that grouping happens)."""
         return self.writer.groups
+
+    async def open(self) -> None:
+        self.writer.reopen()
 
     async def close(self) -> None:
         await self.writer.close()

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from agentrun.storage.base import LeaseLost, Store
+from agentrun.storage.machines import MemoryMachineStore
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -43,6 +44,7 @@ def _copy(record):
 
 class MemoryStore(Store):
     def __init__(self) -> None:
+        self._machines: MemoryMachineStore | None = None
         self._workflows: dict[tuple[str, str], list[WorkflowRecord]] = {}
         self._deleted: set[tuple[str, str, int]] = set()
         self._executions: dict[str, ExecutionRecord] = {}
@@ -50,6 +52,12 @@ class MemoryStore(Store):
         self._nodes: dict[str, dict[str, NodeRecord]] = {}
         self._events: dict[str, list[EventRecord]] = {}
         self._signals: dict[str, list[SignalRecord]] = {}
+
+    @property
+    def instances(self) -> MemoryMachineStore:
+        if self._machines is None:
+            self._machines = MemoryMachineStore()
+        return self._machines
 
     async def create_workflow(self, record: WorkflowRecord) -> WorkflowRecord:
         versions = self._workflows.setdefault((record.tenant, record.name), [])

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from agentrun.storage import schema as db
 from agentrun.storage.base import LeaseLost, Store, StoreError
 from agentrun.storage.group_commit import GroupCommit
+from agentrun.storage.machines import SqlMachineStore
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -75,6 +76,7 @@ class SqlStore(Store):
         self.writer: GroupCommit[_Rows] = GroupCommit(
             self.database, self._apply, self._explain, name="agentrun-sql-writer"
         )
+        self._machines: SqlMachineStore | None = None
         # PostgreSQL LISTEN/NOTIFY: replicas wake each other (signals, Watch streams).
         self._listeners: list[Callable[[str, str], None]] = []
         self._listen_task: asyncio.Task[None] | None = None
@@ -82,6 +84,12 @@ class SqlStore(Store):
     @property
     def dialect(self) -> str:
         return self.database.dialect
+
+    @property
+    def instances(self) -> SqlMachineStore:
+        if self._machines is None:
+            self._machines = SqlMachineStore(self.database)
+        return self._machines
 
     @property
     def busy_timeout_ms(self) -> int:
@@ -109,6 +117,8 @@ class SqlStore(Store):
             with contextlib.suppress(BaseException):
                 await self._listen_task
             self._listen_task = None
+        if self._machines is not None:
+            await self._machines.close()
         await self.writer.close()
         await self.database.dispose()
 

@@ -18,7 +18,6 @@ from agentrun.storage.machines import (
     MachineStore,
     SqlMachineStore,
     TimerRecord,
-    machine_store_for,
 )
 from tests.machines.conftest import open_backend
 
@@ -26,7 +25,7 @@ from tests.machines.conftest import open_backend
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[MachineStore]:
     base = await open_backend(request.param, tmp_path)
-    machines = machine_store_for(base)
+    machines = base.instances
     await machines.open()
     yield machines
     await machines.close()

@@ -53,7 +53,6 @@ from agentrun.storage.machines import (
     MachineStore,
     TimerRecord,
     copy_instance,
-    machine_store_for,
 )
 from agentrun.storage.records import ExecutionState
 
@@ -109,7 +108,7 @@ class MachineEngine:
         # that armed them died, say); 0: never.
         self.sweep_interval = sweep_interval
         self._sweeper: asyncio.Task[None] | None = None
-        self.store = store if store is not None else machine_store_for(engine.store)
+        self.store = store if store is not None else engine.store.instances
         self.clock = clock or engine.clock
         self.secrets = engine.secrets
         # One rng (seeded by EngineConfig.seed) and one hub for both interpreters: an instance's
@@ -125,10 +124,10 @@ class MachineEngine:
         self._children: dict[str, asyncio.Task[None]] = {}
         self._final: dict[str, list[asyncio.Future[InstanceRecord]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._submit = getattr(self.store, "submit", None)
+        self._submit = self.store.submit
         self._redactor = engine.redactor
         # The synchronous path commits what it computed as is: only without secrets to scrub.
-        self._commit_now = getattr(self.store, "commit_now", None) if not self._redactor else None
+        self._commit_now = self.store.commit_now if not self._redactor else None
         self._started = False
         self._stopping = False
         # The DAG runtime reaches state machines through the engine (a `workflow` node).
