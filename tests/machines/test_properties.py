@@ -8,6 +8,7 @@ import asyncio
 import math
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,7 @@ sequences = st.lists(
 )
 
 
+@pytest.mark.timeout(180)  # 31 s of a loaded machine
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=machines(), events=sequences)
 def test_replaying_the_history_reproduces_state_and_data(
