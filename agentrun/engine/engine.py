@@ -42,6 +42,7 @@ from agentrun.engine.errors import (
 )
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.executor import CONTROL_SIGNAL, Run
+from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.hub import Hub, follow
 from agentrun.engine.redact import Redactor
@@ -51,7 +52,7 @@ from agentrun.engine import sizes
 from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
 from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
-from agentrun.engine.ports import AgentProviders, ToolFailure, ToolRegistry
+from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.storage.base import LeaseLost, Store
 from agentrun.engine.expressions import ExpressionError
 from agentrun.storage.records import (
@@ -688,25 +689,19 @@ class Engine:
                 input=child_input,
                 tenant=parent.record.tenant,
             )
-        child_id = f"{parent.id}.{key.replace('[', '-').replace(']', '')}.{attempt}"
-        existing = await self.store.get_execution(child_id)
-        if existing is None:
-            try:
-                traceparent = current_traceparent.get()
-                await self.start_execution(
-                    step.workflow,
-                    child_input,
-                    tenant=parent.record.tenant,
-                    version=step.workflow_version or None,
-                    execution_id=child_id,
-                    parent=(parent.id, key),
-                    # A child resumed after a restart continues the caller's trace.
-                    labels={"traceparent": traceparent} if traceparent else None,
-                )
-            except WorkflowNotFound as exc:
-                raise ToolFailure("tool_error", exc.message) from None
-            except InvalidInput as exc:
-                raise ToolFailure("invalid_args", exc.message) from None
+        child_id = child_id_of(parent.id, key, attempt)
+        traceparent = current_traceparent.get()
+        await ensure_child(
+            self,
+            child_id,
+            step.workflow,
+            child_input,
+            tenant=parent.record.tenant,
+            version=step.workflow_version,
+            parent=(parent.id, key),
+            # A child resumed after a restart continues the caller's trace.
+            labels={"traceparent": traceparent} if traceparent else None,
+        )
         try:
             final = await self.wait(child_id)
         except asyncio.CancelledError:
@@ -714,14 +709,7 @@ class Engine:
             if child is not None and not child.finished:
                 child._post(("cancel", asyncio.get_running_loop().create_future(), False))
             raise
-        if final.state is ExecutionState.SUCCEEDED:
-            return final.output
-        err = final.error or {}
-        raise ToolFailure(
-            err.get("type") or "tool_error",
-            f"child execution {child_id} ended {final.state.value}: {err.get('message', '')}".strip(),
-            details={"child_execution_id": child_id},
-        )
+        return child_output(final, f"child execution {child_id}", {"child_execution_id": child_id})
 
     async def rerun(
         self,

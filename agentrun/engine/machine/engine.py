@@ -41,6 +41,7 @@ from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
 from agentrun.engine.machine.plan import INVOKE_DONE, INVOKE_ERROR, MachinePlan
 from agentrun.engine.machine.runtime import Event, Stepper, Work
 from agentrun.engine.ports import ToolFailure
+from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child, start_failures
 from agentrun.engine.runtime.common import DEFAULT_TENANT, error_dict
 from agentrun.engine.runtime.notify import Notifier
 from agentrun.engine.runtime.redaction import redacted_machine_batch
@@ -810,24 +811,15 @@ class MachineEngine:
     ) -> None:
         """Starts the DAG a state's `invoke` runs; its id is derived from the entry that entered
         the state, so an event handled again (after a crash) finds the same child."""
-        if await self.engine.store.get_execution(child_id) is not None:
-            return
-        try:
-            await self.engine.start_execution(
-                workflow,
-                child_input,
-                tenant=record.tenant,
-                version=version or None,
-                execution_id=child_id,
-                parent=(record.id, f"invoke:{state}"),
-            )
-        except WorkflowNotFound as exc:
-            raise ToolFailure("tool_error", exc.message) from None
-        except InvalidInput as exc:
-            raise ToolFailure("invalid_args", exc.message) from None
-        except ValueError:  # started concurrently by a replay of the same event
-            if await self.engine.store.get_execution(child_id) is None:
-                raise
+        await ensure_child(
+            self.engine,
+            child_id,
+            workflow,
+            child_input,
+            tenant=record.tenant,
+            version=version,
+            parent=(record.id, f"invoke:{state}"),
+        )
 
     def _watch_child(self, instance_id: str, child_id: str, tenant: str) -> None:
         if self._stopping:
@@ -887,29 +879,17 @@ class MachineEngine:
         self, record: InstanceRecord, child_id: str, workflow: str, version: int, child_input: Any
     ) -> Any:
         """An action `{workflow: ...}`: runs a DAG to its end and returns its output."""
-        if await self.engine.store.get_execution(child_id) is None:
-            try:
-                await self.engine.start_execution(
-                    workflow,
-                    child_input,
-                    tenant=record.tenant,
-                    version=version or None,
-                    execution_id=child_id,
-                    parent=(record.id, "action"),
-                )
-            except WorkflowNotFound as exc:
-                raise ToolFailure("tool_error", exc.message) from None
-            except InvalidInput as exc:
-                raise ToolFailure("invalid_args", exc.message) from None
-        final = await self.engine.wait(child_id)
-        if final.state is ExecutionState.SUCCEEDED:
-            return final.output
-        err = final.error or {}
-        raise ToolFailure(
-            err.get("type") or "tool_error",
-            f"execution {child_id} ended {final.state.value}: {err.get('message', '')}".strip(),
-            details={"execution": child_id},
+        await ensure_child(
+            self.engine,
+            child_id,
+            workflow,
+            child_input,
+            tenant=record.tenant,
+            version=version,
+            parent=(record.id, "action"),
         )
+        final = await self.engine.wait(child_id)
+        return child_output(final, f"execution {child_id}", {"execution": child_id})
 
     # ------------------------------------------------------------------ DAG hook
     async def run_child(
@@ -926,21 +906,18 @@ class MachineEngine:
         """A DAG `workflow` node naming a state machine: creates the instance (its id derived
         from the node's, so a resumed attempt attaches to the same one), waits for a final
         state and returns `{state, data}`; an instance that FAILED or was CANCELLED fails the node."""
-        instance_id = f"{parent_id}.{key.replace('[', '-').replace(']', '')}.{attempt}"
+        instance_id = child_id_of(parent_id, key, attempt)
         if await self.store.get_instance(instance_id) is None:
             try:
-                await self.create_instance(
-                    workflow,
-                    input,
-                    tenant=tenant,
-                    version=version or None,
-                    instance_id=instance_id,
-                    parent=(parent_id, key),
-                )
-            except WorkflowNotFound as exc:
-                raise ToolFailure("tool_error", exc.message) from None
-            except InvalidInput as exc:
-                raise ToolFailure("invalid_args", exc.message) from None
+                with start_failures():
+                    await self.create_instance(
+                        workflow,
+                        input,
+                        tenant=tenant,
+                        version=version or None,
+                        instance_id=instance_id,
+                        parent=(parent_id, key),
+                    )
             except ValueError:
                 if await self.store.get_instance(instance_id) is None:
                     raise
