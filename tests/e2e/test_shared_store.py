@@ -44,6 +44,15 @@ nodes:
   - {{id: after, needs: [w], tool: {{name: core.echo, args: {{got: "${{{{ nodes.w.output }}}}"}}}}}}
 """
 
+# A step, then a wait for a signal, then a step: interrupted while it waits.
+INTERRUPTED = """\
+name: {name}
+nodes:
+  - {{id: a, tool: {{name: core.sleep, args: {{seconds: 0.2}}}}}}
+  - {{id: w, needs: [a], wait: {{signal: go, timeout: 50s}}}}
+  - {{id: b, needs: [w], tool: {{name: core.echo, args: {{got: "${{{{ nodes.w.output }}}}"}}}}}}
+"""
+
 
 def until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
     deadline = time.monotonic() + timeout
@@ -173,16 +182,19 @@ def test_serve_and_run_share_one_store(shared, tmp_path: Path) -> None:
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_a_live_server_takes_over_an_interrupted_run(shared, tmp_path: Path, how: int) -> None:
     server, run = shared
-    process = run("runwork", WORK.format(name="runwork", s=1.0))
+    # After its first step the run waits for a signal: it cannot have finished by the time it
+    # is interrupted, however slow the machine is to notice the step.
+    process = run("runwork", INTERRUPTED.format(name="runwork"))
     with Client(server.address) as client:
         execution = execution_of(client, "runwork")
         until(
-            lambda: any(n.state.value == "SUCCEEDED" for n in client.get_execution(execution, include_nodes=True).nodes),
+            lambda: client.get_execution(execution).state is ExecutionState.WAITING,
             "the run's first step",
         )
         process.proc.send_signal(how)
         process.proc.wait(30)
         assert client.get_execution(execution).state is not ExecutionState.SUCCEEDED
+        client.signal_execution(execution, "go", {"after": "the run stopped"})
         final = client.wait(execution, timeout=60)
     assert final.state is ExecutionState.SUCCEEDED
     owner, epoch, _ = leases(tmp_path)[execution]
