@@ -988,7 +988,6 @@ class Engine:
     ) -> AsyncIterator[EventRecord]:
         """The stored backlog, then live events; each once, in order; ends after the final one."""
         await self.get_execution(execution_id, tenant=tenant)
-        sub = self.hub.subscribe(execution_id)
 
         async def read_page(after: int, limit: int) -> list[EventRecord]:
             return await self.store.list_events(execution_id, after_sequence=after, limit=limit)
@@ -997,13 +996,10 @@ class Engine:
             record = await self.store.get_execution(execution_id)
             return record is not None and record.state.terminal and record.last_sequence <= last
 
-        try:
-            async for event in follow(
-                sub, after=after_sequence, read_page=read_page, is_final=_is_final, finished=finished
-            ):
-                yield event
-        finally:
-            sub.close()
+        async for event in follow(
+            self.hub, execution_id, after=after_sequence, read_page=read_page, is_final=_is_final, finished=finished
+        ):
+            yield event
 
     def _check_open(self) -> None:
         if self.draining:

@@ -100,7 +100,8 @@ PAGE = 500
 
 
 async def follow(
-    sub: Subscription,
+    hub: Hub,
+    key: str,
     *,
     after: int,
     read_page: Callable[[int, int], Awaitable[list[Any]]],
@@ -110,10 +111,26 @@ async def follow(
     """A numbered log, stored backlog first and then live, each entry once and in order,
     ending after the final one. Shared by execution and state machine streams.
 
-    `read_page(after, limit)` reads the store; `finished(last)` says whether the log ended
+    Subscribes to `key` on `hub` before the backlog is read (and unsubscribes when the
+    reader stops). `read_page(after, limit)` reads the store; `finished(last)` says whether the log ended
     at `last` (checked between the backlog and live phases). A live buffer that overflowed
     or skipped a number sends the reader back to the store, which has every entry.
     """
+    sub = hub.subscribe(key)
+    try:
+        async for entry in _follow(sub, after, read_page, is_final, finished):
+            yield entry
+    finally:
+        sub.close()
+
+
+async def _follow(
+    sub: Subscription,
+    after: int,
+    read_page: Callable[[int, int], Awaitable[list[Any]]],
+    is_final: Callable[[Any], bool],
+    finished: Callable[[int], Awaitable[bool]],
+) -> AsyncIterator[Any]:
     last = after
     while True:
         # Cleared first, so entries committed while the backlog is read land in the live

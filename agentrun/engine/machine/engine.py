@@ -957,7 +957,6 @@ class MachineEngine:
         """The stored history after `after_sequence`, then live entries; each once, in order;
         ends after the entry that ends the instance."""
         await self.get_instance(instance_id, tenant=tenant)
-        sub = self.hub.subscribe(instance_id)
 
         async def read_page(after: int, limit: int) -> list[HistoryRecord]:
             return await self.store.list_history(instance_id, after_sequence=after, limit=limit)
@@ -966,17 +965,15 @@ class MachineEngine:
             record = await self.store.get_instance(instance_id)
             return record is not None and record.state is not _ACTIVE and record.last_sequence <= last
 
-        try:
-            async for entry in follow(
-                sub,
-                after=after_sequence,
-                read_page=read_page,
-                is_final=lambda e: e.instance_state is not _ACTIVE,
-                finished=finished,
-            ):
-                yield entry
-        finally:
-            sub.close()
+        async for entry in follow(
+            self.hub,
+            instance_id,
+            after=after_sequence,
+            read_page=read_page,
+            is_final=lambda e: e.instance_state is not _ACTIVE,
+            finished=finished,
+        ):
+            yield entry
 
     # ------------------------------------------------------------------ helpers
     def _spawn(self, coro: Any) -> None:
