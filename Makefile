@@ -25,7 +25,7 @@ serve: $(STAMP)
 services:
 	bash scripts/ensure-services.sh
 
-test: $(DEV_STAMP) services
+test: lint services
 	bash scripts/ensure-test-tools.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -41,8 +41,9 @@ console:
 bench: $(DEV_STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	npx --yes @bufbuild/buf@1.75.0 lint
+	$(VENV)/bin/ruff check agentrun
 
 clean:
 	rm -rf $(VENV) .agentrun

@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1

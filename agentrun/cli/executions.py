@@ -54,10 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     def body(client: Any) -> int:
+        from agentrun.client import ExecutionState
         from agentrun.client import _convert as c
         from agentrun.v1 import execution_service_pb2 as pb
-
-        from agentrun.client import ExecutionState
 
         states = [s.upper().removeprefix("STATE_") for s in args.state]
         known = [s.value for s in ExecutionState if s is not ExecutionState.UNSPECIFIED]

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from agentrun import spec_words
 from agentrun.client._convert import _ints
 
-__all__ = ["to_json", "print_json", "short_json"]
+__all__ = ["print_json", "short_json", "to_json"]
 
 
 def to_json(value: Any) -> Any:

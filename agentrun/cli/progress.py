@@ -13,7 +13,6 @@ only when they retry or fail, so that a 1,000-way fan-out stays readable.
 
 from __future__ import annotations
 
-import json
 from typing import Any, TextIO
 
 from agentrun.cli.output import short_json
@@ -98,9 +97,7 @@ class ProgressPrinter:
 def _node_detail(state: str, data: dict[str, Any]) -> str:
     parts: list[str] = []
     attempt = data.get("attempt")
-    if state in ("running", "retrying", "failed") and isinstance(attempt, int) and attempt > 1:
-        parts.append(f"attempt {attempt}")
-    elif state == "retrying" and isinstance(attempt, int):
+    if state in ("running", "retrying", "failed") and isinstance(attempt, int) and attempt > 1 or state == "retrying" and isinstance(attempt, int):
         parts.append(f"attempt {attempt}")
     if data.get("error") and state in ("retrying", "failed", "escalated", "skipped"):
         parts.append(_error_text(data["error"]))

@@ -16,16 +16,16 @@ import jsonschema
 from agentrun import spec_words
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
 from agentrun.engine.expr_checks import secret_diagnostics, sql_query_warnings
-from agentrun.engine.message_checks import check_message
 from agentrun.engine.expressions import (
     Expression,
-    _strip_strings,
     ExpressionError,
     Template,
+    _strip_strings,
     compile_bool,
     compile_template_collect,
     normalize_numbers,
 )
+from agentrun.engine.message_checks import check_message
 from agentrun.engine.plan import (
     BreakerSpec,
     EdgePlan,
@@ -43,8 +43,7 @@ NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 NODE_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # CEL reserved words and literals: an id spelled like one could not be referenced.
 RESERVED_IDS = frozenset(
-    "as break const continue else false for function if import in let loop package "
-    "namespace null return true var void while".split()
+    ["as", "break", "const", "continue", "else", "false", "for", "function", "if", "import", "in", "let", "loop", "package", "namespace", "null", "return", "true", "var", "void", "while"]
 )
 
 BASE_NAMES = frozenset({"input", "nodes", "vars", "execution", "secrets"})
@@ -515,8 +514,7 @@ class _Compiler:
             order.append(nid)
             for edge in nodes[nid].outgoing:
                 t = edge.target
-                if level[t] < level[nid] + 1:
-                    level[t] = level[nid] + 1
+                level[t] = max(level[t], level[nid] + 1)
                 indegree[t] -= 1
                 if indegree[t] == 0:
                     queue.append(t)
@@ -802,7 +800,7 @@ def _node_expressions(plan: NodePlan) -> list[Expression]:
 
 
 def _unwrap(text: str) -> str:
-    m = re.fullmatch(r"\s*\$\{\{(.*)\}\}\s*", text, re.S)
+    m = re.fullmatch(r"\s*\$\{\{(.*)\}\}\s*", text, re.DOTALL)
     return m.group(1).strip() if m else text
 
 
@@ -844,4 +842,4 @@ def compile_workflow(spec: pb.WorkflowSpec, *, tools: ToolRegistry, agents: Agen
     return _Compiler(spec, tools, agents).compile()
 
 
-__all__ = ["compile_workflow", "value_to_py", "struct_to_py", "normalize_numbers"]
+__all__ = ["compile_workflow", "normalize_numbers", "struct_to_py", "value_to_py"]

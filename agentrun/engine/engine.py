@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 from google.protobuf import json_format
 
+from agentrun.engine import sizes
+from agentrun.engine.breakers import Breakers
 from agentrun.engine.compiler import compile_workflow
-from agentrun.engine.loader import spec_to_dict
 from agentrun.engine.errors import (
     AlreadyExists,
     Diagnostic,
@@ -34,27 +35,25 @@ from agentrun.engine.errors import (
     IllegalTransition,
     InvalidArgument,
     InvalidInput,
-    InvalidWorkflow,
     ResourceExhausted,
     ShuttingDown,
     Unavailable,
     WorkflowNotFound,
 )
-from agentrun.engine.breakers import Breakers
 from agentrun.engine.executor import CONTROL_SIGNAL, Run
-from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child
-from agentrun.engine.runtime.common import DEFAULT_TENANT
+from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.hub import Hub, follow
-from agentrun.engine.redact import Redactor
 from agentrun.engine.instrument import Instrumentation, current_traceparent
+from agentrun.engine.loader import spec_to_dict
 from agentrun.engine.node_view import every_node, spec_node_ids
-from agentrun.engine import sizes
-from agentrun.engine.schema_numbers import coerce_numbers
-from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
 from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
 from agentrun.engine.ports import AgentProviders, ToolRegistry
+from agentrun.engine.redact import Redactor
+from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child
+from agentrun.engine.runtime.common import DEFAULT_TENANT
+from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
+from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.storage.base import LeaseLost, Store
-from agentrun.engine.expressions import ExpressionError
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -243,7 +242,7 @@ class Engine:
             await self.store.maintain_events(
                 now=self.clock(), retention_seconds=self.config.event_retention_seconds
             )
-        except Exception:  # noqa: BLE001 - next time; nothing depends on it now
+        except Exception:
             log.warning("event log upkeep failed", exc_info=True)
 
     async def _resume_all(self, records: list[ExecutionRecord]) -> None:
@@ -252,7 +251,7 @@ class Engine:
                 continue
             try:
                 await self._resume_from_store(record)
-            except Exception:  # noqa: BLE001 - the store failed: keep trying until it answers
+            except Exception:
                 log.warning("could not resume execution %s; retrying", record.id, exc_info=True)
                 self._schedule_resume(record.id)
 
@@ -282,7 +281,7 @@ class Engine:
                         log.warning("lease on execution %s was lost; stopping it here", run.id)
                         run.lease_lost = True
                         run.task.cancel()
-            except Exception:  # noqa: BLE001 - the store is away; try again next round
+            except Exception:
                 log.warning("lease renewal failed", exc_info=True)
 
     async def _claim_loop(self) -> None:
@@ -303,7 +302,7 @@ class Engine:
                         break
                 if self.clock() - self._events_upkept > EVENT_UPKEEP_SECONDS:
                     await self._upkeep_events()
-            except Exception:  # noqa: BLE001 - the store is away; try again next round
+            except Exception:
                 log.warning("claiming orphaned executions failed", exc_info=True)
 
     async def _until_claimable(self) -> float:
@@ -313,7 +312,7 @@ class Engine:
         period = self.lease_seconds / 3
         try:
             expiry = await self.store.next_lease_expiry(self.replica_id)
-        except Exception:  # noqa: BLE001 - the store is away: poll as usual
+        except Exception:
             return period
         if expiry is None:
             return period
@@ -640,7 +639,7 @@ class Engine:
                 if record is None or record.state.terminal or record.owner != self.replica_id:
                     return
                 await self._resume_from_store(record)
-            except Exception:  # noqa: BLE001 - still unavailable: try again later
+            except Exception:
                 log.warning("resuming %s failed; retrying in %.1fs", execution_id, delay, exc_info=True)
                 asyncio.get_running_loop().call_later(
                     delay, self._schedule_resume, execution_id, min(delay * 2, 10.0)

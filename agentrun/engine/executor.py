@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-
-from agentrun.engine.expressions import ExpressionError
 from agentrun.engine import sizes
+from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.plan import EdgePlan, HandlerPlan, NodePlan, Plan, StepPlan
 from agentrun.engine.ports import CallContext, ToolFailure
 from agentrun.engine.retry import NO_RETRY, RetrySpec
@@ -1474,7 +1473,7 @@ def _parse_time(value: Any) -> float:
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"until must be an RFC 3339 timestamp, got {_typename(value)}")
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    parsed = dt.datetime.fromisoformat(value)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()

@@ -7,7 +7,6 @@ a field's expressions as a whole: where secrets may be read, and templates that 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 

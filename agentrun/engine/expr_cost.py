@@ -42,7 +42,7 @@ _TOKEN = re.compile(
       | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
       | (?P<op>&&|\|\||==|!=|<=|>=|[<>!+\-*/%.()\[\]{},?:])
     )""",
-    re.VERBOSE | re.S,
+    re.VERBOSE | re.DOTALL,
 )
 
 # AST nodes are tuples: ("lit", size, value | None) ("id", name) ("sel", operand, field) ("idx", operand,
@@ -214,7 +214,7 @@ class _Parser:
 class Shape:
     """An upper bound on a value: total size in units, element count, largest element."""
 
-    __slots__ = ("size", "count", "elem", "value", "concrete")
+    __slots__ = ("concrete", "count", "elem", "size", "value")
 
     def __init__(self, size: float, count: float = 0, elem: float = 0) -> None:
         self.size = size
@@ -255,8 +255,7 @@ class _Measure:
                 else:
                     size = self.of(item).size
                 total += size
-                if size > largest:
-                    largest = size
+                largest = max(largest, size)
                 if total > self.cap:
                     total = largest = INF
                     break

@@ -17,8 +17,8 @@ from typing import Any
 import cel
 
 from agentrun.engine import limits
-from agentrun.engine.json_values import unstorable
 from agentrun.engine.expr_cost import Unparsed, crude, estimate, is_flat, parse
+from agentrun.engine.json_values import unstorable
 
 MAX_SOURCE_BYTES = 4096
 MAX_COLLECTION = 10_000
@@ -37,14 +37,14 @@ _OPERATORS = frozenset({
     "_&&_", "_||_", "_?_:_", "_[_]", "@in", "@not_strictly_false",
 })
 
-_TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.S)
+_TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 _COMPREHENSION = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
 _BOUND_VAR = re.compile(r"\.\s*(?:all|exists_one|exists|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _NODE_REF = re.compile(r"\bnodes\s*\.\s*([A-Za-z_]\w*)")
 _NODES_WORD = re.compile(r"\bnodes\b")
 _STRING = re.compile(
     r"""[rR]?(?:'''(?:\\.|[^\\])*?'''|\"\"\"(?:\\.|[^\\])*?\"\"\"|'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*")""",
-    re.S,
+    re.DOTALL,
 )
 
 
@@ -86,7 +86,7 @@ def _has_nested_comprehension(code: str) -> bool:
 class Expression:
     """One compiled CEL expression."""
 
-    __slots__ = ("source", "path", "names", "node_refs", "_program", "_bounded", "_ast", "_flat")
+    __slots__ = ("_ast", "_bounded", "_flat", "_program", "names", "node_refs", "path", "source")
 
     def __init__(self, source: str, path: str, allowed: frozenset[str] | None = None) -> None:
         self.source = source
@@ -211,7 +211,7 @@ def to_json(value: Any) -> Any:
         return [to_json(v) for v in value]
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=_dt.timezone.utc)
+            value = value.replace(tzinfo=_dt.UTC)
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, _dt.timedelta):
         return value.total_seconds()
@@ -239,7 +239,7 @@ class Template:
     not mutate what they get.
     """
 
-    __slots__ = ("names", "node_refs", "constant", "_fn", "expressions")
+    __slots__ = ("_fn", "constant", "expressions", "names", "node_refs")
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from agentrun.storage.records import EventRecord
 
@@ -20,7 +20,7 @@ log = logging.getLogger("agentrun.engine")
 
 
 class Subscription:
-    __slots__ = ("buffer", "overflowed", "_event", "_hub", "_key")
+    __slots__ = ("_event", "_hub", "_key", "buffer", "overflowed")
 
     def __init__(self, hub: Hub, key: str) -> None:
         self.buffer: deque[EventRecord] = deque()
@@ -90,10 +90,6 @@ class Hub:
             subs.remove(sub)
             if not subs:
                 del self._subs[key]
-
-
-class _Sequenced(Protocol):
-    sequence: int
 
 
 PAGE = 500

@@ -15,7 +15,6 @@ from typing import Any
 from agentrun.storage.machines import InstanceRecord
 from agentrun.storage.records import EventRecord, ExecutionRecord
 
-
 current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "agentrun_traceparent", default=None
 )

@@ -33,6 +33,7 @@ from agentrun.engine.durations import parse_duration, to_seconds_nanos
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
 from agentrun.v1.workflow_pb2 import Transitions, WorkflowSpec
 
+
 class _PyEventParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
     """PyYAML's pure-Python event parser, for builds without libyaml."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from agentrun.storage.records import NodeRecord, NodeState
 
-__all__ = ["spec_node_ids", "every_node"]
+__all__ = ["every_node", "spec_node_ids"]
 
 _ITEM = re.compile(r"^(?P<node>.+)\[(?P<index>\d+)\]$")
 

@@ -219,11 +219,7 @@ class Scheduler:
             return False
         if c.max_running_nodes_per_tenant and self._running_tenant.get(ticket.tenant, 0) >= c.max_running_nodes_per_tenant:
             return False
-        if c.max_running_nodes_per_workflow and (
-            self._running_workflow.get((ticket.tenant, ticket.workflow), 0) >= c.max_running_nodes_per_workflow
-        ):
-            return False
-        return True
+        return not (c.max_running_nodes_per_workflow and self._running_workflow.get((ticket.tenant, ticket.workflow), 0) >= c.max_running_nodes_per_workflow)
 
     def _dispatch(self) -> None:
         """Grants slots in turn order until nothing more fits."""
@@ -333,9 +329,7 @@ class Admission:
         # First come, first served within a key. Starts pending for the tenant with room in
         # its quota are all held by their own keys (each end re-runs `_next`), so they do
         # not hold back a start with another key.
-        if key is not None and self._pending_key.get(key):
-            return False
-        return True
+        return not (key is not None and self._pending_key.get(key))
 
     def running_with_key(self, key: tuple[str, str, str]) -> list[str]:
         return list(self._running_key.get(key, ()))

@@ -53,7 +53,7 @@ def wrap_errors(
                         yield response
                 except grpc.aio.AbortError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - mapped to a status
+                except Exception as exc:
                     await on_error(context, exc)
 
             return gen
@@ -63,7 +63,7 @@ def wrap_errors(
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 await on_error(context, exc)
 
         return call
@@ -96,7 +96,7 @@ def check_requests(handler: Any, check: Check, on_refused: OnRefused) -> Any:
     def deserialize(data: bytes) -> Any:
         try:
             return parse(data)
-        except Exception:  # noqa: BLE001 - DecodeError and friends; `check` reports it
+        except Exception:
             return Malformed(message_type)
 
     async def checked(requests: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
-import errno
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -19,10 +19,10 @@ from agentrun.server.config import ConfigError, ServerConfig
 from agentrun.server.execution_service import ExecutionService
 from agentrun.server.http.registry import HandlerRegistry
 from agentrun.server.interceptors import (
+    CallEndInterceptor,
     DrainInterceptor,
     ErrorInterceptor,
     Lifecycle,
-    CallEndInterceptor,
 )
 from agentrun.server.observability import Observability
 from agentrun.server.ratelimit import RateLimitInterceptor

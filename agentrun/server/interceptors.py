@@ -170,5 +170,5 @@ class CallEndInterceptor(CachingInterceptor):
                 current_tenant(),
                 peer,
             )
-        for observe in list(CALL_OBSERVERS):
+        for observe in CALL_OBSERVERS:
             observe(method, code)

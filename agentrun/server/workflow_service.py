@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 import hashlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any

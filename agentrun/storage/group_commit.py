@@ -133,7 +133,7 @@ class GroupCommit(Generic[Item]):
         except asyncio.CancelledError:
             _settle(group, None, StoreError("the store was closed during commit"))
             raise
-        except Exception as exc:  # noqa: BLE001 - a refused batch: find it, spare the others
+        except Exception as exc:
             if len(group) > 1:
                 for one in group:
                     await self._write([one])

@@ -445,7 +445,7 @@ class SqlStore(Store):
                         self._dispatch_notification(None, 0, _CHANNEL, f"{kind}:{execution_id}")
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the file is busy or away; look again later
+            except Exception:
                 await asyncio.sleep(SQLITE_POLL_SECONDS)
 
     async def _listen_loop(self) -> None:
@@ -465,7 +465,7 @@ class SqlStore(Store):
                     await asyncio.sleep(1.0)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the database is away; try again
+            except Exception:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
@@ -479,7 +479,7 @@ class SqlStore(Store):
             for callback in self._listeners:
                 try:
                     callback(kind, execution_id)
-                except Exception:  # noqa: BLE001 - a listener's bug must not stop the others
+                except Exception:
                     continue
 
     # Leases ----------------------------------------------------------------
@@ -784,7 +784,7 @@ _PARTITION = re.compile(r"^events_d(\d{8})$")
 def _day_bounds(day: datetime.date) -> tuple[str, str]:
     """The execution-id range of executions created that day (UTC): ids start with the
     creation time in milliseconds as 12 hex digits."""
-    start = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp()
+    start = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC).timestamp()
     return f"{int(start * 1000):012x}", f"{int((start + _DAY) * 1000):012x}"
 
 
@@ -794,7 +794,7 @@ def _maintain_partitions(conn: sa.Connection, now: float, retention_seconds: flo
     # One maintainer at a time across replicas; the others skip this round.
     if not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(7415001)")).scalar():
         return 0
-    today = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
+    today = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
     existing = {
         row[0]
         for row in conn.execute(
@@ -829,7 +829,7 @@ def _maintain_partitions(conn: sa.Connection, now: float, retention_seconds: flo
             continue
         day = datetime.datetime.strptime(match.group(1), "%Y%m%d").date()
         low, high = _day_bounds(day)
-        end = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp() + _DAY
+        end = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC).timestamp() + _DAY
         if end > now - retention_seconds:
             continue
         running = conn.execute(

@@ -104,16 +104,16 @@ class SqlDatabase:
             self._sync_writer = self._sqlite_writer()
             self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentrun-sqlite-writer")
         else:
-            options: dict[str, Any] = dict(
+            options: dict[str, Any] = {
                 # asyncpg waits 60 s for a connection by default; fail over sooner. A replica
                 # frozen inside a transaction (SIGSTOP, a VM pause) must not keep its row locks,
                 # which would hide its executions from the other replicas' claims.
-                connect_args={
+                "connect_args": {
                     "timeout": 10,
                     "server_settings": {"idle_in_transaction_session_timeout": str(self._idle_in_transaction_ms)},
                 },
-                json_serializer=db.jsonb_dumps,
-            )
+                "json_serializer": db.jsonb_dumps,
+            }
             # 28 + 2 for leases + 1 LISTEN: 31 connections at most per replica, as documented.
             self._engine = create_async_engine(self.url, pool_size=10, max_overflow=18, **options)
             # Lease renewals and claims on connections of their own: a burst of reads and
@@ -136,7 +136,7 @@ class SqlDatabase:
         alembic loads its scripts (PostgreSQL ended such sessions as idle in transaction)."""
         try:
             rows = await self.read(sa.text("SELECT version_num FROM alembic_version"))
-        except Exception:  # noqa: BLE001 - a new database, or one away: the migration says which
+        except Exception:
             return False
         return {row[0] for row in rows} == {_migration_head()}
 

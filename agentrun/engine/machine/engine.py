@@ -160,7 +160,7 @@ class MachineEngine:
             await asyncio.sleep(interval)
             try:
                 due = await self.store.list_timers(due_before=self.clock() - interval, limit=500)
-            except Exception as exc:  # noqa: BLE001 - the store may be briefly unavailable
+            except Exception as exc:
                 log.warning("timer sweep failed: %r", exc)
                 continue
             for timer in due:
@@ -527,7 +527,7 @@ class MachineEngine:
                     if not future.done():
                         future.cancel()
                     raise
-                except BaseException as exc:  # noqa: BLE001 - handed to the sender
+                except BaseException as exc:
                     if not future.done():
                         future.set_exception(exc)
                 else:
@@ -738,7 +738,7 @@ class MachineEngine:
                     if timer.key not in armed:
                         self._arm(timer)
                 pending.set_result(inst)
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the load
+            except BaseException as exc:
                 pending.set_exception(exc)
                 pending.exception()  # retrieved: nobody else may be waiting
             finally:
@@ -794,7 +794,7 @@ class MachineEngine:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the store holds the event's cause; retry
+            except Exception as exc:
                 log.warning("instance %s: %s failed (%r); retrying", instance_id, ev.name, exc)
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)

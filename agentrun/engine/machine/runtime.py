@@ -28,7 +28,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-
 from agentrun.engine import sizes
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.machine.guards import refusal

@@ -40,7 +40,7 @@ class Notifier:
                 for start in range(0, len(ids), CHUNK):
                     try:
                         await self._store.notify("events", ",".join(ids[start : start + CHUNK]))
-                    except Exception as exc:  # noqa: BLE001 - watchers fall back on the store
+                    except Exception as exc:
                         log.warning("could not announce commits to other replicas: %r", exc)
         finally:
             self._task = None

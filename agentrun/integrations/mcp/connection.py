@@ -109,7 +109,7 @@ class Connection:
                 await client.list_tools(cache_mode="refresh")
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure: open a new session
+        except Exception as exc:
             log.info("%s: idle session is gone (%s); reconnecting", self.spec.where, _describe(exc))
             return False
         self._last_used = loop.time()
@@ -152,7 +152,7 @@ class Connection:
             if not ready.done():
                 ready.cancel()
             raise
-        except BaseException as exc:  # noqa: BLE001 - anyio raises exception groups here
+        except BaseException as exc:
             if not ready.done():
                 ready.set_exception(ConnectionLost(f"cannot connect to {self.spec.where}: {_describe(exc)}"))
             else:
@@ -224,7 +224,7 @@ def _errlog() -> Any:
                 return stream
         except (AttributeError, OSError, ValueError):
             continue
-    return open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    return open(os.devnull, "w")
 
 
 def _describe(exc: BaseException) -> str:

@@ -103,7 +103,7 @@ class McpSource:
         if not self.loop.loop.is_closed():
             try:
                 self.loop.run_sync(self._close_all(), timeout=15)
-            except Exception as exc:  # noqa: BLE001 - closing must not fail the shutdown
+            except Exception as exc:
                 log.warning("closing MCP sessions: %s", exc)
             self.loop.stop()
 

@@ -97,7 +97,7 @@ def _unary(path: str, resolve: Resolve) -> Callable[..., Awaitable[Any]]:
             raise context.to_connect_error() from None
         except (ConnectError, asyncio.CancelledError):
             raise
-        except Exception as exc:  # noqa: BLE001 - what the gRPC server would send
+        except Exception as exc:
             raise _error(exc) from None
         _check_code(context)
         return response
@@ -121,7 +121,7 @@ def _server_stream(path: str, resolve: Resolve) -> Callable[..., AsyncIterator[A
             raise context.to_connect_error() from None
         except (ConnectError, asyncio.CancelledError, GeneratorExit):
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _error(exc) from None
         _check_code(context)
 

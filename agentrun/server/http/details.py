@@ -34,7 +34,7 @@ def connect_details(details: Iterable[any_pb2.Any]) -> list[ErrorDetail]:
             if desc is not None:
                 try:
                     message = packed.unpack(desc)
-                except Exception:  # noqa: BLE001 - the raw bytes are still sent
+                except Exception:
                     message = None
         out.append(ErrorDetail(message if message is not None else packed))
     return out
@@ -54,7 +54,7 @@ def _registry() -> Any:
         for message in proto.message_type:
             _set_json_names(message)
         return Registry(file_desc(proto.SerializeToString(), [duration_pb.desc()], {}))
-    except Exception:  # noqa: BLE001 - only the readable copy is lost
+    except Exception:
         log.warning("error details will have no debug JSON", exc_info=True)
         return None
 

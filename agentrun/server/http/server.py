@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from connectrpc.compat import google_protobuf_binary_codec
+from connectrpc.server import ConnectASGIApplication, Endpoint
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from connectrpc.server import ConnectASGIApplication, Endpoint
 
 from agentrun.server.http.bridge import connect_endpoints
 from agentrun.server.http.static import StaticFiles

@@ -150,7 +150,7 @@ class Telemetry(Instrumentation):
                     f"execution {record.workflow}", context=parent, attributes=attributes
                 )
                 run.context = trace.set_span_in_context(run.span)
-        except Exception:  # noqa: BLE001 - hooks never raise
+        except Exception:
             self._failed("execution_started")
 
     def execution_ended(self, record: ExecutionRecord) -> None:
@@ -187,7 +187,7 @@ class Telemetry(Instrumentation):
                     span.set_attribute(f"agentrun.usage.{name}", value)
             if span is not None:
                 span.end()
-        except Exception:  # noqa: BLE001
+        except Exception:
             self._failed("execution_ended")
 
     # ------------------------------------------------------------------- attempts
@@ -256,7 +256,7 @@ class Telemetry(Instrumentation):
                     name, state = str(data.get("name") or ""), str(data.get("state") or type_[8:])
                     metrics.breaker_state.labels(name).set(BREAKER_STATES.get(state, -1))
                     metrics.breaker_transitions.labels(name, state).inc()
-        except Exception:  # noqa: BLE001
+        except Exception:
             self._failed("events_committed")
 
     def _usage(self, record: ExecutionRecord, run: _Execution | None, event: EventRecord) -> None:
@@ -294,7 +294,7 @@ class Telemetry(Instrumentation):
         try:
             if self.metrics is not None and events:
                 self.metrics.observe_bus_lag(time.time() - events[-1].time)
-        except Exception:  # noqa: BLE001
+        except Exception:
             self._failed("events_published")
 
     # ------------------------------------------------------------------- shutdown
@@ -416,7 +416,7 @@ class _Attempt:
                     ctx = span.get_span_context()
                     if ctx.is_valid:
                         self._tp_token = _TRACEPARENT_VAR.set(format_traceparent(ctx))
-        except Exception:  # noqa: BLE001
+        except Exception:
             t._failed("attempt enter")
         return self._span
 
@@ -456,5 +456,5 @@ class _Attempt:
                         pending.end_ns = time.time_ns()
                     return
             span.end()
-        except Exception:  # noqa: BLE001
+        except Exception:
             t._failed("attempt exit")
