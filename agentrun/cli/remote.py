@@ -352,17 +352,49 @@ def cmd_workflows_delete(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
-def _print_event(event: Any, as_json: bool) -> None:
-    if as_json:
-        print_json(event, lines=True)
-        return
-    print(event_line(event), flush=True)
+class _WatchPrinter:
+    """What `agentrun watch` prints: one line per event, except an agent's streamed answer
+    (`agent.delta`), whose pieces are written as they come on one line per node, attempt and
+    model call, ended by the next other event. `--json`: one object per event."""
+
+    def __init__(self, as_json: bool) -> None:
+        self._json = as_json
+        self._open: tuple[str, int, int] | None = None
+
+    def event(self, event: Any) -> None:
+        if self._json:
+            print_json(event, lines=True)
+            return
+        delta = event.delta
+        if delta is None:
+            self.end()
+            print(event_line(event), flush=True)
+            return
+        key = (delta.node_id, delta.attempt, delta.turn)
+        if key != self._open:
+            self.end()
+            attempt = f" (attempt {delta.attempt})" if delta.attempt > 1 else ""
+            sys.stdout.write(f"{_stamp(event)} #{event.sequence} agent.delta {delta.node_id}{attempt}: ")
+            self._open = key
+        sys.stdout.write(delta.text)
+        sys.stdout.flush()
+
+    def end(self) -> None:
+        """Ends a streamed answer's line."""
+        if self._open is not None:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self._open = None
+
+
+def _stamp(event: Any) -> str:
+    return event.time.astimezone().strftime("%H:%M:%S.%f")[:-3] if event.time else ""
 
 
 def event_line(event: Any) -> str:
     """One line of `agentrun watch`: time, sequence, type, node, and what happened (an error,
     a node's output, a signal's name and data), long values cut with `…`."""
-    stamp = event.time.astimezone().strftime("%H:%M:%S.%f")[:-3] if event.time else ""
+    stamp = _stamp(event)
     where = f" {event.node_id}" if event.node_id else ""
     data = event.data
     extra = ""
@@ -372,6 +404,8 @@ def event_line(event: Any) -> str:
         extra = f" {data.get('signal', '')}"
         if data.get("data") is not None:
             extra += " " + short_json(data["data"], _WATCH_WIDTH)
+    elif event.type == "agent.deltas_discarded":
+        extra = f" attempt {data.get('attempt')}: drop its {data.get('deltas')} deltas"
     elif "output" in data and event.type != "execution.succeeded":
         extra = " " + short_json(data["output"], _WATCH_WIDTH)
     return f"{stamp} #{event.sequence} {event.type}{where}{extra}"
@@ -387,8 +421,12 @@ def _follow(client: Any, execution_id: str, after: int, as_json: bool) -> int:
     # One plain call first: no server, or no such execution, is said at once (the watch
     # itself reconnects through a server's restarts, for up to half a minute).
     client.get_execution(execution_id)
-    for event in client.watch(execution_id, after_sequence=after):
-        _print_event(event, as_json)
+    printer = _WatchPrinter(as_json)
+    try:
+        for event in client.watch(execution_id, after_sequence=after):
+            printer.event(event)
+    finally:
+        printer.end()
     execution = client.get_execution(execution_id)
     if not as_json:
         print(

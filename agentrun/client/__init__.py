@@ -6,7 +6,10 @@ from agentrun.client import AsyncClient
 async with AsyncClient("127.0.0.1:50051", api_key="...") as client:
     execution = await client.start_execution("triage", {"ticket": 42})
     async for event in client.watch(execution):
-        print(event.sequence, event.type, event.node_id)
+        if event.delta:  # an agent's answer while it is written (a node with `stream: true`)
+            print(event.delta.text, end="", flush=True)
+        else:
+            print(event.sequence, event.type, event.node_id)
 ```
 """
 
@@ -38,6 +41,7 @@ from agentrun.client.machines import (
     TransitionKind,
 )
 from agentrun.client.types import (
+    AgentDelta,
     Diagnostic,
     Execution,
     ExecutionError,
@@ -50,6 +54,7 @@ from agentrun.client.types import (
 )
 
 __all__ = [
+    "AgentDelta",
     "AgentrunError",
     "AlreadyExists",
     "AsyncClient",

@@ -148,16 +148,42 @@ class Execution:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentDelta:
+    """A piece of an agent's answer while it is written (an `agent.delta` event): the node
+    (`ID[3]` for a map item), the attempt it belongs to, its index within that attempt (from
+    0, no gaps), the model call (`turn`, from 1) and the text. When the attempt fails, an
+    `agent.deltas_discarded` event with that attempt follows: drop its text."""
+
+    node_id: str
+    attempt: int
+    index: int
+    turn: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionEvent:
     execution_id: str
     # Per execution: starts at 1, only grows; resume a watch after the last one seen.
     sequence: int
-    # `execution.<state>`, `node.<state>` or `signal.received`.
+    # `execution.<state>`, `node.<state>`, `signal.received`, or what a node emits while it
+    # runs (`agent.delta`, `agent.deltas_discarded`, `agent.tool_call`, `agent.usage`, ...).
     type: str
     time: datetime | None
     node_id: str
     data: dict[str, Any]
     message: Any = field(default=None, repr=False, compare=False)  # the protobuf read
+
+    @property
+    def delta(self) -> AgentDelta | None:
+        """This event as a piece of an agent's streamed answer, None for any other event:
+        `print(event.delta.text, end="", flush=True)` prints the tokens as they come."""
+        if self.type != "agent.delta":
+            return None
+        d = self.data
+        return AgentDelta(
+            self.node_id, int(d.get("attempt", 1)), int(d.get("index", 0)), int(d.get("turn", 1)), str(d.get("text", ""))
+        )
 
     @property
     def terminal(self) -> bool:

@@ -250,6 +250,7 @@ class _Compiler:
             step.max_turns = body.max_turns
             step.temperature = body.temperature if body.HasField("temperature") else None
             step.max_tokens = body.max_tokens
+            step.stream = body.stream if body.HasField("stream") else None
         elif kind == "workflow":
             if not body.name:
                 self.error(f"{p}.name", "is required")

@@ -51,6 +51,8 @@ class StepPlan:
     max_turns: int = 0
     temperature: float | None = None
     max_tokens: int = 0
+    # None: the provider's default; False: no `agent.delta` events.
+    stream: bool | None = None
     # workflow
     workflow: str = ""
     workflow_version: int = 0

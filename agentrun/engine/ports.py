@@ -53,8 +53,10 @@ class CallContext:
     idempotency_key: str
     tenant: str = "default"
     secrets: Mapping[str, str] = field(default_factory=dict)
-    # Appends an execution event for this node (e.g. `agent.delta` while an answer streams,
-    # `agent.usage` with token counts); events are committed with the node's next step.
+    # Appends an execution event for this node (`agent.usage` with token counts,
+    # `agent.tool_call`, ...), committed with the run's next batch. A provider emits each
+    # streamed piece of text as `agent.delta` {turn, text} as it arrives: the engine
+    # coalesces, numbers and redacts them (agentrun/engine/runtime/deltas.py).
     emit: Callable[[str, dict[str, Any]], None] | None = None
 
 
@@ -89,6 +91,9 @@ class AgentRequest:
     max_turns: int = 0
     temperature: float | None = None
     max_tokens: int = 0
+    # Whether to stream the answer (`agent.delta` pieces through ctx.emit); None: the
+    # provider's default.
+    stream: bool | None = None
 
 
 class AgentProvider(abc.ABC):

@@ -204,7 +204,7 @@ class Step(_message.Message):
     def __init__(self, retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., agent: _Optional[_Union[AgentCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., pass_node: _Optional[_Union[PassNode, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ...) -> None: ...
 
 class AgentCall(_message.Message):
-    __slots__ = ("model", "system", "prompt", "output_schema", "tools", "max_turns", "temperature", "max_tokens")
+    __slots__ = ("model", "system", "prompt", "output_schema", "tools", "max_turns", "temperature", "max_tokens", "stream")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +213,7 @@ class AgentCall(_message.Message):
     MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
     model: str
     system: str
     prompt: str
@@ -221,7 +222,8 @@ class AgentCall(_message.Message):
     max_turns: int
     temperature: float
     max_tokens: int
-    def __init__(self, model: _Optional[str] = ..., system: _Optional[str] = ..., prompt: _Optional[str] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tools: _Optional[_Iterable[str]] = ..., max_turns: _Optional[int] = ..., temperature: _Optional[float] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+    stream: bool
+    def __init__(self, model: _Optional[str] = ..., system: _Optional[str] = ..., prompt: _Optional[str] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tools: _Optional[_Iterable[str]] = ..., max_turns: _Optional[int] = ..., temperature: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stream: _Optional[bool] = ...) -> None: ...
 
 class ToolCall(_message.Message):
     __slots__ = ("name", "args")

@@ -4,6 +4,8 @@ Each request takes the next step of `script`: {"content": TEXT}, {"tool_calls": 
 arguments}]}, {"status": 429, "headers": {...}, "json": {...}}, or {"raw": BYTES} (sent as is,
 with status 200). Requests with `stream: true` get server-sent events, the content split into
 small pieces and tool-call arguments split across chunks, usage in the last chunk.
+`holds={N: event}` stops a streamed answer before its piece N until the event is set, so a
+test can look at a node mid-answer.
 """
 
 from __future__ import annotations
@@ -17,12 +19,22 @@ from .httpserver import HttpServer, Request, Response
 
 
 class ChatServer(HttpServer):
-    def __init__(self, script: list[dict[str, Any]] | None = None, *, piece: int = 4, pause: float = 0.0) -> None:
+    def __init__(
+        self,
+        script: list[dict[str, Any]] | None = None,
+        *,
+        piece: int = 4,
+        pause: float = 0.0,
+        holds: dict[int, asyncio.Event] | None = None,
+    ) -> None:
         super().__init__(self._handle)
         self.script = list(script or [])
         self.bodies: list[dict[str, Any]] = []
         self.piece = piece
         self.pause = pause
+        self.holds = dict(holds or {})
+        # Pieces of streamed content sent so far (over all requests).
+        self.pieces_sent = 0
 
     @property
     def base_url(self) -> str:
@@ -65,10 +77,14 @@ class ChatServer(HttpServer):
             return f"data: {json.dumps(data)}\n\n".encode()
 
         yield chunk({"role": "assistant"})
-        for i in range(0, len(content), self.piece):
+        for n, i in enumerate(range(0, len(content), self.piece)):
+            hold = self.holds.get(n)
+            if hold is not None:
+                await hold.wait()
             if self.pause:
                 await asyncio.sleep(self.pause)
             yield chunk({"content": content[i:i + self.piece]})
+            self.pieces_sent += 1
         for index, call in enumerate(calls):
             args = call["function"]["arguments"]
             yield chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",

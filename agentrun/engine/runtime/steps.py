@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any
 
 import jsonschema
@@ -21,6 +22,7 @@ from agentrun.engine.json_values import unstorable
 from agentrun.engine.plan import BreakerSpec, StepPlan
 from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
 from agentrun.engine.runtime.common import error_dict
+from agentrun.engine.runtime.deltas import DeltaStream
 from agentrun.engine.schema_numbers import coerce_numbers
 
 log = logging.getLogger("agentrun.engine")
@@ -65,7 +67,10 @@ async def call_tool(step: StepPlan, args: Any, ctx: CallContext) -> Any:
 async def call_agent(step: StepPlan, render: Callable[[Template], Any], ctx: CallContext) -> Any:
     """Asks `step`'s provider; `render` evaluates the prompt and system templates in the
     interpreter's activation. An answer that does not match `output_schema` fails the
-    attempt with `invalid_output`; one that does has its numbers typed as the schema says."""
+    attempt with `invalid_output`; one that does has its numbers typed as the schema says.
+    The text the provider streams reaches the interpreter's `ctx.emit` through a
+    `DeltaStream` (coalesced, numbered, voided if the attempt fails; none with `stream:
+    false`); an interpreter without `emit` gets no deltas."""
     assert step.provider is not None
     request = AgentRequest(
         model=step.model,
@@ -76,8 +81,21 @@ async def call_agent(step: StepPlan, render: Callable[[Template], Any], ctx: Cal
         max_turns=step.max_turns,
         temperature=step.temperature,
         max_tokens=step.max_tokens,
+        stream=step.stream,
     )
-    answer = await step.provider.complete(request, ctx)
+    if ctx.emit is None:
+        return _checked_answer(step, await step.provider.complete(request, ctx))
+    deltas = DeltaStream(ctx.emit, attempt=ctx.attempt, secrets=ctx.secrets, enabled=step.stream is not False)
+    try:
+        answer = _checked_answer(step, await step.provider.complete(request, replace(ctx, emit=deltas.emit)))
+    except BaseException:
+        deltas.discard()
+        raise
+    deltas.close()
+    return answer
+
+
+def _checked_answer(step: StepPlan, answer: Any) -> Any:
     if step.output_schema is not None:
         try:
             jsonschema.validate(answer, step.output_schema)

@@ -8,12 +8,17 @@ JSON when the call has an output_schema.
 A response `{tool_calls: [{name: TOOL, args: {...}}, ...]}` makes the model call those tools
 (they must be among the node's `agent.tools`) through the same tool loop as a real provider,
 then go on to the next response; so a tool-calling agent runs offline too.
+
+A node with `stream: true` gets its answer's text (a structured answer as JSON) emitted word
+by word as `agent.delta` pieces, as a real model's would be (the mock does not stream by
+default).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,7 +29,7 @@ from agentrun.engine.ports import (
     ToolFailure,
     ToolRegistry,
 )
-from agentrun.integrations.agents.tooling import AgentTools
+from agentrun.integrations.agents.tooling import AgentTools, emit
 
 DEFAULT_MAX_TURNS = 8
 
@@ -53,7 +58,7 @@ class MockProvider(AgentProvider):
 
     async def complete(self, request: AgentRequest, ctx: CallContext) -> Any:
         if request.model == "echo":
-            return {"text": request.prompt}
+            return self._streamed({"text": request.prompt}, request, ctx, 1)
         if request.model not in self._responses:
             raise ToolFailure("agent_error", f"mock model {request.model!r} has no responses configured")
         max_turns = request.max_turns or DEFAULT_MAX_TURNS
@@ -62,7 +67,7 @@ class MockProvider(AgentProvider):
             answer = self._next(request.model)
             calls = answer.get("tool_calls") if isinstance(answer, dict) and set(answer) == {"tool_calls"} else None
             if calls is None:
-                return self._final(answer, request, ctx, turn)
+                return self._streamed(self._final(answer, request, ctx, turn), request, ctx, turn)
             if tools is None:
                 tools = AgentTools(self._registry(), request.tools, ctx)
             for index, call in enumerate(calls):
@@ -78,6 +83,13 @@ class MockProvider(AgentProvider):
                 except ValueError:
                     raise ToolFailure("invalid_output", "mock answer is not JSON") from None
             return {"text": answer}
+        return answer
+
+    def _streamed(self, answer: Any, request: AgentRequest, ctx: CallContext, turn: int) -> Any:
+        if request.stream:
+            text = answer["text"] if isinstance(answer, dict) and set(answer) == {"text"} else json.dumps(answer)
+            for piece in re.findall(r"\s*\S+|\s+$", str(text)):
+                emit(ctx, "agent.delta", {"turn": turn, "text": piece})
         return answer
 
     def _next(self, model: str) -> Any:

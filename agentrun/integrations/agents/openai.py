@@ -9,7 +9,7 @@ Config (top-level `openai:`, or a named provider under `agents:` with `type: ope
   temperature: 0.2                         # defaults; a node's own values win
   max_tokens: 1024
   max_turns: 8                             # bound on the tool-calling loop (node: agent.max_turns)
-  stream: true                             # token deltas as `agent.delta` events
+  stream: true                             # default of a node's `agent.stream`: token deltas as `agent.delta` events
   timeout: 60s                             # per HTTP call
   headers: {OpenAI-Organization: org-1}
   prices: {gpt-4o-mini: {prompt: 0.15, completion: 0.60}}   # USD per million tokens
@@ -41,7 +41,7 @@ from agentrun.engine.ports import (
     ToolFailure,
     ToolRegistry,
 )
-from agentrun.integrations.agents.tooling import AgentTools, DeltaStream, emit, result_text
+from agentrun.integrations.agents.tooling import AgentTools, emit, result_text
 from agentrun.integrations.util import parse_seconds, retry_after_seconds
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -184,7 +184,7 @@ class OpenAIProvider(AgentProvider):
                         "json_schema": {"name": "output", "schema": dict(request.output_schema), "strict": False},
                     }
                 try:
-                    result = await self._post(client, body, ctx, turn)
+                    result = await self._post(client, body, ctx, turn, c.stream if request.stream is None else request.stream)
                 except ToolFailure as exc:
                     if key and len(key) >= 4 and key in exc.message:  # an endpoint quoting the key back
                         exc.message = exc.message.replace(key, "[REDACTED]")
@@ -239,8 +239,9 @@ class OpenAIProvider(AgentProvider):
         emit(ctx, "agent.usage", data)
 
     # ------------------------------------------------------------------ HTTP
-    async def _post(self, client: httpx.AsyncClient, body: dict[str, Any], ctx: CallContext, turn: int) -> _Turn:
-        stream = self.config.stream
+    async def _post(
+        self, client: httpx.AsyncClient, body: dict[str, Any], ctx: CallContext, turn: int, stream: bool
+    ) -> _Turn:
         if stream:
             body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         try:
@@ -265,7 +266,6 @@ class OpenAIProvider(AgentProvider):
     async def _read_stream(self, response: httpx.Response, ctx: CallContext, turn: int) -> _Turn:
         out = _Turn()
         calls: dict[int, dict[str, Any]] = {}
-        deltas = DeltaStream(ctx, turn=turn)
         done = False
         async for line in response.aiter_lines():
             if not line.startswith("data:"):
@@ -291,7 +291,7 @@ class OpenAIProvider(AgentProvider):
                 text = delta.get("content")
                 if text:
                     out.content += text
-                    deltas.feed(text)
+                    emit(ctx, "agent.delta", {"turn": turn, "text": text})  # the engine coalesces
                 for tc in delta.get("tool_calls") or []:
                     slot = calls.setdefault(int(tc.get("index", 0)), {"id": "", "name": "", "arguments": ""})
                     slot["id"] = tc.get("id") or slot["id"]
@@ -300,7 +300,6 @@ class OpenAIProvider(AgentProvider):
                     slot["arguments"] += fn.get("arguments") or ""
                 if choice.get("finish_reason"):
                     out.finish_reason = choice["finish_reason"]
-        deltas.close()
         if not done and out.finish_reason is None:
             raise ToolFailure("agent_error", "the model endpoint ended the stream early")
         out.tool_calls = [

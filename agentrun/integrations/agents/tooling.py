@@ -1,4 +1,4 @@
-"""What a provider needs to let a model call registered tools, and to stream safely.
+"""What a provider needs to let a model call registered tools.
 
 `AgentTools` offers the tools an agent node lists (`agent.tools`) to the model under names the
 chat-completions API accepts, validates the model's arguments against each tool's JSON Schema,
@@ -7,10 +7,8 @@ retried node repeats the same keys for the same calls) and turns the outcome, su
 failure, into what goes back to the model. Each call is reported as `agent.tool_call` and
 `agent.tool_result` events.
 
-`DeltaStream` emits streamed text as `agent.delta` events, a few per second at most, and
-never a piece of a secret: text that could be the start of a secret value is held back until
-it is known not to be one (the engine redacts whole values per event; a value split across two
-events would slip past it).
+Streamed text needs nothing here: a provider emits each piece as `agent.delta` {turn, text}
+and the engine coalesces, numbers and redacts them (agentrun/engine/runtime/deltas.py).
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -26,7 +23,6 @@ from typing import Any
 import jsonschema
 
 from agentrun.engine.ports import CallContext, ToolFailure, ToolRegistry
-from agentrun.engine.redact import MIN_SECRET_LENGTH, Redactor
 
 MAX_RESULT_CHARS = 32_000
 _BAD = re.compile(r"[^A-Za-z0-9_-]")
@@ -115,56 +111,4 @@ def result_text(ok: bool, value: Any) -> str:
     if len(text) > MAX_RESULT_CHARS:
         text = text[:MAX_RESULT_CHARS] + "...(truncated)"
     return text
-
-
-class DeltaStream:
-    def __init__(self, ctx: CallContext, *, turn: int, interval: float = 0.05) -> None:
-        self.ctx = ctx
-        self.turn = turn
-        self.interval = interval
-        values = [v for v in ctx.secrets.values() if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH]
-        self._secrets = values
-        self._redactor = Redactor(values)
-        self._pending = ""
-        self._ready = ""
-        self._last = 0.0
-        self.sent = 0
-
-    def feed(self, text: str) -> None:
-        if not text:
-            return
-        self._pending += text
-        if self._redactor:
-            self._pending = self._redactor.text(self._pending)
-            hold = self._held_suffix(self._pending)
-        else:
-            hold = 0
-        cut = len(self._pending) - hold
-        self._ready += self._pending[:cut]
-        self._pending = self._pending[cut:]
-        now = time.monotonic()
-        if self._ready and now - self._last >= self.interval:
-            self._send()
-            self._last = now
-
-    def close(self) -> None:
-        self._ready += self._redactor.text(self._pending) if self._redactor else self._pending
-        self._pending = ""
-        if self._ready:
-            self._send()
-
-    def _send(self) -> None:
-        emit(self.ctx, "agent.delta", {"turn": self.turn, "text": self._ready})
-        self.sent += 1
-        self._ready = ""
-
-    def _held_suffix(self, text: str) -> int:
-        """Length of the longest end of `text` that begins some secret value."""
-        best = 0
-        for value in self._secrets:
-            for n in range(min(len(value) - 1, len(text)), best, -1):
-                if text.endswith(value[:n]):
-                    best = n
-                    break
-        return best
 
