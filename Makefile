@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PROTOS := $(wildcard proto/agentrun/v1/*.proto)
 
-.PHONY: serve test proto console bench lint services clean
+.PHONY: serve test proto console bench lint format services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +41,15 @@ console:
 bench: $(DEV_STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# The habits: buf's lint on the protos, ruff on the package and its tests.
+# `ruff format --check agentrun tests` joins here once `make format` has run over the tree.
 lint: $(DEV_STAMP)
 	npx --yes @bufbuild/buf@1.75.0 lint
-	$(VENV)/bin/ruff check agentrun
+	$(VENV)/bin/ruff check agentrun tests
+
+# Rewrites files in place (the settings are pyproject's [tool.ruff.format]).
+format: $(DEV_STAMP)
+	$(VENV)/bin/ruff format agentrun tests
 
 clean:
 	rm -rf $(VENV) .agentrun

@@ -16,13 +16,13 @@ def _env() -> dict[str, str]:
     """The ENV settings of the Dockerfile (continuation lines joined)."""
     text = DOCKERFILE.replace("\\\n", " ")
     pairs: dict[str, str] = {}
-    for line in re.findall(r"^ENV (.+)$", text, re.M):
+    for line in re.findall(r"^ENV (.+)$", text, re.MULTILINE):
         pairs.update(re.findall(r"(\w+)=(\S+)", line))
     return pairs
 
 
 def _exposed() -> set[int]:
-    return {int(p) for line in re.findall(r"^EXPOSE (.+)$", DOCKERFILE, re.M) for p in line.split()}
+    return {int(p) for line in re.findall(r"^EXPOSE (.+)$", DOCKERFILE, re.MULTILINE) for p in line.split()}
 
 
 def test_both_ports_listen_on_every_interface_and_are_exposed() -> None:
@@ -40,7 +40,7 @@ def test_no_test_extras_are_installed() -> None:
     assert pip_lines
     # The only extras are the build argument's (runtime ones: kafka, mcp), empty by default.
     assert [line for line in pip_lines if "[" in line.replace("${EXTRAS:+[$EXTRAS]}", "")] == []
-    (default,) = re.findall(r"^ARG EXTRAS=(.*)$", DOCKERFILE, re.M)
+    (default,) = re.findall(r"^ARG EXTRAS=(.*)$", DOCKERFILE, re.MULTILINE)
     assert default.strip('"') == ""
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     # What the image comment offers exists, and is not the test extras.

@@ -16,12 +16,12 @@ PROTOS = sorted((ROOT / "proto" / "agentrun" / "v1").glob("*.proto"))
 
 
 def _services() -> list[str]:
-    return [name for path in PROTOS for name in re.findall(r"^service (\w+)", path.read_text(), re.M)]
+    return [name for path in PROTOS for name in re.findall(r"^service (\w+)", path.read_text(), re.MULTILINE)]
 
 
 def test_grpc_api_table_lists_every_proto_file() -> None:
     text = (ROOT / "docs" / "grpc-api.md").read_text()
-    table = {m for m in re.findall(r"^\| `(\w+\.proto)` \|", text, re.M)}
+    table = {m for m in re.findall(r"^\| `(\w+\.proto)` \|", text, re.MULTILINE)}
     assert table == {p.name for p in PROTOS}
 
 

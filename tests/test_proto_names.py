@@ -41,13 +41,7 @@ FILES: list[FileDescriptor] = [
 # and JavaScript (google-protobuf's generator prefixes these with `pb_`; JS keeps ES3's list).
 # Go, Java and C# capitalise accessors (`GetType`, `getSwitch`, `Event`), so their lower-case
 # keywords (`type`, `map`, `event`) cannot clash.
-JS_RESERVED = set(
-    "abstract boolean break byte case catch char class const continue debugger default delete "
-    "do double else enum export extends false final finally float for function goto if "
-    "implements import in instanceof int interface long native new null package private "
-    "protected public return short static super switch synchronized this throw throws "
-    "transient true try typeof var void volatile while with yield let await".split()
-)
+JS_RESERVED = {"abstract", "boolean", "break", "byte", "case", "catch", "char", "class", "const", "continue", "debugger", "default", "delete", "do", "double", "else", "enum", "export", "extends", "false", "final", "finally", "float", "for", "function", "goto", "if", "implements", "import", "in", "instanceof", "int", "interface", "long", "native", "new", "null", "package", "private", "protected", "public", "return", "short", "static", "super", "switch", "synchronized", "this", "throw", "throws", "transient", "true", "try", "typeof", "var", "void", "volatile", "while", "with", "yield", "let", "await"}
 RENAMED = {
     ("Node", "pass_node"): "pass",
     ("Step", "pass_node"): "pass",

@@ -205,7 +205,7 @@ def test_subprocess_exit_codes_and_single_json_object(tmp_path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from agentrun.cli import main; sys.exit(main())",
          "run", "failing.yaml", "--memory", "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["execution"]["state"] == "STATE_FAILED"

@@ -227,7 +227,7 @@ async def test_watch_shows_signal_names_and_marks_cut_output(server) -> None:
 
 
 async def test_sm_list_and_get_print_json_data(server) -> None:
-    address, client = server
+    address, _client = server
     ids = []
     for _ in range(2):
         code, out, err = await cli(address, "sm", "create", "door")

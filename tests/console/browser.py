@@ -92,7 +92,7 @@ def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "conditi
             value = check()
             if value:
                 return value
-        except Exception as e:  # noqa: BLE001 - the page may be between renders
+        except Exception as e:
             last = e
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {last!r}" if last else ""))

@@ -104,7 +104,7 @@ def test_approve_through_the_form_turns_the_graph_green_live(browser: Any, serve
     form.find_element("css selector", "button[name=send-signal]").click()
 
     for node in ("approval", "ship", "notify"):
-        wait_for(lambda: node_state(browser, node) == "succeeded", 60, f"{node} to turn green")
+        wait_for(lambda node=node: node_state(browser, node) == "succeeded", 60, f"{node} to turn green")
     wait_for(
         lambda: browser.find_elements("css selector", 'section[data-execution-state="succeeded"]'),
         60,

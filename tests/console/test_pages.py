@@ -38,11 +38,13 @@ def test_the_executions_list_pages_on_the_server_and_filters(browser: Any, serve
     server.create_workflow(ONE_NODE)
     started = {server.start_execution("list-demo") for _ in range(5)}
     for ident in started:
-        wait_for(lambda: server.execution(ident)["state"] == "STATE_SUCCEEDED", 60, "a run")
+        wait_for(lambda ident=ident: server.execution(ident)["state"] == "STATE_SUCCEEDED", 60, "a run")
     browser.get(f"{server.url}/#/executions?workflow=list-demo&size=2")
     seen: list[str] = []
     for expected in (2, 2, 1):
-        page = wait_for(lambda: len(listed(browser)) == expected and listed(browser), 30, "a page")
+        page = wait_for(
+            lambda expected=expected: len(listed(browser)) == expected and listed(browser), 30, "a page"
+        )
         assert not set(page) & set(seen), "a page repeats rows of an earlier one"
         seen += page
         button = browser.find_element("css selector", "button[name=next]")
@@ -50,7 +52,7 @@ def test_the_executions_list_pages_on_the_server_and_filters(browser: Any, serve
             assert not button.is_enabled()
         else:
             button.click()
-            wait_for(lambda: set(listed(browser)).isdisjoint(page), 30, "the next page")
+            wait_for(lambda page=page: set(listed(browser)).isdisjoint(page), 30, "the next page")
     assert set(seen) == started
     browser.find_element("css selector", "button[name=previous]").click()
     wait_for(lambda: len(listed(browser)) == 2, 30, "the previous page")
@@ -199,7 +201,7 @@ def test_a_signal_sent_before_its_wait_is_buffered(browser: Any, server: Console
     browser.get(f"{server.url}/executions/{ident}")
     wait_for(lambda: f"#/executions/{ident}" in browser.current_url, 30, "the hash route")
     for node in ("go", "approval", "done"):
-        wait_for(lambda: node_state(browser, node) == "succeeded", 60, f"{node} to succeed")
+        wait_for(lambda node=node: node_state(browser, node) == "succeeded", 60, f"{node} to succeed")
     got = server.call(
         "ExecutionService", "GetExecution", {"name": f"executions/{ident}", "includeNodes": True}
     )

@@ -31,7 +31,7 @@ def run_sync(coro: Any) -> Any:
     def target() -> None:
         try:
             box["value"] = asyncio.run(coro)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as exc:
             box["error"] = exc
 
     thread = threading.Thread(target=target)
@@ -128,7 +128,7 @@ def pg_activity(url: str) -> str:
     """The database's sessions, for failure messages (who holds a transaction open)."""
     try:
         rows = run_sync(_activity(url))
-    except Exception as exc:  # noqa: BLE001 - diagnostics only
+    except Exception as exc:
         return f"(pg_stat_activity unavailable: {exc})"
     return "\n".join(f"  {r['pid']} {r['state']} {r['wait_event_type']} xact {r['xact_age']} {r['query']!r}" for r in rows)
 

@@ -16,11 +16,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from agentrun.engine import Engine, load_workflow  # noqa: E402
-from agentrun.engine.ports import CallContext, Effect, Tool  # noqa: E402
-from agentrun.integrations import Registry, default_agents  # noqa: E402
-from agentrun.integrations.core_tools import core_tools  # noqa: E402
-from agentrun.storage.sql import SqlStore  # noqa: E402
+from agentrun.engine import Engine, load_workflow
+from agentrun.engine.ports import CallContext, Effect, Tool
+from agentrun.integrations import Registry, default_agents
+from agentrun.integrations.core_tools import core_tools
+from agentrun.storage.sql import SqlStore
 
 STEPS = int(os.environ.get("KILL_STEPS", "6"))
 WORKFLOW = "name: steps\nnodes:\n" + "".join(

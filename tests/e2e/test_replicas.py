@@ -115,7 +115,7 @@ async def test_orphans_are_taken_over_and_committed_steps_never_rerun(cluster) -
 
 
 async def test_a_zombie_replica_cannot_commit_after_losing_its_lease(cluster) -> None:
-    replica, ledger = cluster
+    replica, _ledger = cluster
     a = await replica("a")
     await a.create_workflow(
         load_workflow(

@@ -108,7 +108,7 @@ async def test_map_items_add_up(harness: Harness) -> None:
         "name: m\nnodes:\n  - id: m\n    map:\n      items: '${{ [1, 2] }}'\n"
         "      node: {pass: {value: '${{ input.s }}'}}\n"
     )
-    final, nodes = await harness.run(spec, {"s": "s" * 600_000})
+    _final, nodes = await harness.run(spec, {"s": "s" * 600_000})
     assert nodes["m"].error["type"] == "output_too_large"
     assert nodes["m"].output is None  # each item's output fits; their list does not
 
@@ -118,7 +118,7 @@ async def test_an_oversize_edge_input_fails_the_node(harness: Harness) -> None:
         "name: e\nnodes:\n  - {id: a, pass: {value: 1}}\n  - {id: b, pass: {value: 2}}\n"
         "edges:\n  - {from: a, to: b, input: {x: '${{ input.s + input.s }}'}}\n"
     )
-    final, nodes = await harness.run(spec, {"s": "s" * 600_000})
+    _final, nodes = await harness.run(spec, {"s": "s" * 600_000})
     assert nodes["b"].error["type"] == "input_too_large"
     assert nodes["b"].input is None
 
@@ -154,7 +154,7 @@ async def test_a_huge_tool_error_is_cut(harness: Harness) -> None:
 
 async def test_limits_are_configurable(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "_current", limits.DataLimits(output_bytes=100))
-    final, nodes = await harness.run("name: c\nnodes:\n  - {id: a, pass: {value: '${{ input.s }}'}}\n", {"s": "x" * 200})
+    _final, nodes = await harness.run("name: c\nnodes:\n  - {id: a, pass: {value: '${{ input.s }}'}}\n", {"s": "x" * 200})
     assert nodes["a"].error["type"] == "output_too_large"
     assert "the limit is 100 bytes" in nodes["a"].error["message"]
 

@@ -29,7 +29,7 @@ edges:
 
 
 async def test_join_any_runs_when_one_edge_is_taken(harness) -> None:
-    final, nodes = await harness.run(
+    _final, nodes = await harness.run(
         """
 name: e
 nodes:
@@ -60,7 +60,7 @@ nodes:
 
 
 async def test_node_when_is_checked_just_before_running(harness) -> None:
-    final, nodes = await harness.run(
+    _final, nodes = await harness.run(
         """
 name: e
 nodes:
@@ -87,7 +87,7 @@ nodes:
 
 
 async def test_edge_input_maps_into_the_target(harness) -> None:
-    final, nodes = await harness.run(
+    _final, nodes = await harness.run(
         """
 name: e
 nodes:
@@ -104,7 +104,7 @@ edges:
 
 
 async def test_skipped_ancestor_output_reads_as_null(harness) -> None:
-    final, nodes = await harness.run(
+    _final, nodes = await harness.run(
         """
 name: e
 nodes:

@@ -3,8 +3,6 @@ matches; skip, fallback, compensate and escalate fire once the retries that appl
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from agentrun.engine.ports import CallContext, Effect, Tool, ToolFailure
@@ -62,7 +60,7 @@ nodes:
 
 
 async def test_first_matching_handler_wins(harness) -> None:
-    final, nodes = await harness.run(
+    _final, nodes = await harness.run(
         """
 name: h
 error_handlers:
@@ -288,7 +286,7 @@ nodes:
     assert nodes["c"].error["type"] == "circuit_open"
     events = await harness.events(final.id)
     assert "breaker.open" in [e.type for e in events]
-    final2, nodes2 = await harness.run(
+    _final2, nodes2 = await harness.run(
         """
 name: cb2
 nodes:

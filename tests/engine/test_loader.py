@@ -268,7 +268,7 @@ def test_load_document_is_the_normalised_protobuf_json() -> None:
          RetryPolicy.JITTER_EQUAL),
     ],
 )
-def test_short_enum_names(text: str, read, expected: int) -> None:  # noqa: ANN001
+def test_short_enum_names(text: str, read, expected: int) -> None:
     assert read(load_workflow(text)) == expected
 
 

@@ -204,12 +204,12 @@ nodes:
   - {id: on_b, pass: {value: b}}
   - {id: other, pass: {value: o}}
 """
-    final, nodes = await harness.run(text, {"kind": "b"})
+    _, nodes = await harness.run(text, {"kind": "b"})
     assert nodes["route"].output == "on_b"
     assert nodes["on_b"].state is NodeState.SUCCEEDED
     assert nodes["on_a"].state is NodeState.SKIPPED and nodes["on_a"].skip_reason == "dead_path"
     assert nodes["other"].state is NodeState.SKIPPED
-    final, nodes = await harness.run(text, {"kind": "zzz"})
+    _, nodes = await harness.run(text, {"kind": "zzz"})
     assert nodes["other"].state is NodeState.SUCCEEDED
 
 
@@ -252,7 +252,7 @@ nodes:
 
 
 async def test_aggregate_concat_vote_expr(harness) -> None:
-    final, nodes = await harness.run(
+    _final, nodes = await harness.run(
         """
 name: agg
 nodes:

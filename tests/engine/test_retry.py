@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -68,7 +69,7 @@ nodes:
     assert [e.data["delay"] for e in retrying] == pytest.approx([0.02, 0.04, 0.06])
     assert [e.data["error"]["type"] for e in retrying] == ["tool_error"] * 3
     running = [e for e in events if e.type == "node.running"]
-    gaps = [b.time - a.time for a, b in zip(running, running[1:])]
+    gaps = [b.time - a.time for a, b in itertools.pairwise(running)]
     assert all(g >= d - 0.002 for g, d in zip(gaps, [0.02, 0.04, 0.06]))
 
 
@@ -91,7 +92,7 @@ nodes:
 
 
 async def test_rate_limited_retry_after_is_honoured(harness) -> None:
-    final, nodes = await harness.run(
+    final, _nodes = await harness.run(
         """
 name: r
 nodes:

@@ -4,6 +4,7 @@ concurrency keys, token buckets. Limits make nodes wait; nothing fails because o
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from agentrun.engine import Engine, EngineConfig, load_workflow
 from agentrun.engine.errors import ResourceExhausted
 from agentrun.engine.ports import CallContext, Effect, Tool
-from agentrun.engine.scheduler import Admission, BucketSpec, Scheduler, SchedulerConfig, TokenBucket
+from agentrun.engine.scheduler import BucketSpec, SchedulerConfig, TokenBucket
 from agentrun.integrations import Registry, default_agents
 from agentrun.integrations.core_tools import core_tools
 from agentrun.storage.memory import MemoryStore
@@ -217,7 +218,7 @@ def test_token_bucket_rate_and_burst_over_ten_seconds() -> None:
     taken_at = [0.0] * 3 + [t / 1000 for t in range(1, 10_001) if bucket.take(t / 1000)]
     rate = (len(taken_at) - 3) / 10.0
     assert 4.5 <= rate <= 5.5  # within 10%
-    gaps = [b - a for a, b in zip(taken_at[3:], taken_at[4:])]
+    gaps = [b - a for a, b in itertools.pairwise(taken_at[3:])]
     assert min(gaps) >= 0.198  # 200 ms apart, to the millisecond the clock was read at
 
 

@@ -17,7 +17,6 @@ from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.server.http.server import HttpServer
 from tests.server.conftest import KEYS
 
-
 # Workflows the HTTP tests share: a human step, and a state machine.
 APPROVAL = """
 name: approval

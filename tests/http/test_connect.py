@@ -175,7 +175,7 @@ async def test_grpc_web(http: httpx.AsyncClient) -> None:
     # Trailers-only: the status in the headers, or in a trailer frame (flag 0x80).
     status = response.headers.get("grpc-status")
     if status is None:
-        (flags, trailer), *_ = [f for f in read_envelopes(response.content) if f[0] & 0x80]
+        (_flags, trailer), *_ = [f for f in read_envelopes(response.content) if f[0] & 0x80]
         fields = dict(
             line.split(":", 1) for line in trailer.decode().strip().split("\r\n") if line
         )

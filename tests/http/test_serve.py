@@ -109,7 +109,7 @@ def test_busy_http_port_fails_before_the_store_opens(tmp_path: Path) -> None:
                 "--http-listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{db}",
             ],
             cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, check=False,
         )
     assert proc.returncode == 1, proc.stderr
     assert f"127.0.0.1:{port} is already in use" in proc.stderr

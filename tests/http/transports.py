@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 from tests.http.conftest import envelope
 
+
 @dataclass(frozen=True)
 class Failure:
     code: str  # grpc.StatusCode name

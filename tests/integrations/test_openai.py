@@ -173,7 +173,7 @@ async def test_structured_output_validated_and_retried(stream, runner_factory) -
 async def test_structured_output_not_json(runner_factory) -> None:
     async with ChatServer([{"content": "category: order"}]) as server:
         runner = await runner_factory(config(server))
-        final, nodes = await runner.run(STRUCTURED.replace("max_attempts: 2", "max_attempts: 1"))
+        _final, nodes = await runner.run(STRUCTURED.replace("max_attempts: 2", "max_attempts: 1"))
         assert nodes["classify"].error["type"] == "invalid_output"
 
 
@@ -204,7 +204,7 @@ async def test_malformed_stream_is_an_agent_error(runner_factory) -> None:
     raw = b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\ndata: {"choices": [{\n\n'
     async with ChatServer([{"raw": raw}]) as server:
         runner = await runner_factory(config(server))
-        final, nodes = await runner.run(PLAIN, {"who": "Ann"})
+        _, nodes = await runner.run(PLAIN, {"who": "Ann"})
         assert nodes["ask"].error["type"] == "agent_error"
         assert "malformed JSON" in nodes["ask"].error["message"]
 
@@ -222,7 +222,7 @@ async def test_rate_limit_waits_retry_after_then_succeeds(runner_factory) -> Non
 
 async def test_unreachable_endpoint_is_an_agent_error(runner_factory) -> None:
     runner = await runner_factory({"openai": {"base_url": "http://127.0.0.1:1/v1"}})
-    final, nodes = await runner.run(PLAIN, {"who": "Ann"})
+    _final, nodes = await runner.run(PLAIN, {"who": "Ann"})
     assert nodes["ask"].error["type"] == "agent_error"
 
 
@@ -241,13 +241,13 @@ async def test_missing_key_for_the_default_endpoint_and_a_key_quoted_back(runner
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     runner = await runner_factory({})
-    final, nodes = await runner.run(PLAIN, {"who": "Ann"})
+    _, nodes = await runner.run(PLAIN, {"who": "Ann"})
     assert nodes["ask"].error["type"] == "agent_error" and "no API key" in nodes["ask"].error["message"]
     # A key that is not in the secret store (read from the environment) is still not echoed.
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     step = {"status": 401, "json": {"error": {"message": f"Incorrect API key provided: {KEY}"}}}
     async with ChatServer([step]) as server:
         runner = await runner_factory(config(server))
-        final, nodes = await runner.run(PLAIN, {"who": "Ann"})
+        _, nodes = await runner.run(PLAIN, {"who": "Ann"})
     assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
     assert KEY not in repr(nodes["ask"].error) and "[REDACTED]" in nodes["ask"].error["message"]

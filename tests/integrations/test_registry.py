@@ -176,7 +176,7 @@ nodes:
 async def test_irreversible_tool_is_never_retried(runner_factory) -> None:
     tool = Recorder(ok_on=2, effect=Effect.IRREVERSIBLE, name="test.charge")
     runner = await runner_factory(extra_tools=[tool])
-    final, nodes = await runner.run(
+    final, _nodes = await runner.run(
         "name: irr\nnodes:\n  - {id: pay, retry: {max_attempts: 5, initial_interval: 10ms},"
         " tool: {name: test.charge, args: {n: 1}}}\n"
     )

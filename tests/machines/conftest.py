@@ -94,7 +94,7 @@ async def open_backend(kind: str, tmp_path: Any) -> Any:
         store = SqlStore(PG_URL)
     try:
         await store.open()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.skip(f"{kind} unavailable: {exc}")
     return store
 

@@ -67,7 +67,7 @@ async def test_filesystem_tools_in_a_workflow(root: Path, runner_factory) -> Non
     assert tools.get("mcp.fs.read_text_file").effect == Effect.PURE       # readOnlyHint
     assert tools.get("mcp.fs.write_file").effect == Effect.IRREVERSIBLE   # destructiveHint
     assert tools.get("mcp.fs.create_directory").effect == Effect.IDEMPOTENT
-    final, nodes = await runner.run(READ_AND_LIST, {"dir": str(root)})
+    final, _nodes = await runner.run(READ_AND_LIST, {"dir": str(root)})
     assert final.state is ExecutionState.SUCCEEDED, final.error
     assert final.output["todo"] == "buy milk\nwrite tests\n"
     assert sorted(final.output["listing"].splitlines()) == ["[DIR] notes", "[FILE] readme.md"]
@@ -104,7 +104,7 @@ async def test_mock_agent_reads_a_file(root: Path, runner_factory) -> None:
         {"answer": "milk and tests"},
     ]}}
     runner = await runner_factory(config)
-    final, nodes = await runner.run(AGENT.replace("MODEL", "mock/assistant"))
+    final, _nodes = await runner.run(AGENT.replace("MODEL", "mock/assistant"))
     assert final.state is ExecutionState.SUCCEEDED, final.error
     results = [e.data for e in await runner.events(final.id) if e.type == "agent.tool_result"]
     assert [(r["tool"], r["ok"]) for r in results] == [

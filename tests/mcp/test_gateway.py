@@ -8,7 +8,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
@@ -170,7 +169,7 @@ async def test_streamable_http(agentrun_server: ServerProcess, tmp_path: Path) -
 def test_no_server_is_said_in_one_line(tmp_path: Path) -> None:
     done = subprocess.run([*AGENTRUN, "mcp", "--server", f"127.0.0.1:{free_port()}"],
                           env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, check=False)
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.startswith("agentrun: cannot reach an agentrun server at 127.0.0.1:")
@@ -197,7 +196,8 @@ async def test_api_key_and_tenant(tmp_path: Path) -> None:
             result = await mcp.call_tool("greet", {"name": "Acme"})
             assert result.structured_content["output"] == {"greeting": "Hello, Acme"}
         done = subprocess.run([*AGENTRUN, "mcp", "--server", server.address], env={"PYTHONPATH": str(ROOT)},
-                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                              check=False)
         assert done.returncode == 1 and done.stdout == ""
         assert "unauthenticated" in done.stderr and "--api-key" in done.stderr
     finally:

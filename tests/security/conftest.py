@@ -126,7 +126,7 @@ class _LogBuffer(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.lines.append(self.format(record))
-        except Exception:  # noqa: BLE001 - a record that cannot be formatted is not a finding
+        except Exception:
             self.lines.append(repr(record.msg))
 
 
@@ -159,7 +159,7 @@ class _ServerThread(threading.Thread):
     def run(self) -> None:
         try:
             asyncio.run(self._main())
-        except BaseException as exc:  # noqa: BLE001 - reported by the fixture
+        except BaseException as exc:
             self.error = exc
             self.ready.set()
 

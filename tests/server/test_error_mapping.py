@@ -19,9 +19,9 @@ from agentrun.storage.base import LeaseLost, StoreError
 from agentrun.v1 import error_reason_pb2
 
 REASONS = {
-    name.removeprefix("ERROR_REASON_")
-    for name in error_reason_pb2.ErrorReason.keys()
-    if name != "ERROR_REASON_UNSPECIFIED"
+    value.name.removeprefix("ERROR_REASON_")
+    for value in error_reason_pb2.ErrorReason.DESCRIPTOR.values
+    if value.name != "ERROR_REASON_UNSPECIFIED"
 }
 
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -44,7 +45,7 @@ class HealthProbe:
             self.worst = max(self.worst, time.monotonic() - start)
             time.sleep(0.01)
 
-    def __enter__(self) -> HealthProbe:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

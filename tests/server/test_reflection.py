@@ -14,7 +14,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2
-from grpc_reflection.v1alpha import reflection_pb2 as wire  # v1's messages are the same, field for field
+from grpc_reflection.v1alpha import (
+    reflection_pb2 as wire,  # v1's messages are the same, field for field
+)
 
 from agentrun.server.reflection import load_agentrun_files, source_files
 from tests.server.subprocess_server import ServerProcess

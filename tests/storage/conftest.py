@@ -50,7 +50,7 @@ class PgServer:
         self.error: str | None = None
         try:
             _pg_admin("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - unreachable: the PostgreSQL variants skip
+        except Exception as exc:
             self.error = f"PostgreSQL at {PG_ADMIN_URL} is unreachable ({exc}); run `make services`"
 
     def create_database(self) -> str:

@@ -9,7 +9,7 @@ from agentrun.storage.base import Store
 from agentrun.storage.records import Batch, EventRecord, ExecutionRecord, ExecutionState
 
 DAY = 86_400.0
-NOW = datetime.datetime(2026, 11, 25, 12, tzinfo=datetime.timezone.utc).timestamp()
+NOW = datetime.datetime(2026, 11, 25, 12, tzinfo=datetime.UTC).timestamp()
 
 
 def _id(created: float, tail: str) -> str:
