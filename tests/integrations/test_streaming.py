@@ -117,7 +117,7 @@ def sse(*pieces: str, error: str | None = None) -> bytes:
 async def test_the_deltas_of_a_failed_attempt_are_marked_and_the_retry_streams_anew() -> None:
     script = [{"raw": sse("I think ", "the answer ", "is", error="overloaded")}, {"content": "Forty-two."}]
     flaky = STREAMED.replace("stream: true}", "stream: true}\n    retry: {max_attempts: 2, initial_interval: 10ms}")
-    async with ChatServer(script) as chat, served(openai(chat)) as (engine, client, _):
+    async with ChatServer(script) as chat, served(openai(chat)) as (_engine, client, _):
         await client.create_workflow(source=flaky)
         execution = await client.start_execution("streamed", {})
         events = [e async for e in client.watch(execution, timeout=60)]
@@ -136,7 +136,7 @@ async def test_the_deltas_of_a_failed_attempt_are_marked_and_the_retry_streams_a
 
 async def test_stream_false_on_the_node_wins_over_the_provider() -> None:
     quiet = STREAMED.replace("stream: true", "stream: false")
-    async with ChatServer([{"content": "No stream."}]) as chat, served(openai(chat, stream=True)) as (engine, client, _):
+    async with ChatServer([{"content": "No stream."}]) as chat, served(openai(chat, stream=True)) as (_engine, client, _):
         await client.create_workflow(source=quiet)
         execution = await client.start_execution("streamed", {})
         events = [e async for e in client.watch(execution, timeout=60)]
@@ -152,7 +152,7 @@ nodes:
   - {id: say, agent: {model: mock/echo, prompt: "one two  three ", stream: true}}
   - {id: plain, agent: {model: mock/echo, prompt: "not streamed"}}
 """
-    async with served({}) as (engine, client, _):
+    async with served({}) as (_engine, client, _):
         await client.create_workflow(source=echo)
         execution = await client.start_execution("echo", {})
         events = [e async for e in client.watch(execution, timeout=60)]
@@ -185,6 +185,6 @@ async def test_agentrun_watch_prints_tokens_as_they_come() -> None:
         assert codes == [0]
         lines = out.getvalue().splitlines()
         [line] = [x for x in lines if " agent.delta " in x]
-        assert line.endswith(f"agent.delta ask: {CONTENT.rstrip()}") or line.endswith(f"agent.delta ask: {CONTENT}")
+        assert line.endswith((f"agent.delta ask: {CONTENT.rstrip()}", f"agent.delta ask: {CONTENT}"))
         print(out.getvalue())
         assert lines[lines.index(line) + 1].split()[2] == "agent.usage"  # the answer's line ended
