@@ -2,7 +2,8 @@
 
 This is the target the Alembic migrations must reach: a test migrates an empty database and
 compares it with this metadata, so the two cannot drift apart silently. Times are epoch seconds
-in double precision (a float4 would lose seconds); payloads are JSON, JSONB on PostgreSQL.
+in double precision (a float4 would lose seconds); payloads are JSON: JSONB on PostgreSQL, JSON
+text in a TEXT column on SQLite (see `JsonText`).
 Strings carry no length: ids and names are bounded by the API layer, not by the schema.
 The mapping between records and rows lives here too, next to the columns it must match.
 """
@@ -30,8 +31,33 @@ from agentrun.storage.records import (
     WorkflowRecord,
 )
 
+
+class JsonText(sa.TypeDecorator[Any]):
+    """A JSON payload as its json.dumps text in a column SQLite gives TEXT affinity.
+
+    A column declared `JSON` gets NUMERIC affinity on SQLite, so a payload that is a bare
+    number was converted by SQLite's own parser as it was stored: 2.0662443630870376e-307
+    came back as ...372e-307, an int beyond int64 as a float, 1.0 and -0.0 as ints. TEXT
+    affinity stores the text as written; every payload comes back as json.loads reads it.
+    (Migration 0007 moved existing databases over, keeping the numbers already converted.)
+    """
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
+        return None if value is None else json.dumps(value)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
 # Python None is stored as SQL NULL, so "no output" and "absent" are one thing in queries.
-Json = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+Json = (
+    sa.JSON(none_as_null=True)
+    .with_variant(JSONB(none_as_null=True), "postgresql")
+    .with_variant(JsonText(), "sqlite")
+)
 
 # Explicit names keep Alembic's autogenerate comparison and future migrations stable.
 metadata = sa.MetaData(
@@ -155,7 +181,8 @@ def jsonb_dumps(value: Any) -> str:
 
     JSONB keeps numbers as `numeric`, which prints 1.5e+16 back as 15000000000000000: an int
     to json.loads. A float turning into an int on a round trip would change how expressions
-    (CEL keeps int and double apart) see a node's output after a restart.
+    (CEL keeps int and double apart) see a node's output after a restart. (`numeric` has no
+    negative zero either: -0.0 comes back as 0.0, still a float; memory and SQLite keep it.)
     """
     text = json.dumps(value)
     if "e+" not in text:  # the common case: no such float (or only a string containing e+)

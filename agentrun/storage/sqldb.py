@@ -124,11 +124,30 @@ class SqlDatabase:
             self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
             if not await self._schema_current():
-                await self.transaction(_migrate)
+                await self._migrate()
         except BaseException:
             await self.dispose()
             raise
         return True
+
+    async def _migrate(self) -> None:
+        """Brings the schema to the migrations' head in one transaction.
+
+        On SQLite, batch migrations rebuild a table (copy, drop, rename); with foreign keys
+        on, dropping `executions` would cascade to every node, event and signal. SQLite
+        ignores the PRAGMA inside a transaction, so it is turned off around it, and the
+        references are checked before the commit (a violation rolls everything back)."""
+        if not self.sqlite:
+            await self.transaction(_migrate)
+            return
+
+        def migrate_checked(conn: sa.Connection) -> None:
+            _migrate(conn)
+            broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise StoreError(f"migrating left rows with broken references: {broken[:5]}")
+
+        await self.transaction(migrate_checked, foreign_keys=False)
 
     async def _schema_current(self) -> bool:
         """Whether the database is at the migrations' head, read outside any transaction:
@@ -207,11 +226,14 @@ class SqlDatabase:
         if not self.is_open:
             raise StoreError("the store is not open")
 
-    async def transaction(self, work: Callable[[sa.Connection], T], *, leases: bool = False) -> T:
+    async def transaction(
+        self, work: Callable[[sa.Connection], T], *, leases: bool = False, foreign_keys: bool = True
+    ) -> T:
         """Runs `work` (plain, synchronous SQLAlchemy Core) in one write transaction: on
         SQLite in the writer thread, on PostgreSQL through asyncpg (`leases`: on the lease
         pool); constraint violations pass through raw (IntegrityError), other failures as
-        StoreError (unavailable) or ValueError (refused), see `store_errors`."""
+        StoreError (unavailable) or ValueError (refused), see `store_errors`.
+        `foreign_keys=False` (SQLite, migrations only) turns enforcement off around it."""
         engine = self._engine
         if leases and self._lease_engine is not None and engine is not None:
             engine = self._lease_engine
@@ -237,7 +259,10 @@ class SqlDatabase:
                 conn = self._sync_conn
                 if conn is None or conn.closed or conn.invalidated:
                     conn = self._sync_conn = writer.connect()
+                raw = conn.connection.driver_connection
                 try:
+                    if not foreign_keys:
+                        raw.execute("PRAGMA foreign_keys=OFF")
                     with conn.begin():
                         return work(conn)
                 except BaseException:
@@ -245,6 +270,9 @@ class SqlDatabase:
                         conn.close()
                     self._sync_conn = None
                     raise
+                finally:
+                    if not foreign_keys and self._sync_conn is conn:
+                        raw.execute("PRAGMA foreign_keys=ON")
 
             return await asyncio.get_running_loop().run_in_executor(thread, in_thread)
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentrun.storage.base import Store
+from agentrun.storage.machines import EntryKind, HistoryRecord, InstanceRecord, InstanceState
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -605,6 +607,85 @@ async def test_floats_stay_floats(store: Store) -> None:
     output = (await store.get_execution(record.id)).output
     assert output == value
     assert {k: type(v) for k, v in output.items()} == {k: type(v) for k, v in value.items()}
+
+
+# Payloads that are bare numbers: SQLite once stored them in columns of NUMERIC affinity, which
+# converted each by its own parser (found by test_json_payloads_round_trip).
+BARE_NUMBERS = [
+    2.0662443630870376e-307,  # came back as 2.0662443630870372e-307
+    2**63 + 5,  # beyond int64: came back as a float
+    -(2**63) - 7,
+    1e308,
+    5e-324,
+    1.0,  # came back as the int 1
+    1.5e16,  # came back as the int 15000000000000000
+    "12",  # a string that reads as a number stays a string
+    "1e5",
+]
+
+
+@pytest.mark.parametrize("value", BARE_NUMBERS, ids=repr)
+async def test_bare_numbers_round_trip_exactly(store: Store, value: object) -> None:
+    """Every payload column (executions, nodes, events, signals, instances, history) gives
+    back the same value of the same type, bit for bit."""
+    record = execution()
+    record.input = value
+    await store.create_execution(record)
+    record.output = value
+    await store.commit(
+        Batch(
+            execution=record,
+            nodes=[node(record.id, "a", input=value, output=value)],
+            events=[ev(record.id, 1, data=value)],
+        )
+    )
+    await store.add_signal(SignalRecord(record.id, "go", value, "s", T0))
+    instance = await _instance_with(store, value)
+
+    stored = await store.get_execution(record.id)
+    (stored_node,) = await store.get_nodes(record.id)
+    (event,) = await store.list_events(record.id)
+    (sig,) = await store.pending_signals(record.id)
+    instance_record = await store.instances.get_instance(instance.id)
+    (entry,) = await store.instances.list_history(instance.id)
+    got = [
+        stored.input, stored.output, stored_node.input, stored_node.output, event.data, sig.data,
+        instance_record.input, entry.event_data,
+    ]
+    assert [(type(v), repr(v)) for v in got] == [(type(value), repr(value))] * len(got)
+
+
+async def test_negative_zero_stays_a_float_zero(store: Store, backend: Backend) -> None:
+    """-0.0 is JSON. PostgreSQL's JSONB keeps numbers as `numeric`, which has no negative
+    zero, so there it comes back as 0.0; memory and SQLite keep the sign. Everywhere it stays
+    a float equal to zero (never the int 0, as SQLite's NUMERIC affinity made it)."""
+    record = execution()
+    record.input = -0.0
+    await store.create_execution(record)
+    await store.commit(Batch(nodes=[node(record.id, "a", output=[-0.0])], events=[ev(record.id, 1, data=-0.0)]))
+    got = [
+        (await store.get_execution(record.id)).input,
+        (await store.get_nodes(record.id))[0].output[0],
+        (await store.list_events(record.id))[0].data,
+    ]
+    sign = 1.0 if backend.name == "postgresql" else -1.0
+    assert [(type(v), v, math.copysign(1.0, v)) for v in got] == [(float, 0.0, sign)] * 3
+
+
+async def _instance_with(store: Store, value: object) -> InstanceRecord:
+    machines = store.instances
+    await machines.open()
+    instance = InstanceRecord(
+        id=f"in-{next(_ids):06d}", tenant="acme", workflow="wf", version=1,
+        state=InstanceState.ACTIVE, current="a", data={}, input=value, created_at=T0,
+        updated_at=T0, last_sequence=1, entry_sequence=1,
+    )
+    entry = HistoryRecord(
+        instance.id, 1, EntryKind.CREATED, T0, event="start", event_id=None, event_data=value,
+        from_state="a", to_state="a",
+    )
+    await machines.create_instance(instance, [entry])
+    return instance
 
 
 async def test_a_batch_repeating_a_sequence_fails_whole(
