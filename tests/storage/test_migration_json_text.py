@@ -23,7 +23,16 @@ EXACT = 2.0662443630870376e-307
 # What SQLite's NUMERIC affinity made of it at 0006.
 CONVERTED = 2.0662443630870372e-307
 
-TABLES = ["workflows", "executions", "nodes", "events", "signals", "sm_instances", "sm_history", "sm_timers"]
+TABLES = [
+    "workflows",
+    "executions",
+    "nodes",
+    "events",
+    "signals",
+    "sm_instances",
+    "sm_history",
+    "sm_timers",
+]
 
 
 def _alembic(conn: sa.Connection, revision: str, *, down: bool = False) -> None:
@@ -60,25 +69,113 @@ def _payload_columns(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[str, 
 def _fill(path: Path) -> None:
     """Rows as the store wrote them at 0006: payloads bound as their json.dumps text."""
     rows: dict[str, list[dict[str, Any]]] = {
-        "workflows": [dict(tenant="t", name="wf", version=1, spec={"nodes": [1.5]}, description="", created_at=1.0)],
-        "executions": [
-            dict(id="e1", tenant="t", workflow="wf", version=1, state="RUNNING", input=EXACT, output=2**63 + 5,
-                 error=None, vars={"v": [1, 2.5]}, labels={"k": "v"}, usage=1.0, created_at=1.0),
-            dict(id="e2", tenant="t", workflow="wf", version=1, state="SUCCEEDED", input="12", output=-0.0,
-                 error={"type": "x"}, vars=None, labels=None, usage=1.5e16, created_at=1.0),
+        "workflows": [
+            {
+                "tenant": "t",
+                "name": "wf",
+                "version": 1,
+                "spec": {"nodes": [1.5]},
+                "description": "",
+                "created_at": 1.0,
+            }
         ],
-        "nodes": [dict(execution_id="e1", node_id="a", state="SUCCEEDED", input=0.1, output=1e308,
-                       error=None, usage={"tokens": 3})],
-        "events": [dict(execution_id="e1", sequence=1, type="node.running", data=7, time=1.0),
-                   dict(execution_id="e1", sequence=2, type="node.succeeded", data={"x": EXACT}, time=1.0)],
-        "signals": [dict(execution_id="e1", seq=1, name="go", data=-(2**63) - 7, signal_id="s", created_at=1.0)],
-        "sm_instances": [dict(id="i1", tenant="t", workflow="wf", version=1, state="ACTIVE", current="a",
-                              data={"n": 1}, input=2**63 + 5, error=None, labels={}, created_at=1.0,
-                              updated_at=1.0)],
-        "sm_history": [dict(instance_id="i1", sequence=1, kind="CREATED", time=1.0, event="start",
-                            event_data=EXACT, from_state="a", to_state="a", actions=[{"ok": True}],
-                            assigned={"x": 1.0}, instance_state="ACTIVE", error=None, reentered=False)],
-        "sm_timers": [dict(instance_id="i1", key="1:0", state="a", timer_index=0, fire_at=2.0)],
+        "executions": [
+            {
+                "id": "e1",
+                "tenant": "t",
+                "workflow": "wf",
+                "version": 1,
+                "state": "RUNNING",
+                "input": EXACT,
+                "output": 2**63 + 5,
+                "error": None,
+                "vars": {"v": [1, 2.5]},
+                "labels": {"k": "v"},
+                "usage": 1.0,
+                "created_at": 1.0,
+            },
+            {
+                "id": "e2",
+                "tenant": "t",
+                "workflow": "wf",
+                "version": 1,
+                "state": "SUCCEEDED",
+                "input": "12",
+                "output": -0.0,
+                "error": {"type": "x"},
+                "vars": None,
+                "labels": None,
+                "usage": 1.5e16,
+                "created_at": 1.0,
+            },
+        ],
+        "nodes": [
+            {
+                "execution_id": "e1",
+                "node_id": "a",
+                "state": "SUCCEEDED",
+                "input": 0.1,
+                "output": 1e308,
+                "error": None,
+                "usage": {"tokens": 3},
+            }
+        ],
+        "events": [
+            {"execution_id": "e1", "sequence": 1, "type": "node.running", "data": 7, "time": 1.0},
+            {
+                "execution_id": "e1",
+                "sequence": 2,
+                "type": "node.succeeded",
+                "data": {"x": EXACT},
+                "time": 1.0,
+            },
+        ],
+        "signals": [
+            {
+                "execution_id": "e1",
+                "seq": 1,
+                "name": "go",
+                "data": -(2**63) - 7,
+                "signal_id": "s",
+                "created_at": 1.0,
+            }
+        ],
+        "sm_instances": [
+            {
+                "id": "i1",
+                "tenant": "t",
+                "workflow": "wf",
+                "version": 1,
+                "state": "ACTIVE",
+                "current": "a",
+                "data": {"n": 1},
+                "input": 2**63 + 5,
+                "error": None,
+                "labels": {},
+                "created_at": 1.0,
+                "updated_at": 1.0,
+            }
+        ],
+        "sm_history": [
+            {
+                "instance_id": "i1",
+                "sequence": 1,
+                "kind": "CREATED",
+                "time": 1.0,
+                "event": "start",
+                "event_data": EXACT,
+                "from_state": "a",
+                "to_state": "a",
+                "actions": [{"ok": True}],
+                "assigned": {"x": 1.0},
+                "instance_state": "ACTIVE",
+                "error": None,
+                "reentered": False,
+            }
+        ],
+        "sm_timers": [
+            {"instance_id": "i1", "key": "1:0", "state": "a", "timer_index": 0, "fire_at": 2.0}
+        ],
     }
     payload_columns = _payload_columns(path)
     conn = sqlite3.connect(path)
@@ -86,9 +183,12 @@ def _fill(path: Path) -> None:
         for table, table_rows in rows.items():
             payloads = payload_columns.get(table, ((), ()))[1]
             for row in table_rows:
-                values = [json.dumps(v) if k in payloads and v is not None else v for k, v in row.items()]
+                values = [
+                    json.dumps(v) if k in payloads and v is not None else v for k, v in row.items()
+                ]
                 conn.execute(
-                    f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", values
+                    f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                    values,
                 )
     conn.close()
 
@@ -102,11 +202,18 @@ def _payloads(
     try:
         with engine.connect() as conn:
             for table, (keys, columns) in payload_columns.items():
-                view = sa.table(table, *(sa.column(k) for k in keys), *(sa.column(c, json_type) for c in columns))
+                view = sa.table(
+                    table,
+                    *(sa.column(k) for k in keys),
+                    *(sa.column(c, json_type) for c in columns),
+                )
                 for row in conn.execute(sa.select(view)):
                     for column in columns:
                         value = row._mapping[column]
-                        found[(table, *(row._mapping[k] for k in keys), column)] = (type(value), repr(value))
+                        found[(table, *(row._mapping[k] for k in keys), column)] = (
+                            type(value),
+                            repr(value),
+                        )
     finally:
         engine.dispose()
     return found
@@ -198,4 +305,6 @@ def test_downgrade_keeps_every_row(at_0006: Path) -> None:
     assert _counts(at_0006) == counts
     assert _sqlite(at_0006, "SELECT version_num FROM alembic_version") == [("0006",)]
     assert _sqlite(at_0006, "SELECT spec FROM workflows") == [('{"nodes": [1.5]}',)]
-    assert {row[2] for row in _sqlite(at_0006, "PRAGMA table_info(events)") if row[1] == "data"} == {"JSON"}
+    assert {
+        row[2] for row in _sqlite(at_0006, "PRAGMA table_info(events)") if row[1] == "data"
+    } == {"JSON"}

@@ -55,7 +55,9 @@ def upgrade() -> None:
         for column, rows in numbers.items():
             if rows:
                 where = " AND ".join(f'"{k}" = :k{i}' for i, k in enumerate(keys))
-                bind.execute(sa.text(f'UPDATE "{table}" SET "{column}" = :value WHERE {where}'), rows)
+                bind.execute(
+                    sa.text(f'UPDATE "{table}" SET "{column}" = :value WHERE {where}'), rows
+                )
 
 
 def downgrade() -> None:
