@@ -5,8 +5,8 @@ the commands that talk to a server over gRPC (`serve`, `workflows`, `start`, `wa
 `cancel`, `pause`, `resume`, `rerun`, `trace`, `health`) live in `agentrun.cli.remote`,
 `agentrun executions` in `agentrun.cli.executions`, `agentrun sm` (state machine
 instances) in `agentrun.cli.machines`, and `agentrun mcp` (workflows as MCP tools) in
-`agentrun.cli.mcp`. Every `--json` prints the protobuf JSON mapping
-(`agentrun.cli.output`). Each module registers its subcommands on the parser;
+`agentrun.cli.mcp`; their client options and error handling are `agentrun.cli.client_options`.
+Every `--json` prints the protobuf JSON mapping (`agentrun.cli.output`). Each module registers its subcommands on the parser;
 a subcommand's handler takes the parsed arguments and returns the exit code.
 
 Exit codes: 0 success, 1 the command ran but did not succeed (an execution that did not end
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _register_remote(subparsers: argparse._SubParsersAction) -> None:
+def _register_remote(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The server commands: `agentrun.cli.remote` (serve, workflows, start, watch, signal,
     cancel, ...), `agentrun.cli.executions`, `agentrun.cli.machines` (`agentrun sm`) and
     `agentrun.cli.mcp`."""

@@ -10,14 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentrun.cli.remote import EXIT_OK, _client_args, _print_json, _run, _Usage
+from agentrun.cli import EXIT_OK
+from agentrun.cli.client_options import UsageError, add_client_options, run_with_client
+from agentrun.cli.output import print_json
+
+if TYPE_CHECKING:
+    from agentrun.client import Client, Execution
 
 __all__ = ["register"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("executions", help="list and inspect executions on a server")
     sub = p.add_subparsers(dest="executions_command", metavar="ACTION", required=True)
 
@@ -43,17 +48,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--page-size", type=int, default=100, metavar="N", help="default 100, at most 1000")
     c.add_argument("--page-token", default="", metavar="TOKEN", help="the page after a previous one")
     c.add_argument("--all", action="store_true", help="follow the pages to the end")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_list)
 
     c = sub.add_parser("get", help="print an execution and every node of its workflow")
     c.add_argument("execution", metavar="ID")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_get)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         from agentrun.client import ExecutionState
         from agentrun.client import _convert as c
         from agentrun.v1 import execution_service_pb2 as pb
@@ -62,7 +67,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         known = [s.value for s in ExecutionState if s is not ExecutionState.UNSPECIFIED]
         for state in states:
             if state not in known:
-                raise _Usage(f"--state {state}: expected one of {', '.join(known)}")
+                raise UsageError(f"--state {state}: expected one of {', '.join(known)}")
         text = c.execution_filter(args.workflow, states, args.filter)
         token = args.page_token
         executions: list[Any] = []
@@ -77,7 +82,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 break
         if args.json:
             # ListExecutions' answer (with --all, every page's executions in one).
-            _print_json(pb.ListExecutionsResponse(executions=executions, next_page_token=token))
+            print_json(pb.ListExecutionsResponse(executions=executions, next_page_token=token))
         else:
             for message in executions:
                 print(_row(c.execution(message)))
@@ -85,10 +90,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"more: --page-token {token}", file=sys.stderr)
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
-def _row(execution: Any) -> str:
+def _row(execution: Execution) -> str:
     created = execution.create_time.astimezone().strftime("%Y-%m-%d %H:%M:%S") if execution.create_time else ""
     return (
         f"{execution.id}  {execution.state.value:<19} {execution.workflow} "
@@ -97,10 +102,10 @@ def _row(execution: Any) -> str:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         execution = client.get_execution(args.execution, include_nodes=True)
         if args.json:
-            _print_json({"execution": execution, "nodes": execution.nodes})
+            print_json({"execution": execution, "nodes": execution.nodes})
             return EXIT_OK
         print(_row(execution))
         if execution.output is not None:
@@ -117,4 +122,4 @@ def cmd_get(args: argparse.Namespace) -> int:
             print(f"  {node.node_id:<{width}}  {node.state.value:<19} {attempts}{extra}".rstrip())
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+from agentrun.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
+__all__ = ["register"]
 
 
 class UserError(Exception):
@@ -39,7 +37,7 @@ class UserError(Exception):
 # --------------------------------------------------------------------------- registration
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "validate",
         help="check a workflow file and print its parallel stages",
@@ -242,7 +240,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             _print_user_error(exc)
         if hint:
             print(f"hint: {hint}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_USAGE
     warnings = [
         {"path": getattr(w, "path", ""), "message": getattr(w, "message", str(w))}
         for w in getattr(plan, "warnings", [])
@@ -284,7 +282,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
         spec = _load_spec(args.file)
     except UserError as exc:
         _print_user_error(exc)
-        return EXIT_INVALID
+        return EXIT_USAGE
     sys.stdout.write(to_mermaid(spec))
     return EXIT_OK
 
@@ -344,7 +342,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_user_error(exc)
         if args.json:
             _print_error_json(exc.kind or "invalid_argument", exc.message, exc.diagnostics)
-        return EXIT_INVALID
+        return EXIT_USAGE
     except StoreUnavailable as exc:
         print(f"agentrun: {exc}", file=sys.stderr)
         if args.json:
@@ -544,7 +542,7 @@ async def _run(request: RunRequest) -> RunResult:
 async def _workflow(engine: Any, spec: Any) -> Any:
     """The stored workflow for `spec`: its latest version when that is the same spec (running
     an unchanged file again adds no version), else a new version."""
-    from agentrun.engine.engine import spec_to_dict
+    from agentrun.engine import spec_to_dict
     from agentrun.engine.errors import WorkflowNotFound
 
     try:

@@ -12,24 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
+from agentrun.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agentrun.cli.client_options import UsageError, add_client_options, json_arg, run_with_client
 from agentrun.cli.output import print_json
-from agentrun.cli.remote import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    _client_args,
-    _json_arg,
-    _print_json,
-    _run,
-    _Usage,
-)
+
+if TYPE_CHECKING:
+    from agentrun.client import Client
+    from agentrun.client.machines import Instance, Transition
 
 __all__ = ["register"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "sm",
         help="state machine instances: create, send events, inspect, watch",
@@ -44,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--data", metavar="JSON", help="overrides of the initial data, as a JSON object")
     c.add_argument("--version", type=int, help="workflow version (default: the latest)")
     c.add_argument("--request-id", help="idempotency key: the same id creates once")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_create)
 
     c = sub.add_parser("list", help="list instances, oldest first")
@@ -57,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="only instances in this state (ACTIVE, COMPLETED, FAILED, CANCELLED; repeatable)",
     )
     c.add_argument("--current-state", metavar="NAME", help="only instances in this machine state")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_list)
 
     c = sub.add_parser("send", help="send an event to an instance")
@@ -65,45 +61,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("event", metavar="EVENT")
     c.add_argument("--data", metavar="JSON", default="null", help="the event's data (default null)")
     c.add_argument("--id", dest="event_id", help="event id: the same id is applied once")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_send)
 
     c = sub.add_parser("get", help="print an instance")
     c.add_argument("instance", metavar="ID")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_get)
 
     c = sub.add_parser("history", help="print an instance's history (every event and transition)")
     c.add_argument("instance", metavar="ID")
     c.add_argument("--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_history)
 
     c = sub.add_parser("events", help="list the events the instance's current state accepts")
     c.add_argument("instance", metavar="ID")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_events)
 
     c = sub.add_parser("cancel", help="cancel an instance (its timers and invoked execution too)")
     c.add_argument("instance", metavar="ID")
     c.add_argument("--reason", default="", help="recorded as the instance's error message")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_cancel)
 
     c = sub.add_parser("watch", help="stream an instance's history until it ends")
     c.add_argument("instance", metavar="ID")
     c.add_argument("--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_watch)
 
 
-def _machines(client: Any) -> Any:
-    from agentrun.client.machines import MachinesClient
-
-    return MachinesClient(client)
-
-
-def _line(entry: Any) -> str:
+def _line(entry: Transition) -> str:
     move = f"{entry.from_state or '-'} -> {entry.to_state}"
     text = f"{entry.sequence:>4}  {entry.kind.value:<13} {entry.event:<16} {move}"
     if entry.transition_index is not None:
@@ -115,7 +105,7 @@ def _line(entry: Any) -> str:
     return text
 
 
-def _show(instance: Any) -> None:
+def _show(instance: Instance) -> None:
     print(
         f"{instance.id}  {instance.workflow} v{instance.workflow_version}  {instance.state.value}  "
         f"state={instance.current_state}"
@@ -128,60 +118,60 @@ def _show(instance: Any) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
-        data = _json_arg(args.data, "--data") if args.data else None
+    def body(client: Client) -> int:
+        data = json_arg(args.data, "--data") if args.data else None
         if data is not None and not isinstance(data, dict):
-            raise _Usage("--data must be a JSON object")
-        instance = _machines(client).create_instance(
+            raise UsageError("--data must be a JSON object")
+        instance = client.machines.create_instance(
             args.workflow,
-            _json_arg(args.input, "--input"),
+            json_arg(args.input, "--input"),
             version=args.version,
             request_id=args.request_id,
             data=data,
         )
         if args.json:
-            _print_json(instance)
+            print_json(instance)
         else:
             print(instance.id)
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         from agentrun.client.machines import InstanceState
 
         states = [s.upper() for s in args.state]
         unknown = [s for s in states if s not in InstanceState.__members__ or s == "UNSPECIFIED"]
         if unknown:
-            raise _Usage(f"--state {unknown[0]}: expected ACTIVE, COMPLETED, FAILED or CANCELLED")
+            raise UsageError(f"--state {unknown[0]}: expected ACTIVE, COMPLETED, FAILED or CANCELLED")
         instances = list(
-            _machines(client).list_instances(
+            client.machines.list_instances(
                 workflow=args.workflow, states=states, current_state=args.current_state
             )
         )
         if args.json:
-            _print_json({"instances": instances})
+            print_json({"instances": instances})
         else:
             for i in instances:
                 print(f"{i.id}  {i.state.value:<9} {i.workflow} v{i.workflow_version}  state={i.current_state}")
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     from agentrun.client.machines import EventNotAccepted
 
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         try:
-            instance, entry = _machines(client).send_event(
-                args.instance, args.event, _json_arg(args.data, "--data"), event_id=args.event_id
+            instance, entry = client.machines.send_event(
+                args.instance, args.event, json_arg(args.data, "--data"), event_id=args.event_id
             )
         except EventNotAccepted as exc:
             if args.json:
-                _print_json(
+                print_json(
                     {
                         "error": {
                             "type": "event_not_accepted",
@@ -194,67 +184,67 @@ def cmd_send(args: argparse.Namespace) -> int:
                 print(f"agentrun: {exc.message}", file=sys.stderr)
             return EXIT_USAGE
         if args.json:
-            _print_json({"instance": instance, "transition": entry})
+            print_json({"instance": instance, "transition": entry})
         else:
             print(_line(entry))
         return EXIT_OK if entry.kind.value == "TRANSITION" else EXIT_FAILED
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
-        instance = _machines(client).get_instance(args.instance)
+    def body(client: Client) -> int:
+        instance = client.machines.get_instance(args.instance)
         if args.json:
-            _print_json(instance)
+            print_json(instance)
         else:
             _show(instance)
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
-        entries = list(_machines(client).history(args.instance, after_sequence=args.after))
+    def body(client: Client) -> int:
+        entries = list(client.machines.history(args.instance, after_sequence=args.after))
         if args.json:
-            _print_json({"transitions": entries})
+            print_json({"transitions": entries})
         else:
             for entry in entries:
                 print(_line(entry))
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
-        events = _machines(client).available_events(args.instance)
+    def body(client: Client) -> int:
+        events = client.machines.available_events(args.instance)
         if args.json:
-            _print_json({"events": events})
+            print_json({"events": events})
         else:
             for event in events:
                 print(event)
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
-        instance = _machines(client).cancel_instance(args.instance, reason=args.reason)
+    def body(client: Client) -> int:
+        instance = client.machines.cancel_instance(args.instance, reason=args.reason)
         if args.json:
-            _print_json(instance)
+            print_json(instance)
         else:
             _show(instance)
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
-        machines = _machines(client)
+    def body(client: Client) -> int:
+        machines = client.machines
         for entry in machines.watch(args.instance, after_sequence=args.after):
             if args.json:
                 print_json(entry, lines=True)
@@ -263,4 +253,4 @@ def cmd_watch(args: argparse.Namespace) -> int:
         instance = machines.get_instance(args.instance)
         return EXIT_OK if instance.state.value == "COMPLETED" else EXIT_FAILED
 
-    return _run(args, body)
+    return run_with_client(args, body)

@@ -13,11 +13,12 @@ import sys
 from typing import Any
 
 from agentrun.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agentrun.cli.client_options import add_client_options, error_line
 
 DEFAULT_WAIT = 60.0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "mcp",
         help="serve the server's workflows as MCP tools (stdio, or --http)",
@@ -27,10 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--wait seconds (then the get_execution tool polls it). Stdio by default."
         ),
     )
-    p.add_argument(
-        "--server", metavar="HOST:PORT", help="default $AGENTRUN_ADDRESS or 127.0.0.1:50051"
-    )
-    p.add_argument("--api-key", metavar="KEY", help="default $AGENTRUN_API_KEY")
+    add_client_options(p, json_output=False)
     p.add_argument(
         "--workflow", action="append", default=[], metavar="NAME",
         help="offer this workflow (repeat for more; default: every DAG workflow)",
@@ -68,7 +66,6 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, listen: tuple[str, int] | None) -> int:
-    from agentrun.cli.remote import _error_line
     from agentrun.client import AgentrunError, AsyncClient
     from agentrun.integrations.mcp.gateway import Gateway, GatewayOptions, selected_missing
 
@@ -77,7 +74,7 @@ async def _serve(args: argparse.Namespace, listen: tuple[str, int] | None) -> in
         try:  # the server must answer before a client is told there are tools
             tools = await gateway.tools()
         except AgentrunError as exc:
-            print(f"agentrun: {_error_line(exc, args)}", file=sys.stderr)
+            print(f"agentrun: {error_line(exc, args)}", file=sys.stderr)
             return EXIT_FAILED
         missing = selected_missing(args.workflow, tools)
         if missing:

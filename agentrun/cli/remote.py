@@ -10,14 +10,23 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from agentrun.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agentrun.cli.client_options import (
+    UsageError,
+    add_client_options,
+    add_server_option,
+    json_arg,
+    run_with_client,
+)
 from agentrun.cli.output import print_json, short_json, to_json
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from agentrun.client import Client, Execution, ExecutionEvent
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "serve",
         help="run the gRPC server",
@@ -75,9 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Calls grpc.health.v1.Health/Check; exit 0 when SERVING, 1 otherwise "
         "(NOT_SERVING while draining, or unreachable). Used by the Docker HEALTHCHECK.",
     )
-    p.add_argument(
-        "--server", metavar="HOST:PORT", help="default $AGENTRUN_ADDRESS or 127.0.0.1:50051"
-    )
+    add_server_option(p)
     p.add_argument("--service", default="", help="a service name (default: the whole server)")
     p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS")
     p.set_defaults(handler=cmd_health)
@@ -88,19 +95,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="workflows_command", metavar="ACTION", required=True)
     c = sub.add_parser("create", help="store a workflow file (a new version if the name exists)")
     c.add_argument("file", metavar="FILE", help="workflow file (.yaml or .json); - for stdin")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_workflows_create)
     c = sub.add_parser("get", help="print a workflow")
     c.add_argument("name", metavar="NAME")
     c.add_argument("--version", type=int, help="a version (default: the latest)")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_workflows_get)
     c = sub.add_parser("list", help="list workflows (latest versions)")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_workflows_list)
     c = sub.add_parser("delete", help="delete every version of a workflow")
     c.add_argument("name", metavar="NAME")
-    _client_args(c)
+    add_client_options(c)
     c.set_defaults(handler=cmd_workflows_delete)
 
     p = subparsers.add_parser("start", help="start an execution on a server")
@@ -109,13 +116,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--version", type=int, help="workflow version (default: the latest)")
     p.add_argument("--request-id", help="idempotency key: the same id starts once")
     p.add_argument("--watch", action="store_true", help="then follow its events to the end")
-    _client_args(p)
+    add_client_options(p)
     p.set_defaults(handler=cmd_start)
 
     p = subparsers.add_parser("watch", help="stream an execution's events until it ends")
     p.add_argument("execution", metavar="ID")
     p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after SEQ")
-    _client_args(p)
+    add_client_options(p)
     p.set_defaults(handler=cmd_watch)
 
     p = subparsers.add_parser("signal", help="send a signal to an execution")
@@ -125,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data", metavar="JSON", default="null", help="the signal's data (default null)"
     )
     p.add_argument("--id", dest="signal_id", help="signal id: the same id is applied once")
-    _client_args(p)
+    add_client_options(p)
     p.set_defaults(handler=cmd_signal)
 
     p = subparsers.add_parser(
@@ -138,25 +145,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("execution", metavar="ID")
     p.add_argument("--width", type=int, default=50, metavar="COLUMNS", help="bar width (default 50)")
-    _client_args(p)
+    add_client_options(p)
     p.set_defaults(handler=cmd_trace)
 
     p = subparsers.add_parser("cancel", help="cancel an execution")
     p.add_argument("execution", metavar="ID")
     p.add_argument("--compensate", action="store_true", help="run compensations (saga)")
-    _client_args(p)
+    add_client_options(p)
     p.set_defaults(handler=cmd_cancel)
 
     p = subparsers.add_parser(
         "pause", help="pause an execution: no node starts; running ones finish"
     )
     p.add_argument("execution", metavar="ID")
-    _client_args(p)
+    add_client_options(p)
     p.set_defaults(handler=cmd_pause)
 
     p = subparsers.add_parser("resume", help="resume a paused execution")
     p.add_argument("execution", metavar="ID")
-    _client_args(p)
+    add_client_options(p)
     p.set_defaults(handler=cmd_resume)
 
     p = subparsers.add_parser(
@@ -172,16 +179,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--version", type=int, help="workflow version (default: the old one)")
     p.add_argument("--request-id", help="idempotency key: the same id reruns once")
     p.add_argument("--watch", action="store_true", help="then follow its events to the end")
-    _client_args(p)
+    add_client_options(p)
     p.set_defaults(handler=cmd_rerun)
-
-
-def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--server", metavar="HOST:PORT", help="default $AGENTRUN_ADDRESS or 127.0.0.1:50051"
-    )
-    p.add_argument("--api-key", metavar="KEY", help="default $AGENTRUN_API_KEY")
-    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 # --------------------------------------------------------------------------- serve
@@ -230,11 +229,12 @@ def cmd_health(args: argparse.Namespace) -> int:
     address = target(args.server)
     with grpc.insecure_channel(address) as channel:
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            response = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )
         except grpc.RpcError as exc:
-            print(f"{address}: {exc.code().name}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"{address}: {exc.code().name}", file=sys.stderr)
             return EXIT_FAILED
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(status)
@@ -244,80 +244,27 @@ def cmd_health(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- client commands
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from agentrun.client import Client
-
-    return Client(args.server, api_key=args.api_key)
-
-
-def _print_json(value: Any) -> None:
-    print_json(value)
-
-
-def _json_arg(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _Usage(f"{what} is not valid JSON: {exc}") from None
-
-
-class _Usage(Exception):
-    pass
-
-
-def _run(args: argparse.Namespace, body: Any) -> int:
-    from agentrun.client import AgentrunError, InvalidArgument
-
-    try:
-        with _client(args) as client:
-            return int(body(client) or 0)
-    except _Usage as exc:
-        print(f"agentrun: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except AgentrunError as exc:
-        print(f"agentrun: {_error_line(exc, args)}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, InvalidArgument) else EXIT_FAILED
-
-
-def _error_line(exc: Any, args: argparse.Namespace) -> str:
-    """One line for a refused or failed call, with what to do when it is a setup problem: no
-    server at the address, or a missing or wrong API key."""
-    from agentrun.client import PermissionDenied, Unauthenticated, Unavailable
-    from agentrun.client._options import target
-
-    if isinstance(exc, Unavailable) and not exc.reason:  # no server answered at all
-        cause = str(exc).rsplit(": ", 1)[-1].strip() or "unavailable"
-        return (
-            f"cannot reach an agentrun server at {target(args.server)} ({cause}); start one "
-            "with `agentrun serve`, or give its address with --server or $AGENTRUN_ADDRESS"
-        )
-    line = f"{exc.code.name.lower()}: {exc}"
-    if isinstance(exc, Unauthenticated | PermissionDenied):
-        line += "; pass an API key with --api-key KEY or $AGENTRUN_API_KEY"
-    return line
-
-
 def cmd_workflows_create(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         try:
             text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
         except OSError as exc:
-            raise _Usage(f"{args.file}: {exc.strerror}") from None
+            raise UsageError(f"{args.file}: {exc.strerror}") from None
         workflow = client.create_workflow(source=text)
         if args.json:
-            _print_json(workflow)
+            print_json(workflow)
         else:
             print(f"workflows/{workflow.name} version {workflow.version}")
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_workflows_get(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         workflow = client.get_workflow(args.name, version=args.version)
         if args.json:
-            _print_json(workflow)
+            print_json(workflow)
         else:
             import yaml
 
@@ -325,31 +272,31 @@ def cmd_workflows_get(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(workflow.spec, sort_keys=False).rstrip())
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_workflows_list(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         workflows = list(client.list_workflows())
         if args.json:
             # The list leaves out each spec: `workflows get NAME` prints one.
-            _print_json([{k: v for k, v in to_json(w).items() if k != "spec"} for w in workflows])
+            print_json([{k: v for k, v in to_json(w).items() if k != "spec"} for w in workflows])
         else:
             for w in workflows:
                 print(f"{w.name}\tv{w.version}\t{w.description}".rstrip())
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_workflows_delete(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         client.delete_workflow(args.name)
         if not args.json:
             print(f"deleted workflows/{args.name}")
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 class _WatchPrinter:
@@ -361,7 +308,7 @@ class _WatchPrinter:
         self._json = as_json
         self._open: tuple[str, int, int] | None = None
 
-    def event(self, event: Any) -> None:
+    def event(self, event: ExecutionEvent) -> None:
         if self._json:
             print_json(event, lines=True)
             return
@@ -387,11 +334,11 @@ class _WatchPrinter:
             self._open = None
 
 
-def _stamp(event: Any) -> str:
+def _stamp(event: ExecutionEvent) -> str:
     return event.time.astimezone().strftime("%H:%M:%S.%f")[:-3] if event.time else ""
 
 
-def event_line(event: Any) -> str:
+def event_line(event: ExecutionEvent) -> str:
     """One line of `agentrun watch`: time, sequence, type, node, and what happened (an error,
     a node's output, a signal's name and data), long values cut with `…`."""
     stamp = _stamp(event)
@@ -415,7 +362,7 @@ def event_line(event: Any) -> str:
 _WATCH_WIDTH = 120
 
 
-def _follow(client: Any, execution_id: str, after: int, as_json: bool) -> int:
+def _follow(client: Client, execution_id: str, after: int, as_json: bool) -> int:
     from agentrun.client import ExecutionState
 
     # One plain call first: no server, or no such execution, is said at once (the watch
@@ -439,73 +386,73 @@ def _follow(client: Any, execution_id: str, after: int, as_json: bool) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         from agentrun.client import InvalidArgument
 
-        data = _json_arg(args.input, "--input")
+        data = json_arg(args.input, "--input")
         try:
             execution = client.start_execution(
                 args.workflow, data, version=args.version, request_id=args.request_id
             )
         except InvalidArgument:
             if _is_state_machine(client, args.workflow, args.version):
-                raise _Usage(
+                raise UsageError(
                     f"{args.workflow} is a state machine: it runs as instances that receive "
                     f"events; create one with `agentrun sm create {args.workflow}`"
                 ) from None
             raise
         if args.json and not args.watch:
-            _print_json(execution)
+            print_json(execution)
         else:
             print(execution.id, flush=True)
         if args.watch:
             return _follow(client, execution.id, 0, args.json)
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
-def _is_state_machine(client: Any, name: str, version: int | None) -> bool:
+def _is_state_machine(client: Client, name: str, version: int | None) -> bool:
     from agentrun.client import AgentrunError
 
     try:
         workflow = client.get_workflow(name, version=version)
     except AgentrunError:
         return False
-    return workflow.spec.get("mode") == "MODE_STATE_MACHINE"
+    return bool(workflow.spec.get("mode") == "MODE_STATE_MACHINE")
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    return _run(args, lambda client: _follow(client, args.execution, args.after, args.json))
+    return run_with_client(args, lambda client: _follow(client, args.execution, args.after, args.json))
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
-        data = _json_arg(args.data, "--data")
+    def body(client: Client) -> int:
+        data = json_arg(args.data, "--data")
         execution = client.signal_execution(
             args.execution, args.name, data, signal_id=args.signal_id
         )
         if args.json:
-            _print_json(execution)
+            print_json(execution)
         else:
             print(f"{execution.id} {execution.state.value}")
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
-def _control(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
+def _control(args: argparse.Namespace, call: Callable[[Client], Execution]) -> int:
     """cancel, pause, resume: one call, then the execution's new state."""
 
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         execution = call(client)
         if args.json:
-            _print_json(execution)
+            print_json(execution)
         else:
             print(f"{execution.id} {execution.state.value}")
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -521,8 +468,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
-        data = None if args.input is None else _json_arg(args.input, "--input")
+    def body(client: Client) -> int:
+        data = None if args.input is None else json_arg(args.input, "--input")
         execution = client.rerun_execution(
             args.execution,
             from_node=args.from_node,
@@ -531,32 +478,32 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             request_id=args.request_id,
         )
         if args.json and not args.watch:
-            _print_json(execution)
+            print_json(execution)
         else:
             print(execution.id, flush=True)
         if args.watch:
             return _follow(client, execution.id, 0, args.json)
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)
 
 
 # --------------------------------------------------------------------------- trace
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    def body(client: Any) -> int:
+    def body(client: Client) -> int:
         from agentrun.client import _convert as c
         from agentrun.v1 import execution_service_pb2 as pb
 
         request = pb.GetExecutionTraceRequest(name=c.execution_name(args.execution))
         response = client.call(client.execution_service.GetExecutionTrace, request)
         if args.json:
-            _print_json(response.trace)
+            print_json(response.trace)
         else:
             from agentrun.cli.trace import render_trace
 
             print(render_trace(response.trace, width=max(10, args.width)))
         return EXIT_OK
 
-    return _run(args, body)
+    return run_with_client(args, body)

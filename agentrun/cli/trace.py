@@ -7,18 +7,24 @@ timed out while it ran), '-' a retry delay.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from google.protobuf.duration_pb2 import Duration
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from agentrun.v1.execution_pb2 import AttemptTrace, ExecutionTrace
 
 __all__ = ["render_trace"]
 
 _BAR = {"queue": ".", "ok": "#", "failed": "x", "cancelled": "~", "delay": "-"}
 
 
-def _seconds(ts: Any) -> float | None:
+def _seconds(ts: Timestamp) -> float | None:
     return ts.seconds + ts.nanos / 1e9 if ts.seconds or ts.nanos else None
 
 
-def _duration(d: Any) -> float:
+def _duration(d: Duration) -> float:
     return d.seconds + d.nanos / 1e9
 
 
@@ -30,7 +36,7 @@ def _fmt_seconds(value: float) -> str:
     return f"{value / 60:.1f}m"
 
 
-def render_trace(trace: Any, width: int = 50, now: float | None = None) -> str:
+def render_trace(trace: ExecutionTrace, width: int = 50, now: float | None = None) -> str:
     """An ExecutionTrace as a text timeline: one row per node and a bar per row."""
     import time as _time
 
@@ -71,7 +77,7 @@ def render_trace(trace: Any, width: int = 50, now: float | None = None) -> str:
             queued = _duration(attempt.queue_duration)
             for c in range(col(start - queued), col(start)):
                 bar[c] = _BAR["queue"]
-            mark = _mark(attempt, node_state)
+            mark = _mark(attempt)
             for c in range(col(start), max(col(end), col(start) + 1)):
                 bar[c] = mark
             if attempt.HasField("retry_delay"):
@@ -79,9 +85,9 @@ def render_trace(trace: Any, width: int = 50, now: float | None = None) -> str:
                     if c < width and bar[c] == " ":
                         bar[c] = _BAR["delay"]
         first = _seconds(node.attempts[0].start_time) if node.attempts else _seconds(node.ready_time)
-        end = _seconds(node.end_time)
+        last = _seconds(node.end_time)
         start_txt = f"+{_fmt_seconds(first - t0)}" if first is not None else ""
-        took = _fmt_seconds(end - first) if first is not None and end is not None else ""
+        took = _fmt_seconds(last - first) if first is not None and last is not None else ""
         queue = _duration(node.queue_duration)
         state = node_state.Name(node.state).removeprefix("STATE_")
         indent = "  " if ("[" in node.node_id or node.node_id.endswith((".compensate", ".fallback"))) else ""
@@ -111,10 +117,12 @@ def render_trace(trace: Any, width: int = 50, now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def _mark(attempt: Any, node_state: Any) -> str:
+def _mark(attempt: AttemptTrace) -> str:
     """The bar character of one attempt: by its outcome, then by whether it has an error."""
-    if attempt.outcome == node_state.STATE_CANCELLED:
+    from agentrun.v1.execution_pb2 import NodeExecution
+
+    if attempt.outcome == NodeExecution.STATE_CANCELLED:
         return _BAR["cancelled"]
-    if attempt.outcome == node_state.STATE_SUCCEEDED or not attempt.HasField("error"):
+    if attempt.outcome == NodeExecution.STATE_SUCCEEDED or not attempt.HasField("error"):
         return _BAR["ok"]
     return _BAR["failed"]
