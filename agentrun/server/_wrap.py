@@ -13,23 +13,23 @@ from typing import Any
 import grpc
 
 # before(context) runs before the behaviour; it may abort the call.
-Before = Callable[[grpc.aio.ServicerContext, str], Awaitable[None]]
+Before = Callable[[grpc.aio.ServicerContext[Any, Any], str], Awaitable[None]]
 
 
-def wrap_before(handler: grpc.RpcMethodHandler, method: str, before: Before) -> Any:
+def wrap_before(handler: grpc.RpcMethodHandler[Any, Any], method: str, before: Before) -> Any:
     """A handler that awaits `before(context, method)` and then runs the original behaviour."""
 
     def unary_in(behavior: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(behavior):
 
-            async def gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def gen(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 await before(context, method)
                 async for response in behavior(request, context):
                     yield response
 
             return gen
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await before(context, method)
             return await behavior(request, context)
 
@@ -39,15 +39,15 @@ def wrap_before(handler: grpc.RpcMethodHandler, method: str, before: Before) -> 
 
 
 def wrap_errors(
-    handler: grpc.RpcMethodHandler,
-    on_error: Callable[[grpc.aio.ServicerContext, BaseException], Awaitable[None]],
+    handler: grpc.RpcMethodHandler[Any, Any],
+    on_error: Callable[[grpc.aio.ServicerContext[Any, Any], BaseException], Awaitable[None]],
 ) -> Any:
     """A handler that turns exceptions (other than aborts and cancellation) into statuses."""
 
     def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(behavior):
 
-            async def gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def gen(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 try:
                     async for response in behavior(request, context):
                         yield response
@@ -58,7 +58,7 @@ def wrap_errors(
 
             return gen
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 return await behavior(request, context)
             except grpc.aio.AbortError:
@@ -82,7 +82,7 @@ class Malformed:
 
 
 Check = Callable[[Any], "BaseException | None"]
-OnRefused = Callable[[grpc.aio.ServicerContext, BaseException], Awaitable[None]]
+OnRefused = Callable[[grpc.aio.ServicerContext[Any, Any], BaseException], Awaitable[None]]
 
 
 def check_requests(handler: Any, check: Check, on_refused: OnRefused) -> Any:
@@ -99,7 +99,7 @@ def check_requests(handler: Any, check: Check, on_refused: OnRefused) -> Any:
         except Exception:
             return Malformed(message_type)
 
-    async def checked(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def checked(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async for request in requests:
             refused = check(request)
             if refused is not None:
@@ -110,7 +110,7 @@ def check_requests(handler: Any, check: Check, on_refused: OnRefused) -> Any:
         streaming_in = handler.request_streaming
         if inspect.isasyncgenfunction(behavior):
 
-            async def gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def gen(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 if streaming_in:
                     request = checked(request, context)
                 else:
@@ -122,7 +122,7 @@ def check_requests(handler: Any, check: Check, on_refused: OnRefused) -> Any:
 
             return gen
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if streaming_in:
                 request = checked(request, context)
             else:
@@ -153,14 +153,14 @@ class CachingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> Any:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> Any:
         raise NotImplementedError
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler

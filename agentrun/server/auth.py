@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -78,12 +79,12 @@ class AuthInterceptor(CachingInterceptor):
         else:
             self._keys = {k.key: k for k in keys}
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> object:
         if method.startswith(PUBLIC_PREFIXES):
             return None
         return wrap_before(handler, method, self._check)
 
-    async def _check(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    async def _check(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         token = _bearer(context.invocation_metadata())
         key = self._keys.get(token) if token else None
         if key is None:

@@ -235,6 +235,6 @@ def to_status(exc: BaseException) -> status_pb2.Status:
 _CODE_NUMBERS = {c: code_pb2.Code.Value(c.name) for c in grpc.StatusCode}
 
 
-async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
     """Ends the call with the status for `exc` (raises grpc.aio.AbortError)."""
     await context.abort_with_status(rpc_status.to_status(to_status(exc)))

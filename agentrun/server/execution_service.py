@@ -39,7 +39,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         self._rerun_takes_labels = "labels" in inspect.signature(engine.rerun).parameters
 
     async def StartExecution(
-        self, request: pb.StartExecutionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.StartExecutionRequest,
+        context: grpc.aio.ServicerContext[pb.StartExecutionRequest, pb.StartExecutionResponse],
     ) -> pb.StartExecutionResponse:
         name = requests.workflow_name(request.workflow, "workflow")
         if request.version < 0:
@@ -56,7 +58,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         return pb.StartExecutionResponse(execution=convert.execution_to_proto(record))
 
     async def GetExecution(
-        self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.GetExecutionRequest,
+        context: grpc.aio.ServicerContext[pb.GetExecutionRequest, pb.GetExecutionResponse],
     ) -> pb.GetExecutionResponse:
         ident = requests.execution_id(request.name)
         tenant = current_tenant()
@@ -80,7 +84,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         return response
 
     async def ListExecutions(
-        self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ListExecutionsRequest,
+        context: grpc.aio.ServicerContext[pb.ListExecutionsRequest, pb.ListExecutionsResponse],
     ) -> pb.ListExecutionsResponse:
         workflow, states = requests.execution_filter(request.filter)
         size = requests.page_size(request.page_size)
@@ -109,7 +115,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         return response
 
     async def CancelExecution(
-        self, request: pb.CancelExecutionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.CancelExecutionRequest,
+        context: grpc.aio.ServicerContext[pb.CancelExecutionRequest, pb.CancelExecutionResponse],
     ) -> pb.CancelExecutionResponse:
         record = await self._engine.cancel(
             requests.execution_id(request.name),
@@ -119,7 +127,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         return pb.CancelExecutionResponse(execution=convert.execution_to_proto(record))
 
     async def PauseExecution(
-        self, request: pb.PauseExecutionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.PauseExecutionRequest,
+        context: grpc.aio.ServicerContext[pb.PauseExecutionRequest, pb.PauseExecutionResponse],
     ) -> pb.PauseExecutionResponse:
         record = await self._engine.pause(
             requests.execution_id(request.name), tenant=current_tenant()
@@ -127,7 +137,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         return pb.PauseExecutionResponse(execution=convert.execution_to_proto(record))
 
     async def ResumeExecution(
-        self, request: pb.ResumeExecutionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ResumeExecutionRequest,
+        context: grpc.aio.ServicerContext[pb.ResumeExecutionRequest, pb.ResumeExecutionResponse],
     ) -> pb.ResumeExecutionResponse:
         record = await self._engine.resume(
             requests.execution_id(request.name), tenant=current_tenant()
@@ -135,7 +147,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         return pb.ResumeExecutionResponse(execution=convert.execution_to_proto(record))
 
     async def SignalExecution(
-        self, request: pb.SignalExecutionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.SignalExecutionRequest,
+        context: grpc.aio.ServicerContext[pb.SignalExecutionRequest, pb.SignalExecutionResponse],
     ) -> pb.SignalExecutionResponse:
         if not request.signal:
             raise invalid_argument("signal", "required")
@@ -149,7 +163,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         return pb.SignalExecutionResponse(execution=convert.execution_to_proto(record))
 
     async def RerunExecution(
-        self, request: pb.RerunExecutionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.RerunExecutionRequest,
+        context: grpc.aio.ServicerContext[pb.RerunExecutionRequest, pb.RerunExecutionResponse],
     ) -> pb.RerunExecutionResponse:
         if request.version < 0:
             raise invalid_argument("version", "must not be negative")
@@ -169,7 +185,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         return pb.RerunExecutionResponse(execution=convert.execution_to_proto(record))
 
     async def ListExecutionEvents(
-        self, request: pb.ListExecutionEventsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ListExecutionEventsRequest,
+        context: grpc.aio.ServicerContext[pb.ListExecutionEventsRequest, pb.ListExecutionEventsResponse],
     ) -> pb.ListExecutionEventsResponse:
         ident = requests.execution_id(request.parent, "parent")
         size = requests.page_size(request.page_size, default=requests.MAX_PAGE_SIZE)
@@ -194,7 +212,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         return response
 
     async def GetExecutionTrace(
-        self, request: pb.GetExecutionTraceRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.GetExecutionTraceRequest,
+        context: grpc.aio.ServicerContext[pb.GetExecutionTraceRequest, pb.GetExecutionTraceResponse],
     ) -> pb.GetExecutionTraceResponse:
         ident = requests.execution_id(request.name)
         tenant = current_tenant()
@@ -212,7 +232,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         return pb.GetExecutionTraceResponse(trace=convert.trace_to_proto(view))
 
     async def WatchExecution(
-        self, request: pb.WatchExecutionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.WatchExecutionRequest,
+        context: grpc.aio.ServicerContext[pb.WatchExecutionRequest, pb.WatchExecutionResponse],
     ) -> AsyncIterator[pb.WatchExecutionResponse]:
         ident = requests.execution_id(request.name)
         after = requests.sequence(request.after_sequence)
@@ -232,7 +254,7 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             )
 
 
-def _trace_labels(context: grpc.aio.ServicerContext) -> dict[str, str] | None:
+def _trace_labels(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str] | None:
     """`traceparent` for the new execution: the RPC's span when the server traces (so the
     execution's span is its child), else the caller's own, so the trace id is kept."""
     value = trace_context.current_traceparent()

@@ -32,7 +32,7 @@ class ErrorInterceptor(CachingInterceptor):
     answers requests that do not parse INVALID_ARGUMENT on every method (health and reflection
     too)."""
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> object:
         if method.startswith(AGENTRUN_PREFIX):
             handler = wrap_errors(handler, abort)
         return check_requests(handler, request_problem, abort)
@@ -56,12 +56,12 @@ class DrainInterceptor(CachingInterceptor):
         super().__init__()
         self._lifecycle = lifecycle
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> object:
         if method.startswith(PUBLIC_PREFIXES):
             return None
         return wrap_before(handler, method, self._check)
 
-    async def _check(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    async def _check(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         if self._lifecycle.draining.is_set():
             await abort(context, ApiError("SHUTTING_DOWN", "the server is shutting down"))
 
@@ -74,7 +74,7 @@ CALL_OBSERVERS: list[CallObserver] = []
 _CODES_BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}
 
 
-def status_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+def status_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     """The status a call's context holds now (OK when none was set)."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
@@ -82,7 +82,7 @@ def status_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return _CODES_BY_NUMBER.get(code or 0, grpc.StatusCode.UNKNOWN)
 
 
-def _ended_with(context: grpc.aio.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+def _ended_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException | None) -> grpc.StatusCode:
     """The status gRPC sends for a call that ended with `exc` (None: returned normally)."""
     if exc is None or isinstance(exc, (grpc.aio.AbortError, GeneratorExit)):
         return status_code(context)
@@ -96,11 +96,11 @@ def _ended_with(context: grpc.aio.ServicerContext, exc: BaseException | None) ->
     return grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code
 
 
-def _peer(context: grpc.aio.ServicerContext) -> str:
+def _peer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return str(context.peer())
 
 
-def _no_peer(context: grpc.aio.ServicerContext) -> str:
+def _no_peer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return ""
 
 
@@ -112,7 +112,7 @@ class CallEndInterceptor(CachingInterceptor):
         super().__init__()
         self._access_log = access_log
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> object:
         ended = self._ended
         # The peer is read when the call starts: a stream cancelled by the server's shutdown
         # ends after grpc freed its call, and `context.peer()` then crashes the process.
@@ -121,7 +121,7 @@ class CallEndInterceptor(CachingInterceptor):
         def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
             if inspect.isasyncgenfunction(behavior):
 
-                async def gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                async def gen(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                     started = time.perf_counter()
                     peer = peer_of(context)
                     error: BaseException | None = None
@@ -136,7 +136,7 @@ class CallEndInterceptor(CachingInterceptor):
 
                 return gen
 
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = time.perf_counter()
                 peer = peer_of(context)
                 error: BaseException | None = None
@@ -155,7 +155,7 @@ class CallEndInterceptor(CachingInterceptor):
     def _ended(
         self,
         method: str,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
         started: float,
         peer: str,
         error: BaseException | None,

@@ -4,6 +4,7 @@ RESOURCE_EXHAUSTED with a RetryInfo saying when a token will be there."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import grpc
 
@@ -41,7 +42,7 @@ class RateLimitInterceptor(CachingInterceptor):
         self._burst = burst if burst is not None else max(1.0, rate)
         self._buckets: dict[str, TokenBucket] = {}
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> object:
         if method.startswith(PUBLIC_PREFIXES):
             return None
         return wrap_before(handler, method, self._check)
@@ -58,7 +59,7 @@ class RateLimitInterceptor(CachingInterceptor):
             bucket = self._buckets[name] = TokenBucket(rate, burst)
         return bucket
 
-    async def _check(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    async def _check(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         bucket = self._bucket()
         if bucket is None:
             return

@@ -29,7 +29,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         self._created: OrderedDict[tuple[str, str], tuple[str, str, int]] = OrderedDict()
 
     async def CreateWorkflow(
-        self, request: pb.CreateWorkflowRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.CreateWorkflowRequest,
+        context: grpc.aio.ServicerContext[pb.CreateWorkflowRequest, pb.CreateWorkflowResponse],
     ) -> pb.CreateWorkflowResponse:
         tenant = current_tenant()
         spec, fingerprint = await specs.from_request(request)
@@ -52,7 +54,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return pb.CreateWorkflowResponse(workflow=convert.workflow_to_proto(record))
 
     async def GetWorkflow(
-        self, request: pb.GetWorkflowRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.GetWorkflowRequest,
+        context: grpc.aio.ServicerContext[pb.GetWorkflowRequest, pb.GetWorkflowResponse],
     ) -> pb.GetWorkflowResponse:
         name = requests.workflow_name(request.name)
         if request.version < 0:
@@ -63,7 +67,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return pb.GetWorkflowResponse(workflow=convert.workflow_to_proto(record))
 
     async def ListWorkflows(
-        self, request: pb.ListWorkflowsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ListWorkflowsRequest,
+        context: grpc.aio.ServicerContext[pb.ListWorkflowsRequest, pb.ListWorkflowsResponse],
     ) -> pb.ListWorkflowsResponse:
         if request.filter.strip():
             raise invalid_argument("filter", "filters on workflows are not supported yet")
@@ -80,7 +86,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return response
 
     async def ListTools(
-        self, request: pb.ListToolsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ListToolsRequest,
+        context: grpc.aio.ServicerContext[pb.ListToolsRequest, pb.ListToolsResponse],
     ) -> pb.ListToolsResponse:
         size = requests.page_size(request.page_size)
         prefix = request.filter.strip()
@@ -94,7 +102,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return response
 
     async def UpdateWorkflow(
-        self, request: pb.UpdateWorkflowRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.UpdateWorkflowRequest,
+        context: grpc.aio.ServicerContext[pb.UpdateWorkflowRequest, pb.UpdateWorkflowResponse],
     ) -> pb.UpdateWorkflowResponse:
         tenant = current_tenant()
         name = requests.workflow_name(request.name)
@@ -105,14 +115,18 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return pb.UpdateWorkflowResponse(workflow=convert.workflow_to_proto(record))
 
     async def DeleteWorkflow(
-        self, request: pb.DeleteWorkflowRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.DeleteWorkflowRequest,
+        context: grpc.aio.ServicerContext[pb.DeleteWorkflowRequest, pb.DeleteWorkflowResponse],
     ) -> pb.DeleteWorkflowResponse:
         name = requests.workflow_name(request.name)
         await self._engine.delete_workflow(name, tenant=current_tenant())
         return pb.DeleteWorkflowResponse()
 
     async def ValidateWorkflow(
-        self, request: pb.ValidateWorkflowRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ValidateWorkflowRequest,
+        context: grpc.aio.ServicerContext[pb.ValidateWorkflowRequest, pb.ValidateWorkflowResponse],
     ) -> pb.ValidateWorkflowResponse:
         try:
             spec, _ = await specs.from_request(request)

@@ -29,7 +29,7 @@ from agentrun.server.errors import to_status
 from agentrun.server.http.context import CONNECT_CODES, HttpServicerContext
 from agentrun.server.http.details import connect_details
 
-Resolve = Callable[["CallDetails"], Awaitable[grpc.RpcMethodHandler | None]]
+Resolve = Callable[["CallDetails"], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]]
 
 
 class CallDetails(NamedTuple):
@@ -40,13 +40,13 @@ class CallDetails(NamedTuple):
 
 
 def interceptor_chain(
-    handlers: Mapping[str, grpc.RpcMethodHandler],
+    handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]],
     interceptors: Sequence[grpc.aio.ServerInterceptor],
 ) -> Resolve:
     """The handler a call runs, wrapped by `interceptors` as grpc.aio wraps it (the first
     interceptor is the outermost)."""
 
-    async def lookup(details: CallDetails) -> grpc.RpcMethodHandler | None:
+    async def lookup(details: CallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         return handlers.get(details.method)
 
     resolve: Any = lookup
@@ -56,7 +56,7 @@ def interceptor_chain(
 
 
 def connect_endpoints(
-    handlers: Mapping[str, grpc.RpcMethodHandler],
+    handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]],
     interceptors: Sequence[grpc.aio.ServerInterceptor],
 ) -> dict[str, Endpoint[Any, Any]]:
     """A connectrpc endpoint for every unary and server-streaming method handler."""
@@ -157,7 +157,7 @@ async def _written(
 
 async def _handler(
     path: str, resolve: Resolve, context: HttpServicerContext
-) -> grpc.RpcMethodHandler:
+) -> grpc.RpcMethodHandler[Any, Any]:
     handler = await resolve(CallDetails(path, context.invocation_metadata()))
     if handler is None:  # an interceptor refused it without aborting
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not served")

@@ -32,7 +32,7 @@ _SERVER_ERRORS = frozenset(
 )
 
 
-def _code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
+def _code(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException | None) -> str:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
@@ -58,7 +58,7 @@ class TelemetryInterceptor(CachingInterceptor):
         )
         self._metrics = metrics
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> object:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> object:
         service, _, name = method.lstrip("/").rpartition("/")
         tracer = None if method.startswith(UNTRACED_PREFIXES) else self._tracer
         metrics = self._metrics
@@ -66,7 +66,7 @@ class TelemetryInterceptor(CachingInterceptor):
         span_name = method.lstrip("/")
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
-        def begin(context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
+        def begin(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Any, Any]:
             if in_flight is not None:
                 in_flight.inc()
             if tracer is None:
@@ -78,7 +78,7 @@ class TelemetryInterceptor(CachingInterceptor):
             return span, otel_context.attach(trace.set_span_in_context(span))
 
         def end(
-            context: grpc.aio.ServicerContext,
+            context: grpc.aio.ServicerContext[Any, Any],
             started: float,
             span: Any,
             token: Any,
@@ -103,7 +103,7 @@ class TelemetryInterceptor(CachingInterceptor):
         def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
             if inspect.isasyncgenfunction(behavior):
 
-                async def gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                async def gen(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                     started = time.perf_counter()
                     span, token = begin(context)
                     exc: BaseException | None = None
@@ -118,7 +118,7 @@ class TelemetryInterceptor(CachingInterceptor):
 
                 return gen
 
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = time.perf_counter()
                 span, token = begin(context)
                 exc: BaseException | None = None

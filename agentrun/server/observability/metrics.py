@@ -22,7 +22,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 # Buckets for calls that take from a millisecond to minutes (RPCs, node attempts, executions).
@@ -110,11 +115,15 @@ class _Family:
     def observe(self, value: float) -> None:
         self._children[()].observe(value)
 
+    def collect(self) -> Metric:
+        """The family's samples now, for the registry's scrape."""
+        raise NotImplementedError
+
 
 class Counter(_Family):
     kind = "counter"
 
-    def collect(self) -> Any:
+    def collect(self) -> Metric:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for key, child in self._snapshot():
             family.add_metric(key, child.value)
@@ -124,7 +133,7 @@ class Counter(_Family):
 class Gauge(_Family):
     kind = "gauge"
 
-    def collect(self) -> Any:
+    def collect(self) -> Metric:
         family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for key, child in self._snapshot():
             family.add_metric(key, child.value)
@@ -149,7 +158,7 @@ class Histogram(_Family):
     def _new(self) -> Any:
         return _Buckets(self.bounds)
 
-    def collect(self) -> Any:
+    def collect(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         edges = [*(repr(b) for b in self.bounds), "+Inf"]
         for key, child in self._snapshot():
@@ -166,7 +175,7 @@ class _Families(Collector):
     def __init__(self) -> None:
         self.families: list[_Family] = []
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         for family in self.families:
             yield family.collect()
 
@@ -176,26 +185,26 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        registry = self._families = _Families()  # type: ignore[assignment]
+        families = self._families = _Families()
         # gRPC
         self.rpc_requests = Counter(
             "agentrun_rpc_requests",
             "RPCs handled, by service, method and status code.",
             ("service", "method", "code"),
-            registry=registry,
+            registry=families,
         )
         self.rpc_duration = Histogram(
             "agentrun_rpc_duration_seconds",
             "Time to handle an RPC (a stream: its whole life).",
             ("service", "method", "code"),
             buckets=SECONDS,
-            registry=registry,
+            registry=families,
         )
         self.rpc_in_flight = Gauge(
             "agentrun_rpc_in_flight",
             "RPCs being handled now (streams included).",
             ("service", "method"),
-            registry=registry,
+            registry=families,
         )
         # Executions
         self.executions_started = Counter(
@@ -203,26 +212,26 @@ class Metrics:
             "Executions that began running in this process "
             "(fresh, resumed after a restart, or rerun).",
             ("workflow",),
-            registry=registry,
+            registry=families,
         )
         self.executions_finished = Counter(
             "agentrun_executions_finished",
             "Executions that reached a final state.",
             ("workflow", "status"),
-            registry=registry,
+            registry=families,
         )
         self.execution_duration = Histogram(
             "agentrun_execution_duration_seconds",
             "From the start of an execution to its final state.",
             ("workflow", "status"),
             buckets=SECONDS,
-            registry=registry,
+            registry=families,
         )
         self.executions_running = Gauge(
             "agentrun_executions_running",
             "Executions running in this process.",
             ("workflow",),
-            registry=registry,
+            registry=families,
         )
         # Nodes
         self.node_duration = Histogram(
@@ -231,87 +240,87 @@ class Metrics:
             "map item, compensation, fallback), by kind and outcome.",
             ("kind", "outcome"),
             buckets=SECONDS,
-            registry=registry,
+            registry=families,
         )
         self.nodes_running = Gauge(
             "agentrun_nodes_running",
             "Tool, agent and workflow calls running now.",
             ("kind",),
-            registry=registry,
+            registry=families,
         )
         self.nodes_finished = Counter(
             "agentrun_nodes_finished",
             "Nodes that reached a final state, by status.",
             ("status",),
-            registry=registry,
+            registry=families,
         )
         self.node_retries = Counter(
             "agentrun_node_retries",
             "Attempts that failed and are retried after a delay.",
             ("workflow",),
-            registry=registry,
+            registry=families,
         )
         self.compensations = Counter(
             "agentrun_compensations",
             "Compensations run (saga), by outcome.",
             ("workflow", "outcome"),
-            registry=registry,
+            registry=families,
         )
         self.queue_wait = Histogram(
             "agentrun_node_queue_wait_seconds",
             "Time a ready call waited for a scheduler slot (limits, rate-limit buckets).",
             buckets=SECONDS,
-            registry=registry,
+            registry=families,
         )
         self.rate_limit_waits = Counter(
             "agentrun_rate_limit_waits",
             "Calls that waited for a rate-limit bucket token.",
-            registry=registry,
+            registry=families,
         )
         # Breakers
         self.breaker_state = Gauge(
             "agentrun_circuit_breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             ("name",),
-            registry=registry,
+            registry=families,
         )
         self.breaker_transitions = Counter(
             "agentrun_circuit_breaker_transitions",
             "Circuit breaker state changes, by new state.",
             ("name", "state"),
-            registry=registry,
+            registry=families,
         )
         # Store and events
         self.store_commit = Histogram(
             "agentrun_store_commit_duration_seconds",
             "Time to commit one batch of an execution's changes to the store.",
             buckets=FAST_SECONDS,
-            registry=registry,
+            registry=families,
         )
         self.events = Counter(
             "agentrun_events",
             "Execution events committed.",
-            registry=registry,
+            registry=families,
         )
         self.bus_lag = Histogram(
             "agentrun_event_bus_lag_seconds",
             "From an event's commit to its publication on the "
             "configured event bus (NATS, Kafka); empty without a bus.",
             buckets=FAST_SECONDS,
-            registry=registry,
+            registry=families,
         )
         # LLM use
         self.llm_tokens = Counter(
             "agentrun_llm_tokens",
             "LLM tokens used, by provider, model and type (prompt, completion).",
             ("provider", "model", "type"),
-            registry=registry,
+            registry=families,
         )
         self.llm_cost = Counter(
             "agentrun_llm_cost_usd",
             "LLM cost reported by providers, in US dollars.",
             ("provider", "model"),
-            registry=registry,
+            registry=families,
         )
         self.registry.register(self._families)
         self._sources = _EngineCollector()
