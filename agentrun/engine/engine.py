@@ -42,6 +42,7 @@ from agentrun.engine.errors import (
 )
 from agentrun.engine.executor import CONTROL_SIGNAL, Run
 from agentrun.engine.expressions import ExpressionError
+from agentrun.engine.fleet import make_scheduler
 from agentrun.engine.hub import Hub, follow
 from agentrun.engine.instrument import Instrumentation, current_traceparent
 from agentrun.engine.loader import spec_to_dict
@@ -51,7 +52,7 @@ from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.redact import Redactor
 from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
-from agentrun.engine.scheduler import Admission, Scheduler, SchedulerConfig
+from agentrun.engine.scheduler import Admission, SchedulerConfig
 from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.storage.base import LeaseLost, Store
 from agentrun.storage.records import (
@@ -204,7 +205,9 @@ class Engine:
         self.replica_id = self.config.replica_id
         self.lease_seconds = self.config.lease_seconds
         sched_config = self.config.scheduler or SchedulerConfig()
-        self.scheduler = Scheduler(sched_config)
+        self.scheduler = make_scheduler(
+            sched_config, store, replica_id=self.replica_id, lease_seconds=self.lease_seconds
+        )
         self.admission = Admission(sched_config)
         self.draining = False
         self._runs: dict[str, Run] = {}
@@ -224,6 +227,7 @@ class Engine:
             return
         self._started = True
         self.store.listen(self._on_notification)
+        await self.scheduler.start()
         if self.config.adopt:
             claimed = await self.store.claim_executions(
                 self.replica_id, lease_seconds=self.lease_seconds, now=self.clock(), limit=1_000_000,
@@ -355,6 +359,7 @@ class Engine:
             # Handed back: another replica may take them over at once.
             with contextlib.suppress(Exception):
                 await self.store.release_leases(self.replica_id, detached)
+        await self.scheduler.close()
 
     # ------------------------------------------------------------ workflows
     def validate(self, spec: workflow_pb2.WorkflowSpec) -> Plan:

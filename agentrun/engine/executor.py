@@ -625,8 +625,8 @@ class Run:
         bucket apply (the node waits in READY meanwhile)."""
         sched = self.engine.scheduler
         bucket = node.rate_limit or None
-        if bucket is None and sched.config.bindings and step is not None:
-            target = step.tool.name if step.tool is not None else (step.provider.name if step.provider else "")
+        target = "" if step is None else step.tool.name if step.tool is not None else (step.provider.name if step.provider else "")
+        if bucket is None and sched.config.bindings:
             bucket = sched.config.bindings.get(target)
         if not sched.active and bucket is None:
             go(None)
@@ -640,6 +640,7 @@ class Run:
             node_priority=node.priority,
             bucket=bucket,
             grant=lambda ticket, k=key: self._post(("grant", k, ticket)),
+            target=target,
         )
 
     def _granted(self, key: str, ticket: Any) -> None:

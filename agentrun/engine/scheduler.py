@@ -1,19 +1,22 @@
-"""The scheduler: which ready call starts next, across every execution in the process.
+"""The scheduler: which ready call starts next, across every execution in the process (or,
+on PostgreSQL, across every replica: `agentrun.engine.fleet`).
 
 Nodes that call out (tools, agents, child workflows, map items) ask for a slot when they
 are READY. A slot is granted when every limit that applies has room: running calls
-globally, per tenant and per workflow, and a token from the node's rate-limit bucket. Over
-a limit a node waits in READY; it is never failed for it.
+globally, per tenant, per workflow and per target (a tool or agent provider), and a token
+from the node's rate-limit bucket. Over a limit a node waits in READY; it is never failed
+for it.
 
 Order: tenants take turns (round robin over tenants with waiting work), so one tenant's
 10,000 ready nodes cannot starve another's one; within a tenant, higher execution priority
-first, then node priority, then the order in which nodes became ready.
+first, then node priority, then the order in which nodes became ready. A tenant's calls
+wait in one lane per target, so a call to a target at its limit does not hold back the
+tenant's calls to another target. `grant_round` is that order, the one place it is
+written: the local `Scheduler` runs it on its queues, the fleet scheduler on the rows the
+replicas share.
 
 With no limits and no buckets configured, `active` is False and the executor starts nodes
 directly: the scheduler costs nothing until it is needed.
-
-The interface (`request`, `release`, `cancel`) is what a store-backed scheduler shared by
-several replicas would implement too.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class SchedulerConfig:
     max_running_nodes: int = 0
     max_running_nodes_per_tenant: int = 0
     max_running_nodes_per_workflow: int = 0
+    # Running calls per target: a tool name or an agent provider name -> limit.
+    max_running_per_target: dict[str, int] = field(default_factory=dict)
     # Running executions per tenant (quota); excess starts wait as PENDING.
     max_running_executions_per_tenant: int = 0
     # Starts waiting as PENDING per tenant beyond which StartExecution is refused.
@@ -53,6 +58,9 @@ class SchedulerConfig:
     rate_limits: dict[str, BucketSpec] = field(default_factory=dict)
     # Tool or agent provider name -> bucket name, for nodes that name none themselves.
     bindings: dict[str, str] = field(default_factory=dict)
+    # On PostgreSQL, node limits and buckets hold for every replica of the database (False:
+    # for each replica alone, as on SQLite and in memory).
+    shared: bool = True
 
     @property
     def limits_nodes(self) -> bool:
@@ -60,12 +68,14 @@ class SchedulerConfig:
             self.max_running_nodes
             or self.max_running_nodes_per_tenant
             or self.max_running_nodes_per_workflow
+            or self.max_running_per_target
             or self.rate_limits
         )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> SchedulerConfig:
-        """From server config: `limits: {max_running_nodes: ..., rate_limits: {openai: {rate, per, burst}}}`."""
+        """From server config: `limits: {max_running_nodes: ..., max_running_per_target:
+        {http.request: 5}, rate_limits: {openai: {rate, per, burst}}}`."""
         from agentrun.engine.durations import parse_duration
 
         data = dict(data or {})
@@ -78,16 +88,34 @@ class SchedulerConfig:
                 burst=int(spec.get("burst", 1)),
             )
         bindings = dict(data.pop("bindings", None) or {})
-        unknown = set(data) - {f for f in cls.__dataclass_fields__ if f not in ("rate_limits", "bindings")}
+        targets = data.pop("max_running_per_target", None) or {}
+        if not isinstance(targets, Mapping):
+            raise ValueError("limits.max_running_per_target: expected a mapping of tool or provider names to limits")
+        per_target = {}
+        for name, limit in targets.items():
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"limits.max_running_per_target.{name}: expected a positive integer, got {limit!r}")
+            per_target[str(name)] = limit
+        shared = data.pop("shared", True)
+        if not isinstance(shared, bool):
+            raise ValueError(f"limits.shared: expected true or false, got {shared!r}")
+        fixed = ("rate_limits", "bindings", "max_running_per_target", "shared")
+        unknown = set(data) - {f for f in cls.__dataclass_fields__ if f not in fixed}
         if unknown:
             raise ValueError(f"unknown scheduler settings: {', '.join(sorted(unknown))}")
-        return cls(rate_limits=buckets, bindings=bindings, **{k: int(v) for k, v in data.items()})
+        return cls(
+            rate_limits=buckets,
+            bindings=bindings,
+            max_running_per_target=per_target,
+            shared=shared,
+            **{k: int(v) for k, v in data.items()},
+        )
 
 
 class TokenBucket:
-    def __init__(self, spec: BucketSpec, now: float) -> None:
+    def __init__(self, spec: BucketSpec, now: float, tokens: float | None = None) -> None:
         self.spec = spec
-        self.tokens = float(spec.burst)
+        self.tokens = float(spec.burst) if tokens is None else tokens
         self.updated = now
         self._per_token = spec.per / spec.rate
 
@@ -116,12 +144,16 @@ class Ticket:
     tenant: str
     workflow: str
     bucket: str | None
-    grant: Callable[[Ticket], None]
+    grant: Callable[[Ticket], None] | None
     owner: Any  # (run id, node key) for release/cancel
     enqueued_at: float
+    # The tool or agent provider called ("" for a child workflow), for per-target limits.
+    target: str = ""
     throttled: bool = False
     cancelled: bool = False
     granted: bool = False
+    # The fleet scheduler's row number for this ticket.
+    ref: int = 0
 
     def __lt__(self, other: Ticket) -> bool:
         return self.key < other.key
@@ -137,23 +169,132 @@ class SchedulerStats:
     total_wait_seconds: float = 0.0
 
 
-class Scheduler:
-    def __init__(self, config: SchedulerConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+class Running:
+    """Calls holding slots, counted at every level a limit applies to."""
+
+    __slots__ = ("config", "targets", "tenants", "total", "workflows")
+
+    def __init__(self, config: SchedulerConfig) -> None:
+        self.config = config
+        self.total = 0
+        self.tenants: dict[str, int] = {}
+        self.workflows: dict[tuple[str, str], int] = {}
+        self.targets: dict[str, int] = {}
+
+    def add(self, tenant: str, workflow: str, target: str, count: int = 1) -> None:
+        self.total += count
+        self.tenants[tenant] = self.tenants.get(tenant, 0) + count
+        self.workflows[(tenant, workflow)] = self.workflows.get((tenant, workflow), 0) + count
+        self.targets[target] = self.targets.get(target, 0) + count
+
+    def full(self) -> bool:
+        limit = self.config.max_running_nodes
+        return bool(limit) and self.total >= limit
+
+    def tenant_full(self, tenant: str) -> bool:
+        limit = self.config.max_running_nodes_per_tenant
+        return bool(limit) and self.tenants.get(tenant, 0) >= limit
+
+    def room(self, ticket: Ticket) -> bool:
+        """Room at the workflow and target levels (the caller checks global and tenant)."""
+        c = self.config
+        if c.max_running_nodes_per_workflow and (
+            self.workflows.get((ticket.tenant, ticket.workflow), 0) >= c.max_running_nodes_per_workflow
+        ):
+            return False
+        limit = c.max_running_per_target.get(ticket.target) if c.max_running_per_target else None
+        return not (limit and self.targets.get(ticket.target, 0) >= limit)
+
+
+# A tenant's waiting calls: one heap per target.
+Lanes = dict[str, list[Ticket]]
+
+
+def grant_round(
+    turns: deque[str],
+    queues: dict[str, Lanes],
+    running: Running,
+    token: Callable[[Ticket], float | None],
+    stats: SchedulerStats,
+) -> tuple[list[Ticket], float | None]:
+    """Grants slots in turn order until nothing more fits; returns the tickets granted (popped
+    from their lanes and counted in `running`) and, when a bucket held one back, the seconds
+    until its next token. `token(ticket)` takes a token for the ticket's bucket (None: it
+    may go) or says how long until one. `turns` holds each tenant of `queues` once; a tenant
+    whose lanes are empty leaves both."""
+    granted: list[Ticket] = []
+    wake_in: float | None = None
+    skipped = 0
+    while turns and skipped < len(turns):
+        if running.full():
+            stats.limit_hits += 1
+            break
+        tenant = turns[0]
+        lanes = queues[tenant]
+        heads = []
+        for target in list(lanes):
+            heap = lanes[target]
+            while heap and heap[0].cancelled:
+                heapq.heappop(heap)
+            if heap:
+                heads.append(heap[0])
+            else:
+                del lanes[target]
+        if not heads:
+            turns.popleft()
+            del queues[tenant]
+            continue
+        chosen = None
+        if running.tenant_full(tenant):
+            stats.limit_hits += 1
+        else:
+            heads.sort()
+            for head in heads:
+                if not running.room(head):
+                    stats.limit_hits += 1
+                    continue
+                delay = token(head) if head.bucket is not None else None
+                if delay is not None:
+                    wake_in = delay if wake_in is None else min(wake_in, delay)
+                    if not head.throttled:
+                        head.throttled = True
+                        stats.rate_limit_waits += 1
+                    continue
+                chosen = head
+                break
+        if chosen is None:
+            turns.rotate(-1)
+            skipped += 1
+            continue
+        heapq.heappop(lanes[chosen.target])
+        running.add(chosen.tenant, chosen.workflow, chosen.target)
+        granted.append(chosen)
+        skipped = 0
+        # Round robin: the next tenant gets the next slot.
+        turns.rotate(-1)
+    return granted, wake_in
+
+
+class BaseScheduler:
+    """What the local and the fleet scheduler share: the interface the run calls
+    (`request`, `release`, `active`, `stats`, `queue_depth`), tickets by owner, and the
+    bookkeeping of a grant."""
+
+    def __init__(self, config: SchedulerConfig | None, clock: Callable[[], float]) -> None:
         self.config = config or SchedulerConfig()
         self.active = self.config.limits_nodes
         self._clock = clock
-        self._queues: dict[str, list[Ticket]] = {}
-        self._turns: deque[str] = deque()  # tenants with waiting work, in turn order
-        self._running_total = 0
-        self._running_tenant: dict[str, int] = {}
-        self._running_workflow: dict[tuple[str, str], int] = {}
-        self._buckets: dict[str, TokenBucket] = {}
-        self._arrivals = itertools.count()
-        self._timer: asyncio.TimerHandle | None = None
         self._tickets: dict[Any, Ticket] = {}
+        # Arrival numbers (the fleet scheduler's row numbers too).
+        self._arrivals = itertools.count(1)
         self.stats = SchedulerStats()
 
-    # -------------------------------------------------------------- requests
+    async def start(self) -> None:
+        """Nothing to set up by default (the fleet scheduler joins its replicas here)."""
+
+    async def close(self) -> None:
+        """Nothing to give back by default."""
+
     def bucket_for(self, node_bucket: str, target: str) -> str | None:
         return node_bucket or self.config.bindings.get(target) or None
 
@@ -167,6 +308,7 @@ class Scheduler:
         node_priority: int,
         bucket: str | None,
         grant: Callable[[Ticket], None],
+        target: str = "",
     ) -> None:
         """Queues a ready call; `grant(ticket)` is called (on the loop) when it may start."""
         ticket = Ticket(
@@ -177,31 +319,23 @@ class Scheduler:
             grant=grant,
             owner=owner,
             enqueued_at=self._clock(),
+            target=target,
         )
         self._tickets[owner] = ticket
-        queue = self._queues.get(tenant)
-        if queue is None:
-            queue = self._queues[tenant] = []
-        if not queue:
-            self._turns.append(tenant)
-        heapq.heappush(queue, ticket)
         self.stats.queued += 1
-        self._dispatch()
+        self._queue(ticket)
 
     def release(self, owner: Any) -> None:
-        """A granted call finished (or was abandoned): its slots are free again."""
+        """A granted call finished (or a waiting one was abandoned): its slots are free again."""
         ticket = self._tickets.pop(owner, None)
         if ticket is None:
             return
         if ticket.granted:
-            self._running_total -= 1
-            self._running_tenant[ticket.tenant] -= 1
-            self._running_workflow[(ticket.tenant, ticket.workflow)] -= 1
             self.stats.running -= 1
-            self._dispatch()
         else:
             ticket.cancelled = True
             self.stats.queued -= 1
+        self._released(ticket)
 
     cancel = release
 
@@ -212,79 +346,71 @@ class Scheduler:
     def would_overflow(self) -> bool:
         return self.stats.queued >= self.config.max_queued_nodes
 
-    # -------------------------------------------------------------- dispatch
-    def _room(self, ticket: Ticket) -> bool:
-        c = self.config
-        if c.max_running_nodes and self._running_total >= c.max_running_nodes:
-            return False
-        if c.max_running_nodes_per_tenant and self._running_tenant.get(ticket.tenant, 0) >= c.max_running_nodes_per_tenant:
-            return False
-        return not (c.max_running_nodes_per_workflow and self._running_workflow.get((ticket.tenant, ticket.workflow), 0) >= c.max_running_nodes_per_workflow)
-
-    def _dispatch(self) -> None:
-        """Grants slots in turn order until nothing more fits."""
-        now = self._clock()
-        wake_in: float | None = None
-        skipped = 0
-        while self._turns and skipped < len(self._turns):
-            if self.config.max_running_nodes and self._running_total >= self.config.max_running_nodes:
-                self.stats.limit_hits += 1
-                break
-            tenant = self._turns[0]
-            queue = self._queues[tenant]
-            while queue and queue[0].cancelled:
-                heapq.heappop(queue)
-            if not queue:
-                self._turns.popleft()
-                continue
-            ticket = queue[0]
-            if not self._room(ticket):
-                self.stats.limit_hits += 1
-                self._turns.rotate(-1)
-                skipped += 1
-                continue
-            if ticket.bucket is not None:
-                bucket = self._bucket(ticket.bucket, now)
-                if bucket is not None and not bucket.take(now):
-                    delay = bucket.next_token_in(now)
-                    wake_in = delay if wake_in is None else min(wake_in, delay)
-                    if not ticket.throttled:
-                        ticket.throttled = True
-                        self.stats.rate_limit_waits += 1
-                    self._turns.rotate(-1)
-                    skipped += 1
-                    continue
-            heapq.heappop(queue)
-            self._grant(ticket, now)
-            skipped = 0
-            # Round robin: the next tenant gets the next slot.
-            if queue:
-                self._turns.rotate(-1)
-            else:
-                self._turns.popleft()
-        if wake_in is not None:
-            self._arm(wake_in)
-
-    def _grant(self, ticket: Ticket, now: float) -> None:
+    def _start(self, ticket: Ticket, now: float) -> None:
+        """A granted ticket: counted, then its call told to go."""
         ticket.granted = True
-        self._running_total += 1
-        self._running_tenant[ticket.tenant] = self._running_tenant.get(ticket.tenant, 0) + 1
-        key = (ticket.tenant, ticket.workflow)
-        self._running_workflow[key] = self._running_workflow.get(key, 0) + 1
         self.stats.queued -= 1
         self.stats.running += 1
         self.stats.granted += 1
         self.stats.total_wait_seconds += now - ticket.enqueued_at
+        assert ticket.grant is not None
         ticket.grant(ticket)
 
-    def _bucket(self, name: str, now: float) -> TokenBucket | None:
-        bucket = self._buckets.get(name)
+    def _queue(self, ticket: Ticket) -> None:
+        raise NotImplementedError
+
+    def _released(self, ticket: Ticket) -> None:
+        raise NotImplementedError
+
+
+class Scheduler(BaseScheduler):
+    """The scheduler of one process: its queues, counts and buckets in memory."""
+
+    def __init__(self, config: SchedulerConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(config, clock)
+        self._queues: dict[str, Lanes] = {}
+        self._turns: deque[str] = deque()  # tenants with waiting work, in turn order
+        self._running = Running(self.config)
+        self._buckets: dict[str, TokenBucket] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _queue(self, ticket: Ticket) -> None:
+        lanes = self._queues.get(ticket.tenant)
+        if lanes is None:
+            lanes = self._queues[ticket.tenant] = {}
+            self._turns.append(ticket.tenant)
+        heapq.heappush(lanes.setdefault(ticket.target, []), ticket)
+        self._dispatch()
+
+    def _released(self, ticket: Ticket) -> None:
+        if ticket.granted:
+            self._running.add(ticket.tenant, ticket.workflow, ticket.target, -1)
+            self._dispatch()
+
+    # -------------------------------------------------------------- dispatch
+    def _dispatch(self) -> None:
+        now = self._clock()
+        granted, wake_in = grant_round(self._turns, self._queues, self._running, self._token, self.stats)
+        for ticket in granted:
+            self._start(ticket, now)
+        if wake_in is not None:
+            self._arm(wake_in)
+
+    def _token(self, ticket: Ticket) -> float | None:
+        assert ticket.bucket is not None
+        now = self._clock()
+        bucket = self._buckets.get(ticket.bucket)
         if bucket is None:
-            spec = self.config.rate_limits.get(name)
+            spec = self.config.rate_limits.get(ticket.bucket)
             if spec is None:
                 return None
-            bucket = self._buckets[name] = TokenBucket(spec, now)
-        return bucket
+            bucket = self._buckets[ticket.bucket] = TokenBucket(spec, now)
+        return None if bucket.take(now) else bucket.next_token_in(now)
 
     def _arm(self, delay: float) -> None:
         if self._timer is not None:

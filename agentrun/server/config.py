@@ -24,7 +24,7 @@ tracing: none                   # OpenTelemetry exporter: none, console, otlp
 otlp_endpoint: http://collector:4317  # default $OTEL_EXPORTER_OTLP_ENDPOINT or localhost:4317
 trace_sample_ratio: 1.0         # share of new traces sampled (a caller's sampled flag wins)
 metrics_port: 9464              # Prometheus /metrics (unset: no metrics)
-limits: {max_running_nodes: 100, rate_limits: {openai: {rate: 10, per: 1s}}}  # the engine's
+limits: {max_running_nodes: 100, max_running_per_target: {http.request: 5}, rate_limits: {openai: {rate: 10, per: 1s}}}  # the engine's (fleet-wide on PostgreSQL)
 data_limits: {expression_cost: 100000}  # docs/runtime.md, "Limits on expressions and data"
 circuit_breakers: {http.get: {failure_threshold: 5, window: 1m}}
 mock: {responses: {}}           # anything else is for the integrations (tools, agents)

@@ -335,3 +335,57 @@ sm_timers = sa.Table(
     sa.Column("fire_at", sa.Double, nullable=False),
     sa.Index(None, "fire_at"),
 )
+
+
+# Scheduler slots shared by the replicas (migration 0007) ------------------------------------
+# Used on PostgreSQL only (agentrun/storage/slots.py); SQLite has the tables, empty.
+
+slot_tickets = sa.Table(
+    "slot_tickets",
+    metadata,
+    # The scheduler instance (a replica's process) that asked, and its number for the call.
+    sa.Column("replica", sa.String(), primary_key=True),
+    sa.Column("n", sa.BigInteger, primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("workflow", sa.String(), nullable=False),
+    sa.Column("target", sa.String(), nullable=False),
+    sa.Column("bucket", sa.String()),
+    # -execution priority, -node priority, arrival: ascending is the order of service.
+    sa.Column("exec_rank", sa.Integer, nullable=False),
+    sa.Column("node_rank", sa.Integer, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    # Holding a slot (counted against the limits) or waiting for one.
+    sa.Column("granted", sa.Boolean, nullable=False),
+    # Granted by another replica's round and not yet read by its own replica.
+    sa.Column("news", sa.Boolean, nullable=False),
+    # A rate-limit bucket held it back at least once.
+    sa.Column("throttled", sa.Boolean, nullable=False),
+    sa.Index(None, "granted", "tenant", "target", "exec_rank", "node_rank", "seq"),
+    sa.Index(None, "replica", "news"),
+)
+
+slot_replicas = sa.Table(
+    "slot_replicas",
+    metadata,
+    sa.Column("replica", sa.String(), primary_key=True),
+    # Database time (epoch seconds): tickets of a replica past this are taken back.
+    sa.Column("expires_at", sa.Double, nullable=False),
+)
+
+slot_buckets = sa.Table(
+    "slot_buckets",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("tokens", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+slot_state = sa.Table(
+    "slot_state",
+    metadata,
+    # One row (id 1): locked by every round, so rounds run one at a time across replicas.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    # The tenant that got the last slot: the next round starts with the one after it.
+    sa.Column("cursor", sa.String(), nullable=False),
+    sa.Column("next_seq", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,339 @@
+"""Scheduler slots shared by the replicas of one PostgreSQL database.
+
+Every call that waits for a slot, or holds one, is a row of `slot_tickets`, under the
+replica (one scheduler of one process) that asked; `slot_replicas` holds each replica's
+lease. A *round* is one transaction that locks the single `slot_state` row (so rounds run
+one at a time across the fleet), applies the replica's new and finished tickets, counts the
+granted rows, reads the first waiting rows of every lane (tenant, target), lets the
+caller's `Dispatcher` decide (the same round robin and priorities as one process's
+scheduler), marks its grants and tells the replicas that got some (`pg_notify`, kind
+`slots`). A replica that stops renewing its lease loses its rows to the next renewal of
+another: the slots of a killed replica come back within its lease and a third of it.
+
+The store knows no scheduler: the decision is the caller's; this module only keeps the
+rows. Times are the database's clock, so replicas with skewed clocks share one bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from agentrun.storage import schema as db
+from agentrun.storage.sql import _CHANNEL as CHANNEL
+from agentrun.storage.sqldb import SqlDatabase
+
+__all__ = ["Decision", "Dispatcher", "FleetView", "RoundResult", "SlotRow", "SlotTable"]
+
+_t = db.slot_tickets
+
+# The first waiting rows of every lane (tenant, target), found with a loose index scan:
+# one index probe per lane, however many rows wait behind them.
+_CANDIDATES = sa.text(
+    """
+    WITH RECURSIVE lanes(tenant, target) AS (
+        (SELECT tenant, target FROM slot_tickets WHERE granted = false ORDER BY tenant, target LIMIT 1)
+        UNION ALL
+        SELECT nxt.tenant, nxt.target FROM lanes l CROSS JOIN LATERAL (
+            SELECT t.tenant, t.target FROM slot_tickets t
+            WHERE t.granted = false AND (t.tenant, t.target) > (l.tenant, l.target)
+            ORDER BY t.tenant, t.target LIMIT 1
+        ) nxt
+    )
+    SELECT c.replica, c.n, c.tenant, c.workflow, c.target, c.bucket, c.exec_rank, c.node_rank,
+           c.seq, c.throttled
+    FROM lanes l CROSS JOIN LATERAL (
+        SELECT * FROM slot_tickets t
+        WHERE t.granted = false AND t.tenant = l.tenant AND t.target = l.target
+        ORDER BY t.exec_rank, t.node_rank, t.seq LIMIT :depth
+    ) c
+    """
+)
+
+
+# Sets of rows travel as arrays: one statement, one bind parameter per column.
+_DELETE = sa.text("DELETE FROM slot_tickets WHERE replica = :replica AND n = ANY(CAST(:ns AS bigint[]))")
+_GRANT = sa.text(
+    "UPDATE slot_tickets SET granted = true, news = :news WHERE replica = :replica AND n = ANY(CAST(:ns AS bigint[]))"
+)
+_THROTTLE = sa.text(
+    "UPDATE slot_tickets SET throttled = true WHERE replica = :replica AND n = ANY(CAST(:ns AS bigint[]))"
+)
+_INSERT_COLUMNS = {
+    "replica": "text", "n": "bigint", "tenant": "text", "workflow": "text", "target": "text",
+    "bucket": "text", "exec_rank": "integer", "node_rank": "integer", "seq": "bigint",
+    "granted": "boolean", "throttled": "boolean",
+}
+_INSERT = sa.text(
+    "INSERT INTO slot_tickets (" + ", ".join(_INSERT_COLUMNS) + ", news) SELECT *, false FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _INSERT_COLUMNS.items())
+    + ") ON CONFLICT (replica, n) DO NOTHING"
+)
+
+
+@dataclass(slots=True)
+class SlotRow:
+    """One call waiting for a slot or holding one."""
+
+    replica: str
+    n: int
+    tenant: str
+    workflow: str
+    target: str
+    bucket: str | None
+    exec_rank: int
+    node_rank: int
+    seq: int = 0
+    throttled: bool = False
+    granted: bool = False
+
+
+@dataclass(slots=True)
+class FleetView:
+    """What a round's decision reads, all under the round's lock."""
+
+    now: float
+    cursor: str
+    # (tenant, workflow, target, granted rows)
+    running: list[tuple[str, str, str, int]]
+    # The first `depth` waiting rows of each lane, in order of service within the lane.
+    candidates: list[SlotRow]
+    # name -> (tokens, updated_at) of the buckets the candidates name (absent: never used).
+    buckets: dict[str, tuple[float, float]]
+
+
+@dataclass(slots=True)
+class Decision:
+    grants: list[SlotRow]
+    # Rows a bucket held back for the first time.
+    throttled: list[SlotRow]
+    # Buckets whose tokens changed: name -> (tokens, updated_at).
+    buckets: dict[str, tuple[float, float]]
+    cursor: str
+    # Seconds until a bucket holding a row back has a token again.
+    wake_in: float | None = None
+    # A lane ran out of candidates with room left: another round may grant more.
+    more: bool = False
+
+
+class Dispatcher(Protocol):
+    def lane_depth(self, running: list[tuple[str, str, str, int]]) -> int:
+        """How many waiting rows of each lane to read (0: none; every limit is full)."""
+        ...
+
+    def decide(self, view: FleetView) -> Decision: ...
+
+
+@dataclass(slots=True)
+class RoundResult:
+    # This replica's rows granted since its last round: (n, throttled).
+    granted: list[tuple[int, bool]] = field(default_factory=list)
+    wake_in: float | None = None
+    more: bool = False
+
+
+class SlotTable:
+    """The shared slot rows of one PostgreSQL database (see the module docstring)."""
+
+    def __init__(self, database: SqlDatabase) -> None:
+        if database.sqlite:
+            raise ValueError("shared scheduler slots need PostgreSQL")
+        self.database = database
+
+    async def round(
+        self,
+        replica: str,
+        *,
+        adds: Sequence[SlotRow],
+        removes: Sequence[int],
+        dispatcher: Dispatcher,
+        news: bool = False,
+        resync: bool = False,
+    ) -> RoundResult:
+        """One round for `replica`: its new rows (`adds`) and finished ones (`removes`), then
+        a decision for the whole fleet. Grants of other replicas' rows reach them in the
+        notification; `news` also reads this replica's rows granted by others since it last
+        looked (a notification may be lost), and `resync` (after a round whose outcome the
+        replica did not learn) all its granted rows."""
+        return await self.database.transaction(
+            lambda conn: self._round(conn, replica, adds, removes, dispatcher, news, resync)
+        )
+
+    def _round(
+        self,
+        conn: sa.Connection,
+        replica: str,
+        adds: Sequence[SlotRow],
+        removes: Sequence[int],
+        dispatcher: Dispatcher,
+        news: bool,
+        resync: bool,
+    ) -> RoundResult:
+        now, cursor, seq = _lock(conn)
+        if removes:
+            conn.execute(_DELETE, {"replica": replica, "ns": list(removes)})
+        next_seq = _insert(conn, adds, seq)
+        result = RoundResult()
+        if news:
+            result.granted.extend(
+                (int(n), bool(throttled))
+                for n, throttled in conn.execute(
+                    _t.update()
+                    .where(_t.c.replica == replica, _t.c.news == sa.true())
+                    .values(news=False)
+                    .returning(_t.c.n, _t.c.throttled)
+                )
+            )
+        if resync:
+            result.granted.extend(
+                (int(n), bool(throttled))
+                for n, throttled in conn.execute(
+                    sa.select(_t.c.n, _t.c.throttled).where(_t.c.replica == replica, _t.c.granted == sa.true())
+                )
+            )
+        running = [
+            (tenant, workflow, target, int(count))
+            for tenant, workflow, target, count in conn.execute(
+                sa.select(_t.c.tenant, _t.c.workflow, _t.c.target, sa.func.count())
+                .where(_t.c.granted == sa.true())
+                .group_by(_t.c.tenant, _t.c.workflow, _t.c.target)
+            )
+        ]
+        depth = dispatcher.lane_depth(running)
+        candidates: list[SlotRow] = []
+        buckets: dict[str, tuple[float, float]] = {}
+        if depth > 0:
+            candidates = [
+                SlotRow(replica=r, n=int(n), tenant=tn, workflow=w, target=tg, bucket=b,
+                        exec_rank=er, node_rank=nr, seq=int(s), throttled=bool(th))
+                for r, n, tn, w, tg, b, er, nr, s, th in conn.execute(_CANDIDATES, {"depth": depth})
+            ]
+            names = sorted({c.bucket for c in candidates if c.bucket})
+            if names:
+                b = db.slot_buckets
+                buckets = {
+                    name: (float(tokens), float(updated))
+                    for name, tokens, updated in conn.execute(
+                        sa.select(b.c.name, b.c.tokens, b.c.updated_at).where(b.c.name.in_(names))
+                    )
+                }
+        decision = dispatcher.decide(FleetView(now, cursor, running, candidates, buckets))
+        result.wake_in, result.more = decision.wake_in, decision.more
+        for owner, ns in _by_replica(decision.grants).items():
+            conn.execute(_GRANT, {"replica": owner, "ns": ns, "news": owner != replica})
+        result.granted.extend((g.n, g.throttled) for g in decision.grants if g.replica == replica)
+        for owner, ns in _by_replica(decision.throttled).items():
+            conn.execute(_THROTTLE, {"replica": owner, "ns": ns})
+        if decision.buckets:
+            b = db.slot_buckets
+            stmt = self.database.insert(b).values(
+                [{"name": k, "tokens": v[0], "updated_at": v[1]} for k, v in sorted(decision.buckets.items())]
+            )
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=[b.c.name], set_={"tokens": stmt.excluded.tokens, "updated_at": stmt.excluded.updated_at}
+            ))
+        if (decision.cursor, next_seq) != (cursor, seq):
+            s = db.slot_state
+            conn.execute(s.update().where(s.c.id == 1).values(cursor=decision.cursor, next_seq=next_seq))
+        others: dict[str, list[str]] = {}
+        for g in decision.grants:
+            if g.replica != replica:
+                others.setdefault(g.replica, []).append(f"{g.n}t" if g.throttled else str(g.n))
+        if others:
+            _notify(conn, ["/".join([name, *ns]) for name, ns in sorted(others.items())])
+        return result
+
+    async def renew(self, replica: str, *, ttl: float, held: Callable[[], list[SlotRow]]) -> int:
+        """Renews `replica`'s lease (writing its rows back if they were taken) and takes
+        back the rows of replicas whose lease expired; returns how many it took back (the
+        replicas waiting are told their slots may have come free)."""
+        return await self.database.transaction(lambda conn: self._renew_and_reap(conn, replica, ttl, held), leases=True)
+
+    def _renew_and_reap(
+        self, conn: sa.Connection, replica: str, ttl: float, held: Callable[[], list[SlotRow]]
+    ) -> int:
+        now, _cursor, next_seq = _lock(conn)
+        if not _renew(conn, replica, now + ttl):
+            next_seq = _insert(conn, held(), next_seq)
+            s = db.slot_state
+            conn.execute(s.update().where(s.c.id == 1).values(next_seq=next_seq))
+        r = db.slot_replicas
+        conn.execute(r.delete().where(r.c.expires_at < now))
+        live = sa.select(r.c.replica)
+        taken = conn.execute(_t.delete().where(_t.c.replica.not_in(live))).rowcount or 0
+        if taken:
+            _notify(conn, ["*"])
+        return taken
+
+    async def leave(self, replica: str) -> None:
+        """Gives back every row of `replica` (a replica that stops)."""
+
+        def work(conn: sa.Connection) -> None:
+            _lock(conn)
+            conn.execute(_t.delete().where(_t.c.replica == replica))
+            conn.execute(db.slot_replicas.delete().where(db.slot_replicas.c.replica == replica))
+            _notify(conn, ["*"])
+
+        await self.database.transaction(work, leases=True)
+
+
+def _lock(conn: sa.Connection) -> tuple[float, str, int]:
+    """Locks the state row (rounds, renewals and departures run one at a time); the
+    database's time, the turn cursor and the next arrival number."""
+    s = db.slot_state
+    row = conn.execute(
+        sa.select(sa.func.extract("epoch", sa.func.clock_timestamp()), s.c.cursor, s.c.next_seq)
+        .where(s.c.id == 1)
+        .with_for_update()
+    ).one()
+    return float(row[0]), row[1], int(row[2])
+
+
+def _renew(conn: sa.Connection, replica: str, expires_at: float) -> bool:
+    """Extends the replica's lease; False when it had none (new, or taken back): then it
+    is granted one here, and its rows must be written again."""
+    r = db.slot_replicas
+    if conn.execute(r.update().where(r.c.replica == replica).values(expires_at=expires_at)).rowcount:
+        return True
+    conn.execute(r.insert().values(replica=replica, expires_at=expires_at))
+    return False
+
+
+def _insert(conn: sa.Connection, rows: Sequence[SlotRow], next_seq: int) -> int:
+    """Writes `rows` in one statement (arrays, however many rows), numbered in arrival order."""
+    if not rows:
+        return next_seq
+    columns: dict[str, list[object]] = {name: [] for name in _INSERT_COLUMNS}
+    for row in rows:
+        next_seq += 1
+        row.seq = next_seq
+        for name in _INSERT_COLUMNS:
+            columns[name].append(getattr(row, name))
+    conn.execute(_INSERT, columns)
+    return next_seq
+
+
+def _by_replica(rows: Sequence[SlotRow]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for row in rows:
+        grouped.setdefault(row.replica, []).append(row.n)
+    return grouped
+
+
+def _notify(conn: sa.Connection, items: list[str]) -> None:
+    """`slots:A/12/13t,B/4`: rows 12 and 13 of replica A (13 held back by a bucket before)
+    and row 4 of B are granted; `slots:*`: slots came free, every replica with waiting rows
+    should look. Chunked under NOTIFY's 8000-byte payload limit."""
+    chunk: list[str] = []
+    size = 0
+    for name in items:
+        if chunk and size + len(name) + 1 > 7000:
+            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "slots:" + ",".join(chunk))))
+            chunk, size = [], 0
+        chunk.append(name)
+        size += len(name) + 1
+    if chunk:
+        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "slots:" + ",".join(chunk))))
