@@ -15,7 +15,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentrun.engine.machine.plan import MachinePlan
+    from agentrun.engine.plan import DagPlan
 
 from agentrun.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
@@ -182,7 +186,7 @@ def _integrations(config: dict[str, Any], config_path: str | None) -> tuple[Any,
     return tools, agents
 
 
-def _compile(spec: Any, tools: Any, agents: Any, path: str) -> Any:
+def _compile(spec: Any, tools: Any, agents: Any, path: str) -> DagPlan | MachinePlan:
     from agentrun.engine import compile_workflow
     from agentrun.engine.errors import InvalidWorkflow
 
@@ -241,20 +245,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if hint:
             print(f"hint: {hint}", file=sys.stderr)
         return EXIT_USAGE
-    warnings = [
-        {"path": getattr(w, "path", ""), "message": getattr(w, "message", str(w))}
-        for w in getattr(plan, "warnings", [])
-    ]
+    from agentrun.engine.machine.plan import MachinePlan
+    from agentrun.engine.plan import DagPlan
+
+    warnings = [{"path": w.path, "message": w.message} for w in plan.warnings]
     stages = [list(stage) for stage in plan.stages]
-    machine = bool(getattr(plan, "is_machine", False))
+    match plan:
+        case MachinePlan():  # stages are the states by distance from the initial one
+            mode, heading = "state_machine", f"state machine, initial state {plan.initial}"
+        case DagPlan():
+            mode, heading = "dag", ""
     if args.json:
         body = {"valid": True, "file": args.file, "name": plan.name,
-                "mode": "state_machine" if machine else "dag", "stages": stages,
+                "mode": mode, "stages": stages,
                 "warnings": warnings, "diagnostics": []}
         print(_dump(body))
         return EXIT_OK
-    if machine:  # stages are the states by distance from the initial one
-        print(f"state machine, initial state {plan.initial}")
+    if heading:
+        print(heading)
     for number, stage in enumerate(stages, 1):
         print(f"stage {number}: {', '.join(stage)}")
     for warning in warnings:
@@ -486,16 +494,17 @@ class StoreUnavailable(Exception):
 async def _run(request: RunRequest) -> RunResult:
     from agentrun.engine import Engine, EngineConfig
     from agentrun.engine.errors import InvalidInput, InvalidWorkflow
+    from agentrun.engine.machine.plan import MachinePlan
 
     tools, agents = _integrations(request.config, request.config_path)
     # Compile first so that an unknown tool is reported before anything is stored.
-    plan = _compile(request.spec, tools, agents, request.file)
-    if getattr(plan, "is_machine", False):
-        raise UserError(
-            f"{request.file}: a state machine runs as instances that receive events, on a "
-            "server; `agentrun run` runs DAG workflows",
-            kind="invalid_workflow",
-        )
+    match _compile(request.spec, tools, agents, request.file):
+        case MachinePlan():
+            raise UserError(
+                f"{request.file}: a state machine runs as instances that receive events, on a "
+                "server; `agentrun run` runs DAG workflows",
+                kind="invalid_workflow",
+            )
     engine_config = _engine_config(EngineConfig, request.config)
     # The store may be shared with a running `agentrun serve` (the default ./.agentrun/ is):
     # this process takes a replica id of its own and adopts nothing, so it never takes the
@@ -542,8 +551,8 @@ async def _run(request: RunRequest) -> RunResult:
 async def _workflow(engine: Any, spec: Any) -> Any:
     """The stored workflow for `spec`: its latest version when that is the same spec (running
     an unchanged file again adds no version), else a new version."""
-    from agentrun.engine import spec_to_dict
     from agentrun.engine.errors import WorkflowNotFound
+    from agentrun.engine.loader import spec_to_dict
 
     try:
         latest = await engine.get_workflow(spec.name)

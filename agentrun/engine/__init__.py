@@ -15,12 +15,14 @@ from agentrun.engine.errors import (
     WorkflowNotFound,
 )
 from agentrun.engine.loader import load_workflow, spec_from_dict, spec_to_dict
-from agentrun.engine.plan import Plan
+from agentrun.engine.machine.plan import MachinePlan
+from agentrun.engine.plan import DagPlan, Plan
 
 __all__ = [
     "DEFAULT_TENANT",
     "AgentrunError",
     "AlreadyExists",
+    "DagPlan",
     "Diagnostic",
     "Engine",
     "EngineConfig",
@@ -28,6 +30,7 @@ __all__ = [
     "IllegalTransition",
     "InvalidInput",
     "InvalidWorkflow",
+    "MachinePlan",
     "Plan",
     "ShuttingDown",
     "Unavailable",

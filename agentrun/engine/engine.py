@@ -46,8 +46,9 @@ from agentrun.engine.fleet import make_scheduler
 from agentrun.engine.hub import Hub, follow
 from agentrun.engine.instrument import Instrumentation, current_traceparent
 from agentrun.engine.loader import spec_to_dict
+from agentrun.engine.machine.plan import MachinePlan
 from agentrun.engine.node_view import every_node, spec_node_ids
-from agentrun.engine.plan import BreakerSpec, Plan, StepPlan
+from agentrun.engine.plan import BreakerSpec, DagPlan, StepPlan
 from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.redact import Redactor
 from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child
@@ -69,7 +70,6 @@ from agentrun.v1 import workflow_pb2
 
 if TYPE_CHECKING:
     from agentrun.engine.machine.engine import MachineEngine
-    from agentrun.engine.machine.plan import MachinePlan
 
 log = logging.getLogger("agentrun.engine")
 
@@ -211,7 +211,7 @@ class Engine:
         self.admission = Admission(sched_config)
         self.draining = False
         self._runs: dict[str, Run] = {}
-        self._plans: dict[tuple[str, str, int], Plan] = {}
+        self._plans: dict[tuple[str, str, int], DagPlan | MachinePlan] = {}
         self._workflow_cache: dict[tuple[str, str, int], tuple[WorkflowRecord, float]] = {}
         # Set by MachineEngine (state machine instances on this engine): a DAG `workflow`
         # node runs an instance as its child, and the server registers their service.
@@ -362,7 +362,7 @@ class Engine:
         await self.scheduler.close()
 
     # ------------------------------------------------------------ workflows
-    def validate(self, spec: workflow_pb2.WorkflowSpec) -> Plan:
+    def validate(self, spec: workflow_pb2.WorkflowSpec) -> DagPlan | MachinePlan:
         return compile_workflow(spec, tools=self.tools, agents=self.agents)
 
     async def create_workflow(
@@ -422,18 +422,26 @@ class Engine:
         for key in [k for k in self._workflow_cache if k[0] == tenant and k[1] == name]:
             del self._workflow_cache[key]
 
-    def cached_plan(self, tenant: str, name: str, version: int) -> Plan | MachinePlan | None:
+    def cached_plan(self, tenant: str, name: str, version: int) -> DagPlan | MachinePlan | None:
         """The plan compiled when this version was created or first run here, if any (either
         kind: `create_workflow` compiles state machines too)."""
         return self._plans.get((tenant, name, version))
 
-    async def _plan(self, record: WorkflowRecord) -> Plan:
+    async def _plan(self, record: WorkflowRecord) -> DagPlan:
+        """The DAG plan of a stored version (compiled once per process); a state machine is
+        refused: it runs as instances (MachineEngine), never as an execution."""
         key = (record.tenant, record.name, record.version)
         plan = self._plans.get(key)
         if plan is None:
             plan = self.validate(spec_from_stored(record.spec))
             self._plans[key] = plan
-        return plan
+        match plan:
+            case DagPlan():
+                return plan
+            case MachinePlan():
+                raise InvalidInput(
+                    [Diagnostic("workflow", f"{record.name!r} is a state machine: create an instance with CreateInstance")]
+                )
 
     # ------------------------------------------------------------ executions
     async def start_execution(
@@ -453,10 +461,6 @@ class Engine:
         self._check_open()
         wf = await self._cached_workflow(workflow, tenant, version)
         plan = await self._plan(wf)
-        if getattr(plan, "is_machine", False):
-            raise InvalidInput(
-                [Diagnostic("workflow", f"{wf.name!r} is a state machine: create an instance with CreateInstance")]
-            )
         input = {} if input is None else input
         sizes.check_request("input", input, "input_bytes")
         if plan.input_schema is not None:
@@ -546,7 +550,7 @@ class Engine:
         quota = self.admission.config.max_running_executions_per_tenant
         return bool(quota) and self.admission._running_tenant.get(tenant, 0) >= quota
 
-    def _concurrency_key(self, plan: Plan, tenant: str, input: Any) -> tuple[str, str, str] | None:
+    def _concurrency_key(self, plan: DagPlan, tenant: str, input: Any) -> tuple[str, str, str] | None:
         if plan.concurrency_key is None:
             return None
         try:
@@ -1017,7 +1021,7 @@ def _is_final(event: EventRecord) -> bool:
     return event.type in _FINAL_EVENTS
 
 
-def _descendants(plan: Plan, start: str) -> set[str]:
+def _descendants(plan: DagPlan, start: str) -> set[str]:
     seen = {start}
     stack = [start]
     while stack:
@@ -1028,7 +1032,7 @@ def _descendants(plan: Plan, start: str) -> set[str]:
     return seen
 
 
-def _replay_exports(plan: Plan, reused: list[NodeRecord], input: Any) -> dict[str, Any]:
+def _replay_exports(plan: DagPlan, reused: list[NodeRecord], input: Any) -> dict[str, Any]:
     """The vars that the reused nodes' exports set, in their completion order."""
     vars: dict[str, Any] = {}
     for rec in reused:

@@ -5,8 +5,12 @@ SDK exception class. The engine itself knows nothing of gRPC."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +22,14 @@ class Diagnostic:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def join_path(path: str, key: str) -> str:
+    """A diagnostic's path one key deeper: `a.b` for plain keys, `a["http.request"]` where a
+    dot would mislead (the loader's and the compilers' paths are spelled the same)."""
+    if not _SIMPLE_KEY.fullmatch(key):
+        return f"{path}[{json.dumps(key)}]"
+    return f"{path}.{key}" if path else key
 
 
 # Error texts list at most this many problems, and stop earlier past MAX_SUMMARY_CHARS, then

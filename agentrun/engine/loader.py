@@ -30,7 +30,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 
 from agentrun import spec_words
 from agentrun.engine.durations import parse_duration, to_seconds_nanos
-from agentrun.engine.errors import Diagnostic, InvalidWorkflow
+from agentrun.engine.errors import Diagnostic, InvalidWorkflow, join_path
 from agentrun.v1.workflow_pb2 import Transitions, WorkflowSpec
 
 
@@ -613,7 +613,7 @@ def _map_walker(walk_value: _Walk) -> _Walk:
             if text is None:
                 errors.append(Diagnostic(path, _bad_key(key)))
                 continue
-            sub = _join(path, text)
+            sub = join_path(path, text)
             if item is None:
                 errors.append(Diagnostic(sub, "null is not allowed as a map value"))
                 continue
@@ -795,7 +795,7 @@ def _json_value(value: Any, path: str, errors: list[Diagnostic], depth: int) -> 
             if text is None:
                 errors.append(Diagnostic(path, _bad_key(key)))
                 continue
-            out[text] = _json_value(item, _join(path, text), errors, depth + 1)
+            out[text] = _json_value(item, join_path(path, text), errors, depth + 1)
         return out
     if isinstance(value, (list, tuple)):
         return [
@@ -807,16 +807,6 @@ def _json_value(value: Any, path: str, errors: list[Diagnostic], depth: int) -> 
 
 
 # Keys, paths and messages -------------------------------------------------------------------
-
-_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _join(path: str, key: str) -> str:
-    """`a.b` for plain keys, `a["http.request"]` where a dot would mislead."""
-    if not _SIMPLE_KEY.fullmatch(key):
-        return f"{path}[{json.dumps(key)}]"
-    return f"{path}.{key}" if path else key
-
 
 def _map_key(key: Any) -> str | None:
     """Scalar YAML keys (`200:`) become the strings protobuf JSON map keys are."""
@@ -840,8 +830,8 @@ def _key_problem(info: _Message, key: Any, path: str) -> Diagnostic:
         if isinstance(key, (dict, list, tuple)):
             return Diagnostic(path, _bad_key(key))
         text = f"field names are strings; {_describe(key)} is not a field of {info.label}"
-        return Diagnostic(_join(path, str(key)), text)
-    return Diagnostic(_join(path, key), _unknown_field(info, key))
+        return Diagnostic(join_path(path, str(key)), text)
+    return Diagnostic(join_path(path, key), _unknown_field(info, key))
 
 
 def _unknown_field(info: _Message, key: str) -> str:
@@ -860,7 +850,7 @@ def _unknown_field(info: _Message, key: str) -> str:
 
 def _report_notes(mapping: Any, path: str, errors: list[Diagnostic]) -> None:
     for key, message in mapping.notes:
-        errors.append(Diagnostic(_join(path, str(key)) if key is not None else path, message))
+        errors.append(Diagnostic(join_path(path, str(key)) if key is not None else path, message))
 
 
 def _expected(path: str, what: str, value: Any, hint: str = "") -> Diagnostic:
@@ -927,11 +917,11 @@ def _after_shorthand(
                 Diagnostic(path, f"`after` keys are durations such as 30m, got {_describe(key)}")
             )
             continue
-        sub = _join(path, delay)
+        sub = join_path(path, delay)
         body = {"target": item} if isinstance(item, str) else item
         if isinstance(body, Mapping) and "delay" in body:
             message = "the key gives the delay already; remove `delay`"
-            errors.append(Diagnostic(_join(sub, "delay"), message))
+            errors.append(Diagnostic(join_path(sub, "delay"), message))
             continue
         timer = _walk_message(spec.message, body, sub, errors, depth + 1)
         timer["delay"] = _walk_duration(delay, sub, errors, depth + 1)
@@ -950,7 +940,7 @@ def _on_shorthand(
         if event is None:
             errors.append(Diagnostic(path, f"event names are strings, got {_describe(key)}"))
             continue
-        sub = _join(path, event)
+        sub = join_path(path, event)
         if item is None:
             errors.append(Diagnostic(sub, "expected a transition, got null"))
             continue
@@ -982,7 +972,7 @@ def _invoke_shorthand(
     assert spec.message is not None
     if "name" in value:
         message = "give the workflow as `name` or `workflow`, not both"
-        errors.append(Diagnostic(_join(path, "workflow"), message))
+        errors.append(Diagnostic(join_path(path, "workflow"), message))
         return {}
     body = {("name" if key == "workflow" else key): item for key, item in value.items()}
     return _walk_message(spec.message, body, path, errors, depth)

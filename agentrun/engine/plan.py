@@ -1,7 +1,10 @@
-"""The immutable execution plan a WorkflowSpec compiles to.
+"""The immutable execution plan a DAG WorkflowSpec compiles to (`DagPlan`).
 
-The runtime reads only these objects: plain slotted classes with pre-compiled
-expressions, so running a node touches no protobuf message and parses nothing.
+The runtime reads only these objects: frozen slotted dataclasses with pre-compiled
+expressions, so running a node touches no protobuf message and parses nothing. The
+compiler builds each one complete (agentrun/engine/compiler.py); nothing changes a plan after.
+`NodePlan` is still one class for every kind of node (the fields of the other kinds at their
+defaults); a union of one class per kind is the next step (docs/architecture.md, Known seams).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from agentrun.engine.retry import NO_RETRY, RetrySpec
 from agentrun.v1 import workflow_pb2
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class EdgePlan:
     source: str
     target: str
@@ -28,7 +31,7 @@ class EdgePlan:
     from_switch: bool = False
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class StepPlan:
     """A single call: a node's body, a map item's body, a compensation or a fallback."""
 
@@ -75,20 +78,20 @@ class StepPlan:
         return out
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class SwitchCase:
     when: Expression
     target: str
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class NodePlan:
     id: str
     index: int
     kind: str  # agent | tool | pass | workflow | map | switch | wait | aggregate
     path: str
-    incoming: list[EdgePlan] = field(default_factory=list)
-    outgoing: list[EdgePlan] = field(default_factory=list)
+    incoming: tuple[EdgePlan, ...] = ()
+    outgoing: tuple[EdgePlan, ...] = ()
     when: Expression | None = None
     join_all: bool = False
     timeout: float | None = None
@@ -123,7 +126,7 @@ class NodePlan:
     inline: bool = False
     # An irreversible tool is never retried automatically, whatever a policy says.
     irreversible: bool = False
-    # Position in the `needs`-then-`edges` order, per incoming edge source (aggregate order).
+    # No outgoing edge: the node's outcome decides nothing after it.
     sink: bool = False
 
     @property
@@ -131,7 +134,7 @@ class NodePlan:
         return self.kind
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class HandlerPlan:
     """One workflow error handler; `matches` is precomputed per node id by the compiler."""
 
@@ -169,8 +172,10 @@ class BreakerSpec:
     half_open_calls: int = 1
 
 
-@dataclass(slots=True, eq=False)
-class Plan:
+@dataclass(frozen=True, slots=True, eq=False)
+class DagPlan:
+    """A compiled DAG workflow; `compile_workflow` returns this or a `MachinePlan`."""
+
     name: str
     spec: workflow_pb2.WorkflowSpec
     nodes: dict[str, NodePlan]
@@ -198,3 +203,7 @@ class Plan:
             if handler.matches(node_id, error_type):
                 return handler
         return None
+
+
+# The old name, kept while the DAG interpreter is being split (it imports `Plan`).
+Plan = DagPlan

@@ -137,8 +137,8 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             )
         return pb.ValidateWorkflowResponse(
             valid=True,
-            warnings=[convert.diagnostic_to_proto(d) for d in getattr(plan, "warnings", ())],
-            stages=[pb.Stage(node_ids=list(stage)) for stage in getattr(plan, "stages", ())],
+            warnings=[convert.diagnostic_to_proto(d) for d in plan.warnings],
+            stages=[pb.Stage(node_ids=list(stage)) for stage in plan.stages],
         )
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from agentrun.engine import InvalidWorkflow, compile_workflow, load_workflow
 from agentrun.engine.machine.compiler import format_delay
+from agentrun.engine.machine.plan import MachinePlan
 from agentrun.integrations import default_agents, default_tools
 
 BROKEN = """
@@ -105,7 +106,7 @@ states:
     after: {90s: closed}
   locked: {final: true}
 """)
-    assert plan.is_machine and plan.initial == "closed"
+    assert isinstance(plan, MachinePlan) and plan.initial == "closed"
     assert plan.stages == [["closed"], ["open"], ["locked"]]
     assert plan.states["open"].after[0].event == "after:90s"
     assert plan.states["open"].events == ("CLOSE", "LOCK")

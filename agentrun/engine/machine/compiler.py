@@ -4,6 +4,7 @@ Every problem is reported at once, each with the field path a user finds in thei
 (`states.pending.on.PAY[0].guard`, `states.paid.after[0].target`, `initial`): unknown targets,
 no or an unknown initial state, states no path from the initial one reaches, non-final states
 with no way out, bad guards and assignments, unknown tools or providers, DAG-only fields.
+Actions are steps, read by the `StepCompiler` the DAG compiler uses too.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import re
 from collections import deque
 from typing import Any
 
-from agentrun.engine.compiler import NAME_RE, _Compiler, struct_to_py, value_to_py
-from agentrun.engine.errors import Diagnostic, InvalidWorkflow
-from agentrun.engine.loader import _join
+from agentrun.engine.errors import Diagnostic, InvalidWorkflow, join_path
 from agentrun.engine.machine.plan import (
     AFTER_PREFIX,
     MACHINE_NAMES,
@@ -27,8 +26,16 @@ from agentrun.engine.machine.plan import (
     TransitionPlan,
 )
 from agentrun.engine.plan import StepPlan
-from agentrun.engine.ports import AgentProviders, Effect, ToolRegistry
+from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.retry import RetrySpec
+from agentrun.engine.step_compiler import (
+    StepCompiler,
+    at_most_once,
+    did_you_mean,
+    is_irreversible,
+    struct_to_py,
+    value_to_py,
+)
 from agentrun.v1 import workflow_pb2 as pb
 
 __all__ = ["compile_machine", "format_delay"]
@@ -51,54 +58,61 @@ def format_delay(seconds: float) -> str:
     return f"{seconds}s"
 
 
-class _MachineCompiler(_Compiler):
-    """Reuses the DAG compiler's helpers (steps, retry policies, durations, schemas)."""
+def compile_machine(
+    spec: pb.WorkflowSpec, *, tools: ToolRegistry, agents: AgentProviders
+) -> MachinePlan:
+    """Validates a state machine spec and compiles it; raises InvalidWorkflow with every problem."""
+    return _MachineCompiler(spec, tools, agents).compile()
 
-    def compile_machine(self) -> MachinePlan:
-        spec = self.spec
-        if not spec.name:
-            self.error("name", "is required")
-        elif not NAME_RE.match(spec.name):
-            self.error("name", "must be lower-case letters, digits and '-' (at most 63)")
+
+class _MachineCompiler:
+    """One use per spec; problems collect in its `StepCompiler`."""
+
+    def __init__(self, spec: pb.WorkflowSpec, tools: ToolRegistry, agents: AgentProviders) -> None:
+        self.spec = spec
+        self.c = StepCompiler(tools, agents)
+        # Whether any expression reads `secrets` (only then are secrets put in scope).
+        self._uses_secrets = False
+
+    def compile(self) -> MachinePlan:
+        spec, c = self.spec, self.c
+        c.check_name(spec.name)
         present = {fd.name for fd, _ in spec.ListFields()}
         for name in _DAG_ONLY:
             if name in present:
-                self.error(name, "is for DAG workflows; a state machine has `states`")
+                c.error(name, "is for DAG workflows; a state machine has `states`")
         input_schema = (
-            self.schema(spec.input_schema, "input_schema") if "input_schema" in present else None
+            c.schema(spec.input_schema, "input_schema") if "input_schema" in present else None
         )
         default_retry = (
-            self.retry(spec.defaults.retry, "defaults.retry")
+            c.retry(spec.defaults.retry, "defaults.retry")
             if spec.defaults.HasField("retry")
             else RetrySpec()
         )
-        default_timeout = self.duration(spec.defaults, "timeout", "defaults")
+        default_timeout = c.duration(spec.defaults, "timeout", "defaults")
         data = struct_to_py(spec.data) if "data" in present else {}
 
         names = sorted(spec.states)
         if not names:
-            self.error("states", "a state machine needs at least one state")
+            c.error("states", "a state machine needs at least one state")
         for name in names:
             if not STATE_NAME_RE.match(name):
-                self.error(
+                c.error(
                     f"states.{name}",
                     "a state name is letters, digits, '_', '.' or '-', starting with a letter",
                 )
         if not spec.initial:
-            self.error("initial", "is required: the state an instance starts in")
+            c.error("initial", "is required: the state an instance starts in")
         elif spec.initial not in spec.states:
-            self.error("initial", f"unknown state {spec.initial!r}{_close(spec.initial, names)}")
+            c.error("initial", f"unknown state {spec.initial!r}{did_you_mean(spec.initial, names)}")
 
-        self._uses_secrets = False
         states = {
             name: self._state(name, spec.states[name], names, default_retry, default_timeout)
             for name in names
         }
         stages = self._reachability(spec.initial, states)
-        if not self.diags:
-            _mark_quick(states)
-        if self.diags:
-            raise InvalidWorkflow(self.diags)
+        if c.diags:
+            raise InvalidWorkflow(c.diags)
         return MachinePlan(
             name=spec.name,
             spec=spec,
@@ -106,7 +120,7 @@ class _MachineCompiler(_Compiler):
             data=data,
             states=states,
             input_schema=input_schema,
-            warnings=self.warnings,
+            warnings=c.warnings,
             stages=stages,
             uses_secrets=self._uses_secrets,
         )
@@ -120,40 +134,36 @@ class _MachineCompiler(_Compiler):
         default_retry: RetrySpec,
         default_timeout: float | None,
     ) -> StatePlan:
+        c = self.c
         path = f"states.{name}"
-        plan = StatePlan(name=name, path=path, final=s.is_final)
         on: dict[str, tuple[TransitionPlan, ...]] = {}
         for event in sorted(s.on):
-            epath = _join(f"{path}.on", event)
+            epath = join_path(f"{path}.on", event)
             if ":" in event:
-                self.error(
+                c.error(
                     epath, "':' is reserved for the engine's own events (after:, invoke:, action:)"
                 )
             elif not EVENT_NAME_RE.match(event):
-                self.error(
+                c.error(
                     epath,
                     "an event name is letters, digits, '_', '.', '-' or '/', starting with a letter",
                 )
             transitions = s.on[event].transitions
             if not transitions:
-                self.error(epath, "needs at least one transition")
+                c.error(epath, "needs at least one transition")
             on[event] = self._transitions(
-                transitions, epath, names, default_retry, default_timeout, indexed=True
+                transitions, epath, name, names, default_retry, default_timeout
             )
-        plan.on = on
-        plan.events = tuple(on)
-        plan.entry = self._actions(
-            s.entry, f"{path}.entry", "entry", default_retry, default_timeout
-        )
-        plan.exit = self._actions(s.exit, f"{path}.exit", "exit", default_retry, default_timeout)
+        entry = self._actions(s.entry, f"{path}.entry", "entry", default_retry, default_timeout)
+        exit_ = self._actions(s.exit, f"{path}.exit", "exit", default_retry, default_timeout)
         timers = []
         for i, t in enumerate(s.after):
             tpath = f"{path}.after[{i}]"
             delay = None
             if not t.HasField("delay"):
-                self.error(f"{tpath}.delay", "is required")
+                c.error(f"{tpath}.delay", "is required")
             else:
-                delay = self.duration(t, "delay", tpath)
+                delay = c.duration(t, "delay", tpath)
             holder = pb.Transition(
                 guard=t.guard,
                 target=t.target,
@@ -163,33 +173,35 @@ class _MachineCompiler(_Compiler):
             )
             if not t.HasField("assign"):
                 holder.ClearField("assign")
-            transition = self._transition(holder, i, tpath, names, default_retry, default_timeout)
+            transition = self._transition(
+                holder, i, tpath, name, names, default_retry, default_timeout
+            )
             if delay is not None:
                 timers.append(
                     TimerPlan(i, tpath, delay, AFTER_PREFIX + format_delay(delay), transition)
                 )
-        plan.after = tuple(timers)
-        if s.HasField("invoke"):
-            plan.invoke = self._invoke(s.invoke, f"{path}.invoke")
+        invoke = self._invoke(s.invoke, f"{path}.invoke") if s.HasField("invoke") else None
+        on_done: tuple[TransitionPlan, ...] = ()
         if s.HasField("on_done"):
-            if plan.invoke is None:
-                self.error(
+            if invoke is None:
+                c.error(
                     f"{path}.on_done",
                     "is taken when the state's `invoke` finishes; this state invokes nothing",
                 )
-            plan.on_done = (
+            on_done = (
                 self._transition(
-                    s.on_done, 0, f"{path}.on_done", names, default_retry, default_timeout
+                    s.on_done, 0, f"{path}.on_done", name, names, default_retry, default_timeout
                 ),
             )
+        on_error: tuple[TransitionPlan, ...] = ()
         if s.HasField("on_error"):
-            plan.on_error = (
+            on_error = (
                 self._transition(
-                    s.on_error, 0, f"{path}.on_error", names, default_retry, default_timeout
+                    s.on_error, 0, f"{path}.on_error", name, names, default_retry, default_timeout
                 ),
             )
-        if plan.invoke is not None and not plan.on_done and not plan.final:
-            self.warnings.append(
+        if invoke is not None and not on_done and not s.is_final:
+            c.warnings.append(
                 Diagnostic(f"{path}.invoke", "no on_done: the state ignores the workflow's result")
             )
         if s.is_final:
@@ -202,33 +214,44 @@ class _MachineCompiler(_Compiler):
                 ("exit", bool(s.exit)),
             ):
                 if has:
-                    self.error(
+                    c.error(
                         f"{path}.{field_name}",
                         "a final state is never left: it takes no " + field_name,
                     )
-        elif not (on or s.after or plan.invoke is not None):
-            self.error(
+        elif not (on or s.after or invoke is not None):
+            c.error(
                 path,
                 "a state that is not final needs a way out: on, after or invoke (or final: true)",
             )
-        return plan
+        return StatePlan(
+            name=name,
+            path=path,
+            on=on,
+            entry=entry,
+            exit=exit_,
+            after=tuple(timers),
+            invoke=invoke,
+            on_done=on_done,
+            on_error=on_error,
+            final=s.is_final,
+            events=tuple(on),
+        )
 
     def _transitions(
         self,
         items: Any,
         path: str,
+        source: str,
         names: list[str],
         retry: RetrySpec,
         timeout: float | None,
-        *,
-        indexed: bool,
     ) -> tuple[TransitionPlan, ...]:
         out = []
         for i, t in enumerate(items):
             tpath = f"{path}[{i}]"
-            out.append(self._transition(t, i, tpath, names, retry, timeout))
+            out.append(self._transition(t, i, tpath, source, names, retry, timeout))
             if i < len(items) - 1 and not t.guard:
-                self.error(
+                self.c.error(
                     f"{path}[{i + 1}]", f"never tried: {tpath} has no guard, so it always wins"
                 )
         return tuple(out)
@@ -238,33 +261,52 @@ class _MachineCompiler(_Compiler):
         t: Any,
         index: int,
         path: str,
+        source: str,
         names: list[str],
         retry: RetrySpec,
         timeout: float | None,
     ) -> TransitionPlan:
-        plan = TransitionPlan(index=index, path=path, target=t.target, reenter=t.reenter)
+        """`source`: the state the transition leaves (or stays in)."""
+        c = self.c
         if t.target and t.target not in names:
-            self.error(f"{path}.target", f"unknown state {t.target!r}{_close(t.target, names)}")
+            c.error(f"{path}.target", f"unknown state {t.target!r}{did_you_mean(t.target, names)}")
+        guard = None
         if t.guard:
-            expr = self.boolean(t.guard, f"{path}.guard", MACHINE_NAMES)
+            expr = c.boolean(t.guard, f"{path}.guard", MACHINE_NAMES)
             if expr is not None:
-                plan.guard = self._compiled(expr)
+                guard = self._compiled(expr)
                 if _constant_not_bool(expr.source):
-                    self.error(
-                        f"{path}.guard", f"must yield a bool, not the constant {expr.source}"
-                    )
+                    c.error(f"{path}.guard", f"must yield a bool, not the constant {expr.source}")
+        assign = []
         if t.HasField("assign"):
-            assign = []
             for key, value in t.assign.fields.items():
-                template = self.template(value_to_py(value), f"{path}.assign.{key}", MACHINE_NAMES)
+                template = c.template(value_to_py(value), f"{path}.assign.{key}", MACHINE_NAMES)
                 assign.append((key, self._compiled(template)))
-            plan.assign = tuple(assign)
-        plan.actions = self._actions(t.actions, f"{path}.actions", "transition", retry, timeout)
+        actions = self._actions(t.actions, f"{path}.actions", "transition", retry, timeout)
         if t.reenter and not t.target:
-            self.error(
-                f"{path}.reenter", "needs a target: reenter exits and enters that state again"
-            )
-        return plan
+            c.error(f"{path}.reenter", "needs a target: reenter exits and enters that state again")
+        return TransitionPlan(
+            index=index,
+            path=path,
+            target=t.target,
+            guard=guard,
+            assign=tuple(assign),
+            actions=actions,
+            reenter=t.reenter,
+            quick=not actions and self._calls_nothing(source, t),
+        )
+
+    def _calls_nothing(self, source: str, t: Any) -> bool:
+        """Whether taking `t` from `source` runs no exit or entry action and starts no invoke.
+        Read from the spec, whose actions are the plan's once it compiles."""
+        states = self.spec.states
+        target = t.target or source
+        if target not in states or source not in states:
+            return False  # reported: no plan is returned
+        if target == source and not t.reenter:
+            return True
+        entered = states[target]
+        return not states[source].exit and not entered.entry and not entered.HasField("invoke")
 
     def _compiled(self, slow: Any) -> Compiled:
         if "secrets" in slow.names:
@@ -282,20 +324,14 @@ class _MachineCompiler(_Compiler):
         out = []
         for i, step_msg in enumerate(steps):
             spath = f"{path}[{i}]"
-            step = self.standalone_step(step_msg, spath, MACHINE_NAMES)
+            step = self.c.standalone_step(step_msg, spath, MACHINE_NAMES)
             if step is None:
                 continue
             if "secrets" in step.names:
                 self._uses_secrets = True
             retry = step.retry or default_retry
-            if (
-                step.kind == "tool"
-                and step.tool is not None
-                and step.tool.effect is Effect.IRREVERSIBLE
-            ):
-                retry = RetrySpec(
-                    max_attempts=1, backoff=retry.backoff, non_retryable=retry.non_retryable
-                )
+            if is_irreversible(step):
+                retry = at_most_once(retry)
             timeout = (
                 step.timeout
                 if step.timeout is not None
@@ -305,16 +341,17 @@ class _MachineCompiler(_Compiler):
         return tuple(out)
 
     def _invoke(self, call: pb.WorkflowCall, path: str) -> InvokePlan:
+        c = self.c
         if not call.name:
-            self.error(f"{path}.workflow", "is required: the workflow to run while in this state")
+            c.error(f"{path}.workflow", "is required: the workflow to run while in this state")
         elif call.name == self.spec.name:
-            self.error(f"{path}.workflow", "a state machine cannot invoke itself")
+            c.error(f"{path}.workflow", "a state machine cannot invoke itself")
         if call.version < 0:
-            self.error(f"{path}.version", "must not be negative")
+            c.error(f"{path}.version", "must not be negative")
         template = None
         if call.HasField("input"):
             template = self._compiled(
-                self.template(value_to_py(call.input), f"{path}.input", MACHINE_NAMES)
+                c.template(value_to_py(call.input), f"{path}.input", MACHINE_NAMES)
             )
         return InvokePlan(path=path, workflow=call.name, version=call.version, input=template)
 
@@ -331,7 +368,7 @@ class _MachineCompiler(_Compiler):
                     level[target] = level[name] + 1
                     queue.append(target)
         for name in sorted(set(states) - set(level)):
-            self.error(
+            self.c.error(
                 f"states.{name}",
                 f"unreachable: no transition from the initial state {initial!r} leads here",
             )
@@ -341,23 +378,6 @@ class _MachineCompiler(_Compiler):
                 stages.append([])
             stages[lv].append(name)
         return stages
-
-
-def _mark_quick(states: dict[str, StatePlan]) -> None:
-    for source in states.values():
-        groups = [
-            *source.on.values(),
-            source.on_done,
-            source.on_error,
-            tuple(t.transition for t in source.after),
-        ]
-        for group in groups:
-            for t in group:
-                target = states[t.target or source.name]
-                leaving = target is not source or t.reenter
-                t.quick = not t.actions and (
-                    not leaving or (not source.exit and not target.entry and target.invoke is None)
-                )
 
 
 def _targets(state: StatePlan) -> set[str]:
@@ -391,17 +411,3 @@ _NOT_BOOL = re.compile(r"""\s*(-?\d[\d.eE+-]*|"[^"]*"|'[^']*'|null|\[.*\]|\{.*\}
 def _constant_not_bool(source: str) -> bool:
     """A guard that is a literal number, string, null, list or map can never be a bool."""
     return bool(_NOT_BOOL.fullmatch(source))
-
-
-def _close(name: str, names: list[str]) -> str:
-    import difflib
-
-    match = difflib.get_close_matches(name, names, n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def compile_machine(
-    spec: pb.WorkflowSpec, *, tools: ToolRegistry, agents: AgentProviders
-) -> MachinePlan:
-    """Validates a state machine spec and compiles it; raises InvalidWorkflow with every problem."""
-    return _MachineCompiler(spec, tools, agents).compile_machine()

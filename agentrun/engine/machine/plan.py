@@ -1,4 +1,5 @@
-"""The immutable plan a `mode: state_machine` WorkflowSpec compiles to.
+"""The immutable plan a `mode: state_machine` WorkflowSpec compiles to (`MachinePlan`; a DAG
+compiles to a `DagPlan`, and `compile_workflow` returns either).
 
 The runtime reads only these slotted objects: guards and assignments are compiled once (with
 the fast path of `fastcel` where an expression allows it), the accepted events of each state
@@ -76,7 +77,7 @@ def _whole(template: Template) -> bool:
     return getattr(fn, "__self__", None) is template.expressions[0]
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class ActionPlan:
     """One action (entry, exit or on a transition): a call with its retry policy and timeout."""
 
@@ -91,7 +92,7 @@ class ActionPlan:
     target: str
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class TransitionPlan:
     index: int
     path: str
@@ -102,12 +103,12 @@ class TransitionPlan:
     assign: tuple[tuple[str, Compiled], ...] = ()
     actions: tuple[ActionPlan, ...] = ()
     reenter: bool = False
-    # Set by the compiler: taking it calls nothing (no actions, no exit or entry actions, no
+    # Taking it calls nothing (no actions, no exit or entry actions, no
     # invoke), so the runtime handles it synchronously, without a coroutine per step.
     quick: bool = False
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class TimerPlan:
     """An `after` timer: when it fires, its transition is tried (with its guard)."""
 
@@ -119,7 +120,7 @@ class TimerPlan:
     transition: TransitionPlan
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class InvokePlan:
     path: str
     workflow: str
@@ -127,7 +128,7 @@ class InvokePlan:
     input: Compiled | None
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class StatePlan:
     name: str
     path: str
@@ -143,7 +144,7 @@ class StatePlan:
     events: tuple[str, ...] = ()
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class MachinePlan:
     name: str
     spec: workflow_pb2.WorkflowSpec
@@ -156,6 +157,3 @@ class MachinePlan:
     stages: list[list[str]] = field(default_factory=list)
     # Whether any state's expressions read `secrets` (only then are secrets put in scope).
     uses_secrets: bool = False
-
-    # Distinguishes this plan from a DAG's Plan without an import.
-    is_machine = True

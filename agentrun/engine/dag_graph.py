@@ -1,0 +1,134 @@
+"""The DAG as the compiler sees it before its nodes are built: drafts with their edges, the run
+order and its parallel stages (Kahn), the cycles that prevent one (Tarjan), and ancestry.
+
+Edges are linked to drafts while the compiler reads `needs`, `edges` and switch targets; each
+frozen `NodePlan` is built afterwards from its draft with its edges complete.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agentrun.engine.plan import EdgePlan
+
+__all__ = ["Ancestry", "Draft", "link", "run_order"]
+
+
+@dataclass(slots=True, eq=False)
+class Draft:
+    """A node while edges are linked to it (never part of a plan)."""
+
+    id: str
+    index: int
+    kind: str
+    path: str
+    incoming: list[EdgePlan] = field(default_factory=list)
+    outgoing: list[EdgePlan] = field(default_factory=list)
+
+
+def link(nodes: dict[str, Draft], edge: EdgePlan) -> None:
+    nodes[edge.source].outgoing.append(edge)
+    nodes[edge.target].incoming.append(edge)
+
+
+def run_order(
+    nodes: dict[str, Draft], error: Callable[[str, str], None]
+) -> tuple[list[str] | None, list[list[str]] | None]:
+    """Kahn's algorithm: a run order and the stages (nodes that can run at once, in order); on a
+    cycle, reports the nodes on it and what they block through `error` and returns Nones."""
+    indegree = {nid: len(p.incoming) for nid, p in nodes.items()}
+    level = dict.fromkeys(nodes, 0)
+    queue = deque(nid for nid, d in indegree.items() if d == 0)
+    order: list[str] = []
+    while queue:
+        nid = queue.popleft()
+        order.append(nid)
+        for edge in nodes[nid].outgoing:
+            t = edge.target
+            level[t] = max(level[t], level[nid] + 1)
+            indegree[t] -= 1
+            if indegree[t] == 0:
+                queue.append(t)
+    if len(order) == len(nodes):
+        stages: list[list[str]] = []
+        for nid in order:
+            lv = level[nid]
+            while len(stages) <= lv:
+                stages.append([])
+            stages[lv].append(nid)
+        return order, stages
+    remaining = {nid for nid, d in indegree.items() if d > 0}
+    cycles = _cycles(nodes, remaining)
+    for cycle in cycles:
+        error(nodes[cycle[0]].path, "cycle: " + " -> ".join(cycle + [cycle[0]]))
+    on_cycles = {nid for c in cycles for nid in c}
+    for nid in sorted(remaining - on_cycles, key=lambda x: nodes[x].index):
+        error(nodes[nid].path, f"node {nid!r} is unreachable from any root (it follows a cycle)")
+    return None, None
+
+
+class Ancestry:
+    """Ancestor sets as bitmasks, built on first use (most workflows never need them)."""
+
+    def __init__(self, nodes: dict[str, Draft], order: list[str]) -> None:
+        self.nodes = nodes
+        self._order = order
+        self._masks: dict[str, int] | None = None
+        self._bit: dict[str, int] = {nid: i for i, nid in enumerate(order)}
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        if self._masks is None:
+            masks: dict[str, int] = {}
+            for nid in self._order:
+                m = 0
+                for edge in self.nodes[nid].incoming:
+                    m |= masks[edge.source] | (1 << self._bit[edge.source])
+                masks[nid] = m
+            self._masks = masks
+        return bool(self._masks[b] >> self._bit[a] & 1)
+
+
+def _cycles(nodes: dict[str, Draft], remaining: set[str]) -> list[list[str]]:
+    """Strongly connected components (Tarjan, iterative) of the nodes left by Kahn."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    for start in sorted(remaining, key=lambda x: nodes[x].index):
+        if start in index:
+            continue
+        work = [(start, 0)]
+        while work:
+            v, i = work.pop()
+            if i == 0:
+                index[v] = low[v] = counter
+                counter += 1
+                stack.append(v)
+                on_stack.add(v)
+            succ = [e.target for e in nodes[v].outgoing if e.target in remaining]
+            if i < len(succ):
+                work.append((v, i + 1))
+                w = succ[i]
+                if w not in index:
+                    work.append((w, 0))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp, key=lambda x: nodes[x].index))
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[v])
+    return out
