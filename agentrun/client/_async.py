@@ -284,7 +284,7 @@ class AsyncClient:
                     yield event
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != _UNAVAILABLE or failures >= self.watch_reconnects:  # type: ignore[attr-defined]
+                if exc.code() != _UNAVAILABLE or failures >= self.watch_reconnects:
                     raise from_rpc_error(exc) from None
                 failures += 1
                 await asyncio.sleep(min(2.0, 0.025 * 2 ** (failures - 1)))

@@ -160,8 +160,8 @@ BY_CODE: dict[grpc.StatusCode, type[AgentrunError]] = {
 
 def from_rpc_error(error: grpc.RpcError) -> AgentrunError:
     """The SDK exception for a failed call, from its status code and `google.rpc.Status`."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    message: str = error.details() or code.name  # type: ignore[attr-defined]
+    code: grpc.StatusCode = error.code()
+    message: str = error.details() or code.name
     reason = ""
     metadata: dict[str, str] = {}
     violations: list[Diagnostic] = []

@@ -556,7 +556,7 @@ class MachinesClient:
                     yield entry
                 return
             except grpc.RpcError as exc:
-                if exc.code() != _UNAVAILABLE or failures >= self.watch_reconnects:  # type: ignore[attr-defined]
+                if exc.code() != _UNAVAILABLE or failures >= self.watch_reconnects:
                     raise _raise(exc) from None
                 failures += 1
                 time.sleep(min(2.0, 0.025 * 2 ** (failures - 1)))

@@ -24,7 +24,11 @@ from agentrun.integrations.secrets import load_secrets, redact_logging
 from agentrun.integrations.tools import EmailSend, HttpRequest, SqlQuery
 from agentrun.integrations.util import expand_env
 
-_BUILTIN = {"http.request": HttpRequest, "sql.query": SqlQuery, "email.send": EmailSend}
+_BUILTIN: dict[str, type[HttpRequest | SqlQuery | EmailSend]] = {
+    "http.request": HttpRequest,
+    "sql.query": SqlQuery,
+    "email.send": EmailSend,
+}
 
 
 def default_tools(config: Mapping[str, Any] | None = None) -> Registry:

@@ -208,13 +208,14 @@ def _materialise(obj: Any, options: Any, where: str) -> list[Tool]:
     if isinstance(obj, Tool):
         return [obj]
     if isinstance(obj, type) and issubclass(obj, Tool):
-        made: Any = obj(options) if options is not None else obj()
+        cls: Callable[..., Any] = obj  # a Tool class whose constructor takes its options
+        made: Any = cls(options) if options is not None else cls()
     elif callable(obj):
         try:
-            params = inspect.signature(obj).parameters
+            takes_options = bool(inspect.signature(obj).parameters)
         except (TypeError, ValueError):
-            params = {}
-        made = obj(options or {}) if params else obj()
+            takes_options = False
+        made = obj(options or {}) if takes_options else obj()
     else:
         raise ToolDefinitionError(f"{where}: {obj!r} is neither a Tool nor a factory of tools")
     if isinstance(made, Tool):

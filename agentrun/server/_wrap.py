@@ -16,7 +16,9 @@ import grpc
 Before = Callable[[grpc.aio.ServicerContext[Any, Any], str], Awaitable[None]]
 
 
-def wrap_before(handler: grpc.RpcMethodHandler[Any, Any], method: str, before: Before) -> Any:
+def wrap_before(
+    handler: grpc.RpcMethodHandler[Any, Any], method: str, before: Before
+) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler that awaits `before(context, method)` and then runs the original behaviour."""
 
     def unary_in(behavior: Callable[..., Any]) -> Callable[..., Any]:
@@ -41,7 +43,7 @@ def wrap_before(handler: grpc.RpcMethodHandler[Any, Any], method: str, before: B
 def wrap_errors(
     handler: grpc.RpcMethodHandler[Any, Any],
     on_error: Callable[[grpc.aio.ServicerContext[Any, Any], BaseException], Awaitable[None]],
-) -> Any:
+) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler that turns exceptions (other than aborts and cancellation) into statuses."""
 
     def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
@@ -85,19 +87,15 @@ Check = Callable[[Any], "BaseException | None"]
 OnRefused = Callable[[grpc.aio.ServicerContext[Any, Any], BaseException], Awaitable[None]]
 
 
-def check_requests(handler: Any, check: Check, on_refused: OnRefused) -> Any:
+def check_requests(
+    handler: grpc.RpcMethodHandler[Any, Any], check: Check, on_refused: OnRefused
+) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler whose deserializer never raises (a request that does not parse - bad bytes,
     invalid UTF-8 in a string - becomes a `Malformed`), and which runs `check` on every request
     before the behaviour sees it: an exception it returns ends the call through `on_refused`."""
     parse = handler.request_deserializer
     owner = getattr(parse, "__self__", None)
     message_type = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "") or "message"
-
-    def deserialize(data: bytes) -> Any:
-        try:
-            return parse(data)
-        except Exception:
-            return Malformed(message_type)
 
     async def checked(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async for request in requests:
@@ -136,14 +134,32 @@ def check_requests(handler: Any, check: Check, on_refused: OnRefused) -> Any:
     wrapped = replace_behavior(handler, wrap)
     if parse is None:
         return wrapped
-    return wrapped._replace(request_deserializer=deserialize)
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:
+            return Malformed(message_type)
+
+    fields: Any = wrapped  # a namedtuple (see replace_behavior)
+    checked_handler: grpc.RpcMethodHandler[Any, Any] = fields._replace(
+        request_deserializer=deserialize
+    )
+    return checked_handler
 
 
-def replace_behavior(handler: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
+def replace_behavior(
+    handler: grpc.RpcMethodHandler[Any, Any], wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The handler with its behaviour wrapped. grpc's handlers are namedtuples
+    (grpc._utilities.RpcMethodHandler), which its stubs do not say: `_replace` is reached
+    through Any."""
+    fields: Any = handler
     for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
         behavior = getattr(handler, kind)
         if behavior is not None:
-            return handler._replace(**{kind: wrap(behavior)})
+            replaced: grpc.RpcMethodHandler[Any, Any] = fields._replace(**{kind: wrap(behavior)})
+            return replaced
     return handler
 
 
@@ -151,16 +167,16 @@ class CachingInterceptor(grpc.aio.ServerInterceptor):
     """Base: wraps each method's handler once; `_wrap` returns None to leave it as is."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> Any:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
         raise NotImplementedError
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler

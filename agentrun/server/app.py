@@ -8,7 +8,7 @@ import errno
 import logging
 import signal
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -102,7 +102,10 @@ class AgentrunServer:
             self.service_names.append(
                 state_machine_service_pb2.DESCRIPTOR.services_by_name["StateMachineService"].full_name
             )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.registry)
+        # The registry stands in for the server: the function calls only its add_* methods.
+        health_pb2_grpc.add_HealthServicer_to_server(
+            self.health, cast("grpc.aio.Server", self.registry)
+        )
         if self.config.reflection:
             health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
             enable_reflection(self.server, (*self.service_names, health_name))

@@ -39,6 +39,12 @@ def current_tenant() -> str:
     return _tenant.get()
 
 
+def call_tenant() -> str | None:
+    """The tenant the auth interceptor set for this call; None outside one (startup,
+    background work), where log lines name no tenant."""
+    return _tenant.get(None)
+
+
 def current_key() -> ApiKey | None:
     return _key.get()
 
@@ -79,7 +85,7 @@ class AuthInterceptor(CachingInterceptor):
         else:
             self._keys = {k.key: k for k in keys}
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> object:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
         if method.startswith(PUBLIC_PREFIXES):
             return None
         return wrap_before(handler, method, self._check)

@@ -139,7 +139,8 @@ class _Reflection:
                 ask = request.file_containing_extension
                 extended = self.pool.FindMessageTypeByName(ask.containing_type)
                 extension = self.pool.FindExtensionByNumber(extended, ask.extension_number)
-                return self.files(request, extension.file)
+                # types-protobuf's FieldDescriptor omits `file` (an extension's own file).
+                return self.files(request, extension.file)  # type: ignore[attr-defined]
             if which == "all_extension_numbers_of_type":
                 extended = self.pool.FindMessageTypeByName(request.all_extension_numbers_of_type)
                 numbers = sorted(e.number for e in self.pool.FindAllExtensions(extended))

@@ -149,7 +149,7 @@ def _tool_to_proto(tool: Any) -> pb.Tool:
     message = pb.Tool(
         name=tool.name,
         description=tool.description or "",
-        effect=pb.Tool.Effect.Value(f"EFFECT_{str(tool.effect).upper()}"),
+        effect=f"EFFECT_{str(tool.effect).upper()}",
     )
     if tool.args_schema is not None:
         message.args_schema.update(dict(tool.args_schema))

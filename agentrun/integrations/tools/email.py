@@ -98,7 +98,7 @@ class EmailSend(Tool):
         unknown = set(config) - {"host", "port", "starttls", "tls", "username", "password_secret", "from", "timeout"}
         if unknown:
             raise ValueError(f"tools.email.send: unknown keys {', '.join(sorted(unknown))}")
-        self.host = config.get("host")
+        self.host: str | None = config.get("host")
         self.tls = bool(config.get("tls", False))
         self.port = int(config.get("port") or (465 if self.tls else 587))
         self.starttls = bool(config.get("starttls", not self.tls and self.port != 25))
@@ -133,7 +133,8 @@ class EmailSend(Tool):
 
     async def call(self, args: Any, ctx: CallContext) -> Any:
         msg, rcpts = self.build(args, ctx)
-        if not self.host:
+        host = self.host
+        if not host:
             raise ToolFailure("tool_error", "email.send: no SMTP host configured (tools.email.send.host)")
         password = None
         if self.password_secret:
@@ -141,7 +142,7 @@ class EmailSend(Tool):
             if password is None:
                 raise ToolFailure("tool_error", f"secret {self.password_secret!r} is not set")
         try:
-            await asyncio.to_thread(self._send, msg, rcpts, password)
+            await asyncio.to_thread(self._send, host, msg, rcpts, password)
         except smtplib.SMTPRecipientsRefused as exc:
             raise ToolFailure("email.rejected", f"recipients refused: {', '.join(exc.recipients)}") from None
         except smtplib.SMTPResponseException as exc:
@@ -151,13 +152,13 @@ class EmailSend(Tool):
             raise ToolFailure("tool_error", f"SMTP failed: {type(exc).__name__}: {exc}") from None
         return {"message_id": msg["Message-ID"]}
 
-    def _send(self, msg: EmailMessage, rcpts: list[str], password: str | None) -> None:
+    def _send(self, host: str, msg: EmailMessage, rcpts: list[str], password: str | None) -> None:
         context = ssl.create_default_context()
         cls = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
         kwargs: dict[str, Any] = {"timeout": self.timeout}
         if self.tls:
             kwargs["context"] = context
-        with cls(self.host, self.port, **kwargs) as smtp:
+        with cls(host, self.port, **kwargs) as smtp:
             smtp.ehlo()
             if self.starttls and not self.tls:
                 smtp.starttls(context=context)

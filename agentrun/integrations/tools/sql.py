@@ -20,9 +20,10 @@ import decimal
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # SQLAlchemy loads on first use: a process that never queries pays nothing
+    import aiosqlite
     import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -175,7 +176,8 @@ class SqlQuery(Tool):
                 await conn.exec_driver_sql(f"PRAGMA query_only = {'ON' if db.read_only else 'OFF'}")
                 raw = await conn.get_raw_connection()
                 # sqlite3's interrupt() is thread-safe: it stops the statement on the driver's thread.
-                sqlite_conn = raw.driver_connection._conn
+                driver = cast("aiosqlite.Connection", raw.driver_connection)
+                sqlite_conn = driver._conn
                 timer = asyncio.get_running_loop().call_later(db.statement_timeout, sqlite_conn.interrupt)
                 try:
                     result = await conn.execute(stmt, params)

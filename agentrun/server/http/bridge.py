@@ -16,7 +16,8 @@ import contextlib
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from connectrpc.errors import ConnectError
@@ -29,14 +30,18 @@ from agentrun.server.errors import to_status
 from agentrun.server.http.context import CONNECT_CODES, HttpServicerContext
 from agentrun.server.http.details import connect_details
 
-Resolve = Callable[["CallDetails"], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]]
+Resolve = Callable[[grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]]
+# A handler's behaviour as the aio server has it (a coroutine function or an async generator
+# function), called here with an HttpServicerContext in the grpc context's place.
+AioBehavior = Callable[[Any, HttpServicerContext], Any]
 
 
-class CallDetails(NamedTuple):
+@dataclass(slots=True)
+class CallDetails:
     """grpc.HandlerCallDetails for an HTTP call."""
 
     method: str
-    invocation_metadata: tuple[tuple[str, str], ...]
+    invocation_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def interceptor_chain(
@@ -46,13 +51,13 @@ def interceptor_chain(
     """The handler a call runs, wrapped by `interceptors` as grpc.aio wraps it (the first
     interceptor is the outermost)."""
 
-    async def lookup(details: CallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+    async def lookup(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         return handlers.get(details.method)
 
-    resolve: Any = lookup
+    resolve: Resolve = lookup
     for interceptor in reversed(interceptors):
         resolve = functools.partial(interceptor.intercept_service, resolve)
-    return resolve  # type: ignore[no-any-return]
+    return resolve
 
 
 def connect_endpoints(
@@ -92,7 +97,7 @@ def _unary(path: str, resolve: Resolve) -> Callable[..., Awaitable[Any]]:
         context = HttpServicerContext(ctx)
         try:
             handler = await _handler(path, resolve, context)
-            response = await handler.unary_unary(request, context)
+            response = await _behavior(handler, "unary_unary")(request, context)
         except grpc.aio.AbortError:
             raise context.to_connect_error() from None
         except (ConnectError, asyncio.CancelledError):
@@ -110,7 +115,8 @@ def _server_stream(path: str, resolve: Resolve) -> Callable[..., AsyncIterator[A
         context = HttpServicerContext(ctx)
         try:
             handler = await _handler(path, resolve, context)
-            behavior = handler.unary_stream
+            behavior = _behavior(handler, "unary_stream")
+            responses: AsyncIterator[Any]
             if inspect.isasyncgenfunction(behavior):
                 responses = behavior(request, context)
             else:  # a coroutine that sends with `await context.write(...)`
@@ -129,7 +135,7 @@ def _server_stream(path: str, resolve: Resolve) -> Callable[..., AsyncIterator[A
 
 
 async def _written(
-    behavior: Callable[..., Awaitable[None]], request: Any, context: HttpServicerContext
+    behavior: AioBehavior, request: Any, context: HttpServicerContext
 ) -> AsyncIterator[Any]:
     """The messages a write-style streaming servicer sends, one at a time (it waits in
     `write` until the previous one is taken: the client's pace, as over HTTP/2)."""
@@ -161,7 +167,14 @@ async def _handler(
     handler = await resolve(CallDetails(path, context.invocation_metadata()))
     if handler is None:  # an interceptor refused it without aborting
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not served")
-    return handler  # type: ignore[return-value]
+    return handler
+
+
+def _behavior(handler: grpc.RpcMethodHandler[Any, Any], kind: str) -> AioBehavior:
+    """The handler's behaviour of this kind (`unary_unary`, ...): grpc's stubs type it as the
+    blocking server's, but every handler here is the aio server's."""
+    behavior: AioBehavior = getattr(handler, kind)
+    return behavior
 
 
 def _check_code(context: HttpServicerContext) -> None:

@@ -25,6 +25,7 @@ from agentrun.server.observability.tracing import (
     context_from_traceparent,
     format_traceparent,
 )
+from agentrun.storage.machines import InstanceRecord
 from agentrun.storage.records import EventRecord, ExecutionRecord
 
 log = logging.getLogger("agentrun.server.observability")
@@ -192,7 +193,12 @@ class Telemetry(Instrumentation):
 
     # ------------------------------------------------------------------- attempts
     def attempt(
-        self, record: ExecutionRecord, node_id: str, kind: str, attempt: int, target: str
+        self,
+        record: ExecutionRecord | InstanceRecord,
+        node_id: str,
+        kind: str,
+        attempt: int,
+        target: str,
     ) -> Any:
         return _Attempt(self, record, node_id, kind, attempt, target)
 
@@ -340,7 +346,13 @@ class _Attempt:
     )
 
     def __init__(
-        self, t: Telemetry, record: ExecutionRecord, key: str, kind: str, attempt: int, target: str
+        self,
+        t: Telemetry,
+        record: ExecutionRecord | InstanceRecord,
+        key: str,
+        kind: str,
+        attempt: int,
+        target: str,
     ) -> None:
         self._t = t
         self._record = record

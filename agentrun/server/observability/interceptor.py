@@ -9,7 +9,6 @@ no spans (probes would drown the traces).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentrun.server._wrap import CachingInterceptor, replace_behavior
+from agentrun.server.interceptors import final_status
 from agentrun.server.observability.context import metadata_traceparent
 from agentrun.server.observability.metrics import Metrics
 from agentrun.server.observability.tracing import INSTRUMENTATION_NAME, context_from_traceparent
@@ -30,22 +30,6 @@ UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _SERVER_ERRORS = frozenset(
     {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
 )
-
-
-def _code(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException | None) -> str:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    if code not in (None, 0):
-        try:
-            return grpc.StatusCode(code).name  # type: ignore[call-arg]
-        except ValueError:
-            return str(code)
-    if exc is None:
-        return "OK"
-    if isinstance(exc, asyncio.CancelledError):
-        return "CANCELLED"
-    return "UNKNOWN"
 
 
 class TelemetryInterceptor(CachingInterceptor):
@@ -58,7 +42,7 @@ class TelemetryInterceptor(CachingInterceptor):
         )
         self._metrics = metrics
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> object:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
         service, _, name = method.lstrip("/").rpartition("/")
         tracer = None if method.startswith(UNTRACED_PREFIXES) else self._tracer
         metrics = self._metrics
@@ -84,20 +68,18 @@ class TelemetryInterceptor(CachingInterceptor):
             token: Any,
             exc: BaseException | None,
         ) -> None:
-            code = _code(context, exc)
+            code = final_status(context, exc)
+            if in_flight is not None:
+                in_flight.inc(-1)
             if metrics is not None:
-                in_flight.inc(-1)  # type: ignore[union-attr]
-                count, latency = metrics.rpc_children(service, name, code)
+                count, latency = metrics.rpc_children(service, name, code.name)
                 count.inc()
                 latency.observe(time.perf_counter() - started)
             if span is not None:
                 otel_context.detach(token)
-                span.set_attribute(
-                    "rpc.grpc.status_code",
-                    getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN).value[0],
-                )
-                if code in _SERVER_ERRORS:
-                    span.set_status(Status(StatusCode.ERROR, code))
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code.name in _SERVER_ERRORS:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
                 span.end()
 
         def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:

@@ -14,9 +14,12 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, SpanContext
 
 # (tenant, workflow, execution id, node key, attempt) of the node attempt running in this task.
 log_context: contextvars.ContextVar[tuple[str, str, str, str, int] | None] = contextvars.ContextVar(
@@ -78,27 +81,27 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 def _tenant() -> str | None:
     """The caller's tenant inside an RPC (set by the auth interceptor); None elsewhere."""
-    try:
-        from agentrun.server import auth
-    except ImportError:  # pragma: no cover
-        return None
-    var = getattr(auth, "_tenant", None)
-    if var is None:
-        return auth.current_tenant()
-    return var.get(None)  # None when no call set it (startup, background work)
+    from agentrun.server.auth import call_tenant
+
+    return call_tenant()
 
 
-_get_current_span: Any = None
+_get_current_span: Callable[[], Span | None] | None = None
 
 
-def _span_context() -> Any:
+def _no_span() -> None:
+    return None
+
+
+def _span_context() -> SpanContext | None:
     global _get_current_span
     if _get_current_span is None:
         try:
             from opentelemetry.trace import get_current_span
         except ImportError:  # tracing needs it; logs do without
-            get_current_span = lambda: None
-        _get_current_span = get_current_span
+            _get_current_span = _no_span
+        else:
+            _get_current_span = get_current_span
     span = _get_current_span()
     if span is None:
         return None
