@@ -337,7 +337,7 @@ sm_timers = sa.Table(
 )
 
 
-# Scheduler slots shared by the replicas (migration 0007) ------------------------------------
+# Scheduler slots shared by the replicas (migration 0008) ------------------------------------
 # Used on PostgreSQL only (agentrun/storage/slots.py); SQLite has the tables, empty.
 
 slot_tickets = sa.Table(

@@ -1,8 +1,8 @@
 """Scheduler slots shared by the replicas of one PostgreSQL database: waiting and granted
 calls, the replicas holding them (with a lease), rate-limit buckets and the turn cursor.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
