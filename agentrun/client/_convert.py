@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from agentrun import spec_words
+from agentrun.client._enums import from_proto
 from agentrun.client.types import (
     Diagnostic,
     Execution,
@@ -181,14 +182,6 @@ def _error(message: ex_pb.ExecutionError, present: bool) -> ExecutionError | Non
     )
 
 
-_EXECUTION_STATES = {
-    v.number: ExecutionState(v.name.removeprefix("STATE_"))
-    for v in ex_pb.Execution.State.DESCRIPTOR.values
-}
-_NODE_STATES = {
-    v.number: NodeState(v.name.removeprefix("STATE_"))
-    for v in ex_pb.NodeExecution.State.DESCRIPTOR.values
-}
 
 
 def execution(message: ex_pb.Execution, nodes: Iterable[ex_pb.NodeExecution] = ()) -> Execution:
@@ -197,7 +190,7 @@ def execution(message: ex_pb.Execution, nodes: Iterable[ex_pb.NodeExecution] = (
         id=_strip(message.name, "executions/"),
         workflow=_strip(message.workflow, "workflows/"),
         workflow_version=message.workflow_version,
-        state=_EXECUTION_STATES.get(message.state, ExecutionState.UNSPECIFIED),
+        state=from_proto(ExecutionState, ex_pb.Execution.State, message.state),
         input=from_value(message.input) if has("input") else None,
         output=from_value(message.output) if has("output") else None,
         error=_error(message.error, has("error")),
@@ -221,7 +214,7 @@ def node(message: ex_pb.NodeExecution) -> NodeExecution:
     has = message.HasField
     return NodeExecution(
         node_id=message.node_id,
-        state=_NODE_STATES.get(message.state, NodeState.UNSPECIFIED),
+        state=from_proto(NodeState, ex_pb.NodeExecution.State, message.state),
         attempt=message.attempt,
         input=from_value(message.input) if has("input") else None,
         output=from_value(message.output) if has("output") else None,

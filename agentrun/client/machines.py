@@ -33,6 +33,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from agentrun.client import _convert as c
+from agentrun.client._enums import from_proto, label
 from agentrun.client.errors import AgentrunError, IllegalTransition, from_rpc_error
 from agentrun.v1 import state_machine_pb2 as sm_pb
 from agentrun.v1 import state_machine_service_pb2 as pb
@@ -53,12 +54,18 @@ __all__ = [
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 
+_Instance = sm_pb.StateMachineInstance
+_Transition = sm_pb.InstanceTransition
+
+
 class InstanceState(enum.StrEnum):
-    ACTIVE = "ACTIVE"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    UNSPECIFIED = "UNSPECIFIED"
+    """agentrun.v1.StateMachineInstance.State, less `STATE_`."""
+
+    ACTIVE = label(_Instance.State, _Instance.STATE_ACTIVE)
+    COMPLETED = label(_Instance.State, _Instance.STATE_COMPLETED)
+    FAILED = label(_Instance.State, _Instance.STATE_FAILED)
+    CANCELLED = label(_Instance.State, _Instance.STATE_CANCELLED)
+    UNSPECIFIED = label(_Instance.State, _Instance.STATE_UNSPECIFIED)
 
     @property
     def terminal(self) -> bool:
@@ -66,13 +73,15 @@ class InstanceState(enum.StrEnum):
 
 
 class TransitionKind(enum.StrEnum):
-    CREATED = "CREATED"
-    TRANSITION = "TRANSITION"
-    NO_TRANSITION = "NO_TRANSITION"
-    REJECTED = "REJECTED"
-    ABORTED = "ABORTED"
-    CANCELLED = "CANCELLED"
-    UNSPECIFIED = "UNSPECIFIED"
+    """agentrun.v1.InstanceTransition.Kind, less `KIND_`."""
+
+    CREATED = label(_Transition.Kind, _Transition.KIND_CREATED)
+    TRANSITION = label(_Transition.Kind, _Transition.KIND_TRANSITION)
+    NO_TRANSITION = label(_Transition.Kind, _Transition.KIND_NO_TRANSITION)
+    REJECTED = label(_Transition.Kind, _Transition.KIND_REJECTED)
+    ABORTED = label(_Transition.Kind, _Transition.KIND_ABORTED)
+    CANCELLED = label(_Transition.Kind, _Transition.KIND_CANCELLED)
+    UNSPECIFIED = label(_Transition.Kind, _Transition.KIND_UNSPECIFIED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +190,7 @@ def _error(msg: sm_pb.StateMachineError, present: bool) -> InstanceError | None:
 
 
 def _state(value: int) -> InstanceState:
-    name = sm_pb.StateMachineInstance.State.Name(value).removeprefix("STATE_")
-    return InstanceState(name) if name in InstanceState.__members__ else InstanceState.UNSPECIFIED
+    return from_proto(InstanceState, _Instance.State, value)
 
 
 def to_instance(msg: sm_pb.StateMachineInstance) -> Instance:
@@ -208,13 +216,10 @@ def to_instance(msg: sm_pb.StateMachineInstance) -> Instance:
 
 
 def to_transition(msg: sm_pb.InstanceTransition) -> Transition:
-    kind = sm_pb.InstanceTransition.Kind.Name(msg.kind).removeprefix("KIND_")
     return Transition(
         instance_id=msg.instance.removeprefix("instances/"),
         sequence=msg.sequence,
-        kind=TransitionKind(kind)
-        if kind in TransitionKind.__members__
-        else TransitionKind.UNSPECIFIED,
+        kind=from_proto(TransitionKind, _Transition.Kind, msg.kind),
         time=_time(msg.time, msg.HasField("time")),
         event=msg.event,
         event_id=msg.event_id,

@@ -11,21 +11,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agentrun.client._enums import label
+from agentrun.v1.execution_pb2 import Execution as _Execution
+from agentrun.v1.execution_pb2 import NodeExecution as _Node
+
 
 class ExecutionState(enum.StrEnum):
-    UNSPECIFIED = "UNSPECIFIED"
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    PAUSED = "PAUSED"
-    WAITING = "WAITING"
-    ESCALATED = "ESCALATED"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    COMPENSATING = "COMPENSATING"
-    COMPENSATED = "COMPENSATED"
-    COMPENSATION_FAILED = "COMPENSATION_FAILED"
-    TIMED_OUT = "TIMED_OUT"
+    """agentrun.v1.Execution.State, less `STATE_`."""
+
+    UNSPECIFIED = label(_Execution.State, _Execution.STATE_UNSPECIFIED)
+    PENDING = label(_Execution.State, _Execution.STATE_PENDING)
+    RUNNING = label(_Execution.State, _Execution.STATE_RUNNING)
+    PAUSED = label(_Execution.State, _Execution.STATE_PAUSED)
+    WAITING = label(_Execution.State, _Execution.STATE_WAITING)
+    ESCALATED = label(_Execution.State, _Execution.STATE_ESCALATED)
+    SUCCEEDED = label(_Execution.State, _Execution.STATE_SUCCEEDED)
+    FAILED = label(_Execution.State, _Execution.STATE_FAILED)
+    CANCELLED = label(_Execution.State, _Execution.STATE_CANCELLED)
+    COMPENSATING = label(_Execution.State, _Execution.STATE_COMPENSATING)
+    COMPENSATED = label(_Execution.State, _Execution.STATE_COMPENSATED)
+    COMPENSATION_FAILED = label(_Execution.State, _Execution.STATE_COMPENSATION_FAILED)
+    TIMED_OUT = label(_Execution.State, _Execution.STATE_TIMED_OUT)
 
     @property
     def terminal(self) -> bool:
@@ -45,20 +51,22 @@ _TERMINAL = frozenset(
 
 
 class NodeState(enum.StrEnum):
-    UNSPECIFIED = "UNSPECIFIED"
-    PENDING = "PENDING"
-    READY = "READY"
-    RUNNING = "RUNNING"
-    RETRYING = "RETRYING"
-    WAITING = "WAITING"
-    ESCALATED = "ESCALATED"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    SKIPPED = "SKIPPED"
-    CANCELLED = "CANCELLED"
-    COMPENSATING = "COMPENSATING"
-    COMPENSATED = "COMPENSATED"
-    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+    """agentrun.v1.NodeExecution.State, less `STATE_`."""
+
+    UNSPECIFIED = label(_Node.State, _Node.STATE_UNSPECIFIED)
+    PENDING = label(_Node.State, _Node.STATE_PENDING)
+    READY = label(_Node.State, _Node.STATE_READY)
+    RUNNING = label(_Node.State, _Node.STATE_RUNNING)
+    RETRYING = label(_Node.State, _Node.STATE_RETRYING)
+    WAITING = label(_Node.State, _Node.STATE_WAITING)
+    ESCALATED = label(_Node.State, _Node.STATE_ESCALATED)
+    SUCCEEDED = label(_Node.State, _Node.STATE_SUCCEEDED)
+    FAILED = label(_Node.State, _Node.STATE_FAILED)
+    SKIPPED = label(_Node.State, _Node.STATE_SKIPPED)
+    CANCELLED = label(_Node.State, _Node.STATE_CANCELLED)
+    COMPENSATING = label(_Node.State, _Node.STATE_COMPENSATING)
+    COMPENSATED = label(_Node.State, _Node.STATE_COMPENSATED)
+    COMPENSATION_FAILED = label(_Node.State, _Node.STATE_COMPENSATION_FAILED)
 
 
 @dataclass(frozen=True, slots=True)
