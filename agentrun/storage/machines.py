@@ -8,7 +8,9 @@ transaction and one fsync.
 
 One batch is everything one event changed: the instance's new state and data, the history
 entries that record it, and its timers. It is atomic: after a crash the store holds the event's
-effect entirely or not at all.
+effect entirely or not at all. An event whose action waits for its next attempt is stored half
+way, as the instance's `pending` event with a retry timer (a batch with no history): after a
+crash the timer fires and the event is handled on from there.
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ class InstanceRecord:
     # The child execution the current state's `invoke` runs.
     invoke_execution: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # An event being handled whose action waits for its next attempt: {"event", "done" (the
+    # results of the actions called so far), "attempt", "started", "error", "key" (its retry
+    # timer), "at"}. The instance takes no other event until it is done.
+    pending: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -149,8 +155,13 @@ class MachineBatch:
     history: list[HistoryRecord]
     # Not None: the instance's timers are replaced by these (its state was left or entered).
     timers: list[TimerRecord] | None = None
-    # A timer that fired while the instance stayed in its state.
+    # A timer that fired while the instance stayed in its state (or a retry timer spent).
     fired: str | None = None
+    # Timers added to the instance's (after `timers` and `fired` applied): a retry timer.
+    added: Sequence[TimerRecord] = ()
+    # Not None: the instance's `last_sequence` the batch was computed from; the commit is
+    # refused when the stored one differs (a batch with no history has no key to collide on).
+    base: int | None = None
 
 
 def _copier(cls: type) -> Any:
@@ -366,8 +377,11 @@ class MemoryMachineStore(MachineStore):
     def commit_now(self, batch: MachineBatch) -> None:
         """`commit` without a coroutine: nothing here waits."""
         instance = batch.instance
-        if instance.id not in self._instances:
+        stored = self._instances.get(instance.id)
+        if stored is None:
             raise KeyError(f"unknown instance {instance.id}")
+        if batch.base is not None and stored.last_sequence != batch.base:
+            raise ValueError(f"instance {instance.id} moved on: {stored.last_sequence}")
         history = batch.history
         if len(history) == 1 and history[0].event_id is None:  # the common case, inline
             entries = self._history[instance.id]
@@ -383,6 +397,8 @@ class MemoryMachineStore(MachineStore):
             self._timers[instance.id] = {t.key: t for t in batch.timers}
         elif batch.fired is not None:
             self._timers[instance.id].pop(batch.fired, None)
+        for timer in batch.added:
+            self._timers[instance.id][timer.key] = _copy_timer(timer)
 
 
 # SQL ---------------------------------------------------------------------------------------
@@ -543,18 +559,27 @@ def _write_group(conn: sa.Connection, group: Sequence[MachineBatch]) -> None:
     drop_all: list[dict[str, Any]] = []
     drop_one: list[dict[str, Any]] = []
     timers: list[dict[str, Any]] = []
+    fenced: list[dict[str, Any]] = []
     for batch in group:
         rec = batch.instance
-        instances[rec.id] = _changes(rec)
+        if batch.base is None:
+            instances[rec.id] = _changes(rec)
+        else:
+            fenced.append({**_changes(rec), "b_base": batch.base})
         history.extend(_history_row(e) for e in batch.history)
         if batch.timers is not None:
             drop_all.append({"b_id": rec.id})
             timers.extend(_timer_row(t) for t in batch.timers)
         elif batch.fired is not None:
             drop_one.append({"b_id": rec.id, "b_key": batch.fired})
-    result = conn.execute(_UPDATE, list(instances.values()))
-    if 0 <= result.rowcount < len(instances):
-        raise KeyError("a batch updates an instance that does not exist")
+        timers.extend(_timer_row(t) for t in batch.added)
+    if instances:
+        result = conn.execute(_UPDATE, list(instances.values()))
+        if 0 <= result.rowcount < len(instances):
+            raise KeyError("a batch updates an instance that does not exist")
+    for params in fenced:  # one by one: executemany has no row count on every driver
+        if conn.execute(_UPDATE_FENCED, params).rowcount != 1:
+            raise KeyError(f"instance {params['b_id']} is gone or moved on")
     if history:
         conn.execute(db.sm_history.insert(), history)
     if drop_one:
@@ -585,6 +610,7 @@ _MUTABLE = (
     "entry_sequence",
     "invoke_execution",
     "labels",
+    "pending",
 )
 
 _UPDATE = (
@@ -592,6 +618,7 @@ _UPDATE = (
     .where(db.sm_instances.c.id == sa.bindparam("b_id"))
     .values({name: sa.bindparam(name) for name in _MUTABLE})
 )
+_UPDATE_FENCED = _UPDATE.where(db.sm_instances.c.last_sequence == sa.bindparam("b_base"))
 _DROP_TIMERS = db.sm_timers.delete().where(db.sm_timers.c.instance_id == sa.bindparam("b_id"))
 _DROP_TIMER = db.sm_timers.delete().where(
     db.sm_timers.c.instance_id == sa.bindparam("b_id"),
@@ -612,6 +639,7 @@ def _changes(r: InstanceRecord) -> dict[str, Any]:
         "entry_sequence": r.entry_sequence,
         "invoke_execution": r.invoke_execution,
         "labels": r.labels,
+        "pending": r.pending,
     }
 
 
@@ -637,6 +665,7 @@ def _instance_row(r: InstanceRecord) -> dict[str, Any]:
         "entry_sequence": r.entry_sequence,
         "invoke_execution": r.invoke_execution,
         "labels": r.labels,
+        "pending": r.pending,
     }
 
 
@@ -662,6 +691,7 @@ def _instance_record(row: Any) -> InstanceRecord:
         entry_sequence=row.entry_sequence,
         invoke_execution=row.invoke_execution,
         labels=row.labels if row.labels is not None else {},
+        pending=row.pending,
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -16,8 +16,29 @@ from agentrun.engine.machine import MachineEngine
 from agentrun.engine.ports import CallContext, Tool, ToolFailure
 from agentrun.integrations import Registry, default_agents
 from agentrun.integrations.core_tools import core_tools
+from tests.storage.conftest import PgServer
 
-PG_URL = os.environ.get("AGENTRUN_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+# Set: the PostgreSQL tests use this database; unset: one of their own on the shared server,
+# created on first use and dropped at the end of the session (the shared `test` database may
+# hold another branch's schema).
+PG_URL = os.environ.get("AGENTRUN_TEST_PG")
+_private: dict[str, Any] = {}
+
+
+def pg_url() -> str:
+    if PG_URL:
+        return PG_URL
+    if "url" not in _private:
+        server = _private["server"] = PgServer()
+        _private["url"] = server.create_database()
+    return str(_private["url"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_private_database() -> Iterator[None]:
+    yield
+    if "server" in _private:
+        _private["server"].drop_all()
 
 
 class Recorder(Tool):
@@ -49,9 +70,9 @@ class Harness:
             await self.engine.create_workflow(load_workflow(text))
 
 
-async def make(store: Any) -> Harness:
+async def make(store: Any, *tools: Tool) -> Harness:
     recorder = Recorder()
-    engine = Engine(store, tools=Registry([*core_tools(), recorder]), agents=default_agents())
+    engine = Engine(store, tools=Registry([*core_tools(), recorder, *tools]), agents=default_agents())
     await engine.start()
     machines = MachineEngine(engine)
     await machines.start()
@@ -91,7 +112,7 @@ async def open_backend(kind: str, tmp_path: Any) -> Any:
     if kind == "sqlite":
         store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/machines.db")
     else:
-        store = SqlStore(PG_URL)
+        store = SqlStore(pg_url())
     try:
         await store.open()
     except Exception as exc:

@@ -28,9 +28,10 @@ states:
 """
 
 
-def _start(db: Path) -> tuple[subprocess.Popen[str], int]:
+def start_driver(*args: Path) -> tuple[subprocess.Popen[str], int]:
+    """server_driver.py with `args` in a child process, and the port it serves on."""
     proc = subprocess.Popen(
-        [sys.executable, str(DRIVER), str(db)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(DRIVER), *map(str, args)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -40,7 +41,7 @@ def _start(db: Path) -> tuple[subprocess.Popen[str], int]:
 
 def test_timer_fires_after_kill_9_and_restart(tmp_path: Path) -> None:
     db = tmp_path / "agentrun.db"
-    proc, port = _start(db)
+    proc, port = start_driver(db)
     try:
         with Client(f"127.0.0.1:{port}", api_key="") as client:
             client.create_workflow(source=MACHINE)
@@ -57,7 +58,7 @@ def test_timer_fires_after_kill_9_and_restart(tmp_path: Path) -> None:
             proc.kill()
     time.sleep(2.5)  # the timer is due while no server runs
 
-    proc, port = _start(db)
+    proc, port = start_driver(db)
     try:
         with Client(f"127.0.0.1:{port}", api_key="") as client:
             sm = MachinesClient(client)

@@ -9,6 +9,10 @@ are grouped by the store.
 
 Timers and invokes are rows and ids in the store: `start()` re-arms every stored timer (one
 overdue fires at once) and waits again for every invoked execution, so both survive a restart.
+So do action retries: an event whose action waits for its next attempt is stored as the
+instance's pending event with a retry timer (`_hold`), and a task (`_resume`) owns the
+instance until the timer fired and the event was handled on; after a restart the instance is
+taken up again when it is loaded (`_adopt`), which the retry timer's firing does.
 
 Wiring (as `agentrun serve` does): `machines = MachineEngine(engine)` after the Engine is
 built, `await machines.start()` after `engine.start()`; it sets `engine.machines` so that a DAG
@@ -22,6 +26,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from agentrun.engine import sizes
@@ -39,7 +44,7 @@ from agentrun.engine.hub import follow
 from agentrun.engine.machine.compiler import compile_machine
 from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
 from agentrun.engine.machine.plan import INVOKE_DONE, INVOKE_ERROR, MachinePlan
-from agentrun.engine.machine.runtime import Event, Stepper, Work
+from agentrun.engine.machine.runtime import Event, Stepper, Suspended, Work
 from agentrun.engine.ports import ToolFailure
 from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child, start_failures
 from agentrun.engine.runtime.common import DEFAULT_TENANT, error_dict
@@ -64,16 +69,39 @@ log = logging.getLogger("agentrun.engine.machine")
 
 _ACTIVE = InstanceState.ACTIVE
 _CONFLICT_RETRIES = 8
+# The key of a retry timer starts so: `retry:LAST_SEQUENCE:CALLS:ATTEMPT`.
+RETRY = "retry:"
 
 
 class Conflict(ValueError):
     """The store refused an event's commit: another writer changed the instance first."""
 
 
+class Held:
+    """What handling an event returns when the event was stored as its instance's pending
+    one: the outcome comes later, from the task that owns the instance now (`_resume`)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+
+
 class Instance:
     """The live state of one instance in this process."""
 
-    __slots__ = ("busy", "event_ids", "id", "plan", "queue", "record", "timer_keys")
+    __slots__ = (
+        "busy",
+        "due",
+        "event_ids",
+        "held",
+        "id",
+        "plan",
+        "queue",
+        "record",
+        "timer_keys",
+        "wake",
+    )
 
     def __init__(
         self, plan: MachinePlan, record: InstanceRecord, event_ids: dict[str, Any]
@@ -89,6 +117,11 @@ class Instance:
         # Keys of the timers the store holds for the instance: a timer event whose key is not
         # here was consumed (or its state left) already, and is ignored.
         self.timer_keys: set[str] = set()
+        # A pending event's task owns the instance (`busy` stays set after its handler returns).
+        self.held = False
+        # Retry timers that fired, and the future the pending event's task waits on for one.
+        self.due: set[str] = set()
+        self.wake: asyncio.Future[None] | None = None
 
 
 class MachineEngine:
@@ -281,25 +314,11 @@ class MachineEngine:
             labels=dict(labels or {}),
         )
         work = Work(record, now)
-        work.seq = 1
-        entry = work.add(
-            HistoryRecord(
-                record.id,
-                1,
-                EntryKind.CREATED,
-                now,
-                "create",
-                None,
-                data,
-                "",
-                plan.initial,
-                None,
-                None,
-                None,
-                _ACTIVE,
-            )
-        )
-        await self.stepper.enter_initial(plan, work, entry)
+        entry = _created(work, plan, data)
+        try:
+            await self.stepper.enter_initial(plan, work, entry)
+        except Suspended as wait:
+            return await self._create_held(plan, work, data, wait)
         first = work.snapshot()
         stored_batch = MachineBatch(first, work.entries)
         if self._redactor:
@@ -318,11 +337,43 @@ class MachineEngine:
             return stored
         inst = Instance(plan, first, {})
         inst.timer_keys = {t.key for t in work.timers or ()}
-        self._instances[first.id] = inst
-        if len(self._instances) > self.max_instances:
-            self._shrink()
+        self._keep(inst)
         self._after_commit(inst, work)
         return copy_instance(first)
+
+    async def _create_held(
+        self, plan: MachinePlan, work: Work, data: dict[str, Any] | None, wait: Suspended
+    ) -> InstanceRecord:
+        """An initial entry action waits for its next attempt: the instance is stored with
+        its creation as the pending event (no history yet), and is created once it is done."""
+        record = work.record
+        ev = Event("create", None, data, source="create")
+        held, timer = self._pending(record, work, ev, wait)
+        stored_batch = MachineBatch(held, [])
+        if self._redactor:
+            stored_batch = redacted_machine_batch(stored_batch, self._redactor)
+        stored, created = await self.store.create_instance(stored_batch.instance, (), (timer,))
+        if not created:
+            if stored.request_hash != record.request_hash:
+                raise AlreadyExists(
+                    f"request_id {record.request_id!r} was used for a different request",
+                    request_id=record.request_id,
+                )
+            return stored
+        inst = Instance(plan, held, {})
+        inst.busy = inst.held = True
+        self._keep(inst)
+        self._arm(timer)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._spawn(self._resume(inst, ev, future))
+        _, snapshot = await asyncio.shield(future)
+        return copy_instance(snapshot)
+
+    def _keep(self, inst: Instance) -> None:
+        self._instances[inst.id] = inst
+        if len(self._instances) > self.max_instances:
+            self._shrink()
 
     async def get_instance(
         self, instance_id: str, *, tenant: str = DEFAULT_TENANT
@@ -510,12 +561,17 @@ class MachineEngine:
             return await future
         inst.busy = True
         try:
-            return await self._handle(inst, ev)
+            result = await self._handle(inst, ev)
         finally:
-            if inst.queue:
+            if inst.held:
+                pass  # a pending event's task owns the instance now
+            elif inst.queue:
                 self._spawn(self._drain(inst))
             else:
                 inst.busy = False
+        if isinstance(result, Held):
+            return await asyncio.shield(result.future)
+        return result
 
     async def _drain(self, inst: Instance) -> None:
         try:
@@ -531,14 +587,18 @@ class MachineEngine:
                     if not future.done():
                         future.set_exception(exc)
                 else:
+                    if isinstance(result, Held):
+                        _chain(result.future, future)
+                        return  # the pending event's task drains the rest once it is done
                     if not future.done():
                         future.set_result(result)
         finally:
-            for ev, future in inst.queue:
-                if not future.done():
-                    future.set_exception(ShuttingDown("the instance stopped taking events"))
-            inst.queue.clear()
-            inst.busy = False
+            if not inst.held:
+                for ev, future in inst.queue:
+                    if not future.done():
+                        future.set_exception(ShuttingDown("the instance stopped taking events"))
+                inst.queue.clear()
+                inst.busy = False
 
     async def _handle(self, inst: Instance, ev: Event) -> Any:
         """Handles one event to the end: process, apply, commit, then what follows a commit."""
@@ -575,17 +635,35 @@ class MachineEngine:
             work = Work(record, now)
             try:
                 entry = await self.stepper.process(inst.plan, work, ev)
+            except Suspended as wait:
+                return await self._hold(inst, work, ev, wait)
             except BaseException:
                 self._forget_id(inst, ev)
                 raise
             if entry is None:
                 return None
+        return await self._commit_work(inst, work, ev, entry)
+
+    async def _commit_work(
+        self, inst: Instance, work: Work, ev: Event, entry: HistoryRecord
+    ) -> tuple[HistoryRecord, InstanceRecord]:
+        """Commits what handling `ev` did, then does what follows a commit."""
         snapshot = work.snapshot()
         inst.record = snapshot
         batch = MachineBatch(snapshot, work.entries, work.timers, work.fired)
+        outcome = (entry, snapshot)
+        cancelled = await self._commit(inst, ev, batch)
+        self._settle(inst, work, ev, outcome)
+        if cancelled:
+            raise asyncio.CancelledError
+        return outcome
+
+    async def _commit(self, inst: Instance, ev: Event, batch: MachineBatch) -> bool:
+        """Commits `batch` (redacted); True when the caller was cancelled meanwhile (the
+        batch is written all the same). A failure evicts the instance (the store holds the
+        truth); a refused batch raises Conflict."""
         if self._redactor:
             batch = redacted_machine_batch(batch, self._redactor)
-        outcome = (entry, snapshot)
         submit = self._submit
         cancelled = False
         try:
@@ -616,10 +694,127 @@ class MachineEngine:
             if isinstance(exc, ValueError):  # refused: a stale write (see send_event)
                 raise Conflict(str(exc)) from exc
             raise
-        self._settle(inst, work, ev, outcome)
+        return cancelled
+
+    # ------------------------------------------------------------------ action retries
+    def _pending(
+        self, record: InstanceRecord, work: Work, ev: Event, wait: Suspended
+    ) -> tuple[InstanceRecord, TimerRecord]:
+        """The instance holding `ev` as its pending event, and the timer of its retry."""
+        now = self.clock()
+        key = f"{RETRY}{record.last_sequence}:{len(work.calls)}:{wait.attempt}"
+        timer = TimerRecord(record.id, key, record.current, -1, now + wait.delay)
+        pending = {
+            "event": ev.to_dict(),
+            "done": work.calls,
+            "attempt": wait.attempt,
+            "started": wait.started,
+            "error": wait.error,
+            "key": key,
+            "at": timer.fire_at,
+        }
+        return replace(record, pending=pending, updated_at=now), timer
+
+    async def _store_pending(
+        self, inst: Instance, work: Work, ev: Event, wait: Suspended
+    ) -> bool:
+        """Commits `ev` as the instance's pending event with its retry timer (replacing the
+        pending event's previous retry timer, or consuming the timer that fired `ev`) and
+        arms the timer. True when the caller was cancelled meanwhile."""
+        record = inst.record
+        held, timer = self._pending(record, work, ev, wait)
+        old = record.pending
+        spent = old["key"] if old is not None else (ev.ref if ev.source == "timer" else None)
+        batch = MachineBatch(held, [], None, spent, (timer,), base=record.last_sequence)
+        cancelled = await self._commit(inst, ev, batch)
+        inst.record = held
+        if spent is not None:
+            inst.timer_keys.discard(spent)
+            handle = self._timers.get(inst.id, {}).pop(spent, None)
+            if handle is not None:
+                handle.cancel()
+        self._arm(timer)
+        return cancelled
+
+    async def _hold(self, inst: Instance, work: Work, ev: Event, wait: Suspended) -> Held:
+        """Stores `ev` as the instance's pending event and hands the instance to a task that
+        handles the event on when its retry timer fires."""
+        cancelled = await self._store_pending(inst, work, ev, wait)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        inst.held = True
+        self._spawn(self._resume(inst, ev, future))
         if cancelled:
             raise asyncio.CancelledError
-        return outcome
+        return Held(future)
+
+    def _adopt(self, inst: Instance) -> None:
+        """An instance loaded with a pending event (after a restart, or from another replica):
+        a task owns it at once, so that events queue behind the pending one; its sender, if
+        it sends the event again with its id, gets its outcome."""
+        assert inst.record.pending is not None
+        ev = Event.from_dict(inst.record.pending["event"])
+        loop = asyncio.get_running_loop()
+        if ev.id and ev.source == "external":
+            waiter: asyncio.Future[Any] = loop.create_future()
+            waiter.add_done_callback(_consume)
+            inst.event_ids[ev.id] = (ev.name, ev.data, waiter)
+        future: asyncio.Future[Any] = loop.create_future()
+        future.add_done_callback(_consume)
+        inst.busy = inst.held = True
+        self._spawn(self._resume(inst, ev, future))
+
+    async def _resume(self, inst: Instance, ev: Event, future: asyncio.Future[Any]) -> None:
+        """Owns `inst` while its pending event waits for its retry timer, handles the event
+        on each time it fires (the actions done are replayed, the waiting one is called
+        with its next attempt), commits it, then lets the queued events in."""
+        try:
+            while True:
+                pending = inst.record.pending
+                assert pending is not None
+                await self._retry_due(inst, pending["key"])
+                work = Work(inst.record, self.clock())
+                try:
+                    if ev.source == "create":
+                        entry: HistoryRecord | None = _created(work, inst.plan, ev.data)
+                        assert entry is not None
+                        await self.stepper.enter_initial(inst.plan, work, entry)
+                    else:
+                        entry = await self.stepper.process(inst.plan, work, ev)
+                except Suspended as wait:
+                    if await self._store_pending(inst, work, ev, wait):
+                        raise asyncio.CancelledError from None
+                    continue
+                # The same instance and event choose the same way as the first pass did,
+                # which reached an action: there is an entry.
+                assert entry is not None
+                if work.timers is None:
+                    work.fired = pending["key"]  # the event's own timer was spent at the hold
+                future.set_result(await self._commit_work(inst, work, ev, entry))
+                return
+        except asyncio.CancelledError:
+            if not future.done():
+                future.set_exception(ShuttingDown("the instance stopped taking events"))
+            raise
+        except Exception as exc:
+            log.warning("instance %s: its pending event %s failed (%r)", inst.id, ev.name, exc)
+            if not future.done():
+                future.set_exception(exc)
+        finally:
+            inst.held = False
+            inst.due.clear()
+            if not self._stopping:
+                if inst.queue:
+                    await self._drain(inst)
+                else:
+                    inst.busy = False
+
+    async def _retry_due(self, inst: Instance, key: str) -> None:
+        """Waits until the retry timer `key` fired (`_fire_timer`)."""
+        while key not in inst.due:
+            inst.wake = asyncio.get_running_loop().create_future()
+            await inst.wake
+        inst.due.discard(key)
 
     def _settle(self, inst: Instance, work: Work, ev: Event, outcome: Any) -> None:
         if ev.id and ev.source == "external":
@@ -730,9 +925,9 @@ class MachineEngine:
                 )
                 inst = Instance(plan, record, ids)
                 inst.timer_keys = {t.key for t in timers}
-                self._instances[instance_id] = inst
-                if len(self._instances) > self.max_instances:
-                    self._shrink()
+                self._keep(inst)
+                if record.pending is not None and record.state is _ACTIVE:
+                    self._adopt(inst)
                 armed = self._timers.get(instance_id, {})
                 for timer in timers:
                     if timer.key not in armed:
@@ -771,6 +966,11 @@ class MachineEngine:
         try:
             inst = await self._load(timer.instance_id, None)
         except InstanceNotFound:
+            return
+        if timer.key.startswith(RETRY):  # wakes the pending event's task (`_retry_due`)
+            inst.due.add(timer.key)
+            if inst.wake is not None and not inst.wake.done():
+                inst.wake.set_result(None)
             return
         tenant = inst.record.tenant
         state = inst.plan.states.get(timer.state)
@@ -998,3 +1198,41 @@ def _pending(inst: Instance) -> list[Any]:
 def _consume(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    """`target` gets `source`'s outcome once it has one."""
+
+    def copy(done: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if done.cancelled():
+            target.cancel()
+        elif done.exception() is not None:
+            target.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)
+
+
+def _created(work: Work, plan: MachinePlan, data: Any) -> HistoryRecord:
+    """The entry that creates the instance of `work` in the machine's initial state."""
+    work.seq = 1
+    return work.add(
+        HistoryRecord(
+            work.record.id,
+            1,
+            EntryKind.CREATED,
+            work.now,
+            "create",
+            None,
+            data,
+            "",
+            plan.initial,
+            None,
+            None,
+            None,
+            _ACTIVE,
+        )
+    )

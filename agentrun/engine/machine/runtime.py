@@ -14,6 +14,12 @@ Order within an event (the transition from S to T):
   3. the transition's actions
   4. `assign` (every value sees the data as it was before the assign)
   5. T's entry actions (only when entering), then T's timers are armed and its invoke started
+An action whose attempt failed and whose retry policy asks for another stops the event there
+(`Suspended`): the façade stores the event as the instance's `pending` one, with the results of
+the actions called so far and a retry timer row; when the timer fires (after a restart too) the
+event is handled again from the start, the finished actions' results replayed instead of
+calling them again (guards and assigns read only the instance, the event and the input, so
+they choose the same way), and the waiting action called with its next attempt number.
 An action failure (after its retries) stops there: the state's `on_error` transition is taken
 (event `action:error`, `event.data` the error), from S if the failure came before the move and
 from T if it came in T's entry actions; without `on_error`, or when the `on_error` transition
@@ -23,7 +29,6 @@ except a guard of an event a client sent: that event is refused and nothing chan
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,6 +70,18 @@ class ActionFailed(Exception):
         self.error = error
 
 
+class Suspended(Exception):
+    """An action's attempt failed and `next_retry` wants attempt `attempt` after `delay`
+    seconds: the event stops here, to be stored as the instance's pending event."""
+
+    def __init__(self, attempt: int, delay: float, started: float, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message", ""))
+        self.attempt = attempt
+        self.delay = delay
+        self.started = started
+        self.error = error
+
+
 @dataclass(slots=True)
 class Event:
     name: str
@@ -79,11 +96,31 @@ class Event:
     # invoke: whether the child failed
     failed: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        """As an instance's pending event stores it."""
+        return {
+            "name": self.name,
+            "id": self.id,
+            "data": self.data,
+            "source": self.source,
+            "ref": self.ref,
+            "index": self.index,
+            "failed": self.failed,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Event:
+        return cls(
+            d["name"], d.get("id"), d.get("data"), d.get("source", "external"), d.get("ref"),
+            d.get("index", 0), bool(d.get("failed")),
+        )
+
 
 class Work:
     """The instance's state while an event is handled; applied only once the event is done."""
 
     __slots__ = (
+        "calls",
         "current",
         "data",
         "entries",
@@ -94,6 +131,8 @@ class Work:
         "invoke_failed",
         "now",
         "record",
+        "replay",
+        "resume",
         "seq",
         "start_invoke",
         "state",
@@ -120,6 +159,17 @@ class Work:
         # The invoke could not start: its error, reported as an `invoke:error` event.
         self.invoke_failed: dict[str, Any] | None = None
         self.now = now
+        # The results of the actions called while handling the event, in call order; those
+        # of a pending event's pass before are replayed, and its waiting action resumes at
+        # (attempt, started).
+        self.calls: list[dict[str, Any]] = []
+        pending = record.pending
+        if pending is None:
+            self.replay: list[dict[str, Any]] = []
+            self.resume: tuple[int, float] | None = None
+        else:
+            self.replay = pending["done"]
+            self.resume = (pending["attempt"], pending["started"])
 
     def add(self, entry: HistoryRecord) -> HistoryRecord:
         self.entries.append(entry)
@@ -535,52 +585,68 @@ class Stepper:
         results: list[dict[str, Any]],
         state: str,
     ) -> None:
-        """Calls the action (`invoke_step`: timeout, breaker, instrumentation) until it
-        succeeds or `next_retry` says its failure is final (then ActionFailed)."""
+        """Calls the action once (`invoke_step`: timeout, breaker, instrumentation): its
+        success returns, a final failure (`next_retry` says so) raises ActionFailed, and a
+        failure to try again raises Suspended. An action a pending event called before is
+        not called again: its result is replayed."""
+        n = len(work.calls)
+        if n < len(work.replay):
+            done = work.replay[n]
+            if done.get("path") != action.path:  # pragma: no cover - a plan never changes
+                raise ActionFailed(
+                    error_dict("internal", f"the pending event called {done.get('path')}, not {action.path}")
+                )
+            work.calls.append(done)
+            results.append(done)
+            if done["ok"]:
+                return
+            raise _failed(action, done["error"])
+        attempt, started = 1, self.clock()
+        if work.resume is not None:  # the action the pending event waits to call again
+            attempt, started = work.resume
+            work.resume = None
         engine = self.m.engine
         step = action.step
-        breaker = breaker_for(step, engine.breakers, {})
         instr = engine.instrumentation
         record = work.record
         node_id = f"{state}.{action.phase}[{action.index}]"
-        started = self.clock()
-        attempt = 0
-        while True:
-            attempt += 1
-            ctx = CallContext(
-                execution_id=record.id,
-                node_id=node_id,
-                attempt=attempt,
-                idempotency_key=f"{record.id}/{work.seq + 1}/{action.path}",
-                tenant=record.tenant,
-                secrets=self.m.secrets,
-            )
-            ok, value = await invoke_step(
-                step,
-                lambda ctx=ctx, attempt=attempt: self._invoke(step, act, ctx, record, work.seq + 1, action, attempt),
-                attempt=attempt,
-                timeout=action.timeout,
-                breaker=breaker,
-                clock=self.clock,
-                on_breaker=_breaker_changed,
-                span=(lambda a=attempt: instr.attempt(record, node_id, step.kind, a, target_of(step)))
-                if instr is not None
-                else None,
-                where=f"action {action.path} of instance {record.id}",
-            )
-            if ok:
-                too_large = sizes.output_error("the action's output", value)
-                if too_large is None:
-                    results.append(_result(action, state, attempt, started, self.clock(), True, value))
-                    return
-                value = too_large
-            err = sizes.bound_error(value)
-            delay = next_retry(action.retry, step, attempt, err, self.m.rng)
-            if delay is not None:
-                await asyncio.sleep(delay)
-                continue
-            results.append(_result(action, state, attempt, started, self.clock(), False, err))
-            raise ActionFailed({**err, "details": {**err.get("details", {}), "action": action.path}}) from None
+        ctx = CallContext(
+            execution_id=record.id,
+            node_id=node_id,
+            attempt=attempt,
+            idempotency_key=f"{record.id}/{work.seq + 1}/{action.path}",
+            tenant=record.tenant,
+            secrets=self.m.secrets,
+        )
+        ok, value = await invoke_step(
+            step,
+            lambda: self._invoke(step, act, ctx, record, work.seq + 1, action, attempt),
+            attempt=attempt,
+            timeout=action.timeout,
+            breaker=breaker_for(step, engine.breakers, {}),
+            clock=self.clock,
+            on_breaker=_breaker_changed,
+            span=(lambda: instr.attempt(record, node_id, step.kind, attempt, target_of(step)))
+            if instr is not None
+            else None,
+            where=f"action {action.path} of instance {record.id}",
+        )
+        if ok:
+            too_large = sizes.output_error("the action's output", value)
+            if too_large is None:
+                result = _result(action, state, attempt, started, self.clock(), True, value)
+                work.calls.append(result)
+                results.append(result)
+                return
+            value = too_large
+        err = sizes.bound_error(value)
+        delay = next_retry(action.retry, step, attempt, err, self.m.rng)
+        if delay is not None:
+            raise Suspended(attempt + 1, delay, started, err)
+        result = _result(action, state, attempt, started, self.clock(), False, err)
+        work.calls.append(result)
+        results.append(result)
+        raise _failed(action, err) from None
 
     async def _invoke(
         self,
@@ -609,6 +675,10 @@ class Stepper:
                 record, child_id, step.workflow, step.workflow_version, child_input
             )
         raise AssertionError(step.kind)
+
+
+def _failed(action: ActionPlan, err: dict[str, Any]) -> ActionFailed:
+    return ActionFailed({**err, "details": {**err.get("details", {}), "action": action.path}})
 
 
 def _breaker_changed(name: str, state: str) -> None:

@@ -28,10 +28,16 @@ def redacted_batch(batch: Batch, redactor: Redactor) -> Batch:
 
 
 def redacted_machine_batch(batch: MachineBatch, redactor: Redactor) -> MachineBatch:
-    """A state machine instance's batch: the instance's data and error, history entries'
-    event data, action results, assigned values and error."""
+    """A state machine instance's batch: the instance's data, error and pending event,
+    history entries' event data, action results, assigned values and error."""
     value = redactor.value
-    instance = replace(batch.instance, data=value(batch.instance.data), error=value(batch.instance.error))
+    record = batch.instance
+    instance = replace(
+        record,
+        data=value(record.data),
+        error=value(record.error),
+        pending=value(record.pending) if record.pending is not None else None,
+    )
     history = [
         replace(
             e,
@@ -42,7 +48,7 @@ def redacted_machine_batch(batch: MachineBatch, redactor: Redactor) -> MachineBa
         )
         for e in batch.history
     ]
-    return MachineBatch(instance, history, batch.timers, batch.fired)
+    return replace(batch, instance=instance, history=history)
 
 
 __all__ = ["redacted_batch", "redacted_machine_batch"]

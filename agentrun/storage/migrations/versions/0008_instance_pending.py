@@ -1,0 +1,29 @@
+"""State machines: an instance's pending event, stored while one of its actions waits for its
+next attempt (with a retry timer in sm_timers), so that the retry survives a restart.
+
+Revision ID: 0008
+Revises: 0007
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+# Frozen here on purpose: a migration must not change when schema.py changes later.
+Json = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def upgrade() -> None:
+    op.add_column("sm_instances", sa.Column("pending", Json))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("sm_instances") as batch:
+        batch.drop_column("pending")
