@@ -34,7 +34,7 @@ class Flaky(Tool):
 
     async def call(self, args: Any, ctx: CallContext) -> Any:
         # The line is on disk before the attempt answers.
-        with open(self.ledger, "a") as out:  # noqa: ASYNC230
+        with open(self.ledger, "a") as out:
             print(ctx.execution_id, ctx.node_id, ctx.attempt, file=out, flush=True)
             os.fsync(out.fileno())
         if ctx.attempt < args.get("ok_on", 1):

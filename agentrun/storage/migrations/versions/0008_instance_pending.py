@@ -16,8 +16,9 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-# Frozen here on purpose: a migration must not change when schema.py changes later.
-Json = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+# Frozen here on purpose: a migration must not change when schema.py changes later. JSON text
+# in a TEXT column on SQLite, as migration 0007 made every payload column.
+Json = sa.Text().with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def upgrade() -> None:
