@@ -287,7 +287,7 @@ sm_instances = sa.Table(
     sa.Column("entry_sequence", sa.Integer, nullable=False, server_default="0"),
     sa.Column("invoke_execution", sa.String()),
     sa.Column("labels", Json),
-    # An event whose action waits for its next attempt (migration 0008).
+    # An event whose action waits for its next attempt (migration 0009).
     sa.Column("pending", Json),
     sa.UniqueConstraint("tenant", "request_id"),
     sa.Index(None, "tenant", "id"),

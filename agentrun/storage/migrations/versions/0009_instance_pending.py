@@ -1,8 +1,8 @@
 """State machines: an instance's pending event, stored while one of its actions waits for its
 next attempt (with a retry timer in sm_timers), so that the retry survives a restart.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
@@ -26,5 +26,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sm_instances") as batch:
-        batch.drop_column("pending")
+    # No table rebuild on SQLite (3.35+ drops a column in place): sm_history and sm_timers
+    # reference sm_instances with ON DELETE CASCADE.
+    op.execute("ALTER TABLE sm_instances DROP COLUMN pending")
