@@ -167,6 +167,8 @@ def from_rpc_error(error: grpc.RpcError) -> AgentrunError:
     violations: list[Diagnostic] = []
     retry_after: float | None = None
     try:
+        # from_call reads code(), details() and trailing_metadata(), which a blocking call's
+        # error and grpc.aio's AioRpcError both have; types-grpcio-status asks for grpc.Call.
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
     except (ValueError, AttributeError, TypeError):
         status = None

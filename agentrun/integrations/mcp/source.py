@@ -75,10 +75,12 @@ class McpSource:
         results = await asyncio.gather(
             *(self._list(spec) for spec in self.specs), return_exceptions=True
         )
+        listed: list[list[Any]] = []
         for spec, result in zip(self.specs, results, strict=True):
             if isinstance(result, BaseException):
                 raise ValueError(f"mcp_servers.{spec.name}: {result}")
-        return list(results)  # type: ignore[arg-type]
+            listed.append(result)
+        return listed
 
     async def _list(self, spec: ServerSpec) -> list[Any]:
         try:

@@ -8,6 +8,7 @@ its own errors and logs them once.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from typing import Any
@@ -16,8 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from agentrun.engine import instrument as _instrument
-from agentrun.engine.instrument import Instrumentation
+from agentrun.engine.instrument import Instrumentation, current_traceparent
 from agentrun.server.observability.logging import log_context
 from agentrun.server.observability.metrics import BREAKER_STATES, Metrics
 from agentrun.server.observability.tracing import (
@@ -30,10 +30,6 @@ from agentrun.storage.records import EventRecord, ExecutionRecord
 
 log = logging.getLogger("agentrun.server.observability")
 
-# Set by the engine owner (docs/REQUESTS-observability.md): the traceparent of the running
-# node attempt, for HTTP tools to send. Until it exists the OpenTelemetry context is the
-# only carrier (`opentelemetry.propagate.inject(headers)` in a tool).
-_TRACEPARENT_VAR = getattr(_instrument, "current_traceparent", None)
 
 _TERMINAL_NODE = frozenset({"node.succeeded", "node.failed", "node.skipped", "node.cancelled"})
 _ENDS_ATTEMPT = frozenset(
@@ -362,7 +358,7 @@ class _Attempt:
         self._target = target
         self._span: Any = None
         self._token: Any = None
-        self._tp_token: Any = None
+        self._tp_token: contextvars.Token[str | None] | None = None
 
     def __enter__(self) -> Any:
         t = self._t
@@ -387,8 +383,8 @@ class _Attempt:
                 # The execution is not sampled, so no attempt of it is: skip making spans,
                 # but keep its context current (a tool still propagates the trace id).
                 self._token = otel_context.attach(run.context)
-                if _TRACEPARENT_VAR is not None and run.span.get_span_context().is_valid:
-                    self._tp_token = _TRACEPARENT_VAR.set(
+                if run.span.get_span_context().is_valid:
+                    self._tp_token = current_traceparent.set(
                         format_traceparent(run.span.get_span_context())
                     )
             elif t.tracer is not None:
@@ -424,10 +420,10 @@ class _Attempt:
                 if kind == "agent" and run is not None and span.is_recording():
                     run.agent_spans[key] = _AgentSpan(span)
                 self._token = otel_context.attach(trace.set_span_in_context(span))
-                if _TRACEPARENT_VAR is not None:
-                    ctx = span.get_span_context()
-                    if ctx.is_valid:
-                        self._tp_token = _TRACEPARENT_VAR.set(format_traceparent(ctx))
+                ctx = span.get_span_context()
+                if ctx.is_valid:
+                    # The traceparent of the running attempt, for HTTP tools to send.
+                    self._tp_token = current_traceparent.set(format_traceparent(ctx))
         except Exception:
             t._failed("attempt enter")
         return self._span
@@ -445,7 +441,7 @@ class _Attempt:
                 hist.observe(seconds)
                 t._node_running[self._kind].dec()
             if self._tp_token is not None:
-                _TRACEPARENT_VAR.reset(self._tp_token)  # type: ignore[union-attr]
+                current_traceparent.reset(self._tp_token)
             if self._token is not None:
                 otel_context.detach(self._token)
             span = self._span
@@ -460,9 +456,9 @@ class _Attempt:
                 # Kept open until the attempt's outcome is committed, with its usage events.
                 run = t._runs.get(self._record.id)
                 pending = run.agent_spans.get(self._key) if run is not None else None
-                if pending is not None and pending.span is span:
+                if run is not None and pending is not None and pending.span is span:
                     if pending.closed:
-                        del run.agent_spans[self._key]  # type: ignore[union-attr]
+                        del run.agent_spans[self._key]
                         pending.finish()
                     else:
                         pending.end_ns = time.time_ns()
