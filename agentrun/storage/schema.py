@@ -393,7 +393,7 @@ slot_state = sa.Table(
 )
 
 
-# Token and cost budgets (migration 0009) ----------------------------------------------------
+# Token and cost budgets (migration 0010) ----------------------------------------------------
 # agentrun/storage/budgets.py: what each budget has spent, and what running calls reserved.
 
 budget_spend = sa.Table(
