@@ -74,11 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _register_remote(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The server commands: `agentrun.cli.remote` (serve, workflows, start, watch, signal,
-    cancel, ...), `agentrun.cli.executions`, `agentrun.cli.machines` (`agentrun sm`) and
+    cancel, ...), `agentrun.cli.executions`, `agentrun.cli.waits` (waits, answer),
+    `agentrun.cli.machines` (`agentrun sm`) and
     `agentrun.cli.mcp`."""
     import importlib
 
-    for name in ("remote", "executions", "machines", "mcp"):
+    for name in ("remote", "executions", "waits", "machines", "mcp"):
         module_name = f"agentrun.cli.{name}"
         try:
             module = importlib.import_module(module_name)

@@ -2,7 +2,7 @@
 ($AGENTRUN_ADDRESS, default 127.0.0.1:50051), `--api-key` ($AGENTRUN_API_KEY), `--json`),
 opening the SDK client, and turning a refused call into one line and an exit code.
 
-`agentrun.cli.remote`, `.executions`, `.machines` and `.mcp` register their commands with
+`agentrun.cli.remote`, `.executions`, `.waits`, `.machines` and `.mcp` register their commands with
 `add_client_options` and run them with `run_with_client`; a command's body raises `UsageError`
 for input it refuses before or instead of a call.
 """

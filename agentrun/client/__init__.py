@@ -50,6 +50,7 @@ from agentrun.client.types import (
     NodeExecution,
     NodeState,
     ValidationResult,
+    Wait,
     Workflow,
 )
 
@@ -85,6 +86,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "ValidationResult",
+    "Wait",
     "Workflow",
     "WorkflowNotFound",
 ]

@@ -17,6 +17,7 @@ from agentrun.client.types import (
     ExecutionEvent,
     ExecutionState,
     ValidationResult,
+    Wait,
     Workflow,
 )
 from agentrun.v1 import execution_service_pb2 as es_pb
@@ -211,6 +212,32 @@ class AsyncClient:
     ) -> Execution:
         request = c.signal_request(c.execution_name(execution), signal, data, signal_id)
         response = await self.call(self.execution_service.SignalExecution, request)
+        return c.execution(response.execution)
+
+    async def list_waits(
+        self, *, execution: str | Execution | None = None, page_size: int = 100
+    ) -> AsyncIterator[Wait]:
+        """The pending waits for a signal (approvals to give) of the caller's tenant, or of one
+        execution, by execution then node."""
+        parent = c.execution_name(execution) if execution is not None else ""
+        token = ""
+        while True:
+            request = es_pb.ListWaitsRequest(parent=parent, page_size=page_size, page_token=token)
+            response = await self.call(self.execution_service.ListWaits, request)
+            for item in response.waits:
+                yield c.wait(item)
+            token = response.next_page_token
+            if not token:
+                return
+
+    async def answer_wait(
+        self, wait_id: str | Wait | None = None, data: Any = None, *, token: str | None = None
+    ) -> Execution:
+        """Answers one wait, by its id (or `Wait`) or by its callback `token`: applied once.
+        An answer to a wait that ended, or to an earlier attempt of its node, raises
+        IllegalTransition (FAILED_PRECONDITION); data its schema refuses, InvalidArgument."""
+        request = c.answer_request(wait_id, token, data)
+        response = await self.call(self.execution_service.AnswerWait, request)
         return c.execution(response.execution)
 
     async def rerun_execution(

@@ -21,6 +21,7 @@ from agentrun.client.types import (
     NodeExecution,
     NodeState,
     ValidationResult,
+    Wait,
     Workflow,
 )
 from agentrun.v1 import execution_pb2 as ex_pb
@@ -236,3 +237,33 @@ def event(message: ex_pb.ExecutionEvent) -> ExecutionEvent:
         data=from_struct(message.data),
         message=message,
     )
+
+
+def wait(message: ex_pb.Wait) -> Wait:
+    has = message.HasField
+    return Wait(
+        wait_id=message.wait_id,
+        execution_id=_strip(message.execution, "executions/"),
+        workflow=message.workflow,
+        node_id=message.node_id,
+        map_index=message.map_index if has("map_index") else None,
+        attempt=message.attempt,
+        signal=message.signal,
+        start_time=_time(message.start_time, has("start_time")),
+        timeout_time=_time(message.timeout_time, has("timeout_time")),
+        schema=from_struct(message.schema) if has("schema") else None,
+        message=message,
+    )
+
+
+def answer_request(wait_id: str | Wait | None, token: str | None, data: Any) -> es_pb.AnswerWaitRequest:
+    if (wait_id is None) == (token is None):
+        raise TypeError("pass exactly one of wait_id or token")
+    request = es_pb.AnswerWaitRequest()
+    if token is not None:
+        request.token = token
+    else:
+        request.wait_id = wait_id.wait_id if isinstance(wait_id, Wait) else str(wait_id)
+    if data is not None:
+        request.data.CopyFrom(to_value(data))
+    return request

@@ -156,6 +156,28 @@ class Execution:
 
 
 @dataclass(frozen=True, slots=True)
+class Wait:
+    """A pending wait for a signal (an approval to give): a `wait` node's, or one map item's.
+    Answer it with `answer_wait(wait_id=...)`, or with the callback token its `node.waiting`
+    event carries (`event.data["token"]`)."""
+
+    # `EXECUTION/NODE/ATTEMPT` (`NODE[INDEX]` for a map item): unique to this wait.
+    wait_id: str
+    execution_id: str
+    workflow: str
+    # The wait node, or the map node whose item waits (then `map_index` is the item's).
+    node_id: str
+    map_index: int | None
+    attempt: int
+    signal: str
+    start_time: datetime | None
+    timeout_time: datetime | None
+    # The JSON Schema the answer must satisfy; None: any value.
+    schema: dict[str, Any] | None
+    message: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class AgentDelta:
     """A piece of an agent's answer while it is written (an `agent.delta` event): the node
     (`ID[3]` for a map item), the attempt it belongs to, its index within that attempt (from

@@ -16,7 +16,6 @@ from collections import defaultdict
 from typing import Any
 
 from agentrun import spec_words
-from agentrun.engine.budgets import budget_from_spec
 from agentrun.engine.dag_graph import Ancestry, Draft, link, run_order
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
 from agentrun.engine.expressions import normalize_numbers
@@ -152,7 +151,6 @@ class DagCompiler:
 
         self._vars_warnings(nodes, anc)
         timeout = c.duration(spec, "timeout", "") if spec.HasField("timeout") else None
-        budget = budget_from_spec(spec.budget, c.error) if spec.HasField("budget") else None
 
         if c.diags:
             raise InvalidWorkflow(c.diags)
@@ -173,7 +171,6 @@ class DagCompiler:
             handlers=[h for h in handlers if h is not None],
             compensation=_COMPENSATION[spec.compensation.strategy],
             breakers=breakers,
-            budget=budget,
         )
 
     # -- nodes and edges ------------------------------------------------------------

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentrun.engine import sizes
+from agentrun.engine.approvals import ANSWER_PREFIX, REFUSED_PREFIX, PendingWaits
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.plan import EdgePlan, HandlerPlan, NodePlan, Plan, StepPlan
 from agentrun.engine.ports import CallContext, ToolFailure
@@ -69,6 +70,8 @@ class _MapState:
     remaining: int = 0
     # Indices waiting for their retry delay.
     retrying: set[int] = field(default_factory=set)
+    # Indices waiting for a signal (a wait body), counted in `running` too.
+    waiting: set[int] = field(default_factory=set)
 
 
 class Run:
@@ -90,7 +93,8 @@ class Run:
         self._ready_seq = 0
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
-        self.waiting_signal: dict[str, list[str]] = {}
+        # Waits for a signal (wait nodes and map items), by wait id and signal name.
+        self.waits = PendingWaits(record.id)
         self.buffered: list[SignalRecord] = []
         self.maps: dict[str, _MapState] = {}
         self.inbox: deque[tuple[Any, ...]] = deque()
@@ -248,6 +252,7 @@ class Run:
                 self._arm_timer(rec.node_id, max(0.0, (rec.wake_at or now) - now), self._retry_due)
             elif rec.state is NodeState.WAITING:
                 self._restore_wait(node, rec)
+        self._refuse_stale_answers()
         if self.finished:
             return  # a node caught mid-flight had no attempts left: the execution ended
         if fresh:
@@ -305,10 +310,10 @@ class Run:
         elif self.escalated:
             self._set_exec_state(ExecutionState.ESCALATED)
         elif self.tasks or self.to_launch or self.ready or self.retrying or self.gated or any(
-            m.running or m.retrying for m in self.maps.values()
+            m.running > len(m.waiting) or m.retrying for m in self.maps.values()
         ):
             self._set_exec_state(ExecutionState.RUNNING)
-        elif self.waiting_signal or self.timers:
+        elif self.waits or self.timers:
             self._set_exec_state(ExecutionState.WAITING)
 
     def _add_usage(self, key: str, usage: dict[str, Any]) -> None:
@@ -390,6 +395,8 @@ class Run:
                     self._attempt_failed(node, rec, value)
         elif kind == "retry":
             self._retry_now(msg[1])
+        elif kind == "wait_over" and "[" in msg[1]:
+            self._item_wait_over(msg[1])
         elif kind == "wait_over":
             _, node_id, timed_out = msg
             rec = self.records.get(node_id)
@@ -397,16 +404,13 @@ class Run:
                 return
             self.timers.pop(node_id, None)
             node = self.plan.nodes[node_id]
-            if node.signal:
-                self._unregister_wait(node)
+            self.waits.end(node_id)
             if timed_out:
                 self._fail(node, rec, error_dict("timeout", f"wait timed out after {node.wait_timeout}s"))
             else:
                 self._succeeded(node, rec, None)
         elif kind == "signal":
             self._signal(msg[1])
-        elif kind == "fail":  # a budget refused a call whose budget says on_exhausted: fail
-            self._finish(ExecutionState.FAILED, error=msg[1])
         elif kind == "timeout":
             self._finish(
                 ExecutionState.TIMED_OUT,
@@ -418,7 +422,7 @@ class Run:
         elif kind == "pause":
             if not self.paused:
                 self.paused = True
-                self._set_exec_state(ExecutionState.PAUSED, msg[2] if len(msg) > 2 else None)
+                self._set_exec_state(ExecutionState.PAUSED)
             self.acks.append(msg[1])
         elif kind == "resume":
             if self.paused:
@@ -439,7 +443,6 @@ class Run:
         elif kind == "emit":
             _, key, type_, data = msg
             if type_ == "agent.usage" and isinstance(data, dict):
-                data = self.engine.budgets.meter((self.id, key), data)
                 self._add_usage(key, data)
             self._event(type_, key, sizes.bound_event(type_, data))
         elif kind == "breaker":
@@ -631,10 +634,7 @@ class Run:
         target = "" if step is None else step.tool.name if step.tool is not None else (step.provider.name if step.provider else "")
         if bucket is None and sched.config.bindings:
             bucket = sched.config.bindings.get(target)
-        budgets = self.engine.budgets
-        covered = budgets.covers(self.record.tenant, self.plan.budget, step)
-        claim = budgets.claim((self.id, key), self.record.tenant, self.record.workflow, step) if covered else None
-        if not sched.active and bucket is None and claim is None:
+        if not sched.active and bucket is None:
             go(None)
             return
         self.gated[key] = go
@@ -647,7 +647,6 @@ class Run:
             bucket=bucket,
             grant=lambda ticket, k=key: self._post(("grant", k, ticket)),
             target=target,
-            claim=claim,
         )
 
     def _granted(self, key: str, ticket: Any) -> None:
@@ -1007,46 +1006,38 @@ class Run:
             rec.started_at = now
         rec.attempt += 1
         if node.signal:
-            for sig in self.buffered:
-                if sig.name == node.signal:
-                    self.buffered.remove(sig)
-                    self.batch.consumed_signals.append((self.id, sig.seq, node.id))
-                    self._set_node(rec, NodeState.RUNNING, {"attempt": rec.attempt})
-                    self._succeeded(node, rec, sig.data)
-                    return
-            self.waiting_signal.setdefault(node.signal, []).append(node.id)
+            wait, data = self.waits.begin(node.id, rec.attempt, node.signal, node.wait_schema, now)
+            rec.wait = wait
             if node.wait_timeout:
                 rec.wake_at = now + node.wait_timeout
+                data["timeout_at"] = _iso(rec.wake_at)
+            self._set_node(rec, NodeState.WAITING, data)
+            self._take_buffered(node.id)
+            if node.id in self.waits and node.wait_timeout:
                 self._arm_timer(node.id, node.wait_timeout, self._wait_timed_out)
+            return
+        if node.duration is not None:
+            wake = now + node.duration
         else:
-            if node.duration is not None:
-                wake = now + node.duration
-            else:
-                try:
-                    wake = _parse_time(node.until.evaluate(self._activation(node.names, node.node_refs)))
-                except (ExpressionError, ValueError) as exc:
-                    path = getattr(exc, "path", node.path + ".wait.until")
-                    self._node_failed(node, rec, error_dict("expression_error", str(exc), {"path": path}))
-                    return
-            rec.wake_at = wake
-            if node.wait_timeout and node.wait_timeout < wake - now:
-                rec.wake_at = now + node.wait_timeout
-                self._arm_timer(node.id, node.wait_timeout, self._wait_timed_out)
-            else:
-                self._arm_timer(node.id, wake - now, self._wait_elapsed)
-        self._set_node(rec, NodeState.WAITING, {"signal": node.signal} if node.signal else {"wake_at": _iso(rec.wake_at)})
+            try:
+                wake = _parse_time(node.until.evaluate(self._activation(node.names, node.node_refs)))
+            except (ExpressionError, ValueError) as exc:
+                path = getattr(exc, "path", node.path + ".wait.until")
+                self._node_failed(node, rec, error_dict("expression_error", str(exc), {"path": path}))
+                return
+        rec.wake_at = wake
+        if node.wait_timeout and node.wait_timeout < wake - now:
+            rec.wake_at = now + node.wait_timeout
+            self._arm_timer(node.id, node.wait_timeout, self._wait_timed_out)
+        else:
+            self._arm_timer(node.id, wake - now, self._wait_elapsed)
+        self._set_node(rec, NodeState.WAITING, {"wake_at": _iso(rec.wake_at)})
 
     def _restore_wait(self, node: NodePlan, rec: NodeRecord) -> None:
         now = self.engine.clock()
         if node.signal:
-            for sig in self.buffered:
-                if sig.name == node.signal:
-                    self.buffered.remove(sig)
-                    self.batch.consumed_signals.append((self.id, sig.seq, node.id))
-                    self._succeeded(node, rec, sig.data)
-                    return
-            self.waiting_signal.setdefault(node.signal, []).append(node.id)
-            if rec.wake_at is not None:
+            self._resume_wait(node.id, rec, node.signal, node.wait_schema)
+            if node.id in self.waits and rec.wake_at is not None:
                 self._arm_timer(node.id, rec.wake_at - now, self._wait_timed_out)
         elif rec.wake_at is not None:
             timed_out = bool(node.wait_timeout) and (
@@ -1054,18 +1045,38 @@ class Run:
             ) and node.until is None
             self._arm_timer(node.id, rec.wake_at - now, self._wait_timed_out if timed_out else self._wait_elapsed)
 
+    def _resume_wait(self, key: str, rec: NodeRecord, signal: str, schema: dict[str, Any] | None) -> None:
+        """A wait pending at a restart waits again under its id (one stored before waits had
+        ids gets one now), and takes an answer stored before the crash."""
+        if rec.wait is None:
+            rec.wait, _ = self.waits.begin(key, rec.attempt, signal, schema, rec.started_at or self.engine.clock())
+            self._dirty[rec.node_id] = rec
+        else:
+            self.waits.resume(key, rec.wait, schema)
+        self._take_buffered(key)
+
+    def _take_buffered(self, key: str) -> None:
+        """The wait of `key` just began or resumed: a kept signal for it ends it now."""
+        taken, refused = self.waits.take_buffered(key, self.buffered)
+        for sig in refused:
+            self.buffered.remove(sig)
+            self._refuse(sig, "the data does not match the wait's schema")
+        if taken is not None:
+            self.buffered.remove(taken)
+            self._answered(key, taken)
+
+    def _refuse_stale_answers(self) -> None:
+        """After a restore, pending waits took their answers: the answers left are to waits
+        that ended, and are refused (an answer never waits for a later wait)."""
+        for sig in [s for s in self.buffered if s.signal_id.startswith(ANSWER_PREFIX)]:
+            self.buffered.remove(sig)
+            self._refuse(sig, "the wait is not pending")
+
     def _wait_elapsed(self, node_id: str) -> None:
         self._post(("wait_over", node_id, False))
 
     def _wait_timed_out(self, node_id: str) -> None:
         self._post(("wait_over", node_id, True))
-
-    def _unregister_wait(self, node: NodePlan) -> None:
-        waiting = self.waiting_signal.get(node.signal)
-        if waiting and node.id in waiting:
-            waiting.remove(node.id)
-            if not waiting:
-                del self.waiting_signal[node.signal]
 
     def _signal(self, sig: SignalRecord) -> None:
         if sig.seq in self.seen_signals:
@@ -1077,26 +1088,43 @@ class Run:
             fut = asyncio.get_running_loop().create_future()
             self._handle((data.get("action", ""), fut, bool(data.get("compensate"))))
             return
-        self._event("signal.received", None, {"signal": sig.name, "signal_id": sig.signal_id, "data": sig.data})
         if sig.name == ESCALATION_SIGNAL and self.escalated:
             data = sig.data if isinstance(sig.data, dict) else {"action": sig.data}
             target = data.get("node") or next(iter(self.escalated))
             if data.get("action") in ("retry", "skip", "fail") and target in self.escalated:
+                self._event("signal.received", None, {"signal": sig.name, "signal_id": sig.signal_id, "data": sig.data})
                 self.batch.consumed_signals.append((self.id, sig.seq, target))
                 self._escalation_answer(target, data)
                 return
-        waiting = self.waiting_signal.get(sig.name)
-        if not waiting:
+        route = self.waits.route(sig)
+        if route.refusal is not None:
+            self._refuse(sig, route.refusal)
+        elif route.key is None:
+            self._event("signal.received", None, {"signal": sig.name, "signal_id": sig.signal_id, "data": sig.data})
             self.buffered.append(sig)
-            return
-        node_id = waiting.pop(0)
-        if not waiting:
-            del self.waiting_signal[sig.name]
-        handle = self.timers.pop(node_id, None)
+        else:
+            self._answered(route.key, sig)
+
+    def _answered(self, key: str, sig: SignalRecord) -> None:
+        """`sig` answers the pending wait of `key` (a wait node or a map item): consumed by it,
+        its data the output."""
+        wait_id = (self.records.get(key) or self._items[key]).wait["id"]  # type: ignore[index]
+        self.waits.end(key)
+        self._event("signal.received", None, {"signal": sig.name, "signal_id": sig.signal_id, "data": sig.data, "wait_id": wait_id})
+        self.batch.consumed_signals.append((self.id, sig.seq, key))
+        handle = self.timers.pop(key, None)
         if handle is not None:
             handle.cancel()
-        self.batch.consumed_signals.append((self.id, sig.seq, node_id))
-        self._succeeded(self.plan.nodes[node_id], self.records[node_id], sig.data)
+        if "[" in key:
+            self._item_done(key, self._items[key].attempt, True, sig.data)
+            return
+        self._succeeded(self.plan.nodes[key], self.records[key], sig.data)
+
+    def _refuse(self, sig: SignalRecord, reason: str) -> None:
+        """Marks `sig` refused (consumed by no wait): an answer to a wait that ended, or data
+        a wait's schema refuses."""
+        self._event("signal.refused", None, {"signal": sig.name, "signal_id": sig.signal_id, "reason": reason})
+        self.batch.consumed_signals.append((self.id, sig.seq, REFUSED_PREFIX + reason[:200]))
 
     # --------------------------------------------------------------- maps
     def _start_map(self, node: NodePlan, rec: NodeRecord) -> None:
@@ -1127,11 +1155,19 @@ class Run:
             return
         state = _MapState(items=items, results=[None] * len(items), queue=deque(), remaining=len(items))
         restored = self._items_restored.get(node.id, {})
+        waiting = []
         for i in range(len(items)):
             irec = restored.get(i)
             if irec is not None and irec.state is NodeState.SUCCEEDED:
                 state.results[i] = irec.output
                 state.remaining -= 1
+                continue
+            if irec is not None and irec.state is NodeState.WAITING and node.body.kind == "wait":
+                # Its wait goes on under the same id (an answer may already be stored).
+                self._items[f"{node.id}[{i}]"] = irec
+                state.running += 1
+                state.waiting.add(i)
+                waiting.append(i)
                 continue
             state.queue.append(i)
             if irec is not None:
@@ -1147,7 +1183,11 @@ class Run:
         if state.remaining == 0:
             self._map_finished(node)
             return
-        self._fill_map(node)
+        for i in waiting:
+            if node.id in self.maps:
+                self._resume_item_wait(node, i)
+        if node.id in self.maps:
+            self._fill_map(node)
 
     def _fill_map(self, node: NodePlan) -> None:
         if self.paused or self.engine.draining:
@@ -1160,6 +1200,9 @@ class Run:
     def _launch_item(self, node: NodePlan, index: int) -> None:
         state = self.maps[node.id]
         state.running += 1
+        if node.body.kind == "wait":
+            self._item_wait(node, index)
+            return
         self._gate(f"{node.id}[{index}]", node, node.body, lambda ticket: self._item_go(node, index, ticket))
 
     def _item_go(self, node: NodePlan, index: int, ticket: Any) -> None:
@@ -1184,15 +1227,55 @@ class Run:
         item = state.items[index]
         self.to_launch.append((key, lambda: self._call(key, node, node.body, attempt, item, index)))
 
+    def _item_wait(self, node: NodePlan, index: int) -> None:
+        """A map item whose body is a wait: it waits for its own answer (no scheduler slot)."""
+        key = f"{node.id}[{index}]"
+        irec = self._items.get(key)
+        if irec is None:
+            irec = self._items[key] = NodeRecord(self.id, key, NodeState.PENDING)
+        now = self.engine.clock()
+        irec.attempt += 1
+        if irec.started_at is None:
+            irec.started_at = now
+        body = node.body
+        irec.wait, data = self.waits.begin(key, irec.attempt, body.signal, body.wait_schema, now)
+        irec.wake_at = now + body.timeout if body.timeout else None
+        if irec.wake_at is not None:
+            data["timeout_at"] = _iso(irec.wake_at)
+        self.maps[node.id].waiting.add(index)
+        self._set_node(irec, NodeState.WAITING, {**data, "attempt": irec.attempt, "index": index})
+        self._take_buffered(key)
+        if key in self.waits and body.timeout:
+            self._arm_timer(key, body.timeout, self._wait_timed_out)
+
+    def _resume_item_wait(self, node: NodePlan, index: int) -> None:
+        key = f"{node.id}[{index}]"
+        irec = self._items[key]
+        self._resume_wait(key, irec, node.body.signal, node.body.wait_schema)
+        if key in self.waits and irec.wake_at is not None:
+            self._arm_timer(key, irec.wake_at - self.engine.clock(), self._wait_timed_out)
+
+    def _item_wait_over(self, key: str) -> None:
+        """A map item's wait timed out: a failed attempt of the item (its retry policy says
+        whether it waits again, under a new wait id)."""
+        irec = self._items.get(key)
+        if irec is None or irec.state is not NodeState.WAITING or key not in self.waits:
+            return
+        self.timers.pop(key, None)
+        self.waits.end(key)
+        timeout = self.plan.nodes[key.split("[", 1)[0]].body.timeout
+        self._item_done(key, irec.attempt, False, error_dict("timeout", f"wait timed out after {timeout}s"))
+
     def _item_done(self, key: str, attempt: int, ok: bool, value: Any) -> None:
         node_id, index = key.split("[", 1)
         index_n = int(index[:-1])
         irec = self._items.get(key)
         state = self.maps.get(node_id)
-        if irec is None or state is None or irec.attempt != attempt or irec.state is not NodeState.RUNNING:
+        if irec is None or state is None or irec.attempt != attempt or irec.state not in (NodeState.RUNNING, NodeState.WAITING):
             return
         node = self.plan.nodes[node_id]
         state.running -= 1
+        state.waiting.discard(index_n)
         if ok:
             irec.output = value
             irec.ended_at = self.engine.clock()
@@ -1243,6 +1326,12 @@ class Run:
             self.tasks.pop(key).cancel()
             irec = self._items[key]
             if irec.state is NodeState.RUNNING:
+                irec.ended_at = self.engine.clock()
+                self._set_node(irec, NodeState.CANCELLED, {"attempt": irec.attempt})
+        for key in [k for k in self.waits.pending_keys() if k.startswith(prefix)]:
+            self.waits.end(key)
+            irec = self._items[key]
+            if irec.state is NodeState.WAITING:
                 irec.ended_at = self.engine.clock()
                 self._set_node(irec, NodeState.CANCELLED, {"attempt": irec.attempt})
         for key in [k for k in self.timers if k.startswith(prefix)]:
@@ -1439,12 +1528,11 @@ class Run:
                 if rec.state is NodeState.READY:
                     self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
             self.ready.clear()
-            for names in self.waiting_signal.values():
-                for nid in names:
-                    rec = self.records[nid]
-                    if rec.state is NodeState.WAITING:
-                        self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
-            self.waiting_signal.clear()
+            for key in self.waits.pending_keys():
+                rec = self.records.get(key) or self._items.get(key)
+                if rec is not None and rec.state is NodeState.WAITING:
+                    self._set_node(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
+                self.waits.end(key)
 
 
 def _summed(total: dict[str, float] | None, more: dict[str, float]) -> dict[str, float]:

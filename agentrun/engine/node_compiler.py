@@ -132,7 +132,7 @@ def _map(c: StepCompiler, m: Any, mpath: str) -> dict[str, Any]:
     if has_node == has_wf:
         c.error(mpath, "needs exactly one of node or workflow")
     elif has_node:
-        f["body"] = c.standalone_step(m.node, f"{mpath}.node", IN_MAP)
+        f["body"] = c.standalone_step(m.node, f"{mpath}.node", IN_MAP, waits=True)
     else:
         f["body"] = c.step(pb.Step(workflow=m.workflow), "workflow", mpath, IN_MAP)
     return f
@@ -162,6 +162,7 @@ def _wait(c: StepCompiler, w: Any, wpath: str) -> dict[str, Any]:
     if w.until:
         f["until"] = c.template(w.until, f"{wpath}.until", BASE_NAMES)
     f["wait_timeout"] = c.duration(w, "timeout", wpath)
+    f["wait_schema"] = c.wait_schema(w, wpath)
     return f
 
 

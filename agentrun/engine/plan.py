@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentrun.engine.budgets import BudgetSpec
 from agentrun.engine.errors import Diagnostic
 from agentrun.engine.expressions import Expression, Template
 from agentrun.engine.ports import AgentProvider, Tool
@@ -36,7 +35,7 @@ class EdgePlan:
 class StepPlan:
     """A single call: a node's body, a map item's body, a compensation or a fallback."""
 
-    kind: str  # agent | tool | pass | workflow
+    kind: str  # agent | tool | pass | workflow | wait (a map body)
     path: str
     retry: RetrySpec | None = None
     timeout: float | None = None
@@ -61,6 +60,9 @@ class StepPlan:
     workflow: str = ""
     workflow_version: int = 0
     workflow_input: Template | None = None
+    # wait (a map's body only): the signal each item waits for, its answer's JSON Schema
+    signal: str = ""
+    wait_schema: dict[str, Any] | None = None
 
     @property
     def names(self) -> frozenset[str]:
@@ -117,6 +119,8 @@ class NodePlan:
     duration: float | None = None
     until: Template | None = None
     wait_timeout: float | None = None
+    # The JSON Schema of the answer to a wait for a signal (AnswerWait checks it).
+    wait_schema: dict[str, Any] | None = None
     # aggregate
     strategy: str = "merge"
     expr: Expression | None = None
@@ -197,8 +201,6 @@ class DagPlan:
     # reverse | sequential | parallel
     compensation: str = "reverse"
     breakers: dict[str, BreakerSpec] = field(default_factory=dict)
-    # The workflow's `budget:` (agentrun.engine.budgets), None without one.
-    budget: BudgetSpec | None = None
 
     def handler_for(self, node_id: str, error_type: str) -> HandlerPlan | None:
         """The first handler that matches: FORMAT.md's "first match wins"."""

@@ -249,6 +249,10 @@ class StepCompiler:
                 max_tokens=body.max_tokens,
                 stream=body.stream if body.HasField("stream") else None,
             )
+        elif kind == "wait":
+            if not body.signal or body.HasField("duration") or body.until:
+                self.error(p, "a map item waits for a signal: set `signal` (no duration or until)")
+            out.update(signal=body.signal, wait_schema=self.wait_schema(body, p))
         elif kind == "workflow":
             if not body.name:
                 self.error(f"{p}.name", "is required")
@@ -258,16 +262,35 @@ class StepCompiler:
             )
         return out
 
-    def standalone_step(self, msg: Any, path: str, allowed: frozenset[str]) -> StepPlan | None:
+    def standalone_step(
+        self, msg: Any, path: str, allowed: frozenset[str], *, waits: bool = False
+    ) -> StepPlan | None:
         """A `Step` message with its own retry policy and timeout (a compensation, a fallback,
-        a map body, an action); None, reported, when it names no kind."""
+        a map body, an action); None, reported, when it names no kind. Only a map's body
+        (`waits`) may be a wait for a signal, whose timeout is the wait's."""
         kind = spec_words.which(msg)
         if kind is None:
-            self.error(path, "needs exactly one kind: agent, tool, pass or workflow")
+            self.error(path, "needs exactly one kind: agent, tool, pass, workflow" + (" or wait" if waits else ""))
+            return None
+        if kind == "wait" and not waits:
+            self.error(f"{path}.wait", "a wait step is only allowed as a map's body (each item waits for its own answer)")
             return None
         fields = self._step_fields(msg, kind, path, allowed)
         retry = self.retry(msg.retry, f"{path}.retry") if msg.HasField("retry") else None
-        return StepPlan(**fields, retry=retry, timeout=self.duration(msg, "timeout", path))
+        timeout = self.duration(msg, "timeout", path)
+        if kind == "wait":
+            if msg.HasField("timeout"):
+                self.error(f"{path}.timeout", "a wait step takes no timeout (use wait.timeout)")
+            timeout = self.duration(msg.wait, "timeout", f"{path}.wait")
+        return StepPlan(**fields, retry=retry, timeout=timeout)
+
+    def wait_schema(self, wait: Any, path: str) -> dict[str, Any] | None:
+        """A wait's answer schema (`wait.schema`), only for a wait for a signal."""
+        if not wait.HasField("schema"):
+            return None
+        if not wait.signal:
+            self.error(f"{path}.schema", "only a wait for a signal takes a schema (of its answer)")
+        return self.schema(wait.schema, f"{path}.schema")
 
 
 def is_irreversible(step: StepPlan | None) -> bool:

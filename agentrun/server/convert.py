@@ -376,3 +376,24 @@ def event_to_proto(
 
 def json_text(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def wait_to_proto(view: Any) -> ex_pb.Wait:
+    """An `approvals.WaitView` as a `Wait`."""
+    ref = view.ref
+    out = ex_pb.Wait(
+        wait_id=ref.id,
+        execution=execution_name(ref.execution_id),
+        node_id=ref.node_id,
+        attempt=ref.attempt,
+        signal=view.signal,
+        workflow=view.workflow,
+    )
+    if ref.map_index is not None:
+        out.map_index = ref.map_index
+    set_time(out.start_time, view.since)
+    if view.timeout_at is not None:
+        set_time(out.timeout_time, view.timeout_at)
+    if view.schema is not None:
+        set_struct(out.schema, view.schema)
+    return out

@@ -162,6 +162,38 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         )
         return pb.SignalExecutionResponse(execution=convert.execution_to_proto(record))
 
+    async def ListWaits(
+        self,
+        request: pb.ListWaitsRequest,
+        context: grpc.aio.ServicerContext[pb.ListWaitsRequest, pb.ListWaitsResponse],
+    ) -> pb.ListWaitsResponse:
+        ident = requests.execution_id(request.parent, "parent") if request.parent else None
+        size = requests.page_size(request.page_size)
+        after = requests.decode_token(request.page_token, "waits", request.parent)
+        views = await self._engine.list_waits(
+            tenant=current_tenant(), limit=size + 1, after=after, execution_id=ident
+        )
+        response = pb.ListWaitsResponse(waits=[convert.wait_to_proto(v) for v in views[:size]])
+        if len(views) > size:
+            last = views[size - 1].ref
+            response.next_page_token = requests.encode_token("waits", [last.execution_id, last.key], request.parent)
+        return response
+
+    async def AnswerWait(
+        self,
+        request: pb.AnswerWaitRequest,
+        context: grpc.aio.ServicerContext[pb.AnswerWaitRequest, pb.AnswerWaitResponse],
+    ) -> pb.AnswerWaitResponse:
+        if request.WhichOneof("target") is None:
+            raise invalid_argument("wait_id", "required: the wait's id, or its callback token in `token`")
+        record, view = await self._engine.answer_wait(
+            data=convert.from_value(request.data) if request.HasField("data") else None,
+            wait_id=request.wait_id,
+            token=request.token,
+            tenant=current_tenant(),
+        )
+        return pb.AnswerWaitResponse(execution=convert.execution_to_proto(record), wait=convert.wait_to_proto(view))
+
     async def RerunExecution(
         self,
         request: pb.RerunExecutionRequest,

@@ -15,6 +15,8 @@ from agentrun.storage.records import ExecutionState
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+# A node id, or `ID[INDEX]` for a map item.
+_NODE_KEY = re.compile(r"[a-z][a-z0-9_]{0,62}(\[[0-9]{1,9}\])?")
 
 
 def workflow_name(value: str, field: str = "name") -> str:
@@ -74,6 +76,11 @@ def decode_token(token: str, kind: str, query: str = "") -> Any:
             if type(after) is not int or not 0 <= after <= 2**63 - 1:
                 raise ValueError("not a sequence")
             after = min(after, MAX_SEQUENCE)
+        elif kind == "waits":
+            if not (isinstance(after, list) and len(after) == 2 and all(isinstance(a, str) for a in after)
+                    and _NAME.fullmatch(after[0]) and _NODE_KEY.fullmatch(after[1])):
+                raise ValueError("not an execution and node")
+            after = (after[0], after[1])
         elif not isinstance(after, str) or len(after) > 256 or not _NAME.fullmatch(after):
             raise ValueError("not a name")
     except (ValueError, KeyError, TypeError):

@@ -112,6 +112,18 @@ class Store(abc.ABC):
     async def get_nodes(self, execution_id: str) -> list[NodeRecord]: ...
 
     @abc.abstractmethod
+    async def list_waits(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after: tuple[str, str] | None = None,
+        execution_id: str | None = None,
+    ) -> list[NodeRecord]:
+        """Nodes (and map items) WAITING with a `wait` (a wait for a signal) in the tenant's
+        unfinished executions, ordered by (execution_id, node_id), after that pair."""
+
+    @abc.abstractmethod
     async def commit(self, batch: Batch) -> None:
         """Updates the execution's run state (state, output, error, vars, times,
         last_sequence, labels: the execution must exist), upserts nodes, appends events and

@@ -20,6 +20,7 @@ from agentrun.storage.records import (
     ExecutionRecord,
     ExecutionState,
     NodeRecord,
+    NodeState,
     SignalRecord,
     WorkflowRecord,
 )
@@ -149,6 +150,30 @@ class MemoryStore(Store):
 
     async def get_nodes(self, execution_id: str) -> list[NodeRecord]:
         return [_copy(n) for n in self._nodes.get(execution_id, {}).values()]
+
+    async def list_waits(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after: tuple[str, str] | None = None,
+        execution_id: str | None = None,
+    ) -> list[NodeRecord]:
+        out: list[NodeRecord] = []
+        for eid in sorted(self._executions) if execution_id is None else [execution_id]:
+            record = self._executions.get(eid)
+            if record is None or record.tenant != tenant or record.state.terminal:
+                continue
+            if after is not None and eid < after[0]:
+                continue
+            for nid in sorted(self._nodes.get(eid, {})):
+                node = self._nodes[eid][nid]
+                if node.state is not NodeState.WAITING or node.wait is None or (after is not None and (eid, nid) <= after):
+                    continue
+                out.append(_copy(node))
+                if len(out) >= limit:
+                    return out
+        return out
 
     async def commit(self, batch: Batch) -> None:
         # Validate first so that a failing batch changes nothing (atomicity).

@@ -143,6 +143,10 @@ class NodeRecord:
     completed_order: int = 0
     # Resource use of the node's calls (LLM tokens and cost), summed over attempts.
     usage: dict[str, float] | None = None
+    # The latest wait for a signal (a `wait` node or a map item whose body is one):
+    # {"id", "signal", "since", "token_sha256"}; kept after the wait ends, so a late answer
+    # is told why it is refused. Pending while the record is WAITING.
+    wait: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ from agentrun.storage.records import (
     ExecutionRecord,
     ExecutionState,
     NodeRecord,
+    NodeState,
     SignalRecord,
     WorkflowRecord,
 )
@@ -288,6 +289,32 @@ class SqlStore(Store):
         )
         return [db.node_record(row) for row in await self.database.read(query)]
 
+    async def list_waits(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after: tuple[str, str] | None = None,
+        execution_id: str | None = None,
+    ) -> list[NodeRecord]:
+        nodes, executions = db.nodes, db.executions
+        query = (
+            sa.select(nodes)
+            .join(executions, executions.c.id == nodes.c.execution_id)
+            .where(
+                executions.c.tenant == tenant,
+                executions.c.state.in_(_UNFINISHED),
+                nodes.c.state == NodeState.WAITING.value,
+                nodes.c.wait.is_not(None),
+            )
+        )
+        if execution_id is not None:
+            query = query.where(nodes.c.execution_id == execution_id)
+        if after is not None:
+            query = query.where(sa.tuple_(nodes.c.execution_id, nodes.c.node_id) > sa.tuple_(*after))
+        query = query.order_by(nodes.c.execution_id, nodes.c.node_id).limit(limit)
+        return [db.node_record(row) for row in await self.database.read(query)]
+
     async def commit(self, batch: Batch) -> None:
         self.database.require_open()
         # Snapshot now: the caller may change its records (not payloads) once we return.
@@ -421,33 +448,28 @@ class SqlStore(Store):
         beside `agentrun serve`). New rows are found by rowid every SQLITE_POLL_SECONDS and
         announced as PostgreSQL's notifications would be: `signal` (a signal or control
         request for an execution, which its owner applies) and `events` (Watch streams re-read
-        the store), for execution events and state machine history entries alike (on
-        PostgreSQL the machine engine's `Notifier` announces those). This process's own writes
-        are announced too; listeners ignore repeats."""
+        the store). This process's own writes are announced too; listeners ignore repeats."""
         rowid = sa.literal_column("rowid")
-        # (kind, table, the column that names whose row it is)
-        sources = (
-            ("events", db.events, db.events.c.execution_id),
-            ("signal", db.signals, db.signals.c.execution_id),
-            ("events", db.sm_history, db.sm_history.c.instance_id),
-        )
-        marks = [0] * len(sources)
+        marks = {"events": 0, "signal": 0}
+        tables = {"events": db.events, "signal": db.signals}
         started = False
         while not self.database.closing:
             try:
                 if not started:
-                    for i, (_, table, _) in enumerate(sources):
+                    for kind, table in tables.items():
                         rows = await self.database.read(sa.select(sa.func.coalesce(sa.func.max(rowid), 0)).select_from(table))
-                        marks[i] = int(rows[0][0])
+                        marks[kind] = int(rows[0][0])
                     started = True
                 await asyncio.sleep(SQLITE_POLL_SECONDS)
-                for i, (kind, table, owner) in enumerate(sources):
+                for kind, table in tables.items():
                     rows = await self.database.read(
-                        sa.select(owner, sa.func.max(rowid)).where(rowid > marks[i]).group_by(owner)
+                        sa.select(table.c.execution_id, sa.func.max(rowid))
+                        .where(rowid > marks[kind])
+                        .group_by(table.c.execution_id)
                     )
-                    for owner_id, mark in rows:
-                        marks[i] = max(marks[i], int(mark))
-                        self._dispatch_notification(None, 0, _CHANNEL, f"{kind}:{owner_id}")
+                    for execution_id, mark in rows:
+                        marks[kind] = max(marks[kind], int(mark))
+                        self._dispatch_notification(None, 0, _CHANNEL, f"{kind}:{execution_id}")
             except asyncio.CancelledError:
                 raise
             except Exception:

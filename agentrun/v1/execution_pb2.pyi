@@ -320,3 +320,27 @@ class AttemptTrace(_message.Message):
     rate_limited: bool
     retry_delay: _duration_pb2.Duration
     def __init__(self, attempt: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[NodeExecution.State, str]] = ..., error: _Optional[_Union[ExecutionError, _Mapping]] = ..., queue_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rate_limited: _Optional[bool] = ..., retry_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class Wait(_message.Message):
+    __slots__ = ("wait_id", "execution", "node_id", "map_index", "attempt", "signal", "start_time", "timeout_time", "schema", "workflow")
+    WAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_TIME_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    wait_id: str
+    execution: str
+    node_id: str
+    map_index: int
+    attempt: int
+    signal: str
+    start_time: _timestamp_pb2.Timestamp
+    timeout_time: _timestamp_pb2.Timestamp
+    schema: _struct_pb2.Struct
+    workflow: str
+    def __init__(self, wait_id: _Optional[str] = ..., execution: _Optional[str] = ..., node_id: _Optional[str] = ..., map_index: _Optional[int] = ..., attempt: _Optional[int] = ..., signal: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., timeout_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workflow: _Optional[str] = ...) -> None: ...

@@ -183,3 +183,39 @@ class GetExecutionTraceResponse(_message.Message):
     TRACE_FIELD_NUMBER: _ClassVar[int]
     trace: _execution_pb2.ExecutionTrace
     def __init__(self, trace: _Optional[_Union[_execution_pb2.ExecutionTrace, _Mapping]] = ...) -> None: ...
+
+class ListWaitsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListWaitsResponse(_message.Message):
+    __slots__ = ("waits", "next_page_token")
+    WAITS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    waits: _containers.RepeatedCompositeFieldContainer[_execution_pb2.Wait]
+    next_page_token: str
+    def __init__(self, waits: _Optional[_Iterable[_Union[_execution_pb2.Wait, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class AnswerWaitRequest(_message.Message):
+    __slots__ = ("wait_id", "token", "data")
+    WAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    wait_id: str
+    token: str
+    data: _struct_pb2.Value
+    def __init__(self, wait_id: _Optional[str] = ..., token: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+
+class AnswerWaitResponse(_message.Message):
+    __slots__ = ("execution", "wait")
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    execution: _execution_pb2.Execution
+    wait: _execution_pb2.Wait
+    def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ..., wait: _Optional[_Union[_execution_pb2.Wait, _Mapping]] = ...) -> None: ...

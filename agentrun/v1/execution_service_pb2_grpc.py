@@ -90,6 +90,16 @@ class ExecutionServiceStub:
                 request_serializer=agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceRequest.SerializeToString,
                 response_deserializer=agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceResponse.FromString,
                 _registered_method=True)
+        self.ListWaits = channel.unary_unary(
+                '/agentrun.v1.ExecutionService/ListWaits',
+                request_serializer=agentrun_dot_v1_dot_execution__service__pb2.ListWaitsRequest.SerializeToString,
+                response_deserializer=agentrun_dot_v1_dot_execution__service__pb2.ListWaitsResponse.FromString,
+                _registered_method=True)
+        self.AnswerWait = channel.unary_unary(
+                '/agentrun.v1.ExecutionService/AnswerWait',
+                request_serializer=agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitRequest.SerializeToString,
+                response_deserializer=agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -174,6 +184,23 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWaits(self, request, context):
+        """The pending waits for a signal (approvals to give) of the caller's tenant, by execution
+        and node; of one execution with `parent`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnswerWait(self, request, context):
+        """Answers one wait, named by its id or its callback token; applied once. An answer to a wait
+        that has ended (answered, timed out, cancelled) or to an earlier attempt of its node is
+        FAILED_PRECONDITION and changes nothing; data the wait's schema refuses is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -231,6 +258,16 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.GetExecutionTrace,
                     request_deserializer=agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceRequest.FromString,
                     response_serializer=agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceResponse.SerializeToString,
+            ),
+            'ListWaits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWaits,
+                    request_deserializer=agentrun_dot_v1_dot_execution__service__pb2.ListWaitsRequest.FromString,
+                    response_serializer=agentrun_dot_v1_dot_execution__service__pb2.ListWaitsResponse.SerializeToString,
+            ),
+            'AnswerWait': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerWait,
+                    request_deserializer=agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitRequest.FromString,
+                    response_serializer=agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +568,60 @@ class ExecutionService:
             '/agentrun.v1.ExecutionService/GetExecutionTrace',
             agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceRequest.SerializeToString,
             agentrun_dot_v1_dot_execution__service__pb2.GetExecutionTraceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWaits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentrun.v1.ExecutionService/ListWaits',
+            agentrun_dot_v1_dot_execution__service__pb2.ListWaitsRequest.SerializeToString,
+            agentrun_dot_v1_dot_execution__service__pb2.ListWaitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerWait(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentrun.v1.ExecutionService/AnswerWait',
+            agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitRequest.SerializeToString,
+            agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitResponse.FromString,
             options,
             channel_credentials,
             insecure,

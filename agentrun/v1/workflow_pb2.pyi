@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WorkflowSpec(_message.Message):
-    __slots__ = ("name", "description", "mode", "input_schema", "defaults", "timeout", "concurrency", "nodes", "edges", "output", "error_handlers", "compensation", "circuit_breakers", "initial", "data", "states", "budget")
+    __slots__ = ("name", "description", "mode", "input_schema", "defaults", "timeout", "concurrency", "nodes", "edges", "output", "error_handlers", "compensation", "circuit_breakers", "initial", "data", "states")
     class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         MODE_UNSPECIFIED: _ClassVar[WorkflowSpec.Mode]
@@ -51,7 +51,6 @@ class WorkflowSpec(_message.Message):
     INITIAL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
-    BUDGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     mode: WorkflowSpec.Mode
@@ -68,8 +67,7 @@ class WorkflowSpec(_message.Message):
     initial: str
     data: _struct_pb2.Struct
     states: _containers.MessageMap[str, MachineState]
-    budget: Budget
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., mode: _Optional[_Union[WorkflowSpec.Mode, str]] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., defaults: _Optional[_Union[NodeDefaults, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., concurrency: _Optional[_Union[Concurrency, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_handlers: _Optional[_Iterable[_Union[ErrorHandler, _Mapping]]] = ..., compensation: _Optional[_Union[Compensation, _Mapping]] = ..., circuit_breakers: _Optional[_Mapping[str, CircuitBreaker]] = ..., initial: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., states: _Optional[_Mapping[str, MachineState]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., mode: _Optional[_Union[WorkflowSpec.Mode, str]] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., defaults: _Optional[_Union[NodeDefaults, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., concurrency: _Optional[_Union[Concurrency, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_handlers: _Optional[_Iterable[_Union[ErrorHandler, _Mapping]]] = ..., compensation: _Optional[_Union[Compensation, _Mapping]] = ..., circuit_breakers: _Optional[_Mapping[str, CircuitBreaker]] = ..., initial: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., states: _Optional[_Mapping[str, MachineState]] = ...) -> None: ...
 
 class NodeDefaults(_message.Message):
     __slots__ = ("timeout", "retry")
@@ -137,34 +135,6 @@ class Concurrency(_message.Message):
     on_limit: Concurrency.OnLimit
     def __init__(self, key: _Optional[str] = ..., limit: _Optional[int] = ..., on_limit: _Optional[_Union[Concurrency.OnLimit, str]] = ...) -> None: ...
 
-class Budget(_message.Message):
-    __slots__ = ("max_tokens", "max_cost", "window", "on_exhausted")
-    class Window(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-        __slots__ = ()
-        WINDOW_UNSPECIFIED: _ClassVar[Budget.Window]
-        WINDOW_EXECUTION: _ClassVar[Budget.Window]
-        WINDOW_DAY: _ClassVar[Budget.Window]
-    WINDOW_UNSPECIFIED: Budget.Window
-    WINDOW_EXECUTION: Budget.Window
-    WINDOW_DAY: Budget.Window
-    class OnExhausted(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-        __slots__ = ()
-        ON_EXHAUSTED_UNSPECIFIED: _ClassVar[Budget.OnExhausted]
-        ON_EXHAUSTED_PAUSE: _ClassVar[Budget.OnExhausted]
-        ON_EXHAUSTED_FAIL: _ClassVar[Budget.OnExhausted]
-    ON_EXHAUSTED_UNSPECIFIED: Budget.OnExhausted
-    ON_EXHAUSTED_PAUSE: Budget.OnExhausted
-    ON_EXHAUSTED_FAIL: Budget.OnExhausted
-    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
-    MAX_COST_FIELD_NUMBER: _ClassVar[int]
-    WINDOW_FIELD_NUMBER: _ClassVar[int]
-    ON_EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
-    max_tokens: int
-    max_cost: float
-    window: Budget.Window
-    on_exhausted: Budget.OnExhausted
-    def __init__(self, max_tokens: _Optional[int] = ..., max_cost: _Optional[float] = ..., window: _Optional[_Union[Budget.Window, str]] = ..., on_exhausted: _Optional[_Union[Budget.OnExhausted, str]] = ...) -> None: ...
-
 class Node(_message.Message):
     __slots__ = ("id", "needs", "when", "join", "timeout", "total_timeout", "retry", "output", "export_vars", "compensate", "rate_limit", "priority", "agent", "tool", "map", "switch_node", "wait", "aggregate", "workflow", "pass_node")
     class Join(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -218,20 +188,22 @@ class Node(_message.Message):
     def __init__(self, id: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., when: _Optional[str] = ..., join: _Optional[_Union[Node.Join, str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., export_vars: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., compensate: _Optional[_Union[Step, _Mapping]] = ..., rate_limit: _Optional[str] = ..., priority: _Optional[int] = ..., agent: _Optional[_Union[AgentCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., map: _Optional[_Union[MapNode, _Mapping]] = ..., switch_node: _Optional[_Union[SwitchNode, _Mapping]] = ..., wait: _Optional[_Union[WaitNode, _Mapping]] = ..., aggregate: _Optional[_Union[AggregateNode, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ..., pass_node: _Optional[_Union[PassNode, _Mapping]] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("retry", "timeout", "agent", "tool", "pass_node", "workflow")
+    __slots__ = ("retry", "timeout", "agent", "tool", "pass_node", "workflow", "wait")
     RETRY_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     PASS_NODE_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
     retry: RetryPolicy
     timeout: _duration_pb2.Duration
     agent: AgentCall
     tool: ToolCall
     pass_node: PassNode
     workflow: WorkflowCall
-    def __init__(self, retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., agent: _Optional[_Union[AgentCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., pass_node: _Optional[_Union[PassNode, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ...) -> None: ...
+    wait: WaitNode
+    def __init__(self, retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., agent: _Optional[_Union[AgentCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., pass_node: _Optional[_Union[PassNode, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ..., wait: _Optional[_Union[WaitNode, _Mapping]] = ...) -> None: ...
 
 class AgentCall(_message.Message):
     __slots__ = ("model", "system", "prompt", "output_schema", "tools", "max_turns", "temperature", "max_tokens", "stream")
@@ -292,16 +264,18 @@ class SwitchCase(_message.Message):
     def __init__(self, when: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
 
 class WaitNode(_message.Message):
-    __slots__ = ("signal", "duration", "until", "timeout")
+    __slots__ = ("signal", "duration", "until", "timeout", "schema")
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
     signal: str
     duration: _duration_pb2.Duration
     until: str
     timeout: _duration_pb2.Duration
-    def __init__(self, signal: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., until: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    schema: _struct_pb2.Struct
+    def __init__(self, signal: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., until: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AggregateNode(_message.Message):
     __slots__ = ("strategy", "expr")

@@ -77,6 +77,10 @@ class ProxyStore(Store):
         return await self._call("list_executions", tenant, limit=limit, after_id=after_id, workflow=workflow,
                                 states=states)
 
+    async def list_waits(self, tenant: str, *, limit: int, after: tuple[str, str] | None = None,
+                         execution_id: str | None = None) -> list[NodeRecord]:
+        return await self._call("list_waits", tenant, limit=limit, after=after, execution_id=execution_id)
+
     async def list_unfinished_executions(self) -> list[ExecutionRecord]:
         return await self._call("list_unfinished_executions")
 

@@ -118,6 +118,17 @@ async def script(r: Recorder) -> None:
     await r.until(rerun["execution"]["name"], "STATE_SUCCEEDED")
     await r.call(ES + "GetExecution", {"name": rerun["execution"]["name"]})
     await r.call(ES + "RerunExecution", {"name": approval, "fromNodeId": "nope"})
+    # Approvals: the pending wait listed, answered once by its id; a replay is refused
+    asked = (await r.call(ES + "StartExecution", {"workflow": "approval", "input": {"n": 3}}))["execution"]["name"]
+    await r.until(asked, "STATE_WAITING")
+    waits = await r.call(ES + "ListWaits", {"parent": asked})
+    await r.call(ES + "ListWaits", {"pageSize": 1})
+    await r.call(ES + "ListWaits", {"pageToken": "garbage"})
+    answer = {"waitId": waits["waits"][0]["waitId"], "data": {"by": "b"}}
+    await r.call(ES + "AnswerWait", answer)
+    await r.call(ES + "AnswerWait", answer)  # FAILED_PRECONDITION: answered already
+    await r.call(ES + "AnswerWait", {"waitId": "nope"})
+    await r.call(ES + "AnswerWait", {"data": 1})
     doomed = await r.call(ES + "StartExecution", {"workflow": "approval", "input": {"n": 2}})
     await r.until(doomed["execution"]["name"], "STATE_WAITING")
     await r.call(ES + "CancelExecution", {"name": doomed["execution"]["name"]})

@@ -479,6 +479,30 @@ async def test_consumed_signals_leave_the_buffer(store: Store) -> None:
     assert late.seq == 4
 
 
+async def test_list_waits_finds_pending_signal_waits_of_the_tenant(store: Store) -> None:
+    ours, other, ended = await started(store), await started(store, execution(tenant="globex")), await started(store)
+
+    def waiting(ex: ExecutionRecord, key: str, state: NodeState = NodeState.WAITING, wait: bool = True) -> NodeRecord:
+        record = {"id": f"{ex.id}/{key}/1", "signal": "approve", "since": T0, "token_sha256": "ab"} if wait else None
+        return node(ex.id, key, state, attempt=1, wait=record)
+
+    await store.commit(Batch(nodes=[
+        waiting(ours, "m[10]"), waiting(ours, "m[2]"), waiting(ours, "ask"),
+        waiting(ours, "done", NodeState.SUCCEEDED),  # its wait ended
+        waiting(ours, "sleep", wait=False),  # a wait for a time, not a signal
+        waiting(other, "ask"), waiting(ended, "ask"),
+    ]))
+    await store.commit(Batch(execution=execution(ended.id, state=ExecutionState.CANCELLED)))
+    listed = await store.list_waits("acme", limit=10)
+    assert [(n.execution_id, n.node_id) for n in listed] == [(ours.id, "ask"), (ours.id, "m[10]"), (ours.id, "m[2]")]
+    assert listed[0].wait == {"id": f"{ours.id}/ask/1", "signal": "approve", "since": T0, "token_sha256": "ab"}
+    page = await store.list_waits("acme", limit=2, after=(ours.id, "ask"))
+    assert [n.node_id for n in page] == ["m[10]", "m[2]"]
+    assert [n.node_id for n in await store.list_waits("acme", limit=10, execution_id=ours.id, after=(ours.id, "m[10]"))] == ["m[2]"]
+    assert [n.execution_id for n in await store.list_waits("globex", limit=10)] == [other.id]
+    assert await store.list_waits("acme", limit=10, execution_id=other.id) == []
+
+
 async def test_concurrent_signals_get_distinct_seqs(store: Store) -> None:
     ex = await started(store)
     results = await asyncio.gather(*(store.add_signal(signal(ex.id, f"s{i}")) for i in range(20)))

@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Execution, ExecutionEvent, ExecutionTrace, NodeExecution } from "./execution_pb";
+import type { Execution, ExecutionEvent, ExecutionTrace, NodeExecution, Wait } from "./execution_pb";
 import { file_agentrun_v1_execution } from "./execution_pb";
 import type { Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentrun/v1/execution_service.proto.
  */
 export const file_agentrun_v1_execution_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNhZ2VudHJ1bi92MS9leGVjdXRpb25fc2VydmljZS5wcm90bxILYWdlbnRydW4udjEihwEKFVN0YXJ0RXhlY3V0aW9uUmVxdWVzdBIQCgh3b3JrZmxvdxgBIAEoCRIPCgd2ZXJzaW9uGAIgASgFEiUKBWlucHV0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhIKCnJlcXVlc3RfaWQYBCABKAkSEAoIcHJpb3JpdHkYBSABKAUiQwoWU3RhcnRFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24iOgoTR2V0RXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhUKDWluY2x1ZGVfbm9kZXMYAiABKAgibAoUR2V0RXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uEikKBW5vZGVzGAIgAygLMhouYWdlbnRydW4udjEuTm9kZUV4ZWN1dGlvbiJOChVMaXN0RXhlY3V0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGZmlsdGVyGAMgASgJIl0KFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USKgoKZXhlY3V0aW9ucxgBIAMoCzIWLmFnZW50cnVuLnYxLkV4ZWN1dGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhIKCmNvbXBlbnNhdGUYAiABKAgiRAoXQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uIiUKFVBhdXNlRXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIkMKFlBhdXNlRXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uIiYKFlJlc3VtZUV4ZWN1dGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJEChdSZXN1bWVFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24ibwoWU2lnbmFsRXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnNpZ25hbBgCIAEoCRIkCgRkYXRhGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhEKCXNpZ25hbF9pZBgEIAEoCSJEChdTaWduYWxFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24ihwEKFVJlcnVuRXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhQKDGZyb21fbm9kZV9pZBgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEiUKBWlucHV0GAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEg8KB3ZlcnNpb24YBSABKAUiQwoWUmVydW5FeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24iawoaTGlzdEV4ZWN1dGlvbkV2ZW50c1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJImMKG0xpc3RFeGVjdXRpb25FdmVudHNSZXNwb25zZRIrCgZldmVudHMYASADKAsyGy5hZ2VudHJ1bi52MS5FeGVjdXRpb25FdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPQoVV2F0Y2hFeGVjdXRpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMiRAoWV2F0Y2hFeGVjdXRpb25SZXNwb25zZRIqCgVldmVudBgBIAEoCzIbLmFnZW50cnVuLnYxLkV4ZWN1dGlvbkV2ZW50IigKGEdldEV4ZWN1dGlvblRyYWNlUmVxdWVzdBIMCgRuYW1lGAEgASgJIkcKGUdldEV4ZWN1dGlvblRyYWNlUmVzcG9uc2USKgoFdHJhY2UYASABKAsyGy5hZ2VudHJ1bi52MS5FeGVjdXRpb25UcmFjZTKYCAoQRXhlY3V0aW9uU2VydmljZRJZCg5TdGFydEV4ZWN1dGlvbhIiLmFnZW50cnVuLnYxLlN0YXJ0RXhlY3V0aW9uUmVxdWVzdBojLmFnZW50cnVuLnYxLlN0YXJ0RXhlY3V0aW9uUmVzcG9uc2USUwoMR2V0RXhlY3V0aW9uEiAuYWdlbnRydW4udjEuR2V0RXhlY3V0aW9uUmVxdWVzdBohLmFnZW50cnVuLnYxLkdldEV4ZWN1dGlvblJlc3BvbnNlElkKDkxpc3RFeGVjdXRpb25zEiIuYWdlbnRydW4udjEuTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0GiMuYWdlbnRydW4udjEuTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRJcCg9DYW5jZWxFeGVjdXRpb24SIy5hZ2VudHJ1bi52MS5DYW5jZWxFeGVjdXRpb25SZXF1ZXN0GiQuYWdlbnRydW4udjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USWQoOUGF1c2VFeGVjdXRpb24SIi5hZ2VudHJ1bi52MS5QYXVzZUV4ZWN1dGlvblJlcXVlc3QaIy5hZ2VudHJ1bi52MS5QYXVzZUV4ZWN1dGlvblJlc3BvbnNlElwKD1Jlc3VtZUV4ZWN1dGlvbhIjLmFnZW50cnVuLnYxLlJlc3VtZUV4ZWN1dGlvblJlcXVlc3QaJC5hZ2VudHJ1bi52MS5SZXN1bWVFeGVjdXRpb25SZXNwb25zZRJcCg9TaWduYWxFeGVjdXRpb24SIy5hZ2VudHJ1bi52MS5TaWduYWxFeGVjdXRpb25SZXF1ZXN0GiQuYWdlbnRydW4udjEuU2lnbmFsRXhlY3V0aW9uUmVzcG9uc2USWQoOUmVydW5FeGVjdXRpb24SIi5hZ2VudHJ1bi52MS5SZXJ1bkV4ZWN1dGlvblJlcXVlc3QaIy5hZ2VudHJ1bi52MS5SZXJ1bkV4ZWN1dGlvblJlc3BvbnNlEmgKE0xpc3RFeGVjdXRpb25FdmVudHMSJy5hZ2VudHJ1bi52MS5MaXN0RXhlY3V0aW9uRXZlbnRzUmVxdWVzdBooLmFnZW50cnVuLnYxLkxpc3RFeGVjdXRpb25FdmVudHNSZXNwb25zZRJbCg5XYXRjaEV4ZWN1dGlvbhIiLmFnZW50cnVuLnYxLldhdGNoRXhlY3V0aW9uUmVxdWVzdBojLmFnZW50cnVuLnYxLldhdGNoRXhlY3V0aW9uUmVzcG9uc2UwARJiChFHZXRFeGVjdXRpb25UcmFjZRIlLmFnZW50cnVuLnYxLkdldEV4ZWN1dGlvblRyYWNlUmVxdWVzdBomLmFnZW50cnVuLnYxLkdldEV4ZWN1dGlvblRyYWNlUmVzcG9uc2VClwEKD2Rldi5hZ2VudHJ1bi52MUIVRXhlY3V0aW9uU2VydmljZVByb3RvUAFaOmdpdGh1Yi5jb20vYWdlbnRydW4vYWdlbnRydW4vZ2VuL2dvL2FnZW50cnVuL3YxO2FnZW50cnVudjGiAgNBWFiqAgtBZ2VudHJ1bi5WMcoCC0FnZW50cnVuXFYx6gIMQWdlbnRydW46OlYxYgZwcm90bzM", [file_agentrun_v1_execution, file_google_protobuf_struct]);
+  fileDesc("CiNhZ2VudHJ1bi92MS9leGVjdXRpb25fc2VydmljZS5wcm90bxILYWdlbnRydW4udjEihwEKFVN0YXJ0RXhlY3V0aW9uUmVxdWVzdBIQCgh3b3JrZmxvdxgBIAEoCRIPCgd2ZXJzaW9uGAIgASgFEiUKBWlucHV0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhIKCnJlcXVlc3RfaWQYBCABKAkSEAoIcHJpb3JpdHkYBSABKAUiQwoWU3RhcnRFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24iOgoTR2V0RXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhUKDWluY2x1ZGVfbm9kZXMYAiABKAgibAoUR2V0RXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uEikKBW5vZGVzGAIgAygLMhouYWdlbnRydW4udjEuTm9kZUV4ZWN1dGlvbiJOChVMaXN0RXhlY3V0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGZmlsdGVyGAMgASgJIl0KFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USKgoKZXhlY3V0aW9ucxgBIAMoCzIWLmFnZW50cnVuLnYxLkV4ZWN1dGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhIKCmNvbXBlbnNhdGUYAiABKAgiRAoXQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uIiUKFVBhdXNlRXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIkMKFlBhdXNlRXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uIiYKFlJlc3VtZUV4ZWN1dGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJEChdSZXN1bWVFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24ibwoWU2lnbmFsRXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnNpZ25hbBgCIAEoCRIkCgRkYXRhGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhEKCXNpZ25hbF9pZBgEIAEoCSJEChdTaWduYWxFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24ihwEKFVJlcnVuRXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhQKDGZyb21fbm9kZV9pZBgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEiUKBWlucHV0GAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEg8KB3ZlcnNpb24YBSABKAUiQwoWUmVydW5FeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24iawoaTGlzdEV4ZWN1dGlvbkV2ZW50c1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJImMKG0xpc3RFeGVjdXRpb25FdmVudHNSZXNwb25zZRIrCgZldmVudHMYASADKAsyGy5hZ2VudHJ1bi52MS5FeGVjdXRpb25FdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPQoVV2F0Y2hFeGVjdXRpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMiRAoWV2F0Y2hFeGVjdXRpb25SZXNwb25zZRIqCgVldmVudBgBIAEoCzIbLmFnZW50cnVuLnYxLkV4ZWN1dGlvbkV2ZW50IigKGEdldEV4ZWN1dGlvblRyYWNlUmVxdWVzdBIMCgRuYW1lGAEgASgJIkcKGUdldEV4ZWN1dGlvblRyYWNlUmVzcG9uc2USKgoFdHJhY2UYASABKAsyGy5hZ2VudHJ1bi52MS5FeGVjdXRpb25UcmFjZSJJChBMaXN0V2FpdHNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJOChFMaXN0V2FpdHNSZXNwb25zZRIgCgV3YWl0cxgBIAMoCzIRLmFnZW50cnVuLnYxLldhaXQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImcKEUFuc3dlcldhaXRSZXF1ZXN0EhEKB3dhaXRfaWQYASABKAlIABIPCgV0b2tlbhgCIAEoCUgAEiQKBGRhdGEYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVCCAoGdGFyZ2V0ImAKEkFuc3dlcldhaXRSZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24SHwoEd2FpdBgCIAEoCzIRLmFnZW50cnVuLnYxLldhaXQyswkKEEV4ZWN1dGlvblNlcnZpY2USWQoOU3RhcnRFeGVjdXRpb24SIi5hZ2VudHJ1bi52MS5TdGFydEV4ZWN1dGlvblJlcXVlc3QaIy5hZ2VudHJ1bi52MS5TdGFydEV4ZWN1dGlvblJlc3BvbnNlElMKDEdldEV4ZWN1dGlvbhIgLmFnZW50cnVuLnYxLkdldEV4ZWN1dGlvblJlcXVlc3QaIS5hZ2VudHJ1bi52MS5HZXRFeGVjdXRpb25SZXNwb25zZRJZCg5MaXN0RXhlY3V0aW9ucxIiLmFnZW50cnVuLnYxLkxpc3RFeGVjdXRpb25zUmVxdWVzdBojLmFnZW50cnVuLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2USXAoPQ2FuY2VsRXhlY3V0aW9uEiMuYWdlbnRydW4udjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBokLmFnZW50cnVuLnYxLkNhbmNlbEV4ZWN1dGlvblJlc3BvbnNlElkKDlBhdXNlRXhlY3V0aW9uEiIuYWdlbnRydW4udjEuUGF1c2VFeGVjdXRpb25SZXF1ZXN0GiMuYWdlbnRydW4udjEuUGF1c2VFeGVjdXRpb25SZXNwb25zZRJcCg9SZXN1bWVFeGVjdXRpb24SIy5hZ2VudHJ1bi52MS5SZXN1bWVFeGVjdXRpb25SZXF1ZXN0GiQuYWdlbnRydW4udjEuUmVzdW1lRXhlY3V0aW9uUmVzcG9uc2USXAoPU2lnbmFsRXhlY3V0aW9uEiMuYWdlbnRydW4udjEuU2lnbmFsRXhlY3V0aW9uUmVxdWVzdBokLmFnZW50cnVuLnYxLlNpZ25hbEV4ZWN1dGlvblJlc3BvbnNlElkKDlJlcnVuRXhlY3V0aW9uEiIuYWdlbnRydW4udjEuUmVydW5FeGVjdXRpb25SZXF1ZXN0GiMuYWdlbnRydW4udjEuUmVydW5FeGVjdXRpb25SZXNwb25zZRJoChNMaXN0RXhlY3V0aW9uRXZlbnRzEicuYWdlbnRydW4udjEuTGlzdEV4ZWN1dGlvbkV2ZW50c1JlcXVlc3QaKC5hZ2VudHJ1bi52MS5MaXN0RXhlY3V0aW9uRXZlbnRzUmVzcG9uc2USWwoOV2F0Y2hFeGVjdXRpb24SIi5hZ2VudHJ1bi52MS5XYXRjaEV4ZWN1dGlvblJlcXVlc3QaIy5hZ2VudHJ1bi52MS5XYXRjaEV4ZWN1dGlvblJlc3BvbnNlMAESYgoRR2V0RXhlY3V0aW9uVHJhY2USJS5hZ2VudHJ1bi52MS5HZXRFeGVjdXRpb25UcmFjZVJlcXVlc3QaJi5hZ2VudHJ1bi52MS5HZXRFeGVjdXRpb25UcmFjZVJlc3BvbnNlEkoKCUxpc3RXYWl0cxIdLmFnZW50cnVuLnYxLkxpc3RXYWl0c1JlcXVlc3QaHi5hZ2VudHJ1bi52MS5MaXN0V2FpdHNSZXNwb25zZRJNCgpBbnN3ZXJXYWl0Eh4uYWdlbnRydW4udjEuQW5zd2VyV2FpdFJlcXVlc3QaHy5hZ2VudHJ1bi52MS5BbnN3ZXJXYWl0UmVzcG9uc2VClwEKD2Rldi5hZ2VudHJ1bi52MUIVRXhlY3V0aW9uU2VydmljZVByb3RvUAFaOmdpdGh1Yi5jb20vYWdlbnRydW4vYWdlbnRydW4vZ2VuL2dvL2FnZW50cnVuL3YxO2FnZW50cnVudjGiAgNBWFiqAgtBZ2VudHJ1bi5WMcoCC0FnZW50cnVuXFYx6gIMQWdlbnRydW46OlYxYgZwcm90bzM", [file_agentrun_v1_execution, file_google_protobuf_struct]);
 
 /**
  * @generated from message agentrun.v1.StartExecutionRequest
@@ -551,6 +551,128 @@ export const GetExecutionTraceResponseSchema: GenMessage<GetExecutionTraceRespon
   messageDesc(file_agentrun_v1_execution_service, 21);
 
 /**
+ * @generated from message agentrun.v1.ListWaitsRequest
+ */
+export type ListWaitsRequest = Message<"agentrun.v1.ListWaitsRequest"> & {
+  /**
+   * `executions/{id}`: that execution's waits only; empty: every execution of the tenant.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * At most this many (default 100, at most 1000).
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message agentrun.v1.ListWaitsRequest.
+ * Use `create(ListWaitsRequestSchema)` to create a new message.
+ */
+export const ListWaitsRequestSchema: GenMessage<ListWaitsRequest> = /*@__PURE__*/
+  messageDesc(file_agentrun_v1_execution_service, 22);
+
+/**
+ * @generated from message agentrun.v1.ListWaitsResponse
+ */
+export type ListWaitsResponse = Message<"agentrun.v1.ListWaitsResponse"> & {
+  /**
+   * Ordered by execution id (creation time), then node id.
+   *
+   * @generated from field: repeated agentrun.v1.Wait waits = 1;
+   */
+  waits: Wait[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message agentrun.v1.ListWaitsResponse.
+ * Use `create(ListWaitsResponseSchema)` to create a new message.
+ */
+export const ListWaitsResponseSchema: GenMessage<ListWaitsResponse> = /*@__PURE__*/
+  messageDesc(file_agentrun_v1_execution_service, 23);
+
+/**
+ * @generated from message agentrun.v1.AnswerWaitRequest
+ */
+export type AnswerWaitRequest = Message<"agentrun.v1.AnswerWaitRequest"> & {
+  /**
+   * Which wait.
+   *
+   * @generated from oneof agentrun.v1.AnswerWaitRequest.target
+   */
+  target: {
+    /**
+     * The wait's id (ListWaits, or `wait_id` in its `node.waiting` event).
+     *
+     * @generated from field: string wait_id = 1;
+     */
+    value: string;
+    case: "waitId";
+  } | {
+    /**
+     * The callback token in its `node.waiting` event: names the wait and proves it was read
+     * from there; good for one answer.
+     *
+     * @generated from field: string token = 2;
+     */
+    value: string;
+    case: "token";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The answer, the waiting node's (or item's) output; checked against the wait's schema.
+   *
+   * @generated from field: google.protobuf.Value data = 3;
+   */
+  data?: Value | undefined;
+};
+
+/**
+ * Describes the message agentrun.v1.AnswerWaitRequest.
+ * Use `create(AnswerWaitRequestSchema)` to create a new message.
+ */
+export const AnswerWaitRequestSchema: GenMessage<AnswerWaitRequest> = /*@__PURE__*/
+  messageDesc(file_agentrun_v1_execution_service, 24);
+
+/**
+ * @generated from message agentrun.v1.AnswerWaitResponse
+ */
+export type AnswerWaitResponse = Message<"agentrun.v1.AnswerWaitResponse"> & {
+  /**
+   * @generated from field: agentrun.v1.Execution execution = 1;
+   */
+  execution?: Execution | undefined;
+
+  /**
+   * The wait that was answered.
+   *
+   * @generated from field: agentrun.v1.Wait wait = 2;
+   */
+  wait?: Wait | undefined;
+};
+
+/**
+ * Describes the message agentrun.v1.AnswerWaitResponse.
+ * Use `create(AnswerWaitResponseSchema)` to create a new message.
+ */
+export const AnswerWaitResponseSchema: GenMessage<AnswerWaitResponse> = /*@__PURE__*/
+  messageDesc(file_agentrun_v1_execution_service, 25);
+
+/**
  * ExecutionService starts and controls executions and streams their events.
  *
  * @generated from service agentrun.v1.ExecutionService
@@ -664,6 +786,29 @@ export const ExecutionService: GenService<{
     methodKind: "unary";
     input: typeof GetExecutionTraceRequestSchema;
     output: typeof GetExecutionTraceResponseSchema;
+  },
+  /**
+   * The pending waits for a signal (approvals to give) of the caller's tenant, by execution
+   * and node; of one execution with `parent`.
+   *
+   * @generated from rpc agentrun.v1.ExecutionService.ListWaits
+   */
+  listWaits: {
+    methodKind: "unary";
+    input: typeof ListWaitsRequestSchema;
+    output: typeof ListWaitsResponseSchema;
+  },
+  /**
+   * Answers one wait, named by its id or its callback token; applied once. An answer to a wait
+   * that has ended (answered, timed out, cancelled) or to an earlier attempt of its node is
+   * FAILED_PRECONDITION and changes nothing; data the wait's schema refuses is INVALID_ARGUMENT.
+   *
+   * @generated from rpc agentrun.v1.ExecutionService.AnswerWait
+   */
+  answerWait: {
+    methodKind: "unary";
+    input: typeof AnswerWaitRequestSchema;
+    output: typeof AnswerWaitResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentrun_v1_execution_service, 0);

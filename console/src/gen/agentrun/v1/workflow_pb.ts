@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentrun/v1/workflow.proto.
  */
 export const file_agentrun_v1_workflow: GenFile = /*@__PURE__*/
-  fileDesc("ChphZ2VudHJ1bi92MS93b3JrZmxvdy5wcm90bxILYWdlbnRydW4udjEipwcKDFdvcmtmbG93U3BlYxIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEiwKBG1vZGUYAyABKA4yHi5hZ2VudHJ1bi52MS5Xb3JrZmxvd1NwZWMuTW9kZRItCgxpbnB1dF9zY2hlbWEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EisKCGRlZmF1bHRzGAUgASgLMhkuYWdlbnRydW4udjEuTm9kZURlZmF1bHRzEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoLY29uY3VycmVuY3kYByABKAsyGC5hZ2VudHJ1bi52MS5Db25jdXJyZW5jeRIgCgVub2RlcxgIIAMoCzIRLmFnZW50cnVuLnYxLk5vZGUSIAoFZWRnZXMYCSADKAsyES5hZ2VudHJ1bi52MS5FZGdlEiYKBm91dHB1dBgKIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIxCg5lcnJvcl9oYW5kbGVycxgLIAMoCzIZLmFnZW50cnVuLnYxLkVycm9ySGFuZGxlchIvCgxjb21wZW5zYXRpb24YDCABKAsyGS5hZ2VudHJ1bi52MS5Db21wZW5zYXRpb24SSAoQY2lyY3VpdF9icmVha2VycxgNIAMoCzIuLmFnZW50cnVuLnYxLldvcmtmbG93U3BlYy5DaXJjdWl0QnJlYWtlcnNFbnRyeRIPCgdpbml0aWFsGA4gASgJEiUKBGRhdGEYDyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjUKBnN0YXRlcxgQIAMoCzIlLmFnZW50cnVuLnYxLldvcmtmbG93U3BlYy5TdGF0ZXNFbnRyeRIjCgZidWRnZXQYESABKAsyEy5hZ2VudHJ1bi52MS5CdWRnZXQaUwoUQ2lyY3VpdEJyZWFrZXJzRW50cnkSCwoDa2V5GAEgASgJEioKBXZhbHVlGAIgASgLMhsuYWdlbnRydW4udjEuQ2lyY3VpdEJyZWFrZXI6AjgBGkgKC1N0YXRlc0VudHJ5EgsKA2tleRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmFnZW50cnVuLnYxLk1hY2hpbmVTdGF0ZToCOAEiQgoETW9kZRIUChBNT0RFX1VOU1BFQ0lGSUVEEAASDAoITU9ERV9EQUcQARIWChJNT0RFX1NUQVRFX01BQ0hJTkUQAiJjCgxOb2RlRGVmYXVsdHMSKgoHdGltZW91dBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhInCgVyZXRyeRgCIAEoCzIYLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5ItIDCgtSZXRyeVBvbGljeRIUCgxtYXhfYXR0ZW1wdHMYASABKAUSMQoHYmFja29mZhgCIAEoDjIgLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5LkJhY2tvZmYSMwoQaW5pdGlhbF9pbnRlcnZhbBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgxtYXhfaW50ZXJ2YWwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEgoKbXVsdGlwbGllchgFIAEoARIvCgZqaXR0ZXIYBiABKA4yHy5hZ2VudHJ1bi52MS5SZXRyeVBvbGljeS5KaXR0ZXISFQoNbm9uX3JldHJ5YWJsZRgHIAMoCSJiCgdCYWNrb2ZmEhcKE0JBQ0tPRkZfVU5TUEVDSUZJRUQQABIRCg1CQUNLT0ZGX0ZJWEVEEAESEgoOQkFDS09GRl9MSU5FQVIQAhIXChNCQUNLT0ZGX0VYUE9ORU5USUFMEAMiVAoGSml0dGVyEhYKEkpJVFRFUl9VTlNQRUNJRklFRBAAEg8KC0pJVFRFUl9OT05FEAESDwoLSklUVEVSX0ZVTEwQAhIQCgxKSVRURVJfRVFVQUwQAyLOAQoLQ29uY3VycmVuY3kSCwoDa2V5GAEgASgJEg0KBWxpbWl0GAIgASgFEjIKCG9uX2xpbWl0GAMgASgOMiAuYWdlbnRydW4udjEuQ29uY3VycmVuY3kuT25MaW1pdCJvCgdPbkxpbWl0EhgKFE9OX0xJTUlUX1VOU1BFQ0lGSUVEEAASEgoOT05fTElNSVRfUVVFVUUQARIaChZPTl9MSU1JVF9DQU5DRUxfTkVXRVNUEAISGgoWT05fTElNSVRfQ0FOQ0VMX09MREVTVBADIrUCCgZCdWRnZXQSEgoKbWF4X3Rva2VucxgBIAEoAxIQCghtYXhfY29zdBgCIAEoARIqCgZ3aW5kb3cYAyABKA4yGi5hZ2VudHJ1bi52MS5CdWRnZXQuV2luZG93EjUKDG9uX2V4aGF1c3RlZBgEIAEoDjIfLmFnZW50cnVuLnYxLkJ1ZGdldC5PbkV4aGF1c3RlZCJGCgZXaW5kb3cSFgoSV0lORE9XX1VOU1BFQ0lGSUVEEAASFAoQV0lORE9XX0VYRUNVVElPThABEg4KCldJTkRPV19EQVkQAiJaCgtPbkV4aGF1c3RlZBIcChhPTl9FWEhBVVNURURfVU5TUEVDSUZJRUQQABIWChJPTl9FWEhBVVNURURfUEFVU0UQARIVChFPTl9FWEhBVVNURURfRkFJTBACIq8GCgROb2RlEgoKAmlkGAEgASgJEg0KBW5lZWRzGAIgAygJEgwKBHdoZW4YAyABKAkSJAoEam9pbhgEIAEoDjIWLmFnZW50cnVuLnYxLk5vZGUuSm9pbhIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDXRvdGFsX3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoFcmV0cnkYByABKAsyGC5hZ2VudHJ1bi52MS5SZXRyeVBvbGljeRImCgZvdXRwdXQYCCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSNAoLZXhwb3J0X3ZhcnMYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0UgZleHBvcnQSJQoKY29tcGVuc2F0ZRgKIAEoCzIRLmFnZW50cnVuLnYxLlN0ZXASEgoKcmF0ZV9saW1pdBgLIAEoCRIQCghwcmlvcml0eRgMIAEoBRInCgVhZ2VudBgUIAEoCzIWLmFnZW50cnVuLnYxLkFnZW50Q2FsbEgAEiUKBHRvb2wYFSABKAsyFS5hZ2VudHJ1bi52MS5Ub29sQ2FsbEgAEiMKA21hcBgWIAEoCzIULmFnZW50cnVuLnYxLk1hcE5vZGVIABI2Cgtzd2l0Y2hfbm9kZRgXIAEoCzIXLmFnZW50cnVuLnYxLlN3aXRjaE5vZGVIAFIGc3dpdGNoEiUKBHdhaXQYGCABKAsyFS5hZ2VudHJ1bi52MS5XYWl0Tm9kZUgAEi8KCWFnZ3JlZ2F0ZRgZIAEoCzIaLmFnZW50cnVuLnYxLkFnZ3JlZ2F0ZU5vZGVIABItCgh3b3JrZmxvdxgaIAEoCzIZLmFnZW50cnVuLnYxLldvcmtmbG93Q2FsbEgAEjAKCXBhc3Nfbm9kZRgbIAEoCzIVLmFnZW50cnVuLnYxLlBhc3NOb2RlSABSBHBhc3MiOAoESm9pbhIUChBKT0lOX1VOU1BFQ0lGSUVEEAASDAoISk9JTl9BTlkQARIMCghKT0lOX0FMTBACQgYKBGtpbmQilAIKBFN0ZXASJwoFcmV0cnkYASABKAsyGC5hZ2VudHJ1bi52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEicKBWFnZW50GAogASgLMhYuYWdlbnRydW4udjEuQWdlbnRDYWxsSAASJQoEdG9vbBgLIAEoCzIVLmFnZW50cnVuLnYxLlRvb2xDYWxsSAASMAoJcGFzc19ub2RlGAwgASgLMhUuYWdlbnRydW4udjEuUGFzc05vZGVIAFIEcGFzcxItCgh3b3JrZmxvdxgNIAEoCzIZLmFnZW50cnVuLnYxLldvcmtmbG93Q2FsbEgAQgYKBGtpbmQi6gEKCUFnZW50Q2FsbBINCgVtb2RlbBgBIAEoCRIOCgZzeXN0ZW0YAiABKAkSDgoGcHJvbXB0GAMgASgJEi4KDW91dHB1dF9zY2hlbWEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBXRvb2xzGAUgAygJEhEKCW1heF90dXJucxgGIAEoBRIYCgt0ZW1wZXJhdHVyZRgHIAEoAUgAiAEBEhIKCm1heF90b2tlbnMYCCABKAUSEwoGc3RyZWFtGAkgASgISAGIAQFCDgoMX3RlbXBlcmF0dXJlQgkKB19zdHJlYW0iPgoIVG9vbENhbGwSDAoEbmFtZRgBIAEoCRIkCgRhcmdzGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIn8KB01hcE5vZGUSDQoFaXRlbXMYASABKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAIgASgFEh8KBG5vZGUYAyABKAsyES5hZ2VudHJ1bi52MS5TdGVwEisKCHdvcmtmbG93GAQgASgLMhkuYWdlbnRydW4udjEuV29ya2Zsb3dDYWxsIlUKClN3aXRjaE5vZGUSJgoFY2FzZXMYASADKAsyFy5hZ2VudHJ1bi52MS5Td2l0Y2hDYXNlEh8KDmRlZmF1bHRfdGFyZ2V0GAIgASgJUgdkZWZhdWx0IjAKClN3aXRjaENhc2USDAoEd2hlbhgBIAEoCRIUCgZ0YXJnZXQYAiABKAlSBGdvdG8iggEKCFdhaXROb2RlEg4KBnNpZ25hbBgBIAEoCRIrCghkdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgV1bnRpbBgDIAEoCRIqCgd0aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIt4BCg1BZ2dyZWdhdGVOb2RlEjUKCHN0cmF0ZWd5GAEgASgOMiMuYWdlbnRydW4udjEuQWdncmVnYXRlTm9kZS5TdHJhdGVneRIMCgRleHByGAIgASgJIocBCghTdHJhdGVneRIYChRTVFJBVEVHWV9VTlNQRUNJRklFRBAAEhIKDlNUUkFURUdZX01FUkdFEAESEwoPU1RSQVRFR1lfQ09OQ0FUEAISEgoOU1RSQVRFR1lfRklSU1QQAxIRCg1TVFJBVEVHWV9WT1RFEAQSEQoNU1RSQVRFR1lfRVhQUhAFIlQKDFdvcmtmbG93Q2FsbBIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAUSJQoFaW5wdXQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiMQoIUGFzc05vZGUSJQoFdmFsdWUYASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiYAoERWRnZRIXCglmcm9tX25vZGUYASABKAlSBGZyb20SCgoCdG8YAiABKAkSDAoEd2hlbhgDIAEoCRIlCgVpbnB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSKzBAoMRXJyb3JIYW5kbGVyEiYKBW1hdGNoGAEgASgLMhcuYWdlbnRydW4udjEuRXJyb3JNYXRjaBIwCgZhY3Rpb24YAiABKA4yIC5hZ2VudHJ1bi52MS5FcnJvckhhbmRsZXIuQWN0aW9uEicKBXJldHJ5GAMgASgLMhguYWdlbnRydW4udjEuUmV0cnlQb2xpY3kSJgoGb3V0cHV0GAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiMKCGZhbGxiYWNrGAUgASgLMhEuYWdlbnRydW4udjEuU3RlcBIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjcKCm9uX3RpbWVvdXQYByABKA4yIy5hZ2VudHJ1bi52MS5FcnJvckhhbmRsZXIuT25UaW1lb3V0IoQBCgZBY3Rpb24SFgoSQUNUSU9OX1VOU1BFQ0lGSUVEEAASEAoMQUNUSU9OX1JFVFJZEAESDwoLQUNUSU9OX1NLSVAQAhITCg9BQ1RJT05fRkFMTEJBQ0sQAxIVChFBQ1RJT05fQ09NUEVOU0FURRAEEhMKD0FDVElPTl9FU0NBTEFURRAFImcKCU9uVGltZW91dBIaChZPTl9USU1FT1VUX1VOU1BFQ0lGSUVEEAASEwoPT05fVElNRU9VVF9GQUlMEAESEwoPT05fVElNRU9VVF9TS0lQEAISFAoQT05fVElNRU9VVF9SRVRSWRADIisKCkVycm9yTWF0Y2gSDQoFbm9kZXMYASABKAkSDgoGZXJyb3JzGAIgAygJIrABCgxDb21wZW5zYXRpb24SNAoIc3RyYXRlZ3kYASABKA4yIi5hZ2VudHJ1bi52MS5Db21wZW5zYXRpb24uU3RyYXRlZ3kiagoIU3RyYXRlZ3kSGAoUU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIUChBTVFJBVEVHWV9SRVZFUlNFEAESFwoTU1RSQVRFR1lfU0VRVUVOVElBTBACEhUKEVNUUkFURUdZX1BBUkFMTEVMEAMioQEKDkNpcmN1aXRCcmVha2VyEhkKEWZhaWx1cmVfdGhyZXNob2xkGAEgASgFEikKBndpbmRvdxgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg1yZXNldF90aW1lb3V0GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhcKD2hhbGZfb3Blbl9jYWxscxgEIAEoBSKNAwoMTWFjaGluZVN0YXRlEi0KAm9uGAEgAygLMiEuYWdlbnRydW4udjEuTWFjaGluZVN0YXRlLk9uRW50cnkSIAoFZW50cnkYAiADKAsyES5hZ2VudHJ1bi52MS5TdGVwEh8KBGV4aXQYAyADKAsyES5hZ2VudHJ1bi52MS5TdGVwEi0KBWFmdGVyGAQgAygLMh4uYWdlbnRydW4udjEuRGVsYXllZFRyYW5zaXRpb24SKQoGaW52b2tlGAUgASgLMhkuYWdlbnRydW4udjEuV29ya2Zsb3dDYWxsEigKB29uX2RvbmUYBiABKAsyFy5hZ2VudHJ1bi52MS5UcmFuc2l0aW9uEikKCG9uX2Vycm9yGAcgASgLMhcuYWdlbnRydW4udjEuVHJhbnNpdGlvbhIXCghpc19maW5hbBgIIAEoCFIFZmluYWwaQwoHT25FbnRyeRILCgNrZXkYASABKAkSJwoFdmFsdWUYAiABKAsyGC5hZ2VudHJ1bi52MS5UcmFuc2l0aW9uczoCOAEiOwoLVHJhbnNpdGlvbnMSLAoLdHJhbnNpdGlvbnMYASADKAsyFy5hZ2VudHJ1bi52MS5UcmFuc2l0aW9uIokBCgpUcmFuc2l0aW9uEg0KBWd1YXJkGAEgASgJEg4KBnRhcmdldBgCIAEoCRInCgZhc3NpZ24YAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiIKB2FjdGlvbnMYBCADKAsyES5hZ2VudHJ1bi52MS5TdGVwEg8KB3JlZW50ZXIYBSABKAgiugEKEURlbGF5ZWRUcmFuc2l0aW9uEigKBWRlbGF5GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWd1YXJkGAIgASgJEg4KBnRhcmdldBgDIAEoCRInCgZhc3NpZ24YBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiIKB2FjdGlvbnMYBSADKAsyES5hZ2VudHJ1bi52MS5TdGVwEg8KB3JlZW50ZXIYBiABKAhCjwEKD2Rldi5hZ2VudHJ1bi52MUINV29ya2Zsb3dQcm90b1ABWjpnaXRodWIuY29tL2FnZW50cnVuL2FnZW50cnVuL2dlbi9nby9hZ2VudHJ1bi92MTthZ2VudHJ1bnYxogIDQVhYqgILQWdlbnRydW4uVjHKAgtBZ2VudHJ1blxWMeoCDEFnZW50cnVuOjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChphZ2VudHJ1bi92MS93b3JrZmxvdy5wcm90bxILYWdlbnRydW4udjEiggcKDFdvcmtmbG93U3BlYxIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEiwKBG1vZGUYAyABKA4yHi5hZ2VudHJ1bi52MS5Xb3JrZmxvd1NwZWMuTW9kZRItCgxpbnB1dF9zY2hlbWEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EisKCGRlZmF1bHRzGAUgASgLMhkuYWdlbnRydW4udjEuTm9kZURlZmF1bHRzEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoLY29uY3VycmVuY3kYByABKAsyGC5hZ2VudHJ1bi52MS5Db25jdXJyZW5jeRIgCgVub2RlcxgIIAMoCzIRLmFnZW50cnVuLnYxLk5vZGUSIAoFZWRnZXMYCSADKAsyES5hZ2VudHJ1bi52MS5FZGdlEiYKBm91dHB1dBgKIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIxCg5lcnJvcl9oYW5kbGVycxgLIAMoCzIZLmFnZW50cnVuLnYxLkVycm9ySGFuZGxlchIvCgxjb21wZW5zYXRpb24YDCABKAsyGS5hZ2VudHJ1bi52MS5Db21wZW5zYXRpb24SSAoQY2lyY3VpdF9icmVha2VycxgNIAMoCzIuLmFnZW50cnVuLnYxLldvcmtmbG93U3BlYy5DaXJjdWl0QnJlYWtlcnNFbnRyeRIPCgdpbml0aWFsGA4gASgJEiUKBGRhdGEYDyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjUKBnN0YXRlcxgQIAMoCzIlLmFnZW50cnVuLnYxLldvcmtmbG93U3BlYy5TdGF0ZXNFbnRyeRpTChRDaXJjdWl0QnJlYWtlcnNFbnRyeRILCgNrZXkYASABKAkSKgoFdmFsdWUYAiABKAsyGy5hZ2VudHJ1bi52MS5DaXJjdWl0QnJlYWtlcjoCOAEaSAoLU3RhdGVzRW50cnkSCwoDa2V5GAEgASgJEigKBXZhbHVlGAIgASgLMhkuYWdlbnRydW4udjEuTWFjaGluZVN0YXRlOgI4ASJCCgRNb2RlEhQKEE1PREVfVU5TUEVDSUZJRUQQABIMCghNT0RFX0RBRxABEhYKEk1PREVfU1RBVEVfTUFDSElORRACImMKDE5vZGVEZWZhdWx0cxIqCgd0aW1lb3V0GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEicKBXJldHJ5GAIgASgLMhguYWdlbnRydW4udjEuUmV0cnlQb2xpY3ki0gMKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIxCgdiYWNrb2ZmGAIgASgOMiAuYWdlbnRydW4udjEuUmV0cnlQb2xpY3kuQmFja29mZhIzChBpbml0aWFsX2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDG1heF9pbnRlcnZhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgptdWx0aXBsaWVyGAUgASgBEi8KBmppdHRlchgGIAEoDjIfLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5LkppdHRlchIVCg1ub25fcmV0cnlhYmxlGAcgAygJImIKB0JhY2tvZmYSFwoTQkFDS09GRl9VTlNQRUNJRklFRBAAEhEKDUJBQ0tPRkZfRklYRUQQARISCg5CQUNLT0ZGX0xJTkVBUhACEhcKE0JBQ0tPRkZfRVhQT05FTlRJQUwQAyJUCgZKaXR0ZXISFgoSSklUVEVSX1VOU1BFQ0lGSUVEEAASDwoLSklUVEVSX05PTkUQARIPCgtKSVRURVJfRlVMTBACEhAKDEpJVFRFUl9FUVVBTBADIs4BCgtDb25jdXJyZW5jeRILCgNrZXkYASABKAkSDQoFbGltaXQYAiABKAUSMgoIb25fbGltaXQYAyABKA4yIC5hZ2VudHJ1bi52MS5Db25jdXJyZW5jeS5PbkxpbWl0Im8KB09uTGltaXQSGAoUT05fTElNSVRfVU5TUEVDSUZJRUQQABISCg5PTl9MSU1JVF9RVUVVRRABEhoKFk9OX0xJTUlUX0NBTkNFTF9ORVdFU1QQAhIaChZPTl9MSU1JVF9DQU5DRUxfT0xERVNUEAMirwYKBE5vZGUSCgoCaWQYASABKAkSDQoFbmVlZHMYAiADKAkSDAoEd2hlbhgDIAEoCRIkCgRqb2luGAQgASgOMhYuYWdlbnRydW4udjEuTm9kZS5Kb2luEioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoNdG90YWxfdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhInCgVyZXRyeRgHIAEoCzIYLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5EiYKBm91dHB1dBgIIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRI0CgtleHBvcnRfdmFycxgJIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RSBmV4cG9ydBIlCgpjb21wZW5zYXRlGAogASgLMhEuYWdlbnRydW4udjEuU3RlcBISCgpyYXRlX2xpbWl0GAsgASgJEhAKCHByaW9yaXR5GAwgASgFEicKBWFnZW50GBQgASgLMhYuYWdlbnRydW4udjEuQWdlbnRDYWxsSAASJQoEdG9vbBgVIAEoCzIVLmFnZW50cnVuLnYxLlRvb2xDYWxsSAASIwoDbWFwGBYgASgLMhQuYWdlbnRydW4udjEuTWFwTm9kZUgAEjYKC3N3aXRjaF9ub2RlGBcgASgLMhcuYWdlbnRydW4udjEuU3dpdGNoTm9kZUgAUgZzd2l0Y2gSJQoEd2FpdBgYIAEoCzIVLmFnZW50cnVuLnYxLldhaXROb2RlSAASLwoJYWdncmVnYXRlGBkgASgLMhouYWdlbnRydW4udjEuQWdncmVnYXRlTm9kZUgAEi0KCHdvcmtmbG93GBogASgLMhkuYWdlbnRydW4udjEuV29ya2Zsb3dDYWxsSAASMAoJcGFzc19ub2RlGBsgASgLMhUuYWdlbnRydW4udjEuUGFzc05vZGVIAFIEcGFzcyI4CgRKb2luEhQKEEpPSU5fVU5TUEVDSUZJRUQQABIMCghKT0lOX0FOWRABEgwKCEpPSU5fQUxMEAJCBgoEa2luZCK7AgoEU3RlcBInCgVyZXRyeRgBIAEoCzIYLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5EioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoFYWdlbnQYCiABKAsyFi5hZ2VudHJ1bi52MS5BZ2VudENhbGxIABIlCgR0b29sGAsgASgLMhUuYWdlbnRydW4udjEuVG9vbENhbGxIABIwCglwYXNzX25vZGUYDCABKAsyFS5hZ2VudHJ1bi52MS5QYXNzTm9kZUgAUgRwYXNzEi0KCHdvcmtmbG93GA0gASgLMhkuYWdlbnRydW4udjEuV29ya2Zsb3dDYWxsSAASJQoEd2FpdBgOIAEoCzIVLmFnZW50cnVuLnYxLldhaXROb2RlSABCBgoEa2luZCLqAQoJQWdlbnRDYWxsEg0KBW1vZGVsGAEgASgJEg4KBnN5c3RlbRgCIAEoCRIOCgZwcm9tcHQYAyABKAkSLgoNb3V0cHV0X3NjaGVtYRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDQoFdG9vbHMYBSADKAkSEQoJbWF4X3R1cm5zGAYgASgFEhgKC3RlbXBlcmF0dXJlGAcgASgBSACIAQESEgoKbWF4X3Rva2VucxgIIAEoBRITCgZzdHJlYW0YCSABKAhIAYgBAUIOCgxfdGVtcGVyYXR1cmVCCQoHX3N0cmVhbSI+CghUb29sQ2FsbBIMCgRuYW1lGAEgASgJEiQKBGFyZ3MYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUifwoHTWFwTm9kZRINCgVpdGVtcxgBIAEoCRIXCg9tYXhfY29uY3VycmVuY3kYAiABKAUSHwoEbm9kZRgDIAEoCzIRLmFnZW50cnVuLnYxLlN0ZXASKwoId29ya2Zsb3cYBCABKAsyGS5hZ2VudHJ1bi52MS5Xb3JrZmxvd0NhbGwiVQoKU3dpdGNoTm9kZRImCgVjYXNlcxgBIAMoCzIXLmFnZW50cnVuLnYxLlN3aXRjaENhc2USHwoOZGVmYXVsdF90YXJnZXQYAiABKAlSB2RlZmF1bHQiMAoKU3dpdGNoQ2FzZRIMCgR3aGVuGAEgASgJEhQKBnRhcmdldBgCIAEoCVIEZ290byKrAQoIV2FpdE5vZGUSDgoGc2lnbmFsGAEgASgJEisKCGR1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBXVudGlsGAMgASgJEioKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoGc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLeAQoNQWdncmVnYXRlTm9kZRI1CghzdHJhdGVneRgBIAEoDjIjLmFnZW50cnVuLnYxLkFnZ3JlZ2F0ZU5vZGUuU3RyYXRlZ3kSDAoEZXhwchgCIAEoCSKHAQoIU3RyYXRlZ3kSGAoUU1RSQVRFR1lfVU5TUEVDSUZJRUQQABISCg5TVFJBVEVHWV9NRVJHRRABEhMKD1NUUkFURUdZX0NPTkNBVBACEhIKDlNUUkFURUdZX0ZJUlNUEAMSEQoNU1RSQVRFR1lfVk9URRAEEhEKDVNUUkFURUdZX0VYUFIQBSJUCgxXb3JrZmxvd0NhbGwSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgFEiUKBWlucHV0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIjEKCFBhc3NOb2RlEiUKBXZhbHVlGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlImAKBEVkZ2USFwoJZnJvbV9ub2RlGAEgASgJUgRmcm9tEgoKAnRvGAIgASgJEgwKBHdoZW4YAyABKAkSJQoFaW5wdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiswQKDEVycm9ySGFuZGxlchImCgVtYXRjaBgBIAEoCzIXLmFnZW50cnVuLnYxLkVycm9yTWF0Y2gSMAoGYWN0aW9uGAIgASgOMiAuYWdlbnRydW4udjEuRXJyb3JIYW5kbGVyLkFjdGlvbhInCgVyZXRyeRgDIAEoCzIYLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5EiYKBm91dHB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIjCghmYWxsYmFjaxgFIAEoCzIRLmFnZW50cnVuLnYxLlN0ZXASKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI3Cgpvbl90aW1lb3V0GAcgASgOMiMuYWdlbnRydW4udjEuRXJyb3JIYW5kbGVyLk9uVGltZW91dCKEAQoGQWN0aW9uEhYKEkFDVElPTl9VTlNQRUNJRklFRBAAEhAKDEFDVElPTl9SRVRSWRABEg8KC0FDVElPTl9TS0lQEAISEwoPQUNUSU9OX0ZBTExCQUNLEAMSFQoRQUNUSU9OX0NPTVBFTlNBVEUQBBITCg9BQ1RJT05fRVNDQUxBVEUQBSJnCglPblRpbWVvdXQSGgoWT05fVElNRU9VVF9VTlNQRUNJRklFRBAAEhMKD09OX1RJTUVPVVRfRkFJTBABEhMKD09OX1RJTUVPVVRfU0tJUBACEhQKEE9OX1RJTUVPVVRfUkVUUlkQAyIrCgpFcnJvck1hdGNoEg0KBW5vZGVzGAEgASgJEg4KBmVycm9ycxgCIAMoCSKwAQoMQ29tcGVuc2F0aW9uEjQKCHN0cmF0ZWd5GAEgASgOMiIuYWdlbnRydW4udjEuQ29tcGVuc2F0aW9uLlN0cmF0ZWd5ImoKCFN0cmF0ZWd5EhgKFFNUUkFURUdZX1VOU1BFQ0lGSUVEEAASFAoQU1RSQVRFR1lfUkVWRVJTRRABEhcKE1NUUkFURUdZX1NFUVVFTlRJQUwQAhIVChFTVFJBVEVHWV9QQVJBTExFTBADIqEBCg5DaXJjdWl0QnJlYWtlchIZChFmYWlsdXJlX3RocmVzaG9sZBgBIAEoBRIpCgZ3aW5kb3cYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoNcmVzZXRfdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9oYWxmX29wZW5fY2FsbHMYBCABKAUijQMKDE1hY2hpbmVTdGF0ZRItCgJvbhgBIAMoCzIhLmFnZW50cnVuLnYxLk1hY2hpbmVTdGF0ZS5PbkVudHJ5EiAKBWVudHJ5GAIgAygLMhEuYWdlbnRydW4udjEuU3RlcBIfCgRleGl0GAMgAygLMhEuYWdlbnRydW4udjEuU3RlcBItCgVhZnRlchgEIAMoCzIeLmFnZW50cnVuLnYxLkRlbGF5ZWRUcmFuc2l0aW9uEikKBmludm9rZRgFIAEoCzIZLmFnZW50cnVuLnYxLldvcmtmbG93Q2FsbBIoCgdvbl9kb25lGAYgASgLMhcuYWdlbnRydW4udjEuVHJhbnNpdGlvbhIpCghvbl9lcnJvchgHIAEoCzIXLmFnZW50cnVuLnYxLlRyYW5zaXRpb24SFwoIaXNfZmluYWwYCCABKAhSBWZpbmFsGkMKB09uRW50cnkSCwoDa2V5GAEgASgJEicKBXZhbHVlGAIgASgLMhguYWdlbnRydW4udjEuVHJhbnNpdGlvbnM6AjgBIjsKC1RyYW5zaXRpb25zEiwKC3RyYW5zaXRpb25zGAEgAygLMhcuYWdlbnRydW4udjEuVHJhbnNpdGlvbiKJAQoKVHJhbnNpdGlvbhINCgVndWFyZBgBIAEoCRIOCgZ0YXJnZXQYAiABKAkSJwoGYXNzaWduGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIiCgdhY3Rpb25zGAQgAygLMhEuYWdlbnRydW4udjEuU3RlcBIPCgdyZWVudGVyGAUgASgIIroBChFEZWxheWVkVHJhbnNpdGlvbhIoCgVkZWxheRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVndWFyZBgCIAEoCRIOCgZ0YXJnZXQYAyABKAkSJwoGYXNzaWduGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIiCgdhY3Rpb25zGAUgAygLMhEuYWdlbnRydW4udjEuU3RlcBIPCgdyZWVudGVyGAYgASgIQo8BCg9kZXYuYWdlbnRydW4udjFCDVdvcmtmbG93UHJvdG9QAVo6Z2l0aHViLmNvbS9hZ2VudHJ1bi9hZ2VudHJ1bi9nZW4vZ28vYWdlbnRydW4vdjE7YWdlbnRydW52MaICA0FYWKoCC0FnZW50cnVuLlYxygILQWdlbnRydW5cVjHqAgxBZ2VudHJ1bjo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * WorkflowSpec is the one definition language of agentrun (docs/workflow-format.md).
@@ -134,13 +134,6 @@ export type WorkflowSpec = Message<"agentrun.v1.WorkflowSpec"> & {
    * @generated from field: map<string, agentrun.v1.MachineState> states = 16;
    */
   states: { [key: string]: MachineState };
-
-  /**
-   * What the workflow's agent calls may spend (tokens, cost), per execution or per day.
-   *
-   * @generated from field: agentrun.v1.Budget budget = 17;
-   */
-  budget?: Budget | undefined;
 };
 
 /**
@@ -400,109 +393,6 @@ export const Concurrency_OnLimitSchema: GenEnum<Concurrency_OnLimit> = /*@__PURE
   enumDesc(file_agentrun_v1_workflow, 3, 0);
 
 /**
- * Budget bounds the tokens and cost of a workflow's agent calls. Before each call an
- * estimate is reserved; a call that would go over does not start.
- *
- * @generated from message agentrun.v1.Budget
- */
-export type Budget = Message<"agentrun.v1.Budget"> & {
-  /**
-   * Tokens (input and output) the calls may use; 0: no bound.
-   *
-   * @generated from field: int64 max_tokens = 1;
-   */
-  maxTokens: bigint;
-
-  /**
-   * Cost in the currency of the server's price table; 0: no bound.
-   *
-   * @generated from field: double max_cost = 2;
-   */
-  maxCost: number;
-
-  /**
-   * @generated from field: agentrun.v1.Budget.Window window = 3;
-   */
-  window: Budget_Window;
-
-  /**
-   * @generated from field: agentrun.v1.Budget.OnExhausted on_exhausted = 4;
-   */
-  onExhausted: Budget_OnExhausted;
-};
-
-/**
- * Describes the message agentrun.v1.Budget.
- * Use `create(BudgetSchema)` to create a new message.
- */
-export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 4);
-
-/**
- * Which calls share the budget.
- *
- * @generated from enum agentrun.v1.Budget.Window
- */
-export enum Budget_Window {
-  /**
-   * @generated from enum value: WINDOW_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED = 0,
-
-  /**
-   * Each execution has the whole budget (the default).
-   *
-   * @generated from enum value: WINDOW_EXECUTION = 1;
-   */
-  EXECUTION = 1,
-
-  /**
-   * All executions of the workflow share it for a day (UTC).
-   *
-   * @generated from enum value: WINDOW_DAY = 2;
-   */
-  DAY = 2,
-}
-
-/**
- * Describes the enum agentrun.v1.Budget.Window.
- */
-export const Budget_WindowSchema: GenEnum<Budget_Window> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 4, 0);
-
-/**
- * What happens to an execution whose next call does not fit.
- *
- * @generated from enum agentrun.v1.Budget.OnExhausted
- */
-export enum Budget_OnExhausted {
-  /**
-   * @generated from enum value: ON_EXHAUSTED_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED = 0,
-
-  /**
-   * PAUSED until the budget is raised or the window rolls (the default).
-   *
-   * @generated from enum value: ON_EXHAUSTED_PAUSE = 1;
-   */
-  PAUSE = 1,
-
-  /**
-   * The node fails with `budget_exhausted` (not retried).
-   *
-   * @generated from enum value: ON_EXHAUSTED_FAIL = 2;
-   */
-  FAIL = 2,
-}
-
-/**
- * Describes the enum agentrun.v1.Budget.OnExhausted.
- */
-export const Budget_OnExhaustedSchema: GenEnum<Budget_OnExhausted> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 4, 1);
-
-/**
  * Node is one step of a DAG workflow: exactly one kind, plus common fields.
  *
  * @generated from message agentrun.v1.Node
@@ -647,7 +537,7 @@ export type Node = Message<"agentrun.v1.Node"> & {
  * Use `create(NodeSchema)` to create a new message.
  */
 export const NodeSchema: GenMessage<Node> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 5);
+  messageDesc(file_agentrun_v1_workflow, 4);
 
 /**
  * How incoming edges combine.
@@ -679,7 +569,7 @@ export enum Node_Join {
  * Describes the enum agentrun.v1.Node.Join.
  */
 export const Node_JoinSchema: GenEnum<Node_Join> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 5, 0);
+  enumDesc(file_agentrun_v1_workflow, 4, 0);
 
 /**
  * Step is a single call used where a whole node is not: compensations, fallbacks,
@@ -725,6 +615,14 @@ export type Step = Message<"agentrun.v1.Step"> & {
      */
     value: WorkflowCall;
     case: "workflow";
+  } | {
+    /**
+     * A wait for a signal, only as a map's body: each item waits for its own answer.
+     *
+     * @generated from field: agentrun.v1.WaitNode wait = 14;
+     */
+    value: WaitNode;
+    case: "wait";
   } | { case: undefined; value?: undefined };
 };
 
@@ -733,7 +631,7 @@ export type Step = Message<"agentrun.v1.Step"> & {
  * Use `create(StepSchema)` to create a new message.
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 6);
+  messageDesc(file_agentrun_v1_workflow, 5);
 
 /**
  * AgentCall is one LLM call through an agent provider.
@@ -809,7 +707,7 @@ export type AgentCall = Message<"agentrun.v1.AgentCall"> & {
  * Use `create(AgentCallSchema)` to create a new message.
  */
 export const AgentCallSchema: GenMessage<AgentCall> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 7);
+  messageDesc(file_agentrun_v1_workflow, 6);
 
 /**
  * ToolCall is one call of a registered tool.
@@ -835,7 +733,7 @@ export type ToolCall = Message<"agentrun.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 8);
+  messageDesc(file_agentrun_v1_workflow, 7);
 
 /**
  * MapNode runs a body once per element of `items`.
@@ -877,7 +775,7 @@ export type MapNode = Message<"agentrun.v1.MapNode"> & {
  * Use `create(MapNodeSchema)` to create a new message.
  */
 export const MapNodeSchema: GenMessage<MapNode> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 9);
+  messageDesc(file_agentrun_v1_workflow, 8);
 
 /**
  * SwitchNode chooses exactly one successor.
@@ -903,7 +801,7 @@ export type SwitchNode = Message<"agentrun.v1.SwitchNode"> & {
  * Use `create(SwitchNodeSchema)` to create a new message.
  */
 export const SwitchNodeSchema: GenMessage<SwitchNode> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 10);
+  messageDesc(file_agentrun_v1_workflow, 9);
 
 /**
  * SwitchCase is one branch of a switch.
@@ -931,7 +829,7 @@ export type SwitchCase = Message<"agentrun.v1.SwitchCase"> & {
  * Use `create(SwitchCaseSchema)` to create a new message.
  */
 export const SwitchCaseSchema: GenMessage<SwitchCase> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 11);
+  messageDesc(file_agentrun_v1_workflow, 10);
 
 /**
  * WaitNode waits for a signal, a duration or a point in time.
@@ -964,6 +862,14 @@ export type WaitNode = Message<"agentrun.v1.WaitNode"> & {
    * @generated from field: google.protobuf.Duration timeout = 4;
    */
   timeout?: Duration | undefined;
+
+  /**
+   * JSON Schema the signal's data (the answer) must satisfy; AnswerWait refuses other data
+   * with INVALID_ARGUMENT naming the path. Only with `signal`.
+   *
+   * @generated from field: google.protobuf.Struct schema = 5;
+   */
+  schema?: JsonObject | undefined;
 };
 
 /**
@@ -971,7 +877,7 @@ export type WaitNode = Message<"agentrun.v1.WaitNode"> & {
  * Use `create(WaitNodeSchema)` to create a new message.
  */
 export const WaitNodeSchema: GenMessage<WaitNode> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 12);
+  messageDesc(file_agentrun_v1_workflow, 11);
 
 /**
  * AggregateNode combines the outputs of the incoming edges that were taken.
@@ -997,7 +903,7 @@ export type AggregateNode = Message<"agentrun.v1.AggregateNode"> & {
  * Use `create(AggregateNodeSchema)` to create a new message.
  */
 export const AggregateNodeSchema: GenMessage<AggregateNode> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 13);
+  messageDesc(file_agentrun_v1_workflow, 12);
 
 /**
  * How outputs combine.
@@ -1050,7 +956,7 @@ export enum AggregateNode_Strategy {
  * Describes the enum agentrun.v1.AggregateNode.Strategy.
  */
 export const AggregateNode_StrategySchema: GenEnum<AggregateNode_Strategy> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 13, 0);
+  enumDesc(file_agentrun_v1_workflow, 12, 0);
 
 /**
  * WorkflowCall runs another workflow as a child execution.
@@ -1083,7 +989,7 @@ export type WorkflowCall = Message<"agentrun.v1.WorkflowCall"> & {
  * Use `create(WorkflowCallSchema)` to create a new message.
  */
 export const WorkflowCallSchema: GenMessage<WorkflowCall> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 14);
+  messageDesc(file_agentrun_v1_workflow, 13);
 
 /**
  * PassNode computes a value without a call.
@@ -1104,7 +1010,7 @@ export type PassNode = Message<"agentrun.v1.PassNode"> & {
  * Use `create(PassNodeSchema)` to create a new message.
  */
 export const PassNodeSchema: GenMessage<PassNode> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 15);
+  messageDesc(file_agentrun_v1_workflow, 14);
 
 /**
  * Edge is the full form of a dependency.
@@ -1142,7 +1048,7 @@ export type Edge = Message<"agentrun.v1.Edge"> & {
  * Use `create(EdgeSchema)` to create a new message.
  */
 export const EdgeSchema: GenMessage<Edge> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 16);
+  messageDesc(file_agentrun_v1_workflow, 15);
 
 /**
  * ErrorHandler answers a node failure that its retries did not cure.
@@ -1199,7 +1105,7 @@ export type ErrorHandler = Message<"agentrun.v1.ErrorHandler"> & {
  * Use `create(ErrorHandlerSchema)` to create a new message.
  */
 export const ErrorHandlerSchema: GenMessage<ErrorHandler> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 17);
+  messageDesc(file_agentrun_v1_workflow, 16);
 
 /**
  * What the handler does.
@@ -1242,7 +1148,7 @@ export enum ErrorHandler_Action {
  * Describes the enum agentrun.v1.ErrorHandler.Action.
  */
 export const ErrorHandler_ActionSchema: GenEnum<ErrorHandler_Action> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 17, 0);
+  enumDesc(file_agentrun_v1_workflow, 16, 0);
 
 /**
  * What an escalation does when nobody answers in time.
@@ -1275,7 +1181,7 @@ export enum ErrorHandler_OnTimeout {
  * Describes the enum agentrun.v1.ErrorHandler.OnTimeout.
  */
 export const ErrorHandler_OnTimeoutSchema: GenEnum<ErrorHandler_OnTimeout> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 17, 1);
+  enumDesc(file_agentrun_v1_workflow, 16, 1);
 
 /**
  * ErrorMatch selects failures by node and error type.
@@ -1303,7 +1209,7 @@ export type ErrorMatch = Message<"agentrun.v1.ErrorMatch"> & {
  * Use `create(ErrorMatchSchema)` to create a new message.
  */
 export const ErrorMatchSchema: GenMessage<ErrorMatch> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 18);
+  messageDesc(file_agentrun_v1_workflow, 17);
 
 /**
  * Compensation configures the saga.
@@ -1322,7 +1228,7 @@ export type Compensation = Message<"agentrun.v1.Compensation"> & {
  * Use `create(CompensationSchema)` to create a new message.
  */
 export const CompensationSchema: GenMessage<Compensation> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 19);
+  messageDesc(file_agentrun_v1_workflow, 18);
 
 /**
  * The order compensations run in.
@@ -1361,7 +1267,7 @@ export enum Compensation_Strategy {
  * Describes the enum agentrun.v1.Compensation.Strategy.
  */
 export const Compensation_StrategySchema: GenEnum<Compensation_Strategy> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 19, 0);
+  enumDesc(file_agentrun_v1_workflow, 18, 0);
 
 /**
  * CircuitBreaker stops calling a failing tool or provider for a while.
@@ -1395,7 +1301,7 @@ export type CircuitBreaker = Message<"agentrun.v1.CircuitBreaker"> & {
  * Use `create(CircuitBreakerSchema)` to create a new message.
  */
 export const CircuitBreakerSchema: GenMessage<CircuitBreaker> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 20);
+  messageDesc(file_agentrun_v1_workflow, 19);
 
 /**
  * MachineState is one state of a state machine.
@@ -1455,7 +1361,7 @@ export type MachineState = Message<"agentrun.v1.MachineState"> & {
  * Use `create(MachineStateSchema)` to create a new message.
  */
 export const MachineStateSchema: GenMessage<MachineState> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 21);
+  messageDesc(file_agentrun_v1_workflow, 20);
 
 /**
  * Transitions is an ordered list of guarded transitions for one event.
@@ -1474,7 +1380,7 @@ export type Transitions = Message<"agentrun.v1.Transitions"> & {
  * Use `create(TransitionsSchema)` to create a new message.
  */
 export const TransitionsSchema: GenMessage<Transitions> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 22);
+  messageDesc(file_agentrun_v1_workflow, 21);
 
 /**
  * Transition moves a state machine instance to `target`.
@@ -1519,7 +1425,7 @@ export type Transition = Message<"agentrun.v1.Transition"> & {
  * Use `create(TransitionSchema)` to create a new message.
  */
 export const TransitionSchema: GenMessage<Transition> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 23);
+  messageDesc(file_agentrun_v1_workflow, 22);
 
 /**
  * DelayedTransition is a transition taken when a timer fires.
@@ -1563,5 +1469,5 @@ export type DelayedTransition = Message<"agentrun.v1.DelayedTransition"> & {
  * Use `create(DelayedTransitionSchema)` to create a new message.
  */
 export const DelayedTransitionSchema: GenMessage<DelayedTransition> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 24);
+  messageDesc(file_agentrun_v1_workflow, 23);
 
