@@ -16,6 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from agentrun import spec_words
+from agentrun.engine.budgets import budget_from_spec
 from agentrun.engine.dag_graph import Ancestry, Draft, link, run_order
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
 from agentrun.engine.expressions import normalize_numbers
@@ -151,6 +152,7 @@ class DagCompiler:
 
         self._vars_warnings(nodes, anc)
         timeout = c.duration(spec, "timeout", "") if spec.HasField("timeout") else None
+        budget = budget_from_spec(spec.budget, c.error) if spec.HasField("budget") else None
 
         if c.diags:
             raise InvalidWorkflow(c.diags)
@@ -171,6 +173,7 @@ class DagCompiler:
             handlers=[h for h in handlers if h is not None],
             compensation=_COMPENSATION[spec.compensation.strategy],
             breakers=breakers,
+            budget=budget,
         )
 
     # -- nodes and edges ------------------------------------------------------------

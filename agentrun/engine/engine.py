@@ -27,6 +27,7 @@ from google.protobuf import json_format
 
 from agentrun.engine import approvals, sizes
 from agentrun.engine.breakers import Breakers
+from agentrun.engine.budgets import BudgetConfig, Budgets, BudgetSpec
 from agentrun.engine.compiler import compile_workflow
 from agentrun.engine.errors import (
     AlreadyExists,
@@ -56,6 +57,7 @@ from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.scheduler import Admission, SchedulerConfig
 from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.storage.base import LeaseLost, Store
+from agentrun.storage.budgets import ledger_for
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -93,6 +95,8 @@ class EngineConfig:
     instrumentation: Instrumentation | None = None
     # Limits, quotas and rate-limit buckets (agentrun.engine.scheduler).
     scheduler: SchedulerConfig | None = None
+    # Tenant budgets, the price table (agentrun.engine.budgets).
+    budgets: BudgetConfig | None = None
     # This process among the replicas sharing a store. A replica restarted under the same id
     # takes its executions back at once; others wait for their leases to expire.
     replica_id: str = "local"
@@ -110,6 +114,7 @@ class EngineConfig:
     def from_mapping(cls, data: Mapping[str, Any] | None, **overrides: Any) -> EngineConfig:
         """From a config file's engine sections, as `agentrun serve` and `agentrun run
         --config` read them: `limits:` (running-node limits, quotas, `rate_limits` buckets),
+        `budgets:` and `prices:` (token and cost budgets, agentrun.engine.budgets),
         `circuit_breakers:` (by tool or provider name), `replica_id:`, `lease:` (a duration).
         Other sections (tools, agents, auth, ...) belong to others and are ignored here."""
         from agentrun.engine.durations import parse_duration
@@ -118,6 +123,8 @@ class EngineConfig:
         options: dict[str, Any] = {}
         if data.get("limits") is not None:
             options["scheduler"] = SchedulerConfig.from_mapping(data["limits"])
+        if data.get("budgets") is not None or data.get("prices") is not None:
+            options["budgets"] = BudgetConfig.from_mapping(data.get("budgets"), data.get("prices"))
         if data.get("circuit_breakers") is not None:
             options["circuit_breakers"] = _breaker_specs(data["circuit_breakers"])
         if data.get("replica_id"):
@@ -209,6 +216,11 @@ class Engine:
             sched_config, store, replica_id=self.replica_id, lease_seconds=self.lease_seconds
         )
         self.admission = Admission(sched_config)
+        self.budgets = Budgets(
+            self.config.budgets or BudgetConfig(), ledger_for(store), engine=self,
+            owner=self.replica_id, lease_seconds=self.lease_seconds,
+        )
+        self.scheduler.budgets = self.budgets
         self.draining = False
         self._runs: dict[str, Run] = {}
         self._plans: dict[tuple[str, str, int], DagPlan | MachinePlan] = {}
@@ -333,6 +345,36 @@ class Engine:
             if run is not None and not run.finished:
                 asyncio.get_running_loop().create_task(self._deliver_signals(run))
 
+    # ------------------------------------------------------------ budgets
+    async def workflow_budget(self, tenant: str, name: str, execution_id: str) -> BudgetSpec | None:
+        """The `budget:` of the workflow's newest version, so an update raises or lowers it for
+        running executions too (the execution's own version's when the workflow is gone)."""
+        try:
+            plan = await self._plan(await self._cached_workflow(name, tenant, None))
+        except WorkflowNotFound:
+            run = self._runs.get(execution_id)
+            plan = run.plan if run is not None else None
+        return getattr(plan, "budget", None)
+
+    def budget_pause(self, execution_id: str, data: dict[str, Any]) -> bool:
+        """Pauses a running execution whose next call does not fit a budget; False if it
+        is not running here or is paused already."""
+        run = self._runs.get(execution_id)
+        if run is None or run.finished or run.paused:
+            return False
+        run._post(("pause", asyncio.get_running_loop().create_future(), data))
+        return True
+
+    def budget_resume(self, execution_id: str) -> None:
+        run = self._runs.get(execution_id)
+        if run is not None and not run.finished and run.paused:
+            run._post(("resume", asyncio.get_running_loop().create_future()))
+
+    def budget_fail(self, execution_id: str, error: dict[str, Any]) -> None:
+        run = self._runs.get(execution_id)
+        if run is not None and not run.finished:
+            run._post(("fail", error))
+
     async def _deliver_signals(self, run: Run) -> None:
         for signal in await self.store.pending_signals(run.id):
             run._post(("signal", signal))
@@ -360,6 +402,7 @@ class Engine:
             with contextlib.suppress(Exception):
                 await self.store.release_leases(self.replica_id, detached)
         await self.scheduler.close()
+        await self.budgets.close()
 
     # ------------------------------------------------------------ workflows
     def validate(self, spec: workflow_pb2.WorkflowSpec) -> DagPlan | MachinePlan:

@@ -411,6 +411,8 @@ class Run:
                 self._succeeded(node, rec, None)
         elif kind == "signal":
             self._signal(msg[1])
+        elif kind == "fail":  # a budget refused a call whose budget says on_exhausted: fail
+            self._finish(ExecutionState.FAILED, error=msg[1])
         elif kind == "timeout":
             self._finish(
                 ExecutionState.TIMED_OUT,
@@ -422,7 +424,7 @@ class Run:
         elif kind == "pause":
             if not self.paused:
                 self.paused = True
-                self._set_exec_state(ExecutionState.PAUSED)
+                self._set_exec_state(ExecutionState.PAUSED, msg[2] if len(msg) > 2 else None)
             self.acks.append(msg[1])
         elif kind == "resume":
             if self.paused:
@@ -443,6 +445,7 @@ class Run:
         elif kind == "emit":
             _, key, type_, data = msg
             if type_ == "agent.usage" and isinstance(data, dict):
+                data = self.engine.budgets.meter((self.id, key), data)
                 self._add_usage(key, data)
             self._event(type_, key, sizes.bound_event(type_, data))
         elif kind == "breaker":
@@ -634,7 +637,10 @@ class Run:
         target = "" if step is None else step.tool.name if step.tool is not None else (step.provider.name if step.provider else "")
         if bucket is None and sched.config.bindings:
             bucket = sched.config.bindings.get(target)
-        if not sched.active and bucket is None:
+        budgets = self.engine.budgets
+        covered = budgets.covers(self.record.tenant, self.plan.budget, step)
+        claim = budgets.claim((self.id, key), self.record.tenant, self.record.workflow, step) if covered else None
+        if not sched.active and bucket is None and claim is None:
             go(None)
             return
         self.gated[key] = go
@@ -647,6 +653,7 @@ class Run:
             bucket=bucket,
             grant=lambda ticket, k=key: self._post(("grant", k, ticket)),
             target=target,
+            claim=claim,
         )
 
     def _granted(self, key: str, ticket: Any) -> None:

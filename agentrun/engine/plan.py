@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentrun.engine.budgets import BudgetSpec
 from agentrun.engine.errors import Diagnostic
 from agentrun.engine.expressions import Expression, Template
 from agentrun.engine.ports import AgentProvider, Tool
@@ -201,6 +202,8 @@ class DagPlan:
     # reverse | sequential | parallel
     compensation: str = "reverse"
     breakers: dict[str, BreakerSpec] = field(default_factory=dict)
+    # The workflow's `budget:` (agentrun.engine.budgets), None without one.
+    budget: BudgetSpec | None = None
 
     def handler_for(self, node_id: str, error_type: str) -> HandlerPlan | None:
         """The first handler that matches: FORMAT.md's "first match wins"."""

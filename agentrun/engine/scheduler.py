@@ -29,7 +29,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentrun.engine.budgets import Budgets, Claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +291,8 @@ class BaseScheduler:
         # Arrival numbers (the fleet scheduler's row numbers too).
         self._arrivals = itertools.count(1)
         self.stats = SchedulerStats()
+        # The engine's budgets: an agent call they cover reserves before it asks for a slot.
+        self.budgets: Budgets | None = None
 
     async def start(self) -> None:
         """Nothing to set up by default (the fleet scheduler joins its replicas here)."""
@@ -309,8 +314,16 @@ class BaseScheduler:
         bucket: str | None,
         grant: Callable[[Ticket], None],
         target: str = "",
+        claim: Claim | None = None,
     ) -> None:
-        """Queues a ready call; `grant(ticket)` is called (on the loop) when it may start."""
+        """Queues a ready call; `grant(ticket)` is called (on the loop) when it may start. A
+        call with a budget `claim` is queued once its budgets hold its estimate."""
+        if claim is not None and self.budgets is not None:
+            self.budgets.admit(claim, lambda: self.request(
+                owner, tenant=tenant, workflow=workflow, execution_priority=execution_priority,
+                node_priority=node_priority, bucket=bucket, grant=grant, target=target,
+            ))
+            return
         ticket = Ticket(
             key=(-execution_priority, -node_priority, next(self._arrivals)),
             tenant=tenant,
@@ -326,7 +339,10 @@ class BaseScheduler:
         self._queue(ticket)
 
     def release(self, owner: Any) -> None:
-        """A granted call finished (or a waiting one was abandoned): its slots are free again."""
+        """A granted call finished (or a waiting one was abandoned): its slots are free again,
+        and its budgets are charged what it used."""
+        if self.budgets is not None:
+            self.budgets.release(owner)
         ticket = self._tickets.pop(owner, None)
         if ticket is None:
             return

@@ -26,6 +26,8 @@ trace_sample_ratio: 1.0         # share of new traces sampled (a caller's sample
 metrics_port: 9464              # Prometheus /metrics (unset: no metrics)
 limits: {max_running_nodes: 100, max_running_per_target: {http.request: 5}, rate_limits: {openai: {rate: 10, per: 1s}}}  # the engine's (fleet-wide on PostgreSQL)
 data_limits: {expression_cost: 100000}  # docs/runtime.md, "Limits on expressions and data"
+budgets: {tenants: {acme: {max_tokens: 1000000, max_cost: 20, window: day}}}  # docs/runtime.md, "Budgets"
+prices: {openai: {gpt-4o-mini: {input: 0.15, output: 0.60}}}  # per million tokens
 circuit_breakers: {http.get: {failure_threshold: 5, window: 1m}}
 mock: {responses: {}}           # anything else is for the integrations (tools, agents)
 ```
@@ -112,8 +114,8 @@ class ServerConfig:
         ]
 
     def engine_config(self) -> Any:
-        """EngineConfig from the file's engine sections (`limits:`, `circuit_breakers:`,
-        `replica_id:`, `lease:`), as `agentrun run --config` reads them, with secrets from
+        """EngineConfig from the file's engine sections (`limits:`, `budgets:`, `prices:`,
+        `circuit_breakers:`, `replica_id:`, `lease:`), as `agentrun run --config` reads them, with secrets from
         the secret store; $AGENTRUN_REPLICA_ID names this replica when the file does not."""
         from agentrun.engine import EngineConfig
         from agentrun.integrations import load_secrets

@@ -138,7 +138,7 @@ nodes = sa.Table(
     sa.Column("wake_at", sa.Double),
     sa.Column("completed_order", sa.Integer, nullable=False, server_default="0"),
     sa.Column("usage", Json),
-    # Migration 0010: the latest signal wait of the node (NodeRecord.wait); the partial index
+    # Migration 0011: the latest signal wait of the node (NodeRecord.wait); the partial index
     # holds the pending ones only (ListWaits).
     sa.Column("wait", Json),
     sa.Index(
@@ -400,4 +400,36 @@ slot_state = sa.Table(
     # The tenant that got the last slot: the next round starts with the one after it.
     sa.Column("cursor", sa.String(), nullable=False),
     sa.Column("next_seq", sa.BigInteger, nullable=False),
+)
+
+
+# Token and cost budgets (migration 0010) ----------------------------------------------------
+# agentrun/storage/budgets.py: what each budget has spent, and what running calls reserved.
+
+budget_spend = sa.Table(
+    "budget_spend",
+    metadata,
+    # `tenant:NAME` or `workflow:TENANT/NAME`, and the period it covers (`day:2025-01-31`,
+    # `execution:ID`).
+    sa.Column("scope", sa.String(), primary_key=True),
+    sa.Column("period", sa.String(), primary_key=True),
+    sa.Column("tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+budget_holds = sa.Table(
+    "budget_holds",
+    metadata,
+    # One call's reservation, once per budget it counts against.
+    sa.Column("hold", sa.String(), primary_key=True),
+    sa.Column("scope", sa.String(), primary_key=True),
+    sa.Column("period", sa.String(), primary_key=True),
+    # The process that made it; it renews `expires_at` while the call runs.
+    sa.Column("owner", sa.String(), nullable=False),
+    sa.Column("tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Index(None, "scope", "period"),
+    sa.Index(None, "owner"),
 )

@@ -448,28 +448,33 @@ class SqlStore(Store):
         beside `agentrun serve`). New rows are found by rowid every SQLITE_POLL_SECONDS and
         announced as PostgreSQL's notifications would be: `signal` (a signal or control
         request for an execution, which its owner applies) and `events` (Watch streams re-read
-        the store). This process's own writes are announced too; listeners ignore repeats."""
+        the store), for execution events and state machine history entries alike (on
+        PostgreSQL the machine engine's `Notifier` announces those). This process's own writes
+        are announced too; listeners ignore repeats."""
         rowid = sa.literal_column("rowid")
-        marks = {"events": 0, "signal": 0}
-        tables = {"events": db.events, "signal": db.signals}
+        # (kind, table, the column that names whose row it is)
+        sources = (
+            ("events", db.events, db.events.c.execution_id),
+            ("signal", db.signals, db.signals.c.execution_id),
+            ("events", db.sm_history, db.sm_history.c.instance_id),
+        )
+        marks = [0] * len(sources)
         started = False
         while not self.database.closing:
             try:
                 if not started:
-                    for kind, table in tables.items():
+                    for i, (_, table, _) in enumerate(sources):
                         rows = await self.database.read(sa.select(sa.func.coalesce(sa.func.max(rowid), 0)).select_from(table))
-                        marks[kind] = int(rows[0][0])
+                        marks[i] = int(rows[0][0])
                     started = True
                 await asyncio.sleep(SQLITE_POLL_SECONDS)
-                for kind, table in tables.items():
+                for i, (kind, table, owner) in enumerate(sources):
                     rows = await self.database.read(
-                        sa.select(table.c.execution_id, sa.func.max(rowid))
-                        .where(rowid > marks[kind])
-                        .group_by(table.c.execution_id)
+                        sa.select(owner, sa.func.max(rowid)).where(rowid > marks[i]).group_by(owner)
                     )
-                    for execution_id, mark in rows:
-                        marks[kind] = max(marks[kind], int(mark))
-                        self._dispatch_notification(None, 0, _CHANNEL, f"{kind}:{execution_id}")
+                    for owner_id, mark in rows:
+                        marks[i] = max(marks[i], int(mark))
+                        self._dispatch_notification(None, 0, _CHANNEL, f"{kind}:{owner_id}")
             except asyncio.CancelledError:
                 raise
             except Exception:

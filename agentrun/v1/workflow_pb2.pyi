@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WorkflowSpec(_message.Message):
-    __slots__ = ("name", "description", "mode", "input_schema", "defaults", "timeout", "concurrency", "nodes", "edges", "output", "error_handlers", "compensation", "circuit_breakers", "initial", "data", "states")
+    __slots__ = ("name", "description", "mode", "input_schema", "defaults", "timeout", "concurrency", "nodes", "edges", "output", "error_handlers", "compensation", "circuit_breakers", "initial", "data", "states", "budget")
     class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         MODE_UNSPECIFIED: _ClassVar[WorkflowSpec.Mode]
@@ -51,6 +51,7 @@ class WorkflowSpec(_message.Message):
     INITIAL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     mode: WorkflowSpec.Mode
@@ -67,7 +68,8 @@ class WorkflowSpec(_message.Message):
     initial: str
     data: _struct_pb2.Struct
     states: _containers.MessageMap[str, MachineState]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., mode: _Optional[_Union[WorkflowSpec.Mode, str]] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., defaults: _Optional[_Union[NodeDefaults, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., concurrency: _Optional[_Union[Concurrency, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_handlers: _Optional[_Iterable[_Union[ErrorHandler, _Mapping]]] = ..., compensation: _Optional[_Union[Compensation, _Mapping]] = ..., circuit_breakers: _Optional[_Mapping[str, CircuitBreaker]] = ..., initial: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., states: _Optional[_Mapping[str, MachineState]] = ...) -> None: ...
+    budget: Budget
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., mode: _Optional[_Union[WorkflowSpec.Mode, str]] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., defaults: _Optional[_Union[NodeDefaults, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., concurrency: _Optional[_Union[Concurrency, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_handlers: _Optional[_Iterable[_Union[ErrorHandler, _Mapping]]] = ..., compensation: _Optional[_Union[Compensation, _Mapping]] = ..., circuit_breakers: _Optional[_Mapping[str, CircuitBreaker]] = ..., initial: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., states: _Optional[_Mapping[str, MachineState]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
 
 class NodeDefaults(_message.Message):
     __slots__ = ("timeout", "retry")
@@ -134,6 +136,34 @@ class Concurrency(_message.Message):
     limit: int
     on_limit: Concurrency.OnLimit
     def __init__(self, key: _Optional[str] = ..., limit: _Optional[int] = ..., on_limit: _Optional[_Union[Concurrency.OnLimit, str]] = ...) -> None: ...
+
+class Budget(_message.Message):
+    __slots__ = ("max_tokens", "max_cost", "window", "on_exhausted")
+    class Window(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        WINDOW_UNSPECIFIED: _ClassVar[Budget.Window]
+        WINDOW_EXECUTION: _ClassVar[Budget.Window]
+        WINDOW_DAY: _ClassVar[Budget.Window]
+    WINDOW_UNSPECIFIED: Budget.Window
+    WINDOW_EXECUTION: Budget.Window
+    WINDOW_DAY: Budget.Window
+    class OnExhausted(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ON_EXHAUSTED_UNSPECIFIED: _ClassVar[Budget.OnExhausted]
+        ON_EXHAUSTED_PAUSE: _ClassVar[Budget.OnExhausted]
+        ON_EXHAUSTED_FAIL: _ClassVar[Budget.OnExhausted]
+    ON_EXHAUSTED_UNSPECIFIED: Budget.OnExhausted
+    ON_EXHAUSTED_PAUSE: Budget.OnExhausted
+    ON_EXHAUSTED_FAIL: Budget.OnExhausted
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    ON_EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    max_cost: float
+    window: Budget.Window
+    on_exhausted: Budget.OnExhausted
+    def __init__(self, max_tokens: _Optional[int] = ..., max_cost: _Optional[float] = ..., window: _Optional[_Union[Budget.Window, str]] = ..., on_exhausted: _Optional[_Union[Budget.OnExhausted, str]] = ...) -> None: ...
 
 class Node(_message.Message):
     __slots__ = ("id", "needs", "when", "join", "timeout", "total_timeout", "retry", "output", "export_vars", "compensate", "rate_limit", "priority", "agent", "tool", "map", "switch_node", "wait", "aggregate", "workflow", "pass_node")

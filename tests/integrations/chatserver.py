@@ -1,7 +1,8 @@
 """A local server that speaks the chat-completions API, scripted turn by turn.
 
 Each request takes the next step of `script`: {"content": TEXT}, {"tool_calls": [{name,
-arguments}]}, {"status": 429, "headers": {...}, "json": {...}}, or {"raw": BYTES} (sent as is,
+arguments}]} (either with a "usage" to report instead of 11 prompt tokens a message and 7
+completion tokens), {"status": 429, "headers": {...}, "json": {...}}, or {"raw": BYTES} (sent as is,
 with status 200). Requests with `stream: true` get server-sent events, the content split into
 small pieces and tool-call arguments split across chunks, usage in the last chunk.
 `holds={N: event}` stops a streamed answer before its piece N until the event is set, so a
@@ -53,7 +54,9 @@ class ChatServer(HttpServer):
         if "raw" in step:
             ctype = "text/event-stream" if body.get("stream") else "application/json"
             return Response(200, step["raw"], {"Content-Type": ctype})
-        usage = {"prompt_tokens": 11 * len(body["messages"]), "completion_tokens": 7, "total_tokens": 11 * len(body["messages"]) + 7}
+        usage = step.get("usage") or {
+            "prompt_tokens": 11 * len(body["messages"]), "completion_tokens": 7, "total_tokens": 11 * len(body["messages"]) + 7
+        }
         calls = [
             {"id": f"call_{i}", "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
             for i, c in enumerate(step.get("tool_calls") or [])

@@ -17,7 +17,8 @@ Config (top-level `openai:`, or a named provider under `agents:` with `type: ope
 Per call: the tool-calling loop (the model calls the node's `agent.tools`; results go back;
 at most `max_turns` model calls, the last one offered no tools), `output_schema` sent as
 `response_format: json_schema` and validated (`invalid_output`), usage emitted as an
-`agent.usage` event per model call ({prompt_tokens, completion_tokens, total_tokens, cost}),
+`agent.usage` event per model call ({prompt_tokens, completion_tokens, total_tokens,
+cached_tokens when the endpoint reports them, cost}),
 which the engine sums on the node and the execution.
 Errors: 429 -> `rate_limited` with Retry-After; 408 and timeouts -> `timeout`; 5xx, other
 4xx, transport failures and malformed JSON -> `agent_error`.
@@ -233,6 +234,10 @@ class OpenAIProvider(AgentProvider):
             "total_tokens": int(usage.get("total_tokens") or pt + ct),
             "model": model,
         }
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+        if isinstance(cached, int) and not isinstance(cached, bool) and cached > 0:
+            data["cached_tokens"] = cached  # part of prompt_tokens, read from the provider's cache
         price = self.config.prices.get(model)
         if price is not None:
             data["cost"] = round(pt * price.get("prompt", 0.0) / 1e6 + ct * price.get("completion", 0.0) / 1e6, 10)

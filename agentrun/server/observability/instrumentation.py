@@ -48,6 +48,8 @@ _USAGE_KEYS = {
     "input_tokens": "prompt",
     "completion_tokens": "completion",
     "output_tokens": "completion",
+    # Part of the prompt tokens, read from the provider's prompt cache.
+    "cached_tokens": "cached",
 }
 
 

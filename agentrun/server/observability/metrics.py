@@ -312,13 +312,13 @@ class Metrics:
         # LLM use
         self.llm_tokens = Counter(
             "agentrun_llm_tokens",
-            "LLM tokens used, by provider, model and type (prompt, completion).",
+            "LLM tokens used, by provider, model and type (prompt, completion; cached: the part of prompt read from a cache).",
             ("provider", "model", "type"),
             registry=families,
         )
         self.llm_cost = Counter(
             "agentrun_llm_cost_usd",
-            "LLM cost reported by providers, in US dollars.",
+            "LLM cost, from the server's price table (else as the provider reports it), in its currency (US dollars by convention).",
             ("provider", "model"),
             registry=families,
         )

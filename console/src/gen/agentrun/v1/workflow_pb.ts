@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentrun/v1/workflow.proto.
  */
 export const file_agentrun_v1_workflow: GenFile = /*@__PURE__*/
-  fileDesc("ChphZ2VudHJ1bi92MS93b3JrZmxvdy5wcm90bxILYWdlbnRydW4udjEiggcKDFdvcmtmbG93U3BlYxIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEiwKBG1vZGUYAyABKA4yHi5hZ2VudHJ1bi52MS5Xb3JrZmxvd1NwZWMuTW9kZRItCgxpbnB1dF9zY2hlbWEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EisKCGRlZmF1bHRzGAUgASgLMhkuYWdlbnRydW4udjEuTm9kZURlZmF1bHRzEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoLY29uY3VycmVuY3kYByABKAsyGC5hZ2VudHJ1bi52MS5Db25jdXJyZW5jeRIgCgVub2RlcxgIIAMoCzIRLmFnZW50cnVuLnYxLk5vZGUSIAoFZWRnZXMYCSADKAsyES5hZ2VudHJ1bi52MS5FZGdlEiYKBm91dHB1dBgKIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIxCg5lcnJvcl9oYW5kbGVycxgLIAMoCzIZLmFnZW50cnVuLnYxLkVycm9ySGFuZGxlchIvCgxjb21wZW5zYXRpb24YDCABKAsyGS5hZ2VudHJ1bi52MS5Db21wZW5zYXRpb24SSAoQY2lyY3VpdF9icmVha2VycxgNIAMoCzIuLmFnZW50cnVuLnYxLldvcmtmbG93U3BlYy5DaXJjdWl0QnJlYWtlcnNFbnRyeRIPCgdpbml0aWFsGA4gASgJEiUKBGRhdGEYDyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjUKBnN0YXRlcxgQIAMoCzIlLmFnZW50cnVuLnYxLldvcmtmbG93U3BlYy5TdGF0ZXNFbnRyeRpTChRDaXJjdWl0QnJlYWtlcnNFbnRyeRILCgNrZXkYASABKAkSKgoFdmFsdWUYAiABKAsyGy5hZ2VudHJ1bi52MS5DaXJjdWl0QnJlYWtlcjoCOAEaSAoLU3RhdGVzRW50cnkSCwoDa2V5GAEgASgJEigKBXZhbHVlGAIgASgLMhkuYWdlbnRydW4udjEuTWFjaGluZVN0YXRlOgI4ASJCCgRNb2RlEhQKEE1PREVfVU5TUEVDSUZJRUQQABIMCghNT0RFX0RBRxABEhYKEk1PREVfU1RBVEVfTUFDSElORRACImMKDE5vZGVEZWZhdWx0cxIqCgd0aW1lb3V0GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEicKBXJldHJ5GAIgASgLMhguYWdlbnRydW4udjEuUmV0cnlQb2xpY3ki0gMKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIxCgdiYWNrb2ZmGAIgASgOMiAuYWdlbnRydW4udjEuUmV0cnlQb2xpY3kuQmFja29mZhIzChBpbml0aWFsX2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDG1heF9pbnRlcnZhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgptdWx0aXBsaWVyGAUgASgBEi8KBmppdHRlchgGIAEoDjIfLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5LkppdHRlchIVCg1ub25fcmV0cnlhYmxlGAcgAygJImIKB0JhY2tvZmYSFwoTQkFDS09GRl9VTlNQRUNJRklFRBAAEhEKDUJBQ0tPRkZfRklYRUQQARISCg5CQUNLT0ZGX0xJTkVBUhACEhcKE0JBQ0tPRkZfRVhQT05FTlRJQUwQAyJUCgZKaXR0ZXISFgoSSklUVEVSX1VOU1BFQ0lGSUVEEAASDwoLSklUVEVSX05PTkUQARIPCgtKSVRURVJfRlVMTBACEhAKDEpJVFRFUl9FUVVBTBADIs4BCgtDb25jdXJyZW5jeRILCgNrZXkYASABKAkSDQoFbGltaXQYAiABKAUSMgoIb25fbGltaXQYAyABKA4yIC5hZ2VudHJ1bi52MS5Db25jdXJyZW5jeS5PbkxpbWl0Im8KB09uTGltaXQSGAoUT05fTElNSVRfVU5TUEVDSUZJRUQQABISCg5PTl9MSU1JVF9RVUVVRRABEhoKFk9OX0xJTUlUX0NBTkNFTF9ORVdFU1QQAhIaChZPTl9MSU1JVF9DQU5DRUxfT0xERVNUEAMirwYKBE5vZGUSCgoCaWQYASABKAkSDQoFbmVlZHMYAiADKAkSDAoEd2hlbhgDIAEoCRIkCgRqb2luGAQgASgOMhYuYWdlbnRydW4udjEuTm9kZS5Kb2luEioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoNdG90YWxfdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhInCgVyZXRyeRgHIAEoCzIYLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5EiYKBm91dHB1dBgIIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRI0CgtleHBvcnRfdmFycxgJIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RSBmV4cG9ydBIlCgpjb21wZW5zYXRlGAogASgLMhEuYWdlbnRydW4udjEuU3RlcBISCgpyYXRlX2xpbWl0GAsgASgJEhAKCHByaW9yaXR5GAwgASgFEicKBWFnZW50GBQgASgLMhYuYWdlbnRydW4udjEuQWdlbnRDYWxsSAASJQoEdG9vbBgVIAEoCzIVLmFnZW50cnVuLnYxLlRvb2xDYWxsSAASIwoDbWFwGBYgASgLMhQuYWdlbnRydW4udjEuTWFwTm9kZUgAEjYKC3N3aXRjaF9ub2RlGBcgASgLMhcuYWdlbnRydW4udjEuU3dpdGNoTm9kZUgAUgZzd2l0Y2gSJQoEd2FpdBgYIAEoCzIVLmFnZW50cnVuLnYxLldhaXROb2RlSAASLwoJYWdncmVnYXRlGBkgASgLMhouYWdlbnRydW4udjEuQWdncmVnYXRlTm9kZUgAEi0KCHdvcmtmbG93GBogASgLMhkuYWdlbnRydW4udjEuV29ya2Zsb3dDYWxsSAASMAoJcGFzc19ub2RlGBsgASgLMhUuYWdlbnRydW4udjEuUGFzc05vZGVIAFIEcGFzcyI4CgRKb2luEhQKEEpPSU5fVU5TUEVDSUZJRUQQABIMCghKT0lOX0FOWRABEgwKCEpPSU5fQUxMEAJCBgoEa2luZCK7AgoEU3RlcBInCgVyZXRyeRgBIAEoCzIYLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5EioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoFYWdlbnQYCiABKAsyFi5hZ2VudHJ1bi52MS5BZ2VudENhbGxIABIlCgR0b29sGAsgASgLMhUuYWdlbnRydW4udjEuVG9vbENhbGxIABIwCglwYXNzX25vZGUYDCABKAsyFS5hZ2VudHJ1bi52MS5QYXNzTm9kZUgAUgRwYXNzEi0KCHdvcmtmbG93GA0gASgLMhkuYWdlbnRydW4udjEuV29ya2Zsb3dDYWxsSAASJQoEd2FpdBgOIAEoCzIVLmFnZW50cnVuLnYxLldhaXROb2RlSABCBgoEa2luZCLqAQoJQWdlbnRDYWxsEg0KBW1vZGVsGAEgASgJEg4KBnN5c3RlbRgCIAEoCRIOCgZwcm9tcHQYAyABKAkSLgoNb3V0cHV0X3NjaGVtYRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDQoFdG9vbHMYBSADKAkSEQoJbWF4X3R1cm5zGAYgASgFEhgKC3RlbXBlcmF0dXJlGAcgASgBSACIAQESEgoKbWF4X3Rva2VucxgIIAEoBRITCgZzdHJlYW0YCSABKAhIAYgBAUIOCgxfdGVtcGVyYXR1cmVCCQoHX3N0cmVhbSI+CghUb29sQ2FsbBIMCgRuYW1lGAEgASgJEiQKBGFyZ3MYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUifwoHTWFwTm9kZRINCgVpdGVtcxgBIAEoCRIXCg9tYXhfY29uY3VycmVuY3kYAiABKAUSHwoEbm9kZRgDIAEoCzIRLmFnZW50cnVuLnYxLlN0ZXASKwoId29ya2Zsb3cYBCABKAsyGS5hZ2VudHJ1bi52MS5Xb3JrZmxvd0NhbGwiVQoKU3dpdGNoTm9kZRImCgVjYXNlcxgBIAMoCzIXLmFnZW50cnVuLnYxLlN3aXRjaENhc2USHwoOZGVmYXVsdF90YXJnZXQYAiABKAlSB2RlZmF1bHQiMAoKU3dpdGNoQ2FzZRIMCgR3aGVuGAEgASgJEhQKBnRhcmdldBgCIAEoCVIEZ290byKrAQoIV2FpdE5vZGUSDgoGc2lnbmFsGAEgASgJEisKCGR1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBXVudGlsGAMgASgJEioKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoGc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLeAQoNQWdncmVnYXRlTm9kZRI1CghzdHJhdGVneRgBIAEoDjIjLmFnZW50cnVuLnYxLkFnZ3JlZ2F0ZU5vZGUuU3RyYXRlZ3kSDAoEZXhwchgCIAEoCSKHAQoIU3RyYXRlZ3kSGAoUU1RSQVRFR1lfVU5TUEVDSUZJRUQQABISCg5TVFJBVEVHWV9NRVJHRRABEhMKD1NUUkFURUdZX0NPTkNBVBACEhIKDlNUUkFURUdZX0ZJUlNUEAMSEQoNU1RSQVRFR1lfVk9URRAEEhEKDVNUUkFURUdZX0VYUFIQBSJUCgxXb3JrZmxvd0NhbGwSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgFEiUKBWlucHV0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIjEKCFBhc3NOb2RlEiUKBXZhbHVlGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlImAKBEVkZ2USFwoJZnJvbV9ub2RlGAEgASgJUgRmcm9tEgoKAnRvGAIgASgJEgwKBHdoZW4YAyABKAkSJQoFaW5wdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiswQKDEVycm9ySGFuZGxlchImCgVtYXRjaBgBIAEoCzIXLmFnZW50cnVuLnYxLkVycm9yTWF0Y2gSMAoGYWN0aW9uGAIgASgOMiAuYWdlbnRydW4udjEuRXJyb3JIYW5kbGVyLkFjdGlvbhInCgVyZXRyeRgDIAEoCzIYLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5EiYKBm91dHB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIjCghmYWxsYmFjaxgFIAEoCzIRLmFnZW50cnVuLnYxLlN0ZXASKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI3Cgpvbl90aW1lb3V0GAcgASgOMiMuYWdlbnRydW4udjEuRXJyb3JIYW5kbGVyLk9uVGltZW91dCKEAQoGQWN0aW9uEhYKEkFDVElPTl9VTlNQRUNJRklFRBAAEhAKDEFDVElPTl9SRVRSWRABEg8KC0FDVElPTl9TS0lQEAISEwoPQUNUSU9OX0ZBTExCQUNLEAMSFQoRQUNUSU9OX0NPTVBFTlNBVEUQBBITCg9BQ1RJT05fRVNDQUxBVEUQBSJnCglPblRpbWVvdXQSGgoWT05fVElNRU9VVF9VTlNQRUNJRklFRBAAEhMKD09OX1RJTUVPVVRfRkFJTBABEhMKD09OX1RJTUVPVVRfU0tJUBACEhQKEE9OX1RJTUVPVVRfUkVUUlkQAyIrCgpFcnJvck1hdGNoEg0KBW5vZGVzGAEgASgJEg4KBmVycm9ycxgCIAMoCSKwAQoMQ29tcGVuc2F0aW9uEjQKCHN0cmF0ZWd5GAEgASgOMiIuYWdlbnRydW4udjEuQ29tcGVuc2F0aW9uLlN0cmF0ZWd5ImoKCFN0cmF0ZWd5EhgKFFNUUkFURUdZX1VOU1BFQ0lGSUVEEAASFAoQU1RSQVRFR1lfUkVWRVJTRRABEhcKE1NUUkFURUdZX1NFUVVFTlRJQUwQAhIVChFTVFJBVEVHWV9QQVJBTExFTBADIqEBCg5DaXJjdWl0QnJlYWtlchIZChFmYWlsdXJlX3RocmVzaG9sZBgBIAEoBRIpCgZ3aW5kb3cYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoNcmVzZXRfdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9oYWxmX29wZW5fY2FsbHMYBCABKAUijQMKDE1hY2hpbmVTdGF0ZRItCgJvbhgBIAMoCzIhLmFnZW50cnVuLnYxLk1hY2hpbmVTdGF0ZS5PbkVudHJ5EiAKBWVudHJ5GAIgAygLMhEuYWdlbnRydW4udjEuU3RlcBIfCgRleGl0GAMgAygLMhEuYWdlbnRydW4udjEuU3RlcBItCgVhZnRlchgEIAMoCzIeLmFnZW50cnVuLnYxLkRlbGF5ZWRUcmFuc2l0aW9uEikKBmludm9rZRgFIAEoCzIZLmFnZW50cnVuLnYxLldvcmtmbG93Q2FsbBIoCgdvbl9kb25lGAYgASgLMhcuYWdlbnRydW4udjEuVHJhbnNpdGlvbhIpCghvbl9lcnJvchgHIAEoCzIXLmFnZW50cnVuLnYxLlRyYW5zaXRpb24SFwoIaXNfZmluYWwYCCABKAhSBWZpbmFsGkMKB09uRW50cnkSCwoDa2V5GAEgASgJEicKBXZhbHVlGAIgASgLMhguYWdlbnRydW4udjEuVHJhbnNpdGlvbnM6AjgBIjsKC1RyYW5zaXRpb25zEiwKC3RyYW5zaXRpb25zGAEgAygLMhcuYWdlbnRydW4udjEuVHJhbnNpdGlvbiKJAQoKVHJhbnNpdGlvbhINCgVndWFyZBgBIAEoCRIOCgZ0YXJnZXQYAiABKAkSJwoGYXNzaWduGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIiCgdhY3Rpb25zGAQgAygLMhEuYWdlbnRydW4udjEuU3RlcBIPCgdyZWVudGVyGAUgASgIIroBChFEZWxheWVkVHJhbnNpdGlvbhIoCgVkZWxheRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVndWFyZBgCIAEoCRIOCgZ0YXJnZXQYAyABKAkSJwoGYXNzaWduGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIiCgdhY3Rpb25zGAUgAygLMhEuYWdlbnRydW4udjEuU3RlcBIPCgdyZWVudGVyGAYgASgIQo8BCg9kZXYuYWdlbnRydW4udjFCDVdvcmtmbG93UHJvdG9QAVo6Z2l0aHViLmNvbS9hZ2VudHJ1bi9hZ2VudHJ1bi9nZW4vZ28vYWdlbnRydW4vdjE7YWdlbnRydW52MaICA0FYWKoCC0FnZW50cnVuLlYxygILQWdlbnRydW5cVjHqAgxBZ2VudHJ1bjo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChphZ2VudHJ1bi92MS93b3JrZmxvdy5wcm90bxILYWdlbnRydW4udjEipwcKDFdvcmtmbG93U3BlYxIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEiwKBG1vZGUYAyABKA4yHi5hZ2VudHJ1bi52MS5Xb3JrZmxvd1NwZWMuTW9kZRItCgxpbnB1dF9zY2hlbWEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EisKCGRlZmF1bHRzGAUgASgLMhkuYWdlbnRydW4udjEuTm9kZURlZmF1bHRzEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoLY29uY3VycmVuY3kYByABKAsyGC5hZ2VudHJ1bi52MS5Db25jdXJyZW5jeRIgCgVub2RlcxgIIAMoCzIRLmFnZW50cnVuLnYxLk5vZGUSIAoFZWRnZXMYCSADKAsyES5hZ2VudHJ1bi52MS5FZGdlEiYKBm91dHB1dBgKIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIxCg5lcnJvcl9oYW5kbGVycxgLIAMoCzIZLmFnZW50cnVuLnYxLkVycm9ySGFuZGxlchIvCgxjb21wZW5zYXRpb24YDCABKAsyGS5hZ2VudHJ1bi52MS5Db21wZW5zYXRpb24SSAoQY2lyY3VpdF9icmVha2VycxgNIAMoCzIuLmFnZW50cnVuLnYxLldvcmtmbG93U3BlYy5DaXJjdWl0QnJlYWtlcnNFbnRyeRIPCgdpbml0aWFsGA4gASgJEiUKBGRhdGEYDyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjUKBnN0YXRlcxgQIAMoCzIlLmFnZW50cnVuLnYxLldvcmtmbG93U3BlYy5TdGF0ZXNFbnRyeRIjCgZidWRnZXQYESABKAsyEy5hZ2VudHJ1bi52MS5CdWRnZXQaUwoUQ2lyY3VpdEJyZWFrZXJzRW50cnkSCwoDa2V5GAEgASgJEioKBXZhbHVlGAIgASgLMhsuYWdlbnRydW4udjEuQ2lyY3VpdEJyZWFrZXI6AjgBGkgKC1N0YXRlc0VudHJ5EgsKA2tleRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmFnZW50cnVuLnYxLk1hY2hpbmVTdGF0ZToCOAEiQgoETW9kZRIUChBNT0RFX1VOU1BFQ0lGSUVEEAASDAoITU9ERV9EQUcQARIWChJNT0RFX1NUQVRFX01BQ0hJTkUQAiJjCgxOb2RlRGVmYXVsdHMSKgoHdGltZW91dBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhInCgVyZXRyeRgCIAEoCzIYLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5ItIDCgtSZXRyeVBvbGljeRIUCgxtYXhfYXR0ZW1wdHMYASABKAUSMQoHYmFja29mZhgCIAEoDjIgLmFnZW50cnVuLnYxLlJldHJ5UG9saWN5LkJhY2tvZmYSMwoQaW5pdGlhbF9pbnRlcnZhbBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgxtYXhfaW50ZXJ2YWwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEgoKbXVsdGlwbGllchgFIAEoARIvCgZqaXR0ZXIYBiABKA4yHy5hZ2VudHJ1bi52MS5SZXRyeVBvbGljeS5KaXR0ZXISFQoNbm9uX3JldHJ5YWJsZRgHIAMoCSJiCgdCYWNrb2ZmEhcKE0JBQ0tPRkZfVU5TUEVDSUZJRUQQABIRCg1CQUNLT0ZGX0ZJWEVEEAESEgoOQkFDS09GRl9MSU5FQVIQAhIXChNCQUNLT0ZGX0VYUE9ORU5USUFMEAMiVAoGSml0dGVyEhYKEkpJVFRFUl9VTlNQRUNJRklFRBAAEg8KC0pJVFRFUl9OT05FEAESDwoLSklUVEVSX0ZVTEwQAhIQCgxKSVRURVJfRVFVQUwQAyLOAQoLQ29uY3VycmVuY3kSCwoDa2V5GAEgASgJEg0KBWxpbWl0GAIgASgFEjIKCG9uX2xpbWl0GAMgASgOMiAuYWdlbnRydW4udjEuQ29uY3VycmVuY3kuT25MaW1pdCJvCgdPbkxpbWl0EhgKFE9OX0xJTUlUX1VOU1BFQ0lGSUVEEAASEgoOT05fTElNSVRfUVVFVUUQARIaChZPTl9MSU1JVF9DQU5DRUxfTkVXRVNUEAISGgoWT05fTElNSVRfQ0FOQ0VMX09MREVTVBADIrUCCgZCdWRnZXQSEgoKbWF4X3Rva2VucxgBIAEoAxIQCghtYXhfY29zdBgCIAEoARIqCgZ3aW5kb3cYAyABKA4yGi5hZ2VudHJ1bi52MS5CdWRnZXQuV2luZG93EjUKDG9uX2V4aGF1c3RlZBgEIAEoDjIfLmFnZW50cnVuLnYxLkJ1ZGdldC5PbkV4aGF1c3RlZCJGCgZXaW5kb3cSFgoSV0lORE9XX1VOU1BFQ0lGSUVEEAASFAoQV0lORE9XX0VYRUNVVElPThABEg4KCldJTkRPV19EQVkQAiJaCgtPbkV4aGF1c3RlZBIcChhPTl9FWEhBVVNURURfVU5TUEVDSUZJRUQQABIWChJPTl9FWEhBVVNURURfUEFVU0UQARIVChFPTl9FWEhBVVNURURfRkFJTBACIq8GCgROb2RlEgoKAmlkGAEgASgJEg0KBW5lZWRzGAIgAygJEgwKBHdoZW4YAyABKAkSJAoEam9pbhgEIAEoDjIWLmFnZW50cnVuLnYxLk5vZGUuSm9pbhIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDXRvdGFsX3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoFcmV0cnkYByABKAsyGC5hZ2VudHJ1bi52MS5SZXRyeVBvbGljeRImCgZvdXRwdXQYCCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSNAoLZXhwb3J0X3ZhcnMYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0UgZleHBvcnQSJQoKY29tcGVuc2F0ZRgKIAEoCzIRLmFnZW50cnVuLnYxLlN0ZXASEgoKcmF0ZV9saW1pdBgLIAEoCRIQCghwcmlvcml0eRgMIAEoBRInCgVhZ2VudBgUIAEoCzIWLmFnZW50cnVuLnYxLkFnZW50Q2FsbEgAEiUKBHRvb2wYFSABKAsyFS5hZ2VudHJ1bi52MS5Ub29sQ2FsbEgAEiMKA21hcBgWIAEoCzIULmFnZW50cnVuLnYxLk1hcE5vZGVIABI2Cgtzd2l0Y2hfbm9kZRgXIAEoCzIXLmFnZW50cnVuLnYxLlN3aXRjaE5vZGVIAFIGc3dpdGNoEiUKBHdhaXQYGCABKAsyFS5hZ2VudHJ1bi52MS5XYWl0Tm9kZUgAEi8KCWFnZ3JlZ2F0ZRgZIAEoCzIaLmFnZW50cnVuLnYxLkFnZ3JlZ2F0ZU5vZGVIABItCgh3b3JrZmxvdxgaIAEoCzIZLmFnZW50cnVuLnYxLldvcmtmbG93Q2FsbEgAEjAKCXBhc3Nfbm9kZRgbIAEoCzIVLmFnZW50cnVuLnYxLlBhc3NOb2RlSABSBHBhc3MiOAoESm9pbhIUChBKT0lOX1VOU1BFQ0lGSUVEEAASDAoISk9JTl9BTlkQARIMCghKT0lOX0FMTBACQgYKBGtpbmQiuwIKBFN0ZXASJwoFcmV0cnkYASABKAsyGC5hZ2VudHJ1bi52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEicKBWFnZW50GAogASgLMhYuYWdlbnRydW4udjEuQWdlbnRDYWxsSAASJQoEdG9vbBgLIAEoCzIVLmFnZW50cnVuLnYxLlRvb2xDYWxsSAASMAoJcGFzc19ub2RlGAwgASgLMhUuYWdlbnRydW4udjEuUGFzc05vZGVIAFIEcGFzcxItCgh3b3JrZmxvdxgNIAEoCzIZLmFnZW50cnVuLnYxLldvcmtmbG93Q2FsbEgAEiUKBHdhaXQYDiABKAsyFS5hZ2VudHJ1bi52MS5XYWl0Tm9kZUgAQgYKBGtpbmQi6gEKCUFnZW50Q2FsbBINCgVtb2RlbBgBIAEoCRIOCgZzeXN0ZW0YAiABKAkSDgoGcHJvbXB0GAMgASgJEi4KDW91dHB1dF9zY2hlbWEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBXRvb2xzGAUgAygJEhEKCW1heF90dXJucxgGIAEoBRIYCgt0ZW1wZXJhdHVyZRgHIAEoAUgAiAEBEhIKCm1heF90b2tlbnMYCCABKAUSEwoGc3RyZWFtGAkgASgISAGIAQFCDgoMX3RlbXBlcmF0dXJlQgkKB19zdHJlYW0iPgoIVG9vbENhbGwSDAoEbmFtZRgBIAEoCRIkCgRhcmdzGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIn8KB01hcE5vZGUSDQoFaXRlbXMYASABKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAIgASgFEh8KBG5vZGUYAyABKAsyES5hZ2VudHJ1bi52MS5TdGVwEisKCHdvcmtmbG93GAQgASgLMhkuYWdlbnRydW4udjEuV29ya2Zsb3dDYWxsIlUKClN3aXRjaE5vZGUSJgoFY2FzZXMYASADKAsyFy5hZ2VudHJ1bi52MS5Td2l0Y2hDYXNlEh8KDmRlZmF1bHRfdGFyZ2V0GAIgASgJUgdkZWZhdWx0IjAKClN3aXRjaENhc2USDAoEd2hlbhgBIAEoCRIUCgZ0YXJnZXQYAiABKAlSBGdvdG8iqwEKCFdhaXROb2RlEg4KBnNpZ25hbBgBIAEoCRIrCghkdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgV1bnRpbBgDIAEoCRIqCgd0aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEicKBnNjaGVtYRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3Qi3gEKDUFnZ3JlZ2F0ZU5vZGUSNQoIc3RyYXRlZ3kYASABKA4yIy5hZ2VudHJ1bi52MS5BZ2dyZWdhdGVOb2RlLlN0cmF0ZWd5EgwKBGV4cHIYAiABKAkihwEKCFN0cmF0ZWd5EhgKFFNUUkFURUdZX1VOU1BFQ0lGSUVEEAASEgoOU1RSQVRFR1lfTUVSR0UQARITCg9TVFJBVEVHWV9DT05DQVQQAhISCg5TVFJBVEVHWV9GSVJTVBADEhEKDVNUUkFURUdZX1ZPVEUQBBIRCg1TVFJBVEVHWV9FWFBSEAUiVAoMV29ya2Zsb3dDYWxsEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoBRIlCgVpbnB1dBgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSIxCghQYXNzTm9kZRIlCgV2YWx1ZRgBIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSJgCgRFZGdlEhcKCWZyb21fbm9kZRgBIAEoCVIEZnJvbRIKCgJ0bxgCIAEoCRIMCgR3aGVuGAMgASgJEiUKBWlucHV0GAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIrMECgxFcnJvckhhbmRsZXISJgoFbWF0Y2gYASABKAsyFy5hZ2VudHJ1bi52MS5FcnJvck1hdGNoEjAKBmFjdGlvbhgCIAEoDjIgLmFnZW50cnVuLnYxLkVycm9ySGFuZGxlci5BY3Rpb24SJwoFcmV0cnkYAyABKAsyGC5hZ2VudHJ1bi52MS5SZXRyeVBvbGljeRImCgZvdXRwdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSIwoIZmFsbGJhY2sYBSABKAsyES5hZ2VudHJ1bi52MS5TdGVwEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNwoKb25fdGltZW91dBgHIAEoDjIjLmFnZW50cnVuLnYxLkVycm9ySGFuZGxlci5PblRpbWVvdXQihAEKBkFjdGlvbhIWChJBQ1RJT05fVU5TUEVDSUZJRUQQABIQCgxBQ1RJT05fUkVUUlkQARIPCgtBQ1RJT05fU0tJUBACEhMKD0FDVElPTl9GQUxMQkFDSxADEhUKEUFDVElPTl9DT01QRU5TQVRFEAQSEwoPQUNUSU9OX0VTQ0FMQVRFEAUiZwoJT25UaW1lb3V0EhoKFk9OX1RJTUVPVVRfVU5TUEVDSUZJRUQQABITCg9PTl9USU1FT1VUX0ZBSUwQARITCg9PTl9USU1FT1VUX1NLSVAQAhIUChBPTl9USU1FT1VUX1JFVFJZEAMiKwoKRXJyb3JNYXRjaBINCgVub2RlcxgBIAEoCRIOCgZlcnJvcnMYAiADKAkisAEKDENvbXBlbnNhdGlvbhI0CghzdHJhdGVneRgBIAEoDjIiLmFnZW50cnVuLnYxLkNvbXBlbnNhdGlvbi5TdHJhdGVneSJqCghTdHJhdGVneRIYChRTVFJBVEVHWV9VTlNQRUNJRklFRBAAEhQKEFNUUkFURUdZX1JFVkVSU0UQARIXChNTVFJBVEVHWV9TRVFVRU5USUFMEAISFQoRU1RSQVRFR1lfUEFSQUxMRUwQAyKhAQoOQ2lyY3VpdEJyZWFrZXISGQoRZmFpbHVyZV90aHJlc2hvbGQYASABKAUSKQoGd2luZG93GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDXJlc2V0X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPaGFsZl9vcGVuX2NhbGxzGAQgASgFIo0DCgxNYWNoaW5lU3RhdGUSLQoCb24YASADKAsyIS5hZ2VudHJ1bi52MS5NYWNoaW5lU3RhdGUuT25FbnRyeRIgCgVlbnRyeRgCIAMoCzIRLmFnZW50cnVuLnYxLlN0ZXASHwoEZXhpdBgDIAMoCzIRLmFnZW50cnVuLnYxLlN0ZXASLQoFYWZ0ZXIYBCADKAsyHi5hZ2VudHJ1bi52MS5EZWxheWVkVHJhbnNpdGlvbhIpCgZpbnZva2UYBSABKAsyGS5hZ2VudHJ1bi52MS5Xb3JrZmxvd0NhbGwSKAoHb25fZG9uZRgGIAEoCzIXLmFnZW50cnVuLnYxLlRyYW5zaXRpb24SKQoIb25fZXJyb3IYByABKAsyFy5hZ2VudHJ1bi52MS5UcmFuc2l0aW9uEhcKCGlzX2ZpbmFsGAggASgIUgVmaW5hbBpDCgdPbkVudHJ5EgsKA2tleRgBIAEoCRInCgV2YWx1ZRgCIAEoCzIYLmFnZW50cnVuLnYxLlRyYW5zaXRpb25zOgI4ASI7CgtUcmFuc2l0aW9ucxIsCgt0cmFuc2l0aW9ucxgBIAMoCzIXLmFnZW50cnVuLnYxLlRyYW5zaXRpb24iiQEKClRyYW5zaXRpb24SDQoFZ3VhcmQYASABKAkSDgoGdGFyZ2V0GAIgASgJEicKBmFzc2lnbhgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSIgoHYWN0aW9ucxgEIAMoCzIRLmFnZW50cnVuLnYxLlN0ZXASDwoHcmVlbnRlchgFIAEoCCK6AQoRRGVsYXllZFRyYW5zaXRpb24SKAoFZGVsYXkYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFZ3VhcmQYAiABKAkSDgoGdGFyZ2V0GAMgASgJEicKBmFzc2lnbhgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSIgoHYWN0aW9ucxgFIAMoCzIRLmFnZW50cnVuLnYxLlN0ZXASDwoHcmVlbnRlchgGIAEoCEKPAQoPZGV2LmFnZW50cnVuLnYxQg1Xb3JrZmxvd1Byb3RvUAFaOmdpdGh1Yi5jb20vYWdlbnRydW4vYWdlbnRydW4vZ2VuL2dvL2FnZW50cnVuL3YxO2FnZW50cnVudjGiAgNBWFiqAgtBZ2VudHJ1bi5WMcoCC0FnZW50cnVuXFYx6gIMQWdlbnRydW46OlYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * WorkflowSpec is the one definition language of agentrun (docs/workflow-format.md).
@@ -134,6 +134,13 @@ export type WorkflowSpec = Message<"agentrun.v1.WorkflowSpec"> & {
    * @generated from field: map<string, agentrun.v1.MachineState> states = 16;
    */
   states: { [key: string]: MachineState };
+
+  /**
+   * What the workflow's agent calls may spend (tokens, cost), per execution or per day.
+   *
+   * @generated from field: agentrun.v1.Budget budget = 17;
+   */
+  budget?: Budget | undefined;
 };
 
 /**
@@ -393,6 +400,109 @@ export const Concurrency_OnLimitSchema: GenEnum<Concurrency_OnLimit> = /*@__PURE
   enumDesc(file_agentrun_v1_workflow, 3, 0);
 
 /**
+ * Budget bounds the tokens and cost of a workflow's agent calls. Before each call an
+ * estimate is reserved; a call that would go over does not start.
+ *
+ * @generated from message agentrun.v1.Budget
+ */
+export type Budget = Message<"agentrun.v1.Budget"> & {
+  /**
+   * Tokens (input and output) the calls may use; 0: no bound.
+   *
+   * @generated from field: int64 max_tokens = 1;
+   */
+  maxTokens: bigint;
+
+  /**
+   * Cost in the currency of the server's price table; 0: no bound.
+   *
+   * @generated from field: double max_cost = 2;
+   */
+  maxCost: number;
+
+  /**
+   * @generated from field: agentrun.v1.Budget.Window window = 3;
+   */
+  window: Budget_Window;
+
+  /**
+   * @generated from field: agentrun.v1.Budget.OnExhausted on_exhausted = 4;
+   */
+  onExhausted: Budget_OnExhausted;
+};
+
+/**
+ * Describes the message agentrun.v1.Budget.
+ * Use `create(BudgetSchema)` to create a new message.
+ */
+export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
+  messageDesc(file_agentrun_v1_workflow, 4);
+
+/**
+ * Which calls share the budget.
+ *
+ * @generated from enum agentrun.v1.Budget.Window
+ */
+export enum Budget_Window {
+  /**
+   * @generated from enum value: WINDOW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Each execution has the whole budget (the default).
+   *
+   * @generated from enum value: WINDOW_EXECUTION = 1;
+   */
+  EXECUTION = 1,
+
+  /**
+   * All executions of the workflow share it for a day (UTC).
+   *
+   * @generated from enum value: WINDOW_DAY = 2;
+   */
+  DAY = 2,
+}
+
+/**
+ * Describes the enum agentrun.v1.Budget.Window.
+ */
+export const Budget_WindowSchema: GenEnum<Budget_Window> = /*@__PURE__*/
+  enumDesc(file_agentrun_v1_workflow, 4, 0);
+
+/**
+ * What happens to an execution whose next call does not fit.
+ *
+ * @generated from enum agentrun.v1.Budget.OnExhausted
+ */
+export enum Budget_OnExhausted {
+  /**
+   * @generated from enum value: ON_EXHAUSTED_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * PAUSED until the budget is raised or the window rolls (the default).
+   *
+   * @generated from enum value: ON_EXHAUSTED_PAUSE = 1;
+   */
+  PAUSE = 1,
+
+  /**
+   * The node fails with `budget_exhausted` (not retried).
+   *
+   * @generated from enum value: ON_EXHAUSTED_FAIL = 2;
+   */
+  FAIL = 2,
+}
+
+/**
+ * Describes the enum agentrun.v1.Budget.OnExhausted.
+ */
+export const Budget_OnExhaustedSchema: GenEnum<Budget_OnExhausted> = /*@__PURE__*/
+  enumDesc(file_agentrun_v1_workflow, 4, 1);
+
+/**
  * Node is one step of a DAG workflow: exactly one kind, plus common fields.
  *
  * @generated from message agentrun.v1.Node
@@ -537,7 +647,7 @@ export type Node = Message<"agentrun.v1.Node"> & {
  * Use `create(NodeSchema)` to create a new message.
  */
 export const NodeSchema: GenMessage<Node> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 4);
+  messageDesc(file_agentrun_v1_workflow, 5);
 
 /**
  * How incoming edges combine.
@@ -569,7 +679,7 @@ export enum Node_Join {
  * Describes the enum agentrun.v1.Node.Join.
  */
 export const Node_JoinSchema: GenEnum<Node_Join> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 4, 0);
+  enumDesc(file_agentrun_v1_workflow, 5, 0);
 
 /**
  * Step is a single call used where a whole node is not: compensations, fallbacks,
@@ -631,7 +741,7 @@ export type Step = Message<"agentrun.v1.Step"> & {
  * Use `create(StepSchema)` to create a new message.
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 5);
+  messageDesc(file_agentrun_v1_workflow, 6);
 
 /**
  * AgentCall is one LLM call through an agent provider.
@@ -707,7 +817,7 @@ export type AgentCall = Message<"agentrun.v1.AgentCall"> & {
  * Use `create(AgentCallSchema)` to create a new message.
  */
 export const AgentCallSchema: GenMessage<AgentCall> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 6);
+  messageDesc(file_agentrun_v1_workflow, 7);
 
 /**
  * ToolCall is one call of a registered tool.
@@ -733,7 +843,7 @@ export type ToolCall = Message<"agentrun.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 7);
+  messageDesc(file_agentrun_v1_workflow, 8);
 
 /**
  * MapNode runs a body once per element of `items`.
@@ -775,7 +885,7 @@ export type MapNode = Message<"agentrun.v1.MapNode"> & {
  * Use `create(MapNodeSchema)` to create a new message.
  */
 export const MapNodeSchema: GenMessage<MapNode> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 8);
+  messageDesc(file_agentrun_v1_workflow, 9);
 
 /**
  * SwitchNode chooses exactly one successor.
@@ -801,7 +911,7 @@ export type SwitchNode = Message<"agentrun.v1.SwitchNode"> & {
  * Use `create(SwitchNodeSchema)` to create a new message.
  */
 export const SwitchNodeSchema: GenMessage<SwitchNode> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 9);
+  messageDesc(file_agentrun_v1_workflow, 10);
 
 /**
  * SwitchCase is one branch of a switch.
@@ -829,7 +939,7 @@ export type SwitchCase = Message<"agentrun.v1.SwitchCase"> & {
  * Use `create(SwitchCaseSchema)` to create a new message.
  */
 export const SwitchCaseSchema: GenMessage<SwitchCase> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 10);
+  messageDesc(file_agentrun_v1_workflow, 11);
 
 /**
  * WaitNode waits for a signal, a duration or a point in time.
@@ -877,7 +987,7 @@ export type WaitNode = Message<"agentrun.v1.WaitNode"> & {
  * Use `create(WaitNodeSchema)` to create a new message.
  */
 export const WaitNodeSchema: GenMessage<WaitNode> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 11);
+  messageDesc(file_agentrun_v1_workflow, 12);
 
 /**
  * AggregateNode combines the outputs of the incoming edges that were taken.
@@ -903,7 +1013,7 @@ export type AggregateNode = Message<"agentrun.v1.AggregateNode"> & {
  * Use `create(AggregateNodeSchema)` to create a new message.
  */
 export const AggregateNodeSchema: GenMessage<AggregateNode> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 12);
+  messageDesc(file_agentrun_v1_workflow, 13);
 
 /**
  * How outputs combine.
@@ -956,7 +1066,7 @@ export enum AggregateNode_Strategy {
  * Describes the enum agentrun.v1.AggregateNode.Strategy.
  */
 export const AggregateNode_StrategySchema: GenEnum<AggregateNode_Strategy> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 12, 0);
+  enumDesc(file_agentrun_v1_workflow, 13, 0);
 
 /**
  * WorkflowCall runs another workflow as a child execution.
@@ -989,7 +1099,7 @@ export type WorkflowCall = Message<"agentrun.v1.WorkflowCall"> & {
  * Use `create(WorkflowCallSchema)` to create a new message.
  */
 export const WorkflowCallSchema: GenMessage<WorkflowCall> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 13);
+  messageDesc(file_agentrun_v1_workflow, 14);
 
 /**
  * PassNode computes a value without a call.
@@ -1010,7 +1120,7 @@ export type PassNode = Message<"agentrun.v1.PassNode"> & {
  * Use `create(PassNodeSchema)` to create a new message.
  */
 export const PassNodeSchema: GenMessage<PassNode> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 14);
+  messageDesc(file_agentrun_v1_workflow, 15);
 
 /**
  * Edge is the full form of a dependency.
@@ -1048,7 +1158,7 @@ export type Edge = Message<"agentrun.v1.Edge"> & {
  * Use `create(EdgeSchema)` to create a new message.
  */
 export const EdgeSchema: GenMessage<Edge> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 15);
+  messageDesc(file_agentrun_v1_workflow, 16);
 
 /**
  * ErrorHandler answers a node failure that its retries did not cure.
@@ -1105,7 +1215,7 @@ export type ErrorHandler = Message<"agentrun.v1.ErrorHandler"> & {
  * Use `create(ErrorHandlerSchema)` to create a new message.
  */
 export const ErrorHandlerSchema: GenMessage<ErrorHandler> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 16);
+  messageDesc(file_agentrun_v1_workflow, 17);
 
 /**
  * What the handler does.
@@ -1148,7 +1258,7 @@ export enum ErrorHandler_Action {
  * Describes the enum agentrun.v1.ErrorHandler.Action.
  */
 export const ErrorHandler_ActionSchema: GenEnum<ErrorHandler_Action> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 16, 0);
+  enumDesc(file_agentrun_v1_workflow, 17, 0);
 
 /**
  * What an escalation does when nobody answers in time.
@@ -1181,7 +1291,7 @@ export enum ErrorHandler_OnTimeout {
  * Describes the enum agentrun.v1.ErrorHandler.OnTimeout.
  */
 export const ErrorHandler_OnTimeoutSchema: GenEnum<ErrorHandler_OnTimeout> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 16, 1);
+  enumDesc(file_agentrun_v1_workflow, 17, 1);
 
 /**
  * ErrorMatch selects failures by node and error type.
@@ -1209,7 +1319,7 @@ export type ErrorMatch = Message<"agentrun.v1.ErrorMatch"> & {
  * Use `create(ErrorMatchSchema)` to create a new message.
  */
 export const ErrorMatchSchema: GenMessage<ErrorMatch> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 17);
+  messageDesc(file_agentrun_v1_workflow, 18);
 
 /**
  * Compensation configures the saga.
@@ -1228,7 +1338,7 @@ export type Compensation = Message<"agentrun.v1.Compensation"> & {
  * Use `create(CompensationSchema)` to create a new message.
  */
 export const CompensationSchema: GenMessage<Compensation> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 18);
+  messageDesc(file_agentrun_v1_workflow, 19);
 
 /**
  * The order compensations run in.
@@ -1267,7 +1377,7 @@ export enum Compensation_Strategy {
  * Describes the enum agentrun.v1.Compensation.Strategy.
  */
 export const Compensation_StrategySchema: GenEnum<Compensation_Strategy> = /*@__PURE__*/
-  enumDesc(file_agentrun_v1_workflow, 18, 0);
+  enumDesc(file_agentrun_v1_workflow, 19, 0);
 
 /**
  * CircuitBreaker stops calling a failing tool or provider for a while.
@@ -1301,7 +1411,7 @@ export type CircuitBreaker = Message<"agentrun.v1.CircuitBreaker"> & {
  * Use `create(CircuitBreakerSchema)` to create a new message.
  */
 export const CircuitBreakerSchema: GenMessage<CircuitBreaker> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 19);
+  messageDesc(file_agentrun_v1_workflow, 20);
 
 /**
  * MachineState is one state of a state machine.
@@ -1361,7 +1471,7 @@ export type MachineState = Message<"agentrun.v1.MachineState"> & {
  * Use `create(MachineStateSchema)` to create a new message.
  */
 export const MachineStateSchema: GenMessage<MachineState> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 20);
+  messageDesc(file_agentrun_v1_workflow, 21);
 
 /**
  * Transitions is an ordered list of guarded transitions for one event.
@@ -1380,7 +1490,7 @@ export type Transitions = Message<"agentrun.v1.Transitions"> & {
  * Use `create(TransitionsSchema)` to create a new message.
  */
 export const TransitionsSchema: GenMessage<Transitions> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 21);
+  messageDesc(file_agentrun_v1_workflow, 22);
 
 /**
  * Transition moves a state machine instance to `target`.
@@ -1425,7 +1535,7 @@ export type Transition = Message<"agentrun.v1.Transition"> & {
  * Use `create(TransitionSchema)` to create a new message.
  */
 export const TransitionSchema: GenMessage<Transition> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 22);
+  messageDesc(file_agentrun_v1_workflow, 23);
 
 /**
  * DelayedTransition is a transition taken when a timer fires.
@@ -1469,5 +1579,5 @@ export type DelayedTransition = Message<"agentrun.v1.DelayedTransition"> & {
  * Use `create(DelayedTransitionSchema)` to create a new message.
  */
 export const DelayedTransitionSchema: GenMessage<DelayedTransition> = /*@__PURE__*/
-  messageDesc(file_agentrun_v1_workflow, 23);
+  messageDesc(file_agentrun_v1_workflow, 24);
 
