@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
-from google.protobuf import json_format
 
 from agentrun.engine import approvals, sizes
 from agentrun.engine.breakers import Breakers
@@ -46,7 +45,7 @@ from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.fleet import make_scheduler
 from agentrun.engine.hub import Hub, follow
 from agentrun.engine.instrument import Instrumentation, current_traceparent
-from agentrun.engine.loader import spec_to_dict
+from agentrun.engine.loader import spec_from_stored, spec_to_dict
 from agentrun.engine.machine.plan import MachinePlan
 from agentrun.engine.node_view import every_node, spec_node_ids
 from agentrun.engine.plan import BreakerSpec, DagPlan, StepPlan
@@ -182,10 +181,6 @@ def request_fingerprint(**payload: Any) -> str:
     """What a `request_id` stands for: a repeat with another payload is refused."""
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def spec_from_stored(data: Mapping[str, Any]) -> workflow_pb2.WorkflowSpec:
-    return json_format.ParseDict(data, workflow_pb2.WorkflowSpec())
 
 
 class Engine:

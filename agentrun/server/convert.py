@@ -7,12 +7,11 @@ a number with no fractional part is an int, so integral floats become ints at th
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
-from agentrun import spec_words
+from agentrun.engine.loader import spec_from_stored
 from agentrun.storage.records import (
     EventRecord,
     ExecutionRecord,
@@ -22,7 +21,6 @@ from agentrun.storage.records import (
     WorkflowRecord,
 )
 from agentrun.v1 import execution_pb2 as ex_pb
-from agentrun.v1 import workflow_pb2 as wf_pb
 from agentrun.v1 import workflow_service_pb2 as wfs_pb
 
 WORKFLOWS = "workflows/"
@@ -96,17 +94,6 @@ def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
     return {key: from_value(v) for key, v in struct.fields.items()}
 
 
-def ints_for_integral_floats(obj: Any) -> Any:
-    """Recursively turns 2.0 into 2 (for dicts made by json_format from Struct fields)."""
-    if isinstance(obj, float):
-        return _number(obj) if math.isfinite(obj) else obj
-    if isinstance(obj, dict):
-        return {k: ints_for_integral_floats(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [ints_for_integral_floats(v) for v in obj]
-    return obj
-
-
 # Times -------------------------------------------------------------------------
 def set_time(target: timestamp_pb2.Timestamp, seconds: float | None) -> None:
     if seconds is not None:
@@ -123,25 +110,6 @@ def execution_name(execution_id: str) -> str:
 
 
 # Workflows ---------------------------------------------------------------------
-def spec_dict_from_proto(spec: wf_pb.WorkflowSpec) -> dict[str, Any]:
-    """The spec in its protobuf JSON form with snake_case names, as the loader reads it."""
-    data = spec_words.to_dict(spec)
-    return ints_for_integral_floats(data)
-
-
-def spec_to_proto(spec: dict[str, Any]) -> wf_pb.WorkflowSpec:
-    message = wf_pb.WorkflowSpec()
-    try:
-        json_format.ParseDict(spec, message, ignore_unknown_fields=True)
-    except json_format.ParseError:
-        # A stored spec in a form the proto JSON parser does not take (short enum names,
-        # human durations): keep what can be kept rather than failing the read.
-        message = wf_pb.WorkflowSpec(
-            name=str(spec.get("name", "")), description=str(spec.get("description", ""))
-        )
-    return message
-
-
 def workflow_to_proto(record: WorkflowRecord, *, with_spec: bool = True) -> wfs_pb.Workflow:
     message = wfs_pb.Workflow(
         name=WORKFLOWS + record.name,
@@ -149,7 +117,7 @@ def workflow_to_proto(record: WorkflowRecord, *, with_spec: bool = True) -> wfs_
         description=record.description or str(record.spec.get("description", "") or ""),
     )
     if with_spec:
-        message.spec.CopyFrom(spec_to_proto(record.spec))
+        message.spec.CopyFrom(spec_from_stored(record.spec))
     set_time(message.create_time, record.created_at)
     return message
 

@@ -674,10 +674,10 @@ def test_pure_python_yaml_parser_reads_the_same(
     monkeypatch: pytest.MonkeyPatch, text: str, phrase: str
 ) -> None:
     """Builds of PyYAML without libyaml read through the pure-Python parser."""
-    from agentrun.engine import loader
+    from agentrun.engine import spec_text
 
     with_libyaml = load_workflow(ORDER_MACHINE)
-    monkeypatch.setattr(loader, "_EventParser", loader._PyEventParser)
+    monkeypatch.setattr(spec_text, "_EventParser", spec_text._PyEventParser)
     assert load_workflow(ORDER_MACHINE) == with_libyaml
     assert phrase in only_diagnostic(text).message
 
