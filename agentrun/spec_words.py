@@ -11,7 +11,7 @@ module is the one place that maps between the two, from the descriptors alone.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -30,12 +30,18 @@ def word(fd: FieldDescriptor) -> str:
     return json_name if json_name != default_json_name(fd.name) else fd.name
 
 
+def descriptor(message: Message | type[Message]) -> Descriptor:
+    """A message's (or message class's) descriptor, typed as the stubs' `Descriptor` (the
+    upb build's own descriptor type is listed beside it, with the same interface)."""
+    return cast(Descriptor, message.DESCRIPTOR)
+
+
 def which(message: Message, oneof: str = "kind") -> str | None:
     """The file word of the member of `oneof` that is set (`"pass"` for `pass_node`), or None."""
     name = message.WhichOneof(oneof)
     if name is None:
         return None
-    return word(message.DESCRIPTOR.fields_by_name[name])
+    return word(descriptor(message).fields_by_name[name])
 
 
 def member(message: Message, oneof: str = "kind") -> Any:
@@ -48,7 +54,7 @@ def to_dict(message: Message) -> dict[str, Any]:
     """The protobuf JSON mapping with file words as keys: snake_case proto names, except the
     renamed fields, which appear under their words (`pass`, not `pass_node`)."""
     data: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    _rename(message.DESCRIPTOR, data)
+    _rename(descriptor(message), data)
     return data
 
 

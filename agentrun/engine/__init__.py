@@ -1,7 +1,7 @@
 """The engine: compile workflow specs into plans and run them durably. Knows no gRPC."""
 
 from agentrun.engine.compiler import compile_workflow
-from agentrun.engine.engine import DEFAULT_TENANT, Engine, EngineConfig
+from agentrun.engine.engine import Engine, EngineConfig
 from agentrun.engine.errors import (
     AgentrunError,
     AlreadyExists,
@@ -17,6 +17,7 @@ from agentrun.engine.errors import (
 from agentrun.engine.loader import load_workflow, spec_from_dict, spec_to_dict
 from agentrun.engine.machine.plan import MachinePlan
 from agentrun.engine.plan import DagPlan, Plan
+from agentrun.engine.runtime.common import DEFAULT_TENANT
 
 __all__ = [
     "DEFAULT_TENANT",

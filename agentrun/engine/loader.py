@@ -99,5 +99,5 @@ def _build(document: Any) -> WorkflowSpec:
 
 
 # Built at import, under the import lock: a table half-built by one thread is never seen by another.
-_ROOT = message_info(WorkflowSpec.DESCRIPTOR)
-install_shorthand(MachineState.DESCRIPTOR, machine_state_shorthands)
+_ROOT = message_info(spec_words.descriptor(WorkflowSpec))
+install_shorthand(spec_words.descriptor(MachineState), machine_state_shorthands)

@@ -33,7 +33,7 @@ class _PyEventParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parse
 
 
 try:  # libyaml when present: the same events, several times faster
-    from yaml.cyaml import CParser as _EventParser
+    from yaml._yaml import CParser as _EventParser
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     _EventParser = _PyEventParser  # type: ignore[assignment,misc]
 
@@ -201,6 +201,15 @@ def _resolve_plain(value: str) -> Any:
     return math.nan if kind == "nan" else float(value)
 
 
+# The Python types a `!!int`, `!!float`, `!!bool`, `!!null` tag accepts.
+_TAGGED: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "null": type(None),
+}
+
+
 def _resolve_scalar(event: yaml.ScalarEvent) -> Any:
     tag = event.tag
     if tag == "!":
@@ -210,8 +219,8 @@ def _resolve_scalar(event: yaml.ScalarEvent) -> Any:
     if tag in (_TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"):
         value = _resolve_plain(event.value)
         kind = tag.removeprefix(_TAG)
-        expected = {"int": int, "float": (int, float), "bool": bool, "null": type(None)}[kind]
-        if isinstance(value, expected) and not (kind != "bool" and isinstance(value, bool)):
+        typed = isinstance(value, _TAGGED[kind]) and not (kind != "bool" and isinstance(value, bool))
+        if typed:
             return float(value) if kind == "float" else value
         raise Refused(f"{_mark(event)}: {event.value!r} is not a valid !!{kind}")
     raise Refused(f"{_mark(event)}: YAML tag {tag} is not supported")

@@ -118,7 +118,7 @@ def _field_info(fd: FieldDescriptor) -> FieldInfo:
     walk = _single_walker(fd)
     if fd.is_repeated:
         walk = _list_walker(walk, strings=fd.type == FieldDescriptor.TYPE_STRING)
-    info = message_info(message_type) if _is_plain_message(fd) else None
+    info = message_info(message_type) if message_type is not None and _is_plain_message(fd) else None
     keeps_null = message_type is not None and message_type.full_name == "google.protobuf.Value"
     return FieldInfo(fd.name, walk, keeps_null=keeps_null and not fd.is_repeated, message=info)
 

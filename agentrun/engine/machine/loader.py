@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from agentrun import spec_words
 from agentrun.engine.errors import Diagnostic, join_path
 from agentrun.engine.spec_walk import (
     NO_SHORTHAND,
@@ -120,4 +121,4 @@ def _invoke_shorthand(
 
 
 # Built at import, under the import lock, like the loader's own table.
-_TRANSITIONS = message_info(Transitions.DESCRIPTOR)
+_TRANSITIONS = message_info(spec_words.descriptor(Transitions))
