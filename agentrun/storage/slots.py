@@ -55,22 +55,25 @@ _CANDIDATES = sa.text(
 
 
 # Sets of rows travel as arrays: one statement, one bind parameter per column.
-_DELETE = sa.text("DELETE FROM slot_tickets WHERE replica = :replica AND n = ANY(CAST(:ns AS bigint[]))")
-_GRANT = sa.text(
-    "UPDATE slot_tickets SET granted = true, news = :news WHERE replica = :replica AND n = ANY(CAST(:ns AS bigint[]))"
-)
-_THROTTLE = sa.text(
-    "UPDATE slot_tickets SET throttled = true WHERE replica = :replica AND n = ANY(CAST(:ns AS bigint[]))"
-)
 _INSERT_COLUMNS = {
     "replica": "text", "n": "bigint", "tenant": "text", "workflow": "text", "target": "text",
     "bucket": "text", "exec_rank": "integer", "node_rank": "integer", "seq": "bigint",
     "granted": "boolean", "throttled": "boolean",
 }
-_INSERT = sa.text(
+# (Array parameters are named a_COLUMN: the insert shares its statement with other parts.)
+_INSERT_SQL = (
     "INSERT INTO slot_tickets (" + ", ".join(_INSERT_COLUMNS) + ", news) SELECT *, false FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _INSERT_COLUMNS.items())
+    + ", ".join(f"CAST(:a_{name} AS {kind}[])" for name, kind in _INSERT_COLUMNS.items())
     + ") ON CONFLICT (replica, n) DO NOTHING"
+)
+_INSERT = sa.text(_INSERT_SQL)
+# The first statement of every transaction here. Its commit need not wait for the disk
+# (synchronous_commit off, for this transaction only): the rows are how the fleet counts
+# running calls, not a record; a database crash loses at most its last fraction of a second
+# of them, as it ends every replica's session anyway. That wait was most of a round's time.
+_LOCK = sa.text(
+    "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS float8), cursor, next_seq,"
+    " set_config('synchronous_commit', 'off', true) FROM slot_state WHERE id = 1 FOR UPDATE"
 )
 
 
@@ -173,9 +176,7 @@ class SlotTable:
         resync: bool,
     ) -> RoundResult:
         now, cursor, seq = _lock(conn)
-        if removes:
-            conn.execute(_DELETE, {"replica": replica, "ns": list(removes)})
-        next_seq = _insert(conn, adds, seq)
+        running, next_seq = _apply_and_count(conn, replica, adds, removes, seq)
         result = RoundResult()
         if news:
             result.granted.extend(
@@ -194,14 +195,6 @@ class SlotTable:
                     sa.select(_t.c.n, _t.c.throttled).where(_t.c.replica == replica, _t.c.granted == sa.true())
                 )
             )
-        running = [
-            (tenant, workflow, target, int(count))
-            for tenant, workflow, target, count in conn.execute(
-                sa.select(_t.c.tenant, _t.c.workflow, _t.c.target, sa.func.count())
-                .where(_t.c.granted == sa.true())
-                .group_by(_t.c.tenant, _t.c.workflow, _t.c.target)
-            )
-        ]
         depth = dispatcher.lane_depth(running)
         candidates: list[SlotRow] = []
         buckets: dict[str, tuple[float, float]] = {}
@@ -222,28 +215,9 @@ class SlotTable:
                 }
         decision = dispatcher.decide(FleetView(now, cursor, running, candidates, buckets))
         result.wake_in, result.more = decision.wake_in, decision.more
-        for owner, ns in _by_replica(decision.grants).items():
-            conn.execute(_GRANT, {"replica": owner, "ns": ns, "news": owner != replica})
         result.granted.extend((g.n, g.throttled) for g in decision.grants if g.replica == replica)
-        for owner, ns in _by_replica(decision.throttled).items():
-            conn.execute(_THROTTLE, {"replica": owner, "ns": ns})
-        if decision.buckets:
-            b = db.slot_buckets
-            stmt = self.database.insert(b).values(
-                [{"name": k, "tokens": v[0], "updated_at": v[1]} for k, v in sorted(decision.buckets.items())]
-            )
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=[b.c.name], set_={"tokens": stmt.excluded.tokens, "updated_at": stmt.excluded.updated_at}
-            ))
-        if (decision.cursor, next_seq) != (cursor, seq):
-            s = db.slot_state
-            conn.execute(s.update().where(s.c.id == 1).values(cursor=decision.cursor, next_seq=next_seq))
-        others: dict[str, list[str]] = {}
-        for g in decision.grants:
-            if g.replica != replica:
-                others.setdefault(g.replica, []).append(f"{g.n}t" if g.throttled else str(g.n))
-        if others:
-            _notify(conn, ["/".join([name, *ns]) for name, ns in sorted(others.items())])
+        state = (decision.cursor, next_seq) if (decision.cursor, next_seq) != (cursor, seq) else None
+        _write_decision(conn, replica, decision, state)
         return result
 
     async def renew(self, replica: str, *, ttl: float, held: Callable[[], list[SlotRow]]) -> int:
@@ -283,12 +257,7 @@ class SlotTable:
 def _lock(conn: sa.Connection) -> tuple[float, str, int]:
     """Locks the state row (rounds, renewals and departures run one at a time); the
     database's time, the turn cursor and the next arrival number."""
-    s = db.slot_state
-    row = conn.execute(
-        sa.select(sa.func.extract("epoch", sa.func.clock_timestamp()), s.c.cursor, s.c.next_seq)
-        .where(s.c.id == 1)
-        .with_for_update()
-    ).one()
+    row = conn.execute(_LOCK).one()
     return float(row[0]), row[1], int(row[2])
 
 
@@ -306,14 +275,19 @@ def _insert(conn: sa.Connection, rows: Sequence[SlotRow], next_seq: int) -> int:
     """Writes `rows` in one statement (arrays, however many rows), numbered in arrival order."""
     if not rows:
         return next_seq
-    columns: dict[str, list[object]] = {name: [] for name in _INSERT_COLUMNS}
+    columns, next_seq = _insert_params(rows, next_seq)
+    conn.execute(_INSERT, columns)
+    return next_seq
+
+
+def _insert_params(rows: Sequence[SlotRow], next_seq: int) -> tuple[dict[str, list[object]], int]:
+    columns: dict[str, list[object]] = {f"a_{name}": [] for name in _INSERT_COLUMNS}
     for row in rows:
         next_seq += 1
         row.seq = next_seq
         for name in _INSERT_COLUMNS:
-            columns[name].append(getattr(row, name))
-    conn.execute(_INSERT, columns)
-    return next_seq
+            columns[f"a_{name}"].append(getattr(row, name))
+    return columns, next_seq
 
 
 def _by_replica(rows: Sequence[SlotRow]) -> dict[str, list[int]]:
@@ -323,17 +297,102 @@ def _by_replica(rows: Sequence[SlotRow]) -> dict[str, list[int]]:
     return grouped
 
 
+def _apply_and_count(
+    conn: sa.Connection, replica: str, adds: Sequence[SlotRow], removes: Sequence[int], next_seq: int
+) -> tuple[list[tuple[str, str, str, int]], int]:
+    """One statement: deletes `removes`, inserts `adds`, and counts the granted rows by
+    tenant, workflow and target (its snapshot predates its own changes, so the granted rows
+    it deleted are counted apart and taken off)."""
+    ctes: list[str] = []
+    params: dict[str, object] = {"replica": replica}
+    if removes:
+        ctes.append(
+            "d AS (DELETE FROM slot_tickets WHERE replica = :replica AND n = ANY(CAST(:ns AS bigint[]))"
+            " RETURNING tenant, workflow, target, granted)"
+        )
+        params["ns"] = list(removes)
+    if adds:
+        columns, next_seq = _insert_params(adds, next_seq)
+        ctes.append(f"i AS ({_INSERT_SQL} RETURNING 1)")
+        params.update(columns)
+    sql = ("WITH " + ", ".join(ctes) + " " if ctes else "") + (
+        "SELECT tenant, workflow, target, count(*), 0 FROM slot_tickets WHERE granted GROUP BY tenant, workflow, target"
+    )
+    if removes:
+        sql += " UNION ALL SELECT tenant, workflow, target, 0, count(*) FROM d WHERE granted GROUP BY tenant, workflow, target"
+    counts: dict[tuple[str, str, str], int] = {}
+    for tenant, workflow, target, count, gone in conn.execute(sa.text(sql), params):
+        key = (tenant, workflow, target)
+        counts[key] = counts.get(key, 0) + int(count) - int(gone)
+    return [(*key, count) for key, count in counts.items() if count > 0], next_seq
+
+
+def _write_decision(
+    conn: sa.Connection, replica: str, decision: Decision, state: tuple[str, int] | None
+) -> None:
+    """One statement: the grants (news for other replicas' rows), the rows a bucket held
+    back, the buckets, the turn cursor and arrival number, and the notifications."""
+    ctes: list[str] = []
+    params: dict[str, object] = {}
+    for i, (owner, ns) in enumerate(_by_replica(decision.grants).items()):
+        ctes.append(
+            f"g{i} AS (UPDATE slot_tickets SET granted = true, news = :gn{i}"
+            f" WHERE replica = :gr{i} AND n = ANY(CAST(:gs{i} AS bigint[])))"
+        )
+        params.update({f"gn{i}": owner != replica, f"gr{i}": owner, f"gs{i}": ns})
+    for i, (owner, ns) in enumerate(_by_replica(decision.throttled).items()):
+        ctes.append(
+            f"t{i} AS (UPDATE slot_tickets SET throttled = true"
+            f" WHERE replica = :tr{i} AND n = ANY(CAST(:ts{i} AS bigint[])))"
+        )
+        params.update({f"tr{i}": owner, f"ts{i}": ns})
+    if decision.buckets:
+        names = sorted(decision.buckets)
+        ctes.append(
+            "b AS (INSERT INTO slot_buckets (name, tokens, updated_at) SELECT * FROM unnest("
+            "CAST(:bn AS text[]), CAST(:bt AS float8[]), CAST(:bu AS float8[]))"
+            " ON CONFLICT (name) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at)"
+        )
+        params.update({
+            "bn": names,
+            "bt": [decision.buckets[n][0] for n in names],
+            "bu": [decision.buckets[n][1] for n in names],
+        })
+    if state is not None:
+        ctes.append("s AS (UPDATE slot_state SET cursor = :cursor, next_seq = :next_seq WHERE id = 1)")
+        params.update({"cursor": state[0], "next_seq": state[1]})
+    others: dict[str, list[str]] = {}
+    for g in decision.grants:
+        if g.replica != replica:
+            others.setdefault(g.replica, []).append(f"{g.n}t" if g.throttled else str(g.n))
+    payloads = _payloads(["/".join([name, *ns]) for name, ns in sorted(others.items())])
+    if not ctes and not payloads:
+        return
+    params["channel"] = CHANNEL
+    params.update({f"p{i}": payload for i, payload in enumerate(payloads)})
+    select = ", ".join(f"pg_notify(:channel, :p{i})" for i in range(len(payloads))) or "1"
+    conn.execute(sa.text(("WITH " + ", ".join(ctes) + " " if ctes else "") + "SELECT " + select), params)
+
+
+def _payloads(items: list[str]) -> list[str]:
+    """`slots:ITEM,ITEM,...` chunked under NOTIFY's 8000-byte payload limit."""
+    payloads: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for item in items:
+        if chunk and size + len(item) + 1 > 7000:
+            payloads.append("slots:" + ",".join(chunk))
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item) + 1
+    if chunk:
+        payloads.append("slots:" + ",".join(chunk))
+    return payloads
+
+
 def _notify(conn: sa.Connection, items: list[str]) -> None:
     """`slots:A/12/13t,B/4`: rows 12 and 13 of replica A (13 held back by a bucket before)
     and row 4 of B are granted; `slots:*`: slots came free, every replica with waiting rows
-    should look. Chunked under NOTIFY's 8000-byte payload limit."""
-    chunk: list[str] = []
-    size = 0
-    for name in items:
-        if chunk and size + len(name) + 1 > 7000:
-            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "slots:" + ",".join(chunk))))
-            chunk, size = [], 0
-        chunk.append(name)
-        size += len(name) + 1
-    if chunk:
-        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "slots:" + ",".join(chunk))))
+    should look."""
+    for payload in _payloads(items):
+        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
