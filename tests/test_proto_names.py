@@ -21,6 +21,7 @@ from agentrun.v1 import (
     execution_service_pb2,
     state_machine_pb2,
     state_machine_service_pb2,
+    worker_service_pb2,
     workflow_pb2,
     workflow_service_pb2,
 )
@@ -33,6 +34,7 @@ FILES: list[FileDescriptor] = [
         execution_service_pb2,
         state_machine_pb2,
         state_machine_service_pb2,
+        worker_service_pb2,
         workflow_pb2,
         workflow_service_pb2,
     )

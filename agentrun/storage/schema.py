@@ -433,3 +433,74 @@ budget_holds = sa.Table(
     sa.Index(None, "scope", "period"),
     sa.Index(None, "owner"),
 )
+
+
+# Remote workers (migration 0012) -------------------------------------------------------------
+# Rows <-> records for these tables live in agentrun/storage/worker_calls.py.
+
+# One call of a tool a remote worker serves, for one attempt of one node: READY until a
+# worker's replica leases it, LEASED to one worker until its result, its loss or its
+# cancellation, then SUCCEEDED, FAILED or CANCELLED (kept a while, then swept).
+worker_calls = sa.Table(
+    "worker_calls",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("tool", sa.String(), nullable=False),
+    # The labels the node asked for: only workers whose labels include them.
+    sa.Column("labels", Json),
+    sa.Column("execution_id", sa.String(), nullable=False),
+    sa.Column("node_id", sa.String(), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("idempotency_key", sa.String(), nullable=False),
+    sa.Column("args", Json),
+    sa.Column("deadline", sa.Double),
+    sa.Column("trace", Json),
+    sa.Column("state", sa.String(), nullable=False),
+    # The replica waiting for the outcome, and until when it is known to wait.
+    sa.Column("caller", sa.String(), nullable=False),
+    sa.Column("caller_expires", sa.Double, nullable=False),
+    # The worker holding the lease, and until when (heartbeats extend it).
+    sa.Column("worker_id", sa.String()),
+    sa.Column("lease_expires", sa.Double),
+    sa.Column("result", Json),
+    sa.Column("error", Json),
+    sa.Column("progress", Json),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Index(None, "state", "tool"),
+    sa.Index(None, "execution_id"),
+    sa.Index(None, "worker_id"),
+)
+
+# A connected worker session (any replica's), for ListWorkers and routing decisions.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("display_name", sa.String(), nullable=False),
+    sa.Column("replica", sa.String(), nullable=False),
+    # SERVING, DRAINING or UNRESPONSIVE.
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Column("labels", Json),
+    sa.Column("version", sa.String(), nullable=False),
+    # The tools it serves: [{name, description, args_schema, ...}].
+    sa.Column("tools", Json),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("connected_at", sa.Double, nullable=False),
+    sa.Column("heartbeat_at", sa.Double, nullable=False),
+    sa.Index(None, "tenant", "id"),
+)
+
+# The last declaration of each remote tool (name, schemas, flags), kept after its workers
+# disconnect: workflows that use it still validate, and their calls wait for a worker.
+worker_tools = sa.Table(
+    "worker_tools",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    # The tenant whose workers serve it: another tenant's workers may not declare the name.
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("definition", Json),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
