@@ -128,6 +128,10 @@ FORBIDDEN = {
         "agentrun.cli",
     ),
     "agentrun/server/": ("agentrun.cli", "agentrun.client"),
+    "agentrun/worker/": (
+        "agentrun.engine", "agentrun.storage", "agentrun.server", "agentrun.integrations",
+        "agentrun.cli", "agentrun.client",
+    ),
 }
 
 

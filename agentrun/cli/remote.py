@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "serve",
         help="run the gRPC server",
-        description="Serves WorkflowService, ExecutionService and StateMachineService (plus "
-        "health and reflection) over the store, recovering unfinished executions and state "
+        description="Serves WorkflowService, ExecutionService, StateMachineService and "
+        "WorkerService (remote workers' tools; plus health and reflection) over the store, recovering unfinished executions and state "
         "machine instances at start. SIGTERM drains: health "
         "NOT_SERVING, new calls UNAVAILABLE, running nodes finish, streams end resumably.",
     )

@@ -45,6 +45,8 @@ class StepPlan:
     # tool
     tool: Tool | None = None
     args: Template | None = None
+    # Only workers offering these labels serve the call (remote tools).
+    labels: dict[str, str] = field(default_factory=dict)
     # agent
     provider: AgentProvider | None = None
     model: str = ""

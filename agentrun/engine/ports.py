@@ -25,12 +25,16 @@ class ToolFailure(Exception):
         *,
         details: Mapping[str, Any] | None = None,
         retry_after: float | None = None,
+        retryable: bool = True,
     ) -> None:
         super().__init__(message)
         self.type = type
         self.message = message
         self.details = dict(details or {})
         self.retry_after = retry_after
+        # False: the attempt is final whatever the retry policy says (a remote worker's
+        # typed error that says so).
+        self.retryable = retryable
 
 
 class Effect(enum.StrEnum):
@@ -58,6 +62,10 @@ class CallContext:
     # streamed piece of text as `agent.delta` {turn, text} as it arrives: the engine
     # coalesces, numbers and redacts them (agentrun/engine/runtime/deltas.py).
     emit: Callable[[str, dict[str, Any]], None] | None = None
+    # The labels the step asked for (`tool: {labels: {region: eu}}`): remote tools route by them.
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # When the step's timeout fires, in epoch seconds (None: no timeout); set by `call_tool`.
+    deadline: float | None = None
 
 
 class Tool(abc.ABC):

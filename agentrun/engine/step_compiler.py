@@ -26,6 +26,7 @@ from agentrun.engine.expressions import (
     compile_bool,
     compile_template_collect,
 )
+from agentrun.engine.labels import label_problems
 from agentrun.engine.plan import StepPlan
 from agentrun.engine.ports import AgentProviders, Effect, ToolRegistry
 from agentrun.engine.retry import Backoff, Jitter, RetrySpec
@@ -220,7 +221,10 @@ class StepCompiler:
                 except jsonschema.ValidationError as exc:
                     where = "".join(f".{x}" if isinstance(x, str) else f"[{x}]" for x in exc.path)
                     self.error(f"{p}.args{where}", exc.message)
-            out.update(tool=tool, args=template)
+            labels = dict(body.labels)
+            for problem in label_problems(labels, f"{p}.labels"):
+                self.error(problem.path, problem.message)
+            out.update(tool=tool, args=template, labels=labels)
         elif kind == "agent":
             provider_name, _, model = body.model.partition("/")
             provider = None

@@ -31,6 +31,11 @@ ENTRY_POINT_GROUP = "agentrun.tools"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
 
 
+def valid_tool_name(name: str) -> bool:
+    """Dotted words such as `team.lookup`: every tool's name, in-process or remote."""
+    return bool(_NAME.match(name))
+
+
 class ToolDefinitionError(ValueError):
     """A tool that cannot be registered: bad name, bad schema, a name taken."""
 

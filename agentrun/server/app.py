@@ -34,6 +34,7 @@ from agentrun.v1 import workflow_service_pb2_grpc as workflow_grpc
 
 if TYPE_CHECKING:
     from agentrun.engine import Engine
+    from agentrun.integrations.workers import Workers
 
 log = logging.getLogger("agentrun.server")
 
@@ -55,8 +56,10 @@ class AgentrunServer:
         config: ServerConfig | None = None,
         *,
         observability: Observability | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.config = config or ServerConfig()
+        self.workers = workers
         self.engine = engine
         self.observability = observability
         self.lifecycle = Lifecycle()
@@ -86,7 +89,10 @@ class AgentrunServer:
         workflow_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine), self.registry)
         execution_grpc.add_ExecutionServiceServicer_to_server(
             ExecutionService(
-                engine, self.lifecycle, max_response_bytes=self.config.max_send_message_bytes
+                engine,
+                self.lifecycle,
+                max_response_bytes=self.config.max_send_message_bytes,
+                workers=workers,
             ),
             self.registry,
         )
@@ -102,6 +108,15 @@ class AgentrunServer:
             self.service_names.append(
                 state_machine_service_pb2.DESCRIPTOR.services_by_name["StateMachineService"].full_name
             )
+        if workers is not None:
+            from agentrun.server.worker_service import WorkerService
+            from agentrun.v1 import worker_service_pb2
+            from agentrun.v1 import worker_service_pb2_grpc as worker_grpc
+
+            worker_grpc.add_WorkerServiceServicer_to_server(
+                WorkerService(workers, self.lifecycle), cast("grpc.aio.Server", self.registry)
+            )
+            self.service_names.append(worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name)
         # The registry stands in for the server: the function calls only its add_* methods.
         health_pb2_grpc.add_HealthServicer_to_server(
             self.health, cast("grpc.aio.Server", self.registry)
@@ -144,9 +159,12 @@ class AgentrunServer:
         return self.port
 
     async def drain(self) -> None:
-        """Health NOT_SERVING; new calls get UNAVAILABLE; watch streams end resumably."""
+        """Health NOT_SERVING; new calls get UNAVAILABLE; watch streams end resumably;
+        connected workers get no more calls (their answers still count)."""
         await self.health.enter_graceful_shutdown()
         self.lifecycle.draining.set()
+        if self.workers is not None:
+            self.workers.drain()
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains, then waits up to `grace` seconds for calls in flight."""
@@ -188,11 +206,13 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     from agentrun.engine.machine import MachineEngine
     from agentrun.engine.tuning import tune_gc
     from agentrun.integrations import attach, default_agents, default_tools
+    from agentrun.integrations.workers import Workers, WorkersConfig
     from agentrun.storage.factory import make_store
 
     engine_config = config.engine_config()  # ConfigError before anything is opened
     data_limits.configure(config.data_limits)
     try:
+        workers_config = WorkersConfig.from_mapping(config.integrations.get("workers"))
         tools = default_tools(config.integrations)
         agents = default_agents(config.integrations, tools=tools)
     except ValueError as exc:
@@ -201,6 +221,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     engine_config.instrumentation = observability.instrumentation()
     store = make_store(config.database_url, lease_seconds=engine_config.lease_seconds)
     engine: Any = None
+    workers: Workers | None = None
     server: AgentrunServer | None = None
     http: Any = None
     publisher: Any = None
@@ -208,7 +229,9 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     try:
         engine = Engine(store, tools=tools, agents=agents, config=engine_config)
         machines = MachineEngine(engine)  # state machine instances, in the same store
-        server = AgentrunServer(engine, config, observability=observability)
+        # Tools served by remote workers (WorkerService), installed in the engine's registry.
+        workers = Workers(store, tools, replica=engine.replica_id, config=workers_config)
+        server = AgentrunServer(engine, config, observability=observability, workers=workers)
         # The port first: a second server on a busy port must fail before it opens the
         # store, let alone claims and resumes executions.
         server.bind()
@@ -226,6 +249,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         # Event bus and log redaction first, so recovered executions' events are published.
         publisher = await attach(engine, config.integrations)
         tune_gc()
+        await workers.start()  # remote tools known before executions resume
         await engine.start()
         await machines.start()
         await server.start()
@@ -257,6 +281,9 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         if engine is not None and opened:
             with contextlib.suppress(Exception):
                 await engine.stop(grace=0)
+            if workers is not None:
+                with contextlib.suppress(Exception):
+                    await workers.stop()
             if engine.machines is not None:
                 with contextlib.suppress(Exception):
                     await engine.machines.stop()

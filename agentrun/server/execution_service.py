@@ -20,6 +20,7 @@ from agentrun.v1 import execution_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from agentrun.engine import Engine
+    from agentrun.integrations.workers import Workers
 
 
 class ExecutionService(pb_grpc.ExecutionServiceServicer):
@@ -29,8 +30,10 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         lifecycle: Lifecycle | None = None,
         *,
         max_response_bytes: int = 64 * 1024 * 1024,
+        workers: Workers | None = None,
     ) -> None:
         self._engine = engine
+        self._workers = workers
         self._lifecycle = lifecycle or Lifecycle()
         # One event must fit in a message with room to spare; a page of events too.
         self._max_event_bytes = max(1024, max_response_bytes - 1024 * 1024)
@@ -68,6 +71,8 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         response = pb.GetExecutionResponse(execution=convert.execution_to_proto(record))
         if request.include_nodes:
             nodes = await self._engine.list_nodes(ident, tenant=tenant)
+            if self._workers is not None and not record.state.terminal:
+                nodes = await self._workers.show_waiting(ident, nodes)
             budget = self._max_page_bytes - response.ByteSize()
             for n in nodes:
                 node = convert.node_to_proto(n)

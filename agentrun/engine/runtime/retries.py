@@ -22,8 +22,9 @@ def next_retry(
 ) -> float | None:
     """The delay before attempt `attempt + 1` of `step`, or None when `error` is final: the
     policy is spent or excludes the error type, or the step is an irreversible tool. A
-    `retry_after` the call reported is waited at least."""
-    if irreversible(step) or not policy.allows_retry(attempt, error["type"]):
+    `retry_after` the call reported is waited at least; an error the call marked
+    `retryable: false` is final."""
+    if irreversible(step) or error.get("retryable") is False or not policy.allows_retry(attempt, error["type"]):
         return None
     delay = policy.delay(attempt, rng)
     if error.get("retry_after"):

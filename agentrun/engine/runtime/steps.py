@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -52,16 +55,57 @@ def target_of(step: StepPlan) -> str:
 
 async def call_tool(step: StepPlan, args: Any, ctx: CallContext) -> Any:
     """Calls `step`'s tool once its args hold to the tool's `args_schema` (the first problem,
-    by path, fails the attempt with `invalid_args`)."""
-    assert step.tool is not None
-    schema = step.tool.args_schema
+    by path, fails the attempt with `invalid_args`), with the step's routing labels and
+    deadline in `ctx`; a result that does not hold to the tool's `result_schema` fails the
+    attempt with `invalid_output`, naming the tool, the result's path and the schema's."""
+    tool = step.tool
+    assert tool is not None
+    schema = tool.args_schema
     if schema:
-        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.path))
-        if errors:
-            e = errors[0]
-            where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.path)
-            raise ToolFailure("invalid_args", f"args{where}: {e.message}", details={"field": f"args{where}"})
-    return await step.tool.call(args, ctx)
+        error = _first_error(schema, args)
+        if error is not None:
+            where = _path(error.path)
+            raise ToolFailure("invalid_args", f"args{where}: {error.message}", details={"field": f"args{where}"})
+    deadline = _deadline.get()
+    if step.labels or deadline is not None:
+        ctx = dataclasses.replace(ctx, labels=step.labels, deadline=deadline)
+    result = await tool.call(args, ctx)
+    schema = tool.result_schema
+    if schema:
+        error = _first_error(schema, result)
+        if error is not None:
+            where, rule = _path(error.path), "/".join(str(p) for p in error.schema_path)
+            raise ToolFailure(
+                "invalid_output",
+                f"tool {tool.name!r} returned a result that does not match its result_schema:"
+                f" result{where}: {error.message} (schema path: {rule})",
+                details={"tool": tool.name, "field": f"result{where}", "schema_path": rule},
+            )
+    return result
+
+
+def _first_error(schema: Any, value: Any) -> jsonschema.ValidationError | None:
+    """The first problem of `value` against `schema`, by path (None: it holds)."""
+    validator = _validators.get(id(schema))
+    if validator is None or validator[0] is not schema:
+        validator = (schema, jsonschema.Draft202012Validator(schema))
+        if len(_validators) > 1024:
+            _validators.clear()
+        _validators[id(schema)] = validator
+    errors = sorted(validator[1].iter_errors(value), key=lambda e: list(e.path))
+    return errors[0] if errors else None
+
+
+def _path(parts: Any) -> str:
+    return "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in parts)
+
+
+# Validators by schema object (a tool's schemas live as long as the tool), so each call does
+# not rebuild one; the schema is kept beside it, so a recycled id is never mistaken.
+_validators: dict[int, tuple[Any, jsonschema.Draft202012Validator]] = {}
+# When the running step's timeout fires (epoch seconds): set by `invoke_step` around the call,
+# read by `call_tool` into the CallContext (a remote worker is told its deadline).
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("agentrun_step_deadline", default=None)
 
 
 async def call_agent(step: StepPlan, render: Callable[[Template], Any], ctx: CallContext) -> Any:
@@ -133,8 +177,12 @@ async def invoke_step(
                 raise ToolFailure("circuit_open", f"circuit breaker {name!r} is open")
         with span() if span is not None else contextlib.nullcontext():
             if timeout:
-                async with asyncio.timeout(timeout):
-                    value = await call()
+                token = _deadline.set(time.time() + timeout)
+                try:
+                    async with asyncio.timeout(timeout):
+                        value = await call()
+                finally:
+                    _deadline.reset(token)
             else:
                 value = await call()
         problem = unstorable(value, "output")
@@ -152,6 +200,8 @@ async def invoke_step(
         err = error_dict(exc.type, exc.message, exc.details)
         if exc.retry_after is not None:
             err["retry_after"] = exc.retry_after
+        if not exc.retryable:
+            err["retryable"] = False
         return False, err
     except ExpressionError as exc:
         return False, error_dict("expression_error", exc.message, {"path": exc.path})

@@ -70,7 +70,7 @@ def connect_endpoints(
     endpoints: dict[str, Endpoint[Any, Any]] = {}
     for path, handler in handlers.items():
         if handler.request_streaming:
-            continue  # no agentrun method streams requests; Connect over HTTP/1.1 cannot
+            continue  # WorkerService.Connect streams requests: Connect over HTTP/1.1 cannot
         service_name, _, name = path.lstrip("/").rpartition("/")
         method = pool.FindServiceByName(service_name).methods_by_name[name]
         info = MethodInfo(
