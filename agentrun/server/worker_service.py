@@ -36,7 +36,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self._lifecycle = lifecycle or Lifecycle()
 
     async def Connect(
-        self, request_iterator: AsyncIterator[pb.ConnectRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.ConnectRequest],
+        context: grpc.aio.ServicerContext[pb.ConnectRequest, pb.ConnectResponse],
     ) -> AsyncIterator[pb.ConnectResponse]:
         hub = self._workers.hub
         requests_in = aiter(request_iterator)
@@ -93,7 +95,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             session.outbox.put_nowait(None)
 
     async def ListWorkers(
-        self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ListWorkersRequest,
+        context: grpc.aio.ServicerContext[pb.ListWorkersRequest, pb.ListWorkersResponse],
     ) -> pb.ListWorkersResponse:
         tool = _tool_filter(request.filter)
         size = requests.page_size(request.page_size)

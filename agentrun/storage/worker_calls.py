@@ -23,7 +23,7 @@ import enum
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from agentrun.storage.base import Store
 
@@ -137,9 +137,21 @@ def _copier(cls: type) -> Any:
     return lambda record: cls(*getter(record))
 
 
-_copy_call = _copier(CallRecord)
-_copy_worker = _copier(WorkerRecord)
-_copy_tool = _copier(ToolDeclaration)
+_call_copier = _copier(CallRecord)
+_worker_copier = _copier(WorkerRecord)
+_tool_copier = _copier(ToolDeclaration)
+
+
+def _copy_call(record: CallRecord) -> CallRecord:
+    return cast(CallRecord, _call_copier(record))
+
+
+def _copy_worker(record: WorkerRecord) -> WorkerRecord:
+    return cast(WorkerRecord, _worker_copier(record))
+
+
+def _copy_tool(record: ToolDeclaration) -> ToolDeclaration:
+    return cast(ToolDeclaration, _tool_copier(record))
 
 
 def labels_match(wanted: Mapping[str, str] | None, offered: Mapping[str, str]) -> bool:

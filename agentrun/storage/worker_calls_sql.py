@@ -147,12 +147,12 @@ class SqlWorkerCalls(WorkerCallStore):
         if not worker_ids:
             return counts
         query = (
-            sa.select(_calls.c.worker_id, sa.func.count())
+            sa.select(_calls.c.worker_id, sa.func.count().label("n"))
             .where(_calls.c.state == CallState.LEASED.value, _calls.c.worker_id.in_(list(worker_ids)))
             .group_by(_calls.c.worker_id)
         )
-        for worker_id, count in await self._db.read(query):
-            counts[worker_id] = int(count)
+        for row in await self._db.read(query):
+            counts[row.worker_id] = int(row.n)
         return counts
 
     async def enqueue(self, call: CallRecord) -> None:

@@ -88,8 +88,8 @@ class Session:
         if total <= 0:
             return None
         held: dict[str, int] = {}
-        for tool in self.inflight.values():
-            held[tool] = held.get(tool, 0) + 1
+        for name in self.inflight.values():
+            held[name] = held.get(name, 0) + 1
         free = {}
         for tool in self.registration.tools:
             limit = tool.max_concurrent_calls or self.registration.max_concurrent_calls
@@ -289,8 +289,7 @@ class WorkerHub:
             if not sessions:
                 return
             start = next(self._turn) % len(sessions)
-            claims = [(s, s.claim()) for s in sessions[start:] + sessions[:start]]
-            claims = [(s, c) for s, c in claims if c is not None]
+            claims = [(s, c) for s in sessions[start:] + sessions[:start] if (c := s.claim()) is not None]
             if not claims:
                 return
             now = self.clock()
