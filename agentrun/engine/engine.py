@@ -346,10 +346,10 @@ class Engine:
         running executions too (the execution's own version's when the workflow is gone)."""
         try:
             plan = await self._plan(await self._cached_workflow(name, tenant, None))
-        except WorkflowNotFound:
+        except (WorkflowNotFound, InvalidInput):  # gone, or its newest version a state machine
             run = self._runs.get(execution_id)
             plan = run.plan if run is not None else None
-        return getattr(plan, "budget", None)
+        return plan.budget if plan is not None else None
 
     def budget_pause(self, execution_id: str, data: dict[str, Any]) -> bool:
         """Pauses a running execution whose next call does not fit a budget; False if it
