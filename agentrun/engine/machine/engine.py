@@ -1007,10 +1007,11 @@ class MachineEngine:
         workflow: str,
         version: int,
         child_input: Any,
-        state: str,
+        node: str,
     ) -> None:
-        """Starts the DAG a state's `invoke` runs; its id is derived from the entry that entered
-        the state, so an event handled again (after a crash) finds the same child."""
+        """Starts a DAG the instance runs: a state's `invoke` (`node` is `invoke:STATE`) or a
+        `workflow` action (`action`). Its id is derived from the entry the event makes (and
+        the action's attempt), so an event handled again (after a crash) finds the same child."""
         await ensure_child(
             self.engine,
             child_id,
@@ -1018,7 +1019,7 @@ class MachineEngine:
             child_input,
             tenant=record.tenant,
             version=version,
-            parent=(record.id, f"invoke:{state}"),
+            parent=(record.id, node),
         )
 
     def _watch_child(self, instance_id: str, child_id: str, tenant: str) -> None:
@@ -1079,15 +1080,7 @@ class MachineEngine:
         self, record: InstanceRecord, child_id: str, workflow: str, version: int, child_input: Any
     ) -> Any:
         """An action `{workflow: ...}`: runs a DAG to its end and returns its output."""
-        await ensure_child(
-            self.engine,
-            child_id,
-            workflow,
-            child_input,
-            tenant=record.tenant,
-            version=version,
-            parent=(record.id, "action"),
-        )
+        await self.start_child(record, child_id, workflow, version, child_input, "action")
         final = await self.engine.wait(child_id)
         return child_output(final, f"execution {child_id}", {"execution": child_id})
 

@@ -47,6 +47,7 @@ from agentrun.engine.machine.plan import (
 from agentrun.engine.ports import CallContext, ToolFailure
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.retries import next_retry
+from agentrun.engine.runtime.slots import step_slot
 from agentrun.engine.runtime.steps import breaker_for, call_agent, call_tool, invoke_step, target_of
 from agentrun.storage.machines import (
     EntryKind,
@@ -495,7 +496,7 @@ class Stepper:
         try:
             child_input = invoke.input.evaluate(act) if invoke.input is not None else {}
             await self.m.start_child(
-                work.record, child_id, invoke.workflow, invoke.version, child_input, state.name
+                work.record, child_id, invoke.workflow, invoke.version, child_input, f"invoke:{state.name}"
             )
         except ExpressionError as exc:
             work.invoke_failed = error_dict("expression_error", exc.message, {"path": exc.path})
@@ -618,19 +619,23 @@ class Stepper:
             tenant=record.tenant,
             secrets=self.m.secrets,
         )
-        ok, value = await invoke_step(
-            step,
-            lambda: self._invoke(step, act, ctx, record, work.seq + 1, action, attempt),
-            attempt=attempt,
-            timeout=action.timeout,
-            breaker=breaker_for(step, engine.breakers, {}),
-            clock=self.clock,
-            on_breaker=_breaker_changed,
-            span=(lambda: instr.attempt(record, node_id, step.kind, attempt, target_of(step)))
-            if instr is not None
-            else None,
-            where=f"action {action.path} of instance {record.id}",
-        )
+        owner = (record.id, f"{work.seq + 1}:{action.path}", attempt)
+        async with step_slot(
+            engine.scheduler, owner, step, tenant=record.tenant, workflow=record.workflow
+        ):
+            ok, value = await invoke_step(
+                step,
+                lambda: self._invoke(step, act, ctx, record, work.seq + 1, action, attempt),
+                attempt=attempt,
+                timeout=action.timeout,
+                breaker=breaker_for(step, engine.breakers, {}),
+                clock=self.clock,
+                on_breaker=_breaker_changed,
+                span=(lambda: instr.attempt(record, node_id, step.kind, attempt, target_of(step)))
+                if instr is not None
+                else None,
+                where=f"action {action.path} of instance {record.id}",
+            )
         if ok:
             too_large = sizes.output_error("the action's output", value)
             if too_large is None:
