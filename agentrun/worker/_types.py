@@ -83,15 +83,19 @@ class ToolDefinition:
 
     @property
     def takes_call(self) -> bool:
-        """Whether the function takes the Call as well as the arguments."""
+        """Whether the function takes the Call as well as the arguments: a second positional
+        parameter without a default, one named `call`, or `*args`."""
         try:
-            parameters = [
-                p for p in inspect.signature(self.fn).parameters.values()
-                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-            ]
+            parameters = list(inspect.signature(self.fn).parameters.values())
         except (TypeError, ValueError):
             return True
-        return len(parameters) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p for p in positional if p.default is p.empty]
+        return (
+            len(required) >= 2
+            or any(p.name == "call" for p in positional[1:])
+            or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+        )
 
     async def run(self, args: Any, call: Call) -> Any:
         """The function's result: awaited, or run in a thread when it is not async."""

@@ -371,3 +371,36 @@ async def test_sigterm_style_drain_lets_running_calls_answer(served: Served) -> 
     final = await served.client.wait(started, timeout=20)
     assert final.state is ExecutionState.SUCCEEDED and final.output == {"d": "done"}
     assert worker.stats.refused == 0
+
+
+@pytest.mark.timeout(180)
+async def test_a_thousand_calls_across_four_workers_keep_their_slots_and_the_items_order(served: Served) -> None:
+    running: dict[int, int] = {}
+    peaks: dict[int, int] = {}
+    workers = [served.worker(max_concurrent_calls=4) for _ in range(4)]
+    for n, w in enumerate(workers):
+
+        async def double(args: Any, n: int = n) -> Any:
+            running[n] = running.get(n, 0) + 1
+            peaks[n] = max(peaks.get(n, 0), running[n])
+            await asyncio.sleep(0.001 * (args["i"] % 5))  # answers out of order
+            running[n] -= 1
+            return {"i": args["i"], "twice": args["i"] * 2, "worker": n}
+
+        w.tool("work.double")(double)
+        await serve(w)
+    await workflow(served, """
+name: thousand
+nodes:
+  - id: m
+    map:
+      items: "${{ input.items }}"
+      node: {tool: {name: work.double, args: {i: "${{ item }}"}}}
+""")
+    final = await served.client.wait(await served.client.start_execution("thousand", {"items": list(range(1000))}), timeout=150)
+    assert final.state is ExecutionState.SUCCEEDED, final.error
+    results = final.output["m"]
+    assert [r["i"] for r in results] == list(range(1000)) and all(r["twice"] == 2 * r["i"] for r in results)
+    assert len({r["worker"] for r in results}) == 4  # every worker served some
+    assert max(peaks.values()) <= 4 and all(w.stats.max_in_flight <= 4 for w in workers)
+    assert sum(w.stats.calls for w in workers) == 1000
