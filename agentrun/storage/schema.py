@@ -115,6 +115,8 @@ executions = sa.Table(
     sa.Index(None, "tenant", "id"),
     sa.Index(None, "tenant", "workflow", "id"),
     sa.Index(None, "state"),
+    # What ended lately: a replica catching up after a LISTEN outage reads it (0010).
+    sa.Index(None, "ended_at"),
 )
 
 nodes = sa.Table(
@@ -303,6 +305,8 @@ sm_instances = sa.Table(
     sa.Index(None, "tenant", "id"),
     sa.Index(None, "tenant", "workflow", "id"),
     sa.Index(None, "state"),
+    # What ended lately: a replica catching up after a LISTEN outage reads it (0010).
+    sa.Index(None, "ended_at"),
 )
 
 sm_history = sa.Table(

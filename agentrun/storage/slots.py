@@ -23,7 +23,7 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from agentrun.storage import schema as db
-from agentrun.storage.sql import _CHANNEL as CHANNEL
+from agentrun.storage.notifications import CHANNEL
 from agentrun.storage.sqldb import SqlDatabase
 
 __all__ = ["Decision", "Dispatcher", "FleetView", "RoundResult", "SlotRow", "SlotTable"]

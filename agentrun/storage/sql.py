@@ -8,15 +8,13 @@ an execution's lease writes nothing) happens in the same transaction.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import datetime
 import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +24,7 @@ from agentrun.storage import schema as db
 from agentrun.storage.base import LeaseLost, Store, StoreError
 from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.machines import SqlMachineStore
+from agentrun.storage.notifications import Notifications, notify_in
 from agentrun.storage.records import (
     Batch,
     EventRecord,
@@ -78,9 +77,8 @@ class SqlStore(Store):
             self.database, self._apply, self._explain, name="agentrun-sql-writer"
         )
         self._machines: SqlMachineStore | None = None
-        # PostgreSQL LISTEN/NOTIFY: replicas wake each other (signals, Watch streams).
-        self._listeners: list[Callable[[str, str], None]] = []
-        self._listen_task: asyncio.Task[None] | None = None
+        # Replicas wake each other (signals, Watch streams): LISTEN/NOTIFY, or polling.
+        self.notifications = Notifications(self.database)
 
     @property
     def dialect(self) -> str:
@@ -106,18 +104,13 @@ class SqlStore(Store):
         if not await self.database.open():
             return
         self.writer.start()
-        if self._listeners:
-            self._start_listener()
+        self.notifications.start()
 
     async def close(self) -> None:
         if self.database.closing or not self.database.is_open:
             return
         self.database.closing = True
-        if self._listen_task is not None:
-            self._listen_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._listen_task
-            self._listen_task = None
+        await self.notifications.close()
         if self._machines is not None:
             await self._machines.close()
         await self.writer.close()
@@ -375,9 +368,7 @@ class SqlStore(Store):
             conn.execute(_CONSUME, consumed)
         if not self._sqlite and event_rows:
             # Delivered at commit: Watch streams on other replicas read the new events.
-            ids = sorted({row["execution_id"] for row in event_rows})
-            for chunk in _chunks(ids, 7000):
-                conn.execute(sa.select(sa.func.pg_notify(_CHANNEL, "events:" + chunk)))
+            notify_in(conn, "events", sorted({row["execution_id"] for row in event_rows}))
         return [batch.result for batch in batches]
 
     async def _explain(self, batch: _Rows, exc: Exception) -> Exception:
@@ -426,93 +417,10 @@ class SqlStore(Store):
 
     # Cross-replica wake-ups ------------------------------------------------
     async def notify(self, kind: str, execution_id: str) -> None:
-        if self._sqlite:
-            return
-        payload = f"{kind}:{execution_id}"
-        await self.database.transaction(lambda conn: conn.execute(sa.select(sa.func.pg_notify(_CHANNEL, payload))))
+        await self.notifications.notify(kind, execution_id)
 
     def listen(self, callback: Callable[[str, str], None]) -> None:
-        self._listeners.append(callback)
-        if self.database.is_open and self._listen_task is None:
-            self._start_listener()
-
-    def _start_listener(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._sqlite:
-            self._listen_task = loop.create_task(self._poll_loop(), name="agentrun-sqlite-poll")
-        else:
-            self._listen_task = loop.create_task(self._listen_loop(), name="agentrun-pg-listen")
-
-    async def _poll_loop(self) -> None:
-        """SQLite has no NOTIFY, yet several processes may share one file (`agentrun run`
-        beside `agentrun serve`). New rows are found by rowid every SQLITE_POLL_SECONDS and
-        announced as PostgreSQL's notifications would be: `signal` (a signal or control
-        request for an execution, which its owner applies) and `events` (Watch streams re-read
-        the store), for execution events and state machine history entries alike (on
-        PostgreSQL the machine engine's `Notifier` announces those). This process's own writes
-        are announced too; listeners ignore repeats."""
-        rowid = sa.literal_column("rowid")
-        # (kind, table, the column that names whose row it is)
-        sources = (
-            ("events", db.events, db.events.c.execution_id),
-            ("signal", db.signals, db.signals.c.execution_id),
-            ("events", db.sm_history, db.sm_history.c.instance_id),
-        )
-        marks = [0] * len(sources)
-        started = False
-        while not self.database.closing:
-            try:
-                if not started:
-                    for i, (_, table, _) in enumerate(sources):
-                        rows = await self.database.read(sa.select(sa.func.coalesce(sa.func.max(rowid), 0)).select_from(table))
-                        marks[i] = int(rows[0][0])
-                    started = True
-                await asyncio.sleep(SQLITE_POLL_SECONDS)
-                for i, (kind, table, owner) in enumerate(sources):
-                    rows = await self.database.read(
-                        sa.select(owner, sa.func.max(rowid)).where(rowid > marks[i]).group_by(owner)
-                    )
-                    for owner_id, mark in rows:
-                        marks[i] = max(marks[i], int(mark))
-                        self._dispatch_notification(None, 0, _CHANNEL, f"{kind}:{owner_id}")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(SQLITE_POLL_SECONDS)
-
-    async def _listen_loop(self) -> None:
-        """One dedicated asyncpg connection LISTENs; it reconnects after the database comes
-        back (meanwhile Watch streams and signals fall back on their periodic checks)."""
-        import asyncpg
-
-        dsn = self.database.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        delay = 0.2
-        while not self.database.closing:
-            conn = None
-            try:
-                conn = await asyncpg.connect(dsn, timeout=5)
-                await conn.add_listener(_CHANNEL, self._dispatch_notification)
-                delay = 0.2
-                while not self.database.closing and not conn.is_closed():
-                    await asyncio.sleep(1.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await conn.close(timeout=1)
-
-    def _dispatch_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        kind, _, ids = payload.partition(":")
-        for execution_id in ids.split(","):
-            for callback in self._listeners:
-                try:
-                    callback(kind, execution_id)
-                except Exception:
-                    continue
+        self.notifications.listen(callback)
 
     # Leases ----------------------------------------------------------------
     async def claim_executions(
@@ -692,25 +600,6 @@ class _Rows:
             ],
             fence=batch.fence,
         )
-
-
-_CHANNEL = "agentrun"
-# How often a SQLite store looks for rows other processes wrote (signals, events).
-SQLITE_POLL_SECONDS = 0.2
-
-
-def _chunks(ids: list[str], size: int) -> Iterator[str]:
-    """Comma-joined ids in payloads under PostgreSQL's 8000-byte NOTIFY limit."""
-    current: list[str] = []
-    length = 0
-    for execution_id in ids:
-        if current and length + len(execution_id) + 1 > size:
-            yield ",".join(current)
-            current, length = [], 0
-        current.append(execution_id)
-        length += len(execution_id) + 1
-    if current:
-        yield ",".join(current)
 
 
 _MUTABLE = (

@@ -29,6 +29,8 @@ from agentrun.storage.base import StoreError
 __all__ = ["IDLE_IN_TRANSACTION_MS", "SqlDatabase", "store_errors"]
 
 T = TypeVar("T")
+# A result row of any width (Row[Any] would be a row of one column).
+Row = sa.Row[*tuple[Any, ...]]
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 # Concurrent writers on PostgreSQL may race for the same new version / signal seq.
@@ -260,6 +262,7 @@ class SqlDatabase:
                 if conn is None or conn.closed or conn.invalidated:
                     conn = self._sync_conn = writer.connect()
                 raw = conn.connection.driver_connection
+                assert raw is not None
                 try:
                     if not foreign_keys:
                         raw.execute("PRAGMA foreign_keys=OFF")
@@ -298,7 +301,7 @@ class SqlDatabase:
         async with engine.connect() as conn:
             yield conn
 
-    async def read(self, statement: sa.Executable) -> list[sa.Row[Any]]:
+    async def read(self, statement: sa.Executable) -> list[Row]:
         """Runs one statement on a read connection (autocommit on PostgreSQL)."""
         reader = self._reader
         if reader is None or self.closing:

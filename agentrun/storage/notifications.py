@@ -1,0 +1,304 @@
+"""Cross-replica wake-ups on a SQL database: who tells a replica that something changed elsewhere.
+
+Three kinds of change reach other replicas as `(kind, key)` notifications:
+- `events`, execution id: a commit appended events (Watch streams re-read the store);
+- `events`, instance id: a state machine instance's history grew (`Notifier` in the engine);
+- `signal`, execution id: a signal or control request was stored (its owner delivers it).
+(`slots`, the fleet scheduler's grants (storage/slots.py), shares the channel; a replica
+with waiting rows polls for them every second anyway, so it needs no catching up here.)
+
+PostgreSQL carries them on LISTEN/NOTIFY (channel `agentrun`; a commit's own transaction runs
+`pg_notify`, see `notify_in`), held by one dedicated connection per store. A notification
+sent while that connection is down is lost to it, so while it is down, and for one full pass
+after it is back, the store reads what the notifications would have said from the tables
+every OUTAGE_POLL_SECONDS (`_Outage`): executions and instances whose `last_sequence` moved,
+signals not yet consumed. SQLite has no NOTIFY, yet several processes may share a file
+(`agentrun run` beside `agentrun serve`): there new rows are found by rowid every
+SQLITE_POLL_SECONDS. Listeners ignore repeats, so announcing a change twice is harmless;
+missing one is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentrun.storage import schema as db
+from agentrun.storage.records import ExecutionState
+from agentrun.storage.sqldb import SqlDatabase
+
+__all__ = [
+    "CHANNEL",
+    "LISTEN_APPLICATION",
+    "OUTAGE_POLL_SECONDS",
+    "SQLITE_POLL_SECONDS",
+    "Notifications",
+    "notify_in",
+]
+
+CHANNEL = "agentrun"
+# The application_name of the LISTEN connection (pg_stat_activity shows which backend it is).
+LISTEN_APPLICATION = "agentrun-listen"
+# How often a SQLite store looks for rows other processes wrote.
+SQLITE_POLL_SECONDS = 0.2
+# How often, while LISTEN is down, a PostgreSQL store reads what notifications would have said.
+OUTAGE_POLL_SECONDS = 1.0
+# The LISTEN connection's reconnect delay: first, and at most (doubling in between).
+RECONNECT_SECONDS = 0.2
+RECONNECT_MAX_SECONDS = 5.0
+# A LISTEN connection silent this long is pinged: one dead without a FIN (a network
+# partition) is found within PING_SECONDS + PING_TIMEOUT.
+PING_SECONDS = 10.0
+PING_TIMEOUT = 5.0
+# An outage's first pass re-announces what ended up to this long before the loss was
+# noticed: the time to notice it, and the clocks of other replicas (which write ended_at).
+LOOKBACK_SECONDS = 60.0
+# NOTIFY payloads must stay under PostgreSQL's 8000 bytes.
+_PAYLOAD_BYTES = 7000
+
+_UNFINISHED = [s.value for s in ExecutionState if not s.terminal]
+
+Listener = Callable[[str, str], None]
+
+
+def chunks(ids: Sequence[str], size: int = _PAYLOAD_BYTES) -> Iterator[str]:
+    """Comma-joined ids in payloads of at most about `size` bytes."""
+    current: list[str] = []
+    length = 0
+    for key in ids:
+        if current and length + len(key) + 1 > size:
+            yield ",".join(current)
+            current, length = [], 0
+        current.append(key)
+        length += len(key) + 1
+    if current:
+        yield ",".join(current)
+
+
+def notify_in(conn: sa.Connection, kind: str, ids: Sequence[str]) -> None:
+    """Queues `kind` notifications for `ids` in the caller's PostgreSQL transaction: they are
+    delivered when it commits, never if it rolls back."""
+    for chunk in chunks(ids):
+        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{kind}:{chunk}")))
+
+
+class Notifications:
+    """The notification channel of one store: `notify` sends, `listen` registers callbacks,
+    `start` (at open, once there is a listener) begins receiving, `close` stops."""
+
+    def __init__(self, database: SqlDatabase) -> None:
+        self._database = database
+        self._listeners: list[Listener] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        # PostgreSQL: whether the LISTEN connection is up now, and its backend's pid.
+        self.listening = False
+        self.listener_pid: int | None = None
+        # Set when LISTEN is not up (from the start, and at each loss); the catch-up clears it.
+        self._lost: asyncio.Event | None = None
+        # Outage passes made (tests and diagnostics see that catching up happens).
+        self.catch_up_passes = 0
+
+    def listen(self, callback: Listener) -> None:
+        self._listeners.append(callback)
+        if self._database.is_open:
+            self.start()
+
+    def start(self) -> None:
+        """Starts receiving, if anyone listens and it has not started (fresh per open)."""
+        if not self._listeners or self._tasks:
+            return
+        loop = asyncio.get_running_loop()
+        if self._database.sqlite:
+            self._tasks = [loop.create_task(self._poll_rows(), name="agentrun-sqlite-poll")]
+            return
+        self._lost = asyncio.Event()
+        self._lost.set()
+        self._tasks = [
+            loop.create_task(self._listen_loop(), name="agentrun-pg-listen"),
+            loop.create_task(self._catch_up_loop(), name="agentrun-pg-catch-up"),
+        ]
+
+    async def close(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self.listening = False
+
+    async def notify(self, kind: str, keys: str) -> None:
+        """Sends `kind:keys` (comma-joined ids) to every replica; SQLite's pollers find the
+        rows themselves."""
+        if self._database.sqlite:
+            return
+        await self._database.transaction(lambda conn: notify_in(conn, kind, keys.split(",")))
+
+    def dispatch(self, kind: str, key: str) -> None:
+        for callback in self._listeners:
+            try:
+                callback(kind, key)
+            except Exception:
+                continue
+
+    def _on_payload(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        kind, _, keys = payload.partition(":")
+        for key in keys.split(","):
+            self.dispatch(kind, key)
+
+    # PostgreSQL ------------------------------------------------------------------------
+    async def _listen_loop(self) -> None:
+        """Holds one LISTEN connection, reconnecting with backoff; each loss sets `_lost`."""
+        import asyncpg
+
+        dsn = self._database.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        delay = RECONNECT_SECONDS
+        while not self._database.closing:
+            conn = None
+            try:
+                conn = await asyncpg.connect(
+                    dsn, timeout=5, server_settings={"application_name": LISTEN_APPLICATION}
+                )
+                gone = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, gone=gone: gone.set())
+                await conn.add_listener(CHANNEL, self._on_payload)
+                self.listener_pid = conn.get_server_pid()
+                self.listening = True
+                delay = RECONNECT_SECONDS
+                while not self._database.closing and not conn.is_closed():
+                    try:
+                        await asyncio.wait_for(gone.wait(), PING_SECONDS)
+                    except TimeoutError:
+                        await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass
+            finally:
+                self._went_down()
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=1)
+            if not self._database.closing:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+    def _went_down(self) -> None:
+        self.listening = False
+        if self._lost is not None:
+            self._lost.set()
+
+    async def _catch_up_loop(self) -> None:
+        """While LISTEN is down, and for one full pass after it is back (what was sent before
+        it came back is read then), announces what changed in the tables."""
+        lost = self._lost
+        assert lost is not None
+        outage: _Outage | None = None
+        while not self._database.closing:
+            if outage is None:
+                await lost.wait()
+                outage = _Outage(since=time.time() - LOOKBACK_SECONDS)
+            lost.clear()
+            up_before = self.listening
+            try:
+                found = await outage.scan(self._database)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                passed = False  # the database is down too: try again at the next pass
+            else:
+                passed = True
+                self.catch_up_passes += 1
+                for kind, key in found:
+                    self.dispatch(kind, key)
+            if passed and up_before and not lost.is_set():
+                outage = None  # LISTEN was up for the whole pass: notifications carry on
+                continue
+            await asyncio.sleep(OUTAGE_POLL_SECONDS)
+
+    # SQLite ----------------------------------------------------------------------------
+    async def _poll_rows(self) -> None:
+        """New rows by rowid, announced as PostgreSQL's notifications would be: `events` for
+        execution events and instance history, `signal` for signals. This process's own
+        writes are announced too."""
+        rowid: sa.ColumnClause[int] = sa.literal_column("rowid", sa.Integer)
+        tables: list[tuple[str, sa.Table, sa.Column[Any]]] = [
+            ("events", db.events, db.events.c.execution_id),
+            ("signal", db.signals, db.signals.c.execution_id),
+            ("events", db.sm_history, db.sm_history.c.instance_id),
+        ]
+        marks: list[int] | None = None
+        while not self._database.closing:
+            try:
+                if marks is None:
+                    marks = []
+                    for _kind, table, _key in tables:
+                        query = sa.select(sa.func.coalesce(sa.func.max(rowid), 0)).select_from(
+                            table
+                        )
+                        marks.append(int((await self._database.read(query))[0][0]))
+                await asyncio.sleep(SQLITE_POLL_SECONDS)
+                for index, (kind, table, key) in enumerate(tables):
+                    rows = await self._database.read(
+                        sa.select(key, sa.func.max(rowid)).where(rowid > marks[index]).group_by(key)
+                    )
+                    for row in rows:
+                        marks[index] = max(marks[index], int(row[1]))
+                        self.dispatch(kind, str(row[0]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(SQLITE_POLL_SECONDS)
+
+
+class _Outage:
+    """What the notifications of one LISTEN outage would have said, read from the tables.
+
+    Each pass reads the `last_sequence` of every unfinished execution and active instance,
+    and of those that ended since the previous pass began (the first: since the loss was
+    noticed), less LOOKBACK_SECONDS (`ended_at` is indexed), and the unconsumed signals of
+    unfinished executions; it returns what differs from the previous pass (the first:
+    everything it read). An execution's or instance's `last_sequence` is the sequence of
+    its newest event or entry (a batch that appends them carries it; Watch streams rely on
+    it too), so it moves exactly when a notification would have been sent. What it keeps is what the last pass read: bounded by what is
+    running and what ended in the last LOOKBACK_SECONDS or so."""
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.sequences: dict[tuple[str, str], int] = {}
+        self.signals: set[tuple[str, int]] = set()
+
+    async def scan(self, database: SqlDatabase) -> list[tuple[str, str]]:
+        started = time.time()
+        e, i, s = db.executions, db.sm_instances, db.signals
+        queries = {
+            "execution": sa.select(e.c.id, e.c.last_sequence).where(
+                sa.or_(e.c.state.in_(_UNFINISHED), e.c.ended_at >= self.since)
+            ),
+            "instance": sa.select(i.c.id, i.c.last_sequence).where(
+                sa.or_(i.c.state == "ACTIVE", i.c.ended_at >= self.since)
+            ),
+        }
+        found: list[tuple[str, str]] = []
+        sequences: dict[tuple[str, str], int] = {}
+        for aggregate, query in queries.items():
+            for row in await database.read(query):
+                key, sequence = str(row[0]), int(row[1])
+                sequences[(aggregate, key)] = sequence
+                if self.sequences.get((aggregate, key)) != sequence:
+                    found.append(("events", key))
+        pending = (
+            sa.select(s.c.execution_id, s.c.seq)
+            .join(e, e.c.id == s.c.execution_id)
+            .where(e.c.state.in_(_UNFINISHED), s.c.consumed_by.is_(None))
+        )
+        signals = {(str(row[0]), int(row[1])) for row in await database.read(pending)}
+        found += [("signal", key) for key in sorted({key for key, _ in signals - self.signals})]
+        self.sequences, self.signals = sequences, signals
+        self.since = started - LOOKBACK_SECONDS
+        return found

@@ -1,0 +1,278 @@
+"""Cross-replica notifications (agentrun/storage/notifications.py).
+
+PostgreSQL: a replica whose LISTEN connection is down still hears what other replicas did. The
+LISTEN backend is ended with pg_terminate_backend on the real server, and kept down by a long
+reconnect delay; signals, events and instance history written during the outage reach the
+replica through its catch-up passes, with no further notification, while it is still down.
+SQLite: two stores on one file hear each other's events, signals and instance history."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from agentrun.engine import Engine, EngineConfig, load_workflow
+from agentrun.integrations import Registry, default_agents
+from agentrun.integrations.core_tools import core_tools
+from agentrun.storage import notifications
+from agentrun.storage.machines import (
+    EntryKind,
+    HistoryRecord,
+    InstanceRecord,
+    InstanceState,
+    MachineBatch,
+)
+from agentrun.storage.records import (
+    Batch,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    SignalRecord,
+)
+from agentrun.storage.sql import SqlStore
+
+from .conftest import PgServer, _pg_admin
+
+
+async def _until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def _terminate(store: SqlStore) -> None:
+    pid = store.notifications.listener_pid
+    assert pid is not None
+    _pg_admin(f"SELECT pg_terminate_backend({pid})")
+
+
+@pytest.fixture
+async def pg_url(pg_server: PgServer) -> str:
+    return pg_server.create_database()
+
+
+@pytest.fixture
+async def stores(pg_url: str) -> AsyncIterator[Callable[[], Any]]:
+    opened: list[SqlStore] = []
+
+    async def open_store() -> SqlStore:
+        store = SqlStore(pg_url)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        await store.close()
+
+
+async def _collect(stream: AsyncIterator[Any], into: list[Any]) -> None:
+    async for item in stream:
+        into.append(item)
+
+
+def _instance(last_sequence: int) -> InstanceRecord:
+    return InstanceRecord(
+        id="in-1",
+        tenant="t",
+        workflow="wf",
+        version=1,
+        state=InstanceState.ACTIVE,
+        current="a",
+        data={},
+        input=None,
+        created_at=time.time(),
+        updated_at=time.time(),
+        last_sequence=last_sequence,
+        entry_sequence=1,
+    )
+
+
+def _entry(sequence: int) -> HistoryRecord:
+    return HistoryRecord(
+        "in-1",
+        sequence,
+        EntryKind.TRANSITION,
+        time.time(),
+        event="go",
+        event_id=None,
+        event_data=None,
+        from_state="a",
+        to_state="a",
+    )
+
+
+async def _pair(
+    writer: SqlStore, reader: SqlStore
+) -> tuple[list[tuple[str, str]], ExecutionRecord]:
+    """The reader listens; the writer has a running execution and an active instance."""
+    heard: list[tuple[str, str]] = []
+    reader.listen(lambda kind, key: heard.append((kind, key)))
+    execution = ExecutionRecord(
+        "ex-1", "t", "wf", 1, ExecutionState.RUNNING, input=None, created_at=time.time()
+    )
+    await writer.create_execution(execution)
+    await writer.instances.create_instance(_instance(1), [_entry(1)])
+    return heard, execution
+
+
+async def _changes(writer: SqlStore, execution: ExecutionRecord) -> set[tuple[str, str]]:
+    """A signal, an event and an instance entry, written as the engines write them; what a
+    listener must hear of them."""
+    await writer.add_signal(SignalRecord("ex-1", "go", {"ok": True}, "s1", time.time()))
+    await writer.notify("signal", "ex-1")
+    # With the execution, whose last_sequence is its newest event's.
+    execution.last_sequence = 1
+    await writer.commit(
+        Batch(execution=execution, events=[EventRecord("ex-1", 1, "node.running", time.time())])
+    )
+    await writer.instances.commit(MachineBatch(_instance(2), [_entry(2)]))
+    return {("signal", "ex-1"), ("events", "ex-1"), ("events", "in-1")}
+
+
+async def test_what_is_written_during_an_outage_reaches_the_replica_while_it_is_down(
+    stores: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Down for good once lost: what arrives can only come from the catch-up passes.
+    monkeypatch.setattr(notifications, "RECONNECT_SECONDS", 300.0)
+    writer: SqlStore = await stores()
+    reader: SqlStore = await stores()
+    heard, execution = await _pair(writer, reader)
+    await _until(lambda: reader.notifications.listening, "LISTEN")
+    # LISTEN works: a notification arrives.
+    await writer.notify("signal", "ex-0")
+    await _until(lambda: ("signal", "ex-0") in heard, "a notification through LISTEN")
+
+    heard.clear()
+    _terminate(reader)
+    await _until(lambda: not reader.notifications.listening, "the loss of LISTEN")
+    # An outage's first pass announces everything running: what it may have missed so far.
+    await _until(
+        lambda: {("events", "ex-1"), ("events", "in-1")} <= set(heard), "the first catch-up pass"
+    )
+    heard.clear()
+
+    wanted = await _changes(writer, execution)  # the signal's NOTIFY is lost to the reader
+    await _until(lambda: wanted <= set(heard), "what was written during the outage")
+    assert not reader.notifications.listening  # still down: the catch-up told it
+
+
+async def test_listen_comes_back_and_catches_up_once_more(stores: Callable[[], Any]) -> None:
+    writer: SqlStore = await stores()
+    reader: SqlStore = await stores()
+    heard: list[tuple[str, str]] = []
+    reader.listen(lambda kind, key: heard.append((kind, key)))
+    await _until(lambda: reader.notifications.listening, "LISTEN")
+    first = reader.notifications.listener_pid
+    _terminate(reader)
+    await _until(
+        lambda: reader.notifications.listening and reader.notifications.listener_pid != first,
+        "LISTEN on a new connection",
+    )
+    passes = reader.notifications.catch_up_passes
+    # One full pass after it is back (what was sent before it came back), then it stops.
+    await _until(
+        lambda: reader.notifications.catch_up_passes > passes, "a pass after the reconnect"
+    )
+    await writer.notify("signal", "ex-9")
+    await _until(lambda: ("signal", "ex-9") in heard, "a notification through the new LISTEN")
+    settled = reader.notifications.catch_up_passes
+    await asyncio.sleep(3 * notifications.OUTAGE_POLL_SECONDS)
+    assert reader.notifications.catch_up_passes == settled
+
+
+# Two signals in a row: the second is sent after a pause and a resume.
+GATE = """
+name: gate
+nodes:
+  - {id: wait, wait: {signal: go}}
+  - {id: hold, needs: [wait], wait: {signal: more}}
+  - {id: last, needs: [hold], pass: {value: 1}}
+"""
+
+
+async def test_signal_control_and_watch_through_another_replica_during_an_outage(
+    stores: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both replicas lose LISTEN; a signal and a pause/resume sent through b reach the run on
+    a, and b's Watch stream of a's execution gets every event to the end."""
+    monkeypatch.setattr(notifications, "RECONNECT_SECONDS", 300.0)
+    engines: list[Engine] = []
+
+    async def replica(name: str) -> Engine:
+        engine = Engine(
+            await stores(),
+            tools=Registry(core_tools()),
+            agents=default_agents(),
+            config=EngineConfig(replica_id=name, lease_seconds=5.0, seed=1),
+        )
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    try:
+        a = await replica("a")
+        b = await replica("b")
+        await a.create_workflow(load_workflow(GATE))
+        ex = await a.start_execution("gate", {})
+        seen: list[Any] = []
+        watcher = asyncio.create_task(_collect(b.watch(ex.id), seen))
+        await _until(
+            lambda: a.store.notifications.listening and b.store.notifications.listening, "LISTEN"
+        )
+        while (await b.get_execution(ex.id)).state is not ExecutionState.WAITING:
+            await asyncio.sleep(0.02)
+        for engine in (a, b):
+            _terminate(engine.store)
+        await _until(
+            lambda: not (a.store.notifications.listening or b.store.notifications.listening),
+            "the losses",
+        )
+
+        await b.signal(ex.id, "go", {"ok": True})  # stored by b, applied by a
+        await _until(
+            lambda: any(e.type == "signal.received" for e in seen),
+            "the signal's event on b's watch",
+        )
+        paused = await b.pause(ex.id)
+        assert paused.state is ExecutionState.PAUSED
+        resumed = await b.resume(ex.id)
+        assert resumed.state is not ExecutionState.PAUSED
+        await b.signal(ex.id, "more", None)
+        final = await b.wait(ex.id, timeout=30)
+        await asyncio.wait_for(watcher, 30)
+        assert final.state is ExecutionState.SUCCEEDED
+        # Every event once, in order, to the end: the pause, then the run again, both signals.
+        types = [e.type for e in seen]
+        assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
+        assert types[-1] == "execution.succeeded" and types.count("signal.received") == 2
+        assert "execution.running" in types[types.index("execution.paused") :]
+        assert not (a.store.notifications.listening or b.store.notifications.listening)
+    finally:
+        for engine in engines:
+            await engine.stop(grace=0)
+
+
+async def test_sqlite_stores_on_one_file_hear_each_other(tmp_path: Any) -> None:
+    """No NOTIFY on SQLite: new rows are found by rowid, instance history included (a
+    WatchInstance in `agentrun serve` sees what `agentrun run` beside it committed)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
+    writer, reader = SqlStore(url), SqlStore(url)
+    await writer.open()
+    await reader.open()
+    try:
+        heard, execution = await _pair(writer, reader)
+        await asyncio.sleep(3 * notifications.SQLITE_POLL_SECONDS)  # the poller has its marks
+        heard.clear()
+        wanted = await _changes(writer, execution)
+        await _until(lambda: wanted <= set(heard), "the rows found by the poller")
+    finally:
+        await writer.instances.close()
+        await writer.close()
+        await reader.close()
