@@ -115,7 +115,7 @@ executions = sa.Table(
     sa.Index(None, "tenant", "id"),
     sa.Index(None, "tenant", "workflow", "id"),
     sa.Index(None, "state"),
-    # What ended lately: a replica catching up after a LISTEN outage reads it (0012).
+    # What ended lately: a replica catching up after a LISTEN outage reads it (0013).
     sa.Index(None, "ended_at"),
 )
 
@@ -305,7 +305,7 @@ sm_instances = sa.Table(
     sa.Index(None, "tenant", "id"),
     sa.Index(None, "tenant", "workflow", "id"),
     sa.Index(None, "state"),
-    # What ended lately: a replica catching up after a LISTEN outage reads it (0012).
+    # What ended lately: a replica catching up after a LISTEN outage reads it (0013).
     sa.Index(None, "ended_at"),
 )
 

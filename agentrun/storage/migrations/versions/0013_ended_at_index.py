@@ -4,16 +4,16 @@ A replica whose LISTEN connection was down reads, pass after pass, what ended si
 began (agentrun/storage/notifications.py): with the index that is a range scan, not a scan of
 every execution ever run.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
