@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from agentrun.engine import approvals, sizes
+from agentrun.engine.admission import make_admission
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.budgets import BudgetConfig, Budgets, BudgetSpec
 from agentrun.engine.compiler import compile_workflow
@@ -53,7 +54,7 @@ from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.redact import Redactor
 from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
-from agentrun.engine.scheduler import Admission, SchedulerConfig
+from agentrun.engine.scheduler import SchedulerConfig
 from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.storage.base import LeaseLost, Store
 from agentrun.storage.budgets import ledger_for
@@ -210,7 +211,10 @@ class Engine:
         self.scheduler = make_scheduler(
             sched_config, store, replica_id=self.replica_id, lease_seconds=self.lease_seconds
         )
-        self.admission = Admission(sched_config)
+        self.admission = make_admission(
+            sched_config, store, notify=lambda execution_id: self._announce("admit", execution_id)
+        )
+        self.admission.on_admitted = self._admitted_here
         self.budgets = Budgets(
             self.config.budgets or BudgetConfig(), ledger_for(store), engine=self,
             owner=self.replica_id, lease_seconds=self.lease_seconds,
@@ -333,7 +337,10 @@ class Engine:
         return min(period, max(CLAIM_MIN_DELAY, expiry - self.clock() + grace))
 
     def _on_notification(self, kind: str, execution_id: str) -> None:
-        if kind == "events":
+        if kind == "admit":
+            if self.admission.take(execution_id):
+                self._admitted_here(execution_id)
+        elif kind == "events":
             self.hub.poke(execution_id)
         elif kind == "signal":
             run = self._runs.get(execution_id)
@@ -398,6 +405,7 @@ class Engine:
                 await self.store.release_leases(self.replica_id, detached)
         await self.scheduler.close()
         await self.budgets.close()
+        await self.admission.close()
 
     # ------------------------------------------------------------ workflows
     def validate(self, spec: workflow_pb2.WorkflowSpec) -> DagPlan | MachinePlan:
@@ -505,11 +513,10 @@ class Engine:
             input = _validate_input(input, plan.input_schema)
         key = self._concurrency_key(plan, tenant, input)
         max_pending = self.admission.config.max_pending_executions_per_tenant
-        if parent is None and (
-            self.admission.pending_count(tenant) >= max_pending or self.scheduler.would_overflow()
-        ):
+        pending = await self.admission.pending_count(tenant) if parent is None else 0
+        if parent is None and (pending >= max_pending or self.scheduler.would_overflow()):
             raise ResourceExhausted(
-                f"tenant {tenant!r} has {self.admission.pending_count(tenant)} executions waiting to start",
+                f"tenant {tenant!r} has {pending} executions waiting to start",
                 retry_after=1.0,
                 subject=f"tenant:{tenant}",
                 quota=f"max_pending_executions_per_tenant ({max_pending})",
@@ -549,28 +556,32 @@ class Engine:
                 )
             await self._adopt_if_idle(stored)
             return stored
-        if parent is not None or self.admission.has_room(tenant, key, plan.concurrency_limit):
-            # Children run under their parent's admission.
-            if parent is None:
-                self.admission.admit(record.id, tenant, key)
+        # Children run under their parent's admission.
+        admitted = (
+            await self.admission.arrive(record.id, tenant, key, plan.concurrency_limit, plan.concurrency_on_limit)
+            if parent is None
+            else None
+        )
+        if admitted is None or admitted.verdict == "run":
             run = Run(self, plan, copy.copy(record))
             run.start_fresh()
             self._launch(run)
             return stored
-        if plan.concurrency_on_limit == "cancel_newest" and key is not None and not self._quota_full(tenant):
+        if admitted.verdict == "cancel_newest" and key is not None:
             return await self._cancel_pending(
                 stored, f"concurrency limit {plan.concurrency_limit} reached for key {key[2]!r}"
             )
-        if plan.concurrency_on_limit == "cancel_oldest" and key is not None and not self._quota_full(tenant):
-            oldest = self.admission.running_with_key(key)[: 1]
-            self.admission.enqueue(record.id, tenant, key, plan.concurrency_limit, front=True)
-            for old_id in oldest:
-                run = self._runs.get(old_id)
-                if run is not None and not run.finished:
-                    run._post(("cancel", asyncio.get_running_loop().create_future(), False))
-            return stored
-        self.admission.enqueue(record.id, tenant, key, plan.concurrency_limit)
+        for old_id in admitted.cancel:
+            run = self._runs.get(old_id)
+            if run is not None and not run.finished:
+                run._post(("cancel", asyncio.get_running_loop().create_future(), False))
+            elif run is None:  # running on another replica
+                asyncio.get_running_loop().create_task(self._cancel_elsewhere(old_id, tenant))
         return stored
+
+    async def _cancel_elsewhere(self, execution_id: str, tenant: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.cancel(execution_id, tenant=tenant)
 
     async def _adopt_if_idle(self, record: ExecutionRecord) -> None:
         """A start repeated after an ambiguous failure (the row was written, the caller saw an
@@ -578,15 +589,11 @@ class Engine:
         if (
             record.state.terminal
             or record.id in self._runs
-            or record.id in self.admission._waiting
+            or self.admission.waiting(record.id)
             or record.owner != self.replica_id
         ):
             return
         await self._resume_from_store(record)
-
-    def _quota_full(self, tenant: str) -> bool:
-        quota = self.admission.config.max_running_executions_per_tenant
-        return bool(quota) and self.admission._running_tenant.get(tenant, 0) >= quota
 
     def _concurrency_key(self, plan: DagPlan, tenant: str, input: Any) -> tuple[str, str, str] | None:
         if plan.concurrency_key is None:
@@ -599,7 +606,7 @@ class Engine:
 
     async def _cancel_pending(self, record: ExecutionRecord, message: str) -> ExecutionRecord:
         """Ends an execution that never started (queued, or refused by `cancel_newest`)."""
-        self.admission.forget_pending(record.id)
+        await self.admission.forget(record.id)
         now = self.clock()
         record.state = ExecutionState.CANCELLED
         record.error = {"type": "cancelled", "message": message}
@@ -626,6 +633,27 @@ class Engine:
         run.start_fresh()
         self._launch(run)
 
+    async def _admission_freed(self, execution_id: str, *, ended: bool) -> None:
+        """A run stopped: the executions its place admits start (here, or on the replica
+        holding them, told through the notification channel)."""
+        try:
+            admitted = await self.admission.finished(execution_id, ended=ended)
+        except Exception:
+            log.warning("could not give back the place of execution %s; reaped later", execution_id, exc_info=True)
+            return
+        for admitted_id in admitted:
+            await self._start_admitted(admitted_id)
+
+    def _admitted_here(self, execution_id: str) -> None:
+        asyncio.get_running_loop().create_task(self._start_admitted(execution_id))
+
+    def _announce(self, kind: str, execution_id: str) -> None:
+        async def send() -> None:
+            with contextlib.suppress(Exception):
+                await self.store.notify(kind, execution_id)
+
+        asyncio.get_running_loop().create_task(send())
+
     def _launch(self, run: Run) -> None:
         self._runs[run.id] = run
         if self.instrumentation is not None:
@@ -637,9 +665,7 @@ class Engine:
         if self._runs.get(run.id) is run:
             del self._runs[run.id]
         if run.finished or (run.task is not None and run.task.cancelled() and not self.draining):
-            loop = asyncio.get_running_loop()
-            for execution_id in self.admission.finished(run.id):
-                loop.create_task(self._start_admitted(execution_id))
+            asyncio.get_running_loop().create_task(self._admission_freed(run.id, ended=run.finished))
         task = run.task
         if run.lease_lost or (
             task is not None and not task.cancelled() and isinstance(task.exception(), LeaseLost)
@@ -701,12 +727,10 @@ class Engine:
             return
         plan = await self._plan(wf)
         key = self._concurrency_key(plan, record.tenant, record.input) if record.parent_id is None else None
-        if record.state is ExecutionState.PENDING and record.parent_id is None:
-            if not self.admission.has_room(record.tenant, key, plan.concurrency_limit):
-                self.admission.enqueue(record.id, record.tenant, key, plan.concurrency_limit)
-                return
-        if record.parent_id is None and record.id not in self.admission._owned:
-            self.admission.admit(record.id, record.tenant, key)
+        if record.parent_id is None and not await self.admission.resume(
+            record.id, record.tenant, key, plan.concurrency_limit, pending=record.state is ExecutionState.PENDING
+        ):
+            return
         run = Run(self, plan, record)
         if record.state is ExecutionState.PENDING:
             run.start_fresh()

@@ -508,3 +508,31 @@ worker_tools = sa.Table(
     sa.Column("definition", Json),
     sa.Column("updated_at", sa.Double, nullable=False),
 )
+
+
+# Execution admission shared by the replicas (migration 0014) --------------------------------
+# agentrun/storage/admissions.py: which executions hold a place in their tenant's quota and
+# their concurrency key, and which wait for one.
+
+admissions = sa.Table(
+    "admissions",
+    metadata,
+    sa.Column("execution_id", sa.String(), primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    # The workflow and the evaluated `concurrency.key` (JSON [workflow, value]); NULL: none.
+    sa.Column("ckey", sa.String()),
+    sa.Column("key_limit", sa.Integer, nullable=False),
+    sa.Column("running", sa.Boolean, nullable=False),
+    # Waiting order: rank (-1 for a `cancel_oldest` start, which goes first), then the id
+    # (ids begin with their creation time).
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Index(None, "tenant", "running"),
+    sa.Index(None, "tenant", "ckey"),
+)
+
+admission_tenants = sa.Table(
+    "admission_tenants",
+    metadata,
+    # One row per tenant, locked by every admission decision of that tenant.
+    sa.Column("tenant", sa.String(), primary_key=True),
+)

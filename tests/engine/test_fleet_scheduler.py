@@ -1,6 +1,7 @@
 """The scheduler shared by replicas on one PostgreSQL database: limits hold for the fleet,
 priorities and tenant turns hold across replicas, buckets are shared, and the slots of a
-replica that stopped renewing its lease come back.
+replica that stopped renewing its lease come back; tenant quotas and concurrency keys of
+executions hold across replicas too.
 
 Three engines in this process, each with its own store (its own connection pools, its own
 LISTEN connection), as three servers would have; the probe tool counts calls in flight."""
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from agentrun.engine import Engine, EngineConfig, load_workflow
+from agentrun.engine.admission import SharedAdmission
 from agentrun.engine.fleet import FleetScheduler
 from agentrun.engine.scheduler import BucketSpec, SchedulerConfig
 from agentrun.integrations import Registry, default_agents
@@ -53,7 +55,9 @@ async def fleet(pg_server: PgServer):
             ),
         )
         await engine.start()
-        assert isinstance(engine.scheduler, FleetScheduler)
+        assert isinstance(engine.admission, SharedAdmission)
+        if SchedulerConfig(**limits).limits_nodes:
+            assert isinstance(engine.scheduler, FleetScheduler)
         engines.append(engine)
         stores.append(store)
         return engine
@@ -181,3 +185,76 @@ async def test_a_dead_replicas_slots_come_back(fleet) -> None:
         run.task.cancel()
     assert (await b.wait(waiting.id, timeout=60)).state is ExecutionState.SUCCEEDED
     assert probe.peak["all"] <= 4  # a's two calls (still running here) and b's two
+
+
+# ---------------------------------------------------------------- executions (admission)
+QUOTA_WF = """
+name: held
+nodes:
+  - {id: work, tool: {name: test.probe, args: {wf: held, tag: "${{ input.tag }}", sleep: 0.01, gate: held}}}
+"""
+
+
+async def test_a_tenant_quota_holds_across_replicas(fleet) -> None:
+    replica, probe = fleet
+    engines = [await replica(name, max_running_executions_per_tenant=2) for name in "abc"]
+    await engines[0].create_workflow(load_workflow(QUOTA_WF))
+    ids = [(e, (await e.start_execution("held", {"tag": f"{e.replica_id}{i}"})).id) for i in range(4) for e in engines]
+    # Two run (their call held at the gate), the ten others wait PENDING on their replicas.
+    await eventually(lambda: probe.running.get("all") == 2)
+    await asyncio.sleep(0.5)
+    states = [(await e.get_execution(i)).state for e, i in ids]
+    assert states.count(ExecutionState.PENDING) == 10, states
+    probe.gate("held").set()
+    finals = [await e.wait(i, timeout=60) for e, i in ids]
+    assert all(f.state is ExecutionState.SUCCEEDED for f in finals)
+    assert probe.peak["all"] == 2
+    await eventually(lambda: _no_admissions(engines[0]))
+
+
+async def _no_admissions(engine: Engine) -> bool:
+    return not await engine.store.database.read(sa.select(db.admissions))
+
+
+KEYED = """
+name: {name}
+concurrency: {{key: "${{{{ input.customer }}}}", limit: 1, on_limit: {on_limit}}}
+nodes:
+  - {{id: work, tool: {{name: test.probe, args: {{wf: "${{{{ input.customer }}}}", tag: "${{{{ input.tag }}}}", sleep: 0.01, gate: "${{{{ input.gate }}}}"}}}}}}
+"""
+
+
+async def test_a_concurrency_key_holds_across_replicas_first_come_first_served(fleet) -> None:
+    replica, probe = fleet
+    a, b, c = [await replica(name, max_running_nodes=100) for name in "abc"]
+    await a.create_workflow(load_workflow(KEYED.format(name="keyed", on_limit="queue")))
+    first = await a.start_execution("keyed", {"customer": "x", "tag": "x1", "gate": "x"})
+    await eventually(lambda: probe.order == ["x1"])
+    second = await b.start_execution("keyed", {"customer": "x", "tag": "x2", "gate": ""})
+    third = await c.start_execution("keyed", {"customer": "x", "tag": "x3", "gate": ""})
+    other = await c.start_execution("keyed", {"customer": "y", "tag": "y1", "gate": ""})
+    assert (await c.wait(other.id, timeout=30)).state is ExecutionState.SUCCEEDED  # another key goes
+    assert (await b.get_execution(second.id)).state is ExecutionState.PENDING
+    probe.gate("x").set()
+    for engine, e in ((a, first), (b, second), (c, third)):
+        assert (await engine.wait(e.id, timeout=30)).state is ExecutionState.SUCCEEDED
+    assert probe.peak["workflow:x"] == 1
+    assert [t for t in probe.order if t.startswith("x")] == ["x1", "x2", "x3"]
+
+
+async def test_cancel_oldest_cancels_the_one_running_on_another_replica(fleet) -> None:
+    replica, probe = fleet
+    a, b = [await replica(name, max_running_nodes=100) for name in "ab"]
+    await a.create_workflow(load_workflow(KEYED.format(name="keyed", on_limit="cancel_oldest")))
+    old = await a.start_execution("keyed", {"customer": "z", "tag": "z1", "gate": "z"})
+    await eventually(lambda: probe.order == ["z1"])
+    new = await b.start_execution("keyed", {"customer": "z", "tag": "z2", "gate": ""})
+    assert (await a.wait(old.id, timeout=30)).state is ExecutionState.CANCELLED
+    assert (await b.wait(new.id, timeout=30)).state is ExecutionState.SUCCEEDED
+    await a.create_workflow(load_workflow(KEYED.format(name="newest", on_limit="cancel_newest")))
+    held = await a.start_execution("newest", {"customer": "n", "tag": "n1", "gate": "n"})
+    await eventually(lambda: "n1" in probe.order)
+    refused = await b.start_execution("newest", {"customer": "n", "tag": "n2", "gate": ""})
+    assert refused.state is ExecutionState.CANCELLED
+    probe.gate("n").set()
+    assert (await a.wait(held.id, timeout=30)).state is ExecutionState.SUCCEEDED
