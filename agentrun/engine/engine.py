@@ -892,9 +892,19 @@ class Engine:
         after_id: str | None = None,
         workflow: str | None = None,
         states: Sequence[ExecutionState] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+        newest_first: bool = False,
     ) -> list[ExecutionRecord]:
         return await self.store.list_executions(
-            tenant, limit=limit, after_id=after_id, workflow=workflow, states=states
+            tenant,
+            limit=limit,
+            after_id=after_id,
+            workflow=workflow,
+            states=states,
+            created_after=created_after,
+            created_before=created_before,
+            newest_first=newest_first,
         )
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:

@@ -94,14 +94,20 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         context: grpc.aio.ServicerContext[pb.ListExecutionsRequest, pb.ListExecutionsResponse],
     ) -> pb.ListExecutionsResponse:
         workflow, states = requests.execution_filter(request.filter)
+        created_after, created_before = requests.execution_times(request)
+        newest_first = requests.newest_first(request.order)
         size = requests.page_size(request.page_size)
-        after = requests.decode_token(request.page_token, "executions", request.filter)
+        query = requests.execution_list_query(request)
+        after = requests.decode_token(request.page_token, "executions", query)
         records = await self._engine.list_executions(
             tenant=current_tenant(),
             limit=size + 1,
             after_id=after,
             workflow=workflow,
             states=states,
+            created_after=created_after,
+            created_before=created_before,
+            newest_first=newest_first,
         )
         response = pb.ListExecutionsResponse()
         budget = self._max_page_bytes
@@ -114,9 +120,7 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             response.executions.append(execution)
             sent += 1
         if len(records) > sent:
-            response.next_page_token = requests.encode_token(
-                "executions", records[sent - 1].id, request.filter
-            )
+            response.next_page_token = requests.encode_token("executions", records[sent - 1].id, query)
         return response
 
     async def CancelExecution(
