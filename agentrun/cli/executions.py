@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agentrun.cli import EXIT_OK
@@ -28,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     c = sub.add_parser(
         "list",
-        help="list executions, oldest first",
-        description="Lists executions in creation order, one page at a time (the next page's "
-        "token goes to stderr), or every page with --all.",
+        help="list executions, oldest (or newest) first",
+        description="Lists executions in creation order (newest first with --newest-first), one "
+        "page at a time (the next page's token goes to stderr), or every page with --all.",
     )
     c.add_argument("--workflow", metavar="NAME", help="only executions of this workflow")
     c.add_argument(
@@ -44,6 +45,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--filter",
         metavar="TEXT",
         help="a ListExecutions filter, e.g. 'state IN (RUNNING, WAITING)'; ANDed with the above",
+    )
+    c.add_argument("--newest-first", action="store_true", help="the newest executions first")
+    c.add_argument(
+        "--created-after",
+        metavar="TIME",
+        help="only executions created at or after TIME (ISO 8601; without an offset, local time)",
+    )
+    c.add_argument(
+        "--created-before",
+        metavar="TIME",
+        help="only executions created before TIME (ISO 8601; without an offset, local time)",
     )
     c.add_argument("--page-size", type=int, default=100, metavar="N", help="default 100, at most 1000")
     c.add_argument("--page-token", default="", metavar="TOKEN", help="the page after a previous one")
@@ -68,13 +80,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         for state in states:
             if state not in known:
                 raise UsageError(f"--state {state}: expected one of {', '.join(known)}")
-        text = c.execution_filter(args.workflow, states, args.filter)
+        base = c.list_executions_request(
+            c.execution_filter(args.workflow, states, args.filter),
+            created_after=_local_time(args.created_after, "--created-after"),
+            created_before=_local_time(args.created_before, "--created-before"),
+            newest_first=args.newest_first,
+        )
         token = args.page_token
         executions: list[Any] = []
         while True:
-            request = pb.ListExecutionsRequest(
-                page_size=args.page_size, page_token=token, filter=text
-            )
+            request = pb.ListExecutionsRequest(page_size=args.page_size, page_token=token)
+            request.MergeFrom(base)
             response = client.call(client.execution_service.ListExecutions, request)
             executions.extend(response.executions)
             token = response.next_page_token
@@ -91,6 +107,18 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_with_client(args, body)
+
+
+def _local_time(text: str | None, flag: str) -> datetime | None:
+    """An ISO 8601 time from the command line; without an offset it is the local time, as the
+    rows print it."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text}: expected an ISO 8601 time such as 2026-01-31T09:30") from None
+    return value if value.tzinfo else value.astimezone()
 
 
 def _row(execution: Execution) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime
 from typing import Any, Self
 
 import grpc
@@ -169,13 +170,23 @@ class AsyncClient:
         states: Iterable[ExecutionState | str] = (),
         filter: str | None = None,
         page_size: int = 100,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        newest_first: bool = False,
     ) -> AsyncIterator[Execution]:
-        text = c.execution_filter(workflow, states, filter)
+        """Every execution matching, page by page: `created_after` (inclusive) and
+        `created_before` (exclusive) bound the creation time; oldest first unless
+        `newest_first`."""
+        base = c.list_executions_request(
+            c.execution_filter(workflow, states, filter),
+            created_after=created_after,
+            created_before=created_before,
+            newest_first=newest_first,
+        )
         token = ""
         while True:
-            request = es_pb.ListExecutionsRequest(
-                page_size=page_size, page_token=token, filter=text
-            )
+            request = es_pb.ListExecutionsRequest(page_size=page_size, page_token=token)
+            request.MergeFrom(base)
             response = await self.call(self.execution_service.ListExecutions, request)
             for item in response.executions:
                 yield c.execution(item)

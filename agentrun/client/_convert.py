@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -80,7 +80,9 @@ def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
 def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
     if not present:
         return None
-    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+    # Cut to the microsecond, never rounded up: a time read here and sent back as a bound
+    # (list_executions(created_after=e.create_time)) is then at or before the one stored.
+    return datetime.fromtimestamp(ts.seconds, tz=UTC) + timedelta(microseconds=ts.nanos // 1000)
 
 
 # Workflows ---------------------------------------------------------------------
@@ -170,6 +172,25 @@ def execution_filter(
     if names:
         clauses.append(f"state IN ({', '.join(names)})")
     return " AND ".join(clauses)
+
+
+def list_executions_request(
+    filter: str,
+    *,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    newest_first: bool,
+) -> es_pb.ListExecutionsRequest:
+    """The request without its page fields: the same for every page (tokens are bound to it).
+    A naive datetime is taken as UTC."""
+    request = es_pb.ListExecutionsRequest(
+        filter=filter,
+        order=es_pb.EXECUTION_ORDER_NEWEST_FIRST if newest_first else es_pb.EXECUTION_ORDER_UNSPECIFIED,
+    )
+    for field, value in (("created_after", created_after), ("created_before", created_before)):
+        if value is not None:
+            getattr(request, field).FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return request
 
 
 def _error(message: ex_pb.ExecutionError, present: bool) -> ExecutionError | None:
