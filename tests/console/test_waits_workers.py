@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.console.browser import ROOT, ConsoleServer, replace_text, shot, wait_for
+from tests.console.browser import ROOT, ConsoleServer, node_state, replace_text, shot, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -107,6 +107,40 @@ def test_a_pending_wait_is_answered_from_its_schema_form(
     )
     legal = next(n for n in output["nodes"] if n["nodeId"] == "legal")
     assert legal["output"] == {"approved": True, "amount": 1250, "level": "high"}
+
+
+def test_the_execution_page_answers_a_waiting_node_from_its_schema(
+    browser: Any, server: ConsoleServer
+) -> None:
+    """A wait with a schema gets the schema's form in the node panel (by wait id, AnswerWait),
+    not the signal form with fields guessed from the workflow's expressions."""
+    server.create_workflow(APPROVALS)
+    ident = server.start_execution("console-approvals")
+    browser.get(f"{server.url}/#/executions/{ident}")
+    wait_for(lambda: node_state(browser, "legal") == "waiting", 60, "legal to wait")
+    browser.find_element("css selector", 'g[data-node-id="legal"] rect').click()
+    form = wait_for(
+        lambda: browser.find_element(
+            "css selector", f'form.answer-form[data-wait="{ident}/legal/1"]'
+        ),
+        30,
+        "the answer form",
+    )
+    assert not browser.find_elements("css selector", "form.signal-form[data-signal]")
+    form.find_element("name", "answer-approved").click()
+    replace_text(form.find_element("name", "answer-amount"), "7")
+    form.find_element("css selector", "button[name=answer]").click()
+    for node in ("legal", "done"):
+        wait_for(
+            lambda node=node: node_state(browser, node) == "succeeded", 60, f"{node} to turn green"
+        )
+    got = server.call(
+        "ExecutionService", "GetExecution", {"name": f"executions/{ident}", "includeNodes": True}
+    )
+    assert next(n for n in got["nodes"] if n["nodeId"] == "legal")["output"] == {
+        "approved": True,
+        "amount": 7,
+    }
 
 
 WORKER = """

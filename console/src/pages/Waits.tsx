@@ -2,11 +2,12 @@
 // id through AnswerWait with a form built from its answer schema (src/schemaForm.ts). The list
 // is fetched again every few seconds (there is no watch of waits); a row keeps its form's
 // input across refreshes (rows are keyed by wait id).
+import type { ComponentChildren } from "preact";
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
 import { executions } from "../api";
-import type { Wait } from "../gen/agentrun/v1/execution_pb";
+import type { Execution, Wait } from "../gen/agentrun/v1/execution_pb";
 import { id, time } from "../format";
 import { activeKey } from "../keys";
 import { href } from "../router";
@@ -55,7 +56,7 @@ function Field({ field, text, onInput }: { field: SchemaField; text: string; onI
 }
 
 /** The answer form of one wait: its schema's fields, or raw JSON (always available). */
-export function AnswerForm({ wait, onAnswered }: { wait: Wait; onAnswered: () => void }) {
+export function AnswerForm({ wait, onAnswered }: { wait: Wait; onAnswered: (e?: Execution) => void }) {
   const fields = schemaFields(wait.schema);
   const [texts, setTexts] = useState<Record<string, string>>(() =>
     Object.fromEntries((fields ?? []).map((f) => [f.name, initialText(f)])),
@@ -71,8 +72,8 @@ export function AnswerForm({ wait, onAnswered }: { wait: Wait; onAnswered: () =>
     setBusy(true);
     setError(undefined);
     try {
-      await executions.answerWait({ target: { case: "waitId", value: wait.waitId }, data: fromJson(ValueSchema, data.value ?? null) });
-      onAnswered();
+      const res = await executions.answerWait({ target: { case: "waitId", value: wait.waitId }, data: fromJson(ValueSchema, data.value ?? null) });
+      onAnswered(res.execution);
     } catch (err) {
       setError(err);
     } finally {
@@ -94,6 +95,33 @@ export function AnswerForm({ wait, onAnswered }: { wait: Wait; onAnswered: () =>
       </button>
       <ErrorBox error={error} />
     </form>
+  );
+}
+
+/** The pending wait of one node (or map item, `ID[INDEX]`) of an execution, if any. */
+export function waitOf(waits: Wait[], nodeKey: string): Wait | undefined {
+  return waits.find((w) => (w.mapIndex !== undefined ? `${w.nodeId}[${w.mapIndex}]` : w.nodeId) === nodeKey);
+}
+
+/** On an execution's page: the answer form of the selected node's wait when the wait declares
+ *  a schema (else `fallback`, the signal form with fields inferred from the workflow). */
+export function NodeWaitForm({ execution, nodeKey, fallback, onChanged }: {
+  execution: Execution;
+  nodeKey: string;
+  fallback: ComponentChildren;
+  onChanged: (e: Execution) => void;
+}) {
+  const waits = useLoad(() => executions.listWaits({ parent: execution.name, pageSize: 1000 }), [execution.name, nodeKey, execution.state]);
+  const wait = waitOf(waits.data?.waits ?? [], nodeKey);
+  if (waits.loading && !waits.data) return null;
+  if (!wait?.schema) return <>{fallback}</>;
+  return (
+    <div class="node-wait">
+      <h3>
+        Answer <code>{wait.signal}</code> <span class="muted">wait {wait.waitId}</span>
+      </h3>
+      <AnswerForm key={wait.waitId} wait={wait} onAnswered={(e) => (e ? onChanged(e) : waits.reload())} />
+    </div>
   );
 }
 
