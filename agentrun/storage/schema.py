@@ -301,12 +301,17 @@ sm_instances = sa.Table(
     sa.Column("labels", Json),
     # An event whose action waits for its next attempt (migration 0009).
     sa.Column("pending", Json),
+    # The replica driving the instance and its lease (migration 0015).
+    sa.Column("owner", sa.String()),
+    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_expires_at", sa.Double),
     sa.UniqueConstraint("tenant", "request_id"),
     sa.Index(None, "tenant", "id"),
     sa.Index(None, "tenant", "workflow", "id"),
     sa.Index(None, "state"),
     # What ended lately: a replica catching up after a LISTEN outage reads it (0013).
     sa.Index(None, "ended_at"),
+    sa.Index(None, "owner"),
 )
 
 sm_history = sa.Table(
