@@ -199,9 +199,6 @@ class Work:
             self.entry_sequence,
             self.invoke,
             r.labels,
-            owner=r.owner,
-            lease_epoch=r.lease_epoch,
-            lease_expires_at=r.lease_expires_at,
         )
 
 
