@@ -42,7 +42,6 @@ from agentrun.client.machines import (
 )
 from agentrun.client.types import (
     AgentDelta,
-    ControlOutcome,
     Diagnostic,
     Execution,
     ExecutionError,
@@ -62,7 +61,6 @@ __all__ = [
     "AsyncClient",
     "AsyncMachinesClient",
     "Client",
-    "ControlOutcome",
     "Diagnostic",
     "EventNotAccepted",
     "Execution",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -13,7 +13,6 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from agentrun import spec_words
 from agentrun.client._enums import from_proto
 from agentrun.client.types import (
-    ControlOutcome,
     Diagnostic,
     Execution,
     ExecutionError,
@@ -81,7 +80,9 @@ def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
 def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
     if not present:
         return None
-    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+    # Cut to the microsecond, never rounded up: a time read here and sent back as a bound
+    # (list_executions(created_after=e.create_time)) is then at or before the one stored.
+    return datetime.fromtimestamp(ts.seconds, tz=UTC) + timedelta(microseconds=ts.nanos // 1000)
 
 
 # Workflows ---------------------------------------------------------------------
@@ -173,6 +174,25 @@ def execution_filter(
     return " AND ".join(clauses)
 
 
+def list_executions_request(
+    filter: str,
+    *,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    newest_first: bool,
+) -> es_pb.ListExecutionsRequest:
+    """The request without its page fields: the same for every page (tokens are bound to it).
+    A naive datetime is taken as UTC."""
+    request = es_pb.ListExecutionsRequest(
+        filter=filter,
+        order=es_pb.EXECUTION_ORDER_NEWEST_FIRST if newest_first else es_pb.EXECUTION_ORDER_UNSPECIFIED,
+    )
+    for field, value in (("created_after", created_after), ("created_before", created_before)):
+        if value is not None:
+            getattr(request, field).FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return request
+
+
 def _error(message: ex_pb.ExecutionError, present: bool) -> ExecutionError | None:
     if not present:
         return None
@@ -237,45 +257,6 @@ def event(message: ex_pb.ExecutionEvent) -> ExecutionEvent:
         node_id=message.node_id,
         data=from_struct(message.data),
         message=message,
-    )
-
-
-# Bulk control actions by name (control_executions).
-CONTROL_ACTIONS = {
-    "pause": es_pb.ControlExecutionsRequest.ACTION_PAUSE,
-    "resume": es_pb.ControlExecutionsRequest.ACTION_RESUME,
-    "cancel": es_pb.ControlExecutionsRequest.ACTION_CANCEL,
-}
-
-
-def control_request(
-    action: str, text: str, page_size: int, token: str, compensate: bool
-) -> es_pb.ControlExecutionsRequest:
-    if action not in CONTROL_ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(CONTROL_ACTIONS)}, not {action!r}")
-    return es_pb.ControlExecutionsRequest(
-        action=CONTROL_ACTIONS[action], filter=text, page_size=page_size, page_token=token, compensate=compensate
-    )
-
-
-def resume_request(execution: str, node_id: str | None, args: Any) -> es_pb.ResumeExecutionRequest:
-    request = es_pb.ResumeExecutionRequest(name=execution_name(execution), node_id=node_id or "")
-    if args is not NO_ARGS:
-        request.args.CopyFrom(to_value(args))
-    return request
-
-
-# Marks "no args given" to resume_execution (None is an argument like any other).
-NO_ARGS: Any = object()
-
-
-def control_outcome(message: es_pb.ControlOutcome) -> ControlOutcome:
-    return ControlOutcome(
-        execution_id=_strip(message.execution, "executions/"),
-        done=message.done,
-        state=from_proto(ExecutionState, ex_pb.Execution.State, message.state),
-        reason=message.reason,
-        message=message.message,
     )
 
 

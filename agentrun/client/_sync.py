@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, Self
 
 import grpc
@@ -12,7 +13,6 @@ from agentrun.client import _convert as c
 from agentrun.client import _options
 from agentrun.client.errors import from_rpc_error
 from agentrun.client.types import (
-    ControlOutcome,
     Execution,
     ExecutionEvent,
     ExecutionState,
@@ -167,13 +167,23 @@ class Client:
         states: Iterable[ExecutionState | str] = (),
         filter: str | None = None,
         page_size: int = 100,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        newest_first: bool = False,
     ) -> Iterator[Execution]:
-        text = c.execution_filter(workflow, states, filter)
+        """Every execution matching, page by page: `created_after` (inclusive) and
+        `created_before` (exclusive) bound the creation time; oldest first unless
+        `newest_first`."""
+        base = c.list_executions_request(
+            c.execution_filter(workflow, states, filter),
+            created_after=created_after,
+            created_before=created_before,
+            newest_first=newest_first,
+        )
         token = ""
         while True:
-            request = es_pb.ListExecutionsRequest(
-                page_size=page_size, page_token=token, filter=text
-            )
+            request = es_pb.ListExecutionsRequest(page_size=page_size, page_token=token)
+            request.MergeFrom(base)
             response = self.call(self.execution_service.ListExecutions, request)
             for item in response.executions:
                 yield c.execution(item)
@@ -193,40 +203,9 @@ class Client:
         request = es_pb.PauseExecutionRequest(name=c.execution_name(execution))
         return c.execution(self.call(self.execution_service.PauseExecution, request).execution)
 
-    def resume_execution(
-        self, execution: str | Execution, *, node_id: str | None = None, args: Any = c.NO_ARGS
-    ) -> Execution:
-        """Resumes a paused execution. `node_id` names the node it is paused on
-        (`on_exhausted: pause`; IllegalTransition when it is not paused there); `args` replaces
-        that node's arguments for its next attempts (InvalidArgument naming the field when the
-        node cannot take them)."""
-        request = c.resume_request(c.execution_name(execution), node_id, args)
-        response = self.call(self.execution_service.ResumeExecution, request)
-        return c.execution(response.execution)
-
-    def control_executions(
-        self,
-        action: str,
-        *,
-        workflow: str | None = None,
-        states: Iterable[ExecutionState | str] = (),
-        filter: str | None = None,
-        page_size: int = 100,
-        compensate: bool = False,
-    ) -> Iterator[ControlOutcome]:
-        """Pauses, resumes or cancels (`action`) every execution the filter matches (as
-        list_executions'; one of workflow, states or filter is required), a page of at most
-        `page_size` per call; yields each execution's outcome as its page is done."""
-        text = c.execution_filter(workflow, states, filter)
-        token = ""
-        while True:
-            request = c.control_request(action, text, page_size, token, compensate)
-            response = self.call(self.execution_service.ControlExecutions, request)
-            for item in response.outcomes:
-                yield c.control_outcome(item)
-            token = response.next_page_token
-            if not token:
-                return
+    def resume_execution(self, execution: str | Execution) -> Execution:
+        request = es_pb.ResumeExecutionRequest(name=c.execution_name(execution))
+        return c.execution(self.call(self.execution_service.ResumeExecution, request).execution)
 
     def signal_execution(
         self,

@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
-from agentrun.engine import approvals, control, sizes
+from agentrun.engine import approvals, sizes
 from agentrun.engine.admission import make_admission
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.budgets import BudgetConfig, Budgets, BudgetSpec
 from agentrun.engine.compiler import compile_workflow
+from agentrun.engine.dag import CONTROL_SIGNAL, DagRun
+from agentrun.engine.dag.messages import Cancel, Fail, Pause, Resume
 from agentrun.engine.errors import (
     AlreadyExists,
     Diagnostic,
@@ -41,7 +43,6 @@ from agentrun.engine.errors import (
     Unavailable,
     WorkflowNotFound,
 )
-from agentrun.engine.executor import CONTROL_SIGNAL, Run
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.fleet import make_scheduler
 from agentrun.engine.hub import Hub, follow
@@ -221,7 +222,7 @@ class Engine:
         )
         self.scheduler.budgets = self.budgets
         self.draining = False
-        self._runs: dict[str, Run] = {}
+        self._runs: dict[str, DagRun] = {}
         self._plans: dict[tuple[str, str, int], DagPlan | MachinePlan] = {}
         self._workflow_cache: dict[tuple[str, str, int], tuple[WorkflowRecord, float]] = {}
         # Set by MachineEngine (state machine instances on this engine): a DAG `workflow`
@@ -364,22 +365,22 @@ class Engine:
         run = self._runs.get(execution_id)
         if run is None or run.finished or run.paused:
             return False
-        run._post(("pause", asyncio.get_running_loop().create_future(), data))
+        run.post(Pause(data=data))
         return True
 
     def budget_resume(self, execution_id: str) -> None:
         run = self._runs.get(execution_id)
-        if run is not None and not run.finished and run.paused and not run.paused_on:
-            run._post(("resume", asyncio.get_running_loop().create_future()))
+        if run is not None and not run.finished and run.paused:
+            run.post(Resume())
 
     def budget_fail(self, execution_id: str, error: dict[str, Any]) -> None:
         run = self._runs.get(execution_id)
         if run is not None and not run.finished:
-            run._post(("fail", error))
+            run.post(Fail(error))
 
-    async def _deliver_signals(self, run: Run) -> None:
+    async def _deliver_signals(self, run: DagRun) -> None:
         for signal in await self.store.pending_signals(run.id):
-            run._post(("signal", signal))
+            run.deliver_signal(signal)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stops starting nodes, lets running ones finish within `grace`, then detaches.
@@ -391,7 +392,7 @@ class Engine:
         if maintenance is not None:
             maintenance.cancel()
         deadline = self.clock() + grace
-        while self.clock() < deadline and any(run.tasks for run in self._runs.values()):
+        while self.clock() < deadline and any(run.busy for run in self._runs.values()):
             await asyncio.sleep(0.02)
         detached = [run.id for run in self._runs.values() if not run.finished]
         runs = [run.task for run in self._runs.values() if run.task is not None]
@@ -563,7 +564,7 @@ class Engine:
             else None
         )
         if admitted is None or admitted.verdict == "run":
-            run = Run(self, plan, copy.copy(record))
+            run = DagRun(self, plan, copy.copy(record))
             run.start_fresh()
             self._launch(run)
             return stored
@@ -574,7 +575,7 @@ class Engine:
         for old_id in admitted.cancel:
             run = self._runs.get(old_id)
             if run is not None and not run.finished:
-                run._post(("cancel", asyncio.get_running_loop().create_future(), False))
+                run.post(Cancel())
             elif run is None:  # running on another replica
                 asyncio.get_running_loop().create_task(self._cancel_elsewhere(old_id, tenant))
         return stored
@@ -629,7 +630,7 @@ class Engine:
         wf = await self.store.get_workflow(record.tenant, record.workflow, record.version, include_deleted=True)
         if wf is None:
             return
-        run = Run(self, await self._plan(wf), record)
+        run = DagRun(self, await self._plan(wf), record)
         run.start_fresh()
         self._launch(run)
 
@@ -654,14 +655,15 @@ class Engine:
 
         asyncio.get_running_loop().create_task(send())
 
-    def _launch(self, run: Run) -> None:
+    def _launch(self, run: DagRun) -> None:
         self._runs[run.id] = run
         if self.instrumentation is not None:
             self.instrumentation.execution_started(run.record)
-        run.task = asyncio.get_running_loop().create_task(run.loop(), name=f"execution {run.id}")
-        run.task.add_done_callback(lambda _t, r=run: self._run_ended(r))
+        task = asyncio.get_running_loop().create_task(run.loop(), name=f"execution {run.id}")
+        run.task = task
+        task.add_done_callback(lambda _task: self._run_ended(run))
 
-    def _run_ended(self, run: Run) -> None:
+    def _run_ended(self, run: DagRun) -> None:
         if self._runs.get(run.id) is run:
             del self._runs[run.id]
         if run.finished or (run.task is not None and run.task.cancelled() and not self.draining):
@@ -731,7 +733,7 @@ class Engine:
             record.id, record.tenant, key, plan.concurrency_limit, pending=record.state is ExecutionState.PENDING
         ):
             return
-        run = Run(self, plan, record)
+        run = DagRun(self, plan, record)
         if record.state is ExecutionState.PENDING:
             run.start_fresh()
         else:
@@ -740,35 +742,35 @@ class Engine:
             run.restore(nodes, signals)
         self._launch(run)
 
-    async def _run_child(
-        self, parent: Run, key: str, attempt: int, step: StepPlan, child_input: Any
+    async def run_child(
+        self, *, parent_id: str, tenant: str, key: str, attempt: int, step: StepPlan, input: Any
     ) -> Any:
         """Runs a `workflow` node's child execution; its id is derived from the parent's,
         so an attempt resumed after a restart attaches to the same child. A state machine
         runs as an instance instead; the node gets its final `{state, data}`."""
         machines = self.machines
         if machines is not None and await machines.is_machine(
-            step.workflow, tenant=parent.record.tenant, version=step.workflow_version or None
+            step.workflow, tenant=tenant, version=step.workflow_version or None
         ):
             return await machines.run_child(
-                parent_id=parent.id,
+                parent_id=parent_id,
                 key=key,
                 attempt=attempt,
                 workflow=step.workflow,
                 version=step.workflow_version or None,
-                input=child_input,
-                tenant=parent.record.tenant,
+                input=input,
+                tenant=tenant,
             )
-        child_id = child_id_of(parent.id, key, attempt)
+        child_id = child_id_of(parent_id, key, attempt)
         traceparent = current_traceparent.get()
         await ensure_child(
             self,
             child_id,
             step.workflow,
-            child_input,
-            tenant=parent.record.tenant,
+            input,
+            tenant=tenant,
             version=step.workflow_version,
-            parent=(parent.id, key),
+            parent=(parent_id, key),
             # A child resumed after a restart continues the caller's trace.
             labels={"traceparent": traceparent} if traceparent else None,
         )
@@ -777,7 +779,7 @@ class Engine:
         except asyncio.CancelledError:
             child = self._runs.get(child_id)
             if child is not None and not child.finished:
-                child._post(("cancel", asyncio.get_running_loop().create_future(), False))
+                child.post(Cancel())
             raise
         return child_output(final, f"child execution {child_id}", {"child_execution_id": child_id})
 
@@ -858,7 +860,7 @@ class Engine:
         stored, created = await self.store.create_execution(record, nodes=reused, events=[event])
         if not created:
             return stored
-        run = Run(self, plan, copy.copy(record))
+        run = DagRun(self, plan, copy.copy(record))
         run.restore(reused, [], fresh=True)
         self._launch(run)
         return stored
@@ -892,9 +894,19 @@ class Engine:
         after_id: str | None = None,
         workflow: str | None = None,
         states: Sequence[ExecutionState] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+        newest_first: bool = False,
     ) -> list[ExecutionRecord]:
         return await self.store.list_executions(
-            tenant, limit=limit, after_id=after_id, workflow=workflow, states=states
+            tenant,
+            limit=limit,
+            after_id=after_id,
+            workflow=workflow,
+            states=states,
+            created_after=created_after,
+            created_before=created_before,
+            newest_first=newest_first,
         )
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
@@ -972,7 +984,7 @@ class Engine:
         if created:
             run = self._runs.get(signal.execution_id)
             if run is not None:
-                run._post(("signal", stored))
+                run.deliver_signal(stored)
             else:
                 await self.store.notify("signal", signal.execution_id)  # its owner runs elsewhere
         return stored, created
@@ -1007,41 +1019,8 @@ class Engine:
         return await self._control(execution_id, tenant, "pause", allowed={
             ExecutionState.PENDING, ExecutionState.RUNNING, ExecutionState.WAITING})
 
-    async def resume(
-        self,
-        execution_id: str,
-        *,
-        tenant: str = DEFAULT_TENANT,
-        node_id: str = "",
-        args: Any = None,
-        with_args: bool = False,
-    ) -> ExecutionRecord:
-        """Resumes a paused execution; `node_id` names the node it is paused on (`on_exhausted:
-        pause`), `with_args` gives that node `args` for its next attempts (control.check_override)."""
-        override = None
-        if with_args and not node_id:
-            raise InvalidInput([Diagnostic("node_id", "is required with args")])
-        if node_id:
-            await control.check_override(self, await self.get_execution(execution_id, tenant=tenant), node_id, args, with_args)
-            override = {"node": node_id, "args": args} if with_args else {"node": node_id}
-        return await self._control(execution_id, tenant, "resume", allowed={ExecutionState.PAUSED}, override=override)
-
-    async def control_many(
-        self,
-        action: str,
-        *,
-        tenant: str = DEFAULT_TENANT,
-        workflow: str | None = None,
-        states: Sequence[ExecutionState] = (),
-        limit: int = 100,
-        after_id: str | None = None,
-        compensate: bool = False,
-    ) -> tuple[list[control.Outcome], str | None]:
-        """Pause, resume or cancel a page of the executions a filter matches (control.control_many)."""
-        return await control.control_many(
-            self, action, tenant=tenant, workflow=workflow, states=states, limit=limit,
-            after_id=after_id, compensate=compensate,
-        )
+    async def resume(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
+        return await self._control(execution_id, tenant, "resume", allowed={ExecutionState.PAUSED})
 
     async def cancel(
         self, execution_id: str, *, tenant: str = DEFAULT_TENANT, compensate: bool = False
@@ -1055,7 +1034,6 @@ class Engine:
         action: str,
         allowed: set[ExecutionState] | None,
         compensate: bool = False,
-        override: dict[str, Any] | None = None,
     ) -> ExecutionRecord:
         record = await self.get_execution(execution_id, tenant=tenant)
         # Looked up after the read: the run (live, or just finished) knows better than a
@@ -1078,7 +1056,7 @@ class Engine:
                 SignalRecord(
                     execution_id=execution_id,
                     name=CONTROL_SIGNAL,
-                    data={"action": action, "compensate": compensate, "override": override},
+                    data={"action": action, "compensate": compensate},
                     signal_id=_secrets.token_hex(8),
                     created_at=self.clock(),
                 )
@@ -1090,9 +1068,7 @@ class Engine:
                 f"cannot {action} execution {execution_id}: it is not running in this server",
                 current_state=state.value,
             )
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        run._post((action, fut, compensate, override))
-        await fut
+        await run.control(action, compensate=compensate)
         return await self.get_execution(execution_id, tenant=tenant)
 
     async def _await_control(self, execution_id: str, tenant: str, action: str) -> ExecutionRecord:

@@ -354,6 +354,10 @@ class BaseScheduler:
 
     cancel = release
 
+    def queued_seconds(self, ticket: Ticket) -> float:
+        """How long `ticket` waited, on the scheduler's clock (a node's `queued_seconds`)."""
+        return self._clock() - ticket.enqueued_at
+
     @property
     def queue_depth(self) -> int:
         return self.stats.queued

@@ -7,6 +7,7 @@ a number with no fractional part is an int, so integral floats become ints at th
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -96,8 +97,16 @@ def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
 
 # Times -------------------------------------------------------------------------
 def set_time(target: timestamp_pb2.Timestamp, seconds: float | None) -> None:
+    """Exact to the nanosecond: `seconds * 1e9` as one float is off by up to ~128 ns today,
+    enough that a time sent back (ListExecutions' `created_after` = an execution's
+    `create_time`) would not read as the stored float; whole seconds and the fraction apart
+    read back as it (requests.time_bound)."""
     if seconds is not None:
-        target.FromNanoseconds(round(seconds * 1e9))
+        whole = math.floor(seconds)
+        nanos = round((seconds - whole) * 1e9)
+        if nanos >= 1_000_000_000:
+            whole, nanos = whole + 1, nanos - 1_000_000_000
+        target.seconds, target.nanos = whole, nanos
 
 
 # Names -------------------------------------------------------------------------

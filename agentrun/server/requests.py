@@ -8,9 +8,12 @@ import json
 import re
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from agentrun.engine.errors import clip
 from agentrun.server.errors import invalid_argument
 from agentrun.storage.records import ExecutionState
+from agentrun.v1 import execution_service_pb2 as pb
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -159,3 +162,46 @@ def execution_filter(text: str) -> tuple[str | None, tuple[ExecutionState, ...]]
                 except ValueError:
                     raise invalid_argument("filter", f"unknown state {clip(value, 60)!r}") from None
     return workflow, tuple(states)
+
+
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def time_bound(stamp: Timestamp, field: str) -> float:
+    """A Timestamp field as seconds since the epoch; out of the Timestamp's range is refused
+    (a hand-built message can carry any seconds and nanos)."""
+    if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS:
+        raise invalid_argument(field, "seconds out of the range 0001-01-01 to 9999-12-31")
+    if not 0 <= stamp.nanos <= 999_999_999:
+        raise invalid_argument(field, "nanos must be in 0..999999999")
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def execution_times(request: pb.ListExecutionsRequest) -> tuple[float | None, float | None]:
+    """`created_after` and `created_before` of a ListExecutions request (None when unset)."""
+    after = time_bound(request.created_after, "created_after") if request.HasField("created_after") else None
+    before = time_bound(request.created_before, "created_before") if request.HasField("created_before") else None
+    if after is not None and before is not None and before <= after:
+        raise invalid_argument("created_before", "must be later than created_after")
+    return after, before
+
+
+def newest_first(order: int) -> bool:
+    """ListExecutions' `order`: True for newest first; UNSPECIFIED is oldest first."""
+    if order not in pb.ExecutionOrder.values():
+        raise invalid_argument("order", f"unknown order {order}")
+    return order == pb.EXECUTION_ORDER_NEWEST_FIRST
+
+
+def execution_list_query(request: pb.ListExecutionsRequest) -> str:
+    """What a ListExecutions page token is bound to: the filter, and the times and order when
+    set (so tokens issued before those fields existed stay good)."""
+    extra = [
+        f"{name}={getattr(request, name).ToJsonString()}"
+        for name in ("created_after", "created_before")
+        if request.HasField(name)
+    ]
+    if request.order:
+        extra.append(f"order={request.order}")
+    return "\n".join([request.filter, *extra]) if extra else request.filter

@@ -101,8 +101,13 @@ class Store(abc.ABC):
         after_id: str | None = None,
         workflow: str | None = None,
         states: Sequence[ExecutionState] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+        newest_first: bool = False,
     ) -> list[ExecutionRecord]:
-        """Ordered by id (ids sort by creation time)."""
+        """Ordered by id (ids sort by creation time), descending with `newest_first`; `after_id`
+        is the last id of the page before in that order. Only those created at or after
+        `created_after` and before `created_before` (seconds since the epoch)."""
 
     @abc.abstractmethod
     async def list_unfinished_executions(self) -> list[ExecutionRecord]:

@@ -78,6 +78,12 @@ class InstanceRecord:
     # results of the actions called so far), "attempt", "started", "error", "key" (its retry
     # timer), "at"}. The instance takes no other event until it is done.
     pending: dict[str, Any] | None = None
+    # The replica that drives the instance (its timers, retries, invoked execution) while
+    # its lease lasts; the epoch grows each time the lease changes hands and fences commits.
+    # Written by the lease methods and at creation, never by a batch.
+    owner: str | None = None
+    lease_epoch: int = 0
+    lease_expires_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -132,6 +138,9 @@ class MachineBatch:
     # Not None: the instance's `last_sequence` the batch was computed from; the commit is
     # refused when the stored one differs (a batch with no history has no key to collide on).
     base: int | None = None
+    # Not None: (owner, lease_epoch) the writer holds; the commit is refused (LeaseLost) when
+    # the instance's lease is another replica's or another epoch's.
+    fence: tuple[str, int] | None = None
 
 
 def _copier(cls: type) -> Any:
@@ -151,6 +160,8 @@ class MachineStore(abc.ABC):
     - `commit` is atomic and, once it returns, survives a process kill (SQL backends).
     - history is append-only; (instance_id, sequence) and (instance_id, event_id) are unique.
     - records returned are copies.
+    - leases: one owner per instance at a time; a fenced commit of a writer that is not the
+      owner at its epoch is refused with LeaseLost and writes nothing.
 
     Beyond `commit`, a backend may offer (None where it does not; typed here, so that the
     engine needs no getattr): `submit`, which queues a batch on a group commit and returns
@@ -222,3 +233,36 @@ class MachineStore(abc.ABC):
     @abc.abstractmethod
     async def commit(self, batch: MachineBatch) -> None:
         """Updates the instance (it must exist), appends history, replaces or drops timers."""
+
+    # Leases ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def acquire(
+        self,
+        instance_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        take: bool,
+        tenant: str | None = None,
+    ) -> InstanceRecord | None:
+        """The instance (of `tenant`, when given) with its lease held by `owner` until `now +
+        lease_seconds`: kept at its epoch when `owner` held it already, else taken with the
+        epoch + 1. Another owner's lease that has not expired is taken only with `take`;
+        without, or when the instance does not exist, None."""
+
+    @abc.abstractmethod
+    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
+        """Extends the leases `owner` holds on ACTIVE instances; returns their ids."""
+
+    @abc.abstractmethod
+    async def claim(
+        self, owner: str, *, lease_seconds: float, now: float, limit: int, include_own: bool = False
+    ) -> list[InstanceRecord]:
+        """Takes (epoch + 1) ACTIVE instances with something to drive (a timer, a pending
+        event, an invoked execution) whose lease expired, or that nobody holds; with
+        `include_own`, also `owner`'s own (a replica restarted under its id)."""
+
+    @abc.abstractmethod
+    async def release_leases(self, owner: str) -> None:
+        """Lets `owner`'s leases expire now (a replica stopping: others take over at once)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agentrun.storage.base import LeaseLost
 from agentrun.storage.machine_base import (
     HistoryRecord,
     InstanceRecord,
@@ -27,6 +28,17 @@ class MemoryMachineStore(MachineStore):
         self._history: dict[str, list[HistoryRecord]] = {}
         self._event_ids: dict[str, dict[str, int]] = {}
         self._timers: dict[str, dict[str, TimerRecord]] = {}
+        # Leases beside the records (the engine's snapshots are stored as they come, and
+        # carry no lease): instance id -> (owner, epoch, expires at).
+        self._leases: dict[str, tuple[str | None, int, float | None]] = {}
+
+    def _out(self, record: InstanceRecord) -> InstanceRecord:
+        """A copy of `record` with its lease."""
+        out: InstanceRecord = copy_instance(record)
+        lease = self._leases.get(record.id)
+        if lease is not None:
+            out.owner, out.lease_epoch, out.lease_expires_at = lease
+        return out
 
     async def create_instance(
         self,
@@ -37,10 +49,11 @@ class MemoryMachineStore(MachineStore):
         if record.request_id is not None:
             known = self._requests.get((record.tenant, record.request_id))
             if known is not None:
-                return copy_instance(self._instances[known]), False
+                return self._out(self._instances[known]), False
         if record.id in self._instances:
             raise ValueError(f"instance {record.id} exists")
         self._instances[record.id] = copy_instance(record)
+        self._leases[record.id] = (record.owner, record.lease_epoch, record.lease_expires_at)
         if record.request_id is not None:
             self._requests[(record.tenant, record.request_id)] = record.id
         self._history[record.id] = []
@@ -65,7 +78,7 @@ class MemoryMachineStore(MachineStore):
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         record = self._instances.get(instance_id)
-        return copy_instance(record) if record is not None else None
+        return self._out(record) if record is not None else None
 
     async def list_instances(
         self,
@@ -87,7 +100,7 @@ class MemoryMachineStore(MachineStore):
                 continue
             if current is not None and record.current != current:
                 continue
-            out.append(copy_instance(record))
+            out.append(self._out(record))
             if len(out) >= limit:
                 break
         return out
@@ -127,7 +140,7 @@ class MemoryMachineStore(MachineStore):
 
     async def list_invoking(self) -> list[InstanceRecord]:
         return [
-            copy_instance(r)
+            self._out(r)
             for r in sorted(self._instances.values(), key=lambda r: r.id)
             if r.state is InstanceState.ACTIVE and r.invoke_execution
         ]
@@ -135,12 +148,69 @@ class MemoryMachineStore(MachineStore):
     async def commit(self, batch: MachineBatch) -> None:
         self.commit_now(batch)
 
+    async def acquire(
+        self,
+        instance_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        take: bool,
+        tenant: str | None = None,
+    ) -> InstanceRecord | None:
+        record = self._instances.get(instance_id)
+        if record is None or (tenant is not None and record.tenant != tenant):
+            return None
+        held_by, epoch, expires = self._leases.get(instance_id, (None, 0, None))
+        if held_by != owner:
+            if held_by is not None and (expires or 0.0) >= now and not take:
+                return None
+            epoch += 1
+        self._leases[instance_id] = (owner, epoch, now + lease_seconds)
+        return self._out(record)
+
+    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
+        mine = {
+            i
+            for i, (held_by, _, _) in self._leases.items()
+            if held_by == owner and self._instances[i].state is InstanceState.ACTIVE
+        }
+        for i in mine:
+            self._leases[i] = (owner, self._leases[i][1], now + lease_seconds)
+        return mine
+
+    async def claim(
+        self, owner: str, *, lease_seconds: float, now: float, limit: int, include_own: bool = False
+    ) -> list[InstanceRecord]:
+        out: list[InstanceRecord] = []
+        for record in sorted(self._instances.values(), key=lambda r: r.id):
+            if len(out) >= limit:
+                break
+            held_by, epoch, expires = self._leases.get(record.id, (None, 0, None))
+            free = held_by is None or (expires or 0.0) < now
+            if record.state is not InstanceState.ACTIVE or not (
+                (free and held_by != owner) or (include_own and held_by == owner)
+            ):
+                continue
+            if record.pending or record.invoke_execution or self._timers.get(record.id):
+                self._leases[record.id] = (owner, epoch + 1, now + lease_seconds)
+                out.append(self._out(record))
+        return out
+
+    async def release_leases(self, owner: str) -> None:
+        for i, (held_by, epoch, _) in list(self._leases.items()):
+            if held_by == owner:
+                self._leases[i] = (owner, epoch, 0.0)
+
     def commit_now(self, batch: MachineBatch) -> None:
         """`commit` without a coroutine: nothing here waits."""
         instance = batch.instance
         stored = self._instances.get(instance.id)
         if stored is None:
             raise KeyError(f"unknown instance {instance.id}")
+        fence = batch.fence
+        if fence is not None and self._leases[instance.id][:2] != fence:
+            raise LeaseLost(f"instance {instance.id} is leased to another replica or epoch")
         if batch.base is not None and stored.last_sequence != batch.base:
             raise ValueError(f"instance {instance.id} moved on: {stored.last_sequence}")
         history = batch.history
@@ -152,7 +222,8 @@ class MemoryMachineStore(MachineStore):
             entries.append(entry)
         else:
             self._append(instance.id, history)
-        # The engine hands over a snapshot it never changes again: no copy needed.
+        # The engine hands over a snapshot it never changes again: no copy needed (its lease
+        # fields are not the store's: `_leases` holds those).
         self._instances[instance.id] = instance
         if batch.timers is not None:
             self._timers[instance.id] = {t.key: t for t in batch.timers}

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from agentrun.storage import schema as db
-from agentrun.storage.base import StoreError
+from agentrun.storage.base import LeaseLost, StoreError
 from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.machine_base import (
     EntryKind,
@@ -198,6 +198,103 @@ class SqlMachineStore(MachineStore):
     async def commit(self, batch: MachineBatch) -> None:
         await self.writer.submit(batch)
 
+    # Leases ------------------------------------------------------------------------------
+    async def acquire(
+        self,
+        instance_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        take: bool,
+        tenant: str | None = None,
+    ) -> InstanceRecord | None:
+        t = db.sm_instances
+        where = [t.c.id == instance_id]
+        if tenant is not None:
+            where.append(t.c.tenant == tenant)
+        mine = t.c.owner == owner
+        if not take:
+            where.append(
+                sa.or_(mine, t.c.owner.is_(None), sa.func.coalesce(t.c.lease_expires_at, 0.0) < now)
+            )
+        statement = (
+            t.update()
+            .where(*where)
+            .values(
+                owner=owner,
+                lease_epoch=sa.case((mine, t.c.lease_epoch), else_=t.c.lease_epoch + 1),
+                lease_expires_at=now + lease_seconds,
+            )
+        )
+
+        def acquire(conn: sa.Connection) -> InstanceRecord | None:
+            if conn.execute(statement).rowcount != 1:
+                return None
+            return _instance_record(conn.execute(sa.select(t).where(t.c.id == instance_id)).one())
+
+        return await self._database.transaction(acquire, leases=True)
+
+    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
+        t = db.sm_instances
+        mine = (
+            sa.select(t.c.id)
+            .where(t.c.owner == owner, t.c.state == InstanceState.ACTIVE.value)
+            .order_by(t.c.id)
+            .with_for_update()
+        )
+
+        def renew(conn: sa.Connection) -> set[str]:
+            # Locked in id order first (as fenced commits lock them), then extended.
+            ids = [row.id for row in conn.execute(mine)]
+            if ids:
+                conn.execute(
+                    t.update().where(t.c.id.in_(ids)).values(lease_expires_at=now + lease_seconds)
+                )
+            return set(ids)
+
+        return await self._database.transaction(renew, leases=True)
+
+    async def claim(
+        self, owner: str, *, lease_seconds: float, now: float, limit: int, include_own: bool = False
+    ) -> list[InstanceRecord]:
+        t, timers = db.sm_instances, db.sm_timers
+        expired = sa.or_(t.c.owner.is_(None), sa.func.coalesce(t.c.lease_expires_at, 0.0) < now)
+        free = sa.and_(expired, sa.or_(t.c.owner.is_(None), t.c.owner != owner))
+        if include_own:
+            free = sa.or_(free, t.c.owner == owner)
+        driven = sa.or_(
+            t.c.pending.is_not(None),
+            t.c.invoke_execution.is_not(None),
+            sa.exists().where(timers.c.instance_id == t.c.id),
+        )
+        candidates = (
+            sa.select(t.c.id)
+            .where(t.c.state == InstanceState.ACTIVE.value, free, driven)
+            .order_by(t.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
+        def claim(conn: sa.Connection) -> list[InstanceRecord]:
+            ids = [row.id for row in conn.execute(candidates)]
+            if not ids:
+                return []
+            conn.execute(
+                t.update()
+                .where(t.c.id.in_(ids))
+                .values(owner=owner, lease_epoch=t.c.lease_epoch + 1, lease_expires_at=now + lease_seconds)
+            )
+            rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(t.c.id))
+            return [_instance_record(row) for row in rows]
+
+        return await self._database.transaction(claim, leases=True)
+
+    async def release_leases(self, owner: str) -> None:
+        t = db.sm_instances
+        statement = t.update().where(t.c.owner == owner).values(lease_expires_at=0.0)
+        await self._database.transaction(lambda conn: conn.execute(statement), leases=True)
+
 
 def _write_group(conn: sa.Connection, group: Sequence[MachineBatch]) -> None:
     """Writes a group of batches (of distinct instances) in the writer's transaction."""
@@ -207,6 +304,18 @@ def _write_group(conn: sa.Connection, group: Sequence[MachineBatch]) -> None:
     drop_one: list[dict[str, Any]] = []
     timers: list[dict[str, Any]] = []
     fenced: list[dict[str, Any]] = []
+    leases = sorted({(b.instance.id, *b.fence) for b in group if b.fence is not None})
+    if leases:
+        # Fencing first: a replica that lost an instance's lease writes nothing. The rows are
+        # locked in id order (PostgreSQL), as renewals lock them: no deadlock between the two.
+        held = conn.execute(
+            sa.select(db.sm_instances.c.id)
+            .where(sa.tuple_(*_LEASE).in_(leases))
+            .order_by(db.sm_instances.c.id)
+            .with_for_update()
+        ).all()
+        if len(held) < len(leases):
+            raise LeaseLost("an instance is leased to another replica or epoch")
     for batch in group:
         rec = batch.instance
         if batch.base is None:
@@ -239,6 +348,8 @@ def _write_group(conn: sa.Connection, group: Sequence[MachineBatch]) -> None:
 
 async def _explain(_batch: MachineBatch, exc: Exception) -> BaseException:
     """The error the caller of a batch refused alone gets."""
+    if isinstance(exc, LeaseLost):
+        return exc
     if isinstance(exc, (sa.exc.IntegrityError, KeyError)):
         return ValueError(f"a batch conflicts with stored rows: {getattr(exc, 'orig', exc)}")
     if isinstance(exc, ValueError):
@@ -266,6 +377,7 @@ _UPDATE = (
     .values({name: sa.bindparam(name) for name in _MUTABLE})
 )
 _UPDATE_FENCED = _UPDATE.where(db.sm_instances.c.last_sequence == sa.bindparam("b_base"))
+_LEASE = (db.sm_instances.c.id, db.sm_instances.c.owner, db.sm_instances.c.lease_epoch)
 _DROP_TIMERS = db.sm_timers.delete().where(db.sm_timers.c.instance_id == sa.bindparam("b_id"))
 _DROP_TIMER = db.sm_timers.delete().where(
     db.sm_timers.c.instance_id == sa.bindparam("b_id"),
@@ -313,6 +425,9 @@ def _instance_row(r: InstanceRecord) -> dict[str, Any]:
         "invoke_execution": r.invoke_execution,
         "labels": r.labels,
         "pending": r.pending,
+        "owner": r.owner,
+        "lease_epoch": r.lease_epoch,
+        "lease_expires_at": r.lease_expires_at,
     }
 
 
@@ -339,6 +454,9 @@ def _instance_record(row: Any) -> InstanceRecord:
         invoke_execution=row.invoke_execution,
         labels=row.labels if row.labels is not None else {},
         pending=row.pending,
+        owner=row.owner,
+        lease_epoch=row.lease_epoch,
+        lease_expires_at=row.lease_expires_at,
     )
 
 

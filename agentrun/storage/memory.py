@@ -129,12 +129,21 @@ class MemoryStore(Store):
         after_id: str | None = None,
         workflow: str | None = None,
         states: Sequence[ExecutionState] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+        newest_first: bool = False,
     ) -> list[ExecutionRecord]:
         wanted = set(states)
         out = []
-        for key in sorted(self._executions):
+        for key in sorted(self._executions, reverse=newest_first):
             record = self._executions[key]
-            if record.tenant != tenant or (after_id is not None and key <= after_id):
+            if record.tenant != tenant:
+                continue
+            if after_id is not None and (key >= after_id if newest_first else key <= after_id):
+                continue
+            if created_after is not None and record.created_at < created_after:
+                continue
+            if created_before is not None and record.created_at >= created_before:
                 continue
             if workflow is not None and record.workflow != workflow:
                 continue

@@ -143,8 +143,6 @@ nodes = sa.Table(
     # Migration 0011: the latest signal wait of the node (NodeRecord.wait); the partial index
     # holds the pending ones only (ListWaits).
     sa.Column("wait", Json),
-    # Migration 0015: NodeRecord.exhausted, a node paused on (or resumed after) spent retries.
-    sa.Column("exhausted", Json),
     sa.Index(
         "ix_nodes_pending_waits",
         "execution_id",
@@ -303,12 +301,17 @@ sm_instances = sa.Table(
     sa.Column("labels", Json),
     # An event whose action waits for its next attempt (migration 0009).
     sa.Column("pending", Json),
+    # The replica driving the instance and its lease (migration 0015).
+    sa.Column("owner", sa.String()),
+    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_expires_at", sa.Double),
     sa.UniqueConstraint("tenant", "request_id"),
     sa.Index(None, "tenant", "id"),
     sa.Index(None, "tenant", "workflow", "id"),
     sa.Index(None, "state"),
     # What ended lately: a replica catching up after a LISTEN outage reads it (0013).
     sa.Index(None, "ended_at"),
+    sa.Index(None, "owner"),
 )
 
 sm_history = sa.Table(

@@ -254,15 +254,23 @@ class SqlStore(Store):
         after_id: str | None = None,
         workflow: str | None = None,
         states: Sequence[ExecutionState] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+        newest_first: bool = False,
     ) -> list[ExecutionRecord]:
         query = sa.select(db.executions).where(db.executions.c.tenant == tenant)
+        ident, created = db.executions.c.id, db.executions.c.created_at
         if after_id is not None:
-            query = query.where(db.executions.c.id > after_id)
+            query = query.where(ident < after_id if newest_first else ident > after_id)
         if workflow is not None:
             query = query.where(db.executions.c.workflow == workflow)
         if states:
             query = query.where(db.executions.c.state.in_([str(s) for s in states]))
-        query = query.order_by(db.executions.c.id).limit(limit)
+        if created_after is not None:
+            query = query.where(created >= created_after)
+        if created_before is not None:
+            query = query.where(created < created_before)
+        query = query.order_by(ident.desc() if newest_first else ident).limit(limit)
         return [db.execution_record(row) for row in await self.database.read(query)]
 
     async def list_unfinished_executions(self) -> list[ExecutionRecord]:

@@ -30,6 +30,7 @@ from agentrun.storage.base import Store
 __all__ = [
     "CallRecord",
     "CallState",
+    "CallStatus",
     "Claim",
     "MemoryWorkerCalls",
     "ToolDeclaration",
@@ -83,6 +84,16 @@ class CallRecord:
     # The last progress the worker reported: {progress, total, message}.
     progress: dict[str, Any] | None = None
     updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallStatus:
+    """Where a call is, without its payloads: what a waiting caller polls."""
+
+    id: str
+    state: CallState
+    lease_expires: float | None
+    progress: dict[str, Any] | None
 
 
 @dataclass(slots=True)
@@ -203,6 +214,10 @@ class WorkerCallStore(abc.ABC):
     async def get_calls(self, ids: Sequence[str]) -> list[CallRecord]: ...
 
     @abc.abstractmethod
+    async def call_states(self, ids: Sequence[str]) -> list[CallStatus]:
+        """Where each of `ids` is (cheaper than `get_calls`: no args or result)."""
+
+    @abc.abstractmethod
     async def waiting(self, execution_id: str) -> list[CallRecord]:
         """The execution's READY calls: nodes waiting for a worker."""
 
@@ -309,6 +324,10 @@ class MemoryWorkerCalls(WorkerCallStore):
 
     async def get_calls(self, ids: Sequence[str]) -> list[CallRecord]:
         return [_copy_call(self._calls[i]) for i in ids if i in self._calls]
+
+    async def call_states(self, ids: Sequence[str]) -> list[CallStatus]:
+        calls = (self._calls[i] for i in ids if i in self._calls)
+        return [CallStatus(c.id, c.state, c.lease_expires, c.progress) for c in calls]
 
     async def waiting(self, execution_id: str) -> list[CallRecord]:
         return [

@@ -19,6 +19,7 @@ from agentrun.storage.worker_calls import (
     OPEN,
     CallRecord,
     CallState,
+    CallStatus,
     Claim,
     ToolDeclaration,
     ToolTaken,
@@ -167,6 +168,14 @@ class SqlWorkerCalls(WorkerCallStore):
         rows = await self._db.read(sa.select(_calls).where(_calls.c.id.in_(list(ids))))
         return [_call_record(r) for r in rows]
 
+    async def call_states(self, ids: Sequence[str]) -> list[CallStatus]:
+        if not ids:
+            return []
+        c = _calls
+        query = sa.select(c.c.id, c.c.state, c.c.lease_expires, c.c.progress).where(c.c.id.in_(list(ids)))
+        rows = await self._db.read(query)
+        return [CallStatus(r.id, CallState(r.state), r.lease_expires, r.progress) for r in rows]
+
     async def waiting(self, execution_id: str) -> list[CallRecord]:
         query = sa.select(_calls).where(
             _calls.c.execution_id == execution_id, _calls.c.state == CallState.READY.value
@@ -203,13 +212,12 @@ class SqlWorkerCalls(WorkerCallStore):
             taken = choose(conn.execute(query).all(), claim, now)
             if not taken:
                 return []
-            ids = [row.id for row in taken]
-            conn.execute(
+            rows = conn.execute(
                 c.update()
-                .where(c.c.id.in_(ids), c.c.state == CallState.READY.value)
+                .where(c.c.id.in_([row.id for row in taken]), c.c.state == CallState.READY.value)
                 .values(state=CallState.LEASED.value, worker_id=claim.worker_id, lease_expires=lease_until, updated_at=now)
-            )
-            rows = conn.execute(sa.select(c).where(c.c.id.in_(ids), c.c.worker_id == claim.worker_id)).all()
+                .returning(*c.columns)
+            ).all()
             return sorted((_call_record(r) for r in rows), key=lambda r: (r.created_at, r.id))
 
         return await self._write(lease)

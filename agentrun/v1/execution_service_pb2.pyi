@@ -1,5 +1,8 @@
+import datetime
+
 from agentrun.v1 import execution_pb2 as _execution_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -8,6 +11,15 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExecutionOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXECUTION_ORDER_UNSPECIFIED: _ClassVar[ExecutionOrder]
+    EXECUTION_ORDER_OLDEST_FIRST: _ClassVar[ExecutionOrder]
+    EXECUTION_ORDER_NEWEST_FIRST: _ClassVar[ExecutionOrder]
+EXECUTION_ORDER_UNSPECIFIED: ExecutionOrder
+EXECUTION_ORDER_OLDEST_FIRST: ExecutionOrder
+EXECUTION_ORDER_NEWEST_FIRST: ExecutionOrder
 
 class StartExecutionRequest(_message.Message):
     __slots__ = ("workflow", "version", "input", "request_id", "priority")
@@ -46,14 +58,20 @@ class GetExecutionResponse(_message.Message):
     def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[_execution_pb2.NodeExecution, _Mapping]]] = ...) -> None: ...
 
 class ListExecutionsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "filter")
+    __slots__ = ("page_size", "page_token", "filter", "created_after", "created_before", "order")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     filter: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    order: ExecutionOrder
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., order: _Optional[_Union[ExecutionOrder, str]] = ...) -> None: ...
 
 class ListExecutionsResponse(_message.Message):
     __slots__ = ("executions", "next_page_token")
@@ -90,14 +108,10 @@ class PauseExecutionResponse(_message.Message):
     def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ...) -> None: ...
 
 class ResumeExecutionRequest(_message.Message):
-    __slots__ = ("name", "node_id", "args")
+    __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]
-    NODE_ID_FIELD_NUMBER: _ClassVar[int]
-    ARGS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    node_id: str
-    args: _struct_pb2.Value
-    def __init__(self, name: _Optional[str] = ..., node_id: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ResumeExecutionResponse(_message.Message):
     __slots__ = ("execution",)
@@ -224,49 +238,3 @@ class AnswerWaitResponse(_message.Message):
     execution: _execution_pb2.Execution
     wait: _execution_pb2.Wait
     def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ..., wait: _Optional[_Union[_execution_pb2.Wait, _Mapping]] = ...) -> None: ...
-
-class ControlExecutionsRequest(_message.Message):
-    __slots__ = ("action", "filter", "page_size", "page_token", "compensate")
-    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-        __slots__ = ()
-        ACTION_UNSPECIFIED: _ClassVar[ControlExecutionsRequest.Action]
-        ACTION_PAUSE: _ClassVar[ControlExecutionsRequest.Action]
-        ACTION_RESUME: _ClassVar[ControlExecutionsRequest.Action]
-        ACTION_CANCEL: _ClassVar[ControlExecutionsRequest.Action]
-    ACTION_UNSPECIFIED: ControlExecutionsRequest.Action
-    ACTION_PAUSE: ControlExecutionsRequest.Action
-    ACTION_RESUME: ControlExecutionsRequest.Action
-    ACTION_CANCEL: ControlExecutionsRequest.Action
-    ACTION_FIELD_NUMBER: _ClassVar[int]
-    FILTER_FIELD_NUMBER: _ClassVar[int]
-    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
-    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    COMPENSATE_FIELD_NUMBER: _ClassVar[int]
-    action: ControlExecutionsRequest.Action
-    filter: str
-    page_size: int
-    page_token: str
-    compensate: bool
-    def __init__(self, action: _Optional[_Union[ControlExecutionsRequest.Action, str]] = ..., filter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., compensate: _Optional[bool] = ...) -> None: ...
-
-class ControlExecutionsResponse(_message.Message):
-    __slots__ = ("outcomes", "next_page_token")
-    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
-    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    outcomes: _containers.RepeatedCompositeFieldContainer[ControlOutcome]
-    next_page_token: str
-    def __init__(self, outcomes: _Optional[_Iterable[_Union[ControlOutcome, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
-
-class ControlOutcome(_message.Message):
-    __slots__ = ("execution", "done", "state", "reason", "message")
-    EXECUTION_FIELD_NUMBER: _ClassVar[int]
-    DONE_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    execution: str
-    done: bool
-    state: _execution_pb2.Execution.State
-    reason: str
-    message: str
-    def __init__(self, execution: _Optional[str] = ..., done: _Optional[bool] = ..., state: _Optional[_Union[_execution_pb2.Execution.State, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

@@ -8,6 +8,8 @@ import { HealthPage } from "./pages/Health";
 import { InstanceList, InstancePage } from "./pages/Instances";
 import { ToolsPage } from "./pages/Tools";
 import { ValidatePage, WorkflowList, WorkflowPage } from "./pages/Workflows";
+import { WaitsPage } from "./pages/Waits";
+import { WorkersPage } from "./pages/Workers";
 
 function KeyBox() {
   const [open, setOpen] = useState(false);
@@ -59,6 +61,8 @@ export function App() {
   else if (section === "validate") page = <ValidatePage />;
   else if (section === "instances" && sub) page = <InstancePage route={route} />;
   else if (section === "instances") page = <InstanceList route={route} />;
+  else if (section === "waits") page = <WaitsPage />;
+  else if (section === "workers") page = <WorkersPage />;
   else if (section === "tools") page = <ToolsPage />;
   else if (section === "health") page = <HealthPage />;
   else page = <Executions route={route} />;
@@ -75,6 +79,8 @@ export function App() {
           {nav("executions", "Executions")}
           {nav("workflows", "Workflows")}
           {nav("instances", "State machines")}
+          {nav("waits", "Waits")}
+          {nav("workers", "Workers")}
           {nav("tools", "Tools")}
           {nav("health", "Health")}
         </nav>

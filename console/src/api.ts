@@ -1,9 +1,10 @@
-// Clients of the three services over the Connect protocol, on the origin that served the page,
+// Clients of the four services over the Connect protocol, on the origin that served the page,
 // with the API key sent as the gRPC API expects it: `authorization: Bearer KEY`.
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { ExecutionService } from "./gen/agentrun/v1/execution_service_pb";
 import { StateMachineService } from "./gen/agentrun/v1/state_machine_service_pb";
+import { WorkerService } from "./gen/agentrun/v1/worker_service_pb";
 import { WorkflowService } from "./gen/agentrun/v1/workflow_service_pb";
 import { activeKey } from "./keys";
 
@@ -23,3 +24,4 @@ const transport = createConnectTransport({
 export const workflows: Client<typeof WorkflowService> = createClient(WorkflowService, transport);
 export const executions: Client<typeof ExecutionService> = createClient(ExecutionService, transport);
 export const machines: Client<typeof StateMachineService> = createClient(StateMachineService, transport);
+export const workers: Client<typeof WorkerService> = createClient(WorkerService, transport);

@@ -1,12 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { WorkflowSpecSchema } from "../src/gen/agentrun/v1/workflow_pb";
-import { executionFilter, withinTime } from "../src/pages/Executions";
+import { executionFilter, timeBounds } from "../src/pages/Executions";
 import { instanceFilter } from "../src/pages/Instances";
 import { fieldValue, formData, signalFields, waitedSignal } from "../src/signals";
 import { parse } from "../src/router";
-import { ExecutionSchema } from "../src/gen/agentrun/v1/execution_pb";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { answerFrom, schemaFields } from "../src/schemaForm";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 
 const spec = create(WorkflowSpecSchema, {
   name: "approval",
@@ -47,12 +47,13 @@ describe("filters", () => {
     expect(instanceFilter("m", "active", "paid")).toBe('workflow = "m" AND state = ACTIVE AND current_state = "paid"');
   });
 
-  it("keeps executions created within the time range", () => {
-    const at = (iso: string) => create(ExecutionSchema, { name: iso, createTime: timestampFromMs(Date.parse(iso)) });
-    const rows = [at("2026-01-01T10:00:00Z"), at("2026-01-02T10:00:00Z")];
-    expect(withinTime(rows, "", "")).toBe(rows);
-    expect(withinTime(rows, "2026-01-02T00:00:00Z", "").map((r) => r.name)).toEqual(["2026-01-02T10:00:00Z"]);
-    expect(withinTime(rows, "", "2026-01-01T12:00:00Z").map((r) => r.name)).toEqual(["2026-01-01T10:00:00Z"]);
+  it("sends the time range as ListExecutions' created_after and created_before", () => {
+    expect(timeBounds("", "")).toEqual({});
+    const both = timeBounds("2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z");
+    expect(timestampMs(both.createdAfter!)).toBe(Date.parse("2026-01-02T00:00:00Z"));
+    expect(timestampMs(both.createdBefore!)).toBe(Date.parse("2026-01-03T00:00:00Z"));
+    expect(Object.keys(timeBounds("", "2026-01-01T12:00"))).toEqual(["createdBefore"]);
+    expect(timeBounds("not a time", "")).toEqual({});
   });
 });
 
@@ -62,5 +63,41 @@ describe("router", () => {
     expect(r.parts).toEqual(["executions", "abc"]);
     expect(r.query.get("node")).toBe("x[1]");
     expect(parse("").parts).toEqual([]);
+  });
+});
+
+describe("answer forms from a wait's schema", () => {
+  const schema = {
+    type: "object",
+    required: ["approved", "amount"],
+    properties: {
+      approved: { type: "boolean" },
+      amount: { type: "integer", description: "in cents" },
+      reason: { type: "string" },
+      level: { enum: ["low", "high"] },
+      extra: { type: "object" },
+    },
+  };
+  it("has one typed field per property", () => {
+    const fields = schemaFields(schema)!;
+    expect(fields.map((f) => [f.name, f.kind, f.required])).toEqual([
+      ["approved", "boolean", true],
+      ["amount", "integer", true],
+      ["reason", "string", false],
+      ["level", "enum", false],
+      ["extra", "json", false],
+    ]);
+    expect(fields[3].options).toEqual(["low", "high"]);
+    expect(schemaFields(undefined)).toBeNull();
+    expect(schemaFields({ type: "string" })).toBeNull();
+  });
+  it("builds the answer, leaving out empty optional fields", () => {
+    const fields = schemaFields(schema)!;
+    expect(answerFrom(fields, { approved: "true", amount: "300", level: '"high"' })).toEqual({
+      value: { approved: true, amount: 300, level: "high" },
+    });
+    expect(answerFrom(fields, { amount: "1.5" }).error).toBe("amount: not an integer");
+    expect(answerFrom(fields, {}).error).toBe("amount: required");
+    expect(answerFrom(fields, { amount: "2", extra: "{x" }).error).toMatch(/^extra: not JSON/);
   });
 });

@@ -170,6 +170,37 @@ async def test_executions_list_filters_and_pages(server) -> None:
     assert code == 2 and "--state SLEEPY: expected one of" in err and "RUNNING" in err
 
 
+async def test_executions_list_newest_first_and_by_creation_time(server) -> None:
+    """The CLI's --newest-first, --created-after and --created-before, and the SDK's
+    list_executions, are ListExecutions' order and window, followed across pages."""
+    address, client = server
+    done = [await client.start_execution("quick") for _ in range(4)]
+    ids = [e.id for e in done]
+    code, out, err = await cli(
+        address, "executions", "list", "--workflow", "quick", "--newest-first", "--page-size", "3", "--all"
+    )
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()] == ids[::-1]
+    # The window from the second execution's creation to the fourth's: the 2nd and 3rd.
+    after, before = done[1].create_time, done[3].create_time
+    code, out, err = await cli(
+        address, "executions", "list", "--workflow", "quick", "--newest-first", "--all", "--page-size", "1",
+        "--created-after", after.isoformat(), "--created-before", before.isoformat(),
+    )
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()] == [ids[2], ids[1]]
+    listed = [
+        e.id
+        async for e in client.list_executions(
+            workflow="quick", created_after=after, created_before=before, newest_first=True, page_size=1
+        )
+    ]
+    assert listed == [ids[2], ids[1]]
+    assert [e.id async for e in client.list_executions(workflow="quick", created_after=after)] == ids[1:]
+    code, _, err = await cli(address, "executions", "list", "--created-after", "yesterday")
+    assert code == 2 and "--created-after yesterday: expected an ISO 8601 time" in err
+
+
 # ------------------------------------------------------------ --json: one shape
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agentrun.engine import Engine, load_workflow
+from agentrun.engine import Engine, EngineConfig, load_workflow
 from agentrun.engine.machine import MachineEngine
 from agentrun.engine.ports import CallContext, Tool, ToolFailure
 from agentrun.integrations import Registry, default_agents
@@ -70,11 +70,24 @@ class Harness:
             await self.engine.create_workflow(load_workflow(text))
 
 
-async def make(store: Any, *tools: Tool) -> Harness:
+async def make(
+    store: Any,
+    *tools: Tool,
+    replica: str | None = None,
+    sweep_interval: float | None = None,
+    **config: Any,
+) -> Harness:
+    """An engine and its MachineEngine on `store`; each a replica of its own (`replica`, or a
+    fresh id), as replicas sharing a database must be."""
     recorder = Recorder()
-    engine = Engine(store, tools=Registry([*core_tools(), recorder, *tools]), agents=default_agents())
+    engine = Engine(
+        store,
+        tools=Registry([*core_tools(), recorder, *tools]),
+        agents=default_agents(),
+        config=EngineConfig(replica_id=replica or unique("replica"), **config),
+    )
     await engine.start()
-    machines = MachineEngine(engine)
+    machines = MachineEngine(engine, sweep_interval=sweep_interval)
     await machines.start()
     return Harness(engine, machines, recorder)
 

@@ -2,6 +2,9 @@
 
 python server_driver.py DB [LEDGER]   # prints `port N` once serving; runs until killed
 
+DB is a SQLite file, or a database URL (`postgresql+asyncpg://...`). $DRIVER_REPLICA names the
+replica (default `local`), $DRIVER_LEASE its lease in seconds (default 15).
+
 With LEDGER, the tool `test.flaky` is registered: each call appends `instance action attempt`
 to LEDGER (fsync'd, before it answers), and fails while its attempt is below `args.ok_on`, so
 a test can count how often each attempt really ran across kills.
@@ -16,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from agentrun.engine import Engine
+from agentrun.engine import Engine, EngineConfig
 from agentrun.engine.machine import MachineEngine
 from agentrun.engine.ports import CallContext, Effect, Tool, ToolFailure
 from agentrun.integrations import default_agents, default_tools
@@ -43,12 +46,16 @@ class Flaky(Tool):
 
 
 async def main(db: str, ledger: str | None) -> None:
-    store = SqlStore(f"sqlite+aiosqlite:///{db}")
+    store = SqlStore(db if "://" in db else f"sqlite+aiosqlite:///{db}")
     await store.open()
     tools = default_tools()
     if ledger:
         tools.register(Flaky(ledger))
-    engine = Engine(store, tools=tools, agents=default_agents())
+    config = EngineConfig(
+        replica_id=os.environ.get("DRIVER_REPLICA", "local"),
+        lease_seconds=float(os.environ.get("DRIVER_LEASE", "15")),
+    )
+    engine = Engine(store, tools=tools, agents=default_agents(), config=config)
     await engine.start()
     machines = MachineEngine(engine)
     await machines.start()

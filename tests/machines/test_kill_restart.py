@@ -3,6 +3,7 @@ at once) and the instance moves on. Timers are store rows, not sleeping coroutin
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -28,10 +29,15 @@ states:
 """
 
 
-def start_driver(*args: Path) -> tuple[subprocess.Popen[str], int]:
+def start_driver(
+    *args: Path | str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
     """server_driver.py with `args` in a child process, and the port it serves on."""
     proc = subprocess.Popen(
-        [sys.executable, str(DRIVER), *map(str, args)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(DRIVER), *map(str, args)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()

@@ -161,3 +161,62 @@ async def test_a_refused_batch_spares_the_rest_of_its_group(store: MachineStore)
     results = await asyncio.gather(*(store.commit(b) for b in batches), return_exceptions=True)
     assert [isinstance(r, ValueError) for r in results] == [False, False, True, False, False]
     assert [len(await store.list_history(r.id)) for r in records] == [2, 2, 1, 2, 2]
+
+
+async def test_a_lease_has_one_owner_and_fences_a_stale_writer(store: MachineStore) -> None:
+    from agentrun.storage.base import LeaseLost
+
+    rec, _ = await store.create_instance(
+        _instance(owner="a", lease_epoch=1, lease_expires_at=100.0), [_entry(_instance(), 1)][:0]
+    )
+    got = await store.get_instance(rec.id)
+    assert (got.owner, got.lease_epoch, got.lease_expires_at) == ("a", 1, 100.0)
+    # Held by `a` and not expired: `b` gets it only by taking it.
+    assert await store.acquire(rec.id, "b", lease_seconds=10, now=50.0, take=False) is None
+    mine = await store.acquire(rec.id, "a", lease_seconds=10, now=50.0, take=False)
+    assert (mine.owner, mine.lease_epoch, mine.lease_expires_at) == ("a", 1, 60.0)  # kept
+    taken = await store.acquire(rec.id, "b", lease_seconds=10, now=55.0, take=True)
+    assert (taken.owner, taken.lease_epoch) == ("b", 2)
+    assert await store.acquire(rec.id, "b", lease_seconds=10, now=55.0, take=False, tenant="x") is None
+    # `a` is stale now: its fenced commit writes nothing.
+    moved = _instance(id=rec.id, last_sequence=2, current="b")
+    with pytest.raises(LeaseLost):
+        await store.commit(MachineBatch(moved, [_entry(rec, 2)], fence=("a", 1)))
+    assert (await store.get_instance(rec.id)).last_sequence == 1
+    assert await store.list_history(rec.id) == []
+    await store.commit(MachineBatch(moved, [_entry(rec, 2)], fence=("b", 2)))
+    after = await store.get_instance(rec.id)
+    # A batch writes the instance, never its lease.
+    assert (after.last_sequence, after.owner, after.lease_epoch) == (2, "b", 2)
+
+
+async def test_leases_are_renewed_claimed_when_expired_and_released(store: MachineStore) -> None:
+    owner, other = uuid.uuid4().hex, uuid.uuid4().hex
+    timed, _ = await store.create_instance(
+        _instance(owner=owner, lease_epoch=1, lease_expires_at=10.0),
+        timers=[TimerRecord("", "1:0", "a", 0, 5.0)][:0],
+    )
+    await store.commit(
+        MachineBatch(timed, [], [TimerRecord(timed.id, "1:0", "a", 0, 5.0)], fence=(owner, 1))
+    )
+    idle, _ = await store.create_instance(_instance(owner=owner, lease_epoch=1, lease_expires_at=10.0))
+    ended, _ = await store.create_instance(
+        _instance(owner=owner, lease_epoch=1, lease_expires_at=10.0, state=InstanceState.COMPLETED)
+    )
+    assert await store.renew_leases(owner, lease_seconds=10, now=5.0) >= {timed.id, idle.id}
+    assert ended.id not in await store.renew_leases(owner, lease_seconds=10, now=5.0)
+    # Not expired (renewed to 15): nothing to claim.
+    assert timed.id not in {r.id for r in await store.claim(other, lease_seconds=10, now=14.0, limit=1000)}
+    # Expired: the instance with a timer is claimed (epoch + 1); the idle one is left alone
+    # (an event takes it when one comes).
+    claimed = {r.id: r for r in await store.claim(other, lease_seconds=10, now=16.0, limit=1000)}
+    assert timed.id in claimed and idle.id not in claimed
+    assert (claimed[timed.id].owner, claimed[timed.id].lease_epoch) == (other, 2)
+    assert timed.id not in await store.renew_leases(owner, lease_seconds=10, now=16.0)
+    # Released: another replica claims at once; its own are claimed again only on request.
+    await store.release_leases(other)
+    assert timed.id not in {r.id for r in await store.claim(other, lease_seconds=10, now=17.0, limit=1000)}
+    again = {r.id: r for r in await store.claim(owner, lease_seconds=10, now=17.0, limit=1000)}
+    assert again[timed.id].lease_epoch == 3
+    own = {r.id for r in await store.claim(owner, lease_seconds=10, now=17.0, limit=1000, include_own=True)}
+    assert timed.id in own

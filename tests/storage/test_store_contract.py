@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -267,6 +268,41 @@ async def test_list_executions_orders_filters_and_pages(store: Store) -> None:
         "acme", limit=10, workflow="wf", states=[ExecutionState.RUNNING]
     )
     assert [e.id for e in both] == ["ex-05"]
+
+
+async def test_list_executions_newest_first_and_by_creation_time(store: Store) -> None:
+    """Newest first is descending id, paged by the last id seen (`after_id` then means older
+    than it); the time bounds are half-open [created_after, created_before) on created_at and
+    combine with the order, the paging and the other filters."""
+    for i, (id, wf) in enumerate(
+        [("ex-01", "wf"), ("ex-02", "other"), ("ex-03", "wf"), ("ex-04", "wf"), ("ex-05", "wf")]
+    ):
+        record = execution(id, workflow=wf)
+        record.created_at = T0 + 10 * i
+        await started(store, record)
+    await started(store, execution("ex-06", tenant="beta"))
+
+    async def ids(**kwargs: Any) -> list[str]:
+        return [e.id for e in await store.list_executions("acme", **kwargs)]
+
+    assert await ids(limit=10, newest_first=True) == ["ex-05", "ex-04", "ex-03", "ex-02", "ex-01"]
+    assert await ids(limit=2, newest_first=True) == ["ex-05", "ex-04"]
+    assert await ids(limit=2, newest_first=True, after_id="ex-04") == ["ex-03", "ex-02"]
+    assert await ids(limit=2, newest_first=True, after_id="ex-01") == []
+    # Bounds: created_after inclusive, created_before exclusive, at float precision.
+    assert await ids(limit=10, created_after=T0 + 10) == ["ex-02", "ex-03", "ex-04", "ex-05"]
+    assert await ids(limit=10, created_before=T0 + 20) == ["ex-01", "ex-02"]
+    assert await ids(limit=10, created_after=T0 + 10, created_before=T0 + 30) == ["ex-02", "ex-03"]
+    assert await ids(limit=10, created_after=T0 + 10.000001, created_before=T0 + 30.000001) == [
+        "ex-03",
+        "ex-04",
+    ]
+    assert await ids(limit=10, created_after=T0 + 100) == []
+    window: dict[str, Any] = {"created_after": T0 + 10, "created_before": T0 + 40, "workflow": "wf"}
+    assert await ids(limit=10, newest_first=True, **window) == ["ex-04", "ex-03"]
+    assert await ids(limit=1, newest_first=True, after_id="ex-04", **window) == ["ex-03"]
+    assert await ids(limit=1, after_id="ex-03", **window) == ["ex-04"]
+    assert await ids(limit=10, newest_first=True, states=[ExecutionState.SUCCEEDED]) == []
 
 
 async def test_list_unfinished_executions_spans_tenants(store: Store) -> None:

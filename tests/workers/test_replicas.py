@@ -115,6 +115,7 @@ class Cluster:
             )
         self.processes.append(process)
         until(lambda: events.of("registered"), f"{name} registered")
+        self.knows("a", "py.upper")
         return process, events
 
     def node_worker(self, replica: str = "b") -> tuple[subprocess.Popen[bytes], Events]:
@@ -128,7 +129,15 @@ class Cluster:
             )
         self.processes.append(process)
         until(lambda: events.of("registered"), "the Node.js worker registered")
+        self.knows("a", "node.reverse")
         return process, events
+
+    def knows(self, replica: str, tool: str) -> None:
+        """Waits until `replica` has heard of `tool` (a registration on the other replica
+        reaches it by the store's notification, or its periodic reload)."""
+        with Client(self.replicas[replica].address, api_key="") as client:
+            source = f"name: probe\nnodes:\n  - {{id: p, tool: {{name: {tool}, args: {{text: x}}}}}}\n"
+            until(lambda: client.validate_workflow(source=source).valid, f"{replica} to know {tool}", timeout=30)
 
     def stop(self) -> None:
         for process in self.processes:

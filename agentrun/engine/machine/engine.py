@@ -14,6 +14,11 @@ instance's pending event with a retry timer (`_hold`), and a task (`_resume`) ow
 instance until the timer fired and the event was handled on; after a restart the instance is
 taken up again when it is loaded (`_adopt`), which the retry timer's firing does.
 
+Leases (leases.py): the replica holding an instance's lease drives it (timers, retries, the
+invoked execution) and fences its commits with `(owner, lease_epoch)`. Loading an instance for
+an event acquires its lease (taking it from another replica if need be); a timer or an invoke
+result of an instance this replica no longer holds is dropped (its holder handles it).
+
 Wiring (as `agentrun serve` does): `machines = MachineEngine(engine)` after the Engine is
 built, `await machines.start()` after `engine.start()`; it sets `engine.machines` so that a DAG
 `workflow` node can run a state machine instance as its child.
@@ -43,6 +48,7 @@ from agentrun.engine.errors import (
 from agentrun.engine.hub import follow
 from agentrun.engine.machine.compiler import compile_machine
 from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
+from agentrun.engine.machine.leases import LeaseKeeper
 from agentrun.engine.machine.plan import INVOKE_DONE, INVOKE_ERROR, MachinePlan
 from agentrun.engine.machine.runtime import Event, Stepper, Suspended, Work
 from agentrun.engine.ports import ToolFailure
@@ -50,6 +56,7 @@ from agentrun.engine.runtime.children import child_id_of, child_output, ensure_c
 from agentrun.engine.runtime.common import DEFAULT_TENANT, error_dict
 from agentrun.engine.runtime.notify import Notifier
 from agentrun.engine.runtime.redaction import redacted_machine_batch
+from agentrun.storage.base import LeaseLost
 from agentrun.storage.machines import (
     EntryKind,
     HistoryRecord,
@@ -68,6 +75,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentrun.engine.machine")
 
 _ACTIVE = InstanceState.ACTIVE
+# Events a client sent: their instance is loaded taking its lease from another replica.
+_SENT = ("external", "cancel")
 _CONFLICT_RETRIES = 8
 # The key of a retry timer starts so: `retry:LAST_SEQUENCE:CALLS:ATTEMPT`.
 RETRY = "retry:"
@@ -94,11 +103,13 @@ class Instance:
         "busy",
         "due",
         "event_ids",
+        "fence",
         "held",
         "id",
         "plan",
         "queue",
         "record",
+        "resumer",
         "timer_keys",
         "wake",
     )
@@ -122,6 +133,9 @@ class Instance:
         # Retry timers that fired, and the future the pending event's task waits on for one.
         self.due: set[str] = set()
         self.wake: asyncio.Future[None] | None = None
+        self.resumer: asyncio.Task[None] | None = None
+        # (owner, lease_epoch) of this replica's lease: every commit carries it.
+        self.fence: tuple[str, int] | None = None
 
 
 class MachineEngine:
@@ -131,19 +145,19 @@ class MachineEngine:
         store: MachineStore | None = None,
         *,
         clock: Callable[[], float] | None = None,
-        sweep_interval: float = 5.0,
+        sweep_interval: float | None = None,
         max_instances: int = 100_000,
     ) -> None:
         self.engine = engine
         # Instances kept in memory; beyond, the oldest idle ones are dropped (and reloaded
         # from the store when an event, a timer or an invoke result comes for them).
         self.max_instances = max_instances
-        # How often the store is asked for timers overdue by more than this long (a replica
-        # that armed them died, say); 0: never.
-        self.sweep_interval = sweep_interval
-        self._sweeper: asyncio.Task[None] | None = None
         self.store = store if store is not None else engine.store.instances
         self.clock = clock or engine.clock
+        self.replica_id = engine.replica_id
+        # How often the store is asked for instances to take over (a lease expired, with a
+        # timer, a retry or an invoked execution to drive); None: every lease/3.
+        self.leases = LeaseKeeper(self, period=sweep_interval)
         self.secrets = engine.secrets
         # One rng (seeded by EngineConfig.seed) and one hub for both interpreters: an instance's
         # entries reach Watch streams on every replica by the executions' path.
@@ -169,45 +183,20 @@ class MachineEngine:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Re-arms every stored timer and waits again for every invoked execution."""
+        """Takes back the instances this replica held (their timers re-armed, their pending
+        events resumed, their invoked executions waited for), then keeps its leases and
+        takes over the instances other replicas left (leases.py)."""
         if self._started:
             return
         self._started = True
         await self.store.open()
-        for timer in await self.store.list_timers():
-            self._arm(timer)
-        for record in await self.store.list_invoking():
-            if record.invoke_execution:
-                self._watch_child(record.id, record.invoke_execution, record.tenant)
-        if self.sweep_interval > 0:
-            self._sweeper = asyncio.get_running_loop().create_task(
-                self._sweep(), name="agentrun-machine-timers"
-            )
-
-    async def _sweep(self) -> None:
-        """Fires timers that are overdue in the store and not armed here: their replica died
-        before firing them. A timer fired twice is applied once (`Instance.timer_keys`, and
-        the history's keys between replicas)."""
-        interval = self.sweep_interval
-        while not self._stopping:
-            await asyncio.sleep(interval)
-            try:
-                due = await self.store.list_timers(due_before=self.clock() - interval, limit=500)
-            except Exception as exc:
-                log.warning("timer sweep failed: %r", exc)
-                continue
-            for timer in due:
-                if timer.key not in self._timers.get(timer.instance_id, {}):
-                    self._arm(timer)
+        await self.leases.start()
 
     async def stop(self) -> None:
-        """Stops timers and waits on children (their rows stay: the next start re-arms them)
-        and flushes pending commits."""
+        """Stops timers and waits on children (their rows stay: the next start re-arms them),
+        flushes pending commits and lets this replica's leases go."""
         self._stopping = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-            self._sweeper = None
+        await self.leases.stop()
         for handles in self._timers.values():
             for handle in handles.values():
                 handle.cancel()
@@ -218,6 +207,7 @@ class MachineEngine:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._children.clear()
+        await self.leases.release()
         await self._notifier.close()
         await self.store.close()
 
@@ -312,6 +302,9 @@ class MachineEngine:
             parent_id=parent[0] if parent else None,
             parent_node=parent[1] if parent else None,
             labels=dict(labels or {}),
+            owner=self.replica_id,
+            lease_epoch=1,
+            lease_expires_at=self.leases.expiry(),
         )
         work = Work(record, now)
         entry = _created(work, plan, data)
@@ -336,6 +329,7 @@ class MachineEngine:
                 self._cancel_child(child, tenant)
             return stored
         inst = Instance(plan, first, {})
+        inst.fence = (self.replica_id, 1)
         inst.timer_keys = {t.key for t in work.timers or ()}
         self._keep(inst)
         self._after_commit(inst, work)
@@ -361,12 +355,13 @@ class MachineEngine:
                 )
             return stored
         inst = Instance(plan, held, {})
+        inst.fence = (self.replica_id, 1)
         inst.busy = inst.held = True
         self._keep(inst)
         self._arm(timer)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
-        self._spawn(self._resume(inst, ev, future))
+        inst.resumer = self._spawn(self._resume(inst, ev, future))
         _, snapshot = await asyncio.shield(future)
         return copy_instance(snapshot)
 
@@ -478,7 +473,14 @@ class MachineEngine:
                 )
                 if work is not None:
                     snapshot = work.snapshot()
-                    commit_now(MachineBatch(snapshot, work.entries, work.timers, work.fired))
+                    batch = MachineBatch(
+                        snapshot, work.entries, work.timers, work.fired, fence=inst.fence
+                    )
+                    try:
+                        commit_now(batch)
+                    except LeaseLost:
+                        self.let_go(inst.id, "its lease was taken by another replica")
+                        continue
                     inst.record = snapshot
                     entry = work.entries[0]
                     if event_id:
@@ -606,7 +608,7 @@ class MachineEngine:
         if self._instances.get(inst.id) is not inst:
             # Evicted (a failed commit, or the instance ended): the store holds the truth;
             # reload it and queue behind whatever the fresh copy is handling.
-            fresh = await self._load(inst.id, record.tenant)
+            fresh = await self._load(inst.id, record.tenant, take=ev.source in _SENT)
             return await self._dispatch(fresh, ev)
         return await self._handle_on(inst, ev)
 
@@ -650,7 +652,7 @@ class MachineEngine:
         """Commits what handling `ev` did, then does what follows a commit."""
         snapshot = work.snapshot()
         inst.record = snapshot
-        batch = MachineBatch(snapshot, work.entries, work.timers, work.fired)
+        batch = MachineBatch(snapshot, work.entries, work.timers, work.fired, fence=inst.fence)
         outcome = (entry, snapshot)
         cancelled = await self._commit(inst, ev, batch)
         self._settle(inst, work, ev, outcome)
@@ -691,7 +693,7 @@ class MachineEngine:
         except BaseException as exc:
             self._evict(inst, exc)
             self._forget_id(inst, ev)
-            if isinstance(exc, ValueError):  # refused: a stale write (see send_event)
+            if isinstance(exc, (ValueError, LeaseLost)):  # refused: a stale write (see send_event)
                 raise Conflict(str(exc)) from exc
             raise
         return cancelled
@@ -725,7 +727,9 @@ class MachineEngine:
         held, timer = self._pending(record, work, ev, wait)
         old = record.pending
         spent = old["key"] if old is not None else (ev.ref if ev.source == "timer" else None)
-        batch = MachineBatch(held, [], None, spent, (timer,), base=record.last_sequence)
+        batch = MachineBatch(
+            held, [], None, spent, (timer,), base=record.last_sequence, fence=inst.fence
+        )
         cancelled = await self._commit(inst, ev, batch)
         inst.record = held
         if spent is not None:
@@ -743,7 +747,7 @@ class MachineEngine:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
         inst.held = True
-        self._spawn(self._resume(inst, ev, future))
+        inst.resumer = self._spawn(self._resume(inst, ev, future))
         if cancelled:
             raise asyncio.CancelledError
         return Held(future)
@@ -762,7 +766,7 @@ class MachineEngine:
         future: asyncio.Future[Any] = loop.create_future()
         future.add_done_callback(_consume)
         inst.busy = inst.held = True
-        self._spawn(self._resume(inst, ev, future))
+        inst.resumer = self._spawn(self._resume(inst, ev, future))
 
     async def _resume(self, inst: Instance, ev: Event, future: asyncio.Future[Any]) -> None:
         """Owns `inst` while its pending event waits for its retry timer, handles the event
@@ -846,10 +850,71 @@ class MachineEngine:
             excess -= 1
 
     def _evict(self, inst: Instance, exc: BaseException | None) -> None:
+        if isinstance(exc, LeaseLost):
+            self.let_go(inst.id, "its lease was taken by another replica")
+            return
         log.warning("instance %s: commit failed (%r); reloading it from the store", inst.id, exc)
         if self._instances.get(inst.id) is inst:
             del self._instances[inst.id]
         self._drop_timers(inst.id)
+
+    # ------------------------------------------------------------------ leases
+    def held_ids(self) -> set[str]:
+        """The instances this replica drives: loaded and ACTIVE, or with armed timers or an
+        invoked execution it waits for."""
+        live = {i for i, inst in self._instances.items() if inst.record.state is _ACTIVE}
+        return live | set(self._timers) | set(self._children)
+
+    def let_go(self, instance_id: str, why: str) -> None:
+        """Stops driving an instance whose lease another replica holds now: forgets it (an
+        event sent here loads it again, taking the lease back), disarms its timers, stops
+        waiting for its invoked execution and its pending event's retry."""
+        log.info("instance %s: let go here, %s", instance_id, why)
+        inst = self._instances.pop(instance_id, None)
+        self._drop_timers(instance_id)
+        child = self._children.pop(instance_id, None)
+        if child is not None:
+            child.cancel()
+        if inst is not None and inst.resumer is not None and inst.resumer is not asyncio.current_task():
+            inst.resumer.cancel()
+
+    async def take_over(self, record: InstanceRecord) -> None:
+        """An instance the lease keeper claimed (its replica is gone): drive it from here."""
+        inst = self._instances.get(record.id)
+        if inst is not None:
+            inst.fence = (self.replica_id, record.lease_epoch)
+            return
+        await self._install(record)
+
+    async def _install(self, record: InstanceRecord) -> Instance:
+        """The live instance for `record`, whose lease this replica holds: its timers armed,
+        its pending event resumed, its invoked execution waited for."""
+        instance_id = record.id
+        wf = await self.engine.store.get_workflow(
+            record.tenant, record.workflow, record.version, include_deleted=True
+        )
+        if wf is None:
+            raise InstanceNotFound(
+                f"instance {instance_id!r}: its workflow is gone", instance=instance_id
+            )
+        plan = self._plan_of(wf)
+        ids: dict[str, Any] = dict(await self.store.event_ids(instance_id))
+        active = record.state is _ACTIVE
+        timers = await self.store.list_timers(instance_id=instance_id) if active else []
+        inst = Instance(plan, record, ids)
+        inst.fence = (self.replica_id, record.lease_epoch)
+        inst.timer_keys = {t.key for t in timers}
+        self._keep(inst)
+        if active:
+            if record.pending is not None:
+                self._adopt(inst)
+            armed = self._timers.get(instance_id, {})
+            for timer in timers:
+                if timer.key not in armed:
+                    self._arm(timer)
+            if record.invoke_execution and instance_id not in self._children:
+                self._watch_child(instance_id, record.invoke_execution, record.tenant)
+        return inst
 
     def _after_commit(self, inst: Instance, work: Work) -> None:
         """Durable now: publish, move timers, start or stop children, wake waiters."""
@@ -892,53 +957,42 @@ class MachineEngine:
                 del self._instances[inst.id]
 
     # ------------------------------------------------------------------ loading
-    async def _load(self, instance_id: str, tenant: str | None) -> Instance:
-        """The live instance, loaded from the store if needed; `tenant` None: any tenant's."""
+    async def _load(self, instance_id: str, tenant: str | None, *, take: bool = True) -> Instance:
+        """The live instance, loaded from the store if needed (its lease acquired: `take`n
+        from another replica, or only if nobody else holds it); `tenant` None: any tenant's.
+        LeaseLost when another replica holds it and `take` is False."""
         inst = self._instances.get(instance_id)
-        if inst is not None:
-            if tenant is not None and inst.record.tenant != tenant:
-                raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
-            return inst
-        pending = self._loading.get(instance_id)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._loading[instance_id] = pending
+        while inst is None:
+            pending = self._loading.get(instance_id)
+            if pending is None:
+                pending = asyncio.get_running_loop().create_future()
+                self._loading[instance_id] = pending
+                try:
+                    record = await self.store.acquire(
+                        instance_id,
+                        self.replica_id,
+                        lease_seconds=self.leases.lease_seconds,
+                        now=self.clock(),
+                        take=take,
+                    )
+                    if record is None:
+                        if not take:
+                            raise LeaseLost(f"instance {instance_id} is not held here")
+                        raise InstanceNotFound(
+                            f"instance {instance_id!r} not found", instance=instance_id
+                        )
+                    pending.set_result(await self._install(record))
+                except BaseException as exc:
+                    pending.set_exception(exc)
+                    pending.exception()  # retrieved: nobody else may be waiting
+                finally:
+                    del self._loading[instance_id]
             try:
-                record = await self.store.get_instance(instance_id)
-                if record is None:
-                    raise InstanceNotFound(
-                        f"instance {instance_id!r} not found", instance=instance_id
-                    )
-                wf = await self.engine.store.get_workflow(
-                    record.tenant, record.workflow, record.version, include_deleted=True
-                )
-                if wf is None:
-                    raise InstanceNotFound(
-                        f"instance {instance_id!r}: its workflow is gone", instance=instance_id
-                    )
-                plan = self._plan_of(wf)
-                ids: dict[str, Any] = dict(await self.store.event_ids(instance_id))
-                timers = (
-                    await self.store.list_timers(instance_id=instance_id)
-                    if record.state is _ACTIVE
-                    else []
-                )
-                inst = Instance(plan, record, ids)
-                inst.timer_keys = {t.key for t in timers}
-                self._keep(inst)
-                if record.pending is not None and record.state is _ACTIVE:
-                    self._adopt(inst)
-                armed = self._timers.get(instance_id, {})
-                for timer in timers:
-                    if timer.key not in armed:
-                        self._arm(timer)
-                pending.set_result(inst)
-            except BaseException as exc:
-                pending.set_exception(exc)
-                pending.exception()  # retrieved: nobody else may be waiting
-            finally:
-                del self._loading[instance_id]
-        inst = await asyncio.shield(pending)
+                inst = await asyncio.shield(pending)
+            except LeaseLost:
+                if not take:
+                    raise
+                # Another caller's load would not take the lease; this one does.
         if tenant is not None and inst.record.tenant != tenant:
             raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
         return inst
@@ -964,9 +1018,9 @@ class MachineEngine:
 
     async def _fire_timer(self, timer: TimerRecord) -> None:
         try:
-            inst = await self._load(timer.instance_id, None)
-        except InstanceNotFound:
-            return
+            inst = await self._load(timer.instance_id, None, take=False)
+        except (InstanceNotFound, LeaseLost):
+            return  # gone, or another replica drives it now
         if timer.key.startswith(RETRY):  # wakes the pending event's task (`_retry_due`)
             inst.due.add(timer.key)
             if inst.wake is not None and not inst.wake.done():
@@ -983,14 +1037,15 @@ class MachineEngine:
         await self._internal(timer.instance_id, tenant, ev)
 
     async def _internal(self, instance_id: str, tenant: str, ev: Event) -> None:
-        """An engine event (timer, invoke result): retried while the store is unavailable."""
+        """An engine event (timer, invoke result): retried while the store is unavailable;
+        dropped once another replica holds the instance (its holder handles the event)."""
         delay = 0.2
         while not self._stopping:
             try:
-                inst = await self._load(instance_id, tenant)
+                inst = await self._load(instance_id, tenant, take=False)
                 await self._dispatch(inst, ev)
                 return
-            except (IllegalTransition, InstanceNotFound):
+            except (IllegalTransition, InstanceNotFound, LeaseLost):
                 return
             except asyncio.CancelledError:
                 raise
@@ -1169,10 +1224,11 @@ class MachineEngine:
             yield entry
 
     # ------------------------------------------------------------------ helpers
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _check_open(self) -> None:
         if self._stopping or getattr(self.engine, "draining", False):

@@ -199,6 +199,9 @@ class Work:
             self.entry_sequence,
             self.invoke,
             r.labels,
+            owner=r.owner,
+            lease_epoch=r.lease_epoch,
+            lease_expires_at=r.lease_expires_at,
         )
 
 

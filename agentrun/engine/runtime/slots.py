@@ -1,7 +1,7 @@
 """A scheduler slot around one step call, for an interpreter that awaits its calls (a state
 machine action): the scheduler's limits (global, tenant, workflow, per target) and rate-limit
 buckets hold for actions as they do for DAG nodes, whose run asks through its inbox
-(`Run._gate`) with the same target and bucket."""
+(`Gate.request`, agentrun/engine/dag/gate.py) with the same target and bucket."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The one step invoker: a tool or agent call with its timeout, circuit breaker and
 instrumentation, its failure as an error dict. A DAG node, map item, compensation or
-fallback (`Run._call`) and a state machine action (`Stepper._action`) call steps through it;
+fallback (`run_call` in agentrun/engine/dag/calls.py) and a state machine action (`Stepper._action`) call steps through it;
 each interpreter keeps only how it reads a step's inputs (its activation) and what it does
 with the outcome (`next_retry` decides whether another attempt follows)."""
 

@@ -63,6 +63,7 @@ class Workers:
         self.catalog = Catalog(registry, self.repo, self.calls)
         self.hub = WorkerHub(self.repo, self.bell, self.catalog, self.config, replica, clock=clock)
         self._refreshing: asyncio.Task[None] | None = None
+        self._reloads: asyncio.Task[None] | None = None
         self._again = False
         self.bell.listen(self._heard)
 
@@ -73,6 +74,14 @@ class Workers:
         self.bell.start()
         self.calls.start()
         self.hub.start()
+        self._reloads = asyncio.get_running_loop().create_task(self._reload_loop(), name="agentrun-workers-reload")
+
+    async def _reload_loop(self) -> None:
+        """Reloads the catalog every 5 polls too: a `wtools` notification lost while a
+        replica's LISTEN connection was down delays a new tool here, never hides it."""
+        while True:
+            await asyncio.sleep(5 * self.config.poll)
+            self._heard("wtools", "")
 
     def _heard(self, kind: str, key: str) -> None:
         if kind != "wtools":
@@ -119,8 +128,9 @@ class Workers:
         await self.hub.stop()
         await self.calls.stop()
         await self.repo.close()
-        if self._refreshing is not None:
-            self._refreshing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refreshing
+        for task in (self._reloads, self._refreshing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.bell.close()

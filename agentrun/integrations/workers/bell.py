@@ -50,8 +50,11 @@ class Bell:
             except Exception:
                 log.exception("a worker wake-up listener failed")
 
-    def ring(self, kind: str, key: str) -> None:
+    def ring(self, kind: str, key: str, *, remote: bool = True) -> None:
+        """Tells this process now and, unless `remote` is False, the other replicas soon."""
         self._tell(kind, key)
+        if not remote:
+            return
         self._pending.setdefault(kind, set()).add(key)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._send(), name="agentrun-workers-notify")

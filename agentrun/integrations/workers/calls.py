@@ -161,9 +161,8 @@ class RemoteCalls:
                 now = self._clock()
                 if now >= next_poll:  # every call: leases, progress, notifications missed
                     next_poll = now + self._config.poll
-                    self._ended.clear()
-                    await self._look(list(self._waiting))
-                elif self._ended:  # only those heard of
+                    await self._poll(now)
+                if self._ended:  # those heard of as ended
                     ended, self._ended = list(self._ended), set()
                     await self._look(ended)
                 if now >= next_keep:
@@ -177,29 +176,41 @@ class RemoteCalls:
             except Exception as exc:  # the store is down: look again at the next interval
                 log.warning("remote calls: %r", exc)
 
-    async def _look(self, ids: list[str]) -> None:
-        ids = [i for i in ids if i in self._waiting and not self._waiting[i].future.done()]
+    async def _poll(self, now: float) -> None:
+        """Every waiting call's state (no payloads): the ended ones are read next, progress
+        becomes events, leases that expired (the worker's replica may be gone) end."""
+        ids = [i for i, w in self._waiting.items() if not w.future.done()]
         if not ids:
             return
-        now = self._clock()
         expired = []
-        for row in await self._repo.get_calls(ids):
-            waiting = self._waiting.get(row.id)
+        for status in await self._repo.call_states(ids):
+            waiting = self._waiting.get(status.id)
             if waiting is None or waiting.future.done():
                 continue
-            if row.state.finished:
-                waiting.future.set_result(row)
+            if status.state.finished:
+                self._ended.add(status.id)
                 continue
-            if row.progress and row.progress != waiting.progress:
-                waiting.progress = row.progress
+            if status.progress and status.progress != waiting.progress:
+                waiting.progress = status.progress
                 if waiting.ctx.emit is not None:
-                    waiting.ctx.emit("tool.progress", {"tool": waiting.tool, **row.progress})
-            if row.state is CallState.LEASED and (row.lease_expires or 0) < now:
-                expired.append(row.id)
+                    waiting.ctx.emit("tool.progress", {"tool": waiting.tool, **status.progress})
+            if status.state is CallState.LEASED and (status.lease_expires or 0) < now:
+                expired.append(status.id)
         if expired:
             error = lost_error("the worker stopped renewing its lease (no heartbeat) before it answered")
             for call_id in await self._repo.expire(expired, now=now, error=error):
-                self._bell.ring("wdone", call_id)  # heard here too: read at the next turn
+                self._ended.add(call_id)
+                self._bell.ring("wdone", call_id)
+
+    async def _look(self, ids: list[str]) -> None:
+        """Resolves the calls of `ids` that ended, with their outcome."""
+        ids = [i for i in ids if i in self._waiting and not self._waiting[i].future.done()]
+        if not ids:
+            return
+        for row in await self._repo.get_calls(ids):
+            waiting = self._waiting.get(row.id)
+            if waiting is not None and not waiting.future.done() and row.state.finished:
+                waiting.future.set_result(row)
 
     async def _sweep(self, now: float) -> None:
         orphans = await self._repo.sweep(

@@ -71,6 +71,8 @@ class Session:
     state: str = SERVING
     # Calls sent and not answered yet: id -> tool (they hold a slot).
     inflight: dict[str, str] = field(default_factory=dict)
+    # The replica waiting for each of them.
+    callers: dict[str, str] = field(default_factory=dict)
     outbox: asyncio.Queue[Outgoing | None] = field(default_factory=asyncio.Queue)
     # Calls the worker was told are withdrawn (told once).
     withdrawn: set[str] = field(default_factory=set)
@@ -80,9 +82,11 @@ class Session:
     def name(self) -> str:
         return f"workers/{self.id}"
 
-    def claim(self) -> Claim | None:
-        """What the worker can take now, or None."""
-        if self.closed or self.state != SERVING:
+    def claim(self, fresh_after: float) -> Claim | None:
+        """What the worker can take now, or None: nothing unless it is serving and sent a
+        heartbeat after `fresh_after` (a worker that went quiet is not sent more calls while
+        its lease runs out)."""
+        if self.closed or self.state != SERVING or self.heartbeat_at < fresh_after:
             return None
         total = self.registration.max_concurrent_calls - len(self.inflight)
         if total <= 0:
@@ -232,17 +236,21 @@ class WorkerHub:
     async def result(self, session: Session, call_id: str, *, result: Any = None, error: dict[str, Any] | None = None) -> bool:
         """Applies an answer under the session's lease; False (and the worker told) if refused."""
         known = session.inflight.pop(call_id, None) is not None
+        caller = session.callers.pop(call_id, None)
         session.withdrawn.discard(call_id)
         self._wake.set()  # a slot is free
         applied = known and await self._repo.complete(call_id, session.id, now=self.clock(), result=result, error=error)
         if applied:
-            self._bell.ring("wdone", call_id)
+            # The other replicas hear of it only when one of them waits for it.
+            self._bell.ring("wdone", call_id, remote=caller != self.replica)
         else:
             session.outbox.put_nowait(Refused(call_id, "lease_lost" if known else "unknown_call"))
         return applied
 
     async def heartbeat(self, session: Session) -> None:
         now = self.clock()
+        if session.heartbeat_at < now - 2 * self._config.heartbeat:
+            self._wake.set()  # it was too quiet to be sent calls; now it may take some
         session.heartbeat_at = now
         if session.state == UNRESPONSIVE:
             session.state = SERVING
@@ -289,10 +297,11 @@ class WorkerHub:
             if not sessions:
                 return
             start = next(self._turn) % len(sessions)
-            claims = [(s, c) for s in sessions[start:] + sessions[:start] if (c := s.claim()) is not None]
+            now = self.clock()
+            fresh_after = now - 2 * self._config.heartbeat
+            claims = [(s, c) for s in sessions[start:] + sessions[:start] if (c := s.claim(fresh_after)) is not None]
             if not claims:
                 return
-            now = self.clock()
             # Concurrent claims share one transaction (the group commit), in turn order.
             leased = await asyncio.gather(
                 *(self._repo.claim(c, now=now, lease_until=now + self._config.lease) for _, c in claims)
@@ -306,6 +315,7 @@ class WorkerHub:
                     continue
                 for call in calls:
                     session.inflight[call.id] = call.tool
+                    session.callers[call.id] = call.caller
                     session.outbox.put_nowait(call)
                 took = took or bool(calls)
             if not took:

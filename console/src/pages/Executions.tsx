@@ -1,10 +1,12 @@
-// Executions, newest page of the filter first as the server orders them (by id, which is
-// creation order), paged on the server; the page in view is refreshed every few seconds so
-// state changes show without a reload (there is no list-watch RPC).
-import { useEffect, useMemo, useState } from "preact/hooks";
+// Executions, newest first by default (or oldest first), filtered on the server by workflow,
+// states and creation time, paged on the server; the page in view is refreshed every few
+// seconds so state changes show without a reload (there is no list-watch RPC).
+import { useEffect, useState } from "preact/hooks";
 import { executions, workflows } from "../api";
+import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Execution } from "../gen/agentrun/v1/execution_pb";
-import { EXECUTION_STATES, executionState, id, ms, time } from "../format";
+import { ExecutionOrder } from "../gen/agentrun/v1/execution_service_pb";
+import { EXECUTION_STATES, executionState, id, time } from "../format";
 import { activeKey, keys, chooseKey } from "../keys";
 import { href, setQuery, type Route } from "../router";
 import { ErrorBox } from "../ui/ErrorBox";
@@ -23,15 +25,15 @@ export function executionFilter(workflow: string, states: string[]): string {
   return clauses.join(" AND ");
 }
 
-/** Keeps rows created within [from, to] (datetime-local strings, either may be empty). */
-export function withinTime(rows: Execution[], from: string, to: string): Execution[] {
-  const lo = from ? Date.parse(from) : -Infinity;
-  const hi = to ? Date.parse(to) : Infinity;
-  if (lo === -Infinity && hi === Infinity) return rows;
-  return rows.filter((r) => {
-    const t = ms(r.createTime) ?? 0;
-    return t >= lo && t <= hi;
-  });
+/** The creation-time window of ListExecutions from the page's `from` and `to` (datetime-local
+ *  strings in the browser's zone, either may be empty): `from` inclusive, `to` exclusive. */
+export function timeBounds(from: string, to: string): { createdAfter?: Timestamp; createdBefore?: Timestamp } {
+  const out: { createdAfter?: Timestamp; createdBefore?: Timestamp } = {};
+  const lo = from ? Date.parse(from) : NaN;
+  const hi = to ? Date.parse(to) : NaN;
+  if (Number.isFinite(lo)) out.createdAfter = timestampFromMs(lo);
+  if (Number.isFinite(hi)) out.createdBefore = timestampFromMs(hi);
+  return out;
 }
 
 export function Executions({ route }: { route: Route }) {
@@ -41,18 +43,28 @@ export function Executions({ route }: { route: Route }) {
   const from = q.get("from") ?? "";
   const to = q.get("to") ?? "";
   const size = Number(q.get("size") ?? "100");
+  const oldest = q.get("order") === "oldest";
   const filter = executionFilter(workflow, states);
+  // Everything the page tokens are bound to: a change starts again at the first page.
+  const listKey = `${filter}|${from}|${to}|${oldest}|${size}`;
   // Tokens of the pages before the one in view: "previous" pops one.
   const [tokens, setTokens] = useState<string[]>([]);
   const token = tokens[tokens.length - 1] ?? "";
   const names = useLoad(() => workflows.listWorkflows({ pageSize: 1000 }), [activeKey()?.key]);
   const page = useLoad(
-    () => executions.listExecutions({ filter, pageSize: size, pageToken: token }),
-    [filter, token, size, activeKey()?.key],
+    () =>
+      executions.listExecutions({
+        filter,
+        pageSize: size,
+        pageToken: token,
+        order: oldest ? ExecutionOrder.OLDEST_FIRST : ExecutionOrder.NEWEST_FIRST,
+        ...timeBounds(from, to),
+      }),
+    [listKey, token, activeKey()?.key],
   );
-  useEffect(() => setTokens([]), [filter, size, activeKey()?.key]);
-  usePolling(page.reload, REFRESH_MS, [filter, token, size]);
-  const rows = useMemo(() => withinTime(page.data?.executions ?? [], from, to), [page.data, from, to]);
+  useEffect(() => setTokens([]), [listKey, activeKey()?.key]);
+  usePolling(page.reload, REFRESH_MS, [listKey, token]);
+  const rows = page.data?.executions ?? [];
   const toggle = (s: string): void =>
     setQuery(route, { state: (states.includes(s) ? states.filter((x) => x !== s) : [...states, s]).join(",") });
 
@@ -76,10 +88,17 @@ export function Executions({ route }: { route: Route }) {
           </select>
         </label>
         <label>
-          created from <input type="datetime-local" value={from} onChange={(e) => setQuery(route, { from: (e.target as HTMLInputElement).value })} />
+          created from <input type="datetime-local" step="1" name="created-from" value={from} onChange={(e) => setQuery(route, { from: (e.target as HTMLInputElement).value })} />
         </label>
         <label>
-          to <input type="datetime-local" value={to} onChange={(e) => setQuery(route, { to: (e.target as HTMLInputElement).value })} />
+          before <input type="datetime-local" step="1" name="created-before" value={to} onChange={(e) => setQuery(route, { to: (e.target as HTMLInputElement).value })} />
+        </label>
+        <label>
+          order{" "}
+          <select name="order" value={oldest ? "oldest" : "newest"} onChange={(e) => setQuery(route, { order: (e.target as HTMLSelectElement).value === "oldest" ? "oldest" : undefined })}>
+            <option value="newest">newest first</option>
+            <option value="oldest">oldest first</option>
+          </select>
         </label>
         <label>
           page{" "}
@@ -100,7 +119,7 @@ export function Executions({ route }: { route: Route }) {
       <ErrorBox error={page.error} />
       <Pager tokens={tokens} next={page.data?.nextPageToken} onChange={setTokens}>
         <span class="muted">
-          page {tokens.length + 1} · {rows.length} shown{from || to ? " (time filter applies to this page)" : ""}
+          page {tokens.length + 1} · {rows.length} shown
           {page.loading ? " · loading…" : ""}
         </span>
       </Pager>

@@ -7,6 +7,7 @@ import { itemsOf, type LiveState } from "../live";
 import { waitedSignal } from "../signals";
 import { Badge, Json } from "../ui/misc";
 import { SignalForm } from "./Actions";
+import { NodeWaitForm } from "./Waits";
 
 export function NodePanel(props: {
   nodeId: string;
@@ -32,7 +33,16 @@ export function NodePanel(props: {
       {view && view.attempt > 1 ? <p>attempt {view.attempt}</p> : null}
       {view?.skipReason ? <p>skipped: {view.skipReason}</p> : null}
       {(state === "waiting" || state === "escalated") && signal ? (
-        <SignalForm execution={execution} spec={spec} nodeId={nodeId} signal={signal} onChanged={props.onChanged} key={`${nodeId}:${signal}`} />
+        state === "waiting" ? (
+          <NodeWaitForm
+            execution={execution}
+            nodeKey={nodeId}
+            onChanged={props.onChanged}
+            fallback={<SignalForm execution={execution} spec={spec} nodeId={nodeId} signal={signal} onChanged={props.onChanged} key={`${nodeId}:${signal}`} />}
+          />
+        ) : (
+          <SignalForm execution={execution} spec={spec} nodeId={nodeId} signal={signal} onChanged={props.onChanged} key={`${nodeId}:${signal}`} />
+        )
       ) : null}
       {view?.error ? (
         <div class="node-error">

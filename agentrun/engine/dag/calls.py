@@ -1,0 +1,72 @@
+"""The calls a DAG run launches after its commit (LangGraph's runner): one attempt of a tool,
+agent, `pass` or `workflow` step through the one step invoker (`invoke_step`: timeout,
+breaker, instrumentation), its progress and outcome posted back to the run's inbox."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from agentrun.engine.dag.keys import TaskKey
+from agentrun.engine.dag.messages import BreakerChanged, Call, Done
+from agentrun.engine.dag.values import expression_failure
+from agentrun.engine.expressions import ExpressionError
+from agentrun.engine.plan import StepPlan
+from agentrun.engine.ports import CallContext
+from agentrun.engine.runtime.steps import breaker_for, call_agent, call_tool, invoke_step, target_of
+
+if TYPE_CHECKING:
+    from agentrun.engine.dag.loop import DagRun
+
+
+async def run_call(run: DagRun, call: Call) -> None:
+    """One attempt of `call`; posts `Done` (never raises but for cancellation)."""
+    fold, host = run.fold, run.host
+    key, node, step, attempt = call.key, call.node, call.step, call.attempt
+    timeout = node.timeout if step.timeout is None else step.timeout
+    ctx = CallContext(
+        execution_id=fold.id,
+        node_id=node.id,
+        attempt=attempt,
+        idempotency_key=key.idempotency_key(fold.id),
+        tenant=fold.record.tenant,
+        secrets=host.secrets,
+        emit=lambda type_, data: run.emit(key, type_, data),
+    )
+    try:
+        act = fold.activation(node.names, node.node_refs, call.extra, attempt)
+    except ExpressionError as exc:
+        run.post(Done(key, attempt, False, expression_failure(exc)))
+        return
+    instr = host.instrumentation
+    ok, value = await invoke_step(
+        step,
+        lambda: _invoke(run, step, act, ctx, key, attempt),
+        attempt=attempt,
+        timeout=timeout,
+        breaker=breaker_for(step, host.breakers, fold.plan.breakers),
+        clock=host.clock,
+        on_breaker=lambda name, state: run.post(BreakerChanged(name, state)),
+        span=(lambda: instr.attempt(fold.record, key.text, step.kind, attempt, target_of(step)))
+        if instr is not None
+        else None,
+        where=f"node {key.text} of {fold.id}",
+    )
+    run.post(Done(key, attempt, ok, value))
+
+
+async def _invoke(run: DagRun, step: StepPlan, act: dict[str, Any], ctx: CallContext, key: TaskKey, attempt: int) -> Any:
+    if step.kind == "tool":
+        assert step.args is not None
+        return await call_tool(step, step.args.evaluate(act), ctx)
+    if step.kind == "agent":
+        return await call_agent(step, lambda t: t.evaluate(act), ctx)
+    if step.kind == "pass":
+        assert step.value is not None
+        return step.value.evaluate(act)
+    if step.kind == "workflow":
+        child_input = step.workflow_input.evaluate(act) if step.workflow_input else {}
+        record = run.fold.record
+        return await run.host.run_child(
+            parent_id=record.id, tenant=record.tenant, key=key.text, attempt=attempt, step=step, input=child_input
+        )
+    raise AssertionError(step.kind)

@@ -1,0 +1,297 @@
+"""One DAG execution live in this process: the loop around its fold (LangGraph's `_loop`).
+
+Each turn drains every message that arrived into the fold, lets it start what became ready
+(inline nodes compute within the turn), performs the effects it asked for (timers, cancels,
+scheduler slots), commits the turn's writes as one batch, publishes them, and only then
+answers control requests and launches the calls. So a node's completion is durable before
+any successor starts, and many completions share one commit.
+
+The engine talks to a run through its public methods (`start_fresh`, `restore`, `loop`,
+`post`, `control`, `deliver_signal`); the run reaches the engine only through `Host`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from agentrun.engine.breakers import Breakers
+from agentrun.engine.budgets import Budgets
+from agentrun.engine.dag.calls import run_call
+from agentrun.engine.dag.fold import Fold
+from agentrun.engine.dag.gate import Gating
+from agentrun.engine.dag.keys import TaskKey
+from agentrun.engine.dag.messages import (
+    Ack,
+    ArmTimer,
+    Cancel,
+    CancelCall,
+    CancelTimer,
+    DeadlineReached,
+    Done,
+    Effect,
+    Emitted,
+    Granted,
+    Message,
+    Pause,
+    ReleaseSlot,
+    RequestSlot,
+    Resume,
+    SignalArrived,
+)
+from agentrun.engine.dag.restore import restore
+from agentrun.engine.hub import Hub
+from agentrun.engine.instrument import Instrumentation
+from agentrun.engine.plan import DagPlan, StepPlan
+from agentrun.engine.redact import Redactor
+from agentrun.engine.runtime.redaction import redacted_batch
+from agentrun.engine.scheduler import BaseScheduler, Ticket
+from agentrun.storage.base import Store
+from agentrun.storage.records import ExecutionRecord, NodeRecord, SignalRecord
+
+
+class Host(Protocol):
+    """What a run needs from the engine that runs it (`Engine` is one); read-only, so any
+    scheduler or store implementation will do."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def hub(self) -> Hub: ...
+    @property
+    def scheduler(self) -> BaseScheduler: ...
+    @property
+    def budgets(self) -> Budgets: ...
+    @property
+    def breakers(self) -> Breakers: ...
+    @property
+    def redactor(self) -> Redactor: ...
+    @property
+    def instrumentation(self) -> Instrumentation | None: ...
+    @property
+    def secrets(self) -> Mapping[str, str]: ...
+    @property
+    def rng(self) -> random.Random: ...
+    @property
+    def draining(self) -> bool: ...
+
+    def clock(self) -> float: ...
+
+    async def run_child(
+        self, *, parent_id: str, tenant: str, key: str, attempt: int, step: StepPlan, input: Any
+    ) -> Any: ...
+
+
+class DagRun:
+    def __init__(self, host: Host, plan: DagPlan, record: ExecutionRecord) -> None:
+        self.host = host
+        self.id = record.id
+        scheduler, budgets = host.scheduler, host.budgets
+        self.fold = Fold(
+            plan,
+            record,
+            clock=host.clock,
+            rng=host.rng,
+            secrets=host.secrets,
+            gating=Gating(
+                scheduler.active,
+                scheduler.config.bindings,
+                lambda step: budgets.covers(record.tenant, plan.budget, step),
+            ),
+        )
+        self.inbox: deque[Message] = deque()
+        self.wakeup = asyncio.Event()
+        self.tasks: dict[TaskKey, asyncio.Task[None]] = {}
+        self.timers: dict[TaskKey, asyncio.TimerHandle] = {}
+        # The task running `loop`, set by the engine; `lease_lost`: stopped because another
+        # replica took the execution over.
+        self.task: asyncio.Task[None] | None = None
+        self.lease_lost = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._acks: list[asyncio.Future[None]] = []
+
+    @property
+    def record(self) -> ExecutionRecord:
+        return self.fold.record
+
+    @property
+    def plan(self) -> DagPlan:
+        return self.fold.plan
+
+    @property
+    def finished(self) -> bool:
+        return self.fold.finished
+
+    @property
+    def paused(self) -> bool:
+        return self.fold.paused
+
+    @property
+    def busy(self) -> bool:
+        """Calls are running."""
+        return bool(self.tasks)
+
+    # ------------------------------------------------------------ the engine's side
+    def start_fresh(self) -> None:
+        """A new execution: RUNNING (unless created paused), its roots resolved."""
+        self.fold.start_fresh()
+
+    def restore(self, nodes: list[NodeRecord], signals: list[SignalRecord], *, fresh: bool = False) -> None:
+        """Rebuilds the run from stored records after a restart; `fresh` starts a rerun whose
+        reused nodes are already SUCCEEDED."""
+        restore(self.fold, nodes, signals, fresh=fresh)
+
+    def post(self, message: Message) -> None:
+        self.inbox.append(message)
+        self.wakeup.set()
+
+    def emit(self, key: TaskKey, type_: str, data: Any) -> None:
+        """A running call's event; an `agent.usage` report is metered against the call's
+        budget claim first (its cost from the price table)."""
+        if type_ == "agent.usage" and isinstance(data, dict):
+            data = self.host.budgets.meter((self.id, key.text), data)
+        self.post(Emitted(key, type_, data))
+
+    def deliver_signal(self, signal: SignalRecord) -> None:
+        self.post(SignalArrived(signal))
+
+    def control(self, action: str, *, compensate: bool = False) -> asyncio.Future[None]:
+        """Pause, resume or cancel; the future resolves once the effect is committed."""
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if action == "pause":
+            self.post(Pause(ack))
+        elif action == "resume":
+            self.post(Resume(ack))
+        elif action == "cancel":
+            self.post(Cancel(ack, compensate))
+        else:
+            raise ValueError(f"unknown control action {action!r}")
+        return ack
+
+    # -------------------------------------------------------------- the loop
+    async def loop(self) -> None:
+        fold = self.fold
+        inbox = self.inbox
+        try:
+            self._arm_deadline()
+            while True:
+                fold.draining = self.host.draining
+                fold.turn()
+                await self._flush()
+                if fold.finished:
+                    return
+                if not inbox:
+                    await self.wakeup.wait()
+                self.wakeup.clear()
+                fold.draining = self.host.draining
+                while inbox:
+                    msg = inbox.popleft()
+                    if type(msg) is Done:
+                        self.tasks.pop(msg.key, None)
+                    fold.apply(msg)
+                    if fold.effects:
+                        # At once: a slot granted now is taken in this same drain.
+                        self._perform(fold.take_effects())
+        except BaseException:
+            # Stopped (shutdown, lease lost, store failure): hand everything back as it is.
+            fold.cancel_all(detach=True)
+            self._perform(fold.take_effects())
+            for task in self.tasks.values():
+                task.cancel()
+            self.tasks.clear()
+            raise
+        finally:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            for handle in self.timers.values():
+                handle.cancel()
+            fold.close()
+
+    def _arm_deadline(self) -> None:
+        deadline = self.fold.record.deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self.host.clock())
+            self._deadline = asyncio.get_running_loop().call_later(delay, self.post, DeadlineReached())
+
+    async def _flush(self) -> None:
+        """Commits the turn's writes, publishes them, then answers and launches."""
+        fold, host = self.fold, self.host
+        if fold.effects:
+            self._perform(fold.take_effects())
+        batch = fold.journal.take()
+        if batch is not None:
+            if host.redactor:
+                batch = redacted_batch(batch, host.redactor)
+            started = time.perf_counter()
+            await host.store.commit(batch)
+            instr = host.instrumentation
+            if instr is not None:
+                instr.events_committed(fold.record, batch.events, time.perf_counter() - started)
+            host.hub.publish(self.id, batch.events)
+        if self._acks:
+            acks, self._acks = self._acks, []
+            for fut in acks:
+                if not fut.done():
+                    fut.set_result(None)
+        if fold.to_launch:
+            loop = asyncio.get_running_loop()
+            for call in fold.take_launches():
+                self.tasks[call.key] = loop.create_task(run_call(self, call))
+
+    # ------------------------------------------------------------- effects
+    def _perform(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case ArmTimer(key, delay, fire):
+                    old = self.timers.pop(key, None)
+                    if old is not None:
+                        old.cancel()
+                    self.timers[key] = asyncio.get_running_loop().call_later(
+                        max(0.0, delay), self._fire, key, fire
+                    )
+                case CancelTimer(key):
+                    handle = self.timers.pop(key, None)
+                    if handle is not None:
+                        handle.cancel()
+                case CancelCall(key):
+                    task = self.tasks.pop(key, None)
+                    if task is not None:
+                        task.cancel()
+                case RequestSlot():
+                    self._request_slot(effect)
+                case ReleaseSlot(key):
+                    self.host.scheduler.release((self.id, key.text))
+                case Ack(token):
+                    self._acks.append(token)
+
+    def _fire(self, key: TaskKey, message: Message) -> None:
+        self.timers.pop(key, None)
+        self.post(message)
+
+    def _request_slot(self, request: RequestSlot) -> None:
+        scheduler = self.host.scheduler
+        record = self.fold.record
+        key = request.key
+        owner = (self.id, key.text)
+        claim = None
+        if request.budgeted is not None:
+            claim = self.host.budgets.claim(owner, record.tenant, record.workflow, request.budgeted)
+
+        def grant(ticket: Ticket) -> None:
+            self.post(Granted(key, scheduler.queued_seconds(ticket), ticket.throttled))
+
+        scheduler.request(
+            owner,
+            tenant=record.tenant,
+            workflow=record.workflow,
+            execution_priority=record.priority,
+            node_priority=request.node_priority,
+            bucket=request.bucket,
+            grant=grant,
+            target=request.target,
+            claim=claim,
+        )
