@@ -61,7 +61,7 @@ export function App() {
   else if (section === "validate") page = <ValidatePage />;
   else if (section === "instances" && sub) page = <InstancePage route={route} />;
   else if (section === "instances") page = <InstanceList route={route} />;
-  else if (section === "waits") page = <WaitsPage />;
+  else if (section === "waits") page = <WaitsPage route={route} />;
   else if (section === "workers") page = <WorkersPage />;
   else if (section === "tools") page = <ToolsPage />;
   else if (section === "health") page = <HealthPage />;

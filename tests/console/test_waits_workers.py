@@ -143,6 +143,35 @@ def test_the_execution_page_answers_a_waiting_node_from_its_schema(
     }
 
 
+def test_the_waits_page_shows_one_executions_waits_from_its_page(
+    browser: Any, server: ConsoleServer
+) -> None:
+    """`#/waits?execution=ID` is ListWaits' `parent`: a waiting execution's page links to it,
+    and only that execution's wait is listed while another one waits too."""
+    server.create_workflow(APPROVALS)
+    mine, other = (
+        server.start_execution("console-approvals"),
+        server.start_execution("console-approvals"),
+    )
+    for ident in (mine, other):
+        wait_for(
+            lambda ident=ident: server.execution(ident)["state"] == "STATE_WAITING", 60, "waiting"
+        )
+    browser.get(f"{server.url}/#/executions/{mine}")
+    wait_for(
+        lambda: browser.find_element("css selector", "a.execution-waits"), 60, "the link"
+    ).click()
+    wait_for(lambda: waits_listed(browser) == [f"{mine}/legal/1"], 30, "only its wait")
+    assert browser.find_element("name", "wait-execution").get_attribute("value") == mine
+    replace_text(browser.find_element("name", "wait-execution"), "")
+    browser.find_element("name", "wait-execution").send_keys("\t")  # change: the filter is cleared
+    wait_for(
+        lambda: {f"{mine}/legal/1", f"{other}/legal/1"} <= set(waits_listed(browser)),
+        30,
+        "every wait",
+    )
+
+
 WORKER = """
 import sys
 from agentrun.worker import Worker

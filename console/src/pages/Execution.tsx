@@ -188,6 +188,12 @@ export function ExecutionPage({ route }: { route: Route }) {
               {" "}
               · rerun of <a href={href(`executions/${id(execution.labels.rerun_of)}`)}>{id(execution.labels.rerun_of)}</a>
             </>
+          ) : null}
+          {state === "waiting" ? (
+            <>
+              {" "}
+              · <a class="execution-waits" href={href("waits", { execution: execId })}>its waits</a>
+            </>
           ) : null}{" "}
           {watchStatus === "ended" ? null : (
             <>

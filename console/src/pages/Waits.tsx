@@ -10,7 +10,7 @@ import { executions } from "../api";
 import type { Execution, Wait } from "../gen/agentrun/v1/execution_pb";
 import { id, time } from "../format";
 import { activeKey } from "../keys";
-import { href } from "../router";
+import { href, setQuery, type Route } from "../router";
 import { answerFrom, initialText, schemaFields, type SchemaField } from "../schemaForm";
 import { ErrorBox } from "../ui/ErrorBox";
 import { Pager } from "../ui/Pager";
@@ -155,13 +155,16 @@ function WaitRow({ wait, onAnswered }: { wait: Wait; onAnswered: (w: Wait) => vo
   );
 }
 
-export function WaitsPage() {
+export function WaitsPage({ route }: { route: Route }) {
+  // `?execution=ID`: that execution's waits only (ListWaits' `parent`).
+  const execution = (route.query.get("execution") ?? "").trim();
+  const parent = execution ? `executions/${id(execution)}` : "";
   const [tokens, setTokens] = useState<string[]>([]);
   const token = tokens[tokens.length - 1] ?? "";
   const [answered, setAnswered] = useState<string[]>([]);
-  const list = useLoad(() => executions.listWaits({ pageSize: 100, pageToken: token }), [token, activeKey()?.key]);
-  useEffect(() => setTokens([]), [activeKey()?.key]);
-  usePolling(list.reload, REFRESH_MS, [token]);
+  const list = useLoad(() => executions.listWaits({ parent, pageSize: 100, pageToken: token }), [parent, token, activeKey()?.key]);
+  useEffect(() => setTokens([]), [parent, activeKey()?.key]);
+  usePolling(list.reload, REFRESH_MS, [parent, token]);
   const waits = list.data?.waits ?? [];
   return (
     <section>
@@ -170,6 +173,15 @@ export function WaitsPage() {
         Pending waits for a signal (approvals) of this tenant, oldest execution first. An answer is checked against the wait's schema and
         applied once; a wait that ended meanwhile refuses it (<code>FAILED_PRECONDITION</code>).
       </p>
+      <label>
+        execution{" "}
+        <input
+          name="wait-execution"
+          value={execution}
+          placeholder="any"
+          onChange={(e) => setQuery(route, { execution: (e.target as HTMLInputElement).value.trim() || undefined })}
+        />
+      </label>
       <ErrorBox error={list.error} />
       {answered.length ? (
         <p class="notice" data-answered={answered.join(" ")}>
