@@ -214,8 +214,9 @@ class WorkerCallStore(abc.ABC):
     async def get_calls(self, ids: Sequence[str]) -> list[CallRecord]: ...
 
     @abc.abstractmethod
-    async def call_states(self, ids: Sequence[str]) -> list[CallStatus]:
-        """Where each of `ids` is (cheaper than `get_calls`: no args or result)."""
+    async def changes(self, caller: str, *, since: float, now: float) -> list[CallStatus]:
+        """What a waiting caller polls (no payloads): its calls that ended at `since` or
+        later, and its LEASED ones whose lease expired before `now` or that report progress."""
 
     @abc.abstractmethod
     async def waiting(self, execution_id: str) -> list[CallRecord]:
@@ -325,9 +326,16 @@ class MemoryWorkerCalls(WorkerCallStore):
     async def get_calls(self, ids: Sequence[str]) -> list[CallRecord]:
         return [_copy_call(self._calls[i]) for i in ids if i in self._calls]
 
-    async def call_states(self, ids: Sequence[str]) -> list[CallStatus]:
-        calls = (self._calls[i] for i in ids if i in self._calls)
-        return [CallStatus(c.id, c.state, c.lease_expires, c.progress) for c in calls]
+    async def changes(self, caller: str, *, since: float, now: float) -> list[CallStatus]:
+        return [
+            CallStatus(c.id, c.state, c.lease_expires, c.progress)
+            for c in self._calls.values()
+            if c.caller == caller
+            and (
+                (c.state.finished and c.updated_at >= since)
+                or (c.state is CallState.LEASED and ((c.lease_expires or 0) < now or c.progress))
+            )
+        ]
 
     async def waiting(self, execution_id: str) -> list[CallRecord]:
         return [

@@ -69,11 +69,30 @@ class SqlWorkerCalls(WorkerCallStore):
 
     def __init__(self, database: SqlDatabase) -> None:
         self._db = database
+        # A known id is left as it is.
+        self._enqueue = database.insert(db.worker_calls).on_conflict_do_nothing(index_elements=[db.worker_calls.c.id])
         # Every write goes through one group commit: the calls of a map's items, their
         # leases and answers share transactions (one fsync or WAL flush a group).
         self._writer: GroupCommit[Callable[[sa.Connection], Any]] = GroupCommit(
             database, self._apply, _explain, name="agentrun-worker-calls-writer"
         )
+
+    # The statements of every call, built once (their SQL is compiled once and cached).
+    _complete = (
+        db.worker_calls.update()
+        .where(
+            db.worker_calls.c.id == sa.bindparam("call_id"),
+            db.worker_calls.c.state == CallState.LEASED.value,
+            db.worker_calls.c.worker_id == sa.bindparam("holder"),
+            db.worker_calls.c.lease_expires >= sa.bindparam("now"),
+        )
+        .values(
+            state=sa.bindparam("state"),
+            result=sa.bindparam("result", type_=db.Json),
+            error=sa.bindparam("error", type_=db.Json),
+            updated_at=sa.bindparam("updated_at"),
+        )
+    )
 
     def _apply(self, conn: sa.Connection, works: Sequence[Callable[[sa.Connection], Any]]) -> list[Any]:
         if not self._db.sqlite:
@@ -159,8 +178,8 @@ class SqlWorkerCalls(WorkerCallStore):
     async def enqueue(self, call: CallRecord) -> None:
         row = _call_row(call)
         row["state"], row["updated_at"] = CallState.READY.value, call.created_at
-        statement = self._db.insert(_calls).values(row).on_conflict_do_nothing(index_elements=[_calls.c.id])
-        await self._write(lambda conn: conn.execute(statement))
+        statement = self._enqueue
+        await self._write(lambda conn: conn.execute(statement, row))
 
     async def get_calls(self, ids: Sequence[str]) -> list[CallRecord]:
         if not ids:
@@ -168,11 +187,18 @@ class SqlWorkerCalls(WorkerCallStore):
         rows = await self._db.read(sa.select(_calls).where(_calls.c.id.in_(list(ids))))
         return [_call_record(r) for r in rows]
 
-    async def call_states(self, ids: Sequence[str]) -> list[CallStatus]:
-        if not ids:
-            return []
+    async def changes(self, caller: str, *, since: float, now: float) -> list[CallStatus]:
         c = _calls
-        query = sa.select(c.c.id, c.c.state, c.c.lease_expires, c.c.progress).where(c.c.id.in_(list(ids)))
+        query = sa.select(c.c.id, c.c.state, c.c.lease_expires, c.c.progress).where(
+            c.c.caller == caller,
+            sa.or_(
+                sa.and_(c.c.state.in_(DONE), c.c.updated_at >= since),
+                sa.and_(
+                    c.c.state == CallState.LEASED.value,
+                    sa.or_(c.c.lease_expires < now, c.c.progress.is_not(None)),
+                ),
+            ),
+        )
         rows = await self._db.read(query)
         return [CallStatus(r.id, CallState(r.state), r.lease_expires, r.progress) for r in rows]
 
@@ -235,23 +261,17 @@ class SqlWorkerCalls(WorkerCallStore):
     async def complete(
         self, call_id: str, worker_id: str, *, now: float, result: Any = None, error: dict[str, Any] | None = None
     ) -> bool:
-        c = _calls
-        values: dict[str, Any] = {"updated_at": now, "error": error}
-        if error is not None:
-            values["state"] = CallState.FAILED.value
-        else:
-            values["state"], values["result"] = CallState.SUCCEEDED.value, result
-        statement = (
-            c.update()
-            .where(
-                c.c.id == call_id,
-                c.c.state == CallState.LEASED.value,
-                c.c.worker_id == worker_id,
-                c.c.lease_expires >= now,
-            )
-            .values(values)
-        )
-        return bool(await self._write(lambda conn: conn.execute(statement).rowcount))
+        params = {
+            "call_id": call_id,
+            "holder": worker_id,
+            "now": now,
+            "updated_at": now,
+            "state": CallState.FAILED.value if error is not None else CallState.SUCCEEDED.value,
+            "result": None if error is not None else result,
+            "error": error,
+        }
+        statement = self._complete
+        return bool(await self._write(lambda conn: conn.execute(statement, params).rowcount))
 
     async def report_progress(self, call_id: str, worker_id: str, progress: dict[str, Any]) -> bool:
         c = _calls

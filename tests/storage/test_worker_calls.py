@@ -89,6 +89,15 @@ async def test_a_claim_takes_the_oldest_ready_calls_up_to_the_free_slots(repo: W
     assert await repo.active_calls(["w1", "w2", "w3"]) == {"w1": 3, "w2": 2, "w3": 0}
 
 
+async def test_enqueueing_a_known_call_leaves_it_as_it_is(repo: WorkerCallStore, tenant: str) -> None:
+    first = call(tenant, "x.a")
+    await repo.enqueue(first)
+    await repo.claim(claim(tenant, "w1", {"x.a": 1}), now=NOW, lease_until=NOW + 5)
+    await repo.enqueue(call(tenant, "x.b", id=first.id))
+    (stored,) = await repo.get_calls([first.id])
+    assert stored.tool == "x.a" and stored.state is CallState.LEASED and stored.worker_id == "w1"
+
+
 async def test_labels_route_a_call_to_workers_that_offer_them(repo: WorkerCallStore, tenant: str) -> None:
     eu = call(tenant, "x.a", 1, labels={"region": "eu"})
     anywhere = call(tenant, "x.a", 2)
@@ -225,3 +234,20 @@ async def test_workers_are_listed_with_their_load_until_they_fall_silent(repo: W
     await repo.remove_worker(f"{tenant}-w2")
     await repo.sweep(now=NOW + 20, keep_seconds=60, worker_seen_after=NOW + 5)
     assert [w.id for w in await repo.list_workers(tenant, seen_after=0, limit=10)] == [f"{tenant}-w1"]
+
+
+async def test_a_caller_polls_what_changed_for_its_own_calls(repo: WorkerCallStore, tenant: str) -> None:
+    done, lost, busy, quiet, other = (call(tenant, "x.a", n) for n in range(5))
+    other.caller = "replica-b"
+    for c in (done, lost, busy, quiet, other):
+        await repo.enqueue(c)
+    await repo.claim(claim(tenant, "w1", {"x.a": 5}), now=NOW, lease_until=NOW + 5)
+    await repo.complete(done.id, "w1", now=NOW + 1, result=1)
+    await repo.complete(other.id, "w1", now=NOW + 1, result=1)
+    await repo.report_progress(busy.id, "w1", {"progress": 1, "total": 2, "message": None})
+    await repo.renew("w1", now=NOW + 2, lease_until=NOW + 20)
+    changed = {s.id: s for s in await repo.changes("replica-a", since=NOW + 0.5, now=NOW + 10)}
+    assert set(changed) == {done.id, busy.id}
+    assert changed[done.id].state is CallState.SUCCEEDED and changed[busy.id].progress == {"progress": 1, "total": 2, "message": None}
+    later = {s.id for s in await repo.changes("replica-a", since=NOW + 2, now=NOW + 25)}
+    assert later == {busy.id, lost.id, quiet.id}  # the leases expired; done ended before `since`

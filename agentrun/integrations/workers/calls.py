@@ -69,6 +69,8 @@ class RemoteCalls:
         self._wake = asyncio.Event()
         # Calls heard of as ended since the last look: read before the next poll of all.
         self._ended: set[str] = set()
+        # Calls that ended at this time or later are what the next poll looks for.
+        self._since = 0.0
         self._task: asyncio.Task[None] | None = None
         self._withdrawals: set[asyncio.Task[None]] = set()
         bell.listen(self._heard)
@@ -177,13 +179,20 @@ class RemoteCalls:
                 log.warning("remote calls: %r", exc)
 
     async def _poll(self, now: float) -> None:
-        """Every waiting call's state (no payloads): the ended ones are read next, progress
-        becomes events, leases that expired (the worker's replica may be gone) end."""
-        ids = [i for i, w in self._waiting.items() if not w.future.done()]
-        if not ids:
+        """What changed for this replica's calls (no payloads): the ended ones are read next
+        (their notification may have been lost), progress becomes events, leases that expired
+        (the worker's replica may be gone) end."""
+        if not self._waiting:
+            self._since = now
             return
         expired = []
-        for status in await self._repo.call_states(ids):
+        since, self._since = self._since, now - self._config.poll  # overlapping windows
+        try:
+            changed = await self._repo.changes(self._replica, since=since, now=now)
+        except BaseException:
+            self._since = since
+            raise
+        for status in changed:
             waiting = self._waiting.get(status.id)
             if waiting is None or waiting.future.done():
                 continue

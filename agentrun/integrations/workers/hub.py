@@ -136,6 +136,7 @@ class WorkerHub:
         self._turn = itertools.count()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing: set[asyncio.Task[Any]] = set()
         self.draining = False
         bell.listen(self._heard)
 
@@ -160,6 +161,9 @@ class WorkerHub:
         self._tasks = []
         for session in list(self._sessions.values()):
             await self.close(session)
+        others = self._closing - {asyncio.current_task()}
+        if others:  # sessions whose streams ended just before
+            await asyncio.gather(*others, return_exceptions=True)
 
     def _heard(self, kind: str, key: str) -> None:
         if kind == "wcall":
@@ -221,6 +225,10 @@ class WorkerHub:
             return
         session.closed = True
         self._sessions.pop(session.id, None)
+        task = asyncio.current_task()
+        if task is not None:  # `stop` waits for it: the store must outlive the release
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         session.outbox.put_nowait(None)
         try:
             lost = await self._repo.release(
