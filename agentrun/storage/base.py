@@ -1,10 +1,18 @@
-"""The store interface: what the engine needs from persistence, and nothing more."""
+"""The store interface: what the engine needs from persistence, and nothing more.
+
+A `Store` is one typed interface over repositories per aggregate, which every backend
+(memory.py, sql.py) provides: `workflows` (`WorkflowRepository`), `executions`
+(`ExecutionRepository`: executions, their nodes, events, signals and leases),
+`notifications` (`NotificationChannel`, cross-replica wake-ups) and `instances` (the state
+machine store, machines.py). The engine calls the store's own methods, each the method of
+the same name on its repository.
+"""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from agentrun.storage.records import (
     Batch,
@@ -28,33 +36,9 @@ class LeaseLost(Exception):
     """A fenced commit was refused: the execution is leased to another replica (or epoch)."""
 
 
-class Store(abc.ABC):
-    """Durable state of workflows and executions.
+class WorkflowRepository(abc.ABC):
+    """Workflow definitions, versioned per (tenant, name)."""
 
-    Contract every backend keeps (tests/storage/test_store_contract.py checks it):
-    - errors: StoreError when the backend is unavailable (retry later); KeyError for a batch
-      or signal naming an unknown execution; ValueError for what the backend refuses (an
-      event sequence that exists, a value it cannot hold).
-    - `commit` is atomic: all of a batch or none of it is visible after a crash.
-    - once `commit` returns, the batch survives a process kill.
-    - events are append-only; (execution_id, sequence) is unique.
-    - records returned are copies: mutating them changes nothing stored.
-    """
-
-    async def open(self) -> None:
-        """Connects and migrates the schema; idempotent."""
-
-    async def close(self) -> None:
-        """Releases connections; committed data stays."""
-
-    # Instances -------------------------------------------------------------
-    @property
-    def instances(self) -> MachineStore:
-        """The repository of state machine instances beside this store (same database, or
-        the same process): one object per store, opened by its user (`MachineEngine.start`)."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no state machine instances")
-
-    # Workflows -------------------------------------------------------------
     @abc.abstractmethod
     async def create_workflow(self, record: WorkflowRecord) -> WorkflowRecord:
         """Stores a new version: `record.version` is ignored and set to latest + 1."""
@@ -78,7 +62,20 @@ class Store(abc.ABC):
         get_workflow), and a new workflow of the same name continues the version numbers.
         False if it did not exist."""
 
-    # Executions ------------------------------------------------------------
+
+class ExecutionRepository(abc.ABC):
+    """Executions with their nodes, events and signals, and the leases replicas hold on them.
+
+    Contract every backend keeps (tests/storage/test_store_contract.py checks it):
+    - errors: StoreError when the backend is unavailable (retry later); KeyError for a batch
+      or signal naming an unknown execution; ValueError for what the backend refuses (an
+      event sequence that exists, a value it cannot hold).
+    - `commit` is atomic: all of a batch or none of it is visible after a crash.
+    - once `commit` returns, the batch survives a process kill.
+    - events are append-only; (execution_id, sequence) is unique.
+    - records returned are copies: mutating them changes nothing stored.
+    """
+
     @abc.abstractmethod
     async def create_execution(
         self,
@@ -137,7 +134,13 @@ class Store(abc.ABC):
     # Leases ----------------------------------------------------------------
     @abc.abstractmethod
     async def claim_executions(
-        self, owner: str, *, lease_seconds: float, now: float, limit: int = 100, include_own: bool = False
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        limit: int = 100,
+        include_own: bool = False,
     ) -> list[ExecutionRecord]:
         """Leases unfinished executions to `owner`: those with no owner or another's expired
         lease (never `owner`'s own by expiry), and with `include_own` those `owner` holds already (a restarted replica takes its own
@@ -166,16 +169,6 @@ class Store(abc.ABC):
         dropped. Safe to call from several replicas at once."""
         return 0
 
-    # Cross-replica wake-ups ------------------------------------------------
-    async def notify(self, kind: str, execution_id: str) -> None:
-        """Tells every replica sharing the store that something happened to an execution
-        (`signal`: a signal or control request was stored). A single-process store has
-        nobody to tell."""
-
-    def listen(self, callback: Callable[[str, str], None]) -> None:
-        """Calls `callback(kind, execution_id)` for notifications from other replicas:
-        `signal`, and `events` after each commit elsewhere (for Watch streams)."""
-
     # Events ----------------------------------------------------------------
     @abc.abstractmethod
     async def list_events(
@@ -197,3 +190,162 @@ class Store(abc.ABC):
     async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
         """The signal stored under `signal_id`, consumed or not (a retry after the end
         must find the signal its first call stored)."""
+
+
+class NotificationChannel(Protocol):
+    """Cross-replica wake-ups (storage/notifications.py on SQL databases)."""
+
+    async def notify(self, kind: str, keys: str) -> None:
+        """Tells every replica sharing the store that something happened to an execution
+        (`keys`: its id, or comma-joined ids; `signal`: a signal or control request was
+        stored). A single-process store has nobody to tell."""
+
+    def listen(self, callback: Callable[[str, str], None]) -> None:
+        """Calls `callback(kind, execution_id)` for notifications from other replicas:
+        `signal`, and `events` after each commit elsewhere (for Watch streams)."""
+
+
+class Store(abc.ABC):
+    """Durable state of workflows and executions: a backend's repositories behind the one
+    interface the engine uses. Each method is its repository's method of the same name (the
+    contract is written there); a backend sets `workflows`, `executions` and
+    `notifications`, and gives `instances`."""
+
+    workflows: WorkflowRepository
+    executions: ExecutionRepository
+    notifications: NotificationChannel
+
+    async def open(self) -> None:
+        """Connects and migrates the schema; idempotent."""
+
+    async def close(self) -> None:
+        """Releases connections; committed data stays."""
+
+    @property
+    def instances(self) -> MachineStore:
+        """The repository of state machine instances beside this store (same database, or
+        the same process): one object per store, opened by its user (`MachineEngine.start`)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no state machine instances")
+
+    # Workflows -------------------------------------------------------------
+    async def create_workflow(self, record: WorkflowRecord) -> WorkflowRecord:
+        return await self.workflows.create_workflow(record)
+
+    async def get_workflow(
+        self, tenant: str, name: str, version: int | None = None, *, include_deleted: bool = False
+    ) -> WorkflowRecord | None:
+        return await self.workflows.get_workflow(
+            tenant, name, version, include_deleted=include_deleted
+        )
+
+    async def list_workflows(
+        self, tenant: str, *, limit: int, after_name: str | None = None
+    ) -> list[WorkflowRecord]:
+        return await self.workflows.list_workflows(tenant, limit=limit, after_name=after_name)
+
+    async def delete_workflow(self, tenant: str, name: str) -> bool:
+        return await self.workflows.delete_workflow(tenant, name)
+
+    # Executions, their nodes, events, signals and leases -----------------
+    async def create_execution(
+        self,
+        record: ExecutionRecord,
+        nodes: Sequence[NodeRecord] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> tuple[ExecutionRecord, bool]:
+        return await self.executions.create_execution(record, nodes, events)
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        return await self.executions.get_execution(execution_id)
+
+    async def list_executions(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after_id: str | None = None,
+        workflow: str | None = None,
+        states: Sequence[ExecutionState] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+        newest_first: bool = False,
+    ) -> list[ExecutionRecord]:
+        return await self.executions.list_executions(
+            tenant,
+            limit=limit,
+            after_id=after_id,
+            workflow=workflow,
+            states=states,
+            created_after=created_after,
+            created_before=created_before,
+            newest_first=newest_first,
+        )
+
+    async def list_unfinished_executions(self) -> list[ExecutionRecord]:
+        return await self.executions.list_unfinished_executions()
+
+    async def get_nodes(self, execution_id: str) -> list[NodeRecord]:
+        return await self.executions.get_nodes(execution_id)
+
+    async def list_waits(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after: tuple[str, str] | None = None,
+        execution_id: str | None = None,
+    ) -> list[NodeRecord]:
+        return await self.executions.list_waits(
+            tenant, limit=limit, after=after, execution_id=execution_id
+        )
+
+    async def commit(self, batch: Batch) -> None:
+        await self.executions.commit(batch)
+
+    async def claim_executions(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        limit: int = 100,
+        include_own: bool = False,
+    ) -> list[ExecutionRecord]:
+        return await self.executions.claim_executions(
+            owner, lease_seconds=lease_seconds, now=now, limit=limit, include_own=include_own
+        )
+
+    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
+        return await self.executions.renew_leases(owner, lease_seconds=lease_seconds, now=now)
+
+    async def next_lease_expiry(self, owner: str) -> float | None:
+        return await self.executions.next_lease_expiry(owner)
+
+    async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
+        await self.executions.release_leases(owner, execution_ids)
+
+    async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
+        return await self.executions.maintain_events(now=now, retention_seconds=retention_seconds)
+
+    async def list_events(
+        self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        return await self.executions.list_events(
+            execution_id, after_sequence=after_sequence, limit=limit
+        )
+
+    async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
+        return await self.executions.add_signal(signal)
+
+    async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
+        return await self.executions.pending_signals(execution_id)
+
+    async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
+        return await self.executions.get_signal(execution_id, signal_id)
+
+    # Cross-replica wake-ups ------------------------------------------------
+    async def notify(self, kind: str, execution_id: str) -> None:
+        await self.notifications.notify(kind, execution_id)
+
+    def listen(self, callback: Callable[[str, str], None]) -> None:
+        self.notifications.listen(callback)

@@ -1,7 +1,9 @@
 """An in-process store: nothing survives the process.
 
 For tests, benchmarks and `agentrun run --memory`. It keeps the Store contract except
-durability; records are copied in and out so callers cannot alias stored state.
+durability; records are copied in and out so callers cannot alias stored state. It mirrors
+the SQL store's repositories: `MemoryWorkflows`, `MemoryExecutions`, a channel that tells
+nobody (one process), and the state machine store (`MemoryMachineStore`).
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from agentrun.storage.base import LeaseLost, Store
+from agentrun.storage.base import ExecutionRepository, LeaseLost, Store, WorkflowRepository
 from agentrun.storage.machines import MemoryMachineStore
 from agentrun.storage.records import (
     Batch,
@@ -43,22 +45,10 @@ def _copy(record):
     return _COPIERS[type(record)](record)
 
 
-class MemoryStore(Store):
+class MemoryWorkflows(WorkflowRepository):
     def __init__(self) -> None:
-        self._machines: MemoryMachineStore | None = None
         self._workflows: dict[tuple[str, str], list[WorkflowRecord]] = {}
         self._deleted: set[tuple[str, str, int]] = set()
-        self._executions: dict[str, ExecutionRecord] = {}
-        self._requests: dict[tuple[str, str], str] = {}
-        self._nodes: dict[str, dict[str, NodeRecord]] = {}
-        self._events: dict[str, list[EventRecord]] = {}
-        self._signals: dict[str, list[SignalRecord]] = {}
-
-    @property
-    def instances(self) -> MemoryMachineStore:
-        if self._machines is None:
-            self._machines = MemoryMachineStore()
-        return self._machines
 
     async def create_workflow(self, record: WorkflowRecord) -> WorkflowRecord:
         versions = self._workflows.setdefault((record.tenant, record.name), [])
@@ -100,6 +90,15 @@ class MemoryStore(Store):
         ]
         self._deleted.update((tenant, name, v) for v in live)
         return bool(live)
+
+
+class MemoryExecutions(ExecutionRepository):
+    def __init__(self) -> None:
+        self._executions: dict[str, ExecutionRecord] = {}
+        self._requests: dict[tuple[str, str], str] = {}
+        self._nodes: dict[str, dict[str, NodeRecord]] = {}
+        self._events: dict[str, list[EventRecord]] = {}
+        self._signals: dict[str, list[SignalRecord]] = {}
 
     async def create_execution(
         self,
@@ -305,3 +304,27 @@ class MemoryStore(Store):
 
     async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
         return [_copy(s) for s in self._signals.get(execution_id, []) if s.consumed_by is None]
+
+
+class MemoryNotifications:
+    """One process: nobody else to tell, nobody else to hear."""
+
+    async def notify(self, kind: str, keys: str) -> None:
+        return None
+
+    def listen(self, callback: Callable[[str, str], None]) -> None:
+        return None
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self.workflows = MemoryWorkflows()
+        self.executions = MemoryExecutions()
+        self.notifications = MemoryNotifications()
+        self._machines: MemoryMachineStore | None = None
+
+    @property
+    def instances(self) -> MemoryMachineStore:
+        if self._machines is None:
+            self._machines = MemoryMachineStore()
+        return self._machines

@@ -16,21 +16,27 @@ signals not yet consumed. SQLite has no NOTIFY, yet several processes may share 
 (`agentrun run` beside `agentrun serve`): there new rows are found by rowid every
 SQLITE_POLL_SECONDS. Listeners ignore repeats, so announcing a change twice is harmless;
 missing one is not.
+
+`Notifications` is the channel as the store uses it; the database gives the one its dialect
+needs (`SqlDatabase.notification_channel`): `PostgresNotifications` or `SqliteNotifications`.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from agentrun.storage import schema as db
 from agentrun.storage.records import ExecutionState
-from agentrun.storage.sqldb import SqlDatabase
+
+if TYPE_CHECKING:
+    from agentrun.storage.sqldb import SqlDatabase
 
 __all__ = [
     "CHANNEL",
@@ -38,7 +44,9 @@ __all__ = [
     "OUTAGE_POLL_SECONDS",
     "SQLITE_POLL_SECONDS",
     "Notifications",
-    "notify_in",
+    "PostgresNotifications",
+    "SqliteNotifications",
+    "chunks",
 ]
 
 CHANNEL = "agentrun"
@@ -80,14 +88,7 @@ def chunks(ids: Sequence[str], size: int = _PAYLOAD_BYTES) -> Iterator[str]:
         yield ",".join(current)
 
 
-def notify_in(conn: sa.Connection, kind: str, ids: Sequence[str]) -> None:
-    """Queues `kind` notifications for `ids` in the caller's PostgreSQL transaction: they are
-    delivered when it commits, never if it rolls back."""
-    for chunk in chunks(ids):
-        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{kind}:{chunk}")))
-
-
-class Notifications:
+class Notifications(abc.ABC):
     """The notification channel of one store: `notify` sends, `listen` registers callbacks,
     `start` (at open, once there is a listener) begins receiving, `close` stops."""
 
@@ -95,13 +96,6 @@ class Notifications:
         self._database = database
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
-        # PostgreSQL: whether the LISTEN connection is up now, and its backend's pid.
-        self.listening = False
-        self.listener_pid: int | None = None
-        # Set when LISTEN is not up (from the start, and at each loss); the catch-up clears it.
-        self._lost: asyncio.Event | None = None
-        # Outage passes made (tests and diagnostics see that catching up happens).
-        self.catch_up_passes = 0
 
     def listen(self, callback: Listener) -> None:
         self._listeners.append(callback)
@@ -113,15 +107,11 @@ class Notifications:
         if not self._listeners or self._tasks:
             return
         loop = asyncio.get_running_loop()
-        if self._database.sqlite:
-            self._tasks = [loop.create_task(self._poll_rows(), name="agentrun-sqlite-poll")]
-            return
-        self._lost = asyncio.Event()
-        self._lost.set()
-        self._tasks = [
-            loop.create_task(self._listen_loop(), name="agentrun-pg-listen"),
-            loop.create_task(self._catch_up_loop(), name="agentrun-pg-catch-up"),
-        ]
+        self._tasks = [loop.create_task(work, name=name) for name, work in self._receivers()]
+
+    @abc.abstractmethod
+    def _receivers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """The tasks that receive (named), started by `start`."""
 
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -130,14 +120,11 @@ class Notifications:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        self.listening = False
 
     async def notify(self, kind: str, keys: str) -> None:
-        """Sends `kind:keys` (comma-joined ids) to every replica; SQLite's pollers find the
-        rows themselves."""
-        if self._database.sqlite:
-            return
-        await self._database.transaction(lambda conn: notify_in(conn, kind, keys.split(",")))
+        """Sends `kind:keys` (comma-joined ids) to every replica."""
+        database = self._database
+        await database.transaction(lambda conn: database.notify_in(conn, kind, keys.split(",")))
 
     def dispatch(self, kind: str, key: str) -> None:
         for callback in self._listeners:
@@ -146,12 +133,37 @@ class Notifications:
             except Exception:
                 continue
 
+
+class PostgresNotifications(Notifications):
+    """LISTEN on a connection of its own; catch-up passes while it is down (`_Outage`)."""
+
+    def __init__(self, database: SqlDatabase) -> None:
+        super().__init__(database)
+        # Whether the LISTEN connection is up now, and its backend's pid.
+        self.listening = False
+        self.listener_pid: int | None = None
+        # Set when LISTEN is not up (from the start, and at each loss); the catch-up clears it.
+        self._lost: asyncio.Event | None = None
+        # Outage passes made (tests and diagnostics see that catching up happens).
+        self.catch_up_passes = 0
+
+    def _receivers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        self._lost = asyncio.Event()
+        self._lost.set()
+        return [
+            ("agentrun-pg-listen", self._listen_loop()),
+            ("agentrun-pg-catch-up", self._catch_up_loop()),
+        ]
+
+    async def close(self) -> None:
+        await super().close()
+        self.listening = False
+
     def _on_payload(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         kind, _, keys = payload.partition(":")
         for key in keys.split(","):
             self.dispatch(kind, key)
 
-    # PostgreSQL ------------------------------------------------------------------------
     async def _listen_loop(self) -> None:
         """Holds one LISTEN connection, reconnecting with backoff; each loss sets `_lost`."""
         import asyncpg
@@ -221,7 +233,16 @@ class Notifications:
                 continue
             await asyncio.sleep(OUTAGE_POLL_SECONDS)
 
-    # SQLite ----------------------------------------------------------------------------
+
+class SqliteNotifications(Notifications):
+    """No NOTIFY: new rows found by rowid (`_poll_rows`); `notify` has nothing to send."""
+
+    def _receivers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        return [("agentrun-sqlite-poll", self._poll_rows())]
+
+    async def notify(self, kind: str, keys: str) -> None:
+        return None
+
     async def _poll_rows(self) -> None:
         """New rows by rowid, announced as PostgreSQL's notifications would be: `events` for
         execution events and instance history, `signal` for signals. This process's own

@@ -1,34 +1,42 @@
 """The SQL core every repository shares: connections, migrations, `transaction()` and `read()`.
 
-SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg) through SQLAlchemy Core. SQLite allows one
-writer at a time, so every write goes through one long-lived connection that starts its
-transactions with `BEGIN IMMEDIATE` (no lock upgrades, no SQLITE_BUSY half way through), on a
-thread of its own; reads use a small pool of separate connections, which WAL lets run
-alongside. The executions and instances repositories (sql.py, machines.py) hold one
-`SqlDatabase` and use only its public methods.
+`SqlDatabase.create(url)` gives the dialect's subclass, in the manner of DBOS's SystemDatabase
+and its sqlite and postgres modules: `SqliteDatabase` (sqldb_sqlite.py: one writer thread with
+`BEGIN IMMEDIATE`, WAL readers) or `PostgresDatabase` (sqldb_postgres.py: asyncpg, a lease
+pool, deadlock retries). What differs between the two lives there, behind the hooks this
+class declares, so that the repositories (workflows.py, executions.py, notifications.py,
+machines.py, ...) hold one `SqlDatabase` and never ask which dialect it is:
+- `transaction(work)`: one write transaction, `retry_unique(work)` for read-then-insert races;
+- `group_commit(apply, explain)`: a writer that shares one transaction among many callers;
+- `executemany(conn, statement, rows)`: one statement for many rows, as fast as the dialect can;
+- `notify_in(conn, kind, keys)`: a cross-replica wake-up sent when the transaction commits;
+- `notification_channel()`: the `Notifications` that receives them (NOTIFY or polling);
+- `maintain_events(now, retention)`: the event log's upkeep (partitions, or deletes).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from agentrun.storage import schema as db
 from agentrun.storage.base import StoreError
+from agentrun.storage.group_commit import GroupCommit
 
-__all__ = ["IDLE_IN_TRANSACTION_MS", "SqlDatabase", "store_errors"]
+if TYPE_CHECKING:
+    from agentrun.storage.notifications import Notifications
+
+__all__ = ["IDLE_IN_TRANSACTION_MS", "Row", "SqlDatabase", "store_errors"]
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 # A result row of any width (Row[Any] would be a row of one column).
 Row = sa.Row[*tuple[Any, ...]]
 
@@ -38,26 +46,47 @@ _UNIQUE_RETRIES = 20
 # Our transactions are short; one idle this long belongs to a frozen or lost process (the
 # floor: a store that knows its lease waits that long).
 IDLE_IN_TRANSACTION_MS = 5_000
+_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 
-class SqlDatabase:
+class SqlDatabase(abc.ABC):
     """One SQLite file or PostgreSQL database, open or not.
 
     `synchronous` is SQLite's PRAGMA: FULL (the default) makes every returned commit survive
     power loss; NORMAL is faster in WAL mode but may lose the last commits on power loss
-    (never on a process crash).
+    (never on a process crash). `lease_seconds` bounds how long PostgreSQL lets a session
+    idle inside a transaction.
     """
 
+    # Which dialect, for the few callers that must know (SQLite has no shared scheduler).
+    sqlite: ClassVar[bool]
+    dialect: ClassVar[str]
+    # The dialect's INSERT, for ON CONFLICT clauses.
+    insert: ClassVar[Callable[..., Any]]
     # How long a SQLite write waits for another process's write lock before StoreError.
     busy_timeout_ms = 10_000
 
-    def __init__(self, url: str, *, synchronous: str = "FULL", lease_seconds: float | None = None) -> None:
-        self.url = sa.make_url(url)
-        if self.url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+    @staticmethod
+    def create(
+        url: str, *, synchronous: str = "FULL", lease_seconds: float | None = None
+    ) -> SqlDatabase:
+        """The database `url` names (sqlite+aiosqlite:///path or postgresql+asyncpg://...)."""
+        driver = sa.make_url(url).drivername
+        if driver not in _DRIVERS:
             raise ValueError(
-                f"unsupported database URL {self.url.drivername!r}: "
-                "use sqlite+aiosqlite:///path or postgresql+asyncpg://..."
+                f"unsupported database URL {driver!r}: use sqlite+aiosqlite:///path or postgresql+asyncpg://..."
             )
+        cls: type[SqlDatabase]
+        if driver == "sqlite+aiosqlite":
+            from agentrun.storage.sqldb_sqlite import SqliteDatabase as cls
+        else:
+            from agentrun.storage.sqldb_postgres import PostgresDatabase as cls
+        return cls(url, synchronous=synchronous, lease_seconds=lease_seconds)
+
+    def __init__(
+        self, url: str, *, synchronous: str = "FULL", lease_seconds: float | None = None
+    ) -> None:
+        self.url = sa.make_url(url)
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
         self._synchronous = synchronous.upper()
@@ -66,24 +95,9 @@ class SqlDatabase:
         # frees them within lease + lease/3 of the freeze; shorter, it would also end the
         # sessions of a live replica whose loop stalled for a few seconds on a busy machine.
         self._idle_in_transaction_ms = max(IDLE_IN_TRANSACTION_MS, int((lease_seconds or 0) * 1000))
-        self.sqlite = self.url.get_backend_name() == "sqlite"
-        if self.sqlite and self.url.database in (None, "", ":memory:"):
-            raise ValueError("SqlStore needs a SQLite file; use the 'memory' store for RAM")
-        # The dialect's INSERT, for ON CONFLICT clauses.
-        self.insert = sqlite.insert if self.sqlite else postgresql.insert
         self._engine: AsyncEngine | None = None
-        self._lease_engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
-        # SQLite: every write runs on one thread with a plain sqlite3 connection, so a group
-        # commit costs one hand-off between threads instead of one per statement.
-        self._sync_writer: sa.Engine | None = None
-        self._sync_conn: sa.Connection | None = None
-        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self.closing = False
-
-    @property
-    def dialect(self) -> str:
-        return "sqlite" if self.sqlite else "postgresql"
 
     @property
     def is_open(self) -> bool:
@@ -96,60 +110,22 @@ class SqlDatabase:
         if self._engine is not None:
             return False
         self.closing = False
-        if self.sqlite:
-            folder = Path(self.url.database or "").expanduser().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the database folder {folder}: {exc}") from exc
-            self._engine = self._reader = self._sqlite_engine()
-            self._sync_writer = self._sqlite_writer()
-            self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentrun-sqlite-writer")
-        else:
-            options: dict[str, Any] = {
-                # asyncpg waits 60 s for a connection by default; fail over sooner. A replica
-                # frozen inside a transaction (SIGSTOP, a VM pause) must not keep its row locks,
-                # which would hide its executions from the other replicas' claims.
-                "connect_args": {
-                    "timeout": 10,
-                    "server_settings": {"idle_in_transaction_session_timeout": str(self._idle_in_transaction_ms)},
-                },
-                "json_serializer": db.jsonb_dumps,
-            }
-            # 28 + 2 for leases + 1 LISTEN: 31 connections at most per replica, as documented.
-            self._engine = create_async_engine(self.url, pool_size=10, max_overflow=18, **options)
-            # Lease renewals and claims on connections of their own: a burst of reads and
-            # commits that holds every pooled connection must not make a live replica's
-            # renewal wait until its leases expired.
-            self._lease_engine = create_async_engine(self.url, pool_size=1, max_overflow=1, **options)
-            # Single-statement reads need no BEGIN/ROLLBACK round trips.
-            self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._connect()
         try:
             if not await self._schema_current():
-                await self._migrate()
+                await self._migrate_schema()
         except BaseException:
             await self.dispose()
             raise
         return True
 
-    async def _migrate(self) -> None:
-        """Brings the schema to the migrations' head in one transaction.
+    @abc.abstractmethod
+    def _connect(self) -> None:
+        """Creates the engines (connections are made on first use)."""
 
-        On SQLite, batch migrations rebuild a table (copy, drop, rename); with foreign keys
-        on, dropping `executions` would cascade to every node, event and signal. SQLite
-        ignores the PRAGMA inside a transaction, so it is turned off around it, and the
-        references are checked before the commit (a violation rolls everything back)."""
-        if not self.sqlite:
-            await self.transaction(_migrate)
-            return
-
-        def migrate_checked(conn: sa.Connection) -> None:
-            _migrate(conn)
-            broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
-            if broken:
-                raise StoreError(f"migrating left rows with broken references: {broken[:5]}")
-
-        await self.transaction(migrate_checked, foreign_keys=False)
+    async def _migrate_schema(self) -> None:
+        """Brings the schema to the migrations' head in one transaction."""
+        await self.transaction(_migrate)
 
     async def _schema_current(self) -> bool:
         """Whether the database is at the migrations' head, read outside any transaction:
@@ -161,135 +137,70 @@ class SqlDatabase:
             return False
         return {row[0] for row in rows} == {_migration_head()}
 
+    @abc.abstractmethod
     async def dispose(self) -> None:
         """Closes every connection; `transaction` works until then, `read` until `closing`."""
-        if self._thread is not None:
-            writer, thread = self._sync_writer, self._thread
-            conn, self._sync_conn = self._sync_conn, None
-
-            def dispose() -> None:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                if writer is not None:
-                    writer.dispose()
-
-            with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(thread, dispose)
-            thread.shutdown(wait=False)
-            self._thread = self._sync_writer = None
-        # On PostgreSQL the reader is a view of the same engine and pool.
-        if self._engine is not None:
-            await self._engine.dispose()
-        if self._lease_engine is not None:
-            await self._lease_engine.dispose()
-        self._engine = self._reader = self._lease_engine = None
-
-    def _sqlite_pragmas(self, engine: Any, *, writer: bool) -> None:
-        synchronous = self._synchronous
-        busy_ms = self.busy_timeout_ms
-
-        @sa_event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy, not the sqlite3 module, decide where transactions start.
-            dbapi_conn.isolation_level = None
-            cursor = dbapi_conn.cursor()
-            for pragma in (
-                "journal_mode=WAL",
-                f"synchronous={synchronous}",
-                "foreign_keys=ON",
-                f"busy_timeout={busy_ms}",
-                *(() if writer else ("query_only=ON",)),
-            ):
-                cursor.execute(f"PRAGMA {pragma}")
-            cursor.close()
-
-        if writer:
-
-            @sa_event.listens_for(engine, "begin")
-            def _on_begin(conn: sa.Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    def _sqlite_engine(self) -> AsyncEngine:
-        """Read connections (aiosqlite); WAL lets them run beside the writer."""
-        engine = create_async_engine(self.url, pool_size=4, max_overflow=4)
-        self._sqlite_pragmas(engine.sync_engine, writer=False)
-        return engine
-
-    def _sqlite_writer(self) -> sa.Engine:
-        """The one write connection (sqlite3), used only from the writer thread."""
-        url = self.url.set(drivername="sqlite")
-        engine = sa.create_engine(url, poolclass=sa.pool.SingletonThreadPool)
-        self._sqlite_pragmas(engine, writer=True)
-        return engine
 
     # Work ------------------------------------------------------------------
     def require_open(self) -> None:
         if not self.is_open:
             raise StoreError("the store is not open")
 
-    async def transaction(
-        self, work: Callable[[sa.Connection], T], *, leases: bool = False, foreign_keys: bool = True
-    ) -> T:
-        """Runs `work` (plain, synchronous SQLAlchemy Core) in one write transaction: on
-        SQLite in the writer thread, on PostgreSQL through asyncpg (`leases`: on the lease
-        pool); constraint violations pass through raw (IntegrityError), other failures as
-        StoreError (unavailable) or ValueError (refused), see `store_errors`.
-        `foreign_keys=False` (SQLite, migrations only) turns enforcement off around it."""
-        engine = self._engine
-        if leases and self._lease_engine is not None and engine is not None:
-            engine = self._lease_engine
-        if engine is None:
-            raise StoreError("the store is not open")
-        with store_errors():
-            if not self.sqlite:
-                for attempt in range(3):
-                    try:
-                        async with engine.begin() as conn:
-                            return await conn.run_sync(work)
-                    except sa.exc.DBAPIError as exc:
-                        # A deadlock or serialization failure rolled everything back: again.
-                        code = getattr(exc.orig, "sqlstate", None)
-                        if code not in ("40P01", "40001") or attempt == 2:
-                            raise
-            writer, thread = self._sync_writer, self._thread
-            assert writer is not None and thread is not None
+    @abc.abstractmethod
+    async def transaction(self, work: Callable[[sa.Connection], T], *, leases: bool = False) -> T:
+        """Runs `work` (plain, synchronous SQLAlchemy Core) in one write transaction
+        (`leases`: on connections of their own where the dialect keeps some); constraint
+        violations pass through raw (IntegrityError), other failures as StoreError
+        (unavailable) or ValueError (refused), see `store_errors`."""
 
-            def in_thread() -> T:
-                # One connection, kept for the store's life: no pool checkout or reset per
-                # transaction. Dropped after a failure, so the next one starts clean.
-                conn = self._sync_conn
-                if conn is None or conn.closed or conn.invalidated:
-                    conn = self._sync_conn = writer.connect()
-                raw = conn.connection.driver_connection
-                assert raw is not None
-                try:
-                    if not foreign_keys:
-                        raw.execute("PRAGMA foreign_keys=OFF")
-                    with conn.begin():
-                        return work(conn)
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                    self._sync_conn = None
-                    raise
-                finally:
-                    if not foreign_keys and self._sync_conn is conn:
-                        raw.execute("PRAGMA foreign_keys=ON")
-
-            return await asyncio.get_running_loop().run_in_executor(thread, in_thread)
+    # Whether two writers may race for the same unique key (PostgreSQL); SQLite serialises
+    # its writes, so a violation there is never a race.
+    unique_races: ClassVar[bool] = False
 
     async def retry_unique(self, work: Callable[[sa.Connection], T]) -> T:
         """A `transaction` for a read-then-insert that may lose a race to a concurrent
-        writer (PostgreSQL); retried a few times before the IntegrityError passes through."""
+        writer; retried a few times before the IntegrityError passes through."""
         for attempt in range(_UNIQUE_RETRIES):
             try:
                 return await self.transaction(work)
             except sa.exc.IntegrityError:
-                if self.sqlite or attempt == _UNIQUE_RETRIES - 1:
-                    raise  # SQLite writes are serialised: a violation is not a race.
+                if not self.unique_races or attempt == _UNIQUE_RETRIES - 1:
+                    raise
                 await asyncio.sleep(0.001 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def group_commit(
+        self,
+        apply: Callable[[sa.Connection, Sequence[Item]], Sequence[Any] | None],
+        explain: Callable[[Item, Exception], Awaitable[BaseException]],
+        *,
+        name: str,
+    ) -> GroupCommit[Item]:
+        """A group-commit writer on this database (group_commit.py): what `apply` writes for
+        many callers' items shares one `transaction`; the owner starts and closes it."""
+        return GroupCommit(self, apply, explain, name=name)
+
+    def executemany(
+        self, conn: sa.Connection, statement: sa.Executable, rows: Sequence[dict[str, Any]]
+    ) -> int:
+        """Runs `statement` once per row inside `work` of a `transaction`; how many rows it
+        changed (-1 when the driver cannot tell); nothing at all for no rows."""
+        if not rows:
+            return 0
+        return conn.execute(statement, list(rows)).rowcount
+
+    def notify_in(self, conn: sa.Connection, kind: str, keys: Sequence[str]) -> None:
+        """Announces `kind` for `keys` to the other replicas when the caller's transaction
+        commits. Nothing by default: a dialect without NOTIFY lets its pollers find the rows."""
+
+    @abc.abstractmethod
+    def notification_channel(self) -> Notifications:
+        """The `Notifications` of this database (how wake-ups are received)."""
+
+    @abc.abstractmethod
+    async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
+        """Prepares the next days' event storage and drops the events of executions that
+        ended more than `retention_seconds` ago; how many units were dropped (`Store`)."""
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:

@@ -1,0 +1,518 @@
+"""Executions in a SQL database: their nodes, events, signals and leases, and the group commit.
+
+`commit` is on the engine's hot path (one per node completion), so it goes through the group
+commit (group_commit.py): concurrent batches share one transaction and one fsync, and each
+hot statement runs once for all their rows (`SqlDatabase.executemany`: on SQLite straight to
+sqlite3). Fencing (a replica that lost an execution's lease writes nothing) happens in the
+same transaction.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentrun.storage import schema as db
+from agentrun.storage.base import ExecutionRepository, LeaseLost, StoreError
+from agentrun.storage.group_commit import GroupCommit
+from agentrun.storage.records import (
+    Batch,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    NodeState,
+    SignalRecord,
+)
+from agentrun.storage.sqldb import SqlDatabase
+
+__all__ = ["SqlExecutions"]
+
+_UNFINISHED = [s.value for s in ExecutionState if not s.terminal]
+
+
+class SqlExecutions(ExecutionRepository):
+    """Errors, as the memory store raises them: StoreError when the database is unavailable
+    (retry later), KeyError for a batch or signal naming an unknown execution, ValueError for
+    anything the database refuses (a duplicate event sequence or execution id, a value JSON
+    cannot hold, U+0000 or NaN in PostgreSQL's JSONB). A `commit` whose caller is cancelled
+    may still be written: its batch is already queued."""
+
+    def __init__(self, database: SqlDatabase) -> None:
+        self.database = database
+        insert = database.insert
+        # Built once: constructing an upsert costs more than executing it on the hot path.
+        upsert = insert(db.nodes)
+        self._upsert_nodes = upsert.on_conflict_do_update(
+            index_elements=list(db.nodes.primary_key.columns),
+            set_={c.name: upsert.excluded[c.name] for c in db.nodes.c if not c.primary_key},
+        )
+        # An idempotent start: a used (tenant, request_id) inserts nothing.
+        self._insert_once = insert(db.executions).on_conflict_do_nothing(
+            index_elements=[db.executions.c.tenant, db.executions.c.request_id]
+        )
+        self.writer: GroupCommit[_Rows] = database.group_commit(
+            self._apply, self._explain, name="agentrun-sql-writer"
+        )
+
+    async def create_execution(
+        self,
+        record: ExecutionRecord,
+        nodes: Sequence[NodeRecord] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> tuple[ExecutionRecord, bool]:
+        self.database.require_open()
+        row = db.execution_row(record)
+        node_rows = [db.node_row(n) for n in nodes]
+        event_rows = [db.event_row(e) for e in events]
+
+        # Through the group commit: concurrent starts share one transaction (one fsync).
+        rows = _Rows(
+            execution=None,
+            nodes=node_rows,
+            events=event_rows,
+            consumed=[],
+            create=record,
+            create_row=row,
+        )
+        try:
+            created: tuple[ExecutionRecord, bool] = await self.writer.submit(rows)
+            return created
+        except sa.exc.IntegrityError as exc:
+            raise ValueError(
+                f"execution {record.id} conflicts with a stored one: {exc.orig}"
+            ) from exc
+
+    def _insert_execution(self, conn: sa.Connection, rows: _Rows) -> tuple[ExecutionRecord, bool]:
+        """Inserts a new execution; with a request_id already used by the tenant, returns the
+        stored one and writes nothing else of this batch (the unique constraint decides)."""
+        record, row = rows.create, rows.create_row
+        assert record is not None and row is not None
+        if record.request_id is None:
+            conn.execute(db.executions.insert(), row)
+        elif conn.execute(self._insert_once, row).rowcount == 0:
+            existing = conn.execute(
+                sa.select(db.executions).where(
+                    db.executions.c.tenant == record.tenant,
+                    db.executions.c.request_id == record.request_id,
+                )
+            )
+            rows.nodes, rows.events = [], []
+            return db.execution_record(existing.one()), False
+        return copy.copy(record), True
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        rows = await self.database.read(
+            sa.select(db.executions).where(db.executions.c.id == execution_id)
+        )
+        return db.execution_record(rows[0]) if rows else None
+
+    async def list_executions(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after_id: str | None = None,
+        workflow: str | None = None,
+        states: Sequence[ExecutionState] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+        newest_first: bool = False,
+    ) -> list[ExecutionRecord]:
+        query = sa.select(db.executions).where(db.executions.c.tenant == tenant)
+        ident, created = db.executions.c.id, db.executions.c.created_at
+        if after_id is not None:
+            query = query.where(ident < after_id if newest_first else ident > after_id)
+        if workflow is not None:
+            query = query.where(db.executions.c.workflow == workflow)
+        if states:
+            query = query.where(db.executions.c.state.in_([str(s) for s in states]))
+        if created_after is not None:
+            query = query.where(created >= created_after)
+        if created_before is not None:
+            query = query.where(created < created_before)
+        query = query.order_by(ident.desc() if newest_first else ident).limit(limit)
+        return [db.execution_record(row) for row in await self.database.read(query)]
+
+    async def list_unfinished_executions(self) -> list[ExecutionRecord]:
+        query = (
+            sa.select(db.executions)
+            .where(db.executions.c.state.in_(_UNFINISHED))
+            .order_by(db.executions.c.id)
+        )
+        return [db.execution_record(row) for row in await self.database.read(query)]
+
+    async def get_nodes(self, execution_id: str) -> list[NodeRecord]:
+        """Ordered by node id (SQL has no insertion order to offer)."""
+        query = (
+            sa.select(db.nodes)
+            .where(db.nodes.c.execution_id == execution_id)
+            .order_by(db.nodes.c.node_id)
+        )
+        return [db.node_record(row) for row in await self.database.read(query)]
+
+    async def list_waits(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after: tuple[str, str] | None = None,
+        execution_id: str | None = None,
+    ) -> list[NodeRecord]:
+        nodes, executions = db.nodes, db.executions
+        query = (
+            sa.select(nodes)
+            .join(executions, executions.c.id == nodes.c.execution_id)
+            .where(
+                executions.c.tenant == tenant,
+                executions.c.state.in_(_UNFINISHED),
+                nodes.c.state == NodeState.WAITING.value,
+                nodes.c.wait.is_not(None),
+            )
+        )
+        if execution_id is not None:
+            query = query.where(nodes.c.execution_id == execution_id)
+        if after is not None:
+            query = query.where(
+                sa.tuple_(nodes.c.execution_id, nodes.c.node_id) > sa.tuple_(*after)
+            )
+        query = query.order_by(nodes.c.execution_id, nodes.c.node_id).limit(limit)
+        return [db.node_record(row) for row in await self.database.read(query)]
+
+    async def commit(self, batch: Batch) -> None:
+        self.database.require_open()
+        # Snapshot now: the caller may change its records (not payloads) once we return.
+        await self.writer.submit(_Rows.of(batch))
+
+    # Group commit ----------------------------------------------------------
+    def _apply(self, conn: sa.Connection, batches: Sequence[_Rows]) -> list[Any]:
+        """Writes a group of batches in the writer's transaction; returns what each caller
+        gets ((record, created) for a create, None for a commit)."""
+        # Later batches win, exactly as if the upserts had run one after another; dedup also
+        # keeps PostgreSQL from seeing one key twice in a statement.
+        execution_rows: dict[str, dict[str, Any]] = {}
+        node_rows: dict[tuple[str, str], dict[str, Any]] = {}
+        event_rows: list[dict[str, Any]] = []
+        consumed: list[dict[str, Any]] = []
+        # New executions first: later batches of the same group may write to them. In key
+        # order, so that two replicas' groups never wait on each other's unique keys in a cycle.
+        creates = sorted((b for b in batches if b.create is not None), key=_Rows.create_key)
+        for batch in creates:
+            batch.result = self._insert_execution(conn, batch)
+        fenced: dict[str, dict[str, Any]] = {}
+        for batch in batches:
+            if batch.execution is not None:
+                execution_rows[batch.execution["b_id"]] = batch.execution
+                if batch.fence is not None:
+                    fenced[batch.execution["b_id"]] = {
+                        "b_id": batch.execution["b_id"],
+                        "b_owner": batch.fence[0],
+                        "b_epoch": batch.fence[1],
+                    }
+            for row in batch.nodes:
+                node_rows[(row["execution_id"], row["node_id"])] = row
+            event_rows += batch.events
+            consumed += batch.consumed
+        if fenced:
+            # Fencing first: a replica that lost the lease must not write anything. Rows are
+            # locked in id order, as renew_leases locks them: no deadlock between the two.
+            owned = conn.execute(_CHECK_FENCE, [fenced[k] for k in sorted(fenced)]).rowcount
+            if 0 <= owned < len(fenced):
+                raise LeaseLost("a batch's execution is leased to another replica or epoch")
+        # The hot statements, each once for all rows (on SQLite straight to sqlite3's
+        # executemany, see SqliteDatabase.executemany).
+        database = self.database
+        if execution_rows:
+            # The row exists (create_execution made it); only what a run changes is
+            # written, so a large input is not rewritten at every step.
+            changed = database.executemany(conn, _UPDATE_EXECUTION, list(execution_rows.values()))
+            if 0 <= changed < len(execution_rows):
+                raise KeyError("a batch updates an execution that does not exist")
+        database.executemany(conn, self._upsert_nodes, list(node_rows.values()))
+        database.executemany(conn, _INSERT_EVENTS, event_rows)
+        if consumed:
+            conn.execute(_CONSUME, consumed)
+        if event_rows:
+            # Delivered at commit: Watch streams on other replicas read the new events.
+            database.notify_in(conn, "events", sorted({row["execution_id"] for row in event_rows}))
+        return [batch.result for batch in batches]
+
+    async def _explain(self, batch: _Rows, exc: Exception) -> Exception:
+        """Turns a refused batch into the error the memory store raises for the same mistake:
+        KeyError for an unknown execution, ValueError for anything else (a duplicate event,
+        a payload the database cannot hold such as NaN or \\u0000 in PostgreSQL's JSONB)."""
+        if batch.create is not None and isinstance(exc, sa.exc.IntegrityError):
+            error = ValueError(
+                f"execution {batch.create.id} conflicts with a stored one: {exc.orig}"
+            )
+            error.__cause__ = exc
+            return error
+        if isinstance(exc, sa.exc.IntegrityError):
+            referenced = {r["execution_id"] for r in batch.nodes + batch.events}
+            if batch.execution is not None:
+                referenced.add(batch.execution["b_id"])
+            for execution_id in sorted(referenced):
+                try:
+                    known = await self.get_execution(execution_id)
+                except StoreError as unavailable:
+                    return unavailable
+                if known is None:
+                    return KeyError(f"unknown execution {execution_id}")
+        if isinstance(exc, (ValueError, KeyError, LeaseLost)):
+            return exc
+        if isinstance(exc, sa.exc.IntegrityError):
+            error = ValueError(f"batch conflicts with stored rows (duplicate event?): {exc.orig}")
+        else:
+            error = ValueError(f"batch cannot be stored: {exc!r}")
+        error.__cause__ = exc
+        return error
+
+    # Event log upkeep ------------------------------------------------------
+    async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
+        """Partitions on PostgreSQL, deletes on SQLite: the database's own way."""
+        return await self.database.maintain_events(now=now, retention_seconds=retention_seconds)
+
+    # Leases ----------------------------------------------------------------
+    async def claim_executions(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        limit: int = 100,
+        include_own: bool = False,
+    ) -> list[ExecutionRecord]:
+        self.database.require_open()
+        t = db.executions
+        expired = sa.or_(
+            t.c.owner.is_(None), t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now
+        )
+        # Never this replica's own by expiry: those it runs, and a late renewal must not bump
+        # their epoch under its running runs (which would then stop as "lease lost").
+        free = sa.and_(expired, sa.or_(t.c.owner.is_(None), t.c.owner != owner))
+        if include_own:
+            free = sa.or_(free, t.c.owner == owner)
+        candidates = (
+            sa.select(t.c.id)
+            .where(t.c.state.in_(_UNFINISHED), free)
+            .order_by(t.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
+        def claim(conn: sa.Connection) -> list[ExecutionRecord]:
+            ids = [row.id for row in conn.execute(candidates)]
+            if not ids:
+                return []
+            conn.execute(
+                t.update()
+                .where(t.c.id.in_(ids))
+                .values(
+                    owner=owner,
+                    lease_epoch=t.c.lease_epoch + 1,
+                    lease_expires_at=now + lease_seconds,
+                )
+            )
+            rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(t.c.id))
+            return [db.execution_record(row) for row in rows]
+
+        return await self.database.transaction(claim, leases=True)
+
+    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
+        self.database.require_open()
+        t = db.executions
+
+        mine = (
+            sa.select(t.c.id)
+            .where(t.c.owner == owner, t.c.state.in_(_UNFINISHED))
+            .order_by(t.c.id)
+            .with_for_update()
+        )
+
+        def renew(conn: sa.Connection) -> set[str]:
+            # Locked in id order first (as fenced commits lock them), then extended.
+            ids = [row.id for row in conn.execute(mine)]
+            if not ids:
+                return set()
+            conn.execute(
+                t.update().where(t.c.id.in_(ids)).values(lease_expires_at=now + lease_seconds)
+            )
+            return set(ids)
+
+        return await self.database.transaction(renew, leases=True)
+
+    async def next_lease_expiry(self, owner: str) -> float | None:
+        t = db.executions
+        held = sa.case(
+            (t.c.owner.is_(None), 0.0), else_=sa.func.coalesce(t.c.lease_expires_at, 0.0)
+        )
+        query = sa.select(sa.func.min(held)).where(
+            t.c.state.in_(_UNFINISHED), sa.or_(t.c.owner.is_(None), t.c.owner != owner)
+        )
+        rows = await self.database.read(query)
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
+        self.database.require_open()
+        t = db.executions
+        statement = t.update().where(t.c.owner == owner).values(lease_expires_at=0.0)
+        if execution_ids is not None:
+            statement = statement.where(t.c.id.in_(list(execution_ids)))
+        await self.database.transaction(lambda conn: conn.execute(statement), leases=True)
+
+    # Events ----------------------------------------------------------------
+    async def list_events(
+        self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        table = db.events
+        query = (
+            sa.select(table)
+            .where(table.c.execution_id == execution_id, table.c.sequence > after_sequence)
+            .order_by(table.c.sequence)
+            .limit(limit)
+        )
+        return [db.event_record(row) for row in await self.database.read(query)]
+
+    # Signals ---------------------------------------------------------------
+    async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
+        self.database.require_open()
+        next_seq = (
+            sa.select(sa.func.coalesce(sa.func.max(db.signals.c.seq), 0) + 1)
+            .where(db.signals.c.execution_id == signal.execution_id)
+            .scalar_subquery()
+        )
+        statement = (
+            self.database.insert(db.signals)
+            .values(
+                execution_id=signal.execution_id,
+                seq=next_seq,
+                name=signal.name,
+                data=signal.data,
+                signal_id=signal.signal_id,
+                created_at=signal.created_at,
+                consumed_by=signal.consumed_by,
+            )
+            .on_conflict_do_nothing(
+                index_elements=[db.signals.c.execution_id, db.signals.c.signal_id]
+            )
+            .returning(db.signals.c.seq)
+        )
+
+        def insert(conn: sa.Connection) -> tuple[SignalRecord, bool]:
+            seq = (conn.execute(statement)).scalar()
+            if seq is not None:
+                return replace(signal, seq=int(seq)), True
+            existing = conn.execute(
+                sa.select(db.signals).where(
+                    db.signals.c.execution_id == signal.execution_id,
+                    db.signals.c.signal_id == signal.signal_id,
+                )
+            )
+            return db.signal_record(existing.one()), False
+
+        try:
+            return await self.database.retry_unique(insert)
+        except sa.exc.IntegrityError:
+            if await self.get_execution(signal.execution_id) is None:
+                raise KeyError(f"unknown execution {signal.execution_id}") from None
+            raise StoreError("could not assign a signal seq: too much contention") from None
+
+    async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
+        query = (
+            sa.select(db.signals)
+            .where(db.signals.c.execution_id == execution_id, db.signals.c.consumed_by.is_(None))
+            .order_by(db.signals.c.seq)
+        )
+        return [db.signal_record(row) for row in await self.database.read(query)]
+
+    async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
+        query = sa.select(db.signals).where(
+            db.signals.c.execution_id == execution_id, db.signals.c.signal_id == signal_id
+        )
+        rows = await self.database.read(query)
+        return db.signal_record(rows[0]) if rows else None
+
+
+def _execution_changes(record: ExecutionRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in _MUTABLE}
+    row["state"] = str(record.state)
+    row["b_id"] = record.id
+    return row
+
+
+@dataclass(slots=True)
+class _Rows:
+    """A batch turned into the rows it writes."""
+
+    execution: dict[str, Any] | None
+    nodes: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    consumed: list[dict[str, Any]]
+    fence: tuple[str, int] | None = None
+    # A new execution to insert first (create_execution rides the group commit too).
+    create: ExecutionRecord | None = None
+    create_row: dict[str, Any] | None = None
+    # What the caller's future gets: (record, created) for a create.
+    result: Any = None
+
+    def create_key(self) -> tuple[str, str, str]:
+        """The order of a group's creates: by their unique keys."""
+        assert self.create is not None
+        return (self.create.tenant, self.create.request_id or "", self.create.id)
+
+    @classmethod
+    def of(cls, batch: Batch) -> _Rows:
+        return cls(
+            execution=_execution_changes(batch.execution) if batch.execution is not None else None,
+            nodes=[db.node_row(n) for n in batch.nodes],
+            events=[db.event_row(e) for e in batch.events],
+            consumed=[
+                {"b_execution": e, "b_seq": s, "b_node": n} for e, s, n in batch.consumed_signals
+            ],
+            fence=batch.fence,
+        )
+
+
+_MUTABLE = (
+    "state",
+    "output",
+    "error",
+    "vars",
+    "started_at",
+    "ended_at",
+    "deadline",
+    "last_sequence",
+    "labels",
+    "usage",
+)
+_INSERT_EVENTS = db.events.insert()
+_UPDATE_EXECUTION = (
+    db.executions.update()
+    .where(db.executions.c.id == sa.bindparam("b_id"))
+    .values({name: sa.bindparam(name) for name in _MUTABLE})
+)
+
+# Touches the row only where the fence holds; on PostgreSQL it also locks it until commit,
+# so a claim by another replica waits for (or precedes) this batch, never interleaves.
+_CHECK_FENCE = (
+    db.executions.update()
+    .where(
+        db.executions.c.id == sa.bindparam("b_id"),
+        db.executions.c.owner == sa.bindparam("b_owner"),
+        db.executions.c.lease_epoch == sa.bindparam("b_epoch"),
+    )
+    .values(lease_epoch=db.executions.c.lease_epoch)
+)
+
+_CONSUME = (
+    db.signals.update()
+    .where(
+        db.signals.c.execution_id == sa.bindparam("b_execution"),
+        db.signals.c.seq == sa.bindparam("b_seq"),
+    )
+    .values(consumed_by=sa.bindparam("b_node"))
+)
