@@ -1,4 +1,5 @@
-"""`agentrun executions list|get`: the executions on a server (ListExecutions, GetExecution).
+"""`agentrun executions list|get|pause|resume|cancel`: the executions on a server
+(ListExecutions, GetExecution, ControlExecutions).
 
 `list` prints one page (ListExecutions' paging: `--page-size`, `--page-token`, the next token
 on stderr) or, with `--all`, every page; filters as ListExecutions takes them. `get` prints an
@@ -13,7 +14,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from agentrun.cli import EXIT_OK
+from agentrun.cli import EXIT_FAILED, EXIT_OK
 from agentrun.cli.client_options import UsageError, add_client_options, run_with_client
 from agentrun.cli.output import print_json
 
@@ -63,6 +64,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_client_options(c)
     c.set_defaults(handler=cmd_list)
 
+    for action in ("pause", "resume", "cancel"):
+        c = sub.add_parser(
+            action,
+            help=f"{action} every execution a filter matches",
+            description=f"{action.capitalize()}s every execution matching --workflow, --state and "
+            "--filter (at least one is required), a page of --page-size per server call, and prints "
+            "each execution's outcome: done, or refused with the reason. Exit 1 if any was refused.",
+        )
+        c.add_argument("--workflow", metavar="NAME", help="only executions of this workflow")
+        c.add_argument("--state", metavar="STATE", action="append", default=[], help="only in this state (repeatable)")
+        c.add_argument("--filter", metavar="TEXT", help="a ListExecutions filter, ANDed with the above")
+        c.add_argument("--page-size", type=int, default=100, metavar="N", help="executions per call (default 100, at most 1000)")
+        if action == "cancel":
+            c.add_argument("--compensate", action="store_true", help="undo completed nodes (saga)")
+        add_client_options(c)
+        c.set_defaults(handler=cmd_bulk, action=action)
+
     c = sub.add_parser("get", help="print an execution and every node of its workflow")
     c.add_argument("execution", metavar="ID")
     add_client_options(c)
@@ -71,17 +89,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def cmd_list(args: argparse.Namespace) -> int:
     def body(client: Client) -> int:
-        from agentrun.client import ExecutionState
         from agentrun.client import _convert as c
         from agentrun.v1 import execution_service_pb2 as pb
 
-        states = [s.upper().removeprefix("STATE_") for s in args.state]
-        known = [s.value for s in ExecutionState if s is not ExecutionState.UNSPECIFIED]
-        for state in states:
-            if state not in known:
-                raise UsageError(f"--state {state}: expected one of {', '.join(known)}")
         base = c.list_executions_request(
-            c.execution_filter(args.workflow, states, args.filter),
+            c.execution_filter(args.workflow, _states(args.state), args.filter),
             created_after=_local_time(args.created_after, "--created-after"),
             created_before=_local_time(args.created_before, "--created-before"),
             newest_first=args.newest_first,
@@ -119,6 +131,48 @@ def _local_time(text: str | None, flag: str) -> datetime | None:
     except ValueError:
         raise UsageError(f"{flag} {text}: expected an ISO 8601 time such as 2026-01-31T09:30") from None
     return value if value.tzinfo else value.astimezone()
+
+
+def _states(raw: list[str]) -> list[str]:
+    from agentrun.client import ExecutionState
+
+    states = [s.upper().removeprefix("STATE_") for s in raw]
+    known = [s.value for s in ExecutionState if s is not ExecutionState.UNSPECIFIED]
+    for state in states:
+        if state not in known:
+            raise UsageError(f"--state {state}: expected one of {', '.join(known)}")
+    return states
+
+
+def cmd_bulk(args: argparse.Namespace) -> int:
+    """`executions pause|resume|cancel`: ControlExecutions over every page."""
+
+    def body(client: Client) -> int:
+        from agentrun.client import _convert as c
+        from agentrun.v1 import execution_service_pb2 as pb
+
+        text = c.execution_filter(args.workflow, _states(args.state), args.filter)
+        if not text:
+            raise UsageError("name the executions: --workflow, --state or --filter")
+        outcomes: list[Any] = []
+        token = ""
+        while True:
+            request = c.control_request(args.action, text, args.page_size, token, getattr(args, "compensate", False))
+            response = client.call(client.execution_service.ControlExecutions, request)
+            outcomes.extend(response.outcomes)
+            if not args.json:
+                for item in response.outcomes:
+                    o = c.control_outcome(item)
+                    verdict = "done" if o.done else f"refused {o.reason}: {o.message}"
+                    print(f"{o.execution_id}  {o.state.value:<19} {verdict}")
+            token = response.next_page_token
+            if not token:
+                break
+        if args.json:
+            print_json(pb.ControlExecutionsResponse(outcomes=outcomes))
+        return EXIT_OK if all(o.done for o in outcomes) else EXIT_FAILED
+
+    return run_with_client(args, body)
 
 
 def _row(execution: Execution) -> str:

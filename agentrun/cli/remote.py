@@ -161,8 +161,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_client_options(p)
     p.set_defaults(handler=cmd_pause)
 
-    p = subparsers.add_parser("resume", help="resume a paused execution")
+    p = subparsers.add_parser(
+        "resume",
+        help="resume a paused execution",
+        description="Resumes a paused execution. An execution paused on a node (on_exhausted: "
+        "pause) runs that node again with a fresh attempt count; --node names it, and --args gives "
+        "it new arguments (a tool's args, a child workflow's input).",
+    )
     p.add_argument("execution", metavar="ID")
+    p.add_argument("--node", metavar="NODE", help="the node the execution is paused on")
+    p.add_argument("--args", metavar="JSON", help="with --node: that node's arguments from now on")
     add_client_options(p)
     p.set_defaults(handler=cmd_resume)
 
@@ -464,7 +472,10 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    return _control(args, lambda c: c.resume_execution(args.execution))
+    if args.args is None:
+        return _control(args, lambda c: c.resume_execution(args.execution, node_id=args.node))
+    given = json_arg(args.args, "--args")
+    return _control(args, lambda c: c.resume_execution(args.execution, node_id=args.node, args=given))
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from agentrun.client.machines import (
 )
 from agentrun.client.types import (
     AgentDelta,
+    ControlOutcome,
     Diagnostic,
     Execution,
     ExecutionError,
@@ -61,6 +62,7 @@ __all__ = [
     "AsyncClient",
     "AsyncMachinesClient",
     "Client",
+    "ControlOutcome",
     "Diagnostic",
     "EventNotAccepted",
     "Execution",

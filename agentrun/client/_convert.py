@@ -13,6 +13,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from agentrun import spec_words
 from agentrun.client._enums import from_proto
 from agentrun.client.types import (
+    ControlOutcome,
     Diagnostic,
     Execution,
     ExecutionError,
@@ -257,6 +258,45 @@ def event(message: ex_pb.ExecutionEvent) -> ExecutionEvent:
         node_id=message.node_id,
         data=from_struct(message.data),
         message=message,
+    )
+
+
+# Bulk control actions by name (control_executions).
+CONTROL_ACTIONS = {
+    "pause": es_pb.ControlExecutionsRequest.ACTION_PAUSE,
+    "resume": es_pb.ControlExecutionsRequest.ACTION_RESUME,
+    "cancel": es_pb.ControlExecutionsRequest.ACTION_CANCEL,
+}
+
+
+def control_request(
+    action: str, text: str, page_size: int, token: str, compensate: bool
+) -> es_pb.ControlExecutionsRequest:
+    if action not in CONTROL_ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(CONTROL_ACTIONS)}, not {action!r}")
+    return es_pb.ControlExecutionsRequest(
+        action=CONTROL_ACTIONS[action], filter=text, page_size=page_size, page_token=token, compensate=compensate
+    )
+
+
+def resume_request(execution: str, node_id: str | None, args: Any) -> es_pb.ResumeExecutionRequest:
+    request = es_pb.ResumeExecutionRequest(name=execution_name(execution), node_id=node_id or "")
+    if args is not NO_ARGS:
+        request.args.CopyFrom(to_value(args))
+    return request
+
+
+# Marks "no args given" to resume_execution (None is an argument like any other).
+NO_ARGS: Any = object()
+
+
+def control_outcome(message: es_pb.ControlOutcome) -> ControlOutcome:
+    return ControlOutcome(
+        execution_id=_strip(message.execution, "executions/"),
+        done=message.done,
+        state=from_proto(ExecutionState, ex_pb.Execution.State, message.state),
+        reason=message.reason,
+        message=message.message,
     )
 
 

@@ -13,6 +13,7 @@ from agentrun.client import _convert as c
 from agentrun.client import _options
 from agentrun.client.errors import from_rpc_error
 from agentrun.client.types import (
+    ControlOutcome,
     Execution,
     ExecutionEvent,
     ExecutionState,
@@ -203,9 +204,40 @@ class Client:
         request = es_pb.PauseExecutionRequest(name=c.execution_name(execution))
         return c.execution(self.call(self.execution_service.PauseExecution, request).execution)
 
-    def resume_execution(self, execution: str | Execution) -> Execution:
-        request = es_pb.ResumeExecutionRequest(name=c.execution_name(execution))
-        return c.execution(self.call(self.execution_service.ResumeExecution, request).execution)
+    def resume_execution(
+        self, execution: str | Execution, *, node_id: str | None = None, args: Any = c.NO_ARGS
+    ) -> Execution:
+        """Resumes a paused execution. `node_id` names the node it is paused on
+        (`on_exhausted: pause`; IllegalTransition when it is not paused there); `args` replaces
+        that node's arguments for its next attempts (InvalidArgument naming the field when the
+        node cannot take them)."""
+        request = c.resume_request(c.execution_name(execution), node_id, args)
+        response = self.call(self.execution_service.ResumeExecution, request)
+        return c.execution(response.execution)
+
+    def control_executions(
+        self,
+        action: str,
+        *,
+        workflow: str | None = None,
+        states: Iterable[ExecutionState | str] = (),
+        filter: str | None = None,
+        page_size: int = 100,
+        compensate: bool = False,
+    ) -> Iterator[ControlOutcome]:
+        """Pauses, resumes or cancels (`action`) every execution the filter matches (as
+        list_executions'; one of workflow, states or filter is required), a page of at most
+        `page_size` per call; yields each execution's outcome as its page is done."""
+        text = c.execution_filter(workflow, states, filter)
+        token = ""
+        while True:
+            request = c.control_request(action, text, page_size, token, compensate)
+            response = self.call(self.execution_service.ControlExecutions, request)
+            for item in response.outcomes:
+                yield c.control_outcome(item)
+            token = response.next_page_token
+            if not token:
+                return
 
     def signal_execution(
         self,

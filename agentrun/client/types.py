@@ -178,6 +178,19 @@ class Wait:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlOutcome:
+    """What a bulk pause, resume or cancel (`control_executions`) did to one execution:
+    `done`, or refused with `reason` (`ILLEGAL_TRANSITION`, ...) and `message`; `state` is
+    the execution's state after it."""
+
+    execution_id: str
+    done: bool
+    state: ExecutionState
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AgentDelta:
     """A piece of an agent's answer while it is written (an `agent.delta` event): the node
     (`ID[3]` for a map item), the attempt it belongs to, its index within that attempt (from

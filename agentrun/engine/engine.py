@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
-from agentrun.engine import approvals, sizes
+from agentrun.engine import approvals, control, sizes
 from agentrun.engine.admission import make_admission
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.budgets import BudgetConfig, Budgets, BudgetSpec
@@ -370,7 +370,7 @@ class Engine:
 
     def budget_resume(self, execution_id: str) -> None:
         run = self._runs.get(execution_id)
-        if run is not None and not run.finished and run.paused:
+        if run is not None and not run.finished and run.paused and not run.paused_on:
             run.post(Resume())
 
     def budget_fail(self, execution_id: str, error: dict[str, Any]) -> None:
@@ -1019,8 +1019,41 @@ class Engine:
         return await self._control(execution_id, tenant, "pause", allowed={
             ExecutionState.PENDING, ExecutionState.RUNNING, ExecutionState.WAITING})
 
-    async def resume(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
-        return await self._control(execution_id, tenant, "resume", allowed={ExecutionState.PAUSED})
+    async def resume(
+        self,
+        execution_id: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        node_id: str = "",
+        args: Any = None,
+        with_args: bool = False,
+    ) -> ExecutionRecord:
+        """Resumes a paused execution; `node_id` names the node it is paused on (`on_exhausted:
+        pause`), `with_args` gives that node `args` for its next attempts (control.check_override)."""
+        override = None
+        if with_args and not node_id:
+            raise InvalidInput([Diagnostic("node_id", "is required with args")])
+        if node_id:
+            await control.check_override(self, await self.get_execution(execution_id, tenant=tenant), node_id, args, with_args)
+            override = {"node": node_id, "args": args} if with_args else {"node": node_id}
+        return await self._control(execution_id, tenant, "resume", allowed={ExecutionState.PAUSED}, override=override)
+
+    async def control_many(
+        self,
+        action: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        workflow: str | None = None,
+        states: Sequence[ExecutionState] = (),
+        limit: int = 100,
+        after_id: str | None = None,
+        compensate: bool = False,
+    ) -> tuple[list[control.Outcome], str | None]:
+        """Pause, resume or cancel a page of the executions a filter matches (control.control_many)."""
+        return await control.control_many(
+            self, action, tenant=tenant, workflow=workflow, states=states, limit=limit,
+            after_id=after_id, compensate=compensate,
+        )
 
     async def cancel(
         self, execution_id: str, *, tenant: str = DEFAULT_TENANT, compensate: bool = False
@@ -1034,6 +1067,7 @@ class Engine:
         action: str,
         allowed: set[ExecutionState] | None,
         compensate: bool = False,
+        override: dict[str, Any] | None = None,
     ) -> ExecutionRecord:
         record = await self.get_execution(execution_id, tenant=tenant)
         # Looked up after the read: the run (live, or just finished) knows better than a
@@ -1056,7 +1090,7 @@ class Engine:
                 SignalRecord(
                     execution_id=execution_id,
                     name=CONTROL_SIGNAL,
-                    data={"action": action, "compensate": compensate},
+                    data={"action": action, "compensate": compensate, "override": override},
                     signal_id=_secrets.token_hex(8),
                     created_at=self.clock(),
                 )
@@ -1068,7 +1102,7 @@ class Engine:
                 f"cannot {action} execution {execution_id}: it is not running in this server",
                 current_state=state.value,
             )
-        await run.control(action, compensate=compensate)
+        await run.control(action, compensate=compensate, override=override)
         return await self.get_execution(execution_id, tenant=tenant)
 
     async def _await_control(self, execution_id: str, tenant: str, action: str) -> ExecutionRecord:

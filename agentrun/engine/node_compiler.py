@@ -76,6 +76,10 @@ def compile_node(
         f["rate_limit"] = n.rate_limit
     if "priority" in present:
         f["priority"] = n.priority
+    if n.on_exhausted == pb.Budget.ON_EXHAUSTED_PAUSE:
+        f["on_exhausted"] = "pause"
+        if kind not in ("agent", "tool", "workflow"):
+            c.error(f"{path}.on_exhausted", f"a {kind} node cannot pause on failure (agent, tool and workflow nodes can)")
 
     if kind in ("agent", "tool", "pass", "workflow"):
         f["step"] = c.step(n, kind, path, BASE_NAMES)

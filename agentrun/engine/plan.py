@@ -108,6 +108,8 @@ class NodePlan:
     compensate: StepPlan | None = None
     rate_limit: str = ""
     priority: int = 0
+    # `pause`: spent retries (or an open breaker) pause the execution on this node; else `fail`.
+    on_exhausted: str = "fail"
     # agent | tool | pass | workflow: the call itself
     step: StepPlan | None = None
     # map

@@ -18,6 +18,12 @@ from agentrun.server.streams import until_stopped
 from agentrun.v1 import execution_service_pb2 as pb
 from agentrun.v1 import execution_service_pb2_grpc as pb_grpc
 
+_ACTIONS = {
+    pb.ControlExecutionsRequest.ACTION_PAUSE: "pause",
+    pb.ControlExecutionsRequest.ACTION_RESUME: "resume",
+    pb.ControlExecutionsRequest.ACTION_CANCEL: "cancel",
+}
+
 if TYPE_CHECKING:
     from agentrun.engine import Engine
     from agentrun.integrations.workers import Workers
@@ -150,10 +156,54 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         request: pb.ResumeExecutionRequest,
         context: grpc.aio.ServicerContext[pb.ResumeExecutionRequest, pb.ResumeExecutionResponse],
     ) -> pb.ResumeExecutionResponse:
+        with_args = request.HasField("args")
         record = await self._engine.resume(
-            requests.execution_id(request.name), tenant=current_tenant()
+            requests.execution_id(request.name),
+            tenant=current_tenant(),
+            node_id=request.node_id,
+            args=convert.from_value(request.args) if with_args else None,
+            with_args=with_args,
         )
         return pb.ResumeExecutionResponse(execution=convert.execution_to_proto(record))
+
+    async def ControlExecutions(
+        self,
+        request: pb.ControlExecutionsRequest,
+        context: grpc.aio.ServicerContext[pb.ControlExecutionsRequest, pb.ControlExecutionsResponse],
+    ) -> pb.ControlExecutionsResponse:
+        action = _ACTIONS.get(request.action)
+        if action is None:
+            raise invalid_argument("action", "required: ACTION_PAUSE, ACTION_RESUME or ACTION_CANCEL")
+        if not request.filter.strip():
+            raise invalid_argument("filter", "required (as ListExecutions', e.g. `workflow = \"NAME\"`)")
+        if request.compensate and action != "cancel":
+            raise invalid_argument("compensate", "only with ACTION_CANCEL")
+        workflow, states = requests.execution_filter(request.filter)
+        query = f"{request.action}:{request.filter}"
+        outcomes, after = await self._engine.control_many(
+            action,
+            tenant=current_tenant(),
+            workflow=workflow,
+            states=states,
+            limit=requests.page_size(request.page_size),
+            after_id=requests.decode_token(request.page_token, "executions", query),
+            compensate=request.compensate,
+        )
+        response = pb.ControlExecutionsResponse(
+            outcomes=[
+                pb.ControlOutcome(
+                    execution=f"executions/{o.execution_id}",
+                    done=o.done,
+                    state=f"STATE_{o.state.value}" if o.state is not None else None,
+                    reason=o.reason,
+                    message=o.message,
+                )
+                for o in outcomes
+            ]
+        )
+        if after is not None:
+            response.next_page_token = requests.encode_token("executions", after, query)
+        return response
 
     async def SignalExecution(
         self,

@@ -147,6 +147,10 @@ class NodeRecord:
     # {"id", "signal", "since", "token_sha256"}; kept after the wait ends, so a late answer
     # is told why it is refused. Pending while the record is WAITING.
     wait: dict[str, Any] | None = None
+    # A node with `on_exhausted: pause`: {"paused": true, "attempt": N} while the execution is
+    # paused on it; once resumed {"base": N} (attempts counted by its retry policy start after
+    # N), with "args" when the operator gave the next attempts' arguments.
+    exhausted: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

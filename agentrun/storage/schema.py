@@ -143,6 +143,8 @@ nodes = sa.Table(
     # Migration 0011: the latest signal wait of the node (NodeRecord.wait); the partial index
     # holds the pending ones only (ListWaits).
     sa.Column("wait", Json),
+    # Migration 0016: NodeRecord.exhausted, a node paused on (or resumed after) spent retries.
+    sa.Column("exhausted", Json),
     sa.Index(
         "ix_nodes_pending_waits",
         "execution_id",

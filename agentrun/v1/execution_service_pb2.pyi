@@ -108,10 +108,14 @@ class PauseExecutionResponse(_message.Message):
     def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ...) -> None: ...
 
 class ResumeExecutionRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "node_id", "args")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    node_id: str
+    args: _struct_pb2.Value
+    def __init__(self, name: _Optional[str] = ..., node_id: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class ResumeExecutionResponse(_message.Message):
     __slots__ = ("execution",)
@@ -238,3 +242,49 @@ class AnswerWaitResponse(_message.Message):
     execution: _execution_pb2.Execution
     wait: _execution_pb2.Wait
     def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ..., wait: _Optional[_Union[_execution_pb2.Wait, _Mapping]] = ...) -> None: ...
+
+class ControlExecutionsRequest(_message.Message):
+    __slots__ = ("action", "filter", "page_size", "page_token", "compensate")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[ControlExecutionsRequest.Action]
+        ACTION_PAUSE: _ClassVar[ControlExecutionsRequest.Action]
+        ACTION_RESUME: _ClassVar[ControlExecutionsRequest.Action]
+        ACTION_CANCEL: _ClassVar[ControlExecutionsRequest.Action]
+    ACTION_UNSPECIFIED: ControlExecutionsRequest.Action
+    ACTION_PAUSE: ControlExecutionsRequest.Action
+    ACTION_RESUME: ControlExecutionsRequest.Action
+    ACTION_CANCEL: ControlExecutionsRequest.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COMPENSATE_FIELD_NUMBER: _ClassVar[int]
+    action: ControlExecutionsRequest.Action
+    filter: str
+    page_size: int
+    page_token: str
+    compensate: bool
+    def __init__(self, action: _Optional[_Union[ControlExecutionsRequest.Action, str]] = ..., filter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., compensate: _Optional[bool] = ...) -> None: ...
+
+class ControlExecutionsResponse(_message.Message):
+    __slots__ = ("outcomes", "next_page_token")
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[ControlOutcome]
+    next_page_token: str
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[ControlOutcome, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ControlOutcome(_message.Message):
+    __slots__ = ("execution", "done", "state", "reason", "message")
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    execution: str
+    done: bool
+    state: _execution_pb2.Execution.State
+    reason: str
+    message: str
+    def __init__(self, execution: _Optional[str] = ..., done: _Optional[bool] = ..., state: _Optional[_Union[_execution_pb2.Execution.State, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

@@ -100,6 +100,11 @@ class ExecutionServiceStub:
                 request_serializer=agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitRequest.SerializeToString,
                 response_deserializer=agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitResponse.FromString,
                 _registered_method=True)
+        self.ControlExecutions = channel.unary_unary(
+                '/agentrun.v1.ExecutionService/ControlExecutions',
+                request_serializer=agentrun_dot_v1_dot_execution__service__pb2.ControlExecutionsRequest.SerializeToString,
+                response_deserializer=agentrun_dot_v1_dot_execution__service__pb2.ControlExecutionsResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -201,6 +206,15 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ControlExecutions(self, request, context):
+        """Pauses, resumes or cancels every execution a ListExecutions filter matches, one page at a
+        time: at most `page_size` executions per call, with a token to act on the next page.
+        Each execution's outcome is reported on its own (done, or the reason it was refused).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -268,6 +282,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.AnswerWait,
                     request_deserializer=agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitRequest.FromString,
                     response_serializer=agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitResponse.SerializeToString,
+            ),
+            'ControlExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControlExecutions,
+                    request_deserializer=agentrun_dot_v1_dot_execution__service__pb2.ControlExecutionsRequest.FromString,
+                    response_serializer=agentrun_dot_v1_dot_execution__service__pb2.ControlExecutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -622,6 +641,33 @@ class ExecutionService:
             '/agentrun.v1.ExecutionService/AnswerWait',
             agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitRequest.SerializeToString,
             agentrun_dot_v1_dot_execution__service__pb2.AnswerWaitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControlExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentrun.v1.ExecutionService/ControlExecutions',
+            agentrun_dot_v1_dot_execution__service__pb2.ControlExecutionsRequest.SerializeToString,
+            agentrun_dot_v1_dot_execution__service__pb2.ControlExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

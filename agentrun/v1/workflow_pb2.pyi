@@ -166,7 +166,7 @@ class Budget(_message.Message):
     def __init__(self, max_tokens: _Optional[int] = ..., max_cost: _Optional[float] = ..., window: _Optional[_Union[Budget.Window, str]] = ..., on_exhausted: _Optional[_Union[Budget.OnExhausted, str]] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "needs", "when", "join", "timeout", "total_timeout", "retry", "output", "export_vars", "compensate", "rate_limit", "priority", "agent", "tool", "map", "switch_node", "wait", "aggregate", "workflow", "pass_node")
+    __slots__ = ("id", "needs", "when", "join", "timeout", "total_timeout", "retry", "output", "export_vars", "compensate", "rate_limit", "priority", "on_exhausted", "agent", "tool", "map", "switch_node", "wait", "aggregate", "workflow", "pass_node")
     class Join(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         JOIN_UNSPECIFIED: _ClassVar[Node.Join]
@@ -187,6 +187,7 @@ class Node(_message.Message):
     COMPENSATE_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ON_EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +208,7 @@ class Node(_message.Message):
     compensate: Step
     rate_limit: str
     priority: int
+    on_exhausted: Budget.OnExhausted
     agent: AgentCall
     tool: ToolCall
     map: MapNode
@@ -215,7 +217,7 @@ class Node(_message.Message):
     aggregate: AggregateNode
     workflow: WorkflowCall
     pass_node: PassNode
-    def __init__(self, id: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., when: _Optional[str] = ..., join: _Optional[_Union[Node.Join, str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., export_vars: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., compensate: _Optional[_Union[Step, _Mapping]] = ..., rate_limit: _Optional[str] = ..., priority: _Optional[int] = ..., agent: _Optional[_Union[AgentCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., map: _Optional[_Union[MapNode, _Mapping]] = ..., switch_node: _Optional[_Union[SwitchNode, _Mapping]] = ..., wait: _Optional[_Union[WaitNode, _Mapping]] = ..., aggregate: _Optional[_Union[AggregateNode, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ..., pass_node: _Optional[_Union[PassNode, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., when: _Optional[str] = ..., join: _Optional[_Union[Node.Join, str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., export_vars: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., compensate: _Optional[_Union[Step, _Mapping]] = ..., rate_limit: _Optional[str] = ..., priority: _Optional[int] = ..., on_exhausted: _Optional[_Union[Budget.OnExhausted, str]] = ..., agent: _Optional[_Union[AgentCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., map: _Optional[_Union[MapNode, _Mapping]] = ..., switch_node: _Optional[_Union[SwitchNode, _Mapping]] = ..., wait: _Optional[_Union[WaitNode, _Mapping]] = ..., aggregate: _Optional[_Union[AggregateNode, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowCall, _Mapping]] = ..., pass_node: _Optional[_Union[PassNode, _Mapping]] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("retry", "timeout", "agent", "tool", "pass_node", "workflow", "wait")

@@ -203,3 +203,49 @@ async def test_plain_cancel_does_not_compensate(server) -> None:
     assert json.loads(out)["state"] == "STATE_CANCELLED"
     events = [e async for e in client.list_execution_events(execution.id)]
     assert not any(e.node_id == "reserve.compensate" for e in events)
+
+
+STUCK = """
+name: stuck
+nodes:
+  - id: check
+    tool: {name: core.fail, args: {type: bad.input}}
+    on_exhausted: pause
+"""
+
+
+async def test_resume_a_node_paused_on_with_new_args(server) -> None:
+    address, client = server
+    await client.create_workflow(source=STUCK)
+    execution = await client.start_execution("stuck", {})
+    async with asyncio.timeout(30):
+        while (await client.get_execution(execution.id)).state is not ExecutionState.PAUSED:
+            await asyncio.sleep(0.02)
+    code, _, err = await _cli(address, "resume", execution.id, "--node", "check", "--args", '{"succeed_on_attempt": 0}')
+    assert code == 2 and "args.succeed_on_attempt" in err
+    code, _, err = await _cli(address, "resume", execution.id, "--node", "nowhere")
+    assert code == 1 and "failed_precondition" in err
+    code, _, err = await _cli(address, "resume", execution.id, "--node", "check", "--args", '{"succeed_on_attempt": 1}')
+    assert code == 0, err
+    final = await _wait(client, execution.id)
+    assert final.state is ExecutionState.SUCCEEDED and final.output == {"check": {"attempt": 2}}
+
+
+async def test_bulk_pause_and_cancel_by_workflow(server) -> None:
+    address, client = server
+    ids = sorted([(await client.start_execution("saga", {})).id for _ in range(3)])
+    async with asyncio.timeout(30):
+        while [(await client.get_execution(i)).state for i in ids] != [ExecutionState.RUNNING] * 3:
+            await asyncio.sleep(0.02)
+    code, out, err = await _cli(address, "executions", "pause", "--workflow", "saga", "--page-size", "2")
+    assert code == 0, err
+    assert [line.split()[:3] for line in out.splitlines()] == [[i, "PAUSED", "done"] for i in ids]
+    code, out, _ = await _cli(address, "executions", "pause", "--workflow", "saga")
+    assert code == 1 and out.count("refused ILLEGAL_TRANSITION") == 3
+    code, out, err = await _cli(address, "executions", "cancel", "--state", "PAUSED", "--json")
+    assert code == 0, err
+    outcomes = json.loads(out)["outcomes"]
+    assert sorted(o["execution"] for o in outcomes) == [f"executions/{i}" for i in ids]
+    assert all(o["done"] and o["state"] == "STATE_CANCELLED" for o in outcomes)
+    code, _, err = await _cli(address, "executions", "resume")
+    assert code == 2 and "--workflow" in err

@@ -55,16 +55,21 @@ async def run_call(run: DagRun, call: Call) -> None:
 
 
 async def _invoke(run: DagRun, step: StepPlan, act: dict[str, Any], ctx: CallContext, key: TaskKey, attempt: int) -> Any:
+    # The arguments an operator gave a node resumed from `on_exhausted: pause`.
+    rec = run.fold.records.get(key.text) if key.is_node else None
+    given, args = False, None
+    if rec is not None and rec.exhausted is not None and "args" in rec.exhausted:
+        given, args = True, rec.exhausted["args"]
     if step.kind == "tool":
         assert step.args is not None
-        return await call_tool(step, step.args.evaluate(act), ctx)
+        return await call_tool(step, args if given else step.args.evaluate(act), ctx)
     if step.kind == "agent":
         return await call_agent(step, lambda t: t.evaluate(act), ctx)
     if step.kind == "pass":
         assert step.value is not None
         return step.value.evaluate(act)
     if step.kind == "workflow":
-        child_input = step.workflow_input.evaluate(act) if step.workflow_input else {}
+        child_input = args if given else step.workflow_input.evaluate(act) if step.workflow_input else {}
         record = run.fold.record
         return await run.host.run_child(
             parent_id=record.id, tenant=record.tenant, key=key.text, attempt=attempt, step=step, input=child_input

@@ -212,10 +212,11 @@ class Fold:
                     self.paused = True
                     self.journal.execution_state(ExecutionState.PAUSED, data)
                 self._ack(ack)
-            case Resume(ack):
+            case Resume(ack, override):
                 if self.paused:
                     self.paused = False
-                    self.journal.execution_state(ExecutionState.RUNNING)
+                    resumed = self.handlers.resume_paused(override)
+                    self.journal.execution_state(ExecutionState.RUNNING, {"resumed_nodes": resumed} if resumed else None)
                     self.maps.refill_all()
                 self._ack(ack)
             case Cancel(ack, compensate):
@@ -411,7 +412,11 @@ class Fold:
     def attempt_failed(self, node: NodePlan, rec: NodeRecord, err: dict[str, Any]) -> None:
         """An attempt failed: another after the policy's delay, else the handlers decide."""
         rec.error = err
-        delay = next_retry(self.handlers.policy(node, err["type"]), node.step, rec.attempt, err, self.rng)
+        # After a resume from `on_exhausted: pause` the policy counts attempts afresh.
+        counted = rec.attempt - (rec.exhausted or {}).get("base", 0)
+        delay = next_retry(self.handlers.policy(node, err["type"]), node.step, counted, err, self.rng)
+        if node.on_exhausted == "pause" and err["type"] == "circuit_open":
+            delay = None  # retrying into an open breaker only spends the attempts: pause at once
         if delay is not None and (
             node.total_timeout is None or self.clock() + delay - (rec.started_at or 0) < node.total_timeout
         ):

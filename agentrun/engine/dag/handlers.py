@@ -1,7 +1,8 @@
 """A node whose retries are spent goes to the workflow's error handlers (FORMAT.md, "first
 match wins"): `skip` it with an output, run a `fallback` step in its place, `compensate` the
 execution, `escalate` to a person (an `escalation` signal, or its timeout, answers), or no
-handler: the execution fails. A matching `retry` handler replaces the node's retry policy."""
+handler: the execution fails. A matching `retry` handler replaces the node's retry policy. With no handler, a node
+with `on_exhausted: pause` pauses the execution on itself instead, until an operator resumes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.plan import HandlerPlan, NodePlan
 from agentrun.engine.retry import RetrySpec
 from agentrun.engine.runtime.common import error_dict
-from agentrun.storage.records import NodeRecord, NodeState
+from agentrun.storage.records import ExecutionState, NodeRecord, NodeState
 
 if TYPE_CHECKING:
     from agentrun.engine.dag.fold import Fold
@@ -26,6 +27,8 @@ class Handlers:
         self.plan = fold.plan
         # Nodes waiting in ESCALATED for an `escalation` signal, with the handler that sent them.
         self.escalated: dict[str, HandlerPlan] = {}
+        # Nodes with `on_exhausted: pause` the execution is paused on (READY, to run on resume).
+        self.paused_on: set[str] = set()
 
     def policy(self, node: NodePlan, error_type: str) -> RetrySpec:
         """A matching `retry` handler replaces the node's policy for the errors it matches;
@@ -42,7 +45,9 @@ class Handlers:
         execution fails."""
         fold = self.fold
         handler = self.plan.handler_for(node.id, err["type"]) if self.plan.handlers else None
-        if handler is None or handler.action == "retry":
+        if (handler is None or handler.action == "retry") and node.on_exhausted == "pause" and err["type"] != "cancelled":
+            self._pause_on(node, rec, err)
+        elif handler is None or handler.action == "retry":
             fold.node_failed(node, rec, err)
         elif handler.action == "skip":
             rec.error = err
@@ -64,6 +69,42 @@ class Handlers:
             fold.saga.compensate(dict(err, node=node.id))
         else:
             self._escalate(node, rec, handler, err)
+
+    # ------------------------------------------------- on_exhausted: pause
+    def _pause_on(self, node: NodePlan, rec: NodeRecord, err: dict[str, Any]) -> None:
+        """Pauses the execution on `node` instead of failing it: the node waits in READY with
+        its error (stored, `exhausted`, so a restart finds it paused there), the execution's
+        error names it, until an operator resumes."""
+        fold = self.fold
+        rec.error = err
+        rec.exhausted = {"paused": True, "attempt": rec.attempt}
+        fold.journal.node_state(rec, NodeState.READY, {"attempt": rec.attempt, "error": err, "paused": True})
+        fold.graph.push_ready(node)
+        self.paused_on.add(node.id)
+        if fold.record.error is None:
+            fold.record.error = dict(err, node=node.id)
+            fold.journal.execution_changed()
+        if not fold.paused:
+            fold.paused = True
+            fold.journal.execution_state(ExecutionState.PAUSED, {"reason": "node_exhausted", "node": node.id, "error": err})
+
+    def resume_paused(self, override: dict[str, Any] | None) -> list[str]:
+        """On resume: each node paused on starts over with a fresh attempt count (and its
+        total_timeout from now); `override` {node, args} gives one its next arguments."""
+        fold = self.fold
+        resumed = sorted(self.paused_on)
+        for node_id in resumed:
+            rec = fold.records[node_id]
+            rec.exhausted = {"base": rec.attempt}
+            if override is not None and override.get("node") == node_id and "args" in override:
+                rec.exhausted["args"] = override["args"]
+            rec.started_at = fold.clock()
+            fold.journal.node_changed(rec)
+        self.paused_on.clear()
+        if resumed and fold.record.error is not None:
+            fold.record.error = None
+            fold.journal.execution_changed()
+        return resumed
 
     # ------------------------------------------------------------ fallback
     def start_fallback(self, node: NodePlan, rec: NodeRecord, handler: HandlerPlan, err: dict[str, Any] | None) -> None:

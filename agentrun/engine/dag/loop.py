@@ -131,6 +131,11 @@ class DagRun:
         return self.fold.paused
 
     @property
+    def paused_on(self) -> set[str]:
+        """The nodes (`on_exhausted: pause`) the execution is paused on."""
+        return self.fold.handlers.paused_on
+
+    @property
     def busy(self) -> bool:
         """Calls are running."""
         return bool(self.tasks)
@@ -159,13 +164,16 @@ class DagRun:
     def deliver_signal(self, signal: SignalRecord) -> None:
         self.post(SignalArrived(signal))
 
-    def control(self, action: str, *, compensate: bool = False) -> asyncio.Future[None]:
-        """Pause, resume or cancel; the future resolves once the effect is committed."""
+    def control(
+        self, action: str, *, compensate: bool = False, override: dict[str, Any] | None = None
+    ) -> asyncio.Future[None]:
+        """Pause, resume (`override`: new args for the node it is paused on) or cancel; the
+        future resolves once the effect is committed."""
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if action == "pause":
             self.post(Pause(ack))
         elif action == "resume":
-            self.post(Resume(ack))
+            self.post(Resume(ack, override))
         elif action == "cancel":
             self.post(Cancel(ack, compensate))
         else:

@@ -72,6 +72,8 @@ class Pause:
 @dataclass(frozen=True, slots=True)
 class Resume:
     ack: Any = None
+    # {node, args?}: a resume on the node the execution is paused on, with its next arguments.
+    override: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

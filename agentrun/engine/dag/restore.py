@@ -41,6 +41,10 @@ def restore(fold: Fold, nodes: list[NodeRecord], signals: list[SignalRecord], *,
         else:
             base[rec.node_id] = rec
     fold.records = base
+    fold.handlers.paused_on = {
+        r.node_id for r in base.values()
+        if r.state is NodeState.READY and r.exhausted is not None and r.exhausted.get("paused")
+    }
     fold.maps.restored = items
     graph.completed = max((r.completed_order for r in base.values()), default=0)
     if record.state is ExecutionState.COMPENSATING:

@@ -152,7 +152,7 @@ class Waits:
             if action == "pause":
                 fold.apply(Pause())
             elif action == "resume":
-                fold.apply(Resume())
+                fold.apply(Resume(override=data.get("override")))
             elif action == "cancel":
                 fold.apply(Cancel(compensate=bool(data.get("compensate"))))
             return

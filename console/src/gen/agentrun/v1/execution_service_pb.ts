@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Execution, ExecutionEvent, ExecutionTrace, NodeExecution, Wait } from "./execution_pb";
+import type { Execution, Execution_State, ExecutionEvent, ExecutionTrace, NodeExecution, Wait } from "./execution_pb";
 import { file_agentrun_v1_execution } from "./execution_pb";
 import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentrun/v1/execution_service.proto.
  */
 export const file_agentrun_v1_execution_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNhZ2VudHJ1bi92MS9leGVjdXRpb25fc2VydmljZS5wcm90bxILYWdlbnRydW4udjEihwEKFVN0YXJ0RXhlY3V0aW9uUmVxdWVzdBIQCgh3b3JrZmxvdxgBIAEoCRIPCgd2ZXJzaW9uGAIgASgFEiUKBWlucHV0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhIKCnJlcXVlc3RfaWQYBCABKAkSEAoIcHJpb3JpdHkYBSABKAUiQwoWU3RhcnRFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24iOgoTR2V0RXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhUKDWluY2x1ZGVfbm9kZXMYAiABKAgibAoUR2V0RXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uEikKBW5vZGVzGAIgAygLMhouYWdlbnRydW4udjEuTm9kZUV4ZWN1dGlvbiLhAQoVTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCRIxCg1jcmVhdGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoFb3JkZXIYBiABKA4yGy5hZ2VudHJ1bi52MS5FeGVjdXRpb25PcmRlciJdChZMaXN0RXhlY3V0aW9uc1Jlc3BvbnNlEioKCmV4ZWN1dGlvbnMYASADKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjoKFkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCRISCgpjb21wZW5zYXRlGAIgASgIIkQKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmFnZW50cnVuLnYxLkV4ZWN1dGlvbiIlChVQYXVzZUV4ZWN1dGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJDChZQYXVzZUV4ZWN1dGlvblJlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmFnZW50cnVuLnYxLkV4ZWN1dGlvbiImChZSZXN1bWVFeGVjdXRpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiRAoXUmVzdW1lRXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uIm8KFlNpZ25hbEV4ZWN1dGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZzaWduYWwYAiABKAkSJAoEZGF0YRgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIRCglzaWduYWxfaWQYBCABKAkiRAoXU2lnbmFsRXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uIocBChVSZXJ1bkV4ZWN1dGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCRIUCgxmcm9tX25vZGVfaWQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCRIlCgVpbnB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIPCgd2ZXJzaW9uGAUgASgFIkMKFlJlcnVuRXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uImsKGkxpc3RFeGVjdXRpb25FdmVudHNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJjChtMaXN0RXhlY3V0aW9uRXZlbnRzUmVzcG9uc2USKwoGZXZlbnRzGAEgAygLMhsuYWdlbnRydW4udjEuRXhlY3V0aW9uRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj0KFVdhdGNoRXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDIkQKFldhdGNoRXhlY3V0aW9uUmVzcG9uc2USKgoFZXZlbnQYASABKAsyGy5hZ2VudHJ1bi52MS5FeGVjdXRpb25FdmVudCIoChhHZXRFeGVjdXRpb25UcmFjZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSJHChlHZXRFeGVjdXRpb25UcmFjZVJlc3BvbnNlEioKBXRyYWNlGAEgASgLMhsuYWdlbnRydW4udjEuRXhlY3V0aW9uVHJhY2UiSQoQTGlzdFdhaXRzUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiTgoRTGlzdFdhaXRzUmVzcG9uc2USIAoFd2FpdHMYASADKAsyES5hZ2VudHJ1bi52MS5XYWl0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJnChFBbnN3ZXJXYWl0UmVxdWVzdBIRCgd3YWl0X2lkGAEgASgJSAASDwoFdG9rZW4YAiABKAlIABIkCgRkYXRhGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlQggKBnRhcmdldCJgChJBbnN3ZXJXYWl0UmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uEh8KBHdhaXQYAiABKAsyES5hZ2VudHJ1bi52MS5XYWl0KnUKDkV4ZWN1dGlvbk9yZGVyEh8KG0VYRUNVVElPTl9PUkRFUl9VTlNQRUNJRklFRBAAEiAKHEVYRUNVVElPTl9PUkRFUl9PTERFU1RfRklSU1QQARIgChxFWEVDVVRJT05fT1JERVJfTkVXRVNUX0ZJUlNUEAIyswkKEEV4ZWN1dGlvblNlcnZpY2USWQoOU3RhcnRFeGVjdXRpb24SIi5hZ2VudHJ1bi52MS5TdGFydEV4ZWN1dGlvblJlcXVlc3QaIy5hZ2VudHJ1bi52MS5TdGFydEV4ZWN1dGlvblJlc3BvbnNlElMKDEdldEV4ZWN1dGlvbhIgLmFnZW50cnVuLnYxLkdldEV4ZWN1dGlvblJlcXVlc3QaIS5hZ2VudHJ1bi52MS5HZXRFeGVjdXRpb25SZXNwb25zZRJZCg5MaXN0RXhlY3V0aW9ucxIiLmFnZW50cnVuLnYxLkxpc3RFeGVjdXRpb25zUmVxdWVzdBojLmFnZW50cnVuLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2USXAoPQ2FuY2VsRXhlY3V0aW9uEiMuYWdlbnRydW4udjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBokLmFnZW50cnVuLnYxLkNhbmNlbEV4ZWN1dGlvblJlc3BvbnNlElkKDlBhdXNlRXhlY3V0aW9uEiIuYWdlbnRydW4udjEuUGF1c2VFeGVjdXRpb25SZXF1ZXN0GiMuYWdlbnRydW4udjEuUGF1c2VFeGVjdXRpb25SZXNwb25zZRJcCg9SZXN1bWVFeGVjdXRpb24SIy5hZ2VudHJ1bi52MS5SZXN1bWVFeGVjdXRpb25SZXF1ZXN0GiQuYWdlbnRydW4udjEuUmVzdW1lRXhlY3V0aW9uUmVzcG9uc2USXAoPU2lnbmFsRXhlY3V0aW9uEiMuYWdlbnRydW4udjEuU2lnbmFsRXhlY3V0aW9uUmVxdWVzdBokLmFnZW50cnVuLnYxLlNpZ25hbEV4ZWN1dGlvblJlc3BvbnNlElkKDlJlcnVuRXhlY3V0aW9uEiIuYWdlbnRydW4udjEuUmVydW5FeGVjdXRpb25SZXF1ZXN0GiMuYWdlbnRydW4udjEuUmVydW5FeGVjdXRpb25SZXNwb25zZRJoChNMaXN0RXhlY3V0aW9uRXZlbnRzEicuYWdlbnRydW4udjEuTGlzdEV4ZWN1dGlvbkV2ZW50c1JlcXVlc3QaKC5hZ2VudHJ1bi52MS5MaXN0RXhlY3V0aW9uRXZlbnRzUmVzcG9uc2USWwoOV2F0Y2hFeGVjdXRpb24SIi5hZ2VudHJ1bi52MS5XYXRjaEV4ZWN1dGlvblJlcXVlc3QaIy5hZ2VudHJ1bi52MS5XYXRjaEV4ZWN1dGlvblJlc3BvbnNlMAESYgoRR2V0RXhlY3V0aW9uVHJhY2USJS5hZ2VudHJ1bi52MS5HZXRFeGVjdXRpb25UcmFjZVJlcXVlc3QaJi5hZ2VudHJ1bi52MS5HZXRFeGVjdXRpb25UcmFjZVJlc3BvbnNlEkoKCUxpc3RXYWl0cxIdLmFnZW50cnVuLnYxLkxpc3RXYWl0c1JlcXVlc3QaHi5hZ2VudHJ1bi52MS5MaXN0V2FpdHNSZXNwb25zZRJNCgpBbnN3ZXJXYWl0Eh4uYWdlbnRydW4udjEuQW5zd2VyV2FpdFJlcXVlc3QaHy5hZ2VudHJ1bi52MS5BbnN3ZXJXYWl0UmVzcG9uc2VClwEKD2Rldi5hZ2VudHJ1bi52MUIVRXhlY3V0aW9uU2VydmljZVByb3RvUAFaOmdpdGh1Yi5jb20vYWdlbnRydW4vYWdlbnRydW4vZ2VuL2dvL2FnZW50cnVuL3YxO2FnZW50cnVudjGiAgNBWFiqAgtBZ2VudHJ1bi5WMcoCC0FnZW50cnVuXFYx6gIMQWdlbnRydW46OlYxYgZwcm90bzM", [file_agentrun_v1_execution, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiNhZ2VudHJ1bi92MS9leGVjdXRpb25fc2VydmljZS5wcm90bxILYWdlbnRydW4udjEihwEKFVN0YXJ0RXhlY3V0aW9uUmVxdWVzdBIQCgh3b3JrZmxvdxgBIAEoCRIPCgd2ZXJzaW9uGAIgASgFEiUKBWlucHV0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhIKCnJlcXVlc3RfaWQYBCABKAkSEAoIcHJpb3JpdHkYBSABKAUiQwoWU3RhcnRFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24iOgoTR2V0RXhlY3V0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhUKDWluY2x1ZGVfbm9kZXMYAiABKAgibAoUR2V0RXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuYWdlbnRydW4udjEuRXhlY3V0aW9uEikKBW5vZGVzGAIgAygLMhouYWdlbnRydW4udjEuTm9kZUV4ZWN1dGlvbiLhAQoVTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCRIxCg1jcmVhdGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoFb3JkZXIYBiABKA4yGy5hZ2VudHJ1bi52MS5FeGVjdXRpb25PcmRlciJdChZMaXN0RXhlY3V0aW9uc1Jlc3BvbnNlEioKCmV4ZWN1dGlvbnMYASADKAsyFi5hZ2VudHJ1bi52MS5FeGVjdXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjoKFkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCRISCgpjb21wZW5zYXRlGAIgASgIIkQKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmFnZW50cnVuLnYxLkV4ZWN1dGlvbiIlChVQYXVzZUV4ZWN1dGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJDChZQYXVzZUV4ZWN1dGlvblJlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmFnZW50cnVuLnYxLkV4ZWN1dGlvbiJdChZSZXN1bWVFeGVjdXRpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIkCgRhcmdzGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIkQKF1Jlc3VtZUV4ZWN1dGlvblJlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmFnZW50cnVuLnYxLkV4ZWN1dGlvbiJvChZTaWduYWxFeGVjdXRpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGc2lnbmFsGAIgASgJEiQKBGRhdGEYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEQoJc2lnbmFsX2lkGAQgASgJIkQKF1NpZ25hbEV4ZWN1dGlvblJlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmFnZW50cnVuLnYxLkV4ZWN1dGlvbiKHAQoVUmVydW5FeGVjdXRpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkSFAoMZnJvbV9ub2RlX2lkGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkSJQoFaW5wdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDwoHdmVyc2lvbhgFIAEoBSJDChZSZXJ1bkV4ZWN1dGlvblJlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmFnZW50cnVuLnYxLkV4ZWN1dGlvbiJrChpMaXN0RXhlY3V0aW9uRXZlbnRzUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiYwobTGlzdEV4ZWN1dGlvbkV2ZW50c1Jlc3BvbnNlEisKBmV2ZW50cxgBIAMoCzIbLmFnZW50cnVuLnYxLkV4ZWN1dGlvbkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI9ChVXYXRjaEV4ZWN1dGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyJEChZXYXRjaEV4ZWN1dGlvblJlc3BvbnNlEioKBWV2ZW50GAEgASgLMhsuYWdlbnRydW4udjEuRXhlY3V0aW9uRXZlbnQiKAoYR2V0RXhlY3V0aW9uVHJhY2VSZXF1ZXN0EgwKBG5hbWUYASABKAkiRwoZR2V0RXhlY3V0aW9uVHJhY2VSZXNwb25zZRIqCgV0cmFjZRgBIAEoCzIbLmFnZW50cnVuLnYxLkV4ZWN1dGlvblRyYWNlIkkKEExpc3RXYWl0c1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIk4KEUxpc3RXYWl0c1Jlc3BvbnNlEiAKBXdhaXRzGAEgAygLMhEuYWdlbnRydW4udjEuV2FpdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiZwoRQW5zd2VyV2FpdFJlcXVlc3QSEQoHd2FpdF9pZBgBIAEoCUgAEg8KBXRva2VuGAIgASgJSAASJAoEZGF0YRgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUIICgZ0YXJnZXQiYAoSQW5zd2VyV2FpdFJlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmFnZW50cnVuLnYxLkV4ZWN1dGlvbhIfCgR3YWl0GAIgASgLMhEuYWdlbnRydW4udjEuV2FpdCL9AQoYQ29udHJvbEV4ZWN1dGlvbnNSZXF1ZXN0EjwKBmFjdGlvbhgBIAEoDjIsLmFnZW50cnVuLnYxLkNvbnRyb2xFeGVjdXRpb25zUmVxdWVzdC5BY3Rpb24SDgoGZmlsdGVyGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhIKCmNvbXBlbnNhdGUYBSABKAgiWAoGQWN0aW9uEhYKEkFDVElPTl9VTlNQRUNJRklFRBAAEhAKDEFDVElPTl9QQVVTRRABEhEKDUFDVElPTl9SRVNVTUUQAhIRCg1BQ1RJT05fQ0FOQ0VMEAMiYwoZQ29udHJvbEV4ZWN1dGlvbnNSZXNwb25zZRItCghvdXRjb21lcxgBIAMoCzIbLmFnZW50cnVuLnYxLkNvbnRyb2xPdXRjb21lEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ/Cg5Db250cm9sT3V0Y29tZRIRCglleGVjdXRpb24YASABKAkSDAoEZG9uZRgCIAEoCBIrCgVzdGF0ZRgDIAEoDjIcLmFnZW50cnVuLnYxLkV4ZWN1dGlvbi5TdGF0ZRIOCgZyZWFzb24YBCABKAkSDwoHbWVzc2FnZRgFIAEoCSp1Cg5FeGVjdXRpb25PcmRlchIfChtFWEVDVVRJT05fT1JERVJfVU5TUEVDSUZJRUQQABIgChxFWEVDVVRJT05fT1JERVJfT0xERVNUX0ZJUlNUEAESIAocRVhFQ1VUSU9OX09SREVSX05FV0VTVF9GSVJTVBACMpcKChBFeGVjdXRpb25TZXJ2aWNlElkKDlN0YXJ0RXhlY3V0aW9uEiIuYWdlbnRydW4udjEuU3RhcnRFeGVjdXRpb25SZXF1ZXN0GiMuYWdlbnRydW4udjEuU3RhcnRFeGVjdXRpb25SZXNwb25zZRJTCgxHZXRFeGVjdXRpb24SIC5hZ2VudHJ1bi52MS5HZXRFeGVjdXRpb25SZXF1ZXN0GiEuYWdlbnRydW4udjEuR2V0RXhlY3V0aW9uUmVzcG9uc2USWQoOTGlzdEV4ZWN1dGlvbnMSIi5hZ2VudHJ1bi52MS5MaXN0RXhlY3V0aW9uc1JlcXVlc3QaIy5hZ2VudHJ1bi52MS5MaXN0RXhlY3V0aW9uc1Jlc3BvbnNlElwKD0NhbmNlbEV4ZWN1dGlvbhIjLmFnZW50cnVuLnYxLkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QaJC5hZ2VudHJ1bi52MS5DYW5jZWxFeGVjdXRpb25SZXNwb25zZRJZCg5QYXVzZUV4ZWN1dGlvbhIiLmFnZW50cnVuLnYxLlBhdXNlRXhlY3V0aW9uUmVxdWVzdBojLmFnZW50cnVuLnYxLlBhdXNlRXhlY3V0aW9uUmVzcG9uc2USXAoPUmVzdW1lRXhlY3V0aW9uEiMuYWdlbnRydW4udjEuUmVzdW1lRXhlY3V0aW9uUmVxdWVzdBokLmFnZW50cnVuLnYxLlJlc3VtZUV4ZWN1dGlvblJlc3BvbnNlElwKD1NpZ25hbEV4ZWN1dGlvbhIjLmFnZW50cnVuLnYxLlNpZ25hbEV4ZWN1dGlvblJlcXVlc3QaJC5hZ2VudHJ1bi52MS5TaWduYWxFeGVjdXRpb25SZXNwb25zZRJZCg5SZXJ1bkV4ZWN1dGlvbhIiLmFnZW50cnVuLnYxLlJlcnVuRXhlY3V0aW9uUmVxdWVzdBojLmFnZW50cnVuLnYxLlJlcnVuRXhlY3V0aW9uUmVzcG9uc2USaAoTTGlzdEV4ZWN1dGlvbkV2ZW50cxInLmFnZW50cnVuLnYxLkxpc3RFeGVjdXRpb25FdmVudHNSZXF1ZXN0GiguYWdlbnRydW4udjEuTGlzdEV4ZWN1dGlvbkV2ZW50c1Jlc3BvbnNlElsKDldhdGNoRXhlY3V0aW9uEiIuYWdlbnRydW4udjEuV2F0Y2hFeGVjdXRpb25SZXF1ZXN0GiMuYWdlbnRydW4udjEuV2F0Y2hFeGVjdXRpb25SZXNwb25zZTABEmIKEUdldEV4ZWN1dGlvblRyYWNlEiUuYWdlbnRydW4udjEuR2V0RXhlY3V0aW9uVHJhY2VSZXF1ZXN0GiYuYWdlbnRydW4udjEuR2V0RXhlY3V0aW9uVHJhY2VSZXNwb25zZRJKCglMaXN0V2FpdHMSHS5hZ2VudHJ1bi52MS5MaXN0V2FpdHNSZXF1ZXN0Gh4uYWdlbnRydW4udjEuTGlzdFdhaXRzUmVzcG9uc2USTQoKQW5zd2VyV2FpdBIeLmFnZW50cnVuLnYxLkFuc3dlcldhaXRSZXF1ZXN0Gh8uYWdlbnRydW4udjEuQW5zd2VyV2FpdFJlc3BvbnNlEmIKEUNvbnRyb2xFeGVjdXRpb25zEiUuYWdlbnRydW4udjEuQ29udHJvbEV4ZWN1dGlvbnNSZXF1ZXN0GiYuYWdlbnRydW4udjEuQ29udHJvbEV4ZWN1dGlvbnNSZXNwb25zZUKXAQoPZGV2LmFnZW50cnVuLnYxQhVFeGVjdXRpb25TZXJ2aWNlUHJvdG9QAVo6Z2l0aHViLmNvbS9hZ2VudHJ1bi9hZ2VudHJ1bi9nZW4vZ28vYWdlbnRydW4vdjE7YWdlbnRydW52MaICA0FYWKoCC0FnZW50cnVuLlYxygILQWdlbnRydW5cVjHqAgxBZ2VudHJ1bjo6VjFiBnByb3RvMw", [file_agentrun_v1_execution, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message agentrun.v1.StartExecutionRequest
@@ -290,6 +290,23 @@ export type ResumeExecutionRequest = Message<"agentrun.v1.ResumeExecutionRequest
    * @generated from field: string name = 1;
    */
   name: string;
+
+  /**
+   * The node the execution is paused on (`on_exhausted: pause`), to run it again with `args`
+   * in place of its evaluated arguments. FAILED_PRECONDITION when the execution is not paused
+   * on this node.
+   *
+   * @generated from field: string node_id = 2;
+   */
+  nodeId: string;
+
+  /**
+   * With `node_id`: the arguments of the node's next attempts: a tool node's args (checked
+   * against the tool's args schema), a workflow node's child input.
+   *
+   * @generated from field: google.protobuf.Value args = 3;
+   */
+  args?: Value | undefined;
 };
 
 /**
@@ -696,6 +713,159 @@ export const AnswerWaitResponseSchema: GenMessage<AnswerWaitResponse> = /*@__PUR
   messageDesc(file_agentrun_v1_execution_service, 25);
 
 /**
+ * @generated from message agentrun.v1.ControlExecutionsRequest
+ */
+export type ControlExecutionsRequest = Message<"agentrun.v1.ControlExecutionsRequest"> & {
+  /**
+   * @generated from field: agentrun.v1.ControlExecutionsRequest.Action action = 1;
+   */
+  action: ControlExecutionsRequest_Action;
+
+  /**
+   * As ListExecutions' filter (`workflow = "NAME" AND state IN (RUNNING, WAITING)`); required,
+   * so that an empty filter never acts on a whole tenant by mistake (`state != ""` is not
+   * needed: name the states).
+   *
+   * @generated from field: string filter = 2;
+   */
+  filter: string;
+
+  /**
+   * At most this many executions are acted on in one call (default 100, at most 1000).
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response: continue after the last execution it considered.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+
+  /**
+   * With ACTION_CANCEL: undo completed nodes with their compensations.
+   *
+   * @generated from field: bool compensate = 5;
+   */
+  compensate: boolean;
+};
+
+/**
+ * Describes the message agentrun.v1.ControlExecutionsRequest.
+ * Use `create(ControlExecutionsRequestSchema)` to create a new message.
+ */
+export const ControlExecutionsRequestSchema: GenMessage<ControlExecutionsRequest> = /*@__PURE__*/
+  messageDesc(file_agentrun_v1_execution_service, 26);
+
+/**
+ * What to do with each matching execution.
+ *
+ * @generated from enum agentrun.v1.ControlExecutionsRequest.Action
+ */
+export enum ControlExecutionsRequest_Action {
+  /**
+   * @generated from enum value: ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: ACTION_PAUSE = 1;
+   */
+  PAUSE = 1,
+
+  /**
+   * @generated from enum value: ACTION_RESUME = 2;
+   */
+  RESUME = 2,
+
+  /**
+   * @generated from enum value: ACTION_CANCEL = 3;
+   */
+  CANCEL = 3,
+}
+
+/**
+ * Describes the enum agentrun.v1.ControlExecutionsRequest.Action.
+ */
+export const ControlExecutionsRequest_ActionSchema: GenEnum<ControlExecutionsRequest_Action> = /*@__PURE__*/
+  enumDesc(file_agentrun_v1_execution_service, 26, 0);
+
+/**
+ * @generated from message agentrun.v1.ControlExecutionsResponse
+ */
+export type ControlExecutionsResponse = Message<"agentrun.v1.ControlExecutionsResponse"> & {
+  /**
+   * One per execution considered, in id order.
+   *
+   * @generated from field: repeated agentrun.v1.ControlOutcome outcomes = 1;
+   */
+  outcomes: ControlOutcome[];
+
+  /**
+   * Set when more executions may match: pass it as page_token to act on them.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message agentrun.v1.ControlExecutionsResponse.
+ * Use `create(ControlExecutionsResponseSchema)` to create a new message.
+ */
+export const ControlExecutionsResponseSchema: GenMessage<ControlExecutionsResponse> = /*@__PURE__*/
+  messageDesc(file_agentrun_v1_execution_service, 27);
+
+/**
+ * ControlOutcome is what a bulk control did to one execution.
+ *
+ * @generated from message agentrun.v1.ControlOutcome
+ */
+export type ControlOutcome = Message<"agentrun.v1.ControlOutcome"> & {
+  /**
+   * `executions/{id}`.
+   *
+   * @generated from field: string execution = 1;
+   */
+  execution: string;
+
+  /**
+   * The action was applied.
+   *
+   * @generated from field: bool done = 2;
+   */
+  done: boolean;
+
+  /**
+   * The execution's state after the action (or when it was refused).
+   *
+   * @generated from field: agentrun.v1.Execution.State state = 3;
+   */
+  state: Execution_State;
+
+  /**
+   * Why it was refused: the error reason (ILLEGAL_TRANSITION, UNAVAILABLE, ...); empty when done.
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: string message = 5;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message agentrun.v1.ControlOutcome.
+ * Use `create(ControlOutcomeSchema)` to create a new message.
+ */
+export const ControlOutcomeSchema: GenMessage<ControlOutcome> = /*@__PURE__*/
+  messageDesc(file_agentrun_v1_execution_service, 28);
+
+/**
  * The order ListExecutions returns executions in: by id, which sorts by creation time.
  *
  * @generated from enum agentrun.v1.ExecutionOrder
@@ -862,6 +1032,18 @@ export const ExecutionService: GenService<{
     methodKind: "unary";
     input: typeof AnswerWaitRequestSchema;
     output: typeof AnswerWaitResponseSchema;
+  },
+  /**
+   * Pauses, resumes or cancels every execution a ListExecutions filter matches, one page at a
+   * time: at most `page_size` executions per call, with a token to act on the next page.
+   * Each execution's outcome is reported on its own (done, or the reason it was refused).
+   *
+   * @generated from rpc agentrun.v1.ExecutionService.ControlExecutions
+   */
+  controlExecutions: {
+    methodKind: "unary";
+    input: typeof ControlExecutionsRequestSchema;
+    output: typeof ControlExecutionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentrun_v1_execution_service, 0);
