@@ -3,7 +3,8 @@
 with the node's error; a resume runs it again with a fresh attempt count, optionally with new
 args (validated, INVALID_ARGUMENT naming the field; FAILED_PRECONDITION when the execution is
 not paused on that node); the paused-on-node state survives a restart on SQLite and
-PostgreSQL. Bulk control: pause, resume or cancel every execution a filter matches, per
+PostgreSQL, and a resume with args reaches the replica running the execution through another.
+Bulk control (memory, SQLite, PostgreSQL): pause, resume or cancel every execution a filter matches, per
 execution acknowledged, a bounded page per call."""
 
 from __future__ import annotations
@@ -251,7 +252,65 @@ async def test_paused_on_a_node_survives_a_restart_and_resumes_with_new_args(dur
         await rig.stop()
 
 
-async def test_bulk_pause_resume_cancel_by_filter(rig: Rig) -> None:
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def any_rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    server = None
+    if request.param == "memory":
+        store: Any = MemoryStore()
+    else:
+        if request.param == "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path / 'bulk.db'}"
+        else:
+            server = PgServer()
+            url = server.create_database()
+        store = SqlStore(url)
+        await store.open()
+    rig = Rig(store, Flaky())
+    await rig.start()
+    yield rig
+    await rig.stop()
+    if request.param != "memory":
+        await store.close()
+    if server is not None:
+        server.drop_all()
+
+
+async def test_a_resume_with_args_through_another_replica(tmp_path: Path) -> None:
+    """Replica A runs the execution paused on its node; the resume with args reaches replica B,
+    which hands it to A through the store (the control signal carries the override)."""
+    server = PgServer()
+    url = server.create_database()
+    stores = [SqlStore(url), SqlStore(url)]
+    for store in stores:
+        await store.open()
+    tool = Flaky()
+    a, b = Rig(stores[0], tool), Rig(stores[1], tool)
+    b.generation = 10  # another replica id
+    try:
+        client_a = await a.start()
+        await client_a.create_workflow(load_workflow(PAY))
+        execution = (await client_a.start_execution("pay", {})).id
+        await until_state(client_a, execution, ExecutionState.PAUSED)
+        client_b = await b.start()
+        assert a.engine is not None and execution in a.engine._runs  # A owns it
+        with pytest.raises(InvalidArgument):
+            await client_b.resume_execution(execution, node_id="charge", args={"n": "x"})
+        tool.broken = False
+        await client_b.resume_execution(execution, node_id="charge", args={"n": 9})
+        done = await client_b.wait(execution, timeout=60)
+        assert done.state is ExecutionState.SUCCEEDED and done.output == {"charged": 9}
+        assert tool.calls[-1] == (3, {"n": 9})
+    finally:
+        for rig in (b, a):
+            if rig.client is not None:
+                await rig.stop()
+        for store in stores:
+            await store.close()
+        server.drop_all()
+
+
+async def test_bulk_pause_resume_cancel_by_filter(any_rig: Rig) -> None:
+    rig = any_rig
     client = rig.client
     assert client is not None and rig.server is not None
     await client.create_workflow(load_workflow(WAITER.format(name="batch")))
