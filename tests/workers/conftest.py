@@ -30,12 +30,17 @@ class Served:
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[Served]:
+def server_config() -> ServerConfig:
+    return ServerConfig.load(env={})
+
+
+@pytest.fixture
+async def served(server_config: ServerConfig) -> AsyncIterator[Served]:
     store = MemoryStore()
     tools = default_tools()
     engine = Engine(store, tools=tools, agents=default_agents(tools=tools), config=EngineConfig(replica_id="r1"))
     workers = Workers(store, tools, replica="r1", config=FAST)
-    server = AgentrunServer(engine, ServerConfig.load(env={}), workers=workers)
+    server = AgentrunServer(engine, server_config, workers=workers)
     await store.open()
     await workers.start()
     await engine.start()
