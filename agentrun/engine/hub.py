@@ -70,9 +70,23 @@ class Hub:
                 log.exception("event listener failed")
         self.deliver(execution_id, events)
 
+    @property
+    def listening(self) -> bool:
+        """Whether anyone listens (a caller may then skip building what it would tell)."""
+        return bool(self._listeners)
+
+    def tell(self, key: str, events: list[EventRecord]) -> None:
+        """Tells the listeners only: a state machine instance's history entries as events
+        (`history_event`), whose subscriptions take the entries themselves (`deliver`)."""
+        for listener in self._listeners:
+            try:
+                listener(key, events)
+            except Exception:  # a broken listener must not stop instances
+                log.exception("event listener failed")
+
     def deliver(self, key: str, entries: list[Any]) -> None:
-        """Feeds `key`'s subscriptions only: a state machine instance's history entries,
-        which the listeners (event buses, metrics of executions) do not take."""
+        """Feeds `key`'s subscriptions only: a state machine instance's history entries
+        (its listeners hear of them through `tell`)."""
         subs = self._subs.get(key)
         if subs and entries:
             for sub in subs:

@@ -12,7 +12,7 @@ import contextvars
 from collections.abc import Iterator
 from typing import Any
 
-from agentrun.storage.machines import InstanceRecord
+from agentrun.storage.machines import HistoryRecord, InstanceRecord
 from agentrun.storage.records import EventRecord, ExecutionRecord
 
 current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -51,6 +51,10 @@ class Instrumentation:
 
     def events_published(self, execution_id: str, events: list[EventRecord]) -> None:
         """An event bus delivered these events (for the bus-lag metric)."""
+
+    def instance_committed(self, record: InstanceRecord, entries: list[HistoryRecord]) -> None:
+        """A state machine instance's event was committed: `record` is the instance after
+        it, `entries` the history entries it wrote (a creation, transitions, an end)."""
 
 
 NO_INSTRUMENTATION = Instrumentation()

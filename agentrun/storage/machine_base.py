@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentrun.storage.records import EventRecord
+
 
 class InstanceState(enum.StrEnum):
     """The lifecycle of an instance (FORMAT.md, States)."""
@@ -141,6 +143,30 @@ class MachineBatch:
     # Not None: (owner, lease_epoch) the writer holds; the commit is refused (LeaseLost) when
     # the instance's lease is another replica's or another epoch's.
     fence: tuple[str, int] | None = None
+
+
+def history_event(entry: HistoryRecord) -> EventRecord:
+    """A history entry as an event of its instance, for event buses (`instance.transition`,
+    `instance.created`, ...; its id on the bus is `INSTANCE_ID:SEQUENCE`, as an execution
+    event's is `EXECUTION_ID:SEQUENCE`)."""
+    data: dict[str, Any] = {
+        "event": entry.event,
+        "event_id": entry.event_id,
+        "event_data": entry.event_data,
+        "from_state": entry.from_state,
+        "to_state": entry.to_state,
+        "transition_index": entry.transition_index,
+        "instance_state": entry.instance_state.value,
+    }
+    for key in ("actions", "assigned", "error"):
+        value = getattr(entry, key)
+        if value is not None:
+            data[key] = value
+    if entry.reentered:
+        data["reentered"] = True
+    return EventRecord(
+        entry.instance_id, entry.sequence, f"instance.{entry.kind.value.lower()}", entry.time, None, data
+    )
 
 
 def _copier(cls: type) -> Any:

@@ -33,6 +33,7 @@ from agentrun.storage.machine_base import (
     MachineStore,
     TimerRecord,
     copy_instance,
+    history_event,
 )
 from agentrun.storage.machine_memory import MemoryMachineStore
 from agentrun.storage.sqldb import SqlDatabase
@@ -48,6 +49,7 @@ __all__ = [
     "SqlMachineStore",
     "TimerRecord",
     "copy_instance",
+    "history_event",
 ]
 
 

@@ -66,6 +66,7 @@ from agentrun.storage.machines import (
     MachineStore,
     TimerRecord,
     copy_instance,
+    history_event,
 )
 from agentrun.storage.records import ExecutionState
 
@@ -174,6 +175,7 @@ class MachineEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._submit = self.store.submit
         self._redactor = engine.redactor
+        self._instrumentation = engine.instrumentation
         # The synchronous path commits what it computed as is: only without secrets to scrub.
         self._commit_now = self.store.commit_now if not self._redactor else None
         self._started = False
@@ -332,7 +334,7 @@ class MachineEngine:
         inst.fence = (self.replica_id, 1)
         inst.timer_keys = {t.key for t in work.timers or ()}
         self._keep(inst)
-        self._after_commit(inst, work)
+        self._after_commit(inst, work, stored_batch.history)
         return copy_instance(first)
 
     async def _create_held(
@@ -485,7 +487,7 @@ class MachineEngine:
                     entry = work.entries[0]
                     if event_id:
                         inst.event_ids[event_id] = (event, data, (entry, snapshot))
-                    self._after_commit(inst, work)
+                    self._after_commit(inst, work, work.entries)
                     return snapshot, entry
             ev = Event(event, event_id, data)
             if event_id:
@@ -654,16 +656,18 @@ class MachineEngine:
         inst.record = snapshot
         batch = MachineBatch(snapshot, work.entries, work.timers, work.fired, fence=inst.fence)
         outcome = (entry, snapshot)
-        cancelled = await self._commit(inst, ev, batch)
-        self._settle(inst, work, ev, outcome)
+        cancelled, entries = await self._commit(inst, ev, batch)
+        self._settle(inst, work, ev, outcome, entries)
         if cancelled:
             raise asyncio.CancelledError
         return outcome
 
-    async def _commit(self, inst: Instance, ev: Event, batch: MachineBatch) -> bool:
-        """Commits `batch` (redacted); True when the caller was cancelled meanwhile (the
-        batch is written all the same). A failure evicts the instance (the store holds the
-        truth); a refused batch raises Conflict."""
+    async def _commit(
+        self, inst: Instance, ev: Event, batch: MachineBatch
+    ) -> tuple[bool, list[HistoryRecord]]:
+        """Commits `batch` (redacted); returns whether the caller was cancelled meanwhile (the
+        batch is written all the same) and the history entries as stored. A failure evicts
+        the instance (the store holds the truth); a refused batch raises Conflict."""
         if self._redactor:
             batch = redacted_machine_batch(batch, self._redactor)
         submit = self._submit
@@ -696,7 +700,7 @@ class MachineEngine:
             if isinstance(exc, (ValueError, LeaseLost)):  # refused: a stale write (see send_event)
                 raise Conflict(str(exc)) from exc
             raise
-        return cancelled
+        return cancelled, batch.history
 
     # ------------------------------------------------------------------ action retries
     def _pending(
@@ -730,7 +734,7 @@ class MachineEngine:
         batch = MachineBatch(
             held, [], None, spent, (timer,), base=record.last_sequence, fence=inst.fence
         )
-        cancelled = await self._commit(inst, ev, batch)
+        cancelled, _ = await self._commit(inst, ev, batch)
         inst.record = held
         if spent is not None:
             inst.timer_keys.discard(spent)
@@ -820,14 +824,16 @@ class MachineEngine:
             await inst.wake
         inst.due.discard(key)
 
-    def _settle(self, inst: Instance, work: Work, ev: Event, outcome: Any) -> None:
+    def _settle(
+        self, inst: Instance, work: Work, ev: Event, outcome: Any, entries: list[HistoryRecord]
+    ) -> None:
         if ev.id and ev.source == "external":
             known = inst.event_ids.get(ev.id)
             if known is not None and isinstance(known[2], asyncio.Future):
                 if not known[2].done():
                     known[2].set_result(outcome)
                 inst.event_ids[ev.id] = (known[0], known[1], outcome)
-        self._after_commit(inst, work)
+        self._after_commit(inst, work, entries)
 
     def _forget_id(self, inst: Instance, ev: Event) -> None:
         if ev.id and ev.source == "external":
@@ -916,9 +922,16 @@ class MachineEngine:
                 self._watch_child(instance_id, record.invoke_execution, record.tenant)
         return inst
 
-    def _after_commit(self, inst: Instance, work: Work) -> None:
-        """Durable now: publish, move timers, start or stop children, wake waiters."""
-        self.hub.deliver(inst.id, work.entries)
+    def _after_commit(self, inst: Instance, work: Work, entries: list[HistoryRecord]) -> None:
+        """Durable now: publish the entries as stored (to Watch streams here and on other
+        replicas, to the event bus, to metrics), move timers, start or stop children, wake
+        waiters."""
+        hub = self.hub
+        hub.deliver(inst.id, entries)
+        if hub.listening:
+            hub.tell(inst.id, [history_event(e) for e in entries])
+        if self._instrumentation is not None:
+            self._instrumentation.instance_committed(inst.record, entries)
         self._notifier.announce(inst.id)
         if work.timers is not None:
             if inst.id in self._timers:

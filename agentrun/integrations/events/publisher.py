@@ -14,7 +14,9 @@ The store's event log is the source of truth, so nothing needs to be kept anywhe
 - an execution first seen after a restart starts from the bus's last sequence when the bus can
   tell (JetStream), else from its first event: at least once; JetStream drops the repeats by
   event id within its duplicate window, and consumers of other buses dedup by the `id`.
-The cursors live in memory: events an execution wrote while the bus was down, and that this
+State machine instances take the same path: their history entries come as events typed
+`instance.<kind>` (`history_event`), keyed by the instance id, and are caught up from the
+instance's history. The cursors live in memory: events an execution wrote while the bus was down, and that this
 process did not catch up before it stopped, are published again when the execution next
 writes an event (a resumed one does at once); a finished execution's are not.
 """
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentrun.integrations.events.base import BusEvent, BusUnavailable, EventBus
+from agentrun.storage.machines import history_event
 from agentrun.storage.records import EventRecord
 
 log = logging.getLogger("agentrun.integrations.events")
@@ -60,6 +63,8 @@ class BusPublisher:
         self._queued = 0
         self._last: OrderedDict[str, int] = OrderedDict()
         self._meta: dict[str, tuple[str, str]] = {}
+        # Keys that are state machine instances (their events read from their history).
+        self._instances: set[str] = set()
         # Executions to catch up from the store, in order; True: news arrived during a catch-up.
         self._behind: dict[str, bool] = {}
         self._wake = asyncio.Event()
@@ -80,6 +85,8 @@ class BusPublisher:
         """Called after every commit; never blocks, never raises."""
         if not events:
             return
+        if events[0].type.startswith("instance."):
+            self._instances.add(execution_id)
         if execution_id in self._behind:
             self._behind[execution_id] = True
             self._wake.set()
@@ -207,11 +214,23 @@ class BusPublisher:
     async def _meta_for(self, execution_id: str) -> tuple[str, str] | None:
         meta = self._meta.get(execution_id)
         if meta is None:
-            record = await self.store.get_execution(execution_id)
+            if execution_id in self._instances:
+                record: Any = await self.store.instances.get_instance(execution_id)
+            else:
+                record = await self.store.get_execution(execution_id)
             if record is None:
                 return None
             meta = self._meta[execution_id] = (record.tenant, record.workflow)
         return meta
+
+    async def _page(self, key: str, after: int) -> list[EventRecord]:
+        """The events after `after` as the store holds them: an execution's, or an instance's
+        history entries as events."""
+        if key in self._instances:
+            entries = await self.store.instances.list_history(key, after_sequence=after, limit=PAGE)
+            return [history_event(entry) for entry in entries]
+        page: list[EventRecord] = await self.store.list_events(key, after_sequence=after, limit=PAGE)
+        return page
 
     async def _cursor(self, execution_id: str, first_sequence: int) -> int:
         last = self._last.get(execution_id)
@@ -232,6 +251,7 @@ class BusPublisher:
         while len(self._last) > self.max_cursors:
             old, _ = self._last.popitem(last=False)
             self._meta.pop(old, None)
+            self._instances.discard(old)
 
     async def _deliver(self, execution_id: str, events: list[EventRecord]) -> None:
         if execution_id in self._behind:
@@ -271,7 +291,7 @@ class BusPublisher:
             while True:
                 self._behind[execution_id] = False
                 after = self._last[execution_id]
-                page = await self.store.list_events(execution_id, after_sequence=after, limit=PAGE)
+                page = await self._page(execution_id, after)
                 for event in page:
                     await self.bus.publish(BusEvent.from_record(event, tenant=meta[0], workflow=meta[1]))
                     self._remember(execution_id, event.sequence)

@@ -25,7 +25,7 @@ from agentrun.server.observability.tracing import (
     context_from_traceparent,
     format_traceparent,
 )
-from agentrun.storage.machines import InstanceRecord
+from agentrun.storage.machines import EntryKind, HistoryRecord, InstanceRecord
 from agentrun.storage.records import EventRecord, ExecutionRecord
 
 log = logging.getLogger("agentrun.server.observability")
@@ -291,6 +291,28 @@ class Telemetry(Instrumentation):
                     else f"agentrun.usage.{name}"
                 )
                 pending.usage[attr] = pending.usage.get(attr, 0) + value
+
+    # ------------------------------------------------------------------- instances
+    def instance_committed(self, record: InstanceRecord, entries: list[HistoryRecord]) -> None:
+        try:
+            m = self.metrics
+            if m is None:
+                return
+            workflow = record.workflow
+            for entry in entries:
+                kind = entry.kind
+                self._child(m.instance_entries, workflow, kind.value).inc()
+                if kind is EntryKind.CREATED:
+                    self._child(m.instances_started, workflow).inc()
+            if record.state.terminal:
+                status = record.state.value
+                self._child(m.instances_finished, workflow, status).inc()
+                ended = record.ended_at if record.ended_at is not None else record.updated_at
+                self._child(m.instance_duration, workflow, status).observe(
+                    max(0.0, ended - record.created_at)
+                )
+        except Exception:
+            self._failed("instance_committed")
 
     def events_published(self, execution_id: str, events: list[EventRecord]) -> None:
         """For event-bus adapters (NATS, Kafka): `events` reached the bus now; observes the

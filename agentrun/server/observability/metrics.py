@@ -233,6 +233,33 @@ class Metrics:
             ("workflow",),
             registry=families,
         )
+        # State machine instances
+        self.instances_started = Counter(
+            "agentrun_instances_started",
+            "State machine instances created in this process.",
+            ("workflow",),
+            registry=families,
+        )
+        self.instance_entries = Counter(
+            "agentrun_instance_entries",
+            "History entries committed for state machine instances, by kind "
+            "(CREATED, TRANSITION, NO_TRANSITION, REJECTED, ABORTED, CANCELLED).",
+            ("workflow", "kind"),
+            registry=families,
+        )
+        self.instances_finished = Counter(
+            "agentrun_instances_finished",
+            "State machine instances that reached a final state (COMPLETED, FAILED, CANCELLED).",
+            ("workflow", "status"),
+            registry=families,
+        )
+        self.instance_duration = Histogram(
+            "agentrun_instance_duration_seconds",
+            "From the creation of a state machine instance to its final state.",
+            ("workflow", "status"),
+            buckets=SECONDS,
+            registry=families,
+        )
         # Nodes
         self.node_duration = Histogram(
             "agentrun_node_duration_seconds",
