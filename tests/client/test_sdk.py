@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import time
 
 import grpc
 import pytest
@@ -154,6 +155,20 @@ def test_sync_client_against_a_server_in_a_thread() -> None:
             assert isinstance(result.valid, bool)
             with pytest.raises(errors.WorkflowNotFound):
                 client.get_workflow("nope")
+            # Bulk control and a resume, blocking.
+            client.create_workflow(source=HOLD)
+            held = [client.start_execution("hold", {}).id for _ in range(3)]
+            for ident in held:
+                while client.get_execution(ident).state is not ExecutionState.WAITING:
+                    time.sleep(0.02)
+            paused = list(client.control_executions("pause", workflow="hold", page_size=2))
+            assert sorted(o.execution_id for o in paused) == sorted(held)
+            assert all(o.done and o.state is ExecutionState.PAUSED for o in paused)
+            assert client.resume_execution(held[0]).state is not ExecutionState.PAUSED
+            with pytest.raises(errors.IllegalTransition):
+                client.resume_execution(held[0], node_id="wait")
+            cancelled = list(client.control_executions("cancel", filter='workflow = "hold"'))
+            assert all(o.done and o.state is ExecutionState.CANCELLED for o in cancelled) and len(cancelled) == 3
     finally:
         box["loop"].call_soon_threadsafe(box["stop"].set)
         thread.join(10)
