@@ -13,6 +13,7 @@ import dataclasses
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any, TypeVar
 
 from agentrun.storage.base import ExecutionRepository, LeaseLost, Store, WorkflowRepository
 from agentrun.storage.machines import MemoryMachineStore
@@ -27,22 +28,26 @@ from agentrun.storage.records import (
     WorkflowRecord,
 )
 
+# The records this store copies in and out; `_copy` gives back the type it was given.
+R = TypeVar("R", WorkflowRecord, ExecutionRecord, NodeRecord, EventRecord, SignalRecord)
 
-def _copier(cls):
+
+def _copier(cls: type[R]) -> Callable[[R], R]:
     getter = operator.attrgetter(*(f.name for f in dataclasses.fields(cls)))
     return lambda record: cls(*getter(record))
 
 
-_COPIERS = {
+_COPIERS: dict[type, Callable[[Any], Any]] = {
     cls: _copier(cls)
     for cls in (WorkflowRecord, ExecutionRecord, NodeRecord, EventRecord, SignalRecord)
 }
 
 
-def _copy(record):
+def _copy(record: R) -> R:
     # Shallow: records are copied so callers cannot change stored fields; payloads (JSON
     # values) are shared, as the engine never mutates a payload it has handed over.
-    return _COPIERS[type(record)](record)
+    copied: R = _COPIERS[type(record)](record)
+    return copied
 
 
 class MemoryWorkflows(WorkflowRepository):

@@ -264,13 +264,13 @@ def _mapper(
     return to_row, to_record
 
 
-_, workflow_record = _mapper(WorkflowRecord)
+workflow_record = _mapper(WorkflowRecord)[1]
 execution_row, execution_record = _mapper(
     ExecutionRecord, {"state": ExecutionState}, empty=("vars", "labels")
 )
 node_row, node_record = _mapper(NodeRecord, {"state": NodeState})
 event_row, event_record = _mapper(EventRecord)
-_, signal_record = _mapper(SignalRecord)
+signal_record = _mapper(SignalRecord)[1]
 
 
 # State machines (migration 0005) ------------------------------------------------------------
