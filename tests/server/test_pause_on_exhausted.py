@@ -365,3 +365,38 @@ async def test_bad_on_exhausted_values_are_load_errors_naming_the_field(rig: Rig
     with pytest.raises(InvalidArgument) as kind:
         await client.create_workflow(source=bad_kind)
     assert "nodes[0].on_exhausted" in str(kind.value) and "pass node cannot pause" in str(kind.value)
+
+
+CHILD = """
+name: child
+input_schema: {type: object, required: [ok_at], properties: {ok_at: {type: integer}}}
+nodes:
+  - id: work
+    tool: {name: core.fail, args: {type: child.broken, succeed_on_attempt: "${{ input.ok_at }}"}}
+output: "${{ nodes.work.output }}"
+"""
+
+PARENT = """
+name: parent
+nodes:
+  - id: delegate
+    workflow: {name: child, input: {ok_at: 100}}
+    on_exhausted: pause
+output: "${{ nodes.delegate.output }}"
+"""
+
+
+async def test_a_workflow_node_resumes_with_a_new_child_input(rig: Rig) -> None:
+    client = rig.client
+    assert client is not None
+    await client.create_workflow(load_workflow(CHILD))
+    await client.create_workflow(load_workflow(PARENT))
+    execution = (await client.start_execution("parent", {})).id
+    paused = await until_state(client, execution, ExecutionState.PAUSED)
+    assert paused.error is not None and paused.error.node_id == "delegate"
+    with pytest.raises(InvalidArgument) as bad:
+        await client.resume_execution(execution, node_id="delegate", args={"ok_at": "soon"})
+    assert "args.ok_at" in str(bad.value)  # the child's input_schema
+    await client.resume_execution(execution, node_id="delegate", args={"ok_at": 1})
+    done = await client.wait(execution, timeout=60)
+    assert done.state is ExecutionState.SUCCEEDED and done.output == {"attempt": 1}
