@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 # The default cost limit: the costliest evaluations it allows took 4-25 ms on a heavily loaded
 # 2-core machine (a map over ~440 elements, exists over 10,000; docs/runtime.md).
@@ -48,7 +48,8 @@ _TOKEN = re.compile(
 # AST nodes are tuples: ("lit", size, value | None) ("id", name) ("sel", operand, field) ("idx", operand,
 # index) ("call", name, target | None, args) ("op", name, args) ("list", items)
 # ("map", [(key, value)]) ("cond", test, a, b) ("comp", macro, range, var, args)
-Node = tuple
+# Typed loosely: the first item says the shape, and the walkers match on it.
+Node: TypeAlias = tuple[Any, ...]
 
 
 class Unparsed(Exception):

@@ -17,7 +17,7 @@ from typing import Any
 import cel
 
 from agentrun.engine import limits
-from agentrun.engine.expr_cost import Unparsed, crude, estimate, is_flat, parse
+from agentrun.engine.expr_cost import Node, Unparsed, crude, estimate, is_flat, parse
 from agentrun.engine.json_values import unstorable
 
 MAX_SOURCE_BYTES = 4096
@@ -117,7 +117,7 @@ class Expression:
             variables = set(self._program.variables())
         except Exception:  # pragma: no cover - static analysis never fails on a parsed program
             variables = set()
-        self._ast: tuple | None
+        self._ast: Node | None
         try:
             self._ast = parse(source)
             self._flat = is_flat(self._ast)
@@ -144,8 +144,10 @@ class Expression:
                 _check_size(activation.get(name), self.path)
         if not self._flat:
             self.check_cost(activation)
+        # The library takes a dict (or its Context) and refuses any other mapping.
+        context = activation if isinstance(activation, dict) else dict(activation)
         try:
-            result = self._program.execute(activation)
+            result = self._program.execute(context)
         except KeyError as exc:
             raise ExpressionError(self.path, f"no such key: {exc.args[0]!r}") from None
         except (TypeError, ValueError, RuntimeError, ArithmeticError, LookupError) as exc:

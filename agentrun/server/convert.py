@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -136,12 +136,20 @@ def diagnostic_to_proto(diagnostic: Any) -> wfs_pb.Diagnostic:
 
 
 # Executions --------------------------------------------------------------------
-_EXECUTION_STATE = {s: ex_pb.Execution.State.Value("STATE_" + s.value) for s in ExecutionState}
-_EXECUTION_STATE_BACK = {v: k for k, v in _EXECUTION_STATE.items()}
-_NODE_STATE = {s: ex_pb.NodeExecution.State.Value("STATE_" + s.value) for s in NodeState}
+# protoc's .pyi types an enum's values as its State class, types-protobuf's `Value()` as plain
+# int (the same ints at run time): the casts say which enum each number belongs to.
+_EXECUTION_STATE = {
+    s: cast(ex_pb.Execution.State, ex_pb.Execution.State.Value("STATE_" + s.value))
+    for s in ExecutionState
+}
+_EXECUTION_STATE_BACK: dict[int, ExecutionState] = {v: k for k, v in _EXECUTION_STATE.items()}
+_NODE_STATE = {
+    s: cast(ex_pb.NodeExecution.State, ex_pb.NodeExecution.State.Value("STATE_" + s.value))
+    for s in NodeState
+}
 
 
-def execution_state_to_proto(state: ExecutionState | str) -> int:
+def execution_state_to_proto(state: ExecutionState | str) -> ex_pb.Execution.State:
     return _EXECUTION_STATE.get(ExecutionState(state), ex_pb.Execution.STATE_UNSPECIFIED)
 
 
@@ -149,7 +157,7 @@ def execution_state_from_proto(value: int) -> ExecutionState:
     return _EXECUTION_STATE_BACK[value]
 
 
-def node_state_to_proto(state: NodeState | str) -> int:
+def node_state_to_proto(state: NodeState | str) -> ex_pb.NodeExecution.State:
     try:
         return _NODE_STATE[NodeState(state)]
     except ValueError:
