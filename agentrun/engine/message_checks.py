@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, cast
 
+from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -111,7 +112,8 @@ def _repeated(field: FieldDescriptor) -> bool:
     flag = getattr(field, "is_repeated", None)  # protobuf >= 6.31; `label` before
     if flag is not None:
         return bool(flag)
-    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+    # types-protobuf 7 describes only the newer protobuf: `label` is looked up by name.
+    return bool(getattr(field, "label", None) == FieldDescriptor.LABEL_REPEATED)
 
 
 def _is_map(field: FieldDescriptor) -> bool:
@@ -127,6 +129,8 @@ def _map(
     stack: list[tuple[Any, str]],
 ) -> None:
     entry = field.message_type
+    if entry is None:  # not reached: _is_map said it is a map entry
+        return
     key_field, value_field = entry.fields_by_name["key"], entry.fields_by_name["value"]
     for key in value:
         if isinstance(key, str):
@@ -147,7 +151,7 @@ def _field(
         stack.append((value, path))
     elif kind == FieldDescriptor.TYPE_ENUM:
         enum = field.enum_type
-        if value not in enum.values_by_number:
+        if enum is not None and value not in enum.values_by_number:
             known = ", ".join(v.name for v in enum.values if v.number != 0)
             problems.append(
                 Diagnostic(path, f"unknown value {value} of {enum.name}; expected one of {known}")
@@ -209,28 +213,30 @@ def _json(
 ) -> None:
     msg = node.msg
     name = msg.DESCRIPTOR.full_name
+    # Matched by name, not class: a message may come from another descriptor pool.
     if name == _VALUE:
-        kind = msg.WhichOneof("kind")
+        value = cast(struct_pb2.Value, msg)
+        kind = value.WhichOneof("kind")
         if kind == "number_value":
-            if not math.isfinite(msg.number_value):
+            if not math.isfinite(value.number_value):
                 problems.append(
-                    Diagnostic(path or "value", f"must be a finite number, not {msg.number_value}")
+                    Diagnostic(path or "value", f"must be a finite number, not {value.number_value}")
                 )
             return
         if kind == "string_value":
-            if "\x00" in msg.string_value:
+            if "\x00" in value.string_value:
                 problems.append(
                     Diagnostic(path or "value", "must not contain NUL characters (\\u0000)")
                 )
             return
         if kind == "struct_value":
-            msg, name = msg.struct_value, _STRUCT
+            msg, name = value.struct_value, _STRUCT
         elif kind == "list_value":
-            msg, name = msg.list_value, _LIST
+            msg, name = value.list_value, _LIST
         else:
             return
     if name == _STRUCT:
-        for key, item in msg.fields.items():
+        for key, item in cast(struct_pb2.Struct, msg).fields.items():
             if "\x00" in key:
                 problems.append(
                     Diagnostic(
@@ -239,5 +245,5 @@ def _json(
                 )
             stack.append((_JsonNode(item), _key(path, key)))
     else:
-        for i, item in enumerate(msg.values):
+        for i, item in enumerate(cast(struct_pb2.ListValue, msg).values):
             stack.append((_JsonNode(item), f"{path}[{i}]"))
