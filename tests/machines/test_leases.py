@@ -116,15 +116,15 @@ async def test_a_replica_whose_lease_was_taken_is_fenced_and_lets_go(tmp_path: A
         assert (await b.machines.store.get_instance(inst.id)).lease_epoch == 2
         # `a` still holds its copy with epoch 1: its commit is refused, it lets the instance
         # go, takes the lease back (epoch 3) and handles the event on what is stored.
-        assert inst.id in a.machines.held_ids()
+        assert inst.id in a.machines.leases.held_ids()
         _, entry = await a.machines.send_event(inst.id, "PING", event_id="a1")
         assert entry.sequence == 3
         stored = await a.machines.store.get_instance(inst.id)
         assert (stored.owner, stored.lease_epoch) == ("a", 3)
         # `b`'s next renewal finds the lease gone: it stops driving the instance (its timer
         # disarmed).
-        await until(lambda: inst.id not in b.machines.held_ids())
-        assert inst.id in a.machines.held_ids()
+        await until(lambda: inst.id not in b.machines.leases.held_ids())
+        assert inst.id in a.machines.leases.held_ids()
         history = await a.machines.list_history(inst.id)
         assert [(e.sequence, e.event_id) for e in history] == [(1, None), (2, "b1"), (3, "a1")]
     finally:

@@ -124,8 +124,8 @@ async def test_a_timer_fired_twice_is_applied_once(tmp_path: Any) -> None:
         inst = await h.machines.create_instance(name)
         (timer,) = await h.machines.store.list_timers(instance_id=inst.id)
         # The handle fires, and a sweep arms the same row again before the first commit.
-        h.machines._fire(timer)
-        h.machines._fire(timer)
+        h.machines.timers.fire(timer)
+        h.machines.timers.fire(timer)
         await until(lambda: history_longer_than(h, inst.id, 1))  # one firing is applied
         await asyncio.sleep(0.3)  # a second application would be committed by now
         history = await h.machines.list_history(inst.id)

@@ -505,7 +505,7 @@ async def test_an_ended_instance_leaves_memory_and_still_answers_duplicates(h) -
     i = await h.machines.create_instance("order", {"total": 1})
     await h.machines.send_event(i.id, "PAY", {"amount": 1}, event_id="p")
     _, shipped = await h.machines.send_event(i.id, "SHIP", event_id="s")
-    assert i.id not in h.machines._instances
+    assert i.id not in h.machines.instances
     rec, again = await h.machines.send_event(i.id, "SHIP", event_id="s")
     assert again.sequence == shipped.sequence and rec.state is InstanceState.COMPLETED
     with pytest.raises(IllegalTransition):
@@ -561,7 +561,7 @@ async def test_idle_instances_leave_memory_beyond_the_bound(h) -> None:
     await h.define(TIMERS.replace("300ms", "2s"))
     h.machines.max_instances = 5
     ids = [(await h.machines.create_instance("timers")).id for _ in range(12)]
-    assert len(h.machines._instances) <= 5
+    assert len(h.machines.instances) <= 5
     # An evicted instance still takes events, and its timer still fires.
     rec, _ = await h.machines.send_event(ids[0], "PING")
     assert rec.data == {"pings": 1}

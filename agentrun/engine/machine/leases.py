@@ -22,7 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from agentrun.engine.machine.errors import InstanceNotFound
+from agentrun.engine.machine.instances import Instance
+from agentrun.storage.base import LeaseLost
+from agentrun.storage.machines import InstanceRecord, InstanceState
 
 if TYPE_CHECKING:
     from agentrun.engine.machine.engine import MachineEngine
@@ -35,16 +40,17 @@ CLAIM_BATCH = 100
 
 class LeaseKeeper:
     def __init__(self, machines: MachineEngine, *, period: float | None = None) -> None:
-        self.machines = machines
+        self.m = machines
         self.owner = machines.engine.replica_id
         self.lease_seconds = machines.engine.lease_seconds
         self.period = period if period else self.lease_seconds / 3
         self.adopt = machines.engine.config.adopt
         self._tasks: list[asyncio.Task[None]] = []
+        self._loading: dict[str, asyncio.Future[Instance]] = {}
 
     def expiry(self) -> float:
         """When a lease taken now expires."""
-        return self.machines.clock() + self.lease_seconds
+        return self.m.clock() + self.lease_seconds
 
     async def start(self) -> None:
         """Takes back what this replica id held before a restart (at once: nobody else drives
@@ -66,10 +72,10 @@ class LeaseKeeper:
         """Lets this replica's leases expire now (it stops), so that the other replicas take
         its instances over at once."""
         with contextlib.suppress(Exception):
-            await self.machines.store.release_leases(self.owner)
+            await self.m.store.release_leases(self.owner)
 
     async def _claim(self, *, include_own: bool = False) -> None:
-        m = self.machines
+        m = self.m
         while True:
             claimed = await m.store.claim(
                 self.owner,
@@ -80,24 +86,24 @@ class LeaseKeeper:
             )
             for record in claimed:
                 try:
-                    await m.take_over(record)
+                    await self.take_over(record)
                 except Exception:
                     log.warning("could not take instance %s over", record.id, exc_info=True)
             if len(claimed) < CLAIM_BATCH:
                 return
 
     async def _renew_loop(self) -> None:
-        m = self.machines
+        m = self.m
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 # Only instances held before the renewal was read can be judged by its answer.
-                before = m.held_ids()
+                before = self.held_ids()
                 owned = await m.store.renew_leases(
                     self.owner, lease_seconds=self.lease_seconds, now=m.clock()
                 )
                 for instance_id in before - owned:
-                    m.let_go(instance_id, "its lease was taken by another replica")
+                    self.let_go(instance_id, "its lease was taken by another replica")
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -112,3 +118,101 @@ class LeaseKeeper:
                 raise
             except Exception:
                 log.warning("claiming orphaned instances failed", exc_info=True)
+
+    # ------------------------------------------------------------------ holding
+    async def load(self, instance_id: str, tenant: str | None, *, take: bool = True) -> Instance:
+        """The live instance, loaded from the store if needed (its lease acquired: `take`n
+        from another replica, or only if nobody else holds it); `tenant` None: any tenant's.
+        LeaseLost when another replica holds it and `take` is False."""
+        inst = self.m.instances.get(instance_id)
+        while inst is None:
+            pending = self._loading.get(instance_id)
+            if pending is None:
+                pending = asyncio.get_running_loop().create_future()
+                self._loading[instance_id] = pending
+                try:
+                    record = await self.m.store.acquire(
+                        instance_id,
+                        self.m.replica_id,
+                        lease_seconds=self.m.leases.lease_seconds,
+                        now=self.m.clock(),
+                        take=take,
+                    )
+                    if record is None:
+                        if not take:
+                            raise LeaseLost(f"instance {instance_id} is not held here")
+                        raise InstanceNotFound(
+                            f"instance {instance_id!r} not found", instance=instance_id
+                        )
+                    pending.set_result(await self.install(record))
+                except BaseException as exc:
+                    pending.set_exception(exc)
+                    pending.exception()  # retrieved: nobody else may be waiting
+                finally:
+                    del self._loading[instance_id]
+            try:
+                inst = await asyncio.shield(pending)
+            except LeaseLost:
+                if not take:
+                    raise
+                # Another caller's load would not take the lease; this one does.
+        if tenant is not None and inst.record.tenant != tenant:
+            raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
+        return inst
+
+    async def install(self, record: InstanceRecord) -> Instance:
+        """The live instance for `record`, whose lease this replica holds: its timers armed,
+        its pending event resumed, its invoked execution waited for."""
+        instance_id = record.id
+        wf = await self.m.engine.store.get_workflow(
+            record.tenant, record.workflow, record.version, include_deleted=True
+        )
+        if wf is None:
+            raise InstanceNotFound(
+                f"instance {instance_id!r}: its workflow is gone", instance=instance_id
+            )
+        plan = self.m.plan_of(wf)
+        ids: dict[str, Any] = dict(await self.m.store.event_ids(instance_id))
+        active = record.state is InstanceState.ACTIVE
+        timers = await self.m.store.list_timers(instance_id=instance_id) if active else []
+        inst = Instance(plan, record, ids)
+        inst.fence = (self.m.replica_id, record.lease_epoch)
+        inst.timer_keys = {t.key for t in timers}
+        self.m.loop.keep(inst)
+        if active:
+            if record.pending is not None:
+                self.m.retries.adopt(inst)
+            armed = self.m.timers.handles.get(instance_id, {})
+            for timer in timers:
+                if timer.key not in armed:
+                    self.m.timers.arm(timer)
+            if record.invoke_execution and instance_id not in self.m.invokes.tasks:
+                self.m.invokes.watch(instance_id, record.invoke_execution, record.tenant)
+        return inst
+
+    async def take_over(self, record: InstanceRecord) -> None:
+        """An instance the lease keeper claimed (its replica is gone): drive it from here."""
+        inst = self.m.instances.get(record.id)
+        if inst is not None:
+            inst.fence = (self.m.replica_id, record.lease_epoch)
+            return
+        await self.install(record)
+
+    def let_go(self, instance_id: str, why: str) -> None:
+        """Stops driving an instance whose lease another replica holds now: forgets it (an
+        event sent here loads it again, taking the lease back), disarms its timers, stops
+        waiting for its invoked execution and its pending event's retry."""
+        log.info("instance %s: let go here, %s", instance_id, why)
+        inst = self.m.instances.pop(instance_id, None)
+        self.m.timers.drop(instance_id)
+        child = self.m.invokes.tasks.pop(instance_id, None)
+        if child is not None:
+            child.cancel()
+        if inst is not None and inst.resumer is not None and inst.resumer is not asyncio.current_task():
+            inst.resumer.cancel()
+
+    def held_ids(self) -> set[str]:
+        """The instances this replica drives: loaded and ACTIVE, or with armed timers or an
+        invoked execution it waits for."""
+        live = {i for i, inst in self.m.instances.items() if inst.record.state is InstanceState.ACTIVE}
+        return live | set(self.m.timers.handles) | set(self.m.invokes.tasks)

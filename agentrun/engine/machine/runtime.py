@@ -29,26 +29,22 @@ except a guard of an event a client sent: that event is refused and nothing chan
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentrun.engine import sizes
 from agentrun.engine.expressions import ExpressionError
+from agentrun.engine.machine.actions import Actions
 from agentrun.engine.machine.guards import refusal
 from agentrun.engine.machine.plan import (
     ACTION_ERROR,
     INVOKE_ERROR,
-    ActionPlan,
     MachinePlan,
     StatePlan,
     TransitionPlan,
 )
-from agentrun.engine.ports import CallContext, ToolFailure
+from agentrun.engine.machine.work import ActionFailed, Event, Work
+from agentrun.engine.ports import ToolFailure
 from agentrun.engine.runtime.common import error_dict
-from agentrun.engine.runtime.retries import next_retry
-from agentrun.engine.runtime.slots import step_slot
-from agentrun.engine.runtime.steps import breaker_for, call_agent, call_tool, invoke_step, target_of
 from agentrun.storage.machines import (
     EntryKind,
     HistoryRecord,
@@ -60,149 +56,7 @@ from agentrun.storage.machines import (
 if TYPE_CHECKING:
     from agentrun.engine.machine.engine import MachineEngine
 
-log = logging.getLogger("agentrun.engine.machine")
-ACTIVE = InstanceState.ACTIVE
 _TRANSITION = EntryKind.TRANSITION
-
-
-class ActionFailed(Exception):
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(error.get("message", ""))
-        self.error = error
-
-
-class Suspended(Exception):
-    """An action's attempt failed and `next_retry` wants attempt `attempt` after `delay`
-    seconds: the event stops here, to be stored as the instance's pending event."""
-
-    def __init__(self, attempt: int, delay: float, started: float, error: dict[str, Any]) -> None:
-        super().__init__(error.get("message", ""))
-        self.attempt = attempt
-        self.delay = delay
-        self.started = started
-        self.error = error
-
-
-@dataclass(slots=True)
-class Event:
-    name: str
-    id: str | None
-    data: Any
-    # external | timer | invoke | cancel
-    source: str = "external"
-    # timer: its key; invoke: the child execution it reports on
-    ref: str | None = None
-    # timer: its index in the state's `after`
-    index: int = 0
-    # invoke: whether the child failed
-    failed: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """As an instance's pending event stores it."""
-        return {
-            "name": self.name,
-            "id": self.id,
-            "data": self.data,
-            "source": self.source,
-            "ref": self.ref,
-            "index": self.index,
-            "failed": self.failed,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Event:
-        return cls(
-            d["name"], d.get("id"), d.get("data"), d.get("source", "external"), d.get("ref"),
-            d.get("index", 0), bool(d.get("failed")),
-        )
-
-
-class Work:
-    """The instance's state while an event is handled; applied only once the event is done."""
-
-    __slots__ = (
-        "calls",
-        "current",
-        "data",
-        "entries",
-        "entry_sequence",
-        "error",
-        "fired",
-        "invoke",
-        "invoke_failed",
-        "now",
-        "record",
-        "replay",
-        "resume",
-        "seq",
-        "start_invoke",
-        "state",
-        "stop_invoke",
-        "timers",
-    )
-
-    def __init__(self, record: InstanceRecord, now: float) -> None:
-        self.record = record
-        self.current = record.current
-        self.data = record.data
-        self.state = record.state
-        self.entry_sequence = record.entry_sequence
-        self.seq = record.last_sequence
-        self.entries: list[HistoryRecord] = []
-        # None: unchanged; a list: the instance's timers from now on.
-        self.timers: list[TimerRecord] | None = None
-        self.fired: str | None = None
-        self.invoke = record.invoke_execution
-        self.error: dict[str, Any] | None = None
-        # Child executions to wait for / to cancel once the batch is committed.
-        self.start_invoke: str | None = None
-        self.stop_invoke: list[str] = []
-        # The invoke could not start: its error, reported as an `invoke:error` event.
-        self.invoke_failed: dict[str, Any] | None = None
-        self.now = now
-        # The results of the actions called while handling the event, in call order; those
-        # of a pending event's pass before are replayed, and its waiting action resumes at
-        # (attempt, started).
-        self.calls: list[dict[str, Any]] = []
-        pending = record.pending
-        if pending is None:
-            self.replay: list[dict[str, Any]] = []
-            self.resume: tuple[int, float] | None = None
-        else:
-            self.replay = pending["done"]
-            self.resume = (pending["attempt"], pending["started"])
-
-    def add(self, entry: HistoryRecord) -> HistoryRecord:
-        self.entries.append(entry)
-        return entry
-
-    def snapshot(self) -> InstanceRecord:
-        r = self.record
-        return InstanceRecord(
-            r.id,
-            r.tenant,
-            r.workflow,
-            r.version,
-            self.state,
-            self.current,
-            self.data,
-            r.input,
-            r.created_at,
-            self.now,
-            self.now if self.state is not ACTIVE else None,
-            self.error,
-            r.request_id,
-            r.request_hash,
-            r.parent_id,
-            r.parent_node,
-            self.seq,
-            self.entry_sequence,
-            self.invoke,
-            r.labels,
-            owner=r.owner,
-            lease_epoch=r.lease_epoch,
-            lease_expires_at=r.lease_expires_at,
-        )
 
 
 class Stepper:
@@ -211,6 +65,7 @@ class Stepper:
     def __init__(self, machines: MachineEngine) -> None:
         self.m = machines
         self.clock = machines.clock
+        self.actions = Actions(machines)
 
     # -- activations ----------------------------------------------------------------------
     def activation(self, plan: MachinePlan, work: Work, event: dict[str, Any]) -> dict[str, Any]:
@@ -399,9 +254,9 @@ class Stepper:
             if leaving and not skip_exit:
                 exited = True
                 for action in plan.states[source].exit:
-                    await self._action(work, action, act, results, source)
+                    await self.actions.call(work, action, act, results, source)
             for action in t.actions:
-                await self._action(work, action, act, results, source)
+                await self.actions.call(work, action, act, results, source)
             assigned = None
             if t.assign:
                 assigned = {key: value.evaluate(act) for key, value in t.assign}
@@ -468,7 +323,7 @@ class Stepper:
         if state.entry:
             try:
                 for action in state.entry:
-                    await self._action(work, action, act, results, state.name)
+                    await self.actions.call(work, action, act, results, state.name)
             except ActionFailed as exc:
                 entry.actions = results
                 entry.error = exc.error
@@ -498,7 +353,7 @@ class Stepper:
         work.invoke = child_id
         try:
             child_input = invoke.input.evaluate(act) if invoke.input is not None else {}
-            await self.m.start_child(
+            await self.m.invokes.start(
                 work.record, child_id, invoke.workflow, invoke.version, child_input, f"invoke:{state.name}"
             )
         except ExpressionError as exc:
@@ -581,117 +436,6 @@ class Stepper:
         )
 
     # -- actions ------------------------------------------------------------------------------
-    async def _action(
-        self,
-        work: Work,
-        action: ActionPlan,
-        act: dict[str, Any],
-        results: list[dict[str, Any]],
-        state: str,
-    ) -> None:
-        """Calls the action once (`invoke_step`: timeout, breaker, instrumentation): its
-        success returns, a final failure (`next_retry` says so) raises ActionFailed, and a
-        failure to try again raises Suspended. An action a pending event called before is
-        not called again: its result is replayed."""
-        n = len(work.calls)
-        if n < len(work.replay):
-            done = work.replay[n]
-            if done.get("path") != action.path:  # pragma: no cover - a plan never changes
-                raise ActionFailed(
-                    error_dict("internal", f"the pending event called {done.get('path')}, not {action.path}")
-                )
-            work.calls.append(done)
-            results.append(done)
-            if done["ok"]:
-                return
-            raise _failed(action, done["error"])
-        attempt, started = 1, self.clock()
-        if work.resume is not None:  # the action the pending event waits to call again
-            attempt, started = work.resume
-            work.resume = None
-        engine = self.m.engine
-        step = action.step
-        instr = engine.instrumentation
-        record = work.record
-        node_id = f"{state}.{action.phase}[{action.index}]"
-        ctx = CallContext(
-            execution_id=record.id,
-            node_id=node_id,
-            attempt=attempt,
-            idempotency_key=f"{record.id}/{work.seq + 1}/{action.path}",
-            tenant=record.tenant,
-            secrets=self.m.secrets,
-        )
-        owner = (record.id, f"{work.seq + 1}:{action.path}", attempt)
-        async with step_slot(
-            engine.scheduler, owner, step, tenant=record.tenant, workflow=record.workflow
-        ):
-            ok, value = await invoke_step(
-                step,
-                lambda: self._invoke(step, act, ctx, record, work.seq + 1, action, attempt),
-                attempt=attempt,
-                timeout=action.timeout,
-                breaker=breaker_for(step, engine.breakers, {}),
-                clock=self.clock,
-                on_breaker=_breaker_changed,
-                span=(lambda: instr.attempt(record, node_id, step.kind, attempt, target_of(step)))
-                if instr is not None
-                else None,
-                where=f"action {action.path} of instance {record.id}",
-            )
-        if ok:
-            too_large = sizes.output_error("the action's output", value)
-            if too_large is None:
-                result = _result(action, state, attempt, started, self.clock(), True, value)
-                work.calls.append(result)
-                results.append(result)
-                return
-            value = too_large
-        err = sizes.bound_error(value)
-        delay = next_retry(action.retry, step, attempt, err, self.m.rng)
-        if delay is not None:
-            raise Suspended(attempt + 1, delay, started, err)
-        result = _result(action, state, attempt, started, self.clock(), False, err)
-        work.calls.append(result)
-        results.append(result)
-        raise _failed(action, err) from None
-
-    async def _invoke(
-        self,
-        step: Any,
-        act: dict[str, Any],
-        ctx: CallContext,
-        record: InstanceRecord,
-        seq: int,
-        action: ActionPlan,
-        attempt: int,
-    ) -> Any:
-        if step.kind == "tool":
-            return await call_tool(step, step.args.evaluate(_only(act, step.args.names)), ctx)
-        if step.kind == "agent":
-            return await call_agent(step, lambda t: t.evaluate(_only(act, t.names)), ctx)
-        if step.kind == "pass":
-            return step.value.evaluate(_only(act, step.value.names))
-        if step.kind == "workflow":
-            child_input = (
-                step.workflow_input.evaluate(_only(act, step.workflow_input.names))
-                if step.workflow_input
-                else {}
-            )
-            child_id = f"{record.id}.{seq}.{action.phase}{action.index}.{attempt}"
-            return await self.m.run_action_workflow(
-                record, child_id, step.workflow, step.workflow_version, child_input
-            )
-        raise AssertionError(step.kind)
-
-
-def _failed(action: ActionPlan, err: dict[str, Any]) -> ActionFailed:
-    return ActionFailed({**err, "details": {**err.get("details", {}), "action": action.path}})
-
-
-def _breaker_changed(name: str, state: str) -> None:
-    """An instance has no event stream for breakers (a DAG run records `breaker.*` events)."""
-    log.info("circuit breaker %s is %s", name, state)
 
 
 def _choose(transitions: tuple[TransitionPlan, ...], act: dict[str, Any]) -> TransitionPlan | None:
@@ -707,34 +451,6 @@ def _choose(transitions: tuple[TransitionPlan, ...], act: dict[str, Any]) -> Tra
                 guard.path, f"a guard must yield a bool, not {type(held).__name__}"
             )
     return None
-
-
-def _only(act: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
-    return {n: act[n] for n in names if n in act}
-
-
-def _result(
-    action: ActionPlan,
-    state: str,
-    attempts: int,
-    started: float,
-    ended: float,
-    ok: bool,
-    value: Any,
-) -> dict[str, Any]:
-    out = {
-        "phase": action.phase,
-        "state": state,
-        "index": action.index,
-        "path": action.path,
-        "kind": action.step.kind,
-        "target": action.target,
-        "ok": ok,
-        "attempts": attempts,
-        "duration": round(ended - started, 6),
-    }
-    out["output" if ok else "error"] = value
-    return out
 
 
 def replay(
