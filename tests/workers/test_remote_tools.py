@@ -404,3 +404,23 @@ nodes:
     assert len({r["worker"] for r in results}) == 4  # every worker served some
     assert max(peaks.values()) <= 4 and all(w.stats.max_in_flight <= 4 for w in workers)
     assert sum(w.stats.calls for w in workers) == 1000
+
+
+async def test_progress_reported_by_a_worker_becomes_a_node_event(served: Served) -> None:
+    worker = served.worker()
+
+    @worker.tool("long.job")
+    async def job(args: Any, call: Call) -> Any:
+        call.progress(1, 3, "first third")
+        await asyncio.sleep(0.8)  # several of the caller's polls (0.2 s)
+        return "done"
+
+    await serve(worker)
+    await workflow(served, "name: progress\nnodes:\n  - {id: j, tool: {name: long.job}}\n")
+    started = await served.client.start_execution("progress", {})
+    final = await served.client.wait(started, timeout=20)
+    assert final.state is ExecutionState.SUCCEEDED
+    events = [e async for e in served.client.list_execution_events(started)]
+    progress = [e for e in events if e.type == "tool.progress"]
+    assert len(progress) == 1 and progress[0].node_id == "j"
+    assert progress[0].data == {"tool": "long.job", "progress": 1, "total": 3, "message": "first third"}
