@@ -31,6 +31,7 @@ from agentrun.engine.budgets import BudgetConfig, Budgets, BudgetSpec
 from agentrun.engine.compiler import compile_workflow
 from agentrun.engine.dag import CONTROL_SIGNAL, DagRun
 from agentrun.engine.dag.messages import Cancel, Fail, Pause, Resume
+from agentrun.engine.dag.runs import LiveRuns
 from agentrun.engine.errors import (
     AlreadyExists,
     Diagnostic,
@@ -57,7 +58,7 @@ from agentrun.engine.runtime.children import child_id_of, child_output, ensure_c
 from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.scheduler import SchedulerConfig
 from agentrun.engine.schema_numbers import coerce_numbers
-from agentrun.storage.base import LeaseLost, Store
+from agentrun.storage.base import Store
 from agentrun.storage.budgets import ledger_for
 from agentrun.storage.records import (
     Batch,
@@ -215,20 +216,22 @@ class Engine:
         self.admission = make_admission(
             sched_config, store, notify=lambda execution_id: self._announce("admit", execution_id)
         )
-        self.admission.on_admitted = self._admitted_here
+        # The DAG runs live in this process (agentrun/engine/dag/runs.py).
+        self.runs = LiveRuns(self)
+        self.admission.on_admitted = self.runs.admitted_here
         self.budgets = Budgets(
             self.config.budgets or BudgetConfig(), ledger_for(store), engine=self,
             owner=self.replica_id, lease_seconds=self.lease_seconds,
         )
         self.scheduler.budgets = self.budgets
         self.draining = False
-        self._runs: dict[str, DagRun] = {}
+        # The same dict as `runs.live` (tests and benchmarks read it by this name).
+        self._runs: dict[str, DagRun] = self.runs.live
         self._plans: dict[tuple[str, str, int], DagPlan | MachinePlan] = {}
         self._workflow_cache: dict[tuple[str, str, int], tuple[WorkflowRecord, float]] = {}
         # Set by MachineEngine (state machine instances on this engine): a DAG `workflow`
         # node runs an instance as its child, and the server registers their service.
         self.machines: MachineEngine | None = None
-        self._waiters: dict[str, list[asyncio.Future[ExecutionRecord]]] = {}
         self._started = False
 
     # ------------------------------------------------------------ lifecycle
@@ -247,7 +250,7 @@ class Engine:
             )
             if claimed:
                 log.info("claimed %d unfinished executions at start; resuming them", len(claimed))
-            await self._resume_all(claimed)
+            await self.runs.resume_all(claimed)
         await self._upkeep_events()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="agentrun-leases")
 
@@ -260,16 +263,6 @@ class Engine:
             )
         except Exception:
             log.warning("event log upkeep failed", exc_info=True)
-
-    async def _resume_all(self, records: list[ExecutionRecord]) -> None:
-        for record in sorted(records, key=lambda r: r.id):
-            if record.id in self._runs:
-                continue
-            try:
-                await self._resume_from_store(record)
-            except Exception:
-                log.warning("could not resume execution %s; retrying", record.id, exc_info=True)
-                self._schedule_resume(record.id)
 
     async def _maintain(self) -> None:
         """Lease upkeep, in two loops that never wait for each other: renewing this replica's
@@ -288,15 +281,11 @@ class Engine:
                 return
             try:
                 # Only runs that existed before the renewal was read can be judged by its answer.
-                before = set(self._runs)
+                before = set(self.runs.live)
                 owned = await self.store.renew_leases(
                     self.replica_id, lease_seconds=self.lease_seconds, now=self.clock()
                 )
-                for run in list(self._runs.values()):
-                    if run.id in before and run.id not in owned and not run.finished and run.task is not None:
-                        log.warning("lease on execution %s was lost; stopping it here", run.id)
-                        run.lease_lost = True
-                        run.task.cancel()
+                self.runs.stop_lost(before, set(owned))
             except Exception:
                 log.warning("lease renewal failed", exc_info=True)
 
@@ -313,7 +302,7 @@ class Engine:
                     orphans = await self.store.claim_executions(
                         self.replica_id, lease_seconds=self.lease_seconds, now=self.clock(), limit=100
                     )
-                    await self._resume_all(orphans)
+                    await self.runs.resume_all(orphans)
                     if len(orphans) < 100 or self.draining:
                         break
                 if self.clock() - self._events_upkept > EVENT_UPKEEP_SECONDS:
@@ -340,13 +329,11 @@ class Engine:
     def _on_notification(self, kind: str, execution_id: str) -> None:
         if kind == "admit":
             if self.admission.take(execution_id):
-                self._admitted_here(execution_id)
+                self.runs.admitted_here(execution_id)
         elif kind == "events":
             self.hub.poke(execution_id)
-        elif kind == "signal":
-            run = self._runs.get(execution_id)
-            if run is not None and not run.finished:
-                asyncio.get_running_loop().create_task(self._deliver_signals(run))
+        elif kind == "signal" and execution_id in self.runs:
+            asyncio.get_running_loop().create_task(self.runs.deliver_signals(execution_id))
 
     # ------------------------------------------------------------ budgets
     async def workflow_budget(self, tenant: str, name: str, execution_id: str) -> BudgetSpec | None:
@@ -355,32 +342,25 @@ class Engine:
         try:
             plan = await self._plan(await self._cached_workflow(name, tenant, None))
         except (WorkflowNotFound, InvalidInput):  # gone, or its newest version a state machine
-            run = self._runs.get(execution_id)
+            run = self.runs.get(execution_id)
             plan = run.plan if run is not None else None
         return plan.budget if plan is not None else None
 
     def budget_pause(self, execution_id: str, data: dict[str, Any]) -> bool:
         """Pauses a running execution whose next call does not fit a budget; False if it
         is not running here or is paused already."""
-        run = self._runs.get(execution_id)
-        if run is None or run.finished or run.paused:
+        run = self.runs.get(execution_id)
+        if run is None or run.paused:
             return False
-        run.post(Pause(data=data))
-        return True
+        return self.runs.post(execution_id, Pause(data=data))
 
     def budget_resume(self, execution_id: str) -> None:
-        run = self._runs.get(execution_id)
-        if run is not None and not run.finished and run.paused and not run.paused_on:
-            run.post(Resume())
+        run = self.runs.get(execution_id)
+        if run is not None and run.paused and not run.paused_on:
+            self.runs.post(execution_id, Resume())
 
     def budget_fail(self, execution_id: str, error: dict[str, Any]) -> None:
-        run = self._runs.get(execution_id)
-        if run is not None and not run.finished:
-            run.post(Fail(error))
-
-    async def _deliver_signals(self, run: DagRun) -> None:
-        for signal in await self.store.pending_signals(run.id):
-            run.deliver_signal(signal)
+        self.runs.post(execution_id, Fail(error))
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stops starting nodes, lets running ones finish within `grace`, then detaches.
@@ -391,15 +371,7 @@ class Engine:
         maintenance = getattr(self, "_maintenance", None)
         if maintenance is not None:
             maintenance.cancel()
-        deadline = self.clock() + grace
-        while self.clock() < deadline and any(run.busy for run in self._runs.values()):
-            await asyncio.sleep(0.02)
-        detached = [run.id for run in self._runs.values() if not run.finished]
-        runs = [run.task for run in self._runs.values() if run.task is not None]
-        for task in runs:
-            task.cancel()
-        if runs:
-            await asyncio.gather(*runs, return_exceptions=True)
+        detached = await self.runs.drain(grace)
         if detached:
             # Handed back: another replica may take them over at once.
             with contextlib.suppress(Exception):
@@ -512,7 +484,7 @@ class Engine:
         sizes.check_request("input", input, "input_bytes")
         if plan.input_schema is not None:
             input = _validate_input(input, plan.input_schema)
-        key = self._concurrency_key(plan, tenant, input)
+        key = self.concurrency_key(plan, tenant, input)
         max_pending = self.admission.config.max_pending_executions_per_tenant
         pending = await self.admission.pending_count(tenant) if parent is None else 0
         if parent is None and (pending >= max_pending or self.scheduler.would_overflow()):
@@ -564,19 +536,16 @@ class Engine:
             else None
         )
         if admitted is None or admitted.verdict == "run":
-            run = DagRun(self, plan, copy.copy(record))
-            run.start_fresh()
-            self._launch(run)
+            self.runs.start(plan, copy.copy(record))
             return stored
         if admitted.verdict == "cancel_newest" and key is not None:
             return await self._cancel_pending(
                 stored, f"concurrency limit {plan.concurrency_limit} reached for key {key[2]!r}"
             )
         for old_id in admitted.cancel:
-            run = self._runs.get(old_id)
-            if run is not None and not run.finished:
-                run.post(Cancel())
-            elif run is None:  # running on another replica
+            if old_id in self.runs:
+                self.runs.post(old_id, Cancel())
+            else:  # running on another replica
                 asyncio.get_running_loop().create_task(self._cancel_elsewhere(old_id, tenant))
         return stored
 
@@ -589,14 +558,16 @@ class Engine:
         error) finds an execution nobody runs yet: this replica runs it."""
         if (
             record.state.terminal
-            or record.id in self._runs
+            or record.id in self.runs
             or self.admission.waiting(record.id)
             or record.owner != self.replica_id
         ):
             return
-        await self._resume_from_store(record)
+        await self.runs.resume(record)
 
-    def _concurrency_key(self, plan: DagPlan, tenant: str, input: Any) -> tuple[str, str, str] | None:
+    def concurrency_key(self, plan: DagPlan, tenant: str, input: Any) -> tuple[str, str, str] | None:
+        """The execution's concurrency key (tenant, workflow, the key's value), if its plan
+        has one."""
         if plan.concurrency_key is None:
             return None
         try:
@@ -618,35 +589,8 @@ class Engine:
             Batch(execution=record, events=[event], fence=(record.owner, record.lease_epoch) if record.owner else None)
         )
         self.hub.publish(record.id, [event])
-        for fut in self._waiters.pop(record.id, []):
-            if not fut.done():
-                fut.set_result(copy.copy(record))
+        self.runs.answer_waiters(record.id, copy.copy(record))
         return copy.copy(record)
-
-    async def _start_admitted(self, execution_id: str) -> None:
-        record = await self.store.get_execution(execution_id)
-        if record is None or record.state is not ExecutionState.PENDING or execution_id in self._runs:
-            return
-        wf = await self.store.get_workflow(record.tenant, record.workflow, record.version, include_deleted=True)
-        if wf is None:
-            return
-        run = DagRun(self, await self._plan(wf), record)
-        run.start_fresh()
-        self._launch(run)
-
-    async def _admission_freed(self, execution_id: str, *, ended: bool) -> None:
-        """A run stopped: the executions its place admits start (here, or on the replica
-        holding them, told through the notification channel)."""
-        try:
-            admitted = await self.admission.finished(execution_id, ended=ended)
-        except Exception:
-            log.warning("could not give back the place of execution %s; reaped later", execution_id, exc_info=True)
-            return
-        for admitted_id in admitted:
-            await self._start_admitted(admitted_id)
-
-    def _admitted_here(self, execution_id: str) -> None:
-        asyncio.get_running_loop().create_task(self._start_admitted(execution_id))
 
     def _announce(self, kind: str, execution_id: str) -> None:
         async def send() -> None:
@@ -654,93 +598,6 @@ class Engine:
                 await self.store.notify(kind, execution_id)
 
         asyncio.get_running_loop().create_task(send())
-
-    def _launch(self, run: DagRun) -> None:
-        self._runs[run.id] = run
-        if self.instrumentation is not None:
-            self.instrumentation.execution_started(run.record)
-        task = asyncio.get_running_loop().create_task(run.loop(), name=f"execution {run.id}")
-        run.task = task
-        task.add_done_callback(lambda _task: self._run_ended(run))
-
-    def _run_ended(self, run: DagRun) -> None:
-        if self._runs.get(run.id) is run:
-            del self._runs[run.id]
-        if run.finished or (run.task is not None and run.task.cancelled() and not self.draining):
-            asyncio.get_running_loop().create_task(self._admission_freed(run.id, ended=run.finished))
-        task = run.task
-        if run.lease_lost or (
-            task is not None and not task.cancelled() and isinstance(task.exception(), LeaseLost)
-        ):
-            log.warning("execution %s: lease lost to another replica; stopped here", run.id)
-            if self._waiters.get(run.id):
-                asyncio.get_running_loop().create_task(self._hand_over_waiters(run.id))
-            return
-        if task is not None and not task.cancelled() and task.exception() is not None:
-            log.error("execution %s stopped: %r", run.id, task.exception())
-            if not self.draining:
-                # The store holds the truth: rebuild from it after a pause (e.g. the database
-                # was briefly unavailable).
-                asyncio.get_running_loop().call_later(1.0, self._schedule_resume, run.id)
-            return
-        if run.finished:
-            record = copy.copy(run.record)
-            if self.redactor:
-                record.output = self.redactor.value(record.output)
-                record.error = self.redactor.value(record.error)
-                record.vars = self.redactor.value(record.vars)
-            if self.instrumentation is not None:
-                self.instrumentation.execution_ended(record)
-            for fut in self._waiters.pop(run.id, []):
-                if not fut.done():
-                    fut.set_result(record)
-
-    async def _hand_over_waiters(self, execution_id: str) -> None:
-        """Waiters of a run that moved to another replica learn its end from the store."""
-        record = await self._poll_terminal(execution_id, None)
-        for fut in self._waiters.pop(execution_id, []):
-            if not fut.done():
-                fut.set_result(record)
-
-    def _schedule_resume(self, execution_id: str, delay: float = 1.0) -> None:
-        """Rebuilds a run that stopped on a store failure, retrying (with backoff) until the
-        store answers again; a lease taken meanwhile by another replica ends the attempts."""
-
-        async def resume() -> None:
-            if self.draining or execution_id in self._runs:
-                return
-            try:
-                record = await self.store.get_execution(execution_id)
-                if record is None or record.state.terminal or record.owner != self.replica_id:
-                    return
-                await self._resume_from_store(record)
-            except Exception:
-                log.warning("resuming %s failed; retrying in %.1fs", execution_id, delay, exc_info=True)
-                asyncio.get_running_loop().call_later(
-                    delay, self._schedule_resume, execution_id, min(delay * 2, 10.0)
-                )
-
-        asyncio.get_running_loop().create_task(resume())
-
-    async def _resume_from_store(self, record: ExecutionRecord) -> None:
-        wf = await self.store.get_workflow(record.tenant, record.workflow, record.version, include_deleted=True)
-        if wf is None:
-            log.error("execution %s: workflow %s v%s is gone", record.id, record.workflow, record.version)
-            return
-        plan = await self._plan(wf)
-        key = self._concurrency_key(plan, record.tenant, record.input) if record.parent_id is None else None
-        if record.parent_id is None and not await self.admission.resume(
-            record.id, record.tenant, key, plan.concurrency_limit, pending=record.state is ExecutionState.PENDING
-        ):
-            return
-        run = DagRun(self, plan, record)
-        if record.state is ExecutionState.PENDING:
-            run.start_fresh()
-        else:
-            nodes = await self.store.get_nodes(record.id)
-            signals = await self.store.pending_signals(record.id)
-            run.restore(nodes, signals)
-        self._launch(run)
 
     async def run_child(
         self, *, parent_id: str, tenant: str, key: str, attempt: int, step: StepPlan, input: Any
@@ -777,9 +634,7 @@ class Engine:
         try:
             final = await self.wait(child_id)
         except asyncio.CancelledError:
-            child = self._runs.get(child_id)
-            if child is not None and not child.finished:
-                child.post(Cancel())
+            self.runs.post(child_id, Cancel())
             raise
         return child_output(final, f"child execution {child_id}", {"child_execution_id": child_id})
 
@@ -860,9 +715,7 @@ class Engine:
         stored, created = await self.store.create_execution(record, nodes=reused, events=[event])
         if not created:
             return stored
-        run = DagRun(self, plan, copy.copy(record))
-        run.restore(reused, [], fresh=True)
-        self._launch(run)
+        self.runs.start_rerun(plan, copy.copy(record), reused)
         return stored
 
     async def get_execution(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
@@ -911,30 +764,16 @@ class Engine:
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
         """Returns the execution once it is in a final state."""
-        if execution_id in self._runs:
-            # Registered before any await: the run's end (even one already under way)
-            # resolves it.
-            fut: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(execution_id, []).append(fut)
-            return await asyncio.wait_for(fut, timeout)
+        final = await self.runs.wait(execution_id, timeout)
+        if final is not None:
+            return final
         record = await self.store.get_execution(execution_id)
         if record is None:
             raise ExecutionNotFound(f"execution {execution_id!r} not found", execution=execution_id)
         if record.state.terminal:
             return record
         # Queued, starting, or owned by another replica: poll (hands over to a local run).
-        return await self._poll_terminal(execution_id, timeout)
-
-    async def _poll_terminal(self, execution_id: str, timeout: float | None) -> ExecutionRecord:
-        async with asyncio.timeout(timeout):
-            while True:
-                record = await self.store.get_execution(execution_id)
-                if record is not None and record.state.terminal:
-                    return record
-                run = self._runs.get(execution_id)
-                if run is not None and not run.finished:
-                    return await self.wait(execution_id)
-                await asyncio.sleep(0.05)
+        return await self.runs.poll_terminal(execution_id, timeout)
 
     # -------------------------------------------------------------- control
     async def signal(
@@ -982,7 +821,7 @@ class Engine:
         the run that owns its execution, here or, through the store, on another replica."""
         stored, created = await self.store.add_signal(signal)
         if created:
-            run = self._runs.get(signal.execution_id)
+            run = self.runs.get(signal.execution_id)
             if run is not None:
                 run.deliver_signal(stored)
             else:
@@ -1072,10 +911,10 @@ class Engine:
         record = await self.get_execution(execution_id, tenant=tenant)
         # Looked up after the read: the run (live, or just finished) knows better than a
         # store answer that may have been read before the execution ended.
-        run = self._runs.get(execution_id)
+        run = self.runs.get(execution_id)
         if run is None and not record.state.terminal and record.owner == self.replica_id:
             record = await self.get_execution(execution_id, tenant=tenant)
-            run = self._runs.get(execution_id)
+            run = self.runs.get(execution_id)
         state = run.record.state if run is not None else record.state
         if state.terminal or (allowed is not None and state not in allowed):
             raise IllegalTransition(

@@ -92,8 +92,9 @@ class Fold:
         self.items: dict[TaskKey, NodeRecord] = {}
         # Nodes waiting for a retry delay.
         self.retrying: set[str] = set()
-        # Calls launched and not done; timers armed; calls to launch after the commit.
-        self.calls: set[TaskKey] = set()
+        # Calls launched and not done (by their keys' text: hashed on every launch and
+        # outcome, a string's hash is cached); timers armed; calls to launch after the commit.
+        self.calls: dict[str, TaskKey] = {}
         self.timers: set[TaskKey] = set()
         self.to_launch: list[Call] = []
         self.effects: list[Effect] = []
@@ -157,7 +158,7 @@ class Fold:
         launches, self.to_launch = self.to_launch, []
         calls = self.calls
         for call in launches:
-            calls.add(call.key)
+            calls[call.key.text] = call.key
         return launches
 
     def arm_timer(self, key: TaskKey, delay: float, fire: Message) -> None:
@@ -249,7 +250,7 @@ class Fold:
     def turn(self) -> None:
         """Starts ready nodes (inline ones run to completion here) and settles the
         execution's state (LangGraph's tick)."""
-        if self.finished or self.saga.active:
+        if self.finished or self.saga.queue is not None:  # compensating: the saga drives
             return
         graph = self.graph
         while graph.ready and not self.paused and not self.finished and not self.draining:
@@ -273,7 +274,7 @@ class Fold:
     # ------------------------------------------------------------ outcomes in
     def _done(self, msg: Done) -> None:
         key, attempt, ok, value = msg.key, msg.attempt, msg.ok, msg.value
-        self.calls.discard(key)
+        self.calls.pop(key.text, None)
         if self.gate.slots:
             self.gate.free(key)
         if not ok:
@@ -282,22 +283,21 @@ class Fold:
             too_large = sizes.output_error("the output", value)
             if too_large is not None:
                 ok, value = False, too_large
-        match key:
-            case TaskKey(index=int()):
-                self.maps.item_done(key, attempt, ok, value)
-            case TaskKey(role=Role.COMPENSATE):
-                self.saga.call_done(key, attempt, ok, value)
-            case TaskKey(role=Role.FALLBACK):
-                self.handlers.fallback_done(key, attempt, ok, value)
-            case _:
-                node = self.plan.nodes[key.node]
-                rec = self.records[key.node]
-                if rec.attempt != attempt or rec.state is not NodeState.RUNNING:
-                    return  # a late answer from a cancelled attempt
-                if ok:
-                    self.succeeded(node, rec, value)
-                else:
-                    self.attempt_failed(node, rec, value)
+        if key.index is not None:
+            self.maps.item_done(key, attempt, ok, value)
+        elif key.role is Role.COMPENSATE:
+            self.saga.call_done(key, attempt, ok, value)
+        elif key.role is Role.FALLBACK:
+            self.handlers.fallback_done(key, attempt, ok, value)
+        else:
+            node = self.plan.nodes[key.node]
+            rec = self.records[key.node]
+            if rec.attempt != attempt or rec.state is not NodeState.RUNNING:
+                return  # a late answer from a cancelled attempt
+            if ok:
+                self.succeeded(node, rec, value)
+            else:
+                self.attempt_failed(node, rec, value)
 
     def _retry_due(self, key: TaskKey) -> None:
         self.timers.discard(key)
@@ -351,7 +351,7 @@ class Fold:
                 return
             self.succeeded(node, rec, value)
         else:
-            key = TaskKey(node.id)
+            key = TaskKey.of(node.id)
             self.gate.request(key, node, node.step, lambda grant: self._go(key, node, rec, grant))
 
     def _go(self, key: TaskKey, node: NodePlan, rec: NodeRecord, grant: Granted | None) -> None:
@@ -423,7 +423,7 @@ class Fold:
             rec.wake_at = self.clock() + delay
             self.journal.node_state(rec, NodeState.RETRYING, {"attempt": rec.attempt, "error": err, "delay": delay})
             self.retrying.add(node.id)
-            key = TaskKey(node.id)
+            key = TaskKey.of(node.id)
             self.arm_timer(key, delay, RetryDue(key))
             return
         self.handlers.fail(node, rec, err)
@@ -467,7 +467,7 @@ class Fold:
     def cancel_all(self, *, detach: bool) -> None:
         """Cancels running calls and timers; unless detaching (shutdown), records it."""
         journal = self.journal
-        for key in list(self.calls):
+        for key in list(self.calls.values()):
             self.effect(CancelCall(key))
             rec = self.record_of(key)
             if not detach and rec is not None and rec.state is NodeState.RUNNING:

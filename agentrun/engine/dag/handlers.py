@@ -145,7 +145,7 @@ class Handlers:
         rec.wake_at = fold.clock() + handler.timeout if handler.timeout else None
         fold.journal.node_state(rec, NodeState.ESCALATED, {"attempt": rec.attempt, "error": err})
         if handler.timeout:
-            fold.arm_timer(TaskKey(node.id), handler.timeout, EscalationTimedOut(node.id))
+            fold.arm_timer(TaskKey.of(node.id), handler.timeout, EscalationTimedOut(node.id))
 
     def restore_escalation(self, node: NodePlan, rec: NodeRecord, now: float) -> bool:
         """An ESCALATED node after a restart waits again (its timer re-armed); False if its
@@ -155,7 +155,7 @@ class Handlers:
             return False
         self.escalated[node.id] = handler
         if rec.wake_at is not None:
-            self.fold.arm_timer(TaskKey(node.id), rec.wake_at - now, EscalationTimedOut(node.id))
+            self.fold.arm_timer(TaskKey.of(node.id), rec.wake_at - now, EscalationTimedOut(node.id))
         return True
 
     def escalation_answer(self, node_id: str, data: Any, *, timed_out: bool = False) -> bool:
@@ -164,7 +164,7 @@ class Handlers:
         handler = self.escalated.pop(node_id, None)
         if handler is None:
             return False
-        fold.drop_timer(TaskKey(node_id))
+        fold.drop_timer(TaskKey.of(node_id))
         node, rec = self.plan.nodes[node_id], fold.records[node_id]
         action = handler.on_timeout if timed_out else data.get("action")
         if action == "retry":

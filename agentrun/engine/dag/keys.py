@@ -11,6 +11,7 @@ the interpreter nothing looks for `[` or a suffix. Node ids are `[a-z][a-z0-9_]*
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 
@@ -69,6 +70,13 @@ class TaskKey:
             key += "/compensate"
         return key
 
+    @staticmethod
+    @functools.lru_cache(maxsize=8192)
+    def of(node: str) -> TaskKey:
+        """The key of a node's own attempt; one value per node id, made once (a key is made
+        for every attempt, and a frozen dataclass is not free to build)."""
+        return TaskKey(node)
+
     @classmethod
     def parse(cls, text: str) -> TaskKey:
         """The key of a stored node row's id."""
@@ -78,4 +86,4 @@ class TaskKey:
         for suffix in _SUFFIXES:
             if text.endswith(suffix):
                 return cls(text[: -len(suffix)], role=Role(suffix[1:]))
-        return cls(text)
+        return cls.of(text)

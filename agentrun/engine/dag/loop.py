@@ -105,7 +105,8 @@ class DagRun:
         )
         self.inbox: deque[Message] = deque()
         self.wakeup = asyncio.Event()
-        self.tasks: dict[TaskKey, asyncio.Task[None]] = {}
+        # Running calls by their keys' text (as `Fold.calls`).
+        self.tasks: dict[str, asyncio.Task[None]] = {}
         self.timers: dict[TaskKey, asyncio.TimerHandle] = {}
         # The task running `loop`, set by the engine; `lease_lost`: stopped because another
         # replica took the execution over.
@@ -199,7 +200,7 @@ class DagRun:
                 while inbox:
                     msg = inbox.popleft()
                     if type(msg) is Done:
-                        self.tasks.pop(msg.key, None)
+                        self.tasks.pop(msg.key.text, None)
                     fold.apply(msg)
                     if fold.effects:
                         # At once: a slot granted now is taken in this same drain.
@@ -248,7 +249,7 @@ class DagRun:
         if fold.to_launch:
             loop = asyncio.get_running_loop()
             for call in fold.take_launches():
-                self.tasks[call.key] = loop.create_task(run_call(self, call))
+                self.tasks[call.key.text] = loop.create_task(run_call(self, call))
 
     # ------------------------------------------------------------- effects
     def _perform(self, effects: list[Effect]) -> None:
@@ -266,7 +267,7 @@ class DagRun:
                     if handle is not None:
                         handle.cancel()
                 case CancelCall(key):
-                    task = self.tasks.pop(key, None)
+                    task = self.tasks.pop(key.text, None)
                     if task is not None:
                         task.cancel()
                 case RequestSlot():

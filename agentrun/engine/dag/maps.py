@@ -269,8 +269,8 @@ class Maps:
         def of_this_map(key: TaskKey) -> bool:
             return key.node == node_id and key.index is not None
 
-        for key in [k for k in fold.calls if of_this_map(k)]:
-            fold.calls.discard(key)
+        for key in [k for k in fold.calls.values() if of_this_map(k)]:
+            del fold.calls[key.text]
             fold.effect(CancelCall(key))
             irec = fold.items[key]
             if irec.state is NodeState.RUNNING:

@@ -82,7 +82,7 @@ def _take_up_in_flight(fold: Fold, base: dict[str, NodeRecord]) -> None:
         if rec.node_id not in plan.nodes or rec.state in _DONE:
             continue
         node = plan.nodes[rec.node_id]
-        key = TaskKey(node.id)
+        key = TaskKey.of(node.id)
         if rec.state is NodeState.READY or rec.state is NodeState.PENDING:
             if fold.graph.pending[rec.node_id] == 0:
                 fold.graph.push_ready(node)

@@ -51,7 +51,7 @@ class Waits:
         if rec.started_at is None:
             rec.started_at = now
         rec.attempt += 1
-        key = TaskKey(node.id)
+        key = TaskKey.of(node.id)
         if node.signal:
             wait, data = self.pending.begin(node.id, rec.attempt, node.signal, node.wait_schema, now)
             rec.wait = wait
@@ -85,7 +85,7 @@ class Waits:
         """A node that was WAITING at a restart waits again (timers re-armed at their time)."""
         fold = self.fold
         now = fold.clock()
-        key = TaskKey(node.id)
+        key = TaskKey.of(node.id)
         if node.signal:
             self.resume(key, rec, node.signal, node.wait_schema)
             if node.id in self.pending and rec.wake_at is not None:
