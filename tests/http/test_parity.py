@@ -134,6 +134,8 @@ async def script(r: Recorder) -> None:
     await r.call(ES + "CancelExecution", {"name": doomed["execution"]["name"]})
     await r.until(doomed["execution"]["name"], "STATE_CANCELLED")
     await r.call(ES + "ResumeExecution", {"name": doomed["execution"]["name"]})
+    await r.call(ES + "ControlExecutions", {"action": "ACTION_PAUSE", "filter": "workflow = \"approval\" AND state = WAITING"})
+    await r.call(ES + "ControlExecutions", {"action": "ACTION_CANCEL"})  # INVALID_ARGUMENT: no filter
     await r.call(ES + "ListExecutions", {"filter": "workflow = \"approval\""})
     await r.call(ES + "ListExecutions", {"filter": "state IN (SUCCEEDED)", "pageSize": 2})
     await r.call(ES + "ListExecutions", {"filter": "colour = blue"})
