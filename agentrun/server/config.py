@@ -45,7 +45,8 @@ import yaml
 
 from agentrun.engine.limits import DataLimits
 from agentrun.engine.limits import from_mapping as data_limits_from_mapping
-from agentrun.server.auth import DEFAULT_TENANT, ApiKey, parse_env_keys
+from agentrun.engine.runtime.common import DEFAULT_TENANT
+from agentrun.server.auth import ApiKey, parse_env_keys
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
