@@ -51,11 +51,14 @@ class Hub:
     def __init__(self) -> None:
         self._subs: dict[str, list[Subscription]] = {}
         self._listeners: list[Callable[[str, list[EventRecord]], None]] = []
+        # Whether anyone listens (a caller may then skip building what it would `tell`).
+        self.listening = False
 
     def listen(self, listener: Callable[[str, list[EventRecord]], None]) -> None:
         """Calls `listener(execution_id, events)` after every commit, for every execution
         (event buses, metrics). It runs on the engine's loop and must not block."""
         self._listeners.append(listener)
+        self.listening = True
 
     def subscribe(self, execution_id: str) -> Subscription:
         sub = Subscription(self, execution_id)
@@ -69,11 +72,6 @@ class Hub:
             except Exception:  # a broken listener must not stop executions
                 log.exception("event listener failed")
         self.deliver(execution_id, events)
-
-    @property
-    def listening(self) -> bool:
-        """Whether anyone listens (a caller may then skip building what it would tell)."""
-        return bool(self._listeners)
 
     def tell(self, key: str, events: list[EventRecord]) -> None:
         """Tells the listeners only: a state machine instance's history entries as events

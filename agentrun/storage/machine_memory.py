@@ -29,16 +29,23 @@ class MemoryMachineStore(MachineStore):
         self._event_ids: dict[str, dict[str, int]] = {}
         self._timers: dict[str, dict[str, TimerRecord]] = {}
         # Leases beside the records (the engine's snapshots are stored as they come, and
-        # carry no lease): instance id -> (owner, epoch, expires at).
-        self._leases: dict[str, tuple[str | None, int, float | None]] = {}
+        # carry no lease): instance id -> (owner, epoch), the fence a commit must carry; and
+        # instance id -> when the lease expires.
+        self._leases: dict[str, tuple[str | None, int]] = {}
+        self._expires: dict[str, float | None] = {}
 
     def _out(self, record: InstanceRecord) -> InstanceRecord:
         """A copy of `record` with its lease."""
         out: InstanceRecord = copy_instance(record)
         lease = self._leases.get(record.id)
         if lease is not None:
-            out.owner, out.lease_epoch, out.lease_expires_at = lease
+            out.owner, out.lease_epoch = lease
+            out.lease_expires_at = self._expires[record.id]
         return out
+
+    def _lease(self, instance_id: str, owner: str | None, epoch: int, expires: float | None) -> None:
+        self._leases[instance_id] = (owner, epoch)
+        self._expires[instance_id] = expires
 
     async def create_instance(
         self,
@@ -53,7 +60,7 @@ class MemoryMachineStore(MachineStore):
         if record.id in self._instances:
             raise ValueError(f"instance {record.id} exists")
         self._instances[record.id] = copy_instance(record)
-        self._leases[record.id] = (record.owner, record.lease_epoch, record.lease_expires_at)
+        self._lease(record.id, record.owner, record.lease_epoch, record.lease_expires_at)
         if record.request_id is not None:
             self._requests[(record.tenant, record.request_id)] = record.id
         self._history[record.id] = []
@@ -161,22 +168,22 @@ class MemoryMachineStore(MachineStore):
         record = self._instances.get(instance_id)
         if record is None or (tenant is not None and record.tenant != tenant):
             return None
-        held_by, epoch, expires = self._leases.get(instance_id, (None, 0, None))
+        held_by, epoch = self._leases.get(instance_id, (None, 0))
         if held_by != owner:
-            if held_by is not None and (expires or 0.0) >= now and not take:
+            if held_by is not None and (self._expires[instance_id] or 0.0) >= now and not take:
                 return None
             epoch += 1
-        self._leases[instance_id] = (owner, epoch, now + lease_seconds)
+        self._lease(instance_id, owner, epoch, now + lease_seconds)
         return self._out(record)
 
     async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
         mine = {
             i
-            for i, (held_by, _, _) in self._leases.items()
+            for i, (held_by, _) in self._leases.items()
             if held_by == owner and self._instances[i].state is InstanceState.ACTIVE
         }
         for i in mine:
-            self._leases[i] = (owner, self._leases[i][1], now + lease_seconds)
+            self._expires[i] = now + lease_seconds
         return mine
 
     async def claim(
@@ -186,21 +193,21 @@ class MemoryMachineStore(MachineStore):
         for record in sorted(self._instances.values(), key=lambda r: r.id):
             if len(out) >= limit:
                 break
-            held_by, epoch, expires = self._leases.get(record.id, (None, 0, None))
-            free = held_by is None or (expires or 0.0) < now
+            held_by, epoch = self._leases.get(record.id, (None, 0))
+            free = held_by is None or (self._expires.get(record.id) or 0.0) < now
             if record.state is not InstanceState.ACTIVE or not (
                 (free and held_by != owner) or (include_own and held_by == owner)
             ):
                 continue
             if record.pending or record.invoke_execution or self._timers.get(record.id):
-                self._leases[record.id] = (owner, epoch + 1, now + lease_seconds)
+                self._lease(record.id, owner, epoch + 1, now + lease_seconds)
                 out.append(self._out(record))
         return out
 
     async def release_leases(self, owner: str) -> None:
-        for i, (held_by, epoch, _) in list(self._leases.items()):
+        for i, (held_by, _) in self._leases.items():
             if held_by == owner:
-                self._leases[i] = (owner, epoch, 0.0)
+                self._expires[i] = 0.0
 
     def commit_now(self, batch: MachineBatch) -> None:
         """`commit` without a coroutine: nothing here waits."""
@@ -209,7 +216,7 @@ class MemoryMachineStore(MachineStore):
         if stored is None:
             raise KeyError(f"unknown instance {instance.id}")
         fence = batch.fence
-        if fence is not None and self._leases[instance.id][:2] != fence:
+        if fence is not None and self._leases[instance.id] != fence:
             raise LeaseLost(f"instance {instance.id} is leased to another replica or epoch")
         if batch.base is not None and stored.last_sequence != batch.base:
             raise ValueError(f"instance {instance.id} moved on: {stored.last_sequence}")

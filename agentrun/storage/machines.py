@@ -306,24 +306,34 @@ def _write_group(conn: sa.Connection, group: Sequence[MachineBatch]) -> None:
     drop_one: list[dict[str, Any]] = []
     timers: list[dict[str, Any]] = []
     fenced: list[dict[str, Any]] = []
-    leases = sorted({(b.instance.id, *b.fence) for b in group if b.fence is not None})
-    if leases:
-        # Fencing first: a replica that lost an instance's lease writes nothing. The rows are
-        # locked in id order (PostgreSQL), as renewals lock them: no deadlock between the two.
-        held = conn.execute(
-            sa.select(db.sm_instances.c.id)
-            .where(sa.tuple_(*_LEASE).in_(leases))
-            .order_by(db.sm_instances.c.id)
-            .with_for_update()
-        ).all()
-        if len(held) < len(leases):
-            raise LeaseLost("an instance is leased to another replica or epoch")
+    # SQLite counts the rows of an executemany: the fence is the update's own condition there.
+    # PostgreSQL's driver does not: the fence is checked first, locking the rows in id order,
+    # as renewals lock them (no deadlock between the two).
+    sqlite = conn.dialect.name == "sqlite"
+    leased: dict[str, dict[str, Any]] = {}
+    if not sqlite:
+        leases = sorted({(b.instance.id, *b.fence) for b in group if b.fence is not None})
+        if leases:
+            held = conn.execute(
+                sa.select(db.sm_instances.c.id)
+                .where(sa.tuple_(*_LEASE).in_(leases))
+                .order_by(db.sm_instances.c.id)
+                .with_for_update()
+            ).all()
+            if len(held) < len(leases):
+                raise LeaseLost("an instance is leased to another replica or epoch")
     for batch in group:
         rec = batch.instance
-        if batch.base is None:
-            instances[rec.id] = _changes(rec)
+        if batch.base is not None:
+            params = {**_changes(rec), "b_base": batch.base}
+            if sqlite and batch.fence is not None:
+                params["b_owner"], params["b_epoch"] = batch.fence
+            fenced.append(params)
+        elif sqlite and batch.fence is not None:
+            row = leased[rec.id] = _changes(rec)
+            row["b_owner"], row["b_epoch"] = batch.fence
         else:
-            fenced.append({**_changes(rec), "b_base": batch.base})
+            instances[rec.id] = _changes(rec)
         history.extend(_history_row(e) for e in batch.history)
         if batch.timers is not None:
             drop_all.append({"b_id": rec.id})
@@ -331,12 +341,15 @@ def _write_group(conn: sa.Connection, group: Sequence[MachineBatch]) -> None:
         elif batch.fired is not None:
             drop_one.append({"b_id": rec.id, "b_key": batch.fired})
         timers.extend(_timer_row(t) for t in batch.added)
+    if leased and conn.execute(_UPDATE_LEASED, list(leased.values())).rowcount < len(leased):
+        raise LeaseLost("an instance is leased to another replica or epoch (or gone)")
     if instances:
         result = conn.execute(_UPDATE, list(instances.values()))
         if 0 <= result.rowcount < len(instances):
             raise KeyError("a batch updates an instance that does not exist")
     for params in fenced:  # one by one: executemany has no row count on every driver
-        if conn.execute(_UPDATE_FENCED, params).rowcount != 1:
+        statement = _UPDATE_BASE_LEASED if "b_owner" in params else _UPDATE_FENCED
+        if conn.execute(statement, params).rowcount != 1:
             raise KeyError(f"instance {params['b_id']} is gone or moved on")
     if history:
         conn.execute(db.sm_history.insert(), history)
@@ -380,6 +393,12 @@ _UPDATE = (
 )
 _UPDATE_FENCED = _UPDATE.where(db.sm_instances.c.last_sequence == sa.bindparam("b_base"))
 _LEASE = (db.sm_instances.c.id, db.sm_instances.c.owner, db.sm_instances.c.lease_epoch)
+_HOLDER = (
+    db.sm_instances.c.owner == sa.bindparam("b_owner"),
+    db.sm_instances.c.lease_epoch == sa.bindparam("b_epoch"),
+)
+_UPDATE_LEASED = _UPDATE.where(*_HOLDER)
+_UPDATE_BASE_LEASED = _UPDATE_FENCED.where(*_HOLDER)
 _DROP_TIMERS = db.sm_timers.delete().where(db.sm_timers.c.instance_id == sa.bindparam("b_id"))
 _DROP_TIMER = db.sm_timers.delete().where(
     db.sm_timers.c.instance_id == sa.bindparam("b_id"),

@@ -47,22 +47,24 @@ class Actions:
         success returns, a final failure (`next_retry` says so) raises ActionFailed, and a
         failure to try again raises Suspended. An action a pending event called before is
         not called again: its result is replayed."""
-        n = len(work.calls)
-        if n < len(work.replay):
-            done = work.replay[n]
-            if done.get("path") != action.path:  # pragma: no cover - a plan never changes
-                raise ActionFailed(
-                    error_dict("internal", f"the pending event called {done.get('path')}, not {action.path}")
-                )
-            work.calls.append(done)
-            results.append(done)
-            if done["ok"]:
-                return
-            raise _failed(action, done["error"])
         attempt, started = 1, self.clock()
-        if work.resume is not None:  # the action the pending event waits to call again
-            attempt, started = work.resume
-            work.resume = None
+        pending = work.pending
+        if pending is not None and not work.resumed:
+            n = len(work.calls)
+            if n < len(pending["done"]):
+                done = pending["done"][n]
+                if done.get("path") != action.path:  # pragma: no cover - a plan never changes
+                    raise ActionFailed(
+                        error_dict("internal", f"the pending event called {done.get('path')}, not {action.path}")
+                    )
+                work.calls.append(done)
+                results.append(done)
+                if done["ok"]:
+                    return
+                raise _failed(action, done["error"])
+            # The action the pending event waits to call again.
+            attempt, started = pending["attempt"], pending["started"]
+            work.resumed = True
         engine = self.m.engine
         step = action.step
         instr = engine.instrumentation

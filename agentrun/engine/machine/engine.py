@@ -373,8 +373,9 @@ class MachineEngine:
                 )
                 if work is not None:
                     snapshot = work.snapshot()
+                    # Positional: this is the hottest path (fields: ..., added, base, fence).
                     batch = MachineBatch(
-                        snapshot, work.entries, work.timers, work.fired, fence=inst.fence
+                        snapshot, work.entries, work.timers, work.fired, (), None, inst.fence
                     )
                     try:
                         commit_now(batch)

@@ -103,6 +103,10 @@ class InstanceLoop:
     def __init__(self, machines: MachineEngine) -> None:
         self.m = machines
         self._submit = machines.store.submit
+        # What every commit touches, at hand.
+        self._hub = machines.hub
+        self._notifier = machines.notifier
+        self._instrumentation = machines.instrumentation
 
     async def dispatch(self, inst: Instance, ev: Event) -> Any:
         if inst.busy:
@@ -298,13 +302,13 @@ class InstanceLoop:
         """Durable now: publish the entries as stored (to Watch streams here and on other
         replicas, to the event bus, to metrics), move timers, start or stop children, wake
         waiters."""
-        hub = self.m.hub
+        hub = self._hub
         hub.deliver(inst.id, entries)
         if hub.listening:
             hub.tell(inst.id, [history_event(e) for e in entries])
-        if self.m.instrumentation is not None:
-            self.m.instrumentation.instance_committed(inst.record, entries)
-        self.m.notifier.announce(inst.id)
+        if self._instrumentation is not None:
+            self._instrumentation.instance_committed(inst.record, entries)
+        self._notifier.announce(inst.id)
         if work.timers is not None:
             if inst.id in self.m.timers.handles:
                 self.m.timers.drop(inst.id)

@@ -78,9 +78,9 @@ class Work:
         "invoke",
         "invoke_failed",
         "now",
+        "pending",
         "record",
-        "replay",
-        "resume",
+        "resumed",
         "seq",
         "start_invoke",
         "state",
@@ -107,17 +107,12 @@ class Work:
         # The invoke could not start: its error, reported as an `invoke:error` event.
         self.invoke_failed: dict[str, Any] | None = None
         self.now = now
-        # The results of the actions called while handling the event, in call order; those
-        # of a pending event's pass before are replayed, and its waiting action resumes at
-        # (attempt, started).
+        # The results of the actions called while handling the event, in call order. A
+        # pending event handled again (`pending`: the instance's) replays those of its pass
+        # before, and its waiting action resumes at its next attempt (once: `resumed`).
         self.calls: list[dict[str, Any]] = []
-        pending = record.pending
-        if pending is None:
-            self.replay: list[dict[str, Any]] = []
-            self.resume: tuple[int, float] | None = None
-        else:
-            self.replay = pending["done"]
-            self.resume = (pending["attempt"], pending["started"])
+        self.pending = record.pending
+        self.resumed = False
 
     def add(self, entry: HistoryRecord) -> HistoryRecord:
         self.entries.append(entry)
@@ -146,7 +141,8 @@ class Work:
             self.entry_sequence,
             self.invoke,
             r.labels,
-            owner=r.owner,
-            lease_epoch=r.lease_epoch,
-            lease_expires_at=r.lease_expires_at,
+            None,
+            r.owner,
+            r.lease_epoch,
+            r.lease_expires_at,
         )
