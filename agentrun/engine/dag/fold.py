@@ -54,6 +54,7 @@ from agentrun.engine.dag.values import (
     execution_output,
     expression_failure,
     inline_value,
+    node_output,
 )
 from agentrun.engine.dag.waits import Waits
 from agentrun.engine.expressions import ExpressionError
@@ -373,35 +374,19 @@ class Fold:
 
     # -------------------------------------------------------------- outcomes
     def succeeded(self, node: NodePlan, rec: NodeRecord, raw: Any) -> None:
-        output = raw
+        """The node's call succeeded with `raw`: its `output` transform and `export`, then the
+        node is decided and its edges with it."""
         try:
-            if node.output is not None:
-                output = node.output.evaluate(
-                    self.activation(node.output.names, node.output.node_refs, {"output": raw}, rec.attempt)
-                )
-            too_large = sizes.output_error("the output", output)
-            if too_large is not None:
-                self.node_failed(node, rec, too_large)
-                return
-            if node.export:
-                act = None
-                new_vars = self.record.vars
-                for key, t in node.export.items():
-                    if act is None:
-                        names = frozenset().union(*(x.names for x in node.export.values()))
-                        refs = frozenset().union(*(x.node_refs for x in node.export.values()))
-                        act = self.activation(names, refs, {"output": output}, rec.attempt)
-                    # Copy on write: a committed record may share the old dict.
-                    new_vars = {**new_vars, key: t.evaluate(act)}
-                too_large = sizes.output_error("the variables (vars) with this node's export", new_vars)
-                if too_large is not None:
-                    self.node_failed(node, rec, too_large)
-                    return
-                self.record.vars = new_vars
-                self.journal.execution_changed()
+            output, new_vars, too_large = node_output(node, raw, self.activation, rec.attempt, self.record.vars)
         except ExpressionError as exc:
             self.node_failed(node, rec, expression_failure(exc))
             return
+        if too_large is not None:
+            self.node_failed(node, rec, too_large)
+            return
+        if new_vars is not None:
+            self.record.vars = new_vars
+            self.journal.execution_changed()
         rec.output = output
         rec.error = None
         rec.ended_at = self.clock()
@@ -466,35 +451,31 @@ class Fold:
 
     def cancel_all(self, *, detach: bool) -> None:
         """Cancels running calls and timers; unless detaching (shutdown), records it."""
-        journal = self.journal
-        for key in list(self.calls.values()):
-            self.effect(CancelCall(key))
-            rec = self.record_of(key)
-            if not detach and rec is not None and rec.state is NodeState.RUNNING:
-                rec.ended_at = self.clock()
-                journal.node_state(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
+        # Calls running, and those begun in this turn but not launched yet (the loop launches
+        # after its commit).
+        for key in [*self.calls.values(), *(call.key for call in self.to_launch)]:
+            if key.text in self.calls:
+                self.effect(CancelCall(key))
+            if not detach:
+                self._cancelled(self.record_of(key), NodeState.RUNNING)
         self.calls.clear()
-        # Calls begun in this turn but not launched yet (the loop launches after its commit).
-        for call in self.to_launch:
-            rec = self.record_of(call.key)
-            if not detach and rec is not None and rec.state is NodeState.RUNNING:
-                rec.ended_at = self.clock()
-                journal.node_state(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
         self.to_launch.clear()
         self.gate.drop_all()
         for key in list(self.timers):
             self.effect(CancelTimer(key))
-            rec = self.records.get(key.node) if key.is_node else None
-            if not detach and rec is not None and rec.state in (NodeState.RETRYING, NodeState.WAITING):
-                rec.ended_at = self.clock()
-                journal.node_state(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
+            if not detach and key.is_node:
+                self._cancelled(self.records.get(key.node), NodeState.RETRYING, NodeState.WAITING)
         self.timers.clear()
         self.retrying.clear()
         if not detach:
             self.maps.clear()  # no queued item may start once the forward run stopped
             for _, _, nid in self.graph.ready:
-                rec = self.records[nid]
-                if rec.state is NodeState.READY:
-                    journal.node_state(rec, NodeState.CANCELLED, {"attempt": rec.attempt})
+                self._cancelled(self.records[nid], NodeState.READY, ended=False)
             self.graph.ready.clear()
             self.waits.cancel_all()
+
+    def _cancelled(self, rec: NodeRecord | None, *states: NodeState, ended: bool = True) -> None:
+        if rec is not None and rec.state in states:
+            if ended:
+                rec.ended_at = self.clock()
+            self.journal.node_state(rec, NodeState.CANCELLED, {"attempt": rec.attempt})

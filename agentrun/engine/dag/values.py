@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from agentrun.engine import sizes
 from agentrun.engine.expressions import Expression, ExpressionError
 from agentrun.engine.plan import DagPlan, NodePlan
 from agentrun.engine.ports import ToolFailure
@@ -151,6 +152,28 @@ def aggregate(node: NodePlan, outputs: list[Any], activate: Activate) -> Any:
         return best
     assert node.expr is not None
     return node.expr.evaluate(activate(node.names, node.node_refs, {"outputs": outputs}))
+
+
+def node_output(
+    node: NodePlan, raw: Any, activate: Activate, attempt: int, vars: dict[str, Any]
+) -> tuple[Any, dict[str, Any] | None, dict[str, Any] | None]:
+    """A succeeded call's output through the node's `output` transform, and the execution's
+    vars with its `export` (None: no export); or the size error that fails the node instead.
+    Raises ExpressionError."""
+    output = raw
+    if node.output is not None:
+        output = node.output.evaluate(activate(node.output.names, node.output.node_refs, {"output": raw}, attempt))
+    too_large = sizes.output_error("the output", output)
+    if too_large is not None or not node.export:
+        return output, None, too_large
+    names = frozenset().union(*(x.names for x in node.export.values()))
+    refs = frozenset().union(*(x.node_refs for x in node.export.values()))
+    act = activate(names, refs, {"output": output}, attempt)
+    new_vars = vars
+    for key, t in node.export.items():
+        # Copy on write: a committed record may share the old dict.
+        new_vars = {**new_vars, key: t.evaluate(act)}
+    return output, new_vars, sizes.output_error("the variables (vars) with this node's export", new_vars)
 
 
 def execution_output(plan: DagPlan, records: Mapping[str, NodeRecord], activate: Activate) -> Any:
