@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from agentrun.engine import approvals, control, sizes
-from agentrun.engine.admission import make_admission
+from agentrun.engine.admission import SharedAdmission, make_admission
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.budgets import BudgetConfig, Budgets, BudgetSpec
 from agentrun.engine.compiler import compile_workflow
@@ -218,7 +218,8 @@ class Engine:
         )
         # The DAG runs live in this process (agentrun/engine/dag/runs.py).
         self.runs = LiveRuns(self)
-        self.admission.on_admitted = self.runs.admitted_here
+        if isinstance(self.admission, SharedAdmission):  # a local admission admits in place
+            self.admission.on_admitted = self.runs.admitted_here
         self.budgets = Budgets(
             self.config.budgets or BudgetConfig(), ledger_for(store), engine=self,
             owner=self.replica_id, lease_seconds=self.lease_seconds,
@@ -340,7 +341,7 @@ class Engine:
         """The `budget:` of the workflow's newest version, so an update raises or lowers it for
         running executions too (the execution's own version's when the workflow is gone)."""
         try:
-            plan = await self._plan(await self._cached_workflow(name, tenant, None))
+            plan: DagPlan | None = await self._plan(await self._cached_workflow(name, tenant, None))
         except (WorkflowNotFound, InvalidInput):  # gone, or its newest version a state machine
             run = self.runs.get(execution_id)
             plan = run.plan if run is not None else None

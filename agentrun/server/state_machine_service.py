@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -90,9 +90,14 @@ def instance_filter(text: str) -> tuple[str | None, tuple[InstanceState, ...], s
 
 
 # Converters --------------------------------------------------------------------
-_STATES = {s: sm_pb.StateMachineInstance.State.Value(f"STATE_{s.value}") for s in InstanceState}
+# protoc types enum fields by their enum class, types-protobuf's Value() returns int (the same
+# ints at run time): the casts say which enum each number belongs to.
+_STATES = {
+    s: cast(sm_pb.StateMachineInstance.State, sm_pb.StateMachineInstance.State.Value(f"STATE_{s.value}"))
+    for s in InstanceState
+}
 _KINDS = {
-    name: sm_pb.InstanceTransition.Kind.Value(f"KIND_{name}")
+    name: cast(sm_pb.InstanceTransition.Kind, sm_pb.InstanceTransition.Kind.Value(f"KIND_{name}"))
     for name in ("CREATED", "TRANSITION", "NO_TRANSITION", "REJECTED", "ABORTED", "CANCELLED")
 }
 
@@ -178,7 +183,7 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         self._lifecycle = lifecycle or Lifecycle()
 
     async def CreateInstance(
-        self, request: pb.CreateInstanceRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateInstanceRequest, context: grpc.aio.ServicerContext[pb.CreateInstanceRequest, pb.CreateInstanceResponse]
     ) -> pb.CreateInstanceResponse:
         name = requests.workflow_name(request.workflow, "workflow")
         if request.version < 0:
@@ -194,7 +199,7 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         return pb.CreateInstanceResponse(instance=instance_to_proto(record))
 
     async def GetInstance(
-        self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext[pb.GetInstanceRequest, pb.GetInstanceResponse]
     ) -> pb.GetInstanceResponse:
         record = await self._machines.get_instance(
             instance_id(request.name), tenant=current_tenant()
@@ -202,7 +207,7 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         return pb.GetInstanceResponse(instance=instance_to_proto(record))
 
     async def ListInstances(
-        self, request: pb.ListInstancesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListInstancesRequest, context: grpc.aio.ServicerContext[pb.ListInstancesRequest, pb.ListInstancesResponse]
     ) -> pb.ListInstancesResponse:
         workflow, states, current = instance_filter(request.filter)
         size = requests.page_size(request.page_size)
@@ -225,7 +230,7 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         return response
 
     async def SendEvent(
-        self, request: pb.SendEventRequest, context: grpc.aio.ServicerContext
+        self, request: pb.SendEventRequest, context: grpc.aio.ServicerContext[pb.SendEventRequest, pb.SendEventResponse]
     ) -> pb.SendEventResponse:
         ident = instance_id(request.name)
         if not request.event:
@@ -244,7 +249,7 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         )
 
     async def ListInstanceHistory(
-        self, request: pb.ListInstanceHistoryRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListInstanceHistoryRequest, context: grpc.aio.ServicerContext[pb.ListInstanceHistoryRequest, pb.ListInstanceHistoryResponse]
     ) -> pb.ListInstanceHistoryResponse:
         ident = instance_id(request.parent, "parent")
         first = requests.sequence(request.after_sequence)
@@ -265,7 +270,7 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         return response
 
     async def GetAvailableEvents(
-        self, request: pb.GetAvailableEventsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetAvailableEventsRequest, context: grpc.aio.ServicerContext[pb.GetAvailableEventsRequest, pb.GetAvailableEventsResponse]
     ) -> pb.GetAvailableEventsResponse:
         record, events = await self._machines.available_events(
             instance_id(request.name), tenant=current_tenant()
@@ -275,7 +280,7 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         )
 
     async def CancelInstance(
-        self, request: pb.CancelInstanceRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CancelInstanceRequest, context: grpc.aio.ServicerContext[pb.CancelInstanceRequest, pb.CancelInstanceResponse]
     ) -> pb.CancelInstanceResponse:
         record = await self._machines.cancel_instance(
             instance_id(request.name),
@@ -285,7 +290,7 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         return pb.CancelInstanceResponse(instance=instance_to_proto(record))
 
     async def WatchInstance(
-        self, request: pb.WatchInstanceRequest, context: grpc.aio.ServicerContext
+        self, request: pb.WatchInstanceRequest, context: grpc.aio.ServicerContext[pb.WatchInstanceRequest, pb.WatchInstanceResponse]
     ) -> AsyncIterator[pb.WatchInstanceResponse]:
         ident = instance_id(request.name)
         last = requests.sequence(request.after_sequence)

@@ -11,7 +11,7 @@ import enum
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from agentrun.storage.records import EventRecord
 
@@ -169,7 +169,10 @@ def history_event(entry: HistoryRecord) -> EventRecord:
     )
 
 
-def _copier(cls: type) -> Any:
+R = TypeVar("R", InstanceRecord, HistoryRecord, TimerRecord)
+
+
+def _copier(cls: type[R]) -> Callable[[R], R]:
     getter = operator.attrgetter(*(f.name for f in dataclasses.fields(cls)))
     return lambda record: cls(*getter(record))
 

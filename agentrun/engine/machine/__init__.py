@@ -5,6 +5,8 @@ between states as events arrive (FORMAT.md, State machines).
     MachineEngine(engine)                                      # instances over engine.store's database
 """
 
+from typing import Any
+
 from agentrun.engine.machine.compiler import compile_machine
 from agentrun.engine.machine.errors import EventNotAccepted, GuardFailed, InstanceNotFound
 from agentrun.engine.machine.plan import MachinePlan
@@ -21,7 +23,7 @@ __all__ = [
 
 def __getattr__(
     name: str,
-):  # MachineEngine imports the runtime, which plain validation does not need
+) -> Any:  # MachineEngine imports the runtime, which plain validation does not need
     if name == "MachineEngine":
         from agentrun.engine.machine.engine import MachineEngine
 

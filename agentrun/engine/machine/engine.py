@@ -163,7 +163,7 @@ class MachineEngine:
             if isinstance(cached, MachinePlan):
                 plan = cached
             else:
-                from agentrun.engine.engine import spec_from_stored
+                from agentrun.engine.loader import spec_from_stored
 
                 spec = spec_from_stored(wf.spec)
                 if spec.mode != spec.MODE_STATE_MACHINE:

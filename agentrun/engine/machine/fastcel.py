@@ -23,6 +23,10 @@ __all__ = ["Fallback", "compile_fast"]
 
 Fn = Callable[[Mapping[str, Any]], Any]
 
+
+def _constant(value: Any) -> Fn:
+    return lambda act: value
+
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _MAX_TEXT = 4096
 _MAX_OPS = 16
@@ -166,17 +170,17 @@ class _Parser:
             value: Any = int(text)
             if value > _INT_MAX:
                 raise _Unsupported("int literal")
-            return lambda act, v=value: v
+            return _constant(value)
         if kind == "float":
             value = float(text)
-            return lambda act, v=value: v
+            return _constant(value)
         if kind == "str":
             value = text[1:-1]
-            return lambda act, v=value: v
+            return _constant(value)
         if kind == "name":
             if text in ("true", "false", "null"):
                 value = {"true": True, "false": False, "null": None}[text]
-                return lambda act, v=value: v
+                return _constant(value)
             if self.peek() == ("op", "("):
                 raise _Unsupported("function call")
             if text not in self.names:
