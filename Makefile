@@ -42,16 +42,16 @@ bench: $(DEV_STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # The habits: buf's lint on the protos, ruff on the code and its tests, mypy --strict on
-# agentrun/ (settings and the modules still exempt: pyproject's [tool.mypy]).
-# `ruff format --check agentrun tests` joins here once `make format` has run over the tree.
+# agentrun/ (settings: pyproject's [tool.mypy]).
 lint: $(DEV_STAMP)
 	npx --yes @bufbuild/buf@1.75.0 lint
 	$(VENV)/bin/ruff check agentrun tests scripts
+	$(VENV)/bin/ruff format --check agentrun tests scripts
 	$(VENV)/bin/mypy
 
 # Rewrites files in place (the settings are pyproject's [tool.ruff.format]).
 format: $(DEV_STAMP)
-	$(VENV)/bin/ruff format agentrun tests
+	$(VENV)/bin/ruff format agentrun tests scripts
 
 clean:
 	rm -rf $(VENV) .agentrun

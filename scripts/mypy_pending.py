@@ -34,7 +34,10 @@ def main() -> int:
     try:
         run = subprocess.run(
             [sys.executable, "-m", "mypy", "--config-file", config.name],
-            cwd=ROOT, capture_output=True, text=True, check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
     finally:
         Path(config.name).unlink()

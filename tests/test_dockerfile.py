@@ -22,7 +22,11 @@ def _env() -> dict[str, str]:
 
 
 def _exposed() -> set[int]:
-    return {int(p) for line in re.findall(r"^EXPOSE (.+)$", DOCKERFILE, re.MULTILINE) for p in line.split()}
+    return {
+        int(p)
+        for line in re.findall(r"^EXPOSE (.+)$", DOCKERFILE, re.MULTILINE)
+        for p in line.split()
+    }
 
 
 def test_both_ports_listen_on_every_interface_and_are_exposed() -> None:
@@ -42,7 +46,9 @@ def test_no_test_extras_are_installed() -> None:
     assert [line for line in pip_lines if "[" in line.replace("${EXTRAS:+[$EXTRAS]}", "")] == []
     (default,) = re.findall(r"^ARG EXTRAS=(.*)$", DOCKERFILE, re.MULTILINE)
     assert default.strip('"') == ""
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
     # What the image comment offers exists, and is not the test extras.
     (offered,) = re.findall(r"--build-arg EXTRAS=(\S+)", DOCKERFILE)
     assert set(offered.split(",")) <= set(extras) - {"dev"}
@@ -68,4 +74,6 @@ def test_dockerignore_lets_the_package_in() -> None:
     assert "!agentrun/" in lines
     after = lines[lines.index("!agentrun/") + 1 :]
     # Nothing after the package is let in excludes the console (or its assets) again.
-    assert [line for line in after if "console" in line or "static" in line or "assets" in line] == []
+    assert [
+        line for line in after if "console" in line or "static" in line or "assets" in line
+    ] == []

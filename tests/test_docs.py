@@ -16,7 +16,11 @@ PROTOS = sorted((ROOT / "proto" / "agentrun" / "v1").glob("*.proto"))
 
 
 def _services() -> list[str]:
-    return [name for path in PROTOS for name in re.findall(r"^service (\w+)", path.read_text(), re.MULTILINE)]
+    return [
+        name
+        for path in PROTOS
+        for name in re.findall(r"^service (\w+)", path.read_text(), re.MULTILINE)
+    ]
 
 
 def test_grpc_api_table_lists_every_proto_file() -> None:

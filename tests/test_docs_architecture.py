@@ -86,7 +86,9 @@ def test_every_name_on_the_map_exists() -> None:
             continue
         name = re.fullmatch(r"(\w+)(?:\(\))?", token)
         if name and (
-            token.startswith("_") or token.endswith("()") or re.fullmatch(r"[A-Z][a-z]+[A-Z]\w*", token)
+            token.startswith("_")
+            or token.endswith("()")
+            or re.fullmatch(r"[A-Z][a-z]+[A-Z]\w*", token)
         ):
             checked += 1
             if name.group(1) not in names:
@@ -115,22 +117,40 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 # its modules must not import.
 FORBIDDEN = {
     "agentrun/engine/": (
-        "grpc", "grpc_status", "grpc_health", "connectrpc", "uvicorn",
-        "agentrun.server", "agentrun.client", "agentrun.cli", "agentrun.integrations",
+        "grpc",
+        "grpc_status",
+        "grpc_health",
+        "connectrpc",
+        "uvicorn",
+        "agentrun.server",
+        "agentrun.client",
+        "agentrun.cli",
+        "agentrun.integrations",
     ),
     "agentrun/storage/": (
-        "grpc", "agentrun.engine", "agentrun.server", "agentrun.client", "agentrun.cli",
+        "grpc",
+        "agentrun.engine",
+        "agentrun.server",
+        "agentrun.client",
+        "agentrun.cli",
         "agentrun.integrations",
     ),
     "agentrun/integrations/": ("agentrun.server", "agentrun.cli"),
     "agentrun/client/": (
-        "agentrun.engine", "agentrun.storage", "agentrun.server", "agentrun.integrations",
+        "agentrun.engine",
+        "agentrun.storage",
+        "agentrun.server",
+        "agentrun.integrations",
         "agentrun.cli",
     ),
     "agentrun/server/": ("agentrun.cli", "agentrun.client"),
     "agentrun/worker/": (
-        "agentrun.engine", "agentrun.storage", "agentrun.server", "agentrun.integrations",
-        "agentrun.cli", "agentrun.client",
+        "agentrun.engine",
+        "agentrun.storage",
+        "agentrun.server",
+        "agentrun.integrations",
+        "agentrun.cli",
+        "agentrun.client",
     ),
 }
 
@@ -157,7 +177,9 @@ def test_import_rules_hold() -> None:
 def test_import_rules_catch_a_violation(tmp_path: Path) -> None:
     """The checker is not vacuous: an engine module importing grpc is found."""
     module = tmp_path / "bad.py"
-    module.write_text("import asyncio\n\ndef f():\n    from agentrun.server import errors\n    import grpc\n")
+    module.write_text(
+        "import asyncio\n\ndef f():\n    from agentrun.server import errors\n    import grpc\n"
+    )
     imported = [name for _, name in _imports(module)]
     assert any(_matches(n, "agentrun.server") for n in imported)
     assert any(_matches(n, "grpc") for n in imported)

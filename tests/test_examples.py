@@ -59,7 +59,7 @@ def _command(path: Path) -> list[str]:
             break
     assert parts, f"{path.name}: no `agentrun run ...` command in the leading comment"
     argv = shlex.split(" ".join(parts))
-    argv = argv[argv.index("run"):]
+    argv = argv[argv.index("run") :]
     assert argv[1] == f"examples/{path.name}", argv
     return argv
 
@@ -151,7 +151,10 @@ def test_retries(monkeypatch, capsys) -> None:
     assert nodes["charge"]["attempt"] == 1  # non_retryable: tried once
     assert nodes["charge"]["error"]["type"] == "payments.declined"
     assert nodes["charge"]["skip_reason"] == "handler"
-    assert body["execution"]["output"] == {"flaky_attempts": 3, "charge": {"charged": False, "reason": "declined"}}
+    assert body["execution"]["output"] == {
+        "flaky_attempts": 3,
+        "charge": {"charged": False, "reason": "declined"},
+    }
 
 
 # --------------------------------------------------------------------------- named paths

@@ -17,8 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(240)
 def test_build_has_no_deprecation_warnings(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=230, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--wheel-dir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=230,
+        check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -35,7 +47,10 @@ def _make_dry_run(target: str, venv: Path) -> str:
     """The commands `make TARGET` would run on a fresh clone (no venv yet)."""
     result = subprocess.run(
         ["make", "-n", "-C", str(ROOT), f"VENV={venv}", target],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return result.stdout
 

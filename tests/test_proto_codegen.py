@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "proto" / "agentrun" / "v1").glob("*.proto"))
+PROTOS = sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "proto" / "agentrun" / "v1").glob("*.proto")
+)
 GO_IMPORT_PATH = "github.com/agentrun/agentrun/gen/go/agentrun/v1"
 DEBIAN_GO_SOURCES = Path("/usr/share/gocode")
 # Go's build cache is content-addressed: keeping it makes every run after the first fast.
@@ -43,9 +45,7 @@ def test_protoc_generates_go_from_the_files_alone(tmp_path: Path) -> None:
     _tool("protoc-gen-go-grpc")
     out = tmp_path / "src"
     out.mkdir()
-    result = _run(
-        [protoc, "-Iproto", f"--go_out={out}", f"--go-grpc_out={out}", *PROTOS], cwd=ROOT
-    )
+    result = _run([protoc, "-Iproto", f"--go_out={out}", f"--go-grpc_out={out}", *PROTOS], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     package = out / GO_IMPORT_PATH
     names = {p.name for p in package.iterdir()}
@@ -60,9 +60,14 @@ def test_protoc_generates_go_from_the_files_alone(tmp_path: Path) -> None:
     assert "PassNode *PassNode" in workflow
 
     go = shutil.which("go")
-    sources = [DEBIAN_GO_SOURCES / "src" / m for m in ("google.golang.org/protobuf", "google.golang.org/grpc")]
+    sources = [
+        DEBIAN_GO_SOURCES / "src" / m
+        for m in ("google.golang.org/protobuf", "google.golang.org/grpc")
+    ]
     if go is None or not all(s.is_dir() for s in sources):
-        pytest.skip("generated; not compiled: needs go and golang-google-protobuf-dev, golang-google-grpc-dev")
+        pytest.skip(
+            "generated; not compiled: needs go and golang-google-protobuf-dev, golang-google-grpc-dev"
+        )
     env = {
         **os.environ,
         "GO111MODULE": "off",
@@ -95,7 +100,9 @@ def test_protoc_builtin_generators_take_each_language_option(tmp_path: Path) -> 
     assert "namespace Agentrun\\V1;" in (outs["php"] / "Agentrun" / "V1" / "Edge.php").read_text()
     ruby = (outs["ruby"] / "agentrun" / "v1" / "workflow_pb.rb").read_text()
     assert "module Agentrun" in ruby and "module V1" in ruby
-    assert "@interface AXXEdge" in (outs["objc"] / "agentrun" / "v1" / "Workflow.pbobjc.h").read_text()
+    assert (
+        "@interface AXXEdge" in (outs["objc"] / "agentrun" / "v1" / "Workflow.pbobjc.h").read_text()
+    )
 
 
 def test_buf_generate_with_the_checked_in_template(tmp_path: Path) -> None:
@@ -104,7 +111,16 @@ def test_buf_generate_with_the_checked_in_template(tmp_path: Path) -> None:
     _tool("protoc-gen-go")
     _tool("protoc-gen-go-grpc")
     result = _run(
-        [npx, "--yes", "@bufbuild/buf@1.75.0", "generate", "--template", "buf.gen.yaml", "-o", str(tmp_path)],
+        [
+            npx,
+            "--yes",
+            "@bufbuild/buf@1.75.0",
+            "generate",
+            "--template",
+            "buf.gen.yaml",
+            "-o",
+            str(tmp_path),
+        ],
         cwd=ROOT,
     )
     if result.returncode != 0 and "ENOTFOUND" in result.stderr + result.stdout:

@@ -50,7 +50,12 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
                 continue
             argv = [execution_id if a == "EXECUTION_ID" else a for a in argv]
             result = subprocess.run(
-                [*AGENTRUN, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
+                [*AGENTRUN, *argv],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=90,
                 check=False,
             )
             assert result.returncode == 0, (argv, result.stdout, result.stderr)

@@ -58,8 +58,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="TIME",
         help="only executions created before TIME (ISO 8601; without an offset, local time)",
     )
-    c.add_argument("--page-size", type=int, default=100, metavar="N", help="default 100, at most 1000")
-    c.add_argument("--page-token", default="", metavar="TOKEN", help="the page after a previous one")
+    c.add_argument(
+        "--page-size", type=int, default=100, metavar="N", help="default 100, at most 1000"
+    )
+    c.add_argument(
+        "--page-token", default="", metavar="TOKEN", help="the page after a previous one"
+    )
     c.add_argument("--all", action="store_true", help="follow the pages to the end")
     add_client_options(c)
     c.set_defaults(handler=cmd_list)
@@ -73,9 +77,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "each execution's outcome: done, or refused with the reason. Exit 1 if any was refused.",
         )
         c.add_argument("--workflow", metavar="NAME", help="only executions of this workflow")
-        c.add_argument("--state", metavar="STATE", action="append", default=[], help="only in this state (repeatable)")
-        c.add_argument("--filter", metavar="TEXT", help="a ListExecutions filter, ANDed with the above")
-        c.add_argument("--page-size", type=int, default=100, metavar="N", help="executions per call (default 100, at most 1000)")
+        c.add_argument(
+            "--state",
+            metavar="STATE",
+            action="append",
+            default=[],
+            help="only in this state (repeatable)",
+        )
+        c.add_argument(
+            "--filter", metavar="TEXT", help="a ListExecutions filter, ANDed with the above"
+        )
+        c.add_argument(
+            "--page-size",
+            type=int,
+            default=100,
+            metavar="N",
+            help="executions per call (default 100, at most 1000)",
+        )
         if action == "cancel":
             c.add_argument("--compensate", action="store_true", help="undo completed nodes (saga)")
         add_client_options(c)
@@ -129,7 +147,9 @@ def _local_time(text: str | None, flag: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"{flag} {text}: expected an ISO 8601 time such as 2026-01-31T09:30") from None
+        raise UsageError(
+            f"{flag} {text}: expected an ISO 8601 time such as 2026-01-31T09:30"
+        ) from None
     return value if value.tzinfo else value.astimezone()
 
 
@@ -157,7 +177,9 @@ def cmd_bulk(args: argparse.Namespace) -> int:
         outcomes: list[Any] = []
         token = ""
         while True:
-            request = c.control_request(args.action, text, args.page_size, token, getattr(args, "compensate", False))
+            request = c.control_request(
+                args.action, text, args.page_size, token, getattr(args, "compensate", False)
+            )
             response = client.call(client.execution_service.ControlExecutions, request)
             outcomes.extend(response.outcomes)
             if not args.json:
@@ -176,7 +198,11 @@ def cmd_bulk(args: argparse.Namespace) -> int:
 
 
 def _row(execution: Execution) -> str:
-    created = execution.create_time.astimezone().strftime("%Y-%m-%d %H:%M:%S") if execution.create_time else ""
+    created = (
+        execution.create_time.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        if execution.create_time
+        else ""
+    )
     return (
         f"{execution.id}  {execution.state.value:<19} {execution.workflow} "
         f"v{execution.workflow_version}  {created}"

@@ -15,8 +15,23 @@ __all__ = ["to_mermaid"]
 
 # Words that end or open blocks in Mermaid's flowchart grammar; a node id spelled like one
 # would break the chart, so such ids get a suffix in the chart (labels keep the real id).
-_RESERVED = frozenset({"end", "graph", "subgraph", "flowchart", "style", "class", "classdef",
-                       "click", "linkstyle", "direction", "default", "call", "href"})
+_RESERVED = frozenset(
+    {
+        "end",
+        "graph",
+        "subgraph",
+        "flowchart",
+        "style",
+        "class",
+        "classdef",
+        "click",
+        "linkstyle",
+        "direction",
+        "default",
+        "call",
+        "href",
+    }
+)
 _EXPR = re.compile(r"^\s*\$\{\{\s*(.*?)\s*\}\}\s*$", re.DOTALL)
 _MAX_LABEL = 60
 
@@ -62,7 +77,7 @@ def _state_machine(spec: pb.WorkflowSpec) -> str:
     for name in sorted(spec.states):
         state = spec.states[name]
         open_, close = ("((", "))") if state.is_final else ("([", "])")
-        lines.append(f"    {_state_id(name)}{open_}\"{_escape(name)}\"{close}")
+        lines.append(f'    {_state_id(name)}{open_}"{_escape(name)}"{close}')
     if spec.initial:
         lines.append(f"    start__ --> {_state_id(spec.initial)}")
     for name in sorted(spec.states):
@@ -175,8 +190,5 @@ def _escape(text: str) -> str:
     # Mermaid's entity codes: quoted labels may hold anything but a double quote, and
     # angle brackets would be read as HTML.
     return (
-        text.replace("#", "#35;")
-        .replace('"', "#quot;")
-        .replace("<", "#lt;")
-        .replace(">", "#gt;")
+        text.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
     )

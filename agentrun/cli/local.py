@@ -73,7 +73,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source = p.add_mutually_exclusive_group()
     source.add_argument("--input", metavar="JSON", help="the execution input as JSON (default {})")
     source.add_argument("--input-file", metavar="FILE", help="read the input from a JSON/YAML file")
-    p.add_argument("--config", metavar="FILE", help="config file (YAML): mock responses, tools, limits")
+    p.add_argument(
+        "--config", metavar="FILE", help="config file (YAML): mock responses, tools, limits"
+    )
     p.add_argument(
         "--signal",
         metavar="NAME=JSON",
@@ -232,9 +234,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except UserError as exc:
         hint = "" if args.config else _config_hint(exc.diagnostics)
         if args.json:
-            body = {"valid": False, "file": args.file, "error": exc.message,
-                    "diagnostics": exc.diagnostics or
-                    [{"path": "", "message": line} for line in exc.lines]}
+            body = {
+                "valid": False,
+                "file": args.file,
+                "error": exc.message,
+                "diagnostics": exc.diagnostics
+                or [{"path": "", "message": line} for line in exc.lines],
+            }
             print(_dump({**body, "hint": hint} if hint else body))
         elif exc.diagnostics:
             # The diagnostics are what validate produces: on stdout, one per line.
@@ -256,9 +262,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         case DagPlan():
             mode, heading = "dag", ""
     if args.json:
-        body = {"valid": True, "file": args.file, "name": plan.name,
-                "mode": mode, "stages": stages,
-                "warnings": warnings, "diagnostics": []}
+        body = {
+            "valid": True,
+            "file": args.file,
+            "name": plan.name,
+            "mode": mode,
+            "stages": stages,
+            "warnings": warnings,
+            "diagnostics": [],
+        }
         print(_dump(body))
         return EXIT_OK
     if heading:
@@ -275,8 +287,10 @@ def _config_hint(diagnostics: list[dict[str, str]]) -> str:
     """What to do when a workflow names agents or tools that only a config file defines (the
     mock provider's models, configured tools): validate was run without `--config`."""
     if any("provider" in d["message"] or "unknown tool" in d["message"] for d in diagnostics):
-        return ("agent models and tools can come from a config file (mock responses, tools): "
-                "pass it with --config FILE, as for `agentrun run`")
+        return (
+            "agent models and tools can come from a config file (mock responses, tools): "
+            "pass it with --config FILE, as for `agentrun run`"
+        )
     return ""
 
 
@@ -371,7 +385,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if result.state == "SUCCEEDED" else EXIT_FAILED
 
 
-def _print_error_json(kind: str, message: str, diagnostics: list[dict[str, str]] | None = None) -> None:
+def _print_error_json(
+    kind: str, message: str, diagnostics: list[dict[str, str]] | None = None
+) -> None:
     """Nothing ran: the one object `--json` promises is `{"error": ...}`."""
     error: dict[str, Any] = {"type": kind, "message": message}
     if diagnostics:
@@ -398,8 +414,18 @@ def _prepare_run(args: argparse.Namespace) -> RunRequest:
         progress = ProgressPrinter(
             sys.stderr, color=_isatty(sys.stderr) and not os.environ.get("NO_COLOR"), width=width
         )
-    return RunRequest(spec, run_input, signals, children, config, args.config, db_url, timeout,
-                      progress, args.file)
+    return RunRequest(
+        spec,
+        run_input,
+        signals,
+        children,
+        config,
+        args.config,
+        db_url,
+        timeout,
+        progress,
+        args.file,
+    )
 
 
 def _parse_input(args: argparse.Namespace) -> Any:
@@ -411,7 +437,9 @@ def _parse_input(args: argparse.Namespace) -> Any:
             try:
                 return yaml.safe_load(text)
             except yaml.YAMLError as exc:
-                raise UserError(f"{args.input_file}: not valid YAML: {_one_line(str(exc))}") from None
+                raise UserError(
+                    f"{args.input_file}: not valid YAML: {_one_line(str(exc))}"
+                ) from None
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
@@ -525,8 +553,9 @@ async def _run(request: RunRequest) -> RunResult:
                 except InvalidWorkflow as exc:
                     raise _invalid(exc, f"{path}: invalid workflow") from None
             workflow = await _workflow(engine, request.spec)
-            execution = await engine.start_execution(workflow.name, request.input,
-                                                     version=workflow.version)
+            execution = await engine.start_execution(
+                workflow.name, request.input, version=workflow.version
+            )
         except InvalidWorkflow as exc:
             raise _invalid(exc, f"{request.file}: invalid workflow") from None
         except InvalidInput as exc:
@@ -710,7 +739,9 @@ _HORIZON = 60.0
 
 def _stuck_note(nodes: list[Any]) -> str:
     def ids(state: str) -> str:
-        return ", ".join(n.node_id for n in nodes if str(getattr(n.state, "value", n.state)) == state)
+        return ", ".join(
+            n.node_id for n in nodes if str(getattr(n.state, "value", n.state)) == state
+        )
 
     waiting, escalated = ids("WAITING"), ids("ESCALATED")
     parts = []
@@ -736,5 +767,6 @@ def _print_result(result: RunResult) -> None:
             print(f"error: {error}")
     if result.state == "SUCCEEDED" or output is not None:
         # Sorted keys: CEL maps have no order, and a stable output is easier to read and diff.
-        print(json.dumps(output, indent=2, ensure_ascii=False, sort_keys=True,
-                         default=_json_default))
+        print(
+            json.dumps(output, indent=2, ensure_ascii=False, sort_keys=True, default=_json_default)
+        )

@@ -145,7 +145,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         states = [s.upper() for s in args.state]
         unknown = [s for s in states if s not in InstanceState.__members__ or s == "UNSPECIFIED"]
         if unknown:
-            raise UsageError(f"--state {unknown[0]}: expected ACTIVE, COMPLETED, FAILED or CANCELLED")
+            raise UsageError(
+                f"--state {unknown[0]}: expected ACTIVE, COMPLETED, FAILED or CANCELLED"
+            )
         instances = list(
             client.machines.list_instances(
                 workflow=args.workflow, states=states, current_state=args.current_state
@@ -155,7 +157,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             print_json({"instances": instances})
         else:
             for i in instances:
-                print(f"{i.id}  {i.state.value:<9} {i.workflow} v{i.workflow_version}  state={i.current_state}")
+                print(
+                    f"{i.id}  {i.state.value:<9} {i.workflow} v{i.workflow_version}  state={i.current_state}"
+                )
         return EXIT_OK
 
     return run_with_client(args, body)

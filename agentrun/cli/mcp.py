@@ -30,15 +30,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_client_options(p, json_output=False)
     p.add_argument(
-        "--workflow", action="append", default=[], metavar="NAME",
+        "--workflow",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="offer this workflow (repeat for more; default: every DAG workflow)",
     )
     p.add_argument(
-        "--wait", type=float, default=DEFAULT_WAIT, metavar="SECONDS",
+        "--wait",
+        type=float,
+        default=DEFAULT_WAIT,
+        metavar="SECONDS",
         help=f"how long a call waits for its execution to end (default {DEFAULT_WAIT:g})",
     )
     p.add_argument(
-        "--http", metavar="HOST:PORT",
+        "--http",
+        metavar="HOST:PORT",
         help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio",
     )
     p.set_defaults(handler=cmd_mcp)

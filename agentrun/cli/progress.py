@@ -97,7 +97,13 @@ class ProgressPrinter:
 def _node_detail(state: str, data: dict[str, Any]) -> str:
     parts: list[str] = []
     attempt = data.get("attempt")
-    if state in ("running", "retrying", "failed") and isinstance(attempt, int) and attempt > 1 or state == "retrying" and isinstance(attempt, int):
+    if (
+        state in ("running", "retrying", "failed")
+        and isinstance(attempt, int)
+        and attempt > 1
+        or state == "retrying"
+        and isinstance(attempt, int)
+    ):
         parts.append(f"attempt {attempt}")
     if data.get("error") and state in ("retrying", "failed", "escalated", "skipped"):
         parts.append(_error_text(data["error"]))

@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="store URL (default $AGENTRUN_DATABASE_URL, else SQLite in ./.agentrun/)",
     )
     p.add_argument("--grace", type=float, metavar="SECONDS", help="shutdown grace (default 10)")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default $AGENTRUN_LOG_LEVEL or INFO)")
+    p.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING, ERROR (default $AGENTRUN_LOG_LEVEL or INFO)"
+    )
     p.add_argument(
         "--log-format",
         choices=("auto", "json", "text"),
@@ -69,7 +71,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="OpenTelemetry span exporter (default $AGENTRUN_TRACING or none); otlp sends to "
         "$OTEL_EXPORTER_OTLP_ENDPOINT or --otlp-endpoint",
     )
-    p.add_argument("--otlp-endpoint", metavar="URL", help="OTLP/gRPC collector (default localhost:4317)")
+    p.add_argument(
+        "--otlp-endpoint", metavar="URL", help="OTLP/gRPC collector (default localhost:4317)"
+    )
     p.add_argument(
         "--trace-sample-ratio",
         type=float,
@@ -144,7 +148,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "one that failed, '~' one that was cancelled, '-' a retry delay.",
     )
     p.add_argument("execution", metavar="ID")
-    p.add_argument("--width", type=int, default=50, metavar="COLUMNS", help="bar width (default 50)")
+    p.add_argument(
+        "--width", type=int, default=50, metavar="COLUMNS", help="bar width (default 50)"
+    )
     add_client_options(p)
     p.set_defaults(handler=cmd_trace)
 
@@ -329,7 +335,9 @@ class _WatchPrinter:
         if key != self._open:
             self.end()
             attempt = f" (attempt {delta.attempt})" if delta.attempt > 1 else ""
-            sys.stdout.write(f"{_stamp(event)} #{event.sequence} agent.delta {delta.node_id}{attempt}: ")
+            sys.stdout.write(
+                f"{_stamp(event)} #{event.sequence} agent.delta {delta.node_id}{attempt}: "
+            )
             self._open = key
         sys.stdout.write(delta.text)
         sys.stdout.flush()
@@ -431,7 +439,9 @@ def _is_state_machine(client: Client, name: str, version: int | None) -> bool:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    return run_with_client(args, lambda client: _follow(client, args.execution, args.after, args.json))
+    return run_with_client(
+        args, lambda client: _follow(client, args.execution, args.after, args.json)
+    )
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
@@ -475,7 +485,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if args.args is None:
         return _control(args, lambda c: c.resume_execution(args.execution, node_id=args.node))
     given = json_arg(args.args, "--args")
-    return _control(args, lambda c: c.resume_execution(args.execution, node_id=args.node, args=given))
+    return _control(
+        args, lambda c: c.resume_execution(args.execution, node_id=args.node, args=given)
+    )
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:

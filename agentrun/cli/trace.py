@@ -84,13 +84,19 @@ def render_trace(trace: ExecutionTrace, width: int = 50, now: float | None = Non
                 for c in range(col(end) + 1, col(end + _duration(attempt.retry_delay)) + 1):
                     if c < width and bar[c] == " ":
                         bar[c] = _BAR["delay"]
-        first = _seconds(node.attempts[0].start_time) if node.attempts else _seconds(node.ready_time)
+        first = (
+            _seconds(node.attempts[0].start_time) if node.attempts else _seconds(node.ready_time)
+        )
         last = _seconds(node.end_time)
         start_txt = f"+{_fmt_seconds(first - t0)}" if first is not None else ""
         took = _fmt_seconds(last - first) if first is not None and last is not None else ""
         queue = _duration(node.queue_duration)
         state = node_state.Name(node.state).removeprefix("STATE_")
-        indent = "  " if ("[" in node.node_id or node.node_id.endswith((".compensate", ".fallback"))) else ""
+        indent = (
+            "  "
+            if ("[" in node.node_id or node.node_id.endswith((".compensate", ".fallback")))
+            else ""
+        )
         extra = []
         if len(node.attempts) > 1:
             extra.append(f"{len(node.attempts)} attempts")
@@ -107,9 +113,21 @@ def render_trace(trace: ExecutionTrace, width: int = 50, now: float | None = Non
             if not attempt.HasField("error") and attempt.outcome != node_state.STATE_CANCELLED:
                 continue
             start = _seconds(attempt.start_time) or t0
-            outcome = node_state.Name(attempt.outcome).removeprefix("STATE_") if attempt.outcome else "RUNNING"
-            delay = f", retry in {_fmt_seconds(_duration(attempt.retry_delay))}" if attempt.HasField("retry_delay") else ""
-            why = f" {attempt.error.type}: {attempt.error.message[:100]}" if attempt.HasField("error") else ""
+            outcome = (
+                node_state.Name(attempt.outcome).removeprefix("STATE_")
+                if attempt.outcome
+                else "RUNNING"
+            )
+            delay = (
+                f", retry in {_fmt_seconds(_duration(attempt.retry_delay))}"
+                if attempt.HasField("retry_delay")
+                else ""
+            )
+            why = (
+                f" {attempt.error.type}: {attempt.error.message[:100]}"
+                if attempt.HasField("error")
+                else ""
+            )
             lines.append(
                 f"{'':{name_w}}   attempt {attempt.attempt} at +{_fmt_seconds(start - t0)}: {outcome}"
                 f"{why}{delay}"

@@ -56,9 +56,17 @@ def cmd_waits(args: argparse.Namespace) -> int:
             return EXIT_OK
         for wait in waits:
             node = wait.node_id + (f"[{wait.map_index}]" if wait.map_index is not None else "")
-            since = wait.start_time.astimezone().strftime("%Y-%m-%d %H:%M:%S") if wait.start_time else ""
-            schema = f" schema {json.dumps(wait.schema, separators=(',', ':'))}" if wait.schema else ""
-            print(f"{wait.wait_id}  {wait.workflow} {node} signal {wait.signal} since {since}{schema}")
+            since = (
+                wait.start_time.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+                if wait.start_time
+                else ""
+            )
+            schema = (
+                f" schema {json.dumps(wait.schema, separators=(',', ':'))}" if wait.schema else ""
+            )
+            print(
+                f"{wait.wait_id}  {wait.workflow} {node} signal {wait.signal} since {since}{schema}"
+            )
         return EXIT_OK
 
     return run_with_client(args, body)

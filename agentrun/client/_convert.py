@@ -186,11 +186,15 @@ def list_executions_request(
     A naive datetime is taken as UTC."""
     request = es_pb.ListExecutionsRequest(
         filter=filter,
-        order=es_pb.EXECUTION_ORDER_NEWEST_FIRST if newest_first else es_pb.EXECUTION_ORDER_UNSPECIFIED,
+        order=es_pb.EXECUTION_ORDER_NEWEST_FIRST
+        if newest_first
+        else es_pb.EXECUTION_ORDER_UNSPECIFIED,
     )
     for field, value in (("created_after", created_after), ("created_before", created_before)):
         if value is not None:
-            getattr(request, field).FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+            getattr(request, field).FromDatetime(
+                value if value.tzinfo else value.replace(tzinfo=UTC)
+            )
     return request
 
 
@@ -203,8 +207,6 @@ def _error(message: ex_pb.ExecutionError, present: bool) -> ExecutionError | Non
         node_id=message.node_id,
         details=from_struct(message.details),
     )
-
-
 
 
 def execution(message: ex_pb.Execution, nodes: Iterable[ex_pb.NodeExecution] = ()) -> Execution:
@@ -275,7 +277,11 @@ def control_request(
     if action not in CONTROL_ACTIONS:
         raise ValueError(f"action must be one of {', '.join(CONTROL_ACTIONS)}, not {action!r}")
     return es_pb.ControlExecutionsRequest(
-        action=CONTROL_ACTIONS[action], filter=text, page_size=page_size, page_token=token, compensate=compensate
+        action=CONTROL_ACTIONS[action],
+        filter=text,
+        page_size=page_size,
+        page_token=token,
+        compensate=compensate,
     )
 
 
@@ -317,7 +323,9 @@ def wait(message: ex_pb.Wait) -> Wait:
     )
 
 
-def answer_request(wait_id: str | Wait | None, token: str | None, data: Any) -> es_pb.AnswerWaitRequest:
+def answer_request(
+    wait_id: str | Wait | None, token: str | None, data: Any
+) -> es_pb.AnswerWaitRequest:
     if (wait_id is None) == (token is None):
         raise TypeError("pass exactly one of wait_id or token")
     request = es_pb.AnswerWaitRequest()

@@ -225,7 +225,11 @@ class ExecutionEvent:
             return None
         d = self.data
         return AgentDelta(
-            self.node_id, int(d.get("attempt", 1)), int(d.get("index", 0)), int(d.get("turn", 1)), str(d.get("text", ""))
+            self.node_id,
+            int(d.get("attempt", 1)),
+            int(d.get("index", 0)),
+            int(d.get("turn", 1)),
+            str(d.get("text", "")),
         )
 
     @property

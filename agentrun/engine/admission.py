@@ -35,7 +35,9 @@ log = logging.getLogger("agentrun.engine.admission")
 POLL_SECONDS = 1.0
 
 
-def make_admission(config: SchedulerConfig, store: Any, *, notify: Callable[[str], None]) -> LocalAdmission | SharedAdmission:
+def make_admission(
+    config: SchedulerConfig, store: Any, *, notify: Callable[[str], None]
+) -> LocalAdmission | SharedAdmission:
     """The shared admission on a SQL store (unless `limits: {shared: false}`), else the local one.
     `notify(execution_id)` announces an admission to the replica holding that execution."""
     database = getattr(store, "database", None)
@@ -62,7 +64,12 @@ class LocalAdmission:
         return self._pending(tenant)
 
     async def arrive(
-        self, execution_id: str, tenant: str, key: tuple[str, str, str] | None, limit: int, on_limit: str
+        self,
+        execution_id: str,
+        tenant: str,
+        key: tuple[str, str, str] | None,
+        limit: int,
+        on_limit: str,
     ) -> Admitted:
         if self._has_room(tenant, key, limit):
             self._admit(execution_id, tenant, key)
@@ -79,7 +86,13 @@ class LocalAdmission:
         return Admitted("queued")
 
     async def resume(
-        self, execution_id: str, tenant: str, key: tuple[str, str, str] | None, limit: int, *, pending: bool
+        self,
+        execution_id: str,
+        tenant: str,
+        key: tuple[str, str, str] | None,
+        limit: int,
+        *,
+        pending: bool,
     ) -> bool:
         if pending and not self._has_room(tenant, key, limit):
             self._enqueue(execution_id, tenant, key, limit)
@@ -131,12 +144,24 @@ class LocalAdmission:
             self._running_key.setdefault(key, []).append(execution_id)
         self._owned[execution_id] = (tenant, key)
 
-    def _enqueue(self, execution_id: str, tenant: str, key: tuple[str, str, str] | None, limit: int, *, front: bool = False) -> None:
+    def _enqueue(
+        self,
+        execution_id: str,
+        tenant: str,
+        key: tuple[str, str, str] | None,
+        limit: int,
+        *,
+        front: bool = False,
+    ) -> None:
         self._pending_tenant.setdefault(tenant, deque())
-        (self._pending_tenant[tenant].appendleft if front else self._pending_tenant[tenant].append)(execution_id)
+        (self._pending_tenant[tenant].appendleft if front else self._pending_tenant[tenant].append)(
+            execution_id
+        )
         if key is not None:
             self._pending_key.setdefault(key, deque())
-            (self._pending_key[key].appendleft if front else self._pending_key[key].append)(execution_id)
+            (self._pending_key[key].appendleft if front else self._pending_key[key].append)(
+                execution_id
+            )
         self._waiting[execution_id] = (tenant, key, limit)
 
     def _forget(self, execution_id: str) -> None:
@@ -193,7 +218,9 @@ class SharedAdmission:
     """Admission decided in the database for every replica (see the module docstring).
     Executions without a key, under no tenant quota, take no row and no round trip."""
 
-    def __init__(self, config: SchedulerConfig, table: AdmissionTable, *, notify: Callable[[str], None]) -> None:
+    def __init__(
+        self, config: SchedulerConfig, table: AdmissionTable, *, notify: Callable[[str], None]
+    ) -> None:
         self.config = config
         self.table = table
         self._notify = notify
@@ -218,22 +245,37 @@ class SharedAdmission:
         return await self.table.pending_count(tenant) if self._counted(None) or self._keyed else 0
 
     async def arrive(
-        self, execution_id: str, tenant: str, key: tuple[str, str, str] | None, limit: int, on_limit: str
+        self,
+        execution_id: str,
+        tenant: str,
+        key: tuple[str, str, str] | None,
+        limit: int,
+        on_limit: str,
     ) -> Admitted:
         if not self._counted(key):
             return Admitted("run")
         self._keyed = self._keyed or key is not None
-        admitted = await self.table.arrive(execution_id, tenant, ckey_of(key), limit, self._quota, on_limit)
+        admitted = await self.table.arrive(
+            execution_id, tenant, ckey_of(key), limit, self._quota, on_limit
+        )
         if admitted.verdict in ("queued", "cancel_oldest"):
             self._hold(execution_id)
         return admitted
 
     async def resume(
-        self, execution_id: str, tenant: str, key: tuple[str, str, str] | None, limit: int, *, pending: bool
+        self,
+        execution_id: str,
+        tenant: str,
+        key: tuple[str, str, str] | None,
+        limit: int,
+        *,
+        pending: bool,
     ) -> bool:
         if not self._counted(key):
             return True
-        may_run = await self.table.resume(execution_id, tenant, ckey_of(key), limit, self._quota, pending=pending)
+        may_run = await self.table.resume(
+            execution_id, tenant, ckey_of(key), limit, self._quota, pending=pending
+        )
         if not may_run:
             self._hold(execution_id)
         return may_run
@@ -273,7 +315,9 @@ class SharedAdmission:
     def _hold(self, execution_id: str) -> None:
         self._waiting.add(execution_id)
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._poll(), name="agentrun-admission")
+            self._task = asyncio.get_running_loop().create_task(
+                self._poll(), name="agentrun-admission"
+            )
 
     async def _poll(self) -> None:
         """While executions wait here: those admitted elsewhere (a lost notification, SQLite)

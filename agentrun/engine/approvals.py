@@ -86,9 +86,18 @@ class WaitView:
 
 
 def parse_wait_id(text: str, field: str = "wait_id") -> WaitRef:
-    execution_id, key, attempt = (text.rsplit("/", 2) + ["", ""])[:3] if text.count("/") >= 2 else ("", "", "")
+    execution_id, key, attempt = (
+        (text.rsplit("/", 2) + ["", ""])[:3] if text.count("/") >= 2 else ("", "", "")
+    )
     if not execution_id or not key or not attempt.isdigit() or int(attempt) < 1:
-        raise InvalidArgument([Diagnostic(field, "not a wait id (EXECUTION/NODE/ATTEMPT, from ListWaits or a node.waiting event)")])
+        raise InvalidArgument(
+            [
+                Diagnostic(
+                    field,
+                    "not a wait id (EXECUTION/NODE/ATTEMPT, from ListWaits or a node.waiting event)",
+                )
+            ]
+        )
     return WaitRef(execution_id, key, int(attempt))
 
 
@@ -120,9 +129,13 @@ def schema_problems(schema: dict[str, Any] | None, data: Any) -> list[Diagnostic
     """What in `data` the wait's JSON Schema refuses, each with its path (`data.approved`)."""
     if not schema:
         return []
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path))
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path)
+    )
     return [
-        Diagnostic("data" + "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.path), e.message)
+        Diagnostic(
+            "data" + "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.path), e.message
+        )
         for e in errors
     ]
 
@@ -183,7 +196,9 @@ class PendingWaits:
 
     def resume(self, key: str, record: dict[str, Any], schema: dict[str, Any] | None) -> None:
         """A wait that was pending at a restart waits again under its id."""
-        self._by_key[key] = _Pending(parse_wait_id(str(record["id"])), str(record.get("signal", "")), schema)
+        self._by_key[key] = _Pending(
+            parse_wait_id(str(record["id"])), str(record.get("signal", "")), schema
+        )
 
     def end(self, key: str) -> None:
         self._by_key.pop(key, None)
@@ -193,7 +208,7 @@ class PendingWaits:
         signal sent by name goes to the oldest pending wait for the name (refused when that
         wait's schema refuses its data), else is kept."""
         if signal.signal_id.startswith(ANSWER_PREFIX):
-            wait_id = signal.signal_id[len(ANSWER_PREFIX):]
+            wait_id = signal.signal_id[len(ANSWER_PREFIX) :]
             key = wait_id.rsplit("/", 2)[1] if wait_id.count("/") >= 2 else ""
             pending = self._by_key.get(key)
             if pending is not None and pending.ref.id == wait_id:
@@ -203,11 +218,15 @@ class PendingWaits:
             if pending.signal == signal.name:
                 problems = schema_problems(pending.schema, signal.data)
                 if problems:
-                    return Route(refusal=f"the data does not match the schema of wait {pending.ref.id}: {problems[0]}")
+                    return Route(
+                        refusal=f"the data does not match the schema of wait {pending.ref.id}: {problems[0]}"
+                    )
                 return Route(key=key)
         return Route()
 
-    def take_buffered(self, key: str, buffered: list[SignalRecord]) -> tuple[SignalRecord | None, list[SignalRecord]]:
+    def take_buffered(
+        self, key: str, buffered: list[SignalRecord]
+    ) -> tuple[SignalRecord | None, list[SignalRecord]]:
         """For `key`'s wait, just begun or resumed: the kept signal it takes (its own answer
         first, else the oldest sent by its name that its schema accepts) and the kept signals
         its schema refuses (to be marked refused)."""
@@ -239,7 +258,9 @@ async def list_waits(
     """Pending waits of `tenant` (of one execution), by execution id then node key."""
     if execution_id is not None:
         await engine.get_execution(execution_id, tenant=tenant)
-    nodes = await engine.store.list_waits(tenant, limit=limit, after=after, execution_id=execution_id)
+    nodes = await engine.store.list_waits(
+        tenant, limit=limit, after=after, execution_id=execution_id
+    )
     records: dict[str, ExecutionRecord | None] = {}
     out = []
     for rec in nodes:
@@ -288,19 +309,41 @@ async def answer_wait(
         ref = parse_wait_id(wait_id)
     record = await engine.get_execution(ref.execution_id, tenant=tenant)
     sizes.check_request("data", data, "signal_bytes")
-    rec = next((n for n in await engine.store.get_nodes(ref.execution_id) if n.node_id == ref.key), None)
+    rec = next(
+        (n for n in await engine.store.get_nodes(ref.execution_id) if n.node_id == ref.key), None
+    )
     wait = rec.wait if rec is not None else None
     if rec is None or wait is None:
-        raise InvalidArgument([Diagnostic("token" if token else "wait_id", f"execution {ref.execution_id} has no wait {ref.id!r}")])
+        raise InvalidArgument(
+            [
+                Diagnostic(
+                    "token" if token else "wait_id",
+                    f"execution {ref.execution_id} has no wait {ref.id!r}",
+                )
+            ]
+        )
     if token and _sha(nonce) != wait.get("token_sha256") and wait.get("id") == ref.id:
         raise InvalidArgument([Diagnostic("token", "not this wait's callback token")])
     if wait.get("id") != ref.id:
         latest = parse_wait_id(str(wait.get("id", "")))
         if latest.attempt > ref.attempt:
-            raise _refused(ref, "SUPERSEDED", f"wait {ref.id} was attempt {ref.attempt}; the node waits again as {latest.id}")
-        raise InvalidArgument([Diagnostic("token" if token else "wait_id", f"execution {ref.execution_id} has no wait {ref.id!r}")])
+            raise _refused(
+                ref,
+                "SUPERSEDED",
+                f"wait {ref.id} was attempt {ref.attempt}; the node waits again as {latest.id}",
+            )
+        raise InvalidArgument(
+            [
+                Diagnostic(
+                    "token" if token else "wait_id",
+                    f"execution {ref.execution_id} has no wait {ref.id!r}",
+                )
+            ]
+        )
     if rec.state is not NodeState.WAITING or record.state.terminal:
-        raise _refused(ref, "ENDED", f"wait {ref.id} has ended (node {rec.node_id} is {rec.state.value})")
+        raise _refused(
+            ref, "ENDED", f"wait {ref.id} has ended (node {rec.node_id} is {rec.state.value})"
+        )
     view = await _view(engine, record, rec)
     problems = schema_problems(view.schema, data)
     if problems:
@@ -315,9 +358,15 @@ async def answer_wait(
     # lost reply): both hear the one outcome.
     outcome = await _settled(engine, stored)
     if outcome.startswith(REFUSED_PREFIX):
-        raise _refused(ref, "ENDED", f"wait {ref.id} ended before the answer reached it ({outcome[len(REFUSED_PREFIX):]})")
+        raise _refused(
+            ref,
+            "ENDED",
+            f"wait {ref.id} ended before the answer reached it ({outcome[len(REFUSED_PREFIX) :]})",
+        )
     final = await engine.get_execution(ref.execution_id, tenant=tenant)
-    return final, WaitView(view.ref, view.workflow, view.signal, view.since, view.timeout_at, view.schema, False)
+    return final, WaitView(
+        view.ref, view.workflow, view.signal, view.since, view.timeout_at, view.schema, False
+    )
 
 
 async def _settled(engine: Engine, signal: SignalRecord) -> str:
@@ -337,7 +386,7 @@ async def _settled(engine: Engine, signal: SignalRecord) -> str:
             return REFUSED_PREFIX + f"the execution is {record.state.value}"
         if engine.clock() > deadline:
             raise Unavailable(
-                f"the answer to {signal.signal_id[len(ANSWER_PREFIX):]} is stored but its execution's run has not "
+                f"the answer to {signal.signal_id[len(ANSWER_PREFIX) :]} is stored but its execution's run has not "
                 "taken it yet; it will when a replica runs the execution (answering again is refused)"
             )
         await asyncio.sleep(pause)

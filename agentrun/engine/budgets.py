@@ -59,7 +59,9 @@ class BudgetSpec:
     on_exhausted: str = "pause"
 
 
-def budget_from_spec(msg: workflow_pb2.Budget, error: Callable[[str, str], None]) -> BudgetSpec | None:
+def budget_from_spec(
+    msg: workflow_pb2.Budget, error: Callable[[str, str], None]
+) -> BudgetSpec | None:
     """A workflow's `budget:`; each bad value reported through `error(path, message)`."""
     from agentrun.v1 import workflow_pb2 as pb
 
@@ -75,19 +77,28 @@ def budget_from_spec(msg: workflow_pb2.Budget, error: Callable[[str, str], None]
         ok = False
     window = {pb.Budget.WINDOW_DAY: "day"}.get(msg.window, "execution")
     on_exhausted = {pb.Budget.ON_EXHAUSTED_FAIL: "fail"}.get(msg.on_exhausted, "pause")
-    return BudgetSpec(int(msg.max_tokens), float(msg.max_cost), window, on_exhausted) if ok else None
+    return (
+        BudgetSpec(int(msg.max_tokens), float(msg.max_cost), window, on_exhausted) if ok else None
+    )
 
 
 def _spec_from_mapping(data: Any, where: str) -> BudgetSpec:
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping with max_tokens, max_cost, window, on_exhausted")
+        raise ValueError(
+            f"{where}: expected a mapping with max_tokens, max_cost, window, on_exhausted"
+        )
     unknown = set(data) - {"max_tokens", "max_cost", "window", "on_exhausted"}
     if unknown:
         raise ValueError(f"{where}: unknown fields {', '.join(sorted(map(str, unknown)))}")
     tokens, cost = data.get("max_tokens", 0), data.get("max_cost", 0)
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
         raise ValueError(f"{where}.max_tokens: expected a whole number not below 0, got {tokens!r}")
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
+    if (
+        isinstance(cost, bool)
+        or not isinstance(cost, (int, float))
+        or not math.isfinite(cost)
+        or cost < 0
+    ):
         raise ValueError(f"{where}.max_cost: expected a number not below 0, got {cost!r}")
     if not tokens and not cost:
         raise ValueError(f"{where}: sets neither max_tokens nor max_cost")
@@ -95,7 +106,9 @@ def _spec_from_mapping(data: Any, where: str) -> BudgetSpec:
     if window not in WINDOWS:
         raise ValueError(f"{where}.window: expected one of {', '.join(WINDOWS)}, got {window!r}")
     if on_exhausted not in ON_EXHAUSTED:
-        raise ValueError(f"{where}.on_exhausted: expected one of {', '.join(ON_EXHAUSTED)}, got {on_exhausted!r}")
+        raise ValueError(
+            f"{where}.on_exhausted: expected one of {', '.join(ON_EXHAUSTED)}, got {on_exhausted!r}"
+        )
     return BudgetSpec(tokens, float(cost), window, on_exhausted)
 
 
@@ -109,7 +122,9 @@ class Price:
 
     def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
         fresh = max(0, input_tokens - cached_tokens)
-        return (fresh * self.input + cached_tokens * self.cached_input + output_tokens * self.output) / 1e6
+        return (
+            fresh * self.input + cached_tokens * self.cached_input + output_tokens * self.output
+        ) / 1e6
 
 
 @dataclass(slots=True)
@@ -135,7 +150,9 @@ class BudgetConfig:
             raise ValueError("budgets.tenants: expected a mapping of tenant names to budgets")
         reserve = budgets.get("reserve_tokens", 1024)
         if isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 1:
-            raise ValueError(f"budgets.reserve_tokens: expected a positive whole number, got {reserve!r}")
+            raise ValueError(
+                f"budgets.reserve_tokens: expected a positive whole number, got {reserve!r}"
+            )
         table: dict[str, dict[str, Price]] = {}
         if not isinstance(prices or {}, Mapping):
             raise ValueError("prices: expected a mapping of provider names to models")
@@ -144,17 +161,30 @@ class BudgetConfig:
                 raise ValueError(f"prices.{provider}: expected a mapping of model names to prices")
             for model, price in models.items():
                 where = f"prices.{provider}.{model}"
-                if not isinstance(price, Mapping) or set(price) - {"input", "output", "cached_input"}:
-                    raise ValueError(f"{where}: expected {{input, output, cached_input}} per million tokens")
+                if not isinstance(price, Mapping) or set(price) - {
+                    "input",
+                    "output",
+                    "cached_input",
+                }:
+                    raise ValueError(
+                        f"{where}: expected {{input, output, cached_input}} per million tokens"
+                    )
                 values = {}
                 for k, v in price.items():
-                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                    if (
+                        isinstance(v, bool)
+                        or not isinstance(v, (int, float))
+                        or not math.isfinite(v)
+                        or v < 0
+                    ):
                         raise ValueError(f"{where}.{k}: expected a number not below 0, got {v!r}")
                     values[k] = float(v)
                 values.setdefault("cached_input", values.get("input", 0.0))
                 table.setdefault(str(provider), {})[str(model)] = Price(**values)
         return cls(
-            tenants={str(t): _spec_from_mapping(s, f"budgets.tenants.{t}") for t, s in tenants.items()},
+            tenants={
+                str(t): _spec_from_mapping(s, f"budgets.tenants.{t}") for t, s in tenants.items()
+            },
             prices=table,
             reserve_tokens=reserve,
         )
@@ -191,7 +221,13 @@ class Budgets:
     """The engine's budgets: claims for agent calls, the ledger, the rechecks."""
 
     def __init__(
-        self, config: BudgetConfig, ledger: BudgetLedger, *, engine: Any, owner: str, lease_seconds: float
+        self,
+        config: BudgetConfig,
+        ledger: BudgetLedger,
+        *,
+        engine: Any,
+        owner: str,
+        lease_seconds: float,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -208,13 +244,24 @@ class Budgets:
     # ------------------------------------------------------------- which calls
     def covers(self, tenant: str, budget: BudgetSpec | None, step: StepPlan | None) -> bool:
         """Whether an agent call must reserve before it starts (a budget covers it)."""
-        return step is not None and step.provider is not None and (budget is not None or tenant in self.config.tenants)
+        return (
+            step is not None
+            and step.provider is not None
+            and (budget is not None or tenant in self.config.tenants)
+        )
 
     def claim(self, owner: Any, tenant: str, workflow: str, step: StepPlan) -> Claim:
         assert step.provider is not None
         node = str(owner[1]).split("[", 1)[0]
-        return Claim(owner, tenant, workflow, step.provider.name, step.model, node,
-                     step.max_tokens or self.config.reserve_tokens)
+        return Claim(
+            owner,
+            tenant,
+            workflow,
+            step.provider.name,
+            step.model,
+            node,
+            step.max_tokens or self.config.reserve_tokens,
+        )
 
     # ------------------------------------------------------------- the flow
     def admit(self, claim: Claim, then: Callable[[], None]) -> None:
@@ -251,7 +298,10 @@ class Budgets:
         if not charges:
             return None
         prompts = self._prompts
-        prompt = prompts.get((claim.tenant, claim.workflow, claim.node), prompts.get((claim.tenant, claim.workflow, ""), 0))
+        prompt = prompts.get(
+            (claim.tenant, claim.workflow, claim.node),
+            prompts.get((claim.tenant, claim.workflow, ""), 0),
+        )
         tokens = claim.max_tokens + prompt
         price = self.config.price(claim.provider, claim.model)
         cost = price.cost(tokens - claim.max_tokens, claim.max_tokens) if price else 0.0
@@ -267,13 +317,18 @@ class Budgets:
 
     async def _charges(self, claim: Claim) -> list[Charge]:
         execution_id = claim.owner[0]
-        day = "day:" + datetime.datetime.fromtimestamp(self._engine.clock(), datetime.UTC).date().isoformat()
+        day = (
+            "day:"
+            + datetime.datetime.fromtimestamp(self._engine.clock(), datetime.UTC).date().isoformat()
+        )
         charges = []
         specs = []
         tenant_spec = self.config.tenants.get(claim.tenant)
         if tenant_spec is not None:
             specs.append((f"tenant:{claim.tenant}", tenant_spec))
-        workflow_spec = await self._engine.workflow_budget(claim.tenant, claim.workflow, execution_id)
+        workflow_spec = await self._engine.workflow_budget(
+            claim.tenant, claim.workflow, execution_id
+        )
         if workflow_spec is not None:
             specs.append((f"workflow:{claim.tenant}/{claim.workflow}", workflow_spec))
         for scope, spec in specs:
@@ -290,12 +345,15 @@ class Budgets:
             info = {"reason": "budget_exhausted", "budget": refusal.as_dict()}
             if claim.on_exhausted == "fail":
                 self._claims.pop(claim.owner, None)
-                self._engine.budget_fail(claim.owner[0], {
-                    "type": "budget_exhausted",
-                    "message": f"the call of {claim.node!r} does not fit budget {refusal.charge.scope} "
-                    f"({refusal.charge.period})",
-                    "details": info["budget"],
-                })
+                self._engine.budget_fail(
+                    claim.owner[0],
+                    {
+                        "type": "budget_exhausted",
+                        "message": f"the call of {claim.node!r} does not fit budget {refusal.charge.scope} "
+                        f"({refusal.charge.period})",
+                        "details": info["budget"],
+                    },
+                )
                 return
             if self._engine.budget_pause(claim.owner[0], info):
                 claim.paused = True
@@ -321,7 +379,11 @@ class Budgets:
             await self.ledger.settle(hold, claim.tokens, claim.cost, now=self._engine.clock())
         except Exception:
             # The hold stays and is charged in full once it expires: never less than used.
-            log.warning("budget settlement of %s failed; its reservation will be charged", hold, exc_info=True)
+            log.warning(
+                "budget settlement of %s failed; its reservation will be charged",
+                hold,
+                exc_info=True,
+            )
 
     def meter(self, owner: Any, usage: Mapping[str, Any]) -> dict[str, Any]:
         """An `agent.usage` report of a running call: counted on its claim, its `cost` from
@@ -340,14 +402,20 @@ class Budgets:
         if claim is not None:
             claim.tokens += _int(data.get("total_tokens")) or prompt + completion
             cost = data.get("cost")
-            claim.cost += float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else 0.0
+            claim.cost += (
+                float(cost)
+                if isinstance(cost, (int, float)) and not isinstance(cost, bool)
+                else 0.0
+            )
             claim.prompt_tokens = max(claim.prompt_tokens, prompt)
         return data
 
     # ------------------------------------------------------------- upkeep
     def _ensure_loop(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="agentrun-budgets")
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(), name="agentrun-budgets"
+            )
 
     async def _loop(self) -> None:
         """Asks refused calls again and renews this process's reservations, while any exist."""

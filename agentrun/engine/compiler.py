@@ -33,7 +33,29 @@ from agentrun.v1 import workflow_pb2 as pb
 NODE_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # CEL reserved words and literals: an id spelled like one could not be referenced.
 RESERVED_IDS = frozenset(
-    ["as", "break", "const", "continue", "else", "false", "for", "function", "if", "import", "in", "let", "loop", "package", "namespace", "null", "return", "true", "var", "void", "while"]
+    [
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "false",
+        "for",
+        "function",
+        "if",
+        "import",
+        "in",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "null",
+        "return",
+        "true",
+        "var",
+        "void",
+        "while",
+    ]
 )
 WORKFLOW_OUTPUT = frozenset({"input", "nodes", "vars", "execution"})
 
@@ -100,7 +122,9 @@ class DagCompiler:
             c.schema(spec.input_schema, "input_schema") if spec.HasField("input_schema") else None
         )
         default_retry = (
-            c.retry(spec.defaults.retry, "defaults.retry") if spec.defaults.HasField("retry") else RetrySpec()
+            c.retry(spec.defaults.retry, "defaults.retry")
+            if spec.defaults.HasField("retry")
+            else RetrySpec()
         )
         default_timeout = c.duration(spec.defaults, "timeout", "defaults")
 
@@ -140,7 +164,9 @@ class DagCompiler:
             if not spec.concurrency.key:
                 c.error("concurrency.key", "is required")
             else:
-                concurrency_key = c.template(spec.concurrency.key, "concurrency.key", frozenset({"input"}))
+                concurrency_key = c.template(
+                    spec.concurrency.key, "concurrency.key", frozenset({"input"})
+                )
             if spec.concurrency.limit < 1:
                 c.error("concurrency.limit", "must be at least 1")
 
@@ -214,7 +240,10 @@ class DagCompiler:
             seen: set[str] = set()
             for j, src in enumerate(n.needs):
                 if src not in nodes:
-                    c.error(f"{draft.path}.needs[{j}]", f"unknown node {src!r}{did_you_mean(src, nodes)}")
+                    c.error(
+                        f"{draft.path}.needs[{j}]",
+                        f"unknown node {src!r}{did_you_mean(src, nodes)}",
+                    )
                 elif src == node_id:
                     c.error(f"{draft.path}.needs[{j}]", "a node cannot need itself")
                 elif src in seen:
@@ -231,7 +260,9 @@ class DagCompiler:
                     c.error(f"{path}.{field_name}", "is required")
                     ok = False
                 elif ref not in nodes:
-                    c.error(f"{path}.{field_name}", f"unknown node {ref!r}{did_you_mean(ref, nodes)}")
+                    c.error(
+                        f"{path}.{field_name}", f"unknown node {ref!r}{did_you_mean(ref, nodes)}"
+                    )
                     ok = False
             if ok and src == dst:
                 c.error(path, "an edge cannot connect a node to itself")
@@ -281,7 +312,10 @@ class DagCompiler:
             if ref not in self._node_ids:
                 self.c.error(path, f"unknown node {ref!r} in an expression")
             elif anc is not None and not anc.is_ancestor(ref, node_id):
-                self.c.error(path, f"node {ref!r} is not an ancestor of {node_id!r}, so its output may not exist yet")
+                self.c.error(
+                    path,
+                    f"node {ref!r} is not an ancestor of {node_id!r}, so its output may not exist yet",
+                )
 
     def _vars_warnings(self, nodes: dict[str, NodePlan], anc: Ancestry | None) -> None:
         writers: dict[str, list[str]] = defaultdict(list)

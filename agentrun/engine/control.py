@@ -36,7 +36,9 @@ BULK_PARALLEL = 16
 ACTIONS = ("pause", "resume", "cancel")
 
 
-async def check_override(engine: Engine, record: ExecutionRecord, node_id: str, args: Any, given: bool) -> None:
+async def check_override(
+    engine: Engine, record: ExecutionRecord, node_id: str, args: Any, given: bool
+) -> None:
     """Refuses a resume on `node_id` unless the execution is paused on it (IllegalTransition),
     and `args` the node cannot take (InvalidInput naming the field): a tool node's args must
     hold to the tool's args schema, a workflow node's to the child workflow's input schema;
@@ -50,7 +52,8 @@ async def check_override(engine: Engine, record: ExecutionRecord, node_id: str, 
     rec = nodes.get(node_id)
     if rec is None or rec.state is not NodeState.READY or not (rec.exhausted or {}).get("paused"):
         raise IllegalTransition(
-            f"execution {record.id} is not paused on node {node_id!r}", current_state=record.state.value
+            f"execution {record.id} is not paused on node {node_id!r}",
+            current_state=record.state.value,
         )
     if not given:
         return
@@ -60,12 +63,21 @@ async def check_override(engine: Engine, record: ExecutionRecord, node_id: str, 
     step = node.step if node is not None else None
     if step is None or step.kind not in ("tool", "workflow"):
         kind = node.kind if node is not None else "unknown"
-        raise InvalidInput([Diagnostic("args", f"node {node_id!r} is a {kind} node; only tool and workflow nodes take args")])
+        raise InvalidInput(
+            [
+                Diagnostic(
+                    "args",
+                    f"node {node_id!r} is a {kind} node; only tool and workflow nodes take args",
+                )
+            ]
+        )
     if step.kind == "tool" and step.tool is not None:
         schema = step.tool.args_schema
     else:
         try:
-            child = await engine._plan(await engine._cached_workflow(step.workflow, record.tenant, None))
+            child = await engine._plan(
+                await engine._cached_workflow(step.workflow, record.tenant, None)
+            )
         except (WorkflowNotFound, InvalidInput):  # gone, or a state machine: its start says why
             child = None
         schema = child.input_schema if child is not None else None
@@ -104,7 +116,9 @@ async def control_many(
     """Applies `action` to the next `limit` executions matching the filter after `after_id`;
     returns each one's outcome and the id to continue after (None: no more match)."""
     if action not in ACTIONS:
-        raise InvalidInput([Diagnostic("action", f"expected one of {', '.join(ACTIONS)}, got {action!r}")])
+        raise InvalidInput(
+            [Diagnostic("action", f"expected one of {', '.join(ACTIONS)}, got {action!r}")]
+        )
     records = await engine.list_executions(
         tenant=tenant, limit=limit + 1, after_id=after_id, workflow=workflow, states=states
     )

@@ -133,10 +133,14 @@ class EngineConfig:
             options["replica_id"] = str(data["replica_id"])
         if data.get("lease") is not None:
             lease = data["lease"]
-            options["lease_seconds"] = parse_duration(lease) if isinstance(lease, str) else float(lease)
+            options["lease_seconds"] = (
+                parse_duration(lease) if isinstance(lease, str) else float(lease)
+            )
         if data.get("event_retention") is not None:
             keep = data["event_retention"]
-            options["event_retention_seconds"] = parse_duration(keep) if isinstance(keep, str) else float(keep)
+            options["event_retention_seconds"] = (
+                parse_duration(keep) if isinstance(keep, str) else float(keep)
+            )
         options.update(overrides)
         return cls(**options)
 
@@ -154,7 +158,9 @@ def _breaker_specs(data: Any) -> dict[str, BreakerSpec]:
                 spec[key] = parse_duration(spec[key])
         unknown = set(spec) - set(BreakerSpec.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"circuit_breakers.{name}: unknown fields {', '.join(sorted(unknown))}")
+            raise ValueError(
+                f"circuit_breakers.{name}: unknown fields {', '.join(sorted(unknown))}"
+            )
         breakers[str(name)] = BreakerSpec(**spec)
     return breakers
 
@@ -201,7 +207,9 @@ class Engine:
         self.agents = agents
         self.config = config or EngineConfig()
         self.clock = clock
-        self.rng = random.Random(self.config.seed if self.config.seed is not None else os.urandom(16))
+        self.rng = random.Random(
+            self.config.seed if self.config.seed is not None else os.urandom(16)
+        )
         self.secrets: Mapping[str, str] = dict(self.config.secrets or {})
         self.redactor = Redactor(self.secrets.values())
         self.hub = Hub()
@@ -221,8 +229,11 @@ class Engine:
         if isinstance(self.admission, SharedAdmission):  # a local admission admits in place
             self.admission.on_admitted = self.runs.admitted_here
         self.budgets = Budgets(
-            self.config.budgets or BudgetConfig(), ledger_for(store), engine=self,
-            owner=self.replica_id, lease_seconds=self.lease_seconds,
+            self.config.budgets or BudgetConfig(),
+            ledger_for(store),
+            engine=self,
+            owner=self.replica_id,
+            lease_seconds=self.lease_seconds,
         )
         self.scheduler.budgets = self.budgets
         self.draining = False
@@ -246,14 +257,19 @@ class Engine:
         await self.scheduler.start()
         if self.config.adopt:
             claimed = await self.store.claim_executions(
-                self.replica_id, lease_seconds=self.lease_seconds, now=self.clock(), limit=1_000_000,
+                self.replica_id,
+                lease_seconds=self.lease_seconds,
+                now=self.clock(),
+                limit=1_000_000,
                 include_own=True,
             )
             if claimed:
                 log.info("claimed %d unfinished executions at start; resuming them", len(claimed))
             await self.runs.resume_all(claimed)
         await self._upkeep_events()
-        self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="agentrun-leases")
+        self._maintenance = asyncio.get_running_loop().create_task(
+            self._maintain(), name="agentrun-leases"
+        )
 
     async def _upkeep_events(self) -> None:
         """Event storage for the next days, and retention (at start, then hourly)."""
@@ -301,7 +317,10 @@ class Engine:
             try:
                 while True:
                     orphans = await self.store.claim_executions(
-                        self.replica_id, lease_seconds=self.lease_seconds, now=self.clock(), limit=100
+                        self.replica_id,
+                        lease_seconds=self.lease_seconds,
+                        now=self.clock(),
+                        limit=100,
                     )
                     await self.runs.resume_all(orphans)
                     if len(orphans) < 100 or self.draining:
@@ -460,7 +479,12 @@ class Engine:
                 return plan
             case MachinePlan():
                 raise InvalidInput(
-                    [Diagnostic("workflow", f"{record.name!r} is a state machine: create an instance with CreateInstance")]
+                    [
+                        Diagnostic(
+                            "workflow",
+                            f"{record.name!r} is a state machine: create an instance with CreateInstance",
+                        )
+                    ]
                 )
 
     # ------------------------------------------------------------ executions
@@ -497,7 +521,9 @@ class Engine:
                 tenant=tenant,
             )
         request_hash = (
-            request_fingerprint(workflow=workflow, version=version or 0, input=input, priority=priority)
+            request_fingerprint(
+                workflow=workflow, version=version or 0, input=input, priority=priority
+            )
             if request_id
             else None
         )
@@ -521,18 +547,28 @@ class Engine:
             lease_epoch=1,
             lease_expires_at=now + self.lease_seconds,
         )
-        event = EventRecord(record.id, 1, "execution.pending", now, None, {"workflow": wf.name, "version": wf.version})
+        event = EventRecord(
+            record.id,
+            1,
+            "execution.pending",
+            now,
+            None,
+            {"workflow": wf.name, "version": wf.version},
+        )
         stored, created = await self.store.create_execution(record, events=[event])
         if not created:
             if stored.request_hash != request_hash:
                 raise AlreadyExists(
-                    f"request_id {request_id!r} was used for a different request", request_id=request_id
+                    f"request_id {request_id!r} was used for a different request",
+                    request_id=request_id,
                 )
             await self._adopt_if_idle(stored)
             return stored
         # Children run under their parent's admission.
         admitted = (
-            await self.admission.arrive(record.id, tenant, key, plan.concurrency_limit, plan.concurrency_on_limit)
+            await self.admission.arrive(
+                record.id, tenant, key, plan.concurrency_limit, plan.concurrency_on_limit
+            )
             if parent is None
             else None
         )
@@ -566,7 +602,9 @@ class Engine:
             return
         await self.runs.resume(record)
 
-    def concurrency_key(self, plan: DagPlan, tenant: str, input: Any) -> tuple[str, str, str] | None:
+    def concurrency_key(
+        self, plan: DagPlan, tenant: str, input: Any
+    ) -> tuple[str, str, str] | None:
         """The execution's concurrency key (tenant, workflow, the key's value), if its plan
         has one."""
         if plan.concurrency_key is None:
@@ -575,7 +613,11 @@ class Engine:
             value = plan.concurrency_key.evaluate({"input": input})
         except ExpressionError as exc:
             raise InvalidInput([Diagnostic("concurrency.key", exc.message)]) from None
-        return (tenant, plan.name, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
+        return (
+            tenant,
+            plan.name,
+            value if isinstance(value, str) else json.dumps(value, sort_keys=True),
+        )
 
     async def _cancel_pending(self, record: ExecutionRecord, message: str) -> ExecutionRecord:
         """Ends an execution that never started (queued, or refused by `cancel_newest`)."""
@@ -585,9 +627,20 @@ class Engine:
         record.error = {"type": "cancelled", "message": message}
         record.ended_at = now
         record.last_sequence += 1
-        event = EventRecord(record.id, record.last_sequence, "execution.cancelled", now, None, {"error": record.error})
+        event = EventRecord(
+            record.id,
+            record.last_sequence,
+            "execution.cancelled",
+            now,
+            None,
+            {"error": record.error},
+        )
         await self.store.commit(
-            Batch(execution=record, events=[event], fence=(record.owner, record.lease_epoch) if record.owner else None)
+            Batch(
+                execution=record,
+                events=[event],
+                fence=(record.owner, record.lease_epoch) if record.owner else None,
+            )
         )
         self.hub.publish(record.id, [event])
         self.runs.answer_waiters(record.id, copy.copy(record))
@@ -668,7 +721,11 @@ class Engine:
         start = from_node or (old.error or {}).get("node") or None
         if start is not None and start not in plan.nodes:
             raise InvalidArgument(
-                [Diagnostic("from_node_id", f"workflow {wf.name!r} v{wf.version} has no node {start!r}")]
+                [
+                    Diagnostic(
+                        "from_node_id", f"workflow {wf.name!r} v{wf.version} has no node {start!r}"
+                    )
+                ]
             )
         new_input = old.input if input is None else input
         sizes.check_request("input", new_input, "input_bytes")
@@ -689,7 +746,9 @@ class Engine:
                 completed_order=rec.completed_order,
             )
             for rec in sorted(await self.store.get_nodes(old.id), key=lambda r: r.completed_order)
-            if rec.node_id in plan.nodes and rec.node_id not in again and rec.state is NodeState.SUCCEEDED
+            if rec.node_id in plan.nodes
+            and rec.node_id not in again
+            and rec.state is NodeState.SUCCEEDED
         ]
         now = self.clock()
         record = ExecutionRecord(
@@ -704,14 +763,27 @@ class Engine:
             request_id=request_id or None,
             vars=_replay_exports(plan, reused, new_input),
             last_sequence=1,
-            labels={**(labels or {}), "rerun_of": old.id, **({"rerun_from": start} if start else {})},
+            labels={
+                **(labels or {}),
+                "rerun_of": old.id,
+                **({"rerun_from": start} if start else {}),
+            },
             owner=self.replica_id,
             lease_epoch=1,
             lease_expires_at=now + self.lease_seconds,
         )
         event = EventRecord(
-            new_id, 1, "execution.pending", now, None,
-            {"workflow": wf.name, "version": wf.version, "rerun_of": old.id, "reused": [r.node_id for r in reused]},
+            new_id,
+            1,
+            "execution.pending",
+            now,
+            None,
+            {
+                "workflow": wf.name,
+                "version": wf.version,
+                "rerun_of": old.id,
+                "reused": [r.node_id for r in reused],
+            },
         )
         stored, created = await self.store.create_execution(record, nodes=reused, events=[event])
         if not created:
@@ -719,17 +791,23 @@ class Engine:
         self.runs.start_rerun(plan, copy.copy(record), reused)
         return stored
 
-    async def get_execution(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
+    async def get_execution(
+        self, execution_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> ExecutionRecord:
         record = await self.store.get_execution(execution_id)
         if record is None or record.tenant != tenant:
             raise ExecutionNotFound(f"execution {execution_id!r} not found", execution=execution_id)
         return record
 
-    async def get_nodes(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> list[NodeRecord]:
+    async def get_nodes(
+        self, execution_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> list[NodeRecord]:
         await self.get_execution(execution_id, tenant=tenant)
         return await self.store.get_nodes(execution_id)
 
-    async def list_nodes(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> list[NodeRecord]:
+    async def list_nodes(
+        self, execution_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> list[NodeRecord]:
         """Every node of the execution's workflow in its order, a node never reached as
         PENDING (get_nodes: only the stored ones). See node_view."""
         record = await self.get_execution(execution_id, tenant=tenant)
@@ -790,7 +868,13 @@ class Engine:
         if not name:
             raise InvalidInput([Diagnostic("name", "is required")])
         if signal_id and signal_id.startswith(approvals.ANSWER_PREFIX):
-            raise InvalidInput([Diagnostic("signal_id", f"ids starting {approvals.ANSWER_PREFIX!r} are AnswerWait's")])
+            raise InvalidInput(
+                [
+                    Diagnostic(
+                        "signal_id", f"ids starting {approvals.ANSWER_PREFIX!r} are AnswerWait's"
+                    )
+                ]
+            )
         sizes.check_request("data", data, "signal_bytes")
         if record.state.terminal:
             # A retry of a signal that was stored before the end (perhaps the one that ended
@@ -802,7 +886,9 @@ class Engine:
                     current_state=record.state.value,
                 )
             if known.name != name or known.data != data:
-                raise AlreadyExists(f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id)
+                raise AlreadyExists(
+                    f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id
+                )
             return record
         stored, created = await self.add_signal(
             SignalRecord(
@@ -814,7 +900,9 @@ class Engine:
             )
         )
         if not created and (stored.name != name or stored.data != data):
-            raise AlreadyExists(f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id)
+            raise AlreadyExists(
+                f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id
+            )
         return await self.get_execution(execution_id, tenant=tenant)
 
     async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
@@ -838,13 +926,17 @@ class Engine:
         execution_id: str | None = None,
     ) -> list[approvals.WaitView]:
         """Pending waits for a signal of `tenant` (approvals.list_waits)."""
-        return await approvals.list_waits(self, tenant, limit=limit, after=after, execution_id=execution_id)
+        return await approvals.list_waits(
+            self, tenant, limit=limit, after=after, execution_id=execution_id
+        )
 
     async def answer_wait(
         self, *, data: Any, wait_id: str = "", token: str = "", tenant: str = DEFAULT_TENANT
     ) -> tuple[ExecutionRecord, approvals.WaitView]:
         """Answers one wait by id or callback token, once (approvals.answer_wait)."""
-        return await approvals.answer_wait(self, tenant=tenant, data=data, wait_id=wait_id, token=token)
+        return await approvals.answer_wait(
+            self, tenant=tenant, data=data, wait_id=wait_id, token=token
+        )
 
     async def plan_of(self, record: ExecutionRecord) -> DagPlan | None:
         """The plan an execution runs (compiled once per workflow version), None when its
@@ -852,12 +944,18 @@ class Engine:
         match self.cached_plan(record.tenant, record.workflow, record.version):
             case DagPlan() as plan:
                 return plan
-        workflow = await self.store.get_workflow(record.tenant, record.workflow, record.version, include_deleted=True)
+        workflow = await self.store.get_workflow(
+            record.tenant, record.workflow, record.version, include_deleted=True
+        )
         return None if workflow is None else await self._plan(workflow)
 
     async def pause(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
-        return await self._control(execution_id, tenant, "pause", allowed={
-            ExecutionState.PENDING, ExecutionState.RUNNING, ExecutionState.WAITING})
+        return await self._control(
+            execution_id,
+            tenant,
+            "pause",
+            allowed={ExecutionState.PENDING, ExecutionState.RUNNING, ExecutionState.WAITING},
+        )
 
     async def resume(
         self,
@@ -874,9 +972,17 @@ class Engine:
         if with_args and not node_id:
             raise InvalidInput([Diagnostic("node_id", "is required with args")])
         if node_id:
-            await control.check_override(self, await self.get_execution(execution_id, tenant=tenant), node_id, args, with_args)
+            await control.check_override(
+                self,
+                await self.get_execution(execution_id, tenant=tenant),
+                node_id,
+                args,
+                with_args,
+            )
             override = {"node": node_id, "args": args} if with_args else {"node": node_id}
-        return await self._control(execution_id, tenant, "resume", allowed={ExecutionState.PAUSED}, override=override)
+        return await self._control(
+            execution_id, tenant, "resume", allowed={ExecutionState.PAUSED}, override=override
+        )
 
     async def control_many(
         self,
@@ -891,14 +997,22 @@ class Engine:
     ) -> tuple[list[control.Outcome], str | None]:
         """Pause, resume or cancel a page of the executions a filter matches (control.control_many)."""
         return await control.control_many(
-            self, action, tenant=tenant, workflow=workflow, states=states, limit=limit,
-            after_id=after_id, compensate=compensate,
+            self,
+            action,
+            tenant=tenant,
+            workflow=workflow,
+            states=states,
+            limit=limit,
+            after_id=after_id,
+            compensate=compensate,
         )
 
     async def cancel(
         self, execution_id: str, *, tenant: str = DEFAULT_TENANT, compensate: bool = False
     ) -> ExecutionRecord:
-        return await self._control(execution_id, tenant, "cancel", allowed=None, compensate=compensate)
+        return await self._control(
+            execution_id, tenant, "cancel", allowed=None, compensate=compensate
+        )
 
     async def _control(
         self,
@@ -957,7 +1071,9 @@ class Engine:
             ):
                 return record
             if self.clock() > deadline:
-                raise Unavailable(f"the replica running {execution_id} did not apply {action} in time")
+                raise Unavailable(
+                    f"the replica running {execution_id} did not apply {action} in time"
+                )
             await asyncio.sleep(0.05)
 
     # --------------------------------------------------------------- events
@@ -970,7 +1086,9 @@ class Engine:
         limit: int = 1000,
     ) -> list[EventRecord]:
         await self.get_execution(execution_id, tenant=tenant)
-        return await self.store.list_events(execution_id, after_sequence=after_sequence, limit=limit)
+        return await self.store.list_events(
+            execution_id, after_sequence=after_sequence, limit=limit
+        )
 
     async def watch(
         self, execution_id: str, *, tenant: str = DEFAULT_TENANT, after_sequence: int = 0
@@ -986,7 +1104,12 @@ class Engine:
             return record is not None and record.state.terminal and record.last_sequence <= last
 
         async for event in follow(
-            self.hub, execution_id, after=after_sequence, read_page=read_page, is_final=_is_final, finished=finished
+            self.hub,
+            execution_id,
+            after=after_sequence,
+            read_page=read_page,
+            is_final=_is_final,
+            finished=finished,
         ):
             yield event
 

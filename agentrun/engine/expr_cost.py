@@ -189,7 +189,11 @@ class _Parser:
     def primary(self) -> Node:
         kind, text = self.take()
         if kind == "str":
-            return ("lit", 1 + len(text) / TEXT_BYTES_PER_UNIT, _SIMPLE_STRING.fullmatch(text) and text[1:-1])
+            return (
+                "lit",
+                1 + len(text) / TEXT_BYTES_PER_UNIT,
+                _SIMPLE_STRING.fullmatch(text) and text[1:-1],
+            )
         if kind == "num":
             return ("lit", 1, int(text) if text.isdigit() else None)
         if kind == "name":
@@ -378,7 +382,9 @@ class _Estimator:
             return cost + 1, SCALAR
         a, b = self.size(shapes[0]), self.size(shapes[1])
         if op == "+":
-            return cost + a.size + b.size, Shape(a.size + b.size, a.count + b.count, max(a.elem, b.elem))
+            return cost + a.size + b.size, Shape(
+                a.size + b.size, a.count + b.count, max(a.elem, b.elem)
+            )
         if op == "in":
             return cost + b.size + b.count * min(a.size, b.elem), SCALAR
         return cost + a.size + b.size, SCALAR  # comparisons read both sides
@@ -394,7 +400,12 @@ class _Estimator:
             shapes.append(s)
         if name == "has":
             return cost, SCALAR
-        if name == "size" and shapes and shapes[0].concrete and isinstance(shapes[0].value, (list, dict)):
+        if (
+            name == "size"
+            and shapes
+            and shapes[0].concrete
+            and isinstance(shapes[0].value, (list, dict))
+        ):
             return cost, SCALAR
         sized = [self.size(s) for s in shapes]
         read = sum(s.size for s in sized)

@@ -26,16 +26,57 @@ MAX_COLLECTION = 10_000
 # What the CEL library (the Rust core, without the opt-in Python stdlib) provides, and the
 # operator and macro names `Program.functions()` reports. Anything else would fail only at run
 # time ("Undefined variable or function"), so validation refuses it.
-FUNCTIONS = frozenset({
-    "size", "contains", "startsWith", "endsWith", "matches",
-    "int", "uint", "double", "string", "bytes", "timestamp", "duration", "dyn", "type",
-    "getFullYear", "getMonth", "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear",
-    "getHours", "getMinutes", "getSeconds", "getMilliseconds",
-})
-_OPERATORS = frozenset({
-    "_+_", "_-_", "_*_", "_/_", "_%_", "-_", "!_", "_==_", "_!=_", "_<_", "_<=_", "_>_", "_>=_",
-    "_&&_", "_||_", "_?_:_", "_[_]", "@in", "@not_strictly_false",
-})
+FUNCTIONS = frozenset(
+    {
+        "size",
+        "contains",
+        "startsWith",
+        "endsWith",
+        "matches",
+        "int",
+        "uint",
+        "double",
+        "string",
+        "bytes",
+        "timestamp",
+        "duration",
+        "dyn",
+        "type",
+        "getFullYear",
+        "getMonth",
+        "getDate",
+        "getDayOfMonth",
+        "getDayOfWeek",
+        "getDayOfYear",
+        "getHours",
+        "getMinutes",
+        "getSeconds",
+        "getMilliseconds",
+    }
+)
+_OPERATORS = frozenset(
+    {
+        "_+_",
+        "_-_",
+        "_*_",
+        "_/_",
+        "_%_",
+        "-_",
+        "!_",
+        "_==_",
+        "_!=_",
+        "_<_",
+        "_<=_",
+        "_>_",
+        "_>=_",
+        "_&&_",
+        "_||_",
+        "_?_:_",
+        "_[_]",
+        "@in",
+        "@not_strictly_false",
+    }
+)
 
 _TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 _COMPREHENSION = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
@@ -266,9 +307,7 @@ class Template:
         return self.constant if fn is None else fn(activation)
 
 
-def compile_template(
-    value: Any, path: str, allowed: frozenset[str] | None = None
-) -> Template:
+def compile_template(value: Any, path: str, allowed: frozenset[str] | None = None) -> Template:
     """Compiles a JSON value; raises ExpressionError listing the first bad expression.
 
     Use `compile_template_collect` to gather every error of a value."""
@@ -305,6 +344,7 @@ def _build(
             parts.append((key, item, _build(item, f"{path}.{key}", allowed, errors, out)))
         if all(fn is None for _, _, fn in parts):
             return None
+
         def eval_dict(act: Mapping[str, Any]) -> Any:
             return {k: (v if fn is None else fn(act)) for k, v, fn in parts}
 

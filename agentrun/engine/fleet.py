@@ -64,9 +64,18 @@ def make_scheduler(
     from agentrun.storage.sqldb import SqlDatabase
 
     database = getattr(store, "database", None)
-    if config.limits_nodes and config.shared and isinstance(database, SqlDatabase) and not database.sqlite:
+    if (
+        config.limits_nodes
+        and config.shared
+        and isinstance(database, SqlDatabase)
+        and not database.sqlite
+    ):
         return FleetScheduler(
-            config, SlotTable(database), replica_id=replica_id, lease_seconds=lease_seconds, listen=store.listen
+            config,
+            SlotTable(database),
+            replica_id=replica_id,
+            lease_seconds=lease_seconds,
+            listen=store.listen,
         )
     return Scheduler(config)
 
@@ -115,7 +124,9 @@ class FleetScheduler(BaseScheduler):
             await self._table.renew(self.name, ttl=self._ttl, held=self._held)
         except Exception:
             log.warning("could not join the shared scheduler yet; retrying", exc_info=True)
-        self._renewer = asyncio.get_running_loop().create_task(self._renew_loop(), name="agentrun-slots")
+        self._renewer = asyncio.get_running_loop().create_task(
+            self._renew_loop(), name="agentrun-slots"
+        )
 
     async def close(self) -> None:
         """Gives every row of this replica back (running calls were stopped by then)."""
@@ -130,7 +141,10 @@ class FleetScheduler(BaseScheduler):
         try:
             await self._table.leave(self.name)
         except Exception:
-            log.warning("could not give back the scheduler slots of %s; they return when its lease expires", self.name)
+            log.warning(
+                "could not give back the scheduler slots of %s; they return when its lease expires",
+                self.name,
+            )
 
     # -------------------------------------------------------------- requests
     def _queue(self, ticket: Ticket) -> None:
@@ -291,7 +305,11 @@ class _Decider:
         caps = [LANE_DEPTH]
         if c.max_running_nodes:
             caps.append(max(0, c.max_running_nodes - self.running.total))
-        caps.extend(limit for limit in (c.max_running_nodes_per_tenant, c.max_running_nodes_per_workflow) if limit)
+        caps.extend(
+            limit
+            for limit in (c.max_running_nodes_per_tenant, c.max_running_nodes_per_workflow)
+            if limit
+        )
         self.depth = min(caps)
         return self.depth
 

@@ -46,7 +46,9 @@ class Instrumentation:
         exception that leaves the block."""
         yield None
 
-    def events_committed(self, record: ExecutionRecord, events: list[EventRecord], seconds: float) -> None:
+    def events_committed(
+        self, record: ExecutionRecord, events: list[EventRecord], seconds: float
+    ) -> None:
         """A batch of events was committed (`seconds`: the store's commit time)."""
 
     def events_published(self, execution_id: str, events: list[EventRecord]) -> None:

@@ -26,10 +26,16 @@ def label_problems(labels: Mapping[str, object], path: str) -> list[Diagnostic]:
         where = f"{path}.{key}" if key else path
         if not _KEY.match(key):
             problems.append(
-                Diagnostic(where, f"label key {key!r} must be a lower-case word (a-z, 0-9, '.', '_', '-'; up to 63)")
+                Diagnostic(
+                    where,
+                    f"label key {key!r} must be a lower-case word (a-z, 0-9, '.', '_', '-'; up to 63)",
+                )
             )
         elif not isinstance(value, str) or not _VALUE.match(value):
             problems.append(
-                Diagnostic(where, f"label value {value!r} must be a word (letters, digits, '.', '_', '-'; 1 to 63)")
+                Diagnostic(
+                    where,
+                    f"label value {value!r} must be a word (letters, digits, '.', '_', '-'; 1 to 63)",
+                )
             )
     return problems

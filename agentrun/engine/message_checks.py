@@ -220,7 +220,9 @@ def _json(
         if kind == "number_value":
             if not math.isfinite(value.number_value):
                 problems.append(
-                    Diagnostic(path or "value", f"must be a finite number, not {value.number_value}")
+                    Diagnostic(
+                        path or "value", f"must be a finite number, not {value.number_value}"
+                    )
                 )
             return
         if kind == "string_value":

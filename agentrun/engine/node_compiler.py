@@ -56,8 +56,11 @@ def compile_node(
     if "timeout" in present:
         f["timeout"] = c.duration(n, "timeout", path)
         if not takes_timeout:
-            c.error(f"{path}.timeout", f"a {kind} node takes no timeout" + (
-                " (use wait.timeout)" if kind == "wait" else ""))
+            c.error(
+                f"{path}.timeout",
+                f"a {kind} node takes no timeout"
+                + (" (use wait.timeout)" if kind == "wait" else ""),
+            )
     elif takes_timeout:
         f["timeout"] = default_timeout
     if "total_timeout" in present:
@@ -79,7 +82,10 @@ def compile_node(
     if n.on_exhausted == pb.Budget.ON_EXHAUSTED_PAUSE:
         f["on_exhausted"] = "pause"
         if kind not in ("agent", "tool", "workflow"):
-            c.error(f"{path}.on_exhausted", f"a {kind} node cannot pause on failure (agent, tool and workflow nodes can)")
+            c.error(
+                f"{path}.on_exhausted",
+                f"a {kind} node cannot pause on failure (agent, tool and workflow nodes can)",
+            )
 
     if kind in ("agent", "tool", "pass", "workflow"):
         f["step"] = c.step(n, kind, path, BASE_NAMES)
@@ -155,8 +161,11 @@ def _switch(c: StepCompiler, sw: Any, path: str) -> dict[str, Any]:
 
 
 def _wait(c: StepCompiler, w: Any, wpath: str) -> dict[str, Any]:
-    given = [x for x in ("signal", "duration", "until") if (
-        w.HasField(x) if x == "duration" else bool(getattr(w, x)))]
+    given = [
+        x
+        for x in ("signal", "duration", "until")
+        if (w.HasField(x) if x == "duration" else bool(getattr(w, x)))
+    ]
     if len(given) != 1:
         c.error(wpath, "needs exactly one of signal, duration or until")
     f: dict[str, Any] = {
@@ -192,7 +201,9 @@ def _aggregate(c: StepCompiler, a: Any, path: str, has_incoming: bool) -> dict[s
 def _expressions(f: dict[str, Any]) -> list[Expression | Template]:
     """The node's own expressions and templates (its calls' are the steps')."""
     out: list[Expression | Template] = [
-        x for x in (f.get("output"), f.get("until"), *(f.get("export") or {}).values()) if x is not None
+        x
+        for x in (f.get("output"), f.get("until"), *(f.get("export") or {}).values())
+        if x is not None
     ]
     out += [x for x in (f.get("items"), f.get("expr"), f.get("when")) if x is not None]
     out += [case.when for case in f.get("cases", ())]

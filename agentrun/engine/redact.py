@@ -19,7 +19,11 @@ MIN_SECRET_LENGTH = 4
 
 class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
-        values = sorted({s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        values = sorted(
+            {s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH},
+            key=len,
+            reverse=True,
+        )
         self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
 
     def __bool__(self) -> bool:

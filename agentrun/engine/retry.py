@@ -53,7 +53,9 @@ class RetrySpec:
         # cured by trying again.
         if error_type in _NEVER_RETRIED or error_type in self.non_retryable:
             return False
-        if self.non_retryable and any(fnmatch.fnmatchcase(error_type, p) for p in self.non_retryable):
+        if self.non_retryable and any(
+            fnmatch.fnmatchcase(error_type, p) for p in self.non_retryable
+        ):
             return False  # globs: `payments.*`
         return attempt < self.max_attempts
 

@@ -92,11 +92,15 @@ class SchedulerConfig:
         bindings = dict(data.pop("bindings", None) or {})
         targets = data.pop("max_running_per_target", None) or {}
         if not isinstance(targets, Mapping):
-            raise ValueError("limits.max_running_per_target: expected a mapping of tool or provider names to limits")
+            raise ValueError(
+                "limits.max_running_per_target: expected a mapping of tool or provider names to limits"
+            )
         per_target = {}
         for name, limit in targets.items():
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-                raise ValueError(f"limits.max_running_per_target.{name}: expected a positive integer, got {limit!r}")
+                raise ValueError(
+                    f"limits.max_running_per_target.{name}: expected a positive integer, got {limit!r}"
+                )
             per_target[str(name)] = limit
         shared = data.pop("shared", True)
         if not isinstance(shared, bool):
@@ -123,7 +127,9 @@ class TokenBucket:
 
     def _refill(self, now: float) -> None:
         if now > self.updated:
-            self.tokens = min(float(self.spec.burst), self.tokens + (now - self.updated) / self._per_token)
+            self.tokens = min(
+                float(self.spec.burst), self.tokens + (now - self.updated) / self._per_token
+            )
             self.updated = now
 
     def take(self, now: float) -> bool:
@@ -201,7 +207,8 @@ class Running:
         """Room at the workflow and target levels (the caller checks global and tenant)."""
         c = self.config
         if c.max_running_nodes_per_workflow and (
-            self.workflows.get((ticket.tenant, ticket.workflow), 0) >= c.max_running_nodes_per_workflow
+            self.workflows.get((ticket.tenant, ticket.workflow), 0)
+            >= c.max_running_nodes_per_workflow
         ):
             return False
         limit = c.max_running_per_target.get(ticket.target) if c.max_running_per_target else None
@@ -318,10 +325,19 @@ class BaseScheduler:
         """Queues a ready call; `grant(ticket)` is called (on the loop) when it may start. A
         call with a budget `claim` is queued once its budgets hold its estimate."""
         if claim is not None and self.budgets is not None:
-            self.budgets.admit(claim, lambda: self.request(
-                owner, tenant=tenant, workflow=workflow, execution_priority=execution_priority,
-                node_priority=node_priority, bucket=bucket, grant=grant, target=target,
-            ))
+            self.budgets.admit(
+                claim,
+                lambda: self.request(
+                    owner,
+                    tenant=tenant,
+                    workflow=workflow,
+                    execution_priority=execution_priority,
+                    node_priority=node_priority,
+                    bucket=bucket,
+                    grant=grant,
+                    target=target,
+                ),
+            )
             return
         ticket = Ticket(
             key=(-execution_priority, -node_priority, next(self._arrivals)),
@@ -385,7 +401,9 @@ class BaseScheduler:
 class Scheduler(BaseScheduler):
     """The scheduler of one process: its queues, counts and buckets in memory."""
 
-    def __init__(self, config: SchedulerConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: SchedulerConfig | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__(config, clock)
         self._queues: dict[str, Lanes] = {}
         self._turns: deque[str] = deque()  # tenants with waiting work, in turn order
@@ -414,7 +432,9 @@ class Scheduler(BaseScheduler):
     # -------------------------------------------------------------- dispatch
     def _dispatch(self) -> None:
         now = self._clock()
-        granted, wake_in = grant_round(self._turns, self._queues, self._running, self._token, self.stats)
+        granted, wake_in = grant_round(
+            self._turns, self._queues, self._running, self._token, self.stats
+        )
         for ticket in granted:
             self._start(ticket, now)
         if wake_in is not None:

@@ -82,7 +82,9 @@ def _walk(value: Any, limit: int) -> int:
         item = stack.pop()
         t = type(item)
         if t is str:
-            total += (len(item) if item.isascii() else len(item.encode("utf-8", "surrogatepass"))) + 2
+            total += (
+                len(item) if item.isascii() else len(item.encode("utf-8", "surrogatepass"))
+            ) + 2
         elif t is dict:
             total += 2 + max(len(item) * 2 - 1, 0)  # braces, colons and commas
             stack.extend(item.keys())
@@ -139,7 +141,9 @@ def check_request(field: str, value: Any, setting: str) -> None:
     limit = getattr(limits.current(), setting)
     size = oversize(value, limit)
     if size is not None:
-        raise InvalidInput([Diagnostic(field, f"is {_describe(size, limit)} (data_limits.{setting})")])
+        raise InvalidInput(
+            [Diagnostic(field, f"is {_describe(size, limit)} (data_limits.{setting})")]
+        )
 
 
 def bound_event(type_: str, data: Any) -> Any:
@@ -167,5 +171,9 @@ def bound_error(err: Any) -> Any:
     out["message"] = message
     out["details"] = {"truncated": True}
     if oversize(out, MAX_ERROR_BYTES) is not None:  # the other keys were large too
-        out = {"type": str(err.get("type", "internal"))[:200], "message": message, "details": {"truncated": True}}
+        out = {
+            "type": str(err.get("type", "internal"))[:200],
+            "message": message,
+            "details": {"truncated": True},
+        }
     return out

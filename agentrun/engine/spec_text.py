@@ -23,6 +23,7 @@ import yaml
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "QUOTE_HINT", "Noted", "Refused", "read_document", "too_deep"]
 
+
 class _PyEventParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
     """PyYAML's pure-Python event parser, for builds without libyaml."""
 
@@ -38,7 +39,6 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     _EventParser = _PyEventParser  # type: ignore[assignment,misc]
 
 
-
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 64
 QUOTE_HINT = "quote strings that hold ${{ }}"
@@ -50,7 +50,6 @@ class Refused(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
 
 
 def read_document(text: str | bytes, filename: str = "") -> Any:
@@ -219,7 +218,9 @@ def _resolve_scalar(event: yaml.ScalarEvent) -> Any:
     if tag in (_TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"):
         value = _resolve_plain(event.value)
         kind = tag.removeprefix(_TAG)
-        typed = isinstance(value, _TAGGED[kind]) and not (kind != "bool" and isinstance(value, bool))
+        typed = isinstance(value, _TAGGED[kind]) and not (
+            kind != "bool" and isinstance(value, bool)
+        )
         if typed:
             return float(value) if kind == "float" else value
         raise Refused(f"{_mark(event)}: {event.value!r} is not a valid !!{kind}")
@@ -357,4 +358,3 @@ def _note(frame: list[Any], key: Any, message: str) -> None:
 
 def _anchor_message(event: Any) -> str:
     return f"{_mark(event)}: YAML anchors (&{event.anchor}) are not allowed; write the value out"
-

@@ -118,7 +118,9 @@ def _field_info(fd: FieldDescriptor) -> FieldInfo:
     walk = _single_walker(fd)
     if fd.is_repeated:
         walk = _list_walker(walk, strings=fd.type == FieldDescriptor.TYPE_STRING)
-    info = message_info(message_type) if message_type is not None and _is_plain_message(fd) else None
+    info = (
+        message_info(message_type) if message_type is not None and _is_plain_message(fd) else None
+    )
     keeps_null = message_type is not None and message_type.full_name == "google.protobuf.Value"
     return FieldInfo(fd.name, walk, keeps_null=keeps_null and not fd.is_repeated, message=info)
 
@@ -241,7 +243,9 @@ def _map_walker(walk_value: Walk) -> Walk:
     return walk
 
 
-def _check_oneofs(info: MessageInfo, out: dict[str, Any], path: str, errors: list[Diagnostic]) -> None:
+def _check_oneofs(
+    info: MessageInfo, out: dict[str, Any], path: str, errors: list[Diagnostic]
+) -> None:
     """Zero kinds is the validator's to report; two or more is unreadable, so it is ours."""
     for name, members in info.oneofs.items():
         present = [file_word for name, file_word in members if name in out]
@@ -426,6 +430,7 @@ def _json_value(value: Any, path: str, errors: list[Diagnostic], depth: int) -> 
 
 # Keys, paths and messages -------------------------------------------------------------------
 
+
 def map_key(key: Any) -> str | None:
     """Scalar YAML keys (`200:`) become the strings protobuf JSON map keys are."""
     if isinstance(key, str):
@@ -497,7 +502,6 @@ def describe(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "a list"
     return f"a {type(value).__name__}"
-
 
 
 def report_notes(value: Any, path: str, errors: list[Diagnostic]) -> None:

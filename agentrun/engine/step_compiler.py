@@ -196,7 +196,9 @@ class StepCompiler:
         """`kind` is the file word of the set member of `msg.kind` (`pass`, not `pass_node`)."""
         return StepPlan(**self._step_fields(msg, kind, path, allowed), retry=retry, timeout=timeout)
 
-    def _step_fields(self, msg: Any, kind: str, path: str, allowed: frozenset[str]) -> dict[str, Any]:
+    def _step_fields(
+        self, msg: Any, kind: str, path: str, allowed: frozenset[str]
+    ) -> dict[str, Any]:
         body = spec_words.member(msg)
         p = f"{path}.{kind}"
         out: dict[str, Any] = {"kind": kind, "path": p}
@@ -211,7 +213,9 @@ class StepCompiler:
             else:
                 tool = self.tools.get(body.name)
                 if tool is None:
-                    self.error(f"{p}.name", f"unknown tool {body.name!r}{_known(self.tools.names())}")
+                    self.error(
+                        f"{p}.name", f"unknown tool {body.name!r}{_known(self.tools.names())}"
+                    )
             args = value_to_py(body.args) if body.HasField("args") else {}
             template = self.template(args, f"{p}.args", allowed, secrets_ok=True)
             self.warnings.extend(sql_query_warnings(body.name, args, f"{p}.args"))
@@ -274,10 +278,17 @@ class StepCompiler:
         (`waits`) may be a wait for a signal, whose timeout is the wait's."""
         kind = spec_words.which(msg)
         if kind is None:
-            self.error(path, "needs exactly one kind: agent, tool, pass, workflow" + (" or wait" if waits else ""))
+            self.error(
+                path,
+                "needs exactly one kind: agent, tool, pass, workflow"
+                + (" or wait" if waits else ""),
+            )
             return None
         if kind == "wait" and not waits:
-            self.error(f"{path}.wait", "a wait step is only allowed as a map's body (each item waits for its own answer)")
+            self.error(
+                f"{path}.wait",
+                "a wait step is only allowed as a map's body (each item waits for its own answer)",
+            )
             return None
         fields = self._step_fields(msg, kind, path, allowed)
         retry = self.retry(msg.retry, f"{path}.retry") if msg.HasField("retry") else None

@@ -84,7 +84,9 @@ def check_tool(tool: Any) -> Tool:
         try:
             jsonschema.Draft202012Validator.check_schema(schema)
         except jsonschema.SchemaError as exc:
-            raise ToolDefinitionError(f"tool {name!r}: {attr} is not a valid JSON Schema: {exc.message}") from None
+            raise ToolDefinitionError(
+                f"tool {name!r}: {attr} is not a valid JSON Schema: {exc.message}"
+            ) from None
     return tool
 
 
@@ -129,8 +131,12 @@ class Registry(ToolRegistry):
 
         def wrap(fn: Callable[[Any, CallContext], Awaitable[Any]]) -> FunctionTool:
             made = FunctionTool(
-                fn, name=name, description=description, args_schema=args_schema,
-                result_schema=result_schema, effect=effect,
+                fn,
+                name=name,
+                description=description,
+                args_schema=args_schema,
+                result_schema=result_schema,
+                effect=effect,
             )
             self.register(made)
             return made
@@ -159,7 +165,9 @@ class Registry(ToolRegistry):
             try:
                 obj = ep.load()
             except Exception as exc:
-                raise ToolDefinitionError(f"entry point {ep.name} = {ep.value}: {type(exc).__name__}: {exc}") from None
+                raise ToolDefinitionError(
+                    f"entry point {ep.name} = {ep.value}: {type(exc).__name__}: {exc}"
+                ) from None
             for tool in _materialise(obj, (config or {}).get(ep.name), f"entry point {ep.name}"):
                 self.register(tool)
                 added.append(tool.name)
@@ -178,7 +186,9 @@ class Registry(ToolRegistry):
                     raise ToolDefinitionError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
                 target, options = entry["factory"], entry.get("options")
             else:
-                raise ToolDefinitionError(f"{where}: expected 'module:attr' or {{factory, options}}")
+                raise ToolDefinitionError(
+                    f"{where}: expected 'module:attr' or {{factory, options}}"
+                )
             obj = _import(target, where)
             for tool in _materialise(obj, options, where):
                 self.register(tool)

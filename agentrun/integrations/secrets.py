@@ -48,7 +48,9 @@ def read_secrets_file(path: str | os.PathLike[str]) -> dict[str, str]:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError):
         # Never echo the parser's message: it quotes the file, secrets and all.
-        raise SecretsError(f"secrets file {p}: not a valid {'JSON' if p.suffix == '.json' else 'YAML'} mapping") from None
+        raise SecretsError(
+            f"secrets file {p}: not a valid {'JSON' if p.suffix == '.json' else 'YAML'} mapping"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -76,13 +78,15 @@ def load_secrets(
         out.update(read_secrets_file(path))
     for key, value in env.items():
         if key.startswith(DEFAULT_PREFIX) and len(key) > len(DEFAULT_PREFIX):
-            name = key[len(DEFAULT_PREFIX):]
+            name = key[len(DEFAULT_PREFIX) :]
             if _NAME.match(name):
                 out[name] = value
                 out.setdefault(name.lower(), value)
     section = config.get("secrets") or {}
     if not isinstance(section, Mapping):
-        raise SecretsError("secrets: expected a mapping of names to values, {env: VARIABLE} or {file: PATH}")
+        raise SecretsError(
+            "secrets: expected a mapping of names to values, {env: VARIABLE} or {file: PATH}"
+        )
     for name, value in section.items():
         name = str(name)
         if not _NAME.match(name):
@@ -93,18 +97,28 @@ def load_secrets(
                 if variable in env:
                     out[name] = env[variable]
                 elif not value.get("optional"):
-                    raise SecretsError(f"secrets.{name}: environment variable {variable} is not set")
+                    raise SecretsError(
+                        f"secrets.{name}: environment variable {variable} is not set"
+                    )
             elif set(value) == {"file"}:
                 try:
-                    out[name] = Path(str(value["file"])).read_text().removesuffix("\n").removesuffix("\r")
+                    out[name] = (
+                        Path(str(value["file"])).read_text().removesuffix("\n").removesuffix("\r")
+                    )
                 except OSError as exc:
-                    raise SecretsError(f"secrets.{name}: cannot read {value['file']}: {exc.strerror or exc}") from None
+                    raise SecretsError(
+                        f"secrets.{name}: cannot read {value['file']}: {exc.strerror or exc}"
+                    ) from None
             else:
-                raise SecretsError(f"secrets.{name}: expected a string, {{env: VARIABLE}} or {{file: PATH}}")
+                raise SecretsError(
+                    f"secrets.{name}: expected a string, {{env: VARIABLE}} or {{file: PATH}}"
+                )
         elif isinstance(value, str | int | float) and not isinstance(value, bool):
             out[name] = str(value)
         else:
-            raise SecretsError(f"secrets.{name}: expected a string, {{env: VARIABLE}} or {{file: PATH}}")
+            raise SecretsError(
+                f"secrets.{name}: expected a string, {{env: VARIABLE}} or {{file: PATH}}"
+            )
     return out
 
 

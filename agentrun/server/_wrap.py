@@ -149,7 +149,8 @@ def check_requests(
 
 
 def replace_behavior(
-    handler: grpc.RpcMethodHandler[Any, Any], wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+    handler: grpc.RpcMethodHandler[Any, Any],
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The handler with its behaviour wrapped. grpc's handlers are namedtuples
     (grpc._utilities.RpcMethodHandler), which its stubs do not say: `_replace` is reached
@@ -167,14 +168,20 @@ class CachingInterceptor(grpc.aio.ServerInterceptor):
     """Base: wraps each method's handler once; `_wrap` returns None to leave it as is."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+        self._cache: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         raise NotImplementedError
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)

@@ -106,7 +106,9 @@ class AgentrunServer:
                 StateMachineService(engine.machines, self.lifecycle), self.registry
             )
             self.service_names.append(
-                state_machine_service_pb2.DESCRIPTOR.services_by_name["StateMachineService"].full_name
+                state_machine_service_pb2.DESCRIPTOR.services_by_name[
+                    "StateMachineService"
+                ].full_name
             )
         if workers is not None:
             from agentrun.server.worker_service import WorkerService
@@ -116,7 +118,9 @@ class AgentrunServer:
             worker_grpc.add_WorkerServiceServicer_to_server(
                 WorkerService(workers, self.lifecycle), cast("grpc.aio.Server", self.registry)
             )
-            self.service_names.append(worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name)
+            self.service_names.append(
+                worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+            )
         # The registry stands in for the server: the function calls only its add_* methods.
         health_pb2_grpc.add_HealthServicer_to_server(
             self.health, cast("grpc.aio.Server", self.registry)
@@ -183,7 +187,9 @@ def port_in_use(address: str) -> bool:
     if not port.isdigit() or int(port) == 0:
         return False
     try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     except OSError:
         return False
     for family, kind, proto, _name, sockaddr in infos:

@@ -85,7 +85,9 @@ class AuthInterceptor(CachingInterceptor):
         else:
             self._keys = {k.key: k for k in keys}
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if method.startswith(PUBLIC_PREFIXES):
             return None
         return wrap_before(handler, method, self._check)

@@ -257,7 +257,9 @@ def _check_observability(config: ServerConfig) -> ServerConfig:
     if config.log_format not in ("auto", "json", "text"):
         raise ConfigError(f"log_format: {config.log_format!r} is not one of auto, json, text")
     if not isinstance(logging.getLevelName(str(config.log_level).upper()), int):
-        raise ConfigError(f"log_level: {config.log_level!r} is not a level (DEBUG, INFO, WARNING, ERROR)")
+        raise ConfigError(
+            f"log_level: {config.log_level!r} is not a level (DEBUG, INFO, WARNING, ERROR)"
+        )
     if config.metrics_port is not None and not 0 <= config.metrics_port <= 65535:
         raise ConfigError(f"metrics_port: {config.metrics_port} is not a port")
     return config

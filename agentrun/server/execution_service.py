@@ -126,7 +126,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             response.executions.append(execution)
             sent += 1
         if len(records) > sent:
-            response.next_page_token = requests.encode_token("executions", records[sent - 1].id, query)
+            response.next_page_token = requests.encode_token(
+                "executions", records[sent - 1].id, query
+            )
         return response
 
     async def CancelExecution(
@@ -169,13 +171,19 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
     async def ControlExecutions(
         self,
         request: pb.ControlExecutionsRequest,
-        context: grpc.aio.ServicerContext[pb.ControlExecutionsRequest, pb.ControlExecutionsResponse],
+        context: grpc.aio.ServicerContext[
+            pb.ControlExecutionsRequest, pb.ControlExecutionsResponse
+        ],
     ) -> pb.ControlExecutionsResponse:
         action = _ACTIONS.get(request.action)
         if action is None:
-            raise invalid_argument("action", "required: ACTION_PAUSE, ACTION_RESUME or ACTION_CANCEL")
+            raise invalid_argument(
+                "action", "required: ACTION_PAUSE, ACTION_RESUME or ACTION_CANCEL"
+            )
         if not request.filter.strip():
-            raise invalid_argument("filter", "required (as ListExecutions', e.g. `workflow = \"NAME\"`)")
+            raise invalid_argument(
+                "filter", 'required (as ListExecutions\', e.g. `workflow = "NAME"`)'
+            )
         if request.compensate and action != "cancel":
             raise invalid_argument("compensate", "only with ACTION_CANCEL")
         workflow, states = requests.execution_filter(request.filter)
@@ -235,7 +243,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         response = pb.ListWaitsResponse(waits=[convert.wait_to_proto(v) for v in views[:size]])
         if len(views) > size:
             last = views[size - 1].ref
-            response.next_page_token = requests.encode_token("waits", [last.execution_id, last.key], request.parent)
+            response.next_page_token = requests.encode_token(
+                "waits", [last.execution_id, last.key], request.parent
+            )
         return response
 
     async def AnswerWait(
@@ -244,14 +254,18 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         context: grpc.aio.ServicerContext[pb.AnswerWaitRequest, pb.AnswerWaitResponse],
     ) -> pb.AnswerWaitResponse:
         if request.WhichOneof("target") is None:
-            raise invalid_argument("wait_id", "required: the wait's id, or its callback token in `token`")
+            raise invalid_argument(
+                "wait_id", "required: the wait's id, or its callback token in `token`"
+            )
         record, view = await self._engine.answer_wait(
             data=convert.from_value(request.data) if request.HasField("data") else None,
             wait_id=request.wait_id,
             token=request.token,
             tenant=current_tenant(),
         )
-        return pb.AnswerWaitResponse(execution=convert.execution_to_proto(record), wait=convert.wait_to_proto(view))
+        return pb.AnswerWaitResponse(
+            execution=convert.execution_to_proto(record), wait=convert.wait_to_proto(view)
+        )
 
     async def RerunExecution(
         self,
@@ -278,7 +292,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
     async def ListExecutionEvents(
         self,
         request: pb.ListExecutionEventsRequest,
-        context: grpc.aio.ServicerContext[pb.ListExecutionEventsRequest, pb.ListExecutionEventsResponse],
+        context: grpc.aio.ServicerContext[
+            pb.ListExecutionEventsRequest, pb.ListExecutionEventsResponse
+        ],
     ) -> pb.ListExecutionEventsResponse:
         ident = requests.execution_id(request.parent, "parent")
         size = requests.page_size(request.page_size, default=requests.MAX_PAGE_SIZE)
@@ -305,7 +321,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
     async def GetExecutionTrace(
         self,
         request: pb.GetExecutionTraceRequest,
-        context: grpc.aio.ServicerContext[pb.GetExecutionTraceRequest, pb.GetExecutionTraceResponse],
+        context: grpc.aio.ServicerContext[
+            pb.GetExecutionTraceRequest, pb.GetExecutionTraceResponse
+        ],
     ) -> pb.GetExecutionTraceResponse:
         ident = requests.execution_id(request.name)
         tenant = current_tenant()
@@ -314,7 +332,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         events = []
         after = 0
         while True:
-            page = await self._engine.list_events(ident, tenant=tenant, after_sequence=after, limit=1000)
+            page = await self._engine.list_events(
+                ident, tenant=tenant, after_sequence=after, limit=1000
+            )
             events.extend(page)
             if len(page) < 1000:
                 break
@@ -354,5 +374,3 @@ def _trace_labels(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]
         if not trace_context.valid_traceparent(value):
             value = None
     return {"traceparent": value} if value else None
-
-

@@ -32,7 +32,9 @@ class ErrorInterceptor(CachingInterceptor):
     answers requests that do not parse INVALID_ARGUMENT on every method (health and reflection
     too)."""
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if method.startswith(AGENTRUN_PREFIX):
             handler = wrap_errors(handler, abort)
         return check_requests(handler, request_problem, abort)
@@ -56,7 +58,9 @@ class DrainInterceptor(CachingInterceptor):
         super().__init__()
         self._lifecycle = lifecycle
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if method.startswith(PUBLIC_PREFIXES):
             return None
         return wrap_before(handler, method, self._check)
@@ -82,7 +86,9 @@ def status_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     return _CODES_BY_NUMBER.get(code or 0, grpc.StatusCode.UNKNOWN)
 
 
-def final_status(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException | None) -> grpc.StatusCode:
+def final_status(
+    context: grpc.aio.ServicerContext[Any, Any], exc: BaseException | None
+) -> grpc.StatusCode:
     """The status gRPC sends for a call that ended with `exc` (None: returned normally)."""
     if exc is None or isinstance(exc, (grpc.aio.AbortError, GeneratorExit)):
         return status_code(context)
@@ -112,7 +118,9 @@ class CallEndInterceptor(CachingInterceptor):
         super().__init__()
         self._access_log = access_log
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         ended = self._ended
         # The peer is read when the call starts: a stream cancelled by the server's shutdown
         # ends after grpc freed its call, and `context.peer()` then crashes the process.

@@ -42,7 +42,9 @@ class RateLimitInterceptor(CachingInterceptor):
         self._burst = burst if burst is not None else max(1.0, rate)
         self._buckets: dict[str, TokenBucket] = {}
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if method.startswith(PUBLIC_PREFIXES):
             return None
         return wrap_before(handler, method, self._check)

@@ -187,8 +187,6 @@ class _Reflection:
 
     def error(self, request: Any, code: grpc.StatusCode, message: str) -> Any:
         return self.pb.ServerReflectionResponse(
-            error_response=self.pb.ErrorResponse(
-                error_code=code.value[0], error_message=message
-            ),
+            error_response=self.pb.ErrorResponse(error_code=code.value[0], error_message=message),
             original_request=request,
         )

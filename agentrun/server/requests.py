@@ -80,8 +80,13 @@ def decode_token(token: str, kind: str, query: str = "") -> Any:
                 raise ValueError("not a sequence")
             after = min(after, MAX_SEQUENCE)
         elif kind == "waits":
-            if not (isinstance(after, list) and len(after) == 2 and all(isinstance(a, str) for a in after)
-                    and _NAME.fullmatch(after[0]) and _NODE_KEY.fullmatch(after[1])):
+            if not (
+                isinstance(after, list)
+                and len(after) == 2
+                and all(isinstance(a, str) for a in after)
+                and _NAME.fullmatch(after[0])
+                and _NODE_KEY.fullmatch(after[1])
+            ):
                 raise ValueError("not an execution and node")
             after = (after[0], after[1])
         elif not isinstance(after, str) or len(after) > 256 or not _NAME.fullmatch(after):
@@ -180,8 +185,16 @@ def time_bound(stamp: Timestamp, field: str) -> float:
 
 def execution_times(request: pb.ListExecutionsRequest) -> tuple[float | None, float | None]:
     """`created_after` and `created_before` of a ListExecutions request (None when unset)."""
-    after = time_bound(request.created_after, "created_after") if request.HasField("created_after") else None
-    before = time_bound(request.created_before, "created_before") if request.HasField("created_before") else None
+    after = (
+        time_bound(request.created_after, "created_after")
+        if request.HasField("created_after")
+        else None
+    )
+    before = (
+        time_bound(request.created_before, "created_before")
+        if request.HasField("created_before")
+        else None
+    )
     if after is not None and before is not None and before <= after:
         raise invalid_argument("created_before", "must be later than created_after")
     return after, before

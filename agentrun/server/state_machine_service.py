@@ -93,7 +93,9 @@ def instance_filter(text: str) -> tuple[str | None, tuple[InstanceState, ...], s
 # protoc types enum fields by their enum class, types-protobuf's Value() returns int (the same
 # ints at run time): the casts say which enum each number belongs to.
 _STATES = {
-    s: cast(sm_pb.StateMachineInstance.State, sm_pb.StateMachineInstance.State.Value(f"STATE_{s.value}"))
+    s: cast(
+        sm_pb.StateMachineInstance.State, sm_pb.StateMachineInstance.State.Value(f"STATE_{s.value}")
+    )
     for s in InstanceState
 }
 _KINDS = {
@@ -183,7 +185,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         self._lifecycle = lifecycle or Lifecycle()
 
     async def CreateInstance(
-        self, request: pb.CreateInstanceRequest, context: grpc.aio.ServicerContext[pb.CreateInstanceRequest, pb.CreateInstanceResponse]
+        self,
+        request: pb.CreateInstanceRequest,
+        context: grpc.aio.ServicerContext[pb.CreateInstanceRequest, pb.CreateInstanceResponse],
     ) -> pb.CreateInstanceResponse:
         name = requests.workflow_name(request.workflow, "workflow")
         if request.version < 0:
@@ -199,7 +203,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         return pb.CreateInstanceResponse(instance=instance_to_proto(record))
 
     async def GetInstance(
-        self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext[pb.GetInstanceRequest, pb.GetInstanceResponse]
+        self,
+        request: pb.GetInstanceRequest,
+        context: grpc.aio.ServicerContext[pb.GetInstanceRequest, pb.GetInstanceResponse],
     ) -> pb.GetInstanceResponse:
         record = await self._machines.get_instance(
             instance_id(request.name), tenant=current_tenant()
@@ -207,7 +213,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         return pb.GetInstanceResponse(instance=instance_to_proto(record))
 
     async def ListInstances(
-        self, request: pb.ListInstancesRequest, context: grpc.aio.ServicerContext[pb.ListInstancesRequest, pb.ListInstancesResponse]
+        self,
+        request: pb.ListInstancesRequest,
+        context: grpc.aio.ServicerContext[pb.ListInstancesRequest, pb.ListInstancesResponse],
     ) -> pb.ListInstancesResponse:
         workflow, states, current = instance_filter(request.filter)
         size = requests.page_size(request.page_size)
@@ -230,7 +238,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         return response
 
     async def SendEvent(
-        self, request: pb.SendEventRequest, context: grpc.aio.ServicerContext[pb.SendEventRequest, pb.SendEventResponse]
+        self,
+        request: pb.SendEventRequest,
+        context: grpc.aio.ServicerContext[pb.SendEventRequest, pb.SendEventResponse],
     ) -> pb.SendEventResponse:
         ident = instance_id(request.name)
         if not request.event:
@@ -249,7 +259,11 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         )
 
     async def ListInstanceHistory(
-        self, request: pb.ListInstanceHistoryRequest, context: grpc.aio.ServicerContext[pb.ListInstanceHistoryRequest, pb.ListInstanceHistoryResponse]
+        self,
+        request: pb.ListInstanceHistoryRequest,
+        context: grpc.aio.ServicerContext[
+            pb.ListInstanceHistoryRequest, pb.ListInstanceHistoryResponse
+        ],
     ) -> pb.ListInstanceHistoryResponse:
         ident = instance_id(request.parent, "parent")
         first = requests.sequence(request.after_sequence)
@@ -270,7 +284,11 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         return response
 
     async def GetAvailableEvents(
-        self, request: pb.GetAvailableEventsRequest, context: grpc.aio.ServicerContext[pb.GetAvailableEventsRequest, pb.GetAvailableEventsResponse]
+        self,
+        request: pb.GetAvailableEventsRequest,
+        context: grpc.aio.ServicerContext[
+            pb.GetAvailableEventsRequest, pb.GetAvailableEventsResponse
+        ],
     ) -> pb.GetAvailableEventsResponse:
         record, events = await self._machines.available_events(
             instance_id(request.name), tenant=current_tenant()
@@ -280,7 +298,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         )
 
     async def CancelInstance(
-        self, request: pb.CancelInstanceRequest, context: grpc.aio.ServicerContext[pb.CancelInstanceRequest, pb.CancelInstanceResponse]
+        self,
+        request: pb.CancelInstanceRequest,
+        context: grpc.aio.ServicerContext[pb.CancelInstanceRequest, pb.CancelInstanceResponse],
     ) -> pb.CancelInstanceResponse:
         record = await self._machines.cancel_instance(
             instance_id(request.name),
@@ -290,7 +310,9 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
         return pb.CancelInstanceResponse(instance=instance_to_proto(record))
 
     async def WatchInstance(
-        self, request: pb.WatchInstanceRequest, context: grpc.aio.ServicerContext[pb.WatchInstanceRequest, pb.WatchInstanceResponse]
+        self,
+        request: pb.WatchInstanceRequest,
+        context: grpc.aio.ServicerContext[pb.WatchInstanceRequest, pb.WatchInstanceResponse],
     ) -> AsyncIterator[pb.WatchInstanceResponse]:
         ident = instance_id(request.name)
         last = requests.sequence(request.after_sequence)
@@ -304,5 +326,3 @@ class StateMachineService(pb_grpc.StateMachineServiceServicer):
                 "the server is shutting down; resume with after_sequence",
                 last_sequence=last,
             )
-
-

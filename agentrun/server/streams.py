@@ -38,4 +38,3 @@ async def until_stopped(events: AsyncIterator[Any], stop: asyncio.Event) -> Asyn
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
-

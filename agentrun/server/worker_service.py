@@ -47,7 +47,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         except StopAsyncIteration:
             return
         if first.WhichOneof("kind") != "register":
-            raise invalid_argument("register", "the first message of a worker's stream must be `register`")
+            raise invalid_argument(
+                "register", "the first message of a worker's stream must be `register`"
+            )
         session = await hub.open(current_tenant(), registration_from_proto(first.register))
         config = self._workers.config
         registered = pb.WorkerRegistered(name=session.name)
@@ -83,14 +85,22 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                     await hub.heartbeat(session)
                 elif kind == "progress":
                     p = message.progress
-                    data = {"progress": p.progress, "total": p.total or None, "message": p.message or None}
+                    data = {
+                        "progress": p.progress,
+                        "total": p.total or None,
+                        "message": p.message or None,
+                    }
                     await hub.progress(session, p.call_id, data)
                 elif kind == "drain":
                     await hub.stop_sending(session)
                 elif kind == "register":
-                    raise invalid_argument("register", "a stream registers once, with its first message")
+                    raise invalid_argument(
+                        "register", "a stream registers once, with its first message"
+                    )
                 else:
-                    raise invalid_argument("kind", "empty message: set register, result, heartbeat, progress or drain")
+                    raise invalid_argument(
+                        "kind", "empty message: set register, result, heartbeat, progress or drain"
+                    )
         finally:
             session.outbox.put_nowait(None)
 
@@ -108,18 +118,27 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         cursor = after
         while len(found) <= size:
             page = await repo.list_workers(
-                current_tenant(), seen_after=now - 2 * self._workers.config.lease, limit=size + 1, after_id=cursor
+                current_tenant(),
+                seen_after=now - 2 * self._workers.config.lease,
+                limit=size + 1,
+                after_id=cursor,
             )
-            found += [w for w in page if tool is None or any(t.get("name") == tool for t in w.tools)]
+            found += [
+                w for w in page if tool is None or any(t.get("name") == tool for t in w.tools)
+            ]
             if len(page) <= size:
                 break
             cursor = page[-1].id
         more = len(found) > size
         found = found[:size]
         load = await repo.active_calls([w.id for w in found])
-        response = pb.ListWorkersResponse(workers=[worker_to_proto(w, load.get(w.id, 0)) for w in found])
+        response = pb.ListWorkersResponse(
+            workers=[worker_to_proto(w, load.get(w.id, 0)) for w in found]
+        )
         if more:
-            response.next_page_token = requests.encode_token("workers", found[-1].id, request.filter)
+            response.next_page_token = requests.encode_token(
+                "workers", found[-1].id, request.filter
+            )
         return response
 
 
@@ -160,8 +179,12 @@ def registration_from_proto(message: pb.RegisterWorker) -> Registration:
             ToolSpec(
                 name=t.name,
                 description=t.description,
-                args_schema=convert.from_struct(t.args_schema) if t.HasField("args_schema") else None,
-                result_schema=convert.from_struct(t.result_schema) if t.HasField("result_schema") else None,
+                args_schema=convert.from_struct(t.args_schema)
+                if t.HasField("args_schema")
+                else None,
+                result_schema=convert.from_struct(t.result_schema)
+                if t.HasField("result_schema")
+                else None,
                 irreversible=t.irreversible,
                 idempotent=t.idempotent,
                 max_concurrent_calls=t.max_concurrent_calls,
@@ -226,8 +249,11 @@ def call_to_proto(call: CallRecord) -> pb.WorkerCall:
 
 def _outgoing(item: CallRecord | Cancel | Refused) -> pb.ConnectResponse:
     if isinstance(item, Cancel):
-        return pb.ConnectResponse(cancel=pb.WorkerCallCancelled(call_id=item.call_id, reason=item.reason))
+        return pb.ConnectResponse(
+            cancel=pb.WorkerCallCancelled(call_id=item.call_id, reason=item.reason)
+        )
     if isinstance(item, Refused):
-        return pb.ConnectResponse(refused=pb.WorkerResultRefused(call_id=item.call_id, reason=item.reason))
+        return pb.ConnectResponse(
+            refused=pb.WorkerResultRefused(call_id=item.call_id, reason=item.reason)
+        )
     return pb.ConnectResponse(call=call_to_proto(item))
-

@@ -93,7 +93,11 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         size = requests.page_size(request.page_size)
         prefix = request.filter.strip()
         after = requests.decode_token(request.page_token, "tools", prefix)
-        names = [n for n in self._engine.tools.names() if n.startswith(prefix) and (after is None or n > after)]
+        names = [
+            n
+            for n in self._engine.tools.names()
+            if n.startswith(prefix) and (after is None or n > after)
+        ]
         response = pb.ListToolsResponse(
             tools=[_tool_to_proto(self._engine.tools.get(n)) for n in names[:size]]
         )

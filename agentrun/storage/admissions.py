@@ -52,16 +52,26 @@ class AdmissionTable:
 
     async def pending_count(self, tenant: str) -> int:
         rows = await self.database.read(
-            sa.select(sa.func.count()).select_from(_a).where(_a.c.tenant == tenant, _a.c.running == sa.false())
+            sa.select(sa.func.count())
+            .select_from(_a)
+            .where(_a.c.tenant == tenant, _a.c.running == sa.false())
         )
         return int(rows[0][0])
 
     async def arrive(
-        self, execution_id: str, tenant: str, ckey: str | None, limit: int, quota: int, on_limit: str
+        self,
+        execution_id: str,
+        tenant: str,
+        ckey: str | None,
+        limit: int,
+        quota: int,
+        on_limit: str,
     ) -> Admitted:
         def work(conn: sa.Connection) -> Admitted:
             _lock(conn, self.database, tenant)
-            existing = conn.execute(sa.select(_a.c.running).where(_a.c.execution_id == execution_id)).first()
+            existing = conn.execute(
+                sa.select(_a.c.running).where(_a.c.execution_id == execution_id)
+            ).first()
             if existing is not None:
                 return Admitted("run" if existing[0] else "queued")
             running, by_key = _running(conn, tenant, ckey)
@@ -74,12 +84,16 @@ class AdmissionTable:
             if on_limit == "cancel_newest" and ckey is not None and not quota_full:
                 return Admitted("cancel_newest")
             if on_limit == "cancel_oldest" and ckey is not None and not quota_full:
-                oldest = conn.execute(
-                    sa.select(_a.c.execution_id)
-                    .where(_a.c.tenant == tenant, _a.c.ckey == ckey, _a.c.running == sa.true())
-                    .order_by(_a.c.execution_id)
-                    .limit(1)
-                ).scalars().all()
+                oldest = (
+                    conn.execute(
+                        sa.select(_a.c.execution_id)
+                        .where(_a.c.tenant == tenant, _a.c.ckey == ckey, _a.c.running == sa.true())
+                        .order_by(_a.c.execution_id)
+                        .limit(1)
+                    )
+                    .scalars()
+                    .all()
+                )
                 _insert(conn, execution_id, tenant, ckey, limit, running=False, rank=-1)
                 return Admitted("cancel_oldest", tuple(oldest))
             _insert(conn, execution_id, tenant, ckey, limit, running=False)
@@ -88,33 +102,50 @@ class AdmissionTable:
         return await self.database.transaction(work)
 
     async def resume(
-        self, execution_id: str, tenant: str, ckey: str | None, limit: int, quota: int, *, pending: bool
+        self,
+        execution_id: str,
+        tenant: str,
+        ckey: str | None,
+        limit: int,
+        quota: int,
+        *,
+        pending: bool,
     ) -> bool:
         """An execution found in the store (a restart, a take-over): whether it may run. One
         that ran holds its place (taken back if it had none); a pending one keeps its row, or
         arrives now in the line."""
         if pending:
-            return (await self.arrive(execution_id, tenant, ckey, limit, quota, "queue")).verdict == "run"
+            return (
+                await self.arrive(execution_id, tenant, ckey, limit, quota, "queue")
+            ).verdict == "run"
 
         def work(conn: sa.Connection) -> bool:
             _lock(conn, self.database, tenant)
-            row = conn.execute(sa.select(_a.c.running).where(_a.c.execution_id == execution_id)).first()
+            row = conn.execute(
+                sa.select(_a.c.running).where(_a.c.execution_id == execution_id)
+            ).first()
             if row is None:
                 _insert(conn, execution_id, tenant, ckey, limit, running=True)
             elif not row[0]:
-                conn.execute(_a.update().where(_a.c.execution_id == execution_id).values(running=True))
+                conn.execute(
+                    _a.update().where(_a.c.execution_id == execution_id).values(running=True)
+                )
             return True
 
         return await self.database.transaction(work)
 
     async def forget(self, execution_id: str) -> None:
-        await self.database.transaction(lambda conn: conn.execute(_a.delete().where(_a.c.execution_id == execution_id)))
+        await self.database.transaction(
+            lambda conn: conn.execute(_a.delete().where(_a.c.execution_id == execution_id))
+        )
 
     async def depart(self, execution_id: str, quota: int) -> list[str]:
         """An execution ended: its place is free; returns the waiting executions admitted now."""
 
         def work(conn: sa.Connection) -> list[str]:
-            row = conn.execute(sa.select(_a.c.tenant).where(_a.c.execution_id == execution_id)).first()
+            row = conn.execute(
+                sa.select(_a.c.tenant).where(_a.c.execution_id == execution_id)
+            ).first()
             if row is None:
                 return []
             tenant = row[0]
@@ -129,7 +160,9 @@ class AdmissionTable:
         if not execution_ids:
             return []
         rows = await self.database.read(
-            sa.select(_a.c.execution_id).where(_a.c.execution_id.in_(execution_ids), _a.c.running == sa.true())
+            sa.select(_a.c.execution_id).where(
+                _a.c.execution_id.in_(execution_ids), _a.c.running == sa.true()
+            )
         )
         return [r[0] for r in rows]
 
@@ -150,7 +183,9 @@ class AdmissionTable:
             admitted: list[str] = []
             for tenant in sorted({t for _, t in rows}):
                 _lock(conn, self.database, tenant)
-                conn.execute(_a.delete().where(_a.c.execution_id.in_([i for i, t in rows if t == tenant])))
+                conn.execute(
+                    _a.delete().where(_a.c.execution_id.in_([i for i, t in rows if t == tenant]))
+                )
                 admitted += _admit_next(conn, tenant, quota)
             return admitted
 
@@ -164,11 +199,23 @@ def _lock(conn: sa.Connection, database: SqlDatabase, tenant: str) -> None:
 
 
 def _insert(
-    conn: sa.Connection, execution_id: str, tenant: str, ckey: str | None, limit: int, *, running: bool, rank: int = 0
+    conn: sa.Connection,
+    execution_id: str,
+    tenant: str,
+    ckey: str | None,
+    limit: int,
+    *,
+    running: bool,
+    rank: int = 0,
 ) -> None:
     conn.execute(
         _a.insert().values(
-            execution_id=execution_id, tenant=tenant, ckey=ckey, key_limit=limit, running=running, rank=rank
+            execution_id=execution_id,
+            tenant=tenant,
+            ckey=ckey,
+            key_limit=limit,
+            running=running,
+            rank=rank,
         )
     )
 
@@ -179,15 +226,20 @@ def _running(conn: sa.Connection, tenant: str, ckey: str | None) -> tuple[int, i
         .where(_a.c.tenant == tenant, _a.c.running == sa.true())
         .group_by(_a.c.ckey)
     ).all()
-    return sum(int(n) for _, n in rows), sum(int(n) for k, n in rows if ckey is not None and k == ckey)
+    return sum(int(n) for _, n in rows), sum(
+        int(n) for k, n in rows if ckey is not None and k == ckey
+    )
 
 
 def _waiting_with(conn: sa.Connection, tenant: str, ckey: str) -> bool:
-    return conn.execute(
-        sa.select(_a.c.execution_id)
-        .where(_a.c.tenant == tenant, _a.c.ckey == ckey, _a.c.running == sa.false())
-        .limit(1)
-    ).first() is not None
+    return (
+        conn.execute(
+            sa.select(_a.c.execution_id)
+            .where(_a.c.tenant == tenant, _a.c.ckey == ckey, _a.c.running == sa.false())
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def _admit_next(conn: sa.Connection, tenant: str, quota: int) -> list[str]:
@@ -202,7 +254,9 @@ def _admit_next(conn: sa.Connection, tenant: str, quota: int) -> list[str]:
     counts: dict[Any, int] = {}
     total = 0
     for k, n in conn.execute(
-        sa.select(_a.c.ckey, sa.func.count()).where(_a.c.tenant == tenant, _a.c.running == sa.true()).group_by(_a.c.ckey)
+        sa.select(_a.c.ckey, sa.func.count())
+        .where(_a.c.tenant == tenant, _a.c.running == sa.true())
+        .group_by(_a.c.ckey)
     ):
         counts[k] = int(n)
         total += int(n)

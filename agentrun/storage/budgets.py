@@ -25,7 +25,14 @@ import sqlalchemy as sa
 from agentrun.storage import schema as db
 from agentrun.storage.sqldb import SqlDatabase
 
-__all__ = ["BudgetLedger", "Charge", "MemoryBudgetLedger", "Refusal", "SqlBudgetLedger", "ledger_for"]
+__all__ = [
+    "BudgetLedger",
+    "Charge",
+    "MemoryBudgetLedger",
+    "Refusal",
+    "SqlBudgetLedger",
+    "ledger_for",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +122,15 @@ class MemoryBudgetLedger(BudgetLedger):
         self._holds: dict[str, tuple[str, float, int, float, list[tuple[str, str]]]] = {}
 
     async def reserve(
-        self, hold: str, owner: str, charges: Sequence[Charge], tokens: int, cost: float, *, now: float, expires_at: float
+        self,
+        hold: str,
+        owner: str,
+        charges: Sequence[Charge],
+        tokens: int,
+        cost: float,
+        *,
+        now: float,
+        expires_at: float,
     ) -> Refusal | None:
         for other, (_, expiry, t, c, budgets) in list(self._holds.items()):
             if expiry < now:
@@ -126,10 +141,18 @@ class MemoryBudgetLedger(BudgetLedger):
             key = (charge.scope, charge.period)
             held_t = sum(h[2] for h in self._holds.values() if key in h[4])
             held_c = sum(h[3] for h in self._holds.values() if key in h[4])
-            refusal = _refusal(charge, self._spent.get(key, (0, 0.0)), (held_t, held_c), tokens, cost)
+            refusal = _refusal(
+                charge, self._spent.get(key, (0, 0.0)), (held_t, held_c), tokens, cost
+            )
             if refusal is not None:
                 return refusal
-        self._holds[hold] = (owner, expires_at, tokens, cost, [(c.scope, c.period) for c in charges])
+        self._holds[hold] = (
+            owner,
+            expires_at,
+            tokens,
+            cost,
+            [(c.scope, c.period) for c in charges],
+        )
         return None
 
     async def settle(self, hold: str, tokens: int, cost: float, *, now: float) -> None:
@@ -162,14 +185,25 @@ class SqlBudgetLedger(BudgetLedger):
         self.database = database
 
     async def reserve(
-        self, hold: str, owner: str, charges: Sequence[Charge], tokens: int, cost: float, *, now: float, expires_at: float
+        self,
+        hold: str,
+        owner: str,
+        charges: Sequence[Charge],
+        tokens: int,
+        cost: float,
+        *,
+        now: float,
+        expires_at: float,
     ) -> Refusal | None:
         charges = sorted(charges, key=lambda c: (c.scope, c.period))
         keys = [(c.scope, c.period) for c in charges]
 
         def work(conn: sa.Connection) -> Refusal | None:
             insert = self.database.insert(_s).values(
-                [{"scope": s, "period": p, "tokens": 0, "cost": 0.0, "updated_at": now} for s, p in keys]
+                [
+                    {"scope": s, "period": p, "tokens": 0, "cost": 0.0, "updated_at": now}
+                    for s, p in keys
+                ]
             )
             conn.execute(insert.on_conflict_do_nothing())
             which = sa.tuple_(_s.c.scope, _s.c.period).in_(keys)
@@ -185,11 +219,14 @@ class SqlBudgetLedger(BudgetLedger):
             held_in = sa.tuple_(_h.c.scope, _h.c.period).in_(keys)
             # Holds of a process that stopped renewing: charged in full, the call may have run.
             abandoned = conn.execute(
-                _h.delete().where(held_in, _h.c.expires_at < now).returning(_h.c.scope, _h.c.period, _h.c.tokens, _h.c.cost)
+                _h.delete()
+                .where(held_in, _h.c.expires_at < now)
+                .returning(_h.c.scope, _h.c.period, _h.c.tokens, _h.c.cost)
             ).all()
             for s, p, t, c in abandoned:
                 conn.execute(
-                    _s.update().where(_s.c.scope == s, _s.c.period == p)
+                    _s.update()
+                    .where(_s.c.scope == s, _s.c.period == p)
                     .values(tokens=_s.c.tokens + t, cost=_s.c.cost + c, updated_at=now)
                 )
                 old = spent[(s, p)]
@@ -197,7 +234,9 @@ class SqlBudgetLedger(BudgetLedger):
             held = {
                 (s, p): (int(t or 0), float(c or 0.0))
                 for s, p, t, c in conn.execute(
-                    sa.select(_h.c.scope, _h.c.period, sa.func.sum(_h.c.tokens), sa.func.sum(_h.c.cost))
+                    sa.select(
+                        _h.c.scope, _h.c.period, sa.func.sum(_h.c.tokens), sa.func.sum(_h.c.cost)
+                    )
                     .where(held_in)
                     .group_by(_h.c.scope, _h.c.period)
                 )
@@ -209,8 +248,15 @@ class SqlBudgetLedger(BudgetLedger):
             conn.execute(
                 _h.insert(),
                 [
-                    {"hold": hold, "scope": s, "period": p, "owner": owner, "tokens": tokens, "cost": cost,
-                     "expires_at": expires_at}
+                    {
+                        "hold": hold,
+                        "scope": s,
+                        "period": p,
+                        "owner": owner,
+                        "tokens": tokens,
+                        "cost": cost,
+                        "expires_at": expires_at,
+                    }
                     for s, p in keys
                 ],
             )
@@ -222,11 +268,15 @@ class SqlBudgetLedger(BudgetLedger):
         def work(conn: sa.Connection) -> None:
             # Only the budgets this hold is still on: one charged as abandoned is not charged twice.
             budgets = sorted(
-                (s, p) for s, p in conn.execute(_h.delete().where(_h.c.hold == hold).returning(_h.c.scope, _h.c.period))
+                (s, p)
+                for s, p in conn.execute(
+                    _h.delete().where(_h.c.hold == hold).returning(_h.c.scope, _h.c.period)
+                )
             )
             for s, p in budgets:
                 conn.execute(
-                    _s.update().where(_s.c.scope == s, _s.c.period == p)
+                    _s.update()
+                    .where(_s.c.scope == s, _s.c.period == p)
                     .values(tokens=_s.c.tokens + tokens, cost=_s.c.cost + cost, updated_at=now)
                 )
 
@@ -234,7 +284,9 @@ class SqlBudgetLedger(BudgetLedger):
 
     async def renew(self, owner: str, expires_at: float) -> None:
         await self.database.transaction(
-            lambda conn: conn.execute(_h.update().where(_h.c.owner == owner).values(expires_at=expires_at)),
+            lambda conn: conn.execute(
+                _h.update().where(_h.c.owner == owner).values(expires_at=expires_at)
+            ),
             leases=True,
         )
 

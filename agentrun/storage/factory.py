@@ -66,6 +66,8 @@ def make_store(url: str | None = None, *, lease_seconds: float | None = None) ->
             synchronous = synchronous[-1]
         parsed = parsed.difference_update_query(["synchronous"])
         store = SqlStore(
-            parsed.render_as_string(hide_password=False), synchronous=synchronous, lease_seconds=lease_seconds
+            parsed.render_as_string(hide_password=False),
+            synchronous=synchronous,
+            lease_seconds=lease_seconds,
         )
     return store

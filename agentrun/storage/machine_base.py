@@ -165,7 +165,12 @@ def history_event(entry: HistoryRecord) -> EventRecord:
     if entry.reentered:
         data["reentered"] = True
     return EventRecord(
-        entry.instance_id, entry.sequence, f"instance.{entry.kind.value.lower()}", entry.time, None, data
+        entry.instance_id,
+        entry.sequence,
+        f"instance.{entry.kind.value.lower()}",
+        entry.time,
+        None,
+        data,
     )
 
 

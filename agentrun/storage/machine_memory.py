@@ -43,7 +43,9 @@ class MemoryMachineStore(MachineStore):
             out.lease_expires_at = self._expires[record.id]
         return out
 
-    def _lease(self, instance_id: str, owner: str | None, epoch: int, expires: float | None) -> None:
+    def _lease(
+        self, instance_id: str, owner: str | None, epoch: int, expires: float | None
+    ) -> None:
         self._leases[instance_id] = (owner, epoch)
         self._expires[instance_id] = expires
 

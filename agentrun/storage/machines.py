@@ -285,7 +285,11 @@ class SqlMachineStore(MachineStore):
             conn.execute(
                 t.update()
                 .where(t.c.id.in_(ids))
-                .values(owner=owner, lease_epoch=t.c.lease_epoch + 1, lease_expires_at=now + lease_seconds)
+                .values(
+                    owner=owner,
+                    lease_epoch=t.c.lease_epoch + 1,
+                    lease_expires_at=now + lease_seconds,
+                )
             )
             rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(t.c.id))
             return [_instance_record(row) for row in rows]

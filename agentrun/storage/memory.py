@@ -65,7 +65,8 @@ class MemoryWorkflows(WorkflowRepository):
         self, tenant: str, name: str, version: int | None = None, *, include_deleted: bool = False
     ) -> WorkflowRecord | None:
         versions = [
-            r for r in self._workflows.get((tenant, name), ())
+            r
+            for r in self._workflows.get((tenant, name), ())
             if include_deleted or (tenant, name, r.version) not in self._deleted
         ]
         if not versions:
@@ -81,7 +82,8 @@ class MemoryWorkflows(WorkflowRepository):
         self, tenant: str, *, limit: int, after_name: str | None = None
     ) -> list[WorkflowRecord]:
         names = sorted(
-            n for (t, n), v in self._workflows.items()
+            n
+            for (t, n), v in self._workflows.items()
             if t == tenant and v and (t, n, v[-1].version) not in self._deleted
         )
         if after_name is not None:
@@ -90,7 +92,8 @@ class MemoryWorkflows(WorkflowRepository):
 
     async def delete_workflow(self, tenant: str, name: str) -> bool:
         live = [
-            r.version for r in self._workflows.get((tenant, name), ())
+            r.version
+            for r in self._workflows.get((tenant, name), ())
             if (tenant, name, r.version) not in self._deleted
         ]
         self._deleted.update((tenant, name, v) for v in live)
@@ -181,7 +184,11 @@ class MemoryExecutions(ExecutionRepository):
                 continue
             for nid in sorted(self._nodes.get(eid, {})):
                 node = self._nodes[eid][nid]
-                if node.state is not NodeState.WAITING or node.wait is None or (after is not None and (eid, nid) <= after):
+                if (
+                    node.state is not NodeState.WAITING
+                    or node.wait is None
+                    or (after is not None and (eid, nid) <= after)
+                ):
                     continue
                 out.append(_copy(node))
                 if len(out) >= limit:
@@ -198,7 +205,9 @@ class MemoryExecutions(ExecutionRepository):
             for execution_id in ids:
                 stored = self._executions.get(execution_id)
                 if stored is not None and (stored.owner, stored.lease_epoch) != batch.fence:
-                    raise LeaseLost(f"execution {execution_id} is leased to {stored.owner} epoch {stored.lease_epoch}")
+                    raise LeaseLost(
+                        f"execution {execution_id} is leased to {stored.owner} epoch {stored.lease_epoch}"
+                    )
         last: dict[str, int] = {}
         for event in batch.events:
             log = self._events.get(event.execution_id)
@@ -218,7 +227,10 @@ class MemoryExecutions(ExecutionRepository):
             record = _copy(batch.execution)
             # A commit changes the run state only, never the lease.
             record.owner, record.lease_epoch, record.lease_expires_at = (
-                stored.owner, stored.lease_epoch, stored.lease_expires_at)
+                stored.owner,
+                stored.lease_epoch,
+                stored.lease_expires_at,
+            )
             self._executions[batch.execution.id] = record
         for node in batch.nodes:
             self._nodes.setdefault(node.execution_id, {})[node.node_id] = _copy(node)
@@ -230,7 +242,13 @@ class MemoryExecutions(ExecutionRepository):
                     signal.consumed_by = node_id
 
     async def claim_executions(
-        self, owner: str, *, lease_seconds: float, now: float, limit: int = 100, include_own: bool = False
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        limit: int = 100,
+        include_own: bool = False,
     ) -> list[ExecutionRecord]:
         claimed = []
         for key in sorted(self._executions):
@@ -238,7 +256,9 @@ class MemoryExecutions(ExecutionRepository):
             if record.state.terminal:
                 continue
             # Never this replica's own by expiry: it runs those (see SqlStore.claim_executions).
-            free = record.owner is None or (record.owner != owner and (record.lease_expires_at or 0) < now)
+            free = record.owner is None or (
+                record.owner != owner and (record.lease_expires_at or 0) < now
+            )
             if not free and not (include_own and record.owner == owner):
                 continue
             record.owner = owner

@@ -56,13 +56,23 @@ _CANDIDATES = sa.text(
 
 # Sets of rows travel as arrays: one statement, one bind parameter per column.
 _INSERT_COLUMNS = {
-    "replica": "text", "n": "bigint", "tenant": "text", "workflow": "text", "target": "text",
-    "bucket": "text", "exec_rank": "integer", "node_rank": "integer", "seq": "bigint",
-    "granted": "boolean", "throttled": "boolean",
+    "replica": "text",
+    "n": "bigint",
+    "tenant": "text",
+    "workflow": "text",
+    "target": "text",
+    "bucket": "text",
+    "exec_rank": "integer",
+    "node_rank": "integer",
+    "seq": "bigint",
+    "granted": "boolean",
+    "throttled": "boolean",
 }
 # (Array parameters are named a_COLUMN: the insert shares its statement with other parts.)
 _INSERT_SQL = (
-    "INSERT INTO slot_tickets (" + ", ".join(_INSERT_COLUMNS) + ", news) SELECT *, false FROM unnest("
+    "INSERT INTO slot_tickets ("
+    + ", ".join(_INSERT_COLUMNS)
+    + ", news) SELECT *, false FROM unnest("
     + ", ".join(f"CAST(:a_{name} AS {kind}[])" for name, kind in _INSERT_COLUMNS.items())
     + ") ON CONFLICT (replica, n) DO NOTHING"
 )
@@ -192,7 +202,9 @@ class SlotTable:
             result.granted.extend(
                 (int(n), bool(throttled))
                 for n, throttled in conn.execute(
-                    sa.select(_t.c.n, _t.c.throttled).where(_t.c.replica == replica, _t.c.granted == sa.true())
+                    sa.select(_t.c.n, _t.c.throttled).where(
+                        _t.c.replica == replica, _t.c.granted == sa.true()
+                    )
                 )
             )
         depth = dispatcher.lane_depth(running)
@@ -200,8 +212,18 @@ class SlotTable:
         buckets: dict[str, tuple[float, float]] = {}
         if depth > 0:
             candidates = [
-                SlotRow(replica=r, n=int(n), tenant=tn, workflow=w, target=tg, bucket=b,
-                        exec_rank=er, node_rank=nr, seq=int(s), throttled=bool(th))
+                SlotRow(
+                    replica=r,
+                    n=int(n),
+                    tenant=tn,
+                    workflow=w,
+                    target=tg,
+                    bucket=b,
+                    exec_rank=er,
+                    node_rank=nr,
+                    seq=int(s),
+                    throttled=bool(th),
+                )
                 for r, n, tn, w, tg, b, er, nr, s, th in conn.execute(_CANDIDATES, {"depth": depth})
             ]
             names = sorted({c.bucket for c in candidates if c.bucket})
@@ -216,7 +238,9 @@ class SlotTable:
         decision = dispatcher.decide(FleetView(now, cursor, running, candidates, buckets))
         result.wake_in, result.more = decision.wake_in, decision.more
         result.granted.extend((g.n, g.throttled) for g in decision.grants if g.replica == replica)
-        state = (decision.cursor, next_seq) if (decision.cursor, next_seq) != (cursor, seq) else None
+        state = (
+            (decision.cursor, next_seq) if (decision.cursor, next_seq) != (cursor, seq) else None
+        )
         _write_decision(conn, replica, decision, state)
         return result
 
@@ -224,7 +248,9 @@ class SlotTable:
         """Renews `replica`'s lease (writing its rows back if they were taken) and takes
         back the rows of replicas whose lease expired; returns how many it took back (the
         replicas waiting are told their slots may have come free)."""
-        return await self.database.transaction(lambda conn: self._renew_and_reap(conn, replica, ttl, held), leases=True)
+        return await self.database.transaction(
+            lambda conn: self._renew_and_reap(conn, replica, ttl, held), leases=True
+        )
 
     def _renew_and_reap(
         self, conn: sa.Connection, replica: str, ttl: float, held: Callable[[], list[SlotRow]]
@@ -265,7 +291,9 @@ def _renew(conn: sa.Connection, replica: str, expires_at: float) -> bool:
     """Extends the replica's lease; False when it had none (new, or taken back): then it
     is granted one here, and its rows must be written again."""
     r = db.slot_replicas
-    if conn.execute(r.update().where(r.c.replica == replica).values(expires_at=expires_at)).rowcount:
+    if conn.execute(
+        r.update().where(r.c.replica == replica).values(expires_at=expires_at)
+    ).rowcount:
         return True
     conn.execute(r.insert().values(replica=replica, expires_at=expires_at))
     return False
@@ -298,7 +326,11 @@ def _by_replica(rows: Sequence[SlotRow]) -> dict[str, list[int]]:
 
 
 def _apply_and_count(
-    conn: sa.Connection, replica: str, adds: Sequence[SlotRow], removes: Sequence[int], next_seq: int
+    conn: sa.Connection,
+    replica: str,
+    adds: Sequence[SlotRow],
+    removes: Sequence[int],
+    next_seq: int,
 ) -> tuple[list[tuple[str, str, str, int]], int]:
     """One statement: deletes `removes`, inserts `adds`, and counts the granted rows by
     tenant, workflow and target (its snapshot predates its own changes, so the granted rows
@@ -353,13 +385,17 @@ def _write_decision(
             "CAST(:bn AS text[]), CAST(:bt AS float8[]), CAST(:bu AS float8[]))"
             " ON CONFLICT (name) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at)"
         )
-        params.update({
-            "bn": names,
-            "bt": [decision.buckets[n][0] for n in names],
-            "bu": [decision.buckets[n][1] for n in names],
-        })
+        params.update(
+            {
+                "bn": names,
+                "bt": [decision.buckets[n][0] for n in names],
+                "bu": [decision.buckets[n][1] for n in names],
+            }
+        )
     if state is not None:
-        ctes.append("s AS (UPDATE slot_state SET cursor = :cursor, next_seq = :next_seq WHERE id = 1)")
+        ctes.append(
+            "s AS (UPDATE slot_state SET cursor = :cursor, next_seq = :next_seq WHERE id = 1)"
+        )
         params.update({"cursor": state[0], "next_seq": state[1]})
     others: dict[str, list[str]] = {}
     for g in decision.grants:
@@ -371,7 +407,9 @@ def _write_decision(
     params["channel"] = CHANNEL
     params.update({f"p{i}": payload for i, payload in enumerate(payloads)})
     select = ", ".join(f"pg_notify(:channel, :p{i})" for i in range(len(payloads))) or "1"
-    conn.execute(sa.text(("WITH " + ", ".join(ctes) + " " if ctes else "") + "SELECT " + select), params)
+    conn.execute(
+        sa.text(("WITH " + ", ".join(ctes) + " " if ctes else "") + "SELECT " + select), params
+    )
 
 
 def _payloads(items: list[str]) -> list[str]:

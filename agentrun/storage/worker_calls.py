@@ -190,7 +190,9 @@ class WorkerCallStore(abc.ABC):
     async def add_worker(self, record: WorkerRecord) -> None: ...
 
     @abc.abstractmethod
-    async def update_worker(self, worker_id: str, *, heartbeat_at: float | None = None, state: str | None = None) -> None: ...
+    async def update_worker(
+        self, worker_id: str, *, heartbeat_at: float | None = None, state: str | None = None
+    ) -> None: ...
 
     @abc.abstractmethod
     async def remove_worker(self, worker_id: str) -> None: ...
@@ -233,16 +235,26 @@ class WorkerCallStore(abc.ABC):
 
     @abc.abstractmethod
     async def complete(
-        self, call_id: str, worker_id: str, *, now: float, result: Any = None, error: dict[str, Any] | None = None
+        self,
+        call_id: str,
+        worker_id: str,
+        *,
+        now: float,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
     ) -> bool:
         """The worker's answer: SUCCEEDED with `result`, or FAILED with `error`. False, and
         nothing written, unless the call is LEASED to `worker_id` with a lease alive at `now`."""
 
     @abc.abstractmethod
-    async def report_progress(self, call_id: str, worker_id: str, progress: dict[str, Any]) -> bool: ...
+    async def report_progress(
+        self, call_id: str, worker_id: str, progress: dict[str, Any]
+    ) -> bool: ...
 
     @abc.abstractmethod
-    async def release(self, worker_id: str, *, now: float, error: dict[str, Any]) -> list[CallRecord]:
+    async def release(
+        self, worker_id: str, *, now: float, error: dict[str, Any]
+    ) -> list[CallRecord]:
         """Ends every call LEASED to the worker as FAILED with `error`; returns them."""
 
     @abc.abstractmethod
@@ -258,7 +270,9 @@ class WorkerCallStore(abc.ABC):
         """`caller` still waits for its open calls until `until`."""
 
     @abc.abstractmethod
-    async def sweep(self, *, now: float, keep_seconds: float, worker_seen_after: float) -> list[CallRecord]:
+    async def sweep(
+        self, *, now: float, keep_seconds: float, worker_seen_after: float
+    ) -> list[CallRecord]:
         """Cancels open calls whose caller stopped keeping them (returns them), deletes calls
         that ended more than `keep_seconds` ago and workers silent since `worker_seen_after`."""
 
@@ -288,7 +302,9 @@ class MemoryWorkerCalls(WorkerCallStore):
     async def add_worker(self, record: WorkerRecord) -> None:
         self._workers[record.id] = _copy_worker(record)
 
-    async def update_worker(self, worker_id: str, *, heartbeat_at: float | None = None, state: str | None = None) -> None:
+    async def update_worker(
+        self, worker_id: str, *, heartbeat_at: float | None = None, state: str | None = None
+    ) -> None:
         worker = self._workers.get(worker_id)
         if worker is not None:
             if heartbeat_at is not None:
@@ -305,7 +321,9 @@ class MemoryWorkerCalls(WorkerCallStore):
         found = [
             _copy_worker(w)
             for _, w in sorted(self._workers.items())
-            if w.tenant == tenant and w.heartbeat_at > seen_after and (after_id is None or w.id > after_id)
+            if w.tenant == tenant
+            and w.heartbeat_at > seen_after
+            and (after_id is None or w.id > after_id)
         ]
         return found[:limit]
 
@@ -339,37 +357,61 @@ class MemoryWorkerCalls(WorkerCallStore):
 
     async def waiting(self, execution_id: str) -> list[CallRecord]:
         return [
-            _copy_call(c) for c in self._calls.values()
+            _copy_call(c)
+            for c in self._calls.values()
             if c.execution_id == execution_id and c.state is CallState.READY
         ]
 
     async def claim(self, claim: Claim, *, now: float, lease_until: float) -> list[CallRecord]:
         candidates = sorted(
-            (c for c in self._calls.values() if c.state is CallState.READY and c.tenant == claim.tenant),
+            (
+                c
+                for c in self._calls.values()
+                if c.state is CallState.READY and c.tenant == claim.tenant
+            ),
             key=lambda c: (c.created_at, c.id),
         )
         taken = choose(candidates, claim, now)
         for call in taken:
-            call.state, call.worker_id, call.lease_expires, call.updated_at = CallState.LEASED, claim.worker_id, lease_until, now
+            call.state, call.worker_id, call.lease_expires, call.updated_at = (
+                CallState.LEASED,
+                claim.worker_id,
+                lease_until,
+                now,
+            )
         return [_copy_call(c) for c in taken]
 
     async def renew(self, worker_id: str, *, now: float, lease_until: float) -> set[str]:
         held = set()
         for call in self._calls.values():
-            if call.state is CallState.LEASED and call.worker_id == worker_id and (call.lease_expires or 0) >= now:
+            if (
+                call.state is CallState.LEASED
+                and call.worker_id == worker_id
+                and (call.lease_expires or 0) >= now
+            ):
                 call.lease_expires = lease_until
                 held.add(call.id)
         return held
 
     async def complete(
-        self, call_id: str, worker_id: str, *, now: float, result: Any = None, error: dict[str, Any] | None = None
+        self,
+        call_id: str,
+        worker_id: str,
+        *,
+        now: float,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
     ) -> bool:
         call = self._calls.get(call_id)
         if not _leased_to(call, worker_id, now):
             return False
         assert call is not None
         call.state = CallState.FAILED if error is not None else CallState.SUCCEEDED
-        call.result, call.error, call.updated_at = (None if error is not None else result), error, now
+        call.result, call.error, call.updated_at = (
+            (None if error is not None else result),
+            error,
+            now,
+        )
         return True
 
     async def report_progress(self, call_id: str, worker_id: str, progress: dict[str, Any]) -> bool:
@@ -379,8 +421,14 @@ class MemoryWorkerCalls(WorkerCallStore):
         call.progress = dict(progress)
         return True
 
-    async def release(self, worker_id: str, *, now: float, error: dict[str, Any]) -> list[CallRecord]:
-        lost = [c for c in self._calls.values() if c.state is CallState.LEASED and c.worker_id == worker_id]
+    async def release(
+        self, worker_id: str, *, now: float, error: dict[str, Any]
+    ) -> list[CallRecord]:
+        lost = [
+            c
+            for c in self._calls.values()
+            if c.state is CallState.LEASED and c.worker_id == worker_id
+        ]
         for call in lost:
             call.state, call.error, call.updated_at = CallState.FAILED, dict(error), now
         return [_copy_call(c) for c in lost]
@@ -389,7 +437,11 @@ class MemoryWorkerCalls(WorkerCallStore):
         ended = []
         for i in ids:
             call = self._calls.get(i)
-            if call is not None and call.state is CallState.LEASED and (call.lease_expires or 0) < now:
+            if (
+                call is not None
+                and call.state is CallState.LEASED
+                and (call.lease_expires or 0) < now
+            ):
                 call.state, call.error, call.updated_at = CallState.FAILED, dict(error), now
                 ended.append(i)
         return ended
@@ -406,12 +458,18 @@ class MemoryWorkerCalls(WorkerCallStore):
             if call.caller == caller and not call.state.finished:
                 call.caller_expires = until
 
-    async def sweep(self, *, now: float, keep_seconds: float, worker_seen_after: float) -> list[CallRecord]:
+    async def sweep(
+        self, *, now: float, keep_seconds: float, worker_seen_after: float
+    ) -> list[CallRecord]:
         orphans = []
         for call_id, call in list(self._calls.items()):
             if not call.state.finished and call.caller_expires < now:
                 call.state, call.updated_at = CallState.CANCELLED, now
-                call.error = {"type": "cancelled", "message": "nobody waits for the call any more", "details": {}}
+                call.error = {
+                    "type": "cancelled",
+                    "message": "nobody waits for the call any more",
+                    "details": {},
+                }
                 orphans.append(_copy_call(call))
             elif call.state.finished and call.updated_at < now - keep_seconds:
                 del self._calls[call_id]

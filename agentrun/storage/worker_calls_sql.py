@@ -37,6 +37,8 @@ T = TypeVar("T")
 async def _explain(_work: Any, exc: Exception) -> BaseException:
     """A write refused on its own: the database's reason (a value it cannot hold, say)."""
     return exc if isinstance(exc, ValueError) else ValueError(f"refused by the database: {exc}")
+
+
 _CALL_FIELDS = tuple(f.name for f in dataclasses.fields(CallRecord))
 _WORKER_FIELDS = tuple(f.name for f in dataclasses.fields(WorkerRecord))
 
@@ -70,7 +72,9 @@ class SqlWorkerCalls(WorkerCallStore):
     def __init__(self, database: SqlDatabase) -> None:
         self._db = database
         # A known id is left as it is.
-        self._enqueue = database.insert(db.worker_calls).on_conflict_do_nothing(index_elements=[db.worker_calls.c.id])
+        self._enqueue = database.insert(db.worker_calls).on_conflict_do_nothing(
+            index_elements=[db.worker_calls.c.id]
+        )
         # Every write goes through one group commit: the calls of a map's items, their
         # leases and answers share transactions (one fsync or WAL flush a group).
         self._writer: GroupCommit[Callable[[sa.Connection], Any]] = GroupCommit(
@@ -94,7 +98,9 @@ class SqlWorkerCalls(WorkerCallStore):
         )
     )
 
-    def _apply(self, conn: sa.Connection, works: Sequence[Callable[[sa.Connection], Any]]) -> list[Any]:
+    def _apply(
+        self, conn: sa.Connection, works: Sequence[Callable[[sa.Connection], Any]]
+    ) -> list[Any]:
         if not self._db.sqlite:
             # Call rows are working state: a crash loses the attempts waiting on them anyway,
             # and the engine's own (synchronous) commits flush these with them.
@@ -118,12 +124,20 @@ class SqlWorkerCalls(WorkerCallStore):
                 if owner != tenant:
                     raise ToolTaken(name)
             for tool in tools:
-                row = {"name": tool.name, "tenant": tenant, "definition": tool.definition, "updated_at": tool.updated_at}
+                row = {
+                    "name": tool.name,
+                    "tenant": tenant,
+                    "definition": tool.definition,
+                    "updated_at": tool.updated_at,
+                }
                 statement = self._db.insert(t).values(row)
                 conn.execute(
                     statement.on_conflict_do_update(
                         index_elements=[t.c.name],
-                        set_={"definition": statement.excluded.definition, "updated_at": statement.excluded.updated_at},
+                        set_={
+                            "definition": statement.excluded.definition,
+                            "updated_at": statement.excluded.updated_at,
+                        },
                     )
                 )
 
@@ -138,7 +152,9 @@ class SqlWorkerCalls(WorkerCallStore):
         row = {name: getattr(record, name) for name in _WORKER_FIELDS}
         await self._write(lambda conn: conn.execute(db.workers.insert(), row))
 
-    async def update_worker(self, worker_id: str, *, heartbeat_at: float | None = None, state: str | None = None) -> None:
+    async def update_worker(
+        self, worker_id: str, *, heartbeat_at: float | None = None, state: str | None = None
+    ) -> None:
         values: dict[str, Any] = {}
         if heartbeat_at is not None:
             values["heartbeat_at"] = heartbeat_at
@@ -168,7 +184,9 @@ class SqlWorkerCalls(WorkerCallStore):
             return counts
         query = (
             sa.select(_calls.c.worker_id, sa.func.count().label("n"))
-            .where(_calls.c.state == CallState.LEASED.value, _calls.c.worker_id.in_(list(worker_ids)))
+            .where(
+                _calls.c.state == CallState.LEASED.value, _calls.c.worker_id.in_(list(worker_ids))
+            )
             .group_by(_calls.c.worker_id)
         )
         for row in await self._db.read(query):
@@ -232,7 +250,11 @@ class SqlWorkerCalls(WorkerCallStore):
             # Only calls whose labels the worker offers (JSONB containment), no more rows than
             # it can take, and rows another replica is leasing right now skipped, not waited for.
             offered = sa.cast(sa.literal(db.jsonb_dumps(dict(claim.labels))), JSONB)
-            query = query.where(c.c.labels.op("<@")(offered)).limit(claim.total).with_for_update(skip_locked=True)
+            query = (
+                query.where(c.c.labels.op("<@")(offered))
+                .limit(claim.total)
+                .with_for_update(skip_locked=True)
+            )
 
         def lease(conn: sa.Connection) -> list[CallRecord]:
             taken = choose(conn.execute(query).all(), claim, now)
@@ -241,7 +263,12 @@ class SqlWorkerCalls(WorkerCallStore):
             rows = conn.execute(
                 c.update()
                 .where(c.c.id.in_([row.id for row in taken]), c.c.state == CallState.READY.value)
-                .values(state=CallState.LEASED.value, worker_id=claim.worker_id, lease_expires=lease_until, updated_at=now)
+                .values(
+                    state=CallState.LEASED.value,
+                    worker_id=claim.worker_id,
+                    lease_expires=lease_until,
+                    updated_at=now,
+                )
                 .returning(*c.columns)
             ).all()
             return sorted((_call_record(r) for r in rows), key=lambda r: (r.created_at, r.id))
@@ -252,14 +279,24 @@ class SqlWorkerCalls(WorkerCallStore):
         c = _calls
         statement = (
             c.update()
-            .where(c.c.worker_id == worker_id, c.c.state == CallState.LEASED.value, c.c.lease_expires >= now)
+            .where(
+                c.c.worker_id == worker_id,
+                c.c.state == CallState.LEASED.value,
+                c.c.lease_expires >= now,
+            )
             .values(lease_expires=lease_until)
             .returning(c.c.id)
         )
         return await self._write(lambda conn: {row.id for row in conn.execute(statement)})
 
     async def complete(
-        self, call_id: str, worker_id: str, *, now: float, result: Any = None, error: dict[str, Any] | None = None
+        self,
+        call_id: str,
+        worker_id: str,
+        *,
+        now: float,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
     ) -> bool:
         params = {
             "call_id": call_id,
@@ -277,12 +314,16 @@ class SqlWorkerCalls(WorkerCallStore):
         c = _calls
         statement = (
             c.update()
-            .where(c.c.id == call_id, c.c.state == CallState.LEASED.value, c.c.worker_id == worker_id)
+            .where(
+                c.c.id == call_id, c.c.state == CallState.LEASED.value, c.c.worker_id == worker_id
+            )
             .values(progress=progress)
         )
         return bool(await self._write(lambda conn: conn.execute(statement).rowcount))
 
-    async def release(self, worker_id: str, *, now: float, error: dict[str, Any]) -> list[CallRecord]:
+    async def release(
+        self, worker_id: str, *, now: float, error: dict[str, Any]
+    ) -> list[CallRecord]:
         c = _calls
         statement = (
             c.update()
@@ -298,7 +339,9 @@ class SqlWorkerCalls(WorkerCallStore):
         c = _calls
         statement = (
             c.update()
-            .where(c.c.id.in_(list(ids)), c.c.state == CallState.LEASED.value, c.c.lease_expires < now)
+            .where(
+                c.c.id.in_(list(ids)), c.c.state == CallState.LEASED.value, c.c.lease_expires < now
+            )
             .values(state=CallState.FAILED.value, error=error, updated_at=now)
             .returning(c.c.id)
         )
@@ -317,10 +360,14 @@ class SqlWorkerCalls(WorkerCallStore):
 
     async def keep_callers(self, caller: str, *, until: float) -> None:
         c = _calls
-        statement = c.update().where(c.c.caller == caller, c.c.state.in_(OPEN)).values(caller_expires=until)
+        statement = (
+            c.update().where(c.c.caller == caller, c.c.state.in_(OPEN)).values(caller_expires=until)
+        )
         await self._write(lambda conn: conn.execute(statement))
 
-    async def sweep(self, *, now: float, keep_seconds: float, worker_seen_after: float) -> list[CallRecord]:
+    async def sweep(
+        self, *, now: float, keep_seconds: float, worker_seen_after: float
+    ) -> list[CallRecord]:
         c = _calls
         gone = {"type": "cancelled", "message": "nobody waits for the call any more", "details": {}}
 

@@ -55,12 +55,16 @@ class Call:
     deadline: float | None
     traceparent: str
     labels: dict[str, str]
-    _report: Callable[[str, float, float | None, str | None], None] = field(repr=False, default=lambda *a: None)
+    _report: Callable[[str, float, float | None, str | None], None] = field(
+        repr=False, default=lambda *a: None
+    )
     # Set when the server withdraws the call (the node timed out or was cancelled, or the
     # lease was lost); an async tool is cancelled too, a sync one should look at it.
     cancelled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
-    def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+    def progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
         """Reports how far the call got (a `tool.progress` event of the node)."""
         self._report(self.call_id, progress, total, message)
 
@@ -89,7 +93,9 @@ class ToolDefinition:
             parameters = list(inspect.signature(self.fn).parameters.values())
         except (TypeError, ValueError):
             return True
-        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        positional = [
+            p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         required = [p for p in positional if p.default is p.empty]
         return (
             len(required) >= 2

@@ -180,7 +180,9 @@ class Worker:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _TRANSIENT:
                     raise WorkerRefused(exc.code(), exc.details() or "") from None
-                log.info("worker stream to %s ended (%s); connecting again", target, exc.code().name)
+                log.info(
+                    "worker stream to %s ended (%s); connecting again", target, exc.code().name
+                )
             if self._stopped or self._draining:
                 break
             await asyncio.sleep(delay)
@@ -242,7 +244,9 @@ class Worker:
                     if kind == "registered":
                         self.name = response.registered.name
                         self.stats.sessions += 1
-                        interval = response.registered.heartbeat_interval.ToNanoseconds() / 1e9 or 1.0
+                        interval = (
+                            response.registered.heartbeat_interval.ToNanoseconds() / 1e9 or 1.0
+                        )
                         heartbeats = asyncio.ensure_future(self._heartbeats(out, interval))
                         self.connected.set()
                         if self._draining:
@@ -253,8 +257,11 @@ class Worker:
                         self._cancel(response.cancel.call_id)
                     elif kind == "refused":
                         self.stats.refused += 1
-                        log.warning("the server refused the answer to %s (%s)",
-                                    response.refused.call_id, response.refused.reason)
+                        log.warning(
+                            "the server refused the answer to %s (%s)",
+                            response.refused.call_id,
+                            response.refused.reason,
+                        )
             finally:
                 self.connected.clear()
                 self._out = None
@@ -266,7 +273,9 @@ class Worker:
                 self._calls.clear()
                 self._idle.set()
 
-    async def _heartbeats(self, out: asyncio.Queue[pb.ConnectRequest | None], interval: float) -> None:
+    async def _heartbeats(
+        self, out: asyncio.Queue[pb.ConnectRequest | None], interval: float
+    ) -> None:
         while True:
             await asyncio.sleep(interval / 2)
             out.put_nowait(pb.ConnectRequest(heartbeat=pb.WorkerHeartbeat()))
@@ -275,7 +284,9 @@ class Worker:
         def report(call_id: str, progress: float, total: float | None, text: str | None) -> None:
             out.put_nowait(
                 pb.ConnectRequest(
-                    progress=pb.WorkerCallProgress(call_id=call_id, progress=progress, total=total or 0, message=text or "")
+                    progress=pb.WorkerCallProgress(
+                        call_id=call_id, progress=progress, total=total or 0, message=text or ""
+                    )
                 )
             )
 
@@ -286,7 +297,9 @@ class Worker:
             node_id=message.node_id,
             attempt=message.attempt,
             idempotency_key=message.idempotency_key,
-            deadline=message.deadline.ToNanoseconds() / 1e9 if message.HasField("deadline") else None,
+            deadline=message.deadline.ToNanoseconds() / 1e9
+            if message.HasField("deadline")
+            else None,
             traceparent=message.traceparent,
             labels=dict(message.labels),
             _report=report,
@@ -308,17 +321,23 @@ class Worker:
         if self._tools.get(call.tool) is not None and self._tools[call.tool].is_async:
             task.cancel()
 
-    async def _answer(self, call: Call, args: Any, out: asyncio.Queue[pb.ConnectRequest | None]) -> None:
+    async def _answer(
+        self, call: Call, args: Any, out: asyncio.Queue[pb.ConnectRequest | None]
+    ) -> None:
         result = pb.WorkerCallResult(call_id=call.call_id)
         try:
             definition = self._tools.get(call.tool)
             if definition is None:
-                raise ToolError("unknown_tool", f"this worker does not serve {call.tool!r}", retryable=True)
+                raise ToolError(
+                    "unknown_tool", f"this worker does not serve {call.tool!r}", retryable=True
+                )
             value = await definition.run(args, call)
             try:
                 result.result.CopyFrom(to_value(value))
             except (TypeError, ValueError) as exc:
-                raise ToolError("invalid_output", f"the result is not JSON: {exc}", retryable=False) from None
+                raise ToolError(
+                    "invalid_output", f"the result is not JSON: {exc}", retryable=False
+                ) from None
             self.stats.results += 1
         except asyncio.CancelledError:
             if not call.cancelled.is_set():

@@ -60,10 +60,7 @@ def test_reserved_word_ids_are_renamed_in_the_chart() -> None:
         "  - {id: end, needs: [start], pass: {value: 2}}\n"
     )
     assert to_mermaid(spec) == (
-        "flowchart TD\n"
-        '    start["start: pass"]\n'
-        '    end_["end: pass"]\n'
-        "    start --> end_\n"
+        'flowchart TD\n    start["start: pass"]\n    end_["end: pass"]\n    start --> end_\n'
     )
 
 

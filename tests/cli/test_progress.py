@@ -18,8 +18,15 @@ def test_lines_per_state_change() -> None:
     for event in [
         _event(1, "execution.running", 100.0),
         _event(2, "node.running", 100.01, "fetch", attempt=1),
-        _event(3, "node.retrying", 100.02, "fetch", attempt=1, delay=0.1,
-               error={"type": "tool_error", "message": "down"}),
+        _event(
+            3,
+            "node.retrying",
+            100.02,
+            "fetch",
+            attempt=1,
+            delay=0.1,
+            error={"type": "tool_error", "message": "down"},
+        ),
         _event(4, "node.running", 100.2, "fetch", attempt=2),
         _event(5, "node.succeeded", 100.25, "fetch", attempt=2),
         _event(6, "node.succeeded", 100.26, "each[3]"),  # map items: only failures shown

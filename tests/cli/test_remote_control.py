@@ -84,7 +84,12 @@ async def _wait(client: AsyncClient, execution_id: str, timeout: float = 10.0) -
         while True:
             execution = await client.get_execution(execution_id)
             if execution.state.value in {
-                "SUCCEEDED", "FAILED", "CANCELLED", "COMPENSATED", "COMPENSATION_FAILED", "TIMED_OUT"
+                "SUCCEEDED",
+                "FAILED",
+                "CANCELLED",
+                "COMPENSATED",
+                "COMPENSATION_FAILED",
+                "TIMED_OUT",
             }:
                 return execution
             await asyncio.sleep(0.02)
@@ -146,7 +151,9 @@ async def test_rerun_from_node_with_new_input(server) -> None:
     assert ran == {"check", "last"}
 
     # --watch follows the rerun to its end; the exit code says how it ended.
-    code, out, err = await _cli(address, "rerun", execution.id, "--input", '{"ok_at": 1}', "--watch")
+    code, out, err = await _cli(
+        address, "rerun", execution.id, "--input", '{"ok_at": 1}', "--watch"
+    )
     assert code == 0, err
     assert out.splitlines()[-1].startswith("SUCCEEDED")
 
@@ -221,11 +228,15 @@ async def test_resume_a_node_paused_on_with_new_args(server) -> None:
     async with asyncio.timeout(30):
         while (await client.get_execution(execution.id)).state is not ExecutionState.PAUSED:
             await asyncio.sleep(0.02)
-    code, _, err = await _cli(address, "resume", execution.id, "--node", "check", "--args", '{"succeed_on_attempt": 0}')
+    code, _, err = await _cli(
+        address, "resume", execution.id, "--node", "check", "--args", '{"succeed_on_attempt": 0}'
+    )
     assert code == 2 and "args.succeed_on_attempt" in err
     code, _, err = await _cli(address, "resume", execution.id, "--node", "nowhere")
     assert code == 1 and "failed_precondition" in err
-    code, _, err = await _cli(address, "resume", execution.id, "--node", "check", "--args", '{"succeed_on_attempt": 1}')
+    code, _, err = await _cli(
+        address, "resume", execution.id, "--node", "check", "--args", '{"succeed_on_attempt": 1}'
+    )
     assert code == 0, err
     final = await _wait(client, execution.id)
     assert final.state is ExecutionState.SUCCEEDED and final.output == {"check": {"attempt": 2}}
@@ -237,7 +248,9 @@ async def test_bulk_pause_and_cancel_by_workflow(server) -> None:
     async with asyncio.timeout(30):
         while [(await client.get_execution(i)).state for i in ids] != [ExecutionState.RUNNING] * 3:
             await asyncio.sleep(0.02)
-    code, out, err = await _cli(address, "executions", "pause", "--workflow", "saga", "--page-size", "2")
+    code, out, err = await _cli(
+        address, "executions", "pause", "--workflow", "saga", "--page-size", "2"
+    )
     assert code == 0, err
     assert [line.split()[:3] for line in out.splitlines()] == [[i, "PAUSED", "done"] for i in ids]
     code, out, _ = await _cli(address, "executions", "pause", "--workflow", "saga")

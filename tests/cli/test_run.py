@@ -44,7 +44,9 @@ def nodes(body: dict) -> dict[str, dict]:
 
 
 def test_json_shape_on_success(cli, write) -> None:
-    result = cli("run", write("hello.yaml", HELLO), "--memory", "--json", "--input", '{"who": "Ada"}')
+    result = cli(
+        "run", write("hello.yaml", HELLO), "--memory", "--json", "--input", '{"who": "Ada"}'
+    )
     assert result.code == 0, result.err
     body = result.json()
     # GetExecution's answer with include_nodes, in the protobuf JSON mapping.
@@ -57,7 +59,10 @@ def test_json_shape_on_success(cli, write) -> None:
     assert execution["end_time"].endswith("Z") and execution["workflow"] == "workflows/hello"
     greet = nodes(body)["greet"]
     assert {k: greet[k] for k in ("state", "attempt", "output")} == {
-        "state": "STATE_SUCCEEDED", "attempt": 1, "output": "Hello, Ada!"}
+        "state": "STATE_SUCCEEDED",
+        "attempt": 1,
+        "output": "Hello, Ada!",
+    }
     assert nodes(body)["shout"]["output"] == {"text": "Hello, Ada!"}
 
 
@@ -108,8 +113,9 @@ def test_bad_arguments_exit_2(cli, write, extra) -> None:
 
 def test_config_with_bad_limits_exits_2(cli, write) -> None:
     config = write("config.yaml", "limits: {max_running_nodez: 1}\n")
-    result = cli("run", write("hello.yaml", HELLO), "--memory", "--config", config,
-                 "--input", '{"who": "x"}')
+    result = cli(
+        "run", write("hello.yaml", HELLO), "--memory", "--config", config, "--input", '{"who": "x"}'
+    )
     assert result.code == 2
     assert "max_running_nodez" in result.err
 
@@ -125,7 +131,7 @@ def test_config_limits_and_mock_responses(cli, write) -> None:
         "name: oracle\nnodes:\n"
         "  - {id: a, agent: {model: mock/oracle, prompt: q}, rate_limit: slow}\n"
         "  - {id: b, agent: {model: mock/oracle, prompt: q}, rate_limit: slow}\n"
-        "output: \"${{ [nodes.a.output.text, nodes.b.output.text] }}\"\n",
+        'output: "${{ [nodes.a.output.text, nodes.b.output.text] }}"\n',
     )
     result = cli("run", flow, "--memory", "--json", "--config", config)
     assert result.code == 0, result.out + result.err
@@ -133,8 +139,9 @@ def test_config_limits_and_mock_responses(cli, write) -> None:
 
 
 def test_signal_is_delivered(cli, write) -> None:
-    result = cli("run", write("w.yaml", WAITING), "--memory", "--json",
-                 "--signal", 'approval={"ok": true}')
+    result = cli(
+        "run", write("w.yaml", WAITING), "--memory", "--json", "--signal", 'approval={"ok": true}'
+    )
     assert result.code == 0, result.out + result.err
     body = result.json()
     assert body["execution"]["output"] is True
@@ -143,8 +150,9 @@ def test_signal_is_delivered(cli, write) -> None:
 
 def test_signals_for_other_names_do_not_satisfy_a_wait(cli, write) -> None:
     # Nothing in this process can send `approval` later: run reports the wait, exit 1.
-    result = cli("run", write("w.yaml", WAITING), "--memory", "--json",
-                 "--signal", 'other={"ok": true}')
+    result = cli(
+        "run", write("w.yaml", WAITING), "--memory", "--json", "--signal", 'other={"ok": true}'
+    )
     assert result.code == 1
     body = result.json()
     assert body["execution"]["state"] == "STATE_WAITING"
@@ -179,8 +187,15 @@ def test_human_output(cli, write) -> None:
 
 
 def test_progress_when_asked(cli, write) -> None:
-    result = cli("run", write("hello.yaml", HELLO), "--memory", "--progress", "always",
-                 "--input", '{"who": "Ada"}')
+    result = cli(
+        "run",
+        write("hello.yaml", HELLO),
+        "--memory",
+        "--progress",
+        "always",
+        "--input",
+        '{"who": "Ada"}',
+    )
     assert result.code == 0
     lines = result.err.splitlines()
     assert any(" greet " in line and "succeeded" in line for line in lines), lines
@@ -200,12 +215,26 @@ def test_subprocess_exit_codes_and_single_json_object(tmp_path) -> None:
     import json
 
     (tmp_path / "failing.yaml").write_text(FAILING)
-    env = {k: v for k, v in os.environ.items() if k not in ("AGENTRUN_DEBUG", "AGENTRUN_DATABASE_URL")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("AGENTRUN_DEBUG", "AGENTRUN_DATABASE_URL")
+    }
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from agentrun.cli import main; sys.exit(main())",
-         "run", "failing.yaml", "--memory", "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from agentrun.cli import main; sys.exit(main())",
+            "run",
+            "failing.yaml",
+            "--memory",
+            "--json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["execution"]["state"] == "STATE_FAILED"
@@ -222,7 +251,10 @@ def test_unexpected_errors_keep_the_json_promise(cli, write, monkeypatch) -> Non
     path = write("hello.yaml", HELLO)
     result = cli("run", path, "--memory", "--json", "--input", '{"who": "x"}')
     assert result.code == 1
-    assert result.json()["error"] == {"type": "internal", "message": "RuntimeError: engine exploded"}
+    assert result.json()["error"] == {
+        "type": "internal",
+        "message": "RuntimeError: engine exploded",
+    }
     assert "Traceback" not in result.err
 
     result = cli("run", path, "--memory", "--input", '{"who": "x"}')
@@ -239,12 +271,11 @@ def test_nodes_in_workflow_order(cli, write) -> None:
     assert list(nodes(result.json())) == ["zeta", "alpha", "mid", "beta"]
 
 
-@pytest.mark.parametrize(
-    "name,text", [("in.json", '{"who": "File"}'), ("in.yaml", "who: File\n")]
-)
+@pytest.mark.parametrize("name,text", [("in.json", '{"who": "File"}'), ("in.yaml", "who: File\n")])
 def test_input_file(cli, write, name, text) -> None:
-    result = cli("run", write("hello.yaml", HELLO), "--memory", "--json",
-                 "--input-file", write(name, text))
+    result = cli(
+        "run", write("hello.yaml", HELLO), "--memory", "--json", "--input-file", write(name, text)
+    )
     assert result.code == 0, result.err
     assert result.json()["execution"]["output"] == "Hello, File!"
 
@@ -256,8 +287,15 @@ def test_input_and_input_file_are_exclusive(cli, write) -> None:
 
 def test_db_url(cli, write, tmp_path) -> None:
     db = tmp_path / "elsewhere" / "runs.db"
-    result = cli("run", write("hello.yaml", HELLO), "--json", "--db", f"sqlite:///{db}",
-                 "--input", '{"who": "db"}')
+    result = cli(
+        "run",
+        write("hello.yaml", HELLO),
+        "--json",
+        "--db",
+        f"sqlite:///{db}",
+        "--input",
+        '{"who": "db"}',
+    )
     assert result.code == 0, result.err
     assert db.exists()
     assert not (tmp_path / ".agentrun").exists()
@@ -275,7 +313,7 @@ def test_secrets_from_config_and_environment(cli, write, monkeypatch) -> None:
     flow = write(
         "s.yaml",
         "name: s\nnodes:\n"
-        "  - {id: a, tool: {name: core.echo, args: {p: \"${{ secrets.plain }}\", t: \"${{ secrets.token }}\"}}}\n",
+        '  - {id: a, tool: {name: core.echo, args: {p: "${{ secrets.plain }}", t: "${{ secrets.token }}"}}}\n',
     )
     result = cli("run", flow, "--memory", "--json", "--config", config)
     assert result.code == 0, result.out + result.err
@@ -285,8 +323,9 @@ def test_secrets_from_config_and_environment(cli, write, monkeypatch) -> None:
 
 def test_missing_secret_variable_exits_2(cli, write) -> None:
     config = write("c.yaml", "secrets: {token: {env: TEST_AGENTRUN_UNSET_VARIABLE}}\n")
-    result = cli("run", write("hello.yaml", HELLO), "--memory", "--config", config,
-                 "--input", '{"who": "x"}')
+    result = cli(
+        "run", write("hello.yaml", HELLO), "--memory", "--config", config, "--input", '{"who": "x"}'
+    )
     assert result.code == 2
     assert "TEST_AGENTRUN_UNSET_VARIABLE" in result.err
 

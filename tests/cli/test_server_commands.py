@@ -125,7 +125,9 @@ async def test_get_execution_lists_every_node_over_grpc_and_cli(server) -> None:
     assert body["execution"]["name"] == execution.name
     assert body["execution"]["state"] == "STATE_WAITING"
     assert [(n["node_id"], n["state"]) for n in body["nodes"]] == [
-        ("big", "STATE_SUCCEEDED"), ("approve", "STATE_WAITING"), ("after", "STATE_PENDING")
+        ("big", "STATE_SUCCEEDED"),
+        ("approve", "STATE_WAITING"),
+        ("after", "STATE_PENDING"),
     ]
     code, out, _ = await cli(address, "executions", "get", execution.id)
     assert code == 0 and re.search(r"after\s+PENDING", out), out
@@ -154,14 +156,26 @@ async def test_executions_list_filters_and_pages(server) -> None:
     assert len(out.splitlines()) == 1
 
     # One page of two, its token on stderr; the next page has the rest.
-    code, out, err = await cli(address, "executions", "list", "--workflow", "quick", "--page-size", "2")
+    code, out, err = await cli(
+        address, "executions", "list", "--workflow", "quick", "--page-size", "2"
+    )
     assert code == 0 and [line.split()[0] for line in out.splitlines()] == [e.id for e in done[:2]]
     token = re.search(r"--page-token (\S+)", err).group(1)
     code, out, err = await cli(
-        address, "executions", "list", "--workflow", "quick", "--page-size", "2", "--page-token", token
+        address,
+        "executions",
+        "list",
+        "--workflow",
+        "quick",
+        "--page-size",
+        "2",
+        "--page-token",
+        token,
     )
     assert [line.split()[0] for line in out.splitlines()] == [done[2].id] and err == ""
-    code, out, _ = await cli(address, "executions", "list", "--workflow", "quick", "--page-size", "1", "--all")
+    code, out, _ = await cli(
+        address, "executions", "list", "--workflow", "quick", "--page-size", "1", "--all"
+    )
     assert [line.split()[0] for line in out.splitlines()] == [e.id for e in done]
 
     code, out, _ = await cli(address, "executions", "list", "--state", "STATE_WAITING", "--json")
@@ -177,26 +191,51 @@ async def test_executions_list_newest_first_and_by_creation_time(server) -> None
     done = [await client.start_execution("quick") for _ in range(4)]
     ids = [e.id for e in done]
     code, out, err = await cli(
-        address, "executions", "list", "--workflow", "quick", "--newest-first", "--page-size", "3", "--all"
+        address,
+        "executions",
+        "list",
+        "--workflow",
+        "quick",
+        "--newest-first",
+        "--page-size",
+        "3",
+        "--all",
     )
     assert code == 0, err
     assert [line.split()[0] for line in out.splitlines()] == ids[::-1]
     # The window from the second execution's creation to the fourth's: the 2nd and 3rd.
     after, before = done[1].create_time, done[3].create_time
     code, out, err = await cli(
-        address, "executions", "list", "--workflow", "quick", "--newest-first", "--all", "--page-size", "1",
-        "--created-after", after.isoformat(), "--created-before", before.isoformat(),
+        address,
+        "executions",
+        "list",
+        "--workflow",
+        "quick",
+        "--newest-first",
+        "--all",
+        "--page-size",
+        "1",
+        "--created-after",
+        after.isoformat(),
+        "--created-before",
+        before.isoformat(),
     )
     assert code == 0, err
     assert [line.split()[0] for line in out.splitlines()] == [ids[2], ids[1]]
     listed = [
         e.id
         async for e in client.list_executions(
-            workflow="quick", created_after=after, created_before=before, newest_first=True, page_size=1
+            workflow="quick",
+            created_after=after,
+            created_before=before,
+            newest_first=True,
+            page_size=1,
         )
     ]
     assert listed == [ids[2], ids[1]]
-    assert [e.id async for e in client.list_executions(workflow="quick", created_after=after)] == ids[1:]
+    assert [
+        e.id async for e in client.list_executions(workflow="quick", created_after=after)
+    ] == ids[1:]
     code, _, err = await cli(address, "executions", "list", "--created-after", "yesterday")
     assert code == 2 and "--created-after yesterday: expected an ISO 8601 time" in err
 
@@ -220,8 +259,13 @@ async def test_json_outputs_share_the_protobuf_mapping(server) -> None:
     trace = json.loads(out)
     states = [started["state"], got["state"], instance["state"], trace["execution"]["state"]]
     assert all(s.startswith("STATE_") for s in states), states
-    times = [started["create_time"], got["end_time"], events[-1]["time"], instance["create_time"],
-             trace["nodes"][0]["end_time"]]
+    times = [
+        started["create_time"],
+        got["end_time"],
+        events[-1]["time"],
+        instance["create_time"],
+        trace["nodes"][0]["end_time"],
+    ]
     rfc3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
     assert all(rfc3339.match(t) for t in times), times
     # A workflow's spec keeps the file's words (`pass`, not the proto field `pass_node`).
@@ -251,7 +295,9 @@ async def test_watch_shows_signal_names_and_marks_cut_output(server) -> None:
     assert line.endswith("…") and len(line) < 200, line
     event_lines = "\n".join(line for line in out.splitlines() if " #" in line)
     assert text.strip() not in event_lines  # cut, not printed whole
-    assert out.splitlines()[-1].startswith("SUCCEEDED") and text in out.splitlines()[-1]  # the result: whole
+    assert (
+        out.splitlines()[-1].startswith("SUCCEEDED") and text in out.splitlines()[-1]
+    )  # the result: whole
 
 
 # ------------------------------------------------------------ state machines
@@ -300,8 +346,14 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize(
     "argv",
-    [("workflows", "list"), ("executions", "list"), ("sm", "list"), ("trace", "x"), ("start", "x"),
-     ("watch", "x")],
+    [
+        ("workflows", "list"),
+        ("executions", "list"),
+        ("sm", "list"),
+        ("trace", "x"),
+        ("start", "x"),
+        ("watch", "x"),
+    ],
 )
 def test_an_unreachable_server_is_one_line_with_its_address(argv, monkeypatch) -> None:
     from agentrun.client import Client

@@ -63,7 +63,9 @@ def test_bad_file_json(cli, write) -> None:
 
 
 def test_loader_errors_have_paths(cli, write) -> None:
-    result = cli("validate", write("typo.yaml", "name: typo\nnodes:\n  - {id: a, pas: {value: 1}}\n"))
+    result = cli(
+        "validate", write("typo.yaml", "name: typo\nnodes:\n  - {id: a, pas: {value: 1}}\n")
+    )
     assert result.code == 2
     assert result.out.startswith("nodes[0]"), result.out
 

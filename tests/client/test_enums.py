@@ -22,16 +22,24 @@ PAIRS = [
 ]
 
 
-@pytest.mark.parametrize(("sdk", "proto", "prefix"), PAIRS, ids=lambda x: getattr(x, "__name__", ""))
-def test_each_proto_value_is_a_member(sdk: type[enum.StrEnum], proto: EnumTypeWrapper, prefix: str) -> None:
+@pytest.mark.parametrize(
+    ("sdk", "proto", "prefix"), PAIRS, ids=lambda x: getattr(x, "__name__", "")
+)
+def test_each_proto_value_is_a_member(
+    sdk: type[enum.StrEnum], proto: EnumTypeWrapper, prefix: str
+) -> None:
     expected = {v.name.removeprefix(prefix): v.number for v in proto.DESCRIPTOR.values}
     assert {m.name: m.value for m in sdk} == {name: name for name in expected}
     for name, number in expected.items():
         assert from_proto(sdk, proto, number) is sdk[name]
 
 
-@pytest.mark.parametrize(("sdk", "proto", "prefix"), PAIRS, ids=lambda x: getattr(x, "__name__", ""))
-def test_an_unknown_number_is_unspecified(sdk: type[enum.StrEnum], proto: EnumTypeWrapper, prefix: str) -> None:
+@pytest.mark.parametrize(
+    ("sdk", "proto", "prefix"), PAIRS, ids=lambda x: getattr(x, "__name__", "")
+)
+def test_an_unknown_number_is_unspecified(
+    sdk: type[enum.StrEnum], proto: EnumTypeWrapper, prefix: str
+) -> None:
     unknown = max(v.number for v in proto.DESCRIPTOR.values) + 1
     assert from_proto(sdk, proto, unknown) is sdk["UNSPECIFIED"]
 

@@ -168,7 +168,10 @@ def test_sync_client_against_a_server_in_a_thread() -> None:
             with pytest.raises(errors.IllegalTransition):
                 client.resume_execution(held[0], node_id="wait")
             cancelled = list(client.control_executions("cancel", filter='workflow = "hold"'))
-            assert all(o.done and o.state is ExecutionState.CANCELLED for o in cancelled) and len(cancelled) == 3
+            assert (
+                all(o.done and o.state is ExecutionState.CANCELLED for o in cancelled)
+                and len(cancelled) == 3
+            )
     finally:
         box["loop"].call_soon_threadsafe(box["stop"].set)
         thread.join(10)

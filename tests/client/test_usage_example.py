@@ -47,8 +47,12 @@ def test_usage_example_runs_twice_against_one_server(tmp_path: Path) -> None:
         _succeeded(first)
         second = _example("--server", server.address)
         _succeeded(second)
-        started = [line for run in (first, second) for line in run.stdout.splitlines()
-                   if line.startswith("started ")]
+        started = [
+            line
+            for run in (first, second)
+            for line in run.stdout.splitlines()
+            if line.startswith("started ")
+        ]
         assert len(set(started)) == 2, started  # two executions, not the first one twice
     finally:
         server.stop()

@@ -95,7 +95,9 @@ def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "conditi
         except Exception as e:
             last = e
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {last!r}" if last else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f": {last!r}" if last else "")
+    )
 
 
 class ConsoleServer:
@@ -111,7 +113,9 @@ class ConsoleServer:
 
     def start(self) -> ConsoleServer:
         self.process.start(timeout=60)
-        wait_for(lambda: httpx.get(self.url + "/", timeout=5).status_code == 200, 60, "the HTTP port")
+        wait_for(
+            lambda: httpx.get(self.url + "/", timeout=5).status_code == 200, 60, "the HTTP port"
+        )
         return self
 
     def stop(self) -> None:
@@ -137,4 +141,6 @@ class ConsoleServer:
         return started["execution"]["name"].removeprefix("executions/")
 
     def execution(self, ident: str) -> dict[str, Any]:
-        return self.call("ExecutionService", "GetExecution", {"name": f"executions/{ident}"})["execution"]
+        return self.call("ExecutionService", "GetExecution", {"name": f"executions/{ident}"})[
+            "execution"
+        ]

@@ -37,7 +37,9 @@ def npm() -> str:
     """npm, with console/node_modules installed from the lock file (`make console` does the same)."""
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        pytest.skip("Node.js is not installed (scripts/ensure-test-tools.sh installs nothing for it)")
+        pytest.skip(
+            "Node.js is not installed (scripts/ensure-test-tools.sh installs nothing for it)"
+        )
     if not (CONSOLE / "node_modules" / ".package-lock.json").exists():
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],

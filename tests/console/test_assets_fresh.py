@@ -37,7 +37,9 @@ def _differences(built: Path, checked_in: Path) -> list[str]:
 
 def test_built_assets_are_fresh(npm: str, tmp_path: Path) -> None:
     out = tmp_path / "static"
-    npm_exec(npm, "vite", "build", "--logLevel", "error", env={**os.environ, "CONSOLE_OUT_DIR": str(out)})
+    npm_exec(
+        npm, "vite", "build", "--logLevel", "error", env={**os.environ, "CONSOLE_OUT_DIR": str(out)}
+    )
     stale = _differences(out, STATIC)
     assert not stale, f"the console's assets are stale, run `make console`: {stale}"
 
@@ -45,7 +47,9 @@ def test_built_assets_are_fresh(npm: str, tmp_path: Path) -> None:
 def test_generated_clients_are_fresh(npm: str, tmp_path: Path) -> None:
     template = (CONSOLE / "buf.gen.yaml").read_text().replace("out: src/gen", f"out: {tmp_path}")
     (tmp_path / "buf.gen.yaml").write_text(template)
-    npm_exec(npm, "buf", "generate", "..", "--template", str(tmp_path / "buf.gen.yaml"), timeout=300)
+    npm_exec(
+        npm, "buf", "generate", "..", "--template", str(tmp_path / "buf.gen.yaml"), timeout=300
+    )
     (tmp_path / "buf.gen.yaml").unlink()
     stale = _differences(tmp_path, CONSOLE / "src" / "gen")
     assert not stale, f"console/src/gen is stale, run `make console`: {stale}"

@@ -77,7 +77,9 @@ def open_execution(browser: Any, server: ConsoleServer, ident: str) -> None:
     )
 
 
-def test_approve_through_the_form_turns_the_graph_green_live(browser: Any, server: ConsoleServer) -> None:
+def test_approve_through_the_form_turns_the_graph_green_live(
+    browser: Any, server: ConsoleServer
+) -> None:
     server.create_workflow(APPROVAL)
     ident = server.start_execution("approval-demo", {"order": 42})
     open_execution(browser, server, ident)
@@ -104,7 +106,9 @@ def test_approve_through_the_form_turns_the_graph_green_live(browser: Any, serve
     form.find_element("css selector", "button[name=send-signal]").click()
 
     for node in ("approval", "ship", "notify"):
-        wait_for(lambda node=node: node_state(browser, node) == "succeeded", 60, f"{node} to turn green")
+        wait_for(
+            lambda node=node: node_state(browser, node) == "succeeded", 60, f"{node} to turn green"
+        )
     wait_for(
         lambda: browser.find_elements("css selector", 'section[data-execution-state="succeeded"]'),
         60,
@@ -129,7 +133,9 @@ def test_a_failing_node_shows_its_error(browser: Any, server: ConsoleServer) -> 
     open_execution(browser, server, ident)
     wait_for(lambda: node_state(browser, "charge") == "failed", 60, "charge to fail")
     header = wait_for(
-        lambda: browser.find_element("css selector", ".exec-error").text, 60, "the execution's error"
+        lambda: browser.find_element("css selector", ".exec-error").text,
+        60,
+        "the execution's error",
     )
     assert "payments.declined" in header and "card declined" in header and "charge" in header
     browser.find_element("css selector", 'g[data-node-id="charge"] rect').click()
@@ -141,7 +147,14 @@ def test_a_failing_node_shows_its_error(browser: Any, server: ConsoleServer) -> 
     assert "payments.declined" in panel.text and "card declined" in panel.text
     # Both attempts, from the trace.
     wait_for(
-        lambda: len(browser.find_elements("css selector", '[data-panel-node="charge"] table.attempts tbody tr')) == 2,
+        lambda: (
+            len(
+                browser.find_elements(
+                    "css selector", '[data-panel-node="charge"] table.attempts tbody tr'
+                )
+            )
+            == 2
+        ),
         30,
         "two attempts in the node panel",
     )
@@ -227,7 +240,9 @@ nodes:
 """
 
 
-def test_cancel_with_compensation_undoes_the_completed_node(browser: Any, server: ConsoleServer) -> None:
+def test_cancel_with_compensation_undoes_the_completed_node(
+    browser: Any, server: ConsoleServer
+) -> None:
     server.create_workflow(SAGA)
     ident = server.start_execution("saga-demo")
     open_execution(browser, server, ident)
@@ -242,8 +257,10 @@ def test_cancel_with_compensation_undoes_the_completed_node(browser: Any, server
     assert node_state(browser, "pay") == "cancelled"
     browser.find_element("css selector", 'g[data-node-id="book"] rect').click()
     wait_for(
-        lambda: "book.compensate (succeeded)"
-        in browser.find_element("css selector", '[data-panel-node="book"]').text,
+        lambda: (
+            "book.compensate (succeeded)"
+            in browser.find_element("css selector", '[data-panel-node="book"]').text
+        ),
         30,
         "the compensation step in the node panel",
     )
@@ -266,7 +283,9 @@ error_handlers:
 """
 
 
-def test_an_escalated_node_is_answered_through_its_form(browser: Any, server: ConsoleServer) -> None:
+def test_an_escalated_node_is_answered_through_its_form(
+    browser: Any, server: ConsoleServer
+) -> None:
     server.create_workflow(ESCALATING)
     ident = server.start_execution("escalating-demo")
     open_execution(browser, server, ident)

@@ -34,16 +34,22 @@ def listed(browser: Any) -> list[str]:
     ]
 
 
-def test_the_executions_list_pages_on_the_server_and_filters(browser: Any, server: ConsoleServer) -> None:
+def test_the_executions_list_pages_on_the_server_and_filters(
+    browser: Any, server: ConsoleServer
+) -> None:
     server.create_workflow(ONE_NODE)
     started = {server.start_execution("list-demo") for _ in range(5)}
     for ident in started:
-        wait_for(lambda ident=ident: server.execution(ident)["state"] == "STATE_SUCCEEDED", 60, "a run")
+        wait_for(
+            lambda ident=ident: server.execution(ident)["state"] == "STATE_SUCCEEDED", 60, "a run"
+        )
     browser.get(f"{server.url}/#/executions?workflow=list-demo&size=2")
     seen: list[str] = []
     for expected in (2, 2, 1):
         page = wait_for(
-            lambda expected=expected: len(listed(browser)) == expected and listed(browser), 30, "a page"
+            lambda expected=expected: len(listed(browser)) == expected and listed(browser),
+            30,
+            "a page",
         )
         assert not set(page) & set(seen), "a page repeats rows of an earlier one"
         seen += page
@@ -76,7 +82,9 @@ def test_the_executions_list_shows_state_changes_live(browser: Any, server: Cons
     assert browser.execute_script("return window.__sameDocument") is True
 
 
-def test_validate_as_you_type_shows_diagnostics_by_field(browser: Any, server: ConsoleServer) -> None:
+def test_validate_as_you_type_shows_diagnostics_by_field(
+    browser: Any, server: ConsoleServer
+) -> None:
     browser.get(f"{server.url}/#/validate")
     source = wait_for(lambda: browser.find_element("name", "source"), 30, "the editor")
     replace_text(
@@ -99,16 +107,22 @@ def test_validate_as_you_type_shows_diagnostics_by_field(browser: Any, server: C
     wait_for(lambda: browser.find_elements("css selector", 'g[data-node-id="b"]'), 60, "its graph")
 
 
-def test_a_state_machine_instance_takes_events_from_its_form(browser: Any, server: ConsoleServer) -> None:
+def test_a_state_machine_instance_takes_events_from_its_form(
+    browser: Any, server: ConsoleServer
+) -> None:
     server.create_workflow((ROOT / "examples" / "order_state_machine.yaml").read_text())
     created = server.call(
-        "StateMachineService", "CreateInstance", {"workflow": "order", "input": {"id": "o-1", "total": 30}}
+        "StateMachineService",
+        "CreateInstance",
+        {"workflow": "order", "input": {"id": "o-1", "total": 30}},
     )
     ident = created["instance"]["name"].removeprefix("instances/")
     browser.get(f"{server.url}/#/instances/{ident}")
-    current = '[data-current-state]'
+    current = "[data-current-state]"
     wait_for(lambda: browser.find_element("css selector", current).text == "pending", 60, "pending")
-    wait_for(lambda: browser.find_elements("css selector", 'g[data-node-id="pending"]'), 60, "the graph")
+    wait_for(
+        lambda: browser.find_elements("css selector", 'g[data-node-id="pending"]'), 60, "the graph"
+    )
 
     def send(event: str, data: str) -> None:
         form = browser.find_element("css selector", "form.send-event")
@@ -118,14 +132,22 @@ def test_a_state_machine_instance_takes_events_from_its_form(browser: Any, serve
         form.find_element("css selector", "button[name=send-event]").click()
 
     send("PAY", '{"amount": 10}')  # underpaid: stays pending, counts the attempt
-    wait_for(lambda: len(browser.find_elements("css selector", ".hist-row")) == 2, 30, "PAY in the history")
+    wait_for(
+        lambda: len(browser.find_elements("css selector", ".hist-row")) == 2,
+        30,
+        "PAY in the history",
+    )
     assert '"attempts": 1' in browser.find_element("css selector", ".node-panel .json").text
     send("CANCEL", "{}")
-    wait_for(lambda: browser.find_element("css selector", current).text == "cancelled", 30, "cancelled")
+    wait_for(
+        lambda: browser.find_element("css selector", current).text == "cancelled", 30, "cancelled"
+    )
     assert "completed" in browser.find_element("css selector", "h1 .badge").text
     assert len(browser.find_elements("css selector", ".hist-row")) == 3
     shot(browser, "instance-cancelled")
-    got = server.call("StateMachineService", "GetInstance", {"name": f"instances/{ident}"})["instance"]
+    got = server.call("StateMachineService", "GetInstance", {"name": f"instances/{ident}"})[
+        "instance"
+    ]
     assert got["currentState"] == "cancelled" and got["state"] == "STATE_COMPLETED"
 
 
@@ -148,7 +170,9 @@ def test_an_api_error_shows_its_code_reason_and_field(browser: Any, server: Cons
     field = wait_for(lambda: browser.find_element("name", "start-input"), 30, "the start form")
     replace_text(field, '{"order": "not a number"}')
     browser.find_element("css selector", "button[name=start]").click()
-    error = wait_for(lambda: browser.find_element("css selector", ".start-form .error-box"), 30, "the error")
+    error = wait_for(
+        lambda: browser.find_element("css selector", ".start-form .error-box"), 30, "the error"
+    )
     text = error.text
     assert "INVALID_ARGUMENT" in text and "INVALID_INPUT" in text, text
     violations = [li.text for li in error.find_elements("css selector", ".violations li")]
@@ -180,19 +204,25 @@ def test_a_signal_sent_before_its_wait_is_buffered(browser: Any, server: Console
 
     def send(name: str, data: str) -> None:
         browser.find_element("css selector", "button[name=signal]").click()
-        form = wait_for(lambda: browser.find_element("css selector", ".controls .signal-form"), 30, "the form")
+        form = wait_for(
+            lambda: browser.find_element("css selector", ".controls .signal-form"), 30, "the form"
+        )
         form.find_element("name", "signal-name").send_keys(name)
         replace_text(form.find_element("name", "signal-data"), data)
         form.find_element("css selector", "button[name=send-signal]").click()
 
     send("approval", '{"approved": true}')
     wait_for(
-        lambda: "sent approval" in browser.find_element("css selector", ".controls .signal-form").text,
+        lambda: (
+            "sent approval" in browser.find_element("css selector", ".controls .signal-form").text
+        ),
         30,
         "approval sent",
     )
     browser.find_element("css selector", "button[name=signal]").click()  # closes the form
-    events = server.call("ExecutionService", "ListExecutionEvents", {"parent": f"executions/{ident}"})
+    events = server.call(
+        "ExecutionService", "ListExecutionEvents", {"parent": f"executions/{ident}"}
+    )
     assert any(e["type"] == "signal.received" for e in events["events"])
     assert node_state(browser, "go") == "waiting"
     assert node_state(browser, "approval") in ("none", "pending")
@@ -201,7 +231,9 @@ def test_a_signal_sent_before_its_wait_is_buffered(browser: Any, server: Console
     browser.get(f"{server.url}/executions/{ident}")
     wait_for(lambda: f"#/executions/{ident}" in browser.current_url, 30, "the hash route")
     for node in ("go", "approval", "done"):
-        wait_for(lambda node=node: node_state(browser, node) == "succeeded", 60, f"{node} to succeed")
+        wait_for(
+            lambda node=node: node_state(browser, node) == "succeeded", 60, f"{node} to succeed"
+        )
     got = server.call(
         "ExecutionService", "GetExecution", {"name": f"executions/{ident}", "includeNodes": True}
     )

@@ -56,7 +56,11 @@ class Snapshot:
 
     def outputs(self) -> dict[str, Any]:
         """Committed outputs of SUCCEEDED steps by idempotency key (`execution/node`)."""
-        return {f"{e}/{n}": row["output"] for (e, n), row in self.nodes.items() if row["state"] == "SUCCEEDED"}
+        return {
+            f"{e}/{n}": row["output"]
+            for (e, n), row in self.nodes.items()
+            if row["state"] == "SUCCEEDED"
+        }
 
     def expected_keys(self, steps: int, *, skip: Iterable[str] = ()) -> set[str]:
         skipped = set(skip)
@@ -89,16 +93,24 @@ async def snapshot(url: str, *, events: bool = False) -> Snapshot:
                 )
             )
             executions = {r.id: dict(r._mapping) for r in rows}
-            rows = await conn.execute(sa.text("SELECT execution_id, node_id, state, attempt, output FROM nodes"))
+            rows = await conn.execute(
+                sa.text("SELECT execution_id, node_id, state, attempt, output FROM nodes")
+            )
             nodes = {
-                (r.execution_id, r.node_id): {"state": r.state, "attempt": r.attempt, "output": _json(r.output)}
+                (r.execution_id, r.node_id): {
+                    "state": r.state,
+                    "attempt": r.attempt,
+                    "output": _json(r.output),
+                }
                 for r in rows
             }
             found = []
             if events:
                 rows = await conn.execute(
-                    sa.text("SELECT execution_id, sequence, type, node_id, data FROM events"
-                            " ORDER BY execution_id, sequence")
+                    sa.text(
+                        "SELECT execution_id, sequence, type, node_id, data FROM events"
+                        " ORDER BY execution_id, sequence"
+                    )
                 )
                 found = [dict(r._mapping) | {"data": _json(r.data)} for r in rows]
     finally:
@@ -130,7 +142,10 @@ def pg_activity(url: str) -> str:
         rows = run_sync(_activity(url))
     except Exception as exc:
         return f"(pg_stat_activity unavailable: {exc})"
-    return "\n".join(f"  {r['pid']} {r['state']} {r['wait_event_type']} xact {r['xact_age']} {r['query']!r}" for r in rows)
+    return "\n".join(
+        f"  {r['pid']} {r['state']} {r['wait_event_type']} xact {r['xact_age']} {r['query']!r}"
+        for r in rows
+    )
 
 
 async def _leases(url: str) -> dict[str, tuple[str | None, int, str]]:
@@ -140,7 +155,9 @@ async def _leases(url: str) -> dict[str, tuple[str | None, int, str]]:
     engine = create_async_engine(url, poolclass=sa.pool.NullPool)
     try:
         async with engine.connect() as conn:
-            rows = await conn.execute(sa.text("SELECT id, owner, lease_epoch, state FROM executions"))
+            rows = await conn.execute(
+                sa.text("SELECT id, owner, lease_epoch, state FROM executions")
+            )
             return {r.id: (r.owner, r.lease_epoch, r.state) for r in rows}
     finally:
         await engine.dispose()
@@ -164,18 +181,26 @@ def check_event_logs(snap: Snapshot) -> None:
     for execution_id, row in snap.executions.items():
         seqs = [e["sequence"] for e in by_exec.get(execution_id, [])]
         assert seqs == list(range(1, len(seqs) + 1)), f"{execution_id}: event sequence has gaps"
-        assert len(seqs) == row["last_sequence"], f"{execution_id}: last_sequence {row['last_sequence']} != {len(seqs)}"
+        assert len(seqs) == row["last_sequence"], (
+            f"{execution_id}: last_sequence {row['last_sequence']} != {len(seqs)}"
+        )
         succeeded: dict[str, Any] = {}
         for ev in by_exec.get(execution_id, []):
             if ev["type"] == "node.succeeded":
-                assert ev["node_id"] not in succeeded, f"{execution_id}/{ev['node_id']} succeeded twice in the log"
+                assert ev["node_id"] not in succeeded, (
+                    f"{execution_id}/{ev['node_id']} succeeded twice in the log"
+                )
                 succeeded[ev["node_id"]] = (ev["data"] or {}).get("output")
         for (e, n), node in snap.nodes.items():
             if e == execution_id and node["state"] == "SUCCEEDED":
-                assert succeeded.get(n) == node["output"], f"{e}/{n}: event output differs from the node's"
+                assert succeeded.get(n) == node["output"], (
+                    f"{e}/{n}: event output differs from the node's"
+                )
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -189,7 +214,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 class Child:
     """A child process whose output goes to a log file; `kill()` is SIGKILL; never left behind."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None, name: str = "") -> None:
+    def __init__(
+        self, argv: list[str], log: Path, env: dict[str, str] | None = None, name: str = ""
+    ) -> None:
         self.argv = argv
         self.log = log
         self.name = name or Path(argv[1]).name
@@ -202,7 +229,12 @@ class Child:
         self._out = open(self.log, "ab")  # noqa: SIM115 - the child writes it until killed
         self.started_at = time.time()
         self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         return self
 
@@ -228,7 +260,9 @@ class Child:
         def found() -> str | None:
             text = self.line(prefix)
             if text is None and not self.alive:
-                raise AssertionError(f"{self.name} exited ({self.proc.returncode}) before {prefix!r}:\n{self.tail()}")
+                raise AssertionError(
+                    f"{self.name} exited ({self.proc.returncode}) before {prefix!r}:\n{self.tail()}"
+                )
             return text
 
         return wait_until(found, timeout, f"{self.name}: {prefix!r}", 0.02)
@@ -290,7 +324,16 @@ def children() -> Iterator[list[Child]]:
 
 
 def driver(url: str, ledger: Path, log: Path, *, generation: int, **options: Any) -> Child:
-    argv = [sys.executable, str(DRIVER), "--url", url, "--ledger", str(ledger), "--generation", str(generation)]
+    argv = [
+        sys.executable,
+        str(DRIVER),
+        "--url",
+        url,
+        "--ledger",
+        str(ledger),
+        "--generation",
+        str(generation),
+    ]
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -334,8 +377,10 @@ class Replica:
                     "tools": {
                         "entry_points": False,
                         "register": [
-                            {"factory": "tests.durability.ledger:ledger_tool",
-                             "options": {"path": str(ledger), "replica": name}}
+                            {
+                                "factory": "tests.durability.ledger:ledger_tool",
+                                "options": {"path": str(ledger), "replica": name},
+                            }
                         ],
                     },
                 }
@@ -382,7 +427,9 @@ class Replica:
                     continue
                 raise AssertionError(f"replica {self.name} exited:\n{self.child.tail()}")
             if time.monotonic() - start > timeout:
-                raise AssertionError(f"replica {self.name} not serving after {timeout}s:\n{self.child.tail()}")
+                raise AssertionError(
+                    f"replica {self.name} not serving after {timeout}s:\n{self.child.tail()}"
+                )
             time.sleep(0.05)
 
     def kill(self) -> None:
@@ -408,7 +455,9 @@ def serve_all(procs: list[Child], replicas: list[Replica], source: str) -> list[
     return addresses
 
 
-def diagnose(snap: Snapshot, logs: dict[str, str], ambiguous_starts: Iterable[str] = ()) -> dict[str, str]:
+def diagnose(
+    snap: Snapshot, logs: dict[str, str], ambiguous_starts: Iterable[str] = ()
+) -> dict[str, str]:
     """What an unfinished execution looks like, for failure messages. The signatures are those of
     bugs these tests found (tests/durability/test_engine_bugs.py reproduces each)."""
     found: dict[str, str] = {}
@@ -437,7 +486,17 @@ def wait_finished(url: str, timeout: float, *, logs: Callable[[], dict[str, str]
             return
         if time.monotonic() > deadline:
             why = diagnose(snap, logs())
-            detail = [(i, snap.executions[i]["state"], snap.executions[i]["owner"], snap.executions[i]["lease_epoch"],
-                       why[i]) for i in unfinished[:10]]
-            raise AssertionError(f"{len(unfinished)} executions unfinished after {timeout:.0f}s: {detail}")
+            detail = [
+                (
+                    i,
+                    snap.executions[i]["state"],
+                    snap.executions[i]["owner"],
+                    snap.executions[i]["lease_epoch"],
+                    why[i],
+                )
+                for i in unfinished[:10]
+            ]
+            raise AssertionError(
+                f"{len(unfinished)} executions unfinished after {timeout:.0f}s: {detail}"
+            )
         time.sleep(0.25)

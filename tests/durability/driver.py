@@ -43,7 +43,9 @@ def say(*words: object) -> None:
 async def main(args: argparse.Namespace) -> int:
     say("spawned", time.time())
     store = await open_store(args.url)
-    tools = Registry([*core_tools(), LedgerStep(args.ledger, replica=args.replica, generation=args.generation)])
+    tools = Registry(
+        [*core_tools(), LedgerStep(args.ledger, replica=args.replica, generation=args.generation)]
+    )
     engine = Engine(
         store,
         tools=tools,

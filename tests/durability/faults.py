@@ -26,8 +26,16 @@ from agentrun.storage.records import (
 )
 
 WRITES = frozenset(
-    {"create_workflow", "delete_workflow", "create_execution", "commit", "claim_executions", "renew_leases",
-     "release_leases", "add_signal"}
+    {
+        "create_workflow",
+        "delete_workflow",
+        "create_execution",
+        "commit",
+        "claim_executions",
+        "renew_leases",
+        "release_leases",
+        "add_signal",
+    }
 )
 
 
@@ -55,31 +63,61 @@ class ProxyStore(Store):
     async def create_workflow(self, record: WorkflowRecord) -> WorkflowRecord:
         return await self._call("create_workflow", record)
 
-    async def get_workflow(self, tenant: str, name: str, version: int | None = None, *,
-                           include_deleted: bool = False) -> WorkflowRecord | None:
-        return await self._call("get_workflow", tenant, name, version, include_deleted=include_deleted)
+    async def get_workflow(
+        self, tenant: str, name: str, version: int | None = None, *, include_deleted: bool = False
+    ) -> WorkflowRecord | None:
+        return await self._call(
+            "get_workflow", tenant, name, version, include_deleted=include_deleted
+        )
 
-    async def list_workflows(self, tenant: str, *, limit: int, after_name: str | None = None) -> list[WorkflowRecord]:
+    async def list_workflows(
+        self, tenant: str, *, limit: int, after_name: str | None = None
+    ) -> list[WorkflowRecord]:
         return await self._call("list_workflows", tenant, limit=limit, after_name=after_name)
 
     async def delete_workflow(self, tenant: str, name: str) -> bool:
         return await self._call("delete_workflow", tenant, name)
 
-    async def create_execution(self, record: ExecutionRecord, nodes: Sequence[NodeRecord] = (),
-                               events: Sequence[EventRecord] = ()) -> tuple[ExecutionRecord, bool]:
+    async def create_execution(
+        self,
+        record: ExecutionRecord,
+        nodes: Sequence[NodeRecord] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> tuple[ExecutionRecord, bool]:
         return await self._call("create_execution", record, nodes, events)
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         return await self._call("get_execution", execution_id)
 
-    async def list_executions(self, tenant: str, *, limit: int, after_id: str | None = None,
-                              workflow: str | None = None, states: Sequence[Any] = ()) -> list[ExecutionRecord]:
-        return await self._call("list_executions", tenant, limit=limit, after_id=after_id, workflow=workflow,
-                                states=states)
+    async def list_executions(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after_id: str | None = None,
+        workflow: str | None = None,
+        states: Sequence[Any] = (),
+    ) -> list[ExecutionRecord]:
+        return await self._call(
+            "list_executions",
+            tenant,
+            limit=limit,
+            after_id=after_id,
+            workflow=workflow,
+            states=states,
+        )
 
-    async def list_waits(self, tenant: str, *, limit: int, after: tuple[str, str] | None = None,
-                         execution_id: str | None = None) -> list[NodeRecord]:
-        return await self._call("list_waits", tenant, limit=limit, after=after, execution_id=execution_id)
+    async def list_waits(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after: tuple[str, str] | None = None,
+        execution_id: str | None = None,
+    ) -> list[NodeRecord]:
+        return await self._call(
+            "list_waits", tenant, limit=limit, after=after, execution_id=execution_id
+        )
 
     async def list_unfinished_executions(self) -> list[ExecutionRecord]:
         return await self._call("list_unfinished_executions")
@@ -90,10 +128,23 @@ class ProxyStore(Store):
     async def commit(self, batch: Batch) -> None:
         await self._call("commit", batch)
 
-    async def claim_executions(self, owner: str, *, lease_seconds: float, now: float, limit: int = 100,
-                               include_own: bool = False) -> list[ExecutionRecord]:
-        return await self._call("claim_executions", owner, lease_seconds=lease_seconds, now=now, limit=limit,
-                                include_own=include_own)
+    async def claim_executions(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        limit: int = 100,
+        include_own: bool = False,
+    ) -> list[ExecutionRecord]:
+        return await self._call(
+            "claim_executions",
+            owner,
+            lease_seconds=lease_seconds,
+            now=now,
+            limit=limit,
+            include_own=include_own,
+        )
 
     async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
         return await self._call("renew_leases", owner, lease_seconds=lease_seconds, now=now)
@@ -101,8 +152,12 @@ class ProxyStore(Store):
     async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
         await self._call("release_leases", owner, execution_ids)
 
-    async def list_events(self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000) -> list[EventRecord]:
-        return await self._call("list_events", execution_id, after_sequence=after_sequence, limit=limit)
+    async def list_events(
+        self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        return await self._call(
+            "list_events", execution_id, after_sequence=after_sequence, limit=limit
+        )
 
     async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
         return await self._call("add_signal", signal)
@@ -118,8 +173,15 @@ class FaultyStore(ProxyStore):
     """Fails `rate` of the calls with StoreError; `after_share` of the failed writes fail
     after the write was made. `enabled` turns injection off (e.g. for the test's own reads)."""
 
-    def __init__(self, inner: Store, *, rate: float = 0.005, after_share: float = 0.5, seed: int | None = None,
-                 methods: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Store,
+        *,
+        rate: float = 0.005,
+        after_share: float = 0.5,
+        seed: int | None = None,
+        methods: frozenset[str] | None = None,
+    ) -> None:
         super().__init__(inner)
         self.rate = rate
         self.after_share = after_share
@@ -133,7 +195,11 @@ class FaultyStore(ProxyStore):
 
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         self.calls[name] += 1
-        inject = self.enabled and (self.methods is None or name in self.methods) and self.rng.random() < self.rate
+        inject = (
+            self.enabled
+            and (self.methods is None or name in self.methods)
+            and self.rng.random() < self.rate
+        )
         if not inject:
             return await super()._call(name, *args, **kwargs)
         if name in WRITES and self.rng.random() < self.after_share:

@@ -28,7 +28,12 @@ async def create_workflow(addresses: Sequence[str], source: str) -> None:
 
 
 async def start_executions(
-    addresses: Sequence[str], workflow: str, count: int, *, prefix: str = "job", concurrency: int = 20
+    addresses: Sequence[str],
+    workflow: str,
+    count: int,
+    *,
+    prefix: str = "job",
+    concurrency: int = 20,
 ) -> list[str]:
     """Starts `count` executions spread over the replicas (request ids `prefix-i`, retried on
     another replica when one is unavailable); their ids in order."""
@@ -41,7 +46,9 @@ async def start_executions(
                 for attempt in range(30):
                     client = clients[(i + attempt) % len(clients)]
                     try:
-                        ex = await client.start_execution(workflow, {"job": i}, request_id=f"{prefix}-{i}")
+                        ex = await client.start_execution(
+                            workflow, {"job": i}, request_id=f"{prefix}-{i}"
+                        )
                         return ex.id
                     except AgentrunError as exc:
                         if exc.code.name not in RETRYABLE or attempt == 29:

@@ -39,7 +39,9 @@ class LedgerStep(Tool):
     description = "a step that records each call in an fsync'd ledger file"
     effect = Effect.IDEMPOTENT
 
-    def __init__(self, path: str | os.PathLike[str], replica: str = "local", generation: str = "0") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], replica: str = "local", generation: str = "0"
+    ) -> None:
         self.path = str(path)
         self.replica = replica
         self.generation = str(generation)
@@ -71,7 +73,9 @@ def ledger_tool(options: dict[str, Any] | None = None) -> LedgerStep:
     )
 
 
-def steps_workflow(name: str = "steps", steps: int = 20, sleep: float = 0.02, max_attempts: int = 5) -> str:
+def steps_workflow(
+    name: str = "steps", steps: int = 20, sleep: float = 0.02, max_attempts: int = 5
+) -> str:
     """A chain s0 -> s1 -> ... of ledger steps (YAML)."""
     lines = [f"name: {name}", "nodes:"]
     for i in range(steps):
@@ -155,7 +159,9 @@ class Report:
                 f"{len(self.rerun_after_commit)} committed steps ran again, e.g. {self.rerun_after_commit[:5]}"
             )
         if self.unknown_tokens:
-            problems.append(f"{len(self.unknown_tokens)} committed results no call wrote: {self.unknown_tokens[:5]}")
+            problems.append(
+                f"{len(self.unknown_tokens)} committed results no call wrote: {self.unknown_tokens[:5]}"
+            )
         assert not problems, "; ".join(problems)
 
     def summary(self) -> str:

@@ -19,7 +19,11 @@ import time
 from pathlib import Path
 from typing import Self
 
-BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
+BIN_DIRS = (
+    "/usr/lib/postgresql/15/bin",
+    "/usr/lib/postgresql/16/bin",
+    "/usr/lib/postgresql/17/bin",
+)
 
 
 def find_bin() -> Path | None:
@@ -66,15 +70,27 @@ class PrivatePostgres:
     def url(self) -> str:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{self.database}"
 
-    def _cmd(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def _cmd(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         argv = [str(self.bin / args[0]), *args[1:]]
         if self._as_postgres:
             argv = ["runuser", "-u", "postgres", "--", *argv]
         return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=timeout)
 
     def init(self) -> None:
-        self._cmd("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
-                  "--no-instructions")
+        self._cmd(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
                 f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
@@ -87,8 +103,18 @@ class PrivatePostgres:
 
     def start(self) -> None:
         for attempt in range(3):
-            result = self._cmd("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30", "start",
-                               check=False)
+            result = self._cmd(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "30",
+                "start",
+                check=False,
+            )
             if result.returncode == 0:
                 self.running = True
                 return
@@ -98,7 +124,9 @@ class PrivatePostgres:
                 with open(self.data / "postgresql.conf", "a") as conf:
                     conf.write(f"\nport = {self.port}\n")
                 continue
-            raise RuntimeError(f"pg_ctl start failed: {result.stdout}{result.stderr}\n{self.log.read_text()}")
+            raise RuntimeError(
+                f"pg_ctl start failed: {result.stdout}{result.stderr}\n{self.log.read_text()}"
+            )
 
     def stop(self, mode: str = "fast") -> None:
         self._cmd("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
@@ -112,7 +140,8 @@ class PrivatePostgres:
 
         async def run() -> str:
             conn = await asyncpg.connect(
-                f"postgresql://postgres@127.0.0.1:{self.port}/{database or self.database}", timeout=5
+                f"postgresql://postgres@127.0.0.1:{self.port}/{database or self.database}",
+                timeout=5,
             )
             try:
                 return str(await conn.execute(sql))
@@ -145,8 +174,18 @@ class PrivatePostgres:
         try:
             if self.data.exists():
                 with contextlib.suppress(Exception):
-                    self._cmd("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "30", "stop",
-                              check=False)
+                    self._cmd(
+                        "pg_ctl",
+                        "-D",
+                        str(self.data),
+                        "-m",
+                        "immediate",
+                        "-w",
+                        "-t",
+                        "30",
+                        "stop",
+                        check=False,
+                    )
         finally:
             self.running = False
             # A last resort if pg_ctl could not stop it: the postmaster's own pid, nothing broader.

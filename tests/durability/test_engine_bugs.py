@@ -43,7 +43,9 @@ class SlowRenew(ProxyStore):
 async def test_an_execution_started_during_a_lease_renewal_keeps_running() -> None:
     store = SlowRenew(MemoryStore())
     engine = Engine(
-        store, tools=Registry(core_tools()), agents=default_agents(),
+        store,
+        tools=Registry(core_tools()),
+        agents=default_agents(),
         config=EngineConfig(replica_id="a", lease_seconds=0.3),
     )
     await engine.start()
@@ -84,7 +86,9 @@ async def test_a_start_retried_after_an_ambiguous_store_error_runs() -> None:
 
     store = CreateThenFail(MemoryStore())
     engine = Engine(
-        store, tools=Registry(core_tools()), agents=default_agents(),
+        store,
+        tools=Registry(core_tools()),
+        agents=default_agents(),
         config=EngineConfig(replica_id="a", lease_seconds=0.3),
     )
     await engine.start()
@@ -103,11 +107,17 @@ async def crashed_mid_step(store: Any, *, retries: int) -> Any:
     """Starts a one-step execution on replica "a" and leaves it as a kill -9 would: the run
     gone, the step RUNNING in the store, the execution RUNNING and leased to "a"."""
     sleepy = (
-        "name: nap\nnodes:\n  - {id: a, retry: {max_attempts: " + str(retries) + ", initial_interval: 1ms},"
+        "name: nap\nnodes:\n  - {id: a, retry: {max_attempts: "
+        + str(retries)
+        + ", initial_interval: 1ms},"
         " tool: {name: core.sleep, args: {seconds: 0.5}}}\n"
     )
-    first = Engine(store, tools=Registry(core_tools()), agents=default_agents(),
-                   config=EngineConfig(replica_id="a", lease_seconds=0.3))
+    first = Engine(
+        store,
+        tools=Registry(core_tools()),
+        agents=default_agents(),
+        config=EngineConfig(replica_id="a", lease_seconds=0.3),
+    )
     await first.start()
     await first.create_workflow(load_workflow(sleepy))
     started = await first.start_execution("nap", {})
@@ -144,8 +154,12 @@ async def test_a_claimed_execution_whose_resume_failed_is_resumed_later() -> Non
     shared = MemoryStore()
     started = await crashed_mid_step(shared, retries=3)
 
-    second = Engine(FailOnce(shared, "get_nodes"), tools=Registry(core_tools()), agents=default_agents(),
-                    config=EngineConfig(replica_id="a", lease_seconds=0.3))
+    second = Engine(
+        FailOnce(shared, "get_nodes"),
+        tools=Registry(core_tools()),
+        agents=default_agents(),
+        config=EngineConfig(replica_id="a", lease_seconds=0.3),
+    )
     await second.start()  # claims its own execution back; reading its nodes fails once
     try:
         final = await second.wait(started.id, timeout=3)
@@ -161,8 +175,12 @@ async def test_a_claimed_execution_whose_resume_failed_is_resumed_later() -> Non
 async def test_an_interrupted_step_without_retries_fails_the_execution_for_good() -> None:
     shared = MemoryStore()
     started = await crashed_mid_step(shared, retries=1)
-    second = Engine(shared, tools=Registry(core_tools()), agents=default_agents(),
-                    config=EngineConfig(replica_id="a", lease_seconds=0.3))
+    second = Engine(
+        shared,
+        tools=Registry(core_tools()),
+        agents=default_agents(),
+        config=EngineConfig(replica_id="a", lease_seconds=0.3),
+    )
     await second.start()
     try:
         final = await second.wait(started.id, timeout=3)
@@ -192,8 +210,15 @@ async def test_a_replica_frozen_inside_a_transaction_does_not_block_take_over(pg
     await other.open()
     try:
         now = time.time()
-        record = ExecutionRecord(id="x1", tenant="default", workflow="w", version=1,
-                                 state=ExecutionState.RUNNING, input={}, created_at=now)
+        record = ExecutionRecord(
+            id="x1",
+            tenant="default",
+            workflow="w",
+            version=1,
+            state=ExecutionState.RUNNING,
+            input={},
+            created_at=now,
+        )
         await frozen.create_execution(record)
         assert await frozen.claim_executions("frozen", lease_seconds=0.5, now=now)
         # The frozen replica is inside renew_leases' transaction when it stops: the UPDATE ran,
@@ -201,7 +226,11 @@ async def test_a_replica_frozen_inside_a_transaction_does_not_block_take_over(pg
         held = contextlib.AsyncExitStack()
         conn = await held.enter_async_context(frozen.database.connect())
         await conn.begin()
-        await conn.execute(sa.text("UPDATE executions SET lease_expires_at = lease_expires_at WHERE owner = 'frozen'"))
+        await conn.execute(
+            sa.text(
+                "UPDATE executions SET lease_expires_at = lease_expires_at WHERE owner = 'frozen'"
+            )
+        )
         deadline = time.time() + 8  # lease 0.5 s: a few seconds more is plenty
         claimed: list[Any] = []
         while not claimed and time.time() < deadline:
@@ -209,7 +238,9 @@ async def test_a_replica_frozen_inside_a_transaction_does_not_block_take_over(pg
             claimed = await other.claim_executions("other", lease_seconds=5, now=time.time())
         with contextlib.suppress(Exception):
             await held.aclose()
-        assert [r.id for r in claimed] == ["x1"], "the frozen replica's execution was never taken over"
+        assert [r.id for r in claimed] == ["x1"], (
+            "the frozen replica's execution was never taken over"
+        )
     finally:
         await frozen.close()
         await other.close()
@@ -254,8 +285,15 @@ async def test_the_next_expiry_of_a_lease_held_elsewhere(pg_url: str) -> None:
             now = time.time()
             assert await store.next_lease_expiry("a") is None
             for i, owner in enumerate(["a", "b", "b"]):
-                record = ExecutionRecord(id=f"x{i}", tenant="default", workflow="w", version=1,
-                                         state=ExecutionState.RUNNING, input={}, created_at=now)
+                record = ExecutionRecord(
+                    id=f"x{i}",
+                    tenant="default",
+                    workflow="w",
+                    version=1,
+                    state=ExecutionState.RUNNING,
+                    input={},
+                    created_at=now,
+                )
                 await store.create_execution(record)
                 await store.claim_executions(owner, lease_seconds=10 + i, now=now, limit=1)
             assert await store.next_lease_expiry("a") == pytest.approx(now + 11)
@@ -296,8 +334,12 @@ async def test_renewals_go_on_while_adopted_executions_are_resumed() -> None:
     inner = MemoryStore()
     await crashed_mid_step(inner, retries=3)  # leased to "a", which is gone
     store = SlowResume(inner)
-    b = Engine(store, tools=Registry(core_tools()), agents=default_agents(),
-               config=EngineConfig(replica_id="b", lease_seconds=0.3))
+    b = Engine(
+        store,
+        tools=Registry(core_tools()),
+        agents=default_agents(),
+        config=EngineConfig(replica_id="b", lease_seconds=0.3),
+    )
     await b.start()
     try:
         await asyncio.wait_for(store.resuming.wait(), 10)  # b adopted a's execution

@@ -41,8 +41,9 @@ async def retrying(call: Any, *, attempts: int = 50) -> Any:
             await asyncio.sleep(0.01)
 
 
-async def run_with_faults(url: str, workdir: Path, *, executions: int, rate: float, seed: int,
-                          timeout: float) -> dict[str, Any]:
+async def run_with_faults(
+    url: str, workdir: Path, *, executions: int, rate: float, seed: int, timeout: float
+) -> dict[str, Any]:
     inner = SqlStore(url)
     await inner.open()
     store = FaultyStore(inner, rate=rate, seed=seed)
@@ -78,7 +79,10 @@ async def run_with_faults(url: str, workdir: Path, *, executions: int, rate: flo
                 break
             if time.monotonic() > deadline:
                 why = diagnose(snap, {"r1": log.text()}, store.ambiguous_starts)
-                detail = [(i, snap.executions[i]["state"], i in engine._runs, why[i]) for i in unfinished[:10]]
+                detail = [
+                    (i, snap.executions[i]["state"], i in engine._runs, why[i])
+                    for i in unfinished[:10]
+                ]
                 raise AssertionError(
                     f"{len(unfinished)} executions unfinished after {timeout:.0f}s "
                     f"(id, state, running here, looks like): {detail}; injected {dict(store.injected)}"
@@ -127,15 +131,23 @@ def _seed() -> int:
 
 def _print(result: dict[str, Any], seed: int) -> None:
     injected = result["injected"]
-    print(f"seed {seed}: {result['report'].summary()}; {sum(result['calls'].values())} store calls, "
-          f"{sum(injected.values())} failed: {dict(injected)}")
+    print(
+        f"seed {seed}: {result['report'].summary()}; {sum(result['calls'].values())} store calls, "
+        f"{sum(injected.values())} failed: {dict(injected)}"
+    )
 
 
 @pytest.mark.timeout(120)
 async def test_store_faults_sqlite(tmp_path: Path) -> None:
     seed = _seed()
-    result = await run_with_faults(f"sqlite+aiosqlite:///{tmp_path}/agentrun.db", tmp_path, executions=200,
-                                   rate=0.005, seed=seed, timeout=90)
+    result = await run_with_faults(
+        f"sqlite+aiosqlite:///{tmp_path}/agentrun.db",
+        tmp_path,
+        executions=200,
+        rate=0.005,
+        seed=seed,
+        timeout=90,
+    )
     _print(result, seed)
     assert sum(result["injected"].values()) > 0
 
@@ -143,16 +155,26 @@ async def test_store_faults_sqlite(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 async def test_store_faults_postgresql(tmp_path: Path, pg_url: str) -> None:
     seed = _seed()
-    result = await run_with_faults(pg_url, tmp_path, executions=100, rate=0.005, seed=seed, timeout=90)
+    result = await run_with_faults(
+        pg_url, tmp_path, executions=100, rate=0.005, seed=seed, timeout=90
+    )
     _print(result, seed)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-async def test_store_faults_1000_executions(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+async def test_store_faults_1000_executions(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     seed = _seed()
-    url = f"sqlite+aiosqlite:///{tmp_path}/agentrun.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
-    result = await run_with_faults(url, tmp_path, executions=1000, rate=0.005, seed=seed, timeout=600)
+    url = (
+        f"sqlite+aiosqlite:///{tmp_path}/agentrun.db"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    result = await run_with_faults(
+        url, tmp_path, executions=1000, rate=0.005, seed=seed, timeout=600
+    )
     _print(result, seed)
     assert sum(result["injected"].values()) > 10

@@ -31,7 +31,9 @@ from tests.durability.pg import PrivatePostgres
 STEPS = 2
 
 
-async def storm(addresses: list[str], calls: int, ids: int) -> tuple[dict[str, set[str]], dict[str, int]]:
+async def storm(
+    addresses: list[str], calls: int, ids: int
+) -> tuple[dict[str, set[str]], dict[str, int]]:
     # Several connections per replica, as many clients would open: each stays under the
     # server's max_concurrent_streams (256), beyond which streams are refused (UNAVAILABLE).
     options = [("grpc.enable_retries", 0), ("grpc.use_local_subchannel_pool", 1)]
@@ -46,11 +48,15 @@ async def storm(addresses: list[str], calls: int, ids: int) -> tuple[dict[str, s
         key = n % ids
         payload = struct_pb2.Value()
         payload.struct_value.update({"k": key})
-        request = es_pb.StartExecutionRequest(workflow="workflows/once", input=payload, request_id=f"req-{key}")
+        request = es_pb.StartExecutionRequest(
+            workflow="workflows/once", input=payload, request_id=f"req-{key}"
+        )
         await start.wait()  # all at once
         for attempt in range(5):
             try:
-                response = await stubs[(n + attempt) % len(stubs)].StartExecution(request, timeout=60)
+                response = await stubs[(n + attempt) % len(stubs)].StartExecution(
+                    request, timeout=60
+                )
                 got[f"req-{key}"].add(response.execution.name)
                 codes["OK"] += 1
                 return
@@ -79,7 +85,9 @@ async def storm(addresses: list[str], calls: int, ids: int) -> tuple[dict[str, s
 
 
 @pytest.mark.timeout(120)
-def test_1000_concurrent_starts_100_request_ids_3_replicas(tmp_path: Path, private_pg: PrivatePostgres) -> None:
+def test_1000_concurrent_starts_100_request_ids_3_replicas(
+    tmp_path: Path, private_pg: PrivatePostgres
+) -> None:
     # A server of its own: three replicas may open 3 x 31 connections in a burst, more than the
     # shared server's max_connections (100) leaves to one test.
     pg_url = private_pg.url
@@ -98,7 +106,9 @@ def test_1000_concurrent_starts_100_request_ids_3_replicas(tmp_path: Path, priva
     }
     final = read_snapshot(pg_url, events=True)
     assert len(final.executions) == 100
-    assert sorted(row["request_id"] for row in final.executions.values()) == sorted(f"req-{k}" for k in range(100))
+    assert sorted(row["request_id"] for row in final.executions.values()) == sorted(
+        f"req-{k}" for k in range(100)
+    )
     assert {n.split("/", 1)[1] for names in got.values() for n in names} == set(final.executions)
     assert all(row["state"] == "SUCCEEDED" for i, row in final.executions.items())
     report = check(Ledger.read(ledger), final.outputs(), final.expected_keys(STEPS))

@@ -20,7 +20,9 @@ from tests.durability.ledger import Ledger, check, mark
 STEPS = 20
 
 
-def kill_loop(tmp_path: Path, *, executions: int, kills: int, sleep: float, seed: int) -> dict[str, object]:
+def kill_loop(
+    tmp_path: Path, *, executions: int, kills: int, sleep: float, seed: int
+) -> dict[str, object]:
     rng = random.Random(seed)
     db = tmp_path / "agentrun.db"
     url = f"sqlite+aiosqlite:///{db}"
@@ -29,8 +31,16 @@ def kill_loop(tmp_path: Path, *, executions: int, kills: int, sleep: float, seed
     killed_while_busy = 0
     with children() as procs:
         for generation in range(kills + 1):
-            child = driver(url, ledger, tmp_path / f"driver-{generation}.log", generation=generation,
-                           executions=executions, steps=STEPS, sleep=sleep, until_done=True)
+            child = driver(
+                url,
+                ledger,
+                tmp_path / f"driver-{generation}.log",
+                generation=generation,
+                executions=executions,
+                steps=STEPS,
+                sleep=sleep,
+                until_done=True,
+            )
             procs.append(child.start())
             if generation == kills:
                 child.wait_line("finished", timeout=60 + executions * 0.5)

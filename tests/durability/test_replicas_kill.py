@@ -53,7 +53,9 @@ def replicas_under_fire(
     takeovers: list[float] = []  # seconds from a kill to each orphan's take-over
     reclaims: list[float] = []  # seconds from an immediate restart to its own orphans' reclaim
     with children() as procs:
-        addresses = serve_all(procs, replicas, steps_workflow("steps", STEPS, sleep, max_attempts=10))
+        addresses = serve_all(
+            procs, replicas, steps_workflow("steps", STEPS, sleep, max_attempts=10)
+        )
         ids = run_sync(start_executions(addresses, "steps", executions))
         assert len(set(ids)) == executions
         for k in range(kills):
@@ -66,7 +68,9 @@ def replicas_under_fire(
             # An orphan is taken over when its lease epoch moves on (a peer's claim, or the
             # restarted replica's own) or it ends (it cannot end before a claim: its owner is dead).
             pending = {
-                i: epoch for i, (owner, epoch, state) in rows.items() if owner == victim.name and state not in TERMINAL
+                i: epoch
+                for i, (owner, epoch, state) in rows.items()
+                if owner == victim.name and state not in TERMINAL
             }
             restarted_at = None
             if k % 2:
@@ -81,13 +85,19 @@ def replicas_under_fire(
                         takeovers.append(now - killed_at)
                         if restarted_at is not None and owner == victim.name:
                             reclaims.append(now - restarted_at)
-                assert now - killed_at < BOUND + 30, f"orphans of {victim.name} not taken over: {sorted(pending)[:5]}"
+                assert now - killed_at < BOUND + 30, (
+                    f"orphans of {victim.name} not taken over: {sorted(pending)[:5]}"
+                )
                 time.sleep(0.02)
             if restarted_at is None:
                 procs.append(victim.start())
             victim.wait_ready()
 
-        wait_finished(url, 60 + executions * 0.3, logs=lambda: {r.name: r.child.log.read_text() for r in replicas})
+        wait_finished(
+            url,
+            60 + executions * 0.3,
+            logs=lambda: {r.name: r.child.log.read_text() for r in replicas},
+        )
         for r in replicas:
             r.stop()
     report = final_checks(url, ledger, replicas)
@@ -97,7 +107,9 @@ def replicas_under_fire(
 def final_checks(url: str, ledger: Path, replicas: list[Replica]) -> object:
     """No live replica lost a lease or had a session ended; every execution succeeded; no
     step lost or run again after its commit; event logs whole."""
-    logs = {r.name: r.child.log.read_text(errors="replace") for r in replicas if r.child is not None}
+    logs = {
+        r.name: r.child.log.read_text(errors="replace") for r in replicas if r.child is not None
+    }
     for name, text in logs.items():
         lost = LEASE_LOST.findall(text)
         assert not lost, f"replica {name}, alive, lost {len(lost)} leases: {lost[:3]}"
@@ -127,10 +139,14 @@ def _report(result: dict[str, object]) -> list[float]:
 
 
 @pytest.mark.timeout(240)
-def test_three_replicas_one_killed_every_few_seconds(tmp_path: Path, private_pg: PrivatePostgres) -> None:
+def test_three_replicas_one_killed_every_few_seconds(
+    tmp_path: Path, private_pg: PrivatePostgres
+) -> None:
     seed = _seed()
     print(f"seed {seed}")
-    result = replicas_under_fire(tmp_path, private_pg.url, executions=30, kills=4, sleep=1.0, seed=seed)
+    result = replicas_under_fire(
+        tmp_path, private_pg.url, executions=30, kills=4, sleep=1.0, seed=seed
+    )
     takeovers = _report(result)
     assert takeovers, "some kill left orphans to take over"
     assert max(takeovers) < BOUND
@@ -138,12 +154,16 @@ def test_three_replicas_one_killed_every_few_seconds(tmp_path: Path, private_pg:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_three_replicas_ten_kills_200_executions(tmp_path: Path, private_pg: PrivatePostgres) -> None:
+def test_three_replicas_ten_kills_200_executions(
+    tmp_path: Path, private_pg: PrivatePostgres
+) -> None:
     """The issue's acceptance: 10 random kills under 200 executions x 20 steps."""
     seed = _seed()
     print(f"seed {seed}")
     # Steps of 3 s keep executions running through all ten kills.
-    result = replicas_under_fire(tmp_path, private_pg.url, executions=200, kills=10, sleep=3.0, seed=seed)
+    result = replicas_under_fire(
+        tmp_path, private_pg.url, executions=200, kills=10, sleep=3.0, seed=seed
+    )
     takeovers = _report(result)
     assert takeovers
     assert max(takeovers) < BOUND
@@ -167,7 +187,11 @@ def test_a_replica_restarted_under_its_id_takes_its_work_back_at_once(
             time.sleep(0.05)
         victim.kill()
         rows = read_leases(url)
-        orphans = {i: epoch for i, (owner, epoch, state) in rows.items() if owner == "a" and state not in TERMINAL}
+        orphans = {
+            i: epoch
+            for i, (owner, epoch, state) in rows.items()
+            if owner == "a" and state not in TERMINAL
+        }
         restarted_at = time.time()
         procs.append(victim.start())
         while True:
@@ -175,11 +199,15 @@ def test_a_replica_restarted_under_its_id_takes_its_work_back_at_once(
             taken = {i: now[i] for i in orphans if now[i][1] > orphans[i] or now[i][2] in TERMINAL}
             if len(taken) == len(orphans):
                 break
-            assert time.time() - restarted_at < 60, f"not taken back: {sorted(set(orphans) - set(taken))}"
+            assert time.time() - restarted_at < 60, (
+                f"not taken back: {sorted(set(orphans) - set(taken))}"
+            )
             time.sleep(0.05)
         reclaimed = time.time() - restarted_at
         assert {owner for owner, _, _ in taken.values()} == {"a"}, taken
-        print(f"{len(orphans)} executions taken back by the restarted replica {reclaimed:.2f}s after its start")
+        print(
+            f"{len(orphans)} executions taken back by the restarted replica {reclaimed:.2f}s after its start"
+        )
         victim.wait_ready()
         wait_finished(url, 90, logs=lambda: {r.name: r.child.log.read_text() for r in replicas})
         for r in replicas:

@@ -32,7 +32,9 @@ LEASE = 1.5
 STEPS = 4
 
 
-def zombie_rounds(workdir: Path, url: str, *, rounds: int, per_round: int, seed: int) -> dict[str, object]:
+def zombie_rounds(
+    workdir: Path, url: str, *, rounds: int, per_round: int, seed: int
+) -> dict[str, object]:
     rng = random.Random(seed)
     ledger_path = workdir / "ledger.txt"
     replicas = [Replica(workdir, url, name, ledger_path, lease=LEASE) for name in ("a", "b", "c")]
@@ -48,11 +50,17 @@ def zombie_rounds(workdir: Path, url: str, *, rounds: int, per_round: int, seed:
         for n in range(rounds):
             zombie = replicas[n % len(replicas)]
             others = [r for r in replicas if r is not zombie]
-            ids = run_sync(start_executions([zombie.address], "slow", per_round, prefix=f"round{n}"))
+            ids = run_sync(
+                start_executions([zombie.address], "slow", per_round, prefix=f"round{n}")
+            )
 
             def in_flight(ids: list[str] = ids, name: str = zombie.name) -> bool:
                 led = Ledger.read(ledger_path)
-                return set(ids) <= {e.key.split("/")[0] for e in led.entries if e.kind == "start" and e.replica == name}
+                return set(ids) <= {
+                    e.key.split("/")[0]
+                    for e in led.entries
+                    if e.kind == "start" and e.replica == name
+                }
 
             wait_until(in_flight, 30, f"steps of round {n} running on {zombie.name}")
             time.sleep(rng.uniform(0.0, 1.2))  # somewhere inside a step, or between two
@@ -66,7 +74,10 @@ def zombie_rounds(workdir: Path, url: str, *, rounds: int, per_round: int, seed:
             while pending:
                 now = read_snapshot(url)
                 for i in list(pending):
-                    if now.executions[i]["owner"] != zombie.name or now.executions[i]["state"] in TERMINAL:
+                    if (
+                        now.executions[i]["owner"] != zombie.name
+                        or now.executions[i]["state"] in TERMINAL
+                    ):
                         pending.discard(i)
                         takeovers.append(time.time() - stopped_at)
                 if pending and time.time() - stopped_at > LEASE + 8:
@@ -117,12 +128,20 @@ def zombie_rounds(workdir: Path, url: str, *, rounds: int, per_round: int, seed:
         for (execution_id, node_id), node in final.nodes.items():
             out = node["output"] or {}
             if execution_id in taken and out.get("replica") == name:
-                assert not stop_at <= done_at[out["token"]] < round_end, f"{execution_id}/{node_id}: a stale result of {name}"
+                assert not stop_at <= done_at[out["token"]] < round_end, (
+                    f"{execution_id}/{node_id}: a stale result of {name}"
+                )
         # Calls of the zombie that had not finished when it was stopped: they finish after
         # SIGCONT, too late, and none of their results may be committed.
-        unfinished = {e.token for e in ledger.entries[:stop_at] if e.kind == "start" and e.replica == name}
+        unfinished = {
+            e.token for e in ledger.entries[:stop_at] if e.kind == "start" and e.replica == name
+        }
         unfinished -= {e.token for e in ledger.entries[:stop_at] if e.kind == "done"}
-        late = {e.token for e in ledger.entries[cont_at:round_end] if e.kind == "done" and e.replica == name}
+        late = {
+            e.token
+            for e in ledger.entries[cont_at:round_end]
+            if e.kind == "done" and e.replica == name
+        }
         stale_calls += len(unfinished & late)
         accepted = unfinished & (committed_tokens | event_tokens)
         assert not accepted, f"{len(accepted)} results of the stale {name} were committed"
@@ -135,12 +154,18 @@ def zombie_rounds(workdir: Path, url: str, *, rounds: int, per_round: int, seed:
     }
 
 
-def test_zombie_replica_writes_nothing_after_take_over(tmp_path: Path, private_pg: PrivatePostgres) -> None:
-    result = zombie_rounds(tmp_path, private_pg.url, rounds=1, per_round=12, seed=random.randrange(1 << 30))
+def test_zombie_replica_writes_nothing_after_take_over(
+    tmp_path: Path, private_pg: PrivatePostgres
+) -> None:
+    result = zombie_rounds(
+        tmp_path, private_pg.url, rounds=1, per_round=12, seed=random.randrange(1 << 30)
+    )
     print(result["report"].summary())
-    print(f"take-over of the stopped replica: max {max(result['takeovers']):.2f}s;"
-          f" stale calls that finished after SIGCONT: {result['stale_calls']};"
-          f" lease warnings in its log: {result['zombie_lease_warnings']}")
+    print(
+        f"take-over of the stopped replica: max {max(result['takeovers']):.2f}s;"
+        f" stale calls that finished after SIGCONT: {result['stale_calls']};"
+        f" lease warnings in its log: {result['zombie_lease_warnings']}"
+    )
     # The stale replica really finished calls after SIGCONT and noticed it lost its leases.
     assert result["stale_calls"] > 0 or result["zombie_lease_warnings"] > 0
 
@@ -148,6 +173,8 @@ def test_zombie_replica_writes_nothing_after_take_over(tmp_path: Path, private_p
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_zombie_replicas_three_rounds(tmp_path: Path, private_pg: PrivatePostgres) -> None:
-    result = zombie_rounds(tmp_path, private_pg.url, rounds=3, per_round=30, seed=random.randrange(1 << 30))
+    result = zombie_rounds(
+        tmp_path, private_pg.url, rounds=3, per_round=30, seed=random.randrange(1 << 30)
+    )
     print(result["report"].summary(), result["stale_calls"], result["zombie_lease_warnings"])
     assert result["zombie_lease_warnings"] > 0

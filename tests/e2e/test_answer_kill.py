@@ -35,7 +35,9 @@ ITEMS = 10
 def answers_in(db: Path) -> dict[str, str | None]:
     """signal id -> consumed_by of the answers stored so far."""
     with sqlite3.connect(db, timeout=30) as conn:
-        rows = conn.execute("select signal_id, consumed_by from signals where signal_id like 'wait:%'").fetchall()
+        rows = conn.execute(
+            "select signal_id, consumed_by from signals where signal_id like 'wait:%'"
+        ).fetchall()
     return dict(rows)
 
 
@@ -80,8 +82,10 @@ def test_kill_9_between_answer_and_commit_applies_each_answer_once(tmp_path: Pat
             t.join(60)
         at_kill = answers_in(db)
         caught = sorted(k for k, v in at_kill.items() if v is None)
-        print(f"answers stored at the kill: {len(at_kill)}, of which not yet applied: {len(caught)}; "
-              f"callers saw {sorted(outcomes.values())}")
+        print(
+            f"answers stored at the kill: {len(at_kill)}, of which not yet applied: {len(caught)}; "
+            f"callers saw {sorted(outcomes.values())}"
+        )
 
         server.start()
         with Client(server.address, api_key="") as client:
@@ -95,7 +99,11 @@ def test_kill_9_between_answer_and_commit_applies_each_answer_once(tmp_path: Pat
             final = client.wait(execution, timeout=120)
             assert final.state is ExecutionState.SUCCEEDED, final.error
             assert final.output == [{"n": i} for i in range(ITEMS)]
-            received = [e.data["wait_id"] for e in client.list_execution_events(execution) if e.type == "signal.received"]
+            received = [
+                e.data["wait_id"]
+                for e in client.list_execution_events(execution)
+                if e.type == "signal.received"
+            ]
             assert sorted(received) == sorted(w.wait_id for w in waits.values())
         assert all(v is not None and not v.startswith("refused:") for v in answers_in(db).values())
     finally:

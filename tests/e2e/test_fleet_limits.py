@@ -86,7 +86,9 @@ def until(condition: Callable[[], object], what: str, timeout: float = 120.0) ->
         time.sleep(0.05)
 
 
-def test_three_replicas_share_a_limit_of_five_on_a_tool(tmp_path: Path, pg_server: PgServer) -> None:
+def test_three_replicas_share_a_limit_of_five_on_a_tool(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
     url = pg_server.create_database().replace("postgresql+asyncpg://", "postgresql://", 1)
     service = InFlight(pause=0.1)
     config = tmp_path / "config.yaml"
@@ -102,7 +104,10 @@ def test_three_replicas_share_a_limit_of_five_on_a_tool(tmp_path: Path, pg_serve
             workdir.mkdir()
             replicas.append(
                 ServerProcess(
-                    workdir, db=url, args=["--config", str(config)], env={"AGENTRUN_REPLICA_ID": name}
+                    workdir,
+                    db=url,
+                    args=["--config", str(config)],
+                    env={"AGENTRUN_REPLICA_ID": name},
                 ).start(timeout=60)
             )
         clients = [Client(r.address, timeout=30) for r in replicas]

@@ -46,7 +46,9 @@ def value(data: Any) -> struct_pb2.Value:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-async def channel(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
+async def channel(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[grpc.aio.Channel]:
     from agentrun.engine import Engine
     from agentrun.engine.machine import MachineEngine
     from agentrun.integrations import default_agents, default_tools
@@ -98,13 +100,21 @@ async def test_a_signal_retried_after_it_finished_the_execution(channel: grpc.ai
     assert again.execution.state == execution_pb2.Execution.STATE_SUCCEEDED
     # Another payload under the same id is a different request: ALREADY_EXISTS, as for a
     # StartExecution request id; a new id on a finished execution is refused as before.
-    other = es.SignalExecutionRequest(name=name, signal="go", data=value({"ok": 2}), signal_id="s-1")
+    other = es.SignalExecutionRequest(
+        name=name, signal="go", data=value({"ok": 2}), signal_id="s-1"
+    )
     assert await code_of(executions.SignalExecution(other)) == grpc.StatusCode.ALREADY_EXISTS
-    renamed = es.SignalExecutionRequest(name=name, signal="stop", data=value({"ok": 1}), signal_id="s-1")
+    renamed = es.SignalExecutionRequest(
+        name=name, signal="stop", data=value({"ok": 1}), signal_id="s-1"
+    )
     assert await code_of(executions.SignalExecution(renamed)) == grpc.StatusCode.ALREADY_EXISTS
-    fresh = es.SignalExecutionRequest(name=name, signal="go", data=value({"ok": 1}), signal_id="s-2")
+    fresh = es.SignalExecutionRequest(
+        name=name, signal="go", data=value({"ok": 1}), signal_id="s-2"
+    )
     assert await code_of(executions.SignalExecution(fresh)) == grpc.StatusCode.FAILED_PRECONDITION
-    events = await executions.ListExecutionEvents(es.ListExecutionEventsRequest(parent=name, page_size=100))
+    events = await executions.ListExecutionEvents(
+        es.ListExecutionEventsRequest(parent=name, page_size=100)
+    )
     assert [e.type for e in events.events].count("signal.received") == 1
 
 
@@ -134,17 +144,24 @@ async def test_an_event_retried_after_it_ended_the_instance(channel: grpc.aio.Ch
     create = sms.CreateInstanceRequest(workflow="door", request_id="door-1")
     instance = (await machines.CreateInstance(create)).instance
     await machines.SendEvent(sms.SendEventRequest(name=instance.name, event="OPEN", event_id="e-1"))
-    send = sms.SendEventRequest(name=instance.name, event="BREAK", data=value({"why": "wind"}), event_id="e-2")
+    send = sms.SendEventRequest(
+        name=instance.name, event="BREAK", data=value({"why": "wind"}), event_id="e-2"
+    )
     first = await machines.SendEvent(send)
     assert first.instance.state == state_machine_pb2.StateMachineInstance.STATE_COMPLETED
     again = await machines.SendEvent(send)
     assert (again.instance.state, again.instance.current_state) == (
-        first.instance.state, first.instance.current_state
+        first.instance.state,
+        first.instance.current_state,
     )
-    assert (await machines.SendEvent(
-        sms.SendEventRequest(name=instance.name, event="OPEN", event_id="e-1")
-    )).instance.state == state_machine_pb2.StateMachineInstance.STATE_COMPLETED
-    other = sms.SendEventRequest(name=instance.name, event="BREAK", data=value({"why": "rain"}), event_id="e-2")
+    assert (
+        await machines.SendEvent(
+            sms.SendEventRequest(name=instance.name, event="OPEN", event_id="e-1")
+        )
+    ).instance.state == state_machine_pb2.StateMachineInstance.STATE_COMPLETED
+    other = sms.SendEventRequest(
+        name=instance.name, event="BREAK", data=value({"why": "rain"}), event_id="e-2"
+    )
     assert await code_of(machines.SendEvent(other)) == grpc.StatusCode.ALREADY_EXISTS
     fresh = sms.SendEventRequest(name=instance.name, event="OPEN", event_id="e-3")
     assert await code_of(machines.SendEvent(fresh)) == grpc.StatusCode.FAILED_PRECONDITION

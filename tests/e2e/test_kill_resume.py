@@ -18,12 +18,16 @@ DRIVER = Path(__file__).with_name("kill_driver.py")
 def _ledger(path: Path) -> collections.Counter[tuple[str, str]]:
     if not path.exists():
         return collections.Counter()
-    return collections.Counter(tuple(line.split()[:2]) for line in path.read_text().splitlines() if line)
+    return collections.Counter(
+        tuple(line.split()[:2]) for line in path.read_text().splitlines() if line
+    )
 
 
 def _committed(db: Path) -> set[tuple[str, str]]:
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("select execution_id, node_id from nodes where state = 'SUCCEEDED'").fetchall()
+        rows = conn.execute(
+            "select execution_id, node_id from nodes where state = 'SUCCEEDED'"
+        ).fetchall()
     return {(e, n) for e, n in rows}
 
 
@@ -32,7 +36,9 @@ def test_kill_9_then_resume_runs_each_committed_step_once(tmp_path: Path) -> Non
     env = dict(os.environ, KILL_STEPS="6")
     proc = subprocess.Popen(
         [sys.executable, str(DRIVER), str(db), str(ledger), "start", "3"],
-        env=env, stdout=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout.readline().strip() == "started"
@@ -50,7 +56,10 @@ def test_kill_9_then_resume_runs_each_committed_step_once(tmp_path: Path) -> Non
     ran_before = _ledger(ledger)
 
     subprocess.run(
-        [sys.executable, str(DRIVER), str(db), str(ledger), "resume"], env=env, check=True, timeout=60,
+        [sys.executable, str(DRIVER), str(db), str(ledger), "resume"],
+        env=env,
+        check=True,
+        timeout=60,
         capture_output=True,
     )
     ran = _ledger(ledger)

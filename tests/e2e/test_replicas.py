@@ -180,7 +180,9 @@ async def test_watch_signal_and_control_through_another_replica(cluster) -> None
 async def test_the_same_request_id_on_several_replicas_starts_once(cluster) -> None:
     replica, _ = cluster
     engines = [await replica(name) for name in ("a", "b", "c")]
-    await engines[0].create_workflow(load_workflow("name: once\nnodes:\n  - {id: a, pass: {value: 1}}\n"))
+    await engines[0].create_workflow(
+        load_workflow("name: once\nnodes:\n  - {id: a, pass: {value: 1}}\n")
+    )
     calls = [
         engines[i % 3].start_execution("once", {"k": i % 10}, request_id=f"req-{i % 10}")
         for i in range(300)

@@ -72,9 +72,18 @@ class RunProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRUN_")}
         env["PYTHONPATH"] = str(ROOT)
         command = [
-            sys.executable, "-c", "import sys; from agentrun.cli import main; sys.exit(main())",
-            "run", str(path), "--json", "--config", str(workdir / "config.yaml"),
-            "--db", f"sqlite:///{workdir / 'agentrun.db'}", "--progress", "never",
+            sys.executable,
+            "-c",
+            "import sys; from agentrun.cli import main; sys.exit(main())",
+            "run",
+            str(path),
+            "--json",
+            "--config",
+            str(workdir / "config.yaml"),
+            "--db",
+            f"sqlite:///{workdir / 'agentrun.db'}",
+            "--progress",
+            "never",
         ]
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
@@ -128,7 +137,9 @@ def leases(workdir: Path) -> dict[str, tuple[str, int, str]]:
 
 def execution_of(client: Client, workflow: str) -> str:
     """The id of the one execution of `workflow` (started by a `run`), once it exists."""
-    found = until(lambda: list(client.list_executions(workflow=workflow)), f"an execution of {workflow}")
+    found = until(
+        lambda: list(client.list_executions(workflow=workflow)), f"an execution of {workflow}"
+    )
     return found[0].id  # type: ignore[index]
 
 
@@ -171,8 +182,14 @@ def test_serve_and_run_share_one_store(shared, tmp_path: Path) -> None:
     table = leases(tmp_path)
     assert len(table) == 9
     for execution_id, (owner, epoch, workflow) in table.items():
-        assert epoch == 1, f"{execution_id} ({workflow}) was claimed again: epoch {epoch}, owner {owner}"
-        assert owner.startswith("run-") == workflow.startswith("run"), (execution_id, owner, workflow)
+        assert epoch == 1, (
+            f"{execution_id} ({workflow}) was claimed again: epoch {epoch}, owner {owner}"
+        )
+        assert owner.startswith("run-") == workflow.startswith("run"), (
+            execution_id,
+            owner,
+            workflow,
+        )
     owners = {owner for owner, _, workflow in table.values() if workflow.startswith("run")}
     assert len(owners) == 2  # each run its own replica id
     for log in (server.log, run_work.log, run_hold.log):
@@ -209,13 +226,26 @@ def test_a_second_server_on_a_busy_port_stops_before_the_store(shared, tmp_path:
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
         [
-            sys.executable, "-c", "import sys; from agentrun.cli import main; sys.exit(main())",
-            "serve", "--listen", server.address, "--db", f"sqlite:///{fresh / 'db' / 'agentrun.db'}",
+            sys.executable,
+            "-c",
+            "import sys; from agentrun.cli import main; sys.exit(main())",
+            "serve",
+            "--listen",
+            server.address,
+            "--db",
+            f"sqlite:///{fresh / 'db' / 'agentrun.db'}",
         ],
-        cwd=fresh, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=fresh,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert lines == [f"agentrun: {server.address} is already in use (another agentrun serve?)"], result.stderr
+    assert lines == [f"agentrun: {server.address} is already in use (another agentrun serve?)"], (
+        result.stderr
+    )
     assert not (fresh / "db").exists()  # the store was never opened
     assert server.health() is not None  # the first server is untouched

@@ -21,7 +21,12 @@ class Harness:
         self.registry = registry
 
     async def run(
-        self, yaml_text: str, input: Any = None, *, signals: dict[str, Any] | None = None, timeout: float = 10
+        self,
+        yaml_text: str,
+        input: Any = None,
+        *,
+        signals: dict[str, Any] | None = None,
+        timeout: float = 10,
     ) -> tuple[ExecutionRecord, dict[str, NodeRecord]]:
         spec = load_workflow(yaml_text)
         await self.engine.create_workflow(spec)

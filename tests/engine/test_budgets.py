@@ -28,7 +28,10 @@ pytestmark = pytest.mark.timeout(120)
 
 # Each answer reports 5 prompt and 10 completion tokens; each call may write 10: after the
 # first call (10 reserved) a call reserves 10 + the 5 prompt tokens its node used last time.
-ANSWER = {"content": "ok", "usage": {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15}}
+ANSWER = {
+    "content": "ok",
+    "usage": {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15},
+}
 
 
 def chain(name: str, calls: int, budget: str) -> str:
@@ -72,7 +75,9 @@ async def test_pauses_before_the_call_that_would_cross_and_resumes_when_raised()
         assert paused[-1].data["budget"]["asked_tokens"] == 15
         assert paused[-1].data["budget"]["scope"] == "workflow:default/spend"
         # An operator raises the budget (a new version of the workflow): the execution resumes.
-        await engine.create_workflow(load_workflow(chain("spend", 5, "budget: {max_tokens: 100}\n")))
+        await engine.create_workflow(
+            load_workflow(chain("spend", 5, "budget: {max_tokens: 100}\n"))
+        )
         final = await engine.wait(ex.id, timeout=30)
         assert final.state is ExecutionState.SUCCEEDED
         assert len(chat.bodies) == 5 and final.usage["total_tokens"] == 75
@@ -107,7 +112,9 @@ async def test_a_tenant_budget_and_a_cost_from_the_price_table() -> None:
         await engine.create_workflow(load_workflow(chain("b", 2, "")), tenant="acme")
         first = await engine.start_execution("a", {}, tenant="acme")
         assert (await engine.wait(first.id, timeout=30)).state is ExecutionState.SUCCEEDED
-        assert (await engine.get_execution(first.id, tenant="acme")).usage["cost"] == pytest.approx(0.00005)
+        assert (await engine.get_execution(first.id, tenant="acme")).usage["cost"] == pytest.approx(
+            0.00005
+        )
         second = await engine.start_execution("b", {}, tenant="acme")
         await eventually(lambda: _state(engine, second.id, ExecutionState.PAUSED, tenant="acme"))
         # 0.00005 spent; b's first call reserves 10 output tokens (0.00002): it fits, and spends
@@ -121,28 +128,50 @@ async def test_three_replicas_share_a_tenant_budget(pg_server: PgServer) -> None
     of 150 tokens, each call reserving and using 10: exactly 15 calls run, whichever replica
     runs them; the others' executions wait PAUSED."""
     url = pg_server.create_database()
-    answer = {"content": "ok", "usage": {"prompt_tokens": 0, "completion_tokens": 10, "total_tokens": 10}}
+    answer = {
+        "content": "ok",
+        "usage": {"prompt_tokens": 0, "completion_tokens": 10, "total_tokens": 10},
+    }
     async with ChatServer([answer] * 40) as chat:
         engines = []
         for name in "abc":
             store = SqlStore(url)
             await store.open()
-            engines.append(await make(
-                chat, store=store, replica_id=name, budgets={"tenants": {"acme": {"max_tokens": 150}}}
-            ))
+            engines.append(
+                await make(
+                    chat,
+                    store=store,
+                    replica_id=name,
+                    budgets={"tenants": {"acme": {"max_tokens": 150}}},
+                )
+            )
         await engines[0].create_workflow(load_workflow(chain("one", 1, "")), tenant="acme")
-        ids = [(e, (await e.start_execution("one", {}, tenant="acme")).id) for _ in range(10) for e in engines]
+        ids = [
+            (e, (await e.start_execution("one", {}, tenant="acme")).id)
+            for _ in range(10)
+            for e in engines
+        ]
 
         async def settled() -> bool:
             states = [(await e.get_execution(i, tenant="acme")).state for e, i in ids]
-            return states.count(ExecutionState.SUCCEEDED) + states.count(ExecutionState.PAUSED) == len(ids)
+            return states.count(ExecutionState.SUCCEEDED) + states.count(
+                ExecutionState.PAUSED
+            ) == len(ids)
 
         await eventually(settled, timeout=60)
         states = [(await e.get_execution(i, tenant="acme")).state for e, i in ids]
         assert states.count(ExecutionState.SUCCEEDED) == 15 and len(chat.bodies) == 15
-        spent = sum([((await e.get_execution(i, tenant="acme")).usage or {}).get("total_tokens", 0) for e, i in ids])
+        spent = sum(
+            [
+                ((await e.get_execution(i, tenant="acme")).usage or {}).get("total_tokens", 0)
+                for e, i in ids
+            ]
+        )
         assert spent == 150
-        assert await engines[0].budgets.ledger.spent("tenant:acme", _today(engines[0])) == (150, 0.0)
+        assert await engines[0].budgets.ledger.spent("tenant:acme", _today(engines[0])) == (
+            150,
+            0.0,
+        )
         for engine in engines:
             await engine.stop(grace=0)
             await engine.store.close()
@@ -167,7 +196,9 @@ def test_budget_values_are_checked_with_their_paths() -> None:
     with pytest.raises(InvalidWorkflow) as caught:
         load_workflow(chain("bad", 1, "budget: {max_tokens: 5, window: week}\n"))
     assert "budget.window" in str(caught.value) and "day" in str(caught.value)
-    plan = _compile(chain("ok", 1, "budget: {max_tokens: 5, max_cost: 1.5, window: day, on_exhausted: fail}\n"))
+    plan = _compile(
+        chain("ok", 1, "budget: {max_tokens: 5, max_cost: 1.5, window: day, on_exhausted: fail}\n")
+    )
     assert plan.budget == BudgetSpec(5, 1.5, "day", "fail")
 
 
@@ -180,7 +211,11 @@ def test_budget_config_is_checked() -> None:
     assert config.price("openai", "gpt-test") == Price(1.0, 2.0, 1.0)
     for budgets, prices, message in [
         ({"tenants": {"acme": {"max_tokens": -3}}}, None, "budgets.tenants.acme.max_tokens"),
-        ({"tenants": {"acme": {"max_tokens": 3, "window": "week"}}}, None, "budgets.tenants.acme.window"),
+        (
+            {"tenants": {"acme": {"max_tokens": 3, "window": "week"}}},
+            None,
+            "budgets.tenants.acme.window",
+        ),
         ({"tenants": {"acme": {}}}, None, "sets neither"),
         ({"oops": 1}, None, "budgets: unknown settings oops"),
         (None, {"openai": {"m": {"input": -1}}}, "prices.openai.m.input"),
@@ -197,5 +232,7 @@ def _compile(text: str) -> Any:
     return compile_workflow(load_workflow(text), tools=default_tools(None), agents=agents)
 
 
-async def _state(engine: Engine, execution_id: str, state: ExecutionState, tenant: str = "default") -> bool:
+async def _state(
+    engine: Engine, execution_id: str, state: ExecutionState, tenant: str = "default"
+) -> bool:
     return (await engine.get_execution(execution_id, tenant=tenant)).state is state

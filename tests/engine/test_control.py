@@ -167,8 +167,9 @@ async def test_slow_watcher_does_not_buffer_without_bound(harness) -> None:
 
     items = list(range(3000))
     ex = await harness.start(
-        "name: many\nnodes:\n  - {id: m, map: {items: \"${{ input.xs }}\", node: {tool: {name: core.echo}}}}\n"
-        .replace("${{ input.xs }}", "${{ input.xs }}"),
+        'name: many\nnodes:\n  - {id: m, map: {items: "${{ input.xs }}", node: {tool: {name: core.echo}}}}\n'.replace(
+            "${{ input.xs }}", "${{ input.xs }}"
+        ),
         {"xs": items},
     )
     watcher = harness.engine.watch(ex.id)
@@ -186,7 +187,12 @@ async def test_restart_resumes_from_the_store_without_rerunning(ledger) -> None:
     store = MemoryStore()
 
     def make() -> Engine:
-        return Engine(store, tools=Registry([*core_tools(), ledger]), agents=default_agents(), config=EngineConfig(seed=1))
+        return Engine(
+            store,
+            tools=Registry([*core_tools(), ledger]),
+            agents=default_agents(),
+            config=EngineConfig(seed=1),
+        )
 
     first = make()
     await first.start()
@@ -195,7 +201,9 @@ async def test_restart_resumes_from_the_store_without_rerunning(ledger) -> None:
     await eventually(lambda: len(ledger.calls) >= 2)
     # Hand everything back mid-run, as a crash would (no grace).
     await first.stop(grace=0)
-    done_before = {n.node_id for n in await store.get_nodes(ex.id) if n.state is NodeState.SUCCEEDED}
+    done_before = {
+        n.node_id for n in await store.get_nodes(ex.id) if n.state is NodeState.SUCCEEDED
+    }
     assert done_before
 
     second = make()

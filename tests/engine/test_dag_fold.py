@@ -29,10 +29,18 @@ class Clock:
 
 
 def fold_of(yaml_text: str, clock: Clock | None = None, input: Any = None) -> Fold:
-    plan = compile_workflow(load_workflow(yaml_text), tools=Registry(core_tools()), agents=default_agents())
+    plan = compile_workflow(
+        load_workflow(yaml_text), tools=Registry(core_tools()), agents=default_agents()
+    )
     record = ExecutionRecord(
-        id="ex1", tenant="default", workflow=plan.name, version=1, state=ExecutionState.PENDING,
-        input={"n": 1} if input is None else input, created_at=0.0, last_sequence=1,
+        id="ex1",
+        tenant="default",
+        workflow=plan.name,
+        version=1,
+        state=ExecutionState.PENDING,
+        input={"n": 1} if input is None else input,
+        created_at=0.0,
+        last_sequence=1,
     )
     return Fold(plan, record, clock=clock or Clock(), rng=random.Random(7))
 

@@ -80,7 +80,9 @@ async def test_an_oversize_tool_output_fails_without_a_retry(harness: Harness) -
     _assert_small(await _stored_text(harness, final.id))
 
 
-async def test_an_output_transform_exports_and_the_execution_output_are_measured(harness: Harness) -> None:
+async def test_an_output_transform_exports_and_the_execution_output_are_measured(
+    harness: Harness,
+) -> None:
     grown = "name: o\nnodes:\n  - {id: a, pass: {value: 1}, output: '${{ input.s + input.s }}'}\n"
     final, nodes = await harness.run(grown, {"s": "s" * 600_000})
     assert nodes["a"].error["type"] == "output_too_large"
@@ -137,7 +139,9 @@ async def test_oversize_inputs_and_signal_data_are_refused(harness: Harness) -> 
 
 
 async def test_an_oversize_emitted_event_is_replaced_by_a_note(harness: Harness) -> None:
-    final, _ = await harness.run("name: n\nnodes:\n  - {id: a, tool: {name: test.big, args: {mode: emit}}}\n")
+    final, _ = await harness.run(
+        "name: n\nnodes:\n  - {id: a, tool: {name: test.big, args: {mode: emit}}}\n"
+    )
     assert final.state.name == "SUCCEEDED"
     notes = [e.data for e in await harness.events(final.id) if e.type == "tool.note"]
     assert notes[0]["error"] == "event_too_large" and notes[0]["limit"] == 256 * 1024
@@ -145,7 +149,9 @@ async def test_an_oversize_emitted_event_is_replaced_by_a_note(harness: Harness)
 
 
 async def test_a_huge_tool_error_is_cut(harness: Harness) -> None:
-    final, nodes = await harness.run("name: f\nnodes:\n  - {id: a, tool: {name: test.big, args: {mode: fail}}}\n")
+    final, nodes = await harness.run(
+        "name: f\nnodes:\n  - {id: a, tool: {name: test.big, args: {mode: fail}}}\n"
+    )
     err = nodes["a"].error
     assert err["type"] == "tool_error" and err["details"] == {"truncated": True}
     assert json_size(err, 10 * MB) <= MAX_ERROR_BYTES
@@ -154,7 +160,9 @@ async def test_a_huge_tool_error_is_cut(harness: Harness) -> None:
 
 async def test_limits_are_configurable(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "_current", limits.DataLimits(output_bytes=100))
-    _final, nodes = await harness.run("name: c\nnodes:\n  - {id: a, pass: {value: '${{ input.s }}'}}\n", {"s": "x" * 200})
+    _final, nodes = await harness.run(
+        "name: c\nnodes:\n  - {id: a, pass: {value: '${{ input.s }}'}}\n", {"s": "x" * 200}
+    )
     assert nodes["a"].error["type"] == "output_too_large"
     assert "the limit is 100 bytes" in nodes["a"].error["message"]
 
@@ -172,7 +180,11 @@ def test_json_size_is_the_compact_json_size(value: Any) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [list(range(1000)), {str(i): [i, "é"] for i in range(500)}, [{"k": "v" * i} for i in range(200)]],
+    [
+        list(range(1000)),
+        {str(i): [i, "é"] for i in range(500)},
+        [{"k": "v" * i} for i in range(200)],
+    ],
 )
 def test_json_size_is_exact_for_large_collections_too(value: Any) -> None:
     import json

@@ -177,8 +177,12 @@ nodes:
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     per_node = [(e.node_id, e.type) for e in events if e.node_id]
     assert per_node == [
-        ("a", "node.ready"), ("a", "node.running"), ("a", "node.succeeded"),
-        ("b", "node.ready"), ("b", "node.running"), ("b", "node.succeeded"),
+        ("a", "node.ready"),
+        ("a", "node.running"),
+        ("a", "node.succeeded"),
+        ("b", "node.ready"),
+        ("b", "node.running"),
+        ("b", "node.succeeded"),
     ]
     assert events[0].type == "execution.pending"
     assert events[-1].type == "execution.succeeded"

@@ -23,7 +23,9 @@ def _errors(text: str) -> list[str]:
     return [str(d) for d in info.value.diagnostics]
 
 
-@pytest.mark.parametrize("call", ["exec('id')", "__import__('os')", "open('/etc/passwd')", "input.x.system()"])
+@pytest.mark.parametrize(
+    "call", ["exec('id')", "__import__('os')", "open('/etc/passwd')", "input.x.system()"]
+)
 def test_unknown_functions_fail_validation_with_the_field_path(call: str) -> None:
     errors = _errors(
         f"""
@@ -50,7 +52,9 @@ def test_unknown_function_in_a_state_machine_guard_fails_validation() -> None:
           b: {final: true}
         """
     )
-    assert any(e.startswith("states.a.on.GO") and "unknown function 'exec'" in e for e in errors), errors
+    assert any(e.startswith("states.a.on.GO") and "unknown function 'exec'" in e for e in errors), (
+        errors
+    )
 
 
 def test_the_functions_cel_provides_pass_validation() -> None:
@@ -85,4 +89,6 @@ def test_a_template_in_sql_query_text_is_a_warning_not_an_error() -> None:
               args: {database: main, query: "SELECT * FROM t WHERE id = :id", params: {id: "${{ input.id }}"}}
         """
     )
-    assert [(w.path, "params" in w.message) for w in plan.warnings] == [("nodes[0].tool.args.query", True)]
+    assert [(w.path, "params" in w.message) for w in plan.warnings] == [
+        ("nodes[0].tool.args.query", True)
+    ]

@@ -67,10 +67,15 @@ async def test_the_same_expression_over_a_small_list_runs(harness: Harness) -> N
         (" + ".join(["input.s"] * 200), {"input": {"s": "s" * 1_000_000}}),
         ("input.s.matches(input.p)", {"input": {"s": "a" * 500_000, "p": "(a|aa)*" * 1000}}),
         # Nothing known about a bound variable but its collection's largest element.
-        ("input.m.exists(k, input.m[k] in input.l)", {"input": {"m": {str(i): i for i in range(3000)}, "l": list(range(3000))}}),
+        (
+            "input.m.exists(k, input.m[k] in input.l)",
+            {"input": {"m": {str(i): i for i in range(3000)}, "l": list(range(3000))}},
+        ),
     ],
 )
-def test_expensive_evaluations_are_refused_before_they_run(source: str, act: dict[str, Any]) -> None:
+def test_expensive_evaluations_are_refused_before_they_run(
+    source: str, act: dict[str, Any]
+) -> None:
     with pytest.raises(ExpressionError, match="^p: cost limit exceeded"):
         Expression(source, "p").evaluate(act)
 
@@ -79,7 +84,11 @@ def test_expensive_evaluations_are_refused_before_they_run(source: str, act: dic
     ("source", "act", "expected"),
     [
         ("input.price + 0.5", {"input": {"price": 2.0}}, 2.5),
-        ("input.items.map(x, x.price * x.qty)", {"input": {"items": [{"price": 2, "qty": 3}] * 200}}, [6] * 200),
+        (
+            "input.items.map(x, x.price * x.qty)",
+            {"input": {"items": [{"price": 2, "qty": 3}] * 200}},
+            [6] * 200,
+        ),
         ("size(input.s + input.s)", {"input": {"s": "s" * 100_000}}, 200_000),
         ("input.l[0] + input['l'][1]", {"input": {"l": [1, 2]}}, 3),
         ("{'a': [1, 2], 'b': input.x ? 1 : 2}.a.exists(y, y == 2)", {"input": {"x": True}}, True),
@@ -87,7 +96,9 @@ def test_expensive_evaluations_are_refused_before_they_run(source: str, act: dic
         ("input.l.exists(x, x == 9999)", {"input": {"l": list(range(10_000))}}, True),
     ],
 )
-def test_ordinary_evaluations_stay_under_the_limit(source: str, act: dict[str, Any], expected: Any) -> None:
+def test_ordinary_evaluations_stay_under_the_limit(
+    source: str, act: dict[str, Any], expected: Any
+) -> None:
     assert Expression(source, "p").evaluate(act) == expected
 
 
@@ -111,11 +122,25 @@ def test_templates_check_every_expression() -> None:
 
 
 SYNTAX = [
-    "a.b[0].c", "[1, 2, 3].map(x, x * 2)", "{'k': 1}.k", "x ? y : z ? 1 : 2", "!a || -b < 3 && c in d",
-    "has(a.b) && size(a) > 0u", "b'bytes' + b\"x\"", "r'raw\\d' + '''triple ' quote'''",
-    "0x1F + 1e3 + 2.5 + 1u", "a.map(x, x > 1, x)", "timestamp('2020-01-01T00:00:00Z').getHours()",
-    "[1, 2,].size() == 2", "{'a': 1,}", "a[b[c]]", "type(a) == int", "// comment\n1 + 1",
-    ".a.b", "'in' in ['in']", "a.all(x, x.in_stock)",
+    "a.b[0].c",
+    "[1, 2, 3].map(x, x * 2)",
+    "{'k': 1}.k",
+    "x ? y : z ? 1 : 2",
+    "!a || -b < 3 && c in d",
+    "has(a.b) && size(a) > 0u",
+    "b'bytes' + b\"x\"",
+    "r'raw\\d' + '''triple ' quote'''",
+    "0x1F + 1e3 + 2.5 + 1u",
+    "a.map(x, x > 1, x)",
+    "timestamp('2020-01-01T00:00:00Z').getHours()",
+    "[1, 2,].size() == 2",
+    "{'a': 1,}",
+    "a[b[c]]",
+    "type(a) == int",
+    "// comment\n1 + 1",
+    ".a.b",
+    "'in' in ['in']",
+    "a.all(x, x.in_stock)",
 ]
 
 

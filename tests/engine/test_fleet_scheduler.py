@@ -121,7 +121,15 @@ async def test_priority_and_fifo_across_replicas(fleet) -> None:
         await engine.wait(e.id, timeout=30)
     # Execution priority first (urgent, on c), then node priority (high, on c), then
     # arrival (low on b: n0 before n1), whichever replica the call waits on.
-    assert probe.order == ["blocker.n0", "low.n0", "low.n1", "high.n0", "high.n1", "low.n0", "low.n1"]
+    assert probe.order == [
+        "blocker.n0",
+        "low.n0",
+        "low.n1",
+        "high.n0",
+        "high.n1",
+        "low.n0",
+        "low.n1",
+    ]
 
 
 async def _count(engine: Engine, n: int) -> bool:
@@ -147,10 +155,13 @@ async def test_tenants_take_turns_across_replicas(fleet) -> None:
 
 async def test_a_bucket_is_shared_by_the_replicas(fleet) -> None:
     replica, _ = fleet
-    engines = [await replica(name, rate_limits={"api": BucketSpec(rate=10, per=1.0, burst=2)}) for name in "abc"]
+    engines = [
+        await replica(name, rate_limits={"api": BucketSpec(rate=10, per=1.0, burst=2)})
+        for name in "abc"
+    ]
     await engines[0].create_workflow(
         load_workflow(
-            "name: rl\nnodes:\n  - id: m\n    rate_limit: api\n    map: {items: \"${{ [1,2,3,4] }}\","
+            'name: rl\nnodes:\n  - id: m\n    rate_limit: api\n    map: {items: "${{ [1,2,3,4] }}",'
             " node: {tool: {name: test.probe, args: {sleep: 0}}}}\n"
         )
     )
@@ -199,7 +210,11 @@ async def test_a_tenant_quota_holds_across_replicas(fleet) -> None:
     replica, probe = fleet
     engines = [await replica(name, max_running_executions_per_tenant=2) for name in "abc"]
     await engines[0].create_workflow(load_workflow(QUOTA_WF))
-    ids = [(e, (await e.start_execution("held", {"tag": f"{e.replica_id}{i}"})).id) for i in range(4) for e in engines]
+    ids = [
+        (e, (await e.start_execution("held", {"tag": f"{e.replica_id}{i}"})).id)
+        for i in range(4)
+        for e in engines
+    ]
     # Two run (their call held at the gate), the ten others wait PENDING on their replicas.
     await eventually(lambda: probe.running.get("all") == 2)
     await asyncio.sleep(0.5)
@@ -233,7 +248,9 @@ async def test_a_concurrency_key_holds_across_replicas_first_come_first_served(f
     second = await b.start_execution("keyed", {"customer": "x", "tag": "x2", "gate": ""})
     third = await c.start_execution("keyed", {"customer": "x", "tag": "x3", "gate": ""})
     other = await c.start_execution("keyed", {"customer": "y", "tag": "y1", "gate": ""})
-    assert (await c.wait(other.id, timeout=30)).state is ExecutionState.SUCCEEDED  # another key goes
+    assert (
+        await c.wait(other.id, timeout=30)
+    ).state is ExecutionState.SUCCEEDED  # another key goes
     assert (await b.get_execution(second.id)).state is ExecutionState.PENDING
     probe.gate("x").set()
     for engine, e in ((a, first), (b, second), (c, third)):

@@ -166,7 +166,6 @@ nodes:
     assert final.state is ExecutionState.FAILED
 
 
-
 @pytest.mark.parametrize("where", ["body", "node"])
 async def test_irreversible_map_body_is_called_once_per_item(harness, irreversible, where) -> None:
     """Issue 14: an irreversible tool as a map body kept its `retry` (3 calls), whereas the
@@ -250,7 +249,9 @@ async def test_breaker_opens_fails_fast_half_opens_and_closes(harness) -> None:
     from agentrun.engine.breakers import BreakerState, CircuitBreaker
     from agentrun.engine.plan import BreakerSpec
 
-    b = CircuitBreaker("x", BreakerSpec(failure_threshold=2, window=10, reset_timeout=5, half_open_calls=1))
+    b = CircuitBreaker(
+        "x", BreakerSpec(failure_threshold=2, window=10, reset_timeout=5, half_open_calls=1)
+    )
     assert b.allow(0) == (True, None)
     assert b.record(False, "tool_error", 0) is None
     assert b.record(False, "invalid_args", 0.5) is None  # a caller's mistake does not count

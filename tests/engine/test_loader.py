@@ -254,18 +254,36 @@ def test_load_document_is_the_normalised_protobuf_json() -> None:
         ("mode: MODE_STATE_MACHINE", lambda s: s.mode, WorkflowSpec.MODE_STATE_MACHINE),
         ("nodes: [{id: a, join: all}]", lambda s: s.nodes[0].join, Node.JOIN_ALL),
         ("nodes: [{id: a, join: ANY}]", lambda s: s.nodes[0].join, Node.JOIN_ANY),
-        ("compensation: {strategy: parallel}", lambda s: s.compensation.strategy,
-         Compensation.STRATEGY_PARALLEL),
-        ("concurrency: {on_limit: cancel_newest}", lambda s: s.concurrency.on_limit,
-         Concurrency.ON_LIMIT_CANCEL_NEWEST),
-        ("error_handlers: [{action: retry}]", lambda s: s.error_handlers[0].action,
-         ErrorHandler.ACTION_RETRY),
-        ("error_handlers: [{on_timeout: skip}]", lambda s: s.error_handlers[0].on_timeout,
-         ErrorHandler.ON_TIMEOUT_SKIP),
-        ("nodes: [{id: a, aggregate: {strategy: vote}}]", lambda s: s.nodes[0].aggregate.strategy,
-         AggregateNode.STRATEGY_VOTE),
-        ("defaults: {retry: {backoff: linear, jitter: equal}}", lambda s: s.defaults.retry.jitter,
-         RetryPolicy.JITTER_EQUAL),
+        (
+            "compensation: {strategy: parallel}",
+            lambda s: s.compensation.strategy,
+            Compensation.STRATEGY_PARALLEL,
+        ),
+        (
+            "concurrency: {on_limit: cancel_newest}",
+            lambda s: s.concurrency.on_limit,
+            Concurrency.ON_LIMIT_CANCEL_NEWEST,
+        ),
+        (
+            "error_handlers: [{action: retry}]",
+            lambda s: s.error_handlers[0].action,
+            ErrorHandler.ACTION_RETRY,
+        ),
+        (
+            "error_handlers: [{on_timeout: skip}]",
+            lambda s: s.error_handlers[0].on_timeout,
+            ErrorHandler.ON_TIMEOUT_SKIP,
+        ),
+        (
+            "nodes: [{id: a, aggregate: {strategy: vote}}]",
+            lambda s: s.nodes[0].aggregate.strategy,
+            AggregateNode.STRATEGY_VOTE,
+        ),
+        (
+            "defaults: {retry: {backoff: linear, jitter: equal}}",
+            lambda s: s.defaults.retry.jitter,
+            RetryPolicy.JITTER_EQUAL,
+        ),
     ],
 )
 def test_short_enum_names(text: str, read, expected: int) -> None:
@@ -422,18 +440,46 @@ def test_integral_floats_are_integers() -> None:
     ("text", "path", "phrase"),
     [
         ("nodes:\n  - id: a\n    tmeout: 5s\n", "nodes[0].tmeout", "did you mean `timeout`"),
-        ("nodes: [{id: a, frobnicate: 1}]", "nodes[0].frobnicate", "unknown field `frobnicate` in Node"),
+        (
+            "nodes: [{id: a, frobnicate: 1}]",
+            "nodes[0].frobnicate",
+            "unknown field `frobnicate` in Node",
+        ),
         ("name: x\ninputSchema: {}\n", "inputSchema", "use snake_case `input_schema`"),
         ("nodes: [{id: a, rateLimit: x}]", "nodes[0].rateLimit", "use snake_case `rate_limit`"),
-        ("nodes:\n  - id: a\n    needs: b\n", "nodes[0].needs", "expected a list, got the string 'b'"),
+        (
+            "nodes:\n  - id: a\n    needs: b\n",
+            "nodes[0].needs",
+            "expected a list, got the string 'b'",
+        ),
         ("nodes: a", "nodes", "expected a list"),
-        ("nodes: [{id: a, priority: 1.5}]", "nodes[0].priority", "expected an integer, got the number 1.5"),
-        ("nodes: [{id: a, priority: x}]", "nodes[0].priority", "expected an integer, got the string 'x'"),
-        ("nodes: [{id: a, priority: true}]", "nodes[0].priority", "expected an integer, got a boolean"),
+        (
+            "nodes: [{id: a, priority: 1.5}]",
+            "nodes[0].priority",
+            "expected an integer, got the number 1.5",
+        ),
+        (
+            "nodes: [{id: a, priority: x}]",
+            "nodes[0].priority",
+            "expected an integer, got the string 'x'",
+        ),
+        (
+            "nodes: [{id: a, priority: true}]",
+            "nodes[0].priority",
+            "expected an integer, got a boolean",
+        ),
         ("nodes: [{id: a, priority: 3000000000}]", "nodes[0].priority", "out of range"),
-        ("states: {a: {final: yes}}", "states.a.final", "expected true or false, got the string 'yes'"),
+        (
+            "states: {a: {final: yes}}",
+            "states.a.final",
+            "expected true or false, got the string 'yes'",
+        ),
         ("nodes: [{id: 5}]", "nodes[0].id", "expected a string, got the integer 5"),
-        ("nodes: [{id: a, agent: {temperature: hot}}]", "nodes[0].agent.temperature", "expected a number"),
+        (
+            "nodes: [{id: a, agent: {temperature: hot}}]",
+            "nodes[0].agent.temperature",
+            "expected a number",
+        ),
         (
             "nodes: [{id: a, retry: {backoff: expo}}]",
             "nodes[0].retry.backoff",
@@ -444,12 +490,28 @@ def test_integral_floats_are_integers() -> None:
         ("timeout: 5 minutes", "timeout", "invalid duration '5 minutes'"),
         ("timeout: 30", "timeout", "got the integer 30; write 30s"),
         ("timeout: -5s", "timeout", "negative"),
-        ("defaults: {retry: {initial_interval: 1x}}", "defaults.retry.initial_interval", "invalid duration"),
+        (
+            "defaults: {retry: {initial_interval: 1x}}",
+            "defaults.retry.initial_interval",
+            "invalid duration",
+        ),
         ("states: {a: {after: {soon: b}}}", "states.a.after.soon", "invalid duration 'soon'"),
-        ("states: {a: {after: {30m: {delay: 1m, target: b}}}}", "states.a.after.30m.delay", "remove `delay`"),
-        ("states: {a: {on: {PAY: [{target: 1}]}}}", "states.a.on.PAY[0].target", "expected a string"),
+        (
+            "states: {a: {after: {30m: {delay: 1m, target: b}}}}",
+            "states.a.after.30m.delay",
+            "remove `delay`",
+        ),
+        (
+            "states: {a: {on: {PAY: [{target: 1}]}}}",
+            "states.a.on.PAY[0].target",
+            "expected a string",
+        ),
         ("states: {a: {on: {GO: {tagret: b}}}}", "states.a.on.GO.tagret", "did you mean `target`"),
-        ("states: {a: {on: {GO: 5}}}", "states.a.on.GO", "expected a mapping of Transitions fields"),
+        (
+            "states: {a: {on: {GO: 5}}}",
+            "states.a.on.GO",
+            "expected a mapping of Transitions fields",
+        ),
         (
             "nodes: [{id: a, agent: {model: m}, tool: {name: t}}]",
             "nodes[0]",
@@ -469,10 +531,17 @@ def test_integral_floats_are_integers() -> None:
         ("nodes: [{id: a, pass: {value: .nan}}]", "nodes[0].pass.value", "not a JSON number"),
         ("circuit_breakers: {true: {}}", "circuit_breakers", "keys are strings, got a boolean"),
         ("name: a\nname: b\n", "name", "duplicate key `name` at line 2"),
-        ("nodes:\n  - id: a\n    when: {{ x }}\n", "nodes[0].when", "quote strings that hold ${{ }}"),
+        (
+            "nodes:\n  - id: a\n    when: {{ x }}\n",
+            "nodes[0].when",
+            "quote strings that hold ${{ }}",
+        ),
         ("nodes: [{id: a, when: { input.ok }}]", "nodes[0].when", "braces make a mapping in YAML"),
-        ("nodes: [{id: a, tool: {name: t, args: {k: {{ x }}}}}]", "nodes[0].tool.args.k",
-         "quote strings that hold ${{ }}"),
+        (
+            "nodes: [{id: a, tool: {name: t, args: {k: {{ x }}}}}]",
+            "nodes[0].tool.args.k",
+            "quote strings that hold ${{ }}",
+        ),
     ],
 )
 def test_problem_is_reported_at_its_path(text: str, path: str, phrase: str) -> None:
@@ -513,7 +582,10 @@ def test_json_problems(text: str, path: str, phrase: str) -> None:
         ("", "the document is empty"),
         ("# only a comment\n", "the document is empty"),
         ("name: a\n---\nname: b\n", "a second YAML document"),
-        ("name: !!python/object:os.system x\n", "YAML tag tag:yaml.org,2002:python/object:os.system"),
+        (
+            "name: !!python/object:os.system x\n",
+            "YAML tag tag:yaml.org,2002:python/object:os.system",
+        ),
         ("name: !!int x\n", "is not a valid !!int"),
         ('name: "\\x01"\nx: \x07\n', "YAML syntax error at line 2, column 4: control characters"),
     ],
@@ -612,8 +684,12 @@ def test_json_is_detected_by_name_or_by_brace() -> None:
 def test_large_documents_load() -> None:
     benchmark_nodes = 10_000
     nodes = [
-        {"id": f"n{i}", "needs": [f"n{i - 1}"] if i else [], "timeout": "30s",
-         "tool": {"name": "core.echo", "args": {"x": i}}}
+        {
+            "id": f"n{i}",
+            "needs": [f"n{i - 1}"] if i else [],
+            "timeout": "30s",
+            "tool": {"name": "core.echo", "args": {"x": i}},
+        }
         for i in range(benchmark_nodes)
     ]
     text = json.dumps({"name": "big", "nodes": nodes}, separators=(",", ":"))
@@ -644,8 +720,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**53), max_value=2**53)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

@@ -71,7 +71,10 @@ nodes:
 
 @pytest.fixture
 def mock_responses():
-    return {"classifier": [{"category": "order"}, {"category": "billing"}], "writer": "Dear customer"}
+    return {
+        "classifier": [{"category": "order"}, {"category": "billing"}],
+        "writer": "Dear customer",
+    }
 
 
 async def test_agent_node_mock_echo_and_configured(harness) -> None:
@@ -303,6 +306,7 @@ nodes:
   - {id: approve, wait: {signal: approval}}
 """
     )
+
     async def waiting():
         return (await harness.engine.get_execution(ex.id)).state is ExecutionState.WAITING
 
@@ -372,8 +376,12 @@ async def test_failing_child_fails_the_workflow_node(harness) -> None:
     from agentrun.engine import load_workflow
 
     await harness.engine.create_workflow(
-        load_workflow("name: bad-child\nnodes:\n  - {id: f, tool: {name: core.fail, args: {type: oops}}}\n")
+        load_workflow(
+            "name: bad-child\nnodes:\n  - {id: f, tool: {name: core.fail, args: {type: oops}}}\n"
+        )
     )
-    final, nodes = await harness.run("name: p\nnodes:\n  - {id: call, workflow: {name: bad-child}}\n")
+    final, nodes = await harness.run(
+        "name: p\nnodes:\n  - {id: call, workflow: {name: bad-child}}\n"
+    )
     assert final.state is ExecutionState.FAILED
     assert nodes["call"].error["type"] == "oops"

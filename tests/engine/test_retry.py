@@ -27,11 +27,14 @@ def test_base_delays_are_exact_and_capped(backoff, expected) -> None:
 
 
 @pytest.mark.parametrize(
-    ("jitter", "low", "high"), [(Jitter.NONE, 1.0, 1.0), (Jitter.FULL, 0.0, 1.0), (Jitter.EQUAL, 0.5, 1.0)]
+    ("jitter", "low", "high"),
+    [(Jitter.NONE, 1.0, 1.0), (Jitter.FULL, 0.0, 1.0), (Jitter.EQUAL, 0.5, 1.0)],
 )
 @pytest.mark.parametrize("backoff", list(Backoff))
 def test_jitter_stays_within_bounds(jitter, low, high, backoff) -> None:
-    spec = RetrySpec(max_attempts=10, backoff=backoff, initial_interval=1.0, max_interval=8.0, jitter=jitter)
+    spec = RetrySpec(
+        max_attempts=10, backoff=backoff, initial_interval=1.0, max_interval=8.0, jitter=jitter
+    )
     rng = random.Random(1)
     for attempt in range(1, 8):
         d = spec.base_delay(attempt)

@@ -44,7 +44,9 @@ def extra_tools(ledger):
     return [Booking("book", ledger), Booking("undo", ledger)]
 
 
-def saga(strategy: str, *, charge_fails: bool = True, refund_hotel_fails: bool = False, extra: str = "") -> str:
+def saga(
+    strategy: str, *, charge_fails: bool = True, refund_hotel_fails: bool = False, extra: str = ""
+) -> str:
     return f"""
 name: trip
 compensation: {{strategy: {strategy}}}
@@ -100,8 +102,14 @@ async def test_parallel_compensation_undoes_all(harness, ledger) -> None:
     assert final.state is ExecutionState.COMPENSATED
     assert sorted(w for t, w, _ in ledger if t == "undo") == ["car-1", "flight-1", "hotel-1"]
     events = await harness.events(final.id)
-    started = [e.sequence for e in events if e.type == "node.running" and e.node_id.endswith(".compensate")]
-    finished = [e.sequence for e in events if e.type == "node.succeeded" and e.node_id.endswith(".compensate")]
+    started = [
+        e.sequence for e in events if e.type == "node.running" and e.node_id.endswith(".compensate")
+    ]
+    finished = [
+        e.sequence
+        for e in events
+        if e.type == "node.succeeded" and e.node_id.endswith(".compensate")
+    ]
     assert max(started) < min(finished)  # all three were running at once
 
 
@@ -146,7 +154,10 @@ nodes:
     await eventually(lambda: ("book", "a", f"{ex.id}/a") in ledger)
 
     async def a_committed() -> bool:
-        return any(n.node_id == "a" and n.state.value == "SUCCEEDED" for n in await harness.engine.get_nodes(ex.id))
+        return any(
+            n.node_id == "a" and n.state.value == "SUCCEEDED"
+            for n in await harness.engine.get_nodes(ex.id)
+        )
 
     await eventually(a_committed)  # `slow` runs: cancelling now must undo a
     await harness.engine.cancel(ex.id, compensate=True)
@@ -168,7 +179,9 @@ async def test_restart_during_compensation_finishes_without_repeating(ledger) ->
             config=EngineConfig(seed=3),
         )
 
-    text = saga("reverse").replace('what: "${{ output.id }}"', 'what: "${{ output.id }}", sleep: 0.05')
+    text = saga("reverse").replace(
+        'what: "${{ output.id }}"', 'what: "${{ output.id }}", sleep: 0.05'
+    )
     first = make()
     await first.start()
     await first.create_workflow(load_workflow(text))

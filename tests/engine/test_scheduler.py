@@ -70,7 +70,13 @@ async def make_engine(probe: Probe, **limits: Any) -> Engine:
 
 
 def fan(
-    name: str, width: int, *, sleep: float = 0.005, priority: int | None = None, extra: str = "", gate: str = ""
+    name: str,
+    width: int,
+    *,
+    sleep: float = 0.005,
+    priority: int | None = None,
+    extra: str = "",
+    gate: str = "",
 ) -> str:
     nodes = "".join(
         f"  - {{id: n{i}, {'priority: ' + str(priority) + ', ' if priority is not None else ''}"
@@ -111,19 +117,31 @@ async def test_priority_order_then_fifo() -> None:
     low = await engine.start_execution("low", {}, priority=0)
     high = await engine.start_execution("high", {}, priority=0)
     urgent = await engine.start_execution("low", {}, priority=9)
-    await eventually(lambda: engine.scheduler.queue_depth == 6)  # every other node waits for the slot
+    await eventually(
+        lambda: engine.scheduler.queue_depth == 6
+    )  # every other node waits for the slot
     probe.gate("blocker").set()
     for e in (blocker, low, high, urgent):
         await engine.wait(e.id, timeout=10)
     # Execution priority first (urgent), then node priority (high), then FIFO (low, n0 before n1).
-    assert probe.order == ["blocker.n0", "low.n0", "low.n1", "high.n0", "high.n1", "low.n0", "low.n1"]
+    assert probe.order == [
+        "blocker.n0",
+        "low.n0",
+        "low.n1",
+        "high.n0",
+        "high.n1",
+        "low.n0",
+        "low.n1",
+    ]
     await engine.stop(grace=0)
 
 
 async def test_tenant_fairness_a_starved_tenant_gets_a_slot_soon() -> None:
     probe = Probe()
     engine = await make_engine(probe, max_running_nodes=1)
-    await engine.create_workflow(load_workflow(fan("bulk", 60, sleep=0.001, gate="bulk")), tenant="big")
+    await engine.create_workflow(
+        load_workflow(fan("bulk", 60, sleep=0.001, gate="bulk")), tenant="big"
+    )
     await engine.create_workflow(load_workflow(fan("one", 1, sleep=0.001)), tenant="small")
     bulk = await engine.start_execution("bulk", {}, tenant="big")
     # The first bulk node holds the only slot, the other 59 wait for it.
@@ -141,7 +159,9 @@ async def test_tenant_fairness_a_starved_tenant_gets_a_slot_soon() -> None:
 
 async def test_execution_quota_queues_starts_as_pending() -> None:
     probe = Probe()
-    engine = await make_engine(probe, max_running_executions_per_tenant=2, max_pending_executions_per_tenant=3)
+    engine = await make_engine(
+        probe, max_running_executions_per_tenant=2, max_pending_executions_per_tenant=3
+    )
     # The first two hold their slots until the gate opens: three starts are left pending.
     await engine.create_workflow(load_workflow(fan("q", 1, sleep=0.05, gate="q")))
     started = [await engine.start_execution("q", {}) for _ in range(5)]
@@ -193,8 +213,12 @@ async def test_concurrency_key_cancel_newest_and_oldest() -> None:
     probe = Probe()
     engine = await make_engine(probe)
     await engine.create_workflow(load_workflow(CONCURRENCY.format(on_limit="cancel_newest")))
-    first = await engine.start_execution("per-customer", {"customer": "a", "tag": "x1", "gate": "x"})
-    second = await engine.start_execution("per-customer", {"customer": "a", "tag": "x2", "gate": ""})
+    first = await engine.start_execution(
+        "per-customer", {"customer": "a", "tag": "x1", "gate": "x"}
+    )
+    second = await engine.start_execution(
+        "per-customer", {"customer": "a", "tag": "x2", "gate": ""}
+    )
     assert second.state is ExecutionState.CANCELLED
     probe.gate("x").set()
     assert (await engine.wait(first.id, timeout=30)).state is ExecutionState.SUCCEEDED
@@ -227,7 +251,7 @@ async def test_rate_limited_nodes_wait_in_ready_and_never_fail() -> None:
     engine = await make_engine(probe, rate_limits={"api": BucketSpec(rate=20, per=1.0, burst=2)})
     await engine.create_workflow(
         load_workflow(
-            "name: rl\nnodes:\n  - id: m\n    rate_limit: api\n    map: {items: \"${{ [1,2,3,4,5,6] }}\","
+            'name: rl\nnodes:\n  - id: m\n    rate_limit: api\n    map: {items: "${{ [1,2,3,4,5,6] }}",'
             " node: {tool: {name: test.probe, args: {sleep: 0}}}}\n"
         )
     )
@@ -255,7 +279,12 @@ async def test_rate_limited_nodes_wait_in_ready_and_never_fail() -> None:
         }
     ),
     workload=st.lists(
-        st.tuples(st.sampled_from(["t1", "t2", "t3"]), st.sampled_from(["wa", "wb"]), st.integers(1, 4), st.integers(0, 3)),
+        st.tuples(
+            st.sampled_from(["t1", "t2", "t3"]),
+            st.sampled_from(["wa", "wb"]),
+            st.integers(1, 4),
+            st.integers(0, 3),
+        ),
         min_size=1,
         max_size=8,
     ),
@@ -288,7 +317,8 @@ def test_property_no_limit_is_exceeded_and_everything_finishes(limits, workload)
                 spans.append((tenant, start, events[-1].time))
             for tenant in ("t1", "t2", "t3"):
                 points = sorted(
-                    [(s, 1) for t, s, _ in spans if t == tenant] + [(e, -1) for t, _, e in spans if t == tenant],
+                    [(s, 1) for t, s, _ in spans if t == tenant]
+                    + [(e, -1) for t, _, e in spans if t == tenant],
                     key=lambda p: (p[0], p[1]),
                 )
                 running = peak = 0

@@ -66,26 +66,62 @@ def test_a_transformed_secret_is_refused_even_in_tool_args(expr: str) -> None:
 
 STORED_FIELDS = [
     ("nodes:\n  - {id: a, pass: {value: '${{ secrets.tok }}'}}", "nodes[0].pass.value"),
-    ("nodes:\n  - {id: a, pass: {value: {deep: ['x ${{ secrets.tok }}']}}}", "nodes[0].pass.value.deep[0]"),
+    (
+        "nodes:\n  - {id: a, pass: {value: {deep: ['x ${{ secrets.tok }}']}}}",
+        "nodes[0].pass.value.deep[0]",
+    ),
     ("nodes:\n  - {id: a, pass: {value: 1}, output: '${{ secrets.tok }}'}", "nodes[0].output"),
-    ("nodes:\n  - {id: a, pass: {value: 1}, export: {k: '${{ secrets.tok }}'}}", "nodes[0].export.k"),
-    ("nodes:\n  - {id: a, pass: {value: 1}, when: '${{ size(secrets.tok) > 3 }}'}", "nodes[0].when"),
-    (("nodes:\n  - {id: a, pass: {value: 1}}\n  - {id: b, pass: {value: 2}}\n"
-     "edges:\n  - {from: a, to: b, when: '${{ secrets.tok == \"x\" }}'}"), "edges[0].when"),
-    (("nodes:\n  - {id: a, pass: {value: 1}}\n  - {id: b, pass: {value: 2}}\n"
-     "edges:\n  - {from: a, to: b, input: {v: '${{ secrets.tok }}'}}"), "edges[0].input.v"),
-    ("nodes:\n  - {id: a, map: {items: '${{ [secrets.tok] }}', node: {pass: {value: 1}}}}", "nodes[0].map.items"),
-    ("nodes:\n  - {id: a, map: {items: '${{ [1] }}', node: {pass: {value: '${{ secrets.tok }}'}}}}",
-     "nodes[0].map.node.pass.value"),
-    (("nodes:\n  - id: s\n    switch: {cases: [{when: '${{ secrets.tok == \"x\" }}', goto: b}], default: b}\n"
-     "  - {id: b, pass: {value: 1}}"), "nodes[0].switch.cases[0].when"),
+    (
+        "nodes:\n  - {id: a, pass: {value: 1}, export: {k: '${{ secrets.tok }}'}}",
+        "nodes[0].export.k",
+    ),
+    (
+        "nodes:\n  - {id: a, pass: {value: 1}, when: '${{ size(secrets.tok) > 3 }}'}",
+        "nodes[0].when",
+    ),
+    (
+        (
+            "nodes:\n  - {id: a, pass: {value: 1}}\n  - {id: b, pass: {value: 2}}\n"
+            "edges:\n  - {from: a, to: b, when: '${{ secrets.tok == \"x\" }}'}"
+        ),
+        "edges[0].when",
+    ),
+    (
+        (
+            "nodes:\n  - {id: a, pass: {value: 1}}\n  - {id: b, pass: {value: 2}}\n"
+            "edges:\n  - {from: a, to: b, input: {v: '${{ secrets.tok }}'}}"
+        ),
+        "edges[0].input.v",
+    ),
+    (
+        "nodes:\n  - {id: a, map: {items: '${{ [secrets.tok] }}', node: {pass: {value: 1}}}}",
+        "nodes[0].map.items",
+    ),
+    (
+        "nodes:\n  - {id: a, map: {items: '${{ [1] }}', node: {pass: {value: '${{ secrets.tok }}'}}}}",
+        "nodes[0].map.node.pass.value",
+    ),
+    (
+        (
+            "nodes:\n  - id: s\n    switch: {cases: [{when: '${{ secrets.tok == \"x\" }}', goto: b}], default: b}\n"
+            "  - {id: b, pass: {value: 1}}"
+        ),
+        "nodes[0].switch.cases[0].when",
+    ),
     ("nodes:\n  - {id: a, wait: {until: '${{ secrets.tok }}'}}", "nodes[0].wait.until"),
-    ("nodes:\n  - {id: a, workflow: {name: child, input: {t: '${{ secrets.tok }}'}}}", "nodes[0].workflow.input.t"),
+    (
+        "nodes:\n  - {id: a, workflow: {name: child, input: {t: '${{ secrets.tok }}'}}}",
+        "nodes[0].workflow.input.t",
+    ),
     ("nodes:\n  - {id: a, pass: {value: 1}}\noutput: {t: '${{ secrets.tok }}'}", "output.t"),
-    ("nodes:\n  - {id: a, pass: {value: 1}}\n  - {id: g, needs: [a], aggregate: {strategy: expr, expr: '${{ secrets.tok }}'}}",
-     "nodes[1].aggregate.expr"),
-    ("nodes:\n  - {id: a, pass: {value: 1}, compensate: {pass: {value: '${{ secrets.tok }}'}}}",
-     "nodes[0].compensate.pass.value"),
+    (
+        "nodes:\n  - {id: a, pass: {value: 1}}\n  - {id: g, needs: [a], aggregate: {strategy: expr, expr: '${{ secrets.tok }}'}}",
+        "nodes[1].aggregate.expr",
+    ),
+    (
+        "nodes:\n  - {id: a, pass: {value: 1}, compensate: {pass: {value: '${{ secrets.tok }}'}}}",
+        "nodes[0].compensate.pass.value",
+    ),
 ]
 
 
@@ -111,8 +147,15 @@ states:
 
 def test_state_machine_fields_refuse_secrets_too() -> None:
     errors = _diagnostics(MACHINE)
-    for path in ("states.a.on.GO[0].guard", "states.a.on.GO[0].assign.t", "states.a.invoke.input.t"):
-        assert any(e.startswith(f"{path}: secrets.* may be used only in") for e in errors), (path, errors)
+    for path in (
+        "states.a.on.GO[0].guard",
+        "states.a.on.GO[0].assign.t",
+        "states.a.invoke.input.t",
+    ):
+        assert any(e.startswith(f"{path}: secrets.* may be used only in") for e in errors), (
+            path,
+            errors,
+        )
 
 
 def test_verbatim_uses_in_args_and_prompts_pass_validation() -> None:
@@ -144,7 +187,12 @@ def _encodings(secret: str) -> Iterator[tuple[str, str]]:
     for shift in range(3):  # base64 of the secret at any alignment inside a longer text
         encoded = base64.b64encode(b"x" * shift + secret.encode()).decode()
         yield f"base64+{shift}", encoded[4 if shift else 0 : -4]
-        yield f"urlsafe+{shift}", base64.urlsafe_b64encode(b"x" * shift + secret.encode()).decode()[4 if shift else 0 : -4]
+        yield (
+            f"urlsafe+{shift}",
+            base64.urlsafe_b64encode(b"x" * shift + secret.encode()).decode()[
+                4 if shift else 0 : -4
+            ],
+        )
     for start in range(len(secret) - 8 + 1):  # any 8-character piece (split, substring)
         yield f"piece{start}", secret[start : start + 8]
 
@@ -183,6 +231,10 @@ async def test_a_canary_sent_in_args_and_prompts_reaches_no_stored_row_or_event(
     finally:
         await engine.stop(grace=0)
     assert final.state.name == "SUCCEEDED", final.error
-    stored: dict[str, Any] = {"execution": repr(final), "nodes": repr(nodes), "events": repr(events)}
+    stored: dict[str, Any] = {
+        "execution": repr(final),
+        "nodes": repr(nodes),
+        "events": repr(events),
+    }
     assert {name: _hits(text) for name, text in stored.items()} == {name: [] for name in stored}
     assert "Bearer [REDACTED]" in repr(nodes)

@@ -34,8 +34,12 @@ output: {items: "${{ nodes.each.output }}", gate: "${{ nodes.gate.output }}"}
 
 
 async def engine_on(store: SqlStore, name: str) -> Engine:
-    engine = Engine(store, tools=default_tools(), agents=default_agents(),
-                    config=EngineConfig(replica_id=name, lease_seconds=2, seed=3))
+    engine = Engine(
+        store,
+        tools=default_tools(),
+        agents=default_agents(),
+        config=EngineConfig(replica_id=name, lease_seconds=2, seed=3),
+    )
     await engine.start()
     return engine
 
@@ -63,14 +67,20 @@ async def test_an_answer_stored_before_a_crash_is_applied_once_after_it(tmp_path
     # No replica runs it: an answer stored now is what a crash right after AnswerWait's
     # store leaves. Beside it, an answer to a wait id that is not pending (a later attempt
     # of item 1 than the one waiting): it must not reach item 1's wait.
-    await store.add_signal(SignalRecord(execution.id, "review", {"ok": 0}, answer_signal_id(before["each[0]"]), 1.0))
+    await store.add_signal(
+        SignalRecord(execution.id, "review", {"ok": 0}, answer_signal_id(before["each[0]"]), 1.0)
+    )
     stale = f"{execution.id}/each[1]/7"
-    await store.add_signal(SignalRecord(execution.id, "review", {"ok": "stale"}, answer_signal_id(stale), 1.0))
+    await store.add_signal(
+        SignalRecord(execution.id, "review", {"ok": "stale"}, answer_signal_id(stale), 1.0)
+    )
 
     second = await engine_on(store, "second")
     try:
         after = {w.ref.key: w.ref.id for w in await pending(second, 3)}
-        assert after == {k: v for k, v in before.items() if k != "each[0]"}  # same ids, item 0 answered
+        assert after == {
+            k: v for k, v in before.items() if k != "each[0]"
+        }  # same ids, item 0 answered
         for key, data in (("each[1]", {"ok": 1}), ("each[2]", {"ok": 2}), ("gate", "go")):
             await second.answer_wait(wait_id=after[key], data=data)
         with pytest.raises(IllegalTransition):
@@ -83,8 +93,13 @@ async def test_an_answer_stored_before_a_crash_is_applied_once_after_it(tmp_path
         assert sorted(received) == sorted(before.values())  # each wait answered once
         [refused] = [e.data for e in events if e.type == "signal.refused"]
         assert refused["signal_id"] == answer_signal_id(stale)
-        consumed = {s.signal_id: s.consumed_by for s in [
-            await store.get_signal(execution.id, answer_signal_id(i)) for i in (*before.values(), stale)]}
+        consumed = {
+            s.signal_id: s.consumed_by
+            for s in [
+                await store.get_signal(execution.id, answer_signal_id(i))
+                for i in (*before.values(), stale)
+            ]
+        }
         assert consumed[answer_signal_id(before["each[0]"])] == "each[0]"
         assert consumed[answer_signal_id(stale)].startswith("refused:")
     finally:

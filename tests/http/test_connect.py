@@ -176,9 +176,7 @@ async def test_grpc_web(http: httpx.AsyncClient) -> None:
     status = response.headers.get("grpc-status")
     if status is None:
         (_flags, trailer), *_ = [f for f in read_envelopes(response.content) if f[0] & 0x80]
-        fields = dict(
-            line.split(":", 1) for line in trailer.decode().strip().split("\r\n") if line
-        )
+        fields = dict(line.split(":", 1) for line in trailer.decode().strip().split("\r\n") if line)
         status = fields["grpc-status"].strip()
     assert status == "5"  # NOT_FOUND
     ok = await http.post(
@@ -217,7 +215,13 @@ async def test_real_curl(served: Served) -> None:
     url = f"{served.url}/agentrun.v1.WorkflowService/ValidateWorkflow"
     body = json.dumps({"source": ECHO_CHAIN.format(name="c")})
     proc = await asyncio.create_subprocess_exec(
-        curl, "-sS", "-H", "Content-Type: application/json", "-d", body, url,
+        curl,
+        "-sS",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        body,
+        url,
         stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await proc.communicate()
@@ -225,8 +229,14 @@ async def test_real_curl(served: Served) -> None:
     assert json.loads(out) == {"valid": True, "stages": [{"nodeIds": ["a"]}, {"nodeIds": ["b"]}]}
     # An error: HTTP 404 with the Connect error JSON.
     proc = await asyncio.create_subprocess_exec(
-        curl, "-sS", "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
-        "-d", '{"name": "executions/none"}',
+        curl,
+        "-sS",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        '{"name": "executions/none"}',
         f"{served.url}/agentrun.v1.ExecutionService/GetExecution",
         stdout=asyncio.subprocess.PIPE,
     )

@@ -30,7 +30,6 @@ ES = "/agentrun.v1.ExecutionService/"
 SM = "/agentrun.v1.StateMachineService/"
 
 
-
 class Recorder:
     """Runs the script's calls on one transport and keeps every answer, in order."""
 
@@ -119,7 +118,9 @@ async def script(r: Recorder) -> None:
     await r.call(ES + "GetExecution", {"name": rerun["execution"]["name"]})
     await r.call(ES + "RerunExecution", {"name": approval, "fromNodeId": "nope"})
     # Approvals: the pending wait listed, answered once by its id; a replay is refused
-    asked = (await r.call(ES + "StartExecution", {"workflow": "approval", "input": {"n": 3}}))["execution"]["name"]
+    asked = (await r.call(ES + "StartExecution", {"workflow": "approval", "input": {"n": 3}}))[
+        "execution"
+    ]["name"]
     await r.until(asked, "STATE_WAITING")
     waits = await r.call(ES + "ListWaits", {"parent": asked})
     await r.call(ES + "ListWaits", {"pageSize": 1})
@@ -134,9 +135,14 @@ async def script(r: Recorder) -> None:
     await r.call(ES + "CancelExecution", {"name": doomed["execution"]["name"]})
     await r.until(doomed["execution"]["name"], "STATE_CANCELLED")
     await r.call(ES + "ResumeExecution", {"name": doomed["execution"]["name"]})
-    await r.call(ES + "ControlExecutions", {"action": "ACTION_PAUSE", "filter": "workflow = \"approval\" AND state = WAITING"})
-    await r.call(ES + "ControlExecutions", {"action": "ACTION_CANCEL"})  # INVALID_ARGUMENT: no filter
-    await r.call(ES + "ListExecutions", {"filter": "workflow = \"approval\""})
+    await r.call(
+        ES + "ControlExecutions",
+        {"action": "ACTION_PAUSE", "filter": 'workflow = "approval" AND state = WAITING'},
+    )
+    await r.call(
+        ES + "ControlExecutions", {"action": "ACTION_CANCEL"}
+    )  # INVALID_ARGUMENT: no filter
+    await r.call(ES + "ListExecutions", {"filter": 'workflow = "approval"'})
     await r.call(ES + "ListExecutions", {"filter": "state IN (SUCCEEDED)", "pageSize": 2})
     await r.call(ES + "ListExecutions", {"filter": "colour = blue"})
 

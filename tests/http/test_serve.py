@@ -39,9 +39,18 @@ def test_serve_with_http(tmp_path: Path) -> None:
     try:
         # Bound before the store opens: ready when gRPC reports SERVING.
         curl = subprocess.run(
-            ["curl", "-sS", "-H", "Content-Type: application/json", "-d", "{}",
-             f"{url}/grpc.health.v1.Health/Check"],
-            capture_output=True, check=True, timeout=10,
+            [
+                "curl",
+                "-sS",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                "{}",
+                f"{url}/grpc.health.v1.Health/Check",
+            ],
+            capture_output=True,
+            check=True,
+            timeout=10,
         )
         assert json.loads(curl.stdout) == {"status": "SERVING"}
         _post(url, "WorkflowService/CreateWorkflow", {"source": HOLD})
@@ -104,12 +113,23 @@ def test_busy_http_port_fails_before_the_store_opens(tmp_path: Path) -> None:
         db = tmp_path / "agentrun.db"
         proc = subprocess.run(
             [
-                sys.executable, "-c", "import sys; from agentrun.cli import main; sys.exit(main())",
-                "serve", "--listen", f"127.0.0.1:{free_port()}",
-                "--http-listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{db}",
+                sys.executable,
+                "-c",
+                "import sys; from agentrun.cli import main; sys.exit(main())",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+                "--http-listen",
+                f"127.0.0.1:{port}",
+                "--db",
+                f"sqlite:///{db}",
             ],
-            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-            capture_output=True, text=True, timeout=60, check=False,
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     assert proc.returncode == 1, proc.stderr
     assert f"127.0.0.1:{port} is already in use" in proc.stderr

@@ -61,8 +61,7 @@ async def test_http_calls_are_traced_and_counted(
     families = await scrape(stack, until=counted("GetWorkflow", "NOT_FOUND"))
     samples = families["agentrun_rpc_requests"].samples
     assert any(
-        s.labels.get("method") == "StartExecution" and s.labels.get("code") == "OK"
-        for s in samples
+        s.labels.get("method") == "StartExecution" and s.labels.get("code") == "OK" for s in samples
     )
     assert any(
         s.labels.get("method") == "GetWorkflow" and s.labels.get("code") == "NOT_FOUND"

@@ -154,4 +154,3 @@ class ConnectTransport:
             assert {"@type": decoded["@type"], **detail.get("debug", {})} == decoded
             details.append(decoded)
         return Failure(_CODES[error["code"]], error.get("message", ""), details)
-

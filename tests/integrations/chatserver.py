@@ -50,33 +50,63 @@ class ChatServer(HttpServer):
             return Response.json({"error": {"message": "script exhausted"}}, 500)
         step = self.script.pop(0)
         if "status" in step:
-            return Response.json(step.get("json", {"error": {"message": "scripted"}}), step["status"], step.get("headers"))
+            return Response.json(
+                step.get("json", {"error": {"message": "scripted"}}),
+                step["status"],
+                step.get("headers"),
+            )
         if "raw" in step:
             ctype = "text/event-stream" if body.get("stream") else "application/json"
             return Response(200, step["raw"], {"Content-Type": ctype})
         usage = step.get("usage") or {
-            "prompt_tokens": 11 * len(body["messages"]), "completion_tokens": 7, "total_tokens": 11 * len(body["messages"]) + 7
+            "prompt_tokens": 11 * len(body["messages"]),
+            "completion_tokens": 7,
+            "total_tokens": 11 * len(body["messages"]) + 7,
         }
         calls = [
-            {"id": f"call_{i}", "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c["arguments"]},
+            }
             for i, c in enumerate(step.get("tool_calls") or [])
         ]
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": step.get("content")}
             if calls:
                 message["tool_calls"] = calls
-            return Response.json({
-                "id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
-                "usage": usage,
-            })
-        return Response(200, self._sse(body["model"], step.get("content") or "", calls, usage),
-                        {"Content-Type": "text/event-stream"})
+            return Response.json(
+                {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": message,
+                            "finish_reason": "tool_calls" if calls else "stop",
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        return Response(
+            200,
+            self._sse(body["model"], step.get("content") or "", calls, usage),
+            {"Content-Type": "text/event-stream"},
+        )
 
-    async def _sse(self, model: str, content: str, calls: list[dict[str, Any]], usage: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _sse(
+        self, model: str, content: str, calls: list[dict[str, Any]], usage: dict[str, Any]
+    ) -> AsyncIterator[bytes]:
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-            data = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            data = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
             return f"data: {json.dumps(data)}\n\n".encode()
 
         yield chunk({"role": "assistant"})
@@ -86,12 +116,22 @@ class ChatServer(HttpServer):
                 await hold.wait()
             if self.pause:
                 await asyncio.sleep(self.pause)
-            yield chunk({"content": content[i:i + self.piece]})
+            yield chunk({"content": content[i : i + self.piece]})
             self.pieces_sent += 1
         for index, call in enumerate(calls):
             args = call["function"]["arguments"]
-            yield chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                         "function": {"name": call["function"]["name"], "arguments": args[:5]}}]})
+            yield chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": args[:5]},
+                        }
+                    ]
+                }
+            )
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": args[5:]}}]})
         yield chunk({}, "tool_calls" if calls else "stop")
         yield f"data: {json.dumps({'id': 'chatcmpl-1', 'choices': [], 'usage': usage})}\n\n".encode()

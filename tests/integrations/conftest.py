@@ -18,7 +18,9 @@ class Runner:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def run(self, yaml_text: str, input: Any = None, *, timeout: float = 15) -> tuple[ExecutionRecord, dict[str, NodeRecord]]:
+    async def run(
+        self, yaml_text: str, input: Any = None, *, timeout: float = 15
+    ) -> tuple[ExecutionRecord, dict[str, NodeRecord]]:
         spec = load_workflow(yaml_text)
         await self.engine.create_workflow(spec)
         ex = await self.engine.start_execution(spec.name, input)

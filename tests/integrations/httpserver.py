@@ -41,13 +41,27 @@ class Response:
 
     @classmethod
     def json(cls, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        return cls(status, json.dumps(value).encode(), {"Content-Type": "application/json", **(headers or {})})
+        return cls(
+            status,
+            json.dumps(value).encode(),
+            {"Content-Type": "application/json", **(headers or {})},
+        )
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-_REASONS = {200: "OK", 301: "Moved", 302: "Found", 303: "See Other", 307: "Temporary Redirect",
-            400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Server Error",
-            502: "Bad Gateway", 503: "Unavailable"}
+_REASONS = {
+    200: "OK",
+    301: "Moved",
+    302: "Found",
+    303: "See Other",
+    307: "Temporary Redirect",
+    400: "Bad Request",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Server Error",
+    502: "Bad Gateway",
+    503: "Unavailable",
+}
 
 
 class HttpServer:

@@ -41,7 +41,15 @@ def ctx(key: str = "ex1/mail") -> CallContext:
 
 
 def tool(port: int) -> EmailSend:
-    return EmailSend({"host": "127.0.0.1", "port": port, "starttls": False, "from": "bot@agentrun.test", "timeout": 5})
+    return EmailSend(
+        {
+            "host": "127.0.0.1",
+            "port": port,
+            "starttls": False,
+            "from": "bot@agentrun.test",
+            "timeout": 5,
+        }
+    )
 
 
 async def test_send(smtp) -> None:
@@ -49,13 +57,20 @@ async def test_send(smtp) -> None:
     t = tool(port)
     assert t.effect is Effect.IRREVERSIBLE
     result = await t.call(
-        {"to": ["Ann <ann@example.com>", "bo@example.com"], "cc": "cc@example.com",
-         "subject": "Grüße: your order", "body": "Line one\nLine two\n"},
+        {
+            "to": ["Ann <ann@example.com>", "bo@example.com"],
+            "cc": "cc@example.com",
+            "subject": "Grüße: your order",
+            "body": "Line one\nLine two\n",
+        },
         ctx("ex1/mail"),
     )
     again = t.build({"to": "x@example.com", "subject": "s"}, ctx("ex1/mail"))[0]
     assert result["message_id"] == again["Message-ID"]  # same key, same Message-ID
-    assert result["message_id"] != t.build({"to": "x@example.com", "subject": "s"}, ctx("ex1/other"))[0]["Message-ID"]
+    assert (
+        result["message_id"]
+        != t.build({"to": "x@example.com", "subject": "s"}, ctx("ex1/other"))[0]["Message-ID"]
+    )
     [(mail_from, rcpts, msg)] = inbox.messages
     assert mail_from == "bot@agentrun.test"
     assert rcpts == ["ann@example.com", "bo@example.com", "cc@example.com"]
@@ -67,7 +82,9 @@ async def test_send(smtp) -> None:
 
 async def test_send_from_a_workflow(smtp, runner_factory) -> None:
     inbox, port = smtp
-    runner = await runner_factory({"tools": {"email.send": {"host": "127.0.0.1", "port": port, "starttls": False}}})
+    runner = await runner_factory(
+        {"tools": {"email.send": {"host": "127.0.0.1", "port": port, "starttls": False}}}
+    )
     final, _ = await runner.run(
         "name: mail\nnodes:\n  - id: send\n    tool:\n      name: email.send\n      args:\n"
         '        {to: "${{ input.to }}", from: ops@agentrun.test, subject: "Order ${{ input.id }}", body: hi}\n',
@@ -118,7 +135,7 @@ INJECTIONS = [
     ("cc", ["cc@example.com\rBcc: evil@evil.test"]),
     ("from", "me@example.com\r\nBcc: evil@evil.test"),
     ("from", "me@example.com%0ABcc: evil@evil.test"),
-    ("from", "\"Me\r\nBcc: evil@evil.test\" <me@example.com>"),
+    ("from", '"Me\r\nBcc: evil@evil.test" <me@example.com>'),
 ]
 
 
@@ -127,7 +144,12 @@ async def test_header_injection_corpus_is_fully_rejected(smtp) -> None:
     t = tool(port)
     rejected = []
     for field, value in INJECTIONS:
-        args: dict[str, Any] = {"to": "ann@example.com", "subject": "Hello", "body": "b", field: value}
+        args: dict[str, Any] = {
+            "to": "ann@example.com",
+            "subject": "Hello",
+            "body": "b",
+            field: value,
+        }
         try:
             await t.call(args, ctx())
         except ToolFailure as exc:

@@ -87,7 +87,9 @@ async def test_memory_bus_gets_every_event_in_order(runner_factory) -> None:
 async def test_outage_never_blocks_executions_and_is_caught_up(runner_factory) -> None:
     runner = await runner_factory()
     bus = MemoryBus()
-    publisher = BusPublisher(runner.engine.store, bus, retry_interval=0.05, max_retry_interval=0.1).attach(runner.engine.hub)
+    publisher = BusPublisher(
+        runner.engine.store, bus, retry_interval=0.05, max_retry_interval=0.1
+    ).attach(runner.engine.hub)
     await publisher.start()
     ids = await start_all(runner, FLOW, 4)
     await asyncio.sleep(0.03)
@@ -143,7 +145,9 @@ async def nats_reachable(url: str) -> bool:
     import nats
 
     try:
-        nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
+        nc = await nats.connect(
+            url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False
+        )
     except Exception:
         return False
     await nc.close()
@@ -175,7 +179,9 @@ async def test_nats_shared_server_publishes_with_dedup(runner_factory) -> None:
         pytest.skip("NATS is not running on 127.0.0.1:4222")
     tag = _secrets.token_hex(4)
     stream, prefix = f"TEST_{tag}", f"test{tag}.events"
-    config = {"events": {"bus": "nats", "nats": {"url": url, "stream": stream, "subject_prefix": prefix}}}
+    config = {
+        "events": {"bus": "nats", "nats": {"url": url, "stream": stream, "subject_prefix": prefix}}
+    }
     runner = await runner_factory()
     publisher = publisher_from_config(runner.engine, config)
     await publisher.start()
@@ -219,7 +225,8 @@ class PrivateNats:
     async def start(self) -> None:
         self.proc = subprocess.Popen(
             [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for _ in range(100):
             if await nats_reachable(self.url):
@@ -238,8 +245,14 @@ async def test_nats_killed_mid_run_then_caught_up(runner_factory, tmp_path) -> N
     server = PrivateNats(str(tmp_path / "js"))
     await server.start()
     runner = await runner_factory()
-    config = {"events": {"bus": "nats", "retry_interval": 0.1, "max_retry_interval": 0.3,
-                         "nats": {"url": server.url, "publish_timeout": 0.5}}}
+    config = {
+        "events": {
+            "bus": "nats",
+            "retry_interval": 0.1,
+            "max_retry_interval": 0.3,
+            "nats": {"url": server.url, "publish_timeout": 0.5},
+        }
+    }
     publisher = publisher_from_config(runner.engine, config)
     await publisher.start()
     try:
@@ -259,8 +272,10 @@ async def test_nats_killed_mid_run_then_caught_up(runner_factory, tmp_path) -> N
         events = await read_stream(server.url, "AGENTRUN_EVENTS")
         check_complete(events, lasts)
         counts = Counter(e.id for e in events)
-        print(f"NATS outage: {len(events)} events for {len(ids)} executions, "
-              f"{sum(c - 1 for c in counts.values())} duplicates on the stream")
+        print(
+            f"NATS outage: {len(events)} events for {len(ids)} executions, "
+            f"{sum(c - 1 for c in counts.values())} duplicates on the stream"
+        )
         assert len(events) == sum(lasts.values())
     finally:
         await publisher.stop()
@@ -268,20 +283,28 @@ async def test_nats_killed_mid_run_then_caught_up(runner_factory, tmp_path) -> N
 
 
 # ------------------------------------------------------------------ Kafka
-@pytest.mark.skipif(not os.environ.get("AGENTRUN_KAFKA_BOOTSTRAP"), reason="no Kafka broker: set AGENTRUN_KAFKA_BOOTSTRAP")
+@pytest.mark.skipif(
+    not os.environ.get("AGENTRUN_KAFKA_BOOTSTRAP"),
+    reason="no Kafka broker: set AGENTRUN_KAFKA_BOOTSTRAP",
+)
 async def test_kafka_publishes_every_event(runner_factory) -> None:
     from aiokafka import AIOKafkaConsumer
 
     topic = f"agentrun-test-{_secrets.token_hex(4)}"
     bootstrap = os.environ["AGENTRUN_KAFKA_BOOTSTRAP"]
     runner = await runner_factory()
-    publisher = publisher_from_config(runner.engine, {"events": {"bus": "kafka", "kafka": {"bootstrap": bootstrap, "topic": topic}}})
+    publisher = publisher_from_config(
+        runner.engine,
+        {"events": {"bus": "kafka", "kafka": {"bootstrap": bootstrap, "topic": topic}}},
+    )
     await publisher.start()
     ids = await start_all(runner, FLOW, 2)
     lasts = await finish_all(runner, ids)
     await publisher.drained(timeout=30)
     await publisher.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     try:
         events: list[BusEvent] = []
@@ -292,7 +315,10 @@ async def test_kafka_publishes_every_event(runner_factory) -> None:
             for records in batch.values():
                 for r in records:
                     event = BusEvent.from_json(r.value)
-                    assert dict(r.headers)["event_id"] == event.id.encode() and r.key == event.execution_id.encode()
+                    assert (
+                        dict(r.headers)["event_id"] == event.id.encode()
+                        and r.key == event.execution_id.encode()
+                    )
                     events.append(event)
         check_complete(events, lasts)
     finally:
@@ -303,8 +329,13 @@ async def test_kafka_unreachable_never_blocks_executions(runner_factory) -> None
     """With no broker (none runs here), the Kafka bus is down from the start: executions
     run as usual and the publisher keeps their events to catch up."""
     runner = await runner_factory()
-    config = {"events": {"bus": "kafka", "retry_interval": 5,
-                         "kafka": {"bootstrap": f"127.0.0.1:{free_port()}", "publish_timeout": 0.5}}}
+    config = {
+        "events": {
+            "bus": "kafka",
+            "retry_interval": 5,
+            "kafka": {"bootstrap": f"127.0.0.1:{free_port()}", "publish_timeout": 0.5},
+        }
+    }
     publisher = publisher_from_config(runner.engine, config)
     await publisher.start()
     ids = await start_all(runner, FLOW, 2)

@@ -25,7 +25,9 @@ CONFIG = ROOT / "examples" / "support_agent_config.yaml"
 
 
 def documented_command() -> list[str]:
-    lines = [ln.lstrip("#").strip() for ln in WORKFLOW.read_text().splitlines() if ln.startswith("#")]
+    lines = [
+        ln.lstrip("#").strip() for ln in WORKFLOW.read_text().splitlines() if ln.startswith("#")
+    ]
     start = next(i for i, ln in enumerate(lines) if "agentrun run " in ln)
     text = ""
     for ln in lines[start:]:
@@ -33,7 +35,7 @@ def documented_command() -> list[str]:
         if not ln.endswith("\\"):
             break
     argv = shlex.split(text)
-    return argv[argv.index("run"):]
+    return argv[argv.index("run") :]
 
 
 async def run_cli(argv: list[str], capsys: Any, monkeypatch: Any) -> dict[str, Any]:
@@ -62,7 +64,9 @@ async def test_offline_with_the_mock_provider(monkeypatch, capsys) -> None:
 
         spec = load_workflow(WORKFLOW.read_text())
         await engine.create_workflow(spec)
-        ex = await engine.start_execution(spec.name, {"message": "Where is it?", "order_id": "A-1001"})
+        ex = await engine.start_execution(
+            spec.name, {"message": "Where is it?", "order_id": "A-1001"}
+        )
         final = await engine.wait(ex.id, timeout=10)
         assert final.state is ExecutionState.SUCCEEDED, final.error
         results = [e.data for e in await engine.list_events(ex.id) if e.type == "agent.tool_result"]
@@ -73,9 +77,18 @@ async def test_offline_with_the_mock_provider(monkeypatch, capsys) -> None:
 
 def model_following_the_prompt(server: ChatServer) -> list[dict[str, Any]]:
     """What a model does with the example's prompt: call sql.query as told, then answer."""
-    return [{"tool_calls": [{"name": "sql_query", "arguments": "PLACEHOLDER"}]},
-            {"content": json.dumps({"reply": "Sorry, order A-1002 is delayed; a colleague will follow up.",
-                                    "order_status": "delayed", "escalate": True})}]
+    return [
+        {"tool_calls": [{"name": "sql_query", "arguments": "PLACEHOLDER"}]},
+        {
+            "content": json.dumps(
+                {
+                    "reply": "Sorry, order A-1002 is delayed; a colleague will follow up.",
+                    "order_status": "delayed",
+                    "escalate": True,
+                }
+            )
+        },
+    ]
 
 
 async def test_unchanged_against_an_openai_compatible_endpoint(monkeypatch, capsys) -> None:
@@ -85,16 +98,22 @@ async def test_unchanged_against_an_openai_compatible_endpoint(monkeypatch, caps
         system = yaml.safe_load(WORKFLOW.read_text())["nodes"][0]["agent"]["system"]
         query = re.search(r"^WITH orders.*$", system, re.MULTILINE).group(0)
         server.script[0]["tool_calls"][0]["arguments"] = json.dumps(
-            {"database": "orders", "query": query, "params": {"id": "A-1002"}})
+            {"database": "orders", "query": query, "params": {"id": "A-1002"}}
+        )
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-local-test-key")
         monkeypatch.setenv("OPENAI_MODEL", "gpt-local")
         argv = documented_command()
-        argv[argv.index("--input") + 1] = json.dumps({"message": "Where is my monitor?!", "order_id": "A-1002"})
+        argv[argv.index("--input") + 1] = json.dumps(
+            {"message": "Where is my monitor?!", "order_id": "A-1002"}
+        )
         body = await run_cli(argv, capsys, monkeypatch)
     assert body["execution"]["state"] == "STATE_SUCCEEDED", body
-    assert body["execution"]["output"] == {"reply": "Sorry, order A-1002 is delayed; a colleague will follow up.",
-                              "order_status": "delayed", "escalated": True}
+    assert body["execution"]["output"] == {
+        "reply": "Sorry, order A-1002 is delayed; a colleague will follow up.",
+        "order_status": "delayed",
+        "escalated": True,
+    }
     assert _nodes(body)["open_ticket"]["state"] == "STATE_SUCCEEDED"
     first, second = server.bodies
     assert first["model"] == "gpt-local" and first["temperature"] == 0
@@ -104,7 +123,9 @@ async def test_unchanged_against_an_openai_compatible_endpoint(monkeypatch, caps
     tool_message = second["messages"][-1]
     assert tool_message["role"] == "tool"
     assert json.loads(tool_message["content"]) == {
-        "rows": [{"id": "A-1002", "status": "delayed", "items": "1 monitor", "eta": None}], "rowcount": 1}
+        "rows": [{"id": "A-1002", "status": "delayed", "items": "1 monitor", "eta": None}],
+        "rowcount": 1,
+    }
 
 
 def _nodes(body: dict) -> dict[str, dict]:

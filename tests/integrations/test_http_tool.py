@@ -24,7 +24,9 @@ async def app(request: Request) -> Response:
     if request.path == "/json":
         return Response.json({"hello": "world", "q": request.query})
     if request.path == "/echo":
-        return Response.json({"method": request.method, "body": request.json(), "headers": request.headers})
+        return Response.json(
+            {"method": request.method, "body": request.json(), "headers": request.headers}
+        )
     if request.path == "/redirect":
         return Response(302, b"", {"Location": "/json"})
     if request.path == "/big":
@@ -48,6 +50,7 @@ async def server():
 @pytest.fixture
 async def internal():
     """A server that must never be reached by a guarded request: it holds "secrets"."""
+
     async def handler(request: Request) -> Response:
         return Response.json({"secret": "internal data"})
 
@@ -68,7 +71,12 @@ async def test_get_json_with_params(server) -> None:
 
 async def test_post_json_sends_idempotency_key_and_host(server) -> None:
     result = await tool_for(server).call(
-        {"method": "POST", "url": f"{server.url}/echo", "json": {"x": [1, 2]}, "headers": {"X-Trace": "t1"}},
+        {
+            "method": "POST",
+            "url": f"{server.url}/echo",
+            "json": {"x": [1, 2]},
+            "headers": {"X-Trace": "t1"},
+        },
         ctx("ex9/charge/3"),
     )
     body = result["body"]
@@ -108,12 +116,16 @@ async def test_status_errors(server) -> None:
     with pytest.raises(ToolFailure) as err:
         await tool_for(server).call({"url": f"{server.url}/broken"}, ctx())
     assert err.value.type == "tool_error" and err.value.details["status"] == 500
-    result = await tool_for(server).call({"url": f"{server.url}/broken", "fail_on_status": False}, ctx())
+    result = await tool_for(server).call(
+        {"url": f"{server.url}/broken", "fail_on_status": False}, ctx()
+    )
     assert result["status"] == 500 and result["body"] == {"error": "boom"}
 
 
 async def test_in_a_workflow_with_config_allow_list(server, runner_factory) -> None:
-    runner = await runner_factory({"tools": {"http.request": {"allow": [f"127.0.0.1:{server.port}"]}}})
+    runner = await runner_factory(
+        {"tools": {"http.request": {"allow": [f"127.0.0.1:{server.port}"]}}}
+    )
     final, _ = await runner.run(
         'name: h\nnodes:\n  - {id: get, tool: {name: http.request, args: {url: "${{ input.url }}"}},'
         ' output: "${{ output.body.hello }}"}\n',
@@ -150,8 +162,13 @@ def corpus(internal: HttpServer, redirector: HttpServer) -> list[str]:
         "http://[fd00:ec2::254]/latest/meta-data/",
         "http://[::ffff:169.254.169.254]/",
         "http://[64:ff9b::a9fe:a9fe]/",
-        "http://10.0.0.1/", "http://172.16.0.1/", "http://192.168.1.1/", "http://100.64.0.1/",
-        "http://[fe80::1]/", "http://[fc00::1]/", "http://224.0.0.1/",
+        "http://10.0.0.1/",
+        "http://172.16.0.1/",
+        "http://192.168.1.1/",
+        "http://100.64.0.1/",
+        "http://[fe80::1]/",
+        "http://[fc00::1]/",
+        "http://224.0.0.1/",
         f"{redirector.url}/to-loopback",
         f"{redirector.url}/to-loopback-decimal",
         f"{redirector.url}/to-metadata",
@@ -194,7 +211,14 @@ async def test_ssrf_corpus_is_fully_blocked(internal) -> None:
         assert internal.requests == []
         # The redirector saw its redirect requests only (the chain hop included).
         assert sorted(r.path for r in redirector.requests) == sorted(
-            ["/to-loopback", "/to-loopback-decimal", "/to-metadata", "/to-file", "/chain", "/to-loopback"]
+            [
+                "/to-loopback",
+                "/to-loopback-decimal",
+                "/to-metadata",
+                "/to-file",
+                "/chain",
+                "/to-loopback",
+            ]
         )
     print(f"SSRF corpus: {len(blocked)}/{len(urls)} blocked")
 
@@ -217,9 +241,23 @@ def test_public_addresses_are_public(address: str) -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "::1", "10.1.1.1", "169.254.169.254", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
-     "64:ff9b::7f00:1", "2002:7f00:1::", "2001:0:4136:e378:8000:63bf:80ff:fffe", "0.0.0.0", "::",
-     "255.255.255.255", "192.0.2.1", "fe80::1", "ff02::1"],
+    [
+        "127.0.0.1",
+        "::1",
+        "10.1.1.1",
+        "169.254.169.254",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::",
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        "0.0.0.0",
+        "::",
+        "255.255.255.255",
+        "192.0.2.1",
+        "fe80::1",
+        "ff02::1",
+    ],
 )
 def test_non_public_addresses(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))
@@ -230,9 +268,26 @@ def make_cert(tmp_path, name: str) -> tuple[str, str]:
 
     cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
-         "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return str(cert), str(key)
 
@@ -251,20 +306,28 @@ async def test_https_is_pinned_to_the_checked_address_and_verifies_the_host_name
     context.load_cert_chain(good_cert, good_key)
     async with HttpServer(app, ssl=context) as srv:
         url = f"https://localhost:{srv.port}/json"
-        ok = await HttpRequest({"allow": [f"localhost:{srv.port}"], "ca_bundle": good_cert}).call({"url": url}, ctx())
+        ok = await HttpRequest({"allow": [f"localhost:{srv.port}"], "ca_bundle": good_cert}).call(
+            {"url": url}, ctx()
+        )
         assert ok["body"]["hello"] == "world"
         assert srv.requests[0].headers["host"] == f"localhost:{srv.port}"
         with pytest.raises(ToolFailure) as err:  # a CA that did not sign this certificate
-            await HttpRequest({"allow": [f"localhost:{srv.port}"], "ca_bundle": other_cert}).call({"url": url}, ctx())
+            await HttpRequest({"allow": [f"localhost:{srv.port}"], "ca_bundle": other_cert}).call(
+                {"url": url}, ctx()
+            )
         assert err.value.type == "tool_error" and "CERTIFICATE" in err.value.message.upper()
         with pytest.raises(ToolFailure) as err:  # not allow-listed: localhost is loopback
             await HttpRequest({"ca_bundle": good_cert}).call({"url": url}, ctx())
         assert err.value.type == "http.blocked"
 
 
-@pytest.mark.parametrize("headers", [{"X-A": "v\r\nX-Injected: 1"}, {"X-A": "v\nX"}, {"X-A\r\nX-B": "v"}, {"X A": "v"}])
+@pytest.mark.parametrize(
+    "headers", [{"X-A": "v\r\nX-Injected: 1"}, {"X-A": "v\nX"}, {"X-A\r\nX-B": "v"}, {"X A": "v"}]
+)
 async def test_header_injection_is_refused(server, headers) -> None:
     with pytest.raises(ToolFailure) as err:
         await tool_for(server).call({"url": f"{server.url}/json", "headers": headers}, ctx())
-    assert err.value.type == "invalid_args" and err.value.details["field"].startswith("args.headers.")
+    assert err.value.type == "invalid_args" and err.value.details["field"].startswith(
+        "args.headers."
+    )
     assert server.requests == []

@@ -20,7 +20,9 @@ class Recorder(Tool):
     name = "test.record"
     args_schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
 
-    def __init__(self, ok_on: int = 2, effect: Effect = Effect.IDEMPOTENT, name: str = "test.record") -> None:
+    def __init__(
+        self, ok_on: int = 2, effect: Effect = Effect.IDEMPOTENT, name: str = "test.record"
+    ) -> None:
         self.name = name
         self.effect = effect
         self.ok_on = ok_on
@@ -36,9 +38,13 @@ class Recorder(Tool):
 def test_python_registration_and_description() -> None:
     registry = Registry()
 
-    @registry.tool("team.add", description="Adds.", effect="pure",
-                   args_schema={"type": "object", "properties": {"a": {"type": "number"}}},
-                   result_schema={"type": "number"})
+    @registry.tool(
+        "team.add",
+        description="Adds.",
+        effect="pure",
+        args_schema={"type": "object", "properties": {"a": {"type": "number"}}},
+        result_schema={"type": "number"},
+    )
     async def add(args: Any, ctx: CallContext) -> Any:
         return args["a"] + 1
 
@@ -46,7 +52,9 @@ def test_python_registration_and_description() -> None:
     assert registry.names() == ["team.add", "test.record"]
     described = {d["name"]: d for d in registry.describe()}
     assert described["team.add"] == {
-        "name": "team.add", "description": "Adds.", "effect": "pure",
+        "name": "team.add",
+        "description": "Adds.",
+        "effect": "pure",
         "args_schema": {"type": "object", "properties": {"a": {"type": "number"}}},
         "result_schema": {"type": "number"},
     }
@@ -79,7 +87,8 @@ def test_bad_schema_is_refused() -> None:
 @pytest.fixture
 def plugin_dist(tmp_path, monkeypatch):
     """An installed distribution (a real .dist-info on sys.path) declaring agentrun.tools."""
-    (tmp_path / "agentrun_plugin_mod.py").write_text(textwrap.dedent('''
+    (tmp_path / "agentrun_plugin_mod.py").write_text(
+        textwrap.dedent("""
         from agentrun.engine.ports import Effect, Tool
 
         class Shout(Tool):
@@ -96,7 +105,8 @@ def plugin_dist(tmp_path, monkeypatch):
 
         def make(options):
             return [Shout(options.get("suffix", "!"))]
-    '''))
+    """)
+    )
     dist = tmp_path / "agentrun_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: agentrun-plugin\nVersion: 1.0\n")
@@ -120,7 +130,8 @@ async def test_entry_point_tools_run_in_a_workflow(plugin_dist, runner_factory) 
 
 
 def test_config_registered_tools(tmp_path, monkeypatch) -> None:
-    (tmp_path / "agentrun_cfg_mod.py").write_text(textwrap.dedent('''
+    (tmp_path / "agentrun_cfg_mod.py").write_text(
+        textwrap.dedent("""
         from agentrun.integrations import FunctionTool
 
         async def _lookup(args, ctx):
@@ -130,13 +141,23 @@ def test_config_registered_tools(tmp_path, monkeypatch) -> None:
 
         def several(options):
             return [FunctionTool(_lookup, name=n) for n in options["names"]]
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        registry = default_tools({"tools": {"register": [
-            "agentrun_cfg_mod:lookup",
-            {"factory": "agentrun_cfg_mod:several", "options": {"names": ["a.one", "a.two"]}},
-        ]}})
+        registry = default_tools(
+            {
+                "tools": {
+                    "register": [
+                        "agentrun_cfg_mod:lookup",
+                        {
+                            "factory": "agentrun_cfg_mod:several",
+                            "options": {"names": ["a.one", "a.two"]},
+                        },
+                    ]
+                }
+            }
+        )
         assert {"orders.lookup", "a.one", "a.two"} <= set(registry.names())
         with pytest.raises(ToolDefinitionError, match="cannot import"):
             default_tools({"tools": {"register": ["agentrun_cfg_mod:nothing"]}})

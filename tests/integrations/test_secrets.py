@@ -23,13 +23,30 @@ CANARY = "canary-7f3a9c2e51d4b6"
 def test_sources_and_precedence(tmp_path) -> None:
     (tmp_path / "s.yaml").write_text("a: from-file\nb: from-file\nc: from-file\n")
     (tmp_path / "one").write_text("pw-from-file\n")
-    env = {"AGENTRUN_SECRET_B": "from-prefix", "AGENTRUN_SECRET_C": "from-prefix", "MY_TOKEN": "tok",
-           "AGENTRUN_SECRETS_FILE": str(tmp_path / "s.yaml")}
-    config = {"secrets": {"c": "literal", "token": {"env": "MY_TOKEN"}, "pw": {"file": str(tmp_path / "one")},
-                          "maybe": {"env": "UNSET_VARIABLE_X", "optional": True}}}
+    env = {
+        "AGENTRUN_SECRET_B": "from-prefix",
+        "AGENTRUN_SECRET_C": "from-prefix",
+        "MY_TOKEN": "tok",
+        "AGENTRUN_SECRETS_FILE": str(tmp_path / "s.yaml"),
+    }
+    config = {
+        "secrets": {
+            "c": "literal",
+            "token": {"env": "MY_TOKEN"},
+            "pw": {"file": str(tmp_path / "one")},
+            "maybe": {"env": "UNSET_VARIABLE_X", "optional": True},
+        }
+    }
     got = load_secrets(config, env=env)
-    assert got == {"a": "from-file", "b": "from-file", "B": "from-prefix", "C": "from-prefix",
-                   "c": "literal", "token": "tok", "pw": "pw-from-file"}
+    assert got == {
+        "a": "from-file",
+        "b": "from-file",
+        "B": "from-prefix",
+        "C": "from-prefix",
+        "c": "literal",
+        "token": "tok",
+        "pw": "pw-from-file",
+    }
     (tmp_path / "s.json").write_text(json.dumps({"k": "v"}))
     assert load_secrets({"secrets_file": str(tmp_path / "s.json")}, env={}) == {"k": "v"}
 
@@ -56,7 +73,11 @@ class Leak(Tool):
         logging.getLogger("thirdparty.client").warning("connecting with key=%s", secret)
         mode = args["mode"]
         if mode == "fail":
-            raise ToolFailure("tool_error", f"auth failed for {secret}", details={"key": secret, "nested": [secret]})
+            raise ToolFailure(
+                "tool_error",
+                f"auth failed for {secret}",
+                details={"key": secret, "nested": [secret]},
+            )
         if mode == "crash":
             raise RuntimeError(f"unexpected: {secret}")
         if mode == "emit":
@@ -90,10 +111,15 @@ async def test_secret_canary_has_zero_hits(runner_factory, caplog, tmp_path) -> 
         return Response.json({"query": request.query, "auth": request.headers.get("authorization")})
 
     caplog.set_level(logging.DEBUG)
-    async with HttpServer(echo) as http, ChatServer([{"content": f"Sure: {CANARY}!"}], piece=3, pause=0.06) as chat:
+    async with (
+        HttpServer(echo) as http,
+        ChatServer([{"content": f"Sure: {CANARY}!"}], piece=3, pause=0.06) as chat,
+    ):
         config = {
-            "tools": {"http.request": {"allow": [f"127.0.0.1:{http.port}"]},
-                      "sql.query": {"databases": {"main": {"url": f"sqlite:///{tmp_path / 'c.db'}"}}}},
+            "tools": {
+                "http.request": {"allow": [f"127.0.0.1:{http.port}"]},
+                "sql.query": {"databases": {"main": {"url": f"sqlite:///{tmp_path / 'c.db'}"}}},
+            },
             "openai": {"base_url": chat.base_url},
             "events": {"bus": "memory"},
         }
@@ -111,9 +137,7 @@ async def test_secret_canary_has_zero_hits(runner_factory, caplog, tmp_path) -> 
         events = await runner.events(final.id)
         bus_events = [e.to_json().decode() for e in publisher.bus.events]
         await publisher.stop()
-    logs = caplog.text + "\n".join(
-        r.getMessage() + (r.exc_text or "") for r in caplog.records
-    )
+    logs = caplog.text + "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert "connecting with key=" in logs and "unexpected: " in logs  # the leaks did happen
     haystacks = {
         "execution": repr(final),

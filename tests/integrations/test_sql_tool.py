@@ -65,9 +65,16 @@ async def test_select_with_bound_params(db) -> None:
     tool = make(url)
     try:
         result = await tool.call(
-            {"query": f"SELECT id, name FROM {people} WHERE role = :role ORDER BY id", "params": {"role": "user"}}, CTX
+            {
+                "query": f"SELECT id, name FROM {people} WHERE role = :role ORDER BY id",
+                "params": {"role": "user"},
+            },
+            CTX,
         )
-        assert result == {"rows": [{"id": 1, "name": "alice"}, {"id": 2, "name": "bob"}], "rowcount": 2}
+        assert result == {
+            "rows": [{"id": 1, "name": "alice"}, {"id": 2, "name": "bob"}],
+            "rowcount": 2,
+        }
         with pytest.raises(ToolFailure) as err:
             await tool.call({"query": f"SELECT * FROM {people} WHERE id = :id"}, CTX)
         assert err.value.type == "invalid_args" and "id" in err.value.message
@@ -92,7 +99,13 @@ async def test_read_only_by_default_and_writable_when_configured(db) -> None:
         with pytest.raises(ToolFailure) as err:
             await ro.call({"query": f"UPDATE {people} SET role = 'admin'"}, CTX)
         assert err.value.type == "sql.read_only"
-        changed = await rw.call({"query": f"UPDATE {people} SET role = :r WHERE id = :id", "params": {"r": "admin", "id": 1}}, CTX)
+        changed = await rw.call(
+            {
+                "query": f"UPDATE {people} SET role = :r WHERE id = :id",
+                "params": {"r": "admin", "id": 1},
+            },
+            CTX,
+        )
         assert changed == {"rows": [], "rowcount": 1}
         rows = await ro.call({"query": f"SELECT role FROM {people} WHERE id = 1"}, CTX)
         assert rows["rows"] == [{"role": "admin"}]
@@ -105,8 +118,9 @@ async def test_statement_timeout(db) -> None:
     dialect, url, _, _ = db
     tool = make(url, statement_timeout="300ms")
     slow = (
-        "SELECT pg_sleep(3)" if dialect == "postgresql" else
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+        "SELECT pg_sleep(3)"
+        if dialect == "postgresql"
+        else "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
     )
     try:
         with pytest.raises(ToolFailure) as err:
@@ -168,7 +182,11 @@ async def test_sql_injection_corpus_has_no_successes(db, runner_factory) -> None
             value = raw.format(people=people, private=private)
             try:
                 result = await tool.call(
-                    {"query": f"SELECT id, name FROM {people} WHERE name = :name", "params": {"name": value}}, CTX
+                    {
+                        "query": f"SELECT id, name FROM {people} WHERE name = :name",
+                        "params": {"name": value},
+                    },
+                    CTX,
                 )
             except ToolFailure:
                 continue  # refused: not a success
@@ -196,8 +214,10 @@ async def test_sql_injection_corpus_has_no_successes(db, runner_factory) -> None
     )
     assert final.state is ExecutionState.SUCCEEDED, final.error
     assert final.output == {"q": {"rows": [], "rowcount": 0}}
-    print(f"SQL injection corpus ({dialect}): {len(successes)} successes of "
-          f"{len(INJECTION_VALUES) + len(WRITE_QUERIES)}")
+    print(
+        f"SQL injection corpus ({dialect}): {len(successes)} successes of "
+        f"{len(INJECTION_VALUES) + len(WRITE_QUERIES)}"
+    )
     assert successes == []
 
 
@@ -206,8 +226,13 @@ async def test_password_from_the_secret_store() -> None:
     try:
         with pytest.raises(ToolFailure, match="pg_password"):
             await tool.call({"query": "SELECT 1 AS one"}, CTX)
-        ctx = CallContext(execution_id="ex", node_id="q", attempt=1, idempotency_key="ex/q",
-                          secrets={"pg_password": "s3cret-pw"})
+        ctx = CallContext(
+            execution_id="ex",
+            node_id="q",
+            attempt=1,
+            idempotency_key="ex/q",
+            secrets={"pg_password": "s3cret-pw"},
+        )
         try:
             result = await tool.call({"query": "SELECT current_user AS u"}, ctx)
         except ToolFailure as exc:  # PostgreSQL down: the secret was still used

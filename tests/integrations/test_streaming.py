@@ -75,8 +75,11 @@ async def test_a_watcher_sees_the_answer_grow_and_a_reconnect_misses_nothing() -
                         break
             # Mid-answer: the model server holds piece 5, the node has not completed.
             assert chat.pieces_sent == 5
-            assert not any(e.type.startswith("node.") and e.type != "node.running" and e.node_id == "ask"
-                           for e in seen if e.type != "node.ready")
+            assert not any(
+                e.type.startswith("node.") and e.type != "node.running" and e.node_id == "ask"
+                for e in seen
+                if e.type != "node.ready"
+            )
             assert (await client.get_execution(execution)).state is ExecutionState.RUNNING
             last = seen[-1].sequence
 
@@ -85,7 +88,10 @@ async def test_a_watcher_sees_the_answer_grow_and_a_reconnect_misses_nothing() -
 
             async def stored_up_to_piece_20() -> bool:
                 events = await engine.list_events(execution.id, limit=10_000)
-                return "".join(e.data["text"] for e in events if e.type == "agent.delta") == CONTENT[:80]
+                return (
+                    "".join(e.data["text"] for e in events if e.type == "agent.delta")
+                    == CONTENT[:80]
+                )
 
             await until(stored_up_to_piece_20)
             second.set()
@@ -108,15 +114,23 @@ def sse(*pieces: str, error: str | None = None) -> bytes:
     def chunk(data: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(data)}\n\n".encode()
 
-    out = b"".join(chunk({"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}) for p in pieces)
+    out = b"".join(
+        chunk({"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]})
+        for p in pieces
+    )
     if error:
         out += chunk({"error": {"message": error}})
     return out
 
 
 async def test_the_deltas_of_a_failed_attempt_are_marked_and_the_retry_streams_anew() -> None:
-    script = [{"raw": sse("I think ", "the answer ", "is", error="overloaded")}, {"content": "Forty-two."}]
-    flaky = STREAMED.replace("stream: true}", "stream: true}\n    retry: {max_attempts: 2, initial_interval: 10ms}")
+    script = [
+        {"raw": sse("I think ", "the answer ", "is", error="overloaded")},
+        {"content": "Forty-two."},
+    ]
+    flaky = STREAMED.replace(
+        "stream: true}", "stream: true}\n    retry: {max_attempts: 2, initial_interval: 10ms}"
+    )
     async with ChatServer(script) as chat, served(openai(chat)) as (_engine, client, _):
         await client.create_workflow(source=flaky)
         execution = await client.start_execution("streamed", {})
@@ -136,7 +150,10 @@ async def test_the_deltas_of_a_failed_attempt_are_marked_and_the_retry_streams_a
 
 async def test_stream_false_on_the_node_wins_over_the_provider() -> None:
     quiet = STREAMED.replace("stream: true", "stream: false")
-    async with ChatServer([{"content": "No stream."}]) as chat, served(openai(chat, stream=True)) as (_engine, client, _):
+    async with (
+        ChatServer([{"content": "No stream."}]) as chat,
+        served(openai(chat, stream=True)) as (_engine, client, _),
+    ):
         await client.create_workflow(source=quiet)
         execution = await client.start_execution("streamed", {})
         events = [e async for e in client.watch(execution, timeout=60)]
@@ -162,7 +179,10 @@ nodes:
 
 async def test_agentrun_watch_prints_tokens_as_they_come() -> None:
     hold = asyncio.Event()
-    async with ChatServer([{"content": CONTENT}], holds={5: hold}) as chat, served(openai(chat)) as (_, client, address):
+    async with (
+        ChatServer([{"content": CONTENT}], holds={5: hold}) as chat,
+        served(openai(chat)) as (_, client, address),
+    ):
         await client.create_workflow(source=STREAMED)
         execution = await client.start_execution("streamed", {})
         out = io.StringIO()
@@ -185,6 +205,8 @@ async def test_agentrun_watch_prints_tokens_as_they_come() -> None:
         assert codes == [0]
         lines = out.getvalue().splitlines()
         [line] = [x for x in lines if " agent.delta " in x]
-        assert line.endswith((f"agent.delta ask: {CONTENT.rstrip()}", f"agent.delta ask: {CONTENT}"))
+        assert line.endswith(
+            (f"agent.delta ask: {CONTENT.rstrip()}", f"agent.delta ask: {CONTENT}")
+        )
         print(out.getvalue())
         assert lines[lines.index(line) + 1].split()[2] == "agent.usage"  # the answer's line ended

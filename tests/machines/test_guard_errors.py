@@ -79,7 +79,11 @@ async def test_a_guard_error_refuses_the_event_and_changes_nothing(h, data, fiel
 
     after = await h.machines.get_instance(inst.id)
     assert (after.state, after.current, after.data, after.last_sequence, after.error) == (
-        before.state, before.current, before.data, before.last_sequence, before.error,
+        before.state,
+        before.current,
+        before.data,
+        before.last_sequence,
+        before.error,
     )
     assert after.state is InstanceState.ACTIVE
     assert await h.machines.list_history(inst.id) == history
@@ -104,15 +108,23 @@ async def test_a_refused_event_behind_a_queue_does_not_disturb_the_others(mem) -
     final = await mem.machines.get_instance(inst.id)
     assert final.data["tries"] == 2 and final.state is InstanceState.ACTIVE
     assert [e.kind for e in await mem.machines.list_history(inst.id)] == [
-        EntryKind.CREATED, EntryKind.TRANSITION, EntryKind.TRANSITION,
+        EntryKind.CREATED,
+        EntryKind.TRANSITION,
+        EntryKind.TRANSITION,
     ]
 
 
 def test_missing_field_names_the_first_selection_the_values_lack() -> None:
     act = {"event": {"name": "E", "data": {"a": {"b": 1}}}, "data": {"n": 1}, "input": {}}
     assert missing_field("event.data.a.b > data.n", act) is None
-    assert missing_field("event.data.a.c > 1", act) == ("event.data.a.c", "event.data.a has no field 'c'")
-    assert missing_field("data.n + input.total", act) == ("input.total", "input has no field 'total'")
+    assert missing_field("event.data.a.c > 1", act) == (
+        "event.data.a.c",
+        "event.data.a has no field 'c'",
+    )
+    assert missing_field("data.n + input.total", act) == (
+        "input.total",
+        "input has no field 'total'",
+    )
     # Method calls and text inside strings are not fields.
     assert missing_field("event.data.a.size() > 0 && 'input.x' != ''", act) is None
     assert missing_field("event.data.a.b.c", act) == (
@@ -165,12 +177,18 @@ async def test_send_event_answers_failed_precondition_naming_guard_and_field(ser
             detail.Unpack(info)
     assert info.reason == "ILLEGAL_TRANSITION"
     assert {
-        "guard": GUARD, "expression": EXPRESSION, "field": "event.data.amount",
-        "current_state": "pending", "event": "PAY",
+        "guard": GUARD,
+        "expression": EXPRESSION,
+        "field": "event.data.amount",
+        "current_state": "pending",
+        "event": "PAY",
     }.items() <= dict(info.metadata).items()
     got = await client.machines.get_instance(inst)
     assert (got.state.value, got.current_state, got.data, got.last_sequence) == (
-        "ACTIVE", "pending", {"paid": 0, "attempts": 0}, 1,
+        "ACTIVE",
+        "pending",
+        {"paid": 0, "attempts": 0},
+        1,
     )
     _, entry = await client.machines.send_event(inst, "PAY", {"amount": 10})
     assert (entry.to_state, entry.assigned) == ("pending", {"attempts": 1})

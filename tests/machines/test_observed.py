@@ -97,10 +97,20 @@ async def test_instance_metrics() -> None:
             await machines.send_event((await machines.create_instance("door")).id, "CLOSE")
         sample = metrics.registry.get_sample_value
         assert sample("agentrun_instances_started_total", {"workflow": "door"}) == 3
-        assert sample("agentrun_instance_entries_total", {"workflow": "door", "kind": "CREATED"}) == 3
-        assert sample("agentrun_instance_entries_total", {"workflow": "door", "kind": "TRANSITION"}) == 3
-        assert sample("agentrun_instance_entries_total", {"workflow": "door", "kind": "REJECTED"}) == 1
-        assert sample("agentrun_instance_entries_total", {"workflow": "door", "kind": "CANCELLED"}) == 1
+        assert (
+            sample("agentrun_instance_entries_total", {"workflow": "door", "kind": "CREATED"}) == 3
+        )
+        assert (
+            sample("agentrun_instance_entries_total", {"workflow": "door", "kind": "TRANSITION"})
+            == 3
+        )
+        assert (
+            sample("agentrun_instance_entries_total", {"workflow": "door", "kind": "REJECTED"}) == 1
+        )
+        assert (
+            sample("agentrun_instance_entries_total", {"workflow": "door", "kind": "CANCELLED"})
+            == 1
+        )
         for status in ("COMPLETED", "CANCELLED"):
             labels = {"workflow": "door", "status": status}
             assert sample("agentrun_instances_finished_total", labels) == 1

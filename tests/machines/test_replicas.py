@@ -45,6 +45,7 @@ async def test_stale_replicas_reload_and_apply_each_event_once(backend: str, tmp
         # An id applied by `b` is answered, not applied again, by `a`.
         _, again = await a.machines.send_event(inst.id, "ADD", {"k": 10}, event_id="b1")
         assert again.sequence == 3
+
         # Interleaved senders on both replicas: every event applied once, in some order. A
         # sender told UNAVAILABLE ("too many concurrent writers; retry") retries with the same
         # id, as the API asks; however often that happens, each event counts once.

@@ -212,8 +212,14 @@ async def test_a_pending_event_is_stored_without_secrets() -> None:
         await engine.create_workflow(
             load_workflow(
                 RETRYING.replace("name: retrying", "name: secretive")
-                .replace("{name: test.record, args: {label: first}}", "{name: core.echo, args: {token: \"${{ secrets.door_key }}\"}}")
-                .replace("entry: [{tool: {name: test.gate, args: {label: enter}}", "entry: [{tool: {name: core.echo, args: {}}")
+                .replace(
+                    "{name: test.record, args: {label: first}}",
+                    '{name: core.echo, args: {token: "${{ secrets.door_key }}"}}',
+                )
+                .replace(
+                    "entry: [{tool: {name: test.gate, args: {label: enter}}",
+                    "entry: [{tool: {name: core.echo, args: {}}",
+                )
             )
         )
         i = await machines.create_instance("secretive")

@@ -42,7 +42,9 @@ def _attempts(ledger: Path) -> collections.Counter[tuple[str, str, str]]:
     if not ledger.exists():
         return collections.Counter()
     return collections.Counter(
-        tuple(line.split()) for line in ledger.read_text().splitlines() if line  # type: ignore[misc]
+        tuple(line.split())
+        for line in ledger.read_text().splitlines()
+        if line  # type: ignore[misc]
     )
 
 
@@ -75,7 +77,9 @@ def test_an_action_retry_survives_kill_9_between_attempts(tmp_path: Path) -> Non
                 except Exception:
                     pass
 
-            senders = [threading.Thread(target=send, args=(i,), daemon=True) for i in (alone, resent)]
+            senders = [
+                threading.Thread(target=send, args=(i,), daemon=True) for i in (alone, resent)
+            ]
             for sender in senders:
                 sender.start()
             deadline = time.monotonic() + 30

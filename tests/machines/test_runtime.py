@@ -172,7 +172,7 @@ async def test_an_irreversible_action_is_called_once_whatever_its_retry(h) -> No
     h.engine.tools.register(Launch())
     await h.define(
         FAILING.replace("name: fragile", "name: launcher").replace(
-            "tool: {name: test.record, args: {label: charge, fail_until: \"${{ event.data.ok_on }}\"}}",
+            'tool: {name: test.record, args: {label: charge, fail_until: "${{ event.data.ok_on }}"}}',
             "tool: {name: test.launch}",
         )
     )

@@ -177,7 +177,9 @@ async def test_a_lease_has_one_owner_and_fences_a_stale_writer(store: MachineSto
     assert (mine.owner, mine.lease_epoch, mine.lease_expires_at) == ("a", 1, 60.0)  # kept
     taken = await store.acquire(rec.id, "b", lease_seconds=10, now=55.0, take=True)
     assert (taken.owner, taken.lease_epoch) == ("b", 2)
-    assert await store.acquire(rec.id, "b", lease_seconds=10, now=55.0, take=False, tenant="x") is None
+    assert (
+        await store.acquire(rec.id, "b", lease_seconds=10, now=55.0, take=False, tenant="x") is None
+    )
     # `a` is stale now: its fenced commit writes nothing.
     moved = _instance(id=rec.id, last_sequence=2, current="b")
     with pytest.raises(LeaseLost):
@@ -199,14 +201,18 @@ async def test_leases_are_renewed_claimed_when_expired_and_released(store: Machi
     await store.commit(
         MachineBatch(timed, [], [TimerRecord(timed.id, "1:0", "a", 0, 5.0)], fence=(owner, 1))
     )
-    idle, _ = await store.create_instance(_instance(owner=owner, lease_epoch=1, lease_expires_at=10.0))
+    idle, _ = await store.create_instance(
+        _instance(owner=owner, lease_epoch=1, lease_expires_at=10.0)
+    )
     ended, _ = await store.create_instance(
         _instance(owner=owner, lease_epoch=1, lease_expires_at=10.0, state=InstanceState.COMPLETED)
     )
     assert await store.renew_leases(owner, lease_seconds=10, now=5.0) >= {timed.id, idle.id}
     assert ended.id not in await store.renew_leases(owner, lease_seconds=10, now=5.0)
     # Not expired (renewed to 15): nothing to claim.
-    assert timed.id not in {r.id for r in await store.claim(other, lease_seconds=10, now=14.0, limit=1000)}
+    assert timed.id not in {
+        r.id for r in await store.claim(other, lease_seconds=10, now=14.0, limit=1000)
+    }
     # Expired: the instance with a timer is claimed (epoch + 1); the idle one is left alone
     # (an event takes it when one comes).
     claimed = {r.id: r for r in await store.claim(other, lease_seconds=10, now=16.0, limit=1000)}
@@ -215,8 +221,13 @@ async def test_leases_are_renewed_claimed_when_expired_and_released(store: Machi
     assert timed.id not in await store.renew_leases(owner, lease_seconds=10, now=16.0)
     # Released: another replica claims at once; its own are claimed again only on request.
     await store.release_leases(other)
-    assert timed.id not in {r.id for r in await store.claim(other, lease_seconds=10, now=17.0, limit=1000)}
+    assert timed.id not in {
+        r.id for r in await store.claim(other, lease_seconds=10, now=17.0, limit=1000)
+    }
     again = {r.id: r for r in await store.claim(owner, lease_seconds=10, now=17.0, limit=1000)}
     assert again[timed.id].lease_epoch == 3
-    own = {r.id for r in await store.claim(owner, lease_seconds=10, now=17.0, limit=1000, include_own=True)}
+    own = {
+        r.id
+        for r in await store.claim(owner, lease_seconds=10, now=17.0, limit=1000, include_own=True)
+    }
     assert timed.id in own

@@ -46,7 +46,9 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-async def eventually(check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition") -> Any:
+async def eventually(
+    check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition"
+) -> Any:
     """`wait_until` for async tests: the event loop runs while it waits."""
     import asyncio
 
@@ -115,7 +117,9 @@ def http_server(tmp_path: Path) -> Any:
         server.stop()
 
 
-async def kill_first_call(engine: Engine, spec_text: str, marker: Path, kill: Callable[[int], Any]) -> tuple[str, int]:
+async def kill_first_call(
+    engine: Engine, spec_text: str, marker: Path, kill: Callable[[int], Any]
+) -> tuple[str, int]:
     """Starts the workflow `spec_text`, whose node calls hang_once or consume_once on
     `marker`; once the first call hangs, `kill(pid)` kills its server. Returns the
     execution id and that pid."""
@@ -124,6 +128,8 @@ async def kill_first_call(engine: Engine, spec_text: str, marker: Path, kill: Ca
     spec = load_workflow(spec_text)
     await engine.create_workflow(spec)
     execution = await engine.start_execution(spec.name, None)
-    pid = int(await eventually(lambda: marker.exists() and marker.read_text(), what="the first call"))
+    pid = int(
+        await eventually(lambda: marker.exists() and marker.read_text(), what="the first call")
+    )
     kill(pid)
     return execution.id, pid

@@ -40,11 +40,19 @@ nodes:
 async def test_mock_agent_calls_mcp_tools(runner_factory) -> None:
     config = {
         "mcp_servers": {"t": stdio_server()},
-        "mock": {"responses": {"assistant": [
-            {"tool_calls": [{"name": "mcp.t.put", "args": {"key": "colour", "value": "blue"}},
-                            {"name": "mcp.t.add", "args": {"a": 1, "b": "two"}}]},
-            {"answer": "noted"},
-        ]}},
+        "mock": {
+            "responses": {
+                "assistant": [
+                    {
+                        "tool_calls": [
+                            {"name": "mcp.t.put", "args": {"key": "colour", "value": "blue"}},
+                            {"name": "mcp.t.add", "args": {"a": 1, "b": "two"}},
+                        ]
+                    },
+                    {"answer": "noted"},
+                ]
+            }
+        },
     }
     runner = await runner_factory(config)
     final, nodes = await runner.run(MOCK)
@@ -64,8 +72,10 @@ async def test_openai_agent_calls_mcp_tools(stream, runner_factory) -> None:
         {"content": "20 + 22 = 42"},
     ]
     async with ChatServer(script) as chat:
-        config = {"mcp_servers": {"t": stdio_server()},
-                  "openai": {"base_url": chat.base_url, "stream": stream}}
+        config = {
+            "mcp_servers": {"t": stdio_server()},
+            "openai": {"base_url": chat.base_url, "stream": stream},
+        }
         runner = await runner_factory(config, secrets={"openai_api_key": "sk-test-0123456789"})
         final, nodes = await runner.run(OPENAI, {"a": 20, "b": 22})
         assert final.state is ExecutionState.SUCCEEDED, final.error

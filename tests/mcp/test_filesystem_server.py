@@ -29,8 +29,12 @@ def fs_config(root: Path, **extra: Any) -> dict[str, Any]:
         npm = shutil.which("npm")
         if npm is None:
             pytest.skip("npm is not installed")
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                       cwd=HERE, check=True, timeout=300)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=HERE,
+            check=True,
+            timeout=300,
+        )
     return {"mcp_servers": {"fs": {"command": node, "args": [str(SERVER), str(root)], **extra}}}
 
 
@@ -64,8 +68,8 @@ error_handlers:
 async def test_filesystem_tools_in_a_workflow(root: Path, runner_factory) -> None:
     runner = await runner_factory(fs_config(root))
     tools = runner.engine.tools
-    assert tools.get("mcp.fs.read_text_file").effect == Effect.PURE       # readOnlyHint
-    assert tools.get("mcp.fs.write_file").effect == Effect.IRREVERSIBLE   # destructiveHint
+    assert tools.get("mcp.fs.read_text_file").effect == Effect.PURE  # readOnlyHint
+    assert tools.get("mcp.fs.write_file").effect == Effect.IRREVERSIBLE  # destructiveHint
     assert tools.get("mcp.fs.create_directory").effect == Effect.IDEMPOTENT
     final, _nodes = await runner.run(READ_AND_LIST, {"dir": str(root)})
     assert final.state is ExecutionState.SUCCEEDED, final.error
@@ -75,9 +79,20 @@ async def test_filesystem_tools_in_a_workflow(root: Path, runner_factory) -> Non
 
 async def test_a_path_outside_the_root_is_a_tool_error(root: Path, runner_factory) -> None:
     runner = await runner_factory(fs_config(root, include=["read_text_file"]))
-    assert [n for n in runner.engine.tools.names() if n.startswith("mcp.")] == ["mcp.fs.read_text_file"]
-    spec = json.dumps({"name": "fs-outside", "nodes": [
-        {"id": "read", "tool": {"name": "mcp.fs.read_text_file", "args": {"path": "/etc/hostname"}}}]})
+    assert [n for n in runner.engine.tools.names() if n.startswith("mcp.")] == [
+        "mcp.fs.read_text_file"
+    ]
+    spec = json.dumps(
+        {
+            "name": "fs-outside",
+            "nodes": [
+                {
+                    "id": "read",
+                    "tool": {"name": "mcp.fs.read_text_file", "args": {"path": "/etc/hostname"}},
+                }
+            ],
+        }
+    )
     final, nodes = await runner.run(spec)
     assert final.state is ExecutionState.FAILED
     assert nodes["read"].error["type"] == "tool_error"
@@ -98,23 +113,42 @@ nodes:
 
 async def test_mock_agent_reads_a_file(root: Path, runner_factory) -> None:
     config = fs_config(root)
-    config["mock"] = {"responses": {"assistant": [
-        {"tool_calls": [{"name": "mcp.fs.list_directory", "args": {"path": str(root / "notes")}},
-                        {"name": "mcp.fs.read_text_file", "args": {"path": str(root / "notes" / "todo.txt")}}]},
-        {"answer": "milk and tests"},
-    ]}}
+    config["mock"] = {
+        "responses": {
+            "assistant": [
+                {
+                    "tool_calls": [
+                        {"name": "mcp.fs.list_directory", "args": {"path": str(root / "notes")}},
+                        {
+                            "name": "mcp.fs.read_text_file",
+                            "args": {"path": str(root / "notes" / "todo.txt")},
+                        },
+                    ]
+                },
+                {"answer": "milk and tests"},
+            ]
+        }
+    }
     runner = await runner_factory(config)
     final, _nodes = await runner.run(AGENT.replace("MODEL", "mock/assistant"))
     assert final.state is ExecutionState.SUCCEEDED, final.error
     results = [e.data for e in await runner.events(final.id) if e.type == "agent.tool_result"]
     assert [(r["tool"], r["ok"]) for r in results] == [
-        ("mcp.fs.list_directory", True), ("mcp.fs.read_text_file", True)]
+        ("mcp.fs.list_directory", True),
+        ("mcp.fs.read_text_file", True),
+    ]
 
 
 async def test_openai_agent_reads_a_file(root: Path, runner_factory) -> None:
     script = [
-        {"tool_calls": [{"name": "mcp_fs_read_text_file",
-                         "arguments": json.dumps({"path": str(root / "notes" / "todo.txt")})}]},
+        {
+            "tool_calls": [
+                {
+                    "name": "mcp_fs_read_text_file",
+                    "arguments": json.dumps({"path": str(root / "notes" / "todo.txt")}),
+                }
+            ]
+        },
         {"content": "Buy milk, then write tests."},
     ]
     async with ChatServer(script) as chat:

@@ -25,7 +25,11 @@ AGENTRUN = [sys.executable, "-c", "import sys; from agentrun.cli import main; sy
 GREET = {
     "name": "greet",
     "description": "Greets someone.",
-    "input_schema": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+    "input_schema": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string"}},
+    },
     "nodes": [{"id": "hello", "pass": {"value": "${{ 'Hello, ' + input.name }}"}}],
     "output": "${{ {'greeting': nodes.hello.output} }}",
 }
@@ -41,7 +45,12 @@ APPROVE = {
 }
 BROKEN = {
     "name": "broken",
-    "nodes": [{"id": "boom", "tool": {"name": "core.fail", "args": {"type": "orders.gone", "message": "no order"}}}],
+    "nodes": [
+        {
+            "id": "boom",
+            "tool": {"name": "core.fail", "args": {"type": "orders.gone", "message": "no order"}},
+        }
+    ],
 }
 
 MACHINE = {  # a state machine: instances receive events, they do not run to an output
@@ -66,7 +75,8 @@ async def agentrun_server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
 
 def gateway(server: ServerProcess, *args: str) -> StdioServerParameters:
     return StdioServerParameters(
-        command=AGENTRUN[0], args=[*AGENTRUN[1:], "mcp", "--server", server.address, *args],
+        command=AGENTRUN[0],
+        args=[*AGENTRUN[1:], "mcp", "--server", server.address, *args],
         env={"PYTHONPATH": str(ROOT)},
     )
 
@@ -78,7 +88,10 @@ async def test_lists_workflows_as_tools_and_runs_one(agentrun_server: ServerProc
         assert tools["greet"].input_schema == GREET["input_schema"]
         assert tools["greet"].description.startswith("Greets someone.")
         assert tools["shout"].input_schema == {
-            "type": "object", "required": ["input"], "properties": {"input": {"type": "string"}}}
+            "type": "object",
+            "required": ["input"],
+            "properties": {"input": {"type": "string"}},
+        }
 
         result = await mcp.call_tool("greet", {"name": "Ann"})
         assert not result.is_error
@@ -95,7 +108,9 @@ async def test_lists_workflows_as_tools_and_runs_one(agentrun_server: ServerProc
             await mcp.call_tool("door", {})
 
 
-async def test_refused_input_and_failed_runs_are_tool_errors(agentrun_server: ServerProcess) -> None:
+async def test_refused_input_and_failed_runs_are_tool_errors(
+    agentrun_server: ServerProcess,
+) -> None:
     async with Client(gateway(agentrun_server)) as mcp:
         await mcp.list_tools()
         result = await mcp.call_tool("greet", {"name": 7})
@@ -110,7 +125,9 @@ async def test_refused_input_and_failed_runs_are_tool_errors(agentrun_server: Se
         assert result.is_error and "no-such-execution" in result.content[0].text
 
 
-async def test_a_long_run_returns_its_id_and_get_execution_polls_it(agentrun_server: ServerProcess) -> None:
+async def test_a_long_run_returns_its_id_and_get_execution_polls_it(
+    agentrun_server: ServerProcess,
+) -> None:
     async with Client(gateway(agentrun_server, "--wait", "1")) as mcp:
         await mcp.list_tools()
         progress: list[str | None] = []
@@ -135,12 +152,18 @@ async def test_a_long_run_returns_its_id_and_get_execution_polls_it(agentrun_ser
 
 
 async def test_workflow_selects_the_tools(agentrun_server: ServerProcess) -> None:
-    async with Client(gateway(agentrun_server, "--workflow", "greet", "--workflow", "later")) as mcp:
+    async with Client(
+        gateway(agentrun_server, "--workflow", "greet", "--workflow", "later")
+    ) as mcp:
         assert {t.name for t in (await mcp.list_tools()).tools} == {"greet", "get_execution"}
         async with AsyncClient(agentrun_server.address) as client:
             await client.create_workflow({**GREET, "name": "later"})
         # The list is read from the server each time: a workflow created later appears.
-        assert {t.name for t in (await mcp.list_tools()).tools} == {"greet", "later", "get_execution"}
+        assert {t.name for t in (await mcp.list_tools()).tools} == {
+            "greet",
+            "later",
+            "get_execution",
+        }
         with pytest.raises(MCPError, match="no tool named 'shout'"):
             await mcp.call_tool("shout", {"input": "x"})
         with pytest.raises(MCPError, match="no tool named 'Not A Name'"):
@@ -153,9 +176,16 @@ async def test_streamable_http(agentrun_server: ServerProcess, tmp_path: Path) -
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [*AGENTRUN, "mcp", "--server", agentrun_server.address, "--http", f"127.0.0.1:{port}"],
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, stdout=out, stderr=out)
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            stdout=out,
+            stderr=out,
+        )
     try:
-        wait_until(lambda: "tools at http://" in log.read_text() or proc.poll() is not None, 60, "agentrun mcp --http")
+        wait_until(
+            lambda: "tools at http://" in log.read_text() or proc.poll() is not None,
+            60,
+            "agentrun mcp --http",
+        )
         assert proc.poll() is None, log.read_text()
         async with Client(f"http://127.0.0.1:{port}/mcp") as mcp:
             assert "greet" in {t.name for t in (await mcp.list_tools()).tools}
@@ -167,9 +197,15 @@ async def test_streamable_http(agentrun_server: ServerProcess, tmp_path: Path) -
 
 
 def test_no_server_is_said_in_one_line(tmp_path: Path) -> None:
-    done = subprocess.run([*AGENTRUN, "mcp", "--server", f"127.0.0.1:{free_port()}"],
-                          env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL, check=False)
+    done = subprocess.run(
+        [*AGENTRUN, "mcp", "--server", f"127.0.0.1:{free_port()}"],
+        env={"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.startswith("agentrun: cannot reach an agentrun server at 127.0.0.1:")
@@ -182,10 +218,10 @@ def test_bad_options_are_usage_errors() -> None:
     assert main(["mcp", "--http", "nowhere"]) == 2
 
 
-
-
 async def test_api_key_and_tenant(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path, env={"AGENTRUN_API_KEYS": "acme-key:acme,zeta-key:zeta"}).start()
+    server = ServerProcess(
+        tmp_path, env={"AGENTRUN_API_KEYS": "acme-key:acme,zeta-key:zeta"}
+    ).start()
     try:
         async with AsyncClient(server.address, api_key="acme-key") as client:
             await client.create_workflow(GREET)
@@ -195,9 +231,15 @@ async def test_api_key_and_tenant(tmp_path: Path) -> None:
             assert {t.name for t in (await mcp.list_tools()).tools} == {"greet", "get_execution"}
             result = await mcp.call_tool("greet", {"name": "Acme"})
             assert result.structured_content["output"] == {"greeting": "Hello, Acme"}
-        done = subprocess.run([*AGENTRUN, "mcp", "--server", server.address], env={"PYTHONPATH": str(ROOT)},
-                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-                              check=False)
+        done = subprocess.run(
+            [*AGENTRUN, "mcp", "--server", server.address],
+            env={"PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
         assert done.returncode == 1 and done.stdout == ""
         assert "unauthenticated" in done.stderr and "--api-key" in done.stderr
     finally:

@@ -21,12 +21,19 @@ TOKEN = "tok-0123456789abcdef"
 def http_config(url: str, **extra: Any) -> dict[str, Any]:
     return {
         "secrets": {"mcp_token": TOKEN},
-        "mcp_servers": {"h": {"url": url, "headers": {
-            "Authorization": {"secret": "mcp_token", "prefix": "Bearer "}}, **extra}},
+        "mcp_servers": {
+            "h": {
+                "url": url,
+                "headers": {"Authorization": {"secret": "mcp_token", "prefix": "Bearer "}},
+                **extra,
+            }
+        },
     }
 
 
-async def test_http_server_tools_with_a_token_from_the_secret_store(http_server, runner_factory) -> None:
+async def test_http_server_tools_with_a_token_from_the_secret_store(
+    http_server, runner_factory
+) -> None:
     server = http_server(token=TOKEN)
     runner = await runner_factory(http_config(server.url))
     assert "mcp.h.add" in runner.engine.tools.names()
@@ -35,7 +42,9 @@ async def test_http_server_tools_with_a_token_from_the_secret_store(http_server,
     assert nodes["call"].output == {"sum": 3}
     final, nodes = await runner.run(workflow("http-counts", "mcp.h.count", {"steps": 2}))
     assert final.state is ExecutionState.SUCCEEDED, final.error
-    progress = [e.data["progress"] for e in await runner.events(final.id) if e.type == "tool.progress"]
+    progress = [
+        e.data["progress"] for e in await runner.events(final.id) if e.type == "tool.progress"
+    ]
     assert progress == [1, 2]
 
 
@@ -51,7 +60,9 @@ async def test_a_wrong_token_stops_the_start_naming_the_server(http_server) -> N
     assert "not-the-token" not in message
 
 
-async def test_http_server_killed_mid_call_and_restarted_reconnects(http_server, runner_factory, tmp_path: Path) -> None:
+async def test_http_server_killed_mid_call_and_restarted_reconnects(
+    http_server, runner_factory, tmp_path: Path
+) -> None:
     server = http_server()
     runner = await runner_factory({"mcp_servers": {"h": {"url": server.url}}})
     marker = tmp_path / "marker"

@@ -17,7 +17,10 @@ from .conftest import eventually, pid_alive, stdio_server
 
 pytestmark = pytest.mark.timeout(120)
 
-WHOAMI = {"name": "mcp-whoami", "nodes": [{"id": "me", "tool": {"name": "mcp.t.whoami", "args": {}}}]}
+WHOAMI = {
+    "name": "mcp-whoami",
+    "nodes": [{"id": "me", "tool": {"name": "mcp.t.whoami", "args": {}}}],
+}
 
 
 async def test_serve_lists_mcp_tools_runs_them_and_stops_the_server_process(tmp_path: Path) -> None:
@@ -26,7 +29,9 @@ async def test_serve_lists_mcp_tools_runs_them_and_stops_the_server_process(tmp_
     server = ServerProcess(tmp_path, args=["--config", str(config)]).start()
     try:
         async with AsyncClient(server.address) as client:
-            listed = await client.call(client.workflow_service.ListTools, ws_pb.ListToolsRequest(filter="mcp.t."))
+            listed = await client.call(
+                client.workflow_service.ListTools, ws_pb.ListToolsRequest(filter="mcp.t.")
+            )
             tools = {t.name: t for t in listed.tools}
             assert "mcp.t.add" in tools and "mcp.t.drop" in tools
             assert tools["mcp.t.add"].effect == ws_pb.Tool.EFFECT_PURE
@@ -46,7 +51,9 @@ async def test_serve_lists_mcp_tools_runs_them_and_stops_the_server_process(tmp_
 
 def test_serve_refuses_to_start_when_an_mcp_server_cannot_start(tmp_path: Path) -> None:
     config = tmp_path / "agentrun.yaml"
-    config.write_text(yaml.safe_dump({"mcp_servers": {"gone": {"command": str(tmp_path / "no-such-program")}}}))
+    config.write_text(
+        yaml.safe_dump({"mcp_servers": {"gone": {"command": str(tmp_path / "no-such-program")}}})
+    )
     server = ServerProcess(tmp_path, args=["--config", str(config)])
     with pytest.raises(RuntimeError) as caught:
         server.start()
@@ -56,18 +63,36 @@ def test_serve_refuses_to_start_when_an_mcp_server_cannot_start(tmp_path: Path) 
     assert "no-such-program" in log and "internal error" not in log
 
 
-def test_run_with_a_config_naming_an_mcp_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_with_a_config_naming_an_mcp_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from agentrun.cli import main
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"mcp_servers": {"t": stdio_server()}}))
     flow = tmp_path / "flow.yaml"
-    flow.write_text(yaml.safe_dump({"name": "local-add", "nodes": [
-        {"id": "sum", "tool": {"name": "mcp.t.add", "args": {"a": "${{ input.a }}", "b": 2}}}]}))
+    flow.write_text(
+        yaml.safe_dump(
+            {
+                "name": "local-add",
+                "nodes": [
+                    {
+                        "id": "sum",
+                        "tool": {"name": "mcp.t.add", "args": {"a": "${{ input.a }}", "b": 2}},
+                    }
+                ],
+            }
+        )
+    )
     capsys.readouterr()
     assert main(["validate", str(flow), "--config", str(config)]) == 0
     capsys.readouterr()
-    assert main(["run", str(flow), "--config", str(config), "--memory", "--input", '{"a": 5}', "--json"]) == 0
+    assert (
+        main(
+            ["run", str(flow), "--config", str(config), "--memory", "--input", '{"a": 5}', "--json"]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["execution"]["state"] == "STATE_SUCCEEDED"
     assert printed["execution"]["output"] == {"sum": {"sum": 7}}

@@ -29,7 +29,9 @@ def add(a: int, b: int) -> dict[str, int]:
     return {"sum": a + b}
 
 
-@server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
+@server.tool(
+    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True)
+)
 def put(key: str, value: str) -> dict[str, Any]:
     """Sets key to value (the same call twice changes nothing more)."""
     STATE[key] = value
@@ -42,7 +44,9 @@ def get(key: str) -> dict[str, Any]:
     return {"key": key, "value": STATE.get(key)}
 
 
-@server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False))
+@server.tool(
+    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False)
+)
 def drop(key: str) -> str:
     """Deletes a key."""
     return "dropped" if STATE.pop(key, None) is not None else "absent"
@@ -69,7 +73,9 @@ async def count(steps: int, ctx: Context) -> dict[str, int]:
     return {"counted": steps}
 
 
-@server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
+@server.tool(
+    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True)
+)
 async def hang_once(marker: str) -> dict[str, Any]:
     """The first call (no file at `marker`) writes this process's pid there and never returns;
     later calls return at once: the test kills the process during the first."""
@@ -121,8 +127,13 @@ def http_app(token: str | None) -> Any:
         if scope["type"] == "http":
             headers = dict(scope["headers"])
             if headers.get(b"authorization") != f"Bearer {token}".encode():
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"text/plain")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"text/plain")],
+                    }
+                )
                 await send({"type": "http.response.body", "body": b"missing or wrong token"})
                 return
         await app(scope, receive, send)

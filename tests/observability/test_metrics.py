@@ -67,7 +67,8 @@ def counted(method: str, code: str) -> Callable[[dict[str, Any]], bool]:
     def check(families: dict[str, Any]) -> bool:
         family = families.get("agentrun_rpc_requests")
         return family is not None and any(
-            s.labels.get("method") == method and s.labels.get("code") == code for s in family.samples
+            s.labels.get("method") == method and s.labels.get("code") == code
+            for s in family.samples
         )
 
     return check

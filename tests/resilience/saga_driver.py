@@ -147,7 +147,9 @@ async def main(db: str, ledger_path: str, count: int, seed: int, stagger: float)
     ids = []
     for i in range(count):
         record = await engine.start_execution(
-            f"saga-{STRATEGIES[i % len(STRATEGIES)]}", execution_input(seed, i), request_id=f"saga-{i}"
+            f"saga-{STRATEGIES[i % len(STRATEGIES)]}",
+            execution_input(seed, i),
+            request_id=f"saga-{i}",
         )
         ids.append(record.id)
         if record.created_at >= began and i + 1 < count:

@@ -22,9 +22,18 @@ INPUT = {"trip": "T-42", "amount": 1250}
 def test_booking_saga_via_cli(monkeypatch, capsys) -> None:
     monkeypatch.chdir(ROOT)
     capsys.readouterr()
-    code = main([
-        "run", str(EXAMPLE), "--input", json.dumps(INPUT), "--json", "--memory", "--progress", "always",
-    ])
+    code = main(
+        [
+            "run",
+            str(EXAMPLE),
+            "--input",
+            json.dumps(INPUT),
+            "--json",
+            "--memory",
+            "--progress",
+            "always",
+        ]
+    )
     out, err = capsys.readouterr()
     body = json.loads(out)
     assert code == 1, (body, err)  # it did not succeed: it was undone
@@ -34,7 +43,11 @@ def test_booking_saga_via_cli(monkeypatch, capsys) -> None:
     assert nodes["reserve_hotel"]["state"] == "STATE_COMPENSATED"
     assert nodes["charge_card"]["state"] == "STATE_FAILED"
     assert nodes["charge_card"]["attempt"] == 1  # payments.declined is non-retryable
-    assert "confirm" not in nodes or nodes["confirm"]["state"] in ("STATE_PENDING", "STATE_CANCELLED", "STATE_SKIPPED")
+    assert "confirm" not in nodes or nodes["confirm"]["state"] in (
+        "STATE_PENDING",
+        "STATE_CANCELLED",
+        "STATE_SKIPPED",
+    )
     assert "charge_card.compensate" not in nodes  # never charged, never refunded
     assert nodes["reserve_hotel.compensate"]["output"] == {"cancelled_hotel": "HT-T-42"}
     assert nodes["reserve_flight.compensate"]["output"] == {"cancelled_flight": "FL-T-42"}
@@ -71,7 +84,9 @@ async def test_booking_saga_event_log() -> None:
     seq = [(e.type, e.node_id) for e in events]
     compensating = seq.index(("execution.compensating", None))
     # Nothing forward runs after the saga began.
-    assert not [s for s in seq[compensating:] if s[0] == "node.running" and not s[1].endswith(".compensate")]
+    assert not [
+        s for s in seq[compensating:] if s[0] == "node.running" and not s[1].endswith(".compensate")
+    ]
     saga = [s for s in seq[compensating:] if s[1] is not None]
     assert saga == [
         ("node.compensating", "reserve_hotel"),

@@ -101,8 +101,14 @@ class Step(Tool):
 
     async def call(self, args: Any, ctx: CallContext) -> Any:
         self.starts.append(
-            Start(ctx.execution_id, ctx.node_id, ctx.attempt, ctx.idempotency_key, time.monotonic(),
-                  self.name == "race.undo")
+            Start(
+                ctx.execution_id,
+                ctx.node_id,
+                ctx.attempt,
+                ctx.idempotency_key,
+                time.monotonic(),
+                self.name == "race.undo",
+            )
         )
         await asyncio.sleep(args.get("sleep", 0))
         if args.get("fail_first") and ctx.attempt == 1:
@@ -145,7 +151,9 @@ LEGAL = {
 }
 
 
-async def _caller(engine: Engine, ids: list[str], calls: int, rng: random.Random, storm: Storm) -> None:
+async def _caller(
+    engine: Engine, ids: list[str], calls: int, rng: random.Random, storm: Storm
+) -> None:
     for _ in range(calls):
         await asyncio.sleep(rng.uniform(0, 0.02))
         execution_id = rng.choice(ids)
@@ -165,7 +173,9 @@ async def _caller(engine: Engine, ids: list[str], calls: int, rng: random.Random
             call.returned = time.monotonic()
             call.outcome, call.state = "illegal", exc.current_state
             if exc.current_state in LEGAL[action]:
-                storm.errors.append(f"{action} {execution_id} refused in {exc.current_state}: {exc.message}")
+                storm.errors.append(
+                    f"{action} {execution_id} refused in {exc.current_state}: {exc.message}"
+                )
             continue
         except Exception as exc:
             call.returned = time.monotonic()
@@ -177,7 +187,9 @@ async def _caller(engine: Engine, ids: list[str], calls: int, rng: random.Random
 
 
 @pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
-async def test_random_control_calls_against_running_executions(store_kind: str, tmp_path: Path) -> None:
+async def test_random_control_calls_against_running_executions(
+    store_kind: str, tmp_path: Path
+) -> None:
     seed = int(os.environ.get("RACE_SEED") or random.randrange(2**32))
     rng = random.Random(seed)
     where = f"(RACE_SEED={seed}, {store_kind})"
@@ -193,11 +205,17 @@ async def test_random_control_calls_against_running_executions(store_kind: str, 
     storm = Storm()
     try:
         await engine.create_workflow(load_workflow(WORKFLOW))
-        ids = [(await engine.start_execution("race", {"gated": i % 2 == 0})).id for i in range(EXECUTIONS)]
+        ids = [
+            (await engine.start_execution("race", {"gated": i % 2 == 0})).id
+            for i in range(EXECUTIONS)
+        ]
         gated = set(ids[::2])
         per_caller = CALLS // CALLERS
         await asyncio.gather(
-            *(_caller(engine, ids, per_caller, random.Random(rng.random()), storm) for _ in range(CALLERS))
+            *(
+                _caller(engine, ids, per_caller, random.Random(rng.random()), storm)
+                for _ in range(CALLERS)
+            )
         )
         assert len(storm.calls) == CALLS
         storm_calls = collections.Counter((c.action, c.outcome) for c in storm.calls)
@@ -215,7 +233,11 @@ async def test_random_control_calls_against_running_executions(store_kind: str, 
             try:
                 await engine.signal(execution_id, "open")
             except IllegalTransition as exc:  # cancelled during the storm
-                assert ExecutionState(exc.current_state).terminal, (where, execution_id, exc.message)
+                assert ExecutionState(exc.current_state).terminal, (
+                    where,
+                    execution_id,
+                    exc.message,
+                )
         finals = {x: await engine.wait(x, timeout=60) for x in ids}
         events = {x: await engine.list_events(x, limit=100_000) for x in ids}
         nodes = {x: {n.node_id: n for n in await engine.get_nodes(x)} for x in ids}
@@ -226,7 +248,9 @@ async def test_random_control_calls_against_running_executions(store_kind: str, 
     outcomes = storm_calls
     # The storm did exercise both sides, on the gated executions (which cannot finish during
     # it, whatever the machine's speed): calls acknowledged and calls refused.
-    on_gated = collections.Counter((c.action, c.outcome) for c in storm.calls[:CALLS] if c.execution_id in gated)
+    on_gated = collections.Counter(
+        (c.action, c.outcome) for c in storm.calls[:CALLS] if c.execution_id in gated
+    )
     assert on_gated[("pause", "ok")] >= 10 and on_gated[("resume", "ok")] >= 10, (where, on_gated)
     assert on_gated[("pause", "illegal")] + on_gated[("resume", "illegal")] >= 10, (where, on_gated)
 
@@ -289,9 +313,16 @@ def _check_times(x: str, events: list[Any], calls: list[Call], starts: list[Star
     """A tool that began after an acknowledged pause (with no resume asked since) or after an
     acknowledged cancel belongs to a node that the log shows started before it (or to an undo)."""
     out = []
-    running_seq = {(e.node_id, (e.data or {}).get("attempt")): e.sequence for e in events if e.type == "node.running"}
+    running_seq = {
+        (e.node_id, (e.data or {}).get("attempt")): e.sequence
+        for e in events
+        if e.type == "node.running"
+    }
     paused_seqs = [e.sequence for e in events if e.type == "execution.paused"]
-    stop_seq = next((e.sequence for e in events if e.type in ("execution.cancelled", "execution.compensating")), None)
+    stop_seq = next(
+        (e.sequence for e in events if e.type in ("execution.cancelled", "execution.compensating")),
+        None,
+    )
     acked_pauses = [c for c in calls if c.action == "pause" and c.outcome == "ok"]
     # Acknowledged resumes, as (asked, answered): one answered after a pause was asked may
     # have been applied after it, even if asked before it was answered.
@@ -306,9 +337,13 @@ def _check_times(x: str, events: list[Any], calls: list[Call], starts: list[Star
             continue
         for c in acked_cancels:
             if s.at > c.returned and (stop_seq is None or seq > stop_seq):
-                out.append(f"{x}: {s.node_id} started {s.at - c.returned:.4f}s after a cancel was acknowledged")
+                out.append(
+                    f"{x}: {s.node_id} started {s.at - c.returned:.4f}s after a cancel was acknowledged"
+                )
         for c in acked_pauses:
-            if s.at <= c.returned or any(answered > c.issued and asked < s.at for asked, answered in resumes):
+            if s.at <= c.returned or any(
+                answered > c.issued and asked < s.at for asked, answered in resumes
+            ):
                 continue
             # Started in the log before the pause (its call began just after the ack)?
             before = [p for p in paused_seqs if p > seq]
@@ -331,7 +366,11 @@ def _check_end(x: str, final: Any, nodes: dict[str, Any], starts: list[Start]) -
         if node_id in TOOL_NODES and ran[node_id] > rec.attempt:
             out.append(f"{x}: {node_id} ran {ran[node_id]} times in {rec.attempt} attempts")
     if state is ExecutionState.SUCCEEDED:
-        bad = {n: r.state.value for n, r in nodes.items() if n in TOOL_NODES and r.state is not NodeState.SUCCEEDED}
+        bad = {
+            n: r.state.value
+            for n, r in nodes.items()
+            if n in TOOL_NODES and r.state is not NodeState.SUCCEEDED
+        }
         if bad or set(TOOL_NODES) - set(nodes):
             out.append(f"{x}: SUCCEEDED with nodes {bad or sorted(set(TOOL_NODES) - set(nodes))}")
     if state is ExecutionState.COMPENSATED:

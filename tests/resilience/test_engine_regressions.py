@@ -75,11 +75,16 @@ async def _until(predicate, timeout: float = 30.0) -> None:
 
 
 async def _node_is(engine: Engine, execution_id: str, node_id: str, state: str) -> bool:
-    return any(n.node_id == node_id and n.state.value == state for n in await engine.get_nodes(execution_id))
+    return any(
+        n.node_id == node_id and n.state.value == state
+        for n in await engine.get_nodes(execution_id)
+    )
 
 
 async def _has_event(engine: Engine, execution_id: str, type_: str, node_id: str) -> bool:
-    return any(e.type == type_ and e.node_id == node_id for e in await engine.list_events(execution_id))
+    return any(
+        e.type == type_ and e.node_id == node_id for e in await engine.list_events(execution_id)
+    )
 
 
 async def _finishing_during_the_read(action: str):
@@ -89,9 +94,11 @@ async def _finishing_during_the_read(action: str):
     engine = Engine(store, tools=default_tools(), agents=default_agents())
     await engine.start()
     try:
-        await engine.create_workflow(load_workflow(
-            "name: short\nnodes:\n  - {id: a, tool: {name: core.sleep, args: {seconds: 0.3}}}\n"
-        ))
+        await engine.create_workflow(
+            load_workflow(
+                "name: short\nnodes:\n  - {id: a, tool: {name: core.sleep, args: {seconds: 0.3}}}\n"
+            )
+        )
         ex = await engine.start_execution("short", {})
         await _until(lambda: _has_event(engine, ex.id, "node.running", "a"))  # RUNNING
         store.stale_next()  # the execution ends while the call's read is in flight
@@ -134,8 +141,9 @@ async def test_pause_stops_map_items_from_starting() -> None:
     engine = Engine(MemoryStore(), tools=default_tools(), agents=default_agents())
     await engine.start()
     try:
-        await engine.create_workflow(load_workflow(
-            """
+        await engine.create_workflow(
+            load_workflow(
+                """
 name: fan
 nodes:
   - id: m
@@ -144,7 +152,8 @@ nodes:
       max_concurrency: 1
       node: {tool: {name: core.sleep, args: {seconds: 0.05}}}
 """
-        ))
+            )
+        )
         ex = await engine.start_execution("fan", {"xs": [1, 2, 3, 4, 5, 6]})
         await _until(lambda: _has_event(engine, ex.id, "node.running", "m[0]"))
         assert (await engine.pause(ex.id)).state is ExecutionState.PAUSED
@@ -194,7 +203,9 @@ class _Gate(Tool):
 
 
 @pytest.mark.parametrize("second", ["resume", "pause"])
-async def test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alone(second: str) -> None:
+async def test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alone(
+    second: str,
+) -> None:
     store = MemoryStore()
     gate = _Gate()
 
@@ -230,7 +241,7 @@ async def test_pause_or_resume_racing_a_compensating_cancel_leaves_the_saga_alon
         if restarted is not None:
             await restarted.stop(grace=0)
     types = [e.type for e in events]
-    after = types[types.index("execution.compensating") + 1:]
+    after = types[types.index("execution.compensating") + 1 :]
     assert "execution.running" not in after and "execution.paused" not in after, (results, types)
     assert mid.state is ExecutionState.COMPENSATING, results
     assert final.state is ExecutionState.COMPENSATED
@@ -240,8 +251,9 @@ async def test_resume_racing_a_compensating_cancel_starts_no_map_items() -> None
     engine = Engine(MemoryStore(), tools=default_tools(), agents=default_agents())
     await engine.start()
     try:
-        await engine.create_workflow(load_workflow(
-            """
+        await engine.create_workflow(
+            load_workflow(
+                """
 name: fan-saga
 nodes:
   - id: a
@@ -254,7 +266,8 @@ nodes:
       max_concurrency: 1
       node: {tool: {name: core.sleep, args: {seconds: 0.05}}}
 """
-        ))
+            )
+        )
         ex = await engine.start_execution("fan-saga", {"xs": list(range(6))})
         await _until(lambda: _has_event(engine, ex.id, "node.running", "m[0]"))
         await engine.pause(ex.id)
@@ -265,7 +278,11 @@ nodes:
     finally:
         await engine.stop(grace=0)
     types = [e.type for e in events]
-    after = events[types.index("execution.compensating"):]
-    started = [e.node_id for e in after if e.type == "node.running" and not e.node_id.endswith(".compensate")]
+    after = events[types.index("execution.compensating") :]
+    started = [
+        e.node_id
+        for e in after
+        if e.type == "node.running" and not e.node_id.endswith(".compensate")
+    ]
     assert started == [], f"forward work during the saga: {started}"
     assert final.state is ExecutionState.COMPENSATED

@@ -113,30 +113,69 @@ class Case:
 
 
 CASES = [
-    Case("resume a running execution", lambda e: e.running(),
-         lambda e, x: e.stub.ResumeExecution(es.ResumeExecutionRequest(name=name(x))), "RUNNING"),
-    Case("pause a finished execution", lambda e: e.finished("quick"),
-         lambda e, x: e.stub.PauseExecution(es.PauseExecutionRequest(name=name(x))), "SUCCEEDED"),
-    Case("cancel a finished execution", lambda e: e.finished("quick"),
-         lambda e, x: e.stub.CancelExecution(es.CancelExecutionRequest(name=name(x))), "SUCCEEDED"),
-    Case("signal a finished execution", lambda e: e.finished("quick"),
-         lambda e, x: e.stub.SignalExecution(es.SignalExecutionRequest(name=name(x), signal="go")),
-         "SUCCEEDED"),
-    Case("rerun a running execution", lambda e: e.running(),
-         lambda e, x: e.stub.RerunExecution(es.RerunExecutionRequest(name=name(x))), "RUNNING"),
+    Case(
+        "resume a running execution",
+        lambda e: e.running(),
+        lambda e, x: e.stub.ResumeExecution(es.ResumeExecutionRequest(name=name(x))),
+        "RUNNING",
+    ),
+    Case(
+        "pause a finished execution",
+        lambda e: e.finished("quick"),
+        lambda e, x: e.stub.PauseExecution(es.PauseExecutionRequest(name=name(x))),
+        "SUCCEEDED",
+    ),
+    Case(
+        "cancel a finished execution",
+        lambda e: e.finished("quick"),
+        lambda e, x: e.stub.CancelExecution(es.CancelExecutionRequest(name=name(x))),
+        "SUCCEEDED",
+    ),
+    Case(
+        "signal a finished execution",
+        lambda e: e.finished("quick"),
+        lambda e, x: e.stub.SignalExecution(es.SignalExecutionRequest(name=name(x), signal="go")),
+        "SUCCEEDED",
+    ),
+    Case(
+        "rerun a running execution",
+        lambda e: e.running(),
+        lambda e, x: e.stub.RerunExecution(es.RerunExecutionRequest(name=name(x))),
+        "RUNNING",
+    ),
     # More of the table: other final states, and the paused one.
-    Case("pause a paused execution", lambda e: e.paused(),
-         lambda e, x: e.stub.PauseExecution(es.PauseExecutionRequest(name=name(x))), "PAUSED"),
-    Case("rerun a paused execution", lambda e: e.paused(),
-         lambda e, x: e.stub.RerunExecution(es.RerunExecutionRequest(name=name(x))), "PAUSED"),
-    Case("resume a failed execution", lambda e: e.finished("broken"),
-         lambda e, x: e.stub.ResumeExecution(es.ResumeExecutionRequest(name=name(x))), "FAILED"),
-    Case("cancel with compensation a compensated execution", lambda e: e.finished("saga"),
-         lambda e, x: e.stub.CancelExecution(es.CancelExecutionRequest(name=name(x), compensate=True)),
-         "COMPENSATED"),
-    Case("signal a compensated execution", lambda e: e.finished("saga"),
-         lambda e, x: e.stub.SignalExecution(es.SignalExecutionRequest(name=name(x), signal="go")),
-         "COMPENSATED"),
+    Case(
+        "pause a paused execution",
+        lambda e: e.paused(),
+        lambda e, x: e.stub.PauseExecution(es.PauseExecutionRequest(name=name(x))),
+        "PAUSED",
+    ),
+    Case(
+        "rerun a paused execution",
+        lambda e: e.paused(),
+        lambda e, x: e.stub.RerunExecution(es.RerunExecutionRequest(name=name(x))),
+        "PAUSED",
+    ),
+    Case(
+        "resume a failed execution",
+        lambda e: e.finished("broken"),
+        lambda e, x: e.stub.ResumeExecution(es.ResumeExecutionRequest(name=name(x))),
+        "FAILED",
+    ),
+    Case(
+        "cancel with compensation a compensated execution",
+        lambda e: e.finished("saga"),
+        lambda e, x: e.stub.CancelExecution(
+            es.CancelExecutionRequest(name=name(x), compensate=True)
+        ),
+        "COMPENSATED",
+    ),
+    Case(
+        "signal a compensated execution",
+        lambda e: e.finished("saga"),
+        lambda e, x: e.stub.SignalExecution(es.SignalExecutionRequest(name=name(x), signal="go")),
+        "COMPENSATED",
+    ),
 ]
 
 
@@ -163,7 +202,9 @@ async def test_illegal_transition(env: Env, case: Case) -> None:
     infos = [i for i in (_unpack(d, error_details_pb2.ErrorInfo) for d in status.details) if i]
     assert [(i.reason, i.domain) for i in infos] == [("ILLEGAL_TRANSITION", "agentrun")]
     assert infos[0].metadata["current_state"] == case.state
-    failures = [f for f in (_unpack(d, error_details_pb2.PreconditionFailure) for d in status.details) if f]
+    failures = [
+        f for f in (_unpack(d, error_details_pb2.PreconditionFailure) for d in status.details) if f
+    ]
     violations = [v for f in failures for v in f.violations]
     assert [v.type for v in violations] == ["STATE"]
     assert case.state in violations[0].description

@@ -73,7 +73,9 @@ def snapshot(db: Path, ledger: Path) -> Snapshot:
     compensating = 0
     if db.exists():
         with sqlite3.connect(db) as conn:
-            for execution, node, state in conn.execute("select execution_id, node_id, state from nodes"):
+            for execution, node, state in conn.execute(
+                "select execution_id, node_id, state from nodes"
+            ):
                 if node.endswith(".compensate"):
                     if state == "SUCCEEDED":
                         committed.add(f"{execution}/{node.removesuffix('.compensate')}/compensate")
@@ -107,7 +109,9 @@ class CrashRun:
     kills: int = 0
 
 
-def crash_loop(tmp_path: Path, *, executions: int, kills: int, seed: int, stagger: float) -> CrashRun:
+def crash_loop(
+    tmp_path: Path, *, executions: int, kills: int, seed: int, stagger: float
+) -> CrashRun:
     rng = random.Random(seed)
     run = CrashRun(tmp_path / "agentrun.db", tmp_path / "ledger.txt")
     for k in range(kills):
@@ -121,7 +125,11 @@ def crash_loop(tmp_path: Path, *, executions: int, kills: int, seed: int, stagge
                 # Just after an undo began: mid-compensation, maybe between refund and commit.
                 seen = _undo_starts(run.ledger)
                 deadline = time.monotonic() + 5
-                while _undo_starts(run.ledger) == seen and time.monotonic() < deadline and proc.poll() is None:
+                while (
+                    _undo_starts(run.ledger) == seen
+                    and time.monotonic() < deadline
+                    and proc.poll() is None
+                ):
                     time.sleep(0.005)
                 time.sleep(rng.uniform(0.0, 0.15))
             if proc.poll() is not None:
@@ -136,8 +144,19 @@ def crash_loop(tmp_path: Path, *, executions: int, kills: int, seed: int, stagge
         run.snapshots.append(snapshot(run.db, run.ledger))
     # The last restart, left alone to the end.
     final = subprocess.run(
-        [sys.executable, str(DRIVER), str(run.db), str(run.ledger), str(executions), str(seed), str(stagger)],
-        check=False, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            str(DRIVER),
+            str(run.db),
+            str(run.ledger),
+            str(executions),
+            str(seed),
+            str(stagger),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert final.returncode == 0 and "finished" in final.stdout, final.stderr[-3000:]
     return run
@@ -148,7 +167,9 @@ def check(run: CrashRun, executions: int) -> dict[str, int]:
         rows = conn.execute("select id, workflow, state from executions").fetchall()
         nodes = {
             (e, n): (s, order)
-            for e, n, s, order in conn.execute("select execution_id, node_id, state, completed_order from nodes")
+            for e, n, s, order in conn.execute(
+                "select execution_id, node_id, state, completed_order from nodes"
+            )
         }
         events = collections.defaultdict(list)
         for e, seq, type_, node in conn.execute(
@@ -171,7 +192,9 @@ def check(run: CrashRun, executions: int) -> dict[str, int]:
             if nodes.get((execution, node), ("",))[0] != "COMPENSATED":
                 problems.append(f"{execution}: {node} is {nodes.get((execution, node))}")
             if nodes.get((execution, f"{node}.compensate"), ("",))[0] != "SUCCEEDED":
-                problems.append(f"{execution}: {node}.compensate is {nodes.get((execution, f'{node}.compensate'))}")
+                problems.append(
+                    f"{execution}: {node}.compensate is {nodes.get((execution, f'{node}.compensate'))}"
+                )
         if nodes.get((execution, "charge"), ("",))[0] != "FAILED":
             problems.append(f"{execution}: charge is {nodes.get((execution, 'charge'))}")
         if not events[execution] or events[execution][-1][1] != "execution.compensated":
@@ -214,7 +237,9 @@ def check(run: CrashRun, executions: int) -> dict[str, int]:
                 if type_ == "node.succeeded" and node and node.endswith(".compensate")
             ]
             if logged != expected:
-                problems.append(f"{execution} ({strategy}): events undo {logged}, expected {expected}")
+                problems.append(
+                    f"{execution} ({strategy}): events undo {logged}, expected {expected}"
+                )
 
     # Committed before a kill: never begun again.
     final_starts = collections.Counter(line.key for line in ledger if line.phase == "start")
@@ -226,8 +251,14 @@ def check(run: CrashRun, executions: int) -> dict[str, int]:
                     f"then began again ({final_starts[key]} in all)"
                 )
     # A repeat needs a kill between an undo's side effect and its commit: one per kill at most.
-    done_per_key = collections.Counter(line.key for line in ledger if line.phase == "done" and line.kind == "undo")
-    problems += [f"{key} applied {n} times in {run.kills} kills" for key, n in done_per_key.items() if n > run.kills + 1]
+    done_per_key = collections.Counter(
+        line.key for line in ledger if line.phase == "done" and line.kind == "undo"
+    )
+    problems += [
+        f"{key} applied {n} times in {run.kills} kills"
+        for key, n in done_per_key.items()
+        if n > run.kills + 1
+    ]
     assert not problems, "\n".join(problems[:40])
     return {
         "kills": run.kills,

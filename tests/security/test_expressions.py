@@ -38,7 +38,9 @@ def _run(harness: Harness, source: str, input: Any) -> Any:
     assert created.code == OK, str(created)
     started = harness.start(name, input)
     assert started.code == OK, str(started)
-    return harness.wait_final(started.response(es.StartExecutionResponse).execution.name, timeout=60)
+    return harness.wait_final(
+        started.response(es.StartExecutionResponse).execution.name, timeout=60
+    )
 
 
 def _failed_with(execution: Any) -> tuple[str, str]:
@@ -53,11 +55,16 @@ COSTLY = [
     ("input.l.map(x, x)", {"l": list(range(5_000))}),
     (" + ".join(["input.s"] * 100), {"s": "s" * 900_000}),
     ("input.s.matches(input.p)", {"s": "a" * 500_000, "p": "(a|aa)*b" * 500}),
-    ("input.m.exists(k, input.m[k] in input.l)", {"m": {str(i): i for i in range(3000)}, "l": list(range(3000))}),
+    (
+        "input.m.exists(k, input.m[k] in input.l)",
+        {"m": {str(i): i for i in range(3000)}, "l": list(range(3000))},
+    ),
 ]
 
 
-@pytest.mark.parametrize(("expr", "input"), COSTLY, ids=["quadratic-in", "map-5000", "concat-chain", "regex", "map-keys"])
+@pytest.mark.parametrize(
+    ("expr", "input"), COSTLY, ids=["quadratic-in", "map-5000", "concat-chain", "regex", "map-keys"]
+)
 def test_a_costly_expression_fails_its_node_without_stalling_the_server(
     harness: Harness, expr: str, input: Any
 ) -> None:
@@ -76,7 +83,9 @@ def test_the_100_mb_map_fails_and_the_executions_stay_readable(harness: Harness)
         {"l": list(range(2_000)), "s": "s" * 50_000},
     )
     _failed_with(execution)
-    got = harness.call(EX + "GetExecution", es.GetExecutionRequest(name=execution.name, include_nodes=True))
+    got = harness.call(
+        EX + "GetExecution", es.GetExecutionRequest(name=execution.name, include_nodes=True)
+    )
     assert got.code == OK, str(got)
     listed = harness.call(EX + "ListExecutions", es.ListExecutionsRequest(page_size=1000))
     assert listed.code == OK, str(listed)
@@ -87,13 +96,18 @@ def test_an_oversize_output_fails_with_output_too_large(harness: Harness) -> Non
     execution = _run(harness, _pass(_name("big"), "input.s + input.s"), {"s": "s" * 600_000})
     kind, message = _failed_with(execution)
     assert kind == "output_too_large" and "the limit is 1048576 bytes" in message, message
-    got = harness.call(EX + "GetExecution", es.GetExecutionRequest(name=execution.name, include_nodes=True))
+    got = harness.call(
+        EX + "GetExecution", es.GetExecutionRequest(name=execution.name, include_nodes=True)
+    )
     assert got.code == OK and len(got.responses[0]) < 1024 * 1024, str(got)
 
 
 def test_an_oversize_input_and_signal_data_are_refused(harness: Harness) -> None:
     hold = _name("hold")
-    assert harness.create_workflow(f"name: {hold}\nnodes:\n  - {{id: w, wait: {{signal: go}}}}\n").code == OK
+    assert (
+        harness.create_workflow(f"name: {hold}\nnodes:\n  - {{id: w, wait: {{signal: go}}}}\n").code
+        == OK
+    )
     refused = harness.start(hold, {"s": "s" * (1024 * 1024 + 1)})
     assert refused.code == INVALID and refused.fields == ["input"], str(refused)
     started = harness.start(hold, {})
@@ -101,7 +115,9 @@ def test_an_oversize_input_and_signal_data_are_refused(harness: Harness) -> None
     request = es.SignalExecutionRequest(name=name, signal="go")
     request.data.string_value = "s" * (1024 * 1024 + 1)
     signalled = harness.call(EX + "SignalExecution", request)
-    assert signalled.code == INVALID and "data_limits.signal_bytes" in signalled.message, str(signalled)
+    assert signalled.code == INVALID and "data_limits.signal_bytes" in signalled.message, str(
+        signalled
+    )
     harness.call(EX + "CancelExecution", es.CancelExecutionRequest(name=name))
 
 
@@ -113,7 +129,9 @@ ENCODINGS = [e for e in SCOPE_ENCODINGS if "input." not in e]
 
 @pytest.mark.parametrize("expr", ENCODINGS)
 @pytest.mark.parametrize("where", ["pass", "tool"])
-def test_a_transformed_or_stored_secret_is_refused_at_validation(harness: Harness, expr: str, where: str) -> None:
+def test_a_transformed_or_stored_secret_is_refused_at_validation(
+    harness: Harness, expr: str, where: str
+) -> None:
     name = _name("leak")
     if where == "pass":
         source = _pass(name, expr)
@@ -158,7 +176,9 @@ def test_a_canary_sent_where_secrets_belong_reaches_no_response_log_or_row(
     execution = _run(harness, source, {"url": "https://x.test/p"})
     assert ex_pb.Execution.State.Name(execution.state) == "STATE_SUCCEEDED", execution
     assert harness.events(execution.name).code == OK
-    got = harness.call(EX + "GetExecution", es.GetExecutionRequest(name=execution.name, include_nodes=True))
+    got = harness.call(
+        EX + "GetExecution", es.GetExecutionRequest(name=execution.name, include_nodes=True)
+    )
     assert b"Bearer [REDACTED]" in got.responses[0]
     hits = {needle: harness.scan(needle) for _, needle in _encodings(CANARY)}
     assert {k: v for k, v in hits.items() if v} == {}
@@ -167,7 +187,9 @@ def test_a_canary_sent_where_secrets_belong_reaches_no_response_log_or_row(
 # -- item 8: unknown functions, SQL templates ---------------------------------------------------
 
 
-@pytest.mark.parametrize("call", ["exec('id')", "__import__('os')", "open('/etc/passwd')", "input.x.system()"])
+@pytest.mark.parametrize(
+    "call", ["exec('id')", "__import__('os')", "open('/etc/passwd')", "input.x.system()"]
+)
 def test_an_unknown_function_is_refused_with_its_path(harness: Harness, call: str) -> None:
     refused = harness.create_workflow(_pass(_name("fn"), call))
     assert refused.code == INVALID, str(refused)

@@ -60,7 +60,7 @@ def test_quadratic_filter_over_10000_ints_fails_its_node_and_health_keeps_answer
     with Client(served.address) as client, HealthProbe(served) as probe:
         client.create_workflow(
             source="name: quadratic\nnodes:\n"
-            "  - id: a\n    pass: {value: \"${{ size(input.l.filter(x, x in input.l)) }}\"}\n"
+            '  - id: a\n    pass: {value: "${{ size(input.l.filter(x, x in input.l)) }}"}\n'
         )
         execution = client.start_execution("quadratic", {"l": list(range(10_000))})
         done = client.wait(execution, timeout=60)
@@ -97,7 +97,9 @@ async def test_list_and_get_stay_within_the_answer_limit() -> None:
     from tests.server.conftest import make_engine
 
     engine = await make_engine()
-    server = AgentrunServer(engine, ServerConfig.load(env={}, max_send_message_bytes=4 * 1024 * 1024))
+    server = AgentrunServer(
+        engine, ServerConfig.load(env={}, max_send_message_bytes=4 * 1024 * 1024)
+    )
     await server.start("127.0.0.1:0")
     try:
         async with AsyncClient(f"127.0.0.1:{server.port}", api_key="") as client:

@@ -96,8 +96,12 @@ class Rig:
         tools = default_tools()
         tools.register(self.tool)
         self.generation += 1
-        self.engine = Engine(self.store, tools=tools, agents=default_agents(),
-                             config=EngineConfig(replica_id=f"r{self.generation}", lease_seconds=2, seed=5))
+        self.engine = Engine(
+            self.store,
+            tools=tools,
+            agents=default_agents(),
+            config=EngineConfig(replica_id=f"r{self.generation}", lease_seconds=2, seed=5),
+        )
         await self.engine.start()
         self.server = AgentrunServer(self.engine, ServerConfig.load(env={}))
         await self.server.start("127.0.0.1:0")
@@ -130,7 +134,11 @@ async def until_state(client: AsyncClient, execution: str, state: ExecutionState
 
 
 async def paused_events(client: AsyncClient, execution: str) -> list[dict[str, Any]]:
-    return [e.data for e in [e async for e in client.list_execution_events(execution)] if e.type == "execution.paused"]
+    return [
+        e.data
+        for e in [e async for e in client.list_execution_events(execution)]
+        if e.type == "execution.paused"
+    ]
 
 
 async def test_spent_retries_pause_and_a_resume_starts_a_fresh_count(rig: Rig) -> None:
@@ -149,7 +157,10 @@ async def test_spent_retries_pause_and_a_resume_starts_a_fresh_count(rig: Rig) -
     # Still broken: the resumed node gets its two attempts again (3 and 4), then pauses again.
     await client.resume_execution(execution)
     async with asyncio.timeout(60):
-        while len(rig.tool.calls) < 4 or (await client.get_execution(execution)).state is not ExecutionState.PAUSED:
+        while (
+            len(rig.tool.calls) < 4
+            or (await client.get_execution(execution)).state is not ExecutionState.PAUSED
+        ):
             await asyncio.sleep(0.02)
     assert [a for a, _ in rig.tool.calls] == [1, 2, 3, 4]
     assert len(await paused_events(client, execution)) == 2
@@ -170,7 +181,9 @@ async def test_an_open_breaker_pauses_at_once(rig: Rig) -> None:
     paused = await until_state(client, execution, ExecutionState.PAUSED)
     assert paused.error is not None and paused.error.type == "circuit_open"
     assert len(rig.tool.calls) == 1  # the second attempt met the open breaker: no more spent
-    nodes = {n.node_id: n for n in (await client.get_execution(execution, include_nodes=True)).nodes}
+    nodes = {
+        n.node_id: n for n in (await client.get_execution(execution, include_nodes=True)).nodes
+    }
     assert nodes["charge"].attempt == 2 and nodes["charge"].error is not None
 
 
@@ -218,7 +231,9 @@ async def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Async
         server.drop_all()
 
 
-async def test_paused_on_a_node_survives_a_restart_and_resumes_with_new_args(durable_store: SqlStore) -> None:
+async def test_paused_on_a_node_survives_a_restart_and_resumes_with_new_args(
+    durable_store: SqlStore,
+) -> None:
     rig = Rig(durable_store, Flaky())
     client = await rig.start()
     try:
@@ -328,30 +343,54 @@ async def test_bulk_pause_resume_cancel_by_filter(any_rig: Rig) -> None:
     # A second pause is refused per execution, with the state it found.
     again = [o async for o in client.control_executions("pause", workflow="batch")]
     assert len(again) == 5 and not any(o.done for o in again)
-    assert {o.reason for o in again} == {"ILLEGAL_TRANSITION"} and {o.state for o in again} == {ExecutionState.PAUSED}
+    assert {o.reason for o in again} == {"ILLEGAL_TRANSITION"} and {o.state for o in again} == {
+        ExecutionState.PAUSED
+    }
 
     # One call is one bounded page, with a token for the rest.
     stub = client.execution_service
-    first = await stub.ControlExecutions(es_pb.ControlExecutionsRequest(
-        action=es_pb.ControlExecutionsRequest.ACTION_RESUME, filter='workflow = "batch" AND state = PAUSED', page_size=3))
-    assert len(first.outcomes) == 3 and first.next_page_token and all(o.done for o in first.outcomes)
-    rest = await stub.ControlExecutions(es_pb.ControlExecutionsRequest(
-        action=es_pb.ControlExecutionsRequest.ACTION_RESUME, filter='workflow = "batch" AND state = PAUSED',
-        page_size=3, page_token=first.next_page_token))
+    first = await stub.ControlExecutions(
+        es_pb.ControlExecutionsRequest(
+            action=es_pb.ControlExecutionsRequest.ACTION_RESUME,
+            filter='workflow = "batch" AND state = PAUSED',
+            page_size=3,
+        )
+    )
+    assert (
+        len(first.outcomes) == 3 and first.next_page_token and all(o.done for o in first.outcomes)
+    )
+    rest = await stub.ControlExecutions(
+        es_pb.ControlExecutionsRequest(
+            action=es_pb.ControlExecutionsRequest.ACTION_RESUME,
+            filter='workflow = "batch" AND state = PAUSED',
+            page_size=3,
+            page_token=first.next_page_token,
+        )
+    )
     assert len(rest.outcomes) == 2 and not rest.next_page_token
     for execution in ids:
         assert (await client.get_execution(execution)).state is ExecutionState.WAITING
 
-    cancelled = [o async for o in client.control_executions("cancel", workflow="batch", states=["WAITING"])]
-    assert len(cancelled) == 5 and all(o.done and o.state is ExecutionState.CANCELLED for o in cancelled)
+    cancelled = [
+        o async for o in client.control_executions("cancel", workflow="batch", states=["WAITING"])
+    ]
+    assert len(cancelled) == 5 and all(
+        o.done and o.state is ExecutionState.CANCELLED for o in cancelled
+    )
     assert (await client.get_execution(bystander)).state is ExecutionState.WAITING
 
     with pytest.raises(grpc.aio.AioRpcError) as no_filter:
-        await stub.ControlExecutions(es_pb.ControlExecutionsRequest(action=es_pb.ControlExecutionsRequest.ACTION_CANCEL))
-    assert no_filter.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "filter" in str(no_filter.value.details())
+        await stub.ControlExecutions(
+            es_pb.ControlExecutionsRequest(action=es_pb.ControlExecutionsRequest.ACTION_CANCEL)
+        )
+    assert no_filter.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "filter" in str(
+        no_filter.value.details()
+    )
     with pytest.raises(grpc.aio.AioRpcError) as no_action:
         await stub.ControlExecutions(es_pb.ControlExecutionsRequest(filter='workflow = "batch"'))
-    assert no_action.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "action" in str(no_action.value.details())
+    assert no_action.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "action" in str(
+        no_action.value.details()
+    )
 
 
 async def test_bad_on_exhausted_values_are_load_errors_naming_the_field(rig: Rig) -> None:
@@ -364,7 +403,9 @@ async def test_bad_on_exhausted_values_are_load_errors_naming_the_field(rig: Rig
     bad_kind = "name: y\nnodes:\n  - id: a\n    pass: {value: 1}\n    on_exhausted: pause\n"
     with pytest.raises(InvalidArgument) as kind:
         await client.create_workflow(source=bad_kind)
-    assert "nodes[0].on_exhausted" in str(kind.value) and "pass node cannot pause" in str(kind.value)
+    assert "nodes[0].on_exhausted" in str(kind.value) and "pass node cannot pause" in str(
+        kind.value
+    )
 
 
 CHILD = """

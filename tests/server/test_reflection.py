@@ -65,16 +65,23 @@ def test_grpcurl_calls_reflection_v1(served: ServerProcess) -> None:
     method = "grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
     listed = json.loads(grpcurl(served, method, data={"list_services": ""}))
     names = [s["name"] for s in listed["list_services_response"]["service"]]
-    assert "agentrun.v1.StateMachineService" in names and "grpc.reflection.v1.ServerReflection" in names
+    assert (
+        "agentrun.v1.StateMachineService" in names
+        and "grpc.reflection.v1.ServerReflection" in names
+    )
 
-    found = json.loads(grpcurl(served, method, data={"file_containing_symbol": "agentrun.v1.ErrorReason"}))
+    found = json.loads(
+        grpcurl(served, method, data={"file_containing_symbol": "agentrun.v1.ErrorReason"})
+    )
     files = _files(found)
     reason = files["agentrun/v1/error_reason.proto"]
     assert [e.name for e in reason.enum_type] == ["ErrorReason"]
     comments = [loc.leading_comments for loc in reason.source_code_info.location]
     assert any("ErrorReason lists the values" in c for c in comments)
 
-    missing = json.loads(grpcurl(served, method, data={"file_containing_symbol": "agentrun.v1.Nope"}))
+    missing = json.loads(
+        grpcurl(served, method, data={"file_containing_symbol": "agentrun.v1.Nope"})
+    )
     assert missing["error_response"]["error_code"] == grpc.StatusCode.NOT_FOUND.value[0]
     assert "agentrun.v1.Nope" in missing["error_response"]["error_message"]
 
@@ -103,8 +110,12 @@ def test_v1_stream_answers_every_kind_of_request(served: ServerProcess) -> None:
         )
     }
     # The file and every file it imports, transitively.
-    assert {"agentrun/v1/workflow_service.proto", "agentrun/v1/workflow.proto",
-            "google/protobuf/struct.proto", "google/protobuf/duration.proto"} <= set(service_file)
+    assert {
+        "agentrun/v1/workflow_service.proto",
+        "agentrun/v1/workflow.proto",
+        "google/protobuf/struct.proto",
+        "google/protobuf/duration.proto",
+    } <= set(service_file)
     assert service_file["agentrun/v1/workflow_service.proto"].source_code_info.location
     assert answers[1].file_descriptor_response.file_descriptor_proto
     assert answers[2].all_extension_numbers_response.base_type_name == "agentrun.v1.Edge"
@@ -132,7 +143,9 @@ def test_grpcurl_reads_and_prints_renamed_fields_by_their_file_words(served: Ser
         "nodes": [{"id": "a", "pass": {"value": 1}}, {"id": "b", "pass_node": {"value": 2}}],
         "edges": [{"from": "a", "to": "b"}],
     }
-    created = json.loads(grpcurl(served, "agentrun.v1.WorkflowService/CreateWorkflow", data={"spec": spec}))
+    created = json.loads(
+        grpcurl(served, "agentrun.v1.WorkflowService/CreateWorkflow", data={"spec": spec})
+    )
     printed = created["workflow"]["spec"]
     assert [n["pass"] for n in printed["nodes"]] == [{"value": 1}, {"value": 2}]
     assert printed["edges"] == [{"from": "a", "to": "b"}]

@@ -86,5 +86,7 @@ async def test_list_tools_pages_and_filters(client: AsyncClient) -> None:
     assert sleep.effect == pb.Tool.EFFECT_IDEMPOTENT
     core = await stub.ListTools(pb.ListToolsRequest(filter="core.", page_size=2))
     assert [t.name for t in core.tools] == ["core.echo", "core.fail"] and core.next_page_token
-    rest = await stub.ListTools(pb.ListToolsRequest(filter="core.", page_size=2, page_token=core.next_page_token))
+    rest = await stub.ListTools(
+        pb.ListToolsRequest(filter="core.", page_size=2, page_token=core.next_page_token)
+    )
     assert [t.name for t in rest.tools] == ["core.sleep"] and not rest.next_page_token

@@ -27,8 +27,15 @@ STORED = {
             "pass": {"value": {"n": 1.0}},
             "retry": {"max_attempts": 2, "backoff": "BACKOFF_FIXED", "initial_interval": "0.500s"},
         },
-        {"id": "b", "pass": {"value": "${{ nodes.a.output.n + 1 }}"}, "export": {"n": "${{ output }}"}},
-        {"id": "c", "switch": {"cases": [{"when": "${{ vars.n == 2 }}", "goto": "d"}], "default": "d"}},
+        {
+            "id": "b",
+            "pass": {"value": "${{ nodes.a.output.n + 1 }}"},
+            "export": {"n": "${{ output }}"},
+        },
+        {
+            "id": "c",
+            "switch": {"cases": [{"when": "${{ vars.n == 2 }}", "goto": "d"}], "default": "d"},
+        },
         {"id": "d", "pass": {"value": 3}},
     ],
     "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}],
@@ -62,7 +69,9 @@ def test_a_stored_field_this_version_does_not_know_is_refused_with_its_path() ->
     assert isinstance(caught.value.diagnostics[0], Diagnostic)
 
 
-async def test_a_stored_spec_reads_and_runs_through_the_server(engine: Any, client: AsyncClient) -> None:
+async def test_a_stored_spec_reads_and_runs_through_the_server(
+    engine: Any, client: AsyncClient
+) -> None:
     await _store(engine, STORED)
     workflow = await client.get_workflow("stored")
     assert workflow.spec == STORED
@@ -76,7 +85,9 @@ async def test_a_damaged_stored_spec_is_an_invalid_workflow_naming_the_field(
 ) -> None:
     """Before: GetWorkflow answered the spec without the field it did not know (dropped
     silently) and StartExecution failed INTERNAL; now both say what is wrong and where."""
-    await _store(engine, {**STORED, "name": "damaged", "nodes": [{"id": "a", "pass": {}, "retries": 3}]})
+    await _store(
+        engine, {**STORED, "name": "damaged", "nodes": [{"id": "a", "pass": {}, "retries": 3}]}
+    )
     for call in (client.get_workflow("damaged"), client.start_execution("damaged", {})):
         with pytest.raises(e.InvalidWorkflow) as caught:
             await call

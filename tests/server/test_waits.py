@@ -87,7 +87,9 @@ async def tokens_of(client: AsyncClient, execution: Any) -> dict[str, str]:
 
 
 async def received(client: AsyncClient, execution: Any) -> list[dict[str, Any]]:
-    return [e.data async for e in client.list_execution_events(execution) if e.type == "signal.received"]
+    return [
+        e.data async for e in client.list_execution_events(execution) if e.type == "signal.received"
+    ]
 
 
 async def test_two_approvals_in_parallel_branches_each_answered_once(client: AsyncClient) -> None:
@@ -114,7 +116,10 @@ async def test_two_approvals_in_parallel_branches_each_answered_once(client: Asy
     done = await client.answer_wait(token=token, data={"approved": False, "by": "law"})
     final = await client.wait(done, timeout=30)
     assert final.state is ExecutionState.SUCCEEDED
-    assert final.output == {"legal": {"approved": False, "by": "law"}, "finance": {"approved": True, "by": "fin"}}
+    assert final.output == {
+        "legal": {"approved": False, "by": "law"},
+        "finance": {"approved": True, "by": "fin"},
+    }
 
     # Replays, by id or token, are refused and change nothing.
     for replay in (
@@ -140,7 +145,8 @@ async def test_ten_approvals_in_a_map_each_item_its_own(client: AsyncClient) -> 
     # Every page of the tenant's waits, three at a time, in (execution, item) order.
     paged = [w async for w in client.list_waits(page_size=3)]
     assert [w.wait_id for w in paged if w.execution_id == execution.id] == sorted(
-        (w.wait_id for w in waits), key=lambda i: int(i.split("[")[1].split("]")[0]))
+        (w.wait_id for w in waits), key=lambda i: int(i.split("[")[1].split("]")[0])
+    )
     tokens = await tokens_of(client, execution)
     by_index = {w.map_index: w for w in waits}
 
@@ -163,7 +169,9 @@ async def test_ten_approvals_in_a_map_each_item_its_own(client: AsyncClient) -> 
     assert len(answers) == 10 and len({a["wait_id"] for a in answers}) == 10
 
 
-async def test_an_earlier_attempts_answer_is_refused_and_not_applied_to_the_next(client: AsyncClient) -> None:
+async def test_an_earlier_attempts_answer_is_refused_and_not_applied_to_the_next(
+    client: AsyncClient,
+) -> None:
     await client.create_workflow(source=RETRIED)
     execution = await client.start_execution("retried", {})
     [first] = await waits_of(client, execution, 1)
@@ -193,7 +201,9 @@ async def test_an_answer_after_the_wait_ended_is_refused(client: AsyncClient) ->
     assert final.state is ExecutionState.FAILED  # timed out
     with pytest.raises(IllegalTransition):
         await client.answer_wait(wait, {"late": True})
-    nodes = {n.node_id: n for n in (await client.get_execution(execution, include_nodes=True)).nodes}
+    nodes = {
+        n.node_id: n for n in (await client.get_execution(execution, include_nodes=True)).nodes
+    }
     assert nodes["ask"].state is NodeState.FAILED and nodes["ask"].output is None
 
 
@@ -208,7 +218,9 @@ async def test_signal_execution_still_answers_by_name(client: AsyncClient) -> No
     await client.signal_execution(execution, "review", {"approved": False, "by": "second"})
     final = await client.wait(execution, timeout=30)
     assert final.output == [{"approved": True, "by": "first"}, {"approved": False, "by": "second"}]
-    refused = [e.data async for e in client.list_execution_events(execution) if e.type == "signal.refused"]
+    refused = [
+        e.data async for e in client.list_execution_events(execution) if e.type == "signal.refused"
+    ]
     assert len(refused) == 1 and "schema" in refused[0]["reason"]
 
 
@@ -232,13 +244,19 @@ async def test_waits_and_answers_stay_within_the_tenant(auth_server: Any) -> Non
     from agentrun.client import ExecutionNotFound
 
     address = f"127.0.0.1:{auth_server.port}"
-    async with AsyncClient(address, api_key="key-acme") as acme, AsyncClient(address, api_key="key-globex") as globex:
+    async with (
+        AsyncClient(address, api_key="key-acme") as acme,
+        AsyncClient(address, api_key="key-globex") as globex,
+    ):
         await acme.create_workflow(source=TIMED.replace("200ms", "60s"))
         execution = await acme.start_execution("timed", {})
         [wait] = await waits_of(acme, execution, 1)
         token = (await tokens_of(acme, execution))[wait.wait_id]
         assert [w async for w in globex.list_waits()] == []
-        for attempt in (globex.answer_wait(wait, {"x": 1}), globex.answer_wait(token=token, data={"x": 1})):
+        for attempt in (
+            globex.answer_wait(wait, {"x": 1}),
+            globex.answer_wait(token=token, data={"x": 1}),
+        ):
             with pytest.raises(ExecutionNotFound):
                 await attempt
         await acme.answer_wait(token=token, data={"ok": True})

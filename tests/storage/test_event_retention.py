@@ -16,21 +16,34 @@ def _id(created: float, tail: str) -> str:
     return f"{int(created * 1000):012x}{tail}"
 
 
-async def _execution(store: Store, created: float, tail: str, state: ExecutionState, ended: float | None) -> str:
+async def _execution(
+    store: Store, created: float, tail: str, state: ExecutionState, ended: float | None
+) -> str:
     record = ExecutionRecord(
-        id=_id(created, tail), tenant="t", workflow="w", version=1, state=ExecutionState.RUNNING,
-        input=None, created_at=created,
+        id=_id(created, tail),
+        tenant="t",
+        workflow="w",
+        version=1,
+        state=ExecutionState.RUNNING,
+        input=None,
+        created_at=created,
     )
-    await store.create_execution(record, events=[EventRecord(record.id, 1, "execution.pending", created)])
+    await store.create_execution(
+        record, events=[EventRecord(record.id, 1, "execution.pending", created)]
+    )
     record.state, record.ended_at, record.last_sequence = state, ended, 2
-    await store.commit(Batch(execution=record, events=[EventRecord(record.id, 2, "x", created + 1)]))
+    await store.commit(
+        Batch(execution=record, events=[EventRecord(record.id, 2, "x", created + 1)])
+    )
     return record.id
 
 
 async def test_old_ended_events_go_running_and_recent_stay(store: Store) -> None:
     # Partitions for the days around "then" first (PostgreSQL), as a running server has them.
     await store.maintain_events(now=NOW - 10 * DAY, retention_seconds=None)
-    old_done = await _execution(store, NOW - 10 * DAY, "aa", ExecutionState.SUCCEEDED, NOW - 10 * DAY + 5)
+    old_done = await _execution(
+        store, NOW - 10 * DAY, "aa", ExecutionState.SUCCEEDED, NOW - 10 * DAY + 5
+    )
     old_running = await _execution(store, NOW - 9 * DAY, "bb", ExecutionState.RUNNING, None)
     await store.maintain_events(now=NOW, retention_seconds=None)
     recent_done = await _execution(store, NOW - 60, "cc", ExecutionState.FAILED, NOW - 30)

@@ -34,8 +34,8 @@ def _inspect(conn: sa.Connection) -> tuple[list, list, str | None]:
             "compare_server_default": True,
             # PostgreSQL's event partitions (events_default, events_dYYYYMMDD) are storage
             # of the partitioned `events` table, not tables of their own.
-            "include_name": lambda name, type_, _parents: not (
-                type_ == "table" and name.startswith("events_")
+            "include_name": lambda name, type_, _parents: (
+                not (type_ == "table" and name.startswith("events_"))
             ),
         },
     )

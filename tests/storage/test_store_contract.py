@@ -516,25 +516,56 @@ async def test_consumed_signals_leave_the_buffer(store: Store) -> None:
 
 
 async def test_list_waits_finds_pending_signal_waits_of_the_tenant(store: Store) -> None:
-    ours, other, ended = await started(store), await started(store, execution(tenant="globex")), await started(store)
+    ours, other, ended = (
+        await started(store),
+        await started(store, execution(tenant="globex")),
+        await started(store),
+    )
 
-    def waiting(ex: ExecutionRecord, key: str, state: NodeState = NodeState.WAITING, wait: bool = True) -> NodeRecord:
-        record = {"id": f"{ex.id}/{key}/1", "signal": "approve", "since": T0, "token_sha256": "ab"} if wait else None
+    def waiting(
+        ex: ExecutionRecord, key: str, state: NodeState = NodeState.WAITING, wait: bool = True
+    ) -> NodeRecord:
+        record = (
+            {"id": f"{ex.id}/{key}/1", "signal": "approve", "since": T0, "token_sha256": "ab"}
+            if wait
+            else None
+        )
         return node(ex.id, key, state, attempt=1, wait=record)
 
-    await store.commit(Batch(nodes=[
-        waiting(ours, "m[10]"), waiting(ours, "m[2]"), waiting(ours, "ask"),
-        waiting(ours, "done", NodeState.SUCCEEDED),  # its wait ended
-        waiting(ours, "sleep", wait=False),  # a wait for a time, not a signal
-        waiting(other, "ask"), waiting(ended, "ask"),
-    ]))
+    await store.commit(
+        Batch(
+            nodes=[
+                waiting(ours, "m[10]"),
+                waiting(ours, "m[2]"),
+                waiting(ours, "ask"),
+                waiting(ours, "done", NodeState.SUCCEEDED),  # its wait ended
+                waiting(ours, "sleep", wait=False),  # a wait for a time, not a signal
+                waiting(other, "ask"),
+                waiting(ended, "ask"),
+            ]
+        )
+    )
     await store.commit(Batch(execution=execution(ended.id, state=ExecutionState.CANCELLED)))
     listed = await store.list_waits("acme", limit=10)
-    assert [(n.execution_id, n.node_id) for n in listed] == [(ours.id, "ask"), (ours.id, "m[10]"), (ours.id, "m[2]")]
-    assert listed[0].wait == {"id": f"{ours.id}/ask/1", "signal": "approve", "since": T0, "token_sha256": "ab"}
+    assert [(n.execution_id, n.node_id) for n in listed] == [
+        (ours.id, "ask"),
+        (ours.id, "m[10]"),
+        (ours.id, "m[2]"),
+    ]
+    assert listed[0].wait == {
+        "id": f"{ours.id}/ask/1",
+        "signal": "approve",
+        "since": T0,
+        "token_sha256": "ab",
+    }
     page = await store.list_waits("acme", limit=2, after=(ours.id, "ask"))
     assert [n.node_id for n in page] == ["m[10]", "m[2]"]
-    assert [n.node_id for n in await store.list_waits("acme", limit=10, execution_id=ours.id, after=(ours.id, "m[10]"))] == ["m[2]"]
+    assert [
+        n.node_id
+        for n in await store.list_waits(
+            "acme", limit=10, execution_id=ours.id, after=(ours.id, "m[10]")
+        )
+    ] == ["m[2]"]
     assert [n.execution_id for n in await store.list_waits("globex", limit=10)] == [other.id]
     assert await store.list_waits("acme", limit=10, execution_id=other.id) == []
 
@@ -709,8 +740,14 @@ async def test_bare_numbers_round_trip_exactly(store: Store, value: object) -> N
     instance_record = await store.instances.get_instance(instance.id)
     (entry,) = await store.instances.list_history(instance.id)
     got = [
-        stored.input, stored.output, stored_node.input, stored_node.output, event.data, sig.data,
-        instance_record.input, entry.event_data,
+        stored.input,
+        stored.output,
+        stored_node.input,
+        stored_node.output,
+        event.data,
+        sig.data,
+        instance_record.input,
+        entry.event_data,
     ]
     assert [(type(v), repr(v)) for v in got] == [(type(value), repr(value))] * len(got)
 
@@ -722,7 +759,9 @@ async def test_negative_zero_stays_a_float_zero(store: Store, backend: Backend) 
     record = execution()
     record.input = -0.0
     await store.create_execution(record)
-    await store.commit(Batch(nodes=[node(record.id, "a", output=[-0.0])], events=[ev(record.id, 1, data=-0.0)]))
+    await store.commit(
+        Batch(nodes=[node(record.id, "a", output=[-0.0])], events=[ev(record.id, 1, data=-0.0)])
+    )
     got = [
         (await store.get_execution(record.id)).input,
         (await store.get_nodes(record.id))[0].output[0],
@@ -736,13 +775,29 @@ async def _instance_with(store: Store, value: object) -> InstanceRecord:
     machines = store.instances
     await machines.open()
     instance = InstanceRecord(
-        id=f"in-{next(_ids):06d}", tenant="acme", workflow="wf", version=1,
-        state=InstanceState.ACTIVE, current="a", data={}, input=value, created_at=T0,
-        updated_at=T0, last_sequence=1, entry_sequence=1,
+        id=f"in-{next(_ids):06d}",
+        tenant="acme",
+        workflow="wf",
+        version=1,
+        state=InstanceState.ACTIVE,
+        current="a",
+        data={},
+        input=value,
+        created_at=T0,
+        updated_at=T0,
+        last_sequence=1,
+        entry_sequence=1,
     )
     entry = HistoryRecord(
-        instance.id, 1, EntryKind.CREATED, T0, event="start", event_id=None, event_data=value,
-        from_state="a", to_state="a",
+        instance.id,
+        1,
+        EntryKind.CREATED,
+        T0,
+        event="start",
+        event_id=None,
+        event_data=value,
+        from_state="a",
+        to_state="a",
     )
     await machines.create_instance(instance, [entry])
     return instance
@@ -762,8 +817,13 @@ async def test_a_batch_repeating_a_sequence_fails_whole(
 
 async def test_unknown_execution_is_a_key_error(store: Store) -> None:
     ghost = ExecutionRecord(
-        id="ghost", tenant="t", workflow="w", version=1, state=ExecutionState.RUNNING,
-        input=None, created_at=T0,
+        id="ghost",
+        tenant="t",
+        workflow="w",
+        version=1,
+        state=ExecutionState.RUNNING,
+        input=None,
+        created_at=T0,
     )
     with pytest.raises(KeyError):
         await store.commit(Batch(execution=ghost))
@@ -794,7 +854,9 @@ async def test_claims_take_free_or_expired_leases_and_bump_the_epoch(store: Stor
     taken = await store.claim_executions("r2", lease_seconds=10, now=T0 + 20, limit=1)
     assert [(c.id, c.owner, c.lease_epoch) for c in taken] == [(a.id, "r2", 3)]
     assert await store.renew_leases("r1", lease_seconds=10, now=T0 + 20) == {b.id}
-    assert done.id not in {c.id for c in await store.claim_executions("r3", lease_seconds=1, now=T0 + 99)}
+    assert done.id not in {
+        c.id for c in await store.claim_executions("r3", lease_seconds=1, now=T0 + 99)
+    }
 
 
 async def test_fenced_commit_is_refused_after_the_lease_moved(store: Store) -> None:
@@ -808,7 +870,9 @@ async def test_fenced_commit_is_refused_after_the_lease_moved(store: Store) -> N
     assert theirs.lease_epoch == 2
     with pytest.raises(LeaseLost):
         await store.commit(
-            Batch(execution=mine, nodes=[node(ex.id, "stale")], events=[ev(ex.id, 2)], fence=("r1", 1))
+            Batch(
+                execution=mine, nodes=[node(ex.id, "stale")], events=[ev(ex.id, 2)], fence=("r1", 1)
+            )
         )
     assert await store.get_nodes(ex.id) == []
     assert [e.sequence for e in await store.list_events(ex.id)] == [1]

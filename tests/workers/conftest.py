@@ -38,7 +38,9 @@ def server_config() -> ServerConfig:
 async def served(server_config: ServerConfig) -> AsyncIterator[Served]:
     store = MemoryStore()
     tools = default_tools()
-    engine = Engine(store, tools=tools, agents=default_agents(tools=tools), config=EngineConfig(replica_id="r1"))
+    engine = Engine(
+        store, tools=tools, agents=default_agents(tools=tools), config=EngineConfig(replica_id="r1")
+    )
     workers = Workers(store, tools, replica="r1", config=FAST)
     server = AgentrunServer(engine, server_config, workers=workers)
     await store.open()

@@ -48,20 +48,27 @@ async def test_a_workflow_calls_a_python_workers_tool(served: Served) -> None:
     worker = served.worker(max_concurrent_calls=2, labels={"region": "eu"})
     seen: list[Call] = []
 
-    @worker.tool("shop.price", args_schema={"type": "object", "required": ["sku"]},
-                 result_schema={"type": "object", "required": ["price"]}, idempotent=True)
+    @worker.tool(
+        "shop.price",
+        args_schema={"type": "object", "required": ["sku"]},
+        result_schema={"type": "object", "required": ["price"]},
+        idempotent=True,
+    )
     async def price(args: dict[str, Any], call: Call) -> dict[str, Any]:
         seen.append(call)
         return {"price": len(args["sku"]) * 10, "sku": args["sku"]}
 
     await serve(worker)
-    await workflow(served, """
+    await workflow(
+        served,
+        """
 name: pricing
 nodes:
   - id: quote
     timeout: 30s
     tool: {name: shop.price, args: {sku: "${{ input.sku }}"}, labels: {region: eu}}
-""")
+""",
+    )
     started = await served.client.start_execution("pricing", {"sku": "abc"})
     done = await served.client.wait(started, timeout=20)
     assert done.state is ExecutionState.SUCCEEDED, done.error
@@ -72,7 +79,9 @@ nodes:
     assert call.labels == {"region": "eu"} and call.deadline is not None
 
 
-async def test_a_sync_function_runs_in_a_thread_and_its_typed_error_is_final(served: Served) -> None:
+async def test_a_sync_function_runs_in_a_thread_and_its_typed_error_is_final(
+    served: Served,
+) -> None:
     worker = served.worker()
     attempts: list[int] = []
 
@@ -84,27 +93,38 @@ async def test_a_sync_function_runs_in_a_thread_and_its_typed_error_is_final(ser
         raise ToolError("payments.busy", "try later", retry_after=0.01)
 
     await serve(worker)
-    await workflow(served, """
+    await workflow(
+        served,
+        """
 name: pay
 nodes:
   - id: charge
     retry: {max_attempts: 3, initial_interval: 10ms}
     tool: {name: pay.charge, args: {amount: "${{ input.amount }}"}}
-""")
-    final = await served.client.wait(await served.client.start_execution("pay", {"amount": 500}), timeout=20)
+""",
+    )
+    final = await served.client.wait(
+        await served.client.start_execution("pay", {"amount": 500}), timeout=20
+    )
     assert final.state is ExecutionState.FAILED
     assert final.error is not None and final.error.type == "payments.declined"
     assert attempts == [1]  # retryable: false ends it whatever the policy
     attempts.clear()
-    final = await served.client.wait(await served.client.start_execution("pay", {"amount": 5}), timeout=20)
+    final = await served.client.wait(
+        await served.client.start_execution("pay", {"amount": 5}), timeout=20
+    )
     assert final.error is not None and final.error.type == "payments.busy"
     assert attempts == [1, 2, 3]  # the policy's three attempts
 
 
-async def test_a_result_that_breaks_the_result_schema_fails_the_node_naming_tool_and_path(served: Served) -> None:
+async def test_a_result_that_breaks_the_result_schema_fails_the_node_naming_tool_and_path(
+    served: Served,
+) -> None:
     worker = served.worker()
 
-    @worker.tool("shop.stock", result_schema={"type": "object", "properties": {"count": {"type": "integer"}}})
+    @worker.tool(
+        "shop.stock", result_schema={"type": "object", "properties": {"count": {"type": "integer"}}}
+    )
     async def stock(args: Any) -> dict[str, Any]:
         return {"count": "many"}
 
@@ -127,7 +147,9 @@ async def test_a_call_waits_ready_for_a_worker_and_runs_when_one_connects(served
     task = await serve(first)
     first.stop()
     await task  # the tool stays declared; nobody serves it now
-    await workflow(served, "name: waits\nnodes:\n  - {id: e, tool: {name: slow.echo, args: {x: 1}}}\n")
+    await workflow(
+        served, "name: waits\nnodes:\n  - {id: e, tool: {name: slow.echo, args: {x: 1}}}\n"
+    )
     started = await served.client.start_execution("waits", {})
 
     async def ready() -> bool:
@@ -148,9 +170,15 @@ async def test_the_node_timeout_fires_while_no_worker_serves_the_tool(served: Se
     task = await serve(worker)
     worker.stop()
     await task
-    await workflow(served, "name: lonely\nnodes:\n  - {id: t, timeout: 300ms, tool: {name: lonely.tool}}\n")
+    await workflow(
+        served, "name: lonely\nnodes:\n  - {id: t, timeout: 300ms, tool: {name: lonely.tool}}\n"
+    )
     final = await served.client.wait(await served.client.start_execution("lonely", {}), timeout=20)
-    assert final.state is ExecutionState.FAILED and final.error is not None and final.error.type == "timeout"
+    assert (
+        final.state is ExecutionState.FAILED
+        and final.error is not None
+        and final.error.type == "timeout"
+    )
     calls = await served.workers.repo.waiting(final.id)
     assert calls == []  # the call was withdrawn, no worker will get it
 
@@ -160,12 +188,15 @@ async def test_labels_route_calls_to_the_workers_that_offer_them(served: Served)
     for w, where in ((us, "us"), (eu, "eu")):
         w.tool("geo.where")(_answers(where))
         await serve(w)
-    await workflow(served, """
+    await workflow(
+        served,
+        """
 name: geo
 nodes:
   - {id: e, tool: {name: geo.where, labels: {region: eu}}}
   - {id: u, tool: {name: geo.where, labels: {region: us}}}
-""")
+""",
+    )
     for _ in range(3):
         final = await served.client.wait(await served.client.start_execution("geo", {}), timeout=20)
         assert final.output == {"e": "eu", "u": "us"}
@@ -179,7 +210,10 @@ async def test_bad_labels_on_a_node_are_a_validation_error_naming_the_field(serv
     from agentrun.client.errors import AgentrunError
 
     with pytest.raises(AgentrunError) as caught:
-        await workflow(served, "name: bad\nnodes:\n  - {id: t, tool: {name: core.echo, labels: {Region: eu, zone: ''}}}\n")
+        await workflow(
+            served,
+            "name: bad\nnodes:\n  - {id: t, tool: {name: core.echo, labels: {Region: eu, zone: ''}}}\n",
+        )
     text = str(caught.value)
     assert "nodes[0].tool.labels.Region" in text and "nodes[0].tool.labels.zone" in text
 
@@ -199,15 +233,20 @@ async def test_a_worker_never_gets_more_calls_than_its_slots(served: Served) -> 
         return args["i"] * 2
 
     await serve(worker)
-    await workflow(served, """
+    await workflow(
+        served,
+        """
 name: fan
 nodes:
   - id: m
     map:
       items: "${{ input.items }}"
       node: {tool: {name: work.slow, args: {i: "${{ item }}"}}}
-""")
-    final = await served.client.wait(await served.client.start_execution("fan", {"items": list(range(20))}), timeout=30)
+""",
+    )
+    final = await served.client.wait(
+        await served.client.start_execution("fan", {"items": list(range(20))}), timeout=30
+    )
     assert final.state is ExecutionState.SUCCEEDED
     assert final.output == {"m": [i * 2 for i in range(20)]}
     assert peak == worker.stats.max_in_flight == 3
@@ -224,11 +263,14 @@ async def test_a_disconnected_workers_call_is_retried_on_another_worker(served: 
 
     healthy.tool("job.run", idempotent=True)(lambda args, call: {"attempt": call.attempt})
     stuck_task = await serve(stuck)
-    await workflow(served, """
+    await workflow(
+        served,
+        """
 name: job
 nodes:
   - {id: j, retry: {max_attempts: 3, initial_interval: 10ms}, tool: {name: job.run}}
-""")
+""",
+    )
     started = await served.client.start_execution("job", {})
     await asyncio.wait_for(entered.wait(), 10)
     await serve(healthy)
@@ -251,11 +293,14 @@ async def test_an_irreversible_tool_is_not_retried_when_its_worker_is_lost(serve
         await asyncio.sleep(3600)
 
     task = await serve(worker)
-    await workflow(served, """
+    await workflow(
+        served,
+        """
 name: transfer
 nodes:
   - {id: t, retry: {max_attempts: 5, initial_interval: 10ms}, tool: {name: bank.transfer}}
-""")
+""",
+    )
     started = await served.client.start_execution("transfer", {})
     await asyncio.wait_for(entered.wait(), 10)
     worker.stop()
@@ -268,7 +313,9 @@ nodes:
 
 
 async def test_list_workers_shows_tools_labels_and_load(served: Served) -> None:
-    worker = served.worker(max_concurrent_calls=5, labels={"region": "eu"}, display_name="box-1", version="2.1")
+    worker = served.worker(
+        max_concurrent_calls=5, labels={"region": "eu"}, display_name="box-1", version="2.1"
+    )
     release = asyncio.Event()
 
     @worker.tool("list.me", description="waits", args_schema={"type": "object"})
@@ -302,7 +349,12 @@ async def test_list_workers_shows_tools_labels_and_load(served: Served) -> None:
     ("tools", "slots", "field", "words"),
     [
         ([pb.WorkerTool(name="")], 1, "register.tools[0].name", "is required"),
-        ([pb.WorkerTool(name="a.b"), pb.WorkerTool(name="a.b")], 1, "register.tools[1].name", "twice"),
+        (
+            [pb.WorkerTool(name="a.b"), pb.WorkerTool(name="a.b")],
+            1,
+            "register.tools[1].name",
+            "twice",
+        ),
         ([pb.WorkerTool(name="core.echo")], 1, "register.tools[0].name", "server itself"),
         ([pb.WorkerTool(name="bad name")], 1, "register.tools[0].name", "dotted words"),
         ([pb.WorkerTool(name="a.b")], 0, "register.max_concurrent_calls", "between 1 and"),
@@ -318,7 +370,12 @@ async def test_bad_registrations_are_invalid_argument_naming_the_field(
 async def test_a_bad_schema_is_invalid_argument_naming_the_schema_field(served: Served) -> None:
     tool = pb.WorkerTool(name="a.b")
     tool.result_schema.update({"type": "not-a-type"})
-    await _refused(served, pb.RegisterWorker(tools=[tool], max_concurrent_calls=1), "register.tools[0].result_schema.type", "JSON Schema")
+    await _refused(
+        served,
+        pb.RegisterWorker(tools=[tool], max_concurrent_calls=1),
+        "register.tools[0].result_schema.type",
+        "JSON Schema",
+    )
 
 
 async def _refused(served: Served, registration: pb.RegisterWorker, field: str, words: str) -> None:
@@ -326,7 +383,9 @@ async def _refused(served: Served, registration: pb.RegisterWorker, field: str, 
     from grpc_status import rpc_status
 
     async with grpc.aio.insecure_channel(served.address) as channel:
-        stream = pb_grpc.WorkerServiceStub(channel).Connect(iter([pb.ConnectRequest(register=registration)]))
+        stream = pb_grpc.WorkerServiceStub(channel).Connect(
+            iter([pb.ConnectRequest(register=registration)])
+        )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for _ in stream:
                 pass
@@ -343,7 +402,9 @@ async def _refused(served: Served, registration: pb.RegisterWorker, field: str, 
     assert field in fields
 
 
-async def test_the_python_library_raises_worker_refused_for_a_bad_registration(served: Served) -> None:
+async def test_the_python_library_raises_worker_refused_for_a_bad_registration(
+    served: Served,
+) -> None:
     worker = served.worker(max_concurrent_calls=0)
     worker.tool("fine.name")(lambda args: args)
     with pytest.raises(WorkerRefused) as caught:
@@ -374,7 +435,9 @@ async def test_sigterm_style_drain_lets_running_calls_answer(served: Served) -> 
 
 
 @pytest.mark.timeout(180)
-async def test_a_thousand_calls_across_four_workers_keep_their_slots_and_the_items_order(served: Served) -> None:
+async def test_a_thousand_calls_across_four_workers_keep_their_slots_and_the_items_order(
+    served: Served,
+) -> None:
     running: dict[int, int] = {}
     peaks: dict[int, int] = {}
     workers = [served.worker(max_concurrent_calls=4) for _ in range(4)]
@@ -389,18 +452,25 @@ async def test_a_thousand_calls_across_four_workers_keep_their_slots_and_the_ite
 
         w.tool("work.double")(double)
         await serve(w)
-    await workflow(served, """
+    await workflow(
+        served,
+        """
 name: thousand
 nodes:
   - id: m
     map:
       items: "${{ input.items }}"
       node: {tool: {name: work.double, args: {i: "${{ item }}"}}}
-""")
-    final = await served.client.wait(await served.client.start_execution("thousand", {"items": list(range(1000))}), timeout=150)
+""",
+    )
+    final = await served.client.wait(
+        await served.client.start_execution("thousand", {"items": list(range(1000))}), timeout=150
+    )
     assert final.state is ExecutionState.SUCCEEDED, final.error
     results = final.output["m"]
-    assert [r["i"] for r in results] == list(range(1000)) and all(r["twice"] == 2 * r["i"] for r in results)
+    assert [r["i"] for r in results] == list(range(1000)) and all(
+        r["twice"] == 2 * r["i"] for r in results
+    )
     assert len({r["worker"] for r in results}) == 4  # every worker served some
     assert max(peaks.values()) <= 4 and all(w.stats.max_in_flight <= 4 for w in workers)
     assert sum(w.stats.calls for w in workers) == 1000
@@ -423,4 +493,9 @@ async def test_progress_reported_by_a_worker_becomes_a_node_event(served: Served
     events = [e async for e in served.client.list_execution_events(started)]
     progress = [e for e in events if e.type == "tool.progress"]
     assert len(progress) == 1 and progress[0].node_id == "j"
-    assert progress[0].data == {"tool": "long.job", "progress": 1, "total": 3, "message": "first third"}
+    assert progress[0].data == {
+        "tool": "long.job",
+        "progress": 1,
+        "total": 3,
+        "message": "first third",
+    }

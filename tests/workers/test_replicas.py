@@ -104,14 +104,18 @@ class Cluster:
         }
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def python_worker(self, name: str, replica: str = "b") -> tuple[subprocess.Popen[bytes], Events]:
+    def python_worker(
+        self, name: str, replica: str = "b"
+    ) -> tuple[subprocess.Popen[bytes], Events]:
         events = Events(self.tmp / f"{name}.events")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         address = self.replicas[replica].address
         with open(self.tmp / f"{name}.log", "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, str(HERE / "worker_process.py"), address, str(events.path), "4"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.processes.append(process)
         until(lambda: events.of("registered"), f"{name} registered")
@@ -121,11 +125,15 @@ class Cluster:
     def node_worker(self, replica: str = "b") -> tuple[subprocess.Popen[bytes], Events]:
         node = shutil.which("node")
         if node is None or not (POLYGLOT / "node_modules" / "@grpc" / "grpc-js").exists():
-            pytest.skip("node or tests/polyglot/node_modules missing (scripts/ensure-test-tools.sh)")
+            pytest.skip(
+                "node or tests/polyglot/node_modules missing (scripts/ensure-test-tools.sh)"
+            )
         events = Events(self.tmp / "node.events")
         with open(events.path, "wb") as out:
             process = subprocess.Popen(
-                [node, str(POLYGLOT / "worker.js"), self.replicas[replica].address], stdout=out, stderr=subprocess.STDOUT
+                [node, str(POLYGLOT / "worker.js"), self.replicas[replica].address],
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         self.processes.append(process)
         until(lambda: events.of("registered"), "the Node.js worker registered")
@@ -136,8 +144,14 @@ class Cluster:
         """Waits until `replica` has heard of `tool` (a registration on the other replica
         reaches it by the store's notification, or its periodic reload)."""
         with Client(self.replicas[replica].address, api_key="") as client:
-            source = f"name: probe\nnodes:\n  - {{id: p, tool: {{name: {tool}, args: {{text: x}}}}}}\n"
-            until(lambda: client.validate_workflow(source=source).valid, f"{replica} to know {tool}", timeout=30)
+            source = (
+                f"name: probe\nnodes:\n  - {{id: p, tool: {{name: {tool}, args: {{text: x}}}}}}\n"
+            )
+            until(
+                lambda: client.validate_workflow(source=source).valid,
+                f"{replica} to know {tool}",
+                timeout=30,
+            )
 
     def stop(self) -> None:
         for process in self.processes:
@@ -173,7 +187,11 @@ def cluster(tmp_path: Path, pg: PgServer) -> Iterator[Cluster]:
 
 def workers_on(address: str) -> list[pb.Worker]:
     with grpc.insecure_channel(address) as channel:
-        return list(pb_grpc.WorkerServiceStub(channel).ListWorkers(pb.ListWorkersRequest(), timeout=10).workers)
+        return list(
+            pb_grpc.WorkerServiceStub(channel)
+            .ListWorkers(pb.ListWorkersRequest(), timeout=10)
+            .workers
+        )
 
 
 def node_succeeded_counts(client: Client, execution_id: str) -> dict[str, int]:
@@ -184,7 +202,9 @@ def node_succeeded_counts(client: Client, execution_id: str) -> dict[str, int]:
     return counts
 
 
-def test_python_and_node_workers_on_replica_b_serve_an_execution_replica_a_runs(cluster: Cluster) -> None:
+def test_python_and_node_workers_on_replica_b_serve_an_execution_replica_a_runs(
+    cluster: Cluster,
+) -> None:
     _, py_events = cluster.python_worker("py1")
     _, node_events = cluster.node_worker()
     a = cluster.replicas["a"]
@@ -195,14 +215,21 @@ def test_python_and_node_workers_on_replica_b_serve_an_execution_replica_a_runs(
         started = client.start_execution("polyglot-tools", {"text": "hello", "stall": 0})
         final = client.wait(started, timeout=60)
         assert final.state is ExecutionState.SUCCEEDED, final.error
-        nodes = {n.node_id: n.output for n in client.get_execution(started, include_nodes=True).nodes}
-        assert nodes["shout"]["upper"] == "HELLO" and nodes["shout"]["pid"] == py_events.of("registered")[0]["pid"]
+        nodes = {
+            n.node_id: n.output for n in client.get_execution(started, include_nodes=True).nodes
+        }
+        assert (
+            nodes["shout"]["upper"] == "HELLO"
+            and nodes["shout"]["pid"] == py_events.of("registered")[0]["pid"]
+        )
         assert final.output == {"mirror": nodes["mirror"]}
         assert nodes["mirror"]["reversed"] == "OLLEH" and nodes["mirror"]["worker"] == "node"
         assert node_succeeded_counts(client, started.id) == {"shout": 1, "mirror": 1}
     (py_call,) = py_events.of("call")
     (node_call,) = node_events.of("call")
-    assert py_call["key"] == f"{started.id}/shout/1" and node_call["key"] == f"{started.id}/mirror/1"
+    assert (
+        py_call["key"] == f"{started.id}/shout/1" and node_call["key"] == f"{started.id}/mirror/1"
+    )
     # A ran the execution; B's workers did the calls: the lease was A's throughout.
     assert _owner(a, started.id) == "a"
 
@@ -239,7 +266,11 @@ def test_a_worker_killed_mid_call_has_its_call_retried_on_another_worker(cluster
         assert final.state is ExecutionState.SUCCEEDED, final.error
         (call,) = second_events.of("call")
         assert call["attempt"] == 2 and call["key"] == f"{started.id}/shout/2"
-        assert final.output["shout"] == {"upper": "KILL", "pid": second_events.of("registered")[0]["pid"], "attempt": 2}
+        assert final.output["shout"] == {
+            "upper": "KILL",
+            "pid": second_events.of("registered")[0]["pid"],
+            "attempt": 2,
+        }
         assert node_succeeded_counts(client, started.id) == {"shout": 1}
         retried = [e for e in client.list_execution_events(started.id) if e.type == "node.retrying"]
         assert len(retried) == 1 and "worker_lost" in json.dumps(retried[0].data)
@@ -262,12 +293,17 @@ def test_a_stopped_workers_late_answer_is_refused_and_never_applied(cluster: Clu
         assert final.output["shout"]["pid"] == second_events.of("registered")[0]["pid"]
         first.send_signal(signal.SIGCONT)  # wakes past its sleep: answers attempt 1 late
         (refused,) = until(lambda: first_events.of("refused"), "the late answer refused")
-        assert refused["call_id"] == call["call_id"] and refused["reason"] in ("lease_lost", "unknown_call")
+        assert refused["call_id"] == call["call_id"] and refused["reason"] in (
+            "lease_lost",
+            "unknown_call",
+        )
         assert first_events.of("answer")  # it did answer; the server did not apply it
         time.sleep(1.0)  # anything the late answer could have changed has happened by now
         again = client.get_execution(started.id, include_nodes=True)
         assert again.state is ExecutionState.SUCCEEDED and again.output == final.output
-        applied_twice = [n for n, count in node_succeeded_counts(client, started.id).items() if count > 1]
+        applied_twice = [
+            n for n, count in node_succeeded_counts(client, started.id).items() if count > 1
+        ]
         assert applied_twice == []
         (node,) = again.nodes
         assert node.attempt == 2 and node.output == final.output["shout"]
@@ -293,7 +329,10 @@ def test_bad_registrations_are_invalid_argument_naming_the_field(
 ) -> None:
     with grpc.insecure_channel(cluster.replicas["b"].address) as channel:
         stream = pb_grpc.WorkerServiceStub(channel).Connect(
-            iter([pb.ConnectRequest(register=pb.RegisterWorker(tools=tools, max_concurrent_calls=1))]), timeout=20
+            iter(
+                [pb.ConnectRequest(register=pb.RegisterWorker(tools=tools, max_concurrent_calls=1))]
+            ),
+            timeout=20,
         )
         with pytest.raises(grpc.RpcError) as caught:
             list(stream)

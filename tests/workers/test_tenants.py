@@ -19,7 +19,9 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def server_config() -> ServerConfig:
-    return ServerConfig.load(env={}, api_keys=[ApiKey("key-a", "acme", name="a"), ApiKey("key-g", "globex", name="g")])
+    return ServerConfig.load(
+        env={}, api_keys=[ApiKey("key-a", "acme", name="a"), ApiKey("key-g", "globex", name="g")]
+    )
 
 
 async def test_calls_reach_only_the_workers_of_the_executions_tenant(served: Served) -> None:
@@ -28,7 +30,10 @@ async def test_calls_reach_only_the_workers_of_the_executions_tenant(served: Ser
     task = asyncio.ensure_future(acme.run())
     await asyncio.wait_for(acme.connected.wait(), 10)
     source = "name: look\nnodes:\n  - {id: l, timeout: 1s, tool: {name: crm.lookup}}\n"
-    async with AsyncClient(served.address, api_key="key-a") as a, AsyncClient(served.address, api_key="key-g") as g:
+    async with (
+        AsyncClient(served.address, api_key="key-a") as a,
+        AsyncClient(served.address, api_key="key-g") as g,
+    ):
         await a.create_workflow(source=source)
         await g.create_workflow(source=source)  # the name is known to every tenant's workflows
         mine = await a.wait(await a.start_execution("look", {}), timeout=20)
@@ -51,7 +56,10 @@ async def test_another_tenants_workers_may_not_take_a_tool_name(served: Served) 
     globex.tool("crm.owned")(lambda args: args)
     with pytest.raises(WorkerRefused) as caught:
         await asyncio.wait_for(globex.run(), 10)
-    assert "register.tools[0].name" in caught.value.details and "another tenant" in caught.value.details
+    assert (
+        "register.tools[0].name" in caught.value.details
+        and "another tenant" in caught.value.details
+    )
     acme.stop()
     await task
 
@@ -62,5 +70,3 @@ async def test_a_worker_without_a_key_is_unauthenticated(served: Served) -> None
     with pytest.raises(WorkerRefused) as caught:
         await asyncio.wait_for(anonymous.run(), 10)
     assert caught.value.code.name == "UNAUTHENTICATED"
-
-

@@ -54,7 +54,14 @@ async def test_a_function_gets_the_call_only_when_it_asks_for_it(fn: Any, expect
 
 def test_values_round_trip_with_integers_kept() -> None:
     value = {"n": 3, "f": 2.5, "s": "x", "b": True, "none": None, "list": [1, {"k": [2.0]}]}
-    assert from_value(to_value(value)) == {"n": 3, "f": 2.5, "s": "x", "b": True, "none": None, "list": [1, {"k": [2]}]}
+    assert from_value(to_value(value)) == {
+        "n": 3,
+        "f": 2.5,
+        "s": "x",
+        "b": True,
+        "none": None,
+        "list": [1, {"k": [2]}],
+    }
     with pytest.raises(ValueError):
         to_value(float("nan"))
     with pytest.raises(TypeError):

@@ -27,7 +27,9 @@ slots = int(sys.argv[3]) if len(sys.argv) > 3 else 4
 
 def event(kind: str, **data: Any) -> None:
     with open(events_file, "a") as out:
-        out.write(json.dumps({"event": kind, "pid": os.getpid(), "time": time.time(), **data}) + "\n")
+        out.write(
+            json.dumps({"event": kind, "pid": os.getpid(), "time": time.time(), **data}) + "\n"
+        )
 
 
 class Refusals(logging.Handler):
@@ -46,14 +48,24 @@ worker = Worker(address.split(","), max_concurrent_calls=slots, display_name=f"p
 @worker.tool(
     "py.upper",
     description="Upper-cases text (a Python worker process)",
-    args_schema={"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+    args_schema={
+        "type": "object",
+        "required": ["text"],
+        "properties": {"text": {"type": "string"}},
+    },
     result_schema={"type": "object", "required": ["upper"]},
     idempotent=True,
 )
 def upper(args: dict[str, Any], call: Call) -> dict[str, Any]:
     # A sync tool (the library runs it in a thread): a withdrawn call still runs to its end
     # and answers, as a tool that cannot be interrupted would.
-    event("call", call_id=call.call_id, key=call.idempotency_key, attempt=call.attempt, node=call.node_id)
+    event(
+        "call",
+        call_id=call.call_id,
+        key=call.idempotency_key,
+        attempt=call.attempt,
+        node=call.node_id,
+    )
     if call.attempt == 1 and args.get("stall_first"):
         time.sleep(float(args["stall_first"]))
     event("answer", call_id=call.call_id, attempt=call.attempt)

@@ -54,7 +54,9 @@ async def run_call(run: DagRun, call: Call) -> None:
     run.post(Done(key, attempt, ok, value))
 
 
-async def _invoke(run: DagRun, step: StepPlan, act: dict[str, Any], ctx: CallContext, key: TaskKey, attempt: int) -> Any:
+async def _invoke(
+    run: DagRun, step: StepPlan, act: dict[str, Any], ctx: CallContext, key: TaskKey, attempt: int
+) -> Any:
     # The arguments an operator gave a node resumed from `on_exhausted: pause`.
     rec = run.fold.records.get(key.text) if key.is_node else None
     given, args = False, None
@@ -69,9 +71,16 @@ async def _invoke(run: DagRun, step: StepPlan, act: dict[str, Any], ctx: CallCon
         assert step.value is not None
         return step.value.evaluate(act)
     if step.kind == "workflow":
-        child_input = args if given else step.workflow_input.evaluate(act) if step.workflow_input else {}
+        child_input = (
+            args if given else step.workflow_input.evaluate(act) if step.workflow_input else {}
+        )
         record = run.fold.record
         return await run.host.run_child(
-            parent_id=record.id, tenant=record.tenant, key=key.text, attempt=attempt, step=step, input=child_input
+            parent_id=record.id,
+            tenant=record.tenant,
+            key=key.text,
+            attempt=attempt,
+            step=step,
+            input=child_input,
         )
     raise AssertionError(step.kind)

@@ -204,7 +204,10 @@ class Fold:
             case DeadlineReached():
                 self.finish(
                     ExecutionState.TIMED_OUT,
-                    error={"type": "timeout", "message": f"execution exceeded its timeout of {self.plan.timeout}s"},
+                    error={
+                        "type": "timeout",
+                        "message": f"execution exceeded its timeout of {self.plan.timeout}s",
+                    },
                 )
             case Pause(ack) | Resume(ack) if self.saga.active:
                 # Compensating: the saga runs to its end; pause and resume have nothing to act on.
@@ -218,7 +221,9 @@ class Fold:
                 if self.paused:
                     self.paused = False
                     resumed = self.handlers.resume_paused(override)
-                    self.journal.execution_state(ExecutionState.RUNNING, {"resumed_nodes": resumed} if resumed else None)
+                    self.journal.execution_state(
+                        ExecutionState.RUNNING, {"resumed_nodes": resumed} if resumed else None
+                    )
                     self.maps.refill_all()
                 self._ack(ack)
             case Cancel(ack, compensate):
@@ -237,7 +242,9 @@ class Fold:
                 if type_ == "agent.usage" and isinstance(data, dict):
                     # Counted on the call's record, the node's (a map item's, a fallback's) and the execution.
                     owner = self.records.get(key.node)
-                    self.journal.add_usage(data, self.record_of(key), None if key.is_node else owner)
+                    self.journal.add_usage(
+                        data, self.record_of(key), None if key.is_node else owner
+                    )
                 self.journal.event(type_, str(key), sizes.bound_event(type_, data))
             case BreakerChanged(name, state):
                 self.journal.event(f"breaker.{state}", None, {"name": name, "state": state})
@@ -266,7 +273,12 @@ class Fold:
         elif self.handlers.escalated:
             self.journal.execution_state(ExecutionState.ESCALATED)
         elif (
-            self.calls or self.to_launch or graph.ready or self.retrying or self.gate.gated or self.maps.busy
+            self.calls
+            or self.to_launch
+            or graph.ready
+            or self.retrying
+            or self.gate.gated
+            or self.maps.busy
         ):
             self.journal.execution_state(ExecutionState.RUNNING)
         elif self.waits.waiting or self.timers:
@@ -348,7 +360,9 @@ class Fold:
                 return
             except Exception as exc:  # a bug here must fail the node, not stop the loop
                 log.exception("inline node %s of %s failed unexpectedly", node.id, self.id)
-                self.attempt_failed(node, rec, error_dict("internal", f"{type(exc).__name__}: {exc}"))
+                self.attempt_failed(
+                    node, rec, error_dict("internal", f"{type(exc).__name__}: {exc}")
+                )
                 return
             self.succeeded(node, rec, value)
         else:
@@ -377,7 +391,9 @@ class Fold:
         """The node's call succeeded with `raw`: its `output` transform and `export`, then the
         node is decided and its edges with it."""
         try:
-            output, new_vars, too_large = node_output(node, raw, self.activation, rec.attempt, self.record.vars)
+            output, new_vars, too_large = node_output(
+                node, raw, self.activation, rec.attempt, self.record.vars
+            )
         except ExpressionError as exc:
             self.node_failed(node, rec, expression_failure(exc))
             return
@@ -391,7 +407,9 @@ class Fold:
         rec.error = None
         rec.ended_at = self.clock()
         self.graph.decided(rec)
-        self.journal.node_state(rec, NodeState.SUCCEEDED, {"attempt": rec.attempt, "output": output})
+        self.journal.node_state(
+            rec, NodeState.SUCCEEDED, {"attempt": rec.attempt, "output": output}
+        )
         self.graph.decide_edges(node.id, True)
 
     def attempt_failed(self, node: NodePlan, rec: NodeRecord, err: dict[str, Any]) -> None:
@@ -399,14 +417,19 @@ class Fold:
         rec.error = err
         # After a resume from `on_exhausted: pause` the policy counts attempts afresh.
         counted = rec.attempt - (rec.exhausted or {}).get("base", 0)
-        delay = next_retry(self.handlers.policy(node, err["type"]), node.step, counted, err, self.rng)
+        delay = next_retry(
+            self.handlers.policy(node, err["type"]), node.step, counted, err, self.rng
+        )
         if node.on_exhausted == "pause" and err["type"] == "circuit_open":
             delay = None  # retrying into an open breaker only spends the attempts: pause at once
         if delay is not None and (
-            node.total_timeout is None or self.clock() + delay - (rec.started_at or 0) < node.total_timeout
+            node.total_timeout is None
+            or self.clock() + delay - (rec.started_at or 0) < node.total_timeout
         ):
             rec.wake_at = self.clock() + delay
-            self.journal.node_state(rec, NodeState.RETRYING, {"attempt": rec.attempt, "error": err, "delay": delay})
+            self.journal.node_state(
+                rec, NodeState.RETRYING, {"attempt": rec.attempt, "error": err, "delay": delay}
+            )
             self.retrying.add(node.id)
             key = TaskKey.of(node.id)
             self.arm_timer(key, delay, RetryDue(key))
@@ -430,7 +453,11 @@ class Fold:
         except ExpressionError as exc:
             self.finish(
                 ExecutionState.FAILED,
-                error={"type": "expression_error", "message": exc.message, "details": {"path": exc.path}},
+                error={
+                    "type": "expression_error",
+                    "message": exc.message,
+                    "details": {"path": exc.path},
+                },
             )
             return
         too_large = sizes.output_error("the execution's output", output)
@@ -447,7 +474,9 @@ class Fold:
         self.cancel_all(detach=False)
         self.record.error = error
         self.record.ended_at = self.clock()
-        self.journal.execution_state(state, {"error": error} if error else {"output": self.record.output})
+        self.journal.execution_state(
+            state, {"error": error} if error else {"output": self.record.output}
+        )
 
     def cancel_all(self, *, detach: bool) -> None:
         """Cancels running calls and timers; unless detaching (shutdown), records it."""

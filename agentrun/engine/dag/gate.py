@@ -46,7 +46,13 @@ class Gate:
         gating = self.gating
         bucket = node.rate_limit or None
         # The tool or provider called ("" for a child workflow), for per-target limits.
-        target = "" if step is None else step.tool.name if step.tool is not None else (step.provider.name if step.provider else "")
+        target = (
+            ""
+            if step is None
+            else step.tool.name
+            if step.tool is not None
+            else (step.provider.name if step.provider else "")
+        )
         if bucket is None and gating.bindings:
             bucket = gating.bindings.get(target)
         budgeted = step if gating.budgeted(step) else None

@@ -45,16 +45,24 @@ class Handlers:
         execution fails."""
         fold = self.fold
         handler = self.plan.handler_for(node.id, err["type"]) if self.plan.handlers else None
-        if (handler is None or handler.action == "retry") and node.on_exhausted == "pause" and err["type"] != "cancelled":
+        if (
+            (handler is None or handler.action == "retry")
+            and node.on_exhausted == "pause"
+            and err["type"] != "cancelled"
+        ):
             self._pause_on(node, rec, err)
         elif handler is None or handler.action == "retry":
             fold.node_failed(node, rec, err)
         elif handler.action == "skip":
             rec.error = err
             try:
-                output = handler.output.evaluate(
-                    fold.activation(handler.output.names, handler.output.node_refs)
-                ) if handler.output is not None else None
+                output = (
+                    handler.output.evaluate(
+                        fold.activation(handler.output.names, handler.output.node_refs)
+                    )
+                    if handler.output is not None
+                    else None
+                )
             except ExpressionError as exc:
                 fold.node_failed(node, rec, expression_failure(exc))
                 return
@@ -78,7 +86,9 @@ class Handlers:
         fold = self.fold
         rec.error = err
         rec.exhausted = {"paused": True, "attempt": rec.attempt}
-        fold.journal.node_state(rec, NodeState.READY, {"attempt": rec.attempt, "error": err, "paused": True})
+        fold.journal.node_state(
+            rec, NodeState.READY, {"attempt": rec.attempt, "error": err, "paused": True}
+        )
         fold.graph.push_ready(node)
         self.paused_on.add(node.id)
         if fold.record.error is None:
@@ -86,7 +96,9 @@ class Handlers:
             fold.journal.execution_changed()
         if not fold.paused:
             fold.paused = True
-            fold.journal.execution_state(ExecutionState.PAUSED, {"reason": "node_exhausted", "node": node.id, "error": err})
+            fold.journal.execution_state(
+                ExecutionState.PAUSED, {"reason": "node_exhausted", "node": node.id, "error": err}
+            )
 
     def resume_paused(self, override: dict[str, Any] | None) -> list[str]:
         """On resume: each node paused on starts over with a fresh attempt count (and its
@@ -107,7 +119,9 @@ class Handlers:
         return resumed
 
     # ------------------------------------------------------------ fallback
-    def start_fallback(self, node: NodePlan, rec: NodeRecord, handler: HandlerPlan, err: dict[str, Any] | None) -> None:
+    def start_fallback(
+        self, node: NodePlan, rec: NodeRecord, handler: HandlerPlan, err: dict[str, Any] | None
+    ) -> None:
         """Runs the handler's step in the node's place; the node stays RUNNING meanwhile."""
         fold = self.fold
         key = TaskKey(node.id, role=Role.FALLBACK)
@@ -115,7 +129,9 @@ class Handlers:
         frec.attempt += 1
         frec.started_at = fold.clock()
         rec.error = err
-        fold.journal.node_state(frec, NodeState.RUNNING, {"attempt": frec.attempt, "replaces_error": err})
+        fold.journal.node_state(
+            frec, NodeState.RUNNING, {"attempt": frec.attempt, "replaces_error": err}
+        )
         assert handler.fallback is not None
         fold.launch(Call(key, node, handler.fallback, frec.attempt))
 
@@ -138,7 +154,9 @@ class Handlers:
             fold.node_failed(node, rec, value)
 
     # ---------------------------------------------------------- escalation
-    def _escalate(self, node: NodePlan, rec: NodeRecord, handler: HandlerPlan, err: dict[str, Any]) -> None:
+    def _escalate(
+        self, node: NodePlan, rec: NodeRecord, handler: HandlerPlan, err: dict[str, Any]
+    ) -> None:
         fold = self.fold
         rec.error = err
         self.escalated[node.id] = handler
@@ -169,14 +187,20 @@ class Handlers:
         action = handler.on_timeout if timed_out else data.get("action")
         if action == "retry":
             rec.wake_at = None
-            fold.journal.node_state(rec, NodeState.READY, {"attempt": rec.attempt + 1, "escalation": "retry"})
+            fold.journal.node_state(
+                rec, NodeState.READY, {"attempt": rec.attempt + 1, "escalation": "retry"}
+            )
             fold.graph.push_ready(node)
         elif action == "skip":
             output = None if timed_out else data.get("output")
             fold.graph.skip(node, "handler", output)
         else:
-            err = dict(rec.error or {}) if not timed_out else error_dict(
-                "timeout", f"escalation of {node_id!r} got no answer in {handler.timeout}s"
+            err = (
+                dict(rec.error or {})
+                if not timed_out
+                else error_dict(
+                    "timeout", f"escalation of {node_id!r} got no answer in {handler.timeout}s"
+                )
             )
             fold.node_failed(node, rec, err)
         return True

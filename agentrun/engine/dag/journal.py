@@ -27,10 +27,14 @@ class Journal:
         self.batch = Batch()
         self.dirty: dict[str, NodeRecord] = {}
 
-    def event(self, type_: str, node_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+    def event(
+        self, type_: str, node_id: str | None = None, data: dict[str, Any] | None = None
+    ) -> None:
         rec = self.record
         rec.last_sequence += 1
-        self.batch.events.append(EventRecord(rec.id, rec.last_sequence, type_, self.clock(), node_id, data))
+        self.batch.events.append(
+            EventRecord(rec.id, rec.last_sequence, type_, self.clock(), node_id, data)
+        )
 
     def execution_changed(self) -> None:
         self.batch.execution = self.record
@@ -45,14 +49,20 @@ class Journal:
     def node_changed(self, rec: NodeRecord) -> None:
         self.dirty[rec.node_id] = rec
 
-    def node_state(self, rec: NodeRecord, state: NodeState, data: dict[str, Any] | None = None) -> None:
+    def node_state(
+        self, rec: NodeRecord, state: NodeState, data: dict[str, Any] | None = None
+    ) -> None:
         rec.state = state
         self.dirty[rec.node_id] = rec
         self.event(_NODE_EVENT[state], rec.node_id, data)
 
     def add_usage(self, usage: dict[str, Any], *owners: NodeRecord | None) -> None:
         """Sums an `agent.usage` report's numbers (tokens, cost) on each owner and the execution."""
-        numbers = {k: v for k, v in usage.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers = {
+            k: v
+            for k, v in usage.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         for rec in owners:
             if rec is not None:
                 rec.usage = _summed(rec.usage, numbers)
@@ -71,7 +81,9 @@ class Journal:
             batch.nodes = list(self.dirty.values())
         if batch.execution is None and (batch.events or batch.nodes):
             batch.execution = self.record
-        if not (batch.events or batch.nodes or batch.execution is not None or batch.consumed_signals):
+        if not (
+            batch.events or batch.nodes or batch.execution is not None or batch.consumed_signals
+        ):
             return None
         if self.record.owner is not None:
             batch.fence = (self.record.owner, self.record.lease_epoch)

@@ -146,7 +146,9 @@ class DagRun:
         """A new execution: RUNNING (unless created paused), its roots resolved."""
         self.fold.start_fresh()
 
-    def restore(self, nodes: list[NodeRecord], signals: list[SignalRecord], *, fresh: bool = False) -> None:
+    def restore(
+        self, nodes: list[NodeRecord], signals: list[SignalRecord], *, fresh: bool = False
+    ) -> None:
         """Rebuilds the run from stored records after a restart; `fresh` starts a rerun whose
         reused nodes are already SUCCEEDED."""
         restore(self.fold, nodes, signals, fresh=fresh)
@@ -224,7 +226,9 @@ class DagRun:
         deadline = self.fold.record.deadline
         if deadline is not None:
             delay = max(0.0, deadline - self.host.clock())
-            self._deadline = asyncio.get_running_loop().call_later(delay, self.post, DeadlineReached())
+            self._deadline = asyncio.get_running_loop().call_later(
+                delay, self.post, DeadlineReached()
+            )
 
     async def _flush(self) -> None:
         """Commits the turn's writes, publishes them, then answers and launches."""

@@ -58,14 +58,23 @@ class Maps:
             return
         if not isinstance(items, list):
             fold.node_failed(
-                node, rec, error_dict("expression_error", f"items must be a list, got {typename(items)}", {"path": node.items.path})
+                node,
+                rec,
+                error_dict(
+                    "expression_error",
+                    f"items must be a list, got {typename(items)}",
+                    {"path": node.items.path},
+                ),
             )
             return
         if not items:
             fold.succeeded(node, rec, [])
             return
         self.active[node.id] = MapState(
-            items=items, results=[None] * len(items), queue=deque(range(len(items))), remaining=len(items)
+            items=items,
+            results=[None] * len(items),
+            queue=deque(range(len(items))),
+            remaining=len(items),
         )
         self.fill(node)
 
@@ -79,7 +88,9 @@ class Maps:
         except ExpressionError as exc:
             fold.node_failed(node, rec, expression_failure(exc))
             return
-        state = MapState(items=items, results=[None] * len(items), queue=deque(), remaining=len(items))
+        state = MapState(
+            items=items, results=[None] * len(items), queue=deque(), remaining=len(items)
+        )
         restored = self.restored.get(node.id, {})
         waiting = []
         for i in range(len(items)):
@@ -101,8 +112,13 @@ class Maps:
                     # An attempt cut short by the restart counts; the item is retried.
                     policy = node.body.retry or node.retry
                     if not policy.allows_retry(irec.attempt, "internal"):
-                        fold.node_failed(node, rec, error_dict(
-                            "internal", "the attempt was interrupted by a restart", {"index": i}))
+                        fold.node_failed(
+                            node,
+                            rec,
+                            error_dict(
+                                "internal", "the attempt was interrupted by a restart", {"index": i}
+                            ),
+                        )
                         return
                 fold.items[TaskKey(node.id, i)] = irec
         self.active[node.id] = state
@@ -167,12 +183,16 @@ class Maps:
         irec.attempt += 1
         if irec.started_at is None:
             irec.started_at = now
-        irec.wait, data = fold.waits.pending.begin(key.text, irec.attempt, body.signal, body.wait_schema, now)
+        irec.wait, data = fold.waits.pending.begin(
+            key.text, irec.attempt, body.signal, body.wait_schema, now
+        )
         irec.wake_at = now + body.timeout if body.timeout else None
         if irec.wake_at is not None:
             data["timeout_at"] = iso(irec.wake_at)
         self.active[node.id].waiting.add(key.index)
-        fold.journal.node_state(irec, NodeState.WAITING, {**data, "attempt": irec.attempt, "index": key.index})
+        fold.journal.node_state(
+            irec, NodeState.WAITING, {**data, "attempt": irec.attempt, "index": key.index}
+        )
         fold.waits.take_buffered(key)
         if key.text in fold.waits.pending and body.timeout:
             fold.arm_timer(key, body.timeout, WaitOver(key, True))
@@ -191,13 +211,19 @@ class Maps:
         whether it waits again, under a new wait id)."""
         fold = self.fold
         irec = fold.items.get(key)
-        if irec is None or irec.state is not NodeState.WAITING or key.text not in fold.waits.pending:
+        if (
+            irec is None
+            or irec.state is not NodeState.WAITING
+            or key.text not in fold.waits.pending
+        ):
             return
         fold.timers.discard(key)
         fold.waits.pending.end(key.text)
         body = fold.plan.nodes[key.node].body
         assert body is not None
-        self.item_done(key, irec.attempt, False, error_dict("timeout", f"wait timed out after {body.timeout}s"))
+        self.item_done(
+            key, irec.attempt, False, error_dict("timeout", f"wait timed out after {body.timeout}s")
+        )
 
     def item_done(self, key: TaskKey, attempt: int, ok: bool, value: Any) -> None:
         fold = self.fold
@@ -233,13 +259,17 @@ class Maps:
         if delay is not None:
             irec.wake_at = fold.clock() + delay
             fold.journal.node_state(
-                irec, NodeState.RETRYING, {"attempt": attempt, "error": value, "delay": delay, "index": index}
+                irec,
+                NodeState.RETRYING,
+                {"attempt": attempt, "error": value, "delay": delay, "index": index},
             )
             state.retrying.add(index)
             fold.arm_timer(key, delay, RetryDue(key))
             return
         irec.ended_at = fold.clock()
-        fold.journal.node_state(irec, NodeState.FAILED, {"attempt": attempt, "error": value, "index": index})
+        fold.journal.node_state(
+            irec, NodeState.FAILED, {"attempt": attempt, "error": value, "index": index}
+        )
         rec = fold.records[key.node]
         self._cancel_items(key.node)
         err = dict(value)

@@ -201,7 +201,12 @@ class Call:
     extra: dict[str, Any] | None
 
     def __init__(
-        self, key: TaskKey, node: NodePlan, step: StepPlan, attempt: int, extra: dict[str, Any] | None = None
+        self,
+        key: TaskKey,
+        node: NodePlan,
+        step: StepPlan,
+        attempt: int,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         _set(self, "key", key)
         _set(self, "node", node)

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 _DONE = frozenset({NodeState.SUCCEEDED, NodeState.FAILED, NodeState.SKIPPED, NodeState.CANCELLED})
 
 
-def restore(fold: Fold, nodes: list[NodeRecord], signals: list[SignalRecord], *, fresh: bool = False) -> None:
+def restore(
+    fold: Fold, nodes: list[NodeRecord], signals: list[SignalRecord], *, fresh: bool = False
+) -> None:
     """Rebuilds `fold` from stored records; `fresh` starts a rerun."""
     plan, record, graph = fold.plan, fold.record, fold.graph
     if fresh:
@@ -42,7 +44,8 @@ def restore(fold: Fold, nodes: list[NodeRecord], signals: list[SignalRecord], *,
             base[rec.node_id] = rec
     fold.records = base
     fold.handlers.paused_on = {
-        r.node_id for r in base.values()
+        r.node_id
+        for r in base.values()
         if r.state is NodeState.READY and r.exhausted is not None and r.exhausted.get("paused")
     }
     fold.maps.restored = items
@@ -56,7 +59,9 @@ def restore(fold: Fold, nodes: list[NodeRecord], signals: list[SignalRecord], *,
     )
     for rec in decided:
         graph.undecided -= 1
-        if rec.state is NodeState.SUCCEEDED or (rec.state is NodeState.SKIPPED and rec.skip_reason == "handler"):
+        if rec.state is NodeState.SUCCEEDED or (
+            rec.state is NodeState.SKIPPED and rec.skip_reason == "handler"
+        ):
             if plan.nodes[rec.node_id].kind == "switch":
                 graph.choice[rec.node_id] = rec.output
             graph.decide_edges(rec.node_id, True)
@@ -103,7 +108,9 @@ def _take_up_in_flight(fold: Fold, base: dict[str, NodeRecord]) -> None:
                 assert node.step is not None
                 fold.launch(Call(key, node, node.step, rec.attempt))
             else:
-                fold.attempt_failed(node, rec, error_dict("internal", "the attempt was interrupted by a restart"))
+                fold.attempt_failed(
+                    node, rec, error_dict("internal", "the attempt was interrupted by a restart")
+                )
         elif rec.state is NodeState.RETRYING:
             fold.retrying.add(rec.node_id)
             fold.arm_timer(key, max(0.0, (rec.wake_at or now) - now), RetryDue(key))

@@ -75,11 +75,21 @@ class LiveRuns:
         engine = self.engine
         plan = await engine.plan_of(record)
         if plan is None:
-            log.error("execution %s: workflow %s v%s is gone", record.id, record.workflow, record.version)
+            log.error(
+                "execution %s: workflow %s v%s is gone", record.id, record.workflow, record.version
+            )
             return
-        key = engine.concurrency_key(plan, record.tenant, record.input) if record.parent_id is None else None
+        key = (
+            engine.concurrency_key(plan, record.tenant, record.input)
+            if record.parent_id is None
+            else None
+        )
         if record.parent_id is None and not await engine.admission.resume(
-            record.id, record.tenant, key, plan.concurrency_limit, pending=record.state is ExecutionState.PENDING
+            record.id,
+            record.tenant,
+            key,
+            plan.concurrency_limit,
+            pending=record.state is ExecutionState.PENDING,
         ):
             return
         run = DagRun(engine, plan, record)
@@ -94,7 +104,11 @@ class LiveRuns:
     async def start_admitted(self, execution_id: str) -> None:
         """A queued execution admission lets run now."""
         record = await self.engine.store.get_execution(execution_id)
-        if record is None or record.state is not ExecutionState.PENDING or execution_id in self.live:
+        if (
+            record is None
+            or record.state is not ExecutionState.PENDING
+            or execution_id in self.live
+        ):
             return
         plan = await self.engine.plan_of(record)
         if plan is not None:
@@ -159,7 +173,11 @@ class LiveRuns:
         try:
             admitted = await self.engine.admission.finished(execution_id, ended=ended)
         except Exception:
-            log.warning("could not give back the place of execution %s; reaped later", execution_id, exc_info=True)
+            log.warning(
+                "could not give back the place of execution %s; reaped later",
+                execution_id,
+                exc_info=True,
+            )
             return
         for admitted_id in admitted:
             await self.start_admitted(admitted_id)
@@ -178,7 +196,9 @@ class LiveRuns:
                     return
                 await self.resume(record)
             except Exception:
-                log.warning("resuming %s failed; retrying in %.1fs", execution_id, delay, exc_info=True)
+                log.warning(
+                    "resuming %s failed; retrying in %.1fs", execution_id, delay, exc_info=True
+                )
                 asyncio.get_running_loop().call_later(
                     delay, self._schedule_resume, execution_id, min(delay * 2, 10.0)
                 )
@@ -189,7 +209,12 @@ class LiveRuns:
         """A lease renewal answered `owned`: a run that existed before it was read (`before`)
         and is not owned any more stops at once (its commits would be refused anyway)."""
         for run in list(self.live.values()):
-            if run.id in before and run.id not in owned and not run.finished and run.task is not None:
+            if (
+                run.id in before
+                and run.id not in owned
+                and not run.finished
+                and run.task is not None
+            ):
                 log.warning("lease on execution %s was lost; stopping it here", run.id)
                 run.lease_lost = True
                 run.task.cancel()

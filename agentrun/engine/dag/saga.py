@@ -41,8 +41,12 @@ class Saga:
         fold.handlers.escalated.clear()
         fold.journal.execution_state(ExecutionState.COMPENSATING, {"error": error})
         done = sorted(
-            (r for r in fold.records.values()
-             if r.state is NodeState.SUCCEEDED and self.plan.nodes[r.node_id].compensate is not None),
+            (
+                r
+                for r in fold.records.values()
+                if r.state is NodeState.SUCCEEDED
+                and self.plan.nodes[r.node_id].compensate is not None
+            ),
             key=lambda r: r.completed_order,
         )
         if self.plan.compensation == "reverse":
@@ -59,10 +63,13 @@ class Saga:
             return
         error = dict(self.fold.record.error or {})
         error["details"] = dict(
-            error.get("details") or {}, compensated=list(self.done), not_compensated=list(self.failed)
+            error.get("details") or {},
+            compensated=list(self.done),
+            not_compensated=list(self.failed),
         )
         self.fold.finish(
-            ExecutionState.COMPENSATION_FAILED if self.failed else ExecutionState.COMPENSATED, error=error
+            ExecutionState.COMPENSATION_FAILED if self.failed else ExecutionState.COMPENSATED,
+            error=error,
         )
 
     def _launch(self, node_id: str) -> None:
@@ -96,7 +103,9 @@ class Saga:
         if ok:
             crec.output = value
             crec.ended_at = rec.ended_at = fold.clock()
-            fold.journal.node_state(crec, NodeState.SUCCEEDED, {"attempt": attempt, "output": value})
+            fold.journal.node_state(
+                crec, NodeState.SUCCEEDED, {"attempt": attempt, "output": value}
+            )
             fold.journal.node_state(rec, NodeState.COMPENSATED, {"attempt": rec.attempt})
             self.done.append(node_id)
         else:
@@ -105,12 +114,16 @@ class Saga:
             delay = next_retry(policy, node.compensate, attempt, value, fold.rng)
             if delay is not None:
                 crec.wake_at = fold.clock() + delay
-                fold.journal.node_state(crec, NodeState.RETRYING, {"attempt": attempt, "error": value, "delay": delay})
+                fold.journal.node_state(
+                    crec, NodeState.RETRYING, {"attempt": attempt, "error": value, "delay": delay}
+                )
                 fold.arm_timer(key, delay, RetryDue(key))
                 return
             crec.ended_at = fold.clock()
             fold.journal.node_state(crec, NodeState.FAILED, {"attempt": attempt, "error": value})
-            fold.journal.node_state(rec, NodeState.COMPENSATION_FAILED, {"attempt": rec.attempt, "error": value})
+            fold.journal.node_state(
+                rec, NodeState.COMPENSATION_FAILED, {"attempt": rec.attempt, "error": value}
+            )
             self.failed.append(node_id)
         self.running.discard(node_id)
         self._next()
@@ -121,8 +134,12 @@ class Saga:
         fold = self.fold
         self.queue = deque()
         ordered = sorted(
-            (r for r in fold.records.values() if r.node_id in self.plan.nodes
-             and self.plan.nodes[r.node_id].compensate is not None),
+            (
+                r
+                for r in fold.records.values()
+                if r.node_id in self.plan.nodes
+                and self.plan.nodes[r.node_id].compensate is not None
+            ),
             key=lambda r: r.completed_order,
         )
         if self.plan.compensation == "reverse":
@@ -135,7 +152,11 @@ class Saga:
                 self.done.append(rec.node_id)
             elif rec.state is NodeState.COMPENSATION_FAILED:
                 self.failed.append(rec.node_id)
-            elif rec.state is NodeState.COMPENSATING and crec is not None and crec.state is NodeState.RETRYING:
+            elif (
+                rec.state is NodeState.COMPENSATING
+                and crec is not None
+                and crec.state is NodeState.RETRYING
+            ):
                 self.running.add(rec.node_id)
                 fold.arm_timer(key, max(0.0, (crec.wake_at or now) - now), RetryDue(key))
             elif rec.state is NodeState.COMPENSATING:

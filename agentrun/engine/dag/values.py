@@ -52,7 +52,9 @@ def activation(
                 views[ref] = {"output": None, "state": "PENDING", "error": None, "input": None}
             else:
                 views[ref] = {
-                    "output": rec.output if rec.state is not NodeState.SKIPPED or rec.skip_reason == "handler" else None,
+                    "output": rec.output
+                    if rec.state is not NodeState.SKIPPED or rec.skip_reason == "handler"
+                    else None,
                     "state": rec.state.value,
                     "error": rec.error,
                     "input": rec.input,
@@ -93,7 +95,9 @@ def switch_target(node: NodePlan, act: dict[str, Any]) -> str:
             return case.target
     if node.default:
         return node.default
-    raise ToolFailure("no_choice_matched", f"no case of switch {node.id!r} matched and it has no default")
+    raise ToolFailure(
+        "no_choice_matched", f"no case of switch {node.id!r} matched and it has no default"
+    )
 
 
 def inline_value(
@@ -162,7 +166,9 @@ def node_output(
     Raises ExpressionError."""
     output = raw
     if node.output is not None:
-        output = node.output.evaluate(activate(node.output.names, node.output.node_refs, {"output": raw}, attempt))
+        output = node.output.evaluate(
+            activate(node.output.names, node.output.node_refs, {"output": raw}, attempt)
+        )
     too_large = sizes.output_error("the output", output)
     if too_large is not None or not node.export:
         return output, None, too_large
@@ -173,7 +179,11 @@ def node_output(
     for key, t in node.export.items():
         # Copy on write: a committed record may share the old dict.
         new_vars = {**new_vars, key: t.evaluate(act)}
-    return output, new_vars, sizes.output_error("the variables (vars) with this node's export", new_vars)
+    return (
+        output,
+        new_vars,
+        sizes.output_error("the variables (vars) with this node's export", new_vars),
+    )
 
 
 def execution_output(plan: DagPlan, records: Mapping[str, NodeRecord], activate: Activate) -> Any:
@@ -196,9 +206,14 @@ def deep_merge(into: dict[str, Any], other: dict[str, Any]) -> None:
 
 
 def typename(value: Any) -> str:
-    return {bool: "bool", int: "int", float: "double", str: "string", list: "list", dict: "map"}.get(
-        type(value), "null" if value is None else type(value).__name__
-    )
+    return {
+        bool: "bool",
+        int: "int",
+        float: "double",
+        str: "string",
+        list: "list",
+        dict: "map",
+    }.get(type(value), "null" if value is None else type(value).__name__)
 
 
 def iso(ts: float | None) -> str | None:

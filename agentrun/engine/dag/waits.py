@@ -53,7 +53,9 @@ class Waits:
         rec.attempt += 1
         key = TaskKey.of(node.id)
         if node.signal:
-            wait, data = self.pending.begin(node.id, rec.attempt, node.signal, node.wait_schema, now)
+            wait, data = self.pending.begin(
+                node.id, rec.attempt, node.signal, node.wait_schema, now
+            )
             rec.wait = wait
             if node.wait_timeout:
                 rec.wake_at = now + node.wait_timeout
@@ -71,7 +73,9 @@ class Waits:
                 wake = parse_time(node.until.evaluate(fold.activation(node.names, node.node_refs)))
             except (ExpressionError, ValueError) as exc:
                 path = getattr(exc, "path", node.path + ".wait.until")
-                fold.node_failed(node, rec, error_dict("expression_error", str(exc), {"path": path}))
+                fold.node_failed(
+                    node, rec, error_dict("expression_error", str(exc), {"path": path})
+                )
                 return
         rec.wake_at = wake
         if node.wait_timeout and node.wait_timeout < wake - now:
@@ -92,16 +96,22 @@ class Waits:
                 fold.arm_timer(key, rec.wake_at - now, WaitOver(key, True))
         elif rec.wake_at is not None:
             timeout = node.wait_timeout
-            timed_out = bool(timeout) and (
-                node.duration is None or (timeout is not None and timeout < node.duration)
-            ) and node.until is None
+            timed_out = (
+                bool(timeout)
+                and (node.duration is None or (timeout is not None and timeout < node.duration))
+                and node.until is None
+            )
             fold.arm_timer(key, rec.wake_at - now, WaitOver(key, timed_out))
 
-    def resume(self, key: TaskKey, rec: NodeRecord, signal: str, schema: dict[str, Any] | None) -> None:
+    def resume(
+        self, key: TaskKey, rec: NodeRecord, signal: str, schema: dict[str, Any] | None
+    ) -> None:
         """A wait pending at a restart waits again under its id (one stored before waits had
         ids gets one now), and takes an answer stored before the crash."""
         if rec.wait is None:
-            rec.wait, _ = self.pending.begin(key.text, rec.attempt, signal, schema, rec.started_at or self.fold.clock())
+            rec.wait, _ = self.pending.begin(
+                key.text, rec.attempt, signal, schema, rec.started_at or self.fold.clock()
+            )
             self.fold.journal.node_changed(rec)
         else:
             self.pending.resume(key.text, rec.wait, schema)
@@ -136,7 +146,9 @@ class Waits:
         node = fold.plan.nodes[key.node]
         self.pending.end(key.text)
         if timed_out:
-            fold.handlers.fail(node, rec, error_dict("timeout", f"wait timed out after {node.wait_timeout}s"))
+            fold.handlers.fail(
+                node, rec, error_dict("timeout", f"wait timed out after {node.wait_timeout}s")
+            )
         else:
             fold.succeeded(node, rec, None)
 
@@ -183,8 +195,14 @@ class Waits:
         assert rec is not None and rec.wait is not None
         self.pending.end(key.text)
         fold.journal.event(
-            "signal.received", None,
-            {"signal": sig.name, "signal_id": sig.signal_id, "data": sig.data, "wait_id": rec.wait["id"]},
+            "signal.received",
+            None,
+            {
+                "signal": sig.name,
+                "signal_id": sig.signal_id,
+                "data": sig.data,
+                "wait_id": rec.wait["id"],
+            },
         )
         fold.journal.consume_signal(sig.seq, key.text)
         fold.drop_timer(key)
@@ -196,7 +214,11 @@ class Waits:
     def refuse(self, sig: SignalRecord, reason: str) -> None:
         """Marks `sig` refused (consumed by no wait): an answer to a wait that ended, or data
         a wait's schema refuses."""
-        self.fold.journal.event("signal.refused", None, {"signal": sig.name, "signal_id": sig.signal_id, "reason": reason})
+        self.fold.journal.event(
+            "signal.refused",
+            None,
+            {"signal": sig.name, "signal_id": sig.signal_id, "reason": reason},
+        )
         self.fold.journal.consume_signal(sig.seq, REFUSED_PREFIX + reason[:200])
 
     def end(self, match: Callable[[TaskKey], bool] | None = None) -> list[TaskKey]:

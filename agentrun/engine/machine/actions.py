@@ -55,7 +55,10 @@ class Actions:
                 done = pending["done"][n]
                 if done.get("path") != action.path:  # pragma: no cover - a plan never changes
                     raise ActionFailed(
-                        error_dict("internal", f"the pending event called {done.get('path')}, not {action.path}")
+                        error_dict(
+                            "internal",
+                            f"the pending event called {done.get('path')}, not {action.path}",
+                        )
                     )
                 work.calls.append(done)
                 results.append(done)

@@ -526,7 +526,9 @@ class MachineEngine:
 
         async def finished(last: int) -> bool:
             record = await self.store.get_instance(instance_id)
-            return record is not None and record.state is not _ACTIVE and record.last_sequence <= last
+            return (
+                record is not None and record.state is not _ACTIVE and record.last_sequence <= last
+            )
 
         async for entry in follow(
             self.hub,

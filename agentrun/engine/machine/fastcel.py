@@ -27,6 +27,7 @@ Fn = Callable[[Mapping[str, Any]], Any]
 def _constant(value: Any) -> Fn:
     return lambda act: value
 
+
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _MAX_TEXT = 4096
 _MAX_OPS = 16

@@ -21,7 +21,9 @@ from agentrun.engine.machine.plan import TransitionPlan
 _STRING = re.compile(r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"", re.DOTALL)
 # event.data.amount, data.paid, input.total: a name in scope, then field selections; a
 # selection followed by `(` is a method call (`.size()`), not a field.
-_SELECTION = re.compile(r"(?<![\w.])(event|data|input|state)((?:\s*\.\s*[A-Za-z_]\w*(?!\w|\s*\())*)")
+_SELECTION = re.compile(
+    r"(?<![\w.])(event|data|input|state)((?:\s*\.\s*[A-Za-z_]\w*(?!\w|\s*\())*)"
+)
 
 
 def refusal(

@@ -208,11 +208,17 @@ class LeaseKeeper:
         child = self.m.invokes.tasks.pop(instance_id, None)
         if child is not None:
             child.cancel()
-        if inst is not None and inst.resumer is not None and inst.resumer is not asyncio.current_task():
+        if (
+            inst is not None
+            and inst.resumer is not None
+            and inst.resumer is not asyncio.current_task()
+        ):
             inst.resumer.cancel()
 
     def held_ids(self) -> set[str]:
         """The instances this replica drives: loaded and ACTIVE, or with armed timers or an
         invoked execution it waits for."""
-        live = {i for i, inst in self.m.instances.items() if inst.record.state is InstanceState.ACTIVE}
+        live = {
+            i for i, inst in self.m.instances.items() if inst.record.state is InstanceState.ACTIVE
+        }
         return live | set(self.m.timers.handles) | set(self.m.invokes.tasks)

@@ -119,6 +119,5 @@ def _invoke_shorthand(
     return walk_message(spec.message, body, path, errors, depth)
 
 
-
 # Built at import, under the import lock, like the loader's own table.
 _TRANSITIONS = message_info(spec_words.descriptor(Transitions))

@@ -61,9 +61,7 @@ class Retries:
         }
         return replace(record, pending=pending, updated_at=now), timer
 
-    async def store_pending(
-        self, inst: Instance, work: Work, ev: Event, wait: Suspended
-    ) -> bool:
+    async def store_pending(self, inst: Instance, work: Work, ev: Event, wait: Suspended) -> bool:
         """Commits `ev` as the instance's pending event with its retry timer (replacing the
         pending event's previous retry timer, or consuming the timer that fired `ev`) and
         arms the timer. True when the caller was cancelled meanwhile."""

@@ -219,7 +219,11 @@ class Stepper:
         except ExpressionError as exc:
             if source == "external":  # the sender's data did not fit: refuse, change nothing
                 raise refusal(
-                    exc, transitions, act, instance=work.record.id, event=ev.name,
+                    exc,
+                    transitions,
+                    act,
+                    instance=work.record.id,
+                    event=ev.name,
                     current=work.current,
                 ) from None
             entry = work.add(self._entry(work, EntryKind.ABORTED, ev, work.current, None))
@@ -354,7 +358,12 @@ class Stepper:
         try:
             child_input = invoke.input.evaluate(act) if invoke.input is not None else {}
             await self.m.invokes.start(
-                work.record, child_id, invoke.workflow, invoke.version, child_input, f"invoke:{state.name}"
+                work.record,
+                child_id,
+                invoke.workflow,
+                invoke.version,
+                child_input,
+                f"invoke:{state.name}",
             )
         except ExpressionError as exc:
             work.invoke_failed = error_dict("expression_error", exc.message, {"path": exc.path})

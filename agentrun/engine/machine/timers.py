@@ -128,9 +128,7 @@ class Invokes:
         old = self.tasks.pop(instance_id, None)
         if old is not None:
             old.cancel()
-        task = asyncio.get_running_loop().create_task(
-            self._wait(instance_id, child_id, tenant)
-        )
+        task = asyncio.get_running_loop().create_task(self._wait(instance_id, child_id, tenant))
         self.tasks[instance_id] = task
 
         def forget(done: asyncio.Task[None]) -> None:

@@ -59,8 +59,13 @@ class Event:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Event:
         return cls(
-            d["name"], d.get("id"), d.get("data"), d.get("source", "external"), d.get("ref"),
-            d.get("index", 0), bool(d.get("failed")),
+            d["name"],
+            d.get("id"),
+            d.get("data"),
+            d.get("source", "external"),
+            d.get("ref"),
+            d.get("index", 0),
+            bool(d.get("failed")),
         )
 
 

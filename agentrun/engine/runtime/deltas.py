@@ -60,7 +60,9 @@ class DeltaStream:
         self.interval = interval
         self.max_bytes = max_bytes
         self._clock = clock
-        self._secrets = [v for v in secrets.values() if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH]
+        self._secrets = [
+            v for v in secrets.values() if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH
+        ]
         self._redactor = Redactor(self._secrets)
         self._turn = 1
         # Text that may be the start of a secret (not yet safe to send), and text ready to go.
@@ -137,7 +139,10 @@ class DeltaStream:
 
     def _send(self) -> None:
         self._cancel_timer()
-        self._emit(DELTA, {"attempt": self.attempt, "index": self.sent, "turn": self._turn, "text": self._ready})
+        self._emit(
+            DELTA,
+            {"attempt": self.attempt, "index": self.sent, "turn": self._turn, "text": self._ready},
+        )
         self.sent += 1
         self._ready = ""
         self._ready_bytes = 0

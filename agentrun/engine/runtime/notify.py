@@ -30,7 +30,9 @@ class Notifier:
         """`key` (an execution or instance id) has new committed entries."""
         self._ids.add(key)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._send(), name="agentrun-notify")
+            self._task = asyncio.get_running_loop().create_task(
+                self._send(), name="agentrun-notify"
+            )
 
     async def _send(self) -> None:
         try:

@@ -17,11 +17,17 @@ def redacted_batch(batch: Batch, redactor: Redactor) -> Batch:
     execution = batch.execution
     if execution is not None:
         execution = replace(
-            execution, output=value(execution.output), error=value(execution.error), vars=value(execution.vars)
+            execution,
+            output=value(execution.output),
+            error=value(execution.error),
+            vars=value(execution.vars),
         )
     return Batch(
         execution=execution,
-        nodes=[replace(n, output=value(n.output), error=value(n.error), input=value(n.input)) for n in batch.nodes],
+        nodes=[
+            replace(n, output=value(n.output), error=value(n.error), input=value(n.input))
+            for n in batch.nodes
+        ],
         events=[replace(e, data=value(e.data)) for e in batch.events],
         consumed_signals=batch.consumed_signals,
     )

@@ -34,7 +34,9 @@ log = logging.getLogger("agentrun.engine")
 Outcome = tuple[bool, Any]
 
 
-def breaker_for(step: StepPlan, breakers: Breakers, specs: dict[str, BreakerSpec]) -> CircuitBreaker | None:
+def breaker_for(
+    step: StepPlan, breakers: Breakers, specs: dict[str, BreakerSpec]
+) -> CircuitBreaker | None:
     """The breaker guarding `step`'s tool or provider, if one is configured (server config,
     else the workflow's `circuit_breakers`)."""
     if step.kind == "tool" and step.tool is not None:
@@ -65,7 +67,9 @@ async def call_tool(step: StepPlan, args: Any, ctx: CallContext) -> Any:
         error = _first_error(schema, args)
         if error is not None:
             where = _path(error.path)
-            raise ToolFailure("invalid_args", f"args{where}: {error.message}", details={"field": f"args{where}"})
+            raise ToolFailure(
+                "invalid_args", f"args{where}: {error.message}", details={"field": f"args{where}"}
+            )
     deadline = _deadline.get()
     if step.labels or deadline is not None:
         ctx = dataclasses.replace(ctx, labels=step.labels, deadline=deadline)
@@ -105,7 +109,9 @@ def _path(parts: Any) -> str:
 _validators: dict[int, tuple[Any, jsonschema.Draft202012Validator]] = {}
 # When the running step's timeout fires (epoch seconds): set by `invoke_step` around the call,
 # read by `call_tool` into the CallContext (a remote worker is told its deadline).
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("agentrun_step_deadline", default=None)
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "agentrun_step_deadline", default=None
+)
 
 
 async def call_agent(step: StepPlan, render: Callable[[Template], Any], ctx: CallContext) -> Any:
@@ -129,9 +135,13 @@ async def call_agent(step: StepPlan, render: Callable[[Template], Any], ctx: Cal
     )
     if ctx.emit is None:
         return _checked_answer(step, await step.provider.complete(request, ctx))
-    deltas = DeltaStream(ctx.emit, attempt=ctx.attempt, secrets=ctx.secrets, enabled=step.stream is not False)
+    deltas = DeltaStream(
+        ctx.emit, attempt=ctx.attempt, secrets=ctx.secrets, enabled=step.stream is not False
+    )
     try:
-        answer = _checked_answer(step, await step.provider.complete(request, replace(ctx, emit=deltas.emit)))
+        answer = _checked_answer(
+            step, await step.provider.complete(request, replace(ctx, emit=deltas.emit))
+        )
     except BaseException:
         deltas.discard()
         raise
@@ -144,7 +154,9 @@ def _checked_answer(step: StepPlan, answer: Any) -> Any:
         try:
             jsonschema.validate(answer, step.output_schema)
         except jsonschema.ValidationError as exc:
-            raise ToolFailure("invalid_output", f"answer does not match output_schema: {exc.message}") from None
+            raise ToolFailure(
+                "invalid_output", f"answer does not match output_schema: {exc.message}"
+            ) from None
         return coerce_numbers(answer, step.output_schema)
     return answer
 

@@ -37,8 +37,15 @@ class Providers(AgentProviders):
         return sorted(self._by_name)
 
 
-def _make(name: str, spec: Mapping[str, Any], *, tools: ToolSource, secrets: Mapping[str, str],
-          env: Mapping[str, str], where: str) -> AgentProvider:
+def _make(
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    tools: ToolSource,
+    secrets: Mapping[str, str],
+    env: Mapping[str, str],
+    where: str,
+) -> AgentProvider:
     kind = spec.get("type", name if name in ("mock", "openai") else None)
     if kind == "openai":
         cfg = OpenAIConfig.from_mapping(spec, where=where, env=env)
@@ -64,8 +71,14 @@ def build_providers(
     mock_config = config.get("mock") or {}
     providers: dict[str, AgentProvider] = {
         "mock": MockProvider(mock_config.get("responses"), tools=tools),
-        "openai": _make("openai", expand_env(config.get("openai") or {}, env), tools=tools,
-                        secrets=secrets, env=env, where="openai"),
+        "openai": _make(
+            "openai",
+            expand_env(config.get("openai") or {}, env),
+            tools=tools,
+            secrets=secrets,
+            env=env,
+            where="openai",
+        ),
     }
     named = config.get("agents") or {}
     if not isinstance(named, Mapping):
@@ -84,7 +97,14 @@ def build_providers(
             if isinstance(needs, str):
                 needs = [needs]
             if all(env.get(v) for v in needs):
-                chosen = _make(name, expand_env(dict(cand), env), tools=tools, secrets=secrets, env=env, where=where)
+                chosen = _make(
+                    name,
+                    expand_env(dict(cand), env),
+                    tools=tools,
+                    secrets=secrets,
+                    env=env,
+                    where=where,
+                )
                 break
         if chosen is None:
             raise ValueError(f"agents.{name}: no candidate has its requires_env set")

@@ -60,20 +60,35 @@ class MockProvider(AgentProvider):
         if request.model == "echo":
             return self._streamed({"text": request.prompt}, request, ctx, 1)
         if request.model not in self._responses:
-            raise ToolFailure("agent_error", f"mock model {request.model!r} has no responses configured")
+            raise ToolFailure(
+                "agent_error", f"mock model {request.model!r} has no responses configured"
+            )
         max_turns = request.max_turns or DEFAULT_MAX_TURNS
         tools: AgentTools | None = None
         for turn in range(1, max_turns + 1):
             answer = self._next(request.model)
-            calls = answer.get("tool_calls") if isinstance(answer, dict) and set(answer) == {"tool_calls"} else None
+            calls = (
+                answer.get("tool_calls")
+                if isinstance(answer, dict) and set(answer) == {"tool_calls"}
+                else None
+            )
             if calls is None:
                 return self._streamed(self._final(answer, request, ctx, turn), request, ctx, turn)
             if tools is None:
                 tools = AgentTools(self._registry(), request.tools, ctx)
             for index, call in enumerate(calls):
-                await tools.call(tools.wire_name(call["name"]) if call.get("name") in request.tools else str(call.get("name")),
-                                 call.get("args") or {}, turn=turn, index=index, call_id=f"mock-{turn}-{index}")
-        raise ToolFailure("agent_error", f"the model still called tools after max_turns={max_turns}")
+                await tools.call(
+                    tools.wire_name(call["name"])
+                    if call.get("name") in request.tools
+                    else str(call.get("name")),
+                    call.get("args") or {},
+                    turn=turn,
+                    index=index,
+                    call_id=f"mock-{turn}-{index}",
+                )
+        raise ToolFailure(
+            "agent_error", f"the model still called tools after max_turns={max_turns}"
+        )
 
     def _final(self, answer: Any, request: AgentRequest, ctx: CallContext, turn: int) -> Any:
         if isinstance(answer, str):
@@ -87,7 +102,11 @@ class MockProvider(AgentProvider):
 
     def _streamed(self, answer: Any, request: AgentRequest, ctx: CallContext, turn: int) -> Any:
         if request.stream:
-            text = answer["text"] if isinstance(answer, dict) and set(answer) == {"text"} else json.dumps(answer)
+            text = (
+                answer["text"]
+                if isinstance(answer, dict) and set(answer) == {"text"}
+                else json.dumps(answer)
+            )
             for piece in re.findall(r"\s*\S+|\s+$", str(text)):
                 emit(ctx, "agent.delta", {"turn": turn, "text": piece})
         return answer

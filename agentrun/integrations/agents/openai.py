@@ -47,8 +47,21 @@ from agentrun.integrations.util import parse_seconds, retry_after_seconds
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _KEYS = {
-    "type", "base_url", "api_key", "api_key_secret", "api_key_env", "models", "only_listed_models",
-    "temperature", "max_tokens", "max_turns", "stream", "timeout", "headers", "prices", "requires_env",
+    "type",
+    "base_url",
+    "api_key",
+    "api_key_secret",
+    "api_key_env",
+    "models",
+    "only_listed_models",
+    "temperature",
+    "max_tokens",
+    "max_turns",
+    "stream",
+    "timeout",
+    "headers",
+    "prices",
+    "requires_env",
 }
 
 
@@ -69,8 +82,13 @@ class OpenAIConfig:
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str = "openai",
-                     env: Mapping[str, str] | None = None) -> OpenAIConfig:
+    def from_mapping(
+        cls,
+        data: Mapping[str, Any] | None,
+        *,
+        where: str = "openai",
+        env: Mapping[str, str] | None = None,
+    ) -> OpenAIConfig:
         env = os.environ if env is None else env
         data = dict(data or {})
         unknown = set(data) - _KEYS
@@ -80,7 +98,9 @@ class OpenAIConfig:
         prices = {}
         for model, price in (data.get("prices") or {}).items():
             if not isinstance(price, Mapping) or set(price) - {"prompt", "completion"}:
-                raise ValueError(f"{where}.prices.{model}: expected {{prompt, completion}} in USD per million tokens")
+                raise ValueError(
+                    f"{where}.prices.{model}: expected {{prompt, completion}} in USD per million tokens"
+                )
             prices[str(model)] = {k: float(v) for k, v in price.items()}
         return cls(
             base_url=str(base_url).rstrip("/"),
@@ -164,12 +184,17 @@ class OpenAIProvider(AgentProvider):
                 + (f" or ${c.api_key_env}" if c.api_key_env else ""),
             )
         async with httpx.AsyncClient(
-            base_url=c.base_url, headers=headers, timeout=httpx.Timeout(c.timeout),
-            transport=self._transport, trust_env=True,
+            base_url=c.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(c.timeout),
+            transport=self._transport,
+            trust_env=True,
         ) as client:
             for turn in range(1, max_turns + 1):
                 body: dict[str, Any] = {"model": model, "messages": messages}
-                temperature = request.temperature if request.temperature is not None else c.temperature
+                temperature = (
+                    request.temperature if request.temperature is not None else c.temperature
+                )
                 if temperature is not None:
                     body["temperature"] = temperature
                 max_tokens = request.max_tokens or c.max_tokens
@@ -182,32 +207,61 @@ class OpenAIProvider(AgentProvider):
                 if request.output_schema is not None:
                     body["response_format"] = {
                         "type": "json_schema",
-                        "json_schema": {"name": "output", "schema": dict(request.output_schema), "strict": False},
+                        "json_schema": {
+                            "name": "output",
+                            "schema": dict(request.output_schema),
+                            "strict": False,
+                        },
                     }
                 try:
-                    result = await self._post(client, body, ctx, turn, c.stream if request.stream is None else request.stream)
+                    result = await self._post(
+                        client,
+                        body,
+                        ctx,
+                        turn,
+                        c.stream if request.stream is None else request.stream,
+                    )
                 except ToolFailure as exc:
-                    if key and len(key) >= 4 and key in exc.message:  # an endpoint quoting the key back
+                    if (
+                        key and len(key) >= 4 and key in exc.message
+                    ):  # an endpoint quoting the key back
                         exc.message = exc.message.replace(key, "[REDACTED]")
                     raise
                 self._usage(model, result.usage, ctx)
                 if not result.tool_calls:
                     return self._answer(result.content, request)
                 if not tools:
-                    raise ToolFailure("agent_error", "the model called a tool, but the node offers none")
-                messages.append({
-                    "role": "assistant",
-                    "content": result.content or None,
-                    "tool_calls": [
-                        {"id": tc["id"], "type": "function",
-                         "function": {"name": tc["name"], "arguments": tc["arguments"]}}
-                        for tc in result.tool_calls
-                    ],
-                })
+                    raise ToolFailure(
+                        "agent_error", "the model called a tool, but the node offers none"
+                    )
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": result.content or None,
+                        "tool_calls": [
+                            {
+                                "id": tc["id"],
+                                "type": "function",
+                                "function": {"name": tc["name"], "arguments": tc["arguments"]},
+                            }
+                            for tc in result.tool_calls
+                        ],
+                    }
+                )
                 for index, tc in enumerate(result.tool_calls):
-                    ok, value = await tools.call(tc["name"], tc["arguments"], turn=turn, index=index, call_id=tc["id"])
-                    messages.append({"role": "tool", "tool_call_id": tc["id"], "content": result_text(ok, value)})
-        raise ToolFailure("agent_error", f"the model still called tools after max_turns={max_turns}")
+                    ok, value = await tools.call(
+                        tc["name"], tc["arguments"], turn=turn, index=index, call_id=tc["id"]
+                    )
+                    messages.append(
+                        {
+                            "role": "tool",
+                            "tool_call_id": tc["id"],
+                            "content": result_text(ok, value),
+                        }
+                    )
+        raise ToolFailure(
+            "agent_error", f"the model still called tools after max_turns={max_turns}"
+        )
 
     def _answer(self, content: str, request: AgentRequest) -> Any:
         if request.output_schema is None:
@@ -215,12 +269,17 @@ class OpenAIProvider(AgentProvider):
         try:
             value = json.loads(content)
         except ValueError:
-            raise ToolFailure("invalid_output", "the answer is not JSON", details={"answer": content[:2000]}) from None
+            raise ToolFailure(
+                "invalid_output", "the answer is not JSON", details={"answer": content[:2000]}
+            ) from None
         try:
             jsonschema.validate(value, request.output_schema)
         except jsonschema.ValidationError as exc:
-            raise ToolFailure("invalid_output", f"answer does not match output_schema: {exc.message}",
-                              details={"answer": value}) from None
+            raise ToolFailure(
+                "invalid_output",
+                f"answer does not match output_schema: {exc.message}",
+                details={"answer": value},
+            ) from None
         return value
 
     def _usage(self, model: str, usage: Mapping[str, Any] | None, ctx: CallContext) -> None:
@@ -240,12 +299,19 @@ class OpenAIProvider(AgentProvider):
             data["cached_tokens"] = cached  # part of prompt_tokens, read from the provider's cache
         price = self.config.prices.get(model)
         if price is not None:
-            data["cost"] = round(pt * price.get("prompt", 0.0) / 1e6 + ct * price.get("completion", 0.0) / 1e6, 10)
+            data["cost"] = round(
+                pt * price.get("prompt", 0.0) / 1e6 + ct * price.get("completion", 0.0) / 1e6, 10
+            )
         emit(ctx, "agent.usage", data)
 
     # ------------------------------------------------------------------ HTTP
     async def _post(
-        self, client: httpx.AsyncClient, body: dict[str, Any], ctx: CallContext, turn: int, stream: bool
+        self,
+        client: httpx.AsyncClient,
+        body: dict[str, Any],
+        ctx: CallContext,
+        turn: int,
+        stream: bool,
     ) -> _Turn:
         if stream:
             body = {**body, "stream": True, "stream_options": {"include_usage": True}}
@@ -259,13 +325,19 @@ class OpenAIProvider(AgentProvider):
                     return await self._read_stream(response, ctx, turn)
                 raw = await response.aread()
         except httpx.TimeoutException:
-            raise ToolFailure("timeout", f"the model did not answer within {self.config.timeout:g}s") from None
+            raise ToolFailure(
+                "timeout", f"the model did not answer within {self.config.timeout:g}s"
+            ) from None
         except httpx.HTTPError as exc:
-            raise ToolFailure("agent_error", f"cannot reach the model endpoint: {type(exc).__name__}: {exc}") from None
+            raise ToolFailure(
+                "agent_error", f"cannot reach the model endpoint: {type(exc).__name__}: {exc}"
+            ) from None
         try:
             data = json.loads(raw)
         except ValueError:
-            raise ToolFailure("agent_error", "the model endpoint answered with malformed JSON") from None
+            raise ToolFailure(
+                "agent_error", "the model endpoint answered with malformed JSON"
+            ) from None
         return _parse_message(data)
 
     async def _read_stream(self, response: httpx.Response, ctx: CallContext, turn: int) -> _Turn:
@@ -282,11 +354,15 @@ class OpenAIProvider(AgentProvider):
             try:
                 chunk = json.loads(payload)
             except ValueError:
-                raise ToolFailure("agent_error", "the model endpoint streamed malformed JSON") from None
+                raise ToolFailure(
+                    "agent_error", "the model endpoint streamed malformed JSON"
+                ) from None
             if not isinstance(chunk, dict):
                 raise ToolFailure("agent_error", "the model endpoint streamed an unexpected chunk")
             if chunk.get("error"):
-                raise ToolFailure("agent_error", f"the model endpoint failed mid-stream: {_error_text(chunk)}")
+                raise ToolFailure(
+                    "agent_error", f"the model endpoint failed mid-stream: {_error_text(chunk)}"
+                )
             if chunk.get("usage"):
                 out.usage = chunk["usage"]
             for choice in chunk.get("choices") or []:
@@ -298,7 +374,9 @@ class OpenAIProvider(AgentProvider):
                     out.content += text
                     emit(ctx, "agent.delta", {"turn": turn, "text": text})  # the engine coalesces
                 for tc in delta.get("tool_calls") or []:
-                    slot = calls.setdefault(int(tc.get("index", 0)), {"id": "", "name": "", "arguments": ""})
+                    slot = calls.setdefault(
+                        int(tc.get("index", 0)), {"id": "", "name": "", "arguments": ""}
+                    )
                     slot["id"] = tc.get("id") or slot["id"]
                     fn = tc.get("function") or {}
                     slot["name"] += fn.get("name") or ""
@@ -318,17 +396,24 @@ def _parse_message(data: Any) -> _Turn:
         choice = data["choices"][0]
         message = choice["message"]
     except (KeyError, IndexError, TypeError):
-        raise ToolFailure("agent_error", "the model endpoint's answer has no choices[0].message") from None
-    out = _Turn(content=message.get("content") or "", finish_reason=choice.get("finish_reason"),
-                usage=data.get("usage"))
+        raise ToolFailure(
+            "agent_error", "the model endpoint's answer has no choices[0].message"
+        ) from None
+    out = _Turn(
+        content=message.get("content") or "",
+        finish_reason=choice.get("finish_reason"),
+        usage=data.get("usage"),
+    )
     for i, tc in enumerate(message.get("tool_calls") or []):
         fn = tc.get("function") or {}
         args = fn.get("arguments")
-        out.tool_calls.append({
-            "id": tc.get("id") or f"call_{i}",
-            "name": fn.get("name") or "",
-            "arguments": args if isinstance(args, str) else json.dumps(args or {}),
-        })
+        out.tool_calls.append(
+            {
+                "id": tc.get("id") or f"call_{i}",
+                "name": fn.get("name") or "",
+                "arguments": args if isinstance(args, str) else json.dumps(args or {}),
+            }
+        )
     return out
 
 
@@ -351,8 +436,12 @@ def _status_failure(response: httpx.Response, text: str) -> ToolFailure:
     message = f"model endpoint answered HTTP {status}" + (f": {detail}" if detail else "")
     details = {"status": status}
     if status == 429:
-        return ToolFailure("rate_limited", message, details=details,
-                           retry_after=retry_after_seconds(response.headers.get("retry-after")))
+        return ToolFailure(
+            "rate_limited",
+            message,
+            details=details,
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
+        )
     if status == 408:
         return ToolFailure("timeout", message, details=details)
     return ToolFailure("agent_error", message, details=details)

@@ -34,7 +34,9 @@ def emit(ctx: CallContext, type_: str, data: dict[str, Any]) -> None:
 
 
 class AgentTools:
-    def __init__(self, registry: ToolRegistry | None, names: Iterable[str], ctx: CallContext) -> None:
+    def __init__(
+        self, registry: ToolRegistry | None, names: Iterable[str], ctx: CallContext
+    ) -> None:
         self.ctx = ctx
         self._by_wire: dict[str, str] = {}
         self._tools = {}
@@ -61,16 +63,28 @@ class AgentTools:
         for wire, name in self._by_wire.items():
             tool = self._tools[name]
             schema = dict(tool.args_schema) if tool.args_schema else {"type": "object"}
-            specs.append({
-                "type": "function",
-                "function": {"name": wire, "description": (tool.description or name)[:1024], "parameters": schema},
-            })
+            specs.append(
+                {
+                    "type": "function",
+                    "function": {
+                        "name": wire,
+                        "description": (tool.description or name)[:1024],
+                        "parameters": schema,
+                    },
+                }
+            )
         return specs
 
-    async def call(self, wire: str, raw_args: Any, *, turn: int, index: int, call_id: str = "") -> tuple[bool, Any]:
+    async def call(
+        self, wire: str, raw_args: Any, *, turn: int, index: int, call_id: str = ""
+    ) -> tuple[bool, Any]:
         """Runs one call the model asked for: (ok, result or error) for the model to read."""
         name = self._by_wire.get(wire) or (wire if wire in self._tools else None)
-        emit(self.ctx, "agent.tool_call", {"turn": turn, "index": index, "tool": name or wire, "call_id": call_id})
+        emit(
+            self.ctx,
+            "agent.tool_call",
+            {"turn": turn, "index": index, "tool": name or wire, "call_id": call_id},
+        )
         ok, value = await self._call(name, wire, raw_args, turn, index)
         data: dict[str, Any] = {"turn": turn, "index": index, "tool": name or wire, "ok": ok}
         if not ok:
@@ -78,7 +92,9 @@ class AgentTools:
         emit(self.ctx, "agent.tool_result", data)
         return ok, value
 
-    async def _call(self, name: str | None, wire: str, raw_args: Any, turn: int, index: int) -> tuple[bool, Any]:
+    async def _call(
+        self, name: str | None, wire: str, raw_args: Any, turn: int, index: int
+    ) -> tuple[bool, Any]:
         if name is None:
             return False, {"type": "unknown_tool", "message": f"no tool named {wire!r} is offered"}
         tool = self._tools[name]
@@ -90,11 +106,18 @@ class AgentTools:
         else:
             args = raw_args if raw_args is not None else {}
         if tool.args_schema:
-            errors = sorted(jsonschema.Draft202012Validator(tool.args_schema).iter_errors(args), key=lambda e: list(e.path))
+            errors = sorted(
+                jsonschema.Draft202012Validator(tool.args_schema).iter_errors(args),
+                key=lambda e: list(e.path),
+            )
             if errors:
                 e = errors[0]
                 where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.path)
-                return False, {"type": "invalid_args", "message": f"args{where}: {e.message}", "field": f"args{where}"}
+                return False, {
+                    "type": "invalid_args",
+                    "message": f"args{where}: {e.message}",
+                    "field": f"args{where}",
+                }
         sub = replace(self.ctx, idempotency_key=f"{self.ctx.idempotency_key}/tools/{turn}.{index}")
         try:
             return True, await tool.call(args, sub)
@@ -111,4 +134,3 @@ def result_text(ok: bool, value: Any) -> str:
     if len(text) > MAX_RESULT_CHARS:
         text = text[:MAX_RESULT_CHARS] + "...(truncated)"
     return text
-

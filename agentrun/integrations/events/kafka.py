@@ -41,8 +41,11 @@ class KafkaBus(EventBus):
         if self._producer is not None:
             return
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, client_id=self.client_id,
-            enable_idempotence=True, acks="all", request_timeout_ms=int(self.publish_timeout * 1000),
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            enable_idempotence=True,
+            acks="all",
+            request_timeout_ms=int(self.publish_timeout * 1000),
         )
         try:
             await asyncio.wait_for(producer.start(), self.publish_timeout * 2)
@@ -58,7 +61,9 @@ class KafkaBus(EventBus):
         try:
             await asyncio.wait_for(
                 self._producer.send_and_wait(
-                    self.topic, event.to_json(), key=event.execution_id.encode(),
+                    self.topic,
+                    event.to_json(),
+                    key=event.execution_id.encode(),
                     headers=[("event_id", event.id.encode()), ("type", event.type.encode())],
                 ),
                 self.publish_timeout,

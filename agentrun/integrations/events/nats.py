@@ -18,8 +18,16 @@ from typing import Any
 from agentrun.integrations.events.base import BusEvent, BusUnavailable, EventBus, subject_token
 from agentrun.integrations.util import parse_seconds
 
-_KEYS = {"url", "stream", "subject_prefix", "duplicate_window", "publish_timeout", "max_age", "replicas",
-         "connect_timeout"}
+_KEYS = {
+    "url",
+    "stream",
+    "subject_prefix",
+    "duplicate_window",
+    "publish_timeout",
+    "max_age",
+    "replicas",
+    "connect_timeout",
+}
 
 
 class NatsBus(EventBus):
@@ -81,14 +89,16 @@ class NatsBus(EventBus):
             try:
                 await self._js.stream_info(self.stream)
             except NotFoundError:
-                await self._js.add_stream(StreamConfig(
-                    name=self.stream,
-                    subjects=[f"{self.prefix}.>"],
-                    storage=StorageType.FILE,
-                    duplicate_window=self.duplicate_window,
-                    max_age=self.max_age or None,
-                    num_replicas=self.replicas,
-                ))
+                await self._js.add_stream(
+                    StreamConfig(
+                        name=self.stream,
+                        subjects=[f"{self.prefix}.>"],
+                        storage=StorageType.FILE,
+                        duplicate_window=self.duplicate_window,
+                        max_age=self.max_age or None,
+                        num_replicas=self.replicas,
+                    )
+                )
         except (TimeoutError, NatsError, OSError) as exc:
             raise BusUnavailable(f"JetStream stream {self.stream}: {exc!r}") from None
         self._stream_ready = True
@@ -104,8 +114,11 @@ class NatsBus(EventBus):
                 event.to_json(),
                 timeout=self.publish_timeout,
                 stream=self.stream,
-                headers={"Nats-Msg-Id": event.id, "Agentrun-Sequence": str(event.sequence),
-                         "Agentrun-Type": event.type},
+                headers={
+                    "Nats-Msg-Id": event.id,
+                    "Agentrun-Sequence": str(event.sequence),
+                    "Agentrun-Type": event.type,
+                },
             )
         except (TimeoutError, NatsError, OSError) as exc:
             raise BusUnavailable(f"NATS publish failed: {exc!r}") from None
@@ -117,7 +130,9 @@ class NatsBus(EventBus):
         if self._js is None or not self._stream_ready or not self._nc.is_connected:
             await self.connect()
         try:
-            msg = await self._js.get_last_msg(self.stream, self.subject(tenant, workflow, execution_id))
+            msg = await self._js.get_last_msg(
+                self.stream, self.subject(tenant, workflow, execution_id)
+            )
         except NotFoundError:
             return 0
         except (TimeoutError, NatsError, OSError) as exc:

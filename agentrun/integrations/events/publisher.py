@@ -102,7 +102,9 @@ class BusPublisher:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="agentrun-bus-publisher")
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="agentrun-bus-publisher"
+            )
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Publishes what it can within `timeout`, then stops and closes the bus."""
@@ -207,7 +209,11 @@ class BusPublisher:
 
     def _went_down(self, execution_id: str, exc: Exception) -> None:
         if not self._down:
-            log.warning("event bus %s unavailable, executions continue; catching up later: %s", self.bus.name, exc)
+            log.warning(
+                "event bus %s unavailable, executions continue; catching up later: %s",
+                self.bus.name,
+                exc,
+            )
         self._down = True
         self._behind[execution_id] = True
 
@@ -229,7 +235,9 @@ class BusPublisher:
         if key in self._instances:
             entries = await self.store.instances.list_history(key, after_sequence=after, limit=PAGE)
             return [history_event(entry) for entry in entries]
-        page: list[EventRecord] = await self.store.list_events(key, after_sequence=after, limit=PAGE)
+        page: list[EventRecord] = await self.store.list_events(
+            key, after_sequence=after, limit=PAGE
+        )
         return page
 
     async def _cursor(self, execution_id: str, first_sequence: int) -> int:
@@ -267,7 +275,9 @@ class BusPublisher:
                 if event.sequence != last + 1:
                     self._behind[execution_id] = True  # a gap: the store has the rest
                     return
-                await self.bus.publish(BusEvent.from_record(event, tenant=meta[0], workflow=meta[1]))
+                await self.bus.publish(
+                    BusEvent.from_record(event, tenant=meta[0], workflow=meta[1])
+                )
                 last = event.sequence
                 self._remember(execution_id, last)
                 self.published += 1
@@ -293,7 +303,9 @@ class BusPublisher:
                 after = self._last[execution_id]
                 page = await self._page(execution_id, after)
                 for event in page:
-                    await self.bus.publish(BusEvent.from_record(event, tenant=meta[0], workflow=meta[1]))
+                    await self.bus.publish(
+                        BusEvent.from_record(event, tenant=meta[0], workflow=meta[1])
+                    )
                     self._remember(execution_id, event.sequence)
                     self.published += 1
                 if len(page) < PAGE and not self._behind.get(execution_id):

@@ -26,11 +26,14 @@ def require_sdk(what: str) -> None:
     try:
         import mcp  # noqa: F401
     except ImportError as exc:
-        raise ValueError(f"{what} needs the `mcp` package, which is not installed ({exc}); "
-                         f"{INSTALL_HINT}") from None
+        raise ValueError(
+            f"{what} needs the `mcp` package, which is not installed ({exc}); {INSTALL_HINT}"
+        ) from None
 
 
-def load_mcp_tools(config: Mapping[str, Any], *, secrets: Mapping[str, str]) -> tuple[McpSource, list[McpTool]]:
+def load_mcp_tools(
+    config: Mapping[str, Any], *, secrets: Mapping[str, str]
+) -> tuple[McpSource, list[McpTool]]:
     """Connects to the servers under `mcp_servers:` and returns the source (close it at
     shutdown) and their tools."""
     require_sdk("mcp_servers")

@@ -77,7 +77,9 @@ def _server(name: str, spec: Any, secrets: Mapping[str, str]) -> ServerSpec:
     spec = expand_env(dict(spec))
     command, url = spec.get("command"), spec.get("url")
     if (command is None) == (url is None):
-        raise ValueError(f"{where}: give exactly one of `command` (stdio) or `url` (streamable HTTP)")
+        raise ValueError(
+            f"{where}: give exactly one of `command` (stdio) or `url` (streamable HTTP)"
+        )
     options: dict[str, Any] = {"name": name}
     if command is not None:
         if not isinstance(command, str) or not command.strip():
@@ -92,7 +94,9 @@ def _server(name: str, spec: Any, secrets: Mapping[str, str]) -> ServerSpec:
         if cwd is not None and not isinstance(cwd, str):
             raise ValueError(f"{where}.cwd: expected a path")
         options.update(
-            command=command, args=tuple(str(a) for a in args), cwd=cwd,
+            command=command,
+            args=tuple(str(a) for a in args),
+            cwd=cwd,
             env=_values(spec.get("env"), f"{where}.env", secrets),
         )
     else:

@@ -60,7 +60,9 @@ class Connection:
         tools: list[Any] = []
         cursor: str | None = None
         for _ in range(1000):  # a server whose cursor never ends cannot hang the start
-            page = await self._request(client, client.list_tools(cursor=cursor, cache_mode="refresh"))
+            page = await self._request(
+                client, client.list_tools(cursor=cursor, cache_mode="refresh")
+            )
             tools.extend(page.tools)
             cursor = page.next_cursor
             if not cursor:
@@ -68,11 +70,17 @@ class Connection:
         return tools
 
     async def call_tool(
-        self, name: str, arguments: Mapping[str, Any], *, meta: Mapping[str, Any], progress: ProgressFn | None
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        meta: Mapping[str, Any],
+        progress: ProgressFn | None,
     ) -> Any:
         client = await self._session()
         return await self._request(
-            client, client.call_tool(name, dict(arguments), progress_callback=progress, meta=dict(meta))
+            client,
+            client.call_tool(name, dict(arguments), progress_callback=progress, meta=dict(meta)),
         )
 
     async def close(self) -> None:
@@ -154,7 +162,9 @@ class Connection:
             raise
         except BaseException as exc:
             if not ready.done():
-                ready.set_exception(ConnectionLost(f"cannot connect to {self.spec.where}: {_describe(exc)}"))
+                ready.set_exception(
+                    ConnectionLost(f"cannot connect to {self.spec.where}: {_describe(exc)}")
+                )
             else:
                 log.warning("%s: session ended: %s", self.spec.where, _describe(exc))
 

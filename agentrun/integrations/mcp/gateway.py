@@ -61,15 +61,21 @@ RESULT_SCHEMA: dict[str, Any] = {
 }
 GET_EXECUTION_TOOL = types.Tool(
     name=GET_EXECUTION,
-    description=("The state of an agentrun execution started by one of the workflow tools, and "
-                 "its output once it has ended. `wait` (seconds) waits for the end first."),
+    description=(
+        "The state of an agentrun execution started by one of the workflow tools, and "
+        "its output once it has ended. `wait` (seconds) waits for the end first."
+    ),
     input_schema={
         "type": "object",
         "required": ["execution_id"],
         "properties": {
             "execution_id": {"type": "string"},
-            "wait": {"type": "number", "minimum": 0, "maximum": MAX_WAIT,
-                     "description": "seconds to wait for the execution to end (default 0)"},
+            "wait": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": MAX_WAIT,
+                "description": "seconds to wait for the execution to end (default 0)",
+            },
         },
         "additionalProperties": False,
     },
@@ -125,8 +131,11 @@ def execution_result(execution: Execution) -> types.CallToolResult:
     if done and execution.state.value == "SUCCEEDED":
         body["output"] = execution.output
     if execution.error is not None:
-        body["error"] = {"type": execution.error.type, "message": execution.error.message,
-                         "node_id": execution.error.node_id}
+        body["error"] = {
+            "type": execution.error.type,
+            "message": execution.error.message,
+            "node_id": execution.error.node_id,
+        }
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=json.dumps(body, default=str))],
         structured_content=body,
@@ -135,7 +144,9 @@ def execution_result(execution: Execution) -> types.CallToolResult:
 
 
 def error_result(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=message)], is_error=True
+    )
 
 
 class Gateway:
@@ -146,8 +157,10 @@ class Gateway:
         self.options = options
         self.server: Server[Any] = Server(
             "agentrun",
-            instructions=("Each tool runs an agentrun workflow and returns its output; a long run "
-                          "answers with its execution_id and done: false, which get_execution polls."),
+            instructions=(
+                "Each tool runs an agentrun workflow and returns its output; a long run "
+                "answers with its execution_id and done: false, which get_execution polls."
+            ),
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
         )
@@ -178,7 +191,9 @@ class Gateway:
         except AgentrunError as exc:
             raise MCPError(types.INTERNAL_ERROR, f"agentrun server: {exc}") from None
 
-    async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def _call_tool(
+        self, ctx: Any, params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
         args = dict(params.arguments or {})
         try:
             if params.name == GET_EXECUTION:
@@ -191,7 +206,9 @@ class Gateway:
         except AgentrunError as exc:
             return error_result(f"agentrun server: {exc}")
 
-    async def _run_workflow(self, ctx: Any, name: str, args: dict[str, Any]) -> types.CallToolResult:
+    async def _run_workflow(
+        self, ctx: Any, name: str, args: dict[str, Any]
+    ) -> types.CallToolResult:
         tool = await self._tool(name)
         run_input = args.get(WRAPPED) if is_wrapped(tool) else args
         execution = await self.client.start_execution(name, run_input)

@@ -56,19 +56,29 @@ class McpSource:
                 if spec.include is not None and remote.name not in spec.include:
                     continue
                 if not _TOOL_NAME.match(remote.name):
-                    log.warning("%s: tool %r left out: its name cannot be part of a tool name",
-                                spec.where, remote.name)
+                    log.warning(
+                        "%s: tool %r left out: its name cannot be part of a tool name",
+                        spec.where,
+                        remote.name,
+                    )
                     continue
-                tools.append(McpTool(
-                    server=spec.name, remote=remote, connection=self.connections[spec.name],
-                    loop=self.loop, effect=spec.effects.get(remote.name),
-                ))
+                tools.append(
+                    McpTool(
+                        server=spec.name,
+                        remote=remote,
+                        connection=self.connections[spec.name],
+                        loop=self.loop,
+                        effect=spec.effects.get(remote.name),
+                    )
+                )
             if spec.include is not None:
                 missing = spec.include - {r.name for r in remotes}
                 if missing:
                     self.close()
-                    raise ValueError(f"mcp_servers.{spec.name}.include: the server has no tool "
-                                     f"{', '.join(sorted(missing))}")
+                    raise ValueError(
+                        f"mcp_servers.{spec.name}.include: the server has no tool "
+                        f"{', '.join(sorted(missing))}"
+                    )
         return tools
 
     async def _list_all(self) -> list[list[Any]]:
@@ -110,4 +120,6 @@ class McpSource:
             self.loop.stop()
 
     async def _close_all(self) -> None:
-        await asyncio.gather(*(c.close() for c in self.connections.values()), return_exceptions=True)
+        await asyncio.gather(
+            *(c.close() for c in self.connections.values()), return_exceptions=True
+        )

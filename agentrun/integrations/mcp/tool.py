@@ -83,10 +83,14 @@ class McpTool(Tool):
         }
         try:
             result = await self._loop.run(
-                self._connection.call_tool(self.remote_name, args or {}, meta=meta, progress=progress)
+                self._connection.call_tool(
+                    self.remote_name, args or {}, meta=meta, progress=progress
+                )
             )
         except ConnectionLost as exc:
-            raise ToolFailure("mcp.unavailable", str(exc), details={"server": self.server}) from None
+            raise ToolFailure(
+                "mcp.unavailable", str(exc), details={"server": self.server}
+            ) from None
         except ServerError as exc:
             kind = "invalid_args" if exc.code == INVALID_PARAMS else "mcp.error"
             details: dict[str, Any] = {"server": self.server, "code": exc.code}
@@ -100,10 +104,15 @@ def result_value(name: str, result: Any) -> Any:
     """structuredContent when the server sent it, else the content blocks; `isError` → a
     `tool_error` whose message is the text the server gave."""
     blocks = [_block(b) for b in (getattr(result, "content", None) or [])]
-    text = "\n".join(b["text"] for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str))
+    text = "\n".join(
+        b["text"] for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str)
+    )
     if getattr(result, "is_error", False):
-        raise ToolFailure("tool_error", f"{name}: {text or 'the tool reported an error'}",
-                          details={"content": blocks})
+        raise ToolFailure(
+            "tool_error",
+            f"{name}: {text or 'the tool reported an error'}",
+            details={"content": blocks},
+        )
     structured = getattr(result, "structured_content", None)
     if structured is not None:
         return structured

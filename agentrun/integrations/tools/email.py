@@ -33,7 +33,12 @@ from typing import Any
 from agentrun.engine.ports import CallContext, Effect, Tool, ToolFailure
 from agentrun.integrations.util import parse_seconds
 
-_ADDRESSES = {"oneOf": [{"type": "string", "minLength": 3}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+_ADDRESSES = {
+    "oneOf": [
+        {"type": "string", "minLength": 3},
+        {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    ]
+}
 
 # Line breaks in any spelling a header parser, a URL decoder, a template or an HTML/MIME
 # decoder downstream could turn into a real one.
@@ -51,12 +56,16 @@ def check_header(field: str, value: str) -> str:
     """Refuses a header value that could smuggle a line break."""
     if _INJECTION.search(value):
         raise ToolFailure(
-            "invalid_args", f"args.{field}: line breaks and encoded newlines are not allowed in headers",
+            "invalid_args",
+            f"args.{field}: line breaks and encoded newlines are not allowed in headers",
             details={"field": f"args.{field}"},
         )
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ToolFailure("invalid_args", f"args.{field}: control characters are not allowed",
-                          details={"field": f"args.{field}"})
+        raise ToolFailure(
+            "invalid_args",
+            f"args.{field}: control characters are not allowed",
+            details={"field": f"args.{field}"},
+        )
     return value
 
 
@@ -69,8 +78,11 @@ def _addresses(field: str, value: Any) -> list[str]:
         parsed = email.utils.getaddresses([item])
         name, addr = parsed[0] if len(parsed) == 1 else ("", "")
         if not addr or not _ADDRESS.match(addr):
-            raise ToolFailure("invalid_args", f"args.{where}: not one email address: {item!r}",
-                              details={"field": f"args.{where}"})
+            raise ToolFailure(
+                "invalid_args",
+                f"args.{where}: not one email address: {item!r}",
+                details={"field": f"args.{where}"},
+            )
         out.append(email.utils.formataddr((name, addr)) if name else addr)
     return out
 
@@ -90,12 +102,25 @@ class EmailSend(Tool):
             "body": {"type": "string"},
         },
     }
-    result_schema = {"type": "object", "required": ["message_id"], "properties": {"message_id": {"type": "string"}}}
+    result_schema = {
+        "type": "object",
+        "required": ["message_id"],
+        "properties": {"message_id": {"type": "string"}},
+    }
     effect = Effect.IRREVERSIBLE
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})
-        unknown = set(config) - {"host", "port", "starttls", "tls", "username", "password_secret", "from", "timeout"}
+        unknown = set(config) - {
+            "host",
+            "port",
+            "starttls",
+            "tls",
+            "username",
+            "password_secret",
+            "from",
+            "timeout",
+        }
         if unknown:
             raise ValueError(f"tools.email.send: unknown keys {', '.join(sorted(unknown))}")
         self.host: str | None = config.get("host")
@@ -111,8 +136,11 @@ class EmailSend(Tool):
         """The message and its envelope recipients; raises ToolFailure(invalid_args)."""
         sender = args.get("from") or self.sender
         if not sender:
-            raise ToolFailure("invalid_args", "args.from: no sender given and none configured",
-                              details={"field": "args.from"})
+            raise ToolFailure(
+                "invalid_args",
+                "args.from: no sender given and none configured",
+                details={"field": "args.from"},
+            )
         from_ = _addresses("from", sender)
         to = _addresses("to", args["to"])
         cc = _addresses("cc", args["cc"]) if args.get("cc") else []
@@ -135,7 +163,9 @@ class EmailSend(Tool):
         msg, rcpts = self.build(args, ctx)
         host = self.host
         if not host:
-            raise ToolFailure("tool_error", "email.send: no SMTP host configured (tools.email.send.host)")
+            raise ToolFailure(
+                "tool_error", "email.send: no SMTP host configured (tools.email.send.host)"
+            )
         password = None
         if self.password_secret:
             password = ctx.secrets.get(self.password_secret)
@@ -144,7 +174,9 @@ class EmailSend(Tool):
         try:
             await asyncio.to_thread(self._send, host, msg, rcpts, password)
         except smtplib.SMTPRecipientsRefused as exc:
-            raise ToolFailure("email.rejected", f"recipients refused: {', '.join(exc.recipients)}") from None
+            raise ToolFailure(
+                "email.rejected", f"recipients refused: {', '.join(exc.recipients)}"
+            ) from None
         except smtplib.SMTPResponseException as exc:
             kind = "tool_error" if 400 <= exc.smtp_code < 500 else "email.rejected"
             raise ToolFailure(kind, f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from None

@@ -44,7 +44,10 @@ class HttpRequest(Tool):
             "method": {"type": "string", "enum": METHODS + [m.lower() for m in METHODS]},
             "url": {"type": "string", "minLength": 1},
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-            "params": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+            "params": {
+                "type": "object",
+                "additionalProperties": {"type": ["string", "number", "boolean"]},
+            },
             "json": {},
             "body": {"type": "string"},
             "timeout": {"type": "number", "exclusiveMinimum": 0},
@@ -60,8 +63,15 @@ class HttpRequest(Tool):
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})
-        unknown = set(config) - {"allow", "timeout", "max_timeout", "max_response_bytes", "max_redirects",
-                                 "user_agent", "ca_bundle"}
+        unknown = set(config) - {
+            "allow",
+            "timeout",
+            "max_timeout",
+            "max_response_bytes",
+            "max_redirects",
+            "user_agent",
+            "ca_bundle",
+        }
         if unknown:
             raise ValueError(f"tools.http.request: unknown keys {', '.join(sorted(unknown))}")
         self.guard = Guard(config.get("allow") or [])
@@ -81,15 +91,26 @@ class HttpRequest(Tool):
             if args.get("params"):
                 url = url.copy_merge_params({k: _param(v) for k, v in args["params"].items()})
         except (httpx.InvalidURL, ValueError, TypeError) as exc:
-            raise ToolFailure("invalid_args", f"args.url: not a valid URL: {exc}", details={"field": "args.url"}) from None
+            raise ToolFailure(
+                "invalid_args", f"args.url: not a valid URL: {exc}", details={"field": "args.url"}
+            ) from None
         timeout = min(float(args.get("timeout") or self.timeout), self.max_timeout)
-        headers = {str(k): str(v) for k, v in (args.get("headers") or {}).items() if str(k).lower() != "host"}
+        headers = {
+            str(k): str(v)
+            for k, v in (args.get("headers") or {}).items()
+            if str(k).lower() != "host"
+        }
         for k, v in headers.items():
             if not _TOKEN.match(k) or any(c in v for c in "\r\n\x00"):
-                raise ToolFailure("invalid_args", f"args.headers.{k}: line breaks are not allowed in headers",
-                                  details={"field": f"args.headers.{k}"})
+                raise ToolFailure(
+                    "invalid_args",
+                    f"args.headers.{k}: line breaks are not allowed in headers",
+                    details={"field": f"args.headers.{k}"},
+                )
         headers.setdefault("User-Agent", self.user_agent)
-        if method not in ("GET", "HEAD", "OPTIONS") and not any(k.lower() == "idempotency-key" for k in headers):
+        if method not in ("GET", "HEAD", "OPTIONS") and not any(
+            k.lower() == "idempotency-key" for k in headers
+        ):
             headers["Idempotency-Key"] = ctx.idempotency_key
         content: bytes | None = None
         if "json" in args:
@@ -100,15 +121,22 @@ class HttpRequest(Tool):
             content = str(args["body"]).encode()
         try:
             async with httpx.AsyncClient(
-                follow_redirects=False, trust_env=False, timeout=httpx.Timeout(timeout), verify=self.verify
+                follow_redirects=False,
+                trust_env=False,
+                timeout=httpx.Timeout(timeout),
+                verify=self.verify,
             ) as client:
                 return await self._send(client, method, url, headers, content, args)
         except Blocked as exc:
-            raise ToolFailure("http.blocked", f"request blocked: {exc}", details={"url": str(url)}) from None
+            raise ToolFailure(
+                "http.blocked", f"request blocked: {exc}", details={"url": str(url)}
+            ) from None
         except httpx.TimeoutException:
             raise ToolFailure("timeout", f"HTTP request timed out after {timeout:g}s") from None
         except httpx.HTTPError as exc:
-            raise ToolFailure("tool_error", f"HTTP request failed: {type(exc).__name__}: {exc}") from None
+            raise ToolFailure(
+                "tool_error", f"HTTP request failed: {type(exc).__name__}: {exc}"
+            ) from None
 
     async def _send(
         self,
@@ -136,11 +164,15 @@ class HttpRequest(Tool):
                         nxt = url.join(response.headers["location"])
                     except httpx.InvalidURL as exc:
                         raise Blocked(f"bad redirect location: {exc}") from None
-                    if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
+                    if response.status_code == 303 or (
+                        response.status_code in (301, 302) and method == "POST"
+                    ):
                         method, content = ("GET" if method != "HEAD" else "HEAD"), None
                         headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
                     if (nxt.scheme, nxt.host, nxt.port) != (url.scheme, url.host, url.port):
-                        headers = {k: v for k, v in headers.items() if k.lower() not in _DROP_ON_NEW_ORIGIN}
+                        headers = {
+                            k: v for k, v in headers.items() if k.lower() not in _DROP_ON_NEW_ORIGIN
+                        }
                     url = nxt
                     continue
                 body = await self._read(response)
@@ -182,7 +214,9 @@ class HttpRequest(Tool):
             details = {"status": status, "body": body if not isinstance(body, str) else body[:2000]}
             if status == 429:
                 raise ToolFailure(
-                    "rate_limited", f"HTTP {status}", details=details,
+                    "rate_limited",
+                    f"HTTP {status}",
+                    details=details,
                     retry_after=retry_after_seconds(response.headers.get("retry-after")),
                 )
             raise ToolFailure("tool_error", f"HTTP {status}", details=details)

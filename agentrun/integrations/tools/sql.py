@@ -47,9 +47,12 @@ class Database:
 
 def _database(name: str, raw: Mapping[str, Any]) -> Database:
     import sqlalchemy as sa
+
     unknown = set(raw) - {"url", "read_only", "statement_timeout", "max_rows", "password_secret"}
     if unknown:
-        raise ValueError(f"tools.sql.query.databases.{name}: unknown keys {', '.join(sorted(unknown))}")
+        raise ValueError(
+            f"tools.sql.query.databases.{name}: unknown keys {', '.join(sorted(unknown))}"
+        )
     if not raw.get("url"):
         raise ValueError(f"tools.sql.query.databases.{name}: url is required")
     url = sa.make_url(str(raw["url"]))
@@ -59,7 +62,9 @@ def _database(name: str, raw: Mapping[str, Any]) -> Database:
     elif backend == "sqlite":
         url = url.set(drivername="sqlite+aiosqlite")
     else:
-        raise ValueError(f"tools.sql.query.databases.{name}: only postgresql and sqlite are supported")
+        raise ValueError(
+            f"tools.sql.query.databases.{name}: only postgresql and sqlite are supported"
+        )
     return Database(
         name=name,
         url=url,
@@ -92,7 +97,11 @@ class SqlQuery(Tool):
     result_schema = {
         "type": "object",
         "required": ["rows", "rowcount"],
-        "properties": {"rows": {"type": "array"}, "rowcount": {"type": "integer"}, "truncated": {"type": "boolean"}},
+        "properties": {
+            "rows": {"type": "array"},
+            "rowcount": {"type": "integer"},
+            "truncated": {"type": "boolean"},
+        },
     }
     effect = Effect.IDEMPOTENT
 
@@ -101,26 +110,37 @@ class SqlQuery(Tool):
         unknown = set(config) - {"databases"}
         if unknown:
             raise ValueError(f"tools.sql.query: unknown keys {', '.join(sorted(unknown))}")
-        self.databases = {str(n): _database(str(n), d or {}) for n, d in (config.get("databases") or {}).items()}
+        self.databases = {
+            str(n): _database(str(n), d or {}) for n, d in (config.get("databases") or {}).items()
+        }
         self._engines: dict[str, AsyncEngine] = {}
 
     def _pick(self, name: str | None) -> Database:
         if not self.databases:
-            raise ToolFailure("tool_error", "sql.query: no databases configured (tools.sql.query.databases)")
+            raise ToolFailure(
+                "tool_error", "sql.query: no databases configured (tools.sql.query.databases)"
+            )
         if name is None:
             if len(self.databases) == 1:
                 return next(iter(self.databases.values()))
-            raise ToolFailure("invalid_args", "args.database: required when several databases are configured",
-                              details={"field": "args.database"})
+            raise ToolFailure(
+                "invalid_args",
+                "args.database: required when several databases are configured",
+                details={"field": "args.database"},
+            )
         db = self.databases.get(name)
         if db is None:
             known = ", ".join(sorted(self.databases)) or "none configured"
-            raise ToolFailure("invalid_args", f"args.database: unknown database {name!r} ({known})",
-                              details={"field": "args.database"})
+            raise ToolFailure(
+                "invalid_args",
+                f"args.database: unknown database {name!r} ({known})",
+                details={"field": "args.database"},
+            )
         return db
 
     def _engine(self, db: Database, ctx: CallContext) -> AsyncEngine:
         from sqlalchemy.ext.asyncio import create_async_engine
+
         engine = self._engines.get(db.name)
         if engine is None:
             url = db.url
@@ -129,8 +149,11 @@ class SqlQuery(Tool):
                 if password is None:
                     raise ToolFailure("tool_error", f"secret {db.password_secret!r} is not set")
                 url = url.set(password=password)
-            engine = self._engines[db.name] = create_async_engine(url, pool_size=4, max_overflow=4) \
-                if db.dialect == "postgresql" else create_async_engine(url)
+            engine = self._engines[db.name] = (
+                create_async_engine(url, pool_size=4, max_overflow=4)
+                if db.dialect == "postgresql"
+                else create_async_engine(url)
+            )
         return engine
 
     async def call(self, args: Any, ctx: CallContext) -> Any:
@@ -144,13 +167,21 @@ class SqlQuery(Tool):
             stmt = sa.text(query)
             missing = set(stmt.compile().params) - set(params)
         except sa.exc.ArgumentError as exc:
-            raise ToolFailure("invalid_args", f"args.query: {exc}", details={"field": "args.query"}) from None
+            raise ToolFailure(
+                "invalid_args", f"args.query: {exc}", details={"field": "args.query"}
+            ) from None
         if missing:
-            raise ToolFailure("invalid_args", f"args.params: no value for {', '.join(sorted(missing))}",
-                              details={"field": "args.params"})
+            raise ToolFailure(
+                "invalid_args",
+                f"args.params: no value for {', '.join(sorted(missing))}",
+                details={"field": "args.params"},
+            )
         if db.read_only and _first_keyword(query) not in _READ_KEYWORDS:
-            raise ToolFailure("sql.read_only", f"database {db.name!r} is read-only: only queries may run",
-                              details={"database": db.name})
+            raise ToolFailure(
+                "sql.read_only",
+                f"database {db.name!r} is read-only: only queries may run",
+                details={"database": db.name},
+            )
         try:
             async with asyncio.timeout(db.statement_timeout + 1.0):
                 return await self._run(engine, db, stmt, params)
@@ -158,16 +189,30 @@ class SqlQuery(Tool):
             raise ToolFailure("timeout", f"statement exceeded {db.statement_timeout:g}s") from None
         except sa.exc.DBAPIError as exc:
             text = str(exc.orig) if exc.orig is not None else str(exc)
-            if "statement timeout" in text or "canceling statement" in text or "interrupted" in text:
-                raise ToolFailure("timeout", f"statement exceeded {db.statement_timeout:g}s") from None
-            raise ToolFailure("sql.error", _first_line(text), details={"database": db.name}) from None
+            if (
+                "statement timeout" in text
+                or "canceling statement" in text
+                or "interrupted" in text
+            ):
+                raise ToolFailure(
+                    "timeout", f"statement exceeded {db.statement_timeout:g}s"
+                ) from None
+            raise ToolFailure(
+                "sql.error", _first_line(text), details={"database": db.name}
+            ) from None
         except sa.exc.SQLAlchemyError as exc:
-            raise ToolFailure("sql.error", _first_line(str(exc)), details={"database": db.name}) from None
+            raise ToolFailure(
+                "sql.error", _first_line(str(exc)), details={"database": db.name}
+            ) from None
 
-    async def _run(self, engine: AsyncEngine, db: Database, stmt: Any, params: dict[str, Any]) -> Any:
+    async def _run(
+        self, engine: AsyncEngine, db: Database, stmt: Any, params: dict[str, Any]
+    ) -> Any:
         async with engine.connect() as conn:
             if db.dialect == "postgresql":
-                await conn.exec_driver_sql("SET TRANSACTION READ ONLY" if db.read_only else "SET TRANSACTION READ WRITE")
+                await conn.exec_driver_sql(
+                    "SET TRANSACTION READ ONLY" if db.read_only else "SET TRANSACTION READ WRITE"
+                )
                 ms = max(1, int(db.statement_timeout * 1000))
                 await conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
                 result = await conn.execute(stmt, params)
@@ -178,7 +223,9 @@ class SqlQuery(Tool):
                 # sqlite3's interrupt() is thread-safe: it stops the statement on the driver's thread.
                 driver = cast("aiosqlite.Connection", raw.driver_connection)
                 sqlite_conn = driver._conn
-                timer = asyncio.get_running_loop().call_later(db.statement_timeout, sqlite_conn.interrupt)
+                timer = asyncio.get_running_loop().call_later(
+                    db.statement_timeout, sqlite_conn.interrupt
+                )
                 try:
                     result = await conn.execute(stmt, params)
                     out = _collect(result, db.max_rows)

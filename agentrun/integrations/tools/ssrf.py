@@ -110,7 +110,9 @@ class Guard:
             except ValueError:
                 raise ValueError(f"allow-list entry {text!r}: bad port") from None
             try:
-                self._entries.append(_Entry(network=ipaddress.ip_network(host, strict=False), port=port))
+                self._entries.append(
+                    _Entry(network=ipaddress.ip_network(host, strict=False), port=port)
+                )
             except ValueError:
                 self._entries.append(_Entry(host=host.lower().rstrip("."), port=port))
 

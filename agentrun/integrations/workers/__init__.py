@@ -74,7 +74,9 @@ class Workers:
         self.bell.start()
         self.calls.start()
         self.hub.start()
-        self._reloads = asyncio.get_running_loop().create_task(self._reload_loop(), name="agentrun-workers-reload")
+        self._reloads = asyncio.get_running_loop().create_task(
+            self._reload_loop(), name="agentrun-workers-reload"
+        )
 
     async def _reload_loop(self) -> None:
         """Reloads the catalog every 5 polls too: a `wtools` notification lost while a
@@ -88,7 +90,9 @@ class Workers:
             return
         self._again = True
         if self._refreshing is None:
-            self._refreshing = asyncio.get_running_loop().create_task(self._refresh(), name="agentrun-workers-catalog")
+            self._refreshing = asyncio.get_running_loop().create_task(
+                self._refresh(), name="agentrun-workers-catalog"
+            )
 
     async def _refresh(self) -> None:
         try:

@@ -57,7 +57,9 @@ class Bell:
             return
         self._pending.setdefault(kind, set()).add(key)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._send(), name="agentrun-workers-notify")
+            self._task = asyncio.get_running_loop().create_task(
+                self._send(), name="agentrun-workers-notify"
+            )
 
     async def _send(self) -> None:
         try:
@@ -67,7 +69,9 @@ class Bell:
                     ordered = sorted(keys)
                     for start in range(0, len(ordered), _CHUNK):
                         try:
-                            await self._store.notify(kind, ",".join(ordered[start : start + _CHUNK]))
+                            await self._store.notify(
+                                kind, ",".join(ordered[start : start + _CHUNK])
+                            )
                         except Exception as exc:
                             log.warning("could not tell other replicas (%s): %r", kind, exc)
         finally:

@@ -82,7 +82,9 @@ class RemoteCalls:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="agentrun-remote-calls")
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(), name="agentrun-remote-calls"
+            )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -124,7 +126,9 @@ class RemoteCalls:
             try:
                 await self._repo.enqueue(record)
             except StoreError as exc:
-                raise ToolFailure("unavailable", f"the call of {tool.name!r} could not be stored: {exc}") from None
+                raise ToolFailure(
+                    "unavailable", f"the call of {tool.name!r} could not be stored: {exc}"
+                ) from None
             self._bell.ring("wcall", tool.name)
             self.start()
             ended = await waiting.future
@@ -140,7 +144,11 @@ class RemoteCalls:
     def _withdraw(self, call_id: str) -> None:
         async def cancel() -> None:
             try:
-                gone = {"type": "cancelled", "message": "the attempt no longer waits for the call", "details": {}}
+                gone = {
+                    "type": "cancelled",
+                    "message": "the attempt no longer waits for the call",
+                    "details": {},
+                }
                 cancelled = await self._repo.cancel(call_id, now=self._clock(), error=gone)
                 if cancelled is not None and cancelled.worker_id is not None:
                     self._bell.ring("wdone", call_id)
@@ -206,7 +214,9 @@ class RemoteCalls:
             if status.state is CallState.LEASED and (status.lease_expires or 0) < now:
                 expired.append(status.id)
         if expired:
-            error = lost_error("the worker stopped renewing its lease (no heartbeat) before it answered")
+            error = lost_error(
+                "the worker stopped renewing its lease (no heartbeat) before it answered"
+            )
             for call_id in await self._repo.expire(expired, now=now, error=error):
                 self._ended.add(call_id)
                 self._bell.ring("wdone", call_id)

@@ -130,7 +130,9 @@ class Catalog:
             log.warning("remote tool %r is shadowed by the in-process tool of that name", name)
 
 
-def check_registration(registration: Registration, catalog: Catalog, path: str = "register") -> list[Diagnostic]:
+def check_registration(
+    registration: Registration, catalog: Catalog, path: str = "register"
+) -> list[Diagnostic]:
     """Every problem of a registration, each with the field it is in (`register.tools[0].name`)."""
     problems: list[Diagnostic] = []
 
@@ -138,7 +140,10 @@ def check_registration(registration: Registration, catalog: Catalog, path: str =
         problems.append(Diagnostic(f"{path}.{where}", message))
 
     if not 1 <= registration.max_concurrent_calls <= MAX_SLOTS:
-        bad("max_concurrent_calls", f"must be between 1 and {MAX_SLOTS}, not {registration.max_concurrent_calls}")
+        bad(
+            "max_concurrent_calls",
+            f"must be between 1 and {MAX_SLOTS}, not {registration.max_concurrent_calls}",
+        )
     if len(registration.display_name) > MAX_TEXT:
         bad("display_name", f"at most {MAX_TEXT} characters")
     if len(registration.version) > MAX_TEXT:
@@ -155,7 +160,13 @@ def check_registration(registration: Registration, catalog: Catalog, path: str =
 
 
 def _check_tool(
-    tool: ToolSpec, where: str, index: int, seen: dict[str, int], catalog: Catalog, registration: Registration, bad: Any
+    tool: ToolSpec,
+    where: str,
+    index: int,
+    seen: dict[str, int],
+    catalog: Catalog,
+    registration: Registration,
+    bad: Any,
 ) -> None:
     if not tool.name:
         bad(f"{where}.name", "is required")

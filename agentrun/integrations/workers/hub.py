@@ -101,7 +101,13 @@ class Session:
                 free[tool.name] = min(total, limit - held.get(tool.name, 0))
         if not free:
             return None
-        return Claim(worker_id=self.id, tenant=self.tenant, labels=self.registration.labels, free=free, total=total)
+        return Claim(
+            worker_id=self.id,
+            tenant=self.tenant,
+            labels=self.registration.labels,
+            free=free,
+            total=total,
+        )
 
     def withdraw(self, call_id: str, reason: str) -> None:
         """Tells the worker (once) that a call it holds is no longer wanted; the call keeps
@@ -178,7 +184,9 @@ class WorkerHub:
         with contextlib.suppress(Exception):
             (call,) = await self._repo.get_calls([call_id]) or (None,)
             if call is not None and call.state.finished:
-                session.withdraw(call_id, "lease_lost" if call.state is CallState.FAILED else "cancelled")
+                session.withdraw(
+                    call_id, "lease_lost" if call.state is CallState.FAILED else "cancelled"
+                )
 
     # Sessions -------------------------------------------------------------------------------
     async def open(self, tenant: str, registration: Registration) -> Session:
@@ -187,7 +195,9 @@ class WorkerHub:
         if problems:
             raise InvalidArgument(problems)
         now = self.clock()
-        declarations = [ToolDeclaration(t.name, tenant, t.definition(), now) for t in registration.tools]
+        declarations = [
+            ToolDeclaration(t.name, tenant, t.definition(), now) for t in registration.tools
+        ]
         try:
             await self._repo.declare_tools(tenant, declarations)
         except ToolTaken as taken:
@@ -215,8 +225,12 @@ class WorkerHub:
         self._sessions[session.id] = session
         self._bell.ring("wtools", tenant)
         self._wake.set()
-        log.info("worker %s connected (%s), serving %s", session.id, registration.display_name or "unnamed",
-                 ", ".join(t.name for t in registration.tools))
+        log.info(
+            "worker %s connected (%s), serving %s",
+            session.id,
+            registration.display_name or "unnamed",
+            ", ".join(t.name for t in registration.tools),
+        )
         return session
 
     async def close(self, session: Session) -> None:
@@ -232,7 +246,9 @@ class WorkerHub:
         session.outbox.put_nowait(None)
         try:
             lost = await self._repo.release(
-                session.id, now=self.clock(), error=lost_error("the worker disconnected before it answered")
+                session.id,
+                now=self.clock(),
+                error=lost_error("the worker disconnected before it answered"),
             )
             for call in lost:
                 self._bell.ring("wdone", call.id)
@@ -241,13 +257,22 @@ class WorkerHub:
             log.warning("worker %s: could not release its calls: %r", session.id, exc)
         log.info("worker %s disconnected", session.id)
 
-    async def result(self, session: Session, call_id: str, *, result: Any = None, error: dict[str, Any] | None = None) -> bool:
+    async def result(
+        self,
+        session: Session,
+        call_id: str,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
         """Applies an answer under the session's lease; False (and the worker told) if refused."""
         known = session.inflight.pop(call_id, None) is not None
         caller = session.callers.pop(call_id, None)
         session.withdrawn.discard(call_id)
         self._wake.set()  # a slot is free
-        applied = known and await self._repo.complete(call_id, session.id, now=self.clock(), result=result, error=error)
+        applied = known and await self._repo.complete(
+            call_id, session.id, now=self.clock(), result=result, error=error
+        )
         if applied:
             # The other replicas hear of it only when one of them waits for it.
             self._bell.ring("wdone", call_id, remote=caller != self.replica)
@@ -307,17 +332,26 @@ class WorkerHub:
             start = next(self._turn) % len(sessions)
             now = self.clock()
             fresh_after = now - 2 * self._config.heartbeat
-            claims = [(s, c) for s in sessions[start:] + sessions[:start] if (c := s.claim(fresh_after)) is not None]
+            claims = [
+                (s, c)
+                for s in sessions[start:] + sessions[:start]
+                if (c := s.claim(fresh_after)) is not None
+            ]
             if not claims:
                 return
             # Concurrent claims share one transaction (the group commit), in turn order.
             leased = await asyncio.gather(
-                *(self._repo.claim(c, now=now, lease_until=now + self._config.lease) for _, c in claims)
+                *(
+                    self._repo.claim(c, now=now, lease_until=now + self._config.lease)
+                    for _, c in claims
+                )
             )
             took = False
             for (session, _), calls in zip(claims, leased, strict=True):
                 if session.closed:  # it ended while we claimed: the calls are lost
-                    await self._repo.release(session.id, now=now, error=lost_error("the worker disconnected"))
+                    await self._repo.release(
+                        session.id, now=now, error=lost_error("the worker disconnected")
+                    )
                     for call in calls:
                         self._bell.ring("wdone", call.id)
                     continue
@@ -336,21 +370,30 @@ class WorkerHub:
             await asyncio.sleep(interval)
             now = self.clock()
             for session in list(self._sessions.values()):
-                if session.state == UNRESPONSIVE or session.heartbeat_at >= now - self._config.lease:
+                if (
+                    session.state == UNRESPONSIVE
+                    or session.heartbeat_at >= now - self._config.lease
+                ):
                     continue
                 session.state = UNRESPONSIVE
                 try:
                     lost = await self._repo.release(
-                        session.id, now=now, error=lost_error(f"the worker sent no heartbeat for {self._config.lease:g}s")
+                        session.id,
+                        now=now,
+                        error=lost_error(
+                            f"the worker sent no heartbeat for {self._config.lease:g}s"
+                        ),
                     )
                     for call in lost:
                         self._bell.ring("wdone", call.id)
                         session.withdraw(call.id, "lease_lost")
                     await self._repo.update_worker(session.id, state=UNRESPONSIVE)
-                    log.warning("worker %s missed its heartbeats: %d calls taken back", session.id, len(lost))
+                    log.warning(
+                        "worker %s missed its heartbeats: %d calls taken back",
+                        session.id,
+                        len(lost),
+                    )
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning("worker %s: could not take its calls back: %r", session.id, exc)
-
-

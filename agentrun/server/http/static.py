@@ -113,7 +113,6 @@ class StaticFiles:
         self._cache[path] = (stat.st_mtime_ns, stat.st_size, body, etag)
         return body, etag
 
-
     async def _gzip(self, body: bytes, etag: str) -> bytes:
         packed = self._gzipped.get(etag)
         if packed is None:

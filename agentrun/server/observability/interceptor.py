@@ -42,7 +42,9 @@ class TelemetryInterceptor(CachingInterceptor):
         )
         self._metrics = metrics
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         service, _, name = method.lstrip("/").rpartition("/")
         tracer = None if method.startswith(UNTRACED_PREFIXES) else self._tracer
         metrics = self._metrics

@@ -24,7 +24,9 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute("ALTER TABLE events RENAME TO events_unpartitioned")
-    op.execute("ALTER TABLE events_unpartitioned RENAME CONSTRAINT pk_events TO pk_events_unpartitioned")
+    op.execute(
+        "ALTER TABLE events_unpartitioned RENAME CONSTRAINT pk_events TO pk_events_unpartitioned"
+    )
     op.execute(
         "ALTER TABLE events_unpartitioned RENAME CONSTRAINT fk_events_execution_id_executions "
         "TO fk_events_unpartitioned_execution_id"

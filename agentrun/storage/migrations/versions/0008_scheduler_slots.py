@@ -67,5 +67,7 @@ def downgrade() -> None:
     op.drop_table("slot_buckets")
     op.drop_table("slot_replicas")
     op.drop_index("ix_slot_tickets_replica_news", table_name="slot_tickets")
-    op.drop_index("ix_slot_tickets_granted_tenant_target_exec_rank_node_rank_seq", table_name="slot_tickets")
+    op.drop_index(
+        "ix_slot_tickets_granted_tenant_target_exec_rank_node_rank_seq", table_name="slot_tickets"
+    )
     op.drop_table("slot_tickets")

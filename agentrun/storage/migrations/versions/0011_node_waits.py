@@ -18,7 +18,11 @@ branch_labels = None
 depends_on = None
 
 # As schema.Json: JSONB on PostgreSQL, JSON text in a TEXT column on SQLite (migration 0007).
-Json = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql").with_variant(sa.Text(), "sqlite")
+Json = (
+    sa.JSON(none_as_null=True)
+    .with_variant(JSONB(none_as_null=True), "postgresql")
+    .with_variant(sa.Text(), "sqlite")
+)
 
 
 def upgrade() -> None:
@@ -26,8 +30,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("wait", Json))
     where = sa.text("state = 'WAITING' AND wait IS NOT NULL")
     op.create_index(
-        "ix_nodes_pending_waits", "nodes", ["execution_id", "node_id"],
-        postgresql_where=where, sqlite_where=where,
+        "ix_nodes_pending_waits",
+        "nodes",
+        ["execution_id", "node_id"],
+        postgresql_where=where,
+        sqlite_where=where,
     )
 
 
