@@ -220,8 +220,15 @@ class SqlExecutions(ExecutionRepository):
         if fenced:
             # Fencing first: a replica that lost the lease must not write anything. Rows are
             # locked in id order, as renew_leases locks them: no deadlock between the two.
-            owned = conn.execute(_CHECK_FENCE, [fenced[k] for k in sorted(fenced)]).rowcount
-            if 0 <= owned < len(fenced):
+            # One SELECT, not an UPDATE per row: asyncpg's executemany reports no row count
+            # (-1), so a group of two or more fenced executions went unchecked on PostgreSQL.
+            held = conn.execute(_CHECK_FENCE, {"ids": sorted(fenced)}).all()
+            owned = sum(
+                1
+                for id_, owner, epoch in held
+                if (owner, epoch) == (fenced[id_]["b_owner"], fenced[id_]["b_epoch"])
+            )
+            if owned < len(fenced):
                 raise LeaseLost("a batch's execution is leased to another replica or epoch")
         # The hot statements, each once for all rows (on SQLite straight to sqlite3's
         # executemany, see SqliteDatabase.executemany).
@@ -496,16 +503,14 @@ _UPDATE_EXECUTION = (
     .values({name: sa.bindparam(name) for name in _MUTABLE})
 )
 
-# Touches the row only where the fence holds; on PostgreSQL it also locks it until commit,
-# so a claim by another replica waits for (or precedes) this batch, never interleaves.
+# Reads each fenced row's holder; on PostgreSQL it also locks the rows (in id order, as
+# renew_leases locks them: no deadlock between the two) until commit, so a claim by another
+# replica waits for (or precedes) this batch, never interleaves. SQLite has one writer.
 _CHECK_FENCE = (
-    db.executions.update()
-    .where(
-        db.executions.c.id == sa.bindparam("b_id"),
-        db.executions.c.owner == sa.bindparam("b_owner"),
-        db.executions.c.lease_epoch == sa.bindparam("b_epoch"),
-    )
-    .values(lease_epoch=db.executions.c.lease_epoch)
+    sa.select(db.executions.c.id, db.executions.c.owner, db.executions.c.lease_epoch)
+    .where(db.executions.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(db.executions.c.id)
+    .with_for_update()
 )
 
 _CONSUME = (

@@ -859,6 +859,41 @@ async def test_claims_take_free_or_expired_leases_and_bump_the_epoch(store: Stor
     }
 
 
+async def test_a_group_of_fenced_commits_refuses_only_the_stale_one(store: Store) -> None:
+    """Batches committed together share one transaction: the fence must hold for each of
+    them (on PostgreSQL a multi-row check once went unchecked: asyncpg reports no row count)."""
+    from agentrun.storage.base import LeaseLost
+
+    a, b, c = await started(store), await started(store), await started(store)
+    claimed = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
+    await store.release_leases("r1")
+    # b moves to r2; a and c are claimed back by r1 (epoch 3: after r2 took epoch 2 of b).
+    taken = await store.claim_executions("r2", lease_seconds=10, now=T0 + 1, limit=1)
+    assert [x.id for x in taken] == [a.id]
+    again = {
+        x.id: x
+        for x in await store.claim_executions("r1", lease_seconds=10, now=T0 + 1, include_own=True)
+    }
+    assert set(again) == {b.id, c.id}
+    stale = claimed[a.id]  # r1's old view of a, now r2's
+    results = await asyncio.gather(
+        store.commit(Batch(execution=again[b.id], events=[ev(b.id, 1)], fence=("r1", 2))),
+        store.commit(
+            Batch(
+                execution=stale, nodes=[node(a.id, "stale")], events=[ev(a.id, 1)], fence=("r1", 1)
+            )
+        ),
+        store.commit(Batch(execution=again[c.id], events=[ev(c.id, 1)], fence=("r1", 2))),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None, results
+    assert isinstance(results[1], LeaseLost), results
+    assert await store.get_nodes(a.id) == []
+    assert await store.list_events(a.id) == []
+    assert [e.sequence for e in await store.list_events(b.id)] == [1]
+    assert [e.sequence for e in await store.list_events(c.id)] == [1]
+
+
 async def test_fenced_commit_is_refused_after_the_lease_moved(store: Store) -> None:
     from agentrun.storage.base import LeaseLost
 
