@@ -71,6 +71,7 @@ class RunProcess:
         self.log = workdir / f"{path.stem}.err"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRUN_")}
         env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONFAULTHANDLER"] = "1"
         command = [
             sys.executable,
             "-c",
@@ -209,7 +210,17 @@ def test_a_live_server_takes_over_an_interrupted_run(shared, tmp_path: Path, how
             "the run's first step",
         )
         process.proc.send_signal(how)
-        process.proc.wait(30)
+        try:
+            process.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            # Seen under heavy load: `run` did not end after Ctrl-C. Its threads' stacks
+            # (faulthandler, on in RunProcess) say where it waits.
+            process.proc.send_signal(signal.SIGABRT)
+            process.proc.wait(30)
+            raise AssertionError(
+                "run did not exit 30 s after the signal; its stacks:\n"
+                + process.log.read_text(errors="replace")[-6000:]
+            ) from None
         assert client.get_execution(execution).state is not ExecutionState.SUCCEEDED
         client.signal_execution(execution, "go", {"after": "the run stopped"})
         final = client.wait(execution, timeout=60)
