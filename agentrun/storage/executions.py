@@ -28,7 +28,7 @@ from agentrun.storage.records import (
     NodeState,
     SignalRecord,
 )
-from agentrun.storage.sqldb import SqlDatabase
+from agentrun.storage.sqldb import SqlDatabase, claim_leases
 
 __all__ = ["SqlExecutions"]
 
@@ -312,19 +312,9 @@ class SqlExecutions(ExecutionRepository):
         )
 
         def claim(conn: sa.Connection) -> list[ExecutionRecord]:
-            ids = [row.id for row in conn.execute(candidates)]
-            if not ids:
-                return []
-            conn.execute(
-                t.update()
-                .where(t.c.id.in_(ids))
-                .values(
-                    owner=owner,
-                    lease_epoch=t.c.lease_epoch + 1,
-                    lease_expires_at=now + lease_seconds,
-                )
+            rows = claim_leases(
+                conn, t, candidates, owner=owner, now=now, lease_seconds=lease_seconds
             )
-            rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(t.c.id))
             return [db.execution_record(row) for row in rows]
 
         return await self.database.transaction(claim, leases=True)

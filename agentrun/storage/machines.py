@@ -36,7 +36,7 @@ from agentrun.storage.machine_base import (
     history_event,
 )
 from agentrun.storage.machine_memory import MemoryMachineStore
-from agentrun.storage.sqldb import SqlDatabase
+from agentrun.storage.sqldb import SqlDatabase, claim_leases
 
 __all__ = [
     "EntryKind",
@@ -279,19 +279,9 @@ class SqlMachineStore(MachineStore):
         )
 
         def claim(conn: sa.Connection) -> list[InstanceRecord]:
-            ids = [row.id for row in conn.execute(candidates)]
-            if not ids:
-                return []
-            conn.execute(
-                t.update()
-                .where(t.c.id.in_(ids))
-                .values(
-                    owner=owner,
-                    lease_epoch=t.c.lease_epoch + 1,
-                    lease_expires_at=now + lease_seconds,
-                )
+            rows = claim_leases(
+                conn, t, candidates, owner=owner, now=now, lease_seconds=lease_seconds
             )
-            rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(t.c.id))
             return [_instance_record(row) for row in rows]
 
         return await self._database.transaction(claim, leases=True)

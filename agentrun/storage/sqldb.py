@@ -33,7 +33,7 @@ from agentrun.storage.group_commit import GroupCommit
 if TYPE_CHECKING:
     from agentrun.storage.notifications import Notifications
 
-__all__ = ["IDLE_IN_TRANSACTION_MS", "Row", "SqlDatabase", "store_errors"]
+__all__ = ["IDLE_IN_TRANSACTION_MS", "Row", "SqlDatabase", "claim_leases", "store_errors"]
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -272,3 +272,30 @@ def store_errors() -> Iterator[None]:
         raise ValueError(f"cannot store value: {exc.orig}") from exc
     except (sa.exc.DisconnectionError, sa.exc.TimeoutError, OSError, TimeoutError) as exc:
         raise StoreError(f"database unavailable: {exc}") from exc
+
+
+def claim_leases(
+    conn: sa.Connection,
+    table: sa.Table,
+    candidates: sa.Select[Any],
+    *,
+    owner: str,
+    now: float,
+    lease_seconds: float,
+) -> list[Row]:
+    """Takes the leases of the rows `candidates` selects (their ids, locked with SKIP LOCKED):
+    a new owner and epoch, so a stale holder's fenced commits are refused. Executions and
+    state machine instances are claimed the same way; only which rows are free differs."""
+    ids = [row.id for row in conn.execute(candidates)]
+    if not ids:
+        return []
+    conn.execute(
+        table.update()
+        .where(table.c.id.in_(ids))
+        .values(
+            owner=owner,
+            lease_epoch=table.c.lease_epoch + 1,
+            lease_expires_at=now + lease_seconds,
+        )
+    )
+    return list(conn.execute(sa.select(table).where(table.c.id.in_(ids)).order_by(table.c.id)))
