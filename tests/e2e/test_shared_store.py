@@ -75,7 +75,13 @@ class RunProcess:
         command = [
             sys.executable,
             "-c",
-            "import sys; from agentrun.cli import main; sys.exit(main())",
+            # Ctrl-C reaches `run` as in a terminal. A suite started in the background by a
+            # non-interactive shell (as CI may start it) ignores SIGINT, children inherit
+            # that, and `run` would rightly ignore the test's Ctrl-C.
+            (
+                "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "from agentrun.cli import main; sys.exit(main())"
+            ),
             "run",
             str(path),
             "--json",
@@ -88,7 +94,11 @@ class RunProcess:
         ]
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
-                command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=err
+                command,
+                cwd=workdir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=err,
             )
 
     def result(self, timeout: float = 120.0) -> tuple[int, dict[str, object]]:
