@@ -67,21 +67,19 @@ class StepPlan:
     signal: str = ""
     wait_schema: dict[str, Any] | None = None
 
-    @property
-    def names(self) -> frozenset[str]:
-        out: frozenset[str] = frozenset()
-        for t in (self.value, self.args, self.prompt, self.system, self.workflow_input):
-            if t is not None and t.names:
-                out = out | t.names
-        return out
+    # What the step's own templates read (computed once, in __post_init__): a call's
+    # activation holds these names only, so a map item's does not carry the map's `items`.
+    names: frozenset[str] = field(init=False, default=frozenset())
+    node_refs: frozenset[str] = field(init=False, default=frozenset())
 
-    @property
-    def node_refs(self) -> frozenset[str]:
-        out: frozenset[str] = frozenset()
+    def __post_init__(self) -> None:
+        names: frozenset[str] = frozenset()
+        refs: frozenset[str] = frozenset()
         for t in (self.value, self.args, self.prompt, self.system, self.workflow_input):
-            if t is not None and t.node_refs:
-                out = out | t.node_refs
-        return out
+            if t is not None:
+                names, refs = names | t.names, refs | t.node_refs
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "node_refs", refs)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -33,7 +33,8 @@ async def run_call(run: DagRun, call: Call) -> None:
         emit=lambda type_, data: run.emit(key, type_, data),
     )
     try:
-        act = fold.activation(node.names, node.node_refs, call.extra, attempt)
+        # The step's own names: a map item's activation holds its item, not the map's items.
+        act = fold.activation(step.names, step.node_refs, call.extra, attempt)
     except ExpressionError as exc:
         run.post(Done(key, attempt, False, expression_failure(exc)))
         return

@@ -1,0 +1,220 @@
+"""The in-process engine against its floors (issue 18): prints a table, asserts nothing.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/inproc_floor.py          # every row
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/inproc_floor.py --quick  # fewer repetitions
+
+Rows, each with the floor it is compared to, measured in the same run:
+- a 100-step chain of `core.echo` tool nodes in memory, per step, against one asyncio Task
+  created and awaited per step (target: at most 3x);
+- a `map` over 1,000 items against 1,000 static `core.echo` nodes (target: at most 2x);
+- one CEL evaluation through `Expression.evaluate` on a node's activation, against the CEL
+  library executing the same program on an already converted context;
+- a 10,000-node layered DAG: registration (validate + compile + store), run, and the peak RSS
+  of a fresh process doing both (targets: 150 ms, 150 ms, 100 MiB).
+Times are the best of N runs (wall clock); the machine is shared, so compare rows of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import timeit
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from engine import chain, layered  # noqa: E402  (benchmarks/engine.py)
+
+
+def statics(n: int) -> dict[str, Any]:
+    nodes = [{"id": f"b{i}", "tool": {"name": "core.echo", "args": {"i": i}}} for i in range(n)]
+    return {"name": "statics", "nodes": nodes}
+
+
+def mapped() -> dict[str, Any]:
+    body = {"tool": {"name": "core.echo", "args": {"i": "${{ item }}"}}}
+    return {
+        "name": "mapped",
+        "nodes": [{"id": "each", "map": {"items": "${{ input.items }}", "node": body}}],
+    }
+
+
+async def _engine() -> Any:
+    from agentrun.engine import Engine
+    from agentrun.integrations import default_agents, default_tools
+    from agentrun.storage.memory import MemoryStore
+
+    store = MemoryStore()
+    await store.open()
+    return Engine(store, tools=default_tools(), agents=default_agents()), store
+
+
+async def _register(engine: Any, doc: dict[str, Any]) -> None:
+    from google.protobuf import json_format
+
+    from agentrun.v1 import workflow_pb2
+
+    await engine.create_workflow(json_format.ParseDict(doc, workflow_pb2.WorkflowSpec()))
+
+
+async def _time_runs(engine: Any, name: str, input: Any, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        ex = await engine.start_execution(name, input)
+        final = await engine.wait(ex.id)
+        best = min(best, time.perf_counter() - t0)
+        if final.state.value != "SUCCEEDED":
+            raise SystemExit(f"{name}: {final.state.value} {final.error}")
+    return best
+
+
+async def _task_floor(steps: int, repeat: int) -> float:
+    async def step(i: int) -> int:
+        return i
+
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for i in range(steps):
+            await asyncio.create_task(step(i))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+async def chain_rows(repeat: int) -> dict[str, float]:
+    engine, store = await _engine()
+    await _register(engine, chain(100, "tool"))
+    await _register(engine, statics(1000))
+    await _register(engine, mapped())
+    items = {"items": list(range(1000))}
+    await _time_runs(engine, "chain-tool", {}, 2)  # warm up
+    out = {
+        "task": await _task_floor(100, repeat * 20) / 100,
+        "chain": await _time_runs(engine, "chain-tool", {}, repeat * 4) / 100,
+        "statics": await _time_runs(engine, "statics", {}, repeat),
+        "map": await _time_runs(engine, "mapped", items, repeat),
+    }
+    await engine.stop()
+    await store.close()
+    return out
+
+
+def cel_rows(number: int) -> dict[str, float]:
+    import cel
+
+    from agentrun.engine.expressions import Expression, compile_template
+
+    record = {
+        "output": {"total": 12, "items": [{"sku": f"s{i}", "qty": i} for i in range(10)]},
+        "state": "SUCCEEDED",
+        "error": None,
+        "input": {"order": "o-1"},
+    }
+
+    def activation() -> dict[str, Any]:
+        return {"input": {"order": "o-1", "limit": 10}, "nodes": {"fetch": record}}
+
+    expr = Expression("nodes.fetch.output.total > input.limit", "bench")
+    one = timeit.timeit(lambda: expr.evaluate(activation()), number=number) / number
+    args = compile_template(
+        {
+            "order": "${{ input.order }}",
+            "total": "${{ nodes.fetch.output.total }}",
+            "over": "${{ nodes.fetch.output.total > input.limit }}",
+            "first": "${{ nodes.fetch.output.items[0].sku }}",
+        },
+        "bench",
+    )
+    template = timeit.timeit(lambda: args.evaluate(activation()), number=number) / number
+    program = cel.compile(expr.source)
+    context = cel.Context(activation())
+    floor = timeit.timeit(lambda: program.execute(context), number=number) / number
+    return {"cel_one": one, "cel_template4": template, "cel_floor": floor}
+
+
+async def layered_rows() -> dict[str, float]:
+    from google.protobuf import json_format
+
+    from agentrun.engine.tuning import tune_gc
+    from agentrun.v1 import workflow_pb2
+
+    tune_gc()
+    engine, store = await _engine()
+    spec = json_format.ParseDict(layered(10_000, 100), workflow_pb2.WorkflowSpec())
+    t0 = time.perf_counter()
+    await engine.create_workflow(spec)
+    t1 = time.perf_counter()
+    ex = await engine.start_execution("layered", {})
+    final = await engine.wait(ex.id)
+    t2 = time.perf_counter()
+    await engine.stop()
+    await store.close()
+    return {
+        "register": t1 - t0,
+        "run": t2 - t1,
+        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "ok": float(final.state.value == "SUCCEEDED"),
+    }
+
+
+def _child(what: str, quick: bool) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", what] + (["--quick"] if quick else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child")
+    args = parser.parse_args()
+    repeat = 2 if args.quick else 5
+    if args.child == "chain":
+        print(json.dumps(asyncio.run(chain_rows(repeat))))
+        return
+    if args.child == "cel":
+        print(json.dumps(cel_rows(2000 if args.quick else 20000)))
+        return
+    if args.child == "layered":
+        print(json.dumps(asyncio.run(layered_rows())))
+        return
+    c = _child("chain", args.quick)
+    e = _child("cel", args.quick)
+    # Each layered run in its own process: its peak RSS is its own. Best of 3 (1 if quick).
+    runs = [_child("layered", args.quick) for _ in range(1 if args.quick else 3)]
+    lay = {k: min(r[k] for r in runs) for k in ("register", "run", "rss")}
+    rows = [
+        ("asyncio Task created and awaited, per step", c["task"] * 1e6, "us", "floor", ""),
+        (
+            "100-step core.echo chain (memory), per step",
+            c["chain"] * 1e6,
+            "us",
+            f"{c['chain'] / c['task']:.1f}x",
+            "3x",
+        ),
+        ("1,000 static core.echo nodes", c["statics"] * 1e3, "ms", "floor", ""),
+        ("map over 1,000 items (core.echo)", c["map"] * 1e3, "ms", f"{c['map'] / c['statics']:.1f}x", "2x"),
+        ("CEL: program.execute on a built context", e["cel_floor"] * 1e6, "us", "floor", ""),
+        ("CEL: Expression.evaluate, fresh activation", e["cel_one"] * 1e6, "us", "", ""),
+        ("CEL: 4-expression args template", e["cel_template4"] * 1e6, "us", "", ""),
+        ("10k layered DAG: registration", lay["register"] * 1e3, "ms", "", "150"),
+        ("10k layered DAG: run", lay["run"] * 1e3, "ms", "", "150"),
+        ("10k layered DAG: peak RSS (register + run)", lay["rss"], "MiB", "", "100"),
+    ]
+    print(f"{'row':46} {'value':>9} {'unit':5} {'vs floor':>9} {'target':>7}")
+    for label, value, unit, ratio, target in rows:
+        print(f"{label:46} {value:9.1f} {unit:5} {ratio:>9} {target:>7}")
+
+
+if __name__ == "__main__":
+    main()
