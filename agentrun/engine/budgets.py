@@ -33,6 +33,7 @@ import itertools
 import logging
 import math
 import secrets
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -231,7 +232,9 @@ class Budgets:
     ) -> None:
         self.config = config
         self.ledger = ledger
-        self._engine = engine
+        # Weak: the engine owns its budgets, and a strong reference back made every engine a
+        # reference cycle, whose store and plans outlived it until a full collection.
+        self._engine = weakref.proxy(engine)
         self._owner = f"{owner}.{secrets.token_hex(4)}"
         self._lease = lease_seconds
         self._holds = itertools.count(1)

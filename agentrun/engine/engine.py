@@ -18,9 +18,10 @@ import random
 import secrets as _secrets
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema
 
@@ -221,11 +222,14 @@ class Engine:
         self.scheduler = make_scheduler(
             sched_config, store, replica_id=self.replica_id, lease_seconds=self.lease_seconds
         )
+        # Back-references are weak: an engine in no reference cycle is freed, with its store's
+        # data and its plans, as soon as its last user lets go (not at a full collection).
+        me = weakref.proxy(self)
         self.admission = make_admission(
-            sched_config, store, notify=lambda execution_id: self._announce("admit", execution_id)
+            sched_config, store, notify=lambda execution_id: me._announce("admit", execution_id)
         )
         # The DAG runs live in this process (agentrun/engine/dag/runs.py).
-        self.runs = LiveRuns(self)
+        self.runs = LiveRuns(cast("Engine", me))
         if isinstance(self.admission, SharedAdmission):  # a local admission admits in place
             self.admission.on_admitted = self.runs.admitted_here
         self.budgets = Budgets(
