@@ -124,6 +124,23 @@ def _has_nested_comprehension(code: str) -> bool:
     return False
 
 
+class Activation(dict[str, Any]):
+    """What the expressions of one evaluation scope see (a node's call, its output transform,
+    its exports, an edge): a dict, built once, that converts itself into the CEL library's
+    `Context` on its first evaluation and hands the same one to the next. Converting the
+    values is most of an evaluation's cost, so a scope's expressions pay for it once.
+    Read-only once built: a change after the first evaluation would not be seen."""
+
+    __slots__ = ("_context",)
+
+    def context(self) -> cel.Context:
+        try:
+            return self._context
+        except AttributeError:
+            self._context: cel.Context = cel.Context(self)
+            return self._context
+
+
 class Expression:
     """One compiled CEL expression."""
 
@@ -186,7 +203,11 @@ class Expression:
         if not self._flat:
             self.check_cost(activation)
         # The library takes a dict (or its Context) and refuses any other mapping.
-        context = activation if isinstance(activation, dict) else dict(activation)
+        context: dict[str, Any] | cel.Context
+        if type(activation) is Activation:
+            context = activation.context()
+        else:
+            context = activation if isinstance(activation, dict) else dict(activation)
         try:
             result = self._program.execute(context)
         except KeyError as exc:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from agentrun.engine import sizes
-from agentrun.engine.expressions import Expression, ExpressionError
+from agentrun.engine.expressions import Activation, Expression, ExpressionError
 from agentrun.engine.plan import DagPlan, NodePlan
 from agentrun.engine.ports import ToolFailure
 from agentrun.engine.runtime.common import error_dict
@@ -38,8 +38,9 @@ def activation(
     attempt: int = 1,
 ) -> dict[str, Any]:
     """What an expression sees, built only for the names it reads; `attempt` is the current
-    node's (from 1) for `execution.attempt` in its arguments and output transforms."""
-    act: dict[str, Any] = {}
+    node's (from 1) for `execution.attempt` in its arguments and output transforms. One
+    `Activation` per scope: its expressions share one conversion into CEL."""
+    act = Activation()
     if "input" in names:
         act["input"] = record.input
     if "vars" in names:
