@@ -42,8 +42,13 @@ def json_size(value: Any, limit: int) -> int:
 _SMALL = 64
 
 
+# One encoder: `json.dumps` with options builds a new one per call, which cost more than
+# encoding the small values most steps produce.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _encoded(value: Any) -> int:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = _ENCODER.encode(value)
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 

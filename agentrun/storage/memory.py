@@ -197,45 +197,55 @@ class MemoryExecutions(ExecutionRepository):
 
     async def commit(self, batch: Batch) -> None:
         # Validate first so that a failing batch changes nothing (atomicity).
-        if batch.execution is not None and batch.execution.id not in self._executions:
-            raise KeyError(f"unknown execution {batch.execution.id}")
+        executions = self._executions
+        execution = batch.execution
+        if execution is not None and execution.id not in executions:
+            raise KeyError(f"unknown execution {execution.id}")
+        # The execution ids the batch touches; an engine turn touches only its own.
+        touched: tuple[str, ...] | set[str]
+        if execution is not None and all(
+            r.execution_id == execution.id for r in (*batch.events, *batch.nodes)
+        ):
+            touched = (execution.id,)
+        else:
+            touched = {execution.id} if execution is not None else set()
+            touched.update(e.execution_id for e in batch.events)
+            touched.update(n.execution_id for n in batch.nodes)
         if batch.fence is not None:
-            ids = {batch.execution.id} if batch.execution is not None else set()
-            ids |= {e.execution_id for e in batch.events} | {n.execution_id for n in batch.nodes}
-            for execution_id in ids:
-                stored = self._executions.get(execution_id)
+            for execution_id in touched:
+                stored = executions.get(execution_id)
                 if stored is not None and (stored.owner, stored.lease_epoch) != batch.fence:
                     raise LeaseLost(
                         f"execution {execution_id} is leased to {stored.owner} epoch {stored.lease_epoch}"
                     )
+        for execution_id in touched:
+            if execution_id not in executions:
+                raise KeyError(f"unknown execution {execution_id}")
         last: dict[str, int] = {}
         for event in batch.events:
             log = self._events.get(event.execution_id)
-            if log is None and event.execution_id not in self._executions:
-                raise KeyError(f"unknown execution {event.execution_id}")
             previous = last.get(event.execution_id, log[-1].sequence if log else 0)
             if event.sequence <= previous:
                 raise ValueError(
                     f"event sequence {event.sequence} of {event.execution_id} already exists"
                 )
             last[event.execution_id] = event.sequence
-        for node in batch.nodes:
-            if node.execution_id not in self._executions:
-                raise KeyError(f"unknown execution {node.execution_id}")
-        if batch.execution is not None:
-            stored = self._executions[batch.execution.id]
-            record = _copy(batch.execution)
+        if execution is not None:
+            stored = executions[execution.id]
+            record = _copy(execution)
             # A commit changes the run state only, never the lease.
             record.owner, record.lease_epoch, record.lease_expires_at = (
                 stored.owner,
                 stored.lease_epoch,
                 stored.lease_expires_at,
             )
-            self._executions[batch.execution.id] = record
+            executions[execution.id] = record
         for node in batch.nodes:
             self._nodes.setdefault(node.execution_id, {})[node.node_id] = _copy(node)
+        # Events are kept as committed, uncopied: nothing changes an event once it is made (the
+        # engine makes a new one for each change), and reads hand out copies.
         for event in batch.events:
-            self._events.setdefault(event.execution_id, []).append(_copy(event))
+            self._events.setdefault(event.execution_id, []).append(event)
         for execution_id, seq, node_id in batch.consumed_signals:
             for signal in self._signals.get(execution_id, ()):
                 if signal.seq == seq:
