@@ -24,10 +24,17 @@ def default_json_name(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
+# Words by descriptor: the compiler and the value checks ask for every field of every node.
+_WORDS: dict[FieldDescriptor, str] = {}
+
+
 def word(fd: FieldDescriptor) -> str:
     """The file word of a field: its explicit `json_name`, else its proto name."""
-    json_name: str = fd.json_name
-    return json_name if json_name != default_json_name(fd.name) else fd.name
+    known = _WORDS.get(fd)
+    if known is None:
+        json_name: str = fd.json_name
+        known = _WORDS[fd] = json_name if json_name != default_json_name(fd.name) else fd.name
+    return known
 
 
 def descriptor(message: Message | type[Message]) -> Descriptor:
