@@ -203,8 +203,10 @@ class MemoryExecutions(ExecutionRepository):
             raise KeyError(f"unknown execution {execution.id}")
         # The execution ids the batch touches; an engine turn touches only its own.
         touched: tuple[str, ...] | set[str]
-        if execution is not None and all(
-            r.execution_id == execution.id for r in (*batch.events, *batch.nodes)
+        if (
+            execution is not None
+            and all(e.execution_id == execution.id for e in batch.events)
+            and all(n.execution_id == execution.id for n in batch.nodes)
         ):
             touched = (execution.id,)
         else:
