@@ -3,8 +3,9 @@
 `commit` is on the engine's hot path (one per node completion), so it goes through the group
 commit (group_commit.py): concurrent batches share one transaction and one fsync, and each
 hot statement runs once for all their rows (`SqlDatabase.executemany`: on SQLite straight to
-sqlite3). Fencing (a replica that lost an execution's lease writes nothing) happens in the
-same transaction.
+sqlite3). Fencing (a replica that lost an execution's lease writes nothing) is the execution
+row's UPDATE itself (`... WHERE owner = :o AND lease_epoch = :e`, its row count checked), the
+first statement of the transaction.
 """
 
 from __future__ import annotations
@@ -203,41 +204,43 @@ class SqlExecutions(ExecutionRepository):
         creates = sorted((b for b in batches if b.create is not None), key=_Rows.create_key)
         for batch in creates:
             batch.result = self._insert_execution(conn, batch)
-        fenced: dict[str, dict[str, Any]] = {}
+        fences: dict[str, tuple[str, int]] = {}
         for batch in batches:
             if batch.execution is not None:
                 execution_rows[batch.execution["b_id"]] = batch.execution
                 if batch.fence is not None:
-                    fenced[batch.execution["b_id"]] = {
-                        "b_id": batch.execution["b_id"],
-                        "b_owner": batch.fence[0],
-                        "b_epoch": batch.fence[1],
-                    }
+                    fences[batch.execution["b_id"]] = batch.fence
             for row in batch.nodes:
                 node_rows[(row["execution_id"], row["node_id"])] = row
             event_rows += batch.events
             consumed += batch.consumed
-        if fenced:
-            # Fencing first: a replica that lost the lease must not write anything. Rows are
-            # locked in id order, as renew_leases locks them: no deadlock between the two.
-            # One SELECT, not an UPDATE per row: asyncpg's executemany reports no row count
-            # (-1), so a group of two or more fenced executions went unchecked on PostgreSQL.
-            held = conn.execute(_CHECK_FENCE, {"ids": sorted(fenced)}).all()
-            owned = sum(
-                1
-                for id_, owner, epoch in held
-                if (owner, epoch) == (fenced[id_]["b_owner"], fenced[id_]["b_epoch"])
-            )
-            if owned < len(fenced):
-                raise LeaseLost("a batch's execution is leased to another replica or epoch")
-        # The hot statements, each once for all rows (on SQLite straight to sqlite3's
-        # executemany, see SqliteDatabase.executemany).
+        # Execution rows first: a replica that lost a lease must not write anything. The
+        # fence is part of the UPDATE (`... AND owner = :o AND lease_epoch = :e`): a stale row
+        # is not changed, and a count short of the rows refuses the whole group. In id order,
+        # the order renew_leases locks rows in on PostgreSQL: no deadlock between the two.
+        # Only what a run changes is written (the row exists: create_execution made it), so a
+        # large input is not rewritten at every step. Each statement runs once for all rows
+        # (`SqlDatabase.executemany`: on SQLite straight to sqlite3).
         database = self.database
-        if execution_rows:
-            # The row exists (create_execution made it); only what a run changes is
-            # written, so a large input is not rewritten at every step.
-            changed = database.executemany(conn, _UPDATE_EXECUTION, list(execution_rows.values()))
-            if 0 <= changed < len(execution_rows):
+        plain: list[dict[str, Any]] = []
+        guarded: list[dict[str, Any]] = []
+        for id_ in sorted(execution_rows):
+            fence = fences.get(id_)
+            if fence is None:
+                plain.append(execution_rows[id_])
+            else:
+                guarded.append({**execution_rows[id_], "b_owner": fence[0], "b_epoch": fence[1]})
+        if guarded:
+            changed = database.executemany(conn, _UPDATE_FENCED, guarded)
+            if changed < 0:
+                # The driver cannot count an executemany's rows (asyncpg): read the holders,
+                # locked until commit (a stale row was left unchanged by the UPDATE).
+                changed = self._count_held(conn, guarded)
+            if changed < len(guarded):
+                raise LeaseLost("a batch's execution is leased to another replica or epoch")
+        if plain:
+            changed = database.executemany(conn, _UPDATE_EXECUTION, plain)
+            if 0 <= changed < len(plain):
                 raise KeyError("a batch updates an execution that does not exist")
         database.executemany(conn, self._upsert_nodes, list(node_rows.values()))
         database.executemany(conn, _INSERT_EVENTS, event_rows)
@@ -247,6 +250,13 @@ class SqlExecutions(ExecutionRepository):
             # Delivered at commit: Watch streams on other replicas read the new events.
             database.notify_in(conn, "events", sorted({row["execution_id"] for row in event_rows}))
         return [batch.result for batch in batches]
+
+    @staticmethod
+    def _count_held(conn: sa.Connection, guarded: list[dict[str, Any]]) -> int:
+        """How many of the fenced rows are held by their batch's owner and epoch."""
+        expected = {row["b_id"]: (row["b_owner"], row["b_epoch"]) for row in guarded}
+        held = conn.execute(_CHECK_FENCE, {"ids": sorted(expected)}).all()
+        return sum(1 for id_, owner, epoch in held if expected[id_] == (owner, epoch))
 
     async def _explain(self, batch: _Rows, exc: Exception) -> Exception:
         """Turns a refused batch into the error the memory store raises for the same mistake:
@@ -493,7 +503,12 @@ _UPDATE_EXECUTION = (
     .values({name: sa.bindparam(name) for name in _MUTABLE})
 )
 
-# Reads each fenced row's holder; on PostgreSQL it also locks the rows (in id order, as
+_UPDATE_FENCED = _UPDATE_EXECUTION.where(
+    db.executions.c.owner == sa.bindparam("b_owner"),
+    db.executions.c.lease_epoch == sa.bindparam("b_epoch"),
+)
+
+# Reads each fenced row's holder (where the driver cannot count an executemany's rows); on PostgreSQL it also locks the rows (in id order, as
 # renew_leases locks them: no deadlock between the two) until commit, so a claim by another
 # replica waits for (or precedes) this batch, never interleaves. SQLite has one writer.
 _CHECK_FENCE = (

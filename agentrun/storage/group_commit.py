@@ -127,7 +127,9 @@ class GroupCommit(Generic[Item]):
         items = [item for item, _ in group]
         error: BaseException
         try:
-            results = await self._database.transaction(lambda conn: self._apply(conn, items))
+            results = await self._database.group_transaction(
+                lambda conn: self._apply(conn, items), items=len(items)
+            )
         except StoreError as exc:  # the database is unavailable: no batch can succeed
             error = exc
         except asyncio.CancelledError:

@@ -153,6 +153,11 @@ class SqlDatabase(abc.ABC):
         violations pass through raw (IntegrityError), other failures as StoreError
         (unavailable) or ValueError (refused), see `store_errors`."""
 
+    async def group_transaction(self, work: Callable[[sa.Connection], T], *, items: int) -> T:
+        """The `transaction` of a group commit of `items` batches (group_commit.py); a
+        dialect may run small ones its own faster way (SQLite: on the loop's thread)."""
+        return await self.transaction(work)
+
     # Whether two writers may race for the same unique key (PostgreSQL); SQLite serialises
     # its writes, so a violation there is never a race.
     unique_races: ClassVar[bool] = False

@@ -1,9 +1,12 @@
-"""SQLite under the SQL core: one writer thread, WAL readers, no NOTIFY.
+"""SQLite under the SQL core: one write connection, WAL readers, no NOTIFY.
 
 SQLite allows one writer at a time, so every write goes through one long-lived sqlite3
 connection that starts its transactions with `BEGIN IMMEDIATE` (no lock upgrades, no
-SQLITE_BUSY half way through), on a thread of its own: a group commit costs one hand-off
-between threads instead of one per statement. Reads use a small pool of aiosqlite
+SQLITE_BUSY half way through). It is used on a thread of its own (a transaction costs one
+hand-off there and one wake-up back, not one per statement), except for a small group commit
+while that thread is idle and commits are quick: that runs on the event loop's own thread,
+where the two wake-ups would cost about what the commit's fsync does (`group_transaction`).
+Reads use a small pool of aiosqlite
 connections, which WAL lets run alongside. Several processes may share the file (`agentrun
 run` beside `agentrun serve`): they find each other's rows by polling (notifications.py).
 """
@@ -14,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -30,9 +34,34 @@ from agentrun.storage.notifications import Notifications, SqliteNotifications
 from agentrun.storage.records import ExecutionState
 from agentrun.storage.sqldb import SqlDatabase, store_errors
 
-__all__ = ["SqliteDatabase"]
+__all__ = ["INLINE_ITEMS", "SqliteDatabase"]
 
 T = TypeVar("T")
+
+# A group commit of at most this many batches runs on the event loop's thread when the writer
+# thread is idle: a hand-off to the thread and the wake-up back cost about as much as the
+# commit's fsync on a small VM. Larger groups (a busy engine) go to the thread, where their
+# fsync overlaps the loop's work.
+INLINE_ITEMS = 2
+# Only while transactions take less than this on average (a moving average over both
+# paths): on a slow or busy disk the hand-off is small beside the fsync, and the loop must
+# not stall behind the disk.
+INLINE_MAX_SECONDS = 0.003
+# One inline transaction slower than this (a long WAL checkpoint, a stall) sends the next ones
+# to the thread for a while, whatever the average says.
+INLINE_SLOW_SECONDS = 0.020
+INLINE_PAUSE_SECONDS = 0.25
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class _Busy(Exception):
+    """Another process holds the write lock; nothing was written (run it in the thread)."""
+
+
+def _busy(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    return isinstance(orig, sqlite3.OperationalError) and orig.sqlite_errorcode in _BUSY
+
 
 _TERMINAL = [s.value for s in ExecutionState if s.terminal]
 
@@ -51,6 +80,17 @@ class SqliteDatabase(SqlDatabase):
         self._sync_writer: sa.Engine | None = None
         self._sync_conn: sa.Connection | None = None
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        # Transactions handed to the writer thread, and those it finished (counted by the
+        # thread itself: a caller cancelled while its transaction runs stops waiting, the
+        # thread does not). While they differ, the thread owns the write connection and
+        # nothing runs on the loop's thread.
+        self._handed = 0
+        self._finished = 0
+        self._dropped = 0
+        # No inline transactions before this time (monotonic): the last one was slow.
+        self._inline_after = 0.0
+        # A moving average of how long a write transaction takes (seconds).
+        self._average = 0.0
         # executemany: each statement compiled once per set of columns (the statement is kept
         # with its plan, so that its id is not reused).
         self._plans: dict[
@@ -117,17 +157,12 @@ class SqliteDatabase(SqlDatabase):
                 "journal_mode=WAL",
                 f"synchronous={synchronous}",
                 "foreign_keys=ON",
-                f"busy_timeout={busy_ms}",
+                # The writer sets its wait per transaction (`_run`); readers wait.
+                f"busy_timeout={0 if writer else busy_ms}",
                 *(() if writer else ("query_only=ON",)),
             ):
                 cursor.execute(f"PRAGMA {pragma}")
             cursor.close()
-
-        if writer:
-
-            @sa_event.listens_for(engine, "begin")
-            def _on_begin(conn: sa.Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     def _read_engine(self) -> AsyncEngine:
         """Read connections (aiosqlite); WAL lets them run beside the writer."""
@@ -136,9 +171,12 @@ class SqliteDatabase(SqlDatabase):
         return engine
 
     def _write_engine(self) -> sa.Engine:
-        """The one write connection (sqlite3), used only from the writer thread."""
+        """The one write connection (sqlite3): in the writer thread, or on the loop's thread
+        while the writer thread is idle (`_inline_ready`), never in both at once."""
         url = self.url.set(drivername="sqlite")
-        engine = sa.create_engine(url, poolclass=sa.pool.SingletonThreadPool)
+        engine = sa.create_engine(
+            url, poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
+        )
         self._pragmas(engine, writer=True)
         return engine
 
@@ -147,36 +185,102 @@ class SqliteDatabase(SqlDatabase):
         """In the writer thread (`leases` changes nothing: there is one writer)."""
         return await self._write(work, foreign_keys=True)
 
+    async def group_transaction(self, work: Callable[[sa.Connection], T], *, items: int) -> T:
+        """A group commit of `items` batches: a small one on the event loop's own thread when
+        the writer is idle (see `_inline_ready`), anything else in the writer thread."""
+        if items <= INLINE_ITEMS and self._inline_ready():
+            try:
+                with store_errors():
+                    return self._run(work, foreign_keys=True, wait=False)
+            except _Busy:
+                pass  # another process holds the write lock: wait for it in the thread
+        return await self._write(work, foreign_keys=True)
+
+    def _inline_ready(self) -> bool:
+        """Whether a transaction may run on the loop's thread now: the writer thread has
+        nothing queued or running (it owns the one write connection meanwhile), and the last
+        inline commits were quick (a slow disk or a long checkpoint sends them to the thread
+        for a while, so the loop is not held up by them)."""
+        return (
+            self._handed == self._finished + self._dropped
+            and self._sync_writer is not None
+            and self._average < INLINE_MAX_SECONDS
+            and time.monotonic() >= self._inline_after
+        )
+
     async def _write(self, work: Callable[[sa.Connection], T], *, foreign_keys: bool) -> T:
         if self._engine is None:
             raise StoreError("the store is not open")
-        writer, thread = self._sync_writer, self._thread
-        assert writer is not None and thread is not None
+        thread = self._thread
+        assert thread is not None
 
         def in_thread() -> T:
-            # One connection, kept for the store's life: no pool checkout or reset per
-            # transaction. Dropped after a failure, so the next one starts clean.
-            conn = self._sync_conn
-            if conn is None or conn.closed or conn.invalidated:
-                conn = self._sync_conn = writer.connect()
-            raw = conn.connection.driver_connection
-            assert raw is not None
             try:
-                if not foreign_keys:
-                    raw.execute("PRAGMA foreign_keys=OFF")
-                with conn.begin():
-                    return work(conn)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    conn.close()
-                self._sync_conn = None
-                raise
+                return self._run(work, foreign_keys=foreign_keys, wait=True)
             finally:
-                if not foreign_keys and self._sync_conn is conn:
-                    raw.execute("PRAGMA foreign_keys=ON")
+                self._finished += 1
 
-        with store_errors():
-            return await asyncio.get_running_loop().run_in_executor(thread, in_thread)
+        submitted = thread.submit(in_thread)
+        self._handed += 1
+        try:
+            with store_errors():
+                return await asyncio.wrap_future(submitted)
+        except asyncio.CancelledError:
+            # A transaction the thread never started is dropped; one it started runs to
+            # its end and counts itself.
+            if submitted.cancel():
+                self._dropped += 1
+            raise
+
+    def _run(self, work: Callable[[sa.Connection], T], *, foreign_keys: bool, wait: bool) -> T:
+        """One write transaction on the write connection, in the writer thread (`wait`: for
+        another process's write lock up to `busy_timeout_ms`) or on the loop's thread (no
+        waiting: `_Busy` if the lock is taken, before anything was written)."""
+        writer = self._sync_writer
+        assert writer is not None
+        # One connection, kept for the store's life: no pool checkout or reset per
+        # transaction. Dropped after a failure, so the next one starts clean.
+        conn = self._sync_conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._sync_conn = writer.connect()
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        started = time.monotonic()
+        if wait:
+            # The connection waits for no lock by default (the loop's thread must not).
+            raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        try:
+            if not foreign_keys:
+                raw.execute("PRAGMA foreign_keys=OFF")
+            try:
+                # IMMEDIATE: the write lock now, so no lock upgrade fails half way through.
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not wait and exc.sqlite_errorcode in _BUSY:
+                    raise _Busy from exc
+                raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            with conn.begin():
+                result = work(conn)
+        except _Busy:
+            raise  # before BEGIN: nothing to undo
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._sync_conn = None
+            if not wait and _busy(exc):
+                raise _Busy from exc
+            raise
+        finally:
+            if self._sync_conn is conn:
+                if not foreign_keys:
+                    raw.execute("PRAGMA foreign_keys=ON")
+                if wait:
+                    raw.execute("PRAGMA busy_timeout=0")
+        took = time.monotonic() - started
+        self._average += (took - self._average) / 16
+        if not wait and took > INLINE_SLOW_SECONDS:
+            self._inline_after = time.monotonic() + INLINE_PAUSE_SECONDS
+        return result
 
     def executemany(
         self, conn: sa.Connection, statement: sa.Executable, rows: Sequence[dict[str, Any]]
