@@ -57,7 +57,7 @@ class SqlExecutions(ExecutionRepository):
             index_elements=[db.executions.c.tenant, db.executions.c.request_id]
         )
         self.writer: GroupCommit[_Rows] = database.group_commit(
-            self._apply, self._explain, name="agentrun-sql-writer"
+            self._apply, self._explain, name="agentrun-sql-writer", direct=database.turn_writer()
         )
 
     async def create_execution(

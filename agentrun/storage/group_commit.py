@@ -24,9 +24,17 @@ from agentrun.storage.base import StoreError
 if TYPE_CHECKING:
     from agentrun.storage.sqldb import SqlDatabase
 
-__all__ = ["MAX_GROUP", "GroupCommit"]
+__all__ = ["MAX_GROUP", "RETRY_ALONE", "DirectWriter", "GroupCommit"]
 
 Item = TypeVar("Item")
+
+# A `direct` writer's answer for an item it did not write: written again alone, the
+# transaction's way (which refuses it with its usual error, or writes it).
+RETRY_ALONE: Any = object()
+# A dialect's faster way to write a whole group (pg_turns.py): each item's result or
+# RETRY_ALONE; None when it does not cover the group or the database refused it whole
+# (nothing written); StoreError when the database is unavailable.
+DirectWriter = Callable[[Sequence[Any]], Awaitable[Sequence[Any] | None]]
 
 # Bounds one group's transaction so a burst cannot make a single commit arbitrarily slow.
 MAX_GROUP = 512
@@ -49,12 +57,14 @@ class GroupCommit(Generic[Item]):
         *,
         name: str,
         max_group: int = MAX_GROUP,
+        direct: DirectWriter | None = None,
     ) -> None:
         self._database = database
         self._apply = apply
         self._explain = explain
         self._name = name
         self._max_group = max_group
+        self._direct = direct
         self._pending: list[tuple[Item, asyncio.Future[Any]]] = []
         self._wake: asyncio.Event | None = None
         self._closing = False
@@ -124,6 +134,39 @@ class GroupCommit(Generic[Item]):
             _settle(pending, None, StoreError("the store's writer stopped before this commit"))
 
     async def _write(self, group: list[tuple[Item, asyncio.Future[Any]]]) -> None:
+        if self._direct is not None and await self._write_direct(group):
+            return
+        await self._write_transaction(group)
+
+    async def _write_direct(self, group: list[tuple[Item, asyncio.Future[Any]]]) -> bool:
+        """Through the `direct` writer; False if it left the whole group to the transaction."""
+        assert self._direct is not None
+        try:
+            results = await self._direct([item for item, _ in group])
+        except StoreError as exc:
+            _settle(group, None, exc)
+            return True
+        except asyncio.CancelledError:
+            _settle(group, None, StoreError("the store was closed during commit"))
+            raise
+        except Exception:
+            # Whatever it could not sort (nothing of the group was written): the
+            # transaction's way decides, as it does for a group `direct` does not cover.
+            return False
+        if results is None:
+            return False
+        self.groups += 1
+        alone = [one for one, result in zip(group, results, strict=True) if result is RETRY_ALONE]
+        _settle(
+            [one for one, result in zip(group, results, strict=True) if result is not RETRY_ALONE],
+            [result for result in results if result is not RETRY_ALONE],
+            None,
+        )
+        for one in alone:
+            await self._write_transaction([one])
+        return True
+
+    async def _write_transaction(self, group: list[tuple[Item, asyncio.Future[Any]]]) -> None:
         items = [item for item, _ in group]
         error: BaseException
         try:
@@ -138,7 +181,7 @@ class GroupCommit(Generic[Item]):
         except Exception as exc:
             if len(group) > 1:
                 for one in group:
-                    await self._write([one])
+                    await self._write_transaction([one])
                 return
             error = await self._explain(items[0], exc)
         else:

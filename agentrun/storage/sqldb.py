@@ -28,12 +28,19 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agentrun.storage.base import StoreError
-from agentrun.storage.group_commit import GroupCommit
+from agentrun.storage.group_commit import DirectWriter, GroupCommit
 
 if TYPE_CHECKING:
     from agentrun.storage.notifications import Notifications
 
-__all__ = ["IDLE_IN_TRANSACTION_MS", "Row", "SqlDatabase", "claim_leases", "store_errors"]
+__all__ = [
+    "IDLE_IN_TRANSACTION_MS",
+    "DirectWriter",
+    "Row",
+    "SqlDatabase",
+    "claim_leases",
+    "store_errors",
+]
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -180,10 +187,17 @@ class SqlDatabase(abc.ABC):
         explain: Callable[[Item, Exception], Awaitable[BaseException]],
         *,
         name: str,
+        direct: DirectWriter | None = None,
     ) -> GroupCommit[Item]:
         """A group-commit writer on this database (group_commit.py): what `apply` writes for
-        many callers' items shares one `transaction`; the owner starts and closes it."""
-        return GroupCommit(self, apply, explain, name=name)
+        many callers' items shares one `transaction` (or `direct`'s own way, when it covers the
+        group); the owner starts and closes it."""
+        return GroupCommit(self, apply, explain, name=name, direct=direct)
+
+    def turn_writer(self) -> DirectWriter | None:
+        """The dialect's own writer of execution turns, faster than `transaction` and `apply`
+        (PostgreSQL: one statement, pg_turns.py); None: the group commit's transaction."""
+        return None
 
     def executemany(
         self, conn: sa.Connection, statement: sa.Executable, rows: Sequence[dict[str, Any]]

@@ -10,10 +10,11 @@ keeps the partitions ahead and drops those past the retention.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -23,15 +24,23 @@ from agentrun.storage import schema as db
 from agentrun.storage.base import StoreError
 from agentrun.storage.notifications import CHANNEL, Notifications, PostgresNotifications, chunks
 from agentrun.storage.records import ExecutionState
-from agentrun.storage.sqldb import SqlDatabase, store_errors
+from agentrun.storage.sqldb import DirectWriter, SqlDatabase, store_errors
 
-__all__ = ["PostgresDatabase"]
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["WRITER_APPLICATION", "PostgresDatabase"]
 
 T = TypeVar("T")
 
 # SQLSTATEs of a transaction PostgreSQL rolled back that may simply be run again.
 _RETRIED = ("40P01", "40001")  # deadlock detected, serialization failure
 _ATTEMPTS = 3
+# SQLSTATE classes of a lost or refused connection (08), a server going away (57: admin or
+# crash shutdown) or out of resources (53): no fault of the statement's.
+_UNAVAILABLE = ("08", "57", "53")
+# The application_name of the execution writer's connection (pg_stat_activity shows it).
+WRITER_APPLICATION = "agentrun-writer"
 
 
 class PostgresDatabase(SqlDatabase):
@@ -45,6 +54,10 @@ class PostgresDatabase(SqlDatabase):
     ) -> None:
         super().__init__(url, synchronous=synchronous, lease_seconds=lease_seconds)
         self._lease_engine: AsyncEngine | None = None
+        # The execution writer's own connection (pg_turns.py) and its prepared statements.
+        self._writer: asyncpg.Connection | None = None
+        self._writer_lock: asyncio.Lock | None = None
+        self._prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement] = {}
 
     def _connect(self) -> None:
         options: dict[str, Any] = {
@@ -59,8 +72,9 @@ class PostgresDatabase(SqlDatabase):
             },
             "json_serializer": db.jsonb_dumps,
         }
-        # 28 + 2 for leases + 1 LISTEN: 31 connections at most per replica, as documented.
-        self._engine = create_async_engine(self.url, pool_size=10, max_overflow=18, **options)
+        # 27 + 1 for the execution writer + 2 for leases + 1 LISTEN: 31 connections at most
+        # per replica, as documented.
+        self._engine = create_async_engine(self.url, pool_size=10, max_overflow=17, **options)
         # Lease renewals and claims on connections of their own: a burst of reads and
         # commits that holds every pooled connection must not make a live replica's
         # renewal wait until its leases expired.
@@ -69,6 +83,7 @@ class PostgresDatabase(SqlDatabase):
         self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def dispose(self) -> None:
+        await self.drop_writer_connection()
         # The reader is a view of the same engine and pool.
         if self._engine is not None:
             await self._engine.dispose()
@@ -94,6 +109,76 @@ class PostgresDatabase(SqlDatabase):
                     ):
                         raise
         raise AssertionError("unreachable")
+
+    def turn_writer(self) -> DirectWriter | None:
+        """Execution turns in one round trip each (pg_turns.py)."""
+        from agentrun.storage.pg_turns import TurnWriter
+
+        return TurnWriter(self)
+
+    async def writer_fetchrow(self, sql: str, args: Sequence[Any]) -> asyncpg.Record:
+        """Runs `sql`, prepared once, on the execution writer's own connection (connected
+        on first use, with the pool's timeout and idle-in-transaction limit), one caller at a
+        time. A lost connection or a server going away: StoreError (the statement may or
+        may not have committed) and a new connection next time; an error PostgreSQL answers
+        for the statement itself (nothing written) passes through as asyncpg raised it."""
+        if self._engine is None or self.closing:
+            raise StoreError("the store is not open")
+        import asyncpg
+
+        if self._writer_lock is None:
+            self._writer_lock = asyncio.Lock()
+        async with self._writer_lock:
+            try:
+                writer = self._writer
+                if writer is None or writer.is_closed():
+                    writer = await self._connect_writer()
+                prepared = self._prepared.get(sql)
+                if prepared is None:
+                    prepared = self._prepared[sql] = await writer.prepare(sql)
+                return await prepared.fetchrow(*args)
+            except asyncio.CancelledError:
+                # Mid-statement: the connection's state is unknown, a new one next time.
+                self._drop_writer(terminate=True)
+                raise
+            except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+                self._drop_writer(terminate=True)
+                raise StoreError(f"database unavailable: {exc}") from exc
+            except asyncpg.PostgresError as exc:
+                if str(getattr(exc, "sqlstate", ""))[:2] in _UNAVAILABLE:
+                    self._drop_writer(terminate=True)
+                    raise StoreError(f"database unavailable: {exc}") from exc
+                raise
+
+    async def _connect_writer(self) -> asyncpg.Connection:
+        import asyncpg
+
+        self._prepared = {}
+        dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._writer = await asyncpg.connect(
+            dsn,
+            timeout=10,
+            server_settings={
+                "idle_in_transaction_session_timeout": str(self._idle_in_transaction_ms),
+                "application_name": WRITER_APPLICATION,
+            },
+        )
+        return self._writer
+
+    def _drop_writer(self, *, terminate: bool = False) -> asyncpg.Connection | None:
+        writer, self._writer, self._prepared = self._writer, None, {}
+        if writer is not None and terminate and not writer.is_closed():
+            writer.terminate()
+        return writer
+
+    async def drop_writer_connection(self) -> None:
+        """Closes the execution writer's connection (the store closes)."""
+        writer = self._drop_writer()
+        if writer is not None and not writer.is_closed():
+            try:
+                await writer.close(timeout=1)
+            except Exception:
+                writer.terminate()
 
     def notify_in(self, conn: sa.Connection, kind: str, keys: Sequence[str]) -> None:
         """pg_notify in the caller's transaction: delivered when it commits, never if it

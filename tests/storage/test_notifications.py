@@ -276,3 +276,51 @@ async def test_sqlite_stores_on_one_file_hear_each_other(tmp_path: Any) -> None:
         await writer.instances.close()
         await writer.close()
         await reader.close()
+
+
+async def test_a_group_commit_announces_the_events_it_wrote_and_only_those(
+    stores: Callable[[], Any],
+) -> None:
+    """Many executions committed in one group, their ids together longer than one NOTIFY
+    payload: each is announced once, in payloads under the limit; a stale batch of the same
+    group (its lease moved) writes nothing and is not announced."""
+    writer: SqlStore = await stores()
+    reader: SqlStore = await stores()
+    payloads: list[str] = []
+    reader.listen(lambda kind, key: payloads.append(f"{kind}:{key}"))
+    await _until(lambda: reader.notifications.listening, "LISTEN")
+    # The catch-up pass after LISTEN came up announces what is running; let it finish.
+    await _until(lambda: reader.notifications.catch_up_passes > 0, "the first pass")
+    now = time.time()
+    # Ids of 100 characters: 120 of them need two payloads at least.
+    ids = [f"ex-{i:03d}-" + "x" * 93 for i in range(120)]
+    for execution_id in ids:
+        record = ExecutionRecord(
+            execution_id, "t", "wf", 1, ExecutionState.RUNNING, input=None, created_at=now
+        )
+        await writer.create_execution(record)
+    claimed = {
+        x.id: x for x in await writer.claim_executions("r1", lease_seconds=60, now=now, limit=200)
+    }
+    await writer.release_leases("r1", [ids[0]])
+    (moved,) = await writer.claim_executions("r2", lease_seconds=60, now=now, limit=1)
+    assert moved.id == ids[0]
+    passes = -1
+    while passes != reader.notifications.catch_up_passes:
+        passes = reader.notifications.catch_up_passes
+        await asyncio.sleep(2 * notifications.OUTAGE_POLL_SECONDS)
+    payloads.clear()
+
+    def batch(execution_id: str) -> Batch:
+        record = claimed[execution_id]
+        record.last_sequence = 1
+        event = EventRecord(execution_id, 1, "node.running", time.time())
+        return Batch(execution=record, events=[event], fence=("r1", record.lease_epoch))
+
+    results = await asyncio.gather(*(writer.commit(batch(i)) for i in ids), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["LeaseLost"] + ["NoneType"] * 119
+    await _until(lambda: {f"events:{i}" for i in ids[1:]} <= set(payloads), "every announcement")
+    await asyncio.sleep(0.2)
+    assert sorted(p for p in payloads if p.startswith("events:")) == [
+        f"events:{i}" for i in ids[1:]
+    ]

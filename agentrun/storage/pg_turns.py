@@ -1,0 +1,258 @@
+"""Execution turns on PostgreSQL in one round trip: fence, update, node upserts, events, NOTIFY.
+
+Through SQLAlchemy's asyncpg adapter a group of engine turns cost about seven round trips
+(BEGIN, the fence's SELECT ... FOR UPDATE, UPDATE, node upsert, events INSERT, `pg_notify`,
+COMMIT), each a wait on the network and the server's scheduler. Here the whole group is one
+prepared statement on a connection of the writer's own (`PostgresDatabase.writer_connection`),
+run outside an explicit transaction: PostgreSQL commits it when it ends (one WAL flush), the
+NOTIFY included, so the turn costs one round trip and one flush.
+
+The statement, in the order its parts see each other (data-modifying CTEs see only what the
+earlier ones RETURN):
+- `locked`: the group's execution rows whose fence holds (owner and epoch as the batch says,
+  or no fence), locked `FOR UPDATE` in id order, as `renew_leases` locks them, so the two never
+  deadlock; a row another transaction changes meanwhile is re-checked on its newest version;
+- `upd`: the execution UPDATEs, of locked rows only;
+- the node upserts, event INSERTs and consumed signals of the executions `upd` wrote, and
+  nothing of the others;
+- `pg_notify` for the executions whose events went in, in payloads under NOTIFY's limit.
+
+So a stale batch (a replica that lost the lease) writes nothing while its neighbours commit.
+Its caller's item is answered `RETRY_ALONE`: the group commit writes it again alone through
+the SQLAlchemy transaction, which refuses it with the same error as ever (LeaseLost, or
+KeyError for an execution that does not exist). A group this statement does not cover
+(creates, signals consumed without an execution row, one execution twice) and a statement
+PostgreSQL refuses (a duplicate event, a value JSONB cannot hold; nothing was written) go
+the SQLAlchemy way whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlalchemy as sa
+
+from agentrun.storage import schema as db
+from agentrun.storage.group_commit import RETRY_ALONE
+from agentrun.storage.notifications import CHANNEL
+from agentrun.storage.records import EventRecord, NodeRecord
+
+if TYPE_CHECKING:
+    from agentrun.storage.sqldb_postgres import PostgresDatabase
+
+__all__ = ["TurnRows", "TurnWriter"]
+
+# NOTIFY payloads must stay under 8000 bytes: ids are cut into chunks of about this many.
+_PAYLOAD_BYTES = 7000
+
+
+class TurnRows(Protocol):
+    """What the writer reads of a queued batch (`_Rows` in executions.py)."""
+
+    execution: dict[str, Any] | None
+    nodes: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    consumed: list[dict[str, Any]]
+    fence: tuple[str, int] | None
+    create: Any
+
+
+class TurnWriter:
+    """The group commit's `direct` writer for executions on PostgreSQL (see module doc)."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._database = database
+
+    async def __call__(self, batches: Sequence[TurnRows]) -> list[Any] | None:
+        """Writes the group in one statement; each batch's result (None: written,
+        RETRY_ALONE: not written, ask again alone), or None when the group is not one this
+        statement covers or PostgreSQL refused it (nothing written). StoreError when the
+        database is unreachable."""
+        params = _params(batches)
+        if params is None:
+            return None
+        key, args = params
+        import asyncpg
+
+        try:
+            written, _ = await self._database.writer_fetchrow(_statement(*key), args)
+        except asyncpg.PostgresError:
+            return None  # refused as a whole: the transaction path finds whose batch it was
+        done = set(written or ())
+        return [
+            None if batch.execution is not None and batch.execution["b_id"] in done else RETRY_ALONE
+            for batch in batches
+        ]
+
+
+def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | None:
+    """The statement's shape (column names) and arguments, or None for a group it does not cover."""
+    executions: list[dict[str, Any]] = []
+    fences: list[tuple[str, int] | None] = []
+    nodes: dict[tuple[str, str], dict[str, Any]] = {}
+    events: list[dict[str, Any]] = []
+    consumed: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    if not batches:
+        return None
+    for batch in batches:
+        row = batch.execution
+        if batch.create is not None or row is None or row["b_id"] in seen:
+            return None
+        seen.add(row["b_id"])
+        executions.append(row)
+        fences.append(batch.fence)
+        for node in batch.nodes:
+            if node["execution_id"] != row["b_id"]:
+                return None
+            nodes[(node["execution_id"], node["node_id"])] = node
+        for event in batch.events:
+            if event["execution_id"] != row["b_id"]:
+                return None
+        if any(c["b_execution"] != row["b_id"] for c in batch.consumed):
+            return None
+        events += batch.events
+        consumed += batch.consumed
+    # The columns a batch changes; b_ keys are its parameters (the id, the fence).
+    exec_cols = tuple(c for c in executions[0] if not c.startswith("b_"))
+    if any(tuple(c for c in row if not c.startswith("b_")) != exec_cols for row in executions):
+        return None
+    node_rows = list(nodes.values())
+    node_cols = tuple(node_rows[0]) if node_rows else _NODE_COLUMNS
+    event_cols = tuple(events[0]) if events else _EVENT_COLUMNS
+    if any(tuple(r) != node_cols for r in node_rows) or any(tuple(r) != event_cols for r in events):
+        return None
+    args: list[Any] = [
+        [row["b_id"] for row in executions],
+        [fence is not None for fence in fences],
+        [fence[0] if fence is not None else None for fence in fences],
+        [fence[1] if fence is not None else None for fence in fences],
+    ]
+    args += _columns(db.executions, exec_cols, executions)
+    args += _columns(db.nodes, node_cols, node_rows)
+    args += _columns(db.events, event_cols, events)
+    args += [
+        [c["b_execution"] for c in consumed],
+        [c["b_seq"] for c in consumed],
+        [c["b_node"] for c in consumed],
+    ]
+    return (exec_cols, node_cols, event_cols), args
+
+
+# The columns of a group without nodes (or events), in the order their rows list them: the
+# same statement then serves groups with and without.
+_NODE_COLUMNS = tuple(f.name for f in dataclasses.fields(NodeRecord))
+_EVENT_COLUMNS = tuple(f.name for f in dataclasses.fields(EventRecord))
+
+
+def _columns(table: sa.Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """One array per column, JSON payloads as their text (cast to jsonb in the statement)."""
+    out: list[Any] = []
+    for name in names:
+        values = [row[name] for row in rows]
+        convert = _CONVERT[_kind(table.c[name])]
+        out.append(
+            values if convert is None else [None if v is None else convert(v) for v in values]
+        )
+    return out
+
+
+def _kind(column: sa.Column[Any]) -> str:
+    """The element type of the array a column's values travel in."""
+    kind = column.type
+    if isinstance(kind, sa.JSON):
+        return "jsonb"
+    if isinstance(kind, sa.Float):
+        return "float8"
+    if isinstance(kind, sa.Integer):
+        return "int8"
+    if isinstance(kind, sa.String):
+        return "text"
+    raise TypeError(f"no array type for column {column.table.name}.{column.name} ({kind})")
+
+
+_CONVERT: dict[str, Callable[[Any], Any] | None] = {
+    "jsonb": db.jsonb_dumps,
+    "float8": float,
+    "int8": None,
+    "text": None,
+}
+
+
+def _unnest(table: sa.Table, names: Sequence[str], first: int, alias: str) -> tuple[str, list[str]]:
+    """`unnest($i::t[], ...) AS alias(col, ...)` over `names` (after the group's four fence
+    arrays for the executions), and each column's value cast to its type (jsonb from text)."""
+    arrays = [
+        f"${first + i}::{'text' if _kind(table.c[n]) == 'jsonb' else _kind(table.c[n])}[]"
+        for i, n in enumerate(names)
+    ]
+    columns = [f'"{n}"' for n in names]
+    if alias == "b":
+        arrays = ["$1::text[]", "$2::bool[]", "$3::text[]", "$4::int8[]", *arrays]
+        columns = ["b_id", "b_fenced", "b_owner", "b_epoch", *columns]
+    values = [
+        f'{alias}."{n}"::jsonb' if _kind(table.c[n]) == "jsonb" else f'{alias}."{n}"' for n in names
+    ]
+    return f"unnest({', '.join(arrays)}) AS {alias}({', '.join(columns)})", values
+
+
+@functools.cache
+def _statement(
+    exec_cols: tuple[str, ...], node_cols: tuple[str, ...], event_cols: tuple[str, ...]
+) -> str:
+    """The one statement of a group of this shape (see the module doc); its result is the ids
+    of the executions written."""
+    first = 5
+    exec_from, exec_values = _unnest(db.executions, exec_cols, first, "b")
+    first += len(exec_cols)
+    node_from, node_values = _unnest(db.nodes, node_cols, first, "n")
+    first += len(node_cols)
+    event_from, event_values = _unnest(db.events, event_cols, first, "v")
+    first += len(event_cols)
+    node_keys = {c.name for c in db.nodes.primary_key.columns}
+    node_set = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in node_cols if n not in node_keys)
+    exec_set = ", ".join(f'"{n}" = {v}' for n, v in zip(exec_cols, exec_values, strict=True))
+    # A batch that changes no column of its execution still takes the lock and the fence.
+    exec_set = exec_set or "id = executions.id"
+    return f"""
+WITH b AS MATERIALIZED (
+    SELECT * FROM {exec_from}
+), locked AS MATERIALIZED (
+    SELECT e.id FROM executions e JOIN b ON b.b_id = e.id
+    WHERE NOT b.b_fenced OR (e.owner = b.b_owner AND e.lease_epoch = b.b_epoch)
+    ORDER BY e.id
+    FOR UPDATE OF e
+), upd AS (
+    UPDATE executions SET {exec_set}
+    FROM b JOIN locked l ON l.id = b.b_id
+    WHERE executions.id = b.b_id
+    RETURNING executions.id
+), nodes_written AS (
+    INSERT INTO nodes ({", ".join(f'"{n}"' for n in node_cols)})
+    SELECT {", ".join(node_values)} FROM {node_from}
+    WHERE n.execution_id IN (SELECT id FROM upd)
+    ON CONFLICT (execution_id, node_id) {f"DO UPDATE SET {node_set}" if node_set else "DO NOTHING"}
+), events_written AS (
+    INSERT INTO events ({", ".join(f'"{n}"' for n in event_cols)})
+    SELECT {", ".join(event_values)} FROM {event_from}
+    WHERE v.execution_id IN (SELECT id FROM upd)
+    RETURNING execution_id
+), consumed AS (
+    UPDATE signals SET consumed_by = c.node
+    FROM unnest(${first}::text[], ${first + 1}::int8[], ${first + 2}::text[])
+        AS c(execution_id, seq, node)
+    WHERE signals.execution_id = c.execution_id AND signals.seq = c.seq
+        AND c.execution_id IN (SELECT id FROM upd)
+), announced AS (
+    SELECT pg_notify('{CHANNEL}', 'events:' || string_agg(id, ',' ORDER BY id))
+    FROM (
+        SELECT id, (sum(length(id) + 1) OVER (ORDER BY id) - 1) / {_PAYLOAD_BYTES} AS chunk
+        FROM (SELECT DISTINCT execution_id AS id FROM events_written) ids
+    ) chunked
+    GROUP BY chunk
+)
+SELECT (SELECT array_agg(id) FROM upd), (SELECT count(*) FROM announced)
+"""
