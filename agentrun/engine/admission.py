@@ -85,6 +85,12 @@ class LocalAdmission:
         self._enqueue(execution_id, tenant, key, limit)
         return Admitted("queued")
 
+    def unlimited(self, key: tuple[str, str, str] | None) -> bool:
+        """A start under no tenant quota and no concurrency key: `arrive` will let it run
+        without asking anything, so the engine may store it already running (its creation
+        and first turn in one commit)."""
+        return key is None and not self.config.max_running_executions_per_tenant
+
     async def resume(
         self,
         execution_id: str,
@@ -228,7 +234,8 @@ class SharedAdmission:
         self._waiting: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        # A start with a concurrency key was seen: pending counts are read from then on.
+        # A start (or a resume) with a concurrency key was seen: pending counts are read, and
+        # places given back, from then on.
         self._keyed = False
         # Starts an execution admitted while it waited here (set by the engine).
         self.on_admitted: Callable[[str], None] = lambda _id: None
@@ -262,6 +269,10 @@ class SharedAdmission:
             self._hold(execution_id)
         return admitted
 
+    def unlimited(self, key: tuple[str, str, str] | None) -> bool:
+        """As `LocalAdmission.unlimited`: such a start takes no row and no round trip."""
+        return not self._counted(key)
+
     async def resume(
         self,
         execution_id: str,
@@ -273,6 +284,7 @@ class SharedAdmission:
     ) -> bool:
         if not self._counted(key):
             return True
+        self._keyed = self._keyed or key is not None
         may_run = await self.table.resume(
             execution_id, tenant, ckey_of(key), limit, self._quota, pending=pending
         )
@@ -286,8 +298,9 @@ class SharedAdmission:
 
     async def finished(self, execution_id: str, *, ended: bool) -> list[str]:
         """Only an execution that ended gives its place back: one stopped here (a lost
-        lease, a store failure) goes on elsewhere, in its place."""
-        if not ended:
+        lease, a store failure) goes on elsewhere, in its place. Without a quota, and with no
+        keyed execution started or resumed here, none ending here took a place: no write."""
+        if not ended or not (self._quota or self._keyed):
             return []
         admitted = await self.table.depart(execution_id, self._quota)
         return self._route(admitted)

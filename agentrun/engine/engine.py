@@ -559,7 +559,19 @@ class Engine:
             None,
             {"workflow": wf.name, "version": wf.version},
         )
-        stored, created = await self.store.create_execution(record, events=[event])
+        # Children run under their parent's admission. A start that admission lets run
+        # without asking is stored with its first turn (RUNNING, roots started, inline nodes
+        # computed): one commit, so a crash leaves either nothing or a running execution
+        # recovery resumes. Under a quota or a concurrency key it is stored PENDING first.
+        begun = (
+            self.runs.begin(plan, copy.copy(record))
+            if parent or self.admission.unlimited(key)
+            else None
+        )
+        if begun is None:
+            stored, created = await self.store.create_execution(record, events=[event])
+        else:
+            stored, created = await self._store_begun(*begun, event, plan, key, parent is None)
         if not created:
             if stored.request_hash != request_hash:
                 raise AlreadyExists(
@@ -568,7 +580,8 @@ class Engine:
                 )
             await self._adopt_if_idle(stored)
             return stored
-        # Children run under their parent's admission.
+        if begun is not None:
+            return stored
         admitted = (
             await self.admission.arrive(
                 record.id, tenant, key, plan.concurrency_limit, plan.concurrency_on_limit
@@ -589,6 +602,67 @@ class Engine:
             else:  # running on another replica
                 asyncio.get_running_loop().create_task(self._cancel_elsewhere(old_id, tenant))
         return stored
+
+    async def _store_begun(
+        self,
+        run: DagRun,
+        first: Batch,
+        event: EventRecord,
+        plan: DagPlan,
+        key: tuple[str, str, str] | None,
+        admit: bool,
+    ) -> tuple[ExecutionRecord, bool]:
+        """Creates an execution with its first turn (one commit) and launches its run once
+        stored. Launched even when the caller no longer listens: a start cancelled meanwhile
+        (the client left) or failed after its commit (the connection dropped) leaves a running
+        execution, never a stored one nobody runs. The caller still sees its error; a retry
+        with the same request id finds the execution running."""
+        assert first.execution is not None
+        started = time.perf_counter()
+        creating = asyncio.ensure_future(
+            self.store.create_execution(
+                copy.copy(first.execution), nodes=first.nodes, events=[event, *first.events]
+            )
+        )
+
+        async def launch() -> None:
+            if admit:  # admission lets it run without asking; it keeps its count
+                tenant = run.record.tenant
+                await self.admission.arrive(
+                    run.id, tenant, key, plan.concurrency_limit, plan.concurrency_on_limit
+                )
+            if run.id not in self.runs:
+                self.runs.launch(run, first, time.perf_counter() - started)
+
+        def launch_if_created(done: asyncio.Future[tuple[ExecutionRecord, bool]]) -> None:
+            if not done.cancelled() and done.exception() is None and done.result()[1]:
+                asyncio.get_running_loop().create_task(launch())
+
+        try:
+            stored, created = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            creating.add_done_callback(launch_if_created)
+            raise
+        except Exception:
+            if await self._stored_as_begun(run):
+                await launch()
+            raise
+        if created:
+            await launch()
+        return stored, created
+
+    async def _stored_as_begun(self, run: DagRun) -> bool:
+        """After a failed create: whether its commit happened all the same (the row is there,
+        still this replica's)."""
+        try:
+            row = await self.store.get_execution(run.id)
+        except Exception:
+            return False
+        return (
+            row is not None
+            and row.owner == self.replica_id
+            and row.lease_epoch == run.record.lease_epoch
+        )
 
     async def _cancel_elsewhere(self, execution_id: str, tenant: str) -> None:
         with contextlib.suppress(Exception):

@@ -51,7 +51,7 @@ from agentrun.engine.redact import Redactor
 from agentrun.engine.runtime.redaction import redacted_batch
 from agentrun.engine.scheduler import BaseScheduler, Ticket
 from agentrun.storage.base import Store
-from agentrun.storage.records import ExecutionRecord, NodeRecord, SignalRecord
+from agentrun.storage.records import Batch, ExecutionRecord, NodeRecord, SignalRecord
 
 
 class Host(Protocol):
@@ -114,6 +114,10 @@ class DagRun:
         self.lease_lost = False
         self._deadline: asyncio.TimerHandle | None = None
         self._acks: list[asyncio.Future[None]] = []
+        # The first turn's batch when it was committed with the execution's creation
+        # (`first_turn`), with how long that commit took: the loop publishes it and starts
+        # its calls instead of taking the turn again.
+        self._first: tuple[Batch, float] | None = None
 
     @property
     def record(self) -> ExecutionRecord:
@@ -145,6 +149,25 @@ class DagRun:
     def start_fresh(self) -> None:
         """A new execution: RUNNING (unless created paused), its roots resolved."""
         self.fold.start_fresh()
+
+    def first_turn(self) -> Batch:
+        """A new execution's first turn, taken before it is stored: RUNNING, its roots
+        resolved, inline nodes computed. The caller writes the batch (redacted) with the
+        execution's creation, in one commit, then hands it to `committed_first` and launches
+        the loop, which performs the turn's effects and starts its calls. Nothing of the turn
+        left the run yet, so a refused creation (a repeated request id) just drops the run."""
+        fold = self.fold
+        fold.start_fresh()
+        fold.draining = self.host.draining
+        fold.turn()
+        batch = fold.journal.take()
+        assert batch is not None  # start_fresh always changes the execution
+        host = self.host
+        return redacted_batch(batch, host.redactor) if host.redactor else batch
+
+    def committed_first(self, batch: Batch, seconds: float) -> None:
+        """The first turn's batch is stored (with the creation, in `seconds`)."""
+        self._first = (batch, seconds)
 
     def restore(
         self, nodes: list[NodeRecord], signals: list[SignalRecord], *, fresh: bool = False
@@ -189,10 +212,18 @@ class DagRun:
         inbox = self.inbox
         try:
             self._arm_deadline()
+            first, self._first = self._first, None
             while True:
-                fold.draining = self.host.draining
-                fold.turn()
-                await self._flush()
+                if first is None:
+                    fold.draining = self.host.draining
+                    fold.turn()
+                    await self._flush()
+                else:  # the first turn, committed with the creation
+                    if fold.effects:
+                        self._perform(fold.take_effects())
+                    self._committed(*first)
+                    self._answer_and_launch()
+                    first = None
                 if fold.finished:
                     return
                 if not inbox:
@@ -241,10 +272,20 @@ class DagRun:
                 batch = redacted_batch(batch, host.redactor)
             started = time.perf_counter()
             await host.store.commit(batch)
-            instr = host.instrumentation
-            if instr is not None:
-                instr.events_committed(fold.record, batch.events, time.perf_counter() - started)
-            host.hub.publish(self.id, batch.events)
+            self._committed(batch, time.perf_counter() - started)
+        self._answer_and_launch()
+
+    def _committed(self, batch: Batch, seconds: float) -> None:
+        """Reports a stored batch and publishes its events."""
+        host = self.host
+        instr = host.instrumentation
+        if instr is not None:
+            instr.events_committed(self.fold.record, batch.events, seconds)
+        host.hub.publish(self.id, batch.events)
+
+    def _answer_and_launch(self) -> None:
+        """After a commit: control requests answered, the turn's calls started."""
+        fold = self.fold
         if self._acks:
             acks, self._acks = self._acks, []
             for fut in acks:

@@ -16,7 +16,7 @@ from agentrun.engine.dag.loop import DagRun
 from agentrun.engine.dag.messages import Message
 from agentrun.engine.plan import DagPlan
 from agentrun.storage.base import LeaseLost
-from agentrun.storage.records import ExecutionRecord, ExecutionState, NodeRecord
+from agentrun.storage.records import Batch, ExecutionRecord, ExecutionState, NodeRecord
 
 if TYPE_CHECKING:
     from agentrun.engine.engine import Engine
@@ -50,6 +50,17 @@ class LiveRuns:
         """A new execution: RUNNING, its roots resolved, its loop launched."""
         run = DagRun(self.engine, plan, record)
         run.start_fresh()
+        self._launch(run)
+
+    def begin(self, plan: DagPlan, record: ExecutionRecord) -> tuple[DagRun, Batch]:
+        """A new execution's run and its first turn (`DagRun.first_turn`), not launched: the
+        engine stores the batch with the execution's creation, then calls `launch`."""
+        run = DagRun(self.engine, plan, record)
+        return run, run.first_turn()
+
+    def launch(self, run: DagRun, first: Batch, seconds: float) -> None:
+        """A run begun with `begin` whose first turn is stored: its loop launched."""
+        run.committed_first(first, seconds)
         self._launch(run)
 
     def start_rerun(self, plan: DagPlan, record: ExecutionRecord, reused: list[NodeRecord]) -> None:
