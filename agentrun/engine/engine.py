@@ -112,6 +112,9 @@ class EngineConfig:
     # Events of executions that ended longer ago than this are dropped (None: kept forever);
     # executions and their node records stay.
     event_retention_seconds: float | None = None
+    # Whether an execution that only waits (for signals, wait timers) leaves memory, rebuilt
+    # from the store when a signal, control request or its timer needs it (dag/runs.py).
+    unload_idle: bool = True
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, **overrides: Any) -> EngineConfig:
@@ -230,6 +233,7 @@ class Engine:
         )
         # The DAG runs live in this process (agentrun/engine/dag/runs.py).
         self.runs = LiveRuns(cast("Engine", me))
+        self.runs.unload_idle = self.config.unload_idle
         if isinstance(self.admission, SharedAdmission):  # a local admission admits in place
             self.admission.on_admitted = self.runs.admitted_here
         self.budgets = Budgets(
@@ -302,7 +306,7 @@ class Engine:
                 return
             try:
                 # Only runs that existed before the renewal was read can be judged by its answer.
-                before = set(self.runs.live)
+                before = set(self.runs.live) | set(self.runs.idle)  # unloaded ones too
                 owned = await self.store.renew_leases(
                     self.replica_id, lease_seconds=self.lease_seconds, now=self.clock()
                 )
@@ -987,12 +991,8 @@ class Engine:
         """Stores a signal (a known id returns the stored one, False) and hands a new one to
         the run that owns its execution, here or, through the store, on another replica."""
         stored, created = await self.store.add_signal(signal)
-        if created:
-            run = self.runs.get(signal.execution_id)
-            if run is not None:
-                run.deliver_signal(stored)
-            else:
-                await self.store.notify("signal", signal.execution_id)  # its owner runs elsewhere
+        if created and not self.runs.signal_stored(stored):  # here, loaded or not
+            await self.store.notify("signal", signal.execution_id)  # its owner runs elsewhere
         return stored, created
 
     async def list_waits(
@@ -1104,10 +1104,10 @@ class Engine:
         record = await self.get_execution(execution_id, tenant=tenant)
         # Looked up after the read: the run (live, or just finished) knows better than a
         # store answer that may have been read before the execution ended.
-        run = self.runs.get(execution_id)
+        run = await self.runs.load(execution_id)  # an unloaded (waiting) run is rebuilt
         if run is None and not record.state.terminal and record.owner == self.replica_id:
             record = await self.get_execution(execution_id, tenant=tenant)
-            run = self.runs.get(execution_id)
+            run = await self.runs.load(execution_id)
         state = run.record.state if run is not None else record.state
         if state.terminal or (allowed is not None and state not in allowed):
             raise IllegalTransition(

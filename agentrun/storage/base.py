@@ -340,6 +340,15 @@ class Store(abc.ABC):
     async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
         return await self.executions.pending_signals(execution_id)
 
+    async def restore_reads(
+        self, execution_ids: Sequence[str]
+    ) -> dict[str, tuple[list[NodeRecord], list[SignalRecord]]]:
+        """What rebuilding these executions' runs reads (recovery of many at once): each
+        one's node rows (`get_nodes`) and unconsumed signals (`pending_signals`), by id. This
+        default reads one execution after the other through those two methods; the SQL store
+        reads them all in two queries."""
+        return {i: (await self.get_nodes(i), await self.pending_signals(i)) for i in execution_ids}
+
     async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
         return await self.executions.get_signal(execution_id, signal_id)
 

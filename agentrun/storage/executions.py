@@ -436,12 +436,43 @@ class SqlExecutions(ExecutionRepository):
         )
         return [db.signal_record(row) for row in await self.database.read(query)]
 
+    async def restore_reads(
+        self, execution_ids: Sequence[str]
+    ) -> dict[str, tuple[list[NodeRecord], list[SignalRecord]]]:
+        """`Store.restore_reads`: the node rows and unconsumed signals of many executions in
+        two queries per chunk of ids (recovery rebuilds hundreds of runs at once)."""
+        out: dict[str, tuple[list[NodeRecord], list[SignalRecord]]] = {
+            i: ([], []) for i in execution_ids
+        }
+        ids = list(out)
+        for start in range(0, len(ids), _RESTORE_CHUNK):
+            chunk = ids[start : start + _RESTORE_CHUNK]
+            nodes = (
+                sa.select(db.nodes)
+                .where(db.nodes.c.execution_id.in_(chunk))
+                .order_by(db.nodes.c.execution_id, db.nodes.c.node_id)
+            )
+            for row in await self.database.read(nodes):
+                out[row.execution_id][0].append(db.node_record(row))
+            signals = (
+                sa.select(db.signals)
+                .where(db.signals.c.execution_id.in_(chunk), db.signals.c.consumed_by.is_(None))
+                .order_by(db.signals.c.execution_id, db.signals.c.seq)
+            )
+            for row in await self.database.read(signals):
+                out[row.execution_id][1].append(db.signal_record(row))
+        return out
+
     async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
         query = sa.select(db.signals).where(
             db.signals.c.execution_id == execution_id, db.signals.c.signal_id == signal_id
         )
         rows = await self.database.read(query)
         return db.signal_record(rows[0]) if rows else None
+
+
+# Ids per query of `restore_reads` (well under SQLite's 32,766 bound parameters).
+_RESTORE_CHUNK = 500
 
 
 def _execution_changes(record: ExecutionRecord) -> dict[str, Any]:

@@ -9,6 +9,7 @@ repository's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from agentrun.storage.base import Store
@@ -16,6 +17,7 @@ from agentrun.storage.executions import SqlExecutions
 from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.machines import SqlMachineStore
 from agentrun.storage.notifications import Notifications
+from agentrun.storage.records import NodeRecord, SignalRecord
 from agentrun.storage.sqldb import IDLE_IN_TRANSACTION_MS, SqlDatabase
 from agentrun.storage.workflows import SqlWorkflows
 
@@ -69,6 +71,11 @@ class SqlStore(Store):
     @busy_timeout_ms.setter
     def busy_timeout_ms(self, value: int) -> None:
         self.database.busy_timeout_ms = value
+
+    async def restore_reads(
+        self, execution_ids: Sequence[str]
+    ) -> dict[str, tuple[list[NodeRecord], list[SignalRecord]]]:
+        return await self.executions.restore_reads(execution_ids)
 
     # Lifecycle -------------------------------------------------------------
     async def open(self) -> None:

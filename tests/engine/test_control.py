@@ -232,7 +232,12 @@ async def test_restart_keeps_waits_and_buffered_signals() -> None:
         )
     )
     ex = await first.start_execution("w", {})
-    await eventually(lambda: first._runs[ex.id].record.state is ExecutionState.WAITING)
+
+    async def waiting() -> bool:  # the run itself may be out of memory while it waits
+        record = await store.get_execution(ex.id)
+        return record is not None and record.state is ExecutionState.WAITING
+
+    await eventually(waiting)
     await first.stop(grace=0)
     await store.add_signal(
         __import__("agentrun.storage.records", fromlist=["SignalRecord"]).SignalRecord(

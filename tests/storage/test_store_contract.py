@@ -914,3 +914,27 @@ async def test_fenced_commit_is_refused_after_the_lease_moved(store: Store) -> N
     await store.commit(Batch(execution=theirs, events=[ev(ex.id, 2)], fence=("r2", 2)))
     stored = await store.get_execution(ex.id)
     assert (stored.owner, stored.lease_epoch) == ("r2", 2)
+
+
+async def test_restore_reads_are_get_nodes_and_pending_signals_of_each(store: Store) -> None:
+    """Recovery reads many executions at once (issue 18): the same records as one by one."""
+    ids = []
+    for i in range(3):
+        ex = await started(store, execution(f"ex-r{i}"))
+        ids.append(ex.id)
+        await store.commit(Batch(nodes=[node(ex.id, f"n{j}") for j in range(i)]))
+        for j in range(i):
+            await store.add_signal(signal(ex.id, f"s{j}"))
+    await store.commit(Batch(consumed_signals=[(ids[2], 1, "n0")]))
+    reads = await store.restore_reads([*ids, "ex-none"])
+    assert set(reads) == {*ids, "ex-none"}
+    assert reads["ex-none"] == ([], [])
+    for execution_id in ids:
+        nodes, signals = reads[execution_id]
+        assert sorted(n.node_id for n in nodes) == sorted(
+            n.node_id for n in await store.get_nodes(execution_id)
+        )
+        assert [s.signal_id for s in signals] == [
+            s.signal_id for s in await store.pending_signals(execution_id)
+        ]
+    assert [s.signal_id for s in reads[ids[2]][1]] == ["s1"]

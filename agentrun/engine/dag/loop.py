@@ -13,10 +13,11 @@ The engine talks to a run through its public methods (`start_fresh`, `restore`, 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from agentrun.engine.breakers import Breakers
@@ -51,7 +52,14 @@ from agentrun.engine.redact import Redactor
 from agentrun.engine.runtime.redaction import redacted_batch
 from agentrun.engine.scheduler import BaseScheduler, Ticket
 from agentrun.storage.base import Store
-from agentrun.storage.records import Batch, ExecutionRecord, NodeRecord, SignalRecord
+from agentrun.storage.records import (
+    Batch,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    NodeState,
+    SignalRecord,
+)
 
 
 class Host(Protocol):
@@ -112,6 +120,11 @@ class DagRun:
         # replica took the execution over.
         self.task: asyncio.Task[None] | None = None
         self.lease_lost = False
+        # Set by the engine: called when the run has nothing to do but wait (`idle_until`);
+        # True takes it out of memory (the loop returns, `unloaded` set), to be rebuilt
+        # from the store when a signal, control request or timer needs it.
+        self.on_idle: Callable[[DagRun], bool] | None = None
+        self.unloaded = False
         self._deadline: asyncio.TimerHandle | None = None
         self._acks: list[asyncio.Future[None]] = []
         # The first turn's batch when it was committed with the execution's creation
@@ -144,6 +157,40 @@ class DagRun:
     def busy(self) -> bool:
         """Calls are running."""
         return bool(self.tasks)
+
+    def idle_until(self) -> float | None:
+        """When this run needs to be in memory again, if nothing but waits is left: the
+        earliest of its wait timers and its deadline (`inf`: only a signal or a control
+        request wakes it); None while anything runs, is queued, retries, escalates, is paused
+        or compensates, or a map item or handler is under way."""
+        fold = self.fold
+        if (
+            self.tasks
+            or self._acks
+            or self.inbox
+            or fold.finished
+            or fold.paused
+            or fold.record.state is not ExecutionState.WAITING
+            or fold.calls
+            or fold.to_launch
+            or fold.effects
+            or fold.items
+            or fold.retrying
+            or fold.graph.ready
+            or fold.gate.gated
+            or fold.gate.slots
+            or fold.maps.busy
+            or fold.saga.active
+            or fold.handlers.escalated
+        ):
+            return None
+        wake = fold.record.deadline if fold.record.deadline is not None else math.inf
+        for key in fold.timers:
+            rec = fold.records.get(key.node) if key.is_node else None
+            if rec is None or rec.state is not NodeState.WAITING or rec.wake_at is None:
+                return None
+            wake = min(wake, rec.wake_at)
+        return wake
 
     # ------------------------------------------------------------ the engine's side
     def start_fresh(self) -> None:
@@ -225,6 +272,9 @@ class DagRun:
                     self._answer_and_launch()
                     first = None
                 if fold.finished:
+                    return
+                if not inbox and self.on_idle is not None and self.on_idle(self):
+                    self.unloaded = True
                     return
                 if not inbox:
                     await self.wakeup.wait()

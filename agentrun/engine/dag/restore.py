@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from agentrun.engine.dag.keys import Role, TaskKey
 from agentrun.engine.dag.messages import Call, RetryDue
+from agentrun.engine.dag.waits import CONTROL_SIGNAL
 from agentrun.engine.runtime.common import error_dict
 from agentrun.storage.records import ExecutionState, NodeRecord, NodeState, SignalRecord
 
@@ -30,6 +31,10 @@ def restore(
         record.started_at = fold.clock()
         if plan.timeout:
             record.deadline = record.started_at + plan.timeout
+    # Control requests relayed through the store (pause, resume, cancel) are applied once the
+    # fold is rebuilt; the other signals are kept for the waits that take them.
+    controls = [s for s in signals if s.name == CONTROL_SIGNAL]
+    signals = [s for s in signals if s.name != CONTROL_SIGNAL]
     fold.waits.buffered = list(signals)
     fold.waits.seen.update(s.seq for s in signals)
     base: dict[str, NodeRecord] = {}
@@ -76,8 +81,15 @@ def restore(
         return  # a node caught mid-flight had no attempts left: the execution ended
     if fresh:
         fold.journal.execution_state(ExecutionState.RUNNING)
-    else:
-        record.state = ExecutionState.PAUSED if fold.paused else ExecutionState.RUNNING
+    elif fold.paused:
+        record.state = ExecutionState.PAUSED
+    elif record.state is not ExecutionState.WAITING:
+        record.state = ExecutionState.RUNNING
+    # A run unloaded while it waited comes back WAITING: the turn settles its state again,
+    # and writes nothing (no `execution.waiting` per reload) if it still only waits.
+    for sig in controls:
+        if not fold.finished:
+            fold.waits.signal(sig)
 
 
 def _take_up_in_flight(fold: Fold, base: dict[str, NodeRecord]) -> None:

@@ -2,6 +2,12 @@
 store after a restart, an adoption or a store failure, stopped when their lease is lost or the
 engine drains, ended (waiters answered, the admission place given back), and waited for.
 
+A run with nothing to do but wait (signal waits, wait timers, its deadline) leaves memory:
+`idle` keeps only its id and when to load it again (a heap of wake-ups, one timer for the
+earliest). A signal, a control request, a message, a waiter or the wake-up rebuilds it from
+the store (`load`, the restore path). It keeps its lease (renewals go by owner) and its
+admission place while unloaded (docs/durability.md, "Idle executions").
+
 `Engine` keeps one `LiveRuns` and reaches its runs only through it and `DagRun`'s public
 methods."""
 
@@ -9,19 +15,36 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import heapq
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from agentrun.engine.dag.loop import DagRun
 from agentrun.engine.dag.messages import Message
 from agentrun.engine.plan import DagPlan
 from agentrun.storage.base import LeaseLost
-from agentrun.storage.records import Batch, ExecutionRecord, ExecutionState, NodeRecord
+from agentrun.storage.records import (
+    Batch,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    SignalRecord,
+)
 
 if TYPE_CHECKING:
     from agentrun.engine.engine import Engine
 
 log = logging.getLogger("agentrun.engine")
+
+# A run whose next wake-up is closer than this stays in memory.
+UNLOAD_MIN_SECONDS = 1.0
+# Executions resumed together (one `restore_reads` each batch): a small first batch, so the
+# first steps run again at once after a restart, then larger ones.
+RESUME_FIRST_BATCH = 20
+RESUME_BATCH = 200
+# Unloaded runs are loaded this early before their wake-up (restore arms the exact timer).
+WAKE_AHEAD_SECONDS = 0.2
 
 
 class LiveRuns:
@@ -30,20 +53,169 @@ class LiveRuns:
         self.live: dict[str, DagRun] = {}
         # Callers of `wait` for an execution that runs here, answered when it ends.
         self.waiters: dict[str, list[asyncio.Future[ExecutionRecord]]] = {}
+        # Whether runs that only wait leave memory (EngineConfig.unload_idle).
+        self.unload_idle = True
+        # Unloaded runs owned here: id -> when to load it again (inf: on a signal only).
+        self.idle: dict[str, float] = {}
+        self._wakeups: list[tuple[float, str]] = []
+        self._wake_timer: asyncio.TimerHandle | None = None
+        self._wake_at = math.inf
+        self._loading: dict[str, asyncio.Future[DagRun | None]] = {}
 
     def __contains__(self, execution_id: object) -> bool:
-        return execution_id in self.live
+        """Runs here, loaded or not."""
+        return execution_id in self.live or execution_id in self.idle
 
     def get(self, execution_id: str) -> DagRun | None:
+        """The run if it is in memory (see `load` for one that may be unloaded)."""
         return self.live.get(execution_id)
 
     def post(self, execution_id: str, message: Message) -> bool:
-        """Posts to the execution's run if it runs here and has not finished."""
+        """Posts to the execution's run if it runs here and has not finished (an unloaded
+        run is loaded first)."""
         run = self.live.get(execution_id)
-        if run is None or run.finished:
+        if run is None:
+            if execution_id not in self.idle and execution_id not in self._loading:
+                return False
+            asyncio.get_running_loop().create_task(self._post_loaded(execution_id, message))
+            return True
+        if run.finished:
             return False
         run.post(message)
         return True
+
+    async def _post_loaded(self, execution_id: str, message: Message) -> None:
+        run = await self._load_quietly(execution_id)
+        if run is not None and not run.finished:
+            run.post(message)
+
+    def signal_stored(self, signal: SignalRecord) -> bool:
+        """A new signal for an execution that runs here, loaded or not: delivered (to a
+        run being loaded too: its restore may have read the signals before this one was
+        stored; a signal is applied once); False if it does not run here."""
+        run = self.live.get(signal.execution_id)
+        if run is not None:
+            run.deliver_signal(signal)
+            return True
+        if signal.execution_id not in self:
+            return False
+
+        async def deliver() -> None:
+            loaded = await self._load_quietly(signal.execution_id)
+            if loaded is not None and not loaded.finished:
+                loaded.deliver_signal(signal)
+
+        asyncio.get_running_loop().create_task(deliver())
+        return True
+
+    # ------------------------------------------------------------ unloading
+    def _unload(self, run: DagRun) -> bool:
+        """`run` only waits: out of memory, if its wake-up is not too close (the loop
+        returns)."""
+        if not self.unload_idle or self.engine.draining or self.live.get(run.id) is not run:
+            return False
+        wake = run.idle_until()
+        if wake is None or wake - self.engine.clock() < UNLOAD_MIN_SECONDS:
+            return False
+        del self.live[run.id]
+        self._park(run.id, wake)
+        return True
+
+    def _park(self, execution_id: str, wake: float) -> None:
+        self.idle[execution_id] = wake
+        if wake != math.inf:
+            heapq.heappush(self._wakeups, (wake, execution_id))
+            if wake < self._wake_at:
+                self._arm_wakeup()
+
+    def _arm_wakeup(self) -> None:
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+        self._wake_at = math.inf
+        if self._wakeups:
+            self._wake_at = self._wakeups[0][0]
+            delay = max(0.0, self._wake_at - WAKE_AHEAD_SECONDS - self.engine.clock())
+            self._wake_timer = asyncio.get_running_loop().call_later(delay, self._wake)
+
+    def _wake(self) -> None:
+        """Loads the unloaded runs whose wake-up is due (their timers re-armed by restore)."""
+        self._wake_timer = None
+        horizon = self.engine.clock() + WAKE_AHEAD_SECONDS
+        loop = asyncio.get_running_loop()
+        while self._wakeups and self._wakeups[0][0] <= horizon:
+            wake, execution_id = heapq.heappop(self._wakeups)
+            if self.idle.get(execution_id) == wake:  # else: loaded meanwhile, a stale entry
+                loop.create_task(self._load_quietly(execution_id))
+        self._arm_wakeup()
+
+    async def _load_quietly(self, execution_id: str) -> DagRun | None:
+        """`load`, a failure (the store unavailable) retried by `_schedule_resume`, which
+        rebuilds the run with every stored signal."""
+        try:
+            return await self.load(execution_id)
+        except Exception:
+            log.warning("could not load execution %s; retrying", execution_id, exc_info=True)
+            self._schedule_resume(execution_id)
+            return None
+
+    async def load(self, execution_id: str) -> DagRun | None:
+        """The execution's run, rebuilt from the store if it was unloaded; None if it does
+        not run here (or ended, or its lease went elsewhere meanwhile)."""
+        while True:
+            run = self.live.get(execution_id)
+            if run is not None or self.engine.draining:
+                return run
+            loading = self._loading.get(execution_id)
+            if loading is None:
+                break
+            # Another caller loads it; by the time this one resumes the run may have taken a
+            # turn and left memory again: look again.
+            await asyncio.shield(loading)
+        if execution_id not in self.idle:
+            return None
+        fut: asyncio.Future[DagRun | None] = asyncio.get_running_loop().create_future()
+        self._loading[execution_id] = fut
+        try:
+            run = await self._reload(execution_id)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: a failed load is reported to its first caller
+            raise
+        else:
+            fut.set_result(run)
+            return run
+        finally:
+            del self._loading[execution_id]
+
+    async def _reload(self, execution_id: str) -> DagRun | None:
+        engine = self.engine
+        store = engine.store
+        # The three reads at once (a signal waits for them): WAL readers run side by side.
+        record, nodes, signals = await asyncio.gather(
+            store.get_execution(execution_id),
+            store.get_nodes(execution_id),
+            store.pending_signals(execution_id),
+        )
+        if record is None or record.state.terminal or record.owner != engine.replica_id:
+            self.idle.pop(execution_id, None)
+            if self.waiters.get(execution_id):
+                asyncio.get_running_loop().create_task(self._hand_over_waiters(execution_id))
+            return None
+        plan = await engine.plan_of(record)
+        if plan is None:
+            self.idle.pop(execution_id, None)
+            log.error(
+                "execution %s: workflow %s v%s is gone", record.id, record.workflow, record.version
+            )
+            return None
+        if execution_id not in self.idle:  # stopped meanwhile (a lost lease, a drain)
+            return self.live.get(execution_id)
+        run = DagRun(engine, plan, record)
+        run.restore(nodes, signals)
+        del self.idle[execution_id]
+        self._launch(run, reloaded=True)
+        return run
 
     # ------------------------------------------------------------ starting
     def start(self, plan: DagPlan, record: ExecutionRecord) -> None:
@@ -70,26 +242,70 @@ class LiveRuns:
         self._launch(run)
 
     async def resume_all(self, records: list[ExecutionRecord]) -> None:
-        """Resumes claimed executions (at start, adopted orphans); one that fails to resume
+        """Resumes claimed executions (at start, adopted orphans) in batches: a small one
+        first, so the first steps run again at once, then larger ones, each with one
+        `restore_reads` (two queries on SQL) for all its executions; one that fails to resume
         is retried later."""
-        for record in sorted(records, key=lambda r: r.id):
-            if record.id in self.live:
-                continue
+        todo = [r for r in sorted(records, key=lambda r: r.id) if r.id not in self]
+        size = RESUME_FIRST_BATCH
+        while todo:
+            batch, todo = todo[:size], todo[size:]
+            size = RESUME_BATCH
             try:
-                await self.resume(record)
+                await self._resume_batch(batch)
+            except Exception:
+                log.warning("could not resume %d executions; retrying", len(batch), exc_info=True)
+                for record in batch:
+                    if record.id not in self:
+                        self._schedule_resume(record.id)
+
+    async def _resume_batch(self, records: list[ExecutionRecord]) -> None:
+        admitted: list[tuple[ExecutionRecord, DagPlan]] = []
+        for record in records:
+            try:
+                plan = await self._admitted_plan(record)
             except Exception:
                 log.warning("could not resume execution %s; retrying", record.id, exc_info=True)
                 self._schedule_resume(record.id)
+                continue
+            if plan is not None:
+                admitted.append((record, plan))
+        restoring = [r.id for r, _ in admitted if r.state is not ExecutionState.PENDING]
+        reads = await self.engine.store.restore_reads(restoring) if restoring else {}
+        for record, plan in admitted:
+            if record.id in self:  # started meanwhile (admitted, a repeated start)
+                continue
+            run = DagRun(self.engine, plan, record)
+            if record.state is ExecutionState.PENDING:
+                run.start_fresh()
+            else:
+                run.restore(*reads[record.id])
+            self._launch_or_park(run)
 
     async def resume(self, record: ExecutionRecord) -> None:
         """Rebuilds a run from the store (a PENDING one starts) once admission lets it run."""
+        plan = await self._admitted_plan(record)
+        if plan is None:
+            return
+        run = DagRun(self.engine, plan, record)
+        if record.state is ExecutionState.PENDING:
+            run.start_fresh()
+        else:
+            nodes = await self.engine.store.get_nodes(record.id)
+            signals = await self.engine.store.pending_signals(record.id)
+            run.restore(nodes, signals)
+        self._launch_or_park(run)
+
+    async def _admitted_plan(self, record: ExecutionRecord) -> DagPlan | None:
+        """The plan of an execution to resume, once admission lets it run (None: its
+        workflow is gone, or it waits for a place)."""
         engine = self.engine
         plan = await engine.plan_of(record)
         if plan is None:
             log.error(
                 "execution %s: workflow %s v%s is gone", record.id, record.workflow, record.version
             )
-            return
+            return None
         key = (
             engine.concurrency_key(plan, record.tenant, record.input)
             if record.parent_id is None
@@ -102,14 +318,28 @@ class LiveRuns:
             plan.concurrency_limit,
             pending=record.state is ExecutionState.PENDING,
         ):
-            return
-        run = DagRun(engine, plan, record)
-        if record.state is ExecutionState.PENDING:
-            run.start_fresh()
-        else:
-            nodes = await engine.store.get_nodes(record.id)
-            signals = await engine.store.pending_signals(record.id)
-            run.restore(nodes, signals)
+            return None
+        return plan
+
+    def _launch_or_park(self, run: DagRun) -> None:
+        """A rebuilt run that only waits (nothing to write, no timer to arm) goes straight
+        to `idle`, without a task or a first turn; any other is launched."""
+        fold = run.fold
+        batch = fold.journal.batch
+        quiet = not (
+            fold.journal.dirty
+            or batch.events
+            or batch.execution is not None
+            or batch.consumed_signals
+        )
+        if quiet and self.unload_idle and not self.engine.draining:
+            wake = run.idle_until()
+            if wake is not None and wake - self.engine.clock() >= UNLOAD_MIN_SECONDS:
+                if self.engine.instrumentation is not None:
+                    self.engine.instrumentation.execution_started(run.record)
+                self._park(run.id, wake)
+                fold.close()
+                return
         self._launch(run)
 
     async def start_admitted(self, execution_id: str) -> None:
@@ -130,16 +360,17 @@ class LiveRuns:
 
     async def deliver_signals(self, execution_id: str) -> None:
         """A signal was stored for an execution that runs here (by another replica)."""
-        run = self.live.get(execution_id)
+        run = await self.load(execution_id)
         if run is None or run.finished:
             return
         for signal in await self.engine.store.pending_signals(execution_id):
             run.deliver_signal(signal)
 
-    def _launch(self, run: DagRun) -> None:
+    def _launch(self, run: DagRun, *, reloaded: bool = False) -> None:
         engine = self.engine
         self.live[run.id] = run
-        if engine.instrumentation is not None:
+        run.on_idle = self._unload
+        if engine.instrumentation is not None and not reloaded:
             engine.instrumentation.execution_started(run.record)
         task = asyncio.get_running_loop().create_task(run.loop(), name=f"execution {run.id}")
         run.task = task
@@ -147,6 +378,8 @@ class LiveRuns:
 
     # ------------------------------------------------------------ stopping
     def _ended(self, run: DagRun) -> None:
+        if run.unloaded:
+            return  # out of memory, waiting (`idle`); nothing ended
         engine = self.engine
         loop = asyncio.get_running_loop()
         if self.live.get(run.id) is run:
@@ -201,6 +434,7 @@ class LiveRuns:
         async def resume() -> None:
             if engine.draining or execution_id in self.live:
                 return
+            self.idle.pop(execution_id, None)
             try:
                 record = await engine.store.get_execution(execution_id)
                 if record is None or record.state.terminal or record.owner != engine.replica_id:
@@ -218,7 +452,13 @@ class LiveRuns:
 
     def stop_lost(self, before: set[str], owned: set[str]) -> None:
         """A lease renewal answered `owned`: a run that existed before it was read (`before`)
-        and is not owned any more stops at once (its commits would be refused anyway)."""
+        and is not owned any more stops at once (its commits would be refused anyway); an
+        unloaded one is forgotten."""
+        for execution_id in [i for i in self.idle if i in before and i not in owned]:
+            log.warning("lease on execution %s was lost; forgetting it here", execution_id)
+            del self.idle[execution_id]
+            if self.waiters.get(execution_id):
+                asyncio.get_running_loop().create_task(self._hand_over_waiters(execution_id))
         for run in list(self.live.values()):
             if (
                 run.id in before
@@ -238,6 +478,10 @@ class LiveRuns:
         while engine.clock() < deadline and any(run.busy for run in self.live.values()):
             await asyncio.sleep(0.02)
         detached = [run.id for run in self.live.values() if not run.finished]
+        detached.extend(self.idle)
+        self.idle.clear()
+        self._wakeups.clear()
+        self._arm_wakeup()
         tasks = [run.task for run in self.live.values() if run.task is not None]
         for task in tasks:
             task.cancel()
@@ -248,7 +492,7 @@ class LiveRuns:
     # ------------------------------------------------------------ waiting
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord | None:
         """The execution's final record once its run here ends; None if it does not run here."""
-        if execution_id not in self.live:
+        if execution_id not in self:
             return None
         # Registered before any await: the run's end (even one already under way) resolves it.
         fut: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
