@@ -52,7 +52,7 @@ class ServerProcess:
         self.log = workdir / "server.log"
         self._read = 0  # bytes of the log `bad_statuses` has read
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRUN_")}
         env.update(PYTHONPATH=str(ROOT), AGENTRUN_ACCESS_LOG="1")
         env.update(self.extra_env)
