@@ -119,7 +119,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--input", metavar="JSON", default="{}", help="the input as JSON (default {})")
     p.add_argument("--version", type=int, help="workflow version (default: the latest)")
     p.add_argument("--request-id", help="idempotency key: the same id starts once")
-    p.add_argument("--watch", action="store_true", help="then follow its events to the end")
+    then = p.add_mutually_exclusive_group()
+    then.add_argument("--watch", action="store_true", help="then follow its events to the end")
+    then.add_argument(
+        "--wait",
+        action="store_true",
+        help="answer once it ends, in the same call (for short workflows): its state and output",
+    )
+    p.add_argument(
+        "--wait-timeout",
+        metavar="DURATION",
+        help="with --wait: how long the server waits (such as 10s, 2m; default 30s, at most 5m); "
+        "still running then: its id, and exit 1",
+    )
     add_client_options(p)
     p.set_defaults(handler=cmd_start)
 
@@ -379,7 +391,6 @@ _WATCH_WIDTH = 120
 
 
 def _follow(client: Client, execution_id: str, after: int, as_json: bool) -> int:
-    from agentrun.client import ExecutionState
 
     # One plain call first: no server, or no such execution, is said at once (the watch
     # itself reconnects through a server's restarts, for up to half a minute).
@@ -390,7 +401,13 @@ def _follow(client: Client, execution_id: str, after: int, as_json: bool) -> int
             printer.event(event)
     finally:
         printer.end()
-    execution = client.get_execution(execution_id)
+    return _ended(client.get_execution(execution_id), as_json)
+
+
+def _ended(execution: Execution, as_json: bool) -> int:
+    """An ended execution's state and output (its error on stderr); 0 if it SUCCEEDED."""
+    from agentrun.client import ExecutionState
+
     if not as_json:
         print(
             f"{execution.state.value}"
@@ -406,9 +423,15 @@ def cmd_start(args: argparse.Namespace) -> int:
         from agentrun.client import InvalidArgument
 
         data = json_arg(args.input, "--input")
+        wait_timeout = _wait_timeout(args)
         try:
             execution = client.start_execution(
-                args.workflow, data, version=args.version, request_id=args.request_id
+                args.workflow,
+                data,
+                version=args.version,
+                request_id=args.request_id,
+                wait=args.wait,
+                wait_timeout=wait_timeout,
             )
         except InvalidArgument:
             if _is_state_machine(client, args.workflow, args.version):
@@ -423,9 +446,36 @@ def cmd_start(args: argparse.Namespace) -> int:
             print(execution.id, flush=True)
         if args.watch:
             return _follow(client, execution.id, 0, args.json)
+        if args.wait:
+            return _waited(execution, args.json)
         return EXIT_OK
 
     return run_with_client(args, body)
+
+
+def _wait_timeout(args: argparse.Namespace) -> float | None:
+    if args.wait_timeout is None:
+        return None
+    if not args.wait:
+        raise UsageError("--wait-timeout goes with --wait")
+    from agentrun.engine.durations import parse_duration
+
+    try:
+        return parse_duration(args.wait_timeout)
+    except ValueError as exc:
+        raise UsageError(f"--wait-timeout: {exc}") from None
+
+
+def _waited(execution: Execution, as_json: bool) -> int:
+    """`start --wait`: the final state and output (after the id), or a note that it still runs."""
+    if not execution.state.terminal:
+        print(
+            f"{execution.id} still {execution.state.value} at the wait's deadline; "
+            f"follow it with `agentrun watch {execution.id}`",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return _ended(execution, as_json)
 
 
 def _is_state_machine(client: Client, name: str, version: int | None) -> bool:

@@ -139,6 +139,8 @@ def start_request(
     version: int | None,
     request_id: str | None,
     priority: int,
+    wait: bool = False,
+    wait_timeout: float | None = None,
 ) -> es_pb.StartExecutionRequest:
     request = es_pb.StartExecutionRequest(
         workflow=workflow_name(workflow),
@@ -146,10 +148,27 @@ def start_request(
         # A retried start (the channel retries UNAVAILABLE) must apply once.
         request_id=request_id or uuid.uuid4().hex,
         priority=priority,
+        wait=wait,
     )
+    if wait_timeout is not None:
+        request.wait_timeout.FromNanoseconds(round(wait_timeout * 1e9))
     if input is not None:
         request.input.CopyFrom(to_value(input))
     return request
+
+
+# The server's wait when `wait_timeout` is unset (agentrun/server/requests.py).
+DEFAULT_WAIT_SECONDS = 30.0
+
+
+def start_call_timeout(
+    timeout: float | None, wait: bool, wait_timeout: float | None
+) -> float | None:
+    """A StartExecution's deadline: the client's, plus the wait it asks the server for (the
+    server answers before the call's deadline, so a short one would cut the wait)."""
+    if timeout is None or not wait:
+        return timeout
+    return timeout + (DEFAULT_WAIT_SECONDS if wait_timeout is None else max(0.0, wait_timeout))
 
 
 def signal_request(

@@ -72,12 +72,13 @@ class Client:
         if self._own_channel:
             self.channel.close()
 
-    def call(self, method: Any, request: Any) -> Any:
+    def call(self, method: Any, request: Any, *, timeout: float | None = None) -> Any:
         """One RPC on a raw stub (`self.execution_service.ListExecutions`, ...) with this
         client's API key, timeout and error classes: for what the methods below do not wrap,
-        such as one page of a list with its `next_page_token`."""
+        such as one page of a list with its `next_page_token`. `timeout`: this call's
+        deadline in seconds instead of the client's."""
         try:
-            return method(request, metadata=self.metadata, timeout=self.timeout)
+            return method(request, metadata=self.metadata, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -146,11 +147,28 @@ class Client:
         version: int | None = None,
         request_id: str | None = None,
         priority: int = 0,
+        wait: bool = False,
+        wait_timeout: float | None = None,
     ) -> Execution:
+        """Starts an execution. With `wait`, the server answers once it ended (within
+        `wait_timeout` seconds, 30 by default, at most 300) with its output or error, or at
+        that deadline with the execution still running; the call's own timeout is extended
+        by the wait."""
         request = c.start_request(
-            workflow, input, version=version, request_id=request_id, priority=priority
+            workflow,
+            input,
+            version=version,
+            request_id=request_id,
+            priority=priority,
+            wait=wait,
+            wait_timeout=wait_timeout,
         )
-        return c.execution(self.call(self.execution_service.StartExecution, request).execution)
+        response = self.call(
+            self.execution_service.StartExecution,
+            request,
+            timeout=c.start_call_timeout(self.timeout, wait, wait_timeout),
+        )
+        return c.execution(response.execution)
 
     def get_execution(
         self, execution: str | Execution, *, include_nodes: bool = False

@@ -18,6 +18,9 @@ from agentrun.server.streams import until_stopped
 from agentrun.v1 import execution_service_pb2 as pb
 from agentrun.v1 import execution_service_pb2_grpc as pb_grpc
 
+# How far ahead of the call's deadline a StartExecution with `wait` answers.
+_DEADLINE_MARGIN = 0.1
+
 _ACTIONS = {
     pb.ControlExecutionsRequest.ACTION_PAUSE: "pause",
     pb.ControlExecutionsRequest.ACTION_RESUME: "resume",
@@ -27,6 +30,7 @@ _ACTIONS = {
 if TYPE_CHECKING:
     from agentrun.engine import Engine
     from agentrun.integrations.workers import Workers
+    from agentrun.storage.records import ExecutionRecord
 
 
 class ExecutionService(pb_grpc.ExecutionServiceServicer):
@@ -55,16 +59,35 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         name = requests.workflow_name(request.workflow, "workflow")
         if request.version < 0:
             raise invalid_argument("version", "must not be negative")
+        wait = requests.start_wait(request)
+        tenant = current_tenant()
         record = await self._engine.start_execution(
             name,
             convert.from_value(request.input) if request.HasField("input") else {},
-            tenant=current_tenant(),
+            tenant=tenant,
             version=request.version or None,
             request_id=request.request_id or None,
             priority=request.priority,
             labels=_trace_labels(context),
         )
+        if wait is not None and not record.state.terminal:
+            record = await self._wait_briefly(record, tenant, wait, context.time_remaining())
         return pb.StartExecutionResponse(execution=convert.execution_to_proto(record))
+
+    async def _wait_briefly(
+        self, record: ExecutionRecord, tenant: str, seconds: float, call_left: float | None
+    ) -> ExecutionRecord:
+        """`wait: true`: the final execution if it ends within `seconds` (and before the
+        call's own deadline, answering a little ahead of it so the answer arrives), else the
+        execution as it is then, still running."""
+        if call_left is not None:
+            seconds = min(seconds, call_left - _DEADLINE_MARGIN)
+        if seconds > 0:
+            try:
+                return await self._engine.wait(record.id, seconds)
+            except TimeoutError:
+                pass
+        return await self._engine.get_execution(record.id, tenant=tenant)
 
     async def GetExecution(
         self,

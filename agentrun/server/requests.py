@@ -200,6 +200,31 @@ def execution_times(request: pb.ListExecutionsRequest) -> tuple[float | None, fl
     return after, before
 
 
+# StartExecution's `wait`: how long it holds the call when `wait_timeout` is unset, and at most.
+DEFAULT_WAIT_SECONDS = 30.0
+MAX_WAIT_SECONDS = 300.0
+
+
+def start_wait(request: pb.StartExecutionRequest) -> float | None:
+    """How long a StartExecution waits for the execution's end (None: it answers at once).
+    Checked before anything starts, so a refused request starts nothing."""
+    has_timeout = request.HasField("wait_timeout")
+    if not request.wait:
+        if has_timeout:
+            raise invalid_argument("wait_timeout", "only with `wait: true`")
+        return None
+    if not has_timeout:
+        return DEFAULT_WAIT_SECONDS
+    seconds = request.wait_timeout.seconds + request.wait_timeout.nanos / 1e9
+    if seconds <= 0:
+        raise invalid_argument("wait_timeout", f"must be more than 0s, got {seconds:g}s")
+    if seconds > MAX_WAIT_SECONDS:
+        raise invalid_argument(
+            "wait_timeout", f"at most {MAX_WAIT_SECONDS:g}s (5 minutes), got {seconds:g}s"
+        )
+    return seconds
+
+
 def newest_first(order: int) -> bool:
     """ListExecutions' `order`: True for newest first; UNSPECIFIED is oldest first."""
     if order not in pb.ExecutionOrder.values():

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from agentrun.v1 import execution_pb2 as agentrun_dot_v1_dot_execution__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#agentrun/v1/execution_service.proto\x12\x0b\x61gentrun.v1\x1a\x1b\x61gentrun/v1/execution.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n\x15StartExecutionRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12%\n\x05input\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\"C\n\x16StartExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\":\n\x13GetExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rinclude_nodes\x18\x02 \x01(\x08\"l\n\x14GetExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\x12)\n\x05nodes\x18\x02 \x03(\x0b\x32\x1a.agentrun.v1.NodeExecution\"\xe1\x01\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05order\x18\x06 \x01(\x0e\x32\x1b.agentrun.v1.ExecutionOrder\"]\n\x16ListExecutionsResponse\x12*\n\nexecutions\x18\x01 \x03(\x0b\x32\x16.agentrun.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x16\x43\x61ncelExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncompensate\x18\x02 \x01(\x08\"D\n\x17\x43\x61ncelExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\"%\n\x15PauseExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x16PauseExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\"]\n\x16ResumeExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12$\n\x04\x61rgs\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"D\n\x17ResumeExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\"o\n\x16SignalExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\x12$\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\tsignal_id\x18\x04 \x01(\t\"D\n\x17SignalExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\"\x87\x01\n\x15RerunExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_node_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12%\n\x05input\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0f\n\x07version\x18\x05 \x01(\x05\"C\n\x16RerunExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\"k\n\x1aListExecutionEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x1bListExecutionEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.agentrun.v1.ExecutionEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x15WatchExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"D\n\x16WatchExecutionResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.agentrun.v1.ExecutionEvent\"(\n\x18GetExecutionTraceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x19GetExecutionTraceResponse\x12*\n\x05trace\x18\x01 \x01(\x0b\x32\x1b.agentrun.v1.ExecutionTrace\"I\n\x10ListWaitsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"N\n\x11ListWaitsResponse\x12 \n\x05waits\x18\x01 \x03(\x0b\x32\x11.agentrun.v1.Wait\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"g\n\x11\x41nswerWaitRequest\x12\x11\n\x07wait_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05token\x18\x02 \x01(\tH\x00\x12$\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueB\x08\n\x06target\"`\n\x12\x41nswerWaitResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\x12\x1f\n\x04wait\x18\x02 \x01(\x0b\x32\x11.agentrun.v1.Wait\"\xfd\x01\n\x18\x43ontrolExecutionsRequest\x12<\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32,.agentrun.v1.ControlExecutionsRequest.Action\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\ncompensate\x18\x05 \x01(\x08\"X\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_PAUSE\x10\x01\x12\x11\n\rACTION_RESUME\x10\x02\x12\x11\n\rACTION_CANCEL\x10\x03\"c\n\x19\x43ontrolExecutionsResponse\x12-\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1b.agentrun.v1.ControlOutcome\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x0e\x43ontrolOutcome\x12\x11\n\texecution\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.agentrun.v1.Execution.State\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t*u\n\x0e\x45xecutionOrder\x12\x1f\n\x1b\x45XECUTION_ORDER_UNSPECIFIED\x10\x00\x12 \n\x1c\x45XECUTION_ORDER_OLDEST_FIRST\x10\x01\x12 \n\x1c\x45XECUTION_ORDER_NEWEST_FIRST\x10\x02\x32\x97\n\n\x10\x45xecutionService\x12Y\n\x0eStartExecution\x12\".agentrun.v1.StartExecutionRequest\x1a#.agentrun.v1.StartExecutionResponse\x12S\n\x0cGetExecution\x12 .agentrun.v1.GetExecutionRequest\x1a!.agentrun.v1.GetExecutionResponse\x12Y\n\x0eListExecutions\x12\".agentrun.v1.ListExecutionsRequest\x1a#.agentrun.v1.ListExecutionsResponse\x12\\\n\x0f\x43\x61ncelExecution\x12#.agentrun.v1.CancelExecutionRequest\x1a$.agentrun.v1.CancelExecutionResponse\x12Y\n\x0ePauseExecution\x12\".agentrun.v1.PauseExecutionRequest\x1a#.agentrun.v1.PauseExecutionResponse\x12\\\n\x0fResumeExecution\x12#.agentrun.v1.ResumeExecutionRequest\x1a$.agentrun.v1.ResumeExecutionResponse\x12\\\n\x0fSignalExecution\x12#.agentrun.v1.SignalExecutionRequest\x1a$.agentrun.v1.SignalExecutionResponse\x12Y\n\x0eRerunExecution\x12\".agentrun.v1.RerunExecutionRequest\x1a#.agentrun.v1.RerunExecutionResponse\x12h\n\x13ListExecutionEvents\x12\'.agentrun.v1.ListExecutionEventsRequest\x1a(.agentrun.v1.ListExecutionEventsResponse\x12[\n\x0eWatchExecution\x12\".agentrun.v1.WatchExecutionRequest\x1a#.agentrun.v1.WatchExecutionResponse0\x01\x12\x62\n\x11GetExecutionTrace\x12%.agentrun.v1.GetExecutionTraceRequest\x1a&.agentrun.v1.GetExecutionTraceResponse\x12J\n\tListWaits\x12\x1d.agentrun.v1.ListWaitsRequest\x1a\x1e.agentrun.v1.ListWaitsResponse\x12M\n\nAnswerWait\x12\x1e.agentrun.v1.AnswerWaitRequest\x1a\x1f.agentrun.v1.AnswerWaitResponse\x12\x62\n\x11\x43ontrolExecutions\x12%.agentrun.v1.ControlExecutionsRequest\x1a&.agentrun.v1.ControlExecutionsResponseB\x97\x01\n\x0f\x64\x65v.agentrun.v1B\x15\x45xecutionServiceProtoP\x01Z:github.com/agentrun/agentrun/gen/go/agentrun/v1;agentrunv1\xa2\x02\x03\x41XX\xaa\x02\x0b\x41gentrun.V1\xca\x02\x0b\x41gentrun\\V1\xea\x02\x0c\x41gentrun::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#agentrun/v1/execution_service.proto\x12\x0b\x61gentrun.v1\x1a\x1b\x61gentrun/v1/execution.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n\x15StartExecutionRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12%\n\x05input\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x0c\n\x04wait\x18\x06 \x01(\x08\x12/\n\x0cwait_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"C\n\x16StartExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\":\n\x13GetExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rinclude_nodes\x18\x02 \x01(\x08\"l\n\x14GetExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\x12)\n\x05nodes\x18\x02 \x03(\x0b\x32\x1a.agentrun.v1.NodeExecution\"\xe1\x01\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05order\x18\x06 \x01(\x0e\x32\x1b.agentrun.v1.ExecutionOrder\"]\n\x16ListExecutionsResponse\x12*\n\nexecutions\x18\x01 \x03(\x0b\x32\x16.agentrun.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x16\x43\x61ncelExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncompensate\x18\x02 \x01(\x08\"D\n\x17\x43\x61ncelExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\"%\n\x15PauseExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x16PauseExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\"]\n\x16ResumeExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12$\n\x04\x61rgs\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"D\n\x17ResumeExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\"o\n\x16SignalExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\x12$\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\tsignal_id\x18\x04 \x01(\t\"D\n\x17SignalExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\"\x87\x01\n\x15RerunExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_node_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12%\n\x05input\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0f\n\x07version\x18\x05 \x01(\x05\"C\n\x16RerunExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\"k\n\x1aListExecutionEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x1bListExecutionEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.agentrun.v1.ExecutionEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x15WatchExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"D\n\x16WatchExecutionResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.agentrun.v1.ExecutionEvent\"(\n\x18GetExecutionTraceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x19GetExecutionTraceResponse\x12*\n\x05trace\x18\x01 \x01(\x0b\x32\x1b.agentrun.v1.ExecutionTrace\"I\n\x10ListWaitsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"N\n\x11ListWaitsResponse\x12 \n\x05waits\x18\x01 \x03(\x0b\x32\x11.agentrun.v1.Wait\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"g\n\x11\x41nswerWaitRequest\x12\x11\n\x07wait_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05token\x18\x02 \x01(\tH\x00\x12$\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueB\x08\n\x06target\"`\n\x12\x41nswerWaitResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.agentrun.v1.Execution\x12\x1f\n\x04wait\x18\x02 \x01(\x0b\x32\x11.agentrun.v1.Wait\"\xfd\x01\n\x18\x43ontrolExecutionsRequest\x12<\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32,.agentrun.v1.ControlExecutionsRequest.Action\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\ncompensate\x18\x05 \x01(\x08\"X\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_PAUSE\x10\x01\x12\x11\n\rACTION_RESUME\x10\x02\x12\x11\n\rACTION_CANCEL\x10\x03\"c\n\x19\x43ontrolExecutionsResponse\x12-\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1b.agentrun.v1.ControlOutcome\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x0e\x43ontrolOutcome\x12\x11\n\texecution\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.agentrun.v1.Execution.State\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t*u\n\x0e\x45xecutionOrder\x12\x1f\n\x1b\x45XECUTION_ORDER_UNSPECIFIED\x10\x00\x12 \n\x1c\x45XECUTION_ORDER_OLDEST_FIRST\x10\x01\x12 \n\x1c\x45XECUTION_ORDER_NEWEST_FIRST\x10\x02\x32\x97\n\n\x10\x45xecutionService\x12Y\n\x0eStartExecution\x12\".agentrun.v1.StartExecutionRequest\x1a#.agentrun.v1.StartExecutionResponse\x12S\n\x0cGetExecution\x12 .agentrun.v1.GetExecutionRequest\x1a!.agentrun.v1.GetExecutionResponse\x12Y\n\x0eListExecutions\x12\".agentrun.v1.ListExecutionsRequest\x1a#.agentrun.v1.ListExecutionsResponse\x12\\\n\x0f\x43\x61ncelExecution\x12#.agentrun.v1.CancelExecutionRequest\x1a$.agentrun.v1.CancelExecutionResponse\x12Y\n\x0ePauseExecution\x12\".agentrun.v1.PauseExecutionRequest\x1a#.agentrun.v1.PauseExecutionResponse\x12\\\n\x0fResumeExecution\x12#.agentrun.v1.ResumeExecutionRequest\x1a$.agentrun.v1.ResumeExecutionResponse\x12\\\n\x0fSignalExecution\x12#.agentrun.v1.SignalExecutionRequest\x1a$.agentrun.v1.SignalExecutionResponse\x12Y\n\x0eRerunExecution\x12\".agentrun.v1.RerunExecutionRequest\x1a#.agentrun.v1.RerunExecutionResponse\x12h\n\x13ListExecutionEvents\x12\'.agentrun.v1.ListExecutionEventsRequest\x1a(.agentrun.v1.ListExecutionEventsResponse\x12[\n\x0eWatchExecution\x12\".agentrun.v1.WatchExecutionRequest\x1a#.agentrun.v1.WatchExecutionResponse0\x01\x12\x62\n\x11GetExecutionTrace\x12%.agentrun.v1.GetExecutionTraceRequest\x1a&.agentrun.v1.GetExecutionTraceResponse\x12J\n\tListWaits\x12\x1d.agentrun.v1.ListWaitsRequest\x1a\x1e.agentrun.v1.ListWaitsResponse\x12M\n\nAnswerWait\x12\x1e.agentrun.v1.AnswerWaitRequest\x1a\x1f.agentrun.v1.AnswerWaitResponse\x12\x62\n\x11\x43ontrolExecutions\x12%.agentrun.v1.ControlExecutionsRequest\x1a&.agentrun.v1.ControlExecutionsResponseB\x97\x01\n\x0f\x64\x65v.agentrun.v1B\x15\x45xecutionServiceProtoP\x01Z:github.com/agentrun/agentrun/gen/go/agentrun/v1;agentrunv1\xa2\x02\x03\x41XX\xaa\x02\x0b\x41gentrun.V1\xca\x02\x0b\x41gentrun\\V1\xea\x02\x0c\x41gentrun::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,68 +36,68 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentrun.v1.execution_servi
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.agentrun.v1B\025ExecutionServiceProtoP\001Z:github.com/agentrun/agentrun/gen/go/agentrun/v1;agentrunv1\242\002\003AXX\252\002\013Agentrun.V1\312\002\013Agentrun\\V1\352\002\014Agentrun::V1'
-  _globals['_EXECUTIONORDER']._serialized_start=2939
-  _globals['_EXECUTIONORDER']._serialized_end=3056
-  _globals['_STARTEXECUTIONREQUEST']._serialized_start=145
-  _globals['_STARTEXECUTIONREQUEST']._serialized_end=280
-  _globals['_STARTEXECUTIONRESPONSE']._serialized_start=282
-  _globals['_STARTEXECUTIONRESPONSE']._serialized_end=349
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=351
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=409
-  _globals['_GETEXECUTIONRESPONSE']._serialized_start=411
-  _globals['_GETEXECUTIONRESPONSE']._serialized_end=519
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=522
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=747
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=749
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=842
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=844
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=902
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=904
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=972
-  _globals['_PAUSEEXECUTIONREQUEST']._serialized_start=974
-  _globals['_PAUSEEXECUTIONREQUEST']._serialized_end=1011
-  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_start=1013
-  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_end=1080
-  _globals['_RESUMEEXECUTIONREQUEST']._serialized_start=1082
-  _globals['_RESUMEEXECUTIONREQUEST']._serialized_end=1175
-  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_start=1177
-  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_end=1245
-  _globals['_SIGNALEXECUTIONREQUEST']._serialized_start=1247
-  _globals['_SIGNALEXECUTIONREQUEST']._serialized_end=1358
-  _globals['_SIGNALEXECUTIONRESPONSE']._serialized_start=1360
-  _globals['_SIGNALEXECUTIONRESPONSE']._serialized_end=1428
-  _globals['_RERUNEXECUTIONREQUEST']._serialized_start=1431
-  _globals['_RERUNEXECUTIONREQUEST']._serialized_end=1566
-  _globals['_RERUNEXECUTIONRESPONSE']._serialized_start=1568
-  _globals['_RERUNEXECUTIONRESPONSE']._serialized_end=1635
-  _globals['_LISTEXECUTIONEVENTSREQUEST']._serialized_start=1637
-  _globals['_LISTEXECUTIONEVENTSREQUEST']._serialized_end=1744
-  _globals['_LISTEXECUTIONEVENTSRESPONSE']._serialized_start=1746
-  _globals['_LISTEXECUTIONEVENTSRESPONSE']._serialized_end=1845
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1847
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1908
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=1910
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=1978
-  _globals['_GETEXECUTIONTRACEREQUEST']._serialized_start=1980
-  _globals['_GETEXECUTIONTRACEREQUEST']._serialized_end=2020
-  _globals['_GETEXECUTIONTRACERESPONSE']._serialized_start=2022
-  _globals['_GETEXECUTIONTRACERESPONSE']._serialized_end=2093
-  _globals['_LISTWAITSREQUEST']._serialized_start=2095
-  _globals['_LISTWAITSREQUEST']._serialized_end=2168
-  _globals['_LISTWAITSRESPONSE']._serialized_start=2170
-  _globals['_LISTWAITSRESPONSE']._serialized_end=2248
-  _globals['_ANSWERWAITREQUEST']._serialized_start=2250
-  _globals['_ANSWERWAITREQUEST']._serialized_end=2353
-  _globals['_ANSWERWAITRESPONSE']._serialized_start=2355
-  _globals['_ANSWERWAITRESPONSE']._serialized_end=2451
-  _globals['_CONTROLEXECUTIONSREQUEST']._serialized_start=2454
-  _globals['_CONTROLEXECUTIONSREQUEST']._serialized_end=2707
-  _globals['_CONTROLEXECUTIONSREQUEST_ACTION']._serialized_start=2619
-  _globals['_CONTROLEXECUTIONSREQUEST_ACTION']._serialized_end=2707
-  _globals['_CONTROLEXECUTIONSRESPONSE']._serialized_start=2709
-  _globals['_CONTROLEXECUTIONSRESPONSE']._serialized_end=2808
-  _globals['_CONTROLOUTCOME']._serialized_start=2810
-  _globals['_CONTROLOUTCOME']._serialized_end=2937
-  _globals['_EXECUTIONSERVICE']._serialized_start=3059
-  _globals['_EXECUTIONSERVICE']._serialized_end=4362
+  _globals['_EXECUTIONORDER']._serialized_start=3034
+  _globals['_EXECUTIONORDER']._serialized_end=3151
+  _globals['_STARTEXECUTIONREQUEST']._serialized_start=177
+  _globals['_STARTEXECUTIONREQUEST']._serialized_end=375
+  _globals['_STARTEXECUTIONRESPONSE']._serialized_start=377
+  _globals['_STARTEXECUTIONRESPONSE']._serialized_end=444
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=446
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=504
+  _globals['_GETEXECUTIONRESPONSE']._serialized_start=506
+  _globals['_GETEXECUTIONRESPONSE']._serialized_end=614
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=617
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=842
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=844
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=937
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=939
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=997
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=999
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1067
+  _globals['_PAUSEEXECUTIONREQUEST']._serialized_start=1069
+  _globals['_PAUSEEXECUTIONREQUEST']._serialized_end=1106
+  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_start=1108
+  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_end=1175
+  _globals['_RESUMEEXECUTIONREQUEST']._serialized_start=1177
+  _globals['_RESUMEEXECUTIONREQUEST']._serialized_end=1270
+  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_start=1272
+  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_end=1340
+  _globals['_SIGNALEXECUTIONREQUEST']._serialized_start=1342
+  _globals['_SIGNALEXECUTIONREQUEST']._serialized_end=1453
+  _globals['_SIGNALEXECUTIONRESPONSE']._serialized_start=1455
+  _globals['_SIGNALEXECUTIONRESPONSE']._serialized_end=1523
+  _globals['_RERUNEXECUTIONREQUEST']._serialized_start=1526
+  _globals['_RERUNEXECUTIONREQUEST']._serialized_end=1661
+  _globals['_RERUNEXECUTIONRESPONSE']._serialized_start=1663
+  _globals['_RERUNEXECUTIONRESPONSE']._serialized_end=1730
+  _globals['_LISTEXECUTIONEVENTSREQUEST']._serialized_start=1732
+  _globals['_LISTEXECUTIONEVENTSREQUEST']._serialized_end=1839
+  _globals['_LISTEXECUTIONEVENTSRESPONSE']._serialized_start=1841
+  _globals['_LISTEXECUTIONEVENTSRESPONSE']._serialized_end=1940
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1942
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=2003
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=2005
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=2073
+  _globals['_GETEXECUTIONTRACEREQUEST']._serialized_start=2075
+  _globals['_GETEXECUTIONTRACEREQUEST']._serialized_end=2115
+  _globals['_GETEXECUTIONTRACERESPONSE']._serialized_start=2117
+  _globals['_GETEXECUTIONTRACERESPONSE']._serialized_end=2188
+  _globals['_LISTWAITSREQUEST']._serialized_start=2190
+  _globals['_LISTWAITSREQUEST']._serialized_end=2263
+  _globals['_LISTWAITSRESPONSE']._serialized_start=2265
+  _globals['_LISTWAITSRESPONSE']._serialized_end=2343
+  _globals['_ANSWERWAITREQUEST']._serialized_start=2345
+  _globals['_ANSWERWAITREQUEST']._serialized_end=2448
+  _globals['_ANSWERWAITRESPONSE']._serialized_start=2450
+  _globals['_ANSWERWAITRESPONSE']._serialized_end=2546
+  _globals['_CONTROLEXECUTIONSREQUEST']._serialized_start=2549
+  _globals['_CONTROLEXECUTIONSREQUEST']._serialized_end=2802
+  _globals['_CONTROLEXECUTIONSREQUEST_ACTION']._serialized_start=2714
+  _globals['_CONTROLEXECUTIONSREQUEST_ACTION']._serialized_end=2802
+  _globals['_CONTROLEXECUTIONSRESPONSE']._serialized_start=2804
+  _globals['_CONTROLEXECUTIONSRESPONSE']._serialized_end=2903
+  _globals['_CONTROLOUTCOME']._serialized_start=2905
+  _globals['_CONTROLOUTCOME']._serialized_end=3032
+  _globals['_EXECUTIONSERVICE']._serialized_start=3154
+  _globals['_EXECUTIONSERVICE']._serialized_end=4457
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 import datetime
 
 from agentrun.v1 import execution_pb2 as _execution_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -22,18 +23,22 @@ EXECUTION_ORDER_OLDEST_FIRST: ExecutionOrder
 EXECUTION_ORDER_NEWEST_FIRST: ExecutionOrder
 
 class StartExecutionRequest(_message.Message):
-    __slots__ = ("workflow", "version", "input", "request_id", "priority")
+    __slots__ = ("workflow", "version", "input", "request_id", "priority", "wait", "wait_timeout")
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    WAIT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     workflow: str
     version: int
     input: _struct_pb2.Value
     request_id: str
     priority: int
-    def __init__(self, workflow: _Optional[str] = ..., version: _Optional[int] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
+    wait: bool
+    wait_timeout: _duration_pb2.Duration
+    def __init__(self, workflow: _Optional[str] = ..., version: _Optional[int] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class StartExecutionResponse(_message.Message):
     __slots__ = ("execution",)

@@ -386,3 +386,36 @@ async def test_auth_errors_mention_api_key() -> None:
     finally:
         await srv.stop(0)
         await close(h)
+
+
+# ------------------------------------------------------------ start --wait
+
+
+async def test_start_wait_prints_the_final_state_and_output(server) -> None:
+    address, client = server
+    code, out, err = await cli(address, "start", "quick", "--wait")
+    assert code == 0, err
+    execution_id, final = out.splitlines()
+    assert final == 'SUCCEEDED {"one": 1}'
+    assert (await client.get_execution(execution_id)).state is ExecutionState.SUCCEEDED
+    code, out, _ = await cli(address, "start", "quick", "--wait", "--json")
+    assert code == 0 and json.loads(out)["state"] == "STATE_SUCCEEDED"
+
+
+async def test_start_wait_past_its_deadline_says_it_still_runs(server) -> None:
+    address, client = server
+    code, out, err = await cli(address, "start", "gated", "--wait", "--wait-timeout", "300ms")
+    assert code == 1
+    execution_id = out.strip()
+    assert f"agentrun watch {execution_id}" in err and "WAITING" in err
+    assert (await client.get_execution(execution_id)).state is ExecutionState.WAITING
+
+
+async def test_start_wait_timeout_is_checked(server) -> None:
+    address, _ = server
+    code, _, err = await cli(address, "start", "quick", "--wait-timeout", "5s")
+    assert code == 2 and "--wait-timeout goes with --wait" in err
+    code, _, err = await cli(address, "start", "quick", "--wait", "--wait-timeout", "soon")
+    assert code == 2 and "--wait-timeout" in err
+    code, _, err = await cli(address, "start", "quick", "--wait", "--wait-timeout", "10m")
+    assert code == 2 and "wait_timeout" in err

@@ -267,3 +267,31 @@ async def test_connections_send_without_delay(served: Served, http: httpx.AsyncC
     for protocol in connections:
         sock = protocol.transport.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+async def test_start_execution_waits_over_connect(http: httpx.AsyncClient) -> None:
+    """`wait` and `wait_timeout` (a JSON duration string) come from the proto: the final
+    execution when it ends in time, the waiting one past the deadline, and INVALID_ARGUMENT
+    naming `wait_timeout` for a bad one."""
+    await unary(http, "WorkflowService/CreateWorkflow", {"source": ECHO_CHAIN.format(name="c")})
+    await unary(http, "WorkflowService/CreateWorkflow", {"source": APPROVAL})
+    done = await unary(
+        http,
+        "ExecutionService/StartExecution",
+        {"workflow": "c", "wait": True, "waitTimeout": "10s"},
+    )
+    assert done["execution"]["state"] == "STATE_SUCCEEDED"
+    waiting = await unary(
+        http,
+        "ExecutionService/StartExecution",
+        {"workflow": "approval", "input": {"n": 1}, "wait": True, "waitTimeout": "0.2s"},
+    )
+    assert waiting["execution"]["state"] == "STATE_WAITING"
+    with pytest.raises(ConnectError) as caught:
+        await unary(
+            http,
+            "ExecutionService/StartExecution",
+            {"workflow": "c", "wait": True, "waitTimeout": "-1s"},
+        )
+    assert (caught.value.status, caught.value.code) == (400, "invalid_argument")
+    assert "wait_timeout" in caught.value.message
