@@ -9,16 +9,48 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import importlib.machinery
+import importlib.util
 import json
+import os
 import re
+import sys
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import cel
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from agentrun.engine import limits
 from agentrun.engine.expr_cost import Node, Unparsed, crude, estimate, is_flat, parse
 from agentrun.engine.json_values import unstorable
+
+
+def _load_cel() -> ModuleType:
+    """The CEL library's extension module (`cel.cel`) alone. The package's `__init__` also
+    imports its command line (typer, rich, prompt_toolkit, pygments): ~30 MiB of RSS and a
+    few hundred ms of start-up in every process that evaluates an expression. Registered
+    under its own name, so a later `import cel` uses this same module (same types)."""
+    loaded = sys.modules.get("cel.cel")
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.find_spec("cel")  # a top-level name: finds, does not import
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(location, "cel" + suffix)
+            ext = importlib.util.spec_from_file_location("cel.cel", path)
+            if os.path.exists(path) and ext is not None and ext.loader is not None:
+                module = importlib.util.module_from_spec(ext)
+                sys.modules["cel.cel"] = module
+                ext.loader.exec_module(module)
+                return module
+    import cel as package  # another layout: the whole package
+
+    return package
+
+
+if TYPE_CHECKING:
+    import cel
+else:
+    cel = _load_cel()
 
 MAX_SOURCE_BYTES = 4096
 MAX_COLLECTION = 10_000
