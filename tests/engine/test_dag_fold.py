@@ -212,3 +212,29 @@ def test_a_task_key_keeps_its_stored_forms(key: TaskKey, text: str, idempotency:
     assert str(key) == text
     assert TaskKey.parse(text) == key
     assert key.idempotency_key("ex") == idempotency
+
+
+def test_each_outgoing_edge_sees_the_names_its_own_expressions_read() -> None:
+    # The edges of a node share one activation: it must hold what every one of them reads,
+    # not only what the first one with an expression does.
+    fold = fold_of(
+        """
+name: edges
+nodes:
+  - {id: a, pass: {value: {ok: true}}}
+  - {id: b, pass: {value: 2}}
+  - {id: c, pass: {value: 3}}
+edges:
+  - {from: a, to: b, when: "output.ok"}
+  - {from: a, to: c, when: "input.n == 1", input: {seen: "${{ vars }}"}}
+""",
+        input={"n": 1},
+    )
+    fold.start_fresh()
+    fold.turn()
+    assert {nid: r.state for nid, r in fold.records.items()} == {
+        "a": NodeState.SUCCEEDED,
+        "b": NodeState.SUCCEEDED,
+        "c": NodeState.SUCCEEDED,
+    }
+    assert fold.records["c"].input == {"seen": {}}

@@ -100,12 +100,16 @@ class Graph:
                     taken = self.choice.get(node_id) == target
                 if taken and (edge.when is not None or edge.input is not None):
                     if act is None:
+                        # One activation for every edge of the node (one conversion into
+                        # CEL), so it holds what each of their expressions reads.
+                        names: frozenset[str] = frozenset()
+                        refs: frozenset[str] = frozenset()
+                        for e in node.outgoing:
+                            for x in (e.when, e.input):
+                                if x is not None:
+                                    names, refs = names | x.names, refs | x.node_refs
                         act = self.fold.activation(
-                            (edge.when.names if edge.when else frozenset())
-                            | (edge.input.names if edge.input else frozenset()),
-                            (edge.when.node_refs if edge.when else frozenset())
-                            | (edge.input.node_refs if edge.input else frozenset()),
-                            {"output": self.fold.records[node_id].output},
+                            names, refs, {"output": self.fold.records[node_id].output}
                         )
                     try:
                         if edge.when is not None:
