@@ -16,7 +16,7 @@ from agentrun.engine.errors import (
 )
 from agentrun.engine.loader import load_workflow, spec_from_dict, spec_to_dict
 from agentrun.engine.machine.plan import MachinePlan
-from agentrun.engine.plan import DagPlan, Plan
+from agentrun.engine.plan import DagPlan
 from agentrun.engine.runtime.common import DEFAULT_TENANT
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "InvalidInput",
     "InvalidWorkflow",
     "MachinePlan",
-    "Plan",
     "ShuttingDown",
     "Unavailable",
     "WorkflowNotFound",

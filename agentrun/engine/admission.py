@@ -21,10 +21,10 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from agentrun.engine.scheduler import SchedulerConfig
 from agentrun.storage.admissions import AdmissionTable, Admitted, ckey_of
+from agentrun.storage.base import Store
 from agentrun.storage.sqldb import SqlDatabase
 
 __all__ = ["Admitted", "LocalAdmission", "SharedAdmission", "make_admission"]
@@ -36,11 +36,11 @@ POLL_SECONDS = 1.0
 
 
 def make_admission(
-    config: SchedulerConfig, store: Any, *, notify: Callable[[str], None]
+    config: SchedulerConfig, store: Store, *, notify: Callable[[str], None]
 ) -> LocalAdmission | SharedAdmission:
     """The shared admission on a SQL store (unless `limits: {shared: false}`), else the local one.
     `notify(execution_id)` announces an admission to the replica holding that execution."""
-    database = getattr(store, "database", None)
+    database = store.database
     if config.shared and isinstance(database, SqlDatabase):
         return SharedAdmission(config, AdmissionTable(database), notify=notify)
     return LocalAdmission(config)

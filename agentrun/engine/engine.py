@@ -10,20 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import hashlib
 import json
 import logging
 import os
 import random
 import secrets as _secrets
-import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
-
-import jsonschema
 
 from agentrun.engine import approvals, control, sizes
 from agentrun.engine.admission import SharedAdmission, make_admission
@@ -47,7 +43,7 @@ from agentrun.engine.errors import (
 )
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.fleet import make_scheduler
-from agentrun.engine.hub import Hub, follow
+from agentrun.engine.hub import Hub
 from agentrun.engine.instrument import Instrumentation, current_traceparent
 from agentrun.engine.loader import spec_from_stored, spec_to_dict
 from agentrun.engine.machine.plan import MachinePlan
@@ -57,8 +53,14 @@ from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.redact import Redactor
 from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
+from agentrun.engine.runtime.reads import RunReads
+from agentrun.engine.runtime.requests import (
+    checked_input,
+    new_execution_id,
+    request_fingerprint,
+)
+from agentrun.engine.runtime.requests import validate_input as _validate_input
 from agentrun.engine.scheduler import SchedulerConfig
-from agentrun.engine.schema_numbers import coerce_numbers
 from agentrun.storage.base import Store
 from agentrun.storage.budgets import ledger_for
 from agentrun.storage.records import (
@@ -169,33 +171,6 @@ def _breaker_specs(data: Any) -> dict[str, BreakerSpec]:
     return breakers
 
 
-_last_id = [0, 0]  # (millisecond, random part) of this process's newest id
-_id_lock = threading.Lock()
-
-
-def new_execution_id(clock: Callable[[], float] = time.time) -> str:
-    """Ids sort by creation time (millisecond prefix), then by chance.
-
-    Within one process they also sort in creation order: an id made in the same millisecond
-    as the one before (or with a clock that stepped back) takes the previous random part plus
-    one, as monotonic ULIDs do, so ListExecutions pages in start order."""
-    millis = int(clock() * 1000)
-    with _id_lock:
-        last_ms, last_rand = _last_id
-        if millis <= last_ms and last_rand < 0xFFFF_FFFF_FFFF:
-            millis, rand = last_ms, last_rand + 1
-        else:
-            rand = _secrets.randbits(47)  # room to count up within a millisecond
-        _last_id[:] = [millis, rand]
-    return f"{millis:012x}{rand:012x}"
-
-
-def request_fingerprint(**payload: Any) -> str:
-    """What a `request_id` stands for: a repeat with another payload is refused."""
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 class Engine:
     def __init__(
         self,
@@ -249,10 +224,24 @@ class Engine:
         self._runs: dict[str, DagRun] = self.runs.live
         self._plans: dict[tuple[str, str, int], DagPlan | MachinePlan] = {}
         self._workflow_cache: dict[tuple[str, str, int], tuple[WorkflowRecord, float]] = {}
+        # An execution, its events and watch, read as an instance and its history are.
+        self.reads: RunReads[ExecutionRecord, EventRecord] = RunReads(
+            self.hub,
+            load=lambda execution_id: self.store.get_execution(execution_id),
+            read_log=lambda execution_id, after, limit: self.store.list_events(
+                execution_id, after_sequence=after, limit=limit
+            ),
+            ended=lambda record: record.state.terminal,
+            is_final=_is_final,
+            not_found=lambda execution_id: ExecutionNotFound(
+                f"execution {execution_id!r} not found", execution=execution_id
+            ),
+        )
         # Set by MachineEngine (state machine instances on this engine): a DAG `workflow`
         # node runs an instance as its child, and the server registers their service.
         self.machines: MachineEngine | None = None
         self._started = False
+        self._maintenance: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -396,9 +385,8 @@ class Engine:
         Detached nodes stay RUNNING in the store; the next start treats their attempt as
         interrupted and retries it by its policy."""
         self.draining = True
-        maintenance = getattr(self, "_maintenance", None)
-        if maintenance is not None:
-            maintenance.cancel()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
         detached = await self.runs.drain(grace)
         if detached:
             # Handed back: another replica may take them over at once.
@@ -809,10 +797,7 @@ class Engine:
                     )
                 ]
             )
-        new_input = old.input if input is None else input
-        sizes.check_request("input", new_input, "input_bytes")
-        if plan.input_schema is not None:
-            new_input = _validate_input(new_input, plan.input_schema)
+        new_input = checked_input(old.input if input is None else input, plan.input_schema)
         again = _descendants(plan, start) if start is not None else set(plan.nodes)
         new_id = new_execution_id(self.clock)
         reused = [
@@ -876,10 +861,7 @@ class Engine:
     async def get_execution(
         self, execution_id: str, *, tenant: str = DEFAULT_TENANT
     ) -> ExecutionRecord:
-        record = await self.store.get_execution(execution_id)
-        if record is None or record.tenant != tenant:
-            raise ExecutionNotFound(f"execution {execution_id!r} not found", execution=execution_id)
-        return record
+        return await self.reads.get(execution_id, tenant)
 
     async def get_nodes(
         self, execution_id: str, *, tenant: str = DEFAULT_TENANT
@@ -1163,32 +1145,14 @@ class Engine:
         after_sequence: int = 0,
         limit: int = 1000,
     ) -> list[EventRecord]:
-        await self.get_execution(execution_id, tenant=tenant)
-        return await self.store.list_events(
-            execution_id, after_sequence=after_sequence, limit=limit
-        )
+        return await self.reads.log(execution_id, tenant, after_sequence, limit)
 
     async def watch(
         self, execution_id: str, *, tenant: str = DEFAULT_TENANT, after_sequence: int = 0
     ) -> AsyncIterator[EventRecord]:
-        """The stored backlog, then live events; each once, in order; ends after the final one."""
-        await self.get_execution(execution_id, tenant=tenant)
-
-        async def read_page(after: int, limit: int) -> list[EventRecord]:
-            return await self.store.list_events(execution_id, after_sequence=after, limit=limit)
-
-        async def finished(last: int) -> bool:
-            record = await self.store.get_execution(execution_id)
-            return record is not None and record.state.terminal and record.last_sequence <= last
-
-        async for event in follow(
-            self.hub,
-            execution_id,
-            after=after_sequence,
-            read_page=read_page,
-            is_final=_is_final,
-            finished=finished,
-        ):
+        """The stored backlog, then live events; each once, in order; ends after the final one
+        (RunReads.watch)."""
+        async for event in self.reads.watch(execution_id, tenant, after_sequence):
             yield event
 
     def _check_open(self) -> None:
@@ -1225,16 +1189,3 @@ def _replay_exports(plan: DagPlan, reused: list[NodeRecord], input: Any) -> dict
             except Exception:  # an export over names not replayed here is left unset
                 continue
     return vars
-
-
-def _validate_input(value: Any, schema: Mapping[str, Any]) -> Any:
-    """Raises InvalidInput listing every problem; returns the value with its numbers typed as
-    the schema declares them (`number`: double, `integer`: int; agentrun.engine.schema_numbers)."""
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    problems = []
-    for err in sorted(validator.iter_errors(value), key=lambda e: list(e.path)):
-        where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in err.path)
-        problems.append(Diagnostic(f"input{where}", err.message))
-    if problems:
-        raise InvalidInput(problems)
-    return coerce_numbers(value, schema)

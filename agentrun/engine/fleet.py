@@ -31,7 +31,6 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from agentrun.engine.scheduler import (
     BaseScheduler,
@@ -44,6 +43,7 @@ from agentrun.engine.scheduler import (
     TokenBucket,
     grant_round,
 )
+from agentrun.storage.base import Store
 from agentrun.storage.slots import Decision, FleetView, SlotRow, SlotTable
 
 log = logging.getLogger("agentrun.engine.fleet")
@@ -57,13 +57,13 @@ RETRY_SECONDS = 0.5
 
 
 def make_scheduler(
-    config: SchedulerConfig, store: Any, *, replica_id: str, lease_seconds: float
+    config: SchedulerConfig, store: Store, *, replica_id: str, lease_seconds: float
 ) -> Scheduler | FleetScheduler:
     """The fleet scheduler on PostgreSQL when node limits or buckets are configured (and
     `shared` is not turned off); the local one otherwise (memory, SQLite)."""
     from agentrun.storage.sqldb import SqlDatabase
 
-    database = getattr(store, "database", None)
+    database = store.database
     if (
         config.limits_nodes
         and config.shared

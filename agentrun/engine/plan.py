@@ -213,7 +213,3 @@ class DagPlan:
             if handler.matches(node_id, error_type):
                 return handler
         return None
-
-
-# The old name, kept while the DAG interpreter is being split (it imports `Plan`).
-Plan = DagPlan

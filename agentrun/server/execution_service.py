@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +47,6 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         # One event must fit in a message with room to spare; a page of events too.
         self._max_event_bytes = max(1024, max_response_bytes - 1024 * 1024)
         self._max_page_bytes = max(1024, max_response_bytes // 2)
-        # A rerun joins the caller's trace once the engine's rerun takes labels.
-        self._rerun_takes_labels = "labels" in inspect.signature(engine.rerun).parameters
 
     async def StartExecution(
         self,
@@ -297,10 +294,6 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
     ) -> pb.RerunExecutionResponse:
         if request.version < 0:
             raise invalid_argument("version", "must not be negative")
-        extra: dict[str, Any] = {}
-        labels = _trace_labels(context)
-        if labels and self._rerun_takes_labels:
-            extra["labels"] = labels
         record = await self._engine.rerun(
             requests.execution_id(request.name),
             tenant=current_tenant(),
@@ -308,7 +301,8 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             input=convert.from_value(request.input) if request.HasField("input") else None,
             version=request.version or None,
             request_id=request.request_id or None,
-            **extra,
+            # The rerun joins the caller's trace.
+            labels=_trace_labels(context),
         )
         return pb.RerunExecutionResponse(execution=convert.execution_to_proto(record))
 

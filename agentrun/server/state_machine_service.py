@@ -46,7 +46,7 @@ def add_to_server(
 ) -> None:
     """Registers the service on `server` (call before `server.start()`); a no-op when the
     server registered it already (it does when its engine has a MachineEngine)."""
-    if SERVICE_NAME in getattr(server, "service_names", ()):
+    if SERVICE_NAME in server.service_names:
         return
     pb_grpc.add_StateMachineServiceServicer_to_server(
         StateMachineService(machines, lifecycle or server.lifecycle), server.registry

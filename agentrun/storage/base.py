@@ -26,6 +26,7 @@ from agentrun.storage.records import (
 
 if TYPE_CHECKING:
     from agentrun.storage.machines import MachineStore
+    from agentrun.storage.sqldb import SqlDatabase
 
 
 class StoreError(Exception):
@@ -214,6 +215,9 @@ class Store(abc.ABC):
     workflows: WorkflowRepository
     executions: ExecutionRepository
     notifications: NotificationChannel
+    # The SQL core under a SQL store, which the tables of other modules (scheduler slots,
+    # admissions, budgets, worker calls) share; None for a store in the process.
+    database: SqlDatabase | None = None
 
     async def open(self) -> None:
         """Connects and migrates the schema; idempotent."""

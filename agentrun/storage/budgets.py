@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from agentrun.storage import schema as db
+from agentrun.storage.base import Store
 from agentrun.storage.sqldb import SqlDatabase
 
 __all__ = [
@@ -297,7 +298,7 @@ class SqlBudgetLedger(BudgetLedger):
         return (int(rows[0][0]), float(rows[0][1])) if rows else (0, 0.0)
 
 
-def ledger_for(store: Any) -> BudgetLedger:
+def ledger_for(store: Store) -> BudgetLedger:
     """The SQL ledger on a SQL store's database, the memory ledger otherwise."""
-    database = getattr(store, "database", None)
+    database = store.database
     return SqlBudgetLedger(database) if isinstance(database, SqlDatabase) else MemoryBudgetLedger()

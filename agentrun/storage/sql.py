@@ -39,7 +39,7 @@ class SqlStore(Store):
     def __init__(
         self, url: str, *, synchronous: str = "FULL", lease_seconds: float | None = None
     ) -> None:
-        self.database = SqlDatabase.create(
+        self.database: SqlDatabase = SqlDatabase.create(
             url, synchronous=synchronous, lease_seconds=lease_seconds
         )
         self.workflows: SqlWorkflows = SqlWorkflows(self.database)

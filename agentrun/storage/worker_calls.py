@@ -513,7 +513,7 @@ def worker_calls_for(store: Store) -> WorkerCallStore:
     """The worker call repository beside `store`: on its SQL database, or in the process."""
     from agentrun.storage.sqldb import SqlDatabase
 
-    database = getattr(store, "database", None)
+    database = store.database
     if isinstance(database, SqlDatabase):
         from agentrun.storage.worker_calls_sql import SqlWorkerCalls
 

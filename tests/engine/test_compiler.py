@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agentrun.engine import Diagnostic, InvalidWorkflow, compile_workflow, load_workflow
-from agentrun.engine.plan import Plan
+from agentrun.engine.plan import DagPlan
 from agentrun.engine.ports import CallContext, Effect, Tool
 from agentrun.engine.retry import Backoff, RetrySpec
 from agentrun.integrations import Registry, default_agents, default_tools
@@ -25,7 +25,7 @@ def compile_text(
     *,
     tools: Any = None,
     mutate: Callable[[pb.WorkflowSpec], None] | None = None,
-) -> Plan:
+) -> DagPlan:
     spec = load_workflow(textwrap.dedent(text))
     if mutate is not None:
         mutate(spec)

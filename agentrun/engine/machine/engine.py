@@ -35,7 +35,6 @@ from agentrun.engine.errors import (
     Unavailable,
     WorkflowNotFound,
 )
-from agentrun.engine.hub import follow
 from agentrun.engine.machine.compiler import compile_machine
 from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
 from agentrun.engine.machine.instances import (
@@ -55,7 +54,14 @@ from agentrun.engine.ports import ToolFailure
 from agentrun.engine.runtime.children import child_id_of, start_failures
 from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.runtime.notify import Notifier
+from agentrun.engine.runtime.reads import RunReads
 from agentrun.engine.runtime.redaction import redacted_machine_batch
+from agentrun.engine.runtime.requests import (
+    checked_input,
+    new_execution_id,
+    refuse_changed_repeat,
+    request_fingerprint,
+)
 from agentrun.storage.base import LeaseLost
 from agentrun.storage.machines import (
     EntryKind,
@@ -104,6 +110,19 @@ class MachineEngine:
         # The synchronous path commits what it computed as is: only without secrets to scrub.
         self.commit_now = self.store.commit_now if not self.redactor else None
         self.instances: dict[str, Instance] = {}
+        # An instance, its history and watch, read as an execution and its events are.
+        self.reads: RunReads[InstanceRecord, HistoryRecord] = RunReads(
+            self.hub,
+            load=lambda instance_id: self.store.get_instance(instance_id),
+            read_log=lambda instance_id, after, limit: self.store.list_history(
+                instance_id, after_sequence=after, limit=limit
+            ),
+            ended=lambda record: record.state is not _ACTIVE,
+            is_final=lambda entry: entry.instance_state is not _ACTIVE,
+            not_found=lambda instance_id: InstanceNotFound(
+                f"instance {instance_id!r} not found", instance=instance_id
+            ),
+        )
         self.finals: dict[str, list[asyncio.Future[InstanceRecord]]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.stopping = False
@@ -205,15 +224,10 @@ class MachineEngine:
         """Creates an instance in the machine's initial state (its entry actions run, its timers
         are armed, its invoke starts). A repeated `request_id` with the same payload returns
         the first instance; with another payload, AlreadyExists."""
-        from agentrun.engine.engine import _validate_input, new_execution_id, request_fingerprint
-
         self._check_open()
         wf, plan = await self._plan(tenant, workflow, version)
-        input = {} if input is None else input
-        sizes.check_request("input", input, "input_bytes")
+        input = checked_input(input, plan.input_schema)
         sizes.check_request("data", data, "input_bytes")
-        if plan.input_schema is not None:
-            input = _validate_input(input, plan.input_schema)
         if data is not None and not isinstance(data, dict):
             raise InvalidInput([Diagnostic("data", "must be an object")])
         request_hash = (
@@ -222,6 +236,7 @@ class MachineEngine:
             else None
         )
         now = self.clock()
+        parent_id, parent_node = parent or (None, None)
         record = InstanceRecord(
             id=instance_id or new_execution_id(self.clock),
             tenant=tenant,
@@ -235,8 +250,8 @@ class MachineEngine:
             updated_at=now,
             request_id=request_id or None,
             request_hash=request_hash,
-            parent_id=parent[0] if parent else None,
-            parent_node=parent[1] if parent else None,
+            parent_id=parent_id,
+            parent_node=parent_node,
             labels=dict(labels or {}),
             owner=self.replica_id,
             lease_epoch=1,
@@ -256,11 +271,7 @@ class MachineEngine:
             stored_batch.instance, stored_batch.history, work.timers or ()
         )
         if not created:
-            if stored.request_hash != request_hash:
-                raise AlreadyExists(
-                    f"request_id {request_id!r} was used for a different request",
-                    request_id=request_id,
-                )
+            refuse_changed_repeat(stored.request_hash, request_hash, request_id)
             for child in work.stop_invoke + ([work.start_invoke] if work.start_invoke else []):
                 self.invokes.cancel(child, tenant)
             return stored
@@ -274,10 +285,7 @@ class MachineEngine:
     async def get_instance(
         self, instance_id: str, *, tenant: str = DEFAULT_TENANT
     ) -> InstanceRecord:
-        record = await self.store.get_instance(instance_id)
-        if record is None or record.tenant != tenant:
-            raise InstanceNotFound(f"instance {instance_id!r} not found", instance=instance_id)
-        return record
+        return await self.reads.get(instance_id, tenant)
 
     async def list_instances(
         self,
@@ -306,10 +314,7 @@ class MachineEngine:
         after_sequence: int = 0,
         limit: int = 1000,
     ) -> list[HistoryRecord]:
-        await self.get_instance(instance_id, tenant=tenant)
-        return await self.store.list_history(
-            instance_id, after_sequence=after_sequence, limit=limit
-        )
+        return await self.reads.log(instance_id, tenant, after_sequence, limit)
 
     async def available_events(
         self, instance_id: str, *, tenant: str = DEFAULT_TENANT
@@ -518,26 +523,8 @@ class MachineEngine:
         self, instance_id: str, *, tenant: str = DEFAULT_TENANT, after_sequence: int = 0
     ) -> AsyncIterator[HistoryRecord]:
         """The stored history after `after_sequence`, then live entries; each once, in order;
-        ends after the entry that ends the instance."""
-        await self.get_instance(instance_id, tenant=tenant)
-
-        async def read_page(after: int, limit: int) -> list[HistoryRecord]:
-            return await self.store.list_history(instance_id, after_sequence=after, limit=limit)
-
-        async def finished(last: int) -> bool:
-            record = await self.store.get_instance(instance_id)
-            return (
-                record is not None and record.state is not _ACTIVE and record.last_sequence <= last
-            )
-
-        async for entry in follow(
-            self.hub,
-            instance_id,
-            after=after_sequence,
-            read_page=read_page,
-            is_final=lambda e: e.instance_state is not _ACTIVE,
-            finished=finished,
-        ):
+        ends after the entry that ends the instance (RunReads.watch)."""
+        async for entry in self.reads.watch(instance_id, tenant, after_sequence):
             yield entry
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -547,5 +534,5 @@ class MachineEngine:
         return task
 
     def _check_open(self) -> None:
-        if self.stopping or getattr(self.engine, "draining", False):
+        if self.stopping or self.engine.draining:
             raise ShuttingDown("the server is shutting down and takes no new work")

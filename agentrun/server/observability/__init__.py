@@ -27,6 +27,7 @@ from agentrun.server.observability.logging import (
 from agentrun.server.observability.trace_view import TraceView, build_trace
 
 if TYPE_CHECKING:
+    from agentrun.engine.engine import Engine
     from agentrun.server.observability.instrumentation import Telemetry
     from agentrun.server.observability.interceptor import TelemetryInterceptor
     from agentrun.server.observability.metrics import Metrics
@@ -111,12 +112,11 @@ class Observability:
 
         return TelemetryInterceptor(tracer_provider=self.tracer_provider, metrics=self.metrics)
 
-    def attach(self, engine: Any) -> None:
+    def attach(self, engine: Engine) -> None:
         """Reads the engine's scheduler gauges at scrape time; masks its secrets in logs."""
         if self.metrics is not None:
             self.metrics.watch_engine(engine)
-        secrets = getattr(engine, "secrets", None) or {}
-        add_secrets(secrets.values())
+        add_secrets(engine.secrets.values())
 
     def start(self) -> int | None:
         """Starts the `/metrics` endpoint when a port is configured; returns the bound port."""

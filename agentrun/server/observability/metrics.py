@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -29,6 +29,9 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from agentrun.engine.engine import Engine
 
 # Buckets for calls that take from a millisecond to minutes (RPCs, node attempts, executions).
 SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -358,7 +361,7 @@ class Metrics:
         self._rpc: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     # ----------------------------------------------------------------- engine gauges
-    def watch_engine(self, engine: Any) -> None:
+    def watch_engine(self, engine: Engine) -> None:
         """Exports the engine's scheduler queue and running-slot counts at scrape time."""
         self._sources.engines.append(engine)
 
@@ -408,7 +411,7 @@ class _EngineCollector(Collector):
     """Gauges read from the engine when scraped (never on the engine's hot path)."""
 
     def __init__(self) -> None:
-        self.engines: list[Any] = []
+        self.engines: list[Engine] = []
 
     def describe(self) -> list[Any]:
         return [
@@ -427,10 +430,9 @@ class _EngineCollector(Collector):
         )
         q = r = 0
         for engine in self.engines:
-            stats = getattr(getattr(engine, "scheduler", None), "stats", None)
-            if stats is not None:
-                q += int(stats.queued)
-                r += int(stats.running)
+            stats = engine.scheduler.stats
+            q += int(stats.queued)
+            r += int(stats.running)
         queued.add_metric([], q)
         running.add_metric([], r)
         yield queued

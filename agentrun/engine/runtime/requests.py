@@ -1,0 +1,79 @@
+"""What a request to start a run becomes, the same for an execution and an instance.
+
+Both interpreters start their runs from a client's request: a new id that sorts by creation
+time, the input checked against the workflow's schema, and a fingerprint of the request so
+that a repeated `request_id` returns the first run, or is refused when it asked for another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets as _secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jsonschema
+
+from agentrun.engine import sizes
+from agentrun.engine.errors import AlreadyExists, Diagnostic, InvalidInput
+from agentrun.engine.schema_numbers import coerce_numbers
+
+_last_id = [0, 0]  # (millisecond, random part) of this process's newest id
+_id_lock = threading.Lock()
+
+
+def new_execution_id(clock: Callable[[], float] = time.time) -> str:
+    """Ids sort by creation time (millisecond prefix), then by chance.
+
+    Within one process they also sort in creation order: an id made in the same millisecond
+    as the one before (or with a clock that stepped back) takes the previous random part plus
+    one, as monotonic ULIDs do, so ListExecutions pages in start order."""
+    millis = int(clock() * 1000)
+    with _id_lock:
+        last_ms, last_rand = _last_id
+        if millis <= last_ms and last_rand < 0xFFFF_FFFF_FFFF:
+            millis, rand = last_ms, last_rand + 1
+        else:
+            rand = _secrets.randbits(47)  # room to count up within a millisecond
+        _last_id[:] = [millis, rand]
+    return f"{millis:012x}{rand:012x}"
+
+
+def request_fingerprint(**payload: Any) -> str:
+    """What a `request_id` stands for: a repeat with another payload is refused."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def refuse_changed_repeat(
+    stored_hash: str | None, request_hash: str | None, request_id: str | None
+) -> None:
+    """A `request_id` already stored for another payload: AlreadyExists."""
+    if stored_hash != request_hash:
+        raise AlreadyExists(
+            f"request_id {request_id!r} was used for a different request", request_id=request_id
+        )
+
+
+def checked_input(value: Any, schema: Mapping[str, Any] | None) -> Any:
+    """A run's input (None: `{}`) within the size limit and valid for the workflow's
+    `input_schema`, its numbers typed as the schema declares them."""
+    value = {} if value is None else value
+    sizes.check_request("input", value, "input_bytes")
+    return value if schema is None else validate_input(value, schema)
+
+
+def validate_input(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Raises InvalidInput listing every problem; returns the value with its numbers typed as
+    the schema declares them (`number`: double, `integer`: int; agentrun.engine.schema_numbers)."""
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    problems = []
+    for err in sorted(validator.iter_errors(value), key=lambda e: list(e.path)):
+        where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in err.path)
+        problems.append(Diagnostic(f"input{where}", err.message))
+    if problems:
+        raise InvalidInput(problems)
+    return coerce_numbers(value, schema)
