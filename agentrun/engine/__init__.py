@@ -1,7 +1,8 @@
 """The engine: compile workflow specs into plans and run them durably. Knows no gRPC."""
 
 from agentrun.engine.compiler import compile_workflow
-from agentrun.engine.engine import Engine, EngineConfig
+from agentrun.engine.config import EngineConfig
+from agentrun.engine.engine import Engine
 from agentrun.engine.errors import (
     AgentrunError,
     AlreadyExists,

@@ -75,8 +75,8 @@ async def check_override(
         schema = step.tool.args_schema
     else:
         try:
-            child = await engine._plan(
-                await engine._cached_workflow(step.workflow, record.tenant, None)
+            child = engine.workflows.dag_plan(
+                await engine.workflows.cached(step.workflow, record.tenant, None)
             )
         except (WorkflowNotFound, InvalidInput):  # gone, or a state machine: its start says why
             child = None

@@ -18,14 +18,13 @@ import secrets as _secrets
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from agentrun.engine import approvals, control, sizes
 from agentrun.engine.admission import SharedAdmission, make_admission
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.budgets import BudgetConfig, Budgets, BudgetSpec
-from agentrun.engine.compiler import compile_workflow
+from agentrun.engine.config import EngineConfig
 from agentrun.engine.dag import CONTROL_SIGNAL, DagRun
 from agentrun.engine.dag.messages import Cancel, Fail, Pause, Resume
 from agentrun.engine.dag.runs import LiveRuns
@@ -34,7 +33,6 @@ from agentrun.engine.errors import (
     Diagnostic,
     ExecutionNotFound,
     IllegalTransition,
-    InvalidArgument,
     InvalidInput,
     ResourceExhausted,
     ShuttingDown,
@@ -44,23 +42,23 @@ from agentrun.engine.errors import (
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.fleet import make_scheduler
 from agentrun.engine.hub import Hub
-from agentrun.engine.instrument import Instrumentation, current_traceparent
-from agentrun.engine.loader import spec_from_stored, spec_to_dict
+from agentrun.engine.instrument import current_traceparent
 from agentrun.engine.machine.plan import MachinePlan
 from agentrun.engine.node_view import every_node, spec_node_ids
-from agentrun.engine.plan import BreakerSpec, DagPlan, StepPlan
+from agentrun.engine.plan import DagPlan, StepPlan
 from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.redact import Redactor
+from agentrun.engine.rerun import rerun
 from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.runtime.reads import RunReads
 from agentrun.engine.runtime.requests import (
-    checked_input,
     new_execution_id,
     request_fingerprint,
 )
 from agentrun.engine.runtime.requests import validate_input as _validate_input
 from agentrun.engine.scheduler import SchedulerConfig
+from agentrun.engine.workflows import Workflows
 from agentrun.storage.base import Store
 from agentrun.storage.budgets import ledger_for
 from agentrun.storage.records import (
@@ -69,7 +67,6 @@ from agentrun.storage.records import (
     ExecutionRecord,
     ExecutionState,
     NodeRecord,
-    NodeState,
     SignalRecord,
     WorkflowRecord,
 )
@@ -80,95 +77,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agentrun.engine")
 
-WORKFLOW_CACHE_SECONDS = 1.0
 EVENT_UPKEEP_SECONDS = 3600.0
 # The claim loop's shortest sleep: after a lease expired, and between claims of leases that
 # are expired yet locked (a peer is claiming them at that moment).
 CLAIM_MIN_DELAY = 0.05
-
-
-@dataclass(slots=True)
-class EngineConfig:
-    # Secrets visible to expressions as `secrets.NAME`.
-    secrets: Mapping[str, str] | None = None
-    # Seed for retry jitter (tests); None draws from the OS.
-    seed: int | None = None
-    # Circuit breakers from server config, by tool or provider name; they win over a
-    # workflow's `circuit_breakers` for the same name.
-    circuit_breakers: dict[str, BreakerSpec] | None = None
-    # Traces and metrics hooks (agentrun.engine.instrument); None: no instrumentation.
-    instrumentation: Instrumentation | None = None
-    # Limits, quotas and rate-limit buckets (agentrun.engine.scheduler).
-    scheduler: SchedulerConfig | None = None
-    # Tenant budgets, the price table (agentrun.engine.budgets).
-    budgets: BudgetConfig | None = None
-    # This process among the replicas sharing a store. A replica restarted under the same id
-    # takes its executions back at once; others wait for their leases to expire.
-    replica_id: str = "local"
-    # How long a replica's hold on an execution lasts without renewal (renewed every third).
-    lease_seconds: float = 15.0
-    # Whether this process takes over executions others left (at start: its own id's at once;
-    # then, every lease/3, any whose lease expired). `agentrun run` sets False: it runs only
-    # the execution it started and leaves the rest to the servers sharing its store.
-    adopt: bool = True
-    # Events of executions that ended longer ago than this are dropped (None: kept forever);
-    # executions and their node records stay.
-    event_retention_seconds: float | None = None
-    # Whether an execution that only waits (for signals, wait timers) leaves memory, rebuilt
-    # from the store when a signal, control request or its timer needs it (dag/runs.py).
-    unload_idle: bool = True
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, **overrides: Any) -> EngineConfig:
-        """From a config file's engine sections, as `agentrun serve` and `agentrun run
-        --config` read them: `limits:` (running-node limits, quotas, `rate_limits` buckets),
-        `budgets:` and `prices:` (token and cost budgets, agentrun.engine.budgets),
-        `circuit_breakers:` (by tool or provider name), `replica_id:`, `lease:` (a duration).
-        Other sections (tools, agents, auth, ...) belong to others and are ignored here."""
-        from agentrun.engine.durations import parse_duration
-
-        data = dict(data or {})
-        options: dict[str, Any] = {}
-        if data.get("limits") is not None:
-            options["scheduler"] = SchedulerConfig.from_mapping(data["limits"])
-        if data.get("budgets") is not None or data.get("prices") is not None:
-            options["budgets"] = BudgetConfig.from_mapping(data.get("budgets"), data.get("prices"))
-        if data.get("circuit_breakers") is not None:
-            options["circuit_breakers"] = _breaker_specs(data["circuit_breakers"])
-        if data.get("replica_id"):
-            options["replica_id"] = str(data["replica_id"])
-        if data.get("lease") is not None:
-            lease = data["lease"]
-            options["lease_seconds"] = (
-                parse_duration(lease) if isinstance(lease, str) else float(lease)
-            )
-        if data.get("event_retention") is not None:
-            keep = data["event_retention"]
-            options["event_retention_seconds"] = (
-                parse_duration(keep) if isinstance(keep, str) else float(keep)
-            )
-        options.update(overrides)
-        return cls(**options)
-
-
-def _breaker_specs(data: Any) -> dict[str, BreakerSpec]:
-    from agentrun.engine.durations import parse_duration
-
-    if not isinstance(data, Mapping):
-        raise ValueError("circuit_breakers: expected a mapping of tool or provider names")
-    breakers = {}
-    for name, spec in data.items():
-        spec = dict(spec or {})
-        for key in ("window", "reset_timeout"):
-            if isinstance(spec.get(key), str):
-                spec[key] = parse_duration(spec[key])
-        unknown = set(spec) - set(BreakerSpec.__dataclass_fields__)
-        if unknown:
-            raise ValueError(
-                f"circuit_breakers.{name}: unknown fields {', '.join(sorted(unknown))}"
-            )
-        breakers[str(name)] = BreakerSpec(**spec)
-    return breakers
 
 
 class Engine:
@@ -222,13 +134,13 @@ class Engine:
         self.draining = False
         # The same dict as `runs.live` (tests and benchmarks read it by this name).
         self._runs: dict[str, DagRun] = self.runs.live
-        self._plans: dict[tuple[str, str, int], DagPlan | MachinePlan] = {}
-        self._workflow_cache: dict[tuple[str, str, int], tuple[WorkflowRecord, float]] = {}
+        # Workflow versions and their plans, for both interpreters (workflows.py).
+        self.workflows = Workflows(store, tools=tools, agents=agents, clock=clock)
         # An execution, its events and watch, read as an instance and its history are.
         self.reads: RunReads[ExecutionRecord, EventRecord] = RunReads(
             self.hub,
-            load=lambda execution_id: self.store.get_execution(execution_id),
-            read_log=lambda execution_id, after, limit: self.store.list_events(
+            load=lambda execution_id: me.store.get_execution(execution_id),
+            read_log=lambda execution_id, after, limit: me.store.list_events(
                 execution_id, after_sequence=after, limit=limit
             ),
             ended=lambda record: record.state.terminal,
@@ -398,36 +310,18 @@ class Engine:
 
     # ------------------------------------------------------------ workflows
     def validate(self, spec: workflow_pb2.WorkflowSpec) -> DagPlan | MachinePlan:
-        return compile_workflow(spec, tools=self.tools, agents=self.agents)
+        return self.workflows.validate(spec)
 
     async def create_workflow(
         self, spec: workflow_pb2.WorkflowSpec, *, tenant: str = DEFAULT_TENANT
     ) -> WorkflowRecord:
         self._check_open()
-        # Compiling a large workflow takes a few hundred ms: off the loop, which keeps serving.
-        plan = await asyncio.to_thread(self.validate, spec)
-        record = await self.store.create_workflow(
-            WorkflowRecord(
-                tenant=tenant,
-                name=spec.name,
-                version=0,
-                spec=spec_to_dict(spec),
-                created_at=self.clock(),
-                description=spec.description,
-            )
-        )
-        self._plans[(tenant, record.name, record.version)] = plan
-        self._forget_workflow(tenant, record.name)
-        return record
+        return await self.workflows.create(spec, tenant)
 
     async def get_workflow(
         self, name: str, *, tenant: str = DEFAULT_TENANT, version: int | None = None
     ) -> WorkflowRecord:
-        record = await self.store.get_workflow(tenant, name, version or None)
-        if record is None:
-            suffix = f" version {version}" if version else ""
-            raise WorkflowNotFound(f"workflow {name!r}{suffix} not found", name=name)
-        return record
+        return await self.workflows.get(name, tenant, version)
 
     async def list_workflows(
         self, *, tenant: str = DEFAULT_TENANT, limit: int = 100, after_name: str | None = None
@@ -435,53 +329,19 @@ class Engine:
         return await self.store.list_workflows(tenant, limit=limit, after_name=after_name)
 
     async def delete_workflow(self, name: str, *, tenant: str = DEFAULT_TENANT) -> None:
-        self._forget_workflow(tenant, name)
-        if not await self.store.delete_workflow(tenant, name):
-            raise WorkflowNotFound(f"workflow {name!r} not found", name=name)
-        for key in [k for k in self._plans if k[0] == tenant and k[1] == name]:
-            del self._plans[key]
+        await self.workflows.delete(name, tenant)
 
     async def _cached_workflow(self, name: str, tenant: str, version: int | None) -> WorkflowRecord:
-        """Starts read the workflow from a short-lived cache: a start costs no store read,
-        and an update made on another replica is seen within WORKFLOW_CACHE_SECONDS."""
-        key = (tenant, name, version or 0)
-        now = self.clock()
-        hit = self._workflow_cache.get(key)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        record = await self.get_workflow(name, tenant=tenant, version=version)
-        self._workflow_cache[key] = (record, now + WORKFLOW_CACHE_SECONDS)
-        return record
-
-    def _forget_workflow(self, tenant: str, name: str) -> None:
-        for key in [k for k in self._workflow_cache if k[0] == tenant and k[1] == name]:
-            del self._workflow_cache[key]
+        return await self.workflows.cached(name, tenant, version)
 
     def cached_plan(self, tenant: str, name: str, version: int) -> DagPlan | MachinePlan | None:
         """The plan compiled when this version was created or first run here, if any (either
         kind: `create_workflow` compiles state machines too)."""
-        return self._plans.get((tenant, name, version))
+        return self.workflows.cached_plan(tenant, name, version)
 
     async def _plan(self, record: WorkflowRecord) -> DagPlan:
-        """The DAG plan of a stored version (compiled once per process); a state machine is
-        refused: it runs as instances (MachineEngine), never as an execution."""
-        key = (record.tenant, record.name, record.version)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self.validate(spec_from_stored(record.spec))
-            self._plans[key] = plan
-        match plan:
-            case DagPlan():
-                return plan
-            case MachinePlan():
-                raise InvalidInput(
-                    [
-                        Diagnostic(
-                            "workflow",
-                            f"{record.name!r} is a state machine: create an instance with CreateInstance",
-                        )
-                    ]
-                )
+        """The DAG plan of a stored version (a state machine is refused: Workflows.dag_plan)."""
+        return self.workflows.dag_plan(record)
 
     # ------------------------------------------------------------ executions
     async def start_execution(
@@ -773,90 +633,12 @@ class Engine:
         request_id: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> ExecutionRecord:
-        """Starts a new execution linked to a finished one (label `rerun_of`).
-
-        Runs again from `from_node` (default: the node the old execution failed at; none: from
-        the start). Nodes that succeeded and are neither that node nor its descendants keep
-        their outputs and do not run again. `input` replaces the old input; `version` picks
-        another version of the workflow (default: the old one)."""
+        """Starts a new execution linked to a finished one (label `rerun_of`), from
+        `from_node` (default: the node it failed at), reusing what succeeded before (rerun.py)."""
         self._check_open()
-        old = await self.get_execution(execution_id, tenant=tenant)
-        if not old.state.terminal:
-            raise IllegalTransition(
-                f"execution {execution_id} is {old.state.value}; only a finished execution can be rerun",
-                current_state=old.state.value,
-            )
-        wf = await self.get_workflow(old.workflow, tenant=tenant, version=version or old.version)
-        plan = await self._plan(wf)
-        start = from_node or (old.error or {}).get("node") or None
-        if start is not None and start not in plan.nodes:
-            raise InvalidArgument(
-                [
-                    Diagnostic(
-                        "from_node_id", f"workflow {wf.name!r} v{wf.version} has no node {start!r}"
-                    )
-                ]
-            )
-        new_input = checked_input(old.input if input is None else input, plan.input_schema)
-        again = _descendants(plan, start) if start is not None else set(plan.nodes)
-        new_id = new_execution_id(self.clock)
-        reused = [
-            NodeRecord(
-                execution_id=new_id,
-                node_id=rec.node_id,
-                state=rec.state,
-                attempt=rec.attempt,
-                input=rec.input,
-                output=rec.output,
-                started_at=rec.started_at,
-                ended_at=rec.ended_at,
-                completed_order=rec.completed_order,
-            )
-            for rec in sorted(await self.store.get_nodes(old.id), key=lambda r: r.completed_order)
-            if rec.node_id in plan.nodes
-            and rec.node_id not in again
-            and rec.state is NodeState.SUCCEEDED
-        ]
-        now = self.clock()
-        record = ExecutionRecord(
-            id=new_id,
-            tenant=tenant,
-            workflow=wf.name,
-            version=wf.version,
-            state=ExecutionState.PENDING,
-            input=new_input,
-            created_at=now,
-            priority=old.priority,
-            request_id=request_id or None,
-            vars=_replay_exports(plan, reused, new_input),
-            last_sequence=1,
-            labels={
-                **(labels or {}),
-                "rerun_of": old.id,
-                **({"rerun_from": start} if start else {}),
-            },
-            owner=self.replica_id,
-            lease_epoch=1,
-            lease_expires_at=now + self.lease_seconds,
+        return await rerun(
+            self, execution_id, tenant, from_node, input, version, request_id, labels
         )
-        event = EventRecord(
-            new_id,
-            1,
-            "execution.pending",
-            now,
-            None,
-            {
-                "workflow": wf.name,
-                "version": wf.version,
-                "rerun_of": old.id,
-                "reused": [r.node_id for r in reused],
-            },
-        )
-        stored, created = await self.store.create_execution(record, nodes=reused, events=[event])
-        if not created:
-            return stored
-        self.runs.start_rerun(plan, copy.copy(record), reused)
-        return stored
 
     async def get_execution(
         self, execution_id: str, *, tenant: str = DEFAULT_TENANT
@@ -1001,13 +783,7 @@ class Engine:
     async def plan_of(self, record: ExecutionRecord) -> DagPlan | None:
         """The plan an execution runs (compiled once per workflow version), None when its
         workflow version is gone."""
-        match self.cached_plan(record.tenant, record.workflow, record.version):
-            case DagPlan() as plan:
-                return plan
-        workflow = await self.store.get_workflow(
-            record.tenant, record.workflow, record.version, include_deleted=True
-        )
-        return None if workflow is None else await self._plan(workflow)
+        return await self.workflows.plan_of(record)
 
     async def pause(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
         return await self._control(
@@ -1165,27 +941,3 @@ _FINAL_EVENTS = frozenset(f"execution.{s.value.lower()}" for s in ExecutionState
 
 def _is_final(event: EventRecord) -> bool:
     return event.type in _FINAL_EVENTS
-
-
-def _descendants(plan: DagPlan, start: str) -> set[str]:
-    seen = {start}
-    stack = [start]
-    while stack:
-        for edge in plan.nodes[stack.pop()].outgoing:
-            if edge.target not in seen:
-                seen.add(edge.target)
-                stack.append(edge.target)
-    return seen
-
-
-def _replay_exports(plan: DagPlan, reused: list[NodeRecord], input: Any) -> dict[str, Any]:
-    """The vars that the reused nodes' exports set, in their completion order."""
-    vars: dict[str, Any] = {}
-    for rec in reused:
-        exports = plan.nodes[rec.node_id].export
-        for key, template in (exports or {}).items():
-            try:
-                vars[key] = template.evaluate({"output": rec.output, "input": input, "vars": vars})
-            except Exception:  # an export over names not replayed here is left unset
-                continue
-    return vars

@@ -35,7 +35,6 @@ from agentrun.engine.errors import (
     Unavailable,
     WorkflowNotFound,
 )
-from agentrun.engine.machine.compiler import compile_machine
 from agentrun.engine.machine.errors import EventNotAccepted, InstanceNotFound
 from agentrun.engine.machine.instances import (
     Conflict,
@@ -72,6 +71,7 @@ from agentrun.storage.machines import (
     MachineStore,
     copy_instance,
 )
+from agentrun.storage.records import WorkflowRecord
 
 if TYPE_CHECKING:
     from agentrun.engine.engine import Engine
@@ -126,7 +126,6 @@ class MachineEngine:
         self.finals: dict[str, list[asyncio.Future[InstanceRecord]]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.stopping = False
-        self._plans: dict[tuple[str, str, int], MachinePlan] = {}
         self._started = False
         self.stepper = Stepper(self)
         self.loop = InstanceLoop(self)
@@ -170,33 +169,14 @@ class MachineEngine:
 
     async def _plan(
         self, tenant: str, workflow: str, version: int | None
-    ) -> tuple[Any, MachinePlan]:
+    ) -> tuple[WorkflowRecord, MachinePlan]:
         wf = await self.engine.get_workflow(workflow, tenant=tenant, version=version)
         return wf, self.plan_of(wf)
 
-    def plan_of(self, wf: Any) -> MachinePlan:
-        key = (wf.tenant, wf.name, wf.version)
-        plan = self._plans.get(key)
-        if plan is None:
-            cached = self.engine.cached_plan(*key)
-            if isinstance(cached, MachinePlan):
-                plan = cached
-            else:
-                from agentrun.engine.loader import spec_from_stored
-
-                spec = spec_from_stored(wf.spec)
-                if spec.mode != spec.MODE_STATE_MACHINE:
-                    raise InvalidInput(
-                        [
-                            Diagnostic(
-                                "workflow",
-                                f"workflow {wf.name!r} is a DAG; start it with StartExecution",
-                            )
-                        ]
-                    )
-                plan = compile_machine(spec, tools=self.engine.tools, agents=self.engine.agents)
-            self._plans[key] = plan
-        return plan
+    def plan_of(self, wf: WorkflowRecord) -> MachinePlan:
+        """The machine plan of a stored version, compiled once per process for both
+        interpreters (Workflows.machine_plan; a DAG is refused)."""
+        return self.engine.workflows.machine_plan(wf)
 
     async def is_machine(
         self, workflow: str, *, tenant: str = DEFAULT_TENANT, version: int | None = None

@@ -1,0 +1,151 @@
+"""`Workflows`: the workflow versions an engine runs, for both interpreters.
+
+Stored specs are compiled once per (tenant, name, version) in this process, whichever kind
+they are, and each interpreter asks for its own kind: `dag_plan` for an execution (a state
+machine is refused: it runs as instances), `machine_plan` for an instance (a DAG is refused:
+it runs as executions). Starts read a workflow through a short-lived cache, so a start costs
+no store read and an update made on another replica is seen within WORKFLOW_CACHE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from agentrun.engine.compiler import compile_workflow
+from agentrun.engine.errors import Diagnostic, InvalidInput, WorkflowNotFound
+from agentrun.engine.loader import spec_from_stored, spec_to_dict
+from agentrun.engine.machine.plan import MachinePlan
+from agentrun.engine.plan import DagPlan
+from agentrun.engine.ports import AgentProviders, ToolRegistry
+from agentrun.storage.base import Store
+from agentrun.storage.records import ExecutionRecord, WorkflowRecord
+from agentrun.v1 import workflow_pb2
+
+WORKFLOW_CACHE_SECONDS = 1.0
+
+_Key = tuple[str, str, int]
+
+
+class Workflows:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        tools: ToolRegistry,
+        agents: AgentProviders,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.tools = tools
+        self.agents = agents
+        self.clock = clock
+        self.plans: dict[_Key, DagPlan | MachinePlan] = {}
+        self._cache: dict[_Key, tuple[WorkflowRecord, float]] = {}
+
+    def validate(self, spec: workflow_pb2.WorkflowSpec) -> DagPlan | MachinePlan:
+        """The spec's plan, or InvalidWorkflow with every problem."""
+        return compile_workflow(spec, tools=self.tools, agents=self.agents)
+
+    async def create(self, spec: workflow_pb2.WorkflowSpec, tenant: str) -> WorkflowRecord:
+        """Stores a new version of the spec once it compiles."""
+        # Compiling a large workflow takes a few hundred ms: off the loop, which keeps serving.
+        plan = await asyncio.to_thread(self.validate, spec)
+        record = await self.store.create_workflow(
+            WorkflowRecord(
+                tenant=tenant,
+                name=spec.name,
+                version=0,
+                spec=spec_to_dict(spec),
+                created_at=self.clock(),
+                description=spec.description,
+            )
+        )
+        self.plans[(tenant, record.name, record.version)] = plan
+        self._forget(tenant, record.name)
+        return record
+
+    async def get(self, name: str, tenant: str, version: int | None) -> WorkflowRecord:
+        """A stored version (None or 0: the newest), or WorkflowNotFound."""
+        record = await self.store.get_workflow(tenant, name, version or None)
+        if record is None:
+            suffix = f" version {version}" if version else ""
+            raise WorkflowNotFound(f"workflow {name!r}{suffix} not found", name=name)
+        return record
+
+    async def delete(self, name: str, tenant: str) -> None:
+        """Deletes every version (softly: running executions keep theirs)."""
+        self._forget(tenant, name)
+        if not await self.store.delete_workflow(tenant, name):
+            raise WorkflowNotFound(f"workflow {name!r} not found", name=name)
+        for key in [k for k in self.plans if k[0] == tenant and k[1] == name]:
+            del self.plans[key]
+
+    async def cached(self, name: str, tenant: str, version: int | None) -> WorkflowRecord:
+        """`get` through the short-lived cache that starts read."""
+        key = (tenant, name, version or 0)
+        now = self.clock()
+        hit = self._cache.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        record = await self.get(name, tenant, version)
+        self._cache[key] = (record, now + WORKFLOW_CACHE_SECONDS)
+        return record
+
+    def _forget(self, tenant: str, name: str) -> None:
+        for key in [k for k in self._cache if k[0] == tenant and k[1] == name]:
+            del self._cache[key]
+
+    def cached_plan(self, tenant: str, name: str, version: int) -> DagPlan | MachinePlan | None:
+        """The plan compiled when this version was created or first run here, if any."""
+        return self.plans.get((tenant, name, version))
+
+    def plan(self, record: WorkflowRecord) -> DagPlan | MachinePlan:
+        """The plan of a stored version, compiled once per process."""
+        key = (record.tenant, record.name, record.version)
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self.plans[key] = self.validate(spec_from_stored(record.spec))
+        return plan
+
+    def dag_plan(self, record: WorkflowRecord) -> DagPlan:
+        """The DAG plan of a stored version; a state machine is refused: it runs as
+        instances (MachineEngine), never as an execution."""
+        match self.plan(record):
+            case DagPlan() as plan:
+                return plan
+            case MachinePlan():
+                raise InvalidInput(
+                    [
+                        Diagnostic(
+                            "workflow",
+                            f"{record.name!r} is a state machine: create an instance with CreateInstance",
+                        )
+                    ]
+                )
+
+    def machine_plan(self, record: WorkflowRecord) -> MachinePlan:
+        """The state machine plan of a stored version; a DAG is refused: it runs as
+        executions, never as an instance."""
+        match self.plan(record):
+            case MachinePlan() as plan:
+                return plan
+            case DagPlan():
+                raise InvalidInput(
+                    [
+                        Diagnostic(
+                            "workflow",
+                            f"workflow {record.name!r} is a DAG; start it with StartExecution",
+                        )
+                    ]
+                )
+
+    async def plan_of(self, record: ExecutionRecord) -> DagPlan | None:
+        """The plan an execution runs, None when its workflow version is gone."""
+        match self.cached_plan(record.tenant, record.workflow, record.version):
+            case DagPlan() as plan:
+                return plan
+        workflow = await self.store.get_workflow(
+            record.tenant, record.workflow, record.version, include_deleted=True
+        )
+        return None if workflow is None else self.dag_plan(workflow)
