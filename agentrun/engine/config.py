@@ -44,6 +44,9 @@ class EngineConfig:
     # Whether an execution that only waits (for signals, wait timers) leaves memory, rebuilt
     # from the store when a signal, control request or its timer needs it (dag/runs.py).
     unload_idle: bool = True
+    # Whether the engine serves state machine instances too (`agentrun serve`): it builds
+    # its MachineEngine (`Engine.machines`) and starts and stops it with itself.
+    state_machines: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, **overrides: Any) -> EngineConfig:

@@ -149,9 +149,16 @@ class Engine:
                 f"execution {execution_id!r} not found", execution=execution_id
             ),
         )
-        # Set by MachineEngine (state machine instances on this engine): a DAG `workflow`
-        # node runs an instance as its child, and the server registers their service.
+        # State machine instances on this engine: a DAG `workflow` node runs an instance as
+        # its child, and the server registers their service. Built here with
+        # `EngineConfig.state_machines` (then started and stopped with the engine), or
+        # installed by `MachineEngine(engine)`.
         self.machines: MachineEngine | None = None
+        self._own_machines = self.config.state_machines
+        if self._own_machines:
+            from agentrun.engine.machine.engine import MachineEngine
+
+            MachineEngine(self)
         self._started = False
         self._maintenance: asyncio.Task[None] | None = None
 
@@ -179,6 +186,8 @@ class Engine:
         self._maintenance = asyncio.get_running_loop().create_task(
             self._maintain(), name="agentrun-leases"
         )
+        if self._own_machines and self.machines is not None:
+            await self.machines.start()
 
     async def _upkeep_events(self) -> None:
         """Event storage for the next days, and retention (at start, then hourly)."""
@@ -307,6 +316,8 @@ class Engine:
         await self.scheduler.close()
         await self.budgets.close()
         await self.admission.close()
+        if self._own_machines and self.machines is not None:
+            await self.machines.stop()
 
     # ------------------------------------------------------------ workflows
     def validate(self, spec: workflow_pb2.WorkflowSpec) -> DagPlan | MachinePlan:

@@ -209,13 +209,15 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     and runs until SIGTERM or SIGINT, then shuts down within `config.shutdown_grace`."""
     from agentrun.engine import Engine
     from agentrun.engine import limits as data_limits
-    from agentrun.engine.machine import MachineEngine
     from agentrun.engine.tuning import tune_gc
     from agentrun.integrations import attach, default_agents, default_tools
     from agentrun.integrations.workers import Workers, WorkersConfig
     from agentrun.storage.factory import make_store
 
     engine_config = config.engine_config()  # ConfigError before anything is opened
+    # One engine for executions and state machine instances, in the same store: it builds,
+    # starts and stops its MachineEngine, and the server registers every service from it.
+    engine_config.state_machines = True
     data_limits.configure(config.data_limits)
     try:
         workers_config = WorkersConfig.from_mapping(config.integrations.get("workers"))
@@ -234,7 +236,6 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     opened = False
     try:
         engine = Engine(store, tools=tools, agents=agents, config=engine_config)
-        machines = MachineEngine(engine)  # state machine instances, in the same store
         # Tools served by remote workers (WorkerService), installed in the engine's registry.
         workers = Workers(store, tools, replica=engine.replica_id, config=workers_config)
         server = AgentrunServer(engine, config, observability=observability, workers=workers)
@@ -256,8 +257,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         publisher = await attach(engine, config.integrations)
         tune_gc()
         await workers.start()  # remote tools known before executions resume
-        await engine.start()
-        await machines.start()
+        await engine.start()  # executions, then instances
         await server.start()
         if http is not None:
             await http.start()
@@ -272,8 +272,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         log.info("shutting down (grace %.1fs)", config.shutdown_grace)
         await server.drain()
         deadline = loop.time() + config.shutdown_grace
-        await engine.stop(grace=config.shutdown_grace)
-        await machines.stop()
+        await engine.stop(grace=config.shutdown_grace)  # executions, then instances
         if http is not None:
             await http.stop(max(0.5, deadline - loop.time()))
         await server.stop(max(0.5, deadline - loop.time()))
@@ -290,9 +289,6 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
             if workers is not None:
                 with contextlib.suppress(Exception):
                     await workers.stop()
-            if engine.machines is not None:
-                with contextlib.suppress(Exception):
-                    await engine.machines.stop()
         if publisher is not None:
             with contextlib.suppress(Exception):
                 await publisher.stop()

@@ -39,13 +39,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from agentrun.engine.limits import DataLimits
 from agentrun.engine.limits import from_mapping as data_limits_from_mapping
 from agentrun.engine.runtime.common import DEFAULT_TENANT
+
+if TYPE_CHECKING:
+    from agentrun.engine.config import EngineConfig
 from agentrun.server.auth import ApiKey, parse_env_keys
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -114,7 +117,7 @@ class ServerConfig:
             ("grpc.so_reuseport", 0),
         ]
 
-    def engine_config(self) -> Any:
+    def engine_config(self) -> EngineConfig:
         """EngineConfig from the file's engine sections (`limits:`, `budgets:`, `prices:`,
         `circuit_breakers:`, `replica_id:`, `lease:`), as `agentrun run --config` reads them, with secrets from
         the secret store; $AGENTRUN_REPLICA_ID names this replica when the file does not."""

@@ -12,9 +12,11 @@ Timers, retries and invokes are rows and ids in the store, so all survive a rest
 replica that takes an instance (back) re-arms its timers, resumes its pending event and waits
 for its invoked execution again.
 
-Wiring (as `agentrun serve` does): `machines = MachineEngine(engine)` after the Engine is
-built, `await machines.start()` after `engine.start()`; it sets `engine.machines` so that a DAG
-`workflow` node can run a state machine instance as its child.
+Wiring: `agentrun serve` builds its Engine with `EngineConfig(state_machines=True)`, which
+builds the MachineEngine and starts and stops it after its executions. Built by hand,
+`machines = MachineEngine(engine)` after the Engine, `await machines.start()` after
+`engine.start()`. Either way it sets `engine.machines`, so that a DAG `workflow` node can run
+a state machine instance as its child and the server registers the service from the engine.
 """
 
 from __future__ import annotations
@@ -150,7 +152,9 @@ class MachineEngine:
 
     async def stop(self) -> None:
         """Stops timers and waits on children (their rows stay: the next start re-arms them),
-        flushes pending commits and lets this replica's leases go."""
+        flushes pending commits and lets this replica's leases go. Once."""
+        if self.stopping:
+            return
         self.stopping = True
         await self.leases.stop()
         for handles in self.timers.handles.values():
