@@ -42,14 +42,13 @@ from agentrun.engine.errors import (
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.fleet import make_scheduler
 from agentrun.engine.hub import Hub
-from agentrun.engine.instrument import current_traceparent
 from agentrun.engine.machine.plan import MachinePlan
 from agentrun.engine.node_view import every_node, spec_node_ids
 from agentrun.engine.plan import DagPlan, StepPlan
 from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.redact import Redactor
 from agentrun.engine.rerun import rerun
-from agentrun.engine.runtime.children import child_id_of, child_output, ensure_child
+from agentrun.engine.runtime.children import run_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.runtime.reads import RunReads
 from agentrun.engine.runtime.requests import (
@@ -597,41 +596,16 @@ class Engine:
     async def run_child(
         self, *, parent_id: str, tenant: str, key: str, attempt: int, step: StepPlan, input: Any
     ) -> Any:
-        """Runs a `workflow` node's child execution; its id is derived from the parent's,
-        so an attempt resumed after a restart attaches to the same child. A state machine
-        runs as an instance instead; the node gets its final `{state, data}`."""
-        machines = self.machines
-        if machines is not None and await machines.is_machine(
-            step.workflow, tenant=tenant, version=step.workflow_version or None
-        ):
-            return await machines.run_child(
-                parent_id=parent_id,
-                key=key,
-                attempt=attempt,
-                workflow=step.workflow,
-                version=step.workflow_version or None,
-                input=input,
-                tenant=tenant,
-            )
-        child_id = child_id_of(parent_id, key, attempt)
-        traceparent = current_traceparent.get()
-        await ensure_child(
+        """Runs a `workflow` node's child, an execution or an instance (runtime/children.py)."""
+        return await run_child(
             self,
-            child_id,
-            step.workflow,
-            input,
+            parent_id=parent_id,
             tenant=tenant,
-            version=step.workflow_version,
-            parent=(parent_id, key),
-            # A child resumed after a restart continues the caller's trace.
-            labels={"traceparent": traceparent} if traceparent else None,
+            key=key,
+            attempt=attempt,
+            step=step,
+            input=input,
         )
-        try:
-            final = await self.wait(child_id)
-        except asyncio.CancelledError:
-            self.runs.post(child_id, Cancel())
-            raise
-        return child_output(final, f"child execution {child_id}", {"child_execution_id": child_id})
 
     async def rerun(
         self,

@@ -22,7 +22,6 @@ a state machine instance as its child and the server registers the service from 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -51,8 +50,7 @@ from agentrun.engine.machine.retries import Retries
 from agentrun.engine.machine.runtime import Stepper
 from agentrun.engine.machine.timers import Invokes, Timers
 from agentrun.engine.machine.work import Event, Suspended, Work
-from agentrun.engine.ports import ToolFailure
-from agentrun.engine.runtime.children import child_id_of, start_failures
+from agentrun.engine.runtime.children import run_instance_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.runtime.notify import Notifier
 from agentrun.engine.runtime.reads import RunReads
@@ -445,51 +443,10 @@ class MachineEngine:
         result = await self.loop.dispatch(inst, Event("cancel", None, reason, source="cancel"))
         return result[1] if result is not None else inst.record
 
-    async def run_child(
-        self,
-        *,
-        parent_id: str,
-        key: str,
-        attempt: int,
-        workflow: str,
-        version: int | None,
-        input: Any,
-        tenant: str,
-    ) -> Any:
-        """A DAG `workflow` node naming a state machine: creates the instance (its id derived
-        from the node's, so a resumed attempt attaches to the same one), waits for a final
-        state and returns `{state, data}`; an instance that FAILED or was CANCELLED fails the node."""
-        instance_id = child_id_of(parent_id, key, attempt)
-        if await self.store.get_instance(instance_id) is None:
-            try:
-                with start_failures():
-                    await self.create_instance(
-                        workflow,
-                        input,
-                        tenant=tenant,
-                        version=version or None,
-                        instance_id=instance_id,
-                        parent=(parent_id, key),
-                    )
-            except ValueError:
-                if await self.store.get_instance(instance_id) is None:
-                    raise
-        try:
-            final = await self.wait_final(instance_id)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await self.cancel_instance(
-                    instance_id, tenant=tenant, reason="its parent node was cancelled"
-                )
-            raise
-        if final.state is InstanceState.COMPLETED:
-            return {"state": final.current, "data": final.data}
-        err = final.error or {}
-        raise ToolFailure(
-            err.get("type") or "tool_error",
-            f"state machine instance {instance_id} ended {final.state.value}: {err.get('message', '')}".strip(),
-            details={"instance": instance_id, "state": final.current},
-        )
+    async def run_child(self, **call: Any) -> Any:
+        """A DAG `workflow` node naming a state machine: the instance as the node's child
+        (`run_instance_child` in runtime/children.py, which takes these keyword arguments)."""
+        return await run_instance_child(self, **call)
 
     async def wait_final(self, instance_id: str, timeout: float | None = None) -> InstanceRecord:
         """Returns the instance once it is COMPLETED, FAILED or CANCELLED."""
