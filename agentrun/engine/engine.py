@@ -597,15 +597,7 @@ class Engine:
         self, *, parent_id: str, tenant: str, key: str, attempt: int, step: StepPlan, input: Any
     ) -> Any:
         """Runs a `workflow` node's child, an execution or an instance (runtime/children.py)."""
-        return await run_child(
-            self,
-            parent_id=parent_id,
-            tenant=tenant,
-            key=key,
-            attempt=attempt,
-            step=step,
-            input=input,
-        )
+        return await run_child(self, parent_id, tenant, key, attempt, step, input)
 
     async def rerun(
         self,

@@ -85,7 +85,6 @@ async def start_once(
 
 async def run_child(
     engine: Engine,
-    *,
     parent_id: str,
     tenant: str,
     key: str,
