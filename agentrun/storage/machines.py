@@ -16,6 +16,7 @@ crash the timer fires and the event is handled on from there.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,7 +70,10 @@ class SqlMachineStore(MachineStore):
             index_elements=[db.sm_instances.c.tenant, db.sm_instances.c.request_id]
         )
         self.writer: GroupCommit[MachineBatch] = GroupCommit(
-            database, _write_group, _explain, name="agentrun-machine-writer"
+            database,
+            functools.partial(_write_group, database),
+            _explain,
+            name="agentrun-machine-writer",
         )
 
     @property
@@ -292,8 +296,11 @@ class SqlMachineStore(MachineStore):
         await self._database.transaction(lambda conn: conn.execute(statement), leases=True)
 
 
-def _write_group(conn: sa.Connection, group: Sequence[MachineBatch]) -> None:
-    """Writes a group of batches (of distinct instances) in the writer's transaction."""
+def _write_group(database: SqlDatabase, conn: sa.Connection, group: Sequence[MachineBatch]) -> None:
+    """Writes a group of batches (of distinct instances) in the writer's transaction; each
+    statement through `database.executemany` (on SQLite straight to sqlite3: SQLAlchemy's
+    per-statement work cost several times the statement on this hot path)."""
+    many = database.executemany
     instances: dict[str, dict[str, Any]] = {}
     history: list[dict[str, Any]] = []
     drop_all: list[dict[str, Any]] = []
@@ -335,24 +342,20 @@ def _write_group(conn: sa.Connection, group: Sequence[MachineBatch]) -> None:
         elif batch.fired is not None:
             drop_one.append({"b_id": rec.id, "b_key": batch.fired})
         timers.extend(_timer_row(t) for t in batch.added)
-    if leased and conn.execute(_UPDATE_LEASED, list(leased.values())).rowcount < len(leased):
+    if leased and many(conn, _UPDATE_LEASED, list(leased.values())) < len(leased):
         raise LeaseLost("an instance is leased to another replica or epoch (or gone)")
     if instances:
-        result = conn.execute(_UPDATE, list(instances.values()))
-        if 0 <= result.rowcount < len(instances):
+        changed = many(conn, _UPDATE, list(instances.values()))
+        if 0 <= changed < len(instances):
             raise KeyError("a batch updates an instance that does not exist")
     for params in fenced:  # one by one: executemany has no row count on every driver
         statement = _UPDATE_BASE_LEASED if "b_owner" in params else _UPDATE_FENCED
-        if conn.execute(statement, params).rowcount != 1:
+        if many(conn, statement, [params]) != 1:
             raise KeyError(f"instance {params['b_id']} is gone or moved on")
-    if history:
-        conn.execute(db.sm_history.insert(), history)
-    if drop_one:
-        conn.execute(_DROP_TIMER, drop_one)
-    if drop_all:
-        conn.execute(_DROP_TIMERS, drop_all)
-    if timers:
-        conn.execute(db.sm_timers.insert(), timers)
+    many(conn, _INSERT_HISTORY, history)
+    many(conn, _DROP_TIMER, drop_one)
+    many(conn, _DROP_TIMERS, drop_all)
+    many(conn, _INSERT_TIMERS, timers)
 
 
 async def _explain(_batch: MachineBatch, exc: Exception) -> BaseException:
@@ -393,6 +396,9 @@ _HOLDER = (
 )
 _UPDATE_LEASED = _UPDATE.where(*_HOLDER)
 _UPDATE_BASE_LEASED = _UPDATE_FENCED.where(*_HOLDER)
+# Built once: SqliteDatabase.executemany keeps each statement's compiled form.
+_INSERT_HISTORY = db.sm_history.insert()
+_INSERT_TIMERS = db.sm_timers.insert()
 _DROP_TIMERS = db.sm_timers.delete().where(db.sm_timers.c.instance_id == sa.bindparam("b_id"))
 _DROP_TIMER = db.sm_timers.delete().where(
     db.sm_timers.c.instance_id == sa.bindparam("b_id"),

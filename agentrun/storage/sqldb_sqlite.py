@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
+import operator
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -66,6 +68,47 @@ def _busy(exc: BaseException) -> bool:
 _TERMINAL = [s.value for s in ExecutionState if s.terminal]
 
 
+class _Plan:
+    """A statement compiled for one set of parameter names, with what encodes each value:
+    the column type's bind processor (JSON text straight through json.dumps), or nothing."""
+
+    def __init__(self, statement: sa.Executable, dialect: sa.Dialect, keys: tuple[str, ...]):
+        # Kept, so that the statement's id (the plan's key) is not reused.
+        self.statement = statement
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
+        self.sql: str = compiled.string
+        names = list(compiled.positiontup)
+        self._get = operator.itemgetter(*names)
+        self._single = len(names) == 1
+        self._encode: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, name in enumerate(names):
+            kind = compiled.binds[name].type.dialect_impl(dialect)
+            processor = (
+                _json_text if isinstance(kind, db.JsonText) else kind.bind_processor(dialect)
+            )
+            if processor is not None:
+                self._encode.append((index, processor))
+
+    def params(self, rows: Sequence[dict[str, Any]]) -> list[Sequence[Any]]:
+        get, encode = self._get, self._encode
+        if self._single:
+            return [(encode[0][1](get(row)) if encode else get(row),) for row in rows]
+        if not encode:
+            return [get(row) for row in rows]
+        params: list[Sequence[Any]] = []
+        for row in rows:
+            values = list(get(row))
+            for index, processor in encode:
+                values[index] = processor(values[index])
+            params.append(values)
+        return params
+
+
+def _json_text(value: Any) -> str | None:
+    """JsonText's encoding without the TypeDecorator's layers around it."""
+    return None if value is None else json.dumps(value)
+
+
 class SqliteDatabase(SqlDatabase):
     sqlite: ClassVar[bool] = True
     dialect: ClassVar[str] = "sqlite"
@@ -93,9 +136,7 @@ class SqliteDatabase(SqlDatabase):
         self._average = 0.0
         # executemany: each statement compiled once per set of columns (the statement is kept
         # with its plan, so that its id is not reused).
-        self._plans: dict[
-            tuple[int, tuple[str, ...]], tuple[sa.Executable, str, list[tuple[str, Any]]]
-        ] = {}
+        self._plans: dict[tuple[int, tuple[str, ...]], _Plan] = {}
 
     # Lifecycle -------------------------------------------------------------
     def _connect(self) -> None:
@@ -294,26 +335,15 @@ class SqliteDatabase(SqlDatabase):
         keys = tuple(rows[0])
         plan = self._plans.get((id(statement), keys))
         if plan is None:
-            compiled = statement.compile(dialect=conn.dialect, column_keys=list(keys))  # type: ignore[attr-defined]
-            processors = [
-                (
-                    name,
-                    compiled.binds[name]
-                    .type.dialect_impl(conn.dialect)
-                    .bind_processor(conn.dialect),
-                )
-                for name in compiled.positiontup
-            ]
-            plan = self._plans[(id(statement), keys)] = (statement, compiled.string, processors)
-        _, sql, processors = plan
-        params = [tuple(p(row[n]) if p else row[n] for n, p in processors) for row in rows]
+            plan = self._plans[(id(statement), keys)] = _Plan(statement, conn.dialect, keys)
+        params = plan.params(rows)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(sql, params)
+            cursor.executemany(plan.sql, params)
             return int(cursor.rowcount)
         except sqlite3.Error as exc:
             # As SQLAlchemy would raise it: IntegrityError for a constraint, and so on.
-            raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+            raise sa.exc.DBAPIError.instance(plan.sql, None, exc, sqlite3.Error) from exc
         finally:
             cursor.close()
 
