@@ -318,7 +318,8 @@ class SqliteDatabase(SqlDatabase):
                 if wait:
                     raw.execute("PRAGMA busy_timeout=0")
         took = time.monotonic() - started
-        self._average += (took - self._average) / 16
+        if foreign_keys:  # not a migration: those are slow once, not a sign of the disk
+            self._average += (took - self._average) / 16
         if not wait and took > INLINE_SLOW_SECONDS:
             self._inline_after = time.monotonic() + INLINE_PAUSE_SECONDS
         return result

@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from agentrun.storage.records import Batch, EventRecord, ExecutionRecord, ExecutionState
@@ -96,6 +97,48 @@ async def test_a_write_lock_held_elsewhere_is_store_error_then_recovers(tmp_path
         await store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
         await store.create_execution(_execution("ex-2"))
         assert len(await store.list_events("ex-1")) == 1
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_commit_waiting_for_a_lock_held_elsewhere_leaves_the_loop_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small group commit may run on the loop's thread, but never waits there for another
+    process's write lock: it waits in the writer thread while the loop runs on, and is
+    written once the lock is free."""
+    import sqlite3
+
+    from agentrun.storage import sqldb_sqlite
+
+    # However slow this machine's disk is today, the commit is one the loop's thread may take.
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 3600.0)
+
+    path = tmp_path / "busy.db"
+    store = SqlStore(f"sqlite+aiosqlite:///{path}")
+    # Longer than the ticks below could take even on a loaded machine: a loop that waited
+    # for the lock would stall for all of it.
+    store.busy_timeout_ms = 30_000
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        await store.create_execution(_execution("ex-1"))
+        await store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        commit = asyncio.create_task(
+            store.commit(Batch(events=[EventRecord("ex-1", 2, "x", time.time())]))
+        )
+        started = time.monotonic()
+        for _ in range(20):  # the loop keeps running while the commit waits
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - started < 15, "the loop stalled behind another's lock"
+        assert not commit.done()
+        other.execute("ROLLBACK")
+        await asyncio.wait_for(commit, 10)
+        await store.commit(Batch(events=[EventRecord("ex-1", 3, "x", time.time())]))
+        assert [e.sequence for e in await store.list_events("ex-1")] == [1, 2, 3]
     finally:
         other.close()
         await store.close()
