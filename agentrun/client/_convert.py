@@ -108,6 +108,7 @@ def workflow(message: ws_pb.Workflow) -> Workflow:
         description=message.description,
         spec=_ints(spec_words.to_dict(message.spec)),
         create_time=_time(message.create_time, message.HasField("create_time")),
+        problems=[Diagnostic(d.field, d.description) for d in message.problems],
         message=message,
     )
 

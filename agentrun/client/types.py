@@ -88,6 +88,8 @@ class Workflow:
     # The WorkflowSpec in its protobuf JSON form (snake_case names).
     spec: dict[str, Any]
     create_time: datetime | None
+    # In list_workflows: why this version cannot read the stored spec (then `spec` is empty).
+    problems: list[Diagnostic] = field(default_factory=list)
     message: Any = field(default=None, repr=False, compare=False)  # the protobuf read
 
 

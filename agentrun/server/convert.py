@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from agentrun.engine.errors import InvalidWorkflow
 from agentrun.engine.loader import spec_from_stored
 from agentrun.storage.records import (
     EventRecord,
@@ -129,6 +130,17 @@ def workflow_to_proto(record: WorkflowRecord, *, with_spec: bool = True) -> wfs_
         message.spec.CopyFrom(spec_from_stored(record.spec))
     set_time(message.create_time, record.created_at)
     return message
+
+
+def listed_workflow_to_proto(record: WorkflowRecord) -> wfs_pb.Workflow:
+    """A workflow as a list shows it: one whose stored spec this version cannot read is
+    listed with its problems instead of its spec, so the others stay listable."""
+    try:
+        return workflow_to_proto(record)
+    except InvalidWorkflow as exc:
+        message = workflow_to_proto(record, with_spec=False)
+        message.problems.extend(diagnostic_to_proto(d) for d in exc.diagnostics)
+        return message
 
 
 def diagnostic_to_proto(diagnostic: Any) -> wfs_pb.Diagnostic:

@@ -79,7 +79,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             tenant=current_tenant(), limit=size + 1, after_name=after
         )
         response = pb.ListWorkflowsResponse(
-            workflows=[convert.workflow_to_proto(r) for r in records[:size]]
+            workflows=[convert.listed_workflow_to_proto(r) for r in records[:size]]
         )
         if len(records) > size:
             response.next_page_token = requests.encode_token("workflows", records[size - 1].name)

@@ -92,3 +92,23 @@ async def test_a_damaged_stored_spec_is_an_invalid_workflow_naming_the_field(
         with pytest.raises(e.InvalidWorkflow) as caught:
             await call
         assert [v.field for v in caught.value.violations] == ["nodes[0].retries"]
+
+
+async def test_one_damaged_stored_spec_does_not_fail_the_list(
+    engine: Any, client: AsyncClient
+) -> None:
+    """Before: ListWorkflows failed as a whole when one stored spec could not be read, so no
+    workflow of the tenant could be listed (in the console either). Now the damaged one is
+    listed with its problems instead of its spec, and the others as they are."""
+    await _store(engine, STORED)
+    await _store(
+        engine, {**STORED, "name": "damaged", "nodes": [{"id": "a", "pass": {}, "retries": 3}]}
+    )
+    listed = {w.name: w async for w in client.list_workflows()}
+    assert set(listed) == {"damaged", "stored"}
+    assert [(p.field, "retries" in p.description) for p in listed["damaged"].problems] == [
+        ("nodes[0].retries", True)
+    ]
+    assert listed["damaged"].spec == {}
+    assert listed["stored"].problems == []
+    assert listed["stored"].spec["nodes"][0]["id"] == "a"
