@@ -1,32 +1,38 @@
-"""Operator control beyond one plain pause/resume/cancel: resuming an execution paused on a
-node (`on_exhausted: pause`) with new arguments for that node, and acting on every execution
-a ListExecutions filter matches in one bounded call.
+"""Operator control of executions: signals (`signal`), pause, resume and cancel where the
+execution runs (`apply`: here, or through the store on the replica that runs it), resuming an
+execution paused on a node (`on_exhausted: pause`) with new arguments for that node
+(`check_override`), and acting on every execution a ListExecutions filter matches in one
+bounded call (`control_many`).
 
 A bulk call acts on at most `limit` executions (the page), at most `BULK_PARALLEL` at a time,
 and says per execution whether the action was applied or why it was refused; a
 continuation (the id of the last execution considered) lets the caller go on. So one call
 holds the server for a bounded time (at most `limit` control requests, each bounded by
-Engine._control's own wait of 10 s for another replica) and bounded memory (one page).
+`apply`'s own wait of 10 s for another replica) and bounded memory (one page).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
-from agentrun.engine import sizes
+from agentrun.engine import approvals, sizes
+from agentrun.engine.dag.waits import CONTROL_SIGNAL
 from agentrun.engine.errors import (
     AgentrunError,
+    AlreadyExists,
     Diagnostic,
     IllegalTransition,
     InvalidInput,
+    Unavailable,
     WorkflowNotFound,
 )
-from agentrun.storage.records import ExecutionRecord, ExecutionState, NodeState
+from agentrun.storage.records import ExecutionRecord, ExecutionState, NodeState, SignalRecord
 
 if TYPE_CHECKING:
     from agentrun.engine.engine import Engine
@@ -141,6 +147,123 @@ async def control_many(
 
     outcomes = list(await asyncio.gather(*(one(r) for r in page)))
     return outcomes, (page[-1].id if more and page else None)
+
+
+async def signal(
+    engine: Engine,
+    execution_id: str,
+    name: str,
+    data: Any,
+    tenant: str,
+    signal_id: str | None,
+) -> ExecutionRecord:
+    """Stores a signal for a running execution and hands it to its run (`Engine.add_signal`).
+    A known `signal_id` is applied once: its repeat answers as the first call did, even after
+    the execution ended (perhaps by that signal), and is refused when its name or data
+    differ."""
+    record = await engine.get_execution(execution_id, tenant=tenant)
+    if not name:
+        raise InvalidInput([Diagnostic("name", "is required")])
+    if signal_id and signal_id.startswith(approvals.ANSWER_PREFIX):
+        raise InvalidInput(
+            [Diagnostic("signal_id", f"ids starting {approvals.ANSWER_PREFIX!r} are AnswerWait's")]
+        )
+    sizes.check_request("data", data, "signal_bytes")
+    if record.state.terminal:
+        # A retry of a signal that was stored before the end (perhaps the one that ended
+        # it) answers as its first call did: the id, not the state, decides.
+        known = await engine.store.get_signal(execution_id, signal_id) if signal_id else None
+        if known is None:
+            raise IllegalTransition(
+                f"execution {execution_id} is {record.state.value}; it takes no signals",
+                current_state=record.state.value,
+            )
+        if known.name != name or known.data != data:
+            raise AlreadyExists(
+                f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id
+            )
+        return record
+    stored, created = await engine.add_signal(
+        SignalRecord(
+            execution_id=execution_id,
+            name=name,
+            data=data,
+            signal_id=signal_id or secrets.token_hex(8),
+            created_at=engine.clock(),
+        )
+    )
+    if not created and (stored.name != name or stored.data != data):
+        raise AlreadyExists(
+            f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id
+        )
+    return await engine.get_execution(execution_id, tenant=tenant)
+
+
+async def apply(
+    engine: Engine,
+    execution_id: str,
+    tenant: str,
+    action: str,
+    allowed: set[ExecutionState] | None,
+    compensate: bool = False,
+    override: dict[str, Any] | None = None,
+) -> ExecutionRecord:
+    """Pauses, resumes or cancels one execution where it runs: its run here (loaded if it
+    waits unloaded), a queued one cancelled in place, or, on another replica, a control
+    request stored for its owner and the state change awaited (10 s)."""
+    record = await engine.get_execution(execution_id, tenant=tenant)
+    # Looked up after the read: the run (live, or just finished) knows better than a
+    # store answer that may have been read before the execution ended.
+    run = await engine.runs.load(execution_id)  # an unloaded (waiting) run is rebuilt
+    if run is None and not record.state.terminal and record.owner == engine.replica_id:
+        record = await engine.get_execution(execution_id, tenant=tenant)
+        run = await engine.runs.load(execution_id)
+    state = run.record.state if run is not None else record.state
+    if state.terminal or (allowed is not None and state not in allowed):
+        raise IllegalTransition(
+            f"cannot {action} execution {execution_id}: it is {state.value}",
+            current_state=state.value,
+        )
+    if run is None and action == "cancel" and record.state is ExecutionState.PENDING:
+        return await engine.cancel_pending(record, "cancelled by request before it started")
+    if run is None and not record.state.terminal and record.owner != engine.replica_id:
+        # Another replica runs it: ask through the store, then watch the state change.
+        await engine.store.add_signal(
+            SignalRecord(
+                execution_id=execution_id,
+                name=CONTROL_SIGNAL,
+                data={"action": action, "compensate": compensate, "override": override},
+                signal_id=secrets.token_hex(8),
+                created_at=engine.clock(),
+            )
+        )
+        await engine.store.notify("signal", execution_id)
+        return await _applied_elsewhere(engine, execution_id, tenant, action)
+    if run is None or run.finished:
+        raise IllegalTransition(
+            f"cannot {action} execution {execution_id}: it is not running in this server",
+            current_state=state.value,
+        )
+    await run.control(action, compensate=compensate, override=override)
+    return await engine.get_execution(execution_id, tenant=tenant)
+
+
+async def _applied_elsewhere(
+    engine: Engine, execution_id: str, tenant: str, action: str
+) -> ExecutionRecord:
+    deadline = engine.clock() + 10.0
+    while True:
+        record = await engine.get_execution(execution_id, tenant=tenant)
+        state = record.state
+        if (
+            (action == "pause" and state is ExecutionState.PAUSED)
+            or (action == "resume" and state is not ExecutionState.PAUSED)
+            or (action == "cancel" and (state.terminal or state is ExecutionState.COMPENSATING))
+        ):
+            return record
+        if engine.clock() > deadline:
+            raise Unavailable(f"the replica running {execution_id} did not apply {action} in time")
+        await asyncio.sleep(0.05)
 
 
 def _state(exc: AgentrunError) -> ExecutionState | None:

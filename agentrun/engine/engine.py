@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import random
-import secrets as _secrets
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -25,18 +24,16 @@ from agentrun.engine.admission import SharedAdmission, make_admission
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.budgets import BudgetConfig, Budgets, BudgetSpec
 from agentrun.engine.config import EngineConfig
-from agentrun.engine.dag import CONTROL_SIGNAL, DagRun
+from agentrun.engine.dag import DagRun
 from agentrun.engine.dag.messages import Cancel, Fail, Pause, Resume
 from agentrun.engine.dag.runs import LiveRuns
 from agentrun.engine.errors import (
     AlreadyExists,
     Diagnostic,
     ExecutionNotFound,
-    IllegalTransition,
     InvalidInput,
     ResourceExhausted,
     ShuttingDown,
-    Unavailable,
     WorkflowNotFound,
 )
 from agentrun.engine.expressions import ExpressionError
@@ -57,6 +54,7 @@ from agentrun.engine.runtime.requests import (
 )
 from agentrun.engine.runtime.requests import validate_input as _validate_input
 from agentrun.engine.scheduler import SchedulerConfig
+from agentrun.engine.upkeep import Upkeep
 from agentrun.engine.workflows import Workflows
 from agentrun.storage.base import Store
 from agentrun.storage.budgets import ledger_for
@@ -75,11 +73,6 @@ if TYPE_CHECKING:
     from agentrun.engine.machine.engine import MachineEngine
 
 log = logging.getLogger("agentrun.engine")
-
-EVENT_UPKEEP_SECONDS = 3600.0
-# The claim loop's shortest sleep: after a lease expired, and between claims of leases that
-# are expired yet locked (a peer is claiming them at that moment).
-CLAIM_MIN_DELAY = 0.05
 
 
 class Engine:
@@ -159,7 +152,8 @@ class Engine:
 
             MachineEngine(self)
         self._started = False
-        self._maintenance: asyncio.Task[None] | None = None
+        # Leases renewed, orphans adopted, the event log maintained (upkeep.py).
+        self.upkeep = Upkeep(cast("Engine", me))
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -171,97 +165,11 @@ class Engine:
         self.store.listen(self._on_notification)
         await self.scheduler.start()
         if self.config.adopt:
-            claimed = await self.store.claim_executions(
-                self.replica_id,
-                lease_seconds=self.lease_seconds,
-                now=self.clock(),
-                limit=1_000_000,
-                include_own=True,
-            )
-            if claimed:
-                log.info("claimed %d unfinished executions at start; resuming them", len(claimed))
-            await self.runs.resume_all(claimed)
-        await self._upkeep_events()
-        self._maintenance = asyncio.get_running_loop().create_task(
-            self._maintain(), name="agentrun-leases"
-        )
+            await self.upkeep.claim_at_start()
+        await self.upkeep.upkeep_events()
+        self.upkeep.start()
         if self._own_machines and self.machines is not None:
             await self.machines.start()
-
-    async def _upkeep_events(self) -> None:
-        """Event storage for the next days, and retention (at start, then hourly)."""
-        self._events_upkept = self.clock()
-        try:
-            await self.store.maintain_events(
-                now=self.clock(), retention_seconds=self.config.event_retention_seconds
-            )
-        except Exception:
-            log.warning("event log upkeep failed", exc_info=True)
-
-    async def _maintain(self) -> None:
-        """Lease upkeep, in two loops that never wait for each other: renewing this replica's
-        leases must not be delayed by the resumption of a large batch of adopted orphans."""
-        loops = [self._renew_loop()]
-        if self.config.adopt:
-            loops.append(self._claim_loop())
-        await asyncio.gather(*loops)
-
-    async def _renew_loop(self) -> None:
-        """Renews this replica's leases every lease/3; a run whose lease was taken stops at
-        once (its commits would be refused anyway)."""
-        while not self.draining:
-            await asyncio.sleep(self.lease_seconds / 3)
-            if self.draining:
-                return
-            try:
-                # Only runs that existed before the renewal was read can be judged by its answer.
-                before = set(self.runs.live) | set(self.runs.idle)  # unloaded ones too
-                owned = await self.store.renew_leases(
-                    self.replica_id, lease_seconds=self.lease_seconds, now=self.clock()
-                )
-                self.runs.stop_lost(before, set(owned))
-            except Exception:
-                log.warning("lease renewal failed", exc_info=True)
-
-    async def _claim_loop(self) -> None:
-        """Every lease/3, adopts executions whose holder stopped renewing (killed, frozen,
-        cut off, or an `agentrun run` interrupted): so a lease that expires is taken over
-        within one period, whether this replica just started or has run for days."""
-        while not self.draining:
-            await asyncio.sleep(await self._until_claimable())
-            if self.draining:
-                return
-            try:
-                while True:
-                    orphans = await self.store.claim_executions(
-                        self.replica_id,
-                        lease_seconds=self.lease_seconds,
-                        now=self.clock(),
-                        limit=100,
-                    )
-                    await self.runs.resume_all(orphans)
-                    if len(orphans) < 100 or self.draining:
-                        break
-                if self.clock() - self._events_upkept > EVENT_UPKEEP_SECONDS:
-                    await self._upkeep_events()
-            except Exception:
-                log.warning("claiming orphaned executions failed", exc_info=True)
-
-    async def _until_claimable(self) -> float:
-        """How long the claim loop sleeps: until lease/12 after the first lease held elsewhere
-        expires, at most lease/3. Waking at the expiry, not at a fixed poll, bounds a dead
-        replica's take-over by its lease, the grace and the time of one claim."""
-        period = self.lease_seconds / 3
-        try:
-            expiry = await self.store.next_lease_expiry(self.replica_id)
-        except Exception:
-            return period
-        if expiry is None:
-            return period
-        # A grace of lease/12 past the expiry spares a live replica whose renewal is a little
-        # late (a busy loop), and keeps the take-over well within lease + lease/3.
-        grace = self.lease_seconds / 12
-        return min(period, max(CLAIM_MIN_DELAY, expiry - self.clock() + grace))
 
     def _on_notification(self, kind: str, execution_id: str) -> None:
         if kind == "admit":
@@ -271,6 +179,11 @@ class Engine:
             self.hub.poke(execution_id)
         elif kind == "signal" and execution_id in self.runs:
             asyncio.get_running_loop().create_task(self.runs.deliver_signals(execution_id))
+
+    @property
+    def _maintenance(self) -> asyncio.Task[None] | None:
+        """The upkeep loops' task (tests cancel it to stop renewing, as a frozen replica)."""
+        return self.upkeep.task
 
     # ------------------------------------------------------------ budgets
     async def workflow_budget(self, tenant: str, name: str, execution_id: str) -> BudgetSpec | None:
@@ -305,8 +218,7 @@ class Engine:
         Detached nodes stay RUNNING in the store; the next start treats their attempt as
         interrupted and retries it by its policy."""
         self.draining = True
-        if self._maintenance is not None:
-            self._maintenance.cancel()
+        self.upkeep.stop()
         detached = await self.runs.drain(grace)
         if detached:
             # Handed back: another replica may take them over at once.
@@ -455,7 +367,7 @@ class Engine:
             self.runs.start(plan, copy.copy(record))
             return stored
         if admitted.verdict == "cancel_newest" and key is not None:
-            return await self._cancel_pending(
+            return await self.cancel_pending(
                 stored, f"concurrency limit {plan.concurrency_limit} reached for key {key[2]!r}"
             )
         for old_id in admitted.cancel:
@@ -559,7 +471,7 @@ class Engine:
             value if isinstance(value, str) else json.dumps(value, sort_keys=True),
         )
 
-    async def _cancel_pending(self, record: ExecutionRecord, message: str) -> ExecutionRecord:
+    async def cancel_pending(self, record: ExecutionRecord, message: str) -> ExecutionRecord:
         """Ends an execution that never started (queued, or refused by `cancel_newest`)."""
         await self.admission.forget(record.id)
         now = self.clock()
@@ -687,46 +599,8 @@ class Engine:
         tenant: str = DEFAULT_TENANT,
         signal_id: str | None = None,
     ) -> ExecutionRecord:
-        record = await self.get_execution(execution_id, tenant=tenant)
-        if not name:
-            raise InvalidInput([Diagnostic("name", "is required")])
-        if signal_id and signal_id.startswith(approvals.ANSWER_PREFIX):
-            raise InvalidInput(
-                [
-                    Diagnostic(
-                        "signal_id", f"ids starting {approvals.ANSWER_PREFIX!r} are AnswerWait's"
-                    )
-                ]
-            )
-        sizes.check_request("data", data, "signal_bytes")
-        if record.state.terminal:
-            # A retry of a signal that was stored before the end (perhaps the one that ended
-            # it) answers as its first call did: the id, not the state, decides.
-            known = await self.store.get_signal(execution_id, signal_id) if signal_id else None
-            if known is None:
-                raise IllegalTransition(
-                    f"execution {execution_id} is {record.state.value}; it takes no signals",
-                    current_state=record.state.value,
-                )
-            if known.name != name or known.data != data:
-                raise AlreadyExists(
-                    f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id
-                )
-            return record
-        stored, created = await self.add_signal(
-            SignalRecord(
-                execution_id=execution_id,
-                name=name,
-                data=data,
-                signal_id=signal_id or _secrets.token_hex(8),
-                created_at=self.clock(),
-            )
-        )
-        if not created and (stored.name != name or stored.data != data):
-            raise AlreadyExists(
-                f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id
-            )
-        return await self.get_execution(execution_id, tenant=tenant)
+        """Stores a signal for the execution, once per `signal_id` (control.signal)."""
+        return await control.signal(self, execution_id, name, data, tenant, signal_id)
 
     async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
         """Stores a signal (a known id returns the stored one, False) and hands a new one to
@@ -763,7 +637,8 @@ class Engine:
         return await self.workflows.plan_of(record)
 
     async def pause(self, execution_id: str, *, tenant: str = DEFAULT_TENANT) -> ExecutionRecord:
-        return await self._control(
+        return await control.apply(
+            self,
             execution_id,
             tenant,
             "pause",
@@ -793,8 +668,8 @@ class Engine:
                 with_args,
             )
             override = {"node": node_id, "args": args} if with_args else {"node": node_id}
-        return await self._control(
-            execution_id, tenant, "resume", allowed={ExecutionState.PAUSED}, override=override
+        return await control.apply(
+            self, execution_id, tenant, "resume", allowed={ExecutionState.PAUSED}, override=override
         )
 
     async def control_many(
@@ -823,71 +698,9 @@ class Engine:
     async def cancel(
         self, execution_id: str, *, tenant: str = DEFAULT_TENANT, compensate: bool = False
     ) -> ExecutionRecord:
-        return await self._control(
-            execution_id, tenant, "cancel", allowed=None, compensate=compensate
+        return await control.apply(
+            self, execution_id, tenant, "cancel", allowed=None, compensate=compensate
         )
-
-    async def _control(
-        self,
-        execution_id: str,
-        tenant: str,
-        action: str,
-        allowed: set[ExecutionState] | None,
-        compensate: bool = False,
-        override: dict[str, Any] | None = None,
-    ) -> ExecutionRecord:
-        record = await self.get_execution(execution_id, tenant=tenant)
-        # Looked up after the read: the run (live, or just finished) knows better than a
-        # store answer that may have been read before the execution ended.
-        run = await self.runs.load(execution_id)  # an unloaded (waiting) run is rebuilt
-        if run is None and not record.state.terminal and record.owner == self.replica_id:
-            record = await self.get_execution(execution_id, tenant=tenant)
-            run = await self.runs.load(execution_id)
-        state = run.record.state if run is not None else record.state
-        if state.terminal or (allowed is not None and state not in allowed):
-            raise IllegalTransition(
-                f"cannot {action} execution {execution_id}: it is {state.value}",
-                current_state=state.value,
-            )
-        if run is None and action == "cancel" and record.state is ExecutionState.PENDING:
-            return await self._cancel_pending(record, "cancelled by request before it started")
-        if run is None and not record.state.terminal and record.owner != self.replica_id:
-            # Another replica runs it: ask through the store, then watch the state change.
-            await self.store.add_signal(
-                SignalRecord(
-                    execution_id=execution_id,
-                    name=CONTROL_SIGNAL,
-                    data={"action": action, "compensate": compensate, "override": override},
-                    signal_id=_secrets.token_hex(8),
-                    created_at=self.clock(),
-                )
-            )
-            await self.store.notify("signal", execution_id)
-            return await self._await_control(execution_id, tenant, action)
-        if run is None or run.finished:
-            raise IllegalTransition(
-                f"cannot {action} execution {execution_id}: it is not running in this server",
-                current_state=state.value,
-            )
-        await run.control(action, compensate=compensate, override=override)
-        return await self.get_execution(execution_id, tenant=tenant)
-
-    async def _await_control(self, execution_id: str, tenant: str, action: str) -> ExecutionRecord:
-        deadline = self.clock() + 10.0
-        while True:
-            record = await self.get_execution(execution_id, tenant=tenant)
-            state = record.state
-            if (
-                (action == "pause" and state is ExecutionState.PAUSED)
-                or (action == "resume" and state is not ExecutionState.PAUSED)
-                or (action == "cancel" and (state.terminal or state is ExecutionState.COMPENSATING))
-            ):
-                return record
-            if self.clock() > deadline:
-                raise Unavailable(
-                    f"the replica running {execution_id} did not apply {action} in time"
-                )
-            await asyncio.sleep(0.05)
 
     # --------------------------------------------------------------- events
     async def list_events(

@@ -1,0 +1,134 @@
+"""This replica's upkeep of its executions: leases claimed at start, renewed every lease/3,
+orphans adopted as soon as a lease held elsewhere expires, and the event log maintained.
+
+`Engine.start` claims and resumes what this replica held (`claim_at_start`) and starts the
+loops (`start`); `Engine.stop` cancels them. A run whose lease was taken stops at once;
+renewing never waits for the resumption of a large batch of adopted orphans. State machine
+instances keep their leases in machine/leases.py (`LeaseKeeper`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agentrun.engine.engine import Engine
+
+log = logging.getLogger("agentrun.engine")
+
+EVENT_UPKEEP_SECONDS = 3600.0
+# The claim loop's shortest sleep: after a lease expired, and between claims of leases that
+# are expired yet locked (a peer is claiming them at that moment).
+CLAIM_MIN_DELAY = 0.05
+
+
+class Upkeep:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine  # a weak proxy: the engine holds this
+        self.task: asyncio.Task[None] | None = None
+        self._events_upkept = 0.0
+
+    async def claim_at_start(self) -> None:
+        """Claims and resumes unfinished executions: this replica id's own at once, others'
+        whose leases expired."""
+        engine = self.engine
+        claimed = await engine.store.claim_executions(
+            engine.replica_id,
+            lease_seconds=engine.lease_seconds,
+            now=engine.clock(),
+            limit=1_000_000,
+            include_own=True,
+        )
+        if claimed:
+            log.info("claimed %d unfinished executions at start; resuming them", len(claimed))
+        await engine.runs.resume_all(claimed)
+
+    def start(self) -> None:
+        """Starts the loops (`stop` cancels them)."""
+        self.task = asyncio.get_running_loop().create_task(self._loops(), name="agentrun-leases")
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def upkeep_events(self) -> None:
+        """Event storage for the next days, and retention (at start, then hourly)."""
+        self._events_upkept = self.engine.clock()
+        try:
+            await self.engine.store.maintain_events(
+                now=self.engine.clock(),
+                retention_seconds=self.engine.config.event_retention_seconds,
+            )
+        except Exception:
+            log.warning("event log upkeep failed", exc_info=True)
+
+    async def _loops(self) -> None:
+        """Lease upkeep, in two loops that never wait for each other: renewing this replica's
+        leases must not be delayed by the resumption of a large batch of adopted orphans."""
+        loops = [self._renew_loop()]
+        if self.engine.config.adopt:
+            loops.append(self._claim_loop())
+        await asyncio.gather(*loops)
+
+    async def _renew_loop(self) -> None:
+        """Renews this replica's leases every lease/3; a run whose lease was taken stops at
+        once (its commits would be refused anyway)."""
+        while not self.engine.draining:
+            await asyncio.sleep(self.engine.lease_seconds / 3)
+            if self.engine.draining:
+                return
+            try:
+                # Only runs that existed before the renewal was read can be judged by its answer.
+                before = set(self.engine.runs.live) | set(
+                    self.engine.runs.idle
+                )  # unloaded ones too
+                owned = await self.engine.store.renew_leases(
+                    self.engine.replica_id,
+                    lease_seconds=self.engine.lease_seconds,
+                    now=self.engine.clock(),
+                )
+                self.engine.runs.stop_lost(before, set(owned))
+            except Exception:
+                log.warning("lease renewal failed", exc_info=True)
+
+    async def _claim_loop(self) -> None:
+        """Every lease/3, adopts executions whose holder stopped renewing (killed, frozen,
+        cut off, or an `agentrun run` interrupted): so a lease that expires is taken over
+        within one period, whether this replica just started or has run for days."""
+        while not self.engine.draining:
+            await asyncio.sleep(await self._until_claimable())
+            if self.engine.draining:
+                return
+            try:
+                while True:
+                    orphans = await self.engine.store.claim_executions(
+                        self.engine.replica_id,
+                        lease_seconds=self.engine.lease_seconds,
+                        now=self.engine.clock(),
+                        limit=100,
+                    )
+                    await self.engine.runs.resume_all(orphans)
+                    if len(orphans) < 100 or self.engine.draining:
+                        break
+                if self.engine.clock() - self._events_upkept > EVENT_UPKEEP_SECONDS:
+                    await self.upkeep_events()
+            except Exception:
+                log.warning("claiming orphaned executions failed", exc_info=True)
+
+    async def _until_claimable(self) -> float:
+        """How long the claim loop sleeps: until lease/12 after the first lease held elsewhere
+        expires, at most lease/3. Waking at the expiry, not at a fixed poll, bounds a dead
+        replica's take-over by its lease, the grace and the time of one claim."""
+        period = self.engine.lease_seconds / 3
+        try:
+            expiry = await self.engine.store.next_lease_expiry(self.engine.replica_id)
+        except Exception:
+            return period
+        if expiry is None:
+            return period
+        # A grace of lease/12 past the expiry spares a live replica whose renewal is a little
+        # late (a busy loop), and keeps the take-over well within lease + lease/3.
+        grace = self.engine.lease_seconds / 12
+        return min(period, max(CLAIM_MIN_DELAY, expiry - self.engine.clock() + grace))
