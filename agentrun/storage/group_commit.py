@@ -8,7 +8,9 @@ fence), each of its batches is written alone, so one bad batch does not fail its
 neighbours; a database that is unavailable (StoreError) fails them all.
 
 Both the executions and the instances repositories use this class, each with its own
-`apply` (the rows a group writes) and `explain` (the error a refused batch gets).
+`apply` (the rows a group writes) and `explain` (the error a refused batch gets). A dialect
+may add a `direct` writer, tried first (PostgreSQL's execution turns, pg_turns.py): what it
+leaves UNWRITTEN then goes through the transaction as a group of its own.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from agentrun.storage.base import StoreError
 if TYPE_CHECKING:
     from agentrun.storage.sqldb import SqlDatabase
 
-__all__ = ["MAX_GROUP", "RETRY_ALONE", "DirectWriter", "GroupCommit"]
+__all__ = ["MAX_GROUP", "UNWRITTEN", "DirectWriter", "GroupCommit"]
 
 Item = TypeVar("Item")
 
-# A `direct` writer's answer for an item it did not write: written again alone, the
-# transaction's way (which refuses it with its usual error, or writes it).
-RETRY_ALONE: Any = object()
+# A `direct` writer's answer for an item it did not write (it does not cover it, or refused
+# it): such items are then written together the transaction's way, after the others (which
+# refuses them with the usual errors, or writes them).
+UNWRITTEN: Any = object()
 # A dialect's faster way to write a whole group (pg_turns.py): each item's result or
-# RETRY_ALONE; None when it does not cover the group or the database refused it whole
+# UNWRITTEN; None when it does not cover the group or the database refused it whole
 # (nothing written); StoreError when the database is unavailable.
 DirectWriter = Callable[[Sequence[Any]], Awaitable[Sequence[Any] | None]]
 
@@ -156,14 +159,14 @@ class GroupCommit(Generic[Item]):
         if results is None:
             return False
         self.groups += 1
-        alone = [one for one, result in zip(group, results, strict=True) if result is RETRY_ALONE]
+        left = [one for one, result in zip(group, results, strict=True) if result is UNWRITTEN]
         _settle(
-            [one for one, result in zip(group, results, strict=True) if result is not RETRY_ALONE],
-            [result for result in results if result is not RETRY_ALONE],
+            [one for one, result in zip(group, results, strict=True) if result is not UNWRITTEN],
+            [result for result in results if result is not UNWRITTEN],
             None,
         )
-        for one in alone:
-            await self._write_transaction([one])
+        if left:
+            await self._write_transaction(left)
         return True
 
     async def _write_transaction(self, group: list[tuple[Item, asyncio.Future[Any]]]) -> None:

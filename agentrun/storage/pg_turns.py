@@ -18,12 +18,14 @@ earlier ones RETURN):
 - `pg_notify` for the executions whose events went in, in payloads under NOTIFY's limit.
 
 So a stale batch (a replica that lost the lease) writes nothing while its neighbours commit.
-Its caller's item is answered `RETRY_ALONE`: the group commit writes it again alone through
-the SQLAlchemy transaction, which refuses it with the same error as ever (LeaseLost, or
-KeyError for an execution that does not exist). A group this statement does not cover
-(creates, signals consumed without an execution row, one execution twice) and a statement
-PostgreSQL refuses (a duplicate event, a value JSONB cannot hold; nothing was written) go
-the SQLAlchemy way whole.
+Its item is answered `UNWRITTEN`, and so are the batches this statement does not cover
+(creates, rows of another execution than the batch's, signals consumed without an execution
+row, an execution's second batch in the group, and any later batch of an execution one of
+those holds, so that each execution's batches still land in order): the group commit then
+writes them the SQLAlchemy transaction's way, which refuses a stale batch with the same error
+as ever (LeaseLost, or KeyError for an execution that does not exist). A statement PostgreSQL
+refuses (a duplicate event, a value JSONB cannot hold) wrote nothing: the whole group goes
+that way.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 
 from agentrun.storage import schema as db
-from agentrun.storage.group_commit import RETRY_ALONE
+from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.notifications import CHANNEL
 from agentrun.storage.records import EventRecord, NodeRecord
 
@@ -67,11 +69,13 @@ class TurnWriter:
         self._database = database
 
     async def __call__(self, batches: Sequence[TurnRows]) -> list[Any] | None:
-        """Writes the group in one statement; each batch's result (None: written,
-        RETRY_ALONE: not written, ask again alone), or None when the group is not one this
-        statement covers or PostgreSQL refused it (nothing written). StoreError when the
-        database is unreachable."""
-        params = _params(batches)
+        """Writes what the statement covers of the group in one statement; each batch's
+        result (None: written, UNWRITTEN: not written), or None when PostgreSQL refused the
+        statement (nothing written). StoreError when the database is unreachable."""
+        covered = _covered(batches)
+        if not any(covered):
+            return [UNWRITTEN] * len(batches)
+        params = _params([b for b, yes in zip(batches, covered, strict=True) if yes])
         if params is None:
             return None
         key, args = params
@@ -83,37 +87,57 @@ class TurnWriter:
             return None  # refused as a whole: the transaction path finds whose batch it was
         done = set(written or ())
         return [
-            None if batch.execution is not None and batch.execution["b_id"] in done else RETRY_ALONE
-            for batch in batches
+            None
+            if yes and batch.execution is not None and batch.execution["b_id"] in done
+            else UNWRITTEN
+            for batch, yes in zip(batches, covered, strict=True)
         ]
 
 
+def _covered(batches: Sequence[TurnRows]) -> list[bool]:
+    """Which batches the statement writes: an execution's update with rows of that execution
+    only, its first batch in the group, and none after a batch of it that is not covered."""
+    seen: set[str] = set()
+    covered: list[bool] = []
+    for batch in batches:
+        row = batch.execution
+        if row is None:
+            # Not covered; its rows name the executions whose later batches must wait for it.
+            held = {r["execution_id"] for r in batch.nodes + batch.events}
+            seen |= held | {c["b_execution"] for c in batch.consumed}
+            if batch.create is not None:
+                seen.add(batch.create.id)
+            covered.append(False)
+            continue
+        id_ = row["b_id"]
+        yes = (
+            batch.create is None
+            and id_ not in seen
+            and all(r["execution_id"] == id_ for r in batch.nodes)
+            and all(r["execution_id"] == id_ for r in batch.events)
+            and all(c["b_execution"] == id_ for c in batch.consumed)
+        )
+        seen.add(id_)
+        if not yes:
+            seen |= {r["execution_id"] for r in batch.nodes + batch.events}
+        covered.append(yes)
+    return covered
+
+
 def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | None:
-    """The statement's shape (column names) and arguments, or None for a group it does not cover."""
+    """The statement's shape (column names) and arguments for covered batches (`_covered`),
+    or None if their rows differ in shape (then the transaction's way writes them)."""
     executions: list[dict[str, Any]] = []
     fences: list[tuple[str, int] | None] = []
     nodes: dict[tuple[str, str], dict[str, Any]] = {}
     events: list[dict[str, Any]] = []
     consumed: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    if not batches:
-        return None
     for batch in batches:
-        row = batch.execution
-        if batch.create is not None or row is None or row["b_id"] in seen:
-            return None
-        seen.add(row["b_id"])
-        executions.append(row)
+        assert batch.execution is not None
+        executions.append(batch.execution)
         fences.append(batch.fence)
         for node in batch.nodes:
-            if node["execution_id"] != row["b_id"]:
-                return None
             nodes[(node["execution_id"], node["node_id"])] = node
-        for event in batch.events:
-            if event["execution_id"] != row["b_id"]:
-                return None
-        if any(c["b_execution"] != row["b_id"] for c in batch.consumed):
-            return None
         events += batch.events
         consumed += batch.consumed
     # The columns a batch changes; b_ keys are its parameters (the id, the fence).
