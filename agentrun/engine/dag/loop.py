@@ -216,6 +216,13 @@ class DagRun:
         """The first turn's batch is stored (with the creation, in `seconds`)."""
         self._first = (batch, seconds)
 
+    def publish_first(self) -> None:
+        """A run that will not loop (it only waits: the engine keeps it out of memory from
+        its start) reports and publishes its stored first turn here instead."""
+        if self._first is not None:
+            self._committed(*self._first)
+            self._first = None
+
     def restore(
         self, nodes: list[NodeRecord], signals: list[SignalRecord], *, fresh: bool = False
     ) -> None:

@@ -41,8 +41,9 @@ log = logging.getLogger("agentrun.engine")
 UNLOAD_MIN_SECONDS = 1.0
 # Executions resumed together (one `restore_reads` each batch): a small first batch, so the
 # first steps run again at once after a restart, then larger ones.
-RESUME_FIRST_BATCH = 20
+RESUME_FIRST_BATCH = 8
 RESUME_BATCH = 200
+RESUME_YIELD_EVERY = 10
 # Unloaded runs are loaded this early before their wake-up (restore arms the exact timer).
 WAKE_AHEAD_SECONDS = 0.2
 
@@ -233,6 +234,9 @@ class LiveRuns:
     def launch(self, run: DagRun, first: Batch, seconds: float) -> None:
         """A run begun with `begin` whose first turn is stored: its loop launched."""
         run.committed_first(first, seconds)
+        if self._park_quiet(run):  # it only waits: no task, no loop (issue 18's start rate)
+            run.publish_first()
+            return
         self._launch(run)
 
     def start_rerun(self, plan: DagPlan, record: ExecutionRecord, reused: list[NodeRecord]) -> None:
@@ -272,6 +276,7 @@ class LiveRuns:
                 admitted.append((record, plan))
         restoring = [r.id for r, _ in admitted if r.state is not ExecutionState.PENDING]
         reads = await self.engine.store.restore_reads(restoring) if restoring else {}
+        launched = 0
         for record, plan in admitted:
             if record.id in self:  # started meanwhile (admitted, a repeated start)
                 continue
@@ -281,6 +286,11 @@ class LiveRuns:
             else:
                 run.restore(*reads[record.id])
             self._launch_or_park(run)
+            launched += 1
+            if launched % RESUME_YIELD_EVERY == 0:
+                # Let the runs launched so far take their turns (and their calls start)
+                # while the rest of the batch is rebuilt.
+                await asyncio.sleep(0)
 
     async def resume(self, record: ExecutionRecord) -> None:
         """Rebuilds a run from the store (a PENDING one starts) once admission lets it run."""
@@ -322,25 +332,33 @@ class LiveRuns:
         return plan
 
     def _launch_or_park(self, run: DagRun) -> None:
-        """A rebuilt run that only waits (nothing to write, no timer to arm) goes straight
-        to `idle`, without a task or a first turn; any other is launched."""
+        """A rebuilt run that only waits goes straight to `idle`, without a task or a first
+        turn; any other is launched."""
+        if not self._park_quiet(run):
+            self._launch(run)
+
+    def _park_quiet(self, run: DagRun) -> bool:
+        """Parks a run not launched yet that has nothing to write, no timer to arm and
+        nothing to do but wait (`idle_until`, its wake-up far enough); True if it did."""
         fold = run.fold
         batch = fold.journal.batch
-        quiet = not (
+        if (
             fold.journal.dirty
             or batch.events
             or batch.execution is not None
             or batch.consumed_signals
-        )
-        if quiet and self.unload_idle and not self.engine.draining:
-            wake = run.idle_until()
-            if wake is not None and wake - self.engine.clock() >= UNLOAD_MIN_SECONDS:
-                if self.engine.instrumentation is not None:
-                    self.engine.instrumentation.execution_started(run.record)
-                self._park(run.id, wake)
-                fold.close()
-                return
-        self._launch(run)
+            or not self.unload_idle
+            or self.engine.draining
+        ):
+            return False
+        wake = run.idle_until()
+        if wake is None or wake - self.engine.clock() < UNLOAD_MIN_SECONDS:
+            return False
+        if self.engine.instrumentation is not None:
+            self.engine.instrumentation.execution_started(run.record)
+        self._park(run.id, wake)
+        fold.close()
+        return True
 
     async def start_admitted(self, execution_id: str) -> None:
         """A queued execution admission lets run now."""
