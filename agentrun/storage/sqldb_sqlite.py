@@ -49,10 +49,14 @@ INLINE_ITEMS = 2
 # paths): on a slow or busy disk the hand-off is small beside the fsync, and the loop must
 # not stall behind the disk.
 INLINE_MAX_SECONDS = 0.003
-# One inline transaction slower than this (a long WAL checkpoint, a stall) sends the next ones
-# to the thread for a while, whatever the average says.
+# One inline transaction slower than this (a long WAL checkpoint, a stall) sends the next
+# INLINE_PAUSE_COMMITS group commits to the thread, whatever the average says. Counted in
+# commits, not seconds: on a machine whose CPUs are oversubscribed an inline commit is now and
+# then descheduled for longer than this, and a pause in seconds then kept nearly every commit
+# on the thread, whose two wake-ups cost most there (one instance's events: 1,928 µs each
+# through the thread against 578 µs inline, /dev/shm, loadavg 14 on 2 cores).
 INLINE_SLOW_SECONDS = 0.020
-INLINE_PAUSE_SECONDS = 0.25
+INLINE_PAUSE_COMMITS = 16
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
@@ -130,8 +134,8 @@ class SqliteDatabase(SqlDatabase):
         self._handed = 0
         self._finished = 0
         self._dropped = 0
-        # No inline transactions before this time (monotonic): the last one was slow.
-        self._inline_after = 0.0
+        # How many group commits still go to the thread because an inline one was slow.
+        self._inline_pause = 0
         # A moving average of how long a write transaction takes (seconds).
         self._average = 0.0
         # executemany: each statement compiled once per set of columns (the statement is kept
@@ -229,7 +233,9 @@ class SqliteDatabase(SqlDatabase):
     async def group_transaction(self, work: Callable[[sa.Connection], T], *, items: int) -> T:
         """A group commit of `items` batches: a small one on the event loop's own thread when
         the writer is idle (see `_inline_ready`), anything else in the writer thread."""
-        if items <= INLINE_ITEMS and self._inline_ready():
+        if self._inline_pause > 0:
+            self._inline_pause -= 1
+        elif items <= INLINE_ITEMS and self._inline_ready():
             try:
                 with store_errors():
                     return self._run(work, foreign_keys=True, wait=False)
@@ -240,13 +246,12 @@ class SqliteDatabase(SqlDatabase):
     def _inline_ready(self) -> bool:
         """Whether a transaction may run on the loop's thread now: the writer thread has
         nothing queued or running (it owns the one write connection meanwhile), and the last
-        inline commits were quick (a slow disk or a long checkpoint sends them to the thread
-        for a while, so the loop is not held up by them)."""
+        commits are quick (a slow disk sends them to the thread, so the loop is not held up
+        by it; a single slow one, `_inline_pause` commits)."""
         return (
             self._handed == self._finished + self._dropped
             and self._sync_writer is not None
             and self._average < INLINE_MAX_SECONDS
-            and time.monotonic() >= self._inline_after
         )
 
     async def _write(self, work: Callable[[sa.Connection], T], *, foreign_keys: bool) -> T:
@@ -321,7 +326,7 @@ class SqliteDatabase(SqlDatabase):
         if foreign_keys:  # not a migration: those are slow once, not a sign of the disk
             self._average += (took - self._average) / 16
         if not wait and took > INLINE_SLOW_SECONDS:
-            self._inline_after = time.monotonic() + INLINE_PAUSE_SECONDS
+            self._inline_pause = INLINE_PAUSE_COMMITS
         return result
 
     def executemany(
