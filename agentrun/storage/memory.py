@@ -121,7 +121,7 @@ class MemoryExecutions(ExecutionRepository):
             self._requests[(record.tenant, record.request_id)] = record.id
         self._executions[record.id] = _copy(record)
         self._nodes[record.id] = {n.node_id: _copy(n) for n in nodes}
-        self._events[record.id] = [_copy(e) for e in events]
+        self._events[record.id] = list(events)  # kept uncopied, as `commit` keeps them
         return _copy(record), True
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
