@@ -16,8 +16,9 @@ same replica id starts, and we time, from its spawn (interpreter start included)
 ready (every execution claimed and resumed), the first interrupted step called again, and the
 last of the 1,000 called again.
 
-Targets (issue 7): >= 3,000 completions/s on PostgreSQL with one replica on 2 cores; resume
-starts < 2 s after restart.
+Targets (issue 7): >= 3,000 completions/s on PostgreSQL with one replica on 2 cores; (issue 18)
+the first step again < 1 s after restart. The recovery row also gives both times from the
+store's opening, which leaves out the interpreter's start-up.
 """
 
 from __future__ import annotations
@@ -223,6 +224,10 @@ def recovery(url: str, executions: int) -> dict[str, Any]:
         "claim_resume": r["ready"] - r["open"],
         "first_call": r["first_call"] - spawned,
         "last_call": r["last_call"] - spawned,
+        # From the store opened: what the engine's recovery costs, without the interpreter's
+        # start-up (which dominates on a loaded machine).
+        "first_after_open": r["first_call"] - r["open"],
+        "last_after_open": r["last_call"] - r["open"],
     }
 
 
@@ -299,17 +304,18 @@ def main() -> None:
                     rows.append((
                         f"recovery after kill -9, {r['executions']:,} unfinished",
                         label,
-                        f"first step again {r['first_call']:.2f}s, all {r['last_call']:.2f}s",
-                        "first < 2 s",
+                        (f"first step again {r['first_call']:.2f}s, all {r['last_call']:.2f}s "
+                         f"({r['first_after_open']:.2f}s, {r['last_after_open']:.2f}s after open)"),
+                        "first < 1 s",
                     ))
                     print(f"  {label}: imports {r['imports']:.2f}s, engine ready {r['ready']:.2f}s "
                           f"(claim + resume {r['claim_resume']:.2f}s, {r['resumed']} runs), first call "
                           f"{r['first_call']:.2f}s, last call {r['last_call']:.2f}s after spawn", file=sys.stderr)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{'scenario':44} {'backend':11} {'result':44} {'target':>11}")
+    print(f"{'scenario':44} {'backend':11} {'result':66} {'target':>11}")
     for scenario, backend, result, target in rows:
-        print(f"{scenario:44} {backend:11} {result:44} {target:>11}")
+        print(f"{scenario:44} {backend:11} {result:66} {target:>11}")
     print(f"(throughput: {n:,} executions x {STEPS} core.echo steps; times after spawn include the "
           "interpreter's start-up; 2 shared cores)")
 
