@@ -159,6 +159,15 @@ class PostgresNotifications(Notifications):
         await super().close()
         self.listening = False
 
+    async def notify(self, kind: str, keys: str) -> None:
+        """One autocommit statement, one round trip (a transaction took three: BEGIN,
+        `pg_notify`, COMMIT); the state machine's Notifier sends after each commit."""
+        from agentrun.storage.sqldb_postgres import PostgresDatabase
+
+        database = self._database
+        assert isinstance(database, PostgresDatabase)
+        await database.notify_now(kind, keys.split(","))
+
     def _on_payload(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         kind, _, keys = payload.partition(":")
         for key in keys.split(","):

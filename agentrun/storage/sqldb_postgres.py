@@ -186,6 +186,19 @@ class PostgresDatabase(SqlDatabase):
         for chunk in chunks(keys):
             conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{kind}:{chunk}")))
 
+    async def notify_now(self, kind: str, keys: Sequence[str]) -> None:
+        """Announces `kind` for `keys` at once, outside any transaction: one statement in
+        autocommit (works until `dispose`, as `transaction` does)."""
+        engine = self._reader
+        if engine is None:
+            raise StoreError("the store is not open")
+        statement = sa.select(
+            *(sa.func.pg_notify(CHANNEL, f"{kind}:{chunk}") for chunk in chunks(keys))
+        )
+        with store_errors():
+            async with engine.connect() as conn:
+                await conn.execute(statement)
+
     def notification_channel(self) -> Notifications:
         return PostgresNotifications(self)
 
