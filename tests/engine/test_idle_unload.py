@@ -216,3 +216,33 @@ async def test_a_stopped_engine_hands_back_unloaded_executions() -> None:
         assert final.output == {"after": {"got": 3}}
     finally:
         await second.stop(grace=0)
+
+
+async def test_a_control_request_stored_for_an_unloaded_execution_is_applied_on_load() -> None:
+    """Another replica relays pause/cancel as a stored signal; the owner's reload (or a
+    restart) applies it once, as a run in memory would."""
+    from agentrun.engine.dag import CONTROL_SIGNAL
+    from agentrun.storage.records import SignalRecord
+
+    store = MemoryStore()
+    engine = Engine(store, tools=Registry(core_tools()), agents=default_agents())
+    await engine.start()
+    try:
+        await engine.create_workflow(load_workflow(APPROVE))
+        ex = await engine.start_execution("approve", {})
+        await unloaded(engine, ex.id)
+        await store.add_signal(
+            SignalRecord(
+                execution_id=ex.id,
+                name=CONTROL_SIGNAL,
+                data={"action": "cancel", "compensate": False, "override": None},
+                signal_id="relayed",
+                created_at=engine.clock(),
+            )
+        )
+        await engine.runs.deliver_signals(ex.id)  # what the notification does
+        final = await engine.wait(ex.id, timeout=10)
+        assert final.state is ExecutionState.CANCELLED
+        assert not await store.pending_signals(ex.id)  # consumed once
+    finally:
+        await engine.stop(grace=0)
