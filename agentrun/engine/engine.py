@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import json
 import logging
 import os
 import random
@@ -19,24 +17,21 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from agentrun.engine import approvals, control, sizes
+from agentrun.engine import approvals, control
 from agentrun.engine.admission import SharedAdmission, make_admission
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.budgets import BudgetConfig, Budgets, BudgetSpec
 from agentrun.engine.config import EngineConfig
 from agentrun.engine.dag import DagRun
-from agentrun.engine.dag.messages import Cancel, Fail, Pause, Resume
+from agentrun.engine.dag.messages import Fail, Pause, Resume
 from agentrun.engine.dag.runs import LiveRuns
 from agentrun.engine.errors import (
-    AlreadyExists,
     Diagnostic,
     ExecutionNotFound,
     InvalidInput,
-    ResourceExhausted,
     ShuttingDown,
     WorkflowNotFound,
 )
-from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.fleet import make_scheduler
 from agentrun.engine.hub import Hub
 from agentrun.engine.machine.plan import MachinePlan
@@ -48,18 +43,13 @@ from agentrun.engine.rerun import rerun
 from agentrun.engine.runtime.children import run_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.runtime.reads import RunReads
-from agentrun.engine.runtime.requests import (
-    new_execution_id,
-    request_fingerprint,
-)
-from agentrun.engine.runtime.requests import validate_input as _validate_input
 from agentrun.engine.scheduler import SchedulerConfig
+from agentrun.engine.starts import Starts
 from agentrun.engine.upkeep import Upkeep
 from agentrun.engine.workflows import Workflows
 from agentrun.storage.base import Store
 from agentrun.storage.budgets import ledger_for
 from agentrun.storage.records import (
-    Batch,
     EventRecord,
     ExecutionRecord,
     ExecutionState,
@@ -152,6 +142,8 @@ class Engine:
 
             MachineEngine(self)
         self._started = False
+        # StartExecution's path to a stored, admitted execution (starts.py).
+        self.starts = Starts(cast("Engine", me))
         # Leases renewed, orphans adopted, the event log maintained (upkeep.py).
         self.upkeep = Upkeep(cast("Engine", me))
 
@@ -237,7 +229,7 @@ class Engine:
     async def create_workflow(
         self, spec: workflow_pb2.WorkflowSpec, *, tenant: str = DEFAULT_TENANT
     ) -> WorkflowRecord:
-        self._check_open()
+        self.check_open()
         return await self.workflows.create(spec, tenant)
 
     async def get_workflow(
@@ -279,224 +271,22 @@ class Engine:
         parent: tuple[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> ExecutionRecord:
-        """Starts an execution; a repeated `request_id` with the same payload returns the first."""
-        self._check_open()
-        wf = await self._cached_workflow(workflow, tenant, version)
-        plan = await self._plan(wf)
-        input = {} if input is None else input
-        sizes.check_request("input", input, "input_bytes")
-        if plan.input_schema is not None:
-            input = _validate_input(input, plan.input_schema)
-        key = self.concurrency_key(plan, tenant, input)
-        max_pending = self.admission.config.max_pending_executions_per_tenant
-        pending = await self.admission.pending_count(tenant) if parent is None else 0
-        if parent is None and (pending >= max_pending or self.scheduler.would_overflow()):
-            raise ResourceExhausted(
-                f"tenant {tenant!r} has {pending} executions waiting to start",
-                retry_after=1.0,
-                subject=f"tenant:{tenant}",
-                quota=f"max_pending_executions_per_tenant ({max_pending})",
-                tenant=tenant,
-            )
-        request_hash = (
-            request_fingerprint(
-                workflow=workflow, version=version or 0, input=input, priority=priority
-            )
-            if request_id
-            else None
+        """Starts an execution; a repeated `request_id` with the same payload returns the first
+        (starts.py)."""
+        return await self.starts.start(
+            workflow, input, tenant, version, request_id, priority, execution_id, parent, labels
         )
-        now = self.clock()
-        record = ExecutionRecord(
-            id=execution_id or new_execution_id(self.clock),
-            tenant=tenant,
-            workflow=wf.name,
-            version=wf.version,
-            state=ExecutionState.PENDING,
-            input=input,
-            created_at=now,
-            priority=priority,
-            request_id=request_id or None,
-            request_hash=request_hash,
-            parent_id=parent[0] if parent else None,
-            parent_node=parent[1] if parent else None,
-            last_sequence=1,
-            labels=dict(labels or {}),
-            owner=self.replica_id,
-            lease_epoch=1,
-            lease_expires_at=now + self.lease_seconds,
-        )
-        event = EventRecord(
-            record.id,
-            1,
-            "execution.pending",
-            now,
-            None,
-            {"workflow": wf.name, "version": wf.version},
-        )
-        # Children run under their parent's admission. A start that admission lets run
-        # without asking is stored with its first turn (RUNNING, roots started, inline nodes
-        # computed): one commit, so a crash leaves either nothing or a running execution
-        # recovery resumes. Under a quota or a concurrency key it is stored PENDING first.
-        begun = (
-            self.runs.begin(plan, copy.copy(record))
-            if parent or self.admission.unlimited(key)
-            else None
-        )
-        if begun is None:
-            stored, created = await self.store.create_execution(record, events=[event])
-        else:
-            stored, created = await self._store_begun(*begun, event, plan, key, parent is None)
-        if not created:
-            if stored.request_hash != request_hash:
-                raise AlreadyExists(
-                    f"request_id {request_id!r} was used for a different request",
-                    request_id=request_id,
-                )
-            await self._adopt_if_idle(stored)
-            return stored
-        if begun is not None:
-            return stored
-        admitted = (
-            await self.admission.arrive(
-                record.id, tenant, key, plan.concurrency_limit, plan.concurrency_on_limit
-            )
-            if parent is None
-            else None
-        )
-        if admitted is None or admitted.verdict == "run":
-            self.runs.start(plan, copy.copy(record))
-            return stored
-        if admitted.verdict == "cancel_newest" and key is not None:
-            return await self.cancel_pending(
-                stored, f"concurrency limit {plan.concurrency_limit} reached for key {key[2]!r}"
-            )
-        for old_id in admitted.cancel:
-            if old_id in self.runs:
-                self.runs.post(old_id, Cancel())
-            else:  # running on another replica
-                asyncio.get_running_loop().create_task(self._cancel_elsewhere(old_id, tenant))
-        return stored
-
-    async def _store_begun(
-        self,
-        run: DagRun,
-        first: Batch,
-        event: EventRecord,
-        plan: DagPlan,
-        key: tuple[str, str, str] | None,
-        admit: bool,
-    ) -> tuple[ExecutionRecord, bool]:
-        """Creates an execution with its first turn (one commit) and launches its run once
-        stored. Launched even when the caller no longer listens: a start cancelled meanwhile
-        (the client left) or failed after its commit (the connection dropped) leaves a running
-        execution, never a stored one nobody runs. The caller still sees its error; a retry
-        with the same request id finds the execution running."""
-        assert first.execution is not None
-        started = time.perf_counter()
-        creating = asyncio.ensure_future(
-            self.store.create_execution(
-                copy.copy(first.execution), nodes=first.nodes, events=[event, *first.events]
-            )
-        )
-
-        async def launch() -> None:
-            if admit:  # admission lets it run without asking; it keeps its count
-                tenant = run.record.tenant
-                await self.admission.arrive(
-                    run.id, tenant, key, plan.concurrency_limit, plan.concurrency_on_limit
-                )
-            if run.id not in self.runs:
-                self.runs.launch(run, first, time.perf_counter() - started)
-
-        def launch_if_created(done: asyncio.Future[tuple[ExecutionRecord, bool]]) -> None:
-            if not done.cancelled() and done.exception() is None and done.result()[1]:
-                asyncio.get_running_loop().create_task(launch())
-
-        try:
-            stored, created = await asyncio.shield(creating)
-        except asyncio.CancelledError:
-            creating.add_done_callback(launch_if_created)
-            raise
-        except Exception:
-            if await self._stored_as_begun(run):
-                await launch()
-            raise
-        if created:
-            await launch()
-        return stored, created
-
-    async def _stored_as_begun(self, run: DagRun) -> bool:
-        """After a failed create: whether its commit happened all the same (the row is there,
-        still this replica's)."""
-        try:
-            row = await self.store.get_execution(run.id)
-        except Exception:
-            return False
-        return (
-            row is not None
-            and row.owner == self.replica_id
-            and row.lease_epoch == run.record.lease_epoch
-        )
-
-    async def _cancel_elsewhere(self, execution_id: str, tenant: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.cancel(execution_id, tenant=tenant)
-
-    async def _adopt_if_idle(self, record: ExecutionRecord) -> None:
-        """A start repeated after an ambiguous failure (the row was written, the caller saw an
-        error) finds an execution nobody runs yet: this replica runs it."""
-        if (
-            record.state.terminal
-            or record.id in self.runs
-            or self.admission.waiting(record.id)
-            or record.owner != self.replica_id
-        ):
-            return
-        await self.runs.resume(record)
 
     def concurrency_key(
         self, plan: DagPlan, tenant: str, input: Any
     ) -> tuple[str, str, str] | None:
         """The execution's concurrency key (tenant, workflow, the key's value), if its plan
         has one."""
-        if plan.concurrency_key is None:
-            return None
-        try:
-            value = plan.concurrency_key.evaluate({"input": input})
-        except ExpressionError as exc:
-            raise InvalidInput([Diagnostic("concurrency.key", exc.message)]) from None
-        return (
-            tenant,
-            plan.name,
-            value if isinstance(value, str) else json.dumps(value, sort_keys=True),
-        )
+        return self.starts.concurrency_key(plan, tenant, input)
 
     async def cancel_pending(self, record: ExecutionRecord, message: str) -> ExecutionRecord:
         """Ends an execution that never started (queued, or refused by `cancel_newest`)."""
-        await self.admission.forget(record.id)
-        now = self.clock()
-        record.state = ExecutionState.CANCELLED
-        record.error = {"type": "cancelled", "message": message}
-        record.ended_at = now
-        record.last_sequence += 1
-        event = EventRecord(
-            record.id,
-            record.last_sequence,
-            "execution.cancelled",
-            now,
-            None,
-            {"error": record.error},
-        )
-        await self.store.commit(
-            Batch(
-                execution=record,
-                events=[event],
-                fence=(record.owner, record.lease_epoch) if record.owner else None,
-            )
-        )
-        self.hub.publish(record.id, [event])
-        self.runs.answer_waiters(record.id, copy.copy(record))
-        return copy.copy(record)
+        return await self.starts.cancel_pending(record, message)
 
     def _announce(self, kind: str, execution_id: str) -> None:
         async def send() -> None:
@@ -524,7 +314,7 @@ class Engine:
     ) -> ExecutionRecord:
         """Starts a new execution linked to a finished one (label `rerun_of`), from
         `from_node` (default: the node it failed at), reusing what succeeded before (rerun.py)."""
-        self._check_open()
+        self.check_open()
         return await rerun(
             self, execution_id, tenant, from_node, input, version, request_id, labels
         )
@@ -721,7 +511,7 @@ class Engine:
         async for event in self.reads.watch(execution_id, tenant, after_sequence):
             yield event
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
         if self.draining:
             raise ShuttingDown("the server is shutting down and takes no new work")
 

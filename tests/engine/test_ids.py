@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentrun.engine.engine import new_execution_id
+from agentrun.engine.runtime.requests import new_execution_id
 
 
 def test_ids_made_in_one_millisecond_sort_in_creation_order() -> None:
