@@ -42,6 +42,7 @@ from agentrun.storage.records import ExecutionRecord, NodeRecord, NodeState, Sig
 
 if TYPE_CHECKING:
     from agentrun.engine.engine import Engine
+    from agentrun.engine.plan import DagPlan
 
 # The signal id of an answer to a wait: `wait:WAIT_ID`; refused by SignalExecution.
 ANSWER_PREFIX = "wait:"
@@ -140,13 +141,13 @@ def schema_problems(schema: dict[str, Any] | None, data: Any) -> list[Diagnostic
     ]
 
 
-def wait_schema(plan: Any, ref: WaitRef) -> dict[str, Any] | None:
+def wait_schema(plan: DagPlan | None, ref: WaitRef) -> dict[str, Any] | None:
     """The answer schema the plan gives the wait (a map's body, or the wait node)."""
     node = plan.nodes.get(ref.node_id) if plan is not None else None
     if node is None:
         return None
     owner = node.body if ref.map_index is not None else node
-    return getattr(owner, "wait_schema", None)
+    return owner.wait_schema if owner is not None else None
 
 
 # ------------------------------------------------------------ the run's pending waits

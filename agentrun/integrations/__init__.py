@@ -93,7 +93,7 @@ async def attach(engine: Any, config: Mapping[str, Any] | None = None) -> Any:
     """Scrubs the engine's secrets from logs and starts the event bus the config selects
     (`events:`); returns the running publisher (or None when no bus is configured). Call
     `await publisher.stop()` before closing the store."""
-    redact_logging(getattr(engine, "secrets", {}).values())
+    redact_logging(engine.secrets.values())
     from agentrun.integrations.events import publisher_from_config
 
     publisher = publisher_from_config(engine, config or {})

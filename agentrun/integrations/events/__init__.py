@@ -64,7 +64,7 @@ def publisher_from_config(engine: Any, config: Mapping[str, Any]) -> BusPublishe
         queue_size=int(section.get("queue_size", 10_000)),
         retry_interval=parse_seconds(section.get("retry_interval", 0.5)),
         max_retry_interval=parse_seconds(section.get("max_retry_interval", 5)),
-        instrumentation=getattr(engine, "instrumentation", None),
+        instrumentation=engine.instrumentation,
     )
     return publisher.attach(engine.hub)
 
