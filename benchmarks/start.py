@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -192,6 +193,27 @@ async def measure(
             await asyncio.sleep(1.0)  # let the started executions finish
 
 
+def count_transactions(store: Any) -> list[int]:
+    """Counts the SQL store's write transactions (a group commit's is one, however many
+    batches it holds): the count, in a one-item list, goes up as they are opened."""
+    written = [0]
+    database = getattr(store, "database", None)
+    for name in ("transaction", "group_transaction"):
+        method = getattr(database, name, None)
+        if method is None:
+            continue
+
+        def counted(method: Any = method) -> Any:
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                written[0] += 1
+                return await method(*args, **kwargs)
+
+            return call
+
+        setattr(database, name, counted())
+    return written
+
+
 async def engine_only(db: str, count: int, workflow: str) -> None:
     """Starts through `Engine.start_execution` in this process (no gRPC), until each run has
     ended: what a start costs the engine and its store, CPU included (the SQLite writer
@@ -201,6 +223,7 @@ async def engine_only(db: str, count: int, workflow: str) -> None:
     from agentrun.storage.factory import open_store
 
     store = await open_store(db)
+    transactions = count_transactions(store)
     engine = Engine(store, tools=default_tools(), agents=default_agents())
     await engine.start()
     await engine.create_workflow(load_workflow(WORKFLOWS[workflow]))
@@ -220,13 +243,17 @@ async def engine_only(db: str, count: int, workflow: str) -> None:
             f"Engine.start_execution in process, 1-node `{workflow}` workflow, {count} starts "
             f"(code: {ROOT}; store: {db}):"
         )
-        print(f"{'conc':>5} {'starts/s':>9} {'CPU ms':>8}  (CPU: this process's, per execution)")
+        print(
+            f"{'conc':>5} {'starts/s':>9} {'CPU ms':>8} {'tx':>6}  (per execution: this process's "
+            f"CPU, write transactions)"
+        )
         for concurrency in (1, 10, 50):
-            cpu, began = time.process_time(), time.perf_counter()
+            cpu, began, written = time.process_time(), time.perf_counter(), transactions[0]
             await batch(f"c{concurrency}", concurrency, count)
             seconds = time.perf_counter() - began
             cpu_ms = (time.process_time() - cpu) * 1e3 / count
-            print(f"{concurrency:>5} {count / seconds:>9.0f} {cpu_ms:>8.3f}")
+            tx = (transactions[0] - written) / count
+            print(f"{concurrency:>5} {count / seconds:>9.0f} {cpu_ms:>8.3f} {tx:>6.2f}")
     finally:
         await engine.stop(grace=1)
         await store.close()
