@@ -3,7 +3,7 @@
 Through SQLAlchemy's asyncpg adapter a group of engine turns cost about seven round trips
 (BEGIN, the fence's SELECT ... FOR UPDATE, UPDATE, node upsert, events INSERT, `pg_notify`,
 COMMIT), each a wait on the network and the server's scheduler. Here the whole group is one
-prepared statement on a connection of the writer's own (`PostgresDatabase.writer_connection`),
+prepared statement on a connection of the writer's own (`PostgresDatabase.writer_fetchrow`),
 run outside an explicit transaction: PostgreSQL commits it when it ends (one WAL flush), the
 NOTIFY included, so the turn costs one round trip and one flush.
 
@@ -13,23 +13,27 @@ earlier ones RETURN):
   or no fence), locked `FOR UPDATE` in id order, as `renew_leases` locks them, so the two never
   deadlock; a row another transaction changes meanwhile is re-checked on its newest version;
 - `upd`: the execution UPDATEs, of locked rows only;
-- the node upserts, event INSERTs and consumed signals of the executions `upd` wrote, and
-  nothing of the others;
+- `created`: new executions (`create_execution`), in (tenant, request_id, id) order as the
+  transaction's way inserts them; a request id the tenant already used inserts nothing;
+- the node upserts, event INSERTs and consumed signals of the executions `upd` and `created`
+  wrote, and nothing of the others;
 - `pg_notify` for the executions whose events went in, in payloads under NOTIFY's limit.
 
 So a stale batch (a replica that lost the lease) writes nothing while its neighbours commit.
-Its item is answered `UNWRITTEN`, and so are the batches this statement does not cover
-(creates, rows of another execution than the batch's, signals consumed without an execution
-row, an execution's second batch in the group, and any later batch of an execution one of
-those holds, so that each execution's batches still land in order): the group commit then
-writes them the SQLAlchemy transaction's way, which refuses a stale batch with the same error
-as ever (LeaseLost, or KeyError for an execution that does not exist). A statement PostgreSQL
+Its item is answered `UNWRITTEN`, and so are a create whose request id was used (the
+transaction's way then answers with the stored execution) and the batches this statement
+does not cover (rows of another execution than the batch's, signals consumed without an
+execution row, an execution's second batch in the group, and any later batch of an execution
+one of those holds, so that each execution's batches still land in order): the group commit
+then writes them the SQLAlchemy transaction's way, which refuses a stale batch with the same
+error as ever (LeaseLost, or KeyError for an execution that does not exist). A statement PostgreSQL
 refuses (a duplicate event, a value JSONB cannot hold) wrote nothing: the whole group goes
 that way.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -40,7 +44,7 @@ import sqlalchemy as sa
 from agentrun.storage import schema as db
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.notifications import CHANNEL
-from agentrun.storage.records import EventRecord, NodeRecord
+from agentrun.storage.records import EventRecord, ExecutionRecord, NodeRecord
 
 if TYPE_CHECKING:
     from agentrun.storage.sqldb_postgres import PostgresDatabase
@@ -60,6 +64,7 @@ class TurnRows(Protocol):
     consumed: list[dict[str, Any]]
     fence: tuple[str, int] | None
     create: Any
+    create_row: dict[str, Any] | None
 
 
 class TurnWriter:
@@ -82,16 +87,25 @@ class TurnWriter:
         import asyncpg
 
         try:
-            written, _ = await self._database.writer_fetchrow(_statement(*key), args)
+            written, created, _ = await self._database.writer_fetchrow(_statement(*key), args)
         except asyncpg.PostgresError:
             return None  # refused as a whole: the transaction path finds whose batch it was
         done = set(written or ())
+        made = set(created or ())
         return [
-            None
-            if yes and batch.execution is not None and batch.execution["b_id"] in done
-            else UNWRITTEN
-            for batch, yes in zip(batches, covered, strict=True)
+            _result(batch, yes, done, made) for batch, yes in zip(batches, covered, strict=True)
         ]
+
+
+def _result(batch: TurnRows, covered: bool, done: set[str], made: set[str]) -> Any:
+    """A batch's result: None for a commit written, (record, True) for a new execution
+    inserted, UNWRITTEN otherwise (a stale fence; a request id already used)."""
+    if not covered:
+        return UNWRITTEN
+    if batch.create is not None:
+        return (copy.copy(batch.create), True) if batch.create.id in made else UNWRITTEN
+    assert batch.execution is not None
+    return None if batch.execution["b_id"] in done else UNWRITTEN
 
 
 def _covered(batches: Sequence[TurnRows]) -> list[bool]:
@@ -101,6 +115,19 @@ def _covered(batches: Sequence[TurnRows]) -> list[bool]:
     covered: list[bool] = []
     for batch in batches:
         row = batch.execution
+        if row is None and batch.create is not None and batch.create_row is not None:
+            # A new execution with its first rows: the INSERT decides (a request id already
+            # used inserts nothing, and the transaction's way then reads the stored one).
+            id_ = batch.create.id
+            yes = (
+                id_ not in seen
+                and not batch.consumed
+                and all(r["execution_id"] == id_ for r in batch.nodes)
+                and all(r["execution_id"] == id_ for r in batch.events)
+            )
+            seen.add(id_)
+            covered.append(yes)
+            continue
         if row is None:
             # Not covered; its rows name the executions whose later batches must wait for it.
             held = {r["execution_id"] for r in batch.nodes + batch.events}
@@ -132,16 +159,26 @@ def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | 
     nodes: dict[tuple[str, str], dict[str, Any]] = {}
     events: list[dict[str, Any]] = []
     consumed: list[dict[str, Any]] = []
+    creates: list[dict[str, Any]] = []
     for batch in batches:
-        assert batch.execution is not None
-        executions.append(batch.execution)
-        fences.append(batch.fence)
+        if batch.create_row is not None and batch.create is not None:
+            creates.append(batch.create_row)
+        else:
+            assert batch.execution is not None
+            executions.append(batch.execution)
+            fences.append(batch.fence)
         for node in batch.nodes:
             nodes[(node["execution_id"], node["node_id"])] = node
         events += batch.events
         consumed += batch.consumed
     # The columns a batch changes; b_ keys are its parameters (the id, the fence).
-    exec_cols = tuple(c for c in executions[0] if not c.startswith("b_"))
+    exec_cols = tuple(c for c in executions[0] if not c.startswith("b_")) if executions else ()
+    create_cols = tuple(creates[0]) if creates else _EXECUTION_COLUMNS
+    if any(tuple(r) != create_cols for r in creates):
+        return None
+    # In key order, as the transaction's way inserts them: two replicas' groups never wait
+    # on each other's unique keys in a cycle.
+    creates.sort(key=lambda r: (r["tenant"], r["request_id"] or "", r["id"]))
     if any(tuple(c for c in row if not c.startswith("b_")) != exec_cols for row in executions):
         return None
     node_rows = list(nodes.values())
@@ -163,13 +200,15 @@ def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | 
         [c["b_seq"] for c in consumed],
         [c["b_node"] for c in consumed],
     ]
-    return (exec_cols, node_cols, event_cols), args
+    args += _columns(db.executions, create_cols, creates)
+    return (exec_cols, node_cols, event_cols, create_cols), args
 
 
 # The columns of a group without nodes (or events), in the order their rows list them: the
 # same statement then serves groups with and without.
 _NODE_COLUMNS = tuple(f.name for f in dataclasses.fields(NodeRecord))
 _EVENT_COLUMNS = tuple(f.name for f in dataclasses.fields(EventRecord))
+_EXECUTION_COLUMNS = tuple(f.name for f in dataclasses.fields(ExecutionRecord))
 
 
 def _columns(table: sa.Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[Any]:
@@ -225,7 +264,10 @@ def _unnest(table: sa.Table, names: Sequence[str], first: int, alias: str) -> tu
 
 @functools.cache
 def _statement(
-    exec_cols: tuple[str, ...], node_cols: tuple[str, ...], event_cols: tuple[str, ...]
+    exec_cols: tuple[str, ...],
+    node_cols: tuple[str, ...],
+    event_cols: tuple[str, ...],
+    create_cols: tuple[str, ...],
 ) -> str:
     """The one statement of a group of this shape (see the module doc); its result is the ids
     of the executions written."""
@@ -236,6 +278,7 @@ def _statement(
     first += len(node_cols)
     event_from, event_values = _unnest(db.events, event_cols, first, "v")
     first += len(event_cols)
+    create_from, create_values = _unnest(db.executions, create_cols, first + 3, "c")
     node_keys = {c.name for c in db.nodes.primary_key.columns}
     node_set = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in node_cols if n not in node_keys)
     exec_set = ", ".join(f'"{n}" = {v}' for n, v in zip(exec_cols, exec_values, strict=True))
@@ -254,15 +297,22 @@ WITH b AS MATERIALIZED (
     FROM b JOIN locked l ON l.id = b.b_id
     WHERE executions.id = b.b_id
     RETURNING executions.id
+), created AS (
+    INSERT INTO executions ({", ".join(f'"{n}"' for n in create_cols)})
+    SELECT {", ".join(create_values)} FROM {create_from}
+    ON CONFLICT (tenant, request_id) DO NOTHING
+    RETURNING executions.id
+), written AS (
+    SELECT id FROM upd UNION ALL SELECT id FROM created
 ), nodes_written AS (
     INSERT INTO nodes ({", ".join(f'"{n}"' for n in node_cols)})
     SELECT {", ".join(node_values)} FROM {node_from}
-    WHERE n.execution_id IN (SELECT id FROM upd)
+    WHERE n.execution_id IN (SELECT id FROM written)
     ON CONFLICT (execution_id, node_id) {f"DO UPDATE SET {node_set}" if node_set else "DO NOTHING"}
 ), events_written AS (
     INSERT INTO events ({", ".join(f'"{n}"' for n in event_cols)})
     SELECT {", ".join(event_values)} FROM {event_from}
-    WHERE v.execution_id IN (SELECT id FROM upd)
+    WHERE v.execution_id IN (SELECT id FROM written)
     RETURNING execution_id
 ), consumed AS (
     UPDATE signals SET consumed_by = c.node
@@ -278,5 +328,6 @@ WITH b AS MATERIALIZED (
     ) chunked
     GROUP BY chunk
 )
-SELECT (SELECT array_agg(id) FROM upd), (SELECT count(*) FROM announced)
+SELECT (SELECT array_agg(id) FROM upd), (SELECT array_agg(id) FROM created),
+    (SELECT count(*) FROM announced)
 """
