@@ -235,12 +235,15 @@ class InstanceLoop:
                         await asyncio.shield(future)
                         break
                     except asyncio.CancelledError:
+                        # Noted even when the batch is done by now: a cancellation that came
+                        # with the commit's end must not be lost (the engine's stop waits for
+                        # this task, which would otherwise go on to wait for a retry timer).
+                        cancelled = True
                         if future.done():
                             if future.cancelled():
                                 raise
                             future.result()
                             break
-                        cancelled = True
         except asyncio.CancelledError:
             self.evict(inst, None)
             self.forget_id(inst, ev)
