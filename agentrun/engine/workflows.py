@@ -42,6 +42,7 @@ class Workflows:
         self.clock = clock
         self.plans: dict[_Key, DagPlan | MachinePlan] = {}
         self._cache: dict[_Key, tuple[WorkflowRecord, float]] = {}
+        self._reading: dict[_Key, asyncio.Future[WorkflowRecord]] = {}
 
     def validate(self, spec: workflow_pb2.WorkflowSpec) -> DagPlan | MachinePlan:
         """The spec's plan, or InvalidWorkflow with every problem."""
@@ -82,19 +83,34 @@ class Workflows:
             del self.plans[key]
 
     async def cached(self, name: str, tenant: str, version: int | None) -> WorkflowRecord:
-        """`get` through the short-lived cache that starts read."""
+        """`get` through the short-lived cache that starts read. Concurrent misses share one
+        read: a burst of starts when the entry expires costs one store read, not one each
+        (500 concurrent starts used to read the workflow 500 times and exhaust SQLite's
+        read pool)."""
         key = (tenant, name, version or 0)
         now = self.clock()
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
-        record = await self.get(name, tenant, version)
-        self._cache[key] = (record, now + WORKFLOW_CACHE_SECONDS)
-        return record
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self.get(name, tenant, version))
+            self._reading[key] = reading
+            reading.add_done_callback(lambda done: self._read(key, done, now))
+        return await asyncio.shield(reading)
+
+    def _read(self, key: _Key, done: asyncio.Future[WorkflowRecord], started: float) -> None:
+        if self._reading.get(key) is not done:
+            return  # forgotten meanwhile (an update or a delete): not cached
+        del self._reading[key]
+        if not done.cancelled() and done.exception() is None:
+            self._cache[key] = (done.result(), started + WORKFLOW_CACHE_SECONDS)
 
     def _forget(self, tenant: str, name: str) -> None:
         for key in [k for k in self._cache if k[0] == tenant and k[1] == name]:
             del self._cache[key]
+        for key in [k for k in self._reading if k[0] == tenant and k[1] == name]:
+            del self._reading[key]
 
     def cached_plan(self, tenant: str, name: str, version: int) -> DagPlan | MachinePlan | None:
         """The plan compiled when this version was created or first run here, if any."""
