@@ -246,3 +246,29 @@ async def test_a_control_request_stored_for_an_unloaded_execution_is_applied_on_
         assert not await store.pending_signals(ex.id)  # consumed once
     finally:
         await engine.stop(grace=0)
+
+
+async def test_a_signal_for_a_later_wait_is_recorded_when_it_arrives(engine: Engine) -> None:
+    """A signal no wait takes yet is buffered, and its arrival is an event at once (what the
+    console shows after "sent"), also when it wakes an unloaded run: the load read the new
+    signal with the others and buffered it silently (found by tests/console)."""
+    await engine.create_workflow(
+        load_workflow(
+            "name: gates\nnodes:\n  - {id: go, wait: {signal: go}}\n"
+            "  - {id: approval, needs: [go], wait: {signal: approval}}\n"
+        )
+    )
+    ex = await engine.start_execution("gates", {})
+    await unloaded(engine, ex.id)
+    await engine.signal(ex.id, "approval", {"approved": True})
+
+    async def received() -> list[object]:
+        events = await engine.list_events(ex.id)
+        return [e.data for e in events if e.type == "signal.received"]
+
+    await eventually(received)
+    assert [d["signal"] for d in await received()] == ["approval"]  # type: ignore[index]
+    await engine.signal(ex.id, "go", {})
+    final = await engine.wait(ex.id, timeout=10)
+    assert final.state is ExecutionState.SUCCEEDED
+    assert [d["signal"] for d in await received()] == ["approval", "go", "approval"]  # type: ignore[index]

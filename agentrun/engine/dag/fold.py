@@ -199,8 +199,8 @@ class Fold:
                 self._retry_due(key)
             case WaitOver(key, timed_out):
                 self.waits.over(key, timed_out)
-            case SignalArrived(signal):
-                self.waits.signal(signal)
+            case SignalArrived(signal, fresh):
+                self.waits.signal(signal, fresh=fresh)
             case DeadlineReached():
                 self.finish(
                     ExecutionState.TIMED_OUT,

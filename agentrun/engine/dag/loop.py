@@ -241,8 +241,9 @@ class DagRun:
             data = self.host.budgets.meter((self.id, key.text), data)
         self.post(Emitted(key, type_, data))
 
-    def deliver_signal(self, signal: SignalRecord) -> None:
-        self.post(SignalArrived(signal))
+    def deliver_signal(self, signal: SignalRecord, *, fresh: bool = False) -> None:
+        """`fresh`: stored just now by this process (see SignalArrived)."""
+        self.post(SignalArrived(signal, fresh))
 
     def control(
         self, action: str, *, compensate: bool = False, override: dict[str, Any] | None = None

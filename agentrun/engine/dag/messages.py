@@ -70,6 +70,9 @@ class DeadlineReached:
 @dataclass(frozen=True, slots=True)
 class SignalArrived:
     signal: SignalRecord
+    # Stored just now and handed over at once: its `signal.received` is not written yet, even
+    # when the run's restore (a load of an unloaded run) already read it from the store.
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)

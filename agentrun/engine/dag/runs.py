@@ -96,7 +96,7 @@ class LiveRuns:
         stored; a signal is applied once); False if it does not run here."""
         run = self.live.get(signal.execution_id)
         if run is not None:
-            run.deliver_signal(signal)
+            run.deliver_signal(signal, fresh=True)
             return True
         if signal.execution_id not in self:
             return False
@@ -104,7 +104,7 @@ class LiveRuns:
         async def deliver() -> None:
             loaded = await self._load_quietly(signal.execution_id)
             if loaded is not None and not loaded.finished:
-                loaded.deliver_signal(signal)
+                loaded.deliver_signal(signal, fresh=True)
 
         asyncio.get_running_loop().create_task(deliver())
         return True
@@ -434,6 +434,8 @@ class LiveRuns:
         holding them, told through the notification channel)."""
         try:
             admitted = await self.engine.admission.finished(execution_id, ended=ended)
+        except ReferenceError:
+            return  # the engine is gone (its process ends): no place is left to give back
         except Exception:
             log.warning(
                 "could not give back the place of execution %s; reaped later",
