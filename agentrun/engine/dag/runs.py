@@ -48,6 +48,10 @@ RESUME_YIELD_EVERY = 10
 WAKE_AHEAD_SECONDS = 0.2
 
 
+# How long a stop waits for the places of ended executions to be given back.
+FREEING_SECONDS = 5.0
+
+
 class LiveRuns:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -62,6 +66,9 @@ class LiveRuns:
         self._wake_timer: asyncio.TimerHandle | None = None
         self._wake_at = math.inf
         self._loading: dict[str, asyncio.Future[DagRun | None]] = {}
+        # Places being given back (`_admission_freed`): `drain` waits for them, so none
+        # outlives the engine (which runs hold weakly).
+        self._freeing: set[asyncio.Task[None]] = set()
 
     def __contains__(self, execution_id: object) -> bool:
         """Runs here, loaded or not."""
@@ -403,7 +410,9 @@ class LiveRuns:
         if self.live.get(run.id) is run:
             del self.live[run.id]
         if run.finished or (run.task is not None and run.task.cancelled() and not engine.draining):
-            loop.create_task(self._admission_freed(run.id, ended=run.finished))
+            freeing = loop.create_task(self._admission_freed(run.id, ended=run.finished))
+            self._freeing.add(freeing)
+            freeing.add_done_callback(self._freeing.discard)
         task = run.task
         if run.lease_lost or (
             task is not None and not task.cancelled() and isinstance(task.exception(), LeaseLost)
@@ -434,8 +443,6 @@ class LiveRuns:
         holding them, told through the notification channel)."""
         try:
             admitted = await self.engine.admission.finished(execution_id, ended=ended)
-        except ReferenceError:
-            return  # the engine is gone (its process ends): no place is left to give back
         except Exception:
             log.warning(
                 "could not give back the place of execution %s; reaped later",
@@ -507,6 +514,10 @@ class LiveRuns:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._freeing:
+            # Bounded: a store that does not answer must not hold the stop (the places of
+            # executions that ended are reaped from the store later).
+            await asyncio.wait(set(self._freeing), timeout=FREEING_SECONDS)
         return detached
 
     # ------------------------------------------------------------ waiting
