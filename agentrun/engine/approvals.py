@@ -38,6 +38,7 @@ import jsonschema
 
 from agentrun.engine import sizes
 from agentrun.engine.errors import Diagnostic, IllegalTransition, InvalidArgument, Unavailable
+from agentrun.engine.plan import MapNode, WaitNode
 from agentrun.storage.records import ExecutionRecord, NodeRecord, NodeState, SignalRecord
 
 if TYPE_CHECKING:
@@ -146,8 +147,9 @@ def wait_schema(plan: DagPlan | None, ref: WaitRef) -> dict[str, Any] | None:
     node = plan.nodes.get(ref.node_id) if plan is not None else None
     if node is None:
         return None
-    owner = node.body if ref.map_index is not None else node
-    return owner.wait_schema if owner is not None else None
+    if ref.map_index is not None:
+        return node.body.wait_schema if isinstance(node, MapNode) else None
+    return node.wait_schema if isinstance(node, WaitNode) else None
 
 
 # ------------------------------------------------------------ the run's pending waits

@@ -32,6 +32,7 @@ from agentrun.engine.errors import (
     Unavailable,
     WorkflowNotFound,
 )
+from agentrun.engine.plan import StepNode
 from agentrun.storage.records import ExecutionRecord, ExecutionState, NodeState, SignalRecord
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ async def check_override(
     sizes.check_request("args", args, "input_bytes")
     plan = await engine.plan_of(record)
     node = plan.nodes.get(node_id) if plan is not None else None
-    step = node.step if node is not None else None
+    step = node.step if isinstance(node, StepNode) else None
     if step is None or step.kind not in ("tool", "workflow"):
         kind = node.kind if node is not None else "unknown"
         raise InvalidInput(

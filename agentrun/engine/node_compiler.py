@@ -13,7 +13,20 @@ from typing import Any
 from agentrun import spec_words
 from agentrun.engine.dag_graph import Draft
 from agentrun.engine.expressions import Expression, ExpressionError, Template, _strip_strings
-from agentrun.engine.plan import NodePlan, SwitchCase
+from agentrun.engine.plan import (
+    AgentNode,
+    AggregateNode,
+    MapNode,
+    NodePlan,
+    PassNode,
+    StepNode,
+    StepPlan,
+    SwitchCase,
+    SwitchNode,
+    ToolNode,
+    WaitNode,
+    WorkflowNode,
+)
 from agentrun.engine.retry import RetrySpec
 from agentrun.engine.step_compiler import StepCompiler, at_most_once, is_irreversible, value_to_py
 from agentrun.v1 import workflow_pb2 as pb
@@ -24,6 +37,12 @@ BASE_NAMES = frozenset({"input", "nodes", "vars", "execution", "secrets"})
 WITH_OUTPUT = BASE_NAMES | {"output"}
 IN_MAP = BASE_NAMES | {"item", "index"}
 
+_STEP_NODES: dict[str, type[NodePlan]] = {
+    "agent": AgentNode,
+    "tool": ToolNode,
+    "pass": PassNode,
+    "workflow": WorkflowNode,
+}
 _STRATEGY = {
     pb.AggregateNode.STRATEGY_UNSPECIFIED: "merge",
     pb.AggregateNode.STRATEGY_MERGE: "merge",
@@ -87,20 +106,26 @@ def compile_node(
                 f"a {kind} node cannot pause on failure (agent, tool and workflow nodes can)",
             )
 
-    if kind in ("agent", "tool", "pass", "workflow"):
-        f["step"] = c.step(n, kind, path, BASE_NAMES)
-        f["inline"] = kind == "pass"
-        if is_irreversible(f["step"]):
-            f["irreversible"] = True
-            retry = at_most_once(retry)
-    elif kind == "map":
-        f.update(_map(c, n.map, f"{path}.map"))
+    cls: type[NodePlan]
+    parts: dict[str, Any]
+    if kind == "map":
+        cls, parts = MapNode, _map(c, n.map, f"{path}.map")
     elif kind == "switch":
-        f.update(_switch(c, n.switch_node, path))
+        cls, parts = SwitchNode, _switch(c, n.switch_node, path)
     elif kind == "wait":
-        f.update(_wait(c, n.wait, f"{path}.wait"))
+        cls, parts = WaitNode, _wait(c, n.wait, f"{path}.wait")
     elif kind == "aggregate":
-        f.update(_aggregate(c, n.aggregate, path, bool(draft.incoming)))
+        cls, parts = AggregateNode, _aggregate(c, n.aggregate, path, bool(draft.incoming))
+    else:
+        # A node naming no kind was reported (DagCompiler._drafts); it stands as a pass node
+        # so that its other fields are still checked.
+        cls = _STEP_NODES.get(kind or "", PassNode)
+        step = c.step(n, kind, path, BASE_NAMES) if kind else _stand_in_step(path)
+        parts = {"step": step}
+        if is_irreversible(step):
+            parts["irreversible"] = True
+            retry = at_most_once(retry)
+    f.update(parts)
 
     names: set[str] = set()
     refs: set[str] = set()
@@ -111,10 +136,9 @@ def compile_node(
         if part is not None:
             names |= part.names
             refs |= part.node_refs
-    return NodePlan(
+    return cls(
         id=draft.id,
         index=draft.index,
-        kind=draft.kind,
         path=path,
         incoming=tuple(draft.incoming),
         outgoing=tuple(draft.outgoing),
@@ -127,7 +151,9 @@ def compile_node(
 
 
 def _map(c: StepCompiler, m: Any, mpath: str) -> dict[str, Any]:
-    f: dict[str, Any] = {}
+    # A part that does not compile is reported and replaced by a stand-in, so the node is
+    # still built and its other expressions checked; the compile fails, the stand-in never runs.
+    f: dict[str, Any] = {"items": None, "body": None}
     if not m.items:
         c.error(f"{mpath}.items", "is required")
     else:
@@ -145,6 +171,10 @@ def _map(c: StepCompiler, m: Any, mpath: str) -> dict[str, Any]:
         f["body"] = c.standalone_step(m.node, f"{mpath}.node", IN_MAP, waits=True)
     else:
         f["body"] = c.step(pb.Step(workflow=m.workflow), "workflow", mpath, IN_MAP)
+    if f["items"] is None:
+        f["items"] = Expression("[]", f"{mpath}.items")
+    if f["body"] is None:
+        f["body"] = _stand_in_step(mpath)
     return f
 
 
@@ -157,7 +187,7 @@ def _switch(c: StepCompiler, sw: Any, path: str) -> dict[str, Any]:
         expr = c.boolean(case.when, f"{path}.switch.cases[{k}].when", BASE_NAMES)
         if expr is not None:
             cases.append(SwitchCase(expr, case.target))
-    return {"cases": tuple(cases), "default": sw.default_target, "inline": True}
+    return {"cases": tuple(cases), "default": sw.default_target}
 
 
 def _wait(c: StepCompiler, w: Any, wpath: str) -> dict[str, Any]:
@@ -180,7 +210,7 @@ def _wait(c: StepCompiler, w: Any, wpath: str) -> dict[str, Any]:
 
 
 def _aggregate(c: StepCompiler, a: Any, path: str, has_incoming: bool) -> dict[str, Any]:
-    f: dict[str, Any] = {"strategy": _STRATEGY[a.strategy], "inline": True}
+    f: dict[str, Any] = {"strategy": _STRATEGY[a.strategy]}
     if f["strategy"] == "expr":
         if not a.expr:
             c.error(f"{path}.aggregate.expr", "is required for strategy expr")
@@ -198,6 +228,11 @@ def _aggregate(c: StepCompiler, a: Any, path: str, has_incoming: bool) -> dict[s
     return f
 
 
+def _stand_in_step(path: str) -> StepPlan:
+    """In place of a call that did not compile (its problem is reported): never run."""
+    return StepPlan(kind="pass", path=path)
+
+
 def _expressions(f: dict[str, Any]) -> list[Expression | Template]:
     """The node's own expressions and templates (its calls' are the steps')."""
     out: list[Expression | Template] = [
@@ -213,20 +248,30 @@ def _expressions(f: dict[str, Any]) -> list[Expression | Template]:
 def self_ref_problem(plan: NodePlan) -> str | None:
     """A node may read its own `input` (what its edges mapped), nothing else of itself."""
     own = re.compile(r"\bnodes\s*\.\s*" + re.escape(plan.id) + r"\b(?:\s*\.\s*([A-Za-z_]\w*))?")
-    for source in (e.source for e in _node_expressions(plan)):
+    for source in (e.source for e in _node_expressions(plan) if e is not None):
         for m in own.finditer(_strip_strings(source)):
             if m.group(1) != "input":
                 return f"a node may read only its own input: nodes.{plan.id}.{m.group(1) or ''} is not allowed"
     return None
 
 
-def _node_expressions(plan: NodePlan) -> list[Expression]:
-    out: list[Expression] = []
-    for expr in (plan.when, plan.items, plan.expr, *(c.when for c in plan.cases)):
-        if expr is not None:
-            out.append(expr)
-    templates = [plan.output, plan.until, *(plan.export or {}).values()]
-    for part in (plan.step, plan.body, plan.compensate):
+def _node_expressions(plan: NodePlan) -> list[Expression | None]:
+    out: list[Expression | None] = [plan.when]
+    templates = [plan.output, *(plan.export or {}).values()]
+    parts = [plan.compensate]
+    match plan:
+        case StepNode():
+            parts.append(plan.step)
+        case MapNode():
+            out.append(plan.items)
+            parts.append(plan.body)
+        case SwitchNode():
+            out += [case.when for case in plan.cases]
+        case WaitNode():
+            templates.append(plan.until)
+        case AggregateNode():
+            out.append(plan.expr)
+    for part in parts:
         if part is not None:
             templates += [part.value, part.args, part.prompt, part.system, part.workflow_input]
     for t in templates:

@@ -3,8 +3,9 @@
 The runtime reads only these objects: frozen slotted dataclasses with pre-compiled
 expressions, so running a node touches no protobuf message and parses nothing. The
 compiler builds each one complete (agentrun/engine/compiler.py); nothing changes a plan after.
-`NodePlan` is still one class for every kind of node (the fields of the other kinds at their
-defaults); a union of one class per kind is the next step (docs/architecture.md, Known seams).
+`NodePlan` is a union of one class per kind of node (`ToolNode | AgentNode | ... |
+AggregateNode`, sharing `NodeBase`): the interpreter matches the class, and a node holds only
+its own kind's fields.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from agentrun.engine.budgets import BudgetSpec
 from agentrun.engine.errors import Diagnostic
@@ -88,11 +89,16 @@ class SwitchCase:
     target: str
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class NodePlan:
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class NodeBase:
+    """What every node has: its place in the graph, when it runs, its policy and its outcome's
+    transforms. One subclass per kind adds that kind's fields; `NodePlan` is their union."""
+
+    # The file word of the kind (`tool`, `map`, ...): data for events and API output. Code
+    # that behaves by kind matches the class instead.
+    kind: ClassVar[str]
     id: str
     index: int
-    kind: str  # agent | tool | pass | workflow | map | switch | wait | aggregate
     path: str
     incoming: tuple[EdgePlan, ...] = ()
     outgoing: tuple[EdgePlan, ...] = ()
@@ -108,38 +114,89 @@ class NodePlan:
     priority: int = 0
     # `pause`: spent retries (or an open breaker) pause the execution on this node; else `fail`.
     on_exhausted: str = "fail"
-    # agent | tool | pass | workflow: the call itself
-    step: StepPlan | None = None
-    # map
-    items: Expression | None = None
+    # Names the node's expressions reference, for building activations.
+    names: frozenset[str] = frozenset()
+    node_refs: frozenset[str] = frozenset()
+    # No outgoing edge: the node's outcome decides nothing after it.
+    sink: bool = False
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class StepNode(NodeBase):
+    """A node that is one call (`step`): tool, agent, pass or workflow."""
+
+    step: StepPlan
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class ToolNode(StepNode):
+    kind: ClassVar[str] = "tool"
+    # An irreversible tool is never retried automatically, whatever a policy says.
+    irreversible: bool = False
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class AgentNode(StepNode):
+    """A model call; its step holds the provider, prompt and output schema."""
+
+    kind: ClassVar[str] = "agent"
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class PassNode(StepNode):
+    """Its step's value, computed inline in the fold's turn (no call, no scheduler slot)."""
+
+    kind: ClassVar[str] = "pass"
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class WorkflowNode(StepNode):
+    """A child run (an execution or a state machine instance); restarts attach to it again."""
+
+    kind: ClassVar[str] = "workflow"
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class MapNode(NodeBase):
+    kind: ClassVar[str] = "map"
+    items: Expression
+    # The call each item makes (a wait step: each item waits for its own signal).
+    body: StepPlan
     max_concurrency: int = 0
-    body: StepPlan | None = None
-    # switch
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class SwitchNode(NodeBase):
+    kind: ClassVar[str] = "switch"
     cases: tuple[SwitchCase, ...] = ()
     default: str = ""
-    # wait
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class WaitNode(NodeBase):
+    """A wait for a signal (`signal`), a duration, or a time (`until`): exactly one is set."""
+
+    kind: ClassVar[str] = "wait"
     signal: str = ""
     duration: float | None = None
     until: Template | None = None
     wait_timeout: float | None = None
     # The JSON Schema of the answer to a wait for a signal (AnswerWait checks it).
     wait_schema: dict[str, Any] | None = None
-    # aggregate
-    strategy: str = "merge"
-    expr: Expression | None = None
-    # Names the node's expressions reference, for building activations.
-    names: frozenset[str] = frozenset()
-    node_refs: frozenset[str] = frozenset()
-    # Whether the node can run inline in the executor loop (no I/O, no waiting).
-    inline: bool = False
-    # An irreversible tool is never retried automatically, whatever a policy says.
-    irreversible: bool = False
-    # No outgoing edge: the node's outcome decides nothing after it.
-    sink: bool = False
 
-    @property
-    def spec_kind(self) -> str:
-        return self.kind
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class AggregateNode(NodeBase):
+    kind: ClassVar[str] = "aggregate"
+    strategy: str = "merge"
+    # strategy `expr` only.
+    expr: Expression | None = None
+
+
+NodePlan: TypeAlias = (
+    ToolNode | AgentNode | PassNode | WorkflowNode | MapNode | SwitchNode | WaitNode | AggregateNode
+)
+N = TypeVar("N", bound=NodeBase)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -206,6 +263,14 @@ class DagPlan:
     breakers: dict[str, BreakerSpec] = field(default_factory=dict)
     # The workflow's `budget:` (agentrun.engine.budgets), None without one.
     budget: BudgetSpec | None = None
+
+    def node_as(self, node_id: str, cls: type[N]) -> N:
+        """The node `node_id`, which the caller knows to be a `cls` (a map item's key names a
+        map node, a wait's timer a wait node); anything else is a bug, not a user error."""
+        node = self.nodes[node_id]
+        if not isinstance(node, cls):
+            raise TypeError(f"node {node_id!r} is a {node.kind} node, not a {cls.kind} node")
+        return node
 
     def handler_for(self, node_id: str, error_type: str) -> HandlerPlan | None:
         """The first handler that matches: FORMAT.md's "first match wins"."""

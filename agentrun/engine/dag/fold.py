@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, assert_never
 
 from agentrun.engine import sizes
 from agentrun.engine.dag.gate import Gate, Gating
@@ -58,7 +58,19 @@ from agentrun.engine.dag.values import (
 )
 from agentrun.engine.dag.waits import Waits
 from agentrun.engine.expressions import ExpressionError
-from agentrun.engine.plan import DagPlan, NodePlan
+from agentrun.engine.plan import (
+    AgentNode,
+    AggregateNode,
+    DagPlan,
+    MapNode,
+    NodePlan,
+    PassNode,
+    StepNode,
+    SwitchNode,
+    ToolNode,
+    WaitNode,
+    WorkflowNode,
+)
 from agentrun.engine.ports import ToolFailure
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.retries import next_retry
@@ -341,37 +353,48 @@ class Fold:
             if not ok:
                 self.graph.skip(node, "when")
                 return
-        kind = node.kind
-        if kind == "wait":
-            self.waits.start(node, rec)
-        elif kind == "map":
-            self.maps.start(node, rec)
-        elif node.inline:
-            self.begin_attempt(rec)
-            try:
-                value = inline_value(node, rec.attempt, self.activation, self.graph.taken_outputs)
-                if node.kind == "switch":
-                    self.graph.choice[node.id] = value
-            except ExpressionError as exc:
-                self.attempt_failed(node, rec, expression_failure(exc))
-                return
-            except ToolFailure as exc:
-                self.attempt_failed(node, rec, error_dict(exc.type, exc.message, exc.details))
-                return
-            except Exception as exc:  # a bug here must fail the node, not stop the loop
-                log.exception("inline node %s of %s failed unexpectedly", node.id, self.id)
-                self.attempt_failed(
-                    node, rec, error_dict("internal", f"{type(exc).__name__}: {exc}")
+        match node:
+            case WaitNode():
+                self.waits.start(node, rec)
+            case MapNode():
+                self.maps.start(node, rec)
+            case PassNode() | SwitchNode() | AggregateNode():
+                self._inline(node, rec)
+            case ToolNode() | AgentNode() | WorkflowNode():
+                key = TaskKey.of(node.id)
+                self.gate.request(
+                    key, node, node.step, lambda grant: self._go(key, node, rec, grant)
                 )
-                return
-            self.succeeded(node, rec, value)
-        else:
-            key = TaskKey.of(node.id)
-            self.gate.request(key, node, node.step, lambda grant: self._go(key, node, rec, grant))
+            case _:
+                assert_never(node)
 
-    def _go(self, key: TaskKey, node: NodePlan, rec: NodeRecord, grant: Granted | None) -> None:
+    def _inline(self, node: PassNode | SwitchNode | AggregateNode, rec: NodeRecord) -> None:
+        """A node that computes its value in the turn (no I/O, no waiting)."""
+        self.begin_attempt(rec)
+        try:
+            value = inline_value(node, rec.attempt, self.activation, self.graph.taken_outputs)
+            if isinstance(node, SwitchNode):
+                self.graph.choice[node.id] = value
+        except ExpressionError as exc:
+            self.attempt_failed(node, rec, expression_failure(exc))
+            return
+        except ToolFailure as exc:
+            self.attempt_failed(node, rec, error_dict(exc.type, exc.message, exc.details))
+            return
+        except Exception as exc:  # a bug here must fail the node, not stop the loop
+            log.exception("inline node %s of %s failed unexpectedly", node.id, self.id)
+            self.attempt_failed(node, rec, error_dict("internal", f"{type(exc).__name__}: {exc}"))
+            return
+        self.succeeded(node, rec, value)
+
+    def _go(
+        self,
+        key: TaskKey,
+        node: ToolNode | AgentNode | WorkflowNode,
+        rec: NodeRecord,
+        grant: Granted | None,
+    ) -> None:
         self.begin_attempt(rec, grant)
-        assert node.step is not None
         self.launch(Call(key, node, node.step, rec.attempt))
 
     def begin_attempt(self, rec: NodeRecord, grant: Granted | None = None) -> None:
@@ -417,9 +440,8 @@ class Fold:
         rec.error = err
         # After a resume from `on_exhausted: pause` the policy counts attempts afresh.
         counted = rec.attempt - (rec.exhausted or {}).get("base", 0)
-        delay = next_retry(
-            self.handlers.policy(node, err["type"]), node.step, counted, err, self.rng
-        )
+        step = node.step if isinstance(node, StepNode) else None
+        delay = next_retry(self.handlers.policy(node, err["type"]), step, counted, err, self.rng)
         if node.on_exhausted == "pause" and err["type"] == "circuit_open":
             delay = None  # retrying into an open breaker only spends the attempts: pause at once
         if delay is not None and (

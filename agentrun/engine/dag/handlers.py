@@ -12,7 +12,7 @@ from agentrun.engine.dag.keys import Role, TaskKey
 from agentrun.engine.dag.messages import Call, EscalationTimedOut
 from agentrun.engine.dag.values import expression_failure
 from agentrun.engine.expressions import ExpressionError
-from agentrun.engine.plan import HandlerPlan, NodePlan
+from agentrun.engine.plan import HandlerPlan, NodePlan, ToolNode
 from agentrun.engine.retry import RetrySpec
 from agentrun.engine.runtime.common import error_dict
 from agentrun.storage.records import ExecutionState, NodeRecord, NodeState
@@ -35,7 +35,8 @@ class Handlers:
         an irreversible tool is never retried automatically."""
         if self.plan.handlers:
             handler = self.plan.handler_for(node.id, error_type)
-            if handler is not None and handler.action == "retry" and not node.irreversible:
+            irreversible = isinstance(node, ToolNode) and node.irreversible
+            if handler is not None and handler.action == "retry" and not irreversible:
                 assert handler.retry is not None
                 return handler.retry
         return node.retry

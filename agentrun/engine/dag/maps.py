@@ -13,7 +13,7 @@ from agentrun.engine.dag.keys import TaskKey
 from agentrun.engine.dag.messages import Call, CancelCall, Granted, RetryDue, WaitOver
 from agentrun.engine.dag.values import expression_failure, iso, typename
 from agentrun.engine.expressions import ExpressionError
-from agentrun.engine.plan import NodePlan
+from agentrun.engine.plan import MapNode
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.retries import next_retry
 from agentrun.storage.records import NodeRecord, NodeState
@@ -47,10 +47,9 @@ class Maps:
     def busy(self) -> bool:
         return any(m.running > len(m.waiting) or m.retrying for m in self.active.values())
 
-    def start(self, node: NodePlan, rec: NodeRecord) -> None:
+    def start(self, node: MapNode, rec: NodeRecord) -> None:
         fold = self.fold
         fold.begin_attempt(rec)
-        assert node.items is not None
         try:
             items = node.items.evaluate(fold.activation(node.names, node.node_refs))
         except ExpressionError as exc:
@@ -78,11 +77,10 @@ class Maps:
         )
         self.fill(node)
 
-    def restore(self, node: NodePlan, rec: NodeRecord) -> None:
+    def restore(self, node: MapNode, rec: NodeRecord) -> None:
         """A map that was RUNNING at a restart: its succeeded items keep their results, an
         item cut short counts its attempt and runs again (if its policy allows)."""
         fold = self.fold
-        assert node.items is not None and node.body is not None
         try:
             items = node.items.evaluate(fold.activation(node.names, node.node_refs))
         except ExpressionError as exc:
@@ -134,9 +132,9 @@ class Maps:
     def refill_all(self) -> None:
         """On resume: queued items start again."""
         for node_id in list(self.active):
-            self.fill(self.fold.plan.nodes[node_id])
+            self.fill(self.fold.plan.node_as(node_id, MapNode))
 
-    def fill(self, node: NodePlan) -> None:
+    def fill(self, node: MapNode) -> None:
         if self.fold.paused or self.fold.draining:
             return  # queued items wait for resume, which refills every map
         state = self.active[node.id]
@@ -144,23 +142,22 @@ class Maps:
         while state.running < limit and state.queue:
             self._launch_item(node, state.queue.popleft())
 
-    def _launch_item(self, node: NodePlan, index: int) -> None:
+    def _launch_item(self, node: MapNode, index: int) -> None:
         state = self.active[node.id]
         state.running += 1
         key = TaskKey(node.id, index)
-        assert node.body is not None
         if node.body.kind == "wait":
             self._item_wait(key, node)
             return
         self.fold.gate.request(key, node, node.body, lambda grant: self._item_go(key, node, grant))
 
-    def _item_go(self, key: TaskKey, node: NodePlan, grant: Granted | None) -> None:
+    def _item_go(self, key: TaskKey, node: MapNode, grant: Granted | None) -> None:
         fold = self.fold
         state = self.active.get(node.id)
         if state is None:
             fold.gate.free(key)
             return
-        assert key.index is not None and node.body is not None
+        assert key.index is not None
         irec = fold.aux(key)
         irec.attempt += 1
         if irec.started_at is None:
@@ -173,11 +170,11 @@ class Maps:
         extra = {"item": state.items[key.index], "index": key.index}
         fold.launch(Call(key, node, node.body, irec.attempt, extra))
 
-    def _item_wait(self, key: TaskKey, node: NodePlan) -> None:
+    def _item_wait(self, key: TaskKey, node: MapNode) -> None:
         """A map item whose body is a wait: it waits for its own answer (no scheduler slot)."""
         fold = self.fold
         body = node.body
-        assert body is not None and key.index is not None
+        assert key.index is not None
         irec = fold.aux(key)
         now = fold.clock()
         irec.attempt += 1
@@ -197,9 +194,8 @@ class Maps:
         if key.text in fold.waits.pending and body.timeout:
             fold.arm_timer(key, body.timeout, WaitOver(key, True))
 
-    def _resume_item_wait(self, node: NodePlan, index: int) -> None:
+    def _resume_item_wait(self, node: MapNode, index: int) -> None:
         fold = self.fold
-        assert node.body is not None
         key = TaskKey(node.id, index)
         irec = fold.items[key]
         fold.waits.resume(key, irec, node.body.signal, node.body.wait_schema)
@@ -219,8 +215,7 @@ class Maps:
             return
         fold.timers.discard(key)
         fold.waits.pending.end(key.text)
-        body = fold.plan.nodes[key.node].body
-        assert body is not None
+        body = fold.plan.node_as(key.node, MapNode).body
         self.item_done(
             key, irec.attempt, False, error_dict("timeout", f"wait timed out after {body.timeout}s")
         )
@@ -238,8 +233,7 @@ class Maps:
             or irec.state not in (NodeState.RUNNING, NodeState.WAITING)
         ):
             return
-        node = fold.plan.nodes[key.node]
-        assert node.body is not None
+        node = fold.plan.node_as(key.node, MapNode)
         state.running -= 1
         state.waiting.discard(index)
         if ok:
@@ -286,9 +280,9 @@ class Maps:
         if self.fold.paused or self.fold.draining:
             state.queue.appendleft(index)  # retried on resume
             return
-        self._launch_item(self.fold.plan.nodes[key.node], index)
+        self._launch_item(self.fold.plan.node_as(key.node, MapNode), index)
 
-    def _finished(self, node: NodePlan) -> None:
+    def _finished(self, node: MapNode) -> None:
         state = self.active.pop(node.id)
         self.fold.succeeded(node, self.fold.records[node.id], state.results)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from agentrun.engine.dag.keys import Role, TaskKey
 from agentrun.engine.dag.messages import Call, RetryDue
 from agentrun.engine.dag.waits import CONTROL_SIGNAL
+from agentrun.engine.plan import MapNode, SwitchNode, WaitNode, WorkflowNode
 from agentrun.engine.runtime.common import error_dict
 from agentrun.storage.records import ExecutionState, NodeRecord, NodeState, SignalRecord
 
@@ -67,7 +68,7 @@ def restore(
         if rec.state is NodeState.SUCCEEDED or (
             rec.state is NodeState.SKIPPED and rec.skip_reason == "handler"
         ):
-            if plan.nodes[rec.node_id].kind == "switch":
+            if isinstance(plan.nodes[rec.node_id], SwitchNode):
                 graph.choice[rec.node_id] = rec.output
             graph.decide_edges(rec.node_id, True)
         else:
@@ -113,11 +114,10 @@ def _take_up_in_flight(fold: Fold, base: dict[str, NodeRecord]) -> None:
                 if handler is not None and handler.action == "fallback":
                     fold.handlers.start_fallback(node, rec, handler, rec.error)
                     continue
-            if node.kind == "map":
+            if isinstance(node, MapNode):
                 fold.maps.restore(node, rec)
-            elif node.kind == "workflow":
+            elif isinstance(node, WorkflowNode):
                 # The child execution has a deterministic id: attach to it again.
-                assert node.step is not None
                 fold.launch(Call(key, node, node.step, rec.attempt))
             else:
                 fold.attempt_failed(
@@ -126,5 +126,5 @@ def _take_up_in_flight(fold: Fold, base: dict[str, NodeRecord]) -> None:
         elif rec.state is NodeState.RETRYING:
             fold.retrying.add(rec.node_id)
             fold.arm_timer(key, max(0.0, (rec.wake_at or now) - now), RetryDue(key))
-        elif rec.state is NodeState.WAITING:
+        elif rec.state is NodeState.WAITING and isinstance(node, WaitNode):
             fold.waits.restore(node, rec)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 from agentrun.engine import sizes
 from agentrun.engine.expressions import Activation, Expression, ExpressionError
-from agentrun.engine.plan import DagPlan, NodePlan
+from agentrun.engine.plan import AggregateNode, DagPlan, NodePlan, PassNode, SwitchNode
 from agentrun.engine.ports import ToolFailure
 from agentrun.engine.runtime.common import error_dict
 from agentrun.storage.records import ExecutionRecord, NodeRecord, NodeState
@@ -89,7 +89,7 @@ def boolean(expr: Expression, act: dict[str, Any]) -> bool:
     return value
 
 
-def switch_target(node: NodePlan, act: dict[str, Any]) -> str:
+def switch_target(node: SwitchNode, act: dict[str, Any]) -> str:
     """The first case that holds, else the default; neither fails the node."""
     for case in node.cases:
         if boolean(case.when, act):
@@ -102,23 +102,28 @@ def switch_target(node: NodePlan, act: dict[str, Any]) -> str:
 
 
 def inline_value(
-    node: NodePlan, attempt: int, activate: Activate, taken_outputs: Callable[[NodePlan], list[Any]]
+    node: PassNode | SwitchNode | AggregateNode,
+    attempt: int,
+    activate: Activate,
+    taken_outputs: Callable[[NodePlan], list[Any]],
 ) -> Any:
     """What an inline node (`pass`, `switch`, `aggregate`) yields; a switch yields its target."""
-    if node.kind == "pass":
-        assert node.step is not None and node.step.value is not None
-        t = node.step.value
-        if t.is_constant:
-            return t.constant
-        return t.evaluate(activate(node.names, node.node_refs, None, attempt))
-    if node.kind == "switch":
-        return switch_target(node, activate(node.names, node.node_refs, None))
-    if node.kind == "aggregate":
-        return aggregate(node, taken_outputs(node), activate)
-    raise AssertionError(node.kind)
+    match node:
+        case PassNode():
+            t = node.step.value
+            assert t is not None  # the compiler gives every pass step its value
+            if t.is_constant:
+                return t.constant
+            return t.evaluate(activate(node.names, node.node_refs, None, attempt))
+        case SwitchNode():
+            return switch_target(node, activate(node.names, node.node_refs, None))
+        case AggregateNode():
+            return aggregate(node, taken_outputs(node), activate)
+        case _:
+            assert_never(node)
 
 
-def aggregate(node: NodePlan, outputs: list[Any], activate: Activate) -> Any:
+def aggregate(node: AggregateNode, outputs: list[Any], activate: Activate) -> Any:
     """An `aggregate` node's value from its taken sources' outputs (in `needs` order)."""
     strategy = node.strategy
     if strategy == "merge":

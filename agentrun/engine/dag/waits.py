@@ -17,7 +17,7 @@ from agentrun.engine.dag.keys import TaskKey
 from agentrun.engine.dag.messages import Cancel, Pause, Resume, WaitOver
 from agentrun.engine.dag.values import iso, parse_time
 from agentrun.engine.expressions import ExpressionError
-from agentrun.engine.plan import NodePlan
+from agentrun.engine.plan import WaitNode
 from agentrun.engine.runtime.common import error_dict
 from agentrun.storage.records import NodeRecord, NodeState, SignalRecord
 
@@ -45,7 +45,7 @@ class Waits:
     def waiting(self) -> bool:
         return bool(self.pending)
 
-    def start(self, node: NodePlan, rec: NodeRecord) -> None:
+    def start(self, node: WaitNode, rec: NodeRecord) -> None:
         fold = self.fold
         now = fold.clock()
         if rec.started_at is None:
@@ -85,7 +85,7 @@ class Waits:
             fold.arm_timer(key, wake - now, WaitOver(key, False))
         fold.journal.node_state(rec, NodeState.WAITING, {"wake_at": iso(rec.wake_at)})
 
-    def restore(self, node: NodePlan, rec: NodeRecord) -> None:
+    def restore(self, node: WaitNode, rec: NodeRecord) -> None:
         """A node that was WAITING at a restart waits again (timers re-armed at their time)."""
         fold = self.fold
         now = fold.clock()
@@ -143,7 +143,7 @@ class Waits:
         if rec is None or rec.state is not NodeState.WAITING:
             return
         fold.timers.discard(key)
-        node = fold.plan.nodes[key.node]
+        node = fold.plan.node_as(key.node, WaitNode)
         self.pending.end(key.text)
         if timed_out:
             fold.handlers.fail(
