@@ -75,6 +75,11 @@ class Tool(abc.ABC):
     args_schema: Mapping[str, Any] | None = None
     result_schema: Mapping[str, Any] | None = None
     effect: Effect = Effect.IDEMPOTENT
+    # True when `call` never suspends (no I/O, no sleep, nothing awaited that waits): the
+    # engine then runs it on the execution's own loop instead of in a task of its own, which
+    # is most of such a step's cost; a timeout cannot interrupt it, and a call that suspends
+    # after all fails its attempt (`internal`).
+    synchronous: bool = False
 
     @abc.abstractmethod
     async def call(self, args: Any, ctx: CallContext) -> Any:

@@ -12,6 +12,7 @@ class Echo(Tool):
     name = "core.echo"
     description = "Returns its args."
     effect = Effect.PURE
+    synchronous = True
 
     async def call(self, args: Any, ctx: CallContext) -> Any:
         return args
@@ -48,6 +49,7 @@ class Fail(Tool):
         },
     }
     effect = Effect.IDEMPOTENT
+    synchronous = True
 
     async def call(self, args: Any, ctx: CallContext) -> Any:
         args = args or {}

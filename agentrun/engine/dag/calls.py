@@ -1,9 +1,12 @@
 """The calls a DAG run launches after its commit (LangGraph's runner): one attempt of a tool,
 agent, `pass` or `workflow` step through the one step invoker (`invoke_step`: timeout,
-breaker, instrumentation), its progress and outcome posted back to the run's inbox."""
+breaker, instrumentation), its progress and outcome posted back to the run's inbox. A
+synchronous tool's attempt (`Tool.synchronous`) runs at once on the run's loop (`run_now`),
+the others each in a task of their own."""
 
 from __future__ import annotations
 
+import contextvars
 from typing import TYPE_CHECKING, Any
 
 from agentrun.engine.dag.keys import TaskKey
@@ -12,17 +15,49 @@ from agentrun.engine.dag.values import expression_failure
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.plan import StepPlan
 from agentrun.engine.ports import CallContext
+from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.steps import breaker_for, call_agent, call_tool, invoke_step, target_of
 
 if TYPE_CHECKING:
     from agentrun.engine.dag.loop import DagRun
 
 
-async def run_call(run: DagRun, call: Call) -> None:
-    """One attempt of `call`; posts `Done` (never raises but for cancellation)."""
+def synchronous(call: Call) -> bool:
+    """Whether `call` is a synchronous tool's, to run with `run_now`."""
+    tool = call.step.tool
+    return tool is not None and tool.synchronous and call.step.kind == "tool"
+
+
+def run_now(run: DagRun, call: Call) -> None:
+    """A synchronous tool's attempt, to its end before this returns: no task, no trip through
+    the event loop (its `Done` is in the inbox when this returns). It runs in a context of
+    its own, as a task would, so what it sets there does not leak into the run's loop."""
+    coro = run_call(run, call, synchronous=True)
+    context = contextvars.copy_context()
+    try:
+        context.run(coro.send, None)
+    except StopIteration:
+        return
+    # It suspended after all: it would hold the run's loop (and its task) while it waits.
+    context.run(coro.close)
+    tool = call.step.tool
+    assert tool is not None
+    run.post(
+        Done(
+            call.key,
+            call.attempt,
+            False,
+            error_dict("internal", f"tool {tool.name!r} is declared synchronous but suspended"),
+        )
+    )
+
+
+async def run_call(run: DagRun, call: Call, *, synchronous: bool = False) -> None:
+    """One attempt of `call`; posts `Done` (never raises but for cancellation). `synchronous`:
+    run by `run_now`, so no timeout (nothing could interrupt the call)."""
     fold, host = run.fold, run.host
     key, node, step, attempt = call.key, call.node, call.step, call.attempt
-    timeout = node.timeout if step.timeout is None else step.timeout
+    timeout = None if synchronous else node.timeout if step.timeout is None else step.timeout
     ctx = CallContext(
         execution_id=fold.id,
         node_id=node.id,

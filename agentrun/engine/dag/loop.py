@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.budgets import Budgets
-from agentrun.engine.dag.calls import run_call
+from agentrun.engine.dag.calls import run_call, run_now, synchronous
 from agentrun.engine.dag.fold import Fold
 from agentrun.engine.dag.gate import Gating
 from agentrun.engine.dag.keys import TaskKey
@@ -60,6 +60,9 @@ from agentrun.storage.records import (
     NodeState,
     SignalRecord,
 )
+
+# Turns a run takes in a row without waiting before it lets the loop's other tasks run.
+_BUSY_TURNS = 16
 
 
 class Host(Protocol):
@@ -268,6 +271,7 @@ class DagRun:
         try:
             self._arm_deadline()
             first, self._first = self._first, None
+            busy = 0  # turns in a row that did not wait for a message
             while True:
                 if first is None:
                     fold.draining = self.host.draining
@@ -286,6 +290,14 @@ class DagRun:
                     return
                 if not inbox:
                     await self.wakeup.wait()
+                    busy = 0
+                else:
+                    # Synchronous calls answer at once and a memory commit does not wait:
+                    # give the other tasks of the loop a turn now and then.
+                    busy += 1
+                    if busy == _BUSY_TURNS:
+                        busy = 0
+                        await asyncio.sleep(0)
                 self.wakeup.clear()
                 fold.draining = self.host.draining
                 while inbox:
@@ -352,7 +364,10 @@ class DagRun:
         if fold.to_launch:
             loop = asyncio.get_running_loop()
             for call in fold.take_launches():
-                self.tasks[call.key.text] = loop.create_task(run_call(self, call))
+                if synchronous(call):
+                    run_now(self, call)
+                else:
+                    self.tasks[call.key.text] = loop.create_task(run_call(self, call))
 
     # ------------------------------------------------------------- effects
     def _perform(self, effects: list[Effect]) -> None:
