@@ -15,7 +15,7 @@ import random
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 from agentrun.engine import approvals, control
 from agentrun.engine.admission import SharedAdmission, make_admission
@@ -42,7 +42,8 @@ from agentrun.engine.redact import Redactor
 from agentrun.engine.rerun import rerun
 from agentrun.engine.runtime.children import run_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
-from agentrun.engine.runtime.reads import RunReads
+from agentrun.engine.runtime.reads import LogPage, RunFilter, RunReads, Since
+from agentrun.engine.runtime.requests import StartOptions, start_options
 from agentrun.engine.scheduler import SchedulerConfig
 from agentrun.engine.starts import Starts
 from agentrun.engine.upkeep import Upkeep
@@ -63,6 +64,15 @@ if TYPE_CHECKING:
     from agentrun.engine.machine.engine import MachineEngine
 
 log = logging.getLogger("agentrun.engine")
+
+
+class ExecutionFilter(RunFilter[ExecutionState], total=False):
+    """What `Engine.list_executions` keeps: RunFilter's, and executions created in
+    [`created_after`, `created_before`), newest first with `newest_first`."""
+
+    created_after: float | None
+    created_before: float | None
+    newest_first: bool
 
 
 class Engine:
@@ -263,18 +273,23 @@ class Engine:
         workflow: str,
         input: Any = None,
         *,
-        tenant: str = DEFAULT_TENANT,
-        version: int | None = None,
-        request_id: str | None = None,
         priority: int = 0,
         execution_id: str | None = None,
-        parent: tuple[str, str] | None = None,
-        labels: Mapping[str, str] | None = None,
+        **options: Unpack[StartOptions],
     ) -> ExecutionRecord:
         """Starts an execution; a repeated `request_id` with the same payload returns the first
         (starts.py)."""
+        options = start_options(options)
         return await self.starts.start(
-            workflow, input, tenant, version, request_id, priority, execution_id, parent, labels
+            workflow,
+            input,
+            options.get("tenant", DEFAULT_TENANT),
+            options.get("version"),
+            options.get("request_id"),
+            priority,
+            execution_id,
+            options.get("parent"),
+            options.get("labels"),
         )
 
     def concurrency_key(
@@ -344,27 +359,10 @@ class Engine:
         return every_node(execution_id, ids, stored)
 
     async def list_executions(
-        self,
-        *,
-        tenant: str = DEFAULT_TENANT,
-        limit: int = 100,
-        after_id: str | None = None,
-        workflow: str | None = None,
-        states: Sequence[ExecutionState] = (),
-        created_after: float | None = None,
-        created_before: float | None = None,
-        newest_first: bool = False,
+        self, *, tenant: str = DEFAULT_TENANT, limit: int = 100, **keep: Unpack[ExecutionFilter]
     ) -> list[ExecutionRecord]:
-        return await self.store.list_executions(
-            tenant,
-            limit=limit,
-            after_id=after_id,
-            workflow=workflow,
-            states=states,
-            created_after=created_after,
-            created_before=created_before,
-            newest_first=newest_first,
-        )
+        """A page of `tenant`'s executions that `keep` keeps (ExecutionFilter)."""
+        return await self.store.list_executions(tenant, limit=limit, **keep)
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
         """Returns the execution once it is in a final state."""
@@ -493,23 +491,14 @@ class Engine:
         )
 
     # --------------------------------------------------------------- events
-    async def list_events(
-        self,
-        execution_id: str,
-        *,
-        tenant: str = DEFAULT_TENANT,
-        after_sequence: int = 0,
-        limit: int = 1000,
-    ) -> list[EventRecord]:
-        return await self.reads.log(execution_id, tenant, after_sequence, limit)
+    async def list_events(self, execution_id: str, **page: Unpack[LogPage]) -> list[EventRecord]:
+        """The execution's events after `after_sequence`, at most `limit` (RunReads.log)."""
+        return await self.reads.log(execution_id, **page)
 
-    async def watch(
-        self, execution_id: str, *, tenant: str = DEFAULT_TENANT, after_sequence: int = 0
-    ) -> AsyncIterator[EventRecord]:
+    def watch(self, execution_id: str, **since: Unpack[Since]) -> AsyncIterator[EventRecord]:
         """The stored backlog, then live events; each once, in order; ends after the final one
         (RunReads.watch)."""
-        async for event in self.reads.watch(execution_id, tenant, after_sequence):
-            yield event
+        return self.reads.watch(execution_id, **since)
 
     def check_open(self) -> None:
         if self.draining:

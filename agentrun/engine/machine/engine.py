@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Unpack
 
 from agentrun.engine import sizes
 from agentrun.engine.errors import (
@@ -53,13 +53,15 @@ from agentrun.engine.machine.work import Event, Suspended, Work
 from agentrun.engine.runtime.children import run_instance_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.runtime.notify import Notifier
-from agentrun.engine.runtime.reads import RunReads
+from agentrun.engine.runtime.reads import LogPage, RunFilter, RunReads, Since
 from agentrun.engine.runtime.redaction import redacted_machine_batch
 from agentrun.engine.runtime.requests import (
+    StartOptions,
     checked_input,
     new_execution_id,
     refuse_changed_repeat,
     request_fingerprint,
+    start_options,
 )
 from agentrun.storage.base import LeaseLost
 from agentrun.storage.machines import (
@@ -80,6 +82,12 @@ log = logging.getLogger("agentrun.engine.machine")
 
 _ACTIVE = InstanceState.ACTIVE
 _CONFLICT_RETRIES = 8
+
+
+class InstanceFilter(RunFilter[InstanceState], total=False):
+    """What `MachineEngine.list_instances` keeps: RunFilter's, and instances in state `current`."""
+
+    current: str | None
 
 
 class MachineEngine:
@@ -195,18 +203,18 @@ class MachineEngine:
         workflow: str,
         input: Any = None,
         *,
-        tenant: str = DEFAULT_TENANT,
-        version: int | None = None,
-        request_id: str | None = None,
         data: dict[str, Any] | None = None,
         instance_id: str | None = None,
-        parent: tuple[str, str] | None = None,
-        labels: dict[str, str] | None = None,
+        **options: Unpack[StartOptions],
     ) -> InstanceRecord:
         """Creates an instance in the machine's initial state (its entry actions run, its timers
         are armed, its invoke starts). A repeated `request_id` with the same payload returns
         the first instance; with another payload, AlreadyExists."""
         self._check_open()
+        options = start_options(options)
+        tenant = options.get("tenant", DEFAULT_TENANT)
+        version, request_id = options.get("version"), options.get("request_id")
+        labels = options.get("labels")
         wf, plan = await self._plan(tenant, workflow, version)
         input = checked_input(input, plan.input_schema)
         sizes.check_request("data", data, "input_bytes")
@@ -218,7 +226,7 @@ class MachineEngine:
             else None
         )
         now = self.clock()
-        parent_id, parent_node = parent or (None, None)
+        parent_id, parent_node = options.get("parent") or (None, None)
         record = InstanceRecord(
             id=instance_id or new_execution_id(self.clock),
             tenant=tenant,
@@ -270,33 +278,14 @@ class MachineEngine:
         return await self.reads.get(instance_id, tenant)
 
     async def list_instances(
-        self,
-        *,
-        tenant: str = DEFAULT_TENANT,
-        limit: int = 100,
-        after_id: str | None = None,
-        workflow: str | None = None,
-        states: Sequence[InstanceState] = (),
-        current: str | None = None,
+        self, *, tenant: str = DEFAULT_TENANT, limit: int = 100, **keep: Unpack[InstanceFilter]
     ) -> list[InstanceRecord]:
-        return await self.store.list_instances(
-            tenant,
-            limit=limit,
-            after_id=after_id,
-            workflow=workflow,
-            states=states,
-            current=current,
-        )
+        """A page of `tenant`'s instances that `keep` keeps (InstanceFilter)."""
+        return await self.store.list_instances(tenant, limit=limit, **keep)
 
-    async def list_history(
-        self,
-        instance_id: str,
-        *,
-        tenant: str = DEFAULT_TENANT,
-        after_sequence: int = 0,
-        limit: int = 1000,
-    ) -> list[HistoryRecord]:
-        return await self.reads.log(instance_id, tenant, after_sequence, limit)
+    async def list_history(self, instance_id: str, **page: Unpack[LogPage]) -> list[HistoryRecord]:
+        """The instance's history after `after_sequence`, at most `limit` (RunReads.log)."""
+        return await self.reads.log(instance_id, **page)
 
     async def available_events(
         self, instance_id: str, *, tenant: str = DEFAULT_TENANT
@@ -460,13 +449,10 @@ class MachineEngine:
         self.finals.setdefault(instance_id, []).append(future)
         return copy_instance(await asyncio.wait_for(future, timeout))
 
-    async def watch(
-        self, instance_id: str, *, tenant: str = DEFAULT_TENANT, after_sequence: int = 0
-    ) -> AsyncIterator[HistoryRecord]:
+    def watch(self, instance_id: str, **since: Unpack[Since]) -> AsyncIterator[HistoryRecord]:
         """The stored history after `after_sequence`, then live entries; each once, in order;
         ends after the entry that ends the instance (RunReads.watch)."""
-        async for entry in self.reads.watch(instance_id, tenant, after_sequence):
-            yield entry
+        return self.reads.watch(instance_id, **since)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -13,13 +13,35 @@ import secrets as _secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import jsonschema
 
 from agentrun.engine import sizes
 from agentrun.engine.errors import AlreadyExists, Diagnostic, InvalidInput
 from agentrun.engine.schema_numbers import coerce_numbers
+
+
+class StartOptions(TypedDict, total=False):
+    """The keywords of a start both façades take (`Engine.start_execution`,
+    `MachineEngine.create_instance`), declared once: in the name of `tenant` (default: the
+    default tenant), of workflow `version` (default: the newest), once per `request_id`, as
+    the child of `parent` (its execution id and node id), with `labels`."""
+
+    tenant: str
+    version: int | None
+    request_id: str | None
+    parent: tuple[str, str] | None
+    labels: Mapping[str, str] | None
+
+
+def start_options(options: StartOptions) -> StartOptions:
+    """`options` as given; a keyword StartOptions does not name is refused, as a signature
+    that listed them would (typed callers are checked before they run, the rest here)."""
+    for name in sorted(options.keys() - StartOptions.__optional_keys__):
+        raise TypeError(f"unexpected keyword argument {name!r}")
+    return options
+
 
 _last_id = [0, 0]  # (millisecond, random part) of this process's newest id
 _id_lock = threading.Lock()
