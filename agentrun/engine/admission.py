@@ -21,11 +21,14 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from agentrun.engine.scheduler import SchedulerConfig
-from agentrun.storage.admissions import AdmissionTable, Admitted, ckey_of
 from agentrun.storage.base import Store
-from agentrun.storage.sqldb import SqlDatabase
+from agentrun.storage.records import Admitted, ckey_of
+
+if TYPE_CHECKING:
+    from agentrun.storage.admissions import AdmissionTable
 
 __all__ = ["Admitted", "LocalAdmission", "SharedAdmission", "make_admission"]
 
@@ -41,7 +44,9 @@ def make_admission(
     """The shared admission on a SQL store (unless `limits: {shared: false}`), else the local one.
     `notify(execution_id)` announces an admission to the replica holding that execution."""
     database = store.database
-    if config.shared and isinstance(database, SqlDatabase):
+    if config.shared and database is not None:
+        from agentrun.storage.admissions import AdmissionTable
+
         return SharedAdmission(config, AdmissionTable(database), notify=notify)
     return LocalAdmission(config)
 

@@ -31,6 +31,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from agentrun.engine.scheduler import (
     BaseScheduler,
@@ -44,7 +45,10 @@ from agentrun.engine.scheduler import (
     grant_round,
 )
 from agentrun.storage.base import Store
-from agentrun.storage.slots import Decision, FleetView, SlotRow, SlotTable
+from agentrun.storage.slot_rows import Decision, FleetView, SlotRow
+
+if TYPE_CHECKING:
+    from agentrun.storage.slots import SlotTable
 
 log = logging.getLogger("agentrun.engine.fleet")
 
@@ -61,15 +65,10 @@ def make_scheduler(
 ) -> Scheduler | FleetScheduler:
     """The fleet scheduler on PostgreSQL when node limits or buckets are configured (and
     `shared` is not turned off); the local one otherwise (memory, SQLite)."""
-    from agentrun.storage.sqldb import SqlDatabase
-
     database = store.database
-    if (
-        config.limits_nodes
-        and config.shared
-        and isinstance(database, SqlDatabase)
-        and not database.sqlite
-    ):
+    if config.limits_nodes and config.shared and database is not None and not database.sqlite:
+        from agentrun.storage.slots import SlotTable
+
         return FleetScheduler(
             config,
             SlotTable(database),

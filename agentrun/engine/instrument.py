@@ -12,7 +12,7 @@ import contextvars
 from collections.abc import Iterator
 from typing import Any
 
-from agentrun.storage.machines import HistoryRecord, InstanceRecord
+from agentrun.storage.machine_base import HistoryRecord, InstanceRecord
 from agentrun.storage.records import EventRecord, ExecutionRecord
 
 current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(

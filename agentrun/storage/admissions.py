@@ -15,35 +15,19 @@ start goes first in its key's line.
 
 from __future__ import annotations
 
-import json
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from agentrun.storage import schema as db
-from agentrun.storage.records import ExecutionState
+from agentrun.storage.records import Admitted, ExecutionState, ckey_of
 from agentrun.storage.sqldb import SqlDatabase
 
 __all__ = ["AdmissionTable", "Admitted", "ckey_of"]
 
 _a = db.admissions
 _TERMINAL = [s.value for s in ExecutionState if s.terminal]
-
-
-def ckey_of(key: tuple[str, str, str] | None) -> str | None:
-    """The stored form of a concurrency key (tenant, workflow, value): the tenant is a column."""
-    return None if key is None else json.dumps([key[1], key[2]])
-
-
-@dataclass(frozen=True, slots=True)
-class Admitted:
-    """An arrival's verdict: `run`, `queued`, `cancel_newest` (refused, no row), or
-    `cancel_oldest` (queued first; `cancel` names the running execution to cancel)."""
-
-    verdict: str
-    cancel: tuple[str, ...] = ()
 
 
 class AdmissionTable:

@@ -8,6 +8,7 @@ Times are seconds since the epoch (float); payloads are JSON values.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,3 +196,17 @@ class Batch:
     # still leased to this owner at this epoch, so a replica that lost its lease (paused
     # past it, partitioned away) cannot commit stale work.
     fence: tuple[str, int] | None = None
+
+
+def ckey_of(key: tuple[str, str, str] | None) -> str | None:
+    """The stored form of a concurrency key (tenant, workflow, value): the tenant is a column."""
+    return None if key is None else json.dumps([key[1], key[2]])
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An arrival's verdict: `run`, `queued`, `cancel_newest` (refused, no row), or
+    `cancel_oldest` (queued first; `cancel` names the running execution to cancel)."""
+
+    verdict: str
+    cancel: tuple[str, ...] = ()

@@ -15,7 +15,7 @@ from typing import Any
 from agentrun.storage.base import Store
 from agentrun.storage.executions import SqlExecutions
 from agentrun.storage.group_commit import GroupCommit
-from agentrun.storage.machines import SqlMachineStore
+from agentrun.storage.machines_sql import SqlMachineStore
 from agentrun.storage.notifications import Notifications
 from agentrun.storage.records import NodeRecord, SignalRecord
 from agentrun.storage.sqldb import IDLE_IN_TRANSACTION_MS, SqlDatabase

@@ -16,9 +16,9 @@ from agentrun.storage.machines import (
     InstanceState,
     MachineBatch,
     MachineStore,
-    SqlMachineStore,
     TimerRecord,
 )
+from agentrun.storage.machines_sql import SqlMachineStore
 from tests.machines.conftest import open_backend
 
 
