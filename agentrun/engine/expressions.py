@@ -53,6 +53,9 @@ else:
     cel = _load_cel()
 
 MAX_SOURCE_BYTES = 4096
+# The one empty name set every constant template, step and node shares: since Python 3.10
+# each `frozenset()` is a new 216-byte object, 40,000 of them in a 10,000-node plan.
+NO_NAMES: frozenset[str] = frozenset()
 MAX_COLLECTION = 10_000
 
 # What the CEL library (the Rust core, without the opt-in Python stdlib) provides, and the
@@ -376,8 +379,10 @@ def compile_template_collect(
 ) -> Template:
     expressions: list[Expression] = []
     fn = _build(value, path, allowed, errors, expressions)
-    names = frozenset().union(*(e.names for e in expressions)) if expressions else frozenset()
-    refs = frozenset().union(*(e.node_refs for e in expressions)) if expressions else frozenset()
+    if not expressions:
+        return Template(NO_NAMES, NO_NAMES, fn, None if fn is not None else value, expressions)
+    names = frozenset().union(*(e.names for e in expressions))
+    refs = frozenset().union(*(e.node_refs for e in expressions))
     return Template(names, refs, fn, None if fn is not None else value, expressions)
 
 

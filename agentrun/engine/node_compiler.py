@@ -12,7 +12,13 @@ from typing import Any
 
 from agentrun import spec_words
 from agentrun.engine.dag_graph import Draft
-from agentrun.engine.expressions import Expression, ExpressionError, Template, _strip_strings
+from agentrun.engine.expressions import (
+    NO_NAMES,
+    Expression,
+    ExpressionError,
+    Template,
+    _strip_strings,
+)
 from agentrun.engine.plan import (
     AgentNode,
     AggregateNode,
@@ -143,8 +149,8 @@ def compile_node(
         incoming=tuple(draft.incoming),
         outgoing=tuple(draft.outgoing),
         retry=retry,
-        names=frozenset(names),
-        node_refs=frozenset(refs),
+        names=frozenset(names) if names else NO_NAMES,
+        node_refs=frozenset(refs) if refs else NO_NAMES,
         sink=not draft.outgoing,
         **f,
     )

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from agentrun.engine.budgets import BudgetSpec
 from agentrun.engine.errors import Diagnostic
-from agentrun.engine.expressions import Expression, Template
+from agentrun.engine.expressions import NO_NAMES, Expression, Template
 from agentrun.engine.ports import AgentProvider, Tool
 from agentrun.engine.retry import NO_RETRY, RetrySpec
 from agentrun.v1 import workflow_pb2
@@ -79,8 +79,8 @@ class StepPlan:
         for t in (self.value, self.args, self.prompt, self.system, self.workflow_input):
             if t is not None:
                 names, refs = names | t.names, refs | t.node_refs
-        object.__setattr__(self, "names", names)
-        object.__setattr__(self, "node_refs", refs)
+        object.__setattr__(self, "names", names or NO_NAMES)
+        object.__setattr__(self, "node_refs", refs or NO_NAMES)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
