@@ -49,7 +49,15 @@ def which(message: Message, oneof: str = "kind") -> str | None:
     name = message.WhichOneof(oneof)
     if name is None:
         return None
-    return word(descriptor(message).fields_by_name[name])
+    key = (message.DESCRIPTOR.full_name, name)
+    known = _WHICH.get(key)
+    if known is None:
+        known = _WHICH[key] = word(descriptor(message).fields_by_name[name])
+    return known
+
+
+# (message type, set member's proto name) -> its word: the compiler asks twice per node.
+_WHICH: dict[tuple[str, str], str] = {}
 
 
 def member(message: Message, oneof: str = "kind") -> Any:

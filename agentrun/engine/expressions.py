@@ -56,6 +56,7 @@ MAX_SOURCE_BYTES = 4096
 # The one empty name set every constant template, step and node shares: since Python 3.10
 # each `frozenset()` is a new 216-byte object, 40,000 of them in a 10,000-node plan.
 NO_NAMES: frozenset[str] = frozenset()
+_CONSTANT_TYPES = frozenset({int, float, bool})
 MAX_COLLECTION = 10_000
 
 # What the CEL library (the Rust core, without the opt-in Python stdlib) provides, and the
@@ -378,6 +379,8 @@ def compile_template_collect(
     value: Any, path: str, allowed: frozenset[str] | None, errors: list[ExpressionError]
 ) -> Template:
     expressions: list[Expression] = []
+    if value is None or value.__class__ in _CONSTANT_TYPES:  # most values of a large spec
+        return Template(NO_NAMES, NO_NAMES, None, value, expressions)
     fn = _build(value, path, allowed, errors, expressions)
     if not expressions:
         return Template(NO_NAMES, NO_NAMES, fn, None if fn is not None else value, expressions)
