@@ -53,3 +53,18 @@ def _no_internal_or_unknown_status(request: pytest.FixtureRequest) -> Iterator[l
             " (see the server log; map the error in agentrun/server/errors.py)",
             pytrace=False,
         )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Waits for the throwaway PostgreSQL databases still being dropped in the background
+    (tests/storage/conftest.py); names any left behind."""
+    import sys
+
+    storage = sys.modules.get("tests.storage.conftest")
+    if storage is None:
+        return
+    left = storage.wait_for_drops()
+    if left:
+        session.config.get_terminal_writer().line(
+            f"throwaway databases not dropped: {left}", yellow=True
+        )

@@ -41,7 +41,7 @@ def pg() -> Any:
 
 @pytest.fixture
 async def cluster(pg):
-    url = pg.create_database()
+    url = pg.create_database(migrated=True)
     ledger = Ledger()
     engines: list[Engine] = []
     stores: list[SqlStore] = []
@@ -65,6 +65,7 @@ async def cluster(pg):
         await engine.stop(grace=0)
     for store in stores:
         await store.close()
+    pg.release(url)
 
 
 def crash(engine: Engine) -> None:

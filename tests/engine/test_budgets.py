@@ -127,7 +127,7 @@ async def test_three_replicas_share_a_tenant_budget(pg_server: PgServer) -> None
     """30 one-call executions over three replicas on one PostgreSQL database, a tenant budget
     of 150 tokens, each call reserving and using 10: exactly 15 calls run, whichever replica
     runs them; the others' executions wait PAUSED."""
-    url = pg_server.create_database()
+    url = pg_server.create_database(migrated=True)
     answer = {
         "content": "ok",
         "usage": {"prompt_tokens": 0, "completion_tokens": 10, "total_tokens": 10},

@@ -38,7 +38,7 @@ LEASE = 1.5
 
 @pytest.fixture
 async def fleet(pg_server: PgServer):
-    url = pg_server.create_database()
+    url = pg_server.create_database(migrated=True)
     probe = Probe()
     engines: list[Engine] = []
     stores: list[SqlStore] = []
@@ -67,6 +67,7 @@ async def fleet(pg_server: PgServer):
         await engine.stop(grace=0)
     for store in stores:
         await store.close()
+    pg_server.release(url)
 
 
 async def slot_rows(engine: Engine) -> list[Any]:

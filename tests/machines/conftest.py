@@ -7,6 +7,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from agentrun.engine.ports import CallContext, Tool, ToolFailure
 from agentrun.integrations import Registry, default_agents
 from agentrun.integrations.core_tools import core_tools
 from tests.storage.conftest import PgServer
+from tests.storage.templates import migrated_sqlite
 
 # Set: the PostgreSQL tests use this database; unset: one of their own on the shared server,
 # created on first use and dropped at the end of the session (the shared `test` database may
@@ -123,7 +125,8 @@ async def open_backend(kind: str, tmp_path: Any) -> Any:
     from agentrun.storage.sql import SqlStore
 
     if kind == "sqlite":
-        store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/machines.db")
+        path = Path(tmp_path) / "machines.db"  # replicas of a test share the file
+        store = SqlStore(f"sqlite+aiosqlite:///{path}" if path.exists() else migrated_sqlite(path))
     else:
         store = SqlStore(pg_url())
     try:

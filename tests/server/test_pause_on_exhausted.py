@@ -26,6 +26,7 @@ from agentrun.storage.memory import MemoryStore
 from agentrun.storage.sql import SqlStore
 from agentrun.v1 import execution_service_pb2 as es_pb
 from tests.storage.conftest import PgServer
+from tests.storage.templates import migrated_sqlite
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -219,10 +220,10 @@ async def test_bad_resumes_name_the_field_or_the_state(rig: Rig) -> None:
 async def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
     server = None
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'paused.db'}"
+        url = migrated_sqlite(tmp_path / "paused.db")
     else:
         server = PgServer()
-        url = server.create_database()
+        url = server.create_database(migrated=True)
     store = SqlStore(url)
     await store.open()
     yield store
@@ -274,10 +275,10 @@ async def any_rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         store: Any = MemoryStore()
     else:
         if request.param == "sqlite":
-            url = f"sqlite+aiosqlite:///{tmp_path / 'bulk.db'}"
+            url = migrated_sqlite(tmp_path / "bulk.db")
         else:
             server = PgServer()
-            url = server.create_database()
+            url = server.create_database(migrated=True)
         store = SqlStore(url)
         await store.open()
     rig = Rig(store, Flaky())
@@ -294,7 +295,7 @@ async def test_a_resume_with_args_through_another_replica(tmp_path: Path) -> Non
     """Replica A runs the execution paused on its node; the resume with args reaches replica B,
     which hands it to A through the store (the control signal carries the override)."""
     server = PgServer()
-    url = server.create_database()
+    url = server.create_database(migrated=True)
     stores = [SqlStore(url), SqlStore(url)]
     for store in stores:
         await store.open()

@@ -53,8 +53,10 @@ def _terminate(store: SqlStore) -> None:
 
 
 @pytest.fixture
-async def pg_url(pg_server: PgServer) -> str:
-    return pg_server.create_database()
+async def pg_url(pg_server: PgServer) -> AsyncIterator[str]:
+    url = pg_server.create_database(migrated=True)
+    yield url
+    pg_server.release(url)
 
 
 @pytest.fixture

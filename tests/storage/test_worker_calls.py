@@ -23,6 +23,7 @@ from agentrun.storage.worker_calls import (
     WorkerRecord,
     worker_calls_for,
 )
+from tests.storage.templates import migrated_sqlite
 
 LOST = {"type": "worker_lost", "message": "gone", "details": {}}
 NOW = 1_000_000.0
@@ -36,13 +37,15 @@ async def repo(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     from agentrun.storage.sql import SqlStore
 
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/store.db"
-    else:
-        url = request.getfixturevalue("pg_server").create_database()  # workers ids are per test
+        url = migrated_sqlite(tmp_path / "store.db")
+    else:  # workers ids are per test
+        url = request.getfixturevalue("pg_server").create_database(migrated=True)
     store = SqlStore(url)
     await store.open()
     yield worker_calls_for(store)
     await store.close()
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_server").release(url)
 
 
 @pytest.fixture
