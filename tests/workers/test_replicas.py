@@ -178,11 +178,26 @@ def pg() -> Iterator[PgServer]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, pg: PgServer) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path, pg.create_database())
+    url = pg.create_database(migrated=True)
+    cluster = Cluster(tmp_path, url)
     try:
         yield cluster
     finally:
         cluster.stop()
+        pg.release(url)
+
+
+@pytest.fixture(scope="module")
+def refusing_cluster(tmp_path_factory: pytest.TempPathFactory, pg: PgServer) -> Iterator[Cluster]:
+    """One cluster for the cases that change nothing (refused registrations): starting two
+    replicas per case cost more than the cases."""
+    url = pg.create_database(migrated=True)
+    cluster = Cluster(tmp_path_factory.mktemp("refusing"), url)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        pg.release(url)
 
 
 def workers_on(address: str) -> list[pb.Worker]:
@@ -325,9 +340,9 @@ def _tool(name: str, args_schema: dict[str, Any]) -> pb.WorkerTool:
     ids=["empty-name", "duplicate", "bad-schema"],
 )
 def test_bad_registrations_are_invalid_argument_naming_the_field(
-    cluster: Cluster, tools: list[pb.WorkerTool], field: str
+    refusing_cluster: Cluster, tools: list[pb.WorkerTool], field: str
 ) -> None:
-    with grpc.insecure_channel(cluster.replicas["b"].address) as channel:
+    with grpc.insecure_channel(refusing_cluster.replicas["b"].address) as channel:
         stream = pb_grpc.WorkerServiceStub(channel).Connect(
             iter(
                 [pb.ConnectRequest(register=pb.RegisterWorker(tools=tools, max_concurrent_calls=1))]
