@@ -1,18 +1,18 @@
-"""gRPC benchmark: StartExecution throughput and latency at concurrency 1/10/50 for a 1-node
-workflow, and event latency from the engine's commit to a WatchExecution client.
+"""gRPC benchmark: event latency from the engine's commit to a WatchExecution client.
 
-    python benchmarks/grpc.py [--db URL] [--seconds 5] [--in-process]
+    python benchmarks/grpc.py [--db URL] [--runs 5] [--in-process]
 
-The server runs as `agentrun serve` in a child process (unless --in-process); the load
-generator is this process, on the same machine: both share its cores, so the figures are
-a floor for what a separate client machine would see.
+StartExecution (throughput and latency at concurrency 1/10/50, against a raw grpc.aio unary
+call in the same run) is measured in one place: benchmarks/start.py.
+
+The server runs as `agentrun serve` in a child process (unless --in-process, which also
+times each event from its store commit); the client is this process, on the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -32,7 +32,6 @@ from agentrun.v1 import execution_service_pb2_grpc as es_grpc
 from agentrun.v1 import workflow_service_pb2 as ws
 from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc
 
-ONE_NODE = "name: one\nnodes:\n  - id: only\n    pass: {value: 1}\n"
 # Live events: a chain of short sleeps, so each event is committed while the client watches.
 CHAIN = "name: chain\nnodes:\n" + "".join(
     f"  - id: n{i}\n    {f'needs: [n{i - 1}]' if i else ''}\n"
@@ -44,32 +43,6 @@ CHAIN = "name: chain\nnodes:\n" + "".join(
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def starts(
-    stub: es_grpc.ExecutionServiceStub, concurrency: int, seconds: float
-) -> tuple[int, list[float]]:
-    latencies: list[float] = []
-    stop_at = time.perf_counter() + seconds
-    count = 0
-
-    async def worker(w: int) -> None:
-        nonlocal count
-        n = 0
-        while time.perf_counter() < stop_at:
-            n += 1
-            t0 = time.perf_counter()
-            await stub.StartExecution(
-                es.StartExecutionRequest(
-                    workflow="workflows/one", request_id=f"c{concurrency}-{w}-{n}"
-                )
-            )
-            latencies.append(time.perf_counter() - t0)
-            count += 1
-
-    began = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return count / (time.perf_counter() - began), latencies
 
 
 async def event_latency(
@@ -96,27 +69,13 @@ async def event_latency(
 
 
 async def run(
-    target: str, seconds: float, committed: dict[tuple[str, int], float] | None = None
+    target: str, runs: int, committed: dict[tuple[str, int], float] | None = None
 ) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
         workflows = ws_grpc.WorkflowServiceStub(channel)
         executions = es_grpc.ExecutionServiceStub(channel)
-        await workflows.CreateWorkflow(ws.CreateWorkflowRequest(source=ONE_NODE))
         await workflows.CreateWorkflow(ws.CreateWorkflowRequest(source=CHAIN))
-        await starts(executions, 10, 1.0)  # warm-up
-        print(
-            f"StartExecution, 1-node workflow, {seconds:.0f} s per level "
-            f"(load generator on the same {os.cpu_count()} cores as the server):"
-        )
-        print(f"{'concurrency':>12} {'starts/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
-        for concurrency in (1, 10, 50):
-            rate, lat = await starts(executions, concurrency, seconds)
-            print(
-                f"{concurrency:>12} {rate:>10.0f} {statistics.median(lat) * 1e3:>8.2f} "
-                f"{pct(lat, 0.99) * 1e3:>8.2f}"
-            )
-            await asyncio.sleep(1.0)  # let the started executions finish
-        from_event, from_commit = await event_latency(executions, 5, committed)
+        from_event, from_commit = await event_latency(executions, runs, committed)
         print(
             f"event latency, event created (before its commit) -> WatchExecution client "
             f"({len(from_event)} live events): p50 {statistics.median(from_event) * 1e3:.2f} ms, "
@@ -130,7 +89,7 @@ async def run(
             )
 
 
-async def in_process(db: str, seconds: float) -> None:
+async def in_process(db: str, runs: int) -> None:
     from agentrun.engine import Engine
     from agentrun.integrations import default_agents, default_tools
     from agentrun.server import AgentrunServer, ServerConfig
@@ -152,7 +111,7 @@ async def in_process(db: str, seconds: float) -> None:
     server = AgentrunServer(engine, ServerConfig.load(env={}))
     port = await server.start("127.0.0.1:0")
     try:
-        await run(f"127.0.0.1:{port}", seconds, committed)
+        await run(f"127.0.0.1:{port}", runs, committed)
     finally:
         await server.stop(0)
         await engine.stop(grace=1)
@@ -162,20 +121,20 @@ async def in_process(db: str, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="store URL (default: a fresh SQLite file)")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=5, help="executions of the 100-step chain")
     parser.add_argument("--in-process", action="store_true", help="server in this process")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="agentrun-bench-"))
     db = args.db or f"sqlite:///{workdir / 'bench.db'}"
     print(f"store: {db}")
     if args.in_process:
-        asyncio.run(in_process(db, args.seconds))
+        asyncio.run(in_process(db, args.runs))
         return
     from tests.server.subprocess_server import ServerProcess
 
     server = ServerProcess(workdir, args=["--log-level", "WARNING"], db=db).start()
     try:
-        asyncio.run(run(server.address, args.seconds))
+        asyncio.run(run(server.address, args.runs))
     finally:
         server.stop()
 

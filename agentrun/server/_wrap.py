@@ -1,13 +1,15 @@
 """Helpers for aio server interceptors that wrap a method handler's behaviour.
 
-A wrapped handler is built once per method and cached, so an interceptor costs one dict
-lookup and one extra await per call.
+A wrapped handler is built once per method. The server does not hand its interceptors to
+grpc.aio (which would run every one's `intercept_service` on every call): `wrapping` applies
+them all where the handlers are registered (http/registry.py), so a call runs only the
+wrapped behaviours.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -164,13 +166,39 @@ def replace_behavior(
     return handler
 
 
-class CachingInterceptor(grpc.aio.ServerInterceptor):
-    """Base: wraps each method's handler once; `_wrap` returns None to leave it as is."""
+# grpc's stubs make RpcMethodHandler generic, grpc itself does not: quoted.
+Wrap = Callable[["grpc.RpcMethodHandler[Any, Any]", str], "grpc.RpcMethodHandler[Any, Any]"]
 
-    def __init__(self) -> None:
+
+class WrappedOnce:
+    """Each method's handler wrapped once: the wrapped one is kept while the handler asked
+    for is the same object."""
+
+    def __init__(self, wrap: Wrap) -> None:
+        self._wrap = wrap
         self._cache: dict[
             str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
         ] = {}
+
+    def get(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        cached = self._cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._cache[method] = (handler, wrapped)
+        return wrapped
+
+
+class CachingInterceptor(grpc.aio.ServerInterceptor):
+    """Base: wraps each method's handler once; `_wrap` returns None to leave it as is.
+
+    As a grpc.aio interceptor it wraps on first use and caches; `wrapping` applies it where
+    handlers are registered instead."""
+
+    def __init__(self) -> None:
+        self._once = WrappedOnce(lambda handler, method: self._wrap(handler, method) or handler)
 
     def _wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str
@@ -187,10 +215,36 @@ class CachingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method
-        cached = self._cache.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method) or handler
-        self._cache[method] = (handler, wrapped)
-        return wrapped
+        return self._once.get(handler, handler_call_details.method)
+
+
+def wrapping(interceptors: Sequence[CachingInterceptor]) -> Wrap:
+    """What `interceptors` (the first the outermost) make of a method's handler, as grpc.aio
+    would make it on each call, worked out once."""
+    ordered = tuple(reversed(interceptors))
+
+    def wrap(
+        handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        for interceptor in ordered:
+            handler = interceptor._wrap(handler, method) or handler
+        return handler
+
+    return wrap
+
+
+class WrappedGenericHandler(grpc.GenericRpcHandler):
+    """A generic handler (health, reflection) whose method handlers come out wrapped, each
+    wrapped once."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Wrap) -> None:
+        self._inner = inner
+        self._once = WrappedOnce(wrap)
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        return self._once.get(handler, handler_call_details.method)

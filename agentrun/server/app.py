@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from agentrun.server._wrap import CachingInterceptor, wrapping
 from agentrun.server.auth import AuthInterceptor
 from agentrun.server.config import ConfigError, ServerConfig
 from agentrun.server.execution_service import ExecutionService
@@ -64,7 +65,7 @@ class AgentrunServer:
         self.observability = observability
         self.lifecycle = Lifecycle()
         self.health = health_aio.HealthServicer()
-        interceptors: list[grpc.aio.ServerInterceptor] = []
+        interceptors: list[CachingInterceptor] = []
         # Outermost: RPC spans and metrics see every call, refused ones too.
         telemetry = observability.interceptor() if observability is not None else None
         if telemetry is not None:
@@ -78,14 +79,16 @@ class AgentrunServer:
                     RateLimitInterceptor(rate=self.config.rate_limit, burst=self.config.rate_burst)
                 )
         interceptors.append(ErrorInterceptor())
-        self.interceptors = tuple(interceptors)  # the HTTP port runs its calls through them too
+        # Applied to each handler once, as it is registered (not given to grpc.aio, which
+        # would run each one's intercept_service on every call); the HTTP port serves the
+        # same wrapped handlers.
+        self.interceptors = tuple(interceptors)
         self.server = grpc.aio.server(
-            interceptors=interceptors,
             options=self.config.grpc_options(),
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
         # Registers on the gRPC server and keeps the handlers for the HTTP port.
-        self.registry = HandlerRegistry(self.server)
+        self.registry = HandlerRegistry(self.server, wrapping(interceptors))
         workflow_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine), self.registry)
         execution_grpc.add_ExecutionServiceServicer_to_server(
             ExecutionService(
@@ -93,6 +96,7 @@ class AgentrunServer:
                 self.lifecycle,
                 max_response_bytes=self.config.max_send_message_bytes,
                 workers=workers,
+                tracing=observability is not None and observability.tracing,
             ),
             self.registry,
         )
@@ -127,7 +131,9 @@ class AgentrunServer:
         )
         if self.config.reflection:
             health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-            enable_reflection(self.server, (*self.service_names, health_name))
+            enable_reflection(
+                cast("grpc.aio.Server", self.registry), (*self.service_names, health_name)
+            )
         self.port = 0
 
     def bind(self, listen: str | None = None) -> int:

@@ -162,6 +162,10 @@ _NODE_STATE = {
 
 
 def execution_state_to_proto(state: ExecutionState | str) -> ex_pb.Execution.State:
+    # A member and its string value hash alike: most calls find it without ExecutionState().
+    found = _EXECUTION_STATE.get(state)  # type: ignore[arg-type]
+    if found is not None:
+        return found
     return _EXECUTION_STATE.get(ExecutionState(state), ex_pb.Execution.STATE_UNSPECIFIED)
 
 
@@ -192,18 +196,31 @@ def set_error(target: ex_pb.ExecutionError, error: dict[str, Any] | None) -> Non
 
 
 def execution_to_proto(record: ExecutionRecord) -> ex_pb.Execution:
-    message = ex_pb.Execution(
-        name=EXECUTIONS + record.id,
-        workflow=WORKFLOWS + record.workflow,
-        workflow_version=record.version,
-        state=execution_state_to_proto(record.state),
-        priority=record.priority,
-        request_id=record.request_id or "",
-        parent=EXECUTIONS + record.parent_id if record.parent_id else "",
-        parent_node_id=record.parent_node or "",
-        last_sequence=record.last_sequence,
-        labels=record.labels,
-    )
+    message = ex_pb.Execution()
+    set_execution(message, record)
+    return message
+
+
+def set_execution(message: ex_pb.Execution, record: ExecutionRecord) -> None:
+    """Writes `record` into `message` in place (a response's own field: no copy). Only fields
+    that hold something are written: an empty `labels` map given to a constructor as `{}`
+    costs as much as the rest of the message."""
+    message.name = EXECUTIONS + record.id
+    message.workflow = WORKFLOWS + record.workflow
+    message.workflow_version = record.version
+    message.state = execution_state_to_proto(record.state)
+    if record.priority:
+        message.priority = record.priority
+    if record.last_sequence:
+        message.last_sequence = record.last_sequence
+    if record.request_id:
+        message.request_id = record.request_id
+    if record.parent_id:
+        message.parent = EXECUTIONS + record.parent_id
+    if record.parent_node:
+        message.parent_node_id = record.parent_node
+    if record.labels:
+        message.labels.update(record.labels)
     set_value(message.input, record.input)
     if record.output is not None:
         set_value(message.output, record.output)
@@ -214,7 +231,6 @@ def execution_to_proto(record: ExecutionRecord) -> ex_pb.Execution:
     set_time(message.start_time, record.started_at)
     set_time(message.end_time, record.ended_at)
     set_time(message.expire_time, record.deadline)
-    return message
 
 
 def node_to_proto(record: NodeRecord) -> ex_pb.NodeExecution:

@@ -40,8 +40,12 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         *,
         max_response_bytes: int = 64 * 1024 * 1024,
         workers: Workers | None = None,
+        tracing: bool | None = None,
     ) -> None:
+        """`tracing`: whether the server makes RPC spans (False: a new execution's
+        traceparent is the caller's, without asking OpenTelemetry; None: ask it)."""
         self._engine = engine
+        self._tracing = tracing
         self._workers = workers
         self._lifecycle = lifecycle or Lifecycle()
         # One event must fit in a message with room to spare; a page of events too.
@@ -65,11 +69,13 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             version=request.version or None,
             request_id=request.request_id or None,
             priority=request.priority,
-            labels=_trace_labels(context),
+            labels=_trace_labels(context, self._tracing),
         )
         if wait is not None and not record.state.terminal:
             record = await self._wait_briefly(record, tenant, wait, context.time_remaining())
-        return pb.StartExecutionResponse(execution=convert.execution_to_proto(record))
+        response = pb.StartExecutionResponse()
+        convert.set_execution(response.execution, record)
+        return response
 
     async def _wait_briefly(
         self, record: ExecutionRecord, tenant: str, seconds: float, call_left: float | None
@@ -302,7 +308,7 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             version=request.version or None,
             request_id=request.request_id or None,
             # The rerun joins the caller's trace.
-            labels=_trace_labels(context),
+            labels=_trace_labels(context, self._tracing),
         )
         return pb.RerunExecutionResponse(execution=convert.execution_to_proto(record))
 
@@ -382,10 +388,12 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
             )
 
 
-def _trace_labels(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str] | None:
+def _trace_labels(
+    context: grpc.aio.ServicerContext[Any, Any], tracing: bool | None
+) -> dict[str, str] | None:
     """`traceparent` for the new execution: the RPC's span when the server traces (so the
     execution's span is its child), else the caller's own, so the trace id is kept."""
-    value = trace_context.current_traceparent()
+    value = trace_context.current_traceparent() if tracing is not False else None
     if value is None:
         value = trace_context.metadata_traceparent(context.invocation_metadata())
         if not trace_context.valid_traceparent(value):

@@ -168,6 +168,8 @@ class CallEndInterceptor(CachingInterceptor):
         peer: str,
         error: BaseException | None,
     ) -> None:
+        if not self._access_log and not CALL_OBSERVERS:
+            return  # nothing reads the status: not worked out on every call
         code = final_status(context, error)
         if self._access_log:
             access_log.info(

@@ -67,7 +67,8 @@ class HttpApp:
     """The ASGI app of the HTTP port: RPC paths to Connect, the rest to the console."""
 
     def __init__(self, server: AgentrunServer, *, console: StaticFiles | None = None) -> None:
-        endpoints = connect_endpoints(server.registry.handlers, server.interceptors)
+        # The registry's handlers are wrapped by the server's interceptors already.
+        endpoints = connect_endpoints(server.registry.handlers, ())
         self.rpc_paths = frozenset(endpoints)
         self.connect = ConnectApp(endpoints, read_max_bytes=server.config.max_message_bytes)
         self.console = console or StaticFiles()

@@ -46,11 +46,26 @@ def metadata_traceparent(metadata: Iterable[tuple[str, Any]] | None) -> str | No
 def current_traceparent() -> str | None:
     """The traceparent of the OpenTelemetry span current in this context (None when there is
     none, or OpenTelemetry is not installed)."""
-    try:
-        from opentelemetry import trace
-    except ImportError:
+    span = _current_span()
+    if span is None:
         return None
-    ctx = trace.get_current_span().get_span_context()
+    ctx = span().get_span_context()
     if not ctx.is_valid:
         return None
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 0xFF:02x}"
+
+
+_SPAN_GETTER: list[Any] = []  # [opentelemetry.trace.get_current_span or None], once looked up
+
+
+def _current_span() -> Any:
+    """opentelemetry.trace.get_current_span, imported on first use (an import statement per
+    call costs more than the lookup it guards)."""
+    if not _SPAN_GETTER:
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            _SPAN_GETTER.append(None)
+        else:
+            _SPAN_GETTER.append(trace.get_current_span)
+    return _SPAN_GETTER[0]
