@@ -11,7 +11,9 @@ one's first turn (the node WAITING) is committed before the next batch. Measured
 - RSS above the idle process (engine started, workflow registered, nothing running), after a
   full collection, per waiting execution too;
 - signal apply latency: `signal` to the execution's end (the wait node's output committed, the
-  execution SUCCEEDED), one at a time to executions picked at random, p50 and p99.
+  execution SUCCEEDED), one at a time to executions picked at random, p50 and p99;
+- the process's CPU time per start and per signal (user + system, every thread): on a
+  machine shared with other work, steadier than the wall-clock rows.
 The floor, measured in the same run on the same kind of file: a raw sqlite3
 `INSERT`+`COMMIT` (WAL, synchronous=FULL), the least a durable signal costs.
 
@@ -111,6 +113,7 @@ async def run(url: str, n: int, signals: int, batch: int) -> dict[str, float]:
     idle_rss = rss_bytes()
 
     ids: list[str] = []
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     for start in range(0, n, batch):
         size = min(batch, n - start)
@@ -121,6 +124,7 @@ async def run(url: str, n: int, signals: int, batch: int) -> dict[str, float]:
         await _until_waiting(waiting_ids, chunk)
         ids.extend(chunk)
     started = time.perf_counter() - t0
+    start_cpu = time.process_time() - cpu0
     gc.collect()
     await asyncio.sleep(0.5)
     gc.collect()
@@ -128,12 +132,14 @@ async def run(url: str, n: int, signals: int, batch: int) -> dict[str, float]:
     waiting = await store.list_executions("default", limit=n + 10, states=[ExecutionState.WAITING])
 
     latencies = []
+    cpu0 = time.process_time()
     for execution_id in random.Random(7).sample(ids, min(signals, len(ids))):
         t = time.perf_counter()
         await engine.signal(execution_id, "go", {"ok": True})
         final = await engine.wait(execution_id, 30)
         latencies.append(time.perf_counter() - t)
         assert final.state is ExecutionState.SUCCEEDED, final.state
+    signal_cpu = time.process_time() - cpu0
     await engine.stop(grace=1)
     await store.close()
     return {
@@ -145,6 +151,8 @@ async def run(url: str, n: int, signals: int, batch: int) -> dict[str, float]:
         "p50": statistics.median(latencies),
         "p99": pct(latencies, 0.99),
         "signals": len(latencies),
+        "start_cpu": start_cpu / n,
+        "signal_cpu": signal_cpu / max(1, len(latencies)),
     }
 
 
@@ -184,6 +192,8 @@ def main() -> None:
         ("RSS above idle, each", f"{r['rss_above'] / r['n'] / 1024:,.2f} KiB", "<= 2 KiB"),
         (f"signal applied, p50 ({r['signals']} signals)", f"{r['p50'] * 1000:.2f} ms", "-"),
         ("signal applied, p99", f"{r['p99'] * 1000:.2f} ms", "<= 10 ms"),
+        ("CPU per start (process)", f"{r['start_cpu'] * 1e6:,.0f} us", "-"),
+        ("CPU per signal (process)", f"{r['signal_cpu'] * 1e6:,.0f} us", "-"),
         ("floor: raw INSERT+COMMIT, p50", f"{pct(floor, 0.5) * 1000:.2f} ms", "-"),
         ("floor: raw INSERT+COMMIT, p99", f"{pct(floor, 0.99) * 1000:.2f} ms", "-"),
     ]

@@ -109,10 +109,10 @@ class Starts:
         # without asking is stored with its first turn (RUNNING, roots started, inline nodes
         # computed): one commit, so a crash leaves either nothing or a running execution
         # recovery resumes. Under a quota or a concurrency key it is stored PENDING first.
+        # (`record` itself: a begun start does not read it again; the run's copy would be
+        # the second of three copies per start.)
         begun = (
-            engine.runs.begin(plan, copy.copy(record))
-            if parent or engine.admission.unlimited(key)
-            else None
+            engine.runs.begin(plan, record) if parent or engine.admission.unlimited(key) else None
         )
         if begun is None:
             stored, created = await engine.store.create_execution(record, events=[event])
@@ -162,9 +162,11 @@ class Starts:
         engine = self.engine
         assert first.execution is not None
         started = time.perf_counter()
+        # The run's own record, uncopied: a store copies what it keeps (and gives a copy
+        # back), and the run does not change it before it is launched, after the create.
         creating = asyncio.ensure_future(
             engine.store.create_execution(
-                copy.copy(first.execution), nodes=first.nodes, events=[event, *first.events]
+                first.execution, nodes=first.nodes, events=[event, *first.events]
             )
         )
 

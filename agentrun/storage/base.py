@@ -344,6 +344,18 @@ class Store(abc.ABC):
     async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
         return await self.executions.pending_signals(execution_id)
 
+    async def restore_read(
+        self, execution_id: str
+    ) -> tuple[ExecutionRecord, list[NodeRecord], list[SignalRecord]] | None:
+        """What reloading one unloaded run reads (a signal to an idle execution waits for
+        it): the execution's record, node rows (`get_nodes`) and unconsumed signals
+        (`pending_signals`), or None when there is no such execution. This default makes
+        the three reads; the SQL store makes one query, the memory store one step."""
+        record = await self.get_execution(execution_id)
+        if record is None:
+            return None
+        return record, await self.get_nodes(execution_id), await self.pending_signals(execution_id)
+
     async def restore_reads(
         self, execution_ids: Sequence[str]
     ) -> dict[str, tuple[list[NodeRecord], list[SignalRecord]]]:

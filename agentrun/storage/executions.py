@@ -107,9 +107,7 @@ class SqlExecutions(ExecutionRepository):
         return copy.copy(record), True
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        rows = await self.database.read(
-            sa.select(db.executions).where(db.executions.c.id == execution_id)
-        )
+        rows = await self.database.read_now(_GET_EXECUTION, {"b_id": execution_id})
         return db.execution_record(rows[0]) if rows else None
 
     async def list_executions(
@@ -463,6 +461,20 @@ class SqlExecutions(ExecutionRepository):
                 out[row.execution_id][1].append(db.signal_record(row))
         return out
 
+    async def restore_read(
+        self, execution_id: str
+    ) -> tuple[ExecutionRecord, list[NodeRecord], list[SignalRecord]] | None:
+        """`Store.restore_read` in one query (`_RESTORE_ONE`), one snapshot: one round trip on
+        PostgreSQL; on SQLite one read on the loop's thread (`read_now`), where three reads
+        side by side through aiosqlite cost fifteen thread hand-offs."""
+        rows = await self.database.read_now(_RESTORE_ONE, {"b_id": execution_id})
+        if not rows or rows[0].kind != 0:
+            return None
+        record = db.execution_record(_Unprefixed(rows[0], "e_"))  # type: ignore[arg-type]
+        nodes = [db.node_record(_Unprefixed(r, "n_")) for r in rows if r.kind == 1]  # type: ignore[arg-type]
+        signals = [db.signal_record(_Unprefixed(r, "s_")) for r in rows if r.kind == 2]  # type: ignore[arg-type]
+        return record, nodes, signals
+
     async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
         query = sa.select(db.signals).where(
             db.signals.c.execution_id == execution_id, db.signals.c.signal_id == signal_id
@@ -473,6 +485,49 @@ class SqlExecutions(ExecutionRepository):
 
 # Ids per query of `restore_reads` (well under SQLite's 32,766 bound parameters).
 _RESTORE_CHUNK = 500
+
+
+def _restore_one() -> sa.CompoundSelect[Any]:
+    """An execution's row, its node rows and its unconsumed signals as one UNION ALL: each
+    row says which it is (`kind` 0, 1, 2) and carries the columns of every table, prefixed
+    (`e_`, `n_`, `s_`), NULL (typed, so both dialects decode them alike) where not its own.
+    Ordered as `get_nodes` and `pending_signals` order theirs."""
+    tables = ((db.executions, "e_"), (db.nodes, "n_"), (db.signals, "s_"))
+    wanted = sa.bindparam("b_id", type_=sa.String())
+    where = (
+        db.executions.c.id == wanted,
+        db.nodes.c.execution_id == wanted,
+        sa.and_(db.signals.c.execution_id == wanted, db.signals.c.consumed_by.is_(None)),
+    )
+    branches = []
+    for kind, (table, _prefix) in enumerate(tables):
+        columns: list[sa.ColumnElement[Any]] = [
+            sa.literal_column(str(kind), sa.Integer).label("kind")
+        ]
+        for other, prefix in tables:
+            for column in other.c:
+                value = column if other is table else sa.cast(sa.null(), column.type)
+                columns.append(value.label(prefix + column.name))
+        branches.append(sa.select(*columns).where(where[kind]))
+    return sa.union_all(*branches).order_by(
+        sa.literal_column("kind"), sa.literal_column("n_node_id"), sa.literal_column("s_seq")
+    )
+
+
+_RESTORE_ONE = _restore_one()
+_GET_EXECUTION = sa.select(db.executions).where(
+    db.executions.c.id == sa.bindparam("b_id", type_=sa.String())
+)
+
+
+class _Unprefixed:
+    """A row of `_RESTORE_ONE` as one table's row (what the record mappers read)."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, row: sa.Row[Any], prefix: str) -> None:
+        cut = len(prefix)
+        self._mapping = {k[cut:]: v for k, v in row._mapping.items() if k.startswith(prefix)}
 
 
 def _execution_changes(record: ExecutionRecord) -> dict[str, Any]:

@@ -388,6 +388,19 @@ class MemoryExecutions(ExecutionRepository):
     async def pending_signals(self, execution_id: str) -> list[SignalRecord]:
         return [_copy(s) for s in self._signals.get(execution_id, []) if s.consumed_by is None]
 
+    def restore_read(
+        self, execution_id: str
+    ) -> tuple[ExecutionRecord, list[NodeRecord], list[SignalRecord]] | None:
+        """`Store.restore_read`, synchronous: the three reads as one."""
+        record = self._executions.get(execution_id)
+        if record is None:
+            return None
+        return (
+            _copy(record),
+            [_copy(n) for n in self._nodes.get(execution_id, {}).values()],
+            [_copy(s) for s in self._signals.get(execution_id, []) if s.consumed_by is None],
+        )
+
 
 class MemoryNotifications:
     """One process: nobody else to tell, nobody else to hear."""
@@ -415,3 +428,9 @@ class MemoryStore(Store):
         if self._machines is None:
             self._machines = MemoryMachineStore()
         return self._machines
+
+    async def restore_read(
+        self, execution_id: str
+    ) -> tuple[ExecutionRecord, list[NodeRecord], list[SignalRecord]] | None:
+        """One step (no await between the three reads: nothing changes in between)."""
+        return self._executions.restore_read(execution_id)

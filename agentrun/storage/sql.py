@@ -17,7 +17,7 @@ from agentrun.storage.executions import SqlExecutions
 from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.machines_sql import SqlMachineStore
 from agentrun.storage.notifications import Notifications
-from agentrun.storage.records import NodeRecord, SignalRecord
+from agentrun.storage.records import ExecutionRecord, NodeRecord, SignalRecord
 from agentrun.storage.sqldb import IDLE_IN_TRANSACTION_MS, SqlDatabase
 from agentrun.storage.workflows import SqlWorkflows
 
@@ -76,6 +76,11 @@ class SqlStore(Store):
         self, execution_ids: Sequence[str]
     ) -> dict[str, tuple[list[NodeRecord], list[SignalRecord]]]:
         return await self.executions.restore_reads(execution_ids)
+
+    async def restore_read(
+        self, execution_id: str
+    ) -> tuple[ExecutionRecord, list[NodeRecord], list[SignalRecord]] | None:
+        return await self.executions.restore_read(execution_id)
 
     # Lifecycle -------------------------------------------------------------
     async def open(self) -> None:

@@ -231,14 +231,24 @@ class SqlDatabase(abc.ABC):
         async with engine.connect() as conn:
             yield conn
 
-    async def read(self, statement: sa.Executable) -> list[Row]:
-        """Runs one statement on a read connection (autocommit on PostgreSQL)."""
+    async def read(
+        self, statement: sa.Executable, params: dict[str, Any] | None = None
+    ) -> list[Row]:
+        """Runs one statement on a read connection (autocommit on PostgreSQL); `params` for
+        a statement built once (its cache key is computed once, not per call)."""
         reader = self._reader
         if reader is None or self.closing:
             raise StoreError("the store is not open")
         with store_errors():
             async with reader.connect() as conn:
-                return list((await conn.execute(statement)).all())
+                return list((await conn.execute(statement, params)).all())
+
+    async def read_now(
+        self, statement: sa.Executable, params: dict[str, Any] | None = None
+    ) -> list[Row]:
+        """`read` for a short read by key (a few rows) on a path that waits for it: a
+        dialect may run it its own faster way (SQLite: on the loop's thread, no hand-off)."""
+        return await self.read(statement, params)
 
 
 @functools.cache

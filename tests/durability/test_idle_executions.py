@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 
 from agentrun.engine import Engine, EngineConfig, load_workflow
 from agentrun.engine.dag import runs as runs_module
@@ -134,3 +135,39 @@ async def test_a_restarted_replica_takes_its_unloaded_executions_back(replicas: 
     final = await again.wait(ids[3], timeout=30)
     assert final.state is ExecutionState.SUCCEEDED
     assert final.output == {"after": {"got": "yes"}}
+
+
+async def test_a_reload_reads_the_store_once(replicas: Replica) -> None:
+    """A signal to an unloaded execution waits for its reload: one statement reads the
+    execution, its nodes and its signals (it took three reads, two of them of nodes and
+    signals)."""
+    a = await replicas("a")
+    await a.create_workflow(load_workflow(APPROVE))
+    ex = await a.start_execution("approve", {})
+    await unloaded(a, ex.id)
+    store = a.store
+    assert isinstance(store, SqlStore)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    pooled = store.database._engine
+    assert pooled is not None
+    # Every read connection: the pool's, and SQLite's own on the loop's thread (`read_now`).
+    engines = [pooled.sync_engine, *filter(None, [getattr(store.database, "_now_reader", None)])]
+    for engine in engines:
+        sa_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        run = await a.runs.load(ex.id)
+    finally:
+        for engine in engines:
+            sa_event.remove(engine, "before_cursor_execute", seen)
+    assert run is not None and a.runs.get(ex.id) is run
+    reads = [s for s in statements if "FROM nodes" in s or "FROM signals" in s]
+    assert len(reads) == 1, statements
+    assert "FROM executions" in reads[0]
+    await a.signal(ex.id, "go", {"n": 2})
+    final = await a.wait(ex.id, timeout=30)
+    assert final.state is ExecutionState.SUCCEEDED
+    assert final.output == {"after": {"got": {"n": 2}}}

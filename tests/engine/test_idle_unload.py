@@ -272,3 +272,27 @@ async def test_a_signal_for_a_later_wait_is_recorded_when_it_arrives(engine: Eng
     final = await engine.wait(ex.id, timeout=10)
     assert final.state is ExecutionState.SUCCEEDED
     assert [d["signal"] for d in await received()] == ["approval", "go", "approval"]  # type: ignore[index]
+
+
+async def test_a_reload_is_one_read_of_the_store(engine: Engine) -> None:
+    """The reload a signal waits for reads record, nodes and signals in one step (they were
+    three reads)."""
+    ex = await engine.start_execution("approve", {})
+    await unloaded(engine, ex.id)
+    store = engine.store
+    calls: list[str] = []
+    for name in ("get_execution", "get_nodes", "pending_signals", "restore_read"):
+        method = getattr(store, name)
+
+        async def counted(*args: object, _name: str = name, _method: object = method) -> object:
+            calls.append(_name)
+            return await _method(*args)  # type: ignore[operator]
+
+        setattr(store, name, counted)
+    run = await engine.runs.load(ex.id)
+    assert run is not None and engine.runs.get(ex.id) is run
+    assert calls == ["restore_read"]
+    await engine.signal(ex.id, "go", 3)
+    final = await engine.wait(ex.id, timeout=10)
+    assert final.state is ExecutionState.SUCCEEDED
+    assert final.output == {"after": {"got": 3}}

@@ -144,6 +144,49 @@ async def test_a_commit_waiting_for_a_lock_held_elsewhere_leaves_the_loop_free(
         await store.close()
 
 
+async def test_a_read_on_the_loops_thread_never_waits_for_a_lock(tmp_path: Path) -> None:
+    """`read_now` (a reload's read, `get_execution`) runs on the loop's thread with no busy
+    wait: a file locked by another connection sends the read to the pool (which may wait for
+    the lock in its thread), and the answer is the same."""
+    import sqlite3
+
+    from agentrun.storage import sqldb_sqlite
+
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/main.db")
+    await store.open()
+    database = store.database
+    assert isinstance(database, sqldb_sqlite.SqliteDatabase)
+    assert database._now_reader is not None and database._engine is not None
+    await store.create_execution(_execution("ex-1"))
+    on_loop: list[str] = []
+    pooled: list[str] = []
+    sa.event.listen(database._now_reader, "before_cursor_execute", lambda *a: on_loop.append(a[2]))
+    sa.event.listen(
+        database._engine.sync_engine, "before_cursor_execute", lambda *a: pooled.append(a[2])
+    )
+    assert (await store.get_execution("ex-1")).id == "ex-1"  # type: ignore[union-attr]
+    assert (len(on_loop), len(pooled)) == (1, 0)
+    # The loop's reader now finds its file locked (exclusively, by another connection).
+    locked = tmp_path / "locked.db"
+    holder = sqlite3.connect(locked, isolation_level=None)
+    holder.execute("CREATE TABLE executions (id TEXT)")
+    holder.execute("BEGIN EXCLUSIVE")
+    real = database._now_reader
+    database._now_reader = sa.create_engine(f"sqlite:///{locked}", connect_args={"timeout": 0})
+    database._now_conn = None
+    try:
+        assert (await store.get_execution("ex-1")).id == "ex-1"  # type: ignore[union-attr]
+        read = await store.restore_read("ex-1")
+        assert read is not None and read[0].id == "ex-1"
+        assert len(pooled) == 2  # both through the pool
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        database._now_reader.dispose()
+        database._now_reader, database._now_conn = real, None
+        await store.close()
+
+
 async def test_an_unwritable_location_is_store_error(tmp_path: Path) -> None:
     import pytest
 

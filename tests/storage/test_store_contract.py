@@ -938,3 +938,56 @@ async def test_restore_reads_are_get_nodes_and_pending_signals_of_each(store: St
             s.signal_id for s in await store.pending_signals(execution_id)
         ]
     assert [s.signal_id for s in reads[ids[2]][1]] == ["s1"]
+
+
+async def test_restore_read_is_get_execution_get_nodes_and_pending_signals(store: Store) -> None:
+    """Reloading an unloaded run reads the store once (issue 18): the same records, every
+    field and payload exact (bare numbers too), as the three reads it replaces."""
+    ex = await started(store, full_execution("ex-restore"))
+    await started(store, execution("ex-other"))
+    odd = [2.0662443630870376e-307, 2**63 + 5, 1.0, 1.5e16, "12", None]
+    await store.commit(
+        Batch(
+            nodes=[
+                node(
+                    ex.id,
+                    "b",
+                    NodeState.WAITING,
+                    attempt=2,
+                    input={"odd": odd},
+                    output=1.0,
+                    error={"type": "x"},
+                    skip_reason="why",
+                    started_at=T0 + 0.5,
+                    ended_at=T0 + 0.75,
+                    wake_at=T0 + 9.125,
+                    completed_order=3,
+                    usage={"tokens": 7},
+                    wait={"id": "w1", "signal": "go"},
+                    exhausted={"paused": True},
+                ),
+                node(ex.id, "a", NodeState.SUCCEEDED, output=2**63 + 5),
+                node(ex.id, "map[0]", NodeState.RUNNING),
+                node("ex-other", "a"),
+            ]
+        )
+    )
+    for i, data in enumerate([1.5e16, "s", None, {"x": odd}]):
+        await store.add_signal(signal(ex.id, f"s{i}", data=data))
+    await store.add_signal(signal("ex-other", "t"))
+    await store.commit(Batch(consumed_signals=[(ex.id, 2, "a")]))
+
+    read = await store.restore_read(ex.id)
+    assert read is not None
+    record, nodes, signals = read
+    assert record == await store.get_execution(ex.id)
+    assert nodes == await store.get_nodes(ex.id)
+    assert sorted(n.node_id for n in nodes) == ["a", "b", "map[0]"]
+    assert signals == await store.pending_signals(ex.id)
+    assert [s.signal_id for s in signals] == ["s0", "s2", "s3"]
+    by_id = {n.node_id: n for n in nodes}
+    assert type(signals[0].data) is float and type(by_id["b"].output) is float
+    assert by_id["a"].output == 2**63 + 5 and type(by_id["a"].output) is int
+    assert await store.restore_read("ex-none") is None
+    bare = await store.restore_read("ex-other")
+    assert bare is not None and bare[0].id == "ex-other" and [n.node_id for n in bare[1]] == ["a"]

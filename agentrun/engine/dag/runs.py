@@ -198,13 +198,9 @@ class LiveRuns:
 
     async def _reload(self, execution_id: str) -> DagRun | None:
         engine = self.engine
-        store = engine.store
-        # The three reads at once (a signal waits for them): WAL readers run side by side.
-        record, nodes, signals = await asyncio.gather(
-            store.get_execution(execution_id),
-            store.get_nodes(execution_id),
-            store.pending_signals(execution_id),
-        )
+        # Record, nodes and signals in one read (a signal waits for it): one query on SQL.
+        read = await engine.store.restore_read(execution_id)
+        record, nodes, signals = read if read is not None else (None, [], [])
         if record is None or record.state.terminal or record.owner != engine.replica_id:
             self.idle.pop(execution_id, None)
             if self.waiters.get(execution_id):
