@@ -22,6 +22,10 @@ EVENT_UPKEEP_SECONDS = 3600.0
 # The claim loop's shortest sleep: after a lease expired, and between claims of leases that
 # are expired yet locked (a peer is claiming them at that moment).
 CLAIM_MIN_DELAY = 0.05
+# The pages a start claims its executions in: a small first one, so the first steps run again
+# at once, then larger ones (each one claim: a few round trips for its rows).
+CLAIM_FIRST_PAGE = 16
+CLAIM_PAGE = 200
 
 
 class Upkeep:
@@ -32,18 +36,31 @@ class Upkeep:
 
     async def claim_at_start(self) -> None:
         """Claims and resumes unfinished executions: this replica id's own at once, others'
-        whose leases expired."""
+        whose leases expired. In pages by id, each resumed before the next is read: the first
+        runs work again while the rest are still being claimed (claiming and reading a
+        thousand rows in one go held the first step back by their whole cost). Ids move the
+        page on: claimed rows are this replica's own, and `include_own` would take them again."""
         engine = self.engine
-        claimed = await engine.store.claim_executions(
-            engine.replica_id,
-            lease_seconds=engine.lease_seconds,
-            now=engine.clock(),
-            limit=1_000_000,
-            include_own=True,
-        )
-        if claimed:
-            log.info("claimed %d unfinished executions at start; resuming them", len(claimed))
-        await engine.runs.resume_all(claimed)
+        after: str | None = None
+        size = CLAIM_FIRST_PAGE
+        total = 0
+        while not engine.draining:
+            page = await engine.store.claim_executions(
+                engine.replica_id,
+                lease_seconds=engine.lease_seconds,
+                now=engine.clock(),
+                limit=size,
+                include_own=True,
+                after_id=after,
+            )
+            total += len(page)
+            await engine.runs.resume_all(page)
+            if len(page) < size:
+                break
+            after = max(record.id for record in page)
+            size = CLAIM_PAGE
+        if total:
+            log.info("claimed and resumed %d unfinished executions at start", total)
 
     def start(self) -> None:
         """Starts the loops (`stop` cancels them)."""

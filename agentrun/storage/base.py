@@ -142,11 +142,14 @@ class ExecutionRepository(abc.ABC):
         now: float,
         limit: int = 100,
         include_own: bool = False,
+        after_id: str | None = None,
     ) -> list[ExecutionRecord]:
         """Leases unfinished executions to `owner`: those with no owner or another's expired
         lease (never `owner`'s own by expiry), and with `include_own` those `owner` holds already (a restarted replica takes its own
         back at once). Each claim increments `lease_epoch`; concurrent claimers never get
-        the same execution."""
+        the same execution. In id order, at most `limit`, with ids after `after_id`: a
+        restart claims its own in pages (claimed ones are its own too, so only the key moves
+        the page on) and resumes each page before reading the next."""
 
     @abc.abstractmethod
     async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
@@ -314,9 +317,15 @@ class Store(abc.ABC):
         now: float,
         limit: int = 100,
         include_own: bool = False,
+        after_id: str | None = None,
     ) -> list[ExecutionRecord]:
         return await self.executions.claim_executions(
-            owner, lease_seconds=lease_seconds, now=now, limit=limit, include_own=include_own
+            owner,
+            lease_seconds=lease_seconds,
+            now=now,
+            limit=limit,
+            include_own=include_own,
+            after_id=after_id,
         )
 
     async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:

@@ -300,6 +300,7 @@ class SqlExecutions(ExecutionRepository):
         now: float,
         limit: int = 100,
         include_own: bool = False,
+        after_id: str | None = None,
     ) -> list[ExecutionRecord]:
         self.database.require_open()
         t = db.executions
@@ -311,6 +312,8 @@ class SqlExecutions(ExecutionRepository):
         free = sa.and_(expired, sa.or_(t.c.owner.is_(None), t.c.owner != owner))
         if include_own:
             free = sa.or_(free, t.c.owner == owner)
+        if after_id is not None:
+            free = sa.and_(free, t.c.id > after_id)
         candidates = (
             sa.select(t.c.id)
             .where(t.c.state.in_(_UNFINISHED), free)

@@ -307,11 +307,12 @@ class MemoryExecutions(ExecutionRepository):
         now: float,
         limit: int = 100,
         include_own: bool = False,
+        after_id: str | None = None,
     ) -> list[ExecutionRecord]:
         claimed = []
         for key in sorted(self._executions):
             record = self._executions[key]
-            if record.state.terminal:
+            if record.state.terminal or (after_id is not None and key <= after_id):
                 continue
             # Never this replica's own by expiry: it runs those (see SqlStore.claim_executions).
             free = record.owner is None or (

@@ -314,17 +314,17 @@ def claim_leases(
 ) -> list[Row]:
     """Takes the leases of the rows `candidates` selects (their ids, locked with SKIP LOCKED):
     a new owner and epoch, so a stale holder's fenced commits are refused. Executions and
-    state machine instances are claimed the same way; only which rows are free differs."""
-    ids = [row.id for row in conn.execute(candidates)]
-    if not ids:
-        return []
-    conn.execute(
+    state machine instances are claimed the same way; only which rows are free differs. One
+    statement (UPDATE ... WHERE id IN (candidates) RETURNING): on PostgreSQL a page claimed
+    costs BEGIN, it and COMMIT, where a SELECT, UPDATE and re-read cost two round trips more."""
+    claim = (
         table.update()
-        .where(table.c.id.in_(ids))
+        .where(table.c.id.in_(candidates.scalar_subquery()))
         .values(
             owner=owner,
             lease_epoch=table.c.lease_epoch + 1,
             lease_expires_at=now + lease_seconds,
         )
+        .returning(*table.c)
     )
-    return list(conn.execute(sa.select(table).where(table.c.id.in_(ids)).order_by(table.c.id)))
+    return sorted(conn.execute(claim), key=lambda row: row.id)

@@ -136,6 +136,7 @@ class ProxyStore(Store):
         now: float,
         limit: int = 100,
         include_own: bool = False,
+        after_id: str | None = None,
     ) -> list[ExecutionRecord]:
         return await self._call(
             "claim_executions",
@@ -144,6 +145,7 @@ class ProxyStore(Store):
             now=now,
             limit=limit,
             include_own=include_own,
+            after_id=after_id,
         )
 
     async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:

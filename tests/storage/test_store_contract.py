@@ -859,6 +859,27 @@ async def test_claims_take_free_or_expired_leases_and_bump_the_epoch(store: Stor
     }
 
 
+async def test_claims_page_on_by_id(store: Store) -> None:
+    """A restart claims its own in pages (engine/upkeep.py): with `include_own` a claimed row
+    is claimable again, so `after_id` is what moves the page on; every row is claimed once."""
+    ids = [(await started(store)).id for _ in range(5)]
+    await started(store, execution(state=ExecutionState.SUCCEEDED))
+    first = await store.claim_executions("r1", lease_seconds=10, now=T0, limit=2, include_own=True)
+    assert [c.id for c in first] == ids[:2]
+    second = await store.claim_executions(
+        "r1", lease_seconds=10, now=T0, limit=2, include_own=True, after_id=first[-1].id
+    )
+    assert [c.id for c in second] == ids[2:4]
+    last = await store.claim_executions(
+        "r1", lease_seconds=10, now=T0, limit=2, include_own=True, after_id=second[-1].id
+    )
+    assert [c.id for c in last] == ids[4:]
+    assert {(c.owner, c.lease_epoch) for c in first + second + last} == {("r1", 1)}
+    # Others' expired leases page the same way.
+    page = await store.claim_executions("r2", lease_seconds=10, now=T0 + 20, after_id=ids[2])
+    assert [(c.id, c.owner, c.lease_epoch) for c in page] == [(i, "r2", 2) for i in ids[3:]]
+
+
 async def test_a_group_of_fenced_commits_refuses_only_the_stale_one(store: Store) -> None:
     """Batches committed together share one transaction: the fence must hold for each of
     them (on PostgreSQL a multi-row check once went unchecked: asyncpg reports no row count)."""
