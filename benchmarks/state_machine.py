@@ -1,13 +1,18 @@
 """State machine throughput: events/s for a 3-state cycle with a guard.
 
-    python benchmarks/state_machine.py [--events N] [--instances N] [--only memory|durable|grpc]
+    python benchmarks/state_machine.py [--events N] [--instances N] [--only memory|durable|grpc|one]
 
 - memory:  MachineEngine over the memory store, events sent by one driver coroutine per instance.
 - durable: SQLite with synchronous=FULL (every commit fsync'd), 100 instances receiving events
            at once, so the store groups their commits.
 - grpc:    SendEvent calls from concurrent callers to a real server in a child process on
            127.0.0.1 (SQLite, synchronous=FULL); client and server share this machine's cores.
-Targets (issue 4): >= 200,000 events/s in memory, >= 8,000 durable.
+- one:     one instance, events one after another (each durable when send_event returns): µs
+           per event next to the raw INSERT + COMMIT floor on the same database (step_floor.py's
+           floors, rounds alternating); on PostgreSQL (--durable-url) also the round trips per
+           event, counted by a TCP relay between the store and the server.
+Targets (issue 4): >= 200,000 events/s in memory, >= 8,000 durable; (issue 18) one instance
+<= 1.5x the floor per event.
 """
 
 from __future__ import annotations
@@ -152,6 +157,94 @@ async def grpc_rate(events: int, instances: int) -> float:
             proc.wait()
 
 
+def _step_floor():
+    """benchmarks/step_floor.py (this folder is off the path: see the top)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "step_floor", os.path.join(_HERE, "step_floor.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Relay:
+    """A TCP relay in front of PostgreSQL that counts round trips: client sends that follow
+    an answer from the server (one per statement or pipeline), while `counting`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.trips = 0
+        self.counting = False
+
+    async def start(self) -> int:
+        server = await asyncio.start_server(self._pipe, "127.0.0.1", 0)
+        return server.sockets[0].getsockname()[1]
+
+    async def _pipe(self, client_r, client_w) -> None:
+        server_r, server_w = await asyncio.open_connection(*self.target)
+        answered = [True]
+
+        async def up() -> None:
+            while data := await client_r.read(65536):
+                if answered[0] and self.counting:
+                    self.trips += 1
+                answered[0] = False
+                server_w.write(data)
+                await server_w.drain()
+            server_w.close()
+
+        async def down() -> None:
+            while data := await server_r.read(65536):
+                answered[0] = True
+                client_w.write(data)
+                await client_w.drain()
+            client_w.close()
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+
+
+async def one_instance(url: str | None, rounds: int = 9) -> tuple[float, float, float | None]:
+    """(µs per event p50, floor µs p50, round trips per event or None on SQLite)."""
+    import sqlalchemy as sa
+
+    from agentrun.storage.factory import resolve_url
+
+    floors = _step_floor()
+    with tempfile.TemporaryDirectory() as folder:
+        relay: _Relay | None = None
+        if url:
+            target = sa.make_url(resolve_url(url))
+            relay = _Relay(target.host or "127.0.0.1", target.port or 5432)
+            port = await relay.start()
+            store_url = target.set(host="127.0.0.1", port=port).render_as_string(False)
+            dsn = target.set(drivername="postgresql").render_as_string(False)
+            floor, close = await floors.postgres_floor(dsn)
+        else:
+            store_url = f"sqlite+aiosqlite:///{folder}/bench.db"
+            floor, close = floors.sqlite_floor(folder), None
+        # step_floor.py's engine: its cycle takes events without data.
+        store, engine, machines = await floors.open_engine(store_url)
+        try:
+            per_event = floors.machine_round(machines)
+            mine, base = await floors.alternate(rounds, per_event, floor)
+            trips = None
+            if relay is not None:
+                relay.counting = True
+                await per_event()
+                relay.counting = False
+                trips = relay.trips / floors.STEPS
+        finally:
+            await machines.stop()
+            await engine.stop(grace=0)
+            await store.close()
+            if close is not None:
+                await close()
+    return mine, base, trips
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -163,7 +256,7 @@ def main() -> None:
     parser.add_argument(
         "--durable-url", help="measure `durable` on this database instead (e.g. postgresql://...)"
     )
-    parser.add_argument("--only", choices=("memory", "durable", "grpc"))
+    parser.add_argument("--only", choices=("memory", "durable", "grpc", "one"))
     args = parser.parse_args()
     if args.only in (None, "memory"):
         best, median = asyncio.run(memory(args.events))
@@ -176,6 +269,16 @@ def main() -> None:
         print(
             f"durable:  {rate:>10,.0f} events/s  ({'SQLite synchronous=FULL' if not args.durable_url else args.durable_url}, "
             f"{args.instances} instances; target 8,000)",
+            flush=True,
+        )
+    if args.only in (None, "one"):
+        mine, floor, trips = asyncio.run(one_instance(args.durable_url))
+        where = args.durable_url or "SQLite synchronous=FULL"
+        print(
+            f"one:      {mine:>10,.0f} µs/event  (1 instance, {where}; floor {floor:,.0f} µs, "
+            f"{mine / floor:.2f}x"
+            + (f", {trips:.2f} round trips/event" if trips is not None else "")
+            + "; target <= 1.5x)",
             flush=True,
         )
     if args.only in (None, "grpc"):

@@ -200,11 +200,14 @@ class MachineStore(abc.ABC):
     Beyond `commit`, a backend may offer (None where it does not; typed here, so that the
     engine needs no getattr): `submit`, which queues a batch on a group commit and returns
     the future of its durability, and `commit_now`, a commit without a coroutine (a store
-    where nothing waits).
+    where nothing waits). `announces`: its commits (not `create_instance`) tell the other
+    replicas of new history themselves (`events:ID` notifications, as execution commits do),
+    so the engine sends none after them (on PostgreSQL, a round trip saved per commit).
     """
 
     submit: Callable[[MachineBatch], asyncio.Future[None]] | None = None
     commit_now: Callable[[MachineBatch], None] | None = None
+    announces: bool = False
 
     async def open(self) -> None:
         """Nothing to connect: the store it belongs to (`Store.instances`) is open already."""

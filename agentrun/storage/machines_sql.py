@@ -42,16 +42,23 @@ class SqlMachineStore(MachineStore):
     instance) fails alone; the engine then reloads that instance from the store.
     """
 
+    # PostgreSQL: `pg_notify` in the commit (pg_instances.py, or `_write_group`); SQLite: its
+    # pollers read the new history rows.
+    announces = True
+
     def __init__(self, database: SqlDatabase) -> None:
         self._database = database
         self._insert_once = database.insert(db.sm_instances).on_conflict_do_nothing(
             index_elements=[db.sm_instances.c.tenant, db.sm_instances.c.request_id]
         )
+        # PostgreSQL's one-round-trip commits (pg_instances.py); None elsewhere.
+        self._direct = database.instance_writer()
         self.writer: GroupCommit[MachineBatch] = GroupCommit(
             database,
             functools.partial(_write_group, database),
             _explain,
             name="agentrun-machine-writer",
+            direct=self._direct,
         )
 
     @property
@@ -61,6 +68,8 @@ class SqlMachineStore(MachineStore):
 
     async def open(self) -> None:
         self.writer.reopen()
+        if self._direct is not None:
+            await self._direct.prepare()
 
     async def close(self) -> None:
         await self.writer.close()
@@ -72,8 +81,8 @@ class SqlMachineStore(MachineStore):
         timers: Sequence[TimerRecord] = (),
     ) -> tuple[InstanceRecord, bool]:
         row = _instance_row(record)
-        history_rows = [_history_row(e) for e in history]
-        timer_rows = [_timer_row(t) for t in timers]
+        history_rows = [history_row(e) for e in history]
+        timer_rows = [timer_row(t) for t in timers]
 
         def insert(conn: sa.Connection) -> tuple[InstanceRecord, bool]:
             if record.request_id is None:
@@ -304,22 +313,22 @@ def _write_group(database: SqlDatabase, conn: sa.Connection, group: Sequence[Mac
     for batch in group:
         rec = batch.instance
         if batch.base is not None:
-            params = {**_changes(rec), "b_base": batch.base}
+            params = {**instance_changes(rec), "b_base": batch.base}
             if sqlite and batch.fence is not None:
                 params["b_owner"], params["b_epoch"] = batch.fence
             fenced.append(params)
         elif sqlite and batch.fence is not None:
-            row = leased[rec.id] = _changes(rec)
+            row = leased[rec.id] = instance_changes(rec)
             row["b_owner"], row["b_epoch"] = batch.fence
         else:
-            instances[rec.id] = _changes(rec)
-        history.extend(_history_row(e) for e in batch.history)
+            instances[rec.id] = instance_changes(rec)
+        history.extend(history_row(e) for e in batch.history)
         if batch.timers is not None:
             drop_all.append({"b_id": rec.id})
-            timers.extend(_timer_row(t) for t in batch.timers)
+            timers.extend(timer_row(t) for t in batch.timers)
         elif batch.fired is not None:
             drop_one.append({"b_id": rec.id, "b_key": batch.fired})
-        timers.extend(_timer_row(t) for t in batch.added)
+        timers.extend(timer_row(t) for t in batch.added)
     if leased and many(conn, _UPDATE_LEASED, list(leased.values())) < len(leased):
         raise LeaseLost("an instance is leased to another replica or epoch (or gone)")
     if instances:
@@ -334,6 +343,9 @@ def _write_group(database: SqlDatabase, conn: sa.Connection, group: Sequence[Mac
     many(conn, _DROP_TIMER, drop_one)
     many(conn, _DROP_TIMERS, drop_all)
     many(conn, _INSERT_TIMERS, timers)
+    if history:
+        # Delivered at commit: Watch streams on other replicas read the new entries.
+        database.notify_in(conn, "events", sorted({row["instance_id"] for row in history}))
 
 
 async def _explain(_batch: MachineBatch, exc: Exception) -> BaseException:
@@ -347,7 +359,8 @@ async def _explain(_batch: MachineBatch, exc: Exception) -> BaseException:
     return StoreError(f"commit failed: {exc!r}")
 
 
-_MUTABLE = (
+# The instance columns a commit changes (pg_instances.py writes the same).
+MUTABLE = (
     "state",
     "current",
     "data",
@@ -364,7 +377,7 @@ _MUTABLE = (
 _UPDATE = (
     db.sm_instances.update()
     .where(db.sm_instances.c.id == sa.bindparam("b_id"))
-    .values({name: sa.bindparam(name) for name in _MUTABLE})
+    .values({name: sa.bindparam(name) for name in MUTABLE})
 )
 _UPDATE_FENCED = _UPDATE.where(db.sm_instances.c.last_sequence == sa.bindparam("b_base"))
 _LEASE = (db.sm_instances.c.id, db.sm_instances.c.owner, db.sm_instances.c.lease_epoch)
@@ -384,7 +397,7 @@ _DROP_TIMER = db.sm_timers.delete().where(
 )
 
 
-def _changes(r: InstanceRecord) -> dict[str, Any]:
+def instance_changes(r: InstanceRecord) -> dict[str, Any]:
     return {
         "b_id": r.id,
         "state": r.state.value,
@@ -459,7 +472,7 @@ def _instance_record(row: Any) -> InstanceRecord:
     )
 
 
-def _history_row(e: HistoryRecord) -> dict[str, Any]:
+def history_row(e: HistoryRecord) -> dict[str, Any]:
     return {
         "instance_id": e.instance_id,
         "sequence": e.sequence,
@@ -499,7 +512,7 @@ def _history_record(row: Any) -> HistoryRecord:
     )
 
 
-def _timer_row(t: TimerRecord) -> dict[str, Any]:
+def timer_row(t: TimerRecord) -> dict[str, Any]:
     return {
         "instance_id": t.instance_id,
         "key": t.key,

@@ -49,7 +49,17 @@ from agentrun.storage.records import EventRecord, ExecutionRecord, NodeRecord
 if TYPE_CHECKING:
     from agentrun.storage.sqldb_postgres import PostgresDatabase
 
-__all__ = ["TurnRows", "TurnWriter"]
+__all__ = [
+    "FENCE",
+    "TurnRows",
+    "TurnWriter",
+    "announce",
+    "array_columns",
+    "fenced_update",
+    "fetch_direct",
+    "unnest",
+    "unnests",
+]
 
 # NOTIFY payloads must stay under 8000 bytes: ids are cut into chunks of about this many.
 _PAYLOAD_BYTES = 7000
@@ -84,17 +94,29 @@ class TurnWriter:
         if params is None:
             return None
         key, args = params
-        import asyncpg
-
-        try:
-            written, created, _ = await self._database.writer_fetchrow(_statement(*key), args)
-        except asyncpg.PostgresError:
+        row = await fetch_direct(self._database, _statement(*key), args, "executions")
+        if row is None:
             return None  # refused as a whole: the transaction path finds whose batch it was
+        written, created, _ = row
         done = set(written or ())
         made = set(created or ())
         return [
             _result(batch, yes, done, made) for batch, yes in zip(batches, covered, strict=True)
         ]
+
+
+async def fetch_direct(
+    database: PostgresDatabase, sql: str, args: Sequence[Any], writer: str
+) -> Any:
+    """The statement's one row from `writer`'s connection, or None when PostgreSQL refused it
+    (nothing written: the group goes the transaction's way, which finds whose batch it was);
+    StoreError when the database is unreachable."""
+    import asyncpg
+
+    try:
+        return await database.writer_fetchrow(sql, args, writer=writer)
+    except asyncpg.PostgresError:
+        return None
 
 
 def _result(batch: TurnRows, covered: bool, done: set[str], made: set[str]) -> Any:
@@ -192,15 +214,15 @@ def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | 
         [fence[0] if fence is not None else None for fence in fences],
         [fence[1] if fence is not None else None for fence in fences],
     ]
-    args += _columns(db.executions, exec_cols, executions)
-    args += _columns(db.nodes, node_cols, node_rows)
-    args += _columns(db.events, event_cols, events)
+    args += array_columns(db.executions, exec_cols, executions)
+    args += array_columns(db.nodes, node_cols, node_rows)
+    args += array_columns(db.events, event_cols, events)
+    args += array_columns(db.executions, create_cols, creates)
     args += [
         [c["b_execution"] for c in consumed],
         [c["b_seq"] for c in consumed],
         [c["b_node"] for c in consumed],
     ]
-    args += _columns(db.executions, create_cols, creates)
     return (exec_cols, node_cols, event_cols, create_cols), args
 
 
@@ -211,7 +233,9 @@ _EVENT_COLUMNS = tuple(f.name for f in dataclasses.fields(EventRecord))
 _EXECUTION_COLUMNS = tuple(f.name for f in dataclasses.fields(ExecutionRecord))
 
 
-def _columns(table: sa.Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[Any]:
+def array_columns(
+    table: sa.Table, names: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> list[Any]:
     """One array per column, JSON payloads as their text (cast to jsonb in the statement)."""
     out: list[Any] = []
     for name in names:
@@ -234,6 +258,8 @@ def _kind(column: sa.Column[Any]) -> str:
         return "int8"
     if isinstance(kind, sa.String):
         return "text"
+    if isinstance(kind, sa.Boolean):
+        return "bool"
     raise TypeError(f"no array type for column {column.table.name}.{column.name} ({kind})")
 
 
@@ -242,24 +268,79 @@ _CONVERT: dict[str, Callable[[Any], Any] | None] = {
     "float8": float,
     "int8": None,
     "text": None,
+    "bool": None,
 }
 
 
-def _unnest(table: sa.Table, names: Sequence[str], first: int, alias: str) -> tuple[str, list[str]]:
-    """`unnest($i::t[], ...) AS alias(col, ...)` over `names` (after the group's four fence
-    arrays for the executions), and each column's value cast to its type (jsonb from text)."""
-    arrays = [
-        f"${first + i}::{'text' if _kind(table.c[n]) == 'jsonb' else _kind(table.c[n])}[]"
-        for i, n in enumerate(names)
+# The parameters in front of a group's row changes: the row's id and its lease fence.
+FENCE = (("b_id", "text"), ("b_fenced", "bool"), ("b_owner", "text"), ("b_epoch", "int8"))
+
+
+def unnest(
+    table: sa.Table,
+    names: Sequence[str],
+    first: int,
+    alias: str,
+    lead: Sequence[tuple[str, str]] = (),
+) -> tuple[str, list[str]]:
+    """`unnest($first::t[], ...) AS alias(col, ...)` over the `lead` parameters (name, element
+    type: a fence) then the columns `names` of `table`, and each column's value cast to its
+    type (jsonb from text)."""
+    kinds = [kind for _, kind in lead] + [
+        "text" if _kind(table.c[n]) == "jsonb" else _kind(table.c[n]) for n in names
     ]
-    columns = [f'"{n}"' for n in names]
-    if alias == "b":
-        arrays = ["$1::text[]", "$2::bool[]", "$3::text[]", "$4::int8[]", *arrays]
-        columns = ["b_id", "b_fenced", "b_owner", "b_epoch", *columns]
+    arrays = [f"${first + i}::{kind}[]" for i, kind in enumerate(kinds)]
+    columns = [name for name, _ in lead] + [f'"{n}"' for n in names]
     values = [
         f'{alias}."{n}"::jsonb' if _kind(table.c[n]) == "jsonb" else f'{alias}."{n}"' for n in names
     ]
     return f"unnest({', '.join(arrays)}) AS {alias}({', '.join(columns)})", values
+
+
+def unnests(
+    *parts: tuple[sa.Table, Sequence[str], str, Sequence[tuple[str, str]]],
+) -> tuple[list[tuple[str, list[str]]], int]:
+    """`unnest` of each (table, column names, alias, lead) over a statement's parameters in
+    order from $1, and the number of the parameter after them."""
+    out: list[tuple[str, list[str]]] = []
+    first = 1
+    for table, names, alias, lead in parts:
+        out.append(unnest(table, names, first, alias, lead))
+        first += len(lead) + len(names)
+    return out, first
+
+
+def fenced_update(table: str, rows: str, changes: str, condition: str = "TRUE") -> str:
+    """The CTEs `b` (the batches' rows: `rows`, an `unnest` with the `FENCE` in front),
+    `locked` (the rows of `table` whose fence holds and `condition`, on `r`, too: locked in id
+    order, as renewals lock them, so the two never deadlock) and `upd` (`changes` SET on
+    those, RETURNING their ids)."""
+    return f"""b AS MATERIALIZED (
+    SELECT * FROM {rows}
+), locked AS MATERIALIZED (
+    SELECT r.id FROM {table} r JOIN b ON b.b_id = r.id
+    WHERE (NOT b.b_fenced OR (r.owner = b.b_owner AND r.lease_epoch = b.b_epoch))
+        AND ({condition})
+    ORDER BY r.id
+    FOR UPDATE OF r
+), upd AS (
+    UPDATE {table} SET {changes}
+    FROM b JOIN locked l ON l.id = b.b_id
+    WHERE {table}.id = b.b_id
+    RETURNING {table}.id
+)"""
+
+
+def announce(ids: str) -> str:
+    """A query that sends `events:ID,...` for the ids `ids` selects (a column `id`), in
+    payloads under NOTIFY's limit; a statement's CTE, which its final SELECT must read (a CTE
+    nobody reads is not run), sent when the statement commits."""
+    return f"""SELECT pg_notify('{CHANNEL}', 'events:' || string_agg(id, ',' ORDER BY id))
+    FROM (
+        SELECT id, (sum(length(id) + 1) OVER (ORDER BY id) - 1) / {_PAYLOAD_BYTES} AS chunk
+        FROM ({ids}) ids
+    ) chunked
+    GROUP BY chunk"""
 
 
 @functools.cache
@@ -271,33 +352,21 @@ def _statement(
 ) -> str:
     """The one statement of a group of this shape (see the module doc); its result is the ids
     of the executions written."""
-    first = 5
-    exec_from, exec_values = _unnest(db.executions, exec_cols, first, "b")
-    first += len(exec_cols)
-    node_from, node_values = _unnest(db.nodes, node_cols, first, "n")
-    first += len(node_cols)
-    event_from, event_values = _unnest(db.events, event_cols, first, "v")
-    first += len(event_cols)
-    create_from, create_values = _unnest(db.executions, create_cols, first + 3, "c")
+    parts, first = unnests(
+        (db.executions, exec_cols, "b", FENCE),
+        (db.nodes, node_cols, "n", ()),
+        (db.events, event_cols, "v", ()),
+        (db.executions, create_cols, "c", ()),
+    )
+    (exec_from, exec_values), (node_from, node_values) = parts[:2]
+    (event_from, event_values), (create_from, create_values) = parts[2:]
     node_keys = {c.name for c in db.nodes.primary_key.columns}
     node_set = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in node_cols if n not in node_keys)
     exec_set = ", ".join(f'"{n}" = {v}' for n, v in zip(exec_cols, exec_values, strict=True))
     # A batch that changes no column of its execution still takes the lock and the fence.
     exec_set = exec_set or "id = executions.id"
     return f"""
-WITH b AS MATERIALIZED (
-    SELECT * FROM {exec_from}
-), locked AS MATERIALIZED (
-    SELECT e.id FROM executions e JOIN b ON b.b_id = e.id
-    WHERE NOT b.b_fenced OR (e.owner = b.b_owner AND e.lease_epoch = b.b_epoch)
-    ORDER BY e.id
-    FOR UPDATE OF e
-), upd AS (
-    UPDATE executions SET {exec_set}
-    FROM b JOIN locked l ON l.id = b.b_id
-    WHERE executions.id = b.b_id
-    RETURNING executions.id
-), created AS (
+WITH {fenced_update("executions", exec_from, exec_set)}, created AS (
     INSERT INTO executions ({", ".join(f'"{n}"' for n in create_cols)})
     SELECT {", ".join(create_values)} FROM {create_from}
     ON CONFLICT (tenant, request_id) DO NOTHING
@@ -321,12 +390,7 @@ WITH b AS MATERIALIZED (
     WHERE signals.execution_id = c.execution_id AND signals.seq = c.seq
         AND c.execution_id IN (SELECT id FROM upd)
 ), announced AS (
-    SELECT pg_notify('{CHANNEL}', 'events:' || string_agg(id, ',' ORDER BY id))
-    FROM (
-        SELECT id, (sum(length(id) + 1) OVER (ORDER BY id) - 1) / {_PAYLOAD_BYTES} AS chunk
-        FROM (SELECT DISTINCT execution_id AS id FROM events_written) ids
-    ) chunked
-    GROUP BY chunk
+    {announce("SELECT DISTINCT execution_id AS id FROM events_written")}
 )
 SELECT (SELECT array_agg(id) FROM upd), (SELECT array_agg(id) FROM created),
     (SELECT count(*) FROM announced)

@@ -32,6 +32,7 @@ from agentrun.storage.group_commit import DirectWriter, GroupCommit
 
 if TYPE_CHECKING:
     from agentrun.storage.notifications import Notifications
+    from agentrun.storage.pg_instances import InstanceWriter
 
 __all__ = [
     "IDLE_IN_TRANSACTION_MS",
@@ -197,6 +198,10 @@ class SqlDatabase(abc.ABC):
     def turn_writer(self) -> DirectWriter | None:
         """The dialect's own writer of execution turns, faster than `transaction` and `apply`
         (PostgreSQL: one statement, pg_turns.py); None: the group commit's transaction."""
+        return None
+
+    def instance_writer(self) -> InstanceWriter | None:
+        """Likewise for state machine instance commits (PostgreSQL: pg_instances.py)."""
         return None
 
     def executemany(

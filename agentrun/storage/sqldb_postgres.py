@@ -14,6 +14,7 @@ import asyncio
 import datetime
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
@@ -29,6 +30,8 @@ from agentrun.storage.sqldb import DirectWriter, SqlDatabase, store_errors
 if TYPE_CHECKING:
     import asyncpg
 
+    from agentrun.storage.pg_instances import InstanceWriter
+
 __all__ = ["WRITER_APPLICATION", "PostgresDatabase"]
 
 T = TypeVar("T")
@@ -39,8 +42,19 @@ _ATTEMPTS = 3
 # SQLSTATE classes of a lost or refused connection (08), a server going away (57: admin or
 # crash shutdown) or out of resources (53): no fault of the statement's.
 _UNAVAILABLE = ("08", "57", "53")
-# The application_name of the execution writer's connection (pg_stat_activity shows it).
+# The application_name of the execution writer's connection (pg_stat_activity shows it);
+# the state machine instances' writer has its own connection, named with "-instances".
 WRITER_APPLICATION = "agentrun-writer"
+
+
+@dataclass
+class _Writer:
+    """One direct writer's connection (pg_turns.py), its prepared statements and its lock."""
+
+    application: str
+    connection: asyncpg.Connection | None = None
+    lock: asyncio.Lock | None = None
+    prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement] = field(default_factory=dict)
 
 
 class PostgresDatabase(SqlDatabase):
@@ -54,10 +68,12 @@ class PostgresDatabase(SqlDatabase):
     ) -> None:
         super().__init__(url, synchronous=synchronous, lease_seconds=lease_seconds)
         self._lease_engine: AsyncEngine | None = None
-        # The execution writer's own connection (pg_turns.py) and its prepared statements.
-        self._writer: asyncpg.Connection | None = None
-        self._writer_lock: asyncio.Lock | None = None
-        self._prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement] = {}
+        # The direct writers' own connections (pg_turns.py): execution turns and instance
+        # commits, each on one of its own (connected on first use), so neither waits for the other.
+        self._writers = {
+            "executions": _Writer(WRITER_APPLICATION),
+            "instances": _Writer(f"{WRITER_APPLICATION}-instances"),
+        }
 
     def _connect(self) -> None:
         options: dict[str, Any] = {
@@ -72,9 +88,9 @@ class PostgresDatabase(SqlDatabase):
             },
             "json_serializer": db.jsonb_dumps,
         }
-        # 27 + 1 for the execution writer + 2 for leases + 1 LISTEN: 31 connections at most
-        # per replica, as documented.
-        self._engine = create_async_engine(self.url, pool_size=10, max_overflow=17, **options)
+        # 26 + 1 for the execution writer + 1 for the instance writer + 2 for leases + 1
+        # LISTEN: 31 connections at most per replica, as documented.
+        self._engine = create_async_engine(self.url, pool_size=10, max_overflow=16, **options)
         # Lease renewals and claims on connections of their own: a burst of reads and
         # commits that holds every pooled connection must not make a live replica's
         # renewal wait until its leases expired.
@@ -83,7 +99,8 @@ class PostgresDatabase(SqlDatabase):
         self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def dispose(self) -> None:
-        await self.drop_writer_connection()
+        for name in self._writers:
+            await self.drop_writer_connection(name)
         # The reader is a view of the same engine and pool.
         if self._engine is not None:
             await self._engine.dispose()
@@ -116,69 +133,88 @@ class PostgresDatabase(SqlDatabase):
 
         return TurnWriter(self)
 
-    async def writer_fetchrow(self, sql: str, args: Sequence[Any]) -> asyncpg.Record:
-        """Runs `sql`, prepared once, on the execution writer's own connection (connected
-        on first use, with the pool's timeout and idle-in-transaction limit), one caller at a
-        time. A lost connection or a server going away: StoreError (the statement may or
-        may not have committed) and a new connection next time; an error PostgreSQL answers
-        for the statement itself (nothing written) passes through as asyncpg raised it."""
+    def instance_writer(self) -> InstanceWriter | None:
+        """State machine instance commits in one round trip each (pg_instances.py)."""
+        from agentrun.storage.pg_instances import InstanceWriter
+
+        return InstanceWriter(self)
+
+    async def writer_fetchrow(
+        self, sql: str, args: Sequence[Any], *, writer: str = "executions"
+    ) -> asyncpg.Record:
+        """Runs `sql`, prepared once, on the `writer`'s own connection (connected on first
+        use, with the pool's timeout and idle-in-transaction limit), one caller at a time. A
+        lost connection or a server going away: StoreError (the statement may or may not
+        have committed) and a new connection next time; an error PostgreSQL answers for the
+        statement itself (nothing written) passes through as asyncpg raised it."""
+        return await self._on_writer(writer, sql, args)
+
+    async def writer_prepare(self, sql: str, *, writer: str) -> None:
+        """Connects `writer` and prepares `sql` ahead of its first use, so that the first
+        commit costs one round trip, not a connection's set-up as well."""
+        await self._on_writer(writer, sql, None)
+
+    async def _on_writer(self, writer: str, sql: str, args: Sequence[Any] | None) -> Any:
+        """`sql` prepared on `writer`'s connection, and run with `args` (None: only prepared)."""
         if self._engine is None or self.closing:
             raise StoreError("the store is not open")
         import asyncpg
 
-        if self._writer_lock is None:
-            self._writer_lock = asyncio.Lock()
-        async with self._writer_lock:
+        state = self._writers[writer]
+        if state.lock is None:
+            state.lock = asyncio.Lock()
+        async with state.lock:
             try:
-                writer = self._writer
-                if writer is None or writer.is_closed():
-                    writer = await self._connect_writer()
-                prepared = self._prepared.get(sql)
+                conn = state.connection
+                if conn is None or conn.is_closed():
+                    conn = await self._connect_writer(state)
+                prepared = state.prepared.get(sql)
                 if prepared is None:
-                    prepared = self._prepared[sql] = await writer.prepare(sql)
-                return await prepared.fetchrow(*args)
+                    prepared = state.prepared[sql] = await conn.prepare(sql)
+                return None if args is None else await prepared.fetchrow(*args)
             except asyncio.CancelledError:
                 # Mid-statement: the connection's state is unknown, a new one next time.
-                self._drop_writer(terminate=True)
+                self._drop_writer(state, terminate=True)
                 raise
             except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
-                self._drop_writer(terminate=True)
+                self._drop_writer(state, terminate=True)
                 raise StoreError(f"database unavailable: {exc}") from exc
             except asyncpg.PostgresError as exc:
                 if str(getattr(exc, "sqlstate", ""))[:2] in _UNAVAILABLE:
-                    self._drop_writer(terminate=True)
+                    self._drop_writer(state, terminate=True)
                     raise StoreError(f"database unavailable: {exc}") from exc
                 raise
 
-    async def _connect_writer(self) -> asyncpg.Connection:
+    async def _connect_writer(self, state: _Writer) -> asyncpg.Connection:
         import asyncpg
 
-        self._prepared = {}
+        state.prepared = {}
         dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._writer = await asyncpg.connect(
+        state.connection = await asyncpg.connect(
             dsn,
             timeout=10,
             server_settings={
                 "idle_in_transaction_session_timeout": str(self._idle_in_transaction_ms),
-                "application_name": WRITER_APPLICATION,
+                "application_name": state.application,
             },
         )
-        return self._writer
+        return state.connection
 
-    def _drop_writer(self, *, terminate: bool = False) -> asyncpg.Connection | None:
-        writer, self._writer, self._prepared = self._writer, None, {}
-        if writer is not None and terminate and not writer.is_closed():
-            writer.terminate()
-        return writer
+    @staticmethod
+    def _drop_writer(state: _Writer, *, terminate: bool = False) -> asyncpg.Connection | None:
+        conn, state.connection, state.prepared = state.connection, None, {}
+        if conn is not None and terminate and not conn.is_closed():
+            conn.terminate()
+        return conn
 
-    async def drop_writer_connection(self) -> None:
-        """Closes the execution writer's connection (the store closes)."""
-        writer = self._drop_writer()
-        if writer is not None and not writer.is_closed():
+    async def drop_writer_connection(self, writer: str = "executions") -> None:
+        """Closes a direct writer's connection (the store closes; tests cut it)."""
+        conn = self._drop_writer(self._writers[writer])
+        if conn is not None and not conn.is_closed():
             try:
-                await writer.close(timeout=1)
+                await conn.close(timeout=1)
             except Exception:
-                writer.terminate()
+                conn.terminate()
 
     def notify_in(self, conn: sa.Connection, kind: str, keys: Sequence[str]) -> None:
         """pg_notify in the caller's transaction: delivered when it commits, never if it

@@ -231,3 +231,76 @@ async def test_leases_are_renewed_claimed_when_expired_and_released(store: Machi
         for r in await store.claim(owner, lease_seconds=10, now=17.0, limit=1000, include_own=True)
     }
     assert timed.id in own
+
+
+async def test_a_group_of_fenced_commits_refuses_only_the_stale_one(store: MachineStore) -> None:
+    """Batches committed together (on PostgreSQL: one statement, pg_instances.py) are fenced
+    each: the stale one writes nothing and gets LeaseLost, its neighbours commit."""
+    from agentrun.storage.base import LeaseLost
+
+    tenant = uuid.uuid4().hex
+    records = [
+        (await store.create_instance(_instance(tenant, owner="a", lease_epoch=1)))[0]
+        for _ in range(3)
+    ]
+    await store.acquire(records[1].id, "b", lease_seconds=10, now=5.0, take=True)  # epoch 2
+    batches = [
+        MachineBatch(
+            _instance(tenant, id=r.id, current="b", last_sequence=2),
+            [_entry(r, 2)],
+            [TimerRecord(r.id, "2:0", "b", 0, 9.0)],
+            fence=("a", 1),
+        )
+        for r in records
+    ]
+    results = await asyncio.gather(*(store.commit(b) for b in batches), return_exceptions=True)
+    assert results[0] is None and results[2] is None, results
+    assert isinstance(results[1], LeaseLost), results
+    for k, rec in enumerate(records):
+        got = await store.get_instance(rec.id)
+        written = k != 1
+        assert (got.current, got.last_sequence) == (("b", 2) if written else ("a", 1))
+        assert len(await store.list_history(rec.id)) == (1 if written else 0)
+        timers = [t.key for t in await store.list_timers(instance_id=rec.id)]
+        assert timers == (["2:0"] if written else [])
+
+
+async def test_a_batch_on_a_moved_base_is_refused_alone(store: MachineStore) -> None:
+    tenant = uuid.uuid4().hex
+    records = [(await store.create_instance(_instance(tenant)))[0] for _ in range(3)]
+    moved = _instance(tenant, id=records[1].id, last_sequence=2)
+    await store.commit(MachineBatch(moved, [_entry(records[1], 2)]))
+    # Computed from sequence 1 each; the stored one of records[1] is 2 now.
+    batches = [
+        MachineBatch(_instance(tenant, id=r.id, current="c", last_sequence=3), [], base=1)
+        for r in records
+    ]
+    results = await asyncio.gather(*(store.commit(b) for b in batches), return_exceptions=True)
+    assert results[0] is None and results[2] is None, results
+    assert isinstance(results[1], ValueError), results
+    assert [(await store.get_instance(r.id)).last_sequence for r in records] == [3, 2, 3]
+
+
+async def test_timers_fired_added_and_replaced(store: MachineStore) -> None:
+    """A fired timer goes, one added by the same batch (a retry timer of that key) is set, and
+    replaced timers are exactly the batch's: on every backend as the memory store does it."""
+    rec, _ = await store.create_instance(_instance())
+    timers = [TimerRecord(rec.id, "k1", "a", 0, 1.0), TimerRecord(rec.id, "k2", "a", 1, 2.0)]
+    await store.commit(MachineBatch(rec, [], timers))
+
+    async def stored() -> list[tuple[str, str, int, float]]:
+        found = await store.list_timers(instance_id=rec.id)
+        return sorted((t.key, t.state, t.index, t.fire_at) for t in found)
+
+    assert await stored() == [("k1", "a", 0, 1.0), ("k2", "a", 1, 2.0)]
+    retry = TimerRecord(rec.id, "k1", "a", 0, 7.0)
+    await store.commit(MachineBatch(rec, [], fired="k1", added=[retry]))
+    assert await stored() == [("k1", "a", 0, 7.0), ("k2", "a", 1, 2.0)]
+    await store.commit(MachineBatch(rec, [], fired="k2"))
+    assert await stored() == [("k1", "a", 0, 7.0)]
+    replaced = [TimerRecord(rec.id, "k1", "b", 3, 8.0), TimerRecord(rec.id, "k3", "b", 4, 9.0)]
+    extra = TimerRecord(rec.id, "r", "b", 0, 10.0)
+    await store.commit(MachineBatch(rec, [], replaced, added=[extra]))
+    assert await stored() == [("k1", "b", 3, 8.0), ("k3", "b", 4, 9.0), ("r", "b", 0, 10.0)]
+    await store.commit(MachineBatch(rec, [], []))
+    assert await stored() == []

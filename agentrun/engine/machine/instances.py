@@ -106,6 +106,8 @@ class InstanceLoop:
         # What every commit touches, at hand.
         self._hub = machines.hub
         self._notifier = machines.notifier
+        # Commits the store announces itself need no announcement after them.
+        self._commits_announced = machines.store.announces
         self._instrumentation = machines.instrumentation
 
     async def dispatch(self, inst: Instance, ev: Event) -> Any:
@@ -265,7 +267,7 @@ class InstanceLoop:
                 if not known[2].done():
                     known[2].set_result(outcome)
                 inst.event_ids[ev.id] = (known[0], known[1], outcome)
-        self.after_commit(inst, work, entries)
+        self.after_commit(inst, work, entries, announced=self._commits_announced)
 
     def forget_id(self, inst: Instance, ev: Event) -> None:
         if ev.id and ev.source == "external":
@@ -301,17 +303,20 @@ class InstanceLoop:
         if len(self.m.instances) > self.m.max_instances:
             self._shrink()
 
-    def after_commit(self, inst: Instance, work: Work, entries: list[HistoryRecord]) -> None:
+    def after_commit(
+        self, inst: Instance, work: Work, entries: list[HistoryRecord], *, announced: bool = False
+    ) -> None:
         """Durable now: publish the entries as stored (to Watch streams here and on other
-        replicas, to the event bus, to metrics), move timers, start or stop children, wake
-        waiters."""
+        replicas, unless the commit `announced` them already; to the event bus, to metrics),
+        move timers, start or stop children, wake waiters."""
         hub = self._hub
         hub.deliver(inst.id, entries)
         if hub.listening:
             hub.tell(inst.id, [history_event(e) for e in entries])
         if self._instrumentation is not None:
             self._instrumentation.instance_committed(inst.record, entries)
-        self._notifier.announce(inst.id)
+        if not announced:
+            self._notifier.announce(inst.id)
         if work.timers is not None:
             if inst.id in self.m.timers.handles:
                 self.m.timers.drop(inst.id)

@@ -1,0 +1,162 @@
+"""State machine instance commits on PostgreSQL in one round trip, as execution turns are.
+
+Through SQLAlchemy's asyncpg adapter a group of instance commits cost six round trips or more
+(BEGIN, the fence's SELECT ... FOR UPDATE, an UPDATE per instance whose batch names its base
+sequence, the history INSERT, timer DELETEs and INSERT, COMMIT), and the engine's `pg_notify`
+one more after it. Here the group is one prepared
+statement on the instance writer's own connection (pg_turns.py has the machinery: arrays per
+column, `unnest`, `fetch_direct`), committed when it ends: one round trip, one WAL flush.
+
+The statement, in the order its parts see each other:
+- `locked`: the group's instance rows whose fence holds (owner and epoch, when the batch has a
+  fence) and whose `last_sequence` is the batch's base (when it has one), locked `FOR UPDATE`
+  in id order, as renewals lock them (no deadlock between the two); a row another transaction
+  changes meanwhile is re-checked on its newest version;
+- `upd`: the instance UPDATEs, of locked rows only;
+- the history INSERT and its NOTIFY (`events:ID`, as an execution's events are announced:
+  Watch streams on other replicas read the new entries), the timers dropped (all of an instance whose timers are replaced, or the
+  one that fired) and the timers set (upserted, as the memory store sets them by key), of the
+  instances `upd` wrote and nothing of the others.
+
+A stale batch (a lost lease, another writer's newer sequence, an instance that does not exist)
+writes nothing while its neighbours commit: it is answered UNWRITTEN and the group commit
+writes it alone the transaction's way, which refuses it with the usual error (LeaseLost, or
+ValueError). A group naming one instance twice goes that way whole, and so does a statement
+PostgreSQL refuses (a duplicate history entry: nothing was written).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from agentrun.storage import schema as db
+from agentrun.storage.base import StoreError
+from agentrun.storage.group_commit import UNWRITTEN
+from agentrun.storage.machine_base import MachineBatch
+from agentrun.storage.machines_sql import MUTABLE, history_row, instance_changes, timer_row
+from agentrun.storage.pg_turns import (
+    FENCE,
+    announce,
+    array_columns,
+    fenced_update,
+    fetch_direct,
+    unnests,
+)
+
+if TYPE_CHECKING:
+    from agentrun.storage.sqldb_postgres import PostgresDatabase
+
+__all__ = ["InstanceWriter"]
+
+log = logging.getLogger("agentrun.storage")
+
+_HISTORY = tuple(c.name for c in db.sm_history.c)
+_TIMERS = tuple(c.name for c in db.sm_timers.c)
+# After the fence: whether the batch has a base sequence, and which.
+_LEAD = (*FENCE, ("b_based", "bool"), ("b_base", "int8"))
+
+
+class InstanceWriter:
+    """The instance group commit's `direct` writer on PostgreSQL (see module doc)."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._database = database
+
+    async def __call__(self, batches: Sequence[MachineBatch]) -> list[Any] | None:
+        """Each batch's result (None: written, UNWRITTEN: not written), or None when the
+        group names an instance twice or PostgreSQL refused the statement (nothing written).
+        StoreError when the database is unreachable."""
+        ids = [batch.instance.id for batch in batches]
+        if len(set(ids)) < len(ids):
+            return None
+        row = await fetch_direct(self._database, _statement(), _params(batches), "instances")
+        if row is None:
+            return None
+        written = set(row[0] or ())
+        return [None if id_ in written else UNWRITTEN for id_ in ids]
+
+    async def prepare(self) -> None:
+        """Connects and prepares the statement (when the machine store opens); a failure
+        waits for the first commit, which connects again."""
+        import asyncpg
+
+        try:
+            await self._database.writer_prepare(_statement(), writer="instances")
+        except (StoreError, asyncpg.PostgresError):
+            log.warning("could not prepare the instance writer", exc_info=True)
+
+
+def _params(batches: Sequence[MachineBatch]) -> list[Any]:
+    """The statement's arguments: instance changes with their fences and bases, history
+    rows, timers set, instances whose timers are all replaced, timers that fired."""
+    changes: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    timers: list[dict[str, Any]] = []
+    replaced: list[str] = []
+    fired: list[tuple[str, str]] = []
+    for batch in sorted(batches, key=lambda b: b.instance.id):
+        row = instance_changes(batch.instance)
+        row["b_fenced"] = batch.fence is not None
+        row["b_owner"], row["b_epoch"] = batch.fence if batch.fence is not None else (None, None)
+        row["b_based"] = batch.base is not None
+        row["b_base"] = batch.base
+        changes.append(row)
+        history += (history_row(entry) for entry in batch.history)
+        if batch.timers is not None:
+            replaced.append(batch.instance.id)
+            timers += (timer_row(t) for t in batch.timers)
+        elif batch.fired is not None:
+            fired.append((batch.instance.id, batch.fired))
+        timers += (timer_row(t) for t in batch.added)
+    args: list[Any] = [[row[name] for row in changes] for name, _ in _LEAD]
+    args += array_columns(db.sm_instances, MUTABLE, changes)
+    args += array_columns(db.sm_history, _HISTORY, history)
+    args += array_columns(db.sm_timers, _TIMERS, timers)
+    args += [replaced, [i for i, _ in fired], [k for _, k in fired]]
+    return args
+
+
+@functools.cache
+def _statement() -> str:
+    """The one statement of an instance group (see the module doc); its result is the ids of
+    the instances written."""
+    parts, first = unnests(
+        (db.sm_instances, MUTABLE, "b", _LEAD),
+        (db.sm_history, _HISTORY, "h", ()),
+        (db.sm_timers, _TIMERS, "t", ()),
+    )
+    (b_from, b_values), (h_from, h_values), (t_from, t_values) = parts
+    replaced, fired_ids, fired_keys = first, first + 1, first + 2
+    # A batch computed from a sequence is refused once the stored one moved on.
+    based = "NOT b.b_based OR r.last_sequence = b.b_base"
+    updates = ", ".join(f'"{n}" = {v}' for n, v in zip(MUTABLE, b_values, strict=True))
+    keys = {c.name for c in db.sm_timers.primary_key.columns}
+    timer_set = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in _TIMERS if n not in keys)
+    return f"""
+WITH {fenced_update("sm_instances", b_from, updates, based)}, history AS (
+    INSERT INTO sm_history ({", ".join(f'"{n}"' for n in _HISTORY)})
+    SELECT {", ".join(h_values)} FROM {h_from}
+    WHERE h.instance_id IN (SELECT id FROM upd)
+    RETURNING instance_id
+), announced AS (
+    {announce("SELECT DISTINCT instance_id AS id FROM history")}
+), timers AS MATERIALIZED (
+    SELECT {", ".join(t_values)} FROM {t_from}
+    WHERE t.instance_id IN (SELECT id FROM upd)
+), dropped AS (
+    DELETE FROM sm_timers
+    WHERE sm_timers.instance_id IN (SELECT id FROM upd)
+        AND (sm_timers.instance_id = ANY(${replaced}::text[])
+            OR (sm_timers.instance_id, sm_timers.key) IN (
+                SELECT * FROM unnest(${fired_ids}::text[], ${fired_keys}::text[])))
+        AND (sm_timers.instance_id, sm_timers.key) NOT IN (SELECT instance_id, key FROM timers)
+), timers_set AS (
+    INSERT INTO sm_timers ({", ".join(f'"{n}"' for n in _TIMERS)})
+    SELECT * FROM timers
+    ON CONFLICT (instance_id, key) DO UPDATE SET {timer_set}
+)
+SELECT (SELECT array_agg(id) FROM upd), (SELECT count(*) FROM announced)
+"""
