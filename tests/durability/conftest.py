@@ -31,11 +31,11 @@ async def _migrate(url: str) -> None:
 
 
 @pytest.fixture
-def pg_url(shared_pg: PgServer) -> str:
-    """A fresh, migrated database on the shared server (dropped at the end of the module)."""
-    url = shared_pg.create_database()
-    run_sync(_migrate(url))
-    return url
+def pg_url(shared_pg: PgServer) -> Iterator[str]:
+    """A fresh, migrated database on the shared server (dropped after the test)."""
+    url = shared_pg.create_database(migrated=True)
+    yield url
+    shared_pg.release(url)
 
 
 @pytest.fixture
