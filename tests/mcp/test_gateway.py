@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
 
 from agentrun.client import AsyncClient
+from agentrun.client import Client as SyncClient
 from tests.durability.common import wait_until
 from tests.server.subprocess_server import ROOT, ServerProcess
 
@@ -61,16 +62,28 @@ MACHINE = {  # a state machine: instances receive events, they do not run to an 
 }
 
 
-@pytest.fixture
-async def agentrun_server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    server = ServerProcess(tmp_path).start()
+def _serve(workdir: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(workdir).start()
     try:
-        async with AsyncClient(server.address) as client:
+        with SyncClient(server.address) as client:
             for spec in (GREET, SHOUT, APPROVE, BROKEN, MACHINE):
-                await client.create_workflow(spec)
+                client.create_workflow(spec)
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def agentrun_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One `agentrun serve` for the cases that add no workflow (the tool lists they read stay
+    as set up here; the executions they start are their own)."""
+    yield from _serve(tmp_path_factory.mktemp("gateway"))
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own, for a case that changes the workflows."""
+    yield from _serve(tmp_path)
 
 
 def gateway(server: ServerProcess, *args: str) -> StdioServerParameters:
@@ -151,12 +164,10 @@ async def test_a_long_run_returns_its_id_and_get_execution_polls_it(
         assert polled.structured_content["output"] == {"approved": True}
 
 
-async def test_workflow_selects_the_tools(agentrun_server: ServerProcess) -> None:
-    async with Client(
-        gateway(agentrun_server, "--workflow", "greet", "--workflow", "later")
-    ) as mcp:
+async def test_workflow_selects_the_tools(own_server: ServerProcess) -> None:
+    async with Client(gateway(own_server, "--workflow", "greet", "--workflow", "later")) as mcp:
         assert {t.name for t in (await mcp.list_tools()).tools} == {"greet", "get_execution"}
-        async with AsyncClient(agentrun_server.address) as client:
+        async with AsyncClient(own_server.address) as client:
             await client.create_workflow({**GREET, "name": "later"})
         # The list is read from the server each time: a workflow created later appears.
         assert {t.name for t in (await mcp.list_tools()).tools} == {
