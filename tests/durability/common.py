@@ -406,7 +406,7 @@ class Replica:
         self.child = Child(argv, log, env=env, name=f"replica {self.name}").start()
         return self.child
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:
         assert self.child is not None
         start = time.monotonic()
         seen = self._log_offset

@@ -35,10 +35,12 @@ states:
 """
 
 
-async def _pair(tmp_path: Any, **b_options: Any) -> tuple[Any, Any, Any, Any]:
+async def _pair(
+    tmp_path: Any, a_lease: float = LEASE, **b_options: Any
+) -> tuple[Any, Any, Any, Any]:
     store_a = await open_backend("postgresql", tmp_path)
     store_b = await open_backend("postgresql", tmp_path)
-    a = await make(store_a, replica="a", lease_seconds=LEASE)
+    a = await make(store_a, replica="a", lease_seconds=a_lease)
     b = await make(store_b, replica="b", lease_seconds=LEASE, **b_options)
     return a, b, store_a, store_b
 
@@ -106,7 +108,10 @@ async def test_a_killed_replicas_instance_is_taken_over(tmp_path: Any) -> None:
 
 
 async def test_a_replica_whose_lease_was_taken_is_fenced_and_lets_go(tmp_path: Any) -> None:
-    a, b, store_a, store_b = await _pair(tmp_path)
+    # `a` renews every 10 s: its renewal must not notice the taken lease before its own
+    # commit does (with LEASE it renewed every 0.5 s, and on a busy machine it sometimes let
+    # go before the test looked).
+    a, b, store_a, store_b = await _pair(tmp_path, a_lease=30.0)
     try:
         name = f"timed-{uuid.uuid4().hex[:8]}"
         await a.define(TIMED.format(name=name, delay="1h", tool="test.record"))
