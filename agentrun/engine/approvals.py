@@ -38,7 +38,7 @@ import jsonschema
 
 from agentrun.engine import sizes
 from agentrun.engine.errors import Diagnostic, IllegalTransition, InvalidArgument, Unavailable
-from agentrun.engine.plan import MapNode, WaitNode
+from agentrun.engine.plan import MapNode, WaitNode, WaitStep
 from agentrun.storage.records import ExecutionRecord, NodeRecord, NodeState, SignalRecord
 
 if TYPE_CHECKING:
@@ -148,7 +148,8 @@ def wait_schema(plan: DagPlan | None, ref: WaitRef) -> dict[str, Any] | None:
     if node is None:
         return None
     if ref.map_index is not None:
-        return node.body.wait_schema if isinstance(node, MapNode) else None
+        body = node.body if isinstance(node, MapNode) else None
+        return body.wait_schema if isinstance(body, WaitStep) else None
     return node.wait_schema if isinstance(node, WaitNode) else None
 
 

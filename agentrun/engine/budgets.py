@@ -247,14 +247,19 @@ class Budgets:
     # ------------------------------------------------------------- which calls
     def covers(self, tenant: str, budget: BudgetSpec | None, step: StepPlan | None) -> bool:
         """Whether an agent call must reserve before it starts (a budget covers it)."""
+        from agentrun.engine.plan import AgentStep  # plan.py imports BudgetSpec from here
+
         return (
-            step is not None
+            isinstance(step, AgentStep)
             and step.provider is not None
             and (budget is not None or tenant in self.config.tenants)
         )
 
     def claim(self, owner: Any, tenant: str, workflow: str, step: StepPlan) -> Claim:
-        assert step.provider is not None
+        """Only for a step `covers` (an agent call)."""
+        from agentrun.engine.plan import AgentStep
+
+        assert isinstance(step, AgentStep) and step.provider is not None
         node = str(owner[1]).split("[", 1)[0]
         return Claim(
             owner,

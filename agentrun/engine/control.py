@@ -32,7 +32,7 @@ from agentrun.engine.errors import (
     Unavailable,
     WorkflowNotFound,
 )
-from agentrun.engine.plan import StepNode
+from agentrun.engine.plan import StepNode, ToolStep, WorkflowStep
 from agentrun.storage.records import ExecutionRecord, ExecutionState, NodeState, SignalRecord
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ async def check_override(
     plan = await engine.plan_of(record)
     node = plan.nodes.get(node_id) if plan is not None else None
     step = node.step if isinstance(node, StepNode) else None
-    if step is None or step.kind not in ("tool", "workflow"):
+    if not isinstance(step, ToolStep | WorkflowStep):
         kind = node.kind if node is not None else "unknown"
         raise InvalidInput(
             [
@@ -78,8 +78,8 @@ async def check_override(
                 )
             ]
         )
-    if step.kind == "tool" and step.tool is not None:
-        schema = step.tool.args_schema
+    if isinstance(step, ToolStep):
+        schema = step.tool.args_schema if step.tool is not None else None
     else:
         try:
             child = engine.workflows.dag_plan(

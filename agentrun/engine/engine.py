@@ -36,7 +36,7 @@ from agentrun.engine.fleet import make_scheduler
 from agentrun.engine.hub import Hub
 from agentrun.engine.machine.plan import MachinePlan
 from agentrun.engine.node_view import every_node, spec_node_ids
-from agentrun.engine.plan import DagPlan, StepPlan
+from agentrun.engine.plan import DagPlan, WorkflowStep
 from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.redact import Redactor
 from agentrun.engine.rerun import rerun
@@ -311,7 +311,7 @@ class Engine:
         asyncio.get_running_loop().create_task(send())
 
     async def run_child(
-        self, *, parent_id: str, tenant: str, key: str, attempt: int, step: StepPlan, input: Any
+        self, *, parent_id: str, tenant: str, key: str, attempt: int, step: WorkflowStep, input: Any
     ) -> Any:
         """Runs a `workflow` node's child, an execution or an instance (runtime/children.py)."""
         return await run_child(self, parent_id, tenant, key, attempt, step, input)

@@ -18,6 +18,7 @@ from agentrun.engine.expressions import (
     ExpressionError,
     Template,
     _strip_strings,
+    compile_template,
 )
 from agentrun.engine.plan import (
     AgentNode,
@@ -25,6 +26,7 @@ from agentrun.engine.plan import (
     MapNode,
     NodePlan,
     PassNode,
+    PassStep,
     StepNode,
     StepPlan,
     SwitchCase,
@@ -236,7 +238,7 @@ def _aggregate(c: StepCompiler, a: Any, path: str, has_incoming: bool) -> dict[s
 
 def _stand_in_step(path: str) -> StepPlan:
     """In place of a call that did not compile (its problem is reported): never run."""
-    return StepPlan(kind="pass", path=path)
+    return PassStep(path=path, value=compile_template(None, path))
 
 
 def _expressions(f: dict[str, Any]) -> list[Expression | Template]:
@@ -279,7 +281,7 @@ def _node_expressions(plan: NodePlan) -> list[Expression | None]:
             out.append(plan.expr)
     for part in parts:
         if part is not None:
-            templates += [part.value, part.args, part.prompt, part.system, part.workflow_input]
+            templates += part.templates
     for t in templates:
         if t is not None:
             out.extend(t.expressions)

@@ -4,7 +4,8 @@ The runtime reads only these objects: frozen slotted dataclasses with pre-compil
 expressions, so running a node touches no protobuf message and parses nothing. The
 compiler builds each one complete (agentrun/engine/compiler.py); nothing changes a plan after.
 `NodePlan` is a union of one class per kind of node (`ToolNode | AgentNode | ... |
-AggregateNode`, sharing `NodeBase`): the interpreter matches the class, and a node holds only
+AggregateNode`, sharing `NodeBase`), `StepPlan` one of one class per kind of call (`ToolStep |
+... | WaitStep`, sharing `StepBase`): the interpreters match the class, and a plan holds only
 its own kind's fields.
 """
 
@@ -33,26 +34,57 @@ class EdgePlan:
     from_switch: bool = False
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class StepPlan:
-    """A single call: a node's body, a map item's body, a compensation or a fallback."""
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class StepBase:
+    """A single call: a node's body, a map item's body, a compensation, a fallback or a state
+    machine action. One subclass per kind; `StepPlan` is their union."""
 
-    kind: str  # agent | tool | pass | workflow | wait (a map body)
+    # The file word of the kind: data for traces, metrics and events.
+    kind: ClassVar[str]
     path: str
     retry: RetrySpec | None = None
     timeout: float | None = None
-    # pass
-    value: Template | None = None
-    # tool
-    tool: Tool | None = None
-    args: Template | None = None
+    # What the step's own templates read (computed once, in __post_init__): a call's
+    # activation holds these names only, so a map item's does not carry the map's `items`.
+    names: frozenset[str] = field(init=False, default=frozenset())
+    node_refs: frozenset[str] = field(init=False, default=frozenset())
+
+    # The fields holding the step's own templates (what it renders when it runs).
+    template_fields: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def templates(self) -> tuple[Template, ...]:
+        return tuple(getattr(self, name) for name in self.template_fields)
+
+    def __post_init__(self) -> None:
+        names: frozenset[str] = frozenset()
+        refs: frozenset[str] = frozenset()
+        for t in self.templates:
+            names, refs = names | t.names, refs | t.node_refs
+        object.__setattr__(self, "names", names or NO_NAMES)
+        object.__setattr__(self, "node_refs", refs or NO_NAMES)
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class ToolStep(StepBase):
+    kind: ClassVar[str] = "tool"
+    template_fields: ClassVar[tuple[str, ...]] = ("args",)
+    # None only in a plan that failed to compile (the unknown tool is reported).
+    tool: Tool | None
+    args: Template
     # Only workers offering these labels serve the call (remote tools).
     labels: dict[str, str] = field(default_factory=dict)
-    # agent
-    provider: AgentProvider | None = None
-    model: str = ""
-    prompt: Template | None = None
-    system: Template | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class AgentStep(StepBase):
+    kind: ClassVar[str] = "agent"
+    template_fields: ClassVar[tuple[str, ...]] = ("prompt", "system")
+    # None only in a plan that failed to compile (the unknown provider is reported).
+    provider: AgentProvider | None
+    model: str
+    prompt: Template
+    system: Template
     output_schema: dict[str, Any] | None = None
     agent_tools: tuple[str, ...] = ()
     max_turns: int = 0
@@ -60,27 +92,34 @@ class StepPlan:
     max_tokens: int = 0
     # None: the provider's default; False: no `agent.delta` events.
     stream: bool | None = None
-    # workflow
-    workflow: str = ""
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class PassStep(StepBase):
+    kind: ClassVar[str] = "pass"
+    template_fields: ClassVar[tuple[str, ...]] = ("value",)
+    value: Template
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class WorkflowStep(StepBase):
+    kind: ClassVar[str] = "workflow"
+    template_fields: ClassVar[tuple[str, ...]] = ("workflow_input",)
+    workflow: str
     workflow_version: int = 0
-    workflow_input: Template | None = None
-    # wait (a map's body only): the signal each item waits for, its answer's JSON Schema
-    signal: str = ""
+    workflow_input: Template
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class WaitStep(StepBase):
+    """A map's body only: each item waits for its own `signal`, answered per `wait_schema`."""
+
+    kind: ClassVar[str] = "wait"
+    signal: str
     wait_schema: dict[str, Any] | None = None
 
-    # What the step's own templates read (computed once, in __post_init__): a call's
-    # activation holds these names only, so a map item's does not carry the map's `items`.
-    names: frozenset[str] = field(init=False, default=frozenset())
-    node_refs: frozenset[str] = field(init=False, default=frozenset())
 
-    def __post_init__(self) -> None:
-        names: frozenset[str] = frozenset()
-        refs: frozenset[str] = frozenset()
-        for t in (self.value, self.args, self.prompt, self.system, self.workflow_input):
-            if t is not None:
-                names, refs = names | t.names, refs | t.node_refs
-        object.__setattr__(self, "names", names or NO_NAMES)
-        object.__setattr__(self, "node_refs", refs or NO_NAMES)
+StepPlan: TypeAlias = ToolStep | AgentStep | PassStep | WorkflowStep | WaitStep
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -123,7 +162,7 @@ class NodeBase:
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
 class StepNode(NodeBase):
-    """A node that is one call (`step`): tool, agent, pass or workflow."""
+    """A node that is one call (`step`, of the node's own kind): tool, agent, pass or workflow."""
 
     step: StepPlan
 
@@ -131,6 +170,7 @@ class StepNode(NodeBase):
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
 class ToolNode(StepNode):
     kind: ClassVar[str] = "tool"
+    step: ToolStep
     # An irreversible tool is never retried automatically, whatever a policy says.
     irreversible: bool = False
 
@@ -140,6 +180,7 @@ class AgentNode(StepNode):
     """A model call; its step holds the provider, prompt and output schema."""
 
     kind: ClassVar[str] = "agent"
+    step: AgentStep
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
@@ -147,6 +188,7 @@ class PassNode(StepNode):
     """Its step's value, computed inline in the fold's turn (no call, no scheduler slot)."""
 
     kind: ClassVar[str] = "pass"
+    step: PassStep
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
@@ -154,6 +196,7 @@ class WorkflowNode(StepNode):
     """A child run (an execution or a state machine instance); restarts attach to it again."""
 
     kind: ClassVar[str] = "workflow"
+    step: WorkflowStep
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)

@@ -27,7 +27,7 @@ from agentrun.engine.expressions import (
     compile_template_collect,
 )
 from agentrun.engine.labels import label_problems
-from agentrun.engine.plan import StepPlan
+from agentrun.engine.plan import AgentStep, PassStep, StepPlan, ToolStep, WaitStep, WorkflowStep
 from agentrun.engine.ports import AgentProviders, Effect, ToolRegistry
 from agentrun.engine.retry import Backoff, Jitter, RetrySpec
 from agentrun.v1 import workflow_pb2 as pb
@@ -45,6 +45,13 @@ __all__ = [
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
+_STEPS: dict[str, type[StepPlan]] = {
+    "tool": ToolStep,
+    "agent": AgentStep,
+    "pass": PassStep,
+    "workflow": WorkflowStep,
+    "wait": WaitStep,
+}
 _BACKOFF = {
     pb.RetryPolicy.BACKOFF_UNSPECIFIED: Backoff.EXPONENTIAL,
     pb.RetryPolicy.BACKOFF_FIXED: Backoff.FIXED,
@@ -194,14 +201,16 @@ class StepCompiler:
         timeout: float | None = None,
     ) -> StepPlan:
         """`kind` is the file word of the set member of `msg.kind` (`pass`, not `pass_node`)."""
-        return StepPlan(**self._step_fields(msg, kind, path, allowed), retry=retry, timeout=timeout)
+        cls, fields = self._step_fields(msg, kind, path, allowed)
+        return cls(**fields, retry=retry, timeout=timeout)
 
     def _step_fields(
         self, msg: Any, kind: str, path: str, allowed: frozenset[str]
-    ) -> dict[str, Any]:
+    ) -> tuple[type[StepPlan], dict[str, Any]]:
+        """The class of the step's kind and its fields (retry and timeout are the caller's)."""
         body = spec_words.member(msg)
         p = f"{path}.{kind}"
-        out: dict[str, Any] = {"kind": kind, "path": p}
+        out: dict[str, Any] = {"path": p}
         if kind == "pass":
             out["value"] = self.template(
                 value_to_py(body.value) if body.HasField("value") else None, f"{p}.value", allowed
@@ -268,7 +277,7 @@ class StepCompiler:
             out["workflow_input"] = self.template(
                 value_to_py(body.input) if body.HasField("input") else {}, f"{p}.input", allowed
             )
-        return out
+        return _STEPS[kind], out
 
     def standalone_step(
         self, msg: Any, path: str, allowed: frozenset[str], *, waits: bool = False
@@ -290,14 +299,14 @@ class StepCompiler:
                 "a wait step is only allowed as a map's body (each item waits for its own answer)",
             )
             return None
-        fields = self._step_fields(msg, kind, path, allowed)
+        cls, fields = self._step_fields(msg, kind, path, allowed)
         retry = self.retry(msg.retry, f"{path}.retry") if msg.HasField("retry") else None
         timeout = self.duration(msg, "timeout", path)
         if kind == "wait":
             if msg.HasField("timeout"):
                 self.error(f"{path}.timeout", "a wait step takes no timeout (use wait.timeout)")
             timeout = self.duration(msg.wait, "timeout", f"{path}.wait")
-        return StepPlan(**fields, retry=retry, timeout=timeout)
+        return cls(**fields, retry=retry, timeout=timeout)
 
     def wait_schema(self, wait: Any, path: str) -> dict[str, Any] | None:
         """A wait's answer schema (`wait.schema`), only for a wait for a signal."""
@@ -311,8 +320,7 @@ class StepCompiler:
 def is_irreversible(step: StepPlan | None) -> bool:
     """A call to a tool marked irreversible: it is never retried automatically."""
     return (
-        step is not None
-        and step.kind == "tool"
+        isinstance(step, ToolStep)
         and step.tool is not None
         and step.tool.effect is Effect.IRREVERSIBLE
     )

@@ -12,15 +12,20 @@ import pytest
 from agentrun.engine import InvalidWorkflow, compile_workflow, load_workflow
 from agentrun.engine.plan import (
     AgentNode,
+    AgentStep,
     AggregateNode,
     DagPlan,
     MapNode,
     NodeBase,
     PassNode,
+    PassStep,
+    StepBase,
     SwitchNode,
     ToolNode,
+    ToolStep,
     WaitNode,
     WorkflowNode,
+    WorkflowStep,
 )
 from agentrun.integrations import default_agents, default_tools
 
@@ -117,3 +122,32 @@ def test_a_node_naming_no_kind_still_has_its_other_fields_checked() -> None:
         ),
         ("nodes[0]", "unknown node 'nowhere' in an expression"),
     ]
+
+
+def test_each_step_is_the_class_of_its_kind_with_its_fields_only() -> None:
+    plan = _compile(WORKFLOW)
+    steps = {
+        nid: node.step
+        for nid, node in plan.nodes.items()
+        if isinstance(node, PassNode | ToolNode | AgentNode | WorkflowNode)
+    }
+    body = plan.node_as("m", MapNode).body
+    assert {nid: type(step) for nid, step in steps.items()} == {
+        "p": PassStep,
+        "t": ToolStep,
+        "a": AgentStep,
+        "w": WorkflowStep,
+    }
+    assert type(body) is PassStep and body.kind == "pass"
+    common = {f.name for f in dataclasses.fields(StepBase)}
+    own = {nid: {f.name for f in dataclasses.fields(s)} - common for nid, s in steps.items()}
+    assert own["p"] == {"value"}
+    assert own["t"] == {"tool", "args", "labels"}
+    assert own["w"] == {"workflow", "workflow_version", "workflow_input"}
+    assert "prompt" in own["a"] and "tool" not in own["a"] and "value" not in own["a"]
+    # What a step's templates read is computed from its own templates.
+    agent = steps["a"]
+    assert isinstance(agent, AgentStep)
+    assert agent.templates == (agent.prompt, agent.system) and steps["t"].names == frozenset()
+    with pytest.raises(TypeError, match="not a map node"):
+        plan.node_as("p", MapNode)

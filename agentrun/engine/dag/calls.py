@@ -7,13 +7,13 @@ the others each in a task of their own."""
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from agentrun.engine.dag.keys import TaskKey
 from agentrun.engine.dag.messages import BreakerChanged, Call, Done
 from agentrun.engine.dag.values import expression_failure
 from agentrun.engine.expressions import ExpressionError
-from agentrun.engine.plan import StepPlan
+from agentrun.engine.plan import AgentStep, PassStep, StepPlan, ToolStep, WaitStep, WorkflowStep
 from agentrun.engine.ports import CallContext
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.steps import breaker_for, call_agent, call_tool, invoke_step, target_of
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 def synchronous(call: Call) -> bool:
     """Whether `call` is a synchronous tool's, to run with `run_now`."""
-    tool = call.step.tool
-    return tool is not None and tool.synchronous and call.step.kind == "tool"
+    step = call.step
+    return isinstance(step, ToolStep) and step.tool is not None and step.tool.synchronous
 
 
 def run_now(run: DagRun, call: Call) -> None:
@@ -40,7 +40,7 @@ def run_now(run: DagRun, call: Call) -> None:
         return
     # It suspended after all: it would hold the run's loop (and its task) while it waits.
     context.run(coro.close)
-    tool = call.step.tool
+    tool = call.step.tool if isinstance(call.step, ToolStep) else None
     assert tool is not None
     run.post(
         Done(
@@ -98,25 +98,24 @@ async def _invoke(
     given, args = False, None
     if rec is not None and rec.exhausted is not None and "args" in rec.exhausted:
         given, args = True, rec.exhausted["args"]
-    if step.kind == "tool":
-        assert step.args is not None
-        return await call_tool(step, args if given else step.args.evaluate(act), ctx)
-    if step.kind == "agent":
-        return await call_agent(step, lambda t: t.evaluate(act), ctx)
-    if step.kind == "pass":
-        assert step.value is not None
-        return step.value.evaluate(act)
-    if step.kind == "workflow":
-        child_input = (
-            args if given else step.workflow_input.evaluate(act) if step.workflow_input else {}
-        )
-        record = run.fold.record
-        return await run.host.run_child(
-            parent_id=record.id,
-            tenant=record.tenant,
-            key=key.text,
-            attempt=attempt,
-            step=step,
-            input=child_input,
-        )
-    raise AssertionError(step.kind)
+    match step:
+        case ToolStep():
+            return await call_tool(step, args if given else step.args.evaluate(act), ctx)
+        case AgentStep():
+            return await call_agent(step, lambda t: t.evaluate(act), ctx)
+        case PassStep():
+            return step.value.evaluate(act)
+        case WorkflowStep():
+            record = run.fold.record
+            return await run.host.run_child(
+                parent_id=record.id,
+                tenant=record.tenant,
+                key=key.text,
+                attempt=attempt,
+                step=step,
+                input=args if given else step.workflow_input.evaluate(act),
+            )
+        case WaitStep():  # a map's wait body waits in the fold; it is never called
+            raise AssertionError(step.kind)
+        case _:
+            assert_never(step)

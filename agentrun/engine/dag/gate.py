@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from agentrun.engine.dag.keys import TaskKey
 from agentrun.engine.dag.messages import Granted, ReleaseSlot, RequestSlot
 from agentrun.engine.plan import NodePlan, StepPlan
+from agentrun.engine.runtime.slots import slot_target
 from agentrun.storage.records import NodeState
 
 if TYPE_CHECKING:
@@ -46,13 +47,7 @@ class Gate:
         gating = self.gating
         bucket = node.rate_limit or None
         # The tool or provider called ("" for a child workflow), for per-target limits.
-        target = (
-            ""
-            if step is None
-            else step.tool.name
-            if step.tool is not None
-            else (step.provider.name if step.provider else "")
-        )
+        target = "" if step is None else slot_target(step)
         if bucket is None and gating.bindings:
             bucket = gating.bindings.get(target)
         budgeted = step if gating.budgeted(step) else None

@@ -47,7 +47,7 @@ from agentrun.engine.dag.messages import (
 from agentrun.engine.dag.restore import restore
 from agentrun.engine.hub import Hub
 from agentrun.engine.instrument import Instrumentation
-from agentrun.engine.plan import DagPlan, StepPlan
+from agentrun.engine.plan import DagPlan, WorkflowStep
 from agentrun.engine.redact import Redactor
 from agentrun.engine.runtime.redaction import redacted_batch
 from agentrun.engine.scheduler import BaseScheduler, Ticket
@@ -93,7 +93,7 @@ class Host(Protocol):
     def clock(self) -> float: ...
 
     async def run_child(
-        self, *, parent_id: str, tenant: str, key: str, attempt: int, step: StepPlan, input: Any
+        self, *, parent_id: str, tenant: str, key: str, attempt: int, step: WorkflowStep, input: Any
     ) -> Any: ...
 
 

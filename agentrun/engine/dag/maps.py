@@ -13,7 +13,7 @@ from agentrun.engine.dag.keys import TaskKey
 from agentrun.engine.dag.messages import Call, CancelCall, Granted, RetryDue, WaitOver
 from agentrun.engine.dag.values import expression_failure, iso, typename
 from agentrun.engine.expressions import ExpressionError
-from agentrun.engine.plan import MapNode
+from agentrun.engine.plan import MapNode, WaitStep
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.retries import next_retry
 from agentrun.storage.records import NodeRecord, NodeState
@@ -97,7 +97,11 @@ class Maps:
                 state.results[i] = irec.output
                 state.remaining -= 1
                 continue
-            if irec is not None and irec.state is NodeState.WAITING and node.body.kind == "wait":
+            if (
+                irec is not None
+                and irec.state is NodeState.WAITING
+                and isinstance(node.body, WaitStep)
+            ):
                 # Its wait goes on under the same id (an answer may already be stored).
                 fold.items[TaskKey(node.id, i)] = irec
                 state.running += 1
@@ -124,8 +128,8 @@ class Maps:
             self._finished(node)
             return
         for i in waiting:
-            if node.id in self.active:
-                self._resume_item_wait(node, i)
+            if node.id in self.active and isinstance(node.body, WaitStep):
+                self._resume_item_wait(node, node.body, i)
         if node.id in self.active:
             self.fill(node)
 
@@ -146,8 +150,8 @@ class Maps:
         state = self.active[node.id]
         state.running += 1
         key = TaskKey(node.id, index)
-        if node.body.kind == "wait":
-            self._item_wait(key, node)
+        if isinstance(node.body, WaitStep):
+            self._item_wait(key, node, node.body)
             return
         self.fold.gate.request(key, node, node.body, lambda grant: self._item_go(key, node, grant))
 
@@ -170,10 +174,9 @@ class Maps:
         extra = {"item": state.items[key.index], "index": key.index}
         fold.launch(Call(key, node, node.body, irec.attempt, extra))
 
-    def _item_wait(self, key: TaskKey, node: MapNode) -> None:
+    def _item_wait(self, key: TaskKey, node: MapNode, body: WaitStep) -> None:
         """A map item whose body is a wait: it waits for its own answer (no scheduler slot)."""
         fold = self.fold
-        body = node.body
         assert key.index is not None
         irec = fold.aux(key)
         now = fold.clock()
@@ -194,11 +197,11 @@ class Maps:
         if key.text in fold.waits.pending and body.timeout:
             fold.arm_timer(key, body.timeout, WaitOver(key, True))
 
-    def _resume_item_wait(self, node: MapNode, index: int) -> None:
+    def _resume_item_wait(self, node: MapNode, body: WaitStep, index: int) -> None:
         fold = self.fold
         key = TaskKey(node.id, index)
         irec = fold.items[key]
-        fold.waits.resume(key, irec, node.body.signal, node.body.wait_schema)
+        fold.waits.resume(key, irec, body.signal, body.wait_schema)
         if key.text in fold.waits.pending and irec.wake_at is not None:
             fold.arm_timer(key, irec.wake_at - fold.clock(), WaitOver(key, True))
 

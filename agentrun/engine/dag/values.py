@@ -111,7 +111,6 @@ def inline_value(
     match node:
         case PassNode():
             t = node.step.value
-            assert t is not None  # the compiler gives every pass step its value
             if t.is_constant:
                 return t.constant
             return t.evaluate(activate(node.names, node.node_refs, None, attempt))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from agentrun.engine import sizes
 from agentrun.engine.machine.plan import ActionPlan
 from agentrun.engine.machine.work import ActionFailed, Suspended, Work
+from agentrun.engine.plan import AgentStep, PassStep, StepPlan, ToolStep, WorkflowStep
 from agentrun.engine.ports import CallContext
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.retries import next_retry
@@ -117,7 +118,7 @@ class Actions:
 
     async def _invoke(
         self,
-        step: Any,
+        step: StepPlan,
         act: dict[str, Any],
         ctx: CallContext,
         record: InstanceRecord,
@@ -125,23 +126,20 @@ class Actions:
         action: ActionPlan,
         attempt: int,
     ) -> Any:
-        if step.kind == "tool":
-            return await call_tool(step, step.args.evaluate(only(act, step.args.names)), ctx)
-        if step.kind == "agent":
-            return await call_agent(step, lambda t: t.evaluate(only(act, t.names)), ctx)
-        if step.kind == "pass":
-            return step.value.evaluate(only(act, step.value.names))
-        if step.kind == "workflow":
-            child_input = (
-                step.workflow_input.evaluate(only(act, step.workflow_input.names))
-                if step.workflow_input
-                else {}
-            )
-            child_id = f"{record.id}.{seq}.{action.phase}{action.index}.{attempt}"
-            return await self.m.invokes.run_action_workflow(
-                record, child_id, step.workflow, step.workflow_version, child_input
-            )
-        raise AssertionError(step.kind)
+        match step:
+            case ToolStep():
+                return await call_tool(step, step.args.evaluate(only(act, step.args.names)), ctx)
+            case AgentStep():
+                return await call_agent(step, lambda t: t.evaluate(only(act, t.names)), ctx)
+            case PassStep():
+                return step.value.evaluate(only(act, step.value.names))
+            case WorkflowStep():
+                child_input = step.workflow_input.evaluate(only(act, step.workflow_input.names))
+                child_id = f"{record.id}.{seq}.{action.phase}{action.index}.{attempt}"
+                return await self.m.invokes.run_action_workflow(
+                    record, child_id, step.workflow, step.workflow_version, child_input
+                )
+        raise AssertionError(step.kind)  # a wait step is a map's body only
 
 
 def _failed(action: ActionPlan, err: dict[str, Any]) -> ActionFailed:

@@ -25,7 +25,7 @@ from agentrun.engine.machine.plan import (
     TimerPlan,
     TransitionPlan,
 )
-from agentrun.engine.plan import StepPlan
+from agentrun.engine.plan import AgentStep, StepPlan, ToolStep, WorkflowStep
 from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.retry import RetrySpec
 from agentrun.engine.step_compiler import (
@@ -335,7 +335,7 @@ class _MachineCompiler:
             timeout = (
                 step.timeout
                 if step.timeout is not None
-                else (default_timeout if step.kind != "workflow" else None)
+                else (None if isinstance(step, WorkflowStep) else default_timeout)
             )
             out.append(ActionPlan(step, spath, phase, i, retry, timeout, _target(step)))
         return tuple(out)
@@ -396,12 +396,13 @@ def _targets(state: StatePlan) -> set[str]:
 
 
 def _target(step: StepPlan) -> str:
-    if step.kind == "tool":
-        return step.tool.name if step.tool is not None else ""
-    if step.kind == "agent":
-        return f"{step.provider.name}/{step.model}" if step.provider is not None else step.model
-    if step.kind == "workflow":
-        return step.workflow
+    match step:
+        case ToolStep():
+            return step.tool.name if step.tool is not None else ""
+        case AgentStep():
+            return f"{step.provider.name}/{step.model}" if step.provider is not None else step.model
+        case WorkflowStep():
+            return step.workflow
     return "pass"
 
 

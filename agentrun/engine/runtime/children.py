@@ -20,7 +20,7 @@ from agentrun.storage.records import ExecutionRecord, ExecutionState
 if TYPE_CHECKING:
     from agentrun.engine.engine import Engine
     from agentrun.engine.machine.engine import MachineEngine
-    from agentrun.engine.plan import StepPlan
+    from agentrun.engine.plan import WorkflowStep
 
 
 def child_id_of(parent_id: str, key: str, attempt: int) -> str:
@@ -89,7 +89,7 @@ async def run_child(
     tenant: str,
     key: str,
     attempt: int,
-    step: StepPlan,
+    step: WorkflowStep,
     input: Any,
 ) -> Any:
     """A DAG `workflow` node's child: an execution, waited for, its output the node's; a

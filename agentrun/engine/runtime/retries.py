@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from agentrun.engine.plan import StepPlan
+from agentrun.engine.plan import StepPlan, ToolStep
 from agentrun.engine.ports import Effect
 from agentrun.engine.retry import RetrySpec
 
@@ -15,8 +15,7 @@ def irreversible(step: StepPlan | None) -> bool:
     """A tool whose call cannot be undone or repeated safely: never retried automatically,
     whatever a policy says (a person or a handler decides)."""
     return (
-        step is not None
-        and step.kind == "tool"
+        isinstance(step, ToolStep)
         and step.tool is not None
         and step.tool.effect is Effect.IRREVERSIBLE
     )

@@ -9,16 +9,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Hashable
 
-from agentrun.engine.plan import StepPlan
+from agentrun.engine.plan import AgentStep, StepPlan, ToolStep
 from agentrun.engine.scheduler import BaseScheduler, Ticket
 
 
 def slot_target(step: StepPlan) -> str:
     """What a per-target limit counts a call against: the tool's name or the agent provider's
     ("" for anything else)."""
-    if step.tool is not None:
-        return step.tool.name
-    return step.provider.name if step.provider is not None else ""
+    match step:
+        case ToolStep(tool=tool) if tool is not None:
+            return tool.name
+        case AgentStep(provider=provider) if provider is not None:
+            return provider.name
+    return ""
 
 
 @contextlib.asynccontextmanager

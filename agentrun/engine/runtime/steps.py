@@ -22,7 +22,7 @@ import jsonschema
 from agentrun.engine.breakers import Breakers, CircuitBreaker
 from agentrun.engine.expressions import ExpressionError, Template
 from agentrun.engine.json_values import unstorable
-from agentrun.engine.plan import BreakerSpec, StepPlan
+from agentrun.engine.plan import AgentStep, BreakerSpec, StepPlan, ToolStep, WorkflowStep
 from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.deltas import DeltaStream
@@ -39,23 +39,37 @@ def breaker_for(
 ) -> CircuitBreaker | None:
     """The breaker guarding `step`'s tool or provider, if one is configured (server config,
     else the workflow's `circuit_breakers`)."""
-    if step.kind == "tool" and step.tool is not None:
-        return breakers.get(step.tool.name, specs)
-    if step.kind == "agent" and step.provider is not None:
-        return breakers.get(step.provider.name, specs)
+    match step:
+        case ToolStep(tool=tool) if tool is not None:
+            return breakers.get(tool.name, specs)
+        case AgentStep(provider=provider) if provider is not None:
+            return breakers.get(provider.name, specs)
     return None
 
 
 def target_of(step: StepPlan) -> str:
     """What the step calls, for traces and metrics: a tool name, provider/model, a workflow."""
-    if step.tool is not None:
-        return step.tool.name
-    if step.provider is not None:
-        return f"{step.provider.name}/{step.model}"
-    return step.workflow
+    match step:
+        case ToolStep(tool=tool) if tool is not None:
+            return tool.name
+        case AgentStep(provider=provider) if provider is not None:
+            return f"{provider.name}/{step.model}"
+        case WorkflowStep():
+            return step.workflow
+    return ""
 
 
-async def call_tool(step: StepPlan, args: Any, ctx: CallContext) -> Any:
+def _called_name(step: StepPlan) -> str:
+    """The name an open breaker's refusal gives: the tool's, or the agent's model."""
+    match step:
+        case ToolStep(tool=tool) if tool is not None:
+            return tool.name
+        case AgentStep():
+            return step.model
+    return ""
+
+
+async def call_tool(step: ToolStep, args: Any, ctx: CallContext) -> Any:
     """Calls `step`'s tool once its args hold to the tool's `args_schema` (the first problem,
     by path, fails the attempt with `invalid_args`), with the step's routing labels and
     deadline in `ctx`; a result that does not hold to the tool's `result_schema` fails the
@@ -114,7 +128,7 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
-async def call_agent(step: StepPlan, render: Callable[[Template], Any], ctx: CallContext) -> Any:
+async def call_agent(step: AgentStep, render: Callable[[Template], Any], ctx: CallContext) -> Any:
     """Asks `step`'s provider; `render` evaluates the prompt and system templates in the
     interpreter's activation. An answer that does not match `output_schema` fails the
     attempt with `invalid_output`; one that does has its numbers typed as the schema says.
@@ -149,7 +163,7 @@ async def call_agent(step: StepPlan, render: Callable[[Template], Any], ctx: Cal
     return answer
 
 
-def _checked_answer(step: StepPlan, answer: Any) -> Any:
+def _checked_answer(step: AgentStep, answer: Any) -> Any:
     if step.output_schema is not None:
         try:
             jsonschema.validate(answer, step.output_schema)
@@ -185,7 +199,7 @@ async def invoke_step(
                 on_breaker(breaker.name, changed.value)
             if not allowed:
                 breaker = None
-                name = step.tool.name if step.tool is not None else step.model
+                name = _called_name(step)
                 raise ToolFailure("circuit_open", f"circuit breaker {name!r} is open")
         with span() if span is not None else contextlib.nullcontext():
             if timeout:
