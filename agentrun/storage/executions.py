@@ -59,6 +59,23 @@ class SqlExecutions(ExecutionRepository):
         self.writer: GroupCommit[_Rows] = database.group_commit(
             self._apply, self._explain, name="agentrun-sql-writer", direct=database.turn_writer()
         )
+        # A signal takes the next seq of its execution; a used signal id inserts nothing.
+        # Built once, as the upsert: a statement built per signal cost more than its insert.
+        self._add_signal = (
+            insert(db.signals)
+            .values(
+                {
+                    **{c.name: sa.bindparam(f"b_{c.name}", type_=c.type) for c in db.signals.c},
+                    "seq": sa.select(sa.func.coalesce(sa.func.max(db.signals.c.seq), 0) + 1)
+                    .where(db.signals.c.execution_id == sa.bindparam("b_execution_id"))
+                    .scalar_subquery(),
+                }
+            )
+            .on_conflict_do_nothing(
+                index_elements=[db.signals.c.execution_id, db.signals.c.signal_id]
+            )
+            .returning(db.signals.c.seq)
+        )
 
     async def create_execution(
         self,
@@ -388,37 +405,15 @@ class SqlExecutions(ExecutionRepository):
     # Signals ---------------------------------------------------------------
     async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
         self.database.require_open()
-        next_seq = (
-            sa.select(sa.func.coalesce(sa.func.max(db.signals.c.seq), 0) + 1)
-            .where(db.signals.c.execution_id == signal.execution_id)
-            .scalar_subquery()
-        )
-        statement = (
-            self.database.insert(db.signals)
-            .values(
-                execution_id=signal.execution_id,
-                seq=next_seq,
-                name=signal.name,
-                data=signal.data,
-                signal_id=signal.signal_id,
-                created_at=signal.created_at,
-                consumed_by=signal.consumed_by,
-            )
-            .on_conflict_do_nothing(
-                index_elements=[db.signals.c.execution_id, db.signals.c.signal_id]
-            )
-            .returning(db.signals.c.seq)
-        )
+        params = {f"b_{c.name}": getattr(signal, c.name) for c in db.signals.c if c.name != "seq"}
+        statement = self._add_signal
 
         def insert(conn: sa.Connection) -> tuple[SignalRecord, bool]:
-            seq = (conn.execute(statement)).scalar()
+            seq = (conn.execute(statement, params)).scalar()
             if seq is not None:
                 return replace(signal, seq=int(seq)), True
             existing = conn.execute(
-                sa.select(db.signals).where(
-                    db.signals.c.execution_id == signal.execution_id,
-                    db.signals.c.signal_id == signal.signal_id,
-                )
+                _GET_SIGNAL, {"b_id": signal.execution_id, "b_signal": signal.signal_id}
             )
             return db.signal_record(existing.one()), False
 
@@ -520,6 +515,10 @@ def _restore_one() -> sa.CompoundSelect[Any]:
 _RESTORE_ONE = _restore_one()
 _GET_EXECUTION = sa.select(db.executions).where(
     db.executions.c.id == sa.bindparam("b_id", type_=sa.String())
+)
+_GET_SIGNAL = sa.select(db.signals).where(
+    db.signals.c.execution_id == sa.bindparam("b_id", type_=sa.String()),
+    db.signals.c.signal_id == sa.bindparam("b_signal", type_=sa.String()),
 )
 
 
