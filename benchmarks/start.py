@@ -3,14 +3,17 @@ each level measured on a raw grpc.aio unary call (a trivial servicer answering a
 StartExecutionResponse, in its own process) and on `agentrun serve`, back to back in one run.
 
     python benchmarks/start.py [--db URL] [--seconds 5] [--workflow pass|tool]
-                               [--server-root DIR] [--engine-only N]
+                               [--server-root DIR] [--layers] [--engine-only N]
 
 `--workflow pass` starts a 1-node workflow whose node computes inline (the execution ends in
 its first turn); `tool` a 1-node `core.echo` tool call (the start commits the first turn, the
 call and its commit follow in the background). `--server-root` serves the code of another
 checkout (an older commit), for before/after figures from the same script and machine state.
-`--engine-only N` measures N starts per level through `Engine.start_execution` in this
-process instead (no gRPC): starts/s until every run ended, and CPU per execution.
+`--layers` adds a row per level for the server's own layers: `AgentrunServer` (interceptors,
+request checks, servicer, conversion) over an engine stand-in that answers a canned record,
+so that the gap to raw splits into what the server layers cost and what the engine and its
+store cost. `--engine-only N` measures N starts per level through `Engine.start_execution`
+in this process instead (no gRPC): starts/s until every run ended, and CPU per execution.
 Both servers and this load generator share the machine's cores: the figures are a floor for
 what a separate client machine would see. Nothing is asserted; the table is the result.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -27,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -85,6 +89,35 @@ async def serve_raw(port: int) -> None:
     server.add_generic_rpc_handlers((handler,))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
+    await server.wait_for_termination()
+
+
+async def serve_layers(port: int) -> None:
+    """`AgentrunServer` as `serve` builds it (default config, tuned GC) over a stand-in engine
+    whose start_execution answers a canned record at once: the server's layers and nothing
+    of the engine or its store. Not a way to run agentrun; a measuring stick."""
+    from agentrun.engine.tuning import tune_gc
+    from agentrun.server import AgentrunServer, ServerConfig
+    from agentrun.storage.records import ExecutionRecord, ExecutionState
+
+    class CannedEngine:
+        machines = None
+
+        async def start_execution(self, name: str, input: Any, **kw: Any) -> ExecutionRecord:
+            return ExecutionRecord(
+                id="01J0000000000000000000000",
+                tenant=kw.get("tenant") or "default",
+                workflow=name,
+                version=1,
+                state=ExecutionState.PENDING,
+                input=input,
+                created_at=time.time(),
+                request_id=kw.get("request_id"),
+            )
+
+    server = AgentrunServer(cast("Any", CannedEngine()), ServerConfig.load(env={}))
+    tune_gc()
+    await server.start(f"127.0.0.1:{port}")
     await server.wait_for_termination()
 
 
@@ -159,22 +192,22 @@ def row(
     )
 
 
-async def measure(
-    raw: str, agentrun: str, pids: tuple[int, int], seconds: float, workflow: str
-) -> None:
-    async with (
-        grpc.aio.insecure_channel(raw) as raw_channel,
-        grpc.aio.insecure_channel(agentrun) as channel,
-    ):
-        await ws_grpc.WorkflowServiceStub(channel).CreateWorkflow(
+async def measure(targets: dict[str, tuple[str, int]], seconds: float, workflow: str) -> None:
+    """One row per server in `targets` (name -> (address, pid)) at each level, raw first."""
+    async with contextlib.AsyncExitStack() as stack:
+        channels = {
+            name: await stack.enter_async_context(grpc.aio.insecure_channel(address))
+            for name, (address, _pid) in targets.items()
+        }
+        await ws_grpc.WorkflowServiceStub(channels["agentrun"]).CreateWorkflow(
             ws.CreateWorkflowRequest(source=WORKFLOWS[workflow])
         )
-        await starts(raw_channel, 10, 1.0, "warm")
-        await starts(channel, 10, 1.0, "warm")
+        for name, channel in channels.items():
+            await starts(channel, 10, 1.0, f"warm-{name}")
         await asyncio.sleep(1.0)
         print(
             f"StartExecution, 1-node `{workflow}` workflow, {seconds:g} s per row; raw = a "
-            f"trivial grpc.aio unary servicer ({os.cpu_count()} cores shared by both servers "
+            f"trivial grpc.aio unary servicer ({os.cpu_count()} cores shared by the servers "
             f"and this client):"
         )
         print(
@@ -182,14 +215,13 @@ async def measure(
             f"{'p99 ms':>8} {'CPU ms':>8}  (CPU: the server process's, per call)"
         )
         for concurrency in (1, 10, 50):
-            raw_rate, raw_lat, raw_cpu = await measured(
-                raw_channel, pids[0], concurrency, seconds, "raw"
-            )
-            print(row("raw", concurrency, raw_rate, raw_lat, raw_cpu, raw_rate))
-            rate, lat, cpu = await measured(
-                channel, pids[1], concurrency, seconds, f"s{concurrency}"
-            )
-            print(row("agentrun", concurrency, rate, lat, cpu, raw_rate))
+            floor = 0.0
+            for name, channel in channels.items():
+                rate, lat, cpu = await measured(
+                    channel, targets[name][1], concurrency, seconds, f"{name}{concurrency}"
+                )
+                floor = floor or rate
+                print(row(name, concurrency, rate, lat, cpu, floor))
             await asyncio.sleep(1.0)  # let the started executions finish
 
 
@@ -271,10 +303,17 @@ def main() -> None:
         metavar="N",
         help="instead: N starts per level through the engine in this process (no gRPC)",
     )
+    parser.add_argument(
+        "--layers", action="store_true", help="add rows for the server layers without the engine"
+    )
     parser.add_argument("--raw-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--layers-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_server:
         asyncio.run(serve_raw(args.raw_server))
+        return
+    if args.layers_server:
+        asyncio.run(serve_layers(args.layers_server))
         return
     workdir = Path(tempfile.mkdtemp(prefix="agentrun-bench-"))
     db = args.db or f"sqlite:///{workdir / 'bench.db'}"
@@ -292,7 +331,9 @@ def main() -> None:
     print(f"store: {db}; server code: {root}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRUN_")}
     raw_port, port = free_port(), free_port()
-    raw = spawn([sys.executable, __file__, "--raw-server", str(raw_port)], env)
+    procs = {
+        "raw": (raw_port, spawn([sys.executable, __file__, "--raw-server", str(raw_port)], env))
+    }
     server = spawn(
         [
             sys.executable,
@@ -308,22 +349,23 @@ def main() -> None:
         ],
         {**env, "PYTHONPATH": str(root)},
     )
+    procs["agentrun"] = (port, server)
+    if args.layers:
+        layers_port = free_port()
+        # This script, run as the served checkout's code (AGENTRUN_BENCH_ROOT sets ROOT).
+        command = [sys.executable, __file__, "--layers-server", str(layers_port)]
+        procs["layers"] = (layers_port, spawn(command, {**env, "AGENTRUN_BENCH_ROOT": str(root)}))
     try:
 
-        async def both() -> None:
-            await ready(f"127.0.0.1:{raw_port}", raw)
-            await ready(f"127.0.0.1:{port}", server)
-            await measure(
-                f"127.0.0.1:{raw_port}",
-                f"127.0.0.1:{port}",
-                (raw.pid, server.pid),
-                args.seconds,
-                args.workflow,
-            )
+        async def run() -> None:
+            for at, proc in procs.values():
+                await ready(f"127.0.0.1:{at}", proc)
+            targets = {name: (f"127.0.0.1:{at}", proc.pid) for name, (at, proc) in procs.items()}
+            await measure(targets, args.seconds, args.workflow)
 
-        asyncio.run(both())
+        asyncio.run(run())
     finally:
-        for proc in (server, raw):
+        for _at, proc in procs.values():
             proc.terminate()
             proc.wait(10)
 
