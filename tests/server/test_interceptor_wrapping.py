@@ -1,0 +1,45 @@
+"""The server's interceptors wrap each method's handler once, where it is registered: a call
+runs the wrapped behaviour and no interceptor's `intercept_service` (grpc.aio would run every
+one of them on every call). Auth, limits and errors still apply to every method, health and
+reflection included (test_errors.py has those cases)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentrun.client import AsyncClient
+from agentrun.client.errors import Unauthenticated
+from agentrun.server import AgentrunServer, ServerConfig
+from agentrun.server.auth import ApiKey
+
+ONE = "name: one\nnodes:\n  - id: only\n    pass: {value: 1}\n"
+
+
+async def test_calls_run_no_intercept_service(engine: Any, monkeypatch: Any) -> None:
+    server = AgentrunServer(
+        engine, ServerConfig.load(env={}, api_keys=[ApiKey("key-a", "acme", name="a")])
+    )
+    per_call: list[str] = []
+    for interceptor in server.interceptors:
+        original = interceptor.intercept_service
+
+        async def counted(continuation: Any, details: Any, original: Any = original) -> Any:
+            per_call.append(details.method)
+            return await original(continuation, details)
+
+        monkeypatch.setattr(interceptor, "intercept_service", counted)
+    await server.start("127.0.0.1:0")
+    try:
+        async with AsyncClient(f"127.0.0.1:{server.port}", api_key="key-a") as client:
+            await client.create_workflow(source=ONE)
+            for n in range(3):
+                started = await client.start_execution("one", request_id=f"r{n}")
+                assert started.workflow == "one"
+        async with AsyncClient(f"127.0.0.1:{server.port}", api_key="wrong") as client:
+            with pytest.raises(Unauthenticated):
+                await client.start_execution("one")
+    finally:
+        await server.stop(0)
+    assert per_call == []
