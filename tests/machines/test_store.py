@@ -304,3 +304,47 @@ async def test_timers_fired_added_and_replaced(store: MachineStore) -> None:
     assert await stored() == [("k1", "b", 3, 8.0), ("k3", "b", 4, 9.0), ("r", "b", 0, 10.0)]
     await store.commit(MachineBatch(rec, [], []))
     assert await stored() == []
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_sql_commits_announce_their_history(kind: str, tmp_path: Any) -> None:
+    """A SQL store's commits tell the other replicas of new history themselves (`announces`:
+    the engine sends no NOTIFY after them): another store on the database hears `events` for
+    the instance, on PostgreSQL from the commit's own pg_notify."""
+    from agentrun.storage.notifications import OUTAGE_POLL_SECONDS
+    from tests.machines.conftest import until
+
+    writer_base = await open_backend(kind, tmp_path)
+    reader_base = await open_backend(kind, tmp_path)
+    heard: list[tuple[str, str]] = []
+    reader_base.listen(lambda kind_, key: heard.append((kind_, key)))
+    store = writer_base.instances
+    await store.open()
+    try:
+        assert store.announces
+        if kind == "postgresql":  # once the reader's LISTEN connection is up
+
+            async def listening() -> bool:
+                await writer_base.notify("events", "probe")
+                await asyncio.sleep(0.1)
+                return ("events", "probe") in heard
+
+            await until(listening)
+            # ... and its catch-up passes (which read changed rows) are over: what is heard
+            # then comes from the commit's own NOTIFY.
+            channel = reader_base.notifications
+            passes = -1
+            while passes != channel.catch_up_passes:
+                passes = channel.catch_up_passes
+                await asyncio.sleep(2 * OUTAGE_POLL_SECONDS + 0.2)
+        rec, _ = await store.create_instance(_instance())
+        heard.clear()
+        moved = _instance(id=rec.id, last_sequence=2)
+        await store.commit(MachineBatch(moved, [_entry(rec, 2)]))
+        await until(lambda: ("events", rec.id) in heard, timeout=20)
+        if kind == "postgresql":
+            assert reader_base.notifications.catch_up_passes == passes
+    finally:
+        await store.close()
+        await writer_base.close()
+        await reader_base.close()
