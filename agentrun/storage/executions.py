@@ -11,6 +11,7 @@ first statement of the transaction.
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -522,14 +523,24 @@ _GET_SIGNAL = sa.select(db.signals).where(
 )
 
 
+def _positions(prefix: str) -> tuple[tuple[str, ...], operator.itemgetter[Any]]:
+    """The column names of one table in `_RESTORE_ONE`'s rows, and where they are."""
+    labels = list(_RESTORE_ONE.selected_columns.keys())
+    names = tuple(label[len(prefix) :] for label in labels if label.startswith(prefix))
+    return names, operator.itemgetter(*(labels.index(prefix + name) for name in names))
+
+
+_COLUMNS = {prefix: _positions(prefix) for prefix in ("e_", "n_", "s_")}
+
+
 class _Unprefixed:
     """A row of `_RESTORE_ONE` as one table's row (what the record mappers read)."""
 
     __slots__ = ("_mapping",)
 
     def __init__(self, row: sa.Row[Any], prefix: str) -> None:
-        cut = len(prefix)
-        self._mapping = {k[cut:]: v for k, v in row._mapping.items() if k.startswith(prefix)}
+        names, values = _COLUMNS[prefix]
+        self._mapping = dict(zip(names, values(row), strict=True))
 
 
 def _execution_changes(record: ExecutionRecord) -> dict[str, Any]:
