@@ -10,8 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from agentrun.client import Client
 from agentrun.client.machines import InstanceState, MachinesClient
+
+# Two server starts per test: each may take tens of seconds on a busy machine, more than the
+# suite's default 60 s for the whole test.
+pytestmark = pytest.mark.timeout(180)
 
 DRIVER = Path(__file__).with_name("server_driver.py")
 
