@@ -33,7 +33,11 @@ pg_server = storage_fixtures.pg_server
 
 pytestmark = pytest.mark.timeout(180)
 
-LEASE = 1.5
+# Long enough that a replica's renewals keep up on a busy machine (three engines share this
+# process's loop; with 1.5 s a stalled loop let a live replica's slots expire, and the fleet
+# limit was exceeded by the slots a peer took back). The dead-replica test asks for a short one.
+LEASE = 10.0
+SHORT_LEASE = 1.5
 
 
 @pytest.fixture
@@ -43,7 +47,7 @@ async def fleet(pg_server: PgServer):
     engines: list[Engine] = []
     stores: list[SqlStore] = []
 
-    async def replica(name: str, **limits: Any) -> Engine:
+    async def replica(name: str, lease: float = LEASE, **limits: Any) -> Engine:
         store = SqlStore(url)
         await store.open()
         engine = Engine(
@@ -51,7 +55,7 @@ async def fleet(pg_server: PgServer):
             tools=Registry([*core_tools(), probe]),
             agents=default_agents(),
             config=EngineConfig(
-                replica_id=name, lease_seconds=LEASE, seed=1, scheduler=SchedulerConfig(**limits)
+                replica_id=name, lease_seconds=lease, seed=1, scheduler=SchedulerConfig(**limits)
             ),
         )
         await engine.start()
@@ -179,7 +183,7 @@ async def test_a_bucket_is_shared_by_the_replicas(fleet) -> None:
 
 async def test_a_dead_replicas_slots_come_back(fleet) -> None:
     replica, probe = fleet
-    a, b = [await replica(name, max_running_nodes=2) for name in "ab"]
+    a, b = [await replica(name, SHORT_LEASE, max_running_nodes=2) for name in "ab"]
     await a.create_workflow(load_workflow(fan("held", 2, gate="never")))
     await a.create_workflow(load_workflow(fan("next", 3, sleep=0.001)))
     await a.start_execution("held", {})
