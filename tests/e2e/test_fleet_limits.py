@@ -27,7 +27,10 @@ pytestmark = pytest.mark.timeout(300)
 
 LIMIT = 5
 EXECUTIONS = 200
-LEASE = 3.0
+# Long enough that a live replica keeps its slots on a busy machine (at 3 s, stalls at load
+# 15+ let leases expire and the fleet fill more than 5); the killed replica's slots come back
+# after it.
+LEASE = 10.0
 
 
 class InFlight:
@@ -95,7 +98,9 @@ def test_three_replicas_share_a_limit_of_five_on_a_tool(
     config.write_text(
         f"lease: {LEASE}s\n"
         f"limits: {{max_running_per_target: {{http.request: {LIMIT}}}}}\n"
-        f"tools: {{http.request: {{allow: ['127.0.0.1:{service.port}']}}}}\n"
+        # Calls wait at the closed gate until the test has seen the fleet full: longer
+        # than the tool's default 10 s timeout on a busy machine.
+        f"tools: {{http.request: {{allow: ['127.0.0.1:{service.port}'], timeout: 60}}}}\n"
     )
     replicas: list[ServerProcess] = []
     try:
