@@ -9,7 +9,7 @@ neighbours; a database that is unavailable (StoreError) fails them all.
 
 Both the executions and the instances repositories use this class, each with its own
 `apply` (the rows a group writes) and `explain` (the error a refused batch gets). A dialect
-may add a `direct` writer, tried first (PostgreSQL's execution turns, pg_turns.py): what it
+may add a `direct` writer, tried first (execution turns: pg_turns.py, sqlite_turns.py): what it
 leaves UNWRITTEN then goes through the transaction as a group of its own.
 """
 
@@ -34,8 +34,8 @@ Item = TypeVar("Item")
 # it): such items are then written together the transaction's way, after the others (which
 # refuses them with the usual errors, or writes them).
 UNWRITTEN: Any = object()
-# A dialect's faster way to write a whole group (pg_turns.py): each item's result or
-# UNWRITTEN; None when it does not cover the group or the database refused it whole
+# A dialect's faster way to write a whole group (pg_turns.py, sqlite_turns.py): each item's
+# result or UNWRITTEN; None when it does not cover the group or the database refused it whole
 # (nothing written); StoreError when the database is unavailable.
 DirectWriter = Callable[[Sequence[Any]], Awaitable[Sequence[Any] | None]]
 

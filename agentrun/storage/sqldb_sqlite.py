@@ -34,9 +34,9 @@ from agentrun.storage import sqldb
 from agentrun.storage.base import StoreError
 from agentrun.storage.notifications import Notifications, SqliteNotifications
 from agentrun.storage.records import ExecutionState
-from agentrun.storage.sqldb import SqlDatabase, store_errors
+from agentrun.storage.sqldb import DirectWriter, SqlDatabase, store_errors
 
-__all__ = ["INLINE_ITEMS", "SqliteDatabase"]
+__all__ = ["INLINE_ITEMS", "RowEncoder", "SqliteDatabase"]
 
 T = TypeVar("T")
 
@@ -72,23 +72,19 @@ def _busy(exc: BaseException) -> bool:
 _TERMINAL = [s.value for s in ExecutionState if s.terminal]
 
 
-class _Plan:
-    """A statement compiled for one set of parameter names, with what encodes each value:
-    the column type's bind processor (JSON text straight through json.dumps), or nothing."""
+class RowEncoder:
+    """The values of rows as sqlite3 takes them, in the order of `names`: each encoded by
+    its column type's bind processor (JSON text straight through json.dumps), as SQLAlchemy
+    would bind them, so reads through SQLAlchemy see the same rows."""
 
-    def __init__(self, statement: sa.Executable, dialect: sa.Dialect, keys: tuple[str, ...]):
-        # Kept, so that the statement's id (the plan's key) is not reused.
-        self.statement = statement
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
-        self.sql: str = compiled.string
-        names = list(compiled.positiontup)
+    def __init__(self, names: Sequence[str], kinds: Sequence[Any], dialect: sa.Dialect) -> None:
         self._get = operator.itemgetter(*names)
         self._single = len(names) == 1
         self._encode: list[tuple[int, Callable[[Any], Any]]] = []
-        for index, name in enumerate(names):
-            kind = compiled.binds[name].type.dialect_impl(dialect)
+        for index, kind in enumerate(kinds):
+            impl = kind.dialect_impl(dialect)
             processor = (
-                _json_text if isinstance(kind, db.JsonText) else kind.bind_processor(dialect)
+                _json_text if isinstance(impl, db.JsonText) else impl.bind_processor(dialect)
             )
             if processor is not None:
                 self._encode.append((index, processor))
@@ -106,6 +102,18 @@ class _Plan:
                 values[index] = processor(values[index])
             params.append(values)
         return params
+
+
+class _Plan(RowEncoder):
+    """A statement compiled for one set of parameter names, with its `RowEncoder`."""
+
+    def __init__(self, statement: sa.Executable, dialect: sa.Dialect, keys: tuple[str, ...]):
+        # Kept, so that the statement's id (the plan's key) is not reused.
+        self.statement = statement
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
+        self.sql: str = compiled.string
+        names = list(compiled.positiontup)
+        super().__init__(names, [compiled.binds[name].type for name in names], dialect)
 
 
 def _json_text(value: Any) -> str | None:
@@ -280,15 +288,29 @@ class SqliteDatabase(SqlDatabase):
     async def group_transaction(self, work: Callable[[sa.Connection], T], *, items: int) -> T:
         """A group commit of `items` batches: a small one on the event loop's own thread when
         the writer is idle (see `_inline_ready`), anything else in the writer thread."""
+        return await self._group(work, items=items, raw=False)
+
+    async def turn_transaction(self, work: Callable[[sqlite3.Connection], T], *, items: int) -> T:
+        """`group_transaction` with `work` given the write connection's sqlite3 handle, not
+        SQLAlchemy's: the turn writer's way (sqlite_turns.py). sqlite3's own errors pass
+        through raw; a `work` that raises has written nothing (rolled back)."""
+        return await self._group(work, items=items, raw=True)
+
+    def turn_writer(self) -> DirectWriter:
+        from agentrun.storage.sqlite_turns import SqliteTurnWriter
+
+        return SqliteTurnWriter(self)
+
+    async def _group(self, work: Callable[[Any], T], *, items: int, raw: bool) -> T:
         if self._inline_pause > 0:
             self._inline_pause -= 1
         elif items <= INLINE_ITEMS and self._inline_ready():
             try:
                 with store_errors():
-                    return self._run(work, foreign_keys=True, wait=False)
+                    return self._run(work, foreign_keys=True, wait=False, raw=raw)
             except _Busy:
                 pass  # another process holds the write lock: wait for it in the thread
-        return await self._write(work, foreign_keys=True)
+        return await self._write(work, foreign_keys=True, raw=raw)
 
     def _inline_ready(self) -> bool:
         """Whether a transaction may run on the loop's thread now: the writer thread has
@@ -301,7 +323,7 @@ class SqliteDatabase(SqlDatabase):
             and self._average < INLINE_MAX_SECONDS
         )
 
-    async def _write(self, work: Callable[[sa.Connection], T], *, foreign_keys: bool) -> T:
+    async def _write(self, work: Callable[[Any], T], *, foreign_keys: bool, raw: bool = False) -> T:
         if self._engine is None:
             raise StoreError("the store is not open")
         thread = self._thread
@@ -309,7 +331,7 @@ class SqliteDatabase(SqlDatabase):
 
         def in_thread() -> T:
             try:
-                return self._run(work, foreign_keys=foreign_keys, wait=True)
+                return self._run(work, foreign_keys=foreign_keys, wait=True, raw=raw)
             finally:
                 self._finished += 1
 
@@ -325,10 +347,14 @@ class SqliteDatabase(SqlDatabase):
                 self._dropped += 1
             raise
 
-    def _run(self, work: Callable[[sa.Connection], T], *, foreign_keys: bool, wait: bool) -> T:
+    def _run(
+        self, work: Callable[[Any], T], *, foreign_keys: bool, wait: bool, raw: bool = False
+    ) -> T:
         """One write transaction on the write connection, in the writer thread (`wait`: for
         another process's write lock up to `busy_timeout_ms`) or on the loop's thread (no
-        waiting: `_Busy` if the lock is taken, before anything was written)."""
+        waiting: `_Busy` if the lock is taken, before anything was written). `work` gets the
+        SQLAlchemy connection, or with `raw` its sqlite3 handle (no SQLAlchemy transaction
+        around it: BEGIN IMMEDIATE and COMMIT are all there is)."""
         writer = self._sync_writer
         assert writer is not None
         # One connection, kept for the store's life: no pool checkout or reset per
@@ -336,24 +362,28 @@ class SqliteDatabase(SqlDatabase):
         conn = self._sync_conn
         if conn is None or conn.closed or conn.invalidated:
             conn = self._sync_conn = writer.connect()
-        raw = conn.connection.driver_connection
-        assert raw is not None
+        driver = conn.connection.driver_connection
+        assert driver is not None
         started = time.monotonic()
         if wait:
             # The connection waits for no lock by default (the loop's thread must not).
-            raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            driver.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         try:
             if not foreign_keys:
-                raw.execute("PRAGMA foreign_keys=OFF")
+                driver.execute("PRAGMA foreign_keys=OFF")
             try:
                 # IMMEDIATE: the write lock now, so no lock upgrade fails half way through.
-                raw.execute("BEGIN IMMEDIATE")
+                driver.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 if not wait and exc.sqlite_errorcode in _BUSY:
                     raise _Busy from exc
                 raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
-            with conn.begin():
-                result = work(conn)
+            if raw:
+                result = work(driver)
+                driver.execute("COMMIT")
+            else:
+                with conn.begin():
+                    result = work(conn)
         except _Busy:
             raise  # before BEGIN: nothing to undo
         except BaseException as exc:
@@ -366,9 +396,9 @@ class SqliteDatabase(SqlDatabase):
         finally:
             if self._sync_conn is conn:
                 if not foreign_keys:
-                    raw.execute("PRAGMA foreign_keys=ON")
+                    driver.execute("PRAGMA foreign_keys=ON")
                 if wait:
-                    raw.execute("PRAGMA busy_timeout=0")
+                    driver.execute("PRAGMA busy_timeout=0")
         took = time.monotonic() - started
         if foreign_keys:  # not a migration: those are slow once, not a sign of the disk
             self._average += (took - self._average) / 16

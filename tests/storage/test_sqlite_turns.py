@@ -1,0 +1,165 @@
+"""SQLite's turn writer (sqlite_turns.py): the fence holds on its own path, and it writes the
+rows the transaction's way writes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agentrun.storage.executions import _Rows
+from agentrun.storage.group_commit import UNWRITTEN
+from agentrun.storage.records import (
+    Batch,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+    NodeState,
+)
+from agentrun.storage.sql import SqlStore
+from agentrun.storage.sqlite_turns import SqliteTurnWriter
+
+T0 = 1_700_000_000.0
+
+
+def _execution(id: str) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=id,
+        tenant="acme",
+        workflow="wf",
+        version=1,
+        state=ExecutionState.RUNNING,
+        input={"x": 1},
+        created_at=T0,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/turns.db")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _turn(execution: ExecutionRecord, fence: tuple[str, int] | None) -> _Rows:
+    """A turn with odd values: ints for float columns, floats that look like ints, None."""
+    execution.output = {"total": 1.0, "items": [1, "two", None]}
+    execution.vars = {"n": 3}
+    execution.usage = {"tokens": 7.0}
+    execution.last_sequence = 2
+    execution.started_at = 1_700_000_001  # an int into a float column
+    return _Rows.of(
+        Batch(
+            execution=execution,
+            nodes=[
+                NodeRecord(
+                    execution_id=execution.id,
+                    node_id="a",
+                    state=NodeState.SUCCEEDED,
+                    attempt=1,
+                    output=2.0,
+                    started_at=5,
+                    ended_at=6.5,
+                    completed_order=1,
+                    usage={"cost": 0.25},
+                ),
+                NodeRecord(execution_id=execution.id, node_id="b", state=NodeState.RUNNING),
+            ],
+            events=[
+                EventRecord(execution.id, 1, "node.succeeded", T0, "a", {"output": 2.0}),
+                EventRecord(execution.id, 2, "node.running", 7, "b", None),
+            ],
+            fence=fence,
+        )
+    )
+
+
+async def test_a_stale_fence_writes_nothing_on_the_direct_path(store: SqlStore) -> None:
+    """The turn writer alone (not the transaction's way behind it) leaves a stale batch
+    unwritten, while its neighbour in the same group commits."""
+    for id_ in ("ex-a", "ex-b"):
+        await store.create_execution(_execution(id_))
+    first = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
+    await store.release_leases("r1")
+    (moved,) = await store.claim_executions("r2", lease_seconds=10, now=T0 + 1, limit=1)
+    assert moved.id == "ex-a" and moved.lease_epoch == 2
+    writer = store.database.turn_writer()
+    assert isinstance(writer, SqliteTurnWriter)
+    results = await writer([_turn(first["ex-a"], ("r1", 1)), _turn(first["ex-b"], ("r1", 1))])
+    assert results is not None
+    assert results[0] is UNWRITTEN and results[1] is None, results
+    assert await store.get_nodes("ex-a") == []
+    assert await store.list_events("ex-a") == []
+    stored = await store.get_execution("ex-a")
+    assert stored is not None and stored.output is None and stored.owner == "r2"
+    assert [n.node_id for n in await store.get_nodes("ex-b")] == ["a", "b"]
+    assert [e.sequence for e in await store.list_events("ex-b")] == [1, 2]
+
+
+async def test_an_unknown_execution_is_left_to_the_transaction(store: SqlStore) -> None:
+    writer = store.database.turn_writer()
+    assert writer is not None
+    assert await writer([_turn(_execution("ex-none"), None)]) == [UNWRITTEN]
+    assert await store.list_events("ex-none") == []
+
+
+def _stored(path: Path, execution_id: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every column of the execution's rows as SQLite holds it (quote(): type and value)."""
+    conn = sqlite3.connect(path)
+    try:
+        out: dict[str, list[tuple[object, ...]]] = {}
+        for table, key, order in (
+            ("executions", "id", "id"),
+            ("nodes", "execution_id", "node_id"),
+            ("events", "execution_id", "sequence"),
+        ):
+            names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            quoted = ", ".join(f'quote("{n}")' for n in names if n not in (key, "request_id"))
+            out[table] = conn.execute(
+                f"SELECT {quoted} FROM {table} WHERE {key} = ? ORDER BY {order}", (execution_id,)
+            ).fetchall()
+        return out
+    finally:
+        conn.close()
+
+
+async def test_the_rows_are_those_the_transaction_writes(store: SqlStore, tmp_path: Path) -> None:
+    """The same turn through the turn writer and through the transaction's way (`_apply`)
+    leaves the same values of the same types in every column."""
+    for id_ in ("ex-direct", "ex-sqlalchemy"):
+        await store.create_execution(_execution(id_))
+    claimed = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
+    writer = store.database.turn_writer()
+    assert writer is not None
+    assert await writer([_turn(claimed["ex-direct"], ("r1", 1))]) == [None]
+    batch = _turn(claimed["ex-sqlalchemy"], ("r1", 1))
+    await store.database.transaction(lambda conn: store.executions._apply(conn, [batch]))
+    direct = _stored(tmp_path / "turns.db", "ex-direct")
+    assert direct["nodes"] and direct["events"]
+    assert direct == _stored(tmp_path / "turns.db", "ex-sqlalchemy")
+
+
+async def test_commits_go_through_the_turn_writer(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's own commits take the direct path (the contract suite tests it there)."""
+    from agentrun.storage import sqlite_turns
+
+    calls: list[int] = []
+    write = sqlite_turns.write_turns
+
+    def counted(batches, conn):  # type: ignore[no-untyped-def]
+        calls.append(len(batches))
+        return write(batches, conn)
+
+    monkeypatch.setattr(sqlite_turns, "write_turns", counted)
+    await store.create_execution(_execution("ex-c"))
+    (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    await store.commit(Batch(execution=mine, fence=("r1", 1)))
+    assert calls == [1]
