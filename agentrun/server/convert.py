@@ -222,15 +222,20 @@ def set_execution(message: ex_pb.Execution, record: ExecutionRecord) -> None:
     if record.labels:
         message.labels.update(record.labels)
     set_value(message.input, record.input)
+    # A submessage is only touched when it gets a value: reading the field builds it.
     if record.output is not None:
         set_value(message.output, record.output)
-    set_error(message.error, record.error)
+    if record.error:
+        set_error(message.error, record.error)
     if record.vars:
         set_struct(message.vars, record.vars)
     set_time(message.create_time, record.created_at)
-    set_time(message.start_time, record.started_at)
-    set_time(message.end_time, record.ended_at)
-    set_time(message.expire_time, record.deadline)
+    if record.started_at is not None:
+        set_time(message.start_time, record.started_at)
+    if record.ended_at is not None:
+        set_time(message.end_time, record.ended_at)
+    if record.deadline is not None:
+        set_time(message.expire_time, record.deadline)
 
 
 def node_to_proto(record: NodeRecord) -> ex_pb.NodeExecution:
