@@ -13,6 +13,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from agentrun.engine.runtime.claims import claim_in_pages
+
 if TYPE_CHECKING:
     from agentrun.engine.engine import Engine
 
@@ -38,27 +40,22 @@ class Upkeep:
         """Claims and resumes unfinished executions: this replica id's own at once, others'
         whose leases expired. In pages by id, each resumed before the next is read: the first
         runs work again while the rest are still being claimed (claiming and reading a
-        thousand rows in one go held the first step back by their whole cost). Ids move the
-        page on: claimed rows are this replica's own, and `include_own` would take them again."""
+        thousand rows in one go held the first step back by their whole cost)."""
         engine = self.engine
-        after: str | None = None
-        size = CLAIM_FIRST_PAGE
-        total = 0
-        while not engine.draining:
-            page = await engine.store.claim_executions(
+        total = await claim_in_pages(
+            lambda limit, after: engine.store.claim_executions(
                 engine.replica_id,
                 lease_seconds=engine.lease_seconds,
                 now=engine.clock(),
-                limit=size,
+                limit=limit,
                 include_own=True,
                 after_id=after,
-            )
-            total += len(page)
-            await engine.runs.resume_all(page)
-            if len(page) < size:
-                break
-            after = max(record.id for record in page)
-            size = CLAIM_PAGE
+            ),
+            engine.runs.resume_all,
+            first=CLAIM_FIRST_PAGE,
+            size=CLAIM_PAGE,
+            going=lambda: not engine.draining,
+        )
         if total:
             log.info("claimed and resumed %d unfinished executions at start", total)
 

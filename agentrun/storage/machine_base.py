@@ -294,11 +294,19 @@ class MachineStore(abc.ABC):
 
     @abc.abstractmethod
     async def claim(
-        self, owner: str, *, lease_seconds: float, now: float, limit: int, include_own: bool = False
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        limit: int,
+        include_own: bool = False,
+        after_id: str | None = None,
     ) -> list[InstanceRecord]:
         """Takes (epoch + 1) ACTIVE instances with something to drive (a timer, a pending
         event, an invoked execution) whose lease expired, or that nobody holds; with
-        `include_own`, also `owner`'s own (a replica restarted under its id)."""
+        `include_own`, also `owner`'s own (a replica restarted under its id). In id order,
+        after `after_id`: the next page (runtime/claims.py)."""
 
     @abc.abstractmethod
     async def release_leases(self, owner: str) -> None:

@@ -189,12 +189,21 @@ class MemoryMachineStore(MachineStore):
         return mine
 
     async def claim(
-        self, owner: str, *, lease_seconds: float, now: float, limit: int, include_own: bool = False
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        limit: int,
+        include_own: bool = False,
+        after_id: str | None = None,
     ) -> list[InstanceRecord]:
         out: list[InstanceRecord] = []
         for record in sorted(self._instances.values(), key=lambda r: r.id):
             if len(out) >= limit:
                 break
+            if after_id is not None and record.id <= after_id:
+                continue
             held_by, epoch = self._leases.get(record.id, (None, 0))
             free = held_by is None or (self._expires.get(record.id) or 0.0) < now
             if record.state is not InstanceState.ACTIVE or not (

@@ -249,13 +249,22 @@ class SqlMachineStore(MachineStore):
         return await self._database.transaction(renew, leases=True)
 
     async def claim(
-        self, owner: str, *, lease_seconds: float, now: float, limit: int, include_own: bool = False
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float,
+        limit: int,
+        include_own: bool = False,
+        after_id: str | None = None,
     ) -> list[InstanceRecord]:
         t, timers = db.sm_instances, db.sm_timers
         expired = sa.or_(t.c.owner.is_(None), sa.func.coalesce(t.c.lease_expires_at, 0.0) < now)
         free = sa.and_(expired, sa.or_(t.c.owner.is_(None), t.c.owner != owner))
         if include_own:
             free = sa.or_(free, t.c.owner == owner)
+        if after_id is not None:
+            free = sa.and_(free, t.c.id > after_id)
         driven = sa.or_(
             t.c.pending.is_not(None),
             t.c.invoke_execution.is_not(None),

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentrun.engine.machine.errors import InstanceNotFound
 from agentrun.engine.machine.instances import Instance
+from agentrun.engine.runtime.claims import claim_in_pages
 from agentrun.storage.base import LeaseLost
 from agentrun.storage.machines import InstanceRecord, InstanceState
 
@@ -76,21 +77,27 @@ class LeaseKeeper:
 
     async def _claim(self, *, include_own: bool = False) -> None:
         m = self.m
-        while True:
-            claimed = await m.store.claim(
-                self.owner,
-                lease_seconds=self.lease_seconds,
-                now=m.clock(),
-                limit=CLAIM_BATCH,
-                include_own=include_own,
-            )
+
+        async def take(claimed: list[InstanceRecord]) -> None:
             for record in claimed:
                 try:
                     await self.take_over(record)
                 except Exception:
                     log.warning("could not take instance %s over", record.id, exc_info=True)
-            if len(claimed) < CLAIM_BATCH:
-                return
+
+        await claim_in_pages(
+            lambda limit, after: m.store.claim(
+                self.owner,
+                lease_seconds=self.lease_seconds,
+                now=m.clock(),
+                limit=limit,
+                include_own=include_own,
+                after_id=after,
+            ),
+            take,
+            first=CLAIM_BATCH,
+            size=CLAIM_BATCH,
+        )
 
     async def _renew_loop(self) -> None:
         m = self.m
