@@ -226,7 +226,7 @@ class Starts:
             or record.owner != engine.replica_id
         ):
             return
-        await engine.runs.resume(record)
+        await engine.runs.resumes.one(record)
 
     def concurrency_key(
         self, plan: DagPlan, tenant: str, input: Any

@@ -51,7 +51,7 @@ class Upkeep:
                 include_own=True,
                 after_id=after,
             ),
-            engine.runs.resume_all,
+            engine.runs.resumes.all,
             first=CLAIM_FIRST_PAGE,
             size=CLAIM_PAGE,
             going=lambda: not engine.draining,
@@ -123,7 +123,7 @@ class Upkeep:
                         now=self.engine.clock(),
                         limit=100,
                     )
-                    await self.engine.runs.resume_all(orphans)
+                    await self.engine.runs.resumes.all(orphans)
                     if len(orphans) < 100 or self.engine.draining:
                         break
                 if self.engine.clock() - self._events_upkept > EVENT_UPKEEP_SECONDS:

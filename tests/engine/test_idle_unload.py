@@ -12,6 +12,7 @@ import pytest
 from agentrun.engine import Engine, EngineConfig, load_workflow
 from agentrun.engine.dag import DagRun
 from agentrun.engine.dag import runs as runs_module
+from agentrun.engine.dag import wakeups as wakeups_module
 from agentrun.integrations import Registry, default_agents
 from agentrun.integrations.core_tools import core_tools
 from agentrun.storage.memory import MemoryStore
@@ -93,7 +94,7 @@ async def test_a_wait_timer_wakes_an_unloaded_execution(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runs_module, "UNLOAD_MIN_SECONDS", 0.05)
-    monkeypatch.setattr(runs_module, "WAKE_AHEAD_SECONDS", 0.01)
+    monkeypatch.setattr(wakeups_module, "WAKE_AHEAD_SECONDS", 0.01)
     ex = await engine.start_execution("nap", {})
     await unloaded(engine, ex.id)
     await engine.signal(ex.id, "go")

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import heapq
 import logging
-import math
 from typing import TYPE_CHECKING
 
 from agentrun.engine.dag.loop import DagRun
 from agentrun.engine.dag.messages import Message
+from agentrun.engine.dag.resume import Resumes
+from agentrun.engine.dag.wakeups import Wakeups
 from agentrun.engine.plan import DagPlan
 from agentrun.storage.base import LeaseLost
 from agentrun.storage.records import (
@@ -39,13 +39,6 @@ log = logging.getLogger("agentrun.engine")
 
 # A run whose next wake-up is closer than this stays in memory.
 UNLOAD_MIN_SECONDS = 1.0
-# Executions resumed together (one `restore_reads` each batch): a small first batch, so the
-# first steps run again at once after a restart, then larger ones.
-RESUME_FIRST_BATCH = 8
-RESUME_BATCH = 200
-RESUME_YIELD_EVERY = 10
-# Unloaded runs are loaded this early before their wake-up (restore arms the exact timer).
-WAKE_AHEAD_SECONDS = 0.2
 
 
 # How long a stop waits for the places of ended executions to be given back.
@@ -62,9 +55,9 @@ class LiveRuns:
         self.unload_idle = True
         # Unloaded runs owned here: id -> when to load it again (inf: on a signal only).
         self.idle: dict[str, float] = {}
-        self._wakeups: list[tuple[float, str]] = []
-        self._wake_timer: asyncio.TimerHandle | None = None
-        self._wake_at = math.inf
+        self._wakeups = Wakeups(engine.clock, self._wake)
+        # Runs rebuilt from the store (a restart, adopted orphans, a store failure).
+        self.resumes = Resumes(self)
         self._loading: dict[str, asyncio.Future[DagRun | None]] = {}
         # Places being given back (`_admission_freed`): `drain` waits for them, so none
         # outlives the engine (which runs hold weakly).
@@ -131,40 +124,21 @@ class LiveRuns:
 
     def _park(self, execution_id: str, wake: float) -> None:
         self.idle[execution_id] = wake
-        if wake != math.inf:
-            heapq.heappush(self._wakeups, (wake, execution_id))
-            if wake < self._wake_at:
-                self._arm_wakeup()
+        self._wakeups.add(execution_id, wake)
 
-    def _arm_wakeup(self) -> None:
-        if self._wake_timer is not None:
-            self._wake_timer.cancel()
-            self._wake_timer = None
-        self._wake_at = math.inf
-        if self._wakeups:
-            self._wake_at = self._wakeups[0][0]
-            delay = max(0.0, self._wake_at - WAKE_AHEAD_SECONDS - self.engine.clock())
-            self._wake_timer = asyncio.get_running_loop().call_later(delay, self._wake)
-
-    def _wake(self) -> None:
-        """Loads the unloaded runs whose wake-up is due (their timers re-armed by restore)."""
-        self._wake_timer = None
-        horizon = self.engine.clock() + WAKE_AHEAD_SECONDS
-        loop = asyncio.get_running_loop()
-        while self._wakeups and self._wakeups[0][0] <= horizon:
-            wake, execution_id = heapq.heappop(self._wakeups)
-            if self.idle.get(execution_id) == wake:  # else: loaded meanwhile, a stale entry
-                loop.create_task(self._load_quietly(execution_id))
-        self._arm_wakeup()
+    def _wake(self, execution_id: str, wake: float) -> None:
+        """An unloaded run's wake-up is due: loaded (its timers re-armed by restore)."""
+        if self.idle.get(execution_id) == wake:  # else: loaded meanwhile, a stale entry
+            asyncio.get_running_loop().create_task(self._load_quietly(execution_id))
 
     async def _load_quietly(self, execution_id: str) -> DagRun | None:
-        """`load`, a failure (the store unavailable) retried by `_schedule_resume`, which
+        """`load`, a failure (the store unavailable) retried by `schedule_resume`, which
         rebuilds the run with every stored signal."""
         try:
             return await self.load(execution_id)
         except Exception:
             log.warning("could not load execution %s; retrying", execution_id, exc_info=True)
-            self._schedule_resume(execution_id)
+            self.schedule_resume(execution_id)
             return None
 
     async def load(self, execution_id: str) -> DagRun | None:
@@ -248,93 +222,7 @@ class LiveRuns:
         run.restore(reused, [], fresh=True)
         self._launch(run)
 
-    async def resume_all(self, records: list[ExecutionRecord]) -> None:
-        """Resumes claimed executions (at start, adopted orphans) in batches: a small one
-        first, so the first steps run again at once, then larger ones, each with one
-        `restore_reads` (two queries on SQL) for all its executions; one that fails to resume
-        is retried later."""
-        todo = [r for r in sorted(records, key=lambda r: r.id) if r.id not in self]
-        size = RESUME_FIRST_BATCH
-        while todo:
-            batch, todo = todo[:size], todo[size:]
-            size = RESUME_BATCH
-            try:
-                await self._resume_batch(batch)
-            except Exception:
-                log.warning("could not resume %d executions; retrying", len(batch), exc_info=True)
-                for record in batch:
-                    if record.id not in self:
-                        self._schedule_resume(record.id)
-
-    async def _resume_batch(self, records: list[ExecutionRecord]) -> None:
-        admitted: list[tuple[ExecutionRecord, DagPlan]] = []
-        for record in records:
-            try:
-                plan = await self._admitted_plan(record)
-            except Exception:
-                log.warning("could not resume execution %s; retrying", record.id, exc_info=True)
-                self._schedule_resume(record.id)
-                continue
-            if plan is not None:
-                admitted.append((record, plan))
-        restoring = [r.id for r, _ in admitted if r.state is not ExecutionState.PENDING]
-        reads = await self.engine.store.restore_reads(restoring) if restoring else {}
-        launched = 0
-        for record, plan in admitted:
-            if record.id in self:  # started meanwhile (admitted, a repeated start)
-                continue
-            run = DagRun(self.engine, plan, record)
-            if record.state is ExecutionState.PENDING:
-                run.start_fresh()
-            else:
-                run.restore(*reads[record.id])
-            self._launch_or_park(run)
-            launched += 1
-            if launched % RESUME_YIELD_EVERY == 0:
-                # Let the runs launched so far take their turns (and their calls start)
-                # while the rest of the batch is rebuilt.
-                await asyncio.sleep(0)
-
-    async def resume(self, record: ExecutionRecord) -> None:
-        """Rebuilds a run from the store (a PENDING one starts) once admission lets it run."""
-        plan = await self._admitted_plan(record)
-        if plan is None:
-            return
-        run = DagRun(self.engine, plan, record)
-        if record.state is ExecutionState.PENDING:
-            run.start_fresh()
-        else:
-            nodes = await self.engine.store.get_nodes(record.id)
-            signals = await self.engine.store.pending_signals(record.id)
-            run.restore(nodes, signals)
-        self._launch_or_park(run)
-
-    async def _admitted_plan(self, record: ExecutionRecord) -> DagPlan | None:
-        """The plan of an execution to resume, once admission lets it run (None: its
-        workflow is gone, or it waits for a place)."""
-        engine = self.engine
-        plan = await engine.plan_of(record)
-        if plan is None:
-            log.error(
-                "execution %s: workflow %s v%s is gone", record.id, record.workflow, record.version
-            )
-            return None
-        key = (
-            engine.concurrency_key(plan, record.tenant, record.input)
-            if record.parent_id is None
-            else None
-        )
-        if record.parent_id is None and not await engine.admission.resume(
-            record.id,
-            record.tenant,
-            key,
-            plan.concurrency_limit,
-            pending=record.state is ExecutionState.PENDING,
-        ):
-            return None
-        return plan
-
-    def _launch_or_park(self, run: DagRun) -> None:
+    def launch_or_park(self, run: DagRun) -> None:
         """A rebuilt run that only waits goes straight to `idle`, without a task or a first
         turn; any other is launched."""
         if not self._park_quiet(run):
@@ -422,7 +310,7 @@ class LiveRuns:
             if not engine.draining:
                 # The store holds the truth: rebuild from it after a pause (e.g. the database
                 # was briefly unavailable).
-                loop.call_later(1.0, self._schedule_resume, run.id)
+                loop.call_later(1.0, self.schedule_resume, run.id)
             return
         if run.finished:
             record = copy.copy(run.record)
@@ -449,7 +337,7 @@ class LiveRuns:
         for admitted_id in admitted:
             await self.start_admitted(admitted_id)
 
-    def _schedule_resume(self, execution_id: str, delay: float = 1.0) -> None:
+    def schedule_resume(self, execution_id: str, delay: float = 1.0) -> None:
         """Rebuilds a run that stopped on a store failure, retrying (with backoff) until the
         store answers again; a lease taken meanwhile by another replica ends the attempts."""
         engine = self.engine
@@ -462,13 +350,13 @@ class LiveRuns:
                 record = await engine.store.get_execution(execution_id)
                 if record is None or record.state.terminal or record.owner != engine.replica_id:
                     return
-                await self.resume(record)
+                await self.resumes.one(record)
             except Exception:
                 log.warning(
                     "resuming %s failed; retrying in %.1fs", execution_id, delay, exc_info=True
                 )
                 asyncio.get_running_loop().call_later(
-                    delay, self._schedule_resume, execution_id, min(delay * 2, 10.0)
+                    delay, self.schedule_resume, execution_id, min(delay * 2, 10.0)
                 )
 
         asyncio.get_running_loop().create_task(resume())
@@ -504,7 +392,6 @@ class LiveRuns:
         detached.extend(self.idle)
         self.idle.clear()
         self._wakeups.clear()
-        self._arm_wakeup()
         tasks = [run.task for run in self.live.values() if run.task is not None]
         for task in tasks:
             task.cancel()
