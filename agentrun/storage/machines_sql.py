@@ -53,8 +53,7 @@ class SqlMachineStore(MachineStore):
         )
         # PostgreSQL's one-round-trip commits (pg_instances.py); None elsewhere.
         self._direct = database.instance_writer()
-        self.writer: GroupCommit[MachineBatch] = GroupCommit(
-            database,
+        self.writer: GroupCommit[MachineBatch] = database.group_commit(
             functools.partial(_write_group, database),
             _explain,
             name="agentrun-machine-writer",

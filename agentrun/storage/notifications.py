@@ -244,10 +244,20 @@ class PostgresNotifications(Notifications):
 
 
 class SqliteNotifications(Notifications):
-    """No NOTIFY: new rows found by rowid (`_poll_rows`); `notify` has nothing to send."""
+    """No NOTIFY: new rows found by rowid (`_poll_rows`); `notify` has nothing to send.
+    Rows are announced from the poller's first read of where each table ends (`receiving`
+    once it has read them): what was committed before that is not announced."""
+
+    def __init__(self, database: SqlDatabase) -> None:
+        super().__init__(database)
+        self.receiving = False
 
     def _receivers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         return [("agentrun-sqlite-poll", self._poll_rows())]
+
+    async def close(self) -> None:
+        await super().close()
+        self.receiving = False
 
     async def notify(self, kind: str, keys: str) -> None:
         return None
@@ -272,6 +282,7 @@ class SqliteNotifications(Notifications):
                             table
                         )
                         marks.append(int((await self._database.read(query))[0][0]))
+                    self.receiving = True
                 await asyncio.sleep(SQLITE_POLL_SECONDS)
                 for index, (kind, table, key) in enumerate(tables):
                     rows = await self._database.read(

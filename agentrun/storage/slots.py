@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 
 from agentrun.storage import schema as db
-from agentrun.storage.notifications import CHANNEL
+from agentrun.storage.notifications import CHANNEL, chunks
 from agentrun.storage.slot_rows import (
     Decision,
     Dispatcher,
@@ -358,18 +358,7 @@ def _write_decision(
 
 def _payloads(items: list[str]) -> list[str]:
     """`slots:ITEM,ITEM,...` chunked under NOTIFY's 8000-byte payload limit."""
-    payloads: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for item in items:
-        if chunk and size + len(item) + 1 > 7000:
-            payloads.append("slots:" + ",".join(chunk))
-            chunk, size = [], 0
-        chunk.append(item)
-        size += len(item) + 1
-    if chunk:
-        payloads.append("slots:" + ",".join(chunk))
-    return payloads
+    return ["slots:" + chunk for chunk in chunks(items)]
 
 
 def _notify(conn: sa.Connection, items: list[str]) -> None:

@@ -77,8 +77,8 @@ class SqlWorkerCalls(WorkerCallStore):
         )
         # Every write goes through one group commit: the calls of a map's items, their
         # leases and answers share transactions (one fsync or WAL flush a group).
-        self._writer: GroupCommit[Callable[[sa.Connection], Any]] = GroupCommit(
-            database, self._apply, _explain, name="agentrun-worker-calls-writer"
+        self._writer: GroupCommit[Callable[[sa.Connection], Any]] = database.group_commit(
+            self._apply, _explain, name="agentrun-worker-calls-writer"
         )
 
     # The statements of every call, built once (their SQL is compiled once and cached).

@@ -337,6 +337,12 @@ async def test_sql_commits_announce_their_history(kind: str, tmp_path: Any) -> N
             while passes != channel.catch_up_passes:
                 passes = channel.catch_up_passes
                 await asyncio.sleep(2 * OUTAGE_POLL_SECONDS + 0.2)
+        else:  # once the reader's poller knows where the tables end (what follows is new)
+            from agentrun.storage.notifications import SqliteNotifications
+
+            channel = reader_base.notifications
+            assert isinstance(channel, SqliteNotifications)
+            await until(lambda: channel.receiving)
         rec, _ = await store.create_instance(_instance())
         heard.clear()
         moved = _instance(id=rec.id, last_sequence=2)
