@@ -87,7 +87,7 @@ class TurnWriter:
         """Writes what the statement covers of the group in one statement; each batch's
         result (None: written, UNWRITTEN: not written), or None when PostgreSQL refused the
         statement (nothing written). StoreError when the database is unreachable."""
-        covered = _covered(batches)
+        covered = covered_batches(batches)
         if not any(covered):
             return [UNWRITTEN] * len(batches)
         params = _params([b for b, yes in zip(batches, covered, strict=True) if yes])
@@ -101,7 +101,7 @@ class TurnWriter:
         done = set(written or ())
         made = set(created or ())
         return [
-            _result(batch, yes, done, made) for batch, yes in zip(batches, covered, strict=True)
+            turn_result(batch, yes, done, made) for batch, yes in zip(batches, covered, strict=True)
         ]
 
 
@@ -119,7 +119,7 @@ async def fetch_direct(
         return None
 
 
-def _result(batch: TurnRows, covered: bool, done: set[str], made: set[str]) -> Any:
+def turn_result(batch: TurnRows, covered: bool, done: set[str], made: set[str]) -> Any:
     """A batch's result: None for a commit written, (record, True) for a new execution
     inserted, UNWRITTEN otherwise (a stale fence; a request id already used)."""
     if not covered:
@@ -130,7 +130,7 @@ def _result(batch: TurnRows, covered: bool, done: set[str], made: set[str]) -> A
     return None if batch.execution["b_id"] in done else UNWRITTEN
 
 
-def _covered(batches: Sequence[TurnRows]) -> list[bool]:
+def covered_batches(batches: Sequence[TurnRows]) -> list[bool]:
     """Which batches the statement writes: an execution's update with rows of that execution
     only, its first batch in the group, and none after a batch of it that is not covered."""
     seen: set[str] = set()
@@ -174,7 +174,7 @@ def _covered(batches: Sequence[TurnRows]) -> list[bool]:
 
 
 def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | None:
-    """The statement's shape (column names) and arguments for covered batches (`_covered`),
+    """The statement's shape (column names) and arguments for covered batches (`covered_batches`),
     or None if their rows differ in shape (then the transaction's way writes them)."""
     executions: list[dict[str, Any]] = []
     fences: list[tuple[str, int] | None] = []

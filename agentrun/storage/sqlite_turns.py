@@ -15,7 +15,7 @@ statement cache keeps each compiled):
 
 The values are encoded by the columns' own bind processors (`RowEncoder`, as SQLAlchemy binds
 them) and the statements name the same columns as the transaction's way: the rows written are
-the same. Which batches it covers is PostgreSQL's rule (pg_turns.py `_covered`), less new
+the same. Which batches it covers is PostgreSQL's rule (pg_turns.py `covered_batches`), less new
 executions (rare: one per run): those, a batch whose row did not change, and what the rule
 leaves out are answered UNWRITTEN, and the group commit writes them the transaction's way,
 which refuses a stale batch with LeaseLost and an unknown execution with KeyError, as ever.
@@ -35,7 +35,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 from agentrun.storage import schema as db
 from agentrun.storage.group_commit import UNWRITTEN
-from agentrun.storage.pg_turns import TurnRows, _covered, _result
+from agentrun.storage.pg_turns import TurnRows, covered_batches, turn_result
 from agentrun.storage.sqldb_sqlite import RowEncoder, SqliteDatabase
 
 __all__ = ["SqliteTurnWriter"]
@@ -56,7 +56,7 @@ class SqliteTurnWriter:
         StoreError when the database is unavailable."""
         covered = [
             yes and batch.create is None
-            for batch, yes in zip(batches, _covered(batches), strict=True)
+            for batch, yes in zip(batches, covered_batches(batches), strict=True)
         ]
         mine = [batch for batch, yes in zip(batches, covered, strict=True) if yes]
         if not mine:
@@ -69,7 +69,7 @@ class SqliteTurnWriter:
             return None  # rolled back: the transaction's way finds whose batch it was
         if done is None:
             return None
-        return [_result(b, yes, done, set()) for b, yes in zip(batches, covered, strict=True)]
+        return [turn_result(b, yes, done, set()) for b, yes in zip(batches, covered, strict=True)]
 
 
 def write_turns(batches: Sequence[TurnRows], conn: sqlite3.Connection) -> set[str] | None:
