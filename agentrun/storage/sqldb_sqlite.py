@@ -152,6 +152,9 @@ class SqliteDatabase(SqlDatabase):
         # `read_now`: a read connection (sqlite3) used on the event loop's thread only.
         self._now_reader: sa.Engine | None = None
         self._now_conn: sa.Connection | None = None
+        # `poll_connection`: the notification poller's own read connection (sqlite3).
+        self._poll_reader: sa.Engine | None = None
+        self._poll_conn: Any = None
 
     # Lifecycle -------------------------------------------------------------
     def _connect(self) -> None:
@@ -163,6 +166,7 @@ class SqliteDatabase(SqlDatabase):
         self._engine = self._reader = self._read_engine()
         self._sync_writer = self._write_engine()
         self._now_reader = self._loop_read_engine()
+        self._poll_reader = self._loop_read_engine()
         self._thread = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="agentrun-sqlite-writer"
         )
@@ -204,6 +208,10 @@ class SqliteDatabase(SqlDatabase):
         if self._now_reader is not None:
             self._now_reader.dispose()
             self._now_reader = None
+        self.drop_poll_connection()
+        if self._poll_reader is not None:
+            self._poll_reader.dispose()
+            self._poll_reader = None
         if self._engine is not None:
             await self._engine.dispose()
         self._engine = self._reader = None
@@ -280,6 +288,25 @@ class SqliteDatabase(SqlDatabase):
             if not _busy(exc.__cause__ or exc):
                 raise
         return await self.read(statement, params)
+
+    def poll_connection(self) -> sqlite3.Connection:
+        """The notification poller's read connection (notifications.py), a sqlite3 handle used
+        on the event loop's thread only, as `read_now`'s: it never waits for a lock, and no
+        read stays open after a statement is fetched. It never writes, so its `PRAGMA
+        data_version` moves exactly when some other connection committed."""
+        if self._poll_reader is None or self.closing:
+            raise StoreError("the store is not open")
+        if self._poll_conn is None:
+            self._poll_conn = self._poll_reader.raw_connection()
+        driver: sqlite3.Connection = self._poll_conn.driver_connection
+        return driver
+
+    def drop_poll_connection(self) -> None:
+        """Closes the poller's connection (after an error: the next one starts clean)."""
+        conn, self._poll_conn = self._poll_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
 
     async def transaction(self, work: Callable[[sa.Connection], T], *, leases: bool = False) -> T:
         """In the writer thread (`leases` changes nothing: there is one writer)."""

@@ -9,6 +9,7 @@ SQLite: two stores on one file hear each other's events, signals and instance hi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -261,23 +262,64 @@ async def test_signal_control_and_watch_through_another_replica_during_an_outage
             await engine.stop(grace=0)
 
 
-async def test_sqlite_stores_on_one_file_hear_each_other(tmp_path: Any) -> None:
-    """No NOTIFY on SQLite: new rows are found by rowid, instance history included (a
-    WatchInstance in `agentrun serve` sees what `agentrun run` beside it committed)."""
+@contextlib.asynccontextmanager
+async def _sqlite_stores(tmp_path: Any) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
+    """Two stores on one SQLite file, as two processes sharing it: a writer and a reader."""
     url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
     writer, reader = SqlStore(url), SqlStore(url)
     await writer.open()
     await reader.open()
     try:
+        yield writer, reader
+    finally:
+        await writer.instances.close()
+        await writer.close()
+        await reader.close()
+
+
+async def test_sqlite_stores_on_one_file_hear_each_other(tmp_path: Any) -> None:
+    """No NOTIFY on SQLite: new rows are found by rowid, instance history included (a
+    WatchInstance in `agentrun serve` sees what `agentrun run` beside it committed)."""
+    async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
         await asyncio.sleep(3 * notifications.SQLITE_POLL_SECONDS)  # the poller has its marks
         heard.clear()
         wanted = await _changes(writer, execution)
         await _until(lambda: wanted <= set(heard), "the rows found by the poller")
-    finally:
-        await writer.instances.close()
-        await writer.close()
-        await reader.close()
+
+
+async def test_sqlite_passes_read_new_rows_by_rowid_and_nothing_while_nothing_changed(
+    tmp_path: Any,
+) -> None:
+    """A pass costs one `PRAGMA data_version` while no other connection committed, and the
+    read of new rows seeks by rowid: no scan of a table or of an index (the GROUP BY's
+    order invited a scan of the primary key's index, all of it, every pass)."""
+    async with _sqlite_stores(tmp_path) as (writer, reader):
+        heard, execution = await _pair(writer, reader)
+        channel = reader.notifications
+        assert isinstance(channel, notifications.SqliteNotifications)
+        await _until(lambda: channel.receiving, "the poller's marks")
+        conn = reader.database.poll_connection()  # type: ignore[attr-defined]
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {notifications._NEW_ROWS}", (0, 0, 0)).fetchall()
+        assert not [row for row in plan if "SCAN" in row[-1]], plan
+        assert sum("USING INTEGER PRIMARY KEY (rowid>?)" in row[-1] for row in plan) == 3, plan
+
+        async def passes(count: int) -> None:
+            wanted = channel.passes + count
+            await _until(lambda: channel.passes >= wanted, f"{count} passes")
+
+        await passes(2)  # past what _pair wrote
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        try:
+            await passes(3)
+            assert statements and set(statements) == {"PRAGMA data_version"}
+            heard.clear()
+            wanted = await _changes(writer, execution)
+            await _until(lambda: wanted <= set(heard), "the new rows")
+            assert any(s != "PRAGMA data_version" for s in statements)  # the read
+        finally:
+            conn.set_trace_callback(None)
 
 
 async def test_a_group_commit_announces_the_events_it_wrote_and_only_those(
