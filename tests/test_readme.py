@@ -45,7 +45,8 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
             if argv[0] == "serve":
                 # It runs in its own directory: the files it names, from the checkout.
                 args = [str(ROOT / a) if (ROOT / a).is_file() else a for a in argv[1:]]
-                server = ServerProcess(tmp_path, args=args).start(timeout=90)
+                # On an empty database, as a reader's first `agentrun serve` is.
+                server = ServerProcess(tmp_path, args=args, fresh=True).start(timeout=90)
                 env["AGENTRUN_ADDRESS"] = server.address
                 continue
             argv = [execution_id if a == "EXECUTION_ID" else a for a in argv]

@@ -1,5 +1,9 @@
 """`agentrun serve` in a child process on a free port, over a SQLite file in a temp dir.
 
+Unless the test names a database (`db=`) or asks for an empty one (`fresh=True`), the file is
+a copy of the suite's migrated template (tests/storage/templates.py): the child finds the schema
+at the migrations' head, as a restarted server does, instead of migrating it again.
+
 The child writes its access log (one line per call, with the status) to `server.log`; the
 suite-wide check (tests/conftest.py) reads the new lines of every child after each test and
 fails the test if a call answered INTERNAL or UNKNOWN, as it does for in-process servers.
@@ -41,9 +45,17 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         args: list[str] = (),  # type: ignore[assignment]
         db: str | None = None,
+        fresh: bool = False,
     ) -> None:
         self.workdir = workdir
-        self.db = db or f"sqlite:///{workdir / 'agentrun.db'}"
+        if db is None:
+            path = workdir / "agentrun.db"
+            db = f"sqlite:///{path}"
+            if not fresh and not path.exists():
+                from tests.storage.templates import migrated_sqlite
+
+                db = migrated_sqlite(path, driver="sqlite")
+        self.db = db
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.extra_env = env or {}
