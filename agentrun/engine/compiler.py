@@ -15,7 +15,6 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from agentrun import spec_words
 from agentrun.engine.budgets import budget_from_spec
 from agentrun.engine.dag_graph import Ancestry, Draft, link, run_order
 from agentrun.engine.errors import Diagnostic, InvalidWorkflow
@@ -23,7 +22,14 @@ from agentrun.engine.expressions import normalize_numbers
 from agentrun.engine.machine.compiler import compile_machine
 from agentrun.engine.machine.plan import MachinePlan
 from agentrun.engine.message_checks import check_message
-from agentrun.engine.node_compiler import BASE_NAMES, WITH_OUTPUT, compile_node, self_ref_problem
+from agentrun.engine.node_compiler import (
+    BASE_NAMES,
+    NODE_KINDS,
+    WITH_OUTPUT,
+    bare,
+    compile_node,
+    self_ref_problem,
+)
 from agentrun.engine.plan import BreakerSpec, DagPlan, EdgePlan, HandlerPlan, NodePlan
 from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.retry import RetrySpec
@@ -128,15 +134,15 @@ class DagCompiler:
         )
         default_timeout = c.duration(spec.defaults, "timeout", "defaults")
 
-        drafts, specs = self._drafts()
-        self._edges(drafts, specs)
+        drafts = self._drafts()
+        self._edges(drafts)
         self._node_ids = set(drafts)
         order, stages = run_order(drafts, c.error)
         anc = Ancestry(drafts, order) if order is not None else None
 
         nodes: dict[str, NodePlan] = {}
-        for node_id, n in specs.items():
-            plan = compile_node(c, drafts[node_id], n, default_retry, default_timeout)
+        for node_id, draft in drafts.items():
+            plan = compile_node(c, draft, default_retry, default_timeout)
             nodes[node_id] = plan
             if plan.node_refs:
                 self._check_refs(set(plan.node_refs), plan.id, anc, plan.path)
@@ -146,6 +152,8 @@ class DagCompiler:
                         c.error(plan.path, problem)
         for draft in drafts.values():
             for edge in draft.outgoing:
+                if edge.when is None and edge.input is None:
+                    continue  # `needs` and switch targets: no expression
                 refs: set[str] = set()
                 for t in (edge.when, edge.input):
                     if t is not None:
@@ -203,43 +211,47 @@ class DagCompiler:
         )
 
     # -- nodes and edges ------------------------------------------------------------
-    def _drafts(self) -> tuple[dict[str, Draft], dict[str, Any]]:
-        """A draft per node with a usable id, and its message."""
+    def _drafts(self) -> dict[str, Draft]:
+        """A draft per node with a usable id, holding its message."""
         c = self.c
         drafts: dict[str, Draft] = {}
-        specs: dict[str, Any] = {}
+        match_id = NODE_ID_RE.match
         for i, n in enumerate(self.spec.nodes):
             path = f"nodes[{i}]"
-            if not n.id:
+            node_id = n.id
+            if not node_id:
                 c.error(f"{path}.id", "is required")
                 continue
-            if not NODE_ID_RE.match(n.id):
-                c.error(f"{path}.id", f"{n.id!r} must match [a-z][a-z0-9_]* (at most 63)")
+            if not match_id(node_id):
+                c.error(f"{path}.id", f"{node_id!r} must match [a-z][a-z0-9_]* (at most 63)")
                 continue
-            if n.id in RESERVED_IDS:
-                c.error(f"{path}.id", f"{n.id!r} is a reserved word in expressions")
+            if node_id in RESERVED_IDS:
+                c.error(f"{path}.id", f"{node_id!r} is a reserved word in expressions")
                 continue
-            if n.id in drafts:
-                c.error(f"{path}.id", f"duplicate id {n.id!r} (first at {drafts[n.id].path})")
+            if node_id in drafts:
+                c.error(f"{path}.id", f"duplicate id {node_id!r} (first at {drafts[node_id].path})")
                 continue
-            kind = spec_words.which(n)
+            kind = NODE_KINDS.get(n.WhichOneof("kind"))
             if kind is None:
                 c.error(
                     path,
                     "needs exactly one kind: agent, tool, map, switch, wait, aggregate, workflow or pass",
                 )
-            drafts[n.id] = Draft(id=n.id, index=i, kind=kind or "pass", path=path)
-            specs[n.id] = n
-        return drafts, specs
+            drafts[node_id] = Draft(node_id, i, kind, path, n, bare(n))
+        return drafts
 
-    def _edges(self, nodes: dict[str, Draft], specs: dict[str, Any]) -> None:
+    def _edges(self, nodes: dict[str, Draft]) -> None:
         """Edges from `needs`, from `edges` and from switch targets, in that order."""
         c = self.c
-        for node_id, n in specs.items():
-            draft = nodes[node_id]
+        for node_id, draft in nodes.items():
+            needs = draft.msg.needs
+            if not needs:
+                continue
+            incoming = draft.incoming
             seen: set[str] = set()
-            for j, src in enumerate(n.needs):
-                if src not in nodes:
+            for j, src in enumerate(needs):
+                source = nodes.get(src)
+                if source is None:
                     c.error(
                         f"{draft.path}.needs[{j}]",
                         f"unknown node {src!r}{did_you_mean(src, nodes)}",
@@ -250,7 +262,9 @@ class DagCompiler:
                     c.error(f"{draft.path}.needs[{j}]", f"{src!r} is listed twice")
                 else:
                     seen.add(src)
-                    link(nodes, EdgePlan(source=src, target=node_id))
+                    edge = EdgePlan(source=src, target=node_id)
+                    source.outgoing.append(edge)
+                    incoming.append(edge)
         for j, e in enumerate(self.spec.edges):
             src, dst = e.from_node, e.to
             path = f"edges[{j}]"
@@ -276,9 +290,9 @@ class DagCompiler:
                 else None
             )
             link(nodes, EdgePlan(source=src, target=dst, when=when, input=mapped))
-        for node_id, n in specs.items():
-            if n.WhichOneof("kind") == "switch_node":
-                self._switch_edges(nodes, node_id, n.switch_node)
+        for node_id, draft in nodes.items():
+            if draft.kind == "switch":
+                self._switch_edges(nodes, node_id, draft.msg.switch_node)
 
     def _switch_edges(self, nodes: dict[str, Draft], node_id: str, sw: Any) -> None:
         c = self.c

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agentrun.engine.plan import EdgePlan
 
@@ -22,8 +23,12 @@ class Draft:
 
     id: str
     index: int
-    kind: str
+    # The file word of its kind (`pass`), None when it names none (reported).
+    kind: str | None
     path: str
+    # The node's message; `bare`: it sets no field but its id, needs and kind.
+    msg: Any = None
+    bare: bool = False
     incoming: list[EdgePlan] = field(default_factory=list)
     outgoing: list[EdgePlan] = field(default_factory=list)
 
@@ -45,11 +50,13 @@ def run_order(
     while queue:
         nid = queue.popleft()
         order.append(nid)
+        below = level[nid] + 1
         for edge in nodes[nid].outgoing:
             t = edge.target
-            level[t] = max(level[t], level[nid] + 1)
-            indegree[t] -= 1
-            if indegree[t] == 0:
+            level[t] = max(level[t], below)
+            left = indegree[t] - 1
+            indegree[t] = left
+            if not left:
                 queue.append(t)
     if len(order) == len(nodes):
         stages: list[list[str]] = []

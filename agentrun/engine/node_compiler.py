@@ -39,11 +39,35 @@ from agentrun.engine.retry import RetrySpec
 from agentrun.engine.step_compiler import StepCompiler, at_most_once, is_irreversible, value_to_py
 from agentrun.v1 import workflow_pb2 as pb
 
-__all__ = ["BASE_NAMES", "IN_MAP", "WITH_OUTPUT", "compile_node", "self_ref_problem"]
+__all__ = [
+    "BASE_NAMES",
+    "IN_MAP",
+    "NODE_KINDS",
+    "WITH_OUTPUT",
+    "bare",
+    "compile_node",
+    "self_ref_problem",
+]
 
 BASE_NAMES = frozenset({"input", "nodes", "vars", "execution", "secrets"})
 WITH_OUTPUT = BASE_NAMES | {"output"}
 IN_MAP = BASE_NAMES | {"item", "index"}
+
+# The proto name of each kind's member of `Node.kind`, by its file word (`pass`: `pass_node`),
+# and that word by proto name.
+_MEMBERS = {
+    spec_words.word(fd): fd.name
+    for fd in spec_words.descriptor(pb.Node).oneofs_by_name["kind"].fields
+}
+NODE_KINDS: dict[str | None, str] = {name: kind for kind, name in _MEMBERS.items()}
+_TAKES_TIMEOUT = frozenset({"agent", "tool", "pass", "map"})
+_STEP_ONLY = frozenset({"step", "timeout", "irreversible"})
+# Keys of a node's parts that hold no expression of the node's own.
+_NO_EXPRESSIONS = frozenset(
+    {"timeout", "total_timeout", "join_all", "compensate", "rate_limit", "priority", "step"}
+    | {"on_exhausted", "irreversible", "body", "max_concurrency", "strategy", "default"}
+    | {"signal", "duration", "wait_timeout", "wait_schema"}
+)
 
 _STEP_NODES: dict[str, type[NodePlan]] = {
     "agent": AgentNode,
@@ -64,86 +88,49 @@ _STRATEGY = {
 def compile_node(
     c: StepCompiler,
     draft: Draft,
-    n: Any,
     default_retry: RetrySpec,
     default_timeout: float | None,
 ) -> NodePlan:
     """Problems go to `c`; references to other nodes are the caller's to check (it knows the
     graph's ancestry)."""
     path = draft.path
-    kind = spec_words.which(n)
-    # One C call tells which fields are set; most nodes set few of them.
-    present = {fd.name for fd, _ in n.ListFields()}
+    kind = draft.kind
+    n = draft.msg
     f: dict[str, Any] = {}
-    if "when" in present:
-        f["when"] = c.boolean(n.when, f"{path}.when", BASE_NAMES)
-    if "join" in present:
-        f["join_all"] = n.join == pb.Node.JOIN_ALL
-    takes_timeout = kind in ("agent", "tool", "pass", "map")
-    if "timeout" in present:
-        f["timeout"] = c.duration(n, "timeout", path)
-        if not takes_timeout:
-            c.error(
-                f"{path}.timeout",
-                f"a {kind} node takes no timeout"
-                + (" (use wait.timeout)" if kind == "wait" else ""),
-            )
-    elif takes_timeout:
+    retry = default_retry
+    if kind in _TAKES_TIMEOUT:
         f["timeout"] = default_timeout
-    if "total_timeout" in present:
-        f["total_timeout"] = c.duration(n, "total_timeout", path)
-    retry = c.retry(n.retry, f"{path}.retry") if "retry" in present else default_retry
-    if "output" in present:
-        f["output"] = c.template(value_to_py(n.output), f"{path}.output", WITH_OUTPUT)
-    if "export_vars" in present:
-        f["export"] = {
-            key: c.template(value_to_py(value), f"{path}.export.{key}", WITH_OUTPUT)
-            for key, value in n.export_vars.fields.items()
-        }
-    if "compensate" in present:
-        f["compensate"] = c.standalone_step(n.compensate, f"{path}.compensate", WITH_OUTPUT)
-    if "rate_limit" in present:
-        f["rate_limit"] = n.rate_limit
-    if "priority" in present:
-        f["priority"] = n.priority
-    if n.on_exhausted == pb.Budget.ON_EXHAUSTED_PAUSE:
-        f["on_exhausted"] = "pause"
-        if kind not in ("agent", "tool", "workflow"):
-            c.error(
-                f"{path}.on_exhausted",
-                f"a {kind} node cannot pause on failure (agent, tool and workflow nodes can)",
-            )
+    if not draft.bare:
+        # One C call tells which fields are set.
+        present = {fd.name: value for fd, value in n.ListFields()}
+        retry = _policy(c, kind, n, present, path, f, default_retry)
 
-    cls: type[NodePlan]
-    parts: dict[str, Any]
-    if kind == "map":
-        cls, parts = MapNode, _map(c, n.map, f"{path}.map")
-    elif kind == "switch":
-        cls, parts = SwitchNode, _switch(c, n.switch_node, path)
-    elif kind == "wait":
-        cls, parts = WaitNode, _wait(c, n.wait, f"{path}.wait")
-    elif kind == "aggregate":
-        cls, parts = AggregateNode, _aggregate(c, n.aggregate, path, bool(draft.incoming))
-    else:
+    cls: type[NodePlan] | None = _STEP_NODES.get(kind or "pass")
+    if cls is not None:
         # A node naming no kind was reported (DagCompiler._drafts); it stands as a pass node
         # so that its other fields are still checked.
-        cls = _STEP_NODES.get(kind or "", PassNode)
-        step = c.step(n, kind, path, BASE_NAMES) if kind else _stand_in_step(path)
-        parts = {"step": step}
+        step = (
+            c.step(n, kind, path, BASE_NAMES, body=getattr(n, _MEMBERS[kind]))
+            if kind
+            else _stand_in_step(path)
+        )
+        f["step"] = step
         if is_irreversible(step):
-            parts["irreversible"] = True
+            f["irreversible"] = True
             retry = at_most_once(retry)
-    f.update(parts)
-
-    names: set[str] = set()
-    refs: set[str] = set()
-    for expr in _expressions(f):
-        names |= expr.names
-        refs |= expr.node_refs
-    for part in (f.get("step"), f.get("body"), f.get("compensate")):
-        if part is not None:
-            names |= part.names
-            refs |= part.node_refs
+    elif kind == "map":
+        cls = MapNode
+        f.update(_map(c, n.map, f"{path}.map"))
+    elif kind == "switch":
+        cls = SwitchNode
+        f.update(_switch(c, n.switch_node, path))
+    elif kind == "wait":
+        cls = WaitNode
+        f.update(_wait(c, n.wait, f"{path}.wait"))
+    else:
+        cls = AggregateNode
+        f.update(_aggregate(c, n.aggregate, path, bool(draft.incoming)))
+    names, refs = _names(f)
     return cls(
         id=draft.id,
         index=draft.index,
@@ -151,11 +138,120 @@ def compile_node(
         incoming=tuple(draft.incoming),
         outgoing=tuple(draft.outgoing),
         retry=retry,
-        names=frozenset(names) if names else NO_NAMES,
-        node_refs=frozenset(refs) if refs else NO_NAMES,
+        names=names,
+        node_refs=refs,
         sink=not draft.outgoing,
         **f,
     )
+
+
+def bare(n: Any) -> bool:
+    """True when the node message `n` sets no field but its id, needs and kind: then
+    `compile_node` reads nothing else of it (eleven C calls, where listing the fields set
+    costs about four times as much)."""
+    has = n.HasField
+    return not (
+        n.when
+        or n.join
+        or n.rate_limit
+        or n.priority
+        or n.on_exhausted
+        or has("timeout")
+        or has("total_timeout")
+        or has("retry")
+        or has("output")
+        or has("export_vars")
+        or has("compensate")
+    )
+
+
+# What `bare` reads: every field of a node but its id, needs and kind. A field added to `Node`
+# must be added there too; this fails at import until it is.
+_BARE_READS = {"when", "join", "rate_limit", "priority", "on_exhausted", "timeout"} | {
+    "total_timeout",
+    "retry",
+    "output",
+    "export_vars",
+    "compensate",
+}
+if {fd.name for fd in pb.Node.DESCRIPTOR.fields} != {
+    "id",
+    "needs",
+    *_MEMBERS.values(),
+} | _BARE_READS:
+    raise AssertionError("node_compiler.bare does not read every field of Node")
+
+
+def _policy(
+    c: StepCompiler,
+    kind: str | None,
+    n: Any,
+    present: dict[str, Any],
+    path: str,
+    f: dict[str, Any],
+    retry: RetrySpec,
+) -> RetrySpec:
+    """The fields every node may set (when, join, timeouts, retry, transforms, compensation,
+    rate limit, priority, on_exhausted) into `f`; returns the node's retry policy."""
+    if "when" in present:
+        f["when"] = c.boolean(present["when"], f"{path}.when", BASE_NAMES)
+    if "join" in present:
+        f["join_all"] = present["join"] == pb.Node.JOIN_ALL
+    if "timeout" in present:
+        f["timeout"] = c.duration(n, "timeout", path)
+        if kind not in _TAKES_TIMEOUT:
+            c.error(
+                f"{path}.timeout",
+                f"a {kind} node takes no timeout"
+                + (" (use wait.timeout)" if kind == "wait" else ""),
+            )
+    if "total_timeout" in present:
+        f["total_timeout"] = c.duration(n, "total_timeout", path)
+    if "retry" in present:
+        retry = c.retry(present["retry"], f"{path}.retry")
+    if "output" in present:
+        f["output"] = c.template(value_to_py(present["output"]), f"{path}.output", WITH_OUTPUT)
+    if "export_vars" in present:
+        f["export"] = {
+            key: c.template(value_to_py(value), f"{path}.export.{key}", WITH_OUTPUT)
+            for key, value in present["export_vars"].fields.items()
+        }
+    if "compensate" in present:
+        f["compensate"] = c.standalone_step(
+            present["compensate"], f"{path}.compensate", WITH_OUTPUT
+        )
+    if "rate_limit" in present:
+        f["rate_limit"] = present["rate_limit"]
+    if "priority" in present:
+        f["priority"] = present["priority"]
+    if present.get("on_exhausted") == pb.Budget.ON_EXHAUSTED_PAUSE:
+        f["on_exhausted"] = "pause"
+        if kind not in ("agent", "tool", "workflow"):
+            c.error(
+                f"{path}.on_exhausted",
+                f"a {kind} node cannot pause on failure (agent, tool and workflow nodes can)",
+            )
+    return retry
+
+
+def _names(f: dict[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
+    """The names the node's expressions and calls read, and the nodes they refer to. A single
+    source's sets are shared, not copied (a 10,000-node plan holds 20,000 of them)."""
+    if "step" in f and f.keys() <= _STEP_ONLY:  # a call, nothing else that reads (most nodes)
+        step = f["step"]
+        return step.names, step.node_refs
+    sources: list[Any] = [x for x in _expressions(f)]
+    for key in ("step", "body", "compensate"):
+        part = f.get(key)
+        if part is not None:
+            sources.append(part)
+    names = refs = NO_NAMES
+    for x in sources:
+        if x.names:
+            names = names | x.names if names else x.names
+        if x.node_refs:
+            refs = refs | x.node_refs if refs else x.node_refs
+    return names, refs
 
 
 def _map(c: StepCompiler, m: Any, mpath: str) -> dict[str, Any]:
@@ -194,7 +290,7 @@ def _switch(c: StepCompiler, sw: Any, path: str) -> dict[str, Any]:
             continue
         expr = c.boolean(case.when, f"{path}.switch.cases[{k}].when", BASE_NAMES)
         if expr is not None:
-            cases.append(SwitchCase(expr, case.target))
+            cases.append(SwitchCase(when=expr, target=case.target))
     return {"cases": tuple(cases), "default": sw.default_target}
 
 
@@ -243,6 +339,8 @@ def _stand_in_step(path: str) -> StepPlan:
 
 def _expressions(f: dict[str, Any]) -> list[Expression | Template]:
     """The node's own expressions and templates (its calls' are the steps')."""
+    if not f.keys() - _NO_EXPRESSIONS:
+        return []
     out: list[Expression | Template] = [
         x
         for x in (f.get("output"), f.get("until"), *(f.get("export") or {}).values())

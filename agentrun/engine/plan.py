@@ -1,12 +1,17 @@
 """The immutable execution plan a DAG WorkflowSpec compiles to (`DagPlan`).
 
-The runtime reads only these objects: frozen slotted dataclasses with pre-compiled
+The runtime reads only these objects: immutable slotted dataclasses with pre-compiled
 expressions, so running a node touches no protobuf message and parses nothing. The
 compiler builds each one complete (agentrun/engine/compiler.py); nothing changes a plan after.
 `NodePlan` is a union of one class per kind of node (`ToolNode | AgentNode | ... |
 AggregateNode`, sharing `NodeBase`), `StepPlan` one of one class per kind of call (`ToolStep |
 ... | WaitStep`, sharing `StepBase`): the interpreters match the class, and a plan holds only
 its own kind's fields.
+
+The classes built per node (nodes, steps, edges, switch cases) are frozen for the type checker
+only (`plan_class`): a frozen dataclass sets each field through `object.__setattr__`, and a
+10,000-node plan spent ~25% of its compile there (6 µs a node against 1 µs). Nothing assigns
+to a plan after the compiler built it; mypy refuses any code that would.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar, dataclass_transform
 
 from agentrun.engine.budgets import BudgetSpec
 from agentrun.engine.errors import Diagnostic
@@ -23,8 +28,17 @@ from agentrun.engine.ports import AgentProvider, Tool
 from agentrun.engine.retry import NO_RETRY, RetrySpec
 from agentrun.v1 import workflow_pb2
 
+_C = TypeVar("_C")
 
-@dataclass(frozen=True, slots=True, eq=False)
+
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(field,))
+def plan_class(cls: type[_C]) -> type[_C]:
+    """A slotted, keyword-only dataclass compared by identity, frozen to the type checker
+    (see the module's docstring), mutable at run time."""
+    return dataclass(slots=True, eq=False, kw_only=True)(cls)
+
+
+@plan_class
 class EdgePlan:
     source: str
     target: str
@@ -34,7 +48,7 @@ class EdgePlan:
     from_switch: bool = False
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class StepBase:
     """A single call: a node's body, a map item's body, a compensation, a fallback or a state
     machine action. One subclass per kind; `StepPlan` is their union."""
@@ -54,18 +68,22 @@ class StepBase:
 
     @property
     def templates(self) -> tuple[Template, ...]:
-        return tuple(getattr(self, name) for name in self.template_fields)
+        return tuple([getattr(self, name) for name in self.template_fields])
 
     def __post_init__(self) -> None:
-        names: frozenset[str] = frozenset()
-        refs: frozenset[str] = frozenset()
-        for t in self.templates:
-            names, refs = names | t.names, refs | t.node_refs
-        object.__setattr__(self, "names", names or NO_NAMES)
-        object.__setattr__(self, "node_refs", refs or NO_NAMES)
+        names = refs = NO_NAMES
+        for name in self.template_fields:
+            t: Template = getattr(self, name)
+            # A template's own sets are shared when it is the only one that reads anything.
+            if t.names:
+                names = names | t.names if names else t.names
+            if t.node_refs:
+                refs = refs | t.node_refs if refs else t.node_refs
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "node_refs", refs)
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class ToolStep(StepBase):
     kind: ClassVar[str] = "tool"
     template_fields: ClassVar[tuple[str, ...]] = ("args",)
@@ -76,7 +94,7 @@ class ToolStep(StepBase):
     labels: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class AgentStep(StepBase):
     kind: ClassVar[str] = "agent"
     template_fields: ClassVar[tuple[str, ...]] = ("prompt", "system")
@@ -94,14 +112,14 @@ class AgentStep(StepBase):
     stream: bool | None = None
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class PassStep(StepBase):
     kind: ClassVar[str] = "pass"
     template_fields: ClassVar[tuple[str, ...]] = ("value",)
     value: Template
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class WorkflowStep(StepBase):
     kind: ClassVar[str] = "workflow"
     template_fields: ClassVar[tuple[str, ...]] = ("workflow_input",)
@@ -110,7 +128,7 @@ class WorkflowStep(StepBase):
     workflow_input: Template
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class WaitStep(StepBase):
     """A map's body only: each item waits for its own `signal`, answered per `wait_schema`."""
 
@@ -122,13 +140,13 @@ class WaitStep(StepBase):
 StepPlan: TypeAlias = ToolStep | AgentStep | PassStep | WorkflowStep | WaitStep
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@plan_class
 class SwitchCase:
     when: Expression
     target: str
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class NodeBase:
     """What every node has: its place in the graph, when it runs, its policy and its outcome's
     transforms. One subclass per kind adds that kind's fields; `NodePlan` is their union."""
@@ -160,14 +178,14 @@ class NodeBase:
     sink: bool = False
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class StepNode(NodeBase):
     """A node that is one call (`step`, of the node's own kind): tool, agent, pass or workflow."""
 
     step: StepPlan
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class ToolNode(StepNode):
     kind: ClassVar[str] = "tool"
     step: ToolStep
@@ -175,7 +193,7 @@ class ToolNode(StepNode):
     irreversible: bool = False
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class AgentNode(StepNode):
     """A model call; its step holds the provider, prompt and output schema."""
 
@@ -183,7 +201,7 @@ class AgentNode(StepNode):
     step: AgentStep
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class PassNode(StepNode):
     """Its step's value, computed inline in the fold's turn (no call, no scheduler slot)."""
 
@@ -191,7 +209,7 @@ class PassNode(StepNode):
     step: PassStep
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class WorkflowNode(StepNode):
     """A child run (an execution or a state machine instance); restarts attach to it again."""
 
@@ -199,7 +217,7 @@ class WorkflowNode(StepNode):
     step: WorkflowStep
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class MapNode(NodeBase):
     kind: ClassVar[str] = "map"
     items: Expression
@@ -208,14 +226,14 @@ class MapNode(NodeBase):
     max_concurrency: int = 0
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class SwitchNode(NodeBase):
     kind: ClassVar[str] = "switch"
     cases: tuple[SwitchCase, ...] = ()
     default: str = ""
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class WaitNode(NodeBase):
     """A wait for a signal (`signal`), a duration, or a time (`until`): exactly one is set."""
 
@@ -228,7 +246,7 @@ class WaitNode(NodeBase):
     wait_schema: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+@plan_class
 class AggregateNode(NodeBase):
     kind: ClassVar[str] = "aggregate"
     strategy: str = "merge"

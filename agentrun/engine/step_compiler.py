@@ -131,7 +131,8 @@ class StepCompiler:
         t = compile_template_collect(value, path, allowed, errors)
         for e in errors:
             self.error(e.path, e.message)
-        self.diags.extend(secret_diagnostics(t.expressions, secrets_ok))
+        if t.expressions:
+            self.diags.extend(secret_diagnostics(t.expressions, secrets_ok))
         return t
 
     def boolean(self, source: str, path: str, allowed: frozenset[str]) -> Expression | None:
@@ -199,16 +200,19 @@ class StepCompiler:
         *,
         retry: RetrySpec | None = None,
         timeout: float | None = None,
+        body: Any = None,
     ) -> StepPlan:
-        """`kind` is the file word of the set member of `msg.kind` (`pass`, not `pass_node`)."""
-        cls, fields = self._step_fields(msg, kind, path, allowed)
+        """`kind` is the file word of the set member of `msg.kind` (`pass`, not `pass_node`);
+        `body`, that member when the caller has it already."""
+        cls, fields = self._step_fields(msg, kind, path, allowed, body)
         return cls(**fields, retry=retry, timeout=timeout)
 
     def _step_fields(
-        self, msg: Any, kind: str, path: str, allowed: frozenset[str]
+        self, msg: Any, kind: str, path: str, allowed: frozenset[str], body: Any = None
     ) -> tuple[type[StepPlan], dict[str, Any]]:
         """The class of the step's kind and its fields (retry and timeout are the caller's)."""
-        body = spec_words.member(msg)
+        if body is None:
+            body = spec_words.member(msg)
         p = f"{path}.{kind}"
         out: dict[str, Any] = {"path": p}
         if kind == "pass":

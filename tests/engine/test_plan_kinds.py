@@ -90,8 +90,8 @@ def test_each_node_is_the_class_of_its_kind_with_its_fields_only() -> None:
     assert own["agg"] == {"strategy", "expr"}
     for node in plan.nodes.values():
         assert not hasattr(node, "__dict__")  # slotted
-        with pytest.raises(dataclasses.FrozenInstanceError):
-            node.priority = 1  # type: ignore[misc]
+    # Immutable to the type checker (`plan_class`: mypy refuses `node.priority = 1`), not at
+    # run time: a frozen dataclass's __init__ was ~25% of a 10,000-node compile.
 
 
 def test_a_map_whose_parts_do_not_compile_still_has_its_other_fields_checked() -> None:
