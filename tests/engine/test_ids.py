@@ -27,3 +27,28 @@ def test_a_later_millisecond_starts_a_new_random_part() -> None:
     first = new_execution_id(lambda: 2_000_000_000.0)
     later = new_execution_id(lambda: 2_000_000_001.0)
     assert later[:12] > first[:12]
+
+
+def test_a_forked_process_does_not_make_its_parents_next_id() -> None:
+    """A child forked after the parent made an id (the same clock, the same millisecond)
+    starts from a random part of its own, not from the parent's last one (nor from random
+    bytes the parent read ahead): the ids both make next differ."""
+    import os
+
+    at = lambda: 2_100_000_000.0
+    new_execution_id(at)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id to the parent, then gone
+        try:
+            os.write(write, new_execution_id(at).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        child = os.read(read, 64).decode()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert re.fullmatch(r"[0-9a-f]{24}", child)
+    assert child != new_execution_id(at)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets as _secrets
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +45,17 @@ def start_options(options: StartOptions) -> StartOptions:
 
 _last_id = [0, 0]  # (millisecond, random part) of this process's newest id
 _id_lock = threading.Lock()
+# Random bytes read ahead for the ids' random parts (6 bytes each): one urandom call per
+# _RANDOM_READ ids instead of one each. A forked child reads its own (see _forked).
+_RANDOM_READ = 6 * 256
+
+
+class _ReadAhead:
+    data = b""  # the bytes read
+    at = 0  # the offset of the next unused
+
+
+_random = _ReadAhead()
 
 
 def new_execution_id(clock: Callable[[], float] = time.time) -> str:
@@ -59,14 +70,33 @@ def new_execution_id(clock: Callable[[], float] = time.time) -> str:
         if millis <= last_ms and last_rand < 0xFFFF_FFFF_FFFF:
             millis, rand = last_ms, last_rand + 1
         else:
-            rand = _secrets.randbits(47)  # room to count up within a millisecond
+            if _random.at >= len(_random.data):
+                _random.data, _random.at = os.urandom(_RANDOM_READ), 0
+            at = _random.at
+            _random.at = at + 6
+            # 47 random bits: room to count up within a millisecond
+            rand = int.from_bytes(_random.data[at : at + 6], "big") >> 1
         _last_id[:] = [millis, rand]
     return f"{millis:012x}{rand:012x}"
 
 
+def _forked() -> None:
+    """A forked child neither reuses its parent's unread random bytes nor counts on from the
+    parent's last id: either would make the ids the parent makes next."""
+    _random.data, _random.at = b"", 0
+    _last_id[:] = [0, 0]
+
+
+os.register_at_fork(after_in_child=_forked)
+
+# The fingerprint's encoding (json.dumps(payload, sort_keys=True, default=str)), built once:
+# `dumps` with options builds an encoder per call.
+_FINGERPRINT_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
 def request_fingerprint(**payload: Any) -> str:
     """What a `request_id` stands for: a repeat with another payload is refused."""
-    text = json.dumps(payload, sort_keys=True, default=str)
+    text = _FINGERPRINT_JSON.encode(payload)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -91,7 +121,7 @@ def checked_input(value: Any, schema: Mapping[str, Any] | None) -> Any:
 def validate_input(value: Any, schema: Mapping[str, Any]) -> Any:
     """Raises InvalidInput listing every problem; returns the value with its numbers typed as
     the schema declares them (`number`: double, `integer`: int; agentrun.engine.schema_numbers)."""
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator = _validator(schema)
     problems = []
     for err in sorted(validator.iter_errors(value), key=lambda e: list(e.path)):
         where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in err.path)
@@ -99,3 +129,21 @@ def validate_input(value: Any, schema: Mapping[str, Any]) -> Any:
     if problems:
         raise InvalidInput(problems)
     return coerce_numbers(value, schema)
+
+
+# Validators by their schema's id, the schema kept alive with its validator (so its id is not
+# reused): a workflow version's schema is one object, whose validator is built at its first
+# start instead of at every start. Bounded for schemas that are not (a rerun's, a test's).
+_VALIDATORS: dict[int, tuple[Mapping[str, Any], Any]] = {}
+_MAX_VALIDATORS = 256
+
+
+def _validator(schema: Mapping[str, Any]) -> Any:
+    known = _VALIDATORS.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    if len(_VALIDATORS) >= _MAX_VALIDATORS:
+        _VALIDATORS.clear()
+    _VALIDATORS[id(schema)] = (schema, validator)
+    return validator
