@@ -13,12 +13,17 @@ statement cache keeps each compiled):
 - the node upserts, event INSERTs and consumed signals of the batches whose UPDATE held, each
   one `executemany` for the group.
 
+A new execution with its first turn (a start: `create_execution`) is its row's INSERT in place
+of the UPDATE (`ON CONFLICT (tenant, request_id) DO NOTHING` when it has a request id, its row
+count read: a used request id writes nothing of its batch), then the same rows.
+
 The values are encoded by the columns' own bind processors (`RowEncoder`, as SQLAlchemy binds
 them) and the statements name the same columns as the transaction's way: the rows written are
-the same. Which batches it covers is PostgreSQL's rule (pg_turns.py `covered_batches`), less new
-executions (rare: one per run): those, a batch whose row did not change, and what the rule
-leaves out are answered UNWRITTEN, and the group commit writes them the transaction's way,
-which refuses a stale batch with LeaseLost and an unknown execution with KeyError, as ever.
+the same. Which batches it covers is PostgreSQL's rule (pg_turns.py `covered_batches`): a batch
+whose row did not change (or a start whose request id is used), and what the rule leaves out
+are answered UNWRITTEN, and the group commit writes them the transaction's way, which refuses a
+stale batch with LeaseLost and an unknown execution with KeyError, and answers a repeated start
+with the stored execution, as ever.
 A statement SQLite refuses (a duplicate event) is rolled back with everything before it: the
 whole group then goes the transaction's way, which finds whose batch it was.
 """
@@ -54,68 +59,87 @@ class SqliteTurnWriter:
         """Writes the covered batches in one transaction; each batch's result (None: written,
         UNWRITTEN: not written), or None when SQLite refused a statement (nothing written).
         StoreError when the database is unavailable."""
-        covered = [
-            yes and batch.create is None
-            for batch, yes in zip(batches, covered_batches(batches), strict=True)
-        ]
+        covered = covered_batches(batches)
         mine = [batch for batch, yes in zip(batches, covered, strict=True) if yes]
         if not mine:
             return [UNWRITTEN] * len(batches)
         try:
-            done = await self._database.turn_transaction(
+            written = await self._database.turn_transaction(
                 functools.partial(write_turns, mine), items=len(mine)
             )
         except sqlite3.Error:
             return None  # rolled back: the transaction's way finds whose batch it was
-        if done is None:
+        if written is None:
             return None
-        return [turn_result(b, yes, done, set()) for b, yes in zip(batches, covered, strict=True)]
+        done, made = written
+        return [turn_result(b, yes, done, made) for b, yes in zip(batches, covered, strict=True)]
 
 
-def write_turns(batches: Sequence[TurnRows], conn: sqlite3.Connection) -> set[str] | None:
-    """Writes `batches` (each an UPDATE of its own execution, with rows of that execution
-    only) inside the caller's transaction; the ids of the executions written, or None when the
-    rows differ in shape (nothing written then: the transaction's way takes them)."""
+def write_turns(
+    batches: Sequence[TurnRows], conn: sqlite3.Connection
+) -> tuple[set[str], set[str]] | None:
+    """Writes `batches` (each a new execution's INSERT or an UPDATE of its own execution, with
+    rows of that execution only) inside the caller's transaction; the ids of the executions
+    updated and of those created, or None when the rows differ in shape (checked first:
+    nothing written then, the transaction's way takes them)."""
+    if not (_same_shape(b.nodes for b in batches) and _same_shape(b.events for b in batches)):
+        return None
     done: set[str] = set()
+    made: set[str] = set()
     nodes: dict[tuple[str, str], dict[str, Any]] = {}
     events: list[dict[str, Any]] = []
     consumed: list[dict[str, Any]] = []
     for batch in batches:
-        row = batch.execution
-        assert row is not None
-        fence = batch.fence
-        sql, encoder = _update(tuple(row), fence is not None)
-        params = encoder.params((row,))[0]
-        if fence is not None:
-            params = (*params, *fence)
-        if conn.execute(sql, params).rowcount != 1:
-            continue  # stale or unknown: nothing of this batch
-        done.add(row["b_id"])
+        create, row = batch.create, batch.create_row
+        if create is not None and row is not None:
+            sql, encoder = _insert_execution(tuple(row), create.request_id is not None)
+            if conn.execute(sql, encoder.params((row,))[0]).rowcount != 1:
+                continue  # its request id is used: the transaction's way reads the stored one
+            made.add(create.id)
+        else:
+            row = batch.execution
+            assert row is not None
+            fence = batch.fence
+            sql, encoder = _update(tuple(row), fence is not None)
+            params = encoder.params((row,))[0]
+            if fence is not None:
+                params = (*params, *fence)
+            if conn.execute(sql, params).rowcount != 1:
+                continue  # stale or unknown: nothing of this batch
+            done.add(row["b_id"])
         for node in batch.nodes:
             nodes[(node["execution_id"], node["node_id"])] = node
         events += batch.events
         consumed += batch.consumed
-    if nodes and not _many(conn, _upsert_nodes, list(nodes.values())):
-        return None
-    if events and not _many(conn, _insert_events, events):
-        return None
+    if nodes:
+        _many(conn, _upsert_nodes, list(nodes.values()))
+    if events:
+        _many(conn, _insert_events, events)
     if consumed:
         conn.executemany(_CONSUME, [(c["b_node"], c["b_execution"], c["b_seq"]) for c in consumed])
-    return done
+    return done, made
+
+
+def _same_shape(groups: Any) -> bool:
+    """Whether the rows of all `groups` have the same keys (one statement takes them all)."""
+    names: tuple[str, ...] | None = None
+    for rows in groups:
+        for row in rows:
+            if names is None:
+                names = tuple(row)
+            elif tuple(row) != names:
+                return False
+    return True
 
 
 def _many(
     conn: sqlite3.Connection,
     statement: Callable[[tuple[str, ...]], tuple[str, RowEncoder]],
     rows: list[dict[str, Any]],
-) -> bool:
-    """One executemany of `statement` for rows of one shape; False (nothing run) otherwise."""
-    names = tuple(rows[0])
-    if any(tuple(row) != names for row in rows[1:]):
-        return False
-    sql, encoder = statement(names)
+) -> None:
+    """One executemany of `statement` for rows of one shape (`_same_shape`)."""
+    sql, encoder = statement(tuple(rows[0]))
     conn.executemany(sql, encoder.params(rows))
-    return True
 
 
 def _encoder(table: sa.Table, names: Sequence[str]) -> RowEncoder:
@@ -140,6 +164,16 @@ def _update(names: tuple[str, ...], fenced: bool) -> tuple[str, RowEncoder]:
     kinds = [db.executions.c[name].type for name in columns] + [db.executions.c.id.type]
     encoder = RowEncoder([*columns, "b_id"], kinds, _DIALECT)
     return f"UPDATE executions SET {changes} WHERE id = ?{fence}", encoder
+
+
+@functools.cache
+def _insert_execution(names: tuple[str, ...], once: bool) -> tuple[str, RowEncoder]:
+    """A new execution's INSERT; `once` (it has a request id): a (tenant, request_id) already
+    used inserts nothing (its row count tells), as the transaction's way does."""
+    sql = f"INSERT INTO executions ({_quoted(names)}) VALUES ({_marks(names)})"
+    if once:
+        sql += ' ON CONFLICT ("tenant", "request_id") DO NOTHING'
+    return sql, _encoder(db.executions, names)
 
 
 @functools.cache

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agentrun.storage import schema as db
 from agentrun.storage.executions import _Rows
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.records import (
@@ -162,4 +163,61 @@ async def test_commits_go_through_the_turn_writer(
     await store.create_execution(_execution("ex-c"))
     (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
     await store.commit(Batch(execution=mine, fence=("r1", 1)))
-    assert calls == [1]
+    assert calls == [1, 1]  # the start, then the turn
+
+
+def _start(id_: str, request_id: str | None) -> _Rows:
+    """A start: the new execution with its first turn's rows, as create_execution queues it."""
+    record = _execution(id_)
+    record.request_id = request_id
+    record.request_hash = "h" if request_id else None
+    record.labels = {"k": "v"}
+    record.owner, record.lease_epoch, record.lease_expires_at = "r1", 1, T0 + 10
+    turn = _turn(_execution(id_), None)
+    return _Rows(
+        execution=None,
+        nodes=turn.nodes,
+        events=turn.events,
+        consumed=[],
+        create=record,
+        create_row=db.execution_row(record),
+    )
+
+
+async def test_a_start_is_written_as_the_transaction_writes_it(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """A new execution with its first turn through the turn writer leaves the rows the
+    transaction's way leaves, and answers (the record, created) as it does."""
+    writer = store.database.turn_writer()
+    assert writer is not None
+    direct = _start("ex-direct", "req-1")
+    results = await writer([direct])
+    assert results is not None and results[0] is not UNWRITTEN
+    record, created = results[0]
+    assert created and record == direct.create and record is not direct.create
+    batch = _start("ex-sqlalchemy", "req-2")
+    await store.database.transaction(lambda conn: store.executions._apply(conn, [batch]))
+    rows = _stored(tmp_path / "turns.db", "ex-direct")
+    assert rows["executions"] and rows["nodes"] and rows["events"]
+    assert rows == _stored(tmp_path / "turns.db", "ex-sqlalchemy")
+
+
+async def test_a_used_request_id_writes_nothing_and_answers_the_stored_execution(
+    store: SqlStore,
+) -> None:
+    """In one group: a start, a start repeating its request id (left to the transaction's
+    way, which answers the stored execution) and another start (written)."""
+    writer = store.database.turn_writer()
+    assert writer is not None
+    first, repeat, other = _start("ex-1", "req"), _start("ex-2", "req"), _start("ex-3", None)
+    results = await writer([first, repeat, other])
+    assert results is not None
+    assert results[0][1] is True and results[1] is UNWRITTEN and results[2][1] is True
+    assert await store.get_execution("ex-2") is None
+    assert await store.list_events("ex-2") == [] and await store.get_nodes("ex-2") == []
+    again = _start("ex-4", "req").create
+    assert again is not None
+    stored, created = await store.create_execution(again)
+    assert not created and stored.id == "ex-1"
+    assert [e.sequence for e in await store.list_events("ex-1")] == [1, 2]
