@@ -230,7 +230,7 @@ def count_transactions(store: Any) -> list[int]:
     batches it holds): the count, in a one-item list, goes up as they are opened."""
     written = [0]
     database = getattr(store, "database", None)
-    for name in ("transaction", "group_transaction"):
+    for name in ("transaction", "group_transaction", "turn_transaction"):
         method = getattr(database, name, None)
         if method is None:
             continue
