@@ -5,6 +5,7 @@ its backends), and a working folder for ledgers and logs."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -38,11 +39,20 @@ def pg_url(shared_pg: PgServer) -> Iterator[str]:
     shared_pg.release(url)
 
 
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    """A PostgreSQL server of the test's own, which it may stop, start, and kill backends of."""
+@pytest.fixture(scope="session")
+def private_pg_template() -> Iterator[Path]:
+    """The data folder of a stopped private server whose database is migrated: each
+    `private_pg` starts on a copy of it instead of running initdb and the migrations."""
     if find_bin() is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     with PrivatePostgres() as server:
         run_sync(_migrate(server.url))
+        server.stop()
+        yield server.data
+
+
+@pytest.fixture
+def private_pg(private_pg_template: Path) -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of the test's own, which it may stop, start, and kill backends of."""
+    with PrivatePostgres(template=private_pg_template) as server:
         yield server

@@ -4,6 +4,10 @@ The shared server (127.0.0.1:5432) is never touched: `PrivatePostgres` runs `ini
 temporary folder, starts `postgres` on a free port with its socket in that folder, and removes
 everything in `close()`. As root, every server command runs as the `postgres` OS user (the
 server refuses to run as root), and the folder is handed to that user.
+
+`PrivatePostgres(template=data)` copies the data folder of a stopped server instead of running
+`initdb` and migrating again (tests/durability/conftest.py keeps one migrated template per
+session): initdb, CREATE DATABASE and the migrations cost 4 to 6 s per test.
 """
 
 from __future__ import annotations
@@ -45,13 +49,20 @@ class PrivatePostgres:
     """`with PrivatePostgres() as pg:` — `pg.url` (asyncpg driver), `pg.dsn` (plain), `stop()`,
     `start()`, `terminate_backends()`."""
 
-    def __init__(self, *, database: str = "agentrun", max_connections: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        database: str = "agentrun",
+        max_connections: int = 200,
+        template: Path | None = None,
+    ) -> None:
         bin_dir = find_bin()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found")
         self.bin = bin_dir
         self.database = database
         self.max_connections = max_connections
+        self.template = template
         self.root = Path(tempfile.mkdtemp(prefix="agentrun-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -79,6 +90,9 @@ class PrivatePostgres:
         return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=timeout)
 
     def init(self) -> None:
+        if self.template is not None:
+            self._copy_template(self.template)
+            return
         self._cmd(
             "initdb",
             "-D",
@@ -100,6 +114,20 @@ class PrivatePostgres:
             )
         self.start()
         self.psql(f'CREATE DATABASE "{self.database}"', database="postgres")
+
+    def _copy_template(self, template: Path) -> None:
+        """The data folder of a stopped server (its databases, schema and settings), moved to
+        this server's port and socket folder."""
+        shutil.copytree(template, self.data, symlinks=True)
+        if self._as_postgres:
+            user = pwd.getpwnam("postgres")
+            for folder, dirs, files in os.walk(self.data):
+                os.chown(folder, user.pw_uid, user.pw_gid)
+                for name in dirs + files:
+                    os.chown(os.path.join(folder, name), user.pw_uid, user.pw_gid)
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(f"\nport = {self.port}\nunix_socket_directories = '{self.root}'\n")
+        self.start()
 
     def start(self) -> None:
         for attempt in range(3):
