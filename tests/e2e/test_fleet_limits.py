@@ -92,7 +92,9 @@ def until(condition: Callable[[], object], what: str, timeout: float = 120.0) ->
 def test_three_replicas_share_a_limit_of_five_on_a_tool(
     tmp_path: Path, pg_server: PgServer
 ) -> None:
-    url = pg_server.create_database().replace("postgresql+asyncpg://", "postgresql://", 1)
+    url = pg_server.create_database(migrated=True).replace(
+        "postgresql+asyncpg://", "postgresql://", 1
+    )
     service = InFlight(pause=0.1)
     config = tmp_path / "config.yaml"
     config.write_text(
