@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A durable runtime for agent workflows.",
         epilog="Run `agentrun COMMAND --help` for a command's options. Docs: docs/cli.md",
     )
-    parser.add_argument("--version", action="version", version=f"agentrun {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     local.register(subparsers)
     _register_remote(subparsers)
@@ -98,6 +98,24 @@ def _warn_remote(exc: BaseException) -> None:
     if os.environ.get("AGENTRUN_DEBUG"):
         raise exc
     print(f"agentrun: server commands unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: looks the version up only when asked (importlib.metadata scans the
+    installed distributions; every other command, `serve` included, starts without it)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show program's version number and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"agentrun {_version()}")
+        parser.exit()
 
 
 def _version() -> str:

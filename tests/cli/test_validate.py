@@ -82,6 +82,14 @@ def test_no_command_prints_usage(cli) -> None:
     assert "usage: agentrun" in result.err
 
 
+def test_version(cli) -> None:
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.code == 0
+    assert result.out == f"agentrun {version('agentrun')}\n"
+
+
 def test_unknown_option_is_a_usage_error(cli) -> None:
     result = cli("validate", "--bogus", "x.yaml")
     assert result.code == 2
