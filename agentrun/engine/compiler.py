@@ -237,7 +237,7 @@ class DagCompiler:
                     path,
                     "needs exactly one kind: agent, tool, map, switch, wait, aggregate, workflow or pass",
                 )
-            drafts[node_id] = Draft(node_id, i, kind, path, n, bare(n))
+            drafts[node_id] = Draft(node_id, i, kind, path, n, bare(n), [], [])
         return drafts
 
     def _edges(self, nodes: dict[str, Draft]) -> None:

@@ -177,6 +177,74 @@ class Activation(dict[str, Any]):
             return self._context
 
 
+# What an expression's text compiles to, whatever its path and scope: each distinct text of a
+# workflow (and of the workflows compiled since) is compiled by the CEL library once.
+# (problem, program, ast, flat, names, bounded, node refs or None when a node is not named
+# by its id); `problem`: the first error that the text alone causes.
+_Compiled = tuple[
+    str | None,
+    Any,
+    Node | None,
+    bool,
+    frozenset[str],
+    bool,
+    frozenset[str] | None,
+]
+_COMPILED: dict[str, _Compiled] = {}
+MAX_COMPILED = 4096
+
+
+def _compile(source: str) -> _Compiled:
+    """The checks of `Expression` that depend on its text alone, in their order, and what
+    the text compiles to."""
+    none: frozenset[str] = NO_NAMES
+    if len(source.encode()) > MAX_SOURCE_BYTES:
+        return (
+            f"expression is longer than {MAX_SOURCE_BYTES} bytes",
+            None,
+            None,
+            False,
+            none,
+            False,
+            none,
+        )
+    if not source.strip():
+        return ("empty expression", None, None, False, none, False, none)
+    code = _strip_strings(source)
+    if _has_nested_comprehension(code):
+        problem = "a comprehension (map, filter, all, exists) may not be nested in another"
+        return (problem, None, None, False, none, False, none)
+    try:
+        program = cel.compile(source)
+    except ValueError as exc:
+        return (f"syntax error: {_first_line(exc)}", None, None, False, none, False, none)
+    try:
+        unknown_fns = sorted(set(program.functions()) - FUNCTIONS - _OPERATORS)
+    except Exception:  # pragma: no cover - static analysis never fails on a parsed program
+        unknown_fns = []
+    if unknown_fns:
+        problem = f"unknown function {unknown_fns[0]!r}; the functions are: {', '.join(sorted(FUNCTIONS))}"
+        return (problem, None, None, False, none, False, none)
+    try:
+        variables = set(program.variables())
+    except Exception:  # pragma: no cover - static analysis never fails on a parsed program
+        variables = set()
+    ast: Node | None
+    try:
+        ast = parse(source)
+        flat = is_flat(ast)
+    except Unparsed:
+        ast, flat = None, False
+    bound = set(_BOUND_VAR.findall(code))
+    names = frozenset(variables - bound)
+    bounded = bool(_COMPREHENSION.search(code))
+    found = _NODE_REF.findall(code)
+    refs: frozenset[str] | None = frozenset(found)
+    if "nodes" in names and len(_NODES_WORD.findall(code)) != len(found):
+        refs = None
+    return (None, program, ast, flat, names, bounded, refs)
+
+
 class Expression:
     """One compiled CEL expression."""
 
@@ -185,41 +253,15 @@ class Expression:
     def __init__(self, source: str, path: str, allowed: frozenset[str] | None = None) -> None:
         self.source = source
         self.path = path
-        if len(source.encode()) > MAX_SOURCE_BYTES:
-            raise ExpressionError(path, f"expression is longer than {MAX_SOURCE_BYTES} bytes")
-        if not source.strip():
-            raise ExpressionError(path, "empty expression")
-        code = _strip_strings(source)
-        if _has_nested_comprehension(code):
-            raise ExpressionError(
-                path, "a comprehension (map, filter, all, exists) may not be nested in another"
-            )
-        try:
-            self._program = cel.compile(source)
-        except ValueError as exc:
-            raise ExpressionError(path, f"syntax error: {_first_line(exc)}") from None
-        try:
-            unknown_fns = sorted(set(self._program.functions()) - FUNCTIONS - _OPERATORS)
-        except Exception:  # pragma: no cover - static analysis never fails on a parsed program
-            unknown_fns = []
-        if unknown_fns:
-            raise ExpressionError(
-                path,
-                f"unknown function {unknown_fns[0]!r}; the functions are: {', '.join(sorted(FUNCTIONS))}",
-            )
-        try:
-            variables = set(self._program.variables())
-        except Exception:  # pragma: no cover - static analysis never fails on a parsed program
-            variables = set()
-        self._ast: Node | None
-        try:
-            self._ast = parse(source)
-            self._flat = is_flat(self._ast)
-        except Unparsed:
-            self._ast, self._flat = None, False
-        bound = set(_BOUND_VAR.findall(code))
-        self.names = frozenset(variables - bound)
-        self._bounded = bool(_COMPREHENSION.search(code))
+        facts = _COMPILED.get(source)
+        if facts is None:
+            facts = _compile(source)
+            if len(_COMPILED) >= MAX_COMPILED:
+                _COMPILED.clear()  # a bound, not a policy: specs rarely hold this many texts
+            _COMPILED[source] = facts
+        problem, self._program, self._ast, self._flat, self.names, self._bounded, refs = facts
+        if problem is not None:
+            raise ExpressionError(path, problem)
         if allowed is not None:
             unknown = sorted(self.names - allowed)
             if unknown:
@@ -227,10 +269,9 @@ class Expression:
                     path,
                     f"unknown name {unknown[0]!r}; names in scope here: {', '.join(sorted(allowed))}",
                 )
-        refs = set(_NODE_REF.findall(code))
-        if "nodes" in self.names and len(_NODES_WORD.findall(code)) != len(_NODE_REF.findall(code)):
+        if refs is None:
             raise ExpressionError(path, "refer to a node by its id: nodes.ID.output")
-        self.node_refs = frozenset(refs)
+        self.node_refs = refs
 
     def evaluate(self, activation: Mapping[str, Any]) -> Any:
         if self._bounded:

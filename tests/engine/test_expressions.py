@@ -490,3 +490,46 @@ async def test_division_by_zero_fails_the_execution(harness: Any) -> None:
     assert final.state.value == "FAILED"
     assert final.error["type"] == "expression_error"
     assert final.error["details"]["path"] == "nodes[0].pass.value"
+
+
+# --------------------------------------------------------------------------------------------
+# Each distinct text is compiled once; what depends on where it is written is checked each time.
+
+
+def test_a_text_is_compiled_once_and_each_use_keeps_its_own_path_and_scope(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentrun.engine import expressions
+
+    compiled: list[str] = []
+    real = expressions.cel.compile
+
+    def counting(source: str) -> Any:
+        compiled.append(source)
+        return real(source)
+
+    monkeypatch.setattr(expressions.cel, "compile", counting)
+    text = "input.once_per_text_7f3 + 1"  # a text no other test compiles
+    a = Expression(text, "nodes[0].when", frozenset({"input"}))
+    b = Expression(text, "nodes[1].when", frozenset({"input"}))
+    assert compiled == [text]
+    assert (a.path, b.path) == ("nodes[0].when", "nodes[1].when")
+    assert a.evaluate({"input": {"once_per_text_7f3": 1}}) == 2
+    assert b.evaluate({"input": {"once_per_text_7f3": 2}}) == 3
+    with pytest.raises(ExpressionError) as info:
+        Expression(text, "nodes[2].when", frozenset({"vars"}))
+    assert (info.value.path, info.value.message) == (
+        "nodes[2].when",
+        "unknown name 'input'; names in scope here: vars",
+    )
+    for path in ("edges[0].when", "edges[1].when"):
+        with pytest.raises(ExpressionError) as info:
+            Expression("input.once_per_text_7f3 +", path)
+        assert info.value.path == path and info.value.message.startswith("syntax error")
+        with pytest.raises(ExpressionError) as info:
+            Expression("nodes[input.once_per_text_7f3].output", path, frozenset({"input", "nodes"}))
+        assert (info.value.path, info.value.message) == (
+            path,
+            "refer to a node by its id: nodes.ID.output",
+        )
+    assert compiled == [text, "input.once_per_text_7f3 +", "nodes[input.once_per_text_7f3].output"]
