@@ -14,8 +14,9 @@ after it is back, the store reads what the notifications would have said from th
 every OUTAGE_POLL_SECONDS (`_Outage`): executions and instances whose `last_sequence` moved,
 signals not yet consumed. SQLite has no NOTIFY, yet several processes may share a file
 (`agentrun run` beside `agentrun serve`): there new rows are found by rowid every
-SQLITE_POLL_SECONDS. Listeners ignore repeats, so announcing a change twice is harmless;
-missing one is not.
+SQLITE_POLL_SECONDS, but a signal stored through the store itself, which reaches this process
+as on PostgreSQL: by `notify` only (`stored_here`). Listeners ignore repeats, so announcing a
+change twice is harmless; missing one is not.
 
 `Notifications` is the channel as the store uses it; the database gives the one its dialect
 needs (`SqlDatabase.notification_channel`): `PostgresNotifications` or `SqliteNotifications`.
@@ -126,6 +127,12 @@ class Notifications(abc.ABC):
         """Sends `kind:keys` (comma-joined ids) to every replica."""
         database = self._database
         await database.transaction(lambda conn: database.notify_in(conn, kind, keys.split(",")))
+
+    def stored_here(self, execution_id: str, seq: int) -> None:
+        """The signal `seq` of `execution_id` was stored through this store and handed back
+        to its caller, who gives it to the run here or calls `notify` (Engine.add_signal):
+        a channel that would announce the row to this process may leave it out. PostgreSQL
+        announces a signal only by `notify`, whose NOTIFY this process hears too."""
 
     def dispatch(self, kind: str, key: str) -> None:
         for callback in self._listeners:
@@ -245,8 +252,8 @@ class PostgresNotifications(Notifications):
 
 
 class SqliteNotifications(Notifications):
-    """No NOTIFY: new rows found by rowid (`_poll_rows`); `notify` has nothing to send.
-    Rows are announced from the poller's first read of where each table ends (`receiving`
+    """No NOTIFY: new rows found by rowid (`_poll_rows`); `notify` sends nothing to other
+    processes (they poll the rows), and tells this one only of signals. Rows are announced from the poller's first read of where each table ends (`receiving`
     once it has read them): what was committed before that is not announced.
 
     A pass costs a few microseconds on the event loop's thread: one `PRAGMA data_version` on
@@ -260,6 +267,11 @@ class SqliteNotifications(Notifications):
         self.receiving = False
         # Passes made since the start (tests wait for one to have read past a commit).
         self.passes = 0
+        # Signals stored here since the last pass (`stored_here`), by (execution id, seq):
+        # the pass leaves their rows out. And the `signal` keys `notify` sent since then,
+        # which the pass announces here (as this process's LISTEN hears its own NOTIFY).
+        self._own_signals: set[tuple[str, int]] = set()
+        self._told: dict[str, None] = {}
 
     def _receivers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         return [("agentrun-sqlite-poll", self._poll_rows())]
@@ -269,12 +281,22 @@ class SqliteNotifications(Notifications):
         self.receiving = False
 
     async def notify(self, kind: str, keys: str) -> None:
-        return None
+        """Other processes find the rows by polling; a `signal` is announced to this one at
+        the next pass (Engine.add_signal sends it for a run it did not hand the signal to:
+        one that runs elsewhere, or one being resumed here meanwhile)."""
+        if kind == "signal" and self._tasks:
+            self._told.update(dict.fromkeys(keys.split(",")))
+
+    def stored_here(self, execution_id: str, seq: int) -> None:
+        if self._tasks:  # a pass will clear it
+            self._own_signals.add((execution_id, seq))
 
     async def _poll_rows(self) -> None:
         """New rows by rowid, announced as PostgreSQL's notifications would be: `events` for
         execution events and instance history, `signal` for signals. This process's own
-        writes are announced too."""
+        events and history are announced too (PostgreSQL's commits NOTIFY them to every
+        replica, this one included; Watch streams re-read on them), its own signals only as
+        PostgreSQL announces them: through `notify`."""
         from agentrun.storage.sqldb_sqlite import SqliteDatabase
 
         database = self._database
@@ -284,12 +306,20 @@ class SqliteNotifications(Notifications):
             try:
                 if not poll.started:
                     poll.start(database.poll_connection())
+                    self._own_signals.clear()
                     self.receiving = True
                 await asyncio.sleep(SQLITE_POLL_SECONDS)
-                found = poll.new_rows(database.poll_connection())
+                # Rows of the signals stored here before now are read now, or were read by an
+                # earlier pass: after this pass, none can come up again.
+                own, self._own_signals = self._own_signals, set()
+                found = poll.new_rows(database.poll_connection(), own)
+                told, self._told = self._told, {}
                 self.passes += 1
                 for kind, key in found:
                     self.dispatch(kind, key)
+                for key in told:
+                    if ("signal", key) not in found:
+                        self.dispatch("signal", key)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -307,11 +337,14 @@ _POLLED = (
 _ENDS = "SELECT " + ", ".join(
     f"(SELECT coalesce(max(rowid), 0) FROM {table.name})" for _kind, table, _key in _POLLED
 )
-# Each table's rows past its mark (one parameter each, in _POLLED's order), one row per key:
-# (the table's index, the key, its highest rowid). A rowid range is a seek; the statement is
-# prepared once (sqlite3's statement cache).
+# Each table's rows past its mark (one parameter each, in _POLLED's order): (the table's
+# index, the key, its highest rowid, 0), one row per key; signals one row each, with their
+# seq (`stored_here`). A rowid range is a seek; the statement is prepared once (sqlite3's
+# statement cache).
 _NEW_ROWS = " UNION ALL ".join(
-    f"SELECT {index}, {key.name}, max(rowid) FROM {table.name} NOT INDEXED"
+    f"SELECT {index}, {key.name}, rowid, seq FROM {table.name} NOT INDEXED WHERE rowid > ?"
+    if table is db.signals
+    else f"SELECT {index}, {key.name}, max(rowid), 0 FROM {table.name} NOT INDEXED"
     f" WHERE rowid > ? GROUP BY {key.name}"
     for index, (_kind, table, key) in enumerate(_POLLED)
 )
@@ -333,19 +366,22 @@ class _RowPoll:
         self.version = (conn, _data_version(conn))
         self.marks = [int(end) for end in conn.execute(_ENDS).fetchall()[0]]
 
-    def new_rows(self, conn: sqlite3.Connection) -> list[tuple[str, str]]:
-        """What was committed past the marks; nothing read if no other connection committed
-        since the last read (the version is taken before the read: a commit during it shows
-        at the next pass)."""
+    def new_rows(
+        self, conn: sqlite3.Connection, own_signals: set[tuple[str, int]]
+    ) -> dict[tuple[str, str], None]:
+        """What was committed past the marks, but the signals in `own_signals`, each key
+        once; nothing read if no other connection committed since the last read (the
+        version is taken before the read: a commit during it shows at the next pass)."""
         version = (conn, _data_version(conn))
         if version == self.version:
-            return []
+            return {}
         self.version = version
         marks = self.marks
-        found: list[tuple[str, str]] = []
-        for index, key, rowid in conn.execute(_NEW_ROWS, marks).fetchall():
+        found: dict[tuple[str, str], None] = {}
+        for index, key, rowid, seq in conn.execute(_NEW_ROWS, marks).fetchall():
             marks[index] = max(marks[index], int(rowid))
-            found.append((_POLLED[index][0], str(key)))
+            if not (seq and (key, seq) in own_signals):
+                found[(_POLLED[index][0], str(key))] = None
         return found
 
 

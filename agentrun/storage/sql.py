@@ -72,6 +72,14 @@ class SqlStore(Store):
     def busy_timeout_ms(self, value: int) -> None:
         self.database.busy_timeout_ms = value
 
+    async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
+        """A signal stored here is its caller's to hand over (Engine.add_signal gives it to
+        the run or calls `notify`): the notifications need not announce it here again."""
+        stored, created = await self.executions.add_signal(signal)
+        if created:
+            self.notifications.stored_here(stored.execution_id, stored.seq)
+        return stored, created
+
     async def restore_reads(
         self, execution_ids: Sequence[str]
     ) -> dict[str, tuple[list[NodeRecord], list[SignalRecord]]]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -320,6 +321,41 @@ async def test_sqlite_passes_read_new_rows_by_rowid_and_nothing_while_nothing_ch
             assert any(s != "PRAGMA data_version" for s in statements)  # the read
         finally:
             conn.set_trace_callback(None)
+
+
+async def test_sqlite_signals_stored_here_are_announced_here_only_through_notify(
+    tmp_path: Any,
+) -> None:
+    """A signal stored through a store is its caller's to hand over (Engine.add_signal gives
+    it to the run, or calls `notify` for one that runs elsewhere): the store's own poller
+    does not announce its row again (an idle execution was reloaded for it), `notify`'s
+    signal is heard here as PostgreSQL's LISTEN hears its own NOTIFY, and what another
+    process stores, and this store's own events, are announced as before."""
+    async with _sqlite_stores(tmp_path) as (other, here):
+        heard, execution = await _pair(other, here)
+        channel = here.notifications
+        assert isinstance(channel, notifications.SqliteNotifications)
+        await _until(lambda: channel.receiving, "the poller's marks")
+        for execution_id in ("ex-2", "ex-3"):
+            await here.create_execution(replace(execution, id=execution_id))
+
+        async def passes(count: int) -> None:
+            wanted = channel.passes + count
+            await _until(lambda: channel.passes >= wanted, f"{count} passes")
+
+        await passes(2)
+        heard.clear()
+        await here.add_signal(SignalRecord("ex-1", "go", None, "here-1", time.time()))
+        await here.add_signal(SignalRecord("ex-2", "go", None, "here-2", time.time()))
+        await here.notify("signal", "ex-2")
+        await other.add_signal(SignalRecord("ex-3", "go", None, "other-1", time.time()))
+        execution.last_sequence = 1
+        await here.commit(
+            Batch(execution=execution, events=[EventRecord("ex-1", 1, "x", time.time())])
+        )
+        await passes(2)
+        assert sorted(set(heard)) == [("events", "ex-1"), ("signal", "ex-2"), ("signal", "ex-3")]
+        assert heard.count(("signal", "ex-2")) == 1
 
 
 async def test_a_group_commit_announces_the_events_it_wrote_and_only_those(
