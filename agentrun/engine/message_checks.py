@@ -76,6 +76,7 @@ _FACTS: dict[FieldDescriptor, _Facts] = {}
 _SPECIAL = frozenset({_DURATION, _TIMESTAMP, _VALUE, _STRUCT, _LIST})
 _MESSAGE_TYPES = (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP)
 _DOUBLE_TYPES = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_TYPE_STRING = FieldDescriptor.TYPE_STRING
 
 
 def _facts(field: FieldDescriptor) -> _Facts:
@@ -94,48 +95,92 @@ def _facts(field: FieldDescriptor) -> _Facts:
     return facts
 
 
+# Per message type, what `_clean` does with it: walk its fields, or one of these.
+_FIELDS, _JSON_VALUE, _JSON_OTHER, _IS_DURATION, _IS_TIMESTAMP = range(5)
+_TYPE_ACTIONS: dict[Descriptor, int] = {}
+
+
+def _type_action(desc: Descriptor) -> int:
+    action = _TYPE_ACTIONS.get(desc)
+    if action is None:
+        name = desc.full_name
+        action = _TYPE_ACTIONS[desc] = {
+            _VALUE: _JSON_VALUE,
+            _STRUCT: _JSON_OTHER,
+            _LIST: _JSON_OTHER,
+            _DURATION: _IS_DURATION,
+            _TIMESTAMP: _IS_TIMESTAMP,
+        }.get(name, _FIELDS)
+    return action
+
+
 def _clean(message: Message, skip: frozenset[str]) -> bool:
     """True when `message` holds nothing `check_message` would report: the same walk without
     paths, so a valid workflow of 10,000 nodes is checked without building 60,000 of them.
-    Anything doubtful answers False, and the full walk says what and where."""
+    Anything doubtful answers False, and the full walk says what and where. (Per-type and
+    per-field facts are cached and strings checked inline: it runs on every registration.)"""
     stack: list[Any] = [message]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    known_facts, known_actions = _FACTS.get, _TYPE_ACTIONS.get
+    isfinite = math.isfinite
     while stack:
-        msg = stack.pop()
-        name = msg.DESCRIPTOR.full_name
-        if name in skip:
+        msg = pop()
+        desc = msg.DESCRIPTOR
+        if skip and desc.full_name in skip:
             continue
-        if name in _SPECIAL:
-            if name == _VALUE or name == _STRUCT or name == _LIST:
+        action = known_actions(desc)
+        if action is None:
+            action = _type_action(desc)
+        if action == _JSON_VALUE:
+            kind = msg.WhichOneof("kind")
+            if kind == "number_value":
+                if not isfinite(msg.number_value):
+                    return False
+            elif kind == "string_value":
+                if "\x00" in msg.string_value:
+                    return False
+            elif (kind == "struct_value" or kind == "list_value") and not _clean_json(msg):
+                return False
+            continue
+        if action != _FIELDS:
+            if action == _JSON_OTHER:
                 if not _clean_json(msg):
                     return False
             else:
                 probe: list[Diagnostic] = []
-                (_duration if name == _DURATION else _timestamp)(msg, "", probe)
+                (_duration if action == _IS_DURATION else _timestamp)(msg, "", probe)
                 if probe:
                     return False
             continue
         for field, value in msg.ListFields():
-            kind, pair, repeated, limit = _facts(field)
-            if pair is not None:
+            facts = known_facts(field) or _facts(field)
+            kind, pair, repeated, limit = facts
+            if kind == _TYPE_STRING:
+                if repeated:
+                    for item in value:
+                        if "\x00" in item or (limit is not None and len(item) > limit):
+                            return False
+                elif "\x00" in value or (limit is not None and len(value) > limit):
+                    return False
+            elif pair is not None:
                 key_field, value_field = pair
                 for key in value:
                     if not _clean_scalar(key_field, _facts(key_field), key):
                         return False
                     item = value[key]
                     if value_field.type in _MESSAGE_TYPES:
-                        stack.append(item)
+                        push(item)
                     elif not _clean_scalar(value_field, _facts(value_field), item):
                         return False
             elif kind in _MESSAGE_TYPES:
                 if repeated:
-                    stack.extend(value)
+                    extend(value)
                 else:
-                    stack.append(value)
+                    push(value)
             elif repeated:
-                facts = (kind, pair, repeated, limit)
                 if not all(_clean_scalar(field, facts, item) for item in value):
                     return False
-            elif not _clean_scalar(field, (kind, pair, repeated, limit), value):
+            elif not _clean_scalar(field, facts, value):
                 return False
     return True
 
