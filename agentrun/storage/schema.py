@@ -15,6 +15,7 @@ import decimal
 import enum
 import json
 import json.encoder
+import operator
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -244,9 +245,12 @@ def _mapper(
 ) -> tuple[Callable[[T], dict[str, Any]], Callable[[sa.Row[Any]], T]]:
     names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
     enums = enums or {}
+    # One attrgetter for every field: half the cost of a getattr per name (rows are built on
+    # the loop's thread at every start and commit).
+    values = operator.attrgetter(*names)
 
     def to_row(record: T) -> dict[str, Any]:
-        row = {name: getattr(record, name) for name in names}
+        row = dict(zip(names, values(record), strict=True))
         for name in enums:
             row[name] = str(row[name])
         return row
