@@ -179,13 +179,14 @@ class Starts:
             if run.id not in engine.runs:
                 engine.runs.launch(run, first, time.perf_counter() - started)
 
-        def launch_if_created(done: asyncio.Future[tuple[ExecutionRecord, bool]]) -> None:
-            if not done.cancelled() and done.exception() is None and done.result()[1]:
-                asyncio.get_running_loop().create_task(launch())
-
         try:
             stored, created = await asyncio.shield(creating)
         except asyncio.CancelledError:
+
+            def launch_if_created(done: asyncio.Future[tuple[ExecutionRecord, bool]]) -> None:
+                if not done.cancelled() and done.exception() is None and done.result()[1]:
+                    asyncio.get_running_loop().create_task(launch())
+
             creating.add_done_callback(launch_if_created)
             raise
         except Exception:
