@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/idle.py            # 100,000 waiting executions on SQLite
     .venv/bin/python benchmarks/idle.py --quick    # 10,000
     .venv/bin/python benchmarks/idle.py --url postgresql+asyncpg://...   # another store
+    AGENTRUN_BENCH_ROOT=../other-checkout .venv/bin/python benchmarks/idle.py  # its code
 
 One process, one engine (in process, no gRPC). A workflow of one `wait` node for the signal
 `go`; N executions are started in batches of 500 concurrent `start_execution` calls, and each
@@ -12,8 +13,9 @@ one's first turn (the node WAITING) is committed before the next batch. Measured
   full collection, per waiting execution too;
 - signal apply latency: `signal` to the execution's end (the wait node's output committed, the
   execution SUCCEEDED), one at a time to executions picked at random, p50 and p99;
-- the process's CPU time per start and per signal (user + system, every thread): on a
-  machine shared with other work, steadier than the wall-clock rows.
+- the process's CPU time per start and per signal (user + system, every thread), and the
+  event loop's thread's alone per start: on a machine shared with other work, steadier than
+  the wall-clock rows.
 The floor, measured in the same run on the same kind of file: a raw sqlite3
 `INSERT`+`COMMIT` (WAL, synchronous=FULL), the least a durable signal costs.
 
@@ -35,7 +37,11 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout whose code runs: this one, or AGENTRUN_BENCH_ROOT (another checkout, for
+# before/after figures from the same script).
+ROOT = os.environ.get("AGENTRUN_BENCH_ROOT") or os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))
+)
 sys.path.insert(0, ROOT)
 
 WORKFLOW = """
@@ -114,6 +120,7 @@ async def run(url: str, n: int, signals: int, batch: int) -> dict[str, float]:
 
     ids: list[str] = []
     cpu0 = time.process_time()
+    loop0 = time.thread_time()
     t0 = time.perf_counter()
     for start in range(0, n, batch):
         size = min(batch, n - start)
@@ -125,6 +132,7 @@ async def run(url: str, n: int, signals: int, batch: int) -> dict[str, float]:
         ids.extend(chunk)
     started = time.perf_counter() - t0
     start_cpu = time.process_time() - cpu0
+    start_loop = time.thread_time() - loop0
     gc.collect()
     await asyncio.sleep(0.5)
     gc.collect()
@@ -152,6 +160,7 @@ async def run(url: str, n: int, signals: int, batch: int) -> dict[str, float]:
         "p99": pct(latencies, 0.99),
         "signals": len(latencies),
         "start_cpu": start_cpu / n,
+        "start_loop": start_loop / n,
         "signal_cpu": signal_cpu / max(1, len(latencies)),
     }
 
@@ -193,6 +202,7 @@ def main() -> None:
         (f"signal applied, p50 ({r['signals']} signals)", f"{r['p50'] * 1000:.2f} ms", "-"),
         ("signal applied, p99", f"{r['p99'] * 1000:.2f} ms", "<= 10 ms"),
         ("CPU per start (process)", f"{r['start_cpu'] * 1e6:,.0f} us", "-"),
+        ("CPU per start (event loop's thread)", f"{r['start_loop'] * 1e6:,.0f} us", "-"),
         ("CPU per signal (process)", f"{r['signal_cpu'] * 1e6:,.0f} us", "-"),
         ("floor: raw INSERT+COMMIT, p50", f"{pct(floor, 0.5) * 1000:.2f} ms", "-"),
         ("floor: raw INSERT+COMMIT, p99", f"{pct(floor, 0.99) * 1000:.2f} ms", "-"),
