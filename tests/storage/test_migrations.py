@@ -69,3 +69,32 @@ async def test_migrated_schema_matches_metadata(fresh_url: str) -> None:
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert revision == head
     assert {"workflows", "executions", "nodes", "events", "signals"} <= set(metadata.tables)
+
+
+def test_the_head_read_from_the_revision_files_is_alembics() -> None:
+    """`SqlStore.open` compares the database with the head read from the files (no Alembic
+    import); it must be the head Alembic computes."""
+    from agentrun.storage import sqldb
+
+    head = sqldb._head_from_files(MIGRATIONS / "versions")
+    assert head is not None
+    assert head == sqldb._alembic_head() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def test_a_head_the_files_do_not_say_plainly_is_left_to_alembic(tmp_path: Path) -> None:
+    from agentrun.storage import sqldb
+
+    def write(name: str, text: str) -> None:
+        (tmp_path / name).write_text(text)
+
+    write("a.py", 'revision = "a"\ndown_revision = None\n')
+    write("b.py", "revision: str = 'b'\ndown_revision: str | None = 'a'  # after a\n")
+    assert sqldb._head_from_files(tmp_path) == "b"
+    write("c.py", 'revision = "c"\ndown_revision = "a"\n')  # two heads
+    assert sqldb._head_from_files(tmp_path) is None
+    write("c.py", 'revision = "c"\ndown_revision = ("a", "b")\n')  # a merge
+    assert sqldb._head_from_files(tmp_path) is None
+    write("c.py", 'revision = "c"\ndown_revision = "b"\ndepends_on = "x"\n')
+    assert sqldb._head_from_files(tmp_path) is None
+    write("c.py", 'revision = "c"\ndown_revision = "b"\nbranch_labels = None\n')
+    assert sqldb._head_from_files(tmp_path) == "c"
