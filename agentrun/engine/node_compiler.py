@@ -61,7 +61,6 @@ _MEMBERS = {
 }
 NODE_KINDS: dict[str | None, str] = {name: kind for kind, name in _MEMBERS.items()}
 _TAKES_TIMEOUT = frozenset({"agent", "tool", "pass", "map"})
-_STEP_ONLY = frozenset({"step", "timeout", "irreversible"})
 # Keys of a node's parts that hold no expression of the node's own.
 _NO_EXPRESSIONS = frozenset(
     {"timeout", "total_timeout", "join_all", "compensate", "rate_limit", "priority", "step"}
@@ -115,9 +114,22 @@ def compile_node(
             else _stand_in_step(path)
         )
         f["step"] = step
-        if is_irreversible(step):
+        if kind == "tool" and is_irreversible(step):
             f["irreversible"] = True
             retry = at_most_once(retry)
+        if draft.bare:  # the call is all that reads anything
+            return cls(
+                id=draft.id,
+                index=draft.index,
+                path=path,
+                incoming=tuple(draft.incoming),
+                outgoing=tuple(draft.outgoing),
+                retry=retry,
+                names=step.names,
+                node_refs=step.node_refs,
+                sink=not draft.outgoing,
+                **f,
+            )
     elif kind == "map":
         cls = MapNode
         f.update(_map(c, n.map, f"{path}.map"))
@@ -237,9 +249,6 @@ def _policy(
 def _names(f: dict[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
     """The names the node's expressions and calls read, and the nodes they refer to. A single
     source's sets are shared, not copied (a 10,000-node plan holds 20,000 of them)."""
-    if "step" in f and f.keys() <= _STEP_ONLY:  # a call, nothing else that reads (most nodes)
-        step = f["step"]
-        return step.names, step.node_refs
     sources: list[Any] = [x for x in _expressions(f)]
     for key in ("step", "body", "compensate"):
         part = f.get(key)

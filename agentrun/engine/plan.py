@@ -71,9 +71,15 @@ class StepBase:
         return tuple([getattr(self, name) for name in self.template_fields])
 
     def __post_init__(self) -> None:
+        fields = self.template_fields
+        if len(fields) == 1:  # most kinds: that template's sets, shared
+            t: Template = getattr(self, fields[0])
+            object.__setattr__(self, "names", t.names or NO_NAMES)
+            object.__setattr__(self, "node_refs", t.node_refs or NO_NAMES)
+            return
         names = refs = NO_NAMES
-        for name in self.template_fields:
-            t: Template = getattr(self, name)
+        for name in fields:
+            t = getattr(self, name)
             # A template's own sets are shared when it is the only one that reads anything.
             if t.names:
                 names = names | t.names if names else t.names

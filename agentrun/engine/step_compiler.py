@@ -205,7 +205,9 @@ class StepCompiler:
         """`kind` is the file word of the set member of `msg.kind` (`pass`, not `pass_node`);
         `body`, that member when the caller has it already."""
         cls, fields = self._step_fields(msg, kind, path, allowed, body)
-        return cls(**fields, retry=retry, timeout=timeout)
+        fields["retry"] = retry
+        fields["timeout"] = timeout
+        return cls(**fields)
 
     def _step_fields(
         self, msg: Any, kind: str, path: str, allowed: frozenset[str], body: Any = None
