@@ -150,10 +150,10 @@ class DagCompiler:
                     problem = self_ref_problem(plan)
                     if problem is not None:
                         c.error(plan.path, problem)
-        for draft in drafts.values():
+        for draft in drafts.values() if spec.edges else ():  # only `edges` have expressions
             for edge in draft.outgoing:
                 if edge.when is None and edge.input is None:
-                    continue  # `needs` and switch targets: no expression
+                    continue
                 refs: set[str] = set()
                 for t in (edge.when, edge.input):
                     if t is not None:

@@ -83,10 +83,11 @@ class Ancestry:
         self.nodes = nodes
         self._order = order
         self._masks: dict[str, int] | None = None
-        self._bit: dict[str, int] = {nid: i for i, nid in enumerate(order)}
+        self._bit: dict[str, int] = {}
 
     def is_ancestor(self, a: str, b: str) -> bool:
         if self._masks is None:
+            self._bit = {nid: i for i, nid in enumerate(self._order)}
             masks: dict[str, int] = {}
             for nid in self._order:
                 m = 0
