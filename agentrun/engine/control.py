@@ -197,7 +197,9 @@ async def signal(
         raise AlreadyExists(
             f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id
         )
-    return await engine.get_execution(execution_id, tenant=tenant)
+    # The record read above: a second read would find the same state (the signal is applied
+    # by the run's next turn, after this returns), at the cost of a read per signal.
+    return record
 
 
 async def apply(

@@ -85,8 +85,9 @@ class Resumes:
         if record.state is ExecutionState.PENDING:
             run.start_fresh()
         else:
-            nodes = await self.runs.engine.store.get_nodes(record.id)
-            signals = await self.runs.engine.store.pending_signals(record.id)
+            # Nodes and unconsumed signals in one read (one query on SQL), not two.
+            read = await self.runs.engine.store.restore_read(record.id)
+            nodes, signals = (read[1], read[2]) if read is not None else ([], [])
             run.restore(nodes, signals)
         self.runs.launch_or_park(run)
 
