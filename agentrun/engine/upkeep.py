@@ -1,5 +1,6 @@
-"""This replica's upkeep of its executions: leases claimed at start, renewed every lease/3,
-orphans adopted as soon as a lease held elsewhere expires, and the event log maintained.
+"""This replica's upkeep of its executions: leases claimed at start, renewed every lease/3 (one
+row per replica, storage/executions.py), orphans adopted as soon as a lease held elsewhere
+expires, and the event log maintained.
 
 `Engine.start` claims and resumes what this replica held (`claim_at_start`) and starts the
 loops (`start`); `Engine.stop` cancels them. A run whose lease was taken stops at once;
@@ -87,8 +88,8 @@ class Upkeep:
         await asyncio.gather(*loops)
 
     async def _renew_loop(self) -> None:
-        """Renews this replica's leases every lease/3; a run whose lease was taken stops at
-        once (its commits would be refused anyway)."""
+        """Renews this replica's lease every lease/3 (one row while it held throughout); a
+        run whose lease was taken stops at once (its commits would be refused anyway)."""
         while not self.engine.draining:
             await asyncio.sleep(self.engine.lease_seconds / 3)
             if self.engine.draining:
@@ -103,46 +104,62 @@ class Upkeep:
                     lease_seconds=self.engine.lease_seconds,
                     now=self.engine.clock(),
                 )
-                self.engine.runs.stop_lost(before, set(owned))
+                if owned is not None:  # None: held throughout, nothing was taken
+                    self.engine.runs.stop_lost(before, owned)
             except Exception:
                 log.warning("lease renewal failed", exc_info=True)
 
     async def _claim_loop(self) -> None:
-        """Every lease/3, adopts executions whose holder stopped renewing (killed, frozen,
-        cut off, or an `agentrun run` interrupted): so a lease that expires is taken over
-        within one period, whether this replica just started or has run for days."""
-        while not self.engine.draining:
-            await asyncio.sleep(await self._until_claimable())
-            if self.engine.draining:
+        """Adopts executions whose holder stopped renewing (killed, frozen, cut off, or an
+        `agentrun run` interrupted) as soon as their lease expires, whether this replica just
+        started or has run for days. It claims only when `next_lease_expiry` says a lease is
+        free (a claim locks and reads; with nothing to take it would cost that every period)."""
+        engine = self.engine
+        while not engine.draining:
+            try:
+                wait = await self._until_claimable()
+            except Exception:
+                # Unknown: claim after a period, as a replica without the expiry would.
+                await asyncio.sleep(engine.lease_seconds / 3)
+                wait = 0.0
+            if wait > 0:
+                await asyncio.sleep(wait)
+                await self._upkeep_events_if_due()
+                continue
+            if engine.draining:
                 return
             try:
                 while True:
-                    orphans = await self.engine.store.claim_executions(
-                        self.engine.replica_id,
-                        lease_seconds=self.engine.lease_seconds,
-                        now=self.engine.clock(),
+                    orphans = await engine.store.claim_executions(
+                        engine.replica_id,
+                        lease_seconds=engine.lease_seconds,
+                        now=engine.clock(),
                         limit=100,
                     )
-                    await self.engine.runs.resumes.all(orphans)
-                    if len(orphans) < 100 or self.engine.draining:
+                    await engine.runs.resumes.all(orphans)
+                    if len(orphans) < 100 or engine.draining:
                         break
-                if self.engine.clock() - self._events_upkept > EVENT_UPKEEP_SECONDS:
-                    await self.upkeep_events()
             except Exception:
                 log.warning("claiming orphaned executions failed", exc_info=True)
+            # A lease that expired yet is locked (a peer claims it now) is not claimed again
+            # at once.
+            await asyncio.sleep(CLAIM_MIN_DELAY)
+            await self._upkeep_events_if_due()
+
+    async def _upkeep_events_if_due(self) -> None:
+        if self.engine.clock() - self._events_upkept > EVENT_UPKEEP_SECONDS:
+            await self.upkeep_events()
 
     async def _until_claimable(self) -> float:
-        """How long the claim loop sleeps: until lease/12 after the first lease held elsewhere
-        expires, at most lease/3. Waking at the expiry, not at a fixed poll, bounds a dead
+        """How long until a claim is worth making: 0 once the first lease held elsewhere
+        expired lease/12 ago, else until then, at most lease/3 (nothing held elsewhere:
+        lease/3, then look again). Waking at the expiry, not at a fixed poll, bounds a dead
         replica's take-over by its lease, the grace and the time of one claim."""
         period = self.engine.lease_seconds / 3
-        try:
-            expiry = await self.engine.store.next_lease_expiry(self.engine.replica_id)
-        except Exception:
-            return period
+        expiry = await self.engine.store.next_lease_expiry(self.engine.replica_id)
         if expiry is None:
             return period
         # A grace of lease/12 past the expiry spares a live replica whose renewal is a little
         # late (a busy loop), and keeps the take-over well within lease + lease/3.
         grace = self.engine.lease_seconds / 12
-        return min(period, max(CLAIM_MIN_DELAY, expiry - self.engine.clock() + grace))
+        return min(period, max(0.0, expiry - self.engine.clock() + grace))

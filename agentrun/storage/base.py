@@ -152,8 +152,12 @@ class ExecutionRepository(abc.ABC):
         the page on) and resumes each page before reading the next."""
 
     @abc.abstractmethod
-    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
-        """Extends every unfinished lease `owner` holds; returns their execution ids."""
+    async def renew_leases(
+        self, owner: str, *, lease_seconds: float, now: float
+    ) -> set[str] | None:
+        """Extends every unfinished lease `owner` holds; returns their execution ids, or None
+        when it held them all throughout (a store that renews one lease per replica knows
+        that without reading them: nothing of `owner`'s was taken since its last renewal)."""
 
     async def next_lease_expiry(self, owner: str) -> float | None:
         """When the first lease of an unfinished execution held by anyone but `owner` expires
@@ -328,7 +332,9 @@ class Store(abc.ABC):
             after_id=after_id,
         )
 
-    async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
+    async def renew_leases(
+        self, owner: str, *, lease_seconds: float, now: float
+    ) -> set[str] | None:
         return await self.executions.renew_leases(owner, lease_seconds=lease_seconds, now=now)
 
     async def next_lease_expiry(self, owner: str) -> float | None:

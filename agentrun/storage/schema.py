@@ -120,6 +120,16 @@ executions = sa.Table(
     sa.Index(None, "ended_at"),
 )
 
+# Each replica's lease on the executions it owns (0017), renewed as this one row every lease/3
+# however many executions it holds: an execution is held while its own `lease_expires_at` (set
+# when it is created or claimed, 0 once handed back) or its owner's row here is in the future.
+replica_leases = sa.Table(
+    "replica_leases",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("lease_expires_at", sa.Double, nullable=False),
+)
+
 nodes = sa.Table(
     "nodes",
     metadata,

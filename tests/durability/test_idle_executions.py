@@ -79,7 +79,9 @@ async def test_a_signal_through_another_replica_reaches_an_unloaded_execution(
     # Lease renewals go on while it is out of memory: it outlives several leases.
     await asyncio.sleep(LEASE * 1.5)
     record = await b.get_execution(ex.id)
-    assert record.owner == "a" and (record.lease_expires_at or 0) > b.clock()
+    # Held by a's own lease (one row per replica since issue 18), not the execution's.
+    assert (record.owner, record.lease_epoch) == ("a", 1)
+    assert (await b.store.next_lease_expiry("b") or 0) > b.clock()
     assert ex.id not in b.runs  # b never took it over
     await b.signal(ex.id, "go", {"n": 1})
     final = await b.wait(ex.id, timeout=30)
@@ -171,3 +173,29 @@ async def test_a_reload_reads_the_store_once(replicas: Replica) -> None:
     final = await a.wait(ex.id, timeout=30)
     assert final.state is ExecutionState.SUCCEEDED
     assert final.output == {"after": {"got": {"n": 2}}}
+
+
+async def test_the_owner_holds_unloaded_executions_with_one_lease_of_its_own(
+    replicas: Replica,
+) -> None:
+    """A replica renews one lease, its own, however many executions it owns (issue 18: it
+    renewed every one of them every lease/3): past the leases the executions got when they
+    started, a peer claims none of them, and they still run there."""
+    a = await replicas("a")
+    await a.create_workflow(load_workflow(APPROVE))
+    ids = [(await a.start_execution("approve", {"i": i})).id for i in range(5)]
+    await eventually(lambda: len(a.runs.idle) == 5)
+    b = await replicas("b")
+    await asyncio.sleep(LEASE * 2)
+    now = a.clock()
+    for execution_id in ids:
+        record = await b.store.get_execution(execution_id)
+        assert record is not None
+        assert (record.owner, record.lease_epoch) == ("a", 1)
+        assert record.lease_expires_at is not None and record.lease_expires_at < now
+    assert not b.runs.live and not b.runs.idle
+    assert all(i in a.runs.idle for i in ids)
+    await a.signal(ids[2], "go", "yes")
+    final = await a.wait(ids[2], timeout=30)
+    assert final.state is ExecutionState.SUCCEEDED
+    assert final.output == {"after": {"got": "yes"}}

@@ -22,7 +22,7 @@ from agentrun.storage.base import Store
 from tests.storage.templates import migrated_sqlite
 
 PG_ADMIN_URL = os.environ.get("AGENTRUN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-_TABLES = "signals, events, nodes, executions, workflows"
+_TABLES = "signals, events, nodes, executions, workflows, replica_leases"
 
 
 def _asyncpg_dsn(url: str) -> str:

@@ -880,6 +880,35 @@ async def test_claims_page_on_by_id(store: Store) -> None:
     assert [(c.id, c.owner, c.lease_epoch) for c in page] == [(i, "r2", 2) for i in ids[3:]]
 
 
+async def test_a_replica_renewing_holds_its_executions_past_their_own_lease(store: Store) -> None:
+    """Leases are renewed per replica (issue 18): a replica that renews keeps every execution
+    it owns, though the SQL stores write only its own row (the answer None: nothing was
+    taken); once it stops renewing, another replica claims them, and its next renewal says
+    which it still holds."""
+    from agentrun.storage.sql import SqlStore
+
+    a, b = await started(store), await started(store)
+    await store.claim_executions("r1", lease_seconds=10, now=T0)
+    assert await store.renew_leases("r1", lease_seconds=10, now=T0 + 5) == {a.id, b.id}
+    renewed = await store.renew_leases("r1", lease_seconds=10, now=T0 + 12)
+    if isinstance(store, SqlStore):
+        assert renewed is None  # one row: r1 held throughout
+        assert (await store.get_execution(a.id)).lease_expires_at == T0 + 15
+    else:
+        assert renewed == {a.id, b.id}
+    # Past the executions' own leases (T0 + 15), within r1's (T0 + 22): held.
+    assert await store.claim_executions("r2", lease_seconds=10, now=T0 + 18) == []
+    assert await store.next_lease_expiry("r2") == T0 + 22
+    assert await store.next_lease_expiry("r1") is None
+    taken = await store.claim_executions("r2", lease_seconds=10, now=T0 + 23)
+    assert [(x.id, x.owner, x.lease_epoch) for x in taken] == [(a.id, "r2", 2), (b.id, "r2", 2)]
+    # r1 comes back (a pause, a frozen VM): its renewal finds nothing held any more.
+    assert await store.renew_leases("r1", lease_seconds=10, now=T0 + 24) == set()
+    # r2 renewed nothing: its claims' own leases ran out at T0 + 33.
+    back = await store.claim_executions("r1", lease_seconds=10, now=T0 + 40)
+    assert [(x.id, x.owner, x.lease_epoch) for x in back] == [(a.id, "r1", 3), (b.id, "r1", 3)]
+
+
 async def test_a_group_of_fenced_commits_refuses_only_the_stale_one(store: Store) -> None:
     """Batches committed together share one transaction: the fence must hold for each of
     them (on PostgreSQL a multi-row check once went unchecked: asyncpg reports no row count)."""
