@@ -416,12 +416,21 @@ def compile_template(value: Any, path: str, allowed: frozenset[str] | None = Non
     return template
 
 
+def scalar_template(value: Any) -> Template | None:
+    """The template of a number, a bool or null (most values of a large spec), which holds no
+    expression; None for any other value."""
+    if value is None or value.__class__ in _CONSTANT_TYPES:
+        return Template(NO_NAMES, NO_NAMES, None, value, [])
+    return None
+
+
 def compile_template_collect(
     value: Any, path: str, allowed: frozenset[str] | None, errors: list[ExpressionError]
 ) -> Template:
+    scalar = scalar_template(value)
+    if scalar is not None:
+        return scalar
     expressions: list[Expression] = []
-    if value is None or value.__class__ in _CONSTANT_TYPES:  # most values of a large spec
-        return Template(NO_NAMES, NO_NAMES, None, value, expressions)
     fn = _build(value, path, allowed, errors, expressions)
     if not expressions:
         return Template(NO_NAMES, NO_NAMES, fn, None if fn is not None else value, expressions)

@@ -25,6 +25,7 @@ from agentrun.engine.expressions import (
     Template,
     compile_bool,
     compile_template_collect,
+    scalar_template,
 )
 from agentrun.engine.labels import label_problems
 from agentrun.engine.plan import AgentStep, PassStep, StepPlan, ToolStep, WaitStep, WorkflowStep
@@ -127,6 +128,9 @@ class StepCompiler:
         self, value: Any, path: str, allowed: frozenset[str], *, secrets_ok: bool = False
     ) -> Template:
         """`secrets_ok`: a field whose value is sent, never stored (tool args, agent prompt)."""
+        scalar = scalar_template(value)
+        if scalar is not None:
+            return scalar
         errors: list[ExpressionError] = []
         t = compile_template_collect(value, path, allowed, errors)
         for e in errors:
