@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agentrun.client import Client, ExecutionState
-from tests.server.subprocess_server import ServerProcess
+from tests.server.subprocess_server import ServerProcess, start_all
 from tests.storage import conftest as storage_fixtures
 from tests.storage.conftest import PgServer
 
@@ -115,8 +115,9 @@ def test_three_replicas_share_a_limit_of_five_on_a_tool(
                     db=url,
                     args=["--config", str(config)],
                     env={"AGENTRUN_REPLICA_ID": name},
-                ).start(timeout=60)
+                )
             )
+        start_all(replicas, timeout=60)
         clients = [Client(r.address, timeout=30) for r in replicas]
         clients[0].create_workflow(
             source=(

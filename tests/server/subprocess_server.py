@@ -65,6 +65,12 @@ class ServerProcess:
         self._read = 0  # bytes of the log `bad_statuses` has read
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
+        """Starts the child and waits until its health check answers SERVING."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> ServerProcess:
+        """Starts the child without waiting for it (`wait_ready`; `start_all`)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRUN_")}
         env.update(PYTHONPATH=str(ROOT), AGENTRUN_ACCESS_LOG="1")
         env.update(self.extra_env)
@@ -87,6 +93,10 @@ class ServerProcess:
             )
         if self not in WATCHED:
             WATCHED.append(self)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> ServerProcess:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -139,3 +149,18 @@ class ServerProcess:
         self._read += end
         lines = text[:end].decode(errors="replace").splitlines()
         return [(m[1], m[2]) for m in map(ACCESS_LINE.search, lines) if m]
+
+
+def start_all(servers: list[ServerProcess], timeout: float = 60.0) -> list[ServerProcess]:
+    """Starts the children side by side (each start is mostly its own imports and set-up) and
+    waits until each serves; stops every one if any fails."""
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_ready(timeout)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers

@@ -29,7 +29,7 @@ import pytest
 from agentrun.client import Client, ExecutionState
 from agentrun.v1 import worker_service_pb2 as pb
 from agentrun.v1 import worker_service_pb2_grpc as pb_grpc
-from tests.server.subprocess_server import ROOT, ServerProcess
+from tests.server.subprocess_server import ROOT, ServerProcess, start_all
 from tests.storage.conftest import PgServer
 
 pytestmark = pytest.mark.timeout(240)
@@ -99,9 +99,10 @@ class Cluster:
                 db=url,
                 env={"AGENTRUN_REPLICA_ID": name},
                 args=["--config", str(tmp / "config.yaml")],
-            ).start()
+            )
             for name in ("a", "b")
         }
+        start_all(list(self.replicas.values()))
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def python_worker(
