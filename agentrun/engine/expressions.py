@@ -191,7 +191,8 @@ _Compiled = tuple[
     frozenset[str] | None,
 ]
 _COMPILED: dict[str, _Compiled] = {}
-MAX_COMPILED = 4096
+# ~5 KiB an entry for an expression of a few operators: at most a few MiB kept past their plans.
+MAX_COMPILED = 1024
 
 
 def _compile(source: str) -> _Compiled:

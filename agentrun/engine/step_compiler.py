@@ -222,9 +222,8 @@ class StepCompiler:
         p = f"{path}.{kind}"
         out: dict[str, Any] = {"path": p}
         if kind == "pass":
-            out["value"] = self.template(
-                value_to_py(body.value) if body.HasField("value") else None, f"{p}.value", allowed
-            )
+            value = value_to_py(body.value) if body.HasField("value") else None
+            out["value"] = scalar_template(value) or self.template(value, f"{p}.value", allowed)
         elif kind == "tool":
             tool = None
             if not body.name:
