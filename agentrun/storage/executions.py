@@ -326,16 +326,19 @@ class SqlExecutions(ExecutionRepository):
     ) -> list[ExecutionRecord]:
         self.database.require_open()
         t, r = db.executions, db.replica_leases
-        # Replicas whose own lease expired, locked (SKIP LOCKED: one renewing now is alive)
-        # until this claim commits, so a renewal waits for it and then finds its row spent.
-        dead = (
+        # Replicas whose own lease just expired, locked (SKIP LOCKED: one renewing now is
+        # alive) until this claim commits, so a renewal waits for it and then finds its row
+        # spent. Rows spent already (0) need no lock: their replica renews the old way, every
+        # execution's own lease, and those it renews are not expired here.
+        dying = (
             sa.select(r.c.id)
-            .where(r.c.id != owner, r.c.lease_expires_at < now)
+            .where(r.c.id != owner, r.c.lease_expires_at < now, r.c.lease_expires_at > 0)
             .with_for_update(skip_locked=True)
         )
+        spent = sa.select(r.c.id).where(r.c.lease_expires_at <= 0)
 
         def claim(conn: sa.Connection) -> list[ExecutionRecord]:
-            gone = [row.id for row in conn.execute(dead)]
+            gone = [row.id for row in conn.execute(dying)]
             x = t.c.lease_expires_at
             expired = sa.or_(
                 t.c.owner.is_(None),
@@ -343,7 +346,11 @@ class SqlExecutions(ExecutionRepository):
                 x <= 0,  # handed back
                 sa.and_(
                     x < now,
-                    sa.or_(t.c.owner.in_(gone), t.c.owner.not_in(sa.select(r.c.id))),
+                    sa.or_(
+                        t.c.owner.in_(gone),
+                        t.c.owner.in_(spent),
+                        t.c.owner.not_in(sa.select(r.c.id)),
+                    ),
                 ),
             )
             # Never this replica's own by expiry: those it runs, and a late renewal must not
