@@ -900,7 +900,9 @@ async def test_a_replica_renewing_holds_its_executions_past_their_own_lease(stor
     assert await store.claim_executions("r2", lease_seconds=10, now=T0 + 18) == []
     assert await store.next_lease_expiry("r2") == T0 + 22
     assert await store.next_lease_expiry("r1") is None
-    taken = await store.claim_executions("r2", lease_seconds=10, now=T0 + 23)
+    # One at a time: the first claim spends r1's lease, the next finds it spent.
+    taken = await store.claim_executions("r2", lease_seconds=10, now=T0 + 23, limit=1)
+    taken += await store.claim_executions("r2", lease_seconds=10, now=T0 + 23, limit=1)
     assert [(x.id, x.owner, x.lease_epoch) for x in taken] == [(a.id, "r2", 2), (b.id, "r2", 2)]
     # r1 comes back (a pause, a frozen VM): its renewal finds nothing held any more.
     assert await store.renew_leases("r1", lease_seconds=10, now=T0 + 24) == set()
