@@ -144,6 +144,8 @@ class SqliteDatabase(SqlDatabase):
         self._dropped = 0
         # How many group commits still go to the thread because an inline one was slow.
         self._inline_pause = 0
+        # The write connection's busy_timeout now (ms; `_run` sets it per transaction).
+        self._wait_ms = 0
         # A moving average of how long a write transaction takes (seconds).
         self._average = 0.0
         # executemany: each statement compiled once per set of columns (the statement is kept
@@ -389,12 +391,17 @@ class SqliteDatabase(SqlDatabase):
         conn = self._sync_conn
         if conn is None or conn.closed or conn.invalidated:
             conn = self._sync_conn = writer.connect()
+            self._wait_ms = 0  # as `_pragmas` opened it
         driver = conn.connection.driver_connection
         assert driver is not None
         started = time.monotonic()
-        if wait:
-            # The connection waits for no lock by default (the loop's thread must not).
-            driver.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        # The lock wait this transaction may have: none on the loop's thread (it must not
+        # wait). Set only when it changes: on a slow disk every commit is in the thread, and
+        # two PRAGMAs per commit were a quarter of its statements.
+        wait_ms = self.busy_timeout_ms if wait else 0
+        if self._wait_ms != wait_ms:
+            driver.execute(f"PRAGMA busy_timeout={wait_ms}")
+            self._wait_ms = wait_ms
         try:
             if not foreign_keys:
                 driver.execute("PRAGMA foreign_keys=OFF")
@@ -421,11 +428,8 @@ class SqliteDatabase(SqlDatabase):
                 raise _Busy from exc
             raise
         finally:
-            if self._sync_conn is conn:
-                if not foreign_keys:
-                    driver.execute("PRAGMA foreign_keys=ON")
-                if wait:
-                    driver.execute("PRAGMA busy_timeout=0")
+            if self._sync_conn is conn and not foreign_keys:
+                driver.execute("PRAGMA foreign_keys=ON")
         took = time.monotonic() - started
         if foreign_keys:  # not a migration: those are slow once, not a sign of the disk
             self._average += (took - self._average) / 16

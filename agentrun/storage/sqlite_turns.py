@@ -9,7 +9,9 @@ the writer thread, as any group commit), with plain SQL built once per column sh
 statement cache keeps each compiled):
 - each batch's execution UPDATE, the fence folded in (`... AND owner = ? AND lease_epoch = ?`),
   its row count read: a batch whose row did not change (a stale fence, an unknown execution)
-  writes nothing else;
+  writes nothing else; its indexed columns (state, ended_at) are a second UPDATE that changes
+  the row only when they differ (`_INDEXED`: an index entry is rewritten for every column
+  assigned, so a step that keeps them wrote two index pages more to the WAL);
 - the node upserts, event INSERTs and consumed signals of the batches whose UPDATE held, each
   one `executemany` for the group.
 
@@ -100,12 +102,16 @@ def write_turns(
             row = batch.execution
             assert row is not None
             fence = batch.fence
-            sql, encoder = _update(tuple(row), fence is not None)
+            sql, encoder, indexed = _update(tuple(row), fence is not None)
             params = encoder.params((row,))[0]
             if fence is not None:
                 params = (*params, *fence)
             if conn.execute(sql, params).rowcount != 1:
                 continue  # stale or unknown: nothing of this batch
+            if indexed is not None:
+                sql, encoder = indexed
+                params = encoder.params((row,))[0]
+                conn.execute(sql, (*params, *params[:-1]))
             done.add(row["b_id"])
         for node in batch.nodes:
             nodes[(node["execution_id"], node["node_id"])] = node
@@ -154,16 +160,39 @@ def _marks(names: Sequence[str]) -> str:
     return ", ".join(["?"] * len(names))
 
 
+# Columns of executions in some index besides the primary key. SQLite rewrites a row's entry
+# in each index whose column an UPDATE assigns, whatever the value: `state` and `ended_at` cost
+# two of a chain step's seven WAL pages while they stay the same (RUNNING, NULL).
+_INDEXED = frozenset(
+    column.name
+    for index in [*db.executions.indexes, *db.executions.constraints]
+    if isinstance(index, (sa.Index, sa.UniqueConstraint))
+    for column in index.columns
+)
+
+
 @functools.cache
-def _update(names: tuple[str, ...], fenced: bool) -> tuple[str, RowEncoder]:
+def _update(
+    names: tuple[str, ...], fenced: bool
+) -> tuple[str, RowEncoder, tuple[str, RowEncoder] | None]:
     """The execution UPDATE for a row of these keys (`b_id` names the row, the rest are the
-    columns it changes); fenced: the owner and epoch follow as two more parameters."""
-    columns = [name for name in names if not name.startswith("b_")]
+    columns it changes); fenced: the owner and epoch follow as two more parameters. The indexed
+    columns (`_INDEXED`) are left to a second UPDATE that changes the row only when one of
+    them differs (its parameters: the values and `b_id`, then the values again)."""
+    columns = [name for name in names if not name.startswith("b_") and name not in _INDEXED]
+    indexed = [name for name in names if name in _INDEXED]
     changes = ", ".join(f'"{name}" = ?' for name in columns) or "id = id"
     fence = " AND owner = ? AND lease_epoch = ?" if fenced else ""
     kinds = [db.executions.c[name].type for name in columns] + [db.executions.c.id.type]
     encoder = RowEncoder([*columns, "b_id"], kinds, _DIALECT)
-    return f"UPDATE executions SET {changes} WHERE id = ?{fence}", encoder
+    sql = f"UPDATE executions SET {changes} WHERE id = ?{fence}"
+    if not indexed:
+        return sql, encoder, None
+    assigned = ", ".join(f'"{name}" = ?' for name in indexed)
+    differ = " OR ".join(f'"{name}" IS NOT ?' for name in indexed)
+    second = f"UPDATE executions SET {assigned} WHERE id = ? AND ({differ})"
+    kinds = [db.executions.c[name].type for name in indexed] + [db.executions.c.id.type]
+    return sql, encoder, (second, RowEncoder([*indexed, "b_id"], kinds, _DIALECT))
 
 
 @functools.cache

@@ -146,6 +146,49 @@ async def test_the_rows_are_those_the_transaction_writes(store: SqlStore, tmp_pa
     assert direct == _stored(tmp_path / "turns.db", "ex-sqlalchemy")
 
 
+async def test_a_turn_that_ends_the_execution_writes_its_state_and_end(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """The indexed columns (state, ended_at) are written apart from the others, only when they
+    change: a turn that keeps them, then one that ends the execution, leave the same row as the
+    transaction's way, and the indexes agree with the table."""
+    for id_ in ("ex-direct", "ex-sqlalchemy"):
+        await store.create_execution(_execution(id_))
+    claimed = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
+    writer = store.database.turn_writer()
+    assert writer is not None
+    for id_ in ("ex-direct", "ex-sqlalchemy"):
+        running = _turn(claimed[id_], ("r1", 1))
+        claimed[id_].state = ExecutionState.SUCCEEDED
+        claimed[id_].ended_at = T0 + 9
+        ended = _turn(claimed[id_], ("r1", 1))
+        ended.nodes, ended.events = [], []
+        if id_ == "ex-direct":
+            assert await writer([running]) == [None]
+            assert await writer([ended]) == [None]
+        else:
+            for batch in (running, ended):
+                await store.database.transaction(
+                    lambda conn, b=batch: store.executions._apply(conn, [b])
+                )
+    stored = await store.get_execution("ex-direct")
+    assert stored is not None and stored.state == ExecutionState.SUCCEEDED
+    assert stored.ended_at == T0 + 9
+    assert _stored(tmp_path / "turns.db", "ex-direct") == _stored(
+        tmp_path / "turns.db", "ex-sqlalchemy"
+    )
+    conn = sqlite3.connect(tmp_path / "turns.db")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        ended_ids = conn.execute(
+            "SELECT id FROM executions INDEXED BY ix_executions_state"
+            " WHERE state = 'SUCCEEDED' ORDER BY id"
+        ).fetchall()
+        assert ended_ids == [("ex-direct",), ("ex-sqlalchemy",)]
+    finally:
+        conn.close()
+
+
 async def test_commits_go_through_the_turn_writer(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
