@@ -1,7 +1,8 @@
 """A process on the memory store loads no database driver or server library.
 
 SQLAlchemy alone is ~30 MiB of RSS: the engine, the memory store and the store factory import
-the SQL modules only when a SQL store is opened (issue 18: the 10k-node DAG's peak RSS).
+the SQL modules only when a SQL store is opened (issue 18: the 10k-node DAG's peak RSS). httpx
+(~0.15 s of every start) waits for the first HTTP tool call or model call.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("sqlalchemy", "asyncpg", "aiosqlite", "grpc", "opentelemetry")
+HEAVY = ("sqlalchemy", "asyncpg", "aiosqlite", "grpc", "opentelemetry", "httpx")
 
 CODE = f"""
 import asyncio, json, sys

@@ -30,9 +30,8 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import jsonschema
 
 from agentrun.engine.ports import (
@@ -44,6 +43,9 @@ from agentrun.engine.ports import (
 )
 from agentrun.integrations.agents.tooling import AgentTools, emit, result_text
 from agentrun.integrations.util import parse_seconds, retry_after_seconds
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _KEYS = {
@@ -165,6 +167,8 @@ class OpenAIProvider(AgentProvider):
 
     # ------------------------------------------------------------------ the call
     async def complete(self, request: AgentRequest, ctx: CallContext) -> Any:
+        import httpx  # on first use: a server that calls no model never loads it
+
         c = self.config
         model = c.models.get(request.model, request.model)
         tools = AgentTools(self._registry(), request.tools, ctx) if request.tools else None
@@ -313,6 +317,8 @@ class OpenAIProvider(AgentProvider):
         turn: int,
         stream: bool,
     ) -> _Turn:
+        import httpx
+
         if stream:
             body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         try:

@@ -16,13 +16,14 @@ import json
 import re
 import ssl
 from collections.abc import Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from agentrun.engine.ports import CallContext, Effect, Tool, ToolFailure
 from agentrun.integrations.tools.ssrf import Blocked, Guard
 from agentrun.integrations.util import parse_seconds, retry_after_seconds
+
+if TYPE_CHECKING:
+    import httpx
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -85,6 +86,8 @@ class HttpRequest(Tool):
             self.verify = ssl.create_default_context(cafile=str(config["ca_bundle"]))
 
     async def call(self, args: Any, ctx: CallContext) -> Any:
+        import httpx  # on first use: a server that makes no HTTP call never loads it
+
         method = str(args.get("method") or "GET").upper()
         try:
             url = httpx.URL(args["url"])
@@ -147,6 +150,8 @@ class HttpRequest(Tool):
         content: bytes | None,
         args: Mapping[str, Any],
     ) -> Any:
+        import httpx
+
         for _ in range(self.max_redirects + 1):
             target = await self.guard.check(url.scheme, url.host, url.port)
             pinned = url.copy_with(host=target.address)
