@@ -11,6 +11,7 @@ module is the one place that maps between the two, from the descriptors alone.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import cache
 from typing import Any, cast
 
@@ -74,53 +75,97 @@ def to_dict(message: Message) -> dict[str, Any]:
     True)` renamed by `_rename`, built in one walk from per-type tables: a 10,000-node spec is
     stored at registration, and the generic printer took ~20 µs a node. A message the tables
     do not cover (an extension, an enum number its type does not name, a float32, NaN in a
-    Value) is given to the printer, which says the same as before."""
+    Value, a NUL character in a Value) is given to the printer, which says the same as before."""
     return cast(dict[str, Any], _message_json(message))
 
 
-# How a field's value becomes JSON (see _field_table).
-_PLAIN, _DOUBLE, _INT64, _ENUM, _MESSAGE, _STRUCT, _VALUE, _LIST_VALUE, _WKT = range(9)
+class Checks:
+    """Values `checked_dict` refuses beyond those the tables cannot convert (unknown enum
+    numbers, NaN and the infinities, float32 fields, extensions), which it refuses too: NUL
+    characters in any string, strings longer than `string_limit(field)` (None: any length),
+    and messages of a `google.protobuf` type other than Struct, Value and ListValue unless
+    `well_known(full name)` gives a test they pass. The rules are fixed per instance (their
+    per-type tables are kept on it)."""
+
+    def __init__(
+        self,
+        string_limit: Callable[[FieldDescriptor], int | None],
+        well_known: Callable[[str], Callable[[Any], bool] | None],
+    ) -> None:
+        self.string_limit = string_limit
+        self.well_known = well_known
+        self.tables: dict[Descriptor, dict[FieldDescriptor, _Entry] | None] = {}
+
+
+def checked_dict(message: Message, checks: Checks) -> dict[str, Any] | None:
+    """`to_dict(message)` when every value in it passes `checks`, else None (nothing says
+    which: the caller's own walk does). One walk for both, as registration needs both: the
+    stored form, and the knowledge that no field holds a value the compiler cannot trust."""
+    table = _field_table(descriptor(message), checks)
+    if table is None:
+        return None
+    try:
+        return _regular(message, table, checks)
+    except _Unusual:
+        return None
+
+
+# How a field's value becomes JSON (see _field_table); _STRING only in checked tables.
+_PLAIN, _DOUBLE, _INT64, _ENUM, _MESSAGE, _STRUCT, _VALUE, _LIST_VALUE, _WKT, _STRING = range(10)
 _JSON_TYPES = {
     "google.protobuf.Struct": _STRUCT,
     "google.protobuf.Value": _VALUE,
     "google.protobuf.ListValue": _LIST_VALUE,
 }
-# (file word, how, map entry or repeated or single, names of an enum's numbers)
-_Entry = tuple[str, int, str, dict[int, str] | None]
+# (file word, how, map entry or repeated or single, extra, map key limit): extra is the names
+# of an enum's numbers, a string's length limit or a well-known type's test (checked tables).
+_Entry = tuple[str, int, str, Any, int | None]
 _TABLES: dict[Descriptor, dict[FieldDescriptor, _Entry] | None] = {}
 
 
-def _field_table(desc: Descriptor) -> dict[FieldDescriptor, _Entry] | None:
-    """Per field of `desc`, how `_message_json` converts it; None: the printer converts the
-    whole message (a field type the table does not cover)."""
-    if desc in _TABLES:
-        return _TABLES[desc]
+def _field_table(
+    desc: Descriptor, checks: Checks | None = None
+) -> dict[FieldDescriptor, _Entry] | None:
+    """Per field of `desc`, how `_regular` converts it (and with `checks`, checks it); None:
+    the printer converts the whole message (a field type the table does not cover), and
+    `checked_dict` answers None."""
+    tables = _TABLES if checks is None else checks.tables
+    if desc in tables:
+        return tables[desc]
     table: dict[FieldDescriptor, _Entry] | None = {}
     for fd in desc.fields:
         shape = "one"
         value_fd = fd
+        key_limit = None
         entry = fd.message_type
         if entry is not None and entry.GetOptions().map_entry:
             shape = "map"
             value_fd = entry.fields_by_name["value"]
+            if checks is not None:
+                key_limit = checks.string_limit(entry.fields_by_name["key"])
         elif fd.is_repeated:
             shape = "list"
-        how, names = _how(value_fd)
+        how, extra = _how(value_fd, checks)
         if how is None or table is None:
             table = None
             continue
-        table[fd] = (word(fd), how, shape, names)
-    _TABLES[desc] = table
+        table[fd] = (word(fd), how, shape, extra, key_limit)
+    tables[desc] = table
     return table
 
 
-def _how(fd: FieldDescriptor) -> tuple[int | None, dict[int, str] | None]:
+def _how(fd: FieldDescriptor, checks: Checks | None) -> tuple[int | None, Any]:
     kind, message, enum = fd.type, fd.message_type, fd.enum_type
     if message is not None:
         full_name = message.full_name
         if full_name in _JSON_TYPES:
             return _JSON_TYPES[full_name], None
-        return (_WKT if full_name.startswith("google.protobuf.") else _MESSAGE), None
+        if not full_name.startswith("google.protobuf."):
+            return _MESSAGE, None
+        if checks is None:
+            return _WKT, None
+        test = checks.well_known(full_name)
+        return (None, None) if test is None else (_WKT, test)
     if enum is not None:
         values = enum.values
         if any(v.GetOptions().ListFields() for v in values):
@@ -138,11 +183,14 @@ def _how(fd: FieldDescriptor) -> tuple[int | None, dict[int, str] | None]:
         return None, None
     if kind == FieldDescriptor.TYPE_DOUBLE:
         return _DOUBLE, None  # finite (NaN and the infinities: the printer's strings)
+    if kind == FieldDescriptor.TYPE_STRING and checks is not None:
+        return _STRING, checks.string_limit(fd)
     return _PLAIN, None  # string, bool, 32-bit ints
 
 
 class _Unusual(Exception):
-    """A value the tables do not cover: the enclosing message goes to the printer."""
+    """A value the tables do not cover: the enclosing message goes to the printer (or, when
+    checking, fails the checks)."""
 
 
 def _message_json(message: Message) -> Any:
@@ -150,7 +198,7 @@ def _message_json(message: Message) -> Any:
     table = _field_table(desc)
     if table is not None:
         try:
-            return _regular(message, table)
+            return _regular(message, table, None)
         except _Unusual:
             pass
     data: Any = json_format.MessageToDict(message, preserving_proto_field_name=True)
@@ -159,36 +207,53 @@ def _message_json(message: Message) -> Any:
     return data
 
 
-def _regular(message: Message, table: dict[FieldDescriptor, _Entry]) -> dict[str, Any]:
+def _regular(
+    message: Message, table: dict[FieldDescriptor, _Entry], checks: Checks | None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for fd, value in message.ListFields():
         entry = table.get(fd)
         if entry is None:
             raise _Unusual  # an extension
-        key, how, shape, names = entry
+        key, how, shape, extra, key_limit = entry
         if shape == "one":
             if how == _PLAIN:
+                out[key] = value
+            elif how == _STRING:
+                if "\x00" in value or (extra is not None and len(value) > extra):
+                    raise _Unusual
                 out[key] = value
             elif how == _VALUE:
                 out[key] = _json_value(value)
             else:
-                out[key] = _value(how, names, value)
+                out[key] = _value(how, extra, value, checks)
         elif shape == "list":
             if how == _PLAIN:
                 out[key] = list(value)
+            elif how == _STRING:
+                for item in value:
+                    if "\x00" in item or (extra is not None and len(item) > extra):
+                        raise _Unusual
+                out[key] = list(value)
             else:
-                out[key] = [_value(how, names, item) for item in value]
+                out[key] = [_value(how, extra, item, checks) for item in value]
         else:
+            if checks is not None:
+                for k in value:
+                    if isinstance(k, str) and (
+                        "\x00" in k or (key_limit is not None and len(k) > key_limit)
+                    ):
+                        raise _Unusual
             out[key] = {
                 ("true" if k else "false") if isinstance(k, bool) else str(k): _value(
-                    how, names, value[k]
+                    how, extra, value[k], checks
                 )
                 for k in value
             }
     return out
 
 
-def _value(how: int, names: dict[int, str] | None, value: Any) -> Any:
+def _value(how: int, extra: Any, value: Any, checks: Checks | None) -> Any:
     if how == _PLAIN:
         return value
     if how == _DOUBLE:
@@ -196,45 +261,69 @@ def _value(how: int, names: dict[int, str] | None, value: Any) -> Any:
             raise _Unusual
         return value
     if how == _MESSAGE:
-        table = _TABLES.get(value.DESCRIPTOR)
+        desc = value.DESCRIPTOR
+        if checks is not None:
+            table = _field_table(desc, checks)
+            if table is None:
+                raise _Unusual
+            return _regular(value, table, checks)
+        table = _TABLES.get(desc)
         if table is not None:
             try:
-                return _regular(value, table)
+                return _regular(value, table, None)
             except _Unusual:
                 pass
         return _message_json(value)
     if how == _VALUE:
         return _json_value(value)
     if how == _STRUCT:
-        return {k: _json_value(v) for k, v in value.fields.items()}
+        return _json_struct(value)
     if how == _LIST_VALUE:
         return [_json_value(v) for v in value.values]
     if how == _ENUM:
-        name = names.get(value) if names is not None else None
+        name = extra.get(value) if extra is not None else None
         if name is None:
             raise _Unusual
         return name
     if how == _INT64:
         return str(value)
+    if how == _STRING:
+        if "\x00" in value or (extra is not None and len(value) > extra):
+            raise _Unusual
+        return value
+    if extra is not None and not extra(value):  # _WKT, checked
+        raise _Unusual
     return json_format.MessageToDict(value, preserving_proto_field_name=True)  # _WKT
 
 
 def _json_value(value: Any) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
-        return value.string_value
+        text = value.string_value
+        if "\x00" in text:
+            raise _Unusual  # refused when checking; the printer's when not
+        return text
     if kind == "number_value":
         number = value.number_value
         if not math.isfinite(number):
             raise _Unusual  # the printer refuses it
         return number
     if kind == "struct_value":
-        return {k: _json_value(v) for k, v in value.struct_value.fields.items()}
+        return _json_struct(value.struct_value)
     if kind == "list_value":
         return [_json_value(v) for v in value.list_value.values]
     if kind == "bool_value":
         return value.bool_value
     return None  # null_value, or nothing set
+
+
+def _json_struct(struct: Any) -> dict[str, Any]:
+    out = {}
+    for k, v in struct.fields.items():
+        if "\x00" in k:
+            raise _Unusual  # refused when checking; the printer's when not
+        out[k] = _json_value(v)
+    return out
 
 
 @cache

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from agentrun.engine.compiler import compile_workflow
 from agentrun.engine.errors import Diagnostic, InvalidInput, WorkflowNotFound
 from agentrun.engine.loader import spec_from_stored, spec_to_dict
 from agentrun.engine.machine.plan import MachinePlan
+from agentrun.engine.message_checks import checked_dict
 from agentrun.engine.plan import DagPlan
 from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.storage.base import Store
@@ -51,13 +53,13 @@ class Workflows:
     async def create(self, spec: workflow_pb2.WorkflowSpec, tenant: str) -> WorkflowRecord:
         """Stores a new version of the spec once it compiles."""
         # Compiling a large workflow takes a few hundred ms: off the loop, which keeps serving.
-        plan = await asyncio.to_thread(self.validate, spec)
+        plan, stored = await asyncio.to_thread(self._compile, spec)
         record = await self.store.create_workflow(
             WorkflowRecord(
                 tenant=tenant,
                 name=spec.name,
                 version=0,
-                spec=spec_to_dict(spec),
+                spec=stored,
                 created_at=self.clock(),
                 description=spec.description,
             )
@@ -65,6 +67,18 @@ class Workflows:
         self.plans[(tenant, record.name, record.version)] = plan
         self._forget(tenant, record.name)
         return record
+
+    def _compile(
+        self, spec: workflow_pb2.WorkflowSpec
+    ) -> tuple[DagPlan | MachinePlan, dict[str, Any]]:
+        """The plan and the stored form. The stored form's walk checks the values too (one
+        walk of the spec, not two); a spec it doubts is checked by the compiler's own walk,
+        which says what and where."""
+        stored = checked_dict(spec)
+        plan = compile_workflow(
+            spec, tools=self.tools, agents=self.agents, values_checked=stored is not None
+        )
+        return plan, spec_to_dict(spec) if stored is None else stored
 
     async def get(self, name: str, tenant: str, version: int | None) -> WorkflowRecord:
         """A stored version (None or 0: the newest), or WorkflowNotFound."""

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from agentrun import spec_words
 from agentrun.engine.loader import load_workflow, spec_from_dict
+from agentrun.engine.message_checks import check_message, checked_dict
 from agentrun.v1 import workflow_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +108,67 @@ def test_nan_in_a_value_is_refused_as_the_printer_refuses_it() -> None:
         json_format.MessageToDict(spec)
     with pytest.raises(json_format.SerializeToJsonError):
         spec_words.to_dict(spec)
+
+
+def test_the_checked_dict_is_the_stored_form_of_a_clean_spec() -> None:
+    for spec in [load_workflow(EVERY_KIND)] + [load_workflow(p.read_text()) for p in EXAMPLES]:
+        assert not check_message(spec)
+        checked = checked_dict(spec)
+        assert checked is not None
+        assert json.dumps(checked) == json.dumps(spec_words.to_dict(spec))
+
+
+def _bad_specs() -> list[tuple[str, pb.WorkflowSpec]]:
+    def spec() -> pb.WorkflowSpec:
+        return load_workflow(EVERY_KIND)
+
+    cases = []
+    s = spec()
+    s.nodes[0].id = "a\x00"
+    cases.append(("NUL in an id", s))
+    s = spec()
+    s.nodes[1].needs.append("x" * 1_000_001)
+    cases.append(("a long string in a list", s))
+    s = spec()
+    s.name = "w" * 257
+    cases.append(("a long name", s))
+    s = spec()
+    s.defaults.retry.multiplier = math.nan
+    cases.append(("NaN in a double", s))
+    s = spec()
+    s.compensation.strategy = 99  # type: ignore[assignment]
+    cases.append(("an unknown enum number", s))
+    s = spec()
+    s.defaults.timeout.seconds, s.defaults.timeout.nanos = 1, -5
+    cases.append(("a mixed-sign duration", s))
+    s = spec()
+    s.defaults.timeout.seconds = 10**12
+    cases.append(("a duration out of range", s))
+    s = spec()
+    s.nodes.add(id="z").pass_node.value.string_value = "a\x00b"
+    cases.append(("NUL in a Value string", s))
+    s = spec()
+    s.nodes.add(id="z").pass_node.value.struct_value.fields["k\x00"].number_value = 1
+    cases.append(("NUL in a Struct key", s))
+    s = spec()
+    s.nodes.add(id="z").pass_node.value.list_value.values.add().number_value = math.inf
+    cases.append(("an infinity in a list", s))
+    s = spec()
+    s.nodes.add(id="z").tool.labels["k\x00"] = "v"
+    cases.append(("NUL in a map key", s))
+    s = spec()
+    s.nodes.add(id="z").tool.labels["k"] = "v\x00"
+    cases.append(("NUL in a map value", s))
+    s = spec()
+    s.circuit_breakers["b\x00"].failure_threshold = 3
+    cases.append(("NUL in a map key of messages", s))
+    return cases
+
+
+@pytest.mark.parametrize("case", _bad_specs(), ids=lambda c: c[0])
+def test_the_checked_dict_refuses_what_the_value_checks_refuse(
+    case: tuple[str, pb.WorkflowSpec],
+) -> None:
+    _, spec = case
+    assert check_message(spec)
+    assert checked_dict(spec) is None
