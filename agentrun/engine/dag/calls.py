@@ -2,7 +2,9 @@
 agent, `pass` or `workflow` step through the one step invoker (`invoke_step`: timeout,
 breaker, instrumentation), its progress and outcome posted back to the run's inbox. A
 synchronous tool's attempt (`Tool.synchronous`) runs at once on the run's loop (`run_now`),
-the others each in a task of their own."""
+the others each in a task of their own. A pure synchronous tool's attempt (`pure_synchronous`)
+does not wait for the commit: the fold runs it inside the turn (`attempt_now`), as it computes
+a `pass` node."""
 
 from __future__ import annotations
 
@@ -14,9 +16,16 @@ from agentrun.engine.dag.messages import BreakerChanged, Call, Done
 from agentrun.engine.dag.values import expression_failure
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.plan import AgentStep, PassStep, StepPlan, ToolStep, WaitStep, WorkflowStep
-from agentrun.engine.ports import CallContext
+from agentrun.engine.ports import CallContext, Effect
 from agentrun.engine.runtime.common import error_dict
-from agentrun.engine.runtime.steps import breaker_for, call_agent, call_tool, invoke_step, target_of
+from agentrun.engine.runtime.steps import (
+    Outcome,
+    breaker_for,
+    call_agent,
+    call_tool,
+    invoke_step,
+    target_of,
+)
 
 if TYPE_CHECKING:
     from agentrun.engine.dag.loop import DagRun
@@ -28,33 +37,53 @@ def synchronous(call: Call) -> bool:
     return isinstance(step, ToolStep) and step.tool is not None and step.tool.synchronous
 
 
+def pure_synchronous(step: StepPlan) -> bool:
+    """Whether `step` calls a synchronous tool whose calls change nothing (`Effect.PURE`):
+    its attempt may run inside the turn (`attempt_now`), as a `pass` node computes, its
+    outcome committed with what made it ready."""
+    if type(step) is not ToolStep:
+        return False
+    tool = step.tool
+    return tool is not None and tool.synchronous and tool.effect is Effect.PURE
+
+
 def run_now(run: DagRun, call: Call) -> None:
     """A synchronous tool's attempt, to its end before this returns: no task, no trip through
-    the event loop (its `Done` is in the inbox when this returns). It runs in a context of
-    its own, as a task would, so what it sets there does not leak into the run's loop."""
-    coro = run_call(run, call, synchronous=True)
+    the event loop (its `Done` is in the inbox when this returns)."""
+    ok, value = attempt_now(run, call)
+    run.post(Done(call.key, call.attempt, ok, value))
+
+
+def attempt_now(run: DagRun, call: Call) -> Outcome:
+    """A synchronous tool's attempt run to its end, its outcome returned. It runs in a
+    context of its own, as a task would, so what it sets there does not leak into the run's
+    loop."""
+    coro = call_attempt(run, call, synchronous=True)
     context = contextvars.copy_context()
     try:
         context.run(coro.send, None)
-    except StopIteration:
-        return
+    except StopIteration as stop:
+        outcome: Outcome = stop.value
+        return outcome
     # It suspended after all: it would hold the run's loop (and its task) while it waits.
     context.run(coro.close)
     tool = call.step.tool if isinstance(call.step, ToolStep) else None
     assert tool is not None
-    run.post(
-        Done(
-            call.key,
-            call.attempt,
-            False,
-            error_dict("internal", f"tool {tool.name!r} is declared synchronous but suspended"),
-        )
+    return False, error_dict(
+        "internal", f"tool {tool.name!r} is declared synchronous but suspended"
     )
 
 
-async def run_call(run: DagRun, call: Call, *, synchronous: bool = False) -> None:
-    """One attempt of `call`; posts `Done` (never raises but for cancellation). `synchronous`:
-    run by `run_now`, so no timeout (nothing could interrupt the call)."""
+async def run_call(run: DagRun, call: Call) -> None:
+    """One attempt of `call` in a task of its own; posts `Done` (never raises but for
+    cancellation)."""
+    ok, value = await call_attempt(run, call)
+    run.post(Done(call.key, call.attempt, ok, value))
+
+
+async def call_attempt(run: DagRun, call: Call, *, synchronous: bool = False) -> Outcome:
+    """One attempt of `call`, its outcome (never raises but for cancellation). `synchronous`:
+    run by `attempt_now`, so no timeout (nothing could interrupt the call)."""
     fold, host = run.fold, run.host
     key, node, step, attempt = call.key, call.node, call.step, call.attempt
     timeout = None if synchronous else node.timeout if step.timeout is None else step.timeout
@@ -71,10 +100,9 @@ async def run_call(run: DagRun, call: Call, *, synchronous: bool = False) -> Non
         # The step's own names: a map item's activation holds its item, not the map's items.
         act = fold.activation(step.names, step.node_refs, call.extra, attempt)
     except ExpressionError as exc:
-        run.post(Done(key, attempt, False, expression_failure(exc)))
-        return
+        return False, expression_failure(exc)
     instr = host.instrumentation
-    ok, value = await invoke_step(
+    return await invoke_step(
         step,
         lambda: _invoke(run, step, act, ctx, key, attempt),
         attempt=attempt,
@@ -87,7 +115,6 @@ async def run_call(run: DagRun, call: Call, *, synchronous: bool = False) -> Non
         else None,
         where=f"node {key.text} of {fold.id}",
     )
-    run.post(Done(key, attempt, ok, value))
 
 
 async def _invoke(

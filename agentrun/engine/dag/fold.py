@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, assert_never
 
 from agentrun.engine import sizes
+from agentrun.engine.dag.calls import pure_synchronous
 from agentrun.engine.dag.gate import Gate, Gating
 from agentrun.engine.dag.graph import Graph
 from agentrun.engine.dag.handlers import Handlers
@@ -110,6 +112,12 @@ class Fold:
         self.calls: dict[str, TaskKey] = {}
         self.timers: set[TaskKey] = set()
         self.to_launch: list[Call] = []
+        # Set by the loop: runs a pure synchronous tool's attempt at once and gives its
+        # outcome (`calls.attempt_now`); such calls of nodes and map items then run inside
+        # the turn (`inline`, in launch order), as a `pass` node computes: repeating one
+        # changes nothing, so it need not be recorded RUNNING before it runs.
+        self.run_inline: Callable[[Call], tuple[bool, Any]] | None = None
+        self.inline: deque[Call] = deque()
         self.effects: list[Effect] = []
         self.finished = False
         self.paused = record.state is ExecutionState.PAUSED
@@ -128,6 +136,7 @@ class Fold:
         (`tune_gc` makes those rare)."""
         for part in (self.graph, self.gate, self.handlers, self.waits, self.maps, self.saga):
             del part.fold
+        self.run_inline = None
 
     # ------------------------------------------------------------ plumbing
     def node(self, node_id: str) -> NodeRecord:
@@ -164,7 +173,14 @@ class Fold:
         return effects
 
     def launch(self, call: Call) -> None:
-        self.to_launch.append(call)
+        if (
+            self.run_inline is not None
+            and call.key.role is Role.MAIN
+            and pure_synchronous(call.step)
+        ):
+            self.inline.append(call)
+        else:
+            self.to_launch.append(call)
 
     def take_launches(self) -> list[Call]:
         """The calls to start now that the turn is committed; they count as running."""
@@ -205,8 +221,8 @@ class Fold:
                     self.effect(ReleaseSlot(key))
             return
         match msg:
-            case Done():
-                self._done(msg)
+            case Done(key, attempt, ok, value):
+                self.outcome(key, attempt, ok, value)
             case RetryDue(key):
                 self._retry_due(key)
             case WaitOver(key, timed_out):
@@ -272,9 +288,19 @@ class Fold:
         execution's state (LangGraph's tick)."""
         if self.finished or self.saga.queue is not None:  # compensating: the saga drives
             return
-        graph = self.graph
-        while graph.ready and not self.paused and not self.finished and not self.draining:
-            self.start(graph.pop_ready())
+        graph, inline = self.graph, self.inline
+        while True:
+            while graph.ready and not self.paused and not self.finished and not self.draining:
+                self.start(graph.pop_ready())
+            if not inline or self.finished:
+                break
+            # The calls begun above (and those their outcomes begin: a map's next items).
+            run_inline = self.run_inline
+            assert run_inline is not None
+            while inline and not self.finished:
+                call = inline.popleft()
+                ok, value = run_inline(call)
+                self.outcome(call.key, call.attempt, ok, value)
         if self.finished:
             return
         if graph.undecided == 0:
@@ -297,8 +323,8 @@ class Fold:
             self.journal.execution_state(ExecutionState.WAITING)
 
     # ------------------------------------------------------------ outcomes in
-    def _done(self, msg: Done) -> None:
-        key, attempt, ok, value = msg.key, msg.attempt, msg.ok, msg.value
+    def outcome(self, key: TaskKey, attempt: int, ok: bool, value: Any) -> None:
+        """A call's attempt ended (a `Done`, or an inline call's outcome)."""
         self.calls.pop(key.text, None)
         if self.gate.slots:
             self.gate.free(key)
@@ -504,13 +530,18 @@ class Fold:
         """Cancels running calls and timers; unless detaching (shutdown), records it."""
         # Calls running, and those begun in this turn but not launched yet (the loop launches
         # after its commit).
-        for key in [*self.calls.values(), *(call.key for call in self.to_launch)]:
+        for key in [
+            *self.calls.values(),
+            *(call.key for call in self.to_launch),
+            *(call.key for call in self.inline),
+        ]:
             if key.text in self.calls:
                 self.effect(CancelCall(key))
             if not detach:
                 self._cancelled(self.record_of(key), NodeState.RUNNING)
         self.calls.clear()
         self.to_launch.clear()
+        self.inline.clear()
         self.gate.drop_all()
         for key in list(self.timers):
             self.effect(CancelTimer(key))

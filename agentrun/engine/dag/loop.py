@@ -22,13 +22,14 @@ from typing import Any, Protocol
 
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.budgets import Budgets
-from agentrun.engine.dag.calls import run_call, run_now, synchronous
+from agentrun.engine.dag.calls import attempt_now, run_call, run_now, synchronous
 from agentrun.engine.dag.fold import Fold
 from agentrun.engine.dag.gate import Gating
 from agentrun.engine.dag.keys import TaskKey
 from agentrun.engine.dag.messages import (
     Ack,
     ArmTimer,
+    Call,
     Cancel,
     CancelCall,
     CancelTimer,
@@ -114,6 +115,7 @@ class DagRun:
                 lambda step: budgets.covers(record.tenant, plan.budget, step),
             ),
         )
+        self.fold.run_inline = self._inline
         self.inbox: deque[Message] = deque()
         self.wakeup = asyncio.Event()
         # Running calls by their keys' text (as `Fold.calls`).
@@ -176,6 +178,7 @@ class DagRun:
             or fold.record.state is not ExecutionState.WAITING
             or fold.calls
             or fold.to_launch
+            or fold.inline
             or fold.effects
             or fold.items
             or fold.retrying
@@ -368,6 +371,19 @@ class DagRun:
                     run_now(self, call)
                 else:
                     self.tasks[call.key.text] = loop.create_task(run_call(self, call))
+
+    def _inline(self, call: Call) -> tuple[bool, Any]:
+        """A pure synchronous tool's attempt, run inside the fold's turn (`Fold.run_inline`).
+        What it posted while it ran (its events, a breaker's change) is applied before its
+        outcome, as the loop would have."""
+        inbox = self.inbox
+        before = len(inbox)
+        outcome = attempt_now(self, call)
+        if len(inbox) > before:
+            posted = [inbox.pop() for _ in range(len(inbox) - before)]
+            for msg in reversed(posted):
+                self.fold.apply(msg)
+        return outcome
 
     # ------------------------------------------------------------- effects
     def _perform(self, effects: list[Effect]) -> None:
