@@ -19,6 +19,8 @@ __all__ = ["unstorable"]
 def unstorable(value: Any, path: str = "") -> str | None:
     """Why `value` cannot be stored on every backend (the first problem, with its place under
     `path`), or None. Iterative: no value is too deep for it."""
+    if _plainly_storable(value):
+        return None
     stack: list[tuple[Any, str]] = [(value, path)]
     while stack:
         item, where = stack.pop()
@@ -36,6 +38,33 @@ def unstorable(value: Any, path: str = "") -> str | None:
         elif isinstance(item, (list, tuple)):
             stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
     return None
+
+
+def _plainly_storable(value: Any) -> bool:
+    """True when `value` surely has no problem `unstorable` looks for, judged without the
+    places it would name (most values); False says nothing: `unstorable` walks it then."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        t = type(item)
+        if t is str:
+            if "\x00" in item:
+                return False
+        elif t is dict:
+            for key in item:
+                if type(key) is not str or "\x00" in key:
+                    return False
+            stack.extend(item.values())
+        elif t is int or t is bool or item is None:
+            continue
+        elif t is float:
+            if not math.isfinite(item):
+                return False
+        elif t is list:
+            stack.extend(item)
+        else:
+            return False
+    return True
 
 
 def _at(where: str) -> str:

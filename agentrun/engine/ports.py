@@ -46,7 +46,12 @@ class Effect(enum.StrEnum):
     IRREVERSIBLE = "irreversible"
 
 
-@dataclass(frozen=True, slots=True)
+# A frozen dataclass's generated __init__ looks `object.__setattr__` up for every field; the
+# engine makes a `CallContext` for every call, and writes its fields through this one instead.
+_set = object.__setattr__
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class CallContext:
     """Facts about the call a tool may use: the idempotency key stays the same across retries
     of one call (`execution/node`, plus `/index` inside a map); `attempt` counts from 1."""
@@ -66,6 +71,28 @@ class CallContext:
     labels: Mapping[str, str] = field(default_factory=dict)
     # When the step's timeout fires, in epoch seconds (None: no timeout); set by `call_tool`.
     deadline: float | None = None
+
+    def __init__(
+        self,
+        execution_id: str,
+        node_id: str,
+        attempt: int,
+        idempotency_key: str,
+        tenant: str = "default",
+        secrets: Mapping[str, str] | None = None,
+        emit: Callable[[str, dict[str, Any]], None] | None = None,
+        labels: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        _set(self, "execution_id", execution_id)
+        _set(self, "node_id", node_id)
+        _set(self, "attempt", attempt)
+        _set(self, "idempotency_key", idempotency_key)
+        _set(self, "tenant", tenant)
+        _set(self, "secrets", {} if secrets is None else secrets)
+        _set(self, "emit", emit)
+        _set(self, "labels", {} if labels is None else labels)
+        _set(self, "deadline", deadline)
 
 
 class Tool(abc.ABC):

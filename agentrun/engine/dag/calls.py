@@ -9,12 +9,13 @@ a `pass` node."""
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Any, assert_never
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar, assert_never
 
-from agentrun.engine.dag.keys import TaskKey
+from agentrun.engine.dag.keys import Role, TaskKey
 from agentrun.engine.dag.messages import BreakerChanged, Call, Done
 from agentrun.engine.dag.values import expression_failure
-from agentrun.engine.expressions import ExpressionError
+from agentrun.engine.expressions import Activation, ExpressionError
 from agentrun.engine.plan import AgentStep, PassStep, StepPlan, ToolStep, WaitStep, WorkflowStep
 from agentrun.engine.ports import CallContext, Effect
 from agentrun.engine.runtime.common import error_dict
@@ -29,6 +30,8 @@ from agentrun.engine.runtime.steps import (
 
 if TYPE_CHECKING:
     from agentrun.engine.dag.loop import DagRun
+
+_T = TypeVar("_T")
 
 
 def synchronous(call: Call) -> bool:
@@ -81,28 +84,34 @@ async def run_call(run: DagRun, call: Call) -> None:
     run.post(Done(call.key, call.attempt, ok, value))
 
 
-async def call_attempt(run: DagRun, call: Call, *, synchronous: bool = False) -> Outcome:
-    """One attempt of `call`, its outcome (never raises but for cancellation). `synchronous`:
-    run by `attempt_now`, so no timeout (nothing could interrupt the call)."""
+def call_attempt(
+    run: DagRun, call: Call, *, synchronous: bool = False
+) -> Coroutine[Any, Any, Outcome]:
+    """One attempt of `call`: its outcome, awaited (never raises but for cancellation).
+    `synchronous`: run by `attempt_now`, so no timeout (nothing could interrupt the call)."""
     fold, host = run.fold, run.host
     key, node, step, attempt = call.key, call.node, call.step, call.attempt
     timeout = None if synchronous else node.timeout if step.timeout is None else step.timeout
-    ctx = CallContext(
-        execution_id=fold.id,
-        node_id=node.id,
-        attempt=attempt,
-        idempotency_key=key.idempotency_key(fold.id),
-        tenant=fold.record.tenant,
-        secrets=host.secrets,
-        emit=lambda type_, data: run.emit(key, type_, data),
+    ctx = CallContext(  # positional: cheaper, one is made for every call
+        fold.id,  # execution_id
+        node.id,  # node_id
+        attempt,
+        key.idempotency_key(fold.id),
+        fold.record.tenant,
+        host.secrets,
+        lambda type_, data: run.emit(key, type_, data),  # emit
     )
     try:
         # The step's own names: a map item's activation holds its item, not the map's items.
-        act = fold.activation(step.names, step.node_refs, call.extra, attempt)
+        act = (
+            fold.activation(step.names, step.node_refs, call.extra, attempt)
+            if step.names or call.extra
+            else Activation()  # constant arguments (what `activation` would build)
+        )
     except ExpressionError as exc:
-        return False, expression_failure(exc)
+        return _now((False, expression_failure(exc)))
     instr = host.instrumentation
-    return await invoke_step(
+    return invoke_step(
         step,
         lambda: _invoke(run, step, act, ctx, key, attempt),
         attempt=attempt,
@@ -117,24 +126,30 @@ async def call_attempt(run: DagRun, call: Call, *, synchronous: bool = False) ->
     )
 
 
-async def _invoke(
+async def _now(value: _T) -> _T:
+    return value
+
+
+def _invoke(
     run: DagRun, step: StepPlan, act: dict[str, Any], ctx: CallContext, key: TaskKey, attempt: int
-) -> Any:
+) -> Awaitable[Any]:
+    """The call itself (what `invoke_step` awaits), begun; what it raises before it awaits
+    anything, `invoke_step` takes as the call's failure."""
     # The arguments an operator gave a node resumed from `on_exhausted: pause`.
-    rec = run.fold.records.get(key.text) if key.is_node else None
+    rec = run.fold.records.get(key.text) if key.index is None and key.role is Role.MAIN else None
     given, args = False, None
     if rec is not None and rec.exhausted is not None and "args" in rec.exhausted:
         given, args = True, rec.exhausted["args"]
     match step:
         case ToolStep():
-            return await call_tool(step, args if given else step.args.evaluate(act), ctx)
+            return call_tool(step, args if given else step.args.evaluate(act), ctx)
         case AgentStep():
-            return await call_agent(step, lambda t: t.evaluate(act), ctx)
+            return call_agent(step, lambda t: t.evaluate(act), ctx)
         case PassStep():
-            return step.value.evaluate(act)
+            return _now(step.value.evaluate(act))
         case WorkflowStep():
             record = run.fold.record
-            return await run.host.run_child(
+            return run.host.run_child(
                 parent_id=record.id,
                 tenant=record.tenant,
                 key=key.text,

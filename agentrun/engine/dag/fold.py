@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, assert_never
 
-from agentrun.engine import sizes
+from agentrun.engine import limits, sizes
 from agentrun.engine.dag.calls import pure_synchronous
 from agentrun.engine.dag.gate import Gate, Gating
 from agentrun.engine.dag.graph import Graph
@@ -379,24 +379,30 @@ class Fold:
             if not ok:
                 self.graph.skip(node, "when")
                 return
-        match node:
+        match node:  # the common kinds first
+            case ToolNode() | AgentNode() | WorkflowNode():
+                key = TaskKey.of(node.id)
+                if self.gate.at_once(node, node.step):
+                    self._go(key, node, rec, None)
+                else:
+                    self.gate.request(
+                        key, node, node.step, lambda grant: self._go(key, node, rec, grant)
+                    )
+            case PassNode() | SwitchNode() | AggregateNode():
+                self._inline(node, rec)
             case WaitNode():
                 self.waits.start(node, rec)
             case MapNode():
                 self.maps.start(node, rec)
-            case PassNode() | SwitchNode() | AggregateNode():
-                self._inline(node, rec)
-            case ToolNode() | AgentNode() | WorkflowNode():
-                key = TaskKey.of(node.id)
-                self.gate.request(
-                    key, node, node.step, lambda grant: self._go(key, node, rec, grant)
-                )
             case _:
                 assert_never(node)
 
     def _inline(self, node: PassNode | SwitchNode | AggregateNode, rec: NodeRecord) -> None:
         """A node that computes its value in the turn (no I/O, no waiting)."""
         self.begin_attempt(rec)
+        if type(node) is PassNode and node.step.value.is_constant:  # most inline nodes
+            self.succeeded(node, rec, node.step.value.constant)
+            return
         try:
             value = inline_value(node, rec.attempt, self.activation, self.graph.taken_outputs)
             if isinstance(node, SwitchNode):
@@ -426,40 +432,47 @@ class Fold:
     def begin_attempt(self, rec: NodeRecord, grant: Granted | None = None) -> None:
         rec.attempt += 1
         rec.wake_at = None
+        now = self.clock()
         if rec.started_at is None:
-            rec.started_at = self.clock()
+            rec.started_at = now
         data: dict[str, Any] = {"attempt": rec.attempt}
         if grant is not None:
             data["queued_seconds"] = round(grant.queued_seconds, 6)
             if grant.throttled:
                 data["rate_limited"] = True
-        self.journal.node_state(rec, NodeState.RUNNING, data)
+        self.journal.node_state(rec, NodeState.RUNNING, data, now)
 
     # -------------------------------------------------------------- outcomes
     def succeeded(self, node: NodePlan, rec: NodeRecord, raw: Any) -> None:
         """The node's call succeeded with `raw`: its `output` transform and `export`, then the
         node is decided and its edges with it."""
-        try:
-            output, new_vars, too_large = node_output(
-                node, raw, self.activation, rec.attempt, self.record.vars
-            )
-        except ExpressionError as exc:
-            self.node_failed(node, rec, expression_failure(exc))
-            return
+        if node.output is None and not node.export:  # most nodes: the value as it is
+            output, too_large = raw, None
+            if sizes.oversize(raw, limits.current().output_bytes) is not None:
+                too_large = sizes.output_error("the output", raw)
+        else:
+            try:
+                output, new_vars, too_large = node_output(
+                    node, raw, self.activation, rec.attempt, self.record.vars
+                )
+            except ExpressionError as exc:
+                self.node_failed(node, rec, expression_failure(exc))
+                return
+            if too_large is None and new_vars is not None:
+                self.record.vars = new_vars
+                self.journal.execution_changed()
         if too_large is not None:
             self.node_failed(node, rec, too_large)
             return
-        if new_vars is not None:
-            self.record.vars = new_vars
-            self.journal.execution_changed()
         rec.output = output
         rec.error = None
-        rec.ended_at = self.clock()
-        self.graph.decided(rec)
+        rec.ended_at = now = self.clock()
+        graph = self.graph
+        graph.decided(rec)
         self.journal.node_state(
-            rec, NodeState.SUCCEEDED, {"attempt": rec.attempt, "output": output}
+            rec, NodeState.SUCCEEDED, {"attempt": rec.attempt, "output": output}, now
         )
-        self.graph.decide_edges(node.id, True)
+        graph.decide_edges(node.id, True)
 
     def attempt_failed(self, node: NodePlan, rec: NodeRecord, err: dict[str, Any]) -> None:
         """An attempt failed: another after the policy's delay, else the handlers decide."""

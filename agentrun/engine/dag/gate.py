@@ -41,6 +41,17 @@ class Gate:
         self.gated: dict[TaskKey, Go] = {}
         self.slots: set[TaskKey] = set()
 
+    def at_once(self, node: NodePlan, step: StepPlan | None) -> bool:
+        """Whether a call of `step` for `node` may start at once: no scheduler limit, no
+        rate-limit bucket and no budget apply to it (else it goes through `request`)."""
+        gating = self.gating
+        return (
+            not gating.active
+            and not node.rate_limit
+            and not gating.bindings
+            and not gating.budgeted(step)
+        )
+
     def request(self, key: TaskKey, node: NodePlan, step: StepPlan | None, go: Go) -> None:
         """Starts a call now, or asks the scheduler for a slot when limits or a rate-limit
         bucket apply (the node waits in READY meanwhile)."""

@@ -48,16 +48,17 @@ class Graph:
         """All incoming edges of `node_id` are decided: it becomes READY or SKIPPED."""
         fold = self.fold
         node = self.nodes[node_id]
-        existing = fold.records.get(node_id)
-        if existing is not None and existing.state is not NodeState.PENDING:
+        rec = fold.records.get(node_id)
+        if rec is not None and rec.state is not NodeState.PENDING:
             return  # restored: it already moved on
         taken = self.taken.get(node_id, ())
         if node.incoming and (not taken or (node.join_all and len(taken) < len(node.incoming))):
             self.skip(node, "dead_path" if not taken else "join")
             return
         err = self.edge_errors.get(node_id)
-        rec = fold.node(node_id)
-        if node_id in self.edge_inputs:
+        if rec is None:  # `fold.node`, written out
+            rec = fold.records[node_id] = NodeRecord(fold.id, node_id, NodeState.PENDING)
+        if self.edge_inputs and node_id in self.edge_inputs:
             mapped = self.edge_inputs.pop(node_id)
             too_large = sizes.node_input_error(mapped)
             if too_large is not None:
@@ -70,7 +71,8 @@ class Graph:
             fold.node_failed(node, rec, expression_failure(err))
             return
         fold.journal.node_state(rec, NodeState.READY)
-        self.push_ready(node)
+        self._ready_seq += 1  # `push_ready`, written out
+        heapq.heappush(self.ready, (-node.priority, self._ready_seq, node_id))
 
     def skip(self, node: NodePlan, reason: str, output: Any = None) -> None:
         fold = self.fold
@@ -92,10 +94,11 @@ class Graph:
         a switch's choice) and resolves the targets that have nothing left to wait for."""
         node = self.nodes[node_id]
         act: dict[str, Any] | None = None
+        pending, taken_by = self.pending, self.taken
         for edge in node.outgoing:
             target = edge.target
             taken = success
-            if success:
+            if success and (edge.from_switch or edge.when is not None or edge.input is not None):
                 if edge.from_switch:
                     taken = self.choice.get(node_id) == target
                 if taken and (edge.when is not None or edge.input is not None):
@@ -125,9 +128,13 @@ class Graph:
                         self.edge_errors[target] = exc
                         taken = True
             if taken:
-                self.taken.setdefault(target, []).append(edge)
-            self.pending[target] -= 1
-            if self.pending[target] == 0:
+                into_target = taken_by.get(target)
+                if into_target is None:
+                    taken_by[target] = [edge]
+                else:
+                    into_target.append(edge)
+            left = pending[target] = pending[target] - 1
+            if left == 0:
                 self.resolve(target)
 
     def taken_outputs(self, node: NodePlan) -> list[Any]:

@@ -25,16 +25,16 @@ class Journal:
         self.record = record
         self.clock = clock
         self.batch = Batch()
+        # The batch's events (appended to on every change).
+        self.events = self.batch.events
         self.dirty: dict[str, NodeRecord] = {}
 
     def event(
         self, type_: str, node_id: str | None = None, data: dict[str, Any] | None = None
     ) -> None:
         rec = self.record
-        rec.last_sequence += 1
-        self.batch.events.append(
-            EventRecord(rec.id, rec.last_sequence, type_, self.clock(), node_id, data)
-        )
+        seq = rec.last_sequence = rec.last_sequence + 1
+        self.events.append(EventRecord(rec.id, seq, type_, self.clock(), node_id, data))
 
     def execution_changed(self) -> None:
         self.batch.execution = self.record
@@ -50,11 +50,30 @@ class Journal:
         self.dirty[rec.node_id] = rec
 
     def node_state(
-        self, rec: NodeRecord, state: NodeState, data: dict[str, Any] | None = None
+        self,
+        rec: NodeRecord,
+        state: NodeState,
+        data: dict[str, Any] | None = None,
+        now: float | None = None,
     ) -> None:
+        """`rec` moves to `state`; its event at `now` (the caller's clock reading, taken for
+        the record's own times too), else at the clock's."""
+        # `event`, written out: three of these per node.
         rec.state = state
-        self.dirty[rec.node_id] = rec
-        self.event(_NODE_EVENT[state], rec.node_id, data)
+        node_id = rec.node_id
+        self.dirty[node_id] = rec
+        execution = self.record
+        seq = execution.last_sequence = execution.last_sequence + 1
+        self.events.append(
+            EventRecord(
+                execution.id,
+                seq,
+                _NODE_EVENT[state],
+                self.clock() if now is None else now,
+                node_id,
+                data,
+            )
+        )
 
     def add_usage(self, usage: dict[str, Any], *owners: NodeRecord | None) -> None:
         """Sums an `agent.usage` report's numbers (tokens, cost) on each owner and the execution."""
@@ -88,6 +107,7 @@ class Journal:
         if self.record.owner is not None:
             batch.fence = (self.record.owner, self.record.lease_epoch)
         self.batch = Batch()
+        self.events = self.batch.events
         self.dirty = {}
         return batch
 

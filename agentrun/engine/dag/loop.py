@@ -48,7 +48,7 @@ from agentrun.engine.dag.messages import (
 from agentrun.engine.dag.restore import restore
 from agentrun.engine.hub import Hub
 from agentrun.engine.instrument import Instrumentation
-from agentrun.engine.plan import DagPlan, WorkflowStep
+from agentrun.engine.plan import AgentStep, DagPlan, WorkflowStep
 from agentrun.engine.redact import Redactor
 from agentrun.engine.runtime.redaction import redacted_batch
 from agentrun.engine.scheduler import BaseScheduler, Ticket
@@ -112,7 +112,9 @@ class DagRun:
             gating=Gating(
                 scheduler.active,
                 scheduler.config.bindings,
-                lambda step: budgets.covers(record.tenant, plan.budget, step),
+                lambda step: (
+                    isinstance(step, AgentStep) and budgets.covers(record.tenant, plan.budget, step)
+                ),
             ),
         )
         self.fold.run_inline = self._inline
@@ -221,6 +223,16 @@ class DagRun:
     def committed_first(self, batch: Batch, seconds: float) -> None:
         """The first turn's batch is stored (with the creation, in `seconds`)."""
         self._first = (batch, seconds)
+
+    def end_first(self) -> None:
+        """A run that its first turn finished (every node inline) ends without a loop: that
+        turn's effects performed, its stored batch published, its fold closed."""
+        fold = self.fold
+        assert fold.finished
+        if fold.effects:
+            self._perform(fold.take_effects())
+        self.publish_first()
+        fold.close()
 
     def publish_first(self) -> None:
         """A run that will not loop (it only waits: the engine keeps it out of memory from

@@ -153,7 +153,11 @@ class Maps:
         if isinstance(node.body, WaitStep):
             self._item_wait(key, node, node.body)
             return
-        self.fold.gate.request(key, node, node.body, lambda grant: self._item_go(key, node, grant))
+        gate = self.fold.gate
+        if gate.at_once(node, node.body):
+            self._item_go(key, node, None)
+        else:
+            gate.request(key, node, node.body, lambda grant: self._item_go(key, node, grant))
 
     def _item_go(self, key: TaskKey, node: MapNode, grant: Granted | None) -> None:
         fold = self.fold

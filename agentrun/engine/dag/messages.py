@@ -13,32 +13,23 @@ All are frozen values; an `ack` is opaque to the fold (the loop gives an asyncio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentrun.engine.dag.keys import TaskKey
 from agentrun.engine.plan import NodePlan, StepPlan
 from agentrun.storage.records import SignalRecord
 
-# A frozen dataclass's generated __init__ looks `object.__setattr__` up for every field; the
-# two values made for every call (`Call`, `Done`) write theirs through this one, at half the cost.
-_set = object.__setattr__
-
 
 # ------------------------------------------------------------------ messages
-@dataclass(frozen=True, slots=True, init=False)
-class Done:
-    """A call's attempt ended: `ok` with its output, or not with its error dict."""
+class Done(NamedTuple):
+    """A call's attempt ended: `ok` with its output, or not with its error dict. (A named
+    tuple, as `Call`: one is made for every call, and a frozen dataclass costs several times
+    as much to build.)"""
 
     key: TaskKey
     attempt: int
     ok: bool
     value: Any
-
-    def __init__(self, key: TaskKey, attempt: int, ok: bool, value: Any) -> None:
-        _set(self, "key", key)
-        _set(self, "attempt", attempt)
-        _set(self, "ok", ok)
-        _set(self, "value", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +183,7 @@ class Ack:
 Effect = ArmTimer | CancelTimer | CancelCall | RequestSlot | ReleaseSlot | Ack
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class Call:
+class Call(NamedTuple):
     """One attempt of a step to start after the commit: a node's, a map item's (`extra`
     holds `item` and `index`), a fallback's or a compensation's (`extra`: `output`)."""
 
@@ -201,18 +191,4 @@ class Call:
     node: NodePlan
     step: StepPlan
     attempt: int
-    extra: dict[str, Any] | None
-
-    def __init__(
-        self,
-        key: TaskKey,
-        node: NodePlan,
-        step: StepPlan,
-        attempt: int,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        _set(self, "key", key)
-        _set(self, "node", node)
-        _set(self, "step", step)
-        _set(self, "attempt", attempt)
-        _set(self, "extra", extra)
+    extra: dict[str, Any] | None = None

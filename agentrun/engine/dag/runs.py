@@ -211,6 +211,12 @@ class LiveRuns:
     def launch(self, run: DagRun, first: Batch, seconds: float) -> None:
         """A run begun with `begin` whose first turn is stored: its loop launched."""
         run.committed_first(first, seconds)
+        if run.finished:  # decided in its first turn (inline nodes only): no loop to run
+            if self.engine.instrumentation is not None:
+                self.engine.instrumentation.execution_started(run.record)
+            run.end_first()
+            self._ended(run)
+            return
         if self._park_quiet(run):  # it only waits: no task, no loop (issue 18's start rate)
             run.publish_first()
             return
@@ -313,8 +319,11 @@ class LiveRuns:
                 loop.call_later(1.0, self.schedule_resume, run.id)
             return
         if run.finished:
-            record = copy.copy(run.record)
+            # The run's own record: nothing changes it once the run ended (a copy only to
+            # redact, the run holding the real values).
+            record = run.record
             if engine.redactor:
+                record = copy.copy(record)
                 record.output = engine.redactor.value(record.output)
                 record.error = engine.redactor.value(record.error)
                 record.vars = engine.redactor.value(record.vars)

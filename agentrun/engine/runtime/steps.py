@@ -7,7 +7,6 @@ with the outcome (`next_retry` decides whether another attempt follows)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -201,20 +200,16 @@ async def invoke_step(
                 breaker = None
                 name = _called_name(step)
                 raise ToolFailure("circuit_open", f"circuit breaker {name!r} is open")
-        with span() if span is not None else contextlib.nullcontext():
-            if timeout:
-                token = _deadline.set(time.time() + timeout)
-                try:
-                    async with asyncio.timeout(timeout):
-                        value = await call()
-                finally:
-                    _deadline.reset(token)
-            else:
-                value = await call()
+        if span is not None:
+            with span():
+                value = await (_bounded(call, timeout) if timeout else call())
+        else:  # no context manager to enter: most calls (a synchronous tool's is a few us)
+            value = await (_bounded(call, timeout) if timeout else call())
         problem = unstorable(value, "output")
         if problem is not None:  # what one backend could store and another not
             raise ToolFailure("invalid_output", f"the result cannot be stored: {problem}")
-        _record(breaker, True, None, clock, on_breaker)
+        if breaker is not None:
+            _record(breaker, True, None, clock, on_breaker)
         return True, value
     except asyncio.CancelledError:
         raise
@@ -234,6 +229,16 @@ async def invoke_step(
     except Exception as exc:  # a bug in a tool must not take the engine down
         log.exception("%s failed unexpectedly", where or "a step")
         return False, error_dict("internal", f"{type(exc).__name__}: {exc}")
+
+
+async def _bounded(call: Callable[[], Awaitable[Any]], timeout: float) -> Any:
+    """`call()` within `timeout` seconds, its deadline told to `call_tool` (`_deadline`)."""
+    token = _deadline.set(time.time() + timeout)
+    try:
+        async with asyncio.timeout(timeout):
+            return await call()
+    finally:
+        _deadline.reset(token)
 
 
 def _record(
