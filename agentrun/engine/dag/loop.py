@@ -214,7 +214,15 @@ class DagRun:
         fold = self.fold
         fold.start_fresh()
         fold.draining = self.host.draining
-        fold.turn()
+        inline = fold.run_inline
+        if self.host.instrumentation is not None:
+            # A call's span nests under its execution's, which starts once the execution is
+            # stored: no call runs before, a pure one neither (it is launched after the commit).
+            fold.run_inline = None
+        try:
+            fold.turn()
+        finally:
+            fold.run_inline = inline
         batch = fold.journal.take()
         assert batch is not None  # start_fresh always changes the execution
         host = self.host
