@@ -24,12 +24,35 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+STORED_ECHO = "bench.stored_echo"
+
+
+def stored_echo() -> Any:
+    """`core.echo` as a tool that is not pure (idempotent): its node is committed RUNNING before
+    each call and its outcome after, as a call to any tool that acts on the world (HTTP, SQL, a
+    model) is. `core.echo` itself is pure: its calls are computed inside the turn that makes
+    them ready, as a pass node's value is, so a chain of them is one turn."""
+    from agentrun.engine.ports import Effect
+    from agentrun.integrations.core_tools import Echo
+
+    class StoredEcho(Echo):
+        name = STORED_ECHO
+        description = "Returns its args; each call stored (benchmarks)."
+        effect = Effect.IDEMPOTENT
+
+    return StoredEcho()
+
+
 def chain(n: int, kind: str) -> dict[str, Any]:
+    """`kind`: pass, tool (`core.echo`, pure) or stored (`stored_echo`, registered by the
+    caller)."""
     nodes = []
     for i in range(n):
         node: dict[str, Any] = {"id": f"n{i}"}
         if kind == "pass":
             node["pass"] = {"value": i}
+        elif kind == "stored":
+            node["tool"] = {"name": STORED_ECHO, "args": {"i": i}}
         else:
             node["tool"] = {"name": "core.echo", "args": {"i": i}}
         if i:

@@ -4,8 +4,10 @@
     PYTHONPATH=$PWD .venv/bin/python benchmarks/inproc_floor.py --quick  # fewer repetitions
 
 Rows, each with the floor it is compared to, measured in the same run:
-- a 100-step chain of `core.echo` tool nodes in memory, per step, against one asyncio Task
-  created and awaited per step (target: at most 3x);
+- a 100-step chain of tool nodes in memory, per step, against one asyncio Task created and
+  awaited per step (target: at most 3x): of a tool whose every call is stored RUNNING first
+  (`stored_echo`, benchmarks/engine.py), and of the pure `core.echo`, whose calls are computed
+  inside the turn that makes them ready;
 - a `map` over 1,000 items against 1,000 static `core.echo` nodes (target: at most 2x);
 - one CEL evaluation through `Expression.evaluate` on a node's activation, against the CEL
   library executing the same program on an already converted context;
@@ -35,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from engine import chain, layered
+from engine import chain, layered, stored_echo
 
 # Wall clock; `--cpu`: the process's CPU time (all threads), steadier on a shared machine.
 CLOCK = time.perf_counter
@@ -61,7 +63,9 @@ async def _engine() -> Any:
 
     store = MemoryStore()
     await store.open()
-    return Engine(store, tools=default_tools(), agents=default_agents()), store
+    tools = default_tools()
+    tools.register(stored_echo())
+    return Engine(store, tools=tools, agents=default_agents()), store
 
 
 async def _register(engine: Any, doc: dict[str, Any]) -> None:
@@ -105,13 +109,16 @@ async def chain_rows(repeat: int) -> dict[str, float]:
     tune_gc()
     engine, store = await _engine()
     await _register(engine, chain(100, "tool"))
+    await _register(engine, chain(100, "stored"))
     await _register(engine, statics(1000))
     await _register(engine, mapped())
     items = {"items": list(range(1000))}
     await _time_runs(engine, "chain-tool", {}, 2)  # warm up
+    await _time_runs(engine, "chain-stored", {}, 2)
     out = {
         "task": await _task_floor(100, repeat * 20) / 100,
         "chain": await _time_runs(engine, "chain-tool", {}, repeat * 4) / 100,
+        "stored": await _time_runs(engine, "chain-stored", {}, repeat * 4) / 100,
         "statics": await _time_runs(engine, "statics", {}, repeat),
         "map": await _time_runs(engine, "mapped", items, repeat),
     }
@@ -267,6 +274,13 @@ def main() -> None:
     parts = _child("layered-parts", args.quick, args.cpu)
     rows = [
         ("asyncio Task created and awaited, per step", c["task"] * 1e6, "us", "floor", ""),
+        (
+            "100-step stored-tool chain (memory), per step",
+            c["stored"] * 1e6,
+            "us",
+            f"{c['stored'] / c['task']:.1f}x",
+            "3x",
+        ),
         (
             "100-step core.echo chain (memory), per step",
             c["chain"] * 1e6,
