@@ -4,6 +4,7 @@ engine's loader (which reports every problem with its field path)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from agentrun.engine.loader import load_workflow
@@ -20,8 +21,8 @@ def from_proto(spec: wf_pb.WorkflowSpec) -> wf_pb.WorkflowSpec:
     return spec
 
 
-async def from_request(request: Any, *, name: str | None = None) -> tuple[Any, str]:
-    """(engine spec, a fingerprint of the definition) from a request's `definition` oneof.
+async def from_request(request: Any, *, name: str | None = None) -> Any:
+    """The engine spec from a request's `definition` oneof.
 
     Source text is parsed on a worker thread: a large file takes a few hundred milliseconds,
     which on the event loop would hold every other call (health included) as long."""
@@ -35,15 +36,25 @@ async def from_request(request: Any, *, name: str | None = None) -> tuple[Any, s
                 spec = wf_pb.WorkflowSpec()
                 spec.CopyFrom(request.spec)
                 spec.name = name
-        return from_proto(spec), "spec:" + spec.SerializeToString(deterministic=True).hex()
+        return from_proto(spec)
     if which == "source":
         loaded = await asyncio.to_thread(load_source, request.source)
         if name is not None:
             loaded_name = spec_name(loaded)
             if loaded_name and loaded_name != name:
                 raise invalid_argument("source", f"the workflow's name must be {name!r}")
-        return loaded, "source:" + request.source
+        return loaded
     raise invalid_argument("spec", "a workflow is required: set `spec` or `source`")
+
+
+def fingerprint(request: Any) -> str:
+    """A digest of a request's definition, for telling a repeated request id from a reused one.
+    Only a request with an id needs it: serializing and hashing 10,000 nodes takes ~2 ms."""
+    if request.WhichOneof("definition") == "spec":
+        text = b"spec:" + request.spec.SerializeToString(deterministic=True)
+    else:
+        text = b"source:" + request.source.encode()
+    return hashlib.sha256(text).hexdigest()
 
 
 def spec_name(spec: Any) -> str:
