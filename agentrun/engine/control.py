@@ -82,7 +82,7 @@ async def check_override(
         schema = step.tool.args_schema if step.tool is not None else None
     else:
         try:
-            child = engine.workflows.dag_plan(
+            child = await engine.workflows.dag_plan(
                 await engine.workflows.cached(step.workflow, record.tenant, None)
             )
         except (WorkflowNotFound, InvalidInput):  # gone, or a state machine: its start says why

@@ -265,7 +265,7 @@ class Engine:
 
     async def _plan(self, record: WorkflowRecord) -> DagPlan:
         """The DAG plan of a stored version (a state machine is refused: Workflows.dag_plan)."""
-        return self.workflows.dag_plan(record)
+        return await self.workflows.dag_plan(record)
 
     # ------------------------------------------------------------ executions
     async def start_execution(

@@ -49,7 +49,7 @@ async def rerun(
             current_state=old.state.value,
         )
     wf = await engine.workflows.get(old.workflow, tenant, version or old.version)
-    plan = engine.workflows.dag_plan(wf)
+    plan = await engine.workflows.dag_plan(wf)
     start = from_node or (old.error or {}).get("node") or None
     if start is not None and start not in plan.nodes:
         raise InvalidArgument(

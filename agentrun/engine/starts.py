@@ -57,7 +57,7 @@ class Starts:
         engine = self.engine
         engine.check_open()
         wf = await engine.workflows.cached(workflow, tenant, version)
-        plan = engine.workflows.dag_plan(wf)
+        plan = await engine.workflows.dag_plan(wf)
         input = checked_input(input, plan.input_schema)
         key = self.concurrency_key(plan, tenant, input)
         max_pending = engine.admission.config.max_pending_executions_per_tenant

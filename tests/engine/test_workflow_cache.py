@@ -56,3 +56,32 @@ async def test_a_missing_workflow_is_not_found_for_each_start_of_a_burst(
     with pytest.raises(WorkflowNotFound):
         await harness.engine.start_execution("nope", {})
     assert len(reads) == 2
+
+
+async def test_a_version_this_process_did_not_compile_compiles_once_off_the_loop(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after a restart, or for a version another replica created: its first starts compile
+    it once, in a thread (a 10,000-node workflow compiles in ~150 ms; the loop keeps serving)."""
+    import threading
+
+    workflows = harness.engine.workflows
+    await harness.engine.create_workflow(
+        load_workflow("name: elsewhere\nnodes:\n  - {id: a, pass: {value: 1}}\n")
+    )
+    workflows.plans.clear()  # compiled by "another process"
+    threads: list[int] = []
+    validate = workflows.validate
+
+    def counted(spec: Any) -> Any:
+        threads.append(threading.get_ident())
+        return validate(spec)
+
+    monkeypatch.setattr(workflows, "validate", counted)
+    started = await asyncio.gather(
+        *(harness.engine.start_execution("elsewhere", {"n": i}) for i in range(20))
+    )
+    assert len(threads) == 1, "each version compiles once"
+    assert threads[0] != threading.get_ident(), "compiled on the event loop's thread"
+    finals = [await harness.engine.wait(e.id, timeout=30) for e in started]
+    assert {f.state.value for f in finals} == {"SUCCEEDED"}

@@ -181,12 +181,12 @@ class MachineEngine:
         self, tenant: str, workflow: str, version: int | None
     ) -> tuple[WorkflowRecord, MachinePlan]:
         wf = await self.engine.get_workflow(workflow, tenant=tenant, version=version)
-        return wf, self.plan_of(wf)
+        return wf, await self.plan_of(wf)
 
-    def plan_of(self, wf: WorkflowRecord) -> MachinePlan:
+    async def plan_of(self, wf: WorkflowRecord) -> MachinePlan:
         """The machine plan of a stored version, compiled once per process for both
         interpreters (Workflows.machine_plan; a DAG is refused)."""
-        return self.engine.workflows.machine_plan(wf)
+        return await self.engine.workflows.machine_plan(wf)
 
     async def is_machine(
         self, workflow: str, *, tenant: str = DEFAULT_TENANT, version: int | None = None
@@ -299,7 +299,7 @@ class MachineEngine:
         )
         if wf is None:
             return record, []
-        plan = self.plan_of(wf)
+        plan = await self.plan_of(wf)
         state = plan.states.get(record.current)
         return record, list(state.events) if state is not None else []
 

@@ -178,7 +178,7 @@ class LeaseKeeper:
             raise InstanceNotFound(
                 f"instance {instance_id!r}: its workflow is gone", instance=instance_id
             )
-        plan = self.m.plan_of(wf)
+        plan = await self.m.plan_of(wf)
         ids: dict[str, Any] = dict(await self.m.store.event_ids(instance_id))
         active = record.state is InstanceState.ACTIVE
         timers = await self.m.store.list_timers(instance_id=instance_id) if active else []
