@@ -424,6 +424,10 @@ class MemoryStore(Store):
         # Straight to the repository: one coroutine less on every engine turn.
         self._executions.commit_now(batch)
 
+    def commit_now(self, batch: Batch) -> None:
+        """`commit` without a coroutine (nothing here waits): a DAG run's turns commit so."""
+        self._executions.commit_now(batch)
+
     @property
     def instances(self) -> MemoryMachineStore:
         if self._machines is None:

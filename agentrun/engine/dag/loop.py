@@ -138,6 +138,8 @@ class DagRun:
         # (`first_turn`), with how long that commit took: the loop publishes it and starts
         # its calls instead of taking the turn again.
         self._first: tuple[Batch, float] | None = None
+        # A store whose commit never waits (memory): its turns commit without a coroutine.
+        self._commit_now: Callable[[Batch], None] | None = getattr(host.store, "commit_now", None)
 
     @property
     def record(self) -> ExecutionRecord:
@@ -291,6 +293,7 @@ class DagRun:
     async def loop(self) -> None:
         fold = self.fold
         inbox = self.inbox
+        commit_now = self._commit_now
         try:
             self._arm_deadline()
             first, self._first = self._first, None
@@ -299,7 +302,10 @@ class DagRun:
                 if first is None:
                     fold.draining = self.host.draining
                     fold.turn()
-                    await self._flush()
+                    if commit_now is not None:
+                        self._flush_now(commit_now)
+                    else:
+                        await self._flush()
                 else:  # the first turn, committed with the creation
                     if fold.effects:
                         self._perform(fold.take_effects())
@@ -356,17 +362,35 @@ class DagRun:
 
     async def _flush(self) -> None:
         """Commits the turn's writes, publishes them, then answers and launches."""
+        batch = self._batch()
+        if batch is not None:
+            started = time.perf_counter()
+            await self.host.store.commit(batch)
+            self._committed(batch, time.perf_counter() - started)
+        self._answer_and_launch()
+
+    def _flush_now(self, commit_now: Callable[[Batch], None]) -> None:
+        """`_flush` with a store whose commit never waits (`commit_now`): no coroutine."""
+        batch = self._batch()
+        if batch is not None:
+            if self.host.instrumentation is None:
+                commit_now(batch)
+                self.host.hub.publish(self.id, batch.events)
+            else:
+                started = time.perf_counter()
+                commit_now(batch)
+                self._committed(batch, time.perf_counter() - started)
+        self._answer_and_launch()
+
+    def _batch(self) -> Batch | None:
+        """The turn's writes to commit (its effects performed first), redacted if needed."""
         fold, host = self.fold, self.host
         if fold.effects:
             self._perform(fold.take_effects())
         batch = fold.journal.take()
-        if batch is not None:
-            if host.redactor:
-                batch = redacted_batch(batch, host.redactor)
-            started = time.perf_counter()
-            await host.store.commit(batch)
-            self._committed(batch, time.perf_counter() - started)
-        self._answer_and_launch()
+        if batch is not None and host.redactor:
+            batch = redacted_batch(batch, host.redactor)
+        return batch
 
     def _committed(self, batch: Batch, seconds: float) -> None:
         """Reports a stored batch and publishes its events."""
