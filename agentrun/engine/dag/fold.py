@@ -226,9 +226,10 @@ class Fold:
                 case Granted(key):
                     self.effect(ReleaseSlot(key))
             return
+        if type(msg) is Done:  # most messages: no match statement to go through
+            self.outcome(msg.key, msg.attempt, msg.ok, msg.value)
+            return
         match msg:
-            case Done(key, attempt, ok, value):
-                self.outcome(key, attempt, ok, value)
             case RetryDue(key):
                 self._retry_due(key)
             case WaitOver(key, timed_out):
