@@ -94,7 +94,7 @@ def call_attempt(
 ) -> Coroutine[Any, Any, Outcome]:
     """One attempt of `call`: its outcome, awaited (never raises but for cancellation).
     `synchronous`: run by `attempt_now`, so no timeout (nothing could interrupt the call)."""
-    fold, host = run.fold, run.host
+    fold = run.fold
     key, node, step, attempt = call.key, call.node, call.step, call.attempt
     timeout = None if synchronous else node.timeout if step.timeout is None else step.timeout
     ctx = CallContext(  # positional: cheaper, one is made for every call
@@ -103,7 +103,7 @@ def call_attempt(
         attempt,
         key.idempotency_key(fold.id),
         fold.record.tenant,
-        host.secrets,
+        run.secrets,
         lambda type_, data: run.emit(key, type_, data),  # emit
     )
     try:
@@ -115,14 +115,14 @@ def call_attempt(
         )
     except ExpressionError as exc:
         return _now((False, expression_failure(exc)))
-    instr = host.instrumentation
+    instr = run.instrumentation
     return invoke_step(
         step,
         lambda: _invoke(run, step, act, ctx, key, attempt),
         attempt=attempt,
         timeout=timeout,
-        breaker=breaker_for(step, host.breakers, fold.plan.breakers),
-        clock=host.clock,
+        breaker=breaker_for(step, run.breakers, fold.plan.breakers),
+        clock=fold.clock,
         on_breaker=lambda name, state: run.post(BreakerChanged(name, state)),
         span=(lambda: instr.attempt(fold.record, key.text, step.kind, attempt, target_of(step)))
         if instr is not None

@@ -140,6 +140,14 @@ class DagRun:
         self._first: tuple[Batch, float] | None = None
         # A store whose commit never waits (memory): its turns commit without a coroutine.
         self._commit_now: Callable[[Batch], None] | None = getattr(host.store, "commit_now", None)
+        # The host's parts a step reads, read once: the host is the engine's weak proxy,
+        # where each attribute read costs a lookup through the proxy.
+        self.hub, self.redactor = host.hub, host.redactor
+        self.instrumentation, self.secrets, self.breakers = (
+            host.instrumentation,
+            host.secrets,
+            host.breakers,
+        )
 
     @property
     def record(self) -> ExecutionRecord:
@@ -373,9 +381,9 @@ class DagRun:
         """`_flush` with a store whose commit never waits (`commit_now`): no coroutine."""
         batch = self._batch()
         if batch is not None:
-            if self.host.instrumentation is None:
+            if self.instrumentation is None:
                 commit_now(batch)
-                self.host.hub.publish(self.id, batch.events)
+                self.hub.publish(self.id, batch.events)
             else:
                 started = time.perf_counter()
                 commit_now(batch)
@@ -384,12 +392,12 @@ class DagRun:
 
     def _batch(self) -> Batch | None:
         """The turn's writes to commit (its effects performed first), redacted if needed."""
-        fold, host = self.fold, self.host
+        fold, redactor = self.fold, self.redactor
         if fold.effects:
             self._perform(fold.take_effects())
         batch = fold.journal.take()
-        if batch is not None and host.redactor:
-            batch = redacted_batch(batch, host.redactor)
+        if batch is not None and redactor:
+            batch = redacted_batch(batch, redactor)
         return batch
 
     def _committed(self, batch: Batch, seconds: float) -> None:
