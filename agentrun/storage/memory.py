@@ -44,6 +44,7 @@ _COPIERS: dict[type, Callable[[Any], Any]] = {
 
 
 _copy_node: Callable[[NodeRecord], NodeRecord] = _COPIERS[NodeRecord]
+_copy_execution: Callable[[ExecutionRecord], ExecutionRecord] = _COPIERS[ExecutionRecord]
 
 
 def _copy(record: R) -> R:
@@ -236,7 +237,7 @@ class MemoryExecutions(ExecutionRepository):
             if event.sequence <= previous:
                 raise ValueError(f"event sequence {event.sequence} of {eid} already exists")
             previous = event.sequence
-        record = _copy(execution)
+        record = _copy_execution(execution)
         # A commit changes the run state only, never the lease.
         record.owner = stored.owner
         record.lease_epoch = stored.lease_epoch

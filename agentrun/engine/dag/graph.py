@@ -62,7 +62,7 @@ class Graph:
             return
         err = self.edge_errors.get(node_id)
         if rec is None:  # `fold.node`, written out
-            rec = fold.records[node_id] = NodeRecord(fold.id, node_id, NodeState.PENDING)
+            rec = fold.records[node_id] = NodeRecord(fold.id, node_id, _PENDING)
         if self.edge_inputs and node_id in self.edge_inputs:
             mapped = self.edge_inputs.pop(node_id)
             too_large = sizes.node_input_error(mapped)
