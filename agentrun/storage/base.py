@@ -217,7 +217,10 @@ class Store(abc.ABC):
     """Durable state of workflows and executions: a backend's repositories behind the one
     interface the engine uses. Each method is its repository's method of the same name (the
     contract is written there); a backend sets `workflows`, `executions` and
-    `notifications`, and gives `instances`."""
+    `notifications`, and gives `instances`.
+
+    `commit_now` (None where a backend has none; typed here, so that the engine needs no
+    getattr): `commit` without a coroutine, for a store where nothing waits (memory)."""
 
     workflows: WorkflowRepository
     executions: ExecutionRepository
@@ -225,6 +228,7 @@ class Store(abc.ABC):
     # The SQL core under a SQL store, which the tables of other modules (scheduler slots,
     # admissions, budgets, worker calls) share; None for a store in the process.
     database: SqlDatabase | None = None
+    commit_now: Callable[[Batch], None] | None = None
 
     async def open(self) -> None:
         """Connects and migrates the schema; idempotent."""

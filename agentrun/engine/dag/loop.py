@@ -139,7 +139,7 @@ class DagRun:
         # its calls instead of taking the turn again.
         self._first: tuple[Batch, float] | None = None
         # A store whose commit never waits (memory): its turns commit without a coroutine.
-        self._commit_now: Callable[[Batch], None] | None = getattr(host.store, "commit_now", None)
+        self._commit_now: Callable[[Batch], None] | None = host.store.commit_now
         # The host's parts a step reads, read once: the host is the engine's weak proxy,
         # where each attribute read costs a lookup through the proxy.
         self.hub, self.redactor = host.hub, host.redactor
