@@ -506,9 +506,9 @@ class SqlExecutions(ExecutionRepository):
         rows = await self.database.read_now(_RESTORE_ONE, {"b_id": execution_id})
         if not rows or rows[0].kind != 0:
             return None
-        record = db.execution_record(_Unprefixed(rows[0], "e_"))  # type: ignore[arg-type]
-        nodes = [db.node_record(_Unprefixed(r, "n_")) for r in rows if r.kind == 1]  # type: ignore[arg-type]
-        signals = [db.signal_record(_Unprefixed(r, "s_")) for r in rows if r.kind == 2]  # type: ignore[arg-type]
+        record = db.execution_record(_Unprefixed(rows[0], "e_"))
+        nodes = [db.node_record(_Unprefixed(r, "n_")) for r in rows if r.kind == 1]
+        signals = [db.signal_record(_Unprefixed(r, "s_")) for r in rows if r.kind == 2]
         return record, nodes, signals
 
     async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:

@@ -16,8 +16,8 @@ import enum
 import json
 import json.encoder
 import operator
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -245,6 +245,14 @@ def _not_serializable(value: Any) -> Any:
 T = TypeVar("T")
 
 
+class MappedRow(Protocol):
+    """What a record mapper reads of a row: its columns by name. A SQLAlchemy row, or a row
+    of a query over several tables read as one table's (executions.py, `restore_read`)."""
+
+    @property
+    def _mapping(self) -> Mapping[Any, Any]: ...
+
+
 # Records <-> rows. Every record field is a column of the same name (tests/storage checks the
 # round trip on every backend), so one mapper per record serves, with the few conversions
 # named here: enums are stored as their names, and empty mappings may come back as NULL.
@@ -252,7 +260,7 @@ def _mapper(
     cls: type[T],
     enums: dict[str, type[enum.Enum]] | None = None,
     empty: tuple[str, ...] = (),
-) -> tuple[Callable[[T], dict[str, Any]], Callable[[sa.Row[Any]], T]]:
+) -> tuple[Callable[[T], dict[str, Any]], Callable[[MappedRow], T]]:
     names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
     enums = enums or {}
     # One attrgetter for every field: half the cost of a getattr per name (rows are built on
@@ -265,7 +273,7 @@ def _mapper(
             row[name] = str(row[name])
         return row
 
-    def to_record(row: sa.Row[Any]) -> T:
+    def to_record(row: MappedRow) -> T:
         values = row._mapping
         kwargs = {name: values[name] for name in names}
         for name, kind in enums.items():
