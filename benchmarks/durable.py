@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/durable.py --quick    # smaller workloads
     .venv/bin/python benchmarks/durable.py --only throughput|recovery
 
-Throughput: N executions of a 20-step chain of `core.echo` tool nodes (each completion is its
-own node commit, grouped with other executions' by the store's group commit), started at once;
+Throughput: N executions of a 20-step chain of tool nodes whose every call is stored
+(`stored_echo` of benchmarks/engine.py: `core.echo`, not pure; the pure `core.echo`'s calls are
+computed inside the turn that makes them ready) (each completion is its own node commit, grouped with other executions' by the store's group commit), started at once;
 the rate is N x 20 / (time from the first start to the last execution's end). SQLite is a file
 with synchronous=FULL; PostgreSQL is a private server started for the run (initdb, fsync on,
 synchronous_commit on), so the shared one's other load does not count. With three replicas,
@@ -60,12 +61,13 @@ async def throughput_worker(url: str, replica: str, executions: int, go_file: st
     from agentrun.integrations import Registry, default_agents
     from agentrun.integrations.core_tools import core_tools
     from agentrun.storage.factory import open_store
+    from benchmarks.engine import STORED_ECHO, stored_echo
 
     store = await open_store(url)
     # A 60 s lease: renewed every 20 s, so no renewal falls inside the measured run. (Before
     # 53fb04a a renewal racing with a burst of starts stranded executions: the renew-race
     # regression test in tests/durability/test_engine_bugs.py.)
-    engine = Engine(store, tools=Registry(core_tools()), agents=default_agents(),
+    engine = Engine(store, tools=Registry([*core_tools(), stored_echo()]), agents=default_agents(),
                     config=EngineConfig(replica_id=replica, lease_seconds=60))
     await engine.start()
     for _ in range(50):
@@ -74,7 +76,7 @@ async def throughput_worker(url: str, replica: str, executions: int, go_file: st
             break
         except WorkflowNotFound:
             if replica == "r0":
-                await engine.create_workflow(load_workflow(chain_yaml("bench", STEPS, "core.echo", "{x: 1}")))
+                await engine.create_workflow(load_workflow(chain_yaml("bench", STEPS, STORED_ECHO, "{x: 1}")))
                 break
             await asyncio.sleep(0.1)
     tune_gc()
@@ -316,7 +318,7 @@ def main() -> None:
     print(f"{'scenario':44} {'backend':11} {'result':66} {'target':>11}")
     for scenario, backend, result, target in rows:
         print(f"{scenario:44} {backend:11} {result:66} {target:>11}")
-    print(f"(throughput: {n:,} executions x {STEPS} core.echo steps; times after spawn include the "
+    print(f"(throughput: {n:,} executions x {STEPS} stored tool steps; times after spawn include the "
           "interpreter's start-up; 2 shared cores)")
 
 
