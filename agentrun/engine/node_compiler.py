@@ -97,6 +97,8 @@ def compile_node(
     n = draft.msg
     f: dict[str, Any] = {}
     retry = default_retry
+    # A bare step node's names and refs are its call's (no walk of its fields).
+    shared: tuple[frozenset[str], frozenset[str]] | None = None
     if kind in _TAKES_TIMEOUT:
         f["timeout"] = default_timeout
     if not draft.bare:
@@ -118,18 +120,7 @@ def compile_node(
             f["irreversible"] = True
             retry = at_most_once(retry)
         if draft.bare:  # the call is all that reads anything
-            return cls(
-                id=draft.id,
-                index=draft.index,
-                path=path,
-                incoming=tuple(draft.incoming),
-                outgoing=tuple(draft.outgoing),
-                retry=retry,
-                names=step.names,
-                node_refs=step.node_refs,
-                sink=not draft.outgoing,
-                **f,
-            )
+            shared = step.names, step.node_refs
     elif kind == "map":
         cls = MapNode
         f.update(_map(c, n.map, f"{path}.map"))
@@ -142,7 +133,7 @@ def compile_node(
     else:
         cls = AggregateNode
         f.update(_aggregate(c, n.aggregate, path, bool(draft.incoming)))
-    names, refs = _names(f)
+    names, refs = shared if shared is not None else _names(f)
     return cls(
         id=draft.id,
         index=draft.index,
