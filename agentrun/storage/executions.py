@@ -556,7 +556,12 @@ _RESTORE_ONE = _restore_one()
 def _next_expiry() -> sa.Select[Any]:
     """When the first lease held by another replica than `b_owner` expires: each unfinished
     execution's own lease or its owner's (`replica_leases`), whichever is later; 0 for one
-    with no owner or handed back."""
+    with no owner or handed back.
+
+    Read every lease/3 by every replica, so it reads only others' rows: three ranges of
+    `ix_executions_state_owner` (no owner, owners before `b_owner`, owners after it), never
+    the executions `b_owner` holds itself (idle ones can be most of them) nor finished ones.
+    As one `owner != b_owner` filter, SQLite and PostgreSQL read all unfinished rows."""
     t, r = db.executions, db.replica_leases
     x, replica = t.c.lease_expires_at, r.c.lease_expires_at
     owner = sa.bindparam("b_owner", type_=sa.String())
@@ -564,12 +569,17 @@ def _next_expiry() -> sa.Select[Any]:
         (sa.or_(t.c.owner.is_(None), x.is_(None), x <= 0), 0.0),
         (sa.or_(replica.is_(None), x >= replica), x),
         else_=replica,
-    )
-    return (
-        sa.select(sa.func.min(held))
-        .select_from(t.outerjoin(r, r.c.id == t.c.owner))
-        .where(t.c.state.in_(_UNFINISHED), sa.or_(t.c.owner.is_(None), t.c.owner != owner))
-    )
+    ).label("held")
+    ranges = (t.c.owner.is_(None), t.c.owner < owner, t.c.owner > owner)
+    others = sa.union_all(
+        *(
+            sa.select(held)
+            .select_from(t.outerjoin(r, r.c.id == t.c.owner))
+            .where(t.c.state.in_(_UNFINISHED), where)
+            for where in ranges
+        )
+    ).subquery()
+    return sa.select(sa.func.min(others.c.held))
 
 
 _NEXT_EXPIRY = _next_expiry()

@@ -115,7 +115,9 @@ executions = sa.Table(
     sa.UniqueConstraint("tenant", "request_id"),
     sa.Index(None, "tenant", "id"),
     sa.Index(None, "tenant", "workflow", "id"),
-    sa.Index(None, "state"),
+    # Executions by state, and the unfinished ones by owner: a replica's own (renewals) or
+    # every other's (`next_lease_expiry`, every lease/3) without reading the rest (0019).
+    sa.Index(None, "state", "owner"),
     # What ended lately: a replica catching up after a LISTEN outage reads it (0013).
     sa.Index(None, "ended_at"),
 )

@@ -198,3 +198,31 @@ async def test_an_unwritable_location_is_store_error(tmp_path: Path) -> None:
         await SqlStore(f"sqlite+aiosqlite:///{blocker}/sub/x.db").open()
     with pytest.raises(StoreError):
         await SqlStore(f"sqlite+aiosqlite:///{blocker}").open()  # not a database
+
+
+def test_the_next_lease_expiry_reads_only_other_owners_rows(tmp_path: Path) -> None:
+    """Every replica asks every lease/3 (engine/upkeep.py): the query reads three ranges of
+    (state, owner), so neither the rows the asker holds (idle executions can be most of them)
+    nor finished ones; as one `owner != ?` filter on the state index it read every unfinished
+    execution."""
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite
+
+    from agentrun.storage import executions
+    from tests.storage.templates import migrated_sqlite
+
+    migrated_sqlite(tmp_path / "plan.db")
+    statement = executions._NEXT_EXPIRY.params(b_owner="r1")
+    text = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    conn = sqlite3.connect(tmp_path / "plan.db")
+    try:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + text)]
+    finally:
+        conn.close()
+    reads = [line for line in plan if " executions " in f"{line} "]
+    assert sorted(reads) == [
+        "SEARCH executions USING INDEX ix_executions_state_owner (state=? AND owner<?)",
+        "SEARCH executions USING INDEX ix_executions_state_owner (state=? AND owner=?)",
+        "SEARCH executions USING INDEX ix_executions_state_owner (state=? AND owner>?)",
+    ], plan

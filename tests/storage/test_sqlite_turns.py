@@ -181,7 +181,7 @@ async def test_a_turn_that_ends_the_execution_writes_its_state_and_end(
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         ended_ids = conn.execute(
-            "SELECT id FROM executions INDEXED BY ix_executions_state"
+            "SELECT id FROM executions INDEXED BY ix_executions_state_owner"
             " WHERE state = 'SUCCEEDED' ORDER BY id"
         ).fetchall()
         assert ended_ids == [("ex-direct",), ("ex-sqlalchemy",)]

@@ -880,6 +880,20 @@ async def test_claims_page_on_by_id(store: Store) -> None:
     assert [(c.id, c.owner, c.lease_epoch) for c in page] == [(i, "r2", 2) for i in ids[3:]]
 
 
+async def test_the_next_lease_expiry_is_of_owners_before_and_after_the_asker(store: Store) -> None:
+    """Another replica's lease may be held by an owner whose id sorts before or after the
+    asker's (the SQL stores read the two ranges apart); one with no owner is claimable now (0)."""
+    for owner, seconds in (("m", 5), ("b", 10), ("z", 8)):
+        await started(store)
+        await store.claim_executions(owner, lease_seconds=seconds, now=T0, limit=1)
+    assert await store.next_lease_expiry("m") == T0 + 8
+    assert await store.next_lease_expiry("b") == T0 + 5
+    assert await store.next_lease_expiry("z") == T0 + 5
+    assert await store.next_lease_expiry("a") == T0 + 5
+    await started(store)  # no owner
+    assert await store.next_lease_expiry("m") == 0.0
+
+
 async def test_a_replica_renewing_holds_its_executions_past_their_own_lease(store: Store) -> None:
     """Leases are renewed per replica (issue 18): a replica that renews keeps every execution
     it owns, though the SQL stores write only its own row (the answer None: nothing was
