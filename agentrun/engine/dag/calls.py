@@ -9,26 +9,33 @@ a `pass` node."""
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Coroutine
+import dataclasses
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, assert_never
 
 from agentrun.engine.dag.keys import Role, TaskKey
 from agentrun.engine.dag.messages import BreakerChanged, Call, Done
 from agentrun.engine.dag.values import expression_failure
-from agentrun.engine.expressions import Activation, ExpressionError
+from agentrun.engine.expressions import Activation, ExpressionError, Template
 from agentrun.engine.plan import AgentStep, PassStep, StepPlan, ToolStep, WaitStep, WorkflowStep
-from agentrun.engine.ports import CallContext, Effect
+from agentrun.engine.ports import CallContext, Effect, Tool
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.steps import (
     Outcome,
+    admit,
     breaker_for,
     call_agent,
     call_tool,
+    check_args,
+    check_result,
+    failed,
     invoke_step,
+    succeeded,
     target_of,
 )
 
 if TYPE_CHECKING:
+    from agentrun.engine.dag.fold import Fold
     from agentrun.engine.dag.loop import DagRun
 
 _T = TypeVar("_T")
@@ -63,9 +70,52 @@ def run_now(run: DagRun, call: Call) -> None:
 
 
 def attempt_now(run: DagRun, call: Call) -> Outcome:
-    """A synchronous tool's attempt run to its end, its outcome returned. It runs in a
-    context of its own, as a task would, so what it sets there does not leak into the run's
-    loop."""
+    """A synchronous tool's attempt run to its end, its outcome returned: the steps of
+    `invoke_step` (breaker, schemas, a value every store can hold) without its coroutines,
+    the tool's own coroutine driven once. The tool runs in a context of its own, as in a task,
+    so what it sets there does not leak into the run's loop. With instrumentation (a span
+    around the call), the coroutine way."""
+    if run.instrumentation is not None:
+        return _attempt_by_coroutine(run, call)
+    step = call.step
+    assert type(step) is ToolStep
+    tool = step.tool
+    assert tool is not None
+    fold = run.fold
+    breaker = breaker_for(step, run.breakers, fold.plan.breakers)
+    on_breaker = _on_breaker(run) if breaker is not None else _ignore
+    ctx = _context(run, call)
+    if step.labels:
+        ctx = dataclasses.replace(ctx, labels=step.labels)
+    try:
+        act = _activation(fold, call)
+    except ExpressionError as exc:
+        return False, expression_failure(exc)
+    try:
+        if breaker is not None:
+            admit(step, breaker, fold.clock, on_breaker)
+        args = _args(run, step.args, act, call.key)
+        if tool.args_schema:
+            check_args(tool, args)
+        coro = tool.call(args, ctx)
+        context = contextvars.copy_context()
+        try:
+            context.run(coro.send, None)
+        except StopIteration as stop:
+            value = stop.value
+        else:  # it would hold the run's loop (and its task) while it waits
+            context.run(coro.close)
+            return _suspended(tool)
+        if tool.result_schema:
+            check_result(tool, value)
+        return succeeded(value, breaker, fold.clock, on_breaker)
+    except Exception as exc:
+        where = f"node {call.key.text} of {fold.id}"
+        return failed(exc, call.attempt, None, breaker, fold.clock, on_breaker, where)
+
+
+def _attempt_by_coroutine(run: DagRun, call: Call) -> Outcome:
+    """`attempt_now` through `invoke_step` (a span to enter around the call)."""
     coro = call_attempt(run, call, synchronous=True)
     context = contextvars.copy_context()
     try:
@@ -73,13 +123,55 @@ def attempt_now(run: DagRun, call: Call) -> Outcome:
     except StopIteration as stop:
         outcome: Outcome = stop.value
         return outcome
-    # It suspended after all: it would hold the run's loop (and its task) while it waits.
     context.run(coro.close)
     tool = call.step.tool if isinstance(call.step, ToolStep) else None
     assert tool is not None
+    return _suspended(tool)
+
+
+def _suspended(tool: Tool) -> Outcome:
     return False, error_dict(
         "internal", f"tool {tool.name!r} is declared synchronous but suspended"
     )
+
+
+def _ignore(name: str, state: str) -> None:
+    return None
+
+
+def _on_breaker(run: DagRun) -> Callable[[str, str], None]:
+    return lambda name, state: run.post(BreakerChanged(name, state))
+
+
+def _context(run: DagRun, call: Call) -> CallContext:
+    fold, key = run.fold, call.key
+    return CallContext(  # positional: cheaper, one is made for every call
+        fold.id,  # execution_id
+        call.node.id,  # node_id
+        call.attempt,
+        key.idempotency_key(fold.id),
+        fold.record.tenant,
+        run.secrets,
+        lambda type_, data: run.emit(key, type_, data),  # emit
+    )
+
+
+def _activation(fold: Fold, call: Call) -> dict[str, Any]:
+    """The step's own names: a map item's activation holds its item, not the map's items."""
+    step = call.step
+    if step.names or call.extra:
+        return fold.activation(step.names, step.node_refs, call.extra, call.attempt)
+    return Activation()  # constant arguments (what `activation` would build)
+
+
+def _args(run: DagRun, template: Template, act: dict[str, Any], key: TaskKey) -> Any:
+    """A call's arguments: the operator's for a node resumed from `on_exhausted: pause`
+    with new ones, else the step's template evaluated."""
+    if key.index is None and key.role is _MAIN:
+        rec = run.fold.records.get(key.text)
+        if rec is not None and rec.exhausted is not None and "args" in rec.exhausted:
+            return rec.exhausted["args"]
+    return template.evaluate(act)
 
 
 async def run_call(run: DagRun, call: Call) -> None:
@@ -97,22 +189,9 @@ def call_attempt(
     fold = run.fold
     key, node, step, attempt = call.key, call.node, call.step, call.attempt
     timeout = None if synchronous else node.timeout if step.timeout is None else step.timeout
-    ctx = CallContext(  # positional: cheaper, one is made for every call
-        fold.id,  # execution_id
-        node.id,  # node_id
-        attempt,
-        key.idempotency_key(fold.id),
-        fold.record.tenant,
-        run.secrets,
-        lambda type_, data: run.emit(key, type_, data),  # emit
-    )
+    ctx = _context(run, call)
     try:
-        # The step's own names: a map item's activation holds its item, not the map's items.
-        act = (
-            fold.activation(step.names, step.node_refs, call.extra, attempt)
-            if step.names or call.extra
-            else Activation()  # constant arguments (what `activation` would build)
-        )
+        act = _activation(fold, call)
     except ExpressionError as exc:
         return _now((False, expression_failure(exc)))
     instr = run.instrumentation
@@ -123,7 +202,7 @@ def call_attempt(
         timeout=timeout,
         breaker=breaker_for(step, run.breakers, fold.plan.breakers),
         clock=fold.clock,
-        on_breaker=lambda name, state: run.post(BreakerChanged(name, state)),
+        on_breaker=_on_breaker(run),
         span=(lambda: instr.attempt(fold.record, key.text, step.kind, attempt, target_of(step)))
         if instr is not None
         else None,
@@ -140,14 +219,9 @@ def _invoke(
 ) -> Awaitable[Any]:
     """The call itself (what `invoke_step` awaits), begun; what it raises before it awaits
     anything, `invoke_step` takes as the call's failure."""
-    # The arguments an operator gave a node resumed from `on_exhausted: pause`.
-    rec = run.fold.records.get(key.text) if key.index is None and key.role is _MAIN else None
-    given, args = False, None
-    if rec is not None and rec.exhausted is not None and "args" in rec.exhausted:
-        given, args = True, rec.exhausted["args"]
     match step:
         case ToolStep():
-            return call_tool(step, args if given else step.args.evaluate(act), ctx)
+            return call_tool(step, _args(run, step.args, act, key), ctx)
         case AgentStep():
             return call_agent(step, lambda t: t.evaluate(act), ctx)
         case PassStep():
@@ -160,7 +234,7 @@ def _invoke(
                 key=key.text,
                 attempt=attempt,
                 step=step,
-                input=args if given else step.workflow_input.evaluate(act),
+                input=_args(run, step.workflow_input, act, key),
             )
         case WaitStep():  # a map's wait body waits in the fold; it is never called
             raise AssertionError(step.kind)

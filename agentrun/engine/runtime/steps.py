@@ -22,7 +22,7 @@ from agentrun.engine.breakers import Breakers, CircuitBreaker
 from agentrun.engine.expressions import ExpressionError, Template
 from agentrun.engine.json_values import unstorable
 from agentrun.engine.plan import AgentStep, BreakerSpec, StepPlan, ToolStep, WorkflowStep
-from agentrun.engine.ports import AgentRequest, CallContext, ToolFailure
+from agentrun.engine.ports import AgentRequest, CallContext, Tool, ToolFailure
 from agentrun.engine.runtime.common import error_dict
 from agentrun.engine.runtime.deltas import DeltaStream
 from agentrun.engine.schema_numbers import coerce_numbers
@@ -75,6 +75,19 @@ async def call_tool(step: ToolStep, args: Any, ctx: CallContext) -> Any:
     attempt with `invalid_output`, naming the tool, the result's path and the schema's."""
     tool = step.tool
     assert tool is not None
+    if tool.args_schema:
+        check_args(tool, args)
+    deadline = _deadline.get()
+    if step.labels or deadline is not None:
+        ctx = dataclasses.replace(ctx, labels=step.labels, deadline=deadline)
+    result = await tool.call(args, ctx)
+    if tool.result_schema:
+        check_result(tool, result)
+    return result
+
+
+def check_args(tool: Tool, args: Any) -> None:
+    """Raises `invalid_args` unless `args` hold to `tool`'s `args_schema`."""
     schema = tool.args_schema
     if schema:
         error = _first_error(schema, args)
@@ -83,10 +96,10 @@ async def call_tool(step: ToolStep, args: Any, ctx: CallContext) -> Any:
             raise ToolFailure(
                 "invalid_args", f"args{where}: {error.message}", details={"field": f"args{where}"}
             )
-    deadline = _deadline.get()
-    if step.labels or deadline is not None:
-        ctx = dataclasses.replace(ctx, labels=step.labels, deadline=deadline)
-    result = await tool.call(args, ctx)
+
+
+def check_result(tool: Tool, result: Any) -> None:
+    """Raises `invalid_output` unless `result` holds to `tool`'s `result_schema`."""
     schema = tool.result_schema
     if schema:
         error = _first_error(schema, result)
@@ -98,7 +111,6 @@ async def call_tool(step: ToolStep, args: Any, ctx: CallContext) -> Any:
                 f" result{where}: {error.message} (schema path: {rule})",
                 details={"tool": tool.name, "field": f"result{where}", "schema_path": rule},
             )
-    return result
 
 
 def _first_error(schema: Any, value: Any) -> jsonschema.ValidationError | None:
@@ -190,45 +202,86 @@ async def invoke_step(
     (`circuit_open`), inside `span()` (the instrumentation's attempt hook). Never raises but
     for cancellation: a failure, a timeout, a result no store can hold (`invalid_output`) or a
     bug in a tool comes back as `(False, error dict)`. `on_breaker(name, state)` hears of
-    each change of the breaker's state."""
+    each change of the breaker's state. A synchronous tool's attempt without a span takes
+    the same steps without a coroutine (`attempt_now` in agentrun/engine/dag/calls.py)."""
     try:
         if breaker is not None:
-            allowed, changed = breaker.allow(clock())
-            if changed is not None:
-                on_breaker(breaker.name, changed.value)
-            if not allowed:
-                breaker = None
-                name = _called_name(step)
-                raise ToolFailure("circuit_open", f"circuit breaker {name!r} is open")
+            admit(step, breaker, clock, on_breaker)
         if span is not None:
             with span():
                 value = await (_bounded(call, timeout) if timeout else call())
         else:  # no context manager to enter: most calls (a synchronous tool's is a few us)
             value = await (_bounded(call, timeout) if timeout else call())
-        problem = unstorable(value, "output")
-        if problem is not None:  # what one backend could store and another not
-            raise ToolFailure("invalid_output", f"the result cannot be stored: {problem}")
-        if breaker is not None:
-            _record(breaker, True, None, clock, on_breaker)
-        return True, value
+        return succeeded(value, breaker, clock, on_breaker)
     except asyncio.CancelledError:
         raise
-    except TimeoutError:
+    except Exception as exc:
+        return failed(exc, attempt, timeout, breaker, clock, on_breaker, where)
+
+
+class _Refused(ToolFailure):
+    """An open breaker's refusal: the attempt fails `circuit_open` without being counted."""
+
+
+def admit(
+    step: StepPlan,
+    breaker: CircuitBreaker,
+    clock: Callable[[], float],
+    on_breaker: Callable[[str, str], None],
+) -> None:
+    """Raises `circuit_open` if `breaker` refuses the attempt now."""
+    allowed, changed = breaker.allow(clock())
+    if changed is not None:
+        on_breaker(breaker.name, changed.value)
+    if not allowed:
+        raise _Refused("circuit_open", f"circuit breaker {_called_name(step)!r} is open")
+
+
+def succeeded(
+    value: Any,
+    breaker: CircuitBreaker | None,
+    clock: Callable[[], float],
+    on_breaker: Callable[[str, str], None],
+) -> Outcome:
+    """A call's value as its attempt's outcome; raises `invalid_output` for a value that some
+    store could not hold (what one backend could store and another not)."""
+    problem = unstorable(value, "output")
+    if problem is not None:
+        raise ToolFailure("invalid_output", f"the result cannot be stored: {problem}")
+    if breaker is not None:
+        _record(breaker, True, None, clock, on_breaker)
+    return True, value
+
+
+def failed(
+    exc: Exception,
+    attempt: int,
+    timeout: float | None,
+    breaker: CircuitBreaker | None,
+    clock: Callable[[], float],
+    on_breaker: Callable[[str, str], None],
+    where: str,
+) -> Outcome:
+    """What an attempt raised (anything but cancellation), as its outcome: a timeout, a
+    typed failure or an expression's, counted by `breaker`; anything else is a bug in a
+    tool, logged as one (`where`: which call)."""
+    if isinstance(exc, TimeoutError):
         _record(breaker, False, "timeout", clock, on_breaker)
         return False, error_dict("timeout", f"attempt {attempt} timed out after {timeout}s")
-    except ToolFailure as exc:
-        _record(breaker, False, exc.type, clock, on_breaker)
+    if isinstance(exc, ToolFailure):
+        if not isinstance(exc, _Refused):
+            _record(breaker, False, exc.type, clock, on_breaker)
         err = error_dict(exc.type, exc.message, exc.details)
         if exc.retry_after is not None:
             err["retry_after"] = exc.retry_after
         if not exc.retryable:
             err["retryable"] = False
         return False, err
-    except ExpressionError as exc:
+    if isinstance(exc, ExpressionError):
         return False, error_dict("expression_error", exc.message, {"path": exc.path})
-    except Exception as exc:  # a bug in a tool must not take the engine down
-        log.exception("%s failed unexpectedly", where or "a step")
-        return False, error_dict("internal", f"{type(exc).__name__}: {exc}")
+    # A bug in a tool must not take the engine down.
+    log.error("%s failed unexpectedly", where or "a step", exc_info=exc)
+    return False, error_dict("internal", f"{type(exc).__name__}: {exc}")
 
 
 async def _bounded(call: Callable[[], Awaitable[Any]], timeout: float) -> Any:
