@@ -14,26 +14,17 @@ from agentrun.storage.records import (
     Batch,
     EventRecord,
     ExecutionRecord,
-    ExecutionState,
     NodeRecord,
     NodeState,
 )
 from agentrun.storage.sql import SqlStore
+from tests.storage.factories import execution_record
 
 EXECUTION_ID = "ex-crash"
 
 
 def execution(last_sequence: int) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=EXECUTION_ID,
-        tenant="acme",
-        workflow="wf",
-        version=1,
-        state=ExecutionState.RUNNING,
-        input={},
-        created_at=time.time(),
-        last_sequence=last_sequence,
-    )
+    return execution_record(EXECUTION_ID, input={}, last_sequence=last_sequence)
 
 
 def batch(i: int) -> Batch:

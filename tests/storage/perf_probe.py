@@ -18,32 +18,18 @@ import uuid
 from agentrun.storage.records import (
     Batch,
     EventRecord,
-    ExecutionRecord,
-    ExecutionState,
     NodeRecord,
     NodeState,
 )
 from agentrun.storage.sql import SqlStore
+from tests.storage.factories import execution_record
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def _execution(id: str, seq: int) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=id,
-        tenant="bench",
-        workflow="wf",
-        version=1,
-        state=ExecutionState.RUNNING,
-        input={"q": "x"},
-        created_at=time.time(),
-        last_sequence=seq,
-    )
-
-
 def _batch(id: str, seq: int) -> Batch:
     return Batch(
-        execution=_execution(id, seq),
+        execution=execution_record(id, tenant="bench", input={"q": "x"}, last_sequence=seq),
         nodes=[
             NodeRecord(id, f"n{seq}", NodeState.SUCCEEDED, attempt=1, output={"text": "ok" * 20})
         ],
@@ -53,7 +39,7 @@ def _batch(id: str, seq: int) -> Batch:
 
 async def _committer(store: SqlStore, count: int) -> None:
     id = uuid.uuid4().hex
-    await store.create_execution(_execution(id, 0))
+    await store.create_execution(execution_record(id, tenant="bench", input={"q": "x"}))
     for seq in range(1, count + 1):
         await store.commit(_batch(id, seq))
 

@@ -8,28 +8,17 @@ import time
 import pytest
 
 from agentrun.storage.base import StoreError
-from agentrun.storage.records import Batch, EventRecord, ExecutionRecord, ExecutionState
+from agentrun.storage.records import Batch, EventRecord
 from agentrun.storage.sql import SqlStore
 
 from .conftest import PgServer, _pg_admin
+from .factories import execution_record
 
 
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _execution(id: str) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=id,
-        tenant="acme",
-        workflow="wf",
-        version=1,
-        state=ExecutionState.RUNNING,
-        input=None,
-        created_at=time.time(),
-    )
 
 
 async def test_unreachable_postgres_raises_store_error() -> None:
@@ -49,7 +38,7 @@ async def test_lost_postgres_connections_raise_store_error_then_recover(
     store = SqlStore(url)
     await store.open()
     try:
-        await store.create_execution(_execution("ex-1"))
+        await store.create_execution(execution_record("ex-1"))
         database = url.rsplit("/", 1)[1]
         _pg_admin(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -83,7 +72,7 @@ async def test_close_waits_for_queued_commits(tmp_path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/x.db"
     store = SqlStore(url)
     await store.open()
-    await store.create_execution(_execution("ex-1"))
+    await store.create_execution(execution_record("ex-1"))
     commits = [
         asyncio.create_task(store.commit(Batch(events=[EventRecord("ex-1", i, "x", time.time())])))
         for i in range(1, 51)
@@ -130,7 +119,7 @@ async def test_unstorable_payload_fails_its_batch_only(sql_store: SqlStore) -> N
 
     from agentrun.storage.records import NodeRecord, NodeState
 
-    await sql_store.create_execution(_execution("ex-1"))
+    await sql_store.create_execution(execution_record("ex-1"))
     unstorable = [object()]
     if sql_store.dialect == "postgresql":
         # JSONB has no representation for U+0000 or a lone surrogate.
@@ -154,14 +143,14 @@ async def test_unstorable_payload_fails_its_batch_only(sql_store: SqlStore) -> N
 async def test_unstorable_values_outside_commit_raise_value_error(sql_store: SqlStore) -> None:
     from agentrun.storage.records import SignalRecord, WorkflowRecord
 
-    record = _execution("ex-bad")
+    record = execution_record("ex-bad")
     record.input = {"x": object()}
     with pytest.raises(ValueError):
         await sql_store.create_execution(record)
     assert await sql_store.get_execution("ex-bad") is None
     with pytest.raises(ValueError):
         await sql_store.create_workflow(WorkflowRecord("t", "wf", 0, {"x": {1, 2}}, 0.0))
-    await sql_store.create_execution(_execution("ex-1"))
+    await sql_store.create_execution(execution_record("ex-1"))
     with pytest.raises(ValueError):
         await sql_store.add_signal(SignalRecord("ex-1", "go", object(), "s1", 0.0))
     with pytest.raises(KeyError):
@@ -174,7 +163,7 @@ async def test_commits_fail_instead_of_hanging_when_the_writer_dies(tmp_path) ->
     store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/x.db")
     await store.open()
     try:
-        await store.create_execution(_execution("ex-1"))
+        await store.create_execution(execution_record("ex-1"))
         waiting = asyncio.create_task(
             store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
         )

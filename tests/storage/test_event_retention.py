@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime
 
 from agentrun.storage.base import Store
-from agentrun.storage.records import Batch, EventRecord, ExecutionRecord, ExecutionState
+from agentrun.storage.records import Batch, EventRecord, ExecutionState
+from tests.storage.factories import execution_record
 
 DAY = 86_400.0
 NOW = datetime.datetime(2026, 11, 25, 12, tzinfo=datetime.UTC).timestamp()
@@ -19,15 +20,7 @@ def _id(created: float, tail: str) -> str:
 async def _execution(
     store: Store, created: float, tail: str, state: ExecutionState, ended: float | None
 ) -> str:
-    record = ExecutionRecord(
-        id=_id(created, tail),
-        tenant="t",
-        workflow="w",
-        version=1,
-        state=ExecutionState.RUNNING,
-        input=None,
-        created_at=created,
-    )
+    record = execution_record(_id(created, tail), tenant="t", workflow="w", created_at=created)
     await store.create_execution(
         record, events=[EventRecord(record.id, 1, "execution.pending", created)]
     )

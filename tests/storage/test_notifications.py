@@ -38,6 +38,7 @@ from agentrun.storage.records import (
 from agentrun.storage.sql import SqlStore
 
 from .conftest import PgServer, _pg_admin
+from .factories import execution_record
 
 
 async def _until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
@@ -118,9 +119,7 @@ async def _pair(
     """The reader listens; the writer has a running execution and an active instance."""
     heard: list[tuple[str, str]] = []
     reader.listen(lambda kind, key: heard.append((kind, key)))
-    execution = ExecutionRecord(
-        "ex-1", "t", "wf", 1, ExecutionState.RUNNING, input=None, created_at=time.time()
-    )
+    execution = execution_record("ex-1", tenant="t")
     await writer.create_execution(execution)
     await writer.instances.create_instance(_instance(1), [_entry(1)])
     return heard, execution
@@ -375,9 +374,7 @@ async def test_a_group_commit_announces_the_events_it_wrote_and_only_those(
     # Ids of 100 characters: 120 of them need two payloads at least.
     ids = [f"ex-{i:03d}-" + "x" * 93 for i in range(120)]
     for execution_id in ids:
-        record = ExecutionRecord(
-            execution_id, "t", "wf", 1, ExecutionState.RUNNING, input=None, created_at=now
-        )
+        record = execution_record(execution_id, tenant="t", created_at=now)
         await writer.create_execution(record)
     claimed = {
         x.id: x for x in await writer.claim_executions("r1", lease_seconds=60, now=now, limit=200)

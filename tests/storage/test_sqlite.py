@@ -9,20 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from agentrun.storage.records import Batch, EventRecord, ExecutionRecord, ExecutionState
+from agentrun.storage.records import Batch, EventRecord
 from agentrun.storage.sql import SqlStore
-
-
-def _execution(id: str) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=id,
-        tenant="acme",
-        workflow="wf",
-        version=1,
-        state=ExecutionState.RUNNING,
-        input=None,
-        created_at=time.time(),
-    )
+from tests.storage.factories import execution_record
 
 
 async def _pragmas(store: SqlStore) -> dict[str, object]:
@@ -55,8 +44,8 @@ async def test_two_stores_on_one_file_both_write(tmp_path: Path) -> None:
     await first.open()
     await second.open()
     try:
-        await first.create_execution(_execution("ex-a"))
-        await second.create_execution(_execution("ex-b"))
+        await first.create_execution(execution_record("ex-a"))
+        await second.create_execution(execution_record("ex-b"))
 
         def batches(id: str) -> list[Batch]:
             return [Batch(events=[EventRecord(id, i, "x", time.time())]) for i in range(1, 101)]
@@ -86,16 +75,16 @@ async def test_a_write_lock_held_elsewhere_is_store_error_then_recovers(tmp_path
     await store.open()
     other = sqlite3.connect(path, isolation_level=None)
     try:
-        await store.create_execution(_execution("ex-1"))
+        await store.create_execution(execution_record("ex-1"))
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         with pytest.raises(StoreError):
             await store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
         with pytest.raises(StoreError):
-            await store.create_execution(_execution("ex-2"))
+            await store.create_execution(execution_record("ex-2"))
         assert await store.get_execution("ex-1") is not None  # reads still work (WAL)
         other.execute("ROLLBACK")
         await store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
-        await store.create_execution(_execution("ex-2"))
+        await store.create_execution(execution_record("ex-2"))
         assert len(await store.list_events("ex-1")) == 1
     finally:
         other.close()
@@ -124,7 +113,7 @@ async def test_a_commit_waiting_for_a_lock_held_elsewhere_leaves_the_loop_free(
     await store.open()
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        await store.create_execution(_execution("ex-1"))
+        await store.create_execution(execution_record("ex-1"))
         await store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         commit = asyncio.create_task(
@@ -157,7 +146,7 @@ async def test_a_read_on_the_loops_thread_never_waits_for_a_lock(tmp_path: Path)
     database = store.database
     assert isinstance(database, sqldb_sqlite.SqliteDatabase)
     assert database._now_reader is not None and database._engine is not None
-    await store.create_execution(_execution("ex-1"))
+    await store.create_execution(execution_record("ex-1"))
     on_loop: list[str] = []
     pooled: list[str] = []
     sa.event.listen(database._now_reader, "before_cursor_execute", lambda *a: on_loop.append(a[2]))

@@ -22,20 +22,11 @@ from agentrun.storage.records import (
 )
 from agentrun.storage.sql import SqlStore
 from agentrun.storage.sqlite_turns import SqliteTurnWriter
+from tests.storage.factories import execution_record
 
 T0 = 1_700_000_000.0
-
-
-def _execution(id: str) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=id,
-        tenant="acme",
-        workflow="wf",
-        version=1,
-        state=ExecutionState.RUNNING,
-        input={"x": 1},
-        created_at=T0,
-    )
+# Every execution here: the same input and creation time, so both write paths store the same.
+_SAME = {"input": {"x": 1}, "created_at": T0}
 
 
 @pytest.fixture
@@ -85,7 +76,7 @@ async def test_a_stale_fence_writes_nothing_on_the_direct_path(store: SqlStore) 
     """The turn writer alone (not the transaction's way behind it) leaves a stale batch
     unwritten, while its neighbour in the same group commits."""
     for id_ in ("ex-a", "ex-b"):
-        await store.create_execution(_execution(id_))
+        await store.create_execution(execution_record(id_, **_SAME))
     first = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
     await store.release_leases("r1")
     (moved,) = await store.claim_executions("r2", lease_seconds=10, now=T0 + 1, limit=1)
@@ -106,7 +97,7 @@ async def test_a_stale_fence_writes_nothing_on_the_direct_path(store: SqlStore) 
 async def test_an_unknown_execution_is_left_to_the_transaction(store: SqlStore) -> None:
     writer = store.database.turn_writer()
     assert writer is not None
-    assert await writer([_turn(_execution("ex-none"), None)]) == [UNWRITTEN]
+    assert await writer([_turn(execution_record("ex-none", **_SAME), None)]) == [UNWRITTEN]
     assert await store.list_events("ex-none") == []
 
 
@@ -134,7 +125,7 @@ async def test_the_rows_are_those_the_transaction_writes(store: SqlStore, tmp_pa
     """The same turn through the turn writer and through the transaction's way (`_apply`)
     leaves the same values of the same types in every column."""
     for id_ in ("ex-direct", "ex-sqlalchemy"):
-        await store.create_execution(_execution(id_))
+        await store.create_execution(execution_record(id_, **_SAME))
     claimed = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
     writer = store.database.turn_writer()
     assert writer is not None
@@ -153,7 +144,7 @@ async def test_a_turn_that_ends_the_execution_writes_its_state_and_end(
     change: a turn that keeps them, then one that ends the execution, leave the same row as the
     transaction's way, and the indexes agree with the table."""
     for id_ in ("ex-direct", "ex-sqlalchemy"):
-        await store.create_execution(_execution(id_))
+        await store.create_execution(execution_record(id_, **_SAME))
     claimed = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
     writer = store.database.turn_writer()
     assert writer is not None
@@ -203,7 +194,7 @@ async def test_commits_go_through_the_turn_writer(
         return write(batches, conn)
 
     monkeypatch.setattr(sqlite_turns, "write_turns", counted)
-    await store.create_execution(_execution("ex-c"))
+    await store.create_execution(execution_record("ex-c", **_SAME))
     (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
     await store.commit(Batch(execution=mine, fence=("r1", 1)))
     assert calls == [1, 1]  # the start, then the turn
@@ -211,12 +202,12 @@ async def test_commits_go_through_the_turn_writer(
 
 def _start(id_: str, request_id: str | None) -> _Rows:
     """A start: the new execution with its first turn's rows, as create_execution queues it."""
-    record = _execution(id_)
+    record = execution_record(id_, **_SAME)
     record.request_id = request_id
     record.request_hash = "h" if request_id else None
     record.labels = {"k": "v"}
     record.owner, record.lease_epoch, record.lease_expires_at = "r1", 1, T0 + 10
-    turn = _turn(_execution(id_), None)
+    turn = _turn(execution_record(id_, **_SAME), None)
     return _Rows(
         execution=None,
         nodes=turn.nodes,

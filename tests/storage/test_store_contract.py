@@ -29,6 +29,7 @@ from agentrun.storage.records import (
 )
 
 from .conftest import Backend
+from .factories import execution_record
 
 T0 = 1_790_000_000.123456
 _ids = itertools.count(1)
@@ -53,11 +54,10 @@ def execution(
     state: ExecutionState = ExecutionState.RUNNING,
     request_id: str | None = None,
 ) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=id or f"ex-{next(_ids):06d}",
+    return execution_record(
+        id or f"ex-{next(_ids):06d}",
         tenant=tenant,
         workflow=workflow,
-        version=1,
         state=state,
         input={"q": "hello"},
         created_at=T0,
@@ -67,10 +67,8 @@ def execution(
 
 def full_execution(id: str = "ex-full") -> ExecutionRecord:
     """Every field set to a non-default value, to catch a column that is dropped or mangled."""
-    return ExecutionRecord(
-        id=id,
-        tenant="acme",
-        workflow="wf",
+    return execution_record(
+        id,
         version=3,
         state=ExecutionState.WAITING,
         input={"nested": {"list": [1, 2.5, "three", None, True]}, "unicode": "héllo ✓"},
@@ -816,15 +814,7 @@ async def test_a_batch_repeating_a_sequence_fails_whole(
 
 
 async def test_unknown_execution_is_a_key_error(store: Store) -> None:
-    ghost = ExecutionRecord(
-        id="ghost",
-        tenant="t",
-        workflow="w",
-        version=1,
-        state=ExecutionState.RUNNING,
-        input=None,
-        created_at=T0,
-    )
+    ghost = execution_record("ghost", tenant="t", workflow="w", created_at=T0)
     with pytest.raises(KeyError):
         await store.commit(Batch(execution=ghost))
     with pytest.raises(KeyError):
