@@ -64,6 +64,16 @@ class _Busy(Exception):
     """Another process holds the write lock; nothing was written (run it in the thread)."""
 
 
+def _loop_has_work() -> bool:
+    """Whether the running loop has callbacks ready (other tasks that an inline commit would
+    hold up for its fsync): then the commit goes to the thread and the loop runs on, so more
+    batches queue for the next group meanwhile. Under gRPC StartExecution at concurrency 10
+    96% of commits found work ready; inline, each held the loop ~0.6-1.3 ms for a group of
+    one start (calls arrive one per loop wake-up), ~0.95 commits per start. asyncio's loop
+    keeps them in `_ready`; a loop without it (uvloop) reads as idle."""
+    return bool(getattr(asyncio.get_running_loop(), "_ready", None))
+
+
 def _busy(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", exc)
     return isinstance(orig, sqlite3.OperationalError) and orig.sqlite_errorcode in _BUSY
@@ -350,6 +360,7 @@ class SqliteDatabase(SqlDatabase):
             self._handed == self._finished + self._dropped
             and self._sync_writer is not None
             and self._average < INLINE_MAX_SECONDS
+            and not _loop_has_work()
         )
 
     async def _write(self, work: Callable[[Any], T], *, foreign_keys: bool, raw: bool = False) -> T:

@@ -133,6 +133,56 @@ async def test_a_commit_waiting_for_a_lock_held_elsewhere_leaves_the_loop_free(
         await store.close()
 
 
+async def test_a_commit_goes_to_the_thread_while_the_loop_has_other_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small group commit runs on the loop's thread only when nothing else is ready to
+    run there: with other tasks ready (calls arriving one by one, as gRPC hands them over)
+    it goes to the writer thread, so the loop is not held up for its fsync and the next
+    group gathers the batches that arrive meanwhile."""
+    import threading
+
+    from agentrun.storage import sqldb_sqlite
+
+    # However slow this machine's disk is today, the commit is one the loop's thread may take.
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 3600.0)
+    on_loop: list[bool] = []
+    run = sqldb_sqlite.SqliteDatabase._run
+
+    def recorded(self: sqldb_sqlite.SqliteDatabase, *args: object, **kwargs: object) -> object:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return run(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqldb_sqlite.SqliteDatabase, "_run", recorded)
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'ready.db'}")
+    await store.open()
+    try:
+        await store.create_execution(execution_record("ex-1"))
+        on_loop.clear()
+        await store.commit(Batch(events=[EventRecord("ex-1", 1, "x", time.time())]))
+        assert on_loop == [True]  # an idle loop: the commit on its thread
+
+        busy = True
+
+        async def other_work() -> None:
+            while busy:
+                await asyncio.sleep(0)  # always ready to run again
+
+        worker = asyncio.create_task(other_work())
+        try:
+            on_loop.clear()
+            for sequence in (2, 3):
+                await store.commit(Batch(events=[EventRecord("ex-1", sequence, "x", time.time())]))
+            assert on_loop == [False, False]  # the loop had work: in the writer thread
+        finally:
+            busy = False
+            await worker
+        assert [e.sequence for e in await store.list_events("ex-1")] == [1, 2, 3]
+    finally:
+        await store.close()
+
+
 async def test_a_read_on_the_loops_thread_never_waits_for_a_lock(tmp_path: Path) -> None:
     """`read_now` (a reload's read, `get_execution`) runs on the loop's thread with no busy
     wait: a file locked by another connection sends the read to the pool (which may wait for
