@@ -30,6 +30,16 @@ async def engine() -> AsyncIterator[Any]:
     await engine.stop(grace=0)
 
 
+# How long a test's server may wait for calls still in flight when it stops (none, usually: it
+# then stops at once). Not 0: grpc stops a server with grace 0 by cancelling all calls, which
+# sends a GOAWAY with INTERNAL_ERROR ("Cancelling all calls") on every connection still open,
+# and a test's connection often is, though its channel is closed: a failed call's objects keep
+# it while they live (pytest.raises' ExceptionInfo and the traceback's frames form a cycle,
+# kept until the next gc). The client side logs each such GOAWAY ("Got goaway [2]"), on the
+# terminal under pytest-xdist. A graceful stop sends a GOAWAY with NO_ERROR, which it does not.
+STOP_GRACE = 5.0
+
+
 def _config(**overrides: Any) -> ServerConfig:
     return ServerConfig.load(env={}, **overrides)
 
@@ -39,7 +49,7 @@ async def server(engine: Any) -> AsyncIterator[AgentrunServer]:
     server = AgentrunServer(engine, _config())
     await server.start("127.0.0.1:0")
     yield server
-    await server.stop(0)
+    await server.stop(STOP_GRACE)
 
 
 @pytest.fixture
@@ -60,7 +70,7 @@ async def auth_server(engine: Any) -> AsyncIterator[AgentrunServer]:
     server = AgentrunServer(engine, _config(api_keys=KEYS, max_message_bytes=1024 * 1024))
     await server.start("127.0.0.1:0")
     yield server
-    await server.stop(0)
+    await server.stop(STOP_GRACE)
 
 
 ECHO_CHAIN = """

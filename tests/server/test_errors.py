@@ -19,7 +19,7 @@ from agentrun.v1 import execution_service_pb2 as es
 from agentrun.v1 import execution_service_pb2_grpc as es_grpc
 from agentrun.v1 import workflow_service_pb2 as ws
 from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc
-from tests.server.conftest import ECHO_CHAIN, KEYS
+from tests.server.conftest import ECHO_CHAIN, KEYS, STOP_GRACE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -435,7 +435,7 @@ async def test_access_log(engine, caplog: pytest.LogCaptureFixture) -> None:
                     break
                 await asyncio.sleep(0.05)
         finally:
-            await server.stop(0)
+            await server.stop(STOP_GRACE)
     logged = lines()
     assert any("ListWorkflows OK" in line and "tenant=acme" in line for line in logged), logged
     assert any("GetWorkflow UNAUTHENTICATED" in line for line in logged), logged

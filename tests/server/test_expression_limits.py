@@ -13,6 +13,7 @@ from typing import Self
 import pytest
 
 from agentrun.client import Client, ExecutionState
+from tests.server.conftest import STOP_GRACE
 from tests.server.subprocess_server import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -125,5 +126,5 @@ async def test_list_and_get_stay_within_the_answer_limit() -> None:
             assert got.nodes[0].output == "0" * 300_000
             assert got.nodes[-1].output is None  # past the budget: read it from the events
     finally:
-        await server.stop(0)
+        await server.stop(STOP_GRACE)
         await engine.stop(grace=0)

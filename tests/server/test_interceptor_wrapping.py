@@ -13,6 +13,7 @@ from agentrun.client import AsyncClient
 from agentrun.client.errors import Unauthenticated
 from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.server.auth import ApiKey
+from tests.server.conftest import STOP_GRACE
 
 ONE = "name: one\nnodes:\n  - id: only\n    pass: {value: 1}\n"
 
@@ -41,5 +42,5 @@ async def test_calls_run_no_intercept_service(engine: Any, monkeypatch: Any) -> 
             with pytest.raises(Unauthenticated):
                 await client.start_execution("one")
     finally:
-        await server.stop(0)
+        await server.stop(STOP_GRACE)
     assert per_call == []

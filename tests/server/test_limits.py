@@ -9,6 +9,7 @@ from agentrun.engine import load_workflow
 from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.v1 import execution_service_pb2 as es
 from agentrun.v1 import execution_service_pb2_grpc as es_grpc
+from tests.server.conftest import STOP_GRACE
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -35,4 +36,4 @@ async def test_pinging_too_often_gets_goaway(engine) -> None:
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "ping" in (caught.value.details() or "").lower()
     finally:
-        await server.stop(0)
+        await server.stop(STOP_GRACE)

@@ -25,6 +25,7 @@ from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.storage.memory import MemoryStore
 from agentrun.storage.sql import SqlStore
 from agentrun.v1 import execution_service_pb2 as es_pb
+from tests.server.conftest import STOP_GRACE
 from tests.storage.conftest import PgServer
 from tests.storage.templates import migrated_sqlite
 
@@ -113,7 +114,7 @@ class Rig:
     async def stop(self) -> None:
         assert self.client and self.server and self.engine
         await self.client.__aexit__(None, None, None)
-        await self.server.stop(0)
+        await self.server.stop(STOP_GRACE)
         await self.engine.stop(grace=0)
 
 

@@ -20,6 +20,7 @@ from agentrun.v1 import execution_service_pb2 as es
 from agentrun.v1 import execution_service_pb2_grpc as es_grpc
 from agentrun.v1 import workflow_service_pb2 as ws
 from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc
+from tests.server.conftest import STOP_GRACE
 
 WAITER = """
 name: waiter
@@ -55,7 +56,7 @@ async def test_full_pending_queue_is_resource_exhausted_with_quota_failure() -> 
                 async with asyncio.timeout(30):
                     await executions.StartExecution(start)
     finally:
-        await server.stop(0)
+        await server.stop(STOP_GRACE)
         await engine.stop(grace=0)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value.details()
     status = rpc_status.from_call(refused.value)  # type: ignore[arg-type]
