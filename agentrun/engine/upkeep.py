@@ -1,5 +1,5 @@
 """This replica's upkeep of its executions: leases claimed at start, renewed every lease/3 (one
-row per replica, storage/executions.py), orphans adopted as soon as a lease held elsewhere
+row per replica, storage/execution_leases.py), orphans adopted as soon as a lease held elsewhere
 expires, and the event log maintained.
 
 `Engine.start` claims and resumes what this replica held (`claim_at_start`) and starts the

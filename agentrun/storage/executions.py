@@ -1,4 +1,6 @@
-"""Executions in a SQL database: their nodes, events, signals and leases, and the group commit.
+"""Executions in a SQL database: their nodes, events and signals, and the group commit. Their
+leases are `ExecutionLeases`' (execution_leases.py), the reads that rebuild runs
+`ExecutionRestores`' (execution_restore.py).
 
 `commit` is on the engine's hot path (one per node completion), so it goes through the group
 commit (group_commit.py): concurrent batches share one transaction and one fsync, and each
@@ -11,7 +13,6 @@ first statement of the transaction.
 from __future__ import annotations
 
 import copy
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,6 +21,8 @@ import sqlalchemy as sa
 
 from agentrun.storage import schema as db
 from agentrun.storage.base import ExecutionRepository, LeaseLost, StoreError
+from agentrun.storage.execution_leases import UNFINISHED, ExecutionLeases
+from agentrun.storage.execution_restore import ExecutionRestores
 from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.records import (
     Batch,
@@ -30,14 +33,12 @@ from agentrun.storage.records import (
     NodeState,
     SignalRecord,
 )
-from agentrun.storage.sqldb import SqlDatabase, claim_leases
+from agentrun.storage.sqldb import SqlDatabase
 
 __all__ = ["SqlExecutions"]
 
-_UNFINISHED = [s.value for s in ExecutionState if not s.terminal]
 
-
-class SqlExecutions(ExecutionRepository):
+class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
     """Errors, as the memory store raises them: StoreError when the database is unavailable
     (retry later), KeyError for a batch or signal naming an unknown execution, ValueError for
     anything the database refuses (a duplicate event sequence or execution id, a value JSON
@@ -158,7 +159,7 @@ class SqlExecutions(ExecutionRepository):
     async def list_unfinished_executions(self) -> list[ExecutionRecord]:
         query = (
             sa.select(db.executions)
-            .where(db.executions.c.state.in_(_UNFINISHED))
+            .where(db.executions.c.state.in_(UNFINISHED))
             .order_by(db.executions.c.id)
         )
         return [db.execution_record(row) for row in await self.database.read(query)]
@@ -186,7 +187,7 @@ class SqlExecutions(ExecutionRepository):
             .join(executions, executions.c.id == nodes.c.execution_id)
             .where(
                 executions.c.tenant == tenant,
-                executions.c.state.in_(_UNFINISHED),
+                executions.c.state.in_(UNFINISHED),
                 nodes.c.state == NodeState.WAITING.value,
                 nodes.c.wait.is_not(None),
             )
@@ -309,124 +310,6 @@ class SqlExecutions(ExecutionRepository):
         """Partitions on PostgreSQL, deletes on SQLite: the database's own way."""
         return await self.database.maintain_events(now=now, retention_seconds=retention_seconds)
 
-    # Leases ----------------------------------------------------------------
-    # An execution is held by its owner while its own `lease_expires_at` (set when it is
-    # created or claimed; 0 once handed back) or its owner's row in `replica_leases` (renewed
-    # every lease/3, one row per replica) is in the future: renewing costs one row however
-    # many executions a replica owns (docs/durability.md, "Leases").
-    async def claim_executions(
-        self,
-        owner: str,
-        *,
-        lease_seconds: float,
-        now: float,
-        limit: int = 100,
-        include_own: bool = False,
-        after_id: str | None = None,
-    ) -> list[ExecutionRecord]:
-        self.database.require_open()
-        t, r = db.executions, db.replica_leases
-        # Replicas whose own lease just expired, locked (SKIP LOCKED: one renewing now is
-        # alive) until this claim commits, so a renewal waits for it and then finds its row
-        # spent. Rows spent already (0) need no lock: their replica renews the old way, every
-        # execution's own lease, and those it renews are not expired here.
-        dying = (
-            sa.select(r.c.id)
-            .where(r.c.id != owner, r.c.lease_expires_at < now, r.c.lease_expires_at > 0)
-            .with_for_update(skip_locked=True)
-        )
-        spent = sa.select(r.c.id).where(r.c.lease_expires_at <= 0)
-
-        def claim(conn: sa.Connection) -> list[ExecutionRecord]:
-            gone = [row.id for row in conn.execute(dying)]
-            x = t.c.lease_expires_at
-            expired = sa.or_(
-                t.c.owner.is_(None),
-                x.is_(None),
-                x <= 0,  # handed back
-                sa.and_(
-                    x < now,
-                    sa.or_(
-                        t.c.owner.in_(gone),
-                        t.c.owner.in_(spent),
-                        t.c.owner.not_in(sa.select(r.c.id)),
-                    ),
-                ),
-            )
-            # Never this replica's own by expiry: those it runs, and a late renewal must not
-            # bump their epoch under its running runs (which would then stop as "lease lost").
-            free = sa.and_(expired, sa.or_(t.c.owner.is_(None), t.c.owner != owner))
-            if include_own:
-                free = sa.or_(free, t.c.owner == owner)
-            if after_id is not None:
-                free = sa.and_(free, t.c.id > after_id)
-            candidates = (
-                sa.select(t.c.id)
-                .where(t.c.state.in_(_UNFINISHED), free)
-                .order_by(t.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            rows = claim_leases(
-                conn, t, candidates, owner=owner, now=now, lease_seconds=lease_seconds
-            )
-            if gone:
-                # Spent, whatever their clocks say: a replica that comes back finds out at its
-                # next renewal and learns which executions it still holds.
-                conn.execute(r.update().where(r.c.id.in_(gone)).values(lease_expires_at=0.0))
-            return [db.execution_record(row) for row in rows]
-
-        return await self.database.transaction(claim, leases=True)
-
-    async def renew_leases(
-        self, owner: str, *, lease_seconds: float, now: float
-    ) -> set[str] | None:
-        """One row while this replica's lease held throughout (None: every execution it
-        held, it still holds); otherwise (its first renewal, or one after its lease ran out
-        and others may have claimed) every execution it owns, as ever, and its row anew."""
-        self.database.require_open()
-        t, r = db.executions, db.replica_leases
-        until = now + lease_seconds
-        extend = (
-            r.update()
-            .where(r.c.id == owner, r.c.lease_expires_at >= now)
-            .values(lease_expires_at=until)
-        )
-        mine = (
-            sa.select(t.c.id)
-            .where(t.c.owner == owner, t.c.state.in_(_UNFINISHED))
-            .order_by(t.c.id)
-            .with_for_update()
-        )
-        insert = self.database.insert(r).values(id=owner, lease_expires_at=until)
-        register = insert.on_conflict_do_update(
-            index_elements=[r.c.id], set_={"lease_expires_at": until}
-        )
-
-        def renew(conn: sa.Connection) -> set[str] | None:
-            if conn.execute(extend).rowcount == 1:
-                return None
-            # Locked in id order first (as fenced commits lock them), then extended.
-            ids = [row.id for row in conn.execute(mine)]
-            if ids:
-                conn.execute(t.update().where(t.c.id.in_(ids)).values(lease_expires_at=until))
-            conn.execute(register)
-            return set(ids)
-
-        return await self.database.transaction(renew, leases=True)
-
-    async def next_lease_expiry(self, owner: str) -> float | None:
-        rows = await self.database.read(_NEXT_EXPIRY, {"b_owner": owner})
-        return None if rows[0][0] is None else float(rows[0][0])
-
-    async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
-        self.database.require_open()
-        t = db.executions
-        statement = t.update().where(t.c.owner == owner).values(lease_expires_at=0.0)
-        if execution_ids is not None:
-            statement = statement.where(t.c.id.in_(list(execution_ids)))
-        await self.database.transaction(lambda conn: conn.execute(statement), leases=True)
-
     # Events ----------------------------------------------------------------
     async def list_events(
         self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000
@@ -470,47 +353,6 @@ class SqlExecutions(ExecutionRepository):
         )
         return [db.signal_record(row) for row in await self.database.read(query)]
 
-    async def restore_reads(
-        self, execution_ids: Sequence[str]
-    ) -> dict[str, tuple[list[NodeRecord], list[SignalRecord]]]:
-        """`Store.restore_reads`: the node rows and unconsumed signals of many executions in
-        two queries per chunk of ids (recovery rebuilds hundreds of runs at once)."""
-        out: dict[str, tuple[list[NodeRecord], list[SignalRecord]]] = {
-            i: ([], []) for i in execution_ids
-        }
-        ids = list(out)
-        for start in range(0, len(ids), _RESTORE_CHUNK):
-            chunk = ids[start : start + _RESTORE_CHUNK]
-            nodes = (
-                sa.select(db.nodes)
-                .where(db.nodes.c.execution_id.in_(chunk))
-                .order_by(db.nodes.c.execution_id, db.nodes.c.node_id)
-            )
-            for row in await self.database.read(nodes):
-                out[row.execution_id][0].append(db.node_record(row))
-            signals = (
-                sa.select(db.signals)
-                .where(db.signals.c.execution_id.in_(chunk), db.signals.c.consumed_by.is_(None))
-                .order_by(db.signals.c.execution_id, db.signals.c.seq)
-            )
-            for row in await self.database.read(signals):
-                out[row.execution_id][1].append(db.signal_record(row))
-        return out
-
-    async def restore_read(
-        self, execution_id: str
-    ) -> tuple[ExecutionRecord, list[NodeRecord], list[SignalRecord]] | None:
-        """`Store.restore_read` in one query (`_RESTORE_ONE`), one snapshot: one round trip on
-        PostgreSQL; on SQLite one read on the loop's thread (`read_now`), where three reads
-        side by side through aiosqlite cost fifteen thread hand-offs."""
-        rows = await self.database.read_now(_RESTORE_ONE, {"b_id": execution_id})
-        if not rows or rows[0].kind != 0:
-            return None
-        record = db.execution_record(_Unprefixed(rows[0], "e_"))
-        nodes = [db.node_record(_Unprefixed(r, "n_")) for r in rows if r.kind == 1]
-        signals = [db.signal_record(_Unprefixed(r, "s_")) for r in rows if r.kind == 2]
-        return record, nodes, signals
-
     async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
         query = sa.select(db.signals).where(
             db.signals.c.execution_id == execution_id, db.signals.c.signal_id == signal_id
@@ -519,70 +361,6 @@ class SqlExecutions(ExecutionRepository):
         return db.signal_record(rows[0]) if rows else None
 
 
-# Ids per query of `restore_reads` (well under SQLite's 32,766 bound parameters).
-_RESTORE_CHUNK = 500
-
-
-def _restore_one() -> sa.CompoundSelect[Any]:
-    """An execution's row, its node rows and its unconsumed signals as one UNION ALL: each
-    row says which it is (`kind` 0, 1, 2) and carries the columns of every table, prefixed
-    (`e_`, `n_`, `s_`), NULL (typed, so both dialects decode them alike) where not its own.
-    Ordered as `get_nodes` and `pending_signals` order theirs."""
-    tables = ((db.executions, "e_"), (db.nodes, "n_"), (db.signals, "s_"))
-    wanted = sa.bindparam("b_id", type_=sa.String())
-    where = (
-        db.executions.c.id == wanted,
-        db.nodes.c.execution_id == wanted,
-        sa.and_(db.signals.c.execution_id == wanted, db.signals.c.consumed_by.is_(None)),
-    )
-    branches = []
-    for kind, (table, _prefix) in enumerate(tables):
-        columns: list[sa.ColumnElement[Any]] = [
-            sa.literal_column(str(kind), sa.Integer).label("kind")
-        ]
-        for other, prefix in tables:
-            for column in other.c:
-                value = column if other is table else sa.cast(sa.null(), column.type)
-                columns.append(value.label(prefix + column.name))
-        branches.append(sa.select(*columns).where(where[kind]))
-    return sa.union_all(*branches).order_by(
-        sa.literal_column("kind"), sa.literal_column("n_node_id"), sa.literal_column("s_seq")
-    )
-
-
-_RESTORE_ONE = _restore_one()
-
-
-def _next_expiry() -> sa.Select[Any]:
-    """When the first lease held by another replica than `b_owner` expires: each unfinished
-    execution's own lease or its owner's (`replica_leases`), whichever is later; 0 for one
-    with no owner or handed back.
-
-    Read every lease/3 by every replica, so it reads only others' rows: three ranges of
-    `ix_executions_state_owner` (no owner, owners before `b_owner`, owners after it), never
-    the executions `b_owner` holds itself (idle ones can be most of them) nor finished ones.
-    As one `owner != b_owner` filter, SQLite and PostgreSQL read all unfinished rows."""
-    t, r = db.executions, db.replica_leases
-    x, replica = t.c.lease_expires_at, r.c.lease_expires_at
-    owner = sa.bindparam("b_owner", type_=sa.String())
-    held = sa.case(
-        (sa.or_(t.c.owner.is_(None), x.is_(None), x <= 0), 0.0),
-        (sa.or_(replica.is_(None), x >= replica), x),
-        else_=replica,
-    ).label("held")
-    ranges = (t.c.owner.is_(None), t.c.owner < owner, t.c.owner > owner)
-    others = sa.union_all(
-        *(
-            sa.select(held)
-            .select_from(t.outerjoin(r, r.c.id == t.c.owner))
-            .where(t.c.state.in_(_UNFINISHED), where)
-            for where in ranges
-        )
-    ).subquery()
-    return sa.select(sa.func.min(others.c.held))
-
-
-_NEXT_EXPIRY = _next_expiry()
 _GET_EXECUTION = sa.select(db.executions).where(
     db.executions.c.id == sa.bindparam("b_id", type_=sa.String())
 )
@@ -590,26 +368,6 @@ _GET_SIGNAL = sa.select(db.signals).where(
     db.signals.c.execution_id == sa.bindparam("b_id", type_=sa.String()),
     db.signals.c.signal_id == sa.bindparam("b_signal", type_=sa.String()),
 )
-
-
-def _positions(prefix: str) -> tuple[tuple[str, ...], operator.itemgetter[Any]]:
-    """The column names of one table in `_RESTORE_ONE`'s rows, and where they are."""
-    labels = list(_RESTORE_ONE.selected_columns.keys())
-    names = tuple(label[len(prefix) :] for label in labels if label.startswith(prefix))
-    return names, operator.itemgetter(*(labels.index(prefix + name) for name in names))
-
-
-_COLUMNS = {prefix: _positions(prefix) for prefix in ("e_", "n_", "s_")}
-
-
-class _Unprefixed:
-    """A row of `_RESTORE_ONE` as one table's row (what the record mappers read)."""
-
-    __slots__ = ("_mapping",)
-
-    def __init__(self, row: sa.Row[Any], prefix: str) -> None:
-        names, values = _COLUMNS[prefix]
-        self._mapping = dict(zip(names, values(row), strict=True))
 
 
 def _execution_changes(record: ExecutionRecord) -> dict[str, Any]:

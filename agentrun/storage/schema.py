@@ -249,7 +249,7 @@ T = TypeVar("T")
 
 class MappedRow(Protocol):
     """What a record mapper reads of a row: its columns by name. A SQLAlchemy row, or a row
-    of a query over several tables read as one table's (executions.py, `restore_read`)."""
+    of a query over several tables read as one table's (execution_restore.py, `restore_read`)."""
 
     @property
     def _mapping(self) -> Mapping[Any, Any]: ...

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agentrun.storage import executions as sql_executions
+from agentrun.storage import execution_leases
 from agentrun.storage import schema as db
 from agentrun.storage.sql import SqlStore
 
@@ -85,7 +85,7 @@ def probe_sqlite(finished: int, mine: int) -> None:
         asyncio.run(_fill(f"sqlite+aiosqlite:///{path}", finished, mine))
         from sqlalchemy.dialects import sqlite
 
-        text = _literal(sql_executions._NEXT_EXPIRY, sqlite.dialect())
+        text = _literal(execution_leases._NEXT_EXPIRY, sqlite.dialect())
         conn = sqlite3.connect(path)
         print("SQLite EXPLAIN QUERY PLAN:")
         for row in conn.execute("EXPLAIN QUERY PLAN " + text):
@@ -116,7 +116,7 @@ async def probe_postgres(finished: int, mine: int) -> None:
         conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}")
         try:
             await conn.execute("ANALYZE")
-            text = _literal(sql_executions._NEXT_EXPIRY, postgresql.dialect())
+            text = _literal(execution_leases._NEXT_EXPIRY, postgresql.dialect())
             print("PostgreSQL EXPLAIN (ANALYZE, BUFFERS), custom plan:")
             for row in await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + text):
                 print("   ", row[0])

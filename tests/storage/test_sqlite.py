@@ -248,11 +248,11 @@ def test_the_next_lease_expiry_reads_only_other_owners_rows(tmp_path: Path) -> N
 
     from sqlalchemy.dialects import sqlite
 
-    from agentrun.storage import executions
+    from agentrun.storage import execution_leases
     from tests.storage.templates import migrated_sqlite
 
     migrated_sqlite(tmp_path / "plan.db")
-    statement = executions._NEXT_EXPIRY.params(b_owner="r1")
+    statement = execution_leases._NEXT_EXPIRY.params(b_owner="r1")
     text = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
     conn = sqlite3.connect(tmp_path / "plan.db")
     try:
