@@ -9,8 +9,6 @@ nobody (one process), and the state machine store (`MemoryMachineStore`).
 from __future__ import annotations
 
 import bisect
-import dataclasses
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -26,19 +24,15 @@ from agentrun.storage.records import (
     NodeState,
     SignalRecord,
     WorkflowRecord,
+    copier,
 )
 
 # The records this store copies in and out; `_copy` gives back the type it was given.
 R = TypeVar("R", WorkflowRecord, ExecutionRecord, NodeRecord, EventRecord, SignalRecord)
 
 
-def _copier(cls: type[R]) -> Callable[[R], R]:
-    getter = operator.attrgetter(*(f.name for f in dataclasses.fields(cls)))
-    return lambda record: cls(*getter(record))
-
-
 _COPIERS: dict[type, Callable[[Any], Any]] = {
-    cls: _copier(cls)
+    cls: copier(cls)
     for cls in (WorkflowRecord, ExecutionRecord, NodeRecord, EventRecord, SignalRecord)
 }
 
