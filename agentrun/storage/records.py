@@ -201,6 +201,11 @@ class Batch:
     events: list[EventRecord] = field(default_factory=list)
     # (execution_id, signal seq, consuming node id)
     consumed_signals: list[tuple[str, int, str]] = field(default_factory=list)
+    # Signals this batch stores: handed to their run before they were stored (control.signal),
+    # so the signal and the turn that takes it are one commit. Each takes its execution's next
+    # seq (after every signal stored before), its `consumed_by` as the turn decided; a
+    # `signal_id` already stored for the execution refuses the batch (ValueError).
+    signals: list[SignalRecord] = field(default_factory=list)
     # (owner, lease epoch): the batch is refused with LeaseLost unless the execution is
     # still leased to this owner at this epoch, so a replica that lost its lease (paused
     # past it, partitioned away) cannot commit stale work.
