@@ -34,6 +34,7 @@ from agentrun.storage.group_commit import DirectWriter, GroupCommit
 if TYPE_CHECKING:
     from agentrun.storage.notifications import Notifications
     from agentrun.storage.pg_instances import InstanceWriter
+    from agentrun.storage.sqlite_instances import SqliteInstanceWriter
 
 __all__ = [
     "IDLE_IN_TRANSACTION_MS",
@@ -201,8 +202,8 @@ class SqlDatabase(abc.ABC):
         (PostgreSQL: one statement, pg_turns.py); None: the group commit's transaction."""
         return None
 
-    def instance_writer(self) -> InstanceWriter | None:
-        """Likewise for state machine instance commits (PostgreSQL: pg_instances.py)."""
+    def instance_writer(self) -> InstanceWriter | SqliteInstanceWriter | None:
+        """Likewise for state machine instance commits (pg_instances.py, sqlite_instances.py)."""
         return None
 
     def executemany(

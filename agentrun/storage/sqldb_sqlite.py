@@ -22,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -35,6 +35,9 @@ from agentrun.storage.base import StoreError
 from agentrun.storage.notifications import Notifications, SqliteNotifications
 from agentrun.storage.records import ExecutionState
 from agentrun.storage.sqldb import DirectWriter, SqlDatabase, store_errors
+
+if TYPE_CHECKING:
+    from agentrun.storage.sqlite_instances import SqliteInstanceWriter
 
 __all__ = ["INLINE_ITEMS", "RowEncoder", "SqliteDatabase"]
 
@@ -340,15 +343,34 @@ class SqliteDatabase(SqlDatabase):
 
         return SqliteTurnWriter(self)
 
+    def instance_writer(self) -> SqliteInstanceWriter:
+        """State machine instance commits straight through sqlite3 (sqlite_instances.py)."""
+        from agentrun.storage.sqlite_instances import SqliteInstanceWriter
+
+        return SqliteInstanceWriter(self)
+
+    def turn_now(self, work: Callable[[sqlite3.Connection], T], *, items: int) -> tuple[T] | None:
+        """`turn_transaction` without a coroutine: on the loop's thread now if a group commit
+        of `items` batches would run there (`_group`'s rule), its result in a 1-tuple; None
+        when it would not (nothing written: the caller takes the group commit's way)."""
+        if self._inline_pause > 0 or items > INLINE_ITEMS or not self._inline_ready():
+            return None
+        return self._inline(work, raw=True)
+
+    def _inline(self, work: Callable[[Any], T], *, raw: bool) -> tuple[T] | None:
+        try:
+            with store_errors():
+                return (self._run(work, foreign_keys=True, wait=False, raw=raw),)
+        except _Busy:
+            return None  # another process holds the write lock: wait for it in the thread
+
     async def _group(self, work: Callable[[Any], T], *, items: int, raw: bool) -> T:
         if self._inline_pause > 0:
             self._inline_pause -= 1
         elif items <= INLINE_ITEMS and self._inline_ready():
-            try:
-                with store_errors():
-                    return self._run(work, foreign_keys=True, wait=False, raw=raw)
-            except _Busy:
-                pass  # another process holds the write lock: wait for it in the thread
+            done = self._inline(work, raw=raw)
+            if done is not None:
+                return done[0]
         return await self._write(work, foreign_keys=True, raw=raw)
 
     def _inline_ready(self) -> bool:

@@ -47,7 +47,6 @@ from agentrun.engine.dag.messages import (
     Resume,
     RetryDue,
     SignalArrived,
-    SignalOffered,
     WaitOver,
 )
 from agentrun.engine.dag.saga import Saga
@@ -222,8 +221,8 @@ class Fold:
         """One message into the state (Temporal's `_apply(job)`)."""
         if self.finished:
             match msg:
-                case Pause(ack) | Resume(ack) | Cancel(ack) | SignalOffered(_, ack):
-                    self._ack(ack)  # an offered signal is declined: its caller stores it
+                case Pause(ack) | Resume(ack) | Cancel(ack):
+                    self._ack(ack)
                 case Granted(key):
                     self.effect(ReleaseSlot(key))
             return
@@ -237,9 +236,6 @@ class Fold:
                 self.waits.over(key, timed_out)
             case SignalArrived(signal, fresh):
                 self.waits.signal(signal, fresh=fresh)
-            case SignalOffered(signal, ack):
-                self.waits.offer(signal)
-                self._ack(ack)
             case DeadlineReached():
                 self.finish(
                     ExecutionState.TIMED_OUT,

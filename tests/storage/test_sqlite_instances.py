@@ -1,0 +1,299 @@
+"""SQLite's instance writer (sqlite_instances.py): the fence and the base hold on its own path,
+it writes the rows the transaction's way writes, and an event that keeps the instance's
+indexed columns does not assign them."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from agentrun.storage import schema as db
+from agentrun.storage.base import LeaseLost
+from agentrun.storage.group_commit import UNWRITTEN
+from agentrun.storage.machines import (
+    EntryKind,
+    HistoryRecord,
+    InstanceRecord,
+    InstanceState,
+    MachineBatch,
+    TimerRecord,
+)
+from agentrun.storage.machines_sql import MUTABLE, _write_group
+from agentrun.storage.sql import SqlStore
+from agentrun.storage.sqldb_sqlite import SqliteDatabase
+from agentrun.storage.sqlite_instances import (
+    _CHANGED,
+    _HISTORY_COLUMNS,
+    SqliteInstanceWriter,
+)
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/machines.db")
+    await store.open()
+    await store.instances.open()
+    try:
+        yield store
+    finally:
+        await store.instances.close()
+        await store.close()
+
+
+def _instance(id: str, **kw: Any) -> InstanceRecord:
+    fields: dict[str, Any] = {
+        "id": id,
+        "tenant": "acme",
+        "workflow": "wf",
+        "version": 1,
+        "state": InstanceState.ACTIVE,
+        "current": "a",
+        "data": {"n": 1},
+        "input": {"i": 2},
+        "created_at": T0,
+        "updated_at": T0,
+        "last_sequence": 1,
+        "entry_sequence": 1,
+        "owner": "r1",
+        "lease_epoch": 1,
+    }
+    fields.update(kw)
+    return InstanceRecord(**fields)
+
+
+async def _create(store: SqlStore, id: str) -> InstanceRecord:
+    record = _instance(id)
+    created = HistoryRecord(id, 1, EntryKind.CREATED, T0, "create", None, None, "", "a")
+    await store.instances.create_instance(record, [created], [TimerRecord(id, "1:0", "a", 0, 9.0)])
+    return record
+
+
+def _event(record: InstanceRecord, seq: int, **kw: Any) -> MachineBatch:
+    """An event with odd values: a float that looks like an int, None, nested JSON."""
+    fields: dict[str, Any] = {
+        "current": "b",
+        "data": {"n": 2.0, "items": [1, "two", None]},
+        "updated_at": T0 + seq,
+        "last_sequence": seq,
+        "entry_sequence": seq,
+        "labels": {"k": "v"},
+        "pending": None,
+    }
+    fields.update(kw)
+    moved = _instance(record.id, **fields)
+    entry = HistoryRecord(
+        record.id,
+        seq,
+        EntryKind.TRANSITION,
+        T0 + seq,
+        "GO",
+        f"ev-{seq}",
+        {"v": 1.0},
+        "a",
+        "b",
+        0,
+        [{"ok": True}],
+        {"n": 2.0},
+        moved.state,
+        None,
+        True,
+    )
+    return MachineBatch(
+        moved,
+        [entry],
+        timers=[TimerRecord(record.id, f"{seq}:0", "b", 0, 50 + seq)],
+        base=seq - 1,
+        fence=("r1", 1),
+    )
+
+
+def _writer(store: SqlStore) -> SqliteInstanceWriter:
+    writer = store.database.instance_writer()
+    assert isinstance(writer, SqliteInstanceWriter)
+    return writer
+
+
+def test_the_columns_are_the_tables() -> None:
+    """The writer's hand-built rows name every history column in the table's order, and its
+    UPDATEs assign every column an event changes: the indexed ones apart."""
+    assert _HISTORY_COLUMNS == tuple(c.name for c in db.sm_history.c)
+    indexed = {
+        column.name
+        for index in [*db.sm_instances.indexes, *db.sm_instances.constraints]
+        if isinstance(index, (sa.Index, sa.UniqueConstraint))
+        for column in index.columns
+    }
+    assert not indexed & set(_CHANGED)
+    assert {*_CHANGED, "state", "ended_at"} == set(MUTABLE)
+
+
+async def test_a_stale_batch_writes_nothing_on_the_direct_path(store: SqlStore) -> None:
+    """A batch whose lease moved on, or whose base is not the stored sequence, is left
+    unwritten by the writer alone, while its neighbour in the same group commits."""
+    for id_ in ("sm-a", "sm-b", "sm-c"):
+        await _create(store, id_)
+    leased = await store.instances.acquire("sm-a", "r2", lease_seconds=10, now=T0, take=True)
+    assert leased is not None and leased.lease_epoch == 2
+    a, b, c = (_instance(i) for i in ("sm-a", "sm-b", "sm-c"))
+    stale_base = _event(c, 2)
+    stale_base.base = 5
+    results = await _writer(store)([_event(a, 2), _event(b, 2), stale_base])
+    assert results == [UNWRITTEN, None, UNWRITTEN]
+    for id_, sequence in (("sm-a", 1), ("sm-b", 2), ("sm-c", 1)):
+        got = await store.instances.get_instance(id_)
+        assert got is not None and got.last_sequence == sequence
+        history = await store.instances.list_history(id_)
+        assert [e.sequence for e in history] == list(range(1, sequence + 1))
+    assert {t.key for t in await store.instances.list_timers(instance_id="sm-a")} == {"1:0"}
+
+
+async def test_an_unknown_instance_is_left_to_the_transaction(store: SqlStore) -> None:
+    assert await _writer(store)([_event(_instance("sm-none"), 2)]) == [UNWRITTEN]
+    assert await store.instances.list_history("sm-none") == []
+
+
+async def test_a_duplicate_entry_rolls_the_group_back(store: SqlStore) -> None:
+    """SQLite refuses a history entry already stored: nothing of the group is written (the
+    transaction's way then finds whose batch it was)."""
+    for id_ in ("sm-a", "sm-b"):
+        await _create(store, id_)
+    a, b = _instance("sm-a"), _instance("sm-b")
+    clash = _event(b, 2)
+    clash.history[0] = HistoryRecord("sm-b", 1, EntryKind.CREATED, T0, "x", None, None, "", "a")
+    assert await _writer(store)([_event(a, 2), clash]) is None
+    got = await store.instances.get_instance("sm-a")
+    assert got is not None and got.last_sequence == 1
+
+
+async def _write_transaction(store: SqlStore, batch: MachineBatch) -> None:
+    def write(conn: sa.Connection) -> None:
+        _write_group(store.database, conn, [batch])
+
+    await store.database.transaction(write)
+
+
+def _stored(path: Path, instance_id: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every column of the instance's rows as SQLite holds it (quote(): type and value)."""
+    conn = sqlite3.connect(path)
+    try:
+        out: dict[str, list[tuple[object, ...]]] = {}
+        for table, key, order in (
+            ("sm_instances", "id", "id"),
+            ("sm_history", "instance_id", "sequence"),
+            ("sm_timers", "instance_id", "key"),
+        ):
+            names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            quoted = ", ".join(f'quote("{n}")' for n in names if n != key)
+            out[table] = conn.execute(
+                f"SELECT {quoted} FROM {table} WHERE {key} = ? ORDER BY {order}", (instance_id,)
+            ).fetchall()
+        return out
+    finally:
+        conn.close()
+
+
+async def test_the_rows_are_those_the_transaction_writes(store: SqlStore, tmp_path: Path) -> None:
+    """The same events through the writer and through the transaction's way (`_write_group`):
+    one that keeps the instance ACTIVE, one that ends it, then a timer that fired: the same
+    values of the same types in every column, and the indexes agree with the table."""
+    for id_ in ("sm-direct", "sm-sqlalchemy"):
+        await _create(store, id_)
+    for id_ in ("sm-direct", "sm-sqlalchemy"):
+        record = _instance(id_)
+        moved = _event(record, 2)
+        ended = _event(
+            record, 3, state=InstanceState.COMPLETED, ended_at=T0 + 3, error={"why": None}
+        )
+        ended.timers = None
+        ended.fired = "2:0"
+        for batch in (moved, ended):
+            if id_ == "sm-direct":
+                assert await _writer(store)([batch]) == [None]
+            else:
+                await _write_transaction(store, batch)
+    got = await store.instances.get_instance("sm-direct")
+    assert got is not None and got.state == InstanceState.COMPLETED and got.ended_at == T0 + 3
+    history = await store.instances.list_history("sm-direct")
+    assert [(e.sequence, e.reentered, e.event_data) for e in history[1:]] == [
+        (2, True, {"v": 1.0}),
+        (3, True, {"v": 1.0}),
+    ]
+    direct = _stored(tmp_path / "machines.db", "sm-direct")
+    assert len(direct["sm_history"]) == 3 and direct["sm_timers"] == []
+    assert direct == _stored(tmp_path / "machines.db", "sm-sqlalchemy")
+    conn = sqlite3.connect(tmp_path / "machines.db")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        ended_ids = conn.execute(
+            "SELECT id FROM sm_instances INDEXED BY ix_sm_instances_state"
+            " WHERE state = 'COMPLETED' ORDER BY id"
+        ).fetchall()
+        assert ended_ids == [("sm-direct",), ("sm-sqlalchemy",)]
+    finally:
+        conn.close()
+
+
+async def test_an_event_that_keeps_the_indexed_columns_does_not_assign_them(
+    store: SqlStore,
+) -> None:
+    """SQLite rewrites an index entry for every column an UPDATE assigns: an event that leaves
+    the instance ACTIVE (state and ended_at unchanged) assigns neither, so their index pages
+    stay out of the commit; the engine's own commits take this path."""
+    record = await _create(store, "sm-a")
+    database = store.database
+    assert isinstance(database, SqliteDatabase) and database._sync_conn is not None
+    driver = database._sync_conn.connection.driver_connection
+    assert driver is not None
+    statements: list[str] = []
+    driver.set_trace_callback(statements.append)
+    try:
+        await store.instances.commit(_event(record, 2))
+    finally:
+        driver.set_trace_callback(None)
+    assigned = [s for s in statements if s.startswith("UPDATE sm_instances")]
+    assert assigned and all('"state" = ' not in s for s in assigned[:1])
+    changed = [s for s in assigned if '"state" = ' in s]
+    assert len(changed) == 1 and "IS NOT" in changed[0]
+
+
+async def test_an_idle_loop_commits_at_submit(store: SqlStore) -> None:
+    """On an idle loop, `submit` writes the batch itself (no writer task, no suspension: the
+    future it returns is done, the rows are there); with other work ready on the loop the
+    group commit takes it, so that batches arriving meanwhile share its transaction."""
+    a, b = await _create(store, "sm-a"), await _create(store, "sm-b")
+    machines = store.instances
+    groups = machines.groups
+    future = machines.submit(_event(a, 2))
+    assert future.done() and future.result() is None
+    assert machines.groups == groups + 1
+    got = await machines.get_instance("sm-a")
+    assert got is not None and got.last_sequence == 2
+    loop = asyncio.get_running_loop()
+    loop.call_soon(lambda: None)  # other work ready
+    queued = machines.submit(_event(b, 2))
+    assert not queued.done()
+    await queued
+    got = await machines.get_instance("sm-b")
+    assert got is not None and got.last_sequence == 2
+
+
+async def test_a_stale_batch_at_submit_gets_the_usual_error(store: SqlStore) -> None:
+    """A batch whose lease moved on is not written at submit; the group commit refuses it
+    with LeaseLost, as ever."""
+    a = await _create(store, "sm-a")
+    await store.instances.acquire("sm-a", "r2", lease_seconds=10, now=T0, take=True)
+    batch = _event(a, 2)
+    batch.base = None  # fenced only (a base that moved on is a ValueError)
+    future = store.instances.submit(batch)
+    with pytest.raises(LeaseLost):
+        await future
+    got = await store.instances.get_instance("sm-a")
+    assert got is not None and got.last_sequence == 1 and got.owner == "r2"
