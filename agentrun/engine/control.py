@@ -32,7 +32,9 @@ from agentrun.engine.errors import (
     Unavailable,
     WorkflowNotFound,
 )
+from agentrun.engine.json_values import unstorable
 from agentrun.engine.plan import StepNode, ToolStep, WorkflowStep
+from agentrun.engine.runtime.redaction import redacted_execution
 from agentrun.storage.records import ExecutionRecord, ExecutionState, NodeState, SignalRecord
 
 if TYPE_CHECKING:
@@ -158,18 +160,16 @@ async def signal(
     tenant: str,
     signal_id: str | None,
 ) -> ExecutionRecord:
-    """Stores a signal for a running execution and hands it to its run (`Engine.add_signal`).
-    A known `signal_id` is applied once: its repeat answers as the first call did, even after
-    the execution ended (perhaps by that signal), and is refused when its name or data
-    differ."""
+    """Stores a signal for a running execution and hands it to its run: a run here takes it
+    with the turn that applies it, one commit (`_offered`); otherwise it is stored first
+    (`Engine.add_signal`) and handed to its run here or on another replica. A known
+    `signal_id` is applied once: its repeat answers as the first call did, even after the
+    execution ended (perhaps by that signal), and is refused when its name or data differ."""
+    applied = await _offered(engine, execution_id, name, data, tenant, signal_id)
+    if applied is not None:
+        return applied
     record = await engine.get_execution(execution_id, tenant=tenant)
-    if not name:
-        raise InvalidInput([Diagnostic("name", "is required")])
-    if signal_id and signal_id.startswith(approvals.ANSWER_PREFIX):
-        raise InvalidInput(
-            [Diagnostic("signal_id", f"ids starting {approvals.ANSWER_PREFIX!r} are AnswerWait's")]
-        )
-    sizes.check_request("data", data, "signal_bytes")
+    _check_signal(name, data, signal_id)
     if record.state.terminal:
         # A retry of a signal that was stored before the end (perhaps the one that ended
         # it) answers as its first call did: the id, not the state, decides.
@@ -179,10 +179,7 @@ async def signal(
                 f"execution {execution_id} is {record.state.value}; it takes no signals",
                 current_state=record.state.value,
             )
-        if known.name != name or known.data != data:
-            raise AlreadyExists(
-                f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id
-            )
+        _same_signal(known, False, name, data, signal_id)
         return record
     stored, created = await engine.add_signal(
         SignalRecord(
@@ -193,13 +190,75 @@ async def signal(
             created_at=engine.clock(),
         )
     )
+    _same_signal(stored, created, name, data, signal_id)
+    # The record read above: a second read would find the same state (the signal is applied
+    # by the run's next turn, after this returns), at the cost of a read per signal.
+    return record
+
+
+def _check_signal(name: str, data: Any, signal_id: str | None) -> None:
+    if not name:
+        raise InvalidInput([Diagnostic("name", "is required")])
+    if signal_id and signal_id.startswith(approvals.ANSWER_PREFIX):
+        raise InvalidInput(
+            [Diagnostic("signal_id", f"ids starting {approvals.ANSWER_PREFIX!r} are AnswerWait's")]
+        )
+    sizes.check_request("data", data, "signal_bytes")
+
+
+async def _offered(
+    engine: Engine,
+    execution_id: str,
+    name: str,
+    data: Any,
+    tenant: str,
+    signal_id: str | None,
+) -> ExecutionRecord | None:
+    """The signal handed, not stored, to the execution's run here (loaded if it waits
+    unloaded): the turn that applies it stores it, so the signal and its effect are one
+    commit, and the call answers after that commit (a run that stops first fails it:
+    nothing answered was lost). A signal the run declines (no wait takes it now, or one
+    before it was declined: `Waits.offer`) is stored after that turn, as any signal, and
+    handed over again. The execution's record after that turn, or None when the signal is
+    to be stored first (`signal`'s other way): the run is not here (another replica, queued,
+    ended), the engine drains, the id was used before, or its data cannot be stored."""
+    runs = engine.runs
+    if engine.draining or execution_id not in runs:
+        return None
+    if signal_id and await engine.store.get_signal(execution_id, signal_id) is not None:
+        return None  # a repeat: answered as the first call was
+    run = runs.get(execution_id) or await runs.load(execution_id)
+    # No await from here to the offer: the run cannot leave memory or end in between.
+    if run is None or run.record.tenant != tenant:
+        return None
+    _check_signal(name, data, signal_id)
+    task = run.task
+    if run.finished or task is None or task.done() or unstorable(data) is not None:
+        return None
+    offered = SignalRecord(
+        execution_id=execution_id,
+        name=name,
+        data=data,
+        signal_id=signal_id or secrets.token_hex(8),
+        created_at=engine.clock(),
+    )
+    await run.offer_signal(offered)
+    if offered.consumed_by is None:
+        # Declined while the run had it (it may have ended since, as a signal stored just
+        # before the end): stored now, and handed over as any signal.
+        stored, created = await engine.add_signal(offered)
+        _same_signal(stored, created, name, data, signal_id)
+    return redacted_execution(run.record, engine.redactor)
+
+
+def _same_signal(
+    stored: SignalRecord, created: bool, name: str, data: Any, signal_id: str | None
+) -> None:
+    """AlreadyExists when a used signal id was stored with another name or data."""
     if not created and (stored.name != name or stored.data != data):
         raise AlreadyExists(
             f"signal id {signal_id!r} was used for a different signal", signal_id=signal_id
         )
-    # The record read above: a second read would find the same state (the signal is applied
-    # by the run's next turn, after this returns), at the cost of a read per signal.
-    return record
 
 
 async def apply(

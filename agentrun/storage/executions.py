@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,14 +65,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         # Built once, as the upsert: a statement built per signal cost more than its insert.
         self._add_signal = (
             insert(db.signals)
-            .values(
-                {
-                    **{c.name: sa.bindparam(f"b_{c.name}", type_=c.type) for c in db.signals.c},
-                    "seq": sa.select(sa.func.coalesce(sa.func.max(db.signals.c.seq), 0) + 1)
-                    .where(db.signals.c.execution_id == sa.bindparam("b_execution_id"))
-                    .scalar_subquery(),
-                }
-            )
+            .values(_NEXT_SIGNAL)
             .on_conflict_do_nothing(
                 index_elements=[db.signals.c.execution_id, db.signals.c.signal_id]
             )
@@ -216,6 +209,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         node_rows: dict[tuple[str, str], dict[str, Any]] = {}
         event_rows: list[dict[str, Any]] = []
         consumed: list[dict[str, Any]] = []
+        signals: list[dict[str, Any]] = []
         # New executions first: later batches of the same group may write to them. In key
         # order, so that two replicas' groups never wait on each other's unique keys in a cycle.
         creates = sorted((b for b in batches if b.create is not None), key=_Rows.create_key)
@@ -231,6 +225,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
                 node_rows[(row["execution_id"], row["node_id"])] = row
             event_rows += batch.events
             consumed += batch.consumed
+            signals += batch.signals
         # Execution rows first: a replica that lost a lease must not write anything. The
         # fence is part of the UPDATE (`... AND owner = :o AND lease_epoch = :e`): a stale row
         # is not changed, and a count short of the rows refuses the whole group. In id order,
@@ -263,6 +258,8 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         database.executemany(conn, _INSERT_EVENTS, event_rows)
         if consumed:
             conn.execute(_CONSUME, consumed)
+        for signal in signals:  # one by one: each takes the seq after the one before
+            conn.execute(_INSERT_SIGNAL, signal)
         if event_rows:
             # Delivered at commit: Watch streams on other replicas read the new events.
             database.notify_in(conn, "events", sorted({row["execution_id"] for row in event_rows}))
@@ -326,7 +323,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
     # Signals ---------------------------------------------------------------
     async def add_signal(self, signal: SignalRecord) -> tuple[SignalRecord, bool]:
         self.database.require_open()
-        params = {f"b_{c.name}": getattr(signal, c.name) for c in db.signals.c if c.name != "seq"}
+        params = _signal_params(signal)
         statement = self._add_signal
 
         def insert(conn: sa.Connection) -> tuple[SignalRecord, bool]:
@@ -354,10 +351,11 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         return [db.signal_record(row) for row in await self.database.read(query)]
 
     async def get_signal(self, execution_id: str, signal_id: str) -> SignalRecord | None:
-        query = sa.select(db.signals).where(
-            db.signals.c.execution_id == execution_id, db.signals.c.signal_id == signal_id
+        """A read by key (`read_now`: on SQLite on the loop's thread, so signals sent one
+        after another reach their run in that order, control.signal reading this first)."""
+        rows = await self.database.read_now(
+            _GET_SIGNAL, {"b_id": execution_id, "b_signal": signal_id}
         )
-        rows = await self.database.read(query)
         return db.signal_record(rows[0]) if rows else None
 
 
@@ -386,6 +384,8 @@ class _Rows:
     events: list[dict[str, Any]]
     consumed: list[dict[str, Any]]
     fence: tuple[str, int] | None = None
+    # Signals stored by the batch (`Batch.signals`): `_INSERT_SIGNAL`'s parameters.
+    signals: list[dict[str, Any]] = field(default_factory=list)
     # A new execution to insert first (create_execution rides the group commit too).
     create: ExecutionRecord | None = None
     create_row: dict[str, Any] | None = None
@@ -407,8 +407,31 @@ class _Rows:
                 {"b_execution": e, "b_seq": s, "b_node": n} for e, s, n in batch.consumed_signals
             ],
             fence=batch.fence,
+            signals=[_signal_params(signal) for signal in batch.signals],
         )
 
+
+def _signal_params(signal: SignalRecord) -> dict[str, Any]:
+    """A signal's parameters for `_NEXT_SIGNAL` (its seq is the statement's)."""
+    return {
+        "b_execution_id": signal.execution_id,
+        "b_name": signal.name,
+        "b_data": signal.data,
+        "b_signal_id": signal.signal_id,
+        "b_created_at": signal.created_at,
+        "b_consumed_by": signal.consumed_by,
+    }
+
+
+# A signal's row, its seq the next of its execution (one more than the highest stored).
+_NEXT_SIGNAL = {
+    **{c.name: sa.bindparam(f"b_{c.name}", type_=c.type) for c in db.signals.c},
+    "seq": sa.select(sa.func.coalesce(sa.func.max(db.signals.c.seq), 0) + 1)
+    .where(db.signals.c.execution_id == sa.bindparam("b_execution_id"))
+    .scalar_subquery(),
+}
+# A signal stored by a turn (`Batch.signals`): a used signal id refuses the batch.
+_INSERT_SIGNAL = db.signals.insert().values(_NEXT_SIGNAL)
 
 _MUTABLE = (
     "state",

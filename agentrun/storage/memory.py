@@ -9,8 +9,6 @@ nobody (one process), and the state machine store (`MemoryMachineStore`).
 from __future__ import annotations
 
 import bisect
-import dataclasses
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -26,19 +24,15 @@ from agentrun.storage.records import (
     NodeState,
     SignalRecord,
     WorkflowRecord,
+    copier,
 )
 
 # The records this store copies in and out; `_copy` gives back the type it was given.
 R = TypeVar("R", WorkflowRecord, ExecutionRecord, NodeRecord, EventRecord, SignalRecord)
 
 
-def _copier(cls: type[R]) -> Callable[[R], R]:
-    getter = operator.attrgetter(*(f.name for f in dataclasses.fields(cls)))
-    return lambda record: cls(*getter(record))
-
-
 _COPIERS: dict[type, Callable[[Any], Any]] = {
-    cls: _copier(cls)
+    cls: copier(cls)
     for cls in (WorkflowRecord, ExecutionRecord, NodeRecord, EventRecord, SignalRecord)
 }
 
@@ -220,6 +214,8 @@ class MemoryExecutions(ExecutionRepository):
     ) -> bool:
         """Commits `batch` if all it holds is `execution`'s; False (nothing done) otherwise."""
         eid = execution.id
+        if batch.signals:  # rare: `_commit_any` stores them
+            return False
         for node in batch.nodes:
             if node.execution_id != eid:
                 return False
@@ -260,6 +256,7 @@ class MemoryExecutions(ExecutionRepository):
         touched = {execution.id} if execution is not None else set()
         touched.update(e.execution_id for e in batch.events)
         touched.update(n.execution_id for n in batch.nodes)
+        touched.update(s.execution_id for s in batch.signals)
         if batch.fence is not None:
             for execution_id in touched:
                 stored = executions.get(execution_id)
@@ -279,6 +276,14 @@ class MemoryExecutions(ExecutionRepository):
                     f"event sequence {event.sequence} of {event.execution_id} already exists"
                 )
             last[event.execution_id] = event.sequence
+        new_signals: set[tuple[str, str]] = set()
+        for signal in batch.signals:
+            key = (signal.execution_id, signal.signal_id)
+            if key in new_signals or any(
+                s.signal_id == signal.signal_id for s in self._signals.get(key[0], ())
+            ):
+                raise ValueError(f"signal id {key[1]} of execution {key[0]} is used")
+            new_signals.add(key)
         if execution is not None:
             stored = executions[execution.id]
             record = _copy(execution)
@@ -295,6 +300,9 @@ class MemoryExecutions(ExecutionRepository):
         self._consume(batch)
 
     def _consume(self, batch: Batch) -> None:
+        for signal in batch.signals:
+            stored_signals = self._signals.setdefault(signal.execution_id, [])
+            stored_signals.append(replace(_copy(signal), seq=len(stored_signals) + 1))
         for execution_id, seq, node_id in batch.consumed_signals:
             for signal in self._signals.get(execution_id, ()):
                 if signal.seq == seq:

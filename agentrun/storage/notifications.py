@@ -339,10 +339,12 @@ _ENDS = "SELECT " + ", ".join(
 )
 # Each table's rows past its mark (one parameter each, in _POLLED's order): (the table's
 # index, the key, its highest rowid, 0), one row per key; signals one row each, with their
-# seq (`stored_here`). A rowid range is a seek; the statement is prepared once (sqlite3's
-# statement cache).
+# seq (`stored_here`), -1 for one consumed already (applied: a turn stored it with its
+# effect, or its run took it since). A rowid range is a seek; the statement is prepared
+# once (sqlite3's statement cache).
 _NEW_ROWS = " UNION ALL ".join(
-    f"SELECT {index}, {key.name}, rowid, seq FROM {table.name} NOT INDEXED WHERE rowid > ?"
+    f"SELECT {index}, {key.name}, rowid, CASE WHEN consumed_by IS NULL THEN seq ELSE -1 END"
+    f" FROM {table.name} NOT INDEXED WHERE rowid > ?"
     if table is db.signals
     else f"SELECT {index}, {key.name}, max(rowid), 0 FROM {table.name} NOT INDEXED"
     f" WHERE rowid > ? GROUP BY {key.name}"
@@ -380,7 +382,7 @@ class _RowPoll:
         found: dict[tuple[str, str], None] = {}
         for index, key, rowid, seq in conn.execute(_NEW_ROWS, marks).fetchall():
             marks[index] = max(marks[index], int(rowid))
-            if not (seq and (key, seq) in own_signals):
+            if seq != -1 and not (seq and (key, seq) in own_signals):
                 found[(_POLLED[index][0], str(key))] = None
         return found
 

@@ -23,7 +23,8 @@ So a stale batch (a replica that lost the lease) writes nothing while its neighb
 Its item is answered `UNWRITTEN`, and so are a create whose request id was used (the
 transaction's way then answers with the stored execution) and the batches this statement
 does not cover (rows of another execution than the batch's, signals consumed without an
-execution row, an execution's second batch in the group, and any later batch of an execution
+execution row, signals the batch stores (`Batch.signals`: a signal with the turn that applies
+it), an execution's second batch in the group, and any later batch of an execution
 one of those holds, so that each execution's batches still land in order): the group commit
 then writes them the SQLAlchemy transaction's way, which refuses a stale batch with the same
 error as ever (LeaseLost, or KeyError for an execution that does not exist). A statement PostgreSQL
@@ -73,6 +74,7 @@ class TurnRows(Protocol):
     events: list[dict[str, Any]]
     consumed: list[dict[str, Any]]
     fence: tuple[str, int] | None
+    signals: list[dict[str, Any]]
     create: Any
     create_row: dict[str, Any] | None
 
@@ -130,9 +132,10 @@ def turn_result(batch: TurnRows, covered: bool, done: set[str], made: set[str]) 
     return None if batch.execution["b_id"] in done else UNWRITTEN
 
 
-def covered_batches(batches: Sequence[TurnRows]) -> list[bool]:
+def covered_batches(batches: Sequence[TurnRows], *, signals: bool = False) -> list[bool]:
     """Which batches the statement writes: an execution's update with rows of that execution
-    only, its first batch in the group, and none after a batch of it that is not covered."""
+    only (and no signal to store, unless the writer stores `signals`), its first batch in
+    the group, and none after a batch of it that is not covered."""
     seen: set[str] = set()
     covered: list[bool] = []
     for batch in batches:
@@ -144,6 +147,7 @@ def covered_batches(batches: Sequence[TurnRows]) -> list[bool]:
             yes = (
                 id_ not in seen
                 and not batch.consumed
+                and not batch.signals
                 and all(r["execution_id"] == id_ for r in batch.nodes)
                 and all(r["execution_id"] == id_ for r in batch.events)
             )
@@ -161,6 +165,8 @@ def covered_batches(batches: Sequence[TurnRows]) -> list[bool]:
         id_ = row["b_id"]
         yes = (
             batch.create is None
+            and (signals or not batch.signals)
+            and all(r["b_execution_id"] == id_ for r in batch.signals)
             and id_ not in seen
             and all(r["execution_id"] == id_ for r in batch.nodes)
             and all(r["execution_id"] == id_ for r in batch.events)

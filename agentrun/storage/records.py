@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import enum
 import json
-import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 class ExecutionState(enum.StrEnum):
@@ -127,10 +130,7 @@ class ExecutionRecord:
     def __copy__(self) -> ExecutionRecord:
         """copy.copy's shallow copy, made directly: its generic way (`__reduce_ex__`) costs a
         slots class about 6 times as much, and a record is copied at every start and end."""
-        return ExecutionRecord(*_execution_fields(self))
-
-
-_execution_fields = operator.attrgetter(*(f.name for f in fields(ExecutionRecord)))
+        return _copy_execution(self)
 
 
 @dataclass(slots=True)
@@ -201,10 +201,37 @@ class Batch:
     events: list[EventRecord] = field(default_factory=list)
     # (execution_id, signal seq, consuming node id)
     consumed_signals: list[tuple[str, int, str]] = field(default_factory=list)
+    # Signals this batch stores: handed to their run before they were stored (control.signal),
+    # so the signal and the turn that takes it are one commit. Each takes its execution's next
+    # seq (after every signal stored before), its `consumed_by` as the turn decided; a
+    # `signal_id` already stored for the execution refuses the batch (ValueError).
+    signals: list[SignalRecord] = field(default_factory=list)
     # (owner, lease epoch): the batch is refused with LeaseLost unless the execution is
     # still leased to this owner at this epoch, so a replica that lost its lease (paused
     # past it, partitioned away) cannot commit stale work.
     fence: tuple[str, int] | None = None
+
+
+_R = TypeVar("_R", bound="DataclassInstance")
+
+
+def copier(cls: type[_R]) -> Callable[[_R], _R]:
+    """A shallow copy of a `cls` record (a slots dataclass without `__post_init__`), made
+    field by field as dataclasses makes an `__init__`, by generated code: each field read
+    and written through its slot (`c.f = r.f`, which the interpreter specializes), without
+    the generic lookups of `operator.attrgetter` or a call through `__init__`'s arguments.
+    About 2.4 times as fast for an execution record; the memory store copies records on
+    every commit."""
+    names = [f.name for f in fields(cls)]
+    body = "".join(f"    c.{name} = r.{name}\n" for name in names)
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    exec(f"def copy(r):\n    c = new(cls)\n{body}    return c\n", namespace)  # noqa: S102
+    made: Callable[[_R], _R] = namespace["copy"]
+    made.__qualname__ = made.__name__ = f"copy_{cls.__name__}"
+    return made
+
+
+_copy_execution = copier(ExecutionRecord)
 
 
 def ckey_of(key: tuple[str, str, str] | None) -> str | None:

@@ -61,7 +61,7 @@ class SqliteTurnWriter:
         """Writes the covered batches in one transaction; each batch's result (None: written,
         UNWRITTEN: not written), or None when SQLite refused a statement (nothing written).
         StoreError when the database is unavailable."""
-        covered = covered_batches(batches)
+        covered = covered_batches(batches, signals=True)
         mine = [batch for batch, yes in zip(batches, covered, strict=True) if yes]
         if not mine:
             return [UNWRITTEN] * len(batches)
@@ -91,6 +91,7 @@ def write_turns(
     nodes: dict[tuple[str, str], dict[str, Any]] = {}
     events: list[dict[str, Any]] = []
     consumed: list[dict[str, Any]] = []
+    signals: list[dict[str, Any]] = []
     for batch in batches:
         create, row = batch.create, batch.create_row
         if create is not None and row is not None:
@@ -117,12 +118,15 @@ def write_turns(
             nodes[(node["execution_id"], node["node_id"])] = node
         events += batch.events
         consumed += batch.consumed
+        signals += batch.signals
     if nodes:
         _many(conn, _upsert_nodes, list(nodes.values()))
     if events:
         _many(conn, _insert_events, events)
     if consumed:
         conn.executemany(_CONSUME, [(c["b_node"], c["b_execution"], c["b_seq"]) for c in consumed])
+    if signals:  # each takes the seq after the one before: one by one (executemany is)
+        conn.executemany(_INSERT_SIGNAL, _SIGNAL_ENCODER.params(signals))
     return done, made
 
 
@@ -224,3 +228,15 @@ def _insert_events(names: tuple[str, ...]) -> tuple[str, RowEncoder]:
 
 
 _CONSUME = "UPDATE signals SET consumed_by = ? WHERE execution_id = ? AND seq = ?"
+# A signal stored by its turn (`Batch.signals`), the next seq of its execution, as
+# executions.py's `_INSERT_SIGNAL`; a used signal id refuses the group (IntegrityError).
+_SIGNAL_COLUMNS = ("execution_id", "name", "data", "signal_id", "created_at", "consumed_by")
+_SIGNAL_ENCODER = RowEncoder(
+    [f"b_{name}" for name in _SIGNAL_COLUMNS],
+    [db.signals.c[name].type for name in _SIGNAL_COLUMNS],
+    _DIALECT,
+)
+_INSERT_SIGNAL = (
+    f"INSERT INTO signals ({_quoted(_SIGNAL_COLUMNS)}, seq) VALUES ({_marks(_SIGNAL_COLUMNS)},"
+    " (SELECT coalesce(max(seq), 0) + 1 FROM signals WHERE execution_id = ?1))"
+)

@@ -28,16 +28,20 @@ INLINE = "name: inline\nnodes:\n  - {id: a, pass: {value: 1}}\n  - {id: b, needs
 
 class Counting(ProxyStore):
     """Records every write; `fail_create` makes the next create raise before (`before`) or
-    after its commit."""
+    after its commit; `fail_commits`, that many next commits before anything is written."""
 
     def __init__(self, inner: Store) -> None:
         super().__init__(inner)
         self.writes: list[str] = []
         self.fail_create: str | None = None
+        self.fail_commits = 0
 
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if name in WRITES:
             self.writes.append(name)
+        if name == "commit" and self.fail_commits:
+            self.fail_commits -= 1
+            raise StoreError("connection lost before COMMIT")
         if name == "create_execution" and self.fail_create is not None:
             when, self.fail_create = self.fail_create, None
             if when == "before":

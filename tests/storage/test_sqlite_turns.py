@@ -19,6 +19,7 @@ from agentrun.storage.records import (
     ExecutionState,
     NodeRecord,
     NodeState,
+    SignalRecord,
 )
 from agentrun.storage.sql import SqlStore
 from agentrun.storage.sqlite_turns import SqliteTurnWriter
@@ -255,3 +256,49 @@ async def test_a_used_request_id_writes_nothing_and_answers_the_stored_execution
     stored, created = await store.create_execution(again)
     assert not created and stored.id == "ex-1"
     assert [e.sequence for e in await store.list_events("ex-1")] == [1, 2]
+
+
+async def test_signals_a_turn_stores_are_those_the_transaction_writes(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """`Batch.signals` on the direct path: each the next seq of its execution (after those
+    stored before), the same columns as the transaction's way writes."""
+    for id_ in ("ex-direct", "ex-sqlalchemy"):
+        await store.create_execution(execution_record(id_, **_SAME))
+        await store.add_signal(SignalRecord(id_, "go", [1], "before", T0))
+    claimed = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
+
+    def turn(execution: ExecutionRecord) -> _Rows:
+        taken = SignalRecord(execution.id, "go", {"ok": 1.0}, "taken", T0 + 1, consumed_by="ask")
+        kept = SignalRecord(execution.id, "other", None, "kept", 5)
+        rows = _turn(execution, ("r1", 1))
+        rows.signals = _Rows.of(Batch(signals=[taken, kept])).signals
+        return rows
+
+    writer = store.database.turn_writer()
+    assert writer is not None
+    assert await writer([turn(claimed["ex-direct"])]) == [None]
+    batch = turn(claimed["ex-sqlalchemy"])
+    await store.database.transaction(lambda conn: store.executions._apply(conn, [batch]))
+    conn = sqlite3.connect(tmp_path / "turns.db")
+    try:
+        rows = {
+            id_: conn.execute(
+                "SELECT seq, quote(name), quote(data), quote(signal_id), quote(created_at),"
+                " quote(consumed_by) FROM signals WHERE execution_id = ? ORDER BY seq",
+                (id_,),
+            ).fetchall()
+            for id_ in ("ex-direct", "ex-sqlalchemy")
+        }
+    finally:
+        conn.close()
+    assert [r[0] for r in rows["ex-direct"]] == [1, 2, 3]
+    assert rows["ex-direct"] == rows["ex-sqlalchemy"]
+    assert [s.signal_id for s in await store.pending_signals("ex-direct")] == ["before", "kept"]
+    # A used signal id refuses the group on the direct path (nothing written).
+    again = _turn(claimed["ex-direct"], ("r1", 1))
+    again.events = []  # its events are stored already: only the signal is refused
+    again.signals = _Rows.of(
+        Batch(signals=[SignalRecord("ex-direct", "go", 1, "taken", T0)])
+    ).signals
+    assert await writer([again]) is None

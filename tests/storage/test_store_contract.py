@@ -513,6 +513,32 @@ async def test_consumed_signals_leave_the_buffer(store: Store) -> None:
     assert late.seq == 4
 
 
+async def test_a_batch_stores_its_signals_after_those_stored_before(store: Store) -> None:
+    """`Batch.signals`: a signal stored by the turn that takes it, in the same commit."""
+    ex = await started(store)
+    await store.add_signal(signal(ex.id, "s1"))
+    taken, kept = signal(ex.id, "s2", data={"n": 2}), signal(ex.id, "s3")
+    taken.consumed_by = "ask"
+    await store.commit(Batch(signals=[taken, kept], events=[ev(ex.id, 1)]))
+    assert [(s.signal_id, s.seq) for s in await store.pending_signals(ex.id)] == [
+        ("s1", 1),
+        ("s3", 3),
+    ]
+    stored = await store.get_signal(ex.id, "s2")
+    assert stored is not None and (stored.seq, stored.consumed_by, stored.data) == (
+        2,
+        "ask",
+        {"n": 2},
+    )
+    late, _ = await store.add_signal(signal(ex.id, "s4"))
+    assert late.seq == 4
+    # A used signal id refuses the whole batch.
+    with pytest.raises(ValueError):
+        await store.commit(Batch(signals=[signal(ex.id, "s2")], events=[ev(ex.id, 2)]))
+    assert [e.sequence for e in await store.list_events(ex.id)] == [1]
+    assert len(await store.pending_signals(ex.id)) == 3
+
+
 async def test_list_waits_finds_pending_signal_waits_of_the_tenant(store: Store) -> None:
     ours, other, ended = (
         await started(store),

@@ -47,6 +47,7 @@ from agentrun.engine.dag.messages import (
     Resume,
     RetryDue,
     SignalArrived,
+    SignalOffered,
     WaitOver,
 )
 from agentrun.engine.dag.saga import Saga
@@ -221,8 +222,8 @@ class Fold:
         """One message into the state (Temporal's `_apply(job)`)."""
         if self.finished:
             match msg:
-                case Pause(ack) | Resume(ack) | Cancel(ack):
-                    self._ack(ack)
+                case Pause(ack) | Resume(ack) | Cancel(ack) | SignalOffered(_, ack):
+                    self._ack(ack)  # an offered signal is declined: its caller stores it
                 case Granted(key):
                     self.effect(ReleaseSlot(key))
             return
@@ -236,6 +237,9 @@ class Fold:
                 self.waits.over(key, timed_out)
             case SignalArrived(signal, fresh):
                 self.waits.signal(signal, fresh=fresh)
+            case SignalOffered(signal, ack):
+                self.waits.offer(signal)
+                self._ack(ack)
             case DeadlineReached():
                 self.finish(
                     ExecutionState.TIMED_OUT,

@@ -14,6 +14,7 @@ from agentrun.storage.records import (
     ExecutionState,
     NodeRecord,
     NodeState,
+    SignalRecord,
 )
 
 _EXEC_EVENT = {s: f"execution.{s.value.lower()}" for s in ExecutionState}
@@ -92,6 +93,15 @@ class Journal:
     def consume_signal(self, seq: int, by: str) -> None:
         self.batch.consumed_signals.append((self.record.id, seq, by))
 
+    def consume(self, signal: SignalRecord, by: str) -> None:
+        """`signal` is consumed by `by`: a stored one (its seq) marked, one not stored yet
+        (offered, seq 0) stored by this batch, consumed."""
+        if signal.seq:
+            self.consume_signal(signal.seq, by)
+        else:
+            signal.consumed_by = by
+            self.batch.signals.append(signal)
+
     def take(self) -> Batch | None:
         """The batch to commit (fenced with this replica's lease), or None if nothing changed;
         the journal starts empty again."""
@@ -101,7 +111,11 @@ class Journal:
         if batch.execution is None and (batch.events or batch.nodes):
             batch.execution = self.record
         if not (
-            batch.events or batch.nodes or batch.execution is not None or batch.consumed_signals
+            batch.events
+            or batch.nodes
+            or batch.execution is not None
+            or batch.consumed_signals
+            or batch.signals
         ):
             return None
         if self.record.owner is not None:

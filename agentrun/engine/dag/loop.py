@@ -44,8 +44,10 @@ from agentrun.engine.dag.messages import (
     RequestSlot,
     Resume,
     SignalArrived,
+    SignalOffered,
 )
 from agentrun.engine.dag.restore import restore
+from agentrun.engine.errors import Unavailable
 from agentrun.engine.hub import Hub
 from agentrun.engine.instrument import Instrumentation
 from agentrun.engine.plan import AgentStep, DagPlan, WorkflowStep
@@ -281,6 +283,14 @@ class DagRun:
         """`fresh`: stored just now by this process (see SignalArrived)."""
         self.post(SignalArrived(signal, fresh))
 
+    def offer_signal(self, signal: SignalRecord) -> asyncio.Future[None]:
+        """A signal not stored yet, for the run's next turn to store with what it does
+        (`SignalOffered`); the future resolves after that turn's commit (the signal's
+        `consumed_by` None: declined), or fails if the run stops first."""
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.post(SignalOffered(signal, ack))
+        return ack
+
     def control(
         self, action: str, *, compensate: bool = False, override: dict[str, Any] | None = None
     ) -> asyncio.Future[None]:
@@ -358,7 +368,23 @@ class DagRun:
                 self._deadline.cancel()
             for handle in self.timers.values():
                 handle.cancel()
+            self._fail_acks()
             fold.close()
+
+    def _fail_acks(self) -> None:
+        """The loop stopped: control requests and offered signals it did not commit (taken
+        in a turn whose commit failed, or still in the inbox) fail, their callers not left
+        waiting."""
+        acks, self._acks = self._acks, []
+        acks += [
+            msg.ack
+            for msg in self.inbox
+            if isinstance(msg, SignalOffered | Pause | Resume | Cancel) and msg.ack is not None
+        ]
+        for fut in acks:
+            if not fut.done():
+                fut.set_exception(Unavailable(f"execution {self.id} stopped here"))
+                fut.exception()  # retrieved: its caller may have gone
 
     def _arm_deadline(self) -> None:
         deadline = self.fold.record.deadline

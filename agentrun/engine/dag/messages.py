@@ -2,7 +2,7 @@
 
 Messages come from the run's calls (`Done`, `Emitted`, `BreakerChanged`), its timers
 (`RetryDue`, `WaitOver`, `EscalationTimedOut`, `DeadlineReached`), the scheduler (`Granted`)
-and the engine (`SignalArrived`, `Pause`, `Resume`, `Cancel`). `Fold.apply` matches on their
+and the engine (`SignalArrived`, `SignalOffered`, `Pause`, `Resume`, `Cancel`). `Fold.apply` matches on their
 type. Effects are what the fold cannot do itself without an event loop: timers, cancelling a
 call, scheduler slots, answering a control request once its effect is committed. Calls to
 launch (`Call`) are kept apart: they start only after the turn's commit.
@@ -67,6 +67,16 @@ class SignalArrived:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalOffered:
+    """A signal not stored yet (seq 0), handed to the run by its caller: the turn that takes
+    it stores it (`Waits.offer`); `ack` is answered after that turn's commit, the signal's
+    `consumed_by` then telling whether it was taken (None: declined, its caller stores it)."""
+
+    signal: SignalRecord
+    ack: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Pause:
     ack: Any = None
     # The `execution.paused` event's data (why: e.g. a budget that does not fit).
@@ -126,6 +136,7 @@ Message = (
     | EscalationTimedOut
     | DeadlineReached
     | SignalArrived
+    | SignalOffered
     | Pause
     | Resume
     | Cancel

@@ -40,6 +40,10 @@ class Waits:
         self.buffered: list[SignalRecord] = []
         # Signal seqs already handled, so a signal seen at restore and posted live counts once.
         self.seen: set[int] = set()
+        # Offered signals (`offer`): the ids taken, and whether one was declined (then every
+        # later one is too, so that the signals the callers store go in their order).
+        self.offered: set[str] = set()
+        self.declining = False
 
     @property
     def waiting(self) -> bool:
@@ -171,6 +175,26 @@ class Waits:
             elif action == "cancel":
                 fold.apply(Cancel(compensate=bool(data.get("compensate"))))
             return
+        self._data_signal(sig, keep=True)
+
+    def offer(self, sig: SignalRecord) -> None:
+        """A signal not stored yet (seq 0, `SignalOffered`): taken when it answers a wait or
+        an escalation or is refused now, stored by this turn's batch with its consumer
+        (`Journal.consume`); declined (its `consumed_by` left None) when it would be kept for
+        a later wait, and so is every offer after one declined: their callers store them as
+        any signal, in order, and hand them over (`signal`). An id offered before is declined
+        too: its caller finds the stored one."""
+        if self.declining or sig.signal_id in self.offered:
+            return
+        if self._data_signal(sig, keep=False):
+            self.offered.add(sig.signal_id)
+        else:
+            self.declining = True
+
+    def _data_signal(self, sig: SignalRecord, *, keep: bool) -> bool:
+        """A signal that is not a control request, applied; False (nothing done) when no
+        wait takes it now and not `keep`."""
+        fold = self.fold
         received = {"signal": sig.name, "signal_id": sig.signal_id, "data": sig.data}
         escalated = fold.handlers.escalated
         if sig.name == ESCALATION_SIGNAL and escalated:
@@ -178,17 +202,20 @@ class Waits:
             target = data.get("node") or next(iter(escalated))
             if data.get("action") in ("retry", "skip", "fail") and target in escalated:
                 fold.journal.event("signal.received", None, received)
-                fold.journal.consume_signal(sig.seq, target)
+                fold.journal.consume(sig, target)
                 fold.handlers.escalation_answer(target, data)
-                return
+                return True
         route = self.pending.route(sig)
         if route.refusal is not None:
             self.refuse(sig, route.refusal)
         elif route.key is None:
+            if not keep:
+                return False
             fold.journal.event("signal.received", None, received)
             self.buffered.append(sig)
         else:
             self.answered(TaskKey.parse(route.key), sig)
+        return True
 
     def _unbuffer(self, seq: int) -> bool:
         for i, buffered in enumerate(self.buffered):
@@ -214,7 +241,7 @@ class Waits:
                 "wait_id": rec.wait["id"],
             },
         )
-        fold.journal.consume_signal(sig.seq, key.text)
+        fold.journal.consume(sig, key.text)
         fold.drop_timer(key)
         if key.is_item:
             fold.maps.item_done(key, rec.attempt, True, sig.data)
@@ -229,7 +256,7 @@ class Waits:
             None,
             {"signal": sig.name, "signal_id": sig.signal_id, "reason": reason},
         )
-        self.fold.journal.consume_signal(sig.seq, REFUSED_PREFIX + reason[:200])
+        self.fold.journal.consume(sig, REFUSED_PREFIX + reason[:200])
 
     def end(self, match: Callable[[TaskKey], bool] | None = None) -> list[TaskKey]:
         """Ends the pending waits whose keys `match` (all by default); returns their keys."""

@@ -3,11 +3,23 @@ theirs, the store and watchers never see them)."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 from agentrun.engine.redact import Redactor
 from agentrun.storage.machines import MachineBatch
-from agentrun.storage.records import Batch
+from agentrun.storage.records import Batch, ExecutionRecord
+
+
+def redacted_execution(record: ExecutionRecord, redactor: Redactor) -> ExecutionRecord:
+    """A copy of an execution's record, its output, error and vars masked (a copy still
+    with no redactor: the live record changes with the run's next turns)."""
+    if not redactor:
+        return copy.copy(record)
+    value = redactor.value
+    return replace(
+        record, output=value(record.output), error=value(record.error), vars=value(record.vars)
+    )
 
 
 def redacted_batch(batch: Batch, redactor: Redactor) -> Batch:
@@ -15,21 +27,16 @@ def redacted_batch(batch: Batch, redactor: Redactor) -> Batch:
     error, events' data."""
     value = redactor.value
     execution = batch.execution
-    if execution is not None:
-        execution = replace(
-            execution,
-            output=value(execution.output),
-            error=value(execution.error),
-            vars=value(execution.vars),
-        )
     return Batch(
-        execution=execution,
+        execution=redacted_execution(execution, redactor) if execution is not None else None,
         nodes=[
             replace(n, output=value(n.output), error=value(n.error), input=value(n.input))
             for n in batch.nodes
         ],
         events=[replace(e, data=value(e.data)) for e in batch.events],
         consumed_signals=batch.consumed_signals,
+        signals=batch.signals,
+        fence=batch.fence,
     )
 
 
