@@ -15,16 +15,16 @@ earlier ones RETURN):
 - `upd`: the execution UPDATEs, of locked rows only;
 - `created`: new executions (`create_execution`), in (tenant, request_id, id) order as the
   transaction's way inserts them; a request id the tenant already used inserts nothing;
-- the node upserts, event INSERTs and consumed signals of the executions `upd` and `created`
-  wrote, and nothing of the others;
+- the node upserts, event INSERTs, consumed signals and the signals the batches store
+  (`Batch.signals`: each the next seq of its execution, in the batches' order) of the
+  executions `upd` and `created` wrote, and nothing of the others;
 - `pg_notify` for the executions whose events went in, in payloads under NOTIFY's limit.
 
 So a stale batch (a replica that lost the lease) writes nothing while its neighbours commit.
 Its item is answered `UNWRITTEN`, and so are a create whose request id was used (the
 transaction's way then answers with the stored execution) and the batches this statement
 does not cover (rows of another execution than the batch's, signals consumed without an
-execution row, signals the batch stores (`Batch.signals`: a signal with the turn that applies
-it), an execution's second batch in the group, and any later batch of an execution
+execution row, an execution's second batch in the group, and any later batch of an execution
 one of those holds, so that each execution's batches still land in order): the group commit
 then writes them the SQLAlchemy transaction's way, which refuses a stale batch with the same
 error as ever (LeaseLost, or KeyError for an execution that does not exist). A statement PostgreSQL
@@ -132,10 +132,9 @@ def turn_result(batch: TurnRows, covered: bool, done: set[str], made: set[str]) 
     return None if batch.execution["b_id"] in done else UNWRITTEN
 
 
-def covered_batches(batches: Sequence[TurnRows], *, signals: bool = False) -> list[bool]:
+def covered_batches(batches: Sequence[TurnRows]) -> list[bool]:
     """Which batches the statement writes: an execution's update with rows of that execution
-    only (and no signal to store, unless the writer stores `signals`), its first batch in
-    the group, and none after a batch of it that is not covered."""
+    only, its first batch in the group, and none after a batch of it that is not covered."""
     seen: set[str] = set()
     covered: list[bool] = []
     for batch in batches:
@@ -165,7 +164,6 @@ def covered_batches(batches: Sequence[TurnRows], *, signals: bool = False) -> li
         id_ = row["b_id"]
         yes = (
             batch.create is None
-            and (signals or not batch.signals)
             and all(r["b_execution_id"] == id_ for r in batch.signals)
             and id_ not in seen
             and all(r["execution_id"] == id_ for r in batch.nodes)
@@ -187,6 +185,7 @@ def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | 
     nodes: dict[tuple[str, str], dict[str, Any]] = {}
     events: list[dict[str, Any]] = []
     consumed: list[dict[str, Any]] = []
+    signals: list[dict[str, Any]] = []
     creates: list[dict[str, Any]] = []
     for batch in batches:
         if batch.create_row is not None and batch.create is not None:
@@ -199,6 +198,7 @@ def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | 
             nodes[(node["execution_id"], node["node_id"])] = node
         events += batch.events
         consumed += batch.consumed
+        signals += batch.signals
     # The columns a batch changes; b_ keys are its parameters (the id, the fence).
     exec_cols = tuple(c for c in executions[0] if not c.startswith("b_")) if executions else ()
     create_cols = tuple(creates[0]) if creates else _EXECUTION_COLUMNS
@@ -229,7 +229,17 @@ def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | 
         [c["b_seq"] for c in consumed],
         [c["b_node"] for c in consumed],
     ]
+    args += array_columns(db.signals, _SIGNAL_COLUMNS, [_unprefixed(r) for r in signals])
     return (exec_cols, node_cols, event_cols, create_cols), args
+
+
+def _unprefixed(row: dict[str, Any]) -> dict[str, Any]:
+    """A signal's parameters (`b_NAME`, executions.py) by column name."""
+    return {name[2:]: value for name, value in row.items()}
+
+
+# The columns of a signal a turn stores (its seq is the statement's).
+_SIGNAL_COLUMNS = ("execution_id", "name", "data", "signal_id", "created_at", "consumed_by")
 
 
 # The columns of a group without nodes (or events), in the order their rows list them: the
@@ -288,10 +298,12 @@ def unnest(
     first: int,
     alias: str,
     lead: Sequence[tuple[str, str]] = (),
+    *,
+    ordinality: str | None = None,
 ) -> tuple[str, list[str]]:
     """`unnest($first::t[], ...) AS alias(col, ...)` over the `lead` parameters (name, element
     type: a fence) then the columns `names` of `table`, and each column's value cast to its
-    type (jsonb from text)."""
+    type (jsonb from text); `ordinality`: the name of a last column, each row's place (from 1)."""
     kinds = [kind for _, kind in lead] + [
         "text" if _kind(table.c[n]) == "jsonb" else _kind(table.c[n]) for n in names
     ]
@@ -300,7 +312,10 @@ def unnest(
     values = [
         f'{alias}."{n}"::jsonb' if _kind(table.c[n]) == "jsonb" else f'{alias}."{n}"' for n in names
     ]
-    return f"unnest({', '.join(arrays)}) AS {alias}({', '.join(columns)})", values
+    if ordinality is None:
+        return f"unnest({', '.join(arrays)}) AS {alias}({', '.join(columns)})", values
+    columns.append(ordinality)
+    return f"unnest({', '.join(arrays)}) WITH ORDINALITY AS {alias}({', '.join(columns)})", values
 
 
 def unnests(
@@ -366,6 +381,11 @@ def _statement(
     )
     (exec_from, exec_values), (node_from, node_values) = parts[:2]
     (event_from, event_values), (create_from, create_values) = parts[2:]
+    # After the consumed signals' three arrays: the signals the batches store (their order
+    # in the arrays is the order of their seqs).
+    signal_from, signal_values = unnest(
+        db.signals, _SIGNAL_COLUMNS, first + 3, "s", ordinality="ord"
+    )
     node_keys = {c.name for c in db.nodes.primary_key.columns}
     node_set = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in node_cols if n not in node_keys)
     exec_set = ", ".join(f'"{n}" = {v}' for n, v in zip(exec_cols, exec_values, strict=True))
@@ -395,6 +415,13 @@ WITH {fenced_update("executions", exec_from, exec_set)}, created AS (
         AS c(execution_id, seq, node)
     WHERE signals.execution_id = c.execution_id AND signals.seq = c.seq
         AND c.execution_id IN (SELECT id FROM upd)
+), signals_written AS (
+    INSERT INTO signals (seq, {", ".join(f'"{n}"' for n in _SIGNAL_COLUMNS)})
+    SELECT coalesce((SELECT max(x.seq) FROM signals x WHERE x.execution_id = s.execution_id), 0)
+            + row_number() OVER (PARTITION BY s.execution_id ORDER BY s.ord),
+        {", ".join(signal_values)}
+    FROM {signal_from}
+    WHERE s.execution_id IN (SELECT id FROM upd)
 ), announced AS (
     {announce("SELECT DISTINCT execution_id AS id FROM events_written")}
 )

@@ -61,7 +61,7 @@ class SqliteTurnWriter:
         """Writes the covered batches in one transaction; each batch's result (None: written,
         UNWRITTEN: not written), or None when SQLite refused a statement (nothing written).
         StoreError when the database is unavailable."""
-        covered = covered_batches(batches, signals=True)
+        covered = covered_batches(batches)
         mine = [batch for batch, yes in zip(batches, covered, strict=True) if yes]
         if not mine:
             return [UNWRITTEN] * len(batches)

@@ -539,6 +539,47 @@ async def test_a_batch_stores_its_signals_after_those_stored_before(store: Store
     assert len(await store.pending_signals(ex.id)) == 3
 
 
+async def test_a_fenced_turn_stores_its_signals_and_a_stale_one_none(store: Store) -> None:
+    """A turn's batch (its execution's row, fenced: the turn writers' own paths on SQL)
+    stores its signals, several in one group each the next seq; a stale one stores none."""
+    from agentrun.storage.base import LeaseLost
+
+    a, b = await started(store), await started(store)
+    await store.add_signal(signal(a.id, "before"))
+    held = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
+
+    def turn(ex: ExecutionRecord, seq: int, *signals: SignalRecord) -> Batch:
+        for sig in signals:
+            sig.consumed_by = "ask" if sig.signal_id.endswith("taken") else None
+        return Batch(
+            execution=held[ex.id], events=[ev(ex.id, seq)], signals=list(signals), fence=("r1", 1)
+        )
+
+    await asyncio.gather(
+        store.commit(turn(a, 1, signal(a.id, "a-taken", data={"x": [1.5, None]}))),
+        store.commit(turn(b, 1, signal(b.id, "b-taken"), signal(b.id, "b-kept", data=[]))),
+        store.commit(turn(a, 2, signal(a.id, "a-kept"))),
+    )
+    stored = {
+        (ex.id, sid): await store.get_signal(ex.id, sid)
+        for ex, sid in ((a, "before"), (a, "a-taken"), (a, "a-kept"), (b, "b-taken"), (b, "b-kept"))
+    }
+    assert {k: (s.seq, s.consumed_by) for k, s in stored.items() if s is not None} == {
+        (a.id, "before"): (1, None),
+        (a.id, "a-taken"): (2, "ask"),
+        (a.id, "a-kept"): (3, None),
+        (b.id, "b-taken"): (1, "ask"),
+        (b.id, "b-kept"): (2, None),
+    }
+    assert stored[(a.id, "a-taken")].data == {"x": [1.5, None]}  # type: ignore[union-attr]
+    assert stored[(b.id, "b-kept")].data == []  # type: ignore[union-attr]
+    await store.release_leases("r1")
+    await store.claim_executions("r2", lease_seconds=10, now=T0 + 1)
+    with pytest.raises(LeaseLost):
+        await store.commit(turn(a, 3, signal(a.id, "stale")))
+    assert await store.get_signal(a.id, "stale") is None
+
+
 async def test_list_waits_finds_pending_signal_waits_of_the_tenant(store: Store) -> None:
     ours, other, ended = (
         await started(store),
