@@ -139,7 +139,8 @@ async def test_a_commit_goes_to_the_thread_while_the_loop_has_other_work(
     """A small group commit runs on the loop's thread only when nothing else is ready to
     run there: with other tasks ready (calls arriving one by one, as gRPC hands them over)
     it goes to the writer thread, so the loop is not held up for its fsync and the next
-    group gathers the batches that arrive meanwhile."""
+    group gathers the batches that arrive meanwhile; unless commits are quicker than the
+    hand-off to the thread (INLINE_BUSY_MAX_SECONDS)."""
     import threading
 
     from agentrun.storage import sqldb_sqlite
@@ -147,6 +148,8 @@ async def test_a_commit_goes_to_the_thread_while_the_loop_has_other_work(
     # However slow this machine's disk is today, the commit is one the loop's thread may take.
     monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 3600.0)
     monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 3600.0)
+    # Slower than the hand-off to the thread, however fast this machine's disk is today.
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_BUSY_MAX_SECONDS", 0.0)
     on_loop: list[bool] = []
     run = sqldb_sqlite.SqliteDatabase._run
 
@@ -175,10 +178,15 @@ async def test_a_commit_goes_to_the_thread_while_the_loop_has_other_work(
             for sequence in (2, 3):
                 await store.commit(Batch(events=[EventRecord("ex-1", sequence, "x", time.time())]))
             assert on_loop == [False, False]  # the loop had work: in the writer thread
+            # Commits quicker than a hand-off stay on the loop's thread, busy or not.
+            monkeypatch.setattr(sqldb_sqlite, "INLINE_BUSY_MAX_SECONDS", 3600.0)
+            on_loop.clear()
+            await store.commit(Batch(events=[EventRecord("ex-1", 4, "x", time.time())]))
+            assert on_loop == [True]
         finally:
             busy = False
             await worker
-        assert [e.sequence for e in await store.list_events("ex-1")] == [1, 2, 3]
+        assert [e.sequence for e in await store.list_events("ex-1")] == [1, 2, 3, 4]
     finally:
         await store.close()
 
