@@ -9,10 +9,11 @@ sqlite3 handle (`SqliteDatabase.turn_transaction`), its parameters built from th
 straight into tuples (each column encoded as SQLAlchemy binds it: JSON as json.dumps text,
 NULL for None, a bool as 0/1), with SQL built once:
 - each batch's instance UPDATE, its fence (owner, lease epoch) and base sequence folded into
-  its WHERE, its row count read: a batch whose row did not change writes nothing else; its
-  indexed columns (state, ended_at) are a second UPDATE that changes the row only when one of
-  them differs (SQLite rewrites an index entry for every column assigned, whatever the value:
-  an event that stays ACTIVE wrote two index pages more to the WAL);
+  its WHERE, its row count read: a batch whose row did not change writes nothing else. An
+  event that leaves the instance ACTIVE does not assign the indexed columns (state, ended_at):
+  its UPDATE holds only while the stored row is ACTIVE too, and only if it does not is a
+  second one, assigning them, tried (SQLite rewrites an index entry for every column
+  assigned, whatever the value: assigned on every event, they cost two WAL pages more);
 - the history rows, the timers dropped and the timers set of the batches whose UPDATE held,
   each one `executemany` for the group, in the transaction's way's order.
 
@@ -32,7 +33,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentrun.storage.group_commit import UNWRITTEN
-from agentrun.storage.machine_base import HistoryRecord, InstanceRecord, MachineBatch, TimerRecord
+from agentrun.storage.machine_base import (
+    HistoryRecord,
+    InstanceRecord,
+    InstanceState,
+    MachineBatch,
+    TimerRecord,
+)
 
 if TYPE_CHECKING:
     from agentrun.storage.sqldb_sqlite import SqliteDatabase
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["SqliteInstanceWriter", "write_instances"]
 
 _dumps = json.dumps
+_ACTIVE = InstanceState.ACTIVE
 
 
 class SqliteInstanceWriter:
@@ -90,17 +98,22 @@ def write_instances(batches: Sequence[MachineBatch], conn: sqlite3.Connection) -
     for batch in batches:
         rec = batch.instance
         fence, base = batch.fence, batch.base
-        params = _changes(rec)
-        if base is not None:
-            params += (base,)
+        based, fenced = base is not None, fence is not None
+        values = _changes(rec)
+        key: tuple[Any, ...] = (rec.id,)
+        if based:
+            key += (base,)
         if fence is not None:
-            params += fence
-        if execute(_update(base is not None, fence is not None), params).rowcount != 1:
-            written.append(False)  # stale or unknown: nothing of this batch
-            continue
+            key += fence
+        # An event that leaves the instance ACTIVE, as stored: one UPDATE, its indexed columns
+        # not assigned; otherwise (or if it was not ACTIVE) one that assigns them too.
+        kept = rec.state is _ACTIVE and rec.ended_at is None
+        if not (kept and execute(_update(based, fenced, True), values + key).rowcount == 1):
+            indexed = (rec.state.value, rec.ended_at)
+            if execute(_update(based, fenced, False), values + indexed + key).rowcount != 1:
+                written.append(False)  # stale or unknown: nothing of this batch
+                continue
         written.append(True)
-        state, ended_at = rec.state.value, rec.ended_at
-        execute(_UPDATE_INDEXED, (state, ended_at, rec.id, state, ended_at))
         history += map(_history, batch.history)
         if batch.timers is not None:
             drop_all.append((rec.id,))
@@ -125,7 +138,8 @@ def _json(value: Any) -> str | None:
 
 
 # The columns an event changes (machines_sql.MUTABLE) that are in no index, in `_changes`'
-# order; the other two, state and ended_at, are `_UPDATE_INDEXED`'s (tests/storage check it).
+# order; the other two, state and ended_at, are assigned only when they may change (`_update`;
+# tests/storage check the split).
 _CHANGED = (
     "current",
     "data",
@@ -140,7 +154,7 @@ _CHANGED = (
 
 
 def _changes(r: InstanceRecord) -> tuple[Any, ...]:
-    """`_CHANGED`'s values, then the id (the UPDATE's parameters before its fence)."""
+    """`_CHANGED`'s values (the UPDATE's first parameters)."""
     return (
         r.current,
         _json(r.data),
@@ -151,7 +165,6 @@ def _changes(r: InstanceRecord) -> tuple[Any, ...]:
         r.invoke_execution,
         _json(r.labels),
         _json(r.pending),
-        r.id,
     )
 
 
@@ -159,21 +172,21 @@ _SET_CHANGED = ", ".join(f'"{name}" = ?' for name in _CHANGED)
 
 
 @functools.cache
-def _update(based: bool, fenced: bool) -> str:
-    """The instance UPDATE of `_CHANGED`; `based`: only while the stored last_sequence is the
-    batch's base; `fenced`: only while the lease is the batch's owner and epoch."""
-    sql = f"UPDATE sm_instances SET {_SET_CHANGED} WHERE id = ?"
+def _update(based: bool, fenced: bool, kept: bool) -> str:
+    """The instance UPDATE of `_CHANGED`, then (unless `kept`) of the indexed state and
+    ended_at; `kept`: only while the stored instance is ACTIVE (so neither changes);
+    `based`: only while the stored last_sequence is the batch's base; `fenced`: only while
+    the lease is the batch's owner and epoch."""
+    assigned = _SET_CHANGED if kept else f'{_SET_CHANGED}, "state" = ?, "ended_at" = ?'
+    sql = f"UPDATE sm_instances SET {assigned} WHERE id = ?"
     if based:
         sql += " AND last_sequence = ?"
     if fenced:
         sql += " AND owner = ? AND lease_epoch = ?"
+    if kept:
+        sql += f' AND "state" = \'{_ACTIVE.value}\' AND "ended_at" IS NULL'
     return sql
 
-
-_UPDATE_INDEXED = (
-    'UPDATE sm_instances SET "state" = ?, "ended_at" = ? '
-    'WHERE id = ? AND ("state" IS NOT ? OR "ended_at" IS NOT ?)'
-)
 
 # In `_history`'s order (tests/storage check it is the table's).
 _HISTORY_COLUMNS = (

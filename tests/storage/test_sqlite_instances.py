@@ -246,8 +246,8 @@ async def test_an_event_that_keeps_the_indexed_columns_does_not_assign_them(
     store: SqlStore,
 ) -> None:
     """SQLite rewrites an index entry for every column an UPDATE assigns: an event that leaves
-    the instance ACTIVE (state and ended_at unchanged) assigns neither, so their index pages
-    stay out of the commit; the engine's own commits take this path."""
+    the instance ACTIVE (state and ended_at unchanged) assigns neither, in one UPDATE, so their
+    index pages stay out of the commit; the engine's own commits take this path."""
     record = await _create(store, "sm-a")
     database = store.database
     assert isinstance(database, SqliteDatabase) and database._sync_conn is not None
@@ -259,10 +259,9 @@ async def test_an_event_that_keeps_the_indexed_columns_does_not_assign_them(
         await store.instances.commit(_event(record, 2))
     finally:
         driver.set_trace_callback(None)
-    assigned = [s for s in statements if s.startswith("UPDATE sm_instances")]
-    assert assigned and all('"state" = ' not in s for s in assigned[:1])
-    changed = [s for s in assigned if '"state" = ' in s]
-    assert len(changed) == 1 and "IS NOT" in changed[0]
+    updates = [s for s in statements if s.startswith("UPDATE sm_instances")]
+    assert len(updates) == 1, updates
+    assert '"state" =' not in updates[0].split(" WHERE ")[0], updates[0]
 
 
 async def test_an_idle_loop_commits_at_submit(
@@ -302,3 +301,21 @@ async def test_a_stale_batch_at_submit_gets_the_usual_error(store: SqlStore) -> 
         await future
     got = await store.instances.get_instance("sm-a")
     assert got is not None and got.last_sequence == 1 and got.owner == "r2"
+
+
+async def test_an_active_batch_on_an_ended_row_assigns_the_indexed_columns(
+    store: SqlStore,
+) -> None:
+    """The one-UPDATE way holds only while the stored row is ACTIVE; on a row that is not,
+    the batch is written by the UPDATE that assigns state and ended_at too."""
+    record = await _create(store, "sm-a")
+    ended = _event(record, 2, state=InstanceState.CANCELLED, ended_at=T0 + 2)
+    assert await _writer(store)([ended]) == [None]
+    again = _event(record, 3)
+    assert await _writer(store)([again]) == [None]
+    got = await store.instances.get_instance("sm-a")
+    assert got is not None and (got.state, got.ended_at, got.last_sequence) == (
+        InstanceState.ACTIVE,
+        None,
+        3,
+    )
