@@ -1,8 +1,8 @@
 """The calls a DAG run launches after its commit (LangGraph's runner): one attempt of a tool,
 agent, `pass` or `workflow` step through the one step invoker (`invoke_step`: timeout,
 breaker, instrumentation), its progress and outcome posted back to the run's inbox. A
-synchronous tool's attempt (`Tool.synchronous`) runs at once on the run's loop (`run_now`),
-the others each in a task of their own. A pure synchronous tool's attempt (`pure_synchronous`)
+synchronous tool's attempt (`Tool.synchronous`) runs at once on the run's loop
+(`attempt_now`, from the loop's launches), the others each in a task of their own. A pure synchronous tool's attempt (`pure_synchronous`)
 does not wait for the commit: the fold runs it inside the turn (`attempt_now`), as it computes
 a `pass` node."""
 
@@ -46,12 +46,6 @@ _PURE = Effect.PURE
 _MAIN = Role.MAIN
 
 
-def synchronous(call: Call) -> bool:
-    """Whether `call` is a synchronous tool's, to run with `run_now`."""
-    step = call.step
-    return isinstance(step, ToolStep) and step.tool is not None and step.tool.synchronous
-
-
 def pure_synchronous(step: StepPlan) -> bool:
     """Whether `step` calls a synchronous tool whose calls change nothing (`Effect.PURE`):
     its attempt may run inside the turn (`attempt_now`), as a `pass` node computes, its
@@ -60,13 +54,6 @@ def pure_synchronous(step: StepPlan) -> bool:
         return False
     tool = step.tool
     return tool is not None and tool.synchronous and tool.effect is _PURE
-
-
-def run_now(run: DagRun, call: Call) -> None:
-    """A synchronous tool's attempt, to its end before this returns: no task, no trip through
-    the event loop (its `Done` is in the inbox when this returns)."""
-    ok, value = attempt_now(run, call)
-    run.post(Done(call.key, call.attempt, ok, value))
 
 
 def attempt_now(run: DagRun, call: Call) -> Outcome:
@@ -82,15 +69,18 @@ def attempt_now(run: DagRun, call: Call) -> Outcome:
     tool = step.tool
     assert tool is not None
     fold = run.fold
-    breaker = breaker_for(step, run.breakers, fold.plan.breakers)
+    breaker = run.breakers.get(tool.name, fold.plan.breakers)  # `breaker_for` a tool
     on_breaker = _on_breaker(run) if breaker is not None else _ignore
     ctx = _context(run, call)
     if step.labels:
         ctx = dataclasses.replace(ctx, labels=step.labels)
-    try:
-        act = _activation(fold, call)
-    except ExpressionError as exc:
-        return False, expression_failure(exc)
+    if step.names or call.extra:
+        try:
+            act = _activation(fold, call)
+        except ExpressionError as exc:
+            return False, expression_failure(exc)
+    else:
+        act = Activation()  # constant arguments (what `activation` would build)
     try:
         if breaker is not None:
             admit(step, breaker, fold.clock, on_breaker)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from agentrun.engine.breakers import Breakers
 from agentrun.engine.budgets import Budgets
-from agentrun.engine.dag.calls import attempt_now, run_call, run_now, synchronous
+from agentrun.engine.dag.calls import attempt_now, run_call
 from agentrun.engine.dag.fold import Fold
 from agentrun.engine.dag.gate import Gating
 from agentrun.engine.dag.keys import TaskKey
@@ -50,7 +50,7 @@ from agentrun.engine.dag.restore import restore
 from agentrun.engine.errors import Unavailable
 from agentrun.engine.hub import Hub
 from agentrun.engine.instrument import Instrumentation
-from agentrun.engine.plan import AgentStep, DagPlan, WorkflowStep
+from agentrun.engine.plan import AgentStep, DagPlan, ToolStep, WorkflowStep
 from agentrun.engine.redact import Redactor
 from agentrun.engine.runtime.redaction import redacted_batch
 from agentrun.engine.scheduler import BaseScheduler, Ticket
@@ -316,9 +316,10 @@ class DagRun:
             self._arm_deadline()
             first, self._first = self._first, None
             busy = 0  # turns in a row that did not wait for a message
+            # Read again after every wait: nothing awaits between a drain and its turn.
+            fold.draining = self.host.draining
             while True:
                 if first is None:
-                    fold.draining = self.host.draining
                     fold.turn()
                     if commit_now is not None:
                         self._flush_now(commit_now)
@@ -443,12 +444,16 @@ class DagRun:
                 if not fut.done():
                     fut.set_result(None)
         if fold.to_launch:
-            loop = asyncio.get_running_loop()
             for call in fold.take_launches():
-                if synchronous(call):
-                    run_now(self, call)
+                step = call.step
+                if type(step) is ToolStep and step.tool is not None and step.tool.synchronous:
+                    # At once, to its end (no task, no trip through the event loop): its
+                    # `Done` is in the inbox, which the loop drains before it waits.
+                    self.inbox.append(Done(call.key, call.attempt, *attempt_now(self, call)))
                 else:
-                    self.tasks[call.key.text] = loop.create_task(run_call(self, call))
+                    self.tasks[call.key.text] = asyncio.get_running_loop().create_task(
+                        run_call(self, call)
+                    )
 
     def _inline(self, call: Call) -> tuple[bool, Any]:
         """A pure synchronous tool's attempt, run inside the fold's turn (`Fold.run_inline`).
