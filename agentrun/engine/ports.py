@@ -46,11 +46,6 @@ class Effect(enum.StrEnum):
     IRREVERSIBLE = "irreversible"
 
 
-# A frozen dataclass's generated __init__ looks `object.__setattr__` up for every field; the
-# engine makes a `CallContext` for every call, and writes its fields through this one instead.
-_set = object.__setattr__
-
-
 @dataclass(frozen=True, slots=True, init=False)
 class CallContext:
     """Facts about the call a tool may use: the idempotency key stays the same across retries
@@ -84,15 +79,44 @@ class CallContext:
         labels: Mapping[str, str] | None = None,
         deadline: float | None = None,
     ) -> None:
-        _set(self, "execution_id", execution_id)
-        _set(self, "node_id", node_id)
-        _set(self, "attempt", attempt)
-        _set(self, "idempotency_key", idempotency_key)
-        _set(self, "tenant", tenant)
-        _set(self, "secrets", {} if secrets is None else secrets)
-        _set(self, "emit", emit)
-        _set(self, "labels", {} if labels is None else labels)
-        _set(self, "deadline", deadline)
+        # Each field through its slot's own setter (below): a frozen dataclass's generated
+        # __init__ goes through `object.__setattr__`, which looks each name up on the type;
+        # the engine makes a `CallContext` for every call.
+        _set_execution_id(self, execution_id)
+        _set_node_id(self, node_id)
+        _set_attempt(self, attempt)
+        _set_idempotency_key(self, idempotency_key)
+        _set_tenant(self, tenant)
+        _set_secrets(self, {} if secrets is None else secrets)
+        _set_emit(self, emit)
+        _set_labels(self, {} if labels is None else labels)
+        _set_deadline(self, deadline)
+
+
+(
+    _set_execution_id,
+    _set_node_id,
+    _set_attempt,
+    _set_idempotency_key,
+    _set_tenant,
+    _set_secrets,
+    _set_emit,
+    _set_labels,
+    _set_deadline,
+) = (
+    CallContext.__dict__[name].__set__
+    for name in (
+        "execution_id",
+        "node_id",
+        "attempt",
+        "idempotency_key",
+        "tenant",
+        "secrets",
+        "emit",
+        "labels",
+        "deadline",
+    )
+)
 
 
 class Tool(abc.ABC):
