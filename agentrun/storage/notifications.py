@@ -333,7 +333,10 @@ _POLLED = (
     ("signal", db.signals, db.signals.c.execution_id),
     ("events", db.sm_history, db.sm_history.c.instance_id),
 )
-# Where each polled table ends (its highest rowid), in _POLLED's order.
+# Where each polled table ends (its highest rowid), in _POLLED's order. A mark holds only
+# while rowids never go back: SQLite gives a new row the highest rowid + 1, so whatever
+# deletes rows of these tables keeps each one's newest row (event retention does,
+# `SqliteDatabase.maintain_events`; nothing deletes signals or history).
 _ENDS = "SELECT " + ", ".join(
     f"(SELECT coalesce(max(rowid), 0) FROM {table.name})" for _kind, table, _key in _POLLED
 )

@@ -357,6 +357,36 @@ async def test_sqlite_signals_stored_here_are_announced_here_only_through_notify
         assert heard.count(("signal", "ex-2")) == 1
 
 
+async def test_sqlite_new_events_are_heard_after_retention_deleted_the_newest(
+    tmp_path: Any,
+) -> None:
+    """The poller seeks events past the highest rowid it saw; SQLite gives a new row the
+    table's highest rowid + 1. Event retention deleting the newest rows (an execution that
+    ended long ago wrote last) handed their rowids out again, below the poller's mark: the
+    rows written next were never announced. Retention keeps the table's newest row."""
+    async with _sqlite_stores(tmp_path) as (writer, reader):
+        heard, execution = await _pair(writer, reader)
+        channel = reader.notifications
+        assert isinstance(channel, notifications.SqliteNotifications)
+        await _until(lambda: channel.receiving, "the poller's marks")
+        long_ago = time.time() - 10 * 86_400
+        ended = ExecutionRecord(
+            "ex-old", "t", "wf", 1, ExecutionState.RUNNING, input=None, created_at=long_ago
+        )
+        await writer.create_execution(ended)
+        ended.state, ended.ended_at, ended.last_sequence = ExecutionState.SUCCEEDED, long_ago, 3
+        events = [EventRecord("ex-old", n, "x", long_ago) for n in (1, 2, 3)]
+        await writer.commit(Batch(execution=ended, events=events))
+        await _until(lambda: ("events", "ex-old") in heard, "the old execution's events")
+        assert await writer.maintain_events(now=time.time(), retention_seconds=86_400) >= 2
+        heard.clear()
+        execution.last_sequence = 1
+        await writer.commit(
+            Batch(execution=execution, events=[EventRecord("ex-1", 1, "x", time.time())])
+        )
+        await _until(lambda: ("events", "ex-1") in heard, "the new event", timeout=5.0)
+
+
 async def test_a_group_commit_announces_the_events_it_wrote_and_only_those(
     stores: Callable[[], Any],
 ) -> None:
