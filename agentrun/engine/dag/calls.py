@@ -1,10 +1,11 @@
 """The calls a DAG run launches after its commit (LangGraph's runner): one attempt of a tool,
 agent, `pass` or `workflow` step through the one step invoker (`invoke_step`: timeout,
-breaker, instrumentation), its progress and outcome posted back to the run's inbox. A
-synchronous tool's attempt (`Tool.synchronous`) runs at once on the run's loop
-(`attempt_now`, from the loop's launches), the others each in a task of their own. A pure synchronous tool's attempt (`pure_synchronous`)
-does not wait for the commit: the fold runs it inside the turn (`attempt_now`), as it computes
-a `pass` node."""
+breaker, instrumentation), its progress and outcome posted back to the run's inbox, each in
+a task of its own. A synchronous tool's attempt (`Tool.synchronous`) runs at once on the
+run's loop (`attempt_now`: `invoke_step`'s steps without its coroutines), its outcome put in
+the inbox by the loop's launches. A pure synchronous tool's attempt (`pure_synchronous`)
+does not wait for the commit: the fold runs it inside the turn (`attempt_now`), as it
+computes a `pass` node."""
 
 from __future__ import annotations
 
