@@ -47,7 +47,7 @@ class JsonText(sa.TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
-        return None if value is None else json.dumps(value)
+        return None if value is None else json_text(value)
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
         return None if value is None else json.loads(value)
@@ -206,6 +206,42 @@ signals = sa.Table(
 
 
 # Payload encoding -----------------------------------------------------------------
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json.dumps with its defaults ends in this C encoder, but builds it anew at every call
+# (dumps -> encode -> iterencode -> c_make_encoder): three frames and a constructor, about
+# three quarters of the call for a small payload (a step writes several). Built once here
+# with the same arguments, without the cycle check's memo (`markers`): a memo shared by every
+# call would outlive a failed call; a cyclic value fails all the same (RecursionError, where
+# json.dumps raises ValueError).
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE: Callable[[Any, int], Any] | None = (
+    None
+    if _C_ENCODER is None
+    else _C_ENCODER(
+        None,
+        _not_serializable,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ": ",
+        ", ",
+        False,
+        False,
+        True,
+    )
+)
+
+
+def json_text(value: Any) -> str:
+    """`json.dumps(value)`: the same text (its defaults: ASCII, NaN allowed, keys in order),
+    through one C encoder built once (`_ENCODE`)."""
+    if _ENCODE is None:
+        return json.dumps(value)
+    return "".join(_ENCODE(value, 0))
+
+
 def jsonb_dumps(value: Any) -> str:
     """json.dumps, except that floats written with a positive exponent keep a decimal point.
 
@@ -214,7 +250,7 @@ def jsonb_dumps(value: Any) -> str:
     (CEL keeps int and double apart) see a node's output after a restart. (`numeric` has no
     negative zero either: -0.0 comes back as 0.0, still a float; memory and SQLite keep it.)
     """
-    text = json.dumps(value)
+    text = json_text(value)
     if "e+" not in text:  # the common case: no such float (or only a string containing e+)
         return text
     # json's pure-Python encoder takes a float formatter (the C one does not); a fresh one
@@ -241,10 +277,6 @@ def _float_with_point(value: float) -> str:
     if text in ("nan", "inf", "-inf"):  # as json.dumps writes them; PostgreSQL refuses them
         return {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}[text]
     return text
-
-
-def _not_serializable(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 T = TypeVar("T")

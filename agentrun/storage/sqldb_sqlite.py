@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import operator
 import sqlite3
 import time
@@ -91,34 +90,48 @@ _TERMINAL = [s.value for s in ExecutionState if s.terminal]
 
 class RowEncoder:
     """The values of rows as sqlite3 takes them, in the order of `names`: each encoded by
-    its column type's bind processor (JSON text straight through json.dumps), as SQLAlchemy
-    would bind them, so reads through SQLAlchemy see the same rows."""
+    its column type's bind processor (JSON text straight through `schema.json_text`, NULL
+    left as it is), as SQLAlchemy would bind them, so reads through SQLAlchemy see the same
+    rows."""
 
     def __init__(self, names: Sequence[str], kinds: Sequence[Any], dialect: sa.Dialect) -> None:
         self._get = operator.itemgetter(*names)
         self._single = len(names) == 1
+        # JSON columns (most of a row's encoding, and mostly NULL) apart from the others.
+        self._json: list[int] = []
         self._encode: list[tuple[int, Callable[[Any], Any]]] = []
         for index, kind in enumerate(kinds):
             impl = kind.dialect_impl(dialect)
-            processor = (
-                _json_text if isinstance(impl, db.JsonText) else impl.bind_processor(dialect)
-            )
+            if isinstance(impl, db.JsonText):
+                self._json.append(index)
+                continue
+            processor = impl.bind_processor(dialect)
             if processor is not None:
                 self._encode.append((index, processor))
 
     def params(self, rows: Sequence[dict[str, Any]]) -> list[Sequence[Any]]:
-        get, encode = self._get, self._encode
+        get, encode, json_columns = self._get, self._encode, self._json
         if self._single:
-            return [(encode[0][1](get(row)) if encode else get(row),) for row in rows]
-        if not encode:
+            return [(self._one(get(row)),) for row in rows]
+        if not encode and not json_columns:
             return [get(row) for row in rows]
+        dumps = db.json_text
         params: list[Sequence[Any]] = []
         for row in rows:
             values = list(get(row))
+            for index in json_columns:
+                value = values[index]
+                if value is not None:
+                    values[index] = dumps(value)
             for index, processor in encode:
                 values[index] = processor(values[index])
             params.append(values)
         return params
+
+    def _one(self, value: Any) -> Any:
+        if self._json:
+            return _json_text(value)
+        return self._encode[0][1](value) if self._encode else value
 
 
 class _Plan(RowEncoder):
@@ -135,7 +148,7 @@ class _Plan(RowEncoder):
 
 def _json_text(value: Any) -> str | None:
     """JsonText's encoding without the TypeDecorator's layers around it."""
-    return None if value is None else json.dumps(value)
+    return None if value is None else db.json_text(value)
 
 
 class SqliteDatabase(SqlDatabase):
@@ -363,10 +376,14 @@ class SqliteDatabase(SqlDatabase):
 
     def _inline(self, work: Callable[[Any], T], *, raw: bool) -> tuple[T] | None:
         try:
-            with store_errors():
-                return (self._run(work, foreign_keys=True, wait=False, raw=raw),)
+            return (self._run(work, foreign_keys=True, wait=False, raw=raw),)
         except _Busy:
             return None  # another process holds the write lock: wait for it in the thread
+        except Exception:
+            # Sorted as `store_errors` sorts them, entered only on a failure: a generator's
+            # context manager at every commit cost more than this `try`.
+            with store_errors():
+                raise
 
     async def _group(self, work: Callable[[Any], T], *, items: int, raw: bool) -> T:
         if self._inline_pause > 0:
