@@ -188,6 +188,9 @@ def _how(fd: FieldDescriptor, checks: Checks | None) -> tuple[int | None, Any]:
     return _PLAIN, None  # string, bool, 32-bit ints
 
 
+_UNKNOWN: Any = object()  # a type `_field_table` has not seen
+
+
 class _Unusual(Exception):
     """A value the tables do not cover: the enclosing message goes to the printer (or, when
     checking, fails the checks)."""
@@ -223,6 +226,13 @@ def _regular(
                 if "\x00" in value or (extra is not None and len(value) > extra):
                     raise _Unusual
                 out[key] = value
+            elif how == _MESSAGE and checks is not None:  # `_value`'s, one call less
+                sub = checks.tables.get(value.DESCRIPTOR, _UNKNOWN)
+                if sub is _UNKNOWN:
+                    sub = _field_table(value.DESCRIPTOR, checks)
+                if sub is None:
+                    raise _Unusual
+                out[key] = _regular(value, sub, checks)
             elif how == _VALUE:
                 out[key] = _json_value(value)
             else:
@@ -231,10 +241,11 @@ def _regular(
             if how == _PLAIN:
                 out[key] = list(value)
             elif how == _STRING:
-                for item in value:
+                items = list(value)  # each read of a repeated string makes a new str
+                for item in items:
                     if "\x00" in item or (extra is not None and len(item) > extra):
                         raise _Unusual
-                out[key] = list(value)
+                out[key] = items
             else:
                 out[key] = [_value(how, extra, item, checks) for item in value]
         else:

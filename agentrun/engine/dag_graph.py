@@ -7,7 +7,6 @@ frozen `NodePlan` is built afterwards from its draft with its edges complete.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,9 @@ class Draft:
     # The file word of its kind (`pass`), None when it names none (reported).
     kind: str | None
     path: str
-    # The node's message; `bare`: it sets no field but its id, needs and kind.
+    # The node's stored form (`spec_to_dict`), and its message (None when `compile_node`
+    # reads none); `bare`: it sets no field but its id, needs and kind.
+    doc: dict[str, Any]
     msg: Any = None
     bare: bool = False
     incoming: list[EdgePlan] = field(default_factory=list)
@@ -45,26 +46,26 @@ def run_order(
     cycle, reports the nodes on it and what they block through `error` and returns Nones."""
     indegree = {nid: len(p.incoming) for nid, p in nodes.items()}
     level = dict.fromkeys(nodes, 0)
-    queue = deque(nid for nid, d in indegree.items() if d == 0)
-    order: list[str] = []
-    while queue:
-        nid = queue.popleft()
-        order.append(nid)
+    # The queue is `order` itself, read from the front while it grows. A node's level is final
+    # when it joins the queue (after all its sources), so it joins its stage then too.
+    order = [nid for nid, d in indegree.items() if not d]
+    stages: list[list[str]] = [list(order)] if order else []
+    for nid in order:
         below = level[nid] + 1
         for edge in nodes[nid].outgoing:
             t = edge.target
-            level[t] = max(level[t], below)
+            if level[t] < below:  # noqa: PLR1730 (max() is a call per edge)
+                level[t] = below
             left = indegree[t] - 1
             indegree[t] = left
             if not left:
-                queue.append(t)
+                order.append(t)
+                lv = level[t]  # at most len(stages): a source of it is at lv - 1
+                if lv == len(stages):
+                    stages.append([t])
+                else:
+                    stages[lv].append(t)
     if len(order) == len(nodes):
-        stages: list[list[str]] = []
-        for nid in order:
-            lv = level[nid]
-            while len(stages) <= lv:
-                stages.append([])
-            stages[lv].append(nid)
         return order, stages
     remaining = {nid for nid, d in indegree.items() if d > 0}
     cycles = _cycles(nodes, remaining)

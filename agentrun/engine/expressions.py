@@ -15,7 +15,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -389,7 +389,7 @@ class Template:
         node_refs: frozenset[str],
         fn: Callable[[Mapping[str, Any]], Any] | None,
         constant: Any,
-        expressions: list[Expression],
+        expressions: Sequence[Expression],
     ) -> None:
         self.names = names
         self.node_refs = node_refs
@@ -419,9 +419,10 @@ def compile_template(value: Any, path: str, allowed: frozenset[str] | None = Non
 
 def scalar_template(value: Any) -> Template | None:
     """The template of a number, a bool or null (most values of a large spec), which holds no
-    expression; None for any other value."""
+    expression; None for any other value. A constant's `expressions` is the empty tuple: no
+    list each, for the collector to walk (a 10,000-node plan held 10,000)."""
     if value is None or value.__class__ in _CONSTANT_TYPES:
-        return Template(NO_NAMES, NO_NAMES, None, value, [])
+        return Template(NO_NAMES, NO_NAMES, None, value, ())
     return None
 
 
@@ -434,7 +435,7 @@ def compile_template_collect(
     expressions: list[Expression] = []
     fn = _build(value, path, allowed, errors, expressions)
     if not expressions:
-        return Template(NO_NAMES, NO_NAMES, fn, None if fn is not None else value, expressions)
+        return Template(NO_NAMES, NO_NAMES, fn, None if fn is not None else value, ())
     names = frozenset().union(*(e.names for e in expressions))
     refs = frozenset().union(*(e.node_refs for e in expressions))
     return Template(names, refs, fn, None if fn is not None else value, expressions)

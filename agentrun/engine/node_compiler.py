@@ -41,10 +41,10 @@ from agentrun.v1 import workflow_pb2 as pb
 
 __all__ = [
     "BASE_NAMES",
+    "DOC_KINDS",
     "IN_MAP",
     "NODE_KINDS",
     "WITH_OUTPUT",
-    "bare",
     "compile_node",
     "self_ref_problem",
 ]
@@ -68,6 +68,9 @@ _NO_EXPRESSIONS = frozenset(
     | {"signal", "duration", "wait_timeout", "wait_schema"}
 )
 
+# The kinds whose call `StepCompiler.step` reads from the node's stored form: a bare node of
+# these kinds needs no message.
+DOC_KINDS = frozenset({"pass", "tool"})
 _STEP_NODES: dict[str, type[NodePlan]] = {
     "agent": AgentNode,
     "tool": ToolNode,
@@ -110,11 +113,12 @@ def compile_node(
     if cls is not None:
         # A node naming no kind was reported (DagCompiler._drafts); it stands as a pass node
         # so that its other fields are still checked.
-        step = (
-            c.step(n, kind, path, BASE_NAMES, body=getattr(n, _MEMBERS[kind]))
-            if kind
-            else _stand_in_step(path)
-        )
+        if not kind:
+            step = _stand_in_step(path)
+        elif kind in DOC_KINDS:  # its call's fields are read from the stored form
+            step = c.step(n, kind, path, BASE_NAMES, doc=draft.doc[kind])
+        else:
+            step = c.step(n, kind, path, BASE_NAMES, body=getattr(n, _MEMBERS[kind]))
         f["step"] = step
         if kind == "tool" and is_irreversible(step):
             f["irreversible"] = True
@@ -146,43 +150,6 @@ def compile_node(
         sink=not draft.outgoing,
         **f,
     )
-
-
-def bare(n: Any) -> bool:
-    """True when the node message `n` sets no field but its id, needs and kind: then
-    `compile_node` reads nothing else of it (eleven C calls, where listing the fields set
-    costs about four times as much)."""
-    has = n.HasField
-    return not (
-        n.when
-        or n.join
-        or n.rate_limit
-        or n.priority
-        or n.on_exhausted
-        or has("timeout")
-        or has("total_timeout")
-        or has("retry")
-        or has("output")
-        or has("export_vars")
-        or has("compensate")
-    )
-
-
-# What `bare` reads: every field of a node but its id, needs and kind. A field added to `Node`
-# must be added there too; this fails at import until it is.
-_BARE_READS = {"when", "join", "rate_limit", "priority", "on_exhausted", "timeout"} | {
-    "total_timeout",
-    "retry",
-    "output",
-    "export_vars",
-    "compensate",
-}
-if {fd.name for fd in pb.Node.DESCRIPTOR.fields} != {
-    "id",
-    "needs",
-    *_MEMBERS.values(),
-} | _BARE_READS:
-    raise AssertionError("node_compiler.bare does not read every field of Node")
 
 
 def _policy(

@@ -25,6 +25,7 @@ from agentrun.engine.expressions import (
     Template,
     compile_bool,
     compile_template_collect,
+    normalize_numbers,
     scalar_template,
 )
 from agentrun.engine.labels import label_problems
@@ -205,45 +206,60 @@ class StepCompiler:
         retry: RetrySpec | None = None,
         timeout: float | None = None,
         body: Any = None,
+        doc: dict[str, Any] | None = None,
     ) -> StepPlan:
         """`kind` is the file word of the set member of `msg.kind` (`pass`, not `pass_node`);
-        `body`, that member when the caller has it already."""
-        cls, fields = self._step_fields(msg, kind, path, allowed, body)
+        `body`, that member when the caller has it already; `doc`, its stored form
+        (`spec_to_dict`), from which a pass or a tool call is read instead (`msg` unused)."""
+        cls, fields = self._step_fields(msg, kind, path, allowed, body, doc)
         fields["retry"] = retry
         fields["timeout"] = timeout
         return cls(**fields)
 
     def _step_fields(
-        self, msg: Any, kind: str, path: str, allowed: frozenset[str], body: Any = None
+        self,
+        msg: Any,
+        kind: str,
+        path: str,
+        allowed: frozenset[str],
+        body: Any = None,
+        doc: dict[str, Any] | None = None,
     ) -> tuple[type[StepPlan], dict[str, Any]]:
         """The class of the step's kind and its fields (retry and timeout are the caller's)."""
-        if body is None:
+        if doc is None and body is None:
             body = spec_words.member(msg)
         p = f"{path}.{kind}"
         out: dict[str, Any] = {"path": p}
         if kind == "pass":
-            value = value_to_py(body.value) if body.HasField("value") else None
+            if doc is not None:
+                value = normalize_numbers(doc["value"]) if "value" in doc else None
+            else:
+                value = value_to_py(body.value) if body.HasField("value") else None
             out["value"] = scalar_template(value) or self.template(value, f"{p}.value", allowed)
         elif kind == "tool":
+            if doc is not None:
+                name = doc.get("name", "")
+                args = normalize_numbers(doc["args"]) if "args" in doc else {}
+                labels = dict(doc.get("labels", ()))
+            else:
+                name = body.name
+                args = value_to_py(body.args) if body.HasField("args") else {}
+                labels = dict(body.labels)
             tool = None
-            if not body.name:
+            if not name:
                 self.error(f"{p}.name", "is required")
             else:
-                tool = self.tools.get(body.name)
+                tool = self.tools.get(name)
                 if tool is None:
-                    self.error(
-                        f"{p}.name", f"unknown tool {body.name!r}{_known(self.tools.names())}"
-                    )
-            args = value_to_py(body.args) if body.HasField("args") else {}
+                    self.error(f"{p}.name", f"unknown tool {name!r}{_known(self.tools.names())}")
             template = self.template(args, f"{p}.args", allowed, secrets_ok=True)
-            self.warnings.extend(sql_query_warnings(body.name, args, f"{p}.args"))
+            self.warnings.extend(sql_query_warnings(name, args, f"{p}.args"))
             if tool is not None and tool.args_schema and template.is_constant:
                 try:
                     jsonschema.validate(template.constant, tool.args_schema)
                 except jsonschema.ValidationError as exc:
                     where = "".join(f".{x}" if isinstance(x, str) else f"[{x}]" for x in exc.path)
                     self.error(f"{p}.args{where}", exc.message)
-            labels = dict(body.labels)
             for problem in label_problems(labels, f"{p}.labels"):
                 self.error(problem.path, problem.message)
             out.update(tool=tool, args=template, labels=labels)

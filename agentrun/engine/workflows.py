@@ -13,11 +13,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from agentrun.engine.compiler import compile_workflow
+from agentrun.engine.compiler import compile_stored, compile_workflow
 from agentrun.engine.errors import Diagnostic, InvalidInput, WorkflowNotFound
-from agentrun.engine.loader import spec_from_stored, spec_to_dict
+from agentrun.engine.loader import spec_from_stored
 from agentrun.engine.machine.plan import MachinePlan
-from agentrun.engine.message_checks import checked_dict
 from agentrun.engine.plan import DagPlan
 from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.storage.base import Store
@@ -72,14 +71,8 @@ class Workflows:
     def _compile(
         self, spec: workflow_pb2.WorkflowSpec
     ) -> tuple[DagPlan | MachinePlan, dict[str, Any]]:
-        """The plan and the stored form. The stored form's walk checks the values too (one
-        walk of the spec, not two); a spec it doubts is checked by the compiler's own walk,
-        which says what and where."""
-        stored = checked_dict(spec)
-        plan = compile_workflow(
-            spec, tools=self.tools, agents=self.agents, values_checked=stored is not None
-        )
-        return plan, spec_to_dict(spec) if stored is None else stored
+        """The plan and the stored form (built in one walk that checks the values too)."""
+        return compile_stored(spec, tools=self.tools, agents=self.agents)
 
     async def get(self, name: str, tenant: str, version: int | None) -> WorkflowRecord:
         """A stored version (None or 0: the newest), or WorkflowNotFound."""
