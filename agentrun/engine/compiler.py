@@ -31,7 +31,7 @@ from agentrun.engine.node_compiler import (
     compile_node,
     self_ref_problem,
 )
-from agentrun.engine.plan import BreakerSpec, DagPlan, EdgePlan, HandlerPlan, NodePlan
+from agentrun.engine.plan import BreakerSpec, DagPlan, EdgePlan, HandlerPlan, NodePlan, new_plan
 from agentrun.engine.ports import AgentProviders, ToolRegistry
 from agentrun.engine.retry import RetrySpec
 from agentrun.engine.step_compiler import StepCompiler, did_you_mean, struct_to_py, value_to_py
@@ -297,7 +297,8 @@ class DagCompiler:
                     c.error(f"{draft.path}.needs[{j}]", f"{src!r} is listed twice")
                 else:
                     seen.add(src)
-                    edge = EdgePlan(source=src, target=node_id)
+                    edge = new_plan(EdgePlan)
+                    EdgePlan.__init__(edge, source=src, target=node_id)
                     source.outgoing.append(edge)
                     incoming.append(edge)
         for j, e in enumerate(self.spec.edges):

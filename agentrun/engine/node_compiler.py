@@ -8,7 +8,7 @@ aggregate), then the names its expressions read, which the run uses to build act
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from agentrun import spec_words
 from agentrun.engine.dag_graph import Draft
@@ -34,6 +34,7 @@ from agentrun.engine.plan import (
     ToolNode,
     WaitNode,
     WorkflowNode,
+    new_plan,
 )
 from agentrun.engine.retry import RetrySpec
 from agentrun.engine.step_compiler import StepCompiler, at_most_once, is_irreversible, value_to_py
@@ -71,7 +72,7 @@ _NO_EXPRESSIONS = frozenset(
 # The kinds whose call `StepCompiler.step` reads from the node's stored form: a bare node of
 # these kinds needs no message.
 DOC_KINDS = frozenset({"pass", "tool"})
-_STEP_NODES: dict[str, type[NodePlan]] = {
+_STEP_NODES: dict[str, type[StepNode]] = {
     "agent": AgentNode,
     "tool": ToolNode,
     "pass": PassNode,
@@ -100,8 +101,6 @@ def compile_node(
     n = draft.msg
     f: dict[str, Any] = {}
     retry = default_retry
-    # A bare step node's names and refs are its call's (no walk of its fields).
-    shared: tuple[frozenset[str], frozenset[str]] | None = None
     if kind in _TAKES_TIMEOUT:
         f["timeout"] = default_timeout
     if not draft.bare:
@@ -109,8 +108,9 @@ def compile_node(
         present = {fd.name: value for fd, value in n.ListFields()}
         retry = _policy(c, kind, n, present, path, f, default_retry)
 
-    cls: type[NodePlan] | None = _STEP_NODES.get(kind or "pass")
-    if cls is not None:
+    cls: type[NodePlan]
+    step_cls = _STEP_NODES.get(kind or "pass")
+    if step_cls is not None:
         # A node naming no kind was reported (DagCompiler._drafts); it stands as a pass node
         # so that its other fields are still checked.
         if not kind:
@@ -123,8 +123,24 @@ def compile_node(
         if kind == "tool" and is_irreversible(step):
             f["irreversible"] = True
             retry = at_most_once(retry)
-        if draft.bare:  # the call is all that reads anything
-            shared = step.names, step.node_refs
+        if draft.bare and len(f) == 2:  # its call and its timeout: built with no dict of fields
+            node = new_plan(step_cls)  # (see new_plan)
+            step_cls.__init__(
+                node,
+                id=draft.id,
+                index=draft.index,
+                path=path,
+                incoming=tuple(draft.incoming),
+                outgoing=tuple(draft.outgoing),
+                retry=retry,
+                names=step.names,  # the call is all that reads anything
+                node_refs=step.node_refs,
+                sink=not draft.outgoing,
+                timeout=f["timeout"],
+                step=step,
+            )
+            return cast(NodePlan, node)
+        cls = cast(type[NodePlan], step_cls)
     elif kind == "map":
         cls = MapNode
         f.update(_map(c, n.map, f"{path}.map"))
@@ -137,7 +153,10 @@ def compile_node(
     else:
         cls = AggregateNode
         f.update(_aggregate(c, n.aggregate, path, bool(draft.incoming)))
-    names, refs = shared if shared is not None else _names(f)
+    if draft.bare and step_cls is not None:  # the call is all that reads anything
+        names, refs = f["step"].names, f["step"].node_refs
+    else:
+        names, refs = _names(f)
     return cls(
         id=draft.id,
         index=draft.index,

@@ -29,7 +29,15 @@ from agentrun.engine.expressions import (
     scalar_template,
 )
 from agentrun.engine.labels import label_problems
-from agentrun.engine.plan import AgentStep, PassStep, StepPlan, ToolStep, WaitStep, WorkflowStep
+from agentrun.engine.plan import (
+    AgentStep,
+    PassStep,
+    StepPlan,
+    ToolStep,
+    WaitStep,
+    WorkflowStep,
+    new_plan,
+)
 from agentrun.engine.ports import AgentProviders, Effect, ToolRegistry
 from agentrun.engine.retry import Backoff, Jitter, RetrySpec
 from agentrun.v1 import workflow_pb2 as pb
@@ -211,10 +219,32 @@ class StepCompiler:
         """`kind` is the file word of the set member of `msg.kind` (`pass`, not `pass_node`);
         `body`, that member when the caller has it already; `doc`, its stored form
         (`spec_to_dict`), from which a pass or a tool call is read instead (`msg` unused)."""
+        if kind == "pass":  # most calls of a large spec: built without a dict of fields
+            p = f"{path}.pass"
+            step = new_plan(PassStep)
+            PassStep.__init__(
+                step,
+                path=p,
+                value=self._pass_value(msg, body, doc, p, allowed),
+                retry=retry,
+                timeout=timeout,
+            )
+            return step
         cls, fields = self._step_fields(msg, kind, path, allowed, body, doc)
         fields["retry"] = retry
         fields["timeout"] = timeout
         return cls(**fields)
+
+    def _pass_value(
+        self, msg: Any, body: Any, doc: dict[str, Any] | None, p: str, allowed: frozenset[str]
+    ) -> Template:
+        if doc is not None:
+            value = normalize_numbers(doc["value"]) if "value" in doc else None
+        else:
+            if body is None:
+                body = spec_words.member(msg)
+            value = value_to_py(body.value) if body.HasField("value") else None
+        return scalar_template(value) or self.template(value, f"{p}.value", allowed)
 
     def _step_fields(
         self,
@@ -231,11 +261,7 @@ class StepCompiler:
         p = f"{path}.{kind}"
         out: dict[str, Any] = {"path": p}
         if kind == "pass":
-            if doc is not None:
-                value = normalize_numbers(doc["value"]) if "value" in doc else None
-            else:
-                value = value_to_py(body.value) if body.HasField("value") else None
-            out["value"] = scalar_template(value) or self.template(value, f"{p}.value", allowed)
+            out["value"] = self._pass_value(msg, body, doc, p, allowed)
         elif kind == "tool":
             if doc is not None:
                 name = doc.get("name", "")
