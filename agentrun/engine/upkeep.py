@@ -89,9 +89,15 @@ class Upkeep:
 
     async def _renew_loop(self) -> None:
         """Renews this replica's lease every lease/3 (one row while it held throughout); a
-        run whose lease was taken stops at once (its commits would be refused anyway)."""
+        run whose lease was taken stops at once (its commits would be refused anyway). The
+        first renewal is at once, while this replica holds only what it claimed at start: it
+        registers the replica's row, so no later renewal rewrites every row it owns (the first,
+        a lease/3 later, held the writer 262 ms with 30,000 executions started meanwhile)."""
+        first = True
         while not self.engine.draining:
-            await asyncio.sleep(self.engine.lease_seconds / 3)
+            if not first:
+                await asyncio.sleep(self.engine.lease_seconds / 3)
+            first = False
             if self.engine.draining:
                 return
             try:
