@@ -27,11 +27,11 @@ everything before it, the transaction's way finds whose batch it was.
 from __future__ import annotations
 
 import functools
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from agentrun.storage import schema as db
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.machine_base import (
     HistoryRecord,
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SqliteInstanceWriter", "write_instances"]
 
-_dumps = json.dumps
+_dumps = db.json_text
 _ACTIVE = InstanceState.ACTIVE
 
 
@@ -133,7 +133,8 @@ def write_instances(batches: Sequence[MachineBatch], conn: sqlite3.Connection) -
 
 
 def _json(value: Any) -> str | None:
-    """The `Json` column's encoding on SQLite (`schema.JsonText`): None is NULL."""
+    """The `Json` column's encoding on SQLite (`schema.JsonText`: json.dumps' text, through
+    `schema.json_text`'s encoder built once); None is NULL."""
     return None if value is None else _dumps(value)
 
 
