@@ -398,8 +398,16 @@ sm_history = sa.Table(
     sa.Column("instance_state", sa.String(), nullable=False),
     sa.Column("error", Json),
     sa.Column("reentered", sa.Boolean, nullable=False),
-    # An event id is applied once per instance; NULL ids never collide.
-    sa.UniqueConstraint("instance_id", "event_id"),
+    # An event id is applied once per instance; NULL ids never collide, and are not indexed
+    # (migration 0020: a page fewer per event written without an id).
+    sa.Index(
+        "uq_sm_history_instance_id_event_id",
+        "instance_id",
+        "event_id",
+        unique=True,
+        postgresql_where=sa.text("event_id IS NOT NULL"),
+        sqlite_where=sa.text("event_id IS NOT NULL"),
+    ),
 )
 
 sm_timers = sa.Table(
