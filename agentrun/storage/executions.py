@@ -34,6 +34,7 @@ from agentrun.storage.records import (
     SignalRecord,
 )
 from agentrun.storage.sqldb import SqlDatabase
+from agentrun.storage.sqlite_turns import SqliteTurnWriter
 
 __all__ = ["SqlExecutions"]
 
@@ -58,9 +59,14 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         self._insert_once = insert(db.executions).on_conflict_do_nothing(
             index_elements=[db.executions.c.tenant, db.executions.c.request_id]
         )
+        direct = database.turn_writer()
         self.writer: GroupCommit[_Rows] = database.group_commit(
-            self._apply, self._explain, name="agentrun-sql-writer", direct=database.turn_writer()
+            self._apply, self._explain, name="agentrun-sql-writer", direct=direct
         )
+        # SQLite: a turn the group commit would write alone on the loop's thread anyway is
+        # written by `commit` itself, without the writer task's two loop turns and wake-ups.
+        self._now = direct.write_now if isinstance(direct, SqliteTurnWriter) else None
+        self.written_now = 0
         # A signal takes the next seq of its execution; a used signal id inserts nothing.
         # Built once, as the upsert: a statement built per signal cost more than its insert.
         self._add_signal = (
@@ -197,7 +203,12 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
     async def commit(self, batch: Batch) -> None:
         self.database.require_open()
         # Snapshot now: the caller may change its records (not payloads) once we return.
-        await self.writer.submit(_Rows.of(batch))
+        rows = _Rows.of(batch)
+        now = self._now
+        if now is not None and self.writer.idle and now(rows):
+            self.written_now += 1
+            return
+        await self.writer.submit(rows)
 
     # Group commit ----------------------------------------------------------
     def _apply(self, conn: sa.Connection, batches: Sequence[_Rows]) -> list[Any]:

@@ -88,6 +88,12 @@ class GroupCommit(Generic[Item]):
         if self.task is None:
             self._closing = False
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and not closing: an item written outside the writer now (a
+        `direct` writer's `write_now`) overtakes none."""
+        return not self._pending and not self._closing
+
     def submit(self, item: Item) -> asyncio.Future[Any]:
         """Queues `item` for the next group; the future resolves once it is durable."""
         if self._closing or not self._database.is_open:

@@ -38,7 +38,7 @@ from agentrun.storage.sqldb import DirectWriter, SqlDatabase, store_errors
 if TYPE_CHECKING:
     from agentrun.storage.sqlite_instances import SqliteInstanceWriter
 
-__all__ = ["INLINE_ITEMS", "RowEncoder", "SqliteDatabase"]
+__all__ = ["INLINE_ITEMS", "RowEncoder", "SqliteDatabase", "loop_has_work"]
 
 T = TypeVar("T")
 
@@ -70,7 +70,7 @@ class _Busy(Exception):
     """Another process holds the write lock; nothing was written (run it in the thread)."""
 
 
-def _loop_has_work() -> bool:
+def loop_has_work() -> bool:
     """Whether the running loop has callbacks ready (other tasks that an inline commit would
     hold up for its fsync): then the commit goes to the thread and the loop runs on, so more
     batches queue for the next group meanwhile. Under gRPC StartExecution at concurrency 10
@@ -370,9 +370,14 @@ class SqliteDatabase(SqlDatabase):
         """`turn_transaction` without a coroutine: on the loop's thread now if a group commit
         of `items` batches would run there (`_group`'s rule), its result in a 1-tuple; None
         when it would not (nothing written: the caller takes the group commit's way)."""
-        if self._inline_pause > 0 or items > INLINE_ITEMS or not self._inline_ready():
+        if not self.inline_now(items):
             return None
         return self._inline(work, raw=True)
+
+    def inline_now(self, items: int) -> bool:
+        """Whether `turn_now` would write a group of `items` batches now (a caller checks it
+        before building the work)."""
+        return self._inline_pause <= 0 and items <= INLINE_ITEMS and self._inline_ready()
 
     def _inline(self, work: Callable[[Any], T], *, raw: bool) -> tuple[T] | None:
         try:
@@ -404,7 +409,7 @@ class SqliteDatabase(SqlDatabase):
             self._handed == self._finished + self._dropped
             and self._sync_writer is not None
             and self._average < INLINE_MAX_SECONDS
-            and (self._average < INLINE_BUSY_MAX_SECONDS or not _loop_has_work())
+            and (self._average < INLINE_BUSY_MAX_SECONDS or not loop_has_work())
         )
 
     async def _write(self, work: Callable[[Any], T], *, foreign_keys: bool, raw: bool = False) -> T:

@@ -3,6 +3,7 @@ rows the transaction's way writes."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentrun.storage import schema as db
+from agentrun.storage.base import LeaseLost
 from agentrun.storage.executions import _Rows
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.records import (
@@ -302,3 +304,78 @@ async def test_signals_a_turn_stores_are_those_the_transaction_writes(
         Batch(signals=[SignalRecord("ex-direct", "go", 1, "taken", T0)])
     ).signals
     assert await writer([again]) is None
+
+
+async def test_a_turn_on_an_idle_loop_is_written_by_commit_itself(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing queued and nothing else ready on the loop: `commit` writes the turn itself (the
+    writer task's two loop turns saved), and a stale fence still raises LeaseLost through the
+    group commit, with nothing written."""
+    from agentrun.storage import sqldb_sqlite
+
+    # However slow this machine's commits are now (slow ones go to the writer thread).
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(store.database, "_inline_pause", 0)
+    await store.create_execution(execution_record("ex-n", **_SAME))
+    (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    groups, now = store.writer.groups, store.executions.written_now
+    mine.last_sequence = 1
+    event = EventRecord("ex-n", 1, "node.running", T0)
+    await store.commit(Batch(execution=mine, events=[event], fence=("r1", 1)))
+    assert (store.writer.groups, store.executions.written_now) == (groups, now + 1)
+    assert [e.sequence for e in await store.list_events("ex-n")] == [1]
+    await store.release_leases("r1")
+    await store.claim_executions("r2", lease_seconds=10, now=T0 + 1)
+    stale = EventRecord("ex-n", 2, "node.running", T0)
+    with pytest.raises(LeaseLost):
+        await store.commit(Batch(execution=mine, events=[stale], fence=("r1", 1)))
+    assert [e.sequence for e in await store.list_events("ex-n")] == [1]
+    assert store.executions.written_now == now + 1
+
+
+async def test_concurrent_turns_are_grouped_not_written_one_by_one(store: SqlStore) -> None:
+    """With other commits ready on the loop, a turn is queued for the group commit (one
+    fsync for them all), not written by its own `commit` at once."""
+    ids = [f"ex-{i:02d}" for i in range(20)]
+    for id_ in ids:
+        await store.create_execution(execution_record(id_, **_SAME))
+    claimed = await store.claim_executions("r1", lease_seconds=10, now=T0, limit=50)
+    groups, now = store.writer.groups, store.executions.written_now
+
+    async def turn(record: ExecutionRecord) -> None:
+        record.last_sequence = 1
+        event = EventRecord(record.id, 1, "node.running", T0)
+        await store.commit(Batch(execution=record, events=[event], fence=("r1", 1)))
+
+    await asyncio.gather(*(turn(record) for record in claimed))
+    assert store.executions.written_now - now <= 1
+    assert store.writer.groups - groups < 10
+    for id_ in ids:
+        assert [e.sequence for e in await store.list_events(id_)] == [1]
+
+
+async def test_turns_written_at_once_let_the_loop_go_round(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Turns written at once keep the loop from its sockets: once NOW_STREAK_SECONDS passed
+    since the loop last went round, a turn goes to the group commit (whose writer task lets
+    it go round), and the next is written at once again."""
+    from agentrun.storage import sqldb_sqlite, sqlite_turns
+
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(store.database, "_inline_pause", 0)
+    monkeypatch.setattr(sqlite_turns, "NOW_STREAK_SECONDS", 0.0)
+    await store.create_execution(execution_record("ex-s", **_SAME))
+    (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    ways = []
+    for sequence in (1, 2, 3):
+        groups, now = store.writer.groups, store.executions.written_now
+        mine.last_sequence = sequence
+        event = EventRecord("ex-s", sequence, "node.running", T0)
+        await store.commit(Batch(execution=mine, events=[event], fence=("r1", 1)))
+        ways.append((store.writer.groups - groups, store.executions.written_now - now))
+    assert ways == [(0, 1), (1, 0), (0, 1)]
+    assert [e.sequence for e in await store.list_events("ex-s")] == [1, 2, 3]
