@@ -238,14 +238,21 @@ def _regular(
             else:
                 out[key] = _value(how, extra, value, checks)
         elif shape == "list":
+            # A slice is a list built in C (list() iterates, ~3x the cost); each read of a
+            # repeated string makes a new str, so it is read once.
             if how == _PLAIN:
-                out[key] = list(value)
+                out[key] = value[:]
             elif how == _STRING:
-                items = list(value)  # each read of a repeated string makes a new str
+                items = value[:]
                 for item in items:
                     if "\x00" in item or (extra is not None and len(item) > extra):
                         raise _Unusual
                 out[key] = items
+            elif how == _MESSAGE and checks is not None:  # `_value`'s, one call less each
+                sub = _field_table(value[0].DESCRIPTOR, checks)  # (ListFields: not empty)
+                if sub is None:
+                    raise _Unusual
+                out[key] = [_regular(item, sub, checks) for item in value]
             else:
                 out[key] = [_value(how, extra, item, checks) for item in value]
         else:

@@ -38,6 +38,7 @@ from agentrun.engine.step_compiler import StepCompiler, did_you_mean, struct_to_
 from agentrun.v1 import workflow_pb2 as pb
 
 NODE_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 # CEL reserved words and literals: an id spelled like one could not be referenced.
 RESERVED_IDS = frozenset(
     [
@@ -249,7 +250,11 @@ class DagCompiler:
             if not node_id:
                 c.error(f"{path}.id", "is required")
                 continue
-            if not match_id(node_id):
+            # Most ids pass the cheap test; the others get the regex's answer (~2.5k
+            # instructions a call: 3% of a 10,000-node compile).
+            if not (
+                "a" <= node_id[0] <= "z" and len(node_id) < 64 and not node_id.strip(_ID_CHARS)
+            ) and not match_id(node_id):
                 c.error(f"{path}.id", f"{node_id!r} must match [a-z][a-z0-9_]* (at most 63)")
                 continue
             if node_id in RESERVED_IDS:
