@@ -60,7 +60,6 @@ class SqlMachineStore(MachineStore):
             self._direct.write_now if isinstance(self._direct, SqliteInstanceWriter) else None
         )
         self._written_now = 0
-        self._open = True
         self.writer: GroupCommit[MachineBatch] = database.group_commit(
             functools.partial(_write_group, database),
             _explain,
@@ -75,13 +74,11 @@ class SqlMachineStore(MachineStore):
         return self.writer.groups + self._written_now
 
     async def open(self) -> None:
-        self._open = True
         self.writer.reopen()
         if self._direct is not None:
             await self._direct.prepare()
 
     async def close(self) -> None:
-        self._open = False
         await self.writer.close()
 
     async def create_instance(
@@ -198,7 +195,7 @@ class SqlMachineStore(MachineStore):
         """Queues `batch` for the next group; the future resolves once it is durable (on
         SQLite, done already when it was written at once: `_now`)."""
         now = self._now
-        if now is not None and self._open and self._database.is_open and now(batch):
+        if now is not None and self.writer.idle and self._database.is_open and now(batch):
             self._written_now += 1
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             future.set_result(None)

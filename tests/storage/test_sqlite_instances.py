@@ -279,8 +279,9 @@ async def test_an_idle_loop_commits_at_submit(
     got = await machines.get_instance("sm-a")
     assert got is not None and got.last_sequence == 2
     loop = asyncio.get_running_loop()
-    # Commits slower than a hand-off to the thread, however fast this disk is today.
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_BUSY_MAX_SECONDS", 0.0)
+    # However quick commits are (a busy loop may commit a group inline then, eae6cd3): a
+    # batch written at submit would have no group, so it waits for the others ready.
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_BUSY_MAX_SECONDS", 1.0)
     loop.call_soon(lambda: None)  # other work ready
     queued = machines.submit(_event(b, 2))
     assert not queued.done()
@@ -319,3 +320,46 @@ async def test_an_active_batch_on_an_ended_row_assigns_the_indexed_columns(
         None,
         3,
     )
+
+
+async def test_concurrent_events_share_a_group(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of many instances submitted in one loop turn are written together (one
+    transaction, one fsync), however quick commits are: none is written alone at submit."""
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_BUSY_MAX_SECONDS", 1.0)
+    records = [await _create(store, f"sm-{n}") for n in range(10)]
+    machines = store.instances
+    groups = machines.groups
+
+    async def send(record: InstanceRecord) -> None:
+        await machines.submit(_event(record, 2))
+
+    await asyncio.gather(*(send(r) for r in records))
+    assert machines.groups - groups <= 2, machines.groups - groups
+    for record in records:
+        got = await machines.get_instance(record.id)
+        assert got is not None and got.last_sequence == 2
+
+
+async def test_batches_written_at_once_let_the_loop_go_round(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches written at submit one after another (a sender that never waits) stop being
+    written at once past NOW_STREAK_SECONDS without the loop going round: the next goes
+    through the group commit's writer task, and the loop reads its sockets meanwhile."""
+    from agentrun.storage import sqlite_instances
+
+    monkeypatch.setattr(sqlite_instances, "NOW_STREAK_SECONDS", 0.0)
+    a, b = await _create(store, "sm-a"), await _create(store, "sm-b")
+    await asyncio.sleep(0.001)  # the loop goes round: no streak
+    first = store.instances.submit(_event(a, 2))
+    assert first.done()
+    second = store.instances.submit(_event(b, 2))  # the loop has not gone round since
+    assert not second.done()
+    await second
+    await asyncio.sleep(0.001)
+    got = await store.instances.get_instance("sm-b")
+    assert got is not None and got.last_sequence == 2
+    third = store.instances.submit(_event(got, 3))
+    assert third.done()
