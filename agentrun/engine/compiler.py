@@ -37,7 +37,7 @@ from agentrun.engine.retry import RetrySpec
 from agentrun.engine.step_compiler import StepCompiler, did_you_mean, struct_to_py, value_to_py
 from agentrun.v1 import workflow_pb2 as pb
 
-NODE_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+NODE_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 # CEL reserved words and literals: an id spelled like one could not be referenced.
 RESERVED_IDS = frozenset(

@@ -12,8 +12,8 @@ from agentrun.engine.errors import Diagnostic
 
 __all__ = ["MAX_LABELS", "label_problems"]
 
-_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
+_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 MAX_LABELS = 32
 
 

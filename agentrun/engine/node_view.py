@@ -16,7 +16,7 @@ from agentrun.storage.records import NodeRecord, NodeState
 
 __all__ = ["every_node", "spec_node_ids"]
 
-_ITEM = re.compile(r"^(?P<node>.+)\[(?P<index>\d+)\]$")
+_ITEM = re.compile(r"^(?P<node>.+)\[(?P<index>\d+)\]\Z")
 
 
 def spec_node_ids(spec: Mapping[str, Any]) -> list[str]:

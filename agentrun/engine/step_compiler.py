@@ -53,7 +53,7 @@ __all__ = [
     "value_to_py",
 ]
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 _STEPS: dict[str, type[StepPlan]] = {
     "tool": ToolStep,

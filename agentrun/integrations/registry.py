@@ -28,7 +28,7 @@ from agentrun.engine.ports import CallContext, Effect, Tool, ToolRegistry
 log = logging.getLogger("agentrun.integrations")
 
 ENTRY_POINT_GROUP = "agentrun.tools"
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*\Z")
 
 
 def valid_tool_name(name: str) -> bool:

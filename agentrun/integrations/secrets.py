@@ -31,7 +31,7 @@ import yaml
 from agentrun.engine.redact import Redactor
 
 DEFAULT_PREFIX = "AGENTRUN_SECRET_"
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class SecretsError(ValueError):

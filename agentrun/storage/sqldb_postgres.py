@@ -246,7 +246,7 @@ class PostgresDatabase(SqlDatabase):
 
 
 _DAY = 86_400
-_PARTITION = re.compile(r"^events_d(\d{8})$")
+_PARTITION = re.compile(r"^events_d(\d{8})\Z")
 _UNFINISHED = [s.value for s in ExecutionState if not s.terminal]
 
 

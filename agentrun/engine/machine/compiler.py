@@ -40,8 +40,8 @@ from agentrun.v1 import workflow_pb2 as pb
 
 __all__ = ["compile_machine", "format_delay"]
 
-STATE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
-EVENT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,127}$")
+STATE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}\Z")
+EVENT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,127}\Z")
 
 # WorkflowSpec fields that belong to DAGs only.
 _DAG_ONLY = ("nodes", "edges", "output", "error_handlers", "compensation", "concurrency", "timeout")

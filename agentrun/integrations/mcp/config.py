@@ -30,7 +30,7 @@ from agentrun.integrations.util import expand_env, parse_seconds
 
 SECTION = "mcp_servers"
 DEFAULT_CONNECT_TIMEOUT = 30.0
-_SERVER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+_SERVER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*\Z")
 _KEYS = {"command", "args", "env", "cwd", "url", "headers", "connect_timeout", "include", "effects"}
 
 

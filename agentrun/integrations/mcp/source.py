@@ -22,7 +22,7 @@ from agentrun.integrations.mcp.loop import LoopThread
 from agentrun.integrations.mcp.tool import McpTool
 
 log = logging.getLogger("agentrun.integrations.mcp")
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*\Z")
 
 
 class McpSource:

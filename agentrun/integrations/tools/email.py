@@ -49,7 +49,7 @@ _INJECTION = re.compile(
     r"|=\?[^?]*\?[bq]\?",
     re.IGNORECASE,
 )
-_ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?$")
+_ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\Z")
 
 
 def check_header(field: str, value: str) -> str:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import httpx
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _REDIRECTS = {301, 302, 303, 307, 308}
 _DROP_ON_NEW_ORIGIN = {"authorization", "cookie", "proxy-authorization"}
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 # version-traceid-parentid-flags (W3C Trace Context, version 00).
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
 
 
 def traceparent_parts(value: str | None) -> tuple[int, int, int] | None:
