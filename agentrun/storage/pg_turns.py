@@ -201,7 +201,8 @@ def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | 
         signals += batch.signals
     # The columns a batch changes; b_ keys are its parameters (the id, the fence).
     exec_cols = tuple(c for c in executions[0] if not c.startswith("b_")) if executions else ()
-    create_cols = tuple(creates[0]) if creates else _EXECUTION_COLUMNS
+    # () when the group creates nothing: the statement then has no INSERT of executions.
+    create_cols = tuple(creates[0]) if creates else ()
     if any(tuple(r) != create_cols for r in creates):
         return None
     # In key order, as the transaction's way inserts them: two replicas' groups never wait
@@ -224,13 +225,15 @@ def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | 
     args += array_columns(db.nodes, node_cols, node_rows)
     args += array_columns(db.events, event_cols, events)
     args += array_columns(db.executions, create_cols, creates)
-    args += [
-        [c["b_execution"] for c in consumed],
-        [c["b_seq"] for c in consumed],
-        [c["b_node"] for c in consumed],
-    ]
-    args += array_columns(db.signals, _SIGNAL_COLUMNS, [_unprefixed(r) for r in signals])
-    return (exec_cols, node_cols, event_cols, create_cols), args
+    if consumed:
+        args += [
+            [c["b_execution"] for c in consumed],
+            [c["b_seq"] for c in consumed],
+            [c["b_node"] for c in consumed],
+        ]
+    if signals:
+        args += array_columns(db.signals, _SIGNAL_COLUMNS, [_unprefixed(r) for r in signals])
+    return (exec_cols, node_cols, event_cols, create_cols, bool(consumed), bool(signals)), args
 
 
 def _unprefixed(row: dict[str, Any]) -> dict[str, Any]:
@@ -254,13 +257,22 @@ def array_columns(
 ) -> list[Any]:
     """One array per column, JSON payloads as their text (cast to jsonb in the statement)."""
     out: list[Any] = []
-    for name in names:
+    for name, convert in _converters(table, tuple(names)):
         values = [row[name] for row in rows]
-        convert = _CONVERT[_kind(table.c[name])]
         out.append(
             values if convert is None else [None if v is None else convert(v) for v in values]
         )
     return out
+
+
+@functools.cache
+def _converters(
+    table: sa.Table, names: tuple[str, ...]
+) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+    """Each column's name and the conversion of its values (None: as they are), found once
+    per table and column shape: looked up per column and turn, SQLAlchemy's column lookup and
+    the type checks cost about as much as the arrays themselves."""
+    return tuple((name, _CONVERT[_kind(table.c[name])]) for name in names)
 
 
 def _kind(column: sa.Column[Any]) -> str:
@@ -370,35 +382,39 @@ def _statement(
     node_cols: tuple[str, ...],
     event_cols: tuple[str, ...],
     create_cols: tuple[str, ...],
+    consumed: bool,
+    signals: bool,
 ) -> str:
     """The one statement of a group of this shape (see the module doc); its result is the ids
-    of the executions written."""
+    of the executions written. Only the parts the group needs: without new executions
+    (`create_cols` empty), signals consumed or signals stored, the statement has no such CTE
+    nor their parameters (a turn of a running execution, nearly every one, then sends 39
+    arrays, not 68, and its plan has no INSERT or UPDATE it would run on no rows)."""
     parts, first = unnests(
         (db.executions, exec_cols, "b", FENCE),
         (db.nodes, node_cols, "n", ()),
         (db.events, event_cols, "v", ()),
-        (db.executions, create_cols, "c", ()),
+        *([(db.executions, create_cols, "c", ())] if create_cols else []),
     )
-    (exec_from, exec_values), (node_from, node_values) = parts[:2]
-    (event_from, event_values), (create_from, create_values) = parts[2:]
-    # After the consumed signals' three arrays: the signals the batches store (their order
-    # in the arrays is the order of their seqs).
-    signal_from, signal_values = unnest(
-        db.signals, _SIGNAL_COLUMNS, first + 3, "s", ordinality="ord"
-    )
+    (exec_from, exec_values), (node_from, node_values), (event_from, event_values) = parts[:3]
     node_keys = {c.name for c in db.nodes.primary_key.columns}
     node_set = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in node_cols if n not in node_keys)
     exec_set = ", ".join(f'"{n}" = {v}' for n, v in zip(exec_cols, exec_values, strict=True))
     # A batch that changes no column of its execution still takes the lock and the fence.
     exec_set = exec_set or "id = executions.id"
-    return f"""
-WITH {fenced_update("executions", exec_from, exec_set)}, created AS (
+    ctes = [fenced_update("executions", exec_from, exec_set)]
+    written = "SELECT id FROM upd"
+    if create_cols:
+        create_from, create_values = parts[3]
+        ctes.append(f"""created AS (
     INSERT INTO executions ({", ".join(f'"{n}"' for n in create_cols)})
     SELECT {", ".join(create_values)} FROM {create_from}
     ON CONFLICT (tenant, request_id) DO NOTHING
     RETURNING executions.id
-), written AS (
-    SELECT id FROM upd UNION ALL SELECT id FROM created
+)""")
+        written += " UNION ALL SELECT id FROM created"
+    ctes.append(f"""written AS (
+    {written}
 ), nodes_written AS (
     INSERT INTO nodes ({", ".join(f'"{n}"' for n in node_cols)})
     SELECT {", ".join(node_values)} FROM {node_from}
@@ -409,22 +425,35 @@ WITH {fenced_update("executions", exec_from, exec_set)}, created AS (
     SELECT {", ".join(event_values)} FROM {event_from}
     WHERE v.execution_id IN (SELECT id FROM written)
     RETURNING execution_id
-), consumed AS (
+)""")
+    if consumed:
+        ctes.append(f"""consumed AS (
     UPDATE signals SET consumed_by = c.node
     FROM unnest(${first}::text[], ${first + 1}::int8[], ${first + 2}::text[])
         AS c(execution_id, seq, node)
     WHERE signals.execution_id = c.execution_id AND signals.seq = c.seq
         AND c.execution_id IN (SELECT id FROM upd)
-), signals_written AS (
+)""")
+        first += 3
+    if signals:
+        # The signals the batches store: their order in the arrays is the order of their seqs.
+        signal_from, signal_values = unnest(
+            db.signals, _SIGNAL_COLUMNS, first, "s", ordinality="ord"
+        )
+        ctes.append(f"""signals_written AS (
     INSERT INTO signals (seq, {", ".join(f'"{n}"' for n in _SIGNAL_COLUMNS)})
     SELECT coalesce((SELECT max(x.seq) FROM signals x WHERE x.execution_id = s.execution_id), 0)
             + row_number() OVER (PARTITION BY s.execution_id ORDER BY s.ord),
         {", ".join(signal_values)}
     FROM {signal_from}
     WHERE s.execution_id IN (SELECT id FROM upd)
-), announced AS (
+)""")
+    ctes.append(f"""announced AS (
     {announce("SELECT DISTINCT execution_id AS id FROM events_written")}
-)
-SELECT (SELECT array_agg(id) FROM upd), (SELECT array_agg(id) FROM created),
+)""")
+    created = "(SELECT array_agg(id) FROM created)" if create_cols else "NULL::text[]"
+    return f"""
+WITH {", ".join(ctes)}
+SELECT (SELECT array_agg(id) FROM upd), {created},
     (SELECT count(*) FROM announced)
 """
