@@ -72,7 +72,8 @@ class InstanceWriter:
         ids = [batch.instance.id for batch in batches]
         if len(set(ids)) < len(ids):
             return None
-        row = await fetch_direct(self._database, _statement(), _params(batches), "instances")
+        timers, args = _params(batches)
+        row = await fetch_direct(self._database, _statement(timers), args, "instances")
         if row is None:
             return None
         written = set(row[0] or ())
@@ -84,14 +85,16 @@ class InstanceWriter:
         import asyncpg
 
         try:
-            await self._database.writer_prepare(_statement(), writer="instances")
+            for timers in (False, True):
+                await self._database.writer_prepare(_statement(timers), writer="instances")
         except (StoreError, asyncpg.PostgresError):
             log.warning("could not prepare the instance writer", exc_info=True)
 
 
-def _params(batches: Sequence[MachineBatch]) -> list[Any]:
-    """The statement's arguments: instance changes with their fences and bases, history
-    rows, timers set, instances whose timers are all replaced, timers that fired."""
+def _params(batches: Sequence[MachineBatch]) -> tuple[bool, list[Any]]:
+    """Whether the group changes timers, and the statement's arguments: instance changes with
+    their fences and bases, history rows, and when it does, the timers set, instances whose
+    timers are all replaced, timers that fired."""
     changes: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     timers: list[dict[str, Any]] = []
@@ -114,36 +117,31 @@ def _params(batches: Sequence[MachineBatch]) -> list[Any]:
     args: list[Any] = [[row[name] for row in changes] for name, _ in _LEAD]
     args += array_columns(db.sm_instances, MUTABLE, changes)
     args += array_columns(db.sm_history, _HISTORY, history)
+    if not (timers or replaced or fired):
+        return False, args
     args += array_columns(db.sm_timers, _TIMERS, timers)
     args += [replaced, [i for i, _ in fired], [k for _, k in fired]]
-    return args
+    return True, args
 
 
 @functools.cache
-def _statement() -> str:
+def _statement(timers: bool) -> str:
     """The one statement of an instance group (see the module doc); its result is the ids of
-    the instances written."""
+    the instances written. Without `timers` (no batch of the group sets, replaces or fires a
+    timer: most events of most machines), it has no timer CTEs nor their 8 parameters."""
     parts, first = unnests(
         (db.sm_instances, MUTABLE, "b", _LEAD),
         (db.sm_history, _HISTORY, "h", ()),
         (db.sm_timers, _TIMERS, "t", ()),
     )
     (b_from, b_values), (h_from, h_values), (t_from, t_values) = parts
-    replaced, fired_ids, fired_keys = first, first + 1, first + 2
     # A batch computed from a sequence is refused once the stored one moved on.
     based = "NOT b.b_based OR r.last_sequence = b.b_base"
     updates = ", ".join(f'"{n}" = {v}' for n, v in zip(MUTABLE, b_values, strict=True))
     keys = {c.name for c in db.sm_timers.primary_key.columns}
     timer_set = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in _TIMERS if n not in keys)
-    return f"""
-WITH {fenced_update("sm_instances", b_from, updates, based)}, history AS (
-    INSERT INTO sm_history ({", ".join(f'"{n}"' for n in _HISTORY)})
-    SELECT {", ".join(h_values)} FROM {h_from}
-    WHERE h.instance_id IN (SELECT id FROM upd)
-    RETURNING instance_id
-), announced AS (
-    {announce("SELECT DISTINCT instance_id AS id FROM history")}
-), timers AS MATERIALIZED (
+    replaced, fired_ids, fired_keys = first, first + 1, first + 2
+    timer_ctes = f""", timers AS MATERIALIZED (
     SELECT {", ".join(t_values)} FROM {t_from}
     WHERE t.instance_id IN (SELECT id FROM upd)
 ), dropped AS (
@@ -157,6 +155,15 @@ WITH {fenced_update("sm_instances", b_from, updates, based)}, history AS (
     INSERT INTO sm_timers ({", ".join(f'"{n}"' for n in _TIMERS)})
     SELECT * FROM timers
     ON CONFLICT (instance_id, key) DO UPDATE SET {timer_set}
-)
+)"""
+    return f"""
+WITH {fenced_update("sm_instances", b_from, updates, based)}, history AS (
+    INSERT INTO sm_history ({", ".join(f'"{n}"' for n in _HISTORY)})
+    SELECT {", ".join(h_values)} FROM {h_from}
+    WHERE h.instance_id IN (SELECT id FROM upd)
+    RETURNING instance_id
+), announced AS (
+    {announce("SELECT DISTINCT instance_id AS id FROM history")}
+){timer_ctes if timers else ""}
 SELECT (SELECT array_agg(id) FROM upd), (SELECT count(*) FROM announced)
 """
