@@ -264,12 +264,21 @@ async def test_an_event_that_keeps_the_indexed_columns_does_not_assign_them(
     assert '"state" =' not in updates[0].split(" WHERE ")[0], updates[0]
 
 
+def _commits_count_as_quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing at submit also needs commits quick on average and none slow of late: on a busy
+    machine a commit can take over INLINE_SLOW_SECONDS, and the writer thread takes the next
+    INLINE_PAUSE_COMMITS. These tests are about the loop, not the disk."""
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 3600.0)
+
+
 async def test_an_idle_loop_commits_at_submit(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On an idle loop, `submit` writes the batch itself (no writer task, no suspension: the
     future it returns is done, the rows are there); with other work ready on the loop the
     group commit takes it, so that batches arriving meanwhile share its transaction."""
+    _commits_count_as_quick(monkeypatch)
     a, b = await _create(store, "sm-a"), await _create(store, "sm-b")
     machines = store.instances
     groups = machines.groups
@@ -351,6 +360,7 @@ async def test_batches_written_at_once_let_the_loop_go_round(
     from agentrun.storage import sqlite_instances
 
     monkeypatch.setattr(sqlite_instances, "NOW_STREAK_SECONDS", 0.0)
+    _commits_count_as_quick(monkeypatch)
     a, b = await _create(store, "sm-a"), await _create(store, "sm-b")
     await asyncio.sleep(0.001)  # the loop goes round: no streak
     first = store.instances.submit(_event(a, 2))
