@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,26 +31,35 @@ def test_a_later_millisecond_starts_a_new_random_part() -> None:
     assert later[:12] > first[:12]
 
 
+# Run in a fresh interpreter: forking an xdist worker that has loaded grpc (its fork handlers
+# and threads) segfaulted the child under stress-ng in a clean-clone `make test`.
+_FORK = """
+import os, re
+from agentrun.engine.runtime.requests import new_execution_id
+
+at = lambda: 2_100_000_000.0
+new_execution_id(at)
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:  # the child: its next id to the parent, then gone
+    try:
+        os.write(write, new_execution_id(at).encode())
+    finally:
+        os._exit(0)
+os.close(write)
+child = os.read(read, 64).decode()
+os.waitpid(pid, 0)
+assert re.fullmatch(r"[0-9a-f]{24}", child), child
+assert child != new_execution_id(at)
+print("ok")
+"""
+
+
 def test_a_forked_process_does_not_make_its_parents_next_id() -> None:
     """A child forked after the parent made an id (the same clock, the same millisecond)
     starts from a random part of its own, not from the parent's last one (nor from random
     bytes the parent read ahead): the ids both make next differ."""
-    import os
-
-    at = lambda: 2_100_000_000.0
-    new_execution_id(at)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next id to the parent, then gone
-        try:
-            os.write(write, new_execution_id(at).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    try:
-        child = os.read(read, 64).decode()
-    finally:
-        os.close(read)
-        os.waitpid(pid, 0)
-    assert re.fullmatch(r"[0-9a-f]{24}", child)
-    assert child != new_execution_id(at)
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
