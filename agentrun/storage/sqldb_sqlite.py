@@ -63,6 +63,11 @@ INLINE_PAUSE_COMMITS = 16
 # take less than this on average: else the loop would wait out the commit's fsync, which the
 # writer thread overlaps with that work (two wake-ups across threads, ~0.3 ms here, cost less).
 INLINE_BUSY_MAX_SECONDS = 0.0003
+# How long batches written at once (`write_now`) may keep the loop from its other work: a run
+# whose tools answer at once commits turn after turn without waiting, and only the loop's
+# iterations read its sockets. Past this since the loop last went round, a batch takes the
+# group commit's way, whose writer task lets it go round.
+NOW_STREAK_SECONDS = 0.002
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
@@ -174,6 +179,9 @@ class SqliteDatabase(SqlDatabase):
         self._dropped = 0
         # How many group commits still go to the thread because an inline one was slow.
         self._inline_pause = 0
+        # When the batches written at once since the loop last went round began (None: the
+        # loop went round since the last one); see `write_now`.
+        self._streak: float | None = None
         # The write connection's busy_timeout now (ms; `_run` sets it per transaction).
         self._wait_ms = 0
         # A moving average of how long a write transaction takes (seconds).
@@ -366,16 +374,33 @@ class SqliteDatabase(SqlDatabase):
 
         return SqliteInstanceWriter(self)
 
-    def turn_now(self, work: Callable[[sqlite3.Connection], T], *, items: int) -> tuple[T] | None:
-        """`turn_transaction` without a coroutine: on the loop's thread now if a group commit
-        of `items` batches would run there (`_group`'s rule), its result in a 1-tuple; None
-        when it would not (nothing written: the caller takes the group commit's way)."""
-        if not self.inline_now(items):
+    def write_now(self, work: Callable[[sqlite3.Connection], T]) -> tuple[T] | None:
+        """One batch's `work`, written now without a coroutine, when the group commit would
+        write it alone on the loop's thread anyway: no other work ready on the loop to join a
+        group (the caller checks its own queue), the writer thread idle and commits quick
+        (`inline_now`), and the loop gone round within NOW_STREAK_SECONDS. Its result in a
+        1-tuple; None: nothing written (not now, busy, or it failed and rolled back), and the
+        caller's group commit takes the batch and gives its caller the usual outcome. One
+        streak for every writer of this database: they share the loop."""
+        if loop_has_work() or not self.inline_now(1):
             return None
-        return self._inline(work, raw=True)
+        streak = self._streak
+        if streak is None:
+            self._streak = time.monotonic()
+            # At the loop's next iteration (a timer: a ready callback would read as work).
+            asyncio.get_running_loop().call_later(0, self._went_round)
+        elif time.monotonic() - streak > NOW_STREAK_SECONDS:
+            return None
+        try:
+            return self._inline(work, raw=True)
+        except Exception:  # rolled back: the group commit's ways sort it out
+            return None
+
+    def _went_round(self) -> None:
+        self._streak = None
 
     def inline_now(self, items: int) -> bool:
-        """Whether `turn_now` would write a group of `items` batches now (a caller checks it
+        """Whether `write_now` would write a group of `items` batches now (a caller checks it
         before building the work)."""
         return self._inline_pause <= 0 and items <= INLINE_ITEMS and self._inline_ready()
 

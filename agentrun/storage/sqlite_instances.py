@@ -26,10 +26,8 @@ everything before it, the transaction's way finds whose batch it was.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sqlite3
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +40,6 @@ from agentrun.storage.machine_base import (
     MachineBatch,
     TimerRecord,
 )
-from agentrun.storage.sqldb_sqlite import loop_has_work
-from agentrun.storage.sqlite_turns import NOW_STREAK_SECONDS
 
 if TYPE_CHECKING:
     from agentrun.storage.sqldb_sqlite import SqliteDatabase
@@ -59,39 +55,18 @@ class SqliteInstanceWriter:
 
     def __init__(self, database: SqliteDatabase) -> None:
         self._database = database
-        # When the batches written at once since the loop last went round began (None: the
-        # loop went round since the last one); see `write_now`.
-        self._streak: float | None = None
 
     async def prepare(self) -> None:
         """Nothing to prepare: sqlite3's statement cache keeps each statement compiled."""
 
     def write_now(self, batch: MachineBatch) -> bool:
         """Writes `batch` alone, now, without a coroutine, when the group commit would write
-        it alone on the loop's thread anyway: nothing else queued (the caller checks its
-        writer), no other work ready on the loop to join a group, the writer thread idle and
-        commits quick (`SqliteDatabase.turn_now`), the loop gone round within
-        NOW_STREAK_SECONDS (events sent one after another without waiting would otherwise
-        keep the loop from its sockets), as sqlite_turns' `write_now`. Whether it was
-        written; False: nothing written (not now, stale, refused, unavailable): the group
-        commit takes it, and gives its caller the usual outcome."""
-        if loop_has_work() or not self._database.inline_now(1):
-            return False
-        streak = self._streak
-        if streak is None:
-            self._streak = time.monotonic()
-            # At the loop's next iteration (a timer: a ready callback would read as work).
-            asyncio.get_running_loop().call_later(0, self._went_round)
-        elif time.monotonic() - streak > NOW_STREAK_SECONDS:
-            return False
-        try:
-            done = self._database.turn_now(functools.partial(write_instances, (batch,)), items=1)
-        except Exception:  # rolled back; the group commit's ways sort it out
-            return False
+        it alone on the loop's thread anyway (`SqliteDatabase.write_now`; the caller checks
+        its writer's queue). Whether it was written; False: nothing written (not now, stale,
+        refused, unavailable): the group commit takes it, and gives its caller the usual
+        outcome."""
+        done = self._database.write_now(functools.partial(write_instances, (batch,)))
         return done is not None and done[0][0]
-
-    def _went_round(self) -> None:
-        self._streak = None
 
     async def __call__(self, batches: Sequence[MachineBatch]) -> list[Any] | None:
         """Each batch's result (None: written, UNWRITTEN: not written), or None when the

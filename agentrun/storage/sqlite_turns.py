@@ -32,10 +32,8 @@ whole group then goes the transaction's way, which finds whose batch it was.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,16 +43,11 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from agentrun.storage import schema as db
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.pg_turns import TurnRows, covered_batches, turn_result
-from agentrun.storage.sqldb_sqlite import RowEncoder, SqliteDatabase, loop_has_work
+from agentrun.storage.sqldb_sqlite import RowEncoder, SqliteDatabase
 
 __all__ = ["SqliteTurnWriter"]
 
 _DIALECT = SQLiteDialect_pysqlite()
-# How long turns written at once (`write_now`) may keep the loop from its other work: a run
-# whose tools answer at once commits turn after turn without waiting, and only the loop's
-# iterations read its sockets. Past this since the loop last went round, a turn takes the
-# group commit's way, whose writer task lets it go round.
-NOW_STREAK_SECONDS = 0.002
 _NODE_KEYS = tuple(c.name for c in db.nodes.primary_key.columns)
 
 
@@ -63,43 +56,20 @@ class SqliteTurnWriter:
 
     def __init__(self, database: SqliteDatabase) -> None:
         self._database = database
-        # When the turns written at once since the loop last went round began (None: the
-        # loop went round since the last one).
-        self._streak: float | None = None
 
     def write_now(self, batch: TurnRows) -> bool:
         """Writes one execution's turn (not a start) now, without a coroutine, when the group
-        commit would write it alone on the loop's thread anyway: nothing else queued (the
-        caller checks its writer), no other work ready on the loop to join a group, the
-        writer thread idle and commits quick (`SqliteDatabase.turn_now`), the loop gone round
-        within NOW_STREAK_SECONDS. Whether it was written; False: nothing written (not now,
-        stale, refused, unavailable), and the group commit takes it and gives its caller the
-        usual outcome (LeaseLost, KeyError, ...)."""
-        if (
-            batch.create is not None
-            or loop_has_work()
-            or not self._database.inline_now(1)
-            or not covered_batches((batch,))[0]
-        ):
+        commit would write it alone on the loop's thread anyway (`SqliteDatabase.write_now`;
+        the caller checks its writer's queue). Whether it was written; False: nothing written
+        (not now, stale, refused, unavailable), and the group commit takes it and gives its
+        caller the usual outcome (LeaseLost, KeyError, ...)."""
+        if batch.create is not None or not covered_batches((batch,))[0]:
             return False
-        streak = self._streak
-        if streak is None:
-            self._streak = time.monotonic()
-            # At the loop's next iteration (a timer: a ready callback would read as work).
-            asyncio.get_running_loop().call_later(0, self._went_round)
-        elif time.monotonic() - streak > NOW_STREAK_SECONDS:
-            return False
-        try:
-            done = self._database.turn_now(functools.partial(write_turns, (batch,)), items=1)
-        except Exception:  # rolled back: the group commit's ways sort it out
-            return False
+        done = self._database.write_now(functools.partial(write_turns, (batch,)))
         if done is None or done[0] is None:
             return False
         assert batch.execution is not None
         return batch.execution["b_id"] in done[0][0]
-
-    def _went_round(self) -> None:
-        self._streak = None
 
     async def __call__(self, batches: Sequence[TurnRows]) -> list[Any] | None:
         """Writes the covered batches in one transaction; each batch's result (None: written,

@@ -357,9 +357,8 @@ async def test_batches_written_at_once_let_the_loop_go_round(
     """Batches written at submit one after another (a sender that never waits) stop being
     written at once past NOW_STREAK_SECONDS without the loop going round: the next goes
     through the group commit's writer task, and the loop reads its sockets meanwhile."""
-    from agentrun.storage import sqlite_instances
 
-    monkeypatch.setattr(sqlite_instances, "NOW_STREAK_SECONDS", 0.0)
+    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 0.0)
     _commits_count_as_quick(monkeypatch)
     a, b = await _create(store, "sm-a"), await _create(store, "sm-b")
     await asyncio.sleep(0.001)  # the loop goes round: no streak

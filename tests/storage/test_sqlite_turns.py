@@ -362,12 +362,12 @@ async def test_turns_written_at_once_let_the_loop_go_round(
     """Turns written at once keep the loop from its sockets: once NOW_STREAK_SECONDS passed
     since the loop last went round, a turn goes to the group commit (whose writer task lets
     it go round), and the next is written at once again."""
-    from agentrun.storage import sqldb_sqlite, sqlite_turns
+    from agentrun.storage import sqldb_sqlite
 
     monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
     monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
     monkeypatch.setattr(store.database, "_inline_pause", 0)
-    monkeypatch.setattr(sqlite_turns, "NOW_STREAK_SECONDS", 0.0)
+    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 0.0)
     await store.create_execution(execution_record("ex-s", **_SAME))
     (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
     ways = []
