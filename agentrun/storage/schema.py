@@ -6,22 +6,23 @@ in double precision (a float4 would lose seconds); payloads are JSON: JSONB on P
 text in a TEXT column on SQLite (see `JsonText`).
 Strings carry no length: ids and names are bounded by the API layer, not by the schema.
 The mapping between records and rows lives here too, next to the columns it must match.
+
+The tables are in modules named for what they hold, all on one `metadata`: the JSON column type,
+its encoders and the metadata in schema_base.py, the state machine tables in machine_tables.py,
+the others here. This module re-exports them all: the store names every table `schema.NAME`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import enum
-import json
-import json.encoder
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 
+from agentrun.storage.machine_tables import sm_history, sm_instances, sm_timers
 from agentrun.storage.records import (
     EventRecord,
     ExecutionRecord,
@@ -31,44 +32,19 @@ from agentrun.storage.records import (
     SignalRecord,
     WorkflowRecord,
 )
+from agentrun.storage.schema_base import Json, JsonText, json_text, jsonb_dumps, metadata
 
-
-class JsonText(sa.TypeDecorator[Any]):
-    """A JSON payload as its json.dumps text in a column SQLite gives TEXT affinity.
-
-    A column declared `JSON` gets NUMERIC affinity on SQLite, so a payload that is a bare
-    number was converted by SQLite's own parser as it was stored: 2.0662443630870376e-307
-    came back as ...372e-307, an int beyond int64 as a float, 1.0 and -0.0 as ints. TEXT
-    affinity stores the text as written; every payload comes back as json.loads reads it.
-    (Migration 0007 moved existing databases over, keeping the numbers already converted.)
-    """
-
-    impl = sa.Text
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
-        return None if value is None else json_text(value)
-
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
-        return None if value is None else json.loads(value)
-
-
-# Python None is stored as SQL NULL, so "no output" and "absent" are one thing in queries.
-Json = (
-    sa.JSON(none_as_null=True)
-    .with_variant(JSONB(none_as_null=True), "postgresql")
-    .with_variant(JsonText(), "sqlite")
-)
-
-# Explicit names keep Alembic's autogenerate comparison and future migrations stable.
-metadata = sa.MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+__all__ = [
+    "Json",
+    "JsonText",
+    "MappedRow",
+    "json_text",
+    "jsonb_dumps",
+    "metadata",
+    "sm_history",
+    "sm_instances",
+    "sm_timers",
+]
 
 workflows = sa.Table(
     "workflows",
@@ -205,80 +181,6 @@ signals = sa.Table(
 )
 
 
-# Payload encoding -----------------------------------------------------------------
-def _not_serializable(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-# json.dumps with its defaults ends in this C encoder, but builds it anew at every call
-# (dumps -> encode -> iterencode -> c_make_encoder): three frames and a constructor, about
-# three quarters of the call for a small payload (a step writes several). Built once here
-# with the same arguments, without the cycle check's memo (`markers`): a memo shared by every
-# call would outlive a failed call; a cyclic value fails all the same (RecursionError, where
-# json.dumps raises ValueError).
-_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-_ENCODE: Callable[[Any, int], Any] | None = (
-    None
-    if _C_ENCODER is None
-    else _C_ENCODER(
-        None,
-        _not_serializable,
-        json.encoder.encode_basestring_ascii,
-        None,
-        ": ",
-        ", ",
-        False,
-        False,
-        True,
-    )
-)
-
-
-def json_text(value: Any) -> str:
-    """`json.dumps(value)`: the same text (its defaults: ASCII, NaN allowed, keys in order),
-    through one C encoder built once (`_ENCODE`)."""
-    if _ENCODE is None:
-        return json.dumps(value)
-    return "".join(_ENCODE(value, 0))
-
-
-def jsonb_dumps(value: Any) -> str:
-    """json.dumps, except that floats written with a positive exponent keep a decimal point.
-
-    JSONB keeps numbers as `numeric`, which prints 1.5e+16 back as 15000000000000000: an int
-    to json.loads. A float turning into an int on a round trip would change how expressions
-    (CEL keeps int and double apart) see a node's output after a restart. (`numeric` has no
-    negative zero either: -0.0 comes back as 0.0, still a float; memory and SQLite keep it.)
-    """
-    text = json_text(value)
-    if "e+" not in text:  # the common case: no such float (or only a string containing e+)
-        return text
-    # json's pure-Python encoder takes a float formatter (the C one does not); a fresh one
-    # per call, so that its cycle-detection memo never outlives the call.
-    encode = json.encoder._make_iterencode(  # type: ignore[attr-defined]
-        {},
-        _not_serializable,
-        json.encoder.encode_basestring_ascii,
-        None,
-        _float_with_point,
-        ": ",
-        ", ",
-        False,
-        False,
-        False,
-    )
-    return "".join(encode(value, 0))
-
-
-def _float_with_point(value: float) -> str:
-    text = float.__repr__(value)
-    if "e+" in text:
-        return format(decimal.Decimal(text), "f") + ".0"
-    if text in ("nan", "inf", "-inf"):  # as json.dumps writes them; PostgreSQL refuses them
-        return {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}[text]
-    return text
-
-
 T = TypeVar("T")
 
 
@@ -330,101 +232,6 @@ execution_row, execution_record = _mapper(
 node_row, node_record = _mapper(NodeRecord, {"state": NodeState})
 event_row, event_record = _mapper(EventRecord)
 signal_record = _mapper(SignalRecord)[1]
-
-
-# State machines (migration 0005) ------------------------------------------------------------
-# Rows <-> records for these tables live in agentrun/storage/machines.py.
-
-sm_instances = sa.Table(
-    "sm_instances",
-    metadata,
-    sa.Column("id", sa.String(), primary_key=True),
-    sa.Column("tenant", sa.String(), nullable=False),
-    sa.Column("workflow", sa.String(), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    # Lifecycle: ACTIVE, COMPLETED, FAILED, CANCELLED.
-    sa.Column("state", sa.String(), nullable=False),
-    # The machine state the instance is in.
-    sa.Column("current", sa.String(), nullable=False),
-    sa.Column("data", Json),
-    sa.Column("input", Json),
-    sa.Column("error", Json),
-    sa.Column("request_id", sa.String()),
-    sa.Column("request_hash", sa.String()),
-    sa.Column("parent_id", sa.String()),
-    sa.Column("parent_node", sa.String()),
-    sa.Column("created_at", sa.Double, nullable=False),
-    sa.Column("updated_at", sa.Double, nullable=False),
-    sa.Column("ended_at", sa.Double),
-    sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("entry_sequence", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("invoke_execution", sa.String()),
-    sa.Column("labels", Json),
-    # An event whose action waits for its next attempt (migration 0009).
-    sa.Column("pending", Json),
-    # The replica driving the instance and its lease (migration 0015).
-    sa.Column("owner", sa.String()),
-    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("lease_expires_at", sa.Double),
-    sa.UniqueConstraint("tenant", "request_id"),
-    sa.Index(None, "tenant", "id"),
-    sa.Index(None, "tenant", "workflow", "id"),
-    sa.Index(None, "state"),
-    # What ended lately: a replica catching up after a LISTEN outage reads it (0013).
-    sa.Index(None, "ended_at"),
-    sa.Index(None, "owner"),
-)
-
-sm_history = sa.Table(
-    "sm_history",
-    metadata,
-    sa.Column(
-        "instance_id",
-        sa.String(),
-        sa.ForeignKey("sm_instances.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("sequence", sa.Integer, primary_key=True),
-    sa.Column("kind", sa.String(), nullable=False),
-    sa.Column("time", sa.Double, nullable=False),
-    sa.Column("event", sa.String(), nullable=False),
-    sa.Column("event_id", sa.String()),
-    sa.Column("event_data", Json),
-    sa.Column("from_state", sa.String(), nullable=False),
-    sa.Column("to_state", sa.String(), nullable=False),
-    sa.Column("transition_index", sa.Integer),
-    sa.Column("actions", Json),
-    sa.Column("assigned", Json),
-    sa.Column("instance_state", sa.String(), nullable=False),
-    sa.Column("error", Json),
-    sa.Column("reentered", sa.Boolean, nullable=False),
-    # An event id is applied once per instance; NULL ids never collide, and are not indexed
-    # (migration 0020: a page fewer per event written without an id).
-    sa.Index(
-        "uq_sm_history_instance_id_event_id",
-        "instance_id",
-        "event_id",
-        unique=True,
-        postgresql_where=sa.text("event_id IS NOT NULL"),
-        sqlite_where=sa.text("event_id IS NOT NULL"),
-    ),
-)
-
-sm_timers = sa.Table(
-    "sm_timers",
-    metadata,
-    sa.Column(
-        "instance_id",
-        sa.String(),
-        sa.ForeignKey("sm_instances.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("key", sa.String(), primary_key=True),
-    sa.Column("state", sa.String(), nullable=False),
-    sa.Column("timer_index", sa.Integer, nullable=False),
-    sa.Column("fire_at", sa.Double, nullable=False),
-    sa.Index(None, "fire_at"),
-)
 
 
 # Scheduler slots shared by the replicas (migration 0008) ------------------------------------

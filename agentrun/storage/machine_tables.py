@@ -1,0 +1,103 @@
+"""The state machine tables (migration 0005 and later): instances, their history and timers.
+
+Rows <-> records for these tables live in agentrun/storage/machines_sql.py (and the direct
+writers, sqlite_instances.py and pg_instances.py). `schema` re-exports them: the store's code
+names them `schema.sm_instances` and so on, as every other table.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from agentrun.storage.schema_base import Json, metadata
+
+sm_instances = sa.Table(
+    "sm_instances",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("workflow", sa.String(), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    # Lifecycle: ACTIVE, COMPLETED, FAILED, CANCELLED.
+    sa.Column("state", sa.String(), nullable=False),
+    # The machine state the instance is in.
+    sa.Column("current", sa.String(), nullable=False),
+    sa.Column("data", Json),
+    sa.Column("input", Json),
+    sa.Column("error", Json),
+    sa.Column("request_id", sa.String()),
+    sa.Column("request_hash", sa.String()),
+    sa.Column("parent_id", sa.String()),
+    sa.Column("parent_node", sa.String()),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("ended_at", sa.Double),
+    sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("entry_sequence", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("invoke_execution", sa.String()),
+    sa.Column("labels", Json),
+    # An event whose action waits for its next attempt (migration 0009).
+    sa.Column("pending", Json),
+    # The replica driving the instance and its lease (migration 0015).
+    sa.Column("owner", sa.String()),
+    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_expires_at", sa.Double),
+    sa.UniqueConstraint("tenant", "request_id"),
+    sa.Index(None, "tenant", "id"),
+    sa.Index(None, "tenant", "workflow", "id"),
+    sa.Index(None, "state"),
+    # What ended lately: a replica catching up after a LISTEN outage reads it (0013).
+    sa.Index(None, "ended_at"),
+    sa.Index(None, "owner"),
+)
+
+sm_history = sa.Table(
+    "sm_history",
+    metadata,
+    sa.Column(
+        "instance_id",
+        sa.String(),
+        sa.ForeignKey("sm_instances.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("sequence", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("time", sa.Double, nullable=False),
+    sa.Column("event", sa.String(), nullable=False),
+    sa.Column("event_id", sa.String()),
+    sa.Column("event_data", Json),
+    sa.Column("from_state", sa.String(), nullable=False),
+    sa.Column("to_state", sa.String(), nullable=False),
+    sa.Column("transition_index", sa.Integer),
+    sa.Column("actions", Json),
+    sa.Column("assigned", Json),
+    sa.Column("instance_state", sa.String(), nullable=False),
+    sa.Column("error", Json),
+    sa.Column("reentered", sa.Boolean, nullable=False),
+    # An event id is applied once per instance; NULL ids never collide, and are not indexed
+    # (migration 0020: a page fewer per event written without an id).
+    sa.Index(
+        "uq_sm_history_instance_id_event_id",
+        "instance_id",
+        "event_id",
+        unique=True,
+        postgresql_where=sa.text("event_id IS NOT NULL"),
+        sqlite_where=sa.text("event_id IS NOT NULL"),
+    ),
+)
+
+sm_timers = sa.Table(
+    "sm_timers",
+    metadata,
+    sa.Column(
+        "instance_id",
+        sa.String(),
+        sa.ForeignKey("sm_instances.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("key", sa.String(), primary_key=True),
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Column("timer_index", sa.Integer, nullable=False),
+    sa.Column("fire_at", sa.Double, nullable=False),
+    sa.Index(None, "fire_at"),
+)
