@@ -11,13 +11,18 @@ late answer learns why it is refused.
 An answer is applied once, to its own wait only:
 1. it is checked here against the stored node record (the wait must be the node's latest and
    the node still WAITING) and against the wait's schema (INVALID_ARGUMENT naming the path);
-2. it is stored as a signal with id `wait:WAIT_ID`: the store's unique (execution, signal id)
-   lets one answer per wait in, whichever replica takes it, also across a crash (the same
-   answer sent again while the first is not yet applied waits for the first's outcome; once
-   it is applied, any answer is refused);
-3. the run that owns the execution applies it to that wait if the wait is still pending, and
-   otherwise marks it refused (`signal.refused`); it is never kept for a later wait;
-4. the caller hears which, once the run has committed it.
+2. its signal id is `wait:WAIT_ID`. When the run that owns the execution is here, the answer
+   is handed to it not stored yet (`Engine.offer_signal`), and the turn that applies it to
+   its wait (or refuses it, the wait having ended meanwhile) stores it with that effect: one
+   commit. Otherwise (the run is on another replica, or declined it) it is stored first: the
+   store's unique (execution, signal id) lets one answer per wait in, whichever replica takes
+   it, also across a crash (the same answer sent again while the first is not yet applied
+   waits for the first's outcome; once it is applied, any answer is refused);
+3. the run applies it to that wait if the wait is still pending, and otherwise marks it
+   refused (`signal.refused`); it is never kept for a later wait;
+4. the caller hears which once the run has committed it; a run that stops before that commit
+   answers UNAVAILABLE (nothing of the answer stored: sending it again is safe), so an answer
+   heard as applied is never lost.
 
 A signal sent by name (SignalExecution) keeps its old rule: the oldest pending wait for that
 name takes it (in the order the waits began, across branches and map items), else it is kept
@@ -352,22 +357,27 @@ async def answer_wait(
     problems = schema_problems(view.schema, data)
     if problems:
         raise InvalidArgument(problems)
-    signal_id = answer_signal_id(ref.id)
-    stored, created = await engine.add_signal(
-        SignalRecord(ref.execution_id, view.signal, data, signal_id, engine.clock())
+    answer = SignalRecord(
+        ref.execution_id, view.signal, data, answer_signal_id(ref.id), engine.clock()
     )
-    if not created and (stored.consumed_by is not None or stored.data != data):
-        raise _refused(ref, "ANSWERED", f"wait {ref.id} was answered already")
-    # New, or the same answer again while the first is still on its way (a retry after a
-    # lost reply): both hear the one outcome.
-    outcome = await _settled(engine, stored)
+    final = await engine.offer_signal(answer, tenant)
+    if final is not None and answer.consumed_by is not None:
+        outcome = answer.consumed_by  # applied or refused by the run here, one commit
+    else:
+        # Its run is elsewhere (or declined it): stored first, then applied by the run.
+        stored, created = await engine.add_signal(answer)
+        if not created and (stored.consumed_by is not None or stored.data != data):
+            raise _refused(ref, "ANSWERED", f"wait {ref.id} was answered already")
+        # New, or the same answer again while the first is still on its way (a retry after
+        # a lost reply): both hear the one outcome.
+        outcome = await _settled(engine, stored)
+        final = await engine.get_execution(ref.execution_id, tenant=tenant)
     if outcome.startswith(REFUSED_PREFIX):
         raise _refused(
             ref,
             "ENDED",
             f"wait {ref.id} ended before the answer reached it ({outcome[len(REFUSED_PREFIX) :]})",
         )
-    final = await engine.get_execution(ref.execution_id, tenant=tenant)
     return final, WaitView(
         view.ref, view.workflow, view.signal, view.since, view.timeout_at, view.schema, False
     )

@@ -32,9 +32,7 @@ from agentrun.engine.errors import (
     Unavailable,
     WorkflowNotFound,
 )
-from agentrun.engine.json_values import unstorable
 from agentrun.engine.plan import StepNode, ToolStep, WorkflowStep
-from agentrun.engine.runtime.redaction import redacted_execution
 from agentrun.storage.records import ExecutionRecord, ExecutionState, NodeState, SignalRecord
 
 if TYPE_CHECKING:
@@ -214,27 +212,11 @@ async def _offered(
     tenant: str,
     signal_id: str | None,
 ) -> ExecutionRecord | None:
-    """The signal handed, not stored, to the execution's run here (loaded if it waits
-    unloaded): the turn that applies it stores it, so the signal and its effect are one
-    commit, and the call answers after that commit (a run that stops first fails it:
-    nothing answered was lost). A signal the run declines (no wait takes it now, or one
-    before it was declined: `Waits.offer`) is stored after that turn, as any signal, and
-    handed over again. The execution's record after that turn, or None when the signal is
-    to be stored first (`signal`'s other way): the run is not here (another replica, queued,
-    ended), the engine drains, the id was used before, or its data cannot be stored."""
-    runs = engine.runs
-    if engine.draining or execution_id not in runs:
-        return None
-    if signal_id and await engine.store.get_signal(execution_id, signal_id) is not None:
-        return None  # a repeat: answered as the first call was
-    run = runs.get(execution_id) or await runs.load(execution_id)
-    # No await from here to the offer: the run cannot leave memory or end in between.
-    if run is None or run.record.tenant != tenant:
-        return None
-    _check_signal(name, data, signal_id)
-    task = run.task
-    if run.finished or task is None or task.done() or unstorable(data) is not None:
-        return None
+    """The signal handed, not stored, to the execution's run here (`Engine.offer_signal`:
+    the signal and its effect are one commit, answered after it). A signal the run declines
+    (no wait takes it now, or one before it was declined: `Waits.offer`) is stored after
+    that turn, as any signal, and handed over again. The execution's record after that
+    turn, or None when the signal is to be stored first (`signal`'s other way)."""
     offered = SignalRecord(
         execution_id=execution_id,
         name=name,
@@ -242,13 +224,18 @@ async def _offered(
         signal_id=signal_id or secrets.token_hex(8),
         created_at=engine.clock(),
     )
-    await run.offer_signal(offered)
-    if offered.consumed_by is None:
+    record = await engine.offer_signal(
+        offered,
+        tenant,
+        check=lambda: _check_signal(name, data, signal_id),
+        fresh_id=not signal_id,
+    )
+    if record is not None and offered.consumed_by is None:
         # Declined while the run had it (it may have ended since, as a signal stored just
         # before the end): stored now, and handed over as any signal.
         stored, created = await engine.add_signal(offered)
         _same_signal(stored, created, name, data, signal_id)
-    return redacted_execution(run.record, engine.redactor)
+    return record
 
 
 def _same_signal(

@@ -34,6 +34,7 @@ from agentrun.engine.errors import (
 )
 from agentrun.engine.fleet import make_scheduler
 from agentrun.engine.hub import Hub
+from agentrun.engine.json_values import unstorable
 from agentrun.engine.machine.plan import MachinePlan
 from agentrun.engine.node_view import every_node, spec_node_ids
 from agentrun.engine.plan import DagPlan, WorkflowStep
@@ -43,6 +44,7 @@ from agentrun.engine.rerun import rerun
 from agentrun.engine.runtime.children import run_child
 from agentrun.engine.runtime.common import DEFAULT_TENANT
 from agentrun.engine.runtime.reads import LogPage, RunFilter, RunReads, Since
+from agentrun.engine.runtime.redaction import redacted_execution
 from agentrun.engine.runtime.requests import StartOptions, start_options
 from agentrun.engine.scheduler import SchedulerConfig
 from agentrun.engine.starts import Starts
@@ -397,6 +399,45 @@ class Engine:
         if created and not self.runs.signal_stored(stored):  # here, loaded or not
             await self.store.notify("signal", signal.execution_id)  # its owner runs elsewhere
         return stored, created
+
+    async def offer_signal(
+        self,
+        signal: SignalRecord,
+        tenant: str,
+        *,
+        check: Callable[[], None] | None = None,
+        fresh_id: bool = False,
+    ) -> ExecutionRecord | None:
+        """Hands `signal`, not stored yet, to its execution's run here (loaded if it waits
+        unloaded): the turn that applies it stores it, so the signal and its effect are one
+        commit, and this returns after that commit (a run that stops first fails it with
+        Unavailable: nothing answered is lost). `signal.consumed_by` then says what the turn
+        did: its consumer (a wait's key, or `refused:REASON`), or None when the run declined
+        it (`Waits.offer`: no wait takes it now, or one offered before it was declined), and
+        its caller stores it as any signal (`add_signal`). Returns the execution's record
+        after that turn, or None when it was not handed over and is to be stored first: the
+        run is not here (another replica, queued, ended), the engine drains, its id is stored
+        already (a repeat: answered as the first call was; not looked up for a `fresh_id`),
+        or its data cannot be stored. `check` validates the request once the run is known to
+        be `tenant`'s, as the stored way validates after the tenant's record is read."""
+        runs = self.runs
+        execution_id = signal.execution_id
+        if self.draining or execution_id not in runs:
+            return None
+        if not fresh_id:
+            if await self.store.get_signal(execution_id, signal.signal_id) is not None:
+                return None
+        run = runs.get(execution_id) or await runs.load(execution_id)
+        # No await from here to the offer: the run cannot leave memory or end in between.
+        if run is None or run.record.tenant != tenant:
+            return None
+        if check is not None:
+            check()
+        task = run.task
+        if run.finished or task is None or task.done() or unstorable(signal.data) is not None:
+            return None
+        await run.offer_signal(signal)
+        return redacted_execution(run.record, self.redactor)
 
     async def list_waits(
         self,

@@ -1,9 +1,10 @@
 """A child process for test_signal_one_commit.py: an engine on a SQLite file with executions
 waiting for the signal `go`, signalled one after another; each answered signal's execution id
 is appended to a ledger (fsynced) before the next is sent, so that a kill -9 finds in the
-ledger only signals the engine answered.
+ledger only signals the engine answered. MODE `answer` answers each one's wait (AnswerWait)
+instead of signalling it by name.
 
-    python tests/durability/signal_child.py URL LEDGER EXECUTIONS
+    python tests/durability/signal_child.py URL LEDGER EXECUTIONS [signal|answer]
 
 Prints `ready` once its executions wait, `done` once every one is signalled and ended."""
 
@@ -27,7 +28,7 @@ nodes:
 """
 
 
-async def main(url: str, ledger: str, count: int) -> None:
+async def main(url: str, ledger: str, count: int, mode: str) -> None:
     store = await open_store(url)
     engine = Engine(
         store,
@@ -45,13 +46,18 @@ async def main(url: str, ledger: str, count: int) -> None:
         for execution_id in sorted(ids):
             record = await store.get_execution(execution_id)
             assert record is not None
-            if record.state is ExecutionState.WAITING:
+            if record.state is not ExecutionState.WAITING:
+                continue
+            if mode == "answer":
+                [wait] = await engine.list_waits(execution_id=execution_id)
+                await engine.answer_wait(wait_id=wait.ref.id, data={"to": execution_id})
+            else:
                 await engine.signal(
                     execution_id, "go", {"to": execution_id}, signal_id=f"s-{execution_id}"
                 )
-                out.write(execution_id + "\n")
-                out.flush()
-                os.fsync(out.fileno())
+            out.write(execution_id + "\n")
+            out.flush()
+            os.fsync(out.fileno())
     for execution_id in ids:
         await engine.wait(execution_id, 30)
     print("done", flush=True)
@@ -60,4 +66,4 @@ async def main(url: str, ledger: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), (sys.argv[4:] or ["signal"])[0]))

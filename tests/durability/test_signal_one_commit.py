@@ -9,7 +9,7 @@ import random
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -64,6 +64,18 @@ async def unloaded(engine: Engine, execution_id: str) -> None:
     await eventually(lambda: execution_id in engine.runs.idle)
 
 
+async def until_answered(send: Callable[[], Awaitable[object]]) -> None:
+    """Sends again while the call answers UNAVAILABLE (its run stopped, being rebuilt)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            await send()
+            return
+        except Unavailable:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+
+
 async def test_a_signal_to_a_waiting_execution_is_one_commit(
     engine: Engine, store: Counting
 ) -> None:
@@ -95,17 +107,7 @@ async def test_a_signal_whose_turn_was_not_committed_is_not_answered(
     assert await store.get_signal(ex.id, "s1") is None
 
     # The run stopped and is rebuilt from the store; the retried signal applies once.
-    async def retried() -> bool:
-        try:
-            await engine.signal(ex.id, "go", {"ok": 1}, signal_id="s1")
-        except Unavailable:
-            return False
-        return True
-
-    deadline = time.monotonic() + 10
-    while not await retried():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+    await until_answered(lambda: engine.signal(ex.id, "go", {"ok": 1}, signal_id="s1"))
     final = await engine.wait(ex.id, 5)
     assert final.state is ExecutionState.SUCCEEDED and final.output == {"after": {"ok": 1}}
     events = await engine.list_events(ex.id)
@@ -155,11 +157,12 @@ def _stored(db: Path) -> tuple[dict[str, str | None], dict[str, str]]:
     return signals, asks
 
 
-def test_an_answered_signal_survives_kill_9(tmp_path: Path) -> None:
-    """Signals sent one after another to waiting executions, the process killed at random
-    moments: every signal answered before a kill is stored and applied (its wait node
-    SUCCEEDED) in the file the kill left; after the last run, each execution took its
-    signal once."""
+@pytest.mark.parametrize("mode", ["signal", "answer"])
+def test_an_answered_signal_survives_kill_9(tmp_path: Path, mode: str) -> None:
+    """Signals sent one after another to waiting executions (by name, or as the answer to
+    each one's wait: AnswerWait), the process killed at random moments: every signal answered
+    before a kill is stored and applied (its wait node SUCCEEDED) in the file the kill left;
+    after the last run, each execution took its signal once."""
     rng = random.Random(18)
     db, ledger = tmp_path / "agentrun.db", tmp_path / "ledger.txt"
     url = f"sqlite+aiosqlite:///{db}"
@@ -167,7 +170,7 @@ def test_an_answered_signal_survives_kill_9(tmp_path: Path) -> None:
     with children() as procs:
         for generation in range(kills + 1):
             child = Child(
-                [sys.executable, str(CHILD), url, str(ledger), str(count)],
+                [sys.executable, str(CHILD), url, str(ledger), str(count), mode],
                 tmp_path / f"child-{generation}.log",
             )
             procs.append(child.start())
