@@ -1,4 +1,5 @@
-"""The state machine tables (migration 0005 and later): instances, their history and timers.
+"""The state machine tables (migration 0005 and later): instances, their inputs, history and
+timers.
 
 Rows <-> records for these tables live in agentrun/storage/machines_sql.py (and the direct
 writers, sqlite_instances.py and pg_instances.py). `schema` re-exports them: the store's code
@@ -23,7 +24,7 @@ sm_instances = sa.Table(
     # The machine state the instance is in.
     sa.Column("current", sa.String(), nullable=False),
     sa.Column("data", Json),
-    sa.Column("input", Json),
+    # The input is in `sm_inputs` (migration 0021).
     sa.Column("error", Json),
     sa.Column("request_id", sa.String()),
     sa.Column("request_hash", sa.String()),
@@ -49,6 +50,24 @@ sm_instances = sa.Table(
     # What ended lately: a replica catching up after a LISTEN outage reads it (0013).
     sa.Index(None, "ended_at"),
     sa.Index(None, "owner"),
+)
+
+# An instance's input, which never changes, apart from the row every event rewrites (migration
+# 0021): on SQLite an UPDATE rewrites the whole row, a large input's overflow pages with it
+# whenever the row's size changes (an event of an instance with a 50 KB input wrote 10 WAL
+# pages, not 3). Written at creation, only for an input that is not None (none: no row).
+# WITHOUT ROWID on SQLite: the key's b-tree alone, one page fewer at creation.
+sm_inputs = sa.Table(
+    "sm_inputs",
+    metadata,
+    sa.Column(
+        "instance_id",
+        sa.String(),
+        sa.ForeignKey("sm_instances.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("input", Json),
+    sqlite_with_rowid=False,
 )
 
 sm_history = sa.Table(

@@ -88,6 +88,7 @@ class SqlMachineStore(MachineStore):
         timers: Sequence[TimerRecord] = (),
     ) -> tuple[InstanceRecord, bool]:
         row = _instance_row(record)
+        given = None if record.input is None else {"instance_id": record.id, "input": record.input}
         history_rows = [history_row(e) for e in history]
         timer_rows = [timer_row(t) for t in timers]
 
@@ -96,12 +97,14 @@ class SqlMachineStore(MachineStore):
                 conn.execute(db.sm_instances.insert(), row)
             elif conn.execute(self._insert_once, row).rowcount == 0:
                 existing = conn.execute(
-                    sa.select(db.sm_instances).where(
+                    _SELECT.where(
                         db.sm_instances.c.tenant == record.tenant,
                         db.sm_instances.c.request_id == record.request_id,
                     )
                 )
                 return _instance_record(existing.one()), False
+            if given is not None:
+                conn.execute(db.sm_inputs.insert(), given)
             if history_rows:
                 conn.execute(db.sm_history.insert(), history_rows)
             if timer_rows:
@@ -117,7 +120,7 @@ class SqlMachineStore(MachineStore):
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         t = db.sm_instances
-        rows = await self._database.read(sa.select(t).where(t.c.id == instance_id))
+        rows = await self._database.read(_SELECT.where(t.c.id == instance_id))
         return _instance_record(rows[0]) if rows else None
 
     async def list_instances(
@@ -131,7 +134,7 @@ class SqlMachineStore(MachineStore):
         current: str | None = None,
     ) -> list[InstanceRecord]:
         t = db.sm_instances
-        query = sa.select(t).where(t.c.tenant == tenant)
+        query = _SELECT.where(t.c.tenant == tenant)
         if after_id is not None:
             query = query.where(t.c.id > after_id)
         if workflow is not None:
@@ -183,11 +186,9 @@ class SqlMachineStore(MachineStore):
 
     async def list_invoking(self) -> list[InstanceRecord]:
         t = db.sm_instances
-        query = (
-            sa.select(t)
-            .where(t.c.state == InstanceState.ACTIVE.value, t.c.invoke_execution.is_not(None))
-            .order_by(t.c.id)
-        )
+        query = _SELECT.where(
+            t.c.state == InstanceState.ACTIVE.value, t.c.invoke_execution.is_not(None)
+        ).order_by(t.c.id)
         return [_instance_record(row) for row in await self._database.read(query)]
 
     # Group commit ------------------------------------------------------------------------
@@ -238,7 +239,7 @@ class SqlMachineStore(MachineStore):
         def acquire(conn: sa.Connection) -> InstanceRecord | None:
             if conn.execute(statement).rowcount != 1:
                 return None
-            return _instance_record(conn.execute(sa.select(t).where(t.c.id == instance_id)).one())
+            return _instance_record(conn.execute(_SELECT.where(t.c.id == instance_id)).one())
 
         return await self._database.transaction(acquire, leases=True)
 
@@ -296,7 +297,8 @@ class SqlMachineStore(MachineStore):
             rows = claim_leases(
                 conn, t, candidates, owner=owner, now=now, lease_seconds=lease_seconds
             )
-            return [_instance_record(row) for row in rows]
+            inputs = _inputs(conn, [row.id for row in rows])
+            return [_instance_record(row, inputs.get(row.id)) for row in rows]
 
         return await self._database.transaction(claim, leases=True)
 
@@ -446,7 +448,6 @@ def _instance_row(r: InstanceRecord) -> dict[str, Any]:
         "state": r.state.value,
         "current": r.current,
         "data": r.data,
-        "input": r.input,
         "error": r.error,
         "request_id": r.request_id,
         "request_hash": r.request_hash,
@@ -466,7 +467,28 @@ def _instance_row(r: InstanceRecord) -> dict[str, Any]:
     }
 
 
-def _instance_record(row: Any) -> InstanceRecord:
+# An instance's row with its input (`sm_inputs`: none when the input is None), as the readers
+# read it.
+_SELECT = sa.select(*db.sm_instances.c, db.sm_inputs.c.input).select_from(
+    db.sm_instances.outerjoin(db.sm_inputs, db.sm_inputs.c.instance_id == db.sm_instances.c.id)
+)
+
+
+_FROM_ROW: Any = object()
+
+
+def _inputs(conn: sa.Connection, ids: Sequence[str]) -> dict[str, Any]:
+    """The inputs of the instances `ids` that have one (claimed rows come back without)."""
+    if not ids:
+        return {}
+    i = db.sm_inputs
+    rows = conn.execute(sa.select(i.c.instance_id, i.c.input).where(i.c.instance_id.in_(ids)))
+    return {row.instance_id: row.input for row in rows}
+
+
+def _instance_record(row: Any, input: Any = _FROM_ROW) -> InstanceRecord:
+    """The record of a row `_SELECT` read (its input with it), or of an instance row alone
+    and its `input`."""
     return InstanceRecord(
         id=row.id,
         tenant=row.tenant,
@@ -475,7 +497,7 @@ def _instance_record(row: Any) -> InstanceRecord:
         state=InstanceState(row.state),
         current=row.current,
         data=row.data if row.data is not None else {},
-        input=row.input,
+        input=row.input if input is _FROM_ROW else input,
         created_at=row.created_at,
         updated_at=row.updated_at,
         ended_at=row.ended_at,

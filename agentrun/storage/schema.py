@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
-from agentrun.storage.machine_tables import sm_history, sm_instances, sm_timers
+from agentrun.storage.machine_tables import sm_history, sm_inputs, sm_instances, sm_timers
 from agentrun.storage.records import (
     EventRecord,
     ExecutionRecord,
@@ -42,6 +42,7 @@ __all__ = [
     "jsonb_dumps",
     "metadata",
     "sm_history",
+    "sm_inputs",
     "sm_instances",
     "sm_timers",
 ]
