@@ -25,6 +25,7 @@ from agentrun.storage.execution_leases import UNFINISHED, ExecutionLeases
 from agentrun.storage.execution_restore import ExecutionRestores
 from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.records import (
+    RUN_FIELDS,
     Batch,
     EventRecord,
     ExecutionRecord,
@@ -202,13 +203,13 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
 
     async def commit(self, batch: Batch) -> None:
         self.database.require_open()
-        # Snapshot now: the caller may change its records (not payloads) once we return.
-        rows = _Rows.of(batch)
         now = self._now
-        if now is not None and self.writer.idle and now(rows):
+        # Written at once from the records themselves (no snapshot: nothing runs meanwhile).
+        if now is not None and self.writer.idle and now(batch):
             self.written_now += 1
             return
-        await self.writer.submit(rows)
+        # Snapshot now: the caller may change its records (not payloads) once we return.
+        await self.writer.submit(_Rows.of(batch))
 
     # Group commit ----------------------------------------------------------
     def _apply(self, conn: sa.Connection, batches: Sequence[_Rows]) -> list[Any]:
@@ -444,18 +445,7 @@ _NEXT_SIGNAL = {
 # A signal stored by a turn (`Batch.signals`): a used signal id refuses the batch.
 _INSERT_SIGNAL = db.signals.insert().values(_NEXT_SIGNAL)
 
-_MUTABLE = (
-    "state",
-    "output",
-    "error",
-    "vars",
-    "started_at",
-    "ended_at",
-    "deadline",
-    "last_sequence",
-    "labels",
-    "usage",
-)
+_MUTABLE = RUN_FIELDS
 _INSERT_EVENTS = db.events.insert()
 _UPDATE_EXECUTION = (
     db.executions.update()

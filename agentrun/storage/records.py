@@ -133,6 +133,22 @@ class ExecutionRecord:
         return _copy_execution(self)
 
 
+# The fields of an execution that its run changes: what a commit writes of the execution row
+# (the others are set when it is created, or by its leases).
+RUN_FIELDS = (
+    "state",
+    "output",
+    "error",
+    "vars",
+    "started_at",
+    "ended_at",
+    "deadline",
+    "last_sequence",
+    "labels",
+    "usage",
+)
+
+
 @dataclass(slots=True)
 class NodeRecord:
     execution_id: str

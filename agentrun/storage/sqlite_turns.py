@@ -8,12 +8,19 @@ connection's sqlite3 handle (`SqliteDatabase.turn_transaction`: on the loop's th
 the writer thread, as any group commit), with plain SQL built once per column shape (sqlite3's
 statement cache keeps each compiled):
 - each batch's execution UPDATE, the fence folded in (`... AND owner = ? AND lease_epoch = ?`),
-  the stored values of its indexed columns (state, ended_at) returned: a batch whose row did
-  not change (a stale fence, an unknown execution) writes nothing else; those columns are a
-  second UPDATE, run only when they differ (`_INDEXED`: an index entry is rewritten for every
-  column assigned, so a step that keeps them wrote two index pages more to the WAL);
+  its indexed columns (state, ended_at) not assigned but required to be what the batch says
+  (`AND "state" IS ? AND "ended_at" IS ?`): a step that keeps them is this one UPDATE, and only
+  when it changes no row (they changed, or a stale fence, or an unknown execution) a second one
+  assigns them too (`_INDEXED`: an index entry is rewritten for every column assigned, so a
+  step that kept them wrote two index pages more to the WAL); a batch whose second UPDATE
+  changes no row either writes nothing else;
 - the node upserts, event INSERTs and consumed signals of the batches whose UPDATE held, each
   one `executemany` for the group.
+
+A turn written at once (`write_now`, most turns of an engine on an idle loop) is written from
+its records (`write_turn`): each row's parameters are one generated tuple expression over the
+record's fields (`_maker`), with no row dict in between, which the group commit's way needs
+(its batches are snapshots taken when queued: `_Rows`).
 
 A new execution with its first turn (a start: `create_execution`) is its row's INSERT in place
 of the UPDATE (`ON CONFLICT (tenant, request_id) DO NOTHING` when it has a request id, its row
@@ -32,6 +39,7 @@ whole group then goes the transaction's way, which finds whose batch it was.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -43,6 +51,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from agentrun.storage import schema as db
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.pg_turns import TurnRows, covered_batches, turn_result
+from agentrun.storage.records import RUN_FIELDS, Batch, EventRecord, NodeRecord
 from agentrun.storage.sqldb_sqlite import RowEncoder, SqliteDatabase
 
 __all__ = ["SqliteTurnWriter"]
@@ -57,19 +66,18 @@ class SqliteTurnWriter:
     def __init__(self, database: SqliteDatabase) -> None:
         self._database = database
 
-    def write_now(self, batch: TurnRows) -> bool:
+    def write_now(self, batch: Batch) -> bool:
         """Writes one execution's turn (not a start) now, without a coroutine, when the group
         commit would write it alone on the loop's thread anyway (`SqliteDatabase.write_now`;
-        the caller checks its writer's queue). Whether it was written; False: nothing written
-        (not now, stale, refused, unavailable), and the group commit takes it and gives its
-        caller the usual outcome (LeaseLost, KeyError, ...)."""
-        if batch.create is not None or not covered_batches((batch,))[0]:
+        the caller checks its writer's queue), straight from its records (`write_turn`).
+        Whether it was written; False: nothing written (not now, rows of another execution,
+        stale, refused, unavailable), and the group commit takes it and gives its caller the
+        usual outcome (LeaseLost, KeyError, ...)."""
+        execution = batch.execution
+        if execution is None or not _own_rows(batch, execution.id):
             return False
-        done = self._database.write_now(functools.partial(write_turns, (batch,)))
-        if done is None or done[0] is None:
-            return False
-        assert batch.execution is not None
-        return batch.execution["b_id"] in done[0][0]
+        done = self._database.write_now(functools.partial(write_turn, batch))
+        return done is not None and done[0]
 
     async def __call__(self, batches: Sequence[TurnRows]) -> list[Any] | None:
         """Writes the covered batches in one transaction; each batch's result (None: written,
@@ -117,21 +125,15 @@ def write_turns(
             row = batch.execution
             assert row is not None
             fence = batch.fence
-            sql, encoder, indexed = _update(tuple(row), fence is not None)
-            params = encoder.params((row,))[0]
-            if fence is not None:
-                params = (*params, *fence)
-            if indexed is None:
-                if conn.execute(sql, params).rowcount != 1:
+            plan = _update(tuple(row), fence is not None)
+            tail = fence or ()
+            if conn.execute(plan.kept_sql, (*plan.kept.params((row,))[0], *tail)).rowcount != 1:
+                # The indexed columns change (or the row is stale or unknown): assign them too.
+                if plan.full_sql is None or plan.full is None:
                     continue  # stale or unknown: nothing of this batch
-            else:
-                stored = conn.execute(sql, params).fetchall()
-                if not stored:
+                full = (*plan.full.params((row,))[0], *tail)
+                if conn.execute(plan.full_sql, full).rowcount != 1:
                     continue  # stale or unknown: nothing of this batch
-                sql, encoder = indexed
-                params = encoder.params((row,))[0]
-                if tuple(stored[0]) != tuple(params[:-1]):
-                    conn.execute(sql, params)
             done.add(row["b_id"])
         for node in batch.nodes:
             nodes[(node["execution_id"], node["node_id"])] = node
@@ -147,6 +149,43 @@ def write_turns(
     if signals:  # each takes the seq after the one before: one by one (executemany is)
         conn.executemany(_INSERT_SIGNAL, _SIGNAL_ENCODER.params(signals))
     return done, made
+
+
+def write_turn(batch: Batch, conn: sqlite3.Connection) -> bool:
+    """Writes one execution's turn (`write_now`: its execution record set, every row of that
+    execution) from its records, inside the caller's transaction: the statements and values of
+    `write_turns` for a group of this one batch. Whether it was written (False: the fenced
+    UPDATE changed no row, stale or unknown, and nothing else was written)."""
+    execution = batch.execution
+    assert execution is not None
+    fence = batch.fence
+    plan = _update(_EXECUTION_KEYS, fence is not None)
+    tail = fence or ()
+    if conn.execute(plan.kept_sql, (*_KEPT_PARAMS(execution), *tail)).rowcount != 1:
+        # The indexed columns change (or the row is stale or unknown): assign them too.
+        assert plan.full_sql is not None  # the row has indexed columns: state, ended_at
+        if conn.execute(plan.full_sql, (*_FULL_PARAMS(execution), *tail)).rowcount != 1:
+            return False
+    if batch.nodes:
+        conn.executemany(_NODES_SQL, map(_NODE_PARAMS, batch.nodes))
+    if batch.events:
+        conn.executemany(_EVENTS_SQL, map(_EVENT_PARAMS, batch.events))
+    if batch.consumed_signals:
+        conn.executemany(_CONSUME, [(n, e, s) for e, s, n in batch.consumed_signals])
+    if batch.signals:  # each takes the seq after the one before: one by one (executemany is)
+        conn.executemany(_INSERT_SIGNAL, map(_SIGNAL_PARAMS, batch.signals))
+    return True
+
+
+def _own_rows(batch: Batch, execution_id: str) -> bool:
+    """Whether every row of `batch` is of its own execution (`covered_batches`' rule for a
+    group of one)."""
+    return (
+        all(n.execution_id == execution_id for n in batch.nodes)
+        and all(e.execution_id == execution_id for e in batch.events)
+        and all(c[0] == execution_id for c in batch.consumed_signals)
+        and all(s.execution_id == execution_id for s in batch.signals)
+    )
 
 
 def _same_shape(groups: Any) -> bool:
@@ -173,7 +212,9 @@ def _many(
 
 
 def _encoder(table: sa.Table, names: Sequence[str]) -> RowEncoder:
-    return RowEncoder(names, [table.c[name].type for name in names], _DIALECT)
+    """Values of rows by these keys (`b_id`: the row's id) as their columns bind them."""
+    kinds = [table.c[name.removeprefix("b_")].type for name in names]
+    return RowEncoder(names, kinds, _DIALECT)
 
 
 def _quoted(names: Sequence[str]) -> str:
@@ -195,30 +236,43 @@ _INDEXED = frozenset(
 )
 
 
+class _UpdatePlan:
+    """An execution's UPDATE statements for one set of row keys (`_update`)."""
+
+    def __init__(
+        self,
+        kept_sql: str,
+        kept: RowEncoder,
+        full_sql: str | None = None,
+        full: RowEncoder | None = None,
+    ) -> None:
+        self.kept_sql, self.kept, self.full_sql, self.full = kept_sql, kept, full_sql, full
+
+
 @functools.cache
-def _update(
-    names: tuple[str, ...], fenced: bool
-) -> tuple[str, RowEncoder, tuple[str, RowEncoder] | None]:
+def _update(names: tuple[str, ...], fenced: bool) -> _UpdatePlan:
     """The execution UPDATE for a row of these keys (`b_id` names the row, the rest are the
     columns it changes); fenced: the owner and epoch follow as two more parameters. The indexed
-    columns (`_INDEXED`) are left to a second UPDATE (its parameters: the values, then `b_id`),
-    run only when they differ from the stored ones, which the first returns (`RETURNING`:
-    as it does not assign them, their stored values; a second statement that found the row
-    to compare them cost a step a tenth of its SQLite time)."""
+    columns (`_INDEXED`) are not assigned by the first (`kept_sql`; its parameters: the other
+    values, `b_id`, then the indexed values): it holds only while they are stored as the row
+    says (`IS`: NULL too). When it changes no row, the second (`full_sql`; the values, then
+    `b_id`) assigns them all. A RETURNING of the stored values to compare them made SQLite
+    build the returned rows: that UPDATE cost three times this one (14 µs a step of 20, a
+    replay of a chain's statements on /dev/shm)."""
     columns = [name for name in names if not name.startswith("b_") and name not in _INDEXED]
     indexed = [name for name in names if name in _INDEXED]
     changes = ", ".join(f'"{name}" = ?' for name in columns) or "id = id"
     fence = " AND owner = ? AND lease_epoch = ?" if fenced else ""
-    kinds = [db.executions.c[name].type for name in columns] + [db.executions.c.id.type]
-    encoder = RowEncoder([*columns, "b_id"], kinds, _DIALECT)
-    sql = f"UPDATE executions SET {changes} WHERE id = ?{fence}"
+    same = "".join(f' AND "{name}" IS ?' for name in indexed)
+    kept_sql = f"UPDATE executions SET {changes} WHERE id = ?{same}{fence}"
+    kept = _encoder(db.executions, [*columns, "b_id", *indexed])
     if not indexed:
-        return sql, encoder, None
-    sql += f" RETURNING {_quoted(indexed)}"
-    assigned = ", ".join(f'"{name}" = ?' for name in indexed)
-    second = f"UPDATE executions SET {assigned} WHERE id = ?"
-    kinds = [db.executions.c[name].type for name in indexed] + [db.executions.c.id.type]
-    return sql, encoder, (second, RowEncoder([*indexed, "b_id"], kinds, _DIALECT))
+        return _UpdatePlan(kept_sql, kept)
+    assigned = ", ".join(f'"{name}" = ?' for name in [*columns, *indexed])
+    full_sql = f"UPDATE executions SET {assigned} WHERE id = ?{fence}"
+    return _UpdatePlan(
+        kept_sql, kept, full_sql, _encoder(db.executions, [*columns, *indexed, "b_id"])
+    )
 
 
 @functools.cache
@@ -262,3 +316,45 @@ _INSERT_SIGNAL = (
     f"INSERT INTO signals ({_quoted(_SIGNAL_COLUMNS)}, seq) VALUES ({_marks(_SIGNAL_COLUMNS)},"
     " (SELECT coalesce(max(seq), 0) + 1 FROM signals WHERE execution_id = ?1))"
 )
+
+
+def _maker(table: sa.Table, names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """A record's values for these columns (its fields of the same names; `id` for `b_id`) as
+    sqlite3 takes them, each encoded as `RowEncoder` encodes a row's (JSON text through
+    `schema.json_text`, the column type's bind processor, an enum as its name, as
+    `schema._mapper`'s rows hold it): one generated tuple expression, without the row dict the
+    group commit's way builds first and the per-row loop that reads it."""
+    namespace: dict[str, Any] = {"dumps": db.json_text, "str": str}
+    parts = []
+    for index, key in enumerate(names):
+        name = key.removeprefix("b_")
+        impl = table.c[name].type.dialect_impl(_DIALECT)
+        processor = impl.bind_processor(_DIALECT)
+        if isinstance(impl, db.JsonText):
+            parts.append(f"None if (v := r.{name}) is None else dumps(v)")
+        elif name == "state":  # ExecutionState, NodeState
+            parts.append(f"str(r.{name})")
+        elif processor is not None:
+            namespace[f"p{index}"] = processor
+            parts.append(f"p{index}(r.{name})")
+        else:
+            parts.append(f"r.{name}")
+    exec(f"def params(r):\n    return ({', '.join(parts)},)\n", namespace)  # noqa: S102
+    made: Callable[[Any], tuple[Any, ...]] = namespace["params"]
+    return made
+
+
+def _fields(cls: type[Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+# The record path (`write_turn`): the keys of executions.py's execution rows (the fields a
+# run changes, then `b_id`), and the statements `write_turns` runs for rows of these keys.
+_EXECUTION_KEYS = (*RUN_FIELDS, "b_id")
+_KEPT_PARAMS = _maker(db.executions, _update(_EXECUTION_KEYS, False).kept.names)
+_FULL_PARAMS = _maker(db.executions, _update(_EXECUTION_KEYS, False).full.names)  # type: ignore[union-attr]
+_NODES_SQL = _upsert_nodes(_fields(NodeRecord))[0]
+_NODE_PARAMS = _maker(db.nodes, _fields(NodeRecord))
+_EVENTS_SQL = _insert_events(_fields(EventRecord))[0]
+_EVENT_PARAMS = _maker(db.events, _fields(EventRecord))
+_SIGNAL_PARAMS = _maker(db.signals, _SIGNAL_COLUMNS)

@@ -171,7 +171,12 @@ async def test_a_turn_that_ends_the_execution_writes_its_state_and_end(
     assert _stored(tmp_path / "turns.db", "ex-direct") == _stored(
         tmp_path / "turns.db", "ex-sqlalchemy"
     )
-    conn = sqlite3.connect(tmp_path / "turns.db")
+    _check_ended_index(tmp_path / "turns.db")
+
+
+def _check_ended_index(path: Path) -> None:
+    """The file is sound, and the state index holds both executions as SUCCEEDED."""
+    conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         ended_ids = conn.execute(
@@ -186,21 +191,149 @@ async def test_a_turn_that_ends_the_execution_writes_its_state_and_end(
 async def test_commits_go_through_the_turn_writer(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The store's own commits take the direct path (the contract suite tests it there)."""
+    """The store's own commits take the direct path (the contract suite tests it there): a
+    start through the group commit's `write_turns`, a turn written at once from its records
+    (`write_turn`) or, queued, through `write_turns`."""
     from agentrun.storage import sqlite_turns
 
-    calls: list[int] = []
-    write = sqlite_turns.write_turns
+    calls: list[str] = []
+    write, write_one = sqlite_turns.write_turns, sqlite_turns.write_turn
 
     def counted(batches, conn):  # type: ignore[no-untyped-def]
-        calls.append(len(batches))
+        calls.append(f"group of {len(batches)}")
         return write(batches, conn)
 
+    def counted_one(batch, conn):  # type: ignore[no-untyped-def]
+        calls.append("at once")
+        return write_one(batch, conn)
+
     monkeypatch.setattr(sqlite_turns, "write_turns", counted)
+    monkeypatch.setattr(sqlite_turns, "write_turn", counted_one)
     await store.create_execution(execution_record("ex-c", **_SAME))
     (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
     await store.commit(Batch(execution=mine, fence=("r1", 1)))
-    assert calls == [1, 1]  # the start, then the turn
+    assert calls[0] == "group of 1" and calls[1:] in (["at once"], ["group of 1"]), calls
+
+
+def _batch(execution: ExecutionRecord, fence: tuple[str, int] | None) -> Batch:
+    """`_turn`'s batch, as the engine commits it (records, not rows)."""
+    rows = _turn(execution, fence)
+    return Batch(
+        execution=execution,
+        nodes=[db.node_record(_Mapped(n)) for n in rows.nodes],
+        events=[db.event_record(_Mapped(e)) for e in rows.events],
+        fence=fence,
+    )
+
+
+class _Mapped:
+    """A row dict as `schema`'s record mappers read rows."""
+
+    def __init__(self, row: dict[str, object]) -> None:
+        self._mapping = row
+
+
+async def test_a_turn_written_at_once_holds_the_rows_the_transaction_writes(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn written at once from its records (`write_now`), then one that ends the
+    execution, leave the values of the transaction's way in every column (odd values: ints in
+    float columns, None), and the indexes agree with the table."""
+    from agentrun.storage import sqldb_sqlite
+
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(store.database, "_inline_pause", 0)
+    for id_ in ("ex-direct", "ex-sqlalchemy"):
+        await store.create_execution(execution_record(id_, **_SAME))
+    claimed = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
+    writer = store.database.turn_writer()
+    assert isinstance(writer, SqliteTurnWriter)
+    for id_ in ("ex-direct", "ex-sqlalchemy"):
+        running = _batch(claimed[id_], ("r1", 1))
+        if id_ == "ex-direct":
+            assert writer.write_now(running)
+        else:
+            rows = _Rows.of(running)
+            await store.database.transaction(
+                lambda conn, b=rows: store.executions._apply(conn, [b])
+            )
+        claimed[id_].state = ExecutionState.SUCCEEDED
+        claimed[id_].ended_at = T0 + 9
+        ended = Batch(execution=claimed[id_], fence=("r1", 1))
+        if id_ == "ex-direct":
+            await asyncio.sleep(0.01)  # the loop goes round: a new streak of writes at once
+            assert writer.write_now(ended)
+        else:
+            rows = _Rows.of(ended)
+            await store.database.transaction(
+                lambda conn, b=rows: store.executions._apply(conn, [b])
+            )
+    direct = _stored(tmp_path / "turns.db", "ex-direct")
+    assert direct["nodes"] and direct["events"]
+    assert direct == _stored(tmp_path / "turns.db", "ex-sqlalchemy")
+    _check_ended_index(tmp_path / "turns.db")
+
+
+async def test_a_step_that_keeps_the_state_is_one_update_without_returning(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn that keeps the execution's state and end is one UPDATE, which does not assign
+    them (their index entries are not rewritten) and returns nothing (a RETURNING made SQLite
+    build the returned rows: most of the UPDATE's cost), on both paths; a turn that changes
+    them adds the UPDATE that assigns them."""
+    from agentrun.storage import sqldb_sqlite
+
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(store.database, "_inline_pause", 0)
+    await store.create_execution(execution_record("ex-u", **_SAME))
+    (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    writer = store.database.turn_writer()
+    assert isinstance(writer, SqliteTurnWriter)
+    seen: list[str] = []
+    database = store.database
+    assert database._sync_conn is not None
+    driver = database._sync_conn.connection.driver_connection
+    assert driver is not None
+    driver.set_trace_callback(seen.append)
+    try:
+        assert writer.write_now(_batch(mine, ("r1", 1)))
+        at_once = [s for s in seen if s.startswith("UPDATE executions")]
+        seen.clear()
+        queued = _turn(mine, ("r1", 1))
+        queued.nodes, queued.events = [], []
+        assert await writer([queued]) == [None]
+        grouped = [s for s in seen if s.startswith("UPDATE executions")]
+        seen.clear()
+        mine.state, mine.ended_at = ExecutionState.FAILED, T0 + 5
+        await asyncio.sleep(0.01)
+        assert writer.write_now(Batch(execution=mine, fence=("r1", 1)))
+        ending = [s for s in seen if s.startswith("UPDATE executions")]
+    finally:
+        driver.set_trace_callback(None)
+    for updates in (at_once, grouped):
+        assert len(updates) == 1, updates
+        assert "RETURNING" not in updates[0]
+        assert '"state" =' not in updates[0] and '"ended_at" =' not in updates[0]
+    assert len(ending) == 2 and "'FAILED'" in ending[1], ending
+    stored = await store.get_execution("ex-u")
+    assert stored is not None and stored.state == ExecutionState.FAILED
+    assert stored.ended_at == T0 + 5 and stored.last_sequence == 2
+
+
+def test_none_is_bound_without_the_adapter_protocol() -> None:
+    """sqlite3 finds the adapter registered for None first (sqldb_sqlite.py), instead of
+    looking `__adapt__` and `__conform__` up for every NULL parameter; it binds NULL."""
+    from agentrun.storage import sqldb_sqlite
+
+    assert sqldb_sqlite  # imported: the adapter is registered
+    assert sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)](None) is None
+    conn = sqlite3.connect(":memory:")
+    try:
+        assert conn.execute("SELECT quote(?), ? IS NULL", (None, None)).fetchone() == ("NULL", 1)
+    finally:
+        conn.close()
 
 
 def _start(id_: str, request_id: str | None) -> _Rows:
