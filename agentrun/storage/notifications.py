@@ -18,6 +18,30 @@ SQLITE_POLL_SECONDS, but a signal stored through the store itself, which reaches
 as on PostgreSQL: by `notify` only (`stored_here`). Listeners ignore repeats, so announcing a
 change twice is harmless; missing one is not.
 
+Quiet writers (PostgreSQL). A NOTIFY costs its commit PostgreSQL's notification queue lock,
+which serialises every notifying commit of the server until its WAL is flushed, and wakes every
+LISTEN backend and its replica, this one included, for events it published itself. So while
+no other replica listens (no LISTEN connection on the database but this store's own), the
+execution and instance writers (pg_turns.py, pg_instances.py) run their statements without
+the NOTIFY of the events they write: they are "quiet". Nothing else goes quiet (signals,
+`notify`, the transaction's way). A replica that begins listening must still see every event:
+- a writer's connection goes quiet (`PostgresDatabase.writer_presence`, every
+  PRESENCE_SECONDS while this store's LISTEN is up, and when a writer connects) only holding
+  the shared advisory lock QUIET_LOCK, taken before it reads who listens (pg_stat_activity,
+  `application_name` LISTEN_APPLICATION): a replica that began listening before that read
+  is seen, and it stays loud;
+- a replica that begins listening (LISTEN on a new connection: at start, after a loss) sends
+  `listen:` on the channel, then takes QUIET_LOCK exclusively for a moment: the writers that
+  hear it go loud (`writers_loud`: their next statements notify, and they hand the lock back
+  after the statement they run now), those that did not hear it do at their next presence
+  check, which sees the new LISTEN connection. Once it has the lock, every statement any
+  writer commits notifies, and it is `listening`: the catch-up passes (which run from the
+  start and while LISTEN is down, below) make one more full pass, which reads what quiet
+  writers committed before;
+- a writer whose own LISTEN is down goes loud (it would not hear a replica begin).
+A replica of an older version that begins listening sends no `listen:`: quiet writers see it
+at their next presence check, and until then its Watch streams may miss what they commit.
+
 `Notifications` is the channel as the store uses it; the database gives the one its dialect
 needs (`SqlDatabase.notification_channel`): `PostgresNotifications` or `SqliteNotifications`.
 """
@@ -44,6 +68,8 @@ __all__ = [
     "CHANNEL",
     "LISTEN_APPLICATION",
     "OUTAGE_POLL_SECONDS",
+    "PRESENCE_SECONDS",
+    "QUIET_LOCK",
     "SQLITE_POLL_SECONDS",
     "Notifications",
     "PostgresNotifications",
@@ -68,10 +94,19 @@ PING_TIMEOUT = 5.0
 # An outage's first pass re-announces what ended up to this long before the loss was
 # noticed: the time to notice it, and the clocks of other replicas (which write ended_at).
 LOOKBACK_SECONDS = 60.0
+# How often a PostgreSQL store whose LISTEN is up checks whether its writers may be quiet
+# (no other replica listens) or must notify again (one that sent no `listen:` does).
+PRESENCE_SECONDS = 5.0
 # NOTIFY payloads must stay under PostgreSQL's 8000 bytes.
 _PAYLOAD_BYTES = 7000
 
 _UNFINISHED = [s.value for s in ExecutionState if not s.terminal]
+
+# A replica that began listening says so (`listen:`), then waits for the quiet writers.
+_HELLO = f"SELECT pg_notify('{CHANNEL}', 'listen:')"
+_JOINED = "SELECT pg_advisory_xact_lock($1)"
+# The advisory lock of quiet writers (shared) and of a replica that begins listening.
+QUIET_LOCK = 7415002
 
 Listener = Callable[[str, str], None]
 
@@ -147,21 +182,67 @@ class PostgresNotifications(Notifications):
 
     def __init__(self, database: SqlDatabase) -> None:
         super().__init__(database)
-        # Whether the LISTEN connection is up now, and its backend's pid.
+        # Whether the LISTEN connection is up now (and the writers that were quiet before it
+        # came up notify: see "Quiet writers"), and its backend's pid.
         self.listening = False
         self.listener_pid: int | None = None
         # Set when LISTEN is not up (from the start, and at each loss); the catch-up clears it.
         self._lost: asyncio.Event | None = None
         # Outage passes made (tests and diagnostics see that catching up happens).
         self.catch_up_passes = 0
+        # Bumped whenever the writers must be loud (a replica began listening, this one's
+        # LISTEN went down): a presence check that began before does not make them quiet.
+        self._loud_since = 0
+        # Set to check the writers' presence now (LISTEN came up, a writer connected).
+        self._presence: asyncio.Event | None = None
 
     def _receivers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         self._lost = asyncio.Event()
         self._lost.set()
+        self._presence = asyncio.Event()
         return [
             ("agentrun-pg-listen", self._listen_loop()),
             ("agentrun-pg-catch-up", self._catch_up_loop()),
+            ("agentrun-pg-presence", self._presence_loop()),
         ]
+
+    def writer_connected(self) -> None:
+        """A writer connected (loud), or LISTEN came up: check at once whether the writers
+        may be quiet."""
+        if self._presence is not None:
+            self._presence.set()
+
+    def _loud(self) -> None:
+        from agentrun.storage.sqldb_postgres import PostgresDatabase
+
+        self._loud_since += 1
+        if isinstance(self._database, PostgresDatabase):
+            self._database.writers_loud()
+
+    async def _presence_loop(self) -> None:
+        """Makes the writers quiet while no other replica listens, loud when one does, every
+        PRESENCE_SECONDS and when woken (`_presence`), while this store's LISTEN is up."""
+        from agentrun.storage.sqldb_postgres import PostgresDatabase
+
+        database = self._database
+        assert isinstance(database, PostgresDatabase) and self._presence is not None
+        while not database.closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._presence.wait(), PRESENCE_SECONDS)
+            self._presence.clear()
+            pid, since = self.listener_pid, self._loud_since
+            if not self.listening or pid is None:
+                continue
+
+            def still(pid: int = pid, since: int = since) -> bool:
+                return self.listening and self.listener_pid == pid and self._loud_since == since
+
+            try:
+                await database.writers_presence(pid, still)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                continue
 
     async def close(self) -> None:
         await super().close()
@@ -176,8 +257,12 @@ class PostgresNotifications(Notifications):
         assert isinstance(database, PostgresDatabase)
         await database.notify_now(kind, keys.split(","))
 
-    def _on_payload(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_payload(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
         kind, _, keys = payload.partition(":")
+        if kind == "listen":  # a replica began listening: the writers notify
+            if pid != self.listener_pid:
+                self._loud()
+            return
         for key in keys.split(","):
             self.dispatch(kind, key)
 
@@ -195,9 +280,13 @@ class PostgresNotifications(Notifications):
                 )
                 gone = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, gone=gone: gone.set())
-                await conn.add_listener(CHANNEL, self._on_payload)
                 self.listener_pid = conn.get_server_pid()
+                await conn.add_listener(CHANNEL, self._on_payload)
+                # Quiet writers hear this and notify; once they all do, this has the lock.
+                await conn.execute(_HELLO)
+                await conn.execute(_JOINED, QUIET_LOCK)
                 self.listening = True
+                self.writer_connected()  # check the writers' presence now
                 delay = RECONNECT_SECONDS
                 while not self._database.closing and not conn.is_closed():
                     try:
@@ -219,6 +308,7 @@ class PostgresNotifications(Notifications):
 
     def _went_down(self) -> None:
         self.listening = False
+        self._loud()
         if self._lost is not None:
             self._lost.set()
 

@@ -14,7 +14,8 @@ The statement, in the order its parts see each other:
   changes meanwhile is re-checked on its newest version;
 - `upd`: the instance UPDATEs, of locked rows only;
 - the history INSERT and its NOTIFY (`events:ID`, as an execution's events are announced:
-  Watch streams on other replicas read the new entries), the timers dropped (all of an instance whose timers are replaced, or the
+  Watch streams on other replicas read the new entries; none in the quiet variant, run while
+  no other replica listens: notifications.py), the timers dropped (all of an instance whose timers are replaced, or the
   one that fired) and the timers set (upserted, as the memory store sets them by key), of the
   instances `upd` wrote and nothing of the others.
 
@@ -73,7 +74,9 @@ class InstanceWriter:
         if len(set(ids)) < len(ids):
             return None
         timers, args = _params(batches)
-        row = await fetch_direct(self._database, _statement(timers), args, "instances")
+        row = await fetch_direct(
+            self._database, _statement(timers), args, "instances", _statement(timers, False)
+        )
         if row is None:
             return None
         written = set(row[0] or ())
@@ -86,7 +89,10 @@ class InstanceWriter:
 
         try:
             for timers in (False, True):
-                await self._database.writer_prepare(_statement(timers), writer="instances")
+                for notify in (True, False):
+                    await self._database.writer_prepare(
+                        _statement(timers, notify), writer="instances"
+                    )
         except (StoreError, asyncpg.PostgresError):
             log.warning("could not prepare the instance writer", exc_info=True)
 
@@ -125,10 +131,11 @@ def _params(batches: Sequence[MachineBatch]) -> tuple[bool, list[Any]]:
 
 
 @functools.cache
-def _statement(timers: bool) -> str:
+def _statement(timers: bool, notify: bool = True) -> str:
     """The one statement of an instance group (see the module doc); its result is the ids of
     the instances written. Without `timers` (no batch of the group sets, replaces or fires a
-    timer: most events of most machines), it has no timer CTEs nor their 8 parameters."""
+    timer: most events of most machines), it has no timer CTEs nor their 8 parameters.
+    Without `notify`, the quiet writer's variant (notifications.py): no NOTIFY."""
     parts, first = unnests(
         (db.sm_instances, MUTABLE, "b", _LEAD),
         (db.sm_history, _HISTORY, "h", ()),
@@ -156,14 +163,15 @@ def _statement(timers: bool) -> str:
     SELECT * FROM timers
     ON CONFLICT (instance_id, key) DO UPDATE SET {timer_set}
 )"""
+    announced = f""", announced AS (
+    {announce("SELECT DISTINCT instance_id AS id FROM history")}
+)"""
     return f"""
 WITH {fenced_update("sm_instances", b_from, updates, based)}, history AS (
     INSERT INTO sm_history ({", ".join(f'"{n}"' for n in _HISTORY)})
     SELECT {", ".join(h_values)} FROM {h_from}
     WHERE h.instance_id IN (SELECT id FROM upd)
     RETURNING instance_id
-), announced AS (
-    {announce("SELECT DISTINCT instance_id AS id FROM history")}
-){timer_ctes if timers else ""}
-SELECT (SELECT array_agg(id) FROM upd), (SELECT count(*) FROM announced)
+){announced if notify else ""}{timer_ctes if timers else ""}
+SELECT (SELECT array_agg(id) FROM upd), {"(SELECT count(*) FROM announced)" if notify else "0"}
 """

@@ -18,7 +18,8 @@ earlier ones RETURN):
 - the node upserts, event INSERTs, consumed signals and the signals the batches store
   (`Batch.signals`: each the next seq of its execution, in the batches' order) of the
   executions `upd` and `created` wrote, and nothing of the others;
-- `pg_notify` for the executions whose events went in, in payloads under NOTIFY's limit.
+- `pg_notify` for the executions whose events went in, in payloads under NOTIFY's limit
+  (not in the quiet variant, run while no other replica listens: notifications.py).
 
 So a stale batch (a replica that lost the lease) writes nothing while its neighbours commit.
 Its item is answered `UNWRITTEN`, and so are a create whose request id was used (the
@@ -96,7 +97,9 @@ class TurnWriter:
         if params is None:
             return None
         key, args = params
-        row = await fetch_direct(self._database, _statement(*key), args, "executions")
+        row = await fetch_direct(
+            self._database, _statement(*key), args, "executions", _statement(*key, notify=False)
+        )
         if row is None:
             return None  # refused as a whole: the transaction path finds whose batch it was
         written, created, _ = row
@@ -108,15 +111,16 @@ class TurnWriter:
 
 
 async def fetch_direct(
-    database: PostgresDatabase, sql: str, args: Sequence[Any], writer: str
+    database: PostgresDatabase, sql: str, args: Sequence[Any], writer: str, quiet_sql: str
 ) -> Any:
-    """The statement's one row from `writer`'s connection, or None when PostgreSQL refused it
-    (nothing written: the group goes the transaction's way, which finds whose batch it was);
-    StoreError when the database is unreachable."""
+    """The statement's one row from `writer`'s connection (`quiet_sql`, the statement without
+    its NOTIFY, while no other replica listens: notifications.py, "Quiet writers"), or None
+    when PostgreSQL refused it (nothing written: the group goes the transaction's way, which
+    finds whose batch it was); StoreError when the database is unreachable."""
     import asyncpg
 
     try:
-        return await database.writer_fetchrow(sql, args, writer=writer)
+        return await database.writer_fetchrow(sql, args, writer=writer, quiet_sql=quiet_sql)
     except asyncpg.PostgresError:
         return None
 
@@ -384,12 +388,15 @@ def _statement(
     create_cols: tuple[str, ...],
     consumed: bool,
     signals: bool,
+    *,
+    notify: bool = True,
 ) -> str:
     """The one statement of a group of this shape (see the module doc); its result is the ids
     of the executions written. Only the parts the group needs: without new executions
     (`create_cols` empty), signals consumed or signals stored, the statement has no such CTE
     nor their parameters (a turn of a running execution, nearly every one, then sends 39
-    arrays, not 68, and its plan has no INSERT or UPDATE it would run on no rows)."""
+    arrays, not 68, and its plan has no INSERT or UPDATE it would run on no rows). Without
+    `notify`, the quiet writer's variant: no NOTIFY of the events written."""
     parts, first = unnests(
         (db.executions, exec_cols, "b", FENCE),
         (db.nodes, node_cols, "n", ()),
@@ -448,12 +455,14 @@ def _statement(
     FROM {signal_from}
     WHERE s.execution_id IN (SELECT id FROM upd)
 )""")
-    ctes.append(f"""announced AS (
+    if notify:
+        ctes.append(f"""announced AS (
     {announce("SELECT DISTINCT execution_id AS id FROM events_written")}
 )""")
     created = "(SELECT array_agg(id) FROM created)" if create_cols else "NULL::text[]"
+    # A data-modifying CTE runs whether the SELECT reads it or not; `announced` must be read.
+    announced = "(SELECT count(*) FROM announced)" if notify else "0"
     return f"""
 WITH {", ".join(ctes)}
-SELECT (SELECT array_agg(id) FROM upd), {created},
-    (SELECT count(*) FROM announced)
+SELECT (SELECT array_agg(id) FROM upd), {created}, {announced}
 """

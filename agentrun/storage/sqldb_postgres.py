@@ -23,7 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agentrun.storage import schema as db
 from agentrun.storage.base import StoreError
-from agentrun.storage.notifications import CHANNEL, Notifications, PostgresNotifications, chunks
+from agentrun.storage.notifications import (
+    CHANNEL,
+    LISTEN_APPLICATION,
+    QUIET_LOCK,
+    Notifications,
+    PostgresNotifications,
+    chunks,
+)
 from agentrun.storage.records import ExecutionState
 from agentrun.storage.sqldb import DirectWriter, SqlDatabase, store_errors
 
@@ -55,6 +62,11 @@ class _Writer:
     connection: asyncpg.Connection | None = None
     lock: asyncio.Lock | None = None
     prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement] = field(default_factory=dict)
+    # Quiet: statements run their quiet variants (no NOTIFY of the events they write), as no
+    # other replica listens; only while `locked`: the connection holds the shared QUIET_LOCK
+    # (notifications.py, "Quiet writers").
+    quiet: bool = False
+    locked: bool = False
 
 
 class PostgresDatabase(SqlDatabase):
@@ -74,6 +86,8 @@ class PostgresDatabase(SqlDatabase):
             "executions": _Writer(WRITER_APPLICATION),
             "instances": _Writer(f"{WRITER_APPLICATION}-instances"),
         }
+        self._unquieting: set[asyncio.Task[None]] = set()
+        self._channel: PostgresNotifications | None = None
 
     def _connect(self) -> None:
         options: dict[str, Any] = {
@@ -140,22 +154,32 @@ class PostgresDatabase(SqlDatabase):
         return InstanceWriter(self)
 
     async def writer_fetchrow(
-        self, sql: str, args: Sequence[Any], *, writer: str = "executions"
+        self,
+        sql: str,
+        args: Sequence[Any],
+        *,
+        writer: str = "executions",
+        quiet_sql: str | None = None,
     ) -> asyncpg.Record:
         """Runs `sql`, prepared once, on the `writer`'s own connection (connected on first
-        use, with the pool's timeout and idle-in-transaction limit), one caller at a time. A
-        lost connection or a server going away: StoreError (the statement may or may not
-        have committed) and a new connection next time; an error PostgreSQL answers for the
-        statement itself (nothing written) passes through as asyncpg raised it."""
-        return await self._on_writer(writer, sql, args)
+        use, with the pool's timeout and idle-in-transaction limit), one caller at a time;
+        `quiet_sql` instead (the same writes without their NOTIFY) while that connection is
+        quiet (`writer_presence`). A lost connection or a server going away: StoreError (the
+        statement may or may not have committed) and a new connection next time; an error
+        PostgreSQL answers for the statement itself (nothing written) passes through as
+        asyncpg raised it."""
+        return await self._on_writer(writer, sql, args, quiet_sql)
 
     async def writer_prepare(self, sql: str, *, writer: str) -> None:
         """Connects `writer` and prepares `sql` ahead of its first use, so that the first
         commit costs one round trip, not a connection's set-up as well."""
         await self._on_writer(writer, sql, None)
 
-    async def _on_writer(self, writer: str, sql: str, args: Sequence[Any] | None) -> Any:
-        """`sql` prepared on `writer`'s connection, and run with `args` (None: only prepared)."""
+    async def _on_writer(
+        self, writer: str, sql: str, args: Sequence[Any] | None, quiet_sql: str | None = None
+    ) -> Any:
+        """`sql` (`quiet_sql` while the connection is quiet) prepared on `writer`'s
+        connection, and run with `args` (None: only prepared)."""
         if self._engine is None or self.closing:
             raise StoreError("the store is not open")
         import asyncpg
@@ -168,6 +192,8 @@ class PostgresDatabase(SqlDatabase):
                 conn = state.connection
                 if conn is None or conn.is_closed():
                     conn = await self._connect_writer(state)
+                if state.quiet and quiet_sql is not None:
+                    sql = quiet_sql  # decided under the lock: see `writers_loud`
                 prepared = state.prepared.get(sql)
                 if prepared is None:
                     prepared = state.prepared[sql] = await conn.prepare(sql)
@@ -198,11 +224,15 @@ class PostgresDatabase(SqlDatabase):
                 "application_name": state.application,
             },
         )
+        if self._channel is not None:
+            self._channel.writer_connected()
         return state.connection
 
     @staticmethod
     def _drop_writer(state: _Writer, *, terminate: bool = False) -> asyncpg.Connection | None:
+        # Its session's shared lock ends with it; a new connection starts loud.
         conn, state.connection, state.prepared = state.connection, None, {}
+        state.quiet = state.locked = False
         if conn is not None and terminate and not conn.is_closed():
             conn.terminate()
         return conn
@@ -215,6 +245,73 @@ class PostgresDatabase(SqlDatabase):
                 await conn.close(timeout=1)
             except Exception:
                 conn.terminate()
+
+    async def writers_presence(self, listener_pid: int, still: Callable[[], bool]) -> None:
+        """`writer_presence` of each writer."""
+        for writer in self._writers:
+            await self.writer_presence(writer, listener_pid, still)
+
+    async def writer_presence(
+        self, writer: str, listener_pid: int, still: Callable[[], bool]
+    ) -> bool | None:
+        """Makes `writer`'s connection quiet when no other replica listens (no LISTEN
+        connection of this database but `listener_pid`, this store's own), loud when one does
+        (notifications.py, "Quiet writers"); whether it is quiet now, None when it is not
+        connected. Going quiet takes the shared QUIET_LOCK first and reads who listens after:
+        a replica that began listening since holds the lock's exclusive request behind it
+        until this connection is loud again. `still()` False at the end (a replica said it
+        began listening meanwhile): stays loud."""
+        state = self._writers[writer]
+        if state.lock is None or state.connection is None:
+            return None
+        async with state.lock:
+            conn = state.connection
+            if conn is None or conn.is_closed():
+                return None
+            try:
+                if not state.locked:
+                    state.locked = bool(await conn.fetchval(_TRY_QUIET, QUIET_LOCK))
+                    if not state.locked:
+                        return False  # a replica is joining: it waits for the loud to go
+                others = await conn.fetchval(_OTHERS, LISTEN_APPLICATION, listener_pid)
+                if others == 0 and still():
+                    state.quiet = True
+                    return True
+                state.quiet = False
+                await conn.fetchval(_LOUD, QUIET_LOCK)
+                state.locked = False
+                return False
+            except asyncio.CancelledError:
+                self._drop_writer(state, terminate=True)
+                raise
+            except Exception:
+                # The lock's state is unknown: a new connection (loud) next time.
+                self._drop_writer(state, terminate=True)
+                return None
+
+    def writers_loud(self) -> None:
+        """Every quiet writer notifies again from its next statement on, and hands its shared
+        QUIET_LOCK back after the statement it runs now (a task of its own): a replica began
+        listening, or this store's own LISTEN is down (it would not hear one begin)."""
+        for state in self._writers.values():
+            if state.quiet and state.connection is not None:
+                state.quiet = False
+                task = asyncio.get_running_loop().create_task(self._unquiet(state))
+                self._unquieting.add(task)
+                task.add_done_callback(self._unquieting.discard)
+
+    async def _unquiet(self, state: _Writer) -> None:
+        conn = state.connection
+        assert state.lock is not None
+        async with state.lock:
+            if conn is not state.connection or state.quiet or not state.locked:
+                return  # dropped meanwhile (its lock went with it), handed back, or quiet again
+            assert conn is not None
+            try:
+                await conn.fetchval(_LOUD, QUIET_LOCK)
+                state.locked = False
+            except Exception:
+                self._drop_writer(state, terminate=True)
 
     def notify_in(self, conn: sa.Connection, kind: str, keys: Sequence[str]) -> None:
         """pg_notify in the caller's transaction: delivered when it commits, never if it
@@ -236,7 +333,8 @@ class PostgresDatabase(SqlDatabase):
                 await conn.execute(statement)
 
     def notification_channel(self) -> Notifications:
-        return PostgresNotifications(self)
+        self._channel = PostgresNotifications(self)
+        return self._channel
 
     async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
         self.require_open()
@@ -248,6 +346,12 @@ class PostgresDatabase(SqlDatabase):
 _DAY = 86_400
 _PARTITION = re.compile(r"^events_d(\d{8})\Z")
 _UNFINISHED = [s.value for s in ExecutionState if not s.terminal]
+
+_TRY_QUIET = "SELECT pg_try_advisory_lock_shared($1)"
+_LOUD = "SELECT pg_advisory_unlock_shared($1)"
+# LISTEN connections of agentrun stores on this database but the one named.
+_OTHERS = """SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = $1 AND pid <> $2"""
 
 
 def _day_bounds(day: datetime.date) -> tuple[str, str]:

@@ -190,6 +190,19 @@ async def test_listen_comes_back_and_catches_up_once_more(stores: Callable[[], A
     assert reader.notifications.catch_up_passes == settled
 
 
+async def _replica(name: str, store: SqlStore, engines: list[Engine]) -> Engine:
+    """A started engine on `store`, added to `engines` (the test stops them)."""
+    engine = Engine(
+        store,
+        tools=Registry(core_tools()),
+        agents=default_agents(),
+        config=EngineConfig(replica_id=name, lease_seconds=5.0, seed=1),
+    )
+    await engine.start()
+    engines.append(engine)
+    return engine
+
+
 # Two signals in a row: the second is sent after a pause and a resume.
 GATE = """
 name: gate
@@ -209,15 +222,7 @@ async def test_signal_control_and_watch_through_another_replica_during_an_outage
     engines: list[Engine] = []
 
     async def replica(name: str) -> Engine:
-        engine = Engine(
-            await stores(),
-            tools=Registry(core_tools()),
-            agents=default_agents(),
-            config=EngineConfig(replica_id=name, lease_seconds=5.0, seed=1),
-        )
-        await engine.start()
-        engines.append(engine)
-        return engine
+        return await _replica(name, await stores(), engines)
 
     try:
         a = await replica("a")
@@ -431,3 +436,140 @@ async def test_a_group_commit_announces_the_events_it_wrote_and_only_those(
     assert sorted(p for p in payloads if p.startswith("events:")) == [
         f"events:{i}" for i in ids[1:]
     ]
+
+
+def _quiet(store: SqlStore) -> dict[str, bool]:
+    """Which of the store's direct writers run their statements without NOTIFY."""
+    writers = store.database._writers  # type: ignore[attr-defined]
+    return {name: state.quiet for name, state in writers.items()}
+
+
+async def _probe(url: str, payloads: list[str]) -> Any:
+    """A plain LISTEN connection (not an agentrun store's: writers do not count it)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    await conn.add_listener(notifications.CHANNEL, lambda *args: payloads.append(args[-1]))
+    return conn
+
+
+async def test_writers_notify_no_events_while_no_other_replica_listens(
+    stores: Callable[[], Any], pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose LISTEN is the only one on the database writes turns and instance entries
+    without their NOTIFY (every commit took the server's notification queue lock, and woke
+    its own LISTEN for what it published itself); once another replica listens, they are
+    announced again, and once it is gone, not."""
+    monkeypatch.setattr(notifications, "PRESENCE_SECONDS", 0.2)
+    payloads: list[str] = []
+    probe = await _probe(pg_url, payloads)
+    try:
+        writer: SqlStore = await stores()
+        writer.listen(lambda kind, key: None)
+        await _until(lambda: writer.notifications.listening, "LISTEN")
+        execution = execution_record("ex-1", tenant="t")
+        await writer.create_execution(execution)
+        await writer.instances.create_instance(_instance(1), [_entry(1)])
+        sequence = 0
+
+        async def commit() -> None:
+            nonlocal sequence
+            sequence += 1
+            execution.last_sequence = sequence
+            event = EventRecord("ex-1", sequence, "node.running", time.time())
+            await writer.commit(Batch(execution=execution, events=[event]))
+            await writer.instances.commit(
+                MachineBatch(_instance(sequence + 1), [_entry(sequence + 1)])
+            )
+
+        await commit()  # connects both writers
+        await _until(lambda: all(_quiet(writer).values()), "quiet writers")
+        payloads.clear()
+        await commit()
+        await asyncio.sleep(0.3)
+        assert [p for p in payloads if p.startswith("events:")] == []
+
+        reader: SqlStore = await stores()
+        heard: list[tuple[str, str]] = []
+        reader.listen(lambda kind, key: heard.append((kind, key)))
+        await _until(lambda: reader.notifications.listening, "the other replica's LISTEN")
+        assert not any(_quiet(writer).values())
+        await _until(lambda: reader.notifications.catch_up_passes > 0, "its catch-up pass")
+        heard.clear()
+        await commit()
+        await _until(
+            lambda: {("events", "ex-1"), ("events", "in-1")} <= set(heard), "the announcements"
+        )
+        assert {"events:ex-1", "events:in-1"} <= set(payloads)
+
+        await reader.close()
+        await _until(lambda: all(_quiet(writer).values()), "quiet writers once it is gone")
+    finally:
+        await probe.close()
+
+
+# One step per signal: each turn between two signals commits on the execution writer.
+STEPS = """
+name: steps
+nodes:
+  - {id: w1, wait: {signal: s1}}
+  - {id: w2, needs: [w1], wait: {signal: s2}}
+  - {id: w3, needs: [w2], wait: {signal: s3}}
+  - {id: w4, needs: [w3], wait: {signal: s4}}
+  - {id: w5, needs: [w4], wait: {signal: s5}}
+  - {id: w6, needs: [w5], wait: {signal: s6}}
+  - {id: last, needs: [w6], pass: {value: 1}}
+"""
+
+
+@pytest.mark.parametrize("hears_hello", [True, False])
+async def test_a_replica_that_begins_listening_mid_run_sees_every_event_live(
+    stores: Callable[[], Any], monkeypatch: pytest.MonkeyPatch, hears_hello: bool
+) -> None:
+    """Replica a runs an execution with quiet writers (nobody else listens); replica b starts
+    and watches it. Every step a commits from then on reaches b's Watch stream while the
+    execution runs, each within seconds, all in order. Without `hears_hello`, a misses b's
+    `listen:` and stays quiet until its next presence check: b, waiting for the quiet
+    writers' lock, keeps catching up from the tables meanwhile."""
+    monkeypatch.setattr(notifications, "PRESENCE_SECONDS", 0.2 if hears_hello else 3.0)
+    engines: list[Engine] = []
+
+    async def replica(name: str, store: SqlStore) -> Engine:
+        return await _replica(name, store, engines)
+
+    try:
+        store_a: SqlStore = await stores()
+        channel = store_a.notifications
+        assert isinstance(channel, notifications.PostgresNotifications)
+        if not hears_hello:
+            receive = channel._on_payload
+
+            def deaf(conn: Any, pid: int, name: str, payload: str) -> None:
+                if not payload.startswith("listen:"):
+                    receive(conn, pid, name, payload)
+
+            monkeypatch.setattr(channel, "_on_payload", deaf)
+        a = await replica("a", store_a)
+        await a.create_workflow(load_workflow(STEPS))
+        ex = await a.start_execution("steps", {})
+        await a.signal(ex.id, "s1")
+        await _until(lambda: _quiet(a.store)["executions"], "a's quiet execution writer")
+        await a.signal(ex.id, "s2")
+
+        b = await replica("b", await stores())
+        seen: list[Any] = []
+        watcher = asyncio.create_task(_collect(b.watch(ex.id), seen))
+        for step in range(3, 7):
+            await a.signal(ex.id, f"s{step}")
+            await _until(
+                lambda step=step: sum(e.type == "signal.received" for e in seen) == step,
+                f"step {step} on b's watch",
+                timeout=10.0,
+            )
+        assert b.store.notifications.listening and not any(_quiet(a.store).values())
+        await asyncio.wait_for(watcher, 30)
+        assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
+        assert seen[-1].type == "execution.succeeded"
+    finally:
+        for engine in engines:
+            await engine.stop(grace=0)
