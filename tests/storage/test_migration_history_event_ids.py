@@ -10,36 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
-from agentrun.storage import schema as db
 from agentrun.storage.machines import EntryKind, HistoryRecord, InstanceState, MachineBatch
 from agentrun.storage.sql import SqlStore
+from tests.storage.sqlite_migrations import migrate, query
 
-MIGRATIONS = Path(db.__file__).with_name("migrations")
 NAME = "uq_sm_history_instance_id_event_id"
-
-
-def _migrate(path: Path, revision: str, *, down: bool = False) -> None:
-    engine = sa.create_engine(f"sqlite:///{path}")
-    try:
-        with engine.begin() as conn:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(config, revision)
-    finally:
-        engine.dispose()
-
-
-def _sqlite(path: Path, sql: str) -> list[Any]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def _fill(path: Path) -> None:
@@ -62,11 +38,11 @@ def _fill(path: Path) -> None:
 
 
 def _rows(path: Path) -> list[Any]:
-    return _sqlite(path, "SELECT rowid, * FROM sm_history ORDER BY rowid")
+    return query(path, "SELECT rowid, * FROM sm_history ORDER BY rowid")
 
 
 def _index_sql(path: Path) -> str:
-    rows = _sqlite(path, f"SELECT sql FROM sqlite_master WHERE name = '{NAME}'")
+    rows = query(path, f"SELECT sql FROM sqlite_master WHERE name = '{NAME}'")
     return str(rows[0][0]) if rows else ""
 
 
@@ -76,10 +52,10 @@ def _entry(seq: int, event_id: str | None) -> HistoryRecord:
 
 async def test_event_ids_become_a_partial_index_and_every_row_stays(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
-    _migrate(path, "0018")
+    migrate(path, "0018")
     _fill(path)
     before = _rows(path)
-    columns = _sqlite(path, "PRAGMA table_info(sm_history)")
+    columns = query(path, "PRAGMA table_info(sm_history)")
     assert _index_sql(path) == ""  # a constraint of the table: an autoindex
 
     store = SqlStore(f"sqlite+aiosqlite:///{path}")  # migrates to the head, as a server does
@@ -104,21 +80,21 @@ async def test_event_ids_become_a_partial_index_and_every_row_stays(tmp_path: Pa
 
     assert _index_sql(path).endswith("WHERE event_id IS NOT NULL")
     assert [r for r in _rows(path) if r[2] <= 300] == before
-    assert _sqlite(path, "PRAGMA table_info(sm_history)") == columns
-    autoindexes = [r[1] for r in _sqlite(path, "PRAGMA index_list(sm_history)") if r[3] == "u"]
+    assert query(path, "PRAGMA table_info(sm_history)") == columns
+    autoindexes = [r[1] for r in query(path, "PRAGMA index_list(sm_history)") if r[3] == "u"]
     assert autoindexes == [], autoindexes  # the primary key's is "pk"; no unique constraint
-    assert _sqlite(path, "PRAGMA foreign_key_list(sm_history)")[0][2:5] == (
+    assert query(path, "PRAGMA foreign_key_list(sm_history)")[0][2:5] == (
         "sm_instances",
         "instance_id",
         "id",
     )
-    assert _sqlite(path, "PRAGMA foreign_key_check") == []
-    assert _sqlite(path, "PRAGMA integrity_check") == [("ok",)]
+    assert query(path, "PRAGMA foreign_key_check") == []
+    assert query(path, "PRAGMA integrity_check") == [("ok",)]
 
-    _migrate(path, "0018", down=True)
+    migrate(path, "0018", down=True)
     assert "WHERE" not in _index_sql(path)
     assert [r for r in _rows(path) if r[2] <= 300] == before
-    assert _sqlite(path, "PRAGMA integrity_check") == [("ok",)]
-    _migrate(path, "head")  # and up again, from the downgraded form
+    assert query(path, "PRAGMA integrity_check") == [("ok",)]
+    migrate(path, "head")  # and up again, from the downgraded form
     assert _index_sql(path).endswith("WHERE event_id IS NOT NULL")
-    assert _sqlite(path, "PRAGMA integrity_check") == [("ok",)]
+    assert query(path, "PRAGMA integrity_check") == [("ok",)]

@@ -11,14 +11,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
 from agentrun.storage import schema as db
 from agentrun.storage.records import Batch, NodeRecord, NodeState
 from agentrun.storage.sql import SqlStore
+from tests.storage.sqlite_migrations import migrate, query
 
-MIGRATIONS = Path(db.__file__).with_name("migrations")
 EXACT = 2.0662443630870376e-307
 # What SQLite's NUMERIC affinity made of it at 0006.
 CONVERTED = 2.0662443630870372e-307
@@ -35,30 +33,12 @@ TABLES = [
 ]
 
 
-def _alembic(conn: sa.Connection, revision: str, *, down: bool = False) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = conn
-    (command.downgrade if down else command.upgrade)(config, revision)
-
-
-def _migrate(path: Path, revision: str, *, down: bool = False, foreign_keys: bool = False) -> None:
-    engine = sa.create_engine(f"sqlite:///{path}")
-    if foreign_keys:
-        sa.event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA foreign_keys=ON"))
-    try:
-        with engine.begin() as conn:
-            _alembic(conn, revision, down=down)
-    finally:
-        engine.dispose()
-
-
 def _payload_columns(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Each table's key and the columns declared JSON, read from the database itself (not
     from the migration under test)."""
     found = {}
     for table in TABLES:
-        info = _sqlite(path, f"PRAGMA table_info({table})")
+        info = query(path, f"PRAGMA table_info({table})")
         keys = tuple(name for _cid, name, *_r, pk in sorted(info, key=lambda r: r[5]) if pk)
         columns = tuple(name for _cid, name, kind, *_r in info if kind == "JSON")
         if columns:
@@ -219,22 +199,14 @@ def _payloads(
     return found
 
 
-def _sqlite(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
 def _counts(path: Path) -> dict[str, int]:
-    return {t: _sqlite(path, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
+    return {t: query(path, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
 
 
 @pytest.fixture
 def at_0006(tmp_path: Path) -> Path:
     path = tmp_path / "old.db"
-    _migrate(path, "0006")
+    migrate(path, "0006")
     _fill(path)
     return path
 
@@ -246,7 +218,7 @@ async def test_payloads_read_the_same_after_the_migration(at_0006: Path) -> None
     # What the store read at 0006 (SQLAlchemy's JSON type on SQLite).
     before = _payloads(at_0006, sa.JSON(none_as_null=True), payload_columns)
     # The scenario is the real one: bare numbers had been converted as they were stored.
-    assert _sqlite(at_0006, "SELECT typeof(input) FROM executions WHERE id = 'e1'") == [("real",)]
+    assert query(at_0006, "SELECT typeof(input) FROM executions WHERE id = 'e1'") == [("real",)]
     assert before[("executions", "e1", "input")] == (float, repr(CONVERTED))
     assert before[("executions", "e2", "output")] == (int, "0")
     assert before[("executions", "e1", "output")] == (float, repr(float(2**63 + 5)))
@@ -278,7 +250,7 @@ async def test_payloads_read_the_same_after_the_migration(at_0006: Path) -> None
     declared = {
         (table, column): kind
         for table, (_keys, columns) in payload_columns.items()
-        for _cid, column, kind, *_rest in _sqlite(at_0006, f"PRAGMA table_info({table})")
+        for _cid, column, kind, *_rest in query(at_0006, f"PRAGMA table_info({table})")
         if column in columns
     }
     assert set(declared.values()) == {"TEXT"}
@@ -287,10 +259,10 @@ async def test_payloads_read_the_same_after_the_migration(at_0006: Path) -> None
         row[0]
         for table, (_keys, columns) in payload_columns.items()
         for column in columns
-        for row in _sqlite(at_0006, f"SELECT DISTINCT typeof({column}) FROM {table}")
+        for row in query(at_0006, f"SELECT DISTINCT typeof({column}) FROM {table}")
     }
     assert stored_as <= {"text", "null"}
-    assert _sqlite(at_0006, "PRAGMA foreign_key_check") == []
+    assert query(at_0006, "PRAGMA foreign_key_check") == []
 
 
 def test_the_migration_refuses_to_run_with_foreign_keys_on(at_0006: Path) -> None:
@@ -298,18 +270,18 @@ def test_the_migration_refuses_to_run_with_foreign_keys_on(at_0006: Path) -> Non
     signals; the migration stops before touching anything."""
     counts = _counts(at_0006)
     with pytest.raises(RuntimeError, match="foreign_keys"):
-        _migrate(at_0006, "0007", foreign_keys=True)
+        migrate(at_0006, "0007", foreign_keys=True)
     assert _counts(at_0006) == counts
-    assert _sqlite(at_0006, "SELECT version_num FROM alembic_version") == [("0006",)]
+    assert query(at_0006, "SELECT version_num FROM alembic_version") == [("0006",)]
 
 
 def test_downgrade_keeps_every_row(at_0006: Path) -> None:
     counts = _counts(at_0006)
-    _migrate(at_0006, "0007")
-    _migrate(at_0006, "0006", down=True)
+    migrate(at_0006, "0007")
+    migrate(at_0006, "0006", down=True)
     assert _counts(at_0006) == counts
-    assert _sqlite(at_0006, "SELECT version_num FROM alembic_version") == [("0006",)]
-    assert _sqlite(at_0006, "SELECT spec FROM workflows") == [('{"nodes": [1.5]}',)]
-    assert {
-        row[2] for row in _sqlite(at_0006, "PRAGMA table_info(events)") if row[1] == "data"
-    } == {"JSON"}
+    assert query(at_0006, "SELECT version_num FROM alembic_version") == [("0006",)]
+    assert query(at_0006, "SELECT spec FROM workflows") == [('{"nodes": [1.5]}',)]
+    assert {row[2] for row in query(at_0006, "PRAGMA table_info(events)") if row[1] == "data"} == {
+        "JSON"
+    }

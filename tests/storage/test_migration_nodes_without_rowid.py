@@ -8,35 +8,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-
-from agentrun.storage import schema as db
 from agentrun.storage.records import Batch, NodeRecord, NodeState
 from agentrun.storage.sql import SqlStore
-
-MIGRATIONS = Path(db.__file__).with_name("migrations")
-
-
-def _migrate(path: Path, revision: str, *, down: bool = False) -> None:
-    engine = sa.create_engine(f"sqlite:///{path}")
-    try:
-        with engine.begin() as conn:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(config, revision)
-    finally:
-        engine.dispose()
-
-
-def _sqlite(path: Path, sql: str) -> list[Any]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+from tests.storage.sqlite_migrations import migrate, query
 
 
 def _fill(path: Path) -> None:
@@ -62,19 +36,19 @@ def _fill(path: Path) -> None:
 
 
 def _rows(path: Path) -> list[Any]:
-    return _sqlite(path, "SELECT * FROM nodes ORDER BY execution_id, node_id")
+    return query(path, "SELECT * FROM nodes ORDER BY execution_id, node_id")
 
 
 def _table_sql(path: Path) -> str:
-    return str(_sqlite(path, "SELECT sql FROM sqlite_master WHERE name = 'nodes'")[0][0])
+    return str(query(path, "SELECT sql FROM sqlite_master WHERE name = 'nodes'")[0][0])
 
 
 async def test_nodes_become_without_rowid_and_keep_every_row(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
-    _migrate(path, "0017")
+    migrate(path, "0017")
     _fill(path)
     before = _rows(path)
-    columns = _sqlite(path, "PRAGMA table_info(nodes)")
+    columns = query(path, "PRAGMA table_info(nodes)")
     assert "WITHOUT ROWID" not in _table_sql(path)
 
     store = SqlStore(f"sqlite+aiosqlite:///{path}")  # migrates to the head, as a server does
@@ -89,20 +63,20 @@ async def test_nodes_become_without_rowid_and_keep_every_row(tmp_path: Path) -> 
 
     assert _table_sql(path).rstrip().endswith("WITHOUT ROWID")
     assert [r for r in _rows(path) if r[1] != "new"] == before
-    assert _sqlite(path, "PRAGMA table_info(nodes)") == columns
-    assert _sqlite(path, "PRAGMA foreign_key_list(nodes)")[0][2:4] == ("executions", "execution_id")
-    assert _sqlite(path, "PRAGMA foreign_key_check") == []
-    assert _sqlite(path, "PRAGMA integrity_check") == [("ok",)]
-    indexes = {row[1] for row in _sqlite(path, "PRAGMA index_list(nodes)")}
+    assert query(path, "PRAGMA table_info(nodes)") == columns
+    assert query(path, "PRAGMA foreign_key_list(nodes)")[0][2:4] == ("executions", "execution_id")
+    assert query(path, "PRAGMA foreign_key_check") == []
+    assert query(path, "PRAGMA integrity_check") == [("ok",)]
+    indexes = {row[1] for row in query(path, "PRAGMA index_list(nodes)")}
     assert "ix_nodes_pending_waits" in indexes
-    plan = _sqlite(
+    plan = query(
         path,
         "EXPLAIN QUERY PLAN SELECT execution_id, node_id FROM nodes "
         "WHERE state = 'WAITING' AND wait IS NOT NULL",
     )
     assert any("ix_nodes_pending_waits" in row[-1] for row in plan), plan
 
-    _migrate(path, "0017", down=True)
+    migrate(path, "0017", down=True)
     assert "WITHOUT ROWID" not in _table_sql(path)
     assert [r for r in _rows(path) if r[1] != "new"] == before
-    assert _sqlite(path, "PRAGMA integrity_check") == [("ok",)]
+    assert query(path, "PRAGMA integrity_check") == [("ok",)]
