@@ -20,6 +20,7 @@ from agentrun.engine import Engine
 from agentrun.integrations import default_agents, default_tools
 from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.storage.memory import MemoryStore
+from tests.server.conftest import STOP_GRACE
 
 # Long enough that a command sent right after the start finds it running on a loaded machine.
 SLOW = """
@@ -71,7 +72,7 @@ async def server() -> AsyncIterator[tuple[str, AsyncClient]]:
                 await client.create_workflow(source=source)
             yield address, client
     finally:
-        await srv.stop(0)
+        await srv.stop(STOP_GRACE)
         await engine.stop(grace=0)
 
 

@@ -24,6 +24,7 @@ from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.server.state_machine_service import add_to_server
 from agentrun.storage.memory import MemoryStore
 from tests.machines.conftest import close, make
+from tests.server.conftest import STOP_GRACE
 
 DOOR = """
 name: door
@@ -82,7 +83,7 @@ async def server() -> AsyncIterator[tuple[str, AsyncClient]]:
                 await client.create_workflow(source=source)
             yield address, client
     finally:
-        await srv.stop(0)
+        await srv.stop(STOP_GRACE)
         await close(h)
 
 
@@ -384,7 +385,7 @@ async def test_auth_errors_mention_api_key() -> None:
         )
         assert code == 0, err
     finally:
-        await srv.stop(0)
+        await srv.stop(STOP_GRACE)
         await close(h)
 
 

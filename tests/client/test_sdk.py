@@ -16,7 +16,7 @@ from agentrun.client import AsyncClient, Client, ExecutionState, errors
 from agentrun.client import _convert as c
 from agentrun.server import AgentrunServer
 from agentrun.server.errors import CODES, ApiError, to_status
-from tests.server.conftest import ECHO_CHAIN
+from tests.server.conftest import ECHO_CHAIN, STOP_GRACE
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -132,7 +132,7 @@ def test_sync_client_against_a_server_in_a_thread() -> None:
             box["loop"] = asyncio.get_running_loop()
             ready.set()
             await box["stop"].wait()
-            await server.stop(0)
+            await server.stop(STOP_GRACE)
             await engine.stop(grace=0)
 
         asyncio.run(main())
@@ -217,6 +217,6 @@ async def test_watch_resumes_across_a_server_restart(engine) -> None:
             assert seen == list(range(1, len(seen) + 1))
             assert (await client.get_execution(execution)).state is ExecutionState.SUCCEEDED
     finally:
-        await first.stop(0)
+        await first.stop(STOP_GRACE)
         if second is not None:
-            await second.stop(0)
+            await second.stop(STOP_GRACE)

@@ -24,6 +24,7 @@ from agentrun.v1 import state_machine_service_pb2 as sms
 from agentrun.v1 import state_machine_service_pb2_grpc as sms_grpc
 from agentrun.v1 import workflow_service_pb2 as ws
 from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc
+from tests.server.conftest import STOP_GRACE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,7 +67,7 @@ async def channel(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             yield channel
     finally:
-        await server.stop(0)
+        await server.stop(STOP_GRACE)
         await engine.stop(grace=0)
         await machines.stop()
         await store.close()

@@ -15,7 +15,7 @@ import pytest
 
 from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.server.http.server import HttpServer
-from tests.server.conftest import KEYS
+from tests.server.conftest import KEYS, STOP_GRACE
 
 # Workflows the HTTP tests share: a human step, and a state machine.
 APPROVAL = """
@@ -79,7 +79,7 @@ async def _serve(**overrides: Any) -> AsyncIterator[Served]:
     finally:
         await server.drain()
         await http.stop(0)
-        await server.stop(0)
+        await server.stop(STOP_GRACE)
         await machines.stop()
         await engine.stop(grace=0)
 

@@ -13,6 +13,7 @@ from agentrun.server.http.server import HttpServer
 from tests.http.conftest import ConnectError, unary
 from tests.observability.conftest import Stack, make_stack
 from tests.observability.test_metrics import counted, scrape
+from tests.server.conftest import STOP_GRACE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,7 +33,7 @@ async def traced() -> AsyncIterator[tuple[Stack, httpx.AsyncClient]]:
     finally:
         await http.stop(0)
         await stack.client.close()
-        await stack.server.stop(0)
+        await stack.server.stop(STOP_GRACE)
         await stack.engine.stop(grace=0)
         stack.observability.close()
 

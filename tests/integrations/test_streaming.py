@@ -18,6 +18,7 @@ import pytest
 from agentrun.cli import main
 from agentrun.client import AsyncClient, ExecutionEvent, ExecutionState
 from agentrun.server import AgentrunServer, ServerConfig
+from tests.server.conftest import STOP_GRACE
 
 from .chatserver import ChatServer
 from .conftest import make_engine
@@ -42,7 +43,7 @@ async def served(config: dict[str, Any]) -> AsyncIterator[tuple[Any, AsyncClient
         async with AsyncClient(f"127.0.0.1:{port}", api_key="") as client:
             yield engine, client, f"127.0.0.1:{port}"
     finally:
-        await server.stop(0)
+        await server.stop(STOP_GRACE)
         await engine.stop(grace=0)
 
 

@@ -18,6 +18,7 @@ from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.server.state_machine_service import add_to_server
 from agentrun.storage.memory import MemoryStore
 from tests.machines.conftest import close, make
+from tests.server.conftest import STOP_GRACE
 
 DOOR = """
 name: door
@@ -56,7 +57,7 @@ async def server() -> AsyncIterator[str]:
     async with AsyncClient(f"127.0.0.1:{port}", api_key="") as client:
         await client.create_workflow(source=DOOR)
     yield f"127.0.0.1:{port}"
-    await srv.stop(0)
+    await srv.stop(STOP_GRACE)
     await close(h)
 
 

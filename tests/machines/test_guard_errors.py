@@ -30,6 +30,7 @@ from agentrun.v1 import state_machine_service_pb2 as pb
 from agentrun.v1 import state_machine_service_pb2_grpc as pb_grpc
 from tests.machines.conftest import close, make
 from tests.machines.test_cli import run_cli
+from tests.server.conftest import STOP_GRACE
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GUARD = "states.pending.on.PAY[0].guard"
@@ -158,7 +159,7 @@ async def served() -> AsyncIterator[tuple[AsyncClient, str]]:
             await client.create_workflow(source=(EXAMPLES / example).read_text())
         await client.create_workflow(source=GATE)
         yield client, address
-    await server.stop(0)
+    await server.stop(STOP_GRACE)
     await close(h)
 
 

@@ -28,6 +28,7 @@ from agentrun.server.state_machine_service import add_to_server
 from agentrun.v1 import state_machine_service_pb2 as pb
 from agentrun.v1 import state_machine_service_pb2_grpc as pb_grpc
 from tests.machines.conftest import Harness, close, make, open_backend
+from tests.server.conftest import STOP_GRACE
 
 ORDER = """
 name: order
@@ -68,7 +69,7 @@ async def env(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[En
     port = await server.start("127.0.0.1:0")
     async with AsyncClient(f"127.0.0.1:{port}", api_key="") as client:
         yield Env(h, server, client)
-    await server.stop(0)
+    await server.stop(STOP_GRACE)
     await close(h)
     await store.close()
 

@@ -22,6 +22,7 @@ from agentrun.integrations.mock_agent import MockProvider
 from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.server.observability import Metrics, Observability, make_provider
 from agentrun.storage.memory import MemoryStore
+from tests.server.conftest import STOP_GRACE
 
 WORKFLOW = """
 name: traced
@@ -149,6 +150,6 @@ async def stack() -> AsyncIterator[Stack]:
     s = await make_stack()
     yield s
     await s.client.close()
-    await s.server.stop(0)
+    await s.server.stop(STOP_GRACE)
     await s.engine.stop(grace=0)
     s.observability.close()

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentrun.client import AgentrunError, NotFound
 from agentrun.server.observability import Metrics
+from tests.server.conftest import STOP_GRACE
 
 from .conftest import Stack
 
@@ -337,7 +338,7 @@ async def test_rate_limit_waits_and_queue_wait() -> None:
         )
     finally:
         await stack.client.close()
-        await stack.server.stop(0)
+        await stack.server.stop(STOP_GRACE)
         await stack.engine.stop(grace=0)
         stack.observability.close()
 
@@ -423,6 +424,6 @@ async def test_with_auth_and_access_log() -> None:
         assert spans["execution traced"].attributes["agentrun.tenant"] == "acme"
     finally:
         await stack.client.close()
-        await stack.server.stop(0)
+        await stack.server.stop(STOP_GRACE)
         await stack.engine.stop(grace=0)
         stack.observability.close()

@@ -10,6 +10,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from agentrun.server.observability import parse_traceparent
 from agentrun.server.observability.tracing import format_traceparent, trace_id_of
+from tests.server.conftest import STOP_GRACE
 
 from .conftest import Stack, make_stack
 
@@ -105,7 +106,7 @@ async def test_the_trace_id_is_kept_when_the_server_does_not_trace() -> None:
         assert "traceparent" not in bad.labels
     finally:
         await stack.client.close()
-        await stack.server.stop(0)
+        await stack.server.stop(STOP_GRACE)
         await stack.engine.stop(grace=0)
         stack.observability.close()
 
@@ -123,7 +124,7 @@ async def test_sampling_ratio_zero_records_nothing_but_keeps_ids() -> None:
         assert any(s.name == "execution traced" for s in stack.exporter.get_finished_spans())
     finally:
         await stack.client.close()
-        await stack.server.stop(0)
+        await stack.server.stop(STOP_GRACE)
         await stack.engine.stop(grace=0)
         stack.observability.close()
 

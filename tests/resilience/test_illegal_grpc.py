@@ -25,6 +25,7 @@ from agentrun.v1 import execution_service_pb2 as es
 from agentrun.v1 import execution_service_pb2_grpc as es_grpc
 from agentrun.v1 import workflow_service_pb2 as ws
 from agentrun.v1 import workflow_service_pb2_grpc as ws_grpc
+from tests.server.conftest import STOP_GRACE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,7 +96,7 @@ async def env() -> AsyncIterator[Env]:
                 await workflows.CreateWorkflow(ws.CreateWorkflowRequest(source=source))
             yield Env(engine, es_grpc.ExecutionServiceStub(channel))
     finally:
-        await server.stop(0)
+        await server.stop(STOP_GRACE)
         await engine.stop(grace=0)
 
 

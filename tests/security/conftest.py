@@ -45,6 +45,7 @@ from grpc_status import rpc_status
 from agentrun.server.convert import to_value
 from agentrun.v1 import execution_service_pb2 as es
 from agentrun.v1 import workflow_service_pb2 as ws
+from tests.server.conftest import STOP_GRACE
 from tests.storage.conftest import PgServer
 
 T = TypeVar("T")
@@ -191,7 +192,7 @@ class _ServerThread(threading.Thread):
             await self._stopping.wait()
         finally:
             monitor.cancel()
-            await server.stop(0)
+            await server.stop(STOP_GRACE)
             await self.engine.stop(grace=0)
             await machines.stop()
             await self.store.close()

@@ -15,6 +15,7 @@ from agentrun.integrations.workers import Workers, WorkersConfig
 from agentrun.server import AgentrunServer, ServerConfig
 from agentrun.storage.memory import MemoryStore
 from agentrun.worker import Worker
+from tests.server.conftest import STOP_GRACE
 
 FAST = WorkersConfig(heartbeat=0.2, lease=1.0, poll=0.2)
 
@@ -59,6 +60,6 @@ async def served(server_config: ServerConfig) -> AsyncIterator[Served]:
         yield Served(server, engine, workers, client, address, worker)
     for w in started:
         w.stop()
-    await server.stop(0)
+    await server.stop(STOP_GRACE)
     await engine.stop(grace=0)
     await workers.stop()
