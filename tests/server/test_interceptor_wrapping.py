@@ -44,3 +44,38 @@ async def test_calls_run_no_intercept_service(engine: Any, monkeypatch: Any) -> 
     finally:
         await server.stop(STOP_GRACE)
     assert per_call == []
+
+
+def test_methods_reach_grpc_through_one_generic_handler() -> None:
+    """grpc.aio keeps a pending request per registered method and waits on all of them for
+    every call it accepts: the registry registers none, and its first generic handler finds
+    each method by name (the wrapped handler the HTTP port serves too)."""
+    from agentrun.server.http.registry import HandlerRegistry
+    from agentrun.v1 import execution_service_pb2_grpc as execution_grpc
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.generic: list[Any] = []
+            self.registered: list[str] = []
+
+        def add_generic_rpc_handlers(self, handlers: Any) -> None:
+            self.generic.extend(handlers)
+
+        def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+            self.registered.append(service)
+
+    server = Recorder()
+    registry = HandlerRegistry(server, lambda handler, method: handler)  # type: ignore[arg-type]
+    execution_grpc.add_ExecutionServiceServicer_to_server(
+        execution_grpc.ExecutionServiceServicer(), registry
+    )
+    assert server.registered == []
+
+    class Details:
+        method = "/agentrun.v1.ExecutionService/StartExecution"
+        invocation_metadata = ()
+
+    found = server.generic[0].service(Details())
+    assert found is registry.handlers[Details.method]
+    Details.method = "/agentrun.v1.ExecutionService/NoSuchMethod"
+    assert server.generic[0].service(Details()) is None
