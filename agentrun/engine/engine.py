@@ -167,6 +167,7 @@ class Engine:
             return
         self._started = True
         self.store.listen(self._on_notification)
+        self.store.watch(self.hub.watched)
         await self.scheduler.start()
         if self.config.adopt:
             await self.upkeep.claim_at_start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 from agentrun.storage.records import EventRecord
@@ -59,6 +59,11 @@ class Hub:
         (event buses, metrics). It runs on the engine's loop and must not block."""
         self._listeners.append(listener)
         self.listening = True
+
+    def watched(self) -> Collection[str]:
+        """The keys someone here follows (the store's notification channel asks, where it
+        cannot hear every key: SQLite's instance history, `Store.watch`)."""
+        return self._subs.keys()
 
     def subscribe(self, execution_id: str) -> Subscription:
         sub = Subscription(self, execution_id)

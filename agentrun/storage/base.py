@@ -11,7 +11,7 @@ the same name on its repository.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from agentrun.storage.records import (
@@ -212,6 +212,11 @@ class NotificationChannel(Protocol):
         """Calls `callback(kind, execution_id)` for notifications from other replicas:
         `signal`, and `events` after each commit elsewhere (for Watch streams)."""
 
+    def watch(self, keys: Callable[[], Collection[str]]) -> None:
+        """`keys()`: the keys someone in this process follows. A channel that cannot hear
+        every key cheaply asks it which `events` to look for (SQLite hears a state machine
+        instance's new history only for these); the others ignore it."""
+
 
 class Store(abc.ABC):
     """Durable state of workflows and executions: a backend's repositories behind the one
@@ -393,3 +398,6 @@ class Store(abc.ABC):
 
     def listen(self, callback: Callable[[str, str], None]) -> None:
         self.notifications.listen(callback)
+
+    def watch(self, keys: Callable[[], Collection[str]]) -> None:
+        self.notifications.watch(keys)

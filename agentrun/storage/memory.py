@@ -9,7 +9,7 @@ nobody (one process), and the state machine store (`MemoryMachineStore`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -419,6 +419,9 @@ class MemoryNotifications:
         return None
 
     def listen(self, callback: Callable[[str, str], None]) -> None:
+        return None
+
+    def watch(self, keys: Callable[[], Collection[str]]) -> None:
         return None
 
 

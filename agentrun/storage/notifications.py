@@ -15,7 +15,10 @@ every OUTAGE_POLL_SECONDS (`_Outage`): executions and instances whose `last_sequ
 signals not yet consumed. SQLite has no NOTIFY, yet several processes may share a file
 (`agentrun run` beside `agentrun serve`): there new rows are found by rowid every
 SQLITE_POLL_SECONDS, but a signal stored through the store itself, which reaches this process
-as on PostgreSQL: by `notify` only (`stored_here`). Listeners ignore repeats, so announcing a
+as on PostgreSQL: by `notify` only (`stored_here`), and an instance's new history, whose table
+has no rowid (migration 0022: one b-tree, a WAL page fewer per event): the `last_sequence` of
+the instances someone in this process follows (`watch`: the engine's Watch streams, the only
+ones a notification of history wakes) is read instead. Listeners ignore repeats, so announcing a
 change twice is harmless; missing one is not.
 
 Quiet writers (PostgreSQL). A NOTIFY costs its commit PostgreSQL's notification queue lock,
@@ -51,9 +54,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -133,11 +137,16 @@ class Notifications(abc.ABC):
         self._database = database
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
+        # The keys someone in this process follows (`Store.watch`), where a channel asks.
+        self._watched: Callable[[], Collection[str]] = _none
 
     def listen(self, callback: Listener) -> None:
         self._listeners.append(callback)
         if self._database.is_open:
             self.start()
+
+    def watch(self, keys: Callable[[], Collection[str]]) -> None:
+        self._watched = keys
 
     def start(self) -> None:
         """Starts receiving, if anyone listens and it has not started (fresh per open)."""
@@ -342,7 +351,8 @@ class PostgresNotifications(Notifications):
 
 
 class SqliteNotifications(Notifications):
-    """No NOTIFY: new rows found by rowid (`_poll_rows`); `notify` sends nothing to other
+    """No NOTIFY: new rows found by rowid (`_poll_rows`), new instance history by the
+    `last_sequence` of the watched instances; `notify` sends nothing to other
     processes (they poll the rows), and tells this one only of signals. Rows are announced from the poller's first read of where each table ends (`receiving`
     once it has read them): what was committed before that is not announced.
 
@@ -395,14 +405,14 @@ class SqliteNotifications(Notifications):
         while not database.closing:
             try:
                 if not poll.started:
-                    poll.start(database.poll_connection())
+                    poll.start(database.poll_connection(), self._watched())
                     self._own_signals.clear()
                     self.receiving = True
                 await asyncio.sleep(SQLITE_POLL_SECONDS)
                 # Rows of the signals stored here before now are read now, or were read by an
                 # earlier pass: after this pass, none can come up again.
                 own, self._own_signals = self._own_signals, set()
-                found = poll.new_rows(database.poll_connection(), own)
+                found = poll.new_rows(database.poll_connection(), own, self._watched())
                 told, self._told = self._told, {}
                 self.passes += 1
                 for kind, key in found:
@@ -421,12 +431,11 @@ class SqliteNotifications(Notifications):
 _POLLED = (
     ("events", db.events, db.events.c.execution_id),
     ("signal", db.signals, db.signals.c.execution_id),
-    ("events", db.sm_history, db.sm_history.c.instance_id),
 )
 # Where each polled table ends (its highest rowid), in _POLLED's order. A mark holds only
 # while rowids never go back: SQLite gives a new row the highest rowid + 1, so whatever
 # deletes rows of these tables keeps each one's newest row (event retention does,
-# `SqliteDatabase.maintain_events`; nothing deletes signals or history).
+# `SqliteDatabase.maintain_events`; nothing deletes signals).
 _ENDS = "SELECT " + ", ".join(
     f"(SELECT coalesce(max(rowid), 0) FROM {table.name})" for _kind, table, _key in _POLLED
 )
@@ -445,28 +454,45 @@ _NEW_ROWS = " UNION ALL ".join(
 )
 
 
+# The watched instances' newest history entries (by primary key), at most _IN_KEYS a read.
+_IN_KEYS = 500
+
+
+@functools.cache
+def _sequences_of(count: int) -> str:
+    return f"SELECT id, last_sequence FROM sm_instances WHERE id IN ({', '.join('?' * count)})"
+
+
 class _RowPoll:
-    """The poller's marks (each table's highest rowid announced) and the `data_version` its
-    connection showed before the last read (None: read at the next pass)."""
+    """The poller's marks (each table's highest rowid announced), the `last_sequence` of each
+    watched instance it read, and the `data_version` its connection showed before the last
+    read (None: read at the next pass)."""
 
     def __init__(self) -> None:
         self.marks: list[int] = []
+        self.sequences: dict[str, int] = {}
         self.version: tuple[sqlite3.Connection, int] | None = None
 
     @property
     def started(self) -> bool:
         return bool(self.marks)
 
-    def start(self, conn: sqlite3.Connection) -> None:
+    def start(self, conn: sqlite3.Connection, watched: Collection[str]) -> None:
         self.version = (conn, _data_version(conn))
         self.marks = [int(end) for end in conn.execute(_ENDS).fetchall()[0]]
+        self.sequences = _sequences(conn, watched)
 
     def new_rows(
-        self, conn: sqlite3.Connection, own_signals: set[tuple[str, int]]
+        self,
+        conn: sqlite3.Connection,
+        own_signals: set[tuple[str, int]],
+        watched: Collection[str] = (),
     ) -> dict[tuple[str, str], None]:
         """What was committed past the marks, but the signals in `own_signals`, each key
-        once; nothing read if no other connection committed since the last read (the
-        version is taken before the read: a commit during it shows at the next pass)."""
+        once, and the watched instances whose history grew (or that were not watched at the
+        last read: their watchers may have read the store before a commit this pass sees);
+        nothing read if no other connection committed since the last read (the version is
+        taken before the read: a commit during it shows at the next pass)."""
         version = (conn, _data_version(conn))
         if version == self.version:
             return {}
@@ -477,7 +503,27 @@ class _RowPoll:
             marks[index] = max(marks[index], int(rowid))
             if seq != -1 and not (seq and (key, seq) in own_signals):
                 found[(_POLLED[index][0], str(key))] = None
+        before, self.sequences = self.sequences, _sequences(conn, watched)
+        for key, sequence in self.sequences.items():
+            if before.get(key) != sequence:
+                found[("events", key)] = None
         return found
+
+
+def _sequences(conn: sqlite3.Connection, keys: Collection[str]) -> dict[str, int]:
+    """The `last_sequence` of the instances among `keys` (a key that names none, an
+    execution's, is left out): one primary key lookup each."""
+    keys = list(keys)
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), _IN_KEYS):
+        part = keys[start : start + _IN_KEYS]
+        found.update(conn.execute(_sequences_of(len(part)), part).fetchall())
+    return found
+
+
+def _none() -> Collection[str]:
+    """No key watched (until `watch` says which)."""
+    return ()
 
 
 def _data_version(conn: sqlite3.Connection) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from agentrun.storage.base import Store, StoreError
@@ -56,6 +56,9 @@ class ProxyStore(Store):
 
     def listen(self, callback: Callable[[str, str], None]) -> None:
         self.inner.listen(callback)
+
+    def watch(self, keys: Callable[[], Collection[str]]) -> None:
+        self.inner.watch(keys)
 
     async def notify(self, kind: str, execution_id: str) -> None:
         await self._call("notify", kind, execution_id)

@@ -136,12 +136,17 @@ async def test_a_timer_fired_twice_is_applied_once(tmp_path: Any) -> None:
         await store.close()
 
 
-async def test_watch_through_another_replica_gets_every_entry_and_ends(tmp_path: Any) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_watch_through_another_replica_gets_every_entry_and_ends(
+    backend: str, tmp_path: Any
+) -> None:
     """Issue 14: WatchInstance on a replica that does not drive the instance got the stored
     backlog and then waited for ever (the machine engine had a hub of its own that no
-    notification reached). Now instances share the engine's hub and its NOTIFY path."""
-    store_a = await open_backend("postgresql", tmp_path)
-    store_b = await open_backend("postgresql", tmp_path)
+    notification reached). Now instances share the engine's hub and its NOTIFY path. On
+    SQLite the poller reads the watched instances' sequences (the engine tells the store
+    which it follows, `Store.watch`)."""
+    store_a = await open_backend(backend, tmp_path)
+    store_b = await open_backend(backend, tmp_path)
     a, b = await make(store_a), await make(store_b)
     try:
         name = f"counter-{uuid.uuid4().hex[:8]}"

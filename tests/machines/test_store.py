@@ -310,7 +310,8 @@ async def test_timers_fired_added_and_replaced(store: MachineStore) -> None:
 async def test_sql_commits_announce_their_history(kind: str, tmp_path: Any) -> None:
     """A SQL store's commits tell the other replicas of new history themselves (`announces`:
     the engine sends no NOTIFY after them): another store on the database hears `events` for
-    the instance, on PostgreSQL from the commit's own pg_notify."""
+    the instance, on PostgreSQL from the commit's own pg_notify, on SQLite from its poller,
+    for an instance it follows (`watch`)."""
     from agentrun.storage.notifications import OUTAGE_POLL_SECONDS
     from tests.machines.conftest import until
 
@@ -318,6 +319,8 @@ async def test_sql_commits_announce_their_history(kind: str, tmp_path: Any) -> N
     reader_base = await open_backend(kind, tmp_path)
     heard: list[tuple[str, str]] = []
     reader_base.listen(lambda kind_, key: heard.append((kind_, key)))
+    watched: set[str] = set()
+    reader_base.watch(lambda: watched)
     store = writer_base.instances
     await store.open()
     try:
@@ -344,6 +347,10 @@ async def test_sql_commits_announce_their_history(kind: str, tmp_path: Any) -> N
             assert isinstance(channel, SqliteNotifications)
             await until(lambda: channel.receiving)
         rec, _ = await store.create_instance(_instance())
+        watched.add(rec.id)
+        if kind == "sqlite":  # the poller has read where the instance is
+            wanted = channel.passes + 2
+            await until(lambda: channel.passes >= wanted)
         heard.clear()
         moved = _instance(id=rec.id, last_sequence=2)
         await store.commit(MachineBatch(moved, [_entry(rec, 2)]))

@@ -1,7 +1,8 @@
 """Migration 0020 on a SQLite database in use at 0018: `sm_history`'s event ids are unique by a
-partial index (entries without an id are not in it), every row kept with its rowid (the
-notification poller seeks the history by rowid); a repeated event id is still refused; the
-downgrade gives the full unique index back with the same rows."""
+partial index (entries without an id are not in it), every row kept (0020 kept their rowids,
+which the notification poller sought then; 0022 made the table WITHOUT ROWID, so the rows are
+compared by key here); a repeated event id is still refused; the downgrade gives the full unique
+index back with the same rows."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _fill(path: Path) -> None:
 
 
 def _rows(path: Path) -> list[Any]:
-    return query(path, "SELECT rowid, * FROM sm_history ORDER BY rowid")
+    return query(path, "SELECT * FROM sm_history ORDER BY instance_id, sequence")
 
 
 def _index_sql(path: Path) -> str:
@@ -79,7 +80,7 @@ async def test_event_ids_become_a_partial_index_and_every_row_stays(tmp_path: Pa
         await store.close()
 
     assert _index_sql(path).endswith("WHERE event_id IS NOT NULL")
-    assert [r for r in _rows(path) if r[2] <= 300] == before
+    assert [r for r in _rows(path) if r[1] <= 300] == before
     assert query(path, "PRAGMA table_info(sm_history)") == columns
     autoindexes = [r[1] for r in query(path, "PRAGMA index_list(sm_history)") if r[3] == "u"]
     assert autoindexes == [], autoindexes  # the primary key's is "pk"; no unique constraint
@@ -93,7 +94,7 @@ async def test_event_ids_become_a_partial_index_and_every_row_stays(tmp_path: Pa
 
     migrate(path, "0018", down=True)
     assert "WHERE" not in _index_sql(path)
-    assert [r for r in _rows(path) if r[2] <= 300] == before
+    assert [r for r in _rows(path) if r[1] <= 300] == before
     assert query(path, "PRAGMA integrity_check") == [("ok",)]
     migrate(path, "head")  # and up again, from the downgraded form
     assert _index_sql(path).endswith("WHERE event_id IS NOT NULL")

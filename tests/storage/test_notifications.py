@@ -116,9 +116,11 @@ def _entry(sequence: int) -> HistoryRecord:
 async def _pair(
     writer: SqlStore, reader: SqlStore
 ) -> tuple[list[tuple[str, str]], ExecutionRecord]:
-    """The reader listens; the writer has a running execution and an active instance."""
+    """The reader listens (and follows the instance, as a WatchInstance would); the writer has
+    a running execution and an active instance."""
     heard: list[tuple[str, str]] = []
     reader.listen(lambda kind, key: heard.append((kind, key)))
+    reader.watch(lambda: ("in-1",))
     execution = execution_record("ex-1", tenant="t")
     await writer.create_execution(execution)
     await writer.instances.create_instance(_instance(1), [_entry(1)])
@@ -283,14 +285,57 @@ async def _sqlite_stores(tmp_path: Any) -> AsyncIterator[tuple[SqlStore, SqlStor
 
 
 async def test_sqlite_stores_on_one_file_hear_each_other(tmp_path: Any) -> None:
-    """No NOTIFY on SQLite: new rows are found by rowid, instance history included (a
-    WatchInstance in `agentrun serve` sees what `agentrun run` beside it committed)."""
+    """No NOTIFY on SQLite: new rows are found by rowid, and a watched instance's new history
+    by its sequence (a WatchInstance in `agentrun serve` sees what `agentrun run` beside it
+    committed)."""
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
         await asyncio.sleep(3 * notifications.SQLITE_POLL_SECONDS)  # the poller has its marks
         heard.clear()
         wanted = await _changes(writer, execution)
         await _until(lambda: wanted <= set(heard), "the rows found by the poller")
+
+
+async def test_sqlite_hears_the_history_of_the_instances_watched_here(tmp_path: Any) -> None:
+    """`sm_history` has no rowid (migration 0022): the poller reads the `last_sequence` of
+    the instances this process follows (`Store.watch`), and announces those whose history
+    grew, and one newly watched at the first pass that reads (its watcher may have read the
+    store before a commit this pass sees); an instance nobody here follows is not read."""
+    async with _sqlite_stores(tmp_path) as (writer, reader):
+        heard: list[tuple[str, str]] = []
+        watched: set[str] = set()
+        reader.listen(lambda kind, key: heard.append((kind, key)))
+        reader.watch(lambda: watched)
+        for id in ("in-1", "in-2"):
+            await writer.instances.create_instance(replace(_instance(1), id=id))
+        channel = reader.notifications
+        assert isinstance(channel, notifications.SqliteNotifications)
+        await _until(lambda: channel.receiving, "the poller's marks")
+
+        async def passes(count: int) -> None:
+            wanted = channel.passes + count
+            await _until(lambda: channel.passes >= wanted, f"{count} passes")
+
+        async def step(id: str, sequence: int) -> None:
+            entry = replace(_entry(sequence), instance_id=id)
+            record = replace(_instance(sequence), id=id)
+            await writer.instances.commit(MachineBatch(record, [entry]))
+
+        await passes(2)
+        heard.clear()
+        await step("in-1", 2)
+        await passes(2)
+        assert heard == []
+        watched.add("in-2")
+        await step("in-1", 3)  # the pass reads: in-2 is newly watched
+        await _until(lambda: ("events", "in-2") in heard, "the newly watched instance")
+        await passes(2)
+        heard.clear()
+        await step("in-2", 2)
+        await _until(lambda: ("events", "in-2") in heard, "the watched instance's entry")
+        await step("in-1", 4)
+        await passes(2)
+        assert ("events", "in-1") not in heard
 
 
 async def test_sqlite_passes_read_new_rows_by_rowid_and_nothing_while_nothing_changed(
@@ -305,9 +350,13 @@ async def test_sqlite_passes_read_new_rows_by_rowid_and_nothing_while_nothing_ch
         assert isinstance(channel, notifications.SqliteNotifications)
         await _until(lambda: channel.receiving, "the poller's marks")
         conn = reader.database.poll_connection()  # type: ignore[attr-defined]
-        plan = conn.execute(f"EXPLAIN QUERY PLAN {notifications._NEW_ROWS}", (0, 0, 0)).fetchall()
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {notifications._NEW_ROWS}", (0, 0)).fetchall()
         assert not [row for row in plan if "SCAN" in row[-1]], plan
-        assert sum("USING INTEGER PRIMARY KEY (rowid>?)" in row[-1] for row in plan) == 3, plan
+        assert sum("USING INTEGER PRIMARY KEY (rowid>?)" in row[-1] for row in plan) == 2, plan
+        # The watched instances' sequences: a primary key lookup each.
+        query = notifications._sequences_of(2)
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {query}", ("in-1", "in-2")).fetchall()
+        assert not [row for row in plan if "SCAN" in row[-1]], plan
 
         async def passes(count: int) -> None:
             wanted = channel.passes + count
