@@ -117,6 +117,7 @@ class MachineEngine:
         self.instrumentation = engine.instrumentation
         # The synchronous path commits what it computed as is: only without secrets to scrub.
         self.commit_now = self.store.commit_now if not self.redactor else None
+        self.write_at_once = self.store.write_at_once if not self.redactor else None
         self.instances: dict[str, Instance] = {}
         # An instance, its history and watch, read as an execution and its events are.
         self.reads: RunReads[InstanceRecord, HistoryRecord] = RunReads(
@@ -340,10 +341,11 @@ class MachineEngine:
                     current_state=inst.record.state.value,
                     name=f"instances/{instance_id}",
                 )
-            commit_now = self.commit_now
-            if commit_now is not None and not inst.busy:
-                # The memory store commits synchronously: an event that calls nothing is
-                # handled here and now, without a single suspension.
+            commit_now, at_once = self.commit_now, self.write_at_once
+            if (commit_now is not None or at_once is not None) and not inst.busy:
+                # The memory store commits synchronously, and SQLite's often can (its
+                # `write_at_once`): an event that calls nothing is handled here and now,
+                # without a single suspension.
                 work = self.stepper.quick(
                     inst.plan, inst.record, event, event_id, data, self.clock()
                 )
@@ -353,17 +355,26 @@ class MachineEngine:
                     batch = MachineBatch(
                         snapshot, work.entries, work.timers, work.fired, (), None, inst.fence
                     )
-                    try:
-                        commit_now(batch)
-                    except LeaseLost:
-                        self.leases.let_go(inst.id, "its lease was taken by another replica")
-                        continue
-                    inst.record = snapshot
-                    entry = work.entries[0]
-                    if event_id:
-                        inst.event_ids[event_id] = (event, data, (entry, snapshot))
-                    self.loop.after_commit(inst, work, work.entries)
-                    return snapshot, entry
+                    if commit_now is not None:
+                        try:
+                            commit_now(batch)
+                        except LeaseLost:
+                            self.leases.let_go(inst.id, "its lease was taken by another replica")
+                            continue
+                        written = True
+                    else:
+                        # Not written (not now, or refused): the usual way below computes the
+                        # event again and commits it, or gives the refusal's outcome.
+                        written = at_once is not None and at_once(batch)
+                    if written:
+                        inst.record = snapshot
+                        entry = work.entries[0]
+                        if event_id:
+                            inst.event_ids[event_id] = (event, data, (entry, snapshot))
+                        self.loop.after_commit(
+                            inst, work, work.entries, announced=self.store.announces
+                        )
+                        return snapshot, entry
             ev = Event(event, event_id, data)
             if event_id:
                 future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -1,0 +1,111 @@
+"""On SQLite an event that calls nothing is written at once by `send_event` itself
+(`MachineStore.write_at_once`) when the store's group commit would write it alone on the loop's
+thread anyway: no `submit`, no future, no coroutine of the instance loop. When it cannot be (the
+loop has other work, a stale copy, a refused batch), nothing is written and the event takes the
+usual way: applied once all the same."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agentrun.engine.machine import MachineEngine
+from agentrun.storage import sqldb_sqlite
+from tests.machines.conftest import close, make, open_backend
+
+COUNTER = """
+name: counter
+mode: state_machine
+initial: on
+data: {n: 0}
+states:
+  on:
+    on:
+      ADD: {target: on, assign: {n: "${{ data.n + event.data.k }}"}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _quick_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loaded machine's slow commits would send writes to the writer thread for a while
+    (INLINE_SLOW_SECONDS): these tests are about the path, not the disk."""
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 3600.0)
+
+
+def _count_submits(machines: MachineEngine) -> list[Any]:
+    submitted: list[Any] = []
+    loop = machines.loop
+    submit = loop._submit
+    assert submit is not None
+
+    def counting(batch: Any) -> Any:
+        submitted.append(batch)
+        return submit(batch)
+
+    loop._submit = counting
+    return submitted
+
+
+async def test_an_event_is_written_at_once_without_submit(tmp_path: Any) -> None:
+    store = await open_backend("sqlite", tmp_path)
+    h = await make(store)
+    try:
+        await h.define(COUNTER)
+        assert h.machines.write_at_once is not None
+        inst = await h.machines.create_instance("counter")
+        submitted = _count_submits(h.machines)
+        groups = store.instances.groups
+        for k in range(1, 6):
+            await asyncio.sleep(0.05)  # an idle loop (its other work done): written at once
+            record, entry = await h.machines.send_event(inst.id, "ADD", {"k": k})
+            assert entry.sequence == k + 1
+        assert record.data == {"n": 15}
+        # None through `submit` (one, on a loaded machine, where a background task of the
+        # engine had work ready on the loop just then: the group commit's way).
+        assert len(submitted) <= 1, submitted
+        assert store.instances.groups - groups == 5  # one transaction each, as before
+        stored = await store.instances.get_instance(inst.id)
+        assert stored is not None and stored.data == {"n": 15} and stored.last_sequence == 6
+    finally:
+        await close(h)
+        await store.close()
+
+
+async def test_an_event_not_written_at_once_takes_the_usual_way(tmp_path: Any) -> None:
+    store = await open_backend("sqlite", tmp_path)
+    h = await make(store)
+    try:
+        await h.define(COUNTER)
+        inst = await h.machines.create_instance("counter")
+        submitted = _count_submits(h.machines)
+        refused: list[Any] = []
+
+        def refuse(batch: Any) -> bool:
+            refused.append(batch)
+            return False
+
+        h.machines.write_at_once = refuse
+        for k in range(1, 4):
+            await h.machines.send_event(inst.id, "ADD", {"k": k}, event_id=f"e{k}")
+        assert len(refused) == 3 and len(submitted) == 3
+        again, _ = await h.machines.send_event(inst.id, "ADD", {"k": 1}, event_id="e1")
+        history = await store.instances.list_history(inst.id)
+        assert [e.event_id for e in history] == [None, "e1", "e2", "e3"]  # each once
+        assert again.data == {"n": 1}  # the first result, repeated
+        stored = await store.instances.get_instance(inst.id)
+        assert stored is not None and stored.data == {"n": 6}
+    finally:
+        await close(h)
+        await store.close()
+
+
+async def test_a_memory_or_postgresql_store_writes_nothing_at_once(tmp_path: Any) -> None:
+    for kind in ("memory", "postgresql"):
+        store = await open_backend(kind, tmp_path)
+        try:
+            assert store.instances.write_at_once is None
+        finally:
+            await store.close()
