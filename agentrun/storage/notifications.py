@@ -42,6 +42,9 @@ the NOTIFY of the events they write: they are "quiet". Nothing else goes quiet (
   start and while LISTEN is down, below) make one more full pass, which reads what quiet
   writers committed before;
 - a writer whose own LISTEN is down goes loud (it would not hear a replica begin).
+A replica that stops while quiet (SIGSTOP, a VM pause) keeps its writers' sessions and so the
+lock: a replica that begins listening meanwhile stays on its catch-up passes (events a second
+or so late, none missed) until the quiet one resumes and hears it, or its sessions end.
 A replica of an older version that begins listening sends no `listen:`: quiet writers see it
 at their next presence check, and until then its Watch streams may miss what they commit.
 

@@ -113,6 +113,10 @@ class PostgresDatabase(SqlDatabase):
         self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def dispose(self) -> None:
+        if self._unquieting:  # each hands a lock back after one statement at most
+            _done, late = await asyncio.wait(set(self._unquieting), timeout=1)
+            for task in late:
+                task.cancel()
         for name in self._writers:
             await self.drop_writer_connection(name)
         # The reader is a view of the same engine and pool.
@@ -270,9 +274,13 @@ class PostgresDatabase(SqlDatabase):
                 return None
             try:
                 if not state.locked:
+                    if await conn.fetchval(_OTHERS, LISTEN_APPLICATION, listener_pid):
+                        return False  # others listen: no lock taken (replicas in a fleet)
                     state.locked = bool(await conn.fetchval(_TRY_QUIET, QUIET_LOCK))
                     if not state.locked:
                         return False  # a replica is joining: it waits for the loud to go
+                # Read (again) once the lock is held: a replica that began listening before
+                # this read is seen, one that begins after waits for this lock.
                 others = await conn.fetchval(_OTHERS, LISTEN_APPLICATION, listener_pid)
                 if others == 0 and still():
                     state.quiet = True

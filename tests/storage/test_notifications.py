@@ -533,6 +533,9 @@ async def test_writers_notify_no_events_while_no_other_replica_listens(
 
         await commit()  # connects both writers
         await _until(lambda: all(_quiet(writer).values()), "quiet writers")
+        # What was sent before reaches the probe first (in commit order): then forget it.
+        await probe.execute(f"NOTIFY {notifications.CHANNEL}, 'mark:'")
+        await _until(lambda: "mark:" in payloads, "the probe's own mark")
         payloads.clear()
         await commit()
         await asyncio.sleep(0.3)
