@@ -192,6 +192,8 @@ class SqliteDatabase(SqlDatabase):
         # When the batches written at once since the loop last went round began (None: the
         # loop went round since the last one); see `write_now`.
         self._streak: float | None = None
+        # The timer that ends the streak when the loop goes round (`_went_round`).
+        self._round: asyncio.TimerHandle | None = None
         # The write connection's busy_timeout now (ms; `_run` sets it per transaction).
         self._wait_ms = 0
         # A moving average of how long a write transaction takes (seconds).
@@ -391,16 +393,22 @@ class SqliteDatabase(SqlDatabase):
         (`inline_now`), and the loop gone round within NOW_STREAK_SECONDS. Its result in a
         1-tuple; None: nothing written (not now, busy, or it failed and rolled back), and the
         caller's group commit takes the batch and gives its caller the usual outcome. One
-        streak for every writer of this database: they share the loop."""
-        if loop_has_work() or not self.inline_now(1):
+        streak for every writer of this database: they share the loop.
+
+        The streak's own timer, due and not run yet, is no other work (`loop_has_work` read it
+        as some): it tells that the loop went round. A run whose turns give the loop a turn now
+        and then (loop.py's `_BUSY_TURNS`) resumed before that timer ran, and its next turn
+        went the group commit's way: one turn in 16 of a chain of stored steps."""
+        if self._other_work() or not self.inline_now(1):
             return None
+        loop = asyncio.get_running_loop()
         streak = self._streak
         if streak is None:
             self._streak = time.monotonic()
             # At the loop's next iteration (a timer: a ready callback would read as work).
-            asyncio.get_running_loop().call_later(0, self._went_round)
-        elif time.monotonic() - streak > NOW_STREAK_SECONDS:
-            return None
+            self._round = loop.call_later(0, self._went_round)
+        elif not loop_has_work() and time.monotonic() - streak > NOW_STREAK_SECONDS:
+            return None  # (the streak's timer ready: the loop went round, the streak holds)
         try:
             return self._inline(work, raw=True)
         except Exception:  # rolled back: the group commit's ways sort it out
@@ -408,6 +416,11 @@ class SqliteDatabase(SqlDatabase):
 
     def _went_round(self) -> None:
         self._streak = None
+
+    def _other_work(self) -> bool:
+        """`loop_has_work`, the streak's own timer (due, not run yet) left out."""
+        ready: Any = getattr(asyncio.get_running_loop(), "_ready", None)
+        return bool(ready) and (len(ready) > 1 or ready[0] is not self._round)
 
     def inline_now(self, items: int) -> bool:
         """Whether `write_now` would write a group of `items` batches now (a caller checks it
@@ -444,7 +457,7 @@ class SqliteDatabase(SqlDatabase):
             self._handed == self._finished + self._dropped
             and self._sync_writer is not None
             and self._average < INLINE_MAX_SECONDS
-            and (self._average < INLINE_BUSY_MAX_SECONDS or not loop_has_work())
+            and (self._average < INLINE_BUSY_MAX_SECONDS or not self._other_work())
         )
 
     async def _write(self, work: Callable[[Any], T], *, foreign_keys: bool, raw: bool = False) -> T:

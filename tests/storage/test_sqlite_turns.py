@@ -512,3 +512,29 @@ async def test_turns_written_at_once_let_the_loop_go_round(
         ways.append((store.writer.groups - groups, store.executions.written_now - now))
     assert ways == [(0, 1), (1, 0), (0, 1)]
     assert [e.sequence for e in await store.list_events("ex-s")] == [1, 2, 3]
+
+
+async def test_a_turn_after_the_loop_went_round_is_written_at_once(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run gives the loop a turn now and then (`await asyncio.sleep(0)`) and resumes before
+    the streak's timer has run, which is then the only callback ready: that timer is no other
+    work, and the next turn is written at once too (it went the group commit's way)."""
+    from agentrun.storage import sqldb_sqlite
+
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(store.database, "_inline_pause", 0)
+    await store.create_execution(execution_record("ex-r", **_SAME))
+    (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    writer = store.database.turn_writer()
+    assert isinstance(writer, SqliteTurnWriter)
+    await asyncio.sleep(0.01)  # no streak under way
+    written = []
+    for sequence in (1, 2, 3):
+        mine.last_sequence = sequence
+        event = EventRecord("ex-r", sequence, "node.running", T0)
+        written.append(writer.write_now(Batch(execution=mine, events=[event], fence=("r1", 1))))
+        await asyncio.sleep(0)
+    assert written == [True, True, True]
+    assert [e.sequence for e in await store.list_events("ex-r")] == [1, 2, 3]
