@@ -625,3 +625,31 @@ async def test_a_replica_that_begins_listening_mid_run_sees_every_event_live(
     finally:
         for engine in engines:
             await engine.stop(grace=0)
+
+
+async def test_a_quiet_replica_whose_listen_drops_goes_loud_and_listens_again(
+    stores: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its LISTEN lost, a quiet store's writers notify again (it would not hear a replica
+    begin listening) and hand their lock back, so its own new LISTEN connection gets the
+    lock it waits for: it listens again, and its writers go quiet again."""
+    monkeypatch.setattr(notifications, "PRESENCE_SECONDS", 0.2)
+    store: SqlStore = await stores()
+    store.listen(lambda kind, key: None)
+    await _until(lambda: store.notifications.listening, "LISTEN")
+    execution = execution_record("ex-1", tenant="t")
+    await store.create_execution(execution)
+    execution.last_sequence = 1
+    event = EventRecord("ex-1", 1, "node.running", time.time())
+    await store.commit(Batch(execution=execution, events=[event]))
+    await _until(lambda: _quiet(store)["executions"], "a quiet execution writer")
+    first = store.notifications.listener_pid
+    _terminate(store)
+    await _until(lambda: not store.notifications.listening, "the loss of LISTEN")
+    assert not any(_quiet(store).values())
+    await _until(
+        lambda: store.notifications.listening and store.notifications.listener_pid != first,
+        "LISTEN on a new connection",
+        timeout=10.0,
+    )
+    await _until(lambda: _quiet(store)["executions"], "a quiet execution writer again")
