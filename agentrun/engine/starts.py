@@ -164,10 +164,10 @@ class Starts:
         started = time.perf_counter()
         # The run's own record, uncopied: a store copies what it keeps (and gives a copy
         # back), and the run does not change it before it is launched, after the create.
-        creating = asyncio.ensure_future(
-            engine.store.create_execution(
-                first.execution, nodes=first.nodes, events=[event, *first.events]
-            )
+        # Under way whether or not this caller stays (`create_execution_soon`: on SQL, the
+        # group commit's future itself, no task).
+        creating = engine.store.create_execution_soon(
+            first.execution, nodes=first.nodes, events=[event, *first.events]
         )
 
         async def launch() -> None:

@@ -11,6 +11,7 @@ the same name on its repository.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -274,6 +275,18 @@ class Store(abc.ABC):
         events: Sequence[EventRecord] = (),
     ) -> tuple[ExecutionRecord, bool]:
         return await self.executions.create_execution(record, nodes, events)
+
+    def create_execution_soon(
+        self,
+        record: ExecutionRecord,
+        nodes: Sequence[NodeRecord] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> asyncio.Future[tuple[ExecutionRecord, bool]]:
+        """`create_execution` under way now: a future that completes once the execution is
+        stored (or refused), whether or not anyone still awaits it (a caller shields it, so
+        that leaving cancels nothing). Here a task; SqlStore hands its group commit's own
+        future instead (a start then costs no task and one loop turn less)."""
+        return asyncio.ensure_future(self.create_execution(record, nodes, events))
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         return await self.executions.get_execution(execution_id)

@@ -12,6 +12,7 @@ first statement of the transaction.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -85,27 +86,34 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         nodes: Sequence[NodeRecord] = (),
         events: Sequence[EventRecord] = (),
     ) -> tuple[ExecutionRecord, bool]:
-        self.database.require_open()
-        row = db.execution_row(record)
-        node_rows = [db.node_row(n) for n in nodes]
-        event_rows = [db.event_row(e) for e in events]
-
-        # Through the group commit: concurrent starts share one transaction (one fsync).
-        rows = _Rows(
-            execution=None,
-            nodes=node_rows,
-            events=event_rows,
-            consumed=[],
-            create=record,
-            create_row=row,
-        )
         try:
-            created: tuple[ExecutionRecord, bool] = await self.writer.submit(rows)
+            created: tuple[ExecutionRecord, bool] = await self.create_soon(record, nodes, events)
             return created
         except sa.exc.IntegrityError as exc:
             raise ValueError(
                 f"execution {record.id} conflicts with a stored one: {exc.orig}"
             ) from exc
+
+    def create_soon(
+        self,
+        record: ExecutionRecord,
+        nodes: Sequence[NodeRecord] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> asyncio.Future[tuple[ExecutionRecord, bool]]:
+        """The creation queued on the group commit (concurrent starts share one transaction,
+        one fsync): its future, which completes once the rows are durable, awaited or not
+        (`SqlStore.create_execution_soon`). The group commit refuses a conflicting create
+        with ValueError (`_explain`)."""
+        self.database.require_open()
+        rows = _Rows(
+            execution=None,
+            nodes=[db.node_row(n) for n in nodes],
+            events=[db.event_row(e) for e in events],
+            consumed=[],
+            create=record,
+            create_row=db.execution_row(record),
+        )
+        return self.writer.submit(rows)
 
     def _insert_execution(self, conn: sa.Connection, rows: _Rows) -> tuple[ExecutionRecord, bool]:
         """Inserts a new execution; with a request_id already used by the tenant, returns the

@@ -9,6 +9,7 @@ repository's.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from agentrun.storage.executions import SqlExecutions
 from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.machines_sql import SqlMachineStore
 from agentrun.storage.notifications import Notifications
-from agentrun.storage.records import ExecutionRecord, NodeRecord, SignalRecord
+from agentrun.storage.records import EventRecord, ExecutionRecord, NodeRecord, SignalRecord
 from agentrun.storage.sqldb import IDLE_IN_TRANSACTION_MS, SqlDatabase
 from agentrun.storage.workflows import SqlWorkflows
 
@@ -51,6 +52,15 @@ class SqlStore(Store):
     @property
     def dialect(self) -> str:
         return self.database.dialect
+
+    def create_execution_soon(
+        self,
+        record: ExecutionRecord,
+        nodes: Sequence[NodeRecord] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> asyncio.Future[tuple[ExecutionRecord, bool]]:
+        """The group commit's own future for the creation (no task: `Store` has the why)."""
+        return self.executions.create_soon(record, nodes, events)
 
     @property
     def writer(self) -> GroupCommit[Any]:

@@ -211,3 +211,44 @@ async def test_a_start_under_a_quota_waits_pending_and_starts_when_a_place_frees
             assert final.state is ExecutionState.SUCCEEDED
     finally:
         await engine.stop(grace=0)
+
+
+async def test_a_start_on_sql_queues_its_create_without_a_task(
+    tmp_path: Path, gate: asyncio.Event
+) -> None:
+    """On a SQL store the start awaits the group commit's own future (`create_execution_soon`):
+    no task per start runs the creation; one cancelled while it commits still runs."""
+    store = await open_store(f"sqlite:///{tmp_path / 'agentrun.db'}")
+    engine = await _engine(store, gate)
+    loop = asyncio.get_running_loop()
+    created: list[str] = []
+    factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        created.append(getattr(coro, "__qualname__", ""))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        gate.set()
+        started = await engine.start_execution("inline", {}, request_id="r1")
+        assert started.state is ExecutionState.SUCCEEDED
+        assert not [name for name in created if "create_execution" in name]
+        # Cancelled while its commit is under way: stored, and run all the same (its tool is
+        # called once the run is launched, after the commit).
+        task = asyncio.create_task(engine.start_execution("gated", {}, request_id="r2"))
+        while not store.executions.writer._pending:  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(200):
+            executions = await store.list_executions("default", limit=10)
+            if len(executions) == 2 and all(e.state.terminal for e in executions):
+                break
+            await asyncio.sleep(0.025)
+        assert [e.state for e in executions] == [ExecutionState.SUCCEEDED] * 2
+    finally:
+        loop.set_task_factory(factory)
+        await engine.stop(grace=0)
+        await store.close()
