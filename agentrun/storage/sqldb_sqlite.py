@@ -192,8 +192,10 @@ class SqliteDatabase(SqlDatabase):
         # When the batches written at once since the loop last went round began (None: the
         # loop went round since the last one); see `write_now`.
         self._streak: float | None = None
-        # The timer that ends the streak when the loop goes round (`_went_round`).
+        # The timer that ends the streak when the loop goes round (`_went_round`), and whether
+        # the streak began again while that timer was due, not run yet (`write_now`).
         self._round: asyncio.TimerHandle | None = None
+        self._again = False
         # The write connection's busy_timeout now (ms; `_run` sets it per transaction).
         self._wait_ms = 0
         # A moving average of how long a write transaction takes (seconds).
@@ -396,8 +398,9 @@ class SqliteDatabase(SqlDatabase):
         streak for every writer of this database: they share the loop.
 
         The streak's own timer, due and not run yet, is no other work (`loop_has_work` read it
-        as some): it tells that the loop went round. A run whose turns give the loop a turn now
-        and then (loop.py's `_BUSY_TURNS`) resumed before that timer ran, and its next turn
+        as some): it tells that the loop went round, and a streak begins again there, bounded as
+        any (a caller writing on without a suspension must not hold the loop unbounded). A
+        run whose turns give the loop a turn now and then (loop.py's `_BUSY_TURNS`) resumed before that timer ran, and its next turn
         went the group commit's way: one turn in 16 of a chain of stored steps."""
         if self._other_work() or not self.inline_now(1):
             return None
@@ -407,15 +410,19 @@ class SqliteDatabase(SqlDatabase):
             self._streak = time.monotonic()
             # At the loop's next iteration (a timer: a ready callback would read as work).
             self._round = loop.call_later(0, self._went_round)
-        elif not loop_has_work() and time.monotonic() - streak > NOW_STREAK_SECONDS:
-            return None  # (the streak's timer ready: the loop went round, the streak holds)
+        elif loop_has_work() and not self._again:
+            # The streak's timer ready: the loop went round, a streak begins again (once: a
+            # caller that writes on without a suspension is bounded from here as any).
+            self._streak, self._again = time.monotonic(), True
+        elif time.monotonic() - streak > NOW_STREAK_SECONDS:
+            return None
         try:
             return self._inline(work, raw=True)
         except Exception:  # rolled back: the group commit's ways sort it out
             return None
 
     def _went_round(self) -> None:
-        self._streak = None
+        self._streak, self._again = None, False
 
     def _other_work(self) -> bool:
         """`loop_has_work`, the streak's own timer (due, not run yet) left out."""

@@ -538,3 +538,34 @@ async def test_a_turn_after_the_loop_went_round_is_written_at_once(
         await asyncio.sleep(0)
     assert written == [True, True, True]
     assert [e.sequence for e in await store.list_events("ex-r")] == [1, 2, 3]
+
+
+async def test_a_streak_resumed_after_the_loop_went_round_is_bounded_too(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The streak's timer due and not run yet (a run resumed before it) tells that the loop
+    went round: a streak begins again there, and is bounded as any. Turns written at once
+    without a suspension after it stop at NOW_STREAK_SECONDS (the loop waited for its sockets
+    as long as the writes went on)."""
+    from agentrun.storage import sqldb_sqlite
+
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(store.database, "_inline_pause", 0)
+    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 0.0)
+    await store.create_execution(execution_record("ex-b", **_SAME))
+    (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    writer = store.database.turn_writer()
+    assert isinstance(writer, SqliteTurnWriter)
+    await asyncio.sleep(0.01)  # no streak under way
+
+    def turn(sequence: int) -> bool:
+        mine.last_sequence = sequence
+        event = EventRecord("ex-b", sequence, "node.running", T0)
+        return writer.write_now(Batch(execution=mine, events=[event], fence=("r1", 1)))
+
+    written = [turn(1)]
+    await asyncio.sleep(0)  # the loop goes round; this resumes before the streak's timer
+    written += [turn(2), turn(3), turn(4)]  # no suspension between them
+    assert written == [True, True, False, False]
+    assert [e.sequence for e in await store.list_events("ex-b")] == [1, 2]
