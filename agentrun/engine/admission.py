@@ -119,6 +119,11 @@ class LocalAdmission:
         """The run stopped here (`ended`: for good); the waiting executions admitted now."""
         return self._finished(execution_id)
 
+    def finished_now(self, execution_id: str, *, ended: bool) -> list[str] | None:
+        """`finished` without a coroutine (every decision is made here): the runs' way to give
+        a place back without a task per ended execution."""
+        return self._finished(execution_id)
+
     def waiting(self, execution_id: str) -> bool:
         return execution_id in self._waiting
 
@@ -309,6 +314,13 @@ class SharedAdmission:
             return []
         admitted = await self.table.depart(execution_id, self._quota)
         return self._route(admitted)
+
+    def finished_now(self, execution_id: str, *, ended: bool) -> list[str] | None:
+        """`finished` when it writes nothing (no place was taken: the common case, without a
+        quota or a key), else None: the caller awaits `finished`."""
+        if not ended or not (self._quota or self._keyed):
+            return []
+        return None
 
     def waiting(self, execution_id: str) -> bool:
         return execution_id in self._waiting

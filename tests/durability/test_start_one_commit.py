@@ -213,6 +213,16 @@ async def test_a_start_under_a_quota_waits_pending_and_starts_when_a_place_frees
         await engine.stop(grace=0)
 
 
+def _count_tasks(created: list[str]) -> None:
+    """From now on, the name of each task's coroutine goes into `created`."""
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        created.append(getattr(coro, "__qualname__", ""))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    asyncio.get_running_loop().set_task_factory(counting)
+
+
 async def test_a_start_on_sql_queues_its_create_without_a_task(
     tmp_path: Path, gate: asyncio.Event
 ) -> None:
@@ -220,16 +230,9 @@ async def test_a_start_on_sql_queues_its_create_without_a_task(
     no task per start runs the creation; one cancelled while it commits still runs."""
     store = await open_store(f"sqlite:///{tmp_path / 'agentrun.db'}")
     engine = await _engine(store, gate)
-    loop = asyncio.get_running_loop()
     created: list[str] = []
-    factory = loop.get_task_factory()
-
-    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
-        created.append(getattr(coro, "__qualname__", ""))
-        return asyncio.Task(coro, loop=loop, **kwargs)
-
-    loop.set_task_factory(counting)
     try:
+        _count_tasks(created)
         gate.set()
         started = await engine.start_execution("inline", {}, request_id="r1")
         assert started.state is ExecutionState.SUCCEEDED
@@ -249,6 +252,26 @@ async def test_a_start_on_sql_queues_its_create_without_a_task(
             await asyncio.sleep(0.025)
         assert [e.state for e in executions] == [ExecutionState.SUCCEEDED] * 2
     finally:
-        loop.set_task_factory(factory)
+        asyncio.get_running_loop().set_task_factory(None)
         await engine.stop(grace=0)
         await store.close()
+
+
+async def test_an_ended_run_gives_its_place_back_without_a_task(
+    store: Counting, gate: asyncio.Event
+) -> None:
+    """Without a quota or a key, an ended execution frees nothing in the store: its run gives
+    the place back at once (`finished_now`), no task per execution; under a quota the waiting
+    execution still starts when the place frees (the test above)."""
+    engine = await _engine(store, gate)
+    created: list[str] = []
+    try:
+        _count_tasks(created)
+        started = await engine.start_execution("inline", {}, request_id="r1")
+        final = await engine.wait(started.id, timeout=5)
+        assert final.state is ExecutionState.SUCCEEDED
+        await asyncio.sleep(0)
+        assert not [name for name in created if "_admission_freed" in name]
+    finally:
+        asyncio.get_running_loop().set_task_factory(None)
+        await engine.stop(grace=0)

@@ -300,9 +300,14 @@ class LiveRuns:
         if self.live.get(run.id) is run:
             del self.live[run.id]
         if run.finished or (run.task is not None and run.task.cancelled() and not engine.draining):
-            freeing = loop.create_task(self._admission_freed(run.id, ended=run.finished))
-            self._freeing.add(freeing)
-            freeing.add_done_callback(self._freeing.discard)
+            # Decided at once when the admission needs no store (no task per ended run).
+            admitted = engine.admission.finished_now(run.id, ended=run.finished)
+            if admitted != []:
+                freeing = loop.create_task(
+                    self._admission_freed(run.id, ended=run.finished, admitted=admitted)
+                )
+                self._freeing.add(freeing)
+                freeing.add_done_callback(self._freeing.discard)
         task = run.task
         if run.lease_lost or (
             task is not None and not task.cancelled() and isinstance(task.exception(), LeaseLost)
@@ -331,18 +336,22 @@ class LiveRuns:
                 engine.instrumentation.execution_ended(record)
             self.answer_waiters(run.id, record)
 
-    async def _admission_freed(self, execution_id: str, *, ended: bool) -> None:
+    async def _admission_freed(
+        self, execution_id: str, *, ended: bool, admitted: list[str] | None = None
+    ) -> None:
         """A run stopped: the executions its place admits start (here, or on the replica
-        holding them, told through the notification channel)."""
-        try:
-            admitted = await self.engine.admission.finished(execution_id, ended=ended)
-        except Exception:
-            log.warning(
-                "could not give back the place of execution %s; reaped later",
-                execution_id,
-                exc_info=True,
-            )
-            return
+        holding them, told through the notification channel); `admitted`: already known
+        (`finished_now`)."""
+        if admitted is None:
+            try:
+                admitted = await self.engine.admission.finished(execution_id, ended=ended)
+            except Exception:
+                log.warning(
+                    "could not give back the place of execution %s; reaped later",
+                    execution_id,
+                    exc_info=True,
+                )
+                return
         for admitted_id in admitted:
             await self.start_admitted(admitted_id)
 
