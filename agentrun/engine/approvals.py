@@ -96,7 +96,14 @@ def parse_wait_id(text: str, field: str = "wait_id") -> WaitRef:
     execution_id, key, attempt = (
         (text.rsplit("/", 2) + ["", ""])[:3] if text.count("/") >= 2 else ("", "", "")
     )
-    if not execution_id or not key or not attempt.isdigit() or int(attempt) < 1:
+    # ASCII digits, a few of them: str.isdigit takes digits int() refuses ('²'), and int()
+    # refuses more than 4300 digits; both were a ValueError, answered INTERNAL.
+    if (
+        not execution_id
+        or not key
+        or not (attempt.isascii() and attempt.isdigit() and len(attempt) <= 9)
+        or int(attempt) < 1
+    ):
         raise InvalidArgument(
             [
                 Diagnostic(

@@ -6,6 +6,7 @@ changes nothing; data the wait's schema refuses is INVALID_ARGUMENT naming the p
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import pytest
@@ -229,6 +230,10 @@ async def test_bad_requests_name_the_field(client: AsyncClient) -> None:
         ({"wait_id": "no-slashes"}, "wait_id"),
         ({"token": "not-a-token"}, "token"),
         ({"wait_id": "0123/ask/0"}, "wait_id"),
+        # Digits int() does not take (a superscript two; past its 4300-digit limit).
+        ({"wait_id": "0123/ask/\u00b2"}, "wait_id"),
+        ({"wait_id": "0123/ask/" + "1" * 5000}, "wait_id"),
+        ({"token": base64.urlsafe_b64encode("0123/ask/\u00b2".encode()).decode() + ".n"}, "token"),
     ):
         with pytest.raises(InvalidArgument) as exc:
             await client.answer_wait(data=None, **kwargs)
