@@ -233,12 +233,11 @@ class _Mapped:
         self._mapping = row
 
 
-async def test_a_turn_written_at_once_holds_the_rows_the_transaction_writes(
-    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A turn written at once from its records (`write_now`), then one that ends the
-    execution, leave the values of the transaction's way in every column (odd values: ints in
-    float columns, None), and the indexes agree with the table."""
+async def _two_claimed(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, ExecutionRecord], SqliteTurnWriter]:
+    """ex-direct and ex-sqlalchemy, claimed by r1, and the turn writer, which writes at once
+    however slow this machine's commits are now (slow ones go to the writer thread)."""
     from agentrun.storage import sqldb_sqlite
 
     monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
@@ -249,6 +248,16 @@ async def test_a_turn_written_at_once_holds_the_rows_the_transaction_writes(
     claimed = {x.id: x for x in await store.claim_executions("r1", lease_seconds=10, now=T0)}
     writer = store.database.turn_writer()
     assert isinstance(writer, SqliteTurnWriter)
+    return claimed, writer
+
+
+async def test_a_turn_written_at_once_holds_the_rows_the_transaction_writes(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn written at once from its records (`write_now`), then one that ends the
+    execution, leave the values of the transaction's way in every column (odd values: ints in
+    float columns, None), and the indexes agree with the table."""
+    claimed, writer = await _two_claimed(store, monkeypatch)
     for id_ in ("ex-direct", "ex-sqlalchemy"):
         running = _batch(claimed[id_], ("r1", 1))
         if id_ == "ex-direct":
@@ -569,3 +578,56 @@ async def test_a_streak_resumed_after_the_loop_went_round_is_bounded_too(
     written += [turn(2), turn(3), turn(4)]  # no suspension between them
     assert written == [True, True, False, False]
     assert [e.sequence for e in await store.list_events("ex-b")] == [1, 2]
+
+
+async def test_rows_whose_nulls_are_literals_are_those_the_transaction_writes(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn written at once whose execution and nodes leave their usual columns None takes
+    the statements that write those as NULL literals (`_Slim`): over stored values (an output,
+    a node's error, usage and wake time) and for a new node, the rows are the transaction's."""
+    claimed, writer = await _two_claimed(store, monkeypatch)
+    database = store.database
+    assert database._sync_conn is not None
+    driver = database._sync_conn.connection.driver_connection
+    assert driver is not None
+    seen: list[str] = []
+    for id_ in ("ex-direct", "ex-sqlalchemy"):
+        execution = claimed[id_]
+        execution.output, execution.usage, execution.last_sequence = {"x": 1}, {"c": 1.0}, 1
+        retrying = NodeRecord(id_, "a", NodeState.RETRYING, 1, error={"m": 1}, wake_at=5.0)
+        retrying.usage = {"cost": 0.5}
+        first = Batch(execution=execution, nodes=[retrying], fence=("r1", 1))
+        execution.output, execution.usage = None, None
+        execution.last_sequence = 2
+        done = NodeRecord(id_, "a", NodeState.SUCCEEDED, 2, output=3, started_at=1, ended_at=2)
+        new = NodeRecord(id_, "b", NodeState.RUNNING, 1, started_at=2.5)
+        event = EventRecord(id_, 1, "node.succeeded", T0, "a", None)
+        second = Batch(execution=execution, nodes=[done, new], events=[event], fence=("r1", 1))
+        if id_ == "ex-direct":
+            first_rows = _Rows.of(first)  # as it was before the second turn changed the record
+            await store.database.transaction(
+                lambda conn, b=first_rows: store.executions._apply(conn, [b])
+            )
+            await asyncio.sleep(0.01)
+            driver.set_trace_callback(seen.append)
+            try:
+                assert writer.write_now(second)
+            finally:
+                driver.set_trace_callback(None)
+        else:
+            for rows in (_Rows.of(first), _Rows.of(second)):
+                await store.database.transaction(
+                    lambda conn, b=rows: store.executions._apply(conn, [b])
+                )
+    written = [s for s in seen if s.startswith(("UPDATE executions", "INSERT INTO nodes"))]
+    # One UPDATE (the state kept), then the upsert, traced once per row.
+    assert [s.split()[0] for s in written] == ["UPDATE", "INSERT", "INSERT"], written
+    assert all('"error" = NULL' in s for s in written), written
+    direct = _stored(tmp_path / "turns.db", "ex-direct")
+    assert direct == _stored(tmp_path / "turns.db", "ex-sqlalchemy")
+    (a, b) = await store.get_nodes("ex-direct")
+    assert a.error is None and a.usage is None and a.wake_at is None and a.output == 3
+    assert b.state == NodeState.RUNNING and b.error is None
+    stored = await store.get_execution("ex-direct")
+    assert stored is not None and stored.output is None and stored.usage is None
