@@ -362,8 +362,9 @@ class SqliteNotifications(Notifications):
     A pass costs a few microseconds on the event loop's thread: one `PRAGMA data_version` on
     a read connection of its own (`SqliteDatabase.poll_connection`), which says whether any
     other connection committed since the last read, and only then one prepared statement,
-    `_NEW_ROWS`, for the three tables (three SQLAlchemy reads through the pool's threads
-    cost about 2.5 ms of CPU a pass, every SQLITE_POLL_SECONDS, idle or not)."""
+    `_NEW_ROWS`, for the events and signals tables (SQLAlchemy reads through the pool's
+    threads cost about 2.5 ms of CPU a pass, every SQLITE_POLL_SECONDS, idle or not), and the
+    `last_sequence` of at most _PER_PASS watched instances (`_RowPoll`'s sweeps)."""
 
     def __init__(self, database: SqlDatabase) -> None:
         super().__init__(database)
@@ -459,6 +460,11 @@ _NEW_ROWS = " UNION ALL ".join(
 
 # The watched instances' newest history entries (by primary key), at most _IN_KEYS a read.
 _IN_KEYS = 500
+# At most this many watched instances read a pass (`_RowPoll`): each lookup costs the loop's
+# thread ~1.2 µs, so reading 10,000 every pass in which anything committed (this process's own
+# writer too) held it ~12 ms five times a second. With more watched, a sweep takes several
+# passes: a commit elsewhere reaches a watcher within two sweeps (10,000 watched: 2 s).
+_PER_PASS = 2000
 
 
 @functools.cache
@@ -469,12 +475,23 @@ def _sequences_of(count: int) -> str:
 class _RowPoll:
     """The poller's marks (each table's highest rowid announced), the `last_sequence` of each
     watched instance it read, and the `data_version` its connection showed before the last
-    read (None: read at the next pass)."""
+    read (None: read at the next pass).
+
+    The watched instances are read in sweeps of at most _PER_PASS a pass: a sweep reads the
+    instances watched when it began, and one begins when another connection committed (when
+    one is under way, the next begins after it): every instance watched after a commit is
+    read after it, within two sweeps."""
 
     def __init__(self) -> None:
         self.marks: list[int] = []
         self.sequences: dict[str, int] = {}
         self.version: tuple[sqlite3.Connection, int] | None = None
+        # The sweep under way: the instances it reads (from `_at` on), what it read so far
+        # (`sequences` once it ends), and whether another sweep follows it.
+        self._sweeping: list[str] = []
+        self._at = 0
+        self._read: dict[str, int] = {}
+        self._again = False
 
     @property
     def started(self) -> bool:
@@ -492,25 +509,47 @@ class _RowPoll:
         watched: Collection[str] = (),
     ) -> dict[tuple[str, str], None]:
         """What was committed past the marks, but the signals in `own_signals`, each key
-        once, and the watched instances whose history grew (or that were not watched at the
-        last read: their watchers may have read the store before a commit this pass sees);
-        nothing read if no other connection committed since the last read (the version is
-        taken before the read: a commit during it shows at the next pass)."""
+        once, and the watched instances whose history grew (or that the last sweep did not
+        read: their watchers may have read the store before a commit this pass sees), of
+        those the sweep reads now; nothing read if no other connection committed since the
+        last read and no sweep is under way (the version is taken before the read: a commit
+        during it shows at the next pass)."""
         version = (conn, _data_version(conn))
-        if version == self.version:
-            return {}
-        self.version = version
-        marks = self.marks
         found: dict[tuple[str, str], None] = {}
-        for index, key, rowid, seq in conn.execute(_NEW_ROWS, marks).fetchall():
-            marks[index] = max(marks[index], int(rowid))
-            if seq != -1 and not (seq and (key, seq) in own_signals):
-                found[(_POLLED[index][0], str(key))] = None
-        before, self.sequences = self.sequences, _sequences(conn, watched)
-        for key, sequence in self.sequences.items():
+        if version != self.version:
+            self.version = version
+            marks = self.marks
+            for index, key, rowid, seq in conn.execute(_NEW_ROWS, marks).fetchall():
+                marks[index] = max(marks[index], int(rowid))
+                if seq != -1 and not (seq and (key, seq) in own_signals):
+                    found[(_POLLED[index][0], str(key))] = None
+            if self._sweeping:
+                self._again = True  # what it read before this commit is read again
+            else:
+                self._begin(watched)
+        if self._sweeping:
+            self._sweep(conn, found)
+            if self._at >= len(self._sweeping):
+                self.sequences, self._read, self._sweeping = self._read, {}, []
+                if self._again:
+                    self._begin(watched)
+        return found
+
+    def _begin(self, watched: Collection[str]) -> None:
+        self._sweeping, self._at, self._read, self._again = list(watched), 0, {}, False
+        if not self._sweeping:
+            self.sequences = {}
+
+    def _sweep(self, conn: sqlite3.Connection, found: dict[tuple[str, str], None]) -> None:
+        """The sweep's next _PER_PASS instances read; those whose history grew are `found`."""
+        part = self._sweeping[self._at : self._at + _PER_PASS]
+        self._at += len(part)
+        read = _sequences(conn, part)
+        before = self.sequences
+        for key, sequence in read.items():
             if before.get(key) != sequence:
                 found[("events", key)] = None
-        return found
+        self._read.update(read)
 
 
 def _sequences(conn: sqlite3.Connection, keys: Collection[str]) -> dict[str, int]:

@@ -653,3 +653,50 @@ async def test_a_quiet_replica_whose_listen_drops_goes_loud_and_listens_again(
         timeout=10.0,
     )
     await _until(lambda: _quiet(store)["executions"], "a quiet execution writer again")
+
+
+async def test_sqlite_passes_read_a_bounded_number_of_watched_instances(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many instances are watched, a pass reads at most _PER_PASS of them (10,000
+    read every pass held the loop's thread ~12 ms five times a second while anything
+    committed): a sweep takes several passes, and a commit another connection makes reaches
+    its watcher within two sweeps, also one to an instance the sweep under way read before."""
+    monkeypatch.setattr(notifications, "_PER_PASS", 2, raising=False)
+    reads: list[int] = []
+    sequences = notifications._sequences
+
+    def counted(conn: Any, keys: Any) -> dict[str, int]:
+        reads.append(len(keys))
+        return sequences(conn, keys)
+
+    async with _sqlite_stores(tmp_path) as (writer, reader):
+        ids = [f"in-{n}" for n in range(1, 6)]
+        for id in ids:
+            await writer.instances.create_instance(replace(_instance(1), id=id))
+        conn = reader.database.poll_connection()  # type: ignore[attr-defined]
+        poll = notifications._RowPoll()
+        poll.start(conn, ids)
+        monkeypatch.setattr(notifications, "_sequences", counted)
+
+        async def step(id: str, sequence: int) -> None:
+            entry = replace(_entry(sequence), instance_id=id)
+            await writer.instances.commit(
+                MachineBatch(replace(_instance(sequence), id=id), [entry])
+            )
+
+        def passes(count: int) -> set[str]:
+            heard: set[str] = set()
+            for _ in range(count):
+                heard |= {key for kind, key in poll.new_rows(conn, set(), ids) if kind == "events"}
+            return heard
+
+        await step("in-5", 2)
+        assert passes(3) == {"in-5"}  # ceil(5 / 2) passes: one sweep
+        assert reads and max(reads) <= 2, reads
+        assert passes(2) == set()  # the sweep ended, nothing committed since
+        await step("in-4", 3)
+        assert passes(1) == set()  # in-1, in-2
+        await step("in-1", 2)  # read already by this sweep
+        assert passes(6) == {"in-1", "in-4"}  # this sweep, then the next one
+        assert max(reads) <= 2, reads
