@@ -218,7 +218,9 @@ class PostgresDatabase(SqlDatabase):
     async def _connect_writer(self, state: _Writer) -> asyncpg.Connection:
         import asyncpg
 
-        state.prepared = {}
+        # A new session holds no QUIET_LOCK: loud, also when the old one ended without
+        # `_drop_writer` (the server ended it: its lock went with it).
+        state.prepared, state.quiet, state.locked = {}, False, False
         dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
         state.connection = await asyncpg.connect(
             dsn,

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from agentrun.engine import Engine, EngineConfig, load_workflow
 from agentrun.integrations import Registry, default_agents
@@ -653,6 +654,48 @@ async def test_a_quiet_replica_whose_listen_drops_goes_loud_and_listens_again(
         timeout=10.0,
     )
     await _until(lambda: _quiet(store)["executions"], "a quiet execution writer again")
+
+
+async def test_a_writer_whose_connection_the_server_ended_is_quiet_only_holding_the_lock(
+    stores: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quiet writer's connection ended by the server (pg_terminate_backend, a proxy's idle
+    limit), not by the store: the session's shared QUIET_LOCK went with it, and the new
+    connection starts loud; it goes quiet again only taking the lock (the quiet flag kept
+    across the reconnect let a replica that began listening take the lock at once and miss
+    what the writer committed before it heard `listen:`)."""
+    monkeypatch.setattr(notifications, "PRESENCE_SECONDS", 0.2)
+    store: SqlStore = await stores()
+    store.listen(lambda kind, key: None)
+    await _until(lambda: store.notifications.listening, "LISTEN")
+    execution = execution_record("ex-1", tenant="t")
+    await store.create_execution(execution)
+
+    async def commit(sequence: int) -> None:
+        execution.last_sequence = sequence
+        event = EventRecord("ex-1", sequence, "node.running", time.time())
+        await store.commit(Batch(execution=execution, events=[event]))
+
+    await commit(1)
+    await _until(lambda: _quiet(store)["executions"], "a quiet execution writer")
+    state = store.database._writers["executions"]  # type: ignore[attr-defined]
+    _pg_admin(f"SELECT pg_terminate_backend({state.connection.get_server_pid()})")
+    await _until(lambda: state.connection.is_closed(), "the writer's connection ended")
+    await commit(2)  # on a new connection
+    pid = state.connection.get_server_pid()
+    passes = store.notifications.catch_up_passes
+    await asyncio.sleep(4 * notifications.PRESENCE_SECONDS)  # presence checks run
+    assert store.notifications.catch_up_passes == passes  # LISTEN stayed up
+    held = await store.database.transaction(  # type: ignore[attr-defined]
+        lambda conn: conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = :pid"
+                " AND objid = :key AND mode = 'ShareLock' AND granted"
+            ),
+            {"pid": pid, "key": notifications.QUIET_LOCK},
+        ).scalar_one()
+    )
+    assert not _quiet(store)["executions"] or held == 1, (_quiet(store), held)
 
 
 async def test_sqlite_passes_read_a_bounded_number_of_watched_instances(
