@@ -350,14 +350,16 @@ def _maker(table: sa.Table, names: Sequence[str]) -> Callable[[Any], tuple[Any, 
     `schema.json_text`, the column type's bind processor, an enum as its name, as
     `schema._mapper`'s rows hold it): one generated tuple expression, without the row dict the
     group commit's way builds first and the per-row loop that reads it."""
-    namespace: dict[str, Any] = {"dumps": db.json_text, "str": str}
+    namespace: dict[str, Any] = {"dumps": db.json_text, "str": str, "empty": {}}
     parts = []
     for index, key in enumerate(names):
         name = key.removeprefix("b_")
         impl = table.c[name].type.dialect_impl(_DIALECT)
         processor = impl.bind_processor(_DIALECT)
         if isinstance(impl, db.JsonText):
-            parts.append(f"None if (v := r.{name}) is None else dumps(v)")
+            # An empty object (an execution's vars and labels, nearly always) is "{}", as
+            # json_text writes it, without a call to the encoder.
+            parts.append(f'None if (v := r.{name}) is None else "{{}}" if v == empty else dumps(v)')
         elif name == "state":  # ExecutionState, NodeState
             parts.append(f"str(r.{name})")
         elif processor is not None:
