@@ -1,6 +1,7 @@
 """StartExecution against its floor: starts/s and p50/p99 latency at concurrency 1, 10 and 50,
 each level measured on a raw grpc.aio unary call (a trivial servicer answering a canned
-StartExecutionResponse, in its own process) and on `agentrun serve`, back to back in one run.
+StartExecutionResponse, in its own process) and on `agentrun serve`, back to back in one run;
+every row shows the raw server's p99 at its level ("raw p99") beside its own.
 
     python benchmarks/start.py [--db URL] [--seconds 5] [--workflow pass|tool]
                                [--server-root DIR] [--layers] [--engine-only N]
