@@ -22,10 +22,13 @@ event <= 1.5x on SQLite):
   server, BEGIN + INSERT + COMMIT (`conn.transaction()`).
 
 What the floor leaves out (SQLite): a chain step is one commit too (one fdatasync of the WAL;
-a checkpoint, two more, every ~200 steps), but it writes 5 WAL pages, not 1 (the execution
-row, 3 events and 2 nodes with their primary key indexes), and the engine's CPU (~200-400 µs
-a step) comes on top: on a disk whose fsync is ~3 ms the ratio is ~1.1-1.4x, on one whose
-fsync is ~0.3 ms (the same VM's disk at another time, or /dev/shm) it is ~2x and more.
+a checkpoint, two more, every ~200 steps), but it writes ~5.1 WAL frames, not 1 (4 pages: the
+execution row's, the 2 nodes', the 3 events' and the events' key index's; now and then a
+split), and its CPU comes on top: ~75-90 µs a step with `--cpu --folder /dev/shm` against the
+floor's ~13 (the engine's turn, the rows' parameters, SQLite's statements and commit). On a
+disk whose fsync is ~1 ms the ratio is ~1.1-1.3x; on one whose fsync is ~0.3 ms (the same
+VM's disk at another time) it was ~1.6-2x on a shared VM at loadavg ~3.5 on 2 cores, each
+row's p25-p75 spread as wide as 1.2-2.9.
 
 SQLite is a file with synchronous=FULL; PostgreSQL is a private server started for the run
 (initdb, fsync on, synchronous_commit on, see tests/durability/pg.py), so the shared server's
