@@ -25,10 +25,10 @@ What the floor leaves out (SQLite): a chain step is one commit too (one fdatasyn
 a checkpoint, two more, every ~200 steps), but it writes ~5.1 WAL frames, not 1 (4 pages: the
 execution row's, the 2 nodes', the 3 events' and the events' key index's; now and then a
 split), and its CPU comes on top: ~75-90 µs a step with `--cpu --folder /dev/shm` against the
-floor's ~13 (the engine's turn, the rows' parameters, SQLite's statements and commit). On a
-disk whose fsync is ~1 ms the ratio is ~1.1-1.3x; on one whose fsync is ~0.3 ms (the same
-VM's disk at another time) it was ~1.6-2x on a shared VM at loadavg ~3.5 on 2 cores, each
-row's p25-p75 spread as wide as 1.2-2.9.
+floor's ~13 (the engine's turn, the rows' parameters, SQLite's statements and commit). The
+slower the disk's fsync, the nearer the ratio is to 1: with the floor at ~0.3 ms (this VM's
+disk on 7 Dec 2026) it was ~1.6-2x at loadavg ~3.5 on 2 cores, each row's p25-p75 spread as
+wide as 1.2-2.9.
 
 SQLite is a file with synchronous=FULL; PostgreSQL is a private server started for the run
 (initdb, fsync on, synchronous_commit on, see tests/durability/pg.py), so the shared server's
