@@ -22,7 +22,9 @@ An answer is applied once, to its own wait only:
    refused (`signal.refused`); it is never kept for a later wait;
 4. the caller hears which once the run has committed it; a run that stops before that commit
    answers UNAVAILABLE (nothing of the answer stored: sending it again is safe), so an answer
-   heard as applied is never lost.
+   heard as applied is never lost. When it stopped because another replica stored an answer
+   to the wait meanwhile (the unique signal id refused the turn's commit), the call is
+   answered as the stored way answers it (ANSWERED for other data).
 
 A signal sent by name (SignalExecution) keeps its old rule: the oldest pending wait for that
 name takes it (in the order the waits began, across branches and map items), else it is kept
@@ -36,7 +38,7 @@ import base64
 import binascii
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -367,7 +369,17 @@ async def answer_wait(
     answer = SignalRecord(
         ref.execution_id, view.signal, data, answer_signal_id(ref.id), engine.clock()
     )
-    final = await engine.offer_signal(answer, tenant)
+    try:
+        final = await engine.offer_signal(answer, tenant)
+    except Unavailable:
+        # The run stopped before its turn committed: nothing of this answer is stored, unless
+        # another replica stored one to this wait meanwhile (then this turn's commit was
+        # refused by the unique signal id): answered as the stored way answers it, not with
+        # a retry that can only be refused.
+        if await engine.store.get_signal(ref.execution_id, answer.signal_id) is None:
+            raise
+        # As sent: the stopped turn marked it consumed.
+        final, answer = None, replace(answer, seq=0, consumed_by=None)
     if final is not None and answer.consumed_by is not None:
         outcome = answer.consumed_by  # applied or refused by the run here, one commit
     else:

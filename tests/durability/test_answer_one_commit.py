@@ -8,6 +8,7 @@ a `Counting` store; the kill -9 guarantee is test_signal_one_commit's, run for a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from agentrun.engine.errors import (
 from agentrun.integrations import Registry, default_agents
 from agentrun.integrations.core_tools import core_tools
 from agentrun.storage.factory import open_store
-from agentrun.storage.records import ExecutionState
+from agentrun.storage.records import ExecutionState, SignalRecord
 from tests.durability import test_signal_one_commit as signals
 from tests.durability.test_start_one_commit import Counting
 
@@ -137,3 +138,38 @@ async def test_an_answer_to_a_run_on_another_replica_is_stored_first(tmp_path: P
             await e.stop(grace=0)
         for s in stores:
             await s.inner.close()
+
+
+@pytest.mark.parametrize("theirs", [{"ok": 7}, {"ok": 1}])
+async def test_an_answer_racing_one_stored_by_another_replica_hears_the_stored_way(
+    engine: Engine, store: Counting, monkeypatch: pytest.MonkeyPatch, theirs: dict[str, int]
+) -> None:
+    """Two answers to one wait at once, one on another replica (stored first) and one here
+    (handed to the run): the other's row is in before this turn commits, which the unique
+    (execution, signal id) then refuses, and the run stops. This call answers as the stored
+    way would have: ANSWERED for other data, the stored answer's outcome for the same data;
+    not UNAVAILABLE, which asks for a retry that can only be refused. (The same data heard
+    once the stored one was applied is ANSWERED too, as any answer after it.)"""
+    execution_id, wait_id = await waiting(engine)
+    signal_id = answer_signal_id(wait_id)
+    call = Counting._call
+    stored_first: list[SignalRecord] = []
+
+    async def racing(self: Counting, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "commit" and not stored_first:
+            if any(s.signal_id == signal_id for s in args[0].signals):
+                other = SignalRecord(execution_id, "go", theirs, signal_id, engine.clock())
+                stored_first.append(other)
+                await self.inner.add_signal(other)  # the other replica's add_signal
+        return await call(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Counting, "_call", racing)
+    try:
+        record, view = await engine.answer_wait(wait_id=wait_id, data={"ok": 1})
+    except IllegalTransition as refused:
+        assert refused.current_state == "ANSWERED"
+    else:  # the same data: the stored answer's outcome, if heard before it was applied
+        assert theirs == {"ok": 1} and not view.pending and record.id == execution_id
+    assert stored_first
+    final = await engine.wait(execution_id, 10)
+    assert final.state is ExecutionState.SUCCEEDED and final.output == {"after": theirs}
