@@ -5,11 +5,15 @@ they are, and each interpreter asks for its own kind: `dag_plan` for an executio
 machine is refused: it runs as instances), `machine_plan` for an instance (a DAG is refused:
 it runs as executions). Starts read a workflow through a short-lived cache, so a start costs
 no store read and an update made on another replica is seen within WORKFLOW_CACHE_SECONDS.
+When an entry expires, the next start reads only the live version's number (a new version or
+a delete made elsewhere shows there); the version's record itself, its spec decoded, is read
+once and kept (RECORDS_KEPT, least recently used out): a stored version never changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +28,8 @@ from agentrun.storage.records import ExecutionRecord, WorkflowRecord
 from agentrun.v1 import workflow_pb2
 
 WORKFLOW_CACHE_SECONDS = 1.0
+# Versions whose records (their specs decoded) starts keep: the ones started recently.
+RECORDS_KEPT = 64
 
 _Key = tuple[str, str, int]
 
@@ -43,6 +49,8 @@ class Workflows:
         self.clock = clock
         self.plans: dict[_Key, DagPlan | MachinePlan] = {}
         self._cache: dict[_Key, tuple[WorkflowRecord, float]] = {}
+        # Per stored version (immutable): its record, read once (deleted with the workflow).
+        self._records: OrderedDict[_Key, WorkflowRecord] = OrderedDict()
         self._reading: dict[_Key, asyncio.Future[WorkflowRecord]] = {}
         self._compiling: dict[_Key, asyncio.Future[DagPlan | MachinePlan]] = {}
 
@@ -66,6 +74,7 @@ class Workflows:
         )
         self.plans[(tenant, record.name, record.version)] = plan
         self._forget(tenant, record.name)
+        self._keep(record)
         return record
 
     def _compile(
@@ -82,6 +91,28 @@ class Workflows:
             raise WorkflowNotFound(f"workflow {name!r}{suffix} not found", name=name)
         return record
 
+    async def _live(self, name: str, tenant: str, version: int | None) -> WorkflowRecord:
+        """`get` for `cached`: the live version's number, then its record from those kept
+        (read and kept on a miss). A start after the cache expired used to read the whole row
+        and decode the spec again (~700 µs of CPU for a 100-node spec on SQLite)."""
+        number = await self.store.workflow_version(tenant, name, version or None)
+        if number is None:
+            suffix = f" version {version}" if version else ""
+            raise WorkflowNotFound(f"workflow {name!r}{suffix} not found", name=name)
+        key = (tenant, name, number)
+        record = self._records.get(key)
+        if record is not None:
+            self._records.move_to_end(key)
+            return record
+        record = await self.get(name, tenant, number)
+        self._keep(record)
+        return record
+
+    def _keep(self, record: WorkflowRecord) -> None:
+        self._records[(record.tenant, record.name, record.version)] = record
+        while len(self._records) > RECORDS_KEPT:
+            self._records.popitem(last=False)
+
     async def delete(self, name: str, tenant: str) -> None:
         """Deletes every version (softly: running executions keep theirs)."""
         self._forget(tenant, name)
@@ -89,6 +120,8 @@ class Workflows:
             raise WorkflowNotFound(f"workflow {name!r} not found", name=name)
         for key in [k for k in self.plans if k[0] == tenant and k[1] == name]:
             del self.plans[key]
+        for key in [k for k in self._records if k[0] == tenant and k[1] == name]:
+            del self._records[key]
 
     async def cached(self, name: str, tenant: str, version: int | None) -> WorkflowRecord:
         """`get` through the short-lived cache that starts read. Concurrent misses share one
@@ -102,7 +135,7 @@ class Workflows:
             return hit[0]
         reading = self._reading.get(key)
         if reading is None:
-            reading = asyncio.ensure_future(self.get(name, tenant, version))
+            reading = asyncio.ensure_future(self._live(name, tenant, version))
             self._reading[key] = reading
             reading.add_done_callback(lambda done: self._read(key, done, now))
         return await asyncio.shield(reading)

@@ -264,6 +264,16 @@ class Store(abc.ABC):
     ) -> list[WorkflowRecord]:
         return await self.workflows.list_workflows(tenant, limit=limit, after_name=after_name)
 
+    async def workflow_version(
+        self, tenant: str, name: str, version: int | None = None
+    ) -> int | None:
+        """The number of the version `get_workflow(tenant, name, version)` would return, None
+        where it returns None: what a start asks once its cached workflow expires, to see a
+        new version or a delete made elsewhere without reading the spec again (a stored
+        version never changes). Here through `get_workflow`; a SQL store reads the one column."""
+        record = await self.get_workflow(tenant, name, version)
+        return None if record is None else record.version
+
     async def delete_workflow(self, tenant: str, name: str) -> bool:
         return await self.workflows.delete_workflow(tenant, name)
 

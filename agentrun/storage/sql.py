@@ -49,6 +49,11 @@ class SqlStore(Store):
         self.notifications: Notifications = self.database.notification_channel()
         self._machines: SqlMachineStore | None = None
 
+    async def workflow_version(
+        self, tenant: str, name: str, version: int | None = None
+    ) -> int | None:
+        return await self.workflows.workflow_version(tenant, name, version)
+
     @property
     def dialect(self) -> str:
         return self.database.dialect

@@ -4,11 +4,13 @@ that all miss it reads the store once, and what the read ends with reaches each 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentrun.engine import WorkflowNotFound, load_workflow
+from agentrun.engine.workflows import WORKFLOW_CACHE_SECONDS
 from tests.engine.conftest import Harness
 
 
@@ -85,3 +87,83 @@ async def test_a_version_this_process_did_not_compile_compiles_once_off_the_loop
     assert threads[0] != threading.get_ident(), "compiled on the event loop's thread"
     finals = [await harness.engine.wait(e.id, timeout=30) for e in started]
     assert {f.state.value for f in finals} == {"SUCCEEDED"}
+
+
+ONE_NODE = "name: {name}\nnodes:\n  - {{id: a, pass: {{value: {value}}}}}\n"
+
+
+async def test_starts_after_the_cache_expires_read_the_spec_once_and_see_other_replicas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired entry costs a read of the live version's number, not of the row: the
+    version's record (its spec decoded) is read once per process, for a version this process
+    did not create too (created by "another replica": the store directly). Another replica's new
+    version and delete are still seen once the entry expires."""
+    from agentrun.engine import Engine
+    from agentrun.engine.loader import spec_to_dict
+    from agentrun.integrations import Registry, default_agents
+    from agentrun.integrations.core_tools import core_tools
+    from agentrun.storage.records import WorkflowRecord
+    from agentrun.storage.sql import SqlStore
+
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'cache.db'}")
+    await store.open()
+    engine = Engine(store, tools=Registry(core_tools()), agents=default_agents())
+    await engine.start()
+    now = [1000.0]
+    engine.workflows.clock = lambda: now[0]
+    rows: list[tuple[Any, ...]] = []  # whole rows read: the spec decoded each time
+    get = store.workflows.get_workflow
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        rows.append(args)
+        return await get(*args, **kwargs)
+
+    monkeypatch.setattr(store.workflows, "get_workflow", counted)
+
+    def stored(value: int) -> dict[str, Any]:
+        return spec_to_dict(load_workflow(ONE_NODE.format(name="w", value=value)))
+
+    try:
+        await store.create_workflow(WorkflowRecord("default", "w", 0, stored(1), now[0]))
+        for i in range(10):
+            now[0] += 2 * WORKFLOW_CACHE_SECONDS  # each start finds its entry expired
+            execution = await engine.start_execution("w", {"n": i})
+            assert execution.version == 1
+            assert (await engine.wait(execution.id, timeout=30)).output == {"a": 1}
+        assert len(rows) == 1, "the spec of a version is read once, not per start"
+
+        # Another replica (here: the store itself) stores version 2: seen once the entry expires, version 1 still runs.
+        await store.create_workflow(WorkflowRecord("default", "w", 0, stored(2), now[0]))
+        now[0] += 2 * WORKFLOW_CACHE_SECONDS
+        execution = await engine.start_execution("w", {})
+        assert execution.version == 2
+        assert (await engine.wait(execution.id, timeout=30)).output == {"a": 2}
+        assert (await engine.start_execution("w", {}, version=1)).version == 1
+
+        # Another replica deletes it: starts are refused once the entry expires.
+        await store.delete_workflow("default", "w")
+        now[0] += 2 * WORKFLOW_CACHE_SECONDS
+        with pytest.raises(WorkflowNotFound):
+            await engine.start_execution("w", {})
+        with pytest.raises(WorkflowNotFound):
+            await engine.start_execution("w", {}, version=1)
+    finally:
+        await engine.stop(grace=0)
+        await store.close()
+
+
+async def test_the_records_kept_are_bounded_and_a_delete_drops_them(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentrun.engine import workflows as module
+
+    monkeypatch.setattr(module, "RECORDS_KEPT", 3)
+    workflows = harness.engine.workflows
+    for i in range(5):
+        await harness.engine.create_workflow(load_workflow(ONE_NODE.format(name=f"w{i}", value=i)))
+    assert [k[1] for k in workflows._records] == ["w2", "w3", "w4"]
+    await harness.engine.delete_workflow("w3")
+    assert [k[1] for k in workflows._records] == ["w2", "w4"]
+    with pytest.raises(WorkflowNotFound):
+        await harness.engine.start_execution("w3", {})

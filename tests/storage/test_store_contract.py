@@ -140,6 +140,23 @@ async def test_get_workflow_latest_specific_and_missing(store: Store) -> None:
     assert await store.get_workflow("other-tenant", "wf") is None
 
 
+async def test_workflow_version_is_the_number_get_workflow_would_return(store: Store) -> None:
+    """What a start asks when its cached workflow expired (engine/workflows.py)."""
+    await store.create_workflow(workflow(step=1))
+    await store.create_workflow(workflow(step=2))
+    assert await store.workflow_version("acme", "wf") == 2
+    assert await store.workflow_version("acme", "wf", 1) == 1
+    assert await store.workflow_version("acme", "wf", 3) is None
+    assert await store.workflow_version("acme", "nope") is None
+    assert await store.workflow_version("other-tenant", "wf") is None
+    await store.delete_workflow("acme", "wf")
+    assert await store.workflow_version("acme", "wf") is None
+    assert await store.workflow_version("acme", "wf", 1) is None
+    await store.create_workflow(workflow(step=3))
+    assert await store.workflow_version("acme", "wf") == 3
+    assert await store.workflow_version("acme", "wf", 2) is None
+
+
 async def test_workflow_versions_are_per_tenant(store: Store) -> None:
     await store.create_workflow(workflow(tenant="a"))
     await store.create_workflow(workflow(tenant="a"))
