@@ -68,6 +68,21 @@ INLINE_BUSY_MAX_SECONDS = 0.0003
 # iterations read its sockets. Past this since the loop last went round, a batch takes the
 # group commit's way, whose writer task lets it go round.
 NOW_STREAK_SECONDS = 0.002
+# WAL checkpoints run in the writer thread, between transactions, never inside a commit: SQLite's
+# own (every 1,000 pages by default) ran inside the commit that crossed the mark, most often
+# one written at once on the loop's thread, which it held ~1 ms (up to 4 ms) every ~200 chain
+# steps (benchmarks/step_floor.py, 7 Dec 2026). Once about CHECKPOINT_PAGES pages were written
+# (estimated from commits: SQLite tells a WAL's size only by checkpointing it), a PASSIVE
+# checkpoint is queued to the writer thread, which holds the write connection meanwhile, so no
+# writer of this store appends while it runs: it copies the whole WAL and the next commit
+# starts the WAL over (the size stays bounded under continuous writes; a checkpoint beside
+# the writes would never catch up). SQLite's own autocheckpoint stays as a backstop at
+# AUTOCHECKPOINT_PAGES (~16 MB of 4 KiB pages), for when ours falls behind (another process's
+# reader holding an old snapshot, commits far larger than estimated).
+CHECKPOINT_PAGES = 1000
+AUTOCHECKPOINT_PAGES = 4000
+# Commits between two checkpoints at first; then from the pages per commit the last one found.
+CHECKPOINT_COMMITS = 200
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 # sqlite3 binds None as NULL, but only after its adapter protocol found no adapter for it: a
@@ -196,6 +211,9 @@ class SqliteDatabase(SqlDatabase):
         # the streak began again while that timer was due, not run yet (`write_now`).
         self._round: asyncio.TimerHandle | None = None
         self._again = False
+        # Commits since a checkpoint was last queued, and how many make one (`_checkpoint_soon`).
+        self._commits = 0
+        self._checkpoint_every = CHECKPOINT_COMMITS
         # The write connection's busy_timeout now (ms; `_run` sets it per transaction).
         self._wait_ms = 0
         # A moving average of how long a write transaction takes (seconds).
@@ -285,6 +303,8 @@ class SqliteDatabase(SqlDatabase):
                 "foreign_keys=ON",
                 # The writer sets its wait per transaction (`_run`); readers wait.
                 f"busy_timeout={0 if writer else busy_ms}",
+                # The backstop: the writer thread checkpoints first (`_checkpoint_soon`).
+                *((f"wal_autocheckpoint={AUTOCHECKPOINT_PAGES}",) if writer else ()),
                 *(() if writer else ("query_only=ON",)),
             ):
                 cursor.execute(f"PRAGMA {pragma}")
@@ -436,7 +456,9 @@ class SqliteDatabase(SqlDatabase):
 
     def _inline(self, work: Callable[[Any], T], *, raw: bool) -> tuple[T] | None:
         try:
-            return (self._run(work, foreign_keys=True, wait=False, raw=raw),)
+            done = (self._run(work, foreign_keys=True, wait=False, raw=raw),)
+            self._checkpoint_soon()
+            return done
         except _Busy:
             return None  # another process holds the write lock: wait for it in the thread
         except Exception:
@@ -483,13 +505,54 @@ class SqliteDatabase(SqlDatabase):
         self._handed += 1
         try:
             with store_errors():
-                return await asyncio.wrap_future(submitted)
+                result = await asyncio.wrap_future(submitted)
+            self._checkpoint_soon()
+            return result
         except asyncio.CancelledError:
             # A transaction the thread never started is dropped; one it started runs to
             # its end and counts itself.
             if submitted.cancel():
                 self._dropped += 1
             raise
+
+    def _checkpoint_soon(self) -> None:
+        """After a commit, on the loop's thread: once enough commits wrote about
+        CHECKPOINT_PAGES pages, a checkpoint goes to the writer thread. It counts as a handed
+        transaction, so commits meanwhile go to the thread too and wait behind it (the loop
+        does not), and it runs when the commits queued before it are written."""
+        self._commits += 1
+        thread = self._thread
+        if self._commits < self._checkpoint_every or thread is None:
+            return
+        commits, self._commits = self._commits, 0
+
+        def checkpoint() -> None:
+            try:
+                self._checkpoint(commits)
+            finally:
+                self._finished += 1
+
+        thread.submit(checkpoint)
+        self._handed += 1
+
+    def _checkpoint(self, commits: int) -> None:
+        """A PASSIVE checkpoint on the write connection, in the writer thread (no writer of
+        this store runs meanwhile); what it copied sets how many commits make the next one. A
+        failure is left to the next one (or the backstop autocheckpoint)."""
+        writer = self._sync_writer
+        if writer is None:
+            return
+        with contextlib.suppress(Exception):
+            conn = self._sync_conn
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._sync_conn = writer.connect()
+                self._wait_ms = 0
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            busy, pages, _copied = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if not busy and pages > 0:
+                every = commits * CHECKPOINT_PAGES // pages
+                self._checkpoint_every = max(8, min(every, 10 * CHECKPOINT_COMMITS))
 
     def _run(
         self, work: Callable[[Any], T], *, foreign_keys: bool, wait: bool, raw: bool = False

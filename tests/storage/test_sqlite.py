@@ -273,3 +273,52 @@ def test_the_next_lease_expiry_reads_only_other_owners_rows(tmp_path: Path) -> N
         "SEARCH executions USING INDEX ix_executions_state_owner (state=? AND owner=?)",
         "SEARCH executions USING INDEX ix_executions_state_owner (state=? AND owner>?)",
     ], plan
+
+
+async def test_checkpoints_run_in_the_writer_thread_never_in_a_commit(tmp_path: Path) -> None:
+    """Commits written at once on the loop's thread never carry a WAL checkpoint (SQLite's
+    autocheckpoint ran inside the commit that crossed 1,000 pages, holding the loop): the
+    database file changes only between commits, in the writer thread's checkpoints, and the
+    WAL stays bounded (it starts over after each)."""
+    import os
+    import sqlite3
+
+    from agentrun.storage import sqldb_sqlite
+
+    path = tmp_path / "main.db"
+    store = SqlStore(f"sqlite+aiosqlite:///{path}")
+    await store.open()
+    database = store.database
+    assert isinstance(database, sqldb_sqlite.SqliteDatabase)
+    await database.transaction(
+        lambda conn: conn.exec_driver_sql("CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB)")
+    )
+    blob = os.urandom(3 * 4096)  # ~4 WAL pages a commit, as a chain step
+
+    def insert(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO blobs (b) VALUES (?)", (blob,))
+
+    def insert_sa(conn: sa.Connection) -> None:
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        insert(driver)
+
+    changed_in_commit = 0
+    written_now = 0
+    try:
+        for _ in range(1500):  # ~6,000 pages: six checkpoints' worth
+            before = path.stat().st_size
+            if database.write_now(insert) is not None:
+                written_now += 1
+                changed_in_commit += path.stat().st_size != before
+            else:
+                await database.transaction(insert_sa)
+            await asyncio.sleep(0)  # the loop goes round (a checkpoint may run meanwhile)
+        await asyncio.sleep(0.05)
+        assert written_now > 1000
+        assert changed_in_commit == 0
+        assert path.stat().st_size > 1000 * len(blob)  # the rows reached the file: checkpoints ran
+        wal = Path(f"{path}-wal").stat().st_size
+        assert wal < 2 * sqldb_sqlite.CHECKPOINT_PAGES * 4200
+    finally:
+        await store.close()
