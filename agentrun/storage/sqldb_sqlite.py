@@ -538,15 +538,13 @@ class SqliteDatabase(SqlDatabase):
     def _checkpoint(self, commits: int) -> None:
         """A PASSIVE checkpoint on the write connection, in the writer thread (no writer of
         this store runs meanwhile); what it copied sets how many commits make the next one. A
-        failure is left to the next one (or the backstop autocheckpoint)."""
-        writer = self._sync_writer
-        if writer is None:
+        failure is left to the next one (or the backstop autocheckpoint), and so is a write
+        connection dropped (after a failed transaction, or closed by `dispose`, which may
+        have run first): none is opened for a checkpoint."""
+        conn = self._sync_conn
+        if conn is None or conn.closed or conn.invalidated:
             return
         with contextlib.suppress(Exception):
-            conn = self._sync_conn
-            if conn is None or conn.closed or conn.invalidated:
-                conn = self._sync_conn = writer.connect()
-                self._wait_ms = 0
             driver = conn.connection.driver_connection
             assert driver is not None
             busy, pages, _copied = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
