@@ -25,9 +25,13 @@ class Ledger(Tool):
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, int, str]] = []
+        # A first attempt with `hold` returns only once this is set (the test saw the take-over).
+        self.hold = asyncio.Event()
 
     async def call(self, args: Any, ctx: CallContext) -> Any:
         await asyncio.sleep(args.get("sleep", 0.05))
+        if args.get("hold") and ctx.attempt == 1:
+            await asyncio.wait_for(self.hold.wait(), 20)
         self.calls.append((ctx.execution_id, ctx.node_id, ctx.attempt, args.get("replica", "")))
         return {"node": ctx.node_id}
 
@@ -116,12 +120,12 @@ async def test_orphans_are_taken_over_and_committed_steps_never_rerun(cluster) -
 
 
 async def test_a_zombie_replica_cannot_commit_after_losing_its_lease(cluster) -> None:
-    replica, _ledger = cluster
+    replica, ledger = cluster
     a = await replica("a")
     await a.create_workflow(
         load_workflow(
             "name: slow\nnodes:\n  - {id: s, retry: {max_attempts: 3, initial_interval: 1ms},"
-            " tool: {name: test.step, args: {sleep: 1.5, replica: a}}}\n"
+            " tool: {name: test.step, args: {sleep: 1.5, replica: a, hold: true}}}\n"
         )
     )
     ex = await a.start_execution("slow", {})
@@ -130,6 +134,12 @@ async def test_a_zombie_replica_cannot_commit_after_losing_its_lease(cluster) ->
     a._maintenance.cancel()  # a stops renewing, as if SIGSTOPped
     await asyncio.sleep(LEASE + 0.1)
     b = await replica("b")  # claims the expired lease at once
+    # a's call returns only after b's claim is stored, however slow b's start (a loaded
+    # machine took b longer than a's 1.5 s call, and a, whose lease nobody had claimed yet,
+    # committed the end itself).
+    while (await b.store.get_execution(ex.id)).owner != "b":
+        await asyncio.sleep(0.01)
+    ledger.hold.set()
     final = await b.wait(ex.id, timeout=10)
     assert final.state is ExecutionState.SUCCEEDED
     await asyncio.sleep(0.5)  # a's call finishes now and tries to commit
