@@ -53,7 +53,8 @@ from agentrun.storage import schema as db
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.pg_turns import TurnRows, covered_batches, turn_result
 from agentrun.storage.records import RUN_FIELDS, Batch, EventRecord, NodeRecord
-from agentrun.storage.sqldb_sqlite import RowEncoder, SqliteDatabase
+from agentrun.storage.sqldb_sqlite import SqliteDatabase
+from agentrun.storage.sqlite_rows import RowEncoder
 
 __all__ = ["SqliteTurnWriter"]
 
