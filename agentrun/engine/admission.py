@@ -310,14 +310,15 @@ class SharedAdmission:
         """Only an execution that ended gives its place back: one stopped here (a lost
         lease, a store failure) goes on elsewhere, in its place. Without a quota, and with no
         keyed execution started or resumed here, none ending here took a place: no write."""
-        if not ended or not (self._quota or self._keyed):
-            return []
+        now = self.finished_now(execution_id, ended=ended)
+        if now is not None:
+            return now
         admitted = await self.table.depart(execution_id, self._quota)
         return self._route(admitted)
 
     def finished_now(self, execution_id: str, *, ended: bool) -> list[str] | None:
         """`finished` when it writes nothing (no place was taken: the common case, without a
-        quota or a key), else None: the caller awaits `finished`."""
+        quota or a key), else None: the caller awaits `finished`. The one place that rule is."""
         if not ended or not (self._quota or self._keyed):
             return []
         return None
