@@ -167,3 +167,49 @@ async def test_the_records_kept_are_bounded_and_a_delete_drops_them(
     assert [k[1] for k in workflows._records] == ["w2", "w4"]
     with pytest.raises(WorkflowNotFound):
         await harness.engine.start_execution("w3", {})
+
+
+async def test_the_plans_kept_are_bounded_and_a_dropped_one_compiles_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiled plans are a bounded cache (PLAN_NODES_KEPT nodes' worth, least recently used
+    out): registering many versions does not grow the server's memory without limit. A
+    version whose plan was dropped starts and runs, compiled again once from its record; a
+    delete drops a workflow's plans; a plan larger than the bound is kept while it is the
+    most recent."""
+    from agentrun.engine import workflows as module
+
+    monkeypatch.setattr(module, "PLAN_NODES_KEPT", 6)  # three one-node plans (weight 2 each)
+    workflows = harness.engine.workflows
+    for i in range(5):
+        await harness.engine.create_workflow(load_workflow(ONE_NODE.format(name=f"w{i}", value=i)))
+    assert [k[1] for k in workflows.plans.kept()] == ["w2", "w3", "w4"]
+    assert workflows.plans.weight == 6
+
+    compiled: list[str] = []
+    validate = workflows.validate
+
+    def counted(spec: Any) -> Any:
+        compiled.append(spec.name)
+        return validate(spec)
+
+    monkeypatch.setattr(workflows, "validate", counted)
+    started = await asyncio.gather(*(harness.engine.start_execution("w0", {}) for _ in range(3)))
+    assert compiled == ["w0"], "a dropped plan compiles again, once for concurrent starts"
+    for execution in started:
+        assert (await harness.engine.wait(execution.id, timeout=30)).output == {"a": 0}
+    assert [k[1] for k in workflows.plans.kept()] == ["w3", "w4", "w0"]
+    assert workflows.cached_plan("default", "w2", 1) is None  # dropped, not gone:
+    assert (
+        await harness.engine.wait((await harness.engine.start_execution("w2", {})).id, 30)
+    ).output == {"a": 2}
+
+    await harness.engine.delete_workflow("w4")
+    assert "w4" not in [k[1] for k in workflows.plans.kept()]
+    assert workflows.plans.weight == 2 * len(workflows.plans)
+
+    big = "name: big\nnodes:\n" + "".join(
+        f"  - {{id: n{i}, pass: {{value: {i}}}}}\n" for i in range(10)
+    )
+    await harness.engine.create_workflow(load_workflow(big))
+    assert [k[1] for k in workflows.plans.kept()] == ["big"] and workflows.plans.weight == 11
