@@ -216,7 +216,14 @@ async def _offered(
     the signal and its effect are one commit, answered after it). A signal the run declines
     (no wait takes it now, or one before it was declined: `Waits.offer`) is stored after
     that turn, as any signal, and handed over again. The execution's record after that
-    turn, or None when the signal is to be stored first (`signal`'s other way)."""
+    turn, or None when the signal is to be stored first (`signal`'s other way).
+
+    A run that stops before its turn commits fails the call (Unavailable: nothing of this
+    signal is stored, so a retry is safe), unless another replica stored a signal with this
+    caller-chosen id meanwhile (PostgreSQL, several servers): the unique (execution, signal
+    id) then refused the turn's commit, which stopped the run, and this call is answered as
+    the stored way answers it (the stored signal's answer, or AlreadyExists for another name
+    or data), not with a retry that can only find it stored."""
     offered = SignalRecord(
         execution_id=execution_id,
         name=name,
@@ -224,12 +231,17 @@ async def _offered(
         signal_id=signal_id or secrets.token_hex(8),
         created_at=engine.clock(),
     )
-    record = await engine.offer_signal(
-        offered,
-        tenant,
-        check=lambda: _check_signal(name, data, signal_id),
-        fresh_id=not signal_id,
-    )
+    try:
+        record = await engine.offer_signal(
+            offered,
+            tenant,
+            check=lambda: _check_signal(name, data, signal_id),
+            fresh_id=not signal_id,
+        )
+    except Unavailable:
+        if signal_id and await engine.store.get_signal(execution_id, signal_id) is not None:
+            return None  # stored by another replica meanwhile: answered the stored way
+        raise
     if record is not None and offered.consumed_by is None:
         # Declined while the run had it (it may have ended since, as a signal stored just
         # before the end): stored now, and handed over as any signal.
