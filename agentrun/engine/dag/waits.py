@@ -19,7 +19,7 @@ from agentrun.engine.dag.values import iso, parse_time
 from agentrun.engine.expressions import ExpressionError
 from agentrun.engine.plan import WaitNode
 from agentrun.engine.runtime.common import error_dict
-from agentrun.storage.records import NodeRecord, NodeState, SignalRecord
+from agentrun.storage.records import Batch, NodeRecord, NodeState, SignalRecord
 
 if TYPE_CHECKING:
     from agentrun.engine.dag.fold import Fold
@@ -29,6 +29,9 @@ ESCALATION_SIGNAL = "escalation"
 # Pause, resume and cancel sent through the store by a replica that does not run the
 # execution: data {action, compensate}.
 CONTROL_SIGNAL = "agentrun.control"
+# Ids of offered signals a loaded run remembers (`Waits.offer`) beyond those its current turn
+# takes; past it, the ones committed are forgotten. 64 short ids: a few KB per run at most.
+OFFERED_KEPT = 64
 
 
 class Waits:
@@ -40,10 +43,13 @@ class Waits:
         self.buffered: list[SignalRecord] = []
         # Signal seqs already handled, so a signal seen at restore and posted live counts once.
         self.seen: set[int] = set()
-        # Offered signals (`offer`): the ids taken, and whether one was declined (then every
-        # later one is too, so that the signals the callers store go in their order).
-        self.offered: set[str] = set()
+        # Offered signals (`offer`): the ids taken, each with the journal batch that stores it
+        # (at most OFFERED_KEPT beyond the current turn's), and whether one was declined (then
+        # every later one is too, so that the signals the callers store go in their order).
+        self.offered: dict[str, Batch] = {}
         self.declining = False
+        # When ids were forgotten (`_taken`): an offer sent at or before it is declined.
+        self.forgot_at: float | None = None
 
     @property
     def waiting(self) -> bool:
@@ -183,13 +189,42 @@ class Waits:
         (`Journal.consume`); declined (its `consumed_by` left None) when it would be kept for
         a later wait, and so is every offer after one declined: their callers store them as
         any signal, in order, and hand them over (`signal`). An id offered before is declined
-        too: its caller finds the stored one."""
+        too: its caller finds the stored one.
+
+        Its caller looked for the id in the store before it offered it (`Engine.offer_signal`),
+        so an id taken in a turn already committed can come back only from a caller who
+        looked before that commit, and so sent it (`created_at`, the same clock) before then.
+        Ids are thus remembered until OFFERED_KEPT are (a long-running execution offered many
+        signals), then those committed are forgotten, and an offer sent at or before that
+        moment (`forgot_at`) is declined, as a declined signal is, with every later one: it
+        may repeat a forgotten id (its caller then finds the stored one) or be new (stored
+        as any signal, in order)."""
         if self.declining or sig.signal_id in self.offered:
             return
+        if self.forgot_at is not None and sig.created_at <= self.forgot_at:
+            self.declining = True
+            return
         if self._data_signal(sig, keep=False):
-            self.offered.add(sig.signal_id)
+            self._taken(sig.signal_id)
         else:
             self.declining = True
+
+    def _taken(self, signal_id: str) -> None:
+        """Remembers an offered id taken by this turn (stored by its batch); past
+        OFFERED_KEPT, forgets those taken by earlier turns. Their batches were committed:
+        a turn is applied only after the previous one's commit (a failed commit stops the
+        run), so now is after it (a clock set back since could let a repeat through: its
+        commit is then refused by the stored id, the run rebuilt from the store, and its
+        caller answered as the stored signal's, control.signal)."""
+        offered = self.offered
+        batch = self.fold.journal.batch
+        offered[signal_id] = batch
+        if len(offered) > OFFERED_KEPT:
+            done = [i for i, taken_by in offered.items() if taken_by is not batch]
+            if done:
+                for i in done:
+                    del offered[i]
+                self.forgot_at = self.fold.clock()
 
     def _data_signal(self, sig: SignalRecord, *, keep: bool) -> bool:
         """A signal that is not a control request, applied; False (nothing done) when no
