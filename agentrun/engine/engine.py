@@ -262,8 +262,9 @@ class Engine:
         return await self.workflows.cached(name, tenant, version)
 
     def cached_plan(self, tenant: str, name: str, version: int) -> DagPlan | MachinePlan | None:
-        """The plan compiled when this version was created or first run here, if any (either
-        kind: `create_workflow` compiles state machines too)."""
+        """The plan compiled when this version was created or last run here, if the bounded
+        plan cache still keeps it (either kind: `create_workflow` compiles state machines
+        too); None: the caller compiles it again from the stored record."""
         return self.workflows.cached_plan(tenant, name, version)
 
     async def _plan(self, record: WorkflowRecord) -> DagPlan:
