@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -138,6 +139,8 @@ class SqliteDatabase(SqlDatabase):
         # the streak began again while that timer was due, not run yet (`write_now`).
         self._round: asyncio.TimerHandle | None = None
         self._again = False
+        # The running loop `write_now` found last (`_running_loop`).
+        self._loop_now: asyncio.AbstractEventLoop | None = None
         # Commits since a checkpoint was last queued, and how many make one (`_checkpoint_soon`).
         self._commits = 0
         self._checkpoint_every = CHECKPOINT_COMMITS
@@ -349,15 +352,19 @@ class SqliteDatabase(SqlDatabase):
         any (a caller writing on without a suspension must not hold the loop unbounded). A
         run whose turns give the loop a turn now and then (loop.py's `_BUSY_TURNS`) resumed before that timer ran, and its next turn
         went the group commit's way: one turn in 16 of a chain of stored steps."""
-        if self._other_work() or not self.inline_now(1):
+        loop = self._running_loop()
+        # The loop's ready callbacks, read once (`loop_has_work`, `_other_work`).
+        ready: Any = getattr(loop, "_ready", None)
+        if ready and (len(ready) > 1 or ready[0] is not self._round):
+            return None  # other work ready: it joins a group (`_other_work`)
+        if not self.inline_now(1):
             return None
-        loop = asyncio.get_running_loop()
         streak = self._streak
         if streak is None:
             self._streak = time.monotonic()
             # At the loop's next iteration (a timer: a ready callback would read as work).
             self._round = loop.call_later(0, self._went_round)
-        elif loop_has_work() and not self._again:
+        elif ready and not self._again:
             # The streak's timer ready: the loop went round, a streak begins again (once: a
             # caller that writes on without a suspension is bounded from here as any).
             self._streak, self._again = time.monotonic(), True
@@ -371,9 +378,21 @@ class SqliteDatabase(SqlDatabase):
     def _went_round(self) -> None:
         self._streak, self._again = None, False
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, as `asyncio.get_running_loop()`, without its cost at every
+        commit: on CPython 3.11 each call checks the process id with `getpid()`, a system call
+        (`write_now` asked three times a turn). The loop found last is this thread's running
+        loop while its `_thread_id` (set by asyncio's `run_forever` while it runs, None after)
+        is this thread's: one loop runs on a thread at a time. A loop without it (uvloop) is
+        asked for every time."""
+        loop = self._loop_now
+        if loop is None or getattr(loop, "_thread_id", None) != threading.get_ident():
+            loop = self._loop_now = asyncio.get_running_loop()
+        return loop
+
     def _other_work(self) -> bool:
         """`loop_has_work`, the streak's own timer (due, not run yet) left out."""
-        ready: Any = getattr(asyncio.get_running_loop(), "_ready", None)
+        ready: Any = getattr(self._running_loop(), "_ready", None)
         return bool(ready) and (len(ready) > 1 or ready[0] is not self._round)
 
     def inline_now(self, items: int) -> bool:

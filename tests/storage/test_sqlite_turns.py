@@ -631,3 +631,45 @@ async def test_rows_whose_nulls_are_literals_are_those_the_transaction_writes(
     assert b.state == NodeState.RUNNING and b.error is None
     stored = await store.get_execution("ex-direct")
     assert stored is not None and stored.output is None and stored.usage is None
+
+
+async def test_turns_written_at_once_do_not_ask_asyncio_for_the_loop_each_time(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`asyncio.get_running_loop()` makes a getpid() system call on CPython 3.11: write_now
+    asked it three times a turn. It keeps the loop it found while that loop runs on this
+    thread, and asks again once another loop runs."""
+    from agentrun.storage import sqldb_sqlite
+
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(store.database, "_inline_pause", 0)
+    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 60.0)
+    await store.create_execution(execution_record("ex-l", **_SAME))
+    (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    writer = store.database.turn_writer()
+    assert isinstance(writer, SqliteTurnWriter)
+    asked = []
+    running = asyncio.get_running_loop
+
+    def counted() -> asyncio.AbstractEventLoop:
+        asked.append(1)
+        return running()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counted)
+    await asyncio.sleep(0.01)  # no streak under way
+    written = []
+    for sequence in (1, 2, 3, 4):
+        mine.last_sequence = sequence
+        event = EventRecord("ex-l", sequence, "node.running", T0)
+        written.append(writer.write_now(Batch(execution=mine, events=[event], fence=("r1", 1))))
+    monkeypatch.undo()
+    assert written == [True] * 4
+    assert len(asked) <= 1, asked
+    # A loop that no longer runs is not taken for the running one.
+    other = asyncio.new_event_loop()
+    monkeypatch.setattr(store.database, "_loop_now", other)
+    try:
+        assert store.database._running_loop() is asyncio.get_running_loop()
+    finally:
+        other.close()
