@@ -93,6 +93,13 @@ sm_history = sa.Table(
     sa.Column("instance_state", sa.String(), nullable=False),
     sa.Column("error", Json),
     sa.Column("reentered", sa.Boolean, nullable=False),
+    # Migration 0023. Not NULL: the instance's `entry_sequence` after this entry, which ends a
+    # commit that left its `sm_instances` row as it was (SQLite, sqlite_instances.py): only
+    # `current`, `updated_at`, `last_sequence` and `entry_sequence` moved, and this entry
+    # holds them (to_state, time, sequence and this). Readers fold the newest such entry past
+    # the row's `last_sequence` into the row (machines_sql.py). NULL on PostgreSQL, whose
+    # commits always rewrite the row.
+    sa.Column("entry_sequence", sa.Integer),
     # An event id is applied once per instance; NULL ids never collide, and are not indexed
     # (migration 0020: a page fewer per event written without an id).
     sa.Index(

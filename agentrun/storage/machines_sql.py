@@ -59,6 +59,14 @@ class SqlMachineStore(MachineStore):
         self._now = (
             self._direct.write_now if isinstance(self._direct, SqliteInstanceWriter) else None
         )
+        # SQLite's commits may leave an instance's row as it was, its newer current,
+        # updated_at, last_sequence and entry_sequence in its newest history entry: read with
+        # it (`_FOLDED`). PostgreSQL's always rewrite the row.
+        folded = database.dialect == "sqlite"
+        self._select = _FOLDED if folded else _SELECT
+        self._record = _folded_record if folded else _instance_record
+        self._current = _FOLDED_CURRENT if folded else db.sm_instances.c.current
+        self._folded = folded
         if self._now is not None:
             self.write_at_once = self._write_at_once
         self._written_now = 0
@@ -99,12 +107,12 @@ class SqlMachineStore(MachineStore):
                 conn.execute(db.sm_instances.insert(), row)
             elif conn.execute(self._insert_once, row).rowcount == 0:
                 existing = conn.execute(
-                    _SELECT.where(
+                    self._select.where(
                         db.sm_instances.c.tenant == record.tenant,
                         db.sm_instances.c.request_id == record.request_id,
                     )
                 )
-                return _instance_record(existing.one()), False
+                return self._record(existing.one()), False
             if given is not None:
                 conn.execute(db.sm_inputs.insert(), given)
             if history_rows:
@@ -122,8 +130,8 @@ class SqlMachineStore(MachineStore):
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         t = db.sm_instances
-        rows = await self._database.read(_SELECT.where(t.c.id == instance_id))
-        return _instance_record(rows[0]) if rows else None
+        rows = await self._database.read(self._select.where(t.c.id == instance_id))
+        return self._record(rows[0]) if rows else None
 
     async def list_instances(
         self,
@@ -136,7 +144,7 @@ class SqlMachineStore(MachineStore):
         current: str | None = None,
     ) -> list[InstanceRecord]:
         t = db.sm_instances
-        query = _SELECT.where(t.c.tenant == tenant)
+        query = self._select.where(t.c.tenant == tenant)
         if after_id is not None:
             query = query.where(t.c.id > after_id)
         if workflow is not None:
@@ -144,9 +152,9 @@ class SqlMachineStore(MachineStore):
         if states:
             query = query.where(t.c.state.in_([str(s) for s in states]))
         if current is not None:
-            query = query.where(t.c.current == current)
+            query = query.where(self._current == current)
         query = query.order_by(t.c.id).limit(limit)
-        return [_instance_record(row) for row in await self._database.read(query)]
+        return [self._record(row) for row in await self._database.read(query)]
 
     async def list_history(
         self, instance_id: str, *, after_sequence: int = 0, limit: int = 1000
@@ -188,10 +196,10 @@ class SqlMachineStore(MachineStore):
 
     async def list_invoking(self) -> list[InstanceRecord]:
         t = db.sm_instances
-        query = _SELECT.where(
+        query = self._select.where(
             t.c.state == InstanceState.ACTIVE.value, t.c.invoke_execution.is_not(None)
         ).order_by(t.c.id)
-        return [_instance_record(row) for row in await self._database.read(query)]
+        return [self._record(row) for row in await self._database.read(query)]
 
     # Group commit ------------------------------------------------------------------------
     def submit(self, batch: MachineBatch) -> asyncio.Future[None]:
@@ -250,7 +258,7 @@ class SqlMachineStore(MachineStore):
         def acquire(conn: sa.Connection) -> InstanceRecord | None:
             if conn.execute(statement).rowcount != 1:
                 return None
-            return _instance_record(conn.execute(_SELECT.where(t.c.id == instance_id)).one())
+            return self._record(conn.execute(self._select.where(t.c.id == instance_id)).one())
 
         return await self._database.transaction(acquire, leases=True)
 
@@ -304,10 +312,15 @@ class SqlMachineStore(MachineStore):
             .with_for_update(skip_locked=True)
         )
 
+        folded = self._folded
+
         def claim(conn: sa.Connection) -> list[InstanceRecord]:
             rows = claim_leases(
                 conn, t, candidates, owner=owner, now=now, lease_seconds=lease_seconds
             )
+            if folded and rows:  # read again with their newest entries (and inputs)
+                again = self._select.where(t.c.id.in_([row.id for row in rows])).order_by(t.c.id)
+                return [_folded_record(row) for row in conn.execute(again)]
             inputs = _inputs(conn, [row.id for row in rows])
             return [_instance_record(row, inputs.get(row.id)) for row in rows]
 
@@ -372,7 +385,10 @@ def _write_group(database: SqlDatabase, conn: sa.Connection, group: Sequence[Mac
         if 0 <= changed < len(instances):
             raise KeyError("a batch updates an instance that does not exist")
     for params in fenced:  # one by one: executemany has no row count on every driver
-        statement = _UPDATE_BASE_LEASED if "b_owner" in params else _UPDATE_FENCED
+        if sqlite:  # the base against the last sequence as readers fold it (`_FOLDED`)
+            statement = _FOLDED_BASE_LEASED if "b_owner" in params else _FOLDED_BASE
+        else:
+            statement = _UPDATE_BASE_LEASED if "b_owner" in params else _UPDATE_FENCED
         if many(conn, statement, [params]) != 1:
             raise KeyError(f"instance {params['b_id']} is gone or moved on")
     many(conn, _INSERT_HISTORY, history)
@@ -483,6 +499,60 @@ def _instance_row(r: InstanceRecord) -> dict[str, Any]:
 _SELECT = sa.select(*db.sm_instances.c, db.sm_inputs.c.input).select_from(
     db.sm_instances.outerjoin(db.sm_inputs, db.sm_inputs.c.instance_id == db.sm_instances.c.id)
 )
+
+
+# SQLite: an instance's row with its newest history entry, when that entry is past the row's
+# last_sequence and holds the instance's entry_sequence (sqlite_instances.py wrote it in place
+# of rewriting the row): its to_state, time, sequence and entry_sequence are the instance's
+# current, updated_at, last_sequence and entry_sequence (`_folded_record`). A primary key
+# seek and lookup more per row.
+_MOVED = db.sm_history.alias("moved")
+# (max(), not ORDER BY ... LIMIT 1: SQLite reads max() off the key's b-tree, the other way
+# walked the instance's entries; and no parameter of its own, for SqliteDatabase.executemany.)
+_NEWEST = (
+    sa.select(sa.func.max(db.sm_history.c.sequence))
+    .where(db.sm_history.c.instance_id == db.sm_instances.c.id)
+    .correlate(db.sm_instances)
+    .scalar_subquery()
+)
+_FOLDED = sa.select(
+    *db.sm_instances.c,
+    db.sm_inputs.c.input,
+    _MOVED.c.sequence.label("moved_sequence"),
+    _MOVED.c.to_state.label("moved_current"),
+    _MOVED.c.time.label("moved_time"),
+    _MOVED.c.entry_sequence.label("moved_entry"),
+).select_from(
+    db.sm_instances.outerjoin(
+        db.sm_inputs, db.sm_inputs.c.instance_id == db.sm_instances.c.id
+    ).outerjoin(
+        _MOVED,
+        sa.and_(
+            _MOVED.c.instance_id == db.sm_instances.c.id,
+            _MOVED.c.sequence == _NEWEST,
+            _MOVED.c.sequence > db.sm_instances.c.last_sequence,
+            _MOVED.c.entry_sequence.is_not(None),
+        ),
+    )
+)
+_FOLDED_CURRENT = sa.func.coalesce(_MOVED.c.to_state, db.sm_instances.c.current)
+# The instance's last sequence as `_FOLDED` reads it (SQLite's scalar max), for a base.
+_FOLDED_LAST = sa.func.max(
+    db.sm_instances.c.last_sequence, sa.func.coalesce(_NEWEST, sa.literal_column("0"))
+)
+_FOLDED_BASE = _UPDATE.where(_FOLDED_LAST == sa.bindparam("b_base"))
+_FOLDED_BASE_LEASED = _FOLDED_BASE.where(*_HOLDER)
+
+
+def _folded_record(row: Any) -> InstanceRecord:
+    """The record of a row `_FOLDED` read."""
+    record = _instance_record(row)
+    if row.moved_sequence is not None:
+        record.current = row.moved_current
+        record.updated_at = row.moved_time
+        record.last_sequence = row.moved_sequence
+        record.entry_sequence = row.moved_entry
+    return record
 
 
 _FROM_ROW: Any = object()

@@ -16,8 +16,9 @@ signals not yet consumed. SQLite has no NOTIFY, yet several processes may share 
 (`agentrun run` beside `agentrun serve`): there new rows are found by rowid every
 SQLITE_POLL_SECONDS, but a signal stored through the store itself, which reaches this process
 as on PostgreSQL: by `notify` only (`stored_here`), and an instance's new history, whose table
-has no rowid (migration 0022: one b-tree, a WAL page fewer per event): the `last_sequence` of
-the instances someone in this process follows (`watch`: the engine's Watch streams, the only
+has no rowid (migration 0022: one b-tree, a WAL page fewer per event): the last sequence of
+the instances someone in this process follows (their row's `last_sequence`, or their newest
+entry's when greater: an event that only moves its instance leaves the row as it was, 0023) (`watch`: the engine's Watch streams, the only
 ones a notification of history wakes) is read instead. Listeners ignore repeats, so announcing a
 change twice is harmless; missing one is not.
 
@@ -469,7 +470,14 @@ _PER_PASS = 2000
 
 @functools.cache
 def _sequences_of(count: int) -> str:
-    return f"SELECT id, last_sequence FROM sm_instances WHERE id IN ({', '.join('?' * count)})"
+    """The instances' last sequences: the greater of the row's and its newest history entry's
+    (SQLite's commits may leave the row as it was and put the newer one in the entry only,
+    migration 0023)."""
+    return (
+        "SELECT id, max(last_sequence, coalesce((SELECT max(sequence) FROM sm_history"
+        " WHERE instance_id = sm_instances.id), 0))"
+        f" FROM sm_instances WHERE id IN ({', '.join('?' * count)})"
+    )
 
 
 class _RowPoll:

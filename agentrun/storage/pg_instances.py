@@ -54,7 +54,9 @@ __all__ = ["InstanceWriter"]
 
 log = logging.getLogger("agentrun.storage")
 
-_HISTORY = tuple(c.name for c in db.sm_history.c)
+# Not `entry_sequence` (NULL): it is for commits that leave the instance's row as it was, and
+# these always rewrite it (machine_tables.py).
+_HISTORY = tuple(c.name for c in db.sm_history.c if c.name != "entry_sequence")
 _TIMERS = tuple(c.name for c in db.sm_timers.c)
 # After the fence: whether the batch has a base sequence, and which.
 _LEAD = (*FENCE, ("b_based", "bool"), ("b_base", "int8"))

@@ -80,8 +80,9 @@ async def test_event_ids_become_a_partial_index_and_every_row_stays(tmp_path: Pa
         await store.close()
 
     assert _index_sql(path).endswith("WHERE event_id IS NOT NULL")
-    assert [r for r in _rows(path) if r[1] <= 300] == before
-    assert query(path, "PRAGMA table_info(sm_history)") == columns
+    # The columns 0018 had (later migrations may add some: 0023's entry_sequence).
+    assert [r[: len(columns)] for r in _rows(path) if r[1] <= 300] == before
+    assert query(path, "PRAGMA table_info(sm_history)")[: len(columns)] == columns
     autoindexes = [r[1] for r in query(path, "PRAGMA index_list(sm_history)") if r[3] == "u"]
     assert autoindexes == [], autoindexes  # the primary key's is "pk"; no unique constraint
     assert query(path, "PRAGMA foreign_key_list(sm_history)")[0][2:5] == (

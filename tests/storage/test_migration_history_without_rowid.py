@@ -87,8 +87,9 @@ async def test_history_becomes_without_rowid_and_every_row_stays(tmp_path: Path)
         await store.close()
 
     assert _table_sql(path).endswith("WITHOUT ROWID")
-    assert [r for r in _rows(path) if r[1] <= 300] == before
-    assert query(path, "PRAGMA table_info(sm_history)") == columns
+    # The columns 0021 had (later migrations may add some: 0023's entry_sequence).
+    assert [r[: len(columns)] for r in _rows(path) if r[1] <= 300] == before
+    assert query(path, "PRAGMA table_info(sm_history)")[: len(columns)] == columns
     index = query(path, f"SELECT sql FROM sqlite_master WHERE name = '{INDEX}'")
     assert str(index[0][0]).endswith("WHERE event_id IS NOT NULL")
     assert query(path, "PRAGMA foreign_key_list(sm_history)")[0][2:5] == (
