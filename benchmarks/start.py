@@ -1,10 +1,13 @@
 """StartExecution against its floor: starts/s and p50/p99 latency at concurrency 1, 10 and 50,
 each level measured on a raw grpc.aio unary call (a trivial servicer answering a canned
 StartExecutionResponse, in its own process) and on `agentrun serve`, back to back in one run;
-every row shows the raw server's p99 at its level ("raw p99") beside its own.
+every row shows the raw server's p99 at its level ("raw p99") beside its own, and the server
+process's CPU per call with its main thread's share ("loop": the event loop, which runs gRPC's
+handling, the servicers and the engine; the rest is gRPC's threads and the SQLite writer's).
+`--repeat N` runs the table N times over the same servers and ends with each row's medians.
 
     python benchmarks/start.py [--db URL] [--seconds 5] [--workflow pass|tool]
-                               [--server-root DIR] [--layers] [--engine-only N]
+                               [--server-root DIR] [--layers] [--repeat N] [--engine-only N]
 
 `--workflow pass` starts a 1-node workflow whose node computes inline (the execution ends in
 its first turn); `tool` a 1-node `core.echo` tool call (the start commits the first turn, the
@@ -168,20 +171,25 @@ async def starts(
     return len(latencies) / (time.perf_counter() - began), latencies
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time of a process (all its threads), or of one of its threads, from
+    /proc."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measured(
     channel: grpc.aio.Channel, pid: int, concurrency: int, seconds: float, tag: str
-) -> tuple[float, list[float], float]:
-    """(calls/s, latencies, server CPU ms per call): the CPU column does not depend on what
-    else the machine runs, the others do."""
-    cpu = cpu_seconds(pid)
+) -> tuple[float, list[float], float, float]:
+    """(calls/s, latencies, server CPU ms per call, of which the main thread's): the CPU
+    columns do not depend on what else the machine runs, the others do. The main thread runs
+    the event loop (gRPC's handling, the servicers, the engine); the rest is gRPC's own
+    threads and, in agentrun, the SQLite writer thread."""
+    cpu, loop = cpu_seconds(pid), cpu_seconds(pid, pid)
     rate, lat = await starts(channel, concurrency, seconds, tag)
-    return rate, lat, (cpu_seconds(pid) - cpu) * 1e3 / len(lat)
+    per_call = 1e3 / len(lat)
+    return rate, lat, (cpu_seconds(pid) - cpu) * per_call, (cpu_seconds(pid, pid) - loop) * per_call
 
 
 def row(
@@ -190,18 +198,23 @@ def row(
     rate: float,
     lat: list[float],
     cpu_ms: float,
+    loop_ms: float,
     floor: tuple[float, float],
 ) -> str:
     """One row; `floor`: the raw server's (calls/s, p99) at this level, measured just before."""
     return (
         f"{name:<10} {concurrency:>5} {rate:>9.0f} {rate / floor[0]:>8.0%} "
         f"{statistics.median(lat) * 1e3:>8.2f} {pct(lat, 0.99) * 1e3:>8.2f} "
-        f"{floor[1] * 1e3:>8.2f} {cpu_ms:>8.3f}"
+        f"{floor[1] * 1e3:>8.2f} {cpu_ms:>8.3f} {loop_ms:>8.3f}"
     )
 
 
-async def measure(targets: dict[str, tuple[str, int]], seconds: float, workflow: str) -> None:
-    """One row per server in `targets` (name -> (address, pid)) at each level, raw first."""
+async def measure(
+    targets: dict[str, tuple[str, int]], seconds: float, workflow: str, repeat: int = 1
+) -> None:
+    """One row per server in `targets` (name -> (address, pid)) at each level, raw first; the
+    table `repeat` times over the same servers, then the median of each column (each run's
+    ratio to raw is taken within its run) with its range."""
     async with contextlib.AsyncExitStack() as stack:
         channels = {
             name: await stack.enter_async_context(grpc.aio.insecure_channel(address))
@@ -220,18 +233,51 @@ async def measure(targets: dict[str, tuple[str, int]], seconds: float, workflow:
         )
         print(
             f"{'server':<10} {'conc':>5} {'calls/s':>9} {'of raw':>8} {'p50 ms':>8} "
-            f"{'p99 ms':>8} {'raw p99':>8} {'CPU ms':>8}  (raw p99: the raw server's at this "
-            f"level, this run; CPU: the server process's, per call)"
+            f"{'p99 ms':>8} {'raw p99':>8} {'CPU ms':>8} {'loop ms':>8}  (raw p99: the raw "
+            f"server's at this level, this run; CPU: the server process's, per call; loop: its "
+            f"main thread's, the event loop's)"
         )
-        for concurrency in (1, 10, 50):
-            floor: tuple[float, float] | None = None
-            for name, channel in channels.items():
-                rate, lat, cpu = await measured(
-                    channel, targets[name][1], concurrency, seconds, f"{name}{concurrency}"
+        runs: dict[tuple[str, int], list[tuple[float, ...]]] = {}
+        for run in range(repeat):
+            for concurrency in (1, 10, 50):
+                floor: tuple[float, float] | None = None
+                for name, channel in channels.items():
+                    # Each run's request ids are new: a repeated one would be an idempotent
+                    # repeat (a read of the stored execution), not a start.
+                    tag = f"{name}{concurrency}r{run}"
+                    rate, lat, cpu, loop = await measured(
+                        channel, targets[name][1], concurrency, seconds, tag
+                    )
+                    floor = floor or (rate, pct(lat, 0.99))
+                    print(row(name, concurrency, rate, lat, cpu, loop, floor))
+                    runs.setdefault((name, concurrency), []).append(
+                        (rate, rate / floor[0], statistics.median(lat), pct(lat, 0.99), cpu, loop)
+                    )
+                await asyncio.sleep(1.0)  # let the started executions finish
+        if repeat > 1:
+            print(f"medians of {repeat} runs [min-max]:")
+            print(
+                f"{'server':<10} {'conc':>5} {'calls/s':>9} {'of raw':>13} {'p99 ms':>15} "
+                f"{'CPU ms':>19} {'loop ms':>19}"
+            )
+            for (name, concurrency), values in runs.items():
+                print(
+                    f"{name:<10} {concurrency:>5} "
+                    + " ".join(_spread(values, i) for i in range(6) if i != 2)
                 )
-                floor = floor or (rate, pct(lat, 0.99))
-                print(row(name, concurrency, rate, lat, cpu, floor))
-            await asyncio.sleep(1.0)  # let the started executions finish
+
+
+def _spread(values: list[tuple[float, ...]], column: int) -> str:
+    """One column's median [min-max] over runs, formatted as its kind."""
+    got = sorted(v[column] for v in values)
+    middle = statistics.median(got)
+    if column == 0:
+        return f"{middle:>9.0f}"
+    if column == 1:
+        return f"{middle:>4.0%} [{got[0]:.0%}-{got[-1]:.0%}]"
+    if column == 3:
+        return f"{middle * 1e3:>5.1f} [{got[0] * 1e3:.0f}-{got[-1] * 1e3:.0f}]"
+    return f"{middle:.3f} [{got[0]:.2f}-{got[-1]:.2f}]"
 
 
 def count_transactions(store: Any) -> list[int]:
@@ -315,6 +361,9 @@ def main() -> None:
     parser.add_argument(
         "--layers", action="store_true", help="add rows for the server layers without the engine"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="the table N times, then each row's medians"
+    )
     parser.add_argument("--raw-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--layers-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -370,7 +419,7 @@ def main() -> None:
             for at, proc in procs.values():
                 await ready(f"127.0.0.1:{at}", proc)
             targets = {name: (f"127.0.0.1:{at}", proc.pid) for name, (at, proc) in procs.items()}
-            await measure(targets, args.seconds, args.workflow)
+            await measure(targets, args.seconds, args.workflow, args.repeat)
 
         asyncio.run(run())
     finally:
