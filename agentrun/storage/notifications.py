@@ -13,14 +13,16 @@ sent while that connection is down is lost to it, so while it is down, and for o
 after it is back, the store reads what the notifications would have said from the tables
 every OUTAGE_POLL_SECONDS (`_Outage`): executions and instances whose `last_sequence` moved,
 signals not yet consumed. SQLite has no NOTIFY, yet several processes may share a file
-(`agentrun run` beside `agentrun serve`): there new rows are found by rowid every
+(`agentrun run` beside `agentrun serve`): there new signals are found by rowid every
 SQLITE_POLL_SECONDS, but a signal stored through the store itself, which reaches this process
-as on PostgreSQL: by `notify` only (`stored_here`), and an instance's new history, whose table
-has no rowid (migration 0022: one b-tree, a WAL page fewer per event): the last sequence of
-the instances someone in this process follows (their row's `last_sequence`, or their newest
-entry's when greater: an event that only moves its instance leaves the row as it was, 0023) (`watch`: the engine's Watch streams, the only
-ones a notification of history wakes) is read instead. Listeners ignore repeats, so announcing a
-change twice is harmless; missing one is not.
+as on PostgreSQL: by `notify` only (`stored_here`). New events and instance history, whose
+tables have no rowid (migrations 0024 and 0022: one b-tree each, a WAL page fewer per step or
+event), are found by the last sequence of the executions and instances someone in this
+process follows (`watch`: the engine's Watch streams and waits, the hub's subscriptions, the
+only ones an `events` notification wakes): an execution's `last_sequence`, which every commit
+that appends events carries; an instance's row's `last_sequence`, or its newest entry's when
+greater (an event that only moves its instance leaves the row as it was, 0023). Listeners
+ignore repeats, so announcing a change twice is harmless; missing one is not.
 
 Quiet writers (PostgreSQL). A NOTIFY costs its commit PostgreSQL's notification queue lock,
 which serialises every notifying commit of the server until its WAL is flushed, and wakes every
@@ -355,17 +357,19 @@ class PostgresNotifications(Notifications):
 
 
 class SqliteNotifications(Notifications):
-    """No NOTIFY: new rows found by rowid (`_poll_rows`), new instance history by the
-    `last_sequence` of the watched instances; `notify` sends nothing to other
-    processes (they poll the rows), and tells this one only of signals. Rows are announced from the poller's first read of where each table ends (`receiving`
-    once it has read them): what was committed before that is not announced.
+    """No NOTIFY: new signals found by rowid (`_poll_rows`), new events and instance history
+    by the last sequence of the watched executions and instances; `notify` sends nothing to
+    other processes (they poll the rows), and tells this one only of signals. Signals are
+    announced from the poller's first read of where their table ends, and the watched keys'
+    growth from its first read of their sequences (`receiving` once it has read them): what
+    was committed before that is not announced.
 
     A pass costs a few microseconds on the event loop's thread: one `PRAGMA data_version` on
     a read connection of its own (`SqliteDatabase.poll_connection`), which says whether any
     other connection committed since the last read, and only then one prepared statement,
-    `_NEW_ROWS`, for the events and signals tables (SQLAlchemy reads through the pool's
-    threads cost about 2.5 ms of CPU a pass, every SQLITE_POLL_SECONDS, idle or not), and the
-    `last_sequence` of at most _PER_PASS watched instances (`_RowPoll`'s sweeps)."""
+    `_NEW_ROWS`, for the signals table (SQLAlchemy reads through the pool's threads cost about
+    2.5 ms of CPU a pass, every SQLITE_POLL_SECONDS, idle or not), and the last sequence of at
+    most _PER_PASS watched keys (`_RowPoll`'s sweeps)."""
 
     def __init__(self, database: SqlDatabase) -> None:
         super().__init__(database)
@@ -397,8 +401,8 @@ class SqliteNotifications(Notifications):
             self._own_signals.add((execution_id, seq))
 
     async def _poll_rows(self) -> None:
-        """New rows by rowid, announced as PostgreSQL's notifications would be: `events` for
-        execution events and instance history, `signal` for signals. This process's own
+        """New rows, announced as PostgreSQL's notifications would be: `events` for
+        execution events and instance history (the watched keys'), `signal` for signals. This process's own
         events and history are announced too (PostgreSQL's commits NOTIFY them to every
         replica, this one included; Watch streams re-read on them), its own signals only as
         PostgreSQL announces them: through `notify`."""
@@ -433,14 +437,10 @@ class SqliteNotifications(Notifications):
                 await asyncio.sleep(SQLITE_POLL_SECONDS)
 
 
-_POLLED = (
-    ("events", db.events, db.events.c.execution_id),
-    ("signal", db.signals, db.signals.c.execution_id),
-)
+_POLLED = (("signal", db.signals, db.signals.c.execution_id),)
 # Where each polled table ends (its highest rowid), in _POLLED's order. A mark holds only
 # while rowids never go back: SQLite gives a new row the highest rowid + 1, so whatever
-# deletes rows of these tables keeps each one's newest row (event retention does,
-# `SqliteDatabase.maintain_events`; nothing deletes signals).
+# deletes rows of these tables must keep each one's newest row (nothing deletes signals).
 _ENDS = "SELECT " + ", ".join(
     f"(SELECT coalesce(max(rowid), 0) FROM {table.name})" for _kind, table, _key in _POLLED
 )
@@ -459,10 +459,10 @@ _NEW_ROWS = " UNION ALL ".join(
 )
 
 
-# The watched instances' newest history entries (by primary key), at most _IN_KEYS a read.
+# The watched keys' last sequences (by primary key), at most _IN_KEYS a read.
 _IN_KEYS = 500
-# At most this many watched instances read a pass (`_RowPoll`): each lookup costs the loop's
-# thread ~1.2 µs, so reading 10,000 every pass in which anything committed (this process's own
+# At most this many watched keys read a pass (`_RowPoll`): each costs the loop's thread a few
+# µs (an execution and an instance lookup, ~1.2 µs each), so reading 10,000 every pass in which anything committed (this process's own
 # writer too) held it ~12 ms five times a second. With more watched, a sweep takes several
 # passes: a commit elsewhere reaches a watcher within two sweeps (10,000 watched: 2 s).
 _PER_PASS = 2000
@@ -470,25 +470,28 @@ _PER_PASS = 2000
 
 @functools.cache
 def _sequences_of(count: int) -> str:
-    """The instances' last sequences: the greater of the row's and its newest history entry's
-    (SQLite's commits may leave the row as it was and put the newer one in the entry only,
-    migration 0023)."""
+    """The last sequences of the executions and instances among `count` keys (each key once,
+    as ?1 ... ?count): an execution's `last_sequence` (its newest event's: every commit that
+    appends events carries it), an instance's the greater of its row's and its newest history
+    entry's (SQLite's commits may leave the row as it was and put the newer one in the entry
+    only, migration 0023)."""
+    keys = ", ".join(f"?{n}" for n in range(1, count + 1))
     return (
+        f"SELECT id, last_sequence FROM executions WHERE id IN ({keys}) UNION ALL "
         "SELECT id, max(last_sequence, coalesce((SELECT max(sequence) FROM sm_history"
-        " WHERE instance_id = sm_instances.id), 0))"
-        f" FROM sm_instances WHERE id IN ({', '.join('?' * count)})"
+        f" WHERE instance_id = sm_instances.id), 0)) FROM sm_instances WHERE id IN ({keys})"
     )
 
 
 class _RowPoll:
-    """The poller's marks (each table's highest rowid announced), the `last_sequence` of each
-    watched instance it read, and the `data_version` its connection showed before the last
-    read (None: read at the next pass).
+    """The poller's marks (each polled table's highest rowid announced), the last sequence of
+    each watched execution and instance it read, and the `data_version` its connection showed
+    before the last read (None: read at the next pass).
 
-    The watched instances are read in sweeps of at most _PER_PASS a pass: a sweep reads the
-    instances watched when it began, and one begins when another connection committed (when
-    one is under way, the next begins after it): every instance watched after a commit is
-    read after it, within two sweeps."""
+    The watched keys are read in sweeps of at most _PER_PASS a pass: a sweep reads the keys
+    watched when it began, and one begins when another connection committed (when one is
+    under way, the next begins after it): every key watched after a commit is read after it,
+    within two sweeps."""
 
     def __init__(self) -> None:
         self.marks: list[int] = []
@@ -517,7 +520,7 @@ class _RowPoll:
         watched: Collection[str] = (),
     ) -> dict[tuple[str, str], None]:
         """What was committed past the marks, but the signals in `own_signals`, each key
-        once, and the watched instances whose history grew (or that the last sweep did not
+        once, and the watched executions and instances that grew (or that the last sweep did not
         read: their watchers may have read the store before a commit this pass sees), of
         those the sweep reads now; nothing read if no other connection committed since the
         last read and no sweep is under way (the version is taken before the read: a commit
@@ -561,8 +564,8 @@ class _RowPoll:
 
 
 def _sequences(conn: sqlite3.Connection, keys: Collection[str]) -> dict[str, int]:
-    """The `last_sequence` of the instances among `keys` (a key that names none, an
-    execution's, is left out): one primary key lookup each."""
+    """The last sequences of the executions and instances among `keys` (a key that names
+    neither is left out): two primary key lookups each."""
     keys = list(keys)
     found: dict[str, int] = {}
     for start in range(0, len(keys), _IN_KEYS):

@@ -161,6 +161,10 @@ events = sa.Table(
     sa.Column("node_id", sa.String()),
     sa.Column("data", Json),
     sa.Column("time", sa.Double, nullable=False),
+    # Migration 0024: on SQLite the key's b-tree holds the rows (no rowid b-tree beside it),
+    # about one WAL page fewer a step. SQLite's poller finds new events by the watched
+    # executions' `last_sequence` (notifications.py), not by rowid.
+    sqlite_with_rowid=False,
 )
 
 signals = sa.Table(

@@ -588,11 +588,9 @@ class SqliteDatabase(SqlDatabase):
 
     async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
         """Deletes the events of executions that ended before the retention (one table:
-        nothing to prepare), but the table's newest row (highest rowid), whoever's it is:
-        SQLite gives a new row the highest rowid + 1, so deleting the newest rows would hand
-        their rowids out again, below the mark of every poller that saw them
-        (notifications.py), who would never announce the new rows. That row goes at a later
-        pass, once a newer one exists."""
+        nothing to prepare). `events` has no rowid (migration 0024): the poller finds new
+        events by the watched executions' `last_sequence` (notifications.py), so no row need
+        stay behind for its mark."""
         self.require_open()
         if retention_seconds is None:
             return 0
@@ -600,8 +598,5 @@ class SqliteDatabase(SqlDatabase):
         old = sa.select(t.c.id).where(
             t.c.state.in_(_TERMINAL), t.c.ended_at < now - retention_seconds
         )
-        newest: sa.Select[Any] = sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(e)
-        delete = e.delete().where(
-            e.c.execution_id.in_(old), sa.literal_column("rowid") < newest.scalar_subquery()
-        )
+        delete = e.delete().where(e.c.execution_id.in_(old))
         return await self.transaction(lambda conn: conn.execute(delete).rowcount)

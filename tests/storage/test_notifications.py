@@ -117,11 +117,11 @@ def _entry(sequence: int) -> HistoryRecord:
 async def _pair(
     writer: SqlStore, reader: SqlStore
 ) -> tuple[list[tuple[str, str]], ExecutionRecord]:
-    """The reader listens (and follows the instance, as a WatchInstance would); the writer has
-    a running execution and an active instance."""
+    """The reader listens (and follows the execution and the instance, as a Watch and a
+    WatchInstance would); the writer has a running execution and an active instance."""
     heard: list[tuple[str, str]] = []
     reader.listen(lambda kind, key: heard.append((kind, key)))
-    reader.watch(lambda: ("in-1",))
+    reader.watch(lambda: ("in-1", "ex-1"))
     execution = execution_record("ex-1", tenant="t")
     await writer.create_execution(execution)
     await writer.instances.create_instance(_instance(1), [_entry(1)])
@@ -286,9 +286,9 @@ async def _sqlite_stores(tmp_path: Any) -> AsyncIterator[tuple[SqlStore, SqlStor
 
 
 async def test_sqlite_stores_on_one_file_hear_each_other(tmp_path: Any) -> None:
-    """No NOTIFY on SQLite: new rows are found by rowid, and a watched instance's new history
-    by its sequence (a WatchInstance in `agentrun serve` sees what `agentrun run` beside it
-    committed)."""
+    """No NOTIFY on SQLite: new signals are found by rowid, a watched execution's new events
+    and a watched instance's new history by their sequences (a Watch or WatchInstance in
+    `agentrun serve` sees what `agentrun run` beside it committed)."""
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
         await asyncio.sleep(3 * notifications.SQLITE_POLL_SECONDS)  # the poller has its marks
@@ -343,18 +343,18 @@ async def test_sqlite_passes_read_new_rows_by_rowid_and_nothing_while_nothing_ch
     tmp_path: Any,
 ) -> None:
     """A pass costs one `PRAGMA data_version` while no other connection committed, and the
-    read of new rows seeks by rowid: no scan of a table or of an index (the GROUP BY's
-    order invited a scan of the primary key's index, all of it, every pass)."""
+    read of new signals seeks by rowid, of the watched keys' sequences by primary key: no
+    scan of a table or of an index."""
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
         channel = reader.notifications
         assert isinstance(channel, notifications.SqliteNotifications)
         await _until(lambda: channel.receiving, "the poller's marks")
         conn = reader.database.poll_connection()  # type: ignore[attr-defined]
-        plan = conn.execute(f"EXPLAIN QUERY PLAN {notifications._NEW_ROWS}", (0, 0)).fetchall()
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {notifications._NEW_ROWS}", (0,)).fetchall()
         assert not [row for row in plan if "SCAN" in row[-1]], plan
-        assert sum("USING INTEGER PRIMARY KEY (rowid>?)" in row[-1] for row in plan) == 2, plan
-        # The watched instances' sequences: a primary key lookup each.
+        assert sum("USING INTEGER PRIMARY KEY (rowid>?)" in row[-1] for row in plan) == 1, plan
+        # The watched executions' and instances' sequences: primary key lookups.
         query = notifications._sequences_of(2)
         plan = conn.execute(f"EXPLAIN QUERY PLAN {query}", ("in-1", "in-2")).fetchall()
         assert not [row for row in plan if "SCAN" in row[-1]], plan
@@ -412,13 +412,12 @@ async def test_sqlite_signals_stored_here_are_announced_here_only_through_notify
         assert heard.count(("signal", "ex-2")) == 1
 
 
-async def test_sqlite_new_events_are_heard_after_retention_deleted_the_newest(
-    tmp_path: Any,
-) -> None:
-    """The poller seeks events past the highest rowid it saw; SQLite gives a new row the
-    table's highest rowid + 1. Event retention deleting the newest rows (an execution that
-    ended long ago wrote last) handed their rowids out again, below the poller's mark: the
-    rows written next were never announced. Retention keeps the table's newest row."""
+async def test_sqlite_hears_the_events_of_the_executions_watched_here(tmp_path: Any) -> None:
+    """`events` has no rowid (migration 0024): the poller reads the `last_sequence` of the
+    executions this process follows (`Store.watch`: the hub's subscriptions, the only ones an
+    `events` notification wakes) and announces those that grew; an execution nobody here
+    follows is not read. Event retention deletes every event of an execution that ended long
+    ago (none is kept for a poller's rowid mark any more), and what comes next is heard."""
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
         channel = reader.notifications
@@ -432,14 +431,23 @@ async def test_sqlite_new_events_are_heard_after_retention_deleted_the_newest(
         ended.state, ended.ended_at, ended.last_sequence = ExecutionState.SUCCEEDED, long_ago, 3
         events = [EventRecord("ex-old", n, "x", long_ago) for n in (1, 2, 3)]
         await writer.commit(Batch(execution=ended, events=events))
-        await _until(lambda: ("events", "ex-old") in heard, "the old execution's events")
-        assert await writer.maintain_events(now=time.time(), retention_seconds=86_400) >= 2
-        heard.clear()
         execution.last_sequence = 1
         await writer.commit(
             Batch(execution=execution, events=[EventRecord("ex-1", 1, "x", time.time())])
         )
-        await _until(lambda: ("events", "ex-1") in heard, "the new event", timeout=5.0)
+        await _until(lambda: ("events", "ex-1") in heard, "the watched execution's event")
+        passes = channel.passes
+        await _until(lambda: channel.passes >= passes + 2, "two passes")
+        assert ("events", "ex-old") not in heard  # nobody here follows it
+
+        assert await writer.maintain_events(now=time.time(), retention_seconds=86_400) == 3
+        assert await writer.list_events("ex-old") == []
+        heard.clear()
+        execution.last_sequence = 2
+        await writer.commit(
+            Batch(execution=execution, events=[EventRecord("ex-1", 2, "x", time.time())])
+        )
+        await _until(lambda: ("events", "ex-1") in heard, "the next event", timeout=5.0)
 
 
 async def test_a_group_commit_announces_the_events_it_wrote_and_only_those(
