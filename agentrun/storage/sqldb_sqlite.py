@@ -146,6 +146,8 @@ class SqliteDatabase(SqlDatabase):
         self._checkpoint_every = CHECKPOINT_COMMITS
         # The write connection's busy_timeout now (ms; `_run` sets it per transaction).
         self._wait_ms = 0
+        # The write connection's PRAGMA foreign_keys now (`_run` sets it per transaction).
+        self._foreign_keys = True
         # A moving average of how long a write transaction takes (seconds).
         self._average = 0.0
         # executemany: each statement compiled once per set of columns (the statement is kept
@@ -185,7 +187,7 @@ class SqliteDatabase(SqlDatabase):
             if broken:
                 raise StoreError(f"migrating left rows with broken references: {broken[:5]}")
 
-        await self._write(migrate_checked, foreign_keys=False)
+        await self._write(migrate_checked, foreign_keys=False, timed=False)
 
     async def dispose(self) -> None:
         if self._thread is not None:
@@ -321,11 +323,16 @@ class SqliteDatabase(SqlDatabase):
         the writer is idle (see `_inline_ready`), anything else in the writer thread."""
         return await self._group(work, items=items, raw=False)
 
-    async def turn_transaction(self, work: Callable[[sqlite3.Connection], T], *, items: int) -> T:
+    async def turn_transaction(
+        self, work: Callable[[sqlite3.Connection], T], *, items: int, checked: bool = False
+    ) -> T:
         """`group_transaction` with `work` given the write connection's sqlite3 handle, not
         SQLAlchemy's: the turn writer's way (sqlite_turns.py). sqlite3's own errors pass
-        through raw; a `work` that raises has written nothing (rolled back)."""
-        return await self._group(work, items=items, raw=True)
+        through raw; a `work` that raises has written nothing (rolled back). `checked`: the
+        work writes a row that references a parent (a node, an event, a signal) only after
+        it found that parent row in this transaction (a fenced UPDATE that changed it, or its
+        INSERT), so SQLite's own reference checks are left out (`_run`)."""
+        return await self._group(work, items=items, raw=True, checked=checked)
 
     def turn_writer(self) -> DirectWriter:
         from agentrun.storage.sqlite_turns import SqliteTurnWriter
@@ -338,7 +345,9 @@ class SqliteDatabase(SqlDatabase):
 
         return SqliteInstanceWriter(self)
 
-    def write_now(self, work: Callable[[sqlite3.Connection], T]) -> tuple[T] | None:
+    def write_now(
+        self, work: Callable[[sqlite3.Connection], T], *, checked: bool = False
+    ) -> tuple[T] | None:
         """One batch's `work`, written now without a coroutine, when the group commit would
         write it alone on the loop's thread anyway: no other work ready on the loop to join a
         group (the caller checks its own queue), the writer thread idle and commits quick
@@ -351,7 +360,8 @@ class SqliteDatabase(SqlDatabase):
         as some): it tells that the loop went round, and a streak begins again there, bounded as
         any (a caller writing on without a suspension must not hold the loop unbounded). A
         run whose turns give the loop a turn now and then (loop.py's `_BUSY_TURNS`) resumed before that timer ran, and its next turn
-        went the group commit's way: one turn in 16 of a chain of stored steps."""
+        went the group commit's way: one turn in 16 of a chain of stored steps. `checked`: as
+        `turn_transaction`'s."""
         loop = self._running_loop()
         # The loop's ready callbacks, read once (`loop_has_work`, `_other_work`).
         ready: Any = getattr(loop, "_ready", None)
@@ -371,7 +381,7 @@ class SqliteDatabase(SqlDatabase):
         elif time.monotonic() - streak > NOW_STREAK_SECONDS:
             return None
         try:
-            return self._inline(work, raw=True)
+            return self._inline(work, raw=True, checked=checked)
         except Exception:  # rolled back: the group commit's ways sort it out
             return None
 
@@ -400,9 +410,11 @@ class SqliteDatabase(SqlDatabase):
         before building the work)."""
         return self._inline_pause <= 0 and items <= INLINE_ITEMS and self._inline_ready()
 
-    def _inline(self, work: Callable[[Any], T], *, raw: bool) -> tuple[T] | None:
+    def _inline(
+        self, work: Callable[[Any], T], *, raw: bool, checked: bool = False
+    ) -> tuple[T] | None:
         try:
-            done = (self._run(work, foreign_keys=True, wait=False, raw=raw),)
+            done = (self._run(work, foreign_keys=not checked, wait=False, raw=raw),)
             self._checkpoint_soon()
             return done
         except _Busy:
@@ -413,14 +425,16 @@ class SqliteDatabase(SqlDatabase):
             with store_errors():
                 raise
 
-    async def _group(self, work: Callable[[Any], T], *, items: int, raw: bool) -> T:
+    async def _group(
+        self, work: Callable[[Any], T], *, items: int, raw: bool, checked: bool = False
+    ) -> T:
         if self._inline_pause > 0:
             self._inline_pause -= 1
         elif items <= INLINE_ITEMS and self._inline_ready():
-            done = self._inline(work, raw=raw)
+            done = self._inline(work, raw=raw, checked=checked)
             if done is not None:
                 return done[0]
-        return await self._write(work, foreign_keys=True, raw=raw)
+        return await self._write(work, foreign_keys=not checked, raw=raw)
 
     def _inline_ready(self) -> bool:
         """Whether a transaction may run on the loop's thread now: the writer thread has
@@ -435,7 +449,14 @@ class SqliteDatabase(SqlDatabase):
             and (self._average < INLINE_BUSY_MAX_SECONDS or not self._other_work())
         )
 
-    async def _write(self, work: Callable[[Any], T], *, foreign_keys: bool, raw: bool = False) -> T:
+    async def _write(
+        self,
+        work: Callable[[Any], T],
+        *,
+        foreign_keys: bool,
+        raw: bool = False,
+        timed: bool = True,
+    ) -> T:
         if self._engine is None:
             raise StoreError("the store is not open")
         thread = self._thread
@@ -443,7 +464,7 @@ class SqliteDatabase(SqlDatabase):
 
         def in_thread() -> T:
             try:
-                return self._run(work, foreign_keys=foreign_keys, wait=True, raw=raw)
+                return self._run(work, foreign_keys=foreign_keys, wait=True, raw=raw, timed=timed)
             finally:
                 self._finished += 1
 
@@ -499,13 +520,29 @@ class SqliteDatabase(SqlDatabase):
                 self._checkpoint_every = max(8, min(every, 10 * CHECKPOINT_COMMITS))
 
     def _run(
-        self, work: Callable[[Any], T], *, foreign_keys: bool, wait: bool, raw: bool = False
+        self,
+        work: Callable[[Any], T],
+        *,
+        foreign_keys: bool,
+        wait: bool,
+        raw: bool = False,
+        timed: bool = True,
     ) -> T:
         """One write transaction on the write connection, in the writer thread (`wait`: for
         another process's write lock up to `busy_timeout_ms`) or on the loop's thread (no
         waiting: `_Busy` if the lock is taken, before anything was written). `work` gets the
         SQLAlchemy connection, or with `raw` its sqlite3 handle (no SQLAlchemy transaction
-        around it: BEGIN IMMEDIATE and COMMIT are all there is)."""
+        around it: BEGIN IMMEDIATE and COMMIT are all there is).
+
+        `foreign_keys`: whether SQLite checks the references of the rows written. Off for a
+        migration (see `_migrate_schema`) and for a turn writer's work (`checked`), which
+        writes a node, event or signal only after it found its execution's row in the same
+        transaction: each reference check was a lookup of that row in its primary key index
+        for each such row (five a chain step, ~11k of its ~229k instructions on the storage
+        side, callgrind). The PRAGMA is set only when a transaction needs the other state
+        than the connection has (`_foreign_keys`): a run of turns sets it once. `timed`: the
+        transaction counts in the average the inline ways read (not a migration: slow once,
+        not a sign of the disk)."""
         writer = self._sync_writer
         assert writer is not None
         # One connection, kept for the store's life: no pool checkout or reset per
@@ -514,6 +551,7 @@ class SqliteDatabase(SqlDatabase):
         if conn is None or conn.closed or conn.invalidated:
             conn = self._sync_conn = writer.connect()
             self._wait_ms = 0  # as `_pragmas` opened it
+            self._foreign_keys = True
         driver = conn.connection.driver_connection
         assert driver is not None
         started = time.monotonic()
@@ -525,8 +563,9 @@ class SqliteDatabase(SqlDatabase):
             driver.execute(f"PRAGMA busy_timeout={wait_ms}")
             self._wait_ms = wait_ms
         try:
-            if not foreign_keys:
-                driver.execute("PRAGMA foreign_keys=OFF")
+            if self._foreign_keys is not foreign_keys:  # outside a transaction (else a no-op)
+                driver.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+                self._foreign_keys = foreign_keys
             try:
                 # IMMEDIATE: the write lock now, so no lock upgrade fails half way through.
                 driver.execute("BEGIN IMMEDIATE")
@@ -549,11 +588,8 @@ class SqliteDatabase(SqlDatabase):
             if not wait and _busy(exc):
                 raise _Busy from exc
             raise
-        finally:
-            if self._sync_conn is conn and not foreign_keys:
-                driver.execute("PRAGMA foreign_keys=ON")
         took = time.monotonic() - started
-        if foreign_keys:  # not a migration: those are slow once, not a sign of the disk
+        if timed:
             self._average += (took - self._average) / 16
         if not wait and took > INLINE_SLOW_SECONDS:
             self._inline_pause = INLINE_PAUSE_COMMITS

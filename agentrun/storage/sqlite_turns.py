@@ -16,6 +16,10 @@ statement cache keeps each compiled):
   changes no row either writes nothing else;
 - the node upserts, event INSERTs and consumed signals of the batches whose UPDATE held, each
   one `executemany` for the group.
+SQLite does not check these rows' references to their execution (`checked`: the connection's
+`PRAGMA foreign_keys` is off for them): a batch writes rows of its own execution only (`_own_rows`,
+`covered_batches`), and only after its UPDATE changed that execution's row (or its INSERT made
+it) in the same transaction, so each check would find the row just found.
 
 A turn written at once (`write_now`, most turns of an engine on an idle loop) is written from
 its records (`write_turn`): each row's parameters are one generated tuple expression over the
@@ -78,7 +82,7 @@ class SqliteTurnWriter:
         execution = batch.execution
         if execution is None or not _own_rows(batch, execution.id):
             return False
-        done = self._database.write_now(functools.partial(write_turn, batch))
+        done = self._database.write_now(functools.partial(write_turn, batch), checked=True)
         return done is not None and done[0]
 
     async def __call__(self, batches: Sequence[TurnRows]) -> list[Any] | None:
@@ -91,7 +95,7 @@ class SqliteTurnWriter:
             return [UNWRITTEN] * len(batches)
         try:
             written = await self._database.turn_transaction(
-                functools.partial(write_turns, mine), items=len(mine)
+                functools.partial(write_turns, mine), items=len(mine), checked=True
             )
         except sqlite3.Error:
             return None  # rolled back: the transaction's way finds whose batch it was

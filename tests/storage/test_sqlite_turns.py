@@ -673,3 +673,41 @@ async def test_turns_written_at_once_do_not_ask_asyncio_for_the_loop_each_time(
         assert store.database._running_loop() is asyncio.get_running_loop()
     finally:
         other.close()
+
+
+async def test_turns_skip_reference_checks_other_writes_keep_them(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn's rows are its own execution's, written after its fenced UPDATE found that row:
+    SQLite's reference checks (a lookup of the execution per node, event and signal) are off
+    for turns (the write connection's PRAGMA foreign_keys, set only when it changes), and on
+    again for any other write, where a row of an unknown execution is still refused."""
+    import sqlalchemy as sa
+
+    from agentrun.storage.base import StoreError
+
+    claimed, writer = await _two_claimed(store, monkeypatch)
+    database = store.database
+    assert writer.write_now(_batch(claimed["ex-direct"], ("r1", 1)))
+    assert database._sync_conn is not None
+    driver = database._sync_conn.connection.driver_connection
+    assert driver is not None
+    assert driver.execute("PRAGMA foreign_keys").fetchone() == (0,)
+
+    def orphan(conn: sa.Connection) -> None:
+        conn.execute(
+            db.events.insert().values(
+                execution_id="ex-nobody", sequence=1, type="node.running", time=T0
+            )
+        )
+
+    with pytest.raises((StoreError, sa.exc.IntegrityError)):
+        await database.transaction(orphan)
+    driver = database._sync_conn.connection.driver_connection if database._sync_conn else None
+    if driver is not None:
+        assert driver.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    assert await store.list_events("ex-nobody") == []
+    # And a stale turn still writes nothing at all (its UPDATE finds no row).
+    stale = _batch(claimed["ex-sqlalchemy"], ("r2", 9))
+    assert not writer.write_now(stale)
+    assert await store.list_events("ex-sqlalchemy") == []
