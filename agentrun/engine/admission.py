@@ -96,6 +96,11 @@ class LocalAdmission:
         and first turn in one commit)."""
         return key is None and not self.config.max_running_executions_per_tenant
 
+    def arrive_unlimited(self, execution_id: str, tenant: str) -> None:
+        """`arrive` for a start `unlimited` let run, without a coroutine: the engine calls it
+        when the start's commit is settled, from the commit's own callback."""
+        self._admit(execution_id, tenant, None)
+
     async def resume(
         self,
         execution_id: str,
@@ -282,6 +287,9 @@ class SharedAdmission:
     def unlimited(self, key: tuple[str, str, str] | None) -> bool:
         """As `LocalAdmission.unlimited`: such a start takes no row and no round trip."""
         return not self._counted(key)
+
+    def arrive_unlimited(self, execution_id: str, tenant: str) -> None:
+        """As `LocalAdmission.arrive_unlimited`: `arrive` writes nothing for such a start."""
 
     async def resume(
         self,

@@ -158,7 +158,11 @@ class Starts:
         stored. Launched even when the caller no longer listens: a start cancelled meanwhile
         (the client left) or failed after its commit (the connection dropped) leaves a running
         execution, never a stored one nobody runs. The caller still sees its error; a retry
-        with the same request id finds the execution running."""
+        with the same request id finds the execution running.
+
+        The run is launched by the commit's own callback (`admission.unlimited` let this start
+        run, so its admission is decided without a coroutine), which then answers the caller:
+        no shield, no task and no coroutine between the commit and the launch."""
         engine = self.engine
         assert first.execution is not None
         started = time.perf_counter()
@@ -169,33 +173,45 @@ class Starts:
         creating = engine.store.create_execution_soon(
             first.execution, nodes=first.nodes, events=[event, *first.events]
         )
+        answer: asyncio.Future[tuple[ExecutionRecord, bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
 
-        async def launch() -> None:
+        def launch() -> None:
             if admit:  # admission lets it run without asking; it keeps its count
-                tenant = run.record.tenant
-                await engine.admission.arrive(
-                    run.id, tenant, key, plan.concurrency_limit, plan.concurrency_on_limit
-                )
+                engine.admission.arrive_unlimited(run.id, run.record.tenant)
             if run.id not in engine.runs:
                 engine.runs.launch(run, first, time.perf_counter() - started)
 
+        def settled(done: asyncio.Future[tuple[ExecutionRecord, bool]]) -> None:
+            """The commit's outcome, whether or not the caller still waits for it."""
+            if done.cancelled():
+                answer.cancel()
+                return
+            error = done.exception()
+            if error is None and done.result()[1]:
+                try:
+                    launch()
+                except Exception as exc:
+                    if answer.done():
+                        raise  # nobody waits: the loop's exception handler reports it
+                    error = exc
+            if answer.done():
+                return
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(done.result())
+
+        creating.add_done_callback(settled)
         try:
-            stored, created = await asyncio.shield(creating)
-        except asyncio.CancelledError:
-
-            def launch_if_created(done: asyncio.Future[tuple[ExecutionRecord, bool]]) -> None:
-                if not done.cancelled() and done.exception() is None and done.result()[1]:
-                    asyncio.get_running_loop().create_task(launch())
-
-            creating.add_done_callback(launch_if_created)
-            raise
+            return await answer
         except Exception:
-            if await self._stored_as_begun(run):
-                await launch()
+            if creating.done() and not creating.cancelled() and creating.exception() is not None:
+                # The commit failed: it may have happened all the same.
+                if await self._stored_as_begun(run):
+                    launch()
             raise
-        if created:
-            await launch()
-        return stored, created
 
     async def _stored_as_begun(self, run: DagRun) -> bool:
         """After a failed create: whether its commit happened all the same (the row is there,

@@ -38,9 +38,14 @@ class StartOptions(TypedDict, total=False):
 def start_options(options: StartOptions) -> StartOptions:
     """`options` as given; a keyword StartOptions does not name is refused, as a signature
     that listed them would (typed callers are checked before they run, the rest here)."""
-    for name in sorted(options.keys() - StartOptions.__optional_keys__):
+    if options.keys() <= _START_OPTIONS:  # every start: no set built, nothing sorted
+        return options
+    for name in sorted(options.keys() - _START_OPTIONS):
         raise TypeError(f"unexpected keyword argument {name!r}")
     return options
+
+
+_START_OPTIONS = StartOptions.__optional_keys__
 
 
 _last_id = [0, 0]  # (millisecond, random part) of this process's newest id
