@@ -164,6 +164,8 @@ def write_turn(batch: Batch, conn: sqlite3.Connection) -> bool:
     UPDATE changed no row, stale or unknown, and nothing else was written)."""
     execution = batch.execution
     assert execution is not None
+    # One cursor for the turn's statements: `conn.execute` makes one per call (~0.4 µs).
+    cursor = conn.cursor()
     fence = batch.fence
     tail = fence or ()
     if _EXECUTION_NULL.none(execution):
@@ -172,24 +174,24 @@ def write_turn(batch: Batch, conn: sqlite3.Connection) -> bool:
     else:
         plan = _update(_EXECUTION_KEYS, fence is not None)
         kept = _KEPT_PARAMS(execution)
-    if conn.execute(plan.kept_sql, (*kept, *tail)).rowcount != 1:
+    if cursor.execute(plan.kept_sql, (*kept, *tail)).rowcount != 1:
         # The indexed columns change (or the row is stale or unknown): assign them too.
         assert plan.full_sql is not None  # the row has indexed columns: state, ended_at
-        if conn.execute(plan.full_sql, (*_FULL_PARAMS(execution), *tail)).rowcount != 1:
+        if cursor.execute(plan.full_sql, (*_FULL_PARAMS(execution), *tail)).rowcount != 1:
             return False
     nodes = batch.nodes
     if nodes:
         none = _NODE_NULL.none
         if all(map(none, nodes)):
-            conn.executemany(_NODE_NULL.sql, map(_NODE_NULL.params, nodes))
+            cursor.executemany(_NODE_NULL.sql, map(_NODE_NULL.params, nodes))
         else:
-            conn.executemany(_NODES_SQL, map(_NODE_PARAMS, nodes))
+            cursor.executemany(_NODES_SQL, map(_NODE_PARAMS, nodes))
     if batch.events:
-        conn.executemany(_EVENTS_SQL, map(_EVENT_PARAMS, batch.events))
+        cursor.executemany(_EVENTS_SQL, map(_EVENT_PARAMS, batch.events))
     if batch.consumed_signals:
-        conn.executemany(_CONSUME, [(n, e, s) for e, s, n in batch.consumed_signals])
+        cursor.executemany(_CONSUME, [(n, e, s) for e, s, n in batch.consumed_signals])
     if batch.signals:  # each takes the seq after the one before: one by one (executemany is)
-        conn.executemany(_INSERT_SIGNAL, map(_SIGNAL_PARAMS, batch.signals))
+        cursor.executemany(_INSERT_SIGNAL, map(_SIGNAL_PARAMS, batch.signals))
     return True
 
 
