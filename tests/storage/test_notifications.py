@@ -447,7 +447,7 @@ async def test_sqlite_hears_the_events_of_the_executions_watched_here(tmp_path: 
         await writer.commit(
             Batch(execution=execution, events=[EventRecord("ex-1", 2, "x", time.time())])
         )
-        await _until(lambda: ("events", "ex-1") in heard, "the next event", timeout=5.0)
+        await _until(lambda: ("events", "ex-1") in heard, "the next event")
 
 
 async def test_a_group_commit_announces_the_events_it_wrote_and_only_those(
