@@ -204,8 +204,10 @@ def _own_rows(batch: Batch, execution_id: str) -> bool:
     for event in batch.events:
         if event.execution_id != execution_id:
             return False
-    return all(c[0] == execution_id for c in batch.consumed_signals) and all(
-        s.execution_id == execution_id for s in batch.signals
+    # Most turns consume and store no signal: no generator made for empty lists.
+    consumed, signals = batch.consumed_signals, batch.signals
+    return (not consumed or all(c[0] == execution_id for c in consumed)) and (
+        not signals or all(s.execution_id == execution_id for s in signals)
     )
 
 

@@ -711,3 +711,28 @@ async def test_turns_skip_reference_checks_other_writes_keep_them(
     stale = _batch(claimed["ex-sqlalchemy"], ("r2", 9))
     assert not writer.write_now(stale)
     assert await store.list_events("ex-sqlalchemy") == []
+
+
+async def test_a_turn_with_a_row_of_another_execution_is_not_written_at_once(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write_now writes a turn's rows without SQLite's reference checks only when every row
+    is its own execution's (`_own_rows`): a node, an event, a consumed signal or a stored
+    signal of another execution leaves the turn to the group commit, nothing written."""
+    claimed, writer = await _two_claimed(store, monkeypatch)
+    mine = claimed["ex-direct"]
+    other = "ex-sqlalchemy"
+    turns = [
+        Batch(execution=mine, nodes=[NodeRecord(other, "a", NodeState.RUNNING)]),
+        Batch(execution=mine, events=[EventRecord(other, 1, "node.running", T0)]),
+        Batch(execution=mine, consumed_signals=[(other, 1, "a")]),
+        Batch(execution=mine, signals=[SignalRecord(other, "go", 1, "s-1", T0)]),
+    ]
+    for batch in turns:
+        batch.fence = ("r1", 1)
+        await asyncio.sleep(0.01)  # a new streak: only the rows decide
+        assert not writer.write_now(batch)
+    assert await store.list_events(other) == []
+    assert await store.get_nodes(other) == []
+    stored = await store.get_execution("ex-direct")
+    assert stored is not None and stored.last_sequence == 0
