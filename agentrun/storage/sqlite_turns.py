@@ -169,10 +169,10 @@ def write_turn(batch: Batch, conn: sqlite3.Connection) -> bool:
     fence = batch.fence
     tail = fence or ()
     if _EXECUTION_NULL.none(execution):
-        plan = _update(_EXECUTION_KEYS, fence is not None, _EXECUTION_NULL.names)
+        plan = _SLIM_PLANS[fence is not None]
         kept = _EXECUTION_NULL.params(execution)
     else:
-        plan = _update(_EXECUTION_KEYS, fence is not None)
+        plan = _PLANS[fence is not None]
         kept = _KEPT_PARAMS(execution)
     if cursor.execute(plan.kept_sql, (*kept, *tail)).rowcount != 1:
         # The indexed columns change (or the row is stale or unknown): assign them too.
@@ -420,6 +420,13 @@ _EXECUTION_NULL = _Slim(
     _update(_EXECUTION_KEYS, False, _EXECUTION_NULLS).kept_sql,
     db.executions,
     _update(_EXECUTION_KEYS, False, _EXECUTION_NULLS).kept.names,
+)
+# `write_turn`'s UPDATEs, unfenced and fenced, found without `_update`'s cache lookup (which
+# hashed its key, tuples of 16 names, at every turn).
+_PLANS = (_update(_EXECUTION_KEYS, False), _update(_EXECUTION_KEYS, True))
+_SLIM_PLANS = (
+    _update(_EXECUTION_KEYS, False, _EXECUTION_NULLS),
+    _update(_EXECUTION_KEYS, True, _EXECUTION_NULLS),
 )
 _NODE_NULLS = ("input", "error", "skip_reason", "wake_at", "usage", "wait", "exhausted")
 # Left out of the INSERT, they take their default: NULL only if they have none.
