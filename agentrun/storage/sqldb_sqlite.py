@@ -370,7 +370,13 @@ class SqliteDatabase(SqlDatabase):
         ready: Any = getattr(loop, "_ready", None)
         if ready and (len(ready) > 1 or ready[0] is not self._round):
             return None  # other work ready: it joins a group (`_other_work`)
-        if not self.inline_now(1):
+        # `inline_now(1)` written out (no other work: `_inline_ready`'s last clause holds).
+        if (
+            self._inline_pause > 0
+            or self._handed != self._finished + self._dropped
+            or self._sync_writer is None
+            or self._average >= INLINE_MAX_SECONDS
+        ):
             return None
         streak = self._streak
         if streak is None:
