@@ -736,3 +736,44 @@ async def test_a_turn_with_a_row_of_another_execution_is_not_written_at_once(
     assert await store.get_nodes(other) == []
     stored = await store.get_execution("ex-direct")
     assert stored is not None and stored.last_sequence == 0
+
+
+class _Recording:
+    """A sqlite3 connection's stand-in for `write_turn`: records each statement and its
+    parameters, every statement changing one row."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, list[object]]] = []
+        self.rowcount = 1
+
+    def cursor(self) -> _Recording:
+        return self
+
+    def execute(self, sql: str, params: object) -> _Recording:
+        self.statements.append((sql, list(params)))  # type: ignore[call-overload]
+        return self
+
+    def executemany(self, sql: str, rows: object) -> _Recording:
+        for params in rows:  # type: ignore[attr-defined]
+            self.execute(sql, params)
+        return self
+
+
+def test_empty_vars_and_labels_are_literals_in_the_execution_update() -> None:
+    """An execution's vars and labels, empty objects at nearly every turn, are '{}' literals
+    in its UPDATE (the text bound before: the same stored value), not two text parameters;
+    any other value is bound."""
+    from agentrun.storage.sqlite_turns import write_turn
+
+    record = execution_record("ex-e", **_SAME)
+    record.state, record.last_sequence = ExecutionState.RUNNING, 3
+    conn = _Recording()
+    assert write_turn(Batch(execution=record, fence=("r1", 1)), conn)  # type: ignore[arg-type]
+    ((sql, params),) = conn.statements
+    assert "\"vars\" = '{}'" in sql and "\"labels\" = '{}'" in sql, sql
+    assert "{}" not in params, params
+    record.vars = {"n": 1}
+    conn = _Recording()
+    assert write_turn(Batch(execution=record, fence=("r1", 1)), conn)  # type: ignore[arg-type]
+    ((sql, params),) = conn.statements
+    assert '"vars" = ?' in sql and '{"n": 1}' in params and "{}" in params, (sql, params)
