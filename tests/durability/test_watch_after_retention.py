@@ -3,11 +3,11 @@
 the table's newest row no longer kept for the poller's rowid mark; PostgreSQL drops the day's
 partition) ends, or is refused: it must not wait forever.
 
-It waits forever now: `Reads.watch` (engine/runtime/reads.py) reads the backlog (nothing),
-then `finished(last)` holds only when the ended record's `last_sequence <= last`, and no event
-past `last` will ever come. Before d353e3d the kept newest row happened to be this
-execution's last event when it was the newest execution of the file (this test then passed);
-with any newer execution the stream hung the same way."""
+It waited forever: `Reads.watch` (engine/runtime/reads.py) read the backlog (nothing), then
+`finished(last)` held only when the ended record's `last_sequence <= last`, and no event past
+`last` would ever come. Before d353e3d the kept newest row happened to be this execution's
+last event when it was the newest execution of the file; with any newer execution the stream
+hung the same way. Now an ended run with no stored entry past `last` is finished."""
 
 from __future__ import annotations
 
@@ -45,12 +45,6 @@ async def engine(tmp_path: Any) -> AsyncIterator[Engine]:
         await store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Reads.watch waits forever for events retention deleted (engine/runtime/reads.py, "
-    "not this helper's file): finished() should also hold when the ended execution has no "
-    "stored event past `last` (read again after the record)",
-)
 async def test_a_watch_of_an_execution_whose_events_are_gone_does_not_hang(
     engine: Engine,
 ) -> None:

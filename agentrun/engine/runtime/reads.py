@@ -102,7 +102,11 @@ class RunReads(Generic[R, E]):
 
         async def finished(last: int) -> bool:
             record = await self.load(run_id)
-            return record is not None and self.ended(record) and record.last_sequence <= last
+            if record is None or not self.ended(record):
+                return False
+            # An ended run whose entries past `last` the store no longer holds (event retention
+            # deleted them) has nothing more to send: waiting for them would never end.
+            return record.last_sequence <= last or not await self.read_log(run_id, last, 1)
 
         async for entry in follow(
             self.hub,
