@@ -202,7 +202,10 @@ class MachineStore(abc.ABC):
     the future of its durability, `commit_now`, a commit without a coroutine (a store
     where nothing waits), and `write_at_once`, a commit without a coroutine when it can be
     one (False: nothing written, commit the batch the usual way; SQLite's store, when its
-    group commit would write the batch alone on the loop's thread anyway). `announces`: its commits (not `create_instance`) tell the other
+    group commit would write the batch alone on the loop's thread anyway), and `yield_first`:
+    whether `submit` would write a batch at once after the loop went round once, where it
+    queues it now (SQLite: its writes at once kept the loop from going round for too long, see
+    `SqliteDatabase.streak_spent`). `announces`: its commits (not `create_instance`) tell the other
     replicas of new history themselves (`events:ID` notifications, as execution commits do),
     so the engine sends none after them (on PostgreSQL, a round trip saved per commit).
     """
@@ -210,6 +213,7 @@ class MachineStore(abc.ABC):
     submit: Callable[[MachineBatch], asyncio.Future[None]] | None = None
     commit_now: Callable[[MachineBatch], None] | None = None
     write_at_once: Callable[[MachineBatch], bool] | None = None
+    yield_first: Callable[[], bool] | None = None
     announces: bool = False
 
     async def open(self) -> None:

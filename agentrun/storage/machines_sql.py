@@ -69,6 +69,10 @@ class SqlMachineStore(MachineStore):
         self._folded = folded
         if self._now is not None:
             self.write_at_once = self._write_at_once
+            # Its writes at once stop when they kept the loop from going round too long: a
+            # committer that gives the loop a turn first writes at once again (instances.py).
+            assert isinstance(self._direct, SqliteInstanceWriter)
+            self.yield_first = self._direct.streak_spent
         self._written_now = 0
         self.writer: GroupCommit[MachineBatch] = database.group_commit(
             functools.partial(_write_group, database),

@@ -397,6 +397,15 @@ class SqliteDatabase(SqlDatabase):
     def _went_round(self) -> None:
         self._streak, self._again = None, False
 
+    def streak_spent(self) -> bool:
+        """Whether batches written at once kept the loop from going round for longer than
+        NOW_STREAK_SECONDS: `write_now` refuses until it does. A caller that can give the loop
+        one turn first (`await asyncio.sleep(0)`: the loop reads its sockets) may then write
+        at once again, where the group commit's way costs its writer task's loop turns and
+        wake-ups (one instance's events, a sender that never waits: ~90-110 µs more each)."""
+        streak = self._streak
+        return streak is not None and time.monotonic() - streak > NOW_STREAK_SECONDS
+
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         """The running loop, as `asyncio.get_running_loop()`, without its cost at every
         commit: on CPython 3.11 each call checks the process id with `getpid()`, a system call

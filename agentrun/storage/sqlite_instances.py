@@ -62,6 +62,8 @@ class SqliteInstanceWriter:
 
     def __init__(self, database: SqliteDatabase) -> None:
         self._database = database
+        # Whether the database's writes at once wait for the loop to go round (`write_now`).
+        self.streak_spent = database.streak_spent
 
     async def prepare(self) -> None:
         """Nothing to prepare: sqlite3's statement cache keeps each statement compiled."""

@@ -109,3 +109,53 @@ async def test_a_memory_or_postgresql_store_writes_nothing_at_once(tmp_path: Any
             assert store.instances.write_at_once is None
         finally:
             await store.close()
+
+
+async def test_events_past_the_streak_are_written_at_once_after_one_loop_turn(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender that never waits (each send_event returns without a suspension) keeps the loop
+    from its sockets: past NOW_STREAK_SECONDS the store writes nothing at once until the loop
+    went round. The instance loop then gives it one turn and writes the event at once, not
+    through the group commit's writer task (its loop turns and wake-ups cost ~100 µs an event):
+    the loop polls its sockets between such events, and each is one transaction all the same."""
+    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 0.0)
+    store = await open_backend("sqlite", tmp_path)
+    h = await make(store)
+    try:
+        await h.define(COUNTER)
+        inst = await h.machines.create_instance("counter")
+        selector: Any = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+        polls: list[Any] = []
+        select = selector.select
+
+        def counting(timeout: Any = None) -> Any:
+            polls.append(timeout)
+            return select(timeout)
+
+        monkeypatch.setattr(selector, "select", counting)
+        await asyncio.sleep(0.05)  # an idle loop, no streak under way
+        groups, by_writer = store.instances.groups, store.instances.writer.groups
+        polled = len(polls)
+        for k in range(1, 10):  # back to back: no suspension of this sender's own
+            record, entry = await h.machines.send_event(inst.id, "ADD", {"k": k})
+            assert entry.sequence == k + 1
+        assert record.data == {"n": 45}
+        assert store.instances.groups - groups == 9  # one transaction each
+        # Written at once (one or two, on a loaded machine, may find a background task's work
+        # ready on the loop just then: the group commit's way); before, every other event
+        # went the group commit's way (whose writer task let the loop go round).
+        assert store.instances.writer.groups - by_writer <= 2
+        assert len(polls) - polled >= 8  # the loop went round before each of the last eight
+        stored = await store.instances.get_instance(inst.id)
+        assert stored is not None and stored.data == {"n": 45} and stored.last_sequence == 10
+        # Senders at once keep their order: the first holds the instance through its turn.
+        sent = [
+            h.machines.send_event(inst.id, "ADD", {"k": 1}, event_id=f"o{k}") for k in (1, 2, 3)
+        ]
+        await asyncio.gather(*sent)
+        history = await store.instances.list_history(inst.id, after_sequence=10)
+        assert [e.event_id for e in history] == ["o1", "o2", "o3"]
+    finally:
+        await close(h)
+        await store.close()

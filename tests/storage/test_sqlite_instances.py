@@ -362,13 +362,17 @@ async def test_batches_written_at_once_let_the_loop_go_round(
     _commits_count_as_quick(monkeypatch)
     a, b = await _create(store, "sm-a"), await _create(store, "sm-b")
     await asyncio.sleep(0.001)  # the loop goes round: no streak
+    yield_first = store.instances.yield_first
+    assert yield_first is not None and not yield_first()
     first = store.instances.submit(_event(a, 2))
     assert first.done()
+    assert yield_first()  # a committer that can give the loop a turn first should
     second = store.instances.submit(_event(b, 2))  # the loop has not gone round since
     assert not second.done()
     await second
     await asyncio.sleep(0.001)
     got = await store.instances.get_instance("sm-b")
     assert got is not None and got.last_sequence == 2
+    assert not yield_first()
     third = store.instances.submit(_event(got, 3))
     assert third.done()

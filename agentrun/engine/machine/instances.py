@@ -103,6 +103,7 @@ class InstanceLoop:
     def __init__(self, machines: MachineEngine) -> None:
         self.m = machines
         self._submit = machines.store.submit
+        self._yield_first = machines.store.yield_first
         # What every commit touches, at hand.
         self._hub = machines.hub
         self._notifier = machines.notifier
@@ -229,6 +230,16 @@ class InstanceLoop:
             if submit is None:
                 await self.m.store.commit(batch)
             else:
+                yield_first = self._yield_first
+                if yield_first is not None and yield_first():
+                    # The store's writes at once kept the loop from going round too long
+                    # (a sender that never waits): one turn, and this batch is written at
+                    # once, not by the group commit's writer task (its turns and wake-ups).
+                    # The instance is busy meanwhile: later senders queue behind this event.
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        cancelled = True  # written all the same, as below
                 future = submit(batch)
                 # The batch is queued and will be written (or fail) whatever happens to this
                 # caller: the instance takes no other event until it is settled.
