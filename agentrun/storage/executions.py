@@ -105,6 +105,10 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         (`SqlStore.create_execution_soon`). The group commit refuses a conflicting create
         with ValueError (`_explain`)."""
         self.database.require_open()
+        if self._now is not None and _own(record.id, nodes, events):
+            # SQLite: its records, written by the turn writer straight from them
+            # (sqlite_turns.py `write_turns`); rows only if the transaction's way takes it.
+            return self.writer.submit(_Rows.of_records(record, nodes, events))
         rows = _Rows(
             execution=None,
             nodes=[db.node_row(n) for n in nodes],
@@ -232,6 +236,9 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         signals: list[dict[str, Any]] = []
         # New executions first: later batches of the same group may write to them. In key
         # order, so that two replicas' groups never wait on each other's unique keys in a cycle.
+        for batch in batches:
+            if batch.records is not None:
+                batch.materialize()
         creates = sorted((b for b in batches if b.create is not None), key=_Rows.create_key)
         for batch in creates:
             batch.result = self._insert_execution(conn, batch)
@@ -296,6 +303,8 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         """Turns a refused batch into the error the memory store raises for the same mistake:
         KeyError for an unknown execution, ValueError for anything else (a duplicate event,
         a payload the database cannot hold such as NaN or \\u0000 in PostgreSQL's JSONB)."""
+        if batch.records is not None:
+            batch.materialize()
         if batch.create is not None and isinstance(exc, sa.exc.IntegrityError):
             error = ValueError(
                 f"execution {batch.create.id} conflicts with a stored one: {exc.orig}"
@@ -411,11 +420,42 @@ class _Rows:
     create_row: dict[str, Any] | None = None
     # What the caller's future gets: (record, created) for a create.
     result: Any = None
+    # A create queued as its records (`of_records`): its nodes' and events' records, their
+    # rows (and `create_row`'s) made only if the transaction's way takes it (`materialize`).
+    records: tuple[Sequence[NodeRecord], Sequence[EventRecord]] | None = None
 
     def create_key(self) -> tuple[str, str, str]:
         """The order of a group's creates: by their unique keys."""
         assert self.create is not None
         return (self.create.tenant, self.create.request_id or "", self.create.id)
+
+    @classmethod
+    def of_records(
+        cls, record: ExecutionRecord, nodes: Sequence[NodeRecord], events: Sequence[EventRecord]
+    ) -> _Rows:
+        """A create as its records, not snapshot: SQLite's turn writer writes them straight
+        (sqlite_turns.py `write_turns`), without the eight row dicts a start's rows took on the
+        loop's thread. Its caller changes none of them before the create is done (a start's
+        run is launched once its commit is). Its rows say only what `covered_batches` reads:
+        a create (`create_row` an empty placeholder) with no rows of other executions."""
+        return cls(
+            execution=None,
+            nodes=[],
+            events=[],
+            consumed=[],
+            create=record,
+            create_row=_FROM_RECORDS,
+            records=(nodes, events),
+        )
+
+    def materialize(self) -> None:
+        """The rows of a create queued as its records (for the transaction's way)."""
+        assert self.records is not None and self.create is not None
+        nodes, events = self.records
+        self.nodes = [db.node_row(n) for n in nodes]
+        self.events = [db.event_row(e) for e in events]
+        self.create_row = db.execution_row(self.create)
+        self.records = None
 
     @classmethod
     def of(cls, batch: Batch) -> _Rows:
@@ -429,6 +469,21 @@ class _Rows:
             fence=batch.fence,
             signals=[_signal_params(signal) for signal in batch.signals],
         )
+
+
+# `create_row` of a create queued as its records (`_Rows.of_records`): never written as such.
+_FROM_RECORDS: dict[str, Any] = {}
+
+
+def _own(execution_id: str, nodes: Sequence[NodeRecord], events: Sequence[EventRecord]) -> bool:
+    """Whether every node and event is of this execution (what a direct write covers)."""
+    for node in nodes:
+        if node.execution_id != execution_id:
+            return False
+    for event in events:
+        if event.execution_id != execution_id:
+            return False
+    return True
 
 
 def _signal_params(signal: SignalRecord) -> dict[str, Any]:

@@ -28,7 +28,11 @@ record's fields (`_maker`), with no row dict in between, which the group commit'
 
 A new execution with its first turn (a start: `create_execution`) is its row's INSERT in place
 of the UPDATE (`ON CONFLICT (tenant, request_id) DO NOTHING` when it has a request id, its row
-count read: a used request id writes nothing of its batch), then the same rows.
+count read: a used request id writes nothing of its batch), then the same rows. On SQLite a
+start is queued as its records, not rows (executions.py `_Rows.of_records`: nothing later
+changes them before its commit is done), and written from them as `write_turn` writes a turn's
+(`_CREATE_PARAMS`, `_NODE_PARAMS`, `_EVENT_PARAMS`); its rows are made only if the transaction's
+way takes it.
 
 The values are encoded by the columns' own bind processors (`RowEncoder`, as SQLAlchemy binds
 them) and the statements name the same columns as the transaction's way: the rows written are
@@ -56,7 +60,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from agentrun.storage import schema as db
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.pg_turns import TurnRows, covered_batches, turn_result
-from agentrun.storage.records import RUN_FIELDS, Batch, EventRecord, NodeRecord
+from agentrun.storage.records import RUN_FIELDS, Batch, EventRecord, ExecutionRecord, NodeRecord
 from agentrun.storage.sqldb_sqlite import SqliteDatabase
 from agentrun.storage.sqlite_rows import RowEncoder
 
@@ -120,8 +124,21 @@ def write_turns(
     events: list[dict[str, Any]] = []
     consumed: list[dict[str, Any]] = []
     signals: list[dict[str, Any]] = []
+    # Creates queued as their records (executions.py `_Rows.of_records`): their rows' values
+    # straight from the records, as `write_turn` takes a turn's.
+    new_nodes: list[NodeRecord] = []
+    new_events: list[EventRecord] = []
     for batch in batches:
         create, row = batch.create, batch.create_row
+        records: Any = getattr(batch, "records", None)
+        if records is not None:
+            once = create.request_id is not None
+            if conn.execute(_CREATE_SQL[once], _CREATE_PARAMS(create)).rowcount != 1:
+                continue  # its request id is used: the transaction's way reads the stored one
+            made.add(create.id)
+            new_nodes += records[0]
+            new_events += records[1]
+            continue
         if create is not None and row is not None:
             sql, encoder = _insert_execution(tuple(row), create.request_id is not None)
             if conn.execute(sql, encoder.params((row,))[0]).rowcount != 1:
@@ -150,6 +167,10 @@ def write_turns(
         _many(conn, _upsert_nodes, list(nodes.values()))
     if events:
         _many(conn, _insert_events, events)
+    if new_nodes:
+        conn.executemany(_NODES_SQL, map(_NODE_PARAMS, new_nodes))
+    if new_events:
+        conn.executemany(_EVENTS_SQL, map(_EVENT_PARAMS, new_events))
     if consumed:
         conn.executemany(_CONSUME, [(c["b_node"], c["b_execution"], c["b_seq"]) for c in consumed])
     if signals:  # each takes the seq after the one before: one by one (executemany is)
@@ -407,6 +428,12 @@ _NODE_PARAMS = _maker(db.nodes, _fields(NodeRecord))
 _EVENTS_SQL = _insert_events(_fields(EventRecord))[0]
 _EVENT_PARAMS = _maker(db.events, _fields(EventRecord))
 _SIGNAL_PARAMS = _maker(db.signals, _SIGNAL_COLUMNS)
+# A create queued as its records: its execution's INSERT (by whether it has a request id).
+_CREATE_SQL = (
+    _insert_execution(_fields(ExecutionRecord), False)[0],
+    _insert_execution(_fields(ExecutionRecord), True)[0],
+)
+_CREATE_PARAMS = _maker(db.executions, _fields(ExecutionRecord))
 
 
 class _Slim:

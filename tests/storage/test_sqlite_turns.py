@@ -402,6 +402,63 @@ async def test_a_used_request_id_writes_nothing_and_answers_the_stored_execution
     assert [e.sequence for e in await store.list_events("ex-1")] == [1, 2]
 
 
+def _start_records(id_: str, request_id: str | None) -> _Rows:
+    """`_start` as `create_soon` queues it on SQLite: its records (`_Rows.of_records`)."""
+    rows = _start(id_, request_id)
+    assert rows.create is not None
+    return _Rows.of_records(
+        rows.create,
+        [db.node_record(_Mapped(n)) for n in rows.nodes],
+        [db.event_record(_Mapped(e)) for e in rows.events],
+    )
+
+
+async def test_a_start_queued_as_its_records_is_written_as_the_transaction_writes_it(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """A start queued as its records (no rows made when queued) leaves, through the turn
+    writer and through the transaction's way (its rows made then), the rows a start queued
+    as rows leaves, and answers (a copy of the record, created)."""
+    writer = store.database.turn_writer()
+    assert writer is not None
+    direct = _start_records("ex-records", "req-1")
+    assert direct.nodes == [] and direct.events == [] and direct.records is not None
+    results = await writer([direct])
+    assert results is not None and results[0] is not UNWRITTEN
+    record, created = results[0]
+    assert created and record == direct.create and record is not direct.create
+    behind = _start_records("ex-behind", "req-2")
+    answers = await store.database.transaction(lambda conn: store.executions._apply(conn, [behind]))
+    assert answers[0][1] is True and behind.records is None
+    rows = _start("ex-rows", "req-3")
+    assert await writer([rows]) is not None
+    expected = _stored(tmp_path / "turns.db", "ex-rows")
+    assert expected["executions"] and expected["nodes"] and expected["events"]
+    assert _stored(tmp_path / "turns.db", "ex-records") == expected
+    assert _stored(tmp_path / "turns.db", "ex-behind") == expected
+
+
+async def test_a_start_queued_as_its_records_with_a_used_request_id_gets_the_stored_one(
+    store: SqlStore,
+) -> None:
+    """The group commit with starts queued as records (`create_execution` on SQLite): a
+    repeated request id in the same group writes nothing and is answered the stored
+    execution (the transaction's way, with its rows made then)."""
+    first, repeat, other = (
+        _start_records("ex-1", "req"),
+        _start_records("ex-2", "req"),
+        _start_records("ex-3", None),
+    )
+    writer = store.executions.writer
+    answers = await asyncio.gather(*(writer.submit(b) for b in (first, repeat, other)))
+    assert [created for _, created in answers] == [True, False, True]
+    assert answers[1][0].id == "ex-1"
+    assert await store.get_execution("ex-2") is None
+    assert await store.list_events("ex-2") == [] and await store.get_nodes("ex-2") == []
+    assert [e.sequence for e in await store.list_events("ex-1")] == [1, 2]
+    assert [n.node_id for n in await store.get_nodes("ex-3")] == ["a", "b"]
+
+
 async def test_signals_a_turn_stores_are_those_the_transaction_writes(
     store: SqlStore, tmp_path: Path
 ) -> None:
