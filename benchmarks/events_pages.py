@@ -10,8 +10,10 @@ carrying `{"output": "x" * SIZE}` (node.succeeded), the others `{"attempt": 1}`;
 round-robin over N executions (N running at once). Frames: the WAL's size after 500 steps
 that follow 300 and a TRUNCATE checkpoint, divided by the frame size. Pages: the file's pages
 in use (page_count - freelist_count) after, per 1,000 events. Both layouts are built from the
-store's own schema (a file migrated to the head), the rowid one by the 0024 rebuild without
-`WITHOUT ROWID`. Nothing is asserted.
+store's own schema (a file migrated to the head), `events` rebuilt from its stored definition
+with or without `WITHOUT ROWID`. Nothing is asserted. Migration 0025 made `events` a rowid
+table again on these numbers; benchmarks/rowid_layouts.py measures `nodes` and `sm_history`
+the same way.
 
 Why it differs: a WITHOUT ROWID table is an index b-tree, whose cells keep at most ~1,000
 bytes of a row on a 4 KiB page (a rowid table's leaf keeps ~4,000) before the rest goes to an
@@ -47,12 +49,12 @@ async def _migrated(path: Path) -> None:
     await store.close()
 
 
-def _with_rowid(conn: sqlite3.Connection) -> None:
-    """`events` rebuilt as a rowid table (the 0024 downgrade's way; the table is empty)."""
+def _layout(conn: sqlite3.Connection, *, rowid: bool) -> None:
+    """`events` (empty) rebuilt with or without rowids, as 0024 and 0025 rebuild it."""
     (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
     body = sql[sql.index("(") : sql.rindex(")") + 1]
     conn.execute("DROP TABLE events")
-    conn.execute(f"CREATE TABLE events {body}")
+    conn.execute(f"CREATE TABLE events {body}{'' if rowid else ' WITHOUT ROWID'}")
 
 
 def measure(folder: str, size: int, executions: int, rowid: bool) -> tuple[float, float]:
@@ -62,8 +64,7 @@ def measure(folder: str, size: int, executions: int, rowid: bool) -> tuple[float
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        if rowid:
-            _with_rowid(conn)
+        _layout(conn, rowid=rowid)
         page = conn.execute("PRAGMA page_size").fetchone()[0]
         ids = [f"ex-{n:04d}" for n in range(executions)]
         conn.executemany(

@@ -142,9 +142,9 @@ nodes = sa.Table(
         postgresql_where=sa.text("state = 'WAITING' AND wait IS NOT NULL"),
         sqlite_where=sa.text("state = 'WAITING' AND wait IS NOT NULL"),
     ),
-    # Migration 0018: on SQLite the key's b-tree holds the rows (no rowid b-tree beside it),
-    # one WAL page fewer per node written.
-    sqlite_with_rowid=False,
+    # A rowid table on SQLite (0018 made it WITHOUT ROWID, 0025 undid it): an index b-tree
+    # keeps only ~1,000 bytes of a row in place on a 4 KiB page, and a node row holds its
+    # input and output (benchmarks/rowid_layouts.py: +12% pages at 1 KB, +24% at 5 KB).
 )
 
 events = sa.Table(
@@ -161,10 +161,11 @@ events = sa.Table(
     sa.Column("node_id", sa.String()),
     sa.Column("data", Json),
     sa.Column("time", sa.Double, nullable=False),
-    # Migration 0024: on SQLite the key's b-tree holds the rows (no rowid b-tree beside it),
-    # about one WAL page fewer a step. SQLite's poller finds new events by the watched
-    # executions' `last_sequence` (notifications.py), not by rowid.
-    sqlite_with_rowid=False,
+    # A rowid table on SQLite (0024 made it WITHOUT ROWID, 0025 undid it): an index b-tree
+    # keeps only ~1,000 bytes of a row in place on a 4 KiB page, the rest on overflow pages
+    # of its own, and a node.succeeded event carries the output (benchmarks/rowid_layouts.py:
+    # 1 KB outputs +32% to +61% WAL frames a step, +188% pages). Nothing reads the rowids:
+    # SQLite's poller finds new events by the watched executions' `last_sequence`.
 )
 
 signals = sa.Table(

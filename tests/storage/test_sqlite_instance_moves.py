@@ -254,10 +254,13 @@ async def test_a_base_is_the_newest_entrys_sequence(store: SqlStore, path: Path)
     _same(await store.instances.get_instance("sm-a"), after.instance)
 
 
-async def test_an_event_writes_one_btree_page(store: SqlStore, path: Path) -> None:
+async def test_an_event_writes_its_entry_alone(store: SqlStore, path: Path) -> None:
     """Counted in the WAL (4 KB pages, frames after a TRUNCATE checkpoint): 100 events that
-    only move their instance wrote 203 frames with the row rewritten each time (its page and
-    the history's), 103 with the entry alone (now and then a split)."""
+    only move their instance write the history entry alone, not the instance's row. Measured
+    with `sm_history` WITHOUT ROWID (0022): 203 frames with the row rewritten each time, 103
+    with the entry alone. Since 0025 `sm_history` is a rowid table again (an entry over ~1 KB
+    costs fewer pages so), whose entry writes two pages, its rows and its key's index: 203 with
+    the entry alone, 303 with the row rewritten too; the bound tells those apart."""
     record = await _create(store)
     side = sqlite3.connect(path, isolation_level=None)
     try:
@@ -267,7 +270,7 @@ async def test_an_event_writes_one_btree_page(store: SqlStore, path: Path) -> No
             await store.instances.commit(batch)
             record = batch.instance
         frames = (os.path.getsize(f"{path}-wal") - 32) // (4096 + 24)
-        assert frames <= 140, frames
+        assert frames <= 240, frames
     finally:
         side.close()
     _same(await store.instances.get_instance("sm-a"), record)

@@ -1,0 +1,218 @@
+"""SQLite `events`, `nodes` and `sm_history`: a rowid table against a WITHOUT ROWID one, in the
+same run, by the size of the payload a row carries and by how many executions (instances)
+write at once. Migrations 0018, 0022 and 0024 made them WITHOUT ROWID on tiny-row benchmarks;
+0025 made them rowid tables again on these numbers.
+
+    .venv/bin/python benchmarks/rowid_layouts.py [--tables events,nodes,sm_history]
+        [--sizes 100,1000,5000] [--writers 1,10] [--folder /dev/shm]
+
+A step is one commit, round-robin over N executions or instances (N writing at once):
+
+- events: the execution's row (`last_sequence`) and three events, the second carrying
+  `{"output": "x" * SIZE}` (node.succeeded), the others `{"attempt": 1}` (as events_pages.py).
+- nodes: the execution's row, the node that ended (its `output` set to the payload) and the
+  next one inserted (its `input` the payload): a chain step's two node writes.
+- sm_history: the instance's row (`current`, `updated_at`, `last_sequence`) and one history
+  entry whose `event_data` is the payload (`actions` and `assigned` small).
+
+Frames: the WAL's size after STEPS steps that follow WARM and a TRUNCATE checkpoint, divided
+by the frame size, per step. Pages: the file's pages in use (page_count - freelist_count)
+after, per 1,000 rows of the table. Both layouts are built from the store's own schema (a file
+migrated to the head), the table rebuilt from its stored definition with or without
+`WITHOUT ROWID` and its indexes made again. Nothing is asserted.
+
+Why it differs: a WITHOUT ROWID table is an index b-tree, whose cells keep at most ~1,000
+bytes of a row on a 4 KiB page (a rowid table's leaf keeps ~4,000) before the rest goes to
+overflow pages of their own; and its rows are in key order, so writers at once fill and split
+one leaf each where the rowid table appends to one leaf and its key index takes small entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+# benchmarks/grpc.py would shadow grpcio: keep this directory off the path.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+from agentrun.storage.sql import SqlStore
+
+WARM, STEPS = 300, 500
+
+
+async def _migrated(path: Path) -> None:
+    store = SqlStore(f"sqlite+aiosqlite:///{path}")
+    await store.open()
+    await store.close()
+
+
+def _layout(conn: sqlite3.Connection, table: str, *, rowid: bool) -> None:
+    """`table` (empty) rebuilt from its stored definition with or without rowids."""
+    (sql,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    indexes = [
+        row[0]
+        for row in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
+            " AND sql IS NOT NULL",
+            (table,),
+        )
+    ]
+    body = sql[sql.index("(") : sql.rindex(")") + 1]
+    conn.execute(f"DROP TABLE {table}")
+    conn.execute(f"CREATE TABLE {table} {body}{'' if rowid else ' WITHOUT ROWID'}")
+    for index in indexes:
+        conn.execute(index)
+
+
+Step = Callable[[sqlite3.Connection, str, int, str], int]
+
+
+def _events_step(conn: sqlite3.Connection, ex: str, seq: int, payload: str) -> int:
+    output, small = json.dumps({"output": payload}), json.dumps({"attempt": 1})
+    conn.execute("UPDATE executions SET last_sequence = ? WHERE id = ?", (seq + 3, ex))
+    for k in (1, 2, 3):
+        conn.execute(
+            "INSERT INTO events (execution_id, sequence, type, node_id, data, time)"
+            " VALUES (?, ?, 'node.succeeded', 'n', ?, 1.0)",
+            (ex, seq + k, output if k == 2 else small),
+        )
+    return 3
+
+
+def _nodes_step(conn: sqlite3.Connection, ex: str, seq: int, payload: str) -> int:
+    data = json.dumps({"output": payload})
+    conn.execute("UPDATE executions SET last_sequence = ? WHERE id = ?", (seq + 3, ex))
+    conn.execute(
+        "UPDATE nodes SET state = 'SUCCEEDED', output = ?, ended_at = 2.0"
+        " WHERE execution_id = ? AND node_id = ?",
+        (data, ex, f"n{seq:06d}"),
+    )
+    conn.execute(
+        "INSERT INTO nodes (execution_id, node_id, state, attempt, input, started_at)"
+        " VALUES (?, ?, 'RUNNING', 1, ?, 1.0)",
+        (ex, f"n{seq + 3:06d}", data),
+    )
+    return 1
+
+
+def _history_step(conn: sqlite3.Connection, ex: str, seq: int, payload: str) -> int:
+    conn.execute(
+        "UPDATE sm_instances SET current = ?, updated_at = ?, last_sequence = ? WHERE id = ?",
+        (f"s{seq % 3}", float(seq), seq + 1, ex),
+    )
+    conn.execute(
+        "INSERT INTO sm_history (instance_id, sequence, kind, time, event, event_data,"
+        " from_state, to_state, transition_index, actions, assigned, instance_state,"
+        " reentered) VALUES (?, ?, 'transition', 1.0, 'go', ?, 's0', 's1', 0,"
+        " '[\"notify\"]', '{\"n\": 1}', 'ACTIVE', 0)",
+        (ex, seq + 1, json.dumps({"body": payload})),
+    )
+    return 1
+
+
+STEPS_BY_TABLE: dict[str, Step] = {
+    "events": _events_step,
+    "nodes": _nodes_step,
+    "sm_history": _history_step,
+}
+
+
+def measure(folder: str | None, table: str, size: int, writers: int, rowid: bool):
+    """(WAL frames per step, pages in use per 1,000 rows of `table`)."""
+    with tempfile.TemporaryDirectory(dir=folder) as where:
+        path = Path(where) / "layout.db"
+        asyncio.run(_migrated(path))
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        _layout(conn, table, rowid=rowid)
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        ids = [f"ex-{n:04d}" for n in range(writers)]
+        if table == "sm_history":
+            conn.executemany(
+                "INSERT INTO sm_instances (id, tenant, workflow, version, state, current,"
+                " created_at, updated_at) VALUES (?, 't', 'wf', 1, 'ACTIVE', 's0', 1.0, 1.0)",
+                [(i,) for i in ids],
+            )
+        else:
+            conn.executemany(
+                "INSERT INTO executions (id, tenant, workflow, version, state, created_at,"
+                " last_sequence) VALUES (?, 't', 'wf', 1, 'RUNNING', 1.0, 0)",
+                [(i,) for i in ids],
+            )
+        if table == "nodes":
+            conn.executemany(
+                "INSERT INTO nodes (execution_id, node_id, state, attempt, started_at)"
+                " VALUES (?, 'n000000', 'RUNNING', 1, 1.0)",
+                [(i,) for i in ids],
+            )
+        payload, write = "x" * size, STEPS_BY_TABLE[table]
+        last, rows = dict.fromkeys(ids, 0), 0
+
+        def step(n: int) -> int:
+            ex = ids[n % writers]
+            conn.execute("BEGIN")
+            written = write(conn, ex, last[ex], payload)
+            conn.execute("COMMIT")
+            last[ex] += 3
+            return written
+
+        for n in range(WARM):
+            rows += step(n)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for n in range(WARM, WARM + STEPS):
+            rows += step(n)
+        frames = (os.path.getsize(f"{path}-wal") - 32) / (page + 24) / STEPS
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        used = conn.execute("PRAGMA page_count").fetchone()[0]
+        used -= conn.execute("PRAGMA freelist_count").fetchone()[0]
+        conn.close()
+        return frames, used * 1000 / rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tables", default="events,nodes,sm_history")
+    parser.add_argument("--sizes", default="100,1000,5000")
+    parser.add_argument("--writers", default="1,10")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--folder", default=None)
+    args = parser.parse_args()
+    print(
+        "table       writers  payload B   frames/step rowid -> without"
+        "   pages/1000 rows rowid -> without"
+    )
+    for table in args.tables.split(","):
+        for writers in (int(n) for n in args.writers.split(",")):
+            for size in (int(n) for n in args.sizes.split(",")):
+                runs = [
+                    (
+                        measure(args.folder, table, size, writers, rowid=True),
+                        measure(args.folder, table, size, writers, rowid=False),
+                    )
+                    for _ in range(args.repeat)
+                ]
+                f0 = statistics.median(r[0][0] for r in runs)
+                p0 = statistics.median(r[0][1] for r in runs)
+                f1 = statistics.median(r[1][0] for r in runs)
+                p1 = statistics.median(r[1][1] for r in runs)
+                print(
+                    f"{table:<10}  {writers:>7}  {size:>8}   {f0:>6.2f} -> {f1:<6.2f}"
+                    f" ({f1 / f0 - 1:+4.0%})      {p0:>7.0f} -> {p1:<7.0f} ({p1 / p0 - 1:+.0%})"
+                )
+
+
+if __name__ == "__main__":
+    main()
