@@ -15,14 +15,15 @@ every OUTAGE_POLL_SECONDS (`_Outage`): executions and instances whose `last_sequ
 signals not yet consumed. SQLite has no NOTIFY, yet several processes may share a file
 (`agentrun run` beside `agentrun serve`): there new signals are found by rowid every
 SQLITE_POLL_SECONDS, but a signal stored through the store itself, which reaches this process
-as on PostgreSQL: by `notify` only (`stored_here`). New events and instance history, whose
-tables have no rowid (migrations 0024 and 0022: one b-tree each, a WAL page fewer per step or
-event), are found by the last sequence of the executions and instances someone in this
-process follows (`watch`: the engine's Watch streams and waits, the hub's subscriptions, the
-only ones an `events` notification wakes): an execution's `last_sequence`, which every commit
-that appends events carries; an instance's row's `last_sequence`, or its newest entry's when
-greater (an event that only moves its instance leaves the row as it was, 0023). Listeners
-ignore repeats, so announcing a change twice is harmless; missing one is not.
+as on PostgreSQL: by `notify` only (`stored_here`). New events and instance history are found
+by the last sequence of the executions and instances someone in this process follows (`watch`:
+the engine's Watch streams and waits, the hub's subscriptions, the only ones an `events`
+notification wakes), not by rowid (those tables had none from 0024 and 0022 until 0025, and a
+pass reads only the keys watched here, however many rows others wrote): an execution's
+`last_sequence`, which every commit that appends events carries; an instance's row's
+`last_sequence`, or its newest entry's when greater (an event that only moves its instance
+leaves the row as it was, 0023). Listeners ignore repeats, so announcing a change twice is
+harmless; missing one is not.
 
 Quiet writers (PostgreSQL). A NOTIFY costs its commit PostgreSQL's notification queue lock,
 which serialises every notifying commit of the server until its WAL is flushed, and wakes every
