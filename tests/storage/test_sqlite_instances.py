@@ -32,6 +32,8 @@ from agentrun.storage.sqlite_instances import (
     _CHANGED,
     _HISTORY_COLUMNS,
     SqliteInstanceWriter,
+    write_instances,
+    write_one,
 )
 
 T0 = 1_700_000_000.0
@@ -240,6 +242,57 @@ async def test_the_rows_are_those_the_transaction_writes(store: SqlStore, tmp_pa
         assert ended_ids == [("sm-direct",), ("sm-sqlalchemy",)]
     finally:
         conn.close()
+
+
+def _shapes(record: InstanceRecord) -> list[MachineBatch]:
+    """Batches of every shape an event makes, one after another on `record`'s instance."""
+    moved = _event(record, 2, data=record.data, labels={})  # only current & co. move
+    moved.timers = None
+    two = _event(record, 4, data=record.data, labels={})  # two entries, only moved
+    two.history.insert(0, _event(record, 3).history[0])
+    two.timers, two.fired, two.base = None, "1:0", 2
+    assigned = _event(record, 5, labels={})  # the data changes: the row is rewritten
+    assigned.timers, assigned.base = [], 4
+    added = _event(record, 6, labels={}, pending={"attempt": 2}, error={"m": 1})
+    added.timers, added.added = None, [TimerRecord(record.id, "r:6", "b", -1, 99.0)]
+    stale = _event(record, 7)  # its base is not the stored one: nothing written
+    stale.base = 2
+    ended = _event(record, 7, state=InstanceState.FAILED, ended_at=T0 + 7, labels={})
+    ended.history, ended.base = [], 6
+    return [moved, two, assigned, added, stale, ended]
+
+
+async def test_a_batch_written_alone_writes_the_groups_rows(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """`write_one` (a batch written at once) and `write_instances` (a group) check and write
+    the same: for each shape of batch, the same answer and the same rows, column by column."""
+    for id_ in ("sm-one", "sm-group"):
+        await _create(store, id_)
+    one, group = _instance("sm-one", labels={}), _instance("sm-group", labels={})
+    database = store.database
+    assert isinstance(database, SqliteDatabase)
+    answers = []
+    for a, b in zip(_shapes(one), _shapes(group), strict=True):
+        alone = await database.turn_transaction(lambda conn, a=a: write_one(a, conn), items=1)
+        grouped = await database.turn_transaction(
+            lambda conn, b=b: write_instances([b], conn), items=1
+        )
+        assert grouped == [alone]
+        answers.append(alone)
+        if len(answers) == 2:  # both moved only: the row as it was, its entries hold them
+            conn = sqlite3.connect(tmp_path / "machines.db")
+            try:
+                row = conn.execute("SELECT last_sequence FROM sm_instances WHERE id = 'sm-one'")
+                assert row.fetchall() == [(1,)]
+            finally:
+                conn.close()
+        assert _stored(tmp_path / "machines.db", "sm-one") == _stored(
+            tmp_path / "machines.db", "sm-group"
+        )
+    assert answers == [True, True, True, True, False, True]
+    got = await store.instances.get_instance("sm-one")
+    assert got is not None and got.state is InstanceState.FAILED and got.last_sequence == 7
 
 
 async def test_an_event_that_keeps_the_indexed_columns_does_not_assign_them(
