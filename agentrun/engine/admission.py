@@ -68,6 +68,10 @@ class LocalAdmission:
     async def pending_count(self, tenant: str) -> int:
         return self._pending(tenant)
 
+    def pending_now(self, tenant: str) -> int | None:
+        """`pending_count` without a coroutine when it needs no read (here: always)."""
+        return self._pending(tenant)
+
     async def arrive(
         self,
         execution_id: str,
@@ -265,6 +269,11 @@ class SharedAdmission:
     async def pending_count(self, tenant: str) -> int:
         # Rows exist only under a quota or a key: without either (seen here), no read.
         return await self.table.pending_count(tenant) if self._counted(None) or self._keyed else 0
+
+    def pending_now(self, tenant: str) -> int | None:
+        """`pending_count` without a coroutine when it needs no read (no quota, no key seen:
+        0); None when it reads the table (await `pending_count`)."""
+        return None if self._counted(None) or self._keyed else 0
 
     async def arrive(
         self,

@@ -61,7 +61,13 @@ class Starts:
         input = checked_input(input, plan.input_schema)
         key = self.concurrency_key(plan, tenant, input)
         max_pending = engine.admission.config.max_pending_executions_per_tenant
-        pending = await engine.admission.pending_count(tenant) if parent is None else 0
+        pending = 0
+        if parent is None:
+            # Without a coroutine when admission needs no read (no quota, no key: most starts).
+            now_known = engine.admission.pending_now(tenant)
+            pending = (
+                now_known if now_known is not None else await engine.admission.pending_count(tenant)
+            )
         if parent is None and (pending >= max_pending or engine.scheduler.would_overflow()):
             raise ResourceExhausted(
                 f"tenant {tenant!r} has {pending} executions waiting to start",

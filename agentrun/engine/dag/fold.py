@@ -550,6 +550,19 @@ class Fold:
 
     def cancel_all(self, *, detach: bool) -> None:
         """Cancels running calls and timers; unless detaching (shutdown), records it."""
+        if not (
+            self.calls
+            or self.to_launch
+            or self.inline
+            or self.timers
+            or self.retrying
+            or self.graph.ready
+            or self.gate.gated
+            or self.gate.slots
+            or self.maps.active
+            or self.waits.pending
+        ):
+            return  # nothing runs, waits or is queued (a run that ended in its turn)
         # Calls running, and those begun in this turn but not launched yet (the loop launches
         # after its commit).
         for key in [
