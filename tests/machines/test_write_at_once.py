@@ -159,3 +159,33 @@ async def test_events_past_the_streak_are_written_at_once_after_one_loop_turn(
     finally:
         await close(h)
         await store.close()
+
+
+async def test_a_sender_cancelled_during_the_loop_turn_has_its_event_written(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instance loop's turn before a write at once (the streak spent) is no way out: a
+    sender cancelled there hears CancelledError, and its event is written all the same, as a
+    batch already submitted is; the instance takes the next event on what is stored."""
+    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 0.0)
+    store = await open_backend("sqlite", tmp_path)
+    h = await make(store)
+    try:
+        await h.define(COUNTER)
+        inst = await h.machines.create_instance("counter")
+        await asyncio.sleep(0.05)
+        await h.machines.send_event(inst.id, "ADD", {"k": 1})  # a streak begins
+        yield_first = store.instances.yield_first
+        assert yield_first is not None and yield_first()
+        task = asyncio.ensure_future(h.machines.send_event(inst.id, "ADD", {"k": 2}))
+        await asyncio.sleep(0)  # the sender runs to its loop turn
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        stored = await store.instances.get_instance(inst.id)
+        assert stored is not None and stored.data == {"n": 3} and stored.last_sequence == 3
+        record, _ = await h.machines.send_event(inst.id, "ADD", {"k": 4})
+        assert record.data == {"n": 7} and record.last_sequence == 4
+    finally:
+        await close(h)
+        await store.close()
