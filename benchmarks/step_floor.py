@@ -18,10 +18,11 @@ event <= 1.5x on SQLite):
   durable when send_event returns); per event = the 100 events' time / 100. Its sender never
   waits (send_event returns without a suspension when the event is written at once), so every
   NOW_STREAK_SECONDS the store lets the loop go round: that event is written after one loop
-  turn (engine/machine/instances.py). An event writes 1.36 WAL frames: its history entry's
-  leaf, and every 2-21 events the right edge of sm_history's b-tree (WITHOUT ROWID: an index
-  b-tree, which SQLite rebalances over 3 leaves and their parent where a rowid table appends
-  a page) — the raw statements of an event alone cost ~1.2x the floor on this disk.
+  turn (engine/machine/instances.py). An event writes 2.2 WAL frames since sm_history is a
+  rowid table again (0025): the table's leaf and its (instance_id, sequence) index's leaf.
+  As WITHOUT ROWID (0023-0024) it wrote 1.36: the one leaf, and every 2-21 events the
+  b-tree's right edge rebalanced over 3 leaves and their parent (SQLite appends a page only
+  to a rowid table's right edge).
 - floor: 100 raw `INSERT` + `COMMIT`s one after another, each a transaction of its own; per
   commit = their time / 100. SQLite: the sqlite3 module on a file in the same folder as the
   store's, WAL, synchronous=FULL (what the store uses). PostgreSQL: asyncpg on the same
@@ -40,8 +41,9 @@ slower the disk's fsync, the nearer the ratio is to 1. Both are measured warm: t
 first 1,000 commits grow its WAL file, and an fdatasync that grows the file cost ~2x one that
 overwrites (240-260 µs, then 105-135 µs on this VM's disk on 7 Dec 2026); measured so, the
 chain was 2.3-2.5x (p25-p75 within 2.3-2.7) and the state machine 1.7x on a quiet machine
-(1.58-1.68x at 262a9da, three runs of 15 rounds at load ~2: 176-191 µs an event against a
-105-119 µs floor; ~33 µs of CPU an event with `--cpu --folder /dev/shm`).
+(1.58-1.69x at 262a9da and 61cfc67, sm_history a rowid table, six runs of 15 rounds at load
+1-2: 176-232 µs an event against a 105-146 µs floor; ~33 µs of CPU an event with `--cpu
+--folder /dev/shm`).
 Before the warm-up the chain's median read 1.1-1.6x with a p25-p75 as wide as 1.0-2.5: the
 pairs taken while the floor's WAL still grew.
 
