@@ -647,9 +647,9 @@ class SqliteDatabase(SqlDatabase):
 
     async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
         """Deletes the events of executions that ended before the retention (one table:
-        nothing to prepare). `events` has no rowid (migration 0024): the poller finds new
-        events by the watched executions' `last_sequence` (notifications.py), so no row need
-        stay behind for its mark."""
+        nothing to prepare). The poller finds new events by the watched executions'
+        `last_sequence` (notifications.py; since migration 0024, kept when 0025 made `events`
+        a rowid table again), not by rowid, so no row need stay behind for its mark."""
         self.require_open()
         if retention_seconds is None:
             return 0
