@@ -6,22 +6,17 @@ again from there, every row and entry reads the same."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentrun.storage import schema as db
 from agentrun.storage.sql import SqlStore
 
-from .conftest import PgServer
+from .migration_steps import database_url, migrator, on
 
-MIGRATIONS = Path(db.__file__).with_name("migrations")
 INSTANCE_COLUMNS = ("id", "current", "updated_at", "last_sequence", "entry_sequence", "data")
 # What 0022 knew of an entry (the metadata has 0023's column too).
 HISTORY_COLUMNS = [c.name for c in db.sm_history.c if c.name != "entry_sequence"]
@@ -29,29 +24,7 @@ HISTORY_COLUMNS = [c.name for c in db.sm_history.c if c.name != "entry_sequence"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/store.db"
-    server: PgServer = request.getfixturevalue("pg_server")
-    return server.create_database()
-
-
-async def _on(url: str, work: Callable[[sa.Connection], Any]) -> Any:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            return await conn.run_sync(work)
-    finally:
-        await engine.dispose()
-
-
-def _migrator(revision: str, *, down: bool = False) -> Callable[[sa.Connection], None]:
-    def migrate(conn: sa.Connection) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(config, revision)
-
-    return migrate
+    return database_url(request, tmp_path)
 
 
 _HISTORY_0022 = sa.table(
@@ -121,14 +94,14 @@ def _columns(conn: sa.Connection) -> list[str]:
 
 
 async def test_the_column_comes_and_goes_with_what_it_holds(url: str) -> None:
-    await _on(url, _migrator("0022"))
-    await _on(url, _fill)
-    instances, history = await _on(url, _instances), await _on(url, _history)
+    await on(url, migrator("0022"))
+    await on(url, _fill)
+    instances, history = await on(url, _instances), await on(url, _history)
 
-    await _on(url, _migrator("head"))
-    assert "entry_sequence" in await _on(url, _columns)
-    assert await _on(url, _instances) == instances
-    assert await _on(url, _history) == history
+    await on(url, migrator("head"))
+    assert "entry_sequence" in await on(url, _columns)
+    assert await on(url, _instances) == instances
+    assert await on(url, _history) == history
     store = SqlStore(url)
     await store.open()
     try:
@@ -151,16 +124,16 @@ async def test_the_column_comes_and_goes_with_what_it_holds(url: str) -> None:
             ],
         )
 
-    await _on(url, moved)
-    with_moves = await _on(url, _history)
+    await on(url, moved)
+    with_moves = await on(url, _history)
 
-    await _on(url, _migrator("0022", down=True))
-    assert "entry_sequence" not in await _on(url, _columns)
-    assert await _on(url, _instances) == [
+    await on(url, migrator("0022", down=True))
+    assert "entry_sequence" not in await on(url, _columns)
+    assert await on(url, _instances) == [
         ("i1", "a", 105.0, 5, 5, {"n": 0}),  # folded in
         instances[1],  # as it was
     ]
-    assert await _on(url, _history) == with_moves
+    assert await on(url, _history) == with_moves
 
-    await _on(url, _migrator("head"))
-    assert await _on(url, _history) == with_moves
+    await on(url, migrator("head"))
+    assert await on(url, _history) == with_moves

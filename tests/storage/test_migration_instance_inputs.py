@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentrun.storage import schema as db
 from agentrun.storage.machines import (
@@ -28,9 +24,8 @@ from agentrun.storage.machines import (
 )
 from agentrun.storage.sql import SqlStore
 
-from .conftest import PgServer
+from .migration_steps import database_url, migrator, on
 
-MIGRATIONS = Path(db.__file__).with_name("migrations")
 BIG = {"text": "x" * 50_000, "n": [1.5, 2**63 + 5]}
 # Stored as 0020's store wrote them: JSON text on SQLite, JSONB on PostgreSQL.
 INPUTS: dict[str, Any] = {"i1": BIG, "i2": None, "i3": "12", "i4": 0.1}
@@ -38,29 +33,7 @@ INPUTS: dict[str, Any] = {"i1": BIG, "i2": None, "i3": "12", "i4": 0.1}
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/store.db"
-    server: PgServer = request.getfixturevalue("pg_server")
-    return server.create_database()
-
-
-async def _on(url: str, work: Callable[[sa.Connection], Any]) -> Any:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            return await conn.run_sync(work)
-    finally:
-        await engine.dispose()
-
-
-def _migrator(revision: str, *, down: bool = False) -> Callable[[sa.Connection], None]:
-    def migrate(conn: sa.Connection) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(config, revision)
-
-    return migrate
+    return database_url(request, tmp_path)
 
 
 def _fill(conn: sa.Connection) -> None:
@@ -106,9 +79,9 @@ def _columns(conn: sa.Connection) -> set[str]:
 
 
 async def test_inputs_move_to_their_table_and_read_the_same(url: str) -> None:
-    await _on(url, _migrator("0020"))
-    await _on(url, _fill)
-    assert await _on(url, _stored_inputs) == INPUTS
+    await on(url, migrator("0020"))
+    await on(url, _fill)
+    assert await on(url, _stored_inputs) == INPUTS
 
     store = SqlStore(url)  # migrates to the head, as a server does
     await store.open()
@@ -133,13 +106,13 @@ async def test_inputs_move_to_their_table_and_read_the_same(url: str) -> None:
         rows = conn.execute(sa.select(i.c.instance_id, i.c.input))
         return _columns(conn), {row.instance_id: row.input for row in rows}
 
-    columns, inputs = await _on(url, moved)
+    columns, inputs = await on(url, moved)
     assert "input" not in columns
     assert inputs == {k: v for k, v in INPUTS.items() if v is not None}
 
-    await _on(url, _migrator("0020", down=True))
-    assert await _on(url, _stored_inputs) == INPUTS
-    await _on(url, _migrator("head"))  # and up again, from the downgraded form
+    await on(url, migrator("0020", down=True))
+    assert await on(url, _stored_inputs) == INPUTS
+    await on(url, migrator("head"))  # and up again, from the downgraded form
     store = SqlStore(url)
     await store.open()
     try:

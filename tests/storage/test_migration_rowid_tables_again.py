@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentrun.storage import schema as db
 from agentrun.storage.machines import (
@@ -31,38 +27,15 @@ from agentrun.storage.records import Batch, EventRecord, ExecutionState, NodeSta
 from agentrun.storage.sql import SqlStore
 from tests.storage.factories import execution_record
 
-from .conftest import PgServer
+from .migration_steps import database_url, migrator, on
 
-MIGRATIONS = Path(db.__file__).with_name("migrations")
 TABLES = ("events", "nodes", "sm_history")
 BIG = "x" * 2000  # over what an index b-tree cell keeps on a 4 KiB page: overflow pages
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/store.db"
-    server: PgServer = request.getfixturevalue("pg_server")
-    return server.create_database()
-
-
-async def _on(url: str, work: Callable[[sa.Connection], Any]) -> Any:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            return await conn.run_sync(work)
-    finally:
-        await engine.dispose()
-
-
-def _migrator(revision: str, *, down: bool = False) -> Callable[[sa.Connection], None]:
-    def migrate(conn: sa.Connection) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(config, revision)
-
-    return migrate
+    return database_url(request, tmp_path)
 
 
 def _fill(conn: sa.Connection) -> None:
@@ -203,16 +176,16 @@ def _layout(conn: sa.Connection) -> dict[str, Any]:
 
 
 async def test_the_tables_become_rowid_tables_and_every_row_stays(url: str) -> None:
-    await _on(url, _migrator("0024"))
-    await _on(url, _fill)
-    rows, before = await _on(url, _rows), await _on(url, _layout)
+    await on(url, migrator("0024"))
+    await on(url, _fill)
+    rows, before = await on(url, _rows), await on(url, _layout)
     sqlite = url.startswith("sqlite")
     if sqlite:
         assert all(before[name][0].endswith("WITHOUT ROWID") for name in TABLES)
 
-    await _on(url, _migrator("head"))
-    assert await _on(url, _rows) == rows
-    after = await _on(url, _layout)
+    await on(url, migrator("head"))
+    assert await on(url, _rows) == rows
+    after = await on(url, _layout)
     if sqlite:
         for name in TABLES:
             sql, indexes, references = after[name]
@@ -253,15 +226,15 @@ async def test_the_tables_become_rowid_tables_and_every_row_stays(url: str) -> N
         assert (await store.instances.event_ids("i1"))["ev-199"] == 199
     finally:
         await store.close()
-    rows = await _on(url, _rows)
+    rows = await on(url, _rows)
 
-    await _on(url, _migrator("0024", down=True))
-    assert await _on(url, _rows) == rows
+    await on(url, migrator("0024", down=True))
+    assert await on(url, _rows) == rows
     if sqlite:
-        assert await _on(url, _layout) == before
-    await _on(url, _migrator("head"))  # and up again, from the downgraded form
-    assert await _on(url, _rows) == rows
-    assert await _on(url, _layout) == after
+        assert await on(url, _layout) == before
+    await on(url, migrator("head"))  # and up again, from the downgraded form
+    assert await on(url, _rows) == rows
+    assert await on(url, _layout) == after
 
 
 def _frames(path: Path) -> int:
