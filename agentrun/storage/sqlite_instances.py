@@ -103,40 +103,13 @@ def write_instances(batches: Sequence[MachineBatch], conn: sqlite3.Connection) -
     drop_one: list[tuple[str, str]] = []
     drop_all: list[tuple[str]] = []
     timers: list[tuple[Any, ...]] = []
-    execute = conn.execute
     for batch in batches:
+        rows = _apply(batch, conn)
+        written.append(rows is not None)
+        if rows is None:
+            continue
+        history += rows
         rec = batch.instance
-        stored = execute(_STORED, (rec.id,)).fetchone()
-        if stored is None:
-            written.append(False)  # unknown
-            continue
-        state, ended_at, *kept, owner, epoch, row_last, newest = stored
-        fence, base = batch.fence, batch.base
-        last = row_last if newest is None or newest < row_last else newest
-        if (fence is not None and (owner, epoch) != fence) or (base is not None and last != base):
-            written.append(False)  # stale: nothing of this batch
-            continue
-        written.append(True)
-        values = _changes(rec)
-        entries = batch.history
-        if (
-            entries
-            and rec.state is _ACTIVE
-            and rec.ended_at is None
-            and state == _ACTIVE
-            and (values[1], values[2], values[6], values[7], values[8]) == tuple(kept)
-            and _moved_only(entries[-1], rec, last)
-        ):
-            # Only current, updated_at, last_sequence and entry_sequence moved: the last entry
-            # holds them, the row is left as it is (readers fold the entry in).
-            history += map(_history, entries[:-1])
-            history.append(_history(entries[-1], rec.entry_sequence))
-        else:
-            if state == rec.state.value and ended_at == rec.ended_at:
-                execute(_UPDATE_KEPT, (*values, rec.id))  # the indexed columns as they are
-            else:
-                execute(_UPDATE_ALL, (*values, rec.state.value, rec.ended_at, rec.id))
-            history += map(_history, entries)
         if batch.timers is not None:
             drop_all.append((rec.id,))
             timers += map(_timer, batch.timers)
@@ -156,21 +129,44 @@ def write_instances(batches: Sequence[MachineBatch], conn: sqlite3.Connection) -
 
 def write_one(batch: MachineBatch, conn: sqlite3.Connection) -> bool:
     """`write_instances` for one batch (a write at once, `write_now`): the same checks and
-    rows, without the group's lists and their `executemany`s (the hottest path: one
-    instance's events, each written alone)."""
+    rows (`_apply`), without the group's lists and their `executemany`s (the hottest path:
+    one instance's events, each written alone)."""
+    rows = _apply(batch, conn)
+    if rows is None:
+        return False
+    if len(rows) == 1:
+        conn.execute(_INSERT_HISTORY, rows[0])
+    elif rows:
+        conn.executemany(_INSERT_HISTORY, rows)
+    rec, timers = batch.instance, batch.timers
+    if timers is not None:
+        conn.execute(_DROP_TIMERS, (rec.id,))
+    elif batch.fired is not None:
+        conn.execute(_DROP_TIMER, (rec.id, batch.fired))
+    if timers or batch.added:
+        conn.executemany(_INSERT_TIMERS, [*map(_timer, timers or ()), *map(_timer, batch.added)])
+    return True
+
+
+def _apply(batch: MachineBatch, conn: sqlite3.Connection) -> list[tuple[Any, ...]] | None:
+    """One batch's checks and instance row, for both ways: None when it is not written (an
+    unknown instance, a fence or base that does not hold: nothing of it); else its history
+    rows to insert, the instance's UPDATE already run if the row must change."""
     rec = batch.instance
     stored = conn.execute(_STORED, (rec.id,)).fetchone()
     if stored is None:
-        return False  # unknown
+        return None  # unknown
     state, ended_at, data, error, invoke, labels, pending, owner, epoch, row_last, newest = stored
     fence, base = batch.fence, batch.base
     last = row_last if newest is None or newest < row_last else newest
     if (fence is not None and (owner, epoch) != fence) or (base is not None and last != base):
-        return False  # stale: nothing of this batch
+        return None  # stale
     entries = batch.history
     tail = entries[-1] if entries else None
-    # The moved-only test of `write_instances`, its cheap terms first: most events leave
-    # error, invoke and pending None, so only data and labels are encoded to compare.
+    # Whether only current, updated_at, last_sequence and entry_sequence moved, and the last
+    # entry gives a reader them (its to_state, time and sequence, past every stored entry):
+    # then the row is left as it is (readers fold the entry in). The cheap terms first: most
+    # events leave error, invoke and pending None, so only data and labels are encoded.
     if (
         tail is not None
         and rec.state is _ACTIVE
@@ -186,41 +182,15 @@ def write_one(batch: MachineBatch, conn: sqlite3.Connection) -> bool:
         and _json(rec.data) == data
         and _json(rec.labels) == labels
     ):
-        # Only current, updated_at, last_sequence and entry_sequence moved: the last entry
-        # holds them, the row is left as it is (readers fold the entry in).
         if len(entries) == 1:
-            conn.execute(_INSERT_HISTORY, _history(tail, rec.entry_sequence))
-        else:
-            rows = [*map(_history, entries[:-1]), _history(tail, rec.entry_sequence)]
-            conn.executemany(_INSERT_HISTORY, rows)
+            return [_history(tail, rec.entry_sequence)]
+        return [*map(_history, entries[:-1]), _history(tail, rec.entry_sequence)]
+    values = _changes(rec)
+    if state == rec.state._value_ and ended_at == rec.ended_at:
+        conn.execute(_UPDATE_KEPT, (*values, rec.id))  # the indexed columns as they are
     else:
-        values = _changes(rec)
-        if state == rec.state._value_ and ended_at == rec.ended_at:
-            conn.execute(_UPDATE_KEPT, (*values, rec.id))  # the indexed columns as they are
-        else:
-            conn.execute(_UPDATE_ALL, (*values, rec.state._value_, rec.ended_at, rec.id))
-        if entries:
-            conn.executemany(_INSERT_HISTORY, map(_history, entries))
-    timers = batch.timers
-    if timers is not None:
-        conn.execute(_DROP_TIMERS, (rec.id,))
-    elif batch.fired is not None:
-        conn.execute(_DROP_TIMER, (rec.id, batch.fired))
-    if timers or batch.added:
-        conn.executemany(_INSERT_TIMERS, [*map(_timer, timers or ()), *map(_timer, batch.added)])
-    return True
-
-
-def _moved_only(tail: HistoryRecord, rec: InstanceRecord, last: int) -> bool:
-    """Whether `tail`, the batch's last entry, gives a reader the instance's current,
-    updated_at and last_sequence (its to_state, time and sequence) and comes after every
-    stored entry (readers fold in the newest entry past the row's last_sequence)."""
-    return (
-        tail.sequence == rec.last_sequence
-        and tail.sequence > last
-        and tail.to_state == rec.current
-        and tail.time == rec.updated_at
-    )
+        conn.execute(_UPDATE_ALL, (*values, rec.state._value_, rec.ended_at, rec.id))
+    return [*map(_history, entries)]
 
 
 def _json(value: Any) -> str | None:
