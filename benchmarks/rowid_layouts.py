@@ -9,7 +9,7 @@ write at once. Migrations 0018, 0022 and 0024 made them WITHOUT ROWID on tiny-ro
 A step is one commit, round-robin over N executions or instances (N writing at once):
 
 - events: the execution's row (`last_sequence`) and three events, the second carrying
-  `{"output": "x" * SIZE}` (node.succeeded), the others `{"attempt": 1}` (as events_pages.py).
+  `{"output": "x" * SIZE}` (node.succeeded), the others `{"attempt": 1}` (as a step writes them).
 - nodes: the execution's row, the node that ended (its `output` set to the payload) and the
   next one inserted (its `input` the payload): a chain step's two node writes.
 - sm_history: the instance's row (`current`, `updated_at`, `last_sequence`) and one history
