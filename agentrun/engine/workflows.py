@@ -9,8 +9,8 @@ When an entry expires, the next start reads only the live version's number (a ne
 a delete made elsewhere shows there); the version's record itself, its spec decoded, is read
 once and kept (RECORDS_KEPT, least recently used out): a stored version never changes.
 
-Compiled plans are kept the same way (`PlanCache`: PLAN_NODES_KEPT nodes' worth, least
-recently used out), so a caller who registers many versions, or many tenants' workflows,
+Compiled plans are kept the same way (`LRU` weighed in nodes: PLAN_NODES_KEPT nodes' worth,
+least recently used out), so a caller who registers many versions, or many tenants' workflows,
 does not grow the server's memory without limit: a plan dropped is compiled again from its
 stored record when next needed (`plan`), and a run holds its own plan whatever is dropped.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from agentrun.engine.compiler import compile_stored, compile_workflow
 from agentrun.engine.errors import Diagnostic, InvalidInput, WorkflowNotFound
@@ -46,63 +46,68 @@ PLAN_NODES_KEPT = 20_000
 
 _Key = tuple[str, str, int]
 _Plan = DagPlan | MachinePlan
+_V = TypeVar("_V")
 
 
-def _weight(plan: _Plan) -> int:
-    """A plan's size in the cache's unit: its nodes (a machine's states), plus one."""
+def _plan_weight(plan: _Plan) -> int:
+    """A plan's size in the plans' cache unit: its nodes (a machine's states), plus one."""
     return 1 + len(plan.nodes if isinstance(plan, DagPlan) else plan.states)
 
 
-class PlanCache:
-    """Compiled plans by (tenant, name, version), least recently used first, at most
-    PLAN_NODES_KEPT nodes' worth (the most recent one is kept whatever its size)."""
+class LRU(Generic[_V]):
+    """Values by (tenant, name, version), least recently used first, at most `bound` in
+    total weight (`weight` of each value; 1 each by default): the one bounded cache of this
+    module, for plans (weighed in nodes) and for records (counted). The most recent value is
+    kept whatever its weight, so a plan larger than the bound still serves its starts."""
 
-    def __init__(self) -> None:
-        self._plans: OrderedDict[_Key, _Plan] = OrderedDict()
+    def __init__(self, bound: int, weight: Callable[[_V], int] = lambda _: 1) -> None:
+        self.bound = bound
+        self._weigh = weight
+        self._kept: OrderedDict[_Key, _V] = OrderedDict()
         self.weight = 0
 
-    def get(self, key: _Key) -> _Plan | None:
-        plan = self._plans.get(key)
-        if plan is not None:
-            self._plans.move_to_end(key)
-        return plan
+    def get(self, key: _Key) -> _V | None:
+        value = self._kept.get(key)
+        if value is not None:
+            self._kept.move_to_end(key)
+        return value
 
-    def setdefault(self, key: _Key, plan: _Plan) -> _Plan:
-        """The plan kept for `key`, `plan` if none was (concurrent compiles of a version
+    def setdefault(self, key: _Key, value: _V) -> _V:
+        """The value kept for `key`, `value` if none was (concurrent compiles of a version
         share the first kept); the least recently used out beyond the bound."""
-        plans = self._plans
-        kept = plans.get(key)
-        if kept is not None:
-            plans.move_to_end(key)
-            return kept
-        plans[key] = plan
-        self.weight += _weight(plan)
-        while self.weight > PLAN_NODES_KEPT and len(plans) > 1:
-            self.weight -= _weight(plans.popitem(last=False)[1])
-        return plan
-
-    def put(self, key: _Key, plan: _Plan) -> None:
-        """Keeps `plan` for `key` (a version just created here), replacing any kept."""
-        old = self._plans.pop(key, None)
+        kept = self._kept
+        old = kept.get(key)
         if old is not None:
-            self.weight -= _weight(old)
-        self.setdefault(key, plan)
+            kept.move_to_end(key)
+            return old
+        kept[key] = value
+        self.weight += self._weigh(value)
+        while self.weight > self.bound and len(kept) > 1:
+            self.weight -= self._weigh(kept.popitem(last=False)[1])
+        return value
+
+    def put(self, key: _Key, value: _V) -> None:
+        """Keeps `value` for `key`, replacing any kept."""
+        old = self._kept.pop(key, None)
+        if old is not None:
+            self.weight -= self._weigh(old)
+        self.setdefault(key, value)
 
     def drop(self, tenant: str, name: str) -> None:
         """Drops every version of one workflow."""
-        for key in [k for k in self._plans if k[0] == tenant and k[1] == name]:
-            self.weight -= _weight(self._plans.pop(key))
+        for key in [k for k in self._kept if k[0] == tenant and k[1] == name]:
+            self.weight -= self._weigh(self._kept.pop(key))
 
     def clear(self) -> None:
-        self._plans.clear()
+        self._kept.clear()
         self.weight = 0
 
     def kept(self) -> list[_Key]:
         """The keys kept, least recently used first."""
-        return list(self._plans)
+        return list(self._kept)
 
     def __len__(self) -> int:
-        return len(self._plans)
+        return len(self._kept)
 
 
 class Workflows:
@@ -118,10 +123,10 @@ class Workflows:
         self.tools = tools
         self.agents = agents
         self.clock = clock
-        self.plans = PlanCache()
+        self.plans: LRU[_Plan] = LRU(PLAN_NODES_KEPT, _plan_weight)
         self._cache: dict[_Key, tuple[WorkflowRecord, float]] = {}
         # Per stored version (immutable): its record, read once (deleted with the workflow).
-        self._records: OrderedDict[_Key, WorkflowRecord] = OrderedDict()
+        self.records: LRU[WorkflowRecord] = LRU(RECORDS_KEPT)
         self._reading: dict[_Key, asyncio.Future[WorkflowRecord]] = {}
         self._compiling: dict[_Key, asyncio.Future[DagPlan | MachinePlan]] = {}
 
@@ -171,18 +176,14 @@ class Workflows:
             suffix = f" version {version}" if version else ""
             raise WorkflowNotFound(f"workflow {name!r}{suffix} not found", name=name)
         key = (tenant, name, number)
-        record = self._records.get(key)
-        if record is not None:
-            self._records.move_to_end(key)
-            return record
-        record = await self.get(name, tenant, number)
-        self._keep(record)
+        record = self.records.get(key)
+        if record is None:
+            record = await self.get(name, tenant, number)
+            self._keep(record)
         return record
 
     def _keep(self, record: WorkflowRecord) -> None:
-        self._records[(record.tenant, record.name, record.version)] = record
-        while len(self._records) > RECORDS_KEPT:
-            self._records.popitem(last=False)
+        self.records.put((record.tenant, record.name, record.version), record)
 
     async def delete(self, name: str, tenant: str) -> None:
         """Deletes every version (softly: running executions keep theirs)."""
@@ -190,8 +191,7 @@ class Workflows:
         if not await self.store.delete_workflow(tenant, name):
             raise WorkflowNotFound(f"workflow {name!r} not found", name=name)
         self.plans.drop(tenant, name)
-        for key in [k for k in self._records if k[0] == tenant and k[1] == name]:
-            del self._records[key]
+        self.records.drop(tenant, name)
 
     async def cached(self, name: str, tenant: str, version: int | None) -> WorkflowRecord:
         """`get` through the short-lived cache that starts read. Concurrent misses share one
@@ -229,7 +229,7 @@ class Workflows:
         return self.plans.get((tenant, name, version))
 
     async def plan(self, record: WorkflowRecord) -> DagPlan | MachinePlan:
-        """The plan of a stored version, compiled once while it is kept (`PlanCache`): the
+        """The plan of a stored version, compiled once while it is kept (`plans`): the
         first use of a version this process did not create (after a restart, created by
         another replica, or dropped from the cache since) compiles it in a thread, as `create`
         does, so a large workflow (~150 ms for 10,000 nodes) does not stop the loop;

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agentrun.engine import WorkflowNotFound, load_workflow
-from agentrun.engine.workflows import WORKFLOW_CACHE_SECONDS
+from agentrun.engine.workflows import LRU, PLAN_NODES_KEPT, RECORDS_KEPT, WORKFLOW_CACHE_SECONDS
 from tests.engine.conftest import Harness
 
 
@@ -156,15 +156,14 @@ async def test_starts_after_the_cache_expires_read_the_spec_once_and_see_other_r
 async def test_the_records_kept_are_bounded_and_a_delete_drops_them(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agentrun.engine import workflows as module
-
-    monkeypatch.setattr(module, "RECORDS_KEPT", 3)
     workflows = harness.engine.workflows
+    assert workflows.records.bound == RECORDS_KEPT
+    monkeypatch.setattr(workflows.records, "bound", 3)
     for i in range(5):
         await harness.engine.create_workflow(load_workflow(ONE_NODE.format(name=f"w{i}", value=i)))
-    assert [k[1] for k in workflows._records] == ["w2", "w3", "w4"]
+    assert [k[1] for k in workflows.records.kept()] == ["w2", "w3", "w4"]
     await harness.engine.delete_workflow("w3")
-    assert [k[1] for k in workflows._records] == ["w2", "w4"]
+    assert [k[1] for k in workflows.records.kept()] == ["w2", "w4"]
     with pytest.raises(WorkflowNotFound):
         await harness.engine.start_execution("w3", {})
 
@@ -177,10 +176,9 @@ async def test_the_plans_kept_are_bounded_and_a_dropped_one_compiles_again(
     version whose plan was dropped starts and runs, compiled again once from its record; a
     delete drops a workflow's plans; a plan larger than the bound is kept while it is the
     most recent."""
-    from agentrun.engine import workflows as module
-
-    monkeypatch.setattr(module, "PLAN_NODES_KEPT", 6)  # three one-node plans (weight 2 each)
     workflows = harness.engine.workflows
+    assert workflows.plans.bound == PLAN_NODES_KEPT
+    monkeypatch.setattr(workflows.plans, "bound", 6)  # three one-node plans (weight 2 each)
     for i in range(5):
         await harness.engine.create_workflow(load_workflow(ONE_NODE.format(name=f"w{i}", value=i)))
     assert [k[1] for k in workflows.plans.kept()] == ["w2", "w3", "w4"]
@@ -213,3 +211,29 @@ async def test_the_plans_kept_are_bounded_and_a_dropped_one_compiles_again(
     )
     await harness.engine.create_workflow(load_workflow(big))
     assert [k[1] for k in workflows.plans.kept()] == ["big"] and workflows.plans.weight == 11
+
+
+def test_one_lru_bounds_both_caches_by_weight_least_recently_used_out() -> None:
+    """The records are counted (weight 1 each), the plans weighed in nodes; in both the least
+    recently used goes first (a `get` or a `setdefault` that finds its key makes it the most
+    recent), and the most recent value is kept whatever its weight."""
+    counted: LRU[str] = LRU(3)
+    for i in range(3):
+        counted.put(("t", f"w{i}", 1), f"r{i}")
+    assert counted.get(("t", "w0", 1)) == "r0"  # w0 is now the most recent
+    assert counted.setdefault(("t", "w1", 1), "other") == "r1"  # kept, w1 most recent
+    counted.put(("t", "w3", 1), "r3")
+    assert [k[1] for k in counted.kept()] == ["w0", "w1", "w3"] and counted.weight == 3
+    counted.drop("t", "w1")
+    assert [k[1] for k in counted.kept()] == ["w0", "w3"] and counted.weight == 2
+
+    weighed: LRU[list[int]] = LRU(10, len)
+    weighed.put(("t", "a", 1), [0] * 4)
+    weighed.put(("t", "b", 1), [0] * 4)
+    weighed.get(("t", "a", 1))
+    weighed.put(("t", "c", 1), [0] * 4)  # 12 > 10: b, the least recently used, goes
+    assert [k[1] for k in weighed.kept()] == ["a", "c"] and weighed.weight == 8
+    weighed.put(("t", "a", 1), [0] * 2)  # replaced: its weight too
+    assert [k[1] for k in weighed.kept()] == ["c", "a"] and weighed.weight == 6
+    weighed.put(("t", "huge", 1), [0] * 50)
+    assert weighed.kept() == [("t", "huge", 1)] and weighed.weight == 50
