@@ -1,9 +1,11 @@
 """For tests of one migration on a SQLite file: the file migrated up or down to a revision by
 Alembic itself (not through a store, which always goes to the head), and read with plain
-sqlite3, so what is checked is the file, not what the store under test makes of it."""
+sqlite3, so what is checked is the file, not what the store under test makes of it; and the
+WAL frames a file's writes cost (`wal_frames`), which the tests of a table's layout count."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,9 @@ from alembic.config import Config
 from agentrun.storage import schema as db
 
 MIGRATIONS = Path(db.__file__).with_name("migrations")
+# A WAL is a 32-byte header, then one frame per page written: a 24-byte header and the page
+# (the stores' files have 4 KB pages).
+_WAL_HEADER, _FRAME_HEADER, _PAGE = 32, 24, 4096
 
 
 def migrate(path: Path, revision: str, *, down: bool = False, foreign_keys: bool = False) -> None:
@@ -40,3 +45,9 @@ def query(path: Path, sql: str) -> list[Any]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def wal_frames(path: Path) -> int:
+    """The frames in the WAL of the SQLite file at `path`: the pages written since the WAL
+    last started over (after a `PRAGMA wal_checkpoint(TRUNCATE)` on a side connection)."""
+    return (os.path.getsize(f"{path}-wal") - _WAL_HEADER) // (_PAGE + _FRAME_HEADER)

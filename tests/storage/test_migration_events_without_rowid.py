@@ -6,7 +6,6 @@ ROWID, not two; 0025 undid it for events over ~1 KB (the head is a rowid table).
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from agentrun.storage.records import Batch, EventRecord, ExecutionState
 from agentrun.storage.sql import SqlStore
 from tests.storage.factories import execution_record
-from tests.storage.sqlite_migrations import migrate, query
+from tests.storage.sqlite_migrations import migrate, query, wal_frames
 
 
 def _fill(path: Path) -> None:
@@ -125,7 +124,7 @@ async def test_a_steps_tiny_events_write_two_btrees(tmp_path: Path) -> None:
             ]
             record.last_sequence = 3 * step + 3
             await store.commit(Batch(execution=record, events=events))
-        frames = (os.path.getsize(f"{path}-wal") - 32) // (4096 + 24)
+        frames = wal_frames(path)
         assert frames <= 330, frames
     finally:
         side.close()

@@ -7,7 +7,6 @@ event writes two b-tree pages WITHOUT ROWID (its instance's row, its history ent
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from agentrun.storage.machines import (
     MachineBatch,
 )
 from agentrun.storage.sql import SqlStore
-from tests.storage.sqlite_migrations import migrate, query
+from tests.storage.sqlite_migrations import migrate, query, wal_frames
 
 INDEX = "uq_sm_history_instance_id_event_id"
 
@@ -146,7 +145,7 @@ async def test_a_tiny_event_writes_three_btree_pages(tmp_path: Path) -> None:
         for seq in range(1, 101):
             record.last_sequence = seq
             await machines.commit(MachineBatch(record, [_entry("i1", seq)]))
-        frames = (os.path.getsize(f"{path}-wal") - 32) // (4096 + 24)
+        frames = wal_frames(path)
         assert frames <= 330, frames
     finally:
         side.close()

@@ -6,7 +6,6 @@ without."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from agentrun.storage.machines import (
 from agentrun.storage.sql import SqlStore
 
 from .migration_steps import database_url, migrator, on
+from .sqlite_migrations import wal_frames
 
 BIG = {"text": "x" * 50_000, "n": [1.5, 2**63 + 5]}
 # Stored as 0020's store wrote them: JSON text on SQLite, JSONB on PostgreSQL.
@@ -125,10 +125,6 @@ def _entry(id: str, seq: int) -> HistoryRecord:
     return HistoryRecord(id, seq, EntryKind.TRANSITION, 2.0, "GO", None, None, "a", "b")
 
 
-def _wal_frames(path: Path) -> int:
-    return (os.path.getsize(f"{path}-wal") - 32) // (4096 + 24)
-
-
 async def test_an_event_does_not_rewrite_a_large_input(tmp_path: Path) -> None:
     """SQLite rewrites a row whose size changed whole, a large input's overflow pages with it
     (12 of them for 50 KB): events of an instance with one wrote ~10 WAL pages, not ~3."""
@@ -149,7 +145,7 @@ async def test_an_event_does_not_rewrite_a_large_input(tmp_path: Path) -> None:
                 record.data = {"s": "x" * seq}
                 record.last_sequence = seq
                 await machines.commit(MachineBatch(record, [_entry(id, seq)]))
-            frames[id] = _wal_frames(path)
+            frames[id] = wal_frames(path)
         assert frames["large"] <= frames["small"] + 2, frames
     finally:
         side.close()

@@ -7,7 +7,6 @@ WITHOUT ROWID table keeps only ~1,000 bytes of a row on its page, so a step whos
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from agentrun.storage.sql import SqlStore
 from tests.storage.factories import execution_record
 
 from .migration_steps import database_url, migrator, on
+from .sqlite_migrations import wal_frames
 
 TABLES = ("events", "nodes", "sm_history")
 BIG = "x" * 2000  # over what an index b-tree cell keeps on a 4 KiB page: overflow pages
@@ -237,10 +237,6 @@ async def test_the_tables_become_rowid_tables_and_every_row_stays(url: str) -> N
     assert await on(url, _layout) == after
 
 
-def _frames(path: Path) -> int:
-    return (os.path.getsize(f"{path}-wal") - 32) // (4096 + 24)
-
-
 async def test_a_step_with_a_1kb_output_writes_fewer_frames(tmp_path: Path) -> None:
     """Counted in the WAL (4 KB pages, frames after a TRUNCATE checkpoint): 100 commits of an
     execution (its row and three events, one the node.succeeded with a 1 KB output) wrote 538
@@ -263,7 +259,7 @@ async def test_a_step_with_a_1kb_output_writes_fewer_frames(tmp_path: Path) -> N
             ]
             record.last_sequence = 3 * step + 3
             await store.commit(Batch(execution=record, events=events))
-        assert _frames(path) <= 470, _frames(path)
+        assert wal_frames(path) <= 470, wal_frames(path)
     finally:
         side.close()
         await store.close()
@@ -299,7 +295,7 @@ async def test_an_event_with_1kb_of_data_writes_fewer_frames(tmp_path: Path) -> 
                 "i1", seq, EntryKind.TRANSITION, 2.0, "GO", None, {"body": "x" * 1000}, "a", "b"
             )
             await machines.commit(MachineBatch(record, [entry]))
-        assert _frames(path) <= 440, _frames(path)
+        assert wal_frames(path) <= 440, wal_frames(path)
     finally:
         side.close()
         await machines.close()

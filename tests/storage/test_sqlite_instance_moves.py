@@ -8,7 +8,6 @@ else rewrites the row. And the reason, counted: one b-tree page an event, not tw
 from __future__ import annotations
 
 import dataclasses
-import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from agentrun.storage.machines_sql import _write_group
 from agentrun.storage.sql import SqlStore
 from agentrun.storage.sqldb_sqlite import SqliteDatabase
 from agentrun.storage.sqlite_instances import SqliteInstanceWriter
+from tests.storage.sqlite_migrations import wal_frames
 
 T0 = 1_700_000_000.0
 CYCLE = "abc"
@@ -269,7 +269,7 @@ async def test_an_event_writes_its_entry_alone(store: SqlStore, path: Path) -> N
             batch = _move(record)
             await store.instances.commit(batch)
             record = batch.instance
-        frames = (os.path.getsize(f"{path}-wal") - 32) // (4096 + 24)
+        frames = wal_frames(path)
         assert frames <= 240, frames
     finally:
         side.close()
