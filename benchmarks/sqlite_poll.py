@@ -1,17 +1,26 @@
-"""The SQLite notification poller's pass with many watched instances (`_RowPoll`,
-agentrun/storage/notifications.py): CPU per pass on the loop's thread when another connection
-committed before every pass (as a busy server's own writer does), N watched instances.
+"""The SQLite notification poller (`_RowPoll`, agentrun/storage/notifications.py) with many
+watched executions: how many passes an event committed by another connection waits before a
+pass announces it, and the CPU a pass costs the loop's thread, for each watched count.
 
-    .venv/bin/python benchmarks/sqlite_poll.py [--watched 10000] [--passes 60] [--folder /dev/shm]
+    .venv/bin/python benchmarks/sqlite_poll.py [--watched 500,2000,5000,10000]
+        [--events 200] [--folder /dev/shm]
 
-Prints the median and the worst CPU time of a pass (process time, so a loaded machine moves
-it less than wall time would). Nothing is asserted.
+Each watched count gets a fresh file of that many executions, all watched (as the hub's
+subscriptions, a dict's keys), plus one nobody watches. Before every pass a busy writer commits
+an event of the unwatched execution (a busy server's own writer commits between any two
+passes, so every pass sees another connection's commit); before one pass in three, an event
+of a watched execution chosen at random is committed too. The delay of such an event is
+counted in passes, from the commit to the pass that announces it, and shown as time at
+SQLITE_POLL_SECONDS a pass (an upper bound: the commit is taken to land just after the pass
+before). CPU is process time around `new_rows`, so a loaded machine moves it less than wall
+time would. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sqlite3
 import statistics
 import sys
@@ -27,21 +36,32 @@ sys.path.insert(0, str(_HERE.parent))
 from agentrun.storage import notifications
 from agentrun.storage.sql import SqlStore
 
-_INSERT = (
-    "INSERT INTO sm_instances (id, tenant, workflow, version, state, current, data,"
-    " created_at, updated_at, last_sequence, entry_sequence, lease_epoch)"
-    " VALUES (?, 't', 'wf', 1, 'ACTIVE', 'a', '{}', 1.0, 1.0, 1, 1, 0)"
+_EXECUTION = (
+    "INSERT INTO executions (id, tenant, workflow, version, state, created_at, last_sequence)"
+    " VALUES (?, 't', 'wf', 1, 'RUNNING', 1.0, 0)"
 )
+_EVENT = "INSERT INTO events (execution_id, sequence, type, time) VALUES (?, ?, 'x', 1.0)"
+_MOVED = "UPDATE executions SET last_sequence = ? WHERE id = ?"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--watched", type=int, default=10_000)
-    parser.add_argument("--passes", type=int, default=60)
-    parser.add_argument("--folder", default=None)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.folder) as folder:
-        path = Path(folder) / "poll.db"
+def _commit(writer: sqlite3.Connection, key: str, sequence: int) -> None:
+    """One commit of an execution's event, as a store's commit writes it: the event and the
+    execution's `last_sequence`."""
+    writer.execute("BEGIN")
+    writer.execute(_EVENT, (key, sequence))
+    writer.execute(_MOVED, (sequence, key))
+    writer.execute("COMMIT")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(watched: int, events: int, folder: str | None) -> tuple[list[int], list[float]]:
+    """The delays (in passes) of `events` events of watched executions, and each pass's CPU."""
+    with tempfile.TemporaryDirectory(dir=folder) as where:
+        path = Path(where) / "poll.db"
 
         async def migrate() -> None:
             store = SqlStore(f"sqlite+aiosqlite:///{path}")
@@ -49,29 +69,68 @@ def main() -> None:
             await store.close()
 
         asyncio.run(migrate())
-        keys = [f"in-{n:06d}" for n in range(args.watched)]
+        keys = [f"ex-{n:06d}" for n in range(watched)]
         writer = sqlite3.connect(path, isolation_level=None)
         writer.execute("BEGIN")
-        writer.executemany(_INSERT, [(key,) for key in keys])
+        writer.executemany(_EXECUTION, [(key,) for key in [*keys, "busy"]])
         writer.execute("COMMIT")
         reader = sqlite3.connect(path, isolation_level=None)
+        subscribed = dict.fromkeys(keys).keys()
         poll = notifications._RowPoll()
-        poll.start(reader, keys)
-        cpu = []
-        for n in range(args.passes):
-            writer.execute(
-                "UPDATE sm_instances SET last_sequence = last_sequence + 1 WHERE id = ?",
-                (keys[(n * 997) % len(keys)],),
-            )
+        poll.start(reader, subscribed)
+        rng = random.Random(watched)
+        sequences = dict.fromkeys([*keys, "busy"], 0)
+        waiting: dict[str, int] = {}  # key -> the pass before which its event was committed
+        delays: list[int] = []
+        cpu: list[float] = []
+        sent = 0
+        n = 0
+        while sent < events or waiting:
+            if n > 100 * events:
+                raise SystemExit(f"{len(waiting)} events never announced")
+            sequences["busy"] += 1
+            _commit(writer, "busy", sequences["busy"])
+            if sent < events and n % 3 == 0:
+                key = rng.choice(keys)
+                if key not in waiting:
+                    sequences[key] += 1
+                    _commit(writer, key, sequences[key])
+                    waiting[key] = n
+                    sent += 1
             started = time.process_time()
-            poll.new_rows(reader, set(), keys)
+            found = poll.new_rows(reader, set(), subscribed)
             cpu.append(time.process_time() - started)
+            for kind, key in found:
+                if kind == "events" and key in waiting:
+                    delays.append(n - waiting.pop(key) + 1)
+            n += 1
         writer.close()
         reader.close()
+    return delays, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--watched", default="500,2000,5000,10000")
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--folder", default=None)
+    args = parser.parse_args()
+    period = notifications.SQLITE_POLL_SECONDS
     print(
-        f"{args.watched} watched, a commit before each of {args.passes} passes: CPU per pass "
-        f"median {statistics.median(cpu) * 1e3:.2f} ms, worst {max(cpu) * 1e3:.2f} ms"
+        f"{'watched':>8} {'passes p50':>10} {'p99':>5} {'max':>5} {'delay p50':>10} "
+        f"{'p99':>8} {'CPU/pass p50':>13} {'p99':>8} {'max':>8}"
     )
+    for watched in [int(w) for w in args.watched.split(",")]:
+        delays, cpu = run(watched, args.events, args.folder)
+        d50, d99 = _quantile([float(d) for d in delays], 0.5), _quantile(
+            [float(d) for d in delays], 0.99
+        )
+        print(
+            f"{watched:>8} {d50:>10.0f} {d99:>5.0f} {max(delays):>5} "
+            f"{d50 * period * 1e3:>8.0f}ms {d99 * period * 1e3:>6.0f}ms "
+            f"{statistics.median(cpu) * 1e3:>11.3f}ms {_quantile(cpu, 0.99) * 1e3:>6.3f}ms "
+            f"{max(cpu) * 1e3:>6.3f}ms"
+        )
 
 
 if __name__ == "__main__":
