@@ -3,12 +3,12 @@ watched executions: how many passes an event committed by another connection wai
 pass announces it, and the CPU a pass costs the loop's thread, for each watched count.
 
     .venv/bin/python benchmarks/sqlite_poll.py [--watched 500,2000,5000,10000]
-        [--events 200] [--folder /dev/shm]
+        [--events 200] [--busy 1] [--folder /dev/shm]
 
 Each watched count gets a fresh file of that many executions, all watched (as the hub's
-subscriptions, a dict's keys), plus one nobody watches. Before every pass a busy writer commits
-an event of the unwatched execution (a busy server's own writer commits between any two
-passes, so every pass sees another connection's commit); before one pass in three, an event
+subscriptions, a dict's keys), plus `--busy` nobody watches. Before every pass a busy writer
+commits an event of each unwatched execution, in one transaction (a busy server's own writer
+commits between any two passes, so every pass sees another connection's commit); before one pass in three, an event
 of a watched execution chosen at random is committed too. The delay of such an event is
 counted in passes, from the commit to the pass that announces it, and shown as time at
 SQLITE_POLL_SECONDS a pass (an upper bound: the commit is taken to land just after the pass
@@ -44,12 +44,14 @@ _EVENT = "INSERT INTO events (execution_id, sequence, type, time) VALUES (?, ?, 
 _MOVED = "UPDATE executions SET last_sequence = ? WHERE id = ?"
 
 
-def _commit(writer: sqlite3.Connection, key: str, sequence: int) -> None:
-    """One commit of an execution's event, as a store's commit writes it: the event and the
-    execution's `last_sequence`."""
+def _commit(writer: sqlite3.Connection, keys: list[str], sequences: dict[str, int]) -> None:
+    """One commit of an event of each of `keys`, as a store's commit writes one: the event and
+    the execution's `last_sequence`."""
     writer.execute("BEGIN")
-    writer.execute(_EVENT, (key, sequence))
-    writer.execute(_MOVED, (sequence, key))
+    for key in keys:
+        sequences[key] += 1
+        writer.execute(_EVENT, (key, sequences[key]))
+        writer.execute(_MOVED, (sequences[key], key))
     writer.execute("COMMIT")
 
 
@@ -58,7 +60,7 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(watched: int, events: int, folder: str | None) -> tuple[list[int], list[float]]:
+def run(watched: int, events: int, busy: int, folder: str | None) -> tuple[list[int], list[float]]:
     """The delays (in passes) of `events` events of watched executions, and each pass's CPU."""
     with tempfile.TemporaryDirectory(dir=folder) as where:
         path = Path(where) / "poll.db"
@@ -70,16 +72,17 @@ def run(watched: int, events: int, folder: str | None) -> tuple[list[int], list[
 
         asyncio.run(migrate())
         keys = [f"ex-{n:06d}" for n in range(watched)]
+        unwatched = [f"busy-{n:06d}" for n in range(busy)]
         writer = sqlite3.connect(path, isolation_level=None)
         writer.execute("BEGIN")
-        writer.executemany(_EXECUTION, [(key,) for key in [*keys, "busy"]])
+        writer.executemany(_EXECUTION, [(key,) for key in [*keys, *unwatched]])
         writer.execute("COMMIT")
         reader = sqlite3.connect(path, isolation_level=None)
         subscribed = dict.fromkeys(keys).keys()
         poll = notifications._RowPoll()
-        poll.start(reader, subscribed)
+        poll.start(reader)
         rng = random.Random(watched)
-        sequences = dict.fromkeys([*keys, "busy"], 0)
+        sequences = dict.fromkeys([*keys, *unwatched], 0)
         waiting: dict[str, int] = {}  # key -> the pass before which its event was committed
         delays: list[int] = []
         cpu: list[float] = []
@@ -88,13 +91,11 @@ def run(watched: int, events: int, folder: str | None) -> tuple[list[int], list[
         while sent < events or waiting:
             if n > 100 * events:
                 raise SystemExit(f"{len(waiting)} events never announced")
-            sequences["busy"] += 1
-            _commit(writer, "busy", sequences["busy"])
+            _commit(writer, unwatched, sequences)
             if sent < events and n % 3 == 0:
                 key = rng.choice(keys)
                 if key not in waiting:
-                    sequences[key] += 1
-                    _commit(writer, key, sequences[key])
+                    _commit(writer, [key], sequences)
                     waiting[key] = n
                     sent += 1
             started = time.process_time()
@@ -113,17 +114,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--watched", default="500,2000,5000,10000")
     parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--busy", type=int, default=1)
     parser.add_argument("--folder", default=None)
     args = parser.parse_args()
     period = notifications.SQLITE_POLL_SECONDS
+    print(f"{args.busy} unwatched events committed before each pass")
     print(
         f"{'watched':>8} {'passes p50':>10} {'p99':>5} {'max':>5} {'delay p50':>10} "
         f"{'p99':>8} {'CPU/pass p50':>13} {'p99':>8} {'max':>8}"
     )
     for watched in [int(w) for w in args.watched.split(",")]:
-        delays, cpu = run(watched, args.events, args.folder)
-        d50, d99 = _quantile([float(d) for d in delays], 0.5), _quantile(
-            [float(d) for d in delays], 0.99
+        delays, cpu = run(watched, args.events, args.busy, args.folder)
+        d50, d99 = (
+            _quantile([float(d) for d in delays], 0.5),
+            _quantile([float(d) for d in delays], 0.99),
         )
         print(
             f"{watched:>8} {d50:>10.0f} {d99:>5.0f} {max(delays):>5} "

@@ -113,7 +113,7 @@ sm_history = sa.Table(
     # A rowid table on SQLite (0022 made it WITHOUT ROWID, 0025 undid it): an index b-tree
     # keeps only ~1,000 bytes of a row in place on a 4 KiB page, and an entry holds the
     # event's data (benchmarks/rowid_layouts.py: 1 KB +44% to +58% WAL frames an event,
-    # +189% pages). Nothing reads the rowids: SQLite's poller reads `last_sequence`.
+    # +189% pages). SQLite's notification poller seeks new entries by rowid.
 )
 
 sm_timers = sa.Table(

@@ -13,17 +13,16 @@ sent while that connection is down is lost to it, so while it is down, and for o
 after it is back, the store reads what the notifications would have said from the tables
 every OUTAGE_POLL_SECONDS (`_Outage`): executions and instances whose `last_sequence` moved,
 signals not yet consumed. SQLite has no NOTIFY, yet several processes may share a file
-(`agentrun run` beside `agentrun serve`): there new signals are found by rowid every
-SQLITE_POLL_SECONDS, but a signal stored through the store itself, which reaches this process
-as on PostgreSQL: by `notify` only (`stored_here`). New events and instance history are found
-by the last sequence of the executions and instances someone in this process follows (`watch`:
-the engine's Watch streams and waits, the hub's subscriptions, the only ones an `events`
-notification wakes), not by rowid (those tables had none from 0024 and 0022 until 0025, and a
-pass reads only the keys watched here, however many rows others wrote): an execution's
-`last_sequence`, which every commit that appends events carries; an instance's row's
-`last_sequence`, or its newest entry's when greater (an event that only moves its instance
-leaves the row as it was, 0023). Listeners ignore repeats, so announcing a change twice is
-harmless; missing one is not.
+(`agentrun run` beside `agentrun serve`): there new rows are found by rowid every
+SQLITE_POLL_SECONDS (`events` and `sm_history` are rowid tables again since 0025), but a signal
+stored through the store itself, which reaches this process as on PostgreSQL: by `notify` only
+(`stored_here`); new events and instance history are announced for the executions and
+instances someone in this process follows (`watch`: the engine's Watch streams and waits, the
+hub's subscriptions, the only ones an `events` notification wakes). A pass reads what was
+committed since the last, so it finds an event of the 10,000th key watched as soon as one of
+the first (from 0022 and 0024 until 0025 those tables had no rowid and a pass read the last
+sequence of at most 2,000 watched keys: up to two sweeps of five passes, ~2 s, at 10,000).
+Listeners ignore repeats, so announcing a change twice is harmless; missing one is not.
 
 Quiet writers (PostgreSQL). A NOTIFY costs its commit PostgreSQL's notification queue lock,
 which serialises every notifying commit of the server until its WAL is flushed, and wakes every
@@ -61,7 +60,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import functools
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
@@ -358,19 +356,18 @@ class PostgresNotifications(Notifications):
 
 
 class SqliteNotifications(Notifications):
-    """No NOTIFY: new signals found by rowid (`_poll_rows`), new events and instance history
-    by the last sequence of the watched executions and instances; `notify` sends nothing to
-    other processes (they poll the rows), and tells this one only of signals. Signals are
-    announced from the poller's first read of where their table ends, and the watched keys'
-    growth from its first read of their sequences (`receiving` once it has read them): what
-    was committed before that is not announced.
+    """No NOTIFY: new rows found by rowid (`_poll_rows`): events and instance history of the
+    watched keys, signals; `notify` sends nothing to other processes (they poll the rows), and
+    tells this one only of signals. Rows are announced from the poller's first read of where
+    each table ends (`receiving` once it has read them): what was committed before that is not
+    announced.
 
     A pass costs a few microseconds on the event loop's thread: one `PRAGMA data_version` on
     a read connection of its own (`SqliteDatabase.poll_connection`), which says whether any
     other connection committed since the last read, and only then one prepared statement,
-    `_NEW_ROWS`, for the signals table (SQLAlchemy reads through the pool's threads cost about
-    2.5 ms of CPU a pass, every SQLITE_POLL_SECONDS, idle or not), and the last sequence of at
-    most _PER_PASS watched keys (`_RowPoll`'s sweeps)."""
+    `_NEW_ROWS`, which seeks each table's new rows by rowid (SQLAlchemy reads through the
+    pool's threads cost about 2.5 ms of CPU a pass, every SQLITE_POLL_SECONDS, idle or not):
+    at most _ROWS_PER_PASS rowids of each table, the rest at the loop's next turns."""
 
     def __init__(self, database: SqlDatabase) -> None:
         super().__init__(database)
@@ -415,10 +412,11 @@ class SqliteNotifications(Notifications):
         while not database.closing:
             try:
                 if not poll.started:
-                    poll.start(database.poll_connection(), self._watched())
+                    poll.start(database.poll_connection())
                     self._own_signals.clear()
                     self.receiving = True
-                await asyncio.sleep(SQLITE_POLL_SECONDS)
+                # Rows left for the next slice are read at the loop's next turn.
+                await asyncio.sleep(0 if poll.behind else SQLITE_POLL_SECONDS)
                 # Rows of the signals stored here before now are read now, or were read by an
                 # earlier pass: after this pass, none can come up again.
                 own, self._own_signals = self._own_signals, set()
@@ -438,81 +436,70 @@ class SqliteNotifications(Notifications):
                 await asyncio.sleep(SQLITE_POLL_SECONDS)
 
 
-_POLLED = (("signal", db.signals, db.signals.c.execution_id),)
+_POLLED = (
+    ("events", db.events, db.events.c.execution_id),
+    ("events", db.sm_history, db.sm_history.c.instance_id),
+    ("signal", db.signals, db.signals.c.execution_id),
+)
 # Where each polled table ends (its highest rowid), in _POLLED's order. A mark holds only
 # while rowids never go back: SQLite gives a new row the highest rowid + 1, so whatever
-# deletes rows of these tables must keep each one's newest row (nothing deletes signals).
+# deletes rows of these tables must keep each one's newest row (event retention does,
+# `SqliteDatabase.maintain_events`; nothing deletes history or signals). A table found to end
+# below its mark (a VACUUM renumbered its rowids) has every watched key announced once.
 _ENDS = "SELECT " + ", ".join(
     f"(SELECT coalesce(max(rowid), 0) FROM {table.name})" for _kind, table, _key in _POLLED
 )
-# Each table's rows past its mark (one parameter each, in _POLLED's order): (the table's
-# index, the key, its highest rowid, 0), one row per key; signals one row each, with their
-# seq (`stored_here`), -1 for one consumed already (applied: a turn stored it with its
-# effect, or its run took it since). A rowid range is a seek; the statement is prepared
-# once (sqlite3's statement cache).
+# At most this many rowids of each table read a pass: a burst of commits (a bulk of starts,
+# a process catching up) is read in slices of this size, one a loop turn (~0.6 µs a row on
+# the loop's thread: ~1.2 ms a table), the next at the loop's next turn.
+_ROWS_PER_PASS = 2000
+# The rows of each table in (mark, mark + _ROWS_PER_PASS] (two parameters each, in _POLLED's
+# order): (the table's index, the key, 0, 0), events and history one row each (deduplicated
+# here: SQLite's GROUP BY sorted them in a temporary b-tree, twice the CPU); signals one row
+# each, with their rowid and seq (`stored_here`), -1 for one consumed already (applied: a turn
+# stored it with its effect, or its run took it since); then, in the same snapshot, where
+# each table ends (-1, the table's index, its highest rowid, 0). A rowid range is a seek, a
+# table's end one too; the statement is prepared once (sqlite3's statement cache).
 _NEW_ROWS = " UNION ALL ".join(
-    f"SELECT {index}, {key.name}, rowid, CASE WHEN consumed_by IS NULL THEN seq ELSE -1 END"
-    f" FROM {table.name} NOT INDEXED WHERE rowid > ?"
-    if table is db.signals
-    else f"SELECT {index}, {key.name}, max(rowid), 0 FROM {table.name} NOT INDEXED"
-    f" WHERE rowid > ? GROUP BY {key.name}"
-    for index, (_kind, table, key) in enumerate(_POLLED)
+    [
+        f"SELECT {index}, {key.name}, rowid, CASE WHEN consumed_by IS NULL THEN seq ELSE -1 END"
+        f" FROM {table.name} NOT INDEXED WHERE rowid > ? AND rowid <= ?"
+        if table is db.signals
+        else f"SELECT {index}, {key.name}, 0, 0 FROM {table.name} NOT INDEXED"
+        f" WHERE rowid > ? AND rowid <= ?"
+        for index, (_kind, table, key) in enumerate(_POLLED)
+    ]
+    + [
+        f"SELECT -1, {index}, coalesce(max(rowid), 0), 0 FROM {table.name}"
+        for index, (_kind, table, _key) in enumerate(_POLLED)
+    ]
 )
 
 
-# The watched keys' last sequences (by primary key), at most _IN_KEYS a read.
-_IN_KEYS = 500
-# At most this many watched keys read a pass (`_RowPoll`): each costs the loop's thread a few
-# µs (an execution and an instance lookup, ~1.2 µs each), so reading 10,000 every pass in which anything committed (this process's own
-# writer too) held it ~12 ms five times a second. With more watched, a sweep takes several
-# passes: a commit elsewhere reaches a watcher within two sweeps (10,000 watched: 2 s).
-_PER_PASS = 2000
-
-
-@functools.cache
-def _sequences_of(count: int) -> str:
-    """The last sequences of the executions and instances among `count` keys (each key once,
-    as ?1 ... ?count): an execution's `last_sequence` (its newest event's: every commit that
-    appends events carries it), an instance's the greater of its row's and its newest history
-    entry's (SQLite's commits may leave the row as it was and put the newer one in the entry
-    only, migration 0023)."""
-    keys = ", ".join(f"?{n}" for n in range(1, count + 1))
-    return (
-        f"SELECT id, last_sequence FROM executions WHERE id IN ({keys}) UNION ALL "
-        "SELECT id, max(last_sequence, coalesce((SELECT max(sequence) FROM sm_history"
-        f" WHERE instance_id = sm_instances.id), 0)) FROM sm_instances WHERE id IN ({keys})"
-    )
-
-
 class _RowPoll:
-    """The poller's marks (each polled table's highest rowid announced), the last sequence of
-    each watched execution and instance it read, and the `data_version` its connection showed
-    before the last read (None: read at the next pass).
+    """The poller's marks (each polled table's highest rowid read), and the `data_version`
+    its connection showed before the last read (None: read at the next pass).
 
-    The watched keys are read in sweeps of at most _PER_PASS a pass: a sweep reads the keys
-    watched when it began, and one begins when another connection committed (when one is
-    under way, the next begins after it): every key watched after a commit is read after it,
-    within two sweeps."""
+    A pass reads the rows past the marks, so what it costs grows with what was committed
+    since the last one, never with how many keys are watched: the watched keys whose events
+    or history grew are found in one pass however many there are (the last sequence of each
+    watched key, read by primary key before, cost ~1.2 µs a key: 2,000 read a pass at most,
+    and a commit reached the watcher of the 10,000th within two sweeps of five passes)."""
 
     def __init__(self) -> None:
         self.marks: list[int] = []
-        self.sequences: dict[str, int] = {}
         self.version: tuple[sqlite3.Connection, int] | None = None
-        # The sweep under way: the instances it reads (from `_at` on), what it read so far
-        # (`sequences` once it ends), and whether another sweep follows it.
-        self._sweeping: list[str] = []
-        self._at = 0
-        self._read: dict[str, int] = {}
-        self._again = False
+        # Rows past a mark remain that this pass did not read (_ROWS_PER_PASS): read next.
+        self.behind = False
 
     @property
     def started(self) -> bool:
         return bool(self.marks)
 
-    def start(self, conn: sqlite3.Connection, watched: Collection[str]) -> None:
+    def start(self, conn: sqlite3.Connection) -> None:
         self.version = (conn, _data_version(conn))
         self.marks = [int(end) for end in conn.execute(_ENDS).fetchall()[0]]
-        self.sequences = _sequences(conn, watched)
+        self.behind = False
 
     def new_rows(
         self,
@@ -520,59 +507,39 @@ class _RowPoll:
         own_signals: set[tuple[str, int]],
         watched: Collection[str] = (),
     ) -> dict[tuple[str, str], None]:
-        """What was committed past the marks, but the signals in `own_signals`, each key
-        once, and the watched executions and instances that grew (or that the last sweep did not
-        read: their watchers may have read the store before a commit this pass sees), of
-        those the sweep reads now; nothing read if no other connection committed since the
-        last read and no sweep is under way (the version is taken before the read: a commit
-        during it shows at the next pass)."""
+        """What was committed past the marks, each key once: `events` of the watched
+        executions and instances (the only ones it wakes, `Store.watch`), `signal` but those
+        in `own_signals`. Nothing read if no other connection committed since the last read
+        and none is left behind (the version is taken before the read: a commit during it
+        shows at the next pass)."""
         version = (conn, _data_version(conn))
         found: dict[tuple[str, str], None] = {}
-        if version != self.version:
-            self.version = version
-            marks = self.marks
-            for index, key, rowid, seq in conn.execute(_NEW_ROWS, marks).fetchall():
-                marks[index] = max(marks[index], int(rowid))
+        if version == self.version and not self.behind:
+            return found
+        self.version = version
+        marks = self.marks
+        params = [bound for mark in marks for bound in (mark, mark + _ROWS_PER_PASS)]
+        ends: dict[int, int] = {}
+        for index, key, rowid, seq in conn.execute(_NEW_ROWS, params).fetchall():
+            if index < 0:
+                ends[int(key)] = int(rowid)
+            elif _POLLED[index][0] == "signal":
                 if seq != -1 and not (seq and (key, seq) in own_signals):
-                    found[(_POLLED[index][0], str(key))] = None
-            if self._sweeping:
-                self._again = True  # what it read before this commit is read again
+                    found[("signal", str(key))] = None
+            elif key in watched:
+                found[("events", str(key))] = None
+        self.behind = False
+        for index, end in ends.items():
+            if end < marks[index]:  # renumbered: no rowid says what is new
+                if _POLLED[index][0] == "events":
+                    found.update(dict.fromkeys([("events", str(key)) for key in watched]))
+                marks[index] = end
+            elif end > marks[index] + _ROWS_PER_PASS:
+                marks[index] += _ROWS_PER_PASS
+                self.behind = True
             else:
-                self._begin(watched)
-        if self._sweeping:
-            self._sweep(conn, found)
-            if self._at >= len(self._sweeping):
-                self.sequences, self._read, self._sweeping = self._read, {}, []
-                if self._again:
-                    self._begin(watched)
+                marks[index] = end
         return found
-
-    def _begin(self, watched: Collection[str]) -> None:
-        self._sweeping, self._at, self._read, self._again = list(watched), 0, {}, False
-        if not self._sweeping:
-            self.sequences = {}
-
-    def _sweep(self, conn: sqlite3.Connection, found: dict[tuple[str, str], None]) -> None:
-        """The sweep's next _PER_PASS instances read; those whose history grew are `found`."""
-        part = self._sweeping[self._at : self._at + _PER_PASS]
-        self._at += len(part)
-        read = _sequences(conn, part)
-        before = self.sequences
-        for key, sequence in read.items():
-            if before.get(key) != sequence:
-                found[("events", key)] = None
-        self._read.update(read)
-
-
-def _sequences(conn: sqlite3.Connection, keys: Collection[str]) -> dict[str, int]:
-    """The last sequences of the executions and instances among `keys` (a key that names
-    neither is left out): two primary key lookups each."""
-    keys = list(keys)
-    found: dict[str, int] = {}
-    for start in range(0, len(keys), _IN_KEYS):
-        part = keys[start : start + _IN_KEYS]
-        found.update(conn.execute(_sequences_of(len(part)), part).fetchall())
-    return found
 
 
 def _none() -> Collection[str]:

@@ -164,8 +164,8 @@ events = sa.Table(
     # A rowid table on SQLite (0024 made it WITHOUT ROWID, 0025 undid it): an index b-tree
     # keeps only ~1,000 bytes of a row in place on a 4 KiB page, the rest on overflow pages
     # of its own, and a node.succeeded event carries the output (benchmarks/rowid_layouts.py:
-    # 1 KB outputs +32% to +61% WAL frames a step, +188% pages). Nothing reads the rowids:
-    # SQLite's poller finds new events by the watched executions' `last_sequence`.
+    # 1 KB outputs +32% to +61% WAL frames a step, +188% pages). SQLite's notification
+    # poller seeks new events by rowid (event retention keeps the newest row for its mark).
 )
 
 signals = sa.Table(

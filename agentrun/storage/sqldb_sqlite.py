@@ -647,9 +647,11 @@ class SqliteDatabase(SqlDatabase):
 
     async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
         """Deletes the events of executions that ended before the retention (one table:
-        nothing to prepare). The poller finds new events by the watched executions'
-        `last_sequence` (notifications.py; since migration 0024, kept when 0025 made `events`
-        a rowid table again), not by rowid, so no row need stay behind for its mark."""
+        nothing to prepare), but the table's newest row (highest rowid), whoever's it is:
+        SQLite gives a new row the highest rowid + 1, so deleting the newest rows would hand
+        their rowids out again, below the mark of every poller that saw them
+        (notifications.py), who would not announce the new rows. That row goes at a later
+        pass, once a newer one exists."""
         self.require_open()
         if retention_seconds is None:
             return 0
@@ -657,5 +659,8 @@ class SqliteDatabase(SqlDatabase):
         old = sa.select(t.c.id).where(
             t.c.state.in_(_TERMINAL), t.c.ended_at < now - retention_seconds
         )
-        delete = e.delete().where(e.c.execution_id.in_(old))
+        newest: sa.Select[Any] = sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(e)
+        delete = e.delete().where(
+            e.c.execution_id.in_(old), sa.literal_column("rowid") < newest.scalar_subquery()
+        )
         return await self.transaction(lambda conn: conn.execute(delete).rowcount)

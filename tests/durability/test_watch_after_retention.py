@@ -1,13 +1,13 @@
 """A Watch stream on an execution whose events event retention deleted (SQLite's
-`maintain_events`: since d353e3d every event of an execution that ended before the retention,
-the table's newest row no longer kept for the poller's rowid mark; PostgreSQL drops the day's
-partition) ends, or is refused: it must not wait forever.
+`maintain_events`: every event of an execution that ended before the retention, but the
+table's newest row, kept for the poller's rowid mark; PostgreSQL drops the day's partition)
+ends, or is refused: it must not wait forever.
 
 It waited forever: `Reads.watch` (engine/runtime/reads.py) read the backlog (nothing), then
 `finished(last)` held only when the ended record's `last_sequence <= last`, and no event past
-`last` would ever come. Before d353e3d the kept newest row happened to be this execution's
-last event when it was the newest execution of the file; with any newer execution the stream
-hung the same way. Now an ended run with no stored entry past `last` is finished."""
+`last` would ever come. The kept newest row is this execution's last event when it is the
+newest execution of the file; with any newer execution the stream hung (here: one started
+after it). Now an ended run with no stored entry past `last` is finished."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ async def test_a_watch_of_an_execution_whose_events_are_gone_does_not_hang(
     await engine.signal(ex.id, "go", {"n": 1})
     final = await engine.wait(ex.id, timeout=30)
     assert final.ended_at is not None
+    await engine.start_execution("approve", {})  # the table's newest rows are its events
     deleted = await engine.store.maintain_events(now=final.ended_at + 10, retention_seconds=1)
     assert deleted == final.last_sequence
     assert await engine.list_events(ex.id) == []

@@ -286,9 +286,9 @@ async def _sqlite_stores(tmp_path: Any) -> AsyncIterator[tuple[SqlStore, SqlStor
 
 
 async def test_sqlite_stores_on_one_file_hear_each_other(tmp_path: Any) -> None:
-    """No NOTIFY on SQLite: new signals are found by rowid, a watched execution's new events
-    and a watched instance's new history by their sequences (a Watch or WatchInstance in
-    `agentrun serve` sees what `agentrun run` beside it committed)."""
+    """No NOTIFY on SQLite: new signals, a watched execution's new events and a watched
+    instance's new history are found by rowid (a Watch or WatchInstance in `agentrun serve`
+    sees what `agentrun run` beside it committed)."""
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
         await asyncio.sleep(3 * notifications.SQLITE_POLL_SECONDS)  # the poller has its marks
@@ -298,10 +298,9 @@ async def test_sqlite_stores_on_one_file_hear_each_other(tmp_path: Any) -> None:
 
 
 async def test_sqlite_hears_the_history_of_the_instances_watched_here(tmp_path: Any) -> None:
-    """`sm_history` has no rowid (migration 0022): the poller reads the `last_sequence` of
-    the instances this process follows (`Store.watch`), and announces those whose history
-    grew, and one newly watched at the first pass that reads (its watcher may have read the
-    store before a commit this pass sees); an instance nobody here follows is not read."""
+    """The poller announces the instances this process follows (`Store.watch`) whose history
+    grew, from the pass after the watch began (a watcher subscribes before it reads the store:
+    what was committed before it reads); an instance nobody here follows is not announced."""
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard: list[tuple[str, str]] = []
         watched: set[str] = set()
@@ -328,10 +327,9 @@ async def test_sqlite_hears_the_history_of_the_instances_watched_here(tmp_path: 
         await passes(2)
         assert heard == []
         watched.add("in-2")
-        await step("in-1", 3)  # the pass reads: in-2 is newly watched
-        await _until(lambda: ("events", "in-2") in heard, "the newly watched instance")
+        await step("in-1", 3)
         await passes(2)
-        heard.clear()
+        assert heard == []
         await step("in-2", 2)
         await _until(lambda: ("events", "in-2") in heard, "the watched instance's entry")
         await step("in-1", 4)
@@ -343,21 +341,18 @@ async def test_sqlite_passes_read_new_rows_by_rowid_and_nothing_while_nothing_ch
     tmp_path: Any,
 ) -> None:
     """A pass costs one `PRAGMA data_version` while no other connection committed, and the
-    read of new signals seeks by rowid, of the watched keys' sequences by primary key: no
-    scan of a table or of an index."""
+    read of new events, history and signals seeks by rowid, each table's end too: no scan of
+    a table or of an index."""
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
         channel = reader.notifications
         assert isinstance(channel, notifications.SqliteNotifications)
         await _until(lambda: channel.receiving, "the poller's marks")
         conn = reader.database.poll_connection()  # type: ignore[attr-defined]
-        plan = conn.execute(f"EXPLAIN QUERY PLAN {notifications._NEW_ROWS}", (0,)).fetchall()
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {notifications._NEW_ROWS}", (0,) * 6).fetchall()
         assert not [row for row in plan if "SCAN" in row[-1]], plan
-        assert sum("USING INTEGER PRIMARY KEY (rowid>?)" in row[-1] for row in plan) == 1, plan
-        # The watched executions' and instances' sequences: primary key lookups.
-        query = notifications._sequences_of(2)
-        plan = conn.execute(f"EXPLAIN QUERY PLAN {query}", ("in-1", "in-2")).fetchall()
-        assert not [row for row in plan if "SCAN" in row[-1]], plan
+        ranges = sum("USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)" in row[-1] for row in plan)
+        assert ranges == 3, plan
 
         async def passes(count: int) -> None:
             wanted = channel.passes + count
@@ -413,11 +408,11 @@ async def test_sqlite_signals_stored_here_are_announced_here_only_through_notify
 
 
 async def test_sqlite_hears_the_events_of_the_executions_watched_here(tmp_path: Any) -> None:
-    """`events` has no rowid (migration 0024): the poller reads the `last_sequence` of the
-    executions this process follows (`Store.watch`: the hub's subscriptions, the only ones an
-    `events` notification wakes) and announces those that grew; an execution nobody here
-    follows is not read. Event retention deletes every event of an execution that ended long
-    ago (none is kept for a poller's rowid mark any more), and what comes next is heard."""
+    """The poller announces the executions this process follows (`Store.watch`: the hub's
+    subscriptions, the only ones an `events` notification wakes) whose events grew; one
+    nobody here follows is not announced. Event retention keeps the table's newest row, here
+    one of an execution that ended long ago (SQLite would hand its rowid out again, below the
+    poller's mark), and what comes next is heard."""
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
         channel = reader.notifications
@@ -428,20 +423,20 @@ async def test_sqlite_hears_the_events_of_the_executions_watched_here(tmp_path: 
             "ex-old", "t", "wf", 1, ExecutionState.RUNNING, input=None, created_at=long_ago
         )
         await writer.create_execution(ended)
-        ended.state, ended.ended_at, ended.last_sequence = ExecutionState.SUCCEEDED, long_ago, 3
-        events = [EventRecord("ex-old", n, "x", long_ago) for n in (1, 2, 3)]
-        await writer.commit(Batch(execution=ended, events=events))
         execution.last_sequence = 1
         await writer.commit(
             Batch(execution=execution, events=[EventRecord("ex-1", 1, "x", time.time())])
         )
+        ended.state, ended.ended_at, ended.last_sequence = ExecutionState.SUCCEEDED, long_ago, 3
+        events = [EventRecord("ex-old", n, "x", long_ago) for n in (1, 2, 3)]
+        await writer.commit(Batch(execution=ended, events=events))
         await _until(lambda: ("events", "ex-1") in heard, "the watched execution's event")
         passes = channel.passes
         await _until(lambda: channel.passes >= passes + 2, "two passes")
         assert ("events", "ex-old") not in heard  # nobody here follows it
 
-        assert await writer.maintain_events(now=time.time(), retention_seconds=86_400) == 3
-        assert await writer.list_events("ex-old") == []
+        assert await writer.maintain_events(now=time.time(), retention_seconds=86_400) == 2
+        assert [e.sequence for e in await writer.list_events("ex-old")] == [3]
         heard.clear()
         execution.last_sequence = 2
         await writer.commit(
@@ -708,50 +703,3 @@ async def test_a_writer_whose_connection_the_server_ended_is_quiet_only_holding_
         ).scalar_one()
     )
     assert not _quiet(store)["executions"] or held == 1, (_quiet(store), held)
-
-
-async def test_sqlite_passes_read_a_bounded_number_of_watched_instances(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """However many instances are watched, a pass reads at most _PER_PASS of them (10,000
-    read every pass held the loop's thread ~12 ms five times a second while anything
-    committed): a sweep takes several passes, and a commit another connection makes reaches
-    its watcher within two sweeps, also one to an instance the sweep under way read before."""
-    monkeypatch.setattr(notifications, "_PER_PASS", 2, raising=False)
-    reads: list[int] = []
-    sequences = notifications._sequences
-
-    def counted(conn: Any, keys: Any) -> dict[str, int]:
-        reads.append(len(keys))
-        return sequences(conn, keys)
-
-    async with _sqlite_stores(tmp_path) as (writer, reader):
-        ids = [f"in-{n}" for n in range(1, 6)]
-        for id in ids:
-            await writer.instances.create_instance(replace(_instance(1), id=id))
-        conn = reader.database.poll_connection()  # type: ignore[attr-defined]
-        poll = notifications._RowPoll()
-        poll.start(conn, ids)
-        monkeypatch.setattr(notifications, "_sequences", counted)
-
-        async def step(id: str, sequence: int) -> None:
-            entry = replace(_entry(sequence), instance_id=id)
-            await writer.instances.commit(
-                MachineBatch(replace(_instance(sequence), id=id), [entry])
-            )
-
-        def passes(count: int) -> set[str]:
-            heard: set[str] = set()
-            for _ in range(count):
-                heard |= {key for kind, key in poll.new_rows(conn, set(), ids) if kind == "events"}
-            return heard
-
-        await step("in-5", 2)
-        assert passes(3) == {"in-5"}  # ceil(5 / 2) passes: one sweep
-        assert reads and max(reads) <= 2, reads
-        assert passes(2) == set()  # the sweep ended, nothing committed since
-        await step("in-4", 3)
-        assert passes(1) == set()  # in-1, in-2
-        await step("in-1", 2)  # read already by this sweep
-        assert passes(6) == {"in-1", "in-4"}  # this sweep, then the next one
-        assert max(reads) <= 2, reads

@@ -276,33 +276,6 @@ async def test_an_event_writes_its_entry_alone(store: SqlStore, path: Path) -> N
     _same(await store.instances.get_instance("sm-a"), record)
 
 
-def test_the_poller_reads_the_newest_entrys_sequence(path: Path) -> None:
-    """The watched keys' last sequences, as SQLite's poller reads them: an instance's newest
-    entry's when it is past its row's; an execution's row's."""
-    from agentrun.storage.notifications import _sequences
-
-    conn = sqlite3.connect(path)
-    try:
-        conn.executescript(
-            "CREATE TABLE executions (id TEXT PRIMARY KEY, last_sequence INTEGER);"
-            "INSERT INTO executions VALUES ('ex-1', 7);"
-            "CREATE TABLE sm_instances (id TEXT PRIMARY KEY, last_sequence INTEGER);"
-            "CREATE TABLE sm_history (instance_id TEXT, sequence INTEGER,"
-            " PRIMARY KEY (instance_id, sequence)) WITHOUT ROWID;"
-            "INSERT INTO sm_instances VALUES ('a', 3), ('b', 2), ('c', 0);"
-            "INSERT INTO sm_history VALUES ('a', 1), ('a', 2), ('a', 3), ('b', 1), ('b', 2),"
-            " ('b', 3), ('b', 4);"
-        )
-        assert _sequences(conn, ["a", "b", "c", "ex-1", "ex-2"]) == {
-            "a": 3,
-            "b": 4,
-            "c": 0,
-            "ex-1": 7,
-        }
-    finally:
-        conn.close()
-
-
 async def test_the_transaction_way_rows_read_the_same(store: SqlStore) -> None:
     """A group naming one instance twice goes the transaction's way whole: it rewrites the row
     (no fold needed) and the records read are the committed ones."""
