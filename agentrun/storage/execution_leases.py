@@ -52,6 +52,13 @@ class ExecutionLeases:
             .with_for_update(skip_locked=True)
         )
         spent = sa.select(r.c.id).where(r.c.lease_expires_at <= 0)
+        # SQLite: the row takes its last sequence as readers fold it (a new owner's run
+        # continues from the record the claim returns; schema.FOLDED_LAST_SEQUENCE).
+        also = (
+            {"last_sequence": db.FOLDED_LAST_SEQUENCE}
+            if self.database.dialect == "sqlite"
+            else None
+        )
 
         def claim(conn: sa.Connection) -> list[ExecutionRecord]:
             gone = [row.id for row in conn.execute(dying)]
@@ -84,7 +91,7 @@ class ExecutionLeases:
                 .with_for_update(skip_locked=True)
             )
             rows = claim_leases(
-                conn, t, candidates, owner=owner, now=now, lease_seconds=lease_seconds
+                conn, t, candidates, owner=owner, now=now, lease_seconds=lease_seconds, also=also
             )
             if gone:
                 # Spent, whatever their clocks say: a replica that comes back finds out at its

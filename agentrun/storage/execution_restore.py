@@ -57,7 +57,9 @@ class ExecutionRestores:
         """`Store.restore_read` in one query (`_RESTORE_ONE`), one snapshot: one round trip on
         PostgreSQL; on SQLite one read on the loop's thread (`read_now`), where three reads
         side by side through aiosqlite cost fifteen thread hand-offs."""
-        rows = await self.database.read_now(_RESTORE_ONE, {"b_id": execution_id})
+        folded = self.database.dialect == "sqlite"
+        statement = _RESTORE_FOLDED if folded else _RESTORE_ONE
+        rows = await self.database.read_now(statement, {"b_id": execution_id})
         if not rows or rows[0].kind != 0:
             return None
         record = db.execution_record(_Unprefixed(rows[0], "e_"))
@@ -70,11 +72,12 @@ class ExecutionRestores:
 _RESTORE_CHUNK = 500
 
 
-def _restore_one() -> sa.CompoundSelect[Any]:
+def _restore_one(folded: bool = False) -> sa.CompoundSelect[Any]:
     """An execution's row, its node rows and its unconsumed signals as one UNION ALL: each
     row says which it is (`kind` 0, 1, 2) and carries the columns of every table, prefixed
     (`e_`, `n_`, `s_`), NULL (typed, so both dialects decode them alike) where not its own.
-    Ordered as `get_nodes` and `pending_signals` order theirs."""
+    Ordered as `get_nodes` and `pending_signals` order theirs. `folded` (SQLite): the
+    execution's last sequence as SQLite's readers take it (`schema.FOLDED_LAST_SEQUENCE`)."""
     tables = ((db.executions, "e_"), (db.nodes, "n_"), (db.signals, "s_"))
     wanted = sa.bindparam("b_id", type_=sa.String())
     where = (
@@ -89,7 +92,11 @@ def _restore_one() -> sa.CompoundSelect[Any]:
         ]
         for other, prefix in tables:
             for column in other.c:
-                value = column if other is table else sa.cast(sa.null(), column.type)
+                value: sa.ColumnElement[Any] = (
+                    column if other is table else sa.cast(sa.null(), column.type)
+                )
+                if folded and column is db.executions.c.last_sequence and other is table:
+                    value = db.FOLDED_LAST_SEQUENCE
                 columns.append(value.label(prefix + column.name))
         branches.append(sa.select(*columns).where(where[kind]))
     return sa.union_all(*branches).order_by(
@@ -98,6 +105,7 @@ def _restore_one() -> sa.CompoundSelect[Any]:
 
 
 _RESTORE_ONE = _restore_one()
+_RESTORE_FOLDED = _restore_one(folded=True)
 
 
 def _positions(prefix: str) -> tuple[tuple[str, ...], operator.itemgetter[Any]]:

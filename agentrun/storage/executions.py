@@ -7,7 +7,10 @@ commit (group_commit.py): concurrent batches share one transaction and one fsync
 hot statement runs once for all their rows (`SqlDatabase.executemany`: on SQLite straight to
 sqlite3). Fencing (a replica that lost an execution's lease writes nothing) is the execution
 row's UPDATE itself (`... WHERE owner = :o AND lease_epoch = :e`, its row count checked), the
-first statement of the transaction.
+first statement of the transaction; on SQLite's turn writer, for a turn that only appends
+events, a read of the row under the transaction's write lock, the row left as it is
+(sqlite_turns.py): there the records are read with the newest event's sequence folded in
+(`schema.FOLDED_EXECUTIONS`, migration 0026).
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         self._insert_once = insert(db.executions).on_conflict_do_nothing(
             index_elements=[db.executions.c.tenant, db.executions.c.request_id]
         )
+        # SQLite's turns may leave an execution's row as it was, its newer last sequence in
+        # its newest event only: its records are read with it (schema.FOLDED_EXECUTIONS).
+        self._columns = db.FOLDED_EXECUTIONS if database.dialect == "sqlite" else [*db.executions.c]
+        self._get = _GET_FOLDED if database.dialect == "sqlite" else _GET_EXECUTION
         direct = database.turn_writer()
         self.writer: GroupCommit[_Rows] = database.group_commit(
             self._apply, self._explain, name="agentrun-sql-writer", direct=direct
@@ -128,7 +135,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
             conn.execute(db.executions.insert(), row)
         elif conn.execute(self._insert_once, row).rowcount == 0:
             existing = conn.execute(
-                sa.select(db.executions).where(
+                sa.select(*self._columns).where(
                     db.executions.c.tenant == record.tenant,
                     db.executions.c.request_id == record.request_id,
                 )
@@ -138,7 +145,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         return copy.copy(record), True
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        rows = await self.database.read_now(_GET_EXECUTION, {"b_id": execution_id})
+        rows = await self.database.read_now(self._get, {"b_id": execution_id})
         return db.execution_record(rows[0]) if rows else None
 
     async def list_executions(
@@ -153,7 +160,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         created_before: float | None = None,
         newest_first: bool = False,
     ) -> list[ExecutionRecord]:
-        query = sa.select(db.executions).where(db.executions.c.tenant == tenant)
+        query = sa.select(*self._columns).where(db.executions.c.tenant == tenant)
         ident, created = db.executions.c.id, db.executions.c.created_at
         if after_id is not None:
             query = query.where(ident < after_id if newest_first else ident > after_id)
@@ -170,7 +177,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
 
     async def list_unfinished_executions(self) -> list[ExecutionRecord]:
         query = (
-            sa.select(db.executions)
+            sa.select(*self._columns)
             .where(db.executions.c.state.in_(UNFINISHED))
             .order_by(db.executions.c.id)
         )
@@ -389,6 +396,9 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
 
 
 _GET_EXECUTION = sa.select(db.executions).where(
+    db.executions.c.id == sa.bindparam("b_id", type_=sa.String())
+)
+_GET_FOLDED = sa.select(*db.FOLDED_EXECUTIONS).where(
     db.executions.c.id == sa.bindparam("b_id", type_=sa.String())
 )
 _GET_SIGNAL = sa.select(db.signals).where(

@@ -81,6 +81,7 @@ executions = sa.Table(
     sa.Column("started_at", sa.Double),
     sa.Column("ended_at", sa.Double),
     sa.Column("deadline", sa.Double),
+    # The newest event's sequence; on SQLite it may be behind it (`FOLDED_LAST_SEQUENCE`).
     sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
     sa.Column("labels", Json),
     sa.Column("usage", Json),
@@ -167,6 +168,27 @@ events = sa.Table(
     # 1 KB outputs +32% to +61% WAL frames a step, +188% pages). SQLite's notification
     # poller seeks new events by rowid (event retention keeps the newest row for its mark).
 )
+
+# An execution's last sequence as SQLite's readers take it (migration 0026): a turn that
+# only appends events to an unfinished execution leaves its row as it was (sqlite_turns.py),
+# its newest event's sequence past the row's `last_sequence`, so a reader takes the greater
+# of the two (the key's index finds the newest event: one seek). PostgreSQL's turns always
+# rewrite the row. Labelled as the column, for the record mapper.
+FOLDED_LAST_SEQUENCE = sa.func.max(
+    executions.c.last_sequence,
+    sa.func.coalesce(
+        sa.select(sa.func.max(events.c.sequence))
+        .where(events.c.execution_id == executions.c.id)
+        .correlate(executions)
+        .scalar_subquery(),
+        0,
+    ),
+)
+# The executions table's columns with `last_sequence` folded (SQLite's reads of records).
+FOLDED_EXECUTIONS = [
+    FOLDED_LAST_SEQUENCE.label("last_sequence") if c.name == "last_sequence" else c
+    for c in executions.c
+]
 
 signals = sa.Table(
     "signals",

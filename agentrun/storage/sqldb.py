@@ -360,12 +360,14 @@ def claim_leases(
     owner: str,
     now: float,
     lease_seconds: float,
+    also: dict[str, Any] | None = None,
 ) -> list[Row]:
     """Takes the leases of the rows `candidates` selects (their ids, locked with SKIP LOCKED):
     a new owner and epoch, so a stale holder's fenced commits are refused. Executions and
     state machine instances are claimed the same way; only which rows are free differs. One
     statement (UPDATE ... WHERE id IN (candidates) RETURNING): on PostgreSQL a page claimed
-    costs BEGIN, it and COMMIT, where a SELECT, UPDATE and re-read cost two round trips more."""
+    costs BEGIN, it and COMMIT, where a SELECT, UPDATE and re-read cost two round trips more.
+    `also`: more columns to assign (SQLite's executions: their last sequence folded in)."""
     claim = (
         table.update()
         .where(table.c.id.in_(candidates.scalar_subquery()))
@@ -373,6 +375,7 @@ def claim_leases(
             owner=owner,
             lease_epoch=table.c.lease_epoch + 1,
             lease_expires_at=now + lease_seconds,
+            **(also or {}),
         )
         .returning(*table.c)
     )

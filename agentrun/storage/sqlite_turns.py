@@ -7,14 +7,21 @@ more CPU than the statements themselves. Here the group is one transaction on th
 connection's sqlite3 handle (`SqliteDatabase.turn_transaction`: on the loop's thread or in
 the writer thread, as any group commit), with plain SQL built once per column shape (sqlite3's
 statement cache keeps each compiled):
-- each batch's execution UPDATE, the fence folded in (`... AND owner = ? AND lease_epoch = ?`),
+- a batch that only appends events to an unfinished execution (its last event's sequence is
+  the record's `last_sequence`) first reads the row (`moved_sql`, under the transaction's write
+  lock, BEGIN IMMEDIATE: nothing moves it before the commit) with the fence and every other
+  column the batch carries as stored: when it is found, the row is left as it is, and readers
+  take the newest event's sequence as the execution's (migration 0026,
+  `schema.FOLDED_LAST_SEQUENCE`): a chain step writes 5 WAL pages, not 6 (step_floor.py's
+  chain, 7 Dec 2026: 5.96 -> 4.98 frames a step, ~4 µs less CPU a step);
+- otherwise each batch's execution UPDATE, the fence folded in (`... AND owner = ? AND lease_epoch = ?`),
   its indexed columns (state, ended_at) not assigned but required to be what the batch says
   (`AND "state" IS ? AND "ended_at" IS ?`): a step that keeps them is this one UPDATE, and only
   when it changes no row (they changed, or a stale fence, or an unknown execution) a second one
   assigns them too (`_INDEXED`: an index entry is rewritten for every column assigned, so a
   step that kept them wrote two index pages more to the WAL); a batch whose second UPDATE
   changes no row either writes nothing else;
-- the node upserts, event INSERTs and consumed signals of the batches whose UPDATE held, each
+- the node upserts, event INSERTs and consumed signals of the batches whose read or UPDATE held, each
   one `executemany` for the group.
 SQLite does not check these rows' references to their execution (`checked`: the connection's
 `PRAGMA foreign_keys` is off for them): a batch writes rows of its own execution only (`_own_rows`,
@@ -60,7 +67,14 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from agentrun.storage import schema as db
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.pg_turns import TurnRows, covered_batches, turn_result
-from agentrun.storage.records import RUN_FIELDS, Batch, EventRecord, ExecutionRecord, NodeRecord
+from agentrun.storage.records import (
+    RUN_FIELDS,
+    Batch,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionState,
+    NodeRecord,
+)
 from agentrun.storage.sqldb_sqlite import SqliteDatabase
 from agentrun.storage.sqlite_rows import RowEncoder
 
@@ -68,6 +82,7 @@ __all__ = ["SqliteTurnWriter"]
 
 _DIALECT = SQLiteDialect_pysqlite()
 _NODE_KEYS = tuple(c.name for c in db.nodes.primary_key.columns)
+_TERMINAL = frozenset(state.value for state in ExecutionState if state.terminal)
 
 
 class SqliteTurnWriter:
@@ -150,7 +165,17 @@ def write_turns(
             fence = batch.fence
             plan = _update(tuple(row), fence is not None)
             tail = fence or ()
-            if conn.execute(plan.kept_sql, (*plan.kept.params((row,))[0], *tail)).rowcount != 1:
+            kept = (*plan.kept.params((row,))[0], *tail)
+            appended, moved = batch.events, plan.moved_sql
+            if (
+                moved is not None
+                and appended
+                and appended[-1]["sequence"] == row["last_sequence"]
+                and row["state"] not in _TERMINAL
+                and conn.execute(moved, kept).fetchone() is not None
+            ):
+                pass  # only its last sequence moved: the row stays, readers fold it in
+            elif conn.execute(plan.kept_sql, kept).rowcount != 1:
                 # The indexed columns change (or the row is stale or unknown): assign them too.
                 if plan.full_sql is None or plan.full is None:
                     continue  # stale or unknown: nothing of this batch
@@ -182,7 +207,8 @@ def write_turn(batch: Batch, conn: sqlite3.Connection) -> bool:
     """Writes one execution's turn (`write_now`: its execution record set, every row of that
     execution) from its records, inside the caller's transaction: the statements and values of
     `write_turns` for a group of this one batch. Whether it was written (False: the fenced
-    UPDATE changed no row, stale or unknown, and nothing else was written)."""
+    read found no row and the UPDATE changed none, stale or unknown, and nothing else was
+    written)."""
     execution = batch.execution
     assert execution is not None
     # One cursor for the turn's statements: `conn.execute` makes one per call (~0.4 µs).
@@ -199,7 +225,16 @@ def write_turn(batch: Batch, conn: sqlite3.Connection) -> bool:
     else:
         plan = _PLANS[fence is not None]
         kept = _KEPT_PARAMS(execution)
-    if cursor.execute(plan.kept_sql, (*kept, *tail)).rowcount != 1:
+    events, moved = batch.events, plan.moved_sql
+    if (
+        events
+        and moved is not None
+        and events[-1].sequence == execution.last_sequence
+        and not execution.state.terminal
+        and cursor.execute(moved, (*kept, *tail)).fetchone() is not None
+    ):
+        pass  # only its last sequence moved: the row stays, readers fold it in
+    elif cursor.execute(plan.kept_sql, (*kept, *tail)).rowcount != 1:
         # The indexed columns change (or the row is stale or unknown): assign them too.
         assert plan.full_sql is not None  # the row has indexed columns: state, ended_at
         if cursor.execute(plan.full_sql, (*_FULL_PARAMS(execution), *tail)).rowcount != 1:
@@ -211,8 +246,8 @@ def write_turn(batch: Batch, conn: sqlite3.Connection) -> bool:
             cursor.executemany(_NODE_NULL.sql, map(_NODE_NULL.params, nodes))
         else:
             cursor.executemany(_NODES_SQL, map(_NODE_PARAMS, nodes))
-    if batch.events:
-        cursor.executemany(_EVENTS_SQL, map(_EVENT_PARAMS, batch.events))
+    if events:
+        cursor.executemany(_EVENTS_SQL, map(_EVENT_PARAMS, events))
     if batch.consumed_signals:
         cursor.executemany(_CONSUME, [(n, e, s) for e, s, n in batch.consumed_signals])
     if batch.signals:  # each takes the seq after the one before: one by one (executemany is)
@@ -291,10 +326,12 @@ class _UpdatePlan:
         self,
         kept_sql: str,
         kept: RowEncoder,
+        moved_sql: str | None,
         full_sql: str | None = None,
         full: RowEncoder | None = None,
     ) -> None:
         self.kept_sql, self.kept, self.full_sql, self.full = kept_sql, kept, full_sql, full
+        self.moved_sql = moved_sql
 
 
 @functools.cache
@@ -313,7 +350,10 @@ def _update(
     build the returned rows: that UPDATE cost three times this one (14 µs a step of 20, a
     replay of a chain's statements on /dev/shm). `nulls`: columns whose values are None,
     written as NULL literals in the first (`_slim`), which takes no parameters for them;
-    `empties`: JSON columns whose values are empty objects, written as '{}' literals so."""
+    `empties`: JSON columns whose values are empty objects, written as '{}' literals so.
+    `moved_sql` (when the keys hold `last_sequence`): a read of the row with the first's
+    parameters, found when every column but `last_sequence` is stored as the row says (and
+    the stored `last_sequence` is not past it): the turn then leaves the row as it is."""
     columns = [name for name in names if not name.startswith("b_") and name not in _INDEXED]
     indexed = [name for name in names if name in _INDEXED]
 
@@ -324,15 +364,22 @@ def _update(
     fence = " AND owner = ? AND lease_epoch = ?" if fenced else ""
     same = "".join(f' AND "{name}" IS {value(name)}' for name in indexed)
     kept_sql = f"UPDATE executions SET {changes} WHERE id = ?{same}{fence}"
+    moved_sql = None
+    if "last_sequence" in columns:
+        stored = " AND ".join(
+            f'"{name}" <= ?' if name == "last_sequence" else f'"{name}" IS {value(name)}'
+            for name in columns
+        )
+        moved_sql = f"SELECT 1 FROM executions WHERE {stored} AND id = ?{same}{fence}"
     literal = {*nulls, *empties}
     bound = [name for name in [*columns, "b_id", *indexed] if name not in literal]
     kept = _encoder(db.executions, bound)
     if not indexed:
-        return _UpdatePlan(kept_sql, kept)
+        return _UpdatePlan(kept_sql, kept, moved_sql)
     assigned = ", ".join(f'"{name}" = ?' for name in [*columns, *indexed])
     full_sql = f"UPDATE executions SET {assigned} WHERE id = ?{fence}"
     return _UpdatePlan(
-        kept_sql, kept, full_sql, _encoder(db.executions, [*columns, *indexed, "b_id"])
+        kept_sql, kept, moved_sql, full_sql, _encoder(db.executions, [*columns, *indexed, "b_id"])
     )
 
 

@@ -28,9 +28,9 @@ from agentrun.storage.machines import (
 )
 from agentrun.storage.machines_sql import _write_group
 from agentrun.storage.sql import SqlStore
-from agentrun.storage.sqldb_sqlite import SqliteDatabase
 from agentrun.storage.sqlite_instances import SqliteInstanceWriter
 from tests.storage.sqlite_migrations import wal_frames
+from tests.storage.sqlite_trace import statements
 
 T0 = 1_700_000_000.0
 CYCLE = "abc"
@@ -125,24 +125,11 @@ def _same(got: InstanceRecord | None, want: InstanceRecord) -> None:
     assert dataclasses.asdict(got) == dataclasses.asdict(want)
 
 
-def _updates(store: SqlStore) -> list[str]:
-    """The instance UPDATEs the write connection runs from now on (appended as they run)."""
-    database = store.database
-    assert isinstance(database, SqliteDatabase) and database._sync_conn is not None
-    driver = database._sync_conn.connection.driver_connection
-    assert driver is not None
-    seen: list[str] = []
-    driver.set_trace_callback(
-        lambda sql: seen.append(sql) if sql.startswith("UPDATE sm_instances") else None
-    )
-    return seen
-
-
 async def test_an_event_that_only_moves_writes_its_entry_alone_and_reads_the_same(
     store: SqlStore, path: Path
 ) -> None:
     record = await _create(store)
-    updates = _updates(store)
+    updates = statements(store, "UPDATE sm_instances")
     for enter in (True, True, False, True):  # a NO_TRANSITION keeps the entry sequence
         batch = _move(record, enter=enter)
         await store.instances.commit(batch)
@@ -193,7 +180,7 @@ async def test_an_event_that_changes_more_rewrites_the_row(store: SqlStore, path
     """Data, labels, pending, an invoke, an error or the end change the row: it is rewritten,
     and the moves after it fold into it again."""
     record = await _create(store)
-    updates = _updates(store)
+    updates = statements(store, "UPDATE sm_instances")
     changes: list[dict[str, Any]] = [
         {"data": {"n": 2, "f": 2.0}},
         {"labels": {"k": "w"}},

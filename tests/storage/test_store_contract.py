@@ -222,9 +222,9 @@ async def test_create_execution_writes_nodes_and_events(store: Store) -> None:
 
 
 async def test_request_id_is_idempotent_per_tenant(store: Store) -> None:
-    first, created = await store.create_execution(
-        execution("ex-1", request_id="req"), [node("ex-1", "a")], [ev("ex-1", 1)]
-    )
+    record = execution("ex-1", request_id="req")
+    record.last_sequence = 1  # its newest event's
+    first, created = await store.create_execution(record, [node("ex-1", "a")], [ev("ex-1", 1)])
     assert created
     again = execution("ex-2", request_id="req")
     again.input = {"q": "different"}
@@ -678,6 +678,7 @@ async def test_returned_records_are_copies(store: Store) -> None:
     assert (await store.get_workflow("acme", "wf")).version == 1
 
     record = execution()
+    record.last_sequence = 1  # its newest event's
     stored, _ = await store.create_execution(record, [node(record.id, "a")], [ev(record.id, 1)])
     assert stored is not record
     record.state = ExecutionState.FAILED
@@ -687,7 +688,7 @@ async def test_returned_records_are_copies(store: Store) -> None:
     fetched.last_sequence = 1000
     (await store.list_executions("acme", limit=1))[0].priority = 9
     again = await store.get_execution(record.id)
-    assert again.last_sequence == 0 and again.priority == 0
+    assert again.last_sequence == 1 and again.priority == 0
 
     batch_node = node(record.id, "a", NodeState.SUCCEEDED)
     await store.commit(Batch(nodes=[batch_node]))
