@@ -473,66 +473,7 @@ class SqliteDatabase(SqlDatabase):
             done = self._inline(work, raw=raw, checked=checked)
             if done is not None:
                 return done[0]
-        elif (
-            raw
-            and self._handed == self._finished + self._dropped
-            and self._average < INLINE_MAX_SECONDS
-        ):
-            written = self._written_here(work, checked=checked)
-            if written is not None:
-                return await self._committed_there(*written)
         return await self._write(work, foreign_keys=not checked, raw=raw)
-
-    def _written_here(self, work: Callable[[Any], T], *, checked: bool) -> tuple[T, float] | None:
-        """A group's statements on the loop's thread, its transaction left open for the writer
-        thread to commit (`_committed_there`), with how long they took. In the writer thread
-        every statement (and every row of an executemany) let go of the GIL and waited for the
-        loop to give it back: under gRPC StartExecution at c=10, 17 futex calls a commit there
-        (strace), and the thread's Python ran beside the loop's anyway, one at a time. The
-        COMMIT, whose WAL writes and fsync are what is worth overlapping with the loop's work,
-        is then the one hand-off. None: another process holds the write lock (nothing
-        written), and the whole transaction goes to the thread, which waits for it; a
-        statement that fails is rolled back and raises, as `_inline`'s. Not on a slow disk (INLINE_MAX_SECONDS:
-        a statement may wait for a page read there too), nor while the loop's thread is
-        paused from commits after a slow one."""
-        started = time.monotonic()
-        try:
-            result = self._run(work, foreign_keys=not checked, wait=False, raw=True, commit=False)
-        except _Busy:
-            return None
-        except Exception:
-            with store_errors():  # sorted as `_inline` sorts them
-                raise
-        return result, time.monotonic() - started
-
-    async def _committed_there(self, result: T, took: float) -> T:
-        """The open transaction's COMMIT in the writer thread; `result` once it is durable.
-        Handed over while the thread was idle, so it runs before anything handed after it; it
-        is never dropped (a caller cancelled meanwhile stops waiting, the COMMIT runs). A
-        COMMIT that fails raises sqlite3's error, rolled back, as the whole transaction in the
-        thread would."""
-        _submitted, committed = self._hand_over(self._commit)
-        took += await committed
-        self._average += (took - self._average) / 16
-        self._checkpoint_soon()
-        return result
-
-    def _commit(self) -> float:
-        """COMMIT of the transaction `_written_here` left open, in the writer thread; how long
-        it took. One that fails is rolled back by closing the connection (the next transaction
-        opens it anew, as after any failed one in `_run`)."""
-        cursor = self._sync_cursor
-        assert cursor is not None
-        started = time.monotonic()
-        try:
-            cursor.execute("COMMIT")
-        except BaseException:
-            conn, self._sync_conn = self._sync_conn, None
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            raise
-        return time.monotonic() - started
 
     def _hand_over(
         self, job: Callable[[], T]
@@ -643,7 +584,6 @@ class SqliteDatabase(SqlDatabase):
         wait: bool,
         raw: bool = False,
         timed: bool = True,
-        commit: bool = True,
     ) -> T:
         """One write transaction on the write connection, in the writer thread (`wait`: for
         another process's write lock up to `busy_timeout_ms`) or on the loop's thread (no
@@ -697,8 +637,6 @@ class SqliteDatabase(SqlDatabase):
                 raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
             if raw:
                 result = work(driver)
-                if not commit:  # left open for the writer thread (`_committed_there`)
-                    return result
                 cursor.execute("COMMIT")
             else:
                 with conn.begin():
