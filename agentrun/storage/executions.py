@@ -75,6 +75,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         # SQLite: a turn the group commit would write alone on the loop's thread anyway is
         # written by `commit` itself, without the writer task's two loop turns and wake-ups.
         self._now = direct.write_now if isinstance(direct, SqliteTurnWriter) else None
+        self._spent = direct.streak_spent if isinstance(direct, SqliteTurnWriter) else None
         self.written_now = 0
         # A signal takes the next seq of its execution; a used signal id inserts nothing.
         # Built once, as the upsert: a statement built per signal cost more than its insert.
@@ -224,9 +225,29 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         self.database.require_open()
         now = self._now
         # Written at once from the records themselves (no snapshot: nothing runs meanwhile).
-        if now is not None and self.writer.idle and now(batch):
-            self.written_now += 1
-            return
+        if now is not None and self.writer.idle:
+            if now(batch):
+                self.written_now += 1
+                return
+            spent = self._spent
+            if spent is not None and spent():
+                # The writes at once kept the loop from going round too long (a run whose
+                # turns never wait: on a disk's fsync, ~11 chain steps of 16 between its own
+                # yields): one loop turn, and this batch is written at once again, not by the
+                # group commit's writer task and thread, whose hand-offs and wake-ups cost
+                # each such turn more than its commit (step_floor.py's chain, 7 Dec 2026: ~9
+                # turns in 100 went that way). Its caller awaits it: its records stay as they
+                # are meanwhile.
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    # Queued all the same, as a cancelled caller's group commit batch is
+                    # (its future cancelled as theirs is: the writer still writes the batch).
+                    self.writer.submit(_Rows.of(batch)).cancel()
+                    raise
+                if self.writer.idle and now(batch):
+                    self.written_now += 1
+                    return
         # Snapshot now: the caller may change its records (not payloads) once we return.
         await self.writer.submit(_Rows.of(batch))
 

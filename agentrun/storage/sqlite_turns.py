@@ -90,6 +90,8 @@ class SqliteTurnWriter:
 
     def __init__(self, database: SqliteDatabase) -> None:
         self._database = database
+        # Whether the database's writes at once wait for the loop to go round (`write_now`).
+        self.streak_spent = database.streak_spent
 
     def write_now(self, batch: Batch) -> bool:
         """Writes one execution's turn (not a start) now, without a coroutine, when the group
