@@ -28,15 +28,17 @@ event <= 1.5x on SQLite):
   store's, WAL, synchronous=FULL (what the store uses). PostgreSQL: asyncpg on the same
   server, BEGIN + INSERT + COMMIT (`conn.transaction()`).
 
-What the floor leaves out (SQLite): a chain step is one commit too (one fdatasync of the WAL;
-a checkpoint, two more, every ~200 steps, in the store's writer thread between commits: ~1 ms
-on this VM's disk, ~5 µs a step amortized), but it writes ~5.1 WAL frames, not 1 (4 pages: the
-execution row's, the 2 nodes', the 3 events' and the events' key index's; now and then a
-split), and its CPU comes on top: ~63 µs a step with `--cpu --folder /dev/shm` against the
-floor's ~12 (7 Dec 2026, loadavg ~3; 67-69 before that day's write path work, 75-90 before
-that): the engine's turn (~14 µs, benchmarks/inproc_floor.py), the rows' parameters, SQLite's
-statements and commit, and ~19 system calls (strace: a pwrite per WAL frame header and per page, six
-fcntl locks, the fdatasync; ~0.8 µs each on this VM even on /dev/shm). The
+What the floor leaves out (SQLite): a chain step is one commit too (one fdatasync of the WAL; a
+checkpoint, two more, every ~200 steps, in the store's writer thread between commits: ~1 ms on
+this VM's disk, ~5 µs a step amortized), but it writes ~5 WAL frames, not 1 (the 2 nodes' leaf
+and their key index's, the 3 events' leaf and their key index's, whose right edge an index
+b-tree rebalances over 3 leaves and their parent every ~7 steps: 1.5 pages a step; its
+execution's row only when more than its last sequence changes, migration 0026: 5.96 frames a
+step before), and its CPU comes on top: ~54 µs a step with `--cpu --folder /dev/shm` against
+the floor's ~9 (7 Dec 2026 after migration 0026, loadavg ~3; ~63 before it, 67-69 before that
+day's write path work, 75-90 before that): the engine's turn (~14 µs, benchmarks/inproc_floor.py), the rows' parameters, SQLite's
+statements and commit, and ~19 system calls (strace: a pwrite per WAL frame header and per
+page, six fcntl locks, the fdatasync; ~0.8 µs each on this VM even on /dev/shm). The
 slower the disk's fsync, the nearer the ratio is to 1. Both are measured warm: the floor's
 first 1,000 commits grow its WAL file, and an fdatasync that grows the file cost ~2x one that
 overwrites (240-260 µs, then 105-135 µs on this VM's disk on 7 Dec 2026); measured so, the
