@@ -27,6 +27,11 @@ NULL for None, a bool as 0/1), with SQL built once:
   rows without the group's lists (callgrind, step_floor's cycle machine: 170k -> 158k
   instructions an event on the loop's thread).
 
+SQLite does not check the history and timer rows' reference to their instance (`checked`, as
+sqlite_turns.py's rows): `_apply` found the instance's row in the same transaction before any
+row of it is written, and the foreign key check was one more lookup of that row per row, and
+a `PRAGMA foreign_keys` each time the write connection went from turns to instances or back.
+
 A batch refused by its row (a lost lease, a moved-on base, an unknown instance) is
 answered UNWRITTEN: the group commit writes it alone the transaction's way, which refuses it
 with the usual error (LeaseLost, or ValueError). A group naming one instance twice goes that
@@ -77,7 +82,7 @@ class SqliteInstanceWriter:
         its writer's queue). Whether it was written; False: nothing written (not now, stale,
         refused, unavailable): the group commit takes it, and gives its caller the usual
         outcome."""
-        done = self._database.write_now(functools.partial(write_one, batch))
+        done = self._database.write_now(functools.partial(write_one, batch), checked=True)
         return done is not None and done[0]
 
     async def __call__(self, batches: Sequence[MachineBatch]) -> list[Any] | None:
@@ -88,7 +93,7 @@ class SqliteInstanceWriter:
             return None
         try:
             written = await self._database.turn_transaction(
-                functools.partial(write_instances, batches), items=len(batches)
+                functools.partial(write_instances, batches), items=len(batches), checked=True
             )
         except sqlite3.Error:
             return None  # rolled back: the transaction's way finds whose batch it was

@@ -429,3 +429,32 @@ async def test_batches_written_at_once_let_the_loop_go_round(
     assert not yield_first()
     third = store.instances.submit(_event(got, 3))
     assert third.done()
+
+
+async def test_instance_commits_leave_reference_checks_out_as_turns_do(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer finds each batch's instance row before it writes any row of it, so SQLite's
+    own reference checks are left out (`checked`), as execution turns leave them out: an
+    instance commit after a turn's transaction, at submit or in a group, sets no PRAGMA
+    foreign_keys on the write connection (it set one at each switch)."""
+    _commits_count_as_quick(monkeypatch)
+    a, b, c = [await _create(store, f"sm-{n}") for n in "abc"]
+    database = store.database
+    assert isinstance(database, SqliteDatabase)
+    await database.turn_transaction(lambda conn: None, items=1, checked=True)  # a turn's
+    assert database._sync_conn is not None
+    driver = database._sync_conn.connection.driver_connection
+    assert driver is not None
+    statements: list[str] = []
+    driver.set_trace_callback(statements.append)
+    try:
+        assert store.instances.submit(_event(a, 2)).done()  # written at submit
+        await asyncio.gather(*(store.instances.commit(_event(r, 2)) for r in (b, c)))
+    finally:
+        driver.set_trace_callback(None)
+    assert [s for s in statements if "foreign_keys" in s] == []
+    assert sum(s.startswith("INSERT INTO sm_history") for s in statements) == 3
+    for id_ in ("sm-a", "sm-b", "sm-c"):
+        got = await store.instances.get_instance(id_)
+        assert got is not None and got.last_sequence == 2

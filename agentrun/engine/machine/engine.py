@@ -322,7 +322,8 @@ class MachineEngine:
         A commit the store refuses because another writer got there first (another replica
         on the same database: the history's sequence and event-id keys fence stale writers)
         reloads the instance and handles the event again on what is stored."""
-        sizes.check_request("data", data, "signal_bytes")
+        if data is not None:  # None is within every limit
+            sizes.check_request("data", data, "signal_bytes")
         for attempt in range(_CONFLICT_RETRIES):
             if attempt:
                 # Writers that lost a race on both replicas would otherwise all reload and

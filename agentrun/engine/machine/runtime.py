@@ -90,21 +90,34 @@ class Stepper:
         transitions = state.on.get(name)
         if transitions is None:
             return None
-        view = {"name": name, "id": event_id, "data": data}
-        act = {"event": view, "data": record.data, "state": record.current, "input": record.input}
-        if plan.uses_secrets:
-            act["secrets"] = self.m.secrets
-        try:
-            chosen = _choose(transitions, act)
-            if chosen is not None and not chosen.quick:
+        first = transitions[0] if transitions else None
+        if first is not None and first.guard is None and not first.assign:
+            # Taken whatever the event says, nothing assigned: no activation to build.
+            if not first.quick:
                 return None
-            assigned = (
-                {key: value.evaluate(act) for key, value in chosen.assign}
-                if chosen and chosen.assign
-                else None
-            )
-        except ExpressionError:
-            return None  # `process` evaluates again and takes the failure path
+            chosen: TransitionPlan | None = first
+            assigned = None
+        else:
+            view = {"name": name, "id": event_id, "data": data}
+            act = {
+                "event": view,
+                "data": record.data,
+                "state": record.current,
+                "input": record.input,
+            }
+            if plan.uses_secrets:
+                act["secrets"] = self.m.secrets
+            try:
+                chosen = _choose(transitions, act)
+                if chosen is not None and not chosen.quick:
+                    return None
+                assigned = (
+                    {key: value.evaluate(act) for key, value in chosen.assign}
+                    if chosen and chosen.assign
+                    else None
+                )
+            except ExpressionError:
+                return None  # `process` evaluates again and takes the failure path
         if assigned and sizes.output_error("", {**record.data, **assigned}) is not None:
             return None  # the same: `process` fails it with output_too_large
         work = Work(record, now)
