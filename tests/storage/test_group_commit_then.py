@@ -1,36 +1,26 @@
 """`create_execution_soon(..., then=...)`: the creation's done callback, which the SQL group
 commit calls as it settles the future (a start's run is launched and its caller answered a
-loop turn sooner than by an added done callback), in the caller's context, once."""
+loop turn sooner than by an added done callback), in the caller's context, once; on every
+store (the memory store adds it as a done callback)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agentrun.storage.base import Store
 from agentrun.storage.records import ExecutionRecord
-from agentrun.storage.sql import SqlStore
+from tests.storage.conftest import Backend
 from tests.storage.factories import execution_record
 
 _WHO = contextvars.ContextVar("who", default="nobody")
 Creating = asyncio.Future[tuple[ExecutionRecord, bool]]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'then.db'}")
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-async def test_then_runs_as_the_commit_settles_before_added_callbacks(store: SqlStore) -> None:
+async def test_then_runs_as_the_commit_settles_before_added_callbacks(store: Store) -> None:
     """`then` sees the settled future before any done callback added to it runs (those run a
     loop turn later), in the context of the code that queued the creation."""
     seen: list[Any] = []
@@ -50,7 +40,7 @@ async def test_then_runs_as_the_commit_settles_before_added_callbacks(store: Sql
     assert seen == [("then", "ex-1", True, "the start"), "added"]
 
 
-async def test_a_then_that_fails_spares_its_group_and_is_reported(store: SqlStore) -> None:
+async def test_a_then_that_fails_spares_its_group_and_is_reported(store: Store) -> None:
     """A `then` that raises is reported as a failing done callback is (the loop's exception
     handler); the other creations of its group are settled and their `then` called."""
     reported: list[dict[str, Any]] = []
@@ -74,10 +64,12 @@ async def test_a_then_that_fails_spares_its_group_and_is_reported(store: SqlStor
 
 
 async def test_then_is_called_once_even_when_the_caller_cancelled_the_future(
-    store: SqlStore,
+    store: Store, backend: Backend
 ) -> None:
-    """A future cancelled by its caller still has its creation written; `then` is called
-    once, with the cancelled future, when its group is written."""
+    """On SQL a future cancelled by its caller still has its creation written; `then` is
+    called once, with the cancelled future, when its group is written."""
+    if backend.name == "memory":
+        pytest.skip("the memory store's creation is a task: cancelled with its future")
     calls: list[bool] = []
     creating = store.create_execution_soon(
         execution_record("ex-1"), then=lambda done: calls.append(done.cancelled())
