@@ -202,3 +202,43 @@ async def test_postgres_one_batch_refused_by_its_fence_writes_nothing(tmp_path: 
     finally:
         await store.close()
         await base.close()
+
+
+async def test_postgres_one_batch_is_fenced_against_a_lease_taken_meanwhile(
+    tmp_path: Any,
+) -> None:
+    """The `one` variant's UPDATE holds the fence in its own WHERE: a take-over committed by
+    another transaction while the commit waits for the row's lock is seen on the row's newest
+    version, and the stale commit writes nothing (LeaseLost)."""
+    import asyncpg
+
+    from agentrun.storage.base import LeaseLost
+    from tests.machines.conftest import pg_url
+
+    base = await open_backend("postgresql", tmp_path)
+    store = base.instances
+    await store.open()
+    other = await asyncpg.connect(pg_url().replace("postgresql+asyncpg", "postgresql"))
+    try:
+        rec = _record(current="a", data={}, owner="me", lease_epoch=3)
+        await store.create_instance(rec)
+        taking = other.transaction()
+        await taking.start()
+        await other.execute(
+            "UPDATE sm_instances SET owner = 'them', lease_epoch = 4 WHERE id = $1", rec.id
+        )
+        commit = asyncio.ensure_future(
+            store.commit(MachineBatch(_record(id=rec.id), [_entry(rec, 3)], fence=("me", 3)))
+        )
+        await asyncio.sleep(0.3)
+        assert not commit.done()  # waits for the row's lock
+        await taking.commit()
+        with pytest.raises(LeaseLost):
+            await commit
+        assert await store.list_history(rec.id) == []
+        got = await store.get_instance(rec.id)
+        assert got is not None and (got.current, got.owner, got.lease_epoch) == ("a", "them", 4)
+    finally:
+        await other.close()
+        await store.close()
+        await base.close()
