@@ -1,6 +1,7 @@
 """The `agentrun` command line.
 
-Local commands (`validate`, `graph`, `run`) live in `agentrun.cli.local` and need no server;
+Local commands (`validate`, `graph`, `run`) need no server: `agentrun.cli.local` registers
+them, `agentrun.cli.run` and `agentrun.cli.in_process` are `run`;
 the commands that talk to a server over gRPC (`serve`, `workflows`, `start`, `watch`, `signal`,
 `cancel`, `pause`, `resume`, `rerun`, `trace`, `health`) live in `agentrun.cli.remote`,
 `agentrun executions` in `agentrun.cli.executions`, `agentrun sm` (state machine

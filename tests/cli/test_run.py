@@ -242,12 +242,12 @@ def test_subprocess_exit_codes_and_single_json_object(tmp_path) -> None:
 
 
 def test_unexpected_errors_keep_the_json_promise(cli, write, monkeypatch) -> None:
-    from agentrun.cli import local
+    from agentrun.cli import run as run_command
 
     async def broken(request):
         raise RuntimeError("engine exploded")
 
-    monkeypatch.setattr(local, "_run", broken)
+    monkeypatch.setattr(run_command, "run_in_process", broken)
     path = write("hello.yaml", HELLO)
     result = cli("run", path, "--memory", "--json", "--input", '{"who": "x"}')
     assert result.code == 1
