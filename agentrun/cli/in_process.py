@@ -14,9 +14,12 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentrun.cli.local_io import UserError, build_integrations, compile_spec, invalid
+
+if TYPE_CHECKING:
+    from agentrun.engine import EngineConfig
 
 __all__ = ["RunRequest", "RunResult", "StoreUnavailable", "run_in_process"]
 
@@ -77,7 +80,7 @@ class StoreUnavailable(Exception):
 async def run_in_process(request: RunRequest) -> RunResult:
     """Runs the request's workflow on an engine of this process until it ends or `run` stops
     following it; a refusal of the workflow, input or config raises UserError."""
-    from agentrun.engine import Engine, EngineConfig
+    from agentrun.engine import Engine
     from agentrun.engine.errors import InvalidInput, InvalidWorkflow
     from agentrun.engine.machine.plan import MachinePlan
 
@@ -90,7 +93,7 @@ async def run_in_process(request: RunRequest) -> RunResult:
                 "server; `agentrun run` runs DAG workflows",
                 kind="invalid_workflow",
             )
-    engine_config = _engine_config(EngineConfig, request.config)
+    engine_config = _engine_config(request.config)
     # The store may be shared with a running `agentrun serve` (the default ./.agentrun/ is):
     # this process takes a replica id of its own and adopts nothing, so it never takes the
     # server's executions, and the server takes over this one if `run` dies before its end.
@@ -184,50 +187,25 @@ async def _attach(engine: Any, config: dict[str, Any]) -> Any:
     """Log redaction of secrets and the event bus the config selects, as the server does."""
     from agentrun import integrations
 
-    attach = getattr(integrations, "attach", None)
-    if attach is None:
-        return None
     try:
-        return await attach(engine, config)
+        return await integrations.attach(engine, config)
     except ValueError as exc:
         raise UserError(f"config: {exc}") from None
 
 
-def _engine_config(config_cls: Any, config: dict[str, Any]) -> Any:
+def _engine_config(config: dict[str, Any]) -> EngineConfig:
     """EngineConfig from the config file, read by the same code as the server's: the engine's
     sections (`limits:`, `circuit_breakers:`, ...) and `secrets:` (what expressions see as
     `secrets.NAME`). The rest of the file is for the integrations (`mock:`, `tools:`)."""
-    try:
-        from agentrun import integrations
+    from agentrun import integrations
+    from agentrun.engine import EngineConfig
 
-        load_secrets = getattr(integrations, "load_secrets", None)
-        secrets = load_secrets(config) if load_secrets is not None else _secrets(config)
+    try:
+        secrets = integrations.load_secrets(config)
         options = {"secrets": secrets} if secrets else {}
-        from_mapping = getattr(config_cls, "from_mapping", None)
-        if from_mapping is not None:
-            return from_mapping(config, **options)
-        return config_cls(**options)
+        return EngineConfig.from_mapping(config, **options)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise UserError(f"config: {exc}") from None
-
-
-def _secrets(config: dict[str, Any]) -> dict[str, str]:
-    """`secrets: {NAME: VALUE | {env: VARIABLE}}`, for builds without the secret store."""
-    data = config.get("secrets") or {}
-    if not isinstance(data, dict):
-        raise ValueError("secrets: expected a mapping of names to values or {env: VARIABLE}")
-    secrets = {}
-    for name, value in data.items():
-        if isinstance(value, dict) and set(value) == {"env"}:
-            variable = str(value["env"])
-            if variable not in os.environ:
-                raise ValueError(f"secrets.{name}: environment variable {variable} is not set")
-            secrets[str(name)] = os.environ[variable]
-        elif isinstance(value, str | int | float) and not isinstance(value, bool):
-            secrets[str(name)] = str(value)
-        else:
-            raise ValueError(f"secrets.{name}: expected a string or {{env: VARIABLE}}")
-    return secrets
 
 
 async def _follow(engine: Any, execution_id: str, request: RunRequest) -> str:

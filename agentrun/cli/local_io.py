@@ -101,16 +101,11 @@ def load_config(path: str | None) -> dict[str, Any]:
 
 def build_integrations(config: dict[str, Any], config_path: str | None) -> tuple[Any, Any]:
     """Tools and agent providers from the config file, built as the server builds them."""
-    import inspect
-
     from agentrun import integrations
 
     try:
         tools = integrations.default_tools(config)
-        if "tools" in inspect.signature(integrations.default_agents).parameters:
-            agents = integrations.default_agents(config, tools=tools)
-        else:
-            agents = integrations.default_agents(config)
+        agents = integrations.default_agents(config, tools=tools)
     except (ValueError, TypeError, KeyError) as exc:
         raise UserError(f"{config_path or 'config'}: {exc}") from None
     return tools, agents
