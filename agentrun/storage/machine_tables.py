@@ -1,7 +1,7 @@
 """The state machine tables (migration 0005 and later): instances, their inputs, history and
 timers.
 
-Rows <-> records for these tables live in agentrun/storage/machines_sql.py (and the direct
+Rows <-> records for these tables live in agentrun/storage/machine_rows.py (and the direct
 writers, sqlite_instances.py and pg_instances.py). `schema` re-exports them: the store's code
 names them `schema.sm_instances` and so on, as every other table.
 """
@@ -97,7 +97,7 @@ sm_history = sa.Table(
     # commit that left its `sm_instances` row as it was (SQLite, sqlite_instances.py): only
     # `current`, `updated_at`, `last_sequence` and `entry_sequence` moved, and this entry
     # holds them (to_state, time, sequence and this). Readers fold the newest such entry past
-    # the row's `last_sequence` into the row (machines_sql.py). NULL on PostgreSQL, whose
+    # the row's `last_sequence` into the row (machine_rows.py). NULL on PostgreSQL, whose
     # commits always rewrite the row.
     sa.Column("entry_sequence", sa.Integer),
     # An event id is applied once per instance; NULL ids never collide, and are not indexed

@@ -47,7 +47,7 @@ from agentrun.storage import schema as db
 from agentrun.storage.base import StoreError
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.machine_base import HistoryRecord, InstanceRecord, MachineBatch
-from agentrun.storage.machines_sql import MUTABLE, history_row, instance_changes, timer_row
+from agentrun.storage.machine_rows import MUTABLE, history_row, instance_changes, timer_row
 from agentrun.storage.pg_turns import (
     FENCE,
     announce,

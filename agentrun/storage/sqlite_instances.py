@@ -1,7 +1,7 @@
 """State machine instance commits on SQLite straight through sqlite3: the instance group
 commit's `direct` writer, as sqlite_turns.py is the executions'.
 
-Through the transaction's way (`machines_sql._write_group`) each commit went through
+Through the transaction's way (`machine_writes.write_group`) each commit went through
 SQLAlchemy's connection and transaction objects, a plan lookup, a dict per row and a cursor
 per statement: on one instance's event path (one small group per event, on the loop's thread)
 more CPU than the statements. Here the group is one transaction on the write connection's
@@ -16,7 +16,7 @@ NULL for None, a bool as 0/1), with SQL built once:
   its state, ended_at, data, error, invoke, labels and pending as stored) leaves the row as it
   is, and its last history entry holds the moved values (to_state, time, sequence and the
   `entry_sequence` column, migration 0023): readers fold the newest such entry into the row
-  (machines_sql.py `_FOLDED`; the poller, notifications.py). One b-tree page an event, the
+  (machine_rows.py `FOLDED`; the poller, notifications.py). One b-tree page an event, the
   entry's, where rewriting the row wrote two (100 events of benchmarks/step_floor.py's cycle:
   2.35 WAL frames an event before, 1.36 after). Any other event rewrites the row, assigning
   the indexed state and ended_at only when they change (SQLite rewrites an index entry for
@@ -204,7 +204,7 @@ def _json(value: Any) -> str | None:
     return None if value is None else _dumps(value)
 
 
-# The columns an event changes (machines_sql.MUTABLE) that are in no index, in `_changes`'
+# The columns an event changes (machine_rows.MUTABLE) that are in no index, in `_changes`'
 # order; the other two, state and ended_at, are assigned only when they change (`_UPDATE_ALL`;
 # tests/storage check the split).
 _CHANGED = (

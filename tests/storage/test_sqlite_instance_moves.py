@@ -1,7 +1,7 @@
 """SQLite: an event that only moves its instance (its current state, updated_at, last and entry
 sequences; nothing indexed or queried by) writes its history entry alone, the instance's row
 left as it was (migration 0023, sqlite_instances.py). Every reader still gets the instance as
-committed: its newest entry folded into the row (machines_sql.py), through this store, another
+committed: its newest entry folded into the row (machine_rows.py), through this store, another
 one on the same file, and the transaction's way's base check. An event that changes anything
 else rewrites the row. And the reason, counted: one b-tree page an event, not two."""
 
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from agentrun.storage.base import LeaseLost
 from agentrun.storage.group_commit import UNWRITTEN
+from agentrun.storage.machine_writes import write_group
 from agentrun.storage.machines import (
     EntryKind,
     HistoryRecord,
@@ -26,7 +27,6 @@ from agentrun.storage.machines import (
     MachineBatch,
     TimerRecord,
 )
-from agentrun.storage.machines_sql import _write_group
 from agentrun.storage.sql import SqlStore
 from agentrun.storage.sqlite_instances import SqliteInstanceWriter
 from tests.storage.sqlite_migrations import wal_frames
@@ -223,7 +223,7 @@ async def test_a_base_is_the_newest_entrys_sequence(store: SqlStore, path: Path)
     assert await writer([MachineBatch(held, [], base=1, fence=("r1", 1))]) == [UNWRITTEN]
 
     def transaction(batch: MachineBatch) -> Any:
-        return store.database.transaction(lambda conn: _write_group(store.database, conn, [batch]))
+        return store.database.transaction(lambda conn: write_group(store.database, conn, [batch]))
 
     with pytest.raises(KeyError):
         await transaction(MachineBatch(held, [], base=1, fence=("r1", 1)))

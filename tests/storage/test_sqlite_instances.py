@@ -17,6 +17,8 @@ from agentrun.storage import schema as db
 from agentrun.storage import sqldb_sqlite
 from agentrun.storage.base import LeaseLost
 from agentrun.storage.group_commit import UNWRITTEN
+from agentrun.storage.machine_rows import MUTABLE
+from agentrun.storage.machine_writes import write_group
 from agentrun.storage.machines import (
     EntryKind,
     HistoryRecord,
@@ -25,7 +27,6 @@ from agentrun.storage.machines import (
     MachineBatch,
     TimerRecord,
 )
-from agentrun.storage.machines_sql import MUTABLE, _write_group
 from agentrun.storage.sql import SqlStore
 from agentrun.storage.sqldb_sqlite import SqliteDatabase
 from agentrun.storage.sqlite_instances import (
@@ -178,7 +179,7 @@ async def test_a_duplicate_entry_rolls_the_group_back(store: SqlStore) -> None:
 
 async def _write_transaction(store: SqlStore, batch: MachineBatch) -> None:
     def write(conn: sa.Connection) -> None:
-        _write_group(store.database, conn, [batch])
+        write_group(store.database, conn, [batch])
 
     await store.database.transaction(write)
 
@@ -204,7 +205,7 @@ def _stored(path: Path, instance_id: str) -> dict[str, list[tuple[object, ...]]]
 
 
 async def test_the_rows_are_those_the_transaction_writes(store: SqlStore, tmp_path: Path) -> None:
-    """The same events through the writer and through the transaction's way (`_write_group`):
+    """The same events through the writer and through the transaction's way (`write_group`):
     one that keeps the instance ACTIVE, one that ends it, then a timer that fired: the same
     values of the same types in every column, and the indexes agree with the table."""
     for id_ in ("sm-direct", "sm-sqlalchemy"):

@@ -7,7 +7,7 @@ else (state, data, pending, invoke, labels, error) changed. Three of the four ar
 already (to_state, time, sequence); this column holds the fourth. SQLite's writer
 (sqlite_instances.py) now leaves the row as it is when only those moved and puts the
 instance's `entry_sequence` in the batch's last entry; readers take the newest entry past the
-row's `last_sequence` that has one as the row's newer values (machines_sql.py). Rows written
+row's `last_sequence` that has one as the row's newer values (machine_rows.py). Rows written
 before have NULL: nothing to fold, the row holds them.
 
 The downgrade first folds those entries into their rows (what the older code reads), then
@@ -28,7 +28,7 @@ branch_labels = None
 depends_on = None
 
 # An instance's newest entry when it is past its row's last_sequence and carries the moved
-# values, as the readers fold it (machines_sql._FOLDED; a correlated subquery per column:
+# values, as the readers fold it (machine_rows.FOLDED; a correlated subquery per column:
 # both dialects, run once).
 _NEWEST = (
     "SELECT {column} FROM sm_history h WHERE h.instance_id = sm_instances.id"
