@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agentrun.engine.machine import MachineEngine
-from agentrun.storage import sqldb_sqlite
+from agentrun.storage import sqlite_writes
 from tests.machines.conftest import close, make, open_backend
 
 COUNTER = """
@@ -31,8 +31,8 @@ states:
 def _quick_commits(monkeypatch: pytest.MonkeyPatch) -> None:
     """A loaded machine's slow commits would send writes to the writer thread for a while
     (INLINE_SLOW_SECONDS): these tests are about the path, not the disk."""
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 3600.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 3600.0)
 
 
 def _count_submits(machines: MachineEngine) -> list[Any]:
@@ -119,7 +119,7 @@ async def test_events_past_the_streak_are_written_at_once_after_one_loop_turn(
     went round. The instance loop then gives it one turn and writes the event at once, not
     through the group commit's writer task (its loop turns and wake-ups cost ~100 µs an event):
     the loop polls its sockets between such events, and each is one transaction all the same."""
-    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 0.0)
+    monkeypatch.setattr(sqlite_writes, "NOW_STREAK_SECONDS", 0.0)
     store = await open_backend("sqlite", tmp_path)
     h = await make(store)
     try:
@@ -167,7 +167,7 @@ async def test_a_sender_cancelled_during_the_loop_turn_has_its_event_written(
     """The instance loop's turn before a write at once (the streak spent) is no way out: a
     sender cancelled there hears CancelledError, and its event is written all the same, as a
     batch already submitted is; the instance takes the next event on what is stored."""
-    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 0.0)
+    monkeypatch.setattr(sqlite_writes, "NOW_STREAK_SECONDS", 0.0)
     store = await open_backend("sqlite", tmp_path)
     h = await make(store)
     try:

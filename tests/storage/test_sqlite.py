@@ -99,11 +99,11 @@ async def test_a_commit_waiting_for_a_lock_held_elsewhere_leaves_the_loop_free(
     written once the lock is free."""
     import sqlite3
 
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqlite_writes
 
     # However slow this machine's disk is today, the commit is one the loop's thread may take.
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 3600.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 3600.0)
 
     path = tmp_path / "busy.db"
     store = SqlStore(f"sqlite+aiosqlite:///{path}")
@@ -143,13 +143,13 @@ async def test_a_commit_goes_to_the_thread_while_the_loop_has_other_work(
     hand-off to the thread (INLINE_BUSY_MAX_SECONDS)."""
     import threading
 
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqldb_sqlite, sqlite_writes
 
     # However slow this machine's disk is today, the commit is one the loop's thread may take.
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 3600.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 3600.0)
     # Slower than the hand-off to the thread, however fast this machine's disk is today.
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_BUSY_MAX_SECONDS", 0.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_BUSY_MAX_SECONDS", 0.0)
     on_loop: list[bool] = []
     run = sqldb_sqlite.SqliteDatabase._run
 
@@ -179,7 +179,7 @@ async def test_a_commit_goes_to_the_thread_while_the_loop_has_other_work(
                 await store.commit(Batch(events=[EventRecord("ex-1", sequence, "x", time.time())]))
             assert on_loop == [False, False]  # the loop had work: in the writer thread
             # Commits quicker than a hand-off stay on the loop's thread, busy or not.
-            monkeypatch.setattr(sqldb_sqlite, "INLINE_BUSY_MAX_SECONDS", 3600.0)
+            monkeypatch.setattr(sqlite_writes, "INLINE_BUSY_MAX_SECONDS", 3600.0)
             on_loop.clear()
             await store.commit(Batch(events=[EventRecord("ex-1", 4, "x", time.time())]))
             assert on_loop == [True]
@@ -285,14 +285,14 @@ async def test_checkpoints_run_in_the_writer_thread_never_in_a_commit(
     import os
     import sqlite3
 
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqldb_sqlite, sqlite_writes
 
     # However slow this machine's disk and CPUs are today, commits are ones the loop's thread
     # may take (under stress-ng a slow commit or a descheduled streak sent all but 65 of 1,500
     # to the thread, and the test no longer looked at commits written at once).
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 3600.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 3600.0)
-    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "NOW_STREAK_SECONDS", 3600.0)
 
     path = tmp_path / "main.db"
     store = SqlStore(f"sqlite+aiosqlite:///{path}")
@@ -328,6 +328,6 @@ async def test_checkpoints_run_in_the_writer_thread_never_in_a_commit(
         assert changed_in_commit == 0
         assert path.stat().st_size > 1000 * len(blob)  # the rows reached the file: checkpoints ran
         wal = Path(f"{path}-wal").stat().st_size
-        assert wal < 2 * sqldb_sqlite.CHECKPOINT_PAGES * 4200
+        assert wal < 2 * sqlite_writes.CHECKPOINT_PAGES * 4200
     finally:
         await store.close()

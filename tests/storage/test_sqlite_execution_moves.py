@@ -43,11 +43,11 @@ def path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SqlStore]:
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqlite_writes
 
     # Turns written at once however slow this machine's commits are now.
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 60.0)
     store = await _open(path)
     try:
         yield store

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from agentrun.storage import schema as db
-from agentrun.storage import sqldb_sqlite
+from agentrun.storage import sqlite_writes
 from agentrun.storage.base import LeaseLost
 from agentrun.storage.group_commit import UNWRITTEN
 from agentrun.storage.machine_rows import MUTABLE
@@ -322,8 +322,8 @@ def _commits_count_as_quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """Writing at submit also needs commits quick on average and none slow of late: on a busy
     machine a commit can take over INLINE_SLOW_SECONDS, and the writer thread takes the next
     INLINE_PAUSE_COMMITS. These tests are about the loop, not the disk."""
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 3600.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 3600.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 3600.0)
 
 
 async def test_an_idle_loop_commits_at_submit(
@@ -344,7 +344,7 @@ async def test_an_idle_loop_commits_at_submit(
     loop = asyncio.get_running_loop()
     # However quick commits are (a busy loop may commit a group inline then, eae6cd3): a
     # batch written at submit would have no group, so it waits for the others ready.
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_BUSY_MAX_SECONDS", 1.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_BUSY_MAX_SECONDS", 1.0)
     loop.call_soon(lambda: None)  # other work ready
     queued = machines.submit(_event(b, 2))
     assert not queued.done()
@@ -390,7 +390,7 @@ async def test_concurrent_events_share_a_group(
 ) -> None:
     """Batches of many instances submitted in one loop turn are written together (one
     transaction, one fsync), however quick commits are: none is written alone at submit."""
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_BUSY_MAX_SECONDS", 1.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_BUSY_MAX_SECONDS", 1.0)
     records = [await _create(store, f"sm-{n}") for n in range(10)]
     machines = store.instances
     groups = machines.groups
@@ -412,7 +412,7 @@ async def test_batches_written_at_once_let_the_loop_go_round(
     written at once past NOW_STREAK_SECONDS without the loop going round: the next goes
     through the group commit's writer task, and the loop reads its sockets meanwhile."""
 
-    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 0.0)
+    monkeypatch.setattr(sqlite_writes, "NOW_STREAK_SECONDS", 0.0)
     _commits_count_as_quick(monkeypatch)
     a, b = await _create(store, "sm-a"), await _create(store, "sm-b")
     await asyncio.sleep(0.001)  # the loop goes round: no streak

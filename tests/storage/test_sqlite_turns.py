@@ -239,10 +239,10 @@ async def _two_claimed(
 ) -> tuple[dict[str, ExecutionRecord], SqliteTurnWriter]:
     """ex-direct and ex-sqlalchemy, claimed by r1, and the turn writer, which writes at once
     however slow this machine's commits are now (slow ones go to the writer thread)."""
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqlite_writes
 
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 60.0)
     monkeypatch.setattr(store.database, "_inline_pause", 0)
     for id_ in ("ex-direct", "ex-sqlalchemy"):
         await store.create_execution(execution_record(id_, **_SAME))
@@ -292,10 +292,10 @@ async def test_a_step_that_keeps_the_state_is_one_update_without_returning(
     them (their index entries are not rewritten) and returns nothing (a RETURNING made SQLite
     build the returned rows: most of the UPDATE's cost), on both paths; a turn that changes
     them adds the UPDATE that assigns them."""
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqlite_writes
 
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 60.0)
     monkeypatch.setattr(store.database, "_inline_pause", 0)
     await store.create_execution(execution_record("ex-u", **_SAME))
     (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
@@ -512,11 +512,11 @@ async def test_a_turn_on_an_idle_loop_is_written_by_commit_itself(
     """Nothing queued and nothing else ready on the loop: `commit` writes the turn itself (the
     writer task's two loop turns saved), and a stale fence still raises LeaseLost through the
     group commit, with nothing written."""
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqlite_writes
 
     # However slow this machine's commits are now (slow ones go to the writer thread).
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 60.0)
     monkeypatch.setattr(store.database, "_inline_pause", 0)
     await store.create_execution(execution_record("ex-n", **_SAME))
     (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
@@ -564,12 +564,12 @@ async def test_turns_written_at_once_let_the_loop_go_round(
     once again (nothing else was ready), not through the group commit's writer task and
     thread (~9 turns in a chain of 100 on a disk went that way, each costing more than its
     commit)."""
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqldb_sqlite, sqlite_writes
 
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 60.0)
     monkeypatch.setattr(store.database, "_inline_pause", 0)
-    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 0.0)
+    monkeypatch.setattr(sqlite_writes, "NOW_STREAK_SECONDS", 0.0)
     await store.create_execution(execution_record("ex-s", **_SAME))
     (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
     database = store.database
@@ -593,10 +593,10 @@ async def test_a_turn_after_the_loop_went_round_is_written_at_once(
     """A run gives the loop a turn now and then (`await asyncio.sleep(0)`) and resumes before
     the streak's timer has run, which is then the only callback ready: that timer is no other
     work, and the next turn is written at once too (it went the group commit's way)."""
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqlite_writes
 
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 60.0)
     monkeypatch.setattr(store.database, "_inline_pause", 0)
     await store.create_execution(execution_record("ex-r", **_SAME))
     (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
@@ -620,12 +620,12 @@ async def test_a_streak_resumed_after_the_loop_went_round_is_bounded_too(
     went round: a streak begins again there, and is bounded as any. Turns written at once
     without a suspension after it stop at NOW_STREAK_SECONDS (the loop waited for its sockets
     as long as the writes went on)."""
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqlite_writes
 
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 60.0)
     monkeypatch.setattr(store.database, "_inline_pause", 0)
-    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 0.0)
+    monkeypatch.setattr(sqlite_writes, "NOW_STREAK_SECONDS", 0.0)
     await store.create_execution(execution_record("ex-b", **_SAME))
     (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
     writer = store.database.turn_writer()
@@ -703,12 +703,12 @@ async def test_turns_written_at_once_do_not_ask_asyncio_for_the_loop_each_time(
     """`asyncio.get_running_loop()` makes a getpid() system call on CPython 3.11: write_now
     asked it three times a turn. It keeps the loop it found while that loop runs on this
     thread, and asks again once another loop runs."""
-    from agentrun.storage import sqldb_sqlite
+    from agentrun.storage import sqlite_writes
 
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_MAX_SECONDS", 60.0)
-    monkeypatch.setattr(sqldb_sqlite, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 60.0)
     monkeypatch.setattr(store.database, "_inline_pause", 0)
-    monkeypatch.setattr(sqldb_sqlite, "NOW_STREAK_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "NOW_STREAK_SECONDS", 60.0)
     await store.create_execution(execution_record("ex-l", **_SAME))
     (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
     writer = store.database.turn_writer()
@@ -720,7 +720,7 @@ async def test_turns_written_at_once_do_not_ask_asyncio_for_the_loop_each_time(
         # Only the store's own asks: a finalizer the garbage collector runs meanwhile may ask
         # too (seen once under stress-ng --cpu 2: two asks, one of them not the store's).
         caller = sys._getframe(1).f_code.co_filename
-        if caller == sqldb_sqlite.__file__:
+        if caller == sqlite_writes.__file__:
             asked.append(caller)
         return running()
 
