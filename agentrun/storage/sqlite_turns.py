@@ -21,8 +21,10 @@ statement cache keeps each compiled):
   assigns them too (`_INDEXED`: an index entry is rewritten for every column assigned, so a
   step that kept them wrote two index pages more to the WAL); a batch whose second UPDATE
   changes no row either writes nothing else;
-- the node upserts, event INSERTs and consumed signals of the batches whose read or UPDATE held, each
-  one `executemany` for the group.
+- the node upserts and event INSERTs of the batches whose read or UPDATE held, each as few
+  multi-row statements for the group (`ManyRows`, sqlite_rows.py: sqlite3 releases the GIL
+  around each statement's step, which `executemany` takes once per row), and their consumed
+  signals, one `executemany`.
 SQLite does not check these rows' references to their execution (`checked`: the connection's
 `PRAGMA foreign_keys` is off for them): a batch writes rows of its own execution only (`_own_rows`,
 `covered_batches`), and only after its UPDATE changed that execution's row (or its INSERT made
@@ -39,7 +41,10 @@ count read: a used request id writes nothing of its batch), then the same rows. 
 start is queued as its records, not rows (executions.py `_Rows.of_records`: nothing later
 changes them before its commit is done), and written from them as `write_turn` writes a turn's
 (`_CREATE_PARAMS`, `_NODE_PARAMS`, `_EVENT_PARAMS`); its rows are made only if the transaction's
-way takes it.
+way takes it. The group's starts are one multi-row INSERT without ON CONFLICT (`_insert_creates`):
+a used request id makes SQLite refuse it, which undoes that statement alone, and then they go
+one by one as above (the group's other statements are of other executions: covered_batches
+takes one batch per execution).
 
 The values are encoded by the columns' own bind processors (`RowEncoder`, as SQLAlchemy binds
 them) and the statements name the same columns as the transaction's way: the rows written are
@@ -76,7 +81,7 @@ from agentrun.storage.records import (
     NodeRecord,
 )
 from agentrun.storage.sqldb_sqlite import SqliteDatabase
-from agentrun.storage.sqlite_rows import RowEncoder
+from agentrun.storage.sqlite_rows import ManyRows, RowEncoder
 
 __all__ = ["SqliteTurnWriter"]
 
@@ -145,18 +150,16 @@ def write_turns(
     # straight from the records, as `write_turn` takes a turn's.
     new_nodes: list[NodeRecord] = []
     new_events: list[EventRecord] = []
+    starts: list[Any] = []  # creates queued as records, not inserted yet (`_insert_creates`)
     for batch in batches:
         create, row = batch.create, batch.create_row
-        records: Any = getattr(batch, "records", None)
-        if records is not None:
-            once = create.request_id is not None
-            if conn.execute(_CREATE_SQL[once], _CREATE_PARAMS(create)).rowcount != 1:
-                continue  # its request id is used: the transaction's way reads the stored one
-            made.add(create.id)
-            new_nodes += records[0]
-            new_events += records[1]
+        if getattr(batch, "records", None) is not None:
+            starts.append(batch)
             continue
         if create is not None and row is not None:
+            if starts:  # the creates before it first: whose request id is used stays the same
+                _insert_creates(conn, starts, made, new_nodes, new_events)
+                starts = []
             sql, encoder = _insert_execution(tuple(row), create.request_id is not None)
             if conn.execute(sql, encoder.params((row,))[0]).rowcount != 1:
                 continue  # its request id is used: the transaction's way reads the stored one
@@ -190,14 +193,16 @@ def write_turns(
         events += batch.events
         consumed += batch.consumed
         signals += batch.signals
+    if starts:
+        _insert_creates(conn, starts, made, new_nodes, new_events)
     if nodes:
         _many(conn, _upsert_nodes, list(nodes.values()))
     if events:
         _many(conn, _insert_events, events)
     if new_nodes:
-        conn.executemany(_NODES_SQL, map(_NODE_PARAMS, new_nodes))
+        _NODE_ROWS.run(conn, list(map(_NODE_PARAMS, new_nodes)))
     if new_events:
-        conn.executemany(_EVENTS_SQL, map(_EVENT_PARAMS, new_events))
+        _EVENT_ROWS.run(conn, list(map(_EVENT_PARAMS, new_events)))
     if consumed:
         conn.executemany(_CONSUME, [(c["b_node"], c["b_execution"], c["b_seq"]) for c in consumed])
     if signals:  # each takes the seq after the one before: one by one (executemany is)
@@ -245,15 +250,57 @@ def write_turn(batch: Batch, conn: sqlite3.Connection) -> bool:
     if nodes:
         none = _NODE_NULL.none
         if all(map(none, nodes)):
-            cursor.executemany(_NODE_NULL.sql, map(_NODE_NULL.params, nodes))
+            _NODE_NULL_ROWS.run(cursor, list(map(_NODE_NULL.params, nodes)))
         else:
-            cursor.executemany(_NODES_SQL, map(_NODE_PARAMS, nodes))
+            _NODE_ROWS.run(cursor, list(map(_NODE_PARAMS, nodes)))
     if events:
-        cursor.executemany(_EVENTS_SQL, map(_EVENT_PARAMS, events))
+        _EVENT_ROWS.run(cursor, list(map(_EVENT_PARAMS, events)))
     if batch.consumed_signals:
         cursor.executemany(_CONSUME, [(n, e, s) for e, s, n in batch.consumed_signals])
     if batch.signals:  # each takes the seq after the one before: one by one (executemany is)
         cursor.executemany(_INSERT_SIGNAL, map(_SIGNAL_PARAMS, batch.signals))
+    return True
+
+
+def _insert_creates(
+    conn: sqlite3.Connection,
+    starts: list[Any],
+    made: set[str],
+    nodes: list[NodeRecord],
+    events: list[EventRecord],
+) -> None:
+    """Inserts the executions of `starts` (creates queued as their records), in their order;
+    adds the ids of those inserted to `made` and their rows to `nodes` and `events`. A start
+    whose request id is used inserts nothing (the transaction's way reads the stored one).
+    Two or more: multi-row INSERTs without ON CONFLICT, and only when SQLite refuses one (a
+    used request id; the refused statement undoes its own rows only) are its starts inserted
+    one by one, each ON CONFLICT DO NOTHING with its row count read."""
+    params = [_CREATE_PARAMS(batch.create) for batch in starts]
+    start = 0
+    for sql, values, count in _CREATE_ROWS.chunks(params):
+        chunk, stop = starts[start : start + count], start + count
+        if count > 1 and _inserted(conn, sql, values):
+            written = chunk
+        else:  # one by one; a start whose request id is used writes nothing of its batch
+            written = [
+                batch
+                for batch, row in zip(chunk, params[start:stop], strict=True)
+                if conn.execute(_CREATE_SQL[batch.create.request_id is not None], row).rowcount == 1
+            ]
+        start = stop
+        for batch in written:
+            made.add(batch.create.id)
+            nodes += batch.records[0]
+            events += batch.records[1]
+
+
+def _inserted(conn: sqlite3.Connection, sql: str, values: Sequence[Any]) -> bool:
+    """Whether SQLite took the multi-row INSERT (False: it refused a row, a used request id
+    or another unique key, and wrote none of them)."""
+    try:
+        conn.execute(sql, values)
+    except sqlite3.IntegrityError:
+        return False
     return True
 
 
@@ -291,9 +338,12 @@ def _many(
     statement: Callable[[tuple[str, ...]], tuple[str, RowEncoder]],
     rows: list[dict[str, Any]],
 ) -> None:
-    """One executemany of `statement` for rows of one shape (`_same_shape`)."""
+    """The INSERTs of `statement` for rows of one shape (`_same_shape`), multi-row."""
     sql, encoder = statement(tuple(rows[0]))
-    conn.executemany(sql, encoder.params(rows))
+    _many_rows(sql).run(conn, encoder.params(rows))
+
+
+_many_rows = functools.cache(ManyRows)
 
 
 def _encoder(table: sa.Table, names: Sequence[str]) -> RowEncoder:
@@ -483,6 +533,7 @@ _CREATE_SQL = (
     _insert_execution(_fields(ExecutionRecord), True)[0],
 )
 _CREATE_PARAMS = _maker(db.executions, _fields(ExecutionRecord))
+_NODE_ROWS, _EVENT_ROWS, _CREATE_ROWS = map(ManyRows, (_NODES_SQL, _EVENTS_SQL, _CREATE_SQL[0]))
 
 
 class _Slim:
@@ -535,3 +586,4 @@ _NODE_NULL = _Slim(
     db.nodes,
     _upsert_nodes(_fields(NodeRecord), _NODE_NULLS)[1].names,
 )
+_NODE_NULL_ROWS = ManyRows(_NODE_NULL.sql)
