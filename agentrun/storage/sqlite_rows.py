@@ -108,8 +108,15 @@ class ManyRows:
     a start, and `write_turns` takes ~19% less CPU for a group of ten starts (7 Dec 2026; the
     writer thread's context switches, ~4 a start, did not change measurably). SQLite inserts a
     multi-row statement's rows in their order, each upsert seeing the rows before it, as the
-    statements one by one do; a row it refuses undoes the statement's rows only (ABORT), not
-    the transaction.
+    statements one by one do.
+
+    A multi-row statement is `INSERT OR FAIL`: a row SQLite refuses ends it with an error and
+    leaves the statement's rows before it. As a plain INSERT (ABORT: those rows undone), SQLite
+    kept a statement journal (the pages' content before the statement) that spilled to a temp
+    file past 64 KiB: in 8 of 100 group commits of ten starts, an open, unlink and pwrites to
+    it, ~2 pwrites a group more (strace). Every caller rolls its transaction back on the error
+    but `_insert_creates` (sqlite_turns.py), which counts the rows that went in
+    (`total_changes`).
 
     Row counts past 16 are rounded down to a multiple of 8 (the rest another statement): at most
     18 texts per INSERT in the connection's statement cache (sqlite3 keeps 128; a 32-row
@@ -121,9 +128,10 @@ class ManyRows:
     def __init__(self, sql: str) -> None:
         head, values, rest = sql.partition(" VALUES (")
         marks, closed, tail = rest.partition(")")
-        if not (values and closed and set(marks) <= set("?, ")):
+        if not (sql.startswith("INSERT INTO ") and values and closed and set(marks) <= set("?, ")):
             raise ValueError(f"not a one-row INSERT of parameters: {sql}")
         self.sql = sql
+        head = head.replace("INSERT INTO ", "INSERT OR FAIL INTO ", 1)
         self._head, self._row, self._tail = f"{head} VALUES ", f"({marks})", tail
         self._sized: dict[int, str] = {1: sql}
 
@@ -150,7 +158,8 @@ class ManyRows:
     def run(
         self, conn: sqlite3.Connection | sqlite3.Cursor, params: Iterable[Sequence[Any]]
     ) -> None:
-        """Inserts rows of these parameters, in their order (as `executemany` would)."""
+        """Inserts rows of these parameters, in their order (as `executemany` would); a row
+        SQLite refuses raises, the rows before it in the statement left in (OR FAIL)."""
         rows = params if isinstance(params, list) else list(params)
         execute = conn.execute
         for sql, values, _count in self.chunks(rows):

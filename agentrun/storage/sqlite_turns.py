@@ -42,8 +42,8 @@ start is queued as its records, not rows (executions.py `_Rows.of_records`: noth
 changes them before its commit is done), and written from them as `write_turn` writes a turn's
 (`_CREATE_PARAMS`, `_NODE_PARAMS`, `_EVENT_PARAMS`); its rows are made only if the transaction's
 way takes it. The group's starts are one multi-row INSERT without ON CONFLICT (`_insert_creates`):
-a used request id makes SQLite refuse it, which undoes that statement alone, and then they go
-one by one as above (the group's other statements are of other executions: covered_batches
+a used request id makes SQLite refuse its row, the rows before it stay (OR FAIL), and the rest
+go one by one as above (the group's other statements are of other executions: covered_batches
 takes one batch per execution).
 
 The values are encoded by the columns' own bind processors (`RowEncoder`, as SQLAlchemy binds
@@ -272,21 +272,22 @@ def _insert_creates(
     """Inserts the executions of `starts` (creates queued as their records), in their order;
     adds the ids of those inserted to `made` and their rows to `nodes` and `events`. A start
     whose request id is used inserts nothing (the transaction's way reads the stored one).
-    Two or more: multi-row INSERTs without ON CONFLICT, and only when SQLite refuses one (a
-    used request id; the refused statement undoes its own rows only) are its starts inserted
-    one by one, each ON CONFLICT DO NOTHING with its row count read."""
+    Two or more: multi-row INSERTs without ON CONFLICT (`ManyRows`: OR FAIL); only when SQLite
+    refuses a row (a used request id) are it and the statement's rows after it inserted one by
+    one, each ON CONFLICT DO NOTHING with its row count read (those before it went in: the
+    connection's change count tells how many)."""
     params = [_CREATE_PARAMS(batch.create) for batch in starts]
     start = 0
     for sql, values, count in _CREATE_ROWS.chunks(params):
         chunk, stop = starts[start : start + count], start + count
-        if count > 1 and _inserted(conn, sql, values):
-            written = chunk
-        else:  # one by one; a start whose request id is used writes nothing of its batch
-            written = [
-                batch
-                for batch, row in zip(chunk, params[start:stop], strict=True)
-                if conn.execute(_CREATE_SQL[batch.create.request_id is not None], row).rowcount == 1
-            ]
+        went = _inserted(conn, sql, values) if count > 1 else 0
+        written = chunk[:went]
+        # One by one from the refused row; a start whose request id is used writes nothing.
+        written += [
+            batch
+            for batch, row in zip(chunk[went:], params[start + went : stop], strict=True)
+            if conn.execute(_CREATE_SQL[batch.create.request_id is not None], row).rowcount == 1
+        ]
         start = stop
         for batch in written:
             made.add(batch.create.id)
@@ -294,14 +295,15 @@ def _insert_creates(
             events += batch.records[1]
 
 
-def _inserted(conn: sqlite3.Connection, sql: str, values: Sequence[Any]) -> bool:
-    """Whether SQLite took the multi-row INSERT (False: it refused a row, a used request id
-    or another unique key, and wrote none of them)."""
+def _inserted(conn: sqlite3.Connection, sql: str, values: Sequence[Any]) -> int:
+    """How many rows of the multi-row INSERT (OR FAIL) went in: all, or those before the one
+    SQLite refused (a used request id, or another unique key)."""
+    before = conn.total_changes
     try:
         conn.execute(sql, values)
     except sqlite3.IntegrityError:
-        return False
-    return True
+        pass
+    return conn.total_changes - before
 
 
 def _own_rows(batch: Batch, execution_id: str) -> bool:

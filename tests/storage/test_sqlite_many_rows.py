@@ -22,8 +22,8 @@ from tests.storage.test_sqlite_turns import _SAME, T0, _start_records, _turn
 
 def test_many_rows_are_few_statements_of_a_few_sizes_in_order() -> None:
     """Rows go in their order, at most MAX_ROWS a statement, in statements of few sizes (the
-    connection's statement cache keeps each), and a multi-row upsert's later row updates the
-    one before it, as one statement per row does."""
+    connection's statement cache keeps each), a multi-row upsert's later row updates the one
+    before it, as one statement per row does, and a refused row leaves the rows before it."""
     many = ManyRows('INSERT INTO t ("k", "v") VALUES (?, ?) ON CONFLICT ("k") DO UPDATE SET v = 1')
     sizes: set[int] = set()
     for n in range(1, 150):
@@ -43,6 +43,14 @@ def test_many_rows_are_few_statements_of_a_few_sizes_in_order() -> None:
         conn, [(1, "a"), (2, "b"), (1, "c")]
     )
     assert conn.execute("SELECT k, v FROM t ORDER BY k").fetchall() == [(1, "c"), (2, "b")]
+    # A refused row (OR FAIL) ends its statement and leaves the rows before it.
+    with pytest.raises(sqlite3.IntegrityError):
+        ManyRows("INSERT INTO t (k, v) VALUES (?, ?)").run(conn, [(3, "d"), (1, "e"), (4, "f")])
+    assert conn.execute("SELECT k, v FROM t ORDER BY k").fetchall() == [
+        (1, "c"),
+        (2, "b"),
+        (3, "d"),
+    ]
     with pytest.raises(ValueError):
         ManyRows("INSERT INTO t (k, v) VALUES (?, (SELECT 1))")
 
@@ -155,5 +163,5 @@ async def test_a_group_of_starts_is_one_insert_per_table(stores: list[SqlStore])
         driver.set_trace_callback(None)
     assert got is not None and all(a is not UNWRITTEN for a in got)
     inserts = [s.split(" (")[0] for s in seen if s.startswith("INSERT")]
-    assert inserts == ["INSERT INTO executions", "INSERT INTO nodes", "INSERT INTO events"]
+    assert inserts == [f"INSERT OR FAIL INTO {t}" for t in ("executions", "nodes", "events")]
     assert len(await store.list_events("ex-7")) == 2
