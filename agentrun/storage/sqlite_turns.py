@@ -246,15 +246,17 @@ def write_turn(batch: Batch, conn: sqlite3.Connection) -> bool:
         assert plan.full_sql is not None  # the row has indexed columns: state, ended_at
         if cursor.execute(plan.full_sql, (*_FULL_PARAMS(execution), *tail)).rowcount != 1:
             return False
+    # One statement per row here, not `ManyRows`: for a turn's few rows (2 nodes, 2 events)
+    # that cost ~0.5 µs more CPU (17.0 vs 16.5 µs a turn), and this is mostly the loop's thread.
     nodes = batch.nodes
     if nodes:
         none = _NODE_NULL.none
         if all(map(none, nodes)):
-            _NODE_NULL_ROWS.run(cursor, list(map(_NODE_NULL.params, nodes)))
+            cursor.executemany(_NODE_NULL.sql, map(_NODE_NULL.params, nodes))
         else:
-            _NODE_ROWS.run(cursor, list(map(_NODE_PARAMS, nodes)))
+            cursor.executemany(_NODES_SQL, map(_NODE_PARAMS, nodes))
     if events:
-        _EVENT_ROWS.run(cursor, list(map(_EVENT_PARAMS, events)))
+        cursor.executemany(_EVENTS_SQL, map(_EVENT_PARAMS, events))
     if batch.consumed_signals:
         cursor.executemany(_CONSUME, [(n, e, s) for e, s, n in batch.consumed_signals])
     if batch.signals:  # each takes the seq after the one before: one by one (executemany is)
@@ -588,4 +590,3 @@ _NODE_NULL = _Slim(
     db.nodes,
     _upsert_nodes(_fields(NodeRecord), _NODE_NULLS)[1].names,
 )
-_NODE_NULL_ROWS = ManyRows(_NODE_NULL.sql)
