@@ -21,6 +21,15 @@ earlier ones RETURN):
 - `pg_notify` for the executions whose events went in, in payloads under NOTIFY's limit
   (not in the quiet variant, run while no other replica listens: notifications.py).
 
+A group of one turn of one existing execution (with rows of that execution only and no signal
+consumed or stored: nearly every commit of a chain) takes the statement's `one` variant: its
+execution's parameters (the fence, then the columns it changes) one row of scalars (`VALUES`)
+where the group's are one-element arrays (`unnest`), built straight from its row
+(`_one_params`), and no `b` and `locked` CTEs: the UPDATE's own WHERE holds the fence, which
+PostgreSQL re-checks on the row's newest version when another transaction changed it meanwhile
+(one row lock: no order to keep against renewals). asyncpg type-checks, sizes and buffers each
+array; its nodes and events, often several rows, stay arrays.
+
 So a stale batch (a replica that lost the lease) writes nothing while its neighbours commit.
 Its item is answered `UNWRITTEN`, and so are a create whose request id was used (the
 transaction's way then answers with the stored execution) and the batches this statement
@@ -90,6 +99,20 @@ class TurnWriter:
         """Writes what the statement covers of the group in one statement; each batch's
         result (None: written, UNWRITTEN: not written), or None when PostgreSQL refused the
         statement (nothing written). StoreError when the database is unreachable."""
+        if len(batches) == 1:
+            one = _one_params(batches[0])
+            if one is not None:
+                key, args = one
+                row = await fetch_direct(
+                    self._database,
+                    _statement(*key, one=True),
+                    args,
+                    "executions",
+                    _statement(*key, notify=False, one=True),
+                )
+                if row is None:
+                    return None
+                return [None if row[0] else UNWRITTEN]
         covered = covered_batches(batches)
         if not any(covered):
             return [UNWRITTEN] * len(batches)
@@ -240,6 +263,43 @@ def _params(batches: Sequence[TurnRows]) -> tuple[tuple[Any, ...], list[Any]] | 
     return (exec_cols, node_cols, event_cols, create_cols, bool(consumed), bool(signals)), args
 
 
+def _one_params(batch: TurnRows) -> tuple[tuple[Any, ...], list[Any]] | None:
+    """`_params` of a group of `batch` alone, for the statement's `one` variant, when it is a
+    turn of one existing execution with rows of that execution only, no signal consumed or
+    stored (else None: the group's way): the execution's parameters (the fence, then its
+    changes) the scalars the group's one-element arrays would hold, built without them; its
+    nodes and events arrays as `_params` builds them."""
+    row = batch.execution
+    if row is None or batch.create is not None or batch.consumed or batch.signals:
+        return None
+    id_ = row["b_id"]
+    nodes, events = batch.nodes, batch.events
+    for r in nodes:
+        if r["execution_id"] != id_:
+            return None
+    for r in events:
+        if r["execution_id"] != id_:
+            return None
+    if len(nodes) > 1:
+        # A node written twice in the turn: its last row, as `_params` keeps it.
+        nodes = list({(r["execution_id"], r["node_id"]): r for r in nodes}.values())
+    exec_cols = tuple(c for c in row if not c.startswith("b_"))
+    node_cols = tuple(nodes[0]) if nodes else _NODE_COLUMNS
+    event_cols = tuple(events[0]) if events else _EVENT_COLUMNS
+    if any(tuple(r) != node_cols for r in nodes) or any(tuple(r) != event_cols for r in events):
+        return None
+    fence = batch.fence
+    args: list[Any] = (
+        [id_, True, fence[0], fence[1]] if fence is not None else [id_, False, None, None]
+    )
+    for name, convert in _converters(db.executions, exec_cols):
+        value = row[name]
+        args.append(value if convert is None or value is None else convert(value))
+    args += array_columns(db.nodes, node_cols, nodes)
+    args += array_columns(db.events, event_cols, events)
+    return (exec_cols, node_cols, event_cols, (), False, False), args
+
+
 def _unprefixed(row: dict[str, Any]) -> dict[str, Any]:
     """A signal's parameters (`b_NAME`, executions.py) by column name."""
     return {name[2:]: value for name, value in row.items()}
@@ -316,18 +376,23 @@ def unnest(
     lead: Sequence[tuple[str, str]] = (),
     *,
     ordinality: str | None = None,
+    scalar: bool = False,
 ) -> tuple[str, list[str]]:
     """`unnest($first::t[], ...) AS alias(col, ...)` over the `lead` parameters (name, element
     type: a fence) then the columns `names` of `table`, and each column's value cast to its
-    type (jsonb from text); `ordinality`: the name of a last column, each row's place (from 1)."""
+    type (jsonb from text); `ordinality`: the name of a last column, each row's place (from 1).
+    `scalar`: one row of scalar parameters instead, `(VALUES ($first::t, ...)) AS alias(...)`."""
     kinds = [kind for _, kind in lead] + [
         "text" if _kind(table.c[n]) == "jsonb" else _kind(table.c[n]) for n in names
     ]
-    arrays = [f"${first + i}::{kind}[]" for i, kind in enumerate(kinds)]
     columns = [name for name, _ in lead] + [f'"{n}"' for n in names]
     values = [
         f'{alias}."{n}"::jsonb' if _kind(table.c[n]) == "jsonb" else f'{alias}."{n}"' for n in names
     ]
+    if scalar:
+        params = ", ".join(f"${first + i}::{kind}" for i, kind in enumerate(kinds))
+        return f"(VALUES ({params})) AS {alias}({', '.join(columns)})", values
+    arrays = [f"${first + i}::{kind}[]" for i, kind in enumerate(kinds)]
     if ordinality is None:
         return f"unnest({', '.join(arrays)}) AS {alias}({', '.join(columns)})", values
     columns.append(ordinality)
@@ -390,13 +455,16 @@ def _statement(
     signals: bool,
     *,
     notify: bool = True,
+    one: bool = False,
 ) -> str:
     """The one statement of a group of this shape (see the module doc); its result is the ids
     of the executions written. Only the parts the group needs: without new executions
     (`create_cols` empty), signals consumed or signals stored, the statement has no such CTE
     nor their parameters (a turn of a running execution, nearly every one, then sends 39
     arrays, not 68, and its plan has no INSERT or UPDATE it would run on no rows). Without
-    `notify`, the quiet writer's variant: no NOTIFY of the events written."""
+    `notify`, the quiet writer's variant: no NOTIFY of the events written. `one`: the variant
+    of one turn of one execution (`_one_params`), its execution's parameters scalars, fenced
+    in the UPDATE's own WHERE (module doc)."""
     parts, first = unnests(
         (db.executions, exec_cols, "b", FENCE),
         (db.nodes, node_cols, "n", ()),
@@ -409,7 +477,22 @@ def _statement(
     exec_set = ", ".join(f'"{n}" = {v}' for n, v in zip(exec_cols, exec_values, strict=True))
     # A batch that changes no column of its execution still takes the lock and the fence.
     exec_set = exec_set or "id = executions.id"
-    ctes = [fenced_update("executions", exec_from, exec_set)]
+    if one:
+        exec_from = unnest(db.executions, exec_cols, 1, "b", FENCE, scalar=True)[0]
+        # One row, one row lock: no order to keep against renewals, and PostgreSQL re-checks
+        # this WHERE on the row's newest version when another transaction changed it
+        # meanwhile, as `locked` re-checks its own.
+        ctes = [
+            f"""upd AS (
+    UPDATE executions SET {exec_set}
+    FROM {exec_from}
+    WHERE executions.id = b.b_id
+        AND (NOT b.b_fenced OR (executions.owner = b.b_owner AND executions.lease_epoch = b.b_epoch))
+    RETURNING executions.id
+)"""
+        ]
+    else:
+        ctes = [fenced_update("executions", exec_from, exec_set)]
     written = "SELECT id FROM upd"
     if create_cols:
         create_from, create_values = parts[3]
