@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 from typing import Any
 
@@ -88,9 +89,8 @@ async def _serve(args: argparse.Namespace, listen: tuple[str, int] | None) -> in
             print(f"agentrun mcp: no workflow named {', '.join(missing)} (yet)", file=sys.stderr)
         if listen is None:
             await _stdio(gateway)
-        else:
-            await _http(gateway, *listen, offered=len(tools))
-    return EXIT_OK
+            return EXIT_OK
+        return await _http(gateway, *listen, offered=len(tools))
 
 
 async def _stdio(gateway: Any) -> None:
@@ -100,11 +100,24 @@ async def _stdio(gateway: Any) -> None:
         await gateway.server.run(read, write, gateway.server.create_initialization_options())
 
 
-async def _http(gateway: Any, host: str, port: int, *, offered: int) -> None:
+async def _http(gateway: Any, host: str, port: int, *, offered: int) -> int:
+    """The socket is bound and listening before the line that names it is printed: a client
+    (or a script waiting for that line) that connects at once is queued, not refused, however
+    long uvicorn then takes to start. A port that cannot be had is said in one line."""
     import uvicorn
 
-    app = gateway.server.streamable_http_app(host=host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    print(f"agentrun mcp: {offered} tools at http://{host}:{port}/mcp", file=sys.stderr)
-    await server.serve()
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        print(
+            f"agentrun mcp: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return EXIT_FAILED
+    with sock:
+        app = gateway.server.streamable_http_app(host=host)
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        print(f"agentrun mcp: {offered} tools at http://{host}:{port}/mcp", file=sys.stderr)
+        await server.serve(sockets=[sock])
+    return EXIT_OK
