@@ -54,6 +54,7 @@ from agentrun.storage.pg_turns import (
     array_columns,
     fenced_update,
     fetch_direct,
+    unnest,
     unnests,
 )
 
@@ -226,14 +227,6 @@ def _history_values(e: HistoryRecord) -> list[Any]:
     ]
 
 
-def _one_row(rows: str) -> str:
-    """`unnest($1::t[], ...) AS alias(cols)` (pg_turns.unnest) as one row of the scalars its
-    arrays would hold: `(VALUES ($1::t, ...)) AS alias(cols)`."""
-    arrays, alias = rows.split(") AS ", 1)
-    assert arrays.startswith("unnest(")
-    return f"(VALUES ({arrays.removeprefix('unnest(').replace('[]', '')})) AS {alias}"
-
-
 @functools.cache
 def _statement(timers: bool, notify: bool = True, one: bool = False) -> str:
     """The one statement of an instance group (see the module doc); its result is the ids of
@@ -249,7 +242,10 @@ def _statement(timers: bool, notify: bool = True, one: bool = False) -> str:
     )
     (b_from, b_values), (h_from, h_values), (t_from, t_values) = parts
     if one:
-        b_from, h_from = _one_row(b_from), _one_row(h_from)
+        # One row of the scalars the arrays would hold, at the same parameter numbers.
+        b_from = unnest(db.sm_instances, MUTABLE, 1, "b", _LEAD, scalar=True)[0]
+        h_first = 1 + len(_LEAD) + len(MUTABLE)
+        h_from = unnest(db.sm_history, _HISTORY, h_first, "h", scalar=True)[0]
     # A batch computed from a sequence is refused once the stored one moved on.
     based = "NOT b.b_based OR r.last_sequence = b.b_base"
     updates = ", ".join(f'"{n}" = {v}' for n, v in zip(MUTABLE, b_values, strict=True))
