@@ -172,6 +172,13 @@ class Starts:
         engine = self.engine
         assert first.execution is not None
         started = time.perf_counter()
+        # The run's own record, uncopied: a store copies what it keeps (and gives a copy
+        # back), and the run does not change it before it is launched, after the create.
+        # Under way whether or not this caller stays (`create_execution_soon`: on SQL, the
+        # group commit's future itself, no task).
+        creating = engine.store.create_execution_soon(
+            first.execution, nodes=first.nodes, events=[event, *first.events]
+        )
         answer: asyncio.Future[tuple[ExecutionRecord, bool]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -202,13 +209,7 @@ class Starts:
             else:
                 answer.set_result(done.result())
 
-        # The run's own record, uncopied: a store copies what it keeps (and gives a copy
-        # back), and the run does not change it before it is launched, after the create.
-        # Under way whether or not this caller stays (`create_execution_soon`: on SQL, the
-        # group commit's future itself, no task, and `settled` called as it settles it).
-        creating = engine.store.create_execution_soon(
-            first.execution, nodes=first.nodes, events=[event, *first.events], then=settled
-        )
+        creating.add_done_callback(settled)
         try:
             return await answer
         except Exception:

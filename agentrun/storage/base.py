@@ -291,18 +291,12 @@ class Store(abc.ABC):
         record: ExecutionRecord,
         nodes: Sequence[NodeRecord] = (),
         events: Sequence[EventRecord] = (),
-        then: Callable[[asyncio.Future[tuple[ExecutionRecord, bool]]], None] | None = None,
     ) -> asyncio.Future[tuple[ExecutionRecord, bool]]:
         """`create_execution` under way now: a future that completes once the execution is
         stored (or refused), whether or not anyone still awaits it (a caller shields it, so
         that leaving cancels nothing). Here a task; SqlStore hands its group commit's own
-        future instead (a start then costs no task and one loop turn less). `then`: the
-        future's done callback; SqlStore calls it as its group commit settles the future, a
-        loop turn sooner than an added one runs."""
-        creating = asyncio.ensure_future(self.create_execution(record, nodes, events))
-        if then is not None:
-            creating.add_done_callback(then)
-        return creating
+        future instead (a start then costs no task and one loop turn less)."""
+        return asyncio.ensure_future(self.create_execution(record, nodes, events))
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         return await self.executions.get_execution(execution_id)

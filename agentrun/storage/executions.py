@@ -27,7 +27,7 @@ from agentrun.storage import schema as db
 from agentrun.storage.base import ExecutionRepository, LeaseLost, StoreError
 from agentrun.storage.execution_leases import UNFINISHED, ExecutionLeases
 from agentrun.storage.execution_restore import ExecutionRestores
-from agentrun.storage.group_commit import GroupCommit, Then
+from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.records import (
     RUN_FIELDS,
     Batch,
@@ -107,7 +107,6 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         record: ExecutionRecord,
         nodes: Sequence[NodeRecord] = (),
         events: Sequence[EventRecord] = (),
-        then: Then | None = None,
     ) -> asyncio.Future[tuple[ExecutionRecord, bool]]:
         """The creation queued on the group commit (concurrent starts share one transaction,
         one fsync): its future, which completes once the rows are durable, awaited or not
@@ -117,7 +116,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         if self._now is not None and _own(record.id, nodes, events):
             # SQLite: its records, written by the turn writer straight from them
             # (sqlite_turns.py `write_turns`); rows only if the transaction's way takes it.
-            return self.writer.submit(_Rows.of_records(record, nodes, events), then)
+            return self.writer.submit(_Rows.of_records(record, nodes, events))
         rows = _Rows(
             execution=None,
             nodes=[db.node_row(n) for n in nodes],
@@ -126,7 +125,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
             create=record,
             create_row=db.execution_row(record),
         )
-        return self.writer.submit(rows, then)
+        return self.writer.submit(rows)
 
     def _insert_execution(self, conn: sa.Connection, rows: _Rows) -> tuple[ExecutionRecord, bool]:
         """Inserts a new execution; with a request_id already used by the tenant, returns the

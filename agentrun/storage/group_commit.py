@@ -16,7 +16,6 @@ leaves UNWRITTEN then goes through the transaction as a group of its own.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -27,7 +26,7 @@ from agentrun.storage.base import StoreError
 if TYPE_CHECKING:
     from agentrun.storage.sqldb import SqlDatabase
 
-__all__ = ["MAX_GROUP", "UNWRITTEN", "DirectWriter", "GroupCommit", "Then"]
+__all__ = ["MAX_GROUP", "UNWRITTEN", "DirectWriter", "GroupCommit"]
 
 Item = TypeVar("Item")
 
@@ -39,8 +38,6 @@ UNWRITTEN: Any = object()
 # result or UNWRITTEN; None when it does not cover the group or the database refused it whole
 # (nothing written); StoreError when the database is unavailable.
 DirectWriter = Callable[[Sequence[Any]], Awaitable[Sequence[Any] | None]]
-# A commit's done callback called as its future is settled (`GroupCommit.submit`).
-Then = Callable[[asyncio.Future[Any]], None]
 
 # Bounds one group's transaction so a burst cannot make a single commit arbitrarily slow.
 MAX_GROUP = 512
@@ -72,8 +69,6 @@ class GroupCommit(Generic[Item]):
         self._max_group = max_group
         self._direct = direct
         self._pending: list[tuple[Item, asyncio.Future[Any]]] = []
-        # `submit`'s `then`, by its future, with the submitter's context.
-        self._then: dict[asyncio.Future[Any], tuple[Then, contextvars.Context]] = {}
         self._wake: asyncio.Event | None = None
         self._closing = False
         # The writer task of the current open; None before the first one and after close.
@@ -99,12 +94,8 @@ class GroupCommit(Generic[Item]):
         `direct` writer's `write_now`) overtakes none."""
         return not self._pending and not self._closing
 
-    def submit(self, item: Item, then: Then | None = None) -> asyncio.Future[Any]:
-        """Queues `item` for the next group; the future resolves once it is durable. `then`,
-        the future's done callback, is called as it is settled, in the same loop turn (an
-        added done callback runs a loop turn later: one more turn between a start's commit
-        and its answer), in the submitter's context as a done callback would be; one whose
-        caller cancelled the future is called with it when its group is written."""
+    def submit(self, item: Item) -> asyncio.Future[Any]:
+        """Queues `item` for the next group; the future resolves once it is durable."""
         if self._closing or not self._database.is_open:
             raise StoreError("the store is not open")
         if self.task is None:
@@ -113,8 +104,6 @@ class GroupCommit(Generic[Item]):
             raise StoreError("the store's writer has stopped")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if then is not None:
-            self._then[future] = (then, contextvars.copy_context())
         assert self._wake is not None
         self._wake.set()
         return future
@@ -151,7 +140,7 @@ class GroupCommit(Generic[Item]):
             # Whatever stopped the writer (cancellation at loop shutdown, a bug), nobody may
             # be left waiting on a commit that will never be written.
             pending, self._pending = self._pending, []
-            self._settle(pending, None, StoreError("the store's writer stopped before this commit"))
+            _settle(pending, None, StoreError("the store's writer stopped before this commit"))
 
     async def _write(self, group: list[tuple[Item, asyncio.Future[Any]]]) -> None:
         if self._direct is not None and await self._write_direct(group):
@@ -164,10 +153,10 @@ class GroupCommit(Generic[Item]):
         try:
             results = await self._direct([item for item, _ in group])
         except StoreError as exc:
-            self._settle(group, None, exc)
+            _settle(group, None, exc)
             return True
         except asyncio.CancelledError:
-            self._settle(group, None, StoreError("the store was closed during commit"))
+            _settle(group, None, StoreError("the store was closed during commit"))
             raise
         except Exception:
             # Whatever it could not sort (nothing of the group was written): the
@@ -177,7 +166,7 @@ class GroupCommit(Generic[Item]):
             return False
         self.groups += 1
         left = [one for one, result in zip(group, results, strict=True) if result is UNWRITTEN]
-        self._settle(
+        _settle(
             [one for one, result in zip(group, results, strict=True) if result is not UNWRITTEN],
             [result for result in results if result is not UNWRITTEN],
             None,
@@ -196,7 +185,7 @@ class GroupCommit(Generic[Item]):
         except StoreError as exc:  # the database is unavailable: no batch can succeed
             error = exc
         except asyncio.CancelledError:
-            self._settle(group, None, StoreError("the store was closed during commit"))
+            _settle(group, None, StoreError("the store was closed during commit"))
             raise
         except Exception as exc:
             if len(group) > 1:
@@ -206,28 +195,20 @@ class GroupCommit(Generic[Item]):
             error = await self._explain(items[0], exc)
         else:
             self.groups += 1
-            self._settle(group, results, None)
+            _settle(group, results, None)
             return
-        self._settle(group, None, error)
+        _settle(group, None, error)
 
-    def _settle(
-        self,
-        group: Sequence[tuple[Any, asyncio.Future[Any]]],
-        results: Sequence[Any] | None,
-        error: BaseException | None,
-    ) -> None:
-        then = self._then
-        for index, (_, future) in enumerate(group):
-            if not future.done():  # else the caller was cancelled; its batch still written (or not)
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(results[index] if results is not None else None)
-            if then and future in then:
-                call, context = then.pop(future)
-                try:
-                    context.run(call, future)
-                except Exception as exc:  # as the loop reports a done callback's
-                    future.get_loop().call_exception_handler(
-                        {"message": f"{self._name}: a commit's callback failed", "exception": exc}
-                    )
+
+def _settle(
+    group: Sequence[tuple[Any, asyncio.Future[Any]]],
+    results: Sequence[Any] | None,
+    error: BaseException | None,
+) -> None:
+    for index, (_, future) in enumerate(group):
+        if future.done():  # the caller was cancelled; its batch was still written (or not)
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(results[index] if results is not None else None)

@@ -15,7 +15,7 @@ from typing import Any
 
 from agentrun.storage.base import Store
 from agentrun.storage.executions import SqlExecutions
-from agentrun.storage.group_commit import GroupCommit, Then
+from agentrun.storage.group_commit import GroupCommit
 from agentrun.storage.machines_sql import SqlMachineStore
 from agentrun.storage.notifications import Notifications
 from agentrun.storage.records import EventRecord, ExecutionRecord, NodeRecord, SignalRecord
@@ -63,11 +63,9 @@ class SqlStore(Store):
         record: ExecutionRecord,
         nodes: Sequence[NodeRecord] = (),
         events: Sequence[EventRecord] = (),
-        then: Then | None = None,
     ) -> asyncio.Future[tuple[ExecutionRecord, bool]]:
-        """The group commit's own future for the creation (no task: `Store` has the why),
-        `then` called as the group commit settles it (`GroupCommit.submit`)."""
-        return self.executions.create_soon(record, nodes, events, then)
+        """The group commit's own future for the creation (no task: `Store` has the why)."""
+        return self.executions.create_soon(record, nodes, events)
 
     @property
     def writer(self) -> GroupCommit[Any]:
