@@ -179,9 +179,9 @@ class Starts:
         creating = engine.store.create_execution_soon(
             first.execution, nodes=first.nodes, events=[event, *first.events]
         )
-        answer: asyncio.Future[tuple[ExecutionRecord, bool]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        # On the commit's own loop: `asyncio.get_running_loop()` is a getpid() system call
+        # on CPython 3.11.
+        answer: asyncio.Future[tuple[ExecutionRecord, bool]] = creating.get_loop().create_future()
 
         def launch() -> None:
             if admit:  # admission lets it run without asking; it keeps its count

@@ -69,7 +69,14 @@ class GroupCommit(Generic[Item]):
         self._max_group = max_group
         self._direct = direct
         self._pending: list[tuple[Item, asyncio.Future[Any]]] = []
-        self._wake: asyncio.Event | None = None
+        # The writer's wake-up: a future of its loop while it waits for work, else None.
+        self._wake: asyncio.Future[None] | None = None
+        # The loop the writer task runs on (`start`): `submit` makes its futures there
+        # without `asyncio.get_running_loop()`, whose check of the process id is a getpid()
+        # system call on CPython 3.11 (the server's main thread made ~4.3 a StartExecution
+        # call, ~1.5 without this one, starts.py's and runs.py's `_ended`: strace -c at
+        # concurrency 10; the rest are grpc.aio's own).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         # The writer task of the current open; None before the first one and after close.
         self.task: asyncio.Task[None] | None = None
@@ -79,8 +86,9 @@ class GroupCommit(Generic[Item]):
     def start(self) -> None:
         """Starts the writer (fresh per open: asyncio primitives belong to their loop)."""
         self._closing = False
-        self._wake = asyncio.Event()
-        self.task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+        self._wake = None
+        loop = self._loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self._run(), name=self._name)
 
     def reopen(self) -> None:
         """Lets a closed writer start again at the next `submit` (a repository opened anew
@@ -102,17 +110,21 @@ class GroupCommit(Generic[Item]):
             self.start()
         elif self.task.done():
             raise StoreError("the store's writer has stopped")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._pending.append((item, future))
-        assert self._wake is not None
-        self._wake.set()
+        self._wake_up()
         return future
+
+    def _wake_up(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def close(self) -> None:
         """Writes what is queued, then stops the writer."""
         self._closing = True
-        if self._wake is not None:
-            self._wake.set()
+        self._wake_up()
         task, self.task = self.task, None
         if task is not None:
             # Drains the queue; a writer that already died (cancelled, failed) raises nothing.
@@ -121,15 +133,15 @@ class GroupCommit(Generic[Item]):
                 task.exception()
 
     async def _run(self) -> None:
-        wake = self._wake
-        assert wake is not None
+        loop = self._loop
+        assert loop is not None
         try:
             while True:
                 if not self._pending:
                     if self._closing:
                         return
-                    await wake.wait()
-                    wake.clear()
+                    self._wake = loop.create_future()
+                    await self._wake
                 # Let every caller that is ready enqueue before the group is cut.
                 await asyncio.sleep(0)
                 while self._pending:

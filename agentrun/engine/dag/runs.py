@@ -296,14 +296,15 @@ class LiveRuns:
         if run.unloaded:
             return  # out of memory, waiting (`idle`); nothing ended
         engine = self.engine
-        loop = asyncio.get_running_loop()
+        # Asked only where needed: `asyncio.get_running_loop()` is a getpid() system call on
+        # CPython 3.11, and most runs end with none of the work below.
         if self.live.get(run.id) is run:
             del self.live[run.id]
         if run.finished or (run.task is not None and run.task.cancelled() and not engine.draining):
             # Decided at once when the admission needs no store (no task per ended run).
             admitted = engine.admission.finished_now(run.id, ended=run.finished)
             if admitted != []:
-                freeing = loop.create_task(
+                freeing = asyncio.get_running_loop().create_task(
                     self._admission_freed(run.id, ended=run.finished, admitted=admitted)
                 )
                 self._freeing.add(freeing)
@@ -314,14 +315,14 @@ class LiveRuns:
         ):
             log.warning("execution %s: lease lost to another replica; stopped here", run.id)
             if self.waiters.get(run.id):
-                loop.create_task(self._hand_over_waiters(run.id))
+                asyncio.get_running_loop().create_task(self._hand_over_waiters(run.id))
             return
         if task is not None and not task.cancelled() and task.exception() is not None:
             log.error("execution %s stopped: %r", run.id, task.exception())
             if not engine.draining:
                 # The store holds the truth: rebuild from it after a pause (e.g. the database
                 # was briefly unavailable).
-                loop.call_later(1.0, self.schedule_resume, run.id)
+                asyncio.get_running_loop().call_later(1.0, self.schedule_resume, run.id)
             return
         if run.finished:
             # The run's own record: nothing changes it once the run ended (a copy only to
