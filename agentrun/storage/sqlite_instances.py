@@ -25,7 +25,10 @@ NULL for None, a bool as 0/1), with SQL built once:
   each one `executemany` for the group, in the transaction's way's order. A batch written
   at once (`write_now`: one instance's event, alone) takes `write_one`, the same checks and
   rows without the group's lists (callgrind, step_floor's cycle machine: 170k -> 158k
-  instructions an event on the loop's thread).
+  instructions an event on the loop's thread). There a batch of one entry that looks like it
+  only moves its instance is first written by one statement, its entry inserted from the
+  instance's row with the row's checks in the INSERT's WHERE (`_fold_one`): no row read back
+  into Python; when it inserts nothing, the batch goes on as above.
 
 SQLite does not check the history and timer rows' reference to their instance (`checked`, as
 sqlite_turns.py's rows): `_apply` found the instance's row in the same transaction before any
@@ -135,7 +138,18 @@ def write_instances(batches: Sequence[MachineBatch], conn: sqlite3.Connection) -
 def write_one(batch: MachineBatch, conn: sqlite3.Connection) -> bool:
     """`write_instances` for one batch (a write at once, `write_now`): the same checks and
     rows (`_apply`), without the group's lists and their `executemany`s (the hottest path:
-    one instance's events, each written alone)."""
+    one instance's events, each written alone). An event that looks like it only moves its
+    instance is tried first as one statement (`_fold_one`)."""
+    entries = batch.history
+    if (
+        len(entries) == 1
+        and batch.base is None
+        and entries[0].assigned is None
+        and entries[0].actions is None
+        and _fold_one(batch, entries[0], conn)
+    ):
+        _write_timers(batch, conn)
+        return True
     rows = _apply(batch, conn)
     if rows is None:
         return False
@@ -143,14 +157,60 @@ def write_one(batch: MachineBatch, conn: sqlite3.Connection) -> bool:
         conn.execute(_INSERT_HISTORY, rows[0])
     elif rows:
         conn.executemany(_INSERT_HISTORY, rows)
-    rec, timers = batch.instance, batch.timers
+    _write_timers(batch, conn)
+    return True
+
+
+def _write_timers(batch: MachineBatch, conn: sqlite3.Connection) -> None:
+    """`write_one`'s timer rows: those dropped, then those set."""
+    timers = batch.timers
     if timers is not None:
-        conn.execute(_DROP_TIMERS, (rec.id,))
+        conn.execute(_DROP_TIMERS, (batch.instance.id,))
     elif batch.fired is not None:
-        conn.execute(_DROP_TIMER, (rec.id, batch.fired))
+        conn.execute(_DROP_TIMER, (batch.instance.id, batch.fired))
     if timers or batch.added:
         conn.executemany(_INSERT_TIMERS, [*map(_timer, timers or ()), *map(_timer, batch.added)])
-    return True
+
+
+def _fold_one(batch: MachineBatch, tail: HistoryRecord, conn: sqlite3.Connection) -> bool:
+    """A batch of one entry (`tail`, no base) written as one statement when it only moves its
+    instance (`_apply`'s folding terms): its entry inserted from the instance's row, only if
+    that row is ACTIVE, holds the batch's fence, is behind the entry's sequence and has the
+    values the record leaves as they are (`_FOLD`, `_FOLD_FENCED`). Whether it was written;
+    False: nothing written (`_apply` then sorts the batch out: stale, unknown, or a row to
+    rewrite).
+
+    The terms `_apply` checks on the row read first, but in the INSERT's own WHERE: no row
+    read back into Python, no second statement (sqlite3, ~4-5 µs of CPU an event of
+    benchmarks/step_floor.py's cycle on /dev/shm, of ~26). The one term left to the history's
+    key is "past every stored entry": an instance's sequences run from 1 without a gap (each
+    entry is the one before's + 1), so an entry whose sequence is not past the newest one
+    collides with a stored entry, and SQLite refuses the statement (rolled back, as any
+    refused statement: the transaction's way finds it stale). Reading the newest entry here
+    would make SQLite copy the row through a temporary table first (an INSERT whose SELECT
+    reads its own table), which cost about what the statement saves."""
+    rec = batch.instance
+    if (
+        rec.state is not _ACTIVE
+        or rec.ended_at is not None
+        or tail.sequence != rec.last_sequence
+        or tail.to_state != rec.current
+        or tail.time != rec.updated_at
+    ):
+        return False
+    fence = batch.fence
+    # The values the row must hold already, in `_FOLD_KEPT`'s order.
+    kept = (
+        _json(rec.data),
+        _json(rec.labels),
+        rec.invoke_execution,
+        None if rec.error is None else _dumps(rec.error),
+        None if rec.pending is None else _dumps(rec.pending),
+    )
+    row = _history(tail, rec.entry_sequence)
+    if fence is None:
+        return conn.execute(_FOLD, (*row, *kept)).rowcount == 1
+    return conn.execute(_FOLD_FENCED, (*row, *kept, *fence)).rowcount == 1
 
 
 def _apply(batch: MachineBatch, conn: sqlite3.Connection) -> list[tuple[Any, ...]] | None:
@@ -303,6 +363,23 @@ def _timer(t: TimerRecord) -> tuple[Any, ...]:
 _INSERT_HISTORY = "INSERT INTO sm_history ({}) VALUES ({})".format(
     ", ".join(f'"{name}"' for name in _HISTORY_COLUMNS), ", ".join("?" * len(_HISTORY_COLUMNS))
 )
+# `_fold_one`'s statement: the entry (`_HISTORY_COLUMNS`, ?1 its instance id and ?2 its
+# sequence) inserted only if the instance's row is ACTIVE, behind ?2 and holds the values an
+# event that only moves it leaves as they are (`_FOLD_KEPT`, compared as `_apply` compares
+# them: NULL for None, the JSON columns' text); `_FOLD_FENCED` also its fence (owner, epoch).
+_FOLD_KEPT = ("data", "labels", "invoke_execution", "error", "pending")
+_FOLD_TERMS = [
+    "\"state\" = 'ACTIVE'",
+    "last_sequence < ?2",
+    *(f'"{name}" IS ?{len(_HISTORY_COLUMNS) + i}' for i, name in enumerate(_FOLD_KEPT, 1)),
+]
+_FOLD = "INSERT INTO sm_history ({}) SELECT {} FROM sm_instances WHERE id = ?1 AND {}".format(
+    ", ".join(f'"{name}"' for name in _HISTORY_COLUMNS),
+    ", ".join(f"?{i}" for i in range(1, len(_HISTORY_COLUMNS) + 1)),
+    " AND ".join(_FOLD_TERMS),
+)
+_FENCE_AT = len(_HISTORY_COLUMNS) + len(_FOLD_KEPT) + 1  # the fence's owner; its epoch next
+_FOLD_FENCED = f'{_FOLD} AND "owner" IS ?{_FENCE_AT} AND lease_epoch IS ?{_FENCE_AT + 1}'
 _INSERT_TIMERS = (
     'INSERT INTO sm_timers ("instance_id", "key", "state", "timer_index", "fire_at") '
     "VALUES (?, ?, ?, ?, ?)"
