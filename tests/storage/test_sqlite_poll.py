@@ -156,3 +156,25 @@ def test_rowids_that_went_back_announce_every_watched_key(
     assert set(poll.new_rows(reader, set(), watched)) == {("events", key) for key in watched}
     _events(writer, ["ex-3"])
     assert poll.new_rows(reader, set(), watched) == {("events", "ex-3"): None}
+
+
+def test_events_are_not_read_while_no_key_is_watched(
+    files: tuple[sqlite3.Connection, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events would wake only a watched key: while none is, a pass reads no event row (a burst
+    is passed over in that one pass, no slices left behind) and only the signals' rows; the
+    events committed once a key is watched are announced as ever."""
+    monkeypatch.setattr(notifications, "_ROWS_PER_PASS", 3)
+    writer, reader = files
+    poll = notifications._RowPoll()
+    poll.start(reader)
+    _events(writer, [f"ex-{n}" for n in range(10)])  # rows 1 to 10
+    statements: list[str] = []
+    reader.set_trace_callback(statements.append)
+    assert poll.new_rows(reader, set(), ()) == {}
+    assert not poll.behind
+    assert not any("FROM events NOT INDEXED" in sql for sql in statements)
+    assert any("FROM signals NOT INDEXED" in sql for sql in statements)
+    _events(writer, ["ex-4", "unwatched"])
+    assert poll.new_rows(reader, set(), ["ex-4"]) == {("events", "ex-4"): None}
+    assert not poll.behind
