@@ -226,7 +226,11 @@ class Store(abc.ABC):
     `notifications`, and gives `instances`.
 
     `commit_now` (None where a backend has none; typed here, so that the engine needs no
-    getattr): `commit` without a coroutine, for a store where nothing waits (memory)."""
+    getattr): `commit` without a coroutine, for a store where nothing waits (memory).
+    `commit_at_once` (None where a backend has none): `commit` without a coroutine when the
+    backend can write the batch now (SQLite's writes at once), whether it did; False: nothing
+    written, and `commit` takes the batch. A store that wraps another (a test's proxy) has
+    none, so its `commit` sees every batch."""
 
     workflows: WorkflowRepository
     executions: ExecutionRepository
@@ -235,6 +239,7 @@ class Store(abc.ABC):
     # admissions, budgets, worker calls) share; None for a store in the process.
     database: SqlDatabase | None = None
     commit_now: Callable[[Batch], None] | None = None
+    commit_at_once: Callable[[Batch], bool] | None = None
 
     async def open(self) -> None:
         """Connects and migrates the schema; idempotent."""

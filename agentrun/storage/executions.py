@@ -77,6 +77,8 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
         self._now = direct.write_now if isinstance(direct, SqliteTurnWriter) else None
         self._spent = direct.streak_spent if isinstance(direct, SqliteTurnWriter) else None
         self.written_now = 0
+        # `commit_at_once` where it can ever write (SQLite), else None: `SqlStore.commit_at_once`.
+        self.at_once = self.commit_at_once if self._now is not None else None
         # A signal takes the next seq of its execution; a used signal id inserts nothing.
         # Built once, as the upsert: a statement built per signal cost more than its insert.
         self._add_signal = (
@@ -220,6 +222,18 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
             )
         query = query.order_by(nodes.c.execution_id, nodes.c.node_id).limit(limit)
         return [db.node_record(row) for row in await self.database.read(query)]
+
+    def commit_at_once(self, batch: Batch) -> bool:
+        """`commit` without a coroutine, when SQLite writes `batch` at once (the turn writer's
+        `write_now`: the group commit idle, the loop gone round within the streak): whether it
+        was written; False: nothing written, and `commit` takes it (another way, or the same
+        after a loop turn). The engine's run tries it first (`Store.commit_at_once`): a chain
+        step's turn then awaits no coroutines (`Store.commit`, this one's `commit`)."""
+        now = self._now
+        if now is not None and self.writer.idle and self.database.is_open and now(batch):
+            self.written_now += 1
+            return True
+        return False
 
     async def commit(self, batch: Batch) -> None:
         self.database.require_open()

@@ -45,6 +45,7 @@ class SqlStore(Store):
         )
         self.workflows: SqlWorkflows = SqlWorkflows(self.database)
         self.executions: SqlExecutions = SqlExecutions(self.database)
+        self.commit_at_once = self.executions.at_once
         # Replicas wake each other (signals, Watch streams): LISTEN/NOTIFY, or polling.
         self.notifications: Notifications = self.database.notification_channel()
         self._machines: SqlMachineStore | None = None

@@ -535,6 +535,58 @@ async def test_a_turn_on_an_idle_loop_is_written_by_commit_itself(
     assert store.executions.written_now == now + 1
 
 
+async def test_commit_at_once_writes_a_turn_without_a_coroutine(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Store.commit_at_once` (what a run tries before its `commit` coroutine): a turn is
+    written and True returned; a stale fence writes nothing and returns False (its `commit`
+    then raises LeaseLost), and so does a turn while the group commit has one queued (it would
+    overtake it) and a closed store."""
+    from agentrun.storage import sqlite_writes
+
+    monkeypatch.setattr(sqlite_writes, "INLINE_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "INLINE_SLOW_SECONDS", 60.0)
+    monkeypatch.setattr(sqlite_writes, "NOW_STREAK_SECONDS", 60.0)
+    monkeypatch.setattr(store.database, "_inline_pause", 0)
+    at_once = store.commit_at_once
+    assert at_once is not None
+    await store.create_execution(execution_record("ex-a", **_SAME))
+    (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    groups = store.writer.groups
+    mine.last_sequence = 1
+    first = Batch(execution=mine, events=[EventRecord("ex-a", 1, "x", T0)], fence=("r1", 1))
+    # Another callback ready on the loop (a timer of the store's own tasks due) defers it to
+    # the group commit: nothing written then, tried again at the next loop turn.
+    for _ in range(100):
+        if at_once(first):
+            break
+        await asyncio.sleep(0)
+    else:
+        raise AssertionError("never written at once")
+    assert store.writer.groups == groups
+    assert [e.sequence for e in await store.list_events("ex-a")] == [1]
+    # A batch queued for the group commit, not written yet: nothing overtakes it.
+    mine.last_sequence = 2
+    queued = store.writer.submit(
+        _Rows.of(Batch(execution=mine, events=[EventRecord("ex-a", 2, "x", T0)], fence=("r1", 1)))
+    )
+    mine.last_sequence = 3
+    third = Batch(execution=mine, events=[EventRecord("ex-a", 3, "x", T0)], fence=("r1", 1))
+    assert not at_once(third)
+    await queued
+    await store.commit(third)
+    await store.release_leases("r1")
+    await store.claim_executions("r2", lease_seconds=10, now=T0 + 1)
+    mine.last_sequence = 4
+    stale = Batch(execution=mine, events=[EventRecord("ex-a", 4, "x", T0)], fence=("r1", 1))
+    assert not at_once(stale)
+    with pytest.raises(LeaseLost):
+        await store.commit(stale)
+    assert [e.sequence for e in await store.list_events("ex-a")] == [1, 2, 3]
+    await store.close()
+    assert not at_once(stale)
+
+
 async def test_concurrent_turns_are_grouped_not_written_one_by_one(store: SqlStore) -> None:
     """With other commits ready on the loop, a turn is queued for the group commit (one
     fsync for them all), not written by its own `commit` at once."""

@@ -142,6 +142,8 @@ class DagRun:
         self._first: tuple[Batch, float] | None = None
         # A store whose commit never waits (memory): its turns commit without a coroutine.
         self._commit_now: Callable[[Batch], None] | None = host.store.commit_now
+        # A store that can write a turn at once (SQLite): tried before its `commit` coroutine.
+        self._at_once: Callable[[Batch], bool] | None = host.store.commit_at_once
         # The host's parts a step reads, read once: the host is the engine's weak proxy,
         # where each attribute read costs a lookup through the proxy.
         self.hub, self.redactor = host.hub, host.redactor
@@ -324,7 +326,10 @@ class DagRun:
                     if commit_now is not None:
                         self._flush_now(commit_now)
                     else:
-                        await self._flush()
+                        batch = self._batch()
+                        if batch is not None and not self._written_at_once(batch):
+                            await self._commit(batch)
+                        self._answer_and_launch()
                 else:  # the first turn, committed with the creation
                     if fold.effects:
                         self._perform(fold.take_effects())
@@ -395,17 +400,32 @@ class DagRun:
                 delay, self.post, DeadlineReached()
             )
 
-    async def _flush(self) -> None:
-        """Commits the turn's writes, publishes them, then answers and launches."""
-        batch = self._batch()
-        if batch is not None:
-            started = time.perf_counter()
-            await self.host.store.commit(batch)
-            self._committed(batch, time.perf_counter() - started)
-        self._answer_and_launch()
+    def _written_at_once(self, batch: Batch) -> bool:
+        """Whether the store wrote the turn's batch at once (`Store.commit_at_once`: no
+        coroutine, most turns on SQLite), then published it; False: nothing written."""
+        at_once = self._at_once
+        if at_once is None:
+            return False
+        if self.instrumentation is None:
+            if not at_once(batch):
+                return False
+            self.hub.publish(self.id, batch.events)
+            return True
+        started = time.perf_counter()
+        if not at_once(batch):
+            return False
+        self._committed(batch, time.perf_counter() - started)
+        return True
+
+    async def _commit(self, batch: Batch) -> None:
+        """Commits the turn's writes (the store's coroutine), then publishes them."""
+        started = time.perf_counter()
+        await self.host.store.commit(batch)
+        self._committed(batch, time.perf_counter() - started)
 
     def _flush_now(self, commit_now: Callable[[Batch], None]) -> None:
-        """`_flush` with a store whose commit never waits (`commit_now`): no coroutine."""
+        """The turn's commit with a store whose commit never waits (`commit_now`): no
+        coroutine; then answers and launches."""
         batch = self._batch()
         if batch is not None:
             if self.instrumentation is None:
