@@ -11,8 +11,6 @@ run` beside `agentrun serve`): they find each other's rows by polling (notificat
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import sqlite3
 from collections.abc import Sequence
@@ -32,6 +30,7 @@ from agentrun.storage.records import ExecutionState
 from agentrun.storage.sqldb import DirectWriter, store_errors
 from agentrun.storage.sqlite_rows import Plan
 from agentrun.storage.sqlite_writes import AUTOCHECKPOINT_PAGES, SqliteWrites, is_busy
+from agentrun.storage.writer_thread import WriterThread
 
 if TYPE_CHECKING:
     from agentrun.storage.sqlite_instances import SqliteInstanceWriter
@@ -73,9 +72,7 @@ class SqliteDatabase(SqliteWrites):
         self._sync_writer = self._write_engine()
         self._now_reader = self._loop_read_engine()
         self._poll_reader = self._loop_read_engine()
-        self._thread = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="agentrun-sqlite-writer"
-        )
+        self._thread = WriterThread("agentrun-sqlite-writer")
 
     async def _migrate_schema(self) -> None:
         """Batch migrations rebuild a table (copy, drop, rename); with foreign keys on,
@@ -104,8 +101,8 @@ class SqliteDatabase(SqliteWrites):
                     writer.dispose()
 
             with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(thread, dispose)
-            thread.shutdown(wait=False)
+                await self._hand_over(dispose)[1]
+            thread.shutdown()
             self._thread = self._sync_writer = None
         now_conn, self._now_conn = self._now_conn, None
         if now_conn is not None:

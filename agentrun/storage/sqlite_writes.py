@@ -19,7 +19,6 @@ commit is the hot path)."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import sqlite3
 import threading
@@ -31,6 +30,7 @@ import sqlalchemy as sa
 
 from agentrun.storage.base import StoreError
 from agentrun.storage.sqldb import SqlDatabase, store_errors
+from agentrun.storage.writer_thread import Job, WriterThread
 
 __all__ = [
     "AUTOCHECKPOINT_PAGES",
@@ -139,7 +139,7 @@ class SqliteWrites(SqlDatabase):
         super().__init__(url, synchronous=synchronous, lease_seconds=lease_seconds)
         self._sync_writer: sa.Engine | None = None
         self._sync_conn: sa.Connection | None = None
-        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._thread: WriterThread | None = None
         # Transactions handed to the writer thread, and those it finished (counted by the
         # thread itself: a caller cancelled while its transaction runs stops waiting, the
         # thread does not). While they differ, the thread owns the write connection and
@@ -297,9 +297,7 @@ class SqliteWrites(SqlDatabase):
                 return done[0]
         return await self._write(work, foreign_keys=not checked, raw=raw)
 
-    def _hand_over(
-        self, job: Callable[[], T]
-    ) -> tuple[concurrent.futures.Future[None], asyncio.Future[T]]:
+    def _hand_over(self, job: Callable[[], T]) -> tuple[Job, asyncio.Future[T]]:
         """`job` in the writer thread, counted as handed until it finished (`_handed`,
         `_finished`), and a loop future of its outcome, which the thread completes through
         `call_soon_threadsafe`: `asyncio.wrap_future` chained a second future with callbacks
