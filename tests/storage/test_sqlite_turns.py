@@ -897,3 +897,43 @@ def test_empty_vars_and_labels_are_literals_in_the_execution_update() -> None:
     assert write_turn(Batch(execution=record, fence=("r1", 1)), conn)  # type: ignore[arg-type]
     ((sql, params),) = conn.statements
     assert '"vars" = ?' in sql and '{"n": 1}' in params and "{}" in params, (sql, params)
+
+
+async def test_a_turn_that_only_moves_its_sequence_writes_its_events_with_the_read(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """A turn that leaves its execution's row as stored but for its last sequence: its events
+    go in with the fenced read of the row as their INSERT's condition, one statement (no read
+    of its own before them); a stale fence finds no row there, and the turn writes nothing."""
+    from agentrun.storage.sqlite_turns import write_turn
+
+    await store.create_execution(execution_record("ex-m", **_SAME))
+    (mine,) = await store.claim_executions("r1", lease_seconds=10, now=T0)
+    mine.state, mine.started_at = ExecutionState.RUNNING, T0
+    await store.commit(Batch(execution=mine, fence=("r1", 1)))
+    conn = sqlite3.connect(tmp_path / "turns.db", isolation_level=None)
+    try:
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+
+        def turn(first: int, fence: tuple[str, int]) -> bool:
+            mine.last_sequence = first + 1
+            events = [EventRecord("ex-m", first + n, "x", T0, "a", {"n": n}) for n in (0, 1)]
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                return write_turn(Batch(execution=mine, events=events, fence=fence), conn)
+            finally:
+                conn.execute("COMMIT")
+
+        assert turn(1, ("r1", 1))
+        (written,) = [sql for sql in statements if sql not in ("BEGIN IMMEDIATE", "COMMIT")]
+        assert written.startswith("INSERT INTO events") and "WHERE EXISTS" in written, written
+        assert not turn(3, ("r0", 1))
+    finally:
+        conn.close()
+    assert [(e.sequence, e.data) for e in await store.list_events("ex-m")] == [
+        (1, {"n": 0}),
+        (2, {"n": 1}),
+    ]
+    stored = await store.get_execution("ex-m")
+    assert stored is not None and stored.last_sequence == 2
