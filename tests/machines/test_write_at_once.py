@@ -102,6 +102,48 @@ async def test_an_event_not_written_at_once_takes_the_usual_way(tmp_path: Any) -
         await store.close()
 
 
+async def test_an_event_not_written_at_once_is_computed_once(tmp_path: Any) -> None:
+    """The event the store did not write at once is committed the usual way with the work
+    `send_event` computed: its step is not taken a second time (guards, assigns and the
+    entry's time computed once), with ids and queued senders as `dispatch` has them."""
+    store = await open_backend("sqlite", tmp_path)
+    h = await make(store)
+    try:
+        await h.define(COUNTER)
+        inst = await h.machines.create_instance("counter")
+        stepper = h.machines.stepper
+        steps: list[Any] = []
+        quick = stepper.quick
+
+        def counting(*args: Any) -> Any:
+            steps.append(args[2])
+            return quick(*args)
+
+        stepper.quick = counting  # type: ignore[method-assign]
+        h.machines.write_at_once = lambda batch: False
+        for k in range(1, 4):
+            await h.machines.send_event(inst.id, "ADD", {"k": k}, event_id=f"e{k}")
+        assert steps == ["ADD"] * 3
+        # A repeat while the first is being written waits for its outcome; a sender that
+        # finds the instance busy queues behind it: each applied once, in order.
+        first = asyncio.ensure_future(
+            h.machines.send_event(inst.id, "ADD", {"k": 10}, event_id="e4")
+        )
+        await asyncio.sleep(0)
+        repeat = h.machines.send_event(inst.id, "ADD", {"k": 10}, event_id="e4")
+        behind = h.machines.send_event(inst.id, "ADD", {"k": 100}, event_id="e5")
+        results = await asyncio.gather(first, repeat, behind)
+        assert [r[0].data for r in results] == [{"n": 16}, {"n": 16}, {"n": 116}]
+        history = await store.instances.list_history(inst.id)
+        assert [e.event_id for e in history] == [None, "e1", "e2", "e3", "e4", "e5"]
+        stored = await store.instances.get_instance(inst.id)
+        assert stored is not None and stored.data == {"n": 116}
+        assert not h.machines.instances[inst.id].busy
+    finally:
+        await close(h)
+        await store.close()
+
+
 async def test_a_memory_or_postgresql_store_writes_nothing_at_once(tmp_path: Any) -> None:
     for kind in ("memory", "postgresql"):
         store = await open_backend(kind, tmp_path)

@@ -120,15 +120,34 @@ class InstanceLoop:
         try:
             result = await self._handle(inst, ev)
         finally:
-            if inst.held:
-                pass  # a pending event's task owns the instance now
-            elif inst.queue:
-                self.m.spawn(self._drain(inst))
-            else:
-                inst.busy = False
+            self._release(inst)
         if isinstance(result, Held):
             return await asyncio.shield(result.future)
         return result
+
+    async def dispatch_computed(
+        self, inst: Instance, ev: Event, work: Work
+    ) -> tuple[HistoryRecord, InstanceRecord]:
+        """`dispatch` for an external event whose `work` the caller computed (the engine's
+        quick step) on the instance as it is: idle, loaded, ACTIVE, and nothing ran since
+        (no suspension). What `dispatch` would do, without computing the event again: the
+        instance held, the work committed (`commit_work`), the instance released. The event
+        the store did not write at once (`write_at_once`: the loop must go round first, or
+        its writer is busy) takes this way."""
+        inst.busy = True
+        try:
+            return await self.commit_work(inst, work, ev, work.entries[0])
+        finally:
+            self._release(inst)
+
+    def _release(self, inst: Instance) -> None:
+        """After an event: the next queued one is drained by a task, or the instance is idle."""
+        if inst.held:
+            pass  # a pending event's task owns the instance now
+        elif inst.queue:
+            self.m.spawn(self._drain(inst))
+        else:
+            inst.busy = False
 
     async def _drain(self, inst: Instance) -> None:
         try:
