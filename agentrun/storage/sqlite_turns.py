@@ -6,7 +6,7 @@ statement, and the merge of every batch's rows, on the loop's thread for each sm
 more CPU than the statements themselves. Here the group is one transaction on the write
 connection's sqlite3 handle (`SqliteDatabase.turn_transaction`: on the loop's thread or in
 the writer thread, as any group commit), with plain SQL built once per column shape (sqlite3's
-statement cache keeps each compiled):
+statement cache keeps each compiled, sqlite_turn_sql.py):
 - a batch that only appends events to an unfinished execution (its last event's sequence is
   the record's `last_sequence`) first reads the row (`moved_sql`, under the transaction's write
   lock, BEGIN IMMEDIATE: nothing moves it before the commit; a turn written at once, as the
@@ -19,7 +19,7 @@ statement cache keeps each compiled):
   its indexed columns (state, ended_at) not assigned but required to be what the batch says
   (`AND "state" IS ? AND "ended_at" IS ?`): a step that keeps them is this one UPDATE, and only
   when it changes no row (they changed, or a stale fence, or an unknown execution) a second one
-  assigns them too (`_INDEXED`: an index entry is rewritten for every column assigned, so a
+  assigns them too (`INDEXED`: an index entry is rewritten for every column assigned, so a
   step that kept them wrote two index pages more to the WAL); a batch whose second UPDATE
   changes no row either writes nothing else;
 - the node upserts and event INSERTs of the batches whose read or UPDATE held, each as few
@@ -33,7 +33,7 @@ it) in the same transaction, so each check would find the row just found.
 
 A turn written at once (`write_now`, most turns of an engine on an idle loop) is written from
 its records (`write_turn`): each row's parameters are one generated tuple expression over the
-record's fields (`_maker`), with no row dict in between, which the group commit's way needs
+record's fields (`maker`), with no row dict in between, which the group commit's way needs
 (its batches are snapshots taken when queued: `_Rows`).
 
 A new execution with its first turn (a start: `create_execution`) is its row's INSERT in place
@@ -60,15 +60,10 @@ whole group then goes the transaction's way, which finds whose batch it was.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 from agentrun.storage import schema as db
 from agentrun.storage.group_commit import UNWRITTEN
@@ -83,11 +78,24 @@ from agentrun.storage.records import (
 )
 from agentrun.storage.sqldb_sqlite import SqliteDatabase
 from agentrun.storage.sqlite_rows import ManyRows, RowEncoder
+from agentrun.storage.sqlite_turn_sql import (
+    CONSUME,
+    INSERT_SIGNAL,
+    SIGNAL_COLUMNS,
+    SIGNAL_ENCODER,
+    Slim,
+    fields,
+    insert_events,
+    insert_execution,
+    maker,
+    marks,
+    quoted,
+    update_plan,
+    upsert_nodes,
+)
 
 __all__ = ["SqliteTurnWriter"]
 
-_DIALECT = SQLiteDialect_pysqlite()
-_NODE_KEYS = tuple(c.name for c in db.nodes.primary_key.columns)
 _TERMINAL = frozenset(state.value for state in ExecutionState if state.terminal)
 
 
@@ -161,7 +169,7 @@ def write_turns(
             if starts:  # the creates before it first: whose request id is used stays the same
                 _insert_creates(conn, starts, made, new_nodes, new_events)
                 starts = []
-            sql, encoder = _insert_execution(tuple(row), create.request_id is not None)
+            sql, encoder = insert_execution(tuple(row), create.request_id is not None)
             if conn.execute(sql, encoder.params((row,))[0]).rowcount != 1:
                 continue  # its request id is used: the transaction's way reads the stored one
             made.add(create.id)
@@ -169,7 +177,7 @@ def write_turns(
             row = batch.execution
             assert row is not None
             fence = batch.fence
-            plan = _update(tuple(row), fence is not None)
+            plan = update_plan(tuple(row), fence is not None)
             tail = fence or ()
             kept = (*plan.kept.params((row,))[0], *tail)
             appended, moved = batch.events, plan.moved_sql
@@ -197,17 +205,17 @@ def write_turns(
     if starts:
         _insert_creates(conn, starts, made, new_nodes, new_events)
     if nodes:
-        _many(conn, _upsert_nodes, list(nodes.values()))
+        _many(conn, upsert_nodes, list(nodes.values()))
     if events:
-        _many(conn, _insert_events, events)
+        _many(conn, insert_events, events)
     if new_nodes:
         _NODE_ROWS.run(conn, list(map(_NODE_PARAMS, new_nodes)))
     if new_events:
         _EVENT_ROWS.run(conn, list(map(_EVENT_PARAMS, new_events)))
     if consumed:
-        conn.executemany(_CONSUME, [(c["b_node"], c["b_execution"], c["b_seq"]) for c in consumed])
+        conn.executemany(CONSUME, [(c["b_node"], c["b_execution"], c["b_seq"]) for c in consumed])
     if signals:  # each takes the seq after the one before: one by one (executemany is)
-        conn.executemany(_INSERT_SIGNAL, _SIGNAL_ENCODER.params(signals))
+        conn.executemany(INSERT_SIGNAL, SIGNAL_ENCODER.params(signals))
     return done, made
 
 
@@ -263,9 +271,9 @@ def write_turn(batch: Batch, conn: sqlite3.Connection) -> bool:
     if events:
         cursor.executemany(_EVENTS_SQL, map(_EVENT_PARAMS, events))
     if batch.consumed_signals:
-        cursor.executemany(_CONSUME, [(n, e, s) for e, s, n in batch.consumed_signals])
+        cursor.executemany(CONSUME, [(n, e, s) for e, s, n in batch.consumed_signals])
     if batch.signals:  # each takes the seq after the one before: one by one (executemany is)
-        cursor.executemany(_INSERT_SIGNAL, map(_SIGNAL_PARAMS, batch.signals))
+        cursor.executemany(INSERT_SIGNAL, map(_SIGNAL_PARAMS, batch.signals))
     return True
 
 
@@ -280,8 +288,8 @@ def _events_if_moved(moved: str, count: int) -> str:
     in only if `moved` finds the row. One statement and one SQLite step where the read and the
     events' `executemany` were 1 + `count` (callgrind, a chain step's statements replayed on
     /dev/shm: 171,029 -> 164,087 instructions a step)."""
-    rows = ", ".join([f"({_marks(_fields(EventRecord))})"] * count)
-    columns = _quoted(_fields(EventRecord))
+    rows = ", ".join([f"({marks(fields(EventRecord))})"] * count)
+    columns = quoted(fields(EventRecord))
     return f"INSERT INTO events ({columns}) SELECT * FROM (VALUES {rows}) WHERE EXISTS ({moved})"
 
 
@@ -371,243 +379,55 @@ def _many(
 _many_rows = functools.cache(ManyRows)
 
 
-def _encoder(table: sa.Table, names: Sequence[str]) -> RowEncoder:
-    """Values of rows by these keys (`b_id`: the row's id) as their columns bind them."""
-    kinds = [table.c[name.removeprefix("b_")].type for name in names]
-    return RowEncoder(names, kinds, _DIALECT)
-
-
-def _quoted(names: Sequence[str]) -> str:
-    return ", ".join(f'"{name}"' for name in names)
-
-
-def _marks(names: Sequence[str]) -> str:
-    return ", ".join(["?"] * len(names))
-
-
-# Columns of executions in some index besides the primary key. SQLite rewrites a row's entry
-# in each index whose column an UPDATE assigns, whatever the value: `state` and `ended_at` cost
-# two of a chain step's seven WAL pages while they stay the same (RUNNING, NULL).
-_INDEXED = frozenset(
-    column.name
-    for index in [*db.executions.indexes, *db.executions.constraints]
-    if isinstance(index, (sa.Index, sa.UniqueConstraint))
-    for column in index.columns
-)
-
-
-class _UpdatePlan:
-    """An execution's UPDATE statements for one set of row keys (`_update`)."""
-
-    def __init__(
-        self,
-        kept_sql: str,
-        kept: RowEncoder,
-        moved_sql: str | None,
-        full_sql: str | None = None,
-        full: RowEncoder | None = None,
-    ) -> None:
-        self.kept_sql, self.kept, self.full_sql, self.full = kept_sql, kept, full_sql, full
-        self.moved_sql = moved_sql
-
-
-@functools.cache
-def _update(
-    names: tuple[str, ...],
-    fenced: bool,
-    nulls: tuple[str, ...] = (),
-    empties: tuple[str, ...] = (),
-) -> _UpdatePlan:
-    """The execution UPDATE for a row of these keys (`b_id` names the row, the rest are the
-    columns it changes); fenced: the owner and epoch follow as two more parameters. The indexed
-    columns (`_INDEXED`) are not assigned by the first (`kept_sql`; its parameters: the other
-    values, `b_id`, then the indexed values): it holds only while they are stored as the row
-    says (`IS`: NULL too). When it changes no row, the second (`full_sql`; the values, then
-    `b_id`) assigns them all. A RETURNING of the stored values to compare them made SQLite
-    build the returned rows: that UPDATE cost three times this one (14 µs a step of 20, a
-    replay of a chain's statements on /dev/shm). `nulls`: columns whose values are None,
-    written as NULL literals in the first (`_slim`), which takes no parameters for them;
-    `empties`: JSON columns whose values are empty objects, written as '{}' literals so.
-    `moved_sql` (when the keys hold `last_sequence`): a read of the row with the first's
-    parameters, found when every column but `last_sequence` is stored as the row says (and
-    the stored `last_sequence` is not past it): the turn then leaves the row as it is."""
-    columns = [name for name in names if not name.startswith("b_") and name not in _INDEXED]
-    indexed = [name for name in names if name in _INDEXED]
-
-    def value(name: str) -> str:
-        return "NULL" if name in nulls else "'{}'" if name in empties else "?"
-
-    changes = ", ".join(f'"{name}" = {value(name)}' for name in columns) or "id = id"
-    fence = " AND owner = ? AND lease_epoch = ?" if fenced else ""
-    same = "".join(f' AND "{name}" IS {value(name)}' for name in indexed)
-    kept_sql = f"UPDATE executions SET {changes} WHERE id = ?{same}{fence}"
-    moved_sql = None
-    if "last_sequence" in columns:
-        stored = " AND ".join(
-            f'"{name}" <= ?' if name == "last_sequence" else f'"{name}" IS {value(name)}'
-            for name in columns
-        )
-        moved_sql = f"SELECT 1 FROM executions WHERE {stored} AND id = ?{same}{fence}"
-    literal = {*nulls, *empties}
-    bound = [name for name in [*columns, "b_id", *indexed] if name not in literal]
-    kept = _encoder(db.executions, bound)
-    if not indexed:
-        return _UpdatePlan(kept_sql, kept, moved_sql)
-    assigned = ", ".join(f'"{name}" = ?' for name in [*columns, *indexed])
-    full_sql = f"UPDATE executions SET {assigned} WHERE id = ?{fence}"
-    return _UpdatePlan(
-        kept_sql, kept, moved_sql, full_sql, _encoder(db.executions, [*columns, *indexed, "b_id"])
-    )
-
-
-@functools.cache
-def _insert_execution(names: tuple[str, ...], once: bool) -> tuple[str, RowEncoder]:
-    """A new execution's INSERT; `once` (it has a request id): a (tenant, request_id) already
-    used inserts nothing (its row count tells), as the transaction's way does."""
-    sql = f"INSERT INTO executions ({_quoted(names)}) VALUES ({_marks(names)})"
-    if once:
-        sql += ' ON CONFLICT ("tenant", "request_id") DO NOTHING'
-    return sql, _encoder(db.executions, names)
-
-
-@functools.cache
-def _upsert_nodes(names: tuple[str, ...], nulls: tuple[str, ...] = ()) -> tuple[str, RowEncoder]:
-    """The node upsert: a node's row replaces the stored one's columns. `nulls`: columns of
-    `names` whose values are None (`_slim`): left out of the INSERT (their default is NULL)
-    and set to NULL by its update."""
-    changes = ", ".join(
-        f'"{n}" = ' + ("NULL" if n in nulls else f'excluded."{n}"')
-        for n in names
-        if n not in _NODE_KEYS
-    )
-    action = f"DO UPDATE SET {changes}" if changes else "DO NOTHING"
-    names = tuple(n for n in names if n not in nulls)
-    sql = (
-        f"INSERT INTO nodes ({_quoted(names)}) VALUES ({_marks(names)}) "
-        f"ON CONFLICT ({_quoted(_NODE_KEYS)}) {action}"
-    )
-    return sql, _encoder(db.nodes, names)
-
-
-@functools.cache
-def _insert_events(names: tuple[str, ...]) -> tuple[str, RowEncoder]:
-    sql = f"INSERT INTO events ({_quoted(names)}) VALUES ({_marks(names)})"
-    return sql, _encoder(db.events, names)
-
-
-_CONSUME = "UPDATE signals SET consumed_by = ? WHERE execution_id = ? AND seq = ?"
-# A signal stored by its turn (`Batch.signals`), the next seq of its execution, as
-# executions.py's `_INSERT_SIGNAL`; a used signal id refuses the group (IntegrityError).
-_SIGNAL_COLUMNS = ("execution_id", "name", "data", "signal_id", "created_at", "consumed_by")
-_SIGNAL_ENCODER = RowEncoder(
-    [f"b_{name}" for name in _SIGNAL_COLUMNS],
-    [db.signals.c[name].type for name in _SIGNAL_COLUMNS],
-    _DIALECT,
-)
-_INSERT_SIGNAL = (
-    f"INSERT INTO signals ({_quoted(_SIGNAL_COLUMNS)}, seq) VALUES ({_marks(_SIGNAL_COLUMNS)},"
-    " (SELECT coalesce(max(seq), 0) + 1 FROM signals WHERE execution_id = ?1))"
-)
-
-
-def _maker(table: sa.Table, names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
-    """A record's values for these columns (its fields of the same names; `id` for `b_id`) as
-    sqlite3 takes them, each encoded as `RowEncoder` encodes a row's (JSON text through
-    `schema.json_text`, the column type's bind processor, an enum as its name, as
-    `schema._mapper`'s rows hold it): one generated tuple expression, without the row dict the
-    group commit's way builds first and the per-row loop that reads it."""
-    namespace: dict[str, Any] = {"dumps": db.json_text, "str": str, "empty": {}}
-    parts = []
-    for index, key in enumerate(names):
-        name = key.removeprefix("b_")
-        impl = table.c[name].type.dialect_impl(_DIALECT)
-        processor = impl.bind_processor(_DIALECT)
-        if isinstance(impl, db.JsonText):
-            # An empty object (an execution's vars and labels, nearly always) is "{}", as
-            # json_text writes it, without a call to the encoder.
-            parts.append(f'None if (v := r.{name}) is None else "{{}}" if v == empty else dumps(v)')
-        elif name == "state":  # ExecutionState, NodeState
-            parts.append(f"str(r.{name})")
-        elif processor is not None:
-            namespace[f"p{index}"] = processor
-            parts.append(f"p{index}(r.{name})")
-        else:
-            parts.append(f"r.{name}")
-    exec(f"def params(r):\n    return ({', '.join(parts)},)\n", namespace)  # noqa: S102
-    made: Callable[[Any], tuple[Any, ...]] = namespace["params"]
-    return made
-
-
-def _fields(cls: type[Any]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
 # The record path (`write_turn`): the keys of executions.py's execution rows (the fields a
 # run changes, then `b_id`), and the statements `write_turns` runs for rows of these keys.
 _EXECUTION_KEYS = (*RUN_FIELDS, "b_id")
-_KEPT_PARAMS = _maker(db.executions, _update(_EXECUTION_KEYS, False).kept.names)
-_FULL_PARAMS = _maker(db.executions, _update(_EXECUTION_KEYS, False).full.names)  # type: ignore[union-attr]
-_NODES_SQL = _upsert_nodes(_fields(NodeRecord))[0]
-_NODE_PARAMS = _maker(db.nodes, _fields(NodeRecord))
-_EVENTS_SQL = _insert_events(_fields(EventRecord))[0]
-_EVENT_PARAMS = _maker(db.events, _fields(EventRecord))
-_SIGNAL_PARAMS = _maker(db.signals, _SIGNAL_COLUMNS)
+_KEPT_PARAMS = maker(db.executions, update_plan(_EXECUTION_KEYS, False).kept.names)
+_FULL_PARAMS = maker(db.executions, update_plan(_EXECUTION_KEYS, False).full.names)  # type: ignore[union-attr]
+_NODES_SQL = upsert_nodes(fields(NodeRecord))[0]
+_NODE_PARAMS = maker(db.nodes, fields(NodeRecord))
+_EVENTS_SQL = insert_events(fields(EventRecord))[0]
+_EVENT_PARAMS = maker(db.events, fields(EventRecord))
+_SIGNAL_PARAMS = maker(db.signals, SIGNAL_COLUMNS)
 # A create queued as its records: its execution's INSERT (by whether it has a request id).
 _CREATE_SQL = (
-    _insert_execution(_fields(ExecutionRecord), False)[0],
-    _insert_execution(_fields(ExecutionRecord), True)[0],
+    insert_execution(fields(ExecutionRecord), False)[0],
+    insert_execution(fields(ExecutionRecord), True)[0],
 )
-_CREATE_PARAMS = _maker(db.executions, _fields(ExecutionRecord))
+_CREATE_PARAMS = maker(db.executions, fields(ExecutionRecord))
 _NODE_ROWS, _EVENT_ROWS, _CREATE_ROWS = map(ManyRows, (_NODES_SQL, _EVENTS_SQL, _CREATE_SQL[0]))
 
 
-class _Slim:
-    """A record path statement for records whose `names` fields are all None (`none`): it
-    names those columns as NULL literals and takes no parameters for them (`params`). sqlite3
-    sends every None parameter through its adapter registry (~1k instructions each, with the
-    adapter for None of sqldb_sqlite.py); a chain step's rows held 23 such, 19 of them in the
-    columns below (a running execution's, a running or succeeded node's)."""
-
-    def __init__(
-        self, names: tuple[str, ...], sql: str, table: sa.Table, bound: Sequence[str]
-    ) -> None:
-        self.names, self.sql = names, sql
-        values = operator.attrgetter(*names)
-        nones = (None,) * len(names)
-        self.none: Callable[[Any], bool] = lambda record: values(record) == nones
-        self.params = _maker(table, bound)
-
-
 _EXECUTION_NULLS = ("output", "error", "deadline", "usage", "ended_at")
-_EXECUTION_NULL = _Slim(
+_EXECUTION_NULL = Slim(
     _EXECUTION_NULLS,
-    _update(_EXECUTION_KEYS, False, _EXECUTION_NULLS).kept_sql,
+    update_plan(_EXECUTION_KEYS, False, _EXECUTION_NULLS).kept_sql,
     db.executions,
-    _update(_EXECUTION_KEYS, False, _EXECUTION_NULLS).kept.names,
+    update_plan(_EXECUTION_KEYS, False, _EXECUTION_NULLS).kept.names,
 )
-# `write_turn`'s UPDATEs, unfenced and fenced, found without `_update`'s cache lookup (which
+# `write_turn`'s UPDATEs, unfenced and fenced, found without `update_plan`'s cache lookup (which
 # hashed its key, tuples of 16 names, at every turn).
-_PLANS = (_update(_EXECUTION_KEYS, False), _update(_EXECUTION_KEYS, True))
+_PLANS = (update_plan(_EXECUTION_KEYS, False), update_plan(_EXECUTION_KEYS, True))
 _SLIM_PLANS = (
-    _update(_EXECUTION_KEYS, False, _EXECUTION_NULLS),
-    _update(_EXECUTION_KEYS, True, _EXECUTION_NULLS),
+    update_plan(_EXECUTION_KEYS, False, _EXECUTION_NULLS),
+    update_plan(_EXECUTION_KEYS, True, _EXECUTION_NULLS),
 )
 # And with an execution's vars and labels empty objects (nearly always), '{}' (the text
-# `_maker` writes for them) as literals: two text parameters fewer, each a copy by
+# `maker` writes for them) as literals: two text parameters fewer, each a copy by
 # sqlite3_bind_text and a trip through sqlite3's binding.
 _EMPTY: dict[str, Any] = {}
 _EMPTIES = ("vars", "labels")
 _EMPTY_PLANS = (
-    _update(_EXECUTION_KEYS, False, _EXECUTION_NULLS, _EMPTIES),
-    _update(_EXECUTION_KEYS, True, _EXECUTION_NULLS, _EMPTIES),
+    update_plan(_EXECUTION_KEYS, False, _EXECUTION_NULLS, _EMPTIES),
+    update_plan(_EXECUTION_KEYS, True, _EXECUTION_NULLS, _EMPTIES),
 )
-_EMPTY_PARAMS = _maker(db.executions, _EMPTY_PLANS[0].kept.names)
+_EMPTY_PARAMS = maker(db.executions, _EMPTY_PLANS[0].kept.names)
 _NODE_NULLS = ("input", "error", "skip_reason", "wake_at", "usage", "wait", "exhausted")
 # Left out of the INSERT, they take their default: NULL only if they have none.
 assert all(db.nodes.c[name].server_default is None for name in _NODE_NULLS)
-_NODE_NULL = _Slim(
+_NODE_NULL = Slim(
     _NODE_NULLS,
-    _upsert_nodes(_fields(NodeRecord), _NODE_NULLS)[0],
+    upsert_nodes(fields(NodeRecord), _NODE_NULLS)[0],
     db.nodes,
-    _upsert_nodes(_fields(NodeRecord), _NODE_NULLS)[1].names,
+    upsert_nodes(fields(NodeRecord), _NODE_NULLS)[1].names,
 )
