@@ -225,10 +225,9 @@ class Store(abc.ABC):
     contract is written there); a backend sets `workflows`, `executions` and
     `notifications`, and gives `instances`.
 
-    `commit_now` (None where a backend has none; typed here, so that the engine needs no
-    getattr): `commit` without a coroutine, for a store where nothing waits (memory).
-    `commit_at_once` (None where a backend has none): `commit` without a coroutine when the
-    backend can write the batch now (SQLite's writes at once), whether it did; False: nothing
+    `commit_at_once` (None where a backend has none; typed here, so that the engine needs no
+    getattr): `commit` without a coroutine when the backend can write the batch now, whether
+    it did: always where nothing waits (memory), when SQLite writes it at once; False: nothing
     written, and `commit` takes the batch. A store that wraps another (a test's proxy) has
     none, so its `commit` sees every batch."""
 
@@ -238,7 +237,6 @@ class Store(abc.ABC):
     # The SQL core under a SQL store, which the tables of other modules (scheduler slots,
     # admissions, budgets, worker calls) share; None for a store in the process.
     database: SqlDatabase | None = None
-    commit_now: Callable[[Batch], None] | None = None
     commit_at_once: Callable[[Batch], bool] | None = None
 
     async def open(self) -> None:

@@ -436,9 +436,10 @@ class MemoryStore(Store):
         # Straight to the repository: one coroutine less on every engine turn.
         self._executions.commit_now(batch)
 
-    def commit_now(self, batch: Batch) -> None:
+    def commit_at_once(self, batch: Batch) -> bool:
         """`commit` without a coroutine (nothing here waits): a DAG run's turns commit so."""
         self._executions.commit_now(batch)
+        return True
 
     @property
     def instances(self) -> MemoryMachineStore:

@@ -62,14 +62,14 @@ async def test_a_pure_synchronous_tool_runs_inside_the_turn(harness) -> None:
         await commit(batch)
 
     store.commit = counting
-    commit_now = store.commit_now  # a run's turns commit so on the memory store
+    at_once = store.commit_at_once  # a run's turns commit so on the memory store
 
-    def counting_now(batch: Any) -> None:
+    def counting_at_once(batch: Any) -> bool:
         nonlocal commits
         commits += 1
-        commit_now(batch)
+        return at_once(batch)
 
-    store.commit_now = counting_now
+    store.commit_at_once = counting_at_once
     final, _ = await harness.run(_chain("t.pure", 3))
     assert final.state is ExecutionState.SUCCEEDED, final.error
     assert final.output == {"n2": {"i": 2}}

@@ -140,9 +140,8 @@ class DagRun:
         # (`first_turn`), with how long that commit took: the loop publishes it and starts
         # its calls instead of taking the turn again.
         self._first: tuple[Batch, float] | None = None
-        # A store whose commit never waits (memory): its turns commit without a coroutine.
-        self._commit_now: Callable[[Batch], None] | None = host.store.commit_now
-        # A store that can write a turn at once (SQLite): tried before its `commit` coroutine.
+        # A store that can write a turn at once (memory always, SQLite often): tried before
+        # its `commit` coroutine.
         self._at_once: Callable[[Batch], bool] | None = host.store.commit_at_once
         # The host's parts a step reads, read once: the host is the engine's weak proxy,
         # where each attribute read costs a lookup through the proxy.
@@ -313,7 +312,6 @@ class DagRun:
     async def loop(self) -> None:
         fold = self.fold
         inbox = self.inbox
-        commit_now = self._commit_now
         try:
             self._arm_deadline()
             first, self._first = self._first, None
@@ -323,13 +321,10 @@ class DagRun:
             while True:
                 if first is None:
                     fold.turn()
-                    if commit_now is not None:
-                        self._flush_now(commit_now)
-                    else:
-                        batch = self._batch()
-                        if batch is not None and not self._written_at_once(batch):
-                            await self._commit(batch)
-                        self._answer_and_launch()
+                    batch = self._batch()
+                    if batch is not None and not self._written_at_once(batch):
+                        await self._commit(batch)
+                    self._answer_and_launch()
                 else:  # the first turn, committed with the creation
                     if fold.effects:
                         self._perform(fold.take_effects())
@@ -402,7 +397,8 @@ class DagRun:
 
     def _written_at_once(self, batch: Batch) -> bool:
         """Whether the store wrote the turn's batch at once (`Store.commit_at_once`: no
-        coroutine, most turns on SQLite), then published it; False: nothing written."""
+        coroutine; every turn in memory, most on SQLite), then published it; False: nothing
+        written."""
         at_once = self._at_once
         if at_once is None:
             return False
@@ -422,20 +418,6 @@ class DagRun:
         started = time.perf_counter()
         await self.host.store.commit(batch)
         self._committed(batch, time.perf_counter() - started)
-
-    def _flush_now(self, commit_now: Callable[[Batch], None]) -> None:
-        """The turn's commit with a store whose commit never waits (`commit_now`): no
-        coroutine; then answers and launches."""
-        batch = self._batch()
-        if batch is not None:
-            if self.instrumentation is None:
-                commit_now(batch)
-                self.hub.publish(self.id, batch.events)
-            else:
-                started = time.perf_counter()
-                commit_now(batch)
-                self._committed(batch, time.perf_counter() - started)
-        self._answer_and_launch()
 
     def _batch(self) -> Batch | None:
         """The turn's writes to commit (its effects performed first), redacted if needed."""
