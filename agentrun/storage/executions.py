@@ -237,11 +237,9 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
 
     async def commit(self, batch: Batch) -> None:
         self.database.require_open()
-        now = self._now
         # Written at once from the records themselves (no snapshot: nothing runs meanwhile).
-        if now is not None and self.writer.idle:
-            if now(batch):
-                self.written_now += 1
+        if self._now is not None and self.writer.idle:
+            if self.commit_at_once(batch):
                 return
             spent = self._spent
             if spent is not None and spent():
@@ -259,8 +257,7 @@ class SqlExecutions(ExecutionLeases, ExecutionRestores, ExecutionRepository):
                     # (its future cancelled as theirs is: the writer still writes the batch).
                     self.writer.submit(_Rows.of(batch)).cancel()
                     raise
-                if self.writer.idle and now(batch):
-                    self.written_now += 1
+                if self.commit_at_once(batch):
                     return
         # Snapshot now: the caller may change its records (not payloads) once we return.
         await self.writer.submit(_Rows.of(batch))
