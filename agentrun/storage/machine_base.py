@@ -199,19 +199,19 @@ class MachineStore(abc.ABC):
 
     Beyond `commit`, a backend may offer (None where it does not; typed here, so that the
     engine needs no getattr): `submit`, which queues a batch on a group commit and returns
-    the future of its durability, `commit_now`, a commit without a coroutine (a store
-    where nothing waits), and `write_at_once`, a commit without a coroutine when it can be
-    one (False: nothing written, commit the batch the usual way; SQLite's store, when its
-    group commit would write the batch alone on the loop's thread anyway), and `yield_first`:
-    whether `submit` would write a batch at once after the loop went round once, where it
-    queues it now (SQLite: its writes at once kept the loop from going round for too long, see
-    `SqliteDatabase.streak_spent`). `announces`: its commits (not `create_instance`) tell the other
-    replicas of new history themselves (`events:ID` notifications, as execution commits do),
-    so the engine sends none after them (on PostgreSQL, a round trip saved per commit).
+    the future of its durability; `write_at_once`, a commit without a coroutine when it can
+    be one, whether it was (False: nothing written, commit the batch the usual way): always
+    where nothing waits (memory, which raises what `commit` would), on SQLite when its group
+    commit would write the batch alone on the loop's thread anyway (a batch it cannot write,
+    stale or refused, is False: `commit` gives the outcome); `yield_first`: whether `submit`
+    would write a batch at once after the loop went round once, where it queues it now
+    (SQLite: its writes at once kept the loop from going round for too long, see
+    `SqliteDatabase.streak_spent`). `announces`: its commits (not `create_instance`) tell the
+    other replicas of new history themselves (`events:ID` notifications, as execution commits
+    do), so the engine sends none after them (on PostgreSQL, a round trip saved per commit).
     """
 
     submit: Callable[[MachineBatch], asyncio.Future[None]] | None = None
-    commit_now: Callable[[MachineBatch], None] | None = None
     write_at_once: Callable[[MachineBatch], bool] | None = None
     yield_first: Callable[[], bool] | None = None
     announces: bool = False

@@ -527,7 +527,7 @@ async def test_a_failed_commit_leaves_the_stored_truth() -> None:
             if self.fail:
                 self.fail -= 1
                 raise StoreError("disk on fire")
-            MemoryMachineStore.commit_now(self, batch)
+            await MemoryMachineStore.commit(self, batch)
 
     from agentrun.engine import Engine
     from agentrun.engine.machine import MachineEngine
@@ -540,7 +540,7 @@ async def test_a_failed_commit_leaves_the_stored_truth() -> None:
     )
     await engine.start()
     store = Flaky()
-    store.commit_now = None  # type: ignore[assignment,method-assign]  # force the awaited path
+    store.write_at_once = None  # type: ignore[assignment,method-assign]  # force the awaited path
     machines = MachineEngine(engine, store)
     await machines.start()
     h = Harness(engine, machines, recorder)

@@ -2,7 +2,7 @@
 (`MachineStore.write_at_once`) when the store's group commit would write it alone on the loop's
 thread anyway: no `submit`, no future, no coroutine of the instance loop. When it cannot be (the
 loop has other work, a stale copy, a refused batch), nothing is written and the event takes the
-usual way: applied once all the same."""
+usual way: applied once all the same. The memory store writes every event at once."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from agentrun.engine.machine import MachineEngine
 from agentrun.storage import sqlite_writes
+from agentrun.storage.memory import MemoryStore
 from tests.machines.conftest import close, make, open_backend
 
 COUNTER = """
@@ -144,13 +145,72 @@ async def test_an_event_not_written_at_once_is_computed_once(tmp_path: Any) -> N
         await store.close()
 
 
-async def test_a_memory_or_postgresql_store_writes_nothing_at_once(tmp_path: Any) -> None:
-    for kind in ("memory", "postgresql"):
-        store = await open_backend(kind, tmp_path)
-        try:
-            assert store.instances.write_at_once is None
-        finally:
-            await store.close()
+async def test_a_postgresql_store_writes_nothing_at_once(tmp_path: Any) -> None:
+    store = await open_backend("postgresql", tmp_path)
+    try:
+        assert store.instances.write_at_once is None
+    finally:
+        await store.close()
+
+
+async def test_a_memory_store_writes_every_event_at_once() -> None:
+    """Memory's `write_at_once` writes every batch (True): `send_event` commits there without
+    the store's `commit` coroutine, by the same branch as SQLite's writes at once. A batch its
+    fence refuses (another replica took the lease) raises LeaseLost, as `commit` would: nothing
+    written, the instance let go, and the event handled on it reloaded, written once."""
+    store = MemoryStore()
+    h = await make(store)
+    try:
+        await h.define(COUNTER)
+        inst = await h.machines.create_instance("counter")
+        machine_store = store.instances
+        assert machine_store.write_at_once is not None
+        commits: list[Any] = []
+        commit = machine_store.commit
+
+        async def counting_commit(batch: Any) -> None:
+            commits.append(batch)
+            await commit(batch)
+
+        machine_store.commit = counting_commit  # type: ignore[method-assign]
+        at_once = h.machines.write_at_once
+        assert at_once is not None
+        tried: list[Any] = []
+
+        def counting_at_once(batch: Any) -> bool:
+            tried.append(batch)
+            written = at_once(batch)
+            assert written is True
+            return written
+
+        h.machines.write_at_once = counting_at_once
+        for k in range(1, 4):
+            record, entry = await h.machines.send_event(inst.id, "ADD", {"k": k})
+            assert entry.sequence == k + 1
+        assert record.data == {"n": 6}
+        assert len(tried) == 3 and commits == []
+
+        gone: list[str] = []
+        let_go = h.machines.leases.let_go
+
+        def counting_let_go(instance_id: str, why: str) -> None:
+            gone.append(why)
+            let_go(instance_id, why)
+
+        h.machines.leases.let_go = counting_let_go  # type: ignore[method-assign]
+        taken = await machine_store.acquire(
+            inst.id, "another-replica", lease_seconds=60, now=h.machines.clock(), take=True
+        )
+        assert taken is not None
+        record, entry = await h.machines.send_event(inst.id, "ADD", {"k": 10}, event_id="e")
+        assert gone == ["its lease was taken by another replica"]
+        assert len(tried) == 5  # refused by the fence, then written on the reloaded instance
+        assert entry.sequence == 5 and record.data == {"n": 16}
+        history = await machine_store.list_history(inst.id)
+        assert [e.event_id for e in history] == [None, None, None, None, "e"]
+        assert commits == []
+    finally:
+        await close(h)
 
 
 async def test_events_past_the_streak_are_written_at_once_after_one_loop_turn(

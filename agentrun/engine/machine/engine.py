@@ -116,7 +116,6 @@ class MachineEngine:
         self.redactor = engine.redactor
         self.instrumentation = engine.instrumentation
         # The synchronous path commits what it computed as is: only without secrets to scrub.
-        self.commit_now = self.store.commit_now if not self.redactor else None
         self.write_at_once = self.store.write_at_once if not self.redactor else None
         self.instances: dict[str, Instance] = {}
         # An instance, its history and watch, read as an execution and its events are.
@@ -342,9 +341,9 @@ class MachineEngine:
                     current_state=inst.record.state.value,
                     name=f"instances/{instance_id}",
                 )
-            commit_now, at_once = self.commit_now, self.write_at_once
-            if (commit_now is not None or at_once is not None) and not inst.busy:
-                # The memory store commits synchronously, and SQLite's often can (its
+            at_once = self.write_at_once
+            if at_once is not None and not inst.busy:
+                # The memory store always commits synchronously, and SQLite's often can (their
                 # `write_at_once`): an event that calls nothing is handled here and now,
                 # without a single suspension.
                 work = self.stepper.quick(
@@ -356,17 +355,13 @@ class MachineEngine:
                     batch = MachineBatch(
                         snapshot, work.entries, work.timers, work.fired, (), None, inst.fence
                     )
-                    if commit_now is not None:
-                        try:
-                            commit_now(batch)
-                        except LeaseLost:
-                            self.leases.let_go(inst.id, "its lease was taken by another replica")
-                            continue
-                        written = True
-                    else:
-                        # Not written (not now, or refused): the usual way below computes the
-                        # event again and commits it, or gives the refusal's outcome.
-                        written = at_once is not None and at_once(batch)
+                    try:
+                        # False (SQLite: not now, or refused): nothing written, the work
+                        # committed the usual way below, which gives a refusal's outcome.
+                        written = at_once(batch)
+                    except LeaseLost:  # memory's fence refused it: nothing written
+                        self.leases.let_go(inst.id, "its lease was taken by another replica")
+                        continue
                     if written:
                         inst.record = snapshot
                         entry = work.entries[0]

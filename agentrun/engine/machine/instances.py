@@ -132,8 +132,8 @@ class InstanceLoop:
         quick step) on the instance as it is: idle, loaded, ACTIVE, and nothing ran since
         (no suspension). What `dispatch` would do, without computing the event again: the
         instance held, the work committed (`commit_work`), the instance released. The event
-        the store did not write at once (`write_at_once`: the loop must go round first, or
-        its writer is busy) takes this way."""
+        the store did not write at once takes this way (SQLite's `write_at_once` declined it:
+        the loop must go round first, or its writer is busy; memory's writes every one)."""
         inst.busy = True
         try:
             return await self.commit_work(inst, work, ev, work.entries[0])
