@@ -1,4 +1,4 @@
-"""The SQLite notification poller (`_RowPoll`, agentrun/storage/notifications.py) with many
+"""The SQLite notification poller (`_RowPoll`, agentrun/storage/sqlite_poll.py) with many
 watched executions: how many passes an event committed by another connection waits before a
 pass announces it, and the CPU a pass costs the loop's thread, for each watched count.
 
@@ -33,7 +33,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from agentrun.storage import notifications
+from agentrun.storage import sqlite_poll
 from agentrun.storage.sql import SqlStore
 
 _EXECUTION = (
@@ -79,7 +79,7 @@ def run(watched: int, events: int, busy: int, folder: str | None) -> tuple[list[
         writer.execute("COMMIT")
         reader = sqlite3.connect(path, isolation_level=None)
         subscribed = dict.fromkeys(keys).keys()
-        poll = notifications._RowPoll()
+        poll = sqlite_poll._RowPoll()
         poll.start(reader)
         rng = random.Random(watched)
         sequences = dict.fromkeys([*keys, *unwatched], 0)
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=1)
     parser.add_argument("--folder", default=None)
     args = parser.parse_args()
-    period = notifications.SQLITE_POLL_SECONDS
+    period = sqlite_poll.SQLITE_POLL_SECONDS
     print(f"{args.busy} unwatched events committed before each pass")
     print(
         f"{'watched':>8} {'passes p50':>10} {'p99':>5} {'max':>5} {'delay p50':>10} "

@@ -6,7 +6,7 @@ WAL is checkpointed), a small pool of aiosqlite read connections, which WAL lets
 and two sqlite3 readers on the event loop's thread (`read_now`, and the notification poller's
 `poll_connection`). Beside them, what this dialect does its own way: `executemany` straight to
 sqlite3, and event retention by delete. Several processes may share the file (`agentrun
-run` beside `agentrun serve`): they find each other's rows by polling (notifications.py).
+run` beside `agentrun serve`): they find each other's rows by polling (sqlite_poll.py).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from agentrun.storage import schema as db
 from agentrun.storage import sqldb
 from agentrun.storage.base import StoreError
-from agentrun.storage.notifications import Notifications, SqliteNotifications
+from agentrun.storage.notifications import Notifications
 from agentrun.storage.records import ExecutionState
 from agentrun.storage.sqldb import DirectWriter, store_errors
+from agentrun.storage.sqlite_poll import SqliteNotifications
 from agentrun.storage.sqlite_rows import Plan
 from agentrun.storage.sqlite_writes import AUTOCHECKPOINT_PAGES, SqliteWrites, is_busy
 from agentrun.storage.writer_thread import WriterThread
@@ -195,7 +196,7 @@ class SqliteDatabase(SqliteWrites):
         return await self.read(statement, params)
 
     def poll_connection(self) -> sqlite3.Connection:
-        """The notification poller's read connection (notifications.py), a sqlite3 handle used
+        """The notification poller's read connection (sqlite_poll.py), a sqlite3 handle used
         on the event loop's thread only, as `read_now`'s: it never waits for a lock, and no
         read stays open after a statement is fetched. It never writes, so its `PRAGMA
         data_version` moves exactly when some other connection committed."""
@@ -256,7 +257,7 @@ class SqliteDatabase(SqliteWrites):
         nothing to prepare), but the table's newest row (highest rowid), whoever's it is:
         SQLite gives a new row the highest rowid + 1, so deleting the newest rows would hand
         their rowids out again, below the mark of every poller that saw them
-        (notifications.py), who would not announce the new rows. That row goes at a later
+        (sqlite_poll.py), who would not announce the new rows. That row goes at a later
         pass, once a newer one exists."""
         self.require_open()
         if retention_seconds is None:

@@ -341,7 +341,7 @@ async def test_sql_commits_announce_their_history(kind: str, tmp_path: Any) -> N
                 passes = channel.catch_up_passes
                 await asyncio.sleep(2 * OUTAGE_POLL_SECONDS + 0.2)
         else:  # once the reader's poller knows where the tables end (what follows is new)
-            from agentrun.storage.notifications import SqliteNotifications
+            from agentrun.storage.sqlite_poll import SqliteNotifications
 
             channel = reader_base.notifications
             assert isinstance(channel, SqliteNotifications)

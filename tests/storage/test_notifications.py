@@ -1,4 +1,5 @@
-"""Cross-replica notifications (agentrun/storage/notifications.py).
+"""Cross-replica notifications (agentrun/storage/notifications.py; SQLite's poller,
+agentrun/storage/sqlite_poll.py).
 
 PostgreSQL: a replica whose LISTEN connection is down still hears what other replicas did. The
 LISTEN backend is ended with pg_terminate_backend on the real server, and kept down by a long
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from agentrun.engine import Engine, EngineConfig, load_workflow
 from agentrun.integrations import Registry, default_agents
 from agentrun.integrations.core_tools import core_tools
-from agentrun.storage import notifications
+from agentrun.storage import notifications, sqlite_poll
 from agentrun.storage.machines import (
     EntryKind,
     HistoryRecord,
@@ -291,7 +292,7 @@ async def test_sqlite_stores_on_one_file_hear_each_other(tmp_path: Any) -> None:
     sees what `agentrun run` beside it committed)."""
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
-        await asyncio.sleep(3 * notifications.SQLITE_POLL_SECONDS)  # the poller has its marks
+        await asyncio.sleep(3 * sqlite_poll.SQLITE_POLL_SECONDS)  # the poller has its marks
         heard.clear()
         wanted = await _changes(writer, execution)
         await _until(lambda: wanted <= set(heard), "the rows found by the poller")
@@ -309,7 +310,7 @@ async def test_sqlite_hears_the_history_of_the_instances_watched_here(tmp_path: 
         for id in ("in-1", "in-2"):
             await writer.instances.create_instance(replace(_instance(1), id=id))
         channel = reader.notifications
-        assert isinstance(channel, notifications.SqliteNotifications)
+        assert isinstance(channel, sqlite_poll.SqliteNotifications)
         await _until(lambda: channel.receiving, "the poller's marks")
 
         async def passes(count: int) -> None:
@@ -346,10 +347,10 @@ async def test_sqlite_passes_read_new_rows_by_rowid_and_nothing_while_nothing_ch
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
         channel = reader.notifications
-        assert isinstance(channel, notifications.SqliteNotifications)
+        assert isinstance(channel, sqlite_poll.SqliteNotifications)
         await _until(lambda: channel.receiving, "the poller's marks")
         conn = reader.database.poll_connection()  # type: ignore[attr-defined]
-        plan = conn.execute(f"EXPLAIN QUERY PLAN {notifications._NEW_ROWS}", (0,) * 6).fetchall()
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {sqlite_poll._NEW_ROWS}", (0,) * 6).fetchall()
         assert not [row for row in plan if "SCAN" in row[-1]], plan
         ranges = sum("USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)" in row[-1] for row in plan)
         assert ranges == 3, plan
@@ -383,7 +384,7 @@ async def test_sqlite_signals_stored_here_are_announced_here_only_through_notify
     async with _sqlite_stores(tmp_path) as (other, here):
         heard, execution = await _pair(other, here)
         channel = here.notifications
-        assert isinstance(channel, notifications.SqliteNotifications)
+        assert isinstance(channel, sqlite_poll.SqliteNotifications)
         await _until(lambda: channel.receiving, "the poller's marks")
         for execution_id in ("ex-2", "ex-3"):
             await here.create_execution(replace(execution, id=execution_id))
@@ -416,7 +417,7 @@ async def test_sqlite_hears_the_events_of_the_executions_watched_here(tmp_path: 
     async with _sqlite_stores(tmp_path) as (writer, reader):
         heard, execution = await _pair(writer, reader)
         channel = reader.notifications
-        assert isinstance(channel, notifications.SqliteNotifications)
+        assert isinstance(channel, sqlite_poll.SqliteNotifications)
         await _until(lambda: channel.receiving, "the poller's marks")
         long_ago = time.time() - 10 * 86_400
         ended = ExecutionRecord(

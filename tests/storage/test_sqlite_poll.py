@@ -1,4 +1,4 @@
-"""SQLite's notification poller with many watched keys (`_RowPoll`, storage/notifications.py):
+"""SQLite's notification poller with many watched keys (`_RowPoll`, storage/sqlite_poll.py):
 what a pass reads is what was committed since the last one, never the watched keys that did
 not change, so an event of the 5,000th watched execution is announced by the first pass after
 its commit; a burst of rows is read in bounded slices; a table whose rowids went back (a
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agentrun.storage import notifications
+from agentrun.storage import sqlite_poll
 from agentrun.storage.sql import SqlStore
 
 _EXECUTION = (
@@ -81,7 +81,7 @@ async def test_one_pass_announces_an_event_of_the_5000th_watched_execution(
     reader.listen(lambda kind, key: heard.append((kind, key)))
     try:
         channel = reader.notifications
-        assert isinstance(channel, notifications.SqliteNotifications)
+        assert isinstance(channel, sqlite_poll.SqliteNotifications)
         await _until(lambda: channel.receiving, "the poller's marks")
         conn = reader.database.poll_connection()  # type: ignore[attr-defined]
         statements: list[str] = []
@@ -117,10 +117,10 @@ def test_a_burst_is_read_in_slices_each_pass_bounded(
     """A pass reads at most _ROWS_PER_PASS rowids of a table: a burst of commits is read over
     the next passes (the poller runs them at the loop's next turns), with no further commit
     needed, and every watched key of it is announced; then a pass reads nothing again."""
-    monkeypatch.setattr(notifications, "_ROWS_PER_PASS", 3)
+    monkeypatch.setattr(sqlite_poll, "_ROWS_PER_PASS", 3)
     writer, reader = files
     keys = [f"ex-{n}" for n in range(10)]
-    poll = notifications._RowPoll()
+    poll = sqlite_poll._RowPoll()
     poll.start(reader)
     _events(writer, [*keys, "unwatched"])  # rows 1 to 11
     heard: list[str] = []
@@ -147,7 +147,7 @@ def test_rowids_that_went_back_announce_every_watched_key(
     where the table ends."""
     writer, reader = files
     watched = ["ex-1", "ex-2", "ex-3"]
-    poll = notifications._RowPoll()
+    poll = sqlite_poll._RowPoll()
     poll.start(reader)
     _events(writer, ["ex-1", "unwatched", "unwatched"])
     assert poll.new_rows(reader, set(), watched) == {("events", "ex-1"): None}
@@ -164,9 +164,9 @@ def test_events_are_not_read_while_no_key_is_watched(
     """Events would wake only a watched key: while none is, a pass reads no event row (a burst
     is passed over in that one pass, no slices left behind) and only the signals' rows; the
     events committed once a key is watched are announced as ever."""
-    monkeypatch.setattr(notifications, "_ROWS_PER_PASS", 3)
+    monkeypatch.setattr(sqlite_poll, "_ROWS_PER_PASS", 3)
     writer, reader = files
-    poll = notifications._RowPoll()
+    poll = sqlite_poll._RowPoll()
     poll.start(reader)
     _events(writer, [f"ex-{n}" for n in range(10)])  # rows 1 to 10
     statements: list[str] = []
