@@ -16,7 +16,7 @@ NULL for None, a bool as 0/1), with SQL built once:
   its state, ended_at, data, error, invoke, labels and pending as stored) leaves the row as it
   is, and its last history entry holds the moved values (to_state, time, sequence and the
   `entry_sequence` column, migration 0023): readers fold the newest such entry into the row
-  (machine_rows.py `FOLDED`; the poller, notifications.py). One b-tree page an event, the
+  (machine_rows.py `FOLDED`; the poller, sqlite_poll.py). One b-tree page an event, the
   entry's, where rewriting the row wrote two (100 events of benchmarks/step_floor.py's cycle:
   2.35 WAL frames an event before, 1.36 after). Any other event rewrites the row, assigning
   the indexed state and ended_at only when they change (SQLite rewrites an index entry for
