@@ -92,22 +92,39 @@ def _layout(conn: sqlite3.Connection, table: str, *, rowid: bool, keyed: bool = 
         conn.execute(index)
 
 
-Step = Callable[[sqlite3.Connection, str, int, str], int]
+# (connection, execution or instance id, its last sequence, payload, keyed) -> rows written;
+# `keyed`: the keyed layout, whose rowid the step gives (`_key`).
+Step = Callable[[sqlite3.Connection, str, int, str, bool], int]
 
 
-def _events_step(conn: sqlite3.Connection, ex: str, seq: int, payload: str) -> int:
+def _key(ex: str, seq: int) -> int:
+    """A keyed layout's rowid: the execution's (instance's) number, then its sequence."""
+    return int(ex.rsplit("-", 1)[1]) << 32 | seq
+
+
+def _keyed(keyed: bool, columns: str, values: str) -> tuple[str, str]:
+    """An INSERT's column and value lists, with the rowid first in the keyed layout."""
+    return (f"rowid, {columns}", f"?, {values}") if keyed else (columns, values)
+
+
+def _events_step(conn: sqlite3.Connection, ex: str, seq: int, payload: str, keyed: bool) -> int:
     output, small = json.dumps({"output": payload}), json.dumps({"attempt": 1})
     conn.execute("UPDATE executions SET last_sequence = ? WHERE id = ?", (seq + 3, ex))
+    columns, values = _keyed(
+        keyed,
+        "execution_id, sequence, type, node_id, data, time",
+        "?, ?, 'node.succeeded', 'n', ?, 1.0",
+    )
     for k in (1, 2, 3):
+        params = (ex, seq + k, output if k == 2 else small)
         conn.execute(
-            "INSERT INTO events (execution_id, sequence, type, node_id, data, time)"
-            " VALUES (?, ?, 'node.succeeded', 'n', ?, 1.0)",
-            (ex, seq + k, output if k == 2 else small),
+            f"INSERT INTO events ({columns}) VALUES ({values})",
+            (_key(ex, seq + k), *params) if keyed else params,
         )
     return 3
 
 
-def _nodes_step(conn: sqlite3.Connection, ex: str, seq: int, payload: str) -> int:
+def _nodes_step(conn: sqlite3.Connection, ex: str, seq: int, payload: str, keyed: bool) -> int:
     data = json.dumps({"output": payload})
     conn.execute("UPDATE executions SET last_sequence = ? WHERE id = ?", (seq + 3, ex))
     conn.execute(
@@ -123,54 +140,28 @@ def _nodes_step(conn: sqlite3.Connection, ex: str, seq: int, payload: str) -> in
     return 1
 
 
-def _history_step(conn: sqlite3.Connection, ex: str, seq: int, payload: str) -> int:
+def _history_step(conn: sqlite3.Connection, ex: str, seq: int, payload: str, keyed: bool) -> int:
     conn.execute(
         "UPDATE sm_instances SET current = ?, updated_at = ?, last_sequence = ? WHERE id = ?",
         (f"s{seq % 3}", float(seq), seq + 1, ex),
     )
+    columns, values = _keyed(
+        keyed,
+        "instance_id, sequence, kind, time, event, event_data, from_state, to_state,"
+        " transition_index, actions, assigned, instance_state, reentered",
+        "?, ?, 'transition', 1.0, 'go', ?, 's0', 's1', 0, '[\"notify\"]', '{\"n\": 1}',"
+        " 'ACTIVE', 0",
+    )
+    params = (ex, seq + 1, json.dumps({"body": payload}))
     conn.execute(
-        "INSERT INTO sm_history (instance_id, sequence, kind, time, event, event_data,"
-        " from_state, to_state, transition_index, actions, assigned, instance_state,"
-        " reentered) VALUES (?, ?, 'transition', 1.0, 'go', ?, 's0', 's1', 0,"
-        " '[\"notify\"]', '{\"n\": 1}', 'ACTIVE', 0)",
-        (ex, seq + 1, json.dumps({"body": payload})),
+        f"INSERT INTO sm_history ({columns}) VALUES ({values})",
+        (_key(ex, seq + 1), *params) if keyed else params,
     )
     return 1
 
 
-def _key(ex: str, seq: int) -> int:
-    """A keyed layout's rowid: the execution's (instance's) number, then its sequence."""
-    return int(ex.rsplit("-", 1)[1]) << 32 | seq
-
-
-def _events_step_keyed(conn: sqlite3.Connection, ex: str, seq: int, payload: str) -> int:
-    output, small = json.dumps({"output": payload}), json.dumps({"attempt": 1})
-    conn.execute("UPDATE executions SET last_sequence = ? WHERE id = ?", (seq + 3, ex))
-    for k in (1, 2, 3):
-        conn.execute(
-            "INSERT INTO events (rowid, execution_id, sequence, type, node_id, data, time)"
-            " VALUES (?, ?, ?, 'node.succeeded', 'n', ?, 1.0)",
-            (_key(ex, seq + k), ex, seq + k, output if k == 2 else small),
-        )
-    return 3
-
-
-def _history_step_keyed(conn: sqlite3.Connection, ex: str, seq: int, payload: str) -> int:
-    conn.execute(
-        "UPDATE sm_instances SET current = ?, updated_at = ?, last_sequence = ? WHERE id = ?",
-        (f"s{seq % 3}", float(seq), seq + 1, ex),
-    )
-    conn.execute(
-        "INSERT INTO sm_history (rowid, instance_id, sequence, kind, time, event, event_data,"
-        " from_state, to_state, transition_index, actions, assigned, instance_state,"
-        " reentered) VALUES (?, ?, ?, 'transition', 1.0, 'go', ?, 's0', 's1', 0,"
-        " '[\"notify\"]', '{\"n\": 1}', 'ACTIVE', 0)",
-        (_key(ex, seq + 1), ex, seq + 1, json.dumps({"body": payload})),
-    )
-    return 1
-
-
-KEYED_STEPS: dict[str, Step] = {"events": _events_step_keyed, "sm_history": _history_step_keyed}
+# The tables the keyed layout applies to (nodes are keyed by a name, not a sequence).
+KEYED_TABLES = frozenset({"events", "sm_history"})
 
 STEPS_BY_TABLE: dict[str, Step] = {
     "events": _events_step,
@@ -211,14 +202,13 @@ def measure(
                 " VALUES (?, 'n000000', 'RUNNING', 1, 1.0)",
                 [(i,) for i in ids],
             )
-        payload = "x" * size
-        write = KEYED_STEPS[table] if keyed else STEPS_BY_TABLE[table]
+        payload, write = "x" * size, STEPS_BY_TABLE[table]
         last, rows = dict.fromkeys(ids, 0), 0
 
         def step(n: int) -> int:
             ex = ids[n % writers]
             conn.execute("BEGIN")
-            written = write(conn, ex, last[ex], payload)
+            written = write(conn, ex, last[ex], payload, keyed)
             conn.execute("COMMIT")
             last[ex] += 3
             return written
@@ -251,7 +241,7 @@ def main() -> None:
         + ("   keyed: frames/step, pages/1000 rows" if args.keyed else "")
     )
     for table in args.tables.split(","):
-        keyed = args.keyed and table in KEYED_STEPS
+        keyed = args.keyed and table in KEYED_TABLES
         for writers in (int(n) for n in args.writers.split(",")):
             for size in (int(n) for n in args.sizes.split(",")):
                 runs = [
