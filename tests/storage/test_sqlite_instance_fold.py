@@ -23,31 +23,14 @@ from agentrun.storage.machines import (
 from agentrun.storage.sql import SqlStore
 from agentrun.storage.sqldb_sqlite import SqliteDatabase
 from agentrun.storage.sqlite_instances import write_instances, write_one
-from tests.storage.test_sqlite_instances import _stored, store
+from tests.storage.sqlite_trace import statements
+from tests.storage.test_sqlite_instances import T0, _instance, _stored, store
 
 __all__ = ["store"]  # the fixture (machines.db in tmp_path), shared
 
-T0 = 1_700_000_000.0
-
 
 async def _create(store: SqlStore, id: str) -> InstanceRecord:
-    record = InstanceRecord(
-        id=id,
-        tenant="acme",
-        workflow="wf",
-        version=1,
-        state=InstanceState.ACTIVE,
-        current="a",
-        data={"n": 1},
-        input=None,
-        created_at=T0,
-        updated_at=T0,
-        last_sequence=1,
-        entry_sequence=1,
-        labels={"k": "v"},
-        owner="r1",
-        lease_epoch=1,
-    )
+    record = _instance(id, input=None, labels={"k": "v"})
     created = HistoryRecord(id, 1, EntryKind.CREATED, T0, "create", None, None, "", "a")
     await store.instances.create_instance(record, [created], [])
     return record
@@ -90,22 +73,15 @@ async def test_an_event_that_only_moves_is_one_statement(store: SqlStore) -> Non
     record = await _create(store, "sm-a")
     database = store.database
     assert isinstance(database, SqliteDatabase)
-    await database.turn_transaction(lambda conn: None, items=1, checked=True)
-    assert database._sync_conn is not None
-    driver = database._sync_conn.connection.driver_connection
-    assert driver is not None
-    seen: list[str] = []
-    driver.set_trace_callback(seen.append)
-    try:
-        for _ in range(3):
-            batch = _move(record)
-            written = await database.turn_transaction(
-                lambda conn, b=batch: write_one(b, conn), items=1, checked=True
-            )
-            assert written is True
-            record = batch.instance
-    finally:
-        driver.set_trace_callback(None)
+    await database.turn_transaction(lambda conn: None, items=1, checked=True)  # opens it
+    seen = statements(store, "")
+    for _ in range(3):
+        batch = _move(record)
+        written = await database.turn_transaction(
+            lambda conn, b=batch: write_one(b, conn), items=1, checked=True
+        )
+        assert written is True
+        record = batch.instance
     body = [s for s in seen if s not in ("BEGIN IMMEDIATE", "COMMIT")]
     assert len(body) == 3, seen
     assert all(s.startswith("INSERT INTO sm_history") for s in body), body
