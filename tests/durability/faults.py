@@ -157,6 +157,12 @@ class ProxyStore(Store):
     async def release_leases(self, owner: str, execution_ids: Sequence[str] | None = None) -> None:
         await self._call("release_leases", owner, execution_ids)
 
+    async def next_lease_expiry(self, owner: str) -> float | None:
+        return await self._call("next_lease_expiry", owner)
+
+    async def maintain_events(self, *, now: float, retention_seconds: float | None) -> int:
+        return await self._call("maintain_events", now=now, retention_seconds=retention_seconds)
+
     async def list_events(
         self, execution_id: str, *, after_sequence: int = 0, limit: int = 1000
     ) -> list[EventRecord]:

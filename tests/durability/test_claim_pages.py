@@ -18,8 +18,23 @@ from tests.durability.faults import ProxyStore
 
 NAP = (
     "name: nap\nnodes:\n  - {id: a, retry: {max_attempts: 3, initial_interval: 1ms},"
-    " tool: {name: core.sleep, args: {seconds: 0.3}}}\n"
+    " tool: {name: test.hold, args: {}}}\n"
 )
+
+
+def holding(started: list[str], release: asyncio.Event) -> Registry:
+    """Tools whose `test.hold` runs until `release` is set: no step ends on its own, however
+    slow the machine, so the first engine dies with every step RUNNING and the second's runs
+    are all still live when the claims are checked."""
+    tools = Registry(core_tools())
+
+    @tools.tool("test.hold")
+    async def hold(args: Any, ctx: Any) -> dict[str, Any]:
+        started.append(ctx.execution_id)
+        await release.wait()
+        return {}
+
+    return tools
 
 
 class Claims(ProxyStore):
@@ -40,10 +55,10 @@ class Claims(ProxyStore):
     ids: list[str] = []
 
 
-def engine_on(store: Any) -> Engine:
+def engine_on(store: Any, tools: Registry) -> Engine:
     return Engine(
         store,
-        tools=Registry(core_tools()),
+        tools=tools,
         agents=default_agents(),
         config=EngineConfig(replica_id="a", lease_seconds=5),
     )
@@ -53,11 +68,14 @@ async def test_a_restart_claims_its_executions_page_by_page(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     shared = MemoryStore()
-    first = engine_on(shared)
+    started: list[str] = []
+    first = engine_on(shared, holding(started, asyncio.Event()))
     await first.start()
     await first.create_workflow(load_workflow(NAP))
     ids = sorted([(await first.start_execution("nap", {})).id for _ in range(5)])
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):
+        while len(started) < 5:
+            await asyncio.sleep(0.01)
     # Left as kill -9 leaves it: steps RUNNING, executions leased to "a".
     first.draining = True
     first._maintenance.cancel()
@@ -69,7 +87,8 @@ async def test_a_restart_claims_its_executions_page_by_page(
     monkeypatch.setattr(upkeep, "CLAIM_PAGE", 2)
     store = Claims(shared)
     store.ids = ids
-    second = engine_on(store)
+    release = asyncio.Event()
+    second = engine_on(store, holding([], release))
     store.engine = second
     await second.start()
     try:
@@ -86,6 +105,7 @@ async def test_a_restart_claims_its_executions_page_by_page(
             set(ids[:2]),
             set(ids[:4]),
         ]
+        release.set()
         for execution_id in ids:
             final = await second.wait(execution_id, timeout=5)
             assert final.state is ExecutionState.SUCCEEDED
