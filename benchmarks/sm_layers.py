@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import shutil
 import sqlite3
@@ -30,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,6 +41,42 @@ sys.path.insert(0, os.path.dirname(_HERE))
 from benchmarks.step_floor import STEPS, open_engine, sqlite_floor
 
 LAYERS = ("event", "store", "statements", "floor")
+
+
+async def timed(run: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
+    """One round of STEPS: (wall µs, the process's CPU µs) per step."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    await run()
+    return (
+        (time.perf_counter() - wall) / STEPS * 1e6,
+        (time.process_time() - cpu) / STEPS * 1e6,
+    )
+
+
+def run_layers(
+    measure: Callable[[str, int], Coroutine[Any, Any, dict[str, list[tuple[float, float]]]]],
+    layers: tuple[str, ...],
+    name: str,
+    doc: str,
+) -> None:
+    """The command line of a layers script: `measure(folder, rounds)` in a temporary folder,
+    then each layer's medians (the last layer is the floor)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--folder", help="where the SQLite files go (e.g. /dev/shm)")
+    args = parser.parse_args()
+    folder = tempfile.mkdtemp(prefix=f"agentrun-{name}-", dir=args.folder)
+    try:
+        out = asyncio.run(measure(folder, args.rounds))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    floor_wall = statistics.median(w for w, _ in out[layers[-1]])
+    print(f"{'layer':12} {'wall µs':>8} {'CPU µs':>8} {'wall / floor':>12}")
+    for layer in layers:
+        wall = statistics.median(w for w, _ in out[layer])
+        cpu = statistics.median(c for _, c in out[layer])
+        print(f"{layer:12} {wall:8.0f} {cpu:8.0f} {wall / floor_wall:11.2f}x")
+    print(f"(medians over {args.rounds} alternating rounds of {STEPS} steps; see the docstring)")
 
 
 def batches(machines: Any, instance_id: str) -> list[Any]:
@@ -84,14 +121,6 @@ async def measure(folder: str, rounds: int) -> dict[str, list[tuple[float, float
                 assert write_one(batch, side)
                 side.execute("COMMIT")
 
-        async def timed(run: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
-            wall, cpu = time.perf_counter(), time.process_time()
-            await run()
-            return (
-                (time.perf_counter() - wall) / STEPS * 1e6,
-                (time.process_time() - cpu) / STEPS * 1e6,
-            )
-
         for _ in range(3):  # warm: the instance's pages, the floor's WAL (sqlite_floor)
             await event()
         out: dict[str, list[tuple[float, float]]] = {layer: [] for layer in LAYERS}
@@ -99,9 +128,9 @@ async def measure(folder: str, rounds: int) -> dict[str, list[tuple[float, float
         for _ in range(rounds):
             out["event"].append(await timed(event))
             made = batches(machines, instance_id)
-            out["store"].append(await timed(lambda made=made: through_store(made)))
+            out["store"].append(await timed(functools.partial(through_store, made)))
             made = batches(machines, instance_id)
-            out["statements"].append(await timed(lambda made=made: statements(made)))
+            out["statements"].append(await timed(functools.partial(statements, made)))
             out["floor"].append(await timed(floor))
         threaded = 2 * rounds * STEPS - (machines.store._written_now - written_now)
         print(f"events and store batches not written at once (group commit): {threaded}")
@@ -114,22 +143,7 @@ async def measure(folder: str, rounds: int) -> dict[str, list[tuple[float, float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--folder", help="where the SQLite files go (e.g. /dev/shm)")
-    args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="agentrun-sm-layers-", dir=args.folder)
-    try:
-        out = asyncio.run(measure(folder, args.rounds))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    floor_wall = statistics.median(w for w, _ in out["floor"])
-    print(f"{'layer':12} {'wall µs':>8} {'CPU µs':>8} {'wall / floor':>12}")
-    for layer in LAYERS:
-        wall = statistics.median(w for w, _ in out[layer])
-        cpu = statistics.median(c for _, c in out[layer])
-        print(f"{layer:12} {wall:8.0f} {cpu:8.0f} {wall / floor_wall:11.2f}x")
-    print(f"(medians over {args.rounds} alternating rounds of {STEPS} events; see the docstring)")
+    run_layers(measure, LAYERS, "sm-layers", __doc__ or "")
 
 
 if __name__ == "__main__":
