@@ -103,30 +103,54 @@ async def test_a_start_retried_after_an_ambiguous_store_error_runs() -> None:
         await engine.stop(grace=0)
 
 
-async def crashed_mid_step(store: Any, *, retries: int) -> Any:
+def napping(started: list[str] | None = None, release: asyncio.Event | None = None) -> Registry:
+    """Tools whose `test.nap` runs until `release` is set (ends at once without one). The
+    engine that crashed_mid_step kills holds its step, so the step is RUNNING when the run
+    dies however slow the machine (a `core.sleep` of 0.5 s could end first, or not have
+    started 0.1 s after the start); an engine given no `release` finishes its attempt at once."""
+    tools = Registry(core_tools())
+
+    @tools.tool("test.nap")
+    async def nap(args: Any, ctx: Any) -> dict[str, Any]:
+        if started is not None:
+            started.append(ctx.execution_id)
+        if release is not None:
+            await release.wait()
+        return {}
+
+    return tools
+
+
+async def crashed_mid_step(store: Any, *, retries: int, lease_seconds: float = 0.3) -> Any:
     """Starts a one-step execution on replica "a" and leaves it as a kill -9 would: the run
-    gone, the step RUNNING in the store, the execution RUNNING and leased to "a"."""
+    gone, the step RUNNING in the store, the execution RUNNING and leased to "a" (for
+    `lease_seconds` from a's last renewal)."""
     sleepy = (
         "name: nap\nnodes:\n  - {id: a, retry: {max_attempts: "
         + str(retries)
         + ", initial_interval: 1ms},"
-        " tool: {name: core.sleep, args: {seconds: 0.5}}}\n"
+        " tool: {name: test.nap, args: {}}}\n"
     )
+    steps: list[str] = []
     first = Engine(
         store,
-        tools=Registry(core_tools()),
+        tools=napping(steps, asyncio.Event()),  # never set: the step runs until the "kill"
         agents=default_agents(),
-        config=EngineConfig(replica_id="a", lease_seconds=0.3),
+        config=EngineConfig(replica_id="a", lease_seconds=lease_seconds),
     )
     await first.start()
     await first.create_workflow(load_workflow(sleepy))
     started = await first.start_execution("nap", {})
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):
+        while not steps:  # the step is RUNNING
+            await asyncio.sleep(0.01)
     first.draining = True
     first._maintenance.cancel()
-    for run in list(first._runs.values()):
-        run.task.cancel()
-    await asyncio.sleep(0.05)
+    runs = [run.task for run in first._runs.values()]
+    for task in runs:
+        task.cancel()
+    if runs:
+        await asyncio.wait(runs, timeout=10)
     return started
 
 
@@ -156,13 +180,13 @@ async def test_a_claimed_execution_whose_resume_failed_is_resumed_later() -> Non
 
     second = Engine(
         FailOnce(shared, "get_nodes"),
-        tools=Registry(core_tools()),
+        tools=napping(),
         agents=default_agents(),
         config=EngineConfig(replica_id="a", lease_seconds=0.3),
     )
     await second.start()  # claims its own execution back; reading its nodes fails once
     try:
-        final = await second.wait(started.id, timeout=3)
+        final = await second.wait(started.id, timeout=10)
         assert final.state is ExecutionState.SUCCEEDED
     finally:
         await second.stop(grace=0)
@@ -177,13 +201,13 @@ async def test_an_interrupted_step_without_retries_fails_the_execution_for_good(
     started = await crashed_mid_step(shared, retries=1)
     second = Engine(
         shared,
-        tools=Registry(core_tools()),
+        tools=napping(),
         agents=default_agents(),
         config=EngineConfig(replica_id="a", lease_seconds=0.3),
     )
     await second.start()
     try:
-        final = await second.wait(started.id, timeout=3)
+        final = await second.wait(started.id, timeout=10)
         events = [e.type for e in await shared.list_events(started.id)]
         assert events[-1] == "execution.failed"
         assert final.state is ExecutionState.FAILED
@@ -332,15 +356,19 @@ class SlowResume(ProxyStore):
 # renewed, the replica's own leases expired and a peer took them ("lease lost" for all at once)
 async def test_renewals_go_on_while_adopted_executions_are_resumed() -> None:
     inner = MemoryStore()
-    await crashed_mid_step(inner, retries=3)  # leased to "a", which is gone
+    # Leased to "a", which is gone; the lease outlives b's start however slow the machine
+    # (an expired one is claimed and resumed inside start(), before any renewal: the resume
+    # held there, the test never got past start()).
+    await crashed_mid_step(inner, retries=3, lease_seconds=60)
     store = SlowResume(inner)
     b = Engine(
         store,
-        tools=Registry(core_tools()),
+        tools=napping(),
         agents=default_agents(),
         config=EngineConfig(replica_id="b", lease_seconds=0.3),
     )
     await b.start()
+    await inner.release_leases("a")  # a's lease runs out now: b's upkeep adopts the execution
     try:
         await asyncio.wait_for(store.resuming.wait(), 10)  # b adopted a's execution
         before = store.renewals
