@@ -157,6 +157,9 @@ def _stored(db: Path) -> tuple[dict[str, str | None], dict[str, str]]:
     return signals, asks
 
 
+# Five child processes, each started, loaded and killed in turn: 8-13 s on an idle machine,
+# 35-70 s under stress-ng --cpu 4, past the default 60 s (its own waits allow a child 60 s).
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", ["signal", "answer"])
 def test_an_answered_signal_survives_kill_9(tmp_path: Path, mode: str) -> None:
     """Signals sent one after another to waiting executions (by name, or as the answer to
