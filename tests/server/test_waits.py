@@ -48,6 +48,8 @@ nodes:
 output: "${{{{ nodes.each.output }}}}"
 """
 
+# Each attempt waits 2 s: long enough for the test's calls between attempt 2's start and its
+# answer on a loaded machine (with 300 ms, attempt 2 had ended before the answer reached it).
 RETRIED = f"""
 name: retried
 nodes:
@@ -55,7 +57,7 @@ nodes:
     map:
       items: "${{{{ [1] }}}}"
       node:
-        wait: {{signal: review, timeout: 300ms, schema: {SCHEMA}}}
+        wait: {{signal: review, timeout: 2s, schema: {SCHEMA}}}
         retry: {{max_attempts: 2, initial_interval: 10ms}}
 output: "${{{{ nodes.each.output }}}}"
 """
@@ -197,11 +199,17 @@ async def test_an_earlier_attempts_answer_is_refused_and_not_applied_to_the_next
 async def test_an_answer_after_the_wait_ended_is_refused(client: AsyncClient) -> None:
     await client.create_workflow(source=TIMED)
     execution = await client.start_execution("timed", {})
-    [wait] = await waits_of(client, execution, 1)
     final = await client.wait(execution, timeout=30)
     assert final.state is ExecutionState.FAILED  # timed out
+    # Its id from the node's `node.waiting` event: listing the pending wait first raced its
+    # 200 ms timeout on a loaded machine.
+    [wait_id] = [
+        e.data["wait_id"]
+        async for e in client.list_execution_events(execution)
+        if e.type == "node.waiting"
+    ]
     with pytest.raises(IllegalTransition):
-        await client.answer_wait(wait, {"late": True})
+        await client.answer_wait(wait_id, {"late": True})
     nodes = {
         n.node_id: n for n in (await client.get_execution(execution, include_nodes=True)).nodes
     }
