@@ -253,10 +253,11 @@ async def test_timer_fires_and_is_recorded(h) -> None:
 
 
 async def test_leaving_a_state_cancels_its_timers(h) -> None:
-    await h.define(TIMERS)
+    # A 1 s timer: LEAVE, sent right after the create, comes first on a loaded machine too.
+    await h.define(TIMERS.replace("300ms", "1s"))
     i = await h.machines.create_instance("timers")
     await h.machines.send_event(i.id, "LEAVE")
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.2)  # past the time the timer was due
     assert (await h.machines.get_instance(i.id)).current == "elsewhere"
     assert await h.machines.store.list_timers() == []
 
@@ -265,7 +266,9 @@ async def test_self_transition_keeps_timers_and_reenter_restarts_them(h) -> None
     async def timers_of(instance_id: str) -> list:
         return [t for t in await h.machines.store.list_timers() if t.instance_id == instance_id]
 
-    await h.define(TIMERS)
+    # 2 s timers: PING and POKE reach the instance before its timer on a loaded machine too
+    # (with 300 ms the timer had fired and the instance ended before PING came).
+    await h.define(TIMERS.replace("300ms", "2s"))
     i = await h.machines.create_instance("timers")
     [armed] = await timers_of(i.id)
     rec, entry = await h.machines.send_event(i.id, "PING")  # not reentered: the timer keeps running
