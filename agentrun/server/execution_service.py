@@ -17,8 +17,13 @@ from agentrun.server.streams import until_stopped
 from agentrun.v1 import execution_service_pb2 as pb
 from agentrun.v1 import execution_service_pb2_grpc as pb_grpc
 
-# How far ahead of the call's deadline a StartExecution with `wait` answers.
-_DEADLINE_MARGIN = 0.1
+# How far ahead of the call's deadline a StartExecution with `wait` answers: this share of the
+# time the call had left when the wait began, at most _DEADLINE_MARGIN_MAX seconds. The answer
+# still has a read and a send to make; a fixed 100 ms was overrun whenever the server's process
+# stalled that long (a loaded machine), and the client then got DEADLINE_EXCEEDED instead of
+# its execution, losing the id. (Temporal's frontend keeps a second of tail room so.)
+_DEADLINE_SHARE = 0.2
+_DEADLINE_MARGIN_MAX = 1.0
 
 _ACTIONS = {
     pb.ControlExecutionsRequest.ACTION_PAUSE: "pause",
@@ -84,7 +89,9 @@ class ExecutionService(pb_grpc.ExecutionServiceServicer):
         call's own deadline, answering a little ahead of it so the answer arrives), else the
         execution as it is then, still running."""
         if call_left is not None:
-            seconds = min(seconds, call_left - _DEADLINE_MARGIN)
+            seconds = min(
+                seconds, call_left - min(_DEADLINE_MARGIN_MAX, _DEADLINE_SHARE * call_left)
+            )
         if seconds > 0:
             try:
                 return await self._engine.wait(record.id, seconds)

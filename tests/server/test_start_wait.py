@@ -76,7 +76,7 @@ async def test_the_calls_own_deadline_bounds_the_wait(server: object, client: As
     request = es.StartExecutionRequest(
         workflow="workflows/gated", wait=True, wait_timeout=Duration(seconds=60)
     )
-    response = await stub.StartExecution(request, timeout=1.0)
+    response = await stub.StartExecution(request, timeout=3.0)
     assert response.execution.state == ex.Execution.STATE_WAITING
 
 
