@@ -11,30 +11,15 @@ import pytest
 
 from agentrun.engine import Engine, EngineConfig, load_workflow, upkeep
 from agentrun.integrations import Registry, default_agents
-from agentrun.integrations.core_tools import core_tools
 from agentrun.storage.memory import MemoryStore
 from agentrun.storage.records import ExecutionState
 from tests.durability.faults import ProxyStore
+from tests.durability.test_engine_bugs import napping
 
 NAP = (
     "name: nap\nnodes:\n  - {id: a, retry: {max_attempts: 3, initial_interval: 1ms},"
-    " tool: {name: test.hold, args: {}}}\n"
+    " tool: {name: test.nap, args: {}}}\n"
 )
-
-
-def holding(started: list[str], release: asyncio.Event) -> Registry:
-    """Tools whose `test.hold` runs until `release` is set: no step ends on its own, however
-    slow the machine, so the first engine dies with every step RUNNING and the second's runs
-    are all still live when the claims are checked."""
-    tools = Registry(core_tools())
-
-    @tools.tool("test.hold")
-    async def hold(args: Any, ctx: Any) -> dict[str, Any]:
-        started.append(ctx.execution_id)
-        await release.wait()
-        return {}
-
-    return tools
 
 
 class Claims(ProxyStore):
@@ -69,7 +54,7 @@ async def test_a_restart_claims_its_executions_page_by_page(
 ) -> None:
     shared = MemoryStore()
     started: list[str] = []
-    first = engine_on(shared, holding(started, asyncio.Event()))
+    first = engine_on(shared, napping(started, asyncio.Event()))
     await first.start()
     await first.create_workflow(load_workflow(NAP))
     ids = sorted([(await first.start_execution("nap", {})).id for _ in range(5)])
@@ -88,7 +73,7 @@ async def test_a_restart_claims_its_executions_page_by_page(
     store = Claims(shared)
     store.ids = ids
     release = asyncio.Event()
-    second = engine_on(store, holding([], release))
+    second = engine_on(store, napping(release=release))
     store.engine = second
     await second.start()
     try:
