@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -44,9 +43,8 @@ sys.path.insert(0, os.path.dirname(_HERE))
 
 from agentrun.storage.records import Batch
 from agentrun.storage.sqlite_turns import write_turn
-from agentrun.storage.sqlite_writes import AUTOCHECKPOINT_PAGES
-from benchmarks.sm_layers import run_layers, timed
-from benchmarks.step_floor import STEPS, chain_round, open_engine, sqlite_floor
+from benchmarks.sm_layers import run_layers, side_connection, timed
+from benchmarks.step_floor import STEPS, chain_round, close_engine, open_engine, sqlite_floor
 
 LAYERS = ("chain", "store", "statements", "floor")
 # The replayed executions' owner: leased far ahead, so the engine beside them never claims one.
@@ -125,12 +123,7 @@ async def measure(folder: str, rounds: int) -> dict[str, list[tuple[float, float
                 )
             )
             batches.append(moved(recorded, execution_id))
-        side = sqlite3.connect(f"{folder}/store.db", isolation_level=None)
-        side.execute("PRAGMA synchronous=FULL")
-        # As the store's writer: SQLite's own checkpoint only as a backstop. At its default
-        # (1,000 pages) nearly every commit here found the store's WAL longer and checkpointed.
-        side.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
-        side.execute("PRAGMA foreign_keys=OFF")  # as the store's writer (`checked`)
+        side = side_connection(f"{folder}/store.db")
 
         async def through_store(made: list[Batch]) -> None:
             at_once = store.commit_at_once
@@ -163,9 +156,7 @@ async def measure(folder: str, rounds: int) -> dict[str, list[tuple[float, float
         )
         return out
     finally:
-        await machines.stop()
-        await engine.stop(grace=0)
-        await store.close()
+        await close_engine(store, engine, machines)
 
 
 def main() -> None:

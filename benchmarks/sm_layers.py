@@ -39,7 +39,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
 from agentrun.storage.sqlite_writes import AUTOCHECKPOINT_PAGES
-from benchmarks.step_floor import STEPS, open_engine, sqlite_floor
+from benchmarks.step_floor import STEPS, close_engine, open_engine, sqlite_floor
 
 LAYERS = ("event", "store", "statements", "floor")
 
@@ -52,6 +52,18 @@ async def timed(run: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
         (time.perf_counter() - wall) / STEPS * 1e6,
         (time.process_time() - cpu) / STEPS * 1e6,
     )
+
+
+def side_connection(path: str) -> sqlite3.Connection:
+    """A sqlite3 connection of its own to the store's file, writing as the store's writer
+    does: synchronous=FULL, reference checks off (`checked`), and SQLite's own checkpoint only
+    as a backstop (at its default, 1,000 pages, nearly every commit here found the store's WAL
+    longer and checkpointed)."""
+    side = sqlite3.connect(path, isolation_level=None)
+    side.execute("PRAGMA synchronous=FULL")
+    side.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+    side.execute("PRAGMA foreign_keys=OFF")
+    return side
 
 
 def run_layers(
@@ -103,12 +115,7 @@ async def measure(folder: str, rounds: int) -> dict[str, list[tuple[float, float
     try:
         instance_id = (await machines.create_instance("cycle")).id
         floor = sqlite_floor(folder)
-        side = sqlite3.connect(f"{folder}/store.db", isolation_level=None)
-        side.execute("PRAGMA synchronous=FULL")
-        # As the store's writer: SQLite's own checkpoint only as a backstop. At its default
-        # (1,000 pages) nearly every commit here found the store's WAL longer and checkpointed.
-        side.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
-        side.execute("PRAGMA foreign_keys=OFF")  # as the store's writer (`checked`)
+        side = side_connection(f"{folder}/store.db")
 
         async def event() -> None:
             for _ in range(STEPS):
@@ -141,9 +148,7 @@ async def measure(folder: str, rounds: int) -> dict[str, list[tuple[float, float
         side.close()
         return out
     finally:
-        await machines.stop()
-        await engine.stop(grace=0)
-        await store.close()
+        await close_engine(store, engine, machines)
 
 
 def main() -> None:

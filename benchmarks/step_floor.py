@@ -178,6 +178,13 @@ async def open_engine(url: str) -> tuple[Any, Any, Any]:
     return store, engine, machines
 
 
+async def close_engine(store: Any, engine: Any, machines: Any) -> None:
+    """Stops what `open_engine` started and closes its store."""
+    await machines.stop()
+    await engine.stop(grace=0)
+    await store.close()
+
+
 def chain_round(engine: Any) -> Callable[[], Awaitable[float]]:
     """Per step, in µs: one execution of the chain, start to end."""
 
@@ -258,9 +265,7 @@ async def measure(
         chain = await alternate(rounds, chain_round(engine), floor)
         machine = await alternate(rounds, machine_round(machines), floor)
     finally:
-        await machines.stop()
-        await engine.stop(grace=0)
-        await store.close()
+        await close_engine(store, engine, machines)
     return [
         Row(f"{backend}: chain of {STEPS} stored tool steps, per step", chain_target, *chain),
         Row(f"{backend}: state machine, 1 instance, per event", 1.5, *machine),
