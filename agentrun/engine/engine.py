@@ -162,17 +162,18 @@ class Engine:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Claims and resumes unfinished executions (this replica's own at once, others'
-        once their leases expired), then keeps leases renewed and orphans adopted."""
+        once their leases expired) and keeps leases renewed (from the start: a long claim
+        keeps what it claimed first) and orphans adopted."""
         if self._started:
             return
         self._started = True
         self.store.listen(self._on_notification)
         self.store.watch(self.hub.watched)
         await self.scheduler.start()
+        self.upkeep.start()
         if self.config.adopt:
             await self.upkeep.claim_at_start()
         await self.upkeep.upkeep_events()
-        self.upkeep.start()
         if self._own_machines and self.machines is not None:
             await self.machines.start()
 

@@ -2,8 +2,12 @@
 row per replica, storage/execution_leases.py), orphans adopted as soon as a lease held elsewhere
 expires, and the event log maintained.
 
-`Engine.start` claims and resumes what this replica held (`claim_at_start`) and starts the
-loops (`start`); `Engine.stop` cancels them. A run whose lease was taken stops at once;
+`Engine.start` starts the loops (`start`: renewing at once, adopting orphans once the claim
+at start is done), then claims and resumes what this replica held (`claim_at_start`);
+`Engine.stop` cancels them. Renewing runs while the start claims, so a claim at start that
+outlasts a lease keeps what it claimed first. A renewal and a claim of this replica never run
+at once (`_leasing`): on PostgreSQL a claim skips rows another transaction locked, and a
+renewal may lock every row this replica owns. A run whose lease was taken stops at once;
 renewing never waits for the resumption of a large batch of adopted orphans. State machine
 instances keep their leases in machine/leases.py (`LeaseKeeper`).
 """
@@ -36,6 +40,11 @@ class Upkeep:
         self.engine = engine  # a weak proxy: the engine holds this
         self.task: asyncio.Task[None] | None = None
         self._events_upkept = 0.0
+        # Held by each claim and renewal of this replica's (their store calls, not resuming).
+        self._leasing = asyncio.Lock()
+        # The claim at start is over: orphans may be adopted (a page of the claim at start
+        # takes this replica's own rows, and would take back an orphan adopted meanwhile).
+        self._claimed_at_start = asyncio.Event()
 
     async def claim_at_start(self) -> None:
         """Claims and resumes unfinished executions: this replica id's own at once, others'
@@ -43,20 +52,25 @@ class Upkeep:
         runs work again while the rest are still being claimed (claiming and reading a
         thousand rows in one go held the first step back by their whole cost)."""
         engine = self.engine
-        total = await claim_in_pages(
-            lambda limit, after: engine.store.claim_executions(
-                engine.replica_id,
-                lease_seconds=engine.lease_seconds,
-                now=engine.clock(),
-                limit=limit,
-                include_own=True,
-                after_id=after,
-            ),
-            engine.runs.resumes.all,
-            first=CLAIM_FIRST_PAGE,
-            size=CLAIM_PAGE,
-            going=lambda: not engine.draining,
-        )
+
+        try:
+            total = await claim_in_pages(
+                lambda limit, after: engine.store.claim_executions(
+                    engine.replica_id,
+                    lease_seconds=engine.lease_seconds,
+                    now=engine.clock(),
+                    limit=limit,
+                    include_own=True,
+                    after_id=after,
+                ),
+                engine.runs.resumes.all,
+                first=CLAIM_FIRST_PAGE,
+                size=CLAIM_PAGE,
+                going=lambda: not engine.draining,
+                lock=self._leasing,
+            )
+        finally:
+            self._claimed_at_start.set()
         if total:
             log.info("claimed and resumed %d unfinished executions at start", total)
 
@@ -105,11 +119,12 @@ class Upkeep:
                 before = set(self.engine.runs.live) | set(
                     self.engine.runs.idle
                 )  # unloaded ones too
-                owned = await self.engine.store.renew_leases(
-                    self.engine.replica_id,
-                    lease_seconds=self.engine.lease_seconds,
-                    now=self.engine.clock(),
-                )
+                async with self._leasing:
+                    owned = await self.engine.store.renew_leases(
+                        self.engine.replica_id,
+                        lease_seconds=self.engine.lease_seconds,
+                        now=self.engine.clock(),
+                    )
                 if owned is not None:  # None: held throughout, nothing was taken
                     self.engine.runs.stop_lost(before, owned)
             except Exception:
@@ -121,6 +136,7 @@ class Upkeep:
         started or has run for days. It claims only when `next_lease_expiry` says a lease is
         free (a claim locks and reads; with nothing to take it would cost that every period)."""
         engine = self.engine
+        await self._claimed_at_start.wait()
         while not engine.draining:
             try:
                 wait = await self._until_claimable()
@@ -136,12 +152,13 @@ class Upkeep:
                 return
             try:
                 while True:
-                    orphans = await engine.store.claim_executions(
-                        engine.replica_id,
-                        lease_seconds=engine.lease_seconds,
-                        now=engine.clock(),
-                        limit=100,
-                    )
+                    async with self._leasing:
+                        orphans = await engine.store.claim_executions(
+                            engine.replica_id,
+                            lease_seconds=engine.lease_seconds,
+                            now=engine.clock(),
+                            limit=100,
+                        )
                     await engine.runs.resumes.all(orphans)
                     if len(orphans) < 100 or engine.draining:
                         break

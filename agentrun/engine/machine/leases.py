@@ -14,7 +14,10 @@ lease is another replica's or another epoch's. How a replica comes to hold a lea
 
 `LeaseKeeper` renews this replica's leases every lease/3 and lets go of the instances whose
 lease was taken (their timers disarmed, their tasks cancelled); it claims orphans every
-`period` (lease/3 by default), and at start takes back at once what this replica id held.
+`period` (lease/3 by default), and at start takes back at once what this replica id held,
+renewing meanwhile (a start that takes longer than a lease keeps what it took first). Its
+claims and renewals never run at once (`_leasing`): on PostgreSQL a claim skips rows another
+transaction locked, and a renewal locks every instance this replica holds.
 Replicas sharing a database need distinct `replica_id`s (EngineConfig)."""
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class LeaseKeeper:
         self.adopt = machines.engine.config.adopt
         self._tasks: list[asyncio.Task[None]] = []
         self._loading: dict[str, asyncio.Future[Instance]] = {}
+        # Held by each claim and renewal (their store calls, not the taking over).
+        self._leasing = asyncio.Lock()
 
     def expiry(self) -> float:
         """When a lease taken now expires."""
@@ -55,10 +60,14 @@ class LeaseKeeper:
 
     async def start(self) -> None:
         """Takes back what this replica id held before a restart (at once: nobody else drives
-        those until their leases expire), then keeps leases renewed and orphans claimed."""
-        await self._claim(include_own=True)
+        those until their leases expire), then claims orphans; renews leases throughout."""
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._renew_loop(), name="agentrun-machine-leases")]
+        try:
+            await self._claim(include_own=True)
+        except BaseException:
+            await self.stop()
+            raise
         if self.adopt:
             self._tasks.append(loop.create_task(self._claim_loop(), name="agentrun-machine-claims"))
 
@@ -97,6 +106,7 @@ class LeaseKeeper:
             take,
             first=CLAIM_BATCH,
             size=CLAIM_BATCH,
+            lock=self._leasing,
         )
 
     async def _renew_loop(self) -> None:
@@ -106,9 +116,10 @@ class LeaseKeeper:
             try:
                 # Only instances held before the renewal was read can be judged by its answer.
                 before = self.held_ids()
-                owned = await m.store.renew_leases(
-                    self.owner, lease_seconds=self.lease_seconds, now=m.clock()
-                )
+                async with self._leasing:
+                    owned = await m.store.renew_leases(
+                        self.owner, lease_seconds=self.lease_seconds, now=m.clock()
+                    )
                 for instance_id in before - owned:
                     self.let_go(instance_id, "its lease was taken by another replica")
             except asyncio.CancelledError:

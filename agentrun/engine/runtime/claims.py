@@ -11,6 +11,7 @@ runs work again while the rest are still being claimed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
@@ -30,14 +31,20 @@ async def claim_in_pages(
     first: int,
     size: int,
     going: Callable[[], bool] = lambda: True,
+    lock: asyncio.Lock | None = None,
 ) -> int:
     """Calls `claim(limit, after_id)` for pages of `first`, then `size`, rows, and `take` on
-    each, until a page comes back short or `going()` turns false; returns how many rows."""
+    each, until a page comes back short or `going()` turns false; returns how many rows.
+    `lock` is held by each `claim`, not by `take` (the replica's renewals take it too)."""
     after: str | None = None
     limit = first
     total = 0
     while going():
-        page = await claim(limit, after)
+        if lock is None:
+            page = await claim(limit, after)
+        else:
+            async with lock:
+                page = await claim(limit, after)
         total += len(page)
         await take(page)
         if len(page) < limit:
