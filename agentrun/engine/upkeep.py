@@ -52,7 +52,6 @@ class Upkeep:
         runs work again while the rest are still being claimed (claiming and reading a
         thousand rows in one go held the first step back by their whole cost)."""
         engine = self.engine
-
         try:
             total = await claim_in_pages(
                 lambda limit, after: engine.store.claim_executions(
