@@ -243,6 +243,7 @@ class Budgets:
         # (tenant, workflow, node) -> prompt tokens of its last call: the next call's estimate.
         self._prompts: dict[tuple[str, str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------- which calls
     def covers(self, tenant: str, budget: BudgetSpec | None, step: StepPlan | None) -> bool:
@@ -420,14 +421,14 @@ class Budgets:
 
     # ------------------------------------------------------------- upkeep
     def _ensure_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._loop(), name="agentrun-budgets"
-            )
+            self._task = loop.create_task(self._loop(), name="agentrun-budgets")
+        if self._renewer is None or self._renewer.done():
+            self._renewer = loop.create_task(self._renew_loop(), name="agentrun-budget-holds")
 
     async def _loop(self) -> None:
-        """Asks refused calls again and renews this process's reservations, while any exist."""
-        renewed = self._engine.clock()
+        """Asks refused calls again, while any claim exists."""
         while self._claims:
             await asyncio.sleep(min(RECHECK_SECONDS, self._lease / 3))
             for claim in list(self._blocked.values()):
@@ -435,16 +436,22 @@ class Budgets:
                     continue
                 del self._blocked[claim.owner]
                 await self._admit(claim)
-            if self._engine.clock() - renewed >= self._lease / 3:
-                renewed = self._engine.clock()
-                with contextlib.suppress(Exception):
-                    await self.ledger.renew(self._owner, renewed + self._lease)
+
+    async def _renew_loop(self) -> None:
+        """Renews this process's reservations every lease/3 while any claim exists: a loop
+        of its own, so that asking many refused calls again (one reservation each) never
+        holds the renewal back until running calls' holds lapse and are charged in full."""
+        while self._claims:
+            await asyncio.sleep(self._lease / 3)
+            with contextlib.suppress(Exception):
+                await self.ledger.renew(self._owner, self._engine.clock() + self._lease)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        for task in (self._task, self._renewer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
 
 def _int(value: Any) -> int:

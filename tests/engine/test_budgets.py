@@ -5,14 +5,20 @@ chat-completions server, which reports the usage each test scripts."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from agentrun.engine import Engine, EngineConfig, load_workflow
-from agentrun.engine.budgets import BudgetConfig, BudgetSpec, Price
+from agentrun.engine.budgets import BudgetConfig, Budgets, BudgetSpec, Claim, Price
 from agentrun.engine.errors import InvalidWorkflow
 from agentrun.integrations import default_agents, default_tools
+from agentrun.storage.budgets import Charge
+from agentrun.storage.budgets_sql import SqlBudgetLedger
 from agentrun.storage.memory import MemoryStore
 from agentrun.storage.records import ExecutionState, NodeState
 from agentrun.storage.sql import SqlStore
@@ -20,6 +26,7 @@ from tests.engine.conftest import eventually
 from tests.integrations.chatserver import ChatServer
 from tests.storage import conftest as storage_fixtures
 from tests.storage.conftest import PgServer
+from tests.storage.templates import migrated_sqlite
 
 # Throwaway databases on the shared PostgreSQL server (a session fixture).
 pg_server = storage_fixtures.pg_server
@@ -236,3 +243,107 @@ async def _state(
     engine: Engine, execution_id: str, state: ExecutionState, tenant: str = "default"
 ) -> bool:
     return (await engine.get_execution(execution_id, tenant=tenant)).state is state
+
+
+class _Engine:
+    """What `Budgets` asks of its engine: a clock, the workflow's budget, pausing."""
+
+    clock = staticmethod(time.time)
+
+    async def workflow_budget(self, tenant: str, workflow: str, execution_id: str) -> None:
+        return None
+
+    def budget_pause(self, execution_id: str, info: Any) -> bool:
+        return True
+
+    def budget_resume(self, execution_id: str) -> None:
+        pass
+
+    def budget_fail(self, execution_id: str, error: Any) -> None:
+        pass
+
+
+class _HeldLedger(SqlBudgetLedger):
+    """A SQL ledger whose reservations after the first `free` wait for `go`: a refused call
+    asked again (as a loaded database, or many of them one after another, would take)."""
+
+    def __init__(self, database: Any, free: int) -> None:
+        super().__init__(database)
+        self.free = free
+        self.go = asyncio.Event()
+        self.held = asyncio.Event()
+
+    async def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        if self.free <= 0:
+            self.held.set()
+            await self.go.wait()
+        self.free -= 1
+        return await super().reserve(*args, **kwargs)
+
+
+async def _expires(store: SqlStore, hold: str) -> float:
+    from agentrun.storage import schema as db
+
+    h = db.budget_holds
+    rows = await store.database.read(sa.select(h.c.expires_at).where(h.c.hold == hold))
+    assert rows, f"hold {hold} is gone"
+    return float(rows[0][0])
+
+
+async def test_holds_are_renewed_while_refused_calls_are_asked_again(tmp_path: Path) -> None:
+    """A running call's reservation is renewed while the same process asks its refused calls
+    again, however long that takes: the renewal ran in the loop that re-asked them, after
+    them, so a process re-asking many refused calls (thousands paused on an exhausted budget)
+    for longer than a lease let its running calls' holds lapse, and the next reservation
+    anywhere charged them in full as abandoned (the process was alive, the call running).
+    Here one re-ask is held past the lease: the running call's hold must still be renewed,
+    and a reservation made after its first lease ran out must not charge it."""
+    store = SqlStore(migrated_sqlite(tmp_path / "store.db"))
+    await store.open()
+    ledger = _HeldLedger(store.database, free=2)
+    engine = _Engine()
+    config = BudgetConfig(tenants={"acme": BudgetSpec(max_tokens=100, window="day")})
+    budgets = Budgets(config, ledger, engine=engine, owner="a", lease_seconds=3.0)
+    started: list[str] = []
+    try:
+        running = Claim(("e1", "n"), "acme", "w", "openai", "m", "n", 60)
+        budgets.admit(running, lambda: started.append("e1"))
+        async with asyncio.timeout(30):
+            while not started:
+                await asyncio.sleep(0.01)
+        first_expiry = await _expires(store, running.hold)
+        # 60 held + 60 asked > 100: refused, and asked again every second (held there).
+        refused = Claim(("e2", "n"), "acme", "w", "openai", "m", "n", 60)
+        budgets.admit(refused, lambda: started.append("e2"))
+        async with asyncio.timeout(30):
+            await ledger.held.wait()
+        try:
+            async with asyncio.timeout(30):
+                while await _expires(store, running.hold) <= first_expiry:
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            pytest.fail("the running call's hold was not renewed while a refused call was asked")
+        # Another process reserves just after the first lease would have ended: nothing
+        # abandoned to charge.
+        period = _today_of(engine.clock())
+        refusal = await SqlBudgetLedger(store.database).reserve(
+            "b/1",
+            "b",
+            [Charge("tenant:acme", period, 100)],
+            1,
+            0.0,
+            now=first_expiry + 0.1,
+            expires_at=first_expiry + 3.0,
+        )
+        assert refusal is None
+        assert await ledger.spent("tenant:acme", period) == (0, 0.0)
+    finally:
+        ledger.go.set()
+        await budgets.close()
+        await store.close()
+
+
+def _today_of(now: float) -> str:
+    import datetime
+
+    return "day:" + datetime.datetime.fromtimestamp(now, datetime.UTC).date().isoformat()
