@@ -4,7 +4,8 @@ its outcome.
 `RemoteCalls.call` stores the call and waits; one loop per replica reads the rows of the
 calls it waits for when told one ended (`wdone`) or at the poll interval, ends the leases
 that expired (the worker's replica may be gone too), turns progress into `tool.progress`
-events, keeps its calls alive (`keep_callers`) and sweeps. A call the attempt no longer
+events, keeps its calls alive (`keep_callers`, every lease/3 while it waits for any, whatever
+the poll interval) and sweeps. A call the attempt no longer
 waits for (its timeout fired, the execution was cancelled or handed over) is cancelled, and
 the worker holding it is told. The outcome is the worker's answer, or `worker_lost`: the
 retry decision is the step invoker's, as for any tool.
@@ -121,6 +122,7 @@ class RemoteCalls:
             trace={"traceparent": traceparent} if traceparent else None,
         )
         waiting = _Waiting(asyncio.get_running_loop().create_future(), ctx, tool.name)
+        idle = not self._waiting
         self._waiting[record.id] = waiting
         try:
             try:
@@ -131,6 +133,8 @@ class RemoteCalls:
                 ) from None
             self._bell.ring("wcall", tool.name)
             self.start()
+            if idle:  # the loop sleeps until its next poll: now it must keep this call
+                self._wake.set()
             ended = await waiting.future
         except asyncio.CancelledError:
             # The attempt stopped waiting (timeout, cancellation, hand-over): no worker
@@ -162,8 +166,10 @@ class RemoteCalls:
     async def _loop(self) -> None:
         next_keep = next_sweep = next_poll = 0.0
         while True:
+            # Its calls kept in time too while it waits for some, however long `poll` is.
+            until = min(next_poll, next_keep) if self._waiting else next_poll
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_poll - self._clock()))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, until - self._clock()))
             except TimeoutError:
                 pass
             self._wake.clear()
