@@ -144,13 +144,20 @@ class ExecutionRepository(abc.ABC):
         limit: int = 100,
         include_own: bool = False,
         after_id: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[ExecutionRecord]:
         """Leases unfinished executions to `owner`: those with no owner or another's expired
         lease (never `owner`'s own by expiry), and with `include_own` those `owner` holds already (a restarted replica takes its own
         back at once). Each claim increments `lease_epoch`; concurrent claimers never get
         the same execution. In id order, at most `limit`, with ids after `after_id`: a
         restart claims its own in pages (claimed ones are its own too, so only the key moves
-        the page on) and resumes each page before reading the next."""
+        the page on) and resumes each page before reading the next. With `ids`, only those
+        (a restart takes back the own ones its pages skipped: a row another transaction
+        locked is skipped, not waited for)."""
+
+    async def held_executions(self, owner: str) -> set[str]:
+        """The ids of the unfinished executions `owner` holds (its lease current or not)."""
+        return {r.id for r in await self.list_unfinished_executions() if r.owner == owner}
 
     @abc.abstractmethod
     async def renew_leases(
@@ -357,6 +364,7 @@ class Store(abc.ABC):
         limit: int = 100,
         include_own: bool = False,
         after_id: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[ExecutionRecord]:
         return await self.executions.claim_executions(
             owner,
@@ -365,7 +373,11 @@ class Store(abc.ABC):
             limit=limit,
             include_own=include_own,
             after_id=after_id,
+            ids=ids,
         )
+
+    async def held_executions(self, owner: str) -> set[str]:
+        return await self.executions.held_executions(owner)
 
     async def renew_leases(
         self, owner: str, *, lease_seconds: float, now: float

@@ -39,6 +39,7 @@ class ExecutionLeases:
         limit: int = 100,
         include_own: bool = False,
         after_id: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[ExecutionRecord]:
         self.database.require_open()
         t, r = db.executions, db.replica_leases
@@ -83,6 +84,8 @@ class ExecutionLeases:
                 free = sa.or_(free, t.c.owner == owner)
             if after_id is not None:
                 free = sa.and_(free, t.c.id > after_id)
+            if ids is not None:
+                free = sa.and_(free, t.c.id.in_(list(ids)))
             candidates = (
                 sa.select(t.c.id)
                 .where(t.c.state.in_(UNFINISHED), free)
@@ -100,6 +103,12 @@ class ExecutionLeases:
             return [db.execution_record(row) for row in rows]
 
         return await self.database.transaction(claim, leases=True)
+
+    async def held_executions(self, owner: str) -> set[str]:
+        """Ids only, through `ix_executions_state_owner` (no record is read)."""
+        t = db.executions
+        statement = sa.select(t.c.id).where(t.c.state.in_(UNFINISHED), t.c.owner == owner)
+        return {row[0] for row in await self.database.read(statement)}
 
     async def renew_leases(
         self, owner: str, *, lease_seconds: float, now: float

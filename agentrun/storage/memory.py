@@ -317,11 +317,15 @@ class MemoryExecutions(ExecutionRepository):
         limit: int = 100,
         include_own: bool = False,
         after_id: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[ExecutionRecord]:
         claimed = []
+        wanted = None if ids is None else set(ids)
         for key in sorted(self._executions):
             record = self._executions[key]
             if record.state.terminal or (after_id is not None and key <= after_id):
+                continue
+            if wanted is not None and key not in wanted:
                 continue
             # Never this replica's own by expiry: it runs those (see SqlStore.claim_executions).
             free = record.owner is None or (

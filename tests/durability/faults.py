@@ -140,6 +140,7 @@ class ProxyStore(Store):
         limit: int = 100,
         include_own: bool = False,
         after_id: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[ExecutionRecord]:
         return await self._call(
             "claim_executions",
@@ -149,7 +150,11 @@ class ProxyStore(Store):
             limit=limit,
             include_own=include_own,
             after_id=after_id,
+            ids=ids,
         )
+
+    async def held_executions(self, owner: str) -> set[str]:
+        return await self._call("held_executions", owner)
 
     async def renew_leases(self, owner: str, *, lease_seconds: float, now: float) -> set[str]:
         return await self._call("renew_leases", owner, lease_seconds=lease_seconds, now=now)

@@ -955,6 +955,25 @@ async def test_claims_page_on_by_id(store: Store) -> None:
     assert [(c.id, c.owner, c.lease_epoch) for c in page] == [(i, "r2", 2) for i in ids[3:]]
 
 
+async def test_claims_by_id_and_the_executions_a_replica_holds(store: Store) -> None:
+    """A restart reads the ids it holds before its pages and claims those they skipped again
+    by id (engine/upkeep.py `_retake_loop`): `held_executions` lists a replica's unfinished
+    executions, `ids` limits a claim to those."""
+    ids = [(await started(store)).id for _ in range(4)]
+    done = await started(store, execution(state=ExecutionState.SUCCEEDED))
+    assert await store.held_executions("r1") == set()
+    await store.claim_executions("r1", lease_seconds=10, now=T0, limit=3)
+    await store.claim_executions("r2", lease_seconds=10, now=T0)
+    assert await store.held_executions("r1") == set(ids[:3])
+    assert await store.held_executions("r2") == {ids[3]}
+    again = await store.claim_executions(
+        "r1", lease_seconds=10, now=T0 + 1, include_own=True, ids=[ids[2], ids[0], done.id]
+    )
+    assert [(c.id, c.owner, c.lease_epoch) for c in again] == [(ids[0], "r1", 2), (ids[2], "r1", 2)]
+    # Another's held lease is not taken by id either.
+    assert await store.claim_executions("r1", lease_seconds=10, now=T0 + 1, ids=[ids[3]]) == []
+
+
 async def test_the_next_lease_expiry_is_of_owners_before_and_after_the_asker(store: Store) -> None:
     """Another replica's lease may be held by an owner whose id sorts before or after the
     asker's (the SQL stores read the two ranges apart); one with no owner is claimable now (0)."""
