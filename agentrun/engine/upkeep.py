@@ -8,8 +8,10 @@ at start is done), then claims and resumes what this replica held (`claim_at_sta
 outlasts a lease keeps what it claimed first. A renewal and a claim of this replica never run
 at once (`_leasing`): on PostgreSQL a claim skips rows another transaction locked, and a
 renewal may lock every row this replica owns. A run whose lease was taken stops at once;
-renewing never waits for the resumption of a large batch of adopted orphans. State machine
-instances keep their leases in machine/leases.py (`LeaseKeeper`).
+renewing never waits for the resumption of a large batch of adopted orphans. An own
+execution a page skipped (on PostgreSQL, its row locked by another transaction then) is
+claimed again by id until it is taken (`_retake_loop`). State machine instances keep their
+leases in machine/leases.py (`LeaseKeeper`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from agentrun.engine.runtime.claims import claim_in_pages
 
 if TYPE_CHECKING:
     from agentrun.engine.engine import Engine
+    from agentrun.storage.records import ExecutionRecord
 
 log = logging.getLogger("agentrun.engine")
 
@@ -45,13 +48,38 @@ class Upkeep:
         # The claim at start is over: orphans may be adopted (a page of the claim at start
         # takes this replica's own rows, and would take back an orphan adopted meanwhile).
         self._claimed_at_start = asyncio.Event()
+        # The own executions the claim at start has not taken yet (`_retake_loop`); None
+        # while unknown (this replica's executions could not be read before the pages).
+        self._skipped: set[str] | None = None
 
     async def claim_at_start(self) -> None:
         """Claims and resumes unfinished executions: this replica id's own at once, others'
         whose leases expired. In pages by id, each resumed before the next is read: the first
         runs work again while the rest are still being claimed (claiming and reading a
-        thousand rows in one go held the first step back by their whole cost)."""
+        thousand rows in one go held the first step back by their whole cost).
+
+        The ids this replica holds are read before the pages; those the pages did not take
+        are claimed again later by id (`_retake_loop`). On PostgreSQL a page skips a row
+        another transaction locked (FOR UPDATE SKIP LOCKED: a peer inserting a signal for it
+        holds FOR KEY SHARE on it), and the next page moves on past its id; the claim loop
+        never claims this replica's own rows (it would bump their epochs under its runs), so
+        a skipped execution stayed this replica's, never resumed, until the next restart.
+        The pages still skip rather than wait for the lock: a claim that waited would hold
+        `_leasing`, and so this replica's renewals, for as long as a frozen peer held the row
+        (up to the lease, when PostgreSQL ends it as idle in transaction), and could deadlock
+        with a peer's transaction that locks rows in another order."""
         engine = self.engine
+        claimed: set[str] = set()
+        try:
+            held: set[str] | None = await engine.store.held_executions(engine.replica_id)
+        except Exception:
+            log.warning("could not read this replica's executions before claiming", exc_info=True)
+            held = None
+
+        async def take(page: list[ExecutionRecord]) -> None:
+            claimed.update(record.id for record in page)
+            await engine.runs.resumes.all(page)
+
         try:
             total = await claim_in_pages(
                 lambda limit, after: engine.store.claim_executions(
@@ -62,13 +90,16 @@ class Upkeep:
                     include_own=True,
                     after_id=after,
                 ),
-                engine.runs.resumes.all,
+                take,
                 first=CLAIM_FIRST_PAGE,
                 size=CLAIM_PAGE,
                 going=lambda: not engine.draining,
                 lock=self._leasing,
             )
         finally:
+            # Only executions held before the pages: one started here meanwhile (a child of
+            # a resumed run) is not the start's to claim.
+            self._skipped = None if held is None else held - claimed
             self._claimed_at_start.set()
         if total:
             log.info("claimed and resumed %d unfinished executions at start", total)
@@ -95,7 +126,7 @@ class Upkeep:
     async def _loops(self) -> None:
         """Lease upkeep, in two loops that never wait for each other: renewing this replica's
         leases must not be delayed by the resumption of a large batch of adopted orphans."""
-        loops = [self._renew_loop()]
+        loops = [self._renew_loop(), self._retake_loop()]
         if self.engine.config.adopt:
             loops.append(self._claim_loop())
         await asyncio.gather(*loops)
@@ -128,6 +159,43 @@ class Upkeep:
                     self.engine.runs.stop_lost(before, owned)
             except Exception:
                 log.warning("lease renewal failed", exc_info=True)
+
+    async def _retake_loop(self) -> None:
+        """Claims, by id, this replica's executions the claim at start skipped (see
+        `claim_at_start`), a little later each time (from CLAIM_MIN_DELAY to lease/3),
+        until none is left: each is taken, finished, or no longer this replica's. One
+        running here is never claimed again (that would bump its epoch under its run)."""
+        engine = self.engine
+        await self._claimed_at_start.wait()
+        delay = CLAIM_MIN_DELAY
+        while self._skipped and not engine.draining:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, engine.lease_seconds / 3)
+            try:
+                await self._retake()
+            except Exception:
+                log.warning("claiming this replica's skipped executions failed", exc_info=True)
+
+    async def _retake(self) -> None:
+        engine = self.engine
+        assert self._skipped is not None
+        held = await engine.store.held_executions(engine.replica_id)
+        async with self._leasing:
+            self._skipped = {i for i in self._skipped & held if i not in engine.runs}
+            if not self._skipped or engine.draining:
+                return
+            taken = await engine.store.claim_executions(
+                engine.replica_id,
+                lease_seconds=engine.lease_seconds,
+                now=engine.clock(),
+                limit=len(self._skipped),
+                include_own=True,
+                ids=sorted(self._skipped),
+            )
+        self._skipped -= {record.id for record in taken}
+        if taken:
+            log.info("claimed and resumed %d executions the start skipped", len(taken))
+        await engine.runs.resumes.all(taken)
 
     async def _claim_loop(self) -> None:
         """Adopts executions whose holder stopped renewing (killed, frozen, cut off, or an
