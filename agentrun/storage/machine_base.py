@@ -309,11 +309,19 @@ class MachineStore(abc.ABC):
         limit: int,
         include_own: bool = False,
         after_id: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[InstanceRecord]:
         """Takes (epoch + 1) ACTIVE instances with something to drive (a timer, a pending
         event, an invoked execution) whose lease expired, or that nobody holds; with
         `include_own`, also `owner`'s own (a replica restarted under its id). In id order,
-        after `after_id`: the next page (runtime/claims.py)."""
+        after `after_id`: the next page (runtime/claims.py). With `ids`, only those (a
+        restart takes back the own ones its pages skipped: on PostgreSQL a row another
+        transaction locked is skipped, not waited for)."""
+
+    @abc.abstractmethod
+    async def held_instances(self, owner: str) -> set[str]:
+        """The ids of the ACTIVE instances with something to drive that `owner` holds (its
+        lease current or not): those `claim` with `include_own` takes back."""
 
     @abc.abstractmethod
     async def release_leases(self, owner: str) -> None:

@@ -197,12 +197,16 @@ class MemoryMachineStore(MachineStore):
         limit: int,
         include_own: bool = False,
         after_id: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[InstanceRecord]:
         out: list[InstanceRecord] = []
+        wanted = None if ids is None else set(ids)
         for record in sorted(self._instances.values(), key=lambda r: r.id):
             if len(out) >= limit:
                 break
             if after_id is not None and record.id <= after_id:
+                continue
+            if wanted is not None and record.id not in wanted:
                 continue
             held_by, epoch = self._leases.get(record.id, (None, 0))
             free = held_by is None or (self._expires.get(record.id) or 0.0) < now
@@ -210,10 +214,23 @@ class MemoryMachineStore(MachineStore):
                 (free and held_by != owner) or (include_own and held_by == owner)
             ):
                 continue
-            if record.pending or record.invoke_execution or self._timers.get(record.id):
+            if self._driven(record):
                 self._lease(record.id, owner, epoch + 1, now + lease_seconds)
                 out.append(self._out(record))
         return out
+
+    async def held_instances(self, owner: str) -> set[str]:
+        return {
+            i
+            for i, (held_by, _) in self._leases.items()
+            if held_by == owner
+            and self._instances[i].state is InstanceState.ACTIVE
+            and self._driven(self._instances[i])
+        }
+
+    def _driven(self, record: InstanceRecord) -> bool:
+        """Something to drive: a pending event, an invoked execution, a timer."""
+        return bool(record.pending or record.invoke_execution or self._timers.get(record.id))
 
     async def release_leases(self, owner: str) -> None:
         for i, (held_by, _) in self._leases.items():

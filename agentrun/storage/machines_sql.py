@@ -306,22 +306,20 @@ class SqlMachineStore(MachineStore):
         limit: int,
         include_own: bool = False,
         after_id: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[InstanceRecord]:
-        t, timers = db.sm_instances, db.sm_timers
+        t = db.sm_instances
         expired = sa.or_(t.c.owner.is_(None), sa.func.coalesce(t.c.lease_expires_at, 0.0) < now)
         free = sa.and_(expired, sa.or_(t.c.owner.is_(None), t.c.owner != owner))
         if include_own:
             free = sa.or_(free, t.c.owner == owner)
         if after_id is not None:
             free = sa.and_(free, t.c.id > after_id)
-        driven = sa.or_(
-            t.c.pending.is_not(None),
-            t.c.invoke_execution.is_not(None),
-            sa.exists().where(timers.c.instance_id == t.c.id),
-        )
+        if ids is not None:
+            free = sa.and_(free, t.c.id.in_(list(ids)))
         candidates = (
             sa.select(t.c.id)
-            .where(t.c.state == InstanceState.ACTIVE.value, free, driven)
+            .where(t.c.state == InstanceState.ACTIVE.value, free, _driven())
             .order_by(t.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -341,7 +339,25 @@ class SqlMachineStore(MachineStore):
 
         return await self._database.transaction(claim, leases=True)
 
+    async def held_instances(self, owner: str) -> set[str]:
+        """Ids only (no record is read)."""
+        t = db.sm_instances
+        statement = sa.select(t.c.id).where(
+            t.c.owner == owner, t.c.state == InstanceState.ACTIVE.value, _driven()
+        )
+        return {row[0] for row in await self._database.read(statement)}
+
     async def release_leases(self, owner: str) -> None:
         t = db.sm_instances
         statement = t.update().where(t.c.owner == owner).values(lease_expires_at=0.0)
         await self._database.transaction(lambda conn: conn.execute(statement), leases=True)
+
+
+def _driven() -> sa.ColumnElement[bool]:
+    """An instance with something to drive: a pending event, an invoked execution, a timer."""
+    t, timers = db.sm_instances, db.sm_timers
+    return sa.or_(
+        t.c.pending.is_not(None),
+        t.c.invoke_execution.is_not(None),
+        sa.exists().where(timers.c.instance_id == t.c.id),
+    )

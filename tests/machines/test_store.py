@@ -233,6 +233,47 @@ async def test_leases_are_renewed_claimed_when_expired_and_released(store: Machi
     assert timed.id in own
 
 
+async def test_claims_by_id_and_the_instances_a_replica_holds(store: MachineStore) -> None:
+    """A restart reads the ids it holds before its pages and claims those they skipped again
+    by id (machine/leases.py `_retake_loop`): `held_instances` lists a replica's ACTIVE
+    instances with something to drive (those `include_own` takes back), `ids` limits a claim
+    to those."""
+    owner, other = uuid.uuid4().hex, uuid.uuid4().hex
+
+    async def timed(holder: str) -> str:
+        rec, _ = await store.create_instance(
+            _instance(owner=holder, lease_epoch=1, lease_expires_at=10.0)
+        )
+        timer = TimerRecord(rec.id, "1:0", "a", 0, 5.0)
+        await store.commit(MachineBatch(rec, [], [timer], fence=(holder, 1)))
+        return rec.id
+
+    ids = [await timed(owner) for _ in range(3)]
+    theirs = await timed(other)
+    idle, _ = await store.create_instance(
+        _instance(owner=owner, lease_epoch=1, lease_expires_at=10.0)
+    )
+    ended, _ = await store.create_instance(
+        _instance(owner=owner, lease_epoch=1, lease_expires_at=10.0, state=InstanceState.COMPLETED)
+    )
+    assert await store.held_instances(owner) == set(ids)
+    assert await store.held_instances(other) == {theirs}
+    again = await store.claim(
+        owner,
+        lease_seconds=10,
+        now=5.0,
+        limit=10,
+        include_own=True,
+        ids=[ids[2], ids[0], idle.id, ended.id],
+    )
+    assert sorted((r.id, r.owner, r.lease_epoch) for r in again) == sorted(
+        [(ids[0], owner, 2), (ids[2], owner, 2)]
+    )
+    assert (await store.get_instance(ids[1])).lease_epoch == 1
+    # Another's held lease is not taken by id either.
+    assert await store.claim(owner, lease_seconds=10, now=5.0, limit=10, ids=[theirs]) == []
+
+
 async def test_a_group_of_fenced_commits_refuses_only_the_stale_one(store: MachineStore) -> None:
     """Batches committed together (on PostgreSQL: one statement, pg_instances.py) are fenced
     each: the stale one writes nothing and gets LeaseLost, its neighbours commit."""
