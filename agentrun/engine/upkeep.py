@@ -20,7 +20,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from agentrun.engine.runtime.claims import claim_in_pages
+from agentrun.engine.runtime.claims import claim_in_pages, retake
 
 if TYPE_CHECKING:
     from agentrun.engine.engine import Engine
@@ -167,35 +167,28 @@ class Upkeep:
         running here is never claimed again (that would bump its epoch under its run)."""
         engine = self.engine
         await self._claimed_at_start.wait()
-        delay = CLAIM_MIN_DELAY
-        while self._skipped and not engine.draining:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, engine.lease_seconds / 3)
-            try:
-                await self._retake()
-            except Exception:
-                log.warning("claiming this replica's skipped executions failed", exc_info=True)
-
-    async def _retake(self) -> None:
-        engine = self.engine
-        assert self._skipped is not None
-        held = await engine.store.held_executions(engine.replica_id)
-        async with self._leasing:
-            self._skipped = {i for i in self._skipped & held if i not in engine.runs}
-            if not self._skipped or engine.draining:
-                return
-            taken = await engine.store.claim_executions(
+        if not self._skipped:
+            return
+        await retake(
+            self._skipped,
+            held=lambda: engine.store.held_executions(engine.replica_id),
+            here=lambda: engine.runs,
+            claim=lambda ids: engine.store.claim_executions(
                 engine.replica_id,
                 lease_seconds=engine.lease_seconds,
                 now=engine.clock(),
-                limit=len(self._skipped),
+                limit=len(ids),
                 include_own=True,
-                ids=sorted(self._skipped),
-            )
-        self._skipped -= {record.id for record in taken}
-        if taken:
-            log.info("claimed and resumed %d executions the start skipped", len(taken))
-        await engine.runs.resumes.all(taken)
+                ids=ids,
+            ),
+            take=engine.runs.resumes.all,
+            lock=self._leasing,
+            delay=CLAIM_MIN_DELAY,
+            longest=engine.lease_seconds / 3,
+            what="executions",
+            log=log,
+            going=lambda: not engine.draining,
+        )
 
     async def _claim_loop(self) -> None:
         """Adopts executions whose holder stopped renewing (killed, frozen, cut off, or an

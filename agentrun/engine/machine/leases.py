@@ -15,9 +15,11 @@ lease is another replica's or another epoch's. How a replica comes to hold a lea
 `LeaseKeeper` renews this replica's leases every lease/3 and lets go of the instances whose
 lease was taken (their timers disarmed, their tasks cancelled); it claims orphans every
 `period` (lease/3 by default), and at start takes back at once what this replica id held,
-renewing meanwhile (a start that takes longer than a lease keeps what it took first). Its
-claims and renewals never run at once (`_leasing`): on PostgreSQL a claim skips rows another
-transaction locked, and a renewal locks every instance this replica holds.
+renewing meanwhile (a start that takes longer than a lease keeps what it took first); an own
+instance the start's pages skipped (on PostgreSQL, its row locked by another transaction then)
+it claims again by id until it is taken (`_retake_loop`). Its claims and renewals never run at
+once (`_leasing`): on PostgreSQL a claim skips rows another transaction locked, and a renewal
+locks every instance this replica holds.
 Replicas sharing a database need distinct `replica_id`s (EngineConfig)."""
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentrun.engine.machine.errors import InstanceNotFound
 from agentrun.engine.machine.instances import Instance
-from agentrun.engine.runtime.claims import claim_in_pages
+from agentrun.engine.runtime.claims import claim_in_pages, retake
 from agentrun.storage.base import LeaseLost
 from agentrun.storage.machines import InstanceRecord, InstanceState
 
@@ -60,14 +62,33 @@ class LeaseKeeper:
 
     async def start(self) -> None:
         """Takes back what this replica id held before a restart (at once: nobody else drives
-        those until their leases expire), then claims orphans; renews leases throughout."""
+        those until their leases expire), then claims orphans; renews leases throughout.
+
+        The ids this replica holds are read before the pages; those the pages did not take
+        are claimed again later by id (`_retake_loop`). On PostgreSQL a page skips a row
+        another transaction locked (FOR UPDATE SKIP LOCKED: a peer inserting a row that
+        references the instance holds FOR KEY SHARE on it), and the next page moves on past
+        its id; the claim loop never claims this replica's own instances and the renewals
+        keep their leases, so a skipped instance stayed this replica's, its timers never
+        fired, until the next restart. The pages still skip rather than wait (a claim that
+        waited would hold `_leasing`, and so the renewals, for as long as a peer held the row)."""
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._renew_loop(), name="agentrun-machine-leases")]
         try:
-            await self._claim(include_own=True)
+            held: set[str] | None = await self.m.store.held_instances(self.owner)
+        except Exception:
+            log.warning("could not read this replica's instances before claiming", exc_info=True)
+            held = None
+        try:
+            claimed = await self._claim(include_own=True)
         except BaseException:
             await self.stop()
             raise
+        # Only instances held before the pages: one created here meanwhile is not the start's.
+        if held is not None and held - claimed:
+            self._tasks.append(
+                loop.create_task(self._retake_loop(held - claimed), name="agentrun-machine-retake")
+            )
         if self.adopt:
             self._tasks.append(loop.create_task(self._claim_loop(), name="agentrun-machine-claims"))
 
@@ -84,15 +105,14 @@ class LeaseKeeper:
         with contextlib.suppress(Exception):
             await self.m.store.release_leases(self.owner)
 
-    async def _claim(self, *, include_own: bool = False) -> None:
+    async def _claim(self, *, include_own: bool = False) -> set[str]:
+        """Claims in pages and takes each page over; the ids it claimed."""
         m = self.m
+        claimed: set[str] = set()
 
-        async def take(claimed: list[InstanceRecord]) -> None:
-            for record in claimed:
-                try:
-                    await self.take_over(record)
-                except Exception:
-                    log.warning("could not take instance %s over", record.id, exc_info=True)
+        async def take(page: list[InstanceRecord]) -> None:
+            claimed.update(record.id for record in page)
+            await self._take(page)
 
         await claim_in_pages(
             lambda limit, after: m.store.claim(
@@ -107,6 +127,41 @@ class LeaseKeeper:
             first=CLAIM_BATCH,
             size=CLAIM_BATCH,
             lock=self._leasing,
+        )
+        return claimed
+
+    async def _take(self, claimed: list[InstanceRecord]) -> None:
+        for record in claimed:
+            try:
+                await self.take_over(record)
+            except Exception:
+                log.warning("could not take instance %s over", record.id, exc_info=True)
+
+    async def _retake_loop(self, skipped: set[str]) -> None:
+        """Claims, by id, this replica's instances the start skipped (see `start`), a little
+        later each time (from RETAKE_DELAY to lease/3), until none is left: each is taken,
+        finished, no longer this replica's or with nothing to drive. One this replica holds
+        already (`held_ids`: loaded by an event meanwhile) is never claimed again (that would
+        bump its epoch under it)."""
+        m = self.m
+        await retake(
+            skipped,
+            held=lambda: m.store.held_instances(self.owner),
+            here=self.held_ids,
+            claim=lambda ids: m.store.claim(
+                self.owner,
+                lease_seconds=self.lease_seconds,
+                now=m.clock(),
+                limit=len(ids),
+                include_own=True,
+                ids=ids,
+            ),
+            take=self._take,
+            lock=self._leasing,
+            longest=self.lease_seconds / 3,
+            what="instances",
+            log=log,
+            going=lambda: not m.stopping,
         )
 
     async def _renew_loop(self) -> None:

@@ -7,12 +7,17 @@ again; a loop that asked for the next batch without an `after_id` took the first
 for ever once a replica held a full batch (a server with 100 state machine instances waiting
 on timers never finished starting). Handling each page before the next is read lets the first
 runs work again while the rest are still being claimed.
+
+On PostgreSQL a page skips a row another transaction locked (FOR UPDATE SKIP LOCKED) and the
+next page moves on past its id, so a restart reads the ids it holds before its pages and
+claims those the pages did not take again, by id (`retake`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Container
 from typing import Protocol, TypeVar
 
 
@@ -22,6 +27,9 @@ class _Keyed(Protocol):
 
 
 R = TypeVar("R", bound=_Keyed)
+
+# The first wait before `retake` claims (then twice as long each time, up to its `longest`).
+RETAKE_DELAY = 0.05
 
 
 async def claim_in_pages(
@@ -52,3 +60,45 @@ async def claim_in_pages(
         after = max(record.id for record in page)
         limit = size
     return total
+
+
+async def retake(
+    skipped: set[str],
+    *,
+    held: Callable[[], Awaitable[set[str]]],
+    here: Callable[[], Container[str]],
+    claim: Callable[[list[str]], Awaitable[list[R]]],
+    take: Callable[[list[R]], Awaitable[None]],
+    lock: asyncio.Lock,
+    longest: float,
+    delay: float = RETAKE_DELAY,
+    what: str,
+    log: logging.Logger,
+    going: Callable[[], bool] = lambda: True,
+) -> None:
+    """Claims, by id, this replica's rows of `skipped` that a restart's pages did not take
+    (see the module's docstring), after `delay`, then twice as long each time up to `longest`,
+    until none is left: each is taken, no longer among those it `held()`s (finished, or
+    another's), or `here()` (driven here already: claiming it again would bump its epoch under
+    it). `skipped` is updated in place. `lock` is held by each `claim`, not by `take`;
+    a failed round is logged (`what`: the rows' name) and tried again."""
+    while skipped and going():
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, longest)
+        try:
+            holding = await held()
+            async with lock:
+                skipped.intersection_update(holding)
+                running = here()
+                skipped.difference_update([i for i in skipped if i in running])
+                if not skipped or not going():
+                    continue
+                taken = await claim(sorted(skipped))
+            skipped.difference_update(record.id for record in taken)
+            if taken:
+                log.info("claimed %d %s the start skipped", len(taken), what)
+            await take(taken)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("claiming this replica's skipped %s failed", what, exc_info=True)
