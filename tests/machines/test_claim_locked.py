@@ -42,8 +42,9 @@ async def test_a_restart_takes_back_an_own_instance_locked_while_it_claimed(
     second: Any = None
     try:
         first = await make(store, replica=replica, lease_seconds=lease)
-        # Short enough to fire in the test (its action records "fired").
-        await first.define(TIMED.format(name=name, delay="2s", tool="test.record"))
+        # Short enough to fire in the test (its action records "fired"), long enough that the
+        # first replica is closed well before (a loaded machine).
+        await first.define(TIMED.format(name=name, delay="5s", tool="test.record"))
         ids = sorted([(await first.machines.create_instance(name)).id for _ in range(4)])
         await close(first)
         await store.close()
