@@ -20,9 +20,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from agentrun.engine.runtime.claims import claim_in_pages, retake
+from agentrun.engine.runtime.claims import claim_own_in_pages, retake
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from agentrun.engine.engine import Engine
     from agentrun.storage.records import ExecutionRecord
 
@@ -69,37 +71,19 @@ class Upkeep:
         (up to the lease, when PostgreSQL ends it as idle in transaction), and could deadlock
         with a peer's transaction that locks rows in another order."""
         engine = self.engine
-        claimed: set[str] = set()
         try:
-            held: set[str] | None = await engine.store.held_executions(engine.replica_id)
-        except Exception:
-            log.warning("could not read this replica's executions before claiming", exc_info=True)
-            held = None
-
-        async def take(page: list[ExecutionRecord]) -> None:
-            claimed.update(record.id for record in page)
-            await engine.runs.resumes.all(page)
-
-        try:
-            total = await claim_in_pages(
-                lambda limit, after: engine.store.claim_executions(
-                    engine.replica_id,
-                    lease_seconds=engine.lease_seconds,
-                    now=engine.clock(),
-                    limit=limit,
-                    include_own=True,
-                    after_id=after,
-                ),
-                take,
+            total, self._skipped = await claim_own_in_pages(
+                self._claim_rows,
+                engine.runs.resumes.all,
+                held=lambda: engine.store.held_executions(engine.replica_id),
                 first=CLAIM_FIRST_PAGE,
                 size=CLAIM_PAGE,
-                going=lambda: not engine.draining,
                 lock=self._leasing,
+                what="executions",
+                log=log,
+                going=lambda: not engine.draining,
             )
         finally:
-            # Only executions held before the pages: one started here meanwhile (a child of
-            # a resumed run) is not the start's to claim.
-            self._skipped = None if held is None else held - claimed
             self._claimed_at_start.set()
         if total:
             log.info("claimed and resumed %d unfinished executions at start", total)
@@ -162,7 +146,7 @@ class Upkeep:
 
     async def _retake_loop(self) -> None:
         """Claims, by id, this replica's executions the claim at start skipped (see
-        `claim_at_start`), a little later each time (from CLAIM_MIN_DELAY to lease/3),
+        `claim_at_start`), a little later each time (from RETAKE_DELAY to lease/3),
         until none is left: each is taken, finished, or no longer this replica's. One
         running here is never claimed again (that would bump its epoch under its run)."""
         engine = self.engine
@@ -173,21 +157,28 @@ class Upkeep:
             self._skipped,
             held=lambda: engine.store.held_executions(engine.replica_id),
             here=lambda: engine.runs,
-            claim=lambda ids: engine.store.claim_executions(
-                engine.replica_id,
-                lease_seconds=engine.lease_seconds,
-                now=engine.clock(),
-                limit=len(ids),
-                include_own=True,
-                ids=ids,
-            ),
+            claim=lambda ids: self._claim_rows(len(ids), ids=ids),
             take=engine.runs.resumes.all,
             lock=self._leasing,
-            delay=CLAIM_MIN_DELAY,
             longest=engine.lease_seconds / 3,
             what="executions",
             log=log,
             going=lambda: not engine.draining,
+        )
+
+    def _claim_rows(
+        self, limit: int, after: str | None = None, *, ids: list[str] | None = None
+    ) -> Awaitable[list[ExecutionRecord]]:
+        """This replica's own executions and others' expired ones (`claim_executions`)."""
+        engine = self.engine
+        return engine.store.claim_executions(
+            engine.replica_id,
+            lease_seconds=engine.lease_seconds,
+            now=engine.clock(),
+            limit=limit,
+            include_own=True,
+            after_id=after,
+            ids=ids,
         )
 
     async def _claim_loop(self) -> None:

@@ -31,11 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from agentrun.engine.machine.errors import InstanceNotFound
 from agentrun.engine.machine.instances import Instance
-from agentrun.engine.runtime.claims import claim_in_pages, retake
+from agentrun.engine.runtime.claims import claim_in_pages, claim_own_in_pages, retake
 from agentrun.storage.base import LeaseLost
 from agentrun.storage.machines import InstanceRecord, InstanceState
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from agentrun.engine.machine.engine import MachineEngine
 
 log = logging.getLogger("agentrun.engine.machine")
@@ -75,19 +77,22 @@ class LeaseKeeper:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._renew_loop(), name="agentrun-machine-leases")]
         try:
-            held: set[str] | None = await self.m.store.held_instances(self.owner)
-        except Exception:
-            log.warning("could not read this replica's instances before claiming", exc_info=True)
-            held = None
-        try:
-            claimed = await self._claim(include_own=True)
+            _, skipped = await claim_own_in_pages(
+                self._claim_rows,
+                self._take,
+                held=lambda: self.m.store.held_instances(self.owner),
+                first=CLAIM_BATCH,
+                size=CLAIM_BATCH,
+                lock=self._leasing,
+                what="instances",
+                log=log,
+            )
         except BaseException:
             await self.stop()
             raise
-        # Only instances held before the pages: one created here meanwhile is not the start's.
-        if held is not None and held - claimed:
+        if skipped:
             self._tasks.append(
-                loop.create_task(self._retake_loop(held - claimed), name="agentrun-machine-retake")
+                loop.create_task(self._retake_loop(skipped), name="agentrun-machine-retake")
             )
         if self.adopt:
             self._tasks.append(loop.create_task(self._claim_loop(), name="agentrun-machine-claims"))
@@ -105,30 +110,33 @@ class LeaseKeeper:
         with contextlib.suppress(Exception):
             await self.m.store.release_leases(self.owner)
 
-    async def _claim(self, *, include_own: bool = False) -> set[str]:
-        """Claims in pages and takes each page over; the ids it claimed."""
-        m = self.m
-        claimed: set[str] = set()
-
-        async def take(page: list[InstanceRecord]) -> None:
-            claimed.update(record.id for record in page)
-            await self._take(page)
-
+    async def _claim(self) -> None:
+        """Orphans: others' instances whose leases expired, in pages."""
         await claim_in_pages(
-            lambda limit, after: m.store.claim(
-                self.owner,
-                lease_seconds=self.lease_seconds,
-                now=m.clock(),
-                limit=limit,
-                include_own=include_own,
-                after_id=after,
-            ),
-            take,
+            lambda limit, after: self._claim_rows(limit, after, include_own=False),
+            self._take,
             first=CLAIM_BATCH,
             size=CLAIM_BATCH,
             lock=self._leasing,
         )
-        return claimed
+
+    def _claim_rows(
+        self,
+        limit: int,
+        after: str | None = None,
+        *,
+        ids: list[str] | None = None,
+        include_own: bool = True,
+    ) -> Awaitable[list[InstanceRecord]]:
+        return self.m.store.claim(
+            self.owner,
+            lease_seconds=self.lease_seconds,
+            now=self.m.clock(),
+            limit=limit,
+            include_own=include_own,
+            after_id=after,
+            ids=ids,
+        )
 
     async def _take(self, claimed: list[InstanceRecord]) -> None:
         for record in claimed:
@@ -148,14 +156,7 @@ class LeaseKeeper:
             skipped,
             held=lambda: m.store.held_instances(self.owner),
             here=self.held_ids,
-            claim=lambda ids: m.store.claim(
-                self.owner,
-                lease_seconds=self.lease_seconds,
-                now=m.clock(),
-                limit=len(ids),
-                include_own=True,
-                ids=ids,
-            ),
+            claim=lambda ids: self._claim_rows(len(ids), ids=ids),
             take=self._take,
             lock=self._leasing,
             longest=self.lease_seconds / 3,

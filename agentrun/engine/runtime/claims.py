@@ -62,6 +62,39 @@ async def claim_in_pages(
     return total
 
 
+async def claim_own_in_pages(
+    claim: Callable[[int, str | None], Awaitable[list[R]]],
+    take: Callable[[list[R]], Awaitable[None]],
+    *,
+    held: Callable[[], Awaitable[set[str]]],
+    first: int,
+    size: int,
+    lock: asyncio.Lock,
+    what: str,
+    log: logging.Logger,
+    going: Callable[[], bool] = lambda: True,
+) -> tuple[int, set[str] | None]:
+    """A restart's claim of its own rows (and others' expired ones): `claim_in_pages`, with
+    the ids this replica `held()` read before the pages, so that it knows which of them the
+    pages skipped (see the module's docstring). Returns how many rows the pages took and the
+    skipped ids, for `retake` (None: `held()` failed, so they are unknown; logged, `what`:
+    the rows' name). Only rows held before the pages count: one made here meanwhile (a child
+    of a resumed run) is not the restart's to claim."""
+    try:
+        before: set[str] | None = await held()
+    except Exception:
+        log.warning("could not read this replica's %s before claiming", what, exc_info=True)
+        before = None
+    claimed: set[str] = set()
+
+    async def tracked(page: list[R]) -> None:
+        claimed.update(record.id for record in page)
+        await take(page)
+
+    total = await claim_in_pages(claim, tracked, first=first, size=size, going=going, lock=lock)
+    return total, None if before is None else before - claimed
+
+
 async def retake(
     skipped: set[str],
     *,
